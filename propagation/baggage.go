@@ -1,0 +1,224 @@
+package propagation
+
+import (
+	"fmt"
+	"strings"
+)
+
+type keyKind uint8
+
+const (
+	kindNone keyKind = iota
+	kindID
+	kindActor
+	kindOrigin
+	kindTicket
+	kindCompat
+)
+
+func (c *Codec) kind(key string) keyKind {
+	switch key {
+	case c.cfg.idKey:
+		return kindID
+	case c.cfg.actorKey:
+		return kindActor
+	case c.cfg.originKey:
+		return kindOrigin
+	case c.cfg.ticketKey:
+		return kindTicket
+	}
+	for _, k := range c.cfg.compat {
+		if key == k {
+			return kindCompat
+		}
+	}
+	return kindNone
+}
+
+// mentions reports whether any line contains one of our keys as a
+// substring: the cheap test that lets baggage without our members pass
+// without being split.
+func (c *Codec) mentions(lines []string) bool {
+	for _, line := range lines {
+		for _, k := range c.keys {
+			if strings.Contains(line, k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// scanBaggage finds our members in the baggage lines without parsing the
+// foreign ones beyond their keys: a malformed foreign member neither hides
+// ours nor fails the request. Over-limit baggage is judged only when it
+// carries a member of ours. headerID is the ID from the dedicated header,
+// which the baggage must agree with.
+func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
+	if len(lines) == 0 || !c.mentions(lines) {
+		return nil
+	}
+	var (
+		err            error
+		total, members int
+		ours           bool
+		compatID       string
+		bagID          string
+	)
+	fail := func(e error) {
+		if err == nil {
+			err = e
+		}
+	}
+	for i, line := range lines {
+		if i > 0 {
+			total++ // the comma that joins header lines
+		}
+		total += len(line)
+		for line != "" {
+			var member string
+			member, line, _ = strings.Cut(line, ",")
+			member = trimOWS(member)
+			if member == "" {
+				continue
+			}
+			members++
+			rawKey, rest, hasValue := strings.Cut(member, "=")
+			if !hasValue {
+				rawKey, _, _ = strings.Cut(rawKey, ";")
+			}
+			key := trimOWS(rawKey)
+			k := c.kind(key)
+			if k == kindNone {
+				continue
+			}
+			ours = true
+			if !hasValue {
+				fail(fmt.Errorf("%w: baggage member %s has no value", ErrMalformed, quote(key)))
+				continue
+			}
+			value, _, _ := strings.Cut(rest, ";") // member properties are not ours to read
+			v, uerr := unescape(trimOWS(value))
+			if uerr != nil {
+				fail(fmt.Errorf("%w: baggage member %s: %v", ErrMalformed, quote(key), uerr))
+				continue
+			}
+			if v == "" {
+				fail(fmt.Errorf("%w: baggage member %s is empty", ErrMalformed, quote(key)))
+				continue
+			}
+			var dst *string
+			switch k {
+			case kindID:
+				dst = &bagID
+			case kindActor:
+				dst = &m.Sandbox.Actor
+			case kindOrigin:
+				dst = &m.Sandbox.Origin
+			case kindTicket:
+				dst = &m.Ticket
+			case kindCompat:
+				dst = &compatID
+			}
+			if *dst != "" && *dst != v {
+				fail(fmt.Errorf("%w: baggage member %s has %s and %s", ErrConflict, quote(key), quote(*dst), quote(v)))
+				continue
+			}
+			*dst = v
+		}
+	}
+	if !ours {
+		return nil
+	}
+	m.Found, m.Baggage = true, true
+	if members > MaxBaggageMembers || total > MaxBaggageBytes {
+		return fmt.Errorf("%w: %d members, %d bytes (limits %d, %d)", ErrBaggageLimit, members, total, MaxBaggageMembers, MaxBaggageBytes)
+	}
+	if err != nil {
+		return err
+	}
+	id := headerID
+	for _, other := range [...]string{bagID, compatID} {
+		if other == "" {
+			continue
+		}
+		if id != "" && id != other {
+			return fmt.Errorf("%w: sandbox ID %s in one marker and %s in another", ErrConflict, quote(id), quote(other))
+		}
+		id = other
+	}
+	m.Sandbox.ID = id
+	return nil
+}
+
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// unescape percent-decodes a baggage value. It allocates only when the value
+// holds an escape.
+func unescape(s string) (string, error) {
+	i := strings.IndexByte(s, '%')
+	if i < 0 {
+		return s, nil
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	b.WriteString(s[:i])
+	for ; i < len(s); i++ {
+		c := s[i]
+		if c != '%' {
+			b.WriteByte(c)
+			continue
+		}
+		if i+2 >= len(s) || !ishex(s[i+1]) || !ishex(s[i+2]) {
+			return "", fmt.Errorf("bad percent-encoding at byte %d", i)
+		}
+		b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+		i += 2
+	}
+	return b.String(), nil
+}
+
+// escapeTo percent-encodes v as a W3C baggage value: every byte outside
+// baggage-octet, and '%' itself, is escaped.
+func escapeTo(b *strings.Builder, v string) {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if baggageOctet(c) && c != '%' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+}
+
+// baggageOctet reports whether c may appear unescaped in a baggage value:
+// printable ASCII except space, '"', ',', ';' and '\'.
+func baggageOctet(c byte) bool {
+	return c > 0x20 && c < 0x7f && c != '"' && c != ',' && c != ';' && c != '\\'
+}
+
+func ishex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	default:
+		return c - 'A' + 10
+	}
+}

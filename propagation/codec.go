@@ -1,0 +1,307 @@
+package propagation
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"go.opentelemetry.io/otel/baggage"
+	otelprop "go.opentelemetry.io/otel/propagation"
+)
+
+// Codec reads and writes a [Sandbox] on a carrier. Build one with
+// [NewCodec]; the zero value is not usable. A Codec is immutable and safe for
+// concurrent use.
+type Codec struct {
+	cfg config
+
+	header      string // lower-case, for gRPC metadata, Kafka headers, maps
+	headerCanon string // canonical MIME form, for http.Header
+	keys        []string
+	fields      []string
+}
+
+// Markers is what [Codec.Read] found on a carrier.
+type Markers struct {
+	// Sandbox is the sandbox the markers name; valid when Found is true and
+	// Read returned no error.
+	Sandbox Sandbox
+	// Ticket is the signed ticket, if one was sent (see [Verifier]).
+	Ticket string
+	// Found reports whether the carrier holds any of our markers, readable
+	// or not. Middleware strips them from untrusted sources when it is set.
+	Found bool
+	// Baggage reports whether any marker was found in baggage (as opposed
+	// to the dedicated header only).
+	Baggage bool
+}
+
+var defaultCodec = func() *Codec {
+	c, err := NewCodec()
+	if err != nil {
+		panic(err) // unreachable: the defaults are valid
+	}
+	return c
+}()
+
+// Default returns the codec with the default names and no options. It is
+// shared and immutable.
+func Default() *Codec { return defaultCodec }
+
+// NewCodec returns a codec configured by opts. It fails only when a
+// configured header name or baggage key is not a valid token, or two keys
+// are the same.
+func NewCodec(opts ...Option) (*Codec, error) {
+	cfg := newConfig(opts)
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	c := &Codec{
+		cfg:         cfg,
+		header:      strings.ToLower(cfg.header),
+		headerCanon: canonical(cfg.header),
+	}
+	c.keys = append([]string{cfg.idKey, cfg.actorKey, cfg.originKey, cfg.ticketKey}, cfg.compat...)
+	c.fields = []string{baggageHeader}
+	if c.header != "" {
+		c.fields = append(c.fields, c.header)
+	}
+	return c, nil
+}
+
+// Fields returns the carrier keys the codec reads and writes, lower-case.
+func (c *Codec) Fields() []string { return append([]string(nil), c.fields...) }
+
+// Header returns the name of the dedicated header, lower-case, or "" when it
+// is disabled.
+func (c *Codec) Header() string { return c.header }
+
+// Keys returns the baggage member keys the codec treats as its own: ID,
+// actor, origin, ticket and any compatibility keys, in that order.
+func (c *Codec) Keys() []string { return append([]string(nil), c.keys...) }
+
+// values returns every line of key on carrier without allocating for the
+// carriers the library uses.
+func values(carrier otelprop.TextMapCarrier, key, canon string, one *[1]string) []string {
+	switch cr := carrier.(type) {
+	case otelprop.HeaderCarrier:
+		return cr[canon]
+	case otelprop.ValuesGetter:
+		return cr.Values(key)
+	}
+	one[0] = carrier.Get(key)
+	if one[0] == "" {
+		return nil
+	}
+	return one[:]
+}
+
+// Read returns the markers on carrier. The error, wrapping one of the
+// package's sentinels, reports markers that are present but cannot be
+// trusted to name one sandbox: a malformed or invalid value, several
+// different values, the dedicated header and baggage disagreeing, or our
+// member inside baggage over the W3C limits. Markers.Found is set even when
+// an error is returned.
+//
+// Read does not allocate when the carrier holds no markers, and allocates
+// only to percent-decode values when it does.
+func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
+	var m Markers
+	var one [1]string
+	var err error
+	if c.header != "" {
+		for _, v := range values(carrier, c.header, c.headerCanon, &one) {
+			v = trimOWS(v)
+			if v == "" {
+				continue
+			}
+			m.Found = true
+			if m.Sandbox.ID != "" && m.Sandbox.ID != v && err == nil {
+				err = fmt.Errorf("%w: header %s has %s and %s", ErrConflict, c.cfg.header, quote(m.Sandbox.ID), quote(v))
+			}
+			m.Sandbox.ID = v
+		}
+	}
+	headerID := m.Sandbox.ID
+	if berr := c.scanBaggage(values(carrier, baggageHeader, "Baggage", &one), &m, headerID); berr != nil {
+		err = berr // the baggage error names the problem more precisely
+	}
+	if err != nil || !m.Found {
+		return m, err
+	}
+	if m.Sandbox.ID == "" {
+		return m, fmt.Errorf("%w: actor, origin or ticket without a sandbox ID", ErrMalformed)
+	}
+	if err := m.Sandbox.Validate(); err != nil {
+		return m, err
+	}
+	return m, nil
+}
+
+// Extract reads the sandbox from carrier and returns ctx carrying it. It is
+// strict: unreadable markers return ctx unchanged and an error (see
+// [Codec.Read]); a carrier without markers returns ctx unchanged and nil.
+func (c *Codec) Extract(ctx context.Context, carrier otelprop.TextMapCarrier) (context.Context, error) {
+	m, err := c.Read(carrier)
+	if err != nil || !m.Found {
+		return ctx, err
+	}
+	return c.ContextWithSandbox(ctx, m.Sandbox), nil
+}
+
+// ContextWithSandbox is [ContextWithSandbox], and with [WithBaggageMirror]
+// it also records s in the context's OpenTelemetry baggage.
+func (c *Codec) ContextWithSandbox(ctx context.Context, s Sandbox) context.Context {
+	if c.cfg.mirror {
+		ctx = c.mirror(ctx, s)
+	}
+	return ContextWithSandbox(ctx, s)
+}
+
+func (c *Codec) mirror(ctx context.Context, s Sandbox) context.Context {
+	bag := baggage.FromContext(ctx)
+	for _, kv := range [...][2]string{{c.cfg.idKey, s.ID}, {c.cfg.actorKey, s.Actor}, {c.cfg.originKey, s.Origin}} {
+		if kv[1] == "" {
+			bag = bag.DeleteMember(kv[0])
+			continue
+		}
+		if mem, err := baggage.NewMemberRaw(kv[0], kv[1]); err == nil {
+			if b, err := bag.SetMember(mem); err == nil {
+				bag = b
+			}
+		}
+	}
+	return baggage.ContextWithBaggage(ctx, bag)
+}
+
+// Inject writes the context's sandbox to carrier: the dedicated header and
+// our baggage members, merged into the baggage already on the carrier (our
+// previous members are replaced, every other member is kept). Without a
+// sandbox in ctx it does nothing and allocates nothing.
+func (c *Codec) Inject(ctx context.Context, carrier otelprop.TextMapCarrier) {
+	s, ok := FromContext(ctx)
+	if !ok {
+		return
+	}
+	c.InjectSandbox(s, carrier)
+}
+
+// InjectSandbox writes s to carrier as [Codec.Inject] does.
+func (c *Codec) InjectSandbox(s Sandbox, carrier otelprop.TextMapCarrier) {
+	if c.header != "" {
+		setHeader(carrier, c.header, c.headerCanon, s.ID)
+	}
+	var one [1]string
+	existing := values(carrier, baggageHeader, "Baggage", &one)
+
+	var b strings.Builder
+	n := len(c.cfg.idKey) + 1 + len(s.ID)
+	if s.Actor != "" {
+		n += len(c.cfg.actorKey) + 2 + 3*len(s.Actor)
+	}
+	if s.Origin != "" {
+		n += len(c.cfg.originKey) + 2 + 3*len(s.Origin)
+	}
+	for _, line := range existing {
+		n += len(line) + 1
+	}
+	b.Grow(n)
+	b.WriteString(c.cfg.idKey)
+	b.WriteByte('=')
+	b.WriteString(s.ID) // a valid ID needs no escaping
+	if s.Actor != "" {
+		b.WriteByte(',')
+		b.WriteString(c.cfg.actorKey)
+		b.WriteByte('=')
+		escapeTo(&b, s.Actor)
+	}
+	if s.Origin != "" {
+		b.WriteByte(',')
+		b.WriteString(c.cfg.originKey)
+		b.WriteByte('=')
+		escapeTo(&b, s.Origin)
+	}
+	c.appendForeign(&b, existing, true)
+	setHeader(carrier, baggageHeader, "Baggage", b.String())
+}
+
+// appendForeign appends to b every member of lines that is not one of the
+// identity keys (ID, actor, origin; with all, also ticket and compatibility
+// keys), each preceded by a comma when b is not empty.
+func (c *Codec) appendForeign(b *strings.Builder, lines []string, keepTicket bool) {
+	for _, line := range lines {
+		for line != "" {
+			var member string
+			member, line, _ = strings.Cut(line, ",")
+			member = trimOWS(member)
+			if member == "" {
+				continue
+			}
+			key, _, _ := strings.Cut(member, "=")
+			key, _, _ = strings.Cut(key, ";")
+			switch k := c.kind(trimOWS(key)); {
+			case k == kindNone, k == kindTicket && keepTicket, k == kindCompat && keepTicket:
+				if b.Len() > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(member)
+			}
+		}
+	}
+}
+
+// Strip removes every marker of ours from carrier: the dedicated header and
+// our baggage members (ID, actor, origin, ticket and the compatibility keys
+// the codec reads), leaving every other baggage member as it was.
+func (c *Codec) Strip(carrier otelprop.TextMapCarrier) {
+	if c.header != "" {
+		deleteHeader(carrier, c.header, c.headerCanon)
+	}
+	var one [1]string
+	existing := values(carrier, baggageHeader, "Baggage", &one)
+	if len(existing) == 0 {
+		return
+	}
+	var b strings.Builder
+	c.appendForeign(&b, existing, false)
+	if b.Len() == 0 {
+		deleteHeader(carrier, baggageHeader, "Baggage")
+		return
+	}
+	setHeader(carrier, baggageHeader, "Baggage", b.String())
+}
+
+func setHeader(carrier otelprop.TextMapCarrier, key, canon, v string) {
+	if h, ok := carrier.(otelprop.HeaderCarrier); ok {
+		h[canon] = []string{v}
+		return
+	}
+	carrier.Set(key, v)
+}
+
+// deleter is implemented by carriers that can remove a key (the library's
+// gRPC metadata and Kafka header carriers). Others get an empty value,
+// which Read treats as absent.
+type deleter interface{ Delete(key string) }
+
+func deleteHeader(carrier otelprop.TextMapCarrier, key, canon string) {
+	switch cr := carrier.(type) {
+	case otelprop.HeaderCarrier:
+		delete(cr, canon)
+	case deleter:
+		cr.Delete(key)
+	default:
+		if carrier.Get(key) != "" {
+			carrier.Set(key, "")
+		}
+	}
+}
+
+// HTTPHeader returns the marker headers of s as an http.Header: what a
+// developer adds to a test request, or a test to a handcrafted one.
+func (c *Codec) HTTPHeader(s Sandbox) http.Header {
+	h := make(http.Header, 2)
+	c.InjectSandbox(s, otelprop.HeaderCarrier(h))
+	return h
+}

@@ -1,0 +1,160 @@
+package propagation
+
+import (
+	"fmt"
+	"net/textproto"
+	"strings"
+)
+
+// Default carrier names. The HTTP header is matched case-insensitively; the
+// baggage keys are case-sensitive, as in the W3C Baggage specification.
+const (
+	DefaultHeader    = "Sandbox-Id"
+	DefaultIDKey     = "sandbox.id"
+	DefaultActorKey  = "sandbox.actor"
+	DefaultOriginKey = "sandbox.origin"
+	DefaultTicketKey = "sandbox.ticket"
+
+	// SignadotKey is the baggage member Signadot uses for its routing key.
+	SignadotKey = "sd-routing-key"
+	// OktetoKey is the baggage member Okteto uses for divert.
+	OktetoKey = "okteto-divert"
+
+	baggageHeader = "baggage"
+)
+
+// W3C Baggage limits.
+const (
+	// MaxBaggageMembers is the most list-members a baggage may hold.
+	MaxBaggageMembers = 64
+	// MaxBaggageBytes is the most bytes all baggage header lines may hold
+	// together.
+	MaxBaggageBytes = 8192
+)
+
+// Option configures a [Codec].
+type Option interface {
+	apply(*config)
+}
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+type config struct {
+	header    string
+	idKey     string
+	actorKey  string
+	originKey string
+	ticketKey string
+	compat    []string
+	mirror    bool
+}
+
+func newConfig(opts []Option) config {
+	c := config{
+		header:    DefaultHeader,
+		idKey:     DefaultIDKey,
+		actorKey:  DefaultActorKey,
+		originKey: DefaultOriginKey,
+		ticketKey: DefaultTicketKey,
+	}
+	for _, o := range opts {
+		o.apply(&c)
+	}
+	return c
+}
+
+// WithHeader sets the name of the dedicated header (default "Sandbox-Id").
+// An empty name disables the dedicated header: the sandbox then travels in
+// baggage only.
+func WithHeader(name string) Option {
+	return optionFunc(func(c *config) { c.header = name })
+}
+
+// WithBaggageKeys sets the baggage member keys for the ID, the actor and the
+// origin (defaults "sandbox.id", "sandbox.actor", "sandbox.origin").
+func WithBaggageKeys(id, actor, origin string) Option {
+	return optionFunc(func(c *config) { c.idKey, c.actorKey, c.originKey = id, actor, origin })
+}
+
+// WithTicketKey sets the baggage member key of the signed ticket (default
+// "sandbox.ticket").
+func WithTicketKey(key string) Option {
+	return optionFunc(func(c *config) { c.ticketKey = key })
+}
+
+// WithSignadot makes the codec read Signadot's sd-routing-key baggage member
+// as a sandbox ID, so that requests already tagged for Signadot reach
+// sandboxkit sandboxes. Off by default. It must agree with sandbox.id when
+// both are present.
+func WithSignadot() Option {
+	return optionFunc(func(c *config) { c.compat = appendUnique(c.compat, SignadotKey) })
+}
+
+// WithOkteto makes the codec read Okteto's okteto-divert baggage member as a
+// sandbox ID. Off by default. It must agree with sandbox.id when both are
+// present.
+func WithOkteto() Option {
+	return optionFunc(func(c *config) { c.compat = appendUnique(c.compat, OktetoKey) })
+}
+
+// WithBaggageMirror makes extraction also record the sandbox in the
+// context's OpenTelemetry baggage, for services whose outgoing
+// instrumentation registers only OpenTelemetry's own Baggage propagator. Off
+// by default: it costs several allocations per request.
+func WithBaggageMirror() Option {
+	return optionFunc(func(c *config) { c.mirror = true })
+}
+
+func appendUnique(s []string, v string) []string {
+	for _, x := range s {
+		if x == v {
+			return s
+		}
+	}
+	return append(s, v)
+}
+
+// validate checks the configured names: header names must be HTTP tokens,
+// baggage keys W3C tokens, and no two keys may be the same.
+func (c *config) validate() error {
+	if c.header != "" && !isToken(c.header) {
+		return fmt.Errorf("propagation: header name %q is not an HTTP token", c.header)
+	}
+	if strings.EqualFold(c.header, baggageHeader) {
+		return fmt.Errorf("propagation: header name %q is reserved for W3C baggage", c.header)
+	}
+	keys := append([]string{c.idKey, c.actorKey, c.originKey, c.ticketKey}, c.compat...)
+	seen := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		if !isToken(k) {
+			return fmt.Errorf("propagation: baggage key %q is not a token", k)
+		}
+		if seen[k] {
+			return fmt.Errorf("propagation: baggage key %q is used twice", k)
+		}
+		seen[k] = true
+	}
+	return nil
+}
+
+// isToken reports whether s is an RFC 7230 token, which is also what W3C
+// baggage keys are.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func canonical(name string) string { return textproto.CanonicalMIMEHeaderKey(name) }

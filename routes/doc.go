@@ -1,0 +1,65 @@
+// Package routes holds the route table: which sandboxes exist (ID, actor,
+// origin, expiry, test database, budget overrides) and which services each
+// one overrides, with the upstream address of the sandboxed version.
+//
+// Every other package reads it: httpmw and grpcmw to choose an upstream,
+// kafkamw to decide who consumes a message, dbroute to know which sandboxes
+// exist.
+//
+// # Reading
+//
+// [Table.Lookup] is the hot path: allocation-free, and safe while the table
+// is being updated (each update swaps in a new immutable snapshot). A
+// sandbox past its expiry drops out of lookups by itself.
+//
+// # Activation windows
+//
+// Each route records when it became active and, once removed, when it was
+// removed; a removed route stays as a tombstone for a grace period
+// ([WithTombstoneGrace]). Kafka consumers decide which reader owns a message
+// by comparing its timestamp with that window ([Table.ActiveAt]), so two
+// processes that see an update at different moments still agree. For that
+// to hold across processes the times must come from the source: give
+// activeFrom (and, to remove a route, removedAt) in the document. A route
+// without activeFrom is active from the moment this table first saw it; a
+// route that disappears without removedAt is removed at the moment this
+// table noticed.
+//
+// # Sources
+//
+// A table is filled by hand ([Table.Update]) or kept in sync with a
+// [Source] by [Table.Sync]: [File] (a JSON file, re-read when it changes) or
+// [HTTP] (an endpoint polled with backoff). A source that fails keeps the
+// last good table, and [Table.Err] reports why; a document with an invalid
+// entry is rejected whole with an error naming the entry.
+//
+// # JSON format
+//
+//	{
+//	  "sandboxes": [
+//	    {
+//	      "id": "pr-42",
+//	      "actor": "alice",
+//	      "origin": "github.com/acme/shop/pull/42",
+//	      "expires": "2026-12-01T18:00:00Z",
+//	      "database": "postgres://test@db-test:5432/shop_pr_42",
+//	      "budget": {"rate": 50, "burst": 10, "maxInFlight": 20},
+//	      "services": {
+//	        "cart": "http://10.0.3.7:8080",
+//	        "orders": {"upstream": "10.0.3.8:9090", "activeFrom": "2026-11-27T09:00:00Z"},
+//	        "shipping": {"upstream": "10.0.3.9:9090", "activeFrom": "2026-11-27T09:00:00Z",
+//	                     "removedAt": "2026-11-27T11:30:00Z"}
+//	      }
+//	    }
+//	  ]
+//	}
+//
+// Only id is required. A service maps to its upstream, either a string or an
+// object with upstream, activeFrom and removedAt (RFC 3339). Upstreams are
+// "http://host:port", "https://host:port" or "host:port" (gRPC).
+//
+// # Concurrency
+//
+// A [Table] is safe for concurrent use; its zero value is not usable, build
+// it with [New].
+package routes
