@@ -40,6 +40,9 @@ func (c *Codec) kind(key string) keyKind {
 // without being split.
 func (c *Codec) mentions(lines []string) bool {
 	for _, line := range lines {
+		if c.prefix != "" && !strings.Contains(line, c.prefix) {
+			continue
+		}
 		for _, k := range c.keys {
 			if strings.Contains(line, k) {
 				return true
@@ -83,9 +86,12 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 				continue
 			}
 			members++
-			rawKey, rest, hasValue := strings.Cut(member, "=")
-			if !hasValue {
-				rawKey, _, _ = strings.Cut(rawKey, ";")
+			// The key ends at '='; a ';' before it means a member without
+			// a value.
+			end := strings.IndexAny(member, "=;")
+			rawKey, rest, hasValue := member, "", false
+			if end >= 0 {
+				rawKey, rest, hasValue = member[:end], member[end+1:], member[end] == '='
 			}
 			key := trimOWS(rawKey)
 			k := c.kind(key)

@@ -19,6 +19,7 @@ type Codec struct {
 	header      string // lower-case, for gRPC metadata, Kafka headers, maps
 	headerCanon string // canonical MIME form, for http.Header
 	keys        []string
+	prefix      string // common prefix of keys, searched first
 	fields      []string
 }
 
@@ -63,6 +64,7 @@ func NewCodec(opts ...Option) (*Codec, error) {
 		headerCanon: canonical(cfg.header),
 	}
 	c.keys = append([]string{cfg.idKey, cfg.actorKey, cfg.originKey, cfg.ticketKey}, cfg.compat...)
+	c.prefix = commonPrefix(c.keys)
 	c.fields = []string{baggageHeader}
 	if c.header != "" {
 		c.fields = append(c.fields, c.header)
@@ -304,4 +306,16 @@ func (c *Codec) HTTPHeader(s Sandbox) http.Header {
 	h := make(http.Header, 2)
 	c.InjectSandbox(s, otelprop.HeaderCarrier(h))
 	return h
+}
+
+func commonPrefix(keys []string) string {
+	p := keys[0]
+	for _, k := range keys[1:] {
+		n := 0
+		for n < len(p) && n < len(k) && p[n] == k[n] {
+			n++
+		}
+		p = p[:n]
+	}
+	return p
 }
