@@ -1,0 +1,55 @@
+package routes_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+func ExampleNewStatic() {
+	tbl, err := routes.NewStatic([]routes.Sandbox{{
+		ID:       "pr-42",
+		Actor:    "alice",
+		Services: map[string]routes.Route{"cart": {Upstream: "http://127.0.0.1:9042"}},
+	}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(tbl.Lookup("pr-42", "cart"))
+	fmt.Println(tbl.Lookup("pr-42", "orders"))
+	// Output:
+	// http://127.0.0.1:9042 true
+	//  false
+}
+
+func ExampleTable_Sync() {
+	dir, _ := os.MkdirTemp("", "routes")
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "routes.json")
+	os.WriteFile(path, []byte(`{"sandboxes": [
+		{"id": "pr-42", "services": {"cart": "http://10.0.3.7:8080"}}
+	]}`), 0o644)
+
+	tbl := routes.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Fail fast at start-up, then follow the file in the background.
+	if err := tbl.Load(ctx, routes.File(path)); err != nil {
+		fmt.Println(err)
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tbl.Sync(ctx, routes.File(path), routes.Every(10*time.Millisecond))
+	}()
+	fmt.Println(tbl.Lookup("pr-42", "cart"))
+	cancel()
+	<-done
+	// Output: http://10.0.3.7:8080 true
+}
