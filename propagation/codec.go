@@ -178,9 +178,11 @@ func (c *Codec) mirror(ctx context.Context, s Sandbox) context.Context {
 }
 
 // Inject writes the context's sandbox to carrier: the dedicated header and
-// our baggage members, merged into the baggage already on the carrier (our
-// previous members are replaced, every other member is kept). Without a
-// sandbox in ctx it does nothing and allocates nothing.
+// our baggage members, merged into the baggage already on the carrier. Every
+// foreign member is kept; all of ours are replaced, including a ticket and
+// the compatibility keys, which may name another sandbox (a ticket is an
+// edge credential: hops behind the edge trust each other by network).
+// Without a sandbox in ctx it does nothing and allocates nothing.
 func (c *Codec) Inject(ctx context.Context, carrier otelprop.TextMapCarrier) {
 	s, ok := FromContext(ctx)
 	if !ok {
@@ -224,14 +226,13 @@ func (c *Codec) InjectSandbox(s Sandbox, carrier otelprop.TextMapCarrier) {
 		b.WriteByte('=')
 		escapeTo(&b, s.Origin)
 	}
-	c.appendForeign(&b, existing, true)
+	c.appendForeign(&b, existing)
 	setHeader(carrier, baggageHeader, "Baggage", b.String())
 }
 
-// appendForeign appends to b every member of lines that is not one of the
-// identity keys (ID, actor, origin; with all, also ticket and compatibility
-// keys), each preceded by a comma when b is not empty.
-func (c *Codec) appendForeign(b *strings.Builder, lines []string, keepTicket bool) {
+// appendForeign appends to b every member of lines that is not one of ours,
+// each preceded by a comma when b is not empty.
+func (c *Codec) appendForeign(b *strings.Builder, lines []string) {
 	for _, line := range lines {
 		for line != "" {
 			var member string
@@ -242,8 +243,7 @@ func (c *Codec) appendForeign(b *strings.Builder, lines []string, keepTicket boo
 			}
 			key, _, _ := strings.Cut(member, "=")
 			key, _, _ = strings.Cut(key, ";")
-			switch k := c.kind(trimOWS(key)); {
-			case k == kindNone, k == kindTicket && keepTicket, k == kindCompat && keepTicket:
+			if c.kind(trimOWS(key)) == kindNone {
 				if b.Len() > 0 {
 					b.WriteByte(',')
 				}
@@ -266,7 +266,7 @@ func (c *Codec) Strip(carrier otelprop.TextMapCarrier) {
 		return
 	}
 	var b strings.Builder
-	c.appendForeign(&b, existing, false)
+	c.appendForeign(&b, existing)
 	if b.Len() == 0 {
 		deleteHeader(carrier, baggageHeader, "Baggage")
 		return

@@ -346,3 +346,19 @@ func TestReadAllocs(t *testing.T) {
 		t.Errorf("Extract with a sandbox allocates %v, want at most 1", got)
 	}
 }
+
+func TestInjectReplacesStaleTicketAndCompat(t *testing.T) {
+	c, err := propagation.NewCodec(propagation.WithSignadot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := header("baggage", "sandbox.ticket=v1.k1.1.sig,sd-routing-key=pr-1,foo=bar")
+	c.Inject(propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-2"}), otelprop.HeaderCarrier(h))
+	m, err := c.Read(otelprop.HeaderCarrier(h))
+	if err != nil || m.Sandbox.ID != "pr-2" || m.Ticket != "" {
+		t.Fatalf("after inject: %+v, %v (baggage %q)", m, err, h.Get("baggage"))
+	}
+	if !strings.Contains(h.Get("baggage"), "foo=bar") {
+		t.Fatalf("foreign member lost: %q", h.Get("baggage"))
+	}
+}
