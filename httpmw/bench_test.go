@@ -1,0 +1,114 @@
+package httpmw_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"testing"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+
+	"github.com/sandboxkit/sandboxkit/httpmw"
+	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// BenchmarkHandler measures the middleware alone: ServeHTTP called in
+// process with a request as a server hands it over, and a writer that
+// keeps nothing.
+func BenchmarkHandler(b *testing.B) {
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := propagation.FromContext(r.Context()); ok {
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	mw := httpmw.NewHandler(app, httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8")))
+	otel := otelhttp.NewHandler(app, "app")
+	common := []string{
+		"Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"Accept", "application/json", "User-Agent", "bench/1.0",
+	}
+	prod := newRequest("10.1.2.3:5555", append(common, "Baggage", "tenant=acme,region=eu-west-1")...)
+	sb := newRequest("10.1.2.3:5555", append(common, "Sandbox-Id", "pr-42",
+		"Baggage", "sandbox.id=pr-42,sandbox.actor=alice,tenant=acme,region=eu-west-1")...)
+
+	for _, bc := range []struct {
+		name string
+		h    http.Handler
+		r    *http.Request
+	}{
+		{"bare", app, prod},
+		{"baseline", mw, prod},
+		{"sandbox", mw, sb},
+		{"otelhttp", otel, prod},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			w := &nopWriter{h: http.Header{}}
+			b.ReportAllocs()
+			for b.Loop() {
+				bc.h.ServeHTTP(w, bc.r)
+			}
+		})
+	}
+}
+
+// BenchmarkTransport measures a full round trip on loopback: a real
+// server, a real http.Transport, with and without the sandbox Transport
+// in front.
+func BenchmarkTransport(b *testing.B) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	baseline, sandbox := httptest.NewServer(ok), httptest.NewServer(ok)
+	defer baseline.Close()
+	defer sandbox.Close()
+	tab, err := routes.NewStatic([]routes.Sandbox{
+		{ID: "pr-42", Services: map[string]routes.Route{"cart": {Upstream: sandbox.URL}}},
+		{ID: "pr-7", Services: map[string]routes.Route{"orders": {Upstream: sandbox.URL}}},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctxOf := func(id string) context.Context {
+		if id == "" {
+			return context.Background()
+		}
+		return propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: id, Actor: "alice"})
+	}
+	for _, bc := range []struct {
+		name    string
+		wrap    bool
+		sandbox string
+	}{
+		{"bare", false, ""},
+		{"baseline", true, ""},
+		{"sandbox", true, "pr-7"}, // propagated, not routed: cart is not overridden
+		{"routed", true, "pr-42"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			base := &http.Transport{}
+			defer base.CloseIdleConnections()
+			var rt http.RoundTripper = base
+			if bc.wrap {
+				rt = httpmw.NewTransport(base, httpmw.WithRoutes(tab), httpmw.WithService("cart"))
+			}
+			req, _ := http.NewRequestWithContext(ctxOf(bc.sandbox), http.MethodGet, baseline.URL+"/items?id=7", nil)
+			req.Header.Set("Baggage", "tenant=acme")
+			roundTrip := func() {
+				resp, err := rt.RoundTrip(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			roundTrip() // open the connection
+			b.ReportAllocs()
+			for b.Loop() {
+				roundTrip()
+			}
+		})
+	}
+}

@@ -1,0 +1,77 @@
+// Package httpmw makes net/http services sandbox-aware: [NewHandler] (or
+// [NewMiddleware]) on the way in, [NewTransport] on the way out, and
+// [NewProxy] in front of services that cannot import the library.
+//
+//	mux := http.NewServeMux()
+//	// ...
+//	srv := &http.Server{Handler: httpmw.NewHandler(mux,
+//		httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8")),
+//		httpmw.WithLogger(logger))}
+//
+//	client := &http.Client{Transport: httpmw.NewTransport(nil,
+//		httpmw.WithRoutes(table), httpmw.WithService("cart"))}
+//	req, _ := http.NewRequestWithContext(r.Context(), "GET", "http://cart/items", nil)
+//	resp, err := client.Do(req) // reaches the sandbox's cart, if it has one
+//
+// # Trust
+//
+// Sandbox markers (the Sandbox-Id header and the sandbox.* baggage
+// members, see package [propagation]) are honoured only from trusted
+// sources. By default nothing is trusted: until a trust option is given,
+// every marker is stripped. A source is trusted when any of these holds:
+//
+//   - the peer address (Request.RemoteAddr) is in a network given to
+//     [WithTrustedNetworks];
+//   - behind proxies ([WithTrustedHops] n > 0): the peer is in a trusted
+//     network and so is the client address, the n-th entry from the right
+//     of X-Forwarded-For. Entries the client wrote itself (further left)
+//     are never read; fewer than n entries, or an entry that is not an IP
+//     address, make the source untrusted;
+//   - the markers come with a valid signed ticket ([WithVerifier]), from
+//     any peer. The ticket binds the ID, actor and origin: a request whose
+//     actor or origin differs from the ticket's is rejected, and so is an
+//     expired or tampered ticket, whatever the peer;
+//   - [TrustAll] is set, for internal hops behind an edge that filters.
+//
+// Markers from an untrusted source are stripped (the dedicated header and
+// our baggage members; other baggage members stay) and the request goes on
+// as production traffic. Markers from a trusted source that cannot be read
+// (malformed, conflicting header and baggage, over the W3C baggage limits,
+// a bad ticket) are answered with 400 Bad Request and a short plain-text
+// body naming the problem; the wrapped handler is not called. Admitted
+// requests carry the sandbox in their context, and the active span gets
+// the sandbox.id attribute.
+//
+// # Upstream choice
+//
+// With a route table ([WithRoutes]) and the name of the service a request
+// goes to ([WithService] or [WithHostServices]), a [Transport] sends a
+// sandbox's request to the sandbox's upstream when the sandbox overrides
+// that service, and to the original URL otherwise. When the sandbox's
+// upstream refuses the connection, the request fails with
+// [ErrSandboxUnavailable] instead of quietly running on the baseline,
+// unless [WithFallbackOnUnavailable] is set.
+//
+// # Audit
+//
+// With [WithLogger], every decision is one structured record: admitted,
+// stripped and rejected requests on the way in; routed and fallback
+// requests on the way out (for transports with a route table and a known
+// service). Without a logger the middleware logs nothing.
+//
+// # Performance
+//
+// A request without sandbox markers passes the handler without any
+// allocation, and a request whose context has no sandbox goes to the
+// transport's base as it is, without allocation. An admitted request costs
+// two allocations (the context and the shallow request copy), one more when
+// a baggage value is percent-encoded. A sandbox request on the way out is
+// cloned with Request.Clone before its headers are set.
+//
+// # Concurrency
+//
+// Handlers, middleware, [Transport] and [Proxy] are immutable once built
+// and safe for concurrent use. The zero value of [Transport] propagates
+// with the default codec through http.DefaultTransport; the zero value of
+// [Proxy] is not usable.
+package httpmw

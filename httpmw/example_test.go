@@ -1,0 +1,164 @@
+package httpmw_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+
+	"github.com/sandboxkit/sandboxkit/httpmw"
+	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+func ExampleNewHandler() {
+	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s, ok := propagation.FromContext(r.Context()); ok {
+			fmt.Fprintf(w, "sandbox %s of %s", s.ID, s.Actor)
+			return
+		}
+		fmt.Fprint(w, "production")
+	})
+	// Trust the loopback network only (in a cluster: the pod network).
+	srv := httptest.NewServer(httpmw.NewHandler(api,
+		httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))))
+	defer srv.Close()
+	client := srv.Client()
+	defer client.CloseIdleConnections()
+
+	send := func(h http.Header) {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+		req.Header = h
+		resp, err := client.Do(req)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Printf("%d %s\n", resp.StatusCode, body)
+	}
+	send(propagation.Default().HTTPHeader(propagation.Sandbox{ID: "pr-42", Actor: "alice"}))
+	send(http.Header{})
+	send(http.Header{"Sandbox-Id": {"PR 42"}})
+	// Output:
+	// 200 sandbox pr-42 of alice
+	// 200 production
+	// 400 bad sandbox markers: propagation: invalid sandbox ID: "PR 42" (want a DNS label: lower-case letters, digits and inner hyphens, at most 63)
+}
+
+func ExampleNewTransport() {
+	serve := func(name string) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s served %s (Sandbox-Id %q)", name, r.URL.RequestURI(), r.Header.Get("Sandbox-Id"))
+		}))
+	}
+	cart, cartPR42 := serve("cart"), serve("cart of pr-42")
+	defer cart.Close()
+	defer cartPR42.Close()
+
+	table, err := routes.NewStatic([]routes.Sandbox{{
+		ID:       "pr-42",
+		Services: map[string]routes.Route{"cart": {Upstream: cartPR42.URL}},
+	}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	transport := httpmw.NewTransport(&http.Transport{}, httpmw.WithRoutes(table), httpmw.WithService("cart"))
+	defer transport.CloseIdleConnections()
+	client := &http.Client{Transport: transport}
+
+	get := func(ctx context.Context) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cart.URL+"/items?id=7", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Println(string(body))
+	}
+	// In a handler wrapped by NewHandler, r.Context() carries the sandbox.
+	get(propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-42"}))
+	get(propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-7"}))
+	get(context.Background())
+	// Output:
+	// cart of pr-42 served /items?id=7 (Sandbox-Id "pr-42")
+	// cart served /items?id=7 (Sandbox-Id "pr-7")
+	// cart served /items?id=7 (Sandbox-Id "")
+}
+
+func ExampleNewProxy() {
+	serve := func(name string) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s served %s", name, r.URL.Path)
+		}))
+	}
+	// A service that does not import sandboxkit, and its pr-42 version.
+	legacy, legacyPR42 := serve("legacy"), serve("legacy of pr-42")
+	defer legacy.Close()
+	defer legacyPR42.Close()
+
+	table, err := routes.NewStatic([]routes.Sandbox{{
+		ID:       "pr-42",
+		Services: map[string]routes.Route{"legacy": {Upstream: legacyPR42.URL}},
+	}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	baseline, _ := url.Parse(legacy.URL)
+	upstreams := &http.Transport{}
+	defer upstreams.CloseIdleConnections()
+	proxy, err := httpmw.NewProxy(table, "legacy", baseline,
+		httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")),
+		httpmw.WithRoundTripper(upstreams))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	// Other services call the proxy at the legacy service's address.
+	front := httptest.NewServer(proxy)
+	defer front.Close()
+	client := front.Client()
+	defer client.CloseIdleConnections()
+
+	for _, id := range []string{"pr-42", ""} {
+		req, _ := http.NewRequest(http.MethodGet, front.URL+"/orders", nil)
+		if id != "" {
+			req.Header.Set("Sandbox-Id", id)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Println(string(body))
+	}
+	// Output:
+	// legacy of pr-42 served /orders
+	// legacy served /orders
+}
+
+func ExampleNewMiddleware() {
+	sandboxed := httpmw.NewMiddleware(httpmw.TrustAll()) // behind an edge that already filters
+	mux := http.NewServeMux()
+	mux.Handle("/whoami", sandboxed(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := propagation.FromContext(r.Context())
+		fmt.Fprintf(w, "sandbox %q", s.ID)
+	})))
+	req := httptest.NewRequest(http.MethodGet, "/whoami", nil)
+	req.Header.Set("Baggage", "sandbox.id=pr-42,tenant=acme")
+	w := httptest.NewRecorder()
+	mux.ServeHTTP(w, req)
+	fmt.Println(w.Body.String())
+	// Output:
+	// sandbox "pr-42"
+}

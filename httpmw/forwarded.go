@@ -1,0 +1,132 @@
+package httpmw
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/sandboxkit/sandboxkit/internal/trust"
+)
+
+const xffHeader = "X-Forwarded-For"
+
+// problem says why a request's source is not trusted.
+type problem uint8
+
+const (
+	trusted         problem = iota
+	badPeer                 // RemoteAddr is not an IP address
+	untrustedPeer           // the direct peer is outside the trusted networks
+	shortXFF                // fewer X-Forwarded-For entries than trusted hops
+	badXFF                  // a trusted X-Forwarded-For entry is not an IP address
+	untrustedClient         // the client named by X-Forwarded-For is outside the trusted networks
+)
+
+// source is the trust decision about where a request came from. Its
+// reason is formatted only when an audit record needs it.
+type source struct {
+	problem problem
+	addr    string // the address judged: peer or X-Forwarded-For entry
+	entries int    // X-Forwarded-For entries counted
+	hops    int
+}
+
+func (s source) trusted() bool { return s.problem == trusted }
+
+func (s source) reason() string {
+	switch s.problem {
+	case badPeer:
+		return fmt.Sprintf("peer address %s is not an IP address", clipQuote(s.addr))
+	case untrustedPeer:
+		return "peer " + s.addr + " is not in a trusted network"
+	case shortXFF:
+		return fmt.Sprintf("X-Forwarded-For has %d entries, fewer than the %d trusted hops", s.entries, s.hops)
+	case badXFF:
+		return fmt.Sprintf("X-Forwarded-For entry %s is not an IP address", clipQuote(s.addr))
+	case untrustedClient:
+		return "client " + s.addr + " (from X-Forwarded-For) is not in a trusted network"
+	}
+	return ""
+}
+
+// judge decides whether the source of a request with remote address
+// remote and X-Forwarded-For lines xff is trusted by network, under policy
+// p with hops trusted proxies in front. It does not allocate.
+func judge(p *trust.Policy, hops int, remote string, xff []string) source {
+	if p.All {
+		return source{}
+	}
+	peer, ok := parseAddr(remote)
+	if !ok {
+		return source{problem: badPeer, addr: remote}
+	}
+	if !p.Trusted(peer) {
+		return source{problem: untrustedPeer, addr: remote}
+	}
+	if hops <= 0 {
+		return source{}
+	}
+	client, entry, n, pr := forwardedClient(xff, hops)
+	if pr != trusted {
+		return source{problem: pr, addr: entry, entries: n, hops: hops}
+	}
+	if !p.Trusted(client) {
+		return source{problem: untrustedClient, addr: entry, entries: n, hops: hops}
+	}
+	return source{}
+}
+
+// forwardedClient returns the hops-th entry from the right of the
+// X-Forwarded-For list formed by all lines joined with commas. Every entry
+// up to that one must be an IP address; entries further left are not read.
+// It returns the entry's text and how many entries it counted.
+func forwardedClient(lines []string, hops int) (netip.Addr, string, int, problem) {
+	n := 0
+	for i := len(lines) - 1; i >= 0; i-- {
+		line := lines[i]
+		for more := true; more; {
+			var entry string
+			if j := strings.LastIndexByte(line, ','); j >= 0 {
+				entry, line = line[j+1:], line[:j]
+			} else {
+				entry, more = line, false
+			}
+			n++
+			entry = strings.TrimSpace(entry)
+			addr, ok := parseAddr(entry)
+			if !ok {
+				return netip.Addr{}, entry, n, badXFF
+			}
+			if n == hops {
+				return addr, entry, n, trusted
+			}
+		}
+	}
+	return netip.Addr{}, "", n, shortXFF
+}
+
+// parseAddr parses an address as proxies and servers write it: "ip",
+// "ip:port", "[ipv6]" or "[ipv6]:port". It picks the parser from the form
+// so that a valid address does not cost a failed parse (whose error
+// allocates).
+func parseAddr(s string) (netip.Addr, bool) {
+	switch {
+	case strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]"):
+		a, err := netip.ParseAddr(s[1 : len(s)-1])
+		return a, err == nil && a.Is6()
+	case strings.HasPrefix(s, "["), strings.Count(s, ":") == 1:
+		ap, err := netip.ParseAddrPort(s)
+		return ap.Addr(), err == nil
+	}
+	a, err := netip.ParseAddr(s)
+	return a, err == nil
+}
+
+// clipQuote quotes untrusted text for a message, cut to a short length.
+func clipQuote(s string) string {
+	const max = 64
+	if len(s) > max {
+		return fmt.Sprintf("%q...", s[:max])
+	}
+	return fmt.Sprintf("%q", s)
+}

@@ -1,0 +1,110 @@
+package httpmw
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+
+	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// Proxy is a sandbox-aware reverse proxy in front of one service: it
+// applies the trust rules of [NewHandler] to incoming requests and sends
+// each one, with its markers, to the sandbox's version of the service when
+// the route table says so and to the baseline otherwise. Build one with
+// [NewProxy]; the zero value is not usable. A Proxy is safe for concurrent
+// use.
+type Proxy struct {
+	gate    gate
+	service string
+	rp      httputil.ReverseProxy
+}
+
+var _ http.Handler = (*Proxy)(nil)
+
+// NewProxy returns a reverse proxy for service, whose baseline is served at
+// baseline (an absolute http or https URL; its path is prefixed to request
+// paths, as in httputil.ProxyRequest.SetURL). Sandboxes that override
+// service in table get their requests at their upstream instead, with the
+// same path and query. A nil table sends everything to the baseline, still
+// applying the trust rules and propagating admitted sandboxes.
+//
+// The proxy is built on httputil.ReverseProxy with a Rewrite hook: bodies
+// are streamed, the incoming X-Forwarded-For chain is kept with the peer's
+// address appended (and X-Forwarded-Host/-Proto set, as
+// httputil.ProxyRequest.SetXForwarded does), and protocol upgrades
+// (WebSocket and the like) are tunnelled. Upstream choice happens in the
+// proxy's [Transport], so that a sandbox whose upstream refuses connections
+// is not served by the baseline. It answers 503 when a sandbox's
+// upstream cannot be connected to ([ErrSandboxUnavailable]; see
+// [WithFallbackOnUnavailable]) and 502 for other upstream failures.
+//
+// Options: the trust options, [WithCodec], [WithLogger],
+// [WithFallbackOnUnavailable] and [WithRoundTripper].
+func NewProxy(table *routes.Table, service string, baseline *url.URL, opts ...Option) (*Proxy, error) {
+	if baseline == nil || (baseline.Scheme != "http" && baseline.Scheme != "https") || baseline.Host == "" {
+		return nil, fmt.Errorf("httpmw: proxy baseline %v: want an absolute http or https URL", baseline)
+	}
+	if table != nil && service == "" {
+		return nil, errors.New("httpmw: proxy with a route table needs a service name")
+	}
+	cfg := newConfig(opts)
+	cfg.table, cfg.service = table, service
+	t := newTransport(cfg.base, &cfg)
+	t.owned = true
+	target := *baseline
+	if target.User != nil {
+		u := *target.User
+		target.User = &u
+	}
+	p := &Proxy{gate: newGate(&cfg, service), service: service}
+	p.rp = httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(&target)
+			// Keep the chain so that the next hop can count its trusted
+			// hops; SetXForwarded appends this proxy's peer.
+			if prior := pr.In.Header[xffHeader]; len(prior) > 0 {
+				pr.Out.Header[xffHeader] = prior
+			}
+			pr.SetXForwarded()
+		},
+		Transport:    t,
+		ErrorHandler: p.fail,
+		ErrorLog:     errorLog(cfg.logger),
+	}
+	return p, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r, ok := p.gate.pass(w, r)
+	if !ok {
+		return
+	}
+	p.rp.ServeHTTP(w, r)
+}
+
+// fail answers a request the upstream could not serve.
+func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, ErrSandboxUnavailable) {
+		s, _ := propagation.FromContext(r.Context())
+		http.Error(w, fmt.Sprintf("sandbox %s: the upstream of service %s is unavailable", s.ID, p.service), http.StatusServiceUnavailable)
+		return
+	}
+	http.Error(w, http.StatusText(http.StatusBadGateway), http.StatusBadGateway)
+}
+
+// errorLog sends the reverse proxy's own messages to the user's logger, or
+// nowhere.
+func errorLog(l *slog.Logger) *log.Logger {
+	if l == nil {
+		return log.New(io.Discard, "", 0)
+	}
+	return slog.NewLogLogger(l.Handler(), slog.LevelError)
+}

@@ -1,0 +1,255 @@
+package httpmw
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	otelprop "go.opentelemetry.io/otel/propagation"
+
+	"github.com/sandboxkit/sandboxkit/internal/audit"
+	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// ErrSandboxUnavailable reports a sandbox request whose route points at an
+// upstream that cannot be connected to. The request was not sent anywhere
+// else (see [WithFallbackOnUnavailable]). The returned error wraps it and
+// the dial error.
+var ErrSandboxUnavailable = errors.New("httpmw: sandbox upstream unavailable")
+
+// Transport is an http.RoundTripper that carries the sandbox of a request's
+// context to the next hop and, with a route table, sends it to the
+// sandbox's version of the target service. Build one with [NewTransport].
+//
+// The zero value propagates with [propagation.Default] through
+// http.DefaultTransport and routes nothing. A Transport is safe for
+// concurrent use.
+type Transport struct {
+	base     http.RoundTripper
+	codec    *propagation.Codec
+	logger   *slog.Logger
+	table    *routes.Table
+	service  string
+	hosts    map[string]string
+	fallback bool
+	egress   egressFunc // the per-sandbox budget; see config.egress
+
+	// owned: the requests handed to RoundTrip are the transport's to
+	// modify (the proxy's outbound requests), so they are not cloned.
+	owned bool
+}
+
+var _ http.RoundTripper = (*Transport)(nil)
+
+// NewTransport returns a Transport sending requests through base
+// (http.DefaultTransport when nil).
+//
+// A request whose context carries a sandbox is cloned, the clone gets the
+// sandbox's markers (the dedicated header and the baggage members, merged
+// with the baggage already set), and, when the route table
+// ([WithRoutes]) says the sandbox overrides the request's service
+// ([WithService], [WithHostServices]), its scheme and host are those of the
+// sandbox's upstream, path and query unchanged. A request without a
+// sandbox goes to base as it is.
+func NewTransport(base http.RoundTripper, opts ...Option) *Transport {
+	cfg := newConfig(opts)
+	return newTransport(base, &cfg)
+}
+
+func newTransport(base http.RoundTripper, cfg *config) *Transport {
+	return &Transport{
+		base:     base,
+		codec:    cfg.codec,
+		logger:   cfg.logger,
+		table:    cfg.table,
+		service:  cfg.service,
+		hosts:    cfg.hosts,
+		fallback: cfg.fallback,
+		egress:   cfg.egress,
+	}
+}
+
+func (t *Transport) next() http.RoundTripper {
+	if t.base == nil {
+		return http.DefaultTransport
+	}
+	return t.base
+}
+
+func (t *Transport) c() *propagation.Codec {
+	if t.codec == nil {
+		return propagation.Default()
+	}
+	return t.codec
+}
+
+// RoundTrip implements http.RoundTripper. It never modifies r.
+func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
+	s, ok := propagation.FromContext(r.Context())
+	if !ok {
+		return t.next().RoundTrip(r)
+	}
+	return t.roundTripSandbox(r, s)
+}
+
+// CloseIdleConnections closes the idle connections of the base transport,
+// if it has such a method.
+func (t *Transport) CloseIdleConnections() {
+	if ci, ok := t.next().(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+}
+
+func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox) (resp *http.Response, err error) {
+	ctx := r.Context()
+	svc := t.serviceOf(r.URL)
+	var upstream string
+	routed := false
+	if t.table != nil && svc != "" {
+		upstream, routed = t.table.Lookup(s.ID, svc)
+	}
+	if t.egress != nil {
+		target := svc
+		if target == "" {
+			target = r.URL.Host
+		}
+		done, herr := t.egress(ctx, s, target)
+		if herr != nil {
+			closeBody(r)
+			return nil, herr
+		}
+		if done != nil {
+			defer func() { done(err) }() // the outcome this call returns
+		}
+	}
+
+	out := t.outgoing(r, s)
+	if !routed {
+		if t.table != nil && svc != "" {
+			t.emit(r, audit.Fallback, s, svc, "sandbox does not override the service")
+		}
+		return t.next().RoundTrip(out)
+	}
+
+	// Remember the baseline target: the proxy's request is modified in
+	// place and may have to go there after all.
+	baseScheme, baseHost, baseHostHeader := out.URL.Scheme, out.URL.Host, out.Host
+	scheme, host := splitUpstream(upstream)
+	if out.Host == "" || out.Host == out.URL.Host {
+		out.Host = "" // the Host header follows the URL to the sandbox
+	}
+	out.URL.Scheme, out.URL.Host = scheme, host
+	if t.logger != nil {
+		t.emit(r, audit.Routed, s, svc, "upstream "+upstream)
+	}
+	var body io.ReadCloser // the proxy's body, kept for a fallback
+	if t.owned && t.fallback && out.Body != nil && out.Body != http.NoBody {
+		body, out.Body = out.Body, keepOpen{out.Body}
+	}
+	resp, err = t.next().RoundTrip(out)
+	if err == nil || !isDialError(err) {
+		return resp, err
+	}
+	uerr := fmt.Errorf("%w: sandbox %s, service %s, upstream %s: %w", ErrSandboxUnavailable, s.ID, svc, upstream, err)
+	if !t.fallback {
+		return nil, uerr
+	}
+	var retry *http.Request
+	switch {
+	case t.owned:
+		// Nothing was read from the body: the connection was never made,
+		// and the failed attempt's Close did not reach it.
+		retry = out
+		retry.URL.Scheme, retry.URL.Host, retry.Host = baseScheme, baseHost, baseHostHeader
+		if body != nil {
+			retry.Body = body
+		}
+	case r.Body == nil || r.Body == http.NoBody:
+		retry = t.outgoing(r, s)
+	case r.GetBody != nil:
+		body, gerr := r.GetBody()
+		if gerr != nil {
+			return nil, fmt.Errorf("%w; not sent to the baseline: request body: %w", uerr, gerr)
+		}
+		retry = t.outgoing(r, s)
+		retry.Body = body
+	default:
+		return nil, fmt.Errorf("%w; not sent to the baseline: the request body cannot be replayed (Request.GetBody is nil)", uerr)
+	}
+	if t.logger != nil {
+		t.emit(r, audit.Fallback, s, svc, "sandbox upstream unavailable: "+err.Error())
+	}
+	return t.next().RoundTrip(retry)
+}
+
+// outgoing returns the request to send: a clone of r (or r itself for the
+// proxy) carrying the markers of s.
+func (t *Transport) outgoing(r *http.Request, s propagation.Sandbox) *http.Request {
+	out := r
+	if !t.owned {
+		out = r.Clone(r.Context())
+	}
+	if out.Header == nil {
+		out.Header = make(http.Header, 2)
+	}
+	t.c().InjectSandbox(s, otelprop.HeaderCarrier(out.Header))
+	return out
+}
+
+func (t *Transport) serviceOf(u *url.URL) string {
+	if t.service != "" {
+		return t.service
+	}
+	if t.hosts == nil {
+		return ""
+	}
+	if svc, ok := t.hosts[u.Host]; ok {
+		return svc
+	}
+	return t.hosts[u.Hostname()]
+}
+
+func (t *Transport) emit(r *http.Request, d audit.Decision, s propagation.Sandbox, target, reason string) {
+	audit.Emit(r.Context(), t.logger, audit.Event{
+		Decision: d,
+		Sandbox:  s,
+		Protocol: audit.HTTP,
+		Target:   target,
+		Reason:   reason,
+	})
+}
+
+// splitUpstream returns the scheme and host of a route's upstream:
+// "http://host:port", "https://host:port" or "host:port" (plain HTTP).
+func splitUpstream(u string) (scheme, host string) {
+	scheme, host, ok := strings.Cut(u, "://")
+	if !ok {
+		scheme, host = "http", u
+	}
+	return scheme, strings.TrimSuffix(host, "/")
+}
+
+// isDialError reports whether err is a failure to connect: the request
+// never reached the upstream.
+func isDialError(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+// keepOpen hides Close from the transport, for a body that may be sent
+// again.
+type keepOpen struct{ io.ReadCloser }
+
+func (keepOpen) Close() error { return nil }
+
+func closeBody(r *http.Request) {
+	if r.Body != nil {
+		r.Body.Close()
+	}
+}
