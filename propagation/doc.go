@@ -33,7 +33,7 @@
 // without a sandbox. Compose it after the baggage propagator:
 //
 //	otel.SetTextMapPropagator(otelprop.NewCompositeTextMapPropagator(
-//		otelprop.TraceContext{}, otelprop.Baggage{}, propagation.NewPropagator()))
+//		otelprop.TraceContext{}, otelprop.Baggage{}, propagation.NewPropagator(nil)))
 //
 // # Performance
 //
