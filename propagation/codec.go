@@ -177,6 +177,27 @@ func (c *Codec) mirror(ctx context.Context, s Sandbox) context.Context {
 	return baggage.ContextWithBaggage(ctx, bag)
 }
 
+// StripContext returns ctx without a sandbox and without our members in its
+// OpenTelemetry baggage: the context-side counterpart of [Codec.Strip], for
+// middleware running behind instrumentation that has already extracted
+// markers it then decides not to trust. It returns ctx itself when there is
+// nothing to remove.
+func (c *Codec) StripContext(ctx context.Context) context.Context {
+	ctx = ContextWithoutSandbox(ctx)
+	bag := baggage.FromContext(ctx)
+	if bag.Len() == 0 {
+		return ctx
+	}
+	clean := bag
+	for _, k := range c.keys {
+		clean = clean.DeleteMember(k)
+	}
+	if clean.Len() == bag.Len() {
+		return ctx
+	}
+	return baggage.ContextWithBaggage(ctx, clean)
+}
+
 // Inject writes the context's sandbox to carrier: the dedicated header and
 // our baggage members, merged into the baggage already on the carrier. Every
 // foreign member is kept; all of ours are replaced, including a ticket and

@@ -362,3 +362,27 @@ func TestInjectReplacesStaleTicketAndCompat(t *testing.T) {
 		t.Fatalf("foreign member lost: %q", h.Get("baggage"))
 	}
 }
+
+func TestStripContext(t *testing.T) {
+	c := propagation.Default()
+	ctx := otelbaggage.ContextWithBaggage(context.Background(), mustBaggage(t, "userid=alice,sandbox.id=pr-1,sandbox.actor=eve"))
+	ctx = propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: "pr-1"})
+	out := c.StripContext(ctx)
+	if _, ok := propagation.FromContext(out); ok {
+		t.Fatal("sandbox survived StripContext")
+	}
+	bag := otelbaggage.FromContext(out)
+	if bag.Len() != 1 || bag.Member("userid").Value() != "alice" {
+		t.Fatalf("baggage after StripContext: %v", bag)
+	}
+	// What an OTel-only client would now send on carries no marker.
+	h := http.Header{}
+	otelprop.Baggage{}.Inject(out, otelprop.HeaderCarrier(h))
+	if m, err := c.Read(otelprop.HeaderCarrier(h)); err != nil || m.Found {
+		t.Fatalf("markers after StripContext: %+v %v", m, err)
+	}
+	bg := context.Background()
+	if c.StripContext(bg) != bg {
+		t.Fatal("StripContext wrapped a clean context")
+	}
+}

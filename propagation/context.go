@@ -9,17 +9,24 @@ type sandboxKey struct{}
 // FromContext returns it without boxing.
 type sandboxCtx struct {
 	context.Context
-	s Sandbox
+	s    Sandbox
+	none bool // masks a sandbox further up the chain
 }
 
 func (c *sandboxCtx) Value(key any) any {
 	if _, ok := key.(sandboxKey); ok {
+		if c.none {
+			return nil
+		}
 		return c
 	}
 	return c.Context.Value(key)
 }
 
 func (c *sandboxCtx) String() string {
+	if c.none {
+		return "propagation.ContextWithoutSandbox"
+	}
 	return "propagation.ContextWithSandbox(" + c.s.ID + ")"
 }
 
@@ -29,6 +36,17 @@ func (c *sandboxCtx) String() string {
 // same.
 func ContextWithSandbox(parent context.Context, s Sandbox) context.Context {
 	return &sandboxCtx{Context: parent, s: s}
+}
+
+// ContextWithoutSandbox returns a copy of parent that carries no sandbox,
+// even when parent does: what middleware uses when it strips markers that
+// an earlier layer (an OpenTelemetry propagator, say) already extracted.
+// It returns parent itself when parent carries no sandbox.
+func ContextWithoutSandbox(parent context.Context) context.Context {
+	if _, ok := FromContext(parent); !ok {
+		return parent
+	}
+	return &sandboxCtx{Context: parent, none: true}
 }
 
 // FromContext returns the sandbox carried by ctx, and false when ctx belongs

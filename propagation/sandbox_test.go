@@ -73,3 +73,23 @@ func TestContext(t *testing.T) {
 		t.Errorf("FromContext on a sandbox context: %v allocs", n)
 	}
 }
+
+func TestContextWithoutSandbox(t *testing.T) {
+	bg := context.Background()
+	if propagation.ContextWithoutSandbox(bg) != bg {
+		t.Fatal("ContextWithoutSandbox wrapped a context without a sandbox")
+	}
+	type k struct{}
+	ctx := propagation.ContextWithSandbox(context.WithValue(bg, k{}, 1), propagation.Sandbox{ID: "pr-1"})
+	masked := propagation.ContextWithoutSandbox(ctx)
+	if _, ok := propagation.FromContext(masked); ok {
+		t.Fatal("sandbox visible through ContextWithoutSandbox")
+	}
+	if masked.Value(k{}) != 1 {
+		t.Fatal("other values lost")
+	}
+	again := propagation.ContextWithSandbox(masked, propagation.Sandbox{ID: "pr-2"})
+	if s, ok := propagation.FromContext(again); !ok || s.ID != "pr-2" {
+		t.Fatal("cannot set a sandbox below a mask")
+	}
+}
