@@ -1,0 +1,69 @@
+// Package grpcmw carries sandboxes through gRPC: server interceptors that
+// admit, strip or reject the sandbox markers of incoming calls, client
+// interceptors that write the context's sandbox into outgoing metadata, and
+// a [Router] that sends each call to the sandbox's version of a service or
+// to the baseline.
+//
+// # Server
+//
+// [UnaryServerInterceptor] and [StreamServerInterceptor] read the markers
+// (the sandbox-id metadata key and the W3C baggage members, as the
+// [propagation.Codec] names them) strictly, and apply one trust policy, the
+// same as httpmw's:
+//
+//   - markers from a trusted peer ([TrustAll], [WithTrustedNetworks]; the
+//     peer address comes from peer.FromContext) or with a valid signed
+//     ticket ([WithVerifier]) are admitted: the handler's context carries
+//     the sandbox ([propagation.FromContext]), and the active span gets the
+//     sandbox.id attribute;
+//   - markers from any other peer are stripped: the handler sees incoming
+//     metadata without them (a stripped copy; the transport's metadata is
+//     never modified) and serves the call as baseline traffic;
+//   - unreadable markers from a trusted peer, and invalid tickets from any
+//     peer, fail the call with codes.InvalidArgument and a message naming
+//     the problem; the handler is not called ([ErrRejected]).
+//
+// The zero policy (no trust option) trusts no peer: every marker is
+// stripped. Each admitted, stripped or rejected call is one audit record on
+// the [WithLogger] logger.
+//
+// # Client
+//
+// [UnaryClientInterceptor] and [StreamClientInterceptor] inject the
+// context's sandbox into the call's outgoing metadata, merged with what the
+// caller set. A context without a sandbox passes through untouched.
+//
+// # Router
+//
+// [NewRouter] wraps a baseline connection in a grpc.ClientConnInterface
+// that generated clients accept. Per call it looks the context's sandbox up
+// in the [routes.Table] for its service: an override goes to the sandbox's
+// own connection (made lazily with [WithDialOptions], shared, closed when
+// the route goes away), anything else to the baseline. A sandbox whose
+// upstream cannot be reached gets codes.Unavailable ([ErrSandboxUnavailable]),
+// never a silent answer from the baseline, unless
+// [WithFallbackOnUnavailable] says otherwise.
+//
+// # OpenTelemetry
+//
+// The interceptors work beside otelgrpc's stats handlers. A hop that runs
+// only otelgrpc, with the W3C baggage propagator, carries the sandbox on in
+// baggage, and the next hop with these interceptors reads it. When markers
+// are stripped, the interceptor also removes them from the OpenTelemetry
+// baggage a stats handler may have extracted before it. If an earlier
+// layer already put a [propagation.Sandbox] into the context from markers
+// this interceptor would strip (a [propagation.Propagator] in otelgrpc's
+// propagators), the call is rejected, since that cannot be undone.
+//
+// # Performance
+//
+// A call without a sandbox costs no allocation in the client interceptors
+// or the router, nor in the server interceptors when it carries no baggage
+// (gRPC copies a baggage value it hands out: one small allocation that is
+// not ours to avoid). Options are resolved when an interceptor or router is
+// built.
+//
+// # Concurrency
+//
+// Interceptors and a [Router] are safe for concurrent use.
+package grpcmw

@@ -1,0 +1,135 @@
+package grpcmw_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/sandboxkit/sandboxkit/grpcmw"
+	"github.com/sandboxkit/sandboxkit/internal/grpctest"
+	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// The server interceptors admit the markers of trusted peers (here,
+// loopback) and reject unreadable ones with InvalidArgument.
+func ExampleUnaryServerInterceptor() {
+	trusted := grpcmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8"))
+	addr, stop, err := grpctest.Start(&grpctest.Service{Name: "cart"},
+		grpc.ChainUnaryInterceptor(grpcmw.UnaryServerInterceptor(trusted)),
+		grpc.ChainStreamInterceptor(grpcmw.StreamServerInterceptor(trusted)),
+	)
+	if err != nil {
+		panic(err)
+	}
+	defer stop()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		panic(err)
+	}
+	defer cc.Close()
+	cart := testpb.NewTestServiceClient(cc)
+
+	for _, id := range []string{"feat-1", "Not_A_Label"} {
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "sandbox-id", id)
+		resp, err := cart.UnaryCall(ctx, &testpb.SimpleRequest{})
+		if err != nil {
+			fmt.Println(err)
+			continue
+		}
+		seen, _ := grpctest.Parse(string(resp.GetPayload().GetBody()))
+		fmt.Printf("handler ran in sandbox %q\n", seen.Sandbox)
+	}
+	// Output:
+	// handler ran in sandbox "feat-1"
+	// rpc error: code = InvalidArgument desc = grpcmw: sandbox markers rejected: propagation: invalid sandbox ID: "Not_A_Label" (want a DNS label: lower-case letters, digits and inner hyphens, at most 63)
+}
+
+// The client interceptors send the context's sandbox along with the call.
+func ExampleUnaryClientInterceptor() {
+	addr, stop, err := grpctest.Start(&grpctest.Service{Name: "cart"},
+		grpc.ChainUnaryInterceptor(grpcmw.UnaryServerInterceptor(grpcmw.TrustAll())))
+	if err != nil {
+		panic(err)
+	}
+	defer stop()
+	cc, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithChainUnaryInterceptor(grpcmw.UnaryClientInterceptor()),
+		grpc.WithChainStreamInterceptor(grpcmw.StreamClientInterceptor()),
+	)
+	if err != nil {
+		panic(err)
+	}
+	defer cc.Close()
+	cart := testpb.NewTestServiceClient(cc)
+
+	ctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "feat-1", Actor: "alice"})
+	resp, err := cart.UnaryCall(ctx, &testpb.SimpleRequest{})
+	if err != nil {
+		panic(err)
+	}
+	seen, _ := grpctest.Parse(string(resp.GetPayload().GetBody()))
+	fmt.Printf("sandbox %q, actor %q\nsandbox-id: %s\nbaggage: %s\n", seen.Sandbox, seen.Actor, seen.Header, seen.Baggage)
+	// Output:
+	// sandbox "feat-1", actor "alice"
+	// sandbox-id: feat-1
+	// baggage: sandbox.id=feat-1,sandbox.actor=alice
+}
+
+// A Router sends the calls of sandbox feat-1, which overrides cart, to
+// the sandbox's cart; every other call goes to the baseline.
+func ExampleNewRouter() {
+	server := grpc.ChainUnaryInterceptor(grpcmw.UnaryServerInterceptor(grpcmw.TrustAll()))
+	baselineAddr, stopBaseline, err := grpctest.Start(&grpctest.Service{Name: "cart baseline"}, server)
+	if err != nil {
+		panic(err)
+	}
+	defer stopBaseline()
+	sandboxAddr, stopSandbox, err := grpctest.Start(&grpctest.Service{Name: "cart of feat-1"}, server)
+	if err != nil {
+		panic(err)
+	}
+	defer stopSandbox()
+
+	table, err := routes.NewStatic([]routes.Sandbox{
+		{ID: "feat-1", Services: map[string]routes.Route{"cart": {Upstream: sandboxAddr}}},
+	})
+	if err != nil {
+		panic(err)
+	}
+	creds := grpc.WithTransportCredentials(insecure.NewCredentials())
+	baseline, err := grpc.NewClient(baselineAddr, creds)
+	if err != nil {
+		panic(err)
+	}
+	defer baseline.Close()
+	router, err := grpcmw.NewRouter(baseline, table, "cart", grpcmw.WithDialOptions(creds))
+	if err != nil {
+		panic(err)
+	}
+	defer router.Close()
+	cart := testpb.NewTestServiceClient(router)
+
+	for _, ctx := range []context.Context{
+		context.Background(),
+		propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "feat-1"}),
+		propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "feat-2"}),
+	} {
+		resp, err := cart.UnaryCall(ctx, &testpb.SimpleRequest{})
+		if err != nil {
+			panic(err)
+		}
+		seen, _ := grpctest.Parse(string(resp.GetPayload().GetBody()))
+		fmt.Printf("%s served sandbox %q\n", seen.Server, seen.Sandbox)
+	}
+	// Output:
+	// cart baseline served sandbox ""
+	// cart of feat-1 served sandbox "feat-1"
+	// cart baseline served sandbox "feat-2"
+}

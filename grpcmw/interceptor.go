@@ -1,0 +1,248 @@
+package grpcmw
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+
+	"github.com/sandboxkit/sandboxkit/internal/audit"
+	"github.com/sandboxkit/sandboxkit/internal/trust"
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// baggageKey is the W3C baggage header as gRPC metadata spells it.
+const baggageKey = "baggage"
+
+// UnaryServerInterceptor returns a server interceptor that reads the sandbox
+// markers of each incoming call and decides, by the trust options, what to
+// do with them:
+//
+//   - none: the handler runs with the context as it came;
+//   - admitted (trusted peer, or valid ticket): the handler's context
+//     carries the [propagation.Sandbox] ([propagation.FromContext]);
+//   - stripped (untrusted peer, no ticket): the handler runs as baseline
+//     traffic and sees the incoming metadata without the markers;
+//   - rejected (unreadable markers from a trusted peer, bad ticket): the
+//     call fails with codes.InvalidArgument naming the problem and the
+//     handler is not called.
+//
+// Every decision but "none" is audited through the [WithLogger] logger.
+func UnaryServerInterceptor(opts ...Option) grpc.UnaryServerInterceptor {
+	s := newServer(opts)
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, err := s.admit(ctx, info.FullMethod)
+		if err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
+
+// StreamServerInterceptor is [UnaryServerInterceptor] for streaming calls:
+// the handler receives a stream whose Context carries the decision.
+func StreamServerInterceptor(opts ...Option) grpc.StreamServerInterceptor {
+	s := newServer(opts)
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx := ss.Context()
+		next, err := s.admit(ctx, info.FullMethod)
+		if err != nil {
+			return err
+		}
+		if next != ctx {
+			ss = &serverStream{ServerStream: ss, ctx: next}
+		}
+		return handler(srv, ss)
+	}
+}
+
+// serverStream is a grpc.ServerStream with a replaced context.
+type serverStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *serverStream) Context() context.Context { return s.ctx }
+
+// server is the state shared by the server interceptors, resolved once.
+type server struct {
+	codec  *propagation.Codec
+	logger *slog.Logger
+	policy trust.Policy
+	header string   // the dedicated header, lower-case; "" when none
+	keys   []string // our baggage keys, to spot them without parsing
+}
+
+func newServer(opts []Option) *server {
+	cfg := newConfig(opts)
+	return &server{
+		codec:  cfg.codec,
+		logger: cfg.logger,
+		policy: cfg.policy,
+		header: cfg.codec.Header(),
+		keys:   cfg.codec.Keys(),
+	}
+}
+
+// admit applies the trust policy to the markers in ctx's incoming metadata.
+// Without markers it returns ctx itself and allocates nothing (gRPC copies
+// a baggage value it hands out, so foreign baggage costs that one copy).
+func (s *server) admit(ctx context.Context, method string) (context.Context, error) {
+	var hv []string
+	if s.header != "" {
+		hv = metadata.ValueFromIncomingContext(ctx, s.header)
+	}
+	bv := metadata.ValueFromIncomingContext(ctx, baggageKey)
+	if len(hv) == 0 && !s.mentions(bv) {
+		return ctx, nil
+	}
+
+	m, readErr := s.codec.Read(&markerCarrier{header: s.header, hv: hv, bv: bv})
+	p, _ := peer.FromContext(ctx)
+	verdict, why := s.policy.Decide(m, readErr, s.policy.All || s.policy.Trusted(peerAddr(p)))
+	ev := audit.Event{Sandbox: m.Sandbox, Protocol: audit.GRPC, Target: method}
+	if s.logger != nil && p != nil && p.Addr != nil {
+		ev.Peer = p.Addr.String()
+	}
+	if verdict != trust.Admit {
+		ev.Sandbox = clip(m.Sandbox) // whatever the sender wrote
+	}
+	if why != nil && s.logger != nil {
+		ev.Reason = why.Error()
+	}
+
+	switch verdict {
+	case trust.None:
+		return ctx, nil
+	case trust.Admit:
+		ctx = s.codec.ContextWithSandbox(ctx, m.Sandbox)
+		audit.Annotate(ctx, m.Sandbox)
+		ev.Decision, ev.Reason = audit.Admitted, byPeer
+		if m.Ticket != "" && s.policy.Verifier != nil {
+			ev.Reason = byTicket
+		}
+		audit.Emit(ctx, s.logger, ev)
+		return ctx, nil
+	case trust.Strip:
+		ev.Decision = audit.Stripped
+		audit.Emit(ctx, s.logger, ev)
+		return s.strip(ctx), nil
+	default:
+		ev.Decision = audit.Rejected
+		audit.Emit(ctx, s.logger, ev)
+		return ctx, &statusError{code: codes.InvalidArgument, err: fmt.Errorf("%w: %w", ErrRejected, why)}
+	}
+}
+
+// Reasons of admitted records, as httpmw gives them.
+const (
+	byPeer   = "trusted source"
+	byTicket = "valid ticket"
+)
+
+// clip shortens the parts of a sandbox that was not admitted, whose values
+// are whatever the sender wrote, before they go to the audit log.
+func clip(s propagation.Sandbox) propagation.Sandbox {
+	const max = 128
+	for _, p := range [...]*string{&s.ID, &s.Actor, &s.Origin} {
+		if len(*p) > max {
+			*p = (*p)[:max] + "..."
+		}
+	}
+	return s
+}
+
+// mentions reports whether baggage lines may hold one of our members; a
+// cheap substring test that Codec.Read then confirms or not.
+func (s *server) mentions(lines []string) bool {
+	for _, line := range lines {
+		for _, k := range s.keys {
+			if strings.Contains(line, k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// strip returns ctx with incoming metadata free of our markers, and with
+// no sandbox and none of our members in the OpenTelemetry baggage either (a
+// stats handler may have extracted them already, and would send them on).
+// The transport's metadata is copied, never modified.
+func (s *server) strip(ctx context.Context) context.Context {
+	md, _ := metadata.FromIncomingContext(ctx) // a copy
+	s.codec.Strip(mdCarrier(md))
+	return s.codec.StripContext(metadata.NewIncomingContext(ctx, md))
+}
+
+// peerAddr returns the peer's IP address, invalid when unknown (no peer, or
+// a transport that is not IP).
+func peerAddr(p *peer.Peer) netip.Addr {
+	if p == nil || p.Addr == nil {
+		return netip.Addr{}
+	}
+	if a, ok := p.Addr.(*net.TCPAddr); ok {
+		return a.AddrPort().Addr()
+	}
+	ap, err := netip.ParseAddrPort(p.Addr.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
+}
+
+// UnaryClientInterceptor returns a client interceptor that writes the
+// context's sandbox into the call's outgoing metadata (the dedicated header
+// and W3C baggage), merged with the metadata the caller set: foreign baggage
+// members are kept, ours are replaced. A context without a sandbox is passed
+// on untouched, at no cost. Of the options only [WithCodec] matters.
+func UnaryClientInterceptor(opts ...Option) grpc.UnaryClientInterceptor {
+	codec := newConfig(opts).codec
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		s, ok := propagation.FromContext(ctx)
+		if !ok {
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}
+		return invoker(outgoing(ctx, codec, s), method, req, reply, cc, opts...)
+	}
+}
+
+// StreamClientInterceptor is [UnaryClientInterceptor] for streaming calls.
+func StreamClientInterceptor(opts ...Option) grpc.StreamClientInterceptor {
+	codec := newConfig(opts).codec
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		s, ok := propagation.FromContext(ctx)
+		if !ok {
+			return streamer(ctx, desc, cc, method, opts...)
+		}
+		return streamer(outgoing(ctx, codec, s), desc, cc, method, opts...)
+	}
+}
+
+// outgoing returns ctx with s in its outgoing metadata. When the caller set
+// neither of our keys, the markers are appended (gRPC keeps appended pairs
+// beside the caller's metadata without copying it); otherwise a copy of the
+// caller's metadata gets them, replacing ours and keeping foreign baggage
+// members. The caller's metadata is never modified.
+func outgoing(ctx context.Context, codec *propagation.Codec, s propagation.Sandbox) context.Context {
+	header := codec.Header()
+	if (header == "" || metadata.ValueFromOutgoingContext(ctx, header) == nil) &&
+		metadata.ValueFromOutgoingContext(ctx, baggageKey) == nil {
+		out := &outCarrier{header: header}
+		codec.InjectSandbox(s, out)
+		if header == "" {
+			return metadata.AppendToOutgoingContext(ctx, baggageKey, out.baggage)
+		}
+		return metadata.AppendToOutgoingContext(ctx, header, out.id, baggageKey, out.baggage)
+	}
+	md, _ := metadata.FromOutgoingContext(ctx) // a copy
+	codec.InjectSandbox(s, mdCarrier(md))
+	return metadata.NewOutgoingContext(ctx, md)
+}
