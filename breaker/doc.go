@@ -1,0 +1,74 @@
+// Package breaker bounds the blast radius of each sandbox: a [Group] gives
+// every sandbox its own circuit breaker, token-bucket rate limit and cap on
+// calls in flight, so that a bad sandbox build is throttled and broken off
+// alone while baseline traffic goes on untouched.
+//
+// # Use
+//
+// Wrap every call to a dependency:
+//
+//	done, err := g.Allow(ctx) // the sandbox is read from ctx
+//	if err != nil {
+//		d, _ := breaker.RetryAfter(err) // refused: ErrOpen, ErrThrottled or ErrTooManyInFlight
+//		...
+//	}
+//	resp, err := call(ctx)
+//	done(err) // or done(breaker.HTTPStatus(resp.StatusCode))
+//
+// The protocol middleware does this on every egress and turns a refusal
+// into HTTP 503 or 429 with Retry-After, or gRPC Unavailable or
+// ResourceExhausted.
+//
+// # Budgets
+//
+// The key is the sandbox ID of the call. Baseline traffic (no sandbox) has
+// no budget unless [Settings.Baseline] gives it one; without it, baseline
+// calls return at once and cost nothing. A sandbox gets [Settings.Budget],
+// with the non-zero fields of its route table entry ([WithRoutes]) and of
+// [Settings.Override] replacing the defaults. A call is refused when the
+// breaker is open ([ErrOpen]), when the key has [Budget.MaxInFlight] calls
+// in flight ([ErrTooManyInFlight]) or when its token bucket is empty
+// ([ErrThrottled]); each refusal carries a retry-after hint, read with
+// [RetryAfter]. A refused call uses no token.
+//
+// # Circuit breaker
+//
+// Each key's breaker is a github.com/sony/gobreaker/v2 breaker. It opens
+// after [Settings.Failures] consecutive failures, refuses calls for
+// [Settings.OpenTimeout], then turns half-open and admits
+// [Settings.Probes] calls; that many successes in a row close it, one
+// failure opens it again. An error wrapping context.Canceled (the caller
+// gave up) counts as neither success nor failure; [Settings.IsFailure]
+// decides about other errors. Outcomes of calls admitted before the breaker
+// last changed state are ignored.
+//
+// gobreaker reads time.Now and cannot take a clock, so the group keeps the
+// open period itself, on the clock of [WithClock], and gobreaker counts the
+// outcomes and decides when to open and when to close. Tests drive every
+// state change with a fake clock, without sleeping.
+//
+// # Eviction
+//
+// A key that had no call for [Settings.IdleTimeout], has no call in flight
+// and whose breaker is not open is evicted with its counters. Calls sweep a
+// part of the keys as they go (every key is looked at about once per
+// IdleTimeout while the group is used, all of them at the first call after a
+// longer pause), so memory stays bounded with many short-lived sandboxes;
+// [Group.Sweep] evicts at once. The group starts no goroutine and needs no
+// closing.
+//
+// # Audit and metrics
+//
+// Every state change of a breaker is one audit record on the logger of
+// [WithLogger] (decision "throttled" when it opens or turns half-open,
+// "admitted" when it closes, the change in the reason). The group counts
+// its decisions ([MetricDecisions], by sandbox and outcome) and the
+// breakers that are not closed ([MetricOpen]) through the OpenTelemetry
+// metric API ([WithMeterProvider]).
+//
+// # Performance and concurrency
+//
+// An admitted call of a warm key and its done cost no allocation; a
+// refusal allocates its error. A [Group] is safe for concurrent use; the
+// done function of a call may be called from any goroutine, exactly once.
+package breaker

@@ -1,0 +1,342 @@
+package breaker
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"maps"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// State is the state of a key's circuit breaker.
+type State int8
+
+// The states, in gobreaker's order.
+const (
+	StateClosed State = iota
+	StateHalfOpen
+	StateOpen
+)
+
+func (s State) String() string {
+	switch s {
+	case StateClosed:
+		return "closed"
+	case StateHalfOpen:
+		return "half-open"
+	case StateOpen:
+		return "open"
+	}
+	return "unknown"
+}
+
+// numShards splits the key map so that calls of different sandboxes rarely
+// meet on a lock. A power of two.
+const numShards = 64
+
+// Group holds one budget per key: a circuit breaker, a token bucket and a
+// cap on calls in flight. Keys are sandbox IDs; baseline traffic is the
+// empty key and has a budget only when [Settings.Baseline] is set.
+//
+// A Group is safe for concurrent use. Build it with [NewGroup]; the zero
+// value is not usable.
+type Group struct {
+	cfg  config
+	ins  instruments
+	seed maphash.Seed
+	cb   gobreaker.Settings // template of every key's breaker
+
+	epoch      time.Time // t = nanoseconds of the group's clock since epoch
+	touch      int64     // granularity of lastUsed
+	sweepEvery int64     // one shard is swept every sweepEvery
+	sweepAt    atomic.Int64
+	cursor     atomic.Uint32
+	watch      atomic.Pointer[routesWatch]
+
+	shards [numShards]shard
+}
+
+type shard struct {
+	mu   sync.RWMutex
+	m    map[string]*entry
+	peak int      // most keys m held since it was made
+	_    [24]byte // keep shards on separate cache lines
+}
+
+// routesWatch notices changes of the route table: ch is closed at the next
+// change, gen counts the changes seen.
+type routesWatch struct {
+	ch  <-chan struct{}
+	gen uint64
+}
+
+// gobreakerTimeout is the open timeout handed to gobreaker. gobreaker reads
+// time.Now and cannot take a clock, so the group keeps the open period
+// itself, on its own clock, and never calls a key's gobreaker while the
+// group holds that key open. Once the group's open period is over, gobreaker's
+// own (this tiny) timeout has long passed too, so gobreaker moves to
+// half-open at the first probe result it is given.
+const gobreakerTimeout = time.Nanosecond
+
+// NewGroup returns a group with settings s (see [Settings] for the zero
+// values) and the dependencies set by opts.
+func NewGroup(s Settings, opts ...Option) *Group {
+	cfg := newConfig(s, opts)
+	g := &Group{
+		cfg:   cfg,
+		ins:   newInstruments(cfg.meterProvider, cfg.Name),
+		seed:  maphash.MakeSeed(),
+		epoch: cfg.now(),
+	}
+	g.touch = int64(cfg.IdleTimeout / 64)
+	g.sweepEvery = max(1, int64(cfg.IdleTimeout)/numShards)
+	g.sweepAt.Store(g.sweepEvery)
+	for i := range g.shards {
+		g.shards[i].m = make(map[string]*entry)
+	}
+	if cfg.routes != nil {
+		g.watch.Store(&routesWatch{ch: cfg.routes.Changed()})
+	}
+	failures := cfg.Failures
+	g.cb = gobreaker.Settings{
+		MaxRequests: cfg.Probes,
+		Timeout:     gobreakerTimeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
+		IsExcluded:  func(err error) bool { return err == errExcluded },
+	}
+	return g
+}
+
+// nothing is the done function of calls that have no budget or were
+// refused.
+func nothing(error) {}
+
+// Allow asks the budget of the sandbox in ctx (baseline traffic when ctx has
+// none) whether a call may go ahead. It returns done, which must be called
+// exactly once with the call's outcome (nil for a success; see
+// [Settings.IsFailure] and [HTTPStatus]), or an error wrapping [ErrOpen],
+// [ErrThrottled] or [ErrTooManyInFlight] with a retry-after hint (see
+// [RetryAfter]); done is then a no-op, never nil.
+//
+// Baseline traffic without a budget returns at once and allocates nothing;
+// so does an admitted call of a sandbox whose key is warm.
+func (g *Group) Allow(ctx context.Context) (done func(error), err error) {
+	s, _ := propagation.FromContext(ctx)
+	return g.AllowSandbox(ctx, s)
+}
+
+// AllowSandbox is [Group.Allow] for the sandbox s (baseline traffic when
+// s.ID is empty) instead of the one in ctx; ctx still carries the call's
+// trace and is handed to the logger and the meter.
+func (g *Group) AllowSandbox(ctx context.Context, s propagation.Sandbox) (done func(error), err error) {
+	if s.ID == "" && g.cfg.Baseline == nil {
+		return nothing, nil
+	}
+	now := g.cfg.now()
+	t := g.since(now)
+	for {
+		e := g.entry(s, t, now)
+		done, err, again := e.allow(ctx, now, t)
+		if !again {
+			g.maybeSweep(t)
+			return done, err
+		}
+	}
+}
+
+// State returns the state of the breaker of sandbox id ("" for baseline
+// traffic) now: closed for a key the group does not hold, half-open for an
+// open breaker whose open timeout has run out.
+func (g *Group) State(id string) State {
+	e := g.lookup(id)
+	if e == nil {
+		return StateClosed
+	}
+	p := e.cur.Load()
+	if p.state == StateOpen && g.since(g.cfg.now()) >= p.openUntil {
+		return StateHalfOpen
+	}
+	return p.state
+}
+
+// Len returns the number of keys the group holds.
+func (g *Group) Len() int {
+	n := 0
+	for i := range g.shards {
+		sh := &g.shards[i]
+		sh.mu.RLock()
+		n += len(sh.m)
+		sh.mu.RUnlock()
+	}
+	return n
+}
+
+// Sweep evicts every idle key now and returns how many it evicted. A key is
+// idle when it had no call for [Settings.IdleTimeout], has no call in flight
+// and its breaker is not open. Calling Sweep is optional: calls sweep a
+// part of the keys as they go, so that every key is looked at about once
+// per IdleTimeout while the group is used.
+func (g *Group) Sweep() int {
+	t := g.since(g.cfg.now())
+	n := 0
+	for i := range g.shards {
+		n += g.sweepShard(&g.shards[i], t)
+	}
+	return n
+}
+
+func (g *Group) since(now time.Time) int64 { return int64(now.Sub(g.epoch)) }
+
+func (g *Group) shard(id string) *shard {
+	return &g.shards[maphash.String(g.seed, id)&(numShards-1)]
+}
+
+func (g *Group) lookup(id string) *entry {
+	sh := g.shard(id)
+	sh.mu.RLock()
+	e := sh.m[id]
+	sh.mu.RUnlock()
+	return e
+}
+
+// entry returns the key of s, creating it when needed.
+func (g *Group) entry(s propagation.Sandbox, t int64, now time.Time) *entry {
+	sh := g.shard(s.ID)
+	sh.mu.RLock()
+	e := sh.m[s.ID]
+	sh.mu.RUnlock()
+	if e != nil {
+		return e
+	}
+	ne := g.newEntry(s, t, now)
+	sh.mu.Lock()
+	if e = sh.m[s.ID]; e == nil {
+		e = ne
+		sh.m[e.sb.ID] = e
+		sh.peak = max(sh.peak, len(sh.m))
+	}
+	sh.mu.Unlock()
+	return e
+}
+
+// maybeSweep sweeps the shards that are due: one every sweepEvery, all of
+// them at once after a long pause.
+func (g *Group) maybeSweep(t int64) {
+	next := g.sweepAt.Load()
+	if t < next {
+		return
+	}
+	k := 1 + (t-next)/g.sweepEvery
+	after := next + k*g.sweepEvery
+	if k >= numShards {
+		k, after = numShards, t+g.sweepEvery
+	}
+	if !g.sweepAt.CompareAndSwap(next, after) {
+		return
+	}
+	for range k {
+		i := g.cursor.Add(1) % numShards
+		g.sweepShard(&g.shards[i], t)
+	}
+}
+
+func (g *Group) sweepShard(sh *shard, t int64) int {
+	n := 0
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for id, e := range sh.m {
+		if !e.idle(t) {
+			continue
+		}
+		// A call that found e before it was deleted sees dead after
+		// counting itself in flight, and looks the key up again; when the
+		// call got there first, e stays.
+		e.dead.Store(true)
+		if e.inflight.Load() != 0 {
+			e.dead.Store(false)
+			continue
+		}
+		delete(sh.m, id)
+		n++
+		if e.cur.Load().state != StateClosed {
+			g.ins.open.Add(context.Background(), -1, g.ins.openOpts...)
+		}
+	}
+	// A Go map keeps its size when keys are deleted: after many sandboxes
+	// went away, move the few left to a map of their size.
+	if sh.peak >= 64 && len(sh.m) <= sh.peak/4 {
+		m := make(map[string]*entry, len(sh.m))
+		maps.Copy(m, sh.m)
+		sh.m, sh.peak = m, len(m)
+	}
+	return n
+}
+
+// budgetFor resolves the budget of sandbox id ("" for baseline).
+func (g *Group) budgetFor(id string) Budget {
+	if id == "" {
+		return *g.cfg.Baseline
+	}
+	b := g.cfg.Budget
+	if g.cfg.routes != nil {
+		if sb, ok := g.cfg.routes.Sandbox(id); ok && sb.Budget != nil {
+			b = merge(b, Budget{Rate: sb.Budget.Rate, Burst: sb.Budget.Burst, MaxInFlight: sb.Budget.MaxInFlight})
+		}
+	}
+	if g.cfg.Override != nil {
+		if o, ok := g.cfg.Override(id); ok {
+			b = merge(b, o)
+		}
+	}
+	return b
+}
+
+// routesGen returns the generation of the route table, noticing a change.
+func (g *Group) routesGen() uint64 {
+	w := g.watch.Load()
+	if w == nil {
+		return 0
+	}
+	select {
+	case <-w.ch:
+		nw := &routesWatch{ch: g.cfg.routes.Changed(), gen: w.gen + 1}
+		if !g.watch.CompareAndSwap(w, nw) {
+			nw = g.watch.Load()
+		}
+		return nw.gen
+	default:
+		return w.gen
+	}
+}
+
+type result uint8
+
+const (
+	success result = iota
+	failure
+	excluded
+)
+
+func (g *Group) classify(err error) result {
+	switch {
+	case err == nil:
+		return success
+	case errors.Is(err, context.Canceled):
+		return excluded
+	case g.cfg.IsFailure == nil || g.cfg.IsFailure(err):
+		return failure
+	}
+	return success
+}
+
+func newEntryID(s propagation.Sandbox) propagation.Sandbox {
+	// Own copies: the caller's strings may point into a request's headers.
+	return propagation.Sandbox{ID: strings.Clone(s.ID), Actor: strings.Clone(s.Actor), Origin: strings.Clone(s.Origin)}
+}
