@@ -115,7 +115,9 @@ func (g *gate) decide(w http.ResponseWriter, r *http.Request, m propagation.Mark
 		}
 		h := r.Header.Clone()
 		g.codec.Strip(otelprop.HeaderCarrier(h))
-		r2 := r.WithContext(ctx)
+		// Instrumentation in front of us (otelhttp) may have extracted the
+		// markers into the context already: take them out there too.
+		r2 := r.WithContext(g.codec.StripContext(ctx))
 		r2.Header = h
 		return r2, true
 	default: // trust.Reject

@@ -229,3 +229,28 @@ func TestHandlerSpanAttribute(t *testing.T) {
 		t.Errorf("sandbox span attributes %v; want sandbox.id=pr-1, sandbox.actor=alice", a)
 	}
 }
+
+// TestStripBehindOTelHandler: otelhttp in front of the middleware, with our
+// propagator among its propagators, extracts an untrusted peer's markers
+// into the context before the middleware runs. Stripping must take them out
+// of the context and its baggage too, or the handler runs in the sandbox
+// and an otelhttp client sends the markers on.
+func TestStripBehindOTelHandler(t *testing.T) {
+	var got propagation.Sandbox
+	var gotOK bool
+	out := http.Header{}
+	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, gotOK = propagation.FromContext(r.Context())
+		otelprop.Baggage{}.Inject(r.Context(), otelprop.HeaderCarrier(out))
+	})
+	props := otelprop.NewCompositeTextMapPropagator(otelprop.Baggage{}, propagation.NewPropagator(nil))
+	h := otelhttp.NewHandler(httpmw.NewHandler(inner, httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8"))),
+		"svc", otelhttp.WithPropagators(props))
+	h.ServeHTTP(httptest.NewRecorder(), newRequest("192.0.2.1:4000", "Baggage", "foo=bar,sandbox.id=feat-1"))
+	if gotOK {
+		t.Fatalf("handler ran in sandbox %+v chosen by an untrusted peer", got)
+	}
+	if b := out.Get("Baggage"); b != "foo=bar" {
+		t.Fatalf("baggage an otel client would send on: %q, want foo=bar", b)
+	}
+}
