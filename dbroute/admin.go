@@ -1,0 +1,53 @@
+package dbroute
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// rowQuerier is a pooled connection or a transaction.
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// advisoryLock takes the session-level advisory lock of the object called
+// name on c, shared or exclusive. Release it with unlockAll.
+func advisoryLock(ctx context.Context, c *pgxpool.Conn, name string, shared bool) error {
+	fn := "SELECT pg_advisory_lock($1, $2)"
+	if shared {
+		fn = "SELECT pg_advisory_lock_shared($1, $2)"
+	}
+	_, err := c.Exec(ctx, fn, int32(lockClass), lockKey(name))
+	return err
+}
+
+// unlockAll releases every advisory lock c holds. A connection that may
+// still hold one is closed rather than returned to the pool (closing the
+// session releases its locks).
+func unlockAll(c *pgxpool.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+		c.Conn().Close(ctx)
+	}
+}
+
+// comment returns the comment of the object found by sql (which selects
+// one nullable text column for a name), and whether the object exists.
+func comment(ctx context.Context, q rowQuerier, sql, name string) (string, bool, error) {
+	var text *string
+	switch err := q.QueryRow(ctx, sql, name).Scan(&text); err {
+	case nil:
+	case pgx.ErrNoRows:
+		return "", false, nil
+	default:
+		return "", false, err
+	}
+	if text == nil {
+		return "", true, nil
+	}
+	return *text, true, nil
+}

@@ -1,0 +1,169 @@
+package dbroute_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// The router resolves each context to a pool: the baseline without a
+// sandbox, the sandbox's test database with one, and an error — never the
+// baseline — for a sandbox without a test database. (Pools connect lazily:
+// nothing here talks to a server.)
+func ExampleNew() {
+	ctx := context.Background()
+	baseline, _ := pgxpool.New(ctx, "postgres://app@db-prod:5432/shop")
+	defer baseline.Close()
+	provider, _ := dbroute.Static(map[string]string{
+		"pr-42": "postgres://app@db-test:5432/shop_pr_42",
+	})
+	router, err := dbroute.New(baseline, provider)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer router.Close()
+
+	for _, ctx := range []context.Context{
+		ctx,
+		propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: "pr-42"}),
+		propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: "pr-7"}),
+	} {
+		pool, err := router.Pool(ctx)
+		switch {
+		case errors.Is(err, dbroute.ErrNoTestDatabase):
+			fmt.Println("refused:", err)
+		case pool == baseline:
+			fmt.Println("baseline")
+		default:
+			fmt.Println("test database", pool.Config().ConnConfig.Database)
+		}
+	}
+	// Output:
+	// baseline
+	// test database shop_pr_42
+	// refused: dbroute: no test database for the sandbox: sandbox "pr-7" has none configured
+}
+
+// Guard makes the baseline pool itself refuse sandbox contexts, for code
+// that holds the raw pool. Here the hook is called directly; a real pool
+// calls it on every acquisition, so every query method fails.
+func ExampleGuard() {
+	cfg, _ := pgxpool.ParseConfig("postgres://app@db-prod:5432/shop")
+	dbroute.Guard(cfg)
+	// baseline, err := pgxpool.NewWithConfig(ctx, cfg)
+
+	sandbox := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-42"})
+	_, err := cfg.PrepareConn(sandbox, nil)
+	fmt.Println(errors.Is(err, dbroute.ErrSandboxOnBaseline))
+	fmt.Println(err)
+	_, err = cfg.PrepareConn(context.Background(), nil)
+	fmt.Println(err)
+	// Output:
+	// true
+	// dbroute: sandbox context on the baseline pool: sandbox "pr-42" (the baseline pool only serves production traffic)
+	// <nil>
+}
+
+// FromTable reads each sandbox's test database from the route table, and
+// follows it when the entry changes or expires.
+func ExampleFromTable() {
+	table, _ := routes.NewStatic([]routes.Sandbox{
+		{ID: "pr-42", Database: "postgres://app@db-test:5432/shop_pr_42"},
+	})
+	baseline, _ := pgxpool.New(context.Background(), "postgres://app@db-prod:5432/shop")
+	defer baseline.Close()
+	router, _ := dbroute.New(baseline, dbroute.FromTable(table))
+	defer router.Close()
+
+	ctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-42"})
+	pool, _ := router.Pool(ctx)
+	fmt.Println(pool.Config().ConnConfig.Database)
+
+	table.Update([]routes.Sandbox{{ID: "pr-42", Database: "postgres://app@db-test:5432/shop_pr_42_v2"}})
+	pool, _ = router.Pool(ctx)
+	fmt.Println(pool.Config().ConnConfig.Database)
+
+	table.Update(nil)
+	_, err := router.Pool(ctx)
+	fmt.Println(err)
+	// Output:
+	// shop_pr_42
+	// shop_pr_42_v2
+	// dbroute: no test database for the sandbox: sandbox "pr-42" is not in the route table
+}
+
+// The database-per-sandbox provider names databases by a documented rule;
+// IDs too long for PostgreSQL's 63-byte names end in a hash.
+func ExampleDatabasePerSandbox_Name() {
+	p, _ := dbroute.NewDatabasePerSandbox("postgres://admin@db-test:5432/postgres", dbroute.Migration{})
+	defer p.Close()
+	for _, id := range []string{"pr-42", "feature-checkout-redesign-with-a-very-long-branch-name-2026"} {
+		name, _ := p.Name(id)
+		fmt.Println(name)
+	}
+	fmt.Println(p.Template())
+	// Output:
+	// sbx_pr_42
+	// sbx_feature_checkout_redesign_with_a_very_long_27d65a4042234516
+	// sbx__template
+}
+
+// A complete set-up: a guarded baseline, a database per sandbox cloned
+// from a migrated template, only for sandboxes in the route table, and a
+// reaper for the ones that are gone.
+func ExampleNewDatabasePerSandbox() {
+	ctx := context.Background()
+	table := routes.New()
+	go table.Sync(ctx, routes.HTTP("http://routes.internal/sandboxes", nil))
+
+	cfg, err := pgxpool.ParseConfig("postgres://app@db-prod:5432/shop")
+	if err != nil {
+		log.Fatal(err)
+	}
+	dbroute.Guard(cfg)
+	baseline, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	provider, err := dbroute.NewDatabasePerSandbox("postgres://admin@db-test:5432/postgres", dbroute.Migration{
+		Version: "2026-11-27.1",
+		Apply: func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `CREATE TABLE orders (id bigserial PRIMARY KEY, total numeric NOT NULL)`)
+			return err
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	router, err := dbroute.New(baseline, provider,
+		dbroute.WithTable(table),
+		dbroute.WithLogger(slog.Default()),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer router.Close()
+
+	go func() {
+		for range time.Tick(time.Minute) {
+			if dropped, err := router.Reap(ctx); err != nil || len(dropped) > 0 {
+				slog.Info("reaped test databases", "sandboxes", dropped, "err", err)
+			}
+		}
+	}()
+
+	// Handlers use router where they used the pool.
+	_, err = router.Exec(ctx, "INSERT INTO orders (total) VALUES ($1)", 42)
+	_ = err
+}

@@ -1,0 +1,580 @@
+package dbroute_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// kind is one provisioning strategy, with what the tests need to look at
+// the server behind its back.
+type kind struct {
+	name string
+	// newProvider builds a provider on e's server with prefix e.prefix.
+	newProvider func(t testing.TB, e *env, m dbroute.Migration, opts ...dbroute.Option) reclaimCloser
+	// objects lists the databases or schemas whose names start with e.prefix.
+	objects func(t testing.TB, e *env) []string
+	// foreign creates an object called name, with comment unless it is "",
+	// holding a table keep with one row.
+	foreign func(t testing.TB, e *env, name, comment string)
+	// where returns the DSN and the qualified items table of the object
+	// called name.
+	where func(e *env, name string) (dsn, table string)
+}
+
+// expectedName is the documented naming rule, written out independently of
+// the package.
+func expectedName(e *env, id string) string {
+	s := e.prefix + strings.ReplaceAll(id, "-", "_")
+	if len(s) <= 62 {
+		return s
+	}
+	sum := sha256.Sum256([]byte(id))
+	return s[:63-17] + "_" + hex.EncodeToString(sum[:8])
+}
+
+// schemaDB is the test database of the schema-per-sandbox provider.
+func (e *env) schemaDB(testing.TB) string { return shared.schemas }
+
+var kinds = []kind{
+	{
+		name: "database-per-sandbox",
+		newProvider: func(t testing.TB, e *env, m dbroute.Migration, opts ...dbroute.Option) reclaimCloser {
+			t.Helper()
+			p, err := dbroute.NewDatabasePerSandbox(e.url, m, append([]dbroute.Option{dbroute.WithPrefix(e.prefix)}, opts...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		},
+		objects: func(t testing.TB, e *env) []string { return e.databases(t) },
+		foreign: func(t testing.TB, e *env, name, comment string) {
+			e.createDB(t, name, `CREATE TABLE keep (v int)`, `INSERT INTO keep VALUES (1)`)
+			if comment != "" {
+				e.exec(t, "COMMENT ON DATABASE "+pgx.Identifier{name}.Sanitize()+" IS '"+strings.ReplaceAll(comment, "'", "''")+"'")
+			}
+		},
+		where: func(e *env, name string) (string, string) { return e.dsn(name), "items" },
+	},
+	{
+		name: "schema-per-sandbox",
+		newProvider: func(t testing.TB, e *env, m dbroute.Migration, opts ...dbroute.Option) reclaimCloser {
+			t.Helper()
+			p, err := dbroute.NewSchemaPerSandbox(e.dsn(e.schemaDB(t)), m, append([]dbroute.Option{dbroute.WithPrefix(e.prefix)}, opts...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		},
+		objects: func(t testing.TB, e *env) []string {
+			t.Helper()
+			ctx := context.Background()
+			conn, err := pgx.Connect(ctx, e.dsn(e.schemaDB(t)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			rows, _ := conn.Query(ctx, "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1) ORDER BY 1", e.prefix)
+			names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return names
+		},
+		foreign: func(t testing.TB, e *env, name, comment string) {
+			t.Helper()
+			ctx := context.Background()
+			conn, err := pgx.Connect(ctx, e.dsn(e.schemaDB(t)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			s := pgx.Identifier{name}.Sanitize()
+			stmts := []string{"CREATE SCHEMA " + s, "CREATE TABLE " + s + ".keep (v int)", "INSERT INTO " + s + ".keep VALUES (1)"}
+			if comment != "" {
+				stmts = append(stmts, "COMMENT ON SCHEMA "+s+" IS '"+strings.ReplaceAll(comment, "'", "''")+"'")
+			}
+			for _, q := range stmts {
+				if _, err := conn.Exec(ctx, q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+		},
+		where: func(e *env, name string) (string, string) {
+			return e.dsn(shared.schemas), pgx.Identifier{name, "items"}.Sanitize()
+		},
+	},
+}
+
+// newRouter builds a router over a fresh guarded baseline and provider p.
+func newRouter(t testing.TB, e *env, p dbroute.Provider, opts ...dbroute.Option) *dbroute.Router {
+	t.Helper()
+	return routerOn(t, e.baseline(t), p, opts...)
+}
+
+func routerOn(t testing.TB, base *pgxpool.Pool, p dbroute.Provider, opts ...dbroute.Option) *dbroute.Router {
+	t.Helper()
+	r, err := dbroute.New(base, p, append([]dbroute.Option{smallPools()}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+func TestProvision(t *testing.T) {
+	t.Parallel()
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			e := server(t)
+			clk := newClock()
+			var applied atomic.Int32
+			p := k.newProvider(t, e, itemsMigration("v1", &applied), dbroute.WithClock(clk.Now))
+			r := newRouter(t, e, p, dbroute.WithClock(clk.Now))
+			long := strings.Repeat("a", 60) + "-01" // 63 bytes: the hashed form
+			ids := []string{"pr-1", long}
+			for i, id := range ids {
+				for range i + 1 {
+					if _, err := r.Exec(sandboxCtx(id), "INSERT INTO items (owner) VALUES ($1)", id); err != nil {
+						t.Fatalf("%s: %v", id, err)
+					}
+				}
+			}
+			if _, err := r.Exec(context.Background(), "INSERT INTO items (owner) VALUES ('baseline')"); err != nil {
+				t.Fatal(err)
+			}
+
+			want := []string{expectedName(e, long), expectedName(e, "pr-1")}
+			got := slices.DeleteFunc(k.objects(t, e), func(n string) bool { return strings.HasSuffix(n, "_template") })
+			if !slices.Equal(got, want) {
+				t.Fatalf("objects = %v, want %v", got, want)
+			}
+			for i, id := range ids {
+				dsn, table := k.where(e, expectedName(e, id))
+				if n := count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner = $1", id); n != i+1 {
+					t.Errorf("%s: %d own rows, want %d", id, n, i+1)
+				}
+				if n := count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner <> $1", id); n != 0 {
+					t.Errorf("%s: %d rows of others", id, n)
+				}
+			}
+			if dsn, table := e.baselineItems(); count(t, dsn, "SELECT count(*) FROM "+table) != 1 {
+				t.Errorf("baseline does not have exactly its one row")
+			}
+			wantApplied := int32(len(ids)) // one per schema
+			if k.name == "database-per-sandbox" {
+				wantApplied = 1 // the template, once
+			}
+			if n := applied.Load(); n != wantApplied {
+				t.Errorf("migration applied %d times, want %d", n, wantApplied)
+			}
+
+			list, err := p.Provisioned(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var listed []string
+			for _, pv := range list {
+				listed = append(listed, pv.ID+"="+pv.Name)
+				if !pv.Created.Equal(clk.Now()) {
+					t.Errorf("%s created %v, want %v", pv.ID, pv.Created, clk.Now())
+				}
+			}
+			wantListed := []string{long + "=" + want[0], "pr-1=" + want[1]}
+			if !slices.Equal(listed, wantListed) {
+				t.Errorf("Provisioned = %v, want %v", listed, wantListed)
+			}
+		})
+	}
+}
+
+func TestProvisionRefusesInvalidIDs(t *testing.T) {
+	t.Parallel()
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			e := server(t)
+			r := newRouter(t, e, k.newProvider(t, e, itemsMigration("v1", nil)))
+			for _, id := range []string{"", "Upper", "-x", "a_b", `x"; DROP DATABASE postgres; --`, strings.Repeat("a", 64)} {
+				_, err := r.Exec(sandboxCtx(id), "SELECT 1")
+				if !errors.Is(err, dbroute.ErrNoTestDatabase) {
+					t.Errorf("sandbox %q: err = %v, want ErrNoTestDatabase", id, err)
+				}
+			}
+			if got := k.objects(t, e); len(got) != 0 {
+				t.Errorf("objects created for invalid IDs: %v", got)
+			}
+		})
+	}
+}
+
+func TestConcurrentCreation(t *testing.T) {
+	t.Parallel()
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			e := server(t)
+			base := e.baseline(t)
+			// Two routers with providers of their own: two processes.
+			p1 := &countingProvider{reclaimCloser: k.newProvider(t, e, itemsMigration("v1", nil))}
+			p2 := &countingProvider{reclaimCloser: k.newProvider(t, e, itemsMigration("v1", nil))}
+			r1 := routerOn(t, base, p1)
+			r2 := routerOn(t, base, p2)
+			t.Cleanup(p1.Close)
+			t.Cleanup(p2.Close)
+
+			hammer := func(id string, routers ...*dbroute.Router) {
+				t.Helper()
+				const goroutines = 50
+				start := make(chan struct{})
+				var wg sync.WaitGroup
+				errs := make(chan error, goroutines)
+				for i := range goroutines {
+					r := routers[i%len(routers)]
+					wg.Go(func() {
+						<-start
+						if _, err := r.Exec(sandboxCtx(id), "INSERT INTO items (owner, n) VALUES ($1, $2)", id, i); err != nil {
+							errs <- err
+						}
+					})
+				}
+				close(start)
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					t.Errorf("%s: %v", id, err)
+				}
+				dsn, table := k.where(e, expectedName(e, id))
+				if n := count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner = $1", id); n != goroutines {
+					t.Errorf("%s: %d rows in its test database, want %d", id, n, goroutines)
+				}
+			}
+
+			hammer("fresh-one", r1)
+			if n := p1.opens.Load(); n != 1 {
+				t.Errorf("one router, 50 goroutines: provider opened %d times, want 1", n)
+			}
+			hammer("fresh-two", r1, r2)
+			if n1, n2 := p1.opens.Load(), p2.opens.Load(); n1 != 2 || n2 != 1 {
+				t.Errorf("two routers: opens = %d, %d; want 2, 1 (one per router per sandbox)", n1, n2)
+			}
+			want := []string{expectedName(e, "fresh-one"), expectedName(e, "fresh-two")}
+			got := slices.DeleteFunc(k.objects(t, e), func(n string) bool { return strings.HasSuffix(n, "_template") })
+			if !slices.Equal(got, want) {
+				t.Errorf("objects = %v, want exactly %v", got, want)
+			}
+			if dsn, table := e.baselineItems(); count(t, dsn, "SELECT count(*) FROM "+table) != 0 {
+				t.Errorf("baseline got sandbox rows")
+			}
+		})
+	}
+}
+
+func TestForeignObjectsUntouched(t *testing.T) {
+	t.Parallel()
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			e := server(t)
+			clk := newClock()
+			table, err := routes.NewStatic([]routes.Sandbox{{ID: "ghost"}, {ID: "mine"}}, routes.WithClock(clk.Now))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := k.newProvider(t, e, itemsMigration("v1", nil), dbroute.WithClock(clk.Now))
+			r := newRouter(t, e, p, dbroute.WithClock(clk.Now), dbroute.WithTable(table), dbroute.WithReapGrace(time.Minute))
+
+			marker := func(id string) string {
+				return fmt.Sprintf("sandboxkit/dbroute sandbox=%q created=%s", id, clk.Now().Add(-time.Hour).Format(time.RFC3339))
+			}
+			// (Comments that are almost markers are covered by TestMarkers;
+			// databases are slow to make.)
+			foreign := map[string]string{
+				expectedName(e, "ghost"): "",                   // our name for a live sandbox, no marker
+				expectedName(e, "alias"): marker("renamed"),    // a marker for another name
+				e.name("unprefixed"):     marker("unprefixed"), // a marker without the prefix
+			}
+			for name, comment := range foreign {
+				k.foreign(t, e, name, comment)
+			}
+			if _, err := r.Exec(sandboxCtx("mine"), "INSERT INTO items (owner) VALUES ('mine')"); err != nil {
+				t.Fatal(err)
+			}
+
+			_, err = r.Exec(sandboxCtx("ghost"), "SELECT 1")
+			if !errors.Is(err, dbroute.ErrNoTestDatabase) || !errors.Is(err, dbroute.ErrNotOwned) {
+				t.Errorf("using a foreign lookalike: err = %v, want ErrNoTestDatabase and ErrNotOwned", err)
+			}
+			for _, id := range []string{"ghost", "alias"} {
+				if err := r.Destroy(context.Background(), id); !errors.Is(err, dbroute.ErrNotOwned) {
+					t.Errorf("Destroy(%s) = %v, want ErrNotOwned", id, err)
+				}
+			}
+			list, err := p.Provisioned(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(list) != 1 || list[0].ID != "mine" {
+				t.Errorf("Provisioned = %+v, want only mine", list)
+			}
+			// Everything but "mine" leaves the table and is old enough.
+			if err := table.Update(nil); err != nil {
+				t.Fatal(err)
+			}
+			clk.Advance(time.Hour)
+			dropped, err := r.Reap(context.Background())
+			if err != nil || !slices.Equal(dropped, []string{"mine"}) {
+				t.Errorf("Reap = %v, %v; want [mine], nil", dropped, err)
+			}
+			for name := range foreign {
+				dsn, tbl := k.where(e, name)
+				tbl = strings.Replace(tbl, "items", "keep", 1)
+				if n := count(t, dsn, "SELECT count(*) FROM "+tbl); n != 1 {
+					t.Errorf("foreign %s: keep has %d rows, want 1", name, n)
+				}
+			}
+			if got := k.objects(t, e); slices.Contains(got, expectedName(e, "mine")) {
+				t.Errorf("mine was not dropped: %v", got)
+			}
+		})
+	}
+}
+
+func TestDestroy(t *testing.T) {
+	t.Parallel()
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			e := server(t)
+			p := k.newProvider(t, e, itemsMigration("v1", nil))
+			r := newRouter(t, e, p)
+			ctx := context.Background()
+			for _, id := range []string{"keep-me", "drop-me"} {
+				if _, err := r.Exec(sandboxCtx(id), "INSERT INTO items (owner) VALUES ($1)", id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// A transaction left open in the sandbox does not stop Destroy.
+			tx, err := r.Begin(sandboxCtx("drop-me"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO items (owner) VALUES ('drop-me')"); err != nil {
+				t.Fatal(err)
+			}
+			if k.name == "schema-per-sandbox" {
+				// DROP SCHEMA waits for the transaction's locks.
+				if err := tx.Rollback(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := r.Destroy(ctx, "drop-me"); err != nil {
+				t.Fatal(err)
+			}
+			tx.Rollback(ctx) // fails for database-per-sandbox: its session was ended
+			if got, want := k.objects(t, e), []string{expectedName(e, "keep-me")}; !slices.Equal(slices.DeleteFunc(got, func(n string) bool { return strings.HasSuffix(n, "_template") }), want) {
+				t.Errorf("after Destroy: objects = %v, want %v", got, want)
+			}
+			if slices.Contains(r.OpenPools(), "drop-me") {
+				t.Errorf("pool of the destroyed sandbox still open: %v", r.OpenPools())
+			}
+			if err := r.Destroy(ctx, "drop-me"); err != nil {
+				t.Errorf("second Destroy = %v, want nil", err)
+			}
+			// The next request gets a fresh, empty test database.
+			var n int
+			if err := r.QueryRow(sandboxCtx("drop-me"), "SELECT count(*) FROM items").Scan(&n); err != nil || n != 0 {
+				t.Errorf("recreated sandbox: count = %d, %v; want 0, nil", n, err)
+			}
+			dsn, table := k.where(e, expectedName(e, "keep-me"))
+			if n := count(t, dsn, "SELECT count(*) FROM "+table); n != 1 {
+				t.Errorf("keep-me has %d rows, want 1", n)
+			}
+		})
+	}
+}
+
+func TestReap(t *testing.T) {
+	t.Parallel()
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			e := server(t)
+			clk := newClock()
+			t0 := clk.Now()
+			expires := routes.Sandbox{ID: "expires", Expires: t0.Add(30 * time.Minute)}
+			table, err := routes.NewStatic([]routes.Sandbox{{ID: "stays"}, expires}, routes.WithClock(clk.Now))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := k.newProvider(t, e, itemsMigration("v1", nil), dbroute.WithClock(clk.Now))
+			r := newRouter(t, e, p, dbroute.WithClock(clk.Now), dbroute.WithTable(table), dbroute.WithReapGrace(10*time.Minute))
+			insert := func(id string) error {
+				_, err := r.Exec(sandboxCtx(id), "INSERT INTO items (owner) VALUES ($1)", id)
+				return err
+			}
+			for _, id := range []string{"stays", "expires"} {
+				if err := insert(id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := insert("unknown"); !errors.Is(err, dbroute.ErrNoTestDatabase) {
+				t.Errorf("sandbox outside the table: err = %v, want ErrNoTestDatabase", err)
+			}
+			// "leaves" arrives 25 minutes in and leaves the table a minute
+			// later.
+			clk.Advance(25 * time.Minute)
+			if err := table.Update([]routes.Sandbox{{ID: "stays"}, expires, {ID: "leaves"}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := insert("leaves"); err != nil {
+				t.Fatal(err)
+			}
+			clk.Advance(time.Minute)
+			if err := table.Update([]routes.Sandbox{{ID: "stays"}, expires}); err != nil {
+				t.Fatal(err)
+			}
+			// 26 minutes: "leaves" is gone but younger than the grace (a
+			// lagging route table elsewhere must not cost it its data);
+			// "expires" has not expired.
+			dropped, err := r.Reap(context.Background())
+			if err != nil || len(dropped) != 0 {
+				t.Fatalf("first Reap = %v, %v; want nothing", dropped, err)
+			}
+			// 40 minutes: "expires" expired, "leaves" is 15 minutes old.
+			clk.Advance(14 * time.Minute)
+			dropped, err = r.Reap(context.Background())
+			if err != nil || !slices.Equal(dropped, []string{"expires", "leaves"}) {
+				t.Fatalf("second Reap = %v, %v; want [expires leaves]", dropped, err)
+			}
+			got := slices.DeleteFunc(k.objects(t, e), func(n string) bool { return strings.HasSuffix(n, "_template") })
+			if want := []string{expectedName(e, "stays")}; !slices.Equal(got, want) {
+				t.Errorf("objects after Reap = %v, want %v", got, want)
+			}
+			if got := r.OpenPools(); !slices.Equal(got, []string{"stays"}) {
+				t.Errorf("open pools = %v, want [stays]", got)
+			}
+			dsn, tbl := k.where(e, expectedName(e, "stays"))
+			if n := count(t, dsn, "SELECT count(*) FROM "+tbl); n != 1 {
+				t.Errorf("stays has %d rows, want 1", n)
+			}
+			dropped, err = r.Reap(context.Background())
+			if err != nil || len(dropped) != 0 {
+				t.Errorf("third Reap = %v, %v; want nothing", dropped, err)
+			}
+		})
+	}
+}
+
+func TestMigrationFailure(t *testing.T) {
+	t.Parallel()
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			e := server(t)
+			bad := dbroute.Migration{Version: "broken", Apply: func(ctx context.Context, tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, itemsDDL); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, "CREATE TABLE broken (")
+				return err
+			}}
+			r := newRouter(t, e, k.newProvider(t, e, bad))
+			_, err := r.Exec(sandboxCtx("pr-1"), "SELECT 1")
+			if !errors.Is(err, dbroute.ErrNoTestDatabase) || !strings.Contains(err.Error(), `migration "broken"`) {
+				t.Fatalf("err = %v, want ErrNoTestDatabase naming the migration", err)
+			}
+			if got := k.objects(t, e); len(got) != 0 {
+				t.Errorf("a failed migration left %v", got)
+			}
+			// A good migration afterwards works.
+			r2 := newRouter(t, e, k.newProvider(t, e, itemsMigration("v1", nil)))
+			if _, err := r2.Exec(sandboxCtx("pr-1"), "INSERT INTO items (owner) VALUES ('pr-1')"); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestTemplateVersion(t *testing.T) {
+	t.Parallel()
+	e := server(t)
+	base := e.baseline(t)
+	ctx := context.Background()
+	var v1, v2 atomic.Int32
+	p1, err := dbroute.NewDatabasePerSandbox(e.url, itemsMigration("v1", &v1), dbroute.WithPrefix(e.prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1 := routerOn(t, base, p1)
+	if _, err := r1.Exec(sandboxCtx("old"), "INSERT INTO items (owner) VALUES ('old')"); err != nil {
+		t.Fatal(err)
+	}
+	tmplComment := func() string {
+		var c string
+		if err := e.admin.QueryRow(ctx, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1", p1.Template()).Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if c := tmplComment(); c != `sandboxkit/dbroute template version="v1"` {
+		t.Errorf("template comment = %q", c)
+	}
+
+	// A second process with the same version reuses the template.
+	p1b, err := dbroute.NewDatabasePerSandbox(e.url, itemsMigration("v1", &v1), dbroute.WithPrefix(e.prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1b := routerOn(t, base, p1b)
+	if _, err := r1b.Exec(sandboxCtx("same"), "INSERT INTO items (owner) VALUES ('same')"); err != nil {
+		t.Fatal(err)
+	}
+	if n := v1.Load(); n != 1 {
+		t.Errorf("v1 migration applied %d times, want 1", n)
+	}
+
+	// A new version rebuilds it.
+	m2 := dbroute.Migration{Version: "v2", Apply: func(ctx context.Context, tx pgx.Tx) error {
+		v2.Add(1)
+		_, err := tx.Exec(ctx, itemsDDL+`; ALTER TABLE items ADD COLUMN note text DEFAULT 'v2'`)
+		return err
+	}}
+	p2, err := dbroute.NewDatabasePerSandbox(e.url, m2, dbroute.WithPrefix(e.prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2 := routerOn(t, base, p2)
+	if _, err := r2.Exec(sandboxCtx("new"), "INSERT INTO items (owner) VALUES ('new')"); err != nil {
+		t.Fatal(err)
+	}
+	var note string
+	if err := r2.QueryRow(sandboxCtx("new"), "SELECT note FROM items").Scan(&note); err != nil || note != "v2" {
+		t.Errorf("new sandbox: note = %q, %v; want v2", note, err)
+	}
+	if c := tmplComment(); c != `sandboxkit/dbroute template version="v2"` {
+		t.Errorf("template comment = %q after v2", c)
+	}
+	if n := v2.Load(); n != 1 {
+		t.Errorf("v2 migration applied %d times, want 1", n)
+	}
+	// The old sandbox keeps its schema.
+	if _, err := r1.Exec(sandboxCtx("old"), "SELECT note FROM items"); err == nil {
+		t.Error("old sandbox has the v2 column; it should keep the schema it was cloned with")
+	}
+}
