@@ -321,6 +321,39 @@ func deleteHeader(carrier otelprop.TextMapCarrier, key, canon string) {
 	}
 }
 
+// InjectTicket adds a signed ticket (see [Signer]) to the baggage on
+// carrier, replacing any ticket already there; the sandbox it covers is
+// written by [Codec.Inject] or [Codec.InjectSandbox]. Test clients use it;
+// services behind the edge do not forward tickets.
+func (c *Codec) InjectTicket(ticket string, carrier otelprop.TextMapCarrier) {
+	var one [1]string
+	existing := values(carrier, baggageHeader, "Baggage", &one)
+	var b strings.Builder
+	for _, line := range existing {
+		for line != "" {
+			var member string
+			member, line, _ = strings.Cut(line, ",")
+			member = trimOWS(member)
+			key, _, _ := strings.Cut(member, "=")
+			key, _, _ = strings.Cut(key, ";")
+			if member == "" || trimOWS(key) == c.cfg.ticketKey {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(member)
+		}
+	}
+	if b.Len() > 0 {
+		b.WriteByte(',')
+	}
+	b.WriteString(c.cfg.ticketKey)
+	b.WriteByte('=')
+	escapeTo(&b, ticket)
+	setHeader(carrier, baggageHeader, "Baggage", b.String())
+}
+
 // HTTPHeader returns the marker headers of s as an http.Header: what a
 // developer adds to a test request, or a test to a handcrafted one.
 func (c *Codec) HTTPHeader(s Sandbox) http.Header {

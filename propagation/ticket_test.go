@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	otelprop "go.opentelemetry.io/otel/propagation"
+
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -94,5 +96,26 @@ func TestTicketKeys(t *testing.T) {
 	signer, _ := propagation.NewSigner(key1)
 	if _, err := signer.Sign(propagation.Sandbox{ID: "Bad"}, time.Hour); !errors.Is(err, propagation.ErrInvalidID) {
 		t.Errorf("signed an invalid sandbox: %v", err)
+	}
+}
+
+func TestInjectTicket(t *testing.T) {
+	c, err := propagation.NewCodec(propagation.WithTicketKey("x.ticket"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := propagation.Sandbox{ID: "pr-42", Actor: "alice"}
+	signer, _ := propagation.NewSigner(key1)
+	ticket, _ := signer.Sign(s, time.Hour)
+	h := c.HTTPHeader(s)
+	c.InjectTicket("stale", otelprop.HeaderCarrier(h))
+	c.InjectTicket(ticket, otelprop.HeaderCarrier(h))
+	m, err := c.Read(otelprop.HeaderCarrier(h))
+	if err != nil || m.Sandbox != s || m.Ticket != ticket {
+		t.Fatalf("read %+v, %v from %v", m, err, h)
+	}
+	v, _ := propagation.NewVerifier(key1)
+	if err := v.Verify(m.Sandbox, m.Ticket); err != nil {
+		t.Fatal(err)
 	}
 }

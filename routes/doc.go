@@ -56,7 +56,8 @@
 //
 // Only id is required. A service maps to its upstream, either a string or an
 // object with upstream, activeFrom and removedAt (RFC 3339). Upstreams are
-// "http://host:port", "https://host:port" or "host:port" (gRPC).
+// "http://host:port", "https://host:port" or "host:port" (gRPC); an empty
+// upstream marks a service whose sandbox runs only Kafka consumers.
 //
 // # Concurrency
 //

@@ -56,7 +56,10 @@ type Budget struct {
 // Route is where one service of a sandbox is served, and when.
 type Route struct {
 	// Upstream is "http://host:port", "https://host:port" or "host:port".
-	Upstream string `json:"upstream"`
+	// Empty means the sandbox overrides only the service's Kafka consumers
+	// (a service that serves no requests): [Table.Lookup] reports no
+	// upstream for it, [Table.ActiveAt] still reports the window.
+	Upstream string `json:"upstream,omitempty"`
 	// ActiveFrom is when the route became active. Zero in an update means
 	// "when this table first sees it".
 	ActiveFrom time.Time `json:"activeFrom,omitzero"`
@@ -123,6 +126,9 @@ func Validate(sbs []Sandbox) error {
 		for svc, r := range sb.Services {
 			if !validService(svc) {
 				return fmt.Errorf("%w: sandbox %q: service name %q: want letters, digits, '.', '_' or '-'", ErrInvalid, sb.ID, svc)
+			}
+			if r.Upstream == "" {
+				continue // the sandbox overrides the service's consumers only
 			}
 			if err := ValidateUpstream(r.Upstream); err != nil {
 				return fmt.Errorf("%w: sandbox %q service %q: %v", ErrInvalid, sb.ID, svc, err)

@@ -98,10 +98,11 @@ func NewStatic(sbs []Sandbox, opts ...Option) (*Table, error) {
 
 // Lookup returns the upstream that serves service for the sandbox id now,
 // and false when the sandbox does not override service (or does not exist,
-// or has expired). It does not allocate.
+// or has expired, or overrides only the service's consumers). It does not
+// allocate.
 func (t *Table) Lookup(id, service string) (upstream string, ok bool) {
 	e := t.snap.Load().routes[routeKey{id, service}]
-	if e == nil || !e.live(t.now()) {
+	if e == nil || e.Upstream == "" || !e.live(t.now()) {
 		return "", false
 	}
 	return e.Upstream, true

@@ -246,3 +246,17 @@ func TestUpdateDoesNotAlias(t *testing.T) {
 		t.Fatal("caller's map changed the table")
 	}
 }
+
+func TestConsumerOnlyRoute(t *testing.T) {
+	clk := newClock()
+	tbl, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-1", Services: map[string]routes.Route{"shipping": {}}}}, routes.WithClock(clk.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up, ok := tbl.Lookup("pr-1", "shipping"); ok {
+		t.Fatalf("Lookup of a consumer-only route = %q, true", up)
+	}
+	if !tbl.ActiveAt("pr-1", "shipping", clk.Now()) {
+		t.Fatal("consumer-only route not active")
+	}
+}
