@@ -22,6 +22,8 @@ import (
 	"strings"
 	"time"
 
+	otelprop "go.opentelemetry.io/otel/propagation"
+
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -71,7 +73,8 @@ func run(args []string, getenv func(string) string, out io.Writer) error {
 		return err
 	}
 	h := propagation.Default().HTTPHeader(s)
-	line := "baggage: " + h.Get("Baggage") + "," + propagation.DefaultTicketKey + "=" + ticket
+	propagation.Default().InjectTicket(ticket, otelprop.HeaderCarrier(h))
+	line := "baggage: " + h.Get("Baggage")
 	if *curl {
 		line = "-H '" + line + "'"
 	}

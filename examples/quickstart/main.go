@@ -22,6 +22,8 @@ import (
 	"strings"
 	"time"
 
+	otelprop "go.opentelemetry.io/otel/propagation"
+
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -114,7 +116,7 @@ func run(out io.Writer) error {
 		return err
 	}
 	withTicket := propagation.Default().HTTPHeader(s)
-	withTicket.Set("Baggage", withTicket.Get("Baggage")+",sandbox.ticket="+ticket)
+	propagation.Default().InjectTicket(ticket, otelprop.HeaderCarrier(withTicket))
 	forged := propagation.Default().HTTPHeader(s)
 
 	failed := false
