@@ -1,0 +1,151 @@
+package kafkamw
+
+import (
+	"bytes"
+	"strings"
+
+	"github.com/segmentio/kafka-go"
+	otelprop "go.opentelemetry.io/otel/propagation"
+
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// carrier is a message's record headers as an OpenTelemetry TextMapCarrier.
+// Keys are matched case-insensitively and written lower-case. Set and
+// Delete change list in place: use it only on headers the package owns.
+type carrier struct {
+	list []kafka.Header
+	buf  [2]string // backs what Values returns: valid until the next call
+}
+
+var (
+	_ otelprop.TextMapCarrier = (*carrier)(nil)
+	_ otelprop.ValuesGetter   = (*carrier)(nil)
+)
+
+// Get returns the value of the first header named key, or "".
+func (c *carrier) Get(key string) string {
+	for _, h := range c.list {
+		if strings.EqualFold(h.Key, key) {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// Values returns the values of every header named key, in order. The
+// slice is only valid until the next call.
+func (c *carrier) Values(key string) []string {
+	out := c.buf[:0]
+	for _, h := range c.list {
+		if strings.EqualFold(h.Key, key) {
+			out = append(out, string(h.Value))
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// Set replaces the headers named key with one header key=value, written
+// where the first of them was, or appended.
+func (c *carrier) Set(key, value string) {
+	key = strings.ToLower(key)
+	set := false
+	out := c.list[:0]
+	for _, h := range c.list {
+		if !strings.EqualFold(h.Key, key) {
+			out = append(out, h)
+			continue
+		}
+		if !set {
+			out = append(out, kafka.Header{Key: key, Value: []byte(value)})
+			set = true
+		}
+	}
+	if n := len(out); n < len(c.list) {
+		clear(c.list[n:])
+	}
+	if !set {
+		out = append(out, kafka.Header{Key: key, Value: []byte(value)})
+	}
+	c.list = out
+}
+
+// Delete removes every header named key.
+func (c *carrier) Delete(key string) {
+	out := c.list[:0]
+	for _, h := range c.list {
+		if !strings.EqualFold(h.Key, key) {
+			out = append(out, h)
+		}
+	}
+	clear(c.list[len(out):])
+	c.list = out
+}
+
+// Keys returns the header keys, lower-case, each once.
+func (c *carrier) Keys() []string {
+	out := make([]string, 0, len(c.list))
+	for _, h := range c.list {
+		k := strings.ToLower(h.Key)
+		dup := false
+		for _, o := range out {
+			dup = dup || o == k
+		}
+		if !dup {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+const baggageKey = "baggage"
+
+// markers is the cheap test run on every message before the codec: which of
+// the codec's carrier keys a message's headers hold. It is computed from the
+// codec so that the keys are exactly those of HTTP and gRPC.
+type markers struct {
+	header  string   // the codec's dedicated header, lower-case; "" when disabled
+	members [][]byte // the codec's baggage keys
+}
+
+func newMarkers(c *propagation.Codec) markers {
+	m := markers{header: c.Header()}
+	for _, k := range c.Keys() {
+		m.members = append(m.members, []byte(k))
+	}
+	return m
+}
+
+// headerState is what [markers.scan] found.
+type headerState uint8
+
+const (
+	noMarkers  headerState = iota // neither the dedicated header nor baggage
+	bagOnly                       // baggage that does not mention our keys
+	hasMarkers                    // the dedicated header, or baggage mentioning our keys
+)
+
+// scan reports whether hs may hold our markers without allocating: a header
+// named as the dedicated header, or a baggage header whose value contains
+// one of our member keys (the codec decides whether it really is one).
+func (m *markers) scan(hs []kafka.Header) headerState {
+	st := noMarkers
+	for i := range hs {
+		k := hs[i].Key
+		if m.header != "" && strings.EqualFold(k, m.header) {
+			return hasMarkers
+		}
+		if strings.EqualFold(k, baggageKey) {
+			st = bagOnly
+			for _, mk := range m.members {
+				if bytes.Contains(hs[i].Value, mk) {
+					return hasMarkers
+				}
+			}
+		}
+	}
+	return st
+}

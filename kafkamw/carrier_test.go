@@ -1,0 +1,231 @@
+package kafkamw
+
+import (
+	"context"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+func TestCarrier(t *testing.T) {
+	c := &carrier{list: []kafka.Header{
+		{Key: "Sandbox-Id", Value: []byte("a")},
+		{Key: "x", Value: []byte("1")},
+		{Key: "SANDBOX-ID", Value: []byte("b")},
+	}}
+	if got := c.Get("sandbox-id"); got != "a" {
+		t.Errorf("Get = %q", got)
+	}
+	if got := c.Values("Sandbox-ID"); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("Values = %q", got)
+	}
+	if got := c.Keys(); !slices.Equal(got, []string{"sandbox-id", "x"}) {
+		t.Errorf("Keys = %q", got)
+	}
+	c.Set("Sandbox-Id", "c")
+	if want := []kafka.Header{{Key: "sandbox-id", Value: []byte("c")}, {Key: "x", Value: []byte("1")}}; !reflect.DeepEqual(c.list, want) {
+		t.Errorf("after Set: %+v", c.list)
+	}
+	c.Set("Baggage", "k=v")
+	if got := c.Get("baggage"); got != "k=v" || c.list[2].Key != "baggage" {
+		t.Errorf("Set of a new key: %+v", c.list)
+	}
+	c.Delete("SANDBOX-id")
+	if got := c.Keys(); !slices.Equal(got, []string{"x", "baggage"}) {
+		t.Errorf("after Delete: %q", got)
+	}
+	if c.Get("missing") != "" || c.Values("missing") != nil {
+		t.Error("a missing key has a value")
+	}
+}
+
+// TestCarrierCodec: the codec round-trips a sandbox through record headers,
+// and Strip removes exactly our markers.
+func TestCarrierCodec(t *testing.T) {
+	codec := propagation.Default()
+	sb := propagation.Sandbox{ID: "pr-42", Actor: "alice smith", Origin: "pr/42"}
+	c := &carrier{list: []kafka.Header{{Key: "Baggage", Value: []byte("tenant=acme")}}}
+	codec.InjectSandbox(sb, c)
+	m, err := codec.Read(c)
+	if err != nil || m.Sandbox != sb {
+		t.Fatalf("Read = %+v, %v", m, err)
+	}
+	codec.Strip(c)
+	if !reflect.DeepEqual(c.list, []kafka.Header{{Key: "baggage", Value: []byte("tenant=acme")}}) {
+		t.Errorf("after Strip: %+v", c.list)
+	}
+}
+
+func TestMarkersScan(t *testing.T) {
+	m := newMarkers(propagation.Default())
+	for _, tc := range []struct {
+		hs   []kafka.Header
+		want headerState
+	}{
+		{nil, noMarkers},
+		{[]kafka.Header{{Key: "traceparent", Value: []byte("00-…")}}, noMarkers},
+		{[]kafka.Header{{Key: "Baggage", Value: []byte("tenant=acme")}}, bagOnly},
+		{[]kafka.Header{{Key: "baggage", Value: []byte("tenant=acme,sandbox.id=pr-1")}}, hasMarkers},
+		{[]kafka.Header{{Key: "baggage", Value: []byte("sandbox.actor=x")}}, hasMarkers},
+		{[]kafka.Header{{Key: "SANDBOX-ID", Value: []byte("")}}, hasMarkers},
+	} {
+		if got := m.scan(tc.hs); got != tc.want {
+			t.Errorf("scan(%q) = %d, want %d", tc.hs, got, tc.want)
+		}
+	}
+}
+
+// TestInjectAllocs: injecting into one message costs at most one
+// allocation once the sandbox's headers are encoded, a batch two; no
+// sandbox, no copy.
+func TestInjectAllocs(t *testing.T) {
+	w := NewWriter(&kafka.Writer{})
+	sb := propagation.Sandbox{ID: "pr-42", Actor: "alice"}
+	one := []kafka.Message{{Value: []byte("v"), Headers: []kafka.Header{{Key: "trace", Value: []byte("t")}}}}
+	batch := make([]kafka.Message, 10)
+	w.encode(sb)
+	if n := testing.AllocsPerRun(100, func() { w.decorate(sb, one) }); n > 1 {
+		t.Errorf("one message: %v allocations, want ≤ 1", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { w.decorate(sb, batch) }); n > 2 {
+		t.Errorf("batch of 10: %v allocations, want ≤ 2", n)
+	}
+	out, _ := w.decorate(sb, one)
+	if len(out[0].Headers) != 3 || cap(out[0].Headers) != 3 {
+		t.Errorf("headers %+v (cap %d): want the caller's and ours, capacity capped", out[0].Headers, cap(out[0].Headers))
+	}
+}
+
+// TestUntaggedNoAllocs: taking an untagged message from the group reader,
+// deciding it on either side, and recording it for commits allocates
+// nothing in this package. (next stands in for kafka.Reader.FetchMessage,
+// whose own allocations are not ours to count.)
+func TestUntaggedNoAllocs(t *testing.T) {
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-42", Services: map[string]routes.Route{"orders": {Upstream: "h:1", ActiveFrom: time.Now().Add(-time.Hour)}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c carrier
+	propagation.Default().InjectSandbox(propagation.Sandbox{ID: "pr-42"}, &c)
+	for _, sandbox := range []string{"", "pr-42"} {
+		cfg := newConfig([]Option{WithRoutes(table), WithService("orders"), AsSandbox(sandbox)})
+		r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger()}
+		untagged := kafka.Message{Topic: "t", Partition: 1, Value: []byte("v"), Time: time.Now(),
+			Headers: []kafka.Header{{Key: "traceparent", Value: []byte("00-abc")}, {Key: "baggage", Value: []byte("tenant=acme")}}}
+		// The sandbox reader skips untagged messages and returns its own:
+		// give it one of its own after every untagged one.
+		tagged := kafka.Message{Topic: "t", Partition: 1, Time: time.Now().Add(-time.Minute), Headers: c.list}
+		i := 0
+		next := func(context.Context) (kafka.Message, error) {
+			i++
+			m := untagged
+			if sandbox != "" && i%2 == 0 {
+				m = tagged
+			}
+			m.Offset = int64(i)
+			return m, nil
+		}
+		ctx := context.Background()
+		r.fetch(ctx, next) // create the partition's ledger entry
+		n := testing.AllocsPerRun(1000, func() {
+			if _, _, err := r.fetch(ctx, next); err != nil {
+				t.Fatal(err)
+			}
+		})
+		want := 0.0
+		if sandbox != "" {
+			// Per call: one untagged message skipped (free), and the
+			// tagged one returned: its context. Its headers were read
+			// once, before the measurement, and are remembered.
+			want = 1
+		}
+		if n != want {
+			t.Errorf("sandbox %q: %v allocations per call, want %v", sandbox, n, want)
+		}
+		if got := r.Counts(); sandbox != "" && got.Skipped != got.Delivered {
+			t.Errorf("counts %+v", got)
+		}
+	}
+}
+
+// TestLedger: a skipped offset is committed only once every message
+// returned before it on its partition is committed.
+func TestLedger(t *testing.T) {
+	l := newLedger()
+	msg := func(p int, off int64) *kafka.Message { return &kafka.Message{Topic: "t", Partition: p, Offset: off} }
+	l.deliver(msg(0, 0))
+	l.skip(msg(0, 1))
+	l.skip(msg(1, 0))
+	if got := l.committable(); len(got) != 1 || got[0].Partition != 1 || got[0].Offset != 0 {
+		t.Errorf("committable = %+v: want only partition 1 (partition 0 waits for offset 0)", got)
+	}
+	all := l.withSkipped([]kafka.Message{*msg(0, 0)})
+	if len(all) != 2 || all[1].Partition != 0 || all[1].Offset != 1 {
+		t.Errorf("withSkipped = %+v: want the caller's commit and the skipped offset 1", all)
+	}
+	l.committed(all)
+	l.deliver(msg(0, 2))
+	l.skip(msg(0, 3))
+	if got := l.withSkipped([]kafka.Message{*msg(0, 1)}); len(got) != 1 {
+		t.Errorf("withSkipped = %+v: offset 3 must wait for the returned offset 2", got)
+	}
+	if got := l.committable(); len(got) != 1 || got[0].Partition != 1 {
+		t.Errorf("committable = %+v", got)
+	}
+	one := []kafka.Message{*msg(5, 0)}
+	if got := l.withSkipped(one); &got[0] != &one[0] {
+		t.Error("withSkipped copied a commit that needs nothing added")
+	}
+}
+
+// TestMemo: remembered reads are keyed by the exact header bytes (copied,
+// so later changes to a message do not leak in), never confuse two
+// sandboxes or a malformed header with a good one, and messages with
+// repeated marker headers are always read in full.
+func TestMemo(t *testing.T) {
+	cfg := newConfig(nil)
+	r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec)}
+	hdr := func(kv ...string) []kafka.Header {
+		var hs []kafka.Header
+		for i := 0; i < len(kv); i += 2 {
+			hs = append(hs, kafka.Header{Key: kv[i], Value: []byte(kv[i+1])})
+		}
+		return hs
+	}
+	mutable := hdr("sandbox-id", "pr-1")
+	for i, tc := range []struct {
+		hs     []kafka.Header
+		want   string
+		hasErr bool
+	}{
+		{mutable, "pr-1", false},
+		{hdr("sandbox-id", "pr-2"), "pr-2", false},
+		{hdr("sandbox-id", "pr-1", "baggage", "sandbox.id=pr-1"), "pr-1", false},
+		{hdr("sandbox-id", "pr-1", "baggage", "sandbox.id=pr-2"), "", true},
+		{hdr("sandbox-id", "pr-1", "Sandbox-Id", "pr-2"), "", true},
+		{hdr("sandbox-id", "pr-1", "sandbox-id", "pr-1"), "pr-1", false},
+		{hdr("sandbox-id", "PR_1"), "", true},
+		{hdr("sandbox-id", "pr-1"), "pr-1", false},
+		{hdr("baggage", "sandbox.id=pr-1"), "pr-1", false},
+		{hdr("sandbox-id", "pr-2"), "pr-2", false},
+	} {
+		for pass := range 2 { // the second read of each comes from the memo
+			m, err := r.read(tc.hs)
+			if (err != nil) != tc.hasErr || !tc.hasErr && m.Sandbox.ID != tc.want {
+				t.Errorf("#%d pass %d %q: read %q, %v; want %q, error %v", i, pass, tc.hs, m.Sandbox.ID, err, tc.want, tc.hasErr)
+			}
+		}
+		if i == 0 {
+			copy(mutable[0].Value, "pr-9") // the caller reuses its buffer
+			if m, _ := r.read(hdr("sandbox-id", "pr-1")); m.Sandbox.ID != "pr-1" {
+				t.Errorf("memo shares the message's bytes: read %q", m.Sandbox.ID)
+			}
+		}
+	}
+}

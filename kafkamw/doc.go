@@ -1,0 +1,116 @@
+// Package kafkamw carries sandboxes over Kafka with
+// github.com/segmentio/kafka-go: a [Writer] that tags the messages it writes
+// with the context's sandbox, and a [Reader] that returns each message with a
+// context carrying its sandbox and decides, without talking to any other
+// consumer, whether the message is its own.
+//
+// # Record headers
+//
+// The sandbox travels in record headers under the same keys as on HTTP and
+// gRPC, written and read by one [propagation.Codec] ([WithCodec]): the
+// dedicated header (sandbox-id by default) and the sandbox's members in a
+// W3C baggage header. Header keys are matched case-insensitively and
+// written lower-case. [Writer.WriteMessages] never changes the caller's
+// slice or messages: with a sandbox in the context it writes copies, keeping
+// every header the caller set; without one it writes the messages as they
+// are, without copying or allocating.
+//
+// # Baseline and sandbox readers
+//
+// A service that consumes a topic runs one baseline reader in its consumer
+// group (ReaderConfig.GroupID); a sandbox that overrides the service runs a
+// sandbox reader ([AsSandbox]) in a group of its own, [SandboxGroup]
+// ("<group>.sandbox.<id>"). Both read every message of the topic, and for
+// every message exactly one of them processes it:
+//
+//   - an untagged message, or a message of a sandbox that does not override
+//     the service ([WithService]) at the message's time, belongs to the
+//     baseline reader, which returns it with the sandbox in the context so
+//     that its writes still reach the sandbox's test database;
+//   - a message of a sandbox that overrides the service at the message's
+//     time belongs to that sandbox's reader.
+//
+// "Overrides at the message's time" is [routes.Table.ActiveAt] with the
+// message's timestamp: the route's activation and removal times come from
+// the route document, so both readers reach the same answer even when they
+// load an update at different moments. A reader whose table has not synced
+// up to a message's timestamp ([routes.Table.SyncedAt]) waits for it, up to
+// [WithRouteWait], and then returns [ErrRoutesBehind] rather than guess; it
+// keeps the message and decides it again on the next FetchMessage. A table
+// filled by hand is its own source and never waits.
+//
+// For the two sides to agree, give routes explicit activeFrom and removedAt
+// times in the route document, no earlier than the moment the document is
+// published (a table that synced before publication must not have decided
+// messages that the new document gives to someone else), and keep producer
+// clocks in step with the route source: the decision uses the message's
+// timestamp (CreateTime, which kafka-go's Writer sets when Message.Time is
+// zero).
+//
+// # Skipped messages
+//
+// Messages a reader does not own are skipped: counted ([Reader.Counts]),
+// audited when they concern its own sandbox, and committed, so that its
+// group's lag does not grow. Because a group commits one offset per
+// partition, a skipped offset is committed only once every message returned
+// before it on its partition has been committed: together with the caller's
+// next [Reader.CommitMessages] on that partition, or by the reader itself
+// every [WithSkipCommitInterval] and on [Reader.Close].
+//
+// # Sandbox start offsets
+//
+// A new sandbox group must start where the sandbox's route became active:
+// starting at the end of the topic would lose the messages produced between
+// activation and the reader's start, starting at the beginning would replay
+// the topic's history. On its first FetchMessage a sandbox reader therefore
+// looks up, for each partition on which its group has no committed offset,
+// the first offset at or after the route's activeFrom (ListOffsets by
+// timestamp) and commits it for the group before joining. A group that has
+// committed offsets (a restarted reader) resumes from them.
+//
+// # Unreadable headers
+//
+// A message whose sandbox headers cannot be read (malformed, invalid,
+// conflicting) is never returned, not even to the baseline reader as
+// production traffic. The baseline reader, which owns it, records a
+// rejected audit event, writes it to the dead-letter writer when one is set
+// ([WithDeadLetter]) and skips it; a sandbox reader skips it. Both count it
+// in Counts.Unreadable. Producers inside the cluster are trusted: Kafka
+// markers need no ticket.
+//
+// # Audit
+//
+// With [WithLogger], every decision about a tagged message is one audit
+// record (internal/audit): the baseline reader records fallback for the
+// messages it processes and skipped for those it leaves to a sandbox reader;
+// a sandbox reader records routed for its messages and skipped for those of
+// its sandbox it leaves to the baseline. The sandbox ID is set on the span in
+// the context passed to FetchMessage, if it is recording.
+//
+// # Cost
+//
+// An untagged message costs no allocation in this package, on either side.
+// The reader remembers what it read from the last few distinct sandbox
+// headers, so a tagged message of a sandbox seen recently costs no
+// allocation when skipped and one (its context) when returned. Writing with
+// a sandbox costs one allocation for a single message and two for a batch
+// (the copies); the sandbox's encoded headers are cached.
+//
+// # Limits
+//
+// A route has one activation window: if a removed route is activated again
+// before a lagging reader has decided the messages of the old window, those
+// messages are decided by the new window (the baseline's). A reader that
+// lags by more than the route table's tombstone grace cannot tell who owned
+// a removed route's messages either ([routes.WithTombstoneGrace]). After a
+// group rebalance, a skipped offset of a partition the reader no longer
+// owns may still be committed, moving that partition's offset back until its
+// new owner commits again (a further rebalance in between redelivers
+// messages; none is lost), as kafka-go may do with the caller's own late
+// commits.
+//
+// # Concurrency
+//
+// [Writer] and [Reader] are safe for concurrent use. Their zero values are
+// not usable: build them with [NewWriter] and [NewReader].
+package kafkamw

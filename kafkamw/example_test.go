@@ -1,0 +1,166 @@
+package kafkamw_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
+	"github.com/sandboxkit/sandboxkit/kafkamw"
+	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// exampleTopic starts the embedded broker with an "orders" topic of one
+// partition and returns its address and a function that stops it.
+func exampleTopic() ([]string, func()) {
+	addrs, stop, err := kafkatest.NewBroker()
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := kafkatest.CreateTopic(ctx, addrs, "orders", 1); err != nil {
+		log.Fatal(err)
+	}
+	return addrs, stop
+}
+
+// exampleProduce writes an untagged order and one of each sandbox.
+func exampleProduce(addrs []string, sandboxes ...string) {
+	kw, closeWriter := kafkatest.NewWriter(addrs, "orders") // kafka-go Writer, BatchTimeout 2ms
+	defer closeWriter()
+	w := kafkamw.NewWriter(kw)
+	ctx := context.Background()
+	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte("order 1")}); err != nil {
+		log.Fatal(err)
+	}
+	for i, id := range sandboxes {
+		sctx := propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id, Actor: "alice"})
+		if err := w.WriteMessages(sctx, kafka.Message{Value: fmt.Appendf(nil, "order %d", i+2)}); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+func ExampleNewWriter() {
+	addrs, stop := exampleTopic()
+	defer stop()
+
+	kw := &kafka.Writer{
+		Addr:         kafka.TCP(addrs...),
+		Topic:        "orders",
+		BatchTimeout: 5 * time.Millisecond, // kafka-go's default is 1s
+		Transport:    kafkatest.Transport(),
+	}
+	defer kw.Transport.(*kafka.Transport).CloseIdleConnections()
+	w := kafkamw.NewWriter(kw)
+	defer w.Close()
+
+	// The request's context carries its sandbox (httpmw puts it there).
+	ctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-42", Actor: "alice"})
+	msg := kafka.Message{Value: []byte("order 1"), Headers: []kafka.Header{{Key: "content-type", Value: []byte("text/plain")}}}
+	if err := w.WriteMessages(ctx, msg); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("caller's message keeps", len(msg.Headers), "header")
+
+	r := kafka.NewReader(kafkatest.ReaderConfig(addrs, "orders", "inspect"))
+	defer r.Close()
+	got, err := r.FetchMessage(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, h := range got.Headers {
+		fmt.Printf("%s: %s\n", h.Key, h.Value)
+	}
+	// Output:
+	// caller's message keeps 1 header
+	// content-type: text/plain
+	// sandbox-id: pr-42
+	// baggage: sandbox.id=pr-42,sandbox.actor=alice
+}
+
+// The baseline reader processes untagged messages and the messages of
+// sandboxes that do not override its service, with the sandbox in the
+// context so that their database writes go to the test database. Messages
+// of sandboxes that run their own consumer are skipped and committed.
+func ExampleNewReader() {
+	addrs, stop := exampleTopic()
+	defer stop()
+	exampleProduce(addrs, "pr-42", "pr-7")
+
+	// pr-42 runs its own version of the orders consumer; pr-7 does not.
+	table, err := routes.NewStatic([]routes.Sandbox{
+		{ID: "pr-42", Services: map[string]routes.Route{"orders": {Upstream: "10.0.3.8:9090", ActiveFrom: time.Now().Add(-time.Hour)}}},
+		{ID: "pr-7"},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, "orders", "orders-consumer"),
+		kafkamw.WithRoutes(table), kafkamw.WithService("orders"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+
+	for range 2 {
+		ctx, msg, err := r.FetchMessage(context.Background())
+		if err != nil {
+			log.Fatal(err)
+		}
+		if s, ok := propagation.FromContext(ctx); ok {
+			fmt.Printf("%s (sandbox %s)\n", msg.Value, s.ID)
+		} else {
+			fmt.Printf("%s (production)\n", msg.Value)
+		}
+		if err := r.CommitMessages(ctx, msg); err != nil {
+			log.Fatal(err)
+		}
+	}
+	fmt.Printf("%+v\n", r.Counts())
+	// Output:
+	// order 1 (production)
+	// order 3 (sandbox pr-7)
+	// {Delivered:2 Skipped:1 Unreadable:0 DeadLettered:0 Waits:0}
+}
+
+// A sandbox reader consumes, in a group of its own, exactly the messages of
+// its sandbox produced while its route for the service is active; it starts
+// at the route's activation, not at the end of the topic.
+func ExampleNewReader_sandbox() {
+	addrs, stop := exampleTopic()
+	defer stop()
+	exampleProduce(addrs, "pr-42", "pr-7")
+
+	table, err := routes.NewStatic([]routes.Sandbox{
+		{ID: "pr-42", Services: map[string]routes.Route{"orders": {Upstream: "10.0.3.8:9090", ActiveFrom: time.Now().Add(-time.Hour)}}},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, "orders", "orders-consumer"),
+		kafkamw.WithRoutes(table), kafkamw.WithService("orders"), kafkamw.AsSandbox("pr-42"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	fmt.Println("group:", r.Config().GroupID)
+
+	ctx, msg, err := r.FetchMessage(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	s, _ := propagation.FromContext(ctx)
+	fmt.Printf("%s (sandbox %s, actor %s)\n", msg.Value, s.ID, s.Actor)
+	if err := r.CommitMessages(ctx, msg); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// group: orders-consumer.sandbox.pr-42
+	// order 2 (sandbox pr-42, actor alice)
+}

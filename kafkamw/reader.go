@@ -1,0 +1,489 @@
+package kafkamw
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/sandboxkit/sandboxkit/internal/audit"
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// Errors. The returned errors wrap them with details.
+var (
+	// ErrConfig reports an invalid reader configuration.
+	ErrConfig = errors.New("kafkamw: invalid configuration")
+	// ErrConflict reports a message given to [Writer.WriteMessages] that
+	// already names another sandbox than the context's, or whose sandbox
+	// headers cannot be read.
+	ErrConflict = errors.New("kafkamw: message sandbox headers conflict with the context")
+	// ErrRoutesBehind reports a message newer than the route table's last
+	// sync, for longer than the reader waits ([WithRouteWait]). The reader
+	// keeps the message and decides it again on the next FetchMessage.
+	ErrRoutesBehind = errors.New("kafkamw: route table has not synced up to the message's time")
+	// ErrNoRoute reports a sandbox reader whose sandbox has no route for the
+	// service in the route table, so that it cannot know where its
+	// messages start.
+	ErrNoRoute = errors.New("kafkamw: sandbox has no route for the service")
+	// ErrDeadLetter reports a failed write of an unreadable message to the
+	// dead-letter writer. The reader keeps the message and retries it on the
+	// next FetchMessage.
+	ErrDeadLetter = errors.New("kafkamw: writing to the dead-letter topic failed")
+)
+
+// Headers the reader adds to a message it writes to the dead-letter topic.
+const (
+	// HeaderDeadLetterReason holds why the sandbox headers could not be
+	// read.
+	HeaderDeadLetterReason = "sandboxkit-dead-letter-reason"
+	// HeaderDeadLetterSource holds "<topic>/<partition>/<offset>" of the
+	// original message.
+	HeaderDeadLetterSource = "sandboxkit-dead-letter-source"
+)
+
+// pollEvery is how often a reader waiting for the route table looks at its
+// sync time; a change of the table's content wakes it at once.
+const pollEvery = 5 * time.Millisecond
+
+// Counts are a reader's cumulative message counts since it was built.
+type Counts struct {
+	// Delivered is the number of messages FetchMessage returned.
+	Delivered int64
+	// Skipped is the number of messages left to their owner (or dropped
+	// as unreadable) and committed by the reader.
+	Skipped int64
+	// Unreadable is the number of skipped messages whose sandbox headers
+	// could not be read.
+	Unreadable int64
+	// DeadLettered is the number of unreadable messages written to the
+	// dead-letter writer.
+	DeadLettered int64
+	// Waits is the number of times FetchMessage waited for the route table
+	// to sync up to a message's time.
+	Waits int64
+}
+
+// Reader reads messages through a kafka-go group reader and returns each
+// with a context carrying its sandbox, deciding which messages are its own
+// (see the package documentation). Build one with [NewReader]; the zero
+// value is not usable. Its methods are safe for concurrent use.
+type Reader struct {
+	cfg     config
+	rcfg    kafka.ReaderConfig
+	markers markers
+	group   string
+	topics  []string
+	events  [2]audit.Event // the audit record of a tagged message, by "route active"
+
+	inner atomic.Pointer[kafka.Reader]
+
+	startMu sync.Mutex // guards starting and closing
+	closed  bool
+	stop    context.CancelFunc
+	flushed chan struct{} // closed when the flush loop has returned
+
+	// pending is a message whose decision failed (routes behind, dead
+	// letter failed): decided again before the next fetch.
+	pending atomic.Pointer[kafka.Message]
+
+	carriers sync.Pool // of *carrier, to read tagged messages' headers
+	memo     memo
+
+	commitMu sync.Mutex // serialises commits, so skipped offsets never go back
+	ledger   ledger
+
+	delivered, skipped, unreadable, deadLettered, waits atomic.Int64
+}
+
+// NewReader returns a reader for cfg. cfg must name a consumer group
+// (GroupID) and a Topic or GroupTopics; [WithRoutes] and [WithService] are
+// required.
+//
+// A baseline reader joins cfg.GroupID at once, as kafka.NewReader does. A
+// sandbox reader ([AsSandbox]) joins [SandboxGroup](cfg.GroupID, id) on its
+// first FetchMessage, after setting the group's start offsets (see the
+// package documentation).
+func NewReader(cfg kafka.ReaderConfig, opts ...Option) (*Reader, error) {
+	c := newConfig(opts)
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.GroupID == "" {
+		return nil, fmt.Errorf("%w: ReaderConfig.GroupID is required: skipped messages are committed", ErrConfig)
+	}
+	if c.sandbox != "" {
+		cfg.GroupID = SandboxGroup(cfg.GroupID, c.sandbox)
+	}
+	if err := validateReaderConfig(cfg); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	r := &Reader{
+		cfg:     c,
+		rcfg:    cfg,
+		markers: newMarkers(c.codec),
+		group:   cfg.GroupID,
+		topics:  cfg.GroupTopics,
+		ledger:  newLedger(),
+	}
+	if len(r.topics) == 0 {
+		r.topics = []string{cfg.Topic}
+	}
+	r.events = decisionEvents(c.sandbox == "", c.service, r.group)
+	if c.sandbox == "" {
+		r.startMu.Lock()
+		r.startLocked()
+		r.startMu.Unlock()
+	}
+	return r, nil
+}
+
+// validateReaderConfig runs the checks with which kafka.NewReader would
+// panic.
+func validateReaderConfig(cfg kafka.ReaderConfig) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	gc := kafka.ConsumerGroupConfig{
+		ID:                     cfg.GroupID,
+		Brokers:                cfg.Brokers,
+		Dialer:                 cfg.Dialer,
+		Topics:                 cfg.GroupTopics,
+		GroupBalancers:         cfg.GroupBalancers,
+		HeartbeatInterval:      cfg.HeartbeatInterval,
+		PartitionWatchInterval: cfg.PartitionWatchInterval,
+		WatchPartitionChanges:  cfg.WatchPartitionChanges,
+		SessionTimeout:         cfg.SessionTimeout,
+		RebalanceTimeout:       cfg.RebalanceTimeout,
+		JoinGroupBackoff:       cfg.JoinGroupBackoff,
+		RetentionTime:          cfg.RetentionTime,
+		StartOffset:            cfg.StartOffset,
+	}
+	if len(gc.Topics) == 0 {
+		gc.Topics = []string{cfg.Topic}
+	}
+	if err := gc.Validate(); err != nil {
+		return err
+	}
+	if cfg.ReadBackoffMin > 0 && cfg.ReadBackoffMax > 0 && cfg.ReadBackoffMax < cfg.ReadBackoffMin {
+		return fmt.Errorf("ReadBackoffMax %s is below ReadBackoffMin %s", cfg.ReadBackoffMax, cfg.ReadBackoffMin)
+	}
+	return nil
+}
+
+// startLocked creates the group reader and the loop that commits skipped
+// messages. startMu is held.
+func (r *Reader) startLocked() {
+	inner := kafka.NewReader(r.rcfg)
+	ctx, stop := context.WithCancel(context.Background())
+	r.stop = stop
+	r.flushed = make(chan struct{})
+	r.inner.Store(inner)
+	go r.flushLoop(ctx, inner)
+}
+
+// started returns the group reader, starting a sandbox reader's on first
+// use.
+func (r *Reader) started(ctx context.Context) (*kafka.Reader, error) {
+	if in := r.inner.Load(); in != nil {
+		return in, nil
+	}
+	r.startMu.Lock()
+	defer r.startMu.Unlock()
+	if r.closed {
+		return nil, io.EOF
+	}
+	if in := r.inner.Load(); in != nil {
+		return in, nil
+	}
+	if err := r.seed(ctx); err != nil {
+		return nil, err
+	}
+	r.startLocked()
+	return r.inner.Load(), nil
+}
+
+// Config returns the configuration of the group reader; its GroupID is
+// the sandbox group for a sandbox reader.
+func (r *Reader) Config() kafka.ReaderConfig { return r.rcfg }
+
+// Counts returns the reader's cumulative counts.
+func (r *Reader) Counts() Counts {
+	return Counts{
+		Delivered:    r.delivered.Load(),
+		Skipped:      r.skipped.Load(),
+		Unreadable:   r.unreadable.Load(),
+		DeadLettered: r.deadLettered.Load(),
+		Waits:        r.waits.Load(),
+	}
+}
+
+// Stats returns the group reader's statistics (kafka.Reader.Stats), zero
+// for a sandbox reader that has not started.
+func (r *Reader) Stats() kafka.ReaderStats {
+	if in := r.inner.Load(); in != nil {
+		return in.Stats()
+	}
+	return kafka.ReaderStats{}
+}
+
+// FetchMessage returns the next message this reader owns and a context
+// derived from ctx that carries the message's sandbox (ctx itself for an
+// untagged message). Messages it does not own, and messages whose sandbox
+// headers cannot be read, are skipped, counted and committed; they are
+// never returned.
+//
+// Commit returned messages with [Reader.CommitMessages]. After [Reader.Close]
+// FetchMessage returns io.EOF.
+func (r *Reader) FetchMessage(ctx context.Context) (context.Context, kafka.Message, error) {
+	inner, err := r.started(ctx)
+	if err != nil {
+		return ctx, kafka.Message{}, err
+	}
+	return r.fetch(ctx, inner.FetchMessage)
+}
+
+// fetch returns the next message of next that is this reader's.
+func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Message, error)) (context.Context, kafka.Message, error) {
+	for {
+		var msg kafka.Message
+		if p := r.pending.Swap(nil); p != nil {
+			msg = *p
+		} else {
+			var err error
+			if msg, err = next(ctx); err != nil {
+				return ctx, kafka.Message{}, err
+			}
+		}
+		out, own, err := r.decide(ctx, &msg)
+		if err != nil {
+			kept := msg // msg itself stays on the stack
+			r.pending.Store(&kept)
+			return ctx, kafka.Message{}, err
+		}
+		if own {
+			r.ledger.deliver(&msg)
+			r.delivered.Add(1)
+			return out, msg, nil
+		}
+		r.ledger.skip(&msg)
+		r.skipped.Add(1)
+	}
+}
+
+// decide reports whether msg is this reader's and, when it is, the context
+// to process it with.
+func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Context, bool, error) {
+	baseline := r.cfg.sandbox == ""
+	if r.markers.scan(msg.Headers) != hasMarkers {
+		return ctx, baseline, nil
+	}
+	m, err := r.read(msg.Headers)
+	if err != nil {
+		if baseline {
+			if err := r.deadLetter(ctx, msg, err); err != nil {
+				return ctx, false, err
+			}
+			if r.cfg.logger != nil {
+				audit.Emit(ctx, r.cfg.logger, audit.Event{
+					Decision: audit.Rejected, Sandbox: clip(m.Sandbox), Protocol: audit.Kafka,
+					Peer: r.group, Target: msg.Topic, Reason: "unreadable sandbox headers, message skipped: " + err.Error(),
+				})
+			}
+		}
+		r.unreadable.Add(1)
+		return ctx, false, nil
+	}
+	if !m.Found {
+		return ctx, baseline, nil
+	}
+	s := m.Sandbox
+	if !baseline && s.ID != r.cfg.sandbox {
+		return ctx, false, nil // another sandbox's, or the baseline's
+	}
+	active, err := r.activeAt(ctx, s.ID, msg)
+	if err != nil {
+		return ctx, false, err
+	}
+	own := baseline != active
+	if r.cfg.logger != nil {
+		ev := r.events[0]
+		if active {
+			ev = r.events[1]
+		}
+		ev.Sandbox, ev.Target = s, msg.Topic
+		audit.Emit(ctx, r.cfg.logger, ev)
+	}
+	if !own {
+		return ctx, false, nil
+	}
+	out := r.cfg.codec.ContextWithSandbox(ctx, s)
+	audit.Annotate(out, s)
+	return out, true, nil
+}
+
+// clip cuts the parts of a sandbox read from unreadable headers to a length
+// fit for a log record.
+func clip(s propagation.Sandbox) propagation.Sandbox {
+	const max = 64
+	for _, p := range []*string{&s.ID, &s.Actor, &s.Origin} {
+		if len(*p) > max {
+			*p = (*p)[:max] + "..."
+		}
+	}
+	return s
+}
+
+// decisionEvents returns the audit records of a tagged message whose route
+// is inactive ([0]) or active ([1]) at its time, for a baseline or a sandbox
+// reader.
+func decisionEvents(baseline bool, service, group string) [2]audit.Event {
+	ev := func(d audit.Decision, reason string) audit.Event {
+		return audit.Event{Decision: d, Protocol: audit.Kafka, Peer: group, Reason: reason}
+	}
+	if baseline {
+		return [2]audit.Event{
+			ev(audit.Fallback, "consumed by the baseline reader: the sandbox does not override "+service+" at the message's time"),
+			ev(audit.Skipped, "left to the sandbox's reader: the sandbox overrides "+service+" at the message's time"),
+		}
+	}
+	return [2]audit.Event{
+		ev(audit.Skipped, "left to the baseline reader: the sandbox does not override "+service+" at the message's time"),
+		ev(audit.Routed, "consumed by the sandbox's reader of "+service),
+	}
+}
+
+// activeAt reports whether sandbox id overrides the service at the
+// message's time, waiting (bounded) for a table that has not synced up to
+// it.
+func (r *Reader) activeAt(ctx context.Context, id string, msg *kafka.Message) (bool, error) {
+	t, at := r.cfg.table, msg.Time
+	if !at.After(t.SyncedAt()) {
+		return t.ActiveAt(id, r.cfg.service, at), nil
+	}
+	r.waits.Add(1)
+	deadline := time.NewTimer(r.cfg.routeWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-deadline.C:
+			return false, fmt.Errorf("%w: message %s/%d/%d at %s, table synced at %s, waited %s",
+				ErrRoutesBehind, msg.Topic, msg.Partition, msg.Offset,
+				at.UTC().Format(time.RFC3339Nano), t.SyncedAt().UTC().Format(time.RFC3339Nano), r.cfg.routeWait)
+		case <-t.Changed():
+		case <-tick.C:
+		}
+		if !at.After(t.SyncedAt()) {
+			return t.ActiveAt(id, r.cfg.service, at), nil
+		}
+	}
+}
+
+// deadLetter writes msg to the dead-letter writer, if there is one.
+func (r *Reader) deadLetter(ctx context.Context, msg *kafka.Message, cause error) error {
+	w := r.cfg.deadLetter
+	if w == nil {
+		return nil
+	}
+	hs := make([]kafka.Header, 0, len(msg.Headers)+2)
+	hs = append(hs, msg.Headers...)
+	hs = append(hs,
+		kafka.Header{Key: HeaderDeadLetterReason, Value: []byte(cause.Error())},
+		kafka.Header{Key: HeaderDeadLetterSource, Value: []byte(msg.Topic + "/" + strconv.Itoa(msg.Partition) + "/" + strconv.FormatInt(msg.Offset, 10))},
+	)
+	dl := kafka.Message{Key: msg.Key, Value: msg.Value, Headers: hs, Time: msg.Time}
+	if err := w.WriteMessages(ctx, dl); err != nil {
+		return fmt.Errorf("%w: message %s/%d/%d: %w", ErrDeadLetter, msg.Topic, msg.Partition, msg.Offset, err)
+	}
+	r.deadLettered.Add(1)
+	return nil
+}
+
+// CommitMessages commits msgs as kafka.Reader.CommitMessages does, together
+// with the messages the reader skipped on the same partitions once every
+// message it returned before them is committed.
+func (r *Reader) CommitMessages(ctx context.Context, msgs ...kafka.Message) error {
+	inner := r.inner.Load()
+	if inner == nil {
+		if len(msgs) == 0 {
+			return nil
+		}
+		return fmt.Errorf("kafkamw: CommitMessages on a reader that has not fetched a message")
+	}
+	r.commitMu.Lock()
+	defer r.commitMu.Unlock()
+	all := r.ledger.withSkipped(msgs)
+	if err := inner.CommitMessages(ctx, all...); err != nil {
+		return err
+	}
+	r.ledger.committed(all)
+	return nil
+}
+
+// flushSkipped commits the skipped messages that no returned message waits
+// before.
+func (r *Reader) flushSkipped(ctx context.Context, inner *kafka.Reader) error {
+	r.commitMu.Lock()
+	defer r.commitMu.Unlock()
+	msgs := r.ledger.committable()
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := inner.CommitMessages(ctx, msgs...); err != nil {
+		return err
+	}
+	r.ledger.committed(msgs)
+	return nil
+}
+
+func (r *Reader) flushLoop(ctx context.Context, inner *kafka.Reader) {
+	defer close(r.flushed)
+	t := time.NewTicker(r.cfg.skipEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			// A failure (a rebalance, the broker away) is retried on
+			// the next tick; the group reader logs its own errors.
+			_ = r.flushSkipped(ctx, inner)
+		}
+	}
+}
+
+// Close commits the skipped messages it can, then closes the group reader.
+func (r *Reader) Close() error {
+	r.startMu.Lock()
+	defer r.startMu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	inner := r.inner.Load()
+	if inner == nil {
+		return nil
+	}
+	r.stop()
+	<-r.flushed
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ferr := r.flushSkipped(ctx, inner)
+	if err := inner.Close(); err != nil {
+		return err
+	}
+	if ferr != nil {
+		return fmt.Errorf("kafkamw: committing skipped messages on close: %w", ferr)
+	}
+	return nil
+}

@@ -1,0 +1,268 @@
+package kafkamw_test
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"net"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
+	"github.com/sandboxkit/sandboxkit/kafkamw"
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// malformed are sandbox headers that cannot be read, by value.
+var malformed = map[string][]kafka.Header{
+	"bad-id":         {{Key: "sandbox-id", Value: []byte("NOT_A_LABEL")}},
+	"no-value":       {{Key: "baggage", Value: []byte("sandbox.id")}},
+	"conflict":       {{Key: "sandbox-id", Value: []byte("pr-42")}, {Key: "baggage", Value: []byte("sandbox.id=pr-7")}},
+	"actor-no-id":    {{Key: "baggage", Value: []byte("sandbox.actor=alice")}},
+	"bad-escape":     {{Key: "baggage", Value: []byte("sandbox.id=pr-42,sandbox.actor=%zz")}},
+	"two-header-ids": {{Key: "Sandbox-Id", Value: []byte("pr-42")}, {Key: "sandbox-id", Value: []byte("pr-43")}},
+}
+
+// produceUnreadable writes the malformed messages between good ones (an
+// untagged one and one of pr-42) with a plain writer, and returns the
+// values of the good ones.
+func produceUnreadable(t *testing.T, addrs []string, topic string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	w := kafkatest.Writer(t, addrs, topic)
+	var good []string
+	for _, v := range slices.Sorted(maps.Keys(malformed)) {
+		msgs := []kafka.Message{
+			{Key: []byte(v), Value: []byte("good-untagged-" + v)},
+			{Key: []byte(v), Value: []byte(v), Headers: malformed[v]},
+			{Key: []byte(v), Value: []byte("good-tagged-" + v), Headers: []kafka.Header{{Key: "sandbox-id", Value: []byte("pr-42")}}},
+		}
+		if err := w.WriteMessages(ctx, msgs...); err != nil {
+			t.Fatal(err)
+		}
+		good = append(good, "good-untagged-"+v, "good-tagged-"+v)
+	}
+	return good
+}
+
+// TestUnreadable: a message whose sandbox headers cannot be read is never
+// returned, neither by the baseline reader nor by a sandbox reader. With a
+// dead-letter writer it is written there first, with the reason; without
+// one it is skipped with a rejected audit record. Either way it is counted.
+func TestUnreadable(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 2)
+	good := produceUnreadable(t, addrs, topic)
+	total := int64(len(good) + len(malformed))
+	// pr-42's route for the service was removed before the messages were
+	// produced: its good messages are the baseline's, and its reader
+	// starts at the route's activation, before them.
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-42", Services: map[string]routes.Route{
+		service: {Upstream: "h:1", ActiveFrom: time.Now().Add(-2 * time.Hour), RemovedAt: time.Now().Add(-time.Hour)},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, dl := range []bool{false, true} {
+		name := map[bool]string{false: "skip", true: "dead-letter"}[dl]
+		t.Run(name, func(t *testing.T) {
+			var log auditLog
+			opts := []kafkamw.Option{kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.WithLogger(log.logger())}
+			var dlqTopic string
+			if dl {
+				dlqTopic = kafkatest.Topic(t, addrs, 1)
+				opts = append(opts, kafkamw.WithDeadLetter(kafkatest.Writer(t, addrs, dlqTopic)))
+			}
+			group := kafkatest.UniqueName("orders")
+			base, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sb, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.AsSandbox("pr-42"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cb, cs := startConsumer(t, "baseline", base, 1), startConsumer(t, "sandbox", sb, 1)
+			waitFor(t, 20*time.Second, "every message decided", func() bool { return cb.seen() == total && cs.seen() == total })
+			gotBase, gotSb := cb.stop(), cs.stop()
+
+			var values []string
+			for _, p := range gotBase {
+				values = append(values, p.value)
+			}
+			slices.Sort(values)
+			slices.Sort(good)
+			if !slices.Equal(values, good) {
+				t.Errorf("baseline processed %q,\nwant only the good messages %q", values, good)
+			}
+			if len(gotSb) != 0 {
+				t.Errorf("sandbox reader processed %d messages; pr-42 does not override %s", len(gotSb), service)
+			}
+			wantDL := int64(0)
+			if dl {
+				wantDL = int64(len(malformed))
+			}
+			if got, want := base.Counts(), (kafkamw.Counts{Delivered: int64(len(good)), Skipped: int64(len(malformed)), Unreadable: int64(len(malformed)), DeadLettered: wantDL}); got != want {
+				t.Errorf("baseline counts %+v, want %+v", got, want)
+			}
+			if c := sb.Counts(); c.Unreadable != int64(len(malformed)) || c.Delivered != 0 {
+				t.Errorf("sandbox counts %+v", c)
+			}
+			rejected, other := 0, 0
+			for k, n := range log.decisions(t) {
+				if strings.HasPrefix(k, "rejected/") {
+					rejected += n
+				} else if !strings.HasPrefix(k, "fallback/") {
+					other += n
+				}
+			}
+			if rejected != len(malformed) || other != 0 {
+				t.Errorf("audit records %v: want %d rejected, the rest fallback", log.decisions(t), len(malformed))
+			}
+			if !dl {
+				return
+			}
+			dead := readAll(t, addrs, dlqTopic, len(malformed))
+			for v, hs := range malformed {
+				m, ok := dead[v]
+				if !ok || string(m.Value) != v {
+					t.Errorf("%s not dead-lettered: %+v", v, m)
+					continue
+				}
+				if !slices.EqualFunc(m.Headers[:len(hs)], hs, func(a, b kafka.Header) bool { return a.Key == b.Key && string(a.Value) == string(b.Value) }) {
+					t.Errorf("%s: original headers not kept: %+v", v, m.Headers)
+				}
+				if r := header(m.Headers, kafkamw.HeaderDeadLetterReason); len(r) != 1 || !strings.Contains(r[0], "propagation:") {
+					t.Errorf("%s: reason %q", v, r)
+				}
+				if s := header(m.Headers, kafkamw.HeaderDeadLetterSource); len(s) != 1 || !strings.HasPrefix(s[0], topic+"/") {
+					t.Errorf("%s: source %q", v, s)
+				}
+			}
+		})
+	}
+}
+
+// TestDeadLetterFailure: when the dead-letter write fails the message is
+// neither skipped nor returned: FetchMessage reports ErrDeadLetter, and
+// retries the same message on its next call.
+func TestDeadLetterFailure(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	w := kafkatest.Writer(t, addrs, topic)
+	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte("bad"), Headers: malformed["bad-id"]}, kafka.Message{Value: []byte("good")}); err != nil {
+		t.Fatal(err)
+	}
+	table := routes.New()
+	var fail atomic.Bool
+	fail.Store(true)
+	dlq := kafkatest.Topic(t, addrs, 1)
+	dw := kafkatest.Writer(t, addrs, dlq)
+	dw.MaxAttempts = 1
+	// A transport that fails while fail is set: the dead-letter topic is
+	// unreachable, then comes back.
+	dw.Transport = failing{dw.Transport, &fail}
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.WithDeadLetter(dw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for range 2 {
+		if _, m, err := r.FetchMessage(ctx); !errors.Is(err, kafkamw.ErrDeadLetter) {
+			t.Fatalf("FetchMessage = %q, %v; want ErrDeadLetter", m.Value, err)
+		}
+	}
+	if c := r.Counts(); c.Skipped != 0 || c.Delivered != 0 {
+		t.Fatalf("counts %+v after failed dead-letter writes", c)
+	}
+	fail.Store(false)
+	_, m, err := r.FetchMessage(ctx)
+	if err != nil || string(m.Value) != "good" {
+		t.Fatalf("FetchMessage = %q, %v; want good", m.Value, err)
+	}
+	if c := r.Counts(); c.Skipped != 1 || c.DeadLettered != 1 {
+		t.Fatalf("counts %+v", c)
+	}
+	if got := readAll(t, addrs, dlq, 1); len(got) != 1 {
+		t.Fatalf("dead-letter topic: %+v", got)
+	}
+}
+
+// TestRoutesBehind: a reader whose table has not synced up to a message's
+// time waits, then returns ErrRoutesBehind instead of guessing, keeps the
+// message, and decides it once the table catches up.
+func TestRoutesBehind(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	var healthy atomic.Bool
+	healthy.Store(true)
+	doc := []routes.Sandbox{{ID: "pr-42", Services: map[string]routes.Route{"cart": {Upstream: "h:1", ActiveFrom: time.Now().Add(-time.Hour)}}}}
+	src := routes.SourceFunc(func(context.Context) ([]routes.Sandbox, error) {
+		if !healthy.Load() {
+			return nil, errors.New("route source down")
+		}
+		return doc, nil
+	})
+	table := routes.New()
+	syncCtx, stopSync := context.WithCancel(context.Background())
+	synced := make(chan struct{})
+	go func() { defer close(synced); table.Sync(syncCtx, src, routes.Every(5*time.Millisecond)) }()
+	defer func() { stopSync(); <-synced }()
+	waitFor(t, 5*time.Second, "first sync", func() bool { _, ok := table.Sandbox("pr-42"); return ok })
+	healthy.Store(false)
+	stuck := table.SyncedAt()
+	waitFor(t, 5*time.Second, "a failed sync", func() bool { return table.Err() != nil })
+
+	w := kafkatest.Writer(t, addrs, topic)
+	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte("tagged"), Time: stuck.Add(200 * time.Millisecond), Headers: []kafka.Header{{Key: "sandbox-id", Value: []byte("pr-42")}}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.WithRouteWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for range 2 {
+		if _, m, err := r.FetchMessage(ctx); !errors.Is(err, kafkamw.ErrRoutesBehind) {
+			t.Fatalf("FetchMessage = %q, %v; want ErrRoutesBehind", m.Value, err)
+		}
+	}
+	if c := r.Counts(); c.Delivered+c.Skipped != 0 || c.Waits != 2 {
+		t.Fatalf("counts %+v: the message must be neither returned nor skipped, after two waits", c)
+	}
+	healthy.Store(true)
+	mctx, m, err := r.FetchMessage(ctx)
+	for i := 0; errors.Is(err, kafkamw.ErrRoutesBehind) && i < 200; i++ {
+		mctx, m, err = r.FetchMessage(ctx) // until the clock passes the message
+	}
+	if err != nil || string(m.Value) != "tagged" {
+		t.Fatalf("FetchMessage = %q, %v; want the kept message", m.Value, err)
+	}
+	if s, ok := sandboxOf(mctx); !ok || s != "pr-42" {
+		t.Fatalf("context sandbox %q, %v", s, ok)
+	}
+}
+
+type failing struct {
+	kafka.RoundTripper
+	fail *atomic.Bool
+}
+
+func (f failing) RoundTrip(ctx context.Context, addr net.Addr, req kafka.Request) (kafka.Response, error) {
+	if f.fail.Load() {
+		return nil, errors.New("dead-letter broker unreachable")
+	}
+	return f.RoundTripper.RoundTrip(ctx, addr, req)
+}

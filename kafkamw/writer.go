@@ -1,0 +1,150 @@
+package kafkamw
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// Writer adds the context's sandbox to the messages it writes. Build one
+// with [NewWriter]; the zero value is not usable. It is safe for concurrent
+// use, as the kafka.Writer it wraps is.
+type Writer struct {
+	w       *kafka.Writer
+	codec   *propagation.Codec
+	markers markers
+
+	// last caches the encoded headers of the last sandbox written, so that
+	// a stream of messages of one sandbox encodes them once.
+	last atomic.Pointer[encoded]
+}
+
+type encoded struct {
+	s  propagation.Sandbox
+	hs []kafka.Header
+}
+
+// NewWriter returns a Writer that writes through w. Of the options only
+// [WithCodec] applies.
+func NewWriter(w *kafka.Writer, opts ...Option) *Writer {
+	cfg := newConfig(opts)
+	return &Writer{w: w, codec: cfg.codec, markers: newMarkers(cfg.codec)}
+}
+
+// Unwrap returns the kafka.Writer that w writes through.
+func (w *Writer) Unwrap() *kafka.Writer { return w.w }
+
+// WriteMessages writes msgs as kafka.Writer.WriteMessages does, each carrying
+// the context's sandbox in its record headers: the dedicated header
+// (sandbox-id by default) and the sandbox's members in a baggage header,
+// the same keys the HTTP and gRPC middleware use.
+//
+// It never changes msgs or the messages in it: with a sandbox it writes
+// copies. Headers the caller set are kept; a baggage header the caller set
+// keeps its other members and gains ours. A message that already names a
+// sandbox keeps its headers when that is the context's sandbox; when it is
+// another one, or its markers cannot be read, nothing is written and the
+// error wraps [ErrConflict].
+//
+// Without a sandbox in ctx the messages are written as they are, without
+// copying or allocating.
+func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
+	s, ok := propagation.FromContext(ctx)
+	if !ok {
+		return w.write(ctx, msgs)
+	}
+	out, err := w.decorate(s, msgs)
+	if err != nil {
+		return err
+	}
+	return w.write(ctx, out)
+}
+
+// write is the one call to the broker. The per-sandbox circuit breaker and
+// budget (package breaker) will wrap it.
+func (w *Writer) write(ctx context.Context, msgs []kafka.Message) error {
+	return w.w.WriteMessages(ctx, msgs...)
+}
+
+// Close closes the underlying writer, flushing pending messages.
+func (w *Writer) Close() error { return w.w.Close() }
+
+// Stats returns the underlying writer's statistics.
+func (w *Writer) Stats() kafka.WriterStats { return w.w.Stats() }
+
+// encode returns the marker headers of s, from the cache when s is the last
+// sandbox encoded.
+func (w *Writer) encode(s propagation.Sandbox) []kafka.Header {
+	if e := w.last.Load(); e != nil && e.s == s {
+		return e.hs
+	}
+	var c carrier
+	w.codec.InjectSandbox(s, &c)
+	w.last.Store(&encoded{s: s, hs: c.list})
+	return c.list
+}
+
+// decorate returns copies of msgs carrying s. The copies share the caller's
+// keys, values and header values (none of which is changed), and the
+// encoded marker values, which nobody changes.
+func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message) ([]kafka.Message, error) {
+	if len(msgs) == 0 {
+		return msgs, nil
+	}
+	enc := w.encode(s)
+	var (
+		out []kafka.Message
+		hs  []kafka.Header
+	)
+	const small = 4
+	if len(msgs) == 1 && len(msgs[0].Headers)+len(enc) <= small {
+		// One allocation for the common single-message write.
+		b := new(struct {
+			m [1]kafka.Message
+			h [small]kafka.Header
+		})
+		out, hs = b.m[:], b.h[:0]
+	} else {
+		n := 0
+		for i := range msgs {
+			n += len(msgs[i].Headers) + len(enc)
+		}
+		out, hs = make([]kafka.Message, len(msgs)), make([]kafka.Header, 0, n)
+	}
+	for i := range msgs {
+		m := &out[i]
+		*m = msgs[i]
+		switch w.markers.scan(m.Headers) {
+		case noMarkers:
+			start := len(hs)
+			hs = append(hs, m.Headers...)
+			hs = append(hs, enc...)
+			m.Headers = hs[start:len(hs):len(hs)]
+		case bagOnly:
+			// Merge into the caller's baggage, keeping its members.
+			c := carrier{list: append(make([]kafka.Header, 0, len(m.Headers)+len(enc)), m.Headers...)}
+			w.codec.InjectSandbox(s, &c)
+			m.Headers = c.list
+		case hasMarkers:
+			got, err := w.codec.Read(&carrier{list: m.Headers})
+			switch {
+			case err != nil:
+				return nil, fmt.Errorf("%w: message %d has unreadable sandbox headers: %w", ErrConflict, i, err)
+			case got.Found && got.Sandbox.ID != s.ID:
+				return nil, fmt.Errorf("%w: message %d is tagged for sandbox %q, the context for %q", ErrConflict, i, got.Sandbox.ID, s.ID)
+			case !got.Found:
+				// Baggage that only mentions a key of ours inside
+				// another member: merge as above.
+				c := carrier{list: append(make([]kafka.Header, 0, len(m.Headers)+len(enc)), m.Headers...)}
+				w.codec.InjectSandbox(s, &c)
+				m.Headers = c.list
+			}
+			// Tagged for this sandbox already: kept as the caller set it.
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,149 @@
+package kafkamw_test
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
+	"github.com/sandboxkit/sandboxkit/kafkamw"
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+func cloneMsgs(msgs []kafka.Message) []kafka.Message {
+	out := slices.Clone(msgs)
+	for i := range out {
+		out[i].Headers = slices.Clone(out[i].Headers)
+		for j := range out[i].Headers {
+			out[i].Headers[j].Value = slices.Clone(out[i].Headers[j].Value)
+		}
+	}
+	return out
+}
+
+func header(hs []kafka.Header, key string) []string {
+	var out []string
+	for _, h := range hs {
+		if strings.EqualFold(h.Key, key) {
+			out = append(out, string(h.Value))
+		}
+	}
+	return out
+}
+
+// readAll reads n messages of topic from the start with a plain reader.
+func readAll(t *testing.T, addrs []string, topic string, n int) map[string]kafka.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r := kafka.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("check")))
+	defer r.Close()
+	out := map[string]kafka.Message{}
+	for len(out) < n {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[string(m.Key)] = m
+	}
+	return out
+}
+
+// TestWriterHeaders: the writer adds the context's sandbox under the codec's
+// keys, keeps every header the caller set (merging into its baggage), and
+// changes neither the caller's slice nor its messages, not even the spare
+// capacity of a header slice.
+func TestWriterHeaders(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 1)
+	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic))
+	sb := propagation.Sandbox{ID: "pr-42", Actor: "alice", Origin: "github.com/acme/shop/pull/42"}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sctx := propagation.ContextWithSandbox(ctx, sb)
+
+	spare := make([]kafka.Header, 2, 8)
+	spare[0] = kafka.Header{Key: "Trace-Id", Value: []byte("abc")}
+	spare[1] = kafka.Header{Key: "Baggage", Value: []byte("tenant=acme,sandbox.idx=not-ours")}
+	msgs := []kafka.Message{
+		{Key: []byte("plain"), Value: []byte("1")},
+		{Key: []byte("headers"), Value: []byte("2"), Headers: spare},
+		{Key: []byte("tagged"), Value: []byte("3"), Headers: []kafka.Header{{Key: "Sandbox-Id", Value: []byte("pr-42")}, {Key: "x", Value: []byte("y")}}},
+	}
+	before := cloneMsgs(msgs)
+	if err := w.WriteMessages(sctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(msgs, before) {
+		t.Errorf("caller's messages changed:\n got %+v\nwant %+v", msgs, before)
+	}
+	if tail := spare[2:cap(spare)]; !reflect.DeepEqual(tail, make([]kafka.Header, len(tail))) {
+		t.Errorf("caller's spare header capacity written: %+v", tail)
+	}
+
+	got := readAll(t, addrs, topic, 3)
+	codec := propagation.Default()
+	for key, m := range got {
+		mk, err := codec.Read(otelCarrier(m.Headers))
+		if err != nil || !mk.Found || mk.Sandbox.ID != sb.ID {
+			t.Errorf("%s: read back %+v, %v", key, mk, err)
+		}
+		for _, h := range m.Headers {
+			if key != "tagged" && h.Key != strings.ToLower(h.Key) && h.Key != "Trace-Id" {
+				t.Errorf("%s: header %q written in upper case", key, h.Key)
+			}
+		}
+	}
+	if mk, _ := codec.Read(otelCarrier(got["plain"].Headers)); mk.Sandbox != sb {
+		t.Errorf("plain: sandbox %+v, want %+v (actor and origin travel)", mk.Sandbox, sb)
+	}
+	h := got["headers"].Headers
+	if v := header(h, "trace-id"); !slices.Equal(v, []string{"abc"}) {
+		t.Errorf("caller's header: %q", v)
+	}
+	bag := header(h, "baggage")
+	if len(bag) != 1 || !strings.Contains(bag[0], "tenant=acme") || !strings.Contains(bag[0], "sandbox.idx=not-ours") || !strings.Contains(bag[0], "sandbox.id=pr-42") {
+		t.Errorf("baggage %q: want the caller's members and ours in one header", bag)
+	}
+	if v := header(h, "sandbox-id"); !slices.Equal(v, []string{"pr-42"}) {
+		t.Errorf("sandbox-id: %q", v)
+	}
+	if !reflect.DeepEqual(got["tagged"].Headers, before[2].Headers) {
+		t.Errorf("a message already tagged for the sandbox was changed: %+v", got["tagged"].Headers)
+	}
+}
+
+// TestWriterConflict: a message tagged for another sandbox, or with
+// unreadable markers, is refused and nothing of the batch is written.
+func TestWriterConflict(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 1)
+	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sctx := propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: "pr-42"})
+	for _, hs := range [][]kafka.Header{
+		{{Key: "sandbox-id", Value: []byte("pr-7")}},
+		{{Key: "baggage", Value: []byte("sandbox.id=pr-7")}},
+		{{Key: "sandbox-id", Value: []byte("NOT valid")}},
+	} {
+		err := w.WriteMessages(sctx, kafka.Message{Value: []byte("ok")}, kafka.Message{Value: []byte("bad"), Headers: hs})
+		if !errors.Is(err, kafkamw.ErrConflict) {
+			t.Errorf("headers %q: WriteMessages = %v, want ErrConflict", hs, err)
+		}
+	}
+	// Untagged context: the writer passes messages through, markers and all.
+	if err := w.WriteMessages(ctx, kafka.Message{Key: []byte("k"), Value: []byte("through"), Headers: []kafka.Header{{Key: "sandbox-id", Value: []byte("pr-7")}}}); err != nil {
+		t.Fatal(err)
+	}
+	got := readAll(t, addrs, topic, 1)
+	if m := got["k"]; string(m.Value) != "through" || m.Offset != 0 || !reflect.DeepEqual(header(m.Headers, "sandbox-id"), []string{"pr-7"}) || len(m.Headers) != 1 {
+		t.Errorf("first message in the topic %+v: want the pass-through one at offset 0, unchanged", m)
+	}
+}
