@@ -15,9 +15,27 @@
 //	resp, err := call(ctx)
 //	done(err) // or done(breaker.HTTPStatus(resp.StatusCode))
 //
-// The protocol middleware does this on every egress and turns a refusal
-// into HTTP 503 or 429 with Retry-After, or gRPC Unavailable or
-// ResourceExhausted.
+// # Middleware
+//
+// The protocol middleware does this for you. Give the group to
+// httpmw.WithBreaker or grpcmw.WithBreaker:
+//
+//   - on the client side (httpmw.Transport, grpcmw's client interceptors
+//     and Router) a call over its budget is not sent and the caller gets
+//     an error wrapping the refusal; 5xx responses, connection errors and
+//     the gRPC codes Unavailable, Internal, Unknown and DeadlineExceeded
+//     count as failures;
+//   - on the server side (httpmw.NewHandler, httpmw.Proxy, grpcmw's server
+//     interceptors) a service protects itself from a runaway sandbox: a
+//     request over its budget gets HTTP 429 (rate) or 503 (breaker open,
+//     too many in flight) with Retry-After, or gRPC ResourceExhausted or
+//     Unavailable with a RetryInfo detail, and the handler does not run.
+//
+// Either side audits each refusal (decision "throttled") on its own
+// logger. A group guards one dependency: give it to one layer of a call
+// path, not two, or each call spends its budget twice. Middleware asks
+// [Group.GuardsBaseline] once, when it is built, so that traffic without a
+// sandbox skips the group altogether when it has no budget.
 //
 // # Budgets
 //

@@ -151,6 +151,11 @@ func (g *Group) AllowSandbox(ctx context.Context, s propagation.Sandbox) (done f
 	}
 }
 
+// GuardsBaseline reports whether traffic without a sandbox has a budget
+// ([Settings.Baseline] is set). Middleware asks once, when it is built, so
+// that baseline traffic skips the group altogether when it has none.
+func (g *Group) GuardsBaseline() bool { return g.cfg.Baseline != nil }
+
 // State returns the state of the breaker of sandbox id ("" for baseline
 // traffic) now: closed for a key the group does not hold, half-open for an
 // open breaker whose open timeout has run out.

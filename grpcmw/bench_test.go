@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
+	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/grpcmw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -149,6 +150,16 @@ func BenchmarkInterceptors(b *testing.B) {
 	run("client/sandbox", func() { _ = client(sandbox, "/m", nil, nil, nil, invoker) })
 	run("server/baseline", func() { _, _ = server(plainIn, nil, info, handler) })
 	run("server/sandbox", func() { _, _ = server(sandboxIn, nil, info, handler) })
+
+	// The same with WithBreaker: a budget that admits everything, so the
+	// figures are the cost of asking it (warm key).
+	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1e12, Burst: 1 << 30, MaxInFlight: 1 << 20}})
+	opts = append(opts, grpcmw.WithBreaker(g))
+	bclient, bserver := grpcmw.UnaryClientInterceptor(opts...), grpcmw.UnaryServerInterceptor(opts...)
+	run("client/baseline+breaker", func() { _ = bclient(context.Background(), "/m", nil, nil, nil, invoker) })
+	run("client/sandbox+breaker", func() { _ = bclient(sandbox, "/m", nil, nil, nil, invoker) })
+	run("server/baseline+breaker", func() { _, _ = bserver(plainIn, nil, info, handler) })
+	run("server/sandbox+breaker", func() { _, _ = bserver(sandboxIn, nil, info, handler) })
 }
 
 // mdPairs is a minimal TextMapCarrier over metadata for the benchmark's

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/internal/trust"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
@@ -31,6 +32,7 @@ type config struct {
 	policy   trust.Policy
 	dialOpts []grpc.DialOption
 	fallback bool
+	breaker  *breaker.Group
 }
 
 func newConfig(opts []Option) config {
@@ -106,4 +108,37 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // service the sandbox overrides.
 func WithFallbackOnUnavailable() Option {
 	return optionFunc(func(cfg *config) { cfg.fallback = true })
+}
+
+// WithBreaker puts calls under the per-sandbox budgets of g (see package
+// [breaker]): each sandbox's rate limit, cap on calls in flight and circuit
+// breaker. Calls without a sandbox are budgeted only when g has a baseline
+// budget ([breaker.Settings.Baseline]); otherwise they do not touch g. A
+// nil g adds nothing. Client interceptors, [Router] and server
+// interceptors.
+//
+// A call over its budget is refused with codes.Unavailable (breaker open,
+// too many in flight) or codes.ResourceExhausted (rate limit); the status
+// message gives the retry-after hint and the status carries it as an
+// errdetails.RetryInfo detail. On the client side (interceptors and
+// [Router]) the call is not sent and the error also wraps the group's
+// refusal: errors.Is(err, [breaker.ErrThrottled]) (or [breaker.ErrOpen],
+// [breaker.ErrTooManyInFlight]) holds and [breaker.RetryAfter] reads the
+// hint. On the server side the handler is not called.
+//
+// A call that ends with codes.Unavailable, Internal, Unknown or
+// DeadlineExceeded counts as a failure (on the server side, so does a
+// panicking handler); one that ends with codes.Canceled counts for
+// nothing; any other code is the application's answer and counts as a
+// success. A unary call is in flight until it returns, a stream until it
+// ends (gRPC's OnFinish on the client side, the handler's return on the
+// server side; a [Router] whose baseline is not a *grpc.ClientConn must
+// honour grpc.OnFinish for its streams to be counted out).
+//
+// Every refusal is one audit record (decision "throttled", with the
+// sandbox, its actor and the reason) on the [WithLogger] logger. A group
+// guards one dependency: give it to one layer only (the [Router] or the
+// client interceptors of its connections, not both).
+func WithBreaker(g *breaker.Group) Option {
+	return optionFunc(func(cfg *config) { cfg.breaker = g })
 }

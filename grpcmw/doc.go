@@ -44,6 +44,23 @@
 // never a silent answer from the baseline, unless
 // [WithFallbackOnUnavailable] says otherwise.
 //
+// # Budgets
+//
+// [WithBreaker] puts calls under the per-sandbox budgets of a
+// [breaker.Group] (a rate limit, a cap on calls in flight and a circuit
+// breaker per sandbox), on the client interceptors, the [Router] (every
+// sandbox call, whichever connection it takes) and the server
+// interceptors. A call over its budget fails with codes.ResourceExhausted
+// (rate limit) or codes.Unavailable (breaker open, too many in flight),
+// with the retry-after hint in the message and in an errdetails.RetryInfo
+// detail; on the client side it is not sent and the error wraps the
+// group's refusal ([breaker.ErrThrottled] and so on), on the server side
+// the handler is not called. Calls ending with Unavailable, Internal,
+// Unknown or DeadlineExceeded count as failures, Canceled counts for
+// nothing, other codes are the application's answers. Calls without a
+// sandbox never touch the group unless it has a baseline budget. Each
+// refusal is a "throttled" audit record.
+//
 // # OpenTelemetry
 //
 // The interceptors work beside otelgrpc's stats handlers. A hop that runs
@@ -58,7 +75,9 @@
 // # Performance
 //
 // A call without a sandbox costs no allocation in the client interceptors
-// or the router, nor in the server interceptors when it carries no baggage
+// or the router, with or without [WithBreaker] (unless the group has a
+// baseline budget), nor in the server interceptors when it carries no
+// baggage
 // (gRPC copies a baggage value it hands out: one small allocation that is
 // not ours to avoid). Options are resolved when an interceptor or router is
 // built.

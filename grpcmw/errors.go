@@ -2,9 +2,12 @@ package grpcmw
 
 import (
 	"errors"
+	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // Errors the interceptors and the [Router] return. They reach the caller
@@ -30,8 +33,9 @@ var (
 // statusError is an error with a gRPC status code that still unwraps to
 // the sentinel and the cause behind it.
 type statusError struct {
-	code codes.Code
-	err  error
+	code  codes.Code
+	err   error
+	retry time.Duration // > 0: sent as a RetryInfo detail
 }
 
 func (e *statusError) Error() string { return e.err.Error() }
@@ -39,5 +43,13 @@ func (e *statusError) Error() string { return e.err.Error() }
 func (e *statusError) Unwrap() error { return e.err }
 
 // GRPCStatus lets status.FromError, status.Code and the gRPC server read
-// the code.
-func (e *statusError) GRPCStatus() *status.Status { return status.New(e.code, e.err.Error()) }
+// the code (and the retry hint of a refusal).
+func (e *statusError) GRPCStatus() *status.Status {
+	st := status.New(e.code, e.err.Error())
+	if e.retry > 0 {
+		if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(e.retry)}); err == nil {
+			st = d
+		}
+	}
+	return st
+}

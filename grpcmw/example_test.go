@@ -4,12 +4,16 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
+	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/grpcmw"
 	"github.com/sandboxkit/sandboxkit/internal/grpctest"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -132,4 +136,50 @@ func ExampleNewRouter() {
 	// cart baseline served sandbox ""
 	// cart of feat-1 served sandbox "feat-1"
 	// cart baseline served sandbox "feat-2"
+}
+
+// A server protects itself from a runaway sandbox: a call over the
+// sandbox's budget fails with ResourceExhausted (rate) or Unavailable
+// (breaker open, too many in flight), with a RetryInfo detail, and the
+// handler does not run. The client interceptors take the same option.
+func ExampleWithBreaker() {
+	now := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1, Burst: 1}},
+		breaker.WithClock(func() time.Time { return now })) // a fixed clock keeps the output stable
+	opts := []grpcmw.Option{grpcmw.TrustAll(), grpcmw.WithBreaker(g)}
+	addr, stop, err := grpctest.Start(&grpctest.Service{Name: "cart"},
+		grpc.ChainUnaryInterceptor(grpcmw.UnaryServerInterceptor(opts...)),
+		grpc.ChainStreamInterceptor(grpcmw.StreamServerInterceptor(opts...)))
+	if err != nil {
+		panic(err)
+	}
+	defer stop()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithChainUnaryInterceptor(grpcmw.UnaryClientInterceptor()))
+	if err != nil {
+		panic(err)
+	}
+	defer cc.Close()
+	cart := testpb.NewTestServiceClient(cc)
+
+	ctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "feat-1"})
+	for _, ctx := range []context.Context{ctx, ctx, context.Background()} {
+		_, err := cart.UnaryCall(ctx, &testpb.SimpleRequest{})
+		st := status.Convert(err)
+		if err == nil {
+			fmt.Println("served")
+			continue
+		}
+		fmt.Println(st.Code(), st.Message())
+		for _, d := range st.Details() {
+			if ri, ok := d.(*errdetails.RetryInfo); ok {
+				fmt.Println("retry in", ri.GetRetryDelay().AsDuration())
+			}
+		}
+	}
+	// Output:
+	// served
+	// ResourceExhausted grpcmw: call to /grpc.testing.TestService/UnaryCall refused: breaker: rate limit exceeded for sandbox "feat-1" (retry after 1s)
+	// retry in 1s
+	// served
 }

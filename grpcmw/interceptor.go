@@ -35,6 +35,9 @@ const baggageKey = "baggage"
 //     handler is not called.
 //
 // Every decision but "none" is audited through the [WithLogger] logger.
+// With [WithBreaker], a call over its sandbox's budget fails with
+// codes.Unavailable or codes.ResourceExhausted and the handler is not
+// called.
 func UnaryServerInterceptor(opts ...Option) grpc.UnaryServerInterceptor {
 	s := newServer(opts)
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -42,7 +45,22 @@ func UnaryServerInterceptor(opts ...Option) grpc.UnaryServerInterceptor {
 		if err != nil {
 			return nil, err
 		}
-		return handler(ctx, req)
+		if s.budget.g == nil {
+			return handler(ctx, req)
+		}
+		sb, ok := propagation.FromContext(ctx)
+		if !s.budget.covers(ok) {
+			return handler(ctx, req)
+		}
+		done, err := s.budget.allow(ctx, sb, info.FullMethod, true)
+		if err != nil {
+			return nil, err
+		}
+		result := errPanicked
+		defer func() { done(result) }()
+		resp, err := handler(ctx, req)
+		result = outcome(err)
+		return resp, err
 	}
 }
 
@@ -59,7 +77,22 @@ func StreamServerInterceptor(opts ...Option) grpc.StreamServerInterceptor {
 		if next != ctx {
 			ss = &serverStream{ServerStream: ss, ctx: next}
 		}
-		return handler(srv, ss)
+		if s.budget.g == nil {
+			return handler(srv, ss)
+		}
+		sb, ok := propagation.FromContext(next)
+		if !s.budget.covers(ok) {
+			return handler(srv, ss)
+		}
+		done, err := s.budget.allow(next, sb, info.FullMethod, true)
+		if err != nil {
+			return err
+		}
+		result := errPanicked
+		defer func() { done(result) }()
+		err = handler(srv, ss)
+		result = outcome(err)
+		return err
 	}
 }
 
@@ -78,6 +111,7 @@ type server struct {
 	policy trust.Policy
 	header string   // the dedicated header, lower-case; "" when none
 	keys   []string // our baggage keys, to spot them without parsing
+	budget budget
 }
 
 func newServer(opts []Option) *server {
@@ -88,6 +122,7 @@ func newServer(opts []Option) *server {
 		policy: cfg.policy,
 		header: cfg.codec.Header(),
 		keys:   cfg.codec.Keys(),
+		budget: newBudget(&cfg),
 	}
 }
 
@@ -202,27 +237,57 @@ func peerAddr(p *peer.Peer) netip.Addr {
 // context's sandbox into the call's outgoing metadata (the dedicated header
 // and W3C baggage), merged with the metadata the caller set: foreign baggage
 // members are kept, ours are replaced. A context without a sandbox is passed
-// on untouched, at no cost. Of the options only [WithCodec] matters.
+// on untouched, at no cost. Of the options [WithCodec], [WithBreaker] and
+// [WithLogger] (for the breaker's refusals) matter.
 func UnaryClientInterceptor(opts ...Option) grpc.UnaryClientInterceptor {
-	codec := newConfig(opts).codec
+	cfg := newConfig(opts)
+	codec, bud := cfg.codec, newBudget(&cfg)
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		s, ok := propagation.FromContext(ctx)
-		if !ok {
-			return invoker(ctx, method, req, reply, cc, opts...)
+		if !bud.covers(ok) {
+			if !ok {
+				return invoker(ctx, method, req, reply, cc, opts...)
+			}
+			return invoker(outgoing(ctx, codec, s), method, req, reply, cc, opts...)
 		}
-		return invoker(outgoing(ctx, codec, s), method, req, reply, cc, opts...)
+		done, err := bud.allow(ctx, s, method, false)
+		if err != nil {
+			return err
+		}
+		if ok {
+			ctx = outgoing(ctx, codec, s)
+		}
+		err = invoker(ctx, method, req, reply, cc, opts...)
+		done(outcome(err))
+		return err
 	}
 }
 
 // StreamClientInterceptor is [UnaryClientInterceptor] for streaming calls.
+// A budgeted stream ([WithBreaker]) is in flight until gRPC reports its
+// end.
 func StreamClientInterceptor(opts ...Option) grpc.StreamClientInterceptor {
-	codec := newConfig(opts).codec
+	cfg := newConfig(opts)
+	codec, bud := cfg.codec, newBudget(&cfg)
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		s, ok := propagation.FromContext(ctx)
-		if !ok {
-			return streamer(ctx, desc, cc, method, opts...)
+		if !bud.covers(ok) {
+			if !ok {
+				return streamer(ctx, desc, cc, method, opts...)
+			}
+			return streamer(outgoing(ctx, codec, s), desc, cc, method, opts...)
 		}
-		return streamer(outgoing(ctx, codec, s), desc, cc, method, opts...)
+		done, err := bud.allow(ctx, s, method, false)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			ctx = outgoing(ctx, codec, s)
+		}
+		end := newStreamEnd(done)
+		cs, err := streamer(ctx, desc, cc, method, append(opts[:len(opts):len(opts)], end.option())...)
+		end.opened(err)
+		return cs, err
 	}
 }
 

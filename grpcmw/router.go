@@ -48,6 +48,7 @@ type Router struct {
 	logger   *slog.Logger
 	dialOpts []grpc.DialOption
 	fallback bool
+	budget   budget
 
 	closed atomic.Bool
 	mu     sync.RWMutex
@@ -89,7 +90,11 @@ func (c *sandboxConn) close() {
 // connection of the sandbox in its context if table routes (sandbox,
 // service) to an upstream, and to baseline otherwise. The dial options
 // ([WithDialOptions]) must give transport credentials; they are checked
-// here. [WithCodec], [WithLogger] and [WithFallbackOnUnavailable] apply too.
+// here. [WithCodec], [WithLogger], [WithFallbackOnUnavailable] and
+// [WithBreaker] apply too. With [WithBreaker] every sandbox call through
+// the router, to the sandbox's connection or to the baseline, spends the
+// sandbox's budget, and a call over it is refused before a connection is
+// chosen.
 //
 // NewRouter starts one goroutine that watches the table; [Router.Close]
 // stops it.
@@ -120,6 +125,7 @@ func NewRouter(baseline grpc.ClientConnInterface, table *routes.Table, service s
 		logger:   cfg.logger,
 		dialOpts: cfg.dialOpts,
 		fallback: cfg.fallback,
+		budget:   newBudget(&cfg),
 		conns:    make(map[string]*sandboxConn),
 		done:     make(chan struct{}),
 		added:    make(chan struct{}, 1),
@@ -132,6 +138,19 @@ func NewRouter(baseline grpc.ClientConnInterface, table *routes.Table, service s
 // Invoke sends a unary call to the sandbox's or the baseline connection.
 func (r *Router) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
 	s, ok := propagation.FromContext(ctx)
+	if !r.budget.covers(ok) {
+		return r.invoke(ctx, s, ok, method, args, reply, opts)
+	}
+	done, err := r.budget.allow(ctx, s, r.service, false)
+	if err != nil {
+		return err
+	}
+	err = r.invoke(ctx, s, ok, method, args, reply, opts)
+	done(outcome(err))
+	return err
+}
+
+func (r *Router) invoke(ctx context.Context, s propagation.Sandbox, ok bool, method string, args, reply any, opts []grpc.CallOption) error {
 	if !ok {
 		if r.closed.Load() {
 			return errClosed()
@@ -146,7 +165,6 @@ func (r *Router) Invoke(ctx context.Context, method string, args, reply any, opt
 	if c == nil {
 		return r.baseline.Invoke(ctx, method, args, reply, opts...)
 	}
-	// The per-sandbox budget (breaker) will wrap the sandbox call here.
 	if c.cc == nil {
 		err = c.dialErr
 	} else {
@@ -166,6 +184,22 @@ func (r *Router) Invoke(ctx context.Context, method string, args, reply any, opt
 // stream ends.
 func (r *Router) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	s, ok := propagation.FromContext(ctx)
+	if !r.budget.covers(ok) {
+		return r.newStream(ctx, s, ok, desc, method, nil, opts)
+	}
+	done, err := r.budget.allow(ctx, s, r.service, false)
+	if err != nil {
+		return nil, err
+	}
+	end := newStreamEnd(done)
+	cs, err := r.newStream(ctx, s, ok, desc, method, end, append(opts[:len(opts):len(opts)], end.option()))
+	end.opened(err)
+	return cs, err
+}
+
+// newStream opens the stream; end, when not nil, is told when an attempt
+// that failed is followed by the fallback to the baseline.
+func (r *Router) newStream(ctx context.Context, s propagation.Sandbox, ok bool, desc *grpc.StreamDesc, method string, end *streamEnd, opts []grpc.CallOption) (grpc.ClientStream, error) {
 	if !ok {
 		if r.closed.Load() {
 			return nil, errClosed()
@@ -180,7 +214,6 @@ func (r *Router) NewStream(ctx context.Context, desc *grpc.StreamDesc, method st
 	if c == nil {
 		return r.baseline.NewStream(ctx, desc, method, opts...)
 	}
-	// The per-sandbox budget (breaker) will wrap the sandbox stream here.
 	var cs grpc.ClientStream
 	if c.cc == nil {
 		err = c.dialErr
@@ -201,6 +234,9 @@ func (r *Router) NewStream(ctx context.Context, desc *grpc.StreamDesc, method st
 		return cs, err
 	}
 	err = r.unavailable(ctx, c, s, err, func() error {
+		if end != nil {
+			end.retry()
+		}
 		cs, err = r.baseline.NewStream(ctx, desc, method, opts...)
 		return err
 	})

@@ -10,6 +10,7 @@ import (
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
+	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -27,6 +28,9 @@ func BenchmarkHandler(b *testing.B) {
 		w.WriteHeader(http.StatusOK)
 	})
 	mw := httpmw.NewHandler(app, httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8")))
+	// A budget that admits everything: the cost of asking it (warm key).
+	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1e12, Burst: 1 << 30, MaxInFlight: 1 << 20}})
+	mwb := httpmw.NewHandler(app, httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8")), httpmw.WithBreaker(g))
 	otel := otelhttp.NewHandler(app, "app")
 	common := []string{
 		"Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
@@ -44,6 +48,8 @@ func BenchmarkHandler(b *testing.B) {
 		{"bare", app, prod},
 		{"baseline", mw, prod},
 		{"sandbox", mw, sb},
+		{"baseline+breaker", mwb, prod},
+		{"sandbox+breaker", mwb, sb},
 		{"otelhttp", otel, prod},
 	} {
 		b.Run(bc.name, func(b *testing.B) {

@@ -1,13 +1,13 @@
 package httpmw
 
 import (
-	"context"
 	"log/slog"
 	"maps"
 	"net/http"
 	"net/netip"
 	"time"
 
+	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/internal/trust"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -27,13 +27,6 @@ type optionFunc func(*config)
 
 func (f optionFunc) apply(c *config) { f(c) }
 
-// egressFunc is the slot the per-sandbox budget (package breaker) fills: it
-// is called before every request that carries a sandbox is sent, with the
-// service (or host) it goes to. A non-nil error refuses the request; done
-// reports the outcome of the request it admitted. It is nil until that
-// package provides an option setting it.
-type egressFunc func(ctx context.Context, s propagation.Sandbox, target string) (done func(error), err error)
-
 type config struct {
 	codec  *propagation.Codec
 	logger *slog.Logger
@@ -48,7 +41,9 @@ type config struct {
 	hosts    map[string]string
 	fallback bool
 	base     http.RoundTripper
-	egress   egressFunc
+
+	// both sides
+	breaker *breaker.Group
 }
 
 func newConfig(opts []Option) config {
@@ -164,4 +159,38 @@ func WithFallbackOnUnavailable() Option {
 // upstreams. Proxy ([NewTransport] takes its base as an argument).
 func WithRoundTripper(rt http.RoundTripper) Option {
 	return optionFunc(func(cfg *config) { cfg.base = rt })
+}
+
+// WithBreaker puts requests under the per-sandbox budgets of g (see package
+// [breaker]): each sandbox's rate limit, cap on requests in flight and
+// circuit breaker. Requests without a sandbox are budgeted only when g has
+// a baseline budget ([breaker.Settings.Baseline]); otherwise they do not
+// touch g. A nil g adds nothing. Handler, transport and proxy.
+//
+// On a [Transport] (client side) a request over its budget is not sent:
+// RoundTrip returns an error wrapping the group's refusal, so that
+// errors.Is(err, [breaker.ErrThrottled]) (or [breaker.ErrOpen],
+// [breaker.ErrTooManyInFlight]) holds and [breaker.RetryAfter] reads the
+// hint. A response with a 5xx status and a failed round trip (connection
+// errors, [ErrSandboxUnavailable]) count as failures; a round trip whose
+// context the caller cancelled counts for nothing. A request is in flight
+// until RoundTrip returns, that is until the response headers arrive.
+//
+// On a handler or a [Proxy] (server side) a service protects itself: a
+// request over its sandbox's budget is answered 503 Service Unavailable
+// (breaker open, too many in flight) or 429 Too Many Requests (rate
+// limit), with a Retry-After header in whole seconds and a short plain-text
+// body, and it reaches neither the wrapped handler nor the proxy's
+// upstream. A 5xx response (the proxy's own 502 and 503 included) and a
+// panicking handler count as failures; a request whose client went away
+// counts for nothing. A request is in flight until the handler returns.
+//
+// Every refusal is one audit record (decision "throttled", with the
+// sandbox, its actor and the reason) on the [WithLogger] logger. A group
+// guards one dependency: give it to one layer only (a proxy applies it
+// once, for both of its sides), and note that a transport calling several
+// services ([WithHostServices]) spends one budget per sandbox on all of
+// them.
+func WithBreaker(g *breaker.Group) Option {
+	return optionFunc(func(cfg *config) { cfg.breaker = g })
 }

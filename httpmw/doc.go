@@ -52,26 +52,47 @@
 // [ErrSandboxUnavailable] instead of quietly running on the baseline,
 // unless [WithFallbackOnUnavailable] is set.
 //
+// # Budgets
+//
+// [WithBreaker] puts traffic under the per-sandbox budgets of a
+// [breaker.Group]: a rate limit, a cap on requests in flight and a circuit
+// breaker per sandbox, so that one runaway sandbox is throttled alone. On a
+// [Transport] a request over its budget is not sent and RoundTrip returns
+// an error wrapping [breaker.ErrOpen], [breaker.ErrThrottled] or
+// [breaker.ErrTooManyInFlight]; 5xx responses and failed round trips count
+// as failures. On a handler or a [Proxy] a service protects itself: a
+// sandbox request over its budget is answered 429 Too Many Requests (rate
+// limit) or 503 Service Unavailable (breaker open, too many in flight),
+// with Retry-After, and does not reach the handler; 5xx answers and panics
+// count as failures. A request the caller cancelled counts for nothing.
+// Baseline requests never touch the group unless it has a baseline budget.
+//
 // # Audit
 //
 // With [WithLogger], every decision is one structured record: admitted,
 // stripped and rejected requests on the way in; routed and fallback
 // requests on the way out (for transports with a route table and a known
-// service). Without a logger the middleware logs nothing.
+// service); throttled requests on both sides ([WithBreaker]). Without a
+// logger the middleware logs nothing.
 //
 // # Performance
 //
 // A request without sandbox markers passes the handler without any
 // allocation, and a request whose context has no sandbox goes to the
-// transport's base as it is, without allocation. An admitted request costs
-// two allocations (the context and the shallow request copy), one more when
-// a baggage value is percent-encoded. A sandbox request on the way out is
-// cloned with Request.Clone before its headers are set.
+// transport's base as it is, without allocation, with or without
+// [WithBreaker] (unless the group has a baseline budget). An admitted
+// request costs two allocations (the context and the shallow request
+// copy), one more when a baggage value is percent-encoded; with
+// [WithBreaker] the handler adds five for the response writer wrapper
+// (github.com/felixge/httpsnoop, which keeps the writer's optional
+// interfaces) that reads the status. A sandbox request on the way out is
+// cloned with Request.Clone before its headers are set; a refused one
+// allocates its error.
 //
 // # Concurrency
 //
 // Handlers, middleware, [Transport] and [Proxy] are immutable once built
-// and safe for concurrent use. The zero value of [Transport] propagates
-// with the default codec through http.DefaultTransport; the zero value of
-// [Proxy] is not usable.
+// and safe for concurrent use, as is a [breaker.Group]. The zero value of
+// [Transport] propagates with the default codec through
+// http.DefaultTransport; the zero value of [Proxy] is not usable.
 package httpmw

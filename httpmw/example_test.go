@@ -2,13 +2,16 @@ package httpmw_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"time"
 
+	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -161,4 +164,69 @@ func ExampleNewMiddleware() {
 	fmt.Println(w.Body.String())
 	// Output:
 	// sandbox "pr-42"
+}
+
+// On the server side, a service protects itself from a runaway sandbox:
+// over its budget, the sandbox gets 429 (or 503) with Retry-After, and the
+// handler does not run; baseline traffic has no budget.
+func ExampleWithBreaker() {
+	now := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1, Burst: 2}},
+		breaker.WithClock(func() time.Time { return now })) // a fixed clock keeps the output stable
+	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "served") })
+	srv := httptest.NewServer(httpmw.NewHandler(api, httpmw.TrustAll(), httpmw.WithBreaker(g)))
+	defer srv.Close()
+	client := srv.Client()
+	defer client.CloseIdleConnections()
+
+	send := func(who string, h http.Header) {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+		req.Header = h
+		resp, err := client.Do(req)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Printf("%s: %d %q Retry-After=%q\n", who, resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+	for range 3 {
+		send("pr-7", http.Header{"Sandbox-Id": {"pr-7"}})
+	}
+	send("baseline", http.Header{})
+	// Output:
+	// pr-7: 200 "served" Retry-After=""
+	// pr-7: 200 "served" Retry-After=""
+	// pr-7: 429 "breaker: rate limit exceeded for sandbox \"pr-7\" (retry after 1s)\n" Retry-After="1"
+	// baseline: 200 "served" Retry-After=""
+}
+
+// On the client side, a request over its sandbox's budget is not sent:
+// the transport returns the refusal, with its retry-after hint.
+func ExampleWithBreaker_transport() {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer srv.Close()
+	now := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 0.5, Burst: 1}},
+		breaker.WithClock(func() time.Time { return now }))
+	tr := httpmw.NewTransport(&http.Transport{}, httpmw.WithBreaker(g), httpmw.WithService("cart"))
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+
+	ctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-7"})
+	for range 2 {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			d, _ := breaker.RetryAfter(err)
+			fmt.Printf("refused: throttled=%v, retry after %v\n", errors.Is(err, breaker.ErrThrottled), d)
+			continue
+		}
+		resp.Body.Close()
+		fmt.Println(resp.Status)
+	}
+	// Output:
+	// 200 OK
+	// refused: throttled=true, retry after 2s
 }

@@ -19,7 +19,9 @@ import (
 // stripped and the request reaches h as production traffic; unreadable
 // markers from a trusted source are answered with 400 Bad Request and do
 // not reach h. See the package documentation for the trust rules. With no
-// trust option, nothing is trusted. A nil h answers 404 Not Found.
+// trust option, nothing is trusted. With [WithBreaker], sandbox requests
+// over their budget are answered 429 or 503 and do not reach h. A nil h
+// answers 404 Not Found.
 func NewHandler(h http.Handler, opts ...Option) http.Handler {
 	cfg := newConfig(opts)
 	return newHandler(h, &cfg)
@@ -36,12 +38,13 @@ func newHandler(h http.Handler, cfg *config) *handler {
 	if h == nil {
 		h = http.NotFoundHandler()
 	}
-	return &handler{next: h, gate: newGate(cfg, "")}
+	return &handler{next: h, gate: newGate(cfg, ""), budget: newBudget(cfg)}
 }
 
 type handler struct {
-	next http.Handler
-	gate gate
+	next   http.Handler
+	gate   gate
+	budget budget
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -49,7 +52,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	h.next.ServeHTTP(w, r)
+	if h.budget.g == nil {
+		h.next.ServeHTTP(w, r)
+		return
+	}
+	h.budget.serve(w, r, h.next, h.gate.target)
 }
 
 // gate applies the trust policy to incoming requests: the part

@@ -22,6 +22,7 @@ import (
 // use.
 type Proxy struct {
 	gate    gate
+	budget  budget
 	service string
 	rp      httputil.ReverseProxy
 }
@@ -45,8 +46,12 @@ var _ http.Handler = (*Proxy)(nil)
 // upstream cannot be connected to ([ErrSandboxUnavailable]; see
 // [WithFallbackOnUnavailable]) and 502 for other upstream failures.
 //
+// With [WithBreaker], a sandbox request over its budget is answered 503 or
+// 429 before it is proxied, and the proxy's answers (the upstream's status,
+// or its own 502 and 503) are the outcomes the budget counts.
+//
 // Options: the trust options, [WithCodec], [WithLogger],
-// [WithFallbackOnUnavailable] and [WithRoundTripper].
+// [WithFallbackOnUnavailable], [WithRoundTripper] and [WithBreaker].
 func NewProxy(table *routes.Table, service string, baseline *url.URL, opts ...Option) (*Proxy, error) {
 	if baseline == nil || (baseline.Scheme != "http" && baseline.Scheme != "https") || baseline.Host == "" {
 		return nil, fmt.Errorf("httpmw: proxy baseline %v: want an absolute http or https URL", baseline)
@@ -58,12 +63,13 @@ func NewProxy(table *routes.Table, service string, baseline *url.URL, opts ...Op
 	cfg.table, cfg.service = table, service
 	t := newTransport(cfg.base, &cfg)
 	t.owned = true
+	t.budget = budget{} // the proxy applies the budget once, on the way in
 	target := *baseline
 	if target.User != nil {
 		u := *target.User
 		target.User = &u
 	}
-	p := &Proxy{gate: newGate(&cfg, service), service: service}
+	p := &Proxy{gate: newGate(&cfg, service), budget: newBudget(&cfg), service: service}
 	p.rp = httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(&target)
@@ -87,7 +93,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	p.rp.ServeHTTP(w, r)
+	if p.budget.g == nil {
+		p.rp.ServeHTTP(w, r)
+		return
+	}
+	p.budget.serve(w, r, &p.rp, p.service)
 }
 
 // fail answers a request the upstream could not serve.

@@ -38,7 +38,7 @@ type Transport struct {
 	service  string
 	hosts    map[string]string
 	fallback bool
-	egress   egressFunc // the per-sandbox budget; see config.egress
+	budget   budget // the per-sandbox budget ([WithBreaker])
 
 	// owned: the requests handed to RoundTrip are the transport's to
 	// modify (the proxy's outbound requests), so they are not cloned.
@@ -56,7 +56,8 @@ var _ http.RoundTripper = (*Transport)(nil)
 // ([WithRoutes]) says the sandbox overrides the request's service
 // ([WithService], [WithHostServices]), its scheme and host are those of the
 // sandbox's upstream, path and query unchanged. A request without a
-// sandbox goes to base as it is.
+// sandbox goes to base as it is. With [WithBreaker], a request over its
+// sandbox's budget is not sent (see there).
 func NewTransport(base http.RoundTripper, opts ...Option) *Transport {
 	cfg := newConfig(opts)
 	return newTransport(base, &cfg)
@@ -71,7 +72,7 @@ func newTransport(base http.RoundTripper, cfg *config) *Transport {
 		service:  cfg.service,
 		hosts:    cfg.hosts,
 		fallback: cfg.fallback,
-		egress:   cfg.egress,
+		budget:   newBudget(cfg),
 	}
 }
 
@@ -93,9 +94,35 @@ func (t *Transport) c() *propagation.Codec {
 func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	s, ok := propagation.FromContext(r.Context())
 	if !ok {
+		if t.budget.baseline {
+			return t.roundTripBaseline(r)
+		}
 		return t.next().RoundTrip(r)
 	}
 	return t.roundTripSandbox(r, s)
+}
+
+// roundTripBaseline sends a request without a sandbox under the baseline
+// budget.
+func (t *Transport) roundTripBaseline(r *http.Request) (*http.Response, error) {
+	target := t.serviceOf(r.URL)
+	if target == "" {
+		target = r.URL.Host
+	}
+	done, err := t.budget.admit(r, propagation.Sandbox{}, target)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := t.next().RoundTrip(r)
+	done(outcome(r.Context(), statusOf(resp), err))
+	return resp, err
+}
+
+func statusOf(resp *http.Response) int {
+	if resp == nil {
+		return 0
+	}
+	return resp.StatusCode
 }
 
 // CloseIdleConnections closes the idle connections of the base transport,
@@ -114,19 +141,16 @@ func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox) (re
 	if t.table != nil && svc != "" {
 		upstream, routed = t.table.Lookup(s.ID, svc)
 	}
-	if t.egress != nil {
+	if t.budget.g != nil {
 		target := svc
 		if target == "" {
 			target = r.URL.Host
 		}
-		done, herr := t.egress(ctx, s, target)
-		if herr != nil {
-			closeBody(r)
-			return nil, herr
+		done, berr := t.budget.admit(r, s, target)
+		if berr != nil {
+			return nil, berr
 		}
-		if done != nil {
-			defer func() { done(err) }() // the outcome this call returns
-		}
+		defer func() { done(outcome(ctx, statusOf(resp), err)) }() // the outcome this call returns
 	}
 
 	out := t.outgoing(r, s)

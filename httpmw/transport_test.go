@@ -291,42 +291,6 @@ func TestTransportSandboxUnavailable(t *testing.T) {
 	})
 }
 
-func TestTransportEgressHook(t *testing.T) {
-	up := newUpstream(t, "up")
-	errBudget := errors.New("over budget")
-	var calls []string
-	var outcomes []error
-	hook := httpmw.WithEgressHook(func(_ context.Context, s propagation.Sandbox, target string) (func(error), error) {
-		calls = append(calls, s.ID+"@"+target)
-		if s.ID == "pr-2" {
-			return nil, errBudget
-		}
-		return func(err error) { outcomes = append(outcomes, err) }, nil
-	})
-	c := newClient(t, httpmw.NewTransport(&http.Transport{}, hook, httpmw.WithService("cart")))
-	resp, err := c.Do(mustRequest(t, sandboxCtx("pr-1", ""), http.MethodGet, up.URL, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	decodeSeen(t, resp)
-	hits := up.hits.Load()
-	if _, err := c.Do(mustRequest(t, sandboxCtx("pr-2", ""), http.MethodGet, up.URL, nil)); !errors.Is(err, errBudget) {
-		t.Errorf("err = %v; want the hook's error", err)
-	}
-	resp, err = c.Do(mustRequest(t, context.Background(), http.MethodGet, up.URL, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	decodeSeen(t, resp)
-	if _, err := c.Do(mustRequest(t, sandboxCtx("pr-3", ""), http.MethodGet, "http://"+closedAddr(t), nil)); err == nil {
-		t.Fatal("request to a closed port succeeded")
-	}
-	if !slices.Equal(calls, []string{"pr-1@cart", "pr-2@cart", "pr-3@cart"}) || len(outcomes) != 2 || outcomes[0] != nil || outcomes[1] == nil || up.hits.Load()-hits != 1 {
-		t.Errorf("hook calls %v, outcomes %v, upstream hits %d; want pr-1, pr-2, pr-3 asked, pr-1 done without error and pr-3 with one, only the baseline request served",
-			calls, outcomes, up.hits.Load()-hits)
-	}
-}
-
 // roundTripFunc is a base transport answering in memory, so that
 // allocation counts measure the Transport alone.
 type roundTripFunc func(*http.Request) (*http.Response, error)
