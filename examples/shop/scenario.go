@@ -1,0 +1,602 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sandboxkit/sandboxkit/examples/shop/gateway"
+	"github.com/sandboxkit/sandboxkit/examples/shop/shipping"
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// play starts the shop, plays the scenario on it, prints every step to out
+// and stops the shop. It returns an error when the shop cannot start or a
+// check failed.
+func play(ctx context.Context, out io.Writer, set settings) error {
+	sh, err := start(ctx, set)
+	if err != nil {
+		return err
+	}
+	defer sh.close()
+	p := &player{out: out, sh: sh}
+	fmt.Fprintf(out, "sandboxkit shop: gateway %s, orders %s, cart %s (pr-42: %s), Kafka %s, PostgreSQL %s\n",
+		sh.gatewayURL, sh.ordersURL, sh.cartAddr, sh.cartPR42, strings.Join(sh.brokers, ","), redact(set.databaseURL))
+	fmt.Fprintf(out, "sandbox pr-42 of alice overrides cart (new pricing rule) and shipping (its own consumer); test database %s\n", sh.testDatabase())
+	if err := p.play(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\n%d checks passed, %d failed\n", p.passed, p.failed)
+	if p.failed > 0 {
+		return fmt.Errorf("%d of %d checks failed", p.failed, p.passed+p.failed)
+	}
+	return nil
+}
+
+// player plays the scenario and keeps the score.
+type player struct {
+	out            io.Writer
+	sh             *shop
+	passed, failed int
+	mark           int // audit log position at the start of the step
+	n              int // step number
+}
+
+func (p *player) play(ctx context.Context) error {
+	for _, step := range []func(context.Context) error{
+		p.production, p.sandbox, p.forged, p.malformed, p.runaway, p.teardown,
+	} {
+		if err := step(ctx); err != nil {
+			return fmt.Errorf("step %d: %w", p.n, err)
+		}
+		p.showAudit()
+	}
+	return nil
+}
+
+// step starts step title.
+func (p *player) step(title, what string) {
+	p.n++
+	p.mark = p.sh.audit.mark()
+	fmt.Fprintf(p.out, "\n%d. %s\n   %s\n", p.n, title, what)
+}
+
+func (p *player) say(format string, args ...any) {
+	fmt.Fprintf(p.out, "   "+format+"\n", args...)
+}
+
+// check prints ✓ or ✗ for a check of real state.
+func (p *player) check(ok bool, format string, args ...any) bool {
+	mark := "✓"
+	if ok {
+		p.passed++
+	} else {
+		mark = "✗"
+		p.failed++
+	}
+	fmt.Fprintf(p.out, "   %s "+format+"\n", append([]any{mark}, args...)...)
+	return ok
+}
+
+// audited returns the audit records of the step so far.
+func (p *player) audited() []record { return p.sh.audit.since(p.mark) }
+
+func (p *player) showAudit() {
+	recs := p.audited()
+	if len(recs) == 0 {
+		p.say("audit log: nothing (production traffic is not audited)")
+		return
+	}
+	p.say("audit log:")
+	for _, l := range summary(recs) {
+		p.say("  %s", l)
+	}
+}
+
+// Step 1.
+func (p *player) production(ctx context.Context) error {
+	sh := p.sh
+	p.step("A production request", "POST /checkout item=mug qty=3, without sandbox markers")
+	before, err := sh.state(ctx)
+	if err != nil {
+		return err
+	}
+	a, err := sh.checkout(ctx, nil, "mug", 3)
+	if err != nil {
+		return err
+	}
+	p.say("%s", a)
+	p.check(a.status == http.StatusOK && a.receipt.PricedBy == "cart" && a.receipt.Sandbox == "",
+		"priced by the baseline cart (%s), served as production", a.receipt.Rule)
+	row, err := sh.order(ctx, sh.set.database, a.receipt.Order)
+	if err != nil {
+		return err
+	}
+	p.check(row == "cart" && a.receipt.Database == sh.set.database,
+		"order #%d is a row in %s.orders (production)", a.receipt.Order, sh.set.database)
+	by, err := p.shippedBy(ctx, sh.ship, before.shipped+1, sh.set.database, a.receipt.Order)
+	if err != nil {
+		return err
+	}
+	p.check(by == "shipping", "shipped by the baseline consumer: %s.shipments says shipped_by=%q", sh.set.database, by)
+	after, err := sh.state(ctx)
+	if err != nil {
+		return err
+	}
+	p.check(after.shipped == before.shipped+1 && after.shippedPR42 == before.shippedPR42,
+		"consumer counters: baseline shipped %d, pr-42's consumer shipped %d", after.shipped, after.shippedPR42)
+	p.check(!after.testDB, "no test database exists for pr-42: nothing of this request was a sandbox's")
+	return nil
+}
+
+// Step 2.
+func (p *player) sandbox(ctx context.Context) error {
+	sh := p.sh
+	p.step("The same request in sandbox pr-42", "POST /checkout item=mug qty=3, with pr-42's markers and a signed ticket")
+	h, err := sh.ticketHeader(time.Hour)
+	if err != nil {
+		return err
+	}
+	before, err := sh.state(ctx)
+	if err != nil {
+		return err
+	}
+	a, err := sh.checkout(ctx, h, "mug", 3)
+	if err != nil {
+		return err
+	}
+	p.say("%s", a)
+	p.check(a.status == http.StatusOK && a.receipt.PricedBy == "cart@pr-42" && a.receipt.Sandbox == pr42ID,
+		"priced by pr-42's cart (%s)", a.receipt.Rule)
+	testDB := sh.testDatabase()
+	row, err := sh.order(ctx, testDB, a.receipt.Order)
+	if err != nil {
+		return err
+	}
+	after, err := sh.state(ctx)
+	if err != nil {
+		return err
+	}
+	p.check(row == "cart@pr-42" && a.receipt.Database == testDB && after.orders == before.orders,
+		"order #%d is a row in the test database %s.orders; production still has %d order(s)", a.receipt.Order, testDB, after.orders)
+	by, err := p.shippedBy(ctx, sh.shipPR42, before.shippedPR42+1, testDB, a.receipt.Order)
+	if err != nil {
+		return err
+	}
+	p.check(by == "shipping@pr-42", "shipped by pr-42's own consumer: %s.shipments says shipped_by=%q", testDB, by)
+	// The baseline consumer read the event too, and left it to its owner.
+	err = sh.waitFor(ctx, func() bool { return sh.ship.Counts().Skipped > before.skipped })
+	after, err2 := sh.state(ctx)
+	if err2 != nil {
+		return err2
+	}
+	p.check(err == nil && after.shipped == before.shipped && after.shippedPR42 == before.shippedPR42+1,
+		"consumer counters: baseline shipped %d and skipped %d (left to pr-42), pr-42's consumer shipped %d",
+		after.shipped, after.skipped, after.shippedPR42)
+	recs := p.audited()
+	p.check(count(recs, record{"service": "gateway", "decision": "admitted", "sandbox.id": pr42ID, "reason": "valid ticket"}) == 1 &&
+		count(recs, record{"service": "gateway", "decision": "routed", "protocol": "grpc", "sandbox.id": pr42ID}) == 1,
+		"audited: admitted at the gateway with a valid ticket, routed to pr-42's cart")
+	return nil
+}
+
+// Step 3.
+func (p *player) forged(ctx context.Context) error {
+	sh := p.sh
+	p.step("An outsider forging the sandbox header", "POST /checkout item=mug qty=3, with pr-42's markers but no ticket")
+	before, err := sh.state(ctx)
+	if err != nil {
+		return err
+	}
+	a, err := sh.checkout(ctx, propagation.Default().HTTPHeader(pr42()), "mug", 3)
+	if err != nil {
+		return err
+	}
+	p.say("%s", a)
+	p.check(a.status == http.StatusOK && a.receipt.PricedBy == "cart" && a.receipt.Sandbox == "",
+		"markers stripped at the gateway: priced by the baseline cart, served as production")
+	after, err := sh.state(ctx)
+	if err != nil {
+		return err
+	}
+	row, err := sh.order(ctx, sh.set.database, a.receipt.Order)
+	if err != nil {
+		return err
+	}
+	p.check(row == "cart" && after.orders == before.orders+1 && after.testOrders == before.testOrders,
+		"order #%d is a row in %s.orders; the test database still has %d", a.receipt.Order, sh.set.database, after.testOrders)
+	by, err := p.shippedBy(ctx, sh.ship, before.shipped+1, sh.set.database, a.receipt.Order)
+	if err != nil {
+		return err
+	}
+	p.check(by == "shipping", "shipped by the baseline consumer")
+	p.check(count(p.audited(), record{"service": "gateway", "decision": "stripped", "sandbox.id": pr42ID}) == 1,
+		"audited: stripped at the gateway, with the peer and the reason")
+	return nil
+}
+
+// Step 4.
+func (p *player) malformed(ctx context.Context) error {
+	sh := p.sh
+	p.step("A malformed sandbox header from inside",
+		"POST /orders straight to orders, as a service inside the shop would, with Sandbox-Id: PR_42")
+	before, err := sh.state(ctx)
+	if err != nil {
+		return err
+	}
+	status, body, err := sh.post(ctx, sh.ordersURL+"/orders", "application/json",
+		http.Header{"Sandbox-Id": {"PR_42"}}, `{"item":"mug","qty":1,"totalCents":1200,"pricedBy":"script"}`)
+	if err != nil {
+		return err
+	}
+	p.say("→ %d %s", status, body)
+	p.check(status == http.StatusBadRequest && strings.Contains(body, "invalid sandbox ID"),
+		"rejected with 400 naming the problem, not served as production")
+	after, err := sh.state(ctx)
+	if err != nil {
+		return err
+	}
+	p.check(after.orders == before.orders && after.testOrders == before.testOrders,
+		"no order written anywhere: %d in production, %d in the test database", after.orders, after.testOrders)
+	p.check(count(p.audited(), record{"service": "orders", "decision": "rejected"}) == 1, "audited: rejected at orders")
+	return nil
+}
+
+// Step 5.
+func (p *player) runaway(ctx context.Context) error {
+	sh := p.sh
+	p.step("A runaway loop in sandbox pr-42",
+		fmt.Sprintf("4 loops send pr-42 checkouts as fast as they can while production sends 10; pr-42's budget is %d at once, %d/s", pr42Burst, pr42Rate))
+	h, err := sh.ticketHeader(time.Hour)
+	if err != nil {
+		return err
+	}
+	before, err := sh.state(ctx)
+	if err != nil {
+		return err
+	}
+	const maxLoop = 300
+	var (
+		done                      atomic.Bool
+		sent, admitted, throttled atomic.Int64
+		noRetryAfter, other       atomic.Int64
+		wg                        sync.WaitGroup
+		prodOK                    int
+		prodLatencies             []time.Duration
+		firstErr                  error
+		errMu                     sync.Mutex
+	)
+	startAt := time.Now()
+	for range 4 {
+		wg.Go(func() {
+			for !done.Load() && sent.Add(1) <= maxLoop {
+				a, err := sh.checkout(ctx, h, "tee", 1)
+				switch {
+				case err != nil:
+					errMu.Lock()
+					firstErr = firstOf(firstErr, err)
+					errMu.Unlock()
+					return
+				case a.status == http.StatusOK:
+					admitted.Add(1)
+				case a.status == http.StatusTooManyRequests:
+					throttled.Add(1)
+					if a.retryAfter == "" {
+						noRetryAfter.Add(1)
+					}
+				default:
+					other.Add(1)
+				}
+			}
+		})
+	}
+	for range 10 {
+		t := time.Now()
+		a, err := sh.checkout(ctx, nil, "sticker", 2)
+		if err != nil {
+			done.Store(true)
+			wg.Wait()
+			return err
+		}
+		prodLatencies = append(prodLatencies, time.Since(t))
+		if a.status == http.StatusOK && a.receipt.Sandbox == "" {
+			prodOK++
+		}
+	}
+	done.Store(true)
+	wg.Wait()
+	elapsed := time.Since(startAt)
+	if firstErr != nil {
+		return firstErr
+	}
+	slices.Sort(prodLatencies)
+	n := admitted.Load() + throttled.Load() + other.Load()
+	p.say("→ pr-42 sent %d requests in %s: %d served, %d answered 429 Too Many Requests, %d other",
+		n, elapsed.Round(time.Millisecond), admitted.Load(), throttled.Load(), other.Load())
+	p.say("→ production: %d of 10 served, median %s", prodOK, prodLatencies[len(prodLatencies)/2].Round(100*time.Microsecond))
+
+	allowed := int64(pr42Burst) + int64(math.Ceil(pr42Rate*elapsed.Seconds()))
+	p.check(throttled.Load() > 0 && noRetryAfter.Load() == 0 && other.Load() == 0,
+		"pr-42 throttled by its budget: %d × 429, each with Retry-After", throttled.Load())
+	p.check(admitted.Load() >= 1 && admitted.Load() <= allowed,
+		"pr-42 got no more than its budget: %d served, at most %d allowed in %s", admitted.Load(), allowed, elapsed.Round(time.Millisecond))
+	p.check(prodOK == 10, "production kept flowing: %d of 10 served, none throttled", prodOK)
+	after, err := sh.state(ctx)
+	if err != nil {
+		return err
+	}
+	p.check(after.testOrders == before.testOrders+admitted.Load() && after.orders == before.orders+10,
+		"rows: %d new orders in the test database, %d in production", after.testOrders-before.testOrders, after.orders-before.orders)
+	p.check(count(p.audited(), record{"service": "gateway", "decision": "throttled", "sandbox.id": pr42ID}) == int(throttled.Load()),
+		"audited: one throttled record per refused request")
+	// Each order is shipped once, by its owner's consumer.
+	err = sh.waitFor(ctx, func() bool {
+		return sh.ship.Shipped() >= before.shipped+10 && sh.shipPR42.Shipped() >= before.shippedPR42+admitted.Load()
+	})
+	after, err2 := sh.state(ctx)
+	if err2 != nil {
+		return err2
+	}
+	ok := p.check(err == nil && after.shipped-before.shipped == 10 && after.shippedPR42-before.shippedPR42 == admitted.Load() &&
+		after.shipments == after.orders && after.testShipments == after.testOrders,
+		"every order shipped once, by its owner: baseline consumer +%d, pr-42's consumer +%d; shipments = orders in each database",
+		after.shipped-before.shipped, after.shippedPR42-before.shippedPR42)
+	if !ok {
+		p.consumerErrors()
+	}
+	return nil
+}
+
+// Step 6.
+func (p *player) teardown(ctx context.Context) error {
+	sh := p.sh
+	testDB := sh.testDatabase()
+	p.step("Teardown of pr-42", "remove pr-42 from the route table, stop its consumer, drop its test database")
+	if err := sh.table.Update(nil); err != nil {
+		return err
+	}
+	sh.stopPR42()
+	err := sh.db.Destroy(ctx, pr42ID)
+	exists, err2 := sh.databaseExists(ctx, testDB)
+	if err2 != nil {
+		return err2
+	}
+	p.check(err == nil && !exists, "test database %s dropped: gone from pg_database", testDB)
+	err = sh.waitFor(ctx, func() bool { return sh.cartRouter.Conns() == 0 })
+	p.check(err == nil, "the gateway closed its connection to pr-42's cart")
+
+	// The ticket is still valid, but the sandbox is gone: its requests
+	// must not land in production.
+	h, err := sh.ticketHeader(time.Hour)
+	if err != nil {
+		return err
+	}
+	before, err := sh.state(ctx)
+	if err != nil {
+		return err
+	}
+	a, err := sh.checkoutPatiently(ctx, h, "mug", 1)
+	if err != nil {
+		return err
+	}
+	p.say("late request with pr-42's ticket %s", a)
+	after, err := sh.state(ctx)
+	if err != nil {
+		return err
+	}
+	exists, err = sh.databaseExists(ctx, testDB)
+	if err != nil {
+		return err
+	}
+	p.check(a.status == http.StatusServiceUnavailable && after.orders == before.orders && !exists,
+		"a late request of pr-42 is refused (no test database), not written to production, and creates no database")
+	return nil
+}
+
+// answer is the gateway's answer to a checkout.
+type answer struct {
+	status     int
+	receipt    gateway.Receipt
+	body       string
+	retryAfter string
+}
+
+func (a answer) String() string {
+	if a.status != http.StatusOK {
+		return fmt.Sprintf("→ %d %s", a.status, a.body)
+	}
+	r := a.receipt
+	in := "production"
+	if r.Sandbox != "" {
+		in = "sandbox " + r.Sandbox
+	}
+	return fmt.Sprintf("→ 200: order #%d in database %s, %d × %s = $%d.%02d (%s), priced by %s, served as %s",
+		r.Order, r.Database, r.Qty, r.Item, r.TotalCents/100, r.TotalCents%100, r.Rule, r.PricedBy, in)
+}
+
+// checkout posts a checkout to the gateway with the headers h.
+func (sh *shop) checkout(ctx context.Context, h http.Header, item string, qty int) (answer, error) {
+	form := url.Values{"item": {item}, "qty": {fmt.Sprint(qty)}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, sh.gatewayURL+"/checkout", strings.NewReader(form.Encode()))
+	if err != nil {
+		return answer{}, err
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := sh.client.Do(req)
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return answer{}, err
+	}
+	a := answer{status: resp.StatusCode, body: strings.TrimSpace(string(b)), retryAfter: resp.Header.Get("Retry-After")}
+	if a.status == http.StatusOK {
+		if err := json.Unmarshal(b, &a.receipt); err != nil {
+			return answer{}, fmt.Errorf("gateway answered %q: %w", b, err)
+		}
+	}
+	return a, nil
+}
+
+// checkoutPatiently is checkout, waiting out 429s as a polite client does.
+func (sh *shop) checkoutPatiently(ctx context.Context, h http.Header, item string, qty int) (answer, error) {
+	for range 5 {
+		a, err := sh.checkout(ctx, h, item, qty)
+		if err != nil || a.status != http.StatusTooManyRequests {
+			return a, err
+		}
+		select {
+		case <-ctx.Done():
+			return a, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	return answer{}, errors.New("still throttled after 5 tries")
+}
+
+// post posts body to u with the headers h, and returns the status and body.
+func (sh *shop) post(ctx context.Context, u, contentType string, h http.Header, body string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", contentType)
+	resp, err := sh.client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b)), err
+}
+
+// state is what the scenario compares before and after a step: rows in
+// each database and the consumers' counters.
+type state struct {
+	orders, shipments         int64 // in the production database
+	testDB                    bool  // pr-42's test database exists
+	testOrders, testShipments int64 // in it
+	shipped, skipped          int64 // baseline consumer
+	shippedPR42               int64 // pr-42's consumer
+}
+
+func (sh *shop) state(ctx context.Context) (state, error) {
+	s := state{shipped: sh.ship.Shipped(), skipped: sh.ship.Counts().Skipped, shippedPR42: sh.shipPR42.Shipped()}
+	var err error
+	if s.orders, s.shipments, err = sh.rows(ctx, sh.set.database); err != nil {
+		return s, err
+	}
+	if s.testDB, err = sh.databaseExists(ctx, sh.testDatabase()); err != nil || !s.testDB {
+		return s, err
+	}
+	s.testOrders, s.testShipments, err = sh.rows(ctx, sh.testDatabase())
+	return s, err
+}
+
+// rows counts the orders and shipments in database.
+func (sh *shop) rows(ctx context.Context, database string) (orders, shipments int64, err error) {
+	err = sh.query(ctx, database, func(c *pgx.Conn) error {
+		return c.QueryRow(ctx, `SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM shipments)`).Scan(&orders, &shipments)
+	})
+	return orders, shipments, err
+}
+
+// order returns priced_by of order id in database, "" when there is none.
+func (sh *shop) order(ctx context.Context, database string, id int64) (string, error) {
+	var by string
+	err := sh.query(ctx, database, func(c *pgx.Conn) error {
+		err := c.QueryRow(ctx, `SELECT priced_by FROM orders WHERE id = $1`, id).Scan(&by)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	return by, err
+}
+
+// shippedBy waits until consumer c has shipped want orders in all, and
+// returns which consumer shipped order id according to database ("" when
+// no one did).
+func (p *player) shippedBy(ctx context.Context, c *shipping.Consumer, want int64, database string, id int64) (string, error) {
+	if p.sh.waitFor(ctx, func() bool { return c.Shipped() >= want }) != nil {
+		p.consumerErrors()
+	}
+	var by string
+	err := p.sh.query(ctx, database, func(conn *pgx.Conn) error {
+		err := conn.QueryRow(ctx, `SELECT shipped_by FROM shipments WHERE order_id = $1`, id).Scan(&by)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	return by, err
+}
+
+// consumerErrors prints the last errors of the consumers, to explain a ✗.
+func (p *player) consumerErrors() {
+	p.say("  (consumers' last errors: %s: %v; %s: %v)", p.sh.ship.Name(), p.sh.ship.Err(), p.sh.shipPR42.Name(), p.sh.shipPR42.Err())
+}
+
+// databaseExists reports whether pg_database lists name.
+func (sh *shop) databaseExists(ctx context.Context, name string) (bool, error) {
+	var ok bool
+	err := sh.query(ctx, "", func(c *pgx.Conn) error {
+		return c.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&ok)
+	})
+	return ok, err
+}
+
+// query runs f on a connection of its own to database: the checks look at
+// the databases directly, not through the router they check.
+func (sh *shop) query(ctx context.Context, database string, f func(*pgx.Conn) error) error {
+	c, err := sh.connect(ctx, database)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	return f(c)
+}
+
+// waitFor polls cond until it holds, for at most the patience of the
+// settings.
+func (sh *shop) waitFor(ctx context.Context, cond func() bool) error {
+	ctx, cancel := context.WithTimeout(ctx, cmp.Or(sh.set.patience, 10*time.Second))
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// firstOf returns a if it is set, else b.
+func firstOf(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,466 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/kafka-go"
+	otelprop "go.opentelemetry.io/otel/propagation"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sandboxkit/sandboxkit/breaker"
+	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/examples/shop/cart"
+	"github.com/sandboxkit/sandboxkit/examples/shop/gateway"
+	"github.com/sandboxkit/sandboxkit/examples/shop/orders"
+	"github.com/sandboxkit/sandboxkit/examples/shop/shipping"
+	"github.com/sandboxkit/sandboxkit/grpcmw"
+	"github.com/sandboxkit/sandboxkit/httpmw"
+	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
+	"github.com/sandboxkit/sandboxkit/kafkamw"
+	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// settings say where the shop keeps its data.
+type settings struct {
+	// databaseURL points at a maintenance database ("postgres") of a
+	// server where the role may create databases.
+	databaseURL string
+	// database is the shop's production database, created if missing;
+	// its tables are dropped and created again at every start.
+	database string
+	// prefix starts the names of the sandboxes' test databases.
+	prefix string
+	// auditTee, when set, also receives the audit log as text.
+	auditTee io.Writer
+	// patience bounds each wait for asynchronous work (default 10s).
+	patience time.Duration
+	// gatewayOptions are added to the gateway's options: the tests weaken
+	// the edge with them to see the checks fail.
+	gatewayOptions []httpmw.Option
+}
+
+// The sandbox of the demo: pull request 42 changes cart's pricing and runs
+// its own shipping consumer. Its budget at the gateway is 3 requests at
+// once and 2 per second after that.
+const (
+	pr42ID     = "pr-42"
+	pr42Actor  = "alice"
+	pr42Origin = "github.com/acme/shop/pull/42"
+	pr42Rate   = 2 // requests per second
+	pr42Burst  = 3
+)
+
+// pr42 returns the sandbox pr-42 as requests carry it.
+func pr42() propagation.Sandbox {
+	return propagation.Sandbox{ID: pr42ID, Actor: pr42Actor, Origin: pr42Origin}
+}
+
+// errNoDatabase reports that PostgreSQL cannot be reached.
+var errNoDatabase = errors.New("cannot connect to PostgreSQL")
+
+// shop is the four services running in this process, and what the
+// scenario needs to look at their state.
+type shop struct {
+	set settings
+
+	gatewayURL, ordersURL string
+	cartAddr, cartPR42    string
+	shipURL, shipPR42URL  string
+	brokers               []string
+
+	table      *routes.Table
+	db         *dbroute.Router
+	testDBs    *dbroute.DatabasePerSandbox
+	cartRouter *grpcmw.Router
+	ship       *shipping.Consumer // baseline consumer
+	shipPR42   *shipping.Consumer // pr-42's own consumer
+	stopPR42   func()             // stops pr-42's consumer
+	signer     *propagation.Signer
+	audit      *auditLog
+	client     *http.Client // the scenario's own client
+
+	closers []func() // run in reverse order by close
+}
+
+// start builds and starts the shop. On error it has stopped what it had
+// started.
+func start(ctx context.Context, set settings) (_ *shop, err error) {
+	sh := &shop{set: set, audit: newAuditLog(set.auditTee)}
+	defer func() {
+		if err != nil {
+			sh.close()
+		}
+	}()
+	if err := sh.startDatabases(ctx); err != nil {
+		return nil, err
+	}
+	if err := sh.startServices(ctx); err != nil {
+		return nil, err
+	}
+	return sh, nil
+}
+
+// close stops everything, last started first.
+func (sh *shop) close() {
+	for _, f := range slices.Backward(sh.closers) {
+		f()
+	}
+	sh.closers = nil
+}
+
+func (sh *shop) onClose(f func()) { sh.closers = append(sh.closers, f) }
+
+// startDatabases checks that PostgreSQL answers, (re)creates the
+// production tables and sets up the database router with a test database
+// per sandbox.
+func (sh *shop) startDatabases(ctx context.Context) error {
+	admin, err := sh.connect(ctx, "")
+	if err != nil {
+		return fmt.Errorf("%w at %s (%v): start a server that lets this role create databases, for example "+
+			"`docker run --rm -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres`, "+
+			"or set DATABASE_URL to one", errNoDatabase, redact(sh.set.databaseURL), oneLine(err))
+	}
+	defer admin.Close(context.Background())
+	var exists bool
+	if err := admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, sh.set.database).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{sh.set.database}.Sanitize()); err != nil {
+			return fmt.Errorf("creating the production database: %w", err)
+		}
+	}
+	prod, err := sh.connect(ctx, sh.set.database)
+	if err != nil {
+		return err
+	}
+	defer prod.Close(context.Background())
+	if _, err := prod.Exec(ctx, "DROP TABLE IF EXISTS shipments, orders"); err != nil {
+		return err
+	}
+	if err := createTables(ctx, prod); err != nil {
+		return err
+	}
+
+	// The production pool refuses sandbox contexts outright (Guard); the
+	// router sends them to their test database instead.
+	cfg, err := pgxpool.ParseConfig(sh.set.databaseURL)
+	if err != nil {
+		return err
+	}
+	cfg.ConnConfig.Database = sh.set.database
+	dbroute.Guard(cfg)
+	baseline, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	sh.onClose(baseline.Close)
+
+	// Test databases are cloned from a template the migration builds.
+	sh.testDBs, err = dbroute.NewDatabasePerSandbox(sh.set.databaseURL, dbroute.Migration{
+		Version: "shop-1",
+		Apply:   func(ctx context.Context, tx pgx.Tx) error { return createTables(ctx, tx) },
+	}, dbroute.WithPrefix(sh.set.prefix))
+	if err != nil {
+		return err
+	}
+	// A previous run that was killed may have left pr-42's database.
+	if err := sh.testDBs.Destroy(ctx, pr42ID); err != nil {
+		sh.testDBs.Close()
+		return fmt.Errorf("removing a test database left by an earlier run: %w", err)
+	}
+	sh.table = routes.New()
+	sh.db, err = dbroute.New(baseline, sh.testDBs, // the router owns testDBs now
+		dbroute.WithTable(sh.table), dbroute.WithLogger(sh.audit.logger("dbroute")))
+	if err != nil {
+		sh.testDBs.Close()
+		return err
+	}
+	sh.onClose(sh.db.Close)
+	return nil
+}
+
+// createTables creates the tables of orders and shipping.
+func createTables(ctx context.Context, db interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}) error {
+	for _, ddl := range []string{orders.Schema, shipping.Schema} {
+		if _, err := db.Exec(ctx, ddl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startServices starts Kafka, the two carts, the two shipping consumers,
+// orders and the gateway, and fills the route table.
+func (sh *shop) startServices(ctx context.Context) error {
+	// Kafka: the embedded broker (or SANDBOXKIT_TEST_KAFKA_BROKERS).
+	brokers, stopBroker, err := kafkatest.NewBroker()
+	if err != nil {
+		return err
+	}
+	sh.onClose(stopBroker)
+	sh.brokers = brokers
+	if err := kafkatest.CreateTopic(ctx, brokers, orders.Topic, 1); err != nil {
+		return err
+	}
+
+	// cart: the baseline and pr-42's changed version, side by side.
+	// Internal hops trust each other: the gateway is the edge that filters.
+	if sh.cartAddr, err = sh.serveGRPC(cart.NewServer("cart", cart.ListPrice,
+		grpcmw.TrustAll(), grpcmw.WithLogger(sh.audit.logger("cart")))); err != nil {
+		return err
+	}
+	if sh.cartPR42, err = sh.serveGRPC(cart.NewServer("cart@pr-42", cart.BulkDiscount,
+		grpcmw.TrustAll(), grpcmw.WithLogger(sh.audit.logger("cart@pr-42")))); err != nil {
+		return err
+	}
+
+	// shipping: each consumer answers its counters over HTTP; that address
+	// is pr-42's shipping "upstream" in the route table.
+	shipLn, err := listen()
+	if err != nil {
+		return err
+	}
+	shipPR42Ln, err := listen()
+	if err != nil {
+		shipLn.Close()
+		return err
+	}
+	sh.shipURL, sh.shipPR42URL = "http://"+shipLn.Addr().String(), "http://"+shipPR42Ln.Addr().String()
+
+	// The route table: pr-42 overrides cart and shipping, has a budget,
+	// and expires in two hours. Its writes go to its test database.
+	if err := sh.table.Update([]routes.Sandbox{{
+		ID: pr42ID, Actor: pr42Actor, Origin: pr42Origin,
+		Expires: time.Now().Add(2 * time.Hour),
+		Budget:  &routes.Budget{Rate: pr42Rate, Burst: pr42Burst},
+		Services: map[string]routes.Route{
+			"cart":     {Upstream: sh.cartPR42},
+			"shipping": {Upstream: sh.shipPR42URL},
+		},
+	}}); err != nil {
+		shipLn.Close()
+		shipPR42Ln.Close()
+		return err
+	}
+
+	var stop func()
+	if sh.ship, stop, err = sh.startConsumer(ctx, "shipping", shipLn); err != nil {
+		shipPR42Ln.Close()
+		return err
+	}
+	sh.onClose(stop)
+	if sh.shipPR42, stop, err = sh.startConsumer(ctx, "shipping@pr-42", shipPR42Ln, kafkamw.AsSandbox(pr42ID)); err != nil {
+		return err
+	}
+	var once sync.Once
+	sh.stopPR42 = func() { once.Do(stop) }
+	sh.onClose(sh.stopPR42)
+
+	// orders: writes through the database router, publishes through the
+	// sandbox-aware Kafka writer.
+	kt := &kafka.Transport{DialTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second}
+	events := kafkamw.NewWriter(&kafka.Writer{
+		Addr:         kafka.TCP(brokers...),
+		Topic:        orders.Topic,
+		BatchTimeout: 2 * time.Millisecond, // kafka-go waits up to 1s for a batch by default
+		RequiredAcks: kafka.RequireAll,
+		Transport:    kt,
+	})
+	sh.onClose(func() { events.Close(); kt.CloseIdleConnections() })
+	if sh.ordersURL, err = sh.serveHTTP(orders.NewHandler(sh.db, events,
+		httpmw.TrustAll(), httpmw.WithLogger(sh.audit.logger("orders")))); err != nil {
+		return err
+	}
+
+	// gateway: calls cart through a router that picks the sandbox's cart
+	// or the baseline, and orders through a transport that carries the
+	// sandbox along; admits sandboxes only with a ticket, and budgets them.
+	gwLog := sh.audit.logger("gateway")
+	creds := grpc.WithTransportCredentials(insecure.NewCredentials())
+	cartConn, err := grpc.NewClient(sh.cartAddr, creds)
+	if err != nil {
+		return err
+	}
+	sh.onClose(func() { cartConn.Close() })
+	if sh.cartRouter, err = grpcmw.NewRouter(cartConn, sh.table, "cart",
+		grpcmw.WithDialOptions(creds), grpcmw.WithLogger(gwLog)); err != nil {
+		return err
+	}
+	sh.onClose(func() { sh.cartRouter.Close() })
+	ordersBase := &http.Transport{MaxIdleConnsPerHost: 16}
+	sh.onClose(ordersBase.CloseIdleConnections)
+	ordersClient := orders.NewClient(sh.ordersURL, &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: httpmw.NewTransport(ordersBase,
+			httpmw.WithRoutes(sh.table), httpmw.WithService("orders"), httpmw.WithLogger(gwLog)),
+	})
+	key := propagation.Key{ID: "shop", Secret: []byte(rand.Text() + rand.Text())} // fresh every run
+	if sh.signer, err = propagation.NewSigner(key); err != nil {
+		return err
+	}
+	verifier, err := propagation.NewVerifier(key)
+	if err != nil {
+		return err
+	}
+	budgets := breaker.NewGroup(breaker.Settings{
+		Name:   "gateway",
+		Budget: breaker.Budget{Rate: 50, Burst: 50, MaxInFlight: 20}, // any sandbox; pr-42's table entry lowers it
+	}, breaker.WithRoutes(sh.table), breaker.WithLogger(gwLog))
+	gwOpts := append([]httpmw.Option{httpmw.WithBreaker(budgets), httpmw.WithLogger(gwLog)}, sh.set.gatewayOptions...)
+	if sh.gatewayURL, err = sh.serveHTTP(gateway.New(verifier, cart.NewClient(sh.cartRouter), ordersClient, gwOpts...)); err != nil {
+		return err
+	}
+
+	clientTransport := &http.Transport{MaxIdleConnsPerHost: 16}
+	sh.client = &http.Client{Transport: clientTransport, Timeout: 15 * time.Second}
+	sh.onClose(clientTransport.CloseIdleConnections)
+	return nil
+}
+
+// startConsumer starts a shipping consumer named name, serving its
+// counters on ln. opts make it a sandbox's consumer. It returns a function
+// that stops it.
+func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener, opts ...kafkamw.Option) (*shipping.Consumer, func(), error) {
+	r, err := kafkamw.NewReader(kafka.ReaderConfig{
+		Brokers: sh.brokers,
+		Topic:   orders.Topic,
+		GroupID: "shipping", // a sandbox's reader derives its own group from it
+		// Demo timings: kafka-go's defaults are seconds.
+		MaxWait:           50 * time.Millisecond,
+		ReadBatchTimeout:  time.Second,
+		HeartbeatInterval: 100 * time.Millisecond,
+		SessionTimeout:    2 * time.Second,
+		RebalanceTimeout:  2 * time.Second,
+		JoinGroupBackoff:  50 * time.Millisecond,
+		ReadBackoffMin:    10 * time.Millisecond,
+		ReadBackoffMax:    100 * time.Millisecond,
+		StartOffset:       kafka.FirstOffset,
+	}, append([]kafkamw.Option{
+		kafkamw.WithRoutes(sh.table), kafkamw.WithService("shipping"), kafkamw.WithLogger(sh.audit.logger(name)),
+	}, opts...)...)
+	if err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
+	c := shipping.NewConsumer(name, r, sh.db)
+	srv := &http.Server{Handler: c, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { c.Run(ctx) })
+	stop := func() {
+		cancel()
+		wg.Wait()
+		r.Close()
+		srv.Close()
+	}
+	return c, stop, nil
+}
+
+// serveGRPC serves s on a loopback port and returns its address.
+func (sh *shop) serveGRPC(s *grpc.Server) (string, error) {
+	ln, err := listen()
+	if err != nil {
+		return "", err
+	}
+	go s.Serve(ln)
+	sh.onClose(s.Stop)
+	return ln.Addr().String(), nil
+}
+
+// serveHTTP serves h on a loopback port and returns its URL.
+func (sh *shop) serveHTTP(h http.Handler) (string, error) {
+	ln, err := listen()
+	if err != nil {
+		return "", err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	sh.onClose(func() { srv.Close() })
+	return "http://" + ln.Addr().String(), nil
+}
+
+func listen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+
+// connect opens a connection to database on the server ("" for the
+// maintenance database of the URL itself).
+func (sh *shop) connect(ctx context.Context, database string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(sh.set.databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	if database != "" {
+		cfg.Database = database
+	}
+	if cfg.ConnectTimeout == 0 || cfg.ConnectTimeout > 5*time.Second {
+		cfg.ConnectTimeout = 5 * time.Second
+	}
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
+// testDatabase returns the name of pr-42's test database.
+func (sh *shop) testDatabase() string {
+	name, _ := sh.testDBs.Name(pr42ID)
+	return name
+}
+
+// ticketHeader returns the headers a developer sends to reach pr-42:
+// the sandbox's markers and a ticket valid for ttl.
+func (sh *shop) ticketHeader(ttl time.Duration) (http.Header, error) {
+	ticket, err := sh.signer.Sign(pr42(), ttl)
+	if err != nil {
+		return nil, err
+	}
+	h := propagation.Default().HTTPHeader(pr42())
+	propagation.Default().InjectTicket(ticket, otelprop.HeaderCarrier(h))
+	return h, nil
+}
+
+// redact hides the password of a database URL.
+func redact(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
+		return u.Redacted()
+	}
+	return dsn
+}
+
+// withDatabase returns the database URL dsn pointing at database instead.
+func withDatabase(dsn, database string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" {
+		return dsn + " dbname=" + database
+	}
+	u.Path = "/" + database
+	return u.String()
+}
+
+// oneLine returns the distinct lines of err's message on one line.
+func oneLine(err error) string {
+	var parts []string
+	for l := range strings.Lines(err.Error()) {
+		if l = strings.Join(strings.Fields(l), " "); l != "" && !slices.Contains(parts, l) {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, " ")
+}
