@@ -8,6 +8,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
@@ -25,7 +26,8 @@ const (
 
 // Option configures a [Writer] or a [Reader]. Options that only concern
 // readers ([WithRoutes], [WithService], [AsSandbox], [WithDeadLetter],
-// [WithRouteWait], [WithSkipCommitInterval]) are ignored by [NewWriter].
+// [WithRouteWait], [WithSkipCommitInterval]) are ignored by [NewWriter];
+// [WithBreaker] concerns only writers.
 type Option interface {
 	apply(*config)
 }
@@ -43,6 +45,7 @@ type config struct {
 	deadLetter *kafka.Writer
 	routeWait  time.Duration
 	skipEvery  time.Duration
+	breaker    *breaker.Group
 }
 
 func newConfig(opts []Option) config {
@@ -149,4 +152,17 @@ func WithRouteWait(d time.Duration) Option {
 // messages can leave behind.
 func WithSkipCommitInterval(d time.Duration) Option {
 	return optionFunc(func(cfg *config) { cfg.skipEvery = d })
+}
+
+// WithBreaker gives each sandbox's writes the budget of g (package
+// breaker): a write over its sandbox's rate, concurrency or circuit-breaker
+// budget is refused before it reaches the broker, with an error wrapping
+// [breaker.ErrThrottled], [breaker.ErrTooManyInFlight] or [breaker.ErrOpen]
+// (and [breaker.RetryAfter] giving the hint), and audited as throttled.
+// Failed writes count against the breaker; the caller's cancellation does
+// not. One call of [Writer.WriteMessages] spends one token, whatever the
+// number of messages. Writes without a sandbox are not budgeted unless g's
+// settings give baseline traffic a budget. Writers only.
+func WithBreaker(g *breaker.Group) Option {
+	return optionFunc(func(c *config) { c.breaker = g })
 }

@@ -78,6 +78,12 @@
 // in Counts.Unreadable. Producers inside the cluster are trusted: Kafka
 // markers need no ticket.
 //
+// # Budgets
+//
+// [WithBreaker] gives each sandbox's writes the budget of a breaker.Group:
+// a runaway sandbox's producer is throttled and circuit-broken on its own,
+// before its messages reach the broker, and baseline writes are not slowed.
+//
 // # Audit
 //
 // With [WithLogger], every decision about a tagged message is one audit

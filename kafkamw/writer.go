@@ -2,11 +2,15 @@ package kafkamw
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/sandboxkit/sandboxkit/breaker"
+	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -17,6 +21,10 @@ type Writer struct {
 	w       *kafka.Writer
 	codec   *propagation.Codec
 	markers markers
+	logger  *slog.Logger
+
+	breaker  *breaker.Group
+	baseline bool // breaker budgets writes without a sandbox too
 
 	// last caches the encoded headers of the last sandbox written, so that
 	// a stream of messages of one sandbox encodes them once.
@@ -28,11 +36,15 @@ type encoded struct {
 	hs []kafka.Header
 }
 
-// NewWriter returns a Writer that writes through w. Of the options only
-// [WithCodec] applies.
+// NewWriter returns a Writer that writes through w. Of the options
+// [WithCodec], [WithBreaker] and [WithLogger] apply.
 func NewWriter(w *kafka.Writer, opts ...Option) *Writer {
 	cfg := newConfig(opts)
-	return &Writer{w: w, codec: cfg.codec, markers: newMarkers(cfg.codec)}
+	wr := &Writer{w: w, codec: cfg.codec, markers: newMarkers(cfg.codec), logger: cfg.logger, breaker: cfg.breaker}
+	if wr.breaker != nil {
+		wr.baseline = wr.breaker.GuardsBaseline()
+	}
+	return wr
 }
 
 // Unwrap returns the kafka.Writer that w writes through.
@@ -55,19 +67,49 @@ func (w *Writer) Unwrap() *kafka.Writer { return w.w }
 func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
-		return w.write(ctx, msgs)
+		if w.baseline {
+			return w.budgeted(ctx, s, msgs)
+		}
+		return w.w.WriteMessages(ctx, msgs...)
 	}
 	out, err := w.decorate(s, msgs)
 	if err != nil {
 		return err
 	}
-	return w.write(ctx, out)
+	if w.breaker != nil {
+		return w.budgeted(ctx, s, out)
+	}
+	return w.w.WriteMessages(ctx, out...)
 }
 
-// write is the one call to the broker. The per-sandbox circuit breaker and
-// budget (package breaker) will wrap it.
-func (w *Writer) write(ctx context.Context, msgs []kafka.Message) error {
-	return w.w.WriteMessages(ctx, msgs...)
+// budgeted writes msgs under the budget of sandbox s (the zero Sandbox for
+// baseline writes).
+func (w *Writer) budgeted(ctx context.Context, s propagation.Sandbox, msgs []kafka.Message) error {
+	done, err := w.breaker.AllowSandbox(ctx, s)
+	if err != nil {
+		audit.Emit(ctx, w.logger, audit.Event{
+			Decision: audit.Throttled,
+			Sandbox:  s,
+			Protocol: audit.Kafka,
+			Target:   w.w.Topic,
+			Reason:   err.Error(),
+		})
+		return fmt.Errorf("kafkamw: write to %s refused: %w", w.topic(), err)
+	}
+	err = w.w.WriteMessages(ctx, msgs...)
+	if err != nil && errors.Is(ctx.Err(), context.Canceled) {
+		done(context.Canceled) // the caller gave up: not the broker's fault
+	} else {
+		done(err)
+	}
+	return err
+}
+
+func (w *Writer) topic() string {
+	if w.w.Topic != "" {
+		return "topic " + w.w.Topic
+	}
+	return "the message topics"
 }
 
 // Close closes the underlying writer, flushing pending messages.

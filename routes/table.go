@@ -194,7 +194,12 @@ func (t *Table) Err() error {
 // Routes without ActiveFrom keep the activation time they had, or get now;
 // routes that disappear become tombstones removed now.
 func (t *Table) Update(sbs []Sandbox) error {
-	return t.update(sbs, t.now())
+	now := t.now()
+	if err := t.update(sbs, now); err != nil {
+		return err
+	}
+	t.markSynced(now)
+	return nil
 }
 
 func (t *Table) update(sbs []Sandbox, now time.Time) error {

@@ -1,0 +1,98 @@
+package kafkamw_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/sandboxkit/sandboxkit/breaker"
+	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
+	"github.com/sandboxkit/sandboxkit/kafkamw"
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// TestWriterBreaker: a sandbox's writes spend its budget; a write over it
+// is refused before it reaches the broker and audited; baseline writes are
+// not budgeted; a cancelled write does not count as a failure.
+func TestWriterBreaker(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 1)
+	clk := &fakeClock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
+	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1, Burst: 2}, Failures: 1}, breaker.WithClock(clk.now))
+	var log auditLog
+	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic), kafkamw.WithBreaker(g), kafkamw.WithLogger(log.logger()))
+
+	sctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "runaway", Actor: "bob"})
+	msg := func(k string) kafka.Message { return kafka.Message{Key: []byte(k), Value: []byte(k)} }
+	for _, k := range []string{"s1", "s2"} {
+		if err := w.WriteMessages(sctx, msg(k)); err != nil {
+			t.Fatalf("write %s within budget: %v", k, err)
+		}
+	}
+	err := w.WriteMessages(sctx, msg("s3"))
+	if !errors.Is(err, breaker.ErrThrottled) {
+		t.Fatalf("third write: err = %v, want ErrThrottled", err)
+	}
+	if d, ok := breaker.RetryAfter(err); !ok || d <= 0 || d > time.Second {
+		t.Fatalf("retry hint %v, %v", d, ok)
+	}
+	// Baseline writes have no budget.
+	for _, k := range []string{"b1", "b2", "b3", "b4"} {
+		if err := w.WriteMessages(context.Background(), msg(k)); err != nil {
+			t.Fatalf("baseline write %s: %v", k, err)
+		}
+	}
+	clk.advance(time.Second)
+	if err := w.WriteMessages(sctx, msg("s4")); err != nil {
+		t.Fatalf("write after refill: %v", err)
+	}
+
+	got := readAll(t, addrs, topic, 7)
+	if _, ok := got["s3"]; ok {
+		t.Fatal("the refused write reached the broker")
+	}
+	for _, k := range []string{"s1", "s2", "s4", "b1", "b4"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("message %s missing", k)
+		}
+	}
+	if d := log.decisions(t); d["throttled/runaway"] != 1 || len(d) != 1 {
+		t.Errorf("audit decisions %v, want one throttled", d)
+	}
+
+	// A cancelled write is not a failure: with Failures 1 a counted
+	// failure would open the breaker.
+	clk.advance(10 * time.Second)
+	cctx, cancel := context.WithCancel(sctx)
+	cancel()
+	if err := w.WriteMessages(cctx, msg("c1")); err == nil {
+		t.Fatal("write with a cancelled context succeeded")
+	}
+	if st := g.State("runaway"); st != breaker.StateClosed {
+		t.Fatalf("breaker %v after a cancelled write, want closed", st)
+	}
+	if err := w.WriteMessages(sctx, msg("s5")); err != nil {
+		t.Fatalf("write after cancellation: %v", err)
+	}
+}
