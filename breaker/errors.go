@@ -43,7 +43,9 @@ func (e *Error) Error() string {
 	if e.ID != "" {
 		who = "sandbox " + strconv.Quote(e.ID)
 	}
-	return fmt.Sprintf("%v for %s (retry after %v)", e.Err, who, e.RetryAfter)
+	// Rounded up to the millisecond: the hint is no more precise than that,
+	// the message lands in audit records, and it must not promise too early.
+	return fmt.Sprintf("%v for %s (retry after %v)", e.Err, who, (e.RetryAfter + time.Millisecond - 1).Truncate(time.Millisecond))
 }
 
 // Unwrap returns e.Err.
@@ -69,3 +71,4 @@ func HTTPStatus(code int) error {
 	}
 	return fmt.Errorf("%w %d", ErrServerStatus, code)
 }
+
