@@ -71,4 +71,3 @@ func HTTPStatus(code int) error {
 	}
 	return fmt.Errorf("%w %d", ErrServerStatus, code)
 }
-
