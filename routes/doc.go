@@ -54,7 +54,8 @@
 //	  ]
 //	}
 //
-// Only id is required. A service maps to its upstream, either a string or an
+// The same document, with a consumer-only route, is testdata/example.json in
+// this package's source. Only id is required. A service maps to its upstream, either a string or an
 // object with upstream, activeFrom and removedAt (RFC 3339). Upstreams are
 // "http://host:port", "https://host:port" or "host:port" (gRPC); an empty
 // upstream marks a service whose sandbox runs only Kafka consumers.

@@ -2,6 +2,7 @@ package routes_test
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -258,5 +259,35 @@ func TestConsumerOnlyRoute(t *testing.T) {
 	}
 	if !tbl.ActiveAt("pr-1", "shipping", clk.Now()) {
 		t.Fatal("consumer-only route not active")
+	}
+}
+
+// TestExampleDocument keeps the documented example file valid.
+func TestExampleDocument(t *testing.T) {
+	b, err := os.ReadFile("testdata/example.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbs, err := routes.ParseDocument(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := newClock() // 2026-11-27T09:00Z
+	clk.Advance(time.Hour)
+	tbl, err := routes.NewStatic(sbs, routes.WithClock(clk.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up, ok := tbl.Lookup("pr-42", "orders"); !ok || up != "10.0.3.8:9090" {
+		t.Errorf("Lookup(pr-42, orders) = %q, %v", up, ok)
+	}
+	if sb, _ := tbl.Sandbox("pr-42"); sb.Budget == nil || sb.Budget.Rate != 50 || sb.Database == "" {
+		t.Errorf("pr-42 = %+v", sb)
+	}
+	if !tbl.ActiveAt("pr-42", "shipping", clk.Now()) || tbl.ActiveAt("pr-42", "shipping", clk.Now().Add(2*time.Hour)) {
+		t.Error("shipping window not as documented")
+	}
+	if _, ok := tbl.Lookup("feat-search", "search"); ok || !tbl.ActiveAt("feat-search", "search", clk.Now()) {
+		t.Error("consumer-only route not as documented")
 	}
 }
