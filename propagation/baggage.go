@@ -88,7 +88,7 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 			members++
 			// The key ends at '='; a ';' before it means a member without
 			// a value.
-			end := strings.IndexAny(member, "=;")
+			end := keyEnd(member)
 			rawKey, rest, hasValue := member, "", false
 			if end >= 0 {
 				rawKey, rest, hasValue = member[:end], member[end+1:], member[end] == '='
@@ -227,4 +227,14 @@ func unhex(c byte) byte {
 	default:
 		return c - 'A' + 10
 	}
+}
+
+// keyEnd returns the index of the first '=' or ';' in member, or -1.
+func keyEnd(member string) int {
+	for i := 0; i < len(member); i++ {
+		if c := member[i]; c == '=' || c == ';' {
+			return i
+		}
+	}
+	return -1
 }
