@@ -245,7 +245,7 @@ func BenchmarkDecide(b *testing.B) {
 	propagation.Default().InjectSandbox(propagation.Sandbox{ID: "pr-42", Actor: "alice"}, &c)
 	for _, sandbox := range []string{"", "pr-42"} {
 		cfg := newConfig([]Option{WithRoutes(table), WithService("orders"), AsSandbox(sandbox)})
-		r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger()}
+		r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: make(chan struct{}, 1)}
 		for name, hs := range map[string][]kafka.Header{"untagged": nil, "tagged": c.list} {
 			b.Run(sandbox+"/"+name, func(b *testing.B) {
 				msg := kafka.Message{Topic: "t", Time: time.Now().Add(-time.Minute), Headers: hs}

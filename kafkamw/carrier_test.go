@@ -115,7 +115,7 @@ func TestUntaggedNoAllocs(t *testing.T) {
 	propagation.Default().InjectSandbox(propagation.Sandbox{ID: "pr-42"}, &c)
 	for _, sandbox := range []string{"", "pr-42"} {
 		cfg := newConfig([]Option{WithRoutes(table), WithService("orders"), AsSandbox(sandbox)})
-		r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger()}
+		r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: make(chan struct{}, 1)}
 		untagged := kafka.Message{Topic: "t", Partition: 1, Value: []byte("v"), Time: time.Now(),
 			Headers: []kafka.Header{{Key: "traceparent", Value: []byte("00-abc")}, {Key: "baggage", Value: []byte("tenant=acme")}}}
 		// The sandbox reader skips untagged messages and returns its own:

@@ -22,6 +22,12 @@ const (
 	// DefaultSkipCommitInterval is how often a reader commits the messages
 	// it skipped when the caller's own commits have not covered them.
 	DefaultSkipCommitInterval = time.Second
+	// MaxClockSkew is how far ahead of a reader's clock a message's
+	// timestamp may be and still make the reader wait for its route table.
+	// A message further ahead comes from a producer whose clock is wrong:
+	// it is decided at once with the table the reader has, so that one bad
+	// timestamp cannot stall a partition.
+	MaxClockSkew = time.Minute
 )
 
 // Option configures a [Writer] or a [Reader]. Options that only concern

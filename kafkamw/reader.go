@@ -68,6 +68,10 @@ type Counts struct {
 	// Waits is the number of times FetchMessage waited for the route table
 	// to sync up to a message's time.
 	Waits int64
+	// Future is the number of tagged messages whose timestamp was more than
+	// [MaxClockSkew] ahead of this reader's clock: decided at once with the
+	// table as it was, rather than stalling the partition.
+	Future int64
 }
 
 // Reader reads messages through a kafka-go group reader and returns each
@@ -89,6 +93,13 @@ type Reader struct {
 	stop    context.CancelFunc
 	flushed chan struct{} // closed when the flush loop has returned
 
+	// fetching serialises fetch: taking the next message, deciding it and
+	// recording it in the ledger happen in offset order, one goroutine at
+	// a time, so that concurrent callers neither overwrite each other's
+	// pending message nor let a commit pass a message still being decided.
+	// A channel rather than a mutex, so that a waiting caller's context
+	// still cancels the wait.
+	fetching chan struct{}
 	// pending is a message whose decision failed (routes behind, dead
 	// letter failed): decided again before the next fetch.
 	pending atomic.Pointer[kafka.Message]
@@ -99,7 +110,7 @@ type Reader struct {
 	commitMu sync.Mutex // serialises commits, so skipped offsets never go back
 	ledger   ledger
 
-	delivered, skipped, unreadable, deadLettered, waits atomic.Int64
+	delivered, skipped, unreadable, deadLettered, waits, future atomic.Int64
 }
 
 // NewReader returns a reader for cfg. cfg must name a consumer group
@@ -125,12 +136,13 @@ func NewReader(cfg kafka.ReaderConfig, opts ...Option) (*Reader, error) {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	r := &Reader{
-		cfg:     c,
-		rcfg:    cfg,
-		markers: newMarkers(c.codec),
-		group:   cfg.GroupID,
-		topics:  cfg.GroupTopics,
-		ledger:  newLedger(),
+		fetching: make(chan struct{}, 1),
+		cfg:      c,
+		rcfg:     cfg,
+		markers:  newMarkers(c.codec),
+		group:    cfg.GroupID,
+		topics:   cfg.GroupTopics,
+		ledger:   newLedger(),
 	}
 	if len(r.topics) == 0 {
 		r.topics = []string{cfg.Topic}
@@ -221,6 +233,7 @@ func (r *Reader) Counts() Counts {
 		Unreadable:   r.unreadable.Load(),
 		DeadLettered: r.deadLettered.Load(),
 		Waits:        r.waits.Load(),
+		Future:       r.future.Load(),
 	}
 }
 
@@ -251,6 +264,12 @@ func (r *Reader) FetchMessage(ctx context.Context) (context.Context, kafka.Messa
 
 // fetch returns the next message of next that is this reader's.
 func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Message, error)) (context.Context, kafka.Message, error) {
+	select {
+	case r.fetching <- struct{}{}:
+	case <-ctx.Done():
+		return ctx, kafka.Message{}, ctx.Err()
+	}
+	defer func() { <-r.fetching }()
 	for {
 		var msg kafka.Message
 		if p := r.pending.Swap(nil); p != nil {
@@ -365,6 +384,14 @@ func decisionEvents(baseline bool, service, group string) [2]audit.Event {
 func (r *Reader) activeAt(ctx context.Context, id string, msg *kafka.Message) (bool, error) {
 	t, at := r.cfg.table, msg.Time
 	if !at.After(t.SyncedAt()) {
+		return t.ActiveAt(id, r.cfg.service, at), nil
+	}
+	if at.After(time.Now().Add(MaxClockSkew)) {
+		// A timestamp this far ahead: the producer's clock is off (or it
+		// set Message.Time itself). Waiting would stall the partition until
+		// the wall clock catches up, so decide with the table as it is
+		// (both readers hold the same document, so they still agree).
+		r.future.Add(1)
 		return t.ActiveAt(id, r.cfg.service, at), nil
 	}
 	r.waits.Add(1)

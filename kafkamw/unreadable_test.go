@@ -3,10 +3,12 @@ package kafkamw_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -265,4 +267,144 @@ func (f failing) RoundTrip(ctx context.Context, addr net.Addr, req kafka.Request
 		return nil, errors.New("dead-letter broker unreachable")
 	}
 	return f.RoundTripper.RoundTrip(ctx, addr, req)
+}
+
+// TestFutureTimestamp: one tagged message stamped a day ahead (a producer
+// with a wrong clock) must not stall the partition: it is decided at once,
+// and the message behind it is delivered.
+func TestFutureTimestamp(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// pr-1 exists but does not override this service: the baseline owns
+	// its messages.
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-1", Services: map[string]routes.Route{"other": {Upstream: "h:1"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := kafkatest.Writer(t, addrs, topic)
+	if err := w.WriteMessages(ctx,
+		kafka.Message{Value: []byte("skewed"), Time: time.Now().Add(24 * time.Hour), Headers: []kafka.Header{{Key: "sandbox-id", Value: []byte("pr-1")}}},
+		kafka.Message{Value: []byte("normal")}); err != nil {
+		t.Fatal(err)
+	}
+	// A table that is only ever behind the future message: one that syncs.
+	src := routes.SourceFunc(func(context.Context) ([]routes.Sandbox, error) { return table.Sandboxes(), nil })
+	synced := routes.New()
+	if err := synced.Load(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	syncCtx, stopSync := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); synced.Sync(syncCtx, src, routes.Every(5*time.Millisecond)) }()
+	defer func() { stopSync(); <-done }()
+
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")),
+		kafkamw.WithRoutes(synced), kafkamw.WithService(service), kafkamw.WithRouteWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got []string
+	for range 2 {
+		mctx, m, err := r.FetchMessage(ctx)
+		if err != nil {
+			t.Fatalf("FetchMessage after %q: %v", got, err)
+		}
+		got = append(got, string(m.Value))
+		if string(m.Value) == "skewed" {
+			if s, ok := sandboxOf(mctx); !ok || s != "pr-1" {
+				t.Errorf("skewed message context: %q, %v", s, ok)
+			}
+		}
+	}
+	if got[0] != "skewed" || got[1] != "normal" {
+		t.Fatalf("delivered %q", got)
+	}
+	if c := r.Counts(); c.Future != 1 || c.Waits != 0 {
+		t.Fatalf("counts %+v, want one future message and no wait", c)
+	}
+}
+
+// TestConcurrentFetch: several goroutines share one reader while its
+// table keeps falling behind the messages (ErrRoutesBehind now and then).
+// Every message must be delivered exactly once: a message kept for a retry
+// must not be overwritten by another goroutine's.
+func TestConcurrentFetch(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	doc := []routes.Sandbox{{ID: "pr-1", Services: map[string]routes.Route{"other": {Upstream: "h:1"}}}}
+	src := routes.SourceFunc(func(ctx context.Context) ([]routes.Sandbox, error) {
+		time.Sleep(3 * time.Millisecond) // a slow source: the table lags
+		return doc, nil
+	})
+	table := routes.New()
+	syncCtx, stopSync := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); table.Sync(syncCtx, src, routes.Every(time.Millisecond)) }()
+	defer func() { stopSync(); <-done }()
+
+	// Stamped a little ahead, one millisecond apart: the readers keep
+	// meeting messages their table has not synced up to yet.
+	const n = 200
+	w := kafkatest.Writer(t, addrs, topic)
+	base := time.Now().Add(50 * time.Millisecond)
+	msgs := make([]kafka.Message, n)
+	for i := range msgs {
+		msgs[i] = kafka.Message{Key: []byte(fmt.Sprint(i)), Value: []byte("v"), Time: base.Add(time.Duration(i) * time.Millisecond),
+			Headers: []kafka.Header{{Key: "sandbox-id", Value: []byte("pr-1")}}}
+	}
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")),
+		kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.WithRouteWait(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var (
+		mu   sync.Mutex
+		seen = map[string]int{}
+		wg   sync.WaitGroup
+	)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				finished := len(seen) == n
+				mu.Unlock()
+				if finished || ctx.Err() != nil {
+					return
+				}
+				fctx, fcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+				_, m, err := r.FetchMessage(fctx)
+				fcancel()
+				if err != nil {
+					continue // routes behind, or nothing yet: try again
+				}
+				mu.Lock()
+				seen[string(m.Key)]++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Fatalf("%d of %d messages delivered (counts %+v)", len(seen), n, r.Counts())
+	}
+	for k, c := range seen {
+		if c != 1 {
+			t.Errorf("message %s delivered %d times", k, c)
+		}
+	}
+	if c := r.Counts(); c.Waits == 0 {
+		t.Fatalf("counts %+v: the table never fell behind, the test proves nothing", c)
+	}
+	t.Logf("counts %+v", r.Counts())
 }

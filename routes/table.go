@@ -124,10 +124,12 @@ func (t *Table) Route(id, service string) (Route, bool) {
 }
 
 // ActiveAt reports whether sandbox id overrides service at time at: the
-// decision Kafka consumers make from a message's timestamp. Both the
-// baseline and the sandbox consumer reach the same answer from the same
-// route document, whenever each of them loaded it. The answer is only
-// trustworthy for times up to [Table.SyncedAt].
+// decision Kafka consumers make from a message's timestamp. Two processes
+// reach the same answer whenever each of them loaded the document only when
+// the document gives the route's activeFrom (and removedAt, to remove it):
+// times this table fills in itself are its own moments of noticing (see
+// the package documentation). The answer is only trustworthy for times up
+// to [Table.SyncedAt].
 func (t *Table) ActiveAt(id, service string, at time.Time) bool {
 	e := t.snap.Load().routes[routeKey{id, service}]
 	return e != nil && e.live(at)
