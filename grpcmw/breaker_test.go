@@ -116,7 +116,7 @@ func TestServerBreaker(t *testing.T) {
 			if svc.Calls() != calls {
 				t.Errorf("%s: the handler ran for a refused call", k)
 			}
-			rec := log.records()[len(log.records())-1]
+			rec := log.Records()[len(log.Records())-1]
 			if rec["decision"] != "throttled" || rec["sandbox.id"] != id || rec["sandbox.actor"] != "alice" || rec["peer"] == "" || rec["protocol"] != "grpc" {
 				t.Errorf("%s: audit record %v; want throttled %s/alice with the peer", k, rec, id)
 			}
@@ -201,7 +201,7 @@ func TestClientBreaker(t *testing.T) {
 		if svc.Calls() != calls {
 			t.Error("the refused call reached the server")
 		}
-		if rec := log.records()[len(log.records())-1]; rec["decision"] != "throttled" || rec["sandbox.actor"] != "alice" {
+		if rec := log.Records()[len(log.Records())-1]; rec["decision"] != "throttled" || rec["sandbox.actor"] != "alice" {
 			t.Errorf("audit record %v", rec)
 		}
 	})

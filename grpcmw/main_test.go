@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/sandboxkit/sandboxkit/grpcmw"
+	"github.com/sandboxkit/sandboxkit/internal/audit/audittest"
 	"github.com/sandboxkit/sandboxkit/internal/grpctest"
 )
 
@@ -23,47 +23,10 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// auditLog is a slog.Handler that keeps the audit records it receives.
-type auditLog struct {
-	mu   sync.Mutex
-	recs []map[string]string
-}
+// auditLog keeps the audit records the middleware emits.
+type auditLog = audittest.Recorder
 
-func newAuditLog() (*auditLog, *slog.Logger) {
-	a := &auditLog{}
-	return a, slog.New(a)
-}
-
-func (a *auditLog) Enabled(context.Context, slog.Level) bool { return true }
-
-func (a *auditLog) Handle(_ context.Context, r slog.Record) error {
-	m := map[string]string{"level": r.Level.String(), "msg": r.Message}
-	r.Attrs(func(at slog.Attr) bool {
-		m[at.Key] = at.Value.String()
-		return true
-	})
-	a.mu.Lock()
-	a.recs = append(a.recs, m)
-	a.mu.Unlock()
-	return nil
-}
-
-func (a *auditLog) WithAttrs([]slog.Attr) slog.Handler { return a }
-func (a *auditLog) WithGroup(string) slog.Handler      { return a }
-
-func (a *auditLog) records() []map[string]string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]map[string]string(nil), a.recs...)
-}
-
-func (a *auditLog) decisions() []string {
-	var out []string
-	for _, r := range a.records() {
-		out = append(out, r["decision"])
-	}
-	return out
-}
+func newAuditLog() (*auditLog, *slog.Logger) { return audittest.New() }
 
 // start serves a test service on loopback until the test ends.
 func start(t testing.TB, svc *grpctest.Service, opts ...grpc.ServerOption) string {

@@ -84,7 +84,7 @@ func TestRouterRoutes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, k := range kinds {
-				n := len(log.records())
+				n := len(log.Records())
 				seen, err := call(tc.ctx, f.client, k)
 				if err != nil {
 					t.Fatalf("%s: %v", k, err)
@@ -92,7 +92,7 @@ func TestRouterRoutes(t *testing.T) {
 				if seen.Server != tc.server || seen.Sandbox != tc.sandbox || seen.Header != tc.sandbox {
 					t.Errorf("%s: served by %s with sandbox %q (header %q); want %s with %q", k, seen.Server, seen.Sandbox, seen.Header, tc.server, tc.sandbox)
 				}
-				recs := log.records()[n:]
+				recs := log.Records()[n:]
 				if tc.decision == "" {
 					if len(recs) != 0 {
 						t.Errorf("%s: audit records %v for a call without a sandbox", k, recs)
@@ -294,7 +294,7 @@ func TestRouterUnavailable(t *testing.T) {
 		log, logger := newAuditLog()
 		f := newFleet(t, deadRoute, grpcmw.WithFallbackOnUnavailable(), grpcmw.WithLogger(logger))
 		for _, k := range kinds {
-			n := len(log.records())
+			n := len(log.Records())
 			seen, err := call(inSandbox("feat-a"), f.client, k)
 			if err != nil {
 				t.Fatalf("%s: %v", k, err)
@@ -302,11 +302,11 @@ func TestRouterUnavailable(t *testing.T) {
 			if seen.Server != "baseline" || seen.Sandbox != "feat-a" {
 				t.Errorf("%s: served by %s with sandbox %q, want baseline with feat-a", k, seen.Server, seen.Sandbox)
 			}
-			got := log.decisions()[n:]
+			got := log.Decisions()[n:]
 			if !slices.Equal(got, []string{"routed", "fallback"}) {
 				t.Errorf("%s: audit decisions %q, want routed then fallback", k, got)
 			}
-			if r := log.records()[len(log.records())-1]; !strings.Contains(r["reason"], "unavailable") {
+			if r := log.Records()[len(log.Records())-1]; !strings.Contains(r["reason"], "unavailable") {
 				t.Errorf("%s: fallback reason %q", k, r["reason"])
 			}
 		}

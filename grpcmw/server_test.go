@@ -237,11 +237,11 @@ func TestServerTrust(t *testing.T) {
 						wantDecisions[j] = tc.want.decision
 					}
 				}
-				if got := log.decisions(); !reflect.DeepEqual(got, wantDecisions) {
+				if got := log.Decisions(); !reflect.DeepEqual(got, wantDecisions) {
 					t.Errorf("%s: audit decisions %q, want %q", k, got, wantDecisions)
 				}
 			}
-			for _, rec := range log.records() {
+			for _, rec := range log.Records() {
 				if rec["protocol"] != "grpc" || !strings.HasPrefix(rec["peer"], "127.0.0.1:") || !strings.HasPrefix(rec["target"], "/grpc.testing.TestService/") {
 					t.Errorf("audit record %v: want protocol grpc, loopback peer and the method", rec)
 				}

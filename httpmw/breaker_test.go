@@ -63,7 +63,7 @@ func (b *closeTracker) Close() error { b.closed.Store(true); return nil }
 // lastRecord returns the last audit record, failing when there is none.
 func lastRecord(t *testing.T, a *auditLog) map[string]string {
 	t.Helper()
-	recs := a.records()
+	recs := a.Records()
 	if len(recs) == 0 {
 		t.Fatal("no audit record")
 	}

@@ -132,7 +132,7 @@ func TestChain(t *testing.T) {
 		})
 	}
 	var routed, admitted int
-	for _, r := range alog.records() {
+	for _, r := range alog.Records() {
 		switch r["decision"] {
 		case "routed":
 			routed++
@@ -142,7 +142,7 @@ func TestChain(t *testing.T) {
 	}
 	// A admits 2 sandboxes, the proxy admits 2, C admits 2; the proxy routes 1.
 	if routed != 1 || admitted != 6 {
-		t.Errorf("audit: %d routed, %d admitted; want 1 and 6: %v", routed, admitted, alog.records())
+		t.Errorf("audit: %d routed, %d admitted; want 1 and 6: %v", routed, admitted, alog.Records())
 	}
 }
 

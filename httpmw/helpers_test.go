@@ -11,55 +11,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/sandboxkit/sandboxkit/internal/audit/audittest"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
-// auditLog is a slog.Handler that keeps the audit records it receives.
-type auditLog struct {
-	mu   sync.Mutex
-	recs []map[string]string
-}
+// auditLog keeps the audit records the middleware emits.
+type auditLog = audittest.Recorder
 
-func newAuditLog() (*auditLog, *slog.Logger) {
-	a := &auditLog{}
-	return a, slog.New(a)
-}
-
-func (a *auditLog) Enabled(context.Context, slog.Level) bool { return true }
-
-func (a *auditLog) Handle(_ context.Context, r slog.Record) error {
-	m := map[string]string{"level": r.Level.String(), "msg": r.Message}
-	r.Attrs(func(at slog.Attr) bool {
-		m[at.Key] = at.Value.String()
-		return true
-	})
-	a.mu.Lock()
-	a.recs = append(a.recs, m)
-	a.mu.Unlock()
-	return nil
-}
-
-func (a *auditLog) WithAttrs([]slog.Attr) slog.Handler { return a }
-func (a *auditLog) WithGroup(string) slog.Handler      { return a }
-
-func (a *auditLog) records() []map[string]string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]map[string]string(nil), a.recs...)
-}
-
-// decisions returns the decision of every record, in order.
-func (a *auditLog) decisions() []string {
-	var out []string
-	for _, r := range a.records() {
-		out = append(out, r["decision"])
-	}
-	return out
-}
+func newAuditLog() (*auditLog, *slog.Logger) { return audittest.New() }
 
 // seen is what the test handler reports about the request it served.
 type seen struct {

@@ -72,7 +72,7 @@ func TestProxy(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			before := len(alog.records())
+			before := len(alog.Records())
 			hb, hs := baseline.hits.Load(), sandbox.hits.Load()
 			req := mustRequest(t, context.Background(), http.MethodGet, tc.proxy.URL+"/items?id=7", nil)
 			req.Header = tc.header.Clone()
@@ -108,7 +108,7 @@ func TestProxy(t *testing.T) {
 }
 
 func decisionsSince(a *auditLog, n int) []string {
-	d := a.decisions()[n:]
+	d := a.Decisions()[n:]
 	if len(d) == 0 {
 		return nil
 	}

@@ -185,7 +185,7 @@ func TestSpoofing(t *testing.T) {
 			defer srv.Close()
 
 			resp := sendRaw(t, srv, tc.headers)
-			recs := alog.records()
+			recs := alog.Records()
 			if tc.outcome == rejected {
 				if resp.status != http.StatusBadRequest || calls.Load() != 0 {
 					t.Fatalf("status %d, handler called %d times; want 400 and not called", resp.status, calls.Load())

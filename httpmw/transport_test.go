@@ -130,7 +130,7 @@ func TestTransportWithoutSandbox(t *testing.T) {
 	if !slices.Equal(got.Header, []string{"pr-9"}) || got.Baggage != nil {
 		t.Errorf("headers changed: Sandbox-Id %q, baggage %q", got.Header, got.Baggage)
 	}
-	if recs := alog.records(); len(recs) != 0 {
+	if recs := alog.Records(); len(recs) != 0 {
 		t.Errorf("audit records %v for production traffic", recs)
 	}
 }
@@ -164,7 +164,7 @@ func TestTransportRoutes(t *testing.T) {
 				{sandboxCtx("pr-2", ""), "baseline", "pr-2", baseURL.Host, "fallback"},
 				{context.Background(), "baseline", "", baseURL.Host, ""},
 			} {
-				before := len(alog.records())
+				before := len(alog.Records())
 				req := mustRequest(t, step.ctx, http.MethodGet, baseline.URL+"/items?id=7&q=a%20b", nil)
 				resp, err := c.Do(req)
 				if err != nil {
@@ -178,7 +178,7 @@ func TestTransportRoutes(t *testing.T) {
 				if req.URL.Host != baseURL.Host || req.Host != baseURL.Host {
 					t.Errorf("caller's request now goes to %s (Host %s)", req.URL.Host, req.Host)
 				}
-				recs := alog.records()[before:]
+				recs := alog.Records()[before:]
 				switch {
 				case step.decision == "" && len(recs) != 0:
 					t.Errorf("audit %v; want none", recs)
@@ -200,7 +200,7 @@ func TestTransportRoutes(t *testing.T) {
 	if got := decodeSeen(t, resp); got.Server != "baseline" || got.Sandbox != "pr-1" {
 		t.Errorf("unknown host: landed on %s as %q; want baseline as pr-1", got.Server, got.Sandbox)
 	}
-	if recs := alog.records(); len(recs) != 0 {
+	if recs := alog.Records(); len(recs) != 0 {
 		t.Errorf("audit %v for a host without service", recs)
 	}
 }
@@ -247,7 +247,7 @@ func TestTransportSandboxUnavailable(t *testing.T) {
 		if n := baseline.hits.Load() - hits; n != 0 {
 			t.Errorf("the baseline served %d requests meant for the sandbox", n)
 		}
-		if d := alog.decisions(); !slices.Equal(d, []string{"routed"}) {
+		if d := alog.Decisions(); !slices.Equal(d, []string{"routed"}) {
 			t.Errorf("audit %v; want [routed]", d)
 		}
 		// Baseline traffic is not affected.
@@ -270,7 +270,7 @@ func TestTransportSandboxUnavailable(t *testing.T) {
 		if got.Server != "baseline" || got.Sandbox != "pr-1" || got.Body != "payload" || got.Path != "/p?x=1" {
 			t.Errorf("fell back to %s as %q with body %q, path %s; want baseline, pr-1, payload, /p?x=1", got.Server, got.Sandbox, got.Body, got.Path)
 		}
-		recs := alog.records()
+		recs := alog.Records()
 		if len(recs) != 2 || recs[0]["decision"] != "routed" || recs[1]["decision"] != "fallback" || !strings.Contains(recs[1]["reason"], "unavailable") {
 			t.Errorf("audit %v; want routed, then fallback naming the unavailable upstream", recs)
 		}
