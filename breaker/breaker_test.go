@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sandboxkit/sandboxkit/breaker"
+	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 )
 
 var errBoom = errors.New("connection refused")
@@ -19,7 +20,7 @@ var errBoom = errors.New("connection refused")
 // exact remaining open time, half-open with one probe, closed again; and a
 // failed probe that reopens it for a fresh open period.
 func TestStateMachine(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	var log auditLog
 	g := breaker.NewGroup(breaker.Settings{Name: "payments", Failures: 3, OpenTimeout: 10 * time.Second},
 		breaker.WithClock(clk.Now), breaker.WithLogger(log.logger()))
@@ -109,7 +110,7 @@ func TestStateMachine(t *testing.T) {
 // neither a failure nor a success, in the closed and the half-open state,
 // while a deadline (the dependency was too slow) is a failure.
 func TestCancellationNotCounted(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	g := breaker.NewGroup(breaker.Settings{Failures: 2, OpenTimeout: time.Second}, breaker.WithClock(clk.Now))
 	ctx := sandboxCtx("pr-2")
 	canceled := fmt.Errorf("calling cart: %w", context.Canceled)
@@ -152,7 +153,7 @@ func TestCancellationNotCounted(t *testing.T) {
 // state cannot move it: a success of a call started while closed does not
 // close a half-open breaker, a late failure does not reopen a closed one.
 func TestStaleOutcomes(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	g := breaker.NewGroup(breaker.Settings{Failures: 1, OpenTimeout: time.Second}, breaker.WithClock(clk.Now))
 	ctx := sandboxCtx("pr-3")
 
@@ -198,7 +199,7 @@ func TestStaleOutcomes(t *testing.T) {
 // TestProbes: with Probes 2, two probes go through at once and both must
 // succeed to close the breaker.
 func TestProbes(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	g := breaker.NewGroup(breaker.Settings{Failures: 1, OpenTimeout: time.Minute, Probes: 2}, breaker.WithClock(clk.Now))
 	ctx := sandboxCtx("pr-4")
 	call(g, ctx, errBoom)
@@ -225,7 +226,7 @@ func TestIsFailure(t *testing.T) {
 	g := breaker.NewGroup(breaker.Settings{
 		Failures:  2,
 		IsFailure: func(err error) bool { return errors.Is(err, breaker.ErrServerStatus) },
-	}, breaker.WithClock(newClock().Now))
+	}, breaker.WithClock(clocktest.New().Now))
 	ctx := sandboxCtx("pr-5")
 	for _, code := range []int{503, 404, 500, 200, 502, 400, 418} {
 		call(g, ctx, breaker.HTTPStatus(code))
@@ -244,7 +245,7 @@ func TestIsFailure(t *testing.T) {
 // TestDefaults: the zero Settings limit nothing but trip after
 // DefaultFailures and stay open DefaultOpenTimeout.
 func TestDefaults(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: -1, Burst: -5, MaxInFlight: -1}}, breaker.WithClock(clk.Now))
 	ctx := sandboxCtx("pr-6")
 	var held []func(error)
@@ -269,7 +270,7 @@ func TestDefaults(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	g := breaker.NewGroup(breaker.Settings{Baseline: &breaker.Budget{Rate: 4, Burst: 1}}, breaker.WithClock(clk.Now))
 	call(g, context.Background(), nil)
 	err := call(g, context.Background(), nil)

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/sandboxkit/sandboxkit/breaker"
+	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
@@ -19,7 +20,7 @@ import (
 // rate*elapsed calls, reports the exact wait, and refused calls use no
 // tokens.
 func TestRateLimit(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 10, Burst: 2}}, breaker.WithClock(clk.Now))
 	ctx := sandboxCtx("pr-10")
 	for i := range 2 {
@@ -52,7 +53,7 @@ func TestRateLimit(t *testing.T) {
 // TestMaxInFlight: the cap counts admitted calls until their done, and a
 // call refused for it uses no token.
 func TestMaxInFlight(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1, Burst: 3, MaxInFlight: 2}}, breaker.WithClock(clk.Now))
 	ctx := sandboxCtx("pr-11")
 	d1, err1 := g.Allow(ctx)
@@ -77,7 +78,7 @@ func TestMaxInFlight(t *testing.T) {
 // TestIsolation: a runaway sandbox that exhausts its rate and opens its
 // breaker leaves another sandbox and baseline traffic alone.
 func TestIsolation(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 5, Burst: 5}, Failures: 3}, breaker.WithClock(clk.Now))
 	runaway, calm := sandboxCtx("runaway"), sandboxCtx("calm")
 	refused := 0
@@ -107,7 +108,7 @@ func TestIsolation(t *testing.T) {
 // TestBaselineBudget: with Settings.Baseline, baseline traffic has a budget
 // and a breaker of its own, apart from the sandboxes'.
 func TestBaselineBudget(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	g := breaker.NewGroup(breaker.Settings{Baseline: &breaker.Budget{Rate: 1, Burst: 2}, Failures: 2}, breaker.WithClock(clk.Now))
 	base := context.Background()
 	call(g, base, nil)
@@ -128,7 +129,7 @@ func TestBaselineBudget(t *testing.T) {
 // table entry and Settings.Override, field by field, and follows changes of
 // the table.
 func TestOverrides(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	table, err := routes.NewStatic([]routes.Sandbox{
 		{ID: "from-table", Budget: &routes.Budget{Rate: 1, Burst: 5}},
 		{ID: "both", Budget: &routes.Budget{Burst: 7}},
@@ -231,7 +232,7 @@ func TestZeroAllocs(t *testing.T) {
 // cancellations and evictions going on, and checks that the cap on calls in
 // flight is never exceeded and that everything is released at the end.
 func TestConcurrent(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	const maxInFlight = 3
 	g := breaker.NewGroup(breaker.Settings{
 		Budget:      breaker.Budget{MaxInFlight: maxInFlight},

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sandboxkit/sandboxkit/breaker"
+	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -23,7 +24,7 @@ func heap() uint64 {
 // returns to the one key in use and the heap they took is given back.
 func TestEvictionMemory(t *testing.T) {
 	const keys = 100_000
-	clk := newClock()
+	clk := clocktest.New()
 	before := heap()
 	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 100, MaxInFlight: 10}, IdleTimeout: time.Minute},
 		breaker.WithClock(clk.Now))
@@ -62,7 +63,7 @@ func TestEvictionMemory(t *testing.T) {
 // with a call in flight or while their breaker is open, and steady traffic
 // sweeps them without calls to Sweep.
 func TestEvictionRules(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	g := breaker.NewGroup(breaker.Settings{IdleTimeout: time.Minute, OpenTimeout: 5 * time.Minute, Failures: 1},
 		breaker.WithClock(clk.Now))
 

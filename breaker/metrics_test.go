@@ -10,13 +10,14 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/sandboxkit/sandboxkit/breaker"
+	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 )
 
 // TestMetrics reads the group's metrics with the SDK's manual reader: the
 // decisions by sandbox and outcome, and the number of breakers not closed
 // as one opens, probes, closes, and as an open one is evicted.
 func TestMetrics(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	t.Cleanup(func() { mp.Shutdown(context.Background()) })

@@ -299,26 +299,6 @@ func smallPools() dbroute.Option {
 	return dbroute.WithPoolConfig(func(_ string, cfg *pgxpool.Config) { cfg.MaxConns = 3 })
 }
 
-// clock is a fake clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // countingProvider counts Open calls of the provider it wraps.
 type countingProvider struct {
 	reclaimCloser

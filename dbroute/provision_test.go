@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
 
@@ -142,7 +143,7 @@ func TestProvision(t *testing.T) {
 		t.Run(k.name, func(t *testing.T) {
 			t.Parallel()
 			e := server(t)
-			clk := newClock()
+			clk := clocktest.New()
 			var applied atomic.Int32
 			p := k.newProvider(t, e, itemsMigration("v1", &applied), dbroute.WithClock(clk.Now))
 			r := newRouter(t, e, p, dbroute.WithClock(clk.Now))
@@ -291,7 +292,7 @@ func TestForeignObjectsUntouched(t *testing.T) {
 		t.Run(k.name, func(t *testing.T) {
 			t.Parallel()
 			e := server(t)
-			clk := newClock()
+			clk := clocktest.New()
 			table, err := routes.NewStatic([]routes.Sandbox{{ID: "ghost"}, {ID: "mine"}}, routes.WithClock(clk.Now))
 			if err != nil {
 				t.Fatal(err)
@@ -415,7 +416,7 @@ func TestReap(t *testing.T) {
 		t.Run(k.name, func(t *testing.T) {
 			t.Parallel()
 			e := server(t)
-			clk := newClock()
+			clk := clocktest.New()
 			t0 := clk.Now()
 			expires := routes.Sandbox{ID: "expires", Expires: t0.Add(30 * time.Minute)}
 			table, err := routes.NewStatic([]routes.Sandbox{{ID: "stays"}, expires}, routes.WithClock(clk.Now))

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
 
@@ -135,7 +136,7 @@ func TestRouterRefusesBaselineAsTestDatabase(t *testing.T) {
 func TestRouterFromTable(t *testing.T) {
 	t.Parallel()
 	e := server(t)
-	clk := newClock()
+	clk := clocktest.New()
 	one, two := e.target(t, "one"), e.target(t, "two")
 	table, err := routes.NewStatic([]routes.Sandbox{
 		{ID: "pr-a", Database: one, Expires: clk.Now().Add(time.Hour)},
@@ -189,7 +190,7 @@ func TestRouterFromTable(t *testing.T) {
 func TestRouterLifecycle(t *testing.T) {
 	t.Parallel()
 	e := server(t)
-	clk := newClock()
+	clk := clocktest.New()
 	dsn := e.target(t, "shared")
 	provider, err := dbroute.Static(map[string]string{"a": dsn, "b": dsn, "c": dsn})
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,23 +17,11 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/grpcmw"
+	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/internal/grpctest"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
-
-// fakeClock is the injected time of the breaker tests: it moves only when
-// told to, so rate limits and open periods are exact.
-type fakeClock struct{ ns atomic.Int64 }
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	c.ns.Store(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC).UnixNano())
-	return c
-}
-
-func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 func withActor(id, actor string) context.Context {
 	return propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: id, Actor: actor})
@@ -65,13 +52,13 @@ func wantRefused(t *testing.T, err error, code codes.Code, text string, retry ti
 }
 
 func TestServerBreaker(t *testing.T) {
-	clk := newFakeClock()
+	clk := clocktest.New()
 	log, logger := newAuditLog()
 	g := breaker.NewGroup(breaker.Settings{
 		Budget:      breaker.Budget{Rate: 0.5, Burst: 1},
 		Failures:    2,
 		OpenTimeout: 30 * time.Second,
-	}, breaker.WithClock(clk.now))
+	}, breaker.WithClock(clk.Now))
 	started := make(chan struct{}, 1)
 	svc := &grpctest.Service{Name: "cart", Forward: func(ctx context.Context) (string, error) {
 		if s, _ := propagation.FromContext(ctx); s.ID == "pr-wait" {
@@ -125,18 +112,18 @@ func TestServerBreaker(t *testing.T) {
 
 	t.Run("failures open the breaker: Unavailable", func(t *testing.T) {
 		for _, c := range []codes.Code{codes.Internal, codes.Unavailable} {
-			clk.advance(2 * time.Second)
+			clk.Advance(2 * time.Second)
 			if err := failWith(withActor("pr-bad", ""), client, c); status.Code(err) != c {
 				t.Fatalf("err = %v; want the handler's %v", err, c)
 			}
 		}
-		clk.advance(2 * time.Second)
+		clk.Advance(2 * time.Second)
 		wantRefused(t, failWith(withActor("pr-bad", ""), client, codes.OK), codes.Unavailable, "circuit breaker is open", 28*time.Second)
 	})
 
 	t.Run("application errors are not failures", func(t *testing.T) {
 		for _, c := range []codes.Code{codes.NotFound, codes.InvalidArgument, codes.FailedPrecondition, codes.PermissionDenied} {
-			clk.advance(2 * time.Second)
+			clk.Advance(2 * time.Second)
 			if err := failWith(withActor("pr-app", ""), client, c); status.Code(err) != c {
 				t.Fatalf("err = %v; want %v", err, c)
 			}
@@ -149,7 +136,7 @@ func TestServerBreaker(t *testing.T) {
 	t.Run("cancellation is not a failure", func(t *testing.T) {
 		drain()
 		for range 3 {
-			clk.advance(2 * time.Second)
+			clk.Advance(2 * time.Second)
 			ctx, cancel := context.WithCancel(withActor("pr-wait", ""))
 			go func() { <-started; cancel() }()
 			if err := failWith(ctx, client, codes.OK); status.Code(err) != codes.Canceled {
@@ -176,13 +163,13 @@ func TestServerBreaker(t *testing.T) {
 }
 
 func TestClientBreaker(t *testing.T) {
-	clk := newFakeClock()
+	clk := clocktest.New()
 	log, logger := newAuditLog()
 	g := breaker.NewGroup(breaker.Settings{
 		Budget:      breaker.Budget{Rate: 0.5, Burst: 1, MaxInFlight: 1},
 		Failures:    2,
 		OpenTimeout: 30 * time.Second,
-	}, breaker.WithClock(clk.now))
+	}, breaker.WithClock(clk.Now))
 	svc := &grpctest.Service{Name: "cart"}
 	addr := start(t, svc, serverOpts(grpcmw.TrustAll())...)
 	opts := []grpcmw.Option{grpcmw.WithBreaker(g), grpcmw.WithLogger(logger)}
@@ -208,18 +195,18 @@ func TestClientBreaker(t *testing.T) {
 
 	t.Run("failures and application errors", func(t *testing.T) {
 		for range 3 {
-			clk.advance(2 * time.Second)
+			clk.Advance(2 * time.Second)
 			if err := failWith(withActor("pr-2", ""), client, codes.NotFound); status.Code(err) != codes.NotFound {
 				t.Fatalf("err = %v", err)
 			}
 		}
 		for range 2 {
-			clk.advance(2 * time.Second)
+			clk.Advance(2 * time.Second)
 			if err := failWith(withActor("pr-2", ""), client, codes.Unknown); status.Code(err) != codes.Unknown {
 				t.Fatalf("err = %v", err)
 			}
 		}
-		clk.advance(2 * time.Second)
+		clk.Advance(2 * time.Second)
 		err := failWith(withActor("pr-2", ""), client, codes.OK)
 		if !errors.Is(err, breaker.ErrOpen) || status.Code(err) != codes.Unavailable {
 			t.Errorf("err = %v; want ErrOpen as Unavailable", err)
@@ -252,12 +239,12 @@ func TestClientBreaker(t *testing.T) {
 	})
 
 	t.Run("a stream is in flight until it ends", func(t *testing.T) {
-		clk.advance(2 * time.Second)
+		clk.Advance(2 * time.Second)
 		st, err := client.FullDuplexCall(withActor("pr-4", ""))
 		if err != nil {
 			t.Fatal(err)
 		}
-		clk.advance(2 * time.Second)
+		clk.Advance(2 * time.Second)
 		_, err = client.FullDuplexCall(withActor("pr-4", ""))
 		if !errors.Is(err, breaker.ErrTooManyInFlight) || status.Code(err) != codes.Unavailable {
 			t.Fatalf("second stream: err = %v; want ErrTooManyInFlight as Unavailable", err)
@@ -289,12 +276,12 @@ func TestRouterBreaker(t *testing.T) {
 	}
 
 	t.Run("sandbox and baseline upstreams share the budget", func(t *testing.T) {
-		clk := newFakeClock()
-		g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1, Burst: 1}}, breaker.WithClock(clk.now))
+		clk := clocktest.New()
+		g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1, Burst: 1}}, breaker.WithClock(clk.Now))
 		f := newFleet(t, sandboxes, grpcmw.WithBreaker(g))
 		for _, id := range []string{"feat-a", "feat-z"} { // routed; not overriding: baseline
 			for _, k := range kinds {
-				clk.advance(time.Second)
+				clk.Advance(time.Second)
 				if _, err := call(inSandbox(id), f.client, k); err != nil {
 					t.Fatalf("%s %s: %v", id, k, err)
 				}

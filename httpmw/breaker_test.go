@@ -14,21 +14,9 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/httpmw"
+	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
-
-// fakeClock is the injected time of the breaker tests: it moves only when
-// told to, so rate limits and open periods are exact.
-type fakeClock struct{ ns atomic.Int64 }
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	c.ns.Store(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC).UnixNano())
-	return c
-}
-
-func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // tally counts the requests a handler served, by sandbox ("" for
 // baseline).
@@ -90,13 +78,13 @@ func TestTransportBreaker(t *testing.T) {
 	}), httpmw.TrustAll()))
 	t.Cleanup(up.Close)
 
-	clk := newFakeClock()
+	clk := clocktest.New()
 	audits, logger := newAuditLog()
 	g := breaker.NewGroup(breaker.Settings{
 		Budget:      breaker.Budget{Rate: 1, Burst: 1},
 		Failures:    2,
 		OpenTimeout: time.Minute,
-	}, breaker.WithClock(clk.now))
+	}, breaker.WithClock(clk.Now))
 	c := newClient(t, httpmw.NewTransport(&http.Transport{}, httpmw.WithBreaker(g), httpmw.WithLogger(logger), httpmw.WithService("cart")))
 	do := func(ctx context.Context, url string) (*http.Response, error) {
 		resp, err := c.Do(mustRequest(t, ctx, http.MethodGet, url, nil))
@@ -146,13 +134,13 @@ func TestTransportBreaker(t *testing.T) {
 
 	t.Run("5xx opens the breaker", func(t *testing.T) {
 		for i := range 2 {
-			clk.advance(time.Second) // a token
+			clk.Advance(time.Second) // a token
 			resp, err := do(sandboxCtx("pr-bad", ""), up.URL)
 			if err != nil || resp.StatusCode != http.StatusInternalServerError {
 				t.Fatalf("request %d: %v, %v; want the upstream's 500", i, resp, err)
 			}
 		}
-		clk.advance(time.Second)
+		clk.Advance(time.Second)
 		_, err := do(sandboxCtx("pr-bad", ""), up.URL)
 		if !errors.Is(err, breaker.ErrOpen) {
 			t.Fatalf("third request: err = %v; want ErrOpen", err)
@@ -167,7 +155,7 @@ func TestTransportBreaker(t *testing.T) {
 
 	t.Run("4xx is not a failure", func(t *testing.T) {
 		for i := range 4 {
-			clk.advance(time.Second)
+			clk.Advance(time.Second)
 			if resp, err := do(sandboxCtx("pr-4xx", ""), up.URL); err != nil || resp.StatusCode != http.StatusNotFound {
 				t.Fatalf("request %d: %v, %v; want the upstream's 404", i, resp, err)
 			}
@@ -180,12 +168,12 @@ func TestTransportBreaker(t *testing.T) {
 	t.Run("connection errors are failures", func(t *testing.T) {
 		down := "http://" + closedAddr(t)
 		for i := range 2 {
-			clk.advance(time.Second)
+			clk.Advance(time.Second)
 			if _, err := do(sandboxCtx("pr-down", ""), down); err == nil || errors.Is(err, breaker.ErrOpen) {
 				t.Fatalf("request %d: err = %v; want a connection error", i, err)
 			}
 		}
-		clk.advance(time.Second)
+		clk.Advance(time.Second)
 		if _, err := do(sandboxCtx("pr-down", ""), down); !errors.Is(err, breaker.ErrOpen) {
 			t.Fatalf("third request: err = %v; want ErrOpen", err)
 		}
@@ -279,13 +267,13 @@ func TestHandlerBreaker(t *testing.T) {
 			<-r.Context().Done()
 		}
 	})
-	clk := newFakeClock()
+	clk := clocktest.New()
 	audits, logger := newAuditLog()
 	g := breaker.NewGroup(breaker.Settings{
 		Budget:      breaker.Budget{Rate: 0.5, Burst: 1, MaxInFlight: 1},
 		Failures:    2,
 		OpenTimeout: 30 * time.Second,
-	}, breaker.WithClock(clk.now))
+	}, breaker.WithClock(clk.Now))
 	srv, served := breakerServer(t, app, httpmw.WithBreaker(g), httpmw.WithLogger(logger))
 	c := newClient(t, &http.Transport{})
 	bg := context.Background()
@@ -317,7 +305,7 @@ func TestHandlerBreaker(t *testing.T) {
 		first := make(chan reply)
 		go func() { first <- send(bg, c, srv.URL+"/block", "pr-2") }()
 		<-started
-		clk.advance(2 * time.Second) // a token: the cap refuses, not the rate
+		clk.Advance(2 * time.Second) // a token: the cap refuses, not the rate
 		wantRefusal(t, send(bg, c, srv.URL+"/", "pr-2"), http.StatusServiceUnavailable, "1", "too many calls in flight")
 		close(release)
 		if r := <-first; r.status != http.StatusOK {
@@ -328,12 +316,12 @@ func TestHandlerBreaker(t *testing.T) {
 
 	t.Run("5xx opens the breaker: 503", func(t *testing.T) {
 		for range 2 {
-			clk.advance(2 * time.Second)
+			clk.Advance(2 * time.Second)
 			if r := send(bg, c, srv.URL+"/fail", "pr-3"); r.status != http.StatusInternalServerError {
 				t.Fatalf("failing request: %+v", r)
 			}
 		}
-		clk.advance(2 * time.Second)
+		clk.Advance(2 * time.Second)
 		wantRefusal(t, send(bg, c, srv.URL+"/", "pr-3"), http.StatusServiceUnavailable, "28", "circuit breaker is open")
 		if n := calls.get("pr-3"); n != 2 {
 			t.Errorf("handler ran %d times for pr-3; want 2", n)
@@ -342,13 +330,13 @@ func TestHandlerBreaker(t *testing.T) {
 
 	t.Run("a panic is a failure", func(t *testing.T) {
 		for range 2 {
-			clk.advance(2 * time.Second)
+			clk.Advance(2 * time.Second)
 			// POST: the client does not retry it on a new connection.
 			if r := sendMethod(bg, c, http.MethodPost, srv.URL+"/abort", "pr-4"); r.err == nil {
 				t.Fatalf("aborted request: %+v; want a broken connection", r)
 			}
 		}
-		clk.advance(2 * time.Second)
+		clk.Advance(2 * time.Second)
 		wantRefusal(t, send(bg, c, srv.URL+"/", "pr-4"), http.StatusServiceUnavailable, "28", "circuit breaker is open")
 	})
 
@@ -357,7 +345,7 @@ func TestHandlerBreaker(t *testing.T) {
 			<-served
 		}
 		for range 2 {
-			clk.advance(2 * time.Second)
+			clk.Advance(2 * time.Second)
 			ctx, cancel := context.WithCancel(bg)
 			go func() { <-started; cancel() }()
 			if r := send(ctx, c, srv.URL+"/wait", "pr-5"); !errors.Is(r.err, context.Canceled) {
@@ -365,7 +353,7 @@ func TestHandlerBreaker(t *testing.T) {
 			}
 			<-served // the middleware has reported the outcome
 		}
-		clk.advance(2 * time.Second)
+		clk.Advance(2 * time.Second)
 		if r := send(bg, c, srv.URL+"/", "pr-5"); r.status != http.StatusOK {
 			t.Fatalf("after two cancelled requests: %+v; want 200 (breaker closed)", r)
 		}
@@ -384,7 +372,7 @@ func TestHandlerBreaker(t *testing.T) {
 	})
 
 	t.Run("baseline budget", func(t *testing.T) {
-		g := breaker.NewGroup(breaker.Settings{Baseline: &breaker.Budget{Rate: 0.5, Burst: 1}}, breaker.WithClock(clk.now))
+		g := breaker.NewGroup(breaker.Settings{Baseline: &breaker.Budget{Rate: 0.5, Burst: 1}}, breaker.WithClock(clk.Now))
 		srv, _ := breakerServer(t, app, httpmw.WithBreaker(g))
 		if r := send(bg, c, srv.URL+"/", ""); r.status != http.StatusOK {
 			t.Fatalf("first baseline request: %+v", r)
@@ -395,10 +383,10 @@ func TestHandlerBreaker(t *testing.T) {
 
 func TestProxyBreaker(t *testing.T) {
 	up := newUpstream(t, "baseline")
-	clk := newFakeClock()
+	clk := clocktest.New()
 
 	t.Run("one token per request, refused requests not proxied", func(t *testing.T) {
-		g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1, Burst: 2}}, breaker.WithClock(clk.now))
+		g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1, Burst: 2}}, breaker.WithClock(clk.Now))
 		p := newProxyServer(t, routes.New(), up.URL, httpmw.TrustAll(), httpmw.WithBreaker(g))
 		c := newClient(t, &http.Transport{})
 		hits := up.hits.Load()
@@ -412,7 +400,7 @@ func TestProxyBreaker(t *testing.T) {
 	})
 
 	t.Run("the proxy's 502 is a failure", func(t *testing.T) {
-		g := breaker.NewGroup(breaker.Settings{Failures: 2, OpenTimeout: 10 * time.Second}, breaker.WithClock(clk.now))
+		g := breaker.NewGroup(breaker.Settings{Failures: 2, OpenTimeout: 10 * time.Second}, breaker.WithClock(clk.Now))
 		p := newProxyServer(t, nil, closedURL(t), httpmw.TrustAll(), httpmw.WithBreaker(g))
 		c := newClient(t, &http.Transport{})
 		var got []int

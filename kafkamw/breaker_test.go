@@ -3,34 +3,17 @@ package kafkamw_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sandboxkit/sandboxkit/breaker"
+	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // TestWriterBreaker: a sandbox's writes spend its budget; a write over it
 // is refused before it reaches the broker and audited; baseline writes are
@@ -38,8 +21,8 @@ func (c *fakeClock) advance(d time.Duration) {
 func TestWriterBreaker(t *testing.T) {
 	addrs := kafkatest.Start(t)
 	topic := kafkatest.Topic(t, addrs, 1)
-	clk := &fakeClock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
-	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1, Burst: 2}, Failures: 1}, breaker.WithClock(clk.now))
+	clk := clocktest.New()
+	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1, Burst: 2}, Failures: 1}, breaker.WithClock(clk.Now))
 	var log auditLog
 	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic), kafkamw.WithBreaker(g), kafkamw.WithLogger(log.logger()))
 
@@ -63,7 +46,7 @@ func TestWriterBreaker(t *testing.T) {
 			t.Fatalf("baseline write %s: %v", k, err)
 		}
 	}
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	if err := w.WriteMessages(sctx, msg("s4")); err != nil {
 		t.Fatalf("write after refill: %v", err)
 	}
@@ -83,7 +66,7 @@ func TestWriterBreaker(t *testing.T) {
 
 	// A cancelled write is not a failure: with Failures 1 a counted
 	// failure would open the breaker.
-	clk.advance(10 * time.Second)
+	clk.Advance(10 * time.Second)
 	cctx, cancel := context.WithCancel(sctx)
 	cancel()
 	if err := w.WriteMessages(cctx, msg("c1")); err == nil {

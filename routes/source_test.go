@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
 
@@ -174,7 +175,7 @@ func TestHTTPSync(t *testing.T) {
 }
 
 func TestSyncedAtOfHandFilledTable(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	tbl := routes.New(routes.WithClock(clk.Now))
 	clk.Advance(time.Hour)
 	if !tbl.SyncedAt().Equal(clk.Now()) {

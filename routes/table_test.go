@@ -4,38 +4,19 @@ import (
 	"errors"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func TestLookup(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	tbl, err := routes.NewStatic([]routes.Sandbox{
 		{ID: "pr-42", Actor: "alice", Expires: clk.Now().Add(time.Hour), Services: map[string]routes.Route{
 			"cart":   {Upstream: "http://10.0.0.7:8080"},
@@ -84,7 +65,7 @@ func TestLookup(t *testing.T) {
 }
 
 func TestActivationWindows(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	tbl := routes.New(routes.WithClock(clk.Now), routes.WithTombstoneGrace(30*time.Minute))
 	t0 := clk.Now()
 	sb := func(svcs map[string]routes.Route) []routes.Sandbox {
@@ -180,7 +161,7 @@ func TestExplicitWindowsAgreeAcrossTables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c1, c2 := newClock(), newClock()
+	c1, c2 := clocktest.New(), clocktest.New()
 	c2.Advance(17 * time.Minute)
 	t1, _ := routes.NewStatic(sbs, routes.WithClock(c1.Now))
 	t2, _ := routes.NewStatic(sbs, routes.WithClock(c2.Now))
@@ -249,7 +230,7 @@ func TestUpdateDoesNotAlias(t *testing.T) {
 }
 
 func TestConsumerOnlyRoute(t *testing.T) {
-	clk := newClock()
+	clk := clocktest.New()
 	tbl, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-1", Services: map[string]routes.Route{"shipping": {}}}}, routes.WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
@@ -272,7 +253,7 @@ func TestExampleDocument(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := newClock() // 2026-11-27T09:00Z
+	clk := clocktest.New() // 2026-11-27T09:00Z
 	clk.Advance(time.Hour)
 	tbl, err := routes.NewStatic(sbs, routes.WithClock(clk.Now))
 	if err != nil {
