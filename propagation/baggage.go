@@ -17,6 +17,11 @@ const (
 )
 
 func (c *Codec) kind(key string) keyKind {
+	// Every key of ours starts with the common prefix: most foreign keys
+	// are told apart by it alone.
+	if len(key) < len(c.prefix) || key[:len(c.prefix)] != c.prefix {
+		return kindNone
+	}
 	switch key {
 	case c.cfg.idKey:
 		return kindID
@@ -35,12 +40,20 @@ func (c *Codec) kind(key string) keyKind {
 	return kindNone
 }
 
+// minPrefix is the length from which the keys' common prefix alone is a
+// selective enough test in [Codec.mentions].
+const minPrefix = 4
+
 // mentions reports whether any line contains one of our keys as a
 // substring: the cheap test that lets baggage without our members pass
-// without being split.
+// without being split. When the keys share a long enough prefix, finding
+// the prefix is enough (the scan that follows settles it).
 func (c *Codec) mentions(lines []string) bool {
 	for _, line := range lines {
-		if c.prefix != "" && !strings.Contains(line, c.prefix) {
+		if len(c.prefix) >= minPrefix {
+			if strings.Contains(line, c.prefix) {
+				return true
+			}
 			continue
 		}
 		for _, k := range c.keys {
@@ -57,6 +70,9 @@ func (c *Codec) mentions(lines []string) bool {
 // ours nor fails the request. Over-limit baggage is judged only when it
 // carries a member of ours. headerID is the ID from the dedicated header,
 // which the baggage must agree with.
+//
+// It is one pass over the bytes: a member's key runs to the first '=',
+// ';' or ','; a foreign member is skipped to the next ',' unread.
 func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 	if len(lines) == 0 || !c.mentions(lines) {
 		return nil
@@ -78,33 +94,61 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 			total++ // the comma that joins header lines
 		}
 		total += len(line)
-		for line != "" {
-			var member string
-			member, line, _ = strings.Cut(line, ",")
-			member = trimOWS(member)
-			if member == "" {
+		for len(line) > 0 {
+			j := keyEnd(line)
+			key := trimOWS(line[:j])
+			if j == len(line) || line[j] == ',' {
+				// A member that is a bare key, or empty.
+				line = after(line, j)
+				if key == "" {
+					continue
+				}
+				members++
+				if c.kind(key) != kindNone {
+					ours = true
+					fail(fmt.Errorf("%w: baggage member %s has no value", ErrMalformed, quote(key)))
+				}
 				continue
 			}
 			members++
-			// The key ends at '='; a ';' before it means a member without
-			// a value.
-			end := keyEnd(member)
-			rawKey, rest, hasValue := member, "", false
-			if end >= 0 {
-				rawKey, rest, hasValue = member[:end], member[end+1:], member[end] == '='
-			}
-			key := trimOWS(rawKey)
+			sep, rest := line[j], line[j+1:]
 			k := c.kind(key)
 			if k == kindNone {
+				// Skip the member: it runs to the next comma.
+				if e := strings.IndexByte(rest, ','); e >= 0 {
+					line = rest[e+1:]
+				} else {
+					line = ""
+				}
 				continue
 			}
+			// Ours: the member runs to the next comma, its value to the
+			// first ';' (member properties are not ours to read).
+			e, semi, escaped := 0, -1, false
+			for ; e < len(rest) && rest[e] != ','; e++ {
+				switch rest[e] {
+				case ';':
+					if semi < 0 {
+						semi = e
+					}
+				case '%':
+					escaped = true
+				}
+			}
+			line = after(rest, e)
 			ours = true
-			if !hasValue {
+			if sep == ';' {
 				fail(fmt.Errorf("%w: baggage member %s has no value", ErrMalformed, quote(key)))
 				continue
 			}
-			value, _, _ := strings.Cut(rest, ";") // member properties are not ours to read
-			v, uerr := unescape(trimOWS(value))
+			value := rest[:e]
+			if semi >= 0 {
+				value = rest[:semi]
+			}
+			v, uerr := trimOWS(value), error(nil)
+			if escaped {
+				v, uerr = unescape(v)
+			}
 			if uerr != nil {
 				fail(fmt.Errorf("%w: baggage member %s: %v", ErrMalformed, quote(key), uerr))
 				continue
@@ -155,6 +199,14 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 	}
 	m.Sandbox.ID = id
 	return nil
+}
+
+// after returns s after the separator at index j, or "" when j is the end.
+func after(s string, j int) string {
+	if j >= len(s) {
+		return ""
+	}
+	return s[j+1:]
 }
 
 func trimOWS(s string) string {
@@ -229,12 +281,12 @@ func unhex(c byte) byte {
 	}
 }
 
-// keyEnd returns the index of the first '=' or ';' in member, or -1.
-func keyEnd(member string) int {
-	for i := 0; i < len(member); i++ {
-		if c := member[i]; c == '=' || c == ';' {
+// keyEnd returns the index of the first '=', ';' or ',' in s, or len(s).
+func keyEnd(s string) int {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '=' || c == ';' || c == ',' {
 			return i
 		}
 	}
-	return -1
+	return len(s)
 }
