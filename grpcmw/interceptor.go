@@ -141,7 +141,7 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 
 	m, readErr := s.codec.Read(&markerCarrier{header: s.header, hv: hv, bv: bv})
 	p, _ := peer.FromContext(ctx)
-	verdict, why := s.policy.Decide(m, readErr, s.policy.All || s.policy.Trusted(peerAddr(p)))
+	verdict, why := s.policy.Decide(&m, readErr, s.policy.All || s.policy.Trusted(peerAddr(p)))
 	ev := audit.Event{Sandbox: m.Sandbox, Protocol: audit.GRPC, Target: method}
 	if s.logger != nil && p != nil && p.Addr != nil {
 		ev.Peer = p.Addr.String()
@@ -158,7 +158,7 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		return ctx, nil
 	case trust.Admit:
 		ctx = s.codec.ContextWithSandbox(ctx, m.Sandbox)
-		audit.Annotate(ctx, m.Sandbox)
+		audit.Annotate(ctx, &m.Sandbox)
 		ev.Decision, ev.Reason = audit.Admitted, byPeer
 		if m.Ticket != "" && s.policy.Verifier != nil {
 			ev.Reason = byTicket

@@ -2,6 +2,7 @@ package httpmw
 
 import (
 	"fmt"
+	"net/http"
 	"net/netip"
 	"strings"
 
@@ -50,9 +51,9 @@ func (s source) reason() string {
 }
 
 // judge decides whether the source of a request with remote address
-// remote and X-Forwarded-For lines xff is trusted by network, under policy
-// p with hops trusted proxies in front. It does not allocate.
-func judge(p *trust.Policy, hops int, remote string, xff []string) source {
+// remote and headers h is trusted by network, under policy p with hops
+// trusted proxies in front. It does not allocate.
+func judge(p *trust.Policy, hops int, remote string, h http.Header) source {
 	if p.All {
 		return source{}
 	}
@@ -66,7 +67,7 @@ func judge(p *trust.Policy, hops int, remote string, xff []string) source {
 	if hops <= 0 {
 		return source{}
 	}
-	client, entry, n, pr := forwardedClient(xff, hops)
+	client, entry, n, pr := forwardedClient(h[xffHeader], hops)
 	if pr != trusted {
 		return source{problem: pr, addr: entry, entries: n, hops: hops}
 	}
@@ -114,12 +115,42 @@ func parseAddr(s string) (netip.Addr, bool) {
 	case strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]"):
 		a, err := netip.ParseAddr(s[1 : len(s)-1])
 		return a, err == nil && a.Is6()
-	case strings.HasPrefix(s, "["), strings.Count(s, ":") == 1:
+	case strings.HasPrefix(s, "["):
 		ap, err := netip.ParseAddrPort(s)
 		return ap.Addr(), err == nil
 	}
+	if i := strings.IndexByte(s, ':'); i >= 0 && strings.IndexByte(s[i+1:], ':') < 0 {
+		// "ipv4:port", what every server's RemoteAddr is for IPv4 peers:
+		// the port is checked, not converted. netip.ParseAddrPort would
+		// convert it and accept no more.
+		if !validPort(s[i+1:]) {
+			return netip.Addr{}, false
+		}
+		a, err := netip.ParseAddr(s[:i])
+		return a, err == nil && a.Is4()
+	}
 	a, err := netip.ParseAddr(s)
 	return a, err == nil
+}
+
+// validPort reports whether s is a decimal port number, 0 to 65535, as
+// strconv.ParseUint(s, 10, 16) would accept it.
+func validPort(s string) bool {
+	if s == "" {
+		return false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return false
+		}
+		n = n*10 + int(c-'0')
+		if n > 65535 {
+			return false
+		}
+	}
+	return true
 }
 
 // clipQuote quotes untrusted text for a message, cut to a short length.

@@ -92,11 +92,11 @@ func (g *gate) pass(w http.ResponseWriter, r *http.Request) (*http.Request, bool
 	if !m.Found {
 		return r, true
 	}
-	return g.decide(w, r, m, err)
+	return g.decide(w, r, &m, err)
 }
 
-func (g *gate) decide(w http.ResponseWriter, r *http.Request, m propagation.Markers, readErr error) (*http.Request, bool) {
-	src := judge(&g.policy, g.hops, r.RemoteAddr, r.Header[xffHeader])
+func (g *gate) decide(w http.ResponseWriter, r *http.Request, m *propagation.Markers, readErr error) (*http.Request, bool) {
+	src := judge(&g.policy, g.hops, r.RemoteAddr, r.Header)
 	verdict, why := g.policy.Decide(m, readErr, src.trusted())
 	if why == nil && (verdict == trust.Strip || verdict == trust.Reject) {
 		why = errUnexplained
@@ -104,13 +104,15 @@ func (g *gate) decide(w http.ResponseWriter, r *http.Request, m propagation.Mark
 	ctx := r.Context()
 	switch verdict {
 	case trust.Admit:
+		audit.Annotate(ctx, &m.Sandbox)
 		ctx = g.codec.ContextWithSandbox(ctx, m.Sandbox)
-		audit.Annotate(ctx, m.Sandbox)
 		reason := byPeer
 		if m.Ticket != "" && g.policy.Verifier != nil {
 			reason = byTicket
 		}
-		g.emit(ctx, audit.Admitted, m.Sandbox, r, reason)
+		if g.logger != nil {
+			g.emit(ctx, audit.Admitted, m.Sandbox, r, reason)
+		}
 		return r.WithContext(ctx), true
 	case trust.Strip:
 		if g.logger != nil {

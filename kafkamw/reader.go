@@ -343,7 +343,7 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 		return ctx, false, nil
 	}
 	out := r.cfg.codec.ContextWithSandbox(ctx, s)
-	audit.Annotate(out, s)
+	audit.Annotate(out, &s)
 	return out, true, nil
 }
 

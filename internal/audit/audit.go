@@ -98,7 +98,7 @@ func Emit(ctx context.Context, l *slog.Logger, ev Event) {
 
 // Annotate sets sandbox.id (and sandbox.actor when known) on the span in
 // ctx, if it is recording.
-func Annotate(ctx context.Context, s propagation.Sandbox) {
+func Annotate(ctx context.Context, s *propagation.Sandbox) {
 	span := trace.SpanFromContext(ctx)
 	if !span.IsRecording() {
 		return

@@ -81,7 +81,7 @@ var ErrUntrusted = errors.New("sandbox markers from an untrusted source")
 // valid admits, invalid (tampered, expired, signed for another actor)
 // rejects. Without a ticket, a trusted peer's markers are admitted when
 // readable and rejected when not; an untrusted peer's are stripped.
-func (p *Policy) Decide(m propagation.Markers, readErr error, peerTrusted bool) (Verdict, error) {
+func (p *Policy) Decide(m *propagation.Markers, readErr error, peerTrusted bool) (Verdict, error) {
 	if !m.Found {
 		return None, nil
 	}

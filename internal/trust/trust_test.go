@@ -42,7 +42,7 @@ func TestDecide(t *testing.T) {
 		{"ticket with unreadable markers", withTicket, propagation.Markers{Found: true, Ticket: good}, readErr, false, trust.Reject, readErr},
 		{"ticket without a verifier", trust.Policy{}, propagation.Markers{Found: true, Sandbox: alice, Ticket: good}, nil, false, trust.Strip, trust.ErrUntrusted},
 	} {
-		got, err := tt.p.Decide(tt.m, tt.readErr, tt.trusted)
+		got, err := tt.p.Decide(&tt.m, tt.readErr, tt.trusted)
 		if got != tt.want || !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
 			t.Errorf("%s: Decide = %v, %v; want %v, %v", tt.name, got, err, tt.want, tt.wantErr)
 		}
