@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 
 	"github.com/segmentio/kafka-go"
@@ -64,6 +65,13 @@ func (w *Writer) Unwrap() *kafka.Writer { return w.w }
 //
 // Without a sandbox in ctx the messages are written as they are, without
 // copying or allocating.
+//
+// On a synchronous kafka.Writer (Async false, no Completion callback) the
+// copy of a one-message write is reused once the write has returned nil,
+// when kafka-go holds nothing of it any more; after an error, a cancelled
+// context included, it is left to the garbage collector, since kafka-go
+// may still be sending it. A custom Balancer must therefore not keep the
+// messages it is given beyond the call, which no kafka-go balancer does.
 func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
@@ -72,15 +80,29 @@ func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 		}
 		return w.w.WriteMessages(ctx, msgs...)
 	}
-	out, err := w.decorate(s, msgs)
+	reuse := w.reusable()
+	out, one, err := w.decorate(s, msgs, reuse)
 	if err != nil {
 		return err
 	}
 	if w.breaker != nil {
-		return w.budgeted(ctx, s, out)
+		err = w.budgeted(ctx, s, out)
+	} else {
+		err = w.w.WriteMessages(ctx, out...)
 	}
-	return w.w.WriteMessages(ctx, out...)
+	if err == nil && reuse {
+		// A synchronous write that succeeded has been sent: kafka-go
+		// keeps nothing of it (it asks callers to leave a message's bytes
+		// alone only after a write it returned from early).
+		release(one)
+	}
+	return err
 }
+
+// reusable reports whether the copies of a successful write can be reused:
+// the writer is synchronous and hands no messages to a Completion
+// callback, which could keep them.
+func (w *Writer) reusable() bool { return !w.w.Async && w.w.Completion == nil }
 
 // budgeted writes msgs under the budget of sandbox s (the zero Sandbox for
 // baseline writes).
@@ -130,26 +152,45 @@ func (w *Writer) encode(s propagation.Sandbox) []kafka.Header {
 	return c.list
 }
 
+// single is the copy of a one-message write, with room for its headers:
+// one allocation, or none when a pooled one is reused.
+type single struct {
+	m [1]kafka.Message
+	h [singleHeaders]kafka.Header
+}
+
+const singleHeaders = 4
+
+var singles = sync.Pool{New: func() any { return new(single) }}
+
+// release returns a single-message copy to the pool, cleared so that it
+// keeps nothing of the caller's message alive. one may be nil.
+func release(one *single) {
+	if one == nil {
+		return
+	}
+	*one = single{}
+	singles.Put(one)
+}
+
 // decorate returns copies of msgs carrying s. The copies share the caller's
 // keys, values and header values (none of which is changed), and the
-// encoded marker values, which nobody changes.
-func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message) ([]kafka.Message, error) {
+// encoded marker values, which nobody changes. A single message with few
+// headers is copied into a [single], taken from the pool when reuse is set
+// and returned as one for [Writer.release]; other writes return a nil one.
+func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message, reuse bool) (out []kafka.Message, one *single, err error) {
 	if len(msgs) == 0 {
-		return msgs, nil
+		return msgs, nil, nil
 	}
 	enc := w.encode(s)
-	var (
-		out []kafka.Message
-		hs  []kafka.Header
-	)
-	const small = 4
-	if len(msgs) == 1 && len(msgs[0].Headers)+len(enc) <= small {
-		// One allocation for the common single-message write.
-		b := new(struct {
-			m [1]kafka.Message
-			h [small]kafka.Header
-		})
-		out, hs = b.m[:], b.h[:0]
+	var hs []kafka.Header
+	if len(msgs) == 1 && len(msgs[0].Headers)+len(enc) <= singleHeaders {
+		if reuse {
+			one = singles.Get().(*single)
+		} else {
+			one = new(single)
+		}
+		out, hs = one.m[:], one.h[:0]
 	} else {
 		n := 0
 		for i := range msgs {
@@ -175,9 +216,11 @@ func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message) ([]kafka.
 			got, err := w.codec.Read(&carrier{list: m.Headers})
 			switch {
 			case err != nil:
-				return nil, fmt.Errorf("%w: message %d has unreadable sandbox headers: %w", ErrConflict, i, err)
+				release(one)
+				return nil, nil, fmt.Errorf("%w: message %d has unreadable sandbox headers: %w", ErrConflict, i, err)
 			case got.Found && got.Sandbox.ID != s.ID:
-				return nil, fmt.Errorf("%w: message %d is tagged for sandbox %q, the context for %q", ErrConflict, i, got.Sandbox.ID, s.ID)
+				release(one)
+				return nil, nil, fmt.Errorf("%w: message %d is tagged for sandbox %q, the context for %q", ErrConflict, i, got.Sandbox.ID, s.ID)
 			case !got.Found:
 				// Baggage that only mentions a key of ours inside
 				// another member: merge as above.
@@ -188,5 +231,5 @@ func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message) ([]kafka.
 			// Tagged for this sandbox already: kept as the caller set it.
 		}
 	}
-	return out, nil
+	return out, one, nil
 }

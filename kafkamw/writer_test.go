@@ -3,9 +3,11 @@ package kafkamw_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -146,4 +148,103 @@ func TestWriterConflict(t *testing.T) {
 	if m := got["k"]; string(m.Value) != "through" || m.Offset != 0 || !reflect.DeepEqual(header(m.Headers, "sandbox-id"), []string{"pr-7"}) || len(m.Headers) != 1 {
 		t.Errorf("first message in the topic %+v: want the pass-through one at offset 0, unchanged", m)
 	}
+}
+
+// TestWriterReusesCopiesSafely: a synchronous writer reuses the copy of a
+// single-message write once the write has succeeded, and only then: a
+// write abandoned by its context may still be sent by kafka-go afterwards.
+// Goroutines write for sandboxes of their own into shared batches, half of
+// them with deadlines so short that many writes are abandoned. Every
+// message that reaches the topic must carry its own sandbox's headers (a
+// copy reused too early would carry another writer's), and every write
+// that succeeded must be there.
+func TestWriterReusesCopiesSafely(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 1)
+	kw := kafkatest.Writer(t, addrs, topic)
+	w := kafkamw.NewWriter(kw)
+	const writers, each = 8, 60
+	var (
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		written   = map[string]bool{}
+		abandoned int
+	)
+	errs := make(chan error, writers)
+	for g := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("pr-%d", g)
+			sctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: id, Actor: "alice"})
+			for i := range each {
+				key := fmt.Sprintf("%s/%d", id, i)
+				m := kafka.Message{
+					Key:     []byte(key),
+					Value:   []byte(id),
+					Headers: []kafka.Header{{Key: "seq", Value: fmt.Appendf(nil, "%d", i)}},
+				}
+				ctx, cancel := sctx, context.CancelFunc(func() {})
+				if g%2 == 1 {
+					ctx, cancel = context.WithTimeout(sctx, 300*time.Microsecond)
+				}
+				err := w.WriteMessages(ctx, m)
+				cancel()
+				mu.Lock()
+				switch {
+				case err == nil:
+					written[key] = true
+				case errors.Is(err, context.DeadlineExceeded):
+					abandoned++
+				default:
+					errs <- err
+					mu.Unlock()
+					return
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// Abandoned writes may still land: read up to a last message written
+	// after all of them.
+	if err := kw.WriteMessages(context.Background(), kafka.Message{Key: []byte("end")}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r := kafka.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("check")))
+	defer r.Close()
+	seen := 0
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := string(m.Key)
+		if key == "end" {
+			break
+		}
+		seen++
+		delete(written, key)
+		id := string(m.Value)
+		if h := header(m.Headers, "sandbox-id"); !slices.Equal(h, []string{id}) {
+			t.Errorf("message %s: sandbox-id %q, want %q", key, h, id)
+		}
+		_, seq, _ := strings.Cut(key, "/")
+		if h := header(m.Headers, "seq"); !slices.Equal(h, []string{seq}) {
+			t.Errorf("message %s: seq header %q, want %q", key, h, seq)
+		}
+		if b := header(m.Headers, "baggage"); len(b) != 1 || !strings.Contains(b[0], "sandbox.id="+id) {
+			t.Errorf("message %s: baggage %q, want sandbox.id=%s", key, b, id)
+		}
+	}
+	if len(written) > 0 {
+		t.Errorf("%d successful writes missing from the topic", len(written))
+	}
+	t.Logf("%d messages read, %d writes abandoned by their deadline", seen, abandoned)
 }
