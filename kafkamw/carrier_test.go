@@ -2,8 +2,10 @@ package kafkamw
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -237,4 +239,58 @@ func TestMemo(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzMergeBaggage checks the writer's one-allocation merge into a
+// caller's baggage against the codec's general path (InjectSandbox on a
+// carrier), on headers in the state the writer uses it for.
+func FuzzMergeBaggage(f *testing.F) {
+	f.Add("tenant=acme", "", true)
+	f.Add(" a=1 ,, b=2;p ", "c=3", false)
+	f.Add("", " , ", true)
+	f.Add("k=v,x", "y=%20", false)
+	codecs := []*propagation.Codec{propagation.Default()}
+	if c, err := propagation.NewCodec(propagation.WithHeader("")); err == nil {
+		codecs = append(codecs, c)
+	}
+	sb := propagation.Sandbox{ID: "pr-42", Actor: "alice b", Origin: "ci"}
+	f.Fuzz(func(t *testing.T, bag1, bag2 string, upper bool) {
+		key := "baggage"
+		if upper {
+			key = "Baggage"
+		}
+		headers := []kafka.Header{{Key: "content-type", Value: []byte("json")}, {Key: key, Value: []byte(bag1)}}
+		if bag2 != "" {
+			headers = append(headers, kafka.Header{Key: "trace", Value: []byte("t")}, kafka.Header{Key: "BAGGAGE", Value: []byte(bag2)})
+		}
+		for _, codec := range codecs {
+			w := NewWriter(&kafka.Writer{}, WithCodec(codec))
+			if w.markers.scan(headers) != bagOnly {
+				continue
+			}
+			enc := w.encode(sb)
+			got := mergeBaggage(nil, headers, enc)
+			c := carrier{list: slices.Clone(headers)}
+			codec.InjectSandbox(sb, &c)
+			if len(got) > len(headers)+1 {
+				t.Fatalf("%d headers appended, want at most %d", len(got), len(headers)+1)
+			}
+			if len(got) != len(c.list) {
+				t.Fatalf("merge %q\n   got %s\n  want %s", headers, fmtHeaders(got), fmtHeaders(c.list))
+			}
+			for i := range got {
+				if got[i].Key != c.list[i].Key || string(got[i].Value) != string(c.list[i].Value) {
+					t.Fatalf("merge %q\n   got %s\n  want %s", headers, fmtHeaders(got), fmtHeaders(c.list))
+				}
+			}
+		}
+	})
+}
+
+func fmtHeaders(hs []kafka.Header) string {
+	var b strings.Builder
+	for _, h := range hs {
+		fmt.Fprintf(&b, "%s=%q ", h.Key, h.Value)
+	}
+	return b.String()
 }

@@ -1,10 +1,12 @@
 package kafkamw
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -209,9 +211,9 @@ func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message, reuse boo
 			m.Headers = hs[start:len(hs):len(hs)]
 		case bagOnly:
 			// Merge into the caller's baggage, keeping its members.
-			c := carrier{list: append(make([]kafka.Header, 0, len(m.Headers)+len(enc)), m.Headers...)}
-			w.codec.InjectSandbox(s, &c)
-			m.Headers = c.list
+			start := len(hs)
+			hs = mergeBaggage(hs, m.Headers, enc)
+			m.Headers = hs[start:len(hs):len(hs)]
 		case hasMarkers:
 			got, err := w.codec.Read(&carrier{list: m.Headers})
 			switch {
@@ -232,4 +234,63 @@ func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message, reuse boo
 		}
 	}
 	return out, one, nil
+}
+
+// mergeBaggage appends to hs the caller's headers with our encoded markers
+// enc merged in, as [propagation.Codec.InjectSandbox] would write them,
+// for headers whose baggage holds no member of ours and that have no
+// dedicated header (state bagOnly): the first baggage header becomes ours
+// followed by the caller's members, further baggage headers are folded
+// into it, and the dedicated header comes last. It allocates the merged
+// value only, and appends at most len(headers)+1 headers.
+func mergeBaggage(hs, headers, enc []kafka.Header) []kafka.Header {
+	var ours []byte
+	for _, h := range enc {
+		if h.Key == baggageKey {
+			ours = h.Value
+		}
+	}
+	n := len(ours)
+	for _, h := range headers {
+		if strings.EqualFold(h.Key, baggageKey) {
+			n += 1 + len(h.Value)
+		}
+	}
+	merged := append(make([]byte, 0, n), ours...)
+	for _, h := range headers {
+		if !strings.EqualFold(h.Key, baggageKey) {
+			continue
+		}
+		for v := h.Value; len(v) > 0; {
+			member := v
+			if i := bytes.IndexByte(v, ','); i >= 0 {
+				member, v = v[:i], v[i+1:]
+			} else {
+				v = nil
+			}
+			member = bytes.Trim(member, " \t")
+			if len(member) == 0 {
+				continue
+			}
+			if len(merged) > 0 {
+				merged = append(merged, ',')
+			}
+			merged = append(merged, member...)
+		}
+	}
+	placed := false
+	for _, h := range headers {
+		if !strings.EqualFold(h.Key, baggageKey) {
+			hs = append(hs, h)
+		} else if !placed {
+			hs = append(hs, kafka.Header{Key: baggageKey, Value: merged})
+			placed = true
+		}
+	}
+	for _, h := range enc {
+		if h.Key != baggageKey {
+			hs = append(hs, h)
+		}
+	}
+	return hs
 }
