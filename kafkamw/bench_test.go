@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -90,12 +91,31 @@ func benchConfig(bt *benchTopic, group string) kafka.ReaderConfig {
 	return cfg
 }
 
+// timer is what a pass starts when it has its first message (so that the
+// group join is not measured) and stops at its end: the benchmark's timer,
+// or a stopwatch.
+type timer interface {
+	StartTimer()
+	StopTimer()
+}
+
+// stopwatch is a timer for passes timed one by one.
+type stopwatch struct {
+	start   time.Time
+	elapsed time.Duration
+}
+
+func (s *stopwatch) StartTimer() { s.start = time.Now() }
+func (s *stopwatch) StopTimer()  { s.elapsed += time.Since(s.start) }
+
 // pass reads one group's way through the topic: fetch returns the next
-// message and whether the pass is over after it. The last message of each
-// partition is committed every commitEvery messages returned and at the
-// end. The timer runs from the first message on, so the group join is not
-// measured.
-func pass(b *testing.B, fetch func(context.Context) (kafka.Message, bool, error), commit func(context.Context, ...kafka.Message) error) {
+// message, how many messages of the topic have been read so far (returned
+// or skipped) and whether the pass is over after it. The last message of
+// each partition is committed each time another commitEvery messages of
+// the topic have been read, and at the end: every reader commits as often
+// per message of the topic, however many of them it returns. tm runs from
+// the first message on.
+func pass(b *testing.B, tm timer, fetch func(context.Context) (kafka.Message, int64, bool, error), commit func(context.Context, ...kafka.Message) error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	last := map[int]kafka.Message{}
@@ -109,93 +129,148 @@ func pass(b *testing.B, fetch func(context.Context) (kafka.Message, bool, error)
 		}
 		clear(last)
 	}
+	var committed int64 // commits so far, in units of commitEvery
 	for i := 0; ; i++ {
-		m, done, err := fetch(ctx)
+		m, read, done, err := fetch(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
 		if i == 0 {
-			b.StartTimer()
+			tm.StartTimer()
 		}
 		last[m.Partition] = m
 		if done {
 			break
 		}
-		if (i+1)%commitEvery == 0 {
+		if read/commitEvery > committed {
+			committed = read / commitEvery
 			flush()
 		}
 	}
 	flush()
-	b.StopTimer()
+	tm.StopTimer()
+}
+
+// readRaw reads want messages of the topic (at most all of it) with a
+// plain kafka-go group reader in a fresh group. It returns how many were
+// read and how many of those were timed (all but the first).
+func readRaw(b *testing.B, tm timer, bt *benchTopic, want int64) (read, timed int64) {
+	want = min(want, int64(bt.n))
+	r := kafka.NewReader(benchConfig(bt, fmt.Sprintf("raw-%d", time.Now().UnixNano())))
+	defer r.Close()
+	var n int64
+	pass(b, tm, func(ctx context.Context) (kafka.Message, int64, bool, error) {
+		m, err := r.FetchMessage(ctx)
+		n++
+		return m, n, n == want, err
+	}, r.CommitMessages)
+	return want, want - 1
+}
+
+// readOurs is readRaw for our reader in role "baseline" or "sandbox". It
+// stops early when the reader has returned every message it owns: the rest
+// of the topic would be skipped.
+func readOurs(b *testing.B, tm timer, bt *benchTopic, role string, want int64) (read, timed int64) {
+	opts := []Option{WithRoutes(bt.table), WithService(benchService)}
+	owned := int64(bt.n - bt.tagged)
+	if role == "sandbox" {
+		opts = append(opts, AsSandbox(benchSandbox))
+		owned = int64(bt.tagged)
+	}
+	r, err := NewReader(benchConfig(bt, fmt.Sprintf("%s-%d", role, time.Now().UnixNano())), opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	var first int64 = -1
+	pass(b, tm, func(ctx context.Context) (kafka.Message, int64, bool, error) {
+		_, m, err := r.FetchMessage(ctx)
+		c := r.Counts()
+		if first < 0 {
+			first = c.Delivered + c.Skipped
+		}
+		return m, c.Delivered + c.Skipped, c.Delivered+c.Skipped >= want || c.Delivered == owned, err
+	}, r.CommitMessages)
+	c := r.Counts()
+	return c.Delivered + c.Skipped, c.Delivered + c.Skipped - first
 }
 
 // BenchmarkReader reads the same topic with a plain kafka-go group reader,
-// the baseline reader and the sandbox reader, committing every 100 messages
-// returned (skipped messages ride on those commits). An op is one message
-// of the topic read, returned or skipped; each pass through the topic uses
-// a fresh group, and the group join is not timed. msgs/s is the topic's
-// messages read per second.
+// the baseline reader and the sandbox reader, committing every 100
+// messages of the topic read (skipped messages ride on those commits). An
+// op is one message of the topic read, returned or skipped; each pass
+// through the topic uses a fresh group, and the group join is not timed.
+// msgs/s is the topic's messages read per second. Loopback timings swing
+// from run to run on a shared machine: [BenchmarkReaderRatio] interleaves
+// the three readers for the comparison.
 func BenchmarkReader(b *testing.B) {
 	bt := newBenchTopic(b)
-	b.Run("raw", func(b *testing.B) {
-		b.ReportAllocs()
-		b.StopTimer()
-		timed := 0
-		for read, i := 0, 0; read < b.N; i++ {
-			want := min(b.N-read, bt.n)
-			r := kafka.NewReader(benchConfig(bt, fmt.Sprintf("raw-%d-%d", time.Now().UnixNano(), i)))
-			n := 0
-			pass(b, func(ctx context.Context) (kafka.Message, bool, error) {
-				m, err := r.FetchMessage(ctx)
-				n++
-				return m, n == want, err
-			}, r.CommitMessages)
-			r.Close()
-			read += want
-			timed += want - 1 // the first is read before the timer starts
-		}
-		if s := b.Elapsed().Seconds(); s > 0 {
-			b.ReportMetric(float64(timed)/s, "msgs/s")
-		}
-	})
-	for _, role := range []string{"baseline", "sandbox"} {
+	for _, role := range []string{"raw", "baseline", "sandbox"} {
 		b.Run(role, func(b *testing.B) {
 			b.ReportAllocs()
 			b.StopTimer()
-			var timed int64
-			for read, i := int64(0), 0; read < int64(b.N); i++ {
-				want := min(int64(b.N)-read, int64(bt.n))
-				opts := []Option{WithRoutes(bt.table), WithService(benchService)}
-				owned := int64(bt.n - bt.tagged)
-				if role == "sandbox" {
-					opts = append(opts, AsSandbox(benchSandbox))
-					owned = int64(bt.tagged)
+			var read, timed int64
+			for read < int64(b.N) {
+				var r, t int64
+				if role == "raw" {
+					r, t = readRaw(b, b, bt, int64(b.N)-read)
+				} else {
+					r, t = readOurs(b, b, bt, role, int64(b.N)-read)
 				}
-				r, err := NewReader(benchConfig(bt, fmt.Sprintf("%s-%d-%d", role, time.Now().UnixNano(), i)), opts...)
-				if err != nil {
-					b.Fatal(err)
-				}
-				var first int64 = -1
-				pass(b, func(ctx context.Context) (kafka.Message, bool, error) {
-					_, m, err := r.FetchMessage(ctx)
-					c := r.Counts()
-					if first < 0 {
-						first = c.Delivered + c.Skipped
-					}
-					// Done when enough is read, or when the reader has
-					// returned all it owns (what follows is skipped).
-					return m, c.Delivered+c.Skipped >= want || c.Delivered == owned, err
-				}, r.CommitMessages)
-				c := r.Counts()
-				r.Close()
-				read += c.Delivered + c.Skipped
-				timed += c.Delivered + c.Skipped - first
+				read, timed = read+r, timed+t
 			}
 			if s := b.Elapsed().Seconds(); s > 0 {
 				b.ReportMetric(float64(timed)/s, "msgs/s")
 			}
 		})
 	}
+}
+
+// BenchmarkReaderRatio compares the readers side by side: an op is one
+// round in which the raw, baseline and sandbox readers each read the whole
+// topic once, in an order that rotates from round to round, each pass
+// timed on its own. It reports the median over rounds of each of our
+// readers' messages/s over the raw reader's in the same round, which the
+// machine's swings affect far less than separate runs. Run it for several
+// rounds:
+//
+//	go test ./kafkamw -run '^$' -bench ReaderRatio -benchtime 10x
+func BenchmarkReaderRatio(b *testing.B) {
+	bt := newBenchTopic(b)
+	roles := []string{"raw", "baseline", "sandbox"}
+	ratios := map[string][]float64{}
+	for round := 0; b.Loop(); round++ {
+		rate := map[string]float64{}
+		for k := range roles {
+			role := roles[(round+k)%len(roles)]
+			var sw stopwatch
+			var timed int64
+			if role == "raw" {
+				_, timed = readRaw(b, &sw, bt, int64(bt.n))
+			} else {
+				_, timed = readOurs(b, &sw, bt, role, int64(bt.n))
+			}
+			rate[role] = float64(timed) / sw.elapsed.Seconds()
+		}
+		for _, role := range roles[1:] {
+			ratios[role] = append(ratios[role], rate[role]/rate["raw"])
+		}
+	}
+	for _, role := range roles[1:] {
+		b.ReportMetric(median(ratios[role]), role+"/raw")
+	}
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	if n := len(xs); n%2 == 0 {
+		return (xs[n/2-1] + xs[n/2]) / 2
+	}
+	return xs[len(xs)/2]
 }
 
 // BenchmarkInject measures header injection on the writer, per message,
@@ -237,6 +312,57 @@ func BenchmarkInject(b *testing.B) {
 	})
 	b.Run("caller-baggage", func(b *testing.B) {
 		one(b, []kafka.Message{{Value: []byte("v"), Headers: []kafka.Header{{Key: "baggage", Value: []byte("tenant=acme")}}}}, true)
+	})
+}
+
+// BenchmarkFetch measures what the reader adds to each message of the
+// topic on top of the group reader's own FetchMessage, without a broker:
+// next hands out a stream in which every third message is tagged for the
+// sandbox, in runs of one partition as kafka-go delivers them. ns/msg is
+// per message of the stream, returned or skipped; "next" is the stand-in
+// alone.
+func BenchmarkFetch(b *testing.B) {
+	table, _ := routes.NewStatic([]routes.Sandbox{{ID: benchSandbox, Services: map[string]routes.Route{benchService: {Upstream: "h:1", ActiveFrom: time.Now().Add(-time.Hour)}}}})
+	var c carrier
+	propagation.Default().InjectSandbox(propagation.Sandbox{ID: benchSandbox, Actor: "alice"}, &c)
+	stream := make([]kafka.Message, 300)
+	for i := range stream {
+		stream[i] = kafka.Message{Topic: "t", Partition: i / 100, Offset: int64(i), Time: time.Now().Add(-time.Minute), Key: []byte("k"), Value: []byte("v")}
+		if i%3 == 1 {
+			stream[i].Headers = c.list
+		}
+	}
+	var i int
+	next := func(context.Context) (kafka.Message, error) {
+		m := stream[i%len(stream)]
+		i++
+		return m, nil
+	}
+	for _, role := range []string{"baseline", "sandbox"} {
+		opts := []Option{WithRoutes(table), WithService(benchService)}
+		if role == "sandbox" {
+			opts = append(opts, AsSandbox(benchSandbox))
+		}
+		cfg := newConfig(opts)
+		r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: make(chan struct{}, 1)}
+		b.Run(role, func(b *testing.B) {
+			i = 0
+			var msg kafka.Message
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := r.fetch(context.Background(), next, &msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(i), "ns/msg")
+		})
+	}
+	b.Run("next", func(b *testing.B) {
+		i = 0
+		for b.Loop() {
+			next(context.Background())
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(i), "ns/msg")
 	})
 }
 

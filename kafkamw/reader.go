@@ -259,39 +259,46 @@ func (r *Reader) FetchMessage(ctx context.Context) (context.Context, kafka.Messa
 	if err != nil {
 		return ctx, kafka.Message{}, err
 	}
-	return r.fetch(ctx, inner.FetchMessage)
+	var msg kafka.Message
+	out, err := r.fetch(ctx, inner.FetchMessage, &msg)
+	return out, msg, err
 }
 
-// fetch returns the next message of next that is this reader's.
-func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Message, error)) (context.Context, kafka.Message, error) {
+// fetch reads into msg the next message of next that is this reader's. On
+// error msg is left zero. Messages are copied in place: a kafka.Message is
+// large, and this runs for every message of the topic.
+func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Message, error), msg *kafka.Message) (context.Context, error) {
 	select {
-	case r.fetching <- struct{}{}:
-	case <-ctx.Done():
-		return ctx, kafka.Message{}, ctx.Err()
+	case r.fetching <- struct{}{}: // uncontended: no wait, no select
+	default:
+		select {
+		case r.fetching <- struct{}{}:
+		case <-ctx.Done():
+			return ctx, ctx.Err()
+		}
 	}
 	defer func() { <-r.fetching }()
 	for {
-		var msg kafka.Message
-		if p := r.pending.Swap(nil); p != nil {
-			msg = *p
-		} else {
-			var err error
-			if msg, err = next(ctx); err != nil {
-				return ctx, kafka.Message{}, err
-			}
+		var err error
+		if p := r.pending.Load(); p != nil && r.pending.CompareAndSwap(p, nil) {
+			*msg = *p
+		} else if *msg, err = next(ctx); err != nil {
+			*msg = kafka.Message{}
+			return ctx, err
 		}
-		out, own, err := r.decide(ctx, &msg)
+		out, own, err := r.decide(ctx, msg)
 		if err != nil {
-			kept := msg // msg itself stays on the stack
+			kept := *msg
 			r.pending.Store(&kept)
-			return ctx, kafka.Message{}, err
+			*msg = kafka.Message{}
+			return ctx, err
 		}
 		if own {
-			r.ledger.deliver(&msg)
+			r.ledger.deliver(msg)
 			r.delivered.Add(1)
-			return out, msg, nil
+			return out, nil
 		}
-		r.ledger.skip(&msg)
+		r.ledger.skip(msg)
 		r.skipped.Add(1)
 	}
 }
@@ -383,7 +390,7 @@ func decisionEvents(baseline bool, service, group string) [2]audit.Event {
 // it.
 func (r *Reader) activeAt(ctx context.Context, id string, msg *kafka.Message) (bool, error) {
 	t, at := r.cfg.table, msg.Time
-	if !at.After(t.SyncedAt()) {
+	if t.Covers(at) {
 		return t.ActiveAt(id, r.cfg.service, at), nil
 	}
 	if at.After(time.Now().Add(MaxClockSkew)) {
@@ -410,7 +417,7 @@ func (r *Reader) activeAt(ctx context.Context, id string, msg *kafka.Message) (b
 		case <-t.Changed():
 		case <-tick.C:
 		}
-		if !at.After(t.SyncedAt()) {
+		if t.Covers(at) {
 			return t.ActiveAt(id, r.cfg.service, at), nil
 		}
 	}
