@@ -108,14 +108,26 @@ type stopwatch struct {
 func (s *stopwatch) StartTimer() { s.start = time.Now() }
 func (s *stopwatch) StopTimer()  { s.elapsed += time.Since(s.start) }
 
+// cadence is when a pass commits.
+type cadence int
+
+const (
+	// perReturned commits every commitEvery messages the reader returns,
+	// as an application commits what it has processed: our readers,
+	// which return a part of the topic, commit less often than the raw
+	// reader, their skipped messages riding on those commits.
+	perReturned cadence = iota
+	// perTopic commits every commitEvery messages of the topic read,
+	// returned or skipped: every reader commits as often as the raw one.
+	perTopic
+)
+
 // pass reads one group's way through the topic: fetch returns the next
 // message, how many messages of the topic have been read so far (returned
 // or skipped) and whether the pass is over after it. The last message of
-// each partition is committed each time another commitEvery messages of
-// the topic have been read, and at the end: every reader commits as often
-// per message of the topic, however many of them it returns. tm runs from
-// the first message on.
-func pass(b *testing.B, tm timer, fetch func(context.Context) (kafka.Message, int64, bool, error), commit func(context.Context, ...kafka.Message) error) {
+// each partition is committed at the cadence cad, and at the end. tm runs
+// from the first message on.
+func pass(b *testing.B, tm timer, cad cadence, fetch func(context.Context) (kafka.Message, int64, bool, error), commit func(context.Context, ...kafka.Message) error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	last := map[int]kafka.Message{}
@@ -142,6 +154,9 @@ func pass(b *testing.B, tm timer, fetch func(context.Context) (kafka.Message, in
 		if done {
 			break
 		}
+		if cad == perReturned {
+			read = int64(i + 1)
+		}
 		if read/commitEvery > committed {
 			committed = read / commitEvery
 			flush()
@@ -151,44 +166,61 @@ func pass(b *testing.B, tm timer, fetch func(context.Context) (kafka.Message, in
 	tm.StopTimer()
 }
 
-// readRaw reads want messages of the topic (at most all of it) with a
-// plain kafka-go group reader in a fresh group. It returns how many were
-// read and how many of those were timed (all but the first).
-func readRaw(b *testing.B, tm timer, bt *benchTopic, want int64) (read, timed int64) {
-	want = min(want, int64(bt.n))
-	r := kafka.NewReader(benchConfig(bt, fmt.Sprintf("raw-%d", time.Now().UnixNano())))
-	defer r.Close()
-	var n int64
-	pass(b, tm, func(ctx context.Context) (kafka.Message, int64, bool, error) {
-		m, err := r.FetchMessage(ctx)
-		n++
-		return m, n, n == want, err
-	}, r.CommitMessages)
-	return want, want - 1
+// benchReader is one of the readers the benchmarks compare.
+type benchReader struct {
+	name string
+	role string // "raw", "baseline" or "sandbox"
+	cad  cadence
 }
 
-// readOurs is readRaw for our reader in role "baseline" or "sandbox". It
-// stops early when the reader has returned every message it owns: the rest
-// of the topic would be skipped.
-func readOurs(b *testing.B, tm timer, bt *benchTopic, role string, want int64) (read, timed int64) {
+// benchReaders are the readers BenchmarkReader and BenchmarkReaderRatio
+// compare: the three the issue names, committing as applications do, and
+// ours again committing as often as the raw reader.
+var benchReaders = []benchReader{
+	{"raw", "raw", perReturned},
+	{"baseline", "baseline", perReturned},
+	{"sandbox", "sandbox", perReturned},
+	{"baseline-eqcommits", "baseline", perTopic},
+	{"sandbox-eqcommits", "sandbox", perTopic},
+}
+
+// read reads want messages of the topic (at most all of it) with br in a
+// fresh group. It returns how many were read, returned or skipped, and how
+// many of those were timed.
+func (br benchReader) read(b *testing.B, tm timer, bt *benchTopic, want int64) (read, timed int64) {
+	want = min(want, int64(bt.n))
+	group := fmt.Sprintf("%s-%d", br.name, time.Now().UnixNano())
+	if br.role == "raw" {
+		r := kafka.NewReader(benchConfig(bt, group))
+		defer r.Close()
+		var n int64
+		pass(b, tm, br.cad, func(ctx context.Context) (kafka.Message, int64, bool, error) {
+			m, err := r.FetchMessage(ctx)
+			n++
+			return m, n, n == want, err
+		}, r.CommitMessages)
+		return want, want - 1 // the first is read before the timer starts
+	}
 	opts := []Option{WithRoutes(bt.table), WithService(benchService)}
 	owned := int64(bt.n - bt.tagged)
-	if role == "sandbox" {
+	if br.role == "sandbox" {
 		opts = append(opts, AsSandbox(benchSandbox))
 		owned = int64(bt.tagged)
 	}
-	r, err := NewReader(benchConfig(bt, fmt.Sprintf("%s-%d", role, time.Now().UnixNano())), opts...)
+	r, err := NewReader(benchConfig(bt, group), opts...)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer r.Close()
 	var first int64 = -1
-	pass(b, tm, func(ctx context.Context) (kafka.Message, int64, bool, error) {
+	pass(b, tm, br.cad, func(ctx context.Context) (kafka.Message, int64, bool, error) {
 		_, m, err := r.FetchMessage(ctx)
 		c := r.Counts()
 		if first < 0 {
 			first = c.Delivered + c.Skipped
 		}
+		// Done when enough is read, or when the reader has returned all
+		// it owns (the rest of the topic would be skipped).
 		return m, c.Delivered + c.Skipped, c.Delivered+c.Skipped >= want || c.Delivered == owned, err
 	}, r.CommitMessages)
 	c := r.Counts()
@@ -196,27 +228,24 @@ func readOurs(b *testing.B, tm timer, bt *benchTopic, role string, want int64) (
 }
 
 // BenchmarkReader reads the same topic with a plain kafka-go group reader,
-// the baseline reader and the sandbox reader, committing every 100
-// messages of the topic read (skipped messages ride on those commits). An
-// op is one message of the topic read, returned or skipped; each pass
-// through the topic uses a fresh group, and the group join is not timed.
-// msgs/s is the topic's messages read per second. Loopback timings swing
-// from run to run on a shared machine: [BenchmarkReaderRatio] interleaves
-// the three readers for the comparison.
+// the baseline reader and the sandbox reader, each committing every 100
+// messages it returns (our readers' skipped messages ride on those
+// commits); the -eqcommits rows commit every 100 messages of the topic
+// instead, as often as the raw reader. An op is one message of the topic
+// read, returned or skipped; each pass through the topic uses a fresh
+// group, and the group join is not timed. msgs/s is the topic's messages
+// read per second. Loopback timings swing from run to run on a shared
+// machine: [BenchmarkReaderRatio] interleaves the readers for the
+// comparison.
 func BenchmarkReader(b *testing.B) {
 	bt := newBenchTopic(b)
-	for _, role := range []string{"raw", "baseline", "sandbox"} {
-		b.Run(role, func(b *testing.B) {
+	for _, br := range benchReaders {
+		b.Run(br.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.StopTimer()
 			var read, timed int64
 			for read < int64(b.N) {
-				var r, t int64
-				if role == "raw" {
-					r, t = readRaw(b, b, bt, int64(b.N)-read)
-				} else {
-					r, t = readOurs(b, b, bt, role, int64(b.N)-read)
-				}
+				r, t := br.read(b, b, bt, int64(b.N)-read)
 				read, timed = read+r, timed+t
 			}
 			if s := b.Elapsed().Seconds(); s > 0 {
@@ -227,37 +256,31 @@ func BenchmarkReader(b *testing.B) {
 }
 
 // BenchmarkReaderRatio compares the readers side by side: an op is one
-// round in which the raw, baseline and sandbox readers each read the whole
-// topic once, in an order that rotates from round to round, each pass
-// timed on its own. It reports the median over rounds of each of our
-// readers' messages/s over the raw reader's in the same round, which the
+// round in which each reader of BenchmarkReader reads the whole topic
+// once, in an order that rotates from round to round, each pass timed on
+// its own. It reports, for each of our readers, the median over rounds of
+// its messages/s over the raw reader's in the same round, which the
 // machine's swings affect far less than separate runs. Run it for several
 // rounds:
 //
-//	go test ./kafkamw -run '^$' -bench ReaderRatio -benchtime 10x
+//	go test ./kafkamw -run '^$' -bench ReaderRatio -benchtime 20x
 func BenchmarkReaderRatio(b *testing.B) {
 	bt := newBenchTopic(b)
-	roles := []string{"raw", "baseline", "sandbox"}
-	ratios := map[string][]float64{}
+	ratios := make([][]float64, len(benchReaders))
 	for round := 0; b.Loop(); round++ {
-		rate := map[string]float64{}
-		for k := range roles {
-			role := roles[(round+k)%len(roles)]
+		rate := make([]float64, len(benchReaders))
+		for k := range benchReaders {
+			i := (round + k) % len(benchReaders)
 			var sw stopwatch
-			var timed int64
-			if role == "raw" {
-				_, timed = readRaw(b, &sw, bt, int64(bt.n))
-			} else {
-				_, timed = readOurs(b, &sw, bt, role, int64(bt.n))
-			}
-			rate[role] = float64(timed) / sw.elapsed.Seconds()
+			_, timed := benchReaders[i].read(b, &sw, bt, int64(bt.n))
+			rate[i] = float64(timed) / sw.elapsed.Seconds()
 		}
-		for _, role := range roles[1:] {
-			ratios[role] = append(ratios[role], rate[role]/rate["raw"])
+		for i := 1; i < len(benchReaders); i++ {
+			ratios[i] = append(ratios[i], rate[i]/rate[0])
 		}
 	}
-	for _, role := range roles[1:] {
-		b.ReportMetric(median(ratios[role]), role+"/raw")
+	for i := 1; i < len(benchReaders); i++ {
+		b.ReportMetric(median(ratios[i]), benchReaders[i].name+"/raw")
 	}
 }
 
