@@ -2,6 +2,7 @@ package kafkamw
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -20,24 +21,49 @@ type topicPartition struct {
 	partition int
 }
 
+// partState is a partition's offsets. delivered and skipped are written by
+// the holder of the reader's fetch lock alone, without l.mu: recording a
+// message, which happens for every message of the topic, is then one atomic
+// store. Committers read skipped before delivered (see skipReady).
 type partState struct {
-	delivered int64 // highest offset returned to the caller, -1 for none
-	committed int64 // highest offset committed, -1 for none
-	skipped   int64 // highest offset skipped, -1 for none
+	delivered atomic.Int64 // highest offset returned to the caller, -1 for none
+	skipped   atomic.Int64 // highest offset skipped, -1 for none
+	committed int64        // highest offset committed, -1 for none; l.mu
 }
 
-// skipReady reports whether the highest skipped message is past what is
-// committed and may be committed, given that offsets up to c are (or are
+func newPartState() *partState {
+	st := &partState{committed: -1}
+	st.delivered.Store(-1)
+	st.skipped.Store(-1)
+	return st
+}
+
+// skipReady returns the highest skipped offset and whether it is past what
+// is committed and may be committed, given that offsets up to c are (or are
 // being) committed.
-func (st *partState) skipReady(c int64) bool {
-	return st.skipped > c && st.delivered <= c
+//
+// skipped is read before delivered. Messages are recorded in offset order,
+// so every message returned before the skipped offset read was recorded
+// before it, and the later read of delivered sees it: the answer is one the
+// ledger would have given with both read at once, when the skipped offset
+// was recorded. Messages recorded after it come after it and do not matter
+// to committing it.
+func (st *partState) skipReady(c int64) (int64, bool) {
+	s := st.skipped.Load()
+	return s, s > c && st.delivered.Load() <= c
 }
 
 type ledger struct {
 	mu      sync.Mutex
 	parts   map[topicPartition]*partState
-	lastKey topicPartition
+	lastKey topicPartition // the committers' last partition; l.mu
 	last    *partState
+
+	// The fetch side's last partition, read and written only by the
+	// holder of the fetch lock: kafka-go hands out runs of one partition,
+	// so most messages find their state here without l.mu.
+	fetchKey topicPartition
+	fetchSt  *partState
 }
 
 func newLedger() ledger {
@@ -52,25 +78,40 @@ func (l *ledger) state(topic string, partition int) *partState {
 	k := topicPartition{topic, partition}
 	st := l.parts[k]
 	if st == nil {
-		st = &partState{delivered: -1, committed: -1, skipped: -1}
+		st = newPartState()
 		l.parts[k] = st
 	}
 	l.lastKey, l.last = k, st
 	return st
 }
 
-func (l *ledger) deliver(m *kafka.Message) {
+// fetchState returns the partition's state for recording a message. The
+// fetch lock is held.
+func (l *ledger) fetchState(topic string, partition int) *partState {
+	if st := l.fetchSt; st != nil && l.fetchKey.partition == partition && l.fetchKey.topic == topic {
+		return st
+	}
 	l.mu.Lock()
-	st := l.state(m.Topic, m.Partition)
-	st.delivered = max(st.delivered, m.Offset)
+	st := l.state(topic, partition)
 	l.mu.Unlock()
+	l.fetchKey, l.fetchSt = topicPartition{topic, partition}, st
+	return st
 }
 
+// deliver records that m is returned to the caller. The fetch lock is held.
+func (l *ledger) deliver(m *kafka.Message) {
+	st := l.fetchState(m.Topic, m.Partition)
+	if m.Offset > st.delivered.Load() {
+		st.delivered.Store(m.Offset)
+	}
+}
+
+// skip records that m is skipped. The fetch lock is held.
 func (l *ledger) skip(m *kafka.Message) {
-	l.mu.Lock()
-	st := l.state(m.Topic, m.Partition)
-	st.skipped = max(st.skipped, m.Offset)
-	l.mu.Unlock()
+	st := l.fetchState(m.Topic, m.Partition)
+	if m.Offset > st.skipped.Load() {
+		st.skipped.Store(m.Offset)
+	}
 }
 
 // withSkipped returns msgs, followed by the skipped messages that committing
@@ -100,14 +141,18 @@ func (l *ledger) withSkipped(msgs []kafka.Message) []kafka.Message {
 	for _, i := range highest {
 		m := &msgs[i]
 		st := l.state(m.Topic, m.Partition)
-		if c := max(m.Offset, st.committed); st.skipReady(c) {
-			extra = append(extra, kafka.Message{Topic: m.Topic, Partition: m.Partition, Offset: st.skipped})
+		if s, ok := st.skipReady(max(m.Offset, st.committed)); ok {
+			if extra == nil {
+				extra = make([]kafka.Message, len(msgs), len(msgs)+len(highest))
+				copy(extra, msgs)
+			}
+			extra = append(extra, kafka.Message{Topic: m.Topic, Partition: m.Partition, Offset: s})
 		}
 	}
 	if extra == nil {
 		return msgs
 	}
-	return append(msgs[:len(msgs):len(msgs)], extra...)
+	return extra
 }
 
 // committable returns the skipped messages that may be committed now.
@@ -116,8 +161,8 @@ func (l *ledger) committable() []kafka.Message {
 	defer l.mu.Unlock()
 	var out []kafka.Message
 	for k, st := range l.parts {
-		if st.skipReady(st.committed) {
-			out = append(out, kafka.Message{Topic: k.topic, Partition: k.partition, Offset: st.skipped})
+		if s, ok := st.skipReady(st.committed); ok {
+			out = append(out, kafka.Message{Topic: k.topic, Partition: k.partition, Offset: s})
 		}
 	}
 	return out
