@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -367,13 +368,12 @@ func BenchmarkFetch(b *testing.B) {
 			opts = append(opts, AsSandbox(benchSandbox))
 		}
 		cfg := newConfig(opts)
-		r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: make(chan struct{}, 1)}
+		r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: semaphore.NewWeighted(1)}
 		b.Run(role, func(b *testing.B) {
 			i = 0
-			var msg kafka.Message
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := r.fetch(context.Background(), next, &msg); err != nil {
+				if _, _, err := r.fetch(context.Background(), next); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -397,7 +397,7 @@ func BenchmarkDecide(b *testing.B) {
 	propagation.Default().InjectSandbox(propagation.Sandbox{ID: "pr-42", Actor: "alice"}, &c)
 	for _, sandbox := range []string{"", "pr-42"} {
 		cfg := newConfig([]Option{WithRoutes(table), WithService("orders"), AsSandbox(sandbox)})
-		r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: make(chan struct{}, 1)}
+		r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: semaphore.NewWeighted(1)}
 		for name, hs := range map[string][]kafka.Header{"untagged": nil, "tagged": c.list} {
 			b.Run(sandbox+"/"+name, func(b *testing.B) {
 				msg := kafka.Message{Topic: "t", Time: time.Now().Add(-time.Minute), Headers: hs}

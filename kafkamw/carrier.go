@@ -135,17 +135,33 @@ func (m *markers) scan(hs []kafka.Header) headerState {
 	st := noMarkers
 	for i := range hs {
 		k := hs[i].Key
-		if m.header != "" && strings.EqualFold(k, m.header) {
+		if m.header != "" && keyIs(k, m.header) {
 			return hasMarkers
 		}
-		if strings.EqualFold(k, baggageKey) {
+		if keyIs(k, baggageKey) {
 			st = bagOnly
-			for _, mk := range m.members {
-				if bytes.Contains(hs[i].Value, mk) {
-					return hasMarkers
-				}
+			if m.mentioned(hs[i].Value) {
+				return hasMarkers
 			}
 		}
 	}
 	return st
+}
+
+// mentioned reports whether a baggage value contains one of our member
+// keys.
+func (m *markers) mentioned(bag []byte) bool {
+	for _, mk := range m.members {
+		if bytes.Contains(bag, mk) {
+			return true
+		}
+	}
+	return false
+}
+
+// keyIs reports whether header key k is name, a lower-case key, ignoring
+// case. The keys the package writes are lower-case: they match without
+// case folding.
+func keyIs(k, name string) bool {
+	return k == name || strings.EqualFold(k, name)
 }

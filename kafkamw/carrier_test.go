@@ -2,6 +2,7 @@ package kafkamw
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -126,7 +128,7 @@ func TestUntaggedNoAllocs(t *testing.T) {
 	propagation.Default().InjectSandbox(propagation.Sandbox{ID: "pr-42"}, &c)
 	for _, sandbox := range []string{"", "pr-42"} {
 		cfg := newConfig([]Option{WithRoutes(table), WithService("orders"), AsSandbox(sandbox)})
-		r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: make(chan struct{}, 1)}
+		r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: semaphore.NewWeighted(1)}
 		untagged := kafka.Message{Topic: "t", Partition: 1, Value: []byte("v"), Time: time.Now(),
 			Headers: []kafka.Header{{Key: "traceparent", Value: []byte("00-abc")}, {Key: "baggage", Value: []byte("tenant=acme")}}}
 		// The sandbox reader skips untagged messages and returns its own:
@@ -143,10 +145,9 @@ func TestUntaggedNoAllocs(t *testing.T) {
 			return m, nil
 		}
 		ctx := context.Background()
-		var msg kafka.Message
-		r.fetch(ctx, next, &msg) // create the partition's ledger entry
+		r.fetch(ctx, next) // create the partition's ledger entry
 		n := testing.AllocsPerRun(1000, func() {
-			if _, err := r.fetch(ctx, next, &msg); err != nil {
+			if _, _, err := r.fetch(ctx, next); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -294,4 +295,42 @@ func fmtHeaders(hs []kafka.Header) string {
 		fmt.Fprintf(&b, "%s=%q ", h.Key, h.Value)
 	}
 	return b.String()
+}
+
+// TestFetchWaitCancels: a caller waiting while another fetch holds the
+// reader gives up when its context is done, and leaves the holder and the
+// callers after it undisturbed.
+func TestFetchWaitCancels(t *testing.T) {
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := newConfig([]Option{WithRoutes(table), WithService("orders")})
+	r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: semaphore.NewWeighted(1)}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var offset int64
+	next := func(ctx context.Context) (kafka.Message, error) {
+		if offset == 0 {
+			close(entered)
+			<-release
+		}
+		offset++
+		return kafka.Message{Topic: "t", Offset: offset}, nil
+	}
+	first := make(chan error, 1)
+	go func() { _, _, err := r.fetch(context.Background(), next); first <- err }()
+	<-entered
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, m, err := r.fetch(ctx, next); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waiting fetch: %+v, %v; want the context's deadline", m, err)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatalf("holder: %v", err)
+	}
+	if _, m, err := r.fetch(context.Background(), next); err != nil || m.Offset != 2 {
+		t.Fatalf("fetch after both: offset %d, %v; want 2, nil", m.Offset, err)
+	}
 }

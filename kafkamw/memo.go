@@ -2,7 +2,6 @@ package kafkamw
 
 import (
 	"bytes"
-	"strings"
 	"sync/atomic"
 
 	"github.com/segmentio/kafka-go"
@@ -39,25 +38,30 @@ func (k *memoKey) equal(o *memoKey) bool {
 	return k.hasHeader == o.hasHeader && k.hasBag == o.hasBag && bytes.Equal(k.header, o.header) && bytes.Equal(k.bag, o.bag)
 }
 
-// key returns the memo key of hs, and false when hs has several dedicated
-// or baggage headers.
-func (m *markers) key(hs []kafka.Header) (memoKey, bool) {
-	var k memoKey
+// scanKey is [markers.scan], and sets *k to the memo key of hs, in one pass
+// over the headers: the key is only wanted when the headers may hold
+// markers, which the scan finds out. memoize is false when hs has several
+// dedicated or baggage headers. *k is zero on entry.
+func (m *markers) scanKey(hs []kafka.Header, k *memoKey) (st headerState, memoize bool) {
+	memoize = true
 	for i := range hs {
 		switch key := hs[i].Key; {
-		case m.header != "" && strings.EqualFold(key, m.header):
-			if k.hasHeader {
-				return k, false
-			}
+		case m.header != "" && keyIs(key, m.header):
+			st = hasMarkers
+			memoize = memoize && !k.hasHeader
 			k.header, k.hasHeader = hs[i].Value, true
-		case strings.EqualFold(key, baggageKey):
-			if k.hasBag {
-				return k, false
+		case keyIs(key, baggageKey):
+			if st != hasMarkers {
+				st = bagOnly
+				if m.mentioned(hs[i].Value) {
+					st = hasMarkers
+				}
 			}
+			memoize = memoize && !k.hasBag
 			k.bag, k.hasBag = hs[i].Value, true
 		}
 	}
-	return k, true
+	return st, memoize
 }
 
 func (mm *memo) get(k *memoKey) *memoEntry {
@@ -76,9 +80,15 @@ func (mm *memo) put(k memoKey, m propagation.Markers, err error) {
 
 // read returns what the codec reads from hs.
 func (r *Reader) read(hs []kafka.Header) (propagation.Markers, error) {
-	k, memoize := r.markers.key(hs)
+	var k memoKey
+	_, memoize := r.markers.scanKey(hs, &k)
+	return r.readKey(hs, &k, memoize)
+}
+
+// readKey is read, given what [markers.scanKey] returned for hs.
+func (r *Reader) readKey(hs []kafka.Header, k *memoKey, memoize bool) (propagation.Markers, error) {
 	if memoize {
-		if e := r.memo.get(&k); e != nil {
+		if e := r.memo.get(k); e != nil {
 			return e.m, e.err
 		}
 	}
@@ -91,7 +101,7 @@ func (r *Reader) read(hs []kafka.Header) (propagation.Markers, error) {
 	*c = carrier{}
 	r.carriers.Put(c)
 	if memoize {
-		r.memo.put(k, m, err)
+		r.memo.put(*k, m, err)
 	}
 	return m, err
 }

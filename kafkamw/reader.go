@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -97,9 +98,9 @@ type Reader struct {
 	// recording it in the ledger happen in offset order, one goroutine at
 	// a time, so that concurrent callers neither overwrite each other's
 	// pending message nor let a commit pass a message still being decided.
-	// A channel rather than a mutex, so that a waiting caller's context
+	// A semaphore rather than a mutex, so that a waiting caller's context
 	// still cancels the wait.
-	fetching chan struct{}
+	fetching *semaphore.Weighted
 	// pending is a message whose decision failed (routes behind, dead
 	// letter failed): decided again before the next fetch.
 	pending atomic.Pointer[kafka.Message]
@@ -136,7 +137,7 @@ func NewReader(cfg kafka.ReaderConfig, opts ...Option) (*Reader, error) {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	r := &Reader{
-		fetching: make(chan struct{}, 1),
+		fetching: semaphore.NewWeighted(1),
 		cfg:      c,
 		rcfg:     cfg,
 		markers:  newMarkers(c.codec),
@@ -259,58 +260,73 @@ func (r *Reader) FetchMessage(ctx context.Context) (context.Context, kafka.Messa
 	if err != nil {
 		return ctx, kafka.Message{}, err
 	}
-	var msg kafka.Message
-	out, err := r.fetch(ctx, inner.FetchMessage, &msg)
-	return out, msg, err
+	return r.fetch(ctx, inner.FetchMessage)
 }
 
-// fetch reads into msg the next message of next that is this reader's. On
-// error msg is left zero. Messages are copied in place: a kafka.Message is
-// large, and this runs for every message of the topic.
-func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Message, error), msg *kafka.Message) (context.Context, error) {
-	select {
-	case r.fetching <- struct{}{}: // uncontended: no wait, no select
-	default:
-		select {
-		case r.fetching <- struct{}{}:
-		case <-ctx.Done():
-			return ctx, ctx.Err()
+// fetch returns the next message of next that is this reader's. It runs
+// for every message of the topic, and a kafka.Message is large enough for
+// each copy to count: the message is read straight into the result.
+func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Message, error)) (out context.Context, msg kafka.Message, err error) {
+	if !r.fetching.TryAcquire(1) {
+		if err := r.fetching.Acquire(ctx, 1); err != nil {
+			return ctx, kafka.Message{}, err
 		}
 	}
-	defer func() { <-r.fetching }()
+	defer r.fetching.Release(1)
 	for {
-		var err error
 		if p := r.pending.Load(); p != nil && r.pending.CompareAndSwap(p, nil) {
-			*msg = *p
-		} else if *msg, err = next(ctx); err != nil {
-			*msg = kafka.Message{}
-			return ctx, err
+			msg = *p
+		} else if msg, err = next(ctx); err != nil {
+			return ctx, kafka.Message{}, err
 		}
-		out, own, err := r.decide(ctx, msg)
-		if err != nil {
-			kept := *msg
-			r.pending.Store(&kept)
-			*msg = kafka.Message{}
-			return ctx, err
+		var own bool
+		if out, own, err = r.settle(ctx, &msg); err != nil {
+			return ctx, kafka.Message{}, err
 		}
 		if own {
-			r.ledger.deliver(msg)
-			r.delivered.Add(1)
-			return out, nil
+			return out, msg, nil
 		}
+	}
+}
+
+// settle decides msg and records the decision: in the ledger and the counts
+// when msg is decided, as the pending message when the decision failed. The
+// caller holds the fetch lock (r.fetching).
+func (r *Reader) settle(ctx context.Context, msg *kafka.Message) (context.Context, bool, error) {
+	out, own, err := r.decide(ctx, msg)
+	if err != nil {
+		r.keep(msg)
+		return ctx, false, err
+	}
+	if own {
+		r.ledger.deliver(msg)
+		r.delivered.Add(1)
+	} else {
 		r.ledger.skip(msg)
 		r.skipped.Add(1)
 	}
+	return out, own, nil
+}
+
+// keep makes msg the pending message, decided again on the next fetch.
+func (r *Reader) keep(msg *kafka.Message) {
+	kept := *msg
+	r.pending.Store(&kept)
 }
 
 // decide reports whether msg is this reader's and, when it is, the context
 // to process it with.
 func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Context, bool, error) {
 	baseline := r.cfg.sandbox == ""
-	if r.markers.scan(msg.Headers) != hasMarkers {
+	if len(msg.Headers) == 0 {
+		return ctx, baseline, nil // untagged, the most common message
+	}
+	var k memoKey
+	st, memoize := r.markers.scanKey(msg.Headers, &k)
+	if st != hasMarkers {
 		return ctx, baseline, nil
 	}
-	m, err := r.read(msg.Headers)
+	m, err := r.readKey(msg.Headers, &k, memoize)
 	if err != nil {
 		if baseline {
 			if err := r.deadLetter(ctx, msg, err); err != nil {
