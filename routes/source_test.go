@@ -184,8 +184,9 @@ func TestSyncedAtOfHandFilledTable(t *testing.T) {
 }
 
 // TestCovers: a hand-filled table covers every time up to its clock's
-// now, and no later, however often it is asked; a syncing table covers up
-// to its last successful fetch and not beyond, whatever the clock says.
+// now, and no later, even after the clock went back; a syncing table
+// covers up to its last successful fetch and not beyond, whatever the
+// clock says.
 func TestCovers(t *testing.T) {
 	clk := clocktest.New()
 	tbl := routes.New(routes.WithClock(clk.Now))
@@ -197,7 +198,7 @@ func TestCovers(t *testing.T) {
 		{start.Add(-time.Hour), true},
 		{start, true},
 		{start.Add(time.Nanosecond), false},
-		{start.Add(-time.Minute), true}, // from the remembered now
+		{start.Add(-time.Minute), true},
 		{time.Time{}, true},
 	} {
 		if got := tbl.Covers(tc.at); got != tc.want {
@@ -208,6 +209,11 @@ func TestCovers(t *testing.T) {
 	if !tbl.Covers(start.Add(time.Second)) || tbl.Covers(start.Add(time.Second+1)) {
 		t.Error("after the clock moved on, Covers does not follow it")
 	}
+	clk.Advance(-time.Minute) // a wall clock stepped back
+	if at := start.Add(-time.Second); tbl.Covers(at) != !at.After(tbl.SyncedAt()) {
+		t.Errorf("after the clock went back, Covers(%v) disagrees with SyncedAt %v", at, tbl.SyncedAt())
+	}
+	clk.Advance(time.Minute)
 
 	// While Sync runs, the last successful fetch bounds it.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, doc("pr-1", "h:1")) }))

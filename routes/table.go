@@ -42,7 +42,6 @@ type Table struct {
 	last    []Sandbox // the last input applied, to detect no-op updates
 	synced  atomic.Int64
 	syncing atomic.Int32
-	seenNow atomic.Int64 // a time Covers read off the clock, UnixNano
 	err     atomic.Pointer[errBox]
 }
 
@@ -185,19 +184,14 @@ func (t *Table) SyncedAt() time.Time {
 
 // Covers reports whether the table is known to reflect its source at time
 // at: whether at is not after [Table.SyncedAt]. A reader deciding messages
-// by their timestamps asks it for every message. For a table updated by
-// hand it reads the clock only when at is later than a time it has read
-// before, which it remembers (the clock is taken not to run backwards).
+// by their timestamps asks it for every message; unlike SyncedAt it does
+// not build a time.Time, and while [Table.Sync] runs it does not read the
+// clock.
 func (t *Table) Covers(at time.Time) bool {
 	if t.syncing.Load() != 0 {
 		return !at.After(time.Unix(0, t.synced.Load()))
 	}
-	if seen := t.seenNow.Load(); seen != 0 && !at.After(time.Unix(0, seen)) {
-		return true
-	}
-	now := t.now()
-	t.seenNow.Store(now.UnixNano()) // a racing store keeps another past now: also true
-	return !at.After(now)
+	return !at.After(t.now())
 }
 
 // Err returns the error of the last failed fetch or update, or nil when the
