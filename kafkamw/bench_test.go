@@ -64,7 +64,7 @@ func newBenchTopic(b *testing.B) *benchTopic {
 		for i := start; i < min(start+chunk, bt.n); i++ {
 			m := kafka.Message{Key: fmt.Appendf(nil, "k%d", i), Value: fmt.Appendf(nil, "order %d", i)}
 			if i%3 == 1 {
-				tagged, _, err := w.decorate(sb, []kafka.Message{m}, false)
+				tagged, err := w.decorate(sb, []kafka.Message{m})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -297,45 +297,36 @@ func median(xs []float64) float64 {
 	return xs[len(xs)/2]
 }
 
-// BenchmarkInject measures header injection on the writer, per message,
-// as WriteMessages does it around the write: one message per write on a
-// synchronous writer (the copy is reused after a successful write), on an
-// asynchronous one (a new copy each time), batches of 100, and a message
-// whose baggage ours is merged into.
+// BenchmarkInject measures header injection on the writer, per message:
+// one message per write, batches of 100, and a message whose baggage ours
+// is merged into.
 //
 //	go test ./kafkamw -run '^$' -bench Inject -benchmem
 func BenchmarkInject(b *testing.B) {
 	w := NewWriter(&kafka.Writer{})
 	sb := propagation.Sandbox{ID: "pr-42", Actor: "alice", Origin: "github.com/acme/shop/pull/42"}
 	hdr := []kafka.Header{{Key: "content-type", Value: []byte("application/json")}}
-	one := func(b *testing.B, msgs []kafka.Message, reuse bool) {
+	run := func(b *testing.B, msgs []kafka.Message) {
 		b.ReportAllocs()
 		for b.Loop() {
-			_, c, err := w.decorate(sb, msgs, reuse)
-			if err != nil {
+			if _, err := w.decorate(sb, msgs); err != nil {
 				b.Fatal(err)
-			}
-			if reuse {
-				release(c) // what a successful synchronous write does
 			}
 		}
 	}
 	b.Run("one", func(b *testing.B) {
-		one(b, []kafka.Message{{Key: []byte("k"), Value: []byte("v"), Headers: hdr}}, true)
-	})
-	b.Run("one-async", func(b *testing.B) {
-		one(b, []kafka.Message{{Key: []byte("k"), Value: []byte("v"), Headers: hdr}}, false)
+		run(b, []kafka.Message{{Key: []byte("k"), Value: []byte("v"), Headers: hdr}})
 	})
 	b.Run("batch-100", func(b *testing.B) {
 		msgs := make([]kafka.Message, 100)
 		for i := range msgs {
 			msgs[i] = kafka.Message{Key: []byte("k"), Value: []byte("v"), Headers: hdr}
 		}
-		one(b, msgs, false)
+		run(b, msgs)
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(msgs)), "ns/msg")
 	})
 	b.Run("caller-baggage", func(b *testing.B) {
-		one(b, []kafka.Message{{Value: []byte("v"), Headers: []kafka.Header{{Key: "baggage", Value: []byte("tenant=acme")}}}}, true)
+		run(b, []kafka.Message{{Value: []byte("v"), Headers: []kafka.Header{{Key: "baggage", Value: []byte("tenant=acme")}}}})
 	})
 }
 

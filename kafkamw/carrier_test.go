@@ -86,30 +86,21 @@ func TestMarkersScan(t *testing.T) {
 }
 
 // TestInjectAllocs: injecting into one message costs at most one
-// allocation once the sandbox's headers are encoded (none when the copy is
-// reused), a batch two; no sandbox, no copy.
+// allocation once the sandbox's headers are encoded, a batch two; no
+// sandbox, no copy.
 func TestInjectAllocs(t *testing.T) {
 	w := NewWriter(&kafka.Writer{})
 	sb := propagation.Sandbox{ID: "pr-42", Actor: "alice"}
 	one := []kafka.Message{{Value: []byte("v"), Headers: []kafka.Header{{Key: "trace", Value: []byte("t")}}}}
 	batch := make([]kafka.Message, 10)
 	w.encode(sb)
-	if n := testing.AllocsPerRun(100, func() { w.decorate(sb, one, false) }); n > 1 {
+	if n := testing.AllocsPerRun(100, func() { w.decorate(sb, one) }); n > 1 {
 		t.Errorf("one message: %v allocations, want ≤ 1", n)
 	}
-	if n := testing.AllocsPerRun(100, func() { w.decorate(sb, batch, false) }); n > 2 {
+	if n := testing.AllocsPerRun(100, func() { w.decorate(sb, batch) }); n > 2 {
 		t.Errorf("batch of 10: %v allocations, want ≤ 2", n)
 	}
-	// A synchronous writer reuses the copy after a successful write.
-	reused := func() {
-		_, c, _ := w.decorate(sb, one, true)
-		release(c)
-	}
-	reused()                                              // fill the pool
-	if n := testing.AllocsPerRun(100, reused); n > 0.05 { // a GC may empty the pool
-		t.Errorf("one message, reused copy: %v allocations, want 0", n)
-	}
-	out, _, _ := w.decorate(sb, one, false)
+	out, _ := w.decorate(sb, one)
 	if len(out[0].Headers) != 3 || cap(out[0].Headers) != 3 {
 		t.Errorf("headers %+v (cap %d): want the caller's and ours, capacity capped", out[0].Headers, cap(out[0].Headers))
 	}
@@ -271,7 +262,7 @@ func FuzzMergeBaggage(f *testing.F) {
 				continue
 			}
 			enc := w.encode(sb)
-			got := mergeBaggage(nil, headers, enc)
+			got := mergeBaggage(nil, headers, enc, nil)
 			c := carrier{list: slices.Clone(headers)}
 			codec.InjectSandbox(sb, &c)
 			if len(got) > len(headers)+1 {

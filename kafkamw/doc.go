@@ -100,10 +100,9 @@
 // headers, so a tagged message of a sandbox seen recently costs no
 // allocation when skipped and one (its context) when returned. Writing with
 // a sandbox costs one allocation for a single message and two for a batch
-// (the copies), and none for a single message on a synchronous writer,
-// whose copy is reused once the write has succeeded (see
-// [Writer.WriteMessages]); merging into a baggage header the caller set
-// costs one more. The sandbox's encoded headers are cached.
+// (the copies); merging into a baggage header the caller set costs one
+// more, except for a single message whose merged baggage value fits in
+// 128 bytes. The sandbox's encoded headers are cached.
 //
 // # Limits
 //

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/segmentio/kafka-go"
@@ -68,12 +66,9 @@ func (w *Writer) Unwrap() *kafka.Writer { return w.w }
 // Without a sandbox in ctx the messages are written as they are, without
 // copying or allocating.
 //
-// On a synchronous kafka.Writer (Async false, no Completion callback) the
-// copy of a one-message write is reused once the write has returned nil,
-// when kafka-go holds nothing of it any more; after an error, a cancelled
-// context included, it is left to the garbage collector, since kafka-go
-// may still be sending it. A custom Balancer must therefore not keep the
-// messages it is given beyond the call, which no kafka-go balancer does.
+// The copies are never reused: even after WriteMessages returned nil,
+// kafka-go's transport may still be encoding an earlier attempt of the
+// same batch that timed out and was retried.
 func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
@@ -82,29 +77,15 @@ func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 		}
 		return w.w.WriteMessages(ctx, msgs...)
 	}
-	reuse := w.reusable()
-	out, one, err := w.decorate(s, msgs, reuse)
+	out, err := w.decorate(s, msgs)
 	if err != nil {
 		return err
 	}
 	if w.breaker != nil {
-		err = w.budgeted(ctx, s, out)
-	} else {
-		err = w.w.WriteMessages(ctx, out...)
+		return w.budgeted(ctx, s, out)
 	}
-	if err == nil && reuse {
-		// A synchronous write that succeeded has been sent: kafka-go
-		// keeps nothing of it (it asks callers to leave a message's bytes
-		// alone only after a write it returned from early).
-		release(one)
-	}
-	return err
+	return w.w.WriteMessages(ctx, out...)
 }
-
-// reusable reports whether the copies of a successful write can be reused:
-// the writer is synchronous and hands no messages to a Completion
-// callback, which could keep them.
-func (w *Writer) reusable() bool { return !w.w.Async && w.w.Completion == nil }
 
 // budgeted writes msgs under the budget of sandbox s (the zero Sandbox for
 // baseline writes).
@@ -154,45 +135,54 @@ func (w *Writer) encode(s propagation.Sandbox) []kafka.Header {
 	return c.list
 }
 
-// single is the copy of a one-message write, with room for its headers:
-// one allocation, or none when a pooled one is reused.
-type single struct {
-	m [1]kafka.Message
-	h [singleHeaders]kafka.Header
-}
-
-const singleHeaders = 4
-
-var singles = sync.Pool{New: func() any { return new(single) }}
-
-// release returns a single-message copy to the pool, cleared so that it
-// keeps nothing of the caller's message alive. one may be nil.
-func release(one *single) {
-	if one == nil {
-		return
-	}
-	*one = single{}
-	singles.Put(one)
-}
+// mergeRoom is the room a single-message copy keeps for a merged baggage
+// value, so that merging into a caller's baggage costs no allocation of its
+// own: our members and a few of the caller's.
+const mergeRoom = 128
 
 // decorate returns copies of msgs carrying s. The copies share the caller's
 // keys, values and header values (none of which is changed), and the
-// encoded marker values, which nobody changes. A single message with few
-// headers is copied into a [single], taken from the pool when reuse is set
-// and returned as one for [Writer.release]; other writes return a nil one.
-func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message, reuse bool) (out []kafka.Message, one *single, err error) {
+// encoded marker values, which nobody changes.
+func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message) ([]kafka.Message, error) {
 	if len(msgs) == 0 {
-		return msgs, nil, nil
+		return msgs, nil
 	}
 	enc := w.encode(s)
-	var hs []kafka.Header
-	if len(msgs) == 1 && len(msgs[0].Headers)+len(enc) <= singleHeaders {
-		if reuse {
-			one = singles.Get().(*single)
-		} else {
-			one = new(single)
+	var (
+		out []kafka.Message
+		hs  []kafka.Header
+	)
+	var buf []byte // room for a merged baggage value
+	if len(msgs) == 1 && len(msgs[0].Headers)+len(enc) <= 4 {
+		// One allocation for the common single-message write, sized to
+		// the headers: it is most of what a sandbox write costs.
+		switch n := len(msgs[0].Headers) + len(enc); {
+		case w.markers.scan(msgs[0].Headers) == bagOnly:
+			b := new(struct {
+				m   [1]kafka.Message
+				h   [4]kafka.Header
+				buf [mergeRoom]byte
+			})
+			out, hs, buf = b.m[:], b.h[:0], b.buf[:0]
+		case n <= 2:
+			b := new(struct {
+				m [1]kafka.Message
+				h [2]kafka.Header
+			})
+			out, hs = b.m[:], b.h[:0]
+		case n == 3:
+			b := new(struct {
+				m [1]kafka.Message
+				h [3]kafka.Header
+			})
+			out, hs = b.m[:], b.h[:0]
+		default:
+			b := new(struct {
+				m [1]kafka.Message
+				h [4]kafka.Header
+			})
+			out, hs = b.m[:], b.h[:0]
 		}
-		out, hs = one.m[:], one.h[:0]
 	} else {
 		n := 0
 		for i := range msgs {
@@ -212,17 +202,15 @@ func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message, reuse boo
 		case bagOnly:
 			// Merge into the caller's baggage, keeping its members.
 			start := len(hs)
-			hs = mergeBaggage(hs, m.Headers, enc)
+			hs = mergeBaggage(hs, m.Headers, enc, buf)
 			m.Headers = hs[start:len(hs):len(hs)]
 		case hasMarkers:
 			got, err := w.codec.Read(&carrier{list: m.Headers})
 			switch {
 			case err != nil:
-				release(one)
-				return nil, nil, fmt.Errorf("%w: message %d has unreadable sandbox headers: %w", ErrConflict, i, err)
+				return nil, fmt.Errorf("%w: message %d has unreadable sandbox headers: %w", ErrConflict, i, err)
 			case got.Found && got.Sandbox.ID != s.ID:
-				release(one)
-				return nil, nil, fmt.Errorf("%w: message %d is tagged for sandbox %q, the context for %q", ErrConflict, i, got.Sandbox.ID, s.ID)
+				return nil, fmt.Errorf("%w: message %d is tagged for sandbox %q, the context for %q", ErrConflict, i, got.Sandbox.ID, s.ID)
 			case !got.Found:
 				// Baggage that only mentions a key of ours inside
 				// another member: merge as above.
@@ -233,7 +221,7 @@ func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message, reuse boo
 			// Tagged for this sandbox already: kept as the caller set it.
 		}
 	}
-	return out, one, nil
+	return out, nil
 }
 
 // mergeBaggage appends to hs the caller's headers with our encoded markers
@@ -241,9 +229,10 @@ func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message, reuse boo
 // for headers whose baggage holds no member of ours and that have no
 // dedicated header (state bagOnly): the first baggage header becomes ours
 // followed by the caller's members, further baggage headers are folded
-// into it, and the dedicated header comes last. It allocates the merged
-// value only, and appends at most len(headers)+1 headers.
-func mergeBaggage(hs, headers, enc []kafka.Header) []kafka.Header {
+// into it, and the dedicated header comes last. The merged value goes into
+// buf when it fits, and is allocated otherwise; at most len(headers)+1
+// headers are appended.
+func mergeBaggage(hs, headers, enc []kafka.Header, buf []byte) []kafka.Header {
 	var ours []byte
 	for _, h := range enc {
 		if h.Key == baggageKey {
@@ -252,13 +241,17 @@ func mergeBaggage(hs, headers, enc []kafka.Header) []kafka.Header {
 	}
 	n := len(ours)
 	for _, h := range headers {
-		if strings.EqualFold(h.Key, baggageKey) {
+		if keyIs(h.Key, baggageKey) {
 			n += 1 + len(h.Value)
 		}
 	}
-	merged := append(make([]byte, 0, n), ours...)
+	merged := buf[:0]
+	if cap(merged) < n {
+		merged = make([]byte, 0, n)
+	}
+	merged = append(merged, ours...)
 	for _, h := range headers {
-		if !strings.EqualFold(h.Key, baggageKey) {
+		if !keyIs(h.Key, baggageKey) {
 			continue
 		}
 		for v := h.Value; len(v) > 0; {
@@ -268,7 +261,7 @@ func mergeBaggage(hs, headers, enc []kafka.Header) []kafka.Header {
 			} else {
 				v = nil
 			}
-			member = bytes.Trim(member, " \t")
+			member = trimOWS(member)
 			if len(member) == 0 {
 				continue
 			}
@@ -280,7 +273,7 @@ func mergeBaggage(hs, headers, enc []kafka.Header) []kafka.Header {
 	}
 	placed := false
 	for _, h := range headers {
-		if !strings.EqualFold(h.Key, baggageKey) {
+		if !keyIs(h.Key, baggageKey) {
 			hs = append(hs, h)
 		} else if !placed {
 			hs = append(hs, kafka.Header{Key: baggageKey, Value: merged})
@@ -293,4 +286,15 @@ func mergeBaggage(hs, headers, enc []kafka.Header) []kafka.Header {
 		}
 	}
 	return hs
+}
+
+// trimOWS trims the spaces and tabs around a baggage member.
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
 }

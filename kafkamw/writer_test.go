@@ -4,14 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
+	produceAPI "github.com/segmentio/kafka-go/protocol/produce"
 
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
@@ -150,15 +155,12 @@ func TestWriterConflict(t *testing.T) {
 	}
 }
 
-// TestWriterReusesCopiesSafely: a synchronous writer reuses the copy of a
-// single-message write once the write has succeeded, and only then: a
-// write abandoned by its context may still be sent by kafka-go afterwards.
-// Goroutines write for sandboxes of their own into shared batches, half of
-// them with deadlines so short that many writes are abandoned. Every
-// message that reaches the topic must carry its own sandbox's headers (a
-// copy reused too early would carry another writer's), and every write
-// that succeeded must be there.
-func TestWriterReusesCopiesSafely(t *testing.T) {
+// TestConcurrentWritesKeepTheirHeaders: goroutines write for sandboxes
+// of their own into shared batches, half of them with deadlines so short
+// that many writes are abandoned (kafka-go may still send those). Every
+// message that reaches the topic must carry its own sandbox's headers and
+// its own caller header, and every write that succeeded must be there.
+func TestConcurrentWritesKeepTheirHeaders(t *testing.T) {
 	addrs := kafkatest.Start(t)
 	topic := kafkatest.Topic(t, addrs, 1)
 	kw := kafkatest.Writer(t, addrs, topic)
@@ -247,4 +249,68 @@ func TestWriterReusesCopiesSafely(t *testing.T) {
 		t.Errorf("%d successful writes missing from the topic", len(written))
 	}
 	t.Logf("%d messages read, %d writes abandoned by their deadline", seen, abandoned)
+}
+
+// retryTransport does what kafka.Transport does when a produce attempt's
+// wait for the broker times out: the attempt fails, but its request stays
+// with the connection goroutine, which encodes it later. The second
+// attempt succeeds. (A stand-in for the broker here: no real one times
+// out on cue.)
+type retryTransport struct {
+	produces atomic.Int32
+	stale    chan protocol.RecordReader
+}
+
+func (t *retryTransport) RoundTrip(ctx context.Context, _ net.Addr, req kafka.Request) (kafka.Response, error) {
+	switch r := req.(type) {
+	case *metadataAPI.Request:
+		return &metadataAPI.Response{
+			Brokers: []metadataAPI.ResponseBroker{{NodeID: 1, Host: "h", Port: 9092}},
+			Topics:  []metadataAPI.ResponseTopic{{Name: "t", Partitions: []metadataAPI.ResponsePartition{{PartitionIndex: 0, LeaderID: 1}}}},
+		}, nil
+	case *produceAPI.Request:
+		if t.produces.Add(1) == 1 {
+			t.stale <- r.Topics[0].Partitions[0].RecordSet.Records
+			return nil, context.DeadlineExceeded
+		}
+		return &produceAPI.Response{Topics: []produceAPI.ResponseTopic{{Topic: "t", Partitions: []produceAPI.ResponsePartition{{Partition: 0}}}}}, nil
+	}
+	return nil, fmt.Errorf("unexpected request %T", req)
+}
+
+// TestWriterCopiesOutliveRetries: a write that succeeded on its second
+// attempt returns nil while its first attempt's request may still be
+// encoded. The copies the writer made must still hold that write's
+// headers then, whatever is written next (reusing them once broke this).
+func TestWriterCopiesOutliveRetries(t *testing.T) {
+	tr := &retryTransport{stale: make(chan protocol.RecordReader, 1)}
+	kw := &kafka.Writer{Addr: kafka.TCP("h:9092"), Topic: "t", Transport: tr, BatchTimeout: time.Millisecond,
+		WriteBackoffMin: time.Millisecond, WriteBackoffMax: time.Millisecond}
+	defer kw.Close()
+	w := kafkamw.NewWriter(kw)
+	ctx1 := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-1"})
+	if err := w.WriteMessages(ctx1, kafka.Message{Value: []byte("a"), Headers: []kafka.Header{{Key: "seq", Value: []byte("1")}}}); err != nil {
+		t.Fatal(err)
+	}
+	stale := <-tr.stale
+	done := make(chan error, 1)
+	go func() {
+		ctx2 := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-2"})
+		done <- w.WriteMessages(ctx2, kafka.Message{Value: []byte("b"), Headers: []kafka.Header{{Key: "seq", Value: []byte("2")}}})
+	}()
+	rec, err := stale.ReadRecord()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, h := range rec.Headers {
+		got = append(got, h.Key+"="+string(h.Value))
+	}
+	want := []string{"seq=1", "sandbox-id=pr-1", "baggage=sandbox.id=pr-1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("the first attempt's request encodes headers %q, want %q", got, want)
+	}
 }
