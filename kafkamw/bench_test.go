@@ -64,7 +64,7 @@ func newBenchTopic(b *testing.B) *benchTopic {
 		for i := start; i < min(start+chunk, bt.n); i++ {
 			m := kafka.Message{Key: fmt.Appendf(nil, "k%d", i), Value: fmt.Appendf(nil, "order %d", i)}
 			if i%3 == 1 {
-				tagged, err := w.decorate(sb, []kafka.Message{m})
+				tagged, _, err := w.decorate(sb, []kafka.Message{m})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -297,9 +297,9 @@ func median(xs []float64) float64 {
 	return xs[len(xs)/2]
 }
 
-// BenchmarkInject measures header injection on the writer, per message:
-// one message per write, batches of 100, and a message whose baggage ours
-// is merged into.
+// BenchmarkInject measures header injection on the writer, per message,
+// as WriteMessages does it around the write: one message per write,
+// batches of 100, and a message whose baggage ours is merged into.
 //
 //	go test ./kafkamw -run '^$' -bench Inject -benchmem
 func BenchmarkInject(b *testing.B) {
@@ -309,9 +309,11 @@ func BenchmarkInject(b *testing.B) {
 	run := func(b *testing.B, msgs []kafka.Message) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := w.decorate(sb, msgs); err != nil {
+			_, one, err := w.decorate(sb, msgs)
+			if err != nil {
 				b.Fatal(err)
 			}
+			release(one) // as WriteMessages does after the write
 		}
 	}
 	b.Run("one", func(b *testing.B) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 
 	"github.com/segmentio/kafka-go"
@@ -66,9 +67,11 @@ func (w *Writer) Unwrap() *kafka.Writer { return w.w }
 // Without a sandbox in ctx the messages are written as they are, without
 // copying or allocating.
 //
-// The copies are never reused: even after WriteMessages returned nil,
-// kafka-go's transport may still be encoding an earlier attempt of the
-// same batch that timed out and was retried.
+// The headers of the copies are never reused: even after WriteMessages
+// returned nil, kafka-go's transport may still be encoding an earlier
+// attempt of the same batch that timed out and was retried. The message
+// structure of a single-message write is reused: kafka-go copies messages
+// into its batches by value and keeps nothing of the slice it is given.
 func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
@@ -77,14 +80,34 @@ func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 		}
 		return w.w.WriteMessages(ctx, msgs...)
 	}
-	out, err := w.decorate(s, msgs)
+	out, one, err := w.decorate(s, msgs)
 	if err != nil {
 		return err
 	}
 	if w.breaker != nil {
-		return w.budgeted(ctx, s, out)
+		err = w.budgeted(ctx, s, out)
+	} else {
+		err = w.w.WriteMessages(ctx, out...)
 	}
-	return w.w.WriteMessages(ctx, out...)
+	release(one)
+	return err
+}
+
+// singles holds the message arrays of single-message writes. kafka-go
+// copies each message into its batch (batch.add takes it by value) and
+// keeps no reference to the slice WriteMessages was given once it
+// returns, whatever it returns: what it may still read later (an abandoned
+// attempt, a Completion callback, a Balancer) is its own copy, which
+// points at the header array, not at this one.
+var singles = sync.Pool{New: func() any { return new([1]kafka.Message) }}
+
+// release clears a single-message array and returns it to the pool. one
+// may be nil.
+func release(one *[1]kafka.Message) {
+	if one != nil {
+		*one = [1]kafka.Message{}
+		singles.Put(one)
+	}
 }
 
 // budgeted writes msgs under the budget of sandbox s (the zero Sandbox for
@@ -142,46 +165,30 @@ const mergeRoom = 128
 
 // decorate returns copies of msgs carrying s. The copies share the caller's
 // keys, values and header values (none of which is changed), and the
-// encoded marker values, which nobody changes.
-func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message) ([]kafka.Message, error) {
+// encoded marker values, which nobody changes. The copy of a single message
+// with few headers lives in one, from the pool, for [release] after the
+// write; its headers are allocated, once, and never reused.
+func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message) (out []kafka.Message, one *[1]kafka.Message, err error) {
 	if len(msgs) == 0 {
-		return msgs, nil
+		return msgs, nil, nil
 	}
 	enc := w.encode(s)
 	var (
-		out []kafka.Message
 		hs  []kafka.Header
+		buf []byte // room for a merged baggage value
 	)
-	var buf []byte // room for a merged baggage value
-	if len(msgs) == 1 && len(msgs[0].Headers)+len(enc) <= 4 {
-		// One allocation for the common single-message write, sized to
-		// the headers: it is most of what a sandbox write costs.
-		switch n := len(msgs[0].Headers) + len(enc); {
-		case w.markers.scan(msgs[0].Headers) == bagOnly:
+	if n := len(msgs[0].Headers) + len(enc); len(msgs) == 1 && n <= 4 {
+		one = singles.Get().(*[1]kafka.Message)
+		out = one[:]
+		if w.markers.scan(msgs[0].Headers) == bagOnly {
+			// The headers and the merged baggage value in one allocation.
 			b := new(struct {
-				m   [1]kafka.Message
 				h   [4]kafka.Header
 				buf [mergeRoom]byte
 			})
-			out, hs, buf = b.m[:], b.h[:0], b.buf[:0]
-		case n <= 2:
-			b := new(struct {
-				m [1]kafka.Message
-				h [2]kafka.Header
-			})
-			out, hs = b.m[:], b.h[:0]
-		case n == 3:
-			b := new(struct {
-				m [1]kafka.Message
-				h [3]kafka.Header
-			})
-			out, hs = b.m[:], b.h[:0]
-		default:
-			b := new(struct {
-				m [1]kafka.Message
-				h [4]kafka.Header
-			})
-			out, hs = b.m[:], b.h[:0]
+			hs, buf = b.h[:0], b.buf[:0]
+		} else {
+			hs = make([]kafka.Header, 0, n)
 		}
 	} else {
 		n := 0
@@ -208,9 +215,11 @@ func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message) ([]kafka.
 			got, err := w.codec.Read(&carrier{list: m.Headers})
 			switch {
 			case err != nil:
-				return nil, fmt.Errorf("%w: message %d has unreadable sandbox headers: %w", ErrConflict, i, err)
+				release(one)
+				return nil, nil, fmt.Errorf("%w: message %d has unreadable sandbox headers: %w", ErrConflict, i, err)
 			case got.Found && got.Sandbox.ID != s.ID:
-				return nil, fmt.Errorf("%w: message %d is tagged for sandbox %q, the context for %q", ErrConflict, i, got.Sandbox.ID, s.ID)
+				release(one)
+				return nil, nil, fmt.Errorf("%w: message %d is tagged for sandbox %q, the context for %q", ErrConflict, i, got.Sandbox.ID, s.ID)
 			case !got.Found:
 				// Baggage that only mentions a key of ours inside
 				// another member: merge as above.
@@ -221,7 +230,7 @@ func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message) ([]kafka.
 			// Tagged for this sandbox already: kept as the caller set it.
 		}
 	}
-	return out, nil
+	return out, one, nil
 }
 
 // mergeBaggage appends to hs the caller's headers with our encoded markers
