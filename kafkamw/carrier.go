@@ -132,19 +132,8 @@ const (
 // named as the dedicated header, or a baggage header whose value contains
 // one of our member keys (the codec decides whether it really is one).
 func (m *markers) scan(hs []kafka.Header) headerState {
-	st := noMarkers
-	for i := range hs {
-		k := hs[i].Key
-		if m.header != "" && keyIs(k, m.header) {
-			return hasMarkers
-		}
-		if keyIs(k, baggageKey) {
-			st = bagOnly
-			if m.mentioned(hs[i].Value) {
-				return hasMarkers
-			}
-		}
-	}
+	var k memoKey
+	st, _ := m.scanKey(hs, &k)
 	return st
 }
 

@@ -229,14 +229,14 @@ func TestMemo(t *testing.T) {
 		{hdr("sandbox-id", "pr-2"), "pr-2", false},
 	} {
 		for pass := range 2 { // the second read of each comes from the memo
-			m, err := r.read(tc.hs)
+			m, err := readHeaders(r, tc.hs)
 			if (err != nil) != tc.hasErr || !tc.hasErr && m.Sandbox.ID != tc.want {
 				t.Errorf("#%d pass %d %q: read %q, %v; want %q, error %v", i, pass, tc.hs, m.Sandbox.ID, err, tc.want, tc.hasErr)
 			}
 		}
 		if i == 0 {
 			copy(mutable[0].Value, "pr-9") // the caller reuses its buffer
-			if m, _ := r.read(hdr("sandbox-id", "pr-1")); m.Sandbox.ID != "pr-1" {
+			if m, _ := readHeaders(r, hdr("sandbox-id", "pr-1")); m.Sandbox.ID != "pr-1" {
 				t.Errorf("memo shares the message's bytes: read %q", m.Sandbox.ID)
 			}
 		}
@@ -333,4 +333,11 @@ func TestFetchWaitCancels(t *testing.T) {
 	if _, m, err := r.fetch(context.Background(), next); err != nil || m.Offset != 2 {
 		t.Fatalf("fetch after both: offset %d, %v; want 2, nil", m.Offset, err)
 	}
+}
+
+// readHeaders reads hs as the reader's decide does.
+func readHeaders(r *Reader, hs []kafka.Header) (propagation.Markers, error) {
+	var k memoKey
+	_, memoize := r.markers.scanKey(hs, &k)
+	return r.readKey(hs, &k, memoize)
 }

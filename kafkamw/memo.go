@@ -78,14 +78,8 @@ func (mm *memo) put(k memoKey, m propagation.Markers, err error) {
 	mm.slots[mm.next.Add(1)%memoSlots].Store(&memoEntry{key: k, m: m, err: err})
 }
 
-// read returns what the codec reads from hs.
-func (r *Reader) read(hs []kafka.Header) (propagation.Markers, error) {
-	var k memoKey
-	_, memoize := r.markers.scanKey(hs, &k)
-	return r.readKey(hs, &k, memoize)
-}
-
-// readKey is read, given what [markers.scanKey] returned for hs.
+// readKey returns what the codec reads from hs, given the memo key and
+// memoize that [markers.scanKey] returned for hs.
 func (r *Reader) readKey(hs []kafka.Header, k *memoKey, memoize bool) (propagation.Markers, error) {
 	if memoize {
 		if e := r.memo.get(k); e != nil {

@@ -295,7 +295,8 @@ func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Me
 func (r *Reader) settle(ctx context.Context, msg *kafka.Message) (context.Context, bool, error) {
 	out, own, err := r.decide(ctx, msg)
 	if err != nil {
-		r.keep(msg)
+		kept := *msg
+		r.pending.Store(&kept)
 		return ctx, false, err
 	}
 	if own {
@@ -306,12 +307,6 @@ func (r *Reader) settle(ctx context.Context, msg *kafka.Message) (context.Contex
 		r.skipped.Add(1)
 	}
 	return out, own, nil
-}
-
-// keep makes msg the pending message, decided again on the next fetch.
-func (r *Reader) keep(msg *kafka.Message) {
-	kept := *msg
-	r.pending.Store(&kept)
 }
 
 // decide reports whether msg is this reader's and, when it is, the context
@@ -406,7 +401,7 @@ func decisionEvents(baseline bool, service, group string) [2]audit.Event {
 // it.
 func (r *Reader) activeAt(ctx context.Context, id string, msg *kafka.Message) (bool, error) {
 	t, at := r.cfg.table, msg.Time
-	if t.Covers(at) {
+	if !at.After(t.SyncedAt()) {
 		return t.ActiveAt(id, r.cfg.service, at), nil
 	}
 	if at.After(time.Now().Add(MaxClockSkew)) {
@@ -433,7 +428,7 @@ func (r *Reader) activeAt(ctx context.Context, id string, msg *kafka.Message) (b
 		case <-t.Changed():
 		case <-tick.C:
 		}
-		if t.Covers(at) {
+		if !at.After(t.SyncedAt()) {
 			return t.ActiveAt(id, r.cfg.service, at), nil
 		}
 	}

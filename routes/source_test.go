@@ -183,53 +183,6 @@ func TestSyncedAtOfHandFilledTable(t *testing.T) {
 	}
 }
 
-// TestCovers: a hand-filled table covers every time up to its clock's
-// now, and no later, even after the clock went back; a syncing table
-// covers up to its last successful fetch and not beyond, whatever the
-// clock says.
-func TestCovers(t *testing.T) {
-	clk := clocktest.New()
-	tbl := routes.New(routes.WithClock(clk.Now))
-	start := clk.Now()
-	for _, tc := range []struct {
-		at   time.Time
-		want bool
-	}{
-		{start.Add(-time.Hour), true},
-		{start, true},
-		{start.Add(time.Nanosecond), false},
-		{start.Add(-time.Minute), true},
-		{time.Time{}, true},
-	} {
-		if got := tbl.Covers(tc.at); got != tc.want {
-			t.Errorf("Covers(now%+v) = %v, want %v", tc.at.Sub(start), got, tc.want)
-		}
-	}
-	clk.Advance(time.Second)
-	if !tbl.Covers(start.Add(time.Second)) || tbl.Covers(start.Add(time.Second+1)) {
-		t.Error("after the clock moved on, Covers does not follow it")
-	}
-	clk.Advance(-time.Minute) // a wall clock stepped back
-	if at := start.Add(-time.Second); tbl.Covers(at) != !at.After(tbl.SyncedAt()) {
-		t.Errorf("after the clock went back, Covers(%v) disagrees with SyncedAt %v", at, tbl.SyncedAt())
-	}
-	clk.Advance(time.Minute)
-
-	// While Sync runs, the last successful fetch bounds it.
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, doc("pr-1", "h:1")) }))
-	defer srv.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tbl.Sync(ctx, routes.HTTP(srv.URL, srv.Client()), routes.Every(time.Hour)) }()
-	defer func() { cancel(); <-done }()
-	waitFor(t, "the first fetch", func() bool { _, ok := tbl.Lookup("pr-1", "cart"); return ok })
-	synced := tbl.SyncedAt()
-	clk.Advance(time.Minute)
-	if !tbl.Covers(synced) || tbl.Covers(synced.Add(time.Nanosecond)) || tbl.Covers(clk.Now()) {
-		t.Errorf("a syncing table covers beyond its last fetch (%v)", synced)
-	}
-}
-
 // TestConcurrentLookups runs lookups while the table reloads; -race checks
 // the snapshots.
 func TestConcurrentLookups(t *testing.T) {

@@ -182,18 +182,6 @@ func (t *Table) SyncedAt() time.Time {
 	return time.Unix(0, t.synced.Load())
 }
 
-// Covers reports whether the table is known to reflect its source at time
-// at: whether at is not after [Table.SyncedAt]. A reader deciding messages
-// by their timestamps asks it for every message; unlike SyncedAt it does
-// not build a time.Time, and while [Table.Sync] runs it does not read the
-// clock.
-func (t *Table) Covers(at time.Time) bool {
-	if t.syncing.Load() != 0 {
-		return !at.After(time.Unix(0, t.synced.Load()))
-	}
-	return !at.After(t.now())
-}
-
 // Err returns the error of the last failed fetch or update, or nil when the
 // last one succeeded.
 func (t *Table) Err() error {
