@@ -64,7 +64,8 @@ func newBenchTopic(b *testing.B) *benchTopic {
 		for i := start; i < min(start+chunk, bt.n); i++ {
 			m := kafka.Message{Key: fmt.Appendf(nil, "k%d", i), Value: fmt.Appendf(nil, "order %d", i)}
 			if i%3 == 1 {
-				tagged, _, err := w.decorate(sb, []kafka.Message{m})
+				var one [1]kafka.Message
+				tagged, _, err := w.decorate(sb, []kafka.Message{m}, &one)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -309,11 +310,12 @@ func BenchmarkInject(b *testing.B) {
 	run := func(b *testing.B, msgs []kafka.Message) {
 		b.ReportAllocs()
 		for b.Loop() {
-			_, one, err := w.decorate(sb, msgs)
+			var one [1]kafka.Message // as WriteMessages does
+			_, held, err := w.decorate(sb, msgs, &one)
 			if err != nil {
 				b.Fatal(err)
 			}
-			release(one) // as WriteMessages does after the write
+			putBatch(held) // as WriteMessages does after the write
 		}
 	}
 	b.Run("one", func(b *testing.B) {

@@ -109,12 +109,19 @@ const baggageKey = "baggage"
 type markers struct {
 	header  string   // the codec's dedicated header, lower-case; "" when disabled
 	members [][]byte // the codec's baggage keys
+	prefix  []byte   // their common prefix, searched for first
 }
 
 func newMarkers(c *propagation.Codec) markers {
 	m := markers{header: c.Header()}
 	for _, k := range c.Keys() {
 		m.members = append(m.members, []byte(k))
+	}
+	m.prefix = m.members[0]
+	for _, k := range m.members[1:] {
+		for !bytes.HasPrefix(k, m.prefix) {
+			m.prefix = m.prefix[:len(m.prefix)-1]
+		}
 	}
 	return m
 }
@@ -140,6 +147,9 @@ func (m *markers) scan(hs []kafka.Header) headerState {
 // mentioned reports whether a baggage value contains one of our member
 // keys.
 func (m *markers) mentioned(bag []byte) bool {
+	if !bytes.Contains(bag, m.prefix) {
+		return false // the one search that most baggage needs
+	}
 	for _, mk := range m.members {
 		if bytes.Contains(bag, mk) {
 			return true

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -65,13 +67,17 @@ func (w *Writer) Unwrap() *kafka.Writer { return w.w }
 // error wraps [ErrConflict].
 //
 // Without a sandbox in ctx the messages are written as they are, without
-// copying or allocating.
+// copying or allocating. With one, a message without headers of its own is
+// written without allocating either: it carries the sandbox's encoded
+// headers, shared by every such message and never to be changed in place
+// (by a Completion callback, say).
 //
-// The headers of the copies are never reused: even after WriteMessages
+// The header lists of the copies are never reused: even after WriteMessages
 // returned nil, kafka-go's transport may still be encoding an earlier
-// attempt of the same batch that timed out and was retried. The message
-// structure of a single-message write is reused: kafka-go copies messages
-// into its batches by value and keeps nothing of the slice it is given.
+// attempt of the same batch that timed out and was retried. The slices of
+// messages are: kafka-go copies each message into its batches by value and
+// keeps nothing of the slice it is given (its WriteMessages leaks the
+// content of its argument, never the argument itself).
 func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
@@ -80,7 +86,8 @@ func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 		}
 		return w.w.WriteMessages(ctx, msgs...)
 	}
-	out, one, err := w.decorate(s, msgs)
+	var one [1]kafka.Message // the copy of a single message: it stays on the stack
+	out, held, err := w.decorate(s, msgs, &one)
 	if err != nil {
 		return err
 	}
@@ -89,25 +96,8 @@ func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 	} else {
 		err = w.w.WriteMessages(ctx, out...)
 	}
-	release(one)
+	putBatch(held)
 	return err
-}
-
-// singles holds the message arrays of single-message writes. kafka-go
-// copies each message into its batch (batch.add takes it by value) and
-// keeps no reference to the slice WriteMessages was given once it
-// returns, whatever it returns: what it may still read later (an abandoned
-// attempt, a Completion callback, a Balancer) is its own copy, which
-// points at the header array, not at this one.
-var singles = sync.Pool{New: func() any { return new([1]kafka.Message) }}
-
-// release clears a single-message array and returns it to the pool. one
-// may be nil.
-func release(one *[1]kafka.Message) {
-	if one != nil {
-		*one = [1]kafka.Message{}
-		singles.Put(one)
-	}
 }
 
 // budgeted writes msgs under the budget of sandbox s (the zero Sandbox for
@@ -154,8 +144,9 @@ func (w *Writer) encode(s propagation.Sandbox) []kafka.Header {
 	}
 	var c carrier
 	w.codec.InjectSandbox(s, &c)
-	w.last.Store(&encoded{s: s, hs: c.list})
-	return c.list
+	hs := slices.Clip(c.list) // shared by messages: appending to it must copy
+	w.last.Store(&encoded{s: s, hs: hs})
+	return hs
 }
 
 // mergeRoom is the room a single-message copy keeps for a merged baggage
@@ -163,43 +154,52 @@ func (w *Writer) encode(s propagation.Sandbox) []kafka.Header {
 // own: our members and a few of the caller's.
 const mergeRoom = 128
 
+// A single message's merged headers and baggage value in one allocation,
+// for the caller's baggage header alone or with one other header.
+type (
+	merge2 struct {
+		h   [2]kafka.Header
+		buf [mergeRoom]byte
+	}
+	merge3 struct {
+		h   [3]kafka.Header
+		buf [mergeRoom]byte
+	}
+)
+
 // decorate returns copies of msgs carrying s. The copies share the caller's
 // keys, values and header values (none of which is changed), and the
-// encoded marker values, which nobody changes. The copy of a single message
-// with few headers lives in one, from the pool, for [release] after the
-// write; its headers are allocated, once, and never reused.
-func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message) (out []kafka.Message, one *[1]kafka.Message, err error) {
+// encoded marker headers, which nobody changes. The copy of a single
+// message is *one; the copies of several are in *held, from the pool, for
+// [putBatch] once the write returned (held is nil when not pooled). Header
+// lists are allocated, once per write, and never reused.
+func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message, one *[1]kafka.Message) (out []kafka.Message, held *[]kafka.Message, err error) {
 	if len(msgs) == 0 {
 		return msgs, nil, nil
 	}
 	enc := w.encode(s)
-	var (
-		hs  []kafka.Header
-		buf []byte // room for a merged baggage value
-	)
-	if n := len(msgs[0].Headers) + len(enc); len(msgs) == 1 && n <= 4 {
-		one = singles.Get().(*[1]kafka.Message)
-		out = one[:]
-		if w.markers.scan(msgs[0].Headers) == bagOnly {
-			// The headers and the merged baggage value in one allocation.
-			b := new(struct {
-				h   [4]kafka.Header
-				buf [mergeRoom]byte
-			})
-			hs, buf = b.h[:0], b.buf[:0]
-		} else {
-			hs = make([]kafka.Header, 0, n)
+	if len(msgs) == 1 {
+		one[0] = msgs[0]
+		if err := w.decorateOne(s, &one[0], enc); err != nil {
+			return nil, nil, fmt.Errorf("%w: message 0 %w", ErrConflict, err)
 		}
-	} else {
-		n := 0
-		for i := range msgs {
-			n += len(msgs[i].Headers) + len(enc)
-		}
-		out, hs = make([]kafka.Message, len(msgs)), make([]kafka.Header, 0, n)
+		return one[:], nil, nil
 	}
+	out, held = getBatch(len(msgs))
+	n := 0
+	for i := range msgs {
+		if k := len(msgs[i].Headers); k > 0 {
+			n += k + len(enc)
+		}
+	}
+	hs := make([]kafka.Header, 0, n)
 	for i := range msgs {
 		m := &out[i]
 		*m = msgs[i]
+		if len(m.Headers) == 0 {
+			m.Headers = enc
+			continue
+		}
 		switch w.markers.scan(m.Headers) {
 		case noMarkers:
 			start := len(hs)
@@ -209,28 +209,104 @@ func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message) (out []ka
 		case bagOnly:
 			// Merge into the caller's baggage, keeping its members.
 			start := len(hs)
-			hs = mergeBaggage(hs, m.Headers, enc, buf)
+			hs = mergeBaggage(hs, m.Headers, enc, nil)
 			m.Headers = hs[start:len(hs):len(hs)]
 		case hasMarkers:
-			got, err := w.codec.Read(&carrier{list: m.Headers})
-			switch {
-			case err != nil:
-				release(one)
-				return nil, nil, fmt.Errorf("%w: message %d has unreadable sandbox headers: %w", ErrConflict, i, err)
-			case got.Found && got.Sandbox.ID != s.ID:
-				release(one)
-				return nil, nil, fmt.Errorf("%w: message %d is tagged for sandbox %q, the context for %q", ErrConflict, i, got.Sandbox.ID, s.ID)
-			case !got.Found:
-				// Baggage that only mentions a key of ours inside
-				// another member: merge as above.
-				c := carrier{list: append(make([]kafka.Header, 0, len(m.Headers)+len(enc)), m.Headers...)}
-				w.codec.InjectSandbox(s, &c)
-				m.Headers = c.list
+			if err := w.tagged(s, m, enc); err != nil {
+				putBatch(held)
+				return nil, nil, fmt.Errorf("%w: message %d %w", ErrConflict, i, err)
 			}
-			// Tagged for this sandbox already: kept as the caller set it.
 		}
 	}
-	return out, one, nil
+	return out, held, nil
+}
+
+// decorateOne adds s to m, a copy of the caller's message, allocating its
+// header list (and a merged baggage value with it) unless m has no headers.
+func (w *Writer) decorateOne(s propagation.Sandbox, m *kafka.Message, enc []kafka.Header) error {
+	switch w.markers.scan(m.Headers) {
+	case noMarkers:
+		if len(m.Headers) == 0 {
+			m.Headers = enc
+			return nil
+		}
+		hs := make([]kafka.Header, 0, len(m.Headers)+len(enc))
+		hs = append(hs, m.Headers...)
+		m.Headers = append(hs, enc...)
+	case bagOnly:
+		var (
+			hs  []kafka.Header
+			buf []byte
+		)
+		// mergeBaggage appends at most len(m.Headers)+1 headers.
+		switch len(m.Headers) {
+		case 1:
+			b := new(merge2)
+			hs, buf = b.h[:0], b.buf[:0]
+		case 2:
+			b := new(merge3)
+			hs, buf = b.h[:0], b.buf[:0]
+		default:
+			hs = make([]kafka.Header, 0, len(m.Headers)+1)
+		}
+		hs = mergeBaggage(hs, m.Headers, enc, buf)
+		m.Headers = hs[:len(hs):len(hs)]
+	case hasMarkers:
+		return w.tagged(s, m, enc)
+	}
+	return nil
+}
+
+// tagged handles m, a copy of the caller's message whose headers may
+// already name a sandbox: kept as they are when they name s, an error when
+// they name another sandbox or cannot be read, and merged into as for
+// bagOnly when the baggage only mentions a key of ours inside another
+// member.
+func (w *Writer) tagged(s propagation.Sandbox, m *kafka.Message, enc []kafka.Header) error {
+	got, err := w.codec.Read(&carrier{list: m.Headers})
+	switch {
+	case err != nil:
+		return fmt.Errorf("has unreadable sandbox headers: %w", err)
+	case got.Found && got.Sandbox.ID != s.ID:
+		return fmt.Errorf("is tagged for sandbox %q, the context for %q", got.Sandbox.ID, s.ID)
+	case !got.Found:
+		c := carrier{list: append(make([]kafka.Header, 0, len(m.Headers)+len(enc)), m.Headers...)}
+		w.codec.InjectSandbox(s, &c)
+		m.Headers = c.list
+	}
+	return nil
+}
+
+// maxPooledBatch is the largest batch whose message slice is pooled.
+const maxPooledBatch = 1 << 12
+
+// batches[k] pools the message slices, of capacity 1<<k, of multi-message
+// writes.
+var batches [bits.UintSize]sync.Pool
+
+// getBatch returns a zeroed slice of n messages and, when it is pooled, the
+// pointer to hand to [putBatch].
+func getBatch(n int) ([]kafka.Message, *[]kafka.Message) {
+	if n > maxPooledBatch {
+		return make([]kafka.Message, n), nil
+	}
+	k := bits.Len(uint(n - 1))
+	p, _ := batches[k].Get().(*[]kafka.Message)
+	if p == nil {
+		s := make([]kafka.Message, 1<<k)
+		p = &s
+	}
+	return (*p)[:n], p
+}
+
+// putBatch clears a slice from [getBatch] and returns it to its pool. p may
+// be nil.
+func putBatch(p *[]kafka.Message) {
+	if p == nil {
+		return
+	}
+	clear(*p)
+	batches[bits.Len(uint(len(*p)-1))].Put(p)
 }
 
 // mergeBaggage appends to hs the caller's headers with our encoded markers

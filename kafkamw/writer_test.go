@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -251,6 +252,85 @@ func TestConcurrentWritesKeepTheirHeaders(t *testing.T) {
 	t.Logf("%d messages read, %d writes abandoned by their deadline", seen, abandoned)
 }
 
+// TestBatchWritesKeepTheirMessages: an asynchronous writer returns once
+// the messages are batched, and the next write reuses the slice of copies:
+// every message still reaches the broker as it was written, with its own
+// headers, from writers of two sandboxes at once.
+func TestBatchWritesKeepTheirMessages(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 2)
+	kw := kafkatest.Writer(t, addrs, topic)
+	kw.Async = true
+	var failed atomic.Int32
+	kw.Completion = func(msgs []kafka.Message, err error) {
+		if err != nil {
+			failed.Add(int32(len(msgs)))
+		}
+	}
+	w := kafkamw.NewWriter(kw)
+	const writers, batches, size = 2, 30, 20
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("pr-%d", g)
+			ctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: id})
+			for b := range batches {
+				msgs := make([]kafka.Message, size)
+				for i := range msgs {
+					key := fmt.Sprintf("%s/%d/%d", id, b, i)
+					msgs[i] = kafka.Message{Key: []byte(key), Value: []byte(id)}
+					switch i % 3 {
+					case 1:
+						msgs[i].Headers = []kafka.Header{{Key: "seq", Value: []byte(key)}}
+					case 2:
+						msgs[i].Headers = []kafka.Header{{Key: "baggage", Value: []byte("seq=" + strings.ReplaceAll(key, "/", "."))}}
+					}
+				}
+				if err := w.WriteMessages(ctx, msgs...); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := kw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d messages failed to write", n)
+	}
+	got := readAll(t, addrs, topic, writers*batches*size)
+	for key, m := range got {
+		id := string(m.Value)
+		if !strings.HasPrefix(key, id+"/") {
+			t.Errorf("message %s carries value %q", key, id)
+		}
+		if h := header(m.Headers, "sandbox-id"); !slices.Equal(h, []string{id}) {
+			t.Errorf("message %s: sandbox-id %q, want %q", key, h, id)
+		}
+		bag := header(m.Headers, "baggage")
+		if len(bag) != 1 || !strings.HasPrefix(bag[0], "sandbox.id="+id) {
+			t.Errorf("message %s: baggage %q, want sandbox.id=%s first", key, bag, id)
+			continue
+		}
+		var i int
+		fmt.Sscanf(key[strings.LastIndex(key, "/")+1:], "%d", &i)
+		switch i % 3 {
+		case 1:
+			if h := header(m.Headers, "seq"); !slices.Equal(h, []string{key}) {
+				t.Errorf("message %s: seq header %q", key, h)
+			}
+		case 2:
+			if want := "seq=" + strings.ReplaceAll(key, "/", "."); !strings.HasSuffix(bag[0], ","+want) {
+				t.Errorf("message %s: baggage %q, want the caller's %s kept", key, bag[0], want)
+			}
+		}
+	}
+}
+
 // retryTransport does what kafka.Transport does when a produce attempt's
 // wait for the broker times out: the attempt fails, but its request stays
 // with the connection goroutine, which encodes it later. The second
@@ -262,17 +342,26 @@ type retryTransport struct {
 }
 
 func (t *retryTransport) RoundTrip(ctx context.Context, _ net.Addr, req kafka.Request) (kafka.Response, error) {
-	switch r := req.(type) {
+	if r, ok := req.(*produceAPI.Request); ok && t.produces.Add(1) == 1 {
+		t.stale <- r.Topics[0].Partitions[0].RecordSet.Records
+		return nil, context.DeadlineExceeded
+	}
+	return ackTransport{}.RoundTrip(ctx, nil, req)
+}
+
+// ackTransport is a broker of one partition of topic "t" that acknowledges
+// every produce at once and costs nothing, so that the allocations counted
+// around a write are the writers'.
+type ackTransport struct{}
+
+func (ackTransport) RoundTrip(_ context.Context, _ net.Addr, req kafka.Request) (kafka.Response, error) {
+	switch req.(type) {
 	case *metadataAPI.Request:
 		return &metadataAPI.Response{
 			Brokers: []metadataAPI.ResponseBroker{{NodeID: 1, Host: "h", Port: 9092}},
 			Topics:  []metadataAPI.ResponseTopic{{Name: "t", Partitions: []metadataAPI.ResponsePartition{{PartitionIndex: 0, LeaderID: 1}}}},
 		}, nil
 	case *produceAPI.Request:
-		if t.produces.Add(1) == 1 {
-			t.stale <- r.Topics[0].Partitions[0].RecordSet.Records
-			return nil, context.DeadlineExceeded
-		}
 		return &produceAPI.Response{Topics: []produceAPI.ResponseTopic{{Topic: "t", Partitions: []produceAPI.ResponsePartition{{Partition: 0}}}}}, nil
 	}
 	return nil, fmt.Errorf("unexpected request %T", req)
@@ -313,4 +402,52 @@ func TestWriterCopiesOutliveRetries(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("the first attempt's request encodes headers %q, want %q", got, want)
 	}
+}
+
+// TestWriteMessagesAllocs: a sandbox write allocates at most one object
+// more than kafka-go's own write of the same tagged message, and none more
+// for a message without headers of its own: the copy of a single message
+// stays on the stack.
+func TestWriteMessagesAllocs(t *testing.T) {
+	kw := &kafka.Writer{Addr: kafka.TCP("h:9092"), Topic: "t", Transport: ackTransport{}, BatchSize: 1}
+	defer kw.Close()
+	w := kafkamw.NewWriter(kw)
+	ctx := context.Background()
+	sctx := propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: "pr-42", Actor: "alice"})
+	for _, hs := range [][]kafka.Header{nil, {{Key: "seq", Value: []byte("1")}}} {
+		m := kafka.Message{Value: []byte("v"), Headers: hs}
+		tagged := m
+		tagged.Headers = append(slices.Clone(hs), kafka.Header{Key: "sandbox-id", Value: []byte("pr-42")}, kafka.Header{Key: "baggage", Value: []byte("sandbox.id=pr-42,sandbox.actor=alice")})
+		// kafka-go's own count varies by a fraction from run to run
+		// (timers, goroutines): compare medians of interleaved runs.
+		var raw, ours []float64
+		for range 5 {
+			raw = append(raw, allocsPerRun(t, 300, func() error { return kw.WriteMessages(ctx, tagged) }))
+			ours = append(ours, allocsPerRun(t, 300, func() error { return w.WriteMessages(sctx, m) }))
+		}
+		slices.Sort(raw)
+		slices.Sort(ours)
+		extra, want := ours[2]-raw[2], float64(len(hs))
+		t.Logf("%d caller headers: %.2f allocations a write, kafka-go alone %.2f", len(hs), ours[2], raw[2])
+		if extra > want+0.5 {
+			t.Errorf("%d caller headers: %.2f allocations more than kafka-go alone, want %v", len(hs), extra, want)
+		}
+	}
+}
+
+// allocsPerRun is testing.AllocsPerRun without rounding down.
+func allocsPerRun(t *testing.T, runs int, f func() error) float64 {
+	t.Helper()
+	if err := f(); err != nil { // warm up
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range runs {
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	return float64(after.Mallocs-before.Mallocs) / float64(runs)
 }
