@@ -99,10 +99,12 @@
 // The reader remembers what it read from the last few distinct sandbox
 // headers, so a tagged message of a sandbox seen recently costs no
 // allocation when skipped and one (its context) when returned. Writing with
-// a sandbox costs one allocation for a single message and two for a batch
-// (the copies); merging into a baggage header the caller set costs one
-// more, except for a single message whose merged baggage value fits in
-// 128 bytes. The sandbox's encoded headers are cached.
+// a sandbox costs one allocation per write, a single message or a batch:
+// the header lists of the copies. The copy of a single message stays on the
+// stack and a batch's slice of copies is reused. Merging into a baggage
+// header the caller set costs one allocation more per message, except for a
+// single message with at most two headers whose merged baggage value fits
+// in 128 bytes. The sandbox's encoded headers are cached.
 //
 // # Limits
 //

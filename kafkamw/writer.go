@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/bits"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -67,11 +66,11 @@ func (w *Writer) Unwrap() *kafka.Writer { return w.w }
 // error wraps [ErrConflict].
 //
 // Without a sandbox in ctx the messages are written as they are, without
-// copying or allocating. With one, a message without headers of its own is
-// written without allocating either: it carries the sandbox's encoded
-// headers, shared by every such message and never to be changed in place
-// (by a Completion callback, say).
+// copying or allocating.
 //
+// Each copy has a header list of its own; the values of our headers are
+// shared by the copies of a sandbox, so code that kafka-go hands copies to
+// (a Balancer, a Completion callback) must not write into header values.
 // The header lists of the copies are never reused: even after WriteMessages
 // returned nil, kafka-go's transport may still be encoding an earlier
 // attempt of the same batch that timed out and was retried. The slices of
@@ -144,9 +143,8 @@ func (w *Writer) encode(s propagation.Sandbox) []kafka.Header {
 	}
 	var c carrier
 	w.codec.InjectSandbox(s, &c)
-	hs := slices.Clip(c.list) // shared by messages: appending to it must copy
-	w.last.Store(&encoded{s: s, hs: hs})
-	return hs
+	w.last.Store(&encoded{s: s, hs: c.list})
+	return c.list
 }
 
 // mergeRoom is the room a single-message copy keeps for a merged baggage
@@ -169,7 +167,10 @@ type (
 
 // decorate returns copies of msgs carrying s. The copies share the caller's
 // keys, values and header values (none of which is changed), and the
-// encoded marker headers, which nobody changes. The copy of a single
+// encoded marker values, which nobody changes. Each copy has a header list
+// of its own, never shared: kafka-go hands messages back to the caller (to
+// a Balancer, a Completion callback, in a MessageTooLargeError), where an
+// edit must not reach other messages. The copy of a single
 // message is *one; the copies of several are in *held, from the pool, for
 // [putBatch] once the write returned (held is nil when not pooled). Header
 // lists are allocated, once per write, and never reused.
@@ -188,18 +189,12 @@ func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message, one *[1]k
 	out, held = getBatch(len(msgs))
 	n := 0
 	for i := range msgs {
-		if k := len(msgs[i].Headers); k > 0 {
-			n += k + len(enc)
-		}
+		n += len(msgs[i].Headers) + len(enc)
 	}
 	hs := make([]kafka.Header, 0, n)
 	for i := range msgs {
 		m := &out[i]
 		*m = msgs[i]
-		if len(m.Headers) == 0 {
-			m.Headers = enc
-			continue
-		}
 		switch w.markers.scan(m.Headers) {
 		case noMarkers:
 			start := len(hs)
@@ -222,14 +217,10 @@ func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message, one *[1]k
 }
 
 // decorateOne adds s to m, a copy of the caller's message, allocating its
-// header list (and a merged baggage value with it) unless m has no headers.
+// header list (and a merged baggage value with it).
 func (w *Writer) decorateOne(s propagation.Sandbox, m *kafka.Message, enc []kafka.Header) error {
 	switch w.markers.scan(m.Headers) {
 	case noMarkers:
-		if len(m.Headers) == 0 {
-			m.Headers = enc
-			return nil
-		}
 		hs := make([]kafka.Header, 0, len(m.Headers)+len(enc))
 		hs = append(hs, m.Headers...)
 		m.Headers = append(hs, enc...)
