@@ -56,7 +56,7 @@ func readAll(t *testing.T, addrs []string, topic string, n int) map[string]kafka
 	for len(out) < n {
 		m, err := r.FetchMessage(ctx)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%d of %d messages read (keys distinct): %v", len(out), n, err)
 		}
 		out[string(m.Key)] = m
 	}
