@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -259,8 +261,9 @@ func BenchmarkReader(b *testing.B) {
 
 // BenchmarkReaderRatio compares the readers side by side: an op is one
 // round in which each reader of BenchmarkReader reads the whole topic
-// once, in an order that rotates from round to round, each pass timed on
-// its own. It reports, for each of our readers, the median over rounds of
+// once, in an order shuffled from round to round (so that no reader always
+// follows the same one), each pass timed on its own and started after a
+// garbage collection (so that none pays for the previous pass's garbage). It reports, for each of our readers, the median over rounds of
 // its messages/s over the raw reader's in the same round, which the
 // machine's swings affect far less than separate runs. Run it for several
 // rounds:
@@ -269,10 +272,11 @@ func BenchmarkReader(b *testing.B) {
 func BenchmarkReaderRatio(b *testing.B) {
 	bt := newBenchTopic(b)
 	ratios := make([][]float64, len(benchReaders))
-	for round := 0; b.Loop(); round++ {
+	rnd := rand.New(rand.NewPCG(1, 2)) // the same orders in every run
+	for b.Loop() {
 		rate := make([]float64, len(benchReaders))
-		for k := range benchReaders {
-			i := (round + k) % len(benchReaders)
+		for _, i := range rnd.Perm(len(benchReaders)) {
+			runtime.GC()
 			var sw stopwatch
 			_, timed := benchReaders[i].read(b, &sw, bt, int64(bt.n))
 			rate[i] = float64(timed) / sw.elapsed.Seconds()
