@@ -110,8 +110,9 @@ func WithCodec(c *propagation.Codec) Option {
 	return optionFunc(func(cfg *config) { cfg.codec = c })
 }
 
-// WithLogger sets the logger that receives the reader's audit records (see
-// the package documentation). Without it the reader is silent.
+// WithLogger sets the logger that receives the reader's audit records and
+// the writer's records of refused writes (see the package documentation).
+// Without it both are silent.
 func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(cfg *config) { cfg.logger = l })
 }

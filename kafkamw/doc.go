@@ -101,10 +101,12 @@
 // allocation when skipped and one (its context) when returned. Writing with
 // a sandbox costs one allocation per write, a single message or a batch:
 // the header lists of the copies. The copy of a single message stays on the
-// stack and a batch's slice of copies is reused. Merging into a baggage
-// header the caller set costs one allocation more per message, except for a
-// single message with at most two headers whose merged baggage value fits
-// in 128 bytes. The sandbox's encoded headers are cached.
+// stack, and the slice of copies of a batch of up to 4096 messages is
+// reused. Merging into a baggage header the caller set costs one
+// allocation more per message, except for a single message with at most
+// two headers whose merged baggage value fits in 128 bytes; a message the
+// caller already tagged costs a few more (its headers are read). The
+// sandbox's encoded headers are cached.
 //
 // # Limits
 //

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/bits"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -60,7 +61,8 @@ func (w *Writer) Unwrap() *kafka.Writer { return w.w }
 //
 // It never changes msgs or the messages in it: with a sandbox it writes
 // copies. Headers the caller set are kept; a baggage header the caller set
-// keeps its other members and gains ours. A message that already names a
+// keeps its other members and gains ours (several baggage headers are
+// folded into one, as W3C baggage allows). A message that already names a
 // sandbox keeps its headers when that is the context's sandbox; when it is
 // another one, or its markers cannot be read, nothing is written and the
 // error wraps [ErrConflict].
@@ -249,7 +251,8 @@ func (w *Writer) decorateOne(s propagation.Sandbox, m *kafka.Message, enc []kafk
 }
 
 // tagged handles m, a copy of the caller's message whose headers may
-// already name a sandbox: kept as they are when they name s, an error when
+// already name a sandbox: kept as they are (in a list of their own) when
+// they name s, an error when
 // they name another sandbox or cannot be read, and merged into as for
 // bagOnly when the baggage only mentions a key of ours inside another
 // member.
@@ -260,7 +263,9 @@ func (w *Writer) tagged(s propagation.Sandbox, m *kafka.Message, enc []kafka.Hea
 		return fmt.Errorf("has unreadable sandbox headers: %w", err)
 	case got.Found && got.Sandbox.ID != s.ID:
 		return fmt.Errorf("is tagged for sandbox %q, the context for %q", got.Sandbox.ID, s.ID)
-	case !got.Found:
+	case got.Found:
+		m.Headers = slices.Clone(m.Headers) // the caller's, in a list of its own
+	default:
 		c := carrier{list: append(make([]kafka.Header, 0, len(m.Headers)+len(enc)), m.Headers...)}
 		w.codec.InjectSandbox(s, &c)
 		m.Headers = c.list

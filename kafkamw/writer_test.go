@@ -407,7 +407,8 @@ func TestWriterCopiesOutliveRetries(t *testing.T) {
 // TestHandedBackCopiesAreTheirOwn: kafka-go hands the copies back to the
 // caller's code (a Balancer, a Completion callback, a
 // MessageTooLargeError). An edit made there in place reaches no other
-// message: each copy has a header list of its own.
+// message, nor the caller's own (one it had tagged already): each copy has
+// a header list of its own.
 func TestHandedBackCopiesAreTheirOwn(t *testing.T) {
 	var seen []string
 	edit := kafka.BalancerFunc(func(m kafka.Message, partitions ...int) int {
@@ -421,19 +422,24 @@ func TestHandedBackCopiesAreTheirOwn(t *testing.T) {
 	defer kw.Close()
 	w := kafkamw.NewWriter(kw)
 	ctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-42"})
+	pretagged := []kafka.Header{{Key: "sandbox-id", Value: []byte("pr-42")}}
 	for _, msgs := range [][]kafka.Message{
 		{{Value: []byte("a")}},
 		{{Value: []byte("b")}},
 		{{Value: []byte("c"), Headers: []kafka.Header{{Key: "seq", Value: []byte("1")}}}},
 		{{Value: []byte("d")}, {Value: []byte("e")}},
-		{{Value: []byte("f")}},
+		{{Value: []byte("f"), Headers: pretagged}},
+		{{Value: []byte("g")}},
 	} {
 		if err := w.WriteMessages(ctx, msgs...); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if want := slices.Repeat([]string{"pr-42"}, 6); !slices.Equal(seen, want) {
+	if want := slices.Repeat([]string{"pr-42"}, 7); !slices.Equal(seen, want) {
 		t.Errorf("the balancer saw sandbox-id %q, want %q", seen, want)
+	}
+	if got := string(pretagged[0].Value); got != "pr-42" {
+		t.Errorf("the caller's own sandbox-id header became %q", got)
 	}
 }
 
