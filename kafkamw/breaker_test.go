@@ -79,3 +79,43 @@ func TestWriterBreaker(t *testing.T) {
 		t.Fatalf("write after cancellation: %v", err)
 	}
 }
+
+// TestWriterBreakerOpens: failed writes of a sandbox open its breaker, and
+// its next write is refused without reaching kafka-go; once the breaker
+// has been open for its timeout, a probe is let through again. The broker
+// is an address where nothing listens.
+func TestWriterBreakerOpens(t *testing.T) {
+	clk := clocktest.New()
+	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 100, Burst: 100}, Failures: 2, OpenTimeout: time.Minute},
+		breaker.WithClock(clk.Now))
+	var log auditLog
+	tr := kafkatest.Transport()
+	defer tr.CloseIdleConnections()
+	kw := &kafka.Writer{Addr: kafka.TCP("127.0.0.1:1"), Topic: "t", MaxAttempts: 1, Transport: tr}
+	defer kw.Close()
+	w := kafkamw.NewWriter(kw, kafkamw.WithBreaker(g), kafkamw.WithLogger(log.logger()))
+	sctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-9"})
+	msg := kafka.Message{Value: []byte("v")}
+	for i := range 2 {
+		err := w.WriteMessages(sctx, msg)
+		if err == nil || errors.Is(err, breaker.ErrOpen) || errors.Is(err, breaker.ErrThrottled) {
+			t.Fatalf("write %d to a broker that is down: err = %v, want the connection's error", i, err)
+		}
+	}
+	if st := g.State("pr-9"); st != breaker.StateOpen {
+		t.Fatalf("breaker %v after two failed writes, want open", st)
+	}
+	if err := w.WriteMessages(sctx, msg); !errors.Is(err, breaker.ErrOpen) {
+		t.Fatalf("write with the breaker open: err = %v, want ErrOpen", err)
+	}
+	if d := log.decisions(t); d["throttled/pr-9"] != 1 || len(d) != 1 {
+		t.Errorf("audit decisions %v, want one throttled", d)
+	}
+	clk.Advance(time.Minute)
+	if err := w.WriteMessages(sctx, msg); err == nil || errors.Is(err, breaker.ErrOpen) {
+		t.Fatalf("probe after the open timeout: err = %v, want the connection's error", err)
+	}
+	if st := g.State("pr-9"); st != breaker.StateOpen {
+		t.Fatalf("breaker %v after a failed probe, want open again", st)
+	}
+}

@@ -336,9 +336,21 @@ func TestConcurrentFetch(t *testing.T) {
 	topic := kafkatest.Topic(t, addrs, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// The source answers once, then holds every sync until gate opens,
+	// which the test does once a reader has waited for the table; from
+	// then on it is slow, and the table keeps falling behind.
 	doc := []routes.Sandbox{{ID: "pr-1", Services: map[string]routes.Route{"other": {Upstream: "h:1"}}}}
+	var calls atomic.Int32
+	gate := make(chan struct{})
 	src := routes.SourceFunc(func(ctx context.Context) ([]routes.Sandbox, error) {
-		time.Sleep(3 * time.Millisecond) // a slow source: the table lags
+		if calls.Add(1) > 1 {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			time.Sleep(3 * time.Millisecond)
+		}
 		return doc, nil
 	})
 	table := routes.New()
@@ -346,12 +358,18 @@ func TestConcurrentFetch(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); table.Sync(syncCtx, src, routes.Every(time.Millisecond)) }()
 	defer func() { stopSync(); <-done }()
+	for table.SyncedAt().IsZero() {
+		if ctx.Err() != nil {
+			t.Fatal("the table never synced")
+		}
+		time.Sleep(time.Millisecond)
+	}
 
-	// Stamped a little ahead, one millisecond apart: the readers keep
-	// meeting messages their table has not synced up to yet.
+	// Stamped after the table's first sync, one millisecond apart: the
+	// readers meet messages their table has not synced up to yet.
 	const n = 200
 	w := kafkatest.Writer(t, addrs, topic)
-	base := time.Now().Add(50 * time.Millisecond)
+	base := time.Now().Add(time.Millisecond)
 	msgs := make([]kafka.Message, n)
 	for i := range msgs {
 		msgs[i] = kafka.Message{Key: []byte(fmt.Sprint(i)), Value: []byte("v"), Time: base.Add(time.Duration(i) * time.Millisecond),
@@ -371,6 +389,12 @@ func TestConcurrentFetch(t *testing.T) {
 		seen = map[string]int{}
 		wg   sync.WaitGroup
 	)
+	go func() {
+		defer close(gate)
+		for r.Counts().Waits == 0 && ctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+	}()
 	for range 4 {
 		wg.Add(1)
 		go func() {

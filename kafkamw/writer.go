@@ -3,7 +3,6 @@ package kafkamw
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/bits"
@@ -115,12 +114,11 @@ func (w *Writer) budgeted(ctx context.Context, s propagation.Sandbox, msgs []kaf
 		})
 		return fmt.Errorf("kafkamw: write to %s refused: %w", w.topic(), err)
 	}
+	// The group counts an error wrapping context.Canceled (kafka-go
+	// returns ctx.Err() when the caller gives up) as neither a success nor
+	// a failure; a batch that failed is a failure, whatever became of ctx.
 	err = w.w.WriteMessages(ctx, msgs...)
-	if err != nil && errors.Is(ctx.Err(), context.Canceled) {
-		done(context.Canceled) // the caller gave up: not the broker's fault
-	} else {
-		done(err)
-	}
+	done(err)
 	return err
 }
 

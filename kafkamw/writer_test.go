@@ -418,8 +418,9 @@ func TestHandedBackCopiesAreTheirOwn(t *testing.T) {
 		}
 		return partitions[0]
 	})
-	kw := &kafka.Writer{Addr: kafka.TCP("h:9092"), Topic: "t", Transport: ackTransport{}, BatchSize: 1, Balancer: edit}
-	defer kw.Close()
+	addrs := kafkatest.Start(t)
+	kw := kafkatest.Writer(t, addrs, kafkatest.Topic(t, addrs, 1))
+	kw.Balancer = edit
 	w := kafkamw.NewWriter(kw)
 	ctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-42"})
 	pretagged := []kafka.Header{{Key: "sandbox-id", Value: []byte("pr-42")}}
