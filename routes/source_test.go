@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -183,42 +187,110 @@ func TestSyncedAtOfHandFilledTable(t *testing.T) {
 	}
 }
 
-// TestConcurrentLookups runs lookups while the table reloads; -race checks
-// the snapshots.
+// TestConcurrentLookups runs lookups while the table reloads. Update number
+// g (from 1) holds sandboxes s-0 … s-((g-1)%10), every one routing cart to
+// "h:g": a snapshot from one update is a single generation, so each
+// Sandboxes() result must be exactly such a set, lookups must never see a
+// sandbox the generation they return does not hold, and no reader may see
+// the table go back in time.
 func TestConcurrentLookups(t *testing.T) {
+	const generations = 300
 	tbl := routes.New()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
 	var found atomic.Int64
+	errs := make(chan error, 4)
 	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				for i := range 10 {
-					if up, ok := tbl.Lookup(fmt.Sprintf("s-%d", i), "cart"); ok {
-						if up == "" {
-							t.Error("empty upstream")
-						}
-						found.Add(1)
-					}
-				}
-				tbl.Sandboxes()
+		wg.Go(func() {
+			if err := readConcurrently(ctx, tbl, &found); err != nil {
+				errs <- err
 			}
-		}()
+		})
 	}
-	for gen := range 300 {
-		sbs := make([]routes.Sandbox, 10)
+	for g := 1; g <= generations; g++ {
+		sbs := make([]routes.Sandbox, (g-1)%10+1)
 		for i := range sbs {
-			sbs[i] = routes.Sandbox{ID: fmt.Sprintf("s-%d", i), Services: map[string]routes.Route{"cart": {Upstream: fmt.Sprintf("h:%d", gen+1)}}}
+			sbs[i] = routes.Sandbox{ID: fmt.Sprintf("s-%d", i), Services: map[string]routes.Route{"cart": {Upstream: fmt.Sprintf("h:%d", g)}}}
 		}
-		if err := tbl.Update(sbs[:gen%10+1]); err != nil {
+		if err := tbl.Update(sbs); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for found.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(t, "a successful lookup", func() bool { return found.Load() > 0 || len(errs) > 0 })
 	cancel()
 	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if found.Load() == 0 {
+		t.Error("no lookup succeeded")
+	}
+	if g, err := generation(tbl.Sandboxes()); err != nil || g != generations {
+		t.Errorf("after the last update: generation %d, %v; want %d", g, err, generations)
+	}
+}
+
+// readConcurrently looks up and lists tbl until ctx ends, counting the
+// successful lookups in found. It returns the first inconsistency it sees.
+func readConcurrently(ctx context.Context, tbl *routes.Table, found *atomic.Int64) error {
+	last := 0 // the newest generation seen
+	for ctx.Err() == nil {
+		for i := range 10 {
+			up, ok := tbl.Lookup(fmt.Sprintf("s-%d", i), "cart")
+			if !ok {
+				continue
+			}
+			g, err := strconv.Atoi(strings.TrimPrefix(up, "h:"))
+			switch {
+			case err != nil || !strings.HasPrefix(up, "h:"):
+				return fmt.Errorf("Lookup(s-%d) = %q, not an upstream the test set", i, up)
+			case i > (g-1)%10:
+				return fmt.Errorf("Lookup(s-%d) = %q, but generation %d has no s-%d", i, up, g, i)
+			case g < last:
+				return fmt.Errorf("Lookup(s-%d) = %q after generation %d was seen", i, up, last)
+			}
+			last = g
+			found.Add(1)
+		}
+		g, err := generation(tbl.Sandboxes())
+		switch {
+		case err != nil:
+			return err
+		case g < last:
+			return fmt.Errorf("Sandboxes() shows generation %d after generation %d was seen", g, last)
+		}
+		last = g
+	}
+	return nil
+}
+
+// generation returns the update a Sandboxes() result comes from (0 for the
+// empty table), or an error when it mixes updates or is not one of them.
+func generation(sbs []routes.Sandbox) (int, error) {
+	if len(sbs) == 0 {
+		return 0, nil
+	}
+	g, err := strconv.Atoi(strings.TrimPrefix(sbs[0].Services["cart"].Upstream, "h:"))
+	if err != nil || len(sbs) != (g-1)%10+1 {
+		return 0, fmt.Errorf("Sandboxes() = %s: not the content of one update", upstreams(sbs))
+	}
+	for i, sb := range sbs {
+		if sb.ID != fmt.Sprintf("s-%d", i) || len(sb.Services) != 1 || sb.Services["cart"].Upstream != fmt.Sprintf("h:%d", g) {
+			return 0, fmt.Errorf("Sandboxes() = %s: mixes updates (generation %d expected throughout)", upstreams(sbs), g)
+		}
+	}
+	return g, nil
+}
+
+// upstreams describes sbs briefly: "[s-0:cart=h:1 …]".
+func upstreams(sbs []routes.Sandbox) string {
+	parts := make([]string, 0, len(sbs))
+	for _, sb := range sbs {
+		for _, svc := range slices.Sorted(maps.Keys(sb.Services)) {
+			parts = append(parts, sb.ID+":"+svc+"="+sb.Services[svc].Upstream)
+		}
+	}
+	return "[" + strings.Join(parts, " ") + "]"
 }
