@@ -22,8 +22,10 @@ import (
 // sandbox operations (every query method, transactions committed and rolled
 // back, batches, COPY, refused sandboxes) from concurrent goroutines, with
 // fewer pool slots than sandboxes so pools are evicted and reopened under
-// load. Then it counts the rows of every database by owner: each database
-// must hold exactly the rows its own owner committed, and nothing else.
+// load (each worker uses the rarely used sandbox once halfway through, so
+// at least one eviction and reopening is certain). Then it counts the rows
+// of every database by owner: each database must hold exactly the rows its
+// own owner committed, and nothing else.
 func TestIsolationProperty(t *testing.T) {
 	t.Parallel()
 	for _, k := range kinds {
@@ -62,10 +64,10 @@ func TestIsolationProperty(t *testing.T) {
 						var owner string
 						var ctx context.Context
 						switch x := rng.IntN(100); {
+						case i == opsPerWorker/2 || x == 30 && rng.IntN(4) == 0:
+							owner, ctx = rare, sandboxCtx(rare)
 						case x < 30:
 							owner, ctx = "baseline", context.Background()
-						case x < 31 && rng.IntN(4) == 0:
-							owner, ctx = rare, sandboxCtx(rare)
 						case x < 35:
 							// Not in the route table: refused, written nowhere.
 							_, err := r.Exec(sandboxCtx("iso-unknown"), "INSERT INTO items (owner) VALUES ('iso-unknown')")
@@ -111,7 +113,14 @@ func TestIsolationProperty(t *testing.T) {
 					t.Errorf("%s database holds %v, want %v", o, got[o], want)
 				}
 			}
-			t.Logf("%d ops, %d rows committed, %d refused, %d pools opened", workers*opsPerWorker, total, refused.Load(), p.opens.Load())
+			// Each worker used all three sandboxes by halfway (the hot ones
+			// in ~97 ops each before it), so the rare one's first opening
+			// evicted a hot pool, which the next ~100 hot ops reopened.
+			opens := p.opens.Load()
+			t.Logf("%d ops, %d rows committed, %d refused, %d pools opened", workers*opsPerWorker, total, refused.Load(), opens)
+			if reopened := int(opens) - len(hot) - 1; reopened <= 0 {
+				t.Errorf("%d pools opened for %d sandboxes with room for 2: no pool was evicted and reopened, so eviction under load went untested", opens, len(hot)+1)
+			}
 			if objs := k.objects(t, e); slices.ContainsFunc(objs, func(n string) bool { return n == expectedName(e, "iso-unknown") }) {
 				t.Error("a test database was made for a sandbox outside the route table")
 			}

@@ -39,14 +39,37 @@ func (e *env) target(t testing.TB, name string) string {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	u, err := url.Parse(e.dsn(shared.schemas))
+	dsn := withSearchPath(t, e.dsn(shared.schemas), sch)
+	// The providers take connection strings: check that pgx reads this one
+	// as the schema in the schemas database, whichever form the server's
+	// connection string has.
+	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		t.Skip("needs a URL-style SANDBOXKIT_TEST_DATABASE_URL")
+		t.Fatalf("connection string of schema %s: %v", sch, err)
 	}
-	q := u.Query()
-	q.Set("search_path", sch)
-	u.RawQuery = q.Encode()
-	return u.String()
+	if got := cfg.ConnConfig.RuntimeParams["search_path"]; got != sch || cfg.ConnConfig.Database != shared.schemas {
+		t.Fatalf("connection string of schema %s: pgx reads database %q, search_path %q", sch, cfg.ConnConfig.Database, got)
+	}
+	return dsn
+}
+
+// withSearchPath adds the run-time parameter search_path=sch to dsn, a URL
+// (as a query parameter) or a keyword/value connection string (as one
+// more keyword).
+func withSearchPath(t testing.TB, dsn, sch string) string {
+	t.Helper()
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatalf("test database URL: %v", err)
+		}
+		q := u.Query()
+		q.Set("search_path", sch)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	quoted := strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(sch)
+	return dsn + " search_path='" + quoted + "'"
 }
 
 func (e *env) targetItems(name string) (dsn, table string) {
