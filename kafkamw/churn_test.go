@@ -29,13 +29,14 @@ func writeDoc(t *testing.T, path string, doc routes.Document) {
 	}
 }
 
-// syncTable starts a table kept in sync with the route file every interval.
-func syncTable(t *testing.T, path string, every time.Duration) *routes.Table {
+// syncTable starts a table kept in sync with src every interval, until the
+// test ends.
+func syncTable(t *testing.T, src routes.Source, every time.Duration) *routes.Table {
 	t.Helper()
 	table := routes.New()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); table.Sync(ctx, routes.File(path), routes.Every(every)) }()
+	go func() { defer close(done); table.Sync(ctx, src, routes.Every(every)) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return table
 }
@@ -59,7 +60,7 @@ func TestChurn(t *testing.T) {
 		return routes.Document{Sandboxes: []routes.Sandbox{a, {ID: sbB.ID, Actor: sbB.Actor}}}
 	}
 	writeDoc(t, path, sandboxes(nil))
-	baseTable, sbTable := syncTable(t, path, 97*time.Millisecond), syncTable(t, path, 151*time.Millisecond)
+	baseTable, sbTable := syncTable(t, routes.File(path), 97*time.Millisecond), syncTable(t, routes.File(path), 151*time.Millisecond)
 	waitFor(t, 5*time.Second, "tables loaded", func() bool {
 		_, ok1 := baseTable.Sandbox(sbA.ID)
 		_, ok2 := sbTable.Sandbox(sbA.ID)

@@ -217,11 +217,7 @@ func TestRoutesBehind(t *testing.T) {
 		}
 		return doc, nil
 	})
-	table := routes.New()
-	syncCtx, stopSync := context.WithCancel(context.Background())
-	synced := make(chan struct{})
-	go func() { defer close(synced); table.Sync(syncCtx, src, routes.Every(5*time.Millisecond)) }()
-	defer func() { stopSync(); <-synced }()
+	table := syncTable(t, src, 5*time.Millisecond)
 	waitFor(t, 5*time.Second, "first sync", func() bool { _, ok := table.Sandbox("pr-42"); return ok })
 	healthy.Store(false)
 	stuck := table.SyncedAt()
@@ -291,14 +287,8 @@ func TestFutureTimestamp(t *testing.T) {
 	}
 	// A table that is only ever behind the future message: one that syncs.
 	src := routes.SourceFunc(func(context.Context) ([]routes.Sandbox, error) { return table.Sandboxes(), nil })
-	synced := routes.New()
-	if err := synced.Load(ctx, src); err != nil {
-		t.Fatal(err)
-	}
-	syncCtx, stopSync := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); synced.Sync(syncCtx, src, routes.Every(5*time.Millisecond)) }()
-	defer func() { stopSync(); <-done }()
+	synced := syncTable(t, src, 5*time.Millisecond)
+	waitFor(t, 5*time.Second, "first sync", func() bool { return !synced.SyncedAt().IsZero() })
 
 	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")),
 		kafkamw.WithRoutes(synced), kafkamw.WithService(service), kafkamw.WithRouteWait(100*time.Millisecond))
@@ -353,17 +343,8 @@ func TestConcurrentFetch(t *testing.T) {
 		}
 		return doc, nil
 	})
-	table := routes.New()
-	syncCtx, stopSync := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); table.Sync(syncCtx, src, routes.Every(time.Millisecond)) }()
-	defer func() { stopSync(); <-done }()
-	for table.SyncedAt().IsZero() {
-		if ctx.Err() != nil {
-			t.Fatal("the table never synced")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	table := syncTable(t, src, time.Millisecond)
+	waitFor(t, 5*time.Second, "first sync", func() bool { return !table.SyncedAt().IsZero() })
 
 	// Stamped after the table's first sync, one millisecond apart: the
 	// readers meet messages their table has not synced up to yet.

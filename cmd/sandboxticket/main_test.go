@@ -31,7 +31,7 @@ func TestRun(t *testing.T) {
 	if m.Sandbox != (propagation.Sandbox{ID: "pr-42", Actor: "alice smith"}) {
 		t.Fatalf("markers %+v", m)
 	}
-	v, _ := propagation.NewVerifier(propagation.Key{ID: "k1", Secret: []byte(secret)})
+	v := verifier(t, "k1", secret)
 	if err := v.Verify(m.Sandbox, m.Ticket); err != nil {
 		t.Fatalf("ticket does not verify: %v", err)
 	}
@@ -96,11 +96,7 @@ func TestRunSecretFile(t *testing.T) {
 	}
 	m := readLine(t, out.String(), "")
 	for key, want := range map[string]bool{fileSecret: true, secret: false, fileSecret + "\r\n": false} {
-		v, err := propagation.NewVerifier(propagation.Key{ID: "default", Secret: []byte(key)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := v.Verify(m.Sandbox, m.Ticket); (err == nil) != want {
+		if err := verifier(t, "default", key).Verify(m.Sandbox, m.Ticket); (err == nil) != want {
 			t.Errorf("verified with secret %q: %v, want valid = %v", key, err, want)
 		}
 	}
@@ -115,8 +111,7 @@ func TestRunCurl(t *testing.T) {
 	if m.Sandbox != (propagation.Sandbox{ID: "pr-42", Origin: "pr/42"}) {
 		t.Fatalf("markers %+v", m)
 	}
-	v, _ := propagation.NewVerifier(propagation.Key{ID: "default", Secret: []byte(secret)})
-	if err := v.Verify(m.Sandbox, m.Ticket); err != nil {
+	if err := verifier(t, "default", secret).Verify(m.Sandbox, m.Ticket); err != nil {
 		t.Fatalf("ticket does not verify: %v", err)
 	}
 }
@@ -130,6 +125,17 @@ func envWith(secret string) func(string) string {
 		}
 		return ""
 	}
+}
+
+// verifier returns the edge's verifier of tickets signed with key id and
+// secret.
+func verifier(t *testing.T, id, secret string) *propagation.Verifier {
+	t.Helper()
+	v, err := propagation.NewVerifier(propagation.Key{ID: id, Secret: []byte(secret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 // readLine parses run's output: one line, "baggage: <value>" wrapped in
