@@ -263,12 +263,12 @@ func BenchmarkReader(b *testing.B) {
 // round in which each reader of BenchmarkReader reads the whole topic
 // once, in an order shuffled from round to round (so that no reader always
 // follows the same one), each pass timed on its own and started after a
-// garbage collection (so that none pays for the previous pass's garbage). It reports, for each of our readers, the median over rounds of
-// its messages/s over the raw reader's in the same round, which the
-// machine's swings affect far less than separate runs. Run it for several
-// rounds:
+// garbage collection (so that none pays for the previous pass's garbage).
+// It reports, for each of our readers, the median over rounds of its
+// messages/s over the raw reader's in the same round, which the machine's
+// swings affect far less than separate runs. Run it for several rounds:
 //
-//	go test ./kafkamw -run '^$' -bench ReaderRatio -benchtime 20x
+//	go test ./kafkamw -run '^$' -bench ReaderRatio -benchtime 30x
 func BenchmarkReaderRatio(b *testing.B) {
 	bt := newBenchTopic(b)
 	ratios := make([][]float64, len(benchReaders))

@@ -170,10 +170,10 @@ type (
 // encoded marker values, which nobody changes. Each copy has a header list
 // of its own, never shared: kafka-go hands messages back to the caller (to
 // a Balancer, a Completion callback, in a MessageTooLargeError), where an
-// edit must not reach other messages. The copy of a single
-// message is *one; the copies of several are in *held, from the pool, for
-// [putBatch] once the write returned (held is nil when not pooled). Header
-// lists are allocated, once per write, and never reused.
+// edit must not reach other messages. The copy of a single message is
+// *one; the copies of several are in *held, from the pool, for [putBatch]
+// once the write returned (held is nil when not pooled). Header lists are
+// allocated, once per write, and never reused.
 func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message, one *[1]kafka.Message) (out []kafka.Message, held *[]kafka.Message, err error) {
 	if len(msgs) == 0 {
 		return msgs, nil, nil
