@@ -71,7 +71,7 @@ func ExampleGuard() {
 	fmt.Println(err)
 	// Output:
 	// true
-	// dbroute: sandbox context on the baseline pool: sandbox "pr-42" (the baseline pool only serves production traffic)
+	// dbroute: sandbox context on the baseline pool: sandbox "pr-42" (the baseline database only serves production traffic)
 	// <nil>
 }
 

@@ -25,3 +25,41 @@ func (errRows) TypeMap() *pgtype.Map                         { return nil }
 type errRow struct{ err error }
 
 func (e errRow) Scan(...any) error { return e.err }
+
+// laterRows, laterRow and laterBatch classify the errors of a sandbox
+// query whose connection is lost on the way (see [ErrUnavailable]).
+type laterRows struct {
+	pgx.Rows
+	id string
+}
+
+func (r laterRows) Err() error { return later(r.id, r.Rows.Err()) }
+
+type laterRow struct {
+	pgx.Row
+	id string
+}
+
+func (r laterRow) Scan(dest ...any) error { return later(r.id, r.Row.Scan(dest...)) }
+
+type laterBatch struct {
+	pgx.BatchResults
+	id string
+}
+
+func (b laterBatch) Exec() (pgconn.CommandTag, error) {
+	tag, err := b.BatchResults.Exec()
+	return tag, later(b.id, err)
+}
+
+func (b laterBatch) Query() (pgx.Rows, error) {
+	rows, err := b.BatchResults.Query()
+	if err != nil {
+		return rows, later(b.id, err)
+	}
+	return laterRows{rows, b.id}, nil
+}
+
+func (b laterBatch) QueryRow() pgx.Row { return laterRow{b.BatchResults.QueryRow(), b.id} }
+
+func (b laterBatch) Close() error { return later(b.id, b.BatchResults.Close()) }
