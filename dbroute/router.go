@@ -187,7 +187,9 @@ func (r *Router) release(e *entry) {
 	if e.refs.Add(-1) == 0 {
 		if e.retired.Load() {
 			r.closeAsync(e)
-		} else if r.waiters.Load() > 0 {
+		} else if r.waiters.Load() > 0 && e.opened <= r.cfg.now().Add(-r.cfg.poolTurn).UnixNano() {
+			// Only a pool that has had its turn can be taken over: the
+			// others would wake the waiters for nothing.
 			r.signal()
 		}
 	}
