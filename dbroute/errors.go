@@ -31,7 +31,10 @@ import (
 //   - [ErrClosed]: the router was closed.
 //
 // Errors the server reports about the statement itself (syntax, a
-// constraint) are pgx's own and wrap none of these.
+// constraint) are pgx's own and wrap none of these. Later-use failures are
+// classified on the router's methods, their rows, rows, batch results and
+// transactions; a connection from [Router.Acquire] or a pool from
+// [Router.Pool] is pgx's own, and its methods' errors are not.
 var (
 	// ErrNoTestDatabase reports a sandbox request for which no test
 	// database can be used. The request is refused: it never falls back to

@@ -301,6 +301,15 @@ func TestGuardPerStatement(t *testing.T) {
 	if tracer.n.Load() != 1 {
 		t.Errorf("the user's tracer saw %d baseline statements, want 1", tracer.n.Load())
 	}
+	// A statement already in the connection's cache takes another path
+	// through pgx (no Prepare): still refused.
+	var got string
+	if err := c.QueryRow(bg, "SELECT $1::text", "x").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.QueryRow(sb, "SELECT $1::text", "x").Scan(&got); !errors.Is(err, dbroute.ErrSandboxOnBaseline) {
+		t.Errorf("cached statement: err = %v, want ErrSandboxOnBaseline", err)
+	}
 	c.Release()
 
 	// A transaction begun without a sandbox.
@@ -370,7 +379,14 @@ func TestErrorClasses(t *testing.T) {
 	if _, err := r.Exec(sandboxCtx("later"), "INSERT INTO items (owner) VALUES ('later')"); err != nil {
 		t.Fatal(err)
 	}
-	proxy.close() // the test database goes away under an open pool
+	tx, err := r.Begin(sandboxCtx("later"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.close()
+	_, err = tx.Exec(sandboxCtx("later"), "SELECT 1")
+	isOnly("later use (transaction)", err, dbroute.ErrUnavailable)
+	tx.Rollback(context.Background()) // the test database goes away under an open pool
 	ctx := sandboxCtx("later")
 	_, err = r.Exec(ctx, "SELECT 1")
 	isOnly("unreachable on later use (Exec)", err, dbroute.ErrUnavailable)

@@ -802,6 +802,8 @@ func (r *Router) Begin(ctx context.Context) (pgx.Tx, error) {
 
 // BeginTx starts a transaction with txOptions on the pool ctx resolves to.
 // The transaction stays on that pool whatever context its own methods get.
+// A sandbox transaction's errors are classified as the router's are (a
+// lost connection wraps [ErrUnavailable]).
 func (r *Router) BeginTx(ctx context.Context, txOptions pgx.TxOptions) (pgx.Tx, error) {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
@@ -813,7 +815,10 @@ func (r *Router) BeginTx(ctx context.Context, txOptions pgx.TxOptions) (pgx.Tx, 
 	}
 	defer r.release(e)
 	tx, err := e.pool.BeginTx(ctx, txOptions)
-	return tx, r.after(e, err)
+	if err != nil {
+		return nil, r.after(e, err)
+	}
+	return laterTx{tx, s.ID}, nil
 }
 
 // SendBatch sends b to the pool ctx resolves to. On error every result of
@@ -848,7 +853,8 @@ func (r *Router) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnN
 
 // Acquire checks a connection out of the pool ctx resolves to. Release it
 // when done; the connection stays on that pool whatever context its own
-// methods get.
+// methods get. The connection is pgx's own: the errors of its methods are
+// not classified (see [ErrUnavailable]).
 func (r *Router) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
