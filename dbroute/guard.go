@@ -3,11 +3,13 @@ package dbroute
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -44,15 +46,20 @@ import (
 // Prepare of a statement already prepared on the connection returns it
 // without a round trip (nothing is written).
 //
+// With [WithLogger] among opts, each refusal is one audit record
+// (rejected, protocol "sql"); Guard reads no other option.
+//
 // Hooks and a tracer already in cfg keep running for baseline contexts:
 // the guard wraps them (PrepareConn, or the deprecated BeforeAcquire;
 // ConnConfig.Tracer with whichever of pgx's and pgxpool's tracer
 // interfaces it implements). Call Guard once per configuration. A nil cfg
 // is left alone.
-func Guard(cfg *pgxpool.Config) {
+func Guard(cfg *pgxpool.Config, opts ...Option) {
 	if cfg == nil {
 		return
 	}
+	c := newConfig(opts)
+	logger := c.logger
 	next := cfg.PrepareConn
 	if next == nil && cfg.BeforeAcquire != nil {
 		before := cfg.BeforeAcquire
@@ -62,33 +69,46 @@ func Guard(cfg *pgxpool.Config) {
 	cfg.PrepareConn = func(ctx context.Context, c *pgx.Conn) (bool, error) {
 		if s, ok := propagation.FromContext(ctx); ok {
 			// true: the connection is fine, only this caller is refused.
-			return true, refusal(s)
+			return true, refuseOnBaseline(ctx, logger, s)
 		}
 		if next != nil {
 			return next(ctx, c)
 		}
 		return true, nil
 	}
-	GuardConn(cfg.ConnConfig)
+	GuardConn(cfg.ConnConfig, opts...)
 }
 
 // GuardConn installs the statement guard of [Guard] on a single
 // connection's configuration (for [pgx.ConnectConfig], or the pgx stdlib
 // driver of database/sql): every statement sent with a sandbox context
 // fails with an error wrapping [ErrSandboxOnBaseline]. A tracer already in
-// cfg keeps running for baseline contexts. A nil cfg is left alone.
-func GuardConn(cfg *pgx.ConnConfig) {
+// cfg keeps running for baseline contexts. With [WithLogger] among opts,
+// each refusal is one audit record. A nil cfg is left alone.
+func GuardConn(cfg *pgx.ConnConfig, opts ...Option) {
 	if cfg == nil {
 		return
 	}
 	if _, ok := cfg.Tracer.(*guardTracer); ok {
 		return
 	}
-	cfg.Tracer = newGuardTracer(cfg.Tracer)
+	g := newGuardTracer(cfg.Tracer)
+	g.logger = newConfig(opts).logger
+	cfg.Tracer = g
 }
 
-func refusal(s propagation.Sandbox) error {
-	return fmt.Errorf("%w: sandbox %q (the baseline database only serves production traffic)", ErrSandboxOnBaseline, s.ID)
+// refuseOnBaseline returns the refusal of s, and audits it.
+func refuseOnBaseline(ctx context.Context, logger *slog.Logger, s propagation.Sandbox) error {
+	err := fmt.Errorf("%w: sandbox %q (the baseline database only serves production traffic)", ErrSandboxOnBaseline, s.ID)
+	if logger != nil {
+		audit.Emit(ctx, logger, audit.Event{
+			Decision: audit.Rejected,
+			Sandbox:  s,
+			Protocol: audit.SQL,
+			Reason:   err.Error(),
+		})
+	}
+	return err
 }
 
 // refused is the context a guard tracer hands back for a sandbox
@@ -107,6 +127,7 @@ func (refused) Deadline() (deadline time.Time, ok bool) { return time.Time{}, fa
 
 // guardTracer refuses sandbox contexts and passes the rest to next.
 type guardTracer struct {
+	logger   *slog.Logger
 	next     pgx.QueryTracer
 	batch    pgx.BatchTracer
 	copyFrom pgx.CopyFromTracer
@@ -129,9 +150,12 @@ func newGuardTracer(next pgx.QueryTracer) *guardTracer {
 
 // check returns the refused context for a sandbox context, and nil for a
 // baseline one.
-func check(ctx context.Context) context.Context {
+func (g *guardTracer) check(ctx context.Context) context.Context {
+	if r, ok := ctx.(refused); ok {
+		return r // refused once already (CopyFrom, then its Prepare)
+	}
 	if s, ok := propagation.FromContext(ctx); ok {
-		return refused{ctx, refusal(s)}
+		return refused{ctx, refuseOnBaseline(ctx, g.logger, s)}
 	}
 	return nil
 }
@@ -142,7 +166,7 @@ func isRefused(ctx context.Context) bool {
 }
 
 func (g *guardTracer) TraceQueryStart(ctx context.Context, c *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	if r := check(ctx); r != nil {
+	if r := g.check(ctx); r != nil {
 		return r
 	}
 	if g.next != nil {
@@ -158,7 +182,7 @@ func (g *guardTracer) TraceQueryEnd(ctx context.Context, c *pgx.Conn, d pgx.Trac
 }
 
 func (g *guardTracer) TraceBatchStart(ctx context.Context, c *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
-	if r := check(ctx); r != nil {
+	if r := g.check(ctx); r != nil {
 		return r
 	}
 	if g.batch != nil {
@@ -180,7 +204,7 @@ func (g *guardTracer) TraceBatchEnd(ctx context.Context, c *pgx.Conn, d pgx.Trac
 }
 
 func (g *guardTracer) TraceCopyFromStart(ctx context.Context, c *pgx.Conn, d pgx.TraceCopyFromStartData) context.Context {
-	if r := check(ctx); r != nil {
+	if r := g.check(ctx); r != nil {
 		return r
 	}
 	if g.copyFrom != nil {
@@ -196,7 +220,7 @@ func (g *guardTracer) TraceCopyFromEnd(ctx context.Context, c *pgx.Conn, d pgx.T
 }
 
 func (g *guardTracer) TracePrepareStart(ctx context.Context, c *pgx.Conn, d pgx.TracePrepareStartData) context.Context {
-	if r := check(ctx); r != nil {
+	if r := g.check(ctx); r != nil {
 		return r
 	}
 	if g.prepare != nil {

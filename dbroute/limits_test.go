@@ -237,7 +237,14 @@ func TestGuardPerStatement(t *testing.T) {
 	cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{e.baseSch}.Sanitize()
 	tracer := &countingTracer{}
 	cfg.ConnConfig.Tracer = tracer
-	dbroute.Guard(cfg)
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	logger := slog.New(slog.NewJSONHandler(writerFunc(func(b []byte) (int, error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logs.Write(b)
+	}), nil))
+	dbroute.Guard(cfg, dbroute.WithLogger(logger))
 	base, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -334,6 +341,18 @@ func TestGuardPerStatement(t *testing.T) {
 	}
 	if n := base.Stat().AcquiredConns(); n != 0 {
 		t.Errorf("%d connections still acquired", n)
+	}
+	// One audit record per refusal: the statements above, the cached
+	// one, and the transaction's Exec and Commit; then an acquisition.
+	if _, err := base.Exec(sb, "SELECT 1"); !errors.Is(err, dbroute.ErrSandboxOnBaseline) {
+		t.Errorf("pool Exec: err = %v", err)
+	}
+	logMu.Lock()
+	out := logs.String()
+	logMu.Unlock()
+	want := len(statements) + 1 + 2 + 1
+	if n := strings.Count(out, `"decision":"rejected"`); n != want || strings.Count(out, "\n") != want {
+		t.Errorf("%d rejected audit records (of %d), want %d:\n%s", n, strings.Count(out, "\n"), want, out)
 	}
 }
 
