@@ -120,12 +120,12 @@ func trimSpace(s string) string {
 // selective enough test in [Codec.mentions].
 const minPrefix = 4
 
-// mentions reports whether any line may hold a member of ours: it contains
-// one of our keys as a substring (whatever surrounds it: white space of
-// any kind, '+'), or a '%', which may hide a percent-encoded key. It is the
-// cheap test that lets baggage without our members pass without being
-// split. When the keys share a long enough prefix, finding the prefix is
-// enough (the scan that follows settles it).
+// mentions reports whether any line may hold a member of ours: it
+// contains one of our keys' text anywhere (whatever surrounds it: white
+// space of any kind, '+'), or a '%', which may hide a percent-encoded key.
+// It is the cheap test that lets baggage without our members pass without
+// being split. When the keys share a long enough prefix, finding the
+// prefix is enough (the scan that follows settles it).
 func (c *Codec) mentions(lines []string) bool {
 	for _, line := range lines {
 		if strings.IndexByte(line, '%') >= 0 {

@@ -99,6 +99,25 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	return c, nil
 }
 
+// keyHeader reports whether carrier holds a header named as one of our
+// baggage keys.
+func (c *Codec) keyHeader(carrier otelprop.TextMapCarrier, one *[1]string) bool {
+	for _, k := range c.keyHeaders {
+		if len(values(carrier, k.lower, k.canon, one)) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Codec) errKeyHeader() error {
+	via := "baggage"
+	if c.cfg.header != "" {
+		via = c.cfg.header + " or baggage"
+	}
+	return fmt.Errorf("%w: a header is named as a baggage member key (%s): send the sandbox in %s", ErrMalformed, strings.Join(c.keys, ", "), via)
+}
+
 // Fields returns the carrier keys the codec reads and writes, lower-case.
 func (c *Codec) Fields() []string { return append([]string(nil), c.fields...) }
 
@@ -155,19 +174,20 @@ func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
 			m.Sandbox.ID = v
 		}
 	}
-	// A header named as one of our baggage keys (kcat -H sandbox.id=pr-1)
-	// is a marker that no hop of ours writes: unreadable, never ignored.
-	for _, k := range c.keyHeaders {
-		if vs := values(carrier, k.lower, k.canon, &one); len(vs) > 0 {
-			m.Found = true
-			if err == nil {
-				err = fmt.Errorf("%w: %s is a baggage member key, not a header: send the sandbox in %s or baggage", ErrMalformed, quote(k.lower), c.cfg.header)
-			}
-		}
-	}
 	headerID := m.Sandbox.ID
 	if berr := c.scanBaggage(values(carrier, baggageHeader, "Baggage", &one), &m, headerID); berr != nil {
 		err = berr // the baggage error names the problem more precisely
+	}
+	// A header named as one of our baggage keys (kcat -H sandbox.id=pr-1)
+	// is a marker that no hop of ours writes: unreadable, never ignored.
+	// In an http.Header it is looked up only when other markers are
+	// there: each lookup would cost about a third of reading a request
+	// without markers.
+	if _, isHTTP := carrier.(otelprop.HeaderCarrier); (!isHTTP || m.Found) && c.keyHeader(carrier, &one) {
+		m.Found = true
+		if err == nil {
+			err = c.errKeyHeader()
+		}
 	}
 	if err != nil || !m.Found {
 		return m, err

@@ -44,8 +44,8 @@ func TestReadHeaderKeys(t *testing.T) {
 		{"http empty", otelprop.HeaderCarrier{"Sandbox-Id": {""}}},
 		{"http blank", otelprop.HeaderCarrier{"Sandbox-Id": {" \t "}}},
 		{"http nbsp", otelprop.HeaderCarrier{"Sandbox-Id": {"\u00a0"}}},
-		{"http sandbox.id header", otelprop.HeaderCarrier{"Sandbox.id": {"pr-1"}}},
-		{"http sandbox.ticket header", otelprop.HeaderCarrier{"Sandbox.ticket": {"v1.x"}}},
+		{"http sandbox.id header beside the dedicated one", otelprop.HeaderCarrier{"Sandbox-Id": {"pr-1"}, "Sandbox.id": {"pr-1"}}},
+		{"http sandbox.ticket header beside baggage", otelprop.HeaderCarrier{"Baggage": {"sandbox.id=pr-1"}, "Sandbox.ticket": {"v1.x"}}},
 		{"metadata empty", valuesCarrier(metadata.Pairs("sandbox-id", ""))},
 		{"metadata vertical tab", valuesCarrier(metadata.Pairs("sandbox-id", "\v"))},
 		{"metadata sandbox.id key", valuesCarrier(metadata.Pairs("sandbox.id", "pr-1"))},
@@ -61,6 +61,21 @@ func TestReadHeaderKeys(t *testing.T) {
 				t.Fatalf("after Strip: %+v, %v", m, err)
 			}
 		})
+	}
+}
+
+// TestReadHTTPKeyHeaderAlone documents the one exception: in an
+// http.Header, a header named as a baggage key is looked up only beside
+// other markers (each lookup costs about a third of the no-marker path).
+func TestReadHTTPKeyHeaderAlone(t *testing.T) {
+	m, err := propagation.Default().Read(otelprop.HeaderCarrier{"Sandbox.id": {"pr-1"}})
+	if m.Found || err != nil {
+		t.Fatalf("Read = %+v, %v; the documented behaviour is: not looked up", m, err)
+	}
+	h := otelprop.HeaderCarrier{"Sandbox-Id": {"pr-1"}, "Sandbox.id": {"pr-1"}}
+	propagation.Default().Strip(h)
+	if len(h) != 0 {
+		t.Fatalf("Strip left %v", h)
 	}
 }
 
