@@ -140,6 +140,17 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 	}
 
 	m, readErr := s.codec.Read(&markerCarrier{header: s.header, hv: hv, bv: bv})
+	if m.Found && readErr == nil {
+		// Metadata named as one of our baggage keys (grpcurl -H
+		// 'sandbox.id: pr-1') is a marker too, looked up only beside
+		// others: each lookup scans the metadata on a miss.
+		for _, k := range s.keys {
+			if metadata.ValueFromIncomingContext(ctx, k) != nil {
+				readErr = fmt.Errorf("%w: metadata key %q is a baggage member key: send the sandbox in %s or baggage", propagation.ErrMalformed, k, s.header)
+				break
+			}
+		}
+	}
 	p, _ := peer.FromContext(ctx)
 	verdict, why := s.policy.Decide(&m, readErr, s.policy.All || s.policy.Trusted(peerAddr(p)))
 	ev := audit.Event{Sandbox: m.Sandbox, Protocol: audit.GRPC, Target: method}
@@ -195,9 +206,13 @@ func clip(s propagation.Sandbox) propagation.Sandbox {
 }
 
 // mentions reports whether baggage lines may hold one of our members; a
-// cheap substring test that Codec.Read then confirms or not.
+// cheap substring test that Codec.Read then confirms or not. A '%' may
+// hide a percent-encoded key (see propagation.Codec.Strip).
 func (s *server) mentions(lines []string) bool {
 	for _, line := range lines {
+		if strings.IndexByte(line, '%') >= 0 {
+			return true
+		}
 		for _, k := range s.keys {
 			if strings.Contains(line, k) {
 				return true
