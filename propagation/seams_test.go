@@ -231,3 +231,24 @@ func TestVerifierLifetimeAndSpelling(t *testing.T) {
 }
 
 const b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+// TestNoMarkerPathAllocs: baggage without our members costs no
+// allocation, also when a '%' in a foreign value sends it through the
+// full scan (a '%' may hide a percent-encoded key of ours).
+func TestNoMarkerPathAllocs(t *testing.T) {
+	c := propagation.Default()
+	for _, bag := range []string{
+		"userid=alice,tenant=acme",
+		"userid=alice%40example.com,tenant=acme,region=eu-west-1",
+		"k=v;p=%41,a=1",
+	} {
+		h := otelprop.HeaderCarrier{"Baggage": {bag}}
+		if n := testing.AllocsPerRun(100, func() {
+			if m, err := c.Read(h); m.Found || err != nil {
+				t.Fatalf("Read(%q) = %+v, %v", bag, m, err)
+			}
+		}); n != 0 {
+			t.Errorf("Read(%q): %v allocations; want 0", bag, n)
+		}
+	}
+}
