@@ -79,7 +79,11 @@
 // [propagation.Codec.Read]): a lookalike baggage key, an empty sandbox-id
 // value, and, beside other markers, metadata named as one of our baggage
 // keys are unreadable (InvalidArgument from a trusted peer, stripped from
-// any other).
+// any other). Other tools' routing keys (Signadot's sd-routing-key in
+// baggage and its uberctx- and ot-baggage- metadata forms, Okteto's
+// okteto-divert) from an untrusted peer are stripped and audited too, also
+// on a call that carries no marker of ours, unless the codec was built with
+// [propagation.KeepForeignRoutingKeys].
 //
 // # Performance
 //

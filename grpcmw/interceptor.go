@@ -2,6 +2,7 @@ package grpcmw
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -136,7 +137,10 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 	}
 	bv := metadata.ValueFromIncomingContext(ctx, baggageKey)
 	if len(hv) == 0 && !s.mentions(bv) {
-		return ctx, nil
+		if s.policy.All {
+			return ctx, nil
+		}
+		return s.foreign(ctx, bv, method), nil
 	}
 
 	m, readErr := s.codec.Read(&markerCarrier{header: s.header, hv: hv, bv: bv})
@@ -185,6 +189,46 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		audit.Emit(ctx, s.logger, ev)
 		return ctx, &statusError{code: codes.InvalidArgument, err: fmt.Errorf("%w: %w", ErrRejected, why)}
 	}
+}
+
+// errForeign is the reason given when only other tools' routing keys are
+// stripped.
+var errForeign = errors.New("foreign routing keys from an untrusted source")
+
+// foreign returns ctx with other tools' routing keys (Signadot's and
+// Okteto's, see propagation.Codec.Foreign) stripped from its metadata and
+// OpenTelemetry baggage, with an audit record, when the call comes from an
+// untrusted peer; ctx itself otherwise. A hop of those tools further on
+// would act on them. The peer is judged first: from the peer's address
+// without parsing, cheaper than looking the header forms up.
+func (s *server) foreign(ctx context.Context, bv []string, method string) context.Context {
+	p, _ := peer.FromContext(ctx)
+	if s.policy.Trusted(peerAddr(p)) || !mayBeForeign(ctx, bv) || !s.codec.Foreign(&incoming{ctx: ctx, bv: bv}) {
+		return ctx
+	}
+	ev := audit.Event{Decision: audit.Stripped, Protocol: audit.GRPC, Target: method, Reason: errForeign.Error()}
+	if s.logger != nil && p != nil && p.Addr != nil {
+		ev.Peer = p.Addr.String()
+	}
+	audit.Emit(ctx, s.logger, ev)
+	return s.strip(ctx)
+}
+
+// mayBeForeign is the allocation-free test that decides whether
+// Codec.Foreign needs asking: a Signadot header form is there, or the
+// baggage holds the text of a foreign key or a '%'.
+func mayBeForeign(ctx context.Context, bv []string) bool {
+	for _, h := range propagation.SignadotHeaders {
+		if metadata.ValueFromIncomingContext(ctx, h) != nil {
+			return true
+		}
+	}
+	for _, line := range bv {
+		if strings.IndexByte(line, '%') >= 0 || strings.Contains(line, propagation.SignadotKey) || strings.Contains(line, propagation.OktetoKey) {
+			return true
+		}
+	}
+	return false
 }
 
 // Reasons of admitted records, as httpmw gives them.

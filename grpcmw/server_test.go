@@ -62,6 +62,10 @@ func TestServerTrust(t *testing.T) {
 		}
 		return nil, v
 	}()
+	keepForeign, err := propagation.NewCodec(propagation.KeepForeignRoutingKeys())
+	if err != nil {
+		t.Fatal(err)
+	}
 	clockAt := func(at time.Time) grpcmw.Option { return grpcmw.WithClock(func() time.Time { return at }) }
 	bigBaggage := "sandbox.id=feat-1"
 	for i := range 64 {
@@ -137,6 +141,30 @@ func TestServerTrust(t *testing.T) {
 			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"baggage", "foo=bar,+sandbox.id=feat-1,%20sandbox.actor=x,sd-routing-key=x", "uberctx-sd-routing-key", "x"},
 			want: want{baggage: "foo=bar", decision: "stripped"},
+		},
+		{
+			name: "untrusted peer, only foreign routing keys: stripped",
+			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			md:   []string{"baggage", "foo=bar,sd-routing-key=x,okteto-divert=y", "ot-baggage-sd-routing-key", "x"},
+			want: want{baggage: "foo=bar", decision: "stripped"},
+		},
+		{
+			name: "untrusted peer, only a Signadot header form: stripped",
+			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			md:   []string{"uberctx-sd-routing-key", "x", "baggage", "foo=bar"},
+			want: want{baggage: "foo=bar", decision: "stripped"},
+		},
+		{
+			name: "trusted peer, foreign routing keys travel",
+			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			md:   []string{"baggage", "foo=bar,sd-routing-key=x"},
+			want: want{baggage: "foo=bar,sd-routing-key=x"},
+		},
+		{
+			name: "untrusted peer, KeepForeignRoutingKeys",
+			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithCodec(keepForeign)},
+			md:   []string{"baggage", "foo=bar,sd-routing-key=x"},
+			want: want{baggage: "foo=bar,sd-routing-key=x"},
 		},
 		{
 			name: "zero policy strips",
