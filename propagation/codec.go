@@ -86,6 +86,7 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	for _, k := range c.keys {
 		c.keyHeaders = append(c.keyHeaders, newName(k))
 	}
+
 	if !cfg.keepForeign {
 		for _, k := range [...]string{SignadotKey, OktetoKey} {
 			if c.kind(k) == kindNone {

@@ -252,3 +252,26 @@ func TestNoMarkerPathAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestMentionsFindsKeyText: the cheap test finds our key's text wherever it
+// is, whatever surrounds it, and for codecs whose keys share no prefix.
+func TestMentionsFindsKeyText(t *testing.T) {
+	short, err := propagation.NewCodec(propagation.WithBaggageKeys("sid", "sact", "sorig"), propagation.WithTicketKey("tk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		c   *propagation.Codec
+		bag string
+	}{
+		{propagation.Default(), "sandbox.id=pr-1"},
+		{propagation.Default(), "a.b=1.2.3,x=sandbox.,\u00a0sandbox.id=pr-1"},
+		{propagation.Default(), "a=...,b=.sandbox,sandbox.id=pr-1"},
+		{short, "a=1,\u00a0sid=pr-1"},
+		{short, "a=1,tk=v1"},
+	} {
+		if m, _ := tc.c.Read(otelprop.HeaderCarrier{"Baggage": {tc.bag}}); !m.Found {
+			t.Errorf("Read(%q) found no markers", tc.bag)
+		}
+	}
+}
