@@ -218,7 +218,7 @@ func (s *server) foreign(ctx context.Context, bv []string, method string) contex
 // Codec.Foreign needs asking: a Signadot header form is there, or the
 // baggage holds the text of a foreign key or a '%'.
 func mayBeForeign(ctx context.Context, bv []string) bool {
-	for _, h := range propagation.SignadotHeaders {
+	for _, h := range [...]string{propagation.SignadotJaegerHeader, propagation.SignadotDatadogHeader} {
 		if metadata.ValueFromIncomingContext(ctx, h) != nil {
 			return true
 		}

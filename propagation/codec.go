@@ -93,7 +93,7 @@ func NewCodec(opts ...Option) (*Codec, error) {
 				c.foreignKeys = append(c.foreignKeys, k)
 			}
 		}
-		for _, h := range SignadotHeaders {
+		for _, h := range [...]string{SignadotJaegerHeader, SignadotDatadogHeader} {
 			c.foreignHeaders = append(c.foreignHeaders, newName(h))
 		}
 	}
@@ -368,7 +368,7 @@ func (c *Codec) foreign(raw string) bool {
 // Foreign reports whether carrier holds a routing key of another tool that
 // the codec does not read as its own: Signadot's sd-routing-key or
 // Okteto's okteto-divert in baggage (unless [WithSignadot] or [WithOkteto]
-// make it ours), or Signadot's header forms ([SignadotHeaders]). A hop of
+// make it ours), or Signadot's header forms ([SignadotJaegerHeader], [SignadotDatadogHeader]). A hop of
 // those tools acts on them, so middleware strips them from untrusted
 // sources, with an audit record, as it strips our markers. It is always
 // false with [KeepForeignRoutingKeys]. It does not allocate unless a

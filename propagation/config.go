@@ -23,10 +23,12 @@ const (
 	baggageHeader = "baggage"
 )
 
-// SignadotHeaders are the header forms of Signadot's routing key that
-// Signadot's routing reads besides baggage: Jaeger's and Datadog's (OpenTracing)
-// baggage headers.
-var SignadotHeaders = [...]string{"uberctx-sd-routing-key", "ot-baggage-sd-routing-key"}
+// The header forms of Signadot's routing key that Signadot reads besides
+// baggage: Jaeger's and Datadog's (OpenTracing) baggage headers.
+const (
+	SignadotJaegerHeader  = "uberctx-sd-routing-key"
+	SignadotDatadogHeader = "ot-baggage-sd-routing-key"
+)
 
 // W3C Baggage limits.
 const (

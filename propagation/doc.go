@@ -36,9 +36,10 @@
 // (the lookup would cost a third of the no-marker path).
 //
 // Other tools' routing keys (Signadot's sd-routing-key in baggage and its
-// [SignadotHeaders], Okteto's okteto-divert) are not ours unless
-// [WithSignadot] or [WithOkteto] make them so; [Codec.Strip] removes them
-// too, and [Codec.Foreign] reports them, unless [KeepForeignRoutingKeys].
+// header forms [SignadotJaegerHeader] and [SignadotDatadogHeader], Okteto's
+// okteto-divert) are not ours unless [WithSignadot] or [WithOkteto] make
+// them so; [Codec.Strip] removes them too, and [Codec.Foreign] reports
+// them, unless [KeepForeignRoutingKeys].
 //
 // # Strict and lenient extraction
 //
