@@ -112,6 +112,7 @@ type server struct {
 	policy trust.Policy
 	header string   // the dedicated header, lower-case; "" when none
 	keys   []string // our baggage keys, to spot them without parsing
+	idKeys []string // those of keys that name a sandbox by themselves
 	budget budget
 }
 
@@ -123,6 +124,7 @@ func newServer(opts []Option) *server {
 		policy: cfg.policy,
 		header: cfg.codec.Header(),
 		keys:   cfg.codec.Keys(),
+		idKeys: idKeys(cfg.codec.Keys()),
 		budget: newBudget(&cfg),
 	}
 }
@@ -136,7 +138,7 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		hv = metadata.ValueFromIncomingContext(ctx, s.header)
 	}
 	bv := metadata.ValueFromIncomingContext(ctx, baggageKey)
-	if len(hv) == 0 && !s.mentions(bv) {
+	if len(hv) == 0 && !s.mentions(bv) && !hasKey(ctx, s.idKeys) {
 		if s.policy.All {
 			return ctx, nil
 		}
@@ -144,12 +146,14 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 	}
 
 	m, readErr := s.codec.Read(&markerCarrier{header: s.header, hv: hv, bv: bv})
-	if m.Found && readErr == nil {
+	if readErr == nil {
 		// Metadata named as one of our baggage keys (grpcurl -H
-		// 'sandbox.id: pr-1') is a marker too, looked up only beside
-		// others: each lookup scans the metadata on a miss.
+		// 'sandbox.id: pr-1') is a marker too, never silently production.
+		// Without other markers only the keys that name a sandbox are
+		// looked up (each lookup scans the metadata on a miss).
 		for _, k := range s.keys {
 			if metadata.ValueFromIncomingContext(ctx, k) != nil {
+				m.Found = true
 				readErr = fmt.Errorf("%w: metadata key %q is a baggage member key: send the sandbox in %s or baggage", propagation.ErrMalformed, k, s.header)
 				break
 			}
@@ -189,6 +193,27 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		audit.Emit(ctx, s.logger, ev)
 		return ctx, &statusError{code: codes.InvalidArgument, err: fmt.Errorf("%w: %w", ErrRejected, why)}
 	}
+}
+
+// idKeys returns the keys, in the order of propagation.Codec.Keys (ID,
+// actor, origin, ticket, compatibility keys), that name a sandbox by
+// themselves: the ID key and the compatibility keys.
+func idKeys(keys []string) []string {
+	out := []string{keys[0]}
+	if len(keys) > 4 {
+		out = append(out, keys[4:]...)
+	}
+	return out
+}
+
+// hasKey reports whether ctx's incoming metadata holds one of keys.
+func hasKey(ctx context.Context, keys []string) bool {
+	for _, k := range keys {
+		if metadata.ValueFromIncomingContext(ctx, k) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // errForeign is the reason given when only other tools' routing keys are

@@ -137,6 +137,24 @@ func TestServerTrust(t *testing.T) {
 			want: want{code: codes.InvalidArgument, msg: "baggage member key", decision: "rejected"},
 		},
 		{
+			name: "trusted peer, metadata named as a baggage key alone",
+			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			md:   []string{"sandbox.id", "feat-1"},
+			want: want{code: codes.InvalidArgument, msg: "baggage member key", decision: "rejected"},
+		},
+		{
+			name: "trust all, metadata named as a baggage key alone",
+			opts: []grpcmw.Option{grpcmw.TrustAll()},
+			md:   []string{"sandbox.id", "feat-1"},
+			want: want{code: codes.InvalidArgument, msg: "baggage member key", decision: "rejected"},
+		},
+		{
+			name: "untrusted peer, metadata named as a baggage key alone is stripped",
+			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			md:   []string{"sandbox.id", "feat-1"},
+			want: want{decision: "stripped"},
+		},
+		{
 			name: "untrusted peer, lookalikes and foreign routing keys are stripped",
 			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"baggage", "foo=bar,+sandbox.id=feat-1,%20sandbox.actor=x,sd-routing-key=x", "uberctx-sd-routing-key", "x"},

@@ -67,10 +67,14 @@ type gate struct {
 	policy trust.Policy
 	hops   int
 	target string // audit target: the proxied service, if any
+	// keepForeign is set when the codec keeps other tools' routing keys
+	// (propagation.KeepForeignRoutingKeys): nothing to look for.
+	keepForeign bool
 }
 
 func newGate(cfg *config, target string) gate {
-	return gate{codec: cfg.codec, logger: cfg.logger, policy: cfg.policy, hops: cfg.hops, target: target}
+	return gate{codec: cfg.codec, logger: cfg.logger, policy: cfg.policy, hops: cfg.hops, target: target,
+		keepForeign: !cfg.codec.StripsForeign()}
 }
 
 // errUnexplained stands in for a missing reason, which the trust policy
@@ -90,9 +94,41 @@ const (
 func (g *gate) pass(w http.ResponseWriter, r *http.Request) (*http.Request, bool) {
 	m, err := g.codec.Read(otelprop.HeaderCarrier(r.Header))
 	if !m.Found {
-		return r, true
+		return g.foreign(r), true
 	}
 	return g.decide(w, r, &m, err)
+}
+
+// errForeign is the reason given when only other tools' routing keys are
+// stripped.
+var errForeign = errors.New("foreign routing keys from an untrusted source")
+
+// foreign returns r without other tools' routing keys (Signadot's and
+// Okteto's, see propagation.Codec.Foreign), with an audit record, when it
+// comes from an untrusted source: a hop of those tools further on would act
+// on them. Otherwise it returns r itself. The source is judged first: for
+// the common trusted request that is cheaper than looking for the keys.
+func (g *gate) foreign(r *http.Request) *http.Request {
+	if g.keepForeign || g.policy.All {
+		return r
+	}
+	src := judge(&g.policy, g.hops, r.RemoteAddr, r.Header)
+	if src.trusted() || !g.codec.Foreign(otelprop.HeaderCarrier(r.Header)) {
+		return r
+	}
+	ctx := r.Context()
+	if g.logger != nil {
+		reason := errForeign.Error()
+		if s := src.reason(); s != "" {
+			reason += ": " + s
+		}
+		g.emit(ctx, audit.Stripped, propagation.Sandbox{}, r, reason)
+	}
+	h := r.Header.Clone()
+	g.codec.Strip(otelprop.HeaderCarrier(h))
+	r2 := r.WithContext(g.codec.StripContext(ctx))
+	r2.Header = h
+	return r2
 }
 
 func (g *gate) decide(w http.ResponseWriter, r *http.Request, m *propagation.Markers, readErr error) (*http.Request, bool) {

@@ -53,6 +53,10 @@ func members(prefix string, n int) []string {
 	return out
 }
 
+// markerLike are headers a hop other than ours may read as a sandbox
+// marker: our baggage key as a header name, Signadot's header forms.
+var markerLike = []string{"Sandbox.id", "Uberctx-Sd-Routing-Key", "Ot-Baggage-Sd-Routing-Key"}
+
 func bag(ms ...string) string { return "Baggage: " + strings.Join(ms, ",") }
 
 func TestSpoofing(t *testing.T) {
@@ -94,6 +98,7 @@ func TestSpoofing(t *testing.T) {
 		id      string   // the sandbox the handler sees when admitted
 		baggage []string // the baggage the handler sees (stripped, none)
 		text    string   // in the 400 body (rejected) or the audit reason (stripped)
+		kept    []string // marker-like headers the handler must still see
 	}{
 		// Untrusted peers: markers are stripped, whatever they say.
 		{name: "untrusted peer without markers", cfg: "other", headers: []string{"Baggage: foo=bar"}, outcome: none, baggage: []string{"foo=bar"}},
@@ -134,6 +139,14 @@ func TestSpoofing(t *testing.T) {
 		{name: "lookalike next to our member", cfg: "peer", headers: []string{"Baggage: sandbox.id=pr-1,\u3000sandbox.id=pr-2"}, outcome: rejected, text: "lenient parser"},
 		{name: "member with properties OpenTelemetry drops", cfg: "peer", headers: []string{"Baggage: sandbox.id=pr-1;bad prop"}, outcome: rejected, text: "properties"},
 		{name: "untrusted peer, no-break space lookalike is stripped", cfg: "other", headers: []string{"Baggage: a=1,\u00a0sandbox.id=pr-1,+sandbox.actor=x,sandbox%252Eorigin=y,b=2"}, outcome: stripped, baggage: []string{"a=1,b=2"}},
+		{name: "untrusted peer, Signadot's Jaeger header alone", cfg: "other", headers: []string{"Uberctx-Sd-Routing-Key: x"}, outcome: stripped, text: "foreign routing keys"},
+		{name: "untrusted peer, Signadot's OpenTracing header alone", cfg: "other", headers: []string{"Ot-Baggage-Sd-Routing-Key: x"}, outcome: stripped, text: "foreign routing keys"},
+		{name: "untrusted peer, Signadot's baggage key alone", cfg: "other", headers: []string{"Baggage: a=1,sd-routing-key=x"}, outcome: stripped, baggage: []string{"a=1"}, text: "foreign routing keys"},
+		{name: "untrusted peer, Okteto's key alone, percent-encoded", cfg: "other", headers: []string{"Baggage: okteto%2Ddivert=y,b=2"}, outcome: stripped, baggage: []string{"b=2"}, text: "foreign routing keys"},
+		{name: "nothing trusted, foreign key alone", cfg: "default", headers: []string{"Baggage: \u00a0sd-routing-key=x"}, outcome: stripped, text: "foreign routing keys"},
+		{name: "trusted peer, foreign keys alone are kept", cfg: "peer", headers: []string{"Uberctx-Sd-Routing-Key: x", "Baggage: sd-routing-key=x"}, outcome: none, baggage: []string{"sd-routing-key=x"}, kept: []string{"Uberctx-Sd-Routing-Key"}},
+		{name: "trusted peer, header named sandbox.id alone", cfg: "peer", headers: []string{"sandbox.id: pr-1"}, outcome: rejected, text: "named as a baggage member key"},
+		{name: "untrusted peer, header named sandbox.id alone", cfg: "other", headers: []string{"sandbox.id: pr-1"}, outcome: stripped},
 		{name: "untrusted peer, foreign routing keys go with ours", cfg: "other", headers: []string{"Sandbox-Id: pr-1", "Uberctx-Sd-Routing-Key: x", "Baggage: a=1,sd-routing-key=x,okteto-divert=y"}, outcome: stripped, baggage: []string{"a=1"}},
 		{name: "encoded CRLF in actor", cfg: "peer", headers: []string{"Baggage: sandbox.id=pr-1,sandbox.actor=eve%0D%0AX-Admin:%20true"}, outcome: rejected, text: "invalid sandbox actor"},
 		{name: "our member without a value", cfg: "peer", headers: []string{"Baggage: a=1,sandbox.id"}, outcome: rejected, text: "no value"},
@@ -183,10 +196,17 @@ func TestSpoofing(t *testing.T) {
 			alog, logger := newAuditLog()
 			var calls atomic.Int32
 			var got seen
+			var others []string
 			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				calls.Add(1)
 				s, _ := propagation.FromContext(r.Context())
 				got = seen{Sandbox: s.ID, Actor: s.Actor, Header: r.Header.Values("Sandbox-Id"), Baggage: r.Header.Values("Baggage")}
+				others = nil
+				for _, k := range markerLike {
+					if r.Header.Get(k) != "" {
+						others = append(others, k)
+					}
+				}
 			})
 			srv := httptest.NewServer(httpmw.NewHandler(h, append(slices.Clone(opts), httpmw.WithLogger(logger))...))
 			defer srv.Close()
@@ -209,6 +229,9 @@ func TestSpoofing(t *testing.T) {
 				}
 				if tc.outcome == stripped && len(got.Header) != 0 {
 					t.Errorf("stripped request still has Sandbox-Id %q", got.Header)
+				}
+				if !slices.Equal(others, tc.kept) {
+					t.Errorf("handler saw marker-like headers %q; want %q", others, tc.kept)
 				}
 				if (tc.outcome == stripped || tc.baggage != nil) && !slices.Equal(got.Baggage, tc.baggage) {
 					t.Errorf("handler saw baggage %q; want %q", got.Baggage, tc.baggage)

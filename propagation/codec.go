@@ -24,6 +24,9 @@ type Codec struct {
 
 	// keyHeaders are our baggage keys used as header names: markers too.
 	keyHeaders []name
+	// idHeaders are those of keyHeaders that name a sandbox by themselves:
+	// the ID key and the compatibility keys.
+	idHeaders []name
 	// foreignKeys and foreignHeaders are other tools' routing keys, in
 	// baggage and as headers, that the codec does not read as its own
 	// and strips from untrusted sources (none with
@@ -84,7 +87,11 @@ func NewCodec(opts ...Option) (*Codec, error) {
 		c.fields = append(c.fields, c.header)
 	}
 	for _, k := range c.keys {
-		c.keyHeaders = append(c.keyHeaders, newName(k))
+		n := newName(k)
+		c.keyHeaders = append(c.keyHeaders, n)
+		if kk := c.kind(k); kk == kindID || kk == kindCompat {
+			c.idHeaders = append(c.idHeaders, n)
+		}
 	}
 
 	if !cfg.keepForeign {
@@ -98,6 +105,17 @@ func NewCodec(opts ...Option) (*Codec, error) {
 		}
 	}
 	return c, nil
+}
+
+// hasHeader reports whether h holds one of names, looked up directly by
+// canonical name (a server canonicalises every header name it reads).
+func hasHeader(h http.Header, names []name) bool {
+	for _, n := range names {
+		if _, ok := h[n.canon]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // keyHeader reports whether carrier holds a header named as one of our
@@ -179,12 +197,23 @@ func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
 	if berr := c.scanBaggage(values(carrier, baggageHeader, "Baggage", &one), &m, headerID); berr != nil {
 		err = berr // the baggage error names the problem more precisely
 	}
-	// A header named as one of our baggage keys (kcat -H sandbox.id=pr-1)
-	// is a marker that no hop of ours writes: unreadable, never ignored.
-	// In an http.Header it is looked up only when other markers are
-	// there: each lookup would cost about a third of reading a request
-	// without markers.
-	if _, isHTTP := carrier.(otelprop.HeaderCarrier); (!isHTTP || m.Found) && c.keyHeader(carrier, &one) {
+	// A header named as one of our baggage keys (kcat -H sandbox.id=pr-1,
+	// curl -H 'sandbox.id: pr-1') is a marker that no hop of ours writes:
+	// unreadable, never ignored.
+	var keyHeader bool
+	if h, isHTTP := carrier.(otelprop.HeaderCarrier); isHTTP {
+		// Without other markers only the names that could name a sandbox
+		// are looked up (an actor alone names none): each lookup costs
+		// about a tenth of reading a request without markers.
+		names := c.idHeaders
+		if m.Found {
+			names = c.keyHeaders
+		}
+		keyHeader = hasHeader(http.Header(h), names)
+	} else {
+		keyHeader = c.keyHeader(carrier, &one)
+	}
+	if keyHeader {
 		m.Found = true
 		if err == nil {
 			err = c.errKeyHeader()
@@ -365,6 +394,11 @@ func (c *Codec) foreign(raw string) bool {
 	return false
 }
 
+// StripsForeign reports whether the codec treats other tools' routing keys
+// as markers to strip from untrusted sources: true unless built with
+// [KeepForeignRoutingKeys].
+func (c *Codec) StripsForeign() bool { return len(c.foreignKeys) > 0 || len(c.foreignHeaders) > 0 }
+
 // Foreign reports whether carrier holds a routing key of another tool that
 // the codec does not read as its own: Signadot's sd-routing-key or
 // Okteto's okteto-divert in baggage (unless [WithSignadot] or [WithOkteto]
@@ -383,7 +417,16 @@ func (c *Codec) Foreign(carrier otelprop.TextMapCarrier) bool {
 			return true
 		}
 	}
-	for _, line := range values(carrier, baggageHeader, "Baggage", &one) {
+	return c.foreignBaggage(values(carrier, baggageHeader, "Baggage", &one))
+}
+
+// foreignBaggage reports whether the baggage lines hold a foreign routing
+// key under any spelling.
+func (c *Codec) foreignBaggage(lines []string) bool {
+	if len(c.foreignKeys) == 0 {
+		return false
+	}
+	for _, line := range lines {
 		hit := strings.IndexByte(line, '%') >= 0
 		for _, k := range c.foreignKeys {
 			hit = hit || strings.Contains(line, k)

@@ -31,9 +31,10 @@
 // only when every parser reads one value: a lookalike key, a value with
 // bytes OpenTelemetry trims or rejects, or properties it drops make the
 // markers unreadable. [Codec.Strip] removes every one of them, and
-// [Codec.Inject] never keeps a lookalike next to ours. In an http.Header a
-// header named as a baggage key is looked up only beside other markers
-// (the lookup would cost a third of the no-marker path).
+// [Codec.Inject] never keeps a lookalike next to ours. Without other
+// markers, only the header names that name a sandbox by themselves (the
+// ID key and the compatibility keys) are looked up: an actor alone names
+// none.
 //
 // Other tools' routing keys (Signadot's sd-routing-key in baggage and its
 // header forms [SignadotJaegerHeader] and [SignadotDatadogHeader], Okteto's

@@ -64,13 +64,14 @@ func TestReadHeaderKeys(t *testing.T) {
 	}
 }
 
-// TestReadHTTPKeyHeaderAlone documents the one exception: in an
-// http.Header, a header named as a baggage key is looked up only beside
-// other markers (each lookup costs about a third of the no-marker path).
+// TestReadHTTPKeyHeaderAlone: in an http.Header, a header named as our ID
+// key is a marker even with no other marker beside it (curl -H
+// 'sandbox.id: pr-1' must not be served as production), and Strip removes
+// it.
 func TestReadHTTPKeyHeaderAlone(t *testing.T) {
 	m, err := propagation.Default().Read(otelprop.HeaderCarrier{"Sandbox.id": {"pr-1"}})
-	if m.Found || err != nil {
-		t.Fatalf("Read = %+v, %v; the documented behaviour is: not looked up", m, err)
+	if !m.Found || !errors.Is(err, propagation.ErrMalformed) {
+		t.Fatalf("Read = %+v, %v; want found and ErrMalformed", m, err)
 	}
 	h := otelprop.HeaderCarrier{"Sandbox-Id": {"pr-1"}, "Sandbox.id": {"pr-1"}}
 	propagation.Default().Strip(h)
