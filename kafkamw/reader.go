@@ -483,6 +483,9 @@ func (r *Reader) synced(ctx context.Context, msg *kafka.Message) error {
 	}
 }
 
+// deadLetterTimeout bounds a dead-letter write.
+const deadLetterTimeout = 10 * time.Second
+
 // deadLetter writes msg to the dead-letter writer, if there is one.
 func (r *Reader) deadLetter(ctx context.Context, msg *kafka.Message, reason string) error {
 	w := r.cfg.deadLetter
@@ -496,7 +499,13 @@ func (r *Reader) deadLetter(ctx context.Context, msg *kafka.Message, reason stri
 		kafka.Header{Key: HeaderDeadLetterSource, Value: []byte(msg.Topic + "/" + strconv.Itoa(msg.Partition) + "/" + strconv.FormatInt(msg.Offset, 10))},
 	)
 	dl := kafka.Message{Key: msg.Key, Value: msg.Value, Headers: hs, Time: msg.Time}
-	if err := w.WriteMessages(ctx, dl); err != nil {
+	// A write cut short by the caller's cancellation may still reach the
+	// broker, and the message would be written again when decided anew:
+	// a write in progress finishes (within deadLetterTimeout) even when
+	// ctx ends, so that a clean shutdown leaves one copy.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadLetterTimeout)
+	defer cancel()
+	if err := w.WriteMessages(wctx, dl); err != nil {
 		return fmt.Errorf("%w: message %s/%d/%d: %w", ErrDeadLetter, msg.Topic, msg.Partition, msg.Offset, err)
 	}
 	r.deadLettered.Add(1)

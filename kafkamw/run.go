@@ -202,12 +202,19 @@ func (r *Reader) Run(ctx context.Context, h Handler, opts ...RunOption) error {
 			continue
 		}
 		fetchFailures = 0
+		if ctx.Err() != nil {
+			// A message fetched as ctx ended: not handled, not committed.
+			r.commitBefore(ctx, msg, &rc)
+			return nil
+		}
 		processed, err := r.handle(ctx, mctx, mctx != ctx, msg, h, &rc)
 		if err != nil {
+			r.commitBefore(ctx, msg, &rc)
 			return err
 		}
 		if !processed {
-			return nil // shut down while handling: not committed
+			r.commitBefore(ctx, msg, &rc) // shut down while handling
+			return nil
 		}
 		r.commitProcessed(ctx, msg, &rc)
 	}
@@ -222,6 +229,20 @@ func (r *Reader) commitProcessed(ctx context.Context, msg kafka.Message, rc *run
 	if err := r.CommitMessages(cctx, msg); err != nil {
 		rc.report(fmt.Errorf("kafkamw: committing %s: %w", coordinates(&msg), err))
 	}
+}
+
+// commitBefore commits the messages of msg's partition before msg, when
+// Run stops without having processed msg. Run handles each partition in
+// order and commits each message it processes, so everything before msg
+// is done: the messages the reader skipped there since the last commit
+// are committed, rather than decided again (and dead-lettered again)
+// after a restart. msg itself is not.
+func (r *Reader) commitBefore(ctx context.Context, msg kafka.Message, rc *runConfig) {
+	if msg.Offset <= 0 {
+		return
+	}
+	prev := kafka.Message{Topic: msg.Topic, Partition: msg.Partition, Offset: msg.Offset - 1}
+	r.commitProcessed(ctx, prev, rc)
 }
 
 // handle runs h on msg until it succeeds or Run gives up on it. It

@@ -161,13 +161,21 @@ func TestRunNeverWedges(t *testing.T) {
 	done2 := make(chan error, 1)
 	go func() { done2 <- base2.Run(ctx2, baseHandler(-1, stop2), runOpts...) }()
 
+	zeroLag := func(g string) bool {
+		for _, l := range groupLag(t, addrs, topic, g) {
+			if l != 0 {
+				return false
+			}
+		}
+		return true
+	}
 	sum := func(f func(kafkamw.Counts) int64) int64 { return f(base1.Counts()) + f(base2.Counts()) }
 	orphans := int64(want["pr-99"] + want["pr-exp"] + want["pr-gone"])
 	waitFor(t, 30*time.Second, "production processed and every sandbox message decided", func() bool {
 		return prodCount() == want[""] &&
 			sum(func(c kafkamw.Counts) int64 { return c.Orphaned }) >= orphans &&
 			sum(func(c kafkamw.Counts) int64 { return c.Failed }) >= int64(want["pr-nodb"]) &&
-			sbReader.Counts().Failed >= int64(want["pr-own"])
+			sbReader.Counts().Failed >= int64(want["pr-own"]) && zeroLag(group) && zeroLag(kafkamw.SandboxGroup(group, "pr-own"))
 	})
 	stop2()
 	sbStop()
