@@ -126,6 +126,7 @@ type Reader struct {
 	ledger   ledger
 
 	running atomic.Bool
+	loaded  atomic.Bool         // the table has loaded from its source once
 	metrics metric.Registration // nil when none // Run is running
 
 	delivered, skipped, unreadable, orphans, deadLettered, failed, retries, waits, future atomic.Int64
@@ -314,7 +315,17 @@ func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Me
 // when msg is decided, as the pending message when the decision failed. The
 // caller holds the fetch lock (r.fetching).
 func (r *Reader) settle(ctx context.Context, msg *kafka.Message) (context.Context, bool, error) {
-	out, own, err := r.decide(ctx, msg)
+	var (
+		out = ctx
+		own bool
+		err error
+	)
+	if !r.loaded.Load() {
+		err = r.firstLoad(ctx, msg)
+	}
+	if err == nil {
+		out, own, err = r.decide(ctx, msg)
+	}
 	if err != nil {
 		kept := *msg
 		r.pending.Store(&kept)
@@ -445,12 +456,24 @@ func decisionEvents(baseline bool, service, group string) [2]audit.Event {
 	}
 }
 
+// firstLoad waits (bounded) until the route table has loaded from its
+// source once: before that the reader decides nothing, not even an
+// untagged message, so that a restarted consumer's first decisions are
+// never made on an empty table.
+func (r *Reader) firstLoad(ctx context.Context, msg *kafka.Message) error {
+	if err := r.waitSynced(ctx, msg, time.Unix(0, 1)); err != nil {
+		return err
+	}
+	r.loaded.Store(true)
+	return nil
+}
+
 // synced waits (bounded) until the route table has synced up to msg's
 // time, so that the decision is not made on a table that has not yet seen
 // what the source said then.
 func (r *Reader) synced(ctx context.Context, msg *kafka.Message) error {
-	t, at := r.cfg.table, msg.Time
-	if !at.After(t.SyncedAt()) {
+	at := msg.Time
+	if !at.After(r.cfg.table.SyncedAt()) {
 		return nil
 	}
 	if at.After(time.Now().Add(MaxClockSkew)) {
@@ -459,6 +482,16 @@ func (r *Reader) synced(ctx context.Context, msg *kafka.Message) error {
 		// the wall clock catches up, so decide with the table as it is
 		// (both readers hold the same document, so they still agree).
 		r.future.Add(1)
+		return nil
+	}
+	return r.waitSynced(ctx, msg, at)
+}
+
+// waitSynced waits, up to the route wait, until the table has synced up
+// to at, and returns [ErrRoutesBehind] naming msg if it has not.
+func (r *Reader) waitSynced(ctx context.Context, msg *kafka.Message, at time.Time) error {
+	t := r.cfg.table
+	if !at.After(t.SyncedAt()) {
 		return nil
 	}
 	r.waits.Add(1)
