@@ -33,6 +33,18 @@
 // last good table, and [Table.Err] reports why; a document with an invalid
 // entry is rejected whole with an error naming the entry.
 //
+// # Synced means synced
+//
+// [Table.SyncedAt] is the time up to which the table is known to reflect
+// its source: the start of its last good load. It never runs ahead of what
+// the source proved: before the first good load it is the zero time, and
+// while the source fails it stays at the last good load. Decisions about
+// past moments (a Kafka message's timestamp) wait for it with
+// [Table.WaitSynced] rather than guess from an empty or stale table. A
+// table filled only by hand ([NewStatic], [Table.Update]) is its own
+// source and is always synced up to now; a table from [New] not yet filled
+// nor given a source is synced up to nothing.
+//
 // # JSON format
 //
 //	{

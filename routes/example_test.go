@@ -53,3 +53,29 @@ func ExampleTable_Sync() {
 	<-done
 	// Output: http://10.0.3.7:8080 true
 }
+
+func ExampleTable_WaitSynced() {
+	src := routes.SourceFunc(func(context.Context) ([]routes.Sandbox, error) {
+		return []routes.Sandbox{{ID: "pr-42"}}, nil
+	})
+	tbl := routes.New()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tbl.Sync(ctx, src, routes.Every(10*time.Millisecond))
+	}()
+	// A message stamped now is decided only by a table that has synced up
+	// to it; before its first load the table is not synced at all.
+	msgTime := time.Now()
+	if err := tbl.WaitSynced(ctx, msgTime); err != nil {
+		fmt.Println("routes behind:", err)
+		return
+	}
+	_, ok := tbl.Sandbox("pr-42")
+	fmt.Println("pr-42 exists at the message's time:", ok)
+	cancel()
+	<-done
+	// Output: pr-42 exists at the message's time: true
+}

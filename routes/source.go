@@ -133,11 +133,23 @@ func (h *httpSource) Fetch(ctx context.Context) ([]Sandbox, error) {
 
 // Load fetches src once and applies it. On failure the table keeps its
 // content and the error is returned (and reported by [Table.Err]).
+//
+// The first Load (or [Table.Sync]) gives the table a source for good:
+// [Table.SyncedAt] is the start of the last successful Load from then on,
+// the zero time until there is one. [ErrNotModified] from a source this
+// table has never loaded successfully is an error: the table cannot hold
+// what the source says is unchanged.
 func (t *Table) Load(ctx context.Context, src Source) error {
+	t.setSourced()
 	start := t.now()
 	sbs, err := src.Fetch(ctx)
 	switch {
 	case errors.Is(err, ErrNotModified):
+		if t.synced.Load() == neverSynced {
+			err = fmt.Errorf("routes: the source reports no change, but this table never loaded it: %w", err)
+			t.setErr(err)
+			return err
+		}
 		t.setErr(nil)
 	case err != nil:
 		t.setErr(err)
@@ -149,15 +161,6 @@ func (t *Table) Load(ctx context.Context, src Source) error {
 	}
 	t.markSynced(start)
 	return nil
-}
-
-func (t *Table) markSynced(at time.Time) {
-	for {
-		old := t.synced.Load()
-		if at.UnixNano() <= old || t.synced.CompareAndSwap(old, at.UnixNano()) {
-			return
-		}
-	}
 }
 
 // SyncOption configures [Table.Sync].
@@ -192,8 +195,8 @@ func OnError(f func(error)) SyncOption {
 // Sync keeps the table in sync with src until ctx is done, and then returns
 // ctx's error. It fetches at once and then every interval; after a failure
 // it keeps the last good content and retries with exponential backoff.
-// While Sync runs, [Table.SyncedAt] reports the start of the last
-// successful fetch.
+// [Table.SyncedAt] reports the start of the last successful fetch, during
+// Sync and after it returns.
 func (t *Table) Sync(ctx context.Context, src Source, opts ...SyncOption) error {
 	cfg := syncConfig{interval: time.Second, maxBackoff: 30 * time.Second}
 	for _, o := range opts {
@@ -205,8 +208,7 @@ func (t *Table) Sync(ctx context.Context, src Source, opts ...SyncOption) error 
 	if cfg.maxBackoff < cfg.interval {
 		cfg.maxBackoff = cfg.interval
 	}
-	t.syncing.Add(1)
-	defer t.syncing.Add(-1)
+	t.setSourced()
 
 	wait := cfg.interval
 	timer := time.NewTimer(0)

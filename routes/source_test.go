@@ -181,9 +181,22 @@ func TestHTTPSync(t *testing.T) {
 func TestSyncedAtOfHandFilledTable(t *testing.T) {
 	clk := clocktest.New()
 	tbl := routes.New(routes.WithClock(clk.Now))
+	if got := tbl.SyncedAt(); !got.IsZero() {
+		t.Fatalf("a table neither filled nor given a source is synced up to nothing; SyncedAt = %v", got)
+	}
+	if err := tbl.Update([]routes.Sandbox{{ID: "pr-1"}}); err != nil {
+		t.Fatal(err)
+	}
 	clk.Advance(time.Hour)
 	if !tbl.SyncedAt().Equal(clk.Now()) {
-		t.Fatalf("a table without a source is always current; SyncedAt = %v", tbl.SyncedAt())
+		t.Fatalf("a table filled by hand is its own source, always current; SyncedAt = %v", tbl.SyncedAt())
+	}
+	static, err := routes.NewStatic(nil, routes.WithClock(clk.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !static.SyncedAt().Equal(clk.Now()) {
+		t.Fatalf("NewStatic(nil): SyncedAt = %v, want now", static.SyncedAt())
 	}
 }
 

@@ -1,7 +1,9 @@
 package routes
 
 import (
+	"context"
 	"maps"
+	"math"
 	"reflect"
 	"slices"
 	"sync"
@@ -37,13 +39,31 @@ type Table struct {
 	now   func() time.Time
 	grace time.Duration
 
-	mu      sync.Mutex // serialises updates
-	snap    atomic.Pointer[snapshot]
-	last    []Sandbox // the last input applied, to detect no-op updates
+	mu   sync.Mutex // serialises updates
+	snap atomic.Pointer[snapshot]
+	last []Sandbox // the last input applied, to detect no-op updates
+	err  atomic.Pointer[errBox]
+
+	// state says where the content comes from: nowhere yet (fresh), by
+	// hand (Update only) or a source (Load or Sync, for good).
+	state atomic.Int32
+	// synced is the start of the last good load, in Unix nanoseconds, or
+	// neverSynced. Only markSynced advances it, under syncMu, and closes
+	// syncSig when it does.
 	synced  atomic.Int64
-	syncing atomic.Int32
-	err     atomic.Pointer[errBox]
+	syncMu  sync.Mutex
+	syncSig atomic.Pointer[chan struct{}]
 }
+
+// neverSynced is synced before the first good load.
+const neverSynced = math.MinInt64
+
+// The states of a table.
+const (
+	fresh   = iota // never filled: synced up to nothing
+	byHand         // filled by Update only: its own source, synced up to now
+	sourced        // given a source: synced up to its last good load
+)
 
 type errBox struct{ err error }
 
@@ -82,7 +102,9 @@ func New(opts ...Option) *Table {
 		routes:    map[routeKey]*entry{},
 		changed:   make(chan struct{}),
 	})
-	t.synced.Store(t.now().UnixNano())
+	t.synced.Store(neverSynced)
+	sig := make(chan struct{})
+	t.syncSig.Store(&sig)
 	return t
 }
 
@@ -173,13 +195,107 @@ func (t *Table) Sandboxes() []Sandbox {
 func (t *Table) Changed() <-chan struct{} { return t.snap.Load().changed }
 
 // SyncedAt returns the time up to which the table is known to reflect its
-// source: the start of the last successful fetch while [Table.Sync] runs,
-// and now for a table only updated by hand (it is its own source).
+// source: the start of the last fetch that succeeded. It never runs ahead of
+// what the source proved: before the first good load it is the zero time,
+// and while the source fails it stays at the last good load, whether or not
+// [Table.Sync] still runs.
+//
+// A table filled only by hand ([NewStatic], [Table.Update]) and never given
+// a source ([Table.Load], [Table.Sync]) is its own source: its SyncedAt is
+// now. A table from [New] that has been neither filled nor given a source
+// is synced up to nothing (the zero time), so a reader started beside
+// `go table.Sync(...)` waits for the first load. Once a table has been
+// given a source it keeps these source semantics for good; a later
+// [Table.Update] by hand changes its content but not its SyncedAt.
 func (t *Table) SyncedAt() time.Time {
-	if t.syncing.Load() == 0 {
+	switch t.state.Load() {
+	case byHand:
 		return t.now()
+	case fresh:
+		return time.Time{}
 	}
-	return time.Unix(0, t.synced.Load())
+	ns := t.synced.Load()
+	if ns == neverSynced {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// WaitSynced waits until the table has synced up to at ([Table.SyncedAt]
+// is at or after it), and returns nil then, or ctx's error if ctx ends
+// first. It returns nil at once when the table is already synced up to at,
+// even if ctx has ended.
+//
+// A table with a source (or none yet) is woken by each good load (or its
+// first fill), without polling. A table filled by hand is synced up to
+// now, so WaitSynced waits for its clock to reach at, re-reading it after the wall-clock time between now and
+// at has passed (an injected clock that moves slower than that is re-read
+// as often).
+func (t *Table) WaitSynced(ctx context.Context, at time.Time) error {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		// Take the signal before reading SyncedAt: an advance after the
+		// read closes this very channel.
+		sig := *t.syncSig.Load()
+		synced := t.SyncedAt()
+		if !synced.Before(at) {
+			return nil
+		}
+		var tick <-chan time.Time
+		if t.state.Load() == byHand {
+			d := at.Sub(synced)
+			if timer == nil {
+				timer = time.NewTimer(d)
+			} else {
+				timer.Reset(d)
+			}
+			tick = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-sig:
+		case <-tick:
+		}
+	}
+}
+
+// markSynced records a good load that started at at, and wakes the
+// WaitSynced callers when it moves SyncedAt forward.
+func (t *Table) markSynced(at time.Time) {
+	t.syncMu.Lock()
+	defer t.syncMu.Unlock()
+	if at.UnixNano() <= t.synced.Load() {
+		return
+	}
+	t.synced.Store(at.UnixNano())
+	t.wakeWaiters()
+}
+
+// wakeWaiters wakes the WaitSynced callers. The caller holds syncMu.
+func (t *Table) wakeWaiters() {
+	sig := make(chan struct{})
+	close(*t.syncSig.Swap(&sig))
+}
+
+// setSourced gives the table a source, for good.
+func (t *Table) setSourced() { t.state.Store(sourced) }
+
+// setByHand records a fill by hand; it makes a fresh table its own source.
+func (t *Table) setByHand() {
+	if t.state.Load() != fresh {
+		return
+	}
+	t.syncMu.Lock()
+	defer t.syncMu.Unlock()
+	if t.state.CompareAndSwap(fresh, byHand) {
+		t.wakeWaiters()
+	}
 }
 
 // Err returns the error of the last failed fetch or update, or nil when the
@@ -194,13 +310,14 @@ func (t *Table) Err() error {
 // Update replaces the table's content with sbs. It validates sbs first and
 // rejects it whole, keeping the current content, when an entry is invalid.
 // Routes without ActiveFrom keep the activation time they had, or get now;
-// routes that disappear become tombstones removed now.
+// routes that disappear become tombstones removed now. Update does not move
+// [Table.SyncedAt] of a table that has a source: a change by hand proves
+// nothing about the source.
 func (t *Table) Update(sbs []Sandbox) error {
-	now := t.now()
-	if err := t.update(sbs, now); err != nil {
+	if err := t.update(sbs, t.now()); err != nil {
 		return err
 	}
-	t.markSynced(now)
+	t.setByHand()
 	return nil
 }
 
