@@ -50,10 +50,6 @@ const (
 	HeaderDeadLetterSource = "sandboxkit-dead-letter-source"
 )
 
-// pollEvery is how often a reader waiting for the route table looks at its
-// sync time; a change of the table's content wakes it at once.
-const pollEvery = 5 * time.Millisecond
-
 // Counts are a reader's cumulative message counts since it was built.
 type Counts struct {
 	// Delivered is the number of messages FetchMessage returned.
@@ -315,17 +311,7 @@ func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Me
 // when msg is decided, as the pending message when the decision failed. The
 // caller holds the fetch lock (r.fetching).
 func (r *Reader) settle(ctx context.Context, msg *kafka.Message) (context.Context, bool, error) {
-	var (
-		out = ctx
-		own bool
-		err error
-	)
-	if !r.loaded.Load() {
-		err = r.firstLoad(ctx, msg)
-	}
-	if err == nil {
-		out, own, err = r.decide(ctx, msg)
-	}
+	out, own, err := r.decide(ctx, msg)
 	if err != nil {
 		kept := *msg
 		r.pending.Store(&kept)
@@ -456,21 +442,14 @@ func decisionEvents(baseline bool, service, group string) [2]audit.Event {
 	}
 }
 
-// firstLoad waits (bounded) until the route table has loaded from its
-// source once: before that the reader decides nothing, not even an
-// untagged message, so that a restarted consumer's first decisions are
-// never made on an empty table.
-func (r *Reader) firstLoad(ctx context.Context, msg *kafka.Message) error {
-	if err := r.waitSynced(ctx, msg, time.Unix(0, 1)); err != nil {
-		return err
-	}
-	r.loaded.Store(true)
-	return nil
-}
+// firstLoad is a time every table that has loaded once is synced up to.
+var firstLoad = time.Unix(0, 1)
 
 // synced waits (bounded) until the route table has synced up to msg's
 // time, so that the decision is not made on a table that has not yet seen
-// what the source said then.
+// what the source said then; a table that has never loaded from its source
+// is synced up to nothing ([routes.Table.SyncedAt]), so a tagged message
+// is never decided before the table's first load.
 func (r *Reader) synced(ctx context.Context, msg *kafka.Message) error {
 	at := msg.Time
 	if !at.After(r.cfg.table.SyncedAt()) {
@@ -480,7 +459,11 @@ func (r *Reader) synced(ctx context.Context, msg *kafka.Message) error {
 		// A timestamp this far ahead: the producer's clock is off (or it
 		// set Message.Time itself). Waiting would stall the partition until
 		// the wall clock catches up, so decide with the table as it is
-		// (both readers hold the same document, so they still agree).
+		// (both readers hold the same document, so they still agree), but
+		// never with a table that has not loaded yet.
+		if err := r.waitSynced(ctx, msg, firstLoad); err != nil {
+			return err
+		}
 		r.future.Add(1)
 		return nil
 	}
@@ -488,32 +471,28 @@ func (r *Reader) synced(ctx context.Context, msg *kafka.Message) error {
 }
 
 // waitSynced waits, up to the route wait, until the table has synced up
-// to at, and returns [ErrRoutesBehind] naming msg if it has not.
+// to at ([routes.Table.WaitSynced]), and returns [ErrRoutesBehind] naming
+// msg if it has not.
 func (r *Reader) waitSynced(ctx context.Context, msg *kafka.Message, at time.Time) error {
 	t := r.cfg.table
 	if !at.After(t.SyncedAt()) {
 		return nil
 	}
 	r.waits.Add(1)
-	deadline := time.NewTimer(r.cfg.routeWait)
-	defer deadline.Stop()
-	tick := time.NewTicker(pollEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	wctx, cancel := context.WithTimeout(ctx, r.cfg.routeWait)
+	defer cancel()
+	if err := t.WaitSynced(wctx, at); err != nil {
+		if ctx.Err() != nil {
 			return ctx.Err()
-		case <-deadline.C:
-			return fmt.Errorf("%w: message %s/%d/%d at %s, table synced at %s, waited %s",
-				ErrRoutesBehind, msg.Topic, msg.Partition, msg.Offset,
-				at.UTC().Format(time.RFC3339Nano), t.SyncedAt().UTC().Format(time.RFC3339Nano), r.cfg.routeWait)
-		case <-t.Changed():
-		case <-tick.C:
 		}
-		if !at.After(t.SyncedAt()) {
-			return nil
+		synced := "never"
+		if s := t.SyncedAt(); !s.IsZero() {
+			synced = s.UTC().Format(time.RFC3339Nano)
 		}
+		return fmt.Errorf("%w: message %s at %s, table synced up to %s, waited %s",
+			ErrRoutesBehind, coordinates(msg), msg.Time.UTC().Format(time.RFC3339Nano), synced, r.cfg.routeWait)
 	}
+	return nil
 }
 
 // deadLetterTimeout bounds a dead-letter write.
