@@ -33,7 +33,8 @@ const (
 
 // Option configures a [Writer] or a [Reader]. Options that only concern
 // readers ([WithRoutes], [WithService], [AsSandbox], [WithDeadLetter],
-// [WithRouteWait], [WithSkipCommitInterval]) are ignored by [NewWriter];
+// [WithRouteWait], [WithSkipCommitInterval], [WithMeterProvider]) are
+// ignored by [NewWriter];
 // [WithBreaker] concerns only writers.
 type Option interface {
 	apply(*config)
