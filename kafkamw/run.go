@@ -160,7 +160,8 @@ func (r *Reader) validateRun(h Handler, c *runConfig) error {
 // is not committed and is received again after a restart (at-least-once).
 // It returns an error for an invalid configuration (wrapping [ErrConfig])
 // and, under [StopRun], for a production message whose handler kept
-// failing (wrapping [ErrStopped]).
+// failing (wrapping [ErrStopped]). A message Run stopped on is kept: the
+// reader's next Run or FetchMessage returns it first.
 //
 // A message that fails is retried with backoff ([WithRetries],
 // [WithBackoff]). No sandbox message can hold its partition: one whose
@@ -204,16 +205,16 @@ func (r *Reader) Run(ctx context.Context, h Handler, opts ...RunOption) error {
 		fetchFailures = 0
 		if ctx.Err() != nil {
 			// A message fetched as ctx ended: not handled, not committed.
-			r.commitBefore(ctx, msg, &rc)
+			r.putBack(ctx, msg, &rc)
 			return nil
 		}
 		processed, err := r.handle(ctx, mctx, mctx != ctx, msg, h, &rc)
 		if err != nil {
-			r.commitBefore(ctx, msg, &rc)
+			r.putBack(ctx, msg, &rc)
 			return err
 		}
 		if !processed {
-			r.commitBefore(ctx, msg, &rc) // shut down while handling
+			r.putBack(ctx, msg, &rc) // shut down while handling
 			return nil
 		}
 		r.commitProcessed(ctx, msg, &rc)
@@ -229,6 +230,15 @@ func (r *Reader) commitProcessed(ctx context.Context, msg kafka.Message, rc *run
 	if err := r.CommitMessages(cctx, msg); err != nil {
 		rc.report(fmt.Errorf("kafkamw: committing %s: %w", coordinates(&msg), err))
 	}
+}
+
+// putBack is for a message Run stops on without having processed it: the
+// reader's next FetchMessage (or Run) decides and returns it again, rather
+// than going on past it (the commits after it would then cover a message
+// never processed), and the messages before it are committed.
+func (r *Reader) putBack(ctx context.Context, msg kafka.Message, rc *runConfig) {
+	r.pending.CompareAndSwap(nil, &msg)
+	r.commitBefore(ctx, msg, rc)
 }
 
 // commitBefore commits the messages of msg's partition before msg, when
