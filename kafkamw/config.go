@@ -146,7 +146,10 @@ func AsSandbox(id string) Option {
 // value, headers and time, plus [HeaderDeadLetterReason] and
 // [HeaderDeadLetterSource]. w must have a Topic. A message whose
 // dead-letter write fails is not skipped: FetchMessage returns the error
-// and decides the message again on its next call.
+// and decides the message again on its next call. Each write is
+// synchronous and waits for w's batch to flush: give w a short
+// BatchTimeout (kafka-go's default is a second, which a stream of orphaned
+// messages would then cost per message, in front of production).
 func WithDeadLetter(w *kafka.Writer) Option {
 	return optionFunc(func(cfg *config) { cfg.deadLetter = w })
 }
