@@ -109,9 +109,11 @@ func TestRunConfig(t *testing.T) {
 	defer r.Close()
 	ok := func(context.Context, kafka.Message) error { return nil }
 	for name, call := range map[string]func() error{
-		"nil handler":           func() error { return r.Run(context.Background(), nil) },
-		"zero retries":          func() error { return r.Run(context.Background(), ok, kafkamw.WithRetries(0)) },
-		"backoff above its max": func() error { return r.Run(context.Background(), ok, kafkamw.WithBackoff(time.Second, time.Millisecond)) },
+		"nil handler":  func() error { return r.Run(context.Background(), nil) },
+		"zero retries": func() error { return r.Run(context.Background(), ok, kafkamw.WithRetries(0)) },
+		"backoff above its max": func() error {
+			return r.Run(context.Background(), ok, kafkamw.WithBackoff(time.Second, time.Millisecond))
+		},
 		"dead letter without a writer": func() error {
 			return r.Run(context.Background(), ok, kafkamw.OnProductionFailure(kafkamw.DeadLetterAndContinue))
 		},
