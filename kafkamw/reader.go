@@ -121,9 +121,8 @@ type Reader struct {
 	commitMu sync.Mutex // serialises commits, so skipped offsets never go back
 	ledger   ledger
 
-	running atomic.Bool
-	loaded  atomic.Bool         // the table has loaded from its source once
-	metrics metric.Registration // nil when none // Run is running
+	running atomic.Bool         // Run is running
+	metrics metric.Registration // the metrics callback; nil when none
 
 	delivered, skipped, unreadable, orphans, deadLettered, failed, retries, waits, future atomic.Int64
 }
