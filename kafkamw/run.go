@@ -289,7 +289,6 @@ func (r *Reader) handle(ctx, mctx context.Context, tagged bool, msg kafka.Messag
 // fails is retried with backoff until it succeeds or ctx is done: the
 // message is never committed past without being recorded.
 func (r *Reader) giveUp(ctx, mctx context.Context, msg *kafka.Message, reason string, rc *runConfig) (bool, error) {
-	r.failed.Add(1)
 	decision := "committed past it"
 	if r.cfg.deadLetter != nil {
 		for attempt := 1; ; attempt++ {
@@ -307,6 +306,7 @@ func (r *Reader) giveUp(ctx, mctx context.Context, msg *kafka.Message, reason st
 		}
 		decision = "dead-lettered and committed past it"
 	}
+	r.failed.Add(1)
 	if r.cfg.logger != nil {
 		sb, _ := propagation.FromContext(mctx)
 		audit.Emit(mctx, r.cfg.logger, audit.Event{
