@@ -12,6 +12,7 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
+	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
 
@@ -121,6 +122,65 @@ func TestRunConfig(t *testing.T) {
 	} {
 		if err := call(); !errors.Is(err, kafkamw.ErrConfig) {
 			t.Errorf("%s: Run = %v, want ErrConfig", name, err)
+		}
+	}
+}
+
+// TestRunSandboxWithoutDeadLetter: without a dead-letter writer, a sandbox
+// message whose handler keeps failing is audited with its error and
+// coordinates, counted, and committed past; the production message behind
+// it is handled.
+func TestRunSandboxWithoutDeadLetter(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic))
+	if err := w.WriteMessages(propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: "pr-1"}), kafka.Message{Value: []byte("sandbox")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte("production")}); err != nil {
+		t.Fatal(err)
+	}
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log auditLog
+	group := kafkatest.UniqueName("g")
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), kafkamw.WithRoutes(table),
+		kafkamw.WithService(service), kafkamw.WithLogger(log.logger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	var got []string
+	err = r.Run(rctx, func(ctx context.Context, m kafka.Message) error {
+		if _, ok := propagation.FromContext(ctx); ok {
+			return errors.New("always fails")
+		}
+		got = append(got, string(m.Value))
+		stop()
+		return nil
+	}, kafkamw.WithRetries(2), kafkamw.WithBackoff(time.Millisecond, time.Millisecond))
+	if err != nil || strings.Join(got, ",") != "production" {
+		t.Fatalf("Run = %v, handled %v; want the production message", err, got)
+	}
+	if c := r.Counts(); c.Failed != 1 || c.DeadLettered != 0 || c.Retries != 1 {
+		t.Errorf("counts %+v, want one failed after one retry, none dead-lettered", c)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := log.decisions(t); d["rejected/pr-1"] != 1 {
+		t.Errorf("audit %v, want one rejected record of pr-1", d)
+	}
+	if !strings.Contains(log.buf.String(), "always fails") || !strings.Contains(log.buf.String(), topic+"/0/0") {
+		t.Errorf("the audit record lacks the error or the coordinates: %s", log.buf.String())
+	}
+	for p, l := range groupLag(t, addrs, topic, group) {
+		if l != 0 {
+			t.Errorf("lag %d on partition %d: the failed message was not committed past", l, p)
 		}
 	}
 }
