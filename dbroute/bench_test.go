@@ -2,6 +2,9 @@ package dbroute_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -81,6 +84,50 @@ func BenchmarkResolve(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkBusySandboxes runs 16 busy sandboxes (a goroutine each, writing
+// without pause through one router, schema per sandbox) with room for 16
+// pools and with room for 4: the 4-pool figure must stay within 2x of the
+// 16-pool one (no thrashing). It uses only API the previous version also
+// has, so the two can be compared.
+func BenchmarkBusySandboxes(b *testing.B) {
+	e := server(b)
+	base := e.baseline(b)
+	const sandboxes = 16
+	for _, pools := range []int{16, 4} {
+		b.Run(fmt.Sprintf("pools=%d", pools), func(b *testing.B) {
+			p, err := dbroute.NewSchemaPerSandbox(e.dsn(shared.schemas), itemsMigration("v1", nil), dbroute.WithPrefix(e.prefix))
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := routerOn(b, base, p, dbroute.WithMaxPools(pools))
+			ctxs := make([]context.Context, sandboxes)
+			for i := range ctxs {
+				ctxs[i] = sandboxCtx(fmt.Sprintf("busy-%02d", i))
+				if _, err := r.Exec(ctxs[i], "SELECT 1 FROM items"); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			var next, failed atomic.Int64
+			var wg sync.WaitGroup
+			for i := range sandboxes {
+				wg.Go(func() {
+					for next.Add(1) <= int64(b.N) {
+						if _, err := r.Exec(ctxs[i], "INSERT INTO items (owner) VALUES ('busy')"); err != nil {
+							failed.Add(1)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
+			b.ReportMetric(float64(failed.Load()), "failed")
 		})
 	}
 }

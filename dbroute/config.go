@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/sandboxkit/sandboxkit/routes"
 )
@@ -19,6 +20,9 @@ const (
 	// DefaultOpenTimeout bounds provisioning a test database and opening
 	// its pool.
 	DefaultOpenTimeout = time.Minute
+	// DefaultPoolTurn is how long a sandbox pool keeps its slot, at
+	// least, when more sandboxes are busy than [WithMaxPools] allows.
+	DefaultPoolTurn = 250 * time.Millisecond
 	// DefaultReapGrace is how old a test database must be before
 	// [Router.Reap] may drop it.
 	DefaultReapGrace = 10 * time.Minute
@@ -42,19 +46,22 @@ func (f optionFunc) apply(c *config) { f(c) }
 
 type config struct {
 	// Router.
-	logger      *slog.Logger
-	maxPools    int
-	idleTimeout time.Duration
-	openTimeout time.Duration
-	reapGrace   time.Duration
-	table       *routes.Table
-	poolConfig  func(id string, cfg *pgxpool.Config)
+	logger        *slog.Logger
+	maxPools      int
+	idleTimeout   time.Duration
+	openTimeout   time.Duration
+	reapGrace     time.Duration
+	table         *routes.Table
+	poolConfig    func(id string, cfg *pgxpool.Config)
+	poolTurn      time.Duration
+	meterProvider metric.MeterProvider
 
 	// Both.
 	now func() time.Time
 
 	// Providers.
 	prefix string
+	step   func(step string) // tests: called after each provisioning step
 }
 
 func newConfig(opts []Option) config {
@@ -63,6 +70,7 @@ func newConfig(opts []Option) config {
 		idleTimeout: DefaultIdleTimeout,
 		openTimeout: DefaultOpenTimeout,
 		reapGrace:   DefaultReapGrace,
+		poolTurn:    DefaultPoolTurn,
 		now:         time.Now,
 		prefix:      DefaultPrefix,
 	}
@@ -82,6 +90,8 @@ func (c *config) validateRouter() error {
 		return fmt.Errorf("dbroute: WithIdleTimeout(%v): must not be negative", c.idleTimeout)
 	case c.openTimeout <= 0:
 		return fmt.Errorf("dbroute: WithOpenTimeout(%v): must be positive", c.openTimeout)
+	case c.poolTurn < 0:
+		return fmt.Errorf("dbroute: WithPoolTurn(%v): must not be negative", c.poolTurn)
 	case c.reapGrace < 0:
 		return fmt.Errorf("dbroute: WithReapGrace(%v): must not be negative", c.reapGrace)
 	case c.now == nil:
@@ -105,9 +115,30 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // WithMaxPools caps how many sandbox pools a [Router] keeps open (default
-// [DefaultMaxPools]). Opening one more closes the least recently used.
+// [DefaultMaxPools]). Opening one more closes the least recently used pool
+// that is not in use (no call of the router running on it, no connection
+// checked out) and has had its turn ([WithPoolTurn]). When every pool is
+// in use, the request waits for one until its context ends, then fails
+// with an error wrapping [ErrPoolLimit]; a reopened pool reuses what the
+// provider returned before, without provisioning again. Each wait is one
+// audit record (throttled) and one count of [MetricPoolLimit].
 func WithMaxPools(n int) Option {
 	return optionFunc(func(c *config) { c.maxPools = n })
+}
+
+// WithPoolTurn sets how long a sandbox pool keeps its slot, at least,
+// before a waiting sandbox may take it over when more sandboxes are busy
+// than [WithMaxPools] allows (default [DefaultPoolTurn]). Each takeover
+// costs a connection to the new test database, so a short turn shares the
+// slots more evenly and a long one wastes less on dialling.
+func WithPoolTurn(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.poolTurn = d })
+}
+
+// WithMeterProvider sets the meter provider of the router's metrics
+// (default: the global one).
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(c *config) { c.meterProvider = mp })
 }
 
 // WithIdleTimeout sets how long a sandbox pool may stay unused before the

@@ -6,19 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/sandboxkit/sandboxkit/propagation"
-)
-
-const (
-	sqlDatabaseComment = `SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1`
-	sqlDatabases       = `SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE starts_with(datname, $1)`
 )
 
 // DatabasePerSandbox is a [Reclaimer] that gives each sandbox its own
@@ -113,7 +110,7 @@ func (p *DatabasePerSandbox) Open(ctx context.Context, id, _ string) (*pgxpool.C
 	}
 	_, err, _ = p.flights.Do(name, func() (any, error) { return nil, p.create(ctx, id, name) })
 	if err != nil {
-		return nil, fmt.Errorf("%w: sandbox %q: %w", ErrNoTestDatabase, id, err)
+		return nil, classify(id, err)
 	}
 	cfg := p.dsn.Copy()
 	cfg.ConnConfig.Database = name
@@ -138,6 +135,58 @@ func (p *DatabasePerSandbox) create(ctx context.Context, id, name string) error 
 	}
 }
 
+// step reports to the tests that a provisioning step is done.
+func (p *DatabasePerSandbox) step(name string) {
+	if p.cfg.step != nil {
+		p.cfg.step(name)
+	}
+}
+
+// A database's state, as pg_database tells it.
+type dbState struct {
+	exists  bool
+	comment string
+	allow   bool  // datallowconn
+	limit   int32 // datconnlimit
+}
+
+// creating reports whether the database carries the creation mark: set by
+// the CREATE DATABASE statement itself, so it commits with the creation.
+func (s dbState) creating() bool { return s.limit == creationConnLimit }
+
+// creationConnLimit is the CONNECTION LIMIT every database the provider
+// creates starts with (sandbox databases also with ALLOW_CONNECTIONS
+// false): the mark that a database of the provider's name is the
+// provider's, from the moment it exists until its marker comment is set
+// and the mark removed. It is what makes an interrupted creation
+// recognisable, since CREATE DATABASE cannot run in a transaction with
+// the COMMENT that follows it.
+const creationConnLimit = 5813
+
+const (
+	sqlDatabaseState = `SELECT coalesce(shobj_description(oid, 'pg_database'), ''), datallowconn, datconnlimit FROM pg_database WHERE datname = $1`
+	sqlDatabaseList  = `SELECT datname, coalesce(shobj_description(oid, 'pg_database'), ''), datallowconn, datconnlimit FROM pg_database WHERE starts_with(datname, $1)`
+)
+
+func databaseState(ctx context.Context, q rowQuerier, name string) (dbState, error) {
+	var st dbState
+	err := q.QueryRow(ctx, sqlDatabaseState, name).Scan(&st.comment, &st.allow, &st.limit)
+	if err == pgx.ErrNoRows {
+		return dbState{}, nil
+	}
+	st.exists = err == nil
+	return st, err
+}
+
+// clone makes sure sandbox id's database exists, finishing a creation that
+// was interrupted. The steps, each recoverable:
+//
+//  1. CREATE DATABASE ... TEMPLATE ... ALLOW_CONNECTIONS false
+//     CONNECTION LIMIT creationConnLimit (unusable, and marked as ours);
+//  2. COMMENT ON DATABASE: the sandbox marker;
+//  3. ALTER DATABASE ... ALLOW_CONNECTIONS true CONNECTION LIMIT -1.
+//
+// A database found after step 1 or 2 is finished from where it stopped.
 func (p *DatabasePerSandbox) clone(ctx context.Context, id, name string) error {
 	c, err := p.admin.Acquire(ctx)
 	if err != nil {
@@ -152,32 +201,44 @@ func (p *DatabasePerSandbox) clone(ctx context.Context, id, name string) error {
 	if err := advisoryLock(ctx, c, name, false); err != nil {
 		return err
 	}
-	if text, exists, err := comment(ctx, c, sqlDatabaseComment, name); err != nil || exists {
-		if err != nil {
-			return err
-		}
-		return p.checkOwner(id, name, text)
-	}
-	_, err = c.Exec(ctx, "CREATE DATABASE "+quoteIdent(name)+" TEMPLATE "+quoteIdent(p.template))
-	if isCode(err, codeDuplicateDatabase) {
-		// Another process won (one that does not take our locks, or an
-		// older version): use its database if it is a test database of
-		// this sandbox.
-		text, _, cerr := comment(ctx, c, sqlDatabaseComment, name)
-		if cerr != nil {
-			return cerr
-		}
-		return p.checkOwner(id, name, text)
-	}
+	st, err := databaseState(ctx, c, name)
 	if err != nil {
-		return fmt.Errorf("creating database %s from %s: %w", name, p.template, err)
+		return err
 	}
-	marker := sandboxMarker(id, p.cfg.now())
-	if _, err := c.Exec(ctx, "COMMENT ON DATABASE "+quoteIdent(name)+" IS "+quoteLiteral(marker)); err != nil {
-		// We created it a moment ago and hold its lock: it is ours.
-		_, derr := c.Exec(context.WithoutCancel(ctx), "DROP DATABASE IF EXISTS "+quoteIdent(name)+" WITH (FORCE)")
-		return errors.Join(fmt.Errorf("marking database %s: %w", name, err), derr)
+	if !st.exists {
+		_, err = c.Exec(ctx, "CREATE DATABASE "+quoteIdent(name)+" TEMPLATE "+quoteIdent(p.template)+
+			" ALLOW_CONNECTIONS false CONNECTION LIMIT "+strconv.Itoa(creationConnLimit))
+		if isCode(err, codeDuplicateDatabase) {
+			// Another process won (one that does not take our locks, or
+			// an older version): use its database if it is ours.
+			if st, err = databaseState(ctx, c, name); err != nil {
+				return err
+			}
+		} else if err != nil {
+			return fmt.Errorf("creating database %s from %s: %w", name, p.template, err)
+		} else {
+			p.step("created")
+			st = dbState{exists: true, limit: creationConnLimit}
+		}
 	}
+	if !st.creating() {
+		return p.checkOwner(id, name, st.comment)
+	}
+	if st.comment == "" {
+		marker := sandboxMarker(id, p.cfg.now())
+		if _, err := c.Exec(ctx, "COMMENT ON DATABASE "+quoteIdent(name)+" IS "+quoteLiteral(marker)); err != nil {
+			return fmt.Errorf("marking database %s: %w", name, err)
+		}
+		p.step("commented")
+		st.comment = marker
+	}
+	if err := p.checkOwner(id, name, st.comment); err != nil {
+		return err
+	}
+	if _, err := c.Exec(ctx, "ALTER DATABASE "+quoteIdent(name)+" WITH ALLOW_CONNECTIONS true CONNECTION LIMIT -1"); err != nil {
+		return fmt.Errorf("opening database %s: %w", name, err)
+	}
+	p.step("opened")
 	return nil
 }
 
@@ -208,7 +269,9 @@ func (p *DatabasePerSandbox) ensureTemplate(ctx context.Context) error {
 }
 
 // buildTemplate makes sure the template exists with the migration's
-// version, rebuilding it otherwise.
+// version, rebuilding it otherwise. The steps: CREATE DATABASE with the
+// creation mark; COMMENT "building"; migrate; COMMENT with the version.
+// A template found in any state but the last is dropped and built again.
 func (p *DatabasePerSandbox) buildTemplate(ctx context.Context) error {
 	c, err := p.admin.Acquire(ctx)
 	if err != nil {
@@ -220,35 +283,48 @@ func (p *DatabasePerSandbox) buildTemplate(ctx context.Context) error {
 		return err
 	}
 	want := templateMarker(p.migration.Version)
-	text, exists, err := comment(ctx, c, sqlDatabaseComment, p.template)
+	st, err := databaseState(ctx, c, p.template)
 	if err != nil {
 		return err
 	}
-	if exists && text == want {
+	if st.exists && st.comment == want {
 		return nil
 	}
 	tmpl := quoteIdent(p.template)
-	if exists {
-		if !strings.HasPrefix(text, markerTemplate) && text != markerTemplateBuild {
-			return fmt.Errorf("%w: template database %s exists without the dbroute marker (comment %q); drop it by hand or use another prefix", ErrNotOwned, p.template, text)
+	if st.exists {
+		ours := strings.HasPrefix(st.comment, markerTemplate) || st.comment == markerTemplateBuild || st.comment == "" && st.creating()
+		if !ours {
+			return fmt.Errorf("%w: template database %s exists without the dbroute marker (comment %q); drop it by hand or use another prefix", ErrNotOwned, p.template, st.comment)
 		}
 		if _, err := c.Exec(ctx, "DROP DATABASE "+tmpl+" WITH (FORCE)"); err != nil {
 			return fmt.Errorf("dropping outdated template %s: %w", p.template, err)
 		}
 	}
-	if _, err := c.Exec(ctx, "CREATE DATABASE "+tmpl); err != nil {
+	if _, err := c.Exec(ctx, "CREATE DATABASE "+tmpl+" CONNECTION LIMIT "+strconv.Itoa(creationConnLimit)); err != nil {
 		return fmt.Errorf("creating template %s: %w", p.template, err)
 	}
+	p.step("template-created")
 	if _, err := c.Exec(ctx, "COMMENT ON DATABASE "+tmpl+" IS "+quoteLiteral(markerTemplateBuild)); err != nil {
 		return fmt.Errorf("marking template %s: %w", p.template, err)
 	}
+	p.step("template-commented")
 	if err := p.migrate(ctx); err != nil {
-		_, derr := c.Exec(context.WithoutCancel(ctx), "DROP DATABASE IF EXISTS "+tmpl+" WITH (FORCE)")
-		return errors.Join(err, derr)
+		if !unreachable(err) {
+			// The migration failed, not the server: drop what it left
+			// (on the admin connection, which the failure did not
+			// touch). Otherwise the next attempt drops it.
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			_, derr := c.Exec(dctx, "DROP DATABASE IF EXISTS "+tmpl+" WITH (FORCE)")
+			return errors.Join(err, derr)
+		}
+		return err
 	}
+	p.step("template-migrated")
 	if _, err := c.Exec(ctx, "COMMENT ON DATABASE "+tmpl+" IS "+quoteLiteral(want)); err != nil {
 		return fmt.Errorf("marking template %s: %w", p.template, err)
 	}
+	p.step("template-marked")
 	return nil
 }
 
@@ -265,41 +341,113 @@ func (p *DatabasePerSandbox) migrate(ctx context.Context) error {
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return p.migration.apply(ctx, tx) })
 }
 
-// Provisioned implements [Reclaimer].
+// Provisioned implements [Reclaimer]: the sandbox databases the provider
+// created, and those whose creation was interrupted (Incomplete).
 func (p *DatabasePerSandbox) Provisioned(ctx context.Context) ([]Provisioned, error) {
-	return listOwned(ctx, p.admin, sqlDatabases, p.cfg.prefix)
+	rows, err := p.admin.Query(ctx, sqlDatabaseList, p.cfg.prefix)
+	if err != nil {
+		return nil, fmt.Errorf("dbroute: listing test databases: %w", err)
+	}
+	var out []Provisioned
+	var name string
+	var st dbState
+	_, err = pgx.ForEachRow(rows, []any{&name, &st.comment, &st.allow, &st.limit}, func() error {
+		if name == p.template {
+			return nil
+		}
+		id, created, ok := owner(p.cfg.prefix, name, st.comment)
+		switch {
+		case st.creating() && !st.allow && (ok || st.comment == ""):
+			if !ok {
+				id = idOf(p.cfg.prefix, name)
+			}
+			out = append(out, Provisioned{ID: id, Name: name, Created: created, Incomplete: true})
+		case ok:
+			out = append(out, Provisioned{ID: id, Name: name, Created: created})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dbroute: listing test databases: %w", err)
+	}
+	slices.SortFunc(out, func(a, b Provisioned) int { return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Name, b.Name)) })
+	return out, nil
 }
 
 // Destroy implements [Reclaimer]: it drops sandbox id's database with
-// (FORCE), ending the sessions still connected to it.
+// (FORCE), ending the sessions still connected to it — also a database
+// whose creation was interrupted.
 func (p *DatabasePerSandbox) Destroy(ctx context.Context, id string) error {
 	name, err := p.Name(id)
 	if err != nil {
 		return fmt.Errorf("dbroute: Destroy: %w", err)
 	}
+	if err := p.drop(ctx, name, func(st dbState) error {
+		if st.creating() && !st.allow && st.comment == "" {
+			return nil
+		}
+		return p.checkOwner(id, name, st.comment)
+	}); err != nil {
+		return fmt.Errorf("dbroute: Destroy %q: %w", id, err)
+	}
+	return nil
+}
+
+// dropIncomplete drops database name if its creation was interrupted and
+// nobody is finishing it; it reports whether it dropped it.
+func (p *DatabasePerSandbox) dropIncomplete(ctx context.Context, name string) (bool, error) {
+	dropped := false
+	err := p.drop(ctx, name, func(st dbState) error {
+		if !st.creating() || st.allow {
+			return errKeep
+		}
+		if _, _, ok := owner(p.cfg.prefix, name, st.comment); !ok && st.comment != "" {
+			return errKeep
+		}
+		dropped = true
+		return nil
+	})
+	if err == errKeep {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("dbroute: dropping interrupted creation %s: %w", name, err)
+	}
+	return dropped, nil
+}
+
+var errKeep = errors.New("keep")
+
+// drop drops database name under its advisory lock if it exists and mine
+// approves of its state.
+func (p *DatabasePerSandbox) drop(ctx context.Context, name string, mine func(dbState) error) error {
 	c, err := p.admin.Acquire(ctx)
 	if err != nil {
-		return fmt.Errorf("dbroute: Destroy %q: %w", id, err)
+		return err
 	}
 	defer c.Release()
 	defer unlockAll(c)
 	if err := advisoryLock(ctx, c, name, false); err != nil {
-		return fmt.Errorf("dbroute: Destroy %q: %w", id, err)
+		return err
 	}
-	text, exists, err := comment(ctx, c, sqlDatabaseComment, name)
-	if err != nil {
-		return fmt.Errorf("dbroute: Destroy %q: %w", id, err)
+	st, err := databaseState(ctx, c, name)
+	if err != nil || !st.exists {
+		return err
 	}
-	if !exists {
-		return nil
+	if err := mine(st); err != nil {
+		return err
 	}
-	if err := p.checkOwner(id, name, text); err != nil {
-		return fmt.Errorf("dbroute: Destroy %q: %w", id, err)
+	_, err = c.Exec(ctx, "DROP DATABASE IF EXISTS "+quoteIdent(name)+" WITH (FORCE)")
+	return err
+}
+
+// idOf is the sandbox ID whose name is name in its short form, or "".
+func idOf(prefix, name string) string {
+	id := strings.ReplaceAll(strings.TrimPrefix(name, prefix), "_", "-")
+	if propagation.ValidateID(id) != nil || objectName(prefix, id) != name {
+		return ""
 	}
-	if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+quoteIdent(name)+" WITH (FORCE)"); err != nil {
-		return fmt.Errorf("dbroute: Destroy %q: %w", id, err)
-	}
-	return nil
+	return id
 }
 
 // Close closes the admin pool.

@@ -2,7 +2,8 @@
 // [Router] with the query methods of [*pgxpool.Pool] sends each query to
 // the baseline pool, or, when its context carries a sandbox
 // ([propagation.FromContext]), to that sandbox's test database — or fails
-// with [ErrNoTestDatabase]. A sandbox query never reaches the baseline.
+// with an error of one of the classes below. A sandbox query never
+// reaches the baseline.
 //
 //	router, err := dbroute.New(baseline, provider, dbroute.WithTable(table))
 //	...
@@ -12,11 +13,29 @@
 //
 // # The baseline guard
 //
-// [Guard] installs a PrepareConn hook on the baseline pool's
-// [pgxpool.Config] that refuses every acquisition from a sandbox context
-// with [ErrSandboxOnBaseline], so code that bypasses the router (a library
-// holding the raw pool) cannot touch production data from a sandbox
-// request either.
+// [Guard] makes the baseline pool's configuration refuse sandbox contexts
+// twice over: every acquisition from a sandbox context fails (a
+// PrepareConn hook), and every statement sent with a sandbox context over
+// one of its connections fails before anything is written (a tracer),
+// however the connection or transaction was obtained. The errors wrap
+// [ErrSandboxOnBaseline]. [Guard] documents exactly what it cannot catch.
+//
+// # Errors
+//
+// Every error of a sandbox request is in one class, found with
+// [errors.Is] whether it arose on first use or later: [ErrNoTestDatabase]
+// (permanent; refined by [ErrNotOwned]), [ErrUnavailable] (transient;
+// refined by [ErrPoolLimit]), [ErrSandboxOnBaseline], [ErrClosed]. See
+// [ErrNoTestDatabase] for the full classification.
+//
+// # Not the baseline, whatever the spelling
+//
+// Every new connection of a sandbox pool asks its server for the cluster's
+// system identifier (pg_control_system(), executable by every role unless
+// an administrator revoked it; otherwise the postmaster's start time, port
+// and version) and the database's OID, and is refused with
+// [ErrNoTestDatabase] when they are the baseline's — whatever host name,
+// address, host list or socket the connection string used.
 //
 // # Providers
 //
@@ -53,19 +72,42 @@
 // library's: it never uses, lists or drops anything else. A database of
 // the right name without the marker yields [ErrNotOwned].
 //
+// # Interrupted creations
+//
+// CREATE DATABASE cannot share a transaction with the COMMENT that marks
+// the database, so [DatabasePerSandbox] creates it with a mark that
+// commits with it: ALLOW_CONNECTIONS false and CONNECTION LIMIT 5813. A
+// database of the sandbox's name with that mark and no comment (or its
+// marker comment) is one whose creation was interrupted — the connection
+// dropped, the process died — between steps: the next request finishes it
+// (comment, then ALTER DATABASE ... ALLOW_CONNECTIONS true CONNECTION
+// LIMIT -1), and [Router.Destroy] and [Router.Reap] drop it. Nobody can
+// connect to it meanwhile. The template is built the same way. Every step
+// runs under an advisory lock of the name, so a creation in progress
+// elsewhere is never mistaken for an abandoned one. Schemas need none of
+// this: [SchemaPerSandbox] creates, marks and migrates each in one
+// transaction.
+//
 // # Lifecycle
 //
 // The router opens a pool per sandbox on first use (one creation however
-// many requests ask at once), keeps at most [WithMaxPools] of them open
-// (closing the least recently used first), and closes pools unused for
-// [WithIdleTimeout]. A closed pool is reopened on the next request.
+// many requests ask at once), keeps at most [WithMaxPools] of them open,
+// and closes pools unused for [WithIdleTimeout]. To make room it closes
+// the least recently used pool that is not in use (no call of the router
+// running on it, none of its connections checked out) and has had its
+// turn ([WithPoolTurn]); when there is none, the request waits until its
+// context ends and then fails with [ErrPoolLimit]. A closed pool is
+// reopened on the next request from what the provider returned before,
+// without provisioning again (unless its database has disappeared).
 //
 // # Audit
 //
 // With [WithLogger], the router emits one audit record (protocol "sql")
 // when it opens a sandbox's pool (routed, with the database as target,
-// never credentials) and one when it refuses a sandbox request (rejected,
-// with the reason). Queries themselves are not logged.
+// never credentials), one when a request starts to wait for a pool slot
+// (throttled), and one when it refuses a sandbox request (rejected, with
+// the reason). Queries themselves are not logged. The metric
+// [MetricPoolLimit] counts the waits.
 //
 // # Concurrency
 //

@@ -71,7 +71,27 @@ func ExampleGuard() {
 	fmt.Println(err)
 	// Output:
 	// true
-	// dbroute: sandbox context on the baseline pool: sandbox "pr-42" (the baseline pool only serves production traffic)
+	// dbroute: sandbox context on the baseline pool: sandbox "pr-42" (the baseline database only serves production traffic)
+	// <nil>
+}
+
+// GuardConn refuses statements, not only acquisitions: pgx runs each
+// statement with the context its tracer returns, and for a sandbox
+// context the guard returns one that is already done with the refusal as
+// its error, so pgconn sends nothing. Here the tracer is called directly,
+// as pgx would.
+func ExampleGuardConn() {
+	cfg, _ := pgx.ParseConfig("postgres://app@db-prod:5432/shop")
+	dbroute.GuardConn(cfg)
+	// conn, err := pgx.ConnectConfig(ctx, cfg)
+
+	sandbox := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-42"})
+	stmt := cfg.Tracer.TraceQueryStart(sandbox, nil, pgx.TraceQueryStartData{SQL: "INSERT INTO orders ..."})
+	fmt.Println(errors.Is(stmt.Err(), dbroute.ErrSandboxOnBaseline))
+	stmt = cfg.Tracer.TraceQueryStart(context.Background(), nil, pgx.TraceQueryStartData{SQL: "INSERT INTO orders ..."})
+	fmt.Println(stmt.Err())
+	// Output:
+	// true
 	// <nil>
 }
 

@@ -3,33 +3,63 @@ package dbroute
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
-// Guard makes a baseline pool refuse sandbox contexts: it installs a
-// PrepareConn hook on cfg, to be passed to [pgxpool.NewWithConfig], that
-// fails every acquisition whose context carries a sandbox with an error
-// wrapping [ErrSandboxOnBaseline]. Every query method of the pool (Exec,
-// Query, QueryRow, Begin, BeginTx, SendBatch, CopyFrom, Acquire,
-// AcquireFunc, Ping) acquires a connection with the caller's context, so
-// code that bypasses the [Router] cannot touch production data from a
-// sandbox request. The refused connection goes back to the pool unharmed.
+// Guard makes a baseline pool refuse sandbox contexts on every statement:
+// it changes cfg, to be passed to [pgxpool.NewWithConfig], so that
 //
-// A hook already in cfg (PrepareConn, or the deprecated BeforeAcquire) keeps
-// running for baseline contexts. Guard is idempotent in effect but not in
-// cost: call it once per configuration. A nil cfg is left alone.
+//   - acquiring a connection with a sandbox context fails (a PrepareConn
+//     hook), which covers every query method of the pool (Exec, Query,
+//     QueryRow, Begin, BeginTx, SendBatch, CopyFrom, Acquire, AcquireFunc,
+//     Ping); the connection goes back to the pool unharmed;
+//   - every statement sent over one of its connections with a sandbox
+//     context fails before anything is sent (a tracer), however the
+//     connection or transaction was obtained: a connection acquired, or a
+//     transaction begun, with a baseline context and then used with a
+//     sandbox context is refused too — Exec, Query, QueryRow, SendBatch,
+//     CopyFrom and Prepare of [pgx.Conn], [pgxpool.Conn] and [pgx.Tx],
+//     and Commit (a refused Commit leaves nothing committed; pgx closes
+//     the connection when Rollback fails, which aborts the transaction).
 //
-// The guard checks acquisitions. A connection checked out with a baseline
-// context and then used with a sandbox context, or a transaction begun
-// with one, is not checked again.
-func Guard(cfg *pgxpool.Config) {
+// The errors wrap [ErrSandboxOnBaseline].
+//
+// How the refusal works: pgx hands each statement's context to the
+// tracer's Trace*Start method and runs the statement with the context it
+// returns. For a sandbox context the guard returns a context that is
+// already done and whose Err is the refusal; pgconn checks the context
+// before it writes to the server, so nothing is sent, the connection stays
+// usable, and the error pgx returns wraps the refusal.
+//
+// What it cannot catch: statements sent through the [pgconn.PgConn] under
+// a connection (c.Conn().PgConn().Exec and friends, which no tracer sees);
+// a statement whose context has lost the sandbox (a goroutine started with
+// context.Background()); and rows of a query started with a baseline
+// context, read later under a sandbox context (no new statement is sent).
+// Prepare of a statement already prepared on the connection returns it
+// without a round trip (nothing is written).
+//
+// With [WithLogger] among opts, each refusal is one audit record
+// (rejected, protocol "sql"); Guard reads no other option.
+//
+// Hooks and a tracer already in cfg keep running for baseline contexts:
+// the guard wraps them (PrepareConn, or the deprecated BeforeAcquire;
+// ConnConfig.Tracer with whichever of pgx's and pgxpool's tracer
+// interfaces it implements). Call Guard once per configuration. A nil cfg
+// is left alone.
+func Guard(cfg *pgxpool.Config, opts ...Option) {
 	if cfg == nil {
 		return
 	}
+	c := newConfig(opts)
+	logger := c.logger
 	next := cfg.PrepareConn
 	if next == nil && cfg.BeforeAcquire != nil {
 		before := cfg.BeforeAcquire
@@ -39,11 +69,202 @@ func Guard(cfg *pgxpool.Config) {
 	cfg.PrepareConn = func(ctx context.Context, c *pgx.Conn) (bool, error) {
 		if s, ok := propagation.FromContext(ctx); ok {
 			// true: the connection is fine, only this caller is refused.
-			return true, fmt.Errorf("%w: sandbox %q (the baseline pool only serves production traffic)", ErrSandboxOnBaseline, s.ID)
+			return true, refuseOnBaseline(ctx, logger, s)
 		}
 		if next != nil {
 			return next(ctx, c)
 		}
 		return true, nil
+	}
+	GuardConn(cfg.ConnConfig, opts...)
+}
+
+// GuardConn installs the statement guard of [Guard] on a single
+// connection's configuration (for [pgx.ConnectConfig], or the pgx stdlib
+// driver of database/sql): every statement sent with a sandbox context
+// fails with an error wrapping [ErrSandboxOnBaseline]. A tracer already in
+// cfg keeps running for baseline contexts. With [WithLogger] among opts,
+// each refusal is one audit record. A nil cfg is left alone.
+func GuardConn(cfg *pgx.ConnConfig, opts ...Option) {
+	if cfg == nil {
+		return
+	}
+	if _, ok := cfg.Tracer.(*guardTracer); ok {
+		return
+	}
+	g := newGuardTracer(cfg.Tracer)
+	g.logger = newConfig(opts).logger
+	cfg.Tracer = g
+}
+
+// refuseOnBaseline returns the refusal of s, and audits it.
+func refuseOnBaseline(ctx context.Context, logger *slog.Logger, s propagation.Sandbox) error {
+	err := fmt.Errorf("%w: sandbox %q (the baseline database only serves production traffic)", ErrSandboxOnBaseline, s.ID)
+	if logger != nil {
+		audit.Emit(ctx, logger, audit.Event{
+			Decision: audit.Rejected,
+			Sandbox:  s,
+			Protocol: audit.SQL,
+			Reason:   err.Error(),
+		})
+	}
+	return err
+}
+
+// refused is the context a guard tracer hands back for a sandbox
+// statement: done, with the refusal as its error. It keeps the values of
+// the statement's context.
+type refused struct {
+	context.Context
+	err error
+}
+
+var closedDone = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (refused) Done() <-chan struct{}                   { return closedDone }
+func (r refused) Err() error                            { return r.err }
+func (refused) Deadline() (deadline time.Time, ok bool) { return time.Time{}, false }
+
+// guardTracer refuses sandbox contexts and passes the rest to next.
+type guardTracer struct {
+	logger   *slog.Logger
+	next     pgx.QueryTracer
+	batch    pgx.BatchTracer
+	copyFrom pgx.CopyFromTracer
+	prepare  pgx.PrepareTracer
+	connect  pgx.ConnectTracer
+	acquire  pgxpool.AcquireTracer
+	release  pgxpool.ReleaseTracer
+}
+
+func newGuardTracer(next pgx.QueryTracer) *guardTracer {
+	g := &guardTracer{next: next}
+	g.batch, _ = next.(pgx.BatchTracer)
+	g.copyFrom, _ = next.(pgx.CopyFromTracer)
+	g.prepare, _ = next.(pgx.PrepareTracer)
+	g.connect, _ = next.(pgx.ConnectTracer)
+	g.acquire, _ = next.(pgxpool.AcquireTracer)
+	g.release, _ = next.(pgxpool.ReleaseTracer)
+	return g
+}
+
+// check returns the refused context for a sandbox context, and nil for a
+// baseline one.
+func (g *guardTracer) check(ctx context.Context) context.Context {
+	if r, ok := ctx.(refused); ok {
+		return r // refused once already (CopyFrom, then its Prepare)
+	}
+	if s, ok := propagation.FromContext(ctx); ok {
+		return refused{ctx, refuseOnBaseline(ctx, g.logger, s)}
+	}
+	return nil
+}
+
+func isRefused(ctx context.Context) bool {
+	_, ok := ctx.(refused)
+	return ok
+}
+
+func (g *guardTracer) TraceQueryStart(ctx context.Context, c *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if r := g.check(ctx); r != nil {
+		return r
+	}
+	if g.next != nil {
+		return g.next.TraceQueryStart(ctx, c, d)
+	}
+	return ctx
+}
+
+func (g *guardTracer) TraceQueryEnd(ctx context.Context, c *pgx.Conn, d pgx.TraceQueryEndData) {
+	if g.next != nil && !isRefused(ctx) {
+		g.next.TraceQueryEnd(ctx, c, d)
+	}
+}
+
+func (g *guardTracer) TraceBatchStart(ctx context.Context, c *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
+	if r := g.check(ctx); r != nil {
+		return r
+	}
+	if g.batch != nil {
+		return g.batch.TraceBatchStart(ctx, c, d)
+	}
+	return ctx
+}
+
+func (g *guardTracer) TraceBatchQuery(ctx context.Context, c *pgx.Conn, d pgx.TraceBatchQueryData) {
+	if g.batch != nil && !isRefused(ctx) {
+		g.batch.TraceBatchQuery(ctx, c, d)
+	}
+}
+
+func (g *guardTracer) TraceBatchEnd(ctx context.Context, c *pgx.Conn, d pgx.TraceBatchEndData) {
+	if g.batch != nil && !isRefused(ctx) {
+		g.batch.TraceBatchEnd(ctx, c, d)
+	}
+}
+
+func (g *guardTracer) TraceCopyFromStart(ctx context.Context, c *pgx.Conn, d pgx.TraceCopyFromStartData) context.Context {
+	if r := g.check(ctx); r != nil {
+		return r
+	}
+	if g.copyFrom != nil {
+		return g.copyFrom.TraceCopyFromStart(ctx, c, d)
+	}
+	return ctx
+}
+
+func (g *guardTracer) TraceCopyFromEnd(ctx context.Context, c *pgx.Conn, d pgx.TraceCopyFromEndData) {
+	if g.copyFrom != nil && !isRefused(ctx) {
+		g.copyFrom.TraceCopyFromEnd(ctx, c, d)
+	}
+}
+
+func (g *guardTracer) TracePrepareStart(ctx context.Context, c *pgx.Conn, d pgx.TracePrepareStartData) context.Context {
+	if r := g.check(ctx); r != nil {
+		return r
+	}
+	if g.prepare != nil {
+		return g.prepare.TracePrepareStart(ctx, c, d)
+	}
+	return ctx
+}
+
+func (g *guardTracer) TracePrepareEnd(ctx context.Context, c *pgx.Conn, d pgx.TracePrepareEndData) {
+	if g.prepare != nil && !isRefused(ctx) {
+		g.prepare.TracePrepareEnd(ctx, c, d)
+	}
+}
+
+// Connecting is not a statement on the baseline's data: it is passed on.
+
+func (g *guardTracer) TraceConnectStart(ctx context.Context, d pgx.TraceConnectStartData) context.Context {
+	if g.connect != nil {
+		return g.connect.TraceConnectStart(ctx, d)
+	}
+	return ctx
+}
+
+func (g *guardTracer) TraceConnectEnd(ctx context.Context, d pgx.TraceConnectEndData) {
+	if g.connect != nil {
+		g.connect.TraceConnectEnd(ctx, d)
+	}
+}
+
+func (g *guardTracer) TraceAcquireStart(ctx context.Context, p *pgxpool.Pool, d pgxpool.TraceAcquireStartData) context.Context {
+	if g.acquire != nil {
+		return g.acquire.TraceAcquireStart(ctx, p, d)
+	}
+	return ctx
+}
+
+func (g *guardTracer) TraceAcquireEnd(ctx context.Context, p *pgxpool.Pool, d pgxpool.TraceAcquireEndData) {
+	if g.acquire != nil {
+		g.acquire.TraceAcquireEnd(ctx, p, d)
+	}
+}
+
+func (g *guardTracer) TraceRelease(p *pgxpool.Pool, d pgxpool.TraceReleaseData) {
+	if g.release != nil {
+		g.release.TraceRelease(p, d)
 	}
 }

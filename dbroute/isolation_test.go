@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -46,7 +47,12 @@ func TestIsolationProperty(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := &countingProvider{reclaimCloser: k.newProvider(t, e, itemsMigration("v1", nil))}
-			r := newRouter(t, e, p, dbroute.WithTable(table), dbroute.WithMaxPools(2))
+			// Pools opened, counted apart from provider opens: a reopened
+			// pool must not provision again.
+			var pools atomic.Int32
+			r := newRouter(t, e, p, dbroute.WithTable(table), dbroute.WithMaxPools(2),
+				dbroute.WithPoolTurn(20*time.Millisecond),
+				dbroute.WithPoolConfig(func(_ string, cfg *pgxpool.Config) { pools.Add(1); cfg.MaxConns = 3 }))
 
 			owners := append([]string{"baseline", rare}, hot...)
 			committed := make(map[string]*atomic.Int64)
@@ -116,10 +122,13 @@ func TestIsolationProperty(t *testing.T) {
 			// Each worker used all three sandboxes by halfway (the hot ones
 			// in ~97 ops each before it), so the rare one's first opening
 			// evicted a hot pool, which the next ~100 hot ops reopened.
-			opens := p.opens.Load()
-			t.Logf("%d ops, %d rows committed, %d refused, %d pools opened", workers*opsPerWorker, total, refused.Load(), opens)
-			if reopened := int(opens) - len(hot) - 1; reopened <= 0 {
-				t.Errorf("%d pools opened for %d sandboxes with room for 2: no pool was evicted and reopened, so eviction under load went untested", opens, len(hot)+1)
+			opens, built := p.opens.Load(), pools.Load()
+			t.Logf("%d ops, %d rows committed, %d refused, %d pools opened, %d provisionings", workers*opsPerWorker, total, refused.Load(), built, opens)
+			if reopened := int(built) - len(hot) - 1; reopened <= 0 {
+				t.Errorf("%d pools opened for %d sandboxes with room for 2: no pool was evicted and reopened, so eviction under load went untested", built, len(hot)+1)
+			}
+			if int(opens) != len(hot)+1 {
+				t.Errorf("provider opened %d times for %d sandboxes: reopening an evicted pool provisioned again", opens, len(hot)+1)
 			}
 			if objs := k.objects(t, e); slices.ContainsFunc(objs, func(n string) bool { return n == expectedName(e, "iso-unknown") }) {
 				t.Error("a test database was made for a sandbox outside the route table")

@@ -142,10 +142,11 @@ func lockKey(name string) int32 {
 
 // SQLSTATE codes the providers handle.
 const (
-	codeDuplicateDatabase = "42P04"
-	codeDuplicateSchema   = "42P06"
-	codeUniqueViolation   = "23505"
-	codeInvalidCatalog    = "3D000"
+	codeDuplicateDatabase     = "42P04"
+	codeDuplicateSchema       = "42P06"
+	codeUniqueViolation       = "23505"
+	codeInvalidCatalog        = "3D000"
+	codeInsufficientPrivilege = "42501"
 )
 
 func isCode(err error, codes ...string) bool {

@@ -36,7 +36,8 @@ type Provider interface {
 type Reclaimer interface {
 	Provider
 	// Provisioned lists the test databases this provider created (name
-	// prefix and marker comment both match), sorted by sandbox ID.
+	// prefix and marker both match), sorted by sandbox ID, including those
+	// whose creation was interrupted (Incomplete).
 	Provisioned(ctx context.Context) ([]Provisioned, error)
 	// Destroy removes sandbox id's test database. It returns nil when
 	// there is none, and an error wrapping [ErrNotOwned] when an object of
@@ -51,8 +52,14 @@ type Provisioned struct {
 	// Name is the database or schema name.
 	Name string
 	// Created is when it was created, from its marker comment (to the
-	// second, by the creating process's clock).
+	// second, by the creating process's clock); zero when Incomplete
+	// and unmarked.
 	Created time.Time
+	// Incomplete reports a database whose creation was interrupted (see
+	// [DatabasePerSandbox]): ID is empty when it cannot be told from the
+	// name. The next request for the sandbox finishes it; Destroy and
+	// Reap drop it.
+	Incomplete bool
 }
 
 // Migration builds the schema of a test database.

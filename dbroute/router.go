@@ -20,24 +20,6 @@ import (
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
-// Errors. Callers branch on them with [errors.Is]; the returned errors wrap
-// them with details.
-var (
-	// ErrNoTestDatabase reports a sandbox request for which no test
-	// database can be used. The request is refused: it never falls back to
-	// the baseline.
-	ErrNoTestDatabase = errors.New("dbroute: no test database for the sandbox")
-	// ErrSandboxOnBaseline reports a sandbox context used on a baseline
-	// pool protected by [Guard].
-	ErrSandboxOnBaseline = errors.New("dbroute: sandbox context on the baseline pool")
-	// ErrNotOwned reports a database or schema that has a name the library
-	// would use but was not created by it (its marker comment is missing
-	// or belongs to another name). The library never uses or drops it.
-	ErrNotOwned = errors.New("dbroute: database object not created by dbroute")
-	// ErrClosed reports a sandbox request on a closed [Router].
-	ErrClosed = errors.New("dbroute: router closed")
-)
-
 // Router sends each query to the baseline pool or to the test database of
 // the sandbox in its context. It has the query methods of
 // [*pgxpool.Pool], so it drops in where the pool was.
@@ -46,10 +28,20 @@ type Router struct {
 	provider Provider
 	cfg      config
 	base     *pgconn.Config // the baseline's connection settings
+	metrics  instruments
 
-	mu     sync.RWMutex
-	pools  map[string]*entry
-	closed bool
+	mu      sync.RWMutex
+	pools   map[string]*entry
+	opening int                // pool slots reserved by opens in flight
+	queued  map[string]bool    // sandboxes whose open waits for a slot
+	configs map[string]*cached // what the provider returned, to reopen without provisioning
+	freed   chan struct{}      // closed (and replaced) when a slot may have freed up
+	closed  bool
+	waiters atomic.Int32 // opens waiting for a slot
+
+	idMu      sync.Mutex
+	baseID    identity // the baseline's, once known
+	baseKnown bool
 
 	flights singleflight.Group
 	pending sync.WaitGroup  // pools being opened, and pools removed but not yet closed
@@ -59,11 +51,18 @@ type Router struct {
 	janitor sync.WaitGroup
 }
 
+// cached is the pool configuration the provider returned for a sandbox.
+type cached struct {
+	key string
+	cfg *pgxpool.Config
+}
+
 // entry is one open sandbox pool.
 type entry struct {
 	id, key string
 	target  string
 	pool    *pgxpool.Pool
+	opened  int64        // clock, in Unix nanoseconds
 	used    atomic.Int64 // clock, in Unix nanoseconds
 	refs    atomic.Int64 // calls running on pool
 	retired atomic.Bool  // removed from the router: close when refs drops to 0
@@ -93,7 +92,11 @@ func New(baseline *pgxpool.Pool, provider Provider, opts ...Option) (*Router, er
 		provider: provider,
 		cfg:      cfg,
 		base:     baseline.Config().ConnConfig.Config.Copy(),
+		metrics:  newInstruments(cfg.meterProvider),
 		pools:    make(map[string]*entry),
+		queued:   make(map[string]bool),
+		configs:  make(map[string]*cached),
+		freed:    make(chan struct{}),
 		stop:     make(chan struct{}),
 	}
 	r.done, r.cancel = context.WithCancel(context.Background())
@@ -121,13 +124,14 @@ func (r *Router) Baseline() *pgxpool.Pool { return r.baseline }
 // Pool returns the pool ctx resolves to: the baseline pool when ctx carries
 // no sandbox (without allocating), else the sandbox's test database pool,
 // opened (and the database provisioned) on first use. It never returns the
-// baseline pool for a sandbox context; the error wraps [ErrNoTestDatabase]
-// when the sandbox has no usable test database.
+// baseline pool for a sandbox context; the error wraps one of the classes
+// of [ErrNoTestDatabase].
 //
-// A sandbox pool stays valid until the router closes it (least recently
-// used, idle, [Router.Destroy], [Router.Close]); use it for the request at
-// hand and resolve again for the next. The router's own query methods hold
-// the pool open while they acquire a connection.
+// A sandbox pool stays valid until the router closes it (idle, evicted to
+// make room for another sandbox while none of its connections is checked
+// out, [Router.Destroy], [Router.Close]); use it for the request at hand
+// and resolve again for the next. The router's own query methods hold the
+// pool open while they run.
 func (r *Router) Pool(ctx context.Context) (*pgxpool.Pool, error) {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
@@ -150,7 +154,7 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox, hold bool) 
 	}
 	key, err := r.provider.Lookup(s.ID)
 	if err != nil {
-		return nil, r.refuse(ctx, s, noTestDatabase(s.ID, err))
+		return nil, r.refuse(ctx, s, classify(s.ID, err))
 	}
 	for attempt := 0; ; attempt++ {
 		r.mu.RLock()
@@ -168,29 +172,59 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox, hold bool) 
 		}
 		r.mu.RUnlock()
 		if attempt == 3 {
-			return nil, r.refuse(ctx, s, fmt.Errorf("%w: sandbox %q: its pool was replaced or evicted as soon as it was opened (test database changing, or more busy sandboxes than WithMaxPools)", ErrNoTestDatabase, s.ID))
+			return nil, r.refuse(ctx, s, fmt.Errorf("%w: sandbox %q: its pool was replaced as soon as it was opened (test database changing)", ErrUnavailable, s.ID))
 		}
 		if err := r.open(ctx, s, key); err != nil {
 			if errors.Is(err, ErrClosed) {
 				return nil, err
 			}
-			return nil, r.refuse(ctx, s, noTestDatabase(s.ID, err))
+			return nil, r.refuse(ctx, s, classify(s.ID, err))
 		}
 	}
 }
 
-// noTestDatabase makes sure err wraps ErrNoTestDatabase, whoever made it.
-func noTestDatabase(id string, err error) error {
-	if errors.Is(err, ErrNoTestDatabase) {
-		return err
+func (r *Router) release(e *entry) {
+	if e.refs.Add(-1) == 0 {
+		if e.retired.Load() {
+			r.closeAsync(e)
+		} else if r.waiters.Load() > 0 && e.opened <= r.cfg.now().Add(-r.cfg.poolTurn).UnixNano() {
+			// Only a pool that has had its turn can be taken over: the
+			// others would wake the waiters for nothing.
+			r.signal()
+		}
 	}
-	return fmt.Errorf("%w: sandbox %q: %w", ErrNoTestDatabase, id, err)
 }
 
-func (r *Router) release(e *entry) {
-	if e.refs.Add(-1) == 0 && e.retired.Load() {
-		r.closeAsync(e)
+// after classifies err of a statement on e's pool (see later), and drops
+// the pool when its database no longer exists (dropped by Reap or Destroy
+// in another process): the next request provisions it again.
+func (r *Router) after(e *entry, err error) error {
+	if err == nil {
+		return nil
 	}
+	if isCode(err, codeInvalidCatalog) {
+		r.mu.Lock()
+		cur := r.pools[e.id] == e
+		if cur {
+			r.removeLocked(e)
+		}
+		if c := r.configs[e.id]; c != nil && c.key == e.key {
+			delete(r.configs, e.id)
+		}
+		r.mu.Unlock()
+		if cur {
+			r.retire(e)
+		}
+	}
+	return later(e.id, err)
+}
+
+// signal wakes the opens waiting for a slot.
+func (r *Router) signal() {
+	r.mu.Lock()
+	close(r.freed)
+	r.freed = make(chan struct{})
+	r.mu.Unlock()
 }
 
 // open opens the pool of s once, however many requests wait for it.
@@ -205,77 +239,289 @@ func (r *Router) open(ctx context.Context, s propagation.Sandbox, key string) er
 	case res := <-ch:
 		return res.Err
 	case <-ctx.Done():
-		return fmt.Errorf("%w: sandbox %q: gave up waiting for it: %w", ErrNoTestDatabase, s.ID, ctx.Err())
+		r.mu.RLock()
+		queued := r.queued[s.ID]
+		r.mu.RUnlock()
+		if queued {
+			r.metrics.limit(ctx, outcomeGaveUp)
+			return fmt.Errorf("%w: %w: sandbox %q: all %d sandbox pools are in use: %w", ErrUnavailable, ErrPoolLimit, s.ID, r.cfg.maxPools, context.Cause(ctx))
+		}
+		return fmt.Errorf("%w: sandbox %q: gave up waiting for its test database: %w", ErrUnavailable, s.ID, context.Cause(ctx))
 	}
 }
 
 func (r *Router) openPool(ctx context.Context, s propagation.Sandbox, key string) error {
-	r.mu.RLock()
+	r.mu.Lock()
 	if r.closed {
-		r.mu.RUnlock()
+		r.mu.Unlock()
 		return ErrClosed
 	}
 	r.pending.Add(1)
 	e := r.pools[s.ID]
-	r.mu.RUnlock()
+	var old *entry
+	if e != nil && e.key != key {
+		old = r.removeLocked(e) // its test database changed: free its slot
+	}
+	r.mu.Unlock()
 	defer r.pending.Done()
-	if e != nil && e.key == key {
+	if old != nil {
+		r.retire(old)
+	} else if e != nil {
 		return nil // opened by the flight this request just missed
 	}
-
-	cfg, err := r.provider.Open(ctx, s.ID, key)
-	if err != nil {
+	if err := r.reserve(ctx, s); err != nil {
 		return err
 	}
-	if cfg == nil {
-		return fmt.Errorf("%w: sandbox %q: provider returned no configuration", ErrNoTestDatabase, s.ID)
+	e, err := r.build(ctx, s, key)
+	r.mu.Lock()
+	r.opening--
+	if err == nil && r.closed {
+		err = ErrClosed
+	}
+	if err != nil {
+		r.mu.Unlock()
+		if e != nil {
+			e.pool.Close()
+		}
+		if r.waiters.Load() > 0 {
+			r.signal()
+		}
+		return err
+	}
+	r.pools[s.ID] = e
+	r.mu.Unlock()
+	audit.Emit(ctx, r.cfg.logger, audit.Event{
+		Decision: audit.Routed,
+		Sandbox:  s,
+		Protocol: audit.SQL,
+		Target:   e.target,
+		Reason:   "opened the test database pool",
+	})
+	return nil
+}
+
+// build provisions s's test database (or reuses what the provider said
+// last time), opens its pool and checks that it is not the baseline.
+func (r *Router) build(ctx context.Context, s propagation.Sandbox, key string) (*entry, error) {
+	r.mu.RLock()
+	c := r.configs[s.ID]
+	r.mu.RUnlock()
+	var cfg *pgxpool.Config
+	if c != nil && c.key == key {
+		cfg = c.cfg.Copy()
+	} else {
+		pc, err := r.provider.Open(ctx, s.ID, key)
+		if err != nil {
+			return nil, err
+		}
+		if pc == nil {
+			return nil, fmt.Errorf("%w: sandbox %q: provider returned no configuration", ErrNoTestDatabase, s.ID)
+		}
+		r.remember(s.ID, key, pc)
+		cfg = pc.Copy()
 	}
 	if r.cfg.poolConfig != nil {
 		r.cfg.poolConfig(s.ID, cfg)
 	}
 	target := describe(&cfg.ConnConfig.Config)
 	if sameDatabase(&cfg.ConnConfig.Config, r.base) {
-		return fmt.Errorf("%w: sandbox %q: its test database %s is the baseline database", ErrNoTestDatabase, s.ID, target)
+		return nil, fmt.Errorf("%w: sandbox %q: its test database %s is the baseline database", ErrNoTestDatabase, s.ID, target)
 	}
+	r.checkEveryConn(cfg, target)
 	pool, err := newPool(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("opening the pool of %s: %w", target, err)
+		return nil, fmt.Errorf("opening the pool of %s: %w", target, err)
 	}
-	e = &entry{id: s.ID, key: key, target: target, pool: pool}
-	e.used.Store(r.cfg.now().UnixNano())
+	now := r.cfg.now().UnixNano()
+	e := &entry{id: s.ID, key: key, target: target, pool: pool, opened: now}
+	e.used.Store(now)
+	return e, nil
+}
 
-	var retire []*entry
+func (r *Router) remember(id, key string, cfg *pgxpool.Config) {
 	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		pool.Close()
-		return ErrClosed
-	}
-	if old := r.pools[s.ID]; old != nil {
-		retire = append(retire, r.removeLocked(old))
-	}
-	r.pools[s.ID] = e
-	for len(r.pools) > r.cfg.maxPools {
-		var lru *entry
-		for _, c := range r.pools {
-			if c != e && (lru == nil || c.used.Load() < lru.used.Load()) {
-				lru = c
+	defer r.mu.Unlock()
+	if len(r.configs) >= 16*r.cfg.maxPools+64 {
+		for k := range r.configs {
+			if r.pools[k] == nil {
+				delete(r.configs, k)
+				break
 			}
 		}
-		retire = append(retire, r.removeLocked(lru))
 	}
+	r.configs[id] = &cached{key: key, cfg: cfg}
+}
+
+func (r *Router) forget(id string) {
+	r.mu.Lock()
+	delete(r.configs, id)
 	r.mu.Unlock()
-	for _, old := range retire {
-		r.retire(old)
+}
+
+// reserve takes a pool slot for s, evicting a pool nobody is using, or
+// waits for one until ctx ends.
+func (r *Router) reserve(ctx context.Context, s propagation.Sandbox) error {
+	var tick *time.Ticker
+	waited := false
+	defer func() {
+		if tick != nil {
+			tick.Stop()
+		}
+	}()
+	for {
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return ErrClosed
+		}
+		var victim *entry
+		if len(r.pools)+r.opening >= r.cfg.maxPools {
+			victim = r.evictableLocked()
+			if victim == nil {
+				if !waited {
+					waited = true
+					r.queued[s.ID] = true
+					r.waiters.Add(1)
+					defer r.waiters.Add(-1)
+					tick = time.NewTicker(waitPoll)
+					r.metrics.limit(ctx, outcomeWaited)
+					audit.Emit(ctx, r.cfg.logger, audit.Event{
+						Decision: audit.Throttled,
+						Sandbox:  s,
+						Protocol: audit.SQL,
+						Reason:   fmt.Sprintf("all %d sandbox pools are in use (WithMaxPools): waiting for one", r.cfg.maxPools),
+					})
+				}
+				freed := r.freed
+				r.mu.Unlock()
+				select {
+				case <-freed:
+				case <-tick.C:
+				case <-ctx.Done():
+					r.mu.Lock()
+					delete(r.queued, s.ID)
+					r.mu.Unlock()
+					return fmt.Errorf("%w: %w: all %d sandbox pools are in use: %w", ErrUnavailable, ErrPoolLimit, r.cfg.maxPools, context.Cause(ctx))
+				}
+				continue
+			}
+			r.removeLocked(victim)
+		}
+		r.opening++
+		delete(r.queued, s.ID)
+		r.mu.Unlock()
+		if victim != nil {
+			r.retire(victim)
+		}
+		return nil
 	}
-	audit.Emit(ctx, r.cfg.logger, audit.Event{
-		Decision: audit.Routed,
-		Sandbox:  s,
-		Protocol: audit.SQL,
-		Target:   target,
-		Reason:   "opened the test database pool",
-	})
-	return nil
+}
+
+// waitPoll is how often an open waiting for a slot looks again without
+// being woken (a transaction ending does not wake it).
+const waitPoll = 10 * time.Millisecond
+
+// evictableLocked returns the least recently used pool that no call is
+// running on, none of whose connections is checked out, and that has had
+// its turn ([WithPoolTurn]); nil if there is none. r.mu must be held.
+func (r *Router) evictableLocked() *entry {
+	turn := r.cfg.now().Add(-r.cfg.poolTurn).UnixNano()
+	var lru *entry
+	for _, c := range r.pools {
+		if c.refs.Load() != 0 || c.opened > turn || (lru != nil && c.used.Load() >= lru.used.Load()) {
+			continue
+		}
+		if c.pool.Stat().AcquiredConns() != 0 {
+			continue
+		}
+		lru = c
+	}
+	return lru
+}
+
+// checkEveryConn makes every new connection of a sandbox pool ask the
+// servers themselves whether it reached the baseline database: same
+// cluster (system identifier) and same database (OID), whatever the
+// connection strings say. A connection that did is closed before any
+// statement of the sandbox runs on it, and the statement fails with
+// ErrNoTestDatabase. The check runs on each new connection, so a name that
+// starts to resolve to the baseline server later is caught too.
+func (r *Router) checkEveryConn(cfg *pgxpool.Config, target string) {
+	next := cfg.AfterConnect
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		test, err := identify(ctx, c)
+		if err != nil {
+			return fmt.Errorf("asking %s who it is: %w", target, err)
+		}
+		same, err := r.isBaseline(test)
+		if err != nil {
+			return err
+		}
+		if same {
+			return fmt.Errorf("%w: the test database %s is the baseline database (server %s, database OID %d)", ErrNoTestDatabase, target, test.server, test.db)
+		}
+		if next != nil {
+			return next(ctx, c)
+		}
+		return nil
+	}
+}
+
+// isBaseline compares id with the baseline's identity, asked once (again
+// on a mismatch when the fallback identity, which changes when the server
+// restarts, is in use).
+func (r *Router) isBaseline(id identity) (bool, error) {
+	for fresh := false; ; fresh = true {
+		r.idMu.Lock()
+		base, known := r.baseID, r.baseKnown
+		r.idMu.Unlock()
+		if !known || fresh {
+			// A context of its own: the request's carries a sandbox,
+			// which a guarded baseline refuses.
+			ctx, cancel := context.WithTimeout(r.done, r.cfg.openTimeout)
+			c, err := r.baseline.Acquire(ctx)
+			if err == nil {
+				base, err = identify(ctx, c.Conn())
+				c.Release()
+			}
+			cancel()
+			if err != nil {
+				return false, fmt.Errorf("%w: asking the baseline who it is, to tell it from the test database: %w", ErrUnavailable, err)
+			}
+			r.idMu.Lock()
+			r.baseID, r.baseKnown = base, true
+			r.idMu.Unlock()
+		}
+		if id == base || fresh || !base.fallback {
+			return id == base, nil
+		}
+	}
+}
+
+// identity names a database as its server reports it.
+type identity struct {
+	server   string // system identifier, or the fallback
+	db       uint32 // OID in pg_database
+	fallback bool
+}
+
+// The server's identity: the system identifier of the cluster (the same on
+// its streaming replicas), readable by every role unless an administrator
+// revoked pg_control_system from PUBLIC; then the fallback: when the
+// postmaster started (to the microsecond), with its port and version.
+const (
+	sqlIdentity         = `SELECT (SELECT system_identifier::text FROM pg_control_system()), (SELECT oid FROM pg_database WHERE datname = current_database())`
+	sqlIdentityFallback = `SELECT 'started ' || pg_postmaster_start_time()::text || ' port ' || current_setting('port') || ' version ' || current_setting('server_version_num'), (SELECT oid FROM pg_database WHERE datname = current_database())`
+)
+
+func identify(ctx context.Context, c *pgx.Conn) (identity, error) {
+	var id identity
+	err := c.QueryRow(ctx, sqlIdentity).Scan(&id.server, &id.db)
+	if isCode(err, codeInsufficientPrivilege) {
+		id.fallback = true
+		err = c.QueryRow(ctx, sqlIdentityFallback).Scan(&id.server, &id.db)
+	}
+	return id, err
 }
 
 // newPool is pgxpool.NewWithConfig, with its panic on a configuration not
@@ -362,12 +608,16 @@ func (r *Router) CloseIdle() {
 	for _, e := range retire {
 		r.retire(e)
 	}
+	if len(retire) > 0 && r.waiters.Load() > 0 {
+		r.signal()
+	}
 }
 
 // Destroy closes the pool of sandbox id and drops its test database (or
-// schema), which must have been created by the provider. It needs a
-// provider that is a [Reclaimer]. Queries of the sandbox still running fail;
-// a later request for the sandbox creates a fresh test database.
+// schema), which must have been created by the provider — also one whose
+// creation was interrupted. It needs a provider that is a [Reclaimer].
+// Queries of the sandbox still running fail; a later request for the
+// sandbox creates a fresh test database.
 func (r *Router) Destroy(ctx context.Context, id string) error {
 	rec, ok := r.provider.(Reclaimer)
 	if !ok {
@@ -381,19 +631,33 @@ func (r *Router) Destroy(ctx context.Context, id string) error {
 	if e != nil {
 		r.removeLocked(e)
 	}
+	delete(r.configs, id)
 	r.mu.Unlock()
 	if e != nil {
 		r.retire(e)
+		if r.waiters.Load() > 0 {
+			r.signal()
+		}
 	}
 	return rec.Destroy(ctx, id)
+}
+
+// incompleteDropper is a [Reclaimer] whose creations can be interrupted
+// half-way (CREATE DATABASE cannot run in a transaction): Reap drops what
+// such an interruption left, by name.
+type incompleteDropper interface {
+	dropIncomplete(ctx context.Context, name string) (bool, error)
 }
 
 // Reap drops the test databases (or schemas) the provider created for
 // sandboxes that are no longer in the route table given with [WithTable]
 // (expired or removed), once they are older than the reap grace
-// ([WithReapGrace]). It returns the IDs of the sandboxes whose test
-// databases it dropped; objects the provider did not create are never
-// touched. Call it periodically, from one process or from all of them.
+// ([WithReapGrace]), and every database whose creation was interrupted
+// and is not being finished by anyone (a live sandbox gets a fresh one on
+// its next request). It returns the IDs of the sandboxes whose test
+// databases it dropped, when known; objects the provider did not create
+// are never touched. Call it periodically, from one process or from all
+// of them.
 func (r *Router) Reap(ctx context.Context) ([]string, error) {
 	t := r.cfg.table
 	if t == nil {
@@ -415,6 +679,19 @@ func (r *Router) Reap(ctx context.Context) ([]string, error) {
 	var dropped []string
 	var errs []error
 	for _, p := range owned {
+		if p.Incomplete {
+			d, ok := rec.(incompleteDropper)
+			if !ok {
+				continue
+			}
+			gone, err := d.dropIncomplete(ctx, p.Name)
+			if err != nil {
+				errs = append(errs, err)
+			} else if gone && p.ID != "" {
+				dropped = append(dropped, p.ID)
+			}
+			continue
+		}
 		if live[p.ID] || now.Sub(p.Created) < r.cfg.reapGrace {
 			continue
 		}
@@ -427,7 +704,8 @@ func (r *Router) Reap(ctx context.Context) ([]string, error) {
 		}
 		dropped = append(dropped, p.ID)
 	}
-	return dropped, errors.Join(errs...)
+	slices.Sort(dropped)
+	return slices.Compact(dropped), errors.Join(errs...)
 }
 
 // Close closes every sandbox pool, waiting for their checked-out
@@ -443,6 +721,8 @@ func (r *Router) Close() {
 	}
 	r.closed = true
 	r.cancel()
+	close(r.freed)
+	r.freed = make(chan struct{})
 	entries := make([]*entry, 0, len(r.pools))
 	for _, e := range r.pools {
 		entries = append(entries, r.removeLocked(e))
@@ -476,7 +756,8 @@ func (r *Router) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comm
 		return pgconn.CommandTag{}, err
 	}
 	defer r.release(e)
-	return e.pool.Exec(ctx, sql, args...)
+	tag, err := e.pool.Exec(ctx, sql, args...)
+	return tag, r.after(e, err)
 }
 
 // Query runs sql on the pool ctx resolves to. On error the returned rows
@@ -491,7 +772,12 @@ func (r *Router) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, 
 		return errRows{err}, err
 	}
 	defer r.release(e)
-	return e.pool.Query(ctx, sql, args...)
+	rows, err := e.pool.Query(ctx, sql, args...)
+	if err != nil {
+		err = r.after(e, err)
+		return errRows{err}, err
+	}
+	return laterRows{rows, s.ID}, nil
 }
 
 // QueryRow runs sql on the pool ctx resolves to; errors are reported by
@@ -506,7 +792,7 @@ func (r *Router) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row 
 		return errRow{err}
 	}
 	defer r.release(e)
-	return e.pool.QueryRow(ctx, sql, args...)
+	return laterRow{e.pool.QueryRow(ctx, sql, args...), s.ID}
 }
 
 // Begin starts a transaction on the pool ctx resolves to.
@@ -516,6 +802,8 @@ func (r *Router) Begin(ctx context.Context) (pgx.Tx, error) {
 
 // BeginTx starts a transaction with txOptions on the pool ctx resolves to.
 // The transaction stays on that pool whatever context its own methods get.
+// A sandbox transaction's errors are classified as the router's are (a
+// lost connection wraps [ErrUnavailable]).
 func (r *Router) BeginTx(ctx context.Context, txOptions pgx.TxOptions) (pgx.Tx, error) {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
@@ -526,7 +814,11 @@ func (r *Router) BeginTx(ctx context.Context, txOptions pgx.TxOptions) (pgx.Tx, 
 		return nil, err
 	}
 	defer r.release(e)
-	return e.pool.BeginTx(ctx, txOptions)
+	tx, err := e.pool.BeginTx(ctx, txOptions)
+	if err != nil {
+		return nil, r.after(e, err)
+	}
+	return laterTx{tx, s.ID}, nil
 }
 
 // SendBatch sends b to the pool ctx resolves to. On error every result of
@@ -541,7 +833,7 @@ func (r *Router) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 		return pgx.FailedBatchResults(b, err)
 	}
 	defer r.release(e)
-	return e.pool.SendBatch(ctx, b)
+	return laterBatch{e.pool.SendBatch(ctx, b), s.ID}
 }
 
 // CopyFrom copies rowSrc into tableName on the pool ctx resolves to.
@@ -555,12 +847,14 @@ func (r *Router) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnN
 		return 0, err
 	}
 	defer r.release(e)
-	return e.pool.CopyFrom(ctx, tableName, columnNames, rowSrc)
+	n, err := e.pool.CopyFrom(ctx, tableName, columnNames, rowSrc)
+	return n, r.after(e, err)
 }
 
 // Acquire checks a connection out of the pool ctx resolves to. Release it
 // when done; the connection stays on that pool whatever context its own
-// methods get.
+// methods get. The connection is pgx's own: the errors of its methods are
+// not classified (see [ErrUnavailable]).
 func (r *Router) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
@@ -571,7 +865,8 @@ func (r *Router) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
 		return nil, err
 	}
 	defer r.release(e)
-	return e.pool.Acquire(ctx)
+	c, err := e.pool.Acquire(ctx)
+	return c, r.after(e, err)
 }
 
 // AcquireFunc acquires a connection from the pool ctx resolves to, calls f
@@ -596,7 +891,7 @@ func (r *Router) Ping(ctx context.Context) error {
 		return err
 	}
 	defer r.release(e)
-	return e.pool.Ping(ctx)
+	return r.after(e, e.pool.Ping(ctx))
 }
 
 // sameDatabase reports whether a and b name the same database on the same

@@ -1,6 +1,8 @@
 package dbroute
 
 import (
+	"context"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -25,3 +27,89 @@ func (errRows) TypeMap() *pgtype.Map                         { return nil }
 type errRow struct{ err error }
 
 func (e errRow) Scan(...any) error { return e.err }
+
+// laterRows, laterRow and laterBatch classify the errors of a sandbox
+// query whose connection is lost on the way (see [ErrUnavailable]).
+type laterRows struct {
+	pgx.Rows
+	id string
+}
+
+func (r laterRows) Err() error { return later(r.id, r.Rows.Err()) }
+
+type laterRow struct {
+	pgx.Row
+	id string
+}
+
+func (r laterRow) Scan(dest ...any) error { return later(r.id, r.Row.Scan(dest...)) }
+
+type laterBatch struct {
+	pgx.BatchResults
+	id string
+}
+
+func (b laterBatch) Exec() (pgconn.CommandTag, error) {
+	tag, err := b.BatchResults.Exec()
+	return tag, later(b.id, err)
+}
+
+func (b laterBatch) Query() (pgx.Rows, error) {
+	rows, err := b.BatchResults.Query()
+	if err != nil {
+		return rows, later(b.id, err)
+	}
+	return laterRows{rows, b.id}, nil
+}
+
+func (b laterBatch) QueryRow() pgx.Row { return laterRow{b.BatchResults.QueryRow(), b.id} }
+
+func (b laterBatch) Close() error { return later(b.id, b.BatchResults.Close()) }
+
+// laterTx classifies the errors of a sandbox transaction's statements.
+type laterTx struct {
+	pgx.Tx
+	id string
+}
+
+func (t laterTx) Begin(ctx context.Context) (pgx.Tx, error) {
+	tx, err := t.Tx.Begin(ctx)
+	if err != nil {
+		return nil, later(t.id, err)
+	}
+	return laterTx{tx, t.id}, nil
+}
+
+func (t laterTx) Commit(ctx context.Context) error   { return later(t.id, t.Tx.Commit(ctx)) }
+func (t laterTx) Rollback(ctx context.Context) error { return later(t.id, t.Tx.Rollback(ctx)) }
+
+func (t laterTx) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error) {
+	n, err := t.Tx.CopyFrom(ctx, tableName, columnNames, rowSrc)
+	return n, later(t.id, err)
+}
+
+func (t laterTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	return laterBatch{t.Tx.SendBatch(ctx, b), t.id}
+}
+
+func (t laterTx) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
+	sd, err := t.Tx.Prepare(ctx, name, sql)
+	return sd, later(t.id, err)
+}
+
+func (t laterTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	tag, err := t.Tx.Exec(ctx, sql, args...)
+	return tag, later(t.id, err)
+}
+
+func (t laterTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	rows, err := t.Tx.Query(ctx, sql, args...)
+	if err != nil {
+		return rows, later(t.id, err)
+	}
+	return laterRows{rows, t.id}, nil
+}
+
+func (t laterTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return laterRow{t.Tx.QueryRow(ctx, sql, args...), t.id}
+}

@@ -90,7 +90,7 @@ func (p *SchemaPerSandbox) Open(ctx context.Context, id, _ string) (*pgxpool.Con
 	}
 	_, err, _ = p.flights.Do(name, func() (any, error) { return nil, p.create(ctx, id, name) })
 	if err != nil {
-		return nil, fmt.Errorf("%w: sandbox %q: %w", ErrNoTestDatabase, id, err)
+		return nil, classify(id, err)
 	}
 	cfg := p.dsn.Copy()
 	if cfg.ConnConfig.RuntimeParams == nil {
@@ -113,16 +113,21 @@ func (p *SchemaPerSandbox) create(ctx context.Context, id, name string) error {
 			return p.checkOwner(id, name, text)
 		}
 		schema := quoteIdent(name)
-		for _, stmt := range []string{
-			"CREATE SCHEMA " + schema,
-			"COMMENT ON SCHEMA " + schema + " IS " + quoteLiteral(sandboxMarker(id, p.cfg.now())),
-			"SET LOCAL search_path TO " + schema,
+		for _, st := range []struct{ sql, done string }{
+			{"CREATE SCHEMA " + schema, "schema-created"},
+			{"COMMENT ON SCHEMA " + schema + " IS " + quoteLiteral(sandboxMarker(id, p.cfg.now())), "schema-commented"},
+			{"SET LOCAL search_path TO " + schema, ""},
 		} {
-			if _, err := tx.Exec(ctx, stmt); err != nil {
+			if _, err := tx.Exec(ctx, st.sql); err != nil {
 				return err
 			}
+			p.step(st.done)
 		}
-		return p.migration.apply(ctx, tx)
+		if err := p.migration.apply(ctx, tx); err != nil {
+			return err
+		}
+		p.step("schema-migrated")
+		return nil
 	})
 	if isCode(err, codeDuplicateSchema, codeUniqueViolation) {
 		// Another process won: use its schema if it is ours.
@@ -133,6 +138,13 @@ func (p *SchemaPerSandbox) create(ctx context.Context, id, name string) error {
 		return p.checkOwner(id, name, text)
 	}
 	return err
+}
+
+// step reports to the tests that a provisioning step is done.
+func (p *SchemaPerSandbox) step(name string) {
+	if p.cfg.step != nil && name != "" {
+		p.cfg.step(name)
+	}
 }
 
 func (p *SchemaPerSandbox) checkOwner(id, name, text string) error {

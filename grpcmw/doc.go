@@ -67,10 +67,23 @@
 // only otelgrpc, with the W3C baggage propagator, carries the sandbox on in
 // baggage, and the next hop with these interceptors reads it. When markers
 // are stripped, the interceptor also removes them from the OpenTelemetry
-// baggage a stats handler may have extracted before it. If an earlier
-// layer already put a [propagation.Sandbox] into the context from markers
-// this interceptor would strip (a [propagation.Propagator] in otelgrpc's
-// propagators), the call is rejected, since that cannot be undone.
+// baggage a stats handler may have extracted before it (our members under
+// every spelling a parser reads as them, and other tools' routing keys). If
+// an earlier layer already put a [propagation.Sandbox] into the context
+// from markers this interceptor strips (a [propagation.Propagator] in
+// otelgrpc's propagators), that sandbox is taken out of the context too:
+// the call is stripped, audited and served as production, as promise 3
+// says, never rejected and never run in the sandbox.
+//
+// Markers are judged under the codec's wide definition (see
+// [propagation.Codec.Read]): a lookalike baggage key, an empty sandbox-id
+// value, and, beside other markers, metadata named as one of our baggage
+// keys are unreadable (InvalidArgument from a trusted peer, stripped from
+// any other). Other tools' routing keys (Signadot's sd-routing-key in
+// baggage and its uberctx- and ot-baggage- metadata forms, Okteto's
+// okteto-divert) from an untrusted peer are stripped and audited too, also
+// on a call that carries no marker of ours, unless the codec was built with
+// [propagation.KeepForeignRoutingKeys].
 //
 // # Performance
 //

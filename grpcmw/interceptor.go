@@ -2,6 +2,7 @@ package grpcmw
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -136,10 +137,24 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 	}
 	bv := metadata.ValueFromIncomingContext(ctx, baggageKey)
 	if len(hv) == 0 && !s.mentions(bv) {
-		return ctx, nil
+		if s.policy.All {
+			return ctx, nil
+		}
+		return s.foreign(ctx, bv, method), nil
 	}
 
 	m, readErr := s.codec.Read(&markerCarrier{header: s.header, hv: hv, bv: bv})
+	if m.Found && readErr == nil {
+		// Metadata named as one of our baggage keys (grpcurl -H
+		// 'sandbox.id: pr-1') is a marker too, looked up only beside
+		// others: each lookup scans the metadata on a miss.
+		for _, k := range s.keys {
+			if metadata.ValueFromIncomingContext(ctx, k) != nil {
+				readErr = fmt.Errorf("%w: metadata key %q is a baggage member key: send the sandbox in %s or baggage", propagation.ErrMalformed, k, s.header)
+				break
+			}
+		}
+	}
 	p, _ := peer.FromContext(ctx)
 	verdict, why := s.policy.Decide(&m, readErr, s.policy.All || s.policy.Trusted(peerAddr(p)))
 	ev := audit.Event{Sandbox: m.Sandbox, Protocol: audit.GRPC, Target: method}
@@ -176,6 +191,46 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 	}
 }
 
+// errForeign is the reason given when only other tools' routing keys are
+// stripped.
+var errForeign = errors.New("foreign routing keys from an untrusted source")
+
+// foreign returns ctx with other tools' routing keys (Signadot's and
+// Okteto's, see propagation.Codec.Foreign) stripped from its metadata and
+// OpenTelemetry baggage, with an audit record, when the call comes from an
+// untrusted peer; ctx itself otherwise. A hop of those tools further on
+// would act on them. The peer is judged first: from the peer's address
+// without parsing, cheaper than looking the header forms up.
+func (s *server) foreign(ctx context.Context, bv []string, method string) context.Context {
+	p, _ := peer.FromContext(ctx)
+	if s.policy.Trusted(peerAddr(p)) || !mayBeForeign(ctx, bv) || !s.codec.Foreign(&incoming{ctx: ctx, bv: bv}) {
+		return ctx
+	}
+	ev := audit.Event{Decision: audit.Stripped, Protocol: audit.GRPC, Target: method, Reason: errForeign.Error()}
+	if s.logger != nil && p != nil && p.Addr != nil {
+		ev.Peer = p.Addr.String()
+	}
+	audit.Emit(ctx, s.logger, ev)
+	return s.strip(ctx)
+}
+
+// mayBeForeign is the allocation-free test that decides whether
+// Codec.Foreign needs asking: a Signadot header form is there, or the
+// baggage holds the text of a foreign key or a '%'.
+func mayBeForeign(ctx context.Context, bv []string) bool {
+	for _, h := range [...]string{propagation.SignadotJaegerHeader, propagation.SignadotDatadogHeader} {
+		if metadata.ValueFromIncomingContext(ctx, h) != nil {
+			return true
+		}
+	}
+	for _, line := range bv {
+		if strings.IndexByte(line, '%') >= 0 || strings.Contains(line, propagation.SignadotKey) || strings.Contains(line, propagation.OktetoKey) {
+			return true
+		}
+	}
+	return false
+}
+
 // Reasons of admitted records, as httpmw gives them.
 const (
 	byPeer   = "trusted source"
@@ -195,9 +250,13 @@ func clip(s propagation.Sandbox) propagation.Sandbox {
 }
 
 // mentions reports whether baggage lines may hold one of our members; a
-// cheap substring test that Codec.Read then confirms or not.
+// cheap substring test that Codec.Read then confirms or not. A '%' may
+// hide a percent-encoded key (see propagation.Codec.Strip).
 func (s *server) mentions(lines []string) bool {
 	for _, line := range lines {
+		if strings.IndexByte(line, '%') >= 0 {
+			return true
+		}
 		for _, k := range s.keys {
 			if strings.Contains(line, k) {
 				return true

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +62,10 @@ func TestServerTrust(t *testing.T) {
 		}
 		return nil, v
 	}()
+	keepForeign, err := propagation.NewCodec(propagation.KeepForeignRoutingKeys())
+	if err != nil {
+		t.Fatal(err)
+	}
 	clockAt := func(at time.Time) grpcmw.Option { return grpcmw.WithClock(func() time.Time { return at }) }
 	bigBaggage := "sandbox.id=feat-1"
 	for i := range 64 {
@@ -111,6 +116,55 @@ func TestServerTrust(t *testing.T) {
 			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"sandbox-id", "feat-1", "baggage", "foo=bar,sandbox.id=feat-1,sandbox.actor=mallory"},
 			want: want{baggage: "foo=bar", decision: "stripped"},
+		},
+		// Issue 13: markers under the wide definition.
+		{
+			name: "trusted peer, empty sandbox-id is unreadable",
+			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			md:   []string{"sandbox-id", ""},
+			want: want{code: codes.InvalidArgument, msg: "is empty", decision: "rejected"},
+		},
+		{
+			name: "trusted peer, percent-encoded key",
+			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			md:   []string{"baggage", "sandbox%2Eid=feat-1"},
+			want: want{code: codes.InvalidArgument, msg: "lenient parser", decision: "rejected"},
+		},
+		{
+			name: "trusted peer, metadata named as a baggage key",
+			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			md:   []string{"sandbox-id", "feat-1", "sandbox.id", "feat-1"},
+			want: want{code: codes.InvalidArgument, msg: "baggage member key", decision: "rejected"},
+		},
+		{
+			name: "untrusted peer, lookalikes and foreign routing keys are stripped",
+			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			md:   []string{"baggage", "foo=bar,+sandbox.id=feat-1,%20sandbox.actor=x,sd-routing-key=x", "uberctx-sd-routing-key", "x"},
+			want: want{baggage: "foo=bar", decision: "stripped"},
+		},
+		{
+			name: "untrusted peer, only foreign routing keys: stripped",
+			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			md:   []string{"baggage", "foo=bar,sd-routing-key=x,okteto-divert=y", "ot-baggage-sd-routing-key", "x"},
+			want: want{baggage: "foo=bar", decision: "stripped"},
+		},
+		{
+			name: "untrusted peer, only a Signadot header form: stripped",
+			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			md:   []string{"uberctx-sd-routing-key", "x", "baggage", "foo=bar"},
+			want: want{baggage: "foo=bar", decision: "stripped"},
+		},
+		{
+			name: "trusted peer, foreign routing keys travel",
+			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			md:   []string{"baggage", "foo=bar,sd-routing-key=x"},
+			want: want{baggage: "foo=bar,sd-routing-key=x"},
+		},
+		{
+			name: "untrusted peer, KeepForeignRoutingKeys",
+			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithCodec(keepForeign)},
+			md:   []string{"baggage", "foo=bar,sd-routing-key=x"},
+			want: want{baggage: "foo=bar,sd-routing-key=x"},
 		},
 		{
 			name: "zero policy strips",
@@ -332,16 +386,20 @@ func TestStripCleansOTelBaggage(t *testing.T) {
 		early := grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithPropagators(
 			otelprop.NewCompositeTextMapPropagator(otelprop.Baggage{}, propagation.NewPropagator(nil)))))
 		svc := &grpctest.Service{Name: "svc"}
-		addr := start(t, svc, append(serverOpts(grpcmw.WithTrustedNetworks(elsewhere)), early)...)
+		alog, logger := newAuditLog()
+		addr := start(t, svc, append(serverOpts(grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithLogger(logger)), early)...)
 		client := testpb.NewTestServiceClient(dial(t, addr))
 		for _, k := range kinds {
 			seen, err := call(metadata.AppendToOutgoingContext(context.Background(), md...), client, k)
 			if err != nil {
-				t.Fatalf("%s: %v", k, err)
+				t.Fatalf("%s: %v (the docs promise: stripped and served, not rejected)", k, err)
 			}
 			if seen.Sandbox != "" || seen.OTel != "foo=bar" || seen.Baggage != "foo=bar" {
 				t.Errorf("%s: handler saw sandbox %q, OTel baggage %q, metadata baggage %q; want none, foo=bar, foo=bar", k, seen.Sandbox, seen.OTel, seen.Baggage)
 			}
+		}
+		if d := alog.Decisions(); len(d) != len(kinds) || slices.ContainsFunc(d, func(s string) bool { return s != "stripped" }) {
+			t.Errorf("audit decisions %v; want one stripped per call", d)
 		}
 	})
 }

@@ -109,12 +109,14 @@ const baggageKey = "baggage"
 type markers struct {
 	header  string   // the codec's dedicated header, lower-case; "" when disabled
 	members [][]byte // the codec's baggage keys
+	keys    []string // the same, as strings
 	prefix  []byte   // their common prefix, searched for first
 }
 
 func newMarkers(c *propagation.Codec) markers {
 	m := markers{header: c.Header()}
-	for _, k := range c.Keys() {
+	m.keys = c.Keys()
+	for _, k := range m.keys {
 		m.members = append(m.members, []byte(k))
 	}
 	m.prefix = m.members[0]
@@ -145,13 +147,29 @@ func (m *markers) scan(hs []kafka.Header) headerState {
 }
 
 // mentioned reports whether a baggage value contains one of our member
-// keys.
+// keys, or a '%', which may hide a percent-encoded one (see
+// propagation.Codec.Strip).
 func (m *markers) mentioned(bag []byte) bool {
+	if bytes.IndexByte(bag, '%') >= 0 {
+		return true
+	}
 	if !bytes.Contains(bag, m.prefix) {
 		return false // the one search that most baggage needs
 	}
 	for _, mk := range m.members {
 		if bytes.Contains(bag, mk) {
+			return true
+		}
+	}
+	return false
+}
+
+// memberKey reports whether header key k is one of the codec's baggage
+// member keys (kcat -H sandbox.id=pr-1): a marker the codec reads as
+// unreadable, never a message to hand to baseline code.
+func (m *markers) memberKey(k string) bool {
+	for _, mk := range m.keys {
+		if len(k) == len(mk) && strings.EqualFold(k, mk) {
 			return true
 		}
 	}

@@ -50,6 +50,8 @@ func (m *markers) scanKey(hs []kafka.Header, k *memoKey) (st headerState, memoiz
 			st = hasMarkers
 			memoize = memoize && !k.hasHeader
 			k.header, k.hasHeader = hs[i].Value, true
+		case m.memberKey(key):
+			st, memoize = hasMarkers, false
 		case keyIs(key, baggageKey):
 			if st != hasMarkers {
 				st = bagOnly

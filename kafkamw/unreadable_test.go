@@ -28,6 +28,18 @@ var malformed = map[string][]kafka.Header{
 	"actor-no-id":    {{Key: "baggage", Value: []byte("sandbox.actor=alice")}},
 	"bad-escape":     {{Key: "baggage", Value: []byte("sandbox.id=pr-42,sandbox.actor=%zz")}},
 	"two-header-ids": {{Key: "Sandbox-Id", Value: []byte("pr-42")}, {Key: "sandbox-id", Value: []byte("pr-43")}},
+	// Issue 13: an empty or blank dedicated header, a record header named
+	// as a baggage key (kcat -H sandbox.id=pr-1), lookalike baggage keys
+	// that OpenTelemetry (Unicode and \v \f \r \n spaces) or a lenient
+	// parser (percent-decoded keys) reads as ours.
+	"empty-header":     {{Key: "sandbox-id", Value: []byte("")}},
+	"blank-header":     {{Key: "sandbox-id", Value: []byte(" \t")}},
+	"member-key-name":  {{Key: "sandbox.id", Value: []byte("pr-42")}},
+	"nbsp-key":         {{Key: "baggage", Value: []byte("\u00a0sandbox.id=pr-42")}},
+	"vtab-key":         {{Key: "baggage", Value: []byte("a=1,\vsandbox.id=pr-42")}},
+	"crlf-key":         {{Key: "baggage", Value: []byte("\r\nsandbox.id=pr-42")}},
+	"percent-key":      {{Key: "baggage", Value: []byte("sandbox%2Eid=pr-42")}},
+	"header-and-ncode": {{Key: "sandbox-id", Value: []byte("pr-42")}, {Key: "baggage", Value: []byte("sandbox.id=pr-42,\u2003sandbox.id=pr-7")}},
 }
 
 // produceUnreadable writes the malformed messages between good ones (an

@@ -3,6 +3,7 @@ package propagation
 import (
 	"fmt"
 	"strings"
+	"unicode"
 )
 
 type keyKind uint8
@@ -40,16 +41,96 @@ func (c *Codec) kind(key string) keyKind {
 	return kindNone
 }
 
+// classify returns the kind of the raw key of a baggage member (the bytes
+// before its first '=', ';' or ','), as any parser a hop may run reads it,
+// and whether it is our key as written (only SP and HTAB around it, which
+// every parser trims alike). A key that is ours only to a lenient reader is
+// a lookalike: OpenTelemetry Go trims every Unicode space around a key, and
+// OpenTelemetry JS and Python also percent-decode keys (Python reading '+'
+// as a space), one decoding per hop that re-serialises the key raw. Such a
+// member is ours (found, stripped) but never readable.
+func (c *Codec) classify(raw string) (k keyKind, exact bool) {
+	if k := c.kind(trimOWS(raw)); k != kindNone {
+		return k, true
+	}
+	if !lenient(raw) {
+		return kindNone, false
+	}
+	return c.kind(normalizeKey(raw)), false
+}
+
+// lenient reports whether a lenient parser may read raw as another key
+// than its bytes: it holds a percent escape, a '+', or a byte outside
+// printable ASCII (a Unicode space, \v, \f, \r, \n).
+func lenient(raw string) bool {
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i]; c == '%' || c == '+' || c < 0x20 || c >= 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// normalizeKey returns raw as the most lenient chain of hops reads it:
+// spaces trimmed, then percent-decoded ('+' as a space) and trimmed again,
+// until nothing changes. It allocates; it only runs on keys [lenient]
+// flags.
+func normalizeKey(raw string) string {
+	s := trimSpace(raw)
+	for range 16 {
+		d := decodeKey(s)
+		d = trimSpace(d)
+		if d == s {
+			break
+		}
+		s = d
+	}
+	return s
+}
+
+// decodeKey percent-decodes s, '+' as a space, leaving a malformed escape
+// as it is (Python's unquote_plus).
+func decodeKey(s string) string {
+	if strings.IndexByte(s, '%') < 0 && strings.IndexByte(s, '+') < 0 {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '+':
+			b = append(b, ' ')
+		case c == '%' && i+2 < len(s) && ishex(s[i+1]) && ishex(s[i+2]):
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+// trimSpace trims what any parser trims around a key: Unicode white space
+// (Go's strings.TrimSpace, Python's str.strip) and the byte-order mark
+// (JavaScript's String.prototype.trim).
+func trimSpace(s string) string {
+	return strings.TrimFunc(s, func(r rune) bool { return unicode.IsSpace(r) || r == '\uFEFF' })
+}
+
 // minPrefix is the length from which the keys' common prefix alone is a
 // selective enough test in [Codec.mentions].
 const minPrefix = 4
 
-// mentions reports whether any line contains one of our keys as a
-// substring: the cheap test that lets baggage without our members pass
-// without being split. When the keys share a long enough prefix, finding
-// the prefix is enough (the scan that follows settles it).
+// mentions reports whether any line may hold a member of ours: it
+// contains one of our keys' text anywhere (whatever surrounds it: white
+// space of any kind, '+'), or a '%', which may hide a percent-encoded key.
+// It is the cheap test that lets baggage without our members pass without
+// being split. When the keys share a long enough prefix, finding the
+// prefix is enough (the scan that follows settles it).
 func (c *Codec) mentions(lines []string) bool {
 	for _, line := range lines {
+		if strings.IndexByte(line, '%') >= 0 {
+			return true
+		}
 		if len(c.prefix) >= minPrefix {
 			if strings.Contains(line, c.prefix) {
 				return true
@@ -96,23 +177,23 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 		total += len(line)
 		for len(line) > 0 {
 			j := keyEnd(line)
-			key := trimOWS(line[:j])
+			raw := line[:j]
 			if j == len(line) || line[j] == ',' {
 				// A member that is a bare key, or empty.
 				line = after(line, j)
-				if key == "" {
+				if trimOWS(raw) == "" {
 					continue
 				}
 				members++
-				if c.kind(key) != kindNone {
+				if k, _ := c.classify(raw); k != kindNone {
 					ours = true
-					fail(fmt.Errorf("%w: baggage member %s has no value", ErrMalformed, quote(key)))
+					fail(fmt.Errorf("%w: baggage member %s has no value", ErrMalformed, quote(raw)))
 				}
 				continue
 			}
 			members++
 			sep, rest := line[j], line[j+1:]
-			k := c.kind(key)
+			k, exact := c.classify(raw)
 			if k == kindNone {
 				// Skip the member: it runs to the next comma.
 				if e := strings.IndexByte(rest, ','); e >= 0 {
@@ -123,7 +204,9 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 				continue
 			}
 			// Ours: the member runs to the next comma, its value to the
-			// first ';' (member properties are not ours to read).
+			// first ';' (member properties are not ours to read, but they
+			// must be well formed: OpenTelemetry drops a member whose
+			// properties are not).
 			e, semi, escaped := 0, -1, false
 			for ; e < len(rest) && rest[e] != ','; e++ {
 				switch rest[e] {
@@ -137,24 +220,36 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 			}
 			line = after(rest, e)
 			ours = true
+			if !exact {
+				fail(fmt.Errorf("%w: baggage key %s reads as %s to a lenient parser", ErrMalformed, quote(raw), quote(c.keyName(k))))
+				continue
+			}
 			if sep == ';' {
-				fail(fmt.Errorf("%w: baggage member %s has no value", ErrMalformed, quote(key)))
+				fail(fmt.Errorf("%w: baggage member %s has no value", ErrMalformed, quote(raw)))
 				continue
 			}
 			value := rest[:e]
 			if semi >= 0 {
 				value = rest[:semi]
+				if !validProperties(rest[semi+1 : e]) {
+					fail(fmt.Errorf("%w: baggage member %s has malformed properties", ErrMalformed, quote(raw)))
+					continue
+				}
 			}
 			v, uerr := trimOWS(value), error(nil)
+			if !octets(v) {
+				fail(fmt.Errorf("%w: baggage member %s: value %s holds bytes a baggage value may not", ErrMalformed, quote(raw), quote(v)))
+				continue
+			}
 			if escaped {
 				v, uerr = unescape(v)
 			}
 			if uerr != nil {
-				fail(fmt.Errorf("%w: baggage member %s: %v", ErrMalformed, quote(key), uerr))
+				fail(fmt.Errorf("%w: baggage member %s: %v", ErrMalformed, quote(raw), uerr))
 				continue
 			}
 			if v == "" {
-				fail(fmt.Errorf("%w: baggage member %s is empty", ErrMalformed, quote(key)))
+				fail(fmt.Errorf("%w: baggage member %s is empty", ErrMalformed, quote(raw)))
 				continue
 			}
 			var dst *string
@@ -171,7 +266,7 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 				dst = &compatID
 			}
 			if *dst != "" && *dst != v {
-				fail(fmt.Errorf("%w: baggage member %s has %s and %s", ErrConflict, quote(key), quote(*dst), quote(v)))
+				fail(fmt.Errorf("%w: baggage member %s has %s and %s", ErrConflict, quote(raw), quote(*dst), quote(v)))
 				continue
 			}
 			*dst = v
@@ -289,4 +384,85 @@ func keyEnd(s string) int {
 		}
 	}
 	return len(s)
+}
+
+// keyName returns our key of kind k (the first compatibility key for
+// kindCompat).
+func (c *Codec) keyName(k keyKind) string {
+	switch k {
+	case kindID:
+		return c.cfg.idKey
+	case kindActor:
+		return c.cfg.actorKey
+	case kindOrigin:
+		return c.cfg.originKey
+	case kindTicket:
+		return c.cfg.ticketKey
+	case kindCompat:
+		if len(c.cfg.compat) > 0 {
+			return c.cfg.compat[0]
+		}
+	}
+	return ""
+}
+
+// octets reports whether every byte of s is a W3C baggage-octet: what
+// OpenTelemetry accepts in a value once it has trimmed it.
+func octets(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !baggageOctet(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// validProperties reports whether the properties of a member (what follows
+// its first ';') are well formed as OpenTelemetry Go reads them: each
+// non-empty ';'-separated property is OWS key OWS, or OWS key OWS '=' OWS
+// value OWS with a valid percent-encoding. OpenTelemetry drops a member
+// whose properties are not, so a member of ours with such properties would
+// be read by us and not by it.
+func validProperties(s string) bool {
+	for s != "" {
+		var p string
+		p, s, _ = strings.Cut(s, ";")
+		if p == "" {
+			continue
+		}
+		i := skipOWS(p, 0)
+		k := i
+		for k < len(p) && isTokenChar(p[k]) {
+			k++
+		}
+		if k == i {
+			return false
+		}
+		i = skipOWS(p, k)
+		if i == len(p) {
+			continue
+		}
+		if p[i] != '=' {
+			return false
+		}
+		i = skipOWS(p, i+1)
+		v := i
+		for v < len(p) && baggageOctet(p[v]) {
+			v++
+		}
+		if skipOWS(p, v) != len(p) {
+			return false
+		}
+		if _, err := unescape(p[i:v]); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func skipOWS(s string, i int) int {
+	for i < len(s) && (s[i] == ' ' || s[i] == '\t') {
+		i++
+	}
+	return i
 }

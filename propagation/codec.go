@@ -21,7 +21,21 @@ type Codec struct {
 	keys        []string
 	prefix      string // common prefix of keys, searched first
 	fields      []string
+
+	// keyHeaders are our baggage keys used as header names: markers too.
+	keyHeaders []name
+	// foreignKeys and foreignHeaders are other tools' routing keys, in
+	// baggage and as headers, that the codec does not read as its own
+	// and strips from untrusted sources (none with
+	// [KeepForeignRoutingKeys]).
+	foreignKeys    []string
+	foreignHeaders []name
 }
+
+// name is a carrier key, lower-case and in canonical MIME form.
+type name struct{ lower, canon string }
+
+func newName(s string) name { return name{strings.ToLower(s), canonical(s)} }
 
 // Markers is what [Codec.Read] found on a carrier.
 type Markers struct {
@@ -69,7 +83,40 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	if c.header != "" {
 		c.fields = append(c.fields, c.header)
 	}
+	for _, k := range c.keys {
+		c.keyHeaders = append(c.keyHeaders, newName(k))
+	}
+
+	if !cfg.keepForeign {
+		for _, k := range [...]string{SignadotKey, OktetoKey} {
+			if c.kind(k) == kindNone {
+				c.foreignKeys = append(c.foreignKeys, k)
+			}
+		}
+		for _, h := range [...]string{SignadotJaegerHeader, SignadotDatadogHeader} {
+			c.foreignHeaders = append(c.foreignHeaders, newName(h))
+		}
+	}
 	return c, nil
+}
+
+// keyHeader reports whether carrier holds a header named as one of our
+// baggage keys.
+func (c *Codec) keyHeader(carrier otelprop.TextMapCarrier, one *[1]string) bool {
+	for _, k := range c.keyHeaders {
+		if len(values(carrier, k.lower, k.canon, one)) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Codec) errKeyHeader() error {
+	via := "baggage"
+	if c.cfg.header != "" {
+		via = c.cfg.header + " or baggage"
+	}
+	return fmt.Errorf("%w: a header is named as a baggage member key (%s): send the sandbox in %s", ErrMalformed, strings.Join(c.keys, ", "), via)
 }
 
 // Fields returns the carrier keys the codec reads and writes, lower-case.
@@ -114,11 +161,14 @@ func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
 	var err error
 	if c.header != "" {
 		for _, v := range values(carrier, c.header, c.headerCanon, &one) {
+			m.Found = true
 			v = trimOWS(v)
 			if v == "" {
+				if err == nil {
+					err = fmt.Errorf("%w: header %s is empty", ErrMalformed, c.cfg.header)
+				}
 				continue
 			}
-			m.Found = true
 			if m.Sandbox.ID != "" && m.Sandbox.ID != v && err == nil {
 				err = fmt.Errorf("%w: header %s has %s and %s", ErrConflict, c.cfg.header, quote(m.Sandbox.ID), quote(v))
 			}
@@ -128,6 +178,17 @@ func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
 	headerID := m.Sandbox.ID
 	if berr := c.scanBaggage(values(carrier, baggageHeader, "Baggage", &one), &m, headerID); berr != nil {
 		err = berr // the baggage error names the problem more precisely
+	}
+	// A header named as one of our baggage keys (kcat -H sandbox.id=pr-1)
+	// is a marker that no hop of ours writes: unreadable, never ignored.
+	// In an http.Header it is looked up only when other markers are
+	// there: each lookup would cost about a third of reading a request
+	// without markers.
+	if _, isHTTP := carrier.(otelprop.HeaderCarrier); (!isHTTP || m.Found) && c.keyHeader(carrier, &one) {
+		m.Found = true
+		if err == nil {
+			err = c.errKeyHeader()
+		}
 	}
 	if err != nil || !m.Found {
 		return m, err
@@ -180,17 +241,27 @@ func (c *Codec) mirror(ctx context.Context, s Sandbox) context.Context {
 // StripContext returns ctx without a sandbox and without our members in its
 // OpenTelemetry baggage: the context-side counterpart of [Codec.Strip], for
 // middleware running behind instrumentation that has already extracted
-// markers it then decides not to trust. It returns ctx itself when there is
-// nothing to remove.
+// markers it then decides not to trust. Our members go under every
+// spelling a parser reads as them, and so do the foreign routing keys
+// [Codec.Strip] removes. It returns ctx itself when there is nothing to
+// remove.
 func (c *Codec) StripContext(ctx context.Context) context.Context {
+	return c.stripContext(ctx, true)
+}
+
+// stripContext is StripContext; foreign routing keys go too when
+// dropForeign is set.
+func (c *Codec) stripContext(ctx context.Context, dropForeign bool) context.Context {
 	ctx = ContextWithoutSandbox(ctx)
 	bag := baggage.FromContext(ctx)
 	if bag.Len() == 0 {
 		return ctx
 	}
 	clean := bag
-	for _, k := range c.keys {
-		clean = clean.DeleteMember(k)
+	for _, mem := range bag.Members() {
+		if k, _ := c.classify(mem.Key()); k != kindNone || dropForeign && c.foreign(mem.Key()) {
+			clean = clean.DeleteMember(mem.Key())
+		}
 	}
 	if clean.Len() == bag.Len() {
 		return ctx
@@ -247,13 +318,15 @@ func (c *Codec) InjectSandbox(s Sandbox, carrier otelprop.TextMapCarrier) {
 		b.WriteByte('=')
 		escapeTo(&b, s.Origin)
 	}
-	c.appendForeign(&b, existing)
+	c.appendOthers(&b, existing, false)
 	setHeader(carrier, baggageHeader, "Baggage", b.String())
 }
 
-// appendForeign appends to b every member of lines that is not one of ours,
-// each preceded by a comma when b is not empty.
-func (c *Codec) appendForeign(b *strings.Builder, lines []string) {
+// appendOthers appends to b every member of lines that is not one of ours
+// under any spelling a parser reads as ours (see [Codec.classify]), nor,
+// when dropForeign is set, another tool's routing key; each preceded by a
+// comma when b is not empty.
+func (c *Codec) appendOthers(b *strings.Builder, lines []string, dropForeign bool) {
 	for _, line := range lines {
 		for line != "" {
 			var member string
@@ -262,24 +335,89 @@ func (c *Codec) appendForeign(b *strings.Builder, lines []string) {
 			if member == "" {
 				continue
 			}
-			key, _, _ := strings.Cut(member, "=")
-			key, _, _ = strings.Cut(key, ";")
-			if c.kind(trimOWS(key)) == kindNone {
-				if b.Len() > 0 {
-					b.WriteByte(',')
-				}
-				b.WriteString(member)
+			raw := member[:keyEnd(member)]
+			if k, _ := c.classify(raw); k != kindNone {
+				continue
 			}
+			if dropForeign && c.foreign(raw) {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(member)
 		}
 	}
 }
 
-// Strip removes every marker of ours from carrier: the dedicated header and
-// our baggage members (ID, actor, origin, ticket and the compatibility keys
-// the codec reads), leaving every other baggage member as it was.
+// foreign reports whether the raw key of a baggage member is, to any
+// parser, one of the foreign routing keys the codec strips.
+func (c *Codec) foreign(raw string) bool {
+	key := trimOWS(raw)
+	if lenient(raw) {
+		key = normalizeKey(raw)
+	}
+	for _, k := range c.foreignKeys {
+		if key == k {
+			return true
+		}
+	}
+	return false
+}
+
+// Foreign reports whether carrier holds a routing key of another tool that
+// the codec does not read as its own: Signadot's sd-routing-key or
+// Okteto's okteto-divert in baggage (unless [WithSignadot] or [WithOkteto]
+// make it ours), or Signadot's header forms ([SignadotJaegerHeader], [SignadotDatadogHeader]). A hop of
+// those tools acts on them, so middleware strips them from untrusted
+// sources, with an audit record, as it strips our markers. It is always
+// false with [KeepForeignRoutingKeys]. It does not allocate unless a
+// baggage key is percent-encoded.
+func (c *Codec) Foreign(carrier otelprop.TextMapCarrier) bool {
+	if len(c.foreignKeys) == 0 && len(c.foreignHeaders) == 0 {
+		return false
+	}
+	var one [1]string
+	for _, h := range c.foreignHeaders {
+		if len(values(carrier, h.lower, h.canon, &one)) > 0 {
+			return true
+		}
+	}
+	for _, line := range values(carrier, baggageHeader, "Baggage", &one) {
+		hit := strings.IndexByte(line, '%') >= 0
+		for _, k := range c.foreignKeys {
+			hit = hit || strings.Contains(line, k)
+		}
+		if !hit {
+			continue
+		}
+		for line != "" {
+			var member string
+			member, line, _ = strings.Cut(line, ",")
+			if c.foreign(member[:keyEnd(member)]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Strip removes every marker of ours from carrier, and every foreign
+// routing key [Codec.Foreign] reports: the dedicated header, headers named
+// as our baggage keys, our baggage members (ID, actor, origin, ticket and
+// the compatibility keys the codec reads) under every spelling a parser may
+// read as them, and the foreign keys' members and headers. Every other
+// baggage member is left as it was. Afterwards no parser a hop may run
+// (OpenTelemetry's, a lenient W3C one) reads any of our keys on carrier.
 func (c *Codec) Strip(carrier otelprop.TextMapCarrier) {
 	if c.header != "" {
 		deleteHeader(carrier, c.header, c.headerCanon)
+	}
+	for _, h := range c.keyHeaders {
+		deleteHeader(carrier, h.lower, h.canon)
+	}
+	for _, h := range c.foreignHeaders {
+		deleteHeader(carrier, h.lower, h.canon)
 	}
 	var one [1]string
 	existing := values(carrier, baggageHeader, "Baggage", &one)
@@ -287,7 +425,7 @@ func (c *Codec) Strip(carrier otelprop.TextMapCarrier) {
 		return
 	}
 	var b strings.Builder
-	c.appendForeign(&b, existing)
+	c.appendOthers(&b, existing, true)
 	if b.Len() == 0 {
 		deleteHeader(carrier, baggageHeader, "Baggage")
 		return
@@ -312,6 +450,8 @@ func deleteHeader(carrier otelprop.TextMapCarrier, key, canon string) {
 	switch cr := carrier.(type) {
 	case otelprop.HeaderCarrier:
 		delete(cr, canon)
+	case otelprop.MapCarrier:
+		delete(cr, key)
 	case deleter:
 		cr.Delete(key)
 	default:
@@ -334,9 +474,10 @@ func (c *Codec) InjectTicket(ticket string, carrier otelprop.TextMapCarrier) {
 			var member string
 			member, line, _ = strings.Cut(line, ",")
 			member = trimOWS(member)
-			key, _, _ := strings.Cut(member, "=")
-			key, _, _ = strings.Cut(key, ";")
-			if member == "" || trimOWS(key) == c.cfg.ticketKey {
+			if member == "" {
+				continue
+			}
+			if k, _ := c.classify(member[:keyEnd(member)]); k == kindTicket {
 				continue
 			}
 			if b.Len() > 0 {

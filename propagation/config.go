@@ -23,6 +23,13 @@ const (
 	baggageHeader = "baggage"
 )
 
+// The header forms of Signadot's routing key that Signadot reads besides
+// baggage: Jaeger's and Datadog's (OpenTracing) baggage headers.
+const (
+	SignadotJaegerHeader  = "uberctx-sd-routing-key"
+	SignadotDatadogHeader = "ot-baggage-sd-routing-key"
+)
+
 // W3C Baggage limits.
 const (
 	// MaxBaggageMembers is the most list-members a baggage may hold.
@@ -49,6 +56,8 @@ type config struct {
 	ticketKey string
 	compat    []string
 	mirror    bool
+
+	keepForeign bool
 }
 
 func newConfig(opts []Option) config {
@@ -107,6 +116,16 @@ func WithBaggageMirror() Option {
 	return optionFunc(func(c *config) { c.mirror = true })
 }
 
+// KeepForeignRoutingKeys makes [Codec.Strip] leave other tools' routing
+// keys (see [Codec.Foreign]) in place, and [Codec.Foreign] report none, so
+// that middleware no longer strips them from untrusted sources. By default
+// they are stripped: a Signadot or Okteto hop further on would act on a
+// key an outsider wrote. Use it only when those tools' own edge filters
+// their keys.
+func KeepForeignRoutingKeys() Option {
+	return optionFunc(func(c *config) { c.keepForeign = true })
+}
+
 func appendUnique(s []string, v string) []string {
 	for _, x := range s {
 		if x == v {
@@ -155,6 +174,10 @@ func isToken(s string) bool {
 		}
 	}
 	return true
+}
+
+func isTokenChar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
 func canonical(name string) string { return textproto.CanonicalMIMEHeaderKey(name) }

@@ -16,7 +16,30 @@
 // All names are configurable ([WithHeader], [WithBaggageKeys]). When both
 // carriers are present they must agree. An optional signed ticket
 // (sandbox.ticket, see [Signer] and [Verifier]) binds an ID, actor and
-// origin to an expiry.
+// origin to an expiry; a [Verifier] accepts it only within its maximum
+// lifetime ([DefaultMaxTicketLifetime]) and in its one canonical spelling.
+//
+// # What counts as a marker
+//
+// A marker is anything any hop may read as one, not only what the codec
+// writes: our keys under every spelling that OpenTelemetry Go's baggage
+// parser (which trims every Unicode space around a key) or a lenient one
+// (OpenTelemetry JS and Python percent-decode keys, Python reads '+' as a
+// space) takes for ours; an empty dedicated header; and a header named as
+// one of our baggage keys (a Kafka record header "sandbox.id", as kcat -H
+// writes it). [Codec.Read] finds them all ([Markers.Found]) and reads them
+// only when every parser reads one value: a lookalike key, a value with
+// bytes OpenTelemetry trims or rejects, or properties it drops make the
+// markers unreadable. [Codec.Strip] removes every one of them, and
+// [Codec.Inject] never keeps a lookalike next to ours. In an http.Header a
+// header named as a baggage key is looked up only beside other markers
+// (the lookup would cost a third of the no-marker path).
+//
+// Other tools' routing keys (Signadot's sd-routing-key in baggage and its
+// header forms [SignadotJaegerHeader] and [SignadotDatadogHeader], Okteto's
+// okteto-divert) are not ours unless [WithSignadot] or [WithOkteto] make
+// them so; [Codec.Strip] removes them too, and [Codec.Foreign] reports
+// them, unless [KeepForeignRoutingKeys].
 //
 // # Strict and lenient extraction
 //
@@ -30,7 +53,9 @@
 // [Propagator] implements OpenTelemetry's TextMapPropagator for services that
 // only use OpenTelemetry instrumentation. That interface cannot return an
 // error, so it hands extraction errors to otel.Handle and leaves the context
-// without a sandbox. Compose it after the baggage propagator:
+// without a sandbox, and without our members in its OpenTelemetry baggage,
+// so that such a hop never forwards markers it could not read. Compose it
+// after the baggage propagator (the order matters for Extract too):
 //
 //	otel.SetTextMapPropagator(otelprop.NewCompositeTextMapPropagator(
 //		otelprop.TraceContext{}, otelprop.Baggage{}, propagation.NewPropagator(nil)))

@@ -82,3 +82,32 @@ func ExampleSigner() {
 	// <nil>
 	// true
 }
+
+// A ticket must expire within the verifier's maximum lifetime (24 hours
+// unless WithMaxLifetime says otherwise), however it is signed.
+func ExampleVerifier_WithMaxLifetime() {
+	key := propagation.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	signer, _ := propagation.NewSigner(key)
+	verifier, _ := propagation.NewVerifier(key)
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	sb := propagation.Sandbox{ID: "pr-42", Actor: "alice"}
+
+	ticket, _ := signer.SignUntil(sb, now.Add(72*time.Hour))
+	fmt.Println(verifier.VerifyAt(sb, ticket, now))
+
+	week, _ := verifier.WithMaxLifetime(7 * 24 * time.Hour)
+	fmt.Println(week.VerifyAt(sb, ticket, now))
+	// Output:
+	// propagation: invalid sandbox ticket: expires at 2030-01-04T00:00:00Z, more than 24h0m0s ahead (the verifier's maximum lifetime)
+	// <nil>
+}
+
+// Markers that only some parser reads as ours are found, and unreadable:
+// here a no-break space before the key, which OpenTelemetry Go trims.
+func ExampleCodec_Read_lookalike() {
+	h := http.Header{"Baggage": {"\u00a0sandbox.id=pr-1"}}
+	m, err := propagation.Default().Read(otelprop.HeaderCarrier(h))
+	fmt.Println(m.Found, err)
+	// Output:
+	// true propagation: malformed sandbox marker: baggage key "\u00a0sandbox.id" reads as "sandbox.id" to a lenient parser
+}

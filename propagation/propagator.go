@@ -8,15 +8,22 @@ import (
 )
 
 // Propagator is an OpenTelemetry TextMapPropagator for the sandbox. Compose
-// it after OpenTelemetry's Baggage propagator, whose Inject replaces the
-// whole baggage header:
+// it after OpenTelemetry's Baggage propagator:
 //
 //	otelprop.NewCompositeTextMapPropagator(otelprop.TraceContext{}, otelprop.Baggage{}, propagation.NewPropagator(nil))
 //
+// The order matters both ways. On Inject, Baggage replaces the whole
+// baggage header, and ours then merges the sandbox into it. On Extract,
+// Baggage has already put every member, ours included, into the context's
+// OpenTelemetry baggage; when our markers cannot be read, ours takes them
+// out again, so that the hop does not send them on.
+//
 // Extract is lenient, as the interface requires: markers that cannot be
-// read leave the context without a sandbox, and the error goes to
-// otel.Handle. The library's own middleware uses the strict
-// [Codec.Extract] instead.
+// read leave the context without a sandbox and without our members (under
+// any spelling, see [Codec.Strip]) in its OpenTelemetry baggage, and the
+// error goes to otel.Handle. A hop that runs only OpenTelemetry
+// instrumentation therefore forwards either a readable sandbox or none.
+// The library's own middleware uses the strict [Codec.Extract] instead.
 type Propagator struct {
 	codec *Codec
 }
@@ -45,11 +52,14 @@ func (p Propagator) Inject(ctx context.Context, carrier otelprop.TextMapCarrier)
 }
 
 // Extract returns ctx carrying the sandbox on carrier. Unreadable markers are
-// reported to otel.Handle and ctx is returned without a sandbox.
+// reported to otel.Handle, and ctx is returned without a sandbox and with
+// our members removed from its OpenTelemetry baggage ([Codec.StripContext]).
 func (p Propagator) Extract(ctx context.Context, carrier otelprop.TextMapCarrier) context.Context {
-	out, err := p.c().Extract(ctx, carrier)
+	c := p.c()
+	out, err := c.Extract(ctx, carrier)
 	if err != nil {
 		otel.Handle(err)
+		return c.stripContext(ctx, false)
 	}
 	return out
 }

@@ -90,10 +90,22 @@ func (s *Signer) SignUntil(sb Sandbox, exp time.Time) (string, error) {
 	return ticketVersion + "." + s.key.ID + "." + strconv.FormatInt(e, 10) + "." + base64.RawURLEncoding.EncodeToString(sig), nil
 }
 
+// DefaultMaxTicketLifetime is the longest a ticket may still be valid, by
+// default, when a [Verifier] checks it.
+const DefaultMaxTicketLifetime = 24 * time.Hour
+
 // Verifier checks tickets against a set of keys. It is safe for concurrent
 // use.
+//
+// A ticket has one spelling: the expiry in decimal without a sign or
+// leading zeros, the signature in canonical unpadded base64url. A ticket
+// whose expiry lies further ahead than the verifier's maximum lifetime
+// ([DefaultMaxTicketLifetime] unless [Verifier.WithMaxLifetime] says
+// otherwise) is invalid, however it is signed: a leaked key must not mint
+// tickets that outlive its rotation.
 type Verifier struct {
-	keys map[string][]byte
+	keys   map[string][]byte
+	maxTTL time.Duration
 }
 
 // NewVerifier returns a Verifier accepting tickets signed with any of keys.
@@ -101,7 +113,7 @@ func NewVerifier(keys ...Key) (*Verifier, error) {
 	if len(keys) == 0 {
 		return nil, errors.New("propagation: a ticket verifier needs at least one key")
 	}
-	v := &Verifier{keys: make(map[string][]byte, len(keys))}
+	v := &Verifier{keys: make(map[string][]byte, len(keys)), maxTTL: DefaultMaxTicketLifetime}
 	for _, k := range keys {
 		if err := k.validate(); err != nil {
 			return nil, err
@@ -114,13 +126,31 @@ func NewVerifier(keys ...Key) (*Verifier, error) {
 	return v, nil
 }
 
+// WithMaxLifetime returns a copy of v that rejects tickets expiring more
+// than d after the time they are checked at. d must be positive; v is not
+// changed.
+func (v *Verifier) WithMaxLifetime(d time.Duration) (*Verifier, error) {
+	if d <= 0 {
+		return nil, fmt.Errorf("propagation: maximum ticket lifetime %v must be positive", d)
+	}
+	out := *v
+	out.maxTTL = d
+	return &out, nil
+}
+
+// MaxLifetime returns the longest a ticket may still be valid when v
+// checks it.
+func (v *Verifier) MaxLifetime() time.Duration { return v.maxTTL }
+
 // Verify reports whether ticket is valid now for sb.
 func (v *Verifier) Verify(sb Sandbox, ticket string) error {
 	return v.VerifyAt(sb, ticket, time.Now())
 }
 
-// VerifyAt reports whether ticket is valid at time now for sb. The error
-// wraps [ErrTicketInvalid], [ErrTicketExpired] or [ErrUnknownKey].
+// VerifyAt reports whether ticket is valid at time now for sb: well formed
+// in its one spelling, signed by a key v holds for exactly sb, not expired,
+// and expiring at most the maximum lifetime after now. The error wraps
+// [ErrTicketInvalid], [ErrTicketExpired] or [ErrUnknownKey].
 func (v *Verifier) VerifyAt(sb Sandbox, ticket string, now time.Time) error {
 	ver, rest, ok1 := strings.Cut(ticket, ".")
 	kid, rest, ok2 := strings.Cut(rest, ".")
@@ -133,18 +163,21 @@ func (v *Verifier) VerifyAt(sb Sandbox, ticket string, now time.Time) error {
 		return fmt.Errorf("%w: %s", ErrUnknownKey, quote(kid))
 	}
 	exp, err := strconv.ParseInt(expStr, 10, 64)
-	if err != nil {
-		return fmt.Errorf("%w: bad expiry %s", ErrTicketInvalid, quote(expStr))
+	if err != nil || exp <= 0 || strconv.FormatInt(exp, 10) != expStr {
+		return fmt.Errorf("%w: bad expiry %s (want Unix seconds in decimal, without sign or leading zeros)", ErrTicketInvalid, quote(expStr))
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(sigStr)
-	if err != nil {
-		return fmt.Errorf("%w: bad signature encoding", ErrTicketInvalid)
+	sig, err := base64.RawURLEncoding.Strict().DecodeString(sigStr)
+	if err != nil || len(sig) != sha256.Size {
+		return fmt.Errorf("%w: bad signature encoding (want %d bytes in canonical unpadded base64url)", ErrTicketInvalid, sha256.Size)
 	}
 	if !hmac.Equal(sig, mac(Key{ID: kid, Secret: secret}, sb, exp)) {
 		return fmt.Errorf("%w: signature does not match sandbox %s, actor %s, origin %s", ErrTicketInvalid, quote(sb.ID), quote(sb.Actor), quote(sb.Origin))
 	}
 	if now.Unix() >= exp {
 		return fmt.Errorf("%w: at %s", ErrTicketExpired, time.Unix(exp, 0).UTC().Format(time.RFC3339))
+	}
+	if max := v.maxTTL; exp-now.Unix() > int64(max/time.Second) {
+		return fmt.Errorf("%w: expires at %s, more than %v ahead (the verifier's maximum lifetime)", ErrTicketInvalid, time.Unix(exp, 0).UTC().Format(time.RFC3339), max)
 	}
 	return nil
 }

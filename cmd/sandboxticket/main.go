@@ -10,7 +10,10 @@
 // ready for curl -H. The secret (at least 32 bytes) comes from the
 // environment variable SANDBOXKIT_TICKET_SECRET or from -secret-file, never
 // from a flag that would land in shell history; -key-id names it (the
-// verifier must hold a key with the same ID).
+// verifier must hold a key with the same ID). Verifiers reject tickets that
+// expire more than their maximum lifetime ahead (24h by default), so -ttl
+// may not exceed -max-ttl (default 24h); raise both only for a verifier
+// built with WithMaxLifetime.
 package main
 
 import (
@@ -40,6 +43,7 @@ func run(args []string, getenv func(string) string, out io.Writer) error {
 	actor := fs.String("actor", "", "who the sandbox belongs to")
 	origin := fs.String("origin", "", "pull request or dev session")
 	ttl := fs.Duration("ttl", 2*time.Hour, "how long the ticket is valid")
+	maxTTL := fs.Duration("max-ttl", propagation.DefaultMaxTicketLifetime, "the verifier's maximum ticket lifetime (propagation.Verifier.WithMaxLifetime); -ttl may not exceed it")
 	keyID := fs.String("key-id", "default", "ID of the signing key")
 	secretFile := fs.String("secret-file", "", "file holding the signing secret (default: $SANDBOXKIT_TICKET_SECRET)")
 	curl := fs.Bool("curl", false, "print as a curl -H argument")
@@ -51,6 +55,9 @@ func run(args []string, getenv func(string) string, out io.Writer) error {
 	}
 	if *ttl <= 0 {
 		return errors.New("-ttl must be positive")
+	}
+	if *ttl > *maxTTL {
+		return fmt.Errorf("-ttl %v exceeds -max-ttl %v: a verifier with that maximum lifetime rejects the ticket", *ttl, *maxTTL)
 	}
 	secret := getenv("SANDBOXKIT_TICKET_SECRET")
 	if *secretFile != "" {

@@ -58,6 +58,7 @@ func TestRunErrors(t *testing.T) {
 		{name: "bad id", args: []string{"-id", "PR_1"}, secret: secret, wantErr: propagation.ErrInvalidID},
 		{name: "zero ttl", args: []string{"-id", "pr-1", "-ttl", "0s"}, secret: secret, want: "-ttl must be positive"},
 		{name: "negative ttl", args: []string{"-id", "pr-1", "-ttl", "-1h"}, secret: secret, want: "-ttl must be positive"},
+		{name: "ttl beyond the default maximum lifetime", args: []string{"-id", "pr-1", "-ttl", "25h"}, secret: secret, want: "exceeds -max-ttl 24h0m0s"},
 		{name: "no secret", args: []string{"-id", "pr-1"}, want: "no signing secret"},
 		{name: "short secret", args: []string{"-id", "pr-1"}, secret: secret[:31], want: "want at least 32"},
 		{name: "bad key id", args: []string{"-id", "pr-1", "-key-id", "k 1"}, secret: secret, want: "may hold only letters"},

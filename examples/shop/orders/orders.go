@@ -88,7 +88,9 @@ func (s *service) place(w http.ResponseWriter, r *http.Request) {
 		 RETURNING id, current_database()`,
 		o.Item, o.Qty, o.TotalCents, o.PricedBy).Scan(&p.ID, &p.Database)
 	switch {
-	case errors.Is(err, dbroute.ErrNoTestDatabase):
+	case errors.Is(err, dbroute.ErrNoTestDatabase), errors.Is(err, dbroute.ErrUnavailable):
+		// No test database for the sandbox, or the database is down for
+		// now: either way the caller may retry later.
 		http.Error(w, "orders: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	case err != nil:

@@ -1,0 +1,106 @@
+package dbroute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Errors. Every error a [Router] or a provider returns for a sandbox
+// request falls in one of these classes, found with [errors.Is] whether
+// the failure arose while the test database was provisioned and its pool
+// opened (first use) or on a pool already open (later use):
+//
+//   - [ErrNoTestDatabase]: permanent until someone changes the
+//     configuration — the sandbox has no test database configured, is not
+//     in the route table, has an invalid ID, its migration fails, or its
+//     test database is the baseline's. [ErrNotOwned] refines it: an object
+//     of the sandbox's name exists that the library did not create.
+//   - [ErrUnavailable]: transient — the test database (or the server that
+//     creates it) cannot be reached now, or the open did not finish in
+//     time. Retry later. [ErrPoolLimit] refines it: every sandbox pool the
+//     router may keep ([WithMaxPools]) is busy and the caller's context
+//     ended while it waited for one.
+//   - [ErrSandboxOnBaseline]: a baseline pool or connection protected by
+//     [Guard] refused a statement with a sandbox context.
+//   - [ErrClosed]: the router was closed.
+//
+// Errors the server reports about the statement itself (syntax, a
+// constraint) are pgx's own and wrap none of these. Later-use failures are
+// classified on the router's methods, their rows, rows, batch results and
+// transactions; a connection from [Router.Acquire] or a pool from
+// [Router.Pool] is pgx's own, and its methods' errors are not.
+var (
+	// ErrNoTestDatabase reports a sandbox request for which no test
+	// database can be used. The request is refused: it never falls back to
+	// the baseline.
+	ErrNoTestDatabase = errors.New("dbroute: no test database for the sandbox")
+	// ErrUnavailable reports a sandbox's test database that cannot be
+	// reached now: a transient failure, never a reason to use the
+	// baseline.
+	ErrUnavailable = errors.New("dbroute: test database unavailable")
+	// ErrPoolLimit reports a sandbox request that waited for a pool slot
+	// ([WithMaxPools]) until its context ended. Errors wrapping it also
+	// wrap [ErrUnavailable].
+	ErrPoolLimit = errors.New("dbroute: every sandbox pool is in use")
+	// ErrSandboxOnBaseline reports a sandbox context used on a baseline
+	// pool protected by [Guard].
+	ErrSandboxOnBaseline = errors.New("dbroute: sandbox context on the baseline pool")
+	// ErrNotOwned reports a database or schema that has a name the library
+	// would use but was not created by it (its marker is missing or
+	// belongs to another name). The library never uses or drops it.
+	// Errors of a sandbox request that wrap it also wrap
+	// [ErrNoTestDatabase].
+	ErrNotOwned = errors.New("dbroute: database object not created by dbroute")
+	// ErrClosed reports a sandbox request on a closed [Router].
+	ErrClosed = errors.New("dbroute: router closed")
+)
+
+// unreachable reports whether err says the server could not be reached or
+// the connection was lost, rather than that the server refused the
+// statement.
+func unreachable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		// 08: connection exception; 57P01-03: shutdown, crash, cannot
+		// connect now; 53300: too many connections.
+		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P") || pe.Code == "53300"
+	}
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	return errors.As(err, &ce) || errors.As(err, &ne) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, net.ErrClosed) ||
+		strings.Contains(err.Error(), "conn closed")
+}
+
+// classify makes a provisioning or opening failure of sandbox id wrap
+// exactly one class: ErrUnavailable when the server could not be reached,
+// else ErrNoTestDatabase (unless it already wraps a class).
+func classify(id string, err error) error {
+	switch {
+	case err == nil, errors.Is(err, ErrNoTestDatabase), errors.Is(err, ErrUnavailable),
+		errors.Is(err, ErrClosed), errors.Is(err, ErrSandboxOnBaseline):
+		return err
+	case errors.Is(err, ErrNotOwned):
+		return fmt.Errorf("%w: sandbox %q: %w", ErrNoTestDatabase, id, err)
+	case unreachable(err):
+		return fmt.Errorf("%w: sandbox %q: %w", ErrUnavailable, id, err)
+	}
+	return fmt.Errorf("%w: sandbox %q: %w", ErrNoTestDatabase, id, err)
+}
+
+// later classifies an error of a statement on sandbox id's open pool: a
+// lost or refused connection wraps ErrUnavailable; anything else (the
+// server's verdict on the statement) is returned as it is.
+func later(id string, err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoTestDatabase) || !unreachable(err) {
+		return err
+	}
+	return fmt.Errorf("%w: sandbox %q: %w", ErrUnavailable, id, err)
+}

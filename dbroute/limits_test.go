@@ -1,0 +1,420 @@
+package dbroute_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/internal/clocktest"
+)
+
+// openCounter counts the Open calls of the provider it wraps.
+type openCounter struct {
+	dbroute.Provider
+	opens sync.Map // id -> *atomic.Int32
+}
+
+func (c *openCounter) Open(ctx context.Context, id, key string) (*pgxpool.Config, error) {
+	n, _ := c.opens.LoadOrStore(id, new(atomic.Int32))
+	n.(*atomic.Int32).Add(1)
+	return c.Provider.Open(ctx, id, key)
+}
+
+func (c *openCounter) count(id string) int32 {
+	n, ok := c.opens.Load(id)
+	if !ok {
+		return 0
+	}
+	return n.(*atomic.Int32).Load()
+}
+
+// poolLimitCounts returns the pool-limit metric by outcome.
+func poolLimitCounts(t *testing.T, rd *sdkmetric.ManualReader) map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := rd.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != dbroute.MetricPoolLimit {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+				v, _ := dp.Attributes.Value(dbroute.AttrOutcome)
+				out[v.AsString()] += dp.Value
+			}
+		}
+	}
+	return out
+}
+
+// TestPoolLimit: with more busy sandboxes than WithMaxPools, a pool in use
+// is never evicted; a request waits for a slot until its context ends
+// (ErrPoolLimit, transient), or until a pool is free and has had its turn;
+// a reopened pool is not provisioned again; the metric and the audit say
+// when the limit bit.
+func TestPoolLimit(t *testing.T) {
+	t.Parallel()
+	e := server(t)
+	dsn := e.target(t, "limit")
+	static, err := dbroute.Static(map[string]string{"a": dsn, "b": dsn, "c": dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &openCounter{Provider: static}
+	clk := clocktest.New()
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	logger := slog.New(slog.NewJSONHandler(writerFunc(func(b []byte) (int, error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logs.Write(b)
+	}), nil))
+	rd := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	r := newRouter(t, e, p, dbroute.WithMaxPools(2), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0),
+		dbroute.WithClock(clk.Now), dbroute.WithLogger(logger), dbroute.WithMeterProvider(mp))
+	// a and b are busy: each holds a transaction.
+	txs := map[string]pgx.Tx{}
+	for _, id := range []string{"a", "b"} {
+		tx, err := r.Begin(sandboxCtx(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		txs[id] = tx
+		if _, err := tx.Exec(sandboxCtx(id), "INSERT INTO items (owner) VALUES ($1)", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.Advance(2 * time.Minute) // both had their turn; still in use
+
+	ctx, cancel := context.WithTimeout(sandboxCtx("c"), 100*time.Millisecond)
+	_, err = r.Exec(ctx, "INSERT INTO items (owner) VALUES ('c')")
+	cancel()
+	if !errors.Is(err, dbroute.ErrPoolLimit) || !errors.Is(err, dbroute.ErrUnavailable) || errors.Is(err, dbroute.ErrNoTestDatabase) {
+		t.Fatalf("every pool in use: err = %v, want ErrPoolLimit and ErrUnavailable", err)
+	}
+	if got := r.OpenPools(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("open pools = %v: a pool in use was evicted", got)
+	}
+	if got := poolLimitCounts(t, rd); got[dbroute.OutcomeWaited] != 1 || got[dbroute.OutcomeGaveUp] != 1 {
+		t.Errorf("pool limit metric = %v, want waited 1, gave_up 1", got)
+	}
+	logMu.Lock()
+	audit := logs.String()
+	logMu.Unlock()
+	if !strings.Contains(audit, `"decision":"throttled"`) || !strings.Contains(audit, "WithMaxPools") {
+		t.Errorf("no throttled audit record for the wait:\n%s", audit)
+	}
+
+	// a's transaction ends: its pool is free (and has had its turn), so c
+	// takes its slot.
+	if err := txs["a"].Commit(sandboxCtx("a")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Exec(sandboxCtx("c"), "INSERT INTO items (owner) VALUES ('c')"); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.OpenPools(); !slices.Equal(got, []string{"b", "c"}) {
+		t.Errorf("open pools = %v, want [b c]", got)
+	}
+
+	// a comes back: b is busy, c is free but has not had its turn, so a
+	// waits until the clock says it has.
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(sandboxCtx("a"), 30*time.Second)
+		defer cancel()
+		_, err := r.Exec(ctx, "INSERT INTO items (owner) VALUES ('a')")
+		done <- err
+	}()
+	for poolLimitCounts(t, rd)[dbroute.OutcomeWaited] != 2 {
+		select {
+		case err := <-done:
+			t.Fatalf("a did not wait for c's turn: %v", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	clk.Advance(2 * time.Minute)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := r.OpenPools(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("open pools = %v, want [a b]", got)
+	}
+	if err := txs["b"].Commit(sandboxCtx("b")); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		if n := p.count(id); n != 1 {
+			t.Errorf("provider opened %s %d times: reopening provisioned again", id, n)
+		}
+	}
+	dsnT, table := e.targetItems("limit")
+	if n := count(t, dsnT, "SELECT count(*) FROM "+table); n != 4 {
+		t.Errorf("%d rows, want 4", n)
+	}
+}
+
+// TestRouterRefusesBaselineWhateverTheSpelling: the servers, not the
+// connection strings, say whether a test database is the baseline.
+func TestRouterRefusesBaselineWhateverTheSpelling(t *testing.T) {
+	t.Parallel()
+	e := server(t)
+	base := e.baseline(t)
+	role := "x" + e.tag + "plain"
+	e.exec(t, "CREATE ROLE "+pgx.Identifier{role}.Sanitize()+" LOGIN")
+	t.Cleanup(func() { e.admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{role}.Sanitize()) })
+	db := shared.baseline
+	spellings := map[string]string{
+		"localhost":     "postgres://postgres@localhost:5432/" + db,
+		"multi-host":    "postgres://postgres@127.0.0.1:1,127.0.0.1:5432/" + db,
+		"unix-socket":   "host=/var/run/postgresql user=postgres dbname=" + db,
+		"non-superuser": "postgres://" + role + "@localhost:5432/" + db,
+		"keyword-dsn":   "host=127.0.0.1 port=5432 user=postgres dbname=" + db + " search_path=elsewhere",
+	}
+	dsns := map[string]string{"other-db": "postgres://postgres@localhost:5432/" + shared.schemas}
+	for name, dsn := range spellings {
+		dsns[name] = dsn
+	}
+	p, err := dbroute.Static(dsns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := routerOn(t, base, p)
+	for name := range spellings {
+		_, err := r.Exec(sandboxCtx(name), "CREATE TABLE IF NOT EXISTS leaked (v int)")
+		if !errors.Is(err, dbroute.ErrNoTestDatabase) || errors.Is(err, dbroute.ErrUnavailable) || !strings.Contains(err.Error(), "is the baseline database") {
+			t.Errorf("%s: err = %v, want ErrNoTestDatabase naming the baseline", name, err)
+		}
+	}
+	if err := r.Ping(sandboxCtx("other-db")); err != nil {
+		t.Errorf("another database on the same server: %v", err)
+	}
+	if n := count(t, e.dsn(db), "SELECT count(*) FROM pg_tables WHERE tablename = 'leaked'"); n != 0 {
+		t.Errorf("a sandbox statement reached the baseline database")
+	}
+}
+
+// countingTracer counts the statements it sees.
+type countingTracer struct{ n atomic.Int32 }
+
+func (c *countingTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+
+func (c *countingTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TestGuardPerStatement: a connection or transaction obtained with a
+// baseline context refuses every statement sent with a sandbox context.
+func TestGuardPerStatement(t *testing.T) {
+	t.Parallel()
+	e := server(t)
+	e.baseline(t)
+	cfg, err := pgxpool.ParseConfig(e.dsn(shared.baseline))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 2
+	cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{e.baseSch}.Sanitize()
+	tracer := &countingTracer{}
+	cfg.ConnConfig.Tracer = tracer
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	logger := slog.New(slog.NewJSONHandler(writerFunc(func(b []byte) (int, error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logs.Write(b)
+	}), nil))
+	dbroute.Guard(cfg, dbroute.WithLogger(logger))
+	base, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer base.Close()
+	bg, sb := context.Background(), sandboxCtx("pr-1")
+	insert := "INSERT INTO items (owner) VALUES ($1)"
+
+	c, err := base.Acquire(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	statements := map[string]func(ctx context.Context) error{
+		"Exec": func(ctx context.Context) error { _, err := c.Exec(ctx, insert, "pr-1"); return err },
+		"Exec without arguments": func(ctx context.Context) error {
+			_, err := c.Exec(ctx, "INSERT INTO items (owner) VALUES ('pr-1')")
+			return err
+		},
+		"Query": func(ctx context.Context) error {
+			rows, err := c.Query(ctx, insert+" RETURNING id", "pr-1")
+			if err != nil {
+				return err
+			}
+			rows.Close()
+			return rows.Err()
+		},
+		"QueryRow": func(ctx context.Context) error {
+			var id int64
+			return c.QueryRow(ctx, insert+" RETURNING id", "pr-1").Scan(&id)
+		},
+		"SendBatch": func(ctx context.Context) error {
+			b := &pgx.Batch{}
+			b.Queue(insert, "pr-1")
+			return c.SendBatch(ctx, b).Close()
+		},
+		"CopyFrom": func(ctx context.Context) error {
+			_, err := c.CopyFrom(ctx, pgx.Identifier{"items"}, []string{"owner"}, pgx.CopyFromRows([][]any{{"pr-1"}}))
+			return err
+		},
+		"Prepare": func(ctx context.Context) error {
+			_, err := c.Conn().Prepare(ctx, "ins", insert)
+			return err
+		},
+		"simple protocol": func(ctx context.Context) error {
+			_, err := c.Exec(ctx, insert, pgx.QueryExecModeSimpleProtocol, "pr-1")
+			return err
+		},
+	}
+	for name, stmt := range statements {
+		if err := stmt(sb); !errors.Is(err, dbroute.ErrSandboxOnBaseline) {
+			t.Errorf("acquired connection, %s: err = %v, want ErrSandboxOnBaseline", name, err)
+		}
+	}
+	if tracer.n.Load() != 0 {
+		t.Errorf("the user's tracer saw %d refused statements", tracer.n.Load())
+	}
+	// The connection is still good for production traffic.
+	if _, err := c.Exec(bg, "SELECT 1"); err != nil {
+		t.Fatalf("connection after refusals: %v", err)
+	}
+	if tracer.n.Load() != 1 {
+		t.Errorf("the user's tracer saw %d baseline statements, want 1", tracer.n.Load())
+	}
+	// A statement already in the connection's cache takes another path
+	// through pgx (no Prepare): still refused.
+	var got string
+	if err := c.QueryRow(bg, "SELECT $1::text", "x").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.QueryRow(sb, "SELECT $1::text", "x").Scan(&got); !errors.Is(err, dbroute.ErrSandboxOnBaseline) {
+		t.Errorf("cached statement: err = %v, want ErrSandboxOnBaseline", err)
+	}
+	c.Release()
+
+	// A transaction begun without a sandbox.
+	tx, err := base.Begin(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(bg, insert, "baseline-in-tx"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(sb, insert, "pr-1"); !errors.Is(err, dbroute.ErrSandboxOnBaseline) {
+		t.Errorf("transaction Exec: err = %v", err)
+	}
+	if err := tx.Commit(sb); !errors.Is(err, dbroute.ErrSandboxOnBaseline) {
+		t.Errorf("transaction Commit: err = %v", err)
+	}
+	tx.Rollback(bg)
+
+	dsn, table := e.baselineItems()
+	if n := count(t, dsn, "SELECT count(*) FROM "+table); n != 0 {
+		t.Errorf("baseline holds %d rows; the refused commit or a sandbox statement wrote", n)
+	}
+	if n := base.Stat().AcquiredConns(); n != 0 {
+		t.Errorf("%d connections still acquired", n)
+	}
+	// One audit record per refusal: the statements above, the cached
+	// one, and the transaction's Exec and Commit; then an acquisition.
+	if _, err := base.Exec(sb, "SELECT 1"); !errors.Is(err, dbroute.ErrSandboxOnBaseline) {
+		t.Errorf("pool Exec: err = %v", err)
+	}
+	logMu.Lock()
+	out := logs.String()
+	logMu.Unlock()
+	want := len(statements) + 1 + 2 + 1
+	if n := strings.Count(out, `"decision":"rejected"`); n != want || strings.Count(out, "\n") != want {
+		t.Errorf("%d rejected audit records (of %d), want %d:\n%s", n, strings.Count(out, "\n"), want, out)
+	}
+}
+
+// TestErrorClasses: one outage, one class, on first use and later use.
+func TestErrorClasses(t *testing.T) {
+	t.Parallel()
+	e := server(t)
+	proxy := newFaultProxy(t, "127.0.0.1:5432")
+	target := withSearchPath(t, proxy.dsn(shared.schemas), pgx.Identifier{"s" + e.tag + "cls"}.Sanitize())
+	e.target(t, "cls")
+	p, err := dbroute.Static(map[string]string{
+		"down":  "postgres://postgres@127.0.0.1:1/x?connect_timeout=5",
+		"later": target,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRouter(t, e, p)
+	isOnly := func(what string, err error, want error) {
+		t.Helper()
+		for _, class := range []error{dbroute.ErrNoTestDatabase, dbroute.ErrUnavailable, dbroute.ErrSandboxOnBaseline, dbroute.ErrClosed} {
+			if errors.Is(err, class) != (class == want) {
+				t.Errorf("%s: err = %v; errors.Is(%v) = %v", what, err, class, !(class == want))
+			}
+		}
+	}
+	// The server's verdict on a statement is pgx's own error, in no class.
+	_, err = r.Exec(sandboxCtx("later"), "SELEC 1")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		t.Errorf("syntax error: %v, want the server's PgError", err)
+	}
+	isOnly("syntax error", err, nil)
+	_, err = r.Exec(sandboxCtx("none"), "SELECT 1")
+	isOnly("no test database", err, dbroute.ErrNoTestDatabase)
+	_, err = r.Exec(sandboxCtx("down"), "SELECT 1")
+	isOnly("unreachable on first use", err, dbroute.ErrUnavailable)
+	_, err = r.Exec(context.Background(), "SELECT 1")
+	isOnly("baseline", err, nil)
+	_, err = r.Baseline().Exec(sandboxCtx("later"), "SELECT 1")
+	isOnly("guard", err, dbroute.ErrSandboxOnBaseline)
+
+	if _, err := r.Exec(sandboxCtx("later"), "INSERT INTO items (owner) VALUES ('later')"); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := r.Begin(sandboxCtx("later"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.close()
+	_, err = tx.Exec(sandboxCtx("later"), "SELECT 1")
+	isOnly("later use (transaction)", err, dbroute.ErrUnavailable)
+	tx.Rollback(context.Background()) // the test database goes away under an open pool
+	ctx := sandboxCtx("later")
+	_, err = r.Exec(ctx, "SELECT 1")
+	isOnly("unreachable on later use (Exec)", err, dbroute.ErrUnavailable)
+	var one int
+	isOnly("later use (QueryRow)", r.QueryRow(ctx, "SELECT 1").Scan(&one), dbroute.ErrUnavailable)
+	rows, err := r.Query(ctx, "SELECT 1")
+	if err == nil {
+		rows.Close()
+		err = rows.Err()
+	}
+	isOnly("later use (Query)", err, dbroute.ErrUnavailable)
+}
