@@ -94,7 +94,8 @@
 // default the breaker's refusals; add dbroute.ErrNoTestDatabase and
 // dbroute.ErrSandboxOnBaseline when the handler writes through dbroute)
 // is dead-lettered with the error and committed past, so production behind
-// it flows on. A failing production message follows [OnProductionFailure]:
+// it flows on; after three of one sandbox in a row, that sandbox's next
+// messages are tried once each until one succeeds. A failing production message follows [OnProductionFailure]:
 // [RetryForever] (the default: nothing is dropped), [DeadLetterAndContinue]
 // or [StopRun]. Cancelling Run's context is a clean shutdown: what was
 // processed is committed, a message being handled when the context ended

@@ -43,6 +43,13 @@ const (
 	StopRun
 )
 
+// failFastAfter is how many messages of one sandbox in a row [Reader.Run]
+// gives up on before it stops retrying that sandbox's messages: each is
+// then tried once, until one succeeds. A sandbox whose consumer is broken
+// costs production one handler call per message, not its retries and
+// backoff.
+const failFastAfter = 3
+
 // Defaults of [Reader.Run].
 const (
 	DefaultRetries    = 5
@@ -171,7 +178,10 @@ func (r *Reader) validateRun(h Handler, c *runConfig) error {
 // and committed past; without a dead-letter writer it is audited (with the
 // error and its topic/partition/offset) and committed past. A production
 // message follows [OnProductionFailure]: by default it is retried until it
-// succeeds, never dropped.
+// succeeds, never dropped. Once Run has given up on three messages of one
+// sandbox in a row, it tries that sandbox's next messages once each, until
+// one succeeds: a stream of messages of a broken sandbox consumer delays
+// production by one handler call per message, not by its retries.
 //
 // Run must not be called again while it runs, nor together with
 // FetchMessage. Commits are synchronous unless ReaderConfig.CommitInterval
@@ -189,6 +199,7 @@ func (r *Reader) Run(ctx context.Context, h Handler, opts ...RunOption) error {
 	// carries.
 	ctx = propagation.ContextWithoutSandbox(ctx)
 	fetchFailures := 0
+	failing := make(map[string]int) // sandbox ID → messages given up on in a row
 	for {
 		mctx, msg, err := r.FetchMessage(ctx)
 		if err != nil {
@@ -208,7 +219,7 @@ func (r *Reader) Run(ctx context.Context, h Handler, opts ...RunOption) error {
 			r.putBack(ctx, msg, &rc)
 			return nil
 		}
-		processed, err := r.handle(ctx, mctx, mctx != ctx, msg, h, &rc)
+		processed, err := r.handle(ctx, mctx, mctx != ctx, msg, h, &rc, failing)
 		if err != nil {
 			r.putBack(ctx, msg, &rc)
 			return err
@@ -257,25 +268,39 @@ func (r *Reader) commitBefore(ctx context.Context, msg kafka.Message, rc *runCon
 
 // handle runs h on msg until it succeeds or Run gives up on it. It
 // reports whether msg may be committed: false when ctx ended first.
-func (r *Reader) handle(ctx, mctx context.Context, tagged bool, msg kafka.Message, h Handler, rc *runConfig) (bool, error) {
+func (r *Reader) handle(ctx, mctx context.Context, tagged bool, msg kafka.Message, h Handler, rc *runConfig, failing map[string]int) (bool, error) {
+	sb, _ := propagation.FromContext(mctx)
+	attempts := rc.attempts
+	if tagged && failing[sb.ID] >= failFastAfter {
+		attempts = 1 // this sandbox's handler keeps failing: no retries
+	}
 	for attempt := 1; ; attempt++ {
 		err := h(mctx, msg)
 		if err == nil {
+			if tagged {
+				delete(failing, sb.ID)
+			}
 			return true, nil
 		}
 		if ctx.Err() != nil {
 			return false, nil
 		}
-		sb, _ := propagation.FromContext(mctx)
 		ferr := fmt.Errorf("kafkamw: handler failed on %s (sandbox %q, attempt %d): %w", coordinates(&msg), sb.ID, attempt, err)
 		rc.report(ferr)
+		var reason string
 		switch {
 		case tagged && rc.isSandboxError(err):
-			return r.giveUp(ctx, mctx, &msg, "sandbox error after "+strconv.Itoa(attempt)+" attempt(s): "+err.Error(), rc)
-		case tagged && attempt >= rc.attempts, !tagged && rc.production == DeadLetterAndContinue && attempt >= rc.attempts:
-			return r.giveUp(ctx, mctx, &msg, "handler failed "+strconv.Itoa(attempt)+" times: "+err.Error(), rc)
-		case !tagged && rc.production == StopRun && attempt >= rc.attempts:
+			reason = "sandbox error after " + strconv.Itoa(attempt) + " attempt(s): " + err.Error()
+		case tagged && attempt >= attempts, !tagged && rc.production == DeadLetterAndContinue && attempt >= attempts:
+			reason = "handler failed " + strconv.Itoa(attempt) + " times: " + err.Error()
+		case !tagged && rc.production == StopRun && attempt >= attempts:
 			return false, fmt.Errorf("%w: %w", ErrStopped, ferr)
+		}
+		if reason != "" {
+			if tagged {
+				failing[sb.ID]++
+			}
+			return r.giveUp(ctx, mctx, &msg, reason, rc)
 		}
 		r.retries.Add(1)
 		if !sleep(ctx, rc.wait(attempt)) {
