@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -32,7 +33,8 @@ const (
 
 // Option configures a [Writer] or a [Reader]. Options that only concern
 // readers ([WithRoutes], [WithService], [AsSandbox], [WithDeadLetter],
-// [WithRouteWait], [WithSkipCommitInterval]) are ignored by [NewWriter];
+// [WithRouteWait], [WithSkipCommitInterval], [WithMeterProvider]) are
+// ignored by [NewWriter];
 // [WithBreaker] concerns only writers.
 type Option interface {
 	apply(*config)
@@ -52,6 +54,7 @@ type config struct {
 	routeWait  time.Duration
 	skipEvery  time.Duration
 	breaker    *breaker.Group
+	meters     metric.MeterProvider
 }
 
 func newConfig(opts []Option) config {
@@ -83,9 +86,6 @@ func (c *config) validate() error {
 	if c.sandbox != "" {
 		if err := propagation.ValidateID(c.sandbox); err != nil {
 			errs = append(errs, fmt.Errorf("AsSandbox: %w", err))
-		}
-		if c.deadLetter != nil {
-			errs = append(errs, errors.New("WithDeadLetter applies to the baseline reader, which owns unreadable messages"))
 		}
 	}
 	if c.deadLetter != nil && c.deadLetter.Topic == "" {
@@ -138,11 +138,18 @@ func AsSandbox(id string) Option {
 	return optionFunc(func(cfg *config) { cfg.sandbox = id })
 }
 
-// WithDeadLetter makes the baseline reader write every message whose sandbox
-// headers cannot be read to w before skipping it, with the headers
-// [HeaderDeadLetterReason] and [HeaderDeadLetterSource] added. w must have a
-// Topic. A message whose dead-letter write fails is not skipped:
-// FetchMessage returns the error and retries the message on its next call.
+// WithDeadLetter sets the dead-letter writer: the baseline reader writes
+// to it every message whose sandbox headers cannot be read and every
+// orphaned message (of a sandbox the route table does not know at the
+// message's time) before skipping it, and [Reader.Run], on either reader,
+// every message it gives up on. Each copy carries the original's key,
+// value, headers and time, plus [HeaderDeadLetterReason] and
+// [HeaderDeadLetterSource]. w must have a Topic. A message whose
+// dead-letter write fails is not skipped: FetchMessage returns the error
+// and decides the message again on its next call. Each write is
+// synchronous and waits for w's batch to flush: give w a short
+// BatchTimeout (kafka-go's default is a second, which a stream of orphaned
+// messages would then cost per message, in front of production).
 func WithDeadLetter(w *kafka.Writer) Option {
 	return optionFunc(func(cfg *config) { cfg.deadLetter = w })
 }
@@ -172,4 +179,11 @@ func WithSkipCommitInterval(d time.Duration) Option {
 // settings give baseline traffic a budget. Writers only.
 func WithBreaker(g *breaker.Group) Option {
 	return optionFunc(func(c *config) { c.breaker = g })
+}
+
+// WithMeterProvider sets the meter provider of the reader's metrics
+// ([MetricMessages]; default otel.GetMeterProvider()). A nil provider
+// keeps the default. Readers only.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(c *config) { c.meters = mp })
 }

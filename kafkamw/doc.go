@@ -21,23 +21,32 @@
 // group (ReaderConfig.GroupID); a sandbox that overrides the service runs a
 // sandbox reader ([AsSandbox]) in a group of its own, [SandboxGroup]
 // ("<group>.sandbox.<id>"). Both read every message of the topic, and for
-// every message exactly one of them processes it:
+// every message at most one of them processes it:
 //
-//   - an untagged message, or a message of a sandbox that does not override
-//     the service ([WithService]) at the message's time, belongs to the
-//     baseline reader, which returns it with the sandbox in the context so
-//     that its writes still reach the sandbox's test database;
+//   - an untagged message, or a message of a sandbox that exists but does
+//     not override the service ([WithService]) at the message's time,
+//     belongs to the baseline reader, which returns it with the sandbox in
+//     the context so that its writes still reach the sandbox's test
+//     database;
 //   - a message of a sandbox that overrides the service at the message's
-//     time belongs to that sandbox's reader.
+//     time belongs to that sandbox's reader;
+//   - a message of a sandbox the table does not know at the message's time
+//     (it never existed, had expired, or was removed) belongs to no one:
+//     see "Orphaned messages".
 //
 // "Overrides at the message's time" is [routes.Table.ActiveAt] with the
 // message's timestamp: the route's activation and removal times come from
 // the route document, so both readers reach the same answer even when they
 // load an update at different moments. A reader whose table has not synced
-// up to a message's timestamp ([routes.Table.SyncedAt]) waits for it, up to
-// [WithRouteWait], and then returns [ErrRoutesBehind] rather than guess; it
-// keeps the message and decides it again on the next FetchMessage. A table
-// filled by hand is its own source and never waits.
+// up to a tagged message's timestamp ([routes.Table.SyncedAt]) waits for it
+// ([routes.Table.WaitSynced]), up to [WithRouteWait], and then returns
+// [ErrRoutesBehind] rather than guess; it keeps the message and decides it
+// again on the next FetchMessage. A table that has never loaded from its
+// source is synced up to nothing, so no tagged message is decided before
+// its first load, not even after a restart over a backlog; untagged
+// messages, whose owner does not depend on the table, flow meanwhile. A
+// table filled by hand ([routes.NewStatic]) is its own source and never
+// waits.
 //
 // For the two sides to agree, give routes explicit activeFrom and removedAt
 // times in the route document, no earlier than the moment the document is
@@ -50,12 +59,66 @@
 // # Skipped messages
 //
 // Messages a reader does not own are skipped: counted ([Reader.Counts]),
-// audited when they concern its own sandbox, and committed, so that its
+// audited when they concern its own sandbox (the baseline reader audits
+// every orphan), and committed, so that its
 // group's lag does not grow. Because a group commits one offset per
 // partition, a skipped offset is committed only once every message returned
 // before it on its partition has been committed: together with the caller's
 // next [Reader.CommitMessages] on that partition, or by the reader itself
 // every [WithSkipCommitInterval] and on [Reader.Close].
+//
+// # Orphaned messages
+//
+// A message of a sandbox that the route table does not know at the
+// message's time belongs to no reader: processing it could only fail (the
+// sandbox has no test database any more) or, worse, hold its partition.
+// The baseline reader skips it, commits past it, writes it to the
+// dead-letter writer when one is set ([WithDeadLetter]) with the reason in
+// [HeaderDeadLetterReason], and audits it (decision rejected, with the
+// reason); a sandbox reader skips the orphans of its own sandbox. Both
+// count them in Counts.Orphaned. The decision reads the route table only,
+// so every reader, and a reader restarted later, reaches the same one.
+//
+// The table remembers a removed sandbox only through its routes'
+// tombstones ([routes.WithTombstoneGrace]): a message of a sandbox that
+// did not override the service and is gone when the message is decided is
+// orphaned even if it was produced before the removal.
+//
+// # The consume loop
+//
+// [Reader.Run] calls a [Handler] for each message the reader owns and
+// commits it once handled: what most consumers want, without a way to
+// wedge a partition on test traffic. A failing message is retried with
+// backoff ([WithRetries], [WithBackoff]). A sandbox message whose handler
+// keeps failing, or fails with a sandbox error ([WithSandboxErrors]: by
+// default the breaker's refusals; add dbroute.ErrNoTestDatabase and
+// dbroute.ErrSandboxOnBaseline when the handler writes through dbroute)
+// is dead-lettered with the error and committed past, so production behind
+// it flows on; after three of one sandbox in a row, that sandbox's next
+// messages are tried once each until one succeeds. A failing production message follows [OnProductionFailure]:
+// [RetryForever] (the default: nothing is dropped), [DeadLetterAndContinue]
+// or [StopRun]. Cancelling Run's context is a clean shutdown: what was
+// processed is committed, a message being handled when the context ended
+// is not.
+//
+// # Delivery
+//
+// Each message has at most one owner, and every message no one owns is
+// accounted for (counted, audited, dead-lettered). Delivery to the owner is
+// at-least-once, as Kafka gives: after a crash, a rebalance or a broker
+// outage, messages processed since the last commit are delivered again, to
+// the same owner. A handler must therefore be idempotent: key its writes
+// on something in the message (an order ID, the topic/partition/offset)
+// and make a repeat a no-op (INSERT ... ON CONFLICT DO NOTHING, an upsert,
+// a processed-messages table written in the same transaction).
+//
+// # Metrics
+//
+// Each reader reports its counts as the OpenTelemetry counter
+// [MetricMessages], by outcome and consumer group, through the meter
+// provider of [WithMeterProvider] (the global one by default). The counter
+// is asynchronous: it reads [Reader.Counts] when collected and costs
+// nothing per message.
 //
 // # Sandbox start offsets
 //
@@ -110,7 +173,10 @@
 //
 // # Limits
 //
-// A route has one activation window: if a removed route is activated again
+// Every sandbox reader, like the baseline reader, reads the whole topic:
+// with N sandboxes overriding a service, the broker serves the topic N+1
+// times (BenchmarkSandboxes measures it). A route has one activation
+// window: if a removed route is activated again
 // before a lagging reader has decided the messages of the old window, those
 // messages are decided by the new window (the baseline's). A reader that
 // lags by more than the route table's tombstone grace cannot tell who owned

@@ -126,7 +126,7 @@ func ExampleNewReader() {
 	// Output:
 	// order 1 (production)
 	// order 3 (sandbox pr-7)
-	// {Delivered:2 Skipped:1 Unreadable:0 DeadLettered:0 Waits:0 Future:0}
+	// {Delivered:2 Skipped:1 Unreadable:0 Orphaned:0 DeadLettered:0 Failed:0 Retries:0 Waits:0 Future:0}
 }
 
 // A sandbox reader consumes, in a group of its own, exactly the messages of
@@ -163,4 +163,52 @@ func ExampleNewReader_sandbox() {
 	// Output:
 	// group: orders-consumer.sandbox.pr-42
 	// order 2 (sandbox pr-42, actor alice)
+}
+
+// Run calls the handler for each message the reader owns and commits it
+// once handled. A message of a sandbox the route table does not know
+// (pr-99 here) belongs to no one: it is skipped, counted as orphaned,
+// audited and, with WithDeadLetter, dead-lettered, and the production
+// message behind it is processed.
+func ExampleReader_Run() {
+	addrs, stop := exampleTopic()
+	defer stop()
+	exampleProduce(addrs, "pr-99", "pr-7")
+
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-7"}}) // pr-7 exists, pr-99 does not
+	if err != nil {
+		log.Fatal(err)
+	}
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, "orders", "orders-consumer"),
+		kafkamw.WithRoutes(table), kafkamw.WithService("orders"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	handled := 0
+	err = r.Run(ctx, func(ctx context.Context, msg kafka.Message) error {
+		// ctx carries the message's sandbox: writes through dbroute go
+		// to its test database. Make the handler idempotent: Kafka
+		// delivers at least once.
+		if s, ok := propagation.FromContext(ctx); ok {
+			fmt.Printf("%s (sandbox %s)\n", msg.Value, s.ID)
+		} else {
+			fmt.Printf("%s (production)\n", msg.Value)
+		}
+		if handled++; handled == 2 {
+			cancel() // a clean shutdown: what was handled is committed
+		}
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	c := r.Counts()
+	fmt.Printf("delivered %d, orphaned %d\n", c.Delivered, c.Orphaned)
+	// Output:
+	// order 1 (production)
+	// order 3 (sandbox pr-7)
+	// delivered 2, orphaned 1
 }

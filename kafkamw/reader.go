@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/sandboxkit/sandboxkit/internal/audit"
@@ -49,10 +50,6 @@ const (
 	HeaderDeadLetterSource = "sandboxkit-dead-letter-source"
 )
 
-// pollEvery is how often a reader waiting for the route table looks at its
-// sync time; a change of the table's content wakes it at once.
-const pollEvery = 5 * time.Millisecond
-
 // Counts are a reader's cumulative message counts since it was built.
 type Counts struct {
 	// Delivered is the number of messages FetchMessage returned.
@@ -63,9 +60,22 @@ type Counts struct {
 	// Unreadable is the number of skipped messages whose sandbox headers
 	// could not be read.
 	Unreadable int64
-	// DeadLettered is the number of unreadable messages written to the
-	// dead-letter writer.
+	// Orphaned is the number of skipped messages that belong to no reader:
+	// their sandbox was not in the route table at the message's time
+	// (never existed, expired or removed). A sandbox reader counts those of
+	// its own sandbox; the baseline reader counts them all.
+	Orphaned int64
+	// DeadLettered is the number of messages written to the dead-letter
+	// writer: unreadable and orphaned ones (baseline reader), and those
+	// [Reader.Run] gave up on.
 	DeadLettered int64
+	// Failed is the number of messages [Reader.Run] gave up on after its
+	// handler failed: dead-lettered, or without a dead-letter writer
+	// audited and committed past.
+	Failed int64
+	// Retries is the number of handler calls [Reader.Run] repeated after
+	// a failure.
+	Retries int64
 	// Waits is the number of times FetchMessage waited for the route table
 	// to sync up to a message's time.
 	Waits int64
@@ -111,7 +121,10 @@ type Reader struct {
 	commitMu sync.Mutex // serialises commits, so skipped offsets never go back
 	ledger   ledger
 
-	delivered, skipped, unreadable, deadLettered, waits, future atomic.Int64
+	running atomic.Bool         // Run is running
+	metrics metric.Registration // the metrics callback; nil when none
+
+	delivered, skipped, unreadable, orphans, deadLettered, failed, retries, waits, future atomic.Int64
 }
 
 // NewReader returns a reader for cfg. cfg must name a consumer group
@@ -149,6 +162,7 @@ func NewReader(cfg kafka.ReaderConfig, opts ...Option) (*Reader, error) {
 		r.topics = []string{cfg.Topic}
 	}
 	r.events = decisionEvents(c.sandbox == "", c.service, r.group)
+	r.metrics = r.observe(c.meters)
 	if c.sandbox == "" {
 		r.startMu.Lock()
 		r.startLocked()
@@ -232,7 +246,10 @@ func (r *Reader) Counts() Counts {
 		Delivered:    r.delivered.Load(),
 		Skipped:      r.skipped.Load(),
 		Unreadable:   r.unreadable.Load(),
+		Orphaned:     r.orphans.Load(),
 		DeadLettered: r.deadLettered.Load(),
+		Failed:       r.failed.Load(),
+		Retries:      r.retries.Load(),
 		Waits:        r.waits.Load(),
 		Future:       r.future.Load(),
 	}
@@ -324,7 +341,7 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 	m, err := r.readKey(msg.Headers, &k, memoize)
 	if err != nil {
 		if baseline {
-			if err := r.deadLetter(ctx, msg, err); err != nil {
+			if err := r.deadLetter(ctx, msg, err.Error()); err != nil {
 				return ctx, false, err
 			}
 			if r.cfg.logger != nil {
@@ -344,14 +361,17 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 	if !baseline && s.ID != r.cfg.sandbox {
 		return ctx, false, nil // another sandbox's, or the baseline's
 	}
-	active, err := r.activeAt(ctx, s.ID, msg)
-	if err != nil {
+	if err := r.synced(ctx, msg); err != nil {
 		return ctx, false, err
 	}
-	own := baseline != active
+	who, why := ownerOf(r.cfg.table, r.cfg.service, s.ID, msg.Time)
+	if who == ownerNone {
+		return ctx, false, r.orphaned(ctx, msg, s, why)
+	}
+	own := baseline == (who == ownerBaseline)
 	if r.cfg.logger != nil {
 		ev := r.events[0]
-		if active {
+		if who == ownerSandbox {
 			ev = r.events[1]
 		}
 		ev.Sandbox, ev.Target = s, msg.Topic
@@ -363,6 +383,31 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 	out := r.cfg.codec.ContextWithSandbox(ctx, s)
 	audit.Annotate(out, &s)
 	return out, true, nil
+}
+
+// orphaned handles a message of sandbox s that belongs to no reader: the
+// baseline reader writes it to the dead-letter writer, if there is one,
+// and audits it; a sandbox reader audits it. Both count it. The error is
+// the dead-letter write's: the message is then kept and decided again.
+func (r *Reader) orphaned(ctx context.Context, msg *kafka.Message, s propagation.Sandbox, why orphan) error {
+	reason := "orphaned message of sandbox " + s.ID + ": " + why.String() + "; no reader of " + r.cfg.service + " owns it"
+	if r.cfg.sandbox == "" {
+		if err := r.deadLetter(ctx, msg, reason); err != nil {
+			return err
+		}
+	}
+	r.orphans.Add(1)
+	if r.cfg.logger != nil {
+		d := audit.Skipped
+		if r.cfg.sandbox == "" {
+			d = audit.Rejected // the owner of last resort refuses it
+		}
+		audit.Emit(ctx, r.cfg.logger, audit.Event{
+			Decision: d, Sandbox: s, Protocol: audit.Kafka, Peer: r.group, Target: msg.Topic,
+			Reason: reason + ", skipped",
+		})
+	}
+	return nil
 }
 
 // clip cuts the parts of a sandbox read from unreadable headers to a length
@@ -396,46 +441,64 @@ func decisionEvents(baseline bool, service, group string) [2]audit.Event {
 	}
 }
 
-// activeAt reports whether sandbox id overrides the service at the
-// message's time, waiting (bounded) for a table that has not synced up to
-// it.
-func (r *Reader) activeAt(ctx context.Context, id string, msg *kafka.Message) (bool, error) {
-	t, at := r.cfg.table, msg.Time
-	if !at.After(t.SyncedAt()) {
-		return t.ActiveAt(id, r.cfg.service, at), nil
+// firstLoad is a time every table that has loaded once is synced up to.
+var firstLoad = time.Unix(0, 1)
+
+// synced waits (bounded) until the route table has synced up to msg's
+// time, so that the decision is not made on a table that has not yet seen
+// what the source said then; a table that has never loaded from its source
+// is synced up to nothing ([routes.Table.SyncedAt]), so a tagged message
+// is never decided before the table's first load.
+func (r *Reader) synced(ctx context.Context, msg *kafka.Message) error {
+	at := msg.Time
+	if !at.After(r.cfg.table.SyncedAt()) {
+		return nil
 	}
 	if at.After(time.Now().Add(MaxClockSkew)) {
 		// A timestamp this far ahead: the producer's clock is off (or it
 		// set Message.Time itself). Waiting would stall the partition until
 		// the wall clock catches up, so decide with the table as it is
-		// (both readers hold the same document, so they still agree).
+		// (both readers hold the same document, so they still agree), but
+		// never with a table that has not loaded yet.
+		if err := r.waitSynced(ctx, msg, firstLoad); err != nil {
+			return err
+		}
 		r.future.Add(1)
-		return t.ActiveAt(id, r.cfg.service, at), nil
+		return nil
 	}
-	r.waits.Add(1)
-	deadline := time.NewTimer(r.cfg.routeWait)
-	defer deadline.Stop()
-	tick := time.NewTicker(pollEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-deadline.C:
-			return false, fmt.Errorf("%w: message %s/%d/%d at %s, table synced at %s, waited %s",
-				ErrRoutesBehind, msg.Topic, msg.Partition, msg.Offset,
-				at.UTC().Format(time.RFC3339Nano), t.SyncedAt().UTC().Format(time.RFC3339Nano), r.cfg.routeWait)
-		case <-t.Changed():
-		case <-tick.C:
-		}
-		if !at.After(t.SyncedAt()) {
-			return t.ActiveAt(id, r.cfg.service, at), nil
-		}
-	}
+	return r.waitSynced(ctx, msg, at)
 }
 
+// waitSynced waits, up to the route wait, until the table has synced up
+// to at ([routes.Table.WaitSynced]), and returns [ErrRoutesBehind] naming
+// msg if it has not.
+func (r *Reader) waitSynced(ctx context.Context, msg *kafka.Message, at time.Time) error {
+	t := r.cfg.table
+	if !at.After(t.SyncedAt()) {
+		return nil
+	}
+	r.waits.Add(1)
+	wctx, cancel := context.WithTimeout(ctx, r.cfg.routeWait)
+	defer cancel()
+	if err := t.WaitSynced(wctx, at); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		synced := "never"
+		if s := t.SyncedAt(); !s.IsZero() {
+			synced = s.UTC().Format(time.RFC3339Nano)
+		}
+		return fmt.Errorf("%w: message %s at %s, table synced up to %s, waited %s",
+			ErrRoutesBehind, coordinates(msg), msg.Time.UTC().Format(time.RFC3339Nano), synced, r.cfg.routeWait)
+	}
+	return nil
+}
+
+// deadLetterTimeout bounds a dead-letter write.
+const deadLetterTimeout = 10 * time.Second
+
 // deadLetter writes msg to the dead-letter writer, if there is one.
-func (r *Reader) deadLetter(ctx context.Context, msg *kafka.Message, cause error) error {
+func (r *Reader) deadLetter(ctx context.Context, msg *kafka.Message, reason string) error {
 	w := r.cfg.deadLetter
 	if w == nil {
 		return nil
@@ -443,11 +506,17 @@ func (r *Reader) deadLetter(ctx context.Context, msg *kafka.Message, cause error
 	hs := make([]kafka.Header, 0, len(msg.Headers)+2)
 	hs = append(hs, msg.Headers...)
 	hs = append(hs,
-		kafka.Header{Key: HeaderDeadLetterReason, Value: []byte(cause.Error())},
+		kafka.Header{Key: HeaderDeadLetterReason, Value: []byte(reason)},
 		kafka.Header{Key: HeaderDeadLetterSource, Value: []byte(msg.Topic + "/" + strconv.Itoa(msg.Partition) + "/" + strconv.FormatInt(msg.Offset, 10))},
 	)
 	dl := kafka.Message{Key: msg.Key, Value: msg.Value, Headers: hs, Time: msg.Time}
-	if err := w.WriteMessages(ctx, dl); err != nil {
+	// A write cut short by the caller's cancellation may still reach the
+	// broker, and the message would be written again when decided anew:
+	// a write in progress finishes (within deadLetterTimeout) even when
+	// ctx ends, so that a clean shutdown leaves one copy.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadLetterTimeout)
+	defer cancel()
+	if err := w.WriteMessages(wctx, dl); err != nil {
 		return fmt.Errorf("%w: message %s/%d/%d: %w", ErrDeadLetter, msg.Topic, msg.Partition, msg.Offset, err)
 	}
 	r.deadLettered.Add(1)
@@ -515,6 +584,9 @@ func (r *Reader) Close() error {
 		return nil
 	}
 	r.closed = true
+	if r.metrics != nil {
+		r.metrics.Unregister()
+	}
 	inner := r.inner.Load()
 	if inner == nil {
 		return nil

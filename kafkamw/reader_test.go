@@ -303,7 +303,6 @@ func TestNewReaderErrors(t *testing.T) {
 		{"no topic", kafka.ReaderConfig{Brokers: cfg.Brokers, GroupID: "g"}, []kafkamw.Option{kafkamw.WithRoutes(table), kafkamw.WithService(service)}},
 		{"bad start offset", kafka.ReaderConfig{Brokers: cfg.Brokers, Topic: "t", GroupID: "g", StartOffset: 42}, []kafkamw.Option{kafkamw.WithRoutes(table), kafkamw.WithService(service)}},
 		{"dead letter without topic", cfg, []kafkamw.Option{kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.WithDeadLetter(&kafka.Writer{})}},
-		{"dead letter on a sandbox reader", cfg, []kafkamw.Option{kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.AsSandbox("pr-1"), kafkamw.WithDeadLetter(&kafka.Writer{Topic: "dlq"})}},
 		{"zero route wait", cfg, []kafkamw.Option{kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.WithRouteWait(0)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -24,9 +24,11 @@
 //
 // The scenario: a production request; the same request with pr-42's
 // ticket; an outsider forging pr-42's header; a malformed header from
-// inside; a runaway loop in pr-42; the teardown of pr-42. Each step checks
-// the real state (rows in each database, the consumers' counters, the
-// audit log) and prints ✓ or ✗.
+// inside; a runaway loop in pr-42; the teardown of pr-42; events of the
+// removed pr-42 and of an unknown sandbox between production events. Each
+// step checks the real state (rows in each database, the consumers'
+// counters and metrics, the dead-letter topic, the audit log) and prints
+// ✓ or ✗.
 package main
 
 import (
@@ -103,6 +105,10 @@ A malformed sandbox header from inside (400):
 
 A runaway loop in pr-42 (429 after 3, then 2 per second):
   for i in $(seq 20); do curl -s -o /dev/null -w '%%{http_code} ' %[1]s/checkout -d item=tee -d qty=1 %[8]s; done; echo
+
+An event of a sandbox that does not exist (orphaned: skipped, dead-lettered to %[7]s
+topic order-placed.dead-letter, counted; production behind it keeps shipping):
+  echo '{"orderId":999999}' | kcat -P -b %[7]s -t order-placed -H sandbox-id=pr-99
 
 Who shipped what, and the rows (pr-42's test database exists from its first request on):
   curl -s %[5]s; curl -s %[6]s

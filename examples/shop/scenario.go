@@ -17,9 +17,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/sandboxkit/sandboxkit/examples/shop/gateway"
+	"github.com/sandboxkit/sandboxkit/examples/shop/orders"
 	"github.com/sandboxkit/sandboxkit/examples/shop/shipping"
+	"github.com/sandboxkit/sandboxkit/kafkamw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -57,7 +61,7 @@ type player struct {
 
 func (p *player) play(ctx context.Context) error {
 	for _, step := range []func(context.Context) error{
-		p.production, p.sandbox, p.forged, p.malformed, p.runaway, p.teardown,
+		p.production, p.sandbox, p.forged, p.malformed, p.runaway, p.teardown, p.strays,
 	} {
 		if err := step(ctx); err != nil {
 			return fmt.Errorf("step %d: %w", p.n, err)
@@ -404,6 +408,148 @@ func (p *player) teardown(ctx context.Context) error {
 	p.check(a.status == http.StatusServiceUnavailable && after.orders == before.orders && !exists,
 		"a late request of pr-42 is refused (no test database), not written to production, and creates no database")
 	return nil
+}
+
+// Step 7.
+func (p *player) strays(ctx context.Context) error {
+	sh := p.sh
+	p.step("Messages of a removed and of an unknown sandbox",
+		"a late producer publishes order-placed events of pr-42 (removed in step 6) and of pr-99 (never existed), between two production checkouts")
+	before, beforeMetrics, err := sh.consumerState(ctx)
+	if err != nil {
+		return err
+	}
+	a1, err := sh.checkout(ctx, nil, "mug", 1)
+	if err != nil {
+		return err
+	}
+	strays := []string{pr42ID, "pr-99"}
+	for i, id := range strays {
+		// What a producer that missed the teardown sends: the sandbox in
+		// the context, tagged by the same writer orders uses.
+		sctx := propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id, Actor: "mallory"})
+		ev, err := json.Marshal(orders.Event{OrderID: 900_000 + int64(i), Item: "mug", Qty: 1})
+		if err != nil {
+			return err
+		}
+		if err := sh.events.WriteMessages(sctx, kafka.Message{Value: ev}); err != nil {
+			return err
+		}
+	}
+	a2, err := sh.checkout(ctx, nil, "tee", 1)
+	if err != nil {
+		return err
+	}
+	p.say("production %s", a1)
+	p.say("production %s", a2)
+	by1, err := p.shippedBy(ctx, sh.ship, before.Shipped+1, sh.set.database, a1.receipt.Order)
+	if err != nil {
+		return err
+	}
+	by2, err := p.shippedBy(ctx, sh.ship, before.Shipped+2, sh.set.database, a2.receipt.Order)
+	if err != nil {
+		return err
+	}
+	p.check(a1.status == http.StatusOK && a2.status == http.StatusOK && by1 == "shipping" && by2 == "shipping",
+		"production kept shipping: orders #%d (before the strays) and #%d (behind them) shipped by the baseline consumer", a1.receipt.Order, a2.receipt.Order)
+
+	err = sh.waitFor(ctx, func() bool { return sh.ship.Status().DeadLettered >= before.DeadLettered+2 })
+	after, afterMetrics, err2 := sh.consumerState(ctx)
+	if err2 != nil {
+		return err2
+	}
+	p.check(err == nil && after.Orphaned-before.Orphaned == 2 && after.DeadLettered-before.DeadLettered == 2 && after.Shipped-before.Shipped == 2,
+		"the baseline consumer skipped both as orphaned and dead-lettered them: orphaned +%d, dead-lettered +%d, shipped +%d",
+		after.Orphaned-before.Orphaned, after.DeadLettered-before.DeadLettered, after.Shipped-before.Shipped)
+	dead, err := sh.deadLetters(ctx)
+	if err != nil {
+		return err
+	}
+	found := 0
+	for _, id := range strays {
+		if reason, ok := dead[id]; ok && strings.Contains(reason, "orphaned message of sandbox "+id) {
+			found++
+			p.say("dead-letter topic %s: sandbox %s, reason %q", deadLetterTopic, id, reason)
+		}
+	}
+	p.check(found == 2, "both are in the dead-letter topic %s with the reason", deadLetterTopic)
+	recs := p.audited()
+	p.check(count(recs, record{"service": "shipping", "decision": "rejected", "sandbox.id": pr42ID}) == 1 &&
+		count(recs, record{"service": "shipping", "decision": "rejected", "sandbox.id": "pr-99"}) == 1,
+		"audited: one rejected record each, with the reason")
+	p.check(afterMetrics[kafkamw.OutcomeOrphaned]-beforeMetrics[kafkamw.OutcomeOrphaned] == 2 &&
+		afterMetrics[kafkamw.OutcomeDeadLettered]-beforeMetrics[kafkamw.OutcomeDeadLettered] == 2,
+		"OpenTelemetry metric %s{group=shipping}: orphaned %d, dead_lettered %d, delivered %d, skipped %d",
+		kafkamw.MetricMessages, afterMetrics[kafkamw.OutcomeOrphaned], afterMetrics[kafkamw.OutcomeDeadLettered],
+		afterMetrics[kafkamw.OutcomeDelivered], afterMetrics[kafkamw.OutcomeSkipped])
+	status, err := json.Marshal(after)
+	if err != nil {
+		return err
+	}
+	p.say("status of the baseline consumer (GET %s): %s", sh.shipURL, status)
+	return nil
+}
+
+// consumerState returns the baseline consumer's status and its metric
+// by outcome.
+func (sh *shop) consumerState(ctx context.Context) (shipping.Status, map[string]int64, error) {
+	st := sh.ship.Status()
+	var rm metricdata.ResourceMetrics
+	if err := sh.metrics.Collect(ctx, &rm); err != nil {
+		return st, nil, err
+	}
+	out := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			sum, ok := m.Data.(metricdata.Sum[int64])
+			if m.Name != kafkamw.MetricMessages || !ok {
+				continue
+			}
+			for _, dp := range sum.DataPoints {
+				if g, _ := dp.Attributes.Value(kafkamw.AttrGroup); g.AsString() != st.Group {
+					continue
+				}
+				o, _ := dp.Attributes.Value(kafkamw.AttrOutcome)
+				out[o.AsString()] = dp.Value
+			}
+		}
+	}
+	return st, out, nil
+}
+
+// deadLetters reads the whole dead-letter topic and returns the reason of
+// the last message of each sandbox.
+func (sh *shop) deadLetters(ctx context.Context) (map[string]string, error) {
+	tr := &kafka.Transport{DialTimeout: 5 * time.Second}
+	defer tr.CloseIdleConnections()
+	cl := &kafka.Client{Addr: kafka.TCP(sh.brokers...), Transport: tr}
+	offs, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{deadLetterTopic: {kafka.LastOffsetOf(0)}}})
+	if err != nil {
+		return nil, err
+	}
+	end := offs.Topics[deadLetterTopic][0].LastOffset
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: sh.brokers, Topic: deadLetterTopic, Partition: 0, MaxWait: 50 * time.Millisecond})
+	defer r.Close()
+	rctx, cancel := context.WithTimeout(ctx, cmp.Or(sh.set.patience, 10*time.Second))
+	defer cancel()
+	out := map[string]string{}
+	for n := int64(0); n < end; n++ {
+		m, err := r.ReadMessage(rctx)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", deadLetterTopic, err)
+		}
+		var id, reason string
+		for _, h := range m.Headers {
+			switch strings.ToLower(h.Key) {
+			case "sandbox-id":
+				id = string(h.Value)
+			case kafkamw.HeaderDeadLetterReason:
+				reason = string(h.Value)
+			}
+		}
+		out[id] = reason
+	}
+	return out, nil
 }
 
 // answer is the gateway's answer to a checkout.

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 	otelprop "go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -66,6 +67,10 @@ const (
 	pr42Burst  = 3
 )
 
+// deadLetterTopic receives the order-placed events no consumer can or may
+// process.
+const deadLetterTopic = orders.Topic + ".dead-letter"
+
 // pr42 returns the sandbox pr-42 as requests carry it.
 func pr42() propagation.Sandbox {
 	return propagation.Sandbox{ID: pr42ID, Actor: pr42Actor, Origin: pr42Origin}
@@ -93,7 +98,10 @@ type shop struct {
 	stopPR42   func()             // stops pr-42's consumer
 	signer     *propagation.Signer
 	audit      *auditLog
-	client     *http.Client // the scenario's own client
+	metrics    *sdkmetric.ManualReader // the consumers' OpenTelemetry metrics
+	meters     *sdkmetric.MeterProvider
+	events     *kafkamw.Writer // orders' writer of order-placed events
+	client     *http.Client    // the scenario's own client
 
 	closers []func() // run in reverse order by close
 }
@@ -218,9 +226,24 @@ func (sh *shop) startServices(ctx context.Context) error {
 	}
 	sh.onClose(stopBroker)
 	sh.brokers = brokers
-	if err := kafkatest.CreateTopic(ctx, brokers, orders.Topic, 1); err != nil {
-		return err
+	for _, topic := range []string{orders.Topic, deadLetterTopic} {
+		if err := kafkatest.CreateTopic(ctx, brokers, topic, 1); err != nil {
+			return err
+		}
 	}
+	// The consumers' metrics, read by the scenario (a service would
+	// export them with an OTLP or Prometheus reader instead).
+	sh.metrics = sdkmetric.NewManualReader()
+	sh.meters = sdkmetric.NewMeterProvider(sdkmetric.WithReader(sh.metrics))
+	sh.onClose(func() { sh.meters.Shutdown(context.Background()) })
+	// The dead-letter topic: messages no consumer can or may process
+	// (orphaned, unreadable, or failing for their sandbox's own reasons).
+	dlTransport := &kafka.Transport{DialTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second}
+	deadLetters := &kafka.Writer{
+		Addr: kafka.TCP(brokers...), Topic: deadLetterTopic, BatchTimeout: 2 * time.Millisecond,
+		RequiredAcks: kafka.RequireAll, Transport: dlTransport,
+	}
+	sh.onClose(func() { deadLetters.Close(); dlTransport.CloseIdleConnections() })
 
 	// cart: the baseline and pr-42's changed version, side by side.
 	// Internal hops trust each other: the gateway is the edge that filters.
@@ -263,12 +286,12 @@ func (sh *shop) startServices(ctx context.Context) error {
 	}
 
 	var stop func()
-	if sh.ship, stop, err = sh.startConsumer(ctx, "shipping", shipLn); err != nil {
+	if sh.ship, stop, err = sh.startConsumer(ctx, "shipping", shipLn, kafkamw.WithDeadLetter(deadLetters)); err != nil {
 		shipPR42Ln.Close()
 		return err
 	}
 	sh.onClose(stop)
-	if sh.shipPR42, stop, err = sh.startConsumer(ctx, "shipping@pr-42", shipPR42Ln, kafkamw.AsSandbox(pr42ID)); err != nil {
+	if sh.shipPR42, stop, err = sh.startConsumer(ctx, "shipping@pr-42", shipPR42Ln, kafkamw.AsSandbox(pr42ID), kafkamw.WithDeadLetter(deadLetters)); err != nil {
 		return err
 	}
 	var once sync.Once
@@ -286,6 +309,7 @@ func (sh *shop) startServices(ctx context.Context) error {
 		Transport:    kt,
 	})
 	sh.onClose(func() { events.Close(); kt.CloseIdleConnections() })
+	sh.events = events
 	if sh.ordersURL, err = sh.serveHTTP(orders.NewHandler(sh.db, events,
 		httpmw.TrustAll(), httpmw.WithLogger(sh.audit.logger("orders")))); err != nil {
 		return err
@@ -356,6 +380,7 @@ func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener,
 		StartOffset:       kafka.FirstOffset,
 	}, append([]kafkamw.Option{
 		kafkamw.WithRoutes(sh.table), kafkamw.WithService("shipping"), kafkamw.WithLogger(sh.audit.logger(name)),
+		kafkamw.WithMeterProvider(sh.meters),
 	}, opts...)...)
 	if err != nil {
 		ln.Close()

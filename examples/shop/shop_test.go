@@ -75,7 +75,7 @@ func TestScenario(t *testing.T) {
 	}
 	for i, want := range []string{
 		"1. A production request", "2. The same request in sandbox pr-42", "3. An outsider forging",
-		"4. A malformed sandbox header", "5. A runaway loop", "6. Teardown", " 0 failed",
+		"4. A malformed sandbox header", "5. A runaway loop", "6. Teardown", "7. Messages of a removed and of an unknown sandbox", " 0 failed",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q (part %d)", want, i+1)

@@ -12,9 +12,17 @@
 //     and those of sandboxes without a consumer of their own, with the
 //     sandbox in the context.
 //
+// Events of a sandbox the route table does not know (removed, expired,
+// never existed) belong to neither: the baseline consumer's reader skips,
+// counts and dead-letters them.
+//
 // Shipments are written through a [dbroute.Router], so an event of a
 // sandbox is recorded in the sandbox's test database whichever consumer
-// processes it.
+// processes it. [Consumer.Run] runs [kafkamw.Reader.Run]: an event of a
+// sandbox that the router refuses (no test database) is dead-lettered
+// rather than retried in front of production events; shipping is
+// idempotent (one row per order, ON CONFLICT DO NOTHING), as Kafka's
+// at-least-once delivery requires.
 //
 // A Consumer is also an http.Handler that reports its counters as JSON,
 // and is safe for concurrent use.

@@ -3,13 +3,13 @@ package shipping
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/segmentio/kafka-go"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
@@ -48,36 +48,25 @@ func NewConsumer(name string, r *kafkamw.Reader, db *dbroute.Router) *Consumer {
 }
 
 // Run consumes until ctx is done or the reader is closed, and returns nil
-// then. A failed shipment is retried until it succeeds or ctx is done; it
-// is committed only once recorded.
+// then, with every shipped order committed. It runs [kafkamw.Reader.Run]:
+// a production order whose shipment fails is retried until it succeeds
+// (the default for production data); an order of a sandbox that cannot be
+// served (no test database, the sandbox on the baseline pool, its budget
+// spent) is dead-lettered at once, and one that keeps failing after a few
+// tries, so that production orders behind it still ship.
 func (c *Consumer) Run(ctx context.Context) error {
-	for {
-		mctx, msg, err := c.r.FetchMessage(ctx) // mctx carries the event's sandbox
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, io.EOF) {
-				return nil
-			}
-			c.fail(err)
-			if !sleep(ctx, 50*time.Millisecond) {
-				return nil
-			}
-			continue
-		}
-		for {
-			err := c.ship(mctx, msg.Value)
-			if err == nil {
-				break
-			}
-			c.fail(err)
-			if !sleep(ctx, 100*time.Millisecond) {
-				return nil
-			}
+	return c.r.Run(ctx, func(ctx context.Context, msg kafka.Message) error {
+		if err := c.ship(ctx, msg.Value); err != nil { // ctx carries the event's sandbox
+			return err
 		}
 		c.shipped.Add(1)
-		if err := c.r.CommitMessages(ctx, msg); err != nil && ctx.Err() == nil {
-			c.fail(err)
-		}
-	}
+		return nil
+	},
+		kafkamw.WithSandboxErrors(append(kafkamw.DefaultSandboxErrors(), dbroute.ErrNoTestDatabase, dbroute.ErrSandboxOnBaseline)...),
+		kafkamw.WithRetries(3),
+		kafkamw.WithBackoff(50*time.Millisecond, time.Second),
+		kafkamw.OnError(c.fail),
+	)
 }
 
 func (c *Consumer) ship(ctx context.Context, value []byte) error {
@@ -109,7 +98,8 @@ func (c *Consumer) Name() string { return c.name }
 func (c *Consumer) Shipped() int64 { return c.shipped.Load() }
 
 // Counts returns the counts of the consumer's reader: delivered to this
-// consumer, skipped (left to their owner), unreadable.
+// consumer, skipped (left to their owner, unreadable or orphaned),
+// dead-lettered, failed.
 func (c *Consumer) Counts() kafkamw.Counts { return c.r.Counts() }
 
 // Err returns the last error the consumer met, or nil.
@@ -119,20 +109,27 @@ func (c *Consumer) Err() error {
 	return c.lastErr
 }
 
-// Status is what a Consumer reports over HTTP.
+// Status is what a Consumer reports over HTTP: its shipments and its
+// reader's counts.
 type Status struct {
-	Name      string `json:"name"`
-	Group     string `json:"group"`
-	Shipped   int64  `json:"shipped"`
-	Delivered int64  `json:"delivered"`
-	Skipped   int64  `json:"skipped"`
-	LastError string `json:"lastError,omitempty"`
+	Name         string `json:"name"`
+	Group        string `json:"group"`
+	Shipped      int64  `json:"shipped"`
+	Delivered    int64  `json:"delivered"`
+	Skipped      int64  `json:"skipped"`
+	Unreadable   int64  `json:"unreadable"`
+	Orphaned     int64  `json:"orphaned"`
+	DeadLettered int64  `json:"deadLettered"`
+	Failed       int64  `json:"failed"`
+	LastError    string `json:"lastError,omitempty"`
 }
 
 // Status returns the consumer's counters.
 func (c *Consumer) Status() Status {
 	n := c.r.Counts()
-	s := Status{Name: c.name, Group: c.r.Config().GroupID, Shipped: c.Shipped(), Delivered: n.Delivered, Skipped: n.Skipped}
+	s := Status{Name: c.name, Group: c.r.Config().GroupID, Shipped: c.Shipped(),
+		Delivered: n.Delivered, Skipped: n.Skipped, Unreadable: n.Unreadable,
+		Orphaned: n.Orphaned, DeadLettered: n.DeadLettered, Failed: n.Failed}
 	if err := c.Err(); err != nil {
 		s.LastError = err.Error()
 	}
@@ -143,15 +140,4 @@ func (c *Consumer) Status() Status {
 func (c *Consumer) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(c.Status())
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

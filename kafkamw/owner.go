@@ -1,0 +1,88 @@
+package kafkamw
+
+import (
+	"time"
+
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// owner is who processes a tagged message.
+type owner uint8
+
+const (
+	// ownerBaseline: the baseline reader, with the sandbox in the context
+	// (the sandbox exists but does not override the service then).
+	ownerBaseline owner = iota
+	// ownerSandbox: the reader of the message's sandbox.
+	ownerSandbox
+	// ownerNone: no reader. The table does not know the sandbox at the
+	// message's time: it never existed, had expired, or was removed.
+	ownerNone
+)
+
+// orphan says why a message belongs to no one.
+type orphan uint8
+
+const (
+	notOrphan orphan = iota
+	// unknownSandbox: the table holds neither the sandbox nor a route of
+	// it for the service (it never existed, or was removed or expired
+	// and had no route for the service).
+	unknownSandbox
+	// expiredSandbox: the sandbox exists but expired at or before the
+	// message's time.
+	expiredSandbox
+	// goneSandbox: the sandbox no longer exists (removed or expired) and
+	// its route for the service, kept as a tombstone, was not active at
+	// the message's time.
+	goneSandbox
+)
+
+func (o orphan) String() string {
+	switch o {
+	case unknownSandbox:
+		return "sandbox not in the route table (never existed, removed or expired)"
+	case expiredSandbox:
+		return "sandbox expired before the message's time"
+	case goneSandbox:
+		return "sandbox removed or expired, its route for the service not active at the message's time"
+	}
+	return ""
+}
+
+// ownerOf decides who owns a message of sandbox id with timestamp at, for
+// the readers of service. It reads only the route table: every reader of
+// the service (the baseline's, each sandbox's) reaches the same answer
+// from the same document, and a restarted reader reaches the answer of
+// one that never stopped. It is the one place the decision is made.
+//
+// In order:
+//
+//  1. the sandbox's route for the service is active at at (the window
+//     of its document, tombstones of removed routes included): the
+//     sandbox's reader;
+//  2. the sandbox exists in the table and had not expired at at: the
+//     baseline reader, with the sandbox in the context;
+//  3. anything else: no one.
+//
+// The table keeps no record of a removed sandbox beyond its routes'
+// tombstones, so a message of a sandbox that did not override the service
+// and is gone by the time the message is decided belongs to no one, even
+// if it was produced before the removal: processing it for a sandbox that
+// no longer exists would fail anyway (its test database is gone).
+func ownerOf(t *routes.Table, service, id string, at time.Time) (owner, orphan) {
+	if t.ActiveAt(id, service, at) {
+		return ownerSandbox, notOrphan
+	}
+	sb, ok := t.Sandbox(id)
+	switch {
+	case ok && (sb.Expires.IsZero() || at.Before(sb.Expires)):
+		return ownerBaseline, notOrphan
+	case ok:
+		return ownerNone, expiredSandbox
+	}
+	if _, ok := t.Route(id, service); ok {
+		return ownerNone, goneSandbox
+	}
+	return ownerNone, unknownSandbox
+}

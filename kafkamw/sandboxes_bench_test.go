@@ -1,0 +1,184 @@
+package kafkamw
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
+	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// sandboxesMessages is the size of BenchmarkSandboxes' topics.
+var sandboxesMessages = flag.Int("kafkamw.bench.sandboxes.messages", 20000, "messages in BenchmarkSandboxes' topics")
+
+// BenchmarkSandboxes measures what N sandboxes overriding a service cost:
+// a topic of 20,000 messages, a third of them tagged for the N sandboxes
+// in turn, read by the baseline reader and N sandbox readers at once, each
+// in its own group, until each has decided the whole topic. An op is one
+// such pass. It reports the messages fetched from the broker per message
+// owned (every reader fetches the whole topic: N+1), the process's CPU time
+// per reader and per message owned (user and system, the in-process broker
+// included: what the cluster and the consumers spend together), and the
+// wall time of the pass.
+//
+//	go test ./kafkamw -run '^$' -bench Sandboxes -benchtime 3x
+func BenchmarkSandboxes(b *testing.B) {
+	for _, n := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			addrs, topic, table := sandboxesTopic(b, *sandboxesMessages, n)
+			var fetched, owned int64
+			var cpu time.Duration
+			for b.Loop() {
+				f, o, c := sandboxesPass(b, addrs, topic, table, n)
+				fetched, owned, cpu = fetched+f, owned+o, cpu+c
+			}
+			b.ReportMetric(float64(fetched)/float64(owned), "fetched/owned")
+			b.ReportMetric(float64(cpu.Milliseconds())/float64(b.N)/float64(n+1), "cpu-ms/reader")
+			b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(owned), "cpu-µs/owned")
+		})
+	}
+}
+
+// sandboxesTopic starts a broker and fills a topic of size messages, every
+// third tagged for one of n sandboxes in turn, and returns a table in which
+// each overrides the service.
+func sandboxesTopic(b *testing.B, size, n int) ([]string, string, *routes.Table) {
+	addrs, stop, err := kafkatest.NewBroker()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	const topic = "sandboxes"
+	if err := kafkatest.CreateTopic(ctx, addrs, topic, 3); err != nil {
+		b.Fatal(err)
+	}
+	kw, closeWriter := kafkatest.NewWriter(addrs, topic)
+	defer closeWriter()
+	kw.BatchSize = 5000
+	w := NewWriter(kw)
+	sbs := make([]routes.Sandbox, n)
+	for i := range sbs {
+		sbs[i] = routes.Sandbox{ID: fmt.Sprintf("pr-%d", i), Services: map[string]routes.Route{
+			benchService: {Upstream: "10.0.0.1:9090", ActiveFrom: time.Now().Add(-time.Hour)},
+		}}
+	}
+	msgs := make([]kafka.Message, 0, size)
+	for i := range size {
+		m := kafka.Message{Key: fmt.Appendf(nil, "k%d", i), Value: fmt.Appendf(nil, "order %d", i)}
+		if i%3 == 1 {
+			var one [1]kafka.Message
+			tagged, _, err := w.decorate(propagation.Sandbox{ID: sbs[(i/3)%n].ID}, []kafka.Message{m}, &one)
+			if err != nil {
+				b.Fatal(err)
+			}
+			m = tagged[0]
+		}
+		msgs = append(msgs, m)
+	}
+	if err := kw.WriteMessages(ctx, msgs...); err != nil {
+		b.Fatal(err)
+	}
+	table, err := routes.NewStatic(sbs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return addrs, topic, table
+}
+
+// sandboxesPass runs the baseline reader and n sandbox readers over the
+// whole topic, each in a fresh group, committing every 100 messages it
+// returns. It returns the messages fetched (decided) by all readers, the
+// messages they owned, and the process CPU time spent.
+func sandboxesPass(b *testing.B, addrs []string, topic string, table *routes.Table, n int) (fetched, owned int64, cpu time.Duration) {
+	group := fmt.Sprintf("pass-%d", time.Now().UnixNano())
+	readers := make([]*Reader, n+1)
+	for i := range readers {
+		opts := []Option{WithRoutes(table), WithService(benchService)}
+		if i > 0 {
+			opts = append(opts, AsSandbox(fmt.Sprintf("pr-%d", i-1)))
+		}
+		cfg := kafkatest.ReaderConfig(addrs, topic, group)
+		cfg.MaxWait = 10 * time.Millisecond
+		r, err := NewReader(cfg, opts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		readers[i] = r
+	}
+	size := int64(*sandboxesMessages)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	start := cpuTime()
+	var wg sync.WaitGroup
+	errs := make([]error, len(readers))
+	for i, r := range readers {
+		// A reader's FetchMessage blocks once it has returned all it
+		// owns: the pass ends for it when it has decided the whole topic.
+		rctx, rcancel := context.WithCancel(ctx)
+		wg.Go(func() {
+			defer rcancel()
+			for {
+				if c := r.Counts(); c.Delivered+c.Skipped >= size {
+					return
+				}
+				select {
+				case <-rctx.Done():
+					return
+				case <-time.After(time.Millisecond):
+				}
+			}
+		})
+		wg.Go(func() {
+			defer rcancel()
+			var last kafka.Message
+			for k := 0; ; k++ {
+				_, m, err := r.FetchMessage(rctx)
+				if err != nil {
+					if rctx.Err() == nil {
+						errs[i] = err
+					}
+					break
+				}
+				last = m
+				if k%commitEvery == commitEvery-1 {
+					if err := r.CommitMessages(ctx, m); err != nil {
+						errs[i] = err
+						return
+					}
+				}
+			}
+			if last.Topic != "" {
+				errs[i] = r.CommitMessages(ctx, last)
+			}
+		})
+	}
+	wg.Wait()
+	cpu = cpuTime() - start
+	for i, r := range readers {
+		if errs[i] != nil {
+			b.Fatal(errs[i])
+		}
+		c := r.Counts()
+		fetched += c.Delivered + c.Skipped
+		owned += c.Delivered
+		r.Close()
+	}
+	return fetched, owned, cpu
+}
+
+// cpuTime returns the process's user and system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
