@@ -31,9 +31,19 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Getenv, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "sandboxticket:", err)
-		os.Exit(2)
+	os.Exit(exitCode(run(os.Args[1:], os.Getenv, os.Stdout), os.Stderr))
+}
+
+// exitCode reports err on w and returns the process's exit status: 0 for
+// success and for -h (the flag package has printed the usage), 2 for
+// anything else.
+func exitCode(err error, w io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	default:
+		fmt.Fprintln(w, "sandboxticket:", err)
+		return 2
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -166,4 +167,16 @@ func readLine(t *testing.T, out, prefix string) propagation.Markers {
 		t.Fatalf("output %q holds no ticket", line)
 	}
 	return m
+}
+
+// TestExitCode: -h prints the usage and exits 0 (it used to exit 2 with
+// "flag: help requested"); a real error exits 2 with the message.
+func TestExitCode(t *testing.T) {
+	var stderr bytes.Buffer
+	if code := exitCode(run([]string{"-h"}, envWith(secret), io.Discard), &stderr); code != 0 || stderr.Len() != 0 {
+		t.Errorf("-h: exit %d, stderr %q; want 0 and nothing more than the usage", code, stderr.String())
+	}
+	if code := exitCode(run(nil, envWith(secret), io.Discard), &stderr); code != 2 || !strings.Contains(stderr.String(), "sandboxticket: -id is required") {
+		t.Errorf("no -id: exit %d, stderr %q; want 2 and the reason", code, stderr.String())
+	}
 }
