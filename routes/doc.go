@@ -67,10 +67,19 @@
 //	}
 //
 // The same document, with a consumer-only route, is testdata/example.json in
-// this package's source. Only id is required. A service maps to its upstream, either a string or an
-// object with upstream, activeFrom and removedAt (RFC 3339). Upstreams are
+// this package's source. Only "sandboxes" and each sandbox's id are
+// required. A service maps to its upstream, either a string or an object
+// with upstream, activeFrom and removedAt (RFC 3339). Upstreams are
 // "http://host:port", "https://host:port" or "host:port" (gRPC); an empty
 // upstream marks a service whose sandbox runs only Kafka consumers.
+//
+// Documents are read strictly ([ParseDocument]): a repeated key at any
+// depth, a repeated sandbox id or service name, a key that is not a field
+// (also one that differs from a field only in case, which encoding/json
+// would accept), null anywhere, or anything after the document rejects the
+// whole document, with the JSON path in the error:
+//
+//	routes: invalid route table: $.sandboxes[3].id: duplicate key
 //
 // # Concurrency
 //
