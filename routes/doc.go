@@ -28,10 +28,15 @@
 // # Sources
 //
 // A table is filled by hand ([Table.Update]) or kept in sync with a
-// [Source] by [Table.Sync]: [File] (a JSON file, re-read when it changes) or
-// [HTTP] (an endpoint polled with backoff). A source that fails keeps the
-// last good table, and [Table.Err] reports why; a document with an invalid
-// entry is rejected whole with an error naming the entry.
+// [Source] by [Table.Sync]: [File] (a JSON file, re-read when it changes,
+// also when it is a Kubernetes ConfigMap volume whose ..data link the
+// kubelet swaps) or [HTTP] (an endpoint polled with conditional requests,
+// ETag and Last-Modified). Sync polls with jitter ([Jitter]) so a fleet
+// does not poll in lockstep, bounds every fetch ([FetchTimeout]), and backs
+// off after failures. A source that fails or hangs keeps the last good
+// table, and [Table.Err] reports why, since when, and when the source last
+// answered; a document with an invalid entry is rejected whole with an
+// error naming the entry.
 //
 // # Synced means synced
 //

@@ -2,6 +2,7 @@ package routes
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"math"
 	"reflect"
@@ -43,6 +44,9 @@ type Table struct {
 	snap atomic.Pointer[snapshot]
 	last []Sandbox // the last input applied, to detect no-op updates
 	err  atomic.Pointer[errBox]
+	// applied is the document of a built-in source the content comes
+	// from, nil after an update from anything else.
+	applied atomic.Pointer[parsedDoc]
 
 	// state says where the content comes from: nowhere yet (fresh), by
 	// hand (Update only) or a source (Load or Sync, for good).
@@ -53,6 +57,9 @@ type Table struct {
 	synced  atomic.Int64
 	syncMu  sync.Mutex
 	syncSig atomic.Pointer[chan struct{}]
+	// failingSince is the start of the first failed load after the last
+	// good one, neverSynced while the source answers. Under syncMu.
+	failingSince int64
 }
 
 // neverSynced is synced before the first good load.
@@ -103,6 +110,7 @@ func New(opts ...Option) *Table {
 		changed:   make(chan struct{}),
 	})
 	t.synced.Store(neverSynced)
+	t.failingSince = neverSynced
 	sig := make(chan struct{})
 	t.syncSig.Store(&sig)
 	return t
@@ -270,11 +278,36 @@ func (t *Table) WaitSynced(ctx context.Context, at time.Time) error {
 func (t *Table) markSynced(at time.Time) {
 	t.syncMu.Lock()
 	defer t.syncMu.Unlock()
+	if at.UnixNano() >= t.failingSince {
+		t.failingSince = neverSynced
+	}
 	if at.UnixNano() <= t.synced.Load() {
 		return
 	}
 	t.synced.Store(at.UnixNano())
 	t.wakeWaiters()
+}
+
+// failed records a load that started at start and failed with err, and
+// returns err with since when the source has been failing and when it last
+// answered.
+func (t *Table) failed(start time.Time, err error) error {
+	t.syncMu.Lock()
+	if t.failingSince == neverSynced && start.UnixNano() >= t.synced.Load() {
+		t.failingSince = start.UnixNano()
+	}
+	since, last := t.failingSince, t.synced.Load()
+	t.syncMu.Unlock()
+	if since == neverSynced { // an older load, overtaken by a good one
+		since = start.UnixNano()
+	}
+	good := "none yet"
+	if last != neverSynced {
+		good = time.Unix(0, last).UTC().Format(time.RFC3339Nano)
+	}
+	err = fmt.Errorf("%w (source failing since %s; last good load: %s)", err, time.Unix(0, since).UTC().Format(time.RFC3339Nano), good)
+	t.setErr(err)
+	return err
 }
 
 // wakeWaiters wakes the WaitSynced callers. The caller holds syncMu.
@@ -298,8 +331,11 @@ func (t *Table) setByHand() {
 	}
 }
 
-// Err returns the error of the last failed fetch or update, or nil when the
-// last one succeeded.
+// Err returns the error of the last failed load or update, or nil when the
+// last one succeeded. The error of a failed load says since when the source
+// has been failing and when the last good load was ("source failing since
+// …; last good load …"); a fetch that hangs is such a failure once its
+// deadline passes (see [FetchTimeout]).
 func (t *Table) Err() error {
 	if b := t.err.Load(); b != nil {
 		return b.err
@@ -314,21 +350,26 @@ func (t *Table) Err() error {
 // [Table.SyncedAt] of a table that has a source: a change by hand proves
 // nothing about the source.
 func (t *Table) Update(sbs []Sandbox) error {
-	if err := t.update(sbs, t.now()); err != nil {
+	if err := t.update(sbs, nil, t.now()); err != nil {
 		return err
 	}
 	t.setByHand()
 	return nil
 }
 
-func (t *Table) update(sbs []Sandbox, now time.Time) error {
-	if err := Validate(sbs); err != nil {
+// update applies sbs, or doc's sandboxes when doc is not nil (a document
+// of a built-in source: validated, and never modified).
+func (t *Table) update(sbs []Sandbox, doc *parsedDoc, now time.Time) error {
+	if doc != nil {
+		sbs = doc.sbs
+	} else if err := Validate(sbs); err != nil {
 		t.setErr(err)
 		return err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.setErr(nil)
+	t.applied.Store(doc)
 	old := t.snap.Load()
 	if t.last != nil && reflect.DeepEqual(t.last, sbs) && !t.tombstonesExpire(old, now) {
 		return nil
@@ -374,7 +415,11 @@ func (t *Table) update(sbs []Sandbox, now time.Time) error {
 			next.routes[k] = &tomb
 		}
 	}
-	t.last = cloneSandboxes(sbs)
+	if doc != nil {
+		t.last = doc.sbs
+	} else {
+		t.last = cloneSandboxes(sbs)
+	}
 	t.snap.Store(next)
 	close(old.changed)
 	return nil
