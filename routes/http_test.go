@@ -123,7 +123,7 @@ func TestHTTPStalledServer(t *testing.T) {
 
 			syncUntilErr(t, tbl, src, func(err error) bool { return err != nil },
 				routes.Every(time.Millisecond), routes.FetchTimeout(50*time.Millisecond))
-			err := tbl.Err()
+			err := tbl.Err() // stopping Sync mid-fetch must not replace it
 			if !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("Err = %v, want a deadline", err)
 			}

@@ -75,47 +75,59 @@ type Route struct {
 func Validate(sbs []Sandbox) error {
 	first := make(map[string]int, len(sbs))
 	for i := range sbs {
-		sb := &sbs[i]
-		at := func(field string) string { return "$.sandboxes[" + strconv.Itoa(i) + "]" + field }
-		if err := (propagation.Sandbox{ID: sb.ID, Actor: sb.Actor, Origin: sb.Origin}).Validate(); err != nil {
-			if errors.Is(err, propagation.ErrInvalidID) {
-				return fmt.Errorf("%w: %s: %w", ErrInvalid, at(".id"), err)
-			}
-			field := ".actor"
-			if errors.Is(err, propagation.ErrInvalidOrigin) {
-				field = ".origin"
-			}
-			return fmt.Errorf("%w: %s: sandbox %q: %w", ErrInvalid, at(field), sb.ID, err)
+		if err := validateSandbox(i, &sbs[i]); err != nil {
+			return err
 		}
-		if j, dup := first[sb.ID]; dup {
-			return fmt.Errorf("%w: %s: sandbox %q appears twice (first at $.sandboxes[%d])", ErrInvalid, at(".id"), sb.ID, j)
+		if j, dup := first[sbs[i].ID]; dup {
+			return errRepeated(i, j, sbs[i].ID)
 		}
-		first[sb.ID] = i
-		if sb.Database != "" {
-			if _, err := url.Parse(sb.Database); err != nil {
-				return fmt.Errorf("%w: %s: sandbox %q: %v", ErrInvalid, at(".database"), sb.ID, err)
-			}
+		first[sbs[i].ID] = i
+	}
+	return nil
+}
+
+// errRepeated reports sandbox id at index i, first seen at index j.
+func errRepeated(i, j int, id string) error {
+	return fmt.Errorf("%w: $.sandboxes[%d].id: sandbox %q appears twice (first at $.sandboxes[%d])", ErrInvalid, i, id, j)
+}
+
+// validateSandbox checks sb, the i-th sandbox of a document, on its own.
+func validateSandbox(i int, sb *Sandbox) error {
+	at := func(field string) string { return "$.sandboxes[" + strconv.Itoa(i) + "]" + field }
+	if err := (propagation.Sandbox{ID: sb.ID, Actor: sb.Actor, Origin: sb.Origin}).Validate(); err != nil {
+		if errors.Is(err, propagation.ErrInvalidID) {
+			return fmt.Errorf("%w: %s: %w", ErrInvalid, at(".id"), err)
 		}
-		if b := sb.Budget; b != nil && (b.Rate < 0 || b.Burst < 0 || b.MaxInFlight < 0) {
-			return fmt.Errorf("%w: %s: sandbox %q: budget values must not be negative", ErrInvalid, at(".budget"), sb.ID)
+		field := ".actor"
+		if errors.Is(err, propagation.ErrInvalidOrigin) {
+			field = ".origin"
 		}
-		// The first bad service in name order, so the error does not
-		// depend on map order.
-		var (
-			bad, msg string
-			found    bool
-		)
-		for svc, r := range sb.Services {
-			if found && svc > bad {
-				continue
-			}
-			if m := checkRoute(svc, r); m != "" {
-				bad, msg, found = svc, m, true
-			}
+		return fmt.Errorf("%w: %s: sandbox %q: %w", ErrInvalid, at(field), sb.ID, err)
+	}
+	if sb.Database != "" {
+		if _, err := url.Parse(sb.Database); err != nil {
+			return fmt.Errorf("%w: %s: sandbox %q: %v", ErrInvalid, at(".database"), sb.ID, err)
 		}
-		if found {
-			return fmt.Errorf("%w: %s: sandbox %q service %s: %s", ErrInvalid, at(".services"+servicePath(bad)), sb.ID, quoteClipped(bad), msg)
+	}
+	if b := sb.Budget; b != nil && (b.Rate < 0 || b.Burst < 0 || b.MaxInFlight < 0) {
+		return fmt.Errorf("%w: %s: sandbox %q: budget values must not be negative", ErrInvalid, at(".budget"), sb.ID)
+	}
+	// The first bad service in name order, so the error does not depend on
+	// map order.
+	var (
+		bad, msg string
+		found    bool
+	)
+	for svc, r := range sb.Services {
+		if found && svc > bad {
+			continue
 		}
+		if m := checkRoute(svc, r); m != "" {
+			bad, msg, found = svc, m, true
+		}
+	}
+	if found {
+		return fmt.Errorf("%w: %s: sandbox %q service %s: %s", ErrInvalid, at(".services"+servicePath(bad)), sb.ID, quoteClipped(bad), msg)
 	}
 	return nil
 }

@@ -241,7 +241,8 @@ func (h *httpSource) fetchDoc(ctx context.Context, have *parsedDoc) (*parsedDoc,
 
 // Load fetches src once and applies it. On failure the table keeps its
 // content and the error is returned (and reported by [Table.Err], with
-// since when the source has been failing and its last good load). The
+// since when the source has been failing and its last good load, unless
+// ctx was canceled: the caller gave up, the source did not fail). The
 // fetch is bounded by ctx only: give it a deadline (or use [Table.Sync],
 // which does).
 //
@@ -271,6 +272,9 @@ func (t *Table) Load(ctx context.Context, src Source) error {
 		}
 		t.setErr(nil)
 	case err != nil:
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return err // the caller gave up: not the source's failure
+		}
 		return t.failed(start, err)
 	default:
 		if err := t.update(sbs, doc, start); err != nil {
