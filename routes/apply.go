@@ -1,7 +1,6 @@
 package routes
 
 import (
-	"hash/maphash"
 	"maps"
 	"time"
 )
@@ -31,11 +30,18 @@ type record struct {
 	in *Sandbox
 }
 
-func shardOf(seed maphash.Seed, id string) int {
-	return int(maphash.String(seed, id) & (shardCount - 1))
+// shardOf spreads IDs over the shards with FNV-1a (inlined: this is on
+// the Lookup path), mixed with the table's seed.
+func shardOf(seed uint32, id string) int {
+	h := seed
+	for i := 0; i < len(id); i++ {
+		h ^= uint32(id[i])
+		h *= 16777619
+	}
+	return int((h ^ h>>16) & (shardCount - 1))
 }
 
-func (s *snapshot) route(seed maphash.Seed, id, service string) *entry {
+func (s *snapshot) route(seed uint32, id, service string) *entry {
 	sh := s.shards[shardOf(seed, id)]
 	if sh == nil {
 		return nil
@@ -43,7 +49,7 @@ func (s *snapshot) route(seed maphash.Seed, id, service string) *entry {
 	return sh.routes[routeKey{id, service}]
 }
 
-func (s *snapshot) sandbox(seed maphash.Seed, id string) *record {
+func (s *snapshot) sandbox(seed uint32, id string) *record {
 	sh := s.shards[shardOf(seed, id)]
 	if sh == nil {
 		return nil
@@ -192,14 +198,14 @@ type builder struct {
 	t     *Table
 	now   time.Time
 	old   *snapshot
-	next  snapshot
+	next  *snapshot
 	owned [shardCount]bool // shards of next that are copies of this builder's
 	dirty bool
 }
 
 func (t *Table) newBuilder(now time.Time) *builder {
 	old := t.snap.Load()
-	return &builder{t: t, now: now, old: old, next: snapshot{shards: old.shards, count: old.count}}
+	return &builder{t: t, now: now, old: old, next: &snapshot{shards: old.shards, count: old.count}}
 }
 
 // shard returns the shard of id in next, copied for writing.
@@ -318,9 +324,8 @@ func (b *builder) commit(doc *parsedDoc) {
 	if !b.dirty {
 		return
 	}
-	next := b.next
-	next.changed = make(chan struct{})
-	t.snap.Store(&next)
+	b.next.changed = make(chan struct{})
+	t.snap.Store(b.next)
 	close(b.old.changed)
 }
 

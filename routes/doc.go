@@ -12,6 +12,11 @@
 // is being updated (each update swaps in a new immutable snapshot). A
 // sandbox past its expiry drops out of lookups by itself.
 //
+// An update costs what it changes: snapshots share the parts an update
+// leaves alone, and sandboxes equal to the ones the table holds are
+// neither validated again nor copied, so one changed sandbox in a table of
+// 100,000 is a fraction of a millisecond with [Table.Put].
+//
 // # Activation windows
 //
 // Each route records when it became active and, once removed, when it was
@@ -27,7 +32,8 @@
 //
 // # Sources
 //
-// A table is filled by hand ([Table.Update]) or kept in sync with a
+// A table is filled by hand ([Table.Update] with the whole list, or
+// [Table.Put] and [Table.Remove] for a few sandboxes) or kept in sync with a
 // [Source] by [Table.Sync]: [File] (a JSON file, re-read when it changes,
 // also when it is a Kubernetes ConfigMap volume whose ..data link the
 // kubelet swaps) or [HTTP] (an endpoint polled with conditional requests,

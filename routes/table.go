@@ -3,8 +3,8 @@ package routes
 import (
 	"context"
 	"fmt"
-	"hash/maphash"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -39,7 +39,7 @@ type Table struct {
 	now   func() time.Time
 	grace time.Duration
 
-	seed maphash.Seed // spreads sandboxes over the shards of a snapshot
+	seed uint32 // spreads sandboxes over the shards of a snapshot
 
 	mu    sync.Mutex // serialises updates
 	snap  atomic.Pointer[snapshot]
@@ -99,7 +99,7 @@ func New(opts ...Option) *Table {
 	for _, o := range opts {
 		o.apply(t)
 	}
-	t.seed = maphash.MakeSeed()
+	t.seed = 2166136261 ^ rand.Uint32()
 	t.tombs = map[routeKey]time.Time{}
 	t.snap.Store(&snapshot{changed: make(chan struct{})})
 	t.synced.Store(neverSynced)
