@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,18 +28,43 @@ import (
 //   - bytes that are not UTF-8, or anything after the document;
 //   - an entry that fails [Validate].
 func ParseDocument(b []byte) ([]Sandbox, error) {
+	doc, err := parseDocument(b, nil)
+	if err != nil {
+		return nil, err
+	}
+	return doc.sbs, nil
+}
+
+// parseDocument parses b as ParseDocument does. A sandbox whose bytes are
+// those of one in prev (a document parsed before) is taken from prev,
+// neither parsed nor validated again: a document with one sandbox changed
+// costs a scan of its bytes and the parse of that sandbox.
+func parseDocument(b []byte, prev *parsedDoc) (*parsedDoc, error) {
 	if !utf8.Valid(b) {
 		return nil, fmt.Errorf("%w: $: the document is not valid UTF-8", ErrInvalid)
 	}
 	p := newParser(b)
+	p.prev, p.seed = prev, maphash.MakeSeed()
+	if prev != nil {
+		p.seed = prev.seed
+	}
 	sbs, err := p.document()
 	if err != nil {
 		return nil, err
 	}
-	if err := Validate(sbs); err != nil {
-		return nil, err
+	first := make(map[string]int, len(sbs))
+	for i := range sbs {
+		if !p.reused[i] {
+			if err := validateSandbox(i, &sbs[i]); err != nil {
+				return nil, err
+			}
+		}
+		if j, dup := first[sbs[i].ID]; dup {
+			return nil, errRepeated(i, j, sbs[i].ID)
+		}
+		first[sbs[i].ID] = i
 	}
-	return sbs, nil
+	return &parsedDoc{sbs: sbs, seed: p.seed, raws: p.raws, byRaw: p.byRaw}, nil
 }
 
 // UnmarshalJSON decodes a route document as strictly as [ParseDocument],
@@ -86,6 +113,15 @@ type parser struct {
 	src  []byte
 	dec  *json.Decoder
 	path []pathElem
+
+	// Of the sandboxes list: the document to reuse sandboxes of, and for
+	// the next parse, each sandbox's bytes (subslices of src), an index of
+	// them by hash, and which sandboxes were reused.
+	prev   *parsedDoc
+	seed   maphash.Seed // hashes sandboxes' bytes for byRaw; a hit is checked byte for byte
+	raws   [][]byte
+	byRaw  map[uint64]int
+	reused []bool
 }
 
 // pathElem is an object key or, when key is empty and index >= 0, an array
@@ -377,16 +413,52 @@ func (p *parser) sandboxes() ([]Sandbox, error) {
 		return nil, err
 	}
 	sbs := []Sandbox{}
+	p.byRaw = map[uint64]int{}
 	for i := 0; p.dec.More(); i++ {
 		p.pushIndex(i)
-		sb, err := p.sandbox()
-		if err != nil {
-			return nil, err
+		// Take the sandbox's bytes whole (the decoder checks their
+		// syntax), then reuse or parse them.
+		start := p.dec.InputOffset()
+		var skip json.RawMessage
+		if err := p.dec.Decode(&skip); err != nil {
+			var syn *json.SyntaxError
+			if errors.As(err, &syn) {
+				return nil, p.errorf("bad JSON at byte %d: %v", syn.Offset, err)
+			}
+			return nil, p.errorf("unexpected end of the document")
+		}
+		raw := bytes.TrimLeft(p.src[start:p.dec.InputOffset()], " \t\r\n,")
+		h := maphash.Bytes(p.seed, raw)
+		sb, reused := p.reuse(h, raw)
+		if !reused {
+			sub := &parser{src: raw, dec: json.NewDecoder(bytes.NewReader(raw)), path: slices.Clone(p.path)}
+			sub.dec.UseNumber()
+			var err error
+			if sb, err = sub.sandbox(); err != nil {
+				return nil, err
+			}
 		}
 		sbs = append(sbs, sb)
+		p.raws = append(p.raws, raw)
+		p.reused = append(p.reused, reused)
+		if _, seen := p.byRaw[h]; !seen {
+			p.byRaw[h] = i
+		}
 		p.pop()
 	}
 	return sbs, p.close()
+}
+
+// reuse returns the sandbox of p.prev whose bytes are raw, if there is one.
+func (p *parser) reuse(h uint64, raw []byte) (Sandbox, bool) {
+	if p.prev == nil {
+		return Sandbox{}, false
+	}
+	j, ok := p.prev.byRaw[h]
+	if !ok || !bytes.Equal(p.prev.raws[j], raw) {
+		return Sandbox{}, false
+	}
+	return p.prev.sbs[j], true
 }
 
 var sandboxFields = []string{"id", "actor", "origin", "expires", "database", "budget", "services"}

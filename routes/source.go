@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -33,7 +34,14 @@ func (f SourceFunc) Fetch(ctx context.Context) ([]Sandbox, error) { return f(ctx
 // parsedDoc is a validated document a built-in source ([File], [HTTP])
 // hands out. It is never modified, so a table keeps it as is, and a table
 // knows by its identity whether it already holds the source's content.
-type parsedDoc struct{ sbs []Sandbox }
+type parsedDoc struct {
+	sbs []Sandbox
+	// Each sandbox's bytes in the document and an index of them by hash,
+	// so that the next document reuses the sandboxes it repeats.
+	seed  maphash.Seed
+	raws  [][]byte
+	byRaw map[uint64]int
+}
 
 // docSource is implemented by the built-in sources. fetchDoc returns the
 // source's current document, or [ErrNotModified] when that is have: each
@@ -105,11 +113,11 @@ func (f *fileSource) refresh() error {
 		f.fi = fi
 		return nil
 	}
-	sbs, err := ParseDocument(b)
+	doc, err := parseDocument(b, f.doc)
 	if err != nil {
 		return fmt.Errorf("%w (file %s)", err, f.path)
 	}
-	f.fi, f.content, f.doc = fi, b, &parsedDoc{sbs}
+	f.fi, f.content, f.doc = fi, b, doc
 	return nil
 }
 
@@ -216,11 +224,9 @@ func (h *httpSource) fetchDoc(ctx context.Context, have *parsedDoc) (*parsedDoc,
 		if len(b) > MaxDocumentSize {
 			return nil, fmt.Errorf("routes: %s: document larger than %d bytes", h.url, MaxDocumentSize)
 		}
-		sbs, err := ParseDocument(b)
-		if err != nil {
+		if doc, err = parseDocument(b, cached); err != nil {
 			return nil, fmt.Errorf("%w (from %s)", err, h.url)
 		}
-		doc = &parsedDoc{sbs}
 		h.mu.Lock()
 		h.doc, h.etag, h.lastModified = doc, resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")
 		h.mu.Unlock()
