@@ -79,3 +79,21 @@ func ExampleTable_WaitSynced() {
 	<-done
 	// Output: pr-42 exists at the message's time: true
 }
+
+func ExampleTable_Put() {
+	tbl, _ := routes.NewStatic([]routes.Sandbox{
+		{ID: "pr-1", Services: map[string]routes.Route{"cart": {Upstream: "10.0.0.1:8080"}}},
+		{ID: "pr-2", Services: map[string]routes.Route{"cart": {Upstream: "10.0.0.2:8080"}}},
+	})
+	// Change one sandbox and drop another, leaving the rest as they are.
+	if err := tbl.Put(routes.Sandbox{ID: "pr-1", Services: map[string]routes.Route{"cart": {Upstream: "10.0.0.9:8080"}}}); err != nil {
+		fmt.Println(err)
+		return
+	}
+	tbl.Remove("pr-2")
+	fmt.Println(tbl.Lookup("pr-1", "cart"))
+	fmt.Println(tbl.Lookup("pr-2", "cart"))
+	// Output:
+	// 10.0.0.9:8080 true
+	//  false
+}

@@ -1,7 +1,6 @@
 package routes
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -67,78 +66,94 @@ type Route struct {
 	RemovedAt time.Time `json:"removedAt,omitzero"`
 }
 
-// UnmarshalJSON accepts a route as an upstream string or as an object.
-func (r *Route) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err == nil {
-		*r = Route{Upstream: s}
-		return nil
-	}
-	type plain Route
-	var p plain
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return err
-	}
-	*r = Route(p)
-	return nil
-}
-
-// ParseDocument parses and validates a JSON route document. Unknown fields
-// are errors, so a typo does not silently drop a route.
-func ParseDocument(b []byte) ([]Sandbox, error) {
-	var doc Document
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&doc); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: trailing data after the document", ErrInvalid)
-	}
-	if err := Validate(doc.Sandboxes); err != nil {
-		return nil, err
-	}
-	return doc.Sandboxes, nil
-}
-
 // Validate checks a set of sandboxes and returns an error naming the first
-// invalid entry.
+// invalid entry by its JSON path in a document holding them
+// ($.sandboxes[3].services.cart.upstream) and its sandbox ID. The error
+// wraps [ErrInvalid] and, for an invalid ID, actor or origin,
+// propagation's [propagation.ErrInvalidID], [propagation.ErrInvalidActor]
+// or [propagation.ErrInvalidOrigin].
 func Validate(sbs []Sandbox) error {
-	seen := make(map[string]bool, len(sbs))
-	for i, sb := range sbs {
-		if err := (propagation.Sandbox{ID: sb.ID, Actor: sb.Actor, Origin: sb.Origin}).Validate(); err != nil {
-			return fmt.Errorf("%w: sandbox #%d %q: %v", ErrInvalid, i, sb.ID, err)
+	first := make(map[string]int, len(sbs))
+	for i := range sbs {
+		if err := validateSandbox(i, &sbs[i]); err != nil {
+			return err
 		}
-		if seen[sb.ID] {
-			return fmt.Errorf("%w: sandbox %q appears twice", ErrInvalid, sb.ID)
+		if j, dup := first[sbs[i].ID]; dup {
+			return errRepeated(i, j, sbs[i].ID)
 		}
-		seen[sb.ID] = true
-		if sb.Database != "" {
-			if _, err := url.Parse(sb.Database); err != nil {
-				return fmt.Errorf("%w: sandbox %q: database: %v", ErrInvalid, sb.ID, err)
-			}
-		}
-		if b := sb.Budget; b != nil && (b.Rate < 0 || b.Burst < 0 || b.MaxInFlight < 0) {
-			return fmt.Errorf("%w: sandbox %q: budget values must not be negative", ErrInvalid, sb.ID)
-		}
-		for svc, r := range sb.Services {
-			if !validService(svc) {
-				return fmt.Errorf("%w: sandbox %q: service name %q: want letters, digits, '.', '_' or '-'", ErrInvalid, sb.ID, svc)
-			}
-			if r.Upstream == "" {
-				continue // the sandbox overrides the service's consumers only
-			}
-			if err := ValidateUpstream(r.Upstream); err != nil {
-				return fmt.Errorf("%w: sandbox %q service %q: %v", ErrInvalid, sb.ID, svc, err)
-			}
-			if !r.RemovedAt.IsZero() && !r.ActiveFrom.IsZero() && r.RemovedAt.Before(r.ActiveFrom) {
-				return fmt.Errorf("%w: sandbox %q service %q: removedAt before activeFrom", ErrInvalid, sb.ID, svc)
-			}
-		}
+		first[sbs[i].ID] = i
 	}
 	return nil
+}
+
+// errRepeated reports sandbox id at index i, first seen at index j.
+func errRepeated(i, j int, id string) error {
+	return fmt.Errorf("%w: $.sandboxes[%d].id: sandbox %q appears twice (first at $.sandboxes[%d])", ErrInvalid, i, id, j)
+}
+
+// validateSandbox checks sb, the i-th sandbox of a document, on its own.
+func validateSandbox(i int, sb *Sandbox) error {
+	at := func(field string) string { return "$.sandboxes[" + strconv.Itoa(i) + "]" + field }
+	if err := (propagation.Sandbox{ID: sb.ID, Actor: sb.Actor, Origin: sb.Origin}).Validate(); err != nil {
+		if errors.Is(err, propagation.ErrInvalidID) {
+			return fmt.Errorf("%w: %s: %w", ErrInvalid, at(".id"), err)
+		}
+		field := ".actor"
+		if errors.Is(err, propagation.ErrInvalidOrigin) {
+			field = ".origin"
+		}
+		return fmt.Errorf("%w: %s: sandbox %q: %w", ErrInvalid, at(field), sb.ID, err)
+	}
+	if sb.Database != "" {
+		if _, err := url.Parse(sb.Database); err != nil {
+			return fmt.Errorf("%w: %s: sandbox %q: %v", ErrInvalid, at(".database"), sb.ID, err)
+		}
+	}
+	if b := sb.Budget; b != nil && (b.Rate < 0 || b.Burst < 0 || b.MaxInFlight < 0) {
+		return fmt.Errorf("%w: %s: sandbox %q: budget values must not be negative", ErrInvalid, at(".budget"), sb.ID)
+	}
+	// The first bad service in name order, so the error does not depend on
+	// map order.
+	var (
+		bad, msg string
+		found    bool
+	)
+	for svc, r := range sb.Services {
+		if found && svc > bad {
+			continue
+		}
+		if m := checkRoute(svc, r); m != "" {
+			bad, msg, found = svc, m, true
+		}
+	}
+	if found {
+		return fmt.Errorf("%w: %s: sandbox %q service %s: %s", ErrInvalid, at(".services"+servicePath(bad)), sb.ID, quoteClipped(bad), msg)
+	}
+	return nil
+}
+
+// checkRoute returns what is wrong with the route of service svc, or "".
+func checkRoute(svc string, r Route) string {
+	if !validService(svc) {
+		return "bad service name: want 1 to 253 letters, digits, '.', '_' or '-'"
+	}
+	if r.Upstream != "" {
+		if err := ValidateUpstream(r.Upstream); err != nil {
+			return err.Error()
+		}
+	}
+	if !r.RemovedAt.IsZero() && !r.ActiveFrom.IsZero() && r.RemovedAt.Before(r.ActiveFrom) {
+		return "removedAt before activeFrom"
+	}
+	return ""
+}
+
+// servicePath is the path element of a service key.
+func servicePath(svc string) string {
+	if plainKey(svc) {
+		return "." + svc
+	}
+	return "[" + quoteClipped(svc) + "]"
 }
 
 func validService(s string) bool {

@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -28,135 +31,260 @@ type SourceFunc func(ctx context.Context) ([]Sandbox, error)
 // Fetch calls f.
 func (f SourceFunc) Fetch(ctx context.Context) ([]Sandbox, error) { return f(ctx) }
 
+// parsedDoc is a validated document a built-in source ([File], [HTTP])
+// hands out. It is never modified, so a table keeps it as is, and a table
+// knows by its identity whether it already holds the source's content.
+type parsedDoc struct {
+	sbs []Sandbox
+	// Each sandbox's bytes in the document and an index of them by hash,
+	// so that the next document reuses the sandboxes it repeats.
+	seed  maphash.Seed
+	raws  [][]byte
+	byRaw map[uint64]int
+}
+
+// docSource is implemented by the built-in sources. fetchDoc returns the
+// source's current document, or [ErrNotModified] when that is have: each
+// table asks for what it holds, so tables sharing a source (or a table
+// changed by hand in between) never take "unchanged" for content they do
+// not have.
+type docSource interface {
+	fetchDoc(ctx context.Context, have *parsedDoc) (*parsedDoc, error)
+}
+
+// fetchPublic serves the Fetch method of a built-in source from its
+// fetchDoc: [ErrNotModified] when the document is the one cur returned
+// before the fetch.
+func fetchPublic(ctx context.Context, src docSource, cur func() *parsedDoc) ([]Sandbox, error) {
+	doc, err := src.fetchDoc(ctx, cur())
+	if err != nil {
+		return nil, err
+	}
+	return cloneSandboxes(doc.sbs), nil
+}
+
 // File returns a [Source] reading the JSON document at path (see the package
-// doc for the format). It re-reads the file only when its size or
-// modification time changed, and parses it only when its bytes changed.
+// doc for the format). It re-reads the file only when it changed (another
+// file, size or modification time), and parses it only when its bytes
+// changed. path may be a symbolic link that is swapped atomically, as in a
+// Kubernetes ConfigMap volume, where path links to ..data/<key> and the
+// kubelet replaces the ..data link: each fetch follows the links afresh.
 func File(path string) Source { return &fileSource{path: path} }
 
 type fileSource struct {
 	path string
 
 	mu      sync.Mutex
-	size    int64
-	modTime time.Time
+	fi      os.FileInfo // of the file that doc was read from
 	content []byte
+	doc     *parsedDoc
 }
 
-func (f *fileSource) Fetch(context.Context) ([]Sandbox, error) {
+func (f *fileSource) Fetch(ctx context.Context) ([]Sandbox, error) {
+	return fetchPublic(ctx, f, func() *parsedDoc { f.mu.Lock(); defer f.mu.Unlock(); return f.doc })
+}
+
+func (f *fileSource) fetchDoc(_ context.Context, have *parsedDoc) (*parsedDoc, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	fi, err := os.Stat(f.path)
-	if err != nil {
-		return nil, fmt.Errorf("routes: %w", err)
+	if err := f.refresh(); err != nil {
+		return nil, err
 	}
-	if f.content != nil && fi.Size() == f.size && fi.ModTime().Equal(f.modTime) {
+	if f.doc == have {
 		return nil, ErrNotModified
+	}
+	return f.doc, nil
+}
+
+// refresh brings f.doc up to date with the file.
+func (f *fileSource) refresh() error {
+	fi, err := os.Stat(f.path) // follows the links
+	if err != nil {
+		return fmt.Errorf("routes: %w", err)
+	}
+	if f.doc != nil && os.SameFile(fi, f.fi) && fi.Size() == f.fi.Size() && fi.ModTime().Equal(f.fi.ModTime()) {
+		return nil
 	}
 	b, err := os.ReadFile(f.path)
 	if err != nil {
-		return nil, fmt.Errorf("routes: %w", err)
+		return fmt.Errorf("routes: %w", err)
 	}
-	if f.content != nil && bytes.Equal(b, f.content) {
-		f.size, f.modTime = fi.Size(), fi.ModTime()
-		return nil, ErrNotModified
+	if f.doc != nil && bytes.Equal(b, f.content) {
+		f.fi = fi
+		return nil
 	}
-	sbs, err := ParseDocument(b)
+	doc, err := parseDocument(b, f.doc)
 	if err != nil {
-		return nil, fmt.Errorf("%w (file %s)", err, f.path)
+		return fmt.Errorf("%w (file %s)", err, f.path)
 	}
-	f.size, f.modTime, f.content = fi.Size(), fi.ModTime(), b
-	return sbs, nil
+	f.fi, f.content, f.doc = fi, b, doc
+	return nil
 }
 
 // MaxDocumentSize is the largest route document [HTTP] accepts.
 const MaxDocumentSize = 16 << 20
 
-// HTTP returns a [Source] that GETs the JSON document at url with client
-// (http.DefaultClient when nil). It sends If-None-Match with the last ETag
-// and treats 304 as [ErrNotModified]; any status other than 200 and 304 is
-// an error.
+// The timeouts of the client [HTTP] uses when given none.
+const (
+	// DefaultDialTimeout bounds connecting to the server, and the TLS
+	// handshake.
+	DefaultDialTimeout = 5 * time.Second
+	// DefaultResponseHeaderTimeout bounds the wait for the response's
+	// headers once the request is sent.
+	DefaultResponseHeaderTimeout = 10 * time.Second
+	// DefaultFetchTimeout bounds a whole fetch, body included: the default
+	// client's overall timeout, and the default of [FetchTimeout] for
+	// every source that [Table.Sync] fetches.
+	DefaultFetchTimeout = 15 * time.Second
+)
+
+// HTTP returns a [Source] that GETs the JSON document at url with client.
+// A nil client is one of the package's own with timeouts
+// ([DefaultDialTimeout], [DefaultResponseHeaderTimeout], and
+// [DefaultFetchTimeout] overall), so that a hung or slow server is an
+// error rather than a sync that stops; a client you pass keeps its own
+// timeouts ([Table.Sync] bounds each fetch with [FetchTimeout] either way).
+//
+// Requests are conditional: the source sends If-None-Match with the ETag
+// and If-Modified-Since with the Last-Modified of the last document it
+// read, and a 304 answer means that document. A 304 to a request that
+// carried neither is an error. Any status other than 200 and 304 is an
+// error, as is a body over [MaxDocumentSize] or a document that
+// [ParseDocument] rejects.
 func HTTP(url string, client *http.Client) Source {
 	if client == nil {
-		client = http.DefaultClient
+		client = newHTTPClient()
 	}
 	return &httpSource{url: url, client: client}
+}
+
+// newHTTPClient returns a client with the default timeouts, on a transport
+// of its own.
+func newHTTPClient() *http.Client {
+	dialer := &net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: 30 * time.Second}
+	return &http.Client{
+		Timeout: DefaultFetchTimeout,
+		Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           dialer.DialContext,
+			ForceAttemptHTTP2:     true,
+			TLSHandshakeTimeout:   DefaultDialTimeout,
+			ResponseHeaderTimeout: DefaultResponseHeaderTimeout,
+			ExpectContinueTimeout: time.Second,
+			MaxIdleConnsPerHost:   1,
+			IdleConnTimeout:       90 * time.Second,
+		},
+	}
 }
 
 type httpSource struct {
 	url    string
 	client *http.Client
 
-	mu   sync.Mutex
-	etag string
+	mu           sync.Mutex
+	doc          *parsedDoc // the last document read, which the validators name
+	etag         string
+	lastModified string
 }
 
 func (h *httpSource) Fetch(ctx context.Context) ([]Sandbox, error) {
+	return fetchPublic(ctx, h, func() *parsedDoc { h.mu.Lock(); defer h.mu.Unlock(); return h.doc })
+}
+
+func (h *httpSource) fetchDoc(ctx context.Context, have *parsedDoc) (*parsedDoc, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
 	req.Header.Set("Accept", "application/json")
 	h.mu.Lock()
-	if h.etag != "" {
-		req.Header.Set("If-None-Match", h.etag)
-	}
+	cached, etag, lastModified := h.doc, h.etag, h.lastModified
 	h.mu.Unlock()
+	validated := cached != nil && (etag != "" || lastModified != "")
+	if validated {
+		if etag != "" {
+			req.Header.Set("If-None-Match", etag)
+		}
+		if lastModified != "" {
+			req.Header.Set("If-Modified-Since", lastModified)
+		}
+	}
 	resp, err := h.client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("routes: fetching %s: %w", h.url, err)
 	}
 	defer resp.Body.Close()
+	var doc *parsedDoc
 	switch resp.StatusCode {
 	case http.StatusOK:
+		b, err := io.ReadAll(io.LimitReader(resp.Body, MaxDocumentSize+1))
+		if err != nil {
+			return nil, fmt.Errorf("routes: fetching %s: reading the body: %w", h.url, err)
+		}
+		if len(b) > MaxDocumentSize {
+			return nil, fmt.Errorf("routes: %s: document larger than %d bytes", h.url, MaxDocumentSize)
+		}
+		if doc, err = parseDocument(b, cached); err != nil {
+			return nil, fmt.Errorf("%w (from %s)", err, h.url)
+		}
+		h.mu.Lock()
+		h.doc, h.etag, h.lastModified = doc, resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")
+		h.mu.Unlock()
 	case http.StatusNotModified:
-		return nil, ErrNotModified
+		if !validated {
+			return nil, fmt.Errorf("routes: fetching %s: 304 Not Modified to a request without a validator (If-None-Match, If-Modified-Since)", h.url)
+		}
+		doc = cached
 	default:
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 		return nil, fmt.Errorf("routes: fetching %s: %s", h.url, resp.Status)
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxDocumentSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("routes: fetching %s: %w", h.url, err)
+	if doc == have {
+		return nil, ErrNotModified
 	}
-	if len(b) > MaxDocumentSize {
-		return nil, fmt.Errorf("routes: %s: document larger than %d bytes", h.url, MaxDocumentSize)
-	}
-	sbs, err := ParseDocument(b)
-	if err != nil {
-		return nil, fmt.Errorf("%w (from %s)", err, h.url)
-	}
-	h.mu.Lock()
-	h.etag = resp.Header.Get("ETag")
-	h.mu.Unlock()
-	return sbs, nil
+	return doc, nil
 }
 
 // Load fetches src once and applies it. On failure the table keeps its
-// content and the error is returned (and reported by [Table.Err]).
+// content and the error is returned (and reported by [Table.Err], with
+// since when the source has been failing and its last good load, unless
+// ctx was canceled: the caller gave up, the source did not fail). The
+// fetch is bounded by ctx only: give it a deadline (or use [Table.Sync],
+// which does).
 //
 // The first Load (or [Table.Sync]) gives the table a source for good:
 // [Table.SyncedAt] is the start of the last successful Load from then on,
 // the zero time until there is one. [ErrNotModified] from a source this
 // table has never loaded successfully is an error: the table cannot hold
-// what the source says is unchanged.
+// what the source says is unchanged. ([File] and [HTTP] know what each
+// table holds, and hand it their document when it is not that.)
 func (t *Table) Load(ctx context.Context, src Source) error {
 	t.setSourced()
 	start := t.now()
-	sbs, err := src.Fetch(ctx)
+	var (
+		sbs []Sandbox
+		doc *parsedDoc
+		err error
+	)
+	if ds, ok := src.(docSource); ok {
+		doc, err = ds.fetchDoc(ctx, t.applied.Load())
+	} else {
+		sbs, err = src.Fetch(ctx)
+	}
 	switch {
 	case errors.Is(err, ErrNotModified):
 		if t.synced.Load() == neverSynced {
-			err = fmt.Errorf("routes: the source reports no change, but this table never loaded it: %w", err)
-			t.setErr(err)
-			return err
+			return t.failed(start, fmt.Errorf("routes: the source reports no change, but this table never loaded it: %w", err))
 		}
 		t.setErr(nil)
 	case err != nil:
-		t.setErr(err)
-		return err
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return err // the caller gave up: not the source's failure
+		}
+		return t.failed(start, err)
 	default:
-		if err := t.update(sbs, start); err != nil {
-			return err
+		if err := t.update(sbs, doc, start); err != nil {
+			return t.failed(start, err)
 		}
 	}
 	t.markSynced(start)
@@ -171,10 +299,19 @@ type syncOptionFunc func(*syncConfig)
 func (f syncOptionFunc) apply(c *syncConfig) { f(c) }
 
 type syncConfig struct {
-	interval   time.Duration
-	maxBackoff time.Duration
-	onError    func(error)
+	interval     time.Duration
+	maxBackoff   time.Duration
+	jitter       float64
+	fetchTimeout time.Duration
+	onError      func(error)
+	rand         func() float64 // in [0, 1)
 }
+
+// ErrSyncOption reports a [Table.Sync] option out of its range.
+var ErrSyncOption = errors.New("routes: invalid sync option")
+
+// DefaultJitter is the default of [Jitter].
+const DefaultJitter = 0.2
 
 // Every sets how often Sync fetches (default 1s).
 func Every(d time.Duration) SyncOption {
@@ -187,26 +324,69 @@ func MaxBackoff(d time.Duration) SyncOption {
 	return syncOptionFunc(func(c *syncConfig) { c.maxBackoff = d })
 }
 
+// Jitter spreads the fetches: each wait (the interval, or the backoff after
+// a failure) is drawn uniformly from [1-f, 1+f] times itself, so that the
+// pods of a fleet started together do not poll the source in lockstep.
+// f is in [0, 1); the default is [DefaultJitter], 0 turns jitter off.
+func Jitter(f float64) SyncOption {
+	return syncOptionFunc(func(c *syncConfig) { c.jitter = f })
+}
+
+// FetchTimeout bounds each fetch (default [DefaultFetchTimeout]): one that
+// takes longer is abandoned, counted as a failure and reported by
+// [Table.Err], so a hung source cannot stop the sync unseen.
+func FetchTimeout(d time.Duration) SyncOption {
+	return syncOptionFunc(func(c *syncConfig) { c.fetchTimeout = d })
+}
+
 // OnError is called with every failed fetch or rejected document.
 func OnError(f func(error)) SyncOption {
 	return syncOptionFunc(func(c *syncConfig) { c.onError = f })
 }
 
-// Sync keeps the table in sync with src until ctx is done, and then returns
-// ctx's error. It fetches at once and then every interval; after a failure
-// it keeps the last good content and retries with exponential backoff.
-// [Table.SyncedAt] reports the start of the last successful fetch, during
-// Sync and after it returns.
-func (t *Table) Sync(ctx context.Context, src Source, opts ...SyncOption) error {
-	cfg := syncConfig{interval: time.Second, maxBackoff: 30 * time.Second}
+func newSyncConfig(opts []SyncOption) (syncConfig, error) {
+	cfg := syncConfig{
+		interval:     time.Second,
+		maxBackoff:   30 * time.Second,
+		jitter:       DefaultJitter,
+		fetchTimeout: DefaultFetchTimeout,
+		rand:         rand.Float64,
+	}
 	for _, o := range opts {
 		o.apply(&cfg)
 	}
-	if cfg.interval <= 0 {
-		return errors.New("routes: sync interval must be positive")
+	switch {
+	case cfg.interval <= 0:
+		return cfg, fmt.Errorf("%w: interval %v must be positive", ErrSyncOption, cfg.interval)
+	case cfg.fetchTimeout <= 0:
+		return cfg, fmt.Errorf("%w: fetch timeout %v must be positive", ErrSyncOption, cfg.fetchTimeout)
+	case !(cfg.jitter >= 0 && cfg.jitter < 1):
+		return cfg, fmt.Errorf("%w: jitter %v must be in [0, 1)", ErrSyncOption, cfg.jitter)
 	}
 	if cfg.maxBackoff < cfg.interval {
 		cfg.maxBackoff = cfg.interval
+	}
+	return cfg, nil
+}
+
+// spread returns d jittered: uniform in [1-jitter, 1+jitter] times d.
+func (c *syncConfig) spread(d time.Duration) time.Duration {
+	if c.jitter == 0 {
+		return d
+	}
+	return time.Duration(float64(d) * (1 + c.jitter*(2*c.rand()-1)))
+}
+
+// Sync keeps the table in sync with src until ctx is done, and then returns
+// ctx's error. It fetches at once and then every interval, jittered
+// ([Jitter]), each fetch bounded by [FetchTimeout]; after a failure it
+// keeps the last good content and retries with exponential backoff. A
+// source must honour the context it is given. [Table.SyncedAt] reports the
+// start of the last successful fetch, during Sync and after it returns.
+func (t *Table) Sync(ctx context.Context, src Source, opts ...SyncOption) error {
+	cfg, err := newSyncConfig(opts)
+	if err != nil {
+		return err
 	}
 	t.setSourced()
 
@@ -219,7 +399,10 @@ func (t *Table) Sync(ctx context.Context, src Source, opts ...SyncOption) error 
 			return ctx.Err()
 		case <-timer.C:
 		}
-		if err := t.Load(ctx, src); err != nil {
+		fctx, cancel := context.WithTimeout(ctx, cfg.fetchTimeout)
+		err := t.Load(fctx, src)
+		cancel()
+		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -230,6 +413,6 @@ func (t *Table) Sync(ctx context.Context, src Source, opts ...SyncOption) error 
 		} else {
 			wait = cfg.interval
 		}
-		timer.Reset(wait)
+		timer.Reset(cfg.spread(wait))
 	}
 }

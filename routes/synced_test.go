@@ -288,3 +288,23 @@ func TestWaitSyncedManyWaiters(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestCanceledLoadIsNotAFailure: a Load its caller cancels leaves Err and
+// SyncedAt alone; one that runs past its deadline is the source's failure.
+func TestCanceledLoadIsNotAFailure(t *testing.T) {
+	tbl := routes.New()
+	src := routes.SourceFunc(func(ctx context.Context) ([]routes.Sandbox, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := tbl.Load(ctx, src); !errors.Is(err, context.Canceled) || tbl.Err() != nil {
+		t.Fatalf("Load = %v, Err = %v; want context.Canceled and no Err", err, tbl.Err())
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	if err := tbl.Load(ctx, src); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(tbl.Err(), context.DeadlineExceeded) {
+		t.Fatalf("Load = %v, Err = %v; want the deadline in both", err, tbl.Err())
+	}
+}

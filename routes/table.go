@@ -2,9 +2,9 @@ package routes
 
 import (
 	"context"
-	"maps"
+	"fmt"
 	"math"
-	"reflect"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -39,10 +39,15 @@ type Table struct {
 	now   func() time.Time
 	grace time.Duration
 
-	mu   sync.Mutex // serialises updates
-	snap atomic.Pointer[snapshot]
-	last []Sandbox // the last input applied, to detect no-op updates
-	err  atomic.Pointer[errBox]
+	seed uint32 // spreads sandboxes over the shards of a snapshot
+
+	mu    sync.Mutex // serialises updates
+	snap  atomic.Pointer[snapshot]
+	tombs map[routeKey]time.Time // the tombstones in snap, with their RemovedAt; under mu
+	err   atomic.Pointer[errBox]
+	// applied is the document of a built-in source the content comes
+	// from, nil after an update from anything else.
+	applied atomic.Pointer[parsedDoc]
 
 	// state says where the content comes from: nowhere yet (fresh), by
 	// hand (Update only) or a source (Load or Sync, for good).
@@ -53,6 +58,9 @@ type Table struct {
 	synced  atomic.Int64
 	syncMu  sync.Mutex
 	syncSig atomic.Pointer[chan struct{}]
+	// failingSince is the start of the first failed load after the last
+	// good one, neverSynced while the source answers. Under syncMu.
+	failingSince int64
 }
 
 // neverSynced is synced before the first good load.
@@ -85,24 +93,17 @@ func (e *entry) live(at time.Time) bool {
 	return e.expires.IsZero() || at.Before(e.expires)
 }
 
-type snapshot struct {
-	sandboxes map[string]*Sandbox
-	routes    map[routeKey]*entry
-	changed   chan struct{} // closed when this snapshot is replaced
-}
-
 // New returns an empty table.
 func New(opts ...Option) *Table {
 	t := &Table{now: time.Now, grace: DefaultTombstoneGrace}
 	for _, o := range opts {
 		o.apply(t)
 	}
-	t.snap.Store(&snapshot{
-		sandboxes: map[string]*Sandbox{},
-		routes:    map[routeKey]*entry{},
-		changed:   make(chan struct{}),
-	})
+	t.seed = 2166136261 ^ rand.Uint32()
+	t.tombs = map[routeKey]time.Time{}
+	t.snap.Store(&snapshot{changed: make(chan struct{})})
 	t.synced.Store(neverSynced)
+	t.failingSince = neverSynced
 	sig := make(chan struct{})
 	t.syncSig.Store(&sig)
 	return t
@@ -123,7 +124,7 @@ func NewStatic(sbs []Sandbox, opts ...Option) (*Table, error) {
 // or has expired, or overrides only the service's consumers). It does not
 // allocate.
 func (t *Table) Lookup(id, service string) (upstream string, ok bool) {
-	e := t.snap.Load().routes[routeKey{id, service}]
+	e := t.snap.Load().route(t.seed, id, service)
 	if e == nil || e.Upstream == "" || !e.live(t.now()) {
 		return "", false
 	}
@@ -134,7 +135,7 @@ func (t *Table) Lookup(id, service string) (upstream string, ok bool) {
 // while their tombstone lasts. A route of an expired sandbox has RemovedAt
 // no later than the expiry.
 func (t *Table) Route(id, service string) (Route, bool) {
-	e := t.snap.Load().routes[routeKey{id, service}]
+	e := t.snap.Load().route(t.seed, id, service)
 	if e == nil {
 		return Route{}, false
 	}
@@ -153,7 +154,7 @@ func (t *Table) Route(id, service string) (Route, bool) {
 // the package documentation). The answer is only trustworthy for times up
 // to [Table.SyncedAt].
 func (t *Table) ActiveAt(id, service string, at time.Time) bool {
-	e := t.snap.Load().routes[routeKey{id, service}]
+	e := t.snap.Load().route(t.seed, id, service)
 	return e != nil && e.live(at)
 }
 
@@ -161,21 +162,26 @@ func (t *Table) ActiveAt(id, service string, at time.Time) bool {
 // not expired. The returned value shares its Services map and Budget with
 // the table: do not modify them.
 func (t *Table) Sandbox(id string) (Sandbox, bool) {
-	sb := t.snap.Load().sandboxes[id]
-	if sb == nil || (!sb.Expires.IsZero() && !t.now().Before(sb.Expires)) {
+	rec := t.snap.Load().sandbox(t.seed, id)
+	if rec == nil || (!rec.sb.Expires.IsZero() && !t.now().Before(rec.sb.Expires)) {
 		return Sandbox{}, false
 	}
-	return *sb, true
+	return rec.sb, true
 }
 
 // Sandboxes returns the sandboxes that exist now, sorted by ID.
 func (t *Table) Sandboxes() []Sandbox {
 	snap := t.snap.Load()
 	now := t.now()
-	out := make([]Sandbox, 0, len(snap.sandboxes))
-	for _, sb := range snap.sandboxes {
-		if sb.Expires.IsZero() || now.Before(sb.Expires) {
-			out = append(out, *sb)
+	out := make([]Sandbox, 0, snap.count)
+	for _, sh := range snap.shards {
+		if sh == nil {
+			continue
+		}
+		for _, rec := range sh.sandboxes {
+			if rec.sb.Expires.IsZero() || now.Before(rec.sb.Expires) {
+				out = append(out, rec.sb)
+			}
 		}
 	}
 	slices.SortFunc(out, func(a, b Sandbox) int {
@@ -270,11 +276,36 @@ func (t *Table) WaitSynced(ctx context.Context, at time.Time) error {
 func (t *Table) markSynced(at time.Time) {
 	t.syncMu.Lock()
 	defer t.syncMu.Unlock()
+	if at.UnixNano() >= t.failingSince {
+		t.failingSince = neverSynced
+	}
 	if at.UnixNano() <= t.synced.Load() {
 		return
 	}
 	t.synced.Store(at.UnixNano())
 	t.wakeWaiters()
+}
+
+// failed records a load that started at start and failed with err, and
+// returns err with since when the source has been failing and when it last
+// answered.
+func (t *Table) failed(start time.Time, err error) error {
+	t.syncMu.Lock()
+	if t.failingSince == neverSynced && start.UnixNano() >= t.synced.Load() {
+		t.failingSince = start.UnixNano()
+	}
+	since, last := t.failingSince, t.synced.Load()
+	t.syncMu.Unlock()
+	if since == neverSynced { // an older load, overtaken by a good one
+		since = start.UnixNano()
+	}
+	good := "none yet"
+	if last != neverSynced {
+		good = time.Unix(0, last).UTC().Format(time.RFC3339Nano)
+	}
+	err = fmt.Errorf("%w (source failing since %s; last good load: %s)", err, time.Unix(0, since).UTC().Format(time.RFC3339Nano), good)
+	t.setErr(err)
+	return err
 }
 
 // wakeWaiters wakes the WaitSynced callers. The caller holds syncMu.
@@ -298,95 +329,16 @@ func (t *Table) setByHand() {
 	}
 }
 
-// Err returns the error of the last failed fetch or update, or nil when the
-// last one succeeded.
+// Err returns the error of the last failed load or update, or nil when the
+// last one succeeded. The error of a failed load says since when the source
+// has been failing and when the last good load was ("source failing since
+// …; last good load …"); a fetch that hangs is such a failure once its
+// deadline passes (see [FetchTimeout]).
 func (t *Table) Err() error {
 	if b := t.err.Load(); b != nil {
 		return b.err
 	}
 	return nil
-}
-
-// Update replaces the table's content with sbs. It validates sbs first and
-// rejects it whole, keeping the current content, when an entry is invalid.
-// Routes without ActiveFrom keep the activation time they had, or get now;
-// routes that disappear become tombstones removed now. Update does not move
-// [Table.SyncedAt] of a table that has a source: a change by hand proves
-// nothing about the source.
-func (t *Table) Update(sbs []Sandbox) error {
-	if err := t.update(sbs, t.now()); err != nil {
-		return err
-	}
-	t.setByHand()
-	return nil
-}
-
-func (t *Table) update(sbs []Sandbox, now time.Time) error {
-	if err := Validate(sbs); err != nil {
-		t.setErr(err)
-		return err
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.setErr(nil)
-	old := t.snap.Load()
-	if t.last != nil && reflect.DeepEqual(t.last, sbs) && !t.tombstonesExpire(old, now) {
-		return nil
-	}
-	next := &snapshot{
-		sandboxes: make(map[string]*Sandbox, len(sbs)),
-		routes:    make(map[routeKey]*entry),
-		changed:   make(chan struct{}),
-	}
-	for i := range sbs {
-		sb := sbs[i]
-		sb.Services = maps.Clone(sb.Services)
-		if sb.Budget != nil {
-			b := *sb.Budget
-			sb.Budget = &b
-		}
-		for svc, r := range sb.Services {
-			k := routeKey{sb.ID, svc}
-			prev := old.routes[k]
-			if r.ActiveFrom.IsZero() {
-				if prev != nil && prev.RemovedAt.IsZero() {
-					r.ActiveFrom = prev.ActiveFrom
-				} else {
-					r.ActiveFrom = now
-				}
-			}
-			sb.Services[svc] = r
-			next.routes[k] = &entry{Route: r, expires: sb.Expires}
-		}
-		next.sandboxes[sb.ID] = &sb
-	}
-	// Routes that disappeared become tombstones; old tombstones are kept
-	// for the grace period.
-	for k, e := range old.routes {
-		if _, ok := next.routes[k]; ok {
-			continue
-		}
-		tomb := *e
-		if tomb.RemovedAt.IsZero() {
-			tomb.RemovedAt = now
-		}
-		if now.Sub(tomb.RemovedAt) < t.grace {
-			next.routes[k] = &tomb
-		}
-	}
-	t.last = cloneSandboxes(sbs)
-	t.snap.Store(next)
-	close(old.changed)
-	return nil
-}
-
-func (t *Table) tombstonesExpire(s *snapshot, now time.Time) bool {
-	for _, e := range s.routes {
-		if !e.RemovedAt.IsZero() && now.Sub(e.RemovedAt) >= t.grace {
-			return true
-		}
-	}
-	return false
 }
 
 func (t *Table) setErr(err error) {
@@ -397,18 +349,4 @@ func (t *Table) setErr(err error) {
 		return
 	}
 	t.err.Store(&errBox{err})
-}
-
-// cloneSandboxes copies sbs deeply enough that later changes the caller makes
-// to its maps and budgets do not reach the table.
-func cloneSandboxes(sbs []Sandbox) []Sandbox {
-	out := slices.Clone(sbs)
-	for i := range out {
-		out[i].Services = maps.Clone(out[i].Services)
-		if out[i].Budget != nil {
-			b := *out[i].Budget
-			out[i].Budget = &b
-		}
-	}
-	return out
 }

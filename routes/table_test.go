@@ -187,15 +187,20 @@ func TestValidation(t *testing.T) {
 		sbs  []routes.Sandbox
 		want string
 	}{
-		{"bad id", []routes.Sandbox{{ID: "good"}, {ID: "Bad_ID"}}, `"Bad_ID"`},
-		{"duplicate", []routes.Sandbox{{ID: "a"}, {ID: "a"}}, `"a" appears twice`},
-		{"bad actor", []routes.Sandbox{{ID: "a", Actor: "x\ny"}}, `sandbox #0 "a"`},
-		{"bad upstream", []routes.Sandbox{{ID: "a", Services: map[string]routes.Route{"cart": {Upstream: "ftp://x"}}}}, `sandbox "a" service "cart"`},
+		{"bad id", []routes.Sandbox{{ID: "good"}, {ID: "Bad_ID"}}, `$.sandboxes[1].id: propagation: invalid sandbox ID: "Bad_ID"`},
+		{"duplicate", []routes.Sandbox{{ID: "a"}, {ID: "b"}, {ID: "a"}}, `$.sandboxes[2].id: sandbox "a" appears twice (first at $.sandboxes[0])`},
+		{"bad actor", []routes.Sandbox{{ID: "a", Actor: "x\ny"}}, `$.sandboxes[0].actor: sandbox "a"`},
+		{"bad origin", []routes.Sandbox{{ID: "a", Origin: "x\ny"}}, `$.sandboxes[0].origin: sandbox "a"`},
+		{"bad upstream", []routes.Sandbox{{ID: "a", Services: map[string]routes.Route{"cart": {Upstream: "ftp://x"}}}}, `$.sandboxes[0].services.cart: sandbox "a" service "cart"`},
 		{"upstream with path", []routes.Sandbox{{ID: "a", Services: map[string]routes.Route{"cart": {Upstream: "http://x:1/p"}}}}, `service "cart"`},
 		{"no port", []routes.Sandbox{{ID: "a", Services: map[string]routes.Route{"cart": {Upstream: "hostonly"}}}}, `service "cart"`},
-		{"bad service", []routes.Sandbox{{ID: "a", Services: map[string]routes.Route{"c art": {Upstream: "h:1"}}}}, `service name "c art"`},
-		{"negative budget", []routes.Sandbox{{ID: "a", Budget: &routes.Budget{Rate: -1}}}, "budget"},
+		{"bad service", []routes.Sandbox{{ID: "a", Services: map[string]routes.Route{"c art": {Upstream: "h:1"}}}}, `$.sandboxes[0].services["c art"]: sandbox "a" service "c art": bad service name`},
+		{"first bad service by name", []routes.Sandbox{{ID: "a", Services: map[string]routes.Route{"z": {Upstream: "x"}, "b": {Upstream: "y"}, "m": {Upstream: "z"}, "c": {Upstream: "h:1"}}}}, `service "b"`},
+		{"empty service name besides a bad one", []routes.Sandbox{{ID: "a", Services: map[string]routes.Route{"000": {Upstream: "0"}, "": {}}}}, `services[""]`},
+		{"negative budget", []routes.Sandbox{{ID: "a", Budget: &routes.Budget{Rate: -1}}}, "$.sandboxes[0].budget: "},
 		{"removed before active", []routes.Sandbox{{ID: "a", Services: map[string]routes.Route{"cart": {Upstream: "h:1",
+			ActiveFrom: time.Unix(100, 0), RemovedAt: time.Unix(50, 0)}}}}, "removedAt before activeFrom"},
+		{"consumer-only removed before active", []routes.Sandbox{{ID: "a", Services: map[string]routes.Route{"cart": {
 			ActiveFrom: time.Unix(100, 0), RemovedAt: time.Unix(50, 0)}}}}, "removedAt before activeFrom"},
 	} {
 		err := tbl.Update(tt.sbs)

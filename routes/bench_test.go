@@ -1,0 +1,121 @@
+package routes_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// These benchmarks use only the API that predates O(change) updates, so
+// the same file runs against the old code for side-by-side figures.
+
+var benchSizes = []int{1, 1000, 100000}
+
+// benchSandboxes returns n sandboxes of two services each, and a copy of
+// the middle one changed (another upstream), for one-sandbox changes.
+func benchSandboxes(n int) (sbs []routes.Sandbox, changed routes.Sandbox) {
+	from := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+	sbs = make([]routes.Sandbox, n)
+	for i := range sbs {
+		sbs[i] = routes.Sandbox{
+			ID:    fmt.Sprintf("sb-%d", i),
+			Actor: "alice",
+			Services: map[string]routes.Route{
+				"cart":   {Upstream: fmt.Sprintf("http://10.%d.%d.%d:8080", i>>16&255, i>>8&255, i&255)},
+				"orders": {Upstream: "10.0.0.1:9090", ActiveFrom: from},
+			},
+		}
+	}
+	changed = sbs[n/2]
+	changed.Services = map[string]routes.Route{"cart": {Upstream: "http://10.255.255.255:8080"}, "orders": changed.Services["orders"]}
+	return sbs, changed
+}
+
+func sizeName(n int) string {
+	switch {
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("sandboxes=%dk", n/1000)
+	}
+	return fmt.Sprintf("sandboxes=%d", n)
+}
+
+// BenchmarkLookup: the hot path, at 1 to 100,000 sandboxes.
+func BenchmarkLookup(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(sizeName(n), func(b *testing.B) {
+			sbs, _ := benchSandboxes(n)
+			tbl, err := routes.NewStatic(sbs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			id := sbs[n/2].ID
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := tbl.Lookup(id, "cart"); !ok {
+					b.Fatal("no route")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkUpdateOne: Update with the whole list, one sandbox changed each
+// time (alternately), as a source that hands over full documents does.
+func BenchmarkUpdateOne(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(sizeName(n), func(b *testing.B) {
+			sbs, changed := benchSandboxes(n)
+			tbl, err := routes.NewStatic(sbs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			variants := [2]routes.Sandbox{changed, sbs[n/2]}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				sbs[n/2] = variants[i&1]
+				i++
+				if err := tbl.Update(sbs); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkLoadOne: a document with one sandbox changed each time, from
+// bytes to the table (parse and apply), as the file and HTTP sources do.
+func BenchmarkLoadOne(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(sizeName(n), func(b *testing.B) {
+			sbs, changed := benchSandboxes(n)
+			var docs [2][]byte
+			for i, v := range [2]routes.Sandbox{changed, sbs[n/2]} {
+				sbs[n/2] = v
+				var err error
+				if docs[i], err = json.Marshal(routes.Document{Sandboxes: sbs}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			i := 0
+			src := routes.SourceFunc(func(context.Context) ([]routes.Sandbox, error) {
+				i++
+				return routes.ParseDocument(docs[i&1])
+			})
+			tbl := routes.New()
+			if err := tbl.Load(context.Background(), src); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := tbl.Load(context.Background(), src); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
