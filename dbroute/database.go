@@ -270,7 +270,8 @@ func (p *DatabasePerSandbox) ensureTemplate(ctx context.Context) error {
 
 // buildTemplate makes sure the template exists with the migration's
 // version, rebuilding it otherwise. The steps: CREATE DATABASE with the
-// creation mark; COMMENT "building"; migrate; COMMENT with the version.
+// creation mark; COMMENT "building"; migrate; ALTER DATABASE ...
+// ALLOW_CONNECTIONS false; COMMENT with the version.
 // A template found in any state but the last is dropped and built again.
 func (p *DatabasePerSandbox) buildTemplate(ctx context.Context) error {
 	c, err := p.admin.Acquire(ctx)
@@ -321,6 +322,13 @@ func (p *DatabasePerSandbox) buildTemplate(ctx context.Context) error {
 		return err
 	}
 	p.step("template-migrated")
+	// Nobody connects to the template from now on: a session on it (an
+	// operator's psql, a monitoring agent visiting every database) would
+	// make every clone fail with "source database is being accessed by
+	// other users".
+	if _, err := c.Exec(ctx, "ALTER DATABASE "+tmpl+" WITH ALLOW_CONNECTIONS false"); err != nil {
+		return fmt.Errorf("closing template %s to connections: %w", p.template, err)
+	}
 	if _, err := c.Exec(ctx, "COMMENT ON DATABASE "+tmpl+" IS "+quoteLiteral(want)); err != nil {
 		return fmt.Errorf("marking template %s: %w", p.template, err)
 	}

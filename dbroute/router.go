@@ -215,6 +215,10 @@ func (r *Router) after(e *entry, err error) error {
 		if cur {
 			r.retire(e)
 		}
+		if _, ok := r.provider.(Reclaimer); ok {
+			// Dropped elsewhere: the next request creates it again.
+			return fmt.Errorf("%w: sandbox %q: its test database was dropped; the next request creates it again: %w", ErrUnavailable, e.id, err)
+		}
 	}
 	return later(e.id, err)
 }
