@@ -21,9 +21,9 @@ func TestGuardTracerSetAfterGuard(t *testing.T) {
 	t.Parallel()
 	e := server(t)
 	e.baseline(t)
-	insert := "INSERT INTO items (owner) VALUES ('pr-1')"
-	for _, how := range []string{"replaced", "multitracer"} {
+	for _, how := range []string{"replaced", "multitracer, guard first", "multitracer, guard last"} {
 		t.Run(how, func(t *testing.T) {
+			insert := "INSERT INTO items (owner) VALUES ('" + how + "')"
 			cfg, err := pgxpool.ParseConfig(e.dsn(shared.baseline))
 			if err != nil {
 				t.Fatal(err)
@@ -32,10 +32,14 @@ func TestGuardTracerSetAfterGuard(t *testing.T) {
 			cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{e.baseSch}.Sanitize()
 			dbroute.Guard(cfg)
 			user := &countingTracer{}
-			if how == "replaced" {
+			switch how {
+			case "replaced":
 				cfg.ConnConfig.Tracer = user
-			} else {
-				cfg.ConnConfig.Tracer = multitracer.New(cfg.ConnConfig.Tracer, user)
+			case "multitracer, guard first":
+				// A tracer after the guard could drop its refusal.
+				cfg.ConnConfig.Tracer = multitracer.New(cfg.ConnConfig.Tracer, detachTracer{user})
+			default:
+				cfg.ConnConfig.Tracer = multitracer.New(detachTracer{user}, cfg.ConnConfig.Tracer)
 			}
 			p, err := pgxpool.NewWithConfig(context.Background(), cfg)
 			if err != nil {
@@ -43,7 +47,7 @@ func TestGuardTracerSetAfterGuard(t *testing.T) {
 			}
 			defer p.Close()
 			c, err := p.Acquire(context.Background())
-			if how == "replaced" {
+			if how != "multitracer, guard last" {
 				if err == nil || !strings.Contains(err.Error(), "replaced after Guard") {
 					if c != nil {
 						_, xerr := c.Exec(sandboxCtx("pr-1"), insert)
@@ -68,7 +72,7 @@ func TestGuardTracerSetAfterGuard(t *testing.T) {
 				}
 			}
 			dsn, table := e.baselineItems()
-			if n := count(t, dsn, "SELECT count(*) FROM "+table); n != 0 {
+			if n := count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner = $1", how); n != 0 {
 				t.Errorf("baseline holds %d sandbox rows", n)
 			}
 		})
@@ -157,4 +161,12 @@ func TestErrorClassOfDroppedTestDatabase(t *testing.T) {
 			t.Fatalf("still failing after %d requests: %v", i, err)
 		}
 	}
+}
+
+// detachTracer counts statements and detaches their context from its
+// cancellation, as a tracer may.
+type detachTracer struct{ *countingTracer }
+
+func (d detachTracer) TraceQueryStart(ctx context.Context, c *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	return context.WithoutCancel(d.countingTracer.TraceQueryStart(ctx, c, data))
 }

@@ -64,8 +64,11 @@ import (
 // tracer interfaces it implements). Call Guard once per configuration,
 // after setting them. A tracer set after Guard would remove the statement
 // guard: every new connection of such a pool is refused (AfterConnect),
-// so the pool fails loudly instead of quietly losing the guard; wrapping
-// the guard's tracer in a [multitracer.Tracer] keeps it. A nil cfg is
+// so the pool fails loudly instead of quietly losing the guard. A
+// [multitracer.Tracer] is accepted when the guard's tracer is its last
+// query, batch, copy-from and prepare tracer
+// (multitracer.New(yours, cfg.ConnConfig.Tracer) after Guard): pgx runs
+// each statement with the context the last tracer returns. A nil cfg is
 // left alone.
 func Guard(cfg *pgxpool.Config, opts ...Option) {
 	if cfg == nil {
@@ -106,29 +109,28 @@ func Guard(cfg *pgxpool.Config, opts ...Option) {
 // replaced after [Guard]: without the guard's tracer, a statement sent
 // with a sandbox context over a connection acquired without one would
 // reach the baseline.
-var errTracerReplaced = errors.New("dbroute: the baseline pool's ConnConfig.Tracer was replaced after Guard, which removed its statement guard: set the tracer first, then call Guard (or wrap the guard's tracer with multitracer)")
+var errTracerReplaced = errors.New("dbroute: the baseline pool's ConnConfig.Tracer was replaced after Guard, which removed its statement guard: set the tracer first, then call Guard (or put the guard's tracer last in a multitracer)")
 
 // guarded reports whether t is the guard's tracer, or a multitracer that
-// runs it for queries, batches, copies and prepares.
+// runs it last for queries, batches, copies and prepares: last, because
+// pgx runs a statement with the context the last tracer returns, and a
+// tracer after the guard could drop the refusal (context.WithoutCancel).
 func guarded(t pgx.QueryTracer) bool {
 	switch t := t.(type) {
 	case *guardTracer:
 		return true
 	case *multitracer.Tracer:
-		has := func(n int, at func(int) any) bool {
-			for i := range n {
-				if _, ok := at(i).(*guardTracer); ok {
-					return true
-				}
-			}
-			return false
-		}
-		return has(len(t.QueryTracers), func(i int) any { return t.QueryTracers[i] }) &&
-			has(len(t.BatchTracers), func(i int) any { return t.BatchTracers[i] }) &&
-			has(len(t.CopyFromTracers), func(i int) any { return t.CopyFromTracers[i] }) &&
-			has(len(t.PrepareTracers), func(i int) any { return t.PrepareTracers[i] })
+		return last(t.QueryTracers) && last(t.BatchTracers) && last(t.CopyFromTracers) && last(t.PrepareTracers)
 	}
 	return false
+}
+
+func last[T any](tracers []T) bool {
+	if len(tracers) == 0 {
+		return false
+	}
+	_, ok := any(tracers[len(tracers)-1]).(*guardTracer)
+	return ok
 }
 
 // GuardConn installs the statement guard of [Guard] on a single
@@ -219,6 +221,9 @@ func (g *guardTracer) check(ctx context.Context) context.Context {
 		return r // refused once already (CopyFrom, then its Prepare)
 	}
 	if s, ok := propagation.FromContext(ctx); ok {
+		if errors.Is(ctx.Err(), ErrSandboxOnBaseline) {
+			return ctx // refused already, and wrapped by another tracer since
+		}
 		return refused{ctx, refuseOnBaseline(ctx, g.logger, s)}
 	}
 	return nil
