@@ -131,7 +131,8 @@ func TestTemplateInUseDoesNotBlockClones(t *testing.T) {
 
 // TestErrorClassOfDroppedTestDatabase: a provisioned test database
 // dropped elsewhere (Reap or Destroy in another process) is a transient
-// failure: ErrUnavailable, and the next request creates it again.
+// failure, whichever method meets it: ErrUnavailable, and a later request
+// creates it again.
 func TestErrorClassOfDroppedTestDatabase(t *testing.T) {
 	t.Parallel()
 	e := server(t)
@@ -140,26 +141,45 @@ func TestErrorClassOfDroppedTestDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newRouter(t, e, p)
-	ctx := sandboxCtx("a")
-	if _, err := r.Exec(ctx, "SELECT 1"); err != nil {
-		t.Fatal(err)
+	methods := map[string]func(ctx context.Context) error{
+		"exec": func(ctx context.Context) error {
+			_, err := r.Exec(ctx, "INSERT INTO items (owner) VALUES ('x')")
+			return err
+		},
+		"queryrow": func(ctx context.Context) error {
+			var id int64
+			return r.QueryRow(ctx, "INSERT INTO items (owner) VALUES ('x') RETURNING id").Scan(&id)
+		},
+		"batch": func(ctx context.Context) error {
+			b := &pgx.Batch{}
+			b.Queue("INSERT INTO items (owner) VALUES ('x')")
+			return r.SendBatch(ctx, b).Close()
+		},
 	}
-	name, _ := p.Name("a")
-	e.exec(t, "DROP DATABASE "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-	// The pool's connections were ended by the drop, then its new ones
-	// find no database: each failure is transient, and a few requests
-	// later the sandbox has a fresh test database.
-	for i := 0; ; i++ {
-		_, err = r.Exec(ctx, "INSERT INTO items (owner) VALUES ('a')")
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, dbroute.ErrUnavailable) || errors.Is(err, dbroute.ErrNoTestDatabase) {
-			t.Fatalf("statement %d after the drop: err = %v, want ErrUnavailable only", i, err)
-		}
-		if i == 5 {
-			t.Fatalf("still failing after %d requests: %v", i, err)
-		}
+	for id, call := range methods {
+		t.Run(id, func(t *testing.T) {
+			ctx := sandboxCtx(id)
+			if err := call(ctx); err != nil {
+				t.Fatal(err)
+			}
+			name, _ := p.Name(id)
+			e.exec(t, "DROP DATABASE "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+			// The pool's connections were ended by the drop, then its
+			// new ones find no database: each failure is transient, and
+			// a few requests later the sandbox has a fresh test database.
+			for i := 0; ; i++ {
+				err := call(ctx)
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, dbroute.ErrUnavailable) || errors.Is(err, dbroute.ErrNoTestDatabase) {
+					t.Fatalf("statement %d after the drop: err = %v, want ErrUnavailable only", i, err)
+				}
+				if i == 5 {
+					t.Fatalf("still failing after %d requests: %v", i, err)
+				}
+			}
+		})
 	}
 }
 

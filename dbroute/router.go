@@ -796,7 +796,7 @@ func (r *Router) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row 
 		return errRow{err}
 	}
 	defer r.release(e)
-	return laterRow{e.pool.QueryRow(ctx, sql, args...), s.ID}
+	return routedRow{e.pool.QueryRow(ctx, sql, args...), r, e}
 }
 
 // Begin starts a transaction on the pool ctx resolves to.
@@ -837,7 +837,7 @@ func (r *Router) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 		return pgx.FailedBatchResults(b, err)
 	}
 	defer r.release(e)
-	return laterBatch{e.pool.SendBatch(ctx, b), s.ID}
+	return routedBatch{e.pool.SendBatch(ctx, b), r, e}
 }
 
 // CopyFrom copies rowSrc into tableName on the pool ctx resolves to.
