@@ -32,6 +32,17 @@ import (
 // created first ("duplicate_database") is used, once its marker comment
 // proves it is a test database of that sandbox.
 //
+// The advisory locks are held by the admin session doing the work. A
+// session whose client vanished without closing its socket (the host
+// crashed, the network split) keeps its lock until the server notices —
+// after tcp_keepalives_idle, by default the operating system's two hours;
+// until then requests for that sandbox wait and fail with
+// [ErrUnavailable] when their open times out ([WithOpenTimeout]), and a
+// template rebuild waits likewise. Put tcp_keepalives_idle,
+// tcp_keepalives_interval and tcp_keepalives_count in the admin
+// connection string (or the server's configuration) to shorten that.
+// A process that is killed closes its socket: its locks go at once.
+//
 // It is safe for concurrent use. Close it (or the [Router] that owns it)
 // to close its admin pool.
 type DatabasePerSandbox struct {
