@@ -32,6 +32,17 @@ import (
 // created first ("duplicate_database") is used, once its marker comment
 // proves it is a test database of that sandbox.
 //
+// The advisory locks are held by the admin session doing the work. A
+// session whose client vanished without closing its socket (the host
+// crashed, the network split) keeps its lock until the server notices —
+// after tcp_keepalives_idle, by default the operating system's two hours;
+// until then requests for that sandbox wait and fail with
+// [ErrUnavailable] when their open times out ([WithOpenTimeout]), and a
+// template rebuild waits likewise. Put tcp_keepalives_idle,
+// tcp_keepalives_interval and tcp_keepalives_count in the admin
+// connection string (or the server's configuration) to shorten that.
+// A process that is killed closes its socket: its locks go at once.
+//
 // It is safe for concurrent use. Close it (or the [Router] that owns it)
 // to close its admin pool.
 type DatabasePerSandbox struct {
@@ -270,7 +281,8 @@ func (p *DatabasePerSandbox) ensureTemplate(ctx context.Context) error {
 
 // buildTemplate makes sure the template exists with the migration's
 // version, rebuilding it otherwise. The steps: CREATE DATABASE with the
-// creation mark; COMMENT "building"; migrate; COMMENT with the version.
+// creation mark; COMMENT "building"; migrate; ALTER DATABASE ...
+// ALLOW_CONNECTIONS false; COMMENT with the version.
 // A template found in any state but the last is dropped and built again.
 func (p *DatabasePerSandbox) buildTemplate(ctx context.Context) error {
 	c, err := p.admin.Acquire(ctx)
@@ -321,6 +333,13 @@ func (p *DatabasePerSandbox) buildTemplate(ctx context.Context) error {
 		return err
 	}
 	p.step("template-migrated")
+	// Nobody connects to the template from now on: a session on it (an
+	// operator's psql, a monitoring agent visiting every database) would
+	// make every clone fail with "source database is being accessed by
+	// other users".
+	if _, err := c.Exec(ctx, "ALTER DATABASE "+tmpl+" WITH ALLOW_CONNECTIONS false"); err != nil {
+		return fmt.Errorf("closing template %s to connections: %w", p.template, err)
+	}
 	if _, err := c.Exec(ctx, "COMMENT ON DATABASE "+tmpl+" IS "+quoteLiteral(want)); err != nil {
 		return fmt.Errorf("marking template %s: %w", p.template, err)
 	}

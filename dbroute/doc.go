@@ -84,7 +84,9 @@
 // LIMIT -1), and [Router.Destroy] and [Router.Reap] drop it. Nobody can
 // connect to it meanwhile. The template is built the same way. Every step
 // runs under an advisory lock of the name, so a creation in progress
-// elsewhere is never mistaken for an abandoned one. Schemas need none of
+// elsewhere is never mistaken for an abandoned one. Once built, the
+// template is closed to connections (ALLOW_CONNECTIONS false), so no
+// session on it can make the clones fail. Schemas need none of
 // this: [SchemaPerSandbox] creates, marks and migrates each in one
 // transaction.
 //

@@ -18,12 +18,16 @@ import (
 //
 //   - [ErrNoTestDatabase]: permanent until someone changes the
 //     configuration — the sandbox has no test database configured, is not
-//     in the route table, has an invalid ID, its migration fails, or its
-//     test database is the baseline's. [ErrNotOwned] refines it: an object
+//     in the route table, has an invalid ID, its migration fails, its
+//     test database is the baseline's, or the server refuses to connect
+//     to it (no such database or role, authentication failed; pools
+//     connect lazily, so this may first show on a statement). [ErrNotOwned] refines it: an object
 //     of the sandbox's name exists that the library did not create.
 //   - [ErrUnavailable]: transient — the test database (or the server that
-//     creates it) cannot be reached now, or the open did not finish in
-//     time. Retry later. [ErrPoolLimit] refines it: every sandbox pool the
+//     creates it) cannot be reached now, the open did not finish in time,
+//     the template is in use by another session, or a provisioned test
+//     database was dropped elsewhere (the next request creates it again).
+//     Retry later. [ErrPoolLimit] refines it: every sandbox pool the
 //     router may keep ([WithMaxPools]) is busy and the caller's context
 //     ended while it waited for one.
 //   - [ErrSandboxOnBaseline]: a baseline pool or connection protected by
@@ -89,7 +93,10 @@ func classify(id string, err error) error {
 		return err
 	case errors.Is(err, ErrNotOwned):
 		return fmt.Errorf("%w: sandbox %q: %w", ErrNoTestDatabase, id, err)
-	case unreachable(err):
+	case unreachable(err), isCode(err, codeObjectInUse):
+		// object_in_use: the template is being accessed by another
+		// session (a template built before it was closed to
+		// connections); it passes.
 		return fmt.Errorf("%w: sandbox %q: %w", ErrUnavailable, id, err)
 	}
 	return fmt.Errorf("%w: sandbox %q: %w", ErrNoTestDatabase, id, err)
@@ -98,9 +105,20 @@ func classify(id string, err error) error {
 // later classifies an error of a statement on sandbox id's open pool: a
 // lost or refused connection wraps ErrUnavailable; anything else (the
 // server's verdict on the statement) is returned as it is.
+//
+// Pools connect lazily, so a server that refuses to connect (no such
+// database, no such role, authentication failed) is only seen here: that
+// wraps ErrNoTestDatabase, as it would have at open.
 func later(id string, err error) error {
-	if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoTestDatabase) || !unreachable(err) {
+	if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoTestDatabase) {
 		return err
 	}
-	return fmt.Errorf("%w: sandbox %q: %w", ErrUnavailable, id, err)
+	if unreachable(err) {
+		return fmt.Errorf("%w: sandbox %q: %w", ErrUnavailable, id, err)
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return fmt.Errorf("%w: sandbox %q: %w", ErrNoTestDatabase, id, err)
+	}
+	return err
 }

@@ -2,11 +2,13 @@ package dbroute
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/multitracer"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sandboxkit/sandboxkit/internal/audit"
@@ -41,19 +43,33 @@ import (
 // What it cannot catch: statements sent through the [pgconn.PgConn] under
 // a connection (c.Conn().PgConn().Exec and friends, which no tracer sees);
 // a statement whose context has lost the sandbox (a goroutine started with
-// context.Background()); and rows of a query started with a baseline
-// context, read later under a sandbox context (no new statement is sent).
-// Prepare of a statement already prepared on the connection returns it
-// without a round trip (nothing is written).
+// context.Background()); rows of a query, or results of a batch, started
+// with a baseline context and read later under a sandbox context (no new
+// statement is sent); reads and writes of a [pgx.LargeObject] opened with
+// a baseline context (its Read, Write, Seek and Truncate take no context:
+// they use the one it was opened with); and the methods of [pgx.Conn] that
+// no tracer sees but that read no table and write nothing: Ping,
+// Deallocate, DeallocateAll, LoadType, WaitForNotification. Prepare of a
+// statement already prepared on the connection returns it without a round
+// trip (nothing is written). A sandbox context whose deadline has passed
+// fails an acquisition from the pool with the context's error, before the
+// guard sees it (nothing is sent either way).
 //
 // With [WithLogger] among opts, each refusal is one audit record
 // (rejected, protocol "sql"); Guard reads no other option.
 //
 // Hooks and a tracer already in cfg keep running for baseline contexts:
 // the guard wraps them (PrepareConn, or the deprecated BeforeAcquire;
-// ConnConfig.Tracer with whichever of pgx's and pgxpool's tracer
-// interfaces it implements). Call Guard once per configuration. A nil cfg
-// is left alone.
+// AfterConnect; ConnConfig.Tracer with whichever of pgx's and pgxpool's
+// tracer interfaces it implements). Call Guard once per configuration,
+// after setting them. A tracer set after Guard would remove the statement
+// guard: every new connection of such a pool is refused (AfterConnect),
+// so the pool fails loudly instead of quietly losing the guard. A
+// [multitracer.Tracer] is accepted when the guard's tracer is its last
+// query, batch, copy-from and prepare tracer
+// (multitracer.New(yours, cfg.ConnConfig.Tracer) after Guard): pgx runs
+// each statement with the context the last tracer returns. A nil cfg is
+// left alone.
 func Guard(cfg *pgxpool.Config, opts ...Option) {
 	if cfg == nil {
 		return
@@ -77,14 +93,64 @@ func Guard(cfg *pgxpool.Config, opts ...Option) {
 		return true, nil
 	}
 	GuardConn(cfg.ConnConfig, opts...)
+	after := cfg.AfterConnect
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		if !guarded(c.Config().Tracer) {
+			return errTracerReplaced
+		}
+		if after != nil {
+			return after(ctx, c)
+		}
+		return nil
+	}
+}
+
+// errTracerReplaced refuses the connections of a pool whose tracer was
+// replaced after [Guard]: without the guard's tracer, a statement sent
+// with a sandbox context over a connection acquired without one would
+// reach the baseline.
+var errTracerReplaced = errors.New("dbroute: the baseline pool's ConnConfig.Tracer was replaced after Guard, which removed its statement guard: set the tracer first, then call Guard (or put the guard's tracer last in a multitracer)")
+
+// guarded reports whether t is the guard's tracer, or a multitracer that
+// runs it last for queries, batches, copies and prepares: last, because
+// pgx runs a statement with the context the last tracer returns, and a
+// tracer after the guard could drop the refusal (context.WithoutCancel).
+func guarded(t pgx.QueryTracer) bool {
+	switch t := t.(type) {
+	case *guardTracer:
+		return true
+	case *multitracer.Tracer:
+		return last(t.QueryTracers) && last(t.BatchTracers) && last(t.CopyFromTracers) && last(t.PrepareTracers)
+	}
+	return false
+}
+
+func last[T any](tracers []T) bool {
+	if len(tracers) == 0 {
+		return false
+	}
+	_, ok := any(tracers[len(tracers)-1]).(*guardTracer)
+	return ok
 }
 
 // GuardConn installs the statement guard of [Guard] on a single
-// connection's configuration (for [pgx.ConnectConfig], or the pgx stdlib
-// driver of database/sql): every statement sent with a sandbox context
-// fails with an error wrapping [ErrSandboxOnBaseline]. A tracer already in
-// cfg keeps running for baseline contexts. With [WithLogger] among opts,
-// each refusal is one audit record. A nil cfg is left alone.
+// connection's configuration (for [pgx.ConnectConfig]): every statement
+// sent with a sandbox context fails with an error wrapping
+// [ErrSandboxOnBaseline]. A tracer already in cfg keeps running for
+// baseline contexts; set it before GuardConn (a tracer set after replaces
+// the guard, and a single connection has no hook to notice). With
+// [WithLogger] among opts, each refusal is one audit record. A nil cfg is
+// left alone.
+//
+// Through database/sql (pgx's stdlib driver) GuardConn still keeps every
+// sandbox statement from being sent, but the refusal does not reach the
+// caller as ErrSandboxOnBaseline: the stdlib driver reports an error that
+// pgx marks safe to retry (nothing was sent) as driver.ErrBadConn, so
+// database/sql retries the statement on up to three connections, closes
+// each of them, and returns driver.ErrBadConn. Nothing is written, but
+// every refused sandbox statement costs the baseline those connections.
+// A database/sql baseline needs a guard that checks the context before
+// the driver is called.
 func GuardConn(cfg *pgx.ConnConfig, opts ...Option) {
 	if cfg == nil {
 		return
@@ -155,6 +221,9 @@ func (g *guardTracer) check(ctx context.Context) context.Context {
 		return r // refused once already (CopyFrom, then its Prepare)
 	}
 	if s, ok := propagation.FromContext(ctx); ok {
+		if errors.Is(ctx.Err(), ErrSandboxOnBaseline) {
+			return ctx // refused already, and wrapped by another tracer since
+		}
 		return refused{ctx, refuseOnBaseline(ctx, g.logger, s)}
 	}
 	return nil

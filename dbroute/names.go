@@ -147,6 +147,7 @@ const (
 	codeUniqueViolation       = "23505"
 	codeInvalidCatalog        = "3D000"
 	codeInsufficientPrivilege = "42501"
+	codeObjectInUse           = "55006"
 )
 
 func isCode(err error, codes ...string) bool {

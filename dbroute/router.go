@@ -215,6 +215,10 @@ func (r *Router) after(e *entry, err error) error {
 		if cur {
 			r.retire(e)
 		}
+		if _, ok := r.provider.(Reclaimer); ok {
+			// Dropped elsewhere: the next request creates it again.
+			return fmt.Errorf("%w: sandbox %q: its test database was dropped; the next request creates it again: %w", ErrUnavailable, e.id, err)
+		}
 	}
 	return later(e.id, err)
 }
@@ -792,7 +796,7 @@ func (r *Router) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row 
 		return errRow{err}
 	}
 	defer r.release(e)
-	return laterRow{e.pool.QueryRow(ctx, sql, args...), s.ID}
+	return routedRow{e.pool.QueryRow(ctx, sql, args...), r, e}
 }
 
 // Begin starts a transaction on the pool ctx resolves to.
@@ -833,7 +837,7 @@ func (r *Router) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 		return pgx.FailedBatchResults(b, err)
 	}
 	defer r.release(e)
-	return laterBatch{e.pool.SendBatch(ctx, b), s.ID}
+	return routedBatch{e.pool.SendBatch(ctx, b), r, e}
 }
 
 // CopyFrom copies rowSrc into tableName on the pool ctx resolves to.

@@ -66,6 +66,41 @@ func (b laterBatch) QueryRow() pgx.Row { return laterRow{b.BatchResults.QueryRow
 
 func (b laterBatch) Close() error { return later(b.id, b.BatchResults.Close()) }
 
+// routedRow and routedBatch are the router's: pgxpool acquires their
+// connection only when they are read, so a test database that is gone
+// (dropped elsewhere) shows only here, and the router must see it to
+// drop the pool (see Router.after).
+type routedRow struct {
+	pgx.Row
+	r *Router
+	e *entry
+}
+
+func (x routedRow) Scan(dest ...any) error { return x.r.after(x.e, x.Row.Scan(dest...)) }
+
+type routedBatch struct {
+	pgx.BatchResults
+	r *Router
+	e *entry
+}
+
+func (b routedBatch) Exec() (pgconn.CommandTag, error) {
+	tag, err := b.BatchResults.Exec()
+	return tag, b.r.after(b.e, err)
+}
+
+func (b routedBatch) Query() (pgx.Rows, error) {
+	rows, err := b.BatchResults.Query()
+	if err != nil {
+		return rows, b.r.after(b.e, err)
+	}
+	return laterRows{rows, b.e.id}, nil
+}
+
+func (b routedBatch) QueryRow() pgx.Row { return routedRow{b.BatchResults.QueryRow(), b.r, b.e} }
+
+func (b routedBatch) Close() error { return b.r.after(b.e, b.BatchResults.Close()) }
+
 // laterTx classifies the errors of a sandbox transaction's statements.
 type laterTx struct {
 	pgx.Tx
