@@ -1,0 +1,356 @@
+package kafkamw_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
+	"github.com/sandboxkit/sandboxkit/kafkamw"
+	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// attackTopic writes, on a one-partition topic, the messages named in
+// order: "" is a production message, anything else a message of that
+// sandbox. Values are "m-<i>".
+func attackTopic(t *testing.T, addrs []string, kinds ...string) string {
+	t.Helper()
+	topic := kafkatest.Topic(t, addrs, 1)
+	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i, id := range kinds {
+		wctx := ctx
+		if id != "" {
+			wctx = propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id})
+		}
+		if err := w.WriteMessages(wctx, kafka.Message{Key: fmt.Appendf(nil, "m-%d", i), Value: fmt.Appendf(nil, "m-%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return topic
+}
+
+// runUntil runs r.Run with h in the background until cond holds, then
+// stops it and returns Run's error.
+func runUntil(t *testing.T, r *kafkamw.Reader, h kafkamw.Handler, what string, cond func() bool, opts ...kafkamw.RunOption) error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	panicked := make(chan any, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				panicked <- p
+				done <- nil
+			}
+		}()
+		done <- r.Run(ctx, h, opts...)
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		select {
+		case p := <-panicked:
+			t.Fatalf("Run panicked before %s: %v", what, p)
+		default:
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			<-done
+			t.Fatalf("timed out waiting for %s: production is wedged", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	return <-done
+}
+
+// TestRunSandboxHandlerPanic: a handler that panics on a sandbox's
+// message must not take production down with it. Before, the panic left
+// Run, the consumer process crashed, restarted on the same uncommitted
+// message, and crashed again: one test message stopped production for
+// good. Now it is recovered, dead-lettered with the panic as the reason,
+// and committed past; the production messages behind it are processed.
+func TestRunSandboxHandlerPanic(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := attackTopic(t, addrs, "", "pr-nodb", "", "")
+	dlq := kafkatest.Topic(t, addrs, 1)
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-nodb"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := kafkatest.UniqueName("g")
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), kafkamw.WithRoutes(table),
+		kafkamw.WithService(service), kafkamw.WithDeadLetter(kafkatest.Writer(t, addrs, dlq)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var mu sync.Mutex
+	var prod []string
+	calls := 0
+	h := func(ctx context.Context, m kafka.Message) error {
+		if _, ok := propagation.FromContext(ctx); ok {
+			mu.Lock()
+			calls++
+			mu.Unlock()
+			var db map[string]int
+			db["x"]++ // a bug in the code under test: assignment to a nil map
+		}
+		mu.Lock()
+		prod = append(prod, string(m.Value))
+		mu.Unlock()
+		return nil
+	}
+	err = runUntil(t, r, h, "the production messages behind the panicking one", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(prod) == 3
+	}, kafkamw.WithBackoff(time.Millisecond, time.Millisecond))
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if calls != 1 {
+		t.Errorf("the panicking sandbox handler was called %d times, want once (a panic is not retried)", calls)
+	}
+	if c := r.Counts(); c.Failed != 1 || c.DeadLettered != 1 {
+		t.Errorf("counts %+v: the panicking message must be given up on and dead-lettered", c)
+	}
+	dead := readAll(t, addrs, dlq, 1)
+	m, ok := dead["m-1"]
+	if !ok {
+		t.Fatalf("dead-letter topic %v: m-1 missing", dead)
+	}
+	if reason := header(m.Headers, kafkamw.HeaderDeadLetterReason); len(reason) != 1 || !strings.Contains(reason[0], "panic") {
+		t.Errorf("dead-letter reason %q, want it to name the panic", reason)
+	}
+	if lag := groupLag(t, addrs, topic, group); lag[0] != 0 {
+		t.Errorf("lag %d after a clean stop", lag[0])
+	}
+}
+
+// TestRunProductionHandlerPanic: a production handler's panic is the
+// service's own bug and is not hidden: Run panics with it, and the
+// message is not committed, so the next consumer receives it again
+// (nothing is lost), neither by a new reader after a crash nor by the
+// same reader when a supervisor recovers the panic and carries on.
+func TestRunProductionHandlerPanic(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := attackTopic(t, addrs, "", "")
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := kafkatest.UniqueName("g")
+	newReader := func() *kafkamw.Reader {
+		r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), kafkamw.WithRoutes(table), kafkamw.WithService(service))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := newReader()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var got any
+	func() {
+		defer func() { got = recover() }()
+		_ = r.Run(ctx, func(ctx context.Context, m kafka.Message) error {
+			if string(m.Value) == "m-1" {
+				panic("production bug")
+			}
+			return nil
+		})
+	}()
+	if got != "production bug" {
+		t.Fatalf("Run recovered %v; want the production handler's panic to propagate", got)
+	}
+	// A supervisor that recovers and runs the same reader again gets the
+	// message again, rather than going on past it (and committing past it).
+	_, m, err := r.FetchMessage(ctx)
+	if err != nil || string(m.Value) != "m-1" {
+		t.Fatalf("on the same reader after the panic, FetchMessage = %q, %v; want m-1 again", m.Value, err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r2 := newReader()
+	defer r2.Close()
+	_, m, err = r2.FetchMessage(ctx)
+	if err != nil || string(m.Value) != "m-1" {
+		t.Fatalf("after the crash, FetchMessage = %q, %v; want m-1 again", m.Value, err)
+	}
+}
+
+// TestOrphanDeadLetterDown: with the dead-letter topic unreachable, an
+// orphaned message must not hold the production messages behind it. It
+// is skipped, counted, and audited with the failed write and its
+// coordinates, so it can still be found in the topic.
+func TestOrphanDeadLetterDown(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := attackTopic(t, addrs, "pr-99", "", "")
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var down atomic.Bool
+	down.Store(true)
+	dw := kafkatest.Writer(t, addrs, kafkatest.Topic(t, addrs, 1))
+	dw.MaxAttempts = 1
+	dw.Transport = failing{dw.Transport, &down}
+	var log auditLog
+	group := kafkatest.UniqueName("g")
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), kafkamw.WithRoutes(table),
+		kafkamw.WithService(service), kafkamw.WithDeadLetter(dw), kafkamw.WithLogger(log.logger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var n atomic.Int32
+	err = runUntil(t, r, func(ctx context.Context, m kafka.Message) error { n.Add(1); return nil },
+		"the production messages behind an orphan", func() bool { return n.Load() == 2 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := r.Counts(); c.Orphaned != 1 || c.DeadLettered != 0 || c.DeadLetterFailed != 1 {
+		t.Errorf("counts %+v: want one orphan whose dead-letter write failed", c)
+	}
+	log.mu.Lock()
+	rec := log.buf.String()
+	log.mu.Unlock()
+	if !strings.Contains(rec, "dead-letter write failed") || !strings.Contains(rec, topic+"/0/0") {
+		t.Errorf("audit does not record the failed dead-letter write with the message's coordinates:\n%s", rec)
+	}
+}
+
+// TestRunSandboxGiveUpDeadLetterDown: a sandbox message whose handler
+// fails, with the dead-letter topic unreachable, must not hold production:
+// Run gives up on the write after its retries, audits and commits past.
+func TestRunSandboxGiveUpDeadLetterDown(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := attackTopic(t, addrs, "pr-nodb", "", "")
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-nodb"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var down atomic.Bool
+	down.Store(true)
+	dw := kafkatest.Writer(t, addrs, kafkatest.Topic(t, addrs, 1))
+	dw.MaxAttempts = 1
+	dw.Transport = failing{dw.Transport, &down}
+	group := kafkatest.UniqueName("g")
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), kafkamw.WithRoutes(table),
+		kafkamw.WithService(service), kafkamw.WithDeadLetter(dw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var n atomic.Int32
+	err = runUntil(t, r, func(ctx context.Context, m kafka.Message) error {
+		if _, ok := propagation.FromContext(ctx); ok {
+			return errNoDB
+		}
+		n.Add(1)
+		return nil
+	}, "the production messages behind a failing sandbox message", func() bool { return n.Load() == 2 },
+		kafkamw.WithSandboxErrors(errNoDB), kafkamw.WithBackoff(time.Millisecond, 2*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := r.Counts(); c.Failed != 1 || c.DeadLetterFailed != 1 {
+		t.Errorf("counts %+v: want one failed sandbox message whose dead-letter write failed", c)
+	}
+	if lag := groupLag(t, addrs, topic, group); lag[0] != 0 {
+		t.Errorf("lag %d after a clean stop", lag[0])
+	}
+}
+
+// TestRunExclusive: while Run runs, a second Run and FetchMessage are
+// refused (a message FetchMessage took would be handled by no one and
+// committed past by Run); Close during Run ends Run cleanly.
+func TestRunExclusive(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := attackTopic(t, addrs, "", "", "")
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), kafkamw.WithRoutes(table), kafkamw.WithService(service))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var n atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		done <- r.Run(ctx, func(context.Context, kafka.Message) error { n.Add(1); return nil })
+	}()
+	waitFor(t, 10*time.Second, "Run to process the messages", func() bool { return n.Load() == 3 })
+	if err := r.Run(ctx, func(context.Context, kafka.Message) error { return nil }); !errors.Is(err, kafkamw.ErrConfig) {
+		t.Errorf("second Run = %v, want ErrConfig", err)
+	}
+	fctx, fcancel := context.WithTimeout(ctx, time.Second)
+	defer fcancel()
+	if _, m, err := r.FetchMessage(fctx); !errors.Is(err, kafkamw.ErrConfig) {
+		t.Errorf("FetchMessage during Run = %q, %v; want ErrConfig", m.Value, err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run after Close = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after Close")
+	}
+}
+
+// TestRouteSourceHangs: a route source that never answers. Production
+// messages ahead of the first tagged message of a partition flow; the
+// tagged message is never decided (no reader decides before its table has
+// loaded), and, since a partition is committed in order, the production
+// messages behind it wait with it: FetchMessage reports ErrRoutesBehind
+// for as long as the source hangs. A route source is production
+// infrastructure: its outage holds every partition that carries a tagged
+// message, which the package documentation says.
+func TestRouteSourceHangs(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := attackTopic(t, addrs, "", "pr-1", "")
+	hang := routes.SourceFunc(func(ctx context.Context) ([]routes.Sandbox, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	table := syncTable(t, hang, time.Hour)
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), kafkamw.WithRoutes(table),
+		kafkamw.WithService(service), kafkamw.WithRouteWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, m, err := r.FetchMessage(ctx); err != nil || string(m.Value) != "m-0" {
+		t.Fatalf("FetchMessage = %q, %v; want m-0, ahead of the tagged message", m.Value, err)
+	}
+	for range 5 {
+		if _, m, err := r.FetchMessage(ctx); !errors.Is(err, kafkamw.ErrRoutesBehind) || !strings.Contains(err.Error(), "synced up to never") {
+			t.Fatalf("FetchMessage = %q, %v; want ErrRoutesBehind on a table that never loaded", m.Value, err)
+		}
+	}
+	if c := r.Counts(); c.Delivered != 1 || c.Skipped != 0 || c.Waits != 5 {
+		t.Errorf("counts %+v: want m-0 delivered, the tagged message undecided, five waits", c)
+	}
+}
