@@ -354,3 +354,140 @@ func TestRouteSourceHangs(t *testing.T) {
 		t.Errorf("counts %+v: want m-0 delivered, the tagged message undecided, five waits", c)
 	}
 }
+
+// TestRebalanceLeave: two baseline consumers in one group and a sandbox
+// consumer; one baseline consumer leaves in the middle (cancelled and
+// closed: the group rebalances onto the other) while skipped messages of
+// its partitions are pending commit. No production message, and no
+// message the baseline owns with a sandbox context, is lost; no message
+// of the sandbox that overrides the service is processed by a baseline
+// consumer, nor a production one by the sandbox's; every orphan is
+// accounted for; both groups end with no lag.
+func TestRebalanceLeave(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 4)
+	past := time.Now().Add(-time.Hour)
+	table, err := routes.NewStatic([]routes.Sandbox{
+		{ID: "pr-own", Services: map[string]routes.Route{service: {Upstream: "h:1", ActiveFrom: past}}},
+		{ID: "pr-nodb"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := []string{"", "pr-own", "", "pr-99", "", "pr-nodb"}
+	const n = 600
+	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tags := map[string]string{}
+	want := map[string]int{}
+	batch := make([]kafka.Message, 0, n)
+	for i := range n {
+		v := fmt.Sprintf("m-%03d", i)
+		id := kinds[i%len(kinds)]
+		tags[v] = id
+		want[id]++
+		if id == "" {
+			batch = append(batch, kafka.Message{Key: []byte(v), Value: []byte(v)})
+			continue
+		}
+		if err := w.WriteMessages(propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id}), kafka.Message{Key: []byte(v), Value: []byte(v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.WriteMessages(ctx, batch...); err != nil {
+		t.Fatal(err)
+	}
+
+	group := kafkatest.UniqueName("g")
+	newReader := func(opts ...kafkamw.Option) *kafkamw.Reader {
+		r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), append([]kafkamw.Option{
+			kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.WithSkipCommitInterval(10 * time.Millisecond),
+		}, opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	var mu sync.Mutex
+	got := map[string][]string{} // value → consumers that processed it
+	handler := func(name string) kafkamw.Handler {
+		return func(ctx context.Context, m kafka.Message) error {
+			time.Sleep(time.Millisecond) // slow enough for the rebalance to land mid-stream
+			mu.Lock()
+			got[string(m.Value)] = append(got[string(m.Value)], name)
+			mu.Unlock()
+			return nil
+		}
+	}
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(got) }
+	run := func(r *kafkamw.Reader, name string) (context.CancelFunc, chan error) {
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- r.Run(rctx, handler(name)) }()
+		return stop, done
+	}
+	a, b, sb := newReader(), newReader(), newReader(kafkamw.AsSandbox("pr-own"))
+	stopA, doneA := run(a, "a")
+	stopB, doneB := run(b, "b")
+	stopS, doneS := run(sb, "sandbox")
+	waitFor(t, 30*time.Second, "both baseline consumers to process messages", func() bool {
+		return a.Counts().Delivered > 20 && b.Counts().Delivered > 20
+	})
+	stopA()
+	if err := <-doneA; err != nil {
+		t.Errorf("a: %v", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Errorf("a: close: %v", err)
+	}
+	owned := n - want["pr-99"]
+	zeroLag := func(g string) bool {
+		for _, l := range groupLag(t, addrs, topic, g) {
+			if l != 0 {
+				return false
+			}
+		}
+		return true
+	}
+	waitFor(t, 45*time.Second, "every owned message processed and both groups committed", func() bool {
+		return count() == owned && zeroLag(group) && zeroLag(kafkamw.SandboxGroup(group, "pr-own"))
+	})
+	stopB()
+	stopS()
+	for _, d := range []chan error{doneB, doneS} {
+		if err := <-d; err != nil {
+			t.Error(err)
+		}
+	}
+	for _, r := range []*kafkamw.Reader{b, sb} {
+		if err := r.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+	dups := 0
+	for v, id := range tags {
+		by := got[v]
+		switch {
+		case id == "pr-99":
+			if len(by) != 0 {
+				t.Errorf("orphan %s processed by %v", v, by)
+			}
+			continue
+		case len(by) == 0:
+			t.Errorf("%s (sandbox %q) lost", v, id)
+			continue
+		case len(by) > 1:
+			dups++
+		}
+		for _, c := range by {
+			if (id == "pr-own") != (c == "sandbox") {
+				t.Errorf("%s (sandbox %q) processed by %s: two owners", v, id, c)
+			}
+		}
+	}
+	if o := a.Counts().Orphaned + b.Counts().Orphaned; o < int64(want["pr-99"]) {
+		t.Errorf("%d orphans counted, want at least %d", o, want["pr-99"])
+	}
+	t.Logf("redelivered across the rebalance (at-least-once): %d; a %+v; b %+v", dups, a.Counts(), b.Counts())
+}
