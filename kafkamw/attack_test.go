@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -490,4 +491,78 @@ func TestRebalanceLeave(t *testing.T) {
 		t.Errorf("%d orphans counted, want at least %d", o, want["pr-99"])
 	}
 	t.Logf("redelivered across the rebalance (at-least-once): %d; a %+v; b %+v", dups, a.Counts(), b.Counts())
+}
+
+// TestImplicitActivationGap: a route document without activeFrom, loaded
+// by the baseline's table and the sandbox's table at different moments.
+// routes.Table stamps a missing activeFrom with its own clock at load, so
+// the two readers hold different windows, and a message produced between
+// the two loads is skipped by both: the baseline leaves it to the
+// sandbox, the sandbox leaves it to the baseline. Nobody processes it and
+// nobody counts it as orphaned: lost. The package documentation asks for
+// explicit activeFrom times; nothing enforces it. The fix belongs to
+// routes (reject, or stamp at publication, a route without activeFrom in a
+// source document), so the test runs only with SANDBOXKIT_KNOWN_GAPS=1.
+func TestImplicitActivationGap(t *testing.T) {
+	if os.Getenv("SANDBOXKIT_KNOWN_GAPS") != "1" {
+		t.Skip("known gap in routes (activeFrom stamped per table); run with SANDBOXKIT_KNOWN_GAPS=1")
+	}
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 1)
+	doc := []routes.Sandbox{{ID: "pr-1", Services: map[string]routes.Route{service: {Upstream: "h:1"}}}}
+	// The baseline's table loads the document a minute before the
+	// message, the sandbox's a minute after it.
+	// After their loads both clocks read the wall clock (a table filled by
+	// hand is synced up to its clock's now).
+	var skew atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	baseTable := routes.New(routes.WithClock(clock))
+	sbTable := routes.New(routes.WithClock(clock))
+	skew.Store(int64(-time.Minute))
+	if err := baseTable.Update(doc); err != nil {
+		t.Fatal(err)
+	}
+	skew.Store(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic))
+	if err := w.WriteMessages(propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: "pr-1"}), kafka.Message{Value: []byte("between")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte("end")}); err != nil {
+		t.Fatal(err)
+	}
+	skew.Store(int64(time.Minute))
+	err := sbTable.Update(doc)
+	skew.Store(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := kafkatest.UniqueName("g")
+	base, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), kafkamw.WithRoutes(baseTable), kafkamw.WithService(service))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer base.Close()
+	sbr, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), kafkamw.WithRoutes(sbTable), kafkamw.WithService(service), kafkamw.AsSandbox("pr-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sbr.Close()
+	owners := 0
+	if _, m, err := base.FetchMessage(ctx); err != nil {
+		t.Fatal(err)
+	} else if string(m.Value) == "between" {
+		owners++
+	}
+	// The sandbox reader seeds from its own activeFrom, after "between";
+	// read from the start of its window with a short wait.
+	sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+	defer scancel()
+	if _, m, err := sbr.FetchMessage(sctx); err == nil && string(m.Value) == "between" {
+		owners++
+	}
+	if owners != 1 {
+		t.Errorf("message produced between the two tables' loads processed by %d readers, want exactly 1 (baseline %+v, sandbox %+v)", owners, base.Counts(), sbr.Counts())
+	}
 }

@@ -58,7 +58,12 @@
 // messages that the new document gives to someone else), and keep producer
 // clocks in step with the route source: the decision uses the message's
 // timestamp (CreateTime, which kafka-go's Writer sets when Message.Time is
-// zero). Neither rule is enforced here: a document that activates a route
+// zero). A route without activeFrom is worse: each [routes.Table] stamps
+// it with its own clock when it loads the document, so two readers that
+// load it at different moments hold different windows, and a message
+// produced between the two loads is skipped by both (lost) or processed
+// by both, depending on which loaded first (TestImplicitActivationGap,
+// run with SANDBOXKIT_KNOWN_GAPS=1). Neither rule is enforced here: a document that activates a route
 // earlier than its own publication gives the sandbox's reader messages
 // that the baseline reader has already processed (two owners), and only
 // the route source can prevent it (cmd/sandboxctl stamps activation
