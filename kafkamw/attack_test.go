@@ -566,3 +566,58 @@ func TestImplicitActivationGap(t *testing.T) {
 		t.Errorf("message produced between the two tables' loads processed by %d readers, want exactly 1 (baseline %+v, sandbox %+v)", owners, base.Counts(), sbr.Counts())
 	}
 }
+
+// TestFutureTimestampStaleTable: a message stamped a day ahead, read by a
+// reader whose route source has been failing since its last good load.
+// Deciding it "with the table as it is" would use a document that other
+// readers, whose sources are healthy, no longer hold: they could decide
+// otherwise (two owners, or none). It waits, as a message of the present
+// does, until the table has synced up to the reader's now, and returns
+// ErrRoutesBehind meanwhile.
+func TestFutureTimestampStaleTable(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var healthy atomic.Bool
+	healthy.Store(true)
+	doc := []routes.Sandbox{{ID: "pr-1"}}
+	src := routes.SourceFunc(func(context.Context) ([]routes.Sandbox, error) {
+		if !healthy.Load() {
+			return nil, errors.New("route source down")
+		}
+		return doc, nil
+	})
+	table := syncTable(t, src, 5*time.Millisecond)
+	waitFor(t, 5*time.Second, "first sync", func() bool { return !table.SyncedAt().IsZero() })
+	healthy.Store(false)
+	waitFor(t, 5*time.Second, "a failed sync", func() bool { return table.Err() != nil })
+	stuck := table.SyncedAt()
+	waitFor(t, 5*time.Second, "the table to fall behind", func() bool { return time.Since(stuck) > 50*time.Millisecond })
+
+	w := kafkatest.Writer(t, addrs, topic)
+	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte("skewed"), Time: time.Now().Add(24 * time.Hour),
+		Headers: []kafka.Header{{Key: "sandbox-id", Value: []byte("pr-1")}}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")),
+		kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.WithRouteWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, m, err := r.FetchMessage(ctx); !errors.Is(err, kafkamw.ErrRoutesBehind) {
+		t.Fatalf("FetchMessage = %q, %v; want ErrRoutesBehind from a table stale since %s", m.Value, err, stuck)
+	}
+	healthy.Store(true)
+	_, m, err := r.FetchMessage(ctx)
+	for i := 0; errors.Is(err, kafkamw.ErrRoutesBehind) && i < 100; i++ {
+		_, m, err = r.FetchMessage(ctx)
+	}
+	if err != nil || string(m.Value) != "skewed" {
+		t.Fatalf("after the source came back, FetchMessage = %q, %v; want skewed", m.Value, err)
+	}
+	if c := r.Counts(); c.Future != 1 {
+		t.Errorf("counts %+v, want one future message", c)
+	}
+}

@@ -26,8 +26,9 @@ const (
 	// MaxClockSkew is how far ahead of a reader's clock a message's
 	// timestamp may be and still make the reader wait for its route table.
 	// A message further ahead comes from a producer whose clock is wrong:
-	// it is decided at once with the table the reader has, so that one bad
-	// timestamp cannot stall a partition.
+	// it is decided with the table synced up to the reader's now rather
+	// than up to its timestamp, so that one bad timestamp cannot stall a
+	// partition until the clock reaches it.
 	MaxClockSkew = time.Minute
 )
 

@@ -88,8 +88,9 @@ type Counts struct {
 	// to sync up to a message's time.
 	Waits int64
 	// Future is the number of tagged messages whose timestamp was more than
-	// [MaxClockSkew] ahead of this reader's clock: decided at once with the
-	// table as it was, rather than stalling the partition.
+	// [MaxClockSkew] ahead of this reader's clock: decided with the table
+	// synced up to the reader's now, rather than stalling the partition
+	// until the clock reaches the timestamp.
 	Future int64
 }
 
@@ -459,9 +460,6 @@ func decisionEvents(baseline bool, service, group string) [2]audit.Event {
 	}
 }
 
-// firstLoad is a time every table that has loaded once is synced up to.
-var firstLoad = time.Unix(0, 1)
-
 // synced waits (bounded) until the route table has synced up to msg's
 // time, so that the decision is not made on a table that has not yet seen
 // what the source said then; a table that has never loaded from its source
@@ -472,13 +470,15 @@ func (r *Reader) synced(ctx context.Context, msg *kafka.Message) error {
 	if !at.After(r.cfg.table.SyncedAt()) {
 		return nil
 	}
-	if at.After(time.Now().Add(MaxClockSkew)) {
+	if now := time.Now(); at.After(now.Add(MaxClockSkew)) {
 		// A timestamp this far ahead: the producer's clock is off (or it
-		// set Message.Time itself). Waiting would stall the partition until
-		// the wall clock catches up, so decide with the table as it is
-		// (both readers hold the same document, so they still agree), but
-		// never with a table that has not loaded yet.
-		if err := r.waitSynced(ctx, msg, firstLoad); err != nil {
+		// set Message.Time itself). Waiting for the table to reach it
+		// would stall the partition until the wall clock catches up, so
+		// decide with the table synced up to now: readers whose sources
+		// are healthy then hold the same document. Not with a table that
+		// is behind (its source failing since its last load), which may
+		// no longer hold what the others hold.
+		if err := r.waitSynced(ctx, msg, now); err != nil {
 			return err
 		}
 		r.future.Add(1)

@@ -288,8 +288,10 @@ func TestFutureTimestamp(t *testing.T) {
 	if got[0] != "skewed" || got[1] != "normal" {
 		t.Fatalf("delivered %q", got)
 	}
-	if c := r.Counts(); c.Future != 1 || c.Waits != 0 {
-		t.Fatalf("counts %+v, want one future message and no wait", c)
+	// At most one wait: for the table to sync up to the reader's now,
+	// never up to the message's time, a day ahead.
+	if c := r.Counts(); c.Future != 1 || c.Waits > 1 {
+		t.Fatalf("counts %+v, want one future message and at most one wait", c)
 	}
 }
 
