@@ -26,8 +26,9 @@ const (
 	// MaxClockSkew is how far ahead of a reader's clock a message's
 	// timestamp may be and still make the reader wait for its route table.
 	// A message further ahead comes from a producer whose clock is wrong:
-	// it is decided at once with the table the reader has, so that one bad
-	// timestamp cannot stall a partition.
+	// it is decided with the table synced up to the reader's now rather
+	// than up to its timestamp, so that one bad timestamp cannot stall a
+	// partition until the clock reaches it.
 	MaxClockSkew = time.Minute
 )
 
@@ -144,9 +145,10 @@ func AsSandbox(id string) Option {
 // message's time) before skipping it, and [Reader.Run], on either reader,
 // every message it gives up on. Each copy carries the original's key,
 // value, headers and time, plus [HeaderDeadLetterReason] and
-// [HeaderDeadLetterSource]. w must have a Topic. A message whose
-// dead-letter write fails is not skipped: FetchMessage returns the error
-// and decides the message again on its next call. Each write is
+// [HeaderDeadLetterSource]. w must have a Topic. A failed write does not
+// hold the message, except a production message under
+// [DeadLetterAndContinue] (see "Dead letters" in the package
+// documentation). Each write is
 // synchronous and waits for w's batch to flush: give w a short
 // BatchTimeout (kafka-go's default is a second, which a stream of orphaned
 // messages would then cost per message, in front of production).

@@ -43,10 +43,14 @@
 // [ErrRoutesBehind] rather than guess; it keeps the message and decides it
 // again on the next FetchMessage. A table that has never loaded from its
 // source is synced up to nothing, so no tagged message is decided before
-// its first load, not even after a restart over a backlog; untagged
-// messages, whose owner does not depend on the table, flow meanwhile. A
-// table filled by hand ([routes.NewStatic]) is its own source and never
-// waits.
+// its first load, not even after a restart over a backlog. Untagged
+// messages, whose owner does not depend on the table, flow meanwhile up
+// to the first undecided tagged message of their partition; those behind
+// it wait with it, because a partition is committed in order: a route
+// source that is down from a reader's start holds every partition that
+// carries a tagged message (FetchMessage and [Reader.Run]'s OnError
+// report ErrRoutesBehind, "synced up to never"). A table filled by hand
+// ([routes.NewStatic]) is its own source and never waits.
 //
 // For the two sides to agree, give routes explicit activeFrom and removedAt
 // times in the route document, no earlier than the moment the document is
@@ -54,7 +58,16 @@
 // messages that the new document gives to someone else), and keep producer
 // clocks in step with the route source: the decision uses the message's
 // timestamp (CreateTime, which kafka-go's Writer sets when Message.Time is
-// zero).
+// zero). A route without activeFrom is worse: each [routes.Table] stamps
+// it with its own clock when it loads the document, so two readers that
+// load it at different moments hold different windows, and a message
+// produced between the two loads is skipped by both (lost) or processed
+// by both, depending on which loaded first (TestImplicitActivationGap,
+// run with SANDBOXKIT_KNOWN_GAPS=1). Neither rule is enforced here: a document that activates a route
+// earlier than its own publication gives the sandbox's reader messages
+// that the baseline reader has already processed (two owners), and only
+// the route source can prevent it (cmd/sandboxctl stamps activation
+// windows from one clock).
 //
 // # Skipped messages
 //
@@ -76,7 +89,8 @@
 // dead-letter writer when one is set ([WithDeadLetter]) with the reason in
 // [HeaderDeadLetterReason], and audits it (decision rejected, with the
 // reason); a sandbox reader skips the orphans of its own sandbox. Both
-// count them in Counts.Orphaned. The decision reads the route table only,
+// count them in Counts.Orphaned. See "Dead letters" for a dead-letter
+// writer that fails. The decision reads the route table only,
 // so every reader, and a reader restarted later, reaches the same one.
 //
 // The table remembers a removed sandbox only through its routes'
@@ -95,7 +109,13 @@
 // dbroute.ErrSandboxOnBaseline when the handler writes through dbroute)
 // is dead-lettered with the error and committed past, so production behind
 // it flows on; after three of one sandbox in a row, that sandbox's next
-// messages are tried once each until one succeeds. A failing production message follows [OnProductionFailure]:
+// messages are tried once each until one succeeds. A handler that panics
+// on a sandbox message is recovered ([ErrHandlerPanic]) and the message
+// given up on at once: a bug only test traffic reaches must not crash the
+// consumer onto the same message again and again. A production handler's
+// panic is not recovered; the message is kept, so that neither a restarted
+// consumer nor the same reader run again goes past it. A failing
+// production message follows [OnProductionFailure]:
 // [RetryForever] (the default: nothing is dropped), [DeadLetterAndContinue]
 // or [StopRun]. Cancelling Run's context is a clean shutdown: what was
 // processed is committed, a message being handled when the context ended
@@ -140,6 +160,31 @@
 // ([WithDeadLetter]) and skips it; a sandbox reader skips it. Both count it
 // in Counts.Unreadable. Producers inside the cluster are trusted: Kafka
 // markers need no ticket.
+//
+// # Dead letters
+//
+// A message no reader processes (unreadable, orphaned, or a sandbox
+// message [Reader.Run] gave up on) never waits for the dead-letter writer:
+// when the write fails or times out (after 10s), the message is skipped or
+// committed past all the same, counted in Counts.DeadLetterFailed, and its
+// audit record names the error and the message's topic/partition/offset,
+// where it can still be read until the topic's retention removes it. After
+// a failed write the writer is not tried again for five seconds, so that a
+// dead-letter topic that hangs costs production one bounded write rather
+// than one per message; messages met meanwhile are accounted for the same
+// way. Only a production message under [DeadLetterAndContinue] waits for
+// its dead-letter write, retried until it succeeds: production data is
+// never committed past unrecorded.
+//
+// Dead-letter writes are synchronous, one per message, in front of the
+// messages behind it: a flood of orphans costs production one
+// acknowledged write each. On the embedded broker, with a writer whose
+// BatchTimeout is 2ms, that is about 2.4ms per orphan against about 2µs
+// to skip one without a dead-letter writer (BenchmarkOrphanFlood): 100,000
+// orphans would hold the production message behind them for about four
+// minutes. Where floods are possible, leave the dead-letter writer off
+// the baseline reader's orphans and rely on the audit records and
+// Counts.Orphaned.
 //
 // # Budgets
 //

@@ -28,10 +28,13 @@ const (
 	OutcomeUnreadable   = "unreadable"
 	OutcomeOrphaned     = "orphaned"
 	OutcomeDeadLettered = "dead_lettered"
-	OutcomeFailed       = "failed"
-	OutcomeRetried      = "retried"
-	OutcomeWaited       = "waited"
-	OutcomeFuture       = "future"
+	// OutcomeDeadLetterFailed counts the messages given up on whose
+	// dead-letter write failed ([Counts].DeadLetterFailed).
+	OutcomeDeadLetterFailed = "dead_letter_failed"
+	OutcomeFailed           = "failed"
+	OutcomeRetried          = "retried"
+	OutcomeWaited           = "waited"
+	OutcomeFuture           = "future"
 )
 
 const instrumentationName = "github.com/sandboxkit/sandboxkit/kafkamw"
@@ -53,7 +56,7 @@ func (r *Reader) observe(mp metric.MeterProvider) metric.Registration {
 	}
 	group := attribute.String(AttrGroup, r.group)
 	outcomes := [...]string{OutcomeDelivered, OutcomeSkipped, OutcomeUnreadable, OutcomeOrphaned,
-		OutcomeDeadLettered, OutcomeFailed, OutcomeRetried, OutcomeWaited, OutcomeFuture}
+		OutcomeDeadLettered, OutcomeDeadLetterFailed, OutcomeFailed, OutcomeRetried, OutcomeWaited, OutcomeFuture}
 	var opts [len(outcomes)]metric.ObserveOption
 	for i, o := range outcomes {
 		opts[i] = metric.WithAttributeSet(attribute.NewSet(group, attribute.String(AttrOutcome, o)))
@@ -61,7 +64,7 @@ func (r *Reader) observe(mp metric.MeterProvider) metric.Registration {
 	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		n := r.Counts()
 		for i, v := range [...]int64{n.Delivered, n.Skipped, n.Unreadable, n.Orphaned,
-			n.DeadLettered, n.Failed, n.Retries, n.Waits, n.Future} {
+			n.DeadLettered, n.DeadLetterFailed, n.Failed, n.Retries, n.Waits, n.Future} {
 			o.ObserveInt64(c, v, opts[i])
 		}
 		return nil

@@ -34,9 +34,11 @@ var (
 	// service in the route table, so that it cannot know where its
 	// messages start.
 	ErrNoRoute = errors.New("kafkamw: sandbox has no route for the service")
-	// ErrDeadLetter reports a failed write of an unreadable message to the
-	// dead-letter writer. The reader keeps the message and retries it on the
-	// next FetchMessage.
+	// ErrDeadLetter reports a failed write to the dead-letter writer, as
+	// [Reader.Run] reports it to [OnError]. Only a production message under
+	// [DeadLetterAndContinue] waits for the write to succeed; any other
+	// message is accounted for in Counts.DeadLetterFailed and its audit
+	// record, and not held.
 	ErrDeadLetter = errors.New("kafkamw: writing to the dead-letter topic failed")
 )
 
@@ -69,6 +71,12 @@ type Counts struct {
 	// writer: unreadable and orphaned ones (baseline reader), and those
 	// [Reader.Run] gave up on.
 	DeadLettered int64
+	// DeadLetterFailed is the number of messages given up on whose
+	// dead-letter write failed: they were skipped or committed past all
+	// the same (test traffic never holds production), and each is audited
+	// with the write's error and its topic/partition/offset, where it can
+	// still be read.
+	DeadLetterFailed int64
 	// Failed is the number of messages [Reader.Run] gave up on after its
 	// handler failed: dead-lettered, or without a dead-letter writer
 	// audited and committed past.
@@ -80,8 +88,9 @@ type Counts struct {
 	// to sync up to a message's time.
 	Waits int64
 	// Future is the number of tagged messages whose timestamp was more than
-	// [MaxClockSkew] ahead of this reader's clock: decided at once with the
-	// table as it was, rather than stalling the partition.
+	// [MaxClockSkew] ahead of this reader's clock: decided with the table
+	// synced up to the reader's now, rather than stalling the partition
+	// until the clock reaches the timestamp.
 	Future int64
 }
 
@@ -121,10 +130,11 @@ type Reader struct {
 	commitMu sync.Mutex // serialises commits, so skipped offsets never go back
 	ledger   ledger
 
-	running atomic.Bool         // Run is running
-	metrics metric.Registration // the metrics callback; nil when none
+	running        atomic.Bool         // Run is running
+	deadLetterDown atomic.Int64        // unix nanoseconds until which the dead-letter writer is not tried; 0 when healthy
+	metrics        metric.Registration // the metrics callback; nil when none
 
-	delivered, skipped, unreadable, orphans, deadLettered, failed, retries, waits, future atomic.Int64
+	delivered, skipped, unreadable, orphans, deadLettered, deadLetterFailed, failed, retries, waits, future atomic.Int64
 }
 
 // NewReader returns a reader for cfg. cfg must name a consumer group
@@ -243,15 +253,16 @@ func (r *Reader) Config() kafka.ReaderConfig { return r.rcfg }
 // Counts returns the reader's cumulative counts.
 func (r *Reader) Counts() Counts {
 	return Counts{
-		Delivered:    r.delivered.Load(),
-		Skipped:      r.skipped.Load(),
-		Unreadable:   r.unreadable.Load(),
-		Orphaned:     r.orphans.Load(),
-		DeadLettered: r.deadLettered.Load(),
-		Failed:       r.failed.Load(),
-		Retries:      r.retries.Load(),
-		Waits:        r.waits.Load(),
-		Future:       r.future.Load(),
+		Delivered:        r.delivered.Load(),
+		Skipped:          r.skipped.Load(),
+		Unreadable:       r.unreadable.Load(),
+		Orphaned:         r.orphans.Load(),
+		DeadLettered:     r.deadLettered.Load(),
+		DeadLetterFailed: r.deadLetterFailed.Load(),
+		Failed:           r.failed.Load(),
+		Retries:          r.retries.Load(),
+		Waits:            r.waits.Load(),
+		Future:           r.future.Load(),
 	}
 }
 
@@ -271,8 +282,19 @@ func (r *Reader) Stats() kafka.ReaderStats {
 // never returned.
 //
 // Commit returned messages with [Reader.CommitMessages]. After [Reader.Close]
-// FetchMessage returns io.EOF.
+// FetchMessage returns io.EOF. While [Reader.Run] runs on the reader it
+// returns an error wrapping [ErrConfig]: a message it took would be
+// processed by no one, and Run's next commit on the partition would commit
+// past it.
 func (r *Reader) FetchMessage(ctx context.Context) (context.Context, kafka.Message, error) {
+	if r.running.Load() {
+		return ctx, kafka.Message{}, fmt.Errorf("%w: FetchMessage while Run is running", ErrConfig)
+	}
+	return r.fetchMessage(ctx)
+}
+
+// fetchMessage is FetchMessage, for Run too.
+func (r *Reader) fetchMessage(ctx context.Context) (context.Context, kafka.Message, error) {
 	inner, err := r.started(ctx)
 	if err != nil {
 		return ctx, kafka.Message{}, err
@@ -341,13 +363,11 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 	m, err := r.readKey(msg.Headers, &k, memoize)
 	if err != nil {
 		if baseline {
-			if err := r.deadLetter(ctx, msg, err.Error()); err != nil {
-				return ctx, false, err
-			}
+			dl := r.deadLetterOrSkip(ctx, msg, err.Error())
 			if r.cfg.logger != nil {
 				audit.Emit(ctx, r.cfg.logger, audit.Event{
 					Decision: audit.Rejected, Sandbox: clip(m.Sandbox), Protocol: audit.Kafka,
-					Peer: r.group, Target: msg.Topic, Reason: "unreadable sandbox headers, message skipped: " + err.Error(),
+					Peer: r.group, Target: msg.Topic, Reason: "unreadable sandbox headers, message skipped: " + err.Error() + dl,
 				})
 			}
 		}
@@ -366,7 +386,8 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 	}
 	who, why := ownerOf(r.cfg.table, r.cfg.service, s.ID, msg.Time)
 	if who == ownerNone {
-		return ctx, false, r.orphaned(ctx, msg, s, why)
+		r.orphaned(ctx, msg, s, why)
+		return ctx, false, nil
 	}
 	own := baseline == (who == ownerBaseline)
 	if r.cfg.logger != nil {
@@ -387,14 +408,13 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 
 // orphaned handles a message of sandbox s that belongs to no reader: the
 // baseline reader writes it to the dead-letter writer, if there is one,
-// and audits it; a sandbox reader audits it. Both count it. The error is
-// the dead-letter write's: the message is then kept and decided again.
-func (r *Reader) orphaned(ctx context.Context, msg *kafka.Message, s propagation.Sandbox, why orphan) error {
+// and audits it; a sandbox reader audits it. Both count it. A failed
+// dead-letter write does not keep the message ([Reader.deadLetterOrSkip]).
+func (r *Reader) orphaned(ctx context.Context, msg *kafka.Message, s propagation.Sandbox, why orphan) {
 	reason := "orphaned message of sandbox " + s.ID + ": " + why.String() + "; no reader of " + r.cfg.service + " owns it"
+	var dl string
 	if r.cfg.sandbox == "" {
-		if err := r.deadLetter(ctx, msg, reason); err != nil {
-			return err
-		}
+		dl = r.deadLetterOrSkip(ctx, msg, reason)
 	}
 	r.orphans.Add(1)
 	if r.cfg.logger != nil {
@@ -404,10 +424,9 @@ func (r *Reader) orphaned(ctx context.Context, msg *kafka.Message, s propagation
 		}
 		audit.Emit(ctx, r.cfg.logger, audit.Event{
 			Decision: d, Sandbox: s, Protocol: audit.Kafka, Peer: r.group, Target: msg.Topic,
-			Reason: reason + ", skipped",
+			Reason: reason + ", skipped" + dl,
 		})
 	}
-	return nil
 }
 
 // clip cuts the parts of a sandbox read from unreadable headers to a length
@@ -441,9 +460,6 @@ func decisionEvents(baseline bool, service, group string) [2]audit.Event {
 	}
 }
 
-// firstLoad is a time every table that has loaded once is synced up to.
-var firstLoad = time.Unix(0, 1)
-
 // synced waits (bounded) until the route table has synced up to msg's
 // time, so that the decision is not made on a table that has not yet seen
 // what the source said then; a table that has never loaded from its source
@@ -454,13 +470,15 @@ func (r *Reader) synced(ctx context.Context, msg *kafka.Message) error {
 	if !at.After(r.cfg.table.SyncedAt()) {
 		return nil
 	}
-	if at.After(time.Now().Add(MaxClockSkew)) {
+	if now := time.Now(); at.After(now.Add(MaxClockSkew)) {
 		// A timestamp this far ahead: the producer's clock is off (or it
-		// set Message.Time itself). Waiting would stall the partition until
-		// the wall clock catches up, so decide with the table as it is
-		// (both readers hold the same document, so they still agree), but
-		// never with a table that has not loaded yet.
-		if err := r.waitSynced(ctx, msg, firstLoad); err != nil {
+		// set Message.Time itself). Waiting for the table to reach it
+		// would stall the partition until the wall clock catches up, so
+		// decide with the table synced up to now: readers whose sources
+		// are healthy then hold the same document. Not with a table that
+		// is behind (its source failing since its last load), which may
+		// no longer hold what the others hold.
+		if err := r.waitSynced(ctx, msg, now); err != nil {
 			return err
 		}
 		r.future.Add(1)
@@ -521,6 +539,38 @@ func (r *Reader) deadLetter(ctx context.Context, msg *kafka.Message, reason stri
 	}
 	r.deadLettered.Add(1)
 	return nil
+}
+
+// deadLetterPause is how long, after a failed dead-letter write,
+// [Reader.deadLetterOrSkip] does not try the dead-letter writer again.
+const deadLetterPause = 5 * time.Second
+
+// deadLetterOrSkip writes msg, a message no reader will process (an
+// orphan, an unreadable one, a sandbox message Run gave up on), to the
+// dead-letter writer, if there is one. A failed write does not keep the
+// message: test traffic must not hold the production messages behind it
+// while the dead-letter topic is down. It is counted (DeadLetterFailed)
+// and the result, for the message's audit record, names the failure and
+// the message's coordinates, where it can still be read. For
+// deadLetterPause after a failure the writer is not tried again, so that a
+// dead-letter topic that hangs costs one bounded write, not one per
+// message. The result is empty when the write succeeded or there is no
+// writer.
+func (r *Reader) deadLetterOrSkip(ctx context.Context, msg *kafka.Message, reason string) string {
+	if r.cfg.deadLetter == nil {
+		return ""
+	}
+	var err error
+	if until := r.deadLetterDown.Load(); until != 0 && time.Now().UnixNano() < until {
+		err = errors.New("the dead-letter writer failed less than " + deadLetterPause.String() + " ago, not tried")
+	} else if err = r.deadLetter(ctx, msg, reason); err != nil {
+		r.deadLetterDown.Store(time.Now().Add(deadLetterPause).UnixNano())
+	} else {
+		r.deadLetterDown.Store(0)
+		return ""
+	}
+	r.deadLetterFailed.Add(1)
+	return "; dead-letter write failed, message left at " + coordinates(msg) + ": " + err.Error()
 }
 
 // CommitMessages commits msgs as kafka.Reader.CommitMessages does, together

@@ -25,6 +25,13 @@ type Handler func(ctx context.Context, msg kafka.Message) error
 // committed: the group's next consumer receives it again.
 var ErrStopped = errors.New("kafkamw: stopped on a failing production message")
 
+// ErrHandlerPanic reports that a [Handler] panicked on a sandbox message.
+// [Reader.Run] recovers such a panic and gives up on the message at once
+// (dead-letters it and commits past it): a bug that only test traffic
+// reaches must not crash the consumer, which would restart on the same
+// message and crash again, holding production behind it.
+var ErrHandlerPanic = errors.New("kafkamw: handler panicked on a sandbox message")
+
 // FailurePolicy is what [Reader.Run] does with a production (untagged)
 // message whose handler keeps failing.
 type FailurePolicy uint8
@@ -184,8 +191,11 @@ func (r *Reader) validateRun(h Handler, c *runConfig) error {
 // production by one handler call per message, not by its retries.
 //
 // Run must not be called again while it runs, nor together with
-// FetchMessage. Commits are synchronous unless ReaderConfig.CommitInterval
-// is set, in which case kafka-go commits periodically and on Close.
+// FetchMessage: a second Run, and FetchMessage called while Run runs,
+// return an error wrapping [ErrConfig] (a FetchMessage call already in
+// progress when Run starts is not detected). Commits are synchronous
+// unless ReaderConfig.CommitInterval is set, in which case kafka-go
+// commits periodically and on Close.
 func (r *Reader) Run(ctx context.Context, h Handler, opts ...RunOption) error {
 	rc := newRunConfig(opts)
 	if err := r.validateRun(h, &rc); err != nil {
@@ -201,7 +211,7 @@ func (r *Reader) Run(ctx context.Context, h Handler, opts ...RunOption) error {
 	fetchFailures := 0
 	failing := make(map[string]int) // sandbox ID → messages given up on in a row
 	for {
-		mctx, msg, err := r.FetchMessage(ctx)
+		mctx, msg, err := r.fetchMessage(ctx)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, io.EOF) {
 				return nil
@@ -274,8 +284,20 @@ func (r *Reader) handle(ctx, mctx context.Context, tagged bool, msg kafka.Messag
 	if tagged && failing[sb.ID] >= failFastAfter {
 		attempts = 1 // this sandbox's handler keeps failing: no retries
 	}
+	if !tagged {
+		// A production handler's panic is the service's own: it is not
+		// hidden, but the message is kept, so that Run or FetchMessage
+		// called again on this reader (by a supervisor that recovered)
+		// returns it rather than going on, and committing, past it.
+		defer func() {
+			if p := recover(); p != nil {
+				r.putBack(ctx, msg, rc)
+				panic(p)
+			}
+		}()
+	}
 	for attempt := 1; ; attempt++ {
-		err := h(mctx, msg)
+		err := call(h, mctx, msg, tagged)
 		if err == nil {
 			if tagged {
 				delete(failing, sb.ID)
@@ -289,7 +311,7 @@ func (r *Reader) handle(ctx, mctx context.Context, tagged bool, msg kafka.Messag
 		rc.report(ferr)
 		var reason string
 		switch {
-		case tagged && rc.isSandboxError(err):
+		case tagged && (rc.isSandboxError(err) || errors.Is(err, ErrHandlerPanic)):
 			reason = "sandbox error after " + strconv.Itoa(attempt) + " attempt(s): " + err.Error()
 		case tagged && attempt >= attempts, !tagged && rc.production == DeadLetterAndContinue && attempt >= attempts:
 			reason = "handler failed " + strconv.Itoa(attempt) + " times: " + err.Error()
@@ -310,12 +332,22 @@ func (r *Reader) handle(ctx, mctx context.Context, tagged bool, msg kafka.Messag
 }
 
 // giveUp dead-letters msg (when there is a dead-letter writer), audits
-// and counts it, so that Run commits past it. A dead-letter write that
-// fails is retried with backoff until it succeeds or ctx is done: the
-// message is never committed past without being recorded.
+// and counts it, so that Run commits past it. For a production message, a
+// dead-letter write that fails is retried with backoff until it succeeds
+// or ctx is done: production data is never committed past without being
+// recorded. A sandbox message is tried once ([Reader.deadLetterOrSkip]):
+// when the write fails it is audited with its coordinates and committed
+// past all the same, so that test traffic cannot hold production while
+// the dead-letter topic is down.
 func (r *Reader) giveUp(ctx, mctx context.Context, msg *kafka.Message, reason string, rc *runConfig) (bool, error) {
 	decision := "committed past it"
-	if r.cfg.deadLetter != nil {
+	if _, tagged := propagation.FromContext(mctx); tagged && r.cfg.deadLetter != nil {
+		decision = "dead-lettered and committed past it"
+		if dl := r.deadLetterOrSkip(ctx, msg, reason); dl != "" {
+			decision = "committed past it" + dl
+			rc.report(fmt.Errorf("%w: %s", ErrDeadLetter, dl[2:]))
+		}
+	} else if r.cfg.deadLetter != nil {
 		for attempt := 1; ; attempt++ {
 			err := r.deadLetter(ctx, msg, reason)
 			if err == nil {
@@ -340,6 +372,19 @@ func (r *Reader) giveUp(ctx, mctx context.Context, msg *kafka.Message, reason st
 		})
 	}
 	return true, nil
+}
+
+// call runs h on msg, recovering a panic on a sandbox message as an error
+// wrapping [ErrHandlerPanic].
+func call(h Handler, ctx context.Context, msg kafka.Message, tagged bool) (err error) {
+	if tagged {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("%w: %v", ErrHandlerPanic, p)
+			}
+		}()
+	}
+	return h(ctx, msg)
 }
 
 func (c *runConfig) isSandboxError(err error) bool {

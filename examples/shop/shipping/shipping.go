@@ -120,8 +120,11 @@ type Status struct {
 	Unreadable   int64  `json:"unreadable"`
 	Orphaned     int64  `json:"orphaned"`
 	DeadLettered int64  `json:"deadLettered"`
-	Failed       int64  `json:"failed"`
-	LastError    string `json:"lastError,omitempty"`
+	// DeadLetterFailed: given up on, but the dead-letter write failed
+	// (audited with the message's coordinates).
+	DeadLetterFailed int64  `json:"deadLetterFailed"`
+	Failed           int64  `json:"failed"`
+	LastError        string `json:"lastError,omitempty"`
 }
 
 // Status returns the consumer's counters.
@@ -129,7 +132,7 @@ func (c *Consumer) Status() Status {
 	n := c.r.Counts()
 	s := Status{Name: c.name, Group: c.r.Config().GroupID, Shipped: c.Shipped(),
 		Delivered: n.Delivered, Skipped: n.Skipped, Unreadable: n.Unreadable,
-		Orphaned: n.Orphaned, DeadLettered: n.DeadLettered, Failed: n.Failed}
+		Orphaned: n.Orphaned, DeadLettered: n.DeadLettered, DeadLetterFailed: n.DeadLetterFailed, Failed: n.Failed}
 	if err := c.Err(); err != nil {
 		s.LastError = err.Error()
 	}
