@@ -40,6 +40,7 @@ type entry struct {
 	lim      atomic.Pointer[limits]
 	inflight atomic.Int64
 	lastUsed atomic.Int64
+	idx      int         // index in its shard's keys; set under the shard lock
 	dead     atomic.Bool // evicted; set and cleared under the shard lock
 	dirty    atomic.Bool // gobreaker may count consecutive failures
 	opts     [numOutcomes]atomic.Pointer[[]metric.AddOption]
