@@ -345,6 +345,11 @@ func (e *entry) refuse(ctx context.Context, o outcome, retry time.Duration) erro
 }
 
 func (e *entry) count(ctx context.Context, o outcome) {
+	if !e.g.ins.decisions.Enabled(ctx) {
+		// Nothing records it (the noop meter, or no reader wants it): do
+		// not build, nor keep, the key's attribute set (about 190 B).
+		return
+	}
 	opts := e.opts[o].Load()
 	if opts == nil {
 		a := attrs(e.g.cfg.Name, e.sb.ID, o)
