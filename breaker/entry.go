@@ -40,6 +40,7 @@ type entry struct {
 	lim      atomic.Pointer[limits]
 	inflight atomic.Int64
 	lastUsed atomic.Int64
+	idx      int         // index in its shard's keys; set under the shard lock
 	dead     atomic.Bool // evicted; set and cleared under the shard lock
 	dirty    atomic.Bool // gobreaker may count consecutive failures
 	opts     [numOutcomes]atomic.Pointer[[]metric.AddOption]
@@ -344,6 +345,11 @@ func (e *entry) refuse(ctx context.Context, o outcome, retry time.Duration) erro
 }
 
 func (e *entry) count(ctx context.Context, o outcome) {
+	if !e.g.ins.decisions.Enabled(ctx) {
+		// Nothing records it (the noop meter, or no reader wants it): do
+		// not build, nor keep, the key's attribute set (about 190 B).
+		return
+	}
 	opts := e.opts[o].Load()
 	if opts == nil {
 		a := attrs(e.g.cfg.Name, e.sb.ID, o)

@@ -46,20 +46,30 @@ func callEach(tb testing.TB, g *breaker.Group, clk *clocktest.Clock, ctxs []cont
 	}
 }
 
-// evictIdle lets every key of g go idle for two minutes; then one sandbox
-// calls, which sweeps them.
+// sweepBound is the most keys one call may look at for eviction: a timed
+// sweep step (32) and the step of a call that creates a key (2).
+const sweepBound = 32 + 2
+
+// evictIdle lets every key of g go idle for two minutes, then one sandbox
+// calls steadily, every 10 ms for two more minutes; the group's sweep
+// steps evict the idle keys on the way, a few per call.
 func evictIdle(tb testing.TB, g *breaker.Group, clk *clocktest.Clock) {
 	tb.Helper()
 	clk.Advance(2 * time.Minute)
-	if err := call(g, sandboxCtx("calm"), nil); err != nil {
-		tb.Fatal(err)
+	for range 12_000 {
+		if err := call(g, sandboxCtx("calm"), nil); err != nil {
+			tb.Fatal(err)
+		}
+		clk.Advance(10 * time.Millisecond)
 	}
 }
 
-// TestEvictionAtScale sends 100,000 distinct sandboxes through a group, lets
-// them go idle, and shows that the next call evicts them: the group's size
-// returns to the one key in use. What the evicted keys leave on the heap is
-// measured by BenchmarkEvictionMemory.
+// TestEvictionAtScale sends 100,000 distinct sandboxes through a group and
+// lets them go idle. The next call evicts no more than sweepBound of them
+// (no request pays for the eviction of the others), and steady traffic
+// evicts them all within two IdleTimeouts: the group's size returns to the
+// one key in use. What the evicted keys leave on the heap is measured by
+// BenchmarkEvictionMemory.
 func TestEvictionAtScale(t *testing.T) {
 	clk := clocktest.New()
 	g := newEvictionGroup(clk)
@@ -67,9 +77,17 @@ func TestEvictionAtScale(t *testing.T) {
 	if n := g.Len(); n != evictionKeys {
 		t.Fatalf("group holds %d keys, want %d", n, evictionKeys)
 	}
+	clk.Advance(2 * time.Minute)
+	if err := call(g, sandboxCtx("first"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := g.Len(); n < evictionKeys+1-sweepBound {
+		t.Fatalf("the first call after idling left %d keys: it evicted %d, want at most %d",
+			n, evictionKeys+1-n, sweepBound)
+	}
 	evictIdle(t, g, clk)
 	if n := g.Len(); n != 1 {
-		t.Fatalf("after idling, group holds %d keys, want 1 (the caller)", n)
+		t.Fatalf("after two minutes of steady traffic, group holds %d keys, want 1 (the caller)", n)
 	}
 }
 

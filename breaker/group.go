@@ -5,6 +5,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,9 +56,10 @@ type Group struct {
 
 	epoch      time.Time // t = nanoseconds of the group's clock since epoch
 	touch      int64     // granularity of lastUsed
-	sweepEvery int64     // one shard is swept every sweepEvery
+	sweepEvery int64     // one sweep step is due every sweepEvery
 	sweepAt    atomic.Int64
-	cursor     atomic.Uint32
+	sweepMu    sync.Mutex // held by the one sweep step running
+	cursor     sweepCursor
 	watch      atomic.Pointer[routesWatch]
 
 	shards [numShards]shard
@@ -66,9 +68,29 @@ type Group struct {
 type shard struct {
 	mu   sync.RWMutex
 	m    map[string]*entry
+	keys []*entry // the values of m, in the order a sweep visits them
+	next int      // the key of keys the next growth step looks at
 	peak int      // most keys m held since it was made
-	_    [24]byte // keep shards on separate cache lines
 }
+
+// sweepCursor is where the next sweep step starts; sweepMu guards it.
+type sweepCursor struct {
+	shard int
+	pos   int
+}
+
+// Bounds of the sweep work a call may do, so that no call pays for more
+// than a few keys' eviction however many keys went idle.
+const (
+	// sweepBatch is how many keys a timed sweep step looks at.
+	sweepBatch = 32
+	// growthBatch is how many keys of its shard a call that creates a key
+	// looks at, so that a shard cannot grow by more than its live keys
+	// between timed steps.
+	growthBatch = 2
+	// stepsPerIdle is how many timed steps are due per IdleTimeout.
+	stepsPerIdle = 2048
+)
 
 // routesWatch notices changes of the route table: ch is closed at the next
 // change, gen counts the changes seen.
@@ -96,7 +118,7 @@ func NewGroup(s Settings, opts ...Option) *Group {
 		epoch: cfg.now(),
 	}
 	g.touch = int64(cfg.IdleTimeout / 64)
-	g.sweepEvery = max(1, int64(cfg.IdleTimeout)/numShards)
+	g.sweepEvery = max(1, int64(cfg.IdleTimeout)/stepsPerIdle)
 	g.sweepAt.Store(g.sweepEvery)
 	for i := range g.shards {
 		g.shards[i].m = make(map[string]*entry)
@@ -224,64 +246,113 @@ func (g *Group) entry(s propagation.Sandbox, t int64, now time.Time) *entry {
 	sh.mu.Lock()
 	if e = sh.m[s.ID]; e == nil {
 		e = ne
+		sh.sweepFrom(g, &sh.next, growthBatch, t)
 		sh.m[e.sb.ID] = e
+		e.idx = len(sh.keys)
+		sh.keys = append(sh.keys, e)
 		sh.peak = max(sh.peak, len(sh.m))
 	}
 	sh.mu.Unlock()
 	return e
 }
 
-// maybeSweep sweeps the shards that are due: one every sweepEvery, all of
-// them at once after a long pause.
+// maybeSweep runs one timed sweep step when one is due: it looks at the
+// next sweepBatch keys, shard after shard, and evicts the idle ones. However
+// many steps fell due during a pause, a call runs at most one, and none
+// while another call runs one.
 func (g *Group) maybeSweep(t int64) {
 	next := g.sweepAt.Load()
 	if t < next {
 		return
 	}
-	k := 1 + (t-next)/g.sweepEvery
-	after := next + k*g.sweepEvery
-	if k >= numShards {
-		k, after = numShards, t+g.sweepEvery
-	}
-	if !g.sweepAt.CompareAndSwap(next, after) {
+	if !g.sweepAt.CompareAndSwap(next, t+g.sweepEvery) {
 		return
 	}
-	for range k {
-		i := g.cursor.Add(1) % numShards
-		g.sweepShard(&g.shards[i], t)
+	if !g.sweepMu.TryLock() {
+		return
+	}
+	defer g.sweepMu.Unlock()
+	c := &g.cursor
+	left := sweepBatch
+	for range numShards + 1 {
+		sh := &g.shards[c.shard]
+		sh.mu.Lock()
+		left -= sh.sweepFrom(g, &c.pos, left, t)
+		if c.pos >= len(sh.keys) {
+			c.shard, c.pos = (c.shard+1)%numShards, 0
+		}
+		sh.shrink()
+		sh.mu.Unlock()
+		if left <= 0 {
+			return
+		}
 	}
 }
 
+// sweepFrom looks at up to n keys of sh from *pos on, evicting the idle
+// ones; it returns how many it looked at. sh.mu is held.
+func (sh *shard) sweepFrom(g *Group, pos *int, n int, t int64) int {
+	seen := 0
+	if *pos >= len(sh.keys) {
+		*pos = 0
+	}
+	for seen < n && *pos < len(sh.keys) {
+		seen++
+		if !g.evict(sh, sh.keys[*pos], t) {
+			*pos++
+		} // else the last key moved to *pos: look at it next
+	}
+	return seen
+}
+
+// evict removes e from sh when it is idle; sh.mu is held.
+func (g *Group) evict(sh *shard, e *entry, t int64) bool {
+	if !e.idle(t) {
+		return false
+	}
+	// A call that found e before it was deleted sees dead after counting
+	// itself in flight, and looks the key up again; when the call got
+	// there first, e stays.
+	e.dead.Store(true)
+	if e.inflight.Load() != 0 {
+		e.dead.Store(false)
+		return false
+	}
+	delete(sh.m, e.sb.ID)
+	last := len(sh.keys) - 1
+	moved := sh.keys[last]
+	sh.keys[e.idx], moved.idx = moved, e.idx
+	sh.keys[last] = nil
+	sh.keys = sh.keys[:last]
+	if e.cur.Load().state != StateClosed {
+		g.ins.open.Add(context.Background(), -1, g.ins.openOpts...)
+	}
+	return true
+}
+
+// shrink moves the keys of sh to a map and slice of their size once most
+// of its keys went away: a Go map keeps its size when keys are deleted.
+// sh.mu is held.
+func (sh *shard) shrink() {
+	if sh.peak < 64 || len(sh.m) > sh.peak/4 {
+		return
+	}
+	m := make(map[string]*entry, len(sh.m))
+	maps.Copy(m, sh.m)
+	sh.m = m
+	sh.keys = slices.Clone(sh.keys)
+	sh.peak = len(sh.m)
+}
+
+// sweepShard evicts every idle key of sh and returns how many it evicted.
 func (g *Group) sweepShard(sh *shard, t int64) int {
-	n := 0
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	for id, e := range sh.m {
-		if !e.idle(t) {
-			continue
-		}
-		// A call that found e before it was deleted sees dead after
-		// counting itself in flight, and looks the key up again; when the
-		// call got there first, e stays.
-		e.dead.Store(true)
-		if e.inflight.Load() != 0 {
-			e.dead.Store(false)
-			continue
-		}
-		delete(sh.m, id)
-		n++
-		if e.cur.Load().state != StateClosed {
-			g.ins.open.Add(context.Background(), -1, g.ins.openOpts...)
-		}
-	}
-	// A Go map keeps its size when keys are deleted: after many sandboxes
-	// went away, move the few left to a map of their size.
-	if sh.peak >= 64 && len(sh.m) <= sh.peak/4 {
-		m := make(map[string]*entry, len(sh.m))
-		maps.Copy(m, sh.m)
-		sh.m, sh.peak = m, len(m)
-	}
-	return n
+	n := len(sh.keys)
+	pos := 0
+	sh.sweepFrom(g, &pos, len(sh.keys), t)
+	sh.shrink()
+	return n - len(sh.keys)
 }
 
 // budgetFor resolves the budget of sandbox id ("" for baseline).

@@ -6,9 +6,11 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"time"
 
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -21,10 +23,11 @@ import (
 // [NewProxy]; the zero value is not usable. A Proxy is safe for concurrent
 // use.
 type Proxy struct {
-	gate    gate
-	budget  budget
-	service string
-	rp      httputil.ReverseProxy
+	transport *Transport
+	gate      gate
+	budget    budget
+	service   string
+	rp        httputil.ReverseProxy
 }
 
 var _ http.Handler = (*Proxy)(nil)
@@ -50,6 +53,14 @@ var _ http.Handler = (*Proxy)(nil)
 // 429 before it is proxied, and the proxy's answers (the upstream's status,
 // or its own 502 and 503) are the outcomes the budget counts.
 //
+// Without [WithRoundTripper] the proxy sends its requests through a
+// transport of its own, [NewProxyTransport], sized for proxying (many idle
+// connections per upstream, bounded dial, TLS and response-header
+// timeouts), not through http.DefaultTransport, which keeps 2 idle
+// connections per host and so opens and closes connections under
+// concurrent load. [Proxy.CloseIdleConnections] closes its idle
+// connections.
+//
 // Options: the trust options, [WithCodec], [WithLogger],
 // [WithFallbackOnUnavailable], [WithRoundTripper] and [WithBreaker].
 func NewProxy(table *routes.Table, service string, baseline *url.URL, opts ...Option) (*Proxy, error) {
@@ -61,7 +72,11 @@ func NewProxy(table *routes.Table, service string, baseline *url.URL, opts ...Op
 	}
 	cfg := newConfig(opts)
 	cfg.table, cfg.service = table, service
-	t := newTransport(cfg.base, &cfg)
+	base := cfg.base
+	if base == nil {
+		base = NewProxyTransport()
+	}
+	t := newTransport(base, &cfg)
 	t.owned = true
 	t.budget = budget{} // the proxy applies the budget once, on the way in
 	target := *baseline
@@ -69,7 +84,7 @@ func NewProxy(table *routes.Table, service string, baseline *url.URL, opts ...Op
 		u := *target.User
 		target.User = &u
 	}
-	p := &Proxy{gate: newGate(&cfg, service), budget: newBudget(&cfg), service: service}
+	p := &Proxy{transport: t, gate: newGate(&cfg, service), budget: newBudget(&cfg), service: service}
 	p.rp = httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(&target)
@@ -86,6 +101,52 @@ func NewProxy(table *routes.Table, service string, baseline *url.URL, opts ...Op
 	}
 	return p, nil
 }
+
+// The settings of [NewProxyTransport].
+const (
+	// ProxyMaxIdleConnsPerHost is how many idle connections the proxy
+	// keeps to each upstream: enough for the requests one proxy has in
+	// flight to one upstream at once on a busy service, so that they reuse
+	// connections instead of dialling.
+	ProxyMaxIdleConnsPerHost = 256
+	// ProxyMaxIdleConns caps the idle connections to all upstreams.
+	ProxyMaxIdleConns = 1024
+	// ProxyIdleConnTimeout closes a connection idle for that long.
+	ProxyIdleConnTimeout = 90 * time.Second
+	// ProxyDialTimeout bounds connecting to an upstream.
+	ProxyDialTimeout = 5 * time.Second
+	// ProxyTLSHandshakeTimeout bounds the TLS handshake with an upstream.
+	ProxyTLSHandshakeTimeout = 5 * time.Second
+	// ProxyResponseHeaderTimeout bounds the wait for an upstream's
+	// response headers once the request is sent; a streamed response body
+	// is not bounded. A handler that holds its headers back longer (long
+	// polling) needs a transport of its own ([WithRoundTripper]).
+	ProxyResponseHeaderTimeout = 60 * time.Second
+)
+
+// NewProxyTransport returns the transport [NewProxy] uses without
+// [WithRoundTripper]: a new http.Transport with the Proxy* settings above,
+// TCP keep-alives every 30 seconds, HTTP/2 attempted on TLS upstreams, and
+// no proxy from the environment (upstreams are the service's own
+// neighbours; set Proxy on the result to change that). Start from it when
+// you need a transport of your own, e.g. with TLS settings.
+func NewProxyTransport() *http.Transport {
+	d := &net.Dialer{Timeout: ProxyDialTimeout, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		DialContext:           d.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          ProxyMaxIdleConns,
+		MaxIdleConnsPerHost:   ProxyMaxIdleConnsPerHost,
+		IdleConnTimeout:       ProxyIdleConnTimeout,
+		TLSHandshakeTimeout:   ProxyTLSHandshakeTimeout,
+		ResponseHeaderTimeout: ProxyResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// CloseIdleConnections closes the idle connections of the proxy's
+// transport.
+func (p *Proxy) CloseIdleConnections() { p.transport.CloseIdleConnections() }
 
 // ServeHTTP implements http.Handler.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {

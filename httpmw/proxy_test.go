@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -330,5 +331,64 @@ func TestNewProxyErrors(t *testing.T) {
 	}
 	if _, err := httpmw.NewProxy(nil, "", &url.URL{Scheme: "http", Host: "x:1"}); err != nil {
 		t.Errorf("proxy without table: %v", err)
+	}
+}
+
+// TestNewProxyTransport: the proxy's own transport keeps enough idle
+// connections to an upstream that 16 concurrent clients, round after
+// round, reuse the connections of the first round instead of dialling
+// (http.DefaultTransport keeps 2 per host and dials again each round).
+func TestNewProxyTransport(t *testing.T) {
+	tr := httpmw.NewProxyTransport()
+	if tr.MaxIdleConnsPerHost != httpmw.ProxyMaxIdleConnsPerHost || tr.ResponseHeaderTimeout != httpmw.ProxyResponseHeaderTimeout ||
+		tr.TLSHandshakeTimeout != httpmw.ProxyTLSHandshakeTimeout || tr.IdleConnTimeout != httpmw.ProxyIdleConnTimeout || tr.Proxy != nil {
+		t.Fatalf("NewProxyTransport settings: %+v", tr)
+	}
+
+	var mu sync.Mutex
+	conns := 0
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Millisecond) // keep the 16 requests in flight together
+		io.WriteString(w, "ok")
+	}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			conns++
+			mu.Unlock()
+		}
+	}
+	up.Start()
+	defer up.Close()
+	p, err := httpmw.NewProxy(nil, "", mustURL(t, up.URL), httpmw.TrustAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.CloseIdleConnections()
+	proxy := httptest.NewServer(p)
+	defer proxy.Close()
+	c := newClient(t, &http.Transport{MaxIdleConnsPerHost: 64})
+
+	const clients, rounds = 16, 5
+	for range rounds {
+		var wg sync.WaitGroup
+		for range clients {
+			wg.Go(func() {
+				resp, err := c.Get(proxy.URL)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			})
+		}
+		wg.Wait()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if conns > clients {
+		t.Errorf("the proxy opened %d connections to the upstream for %d rounds of %d concurrent requests, want at most %d",
+			conns, rounds, clients, clients)
 	}
 }

@@ -1,0 +1,92 @@
+package breaker_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/sandboxkit/sandboxkit/breaker"
+	"github.com/sandboxkit/sandboxkit/internal/clocktest"
+)
+
+// scaleKeys are the numbers of live keys the scale benchmarks run at.
+var scaleKeys = []int{1, 1_000, 100_000}
+
+// BenchmarkAllowKeys measures one admitted call (Allow and done) when the
+// group holds n live keys, the calls going to every key in turn in a fixed
+// shuffled order (so that each call finds a key the last n-1 calls did not
+// touch, as a fleet's traffic does). The group has a rate limit, a cap on
+// calls in flight and the noop meter, as BenchmarkAllow's "group". It also
+// reports the heap each key holds (B/key). Run old against new with
+//
+//	go test ./breaker -run '^$' -bench 'BenchmarkAllowKeys' -count 3
+func BenchmarkAllowKeys(b *testing.B) {
+	budget := breaker.Budget{Rate: 1e12, Burst: 1 << 30, MaxInFlight: 1 << 20}
+	for _, n := range scaleKeys {
+		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+			ctxs := manySandboxes(n)
+			rand.New(rand.NewPCG(1, 2)).Shuffle(len(ctxs), func(i, j int) { ctxs[i], ctxs[j] = ctxs[j], ctxs[i] })
+			before := heap()
+			g := breaker.NewGroup(breaker.Settings{Budget: budget}, breaker.WithMeterProvider(noop.NewMeterProvider()))
+			for _, ctx := range ctxs {
+				if err := call(g, ctx, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			held := heap() - before
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := 0
+			for b.Loop() {
+				done, err := g.Allow(ctxs[i])
+				if err != nil {
+					b.Fatal(err)
+				}
+				done(nil)
+				if i++; i == n {
+					i = 0
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(held)/float64(n), "B/key")
+			runtime.KeepAlive(g)
+		})
+	}
+}
+
+// BenchmarkFirstCallAfterIdle measures the one call that comes after every
+// one of n keys has been idle for longer than IdleTimeout: the call a
+// group that sweeps on the request path makes pay for evicting them all.
+// Each op builds the n keys (not timed), lets them go idle and times the
+// one call. Run old against new with
+//
+//	go test ./breaker -run '^$' -bench 'BenchmarkFirstCallAfterIdle' -benchtime 20x -count 3
+func BenchmarkFirstCallAfterIdle(b *testing.B) {
+	for _, n := range scaleKeys {
+		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+			ctxs := manySandboxes(n)
+			calm := sandboxCtx("calm")
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				clk := clocktest.New()
+				g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 100, MaxInFlight: 10}, IdleTimeout: time.Minute},
+					breaker.WithClock(clk.Now), breaker.WithMeterProvider(noop.NewMeterProvider()))
+				for _, ctx := range ctxs {
+					if err := call(g, ctx, nil); err != nil {
+						b.Fatal(err)
+					}
+				}
+				clk.Advance(2 * time.Minute)
+				b.StartTimer()
+				if err := call(g, calm, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
