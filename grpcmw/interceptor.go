@@ -136,7 +136,11 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		hv = metadata.ValueFromIncomingContext(ctx, s.header)
 	}
 	bv := metadata.ValueFromIncomingContext(ctx, baggageKey)
-	if len(hv) == 0 && !s.mentions(bv) {
+	// Metadata named as one of our baggage keys (grpcurl -H 'sandbox.id:
+	// pr-1') is a marker too, alone as well as beside others: unreadable
+	// from a trusted peer, stripped from an untrusted one.
+	keyMD := s.keyMetadata(ctx)
+	if len(hv) == 0 && keyMD == "" && !s.mentions(bv) {
 		if s.policy.All {
 			return ctx, nil
 		}
@@ -144,15 +148,10 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 	}
 
 	m, readErr := s.codec.Read(&markerCarrier{header: s.header, hv: hv, bv: bv})
-	if m.Found && readErr == nil {
-		// Metadata named as one of our baggage keys (grpcurl -H
-		// 'sandbox.id: pr-1') is a marker too, looked up only beside
-		// others: each lookup scans the metadata on a miss.
-		for _, k := range s.keys {
-			if metadata.ValueFromIncomingContext(ctx, k) != nil {
-				readErr = fmt.Errorf("%w: metadata key %q is a baggage member key: send the sandbox in %s or baggage", propagation.ErrMalformed, k, s.header)
-				break
-			}
+	if keyMD != "" {
+		m.Found = true
+		if readErr == nil {
+			readErr = fmt.Errorf("%w: metadata key %q is a baggage member key: send the sandbox in %s or baggage", propagation.ErrMalformed, keyMD, s.header)
 		}
 	}
 	p, _ := peer.FromContext(ctx)
@@ -247,6 +246,18 @@ func clip(s propagation.Sandbox) propagation.Sandbox {
 		}
 	}
 	return s
+}
+
+// keyMetadata returns the first of our baggage member keys that ctx's
+// incoming metadata holds as a key of its own, or "". Each lookup scans the
+// metadata on a miss, without allocating.
+func (s *server) keyMetadata(ctx context.Context) string {
+	for _, k := range s.keys {
+		if metadata.ValueFromIncomingContext(ctx, k) != nil {
+			return k
+		}
+	}
+	return ""
 }
 
 // mentions reports whether baggage lines may hold one of our members; a
