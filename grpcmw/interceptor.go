@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/sandboxkit/sandboxkit/internal/audit"
+	"github.com/sandboxkit/sandboxkit/internal/keytext"
 	"github.com/sandboxkit/sandboxkit/internal/trust"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
@@ -223,7 +224,7 @@ func mayBeForeign(ctx context.Context, bv []string) bool {
 		}
 	}
 	for _, line := range bv {
-		if strings.IndexByte(line, '%') >= 0 || strings.Contains(line, propagation.SignadotKey) || strings.Contains(line, propagation.OktetoKey) {
+		if strings.IndexByte(line, '%') >= 0 || keytext.Contains(line, propagation.SignadotKey) || keytext.Contains(line, propagation.OktetoKey) {
 			return true
 		}
 	}
@@ -269,7 +270,7 @@ func (s *server) mentions(lines []string) bool {
 			return true
 		}
 		for _, k := range s.keys {
-			if strings.Contains(line, k) {
+			if keytext.Contains(line, k) {
 				return true
 			}
 		}

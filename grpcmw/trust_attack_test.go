@@ -62,3 +62,40 @@ func TestMemberKeyMetadataAlone(t *testing.T) {
 		}
 	}
 }
+
+// TestOtherSDKsLookalikeMetadata sends baggage whose key OpenTelemetry Go
+// does not read as ours but OpenTelemetry Ruby (which deletes ASCII white
+// space anywhere in the header) and Python (which strips U+001C..U+001F
+// after percent-decoding) do, and then send on as a clean sandbox.id. From
+// an untrusted peer it must be stripped, from a trusted one rejected.
+func TestOtherSDKsLookalikeMetadata(t *testing.T) {
+	for _, bag := range []string{"foo=bar,sand box.id=feat-1", "foo=bar,%1Csandbox.id=feat-1"} {
+		for _, tc := range []struct {
+			name     string
+			opts     []grpcmw.Option
+			code     codes.Code
+			decision string
+		}{
+			{"trusted peer", []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)}, codes.InvalidArgument, "rejected"},
+			{"untrusted peer", []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)}, codes.OK, "stripped"},
+		} {
+			t.Run(bag+"/"+tc.name, func(t *testing.T) {
+				log, logger := newAuditLog()
+				svc := &grpctest.Service{Name: "svc"}
+				addr := start(t, svc, serverOpts(append(tc.opts, grpcmw.WithLogger(logger))...)...)
+				client := testpb.NewTestServiceClient(dial(t, addr))
+				ctx := metadata.AppendToOutgoingContext(context.Background(), "baggage", bag)
+				seen, err := call(ctx, client, unary)
+				if status.Code(err) != tc.code {
+					t.Fatalf("err = %v, want code %s", err, tc.code)
+				}
+				if tc.code == codes.OK && seen.Baggage != "foo=bar" {
+					t.Errorf("handler saw baggage %q, want %q", seen.Baggage, "foo=bar")
+				}
+				if got := log.Decisions(); len(got) != 1 || got[0] != tc.decision {
+					t.Errorf("audit decisions %q, want [%s]", got, tc.decision)
+				}
+			})
+		}
+	}
+}

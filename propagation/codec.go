@@ -8,6 +8,8 @@ import (
 
 	"go.opentelemetry.io/otel/baggage"
 	otelprop "go.opentelemetry.io/otel/propagation"
+
+	"github.com/sandboxkit/sandboxkit/internal/keytext"
 )
 
 // Codec reads and writes a [Sandbox] on a carrier. Build one with
@@ -354,8 +356,8 @@ func (c *Codec) appendOthers(b *strings.Builder, lines []string, dropForeign boo
 // parser, one of the foreign routing keys the codec strips.
 func (c *Codec) foreign(raw string) bool {
 	key := trimOWS(raw)
-	if lenient(raw) {
-		key = normalizeKey(raw)
+	if lenient(key) {
+		key = normalizeKey(key)
 	}
 	for _, k := range c.foreignKeys {
 		if key == k {
@@ -386,7 +388,7 @@ func (c *Codec) Foreign(carrier otelprop.TextMapCarrier) bool {
 	for _, line := range values(carrier, baggageHeader, "Baggage", &one) {
 		hit := strings.IndexByte(line, '%') >= 0
 		for _, k := range c.foreignKeys {
-			hit = hit || strings.Contains(line, k)
+			hit = hit || keytext.Contains(line, k)
 		}
 		if !hit {
 			continue
