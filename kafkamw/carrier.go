@@ -151,11 +151,11 @@ func (m *markers) mentioned(bag []byte) bool {
 	if bytes.IndexByte(bag, '%') >= 0 {
 		return true
 	}
-	if !keytext.Contains(bag, m.prefix) {
+	if !keytext.ContainsBytes(bag, m.prefix) {
 		return false // the one search that most baggage needs
 	}
 	for _, mk := range m.keys {
-		if keytext.Contains(bag, mk) {
+		if keytext.ContainsBytes(bag, mk) {
 			return true
 		}
 	}

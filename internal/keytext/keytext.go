@@ -6,6 +6,11 @@
 // holds no key (the parse settles it), never no to text that does.
 package keytext
 
+import (
+	"bytes"
+	"strings"
+)
+
 // Skippable reports whether a parser may drop byte c from a key, or read
 // it so: ASCII space and control bytes (OpenTelemetry Ruby deletes ASCII
 // white space anywhere in the header, Python's str.strip also removes
@@ -16,30 +21,52 @@ func Skippable(c byte) bool { return c <= 0x20 || c >= 0x80 || c == '+' }
 
 // Contains reports whether s holds sub, allowing [Skippable] bytes between
 // sub's bytes. sub is a printable ASCII key.
-func Contains[S ~string | ~[]byte](s S, sub string) bool {
+func Contains(s, sub string) bool {
 	if sub == "" {
 		return true
 	}
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i] != sub[0] {
-			continue
+	for i := 0; ; i++ {
+		j := strings.IndexByte(s[i:], sub[0])
+		if j < 0 {
+			return false
 		}
-		j, k := i+1, 1
-		for k < len(sub) && j < len(s) {
-			switch {
-			case s[j] == sub[k]:
-				k++
-			case !Skippable(s[j]):
-				k = -1
-			}
-			if k < 0 {
-				break
-			}
-			j++
-		}
-		if k == len(sub) {
+		i += j
+		if matchAt(s, i+1, sub[1:]) {
 			return true
 		}
 	}
-	return false
+}
+
+// ContainsBytes is [Contains] on a byte slice.
+func ContainsBytes(s []byte, sub string) bool {
+	if sub == "" {
+		return true
+	}
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(s[i:], sub[0])
+		if j < 0 {
+			return false
+		}
+		i += j
+		if matchAt(s, i+1, sub[1:]) {
+			return true
+		}
+	}
+}
+
+// matchAt reports whether s from index j holds rest, [Skippable] bytes
+// allowed before each of its bytes.
+func matchAt[S string | []byte](s S, j int, rest string) bool {
+	for k := 0; k < len(rest); j++ {
+		if j >= len(s) {
+			return false
+		}
+		switch {
+		case s[j] == rest[k]:
+			k++
+		case !Skippable(s[j]):
+			return false
+		}
+	}
+	return true
 }

@@ -23,8 +23,8 @@ func TestContains(t *testing.T) {
 		if got := Contains(tc.s, tc.sub); got != tc.want {
 			t.Errorf("Contains(%q, %q) = %v, want %v", tc.s, tc.sub, got, tc.want)
 		}
-		if got := Contains([]byte(tc.s), tc.sub); got != tc.want {
-			t.Errorf("Contains([]byte(%q), %q) = %v, want %v", tc.s, tc.sub, got, tc.want)
+		if got := ContainsBytes([]byte(tc.s), tc.sub); got != tc.want {
+			t.Errorf("ContainsBytes([]byte(%q), %q) = %v, want %v", tc.s, tc.sub, got, tc.want)
 		}
 	}
 }
