@@ -15,14 +15,14 @@ import (
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
-// TestMemberKeyMetadataAlone sends metadata named as one of our baggage
-// member keys (grpcurl -H 'sandbox.id: pr-1') and nothing else: no
-// sandbox-id, no baggage. It is a marker (issue 13, point 1): from a
-// trusted peer it is unreadable, never served as production; from an
-// untrusted one it is stripped, so that the handler (which may forward its
-// incoming metadata) never holds it.
+// TestMemberKeyMetadataAlone sends metadata named as our ID baggage key
+// (grpcurl -H 'sandbox.id: pr-1') and nothing else: no sandbox-id, no
+// baggage. It is a marker (issue 13, point 1): from a trusted peer it is
+// unreadable, never served as production; from an untrusted one it is
+// stripped, so that the handler (which may forward its incoming metadata)
+// never holds it.
 func TestMemberKeyMetadataAlone(t *testing.T) {
-	for _, key := range propagation.Default().Keys() {
+	for _, key := range propagation.Default().Keys()[:1] {
 		for _, tc := range []struct {
 			name     string
 			opts     []grpcmw.Option
