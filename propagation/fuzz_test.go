@@ -221,6 +221,22 @@ func FuzzOTelDifferential(f *testing.F) {
 			}
 		}
 
+		// Conversely, what the codec admits from baggage OpenTelemetry
+		// reads too: a member only we read would be dropped by the next
+		// OpenTelemetry-only hop, and the sandbox's request served as
+		// production after it.
+		if err == nil && m.Found && hdr == "" {
+			ob, _ := otelbaggage.Parse(bag)
+			for k, v := range map[string]string{
+				propagation.DefaultIDKey: m.Sandbox.ID, propagation.DefaultActorKey: m.Sandbox.Actor,
+				propagation.DefaultOriginKey: m.Sandbox.Origin, propagation.DefaultTicketKey: m.Ticket,
+			} {
+				if got := ob.Member(k).Value(); got != v {
+					t.Fatalf("the codec reads %s=%q in %q; OpenTelemetry reads %q", k, v, bag, got)
+				}
+			}
+		}
+
 		// Other SDKs (Ruby, Python) read keys OpenTelemetry Go rejects.
 		for _, member := range strings.Split(bag, ",") {
 			if k := anySDKKey(member); isOurKey(k) && !m.Found {
