@@ -113,6 +113,7 @@ type server struct {
 	policy trust.Policy
 	header string   // the dedicated header, lower-case; "" when none
 	keys   []string // our baggage keys, to spot them without parsing
+	named  []string // metadata keys looked for as markers (see namedKeys)
 	budget budget
 }
 
@@ -124,6 +125,7 @@ func newServer(opts []Option) *server {
 		policy: cfg.policy,
 		header: cfg.codec.Header(),
 		keys:   cfg.codec.Keys(),
+		named:  namedKeys(cfg.codec),
 		budget: newBudget(&cfg),
 	}
 }
@@ -138,21 +140,24 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 	}
 	bv := metadata.ValueFromIncomingContext(ctx, baggageKey)
 	// Metadata named as one of our baggage keys (grpcurl -H 'sandbox.id:
-	// pr-1') is a marker too: unreadable from a trusted peer, stripped
-	// from an untrusted one. Alone, only the ID key is looked for (each
-	// lookup scans the metadata on a miss, costing about a third of a call
-	// without markers): an actor, origin or ticket without an ID names no
-	// sandbox to any reader. Beside other markers, every key is.
+	// pr-1'), also in Jaeger's and OpenTracing's baggage header forms
+	// (uberctx-sandbox.id, which their OpenTelemetry propagators turn into
+	// baggage), is a marker too: unreadable from a trusted peer, stripped
+	// from an untrusted one. Each lookup scans the metadata on a miss, so
+	// only what names a sandbox to some reader is looked for: alone, the
+	// ID key's three forms (an actor, origin or ticket without an ID names
+	// none); beside other markers, the other keys as they are too. Strip
+	// removes every form of every key all the same.
 	var keyMD string
 	if len(hv) == 0 && !s.mentions(bv) {
-		if keyMD = s.keyMetadata(ctx, s.keys[:1]); keyMD == "" {
+		if keyMD = s.keyMetadata(ctx, s.named[:3]); keyMD == "" {
 			if s.policy.All {
 				return ctx, nil
 			}
 			return s.foreign(ctx, bv, method), nil
 		}
 	} else {
-		keyMD = s.keyMetadata(ctx, s.keys)
+		keyMD = s.keyMetadata(ctx, s.named)
 	}
 
 	m, readErr := s.codec.Read(&markerCarrier{header: s.header, hv: hv, bv: bv})
@@ -256,9 +261,16 @@ func clip(s propagation.Sandbox) propagation.Sandbox {
 	return s
 }
 
+// namedKeys returns the metadata keys the server looks for as markers of
+// their own: the ID key's three forms first (see Codec.KeyHeaders), then
+// the other baggage keys as they are.
+func namedKeys(c *propagation.Codec) []string {
+	return append(c.KeyHeaders()[:3:3], c.Keys()[1:]...)
+}
+
 // keyMetadata returns the first of keys that ctx's incoming metadata
 // holds as a key of its own, or "". Each lookup scans the metadata on a
-// miss, without allocating.
+// miss, without allocating: for a few keys only.
 func (s *server) keyMetadata(ctx context.Context, keys []string) string {
 	for _, k := range keys {
 		if metadata.ValueFromIncomingContext(ctx, k) != nil {

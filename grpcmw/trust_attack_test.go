@@ -16,13 +16,16 @@ import (
 )
 
 // TestMemberKeyMetadataAlone sends metadata named as our ID baggage key
-// (grpcurl -H 'sandbox.id: pr-1') and nothing else: no sandbox-id, no
-// baggage. It is a marker (issue 13, point 1): from a trusted peer it is
+// (grpcurl -H 'sandbox.id: pr-1'), or as it in Jaeger's or OpenTracing's
+// baggage header form (uberctx-sandbox.id, ot-baggage-sandbox.id, which
+// their OpenTelemetry propagators read into baggage), and nothing else: no
+// sandbox-id, no baggage. It is a marker (issue 13, point 1): from a trusted peer it is
 // unreadable, never served as production; from an untrusted one it is
 // stripped, so that the handler (which may forward its incoming metadata)
 // never holds it.
 func TestMemberKeyMetadataAlone(t *testing.T) {
-	for _, key := range propagation.Default().Keys()[:1] {
+	id := propagation.DefaultIDKey
+	for _, key := range []string{id, "uberctx-" + id, "ot-baggage-" + id} {
 		for _, tc := range []struct {
 			name     string
 			opts     []grpcmw.Option

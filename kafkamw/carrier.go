@@ -110,12 +110,14 @@ const baggageKey = "baggage"
 type markers struct {
 	header string   // the codec's dedicated header, lower-case; "" when disabled
 	keys   []string // the codec's baggage member keys
+	named  []string // header keys that are markers (Codec.KeyHeaders)
 	prefix string   // their common prefix, searched for first
 }
 
 func newMarkers(c *propagation.Codec) markers {
 	m := markers{header: c.Header()}
 	m.keys = c.Keys()
+	m.named = c.KeyHeaders()
 	m.prefix = m.keys[0]
 	for _, k := range m.keys[1:] {
 		for !strings.HasPrefix(k, m.prefix) {
@@ -163,10 +165,11 @@ func (m *markers) mentioned(bag []byte) bool {
 }
 
 // memberKey reports whether header key k is one of the codec's baggage
-// member keys (kcat -H sandbox.id=pr-1): a marker the codec reads as
-// unreadable, never a message to hand to baseline code.
+// member keys (kcat -H sandbox.id=pr-1), also in Jaeger's or OpenTracing's
+// baggage header form (see propagation.Codec.KeyHeaders): a marker the
+// codec reads as unreadable, never a message to hand to baseline code.
 func (m *markers) memberKey(k string) bool {
-	for _, mk := range m.keys {
+	for _, mk := range m.named {
 		if len(k) == len(mk) && strings.EqualFold(k, mk) {
 			return true
 		}

@@ -17,4 +17,8 @@ func init() {
 	} {
 		malformed[name] = []kafka.Header{{Key: "baggage", Value: []byte(bag)}}
 	}
+	// Jaeger's and OpenTracing's baggage header forms of our ID key, which
+	// their OpenTelemetry propagators read into baggage.
+	malformed["jaeger-header-form"] = []kafka.Header{{Key: "uberctx-sandbox.id", Value: []byte("pr-42")}}
+	malformed["ot-header-form"] = []kafka.Header{{Key: "OT-Baggage-Sandbox.Id", Value: []byte("pr-42")}}
 }

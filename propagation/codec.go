@@ -24,7 +24,9 @@ type Codec struct {
 	prefix      string // common prefix of keys, searched first
 	fields      []string
 
-	// keyHeaders are our baggage keys used as header names: markers too.
+	// keyHeaders are our baggage keys used as header names, as they are
+	// and in Jaeger's and OpenTracing's baggage header forms: markers too.
+	// The ID key's forms come first.
 	keyHeaders []name
 	// foreignKeys and foreignHeaders are other tools' routing keys, in
 	// baggage and as headers, that the codec does not read as its own
@@ -86,7 +88,9 @@ func NewCodec(opts ...Option) (*Codec, error) {
 		c.fields = append(c.fields, c.header)
 	}
 	for _, k := range c.keys {
-		c.keyHeaders = append(c.keyHeaders, newName(k))
+		for _, p := range baggageHeaderPrefixes {
+			c.keyHeaders = append(c.keyHeaders, newName(p+k))
+		}
 	}
 
 	if !cfg.keepForeign {
@@ -118,7 +122,27 @@ func (c *Codec) errKeyHeader() error {
 	if c.cfg.header != "" {
 		via = c.cfg.header + " or baggage"
 	}
-	return fmt.Errorf("%w: a header is named as a baggage member key (%s): send the sandbox in %s", ErrMalformed, strings.Join(c.keys, ", "), via)
+	return fmt.Errorf("%w: a header is named as a baggage member key (%s), or as one in Jaeger's or OpenTracing's baggage header form (uberctx-, ot-baggage-): send the sandbox in %s", ErrMalformed, strings.Join(c.keys, ", "), via)
+}
+
+// baggageHeaderPrefixes are the prefixes under which a header carries one
+// baggage item: none (kcat -H sandbox.id=pr-1), Jaeger's and OpenTracing's
+// (OT format). OpenTelemetry's Jaeger and OT propagators read the latter
+// two into baggage, which the hop then sends on in W3C form.
+var baggageHeaderPrefixes = [...]string{"", "uberctx-", "ot-baggage-"}
+
+// KeyHeaders returns the carrier keys, lower-case, that are markers when a
+// header or metadata key of their own: each of [Codec.Keys], as it is and
+// prefixed as Jaeger ("uberctx-") and OpenTracing ("ot-baggage-") carry a
+// baggage item in a header. The ID key's three forms come first. No hop of
+// ours writes them: [Codec.Read] finds them unreadable, [Codec.Strip]
+// removes them.
+func (c *Codec) KeyHeaders() []string {
+	out := make([]string, len(c.keyHeaders))
+	for i, h := range c.keyHeaders {
+		out[i] = h.lower
+	}
+	return out
 }
 
 // Fields returns the carrier keys the codec reads and writes, lower-case.
