@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/sandboxkit/sandboxkit/internal/audit"
+	"github.com/sandboxkit/sandboxkit/internal/keytext"
 	"github.com/sandboxkit/sandboxkit/internal/trust"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
@@ -112,7 +113,7 @@ type server struct {
 	policy trust.Policy
 	header string   // the dedicated header, lower-case; "" when none
 	keys   []string // our baggage keys, to spot them without parsing
-	idKeys []string // those of keys that name a sandbox by themselves
+	named  []string // metadata keys looked for as markers (see namedKeys)
 	budget budget
 }
 
@@ -124,7 +125,7 @@ func newServer(opts []Option) *server {
 		policy: cfg.policy,
 		header: cfg.codec.Header(),
 		keys:   cfg.codec.Keys(),
-		idKeys: idKeys(cfg.codec.Keys()),
+		named:  namedKeys(cfg.codec),
 		budget: newBudget(&cfg),
 	}
 }
@@ -138,25 +139,32 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		hv = metadata.ValueFromIncomingContext(ctx, s.header)
 	}
 	bv := metadata.ValueFromIncomingContext(ctx, baggageKey)
-	if len(hv) == 0 && !s.mentions(bv) && !hasKey(ctx, s.idKeys) {
-		if s.policy.All {
-			return ctx, nil
+	// Metadata named as one of our baggage keys (grpcurl -H 'sandbox.id:
+	// pr-1'), also in Jaeger's and OpenTracing's baggage header forms
+	// (uberctx-sandbox.id, which their OpenTelemetry propagators turn into
+	// baggage), is a marker too: unreadable from a trusted peer, stripped
+	// from an untrusted one. Each lookup scans the metadata on a miss, so
+	// only what names a sandbox to some reader is looked for: alone, the
+	// ID key's three forms (an actor, origin or ticket without an ID names
+	// none); beside other markers, the other keys as they are too. Strip
+	// removes every form of every key all the same.
+	var keyMD string
+	if len(hv) == 0 && !s.mentions(bv) {
+		if keyMD = s.keyMetadata(ctx, s.named[:3]); keyMD == "" {
+			if s.policy.All {
+				return ctx, nil
+			}
+			return s.foreign(ctx, bv, method), nil
 		}
-		return s.foreign(ctx, bv, method), nil
+	} else {
+		keyMD = s.keyMetadata(ctx, s.named)
 	}
 
 	m, readErr := s.codec.Read(&markerCarrier{header: s.header, hv: hv, bv: bv})
-	if readErr == nil {
-		// Metadata named as one of our baggage keys (grpcurl -H
-		// 'sandbox.id: pr-1') is a marker too, never silently production.
-		// Without other markers only the keys that name a sandbox are
-		// looked up (each lookup scans the metadata on a miss).
-		for _, k := range s.keys {
-			if metadata.ValueFromIncomingContext(ctx, k) != nil {
-				m.Found = true
-				readErr = fmt.Errorf("%w: metadata key %q is a baggage member key: send the sandbox in %s or baggage", propagation.ErrMalformed, k, s.header)
-				break
-			}
+	if keyMD != "" {
+		m.Found = true
+		if readErr == nil {
+			readErr = fmt.Errorf("%w: metadata key %q is a baggage member key: send the sandbox in %s or baggage", propagation.ErrMalformed, keyMD, s.header)
 		}
 	}
 	p, _ := peer.FromContext(ctx)
@@ -195,27 +203,6 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 	}
 }
 
-// idKeys returns the keys, in the order of propagation.Codec.Keys (ID,
-// actor, origin, ticket, compatibility keys), that name a sandbox by
-// themselves: the ID key and the compatibility keys.
-func idKeys(keys []string) []string {
-	out := []string{keys[0]}
-	if len(keys) > 4 {
-		out = append(out, keys[4:]...)
-	}
-	return out
-}
-
-// hasKey reports whether ctx's incoming metadata holds one of keys.
-func hasKey(ctx context.Context, keys []string) bool {
-	for _, k := range keys {
-		if metadata.ValueFromIncomingContext(ctx, k) != nil {
-			return true
-		}
-	}
-	return false
-}
-
 // errForeign is the reason given when only other tools' routing keys are
 // stripped.
 var errForeign = errors.New("foreign routing keys from an untrusted source")
@@ -249,7 +236,7 @@ func mayBeForeign(ctx context.Context, bv []string) bool {
 		}
 	}
 	for _, line := range bv {
-		if strings.IndexByte(line, '%') >= 0 || strings.Contains(line, propagation.SignadotKey) || strings.Contains(line, propagation.OktetoKey) {
+		if strings.IndexByte(line, '%') >= 0 || keytext.Contains(line, propagation.SignadotKey) || keytext.Contains(line, propagation.OktetoKey) {
 			return true
 		}
 	}
@@ -274,6 +261,25 @@ func clip(s propagation.Sandbox) propagation.Sandbox {
 	return s
 }
 
+// namedKeys returns the metadata keys the server looks for as markers of
+// their own: the ID key's three forms first (see Codec.KeyHeaders), then
+// the other baggage keys as they are.
+func namedKeys(c *propagation.Codec) []string {
+	return append(c.KeyHeaders()[:3:3], c.Keys()[1:]...)
+}
+
+// keyMetadata returns the first of keys that ctx's incoming metadata
+// holds as a key of its own, or "". Each lookup scans the metadata on a
+// miss, without allocating: for a few keys only.
+func (s *server) keyMetadata(ctx context.Context, keys []string) string {
+	for _, k := range keys {
+		if metadata.ValueFromIncomingContext(ctx, k) != nil {
+			return k
+		}
+	}
+	return ""
+}
+
 // mentions reports whether baggage lines may hold one of our members; a
 // cheap substring test that Codec.Read then confirms or not. A '%' may
 // hide a percent-encoded key (see propagation.Codec.Strip).
@@ -283,7 +289,7 @@ func (s *server) mentions(lines []string) bool {
 			return true
 		}
 		for _, k := range s.keys {
-			if strings.Contains(line, k) {
+			if keytext.Contains(line, k) {
 				return true
 			}
 		}

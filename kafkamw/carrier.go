@@ -7,6 +7,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	otelprop "go.opentelemetry.io/otel/propagation"
 
+	"github.com/sandboxkit/sandboxkit/internal/keytext"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -107,21 +108,19 @@ const baggageKey = "baggage"
 // the codec's carrier keys a message's headers hold. It is computed from the
 // codec so that the keys are exactly those of HTTP and gRPC.
 type markers struct {
-	header  string   // the codec's dedicated header, lower-case; "" when disabled
-	members [][]byte // the codec's baggage keys
-	keys    []string // the same, as strings
-	prefix  []byte   // their common prefix, searched for first
+	header string   // the codec's dedicated header, lower-case; "" when disabled
+	keys   []string // the codec's baggage member keys
+	named  []string // header keys that are markers (Codec.KeyHeaders)
+	prefix string   // their common prefix, searched for first
 }
 
 func newMarkers(c *propagation.Codec) markers {
 	m := markers{header: c.Header()}
 	m.keys = c.Keys()
-	for _, k := range m.keys {
-		m.members = append(m.members, []byte(k))
-	}
-	m.prefix = m.members[0]
-	for _, k := range m.members[1:] {
-		for !bytes.HasPrefix(k, m.prefix) {
+	m.named = c.KeyHeaders()
+	m.prefix = m.keys[0]
+	for _, k := range m.keys[1:] {
+		for !strings.HasPrefix(k, m.prefix) {
 			m.prefix = m.prefix[:len(m.prefix)-1]
 		}
 	}
@@ -147,17 +146,18 @@ func (m *markers) scan(hs []kafka.Header) headerState {
 }
 
 // mentioned reports whether a baggage value contains one of our member
-// keys, or a '%', which may hide a percent-encoded one (see
+// keys, also with bytes a parser drops inside it (see keytext.Contains),
+// or a '%', which may hide a percent-encoded one (see
 // propagation.Codec.Strip).
 func (m *markers) mentioned(bag []byte) bool {
 	if bytes.IndexByte(bag, '%') >= 0 {
 		return true
 	}
-	if !bytes.Contains(bag, m.prefix) {
+	if !keytext.ContainsBytes(bag, m.prefix) {
 		return false // the one search that most baggage needs
 	}
-	for _, mk := range m.members {
-		if bytes.Contains(bag, mk) {
+	for _, mk := range m.keys {
+		if keytext.ContainsBytes(bag, mk) {
 			return true
 		}
 	}
@@ -165,10 +165,11 @@ func (m *markers) mentioned(bag []byte) bool {
 }
 
 // memberKey reports whether header key k is one of the codec's baggage
-// member keys (kcat -H sandbox.id=pr-1): a marker the codec reads as
-// unreadable, never a message to hand to baseline code.
+// member keys (kcat -H sandbox.id=pr-1), also in Jaeger's or OpenTracing's
+// baggage header form (see propagation.Codec.KeyHeaders): a marker the
+// codec reads as unreadable, never a message to hand to baseline code.
 func (m *markers) memberKey(k string) bool {
-	for _, mk := range m.keys {
+	for _, mk := range m.named {
 		if len(k) == len(mk) && strings.EqualFold(k, mk) {
 			return true
 		}

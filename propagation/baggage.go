@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode"
+
+	"github.com/sandboxkit/sandboxkit/internal/keytext"
 )
 
 type keyKind uint8
@@ -45,26 +47,30 @@ func (c *Codec) kind(key string) keyKind {
 // before its first '=', ';' or ','), as any parser a hop may run reads it,
 // and whether it is our key as written (only SP and HTAB around it, which
 // every parser trims alike). A key that is ours only to a lenient reader is
-// a lookalike: OpenTelemetry Go trims every Unicode space around a key, and
+// a lookalike: OpenTelemetry Go trims every Unicode space around a key,
 // OpenTelemetry JS and Python also percent-decode keys (Python reading '+'
-// as a space), one decoding per hop that re-serialises the key raw. Such a
-// member is ours (found, stripped) but never readable.
+// as a space and stripping U+001C..U+001F too), and OpenTelemetry Ruby
+// deletes ASCII white space anywhere in the header before it decodes; each
+// hop re-serialises the key it read. Such a member is ours (found,
+// stripped) but never readable.
 func (c *Codec) classify(raw string) (k keyKind, exact bool) {
-	if k := c.kind(trimOWS(raw)); k != kindNone {
+	t := trimOWS(raw)
+	if k := c.kind(t); k != kindNone {
 		return k, true
 	}
-	if !lenient(raw) {
+	if !lenient(t) {
 		return kindNone, false
 	}
-	return c.kind(normalizeKey(raw)), false
+	return c.kind(normalizeKey(t)), false
 }
 
-// lenient reports whether a lenient parser may read raw as another key
-// than its bytes: it holds a percent escape, a '+', or a byte outside
-// printable ASCII (a Unicode space, \v, \f, \r, \n).
-func lenient(raw string) bool {
-	for i := 0; i < len(raw); i++ {
-		if c := raw[i]; c == '%' || c == '+' || c < 0x20 || c >= 0x7f {
+// lenient reports whether a lenient parser may read key, trimmed of SP and
+// HTAB, as another key than its bytes: it holds a percent escape, a '+', a
+// space inside it, or a byte outside printable ASCII (a Unicode space, a
+// control byte).
+func lenient(key string) bool {
+	for i := 0; i < len(key); i++ {
+		if c := key[i]; c == '%' || keytext.Skippable(c) || c == 0x7f {
 			return true
 		}
 	}
@@ -72,14 +78,13 @@ func lenient(raw string) bool {
 }
 
 // normalizeKey returns raw as the most lenient chain of hops reads it:
-// spaces trimmed, then percent-decoded ('+' as a space) and trimmed again,
-// until nothing changes. It allocates; it only runs on keys [lenient]
-// flags.
+// what any parser drops removed ([squeeze]), then percent-decoded ('+' as
+// a space) and squeezed again, until nothing changes. It allocates; it
+// only runs on keys [lenient] flags.
 func normalizeKey(raw string) string {
-	s := trimSpace(raw)
+	s := squeeze(raw)
 	for range 16 {
-		d := decodeKey(s)
-		d = trimSpace(d)
+		d := squeeze(decodeKey(s))
 		if d == s {
 			break
 		}
@@ -109,11 +114,20 @@ func decodeKey(s string) string {
 	return string(b)
 }
 
-// trimSpace trims what any parser trims around a key: Unicode white space
-// (Go's strings.TrimSpace, Python's str.strip) and the byte-order mark
-// (JavaScript's String.prototype.trim).
-func trimSpace(s string) string {
-	return strings.TrimFunc(s, func(r rune) bool { return unicode.IsSpace(r) || r == '\uFEFF' })
+// squeeze removes from s every rune some parser drops from a key: ASCII
+// space and control characters anywhere (Ruby deletes ASCII white space
+// anywhere, Python's str.strip removes U+001C..U+001F around a key),
+// Unicode white space (Go's strings.TrimSpace, Python's str.strip) and the
+// byte-order mark (JavaScript's String.prototype.trim). Parsers trim the
+// latter only around a key; removing them inside too only widens what
+// counts as ours. It returns s itself when there is nothing to remove.
+func squeeze(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r <= 0x20 || unicode.IsSpace(r) || r == '\uFEFF' {
+			return -1
+		}
+		return r
+	}, s)
 }
 
 // minPrefix is the length from which the keys' common prefix alone is a
@@ -121,24 +135,24 @@ func trimSpace(s string) string {
 const minPrefix = 4
 
 // mentions reports whether any line may hold a member of ours: it
-// contains one of our keys' text anywhere (whatever surrounds it: white
-// space of any kind, '+'), or a '%', which may hide a percent-encoded key.
-// It is the cheap test that lets baggage without our members pass without
-// being split. When the keys share a long enough prefix, finding the
-// prefix is enough (the scan that follows settles it).
+// contains one of our keys' text anywhere, also with bytes a parser drops
+// inside it (see [keytext.Contains]), or a '%', which may hide a
+// percent-encoded key. It is the cheap test that lets baggage without our
+// members pass without being split. When the keys share a long enough
+// prefix, finding the prefix is enough (the scan that follows settles it).
 func (c *Codec) mentions(lines []string) bool {
 	for _, line := range lines {
 		if strings.IndexByte(line, '%') >= 0 {
 			return true
 		}
 		if len(c.prefix) >= minPrefix {
-			if strings.Contains(line, c.prefix) {
+			if keytext.Contains(line, c.prefix) {
 				return true
 			}
 			continue
 		}
 		for _, k := range c.keys {
-			if strings.Contains(line, k) {
+			if keytext.Contains(line, k) {
 				return true
 			}
 		}

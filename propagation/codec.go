@@ -8,6 +8,8 @@ import (
 
 	"go.opentelemetry.io/otel/baggage"
 	otelprop "go.opentelemetry.io/otel/propagation"
+
+	"github.com/sandboxkit/sandboxkit/internal/keytext"
 )
 
 // Codec reads and writes a [Sandbox] on a carrier. Build one with
@@ -22,7 +24,9 @@ type Codec struct {
 	prefix      string // common prefix of keys, searched first
 	fields      []string
 
-	// keyHeaders are our baggage keys used as header names: markers too.
+	// keyHeaders are our baggage keys used as header names, as they are
+	// and in Jaeger's and OpenTracing's baggage header forms: markers too.
+	// The ID key's forms come first.
 	keyHeaders []name
 	// idHeaders are those of keyHeaders that name a sandbox by themselves:
 	// the ID key and the compatibility keys.
@@ -87,10 +91,12 @@ func NewCodec(opts ...Option) (*Codec, error) {
 		c.fields = append(c.fields, c.header)
 	}
 	for _, k := range c.keys {
-		n := newName(k)
-		c.keyHeaders = append(c.keyHeaders, n)
-		if kk := c.kind(k); kk == kindID || kk == kindCompat {
-			c.idHeaders = append(c.idHeaders, n)
+		for _, p := range baggageHeaderPrefixes {
+			n := newName(p + k)
+			c.keyHeaders = append(c.keyHeaders, n)
+			if kk := c.kind(k); kk == kindID || kk == kindCompat {
+				c.idHeaders = append(c.idHeaders, n)
+			}
 		}
 	}
 
@@ -134,7 +140,27 @@ func (c *Codec) errKeyHeader() error {
 	if c.cfg.header != "" {
 		via = c.cfg.header + " or baggage"
 	}
-	return fmt.Errorf("%w: a header is named as a baggage member key (%s): send the sandbox in %s", ErrMalformed, strings.Join(c.keys, ", "), via)
+	return fmt.Errorf("%w: a header is named as a baggage member key (%s), or as one in Jaeger's or OpenTracing's baggage header form (uberctx-, ot-baggage-): send the sandbox in %s", ErrMalformed, strings.Join(c.keys, ", "), via)
+}
+
+// baggageHeaderPrefixes are the prefixes under which a header carries one
+// baggage item: none (kcat -H sandbox.id=pr-1), Jaeger's and OpenTracing's
+// (OT format). OpenTelemetry's Jaeger and OT propagators read the latter
+// two into baggage, which the hop then sends on in W3C form.
+var baggageHeaderPrefixes = [...]string{"", "uberctx-", "ot-baggage-"}
+
+// KeyHeaders returns the carrier keys, lower-case, that are markers when a
+// header or metadata key of their own: each of [Codec.Keys], as it is and
+// prefixed as Jaeger ("uberctx-") and OpenTracing ("ot-baggage-") carry a
+// baggage item in a header. The ID key's three forms come first. No hop of
+// ours writes them: [Codec.Read] finds them unreadable, [Codec.Strip]
+// removes them.
+func (c *Codec) KeyHeaders() []string {
+	out := make([]string, len(c.keyHeaders))
+	for i, h := range c.keyHeaders {
+		out[i] = h.lower
+	}
+	return out
 }
 
 // Fields returns the carrier keys the codec reads and writes, lower-case.
@@ -383,8 +409,8 @@ func (c *Codec) appendOthers(b *strings.Builder, lines []string, dropForeign boo
 // parser, one of the foreign routing keys the codec strips.
 func (c *Codec) foreign(raw string) bool {
 	key := trimOWS(raw)
-	if lenient(raw) {
-		key = normalizeKey(raw)
+	if lenient(key) {
+		key = normalizeKey(key)
 	}
 	for _, k := range c.foreignKeys {
 		if key == k {
@@ -429,7 +455,7 @@ func (c *Codec) foreignBaggage(lines []string) bool {
 	for _, line := range lines {
 		hit := strings.IndexByte(line, '%') >= 0
 		for _, k := range c.foreignKeys {
-			hit = hit || strings.Contains(line, k)
+			hit = hit || keytext.Contains(line, k)
 		}
 		if !hit {
 			continue

@@ -179,6 +179,9 @@ func FuzzOTelDifferential(f *testing.F) {
 		f.Add("", s)
 		f.Add("pr-1", s)
 	}
+	for _, s := range otherParserSeeds {
+		f.Add("", s)
+	}
 	f.Add(" ", "")
 	f.Add("", "userid=alice,tenant=acme")
 	f.Add("", "a=1;sandbox.id=pr-9")
@@ -218,6 +221,29 @@ func FuzzOTelDifferential(f *testing.F) {
 			}
 		}
 
+		// Conversely, what the codec admits from baggage OpenTelemetry
+		// reads too: a member only we read would be dropped by the next
+		// OpenTelemetry-only hop, and the sandbox's request served as
+		// production after it.
+		if err == nil && m.Found && hdr == "" {
+			ob, _ := otelbaggage.Parse(bag)
+			for k, v := range map[string]string{
+				propagation.DefaultIDKey: m.Sandbox.ID, propagation.DefaultActorKey: m.Sandbox.Actor,
+				propagation.DefaultOriginKey: m.Sandbox.Origin, propagation.DefaultTicketKey: m.Ticket,
+			} {
+				if got := ob.Member(k).Value(); got != v {
+					t.Fatalf("the codec reads %s=%q in %q; OpenTelemetry reads %q", k, v, bag, got)
+				}
+			}
+		}
+
+		// Other SDKs (Ruby, Python) read keys OpenTelemetry Go rejects.
+		for _, member := range strings.Split(bag, ",") {
+			if k := anySDKKey(member); isOurKey(k) && !m.Found {
+				t.Fatalf("OpenTelemetry Ruby or Python reads %q in %q; the codec finds no markers", k, bag)
+			}
+		}
+
 		stripped := h.Clone()
 		c.Strip(otelprop.HeaderCarrier(stripped))
 		if stripped.Get("Sandbox-Id") != "" {
@@ -226,6 +252,11 @@ func FuzzOTelDifferential(f *testing.F) {
 		for _, line := range stripped.Values("Baggage") {
 			if ours := ourMembers(line); len(ours) > 0 {
 				t.Fatalf("after Strip of %q, OpenTelemetry still reads %v in %q", bag, ours, line)
+			}
+			for _, member := range strings.Split(line, ",") {
+				if k := anySDKKey(member); isOurKey(k) {
+					t.Fatalf("after Strip of %q, OpenTelemetry Ruby or Python still reads %q in %q", bag, k, line)
+				}
 			}
 		}
 		if m2, err := c.Read(otelprop.HeaderCarrier(stripped)); m2.Found || err != nil {
