@@ -160,9 +160,20 @@ func (p *faultProxy) handle(client net.Conn) {
 					server.Write(msg)
 					// The client goes first; the copier back to it stops
 					// at the server's first answer, which PostgreSQL
-					// sends once the statement is over.
+					// sends once the statement is over. If that answer
+					// was already copied before the client closed, the
+					// copier waits for more that never comes: give the
+					// statement a moment, then close the server side
+					// anyway (PostgreSQL still reads and runs what was
+					// written before the close), or the session would
+					// hold its locks and block the next attempt.
 					client.Close()
-					back.Wait()
+					copied := make(chan struct{})
+					go func() { back.Wait(); close(copied) }()
+					select {
+					case <-copied:
+					case <-time.After(2 * time.Second):
+					}
 				}
 				server.Close()
 				client.Close()
