@@ -55,7 +55,7 @@ func members(prefix string, n int) []string {
 
 // markerLike are headers a hop other than ours may read as a sandbox
 // marker: our baggage key as a header name, Signadot's header forms.
-var markerLike = []string{"Sandbox.id", "Uberctx-Sd-Routing-Key", "Ot-Baggage-Sd-Routing-Key"}
+var markerLike = []string{"Sandbox.id", "Uberctx-Sd-Routing-Key", "Ot-Baggage-Sd-Routing-Key", "Sandbox_id", "Uberctx_sd_routing_key"}
 
 func bag(ms ...string) string { return "Baggage: " + strings.Join(ms, ",") }
 
@@ -145,6 +145,9 @@ func TestSpoofing(t *testing.T) {
 		{name: "untrusted peer, Okteto's key alone, percent-encoded", cfg: "other", headers: []string{"Baggage: okteto%2Ddivert=y,b=2"}, outcome: stripped, baggage: []string{"b=2"}, text: "foreign routing keys"},
 		{name: "nothing trusted, foreign key alone", cfg: "default", headers: []string{"Baggage: \u00a0sd-routing-key=x"}, outcome: stripped, text: "foreign routing keys"},
 		{name: "trusted peer, foreign keys alone are kept", cfg: "peer", headers: []string{"Uberctx-Sd-Routing-Key: x", "Baggage: sd-routing-key=x"}, outcome: none, baggage: []string{"sd-routing-key=x"}, kept: []string{"Uberctx-Sd-Routing-Key"}},
+		{name: "untrusted peer, CGI spelling Sandbox_Id alone", cfg: "other", headers: []string{"Sandbox_Id: pr-1"}, outcome: stripped, text: "foreign routing keys"},
+		{name: "untrusted peer, CGI spelling of Signadot's header", cfg: "other", headers: []string{"Uberctx_sd_routing_key: x"}, outcome: stripped, text: "foreign routing keys"},
+		{name: "untrusted peer, CGI spelling beside our markers", cfg: "other", headers: []string{"Sandbox-Id: pr-1", "Sandbox_Id: pr-1"}, outcome: stripped},
 		{name: "trusted peer, header named sandbox.id alone", cfg: "peer", headers: []string{"sandbox.id: pr-1"}, outcome: rejected, text: "named as a baggage member key"},
 		{name: "untrusted peer, header named sandbox.id alone", cfg: "other", headers: []string{"sandbox.id: pr-1"}, outcome: stripped},
 		{name: "untrusted peer, foreign routing keys go with ours", cfg: "other", headers: []string{"Sandbox-Id: pr-1", "Uberctx-Sd-Routing-Key: x", "Baggage: a=1,sd-routing-key=x,okteto-divert=y"}, outcome: stripped, baggage: []string{"a=1"}},

@@ -28,6 +28,10 @@ type Codec struct {
 	// and in Jaeger's and OpenTracing's baggage header forms: markers too.
 	// The ID key's forms come first.
 	keyHeaders []name
+	// aliasHeaders are the underscore spellings of the dedicated header,
+	// the key headers and the foreign headers, which CGI-style hops read as
+	// the hyphenated ones.
+	aliasHeaders []name
 	// idHeaders are those of keyHeaders that name a sandbox by themselves:
 	// the ID key and the compatibility keys.
 	idHeaders []name
@@ -108,6 +112,20 @@ func NewCodec(opts ...Option) (*Codec, error) {
 		}
 		for _, h := range [...]string{SignadotJaegerHeader, SignadotDatadogHeader} {
 			c.foreignHeaders = append(c.foreignHeaders, newName(h))
+		}
+	}
+	// CGI, WSGI, Rack and PHP hops read Sandbox_Id as Sandbox-Id (both
+	// become HTTP_SANDBOX_ID): those spellings are markers to them.
+	var hyphened []string
+	if c.header != "" {
+		hyphened = append(hyphened, c.header)
+	}
+	for _, n := range append(append([]name(nil), c.keyHeaders...), c.foreignHeaders...) {
+		hyphened = append(hyphened, n.lower)
+	}
+	for _, h := range hyphened {
+		if strings.Contains(h, "-") {
+			c.aliasHeaders = append(c.aliasHeaders, newName(strings.ReplaceAll(h, "-", "_")))
 		}
 	}
 	return c, nil
@@ -420,10 +438,13 @@ func (c *Codec) foreign(raw string) bool {
 	return false
 }
 
-// StripsForeign reports whether the codec treats other tools' routing keys
-// as markers to strip from untrusted sources: true unless built with
-// [KeepForeignRoutingKeys].
-func (c *Codec) StripsForeign() bool { return len(c.foreignKeys) > 0 || len(c.foreignHeaders) > 0 }
+// StripsForeign reports whether [Codec.Foreign] can report anything: other
+// tools' routing keys (unless built with [KeepForeignRoutingKeys]) or
+// underscore spellings of marker headers (whenever a marker header name
+// holds a '-').
+func (c *Codec) StripsForeign() bool {
+	return len(c.foreignKeys) > 0 || len(c.foreignHeaders) > 0 || len(c.aliasHeaders) > 0
+}
 
 // Foreign reports whether carrier holds a routing key of another tool that
 // the codec does not read as its own: Signadot's sd-routing-key or
@@ -433,11 +454,20 @@ func (c *Codec) StripsForeign() bool { return len(c.foreignKeys) > 0 || len(c.fo
 // sources, with an audit record, as it strips our markers. It is always
 // false with [KeepForeignRoutingKeys]. It does not allocate unless a
 // baggage key is percent-encoded.
+//
+// It also reports an underscore spelling of a marker header (Sandbox_Id,
+// Uberctx_sd_routing_key), which CGI, WSGI, Rack and PHP hops read as the
+// hyphenated header; [Codec.Strip] removes those too, whatever the options.
 func (c *Codec) Foreign(carrier otelprop.TextMapCarrier) bool {
+	var one [1]string
+	for _, h := range c.aliasHeaders {
+		if len(values(carrier, h.lower, h.canon, &one)) > 0 {
+			return true
+		}
+	}
 	if len(c.foreignKeys) == 0 && len(c.foreignHeaders) == 0 {
 		return false
 	}
-	var one [1]string
 	for _, h := range c.foreignHeaders {
 		if len(values(carrier, h.lower, h.canon, &one)) > 0 {
 			return true
@@ -486,6 +516,9 @@ func (c *Codec) Strip(carrier otelprop.TextMapCarrier) {
 		deleteHeader(carrier, h.lower, h.canon)
 	}
 	for _, h := range c.foreignHeaders {
+		deleteHeader(carrier, h.lower, h.canon)
+	}
+	for _, h := range c.aliasHeaders {
 		deleteHeader(carrier, h.lower, h.canon)
 	}
 	var one [1]string

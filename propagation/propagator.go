@@ -66,3 +66,13 @@ func (p Propagator) Extract(ctx context.Context, carrier otelprop.TextMapCarrier
 
 // Fields returns the carrier keys the propagator reads and writes.
 func (p Propagator) Fields() []string { return p.c().Fields() }
+
+// NewTextMapPropagator returns the propagator a service registers with
+// otel.SetTextMapPropagator: W3C trace context, OpenTelemetry's Baggage
+// propagator and a [Propagator] using codec ([Default] when nil), in that
+// order. The order matters: Baggage's Extract replaces the context's
+// baggage, so a Propagator placed before it could not remove unreadable
+// markers from what an OpenTelemetry-only hop forwards.
+func NewTextMapPropagator(codec *Codec) otelprop.TextMapPropagator {
+	return otelprop.NewCompositeTextMapPropagator(otelprop.TraceContext{}, otelprop.Baggage{}, NewPropagator(codec))
+}
