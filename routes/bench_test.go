@@ -66,6 +66,24 @@ func BenchmarkLookup(b *testing.B) {
 // BenchmarkUpdateOne: Update with the whole list, one sandbox changed each
 // time (alternately), as a source that hands over full documents does.
 func BenchmarkUpdateOne(b *testing.B) {
+	benchOneChange(b, func(tbl *routes.Table, sbs []routes.Sandbox, i int, s routes.Sandbox) error {
+		sbs[i] = s
+		return tbl.Update(sbs)
+	})
+}
+
+// BenchmarkPutOne: one sandbox changed by Put (alternately), the change a
+// per-key source (etcd) hands over: cost independent of the table's size.
+func BenchmarkPutOne(b *testing.B) {
+	benchOneChange(b, func(tbl *routes.Table, _ []routes.Sandbox, _ int, s routes.Sandbox) error {
+		return tbl.Put(s)
+	})
+}
+
+// benchOneChange applies, at every table size, one sandbox changed back and
+// forth with apply, given the table, its full list, the changed sandbox's
+// index in it and its new version.
+func benchOneChange(b *testing.B, apply func(tbl *routes.Table, sbs []routes.Sandbox, i int, s routes.Sandbox) error) {
 	for _, n := range benchSizes {
 		b.Run(sizeName(n), func(b *testing.B) {
 			sbs, changed := benchSandboxes(n)
@@ -77,11 +95,10 @@ func BenchmarkUpdateOne(b *testing.B) {
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
-				sbs[n/2] = variants[i&1]
-				i++
-				if err := tbl.Update(sbs); err != nil {
+				if err := apply(tbl, sbs, n/2, variants[i&1]); err != nil {
 					b.Fatal(err)
 				}
+				i++
 			}
 		})
 	}
