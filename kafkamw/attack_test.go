@@ -203,11 +203,7 @@ func TestOrphanDeadLetterDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var down atomic.Bool
-	down.Store(true)
-	dw := kafkatest.Writer(t, addrs, kafkatest.Topic(t, addrs, 1))
-	dw.MaxAttempts = 1
-	dw.Transport = failing{dw.Transport, &down}
+	dw := downDeadLetter(t, addrs)
 	var log auditLog
 	group := kafkatest.UniqueName("g")
 	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), kafkamw.WithRoutes(table),
@@ -243,11 +239,7 @@ func TestRunSandboxGiveUpDeadLetterDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var down atomic.Bool
-	down.Store(true)
-	dw := kafkatest.Writer(t, addrs, kafkatest.Topic(t, addrs, 1))
-	dw.MaxAttempts = 1
-	dw.Transport = failing{dw.Transport, &down}
+	dw := downDeadLetter(t, addrs)
 	group := kafkatest.UniqueName("g")
 	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), kafkamw.WithRoutes(table),
 		kafkamw.WithService(service), kafkamw.WithDeadLetter(dw))
@@ -620,4 +612,16 @@ func TestFutureTimestampStaleTable(t *testing.T) {
 	if c := r.Counts(); c.Future != 1 {
 		t.Errorf("counts %+v, want one future message", c)
 	}
+}
+
+// downDeadLetter returns a dead-letter writer whose every write fails, as
+// when the dead-letter topic is unreachable.
+func downDeadLetter(t *testing.T, addrs []string) *kafka.Writer {
+	t.Helper()
+	var down atomic.Bool
+	down.Store(true)
+	dw := kafkatest.Writer(t, addrs, kafkatest.Topic(t, addrs, 1))
+	dw.MaxAttempts = 1
+	dw.Transport = failing{dw.Transport, &down}
+	return dw
 }
