@@ -33,12 +33,19 @@
 //     expired or tampered ticket, whatever the peer;
 //   - [TrustAll] is set, for internal hops behind an edge that filters.
 //
-// Markers from an untrusted source are stripped (the dedicated header and
-// our baggage members; other baggage members stay) and the request goes on
-// as production traffic. Markers from a trusted source that cannot be read
-// (malformed, conflicting header and baggage, over the W3C baggage limits,
-// a bad ticket) are answered with 400 Bad Request and a short plain-text
-// body naming the problem; the wrapped handler is not called. Admitted
+// Markers from an untrusted source are stripped (the dedicated header, our
+// baggage members under every spelling some parser reads as them, headers
+// named as our baggage keys; other baggage members stay) and the request
+// goes on as production traffic. Other tools' routing keys (Signadot's,
+// Okteto's) and underscore spellings of marker headers (Sandbox_Id, which
+// CGI-style hops read as Sandbox-Id) are stripped from untrusted sources
+// too, with an audit record, even when the request carries none of ours;
+// see [propagation.KeepForeignRoutingKeys]. Markers from a trusted source
+// that cannot be read (malformed or empty, conflicting header and baggage,
+// a key only some parsers read as ours, a header named sandbox.id, over
+// the W3C baggage limits, a bad ticket) are answered with 400 Bad Request
+// and a short plain-text body naming the problem; the wrapped handler is
+// not called. Admitted
 // requests carry the sandbox in their context, and the active span gets
 // the sandbox.id attribute.
 //
@@ -78,7 +85,8 @@
 // # Performance
 //
 // A request without sandbox markers passes the handler without any
-// allocation, and a request whose context has no sandbox goes to the
+// allocation (it costs a few header lookups and, when trusted networks are
+// configured, parsing the peer's address: about 120 ns in all), and a request whose context has no sandbox goes to the
 // transport's base as it is, without allocation, with or without
 // [WithBreaker] (unless the group has a baseline budget). An admitted
 // request costs two allocations (the context and the shallow request
