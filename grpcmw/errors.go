@@ -8,6 +8,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 // Errors the interceptors and the [Router] return. They reach the caller
@@ -23,7 +25,8 @@ var (
 	// ErrSandboxUnavailable: the upstream of the sandbox that overrides the
 	// service cannot be reached, and the router does not fall back (see
 	// [WithFallbackOnUnavailable]). Code Unavailable.
-	ErrSandboxUnavailable = errors.New("grpcmw: sandbox upstream unavailable")
+	// It is [routes.ErrSandboxUnavailable], shared by every adapter.
+	ErrSandboxUnavailable = routes.ErrSandboxUnavailable
 
 	// ErrClosed: the [Router] was closed. Code Canceled, as gRPC's own
 	// closed connection.

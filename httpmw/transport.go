@@ -20,8 +20,9 @@ import (
 // ErrSandboxUnavailable reports a sandbox request whose route points at an
 // upstream that cannot be connected to. The request was not sent anywhere
 // else (see [WithFallbackOnUnavailable]). The returned error wraps it and
-// the dial error.
-var ErrSandboxUnavailable = errors.New("httpmw: sandbox upstream unavailable")
+// the dial error. It is [routes.ErrSandboxUnavailable], shared by every
+// adapter.
+var ErrSandboxUnavailable = routes.ErrSandboxUnavailable
 
 // Transport is an http.RoundTripper that carries the sandbox of a request's
 // context to the next hop and, with a route table, sends it to the

@@ -16,6 +16,13 @@ import (
 // returned error wraps it and names the entry.
 var ErrInvalid = errors.New("routes: invalid route table")
 
+// ErrSandboxUnavailable reports a sandbox request whose route points at an
+// upstream that cannot be reached, and that was not sent anywhere else.
+// Every adapter that routes by this table (httpmw, grpcmw) returns errors
+// wrapping this one value, which each re-exports under the same name, so
+// one errors.Is check serves them all.
+var ErrSandboxUnavailable = errors.New("sandboxkit: sandbox upstream unavailable")
+
 // Document is the JSON route document.
 type Document struct {
 	Sandboxes []Sandbox `json:"sandboxes"`

@@ -1,5 +1,8 @@
-// Package audit is the one shape of the audit record every sandboxkit
-// middleware emits, and the span annotation that goes with it.
+// Package audit writes the one shape of audit record every sandboxkit
+// middleware emits, and the span annotation that goes with it. The schema
+// (decisions, attribute keys) is public, in package
+// github.com/sandboxkit/sandboxkit/audit; this package re-exports it for
+// the middleware's own use.
 //
 // Records go to the *slog.Logger the user hands to the middleware; with no
 // logger the library is silent and the audit path costs nothing.
@@ -12,29 +15,32 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	pub "github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
-// Decision is what the library decided about sandbox traffic.
-type Decision string
+// Decision is what the library decided about sandbox traffic; the
+// values are the public schema's (package audit).
+type Decision = pub.Decision
 
 // The decisions.
 const (
-	Admitted  Decision = "admitted"  // markers from a trusted source were accepted
-	Stripped  Decision = "stripped"  // markers from an untrusted source were removed
-	Rejected  Decision = "rejected"  // unreadable markers from a trusted source were refused
-	Routed    Decision = "routed"    // sent to the sandbox's upstream
-	Fallback  Decision = "fallback"  // sent to the baseline: the sandbox does not override the target
-	Throttled Decision = "throttled" // refused by the sandbox's budget
-	Skipped   Decision = "skipped"   // a Kafka message left to its owner, or dropped as unreadable
+	Admitted  = pub.Admitted
+	Stripped  = pub.Stripped
+	Rejected  = pub.Rejected
+	Routed    = pub.Routed
+	Fallback  = pub.Fallback
+	Throttled = pub.Throttled
+	Skipped   = pub.Skipped
 )
 
 // Protocols.
 const (
-	HTTP  = "http"
-	GRPC  = "grpc"
-	Kafka = "kafka"
-	SQL   = "sql"
+	HTTP  = pub.HTTP
+	GRPC  = pub.GRPC
+	Kafka = pub.Kafka
+	SQL   = pub.SQL
+	Redis = pub.Redis
 )
 
 // Event is one audit record.
@@ -48,19 +54,31 @@ type Event struct {
 }
 
 // Message is the slog message of every audit record.
-const Message = "sandboxkit audit"
+const Message = pub.Message
 
 // Attribute keys.
 const (
-	KeyDecision = "decision"
-	KeyID       = "sandbox.id"
-	KeyActor    = "sandbox.actor"
-	KeyOrigin   = "sandbox.origin"
-	KeyProtocol = "protocol"
-	KeyPeer     = "peer"
-	KeyTarget   = "target"
-	KeyReason   = "reason"
+	KeyDecision = pub.KeyDecision
+	KeyID       = pub.KeyID
+	KeyActor    = pub.KeyActor
+	KeyOrigin   = pub.KeyOrigin
+	KeyProtocol = pub.KeyProtocol
+	KeyPeer     = pub.KeyPeer
+	KeyTarget   = pub.KeyTarget
+	KeyReason   = pub.KeyReason
 )
+
+// Clip shortens the parts of a sandbox that was not admitted, whose values
+// are whatever the sender wrote, to pub.MaxValueLen bytes before they go to
+// the audit log.
+func Clip(s propagation.Sandbox) propagation.Sandbox {
+	for _, p := range [...]*string{&s.ID, &s.Actor, &s.Origin} {
+		if len(*p) > pub.MaxValueLen {
+			*p = (*p)[:pub.MaxValueLen] + "..."
+		}
+	}
+	return s
+}
 
 // Emit writes ev to l as one record: Warn for stripped, rejected and
 // throttled traffic, Info otherwise. A nil l is silent.
