@@ -24,7 +24,7 @@ func TestWriterBreaker(t *testing.T) {
 	clk := clocktest.New()
 	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1, Burst: 2}, Failures: 1}, breaker.WithClock(clk.Now))
 	var log auditLog
-	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic), kafkamw.WithBreaker(g), kafkamw.WithLogger(log.logger()))
+	w := newWriter(t, kafkatest.Writer(t, addrs, topic), kafkamw.WithBreaker(g), kafkamw.WithLogger(log.logger()))
 
 	sctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "runaway", Actor: "bob"})
 	msg := func(k string) kafka.Message { return kafka.Message{Key: []byte(k), Value: []byte(k)} }
@@ -93,7 +93,7 @@ func TestWriterBreakerOpens(t *testing.T) {
 	defer tr.CloseIdleConnections()
 	kw := &kafka.Writer{Addr: kafka.TCP("127.0.0.1:1"), Topic: "t", MaxAttempts: 1, Transport: tr}
 	defer kw.Close()
-	w := kafkamw.NewWriter(kw, kafkamw.WithBreaker(g), kafkamw.WithLogger(log.logger()))
+	w := newWriter(t, kw, kafkamw.WithBreaker(g), kafkamw.WithLogger(log.logger()))
 	sctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-9"})
 	msg := kafka.Message{Value: []byte("v")}
 	for i := range 2 {

@@ -33,7 +33,10 @@ func exampleTopic() ([]string, func()) {
 func exampleProduce(addrs []string, sandboxes ...string) {
 	kw, closeWriter := kafkatest.NewWriter(addrs, "orders") // kafka-go Writer, BatchTimeout 2ms
 	defer closeWriter()
-	w := kafkamw.NewWriter(kw)
+	w, err := kafkamw.NewWriter(kw)
+	if err != nil {
+		log.Fatal(err)
+	}
 	ctx := context.Background()
 	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte("order 1")}); err != nil {
 		log.Fatal(err)
@@ -57,7 +60,10 @@ func ExampleNewWriter() {
 		Transport:    kafkatest.Transport(),
 	}
 	defer kw.Transport.(*kafka.Transport).CloseIdleConnections()
-	w := kafkamw.NewWriter(kw)
+	w, err := kafkamw.NewWriter(kw)
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer w.Close()
 
 	// The request's context carries its sandbox (httpmw puts it there).
@@ -102,7 +108,7 @@ func ExampleNewReader() {
 		log.Fatal(err)
 	}
 	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, "orders", "orders-consumer"),
-		kafkamw.WithRoutes(table), kafkamw.WithService("orders"))
+		table, "orders")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -144,7 +150,7 @@ func ExampleNewReader_sandbox() {
 		log.Fatal(err)
 	}
 	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, "orders", "orders-consumer"),
-		kafkamw.WithRoutes(table), kafkamw.WithService("orders"), kafkamw.AsSandbox("pr-42"))
+		table, "orders", kafkamw.AsSandbox("pr-42"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -180,7 +186,7 @@ func ExampleReader_Run() {
 		log.Fatal(err)
 	}
 	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, "orders", "orders-consumer"),
-		kafkamw.WithRoutes(table), kafkamw.WithService("orders"))
+		table, "orders")
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -22,6 +22,16 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// newWriter is kafkamw.NewWriter for tests.
+func newWriter(t testing.TB, w *kafka.Writer, opts ...kafkamw.WriterOption) *kafkamw.Writer {
+	t.Helper()
+	wr, err := kafkamw.NewWriter(w, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wr
+}
+
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -16,11 +16,14 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 // Errors. The returned errors wrap them with details.
 var (
-	// ErrConfig reports an invalid reader configuration.
+	// ErrConfig reports a misconfiguration: an invalid argument or option
+	// given to [NewReader] or [NewWriter], conflicting options, or a
+	// method called when it cannot work ([Reader.Run] twice).
 	ErrConfig = errors.New("kafkamw: invalid configuration")
 	// ErrConflict reports a message given to [Writer.WriteMessages] that
 	// already names another sandbox than the context's, or whose sandbox
@@ -99,7 +102,7 @@ type Counts struct {
 // (see the package documentation). Build one with [NewReader]; the zero
 // value is not usable. Its methods are safe for concurrent use.
 type Reader struct {
-	cfg     config
+	cfg     readerConfig
 	rcfg    kafka.ReaderConfig
 	markers markers
 	group   string
@@ -137,27 +140,29 @@ type Reader struct {
 	delivered, skipped, unreadable, orphans, deadLettered, deadLetterFailed, failed, retries, waits, future atomic.Int64
 }
 
-// NewReader returns a reader for cfg. cfg must name a consumer group
-// (GroupID) and a Topic or GroupTopics; [WithRoutes] and [WithService] are
-// required.
+// NewReader returns a reader for cfg that decides, from table, which
+// messages of service are its own. cfg must name a consumer group (GroupID)
+// and a Topic or GroupTopics; table must not be nil nor service empty. A
+// misconfiguration, of cfg or of an option, is an error wrapping
+// [ErrConfig] that names what is wrong; nil options are skipped.
 //
 // A baseline reader joins cfg.GroupID at once, as kafka.NewReader does. A
 // sandbox reader ([AsSandbox]) joins [SandboxGroup](cfg.GroupID, id) on its
 // first FetchMessage, after setting the group's start offsets (see the
 // package documentation).
-func NewReader(cfg kafka.ReaderConfig, opts ...Option) (*Reader, error) {
-	c := newConfig(opts)
-	if err := c.validate(); err != nil {
+func NewReader(cfg kafka.ReaderConfig, table *routes.Table, service string, opts ...ReaderOption) (*Reader, error) {
+	c, err := newReaderConfig(table, service, opts)
+	if err != nil {
 		return nil, err
 	}
 	if cfg.GroupID == "" {
-		return nil, fmt.Errorf("%w: ReaderConfig.GroupID is required: skipped messages are committed", ErrConfig)
+		return nil, configError("NewReader", []error{errors.New("ReaderConfig.GroupID is required: skipped messages are committed")})
 	}
 	if c.sandbox != "" {
 		cfg.GroupID = SandboxGroup(cfg.GroupID, c.sandbox)
 	}
 	if err := validateReaderConfig(cfg); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		return nil, configError("NewReader", []error{fmt.Errorf("ReaderConfig: %w", err)})
 	}
 	r := &Reader{
 		fetching: semaphore.NewWeighted(1),
@@ -366,7 +371,7 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 			dl := r.deadLetterOrSkip(ctx, msg, err.Error())
 			if r.cfg.logger != nil {
 				audit.Emit(ctx, r.cfg.logger, audit.Event{
-					Decision: audit.Rejected, Sandbox: clip(m.Sandbox), Protocol: audit.Kafka,
+					Decision: audit.Rejected, Sandbox: audit.Clip(m.Sandbox), Protocol: audit.Kafka,
 					Peer: r.group, Target: msg.Topic, Reason: "unreadable sandbox headers, message skipped: " + err.Error() + dl,
 				})
 			}
@@ -427,18 +432,6 @@ func (r *Reader) orphaned(ctx context.Context, msg *kafka.Message, s propagation
 			Reason: reason + ", skipped" + dl,
 		})
 	}
-}
-
-// clip cuts the parts of a sandbox read from unreadable headers to a length
-// fit for a log record.
-func clip(s propagation.Sandbox) propagation.Sandbox {
-	const max = 64
-	for _, p := range []*string{&s.ID, &s.Actor, &s.Origin} {
-		if len(*p) > max {
-			*p = (*p)[:max] + "..."
-		}
-	}
-	return s
 }
 
 // decisionEvents returns the audit records of a tagged message whose route

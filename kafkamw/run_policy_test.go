@@ -45,8 +45,7 @@ func TestRunProductionPolicies(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), kafkamw.WithRoutes(table),
-				kafkamw.WithService(service), kafkamw.WithDeadLetter(kafkatest.Writer(t, addrs, dlq)))
+			r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), table, service, kafkamw.WithDeadLetter(kafkatest.Writer(t, addrs, dlq)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -103,7 +102,7 @@ func TestRunConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, err := kafkamw.NewReader(kafka.ReaderConfig{Brokers: []string{"127.0.0.1:1"}, Topic: "t", GroupID: "g"},
-		kafkamw.WithRoutes(table), kafkamw.WithService(service))
+		table, service)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +134,7 @@ func TestRunSandboxWithoutDeadLetter(t *testing.T) {
 	topic := kafkatest.Topic(t, addrs, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic))
+	w := newWriter(t, kafkatest.Writer(t, addrs, topic))
 	if err := w.WriteMessages(propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: "pr-1"}), kafka.Message{Value: []byte("sandbox")}); err != nil {
 		t.Fatal(err)
 	}
@@ -148,8 +147,7 @@ func TestRunSandboxWithoutDeadLetter(t *testing.T) {
 	}
 	var log auditLog
 	group := kafkatest.UniqueName("g")
-	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), kafkamw.WithRoutes(table),
-		kafkamw.WithService(service), kafkamw.WithLogger(log.logger()))
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), table, service, kafkamw.WithLogger(log.logger()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func TestRunNeverWedges(t *testing.T) {
 
 	kinds := []string{"", "", "pr-99", "", "pr-exp", "", "pr-gone", "", "pr-nodb", "", "pr-own", ""}
 	const n = 240
-	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic))
+	w := newWriter(t, kafkatest.Writer(t, addrs, topic))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	tags := map[string]string{}
@@ -83,9 +83,9 @@ func TestRunNeverWedges(t *testing.T) {
 	dlw := kafkatest.Writer(t, addrs, dlq)
 	group := kafkatest.UniqueName("orders")
 	var log auditLog
-	newReader := func(opts ...kafkamw.Option) *kafkamw.Reader {
-		r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), append([]kafkamw.Option{
-			kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.WithDeadLetter(dlw),
+	newReader := func(opts ...kafkamw.ReaderOption) *kafkamw.Reader {
+		r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), table, service, append([]kafkamw.ReaderOption{
+			kafkamw.WithDeadLetter(dlw),
 			kafkamw.WithLogger(log.logger()), kafkamw.WithSkipCommitInterval(20 * time.Millisecond),
 		}, opts...)...)
 		if err != nil {

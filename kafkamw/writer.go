@@ -39,15 +39,19 @@ type encoded struct {
 	hs []kafka.Header
 }
 
-// NewWriter returns a Writer that writes through w. Of the options
-// [WithCodec], [WithBreaker] and [WithLogger] apply.
-func NewWriter(w *kafka.Writer, opts ...Option) *Writer {
-	cfg := newConfig(opts)
+// NewWriter returns a Writer that writes through w. A nil w, or an
+// option given an impossible value, is an error wrapping [ErrConfig];
+// nil options are skipped.
+func NewWriter(w *kafka.Writer, opts ...WriterOption) (*Writer, error) {
+	cfg, err := newWriterConfig(w, opts)
+	if err != nil {
+		return nil, err
+	}
 	wr := &Writer{w: w, codec: cfg.codec, markers: newMarkers(cfg.codec), logger: cfg.logger, breaker: cfg.breaker}
 	if wr.breaker != nil {
 		wr.baseline = wr.breaker.GuardsBaseline()
 	}
-	return wr
+	return wr, nil
 }
 
 // Unwrap returns the kafka.Writer that w writes through.
