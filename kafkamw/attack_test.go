@@ -219,9 +219,7 @@ func TestOrphanDeadLetterDown(t *testing.T) {
 	if c := r.Counts(); c.Orphaned != 1 || c.DeadLettered != 0 || c.DeadLetterFailed != 1 {
 		t.Errorf("counts %+v: want one orphan whose dead-letter write failed", c)
 	}
-	log.mu.Lock()
-	rec := log.buf.String()
-	log.mu.Unlock()
+	rec := log.text()
 	if !strings.Contains(rec, "dead-letter write failed") || !strings.Contains(rec, topic+"/0/0") {
 		t.Errorf("audit does not record the failed dead-letter write with the message's coordinates:\n%s", rec)
 	}

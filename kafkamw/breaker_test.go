@@ -8,6 +8,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
@@ -60,7 +61,7 @@ func TestWriterBreaker(t *testing.T) {
 			t.Errorf("message %s missing", k)
 		}
 	}
-	if d := log.decisions(t); d["throttled/runaway"] != 1 || len(d) != 1 {
+	if d := log.decisions(t); d[key(audit.Throttled, "runaway")] != 1 || len(d) != 1 {
 		t.Errorf("audit decisions %v, want one throttled", d)
 	}
 
@@ -108,7 +109,7 @@ func TestWriterBreakerOpens(t *testing.T) {
 	if err := w.WriteMessages(sctx, msg); !errors.Is(err, breaker.ErrOpen) {
 		t.Fatalf("write with the breaker open: err = %v, want ErrOpen", err)
 	}
-	if d := log.decisions(t); d["throttled/pr-9"] != 1 || len(d) != 1 {
+	if d := log.decisions(t); d[key(audit.Throttled, "pr-9")] != 1 || len(d) != 1 {
 		t.Errorf("audit decisions %v, want one throttled", d)
 	}
 	clk.Advance(time.Minute)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -166,10 +167,10 @@ func TestMixedStream(t *testing.T) {
 	if got, want := sb.Counts(), (kafkamw.Counts{Delivered: n / 3, Skipped: 2 * n / 3}); got != want {
 		t.Errorf("sandbox counts %+v, want %+v", got, want)
 	}
-	if got, want := baseLog.decisions(t), map[string]int{"fallback/" + sbB.ID: n / 3, "skipped/" + sbA.ID: n / 3}; !maps.Equal(got, want) {
+	if got, want := baseLog.decisions(t), map[string]int{key(audit.Fallback, sbB.ID): n / 3, key(audit.Skipped, sbA.ID): n / 3}; !maps.Equal(got, want) {
 		t.Errorf("baseline audit %v, want %v", got, want)
 	}
-	if got, want := sbLog.decisions(t), map[string]int{"routed/" + sbA.ID: n / 3}; !maps.Equal(got, want) {
+	if got, want := sbLog.decisions(t), map[string]int{key(audit.Routed, sbA.ID): n / 3}; !maps.Equal(got, want) {
 		t.Errorf("sandbox audit %v, want %v", got, want)
 	}
 }

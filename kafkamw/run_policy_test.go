@@ -10,6 +10,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -170,11 +171,11 @@ func TestRunSandboxWithoutDeadLetter(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if d := log.decisions(t); d["rejected/pr-1"] != 1 {
+	if d := log.decisions(t); d[key(audit.Rejected, "pr-1")] != 1 {
 		t.Errorf("audit %v, want one rejected record of pr-1", d)
 	}
-	if !strings.Contains(log.buf.String(), "always fails") || !strings.Contains(log.buf.String(), topic+"/0/0") {
-		t.Errorf("the audit record lacks the error or the coordinates: %s", log.buf.String())
+	if rec := log.text(); !strings.Contains(rec, "always fails") || !strings.Contains(rec, topic+"/0/0") {
+		t.Errorf("the audit record lacks the error or the coordinates: %s", rec)
 	}
 	for p, l := range groupLag(t, addrs, topic, group) {
 		if l != 0 {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -258,12 +259,12 @@ func TestRunNeverWedges(t *testing.T) {
 	}
 	d := log.decisions(t)
 	for _, id := range []string{"pr-99", "pr-exp", "pr-gone", "pr-nodb"} {
-		if d["rejected/"+id] != want[id] {
-			t.Errorf("audit: %d rejected records of %s, want %d (%v)", d["rejected/"+id], id, want[id], d)
+		if d[key(audit.Rejected, id)] != want[id] {
+			t.Errorf("audit: %d rejected records of %s, want %d (%v)", d[key(audit.Rejected, id)], id, want[id], d)
 		}
 	}
-	if d["rejected/pr-own"] != want["pr-own"] {
-		t.Errorf("audit: %d rejected records of pr-own, want %d", d["rejected/pr-own"], want["pr-own"])
+	if d[key(audit.Rejected, "pr-own")] != want["pr-own"] {
+		t.Errorf("audit: %d rejected records of pr-own, want %d", d[key(audit.Rejected, "pr-own")], want["pr-own"])
 	}
 	if len(runErrs) == 0 {
 		t.Error("OnError never called")

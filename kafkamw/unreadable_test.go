@@ -15,6 +15,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -131,9 +132,9 @@ func TestUnreadable(t *testing.T) {
 			}
 			rejected, other := 0, 0
 			for k, n := range log.decisions(t) {
-				if strings.HasPrefix(k, "rejected/") {
+				if strings.HasPrefix(k, key(audit.Rejected, "")) {
 					rejected += n
-				} else if !strings.HasPrefix(k, "fallback/") {
+				} else if !strings.HasPrefix(k, key(audit.Fallback, "")) {
 					other += n
 				}
 			}
@@ -207,9 +208,7 @@ func TestDeadLetterFailure(t *testing.T) {
 	if n := calls.Load(); n != 1 {
 		t.Errorf("dead-letter writer tried %d times, want once: after a failure it rests", n)
 	}
-	log.mu.Lock()
-	rec := log.buf.String()
-	log.mu.Unlock()
+	rec := log.text()
 	for _, off := range []string{"/0/0", "/0/1"} {
 		if !strings.Contains(rec, "dead-letter write failed, message left at "+topic+off) {
 			t.Errorf("audit does not name %s%s as left in the topic:\n%s", topic, off, rec)
