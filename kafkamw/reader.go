@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/semaphore"
 
+	pub "github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -441,14 +442,15 @@ func decisionEvents(baseline bool, service, group string) [2]audit.Event {
 	ev := func(d audit.Decision, reason string) audit.Event {
 		return audit.Event{Decision: d, Protocol: audit.Kafka, Peer: group, Reason: reason}
 	}
+	notOverridden := pub.ReasonNotOverridden + ": " + service + " at the message's time"
 	if baseline {
 		return [2]audit.Event{
-			ev(audit.Fallback, "consumed by the baseline reader: the sandbox does not override "+service+" at the message's time"),
+			ev(audit.Fallback, notOverridden+"; consumed by the baseline reader"),
 			ev(audit.Skipped, "left to the sandbox's reader: the sandbox overrides "+service+" at the message's time"),
 		}
 	}
 	return [2]audit.Event{
-		ev(audit.Skipped, "left to the baseline reader: the sandbox does not override "+service+" at the message's time"),
+		ev(audit.Skipped, notOverridden+"; left to the baseline reader"),
 		ev(audit.Routed, "consumed by the sandbox's reader of "+service),
 	}
 }

@@ -173,6 +173,11 @@ func TestMixedStream(t *testing.T) {
 	if got, want := sbLog.decisions(t), map[string]int{key(audit.Routed, sbA.ID): n / 3}; !maps.Equal(got, want) {
 		t.Errorf("sandbox audit %v, want %v", got, want)
 	}
+	for _, rec := range baseLog.rec.Records() {
+		if rec[audit.KeyDecision] == string(audit.Fallback) && !strings.HasPrefix(rec[audit.KeyReason], audit.ReasonNotOverridden) {
+			t.Errorf("fallback record's reason %q does not start with audit.ReasonNotOverridden", rec[audit.KeyReason])
+		}
+	}
 }
 
 // TestSandboxStartOffsets: a new sandbox group starts at the offsets of the
