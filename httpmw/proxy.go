@@ -154,7 +154,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if p.budget.g == nil {
+	if !p.budget.Active() {
 		p.rp.ServeHTTP(w, r)
 		return
 	}

@@ -95,7 +95,7 @@ func (t *Transport) c() *propagation.Codec {
 func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	s, ok := propagation.FromContext(r.Context())
 	if !ok {
-		if t.budget.baseline {
+		if t.budget.Covers(false) {
 			return t.roundTripBaseline(r)
 		}
 		return t.next().RoundTrip(r)
@@ -142,7 +142,7 @@ func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox) (re
 	if t.table != nil && svc != "" {
 		upstream, routed = t.table.Lookup(s.ID, svc)
 	}
-	if t.budget.g != nil {
+	if t.budget.Active() {
 		target := svc
 		if target == "" {
 			target = r.URL.Host
