@@ -18,24 +18,38 @@ import (
 // markers from a trusted source are answered with 400 Bad Request and do
 // not reach h. See the package documentation for the trust rules. With no
 // trust option, nothing is trusted. With [WithBreaker], sandbox requests
-// over their budget are answered 429 or 503 and do not reach h. A nil h
-// answers 404 Not Found.
-func NewHandler(h http.Handler, opts ...Option) http.Handler {
-	cfg := newConfig(opts)
-	return newHandler(h, &cfg)
+// over their budget are answered 429 or 503 and do not reach h.
+//
+// A nil h, and misconfigured options, are errors wrapping [ErrConfig].
+func NewHandler(h http.Handler, opts ...HandlerOption) (http.Handler, error) {
+	if h == nil {
+		return nil, configErr("NewHandler: nil handler")
+	}
+	cfg, err := handlerConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	return newHandler(h, &cfg), nil
 }
 
 // NewMiddleware returns a function that wraps handlers as [NewHandler]
-// does, with options resolved once for all of them.
-func NewMiddleware(opts ...Option) func(http.Handler) http.Handler {
-	cfg := newConfig(opts)
-	return func(h http.Handler) http.Handler { return newHandler(h, &cfg) }
+// does, with options resolved once for all of them. Misconfigured options
+// are an error wrapping [ErrConfig]. The function wraps a nil handler
+// around http.NotFoundHandler.
+func NewMiddleware(opts ...HandlerOption) (func(http.Handler) http.Handler, error) {
+	cfg, err := handlerConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	return func(h http.Handler) http.Handler {
+		if h == nil {
+			h = http.NotFoundHandler()
+		}
+		return newHandler(h, &cfg)
+	}, nil
 }
 
 func newHandler(h http.Handler, cfg *config) *handler {
-	if h == nil {
-		h = http.NotFoundHandler()
-	}
 	return &handler{next: h, gate: newGate(cfg, ""), budget: newBudget(cfg)}
 }
 
