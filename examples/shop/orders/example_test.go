@@ -48,7 +48,11 @@ func ExampleNewHandler() {
 	}
 	defer events.Close()
 
-	srv := httptest.NewServer(orders.NewHandler(db, events, httpmw.TrustAll()))
+	h, err := orders.NewHandler(db, events, httpmw.TrustAll())
+	if err != nil {
+		panic(err)
+	}
+	srv := httptest.NewServer(h)
 	defer srv.Close()
 	for _, id := range []string{"PR_42", "pr-7"} {
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/orders",
