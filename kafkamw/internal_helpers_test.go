@@ -28,5 +28,5 @@ func bareReader(tb testing.TB, table *routes.Table, service string, opts ...Read
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: semaphore.NewWeighted(1)}
+	return &Reader{cfg: cfg, gate: cfg.gate(), markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: semaphore.NewWeighted(1)}
 }

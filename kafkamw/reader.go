@@ -16,6 +16,7 @@ import (
 
 	pub "github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/internal/audit"
+	"github.com/sandboxkit/sandboxkit/internal/ingress"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
@@ -45,6 +46,10 @@ var (
 	// record, and not held.
 	ErrDeadLetter = errors.New("kafkamw: writing to the dead-letter topic failed")
 )
+
+// errUnreadable is the reason of the record of a message whose sandbox
+// headers cannot be read; the codec's error follows it.
+var errUnreadable = errors.New("unreadable sandbox headers, message skipped")
 
 // Headers the reader adds to a message it writes to the dead-letter topic.
 const (
@@ -108,6 +113,7 @@ type Reader struct {
 	markers markers
 	group   string
 	topics  []string
+	gate    ingress.Gate   // the audit records, span attributes and context of the messages decided
 	events  [2]audit.Event // the audit record of a tagged message, by "route active"
 
 	inner atomic.Pointer[kafka.Reader]
@@ -177,6 +183,7 @@ func NewReader(cfg kafka.ReaderConfig, table *routes.Table, service string, opts
 	if len(r.topics) == 0 {
 		r.topics = []string{cfg.Topic}
 	}
+	r.gate = c.gate()
 	r.events = decisionEvents(c.sandbox == "", c.service, r.group)
 	r.metrics = r.observe(c.meters)
 	if c.sandbox == "" {
@@ -185,6 +192,11 @@ func NewReader(cfg kafka.ReaderConfig, table *routes.Table, service string, opts
 		r.startMu.Unlock()
 	}
 	return r, nil
+}
+
+// gate returns the admission kernel of a reader configured by c.
+func (c *readerConfig) gate() ingress.Gate {
+	return ingress.Gate{Codec: c.codec, Logger: c.logger, Protocol: audit.Kafka}
 }
 
 // validateReaderConfig runs the checks with which kafka.NewReader would
@@ -370,12 +382,7 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 	if err != nil {
 		if baseline {
 			dl := r.deadLetterOrSkip(ctx, msg, err.Error())
-			if r.cfg.logger != nil {
-				audit.Emit(ctx, r.cfg.logger, audit.Event{
-					Decision: audit.Rejected, Sandbox: audit.Clip(m.Sandbox), Protocol: audit.Kafka,
-					Peer: r.group, Target: msg.Topic, Reason: "unreadable sandbox headers, message skipped: " + err.Error() + dl,
-				})
-			}
+			r.gate.Refuse(ctx, audit.Rejected, m.Sandbox, r.group, msg.Topic, errUnreadable, func() string { return err.Error() + dl })
 		}
 		r.unreadable.Add(1)
 		return ctx, false, nil
@@ -396,20 +403,18 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 		return ctx, false, nil
 	}
 	own := baseline == (who == ownerBaseline)
-	if r.cfg.logger != nil {
+	if r.gate.Logging() {
 		ev := r.events[0]
 		if who == ownerSandbox {
 			ev = r.events[1]
 		}
 		ev.Sandbox, ev.Target = s, msg.Topic
-		audit.Emit(ctx, r.cfg.logger, ev)
+		r.gate.Record(ctx, ev)
 	}
 	if !own {
 		return ctx, false, nil
 	}
-	out := r.cfg.codec.ContextWithSandbox(ctx, s)
-	audit.Annotate(out, &s)
-	return out, true, nil
+	return r.gate.Enter(ctx, s), true, nil
 }
 
 // orphaned handles a message of sandbox s that belongs to no reader: the
@@ -423,13 +428,13 @@ func (r *Reader) orphaned(ctx context.Context, msg *kafka.Message, s propagation
 		dl = r.deadLetterOrSkip(ctx, msg, reason)
 	}
 	r.orphans.Add(1)
-	if r.cfg.logger != nil {
+	if r.gate.Logging() {
 		d := audit.Skipped
 		if r.cfg.sandbox == "" {
 			d = audit.Rejected // the owner of last resort refuses it
 		}
-		audit.Emit(ctx, r.cfg.logger, audit.Event{
-			Decision: d, Sandbox: s, Protocol: audit.Kafka, Peer: r.group, Target: msg.Topic,
+		r.gate.Record(ctx, audit.Event{
+			Decision: d, Sandbox: s, Peer: r.group, Target: msg.Topic,
 			Reason: reason + ", skipped" + dl,
 		})
 	}
@@ -440,7 +445,7 @@ func (r *Reader) orphaned(ctx context.Context, msg *kafka.Message, s propagation
 // reader.
 func decisionEvents(baseline bool, service, group string) [2]audit.Event {
 	ev := func(d audit.Decision, reason string) audit.Event {
-		return audit.Event{Decision: d, Protocol: audit.Kafka, Peer: group, Reason: reason}
+		return audit.Event{Decision: d, Peer: group, Reason: reason}
 	}
 	notOverridden := pub.ReasonNotOverridden + ": " + service + " at the message's time"
 	if baseline {
