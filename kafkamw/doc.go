@@ -195,11 +195,17 @@
 // # Audit
 //
 // With [WithLogger], every decision about a tagged message is one audit
-// record (internal/audit): the baseline reader records fallback for the
-// messages it processes and skipped for those it leaves to a sandbox reader;
-// a sandbox reader records routed for its messages and skipped for those of
-// its sandbox it leaves to the baseline. The sandbox ID is set on the span in
-// the context passed to FetchMessage, if it is recording.
+// record, in the schema of package [github.com/sandboxkit/sandboxkit/audit]
+// (protocol kafka, peer the consumer group, target the topic): the baseline
+// reader records fallback for the messages it processes (reason
+// [github.com/sandboxkit/sandboxkit/audit.ReasonNotOverridden]) and skipped
+// for those it leaves to a sandbox reader; a sandbox reader records routed
+// for its messages and skipped for those of its sandbox it leaves to the
+// baseline. The baseline reader records unreadable and orphaned messages
+// as rejected (a sandbox reader its own orphans as skipped), [Reader.Run]
+// the messages it gives up on as rejected, and a [Writer] a write refused
+// by its budget as throttled. The sandbox ID is set on the span in the context passed to
+// FetchMessage, if it is recording.
 //
 // # Cost
 //
