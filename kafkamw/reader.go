@@ -33,7 +33,9 @@ var (
 	ErrConflict = errors.New("kafkamw: message sandbox headers conflict with the context")
 	// ErrRoutesBehind reports a message newer than the route table's last
 	// sync, for longer than the reader waits ([WithRouteWait]). The reader
-	// keeps the message and decides it again on the next FetchMessage.
+	// keeps the message and decides it again on the next FetchMessage. A
+	// sandbox reader's first FetchMessage reports it too when its sandbox
+	// has no route in a table that has not synced up to that moment.
 	ErrRoutesBehind = errors.New("kafkamw: route table has not synced up to the message's time")
 	// ErrNoRoute reports a sandbox reader whose sandbox has no route for the
 	// service in the route table, so that it cannot know where its

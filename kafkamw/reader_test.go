@@ -279,19 +279,34 @@ func TestSandboxStartOffsets(t *testing.T) {
 }
 
 // TestNoRoute: a sandbox reader whose sandbox has no route for the service
-// reports it instead of guessing a start.
+// reports it instead of guessing a start; one whose table has never loaded
+// says that the table is behind, not that there is no route.
 func TestNoRoute(t *testing.T) {
 	addrs := kafkatest.Start(t)
 	topic := kafkatest.Topic(t, addrs, 1)
-	table := routes.New()
-	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, "g"), table, service,
-		kafkamw.AsSandbox(sbA.ID), kafkamw.WithRouteWait(30*time.Millisecond))
+	loaded, err := routes.NewStatic([]routes.Sandbox{{ID: sbA.ID}}) // it exists, without a route
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
-	if _, _, err := r.FetchMessage(context.Background()); !errors.Is(err, kafkamw.ErrNoRoute) {
-		t.Fatalf("FetchMessage = %v, want ErrNoRoute", err)
+	for _, tc := range []struct {
+		name  string
+		table *routes.Table
+		want  error
+	}{
+		{"no route", loaded, kafkamw.ErrNoRoute},
+		{"never loaded", routes.New(), kafkamw.ErrRoutesBehind},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, "g"), tc.table, service,
+				kafkamw.AsSandbox(sbA.ID), kafkamw.WithRouteWait(30*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			if _, _, err := r.FetchMessage(context.Background()); !errors.Is(err, tc.want) {
+				t.Fatalf("FetchMessage = %v, want %v", err, tc.want)
+			}
+		})
 	}
 }
 
