@@ -139,34 +139,30 @@ func (c *config) fail(err error) {
 	}
 }
 
-func handlerConfig(opts []HandlerOption) (config, error) {
+// newConfig applies opts to a new config, skipping nil options, with
+// apply the role's method (HandlerOption.applyHandler, ...), and checks
+// the result; ingress: the constructor admits incoming requests.
+func newConfig[O comparable](opts []O, apply func(O, *config), ingress bool) (config, error) {
 	var c config
+	var none O
 	for _, o := range opts {
-		if o != nil {
-			o.applyHandler(&c)
+		if o != none {
+			apply(o, &c)
 		}
 	}
-	return c, c.finish(true)
+	return c, c.finish(ingress)
+}
+
+func handlerConfig(opts []HandlerOption) (config, error) {
+	return newConfig(opts, HandlerOption.applyHandler, true)
 }
 
 func transportConfig(opts []TransportOption) (config, error) {
-	var c config
-	for _, o := range opts {
-		if o != nil {
-			o.applyTransport(&c)
-		}
-	}
-	return c, c.finish(false)
+	return newConfig(opts, TransportOption.applyTransport, false)
 }
 
 func proxyConfig(opts []ProxyOption) (config, error) {
-	var c config
-	for _, o := range opts {
-		if o != nil {
-			o.applyProxy(&c)
-		}
-	}
-	return c, c.finish(true)
+	return newConfig(opts, ProxyOption.applyProxy, true)
 }
 
 // finish checks what no single option can: conflicts between options. It
