@@ -252,14 +252,17 @@ func WithTrustedHops(n int) TrustOption {
 // WithVerifier accepts sandbox markers from any peer when they come with a
 // valid signed ticket (see [propagation.Signer]), and rejects requests whose
 // ticket is invalid, expired, or signed for another sandbox, actor or
-// origin. A nil verifier is a misconfiguration.
+// origin. A nil verifier, or two different ones, is a misconfiguration.
 func WithVerifier(v *propagation.Verifier) TrustOption {
 	return trustOption(func(cfg *config) {
-		if v == nil {
+		switch {
+		case v == nil:
 			cfg.fail(configErr("WithVerifier: nil verifier"))
-			return
+		case cfg.policy.Verifier != nil && cfg.policy.Verifier != v:
+			cfg.fail(configErr("WithVerifier: two different verifiers"))
+		default:
+			cfg.policy.Verifier = v
 		}
-		cfg.policy.Verifier = v
 	})
 }
 

@@ -25,6 +25,14 @@ func TestConfigErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	v1, err := propagation.NewVerifier(propagation.Key{ID: "a", Secret: []byte(strings.Repeat("a", 32))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := propagation.NewVerifier(propagation.Key{ID: "b", Secret: []byte(strings.Repeat("b", 32))})
+	if err != nil {
+		t.Fatal(err)
+	}
 	handler := func(opts ...httpmw.HandlerOption) func() error {
 		return func() error { _, err := httpmw.NewHandler(app, opts...); return err }
 	}
@@ -41,6 +49,7 @@ func TestConfigErrors(t *testing.T) {
 		{"hops without networks", handler(httpmw.WithTrustedHops(1)), "WithTrustedHops needs WithTrustedNetworks"},
 		{"negative hops", handler(httpmw.WithTrustedNetworks(pfx("10.0.0.0/8")), httpmw.WithTrustedHops(-1)), "WithTrustedHops: negative hop count"},
 		{"nil verifier", handler(httpmw.WithVerifier(nil)), "WithVerifier: nil verifier"},
+		{"two verifiers", handler(httpmw.WithVerifier(v1), httpmw.WithVerifier(v2)), "WithVerifier: two different verifiers"},
 		{"nil codec", handler(httpmw.WithCodec(nil)), "WithCodec: nil codec"},
 		{"two codecs", handler(httpmw.WithCodec(propagation.Default()), httpmw.WithCodec(other)), "WithCodec: two different codecs"},
 		{"middleware", func() error {
