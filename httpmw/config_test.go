@@ -3,6 +3,7 @@ package httpmw_test
 import (
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/internal/compiletest"
 	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 // TestConfigErrors: every misconfiguration is an error from the
@@ -190,6 +192,50 @@ func f(h http.Handler, tab *routes.Table, u *url.URL, p netip.Prefix) {
 			t.Errorf("%s: %v, want it to compile", tc.name, err)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%s: %v, want a compile error with %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestMiddlewareNilHandler: the middleware cannot return an error for a
+// nil handler, so it wraps http.NotFoundHandler, as documented.
+func TestMiddlewareNilHandler(t *testing.T) {
+	mw, err := httpmw.NewMiddleware(httpmw.TrustAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	mw(nil).ServeHTTP(w, newRequest("10.1.2.3:1"))
+	if w.Code != http.StatusNotFound {
+		t.Errorf("status %d, want 404", w.Code)
+	}
+}
+
+// TestHostRoutingCopiesHosts: the transport keeps its own copy of the
+// host map; the caller's later changes do not reach it.
+func TestHostRoutingCopiesHosts(t *testing.T) {
+	var got string
+	base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		got = r.URL.Host
+		return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody}, nil
+	})
+	tab := newTable(t, routes.Sandbox{ID: "pr-1", Services: map[string]routes.Route{"cart": {Upstream: "http://cart-pr-1:80"}}})
+	hosts := map[string]string{"cart:80": "cart"}
+	tr, err := httpmw.NewHostRoutingTransport(base, tab, hosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts["cart:80"] = "orders"
+	hosts["orders:80"] = "cart"
+	for _, tc := range []struct{ url, want string }{
+		{"http://cart:80/items", "cart-pr-1:80"},
+		{"http://orders:80/items", "orders:80"},
+	} {
+		req := mustRequest(t, sandboxCtx("pr-1", ""), http.MethodGet, tc.url, nil)
+		if _, err := tr.RoundTrip(req); err != nil {
+			t.Fatal(err)
+		}
+		if got != tc.want {
+			t.Errorf("%s went to %s, want %s", tc.url, got, tc.want)
 		}
 	}
 }
