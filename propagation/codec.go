@@ -218,6 +218,32 @@ func values(carrier otelprop.TextMapCarrier, key, canon string, one *[1]string) 
 // Read does not allocate when the carrier holds no markers, and allocates
 // only to percent-decode values when it does.
 func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
+	if h, ok := carrier.(otelprop.HeaderCarrier); ok && c.quiet(http.Header(h)) {
+		return Markers{}, nil
+	}
+	return c.read(carrier)
+}
+
+// quiet reports whether h holds none of the markers [Codec.Read] looks for
+// when there are no others: no dedicated header, no baggage that
+// [Codec.mentions] our keys, no header named as the ID key or a
+// compatibility key in any of its forms. It is the whole of Read for a
+// request without markers, which most requests are: a few map lookups,
+// the cheapest first, and no Markers built.
+func (c *Codec) quiet(h http.Header) bool {
+	if c.header != "" {
+		if _, ok := h[c.headerCanon]; ok {
+			return false
+		}
+	}
+	if b, ok := h["Baggage"]; ok && c.mentions(b) {
+		return false
+	}
+	return !hasHeader(h, c.idHeaders)
+}
+
+// read is Read without the quiet test.
+func (c *Codec) read(carrier otelprop.TextMapCarrier) (Markers, error) {
 	var m Markers
 	var one [1]string
 	var err error
@@ -279,7 +305,10 @@ func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
 // strict: unreadable markers return ctx unchanged and an error (see
 // [Codec.Read]); a carrier without markers returns ctx unchanged and nil.
 func (c *Codec) Extract(ctx context.Context, carrier otelprop.TextMapCarrier) (context.Context, error) {
-	m, err := c.Read(carrier)
+	if h, ok := carrier.(otelprop.HeaderCarrier); ok && c.quiet(http.Header(h)) {
+		return ctx, nil
+	}
+	m, err := c.read(carrier)
 	if err != nil || !m.Found {
 		return ctx, err
 	}
