@@ -23,8 +23,24 @@ import (
 // baggageKey is the W3C baggage header as gRPC metadata spells it.
 const baggageKey = "baggage"
 
-// UnaryServerInterceptor returns a server interceptor that reads the sandbox
-// markers of each incoming call and decides, by the trust options, what to
+// ServerInterceptors are the unary and stream server interceptors of one
+// trust policy. Build them with [NewServerInterceptors] and install both:
+//
+//	in, err := grpcmw.NewServerInterceptors(grpcmw.WithTrustedNetworks(mesh))
+//	if err != nil {
+//		return err
+//	}
+//	srv := grpc.NewServer(
+//		grpc.ChainUnaryInterceptor(in.Unary()),
+//		grpc.ChainStreamInterceptor(in.Stream()))
+//
+// They are safe for concurrent use.
+type ServerInterceptors struct {
+	s *server
+}
+
+// NewServerInterceptors returns server interceptors that read the sandbox
+// markers of each incoming call and decide, by the trust options, what to
 // do with them:
 //
 //   - none: the handler runs with the context as it came;
@@ -40,8 +56,28 @@ const baggageKey = "baggage"
 // With [WithBreaker], a call over its sandbox's budget fails with
 // codes.Unavailable or codes.ResourceExhausted and the handler is not
 // called.
-func UnaryServerInterceptor(opts ...Option) grpc.UnaryServerInterceptor {
-	s := newServer(opts)
+//
+// Options that cannot work (see [ErrConfig]) are an error; nil options are
+// skipped.
+func NewServerInterceptors(opts ...ServerOption) (*ServerInterceptors, error) {
+	cfg, err := newServerConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &ServerInterceptors{s: &server{
+		codec:  cfg.codec,
+		logger: cfg.logger,
+		policy: cfg.policy,
+		header: cfg.codec.Header(),
+		keys:   cfg.codec.Keys(),
+		named:  namedKeys(cfg.codec),
+		budget: newBudget(&cfg),
+	}}, nil
+}
+
+// Unary returns the unary server interceptor.
+func (in *ServerInterceptors) Unary() grpc.UnaryServerInterceptor {
+	s := in.s
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		ctx, err := s.admit(ctx, info.FullMethod)
 		if err != nil {
@@ -66,10 +102,10 @@ func UnaryServerInterceptor(opts ...Option) grpc.UnaryServerInterceptor {
 	}
 }
 
-// StreamServerInterceptor is [UnaryServerInterceptor] for streaming calls:
-// the handler receives a stream whose Context carries the decision.
-func StreamServerInterceptor(opts ...Option) grpc.StreamServerInterceptor {
-	s := newServer(opts)
+// Stream returns the stream server interceptor: the handler receives a
+// stream whose Context carries the decision.
+func (in *ServerInterceptors) Stream() grpc.StreamServerInterceptor {
+	s := in.s
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx := ss.Context()
 		next, err := s.admit(ctx, info.FullMethod)
@@ -115,19 +151,6 @@ type server struct {
 	keys   []string // our baggage keys, to spot them without parsing
 	named  []string // metadata keys looked for as markers (see namedKeys)
 	budget budget
-}
-
-func newServer(opts []Option) *server {
-	cfg := newConfig(opts)
-	return &server{
-		codec:  cfg.codec,
-		logger: cfg.logger,
-		policy: cfg.policy,
-		header: cfg.codec.Header(),
-		keys:   cfg.codec.Keys(),
-		named:  namedKeys(cfg.codec),
-		budget: newBudget(&cfg),
-	}
 }
 
 // admit applies the trust policy to the markers in ctx's incoming metadata.
@@ -323,15 +346,41 @@ func peerAddr(p *peer.Peer) netip.Addr {
 	return ap.Addr()
 }
 
-// UnaryClientInterceptor returns a client interceptor that writes the
-// context's sandbox into the call's outgoing metadata (the dedicated header
-// and W3C baggage), merged with the metadata the caller set: foreign baggage
-// members are kept, ours are replaced. A context without a sandbox is passed
-// on untouched, at no cost. Of the options [WithCodec], [WithBreaker] and
-// [WithLogger] (for the breaker's refusals) matter.
-func UnaryClientInterceptor(opts ...Option) grpc.UnaryClientInterceptor {
-	cfg := newConfig(opts)
-	codec, bud := cfg.codec, newBudget(&cfg)
+// ClientInterceptors are the unary and stream client interceptors. Build
+// them with [NewClientInterceptors] and install both:
+//
+//	out, err := grpcmw.NewClientInterceptors()
+//	if err != nil {
+//		return err
+//	}
+//	conn, err := grpc.NewClient(target, creds,
+//		grpc.WithChainUnaryInterceptor(out.Unary()),
+//		grpc.WithChainStreamInterceptor(out.Stream()))
+//
+// They are safe for concurrent use.
+type ClientInterceptors struct {
+	codec  *propagation.Codec
+	budget budget
+}
+
+// NewClientInterceptors returns client interceptors that write the
+// context's sandbox into each call's outgoing metadata (the dedicated
+// header and W3C baggage), merged with the metadata the caller set: foreign
+// baggage members are kept, ours are replaced. A context without a sandbox
+// is passed on untouched, at no cost. [WithCodec], [WithBreaker] and
+// [WithLogger] (for the breaker's refusals) apply; the options only
+// [NewRouter] uses are an [ErrConfig] error, and nil options are skipped.
+func NewClientInterceptors(opts ...ClientOption) (*ClientInterceptors, error) {
+	cfg, err := newClientConfig(opts, false)
+	if err != nil {
+		return nil, err
+	}
+	return &ClientInterceptors{codec: cfg.codec, budget: newBudget(&cfg)}, nil
+}
+
+// Unary returns the unary client interceptor.
+func (out *ClientInterceptors) Unary() grpc.UnaryClientInterceptor {
+	codec, bud := out.codec, out.budget
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		s, ok := propagation.FromContext(ctx)
 		if !bud.covers(ok) {
@@ -353,12 +402,10 @@ func UnaryClientInterceptor(opts ...Option) grpc.UnaryClientInterceptor {
 	}
 }
 
-// StreamClientInterceptor is [UnaryClientInterceptor] for streaming calls.
-// A budgeted stream ([WithBreaker]) is in flight until gRPC reports its
-// end.
-func StreamClientInterceptor(opts ...Option) grpc.StreamClientInterceptor {
-	cfg := newConfig(opts)
-	codec, bud := cfg.codec, newBudget(&cfg)
+// Stream returns the stream client interceptor. A budgeted stream
+// ([WithBreaker]) is in flight until gRPC reports its end.
+func (out *ClientInterceptors) Stream() grpc.StreamClientInterceptor {
+	codec, bud := out.codec, out.budget
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		s, ok := propagation.FromContext(ctx)
 		if !bud.covers(ok) {

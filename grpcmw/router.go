@@ -2,7 +2,6 @@ package grpcmw
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -98,22 +97,25 @@ func (c *sandboxConn) close() {
 //
 // NewRouter starts one goroutine that watches the table; [Router.Close]
 // stops it.
-func NewRouter(baseline grpc.ClientConnInterface, table *routes.Table, service string, opts ...Option) (*Router, error) {
+func NewRouter(baseline grpc.ClientConnInterface, table *routes.Table, service string, opts ...ClientOption) (*Router, error) {
 	if baseline == nil {
-		return nil, errors.New("grpcmw: NewRouter needs a baseline connection")
+		return nil, configErrorf("NewRouter", "nil baseline connection")
 	}
 	if table == nil {
-		return nil, errors.New("grpcmw: NewRouter needs a route table")
+		return nil, configErrorf("NewRouter", "nil route table")
 	}
 	if service == "" {
-		return nil, errors.New("grpcmw: NewRouter needs a service name")
+		return nil, configErrorf("NewRouter", "empty service name")
 	}
-	cfg := newConfig(opts)
+	cfg, err := newClientConfig(opts, true)
+	if err != nil {
+		return nil, err
+	}
 	// grpc.NewClient connects lazily: building a client for a dummy target
 	// checks the options (credentials above all) without any I/O.
 	probe, err := grpc.NewClient("passthrough:///sandboxkit-probe", cfg.dialOpts...)
 	if err != nil {
-		return nil, fmt.Errorf("grpcmw: dial options: %w", err)
+		return nil, configErrorf("WithDialOptions", "%w", err)
 	}
 	probe.Close()
 

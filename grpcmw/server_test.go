@@ -66,7 +66,7 @@ func TestServerTrust(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clockAt := func(at time.Time) grpcmw.Option { return grpcmw.WithClock(func() time.Time { return at }) }
+	clockAt := func(at time.Time) grpcmw.ServerOption { return grpcmw.WithClock(func() time.Time { return at }) }
 	bigBaggage := "sandbox.id=feat-1"
 	for i := range 64 {
 		bigBaggage += ",m" + string(rune('a'+i%26)) + string(rune('a'+i/26)) + "=1"
@@ -83,104 +83,104 @@ func TestServerTrust(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		opts []grpcmw.Option
+		opts []grpcmw.ServerOption
 		md   []string
 		want want
 	}{
 		{
 			name: "no markers",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"baggage", "foo=bar"},
 			want: want{baggage: "foo=bar"},
 		},
 		{
 			name: "trusted peer, header",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"sandbox-id", "feat-1"},
 			want: want{sandbox: "feat-1", header: "feat-1", decision: "admitted"},
 		},
 		{
 			name: "trusted peer, baggage only",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"baggage", "foo=bar,sandbox.id=feat-1,sandbox.actor=alice%40example.com"},
 			want: want{sandbox: "feat-1", actor: "alice@example.com", baggage: "foo=bar,sandbox.id=feat-1,sandbox.actor=alice%40example.com", decision: "admitted"},
 		},
 		{
 			name: "trust all",
-			opts: []grpcmw.Option{grpcmw.TrustAll()},
+			opts: []grpcmw.ServerOption{grpcmw.TrustAll()},
 			md:   []string{"sandbox-id", "feat-1", "baggage", "sandbox.id=feat-1"},
 			want: want{sandbox: "feat-1", header: "feat-1", baggage: "sandbox.id=feat-1", decision: "admitted"},
 		},
 		{
 			name: "untrusted peer is stripped",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"sandbox-id", "feat-1", "baggage", "foo=bar,sandbox.id=feat-1,sandbox.actor=mallory"},
 			want: want{baggage: "foo=bar", decision: "stripped"},
 		},
 		// Issue 13: markers under the wide definition.
 		{
 			name: "trusted peer, empty sandbox-id is unreadable",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"sandbox-id", ""},
 			want: want{code: codes.InvalidArgument, msg: "is empty", decision: "rejected"},
 		},
 		{
 			name: "trusted peer, percent-encoded key",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"baggage", "sandbox%2Eid=feat-1"},
 			want: want{code: codes.InvalidArgument, msg: "lenient parser", decision: "rejected"},
 		},
 		{
 			name: "trusted peer, metadata named as a baggage key",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"sandbox-id", "feat-1", "sandbox.id", "feat-1"},
 			want: want{code: codes.InvalidArgument, msg: "baggage member key", decision: "rejected"},
 		},
 		{
 			name: "trusted peer, metadata named as a baggage key alone",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"sandbox.id", "feat-1"},
 			want: want{code: codes.InvalidArgument, msg: "baggage member key", decision: "rejected"},
 		},
 		{
 			name: "trust all, metadata named as a baggage key alone",
-			opts: []grpcmw.Option{grpcmw.TrustAll()},
+			opts: []grpcmw.ServerOption{grpcmw.TrustAll()},
 			md:   []string{"sandbox.id", "feat-1"},
 			want: want{code: codes.InvalidArgument, msg: "baggage member key", decision: "rejected"},
 		},
 		{
 			name: "untrusted peer, metadata named as a baggage key alone is stripped",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"sandbox.id", "feat-1"},
 			want: want{decision: "stripped"},
 		},
 		{
 			name: "untrusted peer, lookalikes and foreign routing keys are stripped",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"baggage", "foo=bar,+sandbox.id=feat-1,%20sandbox.actor=x,sd-routing-key=x", "uberctx-sd-routing-key", "x"},
 			want: want{baggage: "foo=bar", decision: "stripped"},
 		},
 		{
 			name: "untrusted peer, only foreign routing keys: stripped",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"baggage", "foo=bar,sd-routing-key=x,okteto-divert=y", "ot-baggage-sd-routing-key", "x"},
 			want: want{baggage: "foo=bar", decision: "stripped"},
 		},
 		{
 			name: "untrusted peer, only a Signadot header form: stripped",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"uberctx-sd-routing-key", "x", "baggage", "foo=bar"},
 			want: want{baggage: "foo=bar", decision: "stripped"},
 		},
 		{
 			name: "trusted peer, foreign routing keys travel",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"baggage", "foo=bar,sd-routing-key=x"},
 			want: want{baggage: "foo=bar,sd-routing-key=x"},
 		},
 		{
 			name: "untrusted peer, KeepForeignRoutingKeys",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithCodec(keepForeign)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithCodec(keepForeign)},
 			md:   []string{"baggage", "foo=bar,sd-routing-key=x"},
 			want: want{baggage: "foo=bar,sd-routing-key=x"},
 		},
@@ -191,79 +191,79 @@ func TestServerTrust(t *testing.T) {
 		},
 		{
 			name: "untrusted peer with unreadable markers is stripped, not rejected",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"sandbox-id", "Not_A_Label"},
 			want: want{decision: "stripped"},
 		},
 		{
 			name: "malformed ID",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"sandbox-id", "Feat_1"},
 			want: want{code: codes.InvalidArgument, msg: "invalid sandbox ID", decision: "rejected"},
 		},
 		{
 			name: "header and baggage disagree",
-			opts: []grpcmw.Option{grpcmw.TrustAll()},
+			opts: []grpcmw.ServerOption{grpcmw.TrustAll()},
 			md:   []string{"sandbox-id", "feat-1", "baggage", "sandbox.id=feat-2"},
 			want: want{code: codes.InvalidArgument, msg: "conflicting sandbox markers", decision: "rejected"},
 		},
 		{
 			name: "two header values",
-			opts: []grpcmw.Option{grpcmw.TrustAll()},
+			opts: []grpcmw.ServerOption{grpcmw.TrustAll()},
 			md:   []string{"sandbox-id", "feat-1", "sandbox-id", "feat-2"},
 			want: want{code: codes.InvalidArgument, msg: "conflicting sandbox markers", decision: "rejected"},
 		},
 		{
 			name: "bad percent-encoding",
-			opts: []grpcmw.Option{grpcmw.TrustAll()},
+			opts: []grpcmw.ServerOption{grpcmw.TrustAll()},
 			md:   []string{"baggage", "sandbox.id=feat-1,sandbox.actor=%zz"},
 			want: want{code: codes.InvalidArgument, msg: "malformed sandbox marker", decision: "rejected"},
 		},
 		{
 			name: "actor without ID",
-			opts: []grpcmw.Option{grpcmw.TrustAll()},
+			opts: []grpcmw.ServerOption{grpcmw.TrustAll()},
 			md:   []string{"baggage", "sandbox.actor=alice"},
 			want: want{code: codes.InvalidArgument, msg: "without a sandbox ID", decision: "rejected"},
 		},
 		{
 			name: "baggage over the W3C limits",
-			opts: []grpcmw.Option{grpcmw.TrustAll()},
+			opts: []grpcmw.ServerOption{grpcmw.TrustAll()},
 			md:   []string{"baggage", bigBaggage},
 			want: want{code: codes.InvalidArgument, msg: "W3C limits", decision: "rejected"},
 		},
 		{
 			name: "valid ticket from an untrusted peer",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(verifier), clockAt(issued)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(verifier), clockAt(issued)},
 			md:   []string{"baggage", "sandbox.id=feat-1,sandbox.actor=alice%40example.com,sandbox.ticket=" + ticket},
 			want: want{sandbox: "feat-1", actor: "alice@example.com", baggage: "sandbox.id=feat-1,sandbox.actor=alice%40example.com,sandbox.ticket=" + ticket, decision: "admitted"},
 		},
 		{
 			name: "ticket for another actor (tampered)",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(verifier), clockAt(issued)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(verifier), clockAt(issued)},
 			md:   []string{"baggage", "sandbox.id=feat-1,sandbox.actor=mallory,sandbox.ticket=" + ticket},
 			want: want{code: codes.InvalidArgument, msg: "invalid sandbox ticket", decision: "rejected"},
 		},
 		{
 			name: "ticket with a flipped signature",
-			opts: []grpcmw.Option{grpcmw.TrustAll(), grpcmw.WithVerifier(verifier), clockAt(issued)},
+			opts: []grpcmw.ServerOption{grpcmw.TrustAll(), grpcmw.WithVerifier(verifier), clockAt(issued)},
 			md:   []string{"baggage", "sandbox.id=feat-1,sandbox.actor=alice%40example.com,sandbox.ticket=" + flipLast(ticket)},
 			want: want{code: codes.InvalidArgument, msg: "invalid sandbox ticket", decision: "rejected"},
 		},
 		{
 			name: "expired ticket",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(verifier), clockAt(issued.Add(2 * time.Hour))},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(verifier), clockAt(issued.Add(2 * time.Hour))},
 			md:   []string{"baggage", "sandbox.id=feat-1,sandbox.actor=alice%40example.com,sandbox.ticket=" + ticket},
 			want: want{code: codes.InvalidArgument, msg: "sandbox ticket expired", decision: "rejected"},
 		},
 		{
 			name: "ticket signed with an unknown key",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(foreignVerifier), clockAt(issued)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(foreignVerifier), clockAt(issued)},
 			md:   []string{"baggage", "sandbox.id=feat-1,sandbox.actor=alice%40example.com,sandbox.ticket=" + ticket},
 			want: want{code: codes.InvalidArgument, msg: "unknown key", decision: "rejected"},
 		},
 		{
 			name: "ticket without a verifier does not open the door",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"baggage", "sandbox.id=feat-1,sandbox.actor=alice%40example.com,sandbox.ticket=" + ticket},
 			want: want{decision: "stripped"},
 		},
@@ -271,7 +271,7 @@ func TestServerTrust(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			log, logger := newAuditLog()
 			svc := &grpctest.Service{Name: "svc"}
-			addr := start(t, svc, serverOpts(append(tc.opts, grpcmw.WithLogger(logger))...)...)
+			addr := start(t, svc, serverOpts(t, append(tc.opts, grpcmw.WithLogger(logger))...)...)
 			client := testpb.NewTestServiceClient(dial(t, addr))
 			for i, k := range kinds {
 				ctx := context.Background()
@@ -345,7 +345,7 @@ func TestStripLeavesTransportMetadata(t *testing.T) {
 	ctx = metadata.NewIncomingContext(ctx, md)
 
 	var handled metadata.MD
-	intercept := grpcmw.UnaryServerInterceptor(grpcmw.WithTrustedNetworks(loopback))
+	intercept := serverIn(t, grpcmw.WithTrustedNetworks(loopback)).Unary()
 	_, err := intercept(ctx, nil, &grpc.UnaryServerInfo{FullMethod: "/s/m"}, func(ctx context.Context, _ any) (any, error) {
 		if _, ok := propagation.FromContext(ctx); ok {
 			t.Error("an untrusted peer's sandbox reached the handler")
@@ -385,7 +385,7 @@ func TestStripCleansOTelBaggage(t *testing.T) {
 		}
 	})
 	t.Run("stripped", func(t *testing.T) {
-		addr := start(t, &grpctest.Service{Name: "svc"}, append(serverOpts(grpcmw.WithTrustedNetworks(elsewhere)), otelServer)...)
+		addr := start(t, &grpctest.Service{Name: "svc"}, append(serverOpts(t, grpcmw.WithTrustedNetworks(elsewhere)), otelServer)...)
 		client := testpb.NewTestServiceClient(dial(t, addr))
 		for _, k := range kinds {
 			seen, err := call(metadata.AppendToOutgoingContext(context.Background(), md...), client, k)
@@ -405,7 +405,7 @@ func TestStripCleansOTelBaggage(t *testing.T) {
 			otelprop.NewCompositeTextMapPropagator(otelprop.Baggage{}, propagation.NewPropagator(nil)))))
 		svc := &grpctest.Service{Name: "svc"}
 		alog, logger := newAuditLog()
-		addr := start(t, svc, append(serverOpts(grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithLogger(logger)), early)...)
+		addr := start(t, svc, append(serverOpts(t, grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithLogger(logger)), early)...)
 		client := testpb.NewTestServiceClient(dial(t, addr))
 		for _, k := range kinds {
 			seen, err := call(metadata.AppendToOutgoingContext(context.Background(), md...), client, k)
@@ -427,7 +427,7 @@ func TestStripCleansOTelBaggage(t *testing.T) {
 func TestRejectedErrorInProcess(t *testing.T) {
 	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4000}})
 	ctx = metadata.NewIncomingContext(ctx, metadata.Pairs("sandbox-id", "NOPE"))
-	intercept := grpcmw.UnaryServerInterceptor(grpcmw.WithTrustedNetworks(loopback))
+	intercept := serverIn(t, grpcmw.WithTrustedNetworks(loopback)).Unary()
 	_, err := intercept(ctx, nil, &grpc.UnaryServerInfo{FullMethod: "/s/m"}, func(context.Context, any) (any, error) {
 		t.Error("handler called")
 		return nil, nil

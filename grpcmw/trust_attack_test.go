@@ -28,13 +28,13 @@ func TestMemberKeyMetadataAlone(t *testing.T) {
 	for _, key := range []string{id, "uberctx-" + id, "ot-baggage-" + id} {
 		for _, tc := range []struct {
 			name     string
-			opts     []grpcmw.Option
+			opts     []grpcmw.ServerOption
 			code     codes.Code
 			decision string
 		}{
-			{"trusted peer", []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)}, codes.InvalidArgument, "rejected"},
-			{"trust all", []grpcmw.Option{grpcmw.TrustAll()}, codes.InvalidArgument, "rejected"},
-			{"untrusted peer", []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)}, codes.OK, "stripped"},
+			{"trusted peer", []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)}, codes.InvalidArgument, "rejected"},
+			{"trust all", []grpcmw.ServerOption{grpcmw.TrustAll()}, codes.InvalidArgument, "rejected"},
+			{"untrusted peer", []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)}, codes.OK, "stripped"},
 		} {
 			t.Run(key+"/"+tc.name, func(t *testing.T) {
 				log, logger := newAuditLog()
@@ -44,7 +44,7 @@ func TestMemberKeyMetadataAlone(t *testing.T) {
 					held = md.Get(key)
 					return "", nil
 				}}
-				addr := start(t, svc, serverOpts(append(tc.opts, grpcmw.WithLogger(logger))...)...)
+				addr := start(t, svc, serverOpts(t, append(tc.opts, grpcmw.WithLogger(logger))...)...)
 				client := testpb.NewTestServiceClient(dial(t, addr))
 				ctx := metadata.AppendToOutgoingContext(context.Background(), key, "feat-1", "baggage", "foo=bar")
 				held = nil
@@ -75,17 +75,17 @@ func TestOtherSDKsLookalikeMetadata(t *testing.T) {
 	for _, bag := range []string{"foo=bar,sand box.id=feat-1", "foo=bar,%1Csandbox.id=feat-1"} {
 		for _, tc := range []struct {
 			name     string
-			opts     []grpcmw.Option
+			opts     []grpcmw.ServerOption
 			code     codes.Code
 			decision string
 		}{
-			{"trusted peer", []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)}, codes.InvalidArgument, "rejected"},
-			{"untrusted peer", []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)}, codes.OK, "stripped"},
+			{"trusted peer", []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)}, codes.InvalidArgument, "rejected"},
+			{"untrusted peer", []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)}, codes.OK, "stripped"},
 		} {
 			t.Run(bag+"/"+tc.name, func(t *testing.T) {
 				log, logger := newAuditLog()
 				svc := &grpctest.Service{Name: "svc"}
-				addr := start(t, svc, serverOpts(append(tc.opts, grpcmw.WithLogger(logger))...)...)
+				addr := start(t, svc, serverOpts(t, append(tc.opts, grpcmw.WithLogger(logger))...)...)
 				client := testpb.NewTestServiceClient(dial(t, addr))
 				ctx := metadata.AppendToOutgoingContext(context.Background(), "baggage", bag)
 				seen, err := call(ctx, client, unary)
