@@ -64,20 +64,6 @@ func (c *config) fail(opt, format string, args ...any) {
 	c.errs = append(c.errs, configErrorf(opt, format, args...))
 }
 
-// set stores v (a what) in *dst for the option named opt: a nil v, or a
-// second value other than the first, is a misconfiguration.
-func set[T comparable](c *config, dst *T, v T, opt, what string) {
-	var zero T
-	switch {
-	case v == zero:
-		c.fail(opt, "nil %s", what)
-	case *dst != zero && *dst != v:
-		c.fail(opt, "given twice with different values")
-	default:
-		*dst = v
-	}
-}
-
 // newServerConfig applies opts (nil ones are skipped) and validates them.
 func newServerConfig(opts []ServerOption) (config, error) {
 	var c config
@@ -144,22 +130,27 @@ func trustedNetworks(prefixes []netip.Prefix) ([]netip.Prefix, error) {
 
 // WithCodec sets the codec that reads and writes sandbox markers (header
 // and baggage key names, compatible keys). The default is
-// [propagation.Default]. A nil codec, or two different codecs, are an
-// [ErrConfig] error.
+// [propagation.Default]. Every hop of a system must use the same names. A
+// nil codec, or two different codecs, are an [ErrConfig] error.
 func WithCodec(c *propagation.Codec) Option {
-	return option(func(cfg *config) { set(cfg, &cfg.codec, c, "WithCodec", "codec") })
+	return option(func(cfg *config) {
+		switch {
+		case c == nil:
+			cfg.fail("WithCodec", "nil codec")
+		case cfg.codec != nil && cfg.codec != c:
+			cfg.fail("WithCodec", "two different codecs")
+		default:
+			cfg.codec = c
+		}
+	})
 }
 
 // WithLogger sets the logger that receives one audit record per decision
 // about sandbox traffic (admitted, stripped, rejected, routed, fallback,
-// throttled). Without a logger the middleware is silent. Two different
-// loggers are an [ErrConfig] error.
+// throttled; see package [github.com/sandboxkit/sandboxkit/audit]).
+// Without it, or with a nil logger, the middleware is silent.
 func WithLogger(l *slog.Logger) Option {
-	return option(func(cfg *config) {
-		if l != nil {
-			set(cfg, &cfg.logger, l, "WithLogger", "logger")
-		}
-	})
+	return option(func(cfg *config) { cfg.logger = l })
 }
 
 // TrustAll makes the server interceptors honour sandbox markers from every
@@ -184,10 +175,16 @@ func WithTrustedNetworks(prefixes ...netip.Prefix) ServerOption {
 
 // WithVerifier admits markers carrying a valid signed ticket from any peer,
 // and rejects markers whose ticket is invalid, tampered with or expired
-// (with codes.InvalidArgument), whatever the peer. A nil verifier, or two
-// different ones, are an [ErrConfig] error.
+// (with codes.InvalidArgument), whatever the peer. A nil verifier is an
+// [ErrConfig] error.
 func WithVerifier(v *propagation.Verifier) ServerOption {
-	return serverOption(func(cfg *config) { set(cfg, &cfg.policy.Verifier, v, "WithVerifier", "verifier") })
+	return serverOption(func(cfg *config) {
+		if v == nil {
+			cfg.fail("WithVerifier", "nil verifier")
+			return
+		}
+		cfg.policy.Verifier = v
+	})
 }
 
 // withClock sets the clock that checks ticket expiry (default time.Now);
@@ -226,8 +223,8 @@ func WithFallbackOnUnavailable() ClientOption {
 // [breaker]): each sandbox's rate limit, cap on calls in flight and circuit
 // breaker. Calls without a sandbox are budgeted only when g has a baseline
 // budget ([breaker.Settings.Baseline]); otherwise they do not touch g. A
-// nil g, or two different groups, are an [ErrConfig] error. Client
-// interceptors, [Router] and server interceptors.
+// nil g adds nothing. Client interceptors, [Router] and server
+// interceptors.
 //
 // A call over its budget is refused with codes.Unavailable (breaker open,
 // too many in flight) or codes.ResourceExhausted (rate limit); the status
@@ -252,5 +249,5 @@ func WithFallbackOnUnavailable() ClientOption {
 // guards one dependency: give it to one layer only (the [Router] or the
 // client interceptors of its connections, not both).
 func WithBreaker(g *breaker.Group) Option {
-	return option(func(cfg *config) { set(cfg, &cfg.breaker, g, "WithBreaker", "group") })
+	return option(func(cfg *config) { cfg.breaker = g })
 }

@@ -8,8 +8,9 @@
 //
 // Three constructors, each returning an error when its options cannot work
 // together (an [ErrConfig] error naming the option: TrustAll beside
-// WithTrustedNetworks, an invalid prefix, a nil codec, two different
-// codecs, loggers or breaker groups, a nil or missing required argument):
+// WithTrustedNetworks, an invalid prefix, a nil or a second different
+// codec, a nil verifier, a router option given to the client
+// interceptors, a missing required argument):
 //
 //	in, err := grpcmw.NewServerInterceptors(opts ...grpcmw.ServerOption)  // in.Unary(), in.Stream()
 //	out, err := grpcmw.NewClientInterceptors(opts ...grpcmw.ClientOption) // out.Unary(), out.Stream()
