@@ -100,32 +100,12 @@ func (c *config) validate() error {
 	if c.policy.All && len(c.networks) > 0 {
 		c.fail("TrustAll", "conflicts with WithTrustedNetworks (TrustAll already trusts every peer)")
 	}
-	nets, err := trustedNetworks(c.networks)
+	nets, err := trust.Networks(c.networks)
 	if err != nil {
-		c.errs = append(c.errs, err)
+		c.errs = append(c.errs, configErrorf("WithTrustedNetworks", "%w", err))
 	}
 	c.policy.Networks = nets
 	return errors.Join(c.errs...)
-}
-
-// trustedNetworks returns prefixes normalised: masked, IPv4-mapped IPv6
-// prefixes as IPv4 (peers are compared unmapped). An invalid prefix is an
-// [ErrConfig] error.
-func trustedNetworks(prefixes []netip.Prefix) ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, 0, len(prefixes))
-	for _, p := range prefixes {
-		if !p.IsValid() {
-			return nil, configErrorf("WithTrustedNetworks", "invalid prefix %q", p)
-		}
-		if a := p.Addr(); a.Is4In6() {
-			if p.Bits() < 96 {
-				return nil, configErrorf("WithTrustedNetworks", "IPv4-mapped prefix %s is wider than the IPv4 space", p)
-			}
-			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
 }
 
 // WithCodec sets the codec that reads and writes sandbox markers (header

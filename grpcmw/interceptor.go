@@ -2,9 +2,7 @@ package grpcmw
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -15,6 +13,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/sandboxkit/sandboxkit/internal/audit"
+	"github.com/sandboxkit/sandboxkit/internal/ingress"
 	"github.com/sandboxkit/sandboxkit/internal/keytext"
 	"github.com/sandboxkit/sandboxkit/internal/trust"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -65,9 +64,7 @@ func NewServerInterceptors(opts ...ServerOption) (*ServerInterceptors, error) {
 		return nil, err
 	}
 	return &ServerInterceptors{s: &server{
-		codec:  cfg.codec,
-		logger: cfg.logger,
-		policy: cfg.policy,
+		gate:   ingress.Gate{Codec: cfg.codec, Logger: cfg.logger, Policy: cfg.policy, Protocol: audit.GRPC},
 		header: cfg.codec.Header(),
 		keys:   cfg.codec.Keys(),
 		named:  namedKeys(cfg.codec),
@@ -83,11 +80,11 @@ func (in *ServerInterceptors) Unary() grpc.UnaryServerInterceptor {
 		if err != nil {
 			return nil, err
 		}
-		if s.budget.g == nil {
+		if !s.budget.Active() {
 			return handler(ctx, req)
 		}
 		sb, ok := propagation.FromContext(ctx)
-		if !s.budget.covers(ok) {
+		if !s.budget.Covers(ok) {
 			return handler(ctx, req)
 		}
 		done, err := s.budget.allow(ctx, sb, info.FullMethod, true)
@@ -115,11 +112,11 @@ func (in *ServerInterceptors) Stream() grpc.StreamServerInterceptor {
 		if next != ctx {
 			ss = &serverStream{ServerStream: ss, ctx: next}
 		}
-		if s.budget.g == nil {
+		if !s.budget.Active() {
 			return handler(srv, ss)
 		}
 		sb, ok := propagation.FromContext(next)
-		if !s.budget.covers(ok) {
+		if !s.budget.Covers(ok) {
 			return handler(srv, ss)
 		}
 		done, err := s.budget.allow(next, sb, info.FullMethod, true)
@@ -143,10 +140,11 @@ type serverStream struct {
 func (s *serverStream) Context() context.Context { return s.ctx }
 
 // server is the state shared by the server interceptors, resolved once.
+// Reading the markers from the metadata and judging the peer are gRPC's;
+// the outcome of a verdict (audit record, span attributes, context) is the
+// shared kernel's (internal/ingress).
 type server struct {
-	codec  *propagation.Codec
-	logger *slog.Logger
-	policy trust.Policy
+	gate   ingress.Gate
 	header string   // the dedicated header, lower-case; "" when none
 	keys   []string // our baggage keys, to spot them without parsing
 	named  []string // metadata keys looked for as markers (see namedKeys)
@@ -174,7 +172,7 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 	var keyMD string
 	if len(hv) == 0 && !s.mentions(bv) {
 		if keyMD = s.keyMetadata(ctx, s.named[:3]); keyMD == "" {
-			if s.policy.All {
+			if s.gate.Policy.All {
 				return ctx, nil
 			}
 			return s.foreign(ctx, bv, method), nil
@@ -183,7 +181,7 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		keyMD = s.keyMetadata(ctx, s.named)
 	}
 
-	m, readErr := s.codec.Read(&markerCarrier{header: s.header, hv: hv, bv: bv})
+	m, readErr := s.gate.Codec.Read(&markerCarrier{header: s.header, hv: hv, bv: bv})
 	if keyMD != "" {
 		m.Found = true
 		if readErr == nil {
@@ -191,44 +189,30 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		}
 	}
 	p, _ := peer.FromContext(ctx)
-	verdict, why := s.policy.Decide(&m, readErr, s.policy.All || s.policy.Trusted(peerAddr(p)))
-	ev := audit.Event{Sandbox: m.Sandbox, Protocol: audit.GRPC, Target: method}
-	if s.logger != nil && p != nil && p.Addr != nil {
-		ev.Peer = p.Addr.String()
-	}
-	if verdict != trust.Admit {
-		ev.Sandbox = clip(m.Sandbox) // whatever the sender wrote
-	}
-	if why != nil && s.logger != nil {
-		ev.Reason = why.Error()
-	}
-
+	verdict, why := s.gate.Decide(&m, readErr, s.gate.Policy.All || s.gate.Policy.Trusted(peerAddr(p)))
+	addr := s.peer(p)
 	switch verdict {
 	case trust.None:
 		return ctx, nil
 	case trust.Admit:
-		ctx = s.codec.ContextWithSandbox(ctx, m.Sandbox)
-		audit.Annotate(ctx, &m.Sandbox)
-		ev.Decision, ev.Reason = audit.Admitted, byPeer
-		if m.Ticket != "" && s.policy.Verifier != nil {
-			ev.Reason = byTicket
-		}
-		audit.Emit(ctx, s.logger, ev)
-		return ctx, nil
+		return s.gate.Admit(ctx, &m, addr, method), nil
 	case trust.Strip:
-		ev.Decision = audit.Stripped
-		audit.Emit(ctx, s.logger, ev)
+		s.gate.Refuse(ctx, audit.Stripped, m.Sandbox, addr, method, why, nil)
 		return s.strip(ctx), nil
-	default:
-		ev.Decision = audit.Rejected
-		audit.Emit(ctx, s.logger, ev)
+	default: // trust.Reject
+		s.gate.Refuse(ctx, audit.Rejected, m.Sandbox, addr, method, why, nil)
 		return ctx, &statusError{code: codes.InvalidArgument, err: fmt.Errorf("%w: %w", ErrRejected, why)}
 	}
 }
 
-// errForeign is the reason given when only other tools' routing keys are
-// stripped.
-var errForeign = errors.New("foreign routing keys from an untrusted source")
+// peer returns the peer's address for audit records: "" when the gate
+// writes none, so that formatting it costs nothing then.
+func (s *server) peer(p *peer.Peer) string {
+	if !s.gate.Logging() || p == nil || p.Addr == nil {
+		return ""
+	}
+	return p.Addr.String()
+}
 
 // foreign returns ctx with other tools' routing keys (Signadot's and
 // Okteto's, see propagation.Codec.Foreign) stripped from its metadata and
@@ -238,14 +222,10 @@ var errForeign = errors.New("foreign routing keys from an untrusted source")
 // without parsing, cheaper than looking the header forms up.
 func (s *server) foreign(ctx context.Context, bv []string, method string) context.Context {
 	p, _ := peer.FromContext(ctx)
-	if s.policy.Trusted(peerAddr(p)) || !mayBeForeign(ctx, bv) || !s.codec.Foreign(&incoming{ctx: ctx, bv: bv}) {
+	if s.gate.Policy.Trusted(peerAddr(p)) || !mayBeForeign(ctx, bv) || !s.gate.Codec.Foreign(&incoming{ctx: ctx, bv: bv}) {
 		return ctx
 	}
-	ev := audit.Event{Decision: audit.Stripped, Protocol: audit.GRPC, Target: method, Reason: errForeign.Error()}
-	if s.logger != nil && p != nil && p.Addr != nil {
-		ev.Peer = p.Addr.String()
-	}
-	audit.Emit(ctx, s.logger, ev)
+	s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, ingress.ErrForeign, nil)
 	return s.strip(ctx)
 }
 
@@ -264,24 +244,6 @@ func mayBeForeign(ctx context.Context, bv []string) bool {
 		}
 	}
 	return false
-}
-
-// Reasons of admitted records, as httpmw gives them.
-const (
-	byPeer   = "trusted source"
-	byTicket = "valid ticket"
-)
-
-// clip shortens the parts of a sandbox that was not admitted, whose values
-// are whatever the sender wrote, before they go to the audit log.
-func clip(s propagation.Sandbox) propagation.Sandbox {
-	const max = 128
-	for _, p := range [...]*string{&s.ID, &s.Actor, &s.Origin} {
-		if len(*p) > max {
-			*p = (*p)[:max] + "..."
-		}
-	}
-	return s
 }
 
 // namedKeys returns the metadata keys the server looks for as markers of
@@ -326,8 +288,7 @@ func (s *server) mentions(lines []string) bool {
 // The transport's metadata is copied, never modified.
 func (s *server) strip(ctx context.Context) context.Context {
 	md, _ := metadata.FromIncomingContext(ctx) // a copy
-	s.codec.Strip(mdCarrier(md))
-	return s.codec.StripContext(metadata.NewIncomingContext(ctx, md))
+	return s.gate.Strip(metadata.NewIncomingContext(ctx, md), mdCarrier(md))
 }
 
 // peerAddr returns the peer's IP address, invalid when unknown (no peer, or
@@ -383,7 +344,7 @@ func (out *ClientInterceptors) Unary() grpc.UnaryClientInterceptor {
 	codec, bud := out.codec, out.budget
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		s, ok := propagation.FromContext(ctx)
-		if !bud.covers(ok) {
+		if !bud.Covers(ok) {
 			if !ok {
 				return invoker(ctx, method, req, reply, cc, opts...)
 			}
@@ -408,7 +369,7 @@ func (out *ClientInterceptors) Stream() grpc.StreamClientInterceptor {
 	codec, bud := out.codec, out.budget
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		s, ok := propagation.FromContext(ctx)
-		if !bud.covers(ok) {
+		if !bud.Covers(ok) {
 			if !ok {
 				return streamer(ctx, desc, cc, method, opts...)
 			}
