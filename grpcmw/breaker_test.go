@@ -15,6 +15,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/grpcmw"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
@@ -104,7 +105,7 @@ func TestServerBreaker(t *testing.T) {
 				t.Errorf("%s: the handler ran for a refused call", k)
 			}
 			rec := log.Records()[len(log.Records())-1]
-			if rec["decision"] != "throttled" || rec["sandbox.id"] != id || rec["sandbox.actor"] != "alice" || rec["peer"] == "" || rec["protocol"] != "grpc" {
+			if rec[audit.KeyDecision] != string(audit.Throttled) || rec[audit.KeyID] != id || rec[audit.KeyActor] != "alice" || rec[audit.KeyPeer] == "" || rec[audit.KeyProtocol] != audit.GRPC {
 				t.Errorf("%s: audit record %v; want throttled %s/alice with the peer", k, rec, id)
 			}
 		}
@@ -187,7 +188,7 @@ func TestClientBreaker(t *testing.T) {
 		if svc.Calls() != calls {
 			t.Error("the refused call reached the server")
 		}
-		if rec := log.Records()[len(log.Records())-1]; rec["decision"] != "throttled" || rec["sandbox.actor"] != "alice" {
+		if rec := log.Records()[len(log.Records())-1]; rec[audit.KeyDecision] != string(audit.Throttled) || rec[audit.KeyActor] != "alice" {
 			t.Errorf("audit record %v", rec)
 		}
 	})

@@ -224,7 +224,7 @@ func WithFallbackOnUnavailable() ClientOption {
 // server side; a [Router] whose baseline is not a *grpc.ClientConn must
 // honour grpc.OnFinish for its streams to be counted out).
 //
-// Every refusal is one audit record (decision "throttled", with the
+// Every refusal is one audit record (decision audit.Throttled, with the
 // sandbox, its actor and the reason) on the [WithLogger] logger. A group
 // guards one dependency: give it to one layer only (the [Router] or the
 // client interceptors of its connections, not both).

@@ -87,7 +87,7 @@
 // Unknown or DeadlineExceeded count as failures, Canceled counts for
 // nothing, other codes are the application's answers. Calls without a
 // sandbox never touch the group unless it has a baseline budget. Each
-// refusal is a "throttled" audit record.
+// refusal is an audit.Throttled record.
 //
 // # OpenTelemetry
 //

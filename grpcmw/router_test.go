@@ -17,6 +17,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/grpcmw"
 	"github.com/sandboxkit/sandboxkit/internal/grpctest"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -74,13 +75,14 @@ func TestRouterRoutes(t *testing.T) {
 	log, logger := newAuditLog()
 	f := newFleet(t, cartOverride, grpcmw.WithLogger(logger))
 	for _, tc := range []struct {
-		name, server, sandbox, decision string
-		ctx                             context.Context
+		name, server, sandbox string
+		decision              audit.Decision
+		ctx                   context.Context
 	}{
 		{"no sandbox", "baseline", "", "", context.Background()},
-		{"sandbox overrides cart", "sandbox", "feat-a", "routed", inSandbox("feat-a")},
-		{"sandbox overrides another service", "baseline", "feat-b", "fallback", inSandbox("feat-b")},
-		{"sandbox unknown to the table", "baseline", "feat-z", "fallback", inSandbox("feat-z")},
+		{"sandbox overrides cart", "sandbox", "feat-a", audit.Routed, inSandbox("feat-a")},
+		{"sandbox overrides another service", "baseline", "feat-b", audit.Fallback, inSandbox("feat-b")},
+		{"sandbox unknown to the table", "baseline", "feat-z", audit.Fallback, inSandbox("feat-z")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, k := range kinds {
@@ -99,7 +101,7 @@ func TestRouterRoutes(t *testing.T) {
 					}
 					continue
 				}
-				if len(recs) != 1 || recs[0]["decision"] != tc.decision || recs[0]["sandbox.id"] != tc.sandbox || recs[0]["target"] != "cart" || recs[0]["protocol"] != "grpc" {
+				if len(recs) != 1 || recs[0][audit.KeyDecision] != string(tc.decision) || recs[0][audit.KeyID] != tc.sandbox || recs[0][audit.KeyTarget] != "cart" || recs[0][audit.KeyProtocol] != audit.GRPC {
 					t.Errorf("%s: audit %v, want one %s record for %s", k, recs, tc.decision, tc.sandbox)
 				}
 			}
@@ -303,7 +305,7 @@ func TestRouterUnavailable(t *testing.T) {
 				t.Errorf("%s: served by %s with sandbox %q, want baseline with feat-a", k, seen.Server, seen.Sandbox)
 			}
 			got := log.Decisions()[n:]
-			if !slices.Equal(got, []string{"routed", "fallback"}) {
+			if !slices.Equal(got, []string{string(audit.Routed), string(audit.Fallback)}) {
 				t.Errorf("%s: audit decisions %q, want routed then fallback", k, got)
 			}
 			if r := log.Records()[len(log.Records())-1]; !strings.Contains(r["reason"], "unavailable") {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/grpcmw"
 	"github.com/sandboxkit/sandboxkit/internal/grpctest"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -30,11 +31,11 @@ func TestMemberKeyMetadataAlone(t *testing.T) {
 			name     string
 			opts     []grpcmw.ServerOption
 			code     codes.Code
-			decision string
+			decision audit.Decision
 		}{
-			{"trusted peer", []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)}, codes.InvalidArgument, "rejected"},
-			{"trust all", []grpcmw.ServerOption{grpcmw.TrustAll()}, codes.InvalidArgument, "rejected"},
-			{"untrusted peer", []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)}, codes.OK, "stripped"},
+			{"trusted peer", []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)}, codes.InvalidArgument, audit.Rejected},
+			{"trust all", []grpcmw.ServerOption{grpcmw.TrustAll()}, codes.InvalidArgument, audit.Rejected},
+			{"untrusted peer", []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)}, codes.OK, audit.Stripped},
 		} {
 			t.Run(key+"/"+tc.name, func(t *testing.T) {
 				log, logger := newAuditLog()
@@ -58,7 +59,7 @@ func TestMemberKeyMetadataAlone(t *testing.T) {
 				if len(held) != 0 {
 					t.Errorf("the handler's incoming metadata still holds %s: %q", key, held)
 				}
-				if got := log.Decisions(); len(got) != 1 || got[0] != tc.decision {
+				if got := log.Decisions(); len(got) != 1 || got[0] != string(tc.decision) {
 					t.Errorf("audit decisions %q, want [%s]", got, tc.decision)
 				}
 			})
@@ -77,10 +78,10 @@ func TestOtherSDKsLookalikeMetadata(t *testing.T) {
 			name     string
 			opts     []grpcmw.ServerOption
 			code     codes.Code
-			decision string
+			decision audit.Decision
 		}{
-			{"trusted peer", []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)}, codes.InvalidArgument, "rejected"},
-			{"untrusted peer", []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)}, codes.OK, "stripped"},
+			{"trusted peer", []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)}, codes.InvalidArgument, audit.Rejected},
+			{"untrusted peer", []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)}, codes.OK, audit.Stripped},
 		} {
 			t.Run(bag+"/"+tc.name, func(t *testing.T) {
 				log, logger := newAuditLog()
@@ -95,7 +96,7 @@ func TestOtherSDKsLookalikeMetadata(t *testing.T) {
 				if tc.code == codes.OK && seen.Baggage != "foo=bar" {
 					t.Errorf("handler saw baggage %q, want %q", seen.Baggage, "foo=bar")
 				}
-				if got := log.Decisions(); len(got) != 1 || got[0] != tc.decision {
+				if got := log.Decisions(); len(got) != 1 || got[0] != string(tc.decision) {
 					t.Errorf("audit decisions %q, want [%s]", got, tc.decision)
 				}
 			})
