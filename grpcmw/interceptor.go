@@ -33,7 +33,7 @@ const baggageKey = "baggage"
 //		grpc.ChainUnaryInterceptor(in.Unary()),
 //		grpc.ChainStreamInterceptor(in.Stream()))
 //
-// They are safe for concurrent use.
+// They are safe for concurrent use. The zero value is not usable.
 type ServerInterceptors struct {
 	s *server
 }
@@ -318,7 +318,7 @@ func peerAddr(p *peer.Peer) netip.Addr {
 //		grpc.WithChainUnaryInterceptor(out.Unary()),
 //		grpc.WithChainStreamInterceptor(out.Stream()))
 //
-// They are safe for concurrent use.
+// They are safe for concurrent use. The zero value is not usable.
 type ClientInterceptors struct {
 	codec  *propagation.Codec
 	budget budget
