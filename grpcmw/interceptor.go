@@ -35,7 +35,8 @@ const baggageKey = "baggage"
 //
 // They are safe for concurrent use. The zero value is not usable.
 type ServerInterceptors struct {
-	s *server
+	unary  grpc.UnaryServerInterceptor // made once, at construction
+	stream grpc.StreamServerInterceptor
 }
 
 // NewServerInterceptors returns server interceptors that read the sandbox
@@ -63,18 +64,30 @@ func NewServerInterceptors(opts ...ServerOption) (*ServerInterceptors, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &ServerInterceptors{s: &server{
+	s := &server{
 		gate:   ingress.Gate{Codec: cfg.codec, Logger: cfg.logger, Policy: cfg.policy, Protocol: audit.GRPC},
 		header: cfg.codec.Header(),
 		keys:   cfg.codec.Keys(),
 		named:  namedKeys(cfg.codec),
 		budget: newBudget(&cfg),
-	}}, nil
+	}
+	return &ServerInterceptors{unary: s.unary(), stream: s.stream()}, nil
 }
 
 // Unary returns the unary server interceptor.
-func (in *ServerInterceptors) Unary() grpc.UnaryServerInterceptor {
-	s := in.s
+func (in *ServerInterceptors) Unary() grpc.UnaryServerInterceptor { return in.unary }
+
+// Stream returns the stream server interceptor: the handler receives a
+// stream whose Context carries the decision.
+func (in *ServerInterceptors) Stream() grpc.StreamServerInterceptor { return in.stream }
+
+// The builders of the interceptors are not inlined: a closure made
+// inside an inlined call is compiled again in the caller, where Go does
+// not inline the calls it makes (propagation.FromContext), and the hot
+// path of a call without a sandbox got slower.
+//
+//go:noinline
+func (s *server) unary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		ctx, err := s.admit(ctx, info.FullMethod)
 		if err != nil {
@@ -99,10 +112,8 @@ func (in *ServerInterceptors) Unary() grpc.UnaryServerInterceptor {
 	}
 }
 
-// Stream returns the stream server interceptor: the handler receives a
-// stream whose Context carries the decision.
-func (in *ServerInterceptors) Stream() grpc.StreamServerInterceptor {
-	s := in.s
+//go:noinline
+func (s *server) stream() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx := ss.Context()
 		next, err := s.admit(ctx, info.FullMethod)
@@ -320,8 +331,8 @@ func peerAddr(p *peer.Peer) netip.Addr {
 //
 // They are safe for concurrent use. The zero value is not usable.
 type ClientInterceptors struct {
-	codec  *propagation.Codec
-	budget budget
+	unary  grpc.UnaryClientInterceptor // made once, at construction
+	stream grpc.StreamClientInterceptor
 }
 
 // NewClientInterceptors returns client interceptors that write the
@@ -336,12 +347,23 @@ func NewClientInterceptors(opts ...ClientOption) (*ClientInterceptors, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &ClientInterceptors{codec: cfg.codec, budget: newBudget(&cfg)}, nil
+	return &ClientInterceptors{unary: unaryClient(cfg.codec, newBudget(&cfg)), stream: streamClient(cfg.codec, newBudget(&cfg))}, nil
 }
 
 // Unary returns the unary client interceptor.
-func (out *ClientInterceptors) Unary() grpc.UnaryClientInterceptor {
-	codec, bud := out.codec, out.budget
+func (out *ClientInterceptors) Unary() grpc.UnaryClientInterceptor { return out.unary }
+
+// Stream returns the stream client interceptor. A budgeted stream
+// ([WithBreaker]) is in flight until gRPC reports its end.
+func (out *ClientInterceptors) Stream() grpc.StreamClientInterceptor { return out.stream }
+
+// The builders of the interceptors are not inlined: a closure made
+// inside an inlined call is compiled again in the caller, where Go does
+// not inline the calls it makes (propagation.FromContext), and the hot
+// path of a call without a sandbox got slower.
+//
+//go:noinline
+func unaryClient(codec *propagation.Codec, bud budget) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		s, ok := propagation.FromContext(ctx)
 		if !bud.Covers(ok) {
@@ -363,10 +385,8 @@ func (out *ClientInterceptors) Unary() grpc.UnaryClientInterceptor {
 	}
 }
 
-// Stream returns the stream client interceptor. A budgeted stream
-// ([WithBreaker]) is in flight until gRPC reports its end.
-func (out *ClientInterceptors) Stream() grpc.StreamClientInterceptor {
-	codec, bud := out.codec, out.budget
+//go:noinline
+func streamClient(codec *propagation.Codec, bud budget) grpc.StreamClientInterceptor {
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		s, ok := propagation.FromContext(ctx)
 		if !bud.Covers(ok) {
