@@ -409,8 +409,12 @@ func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener,
 	return c, stop, nil
 }
 
-// serveGRPC serves s on a loopback port and returns its address.
-func (sh *shop) serveGRPC(s *grpc.Server) (string, error) {
+// serveGRPC serves s, as a constructor returned it with err, on a loopback
+// port and returns its address.
+func (sh *shop) serveGRPC(s *grpc.Server, err error) (string, error) {
+	if err != nil {
+		return "", err
+	}
 	ln, err := listen()
 	if err != nil {
 		return "", err
