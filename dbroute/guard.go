@@ -70,11 +70,11 @@ import (
 // (multitracer.New(yours, cfg.ConnConfig.Tracer) after Guard): pgx runs
 // each statement with the context the last tracer returns. A nil cfg is
 // left alone.
-func Guard(cfg *pgxpool.Config, opts ...Option) {
+func Guard(cfg *pgxpool.Config, opts ...GuardOption) {
 	if cfg == nil {
 		return
 	}
-	c := newConfig(opts)
+	c := newGuardConfig(opts)
 	logger := c.logger
 	next := cfg.PrepareConn
 	if next == nil && cfg.BeforeAcquire != nil {
@@ -151,7 +151,7 @@ func last[T any](tracers []T) bool {
 // every refused sandbox statement costs the baseline those connections.
 // A database/sql baseline needs a guard that checks the context before
 // the driver is called.
-func GuardConn(cfg *pgx.ConnConfig, opts ...Option) {
+func GuardConn(cfg *pgx.ConnConfig, opts ...GuardOption) {
 	if cfg == nil {
 		return
 	}
@@ -159,7 +159,7 @@ func GuardConn(cfg *pgx.ConnConfig, opts ...Option) {
 		return
 	}
 	g := newGuardTracer(cfg.Tracer)
-	g.logger = newConfig(opts).logger
+	g.logger = newGuardConfig(opts).logger
 	cfg.Tracer = g
 }
 

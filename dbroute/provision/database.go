@@ -345,4 +345,3 @@ func (p *DatabasePerSandbox) migrate(ctx context.Context) error {
 	defer conn.Close(context.WithoutCancel(ctx))
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return p.migration.apply(ctx, tx) })
 }
-
