@@ -77,11 +77,12 @@ func Guard(cfg *pgxpool.Config, opts ...GuardOption) {
 	c := newGuardConfig(opts)
 	logger := c.logger
 	next := cfg.PrepareConn
-	if next == nil && cfg.BeforeAcquire != nil {
-		before := cfg.BeforeAcquire
+	//lint:ignore SA1019 a hook the user set with the deprecated field must keep running for baseline contexts: the guard wraps it
+	if before := cfg.BeforeAcquire; next == nil && before != nil {
 		next = func(ctx context.Context, c *pgx.Conn) (bool, error) { return before(ctx, c), nil }
 	}
-	cfg.BeforeAcquire = nil // PrepareConn takes precedence anyway; drop it to make that plain
+	//lint:ignore SA1019 PrepareConn takes precedence anyway; clearing the deprecated hook makes plain that the guard's wrapper runs it
+	cfg.BeforeAcquire = nil
 	cfg.PrepareConn = func(ctx context.Context, c *pgx.Conn) (bool, error) {
 		if s, ok := propagation.FromContext(ctx); ok {
 			// true: the connection is fine, only this caller is refused.
