@@ -35,7 +35,7 @@ const hashSuffixLen = 17
 // The two forms never collide (their lengths differ); two long IDs share a
 // name only if they share their start and 64 bits of SHA-256, and even then
 // the marker comment, which holds the full ID, makes the second one fail
-// with [ErrNotOwned] instead of sharing the first one's data.
+// with [dbroute.ErrNotOwned] instead of sharing the first one's data.
 func objectName(prefix, id string) string {
 	s := strings.ReplaceAll(id, "-", "_")
 	if len(prefix)+len(s) < maxIdentLen {
