@@ -51,6 +51,7 @@ func NewFaultProxy(t testing.TB, target string) *FaultProxy {
 	return p
 }
 
+// Close stops the proxy and closes its connections.
 func (p *FaultProxy) Close() {
 	p.ln.Close()
 	p.mu.Lock()
@@ -74,6 +75,7 @@ func (p *FaultProxy) Arm(text string, after bool) {
 	p.cut, p.after, p.fired = text, after, false
 }
 
+// HasFired reports whether the armed cut happened.
 func (p *FaultProxy) HasFired() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
