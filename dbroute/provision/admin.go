@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgerr"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -82,4 +83,12 @@ func idOf(prefix, name string) string {
 		return ""
 	}
 	return id
+}
+
+// transient is the store method shared by the PostgreSQL stores: the
+// server could not be reached, or (object_in_use) the template is being
+// accessed by another session (a template built before it was closed to
+// connections), which passes.
+func transient(err error) bool {
+	return pgerr.Unreachable(err) || pgerr.IsCode(err, pgerr.ObjectInUse)
 }

@@ -193,6 +193,8 @@ func (d databases) locked(ctx context.Context, name string, creating bool, f fun
 	return f(dbSession{d.p, c})
 }
 
+func (databases) transient(err error) bool { return transient(err) }
+
 func (d databases) list(ctx context.Context, prefix string) ([]object, error) {
 	rows, err := d.p.admin.Query(ctx, sqlDatabaseList, prefix)
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
-	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgerr"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
@@ -87,6 +86,9 @@ type store interface {
 	// list returns the objects whose names start with prefix (not the
 	// store's own, such as a template).
 	list(ctx context.Context, prefix string) ([]object, error)
+	// transient reports whether err says the server could not be reached
+	// now, or an object is busy, rather than that it refused the work.
+	transient(err error) bool
 }
 
 // session is a connection holding the lock of one name (see store.locked).
@@ -175,7 +177,7 @@ func (p *provisioner) ensure(ctx context.Context, id string, create func(ctx con
 	}
 	_, err, _ = p.flights.Do(name, func() (any, error) { return nil, create(ctx, id, name) })
 	if err != nil {
-		return "", classify(id, err)
+		return "", p.classify(id, err)
 	}
 	return name, nil
 }
@@ -386,17 +388,14 @@ func (p *provisioner) Reap(ctx context.Context, table *routes.Table) ([]string, 
 }
 
 // classify makes a provisioning failure of sandbox id wrap exactly one
-// class: [dbroute.ErrUnavailable] when the server could not be reached or
-// the template was in use, else [dbroute.ErrNoTestDatabase].
-func classify(id string, err error) error {
+// class: [dbroute.ErrUnavailable] when the store says it is transient,
+// else [dbroute.ErrNoTestDatabase].
+func (p *provisioner) classify(id string, err error) error {
 	if err == nil || errors.Is(err, dbroute.ErrNoTestDatabase) || errors.Is(err, dbroute.ErrUnavailable) {
 		return err
 	}
 	class := dbroute.ErrNoTestDatabase
-	if pgerr.Unreachable(err) || pgerr.IsCode(err, pgerr.ObjectInUse) {
-		// object_in_use: the template is being accessed by another
-		// session (a template built before it was closed to
-		// connections); it passes.
+	if p.store.transient(err) {
 		class = dbroute.ErrUnavailable
 	}
 	return fmt.Errorf("%w: sandbox %q: %w", class, id, err)

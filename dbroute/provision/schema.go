@@ -100,6 +100,8 @@ func (s schemas) locked(ctx context.Context, name string, _ bool, f func(session
 	return err
 }
 
+func (schemas) transient(err error) bool { return transient(err) }
+
 func (s schemas) list(ctx context.Context, prefix string) ([]object, error) {
 	rows, err := s.p.admin.Query(ctx, sqlSchemas, prefix)
 	if err != nil {
