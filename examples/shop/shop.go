@@ -25,6 +25,7 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/provision"
 	"github.com/sandboxkit/sandboxkit/examples/shop/cart"
 	"github.com/sandboxkit/sandboxkit/examples/shop/gateway"
 	"github.com/sandboxkit/sandboxkit/examples/shop/orders"
@@ -91,7 +92,7 @@ type shop struct {
 
 	table      *routes.Table
 	db         *dbroute.Router
-	testDBs    *dbroute.DatabasePerSandbox
+	testDBs    *provision.DatabasePerSandbox
 	cartRouter *grpcmw.Router
 	ship       *shipping.Consumer // baseline consumer
 	shipPR42   *shipping.Consumer // pr-42's own consumer
@@ -181,10 +182,10 @@ func (sh *shop) startDatabases(ctx context.Context) error {
 	sh.onClose(baseline.Close)
 
 	// Test databases are cloned from a template the migration builds.
-	sh.testDBs, err = dbroute.NewDatabasePerSandbox(sh.set.databaseURL, dbroute.Migration{
+	sh.testDBs, err = provision.NewDatabasePerSandbox(sh.set.databaseURL, provision.Migration{
 		Version: "shop-1",
 		Apply:   func(ctx context.Context, tx pgx.Tx) error { return createTables(ctx, tx) },
-	}, dbroute.WithPrefix(sh.set.prefix))
+	}, provision.WithPrefix(sh.set.prefix))
 	if err != nil {
 		return err
 	}
@@ -195,7 +196,7 @@ func (sh *shop) startDatabases(ctx context.Context) error {
 	}
 	sh.table = routes.New()
 	sh.db, err = dbroute.New(baseline, sh.testDBs, // the router owns testDBs now
-		dbroute.WithTable(sh.table), dbroute.WithLogger(sh.audit.logger("dbroute")))
+		dbroute.WithRoutes(sh.table), dbroute.WithLogger(sh.audit.logger("dbroute")))
 	if err != nil {
 		sh.testDBs.Close()
 		return err
@@ -411,8 +412,12 @@ func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener,
 	return c, stop, nil
 }
 
-// serveGRPC serves s on a loopback port and returns its address.
-func (sh *shop) serveGRPC(s *grpc.Server) (string, error) {
+// serveGRPC serves s, as a constructor returned it with err, on a loopback
+// port and returns its address.
+func (sh *shop) serveGRPC(s *grpc.Server, err error) (string, error) {
+	if err != nil {
+		return "", err
+	}
 	ln, err := listen()
 	if err != nil {
 		return "", err

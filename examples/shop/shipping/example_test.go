@@ -22,7 +22,7 @@ import (
 // and PostgreSQL; go run ./examples/shop runs it.)
 func ExampleNewConsumer() {
 	ctx := context.Background()
-	var db *dbroute.Router // dbroute.New(baseline, testDatabases, dbroute.WithTable(table))
+	var db *dbroute.Router // dbroute.New(baseline, testDatabases, dbroute.WithRoutes(table))
 	table, err := routes.NewStatic([]routes.Sandbox{{
 		ID:       "pr-42",
 		Services: map[string]routes.Route{"shipping": {Upstream: "http://10.0.3.9:8080", ActiveFrom: time.Now()}},
