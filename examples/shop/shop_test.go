@@ -3,10 +3,11 @@ package main
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"errors"
+	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,17 +20,31 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // testSettings are the shop's settings for a test: the server of
-// SANDBOXKIT_TEST_DATABASE_URL, and database names of the test's own, so
-// that tests and `go run` can run side by side. The databases are dropped
-// when the test ends.
+// SANDBOXKIT_TEST_DATABASE_URL and a run of its own, as `go run` has. The
+// run's databases are dropped when the test ends, whatever the shop did.
+//
+// The test holds the run's lock too until then, so that no other shop
+// starting meanwhile takes the databases for those of a killed run.
 func testSettings(t *testing.T) settings {
-	suffix := strings.ToLower(rand.Text()[:8])
-	set := settings{
-		databaseURL: cmp.Or(os.Getenv("SANDBOXKIT_TEST_DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/postgres"),
-		database:    "sandboxkit_shop_test_" + suffix,
-		prefix:      "shopt" + suffix + "_",
+	set, _ := testSettingsHeld(t)
+	return set
+}
+
+// testSettingsHeld is testSettings, and returns a function that releases
+// the test's hold of the run lock early.
+func testSettingsHeld(t *testing.T) (settings, func()) {
+	set := newSettings(cmp.Or(os.Getenv("SANDBOXKIT_TEST_DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/postgres"))
+	release := func() {}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if hold, err := pgx.Connect(ctx, set.databaseURL); err == nil { // else the shop will say why
+		if _, err := hold.Exec(ctx, `SELECT pg_advisory_lock_shared($1, hashtext($2))`, runLockClass, set.run); err != nil {
+			t.Fatal(err)
+		}
+		release = sync.OnceFunc(func() { hold.Close(context.Background()) })
 	}
 	t.Cleanup(func() {
+		release()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		admin, err := pgx.Connect(ctx, set.databaseURL)
@@ -37,13 +52,31 @@ func testSettings(t *testing.T) settings {
 			return // never started
 		}
 		defer admin.Close(ctx)
-		for _, db := range []string{set.database, set.prefix + "_template", set.prefix + "pr_42"} {
-			if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{db}.Sanitize()+" WITH (FORCE)"); err != nil {
-				t.Errorf("dropping %s: %v", db, err)
-			}
+		if err := dropRun(ctx, admin, set.run); err != nil {
+			t.Errorf("dropping the databases of run %s: %v", set.run, err)
 		}
 	})
-	return set
+	return set, release
+}
+
+// runDatabasesLeft returns the databases of run that exist.
+func runDatabasesLeft(ctx context.Context, t *testing.T, databaseURL, run string) []string {
+	t.Helper()
+	admin, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	production, _, testPattern := runDatabases(run)
+	rows, err := admin.Query(ctx, `SELECT datname FROM pg_database WHERE datname = $1 OR datname LIKE $2`, production, testPattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
 }
 
 // skipWithoutDatabase skips t loudly when err says PostgreSQL cannot be
@@ -66,6 +99,7 @@ func TestScenario(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	set := testSettings(t)
+	set.keepDatabases = true // looked at below
 	var out strings.Builder
 	err := play(ctx, &out, set)
 	skipWithoutDatabase(t, err)
@@ -75,7 +109,8 @@ func TestScenario(t *testing.T) {
 	}
 	for i, want := range []string{
 		"1. A production request", "2. The same request in sandbox pr-42", "3. An outsider forging",
-		"4. A malformed sandbox header", "5. A runaway loop", "6. Teardown", "7. Messages of a removed and of an unknown sandbox", " 0 failed",
+		"4. A malformed sandbox header", "5. A bug that would write test data to production", "6. A runaway loop",
+		"7. Teardown", "8. Messages of a removed and of an unknown sandbox", " 0 failed",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q (part %d)", want, i+1)
@@ -181,5 +216,117 @@ func TestNoDatabase(t *testing.T) {
 	}
 	if out.Len() != 0 {
 		t.Errorf("printed before failing: %s", out.String())
+	}
+}
+
+// Without dbroute.Guard on the production pool, the buggy handler of step
+// 5 writes pr-42's row into production, and exactly the checks of step 5
+// fail.
+func TestScenarioCatchesMissingGuard(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	set := testSettings(t)
+	set.noGuard = true
+	var out strings.Builder
+	err := play(ctx, &out, set)
+	skipWithoutDatabase(t, err)
+	t.Log("\n" + out.String())
+	if err == nil {
+		t.Fatal("play succeeded without the guard")
+	}
+	before, step, ok := strings.Cut(out.String(), "\n5. ")
+	if !ok {
+		t.Fatal("step 5 missing")
+	}
+	step, rest, _ := strings.Cut(step, "\n6. ")
+	if strings.Contains(before, "✗") || strings.Contains(rest, "✗") {
+		t.Error("checks outside step 5 failed")
+	}
+	for _, want := range []string{"→ 201", "✗ the write was refused", "✗ nothing reached production", "✗ audited: rejected"} {
+		if !strings.Contains(step, want) {
+			t.Errorf("step 5 lacks %q", want)
+		}
+	}
+}
+
+// Two runs at once, and a run while another shop is up (as with -serve),
+// all succeed: each has databases of its own, drops them at the end, and
+// the shop that stays up keeps serving its sandbox.
+func TestRunsSideBySide(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	up, err := start(ctx, testSettings(t)) // the shop of -serve
+	skipWithoutDatabase(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.close()
+	h, err := up.ticketHeader(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := up.checkout(ctx, h, "mug", 3); err != nil || a.status != http.StatusOK || a.receipt.Sandbox != pr42ID {
+		t.Fatalf("sandbox checkout before: %v, %v", a, err)
+	}
+
+	sets := []settings{testSettings(t), testSettings(t)}
+	outs := make([]strings.Builder, len(sets))
+	errs := make([]error, len(sets))
+	var wg sync.WaitGroup
+	for i := range sets {
+		wg.Go(func() { errs[i] = play(ctx, &outs[i], sets[i]) })
+	}
+	wg.Wait()
+	for i := range sets {
+		if errs[i] != nil {
+			t.Errorf("run %d: %v\n%s", i, errs[i], outs[i].String())
+		}
+		if left := runDatabasesLeft(ctx, t, sets[i].databaseURL, sets[i].run); len(left) != 0 {
+			t.Errorf("run %d left its databases: %v", i, left)
+		}
+	}
+	if a, err := up.checkout(ctx, h, "mug", 3); err != nil || a.status != http.StatusOK || a.receipt.Sandbox != pr42ID ||
+		a.receipt.Database != up.testDatabase() {
+		t.Errorf("sandbox checkout after two other runs: %v, %v", a, err)
+	}
+}
+
+// A run killed before it could drop its databases leaves them; the next
+// run that starts drops them (or another test's run starting meanwhile
+// did), and never those of a run that is alive.
+func TestKilledRunCleanedUp(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	killed, release := testSettingsHeld(t)
+	killed.keepDatabases = true // what SIGKILL leaves
+	sh, err := start(ctx, killed)
+	skipWithoutDatabase(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alive, err := start(ctx, testSettings(t))
+	if err != nil {
+		sh.close()
+		t.Fatal(err)
+	}
+	defer alive.close()
+	if left := runDatabasesLeft(ctx, t, killed.databaseURL, killed.run); len(left) == 0 {
+		t.Fatal("the run to kill has no databases")
+	}
+	sh.close() // releases its run lock, keeps its databases
+	release()
+	next, err := start(ctx, testSettings(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.close()
+	if left := runDatabasesLeft(ctx, t, killed.databaseURL, killed.run); len(left) != 0 {
+		t.Errorf("the killed run's databases are still there: %v", left)
+	}
+	if left := runDatabasesLeft(ctx, t, alive.set.databaseURL, alive.set.run); len(left) == 0 {
+		t.Error("the next run dropped the databases of a run that is alive")
 	}
 }
