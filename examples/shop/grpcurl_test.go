@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sandboxkit/sandboxkit/audit"
+	"github.com/sandboxkit/sandboxkit/examples/shop/cartpb"
 )
 
 // grpcurl runs the grpcurl pinned in tools/go.mod with args and returns
@@ -49,7 +50,8 @@ func TestGRPCurl(t *testing.T) {
 	cmds := sh.grpcurlCommands(h.Get("Baggage"))
 	want := [][]string{
 		{"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "shop.Cart"},
-		{"service Cart {", "rpc Price ( .shop.PriceRequest ) returns ( .shop.Quote );", "message PriceRequest {", "int64 total_cents = 4;"},
+		{"shop.Cart is a service:", "rpc Price ( .shop.PriceRequest ) returns ( .shop.Quote );"},
+		{"shop.Quote is a message:", "int64 total_cents = 4;", "string sandbox = 7;"},
 		{`"server": "cart"`, `"totalCents": "3600"`, `"rule": "list price"`},
 		{`"server": "cart@pr-42"`, `"totalCents": "2880"`, `"sandbox": "pr-42"`},
 		{`"server": "cart"`, `"totalCents": "3600"`},
@@ -70,13 +72,14 @@ func TestGRPCurl(t *testing.T) {
 				t.Errorf("%s: output lacks %q", c.what, w)
 			}
 		}
-		if i == 4 && strings.Contains(out, "pr-42") {
+		if i == 5 && strings.Contains(out, "pr-42") {
 			t.Errorf("%s: the forged call reached the sandbox", c.what)
 		}
 	}
 	recs := sh.audit.since(0)
 	edge := func(d audit.Decision) record {
-		return record{"service": "gateway", audit.KeyDecision: string(d), audit.KeyProtocol: audit.GRPC, audit.KeyID: pr42ID}
+		return record{"service": "gateway", audit.KeyDecision: string(d), audit.KeyProtocol: audit.GRPC, audit.KeyID: pr42ID,
+			audit.KeyTarget: cartpb.Cart_Price_FullMethodName}
 	}
 	if count(recs, edge(audit.Admitted)) != 1 || count(recs, edge(audit.Stripped)) != 1 {
 		t.Errorf("audit records of the gRPC edge: want one admitted and one stripped for pr-42, got %v", recs)
