@@ -330,3 +330,50 @@ func TestKilledRunCleanedUp(t *testing.T) {
 		t.Error("the next run dropped the databases of a run that is alive")
 	}
 }
+
+// When pr-42's test database disappears under a running shop (dropped by
+// hand, or by a run of an older demo), the next sandbox request fails with
+// a message that says so, or already succeeds, and the one after lands in
+// a new test database: the pool does not stay broken.
+func TestTestDatabaseDroppedUnderneath(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sh, err := start(ctx, testSettings(t))
+	skipWithoutDatabase(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.close()
+	h, err := sh.ticketHeader(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := sh.checkout(ctx, h, "mug", 1); err != nil || a.status != http.StatusOK || a.receipt.Database != sh.testDatabase() {
+		t.Fatalf("first sandbox checkout: %v, %v", a, err)
+	}
+	admin, err := pgx.Connect(ctx, sh.set.databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "DROP DATABASE "+pgx.Identifier{sh.testDatabase()}.Sanitize()+" WITH (FORCE)"); err != nil {
+		t.Fatal(err)
+	}
+	a, err := sh.checkoutPatiently(ctx, h, "mug", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("first checkout after the drop: %v", a)
+	if a.status != http.StatusOK {
+		if a.status != http.StatusServiceUnavailable || !strings.Contains(a.body, "its test database was dropped") {
+			t.Fatalf("first checkout after the drop: %v; want 200, or 503 saying the test database was dropped", a)
+		}
+		if a, err = sh.checkoutPatiently(ctx, h, "mug", 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.status != http.StatusOK || a.receipt.Sandbox != pr42ID || a.receipt.Database != sh.testDatabase() || a.receipt.Order != 1 {
+		t.Errorf("checkout after the drop: %v; want order #1 in a new %s", a, sh.testDatabase())
+	}
+}
