@@ -37,7 +37,7 @@ func TestChain(t *testing.T) {
 	// C: baseline and sandbox versions, each an httpmw service traced by otelhttp.
 	newC := func(name string) *httptest.Server {
 		return httptest.NewServer(otelhttp.NewHandler(
-			httpmw.NewHandler(echo(name), loopback, httpmw.WithLogger(logger)),
+			must(httpmw.NewHandler(echo(name), loopback, httpmw.WithLogger(logger))),
 			"C-"+name, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(w3c), named))
 	}
 	cBase, cSandbox := newC("C-baseline"), newC("C-sandbox")
@@ -66,11 +66,11 @@ func TestChain(t *testing.T) {
 	defer b.Close()
 
 	// A: httpmw in and out.
-	aClient := newClient(t, httpmw.NewTransport(&http.Transport{}, httpmw.WithLogger(logger)))
-	a := httptest.NewServer(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	aClient := newClient(t, must(httpmw.NewTransport(&http.Transport{}, httpmw.WithLogger(logger))))
+	a := httptest.NewServer(must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, b.URL, nil)
 		forward(w, aClient, req)
-	}), loopback, httpmw.WithLogger(logger)))
+	}), loopback, httpmw.WithLogger(logger))))
 	defer a.Close()
 
 	client := newClient(t, &http.Transport{})

@@ -74,7 +74,7 @@ func TestSpoofing(t *testing.T) {
 	unknownKey := sign(otherSigner, alice, ticketClock.Add(time.Hour))
 
 	pfx := netip.MustParsePrefix
-	configs := map[string][]httpmw.Option{
+	configs := map[string][]httpmw.HandlerOption{
 		// The test client always connects from 127.0.0.1.
 		"default":   nil,
 		"peer":      {httpmw.WithTrustedNetworks(pfx("127.0.0.0/8"))},
@@ -211,7 +211,7 @@ func TestSpoofing(t *testing.T) {
 					}
 				}
 			})
-			srv := httptest.NewServer(httpmw.NewHandler(h, append(slices.Clone(opts), httpmw.WithLogger(logger))...))
+			srv := httptest.NewServer(must(httpmw.NewHandler(h, append(slices.Clone(opts), httpmw.WithLogger(logger))...)))
 			defer srv.Close()
 
 			resp := sendRaw(t, srv, tc.headers)

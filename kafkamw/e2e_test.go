@@ -38,7 +38,11 @@ func TestHTTPToKafka(t *testing.T) {
 		}
 		rw.WriteHeader(http.StatusAccepted)
 	})
-	srv := httptest.NewServer(otelhttp.NewHandler(httpmw.NewHandler(produce, httpmw.TrustAll()), "orders"))
+	mw, err := httpmw.NewHandler(produce, httpmw.TrustAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(otelhttp.NewHandler(mw, "orders"))
 	defer srv.Close()
 
 	send := func(order string, h http.Header) {

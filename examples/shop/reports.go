@@ -16,7 +16,7 @@ import (
 // production. The guard on the production pool refuses the statement
 // (dbroute.ErrSandboxOnBaseline) before anything is sent, and the handler
 // answers 500 with that error.
-func newReports(production *pgxpool.Pool, opts ...httpmw.Option) http.Handler {
+func newReports(production *pgxpool.Pool, opts ...httpmw.HandlerOption) (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /reports/sample", func(w http.ResponseWriter, r *http.Request) {
 		// BUG: production instead of the router (sh.db).

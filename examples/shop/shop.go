@@ -63,7 +63,7 @@ type settings struct {
 	patience time.Duration
 	// gatewayOptions are added to the gateway's options: the tests weaken
 	// the edge with them to see the checks fail.
-	gatewayOptions []httpmw.Option
+	gatewayOptions []httpmw.HandlerOption
 }
 
 // The sandbox of the demo: pull request 42 changes cart's pricing and runs
@@ -329,8 +329,11 @@ func (sh *shop) startServices(ctx context.Context) error {
 	})
 	sh.onClose(func() { events.Close(); kt.CloseIdleConnections() })
 	sh.events = events
-	if sh.ordersURL, err = sh.serveHTTP(orders.NewHandler(sh.db, events,
-		httpmw.TrustAll(), httpmw.WithLogger(sh.audit.logger("orders")))); err != nil {
+	ordersHandler, err := orders.NewHandler(sh.db, events, httpmw.TrustAll(), httpmw.WithLogger(sh.audit.logger("orders")))
+	if err != nil {
+		return err
+	}
+	if sh.ordersURL, err = sh.serveHTTP(ordersHandler); err != nil {
 		return err
 	}
 
@@ -351,11 +354,11 @@ func (sh *shop) startServices(ctx context.Context) error {
 	sh.onClose(func() { sh.cartRouter.Close() })
 	ordersBase := &http.Transport{MaxIdleConnsPerHost: 16}
 	sh.onClose(ordersBase.CloseIdleConnections)
-	ordersClient := orders.NewClient(sh.ordersURL, &http.Client{
-		Timeout: 10 * time.Second,
-		Transport: httpmw.NewTransport(ordersBase,
-			httpmw.WithRoutes(sh.table), httpmw.WithService("orders"), httpmw.WithLogger(gwLog)),
-	})
+	toOrders, err := httpmw.NewRoutingTransport(ordersBase, sh.table, "orders", httpmw.WithLogger(gwLog))
+	if err != nil {
+		return err
+	}
+	ordersClient := orders.NewClient(sh.ordersURL, &http.Client{Timeout: 10 * time.Second, Transport: toOrders})
 	key := propagation.Key{ID: "shop", Secret: []byte(rand.Text() + rand.Text())} // fresh every run
 	if sh.signer, err = propagation.NewSigner(key); err != nil {
 		return err
@@ -368,15 +371,23 @@ func (sh *shop) startServices(ctx context.Context) error {
 		Name:   "gateway",
 		Budget: breaker.Budget{Rate: 50, Burst: 50, MaxInFlight: 20}, // any sandbox; pr-42's table entry lowers it
 	}, breaker.WithRoutes(sh.table), breaker.WithLogger(gwLog), breaker.WithClock(sh.clock.now))
-	gwOpts := append([]httpmw.Option{httpmw.WithBreaker(budgets), httpmw.WithLogger(gwLog)}, sh.set.gatewayOptions...)
-	if sh.gatewayURL, err = sh.serveHTTP(gateway.New(verifier, cart.NewClient(sh.cartRouter), ordersClient, gwOpts...)); err != nil {
+	gwOpts := append([]httpmw.HandlerOption{httpmw.WithBreaker(budgets), httpmw.WithLogger(gwLog)}, sh.set.gatewayOptions...)
+	gw, err := gateway.New(verifier, cart.NewClient(sh.cartRouter), ordersClient, gwOpts...)
+	if err != nil {
+		return err
+	}
+	if sh.gatewayURL, err = sh.serveHTTP(gw); err != nil {
 		return err
 	}
 	if sh.gatewayGRPC, err = sh.serveGRPC(gateway.NewGRPC(verifier, cart.NewClient(sh.cartRouter), grpcmw.WithLogger(gwLog))); err != nil {
 		return err
 	}
 	// reports: a service with a bug that only dbroute.Guard catches.
-	if sh.reportsURL, err = sh.serveHTTP(newReports(sh.baseline, httpmw.TrustAll(), httpmw.WithLogger(sh.audit.logger("reports")))); err != nil {
+	reports, err := newReports(sh.baseline, httpmw.TrustAll(), httpmw.WithLogger(sh.audit.logger("reports")))
+	if err != nil {
+		return err
+	}
+	if sh.reportsURL, err = sh.serveHTTP(reports); err != nil {
 		return err
 	}
 
