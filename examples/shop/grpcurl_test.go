@@ -37,16 +37,7 @@ func TestGRPCurl(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // the first run builds grpcurl
 	defer cancel()
-	sh, err := start(ctx, testSettings(t))
-	skipWithoutDatabase(t, err)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sh.close()
-	h, err := sh.ticketHeader(time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sh, h := startShop(ctx, t)
 	cmds := sh.grpcurlCommands(h.Get("Baggage"))
 	want := [][]string{
 		{"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "shop.Cart"},

@@ -80,6 +80,23 @@ func runDatabasesLeft(ctx context.Context, t *testing.T, databaseURL, run string
 	return names
 }
 
+// startShop starts a shop of the test's own, closed when the test ends,
+// and returns it with the headers of a ticket for pr-42.
+func startShop(ctx context.Context, t *testing.T) (*shop, http.Header) {
+	t.Helper()
+	sh, err := start(ctx, testSettings(t))
+	skipWithoutDatabase(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sh.close)
+	h, err := sh.ticketHeader(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sh, h
+}
+
 // skipWithoutDatabase skips t loudly when err says PostgreSQL cannot be
 // reached, unless SANDBOXKIT_REQUIRE_DATABASE=1.
 func skipWithoutDatabase(t *testing.T, err error) {
@@ -258,16 +275,7 @@ func TestRunsSideBySide(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	up, err := start(ctx, testSettings(t)) // the shop of -serve
-	skipWithoutDatabase(t, err)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.close()
-	h, err := up.ticketHeader(time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	up, h := startShop(ctx, t) // the shop of -serve
 	if a, err := up.checkout(ctx, h, "mug", 3); err != nil || a.status != http.StatusOK || a.receipt.Sandbox != pr42ID {
 		t.Fatalf("sandbox checkout before: %v, %v", a, err)
 	}
@@ -340,16 +348,7 @@ func TestTestDatabaseDroppedUnderneath(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	sh, err := start(ctx, testSettings(t))
-	skipWithoutDatabase(t, err)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sh.close()
-	h, err := sh.ticketHeader(time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sh, h := startShop(ctx, t)
 	if a, err := sh.checkout(ctx, h, "mug", 1); err != nil || a.status != http.StatusOK || a.receipt.Database != sh.testDatabase() {
 		t.Fatalf("first sandbox checkout: %v, %v", a, err)
 	}
