@@ -1,3 +1,13 @@
+// Tools of the repository whose dependencies are too heavy for the
+// library's go.mod: buf (compiles .proto files without protoc, for
+// go generate ./examples/shop/cartpb and scripts/check-generated.sh) and
+// grpcurl (the demo's gRPC client, run by examples/shop's tests). Run them
+// from anywhere in the repository with
+//
+//	go tool -modfile=<path to this file> buf|grpcurl ...
+//
+// The protoc plugins are tool directives of the main go.mod: their
+// versions follow the protobuf and gRPC runtimes the library requires.
 module github.com/sandboxkit/sandboxkit/tools
 
 go 1.26.7
