@@ -18,16 +18,17 @@ import (
 // stripped and the call is served as production. opts are added to
 // grpcmw's server interceptors (the demo adds the audit logger). The
 // server also serves reflection and the health service, so grpcurl can
-// list, describe and call it without a .proto.
-func NewGRPC(verifier *propagation.Verifier, c *cart.Client, opts ...grpcmw.Option) *grpc.Server {
-	opts = append([]grpcmw.Option{grpcmw.WithVerifier(verifier)}, opts...)
-	s := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(grpcmw.UnaryServerInterceptor(opts...)),
-		grpc.ChainStreamInterceptor(grpcmw.StreamServerInterceptor(opts...)),
-	)
+// list, describe and call it without a .proto. Options that cannot work
+// are the error of [grpcmw.NewServerInterceptors].
+func NewGRPC(verifier *propagation.Verifier, c *cart.Client, opts ...grpcmw.ServerOption) (*grpc.Server, error) {
+	in, err := grpcmw.NewServerInterceptors(append([]grpcmw.ServerOption{grpcmw.WithVerifier(verifier)}, opts...)...)
+	if err != nil {
+		return nil, err
+	}
+	s := grpc.NewServer(grpc.ChainUnaryInterceptor(in.Unary()), grpc.ChainStreamInterceptor(in.Stream()))
 	cartpb.RegisterCartServer(s, &edge{cart: c})
 	cart.RegisterIntrospection(s)
-	return s
+	return s, nil
 }
 
 // edge forwards Price with the call's context, so an admitted sandbox

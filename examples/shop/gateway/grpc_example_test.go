@@ -25,9 +25,18 @@ func ExampleNewGRPC() {
 	verifier, _ := propagation.NewVerifier(key)
 	signer, _ := propagation.NewSigner(key)
 	serve := func(s *grpc.Server) string {
-		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
 		go s.Serve(ln)
 		return ln.Addr().String()
+	}
+	must := func(s *grpc.Server, err error) *grpc.Server {
+		if err != nil {
+			panic(err)
+		}
+		return s
 	}
 	creds := grpc.WithTransportCredentials(insecure.NewCredentials())
 	dial := func(addr string) *grpc.ClientConn {
@@ -35,9 +44,9 @@ func ExampleNewGRPC() {
 		return conn
 	}
 
-	baseline := cart.NewServer("cart", cart.ListPrice, grpcmw.TrustAll())
+	baseline := must(cart.NewServer("cart", cart.ListPrice, grpcmw.TrustAll()))
 	defer baseline.Stop()
-	changed := cart.NewServer("cart@pr-42", cart.BulkDiscount, grpcmw.TrustAll())
+	changed := must(cart.NewServer("cart@pr-42", cart.BulkDiscount, grpcmw.TrustAll()))
 	defer changed.Stop()
 	baselineAddr, changedAddr := serve(baseline), serve(changed)
 	table, _ := routes.NewStatic([]routes.Sandbox{
@@ -48,7 +57,7 @@ func ExampleNewGRPC() {
 	router, _ := grpcmw.NewRouter(toBaseline, table, "cart", grpcmw.WithDialOptions(creds))
 	defer router.Close()
 
-	edge := gateway.NewGRPC(verifier, cart.NewClient(router))
+	edge := must(gateway.NewGRPC(verifier, cart.NewClient(router)))
 	defer edge.Stop()
 	toEdge := dial(serve(edge))
 	defer toEdge.Close()
