@@ -25,6 +25,7 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/provision"
 	"github.com/sandboxkit/sandboxkit/examples/shop/cart"
 	"github.com/sandboxkit/sandboxkit/examples/shop/gateway"
 	"github.com/sandboxkit/sandboxkit/examples/shop/orders"
@@ -91,7 +92,7 @@ type shop struct {
 
 	table      *routes.Table
 	db         *dbroute.Router
-	testDBs    *dbroute.DatabasePerSandbox
+	testDBs    *provision.DatabasePerSandbox
 	cartRouter *grpcmw.Router
 	ship       *shipping.Consumer // baseline consumer
 	shipPR42   *shipping.Consumer // pr-42's own consumer
@@ -181,10 +182,10 @@ func (sh *shop) startDatabases(ctx context.Context) error {
 	sh.onClose(baseline.Close)
 
 	// Test databases are cloned from a template the migration builds.
-	sh.testDBs, err = dbroute.NewDatabasePerSandbox(sh.set.databaseURL, dbroute.Migration{
+	sh.testDBs, err = provision.NewDatabasePerSandbox(sh.set.databaseURL, provision.Migration{
 		Version: "shop-1",
 		Apply:   func(ctx context.Context, tx pgx.Tx) error { return createTables(ctx, tx) },
-	}, dbroute.WithPrefix(sh.set.prefix))
+	}, provision.WithPrefix(sh.set.prefix))
 	if err != nil {
 		return err
 	}
@@ -195,7 +196,7 @@ func (sh *shop) startDatabases(ctx context.Context) error {
 	}
 	sh.table = routes.New()
 	sh.db, err = dbroute.New(baseline, sh.testDBs, // the router owns testDBs now
-		dbroute.WithTable(sh.table), dbroute.WithLogger(sh.audit.logger("dbroute")))
+		dbroute.WithRoutes(sh.table), dbroute.WithLogger(sh.audit.logger("dbroute")))
 	if err != nil {
 		sh.testDBs.Close()
 		return err
@@ -301,13 +302,16 @@ func (sh *shop) startServices(ctx context.Context) error {
 	// orders: writes through the database router, publishes through the
 	// sandbox-aware Kafka writer.
 	kt := &kafka.Transport{DialTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second}
-	events := kafkamw.NewWriter(&kafka.Writer{
+	events, err := kafkamw.NewWriter(&kafka.Writer{
 		Addr:         kafka.TCP(brokers...),
 		Topic:        orders.Topic,
 		BatchTimeout: 2 * time.Millisecond, // kafka-go waits up to 1s for a batch by default
 		RequiredAcks: kafka.RequireAll,
 		Transport:    kt,
 	})
+	if err != nil {
+		return err
+	}
 	sh.onClose(func() { events.Close(); kt.CloseIdleConnections() })
 	sh.events = events
 	ordersHandler, err := orders.NewHandler(sh.db, events, httpmw.TrustAll(), httpmw.WithLogger(sh.audit.logger("orders")))
@@ -370,7 +374,7 @@ func (sh *shop) startServices(ctx context.Context) error {
 // startConsumer starts a shipping consumer named name, serving its
 // counters on ln. opts make it a sandbox's consumer. It returns a function
 // that stops it.
-func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener, opts ...kafkamw.Option) (*shipping.Consumer, func(), error) {
+func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener, opts ...kafkamw.ReaderOption) (*shipping.Consumer, func(), error) {
 	r, err := kafkamw.NewReader(kafka.ReaderConfig{
 		Brokers: sh.brokers,
 		Topic:   orders.Topic,
@@ -385,9 +389,8 @@ func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener,
 		ReadBackoffMin:    10 * time.Millisecond,
 		ReadBackoffMax:    100 * time.Millisecond,
 		StartOffset:       kafka.FirstOffset,
-	}, append([]kafkamw.Option{
-		kafkamw.WithRoutes(sh.table), kafkamw.WithService("shipping"), kafkamw.WithLogger(sh.audit.logger(name)),
-		kafkamw.WithMeterProvider(sh.meters),
+	}, sh.table, "shipping", append([]kafkamw.ReaderOption{
+		kafkamw.WithLogger(sh.audit.logger(name)), kafkamw.WithMeterProvider(sh.meters),
 	}, opts...)...)
 	if err != nil {
 		ln.Close()
