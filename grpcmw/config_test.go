@@ -51,8 +51,8 @@ func TestConfigErrors(t *testing.T) {
 		}
 		return err
 	}
-	router := func(opts ...grpcmw.ClientOption) error {
-		r, err := grpcmw.NewRouter(cc, table, "cart", append([]grpcmw.ClientOption{plaintext}, opts...)...)
+	router := func(opts ...grpcmw.RouterOption) error {
+		r, err := grpcmw.NewRouter(cc, table, "cart", append([]grpcmw.RouterOption{plaintext}, opts...)...)
 		if r != nil {
 			r.Close()
 		}
@@ -77,8 +77,6 @@ func TestConfigErrors(t *testing.T) {
 		{"server: nil logger is silence", server(grpcmw.WithLogger(nil), grpcmw.TrustAll()), ""},
 		{"client: two codecs", client(grpcmw.WithCodec(codecA), grpcmw.WithCodec(codecB)), "WithCodec"},
 		{"client: nil codec", client(grpcmw.WithCodec(nil)), "WithCodec"},
-		{"client: router's dial options", client(grpcmw.WithDialOptions(grpc.WithUserAgent("x"))), "WithDialOptions"},
-		{"client: router's fallback", client(grpcmw.WithFallbackOnUnavailable()), "WithFallbackOnUnavailable"},
 		{"client: codec and breaker", client(grpcmw.WithCodec(codecA), grpcmw.WithBreaker(g1)), ""},
 		{"router: two codecs", router(grpcmw.WithCodec(codecA), grpcmw.WithCodec(codecB)), "WithCodec"},
 		{"router: nil codec", router(grpcmw.WithCodec(nil)), "WithCodec"},
@@ -221,8 +219,10 @@ func f(cc grpc.ClientConnInterface) {
 	grpcmw.NewServerInterceptors(opts[0])
 	grpcmw.NewClientInterceptors(opts[0])`, ""},
 		{"trust option to the client interceptors", `grpcmw.NewClientInterceptors(grpcmw.TrustAll())`, "does not implement grpcmw.ClientOption"},
-		{"trusted networks to the router", `grpcmw.NewRouter(cc, nil, "cart", grpcmw.WithTrustedNetworks())`, "does not implement grpcmw.ClientOption"},
-		{"verifier to the router", `grpcmw.NewRouter(cc, nil, "cart", grpcmw.WithVerifier(nil))`, "does not implement grpcmw.ClientOption"},
+		{"trusted networks to the router", `grpcmw.NewRouter(cc, nil, "cart", grpcmw.WithTrustedNetworks())`, "does not implement grpcmw.RouterOption"},
+		{"verifier to the router", `grpcmw.NewRouter(cc, nil, "cart", grpcmw.WithVerifier(nil))`, "does not implement grpcmw.RouterOption"},
+		{"dial options to the client interceptors", `grpcmw.NewClientInterceptors(grpcmw.WithDialOptions())`, "does not implement grpcmw.ClientOption"},
+		{"fallback to the client interceptors", `grpcmw.NewClientInterceptors(grpcmw.WithFallbackOnUnavailable())`, "does not implement grpcmw.ClientOption"},
 		{"dial options to the server", `grpcmw.NewServerInterceptors(grpcmw.WithDialOptions())`, "does not implement grpcmw.ServerOption"},
 		{"fallback to the server", `grpcmw.NewServerInterceptors(grpcmw.WithFallbackOnUnavailable())`, "does not implement grpcmw.ServerOption"},
 		{"a server option is not an Option", `var _ grpcmw.Option = grpcmw.TrustAll()`, "does not implement grpcmw.Option"},
