@@ -19,8 +19,17 @@ type ServerOption interface {
 	applyServer(*config)
 }
 
+// RouterOption configures [NewRouter]. Every [ClientOption] is one; the
+// options only a router can use ([WithDialOptions],
+// [WithFallbackOnUnavailable]) are RouterOptions alone, so that given to
+// [NewClientInterceptors] they do not compile.
+type RouterOption interface {
+	applyRouter(*config)
+}
+
 // ClientOption configures [NewClientInterceptors] and [NewRouter].
 type ClientOption interface {
+	RouterOption
 	applyClient(*config)
 }
 
@@ -31,17 +40,22 @@ type Option interface {
 	ClientOption
 }
 
-// option is an [Option]; serverOption and clientOption serve one role.
+// option is an [Option]; serverOption, clientOption and routerOption serve
+// their roles.
 type (
 	option       func(*config)
 	serverOption func(*config)
 	clientOption func(*config)
+	routerOption func(*config)
 )
 
 func (f option) applyServer(c *config)       { f(c) }
 func (f option) applyClient(c *config)       { f(c) }
+func (f option) applyRouter(c *config)       { f(c) }
 func (f serverOption) applyServer(c *config) { f(c) }
 func (f clientOption) applyClient(c *config) { f(c) }
+func (f clientOption) applyRouter(c *config) { f(c) }
+func (f routerOption) applyRouter(c *config) { f(c) }
 
 // config is what the options set. Options only record what they were
 // given; validate judges the whole, so that a conflict is found whatever
@@ -55,8 +69,7 @@ type config struct {
 	fallback bool
 	breaker  *breaker.Group
 
-	errs   []error  // what options found wrong on their own
-	router []string // router-only options given (names)
+	errs []error // what options found wrong on their own
 }
 
 // fail records a misconfiguration found by the option named opt.
@@ -76,17 +89,22 @@ func newServerConfig(opts []ServerOption) (config, error) {
 }
 
 // newClientConfig applies opts (nil ones are skipped) and validates them.
-// Unless forRouter, the options only [NewRouter] uses are an error.
-func newClientConfig(opts []ClientOption, forRouter bool) (config, error) {
+func newClientConfig(opts []ClientOption) (config, error) {
 	var c config
 	for _, o := range opts {
 		if o != nil {
 			o.applyClient(&c)
 		}
 	}
-	if !forRouter {
-		for _, name := range c.router {
-			c.fail(name, "only NewRouter uses it, not the client interceptors")
+	return c, c.validate()
+}
+
+// newRouterConfig applies opts (nil ones are skipped) and validates them.
+func newRouterConfig(opts []RouterOption) (config, error) {
+	var c config
+	for _, o := range opts {
+		if o != nil {
+			o.applyRouter(&c)
 		}
 	}
 	return c, c.validate()
@@ -176,12 +194,10 @@ func withClock(now func() time.Time) ServerOption {
 // WithDialOptions sets the options [NewRouter] passes to grpc.NewClient when
 // it connects to a sandbox upstream: transport credentials at least, and
 // whatever interceptors and stats handlers the baseline connection has.
-// Repeated uses add up. Only [NewRouter] uses it: given to
-// [NewClientInterceptors] it is an [ErrConfig] error.
-func WithDialOptions(opts ...grpc.DialOption) ClientOption {
-	return clientOption(func(cfg *config) {
+// Repeated uses add up. Only [NewRouter] uses it.
+func WithDialOptions(opts ...grpc.DialOption) RouterOption {
+	return routerOption(func(cfg *config) {
 		cfg.dialOpts = append(slices.Clip(cfg.dialOpts), opts...)
-		cfg.router = append(cfg.router, "WithDialOptions")
 	})
 }
 
@@ -190,12 +206,10 @@ func WithDialOptions(opts ...grpc.DialOption) ClientOption {
 // could be made, so the call was not sent there), instead of failing it
 // with codes.Unavailable. Each such fallback is audited. Without this
 // option a sandbox call never silently reaches the baseline version of a
-// service the sandbox overrides. Only [NewRouter] uses it: given to
-// [NewClientInterceptors] it is an [ErrConfig] error.
-func WithFallbackOnUnavailable() ClientOption {
-	return clientOption(func(cfg *config) {
+// service the sandbox overrides. Only [NewRouter] uses it.
+func WithFallbackOnUnavailable() RouterOption {
+	return routerOption(func(cfg *config) {
 		cfg.fallback = true
-		cfg.router = append(cfg.router, "WithFallbackOnUnavailable")
 	})
 }
 

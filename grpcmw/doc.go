@@ -14,7 +14,7 @@
 //
 //	in, err := grpcmw.NewServerInterceptors(opts ...grpcmw.ServerOption)  // in.Unary(), in.Stream()
 //	out, err := grpcmw.NewClientInterceptors(opts ...grpcmw.ClientOption) // out.Unary(), out.Stream()
-//	router, err := grpcmw.NewRouter(baseline, table, service, opts ...grpcmw.ClientOption)
+//	router, err := grpcmw.NewRouter(baseline, table, service, opts ...grpcmw.RouterOption)
 //
 // The unary and stream interceptors of one side come from one constructor
 // because they must share one configuration: a server whose stream
@@ -26,10 +26,10 @@
 // Options are typed by role, as connect-go types its own: the trust
 // options ([TrustAll], [WithTrustedNetworks], [WithVerifier]) are
 // [ServerOption]s; [WithDialOptions] and [WithFallbackOnUnavailable] are
-// [ClientOption]s that only [NewRouter] uses (the client interceptors
-// refuse them with [ErrConfig]); [WithCodec], [WithLogger] and
-// [WithBreaker] are [Option]s, both at once. An option given to a
-// constructor of the other role does not compile. Nil options are skipped.
+// [RouterOption]s, which only [NewRouter] takes; every [ClientOption] is
+// also a RouterOption; [WithCodec], [WithLogger] and [WithBreaker] are
+// [Option]s, all roles at once. An option given to a constructor that
+// cannot use it does not compile. Nil options are skipped.
 // Options are resolved once, at construction; nothing is decided per call.
 //
 // # Server

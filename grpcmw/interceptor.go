@@ -343,7 +343,7 @@ type ClientInterceptors struct {
 // [WithLogger] (for the breaker's refusals) apply; the options only
 // [NewRouter] uses are an [ErrConfig] error, and nil options are skipped.
 func NewClientInterceptors(opts ...ClientOption) (*ClientInterceptors, error) {
-	cfg, err := newClientConfig(opts, false)
+	cfg, err := newClientConfig(opts)
 	if err != nil {
 		return nil, err
 	}

@@ -98,7 +98,7 @@ func (c *sandboxConn) close() {
 //
 // NewRouter starts one goroutine that watches the table; [Router.Close]
 // stops it.
-func NewRouter(baseline grpc.ClientConnInterface, table *routes.Table, service string, opts ...ClientOption) (*Router, error) {
+func NewRouter(baseline grpc.ClientConnInterface, table *routes.Table, service string, opts ...RouterOption) (*Router, error) {
 	if baseline == nil {
 		return nil, configErrorf("NewRouter", "nil baseline connection")
 	}
@@ -108,7 +108,7 @@ func NewRouter(baseline grpc.ClientConnInterface, table *routes.Table, service s
 	if service == "" {
 		return nil, configErrorf("NewRouter", "empty service name")
 	}
-	cfg, err := newClientConfig(opts, true)
+	cfg, err := newRouterConfig(opts)
 	if err != nil {
 		return nil, err
 	}

@@ -36,7 +36,7 @@ type fleet struct {
 	client                    testpb.TestServiceClient
 }
 
-func newFleet(t *testing.T, sbs func(sandboxAddr string) []routes.Sandbox, opts ...grpcmw.ClientOption) *fleet {
+func newFleet(t *testing.T, sbs func(sandboxAddr string) []routes.Sandbox, opts ...grpcmw.RouterOption) *fleet {
 	t.Helper()
 	f := &fleet{baseline: &grpctest.Service{Name: "baseline"}, sandbox: &grpctest.Service{Name: "sandbox"}}
 	f.baselineAddr = start(t, f.baseline, serverOpts(t, grpcmw.TrustAll())...)
@@ -48,7 +48,7 @@ func newFleet(t *testing.T, sbs func(sandboxAddr string) []routes.Sandbox, opts 
 	f.table = table
 	// The baseline connection has no sandboxkit interceptor: the router
 	// injects the markers itself.
-	f.router, err = grpcmw.NewRouter(dial(t, f.baselineAddr), table, "cart", append([]grpcmw.ClientOption{plaintext}, opts...)...)
+	f.router, err = grpcmw.NewRouter(dial(t, f.baselineAddr), table, "cart", append([]grpcmw.RouterOption{plaintext}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ import (
 // whose markers the server interceptor reads and admits.
 func BenchmarkHop(b *testing.B) {
 	creds := grpc.WithTransportCredentials(insecure.NewCredentials())
-	bare := grpc.NewServer(grpc.ForceServerCodecV2(cart.Codec{})) // no sandboxkit
+	bare := grpc.NewServer() // no sandboxkit
 	cart.Register(bare, "cart", cart.ListPrice)
 	b.Cleanup(bare.Stop)
 	baseline, err := cart.NewServer("cart", cart.ListPrice, grpcmw.TrustAll())
