@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/sandboxkit/sandboxkit/routes"
 )
@@ -132,10 +135,15 @@ func (s *Source) session(ctx context.Context, table *routes.Table, connected fun
 	}
 	connected()
 
-	// The progress request must go to the watch's stream, which etcd's
-	// client picks by the context's metadata: both contexts carry the
-	// same.
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	// etcd's client shares one gRPC stream between the watches whose
+	// contexts carry the same metadata, and etcd answers a progress
+	// request only when every watch of the stream is synced, to all of
+	// them. Each session gets a stream of its own, so that tables sharing
+	// a client neither wait for each other's watches nor receive each
+	// other's notifications; the progress requests carry the same
+	// metadata, to reach this stream.
+	wctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(clientv3.WithRequireLeader(ctx),
+		"sandboxkit-watch", strconv.FormatUint(rand.Uint64(), 36)))
 	// Watch blocks until it has a stream to the server, which a hung
 	// server never gives: start it aside, and prove (and fail) meanwhile.
 	started := make(chan clientv3.WatchChan, 1)

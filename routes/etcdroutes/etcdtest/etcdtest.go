@@ -27,23 +27,27 @@ type Server struct {
 // Start starts a single-member etcd cluster with its data in dir, on two
 // free loopback ports that stay its own across restarts.
 func Start(dir string) (*Server, error) {
-	cp, err := freePort()
-	if err != nil {
-		return nil, err
+	var err error
+	// Another process may take a free port before etcd binds it: then
+	// try other ports.
+	for range 5 {
+		var cp, pp string
+		if cp, err = freePort(); err != nil {
+			return nil, err
+		}
+		if pp, err = freePort(); err != nil {
+			return nil, err
+		}
+		s := &Server{
+			dir:    dir,
+			client: url.URL{Scheme: "http", Host: cp},
+			peer:   url.URL{Scheme: "http", Host: pp},
+		}
+		if err = s.start(1); err == nil {
+			return s, nil
+		}
 	}
-	pp, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{
-		dir:    dir,
-		client: url.URL{Scheme: "http", Host: cp},
-		peer:   url.URL{Scheme: "http", Host: pp},
-	}
-	if err := s.start(); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return nil, err
 }
 
 func freePort() (string, error) {
@@ -55,7 +59,7 @@ func freePort() (string, error) {
 	return l.Addr().String(), nil
 }
 
-func (s *Server) start() error {
+func (s *Server) start(tries int) error {
 	cfg := embed.NewConfig()
 	cfg.Dir = s.dir
 	cfg.Name = "default"
@@ -72,8 +76,7 @@ func (s *Server) start() error {
 		e   *embed.Etcd
 		err error
 	)
-	// The port of the previous run may still be held for a moment.
-	for range 50 {
+	for range tries {
 		if e, err = embed.StartEtcd(cfg); err == nil {
 			break
 		}
@@ -107,7 +110,10 @@ func (s *Server) Stop() {
 }
 
 // Restart starts the stopped server again, on the same ports and data.
-func (s *Server) Restart() error { return s.start() }
+func (s *Server) Restart() error {
+	// The ports of the previous run may still be held for a moment.
+	return s.start(50)
+}
 
 // Client returns a client of the given endpoints.
 func Client(endpoints ...string) (*clientv3.Client, error) {
