@@ -28,7 +28,7 @@ var fast = []etcdroutes.Option{
 	etcdroutes.MaxBackoff(200 * time.Millisecond),
 }
 
-func startServer(t *testing.T) *etcdtest.Server {
+func startServer(t testing.TB) *etcdtest.Server {
 	t.Helper()
 	srv, err := etcdtest.Start(t.TempDir())
 	if err != nil {
@@ -38,7 +38,7 @@ func startServer(t *testing.T) *etcdtest.Server {
 	return srv
 }
 
-func client(t *testing.T, endpoint string) *clientv3.Client {
+func client(t testing.TB, endpoint string) *clientv3.Client {
 	t.Helper()
 	c, err := etcdtest.Client(endpoint)
 	if err != nil {
@@ -48,7 +48,7 @@ func client(t *testing.T, endpoint string) *clientv3.Client {
 	return c
 }
 
-func source(t *testing.T, c *clientv3.Client, opts ...etcdroutes.Option) *etcdroutes.Source {
+func source(t testing.TB, c *clientv3.Client, opts ...etcdroutes.Option) *etcdroutes.Source {
 	t.Helper()
 	src, err := etcdroutes.New(c, prefix, append(append([]etcdroutes.Option{}, fast...), opts...)...)
 	if err != nil {
@@ -58,7 +58,7 @@ func source(t *testing.T, c *clientv3.Client, opts ...etcdroutes.Option) *etcdro
 }
 
 // syncing runs src.Sync for tbl until the test ends.
-func syncing(t *testing.T, src *etcdroutes.Source, tbl *routes.Table) {
+func syncing(t testing.TB, src *etcdroutes.Source, tbl *routes.Table) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- src.Sync(ctx, tbl) }()
@@ -74,7 +74,7 @@ func sandbox(id, upstream string) routes.Sandbox {
 	return routes.Sandbox{ID: id, Actor: "alice", Services: map[string]routes.Route{"cart": {Upstream: upstream}}}
 }
 
-func put(t *testing.T, c *clientv3.Client, sb routes.Sandbox) {
+func put(t testing.TB, c *clientv3.Client, sb routes.Sandbox) {
 	t.Helper()
 	v, err := etcdroutes.Marshal(sb)
 	if err != nil {
