@@ -100,7 +100,11 @@ func httpSender(tb testing.TB, url, id string, rate float64, workers int) *sende
 	}
 	base := &http.Transport{MaxIdleConnsPerHost: workers}
 	tb.Cleanup(base.CloseIdleConnections)
-	c := &http.Client{Transport: httpmw.NewTransport(base), Timeout: 10 * time.Second}
+	tr, err := httpmw.NewTransport(base)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	return &sender{rate: rate, workers: workers, send: func(int) sample {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
@@ -206,7 +210,11 @@ func newContainment(tb testing.TB) *containment {
 		time.Sleep(serviceTime)
 		io.WriteString(w, "ok")
 	})
-	srv := httptest.NewServer(httpmw.NewHandler(app, httpmw.TrustAll(), httpmw.WithBreaker(g)))
+	h, err := httpmw.NewHandler(app, httpmw.TrustAll(), httpmw.WithBreaker(g))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
 	tb.Cleanup(srv.Close)
 	c.runaway = rawSender(tb, srv.Listener.Addr().String(), "runaway", ld.runaway, 8)
 	c.calm = httpSender(tb, srv.URL, "calm", ld.calm, 2)

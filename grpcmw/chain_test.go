@@ -27,14 +27,18 @@ import (
 func TestChainHTTPGRPCHTTP(t *testing.T) {
 	// inventory: HTTP, baseline and sandbox versions.
 	inventory := func(name string) *httptest.Server {
-		srv := httptest.NewServer(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, err := httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			v := url.Values{"server": {name}}
 			if s, ok := propagation.FromContext(r.Context()); ok {
 				v.Set("sandbox", s.ID)
 				v.Set("actor", s.Actor)
 			}
 			fmt.Fprint(w, v.Encode())
-		}), httpmw.TrustAll()))
+		}), httpmw.TrustAll())
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(h)
 		t.Cleanup(srv.Close)
 		return srv
 	}
@@ -45,7 +49,11 @@ func TestChainHTTPGRPCHTTP(t *testing.T) {
 	table := routes.New()
 	httpTransport := &http.Transport{}
 	t.Cleanup(httpTransport.CloseIdleConnections)
-	toInventory := &http.Client{Transport: httpmw.NewTransport(httpTransport, httpmw.WithRoutes(table), httpmw.WithService("inventory"))}
+	invTransport, err := httpmw.NewRoutingTransport(httpTransport, table, "inventory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	toInventory := &http.Client{Transport: invTransport}
 	cart := func(name string) string {
 		return start(t, &grpctest.Service{Name: name, Forward: func(ctx context.Context) (string, error) {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, invBaseline.URL+"/stock", nil)
@@ -59,7 +67,7 @@ func TestChainHTTPGRPCHTTP(t *testing.T) {
 			defer resp.Body.Close()
 			b, err := io.ReadAll(resp.Body)
 			return string(b), err
-		}}, serverOpts(grpcmw.TrustAll())...)
+		}}, serverOpts(t, grpcmw.TrustAll())...)
 	}
 	cartBaseline, cartSandbox := cart("cart-baseline"), cart("cart-sandbox")
 
@@ -71,20 +79,24 @@ func TestChainHTTPGRPCHTTP(t *testing.T) {
 	}
 
 	// front: HTTP at the edge, trusting loopback, calling cart over gRPC.
-	router, err := grpcmw.NewRouter(dial(t, cartBaseline, clientOpts()...), table, "cart", plaintext, grpcmw.WithDialOptions(clientOpts()...))
+	router, err := grpcmw.NewRouter(dial(t, cartBaseline, clientOpts(t)...), table, "cart", plaintext, grpcmw.WithDialOptions(clientOpts(t)...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { router.Close() })
 	cartClient := testpb.NewTestServiceClient(router)
-	front := httptest.NewServer(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	frontHandler, err := httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen, err := call(r.Context(), cartClient, unary)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		fmt.Fprint(w, seen.String())
-	}), httpmw.WithTrustedNetworks(loopback)))
+	}), httpmw.WithTrustedNetworks(loopback))
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewServer(frontHandler)
 	t.Cleanup(front.Close)
 	frontTransport := &http.Transport{}
 	t.Cleanup(frontTransport.CloseIdleConnections)

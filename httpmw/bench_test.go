@@ -29,10 +29,10 @@ func BenchmarkHandler(b *testing.B) {
 		}
 		w.WriteHeader(http.StatusOK)
 	})
-	mw := httpmw.NewHandler(app, httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8")))
+	mw := must(httpmw.NewHandler(app, httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8"))))
 	// A budget that admits everything: the cost of asking it (warm key).
 	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1e12, Burst: 1 << 30, MaxInFlight: 1 << 20}})
-	mwb := httpmw.NewHandler(app, httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8")), httpmw.WithBreaker(g))
+	mwb := must(httpmw.NewHandler(app, httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8")), httpmw.WithBreaker(g)))
 	otel := otelhttp.NewHandler(app, "app")
 	common := []string{
 		"Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
@@ -100,7 +100,7 @@ func BenchmarkTransport(b *testing.B) {
 			defer base.CloseIdleConnections()
 			var rt http.RoundTripper = base
 			if bc.wrap {
-				rt = httpmw.NewTransport(base, httpmw.WithRoutes(tab), httpmw.WithService("cart"))
+				rt = must(httpmw.NewRoutingTransport(base, tab, "cart"))
 			}
 			req, _ := http.NewRequestWithContext(ctxOf(bc.sandbox), http.MethodGet, baseline.URL+"/items?id=7", nil)
 			req.Header.Set("Baggage", "tenant=acme")
@@ -137,7 +137,7 @@ func BenchmarkHop(b *testing.B) {
 	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	plain := httptest.NewServer(app)
 	defer plain.Close()
-	ours := httptest.NewServer(httpmw.NewHandler(app, httpmw.TrustAll()))
+	ours := httptest.NewServer(must(httpmw.NewHandler(app, httpmw.TrustAll())))
 	defer ours.Close()
 	target, _ := url.Parse(plain.URL)
 	proxyTransport := &http.Transport{}
@@ -167,7 +167,7 @@ func BenchmarkHop(b *testing.B) {
 			defer base.CloseIdleConnections()
 			var rt http.RoundTripper = base
 			if bc.wrap {
-				rt = httpmw.NewTransport(base, httpmw.WithRoutes(tab), httpmw.WithService("cart"))
+				rt = must(httpmw.NewRoutingTransport(base, tab, "cart"))
 			}
 			req, _ := http.NewRequestWithContext(bc.ctx, http.MethodGet, bc.url+"/items", nil)
 			roundTrip := func() {

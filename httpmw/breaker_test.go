@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
@@ -61,7 +62,7 @@ func lastRecord(t *testing.T, a *auditLog) map[string]string {
 func TestTransportBreaker(t *testing.T) {
 	var served tally
 	started := make(chan struct{}, 1)
-	up := httptest.NewServer(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := httptest.NewServer(must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("Sandbox-Id")
 		served.add(id)
 		switch id {
@@ -75,7 +76,7 @@ func TestTransportBreaker(t *testing.T) {
 		default:
 			io.WriteString(w, "ok")
 		}
-	}), httpmw.TrustAll()))
+	}), httpmw.TrustAll())))
 	t.Cleanup(up.Close)
 
 	clk := clocktest.New()
@@ -85,7 +86,9 @@ func TestTransportBreaker(t *testing.T) {
 		Failures:    2,
 		OpenTimeout: time.Minute,
 	}, breaker.WithClock(clk.Now))
-	c := newClient(t, httpmw.NewTransport(&http.Transport{}, httpmw.WithBreaker(g), httpmw.WithLogger(logger), httpmw.WithService("cart")))
+	// A transport that does not route names the host it sends to.
+	upHost := mustURL(t, up.URL).Host
+	c := newClient(t, must(httpmw.NewTransport(&http.Transport{}, httpmw.WithBreaker(g), httpmw.WithLogger(logger))))
 	do := func(ctx context.Context, url string) (*http.Response, error) {
 		resp, err := c.Do(mustRequest(t, ctx, http.MethodGet, url, nil))
 		if err == nil {
@@ -101,7 +104,7 @@ func TestTransportBreaker(t *testing.T) {
 		}
 		body := &closeTracker{Reader: strings.NewReader("payload")}
 		_, err := c.Do(mustRequest(t, sandboxCtx("pr-1", "alice"), http.MethodPost, up.URL, body))
-		if !errors.Is(err, breaker.ErrThrottled) || !strings.Contains(err.Error(), "httpmw: request to cart refused") {
+		if !errors.Is(err, breaker.ErrThrottled) || !strings.Contains(err.Error(), "httpmw: request to "+upHost+" refused") {
 			t.Fatalf("second request: err = %v; want a refusal wrapping breaker.ErrThrottled", err)
 		}
 		if d, ok := breaker.RetryAfter(err); !ok || d != time.Second {
@@ -114,8 +117,8 @@ func TestTransportBreaker(t *testing.T) {
 			t.Error("the refused request's body was not closed")
 		}
 		rec := lastRecord(t, audits)
-		if rec["decision"] != "throttled" || rec["sandbox.id"] != "pr-1" || rec["sandbox.actor"] != "alice" ||
-			rec["target"] != "cart" || !strings.Contains(rec["reason"], "rate limit exceeded") || rec["level"] != "WARN" {
+		if rec[audit.KeyDecision] != string(audit.Throttled) || rec[audit.KeyID] != "pr-1" || rec[audit.KeyActor] != "alice" ||
+			rec[audit.KeyTarget] != upHost || !strings.Contains(rec[audit.KeyReason], "rate limit exceeded") || rec["level"] != "WARN" {
 			t.Errorf("audit record %v; want a throttled warning for pr-1/alice naming the rate limit", rec)
 		}
 	})
@@ -181,7 +184,7 @@ func TestTransportBreaker(t *testing.T) {
 
 	t.Run("cancellation is not a failure, a deadline is", func(t *testing.T) {
 		g := breaker.NewGroup(breaker.Settings{Failures: 1})
-		c := newClient(t, httpmw.NewTransport(&http.Transport{}, httpmw.WithBreaker(g)))
+		c := newClient(t, must(httpmw.NewTransport(&http.Transport{}, httpmw.WithBreaker(g))))
 		ctx, cancel := context.WithCancel(sandboxCtx("pr-slow", ""))
 		go func() { <-started; cancel() }()
 		if _, err := c.Do(mustRequest(t, ctx, http.MethodGet, up.URL, nil)); !errors.Is(err, context.Canceled) {
@@ -205,10 +208,10 @@ func TestTransportBreaker(t *testing.T) {
 // breakerServer serves app behind the handler middleware with WithBreaker,
 // trusting every peer. Every request sends its sandbox ID to served once
 // the middleware is done with it.
-func breakerServer(t *testing.T, app http.Handler, opts ...httpmw.Option) (*httptest.Server, chan string) {
+func breakerServer(t *testing.T, app http.Handler, opts ...httpmw.HandlerOption) (*httptest.Server, chan string) {
 	t.Helper()
 	served := make(chan string, 16)
-	mw := httpmw.NewHandler(app, append([]httpmw.Option{httpmw.TrustAll()}, opts...)...)
+	mw := must(httpmw.NewHandler(app, append([]httpmw.HandlerOption{httpmw.TrustAll()}, opts...)...))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("Sandbox-Id")
 		defer func() { served <- id }()
@@ -295,8 +298,8 @@ func TestHandlerBreaker(t *testing.T) {
 			t.Errorf("handler ran %d times for pr-1; want 1", n)
 		}
 		rec := lastRecord(t, audits)
-		if rec["decision"] != "throttled" || rec["sandbox.id"] != "pr-1" || rec["sandbox.actor"] != "alice" ||
-			rec["peer"] == "" || !strings.Contains(rec["reason"], "rate limit exceeded") {
+		if rec[audit.KeyDecision] != string(audit.Throttled) || rec[audit.KeyID] != "pr-1" || rec[audit.KeyActor] != "alice" ||
+			rec[audit.KeyPeer] == "" || !strings.Contains(rec[audit.KeyReason], "rate limit exceeded") {
 			t.Errorf("audit record %v; want throttled pr-1/alice with peer and reason", rec)
 		}
 	})
@@ -401,7 +404,7 @@ func TestProxyBreaker(t *testing.T) {
 
 	t.Run("the proxy's 502 is a failure", func(t *testing.T) {
 		g := breaker.NewGroup(breaker.Settings{Failures: 2, OpenTimeout: 10 * time.Second}, breaker.WithClock(clk.Now))
-		p := newProxyServer(t, nil, closedURL(t), httpmw.TrustAll(), httpmw.WithBreaker(g))
+		p := newProxyServer(t, newTable(t), closedURL(t), httpmw.TrustAll(), httpmw.WithBreaker(g))
 		c := newClient(t, &http.Transport{})
 		var got []int
 		for range 3 {
@@ -423,7 +426,7 @@ func TestBreakerBaselineAllocs(t *testing.T) {
 	}
 	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1e9, MaxInFlight: 100}})
 	bare := &sandboxOf{}
-	mw := httpmw.NewHandler(bare, httpmw.TrustAll(), httpmw.WithBreaker(g))
+	mw := must(httpmw.NewHandler(bare, httpmw.TrustAll(), httpmw.WithBreaker(g)))
 	w := &nopWriter{h: http.Header{}}
 	prod := newRequest("10.1.2.3:5555", "Baggage", "tenant=acme")
 	if b, m := testing.AllocsPerRun(1000, func() { bare.ServeHTTP(w, prod) }), testing.AllocsPerRun(1000, func() { mw.ServeHTTP(w, prod) }); m != b {
@@ -432,7 +435,7 @@ func TestBreakerBaselineAllocs(t *testing.T) {
 
 	resp := &http.Response{StatusCode: http.StatusOK, Body: http.NoBody}
 	base := roundTripFunc(func(*http.Request) (*http.Response, error) { return resp, nil })
-	tr := httpmw.NewTransport(base, httpmw.WithBreaker(g), httpmw.WithService("cart"))
+	tr := must(httpmw.NewTransport(base, httpmw.WithBreaker(g)))
 	req := mustRequest(t, context.Background(), http.MethodGet, "http://cart.internal/items", nil)
 	if b, m := testing.AllocsPerRun(1000, func() { base.RoundTrip(req) }), testing.AllocsPerRun(1000, func() { tr.RoundTrip(req) }); m != b {
 		t.Errorf("transport, no sandbox: %v allocs with the breaker, %v bare", m, b)
@@ -444,7 +447,7 @@ func TestBreakerBaselineAllocs(t *testing.T) {
 	// For the record: what an admitted sandbox request costs with the
 	// breaker (the group itself adds nothing on a warm key).
 	sb := newRequest("10.1.2.3:5555", "Sandbox-Id", "pr-1")
-	plain := httpmw.NewHandler(bare, httpmw.TrustAll())
+	plain := must(httpmw.NewHandler(bare, httpmw.TrustAll()))
 	t.Logf("handler, sandbox: %v allocs with the breaker, %v without",
 		testing.AllocsPerRun(1000, func() { mw.ServeHTTP(w, sb) }), testing.AllocsPerRun(1000, func() { plain.ServeHTTP(w, sb) }))
 }

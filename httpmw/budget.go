@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -13,23 +12,21 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/internal/audit"
+	"github.com/sandboxkit/sandboxkit/internal/egress"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
 // budget applies the per-sandbox budgets of a [breaker.Group] ([WithBreaker])
 // to requests: on the way in for handlers and proxies, on the way out for
-// transports. Its zero value budgets nothing. It is immutable.
+// transports. The asking and the throttled record are the shared kernel's
+// (internal/egress); the HTTP answers and outcomes are here. Its zero value
+// budgets nothing. It is immutable.
 type budget struct {
-	g        *breaker.Group
-	baseline bool // g budgets requests without a sandbox too
-	logger   *slog.Logger
+	egress.Budget
 }
 
 func newBudget(cfg *config) budget {
-	if cfg.breaker == nil {
-		return budget{}
-	}
-	return budget{g: cfg.breaker, baseline: cfg.breaker.GuardsBaseline(), logger: cfg.logger}
+	return budget{egress.New(cfg.breaker, cfg.logger, audit.HTTP)}
 }
 
 // errPanicked is the outcome of a handler that panicked.
@@ -40,13 +37,12 @@ var errPanicked = errors.New("httpmw: handler panicked")
 func (b *budget) serve(w http.ResponseWriter, r *http.Request, next http.Handler, target string) {
 	ctx := r.Context()
 	s, ok := propagation.FromContext(ctx)
-	if !ok && !b.baseline {
+	if !b.Covers(ok) {
 		next.ServeHTTP(w, r)
 		return
 	}
-	done, err := b.g.AllowSandbox(ctx, s)
+	done, err := b.Allow(ctx, s, target, func() string { return r.RemoteAddr })
 	if err != nil {
-		b.audit(ctx, s, r.RemoteAddr, target, err)
 		w.Header().Set("Retry-After", retryAfter(err))
 		http.Error(w, err.Error(), refusalStatus(err))
 		return
@@ -90,27 +86,12 @@ func (h *statusHook) writeHeader(code int) {
 // the request's body, as a RoundTripper must, and returns the error to
 // give the caller. target is the service or host the request goes to.
 func (b *budget) admit(r *http.Request, s propagation.Sandbox, target string) (func(error), error) {
-	done, err := b.g.AllowSandbox(r.Context(), s)
+	done, err := b.Allow(r.Context(), s, target, nil)
 	if err != nil {
 		closeBody(r)
-		b.audit(r.Context(), s, "", target, err)
 		return nil, fmt.Errorf("httpmw: request to %s refused: %w", target, err)
 	}
 	return done, nil
-}
-
-func (b *budget) audit(ctx context.Context, s propagation.Sandbox, peer, target string, err error) {
-	if b.logger == nil {
-		return
-	}
-	audit.Emit(ctx, b.logger, audit.Event{
-		Decision: audit.Throttled,
-		Sandbox:  s,
-		Protocol: audit.HTTP,
-		Peer:     peer,
-		Target:   target,
-		Reason:   err.Error(),
-	})
 }
 
 // outcome is what a request's budget is told: the round trip's error (the

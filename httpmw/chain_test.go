@@ -15,6 +15,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -37,7 +38,7 @@ func TestChain(t *testing.T) {
 	// C: baseline and sandbox versions, each an httpmw service traced by otelhttp.
 	newC := func(name string) *httptest.Server {
 		return httptest.NewServer(otelhttp.NewHandler(
-			httpmw.NewHandler(echo(name), loopback, httpmw.WithLogger(logger)),
+			must(httpmw.NewHandler(echo(name), loopback, httpmw.WithLogger(logger))),
 			"C-"+name, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(w3c), named))
 	}
 	cBase, cSandbox := newC("C-baseline"), newC("C-sandbox")
@@ -66,11 +67,11 @@ func TestChain(t *testing.T) {
 	defer b.Close()
 
 	// A: httpmw in and out.
-	aClient := newClient(t, httpmw.NewTransport(&http.Transport{}, httpmw.WithLogger(logger)))
-	a := httptest.NewServer(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	aClient := newClient(t, must(httpmw.NewTransport(&http.Transport{}, httpmw.WithLogger(logger))))
+	a := httptest.NewServer(must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, b.URL, nil)
 		forward(w, aClient, req)
-	}), loopback, httpmw.WithLogger(logger)))
+	}), loopback, httpmw.WithLogger(logger))))
 	defer a.Close()
 
 	client := newClient(t, &http.Transport{})
@@ -120,10 +121,10 @@ func TestChain(t *testing.T) {
 			if cSpan == nil || bSpan == nil {
 				t.Fatalf("spans %v; want B's and C's", rec.Ended())
 			}
-			if v := attr(bSpan, "sandbox.id"); v != "" {
+			if v := attr(bSpan, audit.KeyID); v != "" {
 				t.Errorf("B's span has sandbox.id %q; B runs no sandboxkit", v)
 			}
-			if v := attr(cSpan, "sandbox.id"); v != tc.attrOnC {
+			if v := attr(cSpan, audit.KeyID); v != tc.attrOnC {
 				t.Errorf("C's span sandbox.id = %q; want %q", v, tc.attrOnC)
 			}
 			if len(traces) != 1 {
@@ -133,10 +134,10 @@ func TestChain(t *testing.T) {
 	}
 	var routed, admitted int
 	for _, r := range alog.Records() {
-		switch r["decision"] {
-		case "routed":
+		switch r[audit.KeyDecision] {
+		case string(audit.Routed):
 			routed++
-		case "admitted":
+		case string(audit.Admitted):
 			admitted++
 		}
 	}

@@ -1,6 +1,8 @@
 package httpmw
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -13,27 +15,110 @@ import (
 	"github.com/sandboxkit/sandboxkit/routes"
 )
 
-// Option configures [NewHandler], [NewMiddleware], [NewTransport] and
-// [NewProxy]. One option type serves all of them so that a service can
-// build its ingress and egress from one list (the codec and the logger
-// must agree on both sides); each constructor ignores the options that do
-// not concern it, as listed on every option. Options are resolved when the
-// middleware is built, never per request.
-type Option interface {
-	apply(*config)
+// The options are typed by the constructors that can use them, as
+// connect-go's: an option a constructor cannot use does not compile there.
+//
+//	option                       handler  transport  proxy   type
+//	WithCodec, WithLogger,       yes      yes        yes     Option
+//	WithBreaker
+//	TrustAll, WithTrustedNetworks,
+//	WithTrustedHops, WithVerifier yes     -          yes     TrustOption
+//	WithFallbackOnUnavailable    -        routing    yes     RoutingOption
+//	WithRoundTripper             -        -          yes     ProxyOption
+//
+// Options are resolved when the middleware is built, never per request. A
+// nil option in the list is skipped. A misconfiguration (an invalid value,
+// conflicting options, an option without what it needs) is an error from
+// the constructor wrapping [ErrConfig].
+
+// HandlerOption configures [NewHandler] and [NewMiddleware].
+type HandlerOption interface {
+	applyHandler(*config)
 }
 
-type optionFunc func(*config)
+// TransportOption configures [NewTransport], [NewRoutingTransport] and
+// [NewHostRoutingTransport].
+type TransportOption interface {
+	applyTransport(*config)
+}
 
-func (f optionFunc) apply(c *config) { f(c) }
+// ProxyOption configures [NewProxy].
+type ProxyOption interface {
+	applyProxy(*config)
+}
+
+// TrustOption is an option of the trust policy: it configures the
+// constructors that admit incoming requests, the handler and the proxy.
+type TrustOption interface {
+	HandlerOption
+	ProxyOption
+}
+
+// RoutingOption configures the constructors that choose upstreams: the
+// routing transports and the proxy.
+type RoutingOption interface {
+	TransportOption
+	ProxyOption
+}
+
+// Option configures every constructor of the package, so that a service
+// can give its ingress and egress one list of the options that must agree
+// on both sides (the codec, the logger).
+type Option interface {
+	HandlerOption
+	TransportOption
+	ProxyOption
+}
+
+// ErrConfig is wrapped by every error a constructor returns for a
+// misconfiguration. The error's text names the option or argument.
+var ErrConfig = errors.New("httpmw: invalid configuration")
+
+// configError is a misconfiguration: "httpmw: " and what is wrong, which
+// errors.Is matches with ErrConfig.
+type configError struct {
+	msg string
+	err error // the cause, if any
+}
+
+func (e *configError) Error() string        { return "httpmw: " + e.msg }
+func (e *configError) Unwrap() error        { return e.err }
+func (e *configError) Is(target error) bool { return target == ErrConfig }
+
+func configErr(format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	return &configError{msg: err.Error(), err: errors.Unwrap(err)}
+}
+
+type option func(*config)
+
+func (f option) applyHandler(c *config)   { f(c) }
+func (f option) applyTransport(c *config) { f(c) }
+func (f option) applyProxy(c *config)     { f(c) }
+
+type trustOption func(*config)
+
+func (f trustOption) applyHandler(c *config) { f(c) }
+func (f trustOption) applyProxy(c *config)   { f(c) }
+
+type routingOption func(*config)
+
+func (f routingOption) applyTransport(c *config) { f(c) }
+func (f routingOption) applyProxy(c *config)     { f(c) }
+
+type proxyOption func(*config)
+
+func (f proxyOption) applyProxy(c *config) { f(c) }
 
 type config struct {
 	codec  *propagation.Codec
 	logger *slog.Logger
+	err    error // the first misconfiguration seen
 
 	// ingress
-	policy trust.Policy
-	hops   int
+	policy  trust.Policy
+	hops    int
+	hopsSet bool
 
 	// egress
 	table    *routes.Table
@@ -46,44 +131,100 @@ type config struct {
 	breaker *breaker.Group
 }
 
-func newConfig(opts []Option) config {
-	c := config{codec: propagation.Default()}
+// fail records a misconfiguration; the first one is the constructor's
+// error.
+func (c *config) fail(err error) {
+	if c.err == nil {
+		c.err = err
+	}
+}
+
+// newConfig applies opts to a new config, skipping nil options, with
+// apply the role's method (HandlerOption.applyHandler, ...), and checks
+// the result; ingress: the constructor admits incoming requests.
+func newConfig[O comparable](opts []O, apply func(O, *config), ingress bool) (config, error) {
+	var c config
+	var none O
 	for _, o := range opts {
-		if o != nil {
-			o.apply(&c)
+		if o != none {
+			apply(o, &c)
 		}
+	}
+	return c, c.finish(ingress)
+}
+
+func handlerConfig(opts []HandlerOption) (config, error) {
+	return newConfig(opts, HandlerOption.applyHandler, true)
+}
+
+func transportConfig(opts []TransportOption) (config, error) {
+	return newConfig(opts, TransportOption.applyTransport, false)
+}
+
+func proxyConfig(opts []ProxyOption) (config, error) {
+	return newConfig(opts, ProxyOption.applyProxy, true)
+}
+
+// finish checks what no single option can: conflicts between options. It
+// sets the defaults.
+func (c *config) finish(ingress bool) error {
+	if c.err != nil {
+		return c.err
 	}
 	if c.codec == nil {
 		c.codec = propagation.Default()
 	}
-	if c.hops < 0 {
-		c.hops = 0
+	if !ingress {
+		return nil
 	}
-	return c
+	switch {
+	case c.policy.All && len(c.policy.Networks) > 0:
+		return configErr("TrustAll conflicts with WithTrustedNetworks: TrustAll trusts every peer")
+	case c.policy.All && c.hopsSet:
+		return configErr("TrustAll conflicts with WithTrustedHops: TrustAll trusts every peer")
+	case c.hopsSet && len(c.policy.Networks) == 0:
+		return configErr("WithTrustedHops needs WithTrustedNetworks: the proxies in front must be trusted peers")
+	}
+	return nil
 }
 
 // WithCodec sets the codec that reads and writes sandbox markers (default
 // [propagation.Default]). Every hop of a system must use the same names.
-// Handler, transport and proxy.
+// A nil codec, or two different codecs, is a misconfiguration.
 func WithCodec(c *propagation.Codec) Option {
-	return optionFunc(func(cfg *config) { cfg.codec = c })
+	return option(func(cfg *config) {
+		switch {
+		case c == nil:
+			cfg.fail(configErr("WithCodec: nil codec"))
+		case cfg.codec != nil && cfg.codec != c:
+			cfg.fail(configErr("WithCodec: two different codecs"))
+		default:
+			cfg.codec = c
+		}
+	})
 }
 
 // WithLogger sets the logger that receives the audit records (admitted,
-// stripped, rejected, routed, fallback). Without it the middleware is
-// silent. Handler, transport and proxy.
+// stripped, rejected, routed, fallback, throttled; see package
+// [github.com/sandboxkit/sandboxkit/audit]). Without it, or with a nil
+// logger, the middleware is silent.
 func WithLogger(l *slog.Logger) Option {
-	return optionFunc(func(cfg *config) { cfg.logger = l })
+	return option(func(cfg *config) { cfg.logger = l })
 }
 
 // WithTrustedNetworks adds networks whose peers may set a sandbox. IPv4 and
-// IPv6 prefixes are accepted; IPv4-mapped IPv6 peers match IPv4 prefixes.
-// Repeated calls add up. Handler and proxy.
-func WithTrustedNetworks(prefixes ...netip.Prefix) Option {
-	return optionFunc(func(cfg *config) {
-		for _, p := range prefixes {
-			cfg.policy.Networks = append(cfg.policy.Networks, p.Masked())
+// IPv6 prefixes are accepted; each is masked (10.1.2.3/8 is 10.0.0.0/8),
+// an IPv4-mapped IPv6 prefix stands for its IPv4 prefix, and IPv4-mapped
+// IPv6 peers match IPv4 prefixes. An invalid prefix (the zero
+// netip.Prefix) is a misconfiguration. Repeated uses add up.
+func WithTrustedNetworks(prefixes ...netip.Prefix) TrustOption {
+	return trustOption(func(cfg *config) {
+		nets, err := trust.Networks(prefixes)
+		if err != nil {
+			cfg.fail(configErr("WithTrustedNetworks: %w", err))
+			return
 		}
+		cfg.policy.Networks = append(cfg.policy.Networks, nets...)
 	})
 }
 
@@ -93,55 +234,50 @@ func WithTrustedNetworks(prefixes ...netip.Prefix) Option {
 // together), and that address must be in a trusted network too. A request
 // with fewer than n entries, or an entry among the last n that is not an IP
 // address, comes from an untrusted source. Entries further left, which the
-// client wrote itself, are never consulted. The default, 0, ignores
-// X-Forwarded-For. This is Envoy's xff_num_trusted_hops. Handler and proxy.
-func WithTrustedHops(n int) Option {
-	return optionFunc(func(cfg *config) { cfg.hops = n })
+// client wrote itself, are never consulted. Without this option
+// X-Forwarded-For is ignored. This is Envoy's xff_num_trusted_hops.
+//
+// It needs [WithTrustedNetworks] (the proxies must be trusted peers) and
+// conflicts with [TrustAll]; a negative n is a misconfiguration.
+func WithTrustedHops(n int) TrustOption {
+	return trustOption(func(cfg *config) {
+		if n < 0 {
+			cfg.fail(configErr("WithTrustedHops: negative hop count %d", n))
+			return
+		}
+		cfg.hops, cfg.hopsSet = n, true
+	})
 }
 
 // WithVerifier accepts sandbox markers from any peer when they come with a
 // valid signed ticket (see [propagation.Signer]), and rejects requests whose
 // ticket is invalid, expired, or signed for another sandbox, actor or
-// origin. Handler and proxy.
-func WithVerifier(v *propagation.Verifier) Option {
-	return optionFunc(func(cfg *config) { cfg.policy.Verifier = v })
+// origin. A nil verifier, or two different ones, is a misconfiguration.
+func WithVerifier(v *propagation.Verifier) TrustOption {
+	return trustOption(func(cfg *config) {
+		switch {
+		case v == nil:
+			cfg.fail(configErr("WithVerifier: nil verifier"))
+		case cfg.policy.Verifier != nil && cfg.policy.Verifier != v:
+			cfg.fail(configErr("WithVerifier: two different verifiers"))
+		default:
+			cfg.policy.Verifier = v
+		}
+	})
 }
 
 // TrustAll honours sandbox markers from every peer. Use it only for
 // internal hops behind an edge that already filters (a [NewHandler] or
-// [NewProxy] with a narrower policy). It overrides [WithTrustedNetworks]
-// and [WithTrustedHops]. Handler and proxy.
-func TrustAll() Option {
-	return optionFunc(func(cfg *config) { cfg.policy.All = true })
+// [NewProxy] with a narrower policy). It conflicts with
+// [WithTrustedNetworks] and [WithTrustedHops].
+func TrustAll() TrustOption {
+	return trustOption(func(cfg *config) { cfg.policy.All = true })
 }
 
-// WithClock sets the clock used to check ticket expiry (default
-// time.Now). Handler and proxy.
-func WithClock(now func() time.Time) Option {
-	return optionFunc(func(cfg *config) { cfg.policy.Now = now })
-}
-
-// WithRoutes sets the route table that chooses the upstream of sandbox
-// requests. Without it the transport only propagates. Transport ([NewProxy]
-// takes its table as an argument).
-func WithRoutes(t *routes.Table) Option {
-	return optionFunc(func(cfg *config) { cfg.table = t })
-}
-
-// WithService names the service every request of the transport goes to,
-// the name under which sandboxes override it in the route table.
-// It takes precedence over [WithHostServices]. Transport.
-func WithService(name string) Option {
-	return optionFunc(func(cfg *config) { cfg.service = name })
-}
-
-// WithHostServices maps request hosts to service names, for a transport
-// that calls several services. A request's URL host is looked up as
-// "host:port" first and then as the bare host name; a host that is not in
-// the map is not routed (the sandbox is still propagated). The map is
-// copied. Transport.
-func WithHostServices(hosts map[string]string) Option {
-	return optionFunc(func(cfg *config) { cfg.hosts = maps.Clone(hosts) })
+// withClock sets the clock used to check ticket expiry (default
+// time.Now). Tests reach it through export_test.go.
+func withClock(now func() time.Time) TrustOption {
+	return trustOption(func(cfg *config) { cfg.policy.Now = now })
 }
 
 // WithFallbackOnUnavailable sends a sandbox request to the baseline when
@@ -149,23 +285,24 @@ func WithHostServices(hosts map[string]string) Option {
 // fails with [ErrSandboxUnavailable]: running it on the baseline would run
 // the baseline's code paths for traffic meant for the sandbox's version.
 // Only requests whose body can be replayed (no body, or Request.GetBody
-// set) fall back. Transport and proxy.
-func WithFallbackOnUnavailable() Option {
-	return optionFunc(func(cfg *config) { cfg.fallback = true })
+// set) fall back. Routing transports and proxy; [NewTransport], which
+// does not route, refuses it as a misconfiguration.
+func WithFallbackOnUnavailable() RoutingOption {
+	return routingOption(func(cfg *config) { cfg.fallback = true })
 }
 
 // WithRoundTripper sets the transport the proxy sends requests with
-// (default http.DefaultTransport); give one with HTTP/2 enabled for h2c
-// upstreams. Proxy ([NewTransport] takes its base as an argument).
-func WithRoundTripper(rt http.RoundTripper) Option {
-	return optionFunc(func(cfg *config) { cfg.base = rt })
+// (default [NewProxyTransport]); give one with HTTP/2 enabled for h2c
+// upstreams. A nil rt keeps the default.
+func WithRoundTripper(rt http.RoundTripper) ProxyOption {
+	return proxyOption(func(cfg *config) { cfg.base = rt })
 }
 
 // WithBreaker puts requests under the per-sandbox budgets of g (see package
 // [breaker]): each sandbox's rate limit, cap on requests in flight and
 // circuit breaker. Requests without a sandbox are budgeted only when g has
 // a baseline budget ([breaker.Settings.Baseline]); otherwise they do not
-// touch g. A nil g adds nothing. Handler, transport and proxy.
+// touch g. A nil g adds nothing.
 //
 // On a [Transport] (client side) a request over its budget is not sent:
 // RoundTrip returns an error wrapping the group's refusal, so that
@@ -185,12 +322,15 @@ func WithRoundTripper(rt http.RoundTripper) Option {
 // panicking handler count as failures; a request whose client went away
 // counts for nothing. A request is in flight until the handler returns.
 //
-// Every refusal is one audit record (decision "throttled", with the
+// Every refusal is one audit record (decision audit.Throttled, with the
 // sandbox, its actor and the reason) on the [WithLogger] logger. A group
 // guards one dependency: give it to one layer only (a proxy applies it
 // once, for both of its sides), and note that a transport calling several
-// services ([WithHostServices]) spends one budget per sandbox on all of
-// them.
+// services ([NewHostRoutingTransport]) spends one budget per sandbox on
+// all of them.
 func WithBreaker(g *breaker.Group) Option {
-	return optionFunc(func(cfg *config) { cfg.breaker = g })
+	return option(func(cfg *config) { cfg.breaker = g })
 }
+
+// cloneHosts copies a host map for a transport.
+func cloneHosts(hosts map[string]string) map[string]string { return maps.Clone(hosts) }

@@ -26,8 +26,13 @@ func ExampleNewHandler() {
 		fmt.Fprint(w, "production")
 	})
 	// Trust the loopback network only (in a cluster: the pod network).
-	srv := httptest.NewServer(httpmw.NewHandler(api,
-		httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))))
+	h, err := httpmw.NewHandler(api,
+		httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	srv := httptest.NewServer(h)
 	defer srv.Close()
 	client := srv.Client()
 	defer client.CloseIdleConnections()
@@ -53,7 +58,7 @@ func ExampleNewHandler() {
 	// 400 bad sandbox markers: propagation: invalid sandbox ID: "PR 42" (want a DNS label: lower-case letters, digits and inner hyphens, at most 63)
 }
 
-func ExampleNewTransport() {
+func ExampleNewRoutingTransport() {
 	serve := func(name string) *httptest.Server {
 		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, "%s served %s (Sandbox-Id %q)", name, r.URL.RequestURI(), r.Header.Get("Sandbox-Id"))
@@ -71,7 +76,11 @@ func ExampleNewTransport() {
 		fmt.Println(err)
 		return
 	}
-	transport := httpmw.NewTransport(&http.Transport{}, httpmw.WithRoutes(table), httpmw.WithService("cart"))
+	transport, err := httpmw.NewRoutingTransport(&http.Transport{}, table, "cart")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer transport.CloseIdleConnections()
 	client := &http.Client{Transport: transport}
 
@@ -150,8 +159,56 @@ func ExampleNewProxy() {
 	// legacy served /orders
 }
 
+func ExampleNewTransport() {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "Sandbox-Id %q", r.Header.Get("Sandbox-Id"))
+	}))
+	defer srv.Close()
+	// Propagation only: the sandbox goes along, the request goes where it
+	// was addressed.
+	tr, err := httpmw.NewTransport(&http.Transport{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+
+	ctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-42"})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Println(string(body))
+	// Output:
+	// Sandbox-Id "pr-42"
+}
+
+// A misconfiguration is an error from the constructor, never a silent
+// default.
+func ExampleErrConfig() {
+	_, err := httpmw.NewHandler(http.NotFoundHandler(), httpmw.TrustAll(),
+		httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8")))
+	fmt.Println(errors.Is(err, httpmw.ErrConfig))
+	fmt.Println(err)
+	_, err = httpmw.NewRoutingTransport(nil, nil, "cart")
+	fmt.Println(err)
+	// Output:
+	// true
+	// httpmw: TrustAll conflicts with WithTrustedNetworks: TrustAll trusts every peer
+	// httpmw: NewRoutingTransport: nil route table
+}
+
 func ExampleNewMiddleware() {
-	sandboxed := httpmw.NewMiddleware(httpmw.TrustAll()) // behind an edge that already filters
+	sandboxed, err := httpmw.NewMiddleware(httpmw.TrustAll()) // behind an edge that already filters
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/whoami", sandboxed(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, _ := propagation.FromContext(r.Context())
@@ -174,7 +231,12 @@ func ExampleWithBreaker() {
 	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1, Burst: 2}},
 		breaker.WithClock(func() time.Time { return now })) // a fixed clock keeps the output stable
 	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "served") })
-	srv := httptest.NewServer(httpmw.NewHandler(api, httpmw.TrustAll(), httpmw.WithBreaker(g)))
+	h, err := httpmw.NewHandler(api, httpmw.TrustAll(), httpmw.WithBreaker(g))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	srv := httptest.NewServer(h)
 	defer srv.Close()
 	client := srv.Client()
 	defer client.CloseIdleConnections()
@@ -210,7 +272,11 @@ func ExampleWithBreaker_transport() {
 	now := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
 	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 0.5, Burst: 1}},
 		breaker.WithClock(func() time.Time { return now }))
-	tr := httpmw.NewTransport(&http.Transport{}, httpmw.WithBreaker(g), httpmw.WithService("cart"))
+	tr, err := httpmw.NewTransport(&http.Transport{}, httpmw.WithBreaker(g))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
 

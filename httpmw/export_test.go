@@ -8,3 +8,8 @@ func ForwardedClient(lines []string, hops int) (addr string, entry string, n int
 	}
 	return a.String(), e, n, true
 }
+
+// WithClock sets the clock that checks ticket expiry: the test hook of
+// the unexported option (the public API has none; see the conventions of
+// issue 16).
+var WithClock = withClock

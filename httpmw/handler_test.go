@@ -14,6 +14,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
@@ -51,7 +52,7 @@ func TestHandlerAllocs(t *testing.T) {
 		t.Skip("allocation counts differ under the race detector")
 	}
 	bare := &sandboxOf{}
-	mw := httpmw.NewHandler(bare, httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8")))
+	mw := must(httpmw.NewHandler(bare, httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8"))))
 	w := &nopWriter{h: http.Header{}}
 
 	// Production traffic, with the headers real traffic carries.
@@ -81,7 +82,7 @@ func TestHandlerAllocs(t *testing.T) {
 
 func TestHandlerStripLeavesCallerRequestAlone(t *testing.T) {
 	next := &sandboxOf{}
-	h := httpmw.NewHandler(next, httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8")))
+	h := must(httpmw.NewHandler(next, httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8"))))
 	r := newRequest("203.0.113.7:999", "Sandbox-Id", "pr-1", "Baggage", "a=1,sandbox.id=pr-1,b=2")
 	before := r.Header.Clone()
 	h.ServeHTTP(httptest.NewRecorder(), r)
@@ -111,24 +112,23 @@ func TestHandlerPeers(t *testing.T) {
 	pfx := netip.MustParsePrefix
 	cases := []struct {
 		name   string
-		opts   []httpmw.Option
+		opts   []httpmw.HandlerOption
 		remote string
 		xff    string
 		want   string
 	}{
-		{"IPv6 peer in a trusted network", []httpmw.Option{httpmw.WithTrustedNetworks(pfx("2001:db8::/32"))}, "[2001:db8::1]:443", "", "pr-1"},
-		{"IPv6 peer outside", []httpmw.Option{httpmw.WithTrustedNetworks(pfx("2001:db8::/32"))}, "[2001:db9::1]:443", "", ""},
-		{"IPv4-mapped peer matches an IPv4 network", []httpmw.Option{httpmw.WithTrustedNetworks(pfx("10.0.0.0/8"))}, "[::ffff:10.1.2.3]:80", "", "pr-1"},
-		{"unix socket peer", []httpmw.Option{httpmw.WithTrustedNetworks(pfx("10.0.0.0/8"))}, "@", "", ""},
-		{"peer without port", []httpmw.Option{httpmw.WithTrustedNetworks(pfx("10.0.0.0/8"))}, "10.1.2.3", "", "pr-1"},
-		{"unmasked prefix", []httpmw.Option{httpmw.WithTrustedNetworks(pfx("10.1.2.3/8"))}, "10.9.9.9:1", "", "pr-1"},
-		{"networks add up", []httpmw.Option{httpmw.WithTrustedNetworks(pfx("10.0.0.0/8")), httpmw.WithTrustedNetworks(pfx("192.168.0.0/16"))}, "192.168.1.1:1", "", "pr-1"},
-		{"TrustAll", []httpmw.Option{httpmw.TrustAll()}, "203.0.113.7:1", "", "pr-1"},
-		{"TrustAll ignores hops", []httpmw.Option{httpmw.TrustAll(), httpmw.WithTrustedHops(2)}, "203.0.113.7:1", "", "pr-1"},
-		{"negative hops ignore XFF", []httpmw.Option{httpmw.WithTrustedNetworks(pfx("10.0.0.0/8")), httpmw.WithTrustedHops(-1)}, "10.1.2.3:1", "203.0.113.7", "pr-1"},
-		{"IPv6 XFF client in brackets", []httpmw.Option{httpmw.WithTrustedNetworks(pfx("10.0.0.0/8"), pfx("2001:db8::/32")), httpmw.WithTrustedHops(1)}, "10.1.2.3:1", "[2001:db8::5]:8080", "pr-1"},
-		{"hops with no trusted network", []httpmw.Option{httpmw.WithTrustedHops(1)}, "10.1.2.3:1", "10.1.2.4", ""},
-		{"nil option is ignored", []httpmw.Option{nil, httpmw.WithTrustedNetworks(pfx("10.0.0.0/8"))}, "10.1.2.3:1", "", "pr-1"},
+		{"IPv6 peer in a trusted network", []httpmw.HandlerOption{httpmw.WithTrustedNetworks(pfx("2001:db8::/32"))}, "[2001:db8::1]:443", "", "pr-1"},
+		{"IPv6 peer outside", []httpmw.HandlerOption{httpmw.WithTrustedNetworks(pfx("2001:db8::/32"))}, "[2001:db9::1]:443", "", ""},
+		{"IPv4-mapped prefix matches an IPv4 peer", []httpmw.HandlerOption{httpmw.WithTrustedNetworks(pfx("::ffff:10.0.0.0/104"))}, "10.1.2.3:80", "", "pr-1"},
+		{"zero hops ignore XFF", []httpmw.HandlerOption{httpmw.WithTrustedNetworks(pfx("10.0.0.0/8")), httpmw.WithTrustedHops(0)}, "10.1.2.3:1", "203.0.113.7", "pr-1"},
+		{"IPv4-mapped peer matches an IPv4 network", []httpmw.HandlerOption{httpmw.WithTrustedNetworks(pfx("10.0.0.0/8"))}, "[::ffff:10.1.2.3]:80", "", "pr-1"},
+		{"unix socket peer", []httpmw.HandlerOption{httpmw.WithTrustedNetworks(pfx("10.0.0.0/8"))}, "@", "", ""},
+		{"peer without port", []httpmw.HandlerOption{httpmw.WithTrustedNetworks(pfx("10.0.0.0/8"))}, "10.1.2.3", "", "pr-1"},
+		{"unmasked prefix", []httpmw.HandlerOption{httpmw.WithTrustedNetworks(pfx("10.1.2.3/8"))}, "10.9.9.9:1", "", "pr-1"},
+		{"networks add up", []httpmw.HandlerOption{httpmw.WithTrustedNetworks(pfx("10.0.0.0/8")), httpmw.WithTrustedNetworks(pfx("192.168.0.0/16"))}, "192.168.1.1:1", "", "pr-1"},
+		{"TrustAll", []httpmw.HandlerOption{httpmw.TrustAll()}, "203.0.113.7:1", "", "pr-1"},
+		{"IPv6 XFF client in brackets", []httpmw.HandlerOption{httpmw.WithTrustedNetworks(pfx("10.0.0.0/8"), pfx("2001:db8::/32")), httpmw.WithTrustedHops(1)}, "10.1.2.3:1", "[2001:db8::5]:8080", "pr-1"},
+		{"nil option is ignored", []httpmw.HandlerOption{nil, httpmw.WithTrustedNetworks(pfx("10.0.0.0/8"))}, "10.1.2.3:1", "", "pr-1"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -138,7 +138,7 @@ func TestHandlerPeers(t *testing.T) {
 				r.Header.Set("X-Forwarded-For", tc.xff)
 			}
 			w := httptest.NewRecorder()
-			httpmw.NewHandler(next, tc.opts...).ServeHTTP(w, r)
+			must(httpmw.NewHandler(next, tc.opts...)).ServeHTTP(w, r)
 			if w.Code != http.StatusOK || next.id != tc.want {
 				t.Errorf("status %d, sandbox %q; want 200 and %q", w.Code, next.id, tc.want)
 			}
@@ -152,7 +152,7 @@ func TestHandlerCustomCodec(t *testing.T) {
 		t.Fatal(err)
 	}
 	next := &sandboxOf{}
-	h := httpmw.NewHandler(next, httpmw.WithCodec(codec), httpmw.TrustAll())
+	h := must(httpmw.NewHandler(next, httpmw.WithCodec(codec), httpmw.TrustAll()))
 	for _, r := range []*http.Request{
 		newRequest("10.0.0.1:1", "X-Env", "pr-1"),
 		newRequest("10.0.0.1:1", "Baggage", "sd-routing-key=pr-1"),
@@ -172,7 +172,7 @@ func TestHandlerCustomCodec(t *testing.T) {
 }
 
 func TestMiddleware(t *testing.T) {
-	mw := httpmw.NewMiddleware(httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8")))
+	mw := must(httpmw.NewMiddleware(httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8"))))
 	a, b := &sandboxOf{}, &sandboxOf{}
 	ha, hb := mw(a), mw(b)
 	ha.ServeHTTP(httptest.NewRecorder(), newRequest("10.0.0.1:1", "Sandbox-Id", "pr-1"))
@@ -194,7 +194,7 @@ func TestHandlerSpanAttribute(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	defer tp.Shutdown(context.Background())
 	h := otelhttp.NewHandler(
-		httpmw.NewHandler(echo("svc"), httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8"))),
+		must(httpmw.NewHandler(echo("svc"), httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8")))),
 		"svc", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(otelprop.TraceContext{}))
 	srv := httptest.NewServer(h)
 	defer srv.Close()
@@ -222,10 +222,10 @@ func TestHandlerSpanAttribute(t *testing.T) {
 		}
 		return m
 	}
-	if _, ok := attrs(0)["sandbox.id"]; ok {
+	if _, ok := attrs(0)[audit.KeyID]; ok {
 		t.Errorf("baseline span has sandbox.id: %v", attrs(0))
 	}
-	if a := attrs(1); a["sandbox.id"] != "pr-1" || a["sandbox.actor"] != "alice" {
+	if a := attrs(1); a[audit.KeyID] != "pr-1" || a[audit.KeyActor] != "alice" {
 		t.Errorf("sandbox span attributes %v; want sandbox.id=pr-1, sandbox.actor=alice", a)
 	}
 }
@@ -244,7 +244,7 @@ func TestStripBehindOTelHandler(t *testing.T) {
 		otelprop.Baggage{}.Inject(r.Context(), otelprop.HeaderCarrier(out))
 	})
 	props := otelprop.NewCompositeTextMapPropagator(otelprop.Baggage{}, propagation.NewPropagator(nil))
-	h := otelhttp.NewHandler(httpmw.NewHandler(inner, httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8"))),
+	h := otelhttp.NewHandler(must(httpmw.NewHandler(inner, httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8")))),
 		"svc", otelhttp.WithPropagators(props))
 	h.ServeHTTP(httptest.NewRecorder(), newRequest("192.0.2.1:4000", "Baggage", "foo=bar,sandbox.id=feat-1"))
 	if gotOK {

@@ -144,3 +144,12 @@ func get(t *testing.T, c *http.Client, ctx context.Context, url string) *http.Re
 	}
 	return resp
 }
+
+// must returns v, the result of a constructor the test configured
+// correctly; a misconfiguration fails the test with a panic naming it.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}

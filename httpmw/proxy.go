@@ -36,8 +36,10 @@ var _ http.Handler = (*Proxy)(nil)
 // baseline (an absolute http or https URL; its path is prefixed to request
 // paths, as in httputil.ProxyRequest.SetURL). Sandboxes that override
 // service in table get their requests at their upstream instead, with the
-// same path and query. A nil table sends everything to the baseline, still
-// applying the trust rules and propagating admitted sandboxes.
+// same path and query. A nil table, an empty service or a baseline that is
+// not an absolute http or https URL is an error wrapping [ErrConfig], as
+// are misconfigured options. A proxy that only applies the trust rules
+// and propagates takes an empty table (routes.New with no routes).
 //
 // The proxy is built on httputil.ReverseProxy with a Rewrite hook: bodies
 // are streamed, the incoming X-Forwarded-For chain is kept with the peer's
@@ -61,16 +63,22 @@ var _ http.Handler = (*Proxy)(nil)
 // concurrent load. [Proxy.CloseIdleConnections] closes its idle
 // connections.
 //
-// Options: the trust options, [WithCodec], [WithLogger],
+// Options: the [TrustOption]s, [WithCodec], [WithLogger],
 // [WithFallbackOnUnavailable], [WithRoundTripper] and [WithBreaker].
-func NewProxy(table *routes.Table, service string, baseline *url.URL, opts ...Option) (*Proxy, error) {
+func NewProxy(table *routes.Table, service string, baseline *url.URL, opts ...ProxyOption) (*Proxy, error) {
+	if table == nil {
+		return nil, configErr("NewProxy: nil route table")
+	}
+	if service == "" {
+		return nil, configErr("NewProxy: empty service name")
+	}
 	if baseline == nil || (baseline.Scheme != "http" && baseline.Scheme != "https") || baseline.Host == "" {
-		return nil, fmt.Errorf("httpmw: proxy baseline %v: want an absolute http or https URL", baseline)
+		return nil, configErr("NewProxy: baseline %v: want an absolute http or https URL", baseline)
 	}
-	if table != nil && service == "" {
-		return nil, errors.New("httpmw: proxy with a route table needs a service name")
+	cfg, err := proxyConfig(opts)
+	if err != nil {
+		return nil, err
 	}
-	cfg := newConfig(opts)
 	cfg.table, cfg.service = table, service
 	base := cfg.base
 	if base == nil {
@@ -154,7 +162,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if p.budget.g == nil {
+	if !p.budget.Active() {
 		p.rp.ServeHTTP(w, r)
 		return
 	}

@@ -37,7 +37,7 @@ func BenchmarkProxyHop(b *testing.B) {
 	defer rpTransport.CloseIdleConnections()
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.Transport = rpTransport
-	sk, err := httpmw.NewProxy(nil, "", target, httpmw.TrustAll())
+	sk, err := httpmw.NewProxy(newTable(b), "svc", target, httpmw.TrustAll())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package httpmw_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -30,11 +32,11 @@ func mustURL(t testing.TB, s string) *url.URL {
 	return u
 }
 
-func newProxyServer(t testing.TB, table *routes.Table, baseline string, opts ...httpmw.Option) *httptest.Server {
+func newProxyServer(t testing.TB, table *routes.Table, baseline string, opts ...httpmw.ProxyOption) *httptest.Server {
 	t.Helper()
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
-	p, err := httpmw.NewProxy(table, "cart", mustURL(t, baseline), append([]httpmw.Option{httpmw.WithRoundTripper(tr)}, opts...)...)
+	p, err := httpmw.NewProxy(table, "cart", mustURL(t, baseline), append([]httpmw.ProxyOption{httpmw.WithRoundTripper(tr)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,12 +66,12 @@ func TestProxy(t *testing.T) {
 		server, id string
 		audit      []string
 	}{
-		{"sandbox that overrides the service", trusted, codec.HTTPHeader(propagation.Sandbox{ID: "pr-1", Actor: "alice"}), 200, "sandbox", "pr-1", []string{"admitted", "routed"}},
-		{"sandbox that does not", trusted, codec.HTTPHeader(propagation.Sandbox{ID: "pr-2"}), 200, "baseline", "pr-2", []string{"admitted", "fallback"}},
+		{"sandbox that overrides the service", trusted, codec.HTTPHeader(propagation.Sandbox{ID: "pr-1", Actor: "alice"}), 200, "sandbox", "pr-1", []string{string(audit.Admitted), string(audit.Routed)}},
+		{"sandbox that does not", trusted, codec.HTTPHeader(propagation.Sandbox{ID: "pr-2"}), 200, "baseline", "pr-2", []string{string(audit.Admitted), string(audit.Fallback)}},
 		{"production traffic", trusted, http.Header{}, 200, "baseline", "", nil},
-		{"baggage only", trusted, http.Header{"Baggage": {"tenant=acme,sandbox.id=pr-1"}}, 200, "sandbox", "pr-1", []string{"admitted", "routed"}},
+		{"baggage only", trusted, http.Header{"Baggage": {"tenant=acme,sandbox.id=pr-1"}}, 200, "sandbox", "pr-1", []string{string(audit.Admitted), string(audit.Routed)}},
 		{"untrusted peer", untrusted, codec.HTTPHeader(propagation.Sandbox{ID: "pr-1"}), 200, "baseline", "", nil},
-		{"unreadable markers", trusted, http.Header{"Sandbox-Id": {"pr-1"}, "Baggage": {"sandbox.id=pr-2"}}, 400, "", "", []string{"rejected"}},
+		{"unreadable markers", trusted, http.Header{"Sandbox-Id": {"pr-1"}, "Baggage": {"sandbox.id=pr-2"}}, 400, "", "", []string{string(audit.Rejected)}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -120,13 +122,13 @@ func TestProxyForwardedFor(t *testing.T) {
 	// The upstream sits behind the proxy and trusts exactly one hop: the
 	// client address the proxy appends decides, not what the client sent.
 	var xff []string
-	up := httptest.NewServer(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := httptest.NewServer(must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		xff = r.Header.Values("X-Forwarded-For")
 		s, _ := propagation.FromContext(r.Context())
 		fmt.Fprint(w, s.ID)
-	}), httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8")), httpmw.WithTrustedHops(1)))
+	}), httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8")), httpmw.WithTrustedHops(1))))
 	defer up.Close()
-	proxy := newProxyServer(t, nil, up.URL, httpmw.TrustAll())
+	proxy := newProxyServer(t, newTable(t), up.URL, httpmw.TrustAll())
 	c := newClient(t, &http.Transport{})
 	req := mustRequest(t, context.Background(), http.MethodGet, proxy.URL, nil)
 	req.Header.Set("Sandbox-Id", "pr-1")
@@ -220,7 +222,7 @@ func closedURL(t testing.TB) string { return "http://" + closedAddr(t.(*testing.
 // Upgrades are tunnelled to the upstream the sandbox chose.
 func TestProxyUpgrade(t *testing.T) {
 	upgrader := func(name string) *httptest.Server {
-		return httptest.NewServer(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		return httptest.NewServer(must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Header.Get("Upgrade") != "echo" {
 				http.Error(w, "want Upgrade: echo", http.StatusBadRequest)
 				return
@@ -236,7 +238,7 @@ func TestProxyUpgrade(t *testing.T) {
 			line, _ := brw.ReadString('\n')
 			brw.WriteString("echo " + line)
 			brw.Flush()
-		}), httpmw.TrustAll()))
+		}), httpmw.TrustAll())))
 	}
 	baseline, sandbox := upgrader("baseline"), upgrader("sandbox")
 	defer baseline.Close()
@@ -278,10 +280,10 @@ func TestProxyH2C(t *testing.T) {
 	h1h2c := h2c
 	h1h2c.SetHTTP1(true)
 
-	up := httptest.NewUnstartedServer(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := httptest.NewUnstartedServer(must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, _ := propagation.FromContext(r.Context())
 		fmt.Fprintf(w, "%s %s", r.Proto, s.ID)
-	}), httpmw.TrustAll()))
+	}), httpmw.TrustAll())))
 	up.Config.Protocols = &h2c
 	up.Start()
 	defer up.Close()
@@ -324,13 +326,14 @@ func TestNewProxyErrors(t *testing.T) {
 		{"relative baseline", tab, "cart", &url.URL{Path: "/x"}},
 		{"grpc scheme", tab, "cart", &url.URL{Scheme: "grpc", Host: "x:1"}},
 		{"table without service", tab, "", &url.URL{Scheme: "http", Host: "x:1"}},
+		{"nil table", nil, "cart", &url.URL{Scheme: "http", Host: "x:1"}},
 	} {
-		if p, err := httpmw.NewProxy(tc.table, tc.service, tc.baseline); err == nil || p != nil {
-			t.Errorf("%s: got a proxy; want an error", tc.name)
+		if p, err := httpmw.NewProxy(tc.table, tc.service, tc.baseline); !errors.Is(err, httpmw.ErrConfig) || p != nil {
+			t.Errorf("%s: got %v, %v; want an error wrapping ErrConfig", tc.name, p, err)
 		}
 	}
-	if _, err := httpmw.NewProxy(nil, "", &url.URL{Scheme: "http", Host: "x:1"}); err != nil {
-		t.Errorf("proxy without table: %v", err)
+	if _, err := httpmw.NewProxy(tab, "cart", &url.URL{Scheme: "http", Host: "x:1"}); err != nil {
+		t.Errorf("proxy with an empty table: %v", err)
 	}
 }
 
@@ -360,7 +363,7 @@ func TestNewProxyTransport(t *testing.T) {
 	}
 	up.Start()
 	defer up.Close()
-	p, err := httpmw.NewProxy(nil, "", mustURL(t, up.URL), httpmw.TrustAll())
+	p, err := httpmw.NewProxy(newTable(t), "svc", mustURL(t, up.URL), httpmw.TrustAll())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 // would forward. Foreign members travel on.
 func TestOTelOnlyHopForwardsNoUnreadableMarkers(t *testing.T) {
 	alog, logger := newAuditLog()
-	c := httptest.NewServer(httpmw.NewHandler(echo("C"), httpmw.TrustAll(), httpmw.WithLogger(logger)))
+	c := httptest.NewServer(must(httpmw.NewHandler(echo("C"), httpmw.TrustAll(), httpmw.WithLogger(logger))))
 	defer c.Close()
 
 	props := otelprop.NewCompositeTextMapPropagator(otelprop.TraceContext{}, otelprop.Baggage{}, propagation.NewPropagator(nil))

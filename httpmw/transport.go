@@ -12,6 +12,7 @@ import (
 
 	otelprop "go.opentelemetry.io/otel/propagation"
 
+	pub "github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -25,8 +26,9 @@ import (
 var ErrSandboxUnavailable = routes.ErrSandboxUnavailable
 
 // Transport is an http.RoundTripper that carries the sandbox of a request's
-// context to the next hop and, with a route table, sends it to the
-// sandbox's version of the target service. Build one with [NewTransport].
+// context to the next hop and, when it routes, sends it to the sandbox's
+// version of the target service. Build one with [NewTransport] (propagation
+// only), [NewRoutingTransport] or [NewHostRoutingTransport].
 //
 // The zero value propagates with [propagation.Default] through
 // http.DefaultTransport and routes nothing. A Transport is safe for
@@ -48,20 +50,76 @@ type Transport struct {
 
 var _ http.RoundTripper = (*Transport)(nil)
 
-// NewTransport returns a Transport sending requests through base
-// (http.DefaultTransport when nil).
+// NewTransport returns a Transport that carries the sandbox of each
+// request's context to the next hop, sending requests through base
+// (http.DefaultTransport when nil). It does not choose upstreams: see
+// [NewRoutingTransport].
 //
-// A request whose context carries a sandbox is cloned, the clone gets the
-// sandbox's markers (the dedicated header and the baggage members, merged
-// with the baggage already set), and, when the route table
-// ([WithRoutes]) says the sandbox overrides the request's service
-// ([WithService], [WithHostServices]), its scheme and host are those of the
-// sandbox's upstream, path and query unchanged. A request without a
-// sandbox goes to base as it is. With [WithBreaker], a request over its
-// sandbox's budget is not sent (see there).
-func NewTransport(base http.RoundTripper, opts ...Option) *Transport {
-	cfg := newConfig(opts)
-	return newTransport(base, &cfg)
+// A request whose context carries a sandbox is cloned and the clone gets
+// the sandbox's markers (the dedicated header and the baggage members,
+// merged with the baggage already set). A request without a sandbox goes
+// to base as it is. With [WithBreaker], a request over its sandbox's
+// budget is not sent (see there). [WithFallbackOnUnavailable], which only
+// a routing transport can use, is an error wrapping [ErrConfig].
+func NewTransport(base http.RoundTripper, opts ...TransportOption) (*Transport, error) {
+	cfg, err := transportConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.fallback {
+		return nil, configErr("WithFallbackOnUnavailable: NewTransport does not route; use NewRoutingTransport")
+	}
+	return newTransport(base, &cfg), nil
+}
+
+// NewRoutingTransport returns a Transport that propagates as
+// [NewTransport] does and, for a request of a sandbox that overrides
+// service in table, sends it to the sandbox's upstream: the request's
+// scheme and host become the upstream's, path and query unchanged. Every
+// request the transport sends is taken to go to service; for a client of
+// several services, see [NewHostRoutingTransport]. Requests of sandboxes
+// that do not override service go where they were addressed. A nil table
+// or an empty service is an error wrapping [ErrConfig].
+func NewRoutingTransport(base http.RoundTripper, table *routes.Table, service string, opts ...TransportOption) (*Transport, error) {
+	if table == nil {
+		return nil, configErr("NewRoutingTransport: nil route table")
+	}
+	if service == "" {
+		return nil, configErr("NewRoutingTransport: empty service name")
+	}
+	cfg, err := transportConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	cfg.table, cfg.service = table, service
+	return newTransport(base, &cfg), nil
+}
+
+// NewHostRoutingTransport is [NewRoutingTransport] for a client of several
+// services: hosts maps request hosts to the services they are. A request's
+// URL host is looked up as "host:port" first and then as the bare host
+// name; a request to a host that is not in the map is not routed (its
+// sandbox is still propagated). The map is copied. A nil table, an empty
+// map, or a host mapped to an empty service name is an error wrapping
+// [ErrConfig].
+func NewHostRoutingTransport(base http.RoundTripper, table *routes.Table, hosts map[string]string, opts ...TransportOption) (*Transport, error) {
+	if table == nil {
+		return nil, configErr("NewHostRoutingTransport: nil route table")
+	}
+	if len(hosts) == 0 {
+		return nil, configErr("NewHostRoutingTransport: no hosts")
+	}
+	for h, svc := range hosts {
+		if svc == "" {
+			return nil, configErr("NewHostRoutingTransport: host %q: empty service name", h)
+		}
+	}
+	cfg, err := transportConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	cfg.table, cfg.hosts = table, cloneHosts(hosts)
+	return newTransport(base, &cfg), nil
 }
 
 func newTransport(base http.RoundTripper, cfg *config) *Transport {
@@ -95,7 +153,7 @@ func (t *Transport) c() *propagation.Codec {
 func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	s, ok := propagation.FromContext(r.Context())
 	if !ok {
-		if t.budget.baseline {
+		if t.budget.Covers(false) {
 			return t.roundTripBaseline(r)
 		}
 		return t.next().RoundTrip(r)
@@ -142,7 +200,7 @@ func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox) (re
 	if t.table != nil && svc != "" {
 		upstream, routed = t.table.Lookup(s.ID, svc)
 	}
-	if t.budget.g != nil {
+	if t.budget.Active() {
 		target := svc
 		if target == "" {
 			target = r.URL.Host
@@ -157,7 +215,7 @@ func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox) (re
 	out := t.outgoing(r, s)
 	if !routed {
 		if t.table != nil && svc != "" {
-			t.emit(r, audit.Fallback, s, svc, "sandbox does not override the service")
+			t.emit(r, audit.Fallback, s, svc, pub.ReasonNotOverridden)
 		}
 		return t.next().RoundTrip(out)
 	}

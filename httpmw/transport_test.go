@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -29,7 +30,7 @@ type counted struct {
 // (it stands behind the transport under test) and echoes what it saw.
 func newUpstream(t testing.TB, name string) *counted {
 	c := &counted{}
-	h := httpmw.NewHandler(echo(name), httpmw.TrustAll())
+	h := must(httpmw.NewHandler(echo(name), httpmw.TrustAll()))
 	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.hits.Add(1)
 		h.ServeHTTP(w, r)
@@ -54,7 +55,7 @@ func newTable(t testing.TB, sbs ...routes.Sandbox) *routes.Table {
 func TestTransportInjects(t *testing.T) {
 	plain := httptest.NewServer(echo("plain")) // no sandboxkit: shows the raw headers
 	defer plain.Close()
-	c := newClient(t, httpmw.NewTransport(&http.Transport{}))
+	c := newClient(t, must(httpmw.NewTransport(&http.Transport{})))
 
 	ctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-1", Actor: "alice smith", Origin: "github.com/acme/shop/pull/1"})
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, plain.URL+"/x", nil)
@@ -114,7 +115,7 @@ func TestTransportWithoutSandbox(t *testing.T) {
 	base := &spy{rt: &http.Transport{}}
 	tab := newTable(t, routes.Sandbox{ID: "pr-1", Services: map[string]routes.Route{"cart": {Upstream: closedAddr(t)}}})
 	alog, logger := newAuditLog()
-	tr := httpmw.NewTransport(base, httpmw.WithRoutes(tab), httpmw.WithService("cart"), httpmw.WithLogger(logger))
+	tr := must(httpmw.NewRoutingTransport(base, tab, "cart", httpmw.WithLogger(logger)))
 	defer tr.CloseIdleConnections()
 
 	req := mustRequest(t, context.Background(), http.MethodGet, plain.URL, nil)
@@ -146,22 +147,28 @@ func TestTransportRoutes(t *testing.T) {
 
 	for _, tc := range []struct {
 		name string
-		opts []httpmw.Option
+		new  func(opts ...httpmw.TransportOption) (*httpmw.Transport, error)
 	}{
-		{"WithService", []httpmw.Option{httpmw.WithService("cart")}},
-		{"host:port", []httpmw.Option{httpmw.WithHostServices(map[string]string{baseURL.Host: "cart"})}},
-		{"host name", []httpmw.Option{httpmw.WithHostServices(map[string]string{baseURL.Hostname(): "cart"})}},
+		{"NewRoutingTransport", func(opts ...httpmw.TransportOption) (*httpmw.Transport, error) {
+			return httpmw.NewRoutingTransport(&http.Transport{}, tab, "cart", opts...)
+		}},
+		{"host:port", func(opts ...httpmw.TransportOption) (*httpmw.Transport, error) {
+			return httpmw.NewHostRoutingTransport(&http.Transport{}, tab, map[string]string{baseURL.Host: "cart"}, opts...)
+		}},
+		{"host name", func(opts ...httpmw.TransportOption) (*httpmw.Transport, error) {
+			return httpmw.NewHostRoutingTransport(&http.Transport{}, tab, map[string]string{baseURL.Hostname(): "cart"}, opts...)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			alog, logger := newAuditLog()
-			c := newClient(t, httpmw.NewTransport(&http.Transport{}, append(tc.opts, httpmw.WithRoutes(tab), httpmw.WithLogger(logger))...))
+			c := newClient(t, must(tc.new(httpmw.WithLogger(logger))))
 			for _, step := range []struct {
 				ctx             context.Context
 				server, sandbox string
 				host, decision  string
 			}{
-				{sandboxCtx("pr-1", ""), "sandbox", "pr-1", sandboxURL.Host, "routed"},
-				{sandboxCtx("pr-2", ""), "baseline", "pr-2", baseURL.Host, "fallback"},
+				{sandboxCtx("pr-1", ""), "sandbox", "pr-1", sandboxURL.Host, string(audit.Routed)},
+				{sandboxCtx("pr-2", ""), "baseline", "pr-2", baseURL.Host, string(audit.Fallback)},
 				{context.Background(), "baseline", "", baseURL.Host, ""},
 			} {
 				before := len(alog.Records())
@@ -182,7 +189,7 @@ func TestTransportRoutes(t *testing.T) {
 				switch {
 				case step.decision == "" && len(recs) != 0:
 					t.Errorf("audit %v; want none", recs)
-				case step.decision != "" && (len(recs) != 1 || recs[0]["decision"] != step.decision || recs[0]["target"] != "cart" || recs[0]["sandbox.id"] != step.sandbox):
+				case step.decision != "" && (len(recs) != 1 || recs[0][audit.KeyDecision] != step.decision || recs[0][audit.KeyTarget] != "cart" || recs[0][audit.KeyID] != step.sandbox):
 					t.Errorf("audit %v; want one %s record for %s, target cart", recs, step.decision, step.sandbox)
 				}
 			}
@@ -191,8 +198,8 @@ func TestTransportRoutes(t *testing.T) {
 
 	// A host the map does not know is not routed, and not audited.
 	alog, logger := newAuditLog()
-	c := newClient(t, httpmw.NewTransport(&http.Transport{}, httpmw.WithRoutes(tab),
-		httpmw.WithHostServices(map[string]string{"cart.internal:80": "cart"}), httpmw.WithLogger(logger)))
+	c := newClient(t, must(httpmw.NewHostRoutingTransport(&http.Transport{}, tab,
+		map[string]string{"cart.internal:80": "cart"}, httpmw.WithLogger(logger))))
 	resp, err := c.Do(mustRequest(t, sandboxCtx("pr-1", ""), http.MethodGet, baseline.URL, nil))
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +223,7 @@ func TestTransportExpiredSandboxGoesToBaseline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newClient(t, httpmw.NewTransport(&http.Transport{}, httpmw.WithRoutes(tab), httpmw.WithService("cart")))
+	c := newClient(t, must(httpmw.NewRoutingTransport(&http.Transport{}, tab, "cart")))
 	for _, want := range []string{"sandbox", "baseline"} {
 		resp, err := c.Do(mustRequest(t, sandboxCtx("pr-1", ""), http.MethodGet, baseline.URL, nil))
 		if err != nil {
@@ -235,7 +242,7 @@ func TestTransportSandboxUnavailable(t *testing.T) {
 
 	t.Run("error, not the baseline", func(t *testing.T) {
 		alog, logger := newAuditLog()
-		c := newClient(t, httpmw.NewTransport(&http.Transport{}, httpmw.WithRoutes(tab), httpmw.WithService("cart"), httpmw.WithLogger(logger)))
+		c := newClient(t, must(httpmw.NewRoutingTransport(&http.Transport{}, tab, "cart", httpmw.WithLogger(logger))))
 		hits := baseline.hits.Load()
 		_, err := c.Do(mustRequest(t, sandboxCtx("pr-1", ""), http.MethodGet, baseline.URL, nil))
 		if !errors.Is(err, httpmw.ErrSandboxUnavailable) {
@@ -247,7 +254,7 @@ func TestTransportSandboxUnavailable(t *testing.T) {
 		if n := baseline.hits.Load() - hits; n != 0 {
 			t.Errorf("the baseline served %d requests meant for the sandbox", n)
 		}
-		if d := alog.Decisions(); !slices.Equal(d, []string{"routed"}) {
+		if d := alog.Decisions(); !slices.Equal(d, []string{string(audit.Routed)}) {
 			t.Errorf("audit %v; want [routed]", d)
 		}
 		// Baseline traffic is not affected.
@@ -260,8 +267,8 @@ func TestTransportSandboxUnavailable(t *testing.T) {
 
 	t.Run("fallback when allowed", func(t *testing.T) {
 		alog, logger := newAuditLog()
-		c := newClient(t, httpmw.NewTransport(&http.Transport{}, httpmw.WithRoutes(tab), httpmw.WithService("cart"),
-			httpmw.WithFallbackOnUnavailable(), httpmw.WithLogger(logger)))
+		c := newClient(t, must(httpmw.NewRoutingTransport(&http.Transport{}, tab, "cart",
+			httpmw.WithFallbackOnUnavailable(), httpmw.WithLogger(logger))))
 		resp, err := c.Do(mustRequest(t, sandboxCtx("pr-1", ""), http.MethodPost, baseline.URL+"/p?x=1", bytes.NewReader([]byte("payload"))))
 		if err != nil {
 			t.Fatal(err)
@@ -271,7 +278,7 @@ func TestTransportSandboxUnavailable(t *testing.T) {
 			t.Errorf("fell back to %s as %q with body %q, path %s; want baseline, pr-1, payload, /p?x=1", got.Server, got.Sandbox, got.Body, got.Path)
 		}
 		recs := alog.Records()
-		if len(recs) != 2 || recs[0]["decision"] != "routed" || recs[1]["decision"] != "fallback" || !strings.Contains(recs[1]["reason"], "unavailable") {
+		if len(recs) != 2 || recs[0][audit.KeyDecision] != string(audit.Routed) || recs[1][audit.KeyDecision] != string(audit.Fallback) || !strings.Contains(recs[1][audit.KeyReason], "unavailable") {
 			t.Errorf("audit %v; want routed, then fallback naming the unavailable upstream", recs)
 		}
 
@@ -304,7 +311,7 @@ func TestTransportAllocs(t *testing.T) {
 	resp := &http.Response{StatusCode: http.StatusOK, Body: http.NoBody}
 	base := roundTripFunc(func(*http.Request) (*http.Response, error) { return resp, nil })
 	tab := newTable(t, routes.Sandbox{ID: "pr-1", Services: map[string]routes.Route{"cart": {Upstream: "http://10.0.0.9:8080"}}})
-	tr := httpmw.NewTransport(base, httpmw.WithRoutes(tab), httpmw.WithService("cart"))
+	tr := must(httpmw.NewRoutingTransport(base, tab, "cart"))
 	req := mustRequest(t, context.Background(), http.MethodGet, "http://cart.internal/items", nil)
 	req.Header.Set("Baggage", "tenant=acme")
 	bare := testing.AllocsPerRun(1000, func() { base.RoundTrip(req) })

@@ -65,11 +65,18 @@ func run(out io.Writer) error {
 
 	// The greeter: baseline and the sandbox's changed version. Internal
 	// hops trust each other (the frontend is the edge that filters).
-	baseline, err := serve(httpmw.NewHandler(greeter("baseline"), httpmw.TrustAll()))
+	internal := func(h http.Handler) (string, error) {
+		mw, err := httpmw.NewHandler(h, httpmw.TrustAll())
+		if err != nil {
+			return "", err
+		}
+		return serve(mw)
+	}
+	baseline, err := internal(greeter("baseline"))
 	if err != nil {
 		return err
 	}
-	sandboxed, err := serve(httpmw.NewHandler(greeter("changed"), httpmw.TrustAll()))
+	sandboxed, err := internal(greeter("changed"))
 	if err != nil {
 		return err
 	}
@@ -90,9 +97,12 @@ func run(out io.Writer) error {
 	}
 	var auditLog strings.Builder
 	logger := slog.New(slog.NewTextHandler(&auditLog, nil))
-	client := &http.Client{Transport: httpmw.NewTransport(nil,
-		httpmw.WithRoutes(table), httpmw.WithService("greeter"), httpmw.WithLogger(logger))}
-	frontend, err := serve(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	toGreeter, err := httpmw.NewRoutingTransport(nil, table, "greeter", httpmw.WithLogger(logger))
+	if err != nil {
+		return err
+	}
+	client := &http.Client{Transport: toGreeter}
+	front, err := httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, baseline+"/hello", nil)
 		resp, err := client.Do(req)
 		if err != nil {
@@ -101,7 +111,11 @@ func run(out io.Writer) error {
 		}
 		defer resp.Body.Close()
 		io.Copy(w, resp.Body)
-	}), httpmw.WithVerifier(verifier), httpmw.WithLogger(logger)))
+	}), httpmw.WithVerifier(verifier), httpmw.WithLogger(logger))
+	if err != nil {
+		return err
+	}
+	frontend, err := serve(front)
 	if err != nil {
 		return err
 	}

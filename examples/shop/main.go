@@ -121,5 +121,5 @@ Who shipped what, and the rows (pr-42's test database exists from its first requ
 	fmt.Fprintln(out, "\nstopping; dropping pr-42's test database", sh.testDatabase())
 	dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return sh.db.Destroy(dctx, pr42ID)
+	return sh.testDBs.Destroy(dctx, pr42ID)
 }

@@ -373,7 +373,7 @@ func (p *player) teardown(ctx context.Context) error {
 		return err
 	}
 	sh.stopPR42()
-	err := sh.db.Destroy(ctx, pr42ID)
+	err := sh.testDBs.Destroy(ctx, pr42ID)
 	exists, err2 := sh.databaseExists(ctx, testDB)
 	if err2 != nil {
 		return err2

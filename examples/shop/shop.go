@@ -25,6 +25,7 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/provision"
 	"github.com/sandboxkit/sandboxkit/examples/shop/cart"
 	"github.com/sandboxkit/sandboxkit/examples/shop/gateway"
 	"github.com/sandboxkit/sandboxkit/examples/shop/orders"
@@ -53,7 +54,7 @@ type settings struct {
 	patience time.Duration
 	// gatewayOptions are added to the gateway's options: the tests weaken
 	// the edge with them to see the checks fail.
-	gatewayOptions []httpmw.Option
+	gatewayOptions []httpmw.HandlerOption
 }
 
 // The sandbox of the demo: pull request 42 changes cart's pricing and runs
@@ -91,7 +92,7 @@ type shop struct {
 
 	table      *routes.Table
 	db         *dbroute.Router
-	testDBs    *dbroute.DatabasePerSandbox
+	testDBs    *provision.DatabasePerSandbox
 	cartRouter *grpcmw.Router
 	ship       *shipping.Consumer // baseline consumer
 	shipPR42   *shipping.Consumer // pr-42's own consumer
@@ -181,10 +182,10 @@ func (sh *shop) startDatabases(ctx context.Context) error {
 	sh.onClose(baseline.Close)
 
 	// Test databases are cloned from a template the migration builds.
-	sh.testDBs, err = dbroute.NewDatabasePerSandbox(sh.set.databaseURL, dbroute.Migration{
+	sh.testDBs, err = provision.NewDatabasePerSandbox(sh.set.databaseURL, provision.Migration{
 		Version: "shop-1",
 		Apply:   func(ctx context.Context, tx pgx.Tx) error { return createTables(ctx, tx) },
-	}, dbroute.WithPrefix(sh.set.prefix))
+	}, provision.WithPrefix(sh.set.prefix))
 	if err != nil {
 		return err
 	}
@@ -195,7 +196,7 @@ func (sh *shop) startDatabases(ctx context.Context) error {
 	}
 	sh.table = routes.New()
 	sh.db, err = dbroute.New(baseline, sh.testDBs, // the router owns testDBs now
-		dbroute.WithTable(sh.table), dbroute.WithLogger(sh.audit.logger("dbroute")))
+		dbroute.WithRoutes(sh.table), dbroute.WithLogger(sh.audit.logger("dbroute")))
 	if err != nil {
 		sh.testDBs.Close()
 		return err
@@ -301,17 +302,23 @@ func (sh *shop) startServices(ctx context.Context) error {
 	// orders: writes through the database router, publishes through the
 	// sandbox-aware Kafka writer.
 	kt := &kafka.Transport{DialTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second}
-	events := kafkamw.NewWriter(&kafka.Writer{
+	events, err := kafkamw.NewWriter(&kafka.Writer{
 		Addr:         kafka.TCP(brokers...),
 		Topic:        orders.Topic,
 		BatchTimeout: 2 * time.Millisecond, // kafka-go waits up to 1s for a batch by default
 		RequiredAcks: kafka.RequireAll,
 		Transport:    kt,
 	})
+	if err != nil {
+		return err
+	}
 	sh.onClose(func() { events.Close(); kt.CloseIdleConnections() })
 	sh.events = events
-	if sh.ordersURL, err = sh.serveHTTP(orders.NewHandler(sh.db, events,
-		httpmw.TrustAll(), httpmw.WithLogger(sh.audit.logger("orders")))); err != nil {
+	ordersHandler, err := orders.NewHandler(sh.db, events, httpmw.TrustAll(), httpmw.WithLogger(sh.audit.logger("orders")))
+	if err != nil {
+		return err
+	}
+	if sh.ordersURL, err = sh.serveHTTP(ordersHandler); err != nil {
 		return err
 	}
 
@@ -332,11 +339,11 @@ func (sh *shop) startServices(ctx context.Context) error {
 	sh.onClose(func() { sh.cartRouter.Close() })
 	ordersBase := &http.Transport{MaxIdleConnsPerHost: 16}
 	sh.onClose(ordersBase.CloseIdleConnections)
-	ordersClient := orders.NewClient(sh.ordersURL, &http.Client{
-		Timeout: 10 * time.Second,
-		Transport: httpmw.NewTransport(ordersBase,
-			httpmw.WithRoutes(sh.table), httpmw.WithService("orders"), httpmw.WithLogger(gwLog)),
-	})
+	toOrders, err := httpmw.NewRoutingTransport(ordersBase, sh.table, "orders", httpmw.WithLogger(gwLog))
+	if err != nil {
+		return err
+	}
+	ordersClient := orders.NewClient(sh.ordersURL, &http.Client{Timeout: 10 * time.Second, Transport: toOrders})
 	key := propagation.Key{ID: "shop", Secret: []byte(rand.Text() + rand.Text())} // fresh every run
 	if sh.signer, err = propagation.NewSigner(key); err != nil {
 		return err
@@ -349,8 +356,12 @@ func (sh *shop) startServices(ctx context.Context) error {
 		Name:   "gateway",
 		Budget: breaker.Budget{Rate: 50, Burst: 50, MaxInFlight: 20}, // any sandbox; pr-42's table entry lowers it
 	}, breaker.WithRoutes(sh.table), breaker.WithLogger(gwLog))
-	gwOpts := append([]httpmw.Option{httpmw.WithBreaker(budgets), httpmw.WithLogger(gwLog)}, sh.set.gatewayOptions...)
-	if sh.gatewayURL, err = sh.serveHTTP(gateway.New(verifier, cart.NewClient(sh.cartRouter), ordersClient, gwOpts...)); err != nil {
+	gwOpts := append([]httpmw.HandlerOption{httpmw.WithBreaker(budgets), httpmw.WithLogger(gwLog)}, sh.set.gatewayOptions...)
+	gw, err := gateway.New(verifier, cart.NewClient(sh.cartRouter), ordersClient, gwOpts...)
+	if err != nil {
+		return err
+	}
+	if sh.gatewayURL, err = sh.serveHTTP(gw); err != nil {
 		return err
 	}
 
@@ -363,7 +374,7 @@ func (sh *shop) startServices(ctx context.Context) error {
 // startConsumer starts a shipping consumer named name, serving its
 // counters on ln. opts make it a sandbox's consumer. It returns a function
 // that stops it.
-func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener, opts ...kafkamw.Option) (*shipping.Consumer, func(), error) {
+func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener, opts ...kafkamw.ReaderOption) (*shipping.Consumer, func(), error) {
 	r, err := kafkamw.NewReader(kafka.ReaderConfig{
 		Brokers: sh.brokers,
 		Topic:   orders.Topic,
@@ -378,9 +389,8 @@ func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener,
 		ReadBackoffMin:    10 * time.Millisecond,
 		ReadBackoffMax:    100 * time.Millisecond,
 		StartOffset:       kafka.FirstOffset,
-	}, append([]kafkamw.Option{
-		kafkamw.WithRoutes(sh.table), kafkamw.WithService("shipping"), kafkamw.WithLogger(sh.audit.logger(name)),
-		kafkamw.WithMeterProvider(sh.meters),
+	}, sh.table, "shipping", append([]kafkamw.ReaderOption{
+		kafkamw.WithLogger(sh.audit.logger(name)), kafkamw.WithMeterProvider(sh.meters),
 	}, opts...)...)
 	if err != nil {
 		ln.Close()
@@ -402,8 +412,12 @@ func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener,
 	return c, stop, nil
 }
 
-// serveGRPC serves s on a loopback port and returns its address.
-func (sh *shop) serveGRPC(s *grpc.Server) (string, error) {
+// serveGRPC serves s, as a constructor returned it with err, on a loopback
+// port and returns its address.
+func (sh *shop) serveGRPC(s *grpc.Server, err error) (string, error) {
+	if err != nil {
+		return "", err
+	}
 	ln, err := listen()
 	if err != nil {
 		return "", err

@@ -132,7 +132,7 @@ func TestScenarioCatchesOpenEdge(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	set := testSettings(t)
-	set.gatewayOptions = []httpmw.Option{httpmw.TrustAll()}
+	set.gatewayOptions = []httpmw.HandlerOption{httpmw.TrustAll()}
 	set.patience = time.Second // the baseline consumer will never ship step 3's order
 	var out strings.Builder
 	err := play(ctx, &out, set)

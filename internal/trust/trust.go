@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -70,8 +71,9 @@ func (p *Policy) Trusted(addr netip.Addr) bool {
 	return false
 }
 
-// ErrUntrusted is the reason given for stripped markers.
-var ErrUntrusted = errors.New("sandbox markers from an untrusted source")
+// ErrUntrusted is the reason given for stripped markers: the published
+// audit.ReasonUntrusted.
+var ErrUntrusted = errors.New(audit.ReasonUntrusted)
 
 // Decide returns the verdict for markers m (and the error Codec.Read
 // returned for them) from a peer that is trusted by network or not. The
@@ -105,4 +107,28 @@ func (p *Policy) Decide(m *propagation.Markers, readErr error, peerTrusted bool)
 		return Reject, readErr
 	}
 	return Admit, nil
+}
+
+// ErrInvalidPrefix is returned by [Networks] for a prefix that is not
+// valid (the zero netip.Prefix, or one whose bit count is out of range).
+var ErrInvalidPrefix = errors.New("invalid prefix")
+
+// Networks returns prefixes normalised as every adapter stores trusted
+// networks: each one Masked, and an IPv4-mapped IPv6 prefix of at least 96
+// bits (::ffff:10.0.0.0/104) turned into the IPv4 prefix it stands for
+// (10.0.0.0/8), since [Policy.Trusted] unmaps the peers it judges. A
+// prefix that is not valid is an error naming it and wrapping
+// [ErrInvalidPrefix]; the adapter adds its package and option name.
+func Networks(prefixes []netip.Prefix) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(prefixes))
+	for _, p := range prefixes {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("%w %q", ErrInvalidPrefix, p.String())
+		}
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

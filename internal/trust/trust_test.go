@@ -66,3 +66,45 @@ func TestTrusted(t *testing.T) {
 		t.Error("All does not trust every peer")
 	}
 }
+
+func TestNetworks(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		in   []netip.Prefix
+		want []netip.Prefix
+	}{
+		{"masked", []netip.Prefix{netip.MustParsePrefix("10.1.2.3/8")}, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+		{"ipv6 masked", []netip.Prefix{netip.MustParsePrefix("fd00::1/8")}, []netip.Prefix{netip.MustParsePrefix("fd00::/8")}},
+		{"mapped unmapped", []netip.Prefix{netip.MustParsePrefix("::ffff:10.1.2.3/104")}, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+		{"mapped host", []netip.Prefix{netip.MustParsePrefix("::ffff:127.0.0.1/128")}, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}},
+		{"short mapped kept as IPv6", []netip.Prefix{netip.MustParsePrefix("::ffff:0.0.0.0/80")}, []netip.Prefix{netip.MustParsePrefix("::/80")}},
+		{"none", nil, []netip.Prefix{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := trust.Networks(tt.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Fatalf("got %v, want %v", got, tt.want)
+				}
+			}
+		})
+	}
+	if _, err := trust.Networks([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), {}}); !errors.Is(err, trust.ErrInvalidPrefix) {
+		t.Fatalf("zero prefix: err = %v, want ErrInvalidPrefix", err)
+	}
+	// A mapped peer is trusted by the unmapped prefix it was given as.
+	nets, _ := trust.Networks([]netip.Prefix{netip.MustParsePrefix("::ffff:10.0.0.0/104")})
+	p := trust.Policy{Networks: nets}
+	if !p.Trusted(netip.MustParseAddr("10.9.9.9")) || !p.Trusted(netip.MustParseAddr("::ffff:10.9.9.9")) {
+		t.Fatal("mapped prefix does not trust its peers")
+	}
+	if p.Trusted(netip.MustParseAddr("11.0.0.1")) {
+		t.Fatal("mapped prefix trusts a peer outside it")
+	}
+}

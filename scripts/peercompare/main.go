@@ -63,7 +63,10 @@ func handler(args []string) (http.Handler, string, error) {
 			io.WriteString(w, name)
 		})
 		if args[0] == "handler" {
-			h = httpmw.NewHandler(h, trusted)
+			var err error
+			if h, err = httpmw.NewHandler(h, trusted); err != nil {
+				return nil, "", err
+			}
 		}
 		return h, args[1], nil
 	case len(args) == 4 && args[0] == "proxy":

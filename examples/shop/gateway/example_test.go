@@ -31,14 +31,23 @@ func ExampleNew() {
 	signer, _ := propagation.NewSigner(key)
 
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	cartServer := cart.NewServer("cart", cart.ListPrice, grpcmw.TrustAll())
+	cartServer, err := cart.NewServer("cart", cart.ListPrice, grpcmw.TrustAll())
+	if err != nil {
+		panic(err)
+	}
 	go cartServer.Serve(ln)
 	defer cartServer.Stop()
 	conn, _ := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	defer conn.Close()
-	ordersClient := orders.NewClient("http://127.0.0.1:1", &http.Client{Transport: httpmw.NewTransport(nil)})
+	toOrders, _ := httpmw.NewTransport(nil)
+	ordersClient := orders.NewClient("http://127.0.0.1:1", &http.Client{Transport: toOrders})
 
-	gw := httptest.NewServer(gateway.New(verifier, cart.NewClient(conn), ordersClient))
+	gwHandler, err := gateway.New(verifier, cart.NewClient(conn), ordersClient)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	gw := httptest.NewServer(gwHandler)
 	defer gw.Close()
 	defer gw.Client().CloseIdleConnections()
 

@@ -34,11 +34,13 @@ type Receipt struct {
 // [httpmw.NewHandler] around the endpoint: the logger and the budget (a
 // trust option among them would widen the policy). Calls to cart and
 // orders go with the request's context, so an admitted sandbox goes along.
-func New(verifier *propagation.Verifier, cart *cart.Client, orders *orders.Client, opts ...httpmw.Option) http.Handler {
+// Its error is httpmw's, for misconfigured options (a nil verifier among
+// them).
+func New(verifier *propagation.Verifier, cart *cart.Client, orders *orders.Client, opts ...httpmw.HandlerOption) (http.Handler, error) {
 	g := &gateway{cart: cart, orders: orders}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /checkout", g.checkout)
-	return httpmw.NewHandler(mux, append([]httpmw.Option{httpmw.WithVerifier(verifier)}, opts...)...)
+	return httpmw.NewHandler(mux, append([]httpmw.HandlerOption{httpmw.WithVerifier(verifier)}, opts...)...)
 }
 
 type gateway struct {

@@ -42,10 +42,17 @@ func ExampleNewHandler() {
 		panic(err)
 	}
 	defer db.Close()
-	events := kafkamw.NewWriter(&kafka.Writer{Addr: kafka.TCP("127.0.0.1:1"), Topic: orders.Topic})
+	events, err := kafkamw.NewWriter(&kafka.Writer{Addr: kafka.TCP("127.0.0.1:1"), Topic: orders.Topic})
+	if err != nil {
+		panic(err)
+	}
 	defer events.Close()
 
-	srv := httptest.NewServer(orders.NewHandler(db, events, httpmw.TrustAll()))
+	h, err := orders.NewHandler(db, events, httpmw.TrustAll())
+	if err != nil {
+		panic(err)
+	}
+	srv := httptest.NewServer(h)
 	defer srv.Close()
 	for _, id := range []string{"PR_42", "pr-7"} {
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/orders",

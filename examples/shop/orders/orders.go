@@ -56,7 +56,8 @@ type Event struct {
 
 // NewHandler returns the order service: POST /orders, wrapped in
 // [httpmw.NewHandler] with opts (the trust policy and the audit logger).
-func NewHandler(db *dbroute.Router, events *kafkamw.Writer, opts ...httpmw.Option) http.Handler {
+// Its error is httpmw's, for misconfigured options.
+func NewHandler(db *dbroute.Router, events *kafkamw.Writer, opts ...httpmw.HandlerOption) (http.Handler, error) {
 	s := &service{db: db, events: events}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /orders", s.place)

@@ -37,9 +37,16 @@ func server(t *testing.T) *httptest.Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Close)
-	events := kafkamw.NewWriter(&kafka.Writer{Addr: kafka.TCP("127.0.0.1:1"), Topic: orders.Topic})
+	events, err := kafkamw.NewWriter(&kafka.Writer{Addr: kafka.TCP("127.0.0.1:1"), Topic: orders.Topic})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { events.Close() })
-	srv := httptest.NewServer(orders.NewHandler(db, events, httpmw.TrustAll()))
+	h, err := orders.NewHandler(db, events, httpmw.TrustAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	t.Cleanup(srv.Client().CloseIdleConnections)
 	return srv
@@ -82,9 +89,13 @@ func TestRefusals(t *testing.T) {
 // returns refusals as *orders.Error with their status.
 func TestClientRefusal(t *testing.T) {
 	srv := server(t)
-	c := orders.NewClient(srv.URL, &http.Client{Transport: httpmw.NewTransport(srv.Client().Transport)})
+	tr, err := httpmw.NewTransport(srv.Client().Transport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := orders.NewClient(srv.URL, &http.Client{Transport: tr})
 	ctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-9"})
-	_, err := c.Place(ctx, orders.Order{Item: "mug", Qty: 1, TotalCents: 1200, PricedBy: "cart"})
+	_, err = c.Place(ctx, orders.Order{Item: "mug", Qty: 1, TotalCents: 1200, PricedBy: "cart"})
 	var oe *orders.Error
 	if !errors.As(err, &oe) || oe.Status != http.StatusServiceUnavailable || !strings.Contains(oe.Message, `sandbox "pr-9"`) {
 		t.Fatalf("Place = %v, want a 503 *orders.Error naming pr-9", err)
