@@ -12,7 +12,6 @@ import (
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 	"github.com/sandboxkit/sandboxkit/routes/etcdroutes"
-	"github.com/sandboxkit/sandboxkit/routes/etcdroutes/etcdtest"
 )
 
 // TestKafkaReadersAgree: the window sandboxctl stamps in etcd decides,
@@ -21,17 +20,7 @@ import (
 // stamped a millisecond before the route starts goes to the baseline, the
 // one stamped at its start to the sandbox, and the same at its end.
 func TestKafkaReadersAgree(t *testing.T) {
-	srv, err := etcdtest.Start(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	c, err := etcdtest.Client(srv.Endpoint())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	store := "etcd://" + srv.Endpoint() + "/sandboxkit/routes/"
+	c, store := startEtcd(t)
 
 	// The commands ran a while ago, so that the windows are in the past
 	// and the readers decide at once.

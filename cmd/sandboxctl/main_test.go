@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -55,17 +56,25 @@ func TestFileStore(t *testing.T) {
 	}})
 }
 
-func TestEtcdStore(t *testing.T) {
+// startEtcd starts an etcd server for the test, and returns a client of
+// it and the store spec naming its routes prefix.
+func startEtcd(t *testing.T) (*clientv3.Client, string) {
+	t.Helper()
 	srv, err := etcdtest.Start(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Stop()
+	t.Cleanup(srv.Stop)
 	c, err := etcdtest.Client(srv.Endpoint())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return c, "etcd://" + srv.Endpoint() + "/sandboxkit/routes/"
+}
+
+func TestEtcdStore(t *testing.T) {
+	c, store := startEtcd(t)
 	src, err := etcdroutes.New(c, "/sandboxkit/routes/", etcdroutes.ProgressEvery(20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +84,7 @@ func TestEtcdStore(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- src.Sync(ctx, tbl) }()
 	defer func() { cancel(); <-done }()
-	lifecycle(t, "etcd://"+srv.Endpoint()+"/sandboxkit/routes/", follower{tbl, func() {
+	lifecycle(t, store, follower{tbl, func() {
 		wctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if err := tbl.WaitSynced(wctx, time.Now()); err != nil {

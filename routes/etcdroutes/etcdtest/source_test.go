@@ -113,6 +113,16 @@ func syncedAt(t *testing.T, tbl *routes.Table, at time.Time) {
 	}
 }
 
+// settled waits until tbl is synced up to now, and checks that it routes
+// sandbox id to want and reports no error.
+func settled(t *testing.T, tbl *routes.Table, id, want, when string) {
+	t.Helper()
+	synced(t, tbl)
+	if got := lookup(tbl, id); got != want || tbl.Err() != nil {
+		t.Fatalf("%s: %s routes to %q, want %q; Err %v", when, id, got, want, tbl.Err())
+	}
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
@@ -283,10 +293,7 @@ func TestFrozenServer(t *testing.T) {
 	}
 
 	proxy.Thaw()
-	synced(t, tbl)
-	if lookup(tbl, "pr-1") != "h:2" || tbl.Err() != nil {
-		t.Fatalf("after thawing: pr-1 %q, Err %v", lookup(tbl, "pr-1"), tbl.Err())
-	}
+	settled(t, tbl, "pr-1", "h:2", "after thawing")
 }
 
 // TestInvalidValue: a key whose value is not a valid sandbox keeps that
@@ -340,10 +347,7 @@ func TestInvalidValue(t *testing.T) {
 	}
 
 	put(t, c, sandbox("pr-1", "h:3"))
-	synced(t, tbl)
-	if lookup(tbl, "pr-1") != "h:3" || tbl.Err() != nil {
-		t.Fatalf("after the fix: %q, Err %v", lookup(tbl, "pr-1"), tbl.Err())
-	}
+	settled(t, tbl, "pr-1", "h:3", "after the fix")
 }
 
 // TestFleet: a hundred tables watching a thousand sandboxes at once, all
