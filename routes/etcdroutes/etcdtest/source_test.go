@@ -177,17 +177,24 @@ func TestSyncedMeansSynced(t *testing.T) {
 	}
 }
 
-// TestCompaction: a watch that falls behind a compaction is answered by a
-// fresh read, which also removes what was deleted meanwhile.
-func TestCompaction(t *testing.T) {
+// proxied starts a server and returns a client of it, a proxy in front
+// of it, and a client that goes through the proxy.
+func proxied(t *testing.T) (direct *clientv3.Client, proxy *etcdtest.Proxy, viaProxy *clientv3.Client) {
+	t.Helper()
 	srv := startServer(t)
-	direct := client(t, srv.Endpoint())
+	direct = client(t, srv.Endpoint())
 	proxy, err := etcdtest.NewProxy(srv.Endpoint())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer proxy.Close()
-	viaProxy := client(t, proxy.Addr())
+	t.Cleanup(proxy.Close)
+	return direct, proxy, client(t, proxy.Addr())
+}
+
+// TestCompaction: a watch that falls behind a compaction is answered by a
+// fresh read, which also removes what was deleted meanwhile.
+func TestCompaction(t *testing.T) {
+	direct, proxy, viaProxy := proxied(t)
 	put(t, direct, sandbox("pr-a", "h:1"))
 	put(t, direct, sandbox("pr-b", "h:1"))
 	tbl := routes.New()
@@ -253,14 +260,7 @@ func TestServerRestart(t *testing.T) {
 // nothing is a failure once the timeout passes: the table keeps its last
 // good content, SyncedAt stays before the freeze, and Err says so.
 func TestFrozenServer(t *testing.T) {
-	srv := startServer(t)
-	direct := client(t, srv.Endpoint())
-	proxy, err := etcdtest.NewProxy(srv.Endpoint())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
-	viaProxy := client(t, proxy.Addr())
+	direct, proxy, viaProxy := proxied(t)
 	put(t, direct, sandbox("pr-1", "h:1"))
 	tbl := routes.New()
 	var reported sync.Once
