@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
@@ -116,8 +117,8 @@ func TestTransportBreaker(t *testing.T) {
 			t.Error("the refused request's body was not closed")
 		}
 		rec := lastRecord(t, audits)
-		if rec["decision"] != "throttled" || rec["sandbox.id"] != "pr-1" || rec["sandbox.actor"] != "alice" ||
-			rec["target"] != upHost || !strings.Contains(rec["reason"], "rate limit exceeded") || rec["level"] != "WARN" {
+		if rec[audit.KeyDecision] != string(audit.Throttled) || rec[audit.KeyID] != "pr-1" || rec[audit.KeyActor] != "alice" ||
+			rec[audit.KeyTarget] != upHost || !strings.Contains(rec[audit.KeyReason], "rate limit exceeded") || rec["level"] != "WARN" {
 			t.Errorf("audit record %v; want a throttled warning for pr-1/alice naming the rate limit", rec)
 		}
 	})
@@ -297,8 +298,8 @@ func TestHandlerBreaker(t *testing.T) {
 			t.Errorf("handler ran %d times for pr-1; want 1", n)
 		}
 		rec := lastRecord(t, audits)
-		if rec["decision"] != "throttled" || rec["sandbox.id"] != "pr-1" || rec["sandbox.actor"] != "alice" ||
-			rec["peer"] == "" || !strings.Contains(rec["reason"], "rate limit exceeded") {
+		if rec[audit.KeyDecision] != string(audit.Throttled) || rec[audit.KeyID] != "pr-1" || rec[audit.KeyActor] != "alice" ||
+			rec[audit.KeyPeer] == "" || !strings.Contains(rec[audit.KeyReason], "rate limit exceeded") {
 			t.Errorf("audit record %v; want throttled pr-1/alice with peer and reason", rec)
 		}
 	})

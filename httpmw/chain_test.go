@@ -15,6 +15,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -120,10 +121,10 @@ func TestChain(t *testing.T) {
 			if cSpan == nil || bSpan == nil {
 				t.Fatalf("spans %v; want B's and C's", rec.Ended())
 			}
-			if v := attr(bSpan, "sandbox.id"); v != "" {
+			if v := attr(bSpan, audit.KeyID); v != "" {
 				t.Errorf("B's span has sandbox.id %q; B runs no sandboxkit", v)
 			}
-			if v := attr(cSpan, "sandbox.id"); v != tc.attrOnC {
+			if v := attr(cSpan, audit.KeyID); v != tc.attrOnC {
 				t.Errorf("C's span sandbox.id = %q; want %q", v, tc.attrOnC)
 			}
 			if len(traces) != 1 {
@@ -133,10 +134,10 @@ func TestChain(t *testing.T) {
 	}
 	var routed, admitted int
 	for _, r := range alog.Records() {
-		switch r["decision"] {
-		case "routed":
+		switch r[audit.KeyDecision] {
+		case string(audit.Routed):
 			routed++
-		case "admitted":
+		case string(audit.Admitted):
 			admitted++
 		}
 	}

@@ -139,34 +139,30 @@ func (c *config) fail(err error) {
 	}
 }
 
-func handlerConfig(opts []HandlerOption) (config, error) {
+// newConfig applies opts to a new config, skipping nil options, with
+// apply the role's method (HandlerOption.applyHandler, ...), and checks
+// the result; ingress: the constructor admits incoming requests.
+func newConfig[O comparable](opts []O, apply func(O, *config), ingress bool) (config, error) {
 	var c config
+	var none O
 	for _, o := range opts {
-		if o != nil {
-			o.applyHandler(&c)
+		if o != none {
+			apply(o, &c)
 		}
 	}
-	return c, c.finish(true)
+	return c, c.finish(ingress)
+}
+
+func handlerConfig(opts []HandlerOption) (config, error) {
+	return newConfig(opts, HandlerOption.applyHandler, true)
 }
 
 func transportConfig(opts []TransportOption) (config, error) {
-	var c config
-	for _, o := range opts {
-		if o != nil {
-			o.applyTransport(&c)
-		}
-	}
-	return c, c.finish(false)
+	return newConfig(opts, TransportOption.applyTransport, false)
 }
 
 func proxyConfig(opts []ProxyOption) (config, error) {
-	var c config
-	for _, o := range opts {
-		if o != nil {
-			o.applyProxy(&c)
-		}
-	}
-	return c, c.finish(true)
+	return newConfig(opts, ProxyOption.applyProxy, true)
 }
 
 // finish checks what no single option can: conflicts between options. It
@@ -256,14 +252,17 @@ func WithTrustedHops(n int) TrustOption {
 // WithVerifier accepts sandbox markers from any peer when they come with a
 // valid signed ticket (see [propagation.Signer]), and rejects requests whose
 // ticket is invalid, expired, or signed for another sandbox, actor or
-// origin. A nil verifier is a misconfiguration.
+// origin. A nil verifier, or two different ones, is a misconfiguration.
 func WithVerifier(v *propagation.Verifier) TrustOption {
 	return trustOption(func(cfg *config) {
-		if v == nil {
+		switch {
+		case v == nil:
 			cfg.fail(configErr("WithVerifier: nil verifier"))
-			return
+		case cfg.policy.Verifier != nil && cfg.policy.Verifier != v:
+			cfg.fail(configErr("WithVerifier: two different verifiers"))
+		default:
+			cfg.policy.Verifier = v
 		}
-		cfg.policy.Verifier = v
 	})
 }
 

@@ -1,17 +1,45 @@
 // Package httpmw makes net/http services sandbox-aware: [NewHandler] (or
-// [NewMiddleware]) on the way in, [NewTransport] on the way out, and
-// [NewProxy] in front of services that cannot import the library.
+// [NewMiddleware]) on the way in, [NewTransport] (propagation) or
+// [NewRoutingTransport] (propagation and upstream choice) on the way out,
+// and [NewProxy] in front of services that cannot import the library.
 //
-//	mux := http.NewServeMux()
-//	// ...
-//	srv := &http.Server{Handler: httpmw.NewHandler(mux,
+//	handler, err := httpmw.NewHandler(mux,
 //		httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8")),
-//		httpmw.WithLogger(logger))}
+//		httpmw.WithLogger(logger))
+//	if err != nil {
+//		return err // a misconfiguration: errors.Is(err, httpmw.ErrConfig)
+//	}
+//	srv := &http.Server{Handler: handler}
 //
-//	client := &http.Client{Transport: httpmw.NewTransport(nil,
-//		httpmw.WithRoutes(table), httpmw.WithService("cart"))}
+//	toCart, err := httpmw.NewRoutingTransport(nil, table, "cart")
+//	if err != nil {
+//		return err
+//	}
+//	client := &http.Client{Transport: toCart}
 //	req, _ := http.NewRequestWithContext(r.Context(), "GET", "http://cart/items", nil)
 //	resp, err := client.Do(req) // reaches the sandbox's cart, if it has one
+//
+// # Options
+//
+// Options are typed by the constructors that can use them, as connect-go's
+// are: a [HandlerOption] configures [NewHandler] and [NewMiddleware], a
+// [TransportOption] the transports, a [ProxyOption] [NewProxy]. A
+// [TrustOption] ([TrustAll], [WithTrustedNetworks], [WithTrustedHops],
+// [WithVerifier]) is both a handler and a proxy option; a [RoutingOption]
+// ([WithFallbackOnUnavailable]) both a transport and a proxy option; an
+// [Option] ([WithCodec], [WithLogger], [WithBreaker]) fits every
+// constructor. An option given to a constructor that cannot use it does
+// not compile. What a constructor cannot do without (the handler to wrap,
+// the route table and service of a routing transport or proxy) is an
+// argument, not an option.
+//
+// Every constructor checks its configuration once, when it is called: a
+// nil handler, table or verifier, an empty service, an invalid trusted
+// prefix, conflicting options ([TrustAll] with [WithTrustedNetworks] or
+// [WithTrustedHops]; two codecs), an option without what it needs
+// ([WithTrustedHops] without [WithTrustedNetworks]) are an error wrapping
+// [ErrConfig] whose text names the option, never a silent default. Nil
+// options in the list are skipped.
 //
 // # Trust
 //
@@ -51,10 +79,11 @@
 //
 // # Upstream choice
 //
-// With a route table ([WithRoutes]) and the name of the service a request
-// goes to ([WithService] or [WithHostServices]), a [Transport] sends a
-// sandbox's request to the sandbox's upstream when the sandbox overrides
-// that service, and to the original URL otherwise. When the sandbox's
+// A routing transport ([NewRoutingTransport] for one service,
+// [NewHostRoutingTransport] for a client of several, by host) sends a
+// sandbox's request to the sandbox's upstream when the route table says
+// the sandbox overrides the request's service, and to the original URL
+// otherwise. When the sandbox's
 // upstream refuses the connection, the request fails with
 // [ErrSandboxUnavailable] instead of quietly running on the baseline,
 // unless [WithFallbackOnUnavailable] is set.
@@ -76,17 +105,19 @@
 //
 // # Audit
 //
-// With [WithLogger], every decision is one structured record: admitted,
+// With [WithLogger], every decision is one structured record (the schema
+// is package [github.com/sandboxkit/sandboxkit/audit]): admitted,
 // stripped and rejected requests on the way in; routed and fallback
-// requests on the way out (for transports with a route table and a known
-// service); throttled requests on both sides ([WithBreaker]). Without a
+// requests on the way out (for routing transports, and requests to a
+// service they know); throttled requests on both sides ([WithBreaker]). Without a
 // logger the middleware logs nothing.
 //
 // # Performance
 //
 // A request without sandbox markers passes the handler without any
 // allocation (it costs a few header lookups and, when trusted networks are
-// configured, parsing the peer's address: about 120 ns in all), and a request whose context has no sandbox goes to the
+// configured, parsing the peer's address: about 120 ns in all), and a
+// request whose context has no sandbox goes to the
 // transport's base as it is, without allocation, with or without
 // [WithBreaker] (unless the group has a baseline budget). An admitted
 // request costs two allocations (the context and the shallow request

@@ -14,6 +14,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
@@ -221,10 +222,10 @@ func TestHandlerSpanAttribute(t *testing.T) {
 		}
 		return m
 	}
-	if _, ok := attrs(0)["sandbox.id"]; ok {
+	if _, ok := attrs(0)[audit.KeyID]; ok {
 		t.Errorf("baseline span has sandbox.id: %v", attrs(0))
 	}
-	if a := attrs(1); a["sandbox.id"] != "pr-1" || a["sandbox.actor"] != "alice" {
+	if a := attrs(1); a[audit.KeyID] != "pr-1" || a[audit.KeyActor] != "alice" {
 		t.Errorf("sandbox span attributes %v; want sandbox.id=pr-1, sandbox.actor=alice", a)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -65,12 +66,12 @@ func TestProxy(t *testing.T) {
 		server, id string
 		audit      []string
 	}{
-		{"sandbox that overrides the service", trusted, codec.HTTPHeader(propagation.Sandbox{ID: "pr-1", Actor: "alice"}), 200, "sandbox", "pr-1", []string{"admitted", "routed"}},
-		{"sandbox that does not", trusted, codec.HTTPHeader(propagation.Sandbox{ID: "pr-2"}), 200, "baseline", "pr-2", []string{"admitted", "fallback"}},
+		{"sandbox that overrides the service", trusted, codec.HTTPHeader(propagation.Sandbox{ID: "pr-1", Actor: "alice"}), 200, "sandbox", "pr-1", []string{string(audit.Admitted), string(audit.Routed)}},
+		{"sandbox that does not", trusted, codec.HTTPHeader(propagation.Sandbox{ID: "pr-2"}), 200, "baseline", "pr-2", []string{string(audit.Admitted), string(audit.Fallback)}},
 		{"production traffic", trusted, http.Header{}, 200, "baseline", "", nil},
-		{"baggage only", trusted, http.Header{"Baggage": {"tenant=acme,sandbox.id=pr-1"}}, 200, "sandbox", "pr-1", []string{"admitted", "routed"}},
+		{"baggage only", trusted, http.Header{"Baggage": {"tenant=acme,sandbox.id=pr-1"}}, 200, "sandbox", "pr-1", []string{string(audit.Admitted), string(audit.Routed)}},
 		{"untrusted peer", untrusted, codec.HTTPHeader(propagation.Sandbox{ID: "pr-1"}), 200, "baseline", "", nil},
-		{"unreadable markers", trusted, http.Header{"Sandbox-Id": {"pr-1"}, "Baggage": {"sandbox.id=pr-2"}}, 400, "", "", []string{"rejected"}},
+		{"unreadable markers", trusted, http.Header{"Sandbox-Id": {"pr-1"}, "Baggage": {"sandbox.id=pr-2"}}, 400, "", "", []string{string(audit.Rejected)}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
@@ -18,10 +19,10 @@ import (
 // Outcomes of the spoofing table: the audit decision, and what the handler
 // sees.
 const (
-	none     = ""         // no markers: production traffic, no audit record
-	admitted = "admitted" // the handler sees the sandbox
-	stripped = "stripped" // the handler sees production traffic without markers
-	rejected = "rejected" // 400, the handler is not called
+	none     = ""                     // no markers: production traffic, no audit record
+	admitted = string(audit.Admitted) // the handler sees the sandbox
+	stripped = string(audit.Stripped) // the handler sees production traffic without markers
+	rejected = string(audit.Rejected) // 400, the handler is not called
 )
 
 var ticketClock = time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
@@ -250,14 +251,14 @@ func TestSpoofing(t *testing.T) {
 				t.Fatalf("audit records %v; want one %s", recs, tc.outcome)
 			}
 			rec := recs[0]
-			if rec["decision"] != tc.outcome || rec["protocol"] != "http" || !strings.HasPrefix(rec["peer"], "127.0.0.1:") {
+			if rec[audit.KeyDecision] != tc.outcome || rec[audit.KeyProtocol] != audit.HTTP || !strings.HasPrefix(rec[audit.KeyPeer], "127.0.0.1:") {
 				t.Errorf("audit record %v; want decision %s, protocol http, peer 127.0.0.1", rec, tc.outcome)
 			}
-			if tc.outcome == admitted && rec["sandbox.id"] != tc.id {
-				t.Errorf("audit sandbox.id %q; want %q", rec["sandbox.id"], tc.id)
+			if tc.outcome == admitted && rec[audit.KeyID] != tc.id {
+				t.Errorf("audit sandbox.id %q; want %q", rec[audit.KeyID], tc.id)
 			}
-			if tc.outcome == stripped && !strings.Contains(rec["reason"], tc.text) {
-				t.Errorf("audit reason %q; want it to contain %q", rec["reason"], tc.text)
+			if tc.outcome == stripped && !strings.Contains(rec[audit.KeyReason], tc.text) {
+				t.Errorf("audit reason %q; want it to contain %q", rec[audit.KeyReason], tc.text)
 			}
 			if wantLevel := map[string]string{admitted: "INFO", stripped: "WARN", rejected: "WARN"}[tc.outcome]; rec["level"] != wantLevel {
 				t.Errorf("audit level %s; want %s", rec["level"], wantLevel)

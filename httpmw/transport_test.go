@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -166,8 +167,8 @@ func TestTransportRoutes(t *testing.T) {
 				server, sandbox string
 				host, decision  string
 			}{
-				{sandboxCtx("pr-1", ""), "sandbox", "pr-1", sandboxURL.Host, "routed"},
-				{sandboxCtx("pr-2", ""), "baseline", "pr-2", baseURL.Host, "fallback"},
+				{sandboxCtx("pr-1", ""), "sandbox", "pr-1", sandboxURL.Host, string(audit.Routed)},
+				{sandboxCtx("pr-2", ""), "baseline", "pr-2", baseURL.Host, string(audit.Fallback)},
 				{context.Background(), "baseline", "", baseURL.Host, ""},
 			} {
 				before := len(alog.Records())
@@ -188,7 +189,7 @@ func TestTransportRoutes(t *testing.T) {
 				switch {
 				case step.decision == "" && len(recs) != 0:
 					t.Errorf("audit %v; want none", recs)
-				case step.decision != "" && (len(recs) != 1 || recs[0]["decision"] != step.decision || recs[0]["target"] != "cart" || recs[0]["sandbox.id"] != step.sandbox):
+				case step.decision != "" && (len(recs) != 1 || recs[0][audit.KeyDecision] != step.decision || recs[0][audit.KeyTarget] != "cart" || recs[0][audit.KeyID] != step.sandbox):
 					t.Errorf("audit %v; want one %s record for %s, target cart", recs, step.decision, step.sandbox)
 				}
 			}
@@ -253,7 +254,7 @@ func TestTransportSandboxUnavailable(t *testing.T) {
 		if n := baseline.hits.Load() - hits; n != 0 {
 			t.Errorf("the baseline served %d requests meant for the sandbox", n)
 		}
-		if d := alog.Decisions(); !slices.Equal(d, []string{"routed"}) {
+		if d := alog.Decisions(); !slices.Equal(d, []string{string(audit.Routed)}) {
 			t.Errorf("audit %v; want [routed]", d)
 		}
 		// Baseline traffic is not affected.
@@ -277,7 +278,7 @@ func TestTransportSandboxUnavailable(t *testing.T) {
 			t.Errorf("fell back to %s as %q with body %q, path %s; want baseline, pr-1, payload, /p?x=1", got.Server, got.Sandbox, got.Body, got.Path)
 		}
 		recs := alog.Records()
-		if len(recs) != 2 || recs[0]["decision"] != "routed" || recs[1]["decision"] != "fallback" || !strings.Contains(recs[1]["reason"], "unavailable") {
+		if len(recs) != 2 || recs[0][audit.KeyDecision] != string(audit.Routed) || recs[1][audit.KeyDecision] != string(audit.Fallback) || !strings.Contains(recs[1][audit.KeyReason], "unavailable") {
 			t.Errorf("audit %v; want routed, then fallback naming the unavailable upstream", recs)
 		}
 

@@ -41,6 +41,14 @@ type Codec struct {
 	// [KeepForeignRoutingKeys]).
 	foreignKeys    []string
 	foreignHeaders []name
+
+	// foreignCanon are the canonical forms of aliasHeaders and
+	// foreignHeaders: what [Codec.Foreign] looks for in one pass over a
+	// small http.Header. foreignLens[b] has bit n%64 set when one of them,
+	// or "Baggage" while there are foreign keys, starts with byte b and
+	// is n bytes long: the filter that lets every other key pass unread.
+	foreignCanon []string
+	foreignLens  [256]uint64
 }
 
 // name is a carrier key, lower-case and in canonical MIME form.
@@ -127,6 +135,16 @@ func NewCodec(opts ...Option) (*Codec, error) {
 		if strings.Contains(h, "-") {
 			c.aliasHeaders = append(c.aliasHeaders, newName(strings.ReplaceAll(h, "-", "_")))
 		}
+	}
+	for _, n := range append(append([]name(nil), c.aliasHeaders...), c.foreignHeaders...) {
+		c.foreignCanon = append(c.foreignCanon, n.canon)
+	}
+	lens := c.foreignCanon
+	if len(c.foreignKeys) > 0 {
+		lens = append(lens[:len(lens):len(lens)], "Baggage")
+	}
+	for _, k := range lens {
+		c.foreignLens[k[0]] |= 1 << (len(k) % 64)
 	}
 	return c, nil
 }
@@ -218,6 +236,32 @@ func values(carrier otelprop.TextMapCarrier, key, canon string, one *[1]string) 
 // Read does not allocate when the carrier holds no markers, and allocates
 // only to percent-decode values when it does.
 func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
+	if h, ok := carrier.(otelprop.HeaderCarrier); ok && c.quiet(http.Header(h)) {
+		return Markers{}, nil
+	}
+	return c.read(carrier)
+}
+
+// quiet reports whether h holds none of the markers [Codec.Read] looks for
+// when there are no others: no dedicated header, no baggage that
+// [Codec.mentions] our keys, no header named as the ID key or a
+// compatibility key in any of its forms. It is the whole of Read for a
+// request without markers, which most requests are: a few map lookups,
+// the cheapest first, and no Markers built.
+func (c *Codec) quiet(h http.Header) bool {
+	if c.header != "" {
+		if _, ok := h[c.headerCanon]; ok {
+			return false
+		}
+	}
+	if b, ok := h["Baggage"]; ok && c.mentions(b) {
+		return false
+	}
+	return !hasHeader(h, c.idHeaders)
+}
+
+// read is Read without the quiet test.
+func (c *Codec) read(carrier otelprop.TextMapCarrier) (Markers, error) {
 	var m Markers
 	var one [1]string
 	var err error
@@ -279,7 +323,10 @@ func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
 // strict: unreadable markers return ctx unchanged and an error (see
 // [Codec.Read]); a carrier without markers returns ctx unchanged and nil.
 func (c *Codec) Extract(ctx context.Context, carrier otelprop.TextMapCarrier) (context.Context, error) {
-	m, err := c.Read(carrier)
+	if h, ok := carrier.(otelprop.HeaderCarrier); ok && c.quiet(http.Header(h)) {
+		return ctx, nil
+	}
+	m, err := c.read(carrier)
 	if err != nil || !m.Found {
 		return ctx, err
 	}
@@ -459,6 +506,9 @@ func (c *Codec) StripsForeign() bool {
 // Uberctx_sd_routing_key), which CGI, WSGI, Rack and PHP hops read as the
 // hyphenated header; [Codec.Strip] removes those too, whatever the options.
 func (c *Codec) Foreign(carrier otelprop.TextMapCarrier) bool {
+	if h, ok := carrier.(otelprop.HeaderCarrier); ok && len(h) <= smallHeader {
+		return c.foreignHeader(http.Header(h))
+	}
 	var one [1]string
 	for _, h := range c.aliasHeaders {
 		if len(values(carrier, h.lower, h.canon, &one)) > 0 {
@@ -474,6 +524,37 @@ func (c *Codec) Foreign(carrier otelprop.TextMapCarrier) bool {
 		}
 	}
 	return c.foreignBaggage(values(carrier, baggageHeader, "Baggage", &one))
+}
+
+// smallHeader is the most keys an http.Header may have for
+// [Codec.Foreign] to read it in one pass rather than look each name up:
+// a Go map of up to 8 entries is one group, which a pass reads for about
+// the cost of five lookups, against the thirteen or so names looked up
+// otherwise (on a 2-core VM: 4 keys 54 ns against 121 ns, 9 keys about
+// even, 16 keys 152 ns against 86 ns).
+const smallHeader = 8
+
+// foreignHeader is [Codec.Foreign] on an http.Header, in one pass over
+// its keys: each is filtered by its first byte and length, and only a
+// key that passes is compared with the names. A key counts only with a
+// value, as a lookup that finds none counts it absent.
+func (c *Codec) foreignHeader(h http.Header) bool {
+	var bag []string
+	for k, v := range h {
+		if len(v) == 0 || len(k) == 0 || c.foreignLens[k[0]]&(1<<(len(k)%64)) == 0 {
+			continue
+		}
+		if k == "Baggage" {
+			bag = v
+			continue
+		}
+		for _, n := range c.foreignCanon {
+			if k == n {
+				return true
+			}
+		}
+	}
+	return c.foreignBaggage(bag)
 }
 
 // foreignBaggage reports whether the baggage lines hold a foreign routing

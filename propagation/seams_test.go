@@ -153,6 +153,64 @@ func TestForeignRoutingKeys(t *testing.T) {
 	}
 }
 
+// getter is a carrier that is not an otelprop.HeaderCarrier, so the codec
+// looks each name up through Get rather than reading the map.
+type getter struct{ h http.Header }
+
+func (g getter) Get(k string) string { return g.h.Get(k) }
+func (g getter) Set(k, v string)     { g.h.Set(k, v) }
+func (g getter) Keys() []string {
+	var ks []string
+	for k := range g.h {
+		ks = append(ks, k)
+	}
+	return ks
+}
+
+// TestForeignSmallHeader: Foreign reads an http.Header of up to eight
+// keys in one pass; it must answer as the lookups do, for every name it
+// looks for, in a small header and a large one, and not count a name
+// present without a value.
+func TestForeignSmallHeader(t *testing.T) {
+	keep, err := propagation.NewCodec(propagation.KeepForeignRoutingKeys())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd, err := propagation.NewCodec(propagation.WithSignadot(), propagation.WithHeader("X-Sandbox"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"Sandbox_id", "X_sandbox", propagation.SignadotJaegerHeader, propagation.SignadotDatadogHeader,
+		strings.ReplaceAll(propagation.SignadotJaegerHeader, "-", "_"), strings.ReplaceAll(propagation.SignadotDatadogHeader, "-", "_"),
+		"Sandbox-Id", "Sandbox.id", "Sd-Routing-Key", "Okteto-Divert", "Sandbox_ic", "Sandbox_idx", "Traceparent", "Baggage"}
+	for _, c := range []*propagation.Codec{propagation.Default(), keep, sd} {
+		for _, k := range c.KeyHeaders() {
+			names = append(names, k, strings.ReplaceAll(k, "-", "_"))
+		}
+	}
+	common := []string{"Traceparent", "Accept", "User-Agent", "Accept-Encoding", "Content-Type", "Authorization", "X-Request-Id", "Cookie", "Accept-Language", "Origin"}
+	for _, c := range []*propagation.Codec{propagation.Default(), keep, sd} {
+		for _, name := range names {
+			for _, n := range []int{0, 3, 7, len(common)} {
+				for _, v := range [][]string{{"pr-1"}, {}, {"a=1,sd-routing-key=pr-1"}} {
+					h := http.Header{}
+					for _, k := range common[:n] {
+						h[k] = []string{"x"}
+					}
+					h[http.CanonicalHeaderKey(name)] = v
+					want := c.Foreign(getter{h})
+					if got := c.Foreign(otelprop.HeaderCarrier(h)); got != want {
+						t.Errorf("codec %v: Foreign(%v) = %v on an http.Header, %v through Get", c.Fields(), h, got, want)
+					}
+				}
+			}
+		}
+	}
+	if !propagation.Default().Foreign(otelprop.HeaderCarrier{"Sandbox_id": {"pr-1"}}) {
+		t.Error("Foreign misses Sandbox_id")
+	}
+}
+
 // TestPropagatorCleansOTelBaggage: when our markers cannot be read, the
 // Propagator composed after OpenTelemetry's Baggage propagator leaves no
 // member of ours in the context's baggage, so nothing forwards it.

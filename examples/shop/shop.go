@@ -302,13 +302,16 @@ func (sh *shop) startServices(ctx context.Context) error {
 	// orders: writes through the database router, publishes through the
 	// sandbox-aware Kafka writer.
 	kt := &kafka.Transport{DialTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second}
-	events := kafkamw.NewWriter(&kafka.Writer{
+	events, err := kafkamw.NewWriter(&kafka.Writer{
 		Addr:         kafka.TCP(brokers...),
 		Topic:        orders.Topic,
 		BatchTimeout: 2 * time.Millisecond, // kafka-go waits up to 1s for a batch by default
 		RequiredAcks: kafka.RequireAll,
 		Transport:    kt,
 	})
+	if err != nil {
+		return err
+	}
 	sh.onClose(func() { events.Close(); kt.CloseIdleConnections() })
 	sh.events = events
 	ordersHandler, err := orders.NewHandler(sh.db, events, httpmw.TrustAll(), httpmw.WithLogger(sh.audit.logger("orders")))
@@ -371,7 +374,7 @@ func (sh *shop) startServices(ctx context.Context) error {
 // startConsumer starts a shipping consumer named name, serving its
 // counters on ln. opts make it a sandbox's consumer. It returns a function
 // that stops it.
-func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener, opts ...kafkamw.Option) (*shipping.Consumer, func(), error) {
+func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener, opts ...kafkamw.ReaderOption) (*shipping.Consumer, func(), error) {
 	r, err := kafkamw.NewReader(kafka.ReaderConfig{
 		Brokers: sh.brokers,
 		Topic:   orders.Topic,
@@ -386,9 +389,8 @@ func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener,
 		ReadBackoffMin:    10 * time.Millisecond,
 		ReadBackoffMax:    100 * time.Millisecond,
 		StartOffset:       kafka.FirstOffset,
-	}, append([]kafkamw.Option{
-		kafkamw.WithRoutes(sh.table), kafkamw.WithService("shipping"), kafkamw.WithLogger(sh.audit.logger(name)),
-		kafkamw.WithMeterProvider(sh.meters),
+	}, sh.table, "shipping", append([]kafkamw.ReaderOption{
+		kafkamw.WithLogger(sh.audit.logger(name)), kafkamw.WithMeterProvider(sh.meters),
 	}, opts...)...)
 	if err != nil {
 		ln.Close()
@@ -410,8 +412,12 @@ func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener,
 	return c, stop, nil
 }
 
-// serveGRPC serves s on a loopback port and returns its address.
-func (sh *shop) serveGRPC(s *grpc.Server) (string, error) {
+// serveGRPC serves s, as a constructor returned it with err, on a loopback
+// port and returns its address.
+func (sh *shop) serveGRPC(s *grpc.Server, err error) (string, error) {
+	if err != nil {
+		return "", err
+	}
 	ln, err := listen()
 	if err != nil {
 		return "", err

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -70,8 +71,9 @@ func (p *Policy) Trusted(addr netip.Addr) bool {
 	return false
 }
 
-// ErrUntrusted is the reason given for stripped markers.
-var ErrUntrusted = errors.New("sandbox markers from an untrusted source")
+// ErrUntrusted is the reason given for stripped markers: the published
+// audit.ReasonUntrusted.
+var ErrUntrusted = errors.New(audit.ReasonUntrusted)
 
 // Decide returns the verdict for markers m (and the error Codec.Read
 // returned for them) from a peer that is trusted by network or not. The

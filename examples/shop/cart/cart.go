@@ -69,15 +69,21 @@ func UnitPrice(item string) (int64, bool) {
 // NewServer returns a gRPC server of the cart service named server that
 // prices with rule. opts configure grpcmw's server interceptors: cart is an
 // internal hop behind the gateway, so the demo gives it [grpcmw.TrustAll]
-// and the audit logger. Serve it on a listener and stop it when done.
-func NewServer(server string, rule Rule, opts ...grpcmw.Option) *grpc.Server {
+// and the audit logger; options that cannot work are the error of
+// [grpcmw.NewServerInterceptors]. Serve it on a listener and stop it when
+// done.
+func NewServer(server string, rule Rule, opts ...grpcmw.ServerOption) (*grpc.Server, error) {
+	in, err := grpcmw.NewServerInterceptors(opts...)
+	if err != nil {
+		return nil, err
+	}
 	s := grpc.NewServer(
 		grpc.ForceServerCodecV2(Codec{}),
-		grpc.ChainUnaryInterceptor(grpcmw.UnaryServerInterceptor(opts...)),
-		grpc.ChainStreamInterceptor(grpcmw.StreamServerInterceptor(opts...)),
+		grpc.ChainUnaryInterceptor(in.Unary()),
+		grpc.ChainStreamInterceptor(in.Stream()),
 	)
 	Register(s, server, rule)
-	return s
+	return s, nil
 }
 
 // Register registers the cart service named server, pricing with rule, on

@@ -17,9 +17,12 @@ import (
 )
 
 // dial serves a cart with opts and returns a client of it.
-func dial(t *testing.T, opts ...grpcmw.Option) *cart.Client {
+func dial(t *testing.T, opts ...grpcmw.ServerOption) *cart.Client {
 	t.Helper()
-	s := cart.NewServer("cart", cart.ListPrice, opts...)
+	s, err := cart.NewServer("cart", cart.ListPrice, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(s.Stop)
 	conn, err := grpc.NewClient(serve(s), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -32,7 +32,7 @@ func ExampleNewConsumer() {
 	}
 	cfg := kafka.ReaderConfig{Brokers: []string{"kafka:9092"}, Topic: orders.Topic, GroupID: "shipping"}
 
-	baseline, err := kafkamw.NewReader(cfg, kafkamw.WithRoutes(table), kafkamw.WithService("shipping"))
+	baseline, err := kafkamw.NewReader(cfg, table, "shipping")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -40,8 +40,7 @@ func ExampleNewConsumer() {
 	go shipping.NewConsumer("shipping", baseline, db).Run(ctx)
 
 	// In the sandbox's own deployment:
-	sandbox, err := kafkamw.NewReader(cfg, kafkamw.WithRoutes(table), kafkamw.WithService("shipping"),
-		kafkamw.AsSandbox("pr-42"))
+	sandbox, err := kafkamw.NewReader(cfg, table, "shipping", kafkamw.AsSandbox("pr-42"))
 	if err != nil {
 		log.Fatal(err)
 	}
