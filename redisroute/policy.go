@@ -67,9 +67,9 @@ var verdicts = func() map[string]verdict {
 }()
 
 // clientSubcommands are the CLIENT subcommands a sandbox connection may
-// send: go-redis sends SETINFO when it connects; the others only name or
-// describe the connection itself.
-var clientSubcommands = map[string]bool{"setinfo": true, "setname": true, "getname": true, "id": true}
+// send: go-redis sends SETINFO (and MAINT_NOTIFICATIONS) when it connects;
+// the others only name or describe the connection itself.
+var clientSubcommands = map[string]bool{"setinfo": true, "setname": true, "getname": true, "id": true, "maint_notifications": true}
 
 // arg returns args[i] as the server reads it.
 func arg(args []any, i int) string {
@@ -126,7 +126,7 @@ func inspectArgs(name string, args []any, db int) error {
 		if len(args) >= 2 && clientSubcommands[strings.ToLower(arg(args, 1))] {
 			return nil
 		}
-		return fmt.Errorf("%w: client: only SETINFO, SETNAME, GETNAME and ID concern the connection alone", ErrRefused)
+		return fmt.Errorf("%w: client: only SETINFO, SETNAME, GETNAME, ID and MAINT_NOTIFICATIONS concern the connection alone", ErrRefused)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -71,15 +72,13 @@ func New(baseline *redis.Client, dbs Databases, opts ...RouterOption) (*Router, 
 	if cfg.err != nil {
 		return nil, cfg.err
 	}
-	adminOpts := *baseline.Options()
-	adminOpts.DB = dbs.First
+	adminOpts := clientOptions(baseline, dbs.First)
 	adminOpts.PoolSize = 2
-	adminOpts.MinIdleConns = 0
 	r := &Router{
 		baseline: baseline,
 		dbs:      dbs,
 		cfg:      cfg,
-		admin:    redis.NewClient(&adminOpts),
+		admin:    redis.NewClient(adminOpts),
 		clients:  make(map[string]*sandboxClient),
 	}
 	baseline.AddHook(routeHook{r})
@@ -179,9 +178,7 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox) (*sandboxCl
 	if err != nil {
 		return nil, r.refuse(ctx, s, err)
 	}
-	opts := *r.baseline.Options()
-	opts.DB = db
-	sc := &sandboxClient{id: s.ID, db: db, client: redis.NewClient(&opts)}
+	sc := &sandboxClient{id: s.ID, db: db, client: redis.NewClient(clientOptions(r.baseline, db))}
 	sc.client.AddHook(policyHook{r: r, db: db})
 	r.clients[s.ID] = sc
 	if r.cfg.logger != nil {
@@ -194,6 +191,19 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox) (*sandboxCl
 		})
 	}
 	return sc, nil
+}
+
+// clientOptions returns the options of a client like baseline on
+// database db: the router's own, and each sandbox's. Maintenance
+// notifications are off (the baseline client handles them for the
+// server; a second client on the same options cannot register for them),
+// and so are idle connections kept open in advance.
+func clientOptions(baseline *redis.Client, db int) *redis.Options {
+	opts := *baseline.Options()
+	opts.DB = db
+	opts.MinIdleConns = 0
+	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	return &opts
 }
 
 // onDB runs fn on an admin connection that has selected database db.
@@ -450,4 +460,3 @@ func (h policyHook) refuse(ctx context.Context, err error) error {
 	s, _ := propagation.FromContext(ctx)
 	return h.r.refuse(ctx, s, err)
 }
-
