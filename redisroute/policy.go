@@ -116,9 +116,10 @@ func inspectArgs(name string, args []any, db int) error {
 		}
 		return fmt.Errorf("%w: select: a sandbox stays in its own database", ErrRefused)
 	case "copy":
+		// go-redis always sends DB: the sandbox's own is fine.
 		for i := 3; i < len(args); i++ {
-			if strings.EqualFold(arg(args, i), "db") {
-				return fmt.Errorf("%w: copy with DB: a sandbox stays in its own database", ErrRefused)
+			if strings.EqualFold(arg(args, i), "db") && (i+1 == len(args) || arg(args, i+1) != strconv.Itoa(db)) {
+				return fmt.Errorf("%w: copy to another database: a sandbox stays in its own database", ErrRefused)
 			}
 		}
 		return nil
