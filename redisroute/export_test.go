@@ -1,5 +1,7 @@
 package redisroute
 
+import "github.com/redis/go-redis/v9"
+
 // IsolatedFamilies and RefusedFamilies return the command families of the
 // package doc, by name.
 func IsolatedFamilies() map[string][]string { return familiesWhere(true) }
@@ -14,3 +16,8 @@ func familiesWhere(isolated bool) map[string][]string {
 	}
 	return m
 }
+
+// RouteHooks and GuardHooks return the hooks New and Guard install, for
+// measuring their cost alone.
+func RouteHooks(r *Router) redis.Hook { return routeHook{r} }
+func GuardHooks() redis.Hook          { return guardHook{} }
