@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -138,4 +139,60 @@ func TestIsolationProperty(t *testing.T) {
 		}
 	}
 	t.Logf("%d operations on %d sides: %d cross-reads, %d cross-writes", ops, len(ctxs), crossReads, crossWrites)
+}
+
+// TestConcurrentSandboxes: goroutines of production and four sandboxes
+// start at once (their first commands claim databases concurrently) and
+// each reads back only what it wrote; every sandbox ends with one database
+// of its own.
+func TestConcurrentSandboxes(t *testing.T) {
+	ids := []string{newID(), newID(), newID(), newID()}
+	c, p, r := route(t, ids)
+	ctxs := []context.Context{context.Background()}
+	for _, id := range ids {
+		ctxs = append(ctxs, sandboxCtx(id))
+	}
+	errs := make(chan error, 2*len(ctxs))
+	var wg sync.WaitGroup
+	for g := range 2 * len(ctxs) {
+		ctx := ctxs[g%len(ctxs)]
+		wg.Go(func() {
+			for i := range 100 {
+				k := p + "k" + strconv.Itoa(i%10) // shared names across sides
+				v := fmt.Sprintf("g%d-%d", g, i)
+				own := p + "own" + strconv.Itoa(g)
+				if err := c.Set(ctx, own, v, 0).Err(); err != nil {
+					errs <- err
+					return
+				}
+				if got := c.Get(ctx, own).Val(); got != v {
+					errs <- fmt.Errorf("goroutine %d read %q, want %q", g, got, v)
+					return
+				}
+				c.Incr(ctx, k)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	seen := map[int]bool{}
+	for side, ctx := range ctxs {
+		db, err := r.Database(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[db] {
+			t.Errorf("database %d serves two sides", db)
+		}
+		seen[db] = true
+		// Two goroutines per side, 100 INCRs each over 10 keys: 20 per key.
+		for i := range 10 {
+			if n, _ := c.Get(ctx, p+"k"+strconv.Itoa(i)).Int(); n != 20 {
+				t.Errorf("side %d: k%d = %d, want 20 (another side's INCRs crossed over)", side, i, n)
+			}
+		}
+	}
 }

@@ -32,7 +32,7 @@ type Router struct {
 	cfg      config
 	admin    *redis.Client // claims, flushes: SELECTs before every use
 
-	mu      sync.Mutex
+	mu      sync.RWMutex
 	clients map[string]*sandboxClient
 	closed  bool
 }
@@ -164,6 +164,15 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox) (*sandboxCl
 			return nil, r.refuse(ctx, s, fmt.Errorf("%w: sandbox %q is not in the route table", ErrNoSandboxDatabase, s.ID))
 		}
 	}
+	r.mu.RLock()
+	sc, closed := r.clients[s.ID], r.closed
+	r.mu.RUnlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if sc != nil {
+		return sc, nil
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -178,7 +187,7 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox) (*sandboxCl
 	if err != nil {
 		return nil, r.refuse(ctx, s, err)
 	}
-	sc := &sandboxClient{id: s.ID, db: db, client: redis.NewClient(clientOptions(r.baseline, db))}
+	sc = &sandboxClient{id: s.ID, db: db, client: redis.NewClient(clientOptions(r.baseline, db))}
 	sc.client.AddHook(policyHook{r: r, db: db})
 	r.clients[s.ID] = sc
 	if r.cfg.logger != nil {

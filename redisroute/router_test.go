@@ -229,3 +229,32 @@ func TestNotInRouteTable(t *testing.T) {
 		t.Error("no rejected record for the unknown sandbox")
 	}
 }
+
+func TestClosedRouterRefuses(t *testing.T) {
+	id := newID()
+	c, p := baseline(t)
+	r, err := redisroute.New(c, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(sandboxCtx(id), p+"k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		r2, _ := redisroute.New(raw(t, baseDB), dbs)
+		r2.Destroy(context.Background(), id)
+		r2.Close()
+	})
+	if err := c.Set(sandboxCtx(id), p+"k", "v", 0).Err(); !errors.Is(err, redisroute.ErrClosed) {
+		t.Errorf("sandbox command after Close: %v, want ErrClosed", err)
+	}
+	if err := c.Set(context.Background(), p+"k", "prod", 0).Err(); err != nil {
+		t.Errorf("production after Close: %v", err)
+	}
+	if v := c.Get(context.Background(), p+"k").Val(); v != "prod" {
+		t.Errorf("production value %q", v)
+	}
+}
