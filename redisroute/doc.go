@@ -109,6 +109,16 @@
 //
 // # What it does not cover
 //
+// AutoPipeline (client.AutoPipeline and AsyncAutoPipeline, experimental in
+// go-redis) is NOT isolated: it queues commands from many callers and
+// sends each batch with a context of its own (context.Background()), so
+// no hook sees the sandbox of a queued command, and a command that a
+// sandbox sends through an AutoPipeliner of the baseline client runs in
+// the baseline's database. In full-duplex mode go-redis writes a command
+// before its hooks run, so no hook can refuse it either. Do not use an
+// AutoPipeliner of a routed or guarded client with sandbox contexts;
+// closing this needs go-redis to give hooks each queued command's context.
+//
 // Hooks added to the baseline client before [New] run for sandbox
 // commands too (they see the command, then the router sends it to the
 // sandbox); hooks added after it run for production commands only. The
