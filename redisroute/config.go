@@ -73,21 +73,16 @@ func (c *config) fail(err error) {
 	}
 }
 
-func newRouterConfig(opts []RouterOption) config {
-	var c config
-	for _, o := range opts {
-		if o != nil {
-			o.applyRouter(&c)
-		}
-	}
-	return c
-}
+func newRouterConfig(opts []RouterOption) config { return newConfig(opts, RouterOption.applyRouter) }
+func newGuardConfig(opts []GuardOption) config   { return newConfig(opts, GuardOption.applyGuard) }
 
-func newGuardConfig(opts []GuardOption) config {
+// newConfig applies the options of one role, skipping nil ones.
+func newConfig[O comparable](opts []O, apply func(O, *config)) config {
 	var c config
+	var none O
 	for _, o := range opts {
-		if o != nil {
-			o.applyGuard(&c)
+		if o != none {
+			apply(o, &c)
 		}
 	}
 	return c
