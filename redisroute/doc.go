@@ -55,7 +55,9 @@
 // somebody's and is never claimed. Destroy and Reap flush a database only
 // when its marker names a sandbox they remove, checked and flushed in one
 // WATCH/MULTI transaction. Sandboxes cannot name the marker key in any
-// command, so they cannot free their own database while using it.
+// command (any argument equal to it, key or value, is refused), so they
+// cannot free their own database while using it. They do see it: KEYS *,
+// SCAN and RANDOMKEY may return it, and DBSIZE counts it.
 //
 // # Command families
 //
