@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
+	"github.com/sandboxkit/sandboxkit/dbroute/provision"
 )
 
 // TestGuardTracerSetAfterGuard: a tracer set after Guard (the usual place
@@ -19,17 +21,17 @@ import (
 // multitracer keeps the guard and works.
 func TestGuardTracerSetAfterGuard(t *testing.T) {
 	t.Parallel()
-	e := server(t)
-	e.baseline(t)
+	e := pgtest.Server(t)
+	e.Baseline(t)
 	for _, how := range []string{"replaced", "multitracer, guard first", "multitracer, guard last"} {
 		t.Run(how, func(t *testing.T) {
 			insert := "INSERT INTO items (owner) VALUES ('" + how + "')"
-			cfg, err := pgxpool.ParseConfig(e.dsn(shared.baseline))
+			cfg, err := pgxpool.ParseConfig(e.DSN(pgtest.BaselineDB()))
 			if err != nil {
 				t.Fatal(err)
 			}
 			cfg.MaxConns = 1
-			cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{e.baseSch}.Sanitize()
+			cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{e.BaseSch}.Sanitize()
 			dbroute.Guard(cfg)
 			user := &countingTracer{}
 			switch how {
@@ -50,7 +52,7 @@ func TestGuardTracerSetAfterGuard(t *testing.T) {
 			if how != "multitracer, guard last" {
 				if err == nil || !strings.Contains(err.Error(), "replaced after Guard") {
 					if c != nil {
-						_, xerr := c.Exec(sandboxCtx("pr-1"), insert)
+						_, xerr := c.Exec(pgtest.SandboxCtx("pr-1"), insert)
 						c.Release()
 						t.Errorf("sandbox statement on a connection acquired without one: %v", xerr)
 					}
@@ -60,7 +62,7 @@ func TestGuardTracerSetAfterGuard(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if _, err := c.Exec(sandboxCtx("pr-1"), insert); !errors.Is(err, dbroute.ErrSandboxOnBaseline) {
+				if _, err := c.Exec(pgtest.SandboxCtx("pr-1"), insert); !errors.Is(err, dbroute.ErrSandboxOnBaseline) {
 					t.Errorf("sandbox statement: err = %v, want ErrSandboxOnBaseline", err)
 				}
 				if _, err := c.Exec(context.Background(), "SELECT 1"); err != nil {
@@ -71,8 +73,8 @@ func TestGuardTracerSetAfterGuard(t *testing.T) {
 					t.Errorf("the user's tracer saw no statement")
 				}
 			}
-			dsn, table := e.baselineItems()
-			if n := count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner = $1", how); n != 0 {
+			dsn, table := e.BaselineItems()
+			if n := pgtest.Count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner = $1", how); n != 0 {
 				t.Errorf("baseline holds %d sandbox rows", n)
 			}
 		})
@@ -84,17 +86,17 @@ func TestGuardTracerSetAfterGuard(t *testing.T) {
 // role) is first seen on a statement; it is still ErrNoTestDatabase.
 func TestErrorClassOfUnusableTestDatabase(t *testing.T) {
 	t.Parallel()
-	e := server(t)
+	e := pgtest.Server(t)
 	p, err := dbroute.Static(map[string]string{
-		"no-db":   e.dsn(e.name("nosuchdb")),
-		"no-role": "postgres://nosuchrole" + e.tag + "@127.0.0.1:5432/" + shared.schemas,
+		"no-db":   e.DSN(e.Name("nosuchdb")),
+		"no-role": "postgres://nosuchrole" + e.Tag + "@127.0.0.1:5432/" + pgtest.SchemasDB(),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRouter(t, e, p)
+	r := e.Router(t, p)
 	for _, id := range []string{"no-db", "no-role"} {
-		ctx := sandboxCtx(id)
+		ctx := pgtest.SandboxCtx(id)
 		_, err := r.Exec(ctx, "SELECT 1")
 		var one int
 		rowErr := r.QueryRow(ctx, "SELECT 1").Scan(&one)
@@ -111,20 +113,20 @@ func TestErrorClassOfUnusableTestDatabase(t *testing.T) {
 // not turn every new sandbox into a permanent ErrNoTestDatabase.
 func TestTemplateInUseDoesNotBlockClones(t *testing.T) {
 	t.Parallel()
-	e := server(t)
-	p, err := dbroute.NewDatabasePerSandbox(e.url, itemsMigration("v1", nil), dbroute.WithPrefix(e.prefix))
+	e := pgtest.Server(t)
+	p, err := provision.NewDatabasePerSandbox(e.URL, pgtest.ItemsMigration("v1", nil), provision.WithPrefix(e.Prefix))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRouter(t, e, p)
-	if _, err := r.Exec(sandboxCtx("a"), "SELECT 1"); err != nil {
+	r := e.Router(t, p)
+	if _, err := r.Exec(pgtest.SandboxCtx("a"), "SELECT 1"); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if conn, err := pgx.Connect(ctx, e.dsn(p.Template())); err == nil {
+	if conn, err := pgx.Connect(ctx, e.DSN(p.Template())); err == nil {
 		defer conn.Close(ctx)
 	}
-	if _, err := r.Exec(sandboxCtx("b"), "INSERT INTO items (owner) VALUES ('b')"); err != nil {
+	if _, err := r.Exec(pgtest.SandboxCtx("b"), "INSERT INTO items (owner) VALUES ('b')"); err != nil {
 		t.Errorf("new sandbox while someone tries to use the template: %v", err)
 	}
 }
@@ -135,12 +137,12 @@ func TestTemplateInUseDoesNotBlockClones(t *testing.T) {
 // creates it again.
 func TestErrorClassOfDroppedTestDatabase(t *testing.T) {
 	t.Parallel()
-	e := server(t)
-	p, err := dbroute.NewDatabasePerSandbox(e.url, itemsMigration("v1", nil), dbroute.WithPrefix(e.prefix))
+	e := pgtest.Server(t)
+	p, err := provision.NewDatabasePerSandbox(e.URL, pgtest.ItemsMigration("v1", nil), provision.WithPrefix(e.Prefix))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRouter(t, e, p)
+	r := e.Router(t, p)
 	methods := map[string]func(ctx context.Context) error{
 		"exec": func(ctx context.Context) error {
 			_, err := r.Exec(ctx, "INSERT INTO items (owner) VALUES ('x')")
@@ -158,12 +160,12 @@ func TestErrorClassOfDroppedTestDatabase(t *testing.T) {
 	}
 	for id, call := range methods {
 		t.Run(id, func(t *testing.T) {
-			ctx := sandboxCtx(id)
+			ctx := pgtest.SandboxCtx(id)
 			if err := call(ctx); err != nil {
 				t.Fatal(err)
 			}
 			name, _ := p.Name(id)
-			e.exec(t, "DROP DATABASE "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+			e.Exec(t, "DROP DATABASE "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
 			// The pool's connections were ended by the drop, then its
 			// new ones find no database: each failure is transient, and
 			// a few requests later the sandbox has a fresh test database.

@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
+	"github.com/sandboxkit/sandboxkit/dbroute/provision"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
 
@@ -18,21 +20,21 @@ import (
 // table, whose test database for "bench" is created and warm.
 func benchRouter(b *testing.B) (*pgxpool.Pool, *dbroute.Router) {
 	b.Helper()
-	e := server(b)
+	e := pgtest.Server(b)
 	table, err := routes.NewStatic([]routes.Sandbox{{ID: "bench"}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	p, err := dbroute.NewDatabasePerSandbox(e.url, itemsMigration("v1", nil), dbroute.WithPrefix(e.prefix))
+	p, err := provision.NewDatabasePerSandbox(e.URL, pgtest.ItemsMigration("v1", nil), provision.WithPrefix(e.Prefix))
 	if err != nil {
 		b.Fatal(err)
 	}
-	base := e.baseline(b)
-	r := routerOn(b, base, p, dbroute.WithTable(table))
+	base := e.Baseline(b)
+	r := pgtest.Router(b, base, p, dbroute.WithRoutes(table))
 	// Warm: connections open, statements described.
 	var one int
 	for range 20 {
-		for _, ctx := range []context.Context{context.Background(), sandboxCtx("bench")} {
+		for _, ctx := range []context.Context{context.Background(), pgtest.SandboxCtx("bench")} {
 			if err := r.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
 				b.Fatal(err)
 			}
@@ -45,7 +47,7 @@ func benchRouter(b *testing.B) (*pgxpool.Pool, *dbroute.Router) {
 // the same query through the router, without and with a sandbox.
 func BenchmarkQueryRow(b *testing.B) {
 	base, r := benchRouter(b)
-	baseline, sandbox := context.Background(), sandboxCtx("bench")
+	baseline, sandbox := context.Background(), pgtest.SandboxCtx("bench")
 	run := func(b *testing.B, query func() error) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -75,7 +77,7 @@ func BenchmarkResolve(b *testing.B) {
 		ctx  context.Context
 	}{
 		{"baseline", context.Background()},
-		{"sandbox", sandboxCtx("bench")},
+		{"sandbox", pgtest.SandboxCtx("bench")},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -94,19 +96,19 @@ func BenchmarkResolve(b *testing.B) {
 // 16-pool one (no thrashing). It uses only API the previous version also
 // has, so the two can be compared.
 func BenchmarkBusySandboxes(b *testing.B) {
-	e := server(b)
-	base := e.baseline(b)
+	e := pgtest.Server(b)
+	base := e.Baseline(b)
 	const sandboxes = 16
 	for _, pools := range []int{16, 4} {
 		b.Run(fmt.Sprintf("pools=%d", pools), func(b *testing.B) {
-			p, err := dbroute.NewSchemaPerSandbox(e.dsn(shared.schemas), itemsMigration("v1", nil), dbroute.WithPrefix(e.prefix))
+			p, err := provision.NewSchemaPerSandbox(e.DSN(pgtest.SchemasDB()), pgtest.ItemsMigration("v1", nil), provision.WithPrefix(e.Prefix))
 			if err != nil {
 				b.Fatal(err)
 			}
-			r := routerOn(b, base, p, dbroute.WithMaxPools(pools))
+			r := pgtest.Router(b, base, p, dbroute.WithMaxPools(pools))
 			ctxs := make([]context.Context, sandboxes)
 			for i := range ctxs {
-				ctxs[i] = sandboxCtx(fmt.Sprintf("busy-%02d", i))
+				ctxs[i] = pgtest.SandboxCtx(fmt.Sprintf("busy-%02d", i))
 				if _, err := r.Exec(ctxs[i], "SELECT 1 FROM items"); err != nil {
 					b.Fatal(err)
 				}

@@ -5,7 +5,7 @@
 // with an error of one of the classes below. A sandbox query never
 // reaches the baseline.
 //
-//	router, err := dbroute.New(baseline, provider, dbroute.WithTable(table))
+//	router, err := dbroute.New(baseline, provider, dbroute.WithRoutes(table))
 //	...
 //	router.Exec(ctx, "INSERT INTO orders ...") // baseline or the sandbox's test database
 //
@@ -44,51 +44,20 @@
 //   - [Static]: a fixed map from sandbox ID to connection string.
 //   - [FromTable]: the Database field of the sandbox's entry in a
 //     [routes.Table]; a changed entry reopens the pool.
-//   - [DatabasePerSandbox]: a database per sandbox, cloned with CREATE
-//     DATABASE ... TEMPLATE from a template database that the user's
-//     [Migration] builds once and that is rebuilt when its version changes.
-//   - [SchemaPerSandbox]: one test database, a schema per sandbox created
-//     by the [Migration], pools with search_path set to it.
+//   - the provisioners of package dbroute/provision: a database per
+//     sandbox cloned from a migrated template, or a schema per sandbox,
+//     created on first use, recovered after an interrupted creation, and
+//     removed by their Destroy and Reap. They are [Reclaimer]s: the
+//     router closes a sandbox's pool before its test database is removed.
 //
-// The last two implement [Reclaimer]: [Router.Destroy] drops a sandbox's
-// database (DROP DATABASE ... WITH (FORCE)) or schema, and [Router.Reap]
-// drops those of sandboxes that expired or left the route table.
+// # Options
 //
-// # Names and ownership
-//
-// A sandbox's database or schema is named by the prefix ([WithPrefix],
-// default "sbx_") followed by its ID with '-' replaced by '_' (so "pr-42"
-// becomes "sbx_pr_42"). IDs are lower-case letters, digits and '-', so this
-// is one-to-one. When the result would not fit PostgreSQL's 63-byte
-// identifiers (the server would silently cut it), the name is instead
-// exactly 63 bytes: the prefix, the start of the ID, '_' and 16 hex digits
-// of the ID's SHA-256. Short names are at most 62 bytes, so the two forms
-// never meet. The template database is prefix + "_template", which no
-// sandbox name can be.
-//
-// Every object the providers create carries a marker comment naming the
-// sandbox and the creation time. Only an object whose name starts with the
-// prefix and whose comment is exactly the marker for that name is the
-// library's: it never uses, lists or drops anything else. A database of
-// the right name without the marker yields [ErrNotOwned].
-//
-// # Interrupted creations
-//
-// CREATE DATABASE cannot share a transaction with the COMMENT that marks
-// the database, so [DatabasePerSandbox] creates it with a mark that
-// commits with it: ALLOW_CONNECTIONS false and CONNECTION LIMIT 5813. A
-// database of the sandbox's name with that mark and no comment (or its
-// marker comment) is one whose creation was interrupted — the connection
-// dropped, the process died — between steps: the next request finishes it
-// (comment, then ALTER DATABASE ... ALLOW_CONNECTIONS true CONNECTION
-// LIMIT -1), and [Router.Destroy] and [Router.Reap] drop it. Nobody can
-// connect to it meanwhile. The template is built the same way. Every step
-// runs under an advisory lock of the name, so a creation in progress
-// elsewhere is never mistaken for an abandoned one. Once built, the
-// template is closed to connections (ALLOW_CONNECTIONS false), so no
-// session on it can make the clones fail. Schemas need none of
-// this: [SchemaPerSandbox] creates, marks and migrates each in one
-// transaction.
+// Options are typed by role: [RouterOption] for [New], [GuardOption] for
+// [Guard] and [GuardConn], and [Option] (both) for [WithLogger]. An
+// option given to a constructor that cannot use it does not compile (the
+// provisioners take provision.ProvisionerOption). Nil options are
+// skipped. A misconfiguration is an error from the constructor wrapping
+// [ErrConfig], naming the option.
 //
 // # Lifecycle
 //
@@ -100,7 +69,8 @@
 // turn ([WithPoolTurn]); when there is none, the request waits until its
 // context ends and then fails with [ErrPoolLimit]. A closed pool is
 // reopened on the next request from what the provider returned before,
-// without provisioning again (unless its database has disappeared).
+// without provisioning again (unless its database has disappeared or its
+// [Reclaimer] removed it).
 //
 // # Audit
 //
@@ -114,6 +84,6 @@
 // # Concurrency
 //
 // A [Router] and the providers are safe for concurrent use. Their zero
-// values are not usable: build them with [New], [Static], [FromTable],
-// [NewDatabasePerSandbox] and [NewSchemaPerSandbox].
+// values are not usable: build them with [New], [Static] and [FromTable]
+// (and the provisioners with their constructors in dbroute/provision).
 package dbroute

@@ -1,14 +1,12 @@
 package dbroute
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgerr"
 )
 
 // Errors. Every error a [Router] or a provider returns for a sandbox
@@ -63,40 +61,22 @@ var (
 	ErrNotOwned = errors.New("dbroute: database object not created by dbroute")
 	// ErrClosed reports a sandbox request on a closed [Router].
 	ErrClosed = errors.New("dbroute: router closed")
+	// ErrConfig reports a misconfiguration found by a constructor ([New],
+	// [Static], and the provisioners of dbroute/provision): an invalid
+	// option, a missing argument. The message names the option.
+	ErrConfig = errors.New("dbroute: invalid configuration")
 )
 
-// unreachable reports whether err says the server could not be reached or
-// the connection was lost, rather than that the server refused the
-// statement.
-func unreachable(err error) bool {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		// 08: connection exception; 57P01-03: shutdown, crash, cannot
-		// connect now; 53300: too many connections.
-		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P") || pe.Code == "53300"
-	}
-	var ce *pgconn.ConnectError
-	var ne net.Error
-	return errors.As(err, &ce) || errors.As(err, &ne) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, net.ErrClosed) ||
-		strings.Contains(err.Error(), "conn closed")
-}
-
-// classify makes a provisioning or opening failure of sandbox id wrap
+// classify makes a provider's or an opening's failure of sandbox id wrap
 // exactly one class: ErrUnavailable when the server could not be reached,
-// else ErrNoTestDatabase (unless it already wraps a class).
+// else ErrNoTestDatabase (unless it already wraps a class; an error
+// wrapping ErrNotOwned gets ErrNoTestDatabase).
 func classify(id string, err error) error {
 	switch {
 	case err == nil, errors.Is(err, ErrNoTestDatabase), errors.Is(err, ErrUnavailable),
 		errors.Is(err, ErrClosed), errors.Is(err, ErrSandboxOnBaseline):
 		return err
-	case errors.Is(err, ErrNotOwned):
-		return fmt.Errorf("%w: sandbox %q: %w", ErrNoTestDatabase, id, err)
-	case unreachable(err), isCode(err, codeObjectInUse):
-		// object_in_use: the template is being accessed by another
-		// session (a template built before it was closed to
-		// connections); it passes.
+	case pgerr.Unreachable(err):
 		return fmt.Errorf("%w: sandbox %q: %w", ErrUnavailable, id, err)
 	}
 	return fmt.Errorf("%w: sandbox %q: %w", ErrNoTestDatabase, id, err)
@@ -113,7 +93,7 @@ func later(id string, err error) error {
 	if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoTestDatabase) {
 		return err
 	}
-	if unreachable(err) {
+	if pgerr.Unreachable(err) {
 		return fmt.Errorf("%w: sandbox %q: %w", ErrUnavailable, id, err)
 	}
 	var ce *pgconn.ConnectError

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
-	"log/slog"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -121,69 +118,4 @@ func ExampleFromTable() {
 	// shop_pr_42
 	// shop_pr_42_v2
 	// dbroute: no test database for the sandbox: sandbox "pr-42" is not in the route table
-}
-
-// The database-per-sandbox provider names databases by a documented rule;
-// IDs too long for PostgreSQL's 63-byte names end in a hash.
-func ExampleDatabasePerSandbox_Name() {
-	p, _ := dbroute.NewDatabasePerSandbox("postgres://admin@db-test:5432/postgres", dbroute.Migration{})
-	defer p.Close()
-	for _, id := range []string{"pr-42", "feature-checkout-redesign-with-a-very-long-branch-name-2026"} {
-		name, _ := p.Name(id)
-		fmt.Println(name)
-	}
-	fmt.Println(p.Template())
-	// Output:
-	// sbx_pr_42
-	// sbx_feature_checkout_redesign_with_a_very_long_27d65a4042234516
-	// sbx__template
-}
-
-// A complete set-up: a guarded baseline, a database per sandbox cloned
-// from a migrated template, only for sandboxes in the route table, and a
-// reaper for the ones that are gone.
-func ExampleNewDatabasePerSandbox() {
-	ctx := context.Background()
-	table := routes.New()
-	go table.Sync(ctx, routes.HTTP("http://routes.internal/sandboxes", nil))
-
-	cfg, err := pgxpool.ParseConfig("postgres://app@db-prod:5432/shop")
-	if err != nil {
-		log.Fatal(err)
-	}
-	dbroute.Guard(cfg)
-	baseline, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	provider, err := dbroute.NewDatabasePerSandbox("postgres://admin@db-test:5432/postgres", dbroute.Migration{
-		Version: "2026-11-27.1",
-		Apply: func(ctx context.Context, tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, `CREATE TABLE orders (id bigserial PRIMARY KEY, total numeric NOT NULL)`)
-			return err
-		},
-	})
-	if err != nil {
-		log.Fatal(err)
-	}
-	router, err := dbroute.New(baseline, provider,
-		dbroute.WithTable(table),
-		dbroute.WithLogger(slog.Default()),
-	)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer router.Close()
-
-	go func() {
-		for range time.Tick(time.Minute) {
-			if dropped, err := router.Reap(ctx); err != nil || len(dropped) > 0 {
-				slog.Info("reaped test databases", "sandboxes", dropped, "err", err)
-			}
-		}
-	}()
-
-	// Handlers use router where they used the pool.
-	_, err = router.Exec(ctx, "INSERT INTO orders (total) VALUES ($1)", 42)
-	_ = err
 }

@@ -1,7 +1,9 @@
 package dbroute
 
-// WithStepHook makes a provider call f after each provisioning step, so
-// that the tests can interrupt it there.
-func WithStepHook(f func(step string)) Option {
-	return optionFunc(func(c *config) { c.step = f })
+import "time"
+
+// WithClock sets the router's clock (default time.Now): idle and
+// least-recently-used decisions, and pool turns.
+func WithClock(now func() time.Time) RouterOption {
+	return routerOption(func(c *config) { c.now = now })
 }

@@ -70,18 +70,19 @@ import (
 // (multitracer.New(yours, cfg.ConnConfig.Tracer) after Guard): pgx runs
 // each statement with the context the last tracer returns. A nil cfg is
 // left alone.
-func Guard(cfg *pgxpool.Config, opts ...Option) {
+func Guard(cfg *pgxpool.Config, opts ...GuardOption) {
 	if cfg == nil {
 		return
 	}
-	c := newConfig(opts)
+	c := newGuardConfig(opts)
 	logger := c.logger
 	next := cfg.PrepareConn
-	if next == nil && cfg.BeforeAcquire != nil {
-		before := cfg.BeforeAcquire
+	//lint:ignore SA1019 a hook the user set with the deprecated field must keep running for baseline contexts: the guard wraps it
+	if before := cfg.BeforeAcquire; next == nil && before != nil {
 		next = func(ctx context.Context, c *pgx.Conn) (bool, error) { return before(ctx, c), nil }
 	}
-	cfg.BeforeAcquire = nil // PrepareConn takes precedence anyway; drop it to make that plain
+	//lint:ignore SA1019 PrepareConn takes precedence anyway; clearing the deprecated hook makes plain that the guard's wrapper runs it
+	cfg.BeforeAcquire = nil
 	cfg.PrepareConn = func(ctx context.Context, c *pgx.Conn) (bool, error) {
 		if s, ok := propagation.FromContext(ctx); ok {
 			// true: the connection is fine, only this caller is refused.
@@ -151,7 +152,7 @@ func last[T any](tracers []T) bool {
 // every refused sandbox statement costs the baseline those connections.
 // A database/sql baseline needs a guard that checks the context before
 // the driver is called.
-func GuardConn(cfg *pgx.ConnConfig, opts ...Option) {
+func GuardConn(cfg *pgx.ConnConfig, opts ...GuardOption) {
 	if cfg == nil {
 		return
 	}
@@ -159,7 +160,7 @@ func GuardConn(cfg *pgx.ConnConfig, opts ...Option) {
 		return
 	}
 	g := newGuardTracer(cfg.Tracer)
-	g.logger = newConfig(opts).logger
+	g.logger = newGuardConfig(opts).logger
 	cfg.Tracer = g
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
 )
 
 // calls returns, per query method, a function that runs it on q (a pool or
@@ -110,9 +111,9 @@ var (
 
 func TestGuardRefusesSandboxOnEveryMethod(t *testing.T) {
 	t.Parallel()
-	e := server(t)
-	base := e.baseline(t)
-	sandbox := sandboxCtx("pr-1")
+	e := pgtest.Server(t)
+	base := e.Baseline(t)
+	sandbox := pgtest.SandboxCtx("pr-1")
 	for name, call := range calls(base, "pr-1") {
 		t.Run(name, func(t *testing.T) {
 			err := call(sandbox)
@@ -123,8 +124,8 @@ func TestGuardRefusesSandboxOnEveryMethod(t *testing.T) {
 	}
 	// Nothing was written, no connection leaked, and the pool still
 	// serves production traffic.
-	dsn, table := e.baselineItems()
-	if n := count(t, dsn, "SELECT count(*) FROM "+table); n != 0 {
+	dsn, table := e.BaselineItems()
+	if n := pgtest.Count(t, dsn, "SELECT count(*) FROM "+table); n != 0 {
 		t.Fatalf("baseline has %d rows from a sandbox context", n)
 	}
 	if n := base.Stat().AcquiredConns(); n != 0 {
@@ -135,18 +136,18 @@ func TestGuardRefusesSandboxOnEveryMethod(t *testing.T) {
 			t.Errorf("%s without a sandbox: %v", name, err)
 		}
 	}
-	if n := count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner = 'baseline'"); n != writers {
+	if n := pgtest.Count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner = 'baseline'"); n != writers {
 		t.Errorf("baseline has %d rows, want %d", n, writers)
 	}
 }
 
 func TestGuardKeepsExistingHooks(t *testing.T) {
 	t.Parallel()
-	e := server(t)
-	e.baseline(t)
+	e := pgtest.Server(t)
+	e.Baseline(t)
 	for _, hook := range []string{"PrepareConn", "BeforeAcquire"} {
 		t.Run(hook, func(t *testing.T) {
-			cfg, err := pgxpool.ParseConfig(e.dsn(shared.baseline))
+			cfg, err := pgxpool.ParseConfig(e.DSN(pgtest.BaselineDB()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -163,6 +164,7 @@ func TestGuardKeepsExistingHooks(t *testing.T) {
 					return true, nil
 				}
 			case "BeforeAcquire":
+				//lint:ignore SA1019 the guard must keep running a hook set with the deprecated field: this sets one
 				cfg.BeforeAcquire = func(context.Context, *pgx.Conn) bool {
 					calls.Add(1)
 					return true
@@ -180,7 +182,7 @@ func TestGuardKeepsExistingHooks(t *testing.T) {
 			if n := calls.Load(); n != 1 {
 				t.Errorf("user's hook ran %d times for a baseline query, want 1", n)
 			}
-			if err := p.Ping(sandboxCtx("pr-1")); !errors.Is(err, dbroute.ErrSandboxOnBaseline) {
+			if err := p.Ping(pgtest.SandboxCtx("pr-1")); !errors.Is(err, dbroute.ErrSandboxOnBaseline) {
 				t.Errorf("sandbox: err = %v", err)
 			}
 			if n := calls.Load(); n != 1 {

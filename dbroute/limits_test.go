@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 )
 
@@ -71,8 +72,8 @@ func poolLimitCounts(t *testing.T, rd *sdkmetric.ManualReader) map[string]int64 
 // when the limit bit.
 func TestPoolLimit(t *testing.T) {
 	t.Parallel()
-	e := server(t)
-	dsn := e.target(t, "limit")
+	e := pgtest.Server(t)
+	dsn := e.Target(t, "limit")
 	static, err := dbroute.Static(map[string]string{"a": dsn, "b": dsn, "c": dsn})
 	if err != nil {
 		t.Fatal(err)
@@ -89,23 +90,23 @@ func TestPoolLimit(t *testing.T) {
 	rd := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))
 	t.Cleanup(func() { mp.Shutdown(context.Background()) })
-	r := newRouter(t, e, p, dbroute.WithMaxPools(2), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0),
+	r := e.Router(t, p, dbroute.WithMaxPools(2), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0),
 		dbroute.WithClock(clk.Now), dbroute.WithLogger(logger), dbroute.WithMeterProvider(mp))
 	// a and b are busy: each holds a transaction.
 	txs := map[string]pgx.Tx{}
 	for _, id := range []string{"a", "b"} {
-		tx, err := r.Begin(sandboxCtx(id))
+		tx, err := r.Begin(pgtest.SandboxCtx(id))
 		if err != nil {
 			t.Fatal(err)
 		}
 		txs[id] = tx
-		if _, err := tx.Exec(sandboxCtx(id), "INSERT INTO items (owner) VALUES ($1)", id); err != nil {
+		if _, err := tx.Exec(pgtest.SandboxCtx(id), "INSERT INTO items (owner) VALUES ($1)", id); err != nil {
 			t.Fatal(err)
 		}
 	}
 	clk.Advance(2 * time.Minute) // both had their turn; still in use
 
-	ctx, cancel := context.WithTimeout(sandboxCtx("c"), 100*time.Millisecond)
+	ctx, cancel := context.WithTimeout(pgtest.SandboxCtx("c"), 100*time.Millisecond)
 	_, err = r.Exec(ctx, "INSERT INTO items (owner) VALUES ('c')")
 	cancel()
 	if !errors.Is(err, dbroute.ErrPoolLimit) || !errors.Is(err, dbroute.ErrUnavailable) || errors.Is(err, dbroute.ErrNoTestDatabase) {
@@ -126,10 +127,10 @@ func TestPoolLimit(t *testing.T) {
 
 	// a's transaction ends: its pool is free (and has had its turn), so c
 	// takes its slot.
-	if err := txs["a"].Commit(sandboxCtx("a")); err != nil {
+	if err := txs["a"].Commit(pgtest.SandboxCtx("a")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Exec(sandboxCtx("c"), "INSERT INTO items (owner) VALUES ('c')"); err != nil {
+	if _, err := r.Exec(pgtest.SandboxCtx("c"), "INSERT INTO items (owner) VALUES ('c')"); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.OpenPools(); !slices.Equal(got, []string{"b", "c"}) {
@@ -140,7 +141,7 @@ func TestPoolLimit(t *testing.T) {
 	// waits until the clock says it has.
 	done := make(chan error, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(sandboxCtx("a"), 30*time.Second)
+		ctx, cancel := context.WithTimeout(pgtest.SandboxCtx("a"), 30*time.Second)
 		defer cancel()
 		_, err := r.Exec(ctx, "INSERT INTO items (owner) VALUES ('a')")
 		done <- err
@@ -159,7 +160,7 @@ func TestPoolLimit(t *testing.T) {
 	if got := r.OpenPools(); !slices.Equal(got, []string{"a", "b"}) {
 		t.Errorf("open pools = %v, want [a b]", got)
 	}
-	if err := txs["b"].Commit(sandboxCtx("b")); err != nil {
+	if err := txs["b"].Commit(pgtest.SandboxCtx("b")); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"a", "b", "c"} {
@@ -167,8 +168,8 @@ func TestPoolLimit(t *testing.T) {
 			t.Errorf("provider opened %s %d times: reopening provisioned again", id, n)
 		}
 	}
-	dsnT, table := e.targetItems("limit")
-	if n := count(t, dsnT, "SELECT count(*) FROM "+table); n != 4 {
+	dsnT, table := e.TargetItems("limit")
+	if n := pgtest.Count(t, dsnT, "SELECT count(*) FROM "+table); n != 4 {
 		t.Errorf("%d rows, want 4", n)
 	}
 }
@@ -177,12 +178,12 @@ func TestPoolLimit(t *testing.T) {
 // connection strings, say whether a test database is the baseline.
 func TestRouterRefusesBaselineWhateverTheSpelling(t *testing.T) {
 	t.Parallel()
-	e := server(t)
-	base := e.baseline(t)
-	role := "x" + e.tag + "plain"
-	e.exec(t, "CREATE ROLE "+pgx.Identifier{role}.Sanitize()+" LOGIN")
-	t.Cleanup(func() { e.admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{role}.Sanitize()) })
-	db := shared.baseline
+	e := pgtest.Server(t)
+	base := e.Baseline(t)
+	role := "x" + e.Tag + "plain"
+	e.Exec(t, "CREATE ROLE "+pgx.Identifier{role}.Sanitize()+" LOGIN")
+	t.Cleanup(func() { e.Admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{role}.Sanitize()) })
+	db := pgtest.BaselineDB()
 	spellings := map[string]string{
 		"localhost":     "postgres://postgres@localhost:5432/" + db,
 		"multi-host":    "postgres://postgres@127.0.0.1:1,127.0.0.1:5432/" + db,
@@ -190,7 +191,7 @@ func TestRouterRefusesBaselineWhateverTheSpelling(t *testing.T) {
 		"non-superuser": "postgres://" + role + "@localhost:5432/" + db,
 		"keyword-dsn":   "host=127.0.0.1 port=5432 user=postgres dbname=" + db + " search_path=elsewhere",
 	}
-	dsns := map[string]string{"other-db": "postgres://postgres@localhost:5432/" + shared.schemas}
+	dsns := map[string]string{"other-db": "postgres://postgres@localhost:5432/" + pgtest.SchemasDB()}
 	for name, dsn := range spellings {
 		dsns[name] = dsn
 	}
@@ -198,17 +199,17 @@ func TestRouterRefusesBaselineWhateverTheSpelling(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := routerOn(t, base, p)
+	r := pgtest.Router(t, base, p)
 	for name := range spellings {
-		_, err := r.Exec(sandboxCtx(name), "CREATE TABLE IF NOT EXISTS leaked (v int)")
+		_, err := r.Exec(pgtest.SandboxCtx(name), "CREATE TABLE IF NOT EXISTS leaked (v int)")
 		if !errors.Is(err, dbroute.ErrNoTestDatabase) || errors.Is(err, dbroute.ErrUnavailable) || !strings.Contains(err.Error(), "is the baseline database") {
 			t.Errorf("%s: err = %v, want ErrNoTestDatabase naming the baseline", name, err)
 		}
 	}
-	if err := r.Ping(sandboxCtx("other-db")); err != nil {
+	if err := r.Ping(pgtest.SandboxCtx("other-db")); err != nil {
 		t.Errorf("another database on the same server: %v", err)
 	}
-	if n := count(t, e.dsn(db), "SELECT count(*) FROM pg_tables WHERE tablename = 'leaked'"); n != 0 {
+	if n := pgtest.Count(t, e.DSN(db), "SELECT count(*) FROM pg_tables WHERE tablename = 'leaked'"); n != 0 {
 		t.Errorf("a sandbox statement reached the baseline database")
 	}
 }
@@ -227,14 +228,14 @@ func (c *countingTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQuer
 // baseline context refuses every statement sent with a sandbox context.
 func TestGuardPerStatement(t *testing.T) {
 	t.Parallel()
-	e := server(t)
-	e.baseline(t)
-	cfg, err := pgxpool.ParseConfig(e.dsn(shared.baseline))
+	e := pgtest.Server(t)
+	e.Baseline(t)
+	cfg, err := pgxpool.ParseConfig(e.DSN(pgtest.BaselineDB()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.MaxConns = 2
-	cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{e.baseSch}.Sanitize()
+	cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{e.BaseSch}.Sanitize()
 	tracer := &countingTracer{}
 	cfg.ConnConfig.Tracer = tracer
 	var logs bytes.Buffer
@@ -250,7 +251,7 @@ func TestGuardPerStatement(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer base.Close()
-	bg, sb := context.Background(), sandboxCtx("pr-1")
+	bg, sb := context.Background(), pgtest.SandboxCtx("pr-1")
 	insert := "INSERT INTO items (owner) VALUES ($1)"
 
 	c, err := base.Acquire(bg)
@@ -335,8 +336,8 @@ func TestGuardPerStatement(t *testing.T) {
 	}
 	tx.Rollback(bg)
 
-	dsn, table := e.baselineItems()
-	if n := count(t, dsn, "SELECT count(*) FROM "+table); n != 0 {
+	dsn, table := e.BaselineItems()
+	if n := pgtest.Count(t, dsn, "SELECT count(*) FROM "+table); n != 0 {
 		t.Errorf("baseline holds %d rows; the refused commit or a sandbox statement wrote", n)
 	}
 	if n := base.Stat().AcquiredConns(); n != 0 {
@@ -359,10 +360,10 @@ func TestGuardPerStatement(t *testing.T) {
 // TestErrorClasses: one outage, one class, on first use and later use.
 func TestErrorClasses(t *testing.T) {
 	t.Parallel()
-	e := server(t)
-	proxy := newFaultProxy(t, "127.0.0.1:5432")
-	target := withSearchPath(t, proxy.dsn(shared.schemas), pgx.Identifier{"s" + e.tag + "cls"}.Sanitize())
-	e.target(t, "cls")
+	e := pgtest.Server(t)
+	proxy := pgtest.NewFaultProxy(t, "127.0.0.1:5432")
+	target := pgtest.WithSearchPath(t, proxy.DSN(pgtest.SchemasDB()), pgx.Identifier{"s" + e.Tag + "cls"}.Sanitize())
+	e.Target(t, "cls")
 	p, err := dbroute.Static(map[string]string{
 		"down":  "postgres://postgres@127.0.0.1:1/x?connect_timeout=5",
 		"later": target,
@@ -370,7 +371,7 @@ func TestErrorClasses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRouter(t, e, p)
+	r := e.Router(t, p)
 	isOnly := func(what string, err error, want error) {
 		t.Helper()
 		for _, class := range []error{dbroute.ErrNoTestDatabase, dbroute.ErrUnavailable, dbroute.ErrSandboxOnBaseline, dbroute.ErrClosed} {
@@ -380,33 +381,33 @@ func TestErrorClasses(t *testing.T) {
 		}
 	}
 	// The server's verdict on a statement is pgx's own error, in no class.
-	_, err = r.Exec(sandboxCtx("later"), "SELEC 1")
+	_, err = r.Exec(pgtest.SandboxCtx("later"), "SELEC 1")
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
 		t.Errorf("syntax error: %v, want the server's PgError", err)
 	}
 	isOnly("syntax error", err, nil)
-	_, err = r.Exec(sandboxCtx("none"), "SELECT 1")
+	_, err = r.Exec(pgtest.SandboxCtx("none"), "SELECT 1")
 	isOnly("no test database", err, dbroute.ErrNoTestDatabase)
-	_, err = r.Exec(sandboxCtx("down"), "SELECT 1")
+	_, err = r.Exec(pgtest.SandboxCtx("down"), "SELECT 1")
 	isOnly("unreachable on first use", err, dbroute.ErrUnavailable)
 	_, err = r.Exec(context.Background(), "SELECT 1")
 	isOnly("baseline", err, nil)
-	_, err = r.Baseline().Exec(sandboxCtx("later"), "SELECT 1")
+	_, err = r.Baseline().Exec(pgtest.SandboxCtx("later"), "SELECT 1")
 	isOnly("guard", err, dbroute.ErrSandboxOnBaseline)
 
-	if _, err := r.Exec(sandboxCtx("later"), "INSERT INTO items (owner) VALUES ('later')"); err != nil {
+	if _, err := r.Exec(pgtest.SandboxCtx("later"), "INSERT INTO items (owner) VALUES ('later')"); err != nil {
 		t.Fatal(err)
 	}
-	tx, err := r.Begin(sandboxCtx("later"))
+	tx, err := r.Begin(pgtest.SandboxCtx("later"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy.close()
-	_, err = tx.Exec(sandboxCtx("later"), "SELECT 1")
+	proxy.Close()
+	_, err = tx.Exec(pgtest.SandboxCtx("later"), "SELECT 1")
 	isOnly("later use (transaction)", err, dbroute.ErrUnavailable)
 	tx.Rollback(context.Background()) // the test database goes away under an open pool
-	ctx := sandboxCtx("later")
+	ctx := pgtest.SandboxCtx("later")
 	_, err = r.Exec(ctx, "SELECT 1")
 	isOnly("unreachable on later use (Exec)", err, dbroute.ErrUnavailable)
 	var one int

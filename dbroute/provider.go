@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -31,60 +29,20 @@ type Provider interface {
 	Open(ctx context.Context, id, key string) (*pgxpool.Config, error)
 }
 
-// Reclaimer is a [Provider] that creates test databases (or schemas) and
-// can remove them: [Router.Destroy] and [Router.Reap] need one.
+// Reclaimer is a [Provider] that also removes the test databases it
+// created (the provisioners of dbroute/provision, whose Destroy and Reap
+// remove them). [New] registers the router with OnRemove: before a
+// sandbox's test database is removed, the router closes the sandbox's
+// pool and forgets what the provider returned for it, so the next request
+// provisions a fresh one. A statement that finds the test database of a
+// Reclaimer dropped by another process fails with [ErrUnavailable] (the
+// next request creates it again) rather than [ErrNoTestDatabase].
 type Reclaimer interface {
 	Provider
-	// Provisioned lists the test databases this provider created (name
-	// prefix and marker both match), sorted by sandbox ID, including those
-	// whose creation was interrupted (Incomplete).
-	Provisioned(ctx context.Context) ([]Provisioned, error)
-	// Destroy removes sandbox id's test database. It returns nil when
-	// there is none, and an error wrapping [ErrNotOwned] when an object of
-	// that name exists that the provider did not create.
-	Destroy(ctx context.Context, id string) error
-}
-
-// Provisioned is a test database or schema a provider created.
-type Provisioned struct {
-	// ID is the sandbox it belongs to.
-	ID string
-	// Name is the database or schema name.
-	Name string
-	// Created is when it was created, from its marker comment (to the
-	// second, by the creating process's clock); zero when Incomplete
-	// and unmarked.
-	Created time.Time
-	// Incomplete reports a database whose creation was interrupted (see
-	// [DatabasePerSandbox]): ID is empty when it cannot be told from the
-	// name. The next request for the sandbox finishes it; Destroy and
-	// Reap drop it.
-	Incomplete bool
-}
-
-// Migration builds the schema of a test database.
-type Migration struct {
-	// Version names the schema Apply builds. [DatabasePerSandbox] rebuilds
-	// its template when the version recorded in the template differs, so
-	// change it whenever Apply changes.
-	Version string
-	// Apply creates the tables and seed data. It runs inside a transaction
-	// (tx) that also creates the template or schema, so a failure leaves
-	// nothing behind; it must not commit that transaction. For
-	// [SchemaPerSandbox] the search_path is the sandbox's schema: create
-	// objects with unqualified names. A nil Apply leaves the database
-	// empty.
-	Apply func(ctx context.Context, tx pgx.Tx) error
-}
-
-func (m Migration) apply(ctx context.Context, tx pgx.Tx) error {
-	if m.Apply == nil {
-		return nil
-	}
-	if err := m.Apply(ctx, tx); err != nil {
-		return fmt.Errorf("dbroute: migration %q: %w", m.Version, err)
-	}
-	return nil
+	// OnRemove registers f, to be called with a sandbox's ID before the
+	// provider removes its test database. f must not block on the
+	// provider.
+	OnRemove(f func(id string))
 }
 
 // Static returns a [Provider] with a fixed test database per sandbox: dsns
@@ -93,10 +51,10 @@ func (m Migration) apply(ctx context.Context, tx pgx.Tx) error {
 func Static(dsns map[string]string) (Provider, error) {
 	for id, dsn := range dsns {
 		if err := propagation.ValidateID(id); err != nil {
-			return nil, fmt.Errorf("dbroute: static test database: %w", err)
+			return nil, fmt.Errorf("%w: Static: %w", ErrConfig, err)
 		}
 		if _, err := pgxpool.ParseConfig(dsn); err != nil {
-			return nil, fmt.Errorf("dbroute: static test database of sandbox %q: %w", id, err)
+			return nil, fmt.Errorf("%w: Static: test database of sandbox %q: %w", ErrConfig, id, err)
 		}
 	}
 	return staticProvider(maps.Clone(dsns)), nil

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgerr"
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
@@ -76,15 +77,15 @@ type entry struct {
 //
 // Protect baseline itself with [Guard] so that code which bypasses the
 // router cannot reach production data from a sandbox request either.
-func New(baseline *pgxpool.Pool, provider Provider, opts ...Option) (*Router, error) {
+func New(baseline *pgxpool.Pool, provider Provider, opts ...RouterOption) (*Router, error) {
 	if baseline == nil {
-		return nil, errors.New("dbroute: New: nil baseline pool")
+		return nil, fmt.Errorf("%w: New: nil baseline pool", ErrConfig)
 	}
 	if provider == nil {
-		return nil, errors.New("dbroute: New: nil provider")
+		return nil, fmt.Errorf("%w: New: nil provider", ErrConfig)
 	}
-	cfg := newConfig(opts)
-	if err := cfg.validateRouter(); err != nil {
+	cfg, err := newRouterConfig(opts)
+	if err != nil {
 		return nil, err
 	}
 	r := &Router{
@@ -100,6 +101,9 @@ func New(baseline *pgxpool.Pool, provider Provider, opts ...Option) (*Router, er
 		stop:     make(chan struct{}),
 	}
 	r.done, r.cancel = context.WithCancel(context.Background())
+	if rec, ok := provider.(Reclaimer); ok {
+		rec.OnRemove(r.evict)
+	}
 	if cfg.idleTimeout > 0 {
 		every := min(max(cfg.idleTimeout/2, time.Second), time.Minute)
 		r.janitor.Go(func() {
@@ -129,8 +133,8 @@ func (r *Router) Baseline() *pgxpool.Pool { return r.baseline }
 //
 // A sandbox pool stays valid until the router closes it (idle, evicted to
 // make room for another sandbox while none of its connections is checked
-// out, [Router.Destroy], [Router.Close]); use it for the request at hand
-// and resolve again for the next. The router's own query methods hold the
+// out, its test database removed by a [Reclaimer], [Router.Close]); use it
+// for the request at hand and resolve again for the next. The router's own query methods hold the
 // pool open while they run.
 func (r *Router) Pool(ctx context.Context) (*pgxpool.Pool, error) {
 	s, ok := propagation.FromContext(ctx)
@@ -202,7 +206,7 @@ func (r *Router) after(e *entry, err error) error {
 	if err == nil {
 		return nil
 	}
-	if isCode(err, codeInvalidCatalog) {
+	if pgerr.IsCode(err, pgerr.InvalidCatalog) {
 		r.mu.Lock()
 		cur := r.pools[e.id] == e
 		if cur {
@@ -354,12 +358,6 @@ func (r *Router) remember(id, key string, cfg *pgxpool.Config) {
 		}
 	}
 	r.configs[id] = &cached{key: key, cfg: cfg}
-}
-
-func (r *Router) forget(id string) {
-	r.mu.Lock()
-	delete(r.configs, id)
-	r.mu.Unlock()
 }
 
 // reserve takes a pool slot for s, evicting a pool nobody is using, or
@@ -521,7 +519,7 @@ const (
 func identify(ctx context.Context, c *pgx.Conn) (identity, error) {
 	var id identity
 	err := c.QueryRow(ctx, sqlIdentity).Scan(&id.server, &id.db)
-	if isCode(err, codeInsufficientPrivilege) {
+	if pgerr.IsCode(err, pgerr.InsufficientPrivilege) {
 		id.fallback = true
 		err = c.QueryRow(ctx, sqlIdentityFallback).Scan(&id.server, &id.db)
 	}
@@ -617,19 +615,11 @@ func (r *Router) CloseIdle() {
 	}
 }
 
-// Destroy closes the pool of sandbox id and drops its test database (or
-// schema), which must have been created by the provider — also one whose
-// creation was interrupted. It needs a provider that is a [Reclaimer].
-// Queries of the sandbox still running fail; a later request for the
-// sandbox creates a fresh test database.
-func (r *Router) Destroy(ctx context.Context, id string) error {
-	rec, ok := r.provider.(Reclaimer)
-	if !ok {
-		return fmt.Errorf("dbroute: Destroy: provider %T does not remove test databases: %w", r.provider, errors.ErrUnsupported)
-	}
-	if err := propagation.ValidateID(id); err != nil {
-		return fmt.Errorf("dbroute: Destroy: %w", err)
-	}
+// evict closes the pool of sandbox id (once no call uses it) and forgets
+// what the provider returned for it, so that the next request asks the
+// provider again: a [Reclaimer] calls it before it removes the sandbox's
+// test database.
+func (r *Router) evict(id string) {
 	r.mu.Lock()
 	e := r.pools[id]
 	if e != nil {
@@ -643,73 +633,6 @@ func (r *Router) Destroy(ctx context.Context, id string) error {
 			r.signal()
 		}
 	}
-	return rec.Destroy(ctx, id)
-}
-
-// incompleteDropper is a [Reclaimer] whose creations can be interrupted
-// half-way (CREATE DATABASE cannot run in a transaction): Reap drops what
-// such an interruption left, by name.
-type incompleteDropper interface {
-	dropIncomplete(ctx context.Context, name string) (bool, error)
-}
-
-// Reap drops the test databases (or schemas) the provider created for
-// sandboxes that are no longer in the route table given with [WithTable]
-// (expired or removed), once they are older than the reap grace
-// ([WithReapGrace]), and every database whose creation was interrupted
-// and is not being finished by anyone (a live sandbox gets a fresh one on
-// its next request). It returns the IDs of the sandboxes whose test
-// databases it dropped, when known; objects the provider did not create
-// are never touched. Call it periodically, from one process or from all
-// of them.
-func (r *Router) Reap(ctx context.Context) ([]string, error) {
-	t := r.cfg.table
-	if t == nil {
-		return nil, errors.New("dbroute: Reap needs a route table (WithTable)")
-	}
-	rec, ok := r.provider.(Reclaimer)
-	if !ok {
-		return nil, fmt.Errorf("dbroute: Reap: provider %T does not remove test databases: %w", r.provider, errors.ErrUnsupported)
-	}
-	owned, err := rec.Provisioned(ctx)
-	if err != nil {
-		return nil, err
-	}
-	live := make(map[string]bool)
-	for _, sb := range t.Sandboxes() {
-		live[sb.ID] = true
-	}
-	now := r.cfg.now()
-	var dropped []string
-	var errs []error
-	for _, p := range owned {
-		if p.Incomplete {
-			d, ok := rec.(incompleteDropper)
-			if !ok {
-				continue
-			}
-			gone, err := d.dropIncomplete(ctx, p.Name)
-			if err != nil {
-				errs = append(errs, err)
-			} else if gone && p.ID != "" {
-				dropped = append(dropped, p.ID)
-			}
-			continue
-		}
-		if live[p.ID] || now.Sub(p.Created) < r.cfg.reapGrace {
-			continue
-		}
-		if _, ok := t.Sandbox(p.ID); ok {
-			continue // it appeared since the list was taken
-		}
-		if err := r.Destroy(ctx, p.ID); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		dropped = append(dropped, p.ID)
-	}
-	slices.Sort(dropped)
-	return slices.Compact(dropped), errors.Join(errs...)
 }
 
 // Close closes every sandbox pool, waiting for their checked-out

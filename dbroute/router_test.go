@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -14,67 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
-
-// target creates schema name (with an items table) in the shared schemas
-// database and returns a connection string that lands in it.
-func (e *env) target(t testing.TB, name string) string {
-	t.Helper()
-	name = "s" + e.tag + name
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, e.dsn(shared.schemas))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	sch := pgx.Identifier{name}.Sanitize()
-	for _, q := range []string{"CREATE SCHEMA " + sch, "SET search_path TO " + sch, itemsDDL} {
-		if _, err := conn.Exec(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	dsn := withSearchPath(t, e.dsn(shared.schemas), sch)
-	// The providers take connection strings: check that pgx reads this one
-	// as the schema in the schemas database, whichever form the server's
-	// connection string has.
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		t.Fatalf("connection string of schema %s: %v", sch, err)
-	}
-	if got := cfg.ConnConfig.RuntimeParams["search_path"]; got != sch || cfg.ConnConfig.Database != shared.schemas {
-		t.Fatalf("connection string of schema %s: pgx reads database %q, search_path %q", sch, cfg.ConnConfig.Database, got)
-	}
-	return dsn
-}
-
-// withSearchPath adds the run-time parameter search_path=sch to dsn, a URL
-// (as a query parameter) or a keyword/value connection string (as one
-// more keyword).
-func withSearchPath(t testing.TB, dsn, sch string) string {
-	t.Helper()
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			t.Fatalf("test database URL: %v", err)
-		}
-		q := u.Query()
-		q.Set("search_path", sch)
-		u.RawQuery = q.Encode()
-		return u.String()
-	}
-	quoted := strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(sch)
-	return dsn + " search_path='" + quoted + "'"
-}
-
-func (e *env) targetItems(name string) (dsn, table string) {
-	return e.dsn(shared.schemas), pgx.Identifier{"s" + e.tag + name, "items"}.Sanitize()
-}
 
 // offline is a pool that never connects: routing decisions alone.
 func offline(t testing.TB) *pgxpool.Pool {
@@ -89,13 +34,13 @@ func offline(t testing.TB) *pgxpool.Pool {
 
 func TestRouterQuerySurface(t *testing.T) {
 	t.Parallel()
-	e := server(t)
-	base := e.baseline(t)
-	provider, err := dbroute.Static(map[string]string{"pr-a": e.target(t, "a")})
+	e := pgtest.Server(t)
+	base := e.Baseline(t)
+	provider, err := dbroute.Static(map[string]string{"pr-a": e.Target(t, "a")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := routerOn(t, base, provider)
+	r := pgtest.Router(t, base, provider)
 
 	for name, call := range calls(r, "baseline") {
 		if err := call(context.Background()); err != nil {
@@ -103,51 +48,51 @@ func TestRouterQuerySurface(t *testing.T) {
 		}
 	}
 	for name, call := range calls(r, "pr-a") {
-		if err := call(sandboxCtx("pr-a")); err != nil {
+		if err := call(pgtest.SandboxCtx("pr-a")); err != nil {
 			t.Errorf("sandbox %s: %v", name, err)
 		}
 	}
 	for name, call := range calls(r, "pr-unknown") {
-		if err := call(sandboxCtx("pr-unknown")); !errors.Is(err, dbroute.ErrNoTestDatabase) {
+		if err := call(pgtest.SandboxCtx("pr-unknown")); !errors.Is(err, dbroute.ErrNoTestDatabase) {
 			t.Errorf("unknown sandbox %s: err = %v, want ErrNoTestDatabase", name, err)
 		}
 	}
-	dsn, table := e.baselineItems()
-	if n := count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner = 'baseline'"); n != writers {
+	dsn, table := e.BaselineItems()
+	if n := pgtest.Count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner = 'baseline'"); n != writers {
 		t.Errorf("baseline: %d own rows, want %d", n, writers)
 	}
-	if n := count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner <> 'baseline'"); n != 0 {
+	if n := pgtest.Count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner <> 'baseline'"); n != 0 {
 		t.Errorf("baseline: %d sandbox rows", n)
 	}
-	dsn, table = e.targetItems("a")
-	if n := count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner = 'pr-a'"); n != writers {
+	dsn, table = e.TargetItems("a")
+	if n := pgtest.Count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner = 'pr-a'"); n != writers {
 		t.Errorf("test database: %d own rows, want %d", n, writers)
 	}
-	if n := count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner <> 'pr-a'"); n != 0 {
+	if n := pgtest.Count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner <> 'pr-a'"); n != 0 {
 		t.Errorf("test database: %d foreign rows", n)
 	}
 
 	if p, err := r.Pool(context.Background()); err != nil || p != base {
 		t.Errorf("Pool(no sandbox) = %p, %v; want the baseline %p", p, err, base)
 	}
-	if p, err := r.Pool(sandboxCtx("pr-a")); err != nil || p == base {
+	if p, err := r.Pool(pgtest.SandboxCtx("pr-a")); err != nil || p == base {
 		t.Errorf("Pool(pr-a) = %p, %v; want a test database pool", p, err)
 	}
-	if p, err := r.Pool(sandboxCtx("pr-unknown")); !errors.Is(err, dbroute.ErrNoTestDatabase) || p != nil {
+	if p, err := r.Pool(pgtest.SandboxCtx("pr-unknown")); !errors.Is(err, dbroute.ErrNoTestDatabase) || p != nil {
 		t.Errorf("Pool(unknown) = %p, %v", p, err)
 	}
 }
 
 func TestRouterRefusesBaselineAsTestDatabase(t *testing.T) {
 	t.Parallel()
-	e := server(t)
-	base := e.baseline(t)
-	provider, err := dbroute.Static(map[string]string{"evil": e.dsn(shared.baseline)})
+	e := pgtest.Server(t)
+	base := e.Baseline(t)
+	provider, err := dbroute.Static(map[string]string{"evil": e.DSN(pgtest.BaselineDB())})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := routerOn(t, base, provider)
-	_, err = r.Exec(sandboxCtx("evil"), "INSERT INTO items (owner) VALUES ('evil')")
+	r := pgtest.Router(t, base, provider)
+	_, err = r.Exec(pgtest.SandboxCtx("evil"), "INSERT INTO items (owner) VALUES ('evil')")
 	if !errors.Is(err, dbroute.ErrNoTestDatabase) || !strings.Contains(err.Error(), "is the baseline database") {
 		t.Fatalf("err = %v, want ErrNoTestDatabase naming the baseline", err)
 	}
@@ -158,9 +103,9 @@ func TestRouterRefusesBaselineAsTestDatabase(t *testing.T) {
 
 func TestRouterFromTable(t *testing.T) {
 	t.Parallel()
-	e := server(t)
+	e := pgtest.Server(t)
 	clk := clocktest.New()
-	one, two := e.target(t, "one"), e.target(t, "two")
+	one, two := e.Target(t, "one"), e.Target(t, "two")
 	table, err := routes.NewStatic([]routes.Sandbox{
 		{ID: "pr-a", Database: one, Expires: clk.Now().Add(time.Hour)},
 		{ID: "no-db"},
@@ -168,9 +113,9 @@ func TestRouterFromTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := routerOn(t, e.baseline(t), dbroute.FromTable(table))
+	r := pgtest.Router(t, e.Baseline(t), dbroute.FromTable(table))
 	insert := func() error {
-		_, err := r.Exec(sandboxCtx("pr-a"), "INSERT INTO items (owner) VALUES ('pr-a')")
+		_, err := r.Exec(pgtest.SandboxCtx("pr-a"), "INSERT INTO items (owner) VALUES ('pr-a')")
 		return err
 	}
 	if err := insert(); err != nil {
@@ -184,8 +129,8 @@ func TestRouterFromTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"one", "two"} {
-		dsn, tbl := e.targetItems(name)
-		if n := count(t, dsn, "SELECT count(*) FROM "+tbl); n != 1 {
+		dsn, tbl := e.TargetItems(name)
+		if n := pgtest.Count(t, dsn, "SELECT count(*) FROM "+tbl); n != 1 {
 			t.Errorf("%s: %d rows, want 1", name, n)
 		}
 	}
@@ -201,31 +146,31 @@ func TestRouterFromTable(t *testing.T) {
 		{"pr-a", func() { clk.Advance(time.Hour) }}, // expired
 	} {
 		c.when()
-		if _, err := r.Exec(sandboxCtx(c.id), "SELECT 1"); !errors.Is(err, dbroute.ErrNoTestDatabase) {
+		if _, err := r.Exec(pgtest.SandboxCtx(c.id), "SELECT 1"); !errors.Is(err, dbroute.ErrNoTestDatabase) {
 			t.Errorf("%s: err = %v, want ErrNoTestDatabase", c.id, err)
 		}
 	}
-	if dsn, tbl := e.baselineItems(); count(t, dsn, "SELECT count(*) FROM "+tbl) != 0 {
+	if dsn, tbl := e.BaselineItems(); pgtest.Count(t, dsn, "SELECT count(*) FROM "+tbl) != 0 {
 		t.Error("rows reached the baseline")
 	}
 }
 
 func TestRouterLifecycle(t *testing.T) {
 	t.Parallel()
-	e := server(t)
+	e := pgtest.Server(t)
 	clk := clocktest.New()
-	dsn := e.target(t, "shared")
+	dsn := e.Target(t, "shared")
 	provider, err := dbroute.Static(map[string]string{"a": dsn, "b": dsn, "c": dsn})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := routerOn(t, e.baseline(t), provider, dbroute.WithMaxPools(2), dbroute.WithIdleTimeout(time.Minute), dbroute.WithClock(clk.Now))
+	r := pgtest.Router(t, e.Baseline(t), provider, dbroute.WithMaxPools(2), dbroute.WithIdleTimeout(time.Minute), dbroute.WithClock(clk.Now))
 	use := func(id string) *pgxpool.Pool {
 		t.Helper()
-		if err := r.Ping(sandboxCtx(id)); err != nil {
+		if err := r.Ping(pgtest.SandboxCtx(id)); err != nil {
 			t.Fatalf("%s: %v", id, err)
 		}
-		p, err := r.Pool(sandboxCtx(id))
+		p, err := r.Pool(pgtest.SandboxCtx(id))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -268,7 +213,7 @@ func TestRouterLifecycle(t *testing.T) {
 	}
 
 	// A pool in use when it is retired stays usable until released.
-	ctx := sandboxCtx("c")
+	ctx := pgtest.SandboxCtx("c")
 	tx, err := r.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -306,12 +251,12 @@ func TestRouterAllocations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := dbroute.New(offline(t), provider, dbroute.WithTable(table))
+	r, err := dbroute.New(offline(t), provider, dbroute.WithRoutes(table))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	baseline, sandbox := context.Background(), sandboxCtx("pr-1")
+	baseline, sandbox := context.Background(), pgtest.SandboxCtx("pr-1")
 	if _, err := r.Pool(sandbox); err != nil { // warm
 		t.Fatal(err)
 	}
@@ -344,9 +289,9 @@ func TestRouterAudit(t *testing.T) {
 	}
 	defer r.Close()
 	r.Pool(context.Background())
-	r.Pool(sandboxCtx("pr-1"))
-	r.Pool(sandboxCtx("pr-1")) // warm: no record
-	r.Pool(sandboxCtx("pr-2"))
+	r.Pool(pgtest.SandboxCtx("pr-1"))
+	r.Pool(pgtest.SandboxCtx("pr-1")) // warm: no record
+	r.Pool(pgtest.SandboxCtx("pr-2"))
 
 	mu.Lock()
 	out := buf.String()
@@ -394,12 +339,12 @@ func TestRouterClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Pool(sandboxCtx("pr-1")); err != nil {
+	if _, err := r.Pool(pgtest.SandboxCtx("pr-1")); err != nil {
 		t.Fatal(err)
 	}
 	r.Close()
 	r.Close() // idempotent
-	if _, err := r.Pool(sandboxCtx("pr-1")); !errors.Is(err, dbroute.ErrClosed) {
+	if _, err := r.Pool(pgtest.SandboxCtx("pr-1")); !errors.Is(err, dbroute.ErrClosed) {
 		t.Errorf("after Close: err = %v, want ErrClosed", err)
 	}
 	if p, err := r.Pool(context.Background()); p != base || err != nil {
@@ -433,14 +378,14 @@ func TestRouterWaitersGiveUpAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	ctx, cancel := context.WithTimeout(sandboxCtx("pr-1"), 20*time.Millisecond)
+	ctx, cancel := context.WithTimeout(pgtest.SandboxCtx("pr-1"), 20*time.Millisecond)
 	defer cancel()
 	if _, err := r.Pool(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want the waiter's deadline", err)
 	}
 	done := make(chan error)
 	go func() {
-		_, err := r.Pool(sandboxCtx("pr-1"))
+		_, err := r.Pool(pgtest.SandboxCtx("pr-1"))
 		done <- err
 	}()
 	close(p.release)
@@ -452,51 +397,48 @@ func TestRouterWaitersGiveUpAlone(t *testing.T) {
 	}
 }
 
+// TestNewValidation: every misconfiguration is an error from the
+// constructor, wrapping ErrConfig; nil options are skipped.
 func TestNewValidation(t *testing.T) {
 	base := offline(t)
 	provider, _ := dbroute.Static(nil)
 	for name, c := range map[string]struct {
 		base     *pgxpool.Pool
 		provider dbroute.Provider
-		opts     []dbroute.Option
+		opts     []dbroute.RouterOption
 	}{
-		"nil baseline":     {nil, provider, nil},
-		"nil provider":     {base, nil, nil},
-		"zero max pools":   {base, provider, []dbroute.Option{dbroute.WithMaxPools(0)}},
-		"negative idle":    {base, provider, []dbroute.Option{dbroute.WithIdleTimeout(-1)}},
-		"zero open budget": {base, provider, []dbroute.Option{dbroute.WithOpenTimeout(0)}},
-		"negative grace":   {base, provider, []dbroute.Option{dbroute.WithReapGrace(-1)}},
-		"nil clock":        {base, provider, []dbroute.Option{dbroute.WithClock(nil)}},
+		"nil baseline":       {nil, provider, nil},
+		"nil provider":       {base, nil, nil},
+		"zero max pools":     {base, provider, []dbroute.RouterOption{dbroute.WithMaxPools(0)}},
+		"negative idle":      {base, provider, []dbroute.RouterOption{dbroute.WithIdleTimeout(-1)}},
+		"zero open budget":   {base, provider, []dbroute.RouterOption{dbroute.WithOpenTimeout(0)}},
+		"negative pool turn": {base, provider, []dbroute.RouterOption{dbroute.WithPoolTurn(-1)}},
+		"nil clock":          {base, provider, []dbroute.RouterOption{dbroute.WithClock(nil)}},
 	} {
-		if r, err := dbroute.New(c.base, c.provider, c.opts...); err == nil || r != nil {
-			t.Errorf("%s: New = %v, %v; want an error", name, r, err)
+		if r, err := dbroute.New(c.base, c.provider, c.opts...); err == nil || r != nil || !errors.Is(err, dbroute.ErrConfig) {
+			t.Errorf("%s: New = %v, %v; want an error wrapping ErrConfig", name, r, err)
 		}
 	}
 	for _, dsns := range []map[string]string{
 		{"Bad_ID": "postgres://127.0.0.1/x"},
 		{"ok": "postgres://127.0.0.1:notaport/x"},
 	} {
-		if _, err := dbroute.Static(dsns); err == nil {
-			t.Errorf("Static(%v): want an error", dsns)
+		if _, err := dbroute.Static(dsns); !errors.Is(err, dbroute.ErrConfig) {
+			t.Errorf("Static(%v) = %v, want an error wrapping ErrConfig", dsns, err)
 		}
 	}
-	for _, prefix := range []string{"", "1abc", "Abc", "a-b", "a b", strings.Repeat("a", 25)} {
-		if _, err := dbroute.NewDatabasePerSandbox("postgres://127.0.0.1/postgres", dbroute.Migration{}, dbroute.WithPrefix(prefix)); err == nil {
-			t.Errorf("NewDatabasePerSandbox(prefix %q): want an error", prefix)
-		}
-		if _, err := dbroute.NewSchemaPerSandbox("postgres://127.0.0.1/postgres", dbroute.Migration{}, dbroute.WithPrefix(prefix)); err == nil {
-			t.Errorf("NewSchemaPerSandbox(prefix %q): want an error", prefix)
-		}
+	r, err := dbroute.New(base, provider, nil, dbroute.WithMaxPools(1), nil)
+	if err != nil {
+		t.Fatalf("New with nil options: %v", err)
 	}
-	r, err := dbroute.New(base, provider)
+	r.Close()
+	cfg, err := pgxpool.ParseConfig("postgres://nobody@127.0.0.1:1/baseline")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
-	if err := r.Destroy(context.Background(), "pr-1"); !errors.Is(err, errors.ErrUnsupported) {
-		t.Errorf("Destroy with a static provider: %v, want ErrUnsupported", err)
-	}
-	if _, err := r.Reap(context.Background()); err == nil {
-		t.Error("Reap without a table: want an error")
+	dbroute.Guard(cfg, nil)
+	dbroute.GuardConn(cfg.ConnConfig, nil, dbroute.WithLogger(nil))
+	if cfg.PrepareConn == nil || cfg.ConnConfig.Tracer == nil {
+		t.Error("Guard with a nil option installed no guard")
 	}
 }

@@ -76,9 +76,8 @@ func noopClient(ctx context.Context, method string, req, reply any, cc *grpc.Cli
 // (bare), with pass-through interceptors (noop), with the client and server interceptors and no sandbox
 // (baseline), and with a sandbox admitted by the server (sandbox).
 func BenchmarkUnary(b *testing.B) {
-	opts := []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)}
 	bare := testpb.NewTestServiceClient(dial(b, startBench(b)))
-	ours := testpb.NewTestServiceClient(dial(b, startBench(b, serverOpts(opts...)...), clientOpts(opts...)...))
+	ours := testpb.NewTestServiceClient(dial(b, startBench(b, serverOpts(b, grpcmw.WithTrustedNetworks(loopback))...), clientOpts(b)...))
 	sandbox := propagation.ContextWithSandbox(context.Background(), benchSandbox)
 
 	// gRPC's own price for having interceptors at all (the generated
@@ -110,7 +109,7 @@ func BenchmarkRouter(b *testing.B) {
 	b.Cleanup(func() { router.Close() })
 	direct := testpb.NewTestServiceClient(baseline)
 	routed := testpb.NewTestServiceClient(router)
-	toSandbox := testpb.NewTestServiceClient(dial(b, sandboxAddr, clientOpts()...))
+	toSandbox := testpb.NewTestServiceClient(dial(b, sandboxAddr, clientOpts(b)...))
 	sandbox := propagation.ContextWithSandbox(context.Background(), benchSandbox)
 
 	b.Run("direct", func(b *testing.B) { benchCalls(b, context.Background(), direct) })
@@ -122,9 +121,8 @@ func BenchmarkRouter(b *testing.B) {
 // BenchmarkInterceptors isolates the interceptors' own cost (no network:
 // no-op invoker and handler), where a loopback call's noise would hide it.
 func BenchmarkInterceptors(b *testing.B) {
-	opts := []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)}
-	client := grpcmw.UnaryClientInterceptor(opts...)
-	server := grpcmw.UnaryServerInterceptor(opts...)
+	client := clientIn(b).Unary()
+	server := serverIn(b, grpcmw.WithTrustedNetworks(loopback)).Unary()
 	invoker := func(context.Context, string, any, any, *grpc.ClientConn, ...grpc.CallOption) error { return nil }
 	handler := func(context.Context, any) (any, error) { return nil, nil }
 	info := &grpc.UnaryServerInfo{FullMethod: "/grpc.testing.TestService/UnaryCall"}
@@ -154,8 +152,8 @@ func BenchmarkInterceptors(b *testing.B) {
 	// The same with WithBreaker: a budget that admits everything, so the
 	// figures are the cost of asking it (warm key).
 	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1e12, Burst: 1 << 30, MaxInFlight: 1 << 20}})
-	opts = append(opts, grpcmw.WithBreaker(g))
-	bclient, bserver := grpcmw.UnaryClientInterceptor(opts...), grpcmw.UnaryServerInterceptor(opts...)
+	bclient := clientIn(b, grpcmw.WithBreaker(g)).Unary()
+	bserver := serverIn(b, grpcmw.WithTrustedNetworks(loopback), grpcmw.WithBreaker(g)).Unary()
 	run("client/baseline+breaker", func() { _ = bclient(context.Background(), "/m", nil, nil, nil, invoker) })
 	run("client/sandbox+breaker", func() { _ = bclient(sandbox, "/m", nil, nil, nil, invoker) })
 	run("server/baseline+breaker", func() { _, _ = bserver(plainIn, nil, info, handler) })

@@ -15,6 +15,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/grpcmw"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
@@ -80,11 +81,11 @@ func TestServerBreaker(t *testing.T) {
 		}()
 		return h(ctx, req)
 	}
-	opts := []grpcmw.Option{grpcmw.TrustAll(), grpcmw.WithBreaker(g), grpcmw.WithLogger(logger)}
+	in := serverIn(t, grpcmw.TrustAll(), grpcmw.WithBreaker(g), grpcmw.WithLogger(logger))
 	addr := start(t, svc,
-		grpc.ChainUnaryInterceptor(signal, grpcmw.UnaryServerInterceptor(opts...)),
-		grpc.ChainStreamInterceptor(grpcmw.StreamServerInterceptor(opts...)))
-	client := testpb.NewTestServiceClient(dial(t, addr, clientOpts()...))
+		grpc.ChainUnaryInterceptor(signal, in.Unary()),
+		grpc.ChainStreamInterceptor(in.Stream()))
+	client := testpb.NewTestServiceClient(dial(t, addr, clientOpts(t)...))
 	drain := func() {
 		for len(returned) > 0 {
 			<-returned
@@ -104,7 +105,7 @@ func TestServerBreaker(t *testing.T) {
 				t.Errorf("%s: the handler ran for a refused call", k)
 			}
 			rec := log.Records()[len(log.Records())-1]
-			if rec["decision"] != "throttled" || rec["sandbox.id"] != id || rec["sandbox.actor"] != "alice" || rec["peer"] == "" || rec["protocol"] != "grpc" {
+			if rec[audit.KeyDecision] != string(audit.Throttled) || rec[audit.KeyID] != id || rec[audit.KeyActor] != "alice" || rec[audit.KeyPeer] == "" || rec[audit.KeyProtocol] != audit.GRPC {
 				t.Errorf("%s: audit record %v; want throttled %s/alice with the peer", k, rec, id)
 			}
 		}
@@ -171,9 +172,8 @@ func TestClientBreaker(t *testing.T) {
 		OpenTimeout: 30 * time.Second,
 	}, breaker.WithClock(clk.Now))
 	svc := &grpctest.Service{Name: "cart"}
-	addr := start(t, svc, serverOpts(grpcmw.TrustAll())...)
-	opts := []grpcmw.Option{grpcmw.WithBreaker(g), grpcmw.WithLogger(logger)}
-	client := testpb.NewTestServiceClient(dial(t, addr, clientOpts(opts...)...))
+	addr := start(t, svc, serverOpts(t, grpcmw.TrustAll())...)
+	client := testpb.NewTestServiceClient(dial(t, addr, clientOpts(t, grpcmw.WithBreaker(g), grpcmw.WithLogger(logger))...))
 
 	t.Run("refused before sending", func(t *testing.T) {
 		if err := failWith(withActor("pr-1", "alice"), client, codes.OK); err != nil {
@@ -188,7 +188,7 @@ func TestClientBreaker(t *testing.T) {
 		if svc.Calls() != calls {
 			t.Error("the refused call reached the server")
 		}
-		if rec := log.Records()[len(log.Records())-1]; rec["decision"] != "throttled" || rec["sandbox.actor"] != "alice" {
+		if rec := log.Records()[len(log.Records())-1]; rec[audit.KeyDecision] != string(audit.Throttled) || rec[audit.KeyActor] != "alice" {
 			t.Errorf("audit record %v", rec)
 		}
 	})
@@ -221,7 +221,7 @@ func TestClientBreaker(t *testing.T) {
 		dead := lis.Addr().String()
 		lis.Close()
 		g := breaker.NewGroup(breaker.Settings{Failures: 1})
-		down := testpb.NewTestServiceClient(dial(t, dead, clientOpts(grpcmw.WithBreaker(g))...))
+		down := testpb.NewTestServiceClient(dial(t, dead, clientOpts(t, grpcmw.WithBreaker(g))...))
 		ctx, cancel := context.WithCancel(withActor("pr-3", ""))
 		cancel()
 		if err := failWith(ctx, down, codes.OK); status.Code(err) != codes.Canceled {
@@ -346,8 +346,9 @@ func TestBreakerNoSandboxNoAllocs(t *testing.T) {
 	streamer := func(context.Context, *grpc.StreamDesc, *grpc.ClientConn, string, ...grpc.CallOption) (grpc.ClientStream, error) {
 		return nil, nil
 	}
-	unaryClient, streamClient := grpcmw.UnaryClientInterceptor(opt), grpcmw.StreamClientInterceptor(opt)
-	unaryServer, streamServer := grpcmw.UnaryServerInterceptor(opt), grpcmw.StreamServerInterceptor(opt)
+	out, in := clientIn(t, opt), serverIn(t, opt)
+	unaryClient, streamClient := out.Unary(), out.Stream()
+	unaryServer, streamServer := in.Unary(), in.Stream()
 	handler := func(context.Context, any) (any, error) { return nil, nil }
 	streamHandler := func(any, grpc.ServerStream) error { return nil }
 	uinfo := &grpc.UnaryServerInfo{FullMethod: "/s/m"}

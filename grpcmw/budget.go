@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -14,42 +13,35 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/internal/audit"
+	"github.com/sandboxkit/sandboxkit/internal/egress"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
 // budget applies the per-sandbox budgets of a [breaker.Group]
-// ([WithBreaker]) to calls. Its zero value budgets nothing. It is
+// ([WithBreaker]) to calls. The asking and the throttled record are the
+// shared kernel's (internal/egress); the gRPC status of a refusal and the
+// outcomes of calls are here. Its zero value budgets nothing. It is
 // immutable.
 type budget struct {
-	g        *breaker.Group
-	baseline bool // g budgets calls without a sandbox too
-	logger   *slog.Logger
+	egress.Budget
 }
 
 func newBudget(cfg *config) budget {
-	if cfg.breaker == nil {
-		return budget{}
-	}
-	return budget{g: cfg.breaker, baseline: cfg.breaker.GuardsBaseline(), logger: cfg.logger}
+	return budget{egress.New(cfg.breaker, cfg.logger, audit.GRPC)}
 }
 
-// covers reports whether a call with (ok) or without a sandbox is budgeted.
-func (b *budget) covers(ok bool) bool { return b.g != nil && (ok || b.baseline) }
-
 // allow asks the budget of s about a call to target (a method, or the
-// router's service); a refusal is audited and returned as a status error
-// that wraps the group's error.
+// router's service); a refusal is audited (with the client's address on
+// the server side) and returned as a status error that wraps the group's
+// error.
 func (b *budget) allow(ctx context.Context, s propagation.Sandbox, target string, server bool) (func(error), error) {
-	done, err := b.g.AllowSandbox(ctx, s)
+	var from func() string
+	if server {
+		from = func() string { return peerString(ctx) }
+	}
+	done, err := b.Allow(ctx, s, target, from)
 	if err == nil {
 		return done, nil
-	}
-	if b.logger != nil {
-		ev := audit.Event{Decision: audit.Throttled, Sandbox: s, Protocol: audit.GRPC, Target: target, Reason: err.Error()}
-		if p, ok := peer.FromContext(ctx); ok && server && p.Addr != nil {
-			ev.Peer = p.Addr.String()
-		}
-		audit.Emit(ctx, b.logger, ev)
 	}
 	code := codes.Unavailable
 	if errors.Is(err, breaker.ErrThrottled) {
@@ -57,6 +49,14 @@ func (b *budget) allow(ctx context.Context, s propagation.Sandbox, target string
 	}
 	d, _ := breaker.RetryAfter(err)
 	return nil, &statusError{code: code, err: fmt.Errorf("grpcmw: call to %s refused: %w", target, err), retry: d}
+}
+
+// peerString returns the address of ctx's peer, "" when unknown.
+func peerString(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
 }
 
 // errPanicked is the outcome of a handler that panicked.

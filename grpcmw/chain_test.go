@@ -67,7 +67,7 @@ func TestChainHTTPGRPCHTTP(t *testing.T) {
 			defer resp.Body.Close()
 			b, err := io.ReadAll(resp.Body)
 			return string(b), err
-		}}, serverOpts(grpcmw.TrustAll())...)
+		}}, serverOpts(t, grpcmw.TrustAll())...)
 	}
 	cartBaseline, cartSandbox := cart("cart-baseline"), cart("cart-sandbox")
 
@@ -79,7 +79,7 @@ func TestChainHTTPGRPCHTTP(t *testing.T) {
 	}
 
 	// front: HTTP at the edge, trusting loopback, calling cart over gRPC.
-	router, err := grpcmw.NewRouter(dial(t, cartBaseline, clientOpts()...), table, "cart", plaintext, grpcmw.WithDialOptions(clientOpts()...))
+	router, err := grpcmw.NewRouter(dial(t, cartBaseline, clientOpts(t)...), table, "cart", plaintext, grpcmw.WithDialOptions(clientOpts(t)...))
 	if err != nil {
 		t.Fatal(err)
 	}

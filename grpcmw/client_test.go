@@ -24,8 +24,8 @@ import (
 // foreign baggage members and other keys stay; the caller's metadata is not
 // modified; without a sandbox nothing is added.
 func TestClientInterceptors(t *testing.T) {
-	addr := start(t, &grpctest.Service{Name: "svc"}, serverOpts(grpcmw.TrustAll())...)
-	client := testpb.NewTestServiceClient(dial(t, addr, clientOpts()...))
+	addr := start(t, &grpctest.Service{Name: "svc"}, serverOpts(t, grpcmw.TrustAll())...)
+	client := testpb.NewTestServiceClient(dial(t, addr, clientOpts(t)...))
 	sb := propagation.Sandbox{ID: "feat-1", Actor: "alice@example.com"}
 	const ours = "sandbox.id=feat-1,sandbox.actor=alice@example.com" // @ needs no escaping in baggage
 
@@ -98,14 +98,14 @@ func TestOTelOnlyHop(t *testing.T) {
 		{"trace context only (control)", otelprop.TraceContext{}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cAddr := start(t, &grpctest.Service{Name: "C"}, serverOpts(grpcmw.TrustAll())...)
+			cAddr := start(t, &grpctest.Service{Name: "C"}, serverOpts(t, grpcmw.TrustAll())...)
 			toC := testpb.NewTestServiceClient(dial(t, cAddr, grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithPropagators(tc.prop)))))
 			b := &grpctest.Service{Name: "B", Forward: func(ctx context.Context) (string, error) {
 				seen, err := call(ctx, toC, unary)
 				return seen.String(), err
 			}}
 			bAddr := start(t, b, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithPropagators(tc.prop))))
-			toB := testpb.NewTestServiceClient(dial(t, bAddr, clientOpts()...))
+			toB := testpb.NewTestServiceClient(dial(t, bAddr, clientOpts(t)...))
 
 			ctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "feat-1", Actor: "alice@example.com", Origin: "pr-42"})
 			for _, k := range kinds {
@@ -138,12 +138,12 @@ func TestNoSandboxNoAllocs(t *testing.T) {
 	out := metadata.AppendToOutgoingContext(ctx, "x-user", "u1")
 	in := metadata.NewIncomingContext(ctx, metadata.Pairs("x-user", "u1", ":authority", "svc", "content-type", "application/grpc"))
 	inBaggage := metadata.NewIncomingContext(ctx, metadata.Pairs("x-user", "u1", "baggage", "foo=bar,userId=42"))
-	opts := []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)}
+	client, server := clientIn(t), serverIn(t, grpcmw.WithTrustedNetworks(loopback))
 
-	unaryClient := grpcmw.UnaryClientInterceptor(opts...)
-	streamClient := grpcmw.StreamClientInterceptor(opts...)
-	unaryServer := grpcmw.UnaryServerInterceptor(opts...)
-	streamServer := grpcmw.StreamServerInterceptor(opts...)
+	unaryClient := client.Unary()
+	streamClient := client.Stream()
+	unaryServer := server.Unary()
+	streamServer := server.Stream()
 	invoker := func(context.Context, string, any, any, *grpc.ClientConn, ...grpc.CallOption) error { return nil }
 	streamer := func(context.Context, *grpc.StreamDesc, *grpc.ClientConn, string, ...grpc.CallOption) (grpc.ClientStream, error) {
 		return nil, nil

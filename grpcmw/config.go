@@ -1,6 +1,7 @@
 package grpcmw
 
 import (
+	"errors"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -13,89 +14,189 @@ import (
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
-// Option configures the interceptors and the [Router]. Options are resolved
-// once, when the interceptor or router is built. An option that does not
-// concern a constructor is ignored by it (the trust options only matter to
-// the server interceptors, the dial and fallback options only to
-// [NewRouter]).
-type Option interface {
-	apply(*config)
+// ServerOption configures [NewServerInterceptors].
+type ServerOption interface {
+	applyServer(*config)
 }
 
-type optionFunc func(*config)
+// RouterOption configures [NewRouter]. Every [ClientOption] is one; the
+// options only a router can use ([WithDialOptions],
+// [WithFallbackOnUnavailable]) are RouterOptions alone, so that given to
+// [NewClientInterceptors] they do not compile.
+type RouterOption interface {
+	applyRouter(*config)
+}
 
-func (f optionFunc) apply(c *config) { f(c) }
+// ClientOption configures [NewClientInterceptors] and [NewRouter].
+type ClientOption interface {
+	RouterOption
+	applyClient(*config)
+}
 
+// Option configures every constructor of the package: it is both a
+// [ServerOption] and a [ClientOption].
+type Option interface {
+	ServerOption
+	ClientOption
+}
+
+// option is an [Option]; serverOption, clientOption and routerOption serve
+// their roles.
+type (
+	option       func(*config)
+	serverOption func(*config)
+	clientOption func(*config)
+	routerOption func(*config)
+)
+
+func (f option) applyServer(c *config)       { f(c) }
+func (f option) applyClient(c *config)       { f(c) }
+func (f option) applyRouter(c *config)       { f(c) }
+func (f serverOption) applyServer(c *config) { f(c) }
+func (f clientOption) applyClient(c *config) { f(c) }
+func (f clientOption) applyRouter(c *config) { f(c) }
+func (f routerOption) applyRouter(c *config) { f(c) }
+
+// config is what the options set. Options only record what they were
+// given; validate judges the whole, so that a conflict is found whatever
+// the order.
 type config struct {
 	codec    *propagation.Codec
 	logger   *slog.Logger
 	policy   trust.Policy
+	networks []netip.Prefix // as given; normalised by validate
 	dialOpts []grpc.DialOption
 	fallback bool
 	breaker  *breaker.Group
+
+	errs []error // what options found wrong on their own
 }
 
-func newConfig(opts []Option) config {
-	c := config{codec: propagation.Default()}
+// fail records a misconfiguration found by the option named opt.
+func (c *config) fail(opt, format string, args ...any) {
+	c.errs = append(c.errs, configErrorf(opt, format, args...))
+}
+
+// newServerConfig applies opts (nil ones are skipped) and validates them.
+func newServerConfig(opts []ServerOption) (config, error) {
+	var c config
 	for _, o := range opts {
 		if o != nil {
-			o.apply(&c)
+			o.applyServer(&c)
 		}
 	}
+	return c, c.validate()
+}
+
+// newClientConfig applies opts (nil ones are skipped) and validates them.
+func newClientConfig(opts []ClientOption) (config, error) {
+	var c config
+	for _, o := range opts {
+		if o != nil {
+			o.applyClient(&c)
+		}
+	}
+	return c, c.validate()
+}
+
+// newRouterConfig applies opts (nil ones are skipped) and validates them.
+func newRouterConfig(opts []RouterOption) (config, error) {
+	var c config
+	for _, o := range opts {
+		if o != nil {
+			o.applyRouter(&c)
+		}
+	}
+	return c, c.validate()
+}
+
+// validate fills in defaults and reports every misconfiguration, joined.
+func (c *config) validate() error {
 	if c.codec == nil {
 		c.codec = propagation.Default()
 	}
-	return c
+	if c.policy.All && len(c.networks) > 0 {
+		c.fail("TrustAll", "conflicts with WithTrustedNetworks (TrustAll already trusts every peer)")
+	}
+	nets, err := trust.Networks(c.networks)
+	if err != nil {
+		c.errs = append(c.errs, configErrorf("WithTrustedNetworks", "%w", err))
+	}
+	c.policy.Networks = nets
+	return errors.Join(c.errs...)
 }
 
 // WithCodec sets the codec that reads and writes sandbox markers (header
 // and baggage key names, compatible keys). The default is
-// [propagation.Default]. A nil codec keeps the default.
+// [propagation.Default]. Every hop of a system must use the same names. A
+// nil codec, or two different codecs, are an [ErrConfig] error.
 func WithCodec(c *propagation.Codec) Option {
-	return optionFunc(func(cfg *config) { cfg.codec = c })
+	return option(func(cfg *config) {
+		switch {
+		case c == nil:
+			cfg.fail("WithCodec", "nil codec")
+		case cfg.codec != nil && cfg.codec != c:
+			cfg.fail("WithCodec", "two different codecs")
+		default:
+			cfg.codec = c
+		}
+	})
 }
 
 // WithLogger sets the logger that receives one audit record per decision
-// about sandbox traffic (admitted, stripped, rejected, routed, fallback).
-// Without a logger the middleware is silent.
+// about sandbox traffic (admitted, stripped, rejected, routed, fallback,
+// throttled; see package [github.com/sandboxkit/sandboxkit/audit]).
+// Without it, or with a nil logger, the middleware is silent.
 func WithLogger(l *slog.Logger) Option {
-	return optionFunc(func(cfg *config) { cfg.logger = l })
+	return option(func(cfg *config) { cfg.logger = l })
 }
 
 // TrustAll makes the server interceptors honour sandbox markers from every
 // peer. Use it only on internal hops behind an edge that strips markers
-// from untrusted sources.
-func TrustAll() Option {
-	return optionFunc(func(cfg *config) { cfg.policy.All = true })
+// from untrusted sources. With [WithTrustedNetworks] it is an [ErrConfig]
+// error.
+func TrustAll() ServerOption {
+	return serverOption(func(cfg *config) { cfg.policy.All = true })
 }
 
 // WithTrustedNetworks adds networks whose peers may set a sandbox. Calls from
 // other peers have their markers stripped unless they carry a valid ticket
-// (see [WithVerifier]). Repeated uses add up.
-func WithTrustedNetworks(prefixes ...netip.Prefix) Option {
-	return optionFunc(func(cfg *config) {
-		cfg.policy.Networks = append(slices.Clip(cfg.policy.Networks), prefixes...)
+// (see [WithVerifier]). Repeated uses add up. Prefixes are masked
+// (10.1.2.3/8 is 10.0.0.0/8) and IPv4-mapped IPv6 prefixes taken as the
+// IPv4 prefixes they map; an invalid prefix (the zero netip.Prefix) is an
+// [ErrConfig] error.
+func WithTrustedNetworks(prefixes ...netip.Prefix) ServerOption {
+	return serverOption(func(cfg *config) {
+		cfg.networks = append(slices.Clip(cfg.networks), prefixes...)
 	})
 }
 
 // WithVerifier admits markers carrying a valid signed ticket from any peer,
 // and rejects markers whose ticket is invalid, tampered with or expired
-// (with codes.InvalidArgument), whatever the peer.
-func WithVerifier(v *propagation.Verifier) Option {
-	return optionFunc(func(cfg *config) { cfg.policy.Verifier = v })
+// (with codes.InvalidArgument), whatever the peer. A nil verifier is an
+// [ErrConfig] error.
+func WithVerifier(v *propagation.Verifier) ServerOption {
+	return serverOption(func(cfg *config) {
+		if v == nil {
+			cfg.fail("WithVerifier", "nil verifier")
+			return
+		}
+		cfg.policy.Verifier = v
+	})
 }
 
-// WithClock sets the clock used to check ticket expiry (default time.Now).
-func WithClock(now func() time.Time) Option {
-	return optionFunc(func(cfg *config) { cfg.policy.Now = now })
+// withClock sets the clock that checks ticket expiry (default time.Now);
+// tests reach it through export_test.go.
+func withClock(now func() time.Time) ServerOption {
+	return serverOption(func(cfg *config) { cfg.policy.Now = now })
 }
 
 // WithDialOptions sets the options [NewRouter] passes to grpc.NewClient when
 // it connects to a sandbox upstream: transport credentials at least, and
 // whatever interceptors and stats handlers the baseline connection has.
-// Repeated uses add up.
-func WithDialOptions(opts ...grpc.DialOption) Option {
-	return optionFunc(func(cfg *config) {
+// Repeated uses add up. Only [NewRouter] uses it.
+func WithDialOptions(opts ...grpc.DialOption) RouterOption {
+	return routerOption(func(cfg *config) {
 		cfg.dialOpts = append(slices.Clip(cfg.dialOpts), opts...)
 	})
 }
@@ -105,9 +206,11 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // could be made, so the call was not sent there), instead of failing it
 // with codes.Unavailable. Each such fallback is audited. Without this
 // option a sandbox call never silently reaches the baseline version of a
-// service the sandbox overrides.
-func WithFallbackOnUnavailable() Option {
-	return optionFunc(func(cfg *config) { cfg.fallback = true })
+// service the sandbox overrides. Only [NewRouter] uses it.
+func WithFallbackOnUnavailable() RouterOption {
+	return routerOption(func(cfg *config) {
+		cfg.fallback = true
+	})
 }
 
 // WithBreaker puts calls under the per-sandbox budgets of g (see package
@@ -135,10 +238,10 @@ func WithFallbackOnUnavailable() Option {
 // server side; a [Router] whose baseline is not a *grpc.ClientConn must
 // honour grpc.OnFinish for its streams to be counted out).
 //
-// Every refusal is one audit record (decision "throttled", with the
+// Every refusal is one audit record (decision audit.Throttled, with the
 // sandbox, its actor and the reason) on the [WithLogger] logger. A group
 // guards one dependency: give it to one layer only (the [Router] or the
 // client interceptors of its connections, not both).
 func WithBreaker(g *breaker.Group) Option {
-	return optionFunc(func(cfg *config) { cfg.breaker = g })
+	return option(func(cfg *config) { cfg.breaker = g })
 }

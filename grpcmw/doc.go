@@ -4,9 +4,37 @@
 // a [Router] that sends each call to the sandbox's version of a service or
 // to the baseline.
 //
+// # Constructors and options
+//
+// Three constructors, each returning an error when its options cannot work
+// together (an [ErrConfig] error naming the option: TrustAll beside
+// WithTrustedNetworks, an invalid prefix, a nil or a second different
+// codec, a nil verifier, a router option given to the client
+// interceptors, a missing required argument):
+//
+//	in, err := grpcmw.NewServerInterceptors(opts ...grpcmw.ServerOption)  // in.Unary(), in.Stream()
+//	out, err := grpcmw.NewClientInterceptors(opts ...grpcmw.ClientOption) // out.Unary(), out.Stream()
+//	router, err := grpcmw.NewRouter(baseline, table, service, opts ...grpcmw.RouterOption)
+//
+// The unary and stream interceptors of one side come from one constructor
+// because they must share one configuration: a server whose stream
+// interceptor trusted other networks than its unary one would be a
+// misconfiguration nobody sees, and a single error to check is what a
+// grpc-go user expects of a stats handler or a client (grpc.NewClient,
+// otelgrpc.NewServerHandler). Install both; they are cheap to call once.
+//
+// Options are typed by role, as connect-go types its own: the trust
+// options ([TrustAll], [WithTrustedNetworks], [WithVerifier]) are
+// [ServerOption]s; [WithDialOptions] and [WithFallbackOnUnavailable] are
+// [RouterOption]s, which only [NewRouter] takes; every [ClientOption] is
+// also a RouterOption; [WithCodec], [WithLogger] and [WithBreaker] are
+// [Option]s, all roles at once. An option given to a constructor that
+// cannot use it does not compile. Nil options are skipped.
+// Options are resolved once, at construction; nothing is decided per call.
+//
 // # Server
 //
-// [UnaryServerInterceptor] and [StreamServerInterceptor] read the markers
+// The interceptors of [NewServerInterceptors] read the markers
 // (the sandbox-id metadata key and the W3C baggage members, as the
 // [propagation.Codec] names them) strictly, and apply one trust policy, the
 // same as httpmw's:
@@ -29,9 +57,9 @@
 //
 // # Client
 //
-// [UnaryClientInterceptor] and [StreamClientInterceptor] inject the
-// context's sandbox into the call's outgoing metadata, merged with what the
-// caller set. A context without a sandbox passes through untouched.
+// The interceptors of [NewClientInterceptors] inject the context's sandbox
+// into the call's outgoing metadata, merged with what the caller set. A
+// context without a sandbox passes through untouched.
 //
 // # Router
 //
@@ -59,7 +87,7 @@
 // Unknown or DeadlineExceeded count as failures, Canceled counts for
 // nothing, other codes are the application's answers. Calls without a
 // sandbox never touch the group unless it has a baseline budget. Each
-// refusal is a "throttled" audit record.
+// refusal is an audit.Throttled record.
 //
 // # OpenTelemetry
 //
@@ -90,12 +118,11 @@
 // A call without a sandbox costs no allocation in the client interceptors
 // or the router, with or without [WithBreaker] (unless the group has a
 // baseline budget), nor in the server interceptors when it carries no
-// baggage
-// (gRPC copies a baggage value it hands out: one small allocation that is
-// not ours to avoid). Options are resolved when an interceptor or router is
-// built.
+// baggage (gRPC copies a baggage value it hands out: one small allocation
+// that is not ours to avoid).
 //
 // # Concurrency
 //
-// Interceptors and a [Router] are safe for concurrent use.
+// [ServerInterceptors], [ClientInterceptors], the interceptors they return
+// and a [Router] are safe for concurrent use.
 package grpcmw

@@ -2,6 +2,7 @@ package grpcmw
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -16,10 +17,20 @@ import (
 // wrapped (test with errors.Is) inside an error that also carries the gRPC
 // status code (status.Code and status.FromError read it).
 var (
+	// ErrConfig: a constructor ([NewServerInterceptors],
+	// [NewClientInterceptors], [NewRouter]) was given options or arguments
+	// that cannot work together: a nil or missing required value, options
+	// that conflict, an invalid trusted prefix, an option the constructor
+	// does not use. The message names the option.
+	ErrConfig = errors.New("grpcmw: invalid configuration")
+
 	// ErrRejected: a call carried sandbox markers that cannot be honoured
-	// (malformed, conflicting, over the baggage limits, a bad ticket, or
-	// untrusted markers an earlier layer had already put in the context).
-	// Code InvalidArgument; the handler is not called.
+	// (malformed, conflicting, over the baggage limits, a bad ticket) from
+	// a source allowed to set a sandbox, or an invalid ticket from any
+	// source. Code InvalidArgument; the handler is not called. Markers from
+	// an untrusted source are stripped, not rejected, also when an earlier
+	// layer (a [propagation.Propagator] in otelgrpc's propagators) already
+	// put their sandbox into the context.
 	ErrRejected = errors.New("grpcmw: sandbox markers rejected")
 
 	// ErrSandboxUnavailable: the upstream of the sandbox that overrides the
@@ -32,6 +43,24 @@ var (
 	// closed connection.
 	ErrClosed = errors.New("grpcmw: router closed")
 )
+
+// configError is an [ErrConfig] error whose message names the option:
+// "grpcmw: WithTrustedNetworks: invalid prefix ...". It also wraps the
+// error of a library that refused the option (%w in the format).
+type configError struct{ err error }
+
+func configErrorf(opt, format string, args ...any) error {
+	return &configError{err: fmt.Errorf("grpcmw: "+opt+": "+format, args...)}
+}
+
+func (e *configError) Error() string { return e.err.Error() }
+
+func (e *configError) Unwrap() []error {
+	if cause := errors.Unwrap(e.err); cause != nil {
+		return []error{ErrConfig, cause}
+	}
+	return []error{ErrConfig}
+}
 
 // statusError is an error with a gRPC status code that still unwraps to
 // the sentinel and the cause behind it.

@@ -22,11 +22,14 @@ import (
 
 // The server interceptors admit the markers of trusted peers (here,
 // loopback) and reject unreadable ones with InvalidArgument.
-func ExampleUnaryServerInterceptor() {
-	trusted := grpcmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8"))
+func ExampleNewServerInterceptors() {
+	in, err := grpcmw.NewServerInterceptors(grpcmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8")))
+	if err != nil {
+		panic(err)
+	}
 	addr, stop, err := grpctest.Start(&grpctest.Service{Name: "cart"},
-		grpc.ChainUnaryInterceptor(grpcmw.UnaryServerInterceptor(trusted)),
-		grpc.ChainStreamInterceptor(grpcmw.StreamServerInterceptor(trusted)),
+		grpc.ChainUnaryInterceptor(in.Unary()),
+		grpc.ChainStreamInterceptor(in.Stream()),
 	)
 	if err != nil {
 		panic(err)
@@ -55,17 +58,24 @@ func ExampleUnaryServerInterceptor() {
 }
 
 // The client interceptors send the context's sandbox along with the call.
-func ExampleUnaryClientInterceptor() {
-	addr, stop, err := grpctest.Start(&grpctest.Service{Name: "cart"},
-		grpc.ChainUnaryInterceptor(grpcmw.UnaryServerInterceptor(grpcmw.TrustAll())))
+func ExampleNewClientInterceptors() {
+	in, err := grpcmw.NewServerInterceptors(grpcmw.TrustAll())
+	if err != nil {
+		panic(err)
+	}
+	addr, stop, err := grpctest.Start(&grpctest.Service{Name: "cart"}, grpc.ChainUnaryInterceptor(in.Unary()))
 	if err != nil {
 		panic(err)
 	}
 	defer stop()
+	out, err := grpcmw.NewClientInterceptors()
+	if err != nil {
+		panic(err)
+	}
 	cc, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithChainUnaryInterceptor(grpcmw.UnaryClientInterceptor()),
-		grpc.WithChainStreamInterceptor(grpcmw.StreamClientInterceptor()),
+		grpc.WithChainUnaryInterceptor(out.Unary()),
+		grpc.WithChainStreamInterceptor(out.Stream()),
 	)
 	if err != nil {
 		panic(err)
@@ -89,7 +99,11 @@ func ExampleUnaryClientInterceptor() {
 // A Router sends the calls of sandbox feat-1, which overrides cart, to
 // the sandbox's cart; every other call goes to the baseline.
 func ExampleNewRouter() {
-	server := grpc.ChainUnaryInterceptor(grpcmw.UnaryServerInterceptor(grpcmw.TrustAll()))
+	in, err := grpcmw.NewServerInterceptors(grpcmw.TrustAll())
+	if err != nil {
+		panic(err)
+	}
+	server := grpc.ChainUnaryInterceptor(in.Unary())
 	baselineAddr, stopBaseline, err := grpctest.Start(&grpctest.Service{Name: "cart baseline"}, server)
 	if err != nil {
 		panic(err)
@@ -146,16 +160,23 @@ func ExampleWithBreaker() {
 	now := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
 	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1, Burst: 1}},
 		breaker.WithClock(func() time.Time { return now })) // a fixed clock keeps the output stable
-	opts := []grpcmw.Option{grpcmw.TrustAll(), grpcmw.WithBreaker(g)}
+	in, err := grpcmw.NewServerInterceptors(grpcmw.TrustAll(), grpcmw.WithBreaker(g))
+	if err != nil {
+		panic(err)
+	}
 	addr, stop, err := grpctest.Start(&grpctest.Service{Name: "cart"},
-		grpc.ChainUnaryInterceptor(grpcmw.UnaryServerInterceptor(opts...)),
-		grpc.ChainStreamInterceptor(grpcmw.StreamServerInterceptor(opts...)))
+		grpc.ChainUnaryInterceptor(in.Unary()),
+		grpc.ChainStreamInterceptor(in.Stream()))
 	if err != nil {
 		panic(err)
 	}
 	defer stop()
+	out, err := grpcmw.NewClientInterceptors()
+	if err != nil {
+		panic(err)
+	}
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithChainUnaryInterceptor(grpcmw.UnaryClientInterceptor()))
+		grpc.WithChainUnaryInterceptor(out.Unary()))
 	if err != nil {
 		panic(err)
 	}

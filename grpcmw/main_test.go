@@ -50,20 +50,38 @@ func dial(t testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	return cc
 }
 
-// serverOpts installs both server interceptors.
-func serverOpts(opts ...grpcmw.Option) []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(grpcmw.UnaryServerInterceptor(opts...)),
-		grpc.ChainStreamInterceptor(grpcmw.StreamServerInterceptor(opts...)),
+// serverIn builds server interceptors, failing the test on an error.
+func serverIn(t testing.TB, opts ...grpcmw.ServerOption) *grpcmw.ServerInterceptors {
+	t.Helper()
+	in, err := grpcmw.NewServerInterceptors(opts...)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return in
+}
+
+// clientIn builds client interceptors, failing the test on an error.
+func clientIn(t testing.TB, opts ...grpcmw.ClientOption) *grpcmw.ClientInterceptors {
+	t.Helper()
+	out, err := grpcmw.NewClientInterceptors(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// serverOpts installs both server interceptors.
+func serverOpts(t testing.TB, opts ...grpcmw.ServerOption) []grpc.ServerOption {
+	t.Helper()
+	in := serverIn(t, opts...)
+	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(in.Unary()), grpc.ChainStreamInterceptor(in.Stream())}
 }
 
 // clientOpts installs both client interceptors.
-func clientOpts(opts ...grpcmw.Option) []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithChainUnaryInterceptor(grpcmw.UnaryClientInterceptor(opts...)),
-		grpc.WithChainStreamInterceptor(grpcmw.StreamClientInterceptor(opts...)),
-	}
+func clientOpts(t testing.TB, opts ...grpcmw.ClientOption) []grpc.DialOption {
+	t.Helper()
+	out := clientIn(t, opts...)
+	return []grpc.DialOption{grpc.WithChainUnaryInterceptor(out.Unary()), grpc.WithChainStreamInterceptor(out.Stream())}
 }
 
 // kind is one of the four kinds of gRPC call.

@@ -2,7 +2,6 @@ package grpcmw
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
+	pub "github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -98,22 +98,25 @@ func (c *sandboxConn) close() {
 //
 // NewRouter starts one goroutine that watches the table; [Router.Close]
 // stops it.
-func NewRouter(baseline grpc.ClientConnInterface, table *routes.Table, service string, opts ...Option) (*Router, error) {
+func NewRouter(baseline grpc.ClientConnInterface, table *routes.Table, service string, opts ...RouterOption) (*Router, error) {
 	if baseline == nil {
-		return nil, errors.New("grpcmw: NewRouter needs a baseline connection")
+		return nil, configErrorf("NewRouter", "nil baseline connection")
 	}
 	if table == nil {
-		return nil, errors.New("grpcmw: NewRouter needs a route table")
+		return nil, configErrorf("NewRouter", "nil route table")
 	}
 	if service == "" {
-		return nil, errors.New("grpcmw: NewRouter needs a service name")
+		return nil, configErrorf("NewRouter", "empty service name")
 	}
-	cfg := newConfig(opts)
+	cfg, err := newRouterConfig(opts)
+	if err != nil {
+		return nil, err
+	}
 	// grpc.NewClient connects lazily: building a client for a dummy target
 	// checks the options (credentials above all) without any I/O.
 	probe, err := grpc.NewClient("passthrough:///sandboxkit-probe", cfg.dialOpts...)
 	if err != nil {
-		return nil, fmt.Errorf("grpcmw: dial options: %w", err)
+		return nil, configErrorf("WithDialOptions", "%w", err)
 	}
 	probe.Close()
 
@@ -138,7 +141,7 @@ func NewRouter(baseline grpc.ClientConnInterface, table *routes.Table, service s
 // Invoke sends a unary call to the sandbox's or the baseline connection.
 func (r *Router) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
 	s, ok := propagation.FromContext(ctx)
-	if !r.budget.covers(ok) {
+	if !r.budget.Covers(ok) {
 		return r.invoke(ctx, s, ok, method, args, reply, opts)
 	}
 	done, err := r.budget.allow(ctx, s, r.service, false)
@@ -184,7 +187,7 @@ func (r *Router) invoke(ctx context.Context, s propagation.Sandbox, ok bool, met
 // stream ends.
 func (r *Router) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	s, ok := propagation.FromContext(ctx)
-	if !r.budget.covers(ok) {
+	if !r.budget.Covers(ok) {
 		return r.newStream(ctx, s, ok, desc, method, nil, opts)
 	}
 	done, err := r.budget.allow(ctx, s, r.service, false)
@@ -250,7 +253,7 @@ func (r *Router) pick(ctx context.Context, s propagation.Sandbox) (*sandboxConn,
 	if !ok {
 		audit.Emit(ctx, r.logger, audit.Event{
 			Decision: audit.Fallback, Sandbox: s, Protocol: audit.GRPC, Target: r.service,
-			Reason: "sandbox does not override the service",
+			Reason: pub.ReasonNotOverridden,
 		})
 		if r.closed.Load() {
 			return nil, errClosed()

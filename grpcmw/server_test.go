@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/grpcmw"
 	"github.com/sandboxkit/sandboxkit/internal/grpctest"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -66,7 +67,7 @@ func TestServerTrust(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clockAt := func(at time.Time) grpcmw.Option { return grpcmw.WithClock(func() time.Time { return at }) }
+	clockAt := func(at time.Time) grpcmw.ServerOption { return grpcmw.WithClock(func() time.Time { return at }) }
 	bigBaggage := "sandbox.id=feat-1"
 	for i := range 64 {
 		bigBaggage += ",m" + string(rune('a'+i%26)) + string(rune('a'+i/26)) + "=1"
@@ -77,201 +78,201 @@ func TestServerTrust(t *testing.T) {
 		msg      string     // part of the error message
 		sandbox  string
 		actor    string
-		header   string // the sandbox-id metadata the handler saw
-		baggage  string // the baggage metadata the handler saw
-		decision string // the audit record, "" for none
+		header   string         // the sandbox-id metadata the handler saw
+		baggage  string         // the baggage metadata the handler saw
+		decision audit.Decision // the audit record, "" for none
 	}
 	for _, tc := range []struct {
 		name string
-		opts []grpcmw.Option
+		opts []grpcmw.ServerOption
 		md   []string
 		want want
 	}{
 		{
 			name: "no markers",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"baggage", "foo=bar"},
 			want: want{baggage: "foo=bar"},
 		},
 		{
 			name: "trusted peer, header",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"sandbox-id", "feat-1"},
-			want: want{sandbox: "feat-1", header: "feat-1", decision: "admitted"},
+			want: want{sandbox: "feat-1", header: "feat-1", decision: audit.Admitted},
 		},
 		{
 			name: "trusted peer, baggage only",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"baggage", "foo=bar,sandbox.id=feat-1,sandbox.actor=alice%40example.com"},
-			want: want{sandbox: "feat-1", actor: "alice@example.com", baggage: "foo=bar,sandbox.id=feat-1,sandbox.actor=alice%40example.com", decision: "admitted"},
+			want: want{sandbox: "feat-1", actor: "alice@example.com", baggage: "foo=bar,sandbox.id=feat-1,sandbox.actor=alice%40example.com", decision: audit.Admitted},
 		},
 		{
 			name: "trust all",
-			opts: []grpcmw.Option{grpcmw.TrustAll()},
+			opts: []grpcmw.ServerOption{grpcmw.TrustAll()},
 			md:   []string{"sandbox-id", "feat-1", "baggage", "sandbox.id=feat-1"},
-			want: want{sandbox: "feat-1", header: "feat-1", baggage: "sandbox.id=feat-1", decision: "admitted"},
+			want: want{sandbox: "feat-1", header: "feat-1", baggage: "sandbox.id=feat-1", decision: audit.Admitted},
 		},
 		{
 			name: "untrusted peer is stripped",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"sandbox-id", "feat-1", "baggage", "foo=bar,sandbox.id=feat-1,sandbox.actor=mallory"},
-			want: want{baggage: "foo=bar", decision: "stripped"},
+			want: want{baggage: "foo=bar", decision: audit.Stripped},
 		},
 		// Issue 13: markers under the wide definition.
 		{
 			name: "trusted peer, empty sandbox-id is unreadable",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"sandbox-id", ""},
-			want: want{code: codes.InvalidArgument, msg: "is empty", decision: "rejected"},
+			want: want{code: codes.InvalidArgument, msg: "is empty", decision: audit.Rejected},
 		},
 		{
 			name: "trusted peer, percent-encoded key",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"baggage", "sandbox%2Eid=feat-1"},
-			want: want{code: codes.InvalidArgument, msg: "lenient parser", decision: "rejected"},
+			want: want{code: codes.InvalidArgument, msg: "lenient parser", decision: audit.Rejected},
 		},
 		{
 			name: "trusted peer, metadata named as a baggage key",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"sandbox-id", "feat-1", "sandbox.id", "feat-1"},
-			want: want{code: codes.InvalidArgument, msg: "baggage member key", decision: "rejected"},
+			want: want{code: codes.InvalidArgument, msg: "baggage member key", decision: audit.Rejected},
 		},
 		{
 			name: "trusted peer, metadata named as a baggage key alone",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"sandbox.id", "feat-1"},
-			want: want{code: codes.InvalidArgument, msg: "baggage member key", decision: "rejected"},
+			want: want{code: codes.InvalidArgument, msg: "baggage member key", decision: audit.Rejected},
 		},
 		{
 			name: "trust all, metadata named as a baggage key alone",
-			opts: []grpcmw.Option{grpcmw.TrustAll()},
+			opts: []grpcmw.ServerOption{grpcmw.TrustAll()},
 			md:   []string{"sandbox.id", "feat-1"},
-			want: want{code: codes.InvalidArgument, msg: "baggage member key", decision: "rejected"},
+			want: want{code: codes.InvalidArgument, msg: "baggage member key", decision: audit.Rejected},
 		},
 		{
 			name: "untrusted peer, metadata named as a baggage key alone is stripped",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"sandbox.id", "feat-1"},
-			want: want{decision: "stripped"},
+			want: want{decision: audit.Stripped},
 		},
 		{
 			name: "untrusted peer, lookalikes and foreign routing keys are stripped",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"baggage", "foo=bar,+sandbox.id=feat-1,%20sandbox.actor=x,sd-routing-key=x", "uberctx-sd-routing-key", "x"},
-			want: want{baggage: "foo=bar", decision: "stripped"},
+			want: want{baggage: "foo=bar", decision: audit.Stripped},
 		},
 		{
 			name: "untrusted peer, only foreign routing keys: stripped",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"baggage", "foo=bar,sd-routing-key=x,okteto-divert=y", "ot-baggage-sd-routing-key", "x"},
-			want: want{baggage: "foo=bar", decision: "stripped"},
+			want: want{baggage: "foo=bar", decision: audit.Stripped},
 		},
 		{
 			name: "untrusted peer, only a Signadot header form: stripped",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"uberctx-sd-routing-key", "x", "baggage", "foo=bar"},
-			want: want{baggage: "foo=bar", decision: "stripped"},
+			want: want{baggage: "foo=bar", decision: audit.Stripped},
 		},
 		{
 			name: "trusted peer, foreign routing keys travel",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"baggage", "foo=bar,sd-routing-key=x"},
 			want: want{baggage: "foo=bar,sd-routing-key=x"},
 		},
 		{
 			name: "untrusted peer, KeepForeignRoutingKeys",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithCodec(keepForeign)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithCodec(keepForeign)},
 			md:   []string{"baggage", "foo=bar,sd-routing-key=x"},
 			want: want{baggage: "foo=bar,sd-routing-key=x"},
 		},
 		{
 			name: "zero policy strips",
 			md:   []string{"sandbox-id", "feat-1"},
-			want: want{decision: "stripped"},
+			want: want{decision: audit.Stripped},
 		},
 		{
 			name: "untrusted peer with unreadable markers is stripped, not rejected",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"sandbox-id", "Not_A_Label"},
-			want: want{decision: "stripped"},
+			want: want{decision: audit.Stripped},
 		},
 		{
 			name: "malformed ID",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
 			md:   []string{"sandbox-id", "Feat_1"},
-			want: want{code: codes.InvalidArgument, msg: "invalid sandbox ID", decision: "rejected"},
+			want: want{code: codes.InvalidArgument, msg: "invalid sandbox ID", decision: audit.Rejected},
 		},
 		{
 			name: "header and baggage disagree",
-			opts: []grpcmw.Option{grpcmw.TrustAll()},
+			opts: []grpcmw.ServerOption{grpcmw.TrustAll()},
 			md:   []string{"sandbox-id", "feat-1", "baggage", "sandbox.id=feat-2"},
-			want: want{code: codes.InvalidArgument, msg: "conflicting sandbox markers", decision: "rejected"},
+			want: want{code: codes.InvalidArgument, msg: "conflicting sandbox markers", decision: audit.Rejected},
 		},
 		{
 			name: "two header values",
-			opts: []grpcmw.Option{grpcmw.TrustAll()},
+			opts: []grpcmw.ServerOption{grpcmw.TrustAll()},
 			md:   []string{"sandbox-id", "feat-1", "sandbox-id", "feat-2"},
-			want: want{code: codes.InvalidArgument, msg: "conflicting sandbox markers", decision: "rejected"},
+			want: want{code: codes.InvalidArgument, msg: "conflicting sandbox markers", decision: audit.Rejected},
 		},
 		{
 			name: "bad percent-encoding",
-			opts: []grpcmw.Option{grpcmw.TrustAll()},
+			opts: []grpcmw.ServerOption{grpcmw.TrustAll()},
 			md:   []string{"baggage", "sandbox.id=feat-1,sandbox.actor=%zz"},
-			want: want{code: codes.InvalidArgument, msg: "malformed sandbox marker", decision: "rejected"},
+			want: want{code: codes.InvalidArgument, msg: "malformed sandbox marker", decision: audit.Rejected},
 		},
 		{
 			name: "actor without ID",
-			opts: []grpcmw.Option{grpcmw.TrustAll()},
+			opts: []grpcmw.ServerOption{grpcmw.TrustAll()},
 			md:   []string{"baggage", "sandbox.actor=alice"},
-			want: want{code: codes.InvalidArgument, msg: "without a sandbox ID", decision: "rejected"},
+			want: want{code: codes.InvalidArgument, msg: "without a sandbox ID", decision: audit.Rejected},
 		},
 		{
 			name: "baggage over the W3C limits",
-			opts: []grpcmw.Option{grpcmw.TrustAll()},
+			opts: []grpcmw.ServerOption{grpcmw.TrustAll()},
 			md:   []string{"baggage", bigBaggage},
-			want: want{code: codes.InvalidArgument, msg: "W3C limits", decision: "rejected"},
+			want: want{code: codes.InvalidArgument, msg: "W3C limits", decision: audit.Rejected},
 		},
 		{
 			name: "valid ticket from an untrusted peer",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(verifier), clockAt(issued)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(verifier), clockAt(issued)},
 			md:   []string{"baggage", "sandbox.id=feat-1,sandbox.actor=alice%40example.com,sandbox.ticket=" + ticket},
-			want: want{sandbox: "feat-1", actor: "alice@example.com", baggage: "sandbox.id=feat-1,sandbox.actor=alice%40example.com,sandbox.ticket=" + ticket, decision: "admitted"},
+			want: want{sandbox: "feat-1", actor: "alice@example.com", baggage: "sandbox.id=feat-1,sandbox.actor=alice%40example.com,sandbox.ticket=" + ticket, decision: audit.Admitted},
 		},
 		{
 			name: "ticket for another actor (tampered)",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(verifier), clockAt(issued)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(verifier), clockAt(issued)},
 			md:   []string{"baggage", "sandbox.id=feat-1,sandbox.actor=mallory,sandbox.ticket=" + ticket},
-			want: want{code: codes.InvalidArgument, msg: "invalid sandbox ticket", decision: "rejected"},
+			want: want{code: codes.InvalidArgument, msg: "invalid sandbox ticket", decision: audit.Rejected},
 		},
 		{
 			name: "ticket with a flipped signature",
-			opts: []grpcmw.Option{grpcmw.TrustAll(), grpcmw.WithVerifier(verifier), clockAt(issued)},
+			opts: []grpcmw.ServerOption{grpcmw.TrustAll(), grpcmw.WithVerifier(verifier), clockAt(issued)},
 			md:   []string{"baggage", "sandbox.id=feat-1,sandbox.actor=alice%40example.com,sandbox.ticket=" + flipLast(ticket)},
-			want: want{code: codes.InvalidArgument, msg: "invalid sandbox ticket", decision: "rejected"},
+			want: want{code: codes.InvalidArgument, msg: "invalid sandbox ticket", decision: audit.Rejected},
 		},
 		{
 			name: "expired ticket",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(verifier), clockAt(issued.Add(2 * time.Hour))},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(verifier), clockAt(issued.Add(2 * time.Hour))},
 			md:   []string{"baggage", "sandbox.id=feat-1,sandbox.actor=alice%40example.com,sandbox.ticket=" + ticket},
-			want: want{code: codes.InvalidArgument, msg: "sandbox ticket expired", decision: "rejected"},
+			want: want{code: codes.InvalidArgument, msg: "sandbox ticket expired", decision: audit.Rejected},
 		},
 		{
 			name: "ticket signed with an unknown key",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(foreignVerifier), clockAt(issued)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(foreignVerifier), clockAt(issued)},
 			md:   []string{"baggage", "sandbox.id=feat-1,sandbox.actor=alice%40example.com,sandbox.ticket=" + ticket},
-			want: want{code: codes.InvalidArgument, msg: "unknown key", decision: "rejected"},
+			want: want{code: codes.InvalidArgument, msg: "unknown key", decision: audit.Rejected},
 		},
 		{
 			name: "ticket without a verifier does not open the door",
-			opts: []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)},
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"baggage", "sandbox.id=feat-1,sandbox.actor=alice%40example.com,sandbox.ticket=" + ticket},
-			want: want{decision: "stripped"},
+			want: want{decision: audit.Stripped},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			log, logger := newAuditLog()
 			svc := &grpctest.Service{Name: "svc"}
-			addr := start(t, svc, serverOpts(append(tc.opts, grpcmw.WithLogger(logger))...)...)
+			addr := start(t, svc, serverOpts(t, append(tc.opts, grpcmw.WithLogger(logger))...)...)
 			client := testpb.NewTestServiceClient(dial(t, addr))
 			for i, k := range kinds {
 				ctx := context.Background()
@@ -306,7 +307,7 @@ func TestServerTrust(t *testing.T) {
 				if tc.want.decision != "" {
 					wantDecisions = make([]string, i+1)
 					for j := range wantDecisions {
-						wantDecisions[j] = tc.want.decision
+						wantDecisions[j] = string(tc.want.decision)
 					}
 				}
 				if got := log.Decisions(); !reflect.DeepEqual(got, wantDecisions) {
@@ -314,10 +315,10 @@ func TestServerTrust(t *testing.T) {
 				}
 			}
 			for _, rec := range log.Records() {
-				if rec["protocol"] != "grpc" || !strings.HasPrefix(rec["peer"], "127.0.0.1:") || !strings.HasPrefix(rec["target"], "/grpc.testing.TestService/") {
+				if rec[audit.KeyProtocol] != audit.GRPC || !strings.HasPrefix(rec[audit.KeyPeer], "127.0.0.1:") || !strings.HasPrefix(rec[audit.KeyTarget], "/grpc.testing.TestService/") {
 					t.Errorf("audit record %v: want protocol grpc, loopback peer and the method", rec)
 				}
-				if rec["decision"] != "admitted" && rec["reason"] == "" {
+				if rec[audit.KeyDecision] != string(audit.Admitted) && rec[audit.KeyReason] == "" {
 					t.Errorf("audit record %v has no reason", rec)
 				}
 			}
@@ -345,7 +346,7 @@ func TestStripLeavesTransportMetadata(t *testing.T) {
 	ctx = metadata.NewIncomingContext(ctx, md)
 
 	var handled metadata.MD
-	intercept := grpcmw.UnaryServerInterceptor(grpcmw.WithTrustedNetworks(loopback))
+	intercept := serverIn(t, grpcmw.WithTrustedNetworks(loopback)).Unary()
 	_, err := intercept(ctx, nil, &grpc.UnaryServerInfo{FullMethod: "/s/m"}, func(ctx context.Context, _ any) (any, error) {
 		if _, ok := propagation.FromContext(ctx); ok {
 			t.Error("an untrusted peer's sandbox reached the handler")
@@ -385,7 +386,7 @@ func TestStripCleansOTelBaggage(t *testing.T) {
 		}
 	})
 	t.Run("stripped", func(t *testing.T) {
-		addr := start(t, &grpctest.Service{Name: "svc"}, append(serverOpts(grpcmw.WithTrustedNetworks(elsewhere)), otelServer)...)
+		addr := start(t, &grpctest.Service{Name: "svc"}, append(serverOpts(t, grpcmw.WithTrustedNetworks(elsewhere)), otelServer)...)
 		client := testpb.NewTestServiceClient(dial(t, addr))
 		for _, k := range kinds {
 			seen, err := call(metadata.AppendToOutgoingContext(context.Background(), md...), client, k)
@@ -405,7 +406,7 @@ func TestStripCleansOTelBaggage(t *testing.T) {
 			otelprop.NewCompositeTextMapPropagator(otelprop.Baggage{}, propagation.NewPropagator(nil)))))
 		svc := &grpctest.Service{Name: "svc"}
 		alog, logger := newAuditLog()
-		addr := start(t, svc, append(serverOpts(grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithLogger(logger)), early)...)
+		addr := start(t, svc, append(serverOpts(t, grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithLogger(logger)), early)...)
 		client := testpb.NewTestServiceClient(dial(t, addr))
 		for _, k := range kinds {
 			seen, err := call(metadata.AppendToOutgoingContext(context.Background(), md...), client, k)
@@ -416,7 +417,7 @@ func TestStripCleansOTelBaggage(t *testing.T) {
 				t.Errorf("%s: handler saw sandbox %q, OTel baggage %q, metadata baggage %q; want none, foo=bar, foo=bar", k, seen.Sandbox, seen.OTel, seen.Baggage)
 			}
 		}
-		if d := alog.Decisions(); len(d) != len(kinds) || slices.ContainsFunc(d, func(s string) bool { return s != "stripped" }) {
+		if d := alog.Decisions(); len(d) != len(kinds) || slices.ContainsFunc(d, func(s string) bool { return s != string(audit.Stripped) }) {
 			t.Errorf("audit decisions %v; want one stripped per call", d)
 		}
 	})
@@ -427,7 +428,7 @@ func TestStripCleansOTelBaggage(t *testing.T) {
 func TestRejectedErrorInProcess(t *testing.T) {
 	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4000}})
 	ctx = metadata.NewIncomingContext(ctx, metadata.Pairs("sandbox-id", "NOPE"))
-	intercept := grpcmw.UnaryServerInterceptor(grpcmw.WithTrustedNetworks(loopback))
+	intercept := serverIn(t, grpcmw.WithTrustedNetworks(loopback)).Unary()
 	_, err := intercept(ctx, nil, &grpc.UnaryServerInfo{FullMethod: "/s/m"}, func(context.Context, any) (any, error) {
 		t.Error("handler called")
 		return nil, nil

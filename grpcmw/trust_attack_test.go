@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/grpcmw"
 	"github.com/sandboxkit/sandboxkit/internal/grpctest"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -28,13 +29,13 @@ func TestMemberKeyMetadataAlone(t *testing.T) {
 	for _, key := range []string{id, "uberctx-" + id, "ot-baggage-" + id} {
 		for _, tc := range []struct {
 			name     string
-			opts     []grpcmw.Option
+			opts     []grpcmw.ServerOption
 			code     codes.Code
-			decision string
+			decision audit.Decision
 		}{
-			{"trusted peer", []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)}, codes.InvalidArgument, "rejected"},
-			{"trust all", []grpcmw.Option{grpcmw.TrustAll()}, codes.InvalidArgument, "rejected"},
-			{"untrusted peer", []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)}, codes.OK, "stripped"},
+			{"trusted peer", []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)}, codes.InvalidArgument, audit.Rejected},
+			{"trust all", []grpcmw.ServerOption{grpcmw.TrustAll()}, codes.InvalidArgument, audit.Rejected},
+			{"untrusted peer", []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)}, codes.OK, audit.Stripped},
 		} {
 			t.Run(key+"/"+tc.name, func(t *testing.T) {
 				log, logger := newAuditLog()
@@ -44,7 +45,7 @@ func TestMemberKeyMetadataAlone(t *testing.T) {
 					held = md.Get(key)
 					return "", nil
 				}}
-				addr := start(t, svc, serverOpts(append(tc.opts, grpcmw.WithLogger(logger))...)...)
+				addr := start(t, svc, serverOpts(t, append(tc.opts, grpcmw.WithLogger(logger))...)...)
 				client := testpb.NewTestServiceClient(dial(t, addr))
 				ctx := metadata.AppendToOutgoingContext(context.Background(), key, "feat-1", "baggage", "foo=bar")
 				held = nil
@@ -58,7 +59,7 @@ func TestMemberKeyMetadataAlone(t *testing.T) {
 				if len(held) != 0 {
 					t.Errorf("the handler's incoming metadata still holds %s: %q", key, held)
 				}
-				if got := log.Decisions(); len(got) != 1 || got[0] != tc.decision {
+				if got := log.Decisions(); len(got) != 1 || got[0] != string(tc.decision) {
 					t.Errorf("audit decisions %q, want [%s]", got, tc.decision)
 				}
 			})
@@ -75,17 +76,17 @@ func TestOtherSDKsLookalikeMetadata(t *testing.T) {
 	for _, bag := range []string{"foo=bar,sand box.id=feat-1", "foo=bar,%1Csandbox.id=feat-1"} {
 		for _, tc := range []struct {
 			name     string
-			opts     []grpcmw.Option
+			opts     []grpcmw.ServerOption
 			code     codes.Code
-			decision string
+			decision audit.Decision
 		}{
-			{"trusted peer", []grpcmw.Option{grpcmw.WithTrustedNetworks(loopback)}, codes.InvalidArgument, "rejected"},
-			{"untrusted peer", []grpcmw.Option{grpcmw.WithTrustedNetworks(elsewhere)}, codes.OK, "stripped"},
+			{"trusted peer", []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)}, codes.InvalidArgument, audit.Rejected},
+			{"untrusted peer", []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)}, codes.OK, audit.Stripped},
 		} {
 			t.Run(bag+"/"+tc.name, func(t *testing.T) {
 				log, logger := newAuditLog()
 				svc := &grpctest.Service{Name: "svc"}
-				addr := start(t, svc, serverOpts(append(tc.opts, grpcmw.WithLogger(logger))...)...)
+				addr := start(t, svc, serverOpts(t, append(tc.opts, grpcmw.WithLogger(logger))...)...)
 				client := testpb.NewTestServiceClient(dial(t, addr))
 				ctx := metadata.AppendToOutgoingContext(context.Background(), "baggage", bag)
 				seen, err := call(ctx, client, unary)
@@ -95,7 +96,7 @@ func TestOtherSDKsLookalikeMetadata(t *testing.T) {
 				if tc.code == codes.OK && seen.Baggage != "foo=bar" {
 					t.Errorf("handler saw baggage %q, want %q", seen.Baggage, "foo=bar")
 				}
-				if got := log.Decisions(); len(got) != 1 || got[0] != tc.decision {
+				if got := log.Decisions(); len(got) != 1 || got[0] != string(tc.decision) {
 					t.Errorf("audit decisions %q, want [%s]", got, tc.decision)
 				}
 			})

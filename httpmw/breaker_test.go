@@ -283,8 +283,9 @@ func TestHandlerBreaker(t *testing.T) {
 	wantRefusal := func(t *testing.T, r reply, status int, retry, text string) {
 		t.Helper()
 		if r.err != nil || r.status != status || r.header.Get("Retry-After") != retry ||
-			!strings.HasPrefix(r.header.Get("Content-Type"), "text/plain") || !strings.Contains(r.body, text) {
-			t.Fatalf("got %d, Retry-After %q, %q, body %q, err %v; want %d, Retry-After %q, text/plain naming %q",
+			!strings.HasPrefix(r.header.Get("Content-Type"), "text/plain") || !strings.Contains(r.body, text) ||
+			!strings.Contains(r.body, "(retry after "+retry+"s)") { // the header's hint, not another
+			t.Fatalf("got %d, Retry-After %q, %q, body %q, err %v; want %d, Retry-After %q, text/plain naming %q and the same hint",
 				r.status, r.header.Get("Retry-After"), r.header.Get("Content-Type"), r.body, r.err, status, retry, text)
 		}
 	}
@@ -293,6 +294,10 @@ func TestHandlerBreaker(t *testing.T) {
 		if r := send(bg, c, srv.URL+"/", "pr-1"); r.status != http.StatusOK {
 			t.Fatalf("first request: %+v", r)
 		}
+		wantRefusal(t, send(bg, c, srv.URL+"/", "pr-1"), http.StatusTooManyRequests, "2", `rate limit exceeded for sandbox "pr-1"`)
+		// 1.7s to the next token: the header rounds up to 2, and the body
+		// says 2s as well, not 1.7s.
+		clk.Advance(300 * time.Millisecond)
 		wantRefusal(t, send(bg, c, srv.URL+"/", "pr-1"), http.StatusTooManyRequests, "2", `rate limit exceeded for sandbox "pr-1"`)
 		if n := calls.get("pr-1"); n != 1 {
 			t.Errorf("handler ran %d times for pr-1; want 1", n)

@@ -43,8 +43,9 @@ func (b *budget) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	}
 	done, err := b.Allow(ctx, s, target, func() string { return r.RemoteAddr })
 	if err != nil {
-		w.Header().Set("Retry-After", retryAfter(err))
-		http.Error(w, err.Error(), refusalStatus(err))
+		secs := retryAfter(err)
+		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		http.Error(w, refusalBody(err, secs), refusalStatus(err))
 		return
 	}
 	result := errPanicked
@@ -117,7 +118,20 @@ func refusalStatus(err error) int {
 
 // retryAfter is the Retry-After value of a refusal: its hint rounded up to
 // whole seconds, at least 1.
-func retryAfter(err error) string {
+func retryAfter(err error) int64 {
 	d, _ := breaker.RetryAfter(err)
-	return strconv.FormatInt(max(1, int64((d+time.Second-1)/time.Second)), 10)
+	return max(1, int64((d+time.Second-1)/time.Second))
+}
+
+// refusalBody is the text of a refused request's answer: the refusal with
+// the hint of the Retry-After header, secs, so that header and body say
+// the same (the error itself carries the exact hint, for the audit log).
+func refusalBody(err error, secs int64) string {
+	var be *breaker.Error
+	if !errors.As(err, &be) {
+		return err.Error()
+	}
+	shown := *be
+	shown.RetryAfter = time.Duration(secs) * time.Second
+	return shown.Error()
 }

@@ -218,7 +218,7 @@ func TestHandlerSpanAttribute(t *testing.T) {
 	attrs := func(i int) map[attribute.Key]string {
 		m := map[attribute.Key]string{}
 		for _, kv := range spans[i].Attributes() {
-			m[kv.Key] = kv.Value.Emit()
+			m[kv.Key] = kv.Value.String()
 		}
 		return m
 	}

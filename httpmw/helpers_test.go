@@ -2,7 +2,6 @@ package httpmw_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -130,19 +129,6 @@ func newClient(t testing.TB, rt http.RoundTripper) *http.Client {
 	c := &http.Client{Transport: rt, Timeout: 10 * time.Second}
 	t.Cleanup(c.CloseIdleConnections)
 	return c
-}
-
-func get(t *testing.T, c *http.Client, ctx context.Context, url string) *http.Response {
-	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp
 }
 
 // must returns v, the result of a constructor the test configured

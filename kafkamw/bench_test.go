@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -58,7 +57,7 @@ func newBenchTopic(b *testing.B) *benchTopic {
 	kw.BatchSize = 5000
 	// Every third message tagged, interleaved as a real stream would be:
 	// the tagged ones are decorated as NewWriter does.
-	w := NewWriter(kw)
+	w := mustWriter(b, kw)
 	sb := propagation.Sandbox{ID: benchSandbox, Actor: "alice"}
 	const chunk = 5000
 	for start := 0; start < bt.n; start += chunk {
@@ -205,13 +204,13 @@ func (br benchReader) read(b *testing.B, tm timer, bt *benchTopic, want int64) (
 		}, r.CommitMessages)
 		return want, want - 1 // the first is read before the timer starts
 	}
-	opts := []Option{WithRoutes(bt.table), WithService(benchService)}
+	var opts []ReaderOption
 	owned := int64(bt.n - bt.tagged)
 	if br.role == "sandbox" {
 		opts = append(opts, AsSandbox(benchSandbox))
 		owned = int64(bt.tagged)
 	}
-	r, err := NewReader(benchConfig(bt, group), opts...)
+	r, err := NewReader(benchConfig(bt, group), bt.table, benchService, opts...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -315,7 +314,7 @@ func median(xs []float64) float64 {
 //
 //	go test ./kafkamw -run '^$' -bench Inject -benchmem
 func BenchmarkInject(b *testing.B) {
-	w := NewWriter(&kafka.Writer{})
+	w := mustWriter(b, &kafka.Writer{})
 	sb := propagation.Sandbox{ID: "pr-42", Actor: "alice", Origin: "github.com/acme/shop/pull/42"}
 	hdr := []kafka.Header{{Key: "content-type", Value: []byte("application/json")}}
 	run := func(b *testing.B, msgs []kafka.Message) {
@@ -397,12 +396,11 @@ func BenchmarkFetch(b *testing.B) {
 		return m, nil
 	}
 	for _, role := range []string{"baseline", "sandbox"} {
-		opts := []Option{WithRoutes(table), WithService(benchService)}
+		var opts []ReaderOption
 		if role == "sandbox" {
 			opts = append(opts, AsSandbox(benchSandbox))
 		}
-		cfg := newConfig(opts)
-		r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: semaphore.NewWeighted(1)}
+		r := bareReader(b, table, benchService, opts...)
 		b.Run(role, func(b *testing.B) {
 			i = 0
 			b.ReportAllocs()
@@ -430,8 +428,7 @@ func BenchmarkDecide(b *testing.B) {
 	var c carrier
 	propagation.Default().InjectSandbox(propagation.Sandbox{ID: "pr-42", Actor: "alice"}, &c)
 	for _, sandbox := range []string{"", "pr-42"} {
-		cfg := newConfig([]Option{WithRoutes(table), WithService("orders"), AsSandbox(sandbox)})
-		r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: semaphore.NewWeighted(1)}
+		r := bareReader(b, table, "orders", AsSandbox(sandbox))
 		for name, hs := range map[string][]kafka.Header{"untagged": nil, "tagged": c.list} {
 			b.Run(sandbox+"/"+name, func(b *testing.B) {
 				msg := kafka.Message{Topic: "t", Time: time.Now().Add(-time.Minute), Headers: hs}

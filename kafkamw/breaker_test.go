@@ -8,6 +8,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
@@ -24,7 +25,7 @@ func TestWriterBreaker(t *testing.T) {
 	clk := clocktest.New()
 	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1, Burst: 2}, Failures: 1}, breaker.WithClock(clk.Now))
 	var log auditLog
-	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic), kafkamw.WithBreaker(g), kafkamw.WithLogger(log.logger()))
+	w := newWriter(t, kafkatest.Writer(t, addrs, topic), kafkamw.WithBreaker(g), kafkamw.WithLogger(log.logger()))
 
 	sctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "runaway", Actor: "bob"})
 	msg := func(k string) kafka.Message { return kafka.Message{Key: []byte(k), Value: []byte(k)} }
@@ -60,7 +61,7 @@ func TestWriterBreaker(t *testing.T) {
 			t.Errorf("message %s missing", k)
 		}
 	}
-	if d := log.decisions(t); d["throttled/runaway"] != 1 || len(d) != 1 {
+	if d := log.decisions(t); d[key(audit.Throttled, "runaway")] != 1 || len(d) != 1 {
 		t.Errorf("audit decisions %v, want one throttled", d)
 	}
 
@@ -93,7 +94,7 @@ func TestWriterBreakerOpens(t *testing.T) {
 	defer tr.CloseIdleConnections()
 	kw := &kafka.Writer{Addr: kafka.TCP("127.0.0.1:1"), Topic: "t", MaxAttempts: 1, Transport: tr}
 	defer kw.Close()
-	w := kafkamw.NewWriter(kw, kafkamw.WithBreaker(g), kafkamw.WithLogger(log.logger()))
+	w := newWriter(t, kw, kafkamw.WithBreaker(g), kafkamw.WithLogger(log.logger()))
 	sctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-9"})
 	msg := kafka.Message{Value: []byte("v")}
 	for i := range 2 {
@@ -108,7 +109,7 @@ func TestWriterBreakerOpens(t *testing.T) {
 	if err := w.WriteMessages(sctx, msg); !errors.Is(err, breaker.ErrOpen) {
 		t.Fatalf("write with the breaker open: err = %v, want ErrOpen", err)
 	}
-	if d := log.decisions(t); d["throttled/pr-9"] != 1 || len(d) != 1 {
+	if d := log.decisions(t); d[key(audit.Throttled, "pr-9")] != 1 || len(d) != 1 {
 		t.Errorf("audit decisions %v, want one throttled", d)
 	}
 	clk.Advance(time.Minute)

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -89,7 +88,7 @@ func TestMarkersScan(t *testing.T) {
 // a message or a batch costs one allocation, its header lists; a batch's
 // slice of copies is reused.
 func TestInjectAllocs(t *testing.T) {
-	w := NewWriter(&kafka.Writer{})
+	w := mustWriter(t, &kafka.Writer{})
 	sb := propagation.Sandbox{ID: "pr-42", Actor: "alice"}
 	w.encode(sb)
 	withHeaders := func(n int) []kafka.Message {
@@ -143,8 +142,7 @@ func TestUntaggedNoAllocs(t *testing.T) {
 	var c carrier
 	propagation.Default().InjectSandbox(propagation.Sandbox{ID: "pr-42"}, &c)
 	for _, sandbox := range []string{"", "pr-42"} {
-		cfg := newConfig([]Option{WithRoutes(table), WithService("orders"), AsSandbox(sandbox)})
-		r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: semaphore.NewWeighted(1)}
+		r := bareReader(t, table, "orders", AsSandbox(sandbox))
 		untagged := kafka.Message{Topic: "t", Partition: 1, Value: []byte("v"), Time: time.Now(),
 			Headers: []kafka.Header{{Key: "traceparent", Value: []byte("00-abc")}, {Key: "baggage", Value: []byte("tenant=acme")}}}
 		// The sandbox reader skips untagged messages and returns its own:
@@ -218,8 +216,7 @@ func TestLedger(t *testing.T) {
 // sandboxes or a malformed header with a good one, and messages with
 // repeated marker headers are always read in full.
 func TestMemo(t *testing.T) {
-	cfg := newConfig(nil)
-	r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec)}
+	r := &Reader{cfg: readerConfig{common: common{codec: propagation.Default()}}, markers: newMarkers(propagation.Default())}
 	hdr := func(kv ...string) []kafka.Header {
 		var hs []kafka.Header
 		for i := 0; i < len(kv); i += 2 {
@@ -292,7 +289,7 @@ func FuzzMergeBaggage(f *testing.F) {
 			}
 			c := carrier{list: slices.Clone(headers)}
 			codec.InjectSandbox(sb, &c)
-			w := NewWriter(&kafka.Writer{}, WithCodec(codec))
+			w := mustWriter(t, &kafka.Writer{}, WithCodec(codec))
 			caller := []kafka.Message{{Headers: headers}, {Headers: headers}}
 			before := fmtHeaders(headers)
 			var one [1]kafka.Message
@@ -338,8 +335,7 @@ func TestFetchWaitCancels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := newConfig([]Option{WithRoutes(table), WithService("orders")})
-	r := &Reader{cfg: cfg, markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: semaphore.NewWeighted(1)}
+	r := bareReader(t, table, "orders")
 	entered, release := make(chan struct{}), make(chan struct{})
 	var offset int64
 	next := func(ctx context.Context) (kafka.Message, error) {
@@ -379,7 +375,7 @@ func readHeaders(r *Reader, hs []kafka.Header) (propagation.Markers, error) {
 // the copies' headers are written to lists of their own, never into the
 // caller's headers or the spare capacity behind them.
 func TestDecorateLeavesCallerIntact(t *testing.T) {
-	w := NewWriter(&kafka.Writer{})
+	w := mustWriter(t, &kafka.Writer{})
 	sb := propagation.Sandbox{ID: "pr-42", Actor: "alice"}
 	var tagged carrier
 	propagation.Default().InjectSandbox(sb, &tagged)

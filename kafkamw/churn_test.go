@@ -67,12 +67,12 @@ func TestChurn(t *testing.T) {
 		return ok1 && ok2
 	})
 
-	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic))
+	w := newWriter(t, kafkatest.Writer(t, addrs, topic))
 	tags, times := map[string]string{}, map[string]time.Time{}
 	group := kafkatest.UniqueName("orders")
-	newReader := func(table *routes.Table, opts ...kafkamw.Option) *kafkamw.Reader {
-		r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), append(opts,
-			kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.WithSkipCommitInterval(20*time.Millisecond))...)
+	newReader := func(table *routes.Table, opts ...kafkamw.ReaderOption) *kafkamw.Reader {
+		r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), table, service, append(opts,
+			kafkamw.WithSkipCommitInterval(20*time.Millisecond))...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -32,57 +32,111 @@ const (
 	MaxClockSkew = time.Minute
 )
 
-// Option configures a [Writer] or a [Reader]. Options that only concern
-// readers ([WithRoutes], [WithService], [AsSandbox], [WithDeadLetter],
-// [WithRouteWait], [WithSkipCommitInterval], [WithMeterProvider]) are
-// ignored by [NewWriter];
-// [WithBreaker] concerns only writers.
-type Option interface {
-	apply(*config)
+// ReaderOption configures a [Reader] ([NewReader]).
+type ReaderOption interface {
+	applyReader(*readerConfig)
 }
 
-type optionFunc func(*config)
+// WriterOption configures a [Writer] ([NewWriter]).
+type WriterOption interface {
+	applyWriter(*writerConfig)
+}
 
-func (f optionFunc) apply(c *config) { f(c) }
+// Option configures a [Reader] and a [Writer] alike: it is both a
+// [ReaderOption] and a [WriterOption].
+type Option interface {
+	ReaderOption
+	WriterOption
+}
 
-type config struct {
-	codec      *propagation.Codec
-	logger     *slog.Logger
+// common is the configuration readers and writers share.
+type common struct {
+	codec    *propagation.Codec
+	codecSet bool // WithCodec was given, so that a second, different one is a conflict
+	logger   *slog.Logger
+	errs     []error // options given impossible values, each naming its option
+}
+
+// setCodec records WithCodec(c), refusing nil and a second, different codec.
+func (c *common) setCodec(codec *propagation.Codec) {
+	switch {
+	case codec == nil:
+		c.fail(errors.New("WithCodec: the codec is nil"))
+	case c.codecSet && codec != c.codec:
+		c.fail(errors.New("WithCodec: given twice with different codecs"))
+	default:
+		c.codec, c.codecSet = codec, true
+	}
+}
+
+func (c *common) fail(err error) { c.errs = append(c.errs, err) }
+
+// configError returns errs, wrapping [ErrConfig] and
+// prefixed with the package and constructor name; nil when there is none.
+func configError(constructor string, errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s: %w", ErrConfig, constructor, errors.Join(errs...))
+}
+
+type readerConfig struct {
+	common
 	table      *routes.Table
 	service    string
 	sandbox    string
 	deadLetter *kafka.Writer
 	routeWait  time.Duration
 	skipEvery  time.Duration
-	breaker    *breaker.Group
 	meters     metric.MeterProvider
 }
 
-func newConfig(opts []Option) config {
-	c := config{
-		codec:     propagation.Default(),
+type writerConfig struct {
+	common
+	breaker *breaker.Group
+}
+
+// option is an [Option]: it sets what readers and writers share.
+type option func(*common)
+
+func (f option) applyReader(c *readerConfig) { f(&c.common) }
+func (f option) applyWriter(c *writerConfig) { f(&c.common) }
+
+type readerOption func(*readerConfig)
+
+func (f readerOption) applyReader(c *readerConfig) { f(c) }
+
+type writerOption func(*writerConfig)
+
+func (f writerOption) applyWriter(c *writerConfig) { f(c) }
+
+// newReaderConfig applies opts, skipping nil ones, over the defaults, and
+// checks the result: the error wraps [ErrConfig] and names each option at
+// fault.
+func newReaderConfig(table *routes.Table, service string, opts []ReaderOption) (readerConfig, error) {
+	c := readerConfig{
+		common:    common{codec: propagation.Default()},
+		table:     table,
+		service:   service,
 		routeWait: DefaultRouteWait,
 		skipEvery: DefaultSkipCommitInterval,
 	}
 	for _, o := range opts {
 		if o != nil {
-			o.apply(&c)
+			o.applyReader(&c)
 		}
 	}
-	if c.codec == nil {
-		c.codec = propagation.Default()
-	}
-	return c
+	return c, configError("NewReader", c.validate())
 }
 
-// validate checks the reader options.
-func (c *config) validate() error {
-	var errs []error
+// validate checks the reader configuration.
+func (c *readerConfig) validate() []error {
+	errs := c.errs
 	if c.table == nil {
-		errs = append(errs, errors.New("WithRoutes is required: ownership is decided from the route table"))
+		errs = append(errs, errors.New("the route table is nil: ownership is decided from the route table"))
 	}
 	if c.service == "" {
-		errs = append(errs, errors.New("WithService is required: ownership is decided per service"))
+		errs = append(errs, errors.New("the service is empty: ownership is decided per service"))
 	}
 	if c.sandbox != "" {
 		if err := propagation.ValidateID(c.sandbox); err != nil {
@@ -98,45 +152,55 @@ func (c *config) validate() error {
 	if c.skipEvery <= 0 {
 		errs = append(errs, fmt.Errorf("WithSkipCommitInterval: %s is not positive", c.skipEvery))
 	}
-	if len(errs) == 0 {
-		return nil
+	return errs
+}
+
+// newWriterConfig applies opts, skipping nil ones, over the defaults, and
+// checks the result as [newReaderConfig] does.
+func newWriterConfig(w *kafka.Writer, opts []WriterOption) (writerConfig, error) {
+	c := writerConfig{common: common{codec: propagation.Default()}}
+	if w == nil {
+		c.fail(errors.New("the kafka.Writer is nil"))
 	}
-	return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
+	for _, o := range opts {
+		if o != nil {
+			o.applyWriter(&c)
+		}
+	}
+	return c, configError("NewWriter", c.errs)
 }
 
 // WithCodec sets the codec that reads and writes the sandbox headers
 // (default [propagation.Default]). Use the codec the service's HTTP and gRPC
 // middleware use, so that the record headers carry the same keys.
+//
+// A nil codec, or two WithCodec options with different codecs, is an error
+// from the constructor.
 func WithCodec(c *propagation.Codec) Option {
-	return optionFunc(func(cfg *config) { cfg.codec = c })
+	return option(func(cfg *common) { cfg.setCodec(c) })
 }
 
 // WithLogger sets the logger that receives the reader's audit records and
 // the writer's records of refused writes (see the package documentation).
-// Without it both are silent.
+// Without it, or with a nil logger, both are silent.
 func WithLogger(l *slog.Logger) Option {
-	return optionFunc(func(cfg *config) { cfg.logger = l })
-}
-
-// WithRoutes sets the route table the reader decides ownership from.
-// Required for readers.
-func WithRoutes(t *routes.Table) Option {
-	return optionFunc(func(cfg *config) { cfg.table = t })
-}
-
-// WithService names the service the reader consumes for, as it appears in
-// the route table. Required for readers.
-func WithService(name string) Option {
-	return optionFunc(func(cfg *config) { cfg.service = name })
+	return option(func(cfg *common) { cfg.logger = l })
 }
 
 // AsSandbox makes the reader the consumer of sandbox id: it processes
 // exactly the messages of that sandbox whose timestamps fall in the window
 // in which the sandbox overrides the service, in the consumer group
 // [SandboxGroup] derives from ReaderConfig.GroupID. Without it the reader is
-// the baseline reader.
-func AsSandbox(id string) Option {
-	return optionFunc(func(cfg *config) { cfg.sandbox = id })
+// the baseline reader. An invalid ID, or two AsSandbox options naming
+// different sandboxes, is an error from [NewReader].
+func AsSandbox(id string) ReaderOption {
+	return readerOption(func(cfg *readerConfig) {
+		if cfg.sandbox != "" && cfg.sandbox != id {
+			cfg.fail(fmt.Errorf("AsSandbox: given twice, %q and %q", cfg.sandbox, id))
+			return
+		}
+		cfg.sandbox = id
+	})
 }
 
 // WithDeadLetter sets the dead-letter writer: the baseline reader writes
@@ -151,23 +215,31 @@ func AsSandbox(id string) Option {
 // documentation). Each write is
 // synchronous and waits for w's batch to flush: give w a short
 // BatchTimeout (kafka-go's default is a second, which a stream of orphaned
-// messages would then cost per message, in front of production).
-func WithDeadLetter(w *kafka.Writer) Option {
-	return optionFunc(func(cfg *config) { cfg.deadLetter = w })
+// messages would then cost per message, in front of production). A nil w
+// is an error from [NewReader]: leave the option out for no dead-letter
+// writer.
+func WithDeadLetter(w *kafka.Writer) ReaderOption {
+	return readerOption(func(cfg *readerConfig) {
+		if w == nil {
+			cfg.fail(errors.New("WithDeadLetter: the writer is nil"))
+			return
+		}
+		cfg.deadLetter = w
+	})
 }
 
 // WithRouteWait sets how long FetchMessage waits for a route table that has
 // not yet synced up to a message's timestamp (default [DefaultRouteWait]).
-func WithRouteWait(d time.Duration) Option {
-	return optionFunc(func(cfg *config) { cfg.routeWait = d })
+func WithRouteWait(d time.Duration) ReaderOption {
+	return readerOption(func(cfg *readerConfig) { cfg.routeWait = d })
 }
 
 // WithSkipCommitInterval sets how often the reader commits skipped messages
 // that the caller's own commits did not cover (default
 // [DefaultSkipCommitInterval]). It bounds the consumer lag that skipped
 // messages can leave behind.
-func WithSkipCommitInterval(d time.Duration) Option {
-	return optionFunc(func(cfg *config) { cfg.skipEvery = d })
+func WithSkipCommitInterval(d time.Duration) ReaderOption {
+	return readerOption(func(cfg *readerConfig) { cfg.skipEvery = d })
 }
 
 // WithBreaker gives each sandbox's writes the budget of g (package
@@ -178,14 +250,21 @@ func WithSkipCommitInterval(d time.Duration) Option {
 // Failed writes count against the breaker; the caller's cancellation does
 // not. One call of [Writer.WriteMessages] spends one token, whatever the
 // number of messages. Writes without a sandbox are not budgeted unless g's
-// settings give baseline traffic a budget. Writers only.
-func WithBreaker(g *breaker.Group) Option {
-	return optionFunc(func(c *config) { c.breaker = g })
+// settings give baseline traffic a budget. A nil g is an error from
+// [NewWriter]: leave the option out for no budget.
+func WithBreaker(g *breaker.Group) WriterOption {
+	return writerOption(func(c *writerConfig) {
+		if g == nil {
+			c.fail(errors.New("WithBreaker: the group is nil"))
+			return
+		}
+		c.breaker = g
+	})
 }
 
 // WithMeterProvider sets the meter provider of the reader's metrics
 // ([MetricMessages]; default otel.GetMeterProvider()). A nil provider
-// keeps the default. Readers only.
-func WithMeterProvider(mp metric.MeterProvider) Option {
-	return optionFunc(func(c *config) { c.meters = mp })
+// keeps the default.
+func WithMeterProvider(mp metric.MeterProvider) ReaderOption {
+	return readerOption(func(c *readerConfig) { c.meters = mp })
 }

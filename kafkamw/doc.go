@@ -24,7 +24,7 @@
 // every message at most one of them processes it:
 //
 //   - an untagged message, or a message of a sandbox that exists but does
-//     not override the service ([WithService]) at the message's time,
+//     not override the service (named to [NewReader]) at the message's time,
 //     belongs to the baseline reader, which returns it with the sandbox in
 //     the context so that its writes still reach the sandbox's test
 //     database;
@@ -195,11 +195,17 @@
 // # Audit
 //
 // With [WithLogger], every decision about a tagged message is one audit
-// record (internal/audit): the baseline reader records fallback for the
-// messages it processes and skipped for those it leaves to a sandbox reader;
-// a sandbox reader records routed for its messages and skipped for those of
-// its sandbox it leaves to the baseline. The sandbox ID is set on the span in
-// the context passed to FetchMessage, if it is recording.
+// record, in the schema of package [github.com/sandboxkit/sandboxkit/audit]
+// (protocol kafka, peer the consumer group, target the topic): the baseline
+// reader records fallback for the messages it processes (reason
+// [github.com/sandboxkit/sandboxkit/audit.ReasonNotOverridden]) and skipped
+// for those it leaves to a sandbox reader; a sandbox reader records routed
+// for its messages and skipped for those of its sandbox it leaves to the
+// baseline. The baseline reader records unreadable and orphaned messages
+// as rejected (a sandbox reader its own orphans as skipped), [Reader.Run]
+// the messages it gives up on as rejected, and a [Writer] a write refused
+// by its budget as throttled. The sandbox ID is set on the span in the context passed to
+// FetchMessage, if it is recording.
 //
 // # Cost
 //
@@ -231,6 +237,18 @@
 // new owner commits again (a further rebalance in between redelivers
 // messages; none is lost), as kafka-go may do with the caller's own late
 // commits.
+//
+// # Options
+//
+// Each constructor takes the options of its role: [NewReader] takes
+// [ReaderOption]s, [NewWriter] takes [WriterOption]s, and the options both
+// use ([WithCodec], [WithLogger]) are [Option]s, which are both. An option
+// given to a constructor that cannot use it does not compile. What a reader
+// cannot work without, its route table and service, are arguments. A
+// misconfiguration (a nil route table, an empty service, an invalid sandbox
+// ID, a nil codec, writer or breaker group, two different codecs or
+// sandboxes) is an error from the constructor wrapping [ErrConfig] and
+// naming the option at fault; nil options are skipped.
 //
 // # Concurrency
 //

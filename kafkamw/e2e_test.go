@@ -29,7 +29,7 @@ import (
 func TestHTTPToKafka(t *testing.T) {
 	addrs := kafkatest.Start(t)
 	topic := kafkatest.Topic(t, addrs, 1)
-	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic))
+	w := newWriter(t, kafkatest.Writer(t, addrs, topic))
 
 	produce := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		if err := w.WriteMessages(r.Context(), kafka.Message{Value: []byte(r.URL.Query().Get("order"))}); err != nil {
@@ -72,7 +72,7 @@ func TestHTTPToKafka(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("billing")), kafkamw.WithRoutes(table), kafkamw.WithService("billing"))
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("billing")), table, "billing")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,10 @@ import (
 )
 
 // exampleTopic starts the embedded broker with an "orders" topic of one
-// partition and returns its address and a function that stops it.
+// partition and returns its address and a function that stops it. The
+// examples run against a real Kafka protocol server; the test broker is
+// reached only from here and exampleProduce, in test files, so that
+// package kafkamw itself never imports it (go list -deps ./kafkamw).
 func exampleTopic() ([]string, func()) {
 	addrs, stop, err := kafkatest.NewBroker()
 	if err != nil {
@@ -33,7 +36,10 @@ func exampleTopic() ([]string, func()) {
 func exampleProduce(addrs []string, sandboxes ...string) {
 	kw, closeWriter := kafkatest.NewWriter(addrs, "orders") // kafka-go Writer, BatchTimeout 2ms
 	defer closeWriter()
-	w := kafkamw.NewWriter(kw)
+	w, err := kafkamw.NewWriter(kw)
+	if err != nil {
+		log.Fatal(err)
+	}
 	ctx := context.Background()
 	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte("order 1")}); err != nil {
 		log.Fatal(err)
@@ -47,17 +53,21 @@ func exampleProduce(addrs []string, sandboxes ...string) {
 }
 
 func ExampleNewWriter() {
-	addrs, stop := exampleTopic()
+	brokers, stop := exampleTopic()
 	defer stop()
 
+	tr := &kafka.Transport{} // of its own, so that its connections close with the example
+	defer tr.CloseIdleConnections()
 	kw := &kafka.Writer{
-		Addr:         kafka.TCP(addrs...),
+		Addr:         kafka.TCP(brokers...),
 		Topic:        "orders",
 		BatchTimeout: 5 * time.Millisecond, // kafka-go's default is 1s
-		Transport:    kafkatest.Transport(),
+		Transport:    tr,
 	}
-	defer kw.Transport.(*kafka.Transport).CloseIdleConnections()
-	w := kafkamw.NewWriter(kw)
+	w, err := kafkamw.NewWriter(kw)
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer w.Close()
 
 	// The request's context carries its sandbox (httpmw puts it there).
@@ -68,7 +78,7 @@ func ExampleNewWriter() {
 	}
 	fmt.Println("caller's message keeps", len(msg.Headers), "header")
 
-	r := kafka.NewReader(kafkatest.ReaderConfig(addrs, "orders", "inspect"))
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: "orders", GroupID: "inspect", MaxWait: 50 * time.Millisecond})
 	defer r.Close()
 	got, err := r.FetchMessage(context.Background())
 	if err != nil {
@@ -89,9 +99,9 @@ func ExampleNewWriter() {
 // context so that their database writes go to the test database. Messages
 // of sandboxes that run their own consumer are skipped and committed.
 func ExampleNewReader() {
-	addrs, stop := exampleTopic()
+	brokers, stop := exampleTopic()
 	defer stop()
-	exampleProduce(addrs, "pr-42", "pr-7")
+	exampleProduce(brokers, "pr-42", "pr-7")
 
 	// pr-42 runs its own version of the orders consumer; pr-7 does not.
 	table, err := routes.NewStatic([]routes.Sandbox{
@@ -101,8 +111,8 @@ func ExampleNewReader() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, "orders", "orders-consumer"),
-		kafkamw.WithRoutes(table), kafkamw.WithService("orders"))
+	r, err := kafkamw.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: "orders", GroupID: "orders-consumer", MaxWait: 50 * time.Millisecond},
+		table, "orders")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -133,9 +143,9 @@ func ExampleNewReader() {
 // its sandbox produced while its route for the service is active; it starts
 // at the route's activation, not at the end of the topic.
 func ExampleNewReader_sandbox() {
-	addrs, stop := exampleTopic()
+	brokers, stop := exampleTopic()
 	defer stop()
-	exampleProduce(addrs, "pr-42", "pr-7")
+	exampleProduce(brokers, "pr-42", "pr-7")
 
 	table, err := routes.NewStatic([]routes.Sandbox{
 		{ID: "pr-42", Services: map[string]routes.Route{"orders": {Upstream: "10.0.3.8:9090", ActiveFrom: time.Now().Add(-time.Hour)}}},
@@ -143,8 +153,8 @@ func ExampleNewReader_sandbox() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, "orders", "orders-consumer"),
-		kafkamw.WithRoutes(table), kafkamw.WithService("orders"), kafkamw.AsSandbox("pr-42"))
+	r, err := kafkamw.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: "orders", GroupID: "orders-consumer", MaxWait: 50 * time.Millisecond},
+		table, "orders", kafkamw.AsSandbox("pr-42"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -171,16 +181,16 @@ func ExampleNewReader_sandbox() {
 // audited and, with WithDeadLetter, dead-lettered, and the production
 // message behind it is processed.
 func ExampleReader_Run() {
-	addrs, stop := exampleTopic()
+	brokers, stop := exampleTopic()
 	defer stop()
-	exampleProduce(addrs, "pr-99", "pr-7")
+	exampleProduce(brokers, "pr-99", "pr-7")
 
 	table, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-7"}}) // pr-7 exists, pr-99 does not
 	if err != nil {
 		log.Fatal(err)
 	}
-	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, "orders", "orders-consumer"),
-		kafkamw.WithRoutes(table), kafkamw.WithService("orders"))
+	r, err := kafkamw.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: "orders", GroupID: "orders-consumer", MaxWait: 50 * time.Millisecond},
+		table, "orders")
 	if err != nil {
 		log.Fatal(err)
 	}

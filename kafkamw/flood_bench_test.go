@@ -56,12 +56,12 @@ func BenchmarkOrphanFlood(b *testing.B) {
 	cases := []struct {
 		name  string
 		topic string
-		opts  []kafkamw.Option
+		opts  []kafkamw.ReaderOption
 	}{
 		{"production", prodTopic, nil},
 		{"orphans", orphanTopic, nil},
-		{"orphans-audited", orphanTopic, []kafkamw.Option{kafkamw.WithLogger(slog.New(slog.NewJSONHandler(io.Discard, nil)))}},
-		{"orphans-deadlettered", orphanTopic, []kafkamw.Option{kafkamw.WithDeadLetter(dlw)}},
+		{"orphans-audited", orphanTopic, []kafkamw.ReaderOption{kafkamw.WithLogger(slog.New(slog.NewJSONHandler(io.Discard, nil)))}},
+		{"orphans-deadlettered", orphanTopic, []kafkamw.ReaderOption{kafkamw.WithDeadLetter(dlw)}},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
@@ -71,7 +71,7 @@ func BenchmarkOrphanFlood(b *testing.B) {
 				start := time.Now() // the group join included, alike in every case
 				cfg := kafkatest.ReaderConfig(addrs, c.topic, kafkatest.UniqueName("flood"))
 				cfg.MaxWait = 10 * time.Millisecond
-				r, err := kafkamw.NewReader(cfg, append([]kafkamw.Option{kafkamw.WithRoutes(table), kafkamw.WithService(service)}, c.opts...)...)
+				r, err := kafkamw.NewReader(cfg, table, service, c.opts...)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -156,27 +156,30 @@ func listOffsets(ctx context.Context, cl *kafka.Client, parts map[string][]int, 
 	return out, nil
 }
 
-// route returns the sandbox's route for the service, waiting (bounded) for
-// it to appear in the table.
+// route returns the sandbox's route for the service. A route missing from
+// the table is looked up again once the table has synced up to the moment
+// of asking ([routes.Table.WaitSynced], bounded by the route wait), so that
+// a table that has not loaded yet, or is behind its source, does not
+// answer for the source: [ErrRoutesBehind] when it does not catch up,
+// [ErrNoRoute] when the source, up to date, has no such route.
 func (r *Reader) route(ctx context.Context) (routes.Route, error) {
-	t := r.cfg.table
-	if rt, ok := t.Route(r.cfg.sandbox, r.cfg.service); ok {
+	t, id, service := r.cfg.table, r.cfg.sandbox, r.cfg.service
+	if rt, ok := t.Route(id, service); ok {
 		return rt, nil
 	}
-	deadline := time.NewTimer(r.cfg.routeWait)
-	defer deadline.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	asked := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, r.cfg.routeWait)
+	defer cancel()
+	if err := t.WaitSynced(wctx, asked); err != nil {
+		if ctx.Err() != nil {
 			return routes.Route{}, ctx.Err()
-		case <-deadline.C:
-			return routes.Route{}, fmt.Errorf("%w: sandbox %q, service %q (waited %s)", ErrNoRoute, r.cfg.sandbox, r.cfg.service, r.cfg.routeWait)
-		case <-t.Changed():
 		}
-		if rt, ok := t.Route(r.cfg.sandbox, r.cfg.service); ok {
-			return rt, nil
-		}
+		return routes.Route{}, fmt.Errorf("%w: looking up the route of sandbox %q for service %q, waited %s", ErrRoutesBehind, id, service, r.cfg.routeWait)
 	}
+	if rt, ok := t.Route(id, service); ok {
+		return rt, nil
+	}
+	return routes.Route{}, fmt.Errorf("%w: sandbox %q, service %q", ErrNoRoute, id, service)
 }
 
 // transport returns a kafka-go transport that connects as d does (TLS,

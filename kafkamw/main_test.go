@@ -1,9 +1,7 @@
 package kafkamw_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -15,12 +13,24 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/goleak"
 
+	"github.com/sandboxkit/sandboxkit/audit"
+	"github.com/sandboxkit/sandboxkit/internal/audit/audittest"
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// newWriter is kafkamw.NewWriter for tests.
+func newWriter(t testing.TB, w *kafka.Writer, opts ...kafkamw.WriterOption) *kafkamw.Writer {
+	t.Helper()
+	wr, err := kafkamw.NewWriter(w, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wr
+}
 
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
@@ -149,36 +159,44 @@ func (c *consumer) stop() []processed {
 	return slices.Clone(c.got)
 }
 
-// auditLog is a JSON slog handler's output, for asserting on audit records.
+// auditLog captures the audit records of a reader or writer
+// (internal/audit/audittest). Its zero value is ready to use.
 type auditLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	once sync.Once
+	rec  *audittest.Recorder
+	log  *slog.Logger
 }
 
-func (a *auditLog) Write(p []byte) (int, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.buf.Write(p)
+func (a *auditLog) logger() *slog.Logger {
+	a.once.Do(func() { a.rec, a.log = audittest.New() })
+	return a.log
 }
 
-func (a *auditLog) logger() *slog.Logger { return slog.New(slog.NewJSONHandler(a, nil)) }
-
-// decisions counts the records by decision and sandbox ID.
+// decisions counts the records by decision and sandbox ID:
+// "<decision>/<id>".
 func (a *auditLog) decisions(t testing.TB) map[string]int {
 	t.Helper()
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.logger()
 	out := map[string]int{}
-	dec := json.NewDecoder(bytes.NewReader(a.buf.Bytes()))
-	for dec.More() {
-		var rec map[string]any
-		if err := dec.Decode(&rec); err != nil {
-			t.Fatal(err)
-		}
-		out[fmt.Sprint(rec["decision"], "/", rec["sandbox.id"])]++
+	for _, rec := range a.rec.Records() {
+		out[rec[audit.KeyDecision]+"/"+rec[audit.KeyID]]++
 	}
 	return out
 }
+
+// text returns every record, one a line, for searching in.
+func (a *auditLog) text() string {
+	a.logger()
+	var b strings.Builder
+	for _, rec := range a.rec.Records() {
+		fmt.Fprintln(&b, rec)
+	}
+	return b.String()
+}
+
+// key is what [auditLog.decisions] counts records of decision d about
+// sandbox id under.
+func key(d audit.Decision, id string) string { return string(d) + "/" + id }
 
 // groupLag returns, per partition of topic, the end offset minus the
 // group's committed offset.

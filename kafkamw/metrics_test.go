@@ -54,7 +54,7 @@ func TestMetrics(t *testing.T) {
 	topic := kafkatest.Topic(t, addrs, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic))
+	w := newWriter(t, kafkatest.Writer(t, addrs, topic))
 	if err := w.WriteMessages(propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: "pr-99"}), kafka.Message{Value: []byte("orphan")}); err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	group := kafkatest.UniqueName("orders")
-	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.WithMeterProvider(mp))
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), table, service, kafkamw.WithMeterProvider(mp))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,13 +14,18 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/semaphore"
 
+	pub "github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/internal/audit"
+	"github.com/sandboxkit/sandboxkit/internal/ingress"
 	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 // Errors. The returned errors wrap them with details.
 var (
-	// ErrConfig reports an invalid reader configuration.
+	// ErrConfig reports a misconfiguration: an invalid argument or option
+	// given to [NewReader] or [NewWriter], conflicting options, or a
+	// method called when it cannot work ([Reader.Run] twice).
 	ErrConfig = errors.New("kafkamw: invalid configuration")
 	// ErrConflict reports a message given to [Writer.WriteMessages] that
 	// already names another sandbox than the context's, or whose sandbox
@@ -28,7 +33,9 @@ var (
 	ErrConflict = errors.New("kafkamw: message sandbox headers conflict with the context")
 	// ErrRoutesBehind reports a message newer than the route table's last
 	// sync, for longer than the reader waits ([WithRouteWait]). The reader
-	// keeps the message and decides it again on the next FetchMessage.
+	// keeps the message and decides it again on the next FetchMessage. A
+	// sandbox reader's first FetchMessage reports it too when its sandbox
+	// has no route in a table that has not synced up to that moment.
 	ErrRoutesBehind = errors.New("kafkamw: route table has not synced up to the message's time")
 	// ErrNoRoute reports a sandbox reader whose sandbox has no route for the
 	// service in the route table, so that it cannot know where its
@@ -41,6 +48,10 @@ var (
 	// record, and not held.
 	ErrDeadLetter = errors.New("kafkamw: writing to the dead-letter topic failed")
 )
+
+// errUnreadable is the reason of the record of a message whose sandbox
+// headers cannot be read; the codec's error follows it.
+var errUnreadable = errors.New("unreadable sandbox headers, message skipped")
 
 // Headers the reader adds to a message it writes to the dead-letter topic.
 const (
@@ -99,11 +110,12 @@ type Counts struct {
 // (see the package documentation). Build one with [NewReader]; the zero
 // value is not usable. Its methods are safe for concurrent use.
 type Reader struct {
-	cfg     config
+	cfg     readerConfig
 	rcfg    kafka.ReaderConfig
 	markers markers
 	group   string
 	topics  []string
+	gate    ingress.Gate   // the audit records, span attributes and context of the messages decided
 	events  [2]audit.Event // the audit record of a tagged message, by "route active"
 
 	inner atomic.Pointer[kafka.Reader]
@@ -137,27 +149,29 @@ type Reader struct {
 	delivered, skipped, unreadable, orphans, deadLettered, deadLetterFailed, failed, retries, waits, future atomic.Int64
 }
 
-// NewReader returns a reader for cfg. cfg must name a consumer group
-// (GroupID) and a Topic or GroupTopics; [WithRoutes] and [WithService] are
-// required.
+// NewReader returns a reader for cfg that decides, from table, which
+// messages of service are its own. cfg must name a consumer group (GroupID)
+// and a Topic or GroupTopics; table must not be nil nor service empty. A
+// misconfiguration, of cfg or of an option, is an error wrapping
+// [ErrConfig] that names what is wrong; nil options are skipped.
 //
 // A baseline reader joins cfg.GroupID at once, as kafka.NewReader does. A
 // sandbox reader ([AsSandbox]) joins [SandboxGroup](cfg.GroupID, id) on its
 // first FetchMessage, after setting the group's start offsets (see the
 // package documentation).
-func NewReader(cfg kafka.ReaderConfig, opts ...Option) (*Reader, error) {
-	c := newConfig(opts)
-	if err := c.validate(); err != nil {
+func NewReader(cfg kafka.ReaderConfig, table *routes.Table, service string, opts ...ReaderOption) (*Reader, error) {
+	c, err := newReaderConfig(table, service, opts)
+	if err != nil {
 		return nil, err
 	}
 	if cfg.GroupID == "" {
-		return nil, fmt.Errorf("%w: ReaderConfig.GroupID is required: skipped messages are committed", ErrConfig)
+		return nil, configError("NewReader", []error{errors.New("ReaderConfig.GroupID is required: skipped messages are committed")})
 	}
 	if c.sandbox != "" {
 		cfg.GroupID = SandboxGroup(cfg.GroupID, c.sandbox)
 	}
 	if err := validateReaderConfig(cfg); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		return nil, configError("NewReader", []error{fmt.Errorf("ReaderConfig: %w", err)})
 	}
 	r := &Reader{
 		fetching: semaphore.NewWeighted(1),
@@ -171,6 +185,7 @@ func NewReader(cfg kafka.ReaderConfig, opts ...Option) (*Reader, error) {
 	if len(r.topics) == 0 {
 		r.topics = []string{cfg.Topic}
 	}
+	r.gate = c.gate()
 	r.events = decisionEvents(c.sandbox == "", c.service, r.group)
 	r.metrics = r.observe(c.meters)
 	if c.sandbox == "" {
@@ -179,6 +194,11 @@ func NewReader(cfg kafka.ReaderConfig, opts ...Option) (*Reader, error) {
 		r.startMu.Unlock()
 	}
 	return r, nil
+}
+
+// gate returns the admission kernel of a reader configured by c.
+func (c *readerConfig) gate() ingress.Gate {
+	return ingress.Gate{Codec: c.codec, Logger: c.logger, Protocol: audit.Kafka}
 }
 
 // validateReaderConfig runs the checks with which kafka.NewReader would
@@ -364,12 +384,7 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 	if err != nil {
 		if baseline {
 			dl := r.deadLetterOrSkip(ctx, msg, err.Error())
-			if r.cfg.logger != nil {
-				audit.Emit(ctx, r.cfg.logger, audit.Event{
-					Decision: audit.Rejected, Sandbox: clip(m.Sandbox), Protocol: audit.Kafka,
-					Peer: r.group, Target: msg.Topic, Reason: "unreadable sandbox headers, message skipped: " + err.Error() + dl,
-				})
-			}
+			r.gate.Refuse(ctx, audit.Rejected, m.Sandbox, r.group, msg.Topic, errUnreadable, func() string { return err.Error() + dl })
 		}
 		r.unreadable.Add(1)
 		return ctx, false, nil
@@ -390,20 +405,18 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 		return ctx, false, nil
 	}
 	own := baseline == (who == ownerBaseline)
-	if r.cfg.logger != nil {
+	if r.gate.Logging() {
 		ev := r.events[0]
 		if who == ownerSandbox {
 			ev = r.events[1]
 		}
 		ev.Sandbox, ev.Target = s, msg.Topic
-		audit.Emit(ctx, r.cfg.logger, ev)
+		r.gate.Record(ctx, ev)
 	}
 	if !own {
 		return ctx, false, nil
 	}
-	out := r.cfg.codec.ContextWithSandbox(ctx, s)
-	audit.Annotate(out, &s)
-	return out, true, nil
+	return r.gate.Enter(ctx, s), true, nil
 }
 
 // orphaned handles a message of sandbox s that belongs to no reader: the
@@ -417,28 +430,16 @@ func (r *Reader) orphaned(ctx context.Context, msg *kafka.Message, s propagation
 		dl = r.deadLetterOrSkip(ctx, msg, reason)
 	}
 	r.orphans.Add(1)
-	if r.cfg.logger != nil {
+	if r.gate.Logging() {
 		d := audit.Skipped
 		if r.cfg.sandbox == "" {
 			d = audit.Rejected // the owner of last resort refuses it
 		}
-		audit.Emit(ctx, r.cfg.logger, audit.Event{
-			Decision: d, Sandbox: s, Protocol: audit.Kafka, Peer: r.group, Target: msg.Topic,
+		r.gate.Record(ctx, audit.Event{
+			Decision: d, Sandbox: s, Peer: r.group, Target: msg.Topic,
 			Reason: reason + ", skipped" + dl,
 		})
 	}
-}
-
-// clip cuts the parts of a sandbox read from unreadable headers to a length
-// fit for a log record.
-func clip(s propagation.Sandbox) propagation.Sandbox {
-	const max = 64
-	for _, p := range []*string{&s.ID, &s.Actor, &s.Origin} {
-		if len(*p) > max {
-			*p = (*p)[:max] + "..."
-		}
-	}
-	return s
 }
 
 // decisionEvents returns the audit records of a tagged message whose route
@@ -446,16 +447,17 @@ func clip(s propagation.Sandbox) propagation.Sandbox {
 // reader.
 func decisionEvents(baseline bool, service, group string) [2]audit.Event {
 	ev := func(d audit.Decision, reason string) audit.Event {
-		return audit.Event{Decision: d, Protocol: audit.Kafka, Peer: group, Reason: reason}
+		return audit.Event{Decision: d, Peer: group, Reason: reason}
 	}
+	notOverridden := pub.ReasonNotOverridden + ": " + service + " at the message's time"
 	if baseline {
 		return [2]audit.Event{
-			ev(audit.Fallback, "consumed by the baseline reader: the sandbox does not override "+service+" at the message's time"),
+			ev(audit.Fallback, notOverridden+"; consumed by the baseline reader"),
 			ev(audit.Skipped, "left to the sandbox's reader: the sandbox overrides "+service+" at the message's time"),
 		}
 	}
 	return [2]audit.Event{
-		ev(audit.Skipped, "left to the baseline reader: the sandbox does not override "+service+" at the message's time"),
+		ev(audit.Skipped, notOverridden+"; left to the baseline reader"),
 		ev(audit.Routed, "consumed by the sandbox's reader of "+service),
 	}
 }

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -107,18 +109,18 @@ func TestMixedStream(t *testing.T) {
 
 	const n = 300
 	tags, times := map[string]string{}, map[string]time.Time{}
-	produceMixed(t, kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic)), "m", n, tags, times)
+	produceMixed(t, newWriter(t, kafkatest.Writer(t, addrs, topic)), "m", n, tags, times)
 
 	var baseLog, sbLog auditLog
 	group := kafkatest.UniqueName("orders")
 	base, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group),
-		kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.WithLogger(baseLog.logger()),
+		table, service, kafkamw.WithLogger(baseLog.logger()),
 		kafkamw.WithSkipCommitInterval(20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 	sb, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group),
-		kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.AsSandbox(sbA.ID), kafkamw.WithLogger(sbLog.logger()),
+		table, service, kafkamw.AsSandbox(sbA.ID), kafkamw.WithLogger(sbLog.logger()),
 		kafkamw.WithSkipCommitInterval(20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -165,11 +167,16 @@ func TestMixedStream(t *testing.T) {
 	if got, want := sb.Counts(), (kafkamw.Counts{Delivered: n / 3, Skipped: 2 * n / 3}); got != want {
 		t.Errorf("sandbox counts %+v, want %+v", got, want)
 	}
-	if got, want := baseLog.decisions(t), map[string]int{"fallback/" + sbB.ID: n / 3, "skipped/" + sbA.ID: n / 3}; !maps.Equal(got, want) {
+	if got, want := baseLog.decisions(t), map[string]int{key(audit.Fallback, sbB.ID): n / 3, key(audit.Skipped, sbA.ID): n / 3}; !maps.Equal(got, want) {
 		t.Errorf("baseline audit %v, want %v", got, want)
 	}
-	if got, want := sbLog.decisions(t), map[string]int{"routed/" + sbA.ID: n / 3}; !maps.Equal(got, want) {
+	if got, want := sbLog.decisions(t), map[string]int{key(audit.Routed, sbA.ID): n / 3}; !maps.Equal(got, want) {
 		t.Errorf("sandbox audit %v, want %v", got, want)
+	}
+	for _, rec := range baseLog.rec.Records() {
+		if rec[audit.KeyDecision] == string(audit.Fallback) && !strings.HasPrefix(rec[audit.KeyReason], audit.ReasonNotOverridden) {
+			t.Errorf("fallback record's reason %q does not start with audit.ReasonNotOverridden", rec[audit.KeyReason])
+		}
 	}
 }
 
@@ -180,7 +187,7 @@ func TestMixedStream(t *testing.T) {
 func TestSandboxStartOffsets(t *testing.T) {
 	addrs := kafkatest.Start(t)
 	topic := kafkatest.Topic(t, addrs, 2)
-	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic))
+	w := newWriter(t, kafkatest.Writer(t, addrs, topic))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	actx := propagation.ContextWithSandbox(ctx, sbA)
@@ -203,7 +210,7 @@ func TestSandboxStartOffsets(t *testing.T) {
 	}
 	group := kafkatest.UniqueName("orders")
 	open := func() *kafkamw.Reader {
-		r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.AsSandbox(sbA.ID))
+		r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), table, service, kafkamw.AsSandbox(sbA.ID))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -254,7 +261,7 @@ func TestSandboxStartOffsets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r3, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("orders")), kafkamw.WithRoutes(later), kafkamw.WithService(service), kafkamw.AsSandbox(sbA.ID))
+	r3, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("orders")), later, service, kafkamw.AsSandbox(sbA.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,46 +279,133 @@ func TestSandboxStartOffsets(t *testing.T) {
 }
 
 // TestNoRoute: a sandbox reader whose sandbox has no route for the service
-// reports it instead of guessing a start.
+// reports it instead of guessing a start; one whose table has never loaded
+// says that the table is behind, not that there is no route.
 func TestNoRoute(t *testing.T) {
 	addrs := kafkatest.Start(t)
 	topic := kafkatest.Topic(t, addrs, 1)
-	table := routes.New()
-	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, "g"), kafkamw.WithRoutes(table), kafkamw.WithService(service),
-		kafkamw.AsSandbox(sbA.ID), kafkamw.WithRouteWait(30*time.Millisecond))
+	loaded, err := routes.NewStatic([]routes.Sandbox{{ID: sbA.ID}}) // it exists, without a route
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
-	if _, _, err := r.FetchMessage(context.Background()); !errors.Is(err, kafkamw.ErrNoRoute) {
-		t.Fatalf("FetchMessage = %v, want ErrNoRoute", err)
+	for _, tc := range []struct {
+		name  string
+		table *routes.Table
+		want  error
+	}{
+		{"no route", loaded, kafkamw.ErrNoRoute},
+		{"never loaded", routes.New(), kafkamw.ErrRoutesBehind},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, "g"), tc.table, service,
+				kafkamw.AsSandbox(sbA.ID), kafkamw.WithRouteWait(30*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			if _, _, err := r.FetchMessage(context.Background()); !errors.Is(err, tc.want) {
+				t.Fatalf("FetchMessage = %v, want %v", err, tc.want)
+			}
+		})
 	}
 }
 
+// TestNewReaderErrors: every misconfiguration is an error wrapping
+// ErrConfig that names what is wrong, and no reader is built.
 func TestNewReaderErrors(t *testing.T) {
 	table := routes.New()
 	cfg := kafka.ReaderConfig{Brokers: []string{"127.0.0.1:1"}, Topic: "t", GroupID: "g"}
+	codec := propagation.Default()
+	other, err := propagation.NewCodec(propagation.WithHeader("x-sandbox"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
-		name string
-		cfg  kafka.ReaderConfig
-		opts []kafkamw.Option
+		name    string
+		cfg     kafka.ReaderConfig
+		table   *routes.Table
+		service string
+		opts    []kafkamw.ReaderOption
+		names   string // in the error's message
 	}{
-		{"no routes", cfg, []kafkamw.Option{kafkamw.WithService(service)}},
-		{"no service", cfg, []kafkamw.Option{kafkamw.WithRoutes(table)}},
-		{"bad sandbox ID", cfg, []kafkamw.Option{kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.AsSandbox("PR_42")}},
-		{"no group", kafka.ReaderConfig{Brokers: cfg.Brokers, Topic: "t"}, []kafkamw.Option{kafkamw.WithRoutes(table), kafkamw.WithService(service)}},
-		{"no topic", kafka.ReaderConfig{Brokers: cfg.Brokers, GroupID: "g"}, []kafkamw.Option{kafkamw.WithRoutes(table), kafkamw.WithService(service)}},
-		{"bad start offset", kafka.ReaderConfig{Brokers: cfg.Brokers, Topic: "t", GroupID: "g", StartOffset: 42}, []kafkamw.Option{kafkamw.WithRoutes(table), kafkamw.WithService(service)}},
-		{"dead letter without topic", cfg, []kafkamw.Option{kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.WithDeadLetter(&kafka.Writer{})}},
-		{"zero route wait", cfg, []kafkamw.Option{kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.WithRouteWait(0)}},
+		{"nil table", cfg, nil, service, nil, "route table is nil"},
+		{"empty service", cfg, table, "", nil, "service is empty"},
+		{"bad sandbox ID", cfg, table, service, []kafkamw.ReaderOption{kafkamw.AsSandbox("PR_42")}, "AsSandbox"},
+		{"two sandboxes", cfg, table, service, []kafkamw.ReaderOption{kafkamw.AsSandbox("pr-1"), kafkamw.AsSandbox("pr-2")}, "AsSandbox: given twice"},
+		{"nil codec", cfg, table, service, []kafkamw.ReaderOption{kafkamw.WithCodec(nil)}, "WithCodec"},
+		{"two codecs", cfg, table, service, []kafkamw.ReaderOption{kafkamw.WithCodec(codec), kafkamw.WithCodec(other)}, "WithCodec: given twice"},
+		{"no group", kafka.ReaderConfig{Brokers: cfg.Brokers, Topic: "t"}, table, service, nil, "GroupID"},
+		{"no topic", kafka.ReaderConfig{Brokers: cfg.Brokers, GroupID: "g"}, table, service, nil, "ReaderConfig"},
+		{"bad start offset", kafka.ReaderConfig{Brokers: cfg.Brokers, Topic: "t", GroupID: "g", StartOffset: 42}, table, service, nil, "ReaderConfig"},
+		{"nil dead letter", cfg, table, service, []kafkamw.ReaderOption{kafkamw.WithDeadLetter(nil)}, "WithDeadLetter"},
+		{"dead letter without topic", cfg, table, service, []kafkamw.ReaderOption{kafkamw.WithDeadLetter(&kafka.Writer{})}, "WithDeadLetter"},
+		{"zero route wait", cfg, table, service, []kafkamw.ReaderOption{kafkamw.WithRouteWait(0)}, "WithRouteWait"},
+		{"zero skip commit interval", cfg, table, service, []kafkamw.ReaderOption{kafkamw.WithSkipCommitInterval(0)}, "WithSkipCommitInterval"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := kafkamw.NewReader(tc.cfg, tc.opts...)
-			if !errors.Is(err, kafkamw.ErrConfig) {
-				if r != nil {
-					r.Close()
-				}
-				t.Fatalf("NewReader = %v, want ErrConfig", err)
+			r, err := kafkamw.NewReader(tc.cfg, tc.table, tc.service, tc.opts...)
+			if r != nil {
+				r.Close()
+			}
+			if !errors.Is(err, kafkamw.ErrConfig) || r != nil {
+				t.Fatalf("NewReader = %v, %v; want nil, ErrConfig", r, err)
+			}
+			if msg := err.Error(); !strings.HasPrefix(msg, "kafkamw: ") || !strings.Contains(msg, "NewReader") || !strings.Contains(msg, tc.names) {
+				t.Errorf("error %q: want it prefixed kafkamw: and naming NewReader and %q", msg, tc.names)
+			}
+		})
+	}
+}
+
+// TestNilOptionsSkipped: nil options in the variadic lists are skipped,
+// by both constructors.
+func TestNilOptionsSkipped(t *testing.T) {
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := kafka.ReaderConfig{Brokers: []string{"127.0.0.1:1"}, Topic: "t", GroupID: "g"}
+	var none kafkamw.Option // nil, of the shared option type
+	r, err := kafkamw.NewReader(cfg, table, service, nil, none, kafkamw.AsSandbox("pr-1"), nil)
+	if err != nil {
+		t.Fatalf("NewReader with nil options: %v", err)
+	}
+	if got := r.Config().GroupID; got != "g.sandbox.pr-1" {
+		t.Errorf("GroupID = %q: the options around the nil ones were not applied", got)
+	}
+	r.Close()
+	w, err := kafkamw.NewWriter(&kafka.Writer{Topic: "t"}, nil, none)
+	if err != nil || w == nil {
+		t.Fatalf("NewWriter with nil options = %v, %v", w, err)
+	}
+}
+
+// TestNewWriterErrors: a nil kafka.Writer and options given impossible
+// values are errors wrapping ErrConfig that name the culprit.
+func TestNewWriterErrors(t *testing.T) {
+	other, err := propagation.NewCodec(propagation.WithHeader("x-sandbox"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kw := &kafka.Writer{Topic: "t"}
+	for _, tc := range []struct {
+		name  string
+		w     *kafka.Writer
+		opts  []kafkamw.WriterOption
+		names string
+	}{
+		{"nil writer", nil, nil, "kafka.Writer is nil"},
+		{"nil breaker", kw, []kafkamw.WriterOption{kafkamw.WithBreaker(nil)}, "WithBreaker"},
+		{"nil codec", kw, []kafkamw.WriterOption{kafkamw.WithCodec(nil)}, "WithCodec"},
+		{"two codecs", kw, []kafkamw.WriterOption{kafkamw.WithCodec(propagation.Default()), kafkamw.WithCodec(other)}, "WithCodec: given twice"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, err := kafkamw.NewWriter(tc.w, tc.opts...)
+			if !errors.Is(err, kafkamw.ErrConfig) || w != nil {
+				t.Fatalf("NewWriter = %v, %v; want nil, ErrConfig", w, err)
+			}
+			if msg := err.Error(); !strings.HasPrefix(msg, "kafkamw: ") || !strings.Contains(msg, "NewWriter") || !strings.Contains(msg, tc.names) {
+				t.Errorf("error %q: want it prefixed kafkamw: and naming NewWriter and %q", msg, tc.names)
 			}
 		})
 	}

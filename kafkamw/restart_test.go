@@ -67,7 +67,7 @@ func TestRestartWaitsForTable(t *testing.T) {
 	}
 	kinds := []string{"", "pr-own", "", "pr-plain", "", "pr-99"}
 	const n = 120
-	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic))
+	w := newWriter(t, kafkatest.Writer(t, addrs, topic))
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	for i := range n {
@@ -82,8 +82,7 @@ func TestRestartWaitsForTable(t *testing.T) {
 	}
 	runOpts := []kafkamw.RunOption{kafkamw.WithBackoff(5*time.Millisecond, 20*time.Millisecond)}
 	newReader := func(group string, table *routes.Table) *kafkamw.Reader {
-		r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), kafkamw.WithRoutes(table),
-			kafkamw.WithService(service), kafkamw.WithRouteWait(50*time.Millisecond), kafkamw.WithSkipCommitInterval(20*time.Millisecond))
+		r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), table, service, kafkamw.WithRouteWait(50*time.Millisecond), kafkamw.WithSkipCommitInterval(20*time.Millisecond))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -364,10 +364,10 @@ func (r *Reader) giveUp(ctx, mctx context.Context, msg *kafka.Message, reason st
 		decision = "dead-lettered and committed past it"
 	}
 	r.failed.Add(1)
-	if r.cfg.logger != nil {
+	if r.gate.Logging() {
 		sb, _ := propagation.FromContext(mctx)
-		audit.Emit(mctx, r.cfg.logger, audit.Event{
-			Decision: audit.Rejected, Sandbox: sb, Protocol: audit.Kafka, Peer: r.group, Target: msg.Topic,
+		r.gate.Record(mctx, audit.Event{
+			Decision: audit.Rejected, Sandbox: sb, Peer: r.group, Target: msg.Topic,
 			Reason: "gave up on " + coordinates(msg) + ": " + reason + "; " + decision,
 		})
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -45,8 +46,7 @@ func TestRunProductionPolicies(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), kafkamw.WithRoutes(table),
-				kafkamw.WithService(service), kafkamw.WithDeadLetter(kafkatest.Writer(t, addrs, dlq)))
+			r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), table, service, kafkamw.WithDeadLetter(kafkatest.Writer(t, addrs, dlq)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -103,7 +103,7 @@ func TestRunConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, err := kafkamw.NewReader(kafka.ReaderConfig{Brokers: []string{"127.0.0.1:1"}, Topic: "t", GroupID: "g"},
-		kafkamw.WithRoutes(table), kafkamw.WithService(service))
+		table, service)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestRunSandboxWithoutDeadLetter(t *testing.T) {
 	topic := kafkatest.Topic(t, addrs, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic))
+	w := newWriter(t, kafkatest.Writer(t, addrs, topic))
 	if err := w.WriteMessages(propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: "pr-1"}), kafka.Message{Value: []byte("sandbox")}); err != nil {
 		t.Fatal(err)
 	}
@@ -148,8 +148,7 @@ func TestRunSandboxWithoutDeadLetter(t *testing.T) {
 	}
 	var log auditLog
 	group := kafkatest.UniqueName("g")
-	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), kafkamw.WithRoutes(table),
-		kafkamw.WithService(service), kafkamw.WithLogger(log.logger()))
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), table, service, kafkamw.WithLogger(log.logger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,11 +171,11 @@ func TestRunSandboxWithoutDeadLetter(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if d := log.decisions(t); d["rejected/pr-1"] != 1 {
+	if d := log.decisions(t); d[key(audit.Rejected, "pr-1")] != 1 {
 		t.Errorf("audit %v, want one rejected record of pr-1", d)
 	}
-	if !strings.Contains(log.buf.String(), "always fails") || !strings.Contains(log.buf.String(), topic+"/0/0") {
-		t.Errorf("the audit record lacks the error or the coordinates: %s", log.buf.String())
+	if rec := log.text(); !strings.Contains(rec, "always fails") || !strings.Contains(rec, topic+"/0/0") {
+		t.Errorf("the audit record lacks the error or the coordinates: %s", rec)
 	}
 	for p, l := range groupLag(t, addrs, topic, group) {
 		if l != 0 {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -60,7 +61,7 @@ func TestRunNeverWedges(t *testing.T) {
 
 	kinds := []string{"", "", "pr-99", "", "pr-exp", "", "pr-gone", "", "pr-nodb", "", "pr-own", ""}
 	const n = 240
-	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic))
+	w := newWriter(t, kafkatest.Writer(t, addrs, topic))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	tags := map[string]string{}
@@ -83,9 +84,9 @@ func TestRunNeverWedges(t *testing.T) {
 	dlw := kafkatest.Writer(t, addrs, dlq)
 	group := kafkatest.UniqueName("orders")
 	var log auditLog
-	newReader := func(opts ...kafkamw.Option) *kafkamw.Reader {
-		r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), append([]kafkamw.Option{
-			kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.WithDeadLetter(dlw),
+	newReader := func(opts ...kafkamw.ReaderOption) *kafkamw.Reader {
+		r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), table, service, append([]kafkamw.ReaderOption{
+			kafkamw.WithDeadLetter(dlw),
 			kafkamw.WithLogger(log.logger()), kafkamw.WithSkipCommitInterval(20 * time.Millisecond),
 		}, opts...)...)
 		if err != nil {
@@ -258,12 +259,12 @@ func TestRunNeverWedges(t *testing.T) {
 	}
 	d := log.decisions(t)
 	for _, id := range []string{"pr-99", "pr-exp", "pr-gone", "pr-nodb"} {
-		if d["rejected/"+id] != want[id] {
-			t.Errorf("audit: %d rejected records of %s, want %d (%v)", d["rejected/"+id], id, want[id], d)
+		if d[key(audit.Rejected, id)] != want[id] {
+			t.Errorf("audit: %d rejected records of %s, want %d (%v)", d[key(audit.Rejected, id)], id, want[id], d)
 		}
 	}
-	if d["rejected/pr-own"] != want["pr-own"] {
-		t.Errorf("audit: %d rejected records of pr-own, want %d", d["rejected/pr-own"], want["pr-own"])
+	if d[key(audit.Rejected, "pr-own")] != want["pr-own"] {
+		t.Errorf("audit: %d rejected records of pr-own, want %d", d[key(audit.Rejected, "pr-own")], want["pr-own"])
 	}
 	if len(runErrs) == 0 {
 		t.Error("OnError never called")

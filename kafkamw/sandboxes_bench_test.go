@@ -65,7 +65,7 @@ func sandboxesTopic(b *testing.B, size, n int) ([]string, string, *routes.Table)
 	kw, closeWriter := kafkatest.NewWriter(addrs, topic)
 	defer closeWriter()
 	kw.BatchSize = 5000
-	w := NewWriter(kw)
+	w := mustWriter(b, kw)
 	sbs := make([]routes.Sandbox, n)
 	for i := range sbs {
 		sbs[i] = routes.Sandbox{ID: fmt.Sprintf("pr-%d", i), Services: map[string]routes.Route{
@@ -103,13 +103,13 @@ func sandboxesPass(b *testing.B, addrs []string, topic string, table *routes.Tab
 	group := fmt.Sprintf("pass-%d", time.Now().UnixNano())
 	readers := make([]*Reader, n+1)
 	for i := range readers {
-		opts := []Option{WithRoutes(table), WithService(benchService)}
+		var opts []ReaderOption
 		if i > 0 {
 			opts = append(opts, AsSandbox(fmt.Sprintf("pr-%d", i-1)))
 		}
 		cfg := kafkatest.ReaderConfig(addrs, topic, group)
 		cfg.MaxWait = 10 * time.Millisecond
-		r, err := NewReader(cfg, opts...)
+		r, err := NewReader(cfg, table, benchService, opts...)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -88,18 +89,18 @@ func TestUnreadable(t *testing.T) {
 		name := map[bool]string{false: "skip", true: "dead-letter"}[dl]
 		t.Run(name, func(t *testing.T) {
 			var log auditLog
-			opts := []kafkamw.Option{kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.WithLogger(log.logger())}
+			opts := []kafkamw.ReaderOption{kafkamw.WithLogger(log.logger())}
 			var dlqTopic string
 			if dl {
 				dlqTopic = kafkatest.Topic(t, addrs, 1)
 				opts = append(opts, kafkamw.WithDeadLetter(kafkatest.Writer(t, addrs, dlqTopic)))
 			}
 			group := kafkatest.UniqueName("orders")
-			base, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), opts...)
+			base, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), table, service, opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
-			sb, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.AsSandbox("pr-42"))
+			sb, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), table, service, kafkamw.AsSandbox("pr-42"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -131,9 +132,9 @@ func TestUnreadable(t *testing.T) {
 			}
 			rejected, other := 0, 0
 			for k, n := range log.decisions(t) {
-				if strings.HasPrefix(k, "rejected/") {
+				if strings.HasPrefix(k, key(audit.Rejected, "")) {
 					rejected += n
-				} else if !strings.HasPrefix(k, "fallback/") {
+				} else if !strings.HasPrefix(k, key(audit.Fallback, "")) {
 					other += n
 				}
 			}
@@ -192,8 +193,7 @@ func TestDeadLetterFailure(t *testing.T) {
 	var calls atomic.Int32
 	dw.Transport = counting{failing{dw.Transport, &fail}, &calls}
 	var log auditLog
-	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), kafkamw.WithRoutes(table),
-		kafkamw.WithService(service), kafkamw.WithDeadLetter(dw), kafkamw.WithLogger(log.logger()))
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), table, service, kafkamw.WithDeadLetter(dw), kafkamw.WithLogger(log.logger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,9 +208,7 @@ func TestDeadLetterFailure(t *testing.T) {
 	if n := calls.Load(); n != 1 {
 		t.Errorf("dead-letter writer tried %d times, want once: after a failure it rests", n)
 	}
-	log.mu.Lock()
-	rec := log.buf.String()
-	log.mu.Unlock()
+	rec := log.text()
 	for _, off := range []string{"/0/0", "/0/1"} {
 		if !strings.Contains(rec, "dead-letter write failed, message left at "+topic+off) {
 			t.Errorf("audit does not name %s%s as left in the topic:\n%s", topic, off, rec)
@@ -267,7 +265,7 @@ func TestFutureTimestamp(t *testing.T) {
 	waitFor(t, 5*time.Second, "first sync", func() bool { return !synced.SyncedAt().IsZero() })
 
 	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")),
-		kafkamw.WithRoutes(synced), kafkamw.WithService(service), kafkamw.WithRouteWait(100*time.Millisecond))
+		synced, service, kafkamw.WithRouteWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,7 +336,7 @@ func TestConcurrentFetch(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")),
-		kafkamw.WithRoutes(table), kafkamw.WithService(service), kafkamw.WithRouteWait(time.Millisecond))
+		table, service, kafkamw.WithRouteWait(time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}

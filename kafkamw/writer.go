@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"math/bits"
 	"slices"
 	"sync"
@@ -12,8 +11,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/internal/audit"
+	"github.com/sandboxkit/sandboxkit/internal/egress"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -24,10 +23,7 @@ type Writer struct {
 	w       *kafka.Writer
 	codec   *propagation.Codec
 	markers markers
-	logger  *slog.Logger
-
-	breaker  *breaker.Group
-	baseline bool // breaker budgets writes without a sandbox too
+	budget  egress.Budget // the per-sandbox budget of writes (WithBreaker); zero: none
 
 	// last caches the encoded headers of the last sandbox written, so that
 	// a stream of messages of one sandbox encodes them once.
@@ -39,15 +35,15 @@ type encoded struct {
 	hs []kafka.Header
 }
 
-// NewWriter returns a Writer that writes through w. Of the options
-// [WithCodec], [WithBreaker] and [WithLogger] apply.
-func NewWriter(w *kafka.Writer, opts ...Option) *Writer {
-	cfg := newConfig(opts)
-	wr := &Writer{w: w, codec: cfg.codec, markers: newMarkers(cfg.codec), logger: cfg.logger, breaker: cfg.breaker}
-	if wr.breaker != nil {
-		wr.baseline = wr.breaker.GuardsBaseline()
+// NewWriter returns a Writer that writes through w. A nil w, or an
+// option given an impossible value, is an error wrapping [ErrConfig];
+// nil options are skipped.
+func NewWriter(w *kafka.Writer, opts ...WriterOption) (*Writer, error) {
+	cfg, err := newWriterConfig(w, opts)
+	if err != nil {
+		return nil, err
 	}
-	return wr
+	return &Writer{w: w, codec: cfg.codec, markers: newMarkers(cfg.codec), budget: egress.New(cfg.breaker, cfg.logger, audit.Kafka)}, nil
 }
 
 // Unwrap returns the kafka.Writer that w writes through.
@@ -81,7 +77,7 @@ func (w *Writer) Unwrap() *kafka.Writer { return w.w }
 func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
-		if w.baseline {
+		if w.budget.Covers(false) {
 			return w.budgeted(ctx, s, msgs)
 		}
 		return w.w.WriteMessages(ctx, msgs...)
@@ -91,7 +87,7 @@ func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 	if err != nil {
 		return err
 	}
-	if w.breaker != nil {
+	if w.budget.Active() {
 		err = w.budgeted(ctx, s, out)
 	} else {
 		err = w.w.WriteMessages(ctx, out...)
@@ -103,15 +99,8 @@ func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 // budgeted writes msgs under the budget of sandbox s (the zero Sandbox for
 // baseline writes).
 func (w *Writer) budgeted(ctx context.Context, s propagation.Sandbox, msgs []kafka.Message) error {
-	done, err := w.breaker.AllowSandbox(ctx, s)
+	done, err := w.budget.Allow(ctx, s, w.w.Topic, nil)
 	if err != nil {
-		audit.Emit(ctx, w.logger, audit.Event{
-			Decision: audit.Throttled,
-			Sandbox:  s,
-			Protocol: audit.Kafka,
-			Target:   w.w.Topic,
-			Reason:   err.Error(),
-		})
 		return fmt.Errorf("kafkamw: write to %s refused: %w", w.topic(), err)
 	}
 	// The group counts an error wrapping context.Canceled (kafka-go

@@ -70,7 +70,7 @@ func readAll(t *testing.T, addrs []string, topic string, n int) map[string]kafka
 func TestWriterHeaders(t *testing.T) {
 	addrs := kafkatest.Start(t)
 	topic := kafkatest.Topic(t, addrs, 1)
-	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic))
+	w := newWriter(t, kafkatest.Writer(t, addrs, topic))
 	sb := propagation.Sandbox{ID: "pr-42", Actor: "alice", Origin: "github.com/acme/shop/pull/42"}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -132,7 +132,7 @@ func TestWriterHeaders(t *testing.T) {
 func TestWriterConflict(t *testing.T) {
 	addrs := kafkatest.Start(t)
 	topic := kafkatest.Topic(t, addrs, 1)
-	w := kafkamw.NewWriter(kafkatest.Writer(t, addrs, topic))
+	w := newWriter(t, kafkatest.Writer(t, addrs, topic))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	sctx := propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: "pr-42"})
@@ -165,7 +165,7 @@ func TestConcurrentWritesKeepTheirHeaders(t *testing.T) {
 	addrs := kafkatest.Start(t)
 	topic := kafkatest.Topic(t, addrs, 1)
 	kw := kafkatest.Writer(t, addrs, topic)
-	w := kafkamw.NewWriter(kw)
+	w := newWriter(t, kw)
 	const writers, each = 8, 60
 	var (
 		wg        sync.WaitGroup
@@ -267,7 +267,7 @@ func TestBatchWritesKeepTheirMessages(t *testing.T) {
 			failed.Add(int32(len(msgs)))
 		}
 	}
-	w := kafkamw.NewWriter(kw)
+	w := newWriter(t, kw)
 	const writers, batches, size = 2, 30, 20
 	var wg sync.WaitGroup
 	for g := range writers {
@@ -376,7 +376,7 @@ func TestWriterCopiesOutliveRetries(t *testing.T) {
 	kw := &kafka.Writer{Addr: kafka.TCP("h:9092"), Topic: "t", Transport: tr, BatchTimeout: time.Millisecond,
 		WriteBackoffMin: time.Millisecond, WriteBackoffMax: time.Millisecond}
 	defer kw.Close()
-	w := kafkamw.NewWriter(kw)
+	w := newWriter(t, kw)
 	ctx1 := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-1"})
 	if err := w.WriteMessages(ctx1, kafka.Message{Value: []byte("a"), Headers: []kafka.Header{{Key: "seq", Value: []byte("1")}}}); err != nil {
 		t.Fatal(err)
@@ -421,7 +421,7 @@ func TestHandedBackCopiesAreTheirOwn(t *testing.T) {
 	addrs := kafkatest.Start(t)
 	kw := kafkatest.Writer(t, addrs, kafkatest.Topic(t, addrs, 1))
 	kw.Balancer = edit
-	w := kafkamw.NewWriter(kw)
+	w := newWriter(t, kw)
 	ctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-42"})
 	pretagged := []kafka.Header{{Key: "sandbox-id", Value: []byte("pr-42")}}
 	for _, msgs := range [][]kafka.Message{
@@ -452,7 +452,7 @@ func TestHandedBackCopiesAreTheirOwn(t *testing.T) {
 func TestWriteMessagesAllocs(t *testing.T) {
 	kw := &kafka.Writer{Addr: kafka.TCP("h:9092"), Topic: "t", Transport: ackTransport{}, BatchSize: 1}
 	defer kw.Close()
-	w := kafkamw.NewWriter(kw)
+	w := newWriter(t, kw)
 	ctx := context.Background()
 	sctx := propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: "pr-42", Actor: "alice"})
 	for _, hs := range [][]kafka.Header{nil, {{Key: "seq", Value: []byte("1")}}} {

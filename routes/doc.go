@@ -44,6 +44,11 @@
 // answered; a document with an invalid entry is rejected whole with an
 // error naming the entry.
 //
+// A source that pushes its changes (an etcd watch: the nested module
+// github.com/sandboxkit/sandboxkit/routes/etcdroutes) applies them with
+// [Table.Put] and [Table.Remove] and reports what it proved with
+// [Table.MarkSynced] and [Table.MarkFailed].
+//
 // # Synced means synced
 //
 // [Table.SyncedAt] is the time up to which the table is known to reflect

@@ -308,3 +308,48 @@ func TestCanceledLoadIsNotAFailure(t *testing.T) {
 		t.Fatalf("Load = %v, Err = %v; want the deadline in both", err, tbl.Err())
 	}
 }
+
+// TestMarkSynced: a source that pushes its changes moves SyncedAt only
+// with MarkSynced, never back, and MarkFailed keeps content and SyncedAt
+// while Err says since when the source fails.
+func TestMarkSynced(t *testing.T) {
+	clk := clocktest.New()
+	tbl := routes.New(routes.WithClock(clk.Now))
+	t0 := clk.Now()
+	if err := tbl.MarkFailed(t0, errSourceDown); !errors.Is(err, errSourceDown) {
+		t.Fatalf("MarkFailed = %v", err)
+	}
+	if got := tbl.SyncedAt(); !got.IsZero() {
+		t.Fatalf("failed before any proof: SyncedAt = %v, want zero", got)
+	}
+	if err := tbl.Put(routes.Sandbox{ID: "pr-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := tbl.SyncedAt(); !got.IsZero() {
+		t.Fatalf("a pushed change proves nothing: SyncedAt = %v, want zero", got)
+	}
+	done := wait(context.Background(), tbl, t0)
+	tbl.MarkSynced(t0)
+	if err := waitResult(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if !tbl.SyncedAt().Equal(t0) || tbl.Err() != nil {
+		t.Fatalf("after MarkSynced: SyncedAt = %v, Err = %v", tbl.SyncedAt(), tbl.Err())
+	}
+	clk.Advance(time.Minute)
+	tbl.MarkSynced(t0.Add(-time.Second))
+	if !tbl.SyncedAt().Equal(t0) {
+		t.Fatalf("MarkSynced moved SyncedAt back to %v", tbl.SyncedAt())
+	}
+	err := tbl.MarkFailed(clk.Now(), errSourceDown)
+	if !errors.Is(tbl.Err(), errSourceDown) || err.Error() != tbl.Err().Error() {
+		t.Fatalf("Err = %v, MarkFailed returned %v", tbl.Err(), err)
+	}
+	if _, ok := tbl.Sandbox("pr-1"); !ok || !tbl.SyncedAt().Equal(t0) {
+		t.Fatalf("a failure must keep content and SyncedAt: %v", tbl.SyncedAt())
+	}
+	tbl.MarkSynced(clk.Now())
+	if !tbl.SyncedAt().Equal(clk.Now()) || tbl.Err() != nil {
+		t.Fatalf("after recovery: SyncedAt = %v, Err = %v", tbl.SyncedAt(), tbl.Err())
+	}
+}

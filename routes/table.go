@@ -271,6 +271,30 @@ func (t *Table) WaitSynced(ctx context.Context, at time.Time) error {
 	}
 }
 
+// MarkSynced records that the table reflects its source up to at. It is
+// for a source that pushes its changes with [Table.Put] and [Table.Remove]
+// instead of being fetched by [Table.Load] or [Table.Sync] (an etcd watch,
+// as routes/etcdroutes keeps): such a source calls it once it has proved
+// that every change made to it before at has been applied. MarkSynced
+// gives the table a source for good (see [Table.SyncedAt]), moves
+// SyncedAt forward to at (never back), wakes [Table.WaitSynced] and clears
+// [Table.Err].
+func (t *Table) MarkSynced(at time.Time) {
+	t.setSourced()
+	t.setErr(nil)
+	t.markSynced(at)
+}
+
+// MarkFailed records that a source that pushes its changes (see
+// [Table.MarkSynced]) failed in an attempt that started at start: the
+// table keeps its content and its SyncedAt, and [Table.Err] reports err
+// with since when the source has been failing and when it last proved
+// itself, as after a failed [Table.Load]. It returns that error.
+func (t *Table) MarkFailed(start time.Time, err error) error {
+	t.setSourced()
+	return t.failed(start, err)
+}
+
 // markSynced records a good load that started at at, and wakes the
 // WaitSynced callers when it moves SyncedAt forward.
 func (t *Table) markSynced(at time.Time) {

@@ -3,32 +3,39 @@
 // every request, row and message lands.
 //
 //	go run ./examples/shop          # play the scenario, exit non-zero on any ✗
-//	go run ./examples/shop -serve   # keep the shop up and print curl commands
+//	go run ./examples/shop -serve   # keep the shop up and print curl, grpcurl and kcat commands
 //
 // The services, each a package of its own:
 //
-//   - gateway: the HTTP edge (httpmw); admits sandbox requests only with a
-//     signed ticket, budgets each sandbox, calls cart and orders;
-//   - cart: a gRPC pricing service (grpcmw); sandbox pr-42 runs a changed
-//     version with a new pricing rule next to the baseline;
+//   - gateway: the edge, HTTP (httpmw) and gRPC (grpcmw); admits sandbox
+//     requests only with a signed ticket, budgets each sandbox, calls cart
+//     and orders;
+//   - cart: a gRPC pricing service (protobuf from cartpb/cart.proto, with
+//     server reflection and the health service); sandbox pr-42 runs a
+//     changed version with a new pricing rule next to the baseline;
 //   - orders: an HTTP service writing to PostgreSQL through dbroute and
 //     publishing order-placed events through kafkamw;
 //   - shipping: a Kafka consumer (kafkamw), a baseline one and pr-42's own,
-//     recording shipments through dbroute.
+//     recording shipments through dbroute;
+//   - reports (in this package): a service with a deliberate bug, writing
+//     through the production pool, that dbroute.Guard stops.
 //
 // Kafka is an embedded broker on loopback. PostgreSQL is the server at
-// DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres), where
-// the shop creates its production database sandboxkit_shop (its tables are
-// created afresh at every start) and, for pr-42, a test database cloned
-// from a template (shop_pr_42), dropped again at the end.
+// DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres). Each
+// run creates databases of its own, named after a random run ID: the
+// production database sandboxkit_shop_<run> and, for pr-42, a test
+// database shop_<run>_pr_42 cloned from a template; it drops them when it
+// ends, on Ctrl-C too, and drops those of earlier runs that were killed.
+// Two runs at once never meet.
 //
 // The scenario: a production request; the same request with pr-42's
 // ticket; an outsider forging pr-42's header; a malformed header from
-// inside; a runaway loop in pr-42; the teardown of pr-42; events of the
-// removed pr-42 and of an unknown sandbox between production events. Each
-// step checks the real state (rows in each database, the consumers'
-// counters and metrics, the dead-letter topic, the audit log) and prints
-// ✓ or ✗.
+// inside; a buggy handler writing with pr-42's context through the
+// production pool; a runaway loop in pr-42; the teardown of pr-42; events
+// of the removed pr-42 and of an unknown sandbox between production
+// events. Each step checks the real state (rows in each database, the
+// consumers' counters and metrics, the dead-letter topic, the audit log)
+// and prints ✓ or ✗.
 package main
 
 import (
@@ -45,13 +52,9 @@ import (
 )
 
 func main() {
-	serveFlag := flag.Bool("serve", false, "keep the shop running and print curl commands to try it by hand (Ctrl-C stops it)")
+	serveFlag := flag.Bool("serve", false, "keep the shop running and print curl, grpcurl and kcat commands to try it by hand (Ctrl-C stops it)")
 	flag.Parse()
-	set := settings{
-		databaseURL: cmp.Or(os.Getenv("DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/postgres"),
-		database:    "sandboxkit_shop",
-		prefix:      "shop_",
-	}
+	set := newSettings(cmp.Or(os.Getenv("DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/postgres"))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	var err error
 	if *serveFlag {
@@ -67,7 +70,7 @@ func main() {
 }
 
 // serve starts the shop, prints how to use it, and runs until ctx is done.
-// It then drops pr-42's test database and stops.
+// It then stops the shop, which drops the run's databases.
 func serve(ctx context.Context, out io.Writer, set settings) error {
 	set.auditTee = out
 	sh, err := start(ctx, set)
@@ -81,15 +84,18 @@ func serve(ctx context.Context, out io.Writer, set settings) error {
 	}
 	// The baggage header alone carries the sandbox and its ticket (what
 	// go run ./cmd/sandboxticket prints).
-	ticketArgs := fmt.Sprintf("-H 'baggage: %s'", ticket.Get("Baggage"))
+	baggage := ticket.Get("Baggage")
+	ticketArgs := shellLine("-H", "baggage: "+baggage)
 	admin := redact(set.databaseURL)
-	fmt.Fprintf(out, `The shop is up (Ctrl-C stops it). Audit records follow as they happen.
+	fmt.Fprintf(out, `The shop is up (Ctrl-C stops it and drops its databases). Audit records follow as they happen.
 
   gateway   %[1]s     (POST /checkout, form item=mug|tee|sticker, qty)
+            %[11]s gRPC shop.Cart/Price, the same trust policy
   orders    %[2]s     (POST /orders, an internal service)
   cart      %[3]s (baseline), %[4]s (pr-42)   gRPC
   shipping  %[5]s (baseline), %[6]s (pr-42)   counters
   Kafka     %[7]s, topic order-placed
+  databases %[12]s (production), %[13]s (pr-42's, from its first request on)
 
 A production checkout:
   curl -s %[1]s/checkout -d item=mug -d qty=3
@@ -103,23 +109,35 @@ An outsider forging the sandbox header (stripped, served as production, audited)
 A malformed sandbox header from inside (400):
   curl -s %[2]s/orders -H 'Sandbox-Id: PR_42' -d '{"item":"mug","qty":1,"totalCents":1200,"pricedBy":"curl"}'
 
-A runaway loop in pr-42 (429 after 3, then 2 per second):
-  for i in $(seq 20); do curl -s -o /dev/null -w '%%{http_code} ' %[1]s/checkout -d item=tee -d qty=1 %[8]s; done; echo
+A runaway loop in pr-42: its budget is %[14]d requests, then one more every %[15]s. Ten requests
+in a row answer %[14]d × 200 (fewer if pr-42 spent some in the last %[16]s), then 429 with
+Retry-After: %[17]d, the same in the header and the body (one more 200 per %[15]s the loop takes):
+  for i in $(seq 10); do curl -s -w ' [%%{http_code}, Retry-After: %%header{retry-after}]\n' %[1]s/checkout -d item=tee -d qty=1 %[8]s; done
+
+A bug that only dbroute.Guard catches: a handler writing through the production pool
+with pr-42's context (500, dbroute: sandbox context on the baseline pool; nothing written):
+  curl -s %[18]s/reports/sample -X POST -H 'Sandbox-Id: pr-42'
 
 An event of a sandbox that does not exist (orphaned: skipped, dead-lettered to %[7]s
 topic order-placed.dead-letter, counted; production behind it keeps shipping):
   echo '{"orderId":999999}' | kcat -P -b %[7]s -t order-placed -H sandbox-id=pr-99
 
-Who shipped what, and the rows (pr-42's test database exists from its first request on):
+Who shipped what, and the rows:
   curl -s %[5]s; curl -s %[6]s
   psql '%[9]s' -c 'TABLE orders' -c 'TABLE shipments'
   psql '%[10]s' -c 'TABLE orders' -c 'TABLE shipments'
 
+gRPC, with grpcurl (go install github.com/fullstorydev/grpcurl/cmd/grpcurl@latest,
+or from this repository: go tool -modfile=tools/go.mod grpcurl ...):
 `, sh.gatewayURL, sh.ordersURL, sh.cartAddr, sh.cartPR42, sh.shipURL, sh.shipPR42URL,
-		strings.Join(sh.brokers, ","), ticketArgs, withDatabase(admin, set.database), withDatabase(admin, sh.testDatabase()))
+		strings.Join(sh.brokers, ","), ticketArgs, withDatabase(admin, set.database), withDatabase(admin, sh.testDatabase()),
+		sh.gatewayGRPC, set.database, sh.testDatabase(),
+		pr42Burst, pr42Refill, pr42Burst*pr42Refill, int(pr42Refill/time.Second), sh.reportsURL)
+	for _, c := range sh.grpcurlCommands(baggage) {
+		fmt.Fprintf(out, "  # %s\n  grpcurl %s\n", c.what, shellLine(c.args...))
+	}
+	fmt.Fprintln(out)
 	<-ctx.Done()
-	fmt.Fprintln(out, "\nstopping; dropping pr-42's test database", sh.testDatabase())
-	dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return sh.db.Destroy(dctx, pr42ID)
+	fmt.Fprintln(out, "\nstopping; dropping the databases of this run:", set.database, sh.testDatabase())
+	return nil
 }

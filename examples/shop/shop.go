@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/provision"
 	"github.com/sandboxkit/sandboxkit/examples/shop/cart"
 	"github.com/sandboxkit/sandboxkit/examples/shop/gateway"
 	"github.com/sandboxkit/sandboxkit/examples/shop/orders"
@@ -42,11 +44,20 @@ type settings struct {
 	// databaseURL points at a maintenance database ("postgres") of a
 	// server where the role may create databases.
 	databaseURL string
-	// database is the shop's production database, created if missing;
-	// its tables are dropped and created again at every start.
+	// run is the random ID of this run, which names its databases (see
+	// newSettings).
+	run string
+	// database is the shop's production database, created at start and
+	// dropped at the end.
 	database string
 	// prefix starts the names of the sandboxes' test databases.
 	prefix string
+	// noGuard leaves dbroute.Guard off the production pool: the tests
+	// use it to see the guard step fail without it.
+	noGuard bool
+	// keepDatabases leaves the run's databases when the shop closes: the
+	// tests look at them afterwards, then drop them.
+	keepDatabases bool
 	// auditTee, when set, also receives the audit log as text.
 	auditTee io.Writer
 	// patience bounds each wait for asynchronous work (default 10s).
@@ -58,14 +69,17 @@ type settings struct {
 
 // The sandbox of the demo: pull request 42 changes cart's pricing and runs
 // its own shipping consumer. Its budget at the gateway is 3 requests at
-// once and 2 per second after that.
+// at once and one every 2 seconds after that.
 const (
 	pr42ID     = "pr-42"
 	pr42Actor  = "alice"
 	pr42Origin = "github.com/acme/shop/pull/42"
-	pr42Rate   = 2 // requests per second
+	pr42Rate   = 0.5 // requests per second: one every 2s
 	pr42Burst  = 3
 )
+
+// pr42Refill is the time pr-42's budget takes to earn one more request.
+const pr42Refill = time.Duration(float64(time.Second) / pr42Rate)
 
 // deadLetterTopic receives the order-placed events no consumer can or may
 // process.
@@ -85,18 +99,22 @@ type shop struct {
 	set settings
 
 	gatewayURL, ordersURL string
+	gatewayGRPC           string // the gateway's gRPC edge
+	reportsURL            string // the buggy service of the guard step
 	cartAddr, cartPR42    string
 	shipURL, shipPR42URL  string
 	brokers               []string
 
 	table      *routes.Table
+	baseline   *pgxpool.Pool // the production pool, guarded
 	db         *dbroute.Router
-	testDBs    *dbroute.DatabasePerSandbox
+	testDBs    *provision.DatabasePerSandbox
 	cartRouter *grpcmw.Router
 	ship       *shipping.Consumer // baseline consumer
 	shipPR42   *shipping.Consumer // pr-42's own consumer
 	stopPR42   func()             // stops pr-42's consumer
 	signer     *propagation.Signer
+	clock      budgetClock // the gateway budgets' clock
 	audit      *auditLog
 	metrics    *sdkmetric.ManualReader // the consumers' OpenTelemetry metrics
 	meters     *sdkmetric.MeterProvider
@@ -145,23 +163,27 @@ func (sh *shop) startDatabases(ctx context.Context) error {
 			"or set DATABASE_URL to one", errNoDatabase, redact(sh.set.databaseURL), oneLine(err))
 	}
 	defer admin.Close(context.Background())
-	var exists bool
-	if err := admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, sh.set.database).Scan(&exists); err != nil {
+	if err := sh.lockRun(ctx, admin); err != nil {
 		return err
 	}
-	if !exists {
-		if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{sh.set.database}.Sanitize()); err != nil {
-			return fmt.Errorf("creating the production database: %w", err)
-		}
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{sh.set.database}.Sanitize()); err != nil {
+		return fmt.Errorf("creating the production database: %w", err)
 	}
+	// From here on, closing the shop drops the run's databases (after the
+	// pools, registered later, are closed).
+	sh.onClose(func() {
+		if sh.set.keepDatabases {
+			return
+		}
+		if err := sh.dropDatabases(); err != nil {
+			fmt.Fprintf(os.Stderr, "shop: dropping the databases of run %s: %v\n", sh.set.run, err)
+		}
+	})
 	prod, err := sh.connect(ctx, sh.set.database)
 	if err != nil {
 		return err
 	}
 	defer prod.Close(context.Background())
-	if _, err := prod.Exec(ctx, "DROP TABLE IF EXISTS shipments, orders"); err != nil {
-		return err
-	}
 	if err := createTables(ctx, prod); err != nil {
 		return err
 	}
@@ -173,29 +195,27 @@ func (sh *shop) startDatabases(ctx context.Context) error {
 		return err
 	}
 	cfg.ConnConfig.Database = sh.set.database
-	dbroute.Guard(cfg)
+	if !sh.set.noGuard {
+		dbroute.Guard(cfg, dbroute.WithLogger(sh.audit.logger("orders-db")))
+	}
 	baseline, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	sh.onClose(baseline.Close)
+	sh.baseline = baseline
 
 	// Test databases are cloned from a template the migration builds.
-	sh.testDBs, err = dbroute.NewDatabasePerSandbox(sh.set.databaseURL, dbroute.Migration{
+	sh.testDBs, err = provision.NewDatabasePerSandbox(sh.set.databaseURL, provision.Migration{
 		Version: "shop-1",
 		Apply:   func(ctx context.Context, tx pgx.Tx) error { return createTables(ctx, tx) },
-	}, dbroute.WithPrefix(sh.set.prefix))
+	}, provision.WithPrefix(sh.set.prefix))
 	if err != nil {
 		return err
 	}
-	// A previous run that was killed may have left pr-42's database.
-	if err := sh.testDBs.Destroy(ctx, pr42ID); err != nil {
-		sh.testDBs.Close()
-		return fmt.Errorf("removing a test database left by an earlier run: %w", err)
-	}
 	sh.table = routes.New()
 	sh.db, err = dbroute.New(baseline, sh.testDBs, // the router owns testDBs now
-		dbroute.WithTable(sh.table), dbroute.WithLogger(sh.audit.logger("dbroute")))
+		dbroute.WithRoutes(sh.table), dbroute.WithLogger(sh.audit.logger("dbroute")))
 	if err != nil {
 		sh.testDBs.Close()
 		return err
@@ -301,13 +321,16 @@ func (sh *shop) startServices(ctx context.Context) error {
 	// orders: writes through the database router, publishes through the
 	// sandbox-aware Kafka writer.
 	kt := &kafka.Transport{DialTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second}
-	events := kafkamw.NewWriter(&kafka.Writer{
+	events, err := kafkamw.NewWriter(&kafka.Writer{
 		Addr:         kafka.TCP(brokers...),
 		Topic:        orders.Topic,
 		BatchTimeout: 2 * time.Millisecond, // kafka-go waits up to 1s for a batch by default
 		RequiredAcks: kafka.RequireAll,
 		Transport:    kt,
 	})
+	if err != nil {
+		return err
+	}
 	sh.onClose(func() { events.Close(); kt.CloseIdleConnections() })
 	sh.events = events
 	ordersHandler, err := orders.NewHandler(sh.db, events, httpmw.TrustAll(), httpmw.WithLogger(sh.audit.logger("orders")))
@@ -351,13 +374,24 @@ func (sh *shop) startServices(ctx context.Context) error {
 	budgets := breaker.NewGroup(breaker.Settings{
 		Name:   "gateway",
 		Budget: breaker.Budget{Rate: 50, Burst: 50, MaxInFlight: 20}, // any sandbox; pr-42's table entry lowers it
-	}, breaker.WithRoutes(sh.table), breaker.WithLogger(gwLog))
+	}, breaker.WithRoutes(sh.table), breaker.WithLogger(gwLog), breaker.WithClock(sh.clock.now))
 	gwOpts := append([]httpmw.HandlerOption{httpmw.WithBreaker(budgets), httpmw.WithLogger(gwLog)}, sh.set.gatewayOptions...)
 	gw, err := gateway.New(verifier, cart.NewClient(sh.cartRouter), ordersClient, gwOpts...)
 	if err != nil {
 		return err
 	}
 	if sh.gatewayURL, err = sh.serveHTTP(gw); err != nil {
+		return err
+	}
+	if sh.gatewayGRPC, err = sh.serveGRPC(gateway.NewGRPC(verifier, cart.NewClient(sh.cartRouter), grpcmw.WithLogger(gwLog))); err != nil {
+		return err
+	}
+	// reports: a service with a bug that only dbroute.Guard catches.
+	reports, err := newReports(sh.baseline, httpmw.TrustAll(), httpmw.WithLogger(sh.audit.logger("reports")))
+	if err != nil {
+		return err
+	}
+	if sh.reportsURL, err = sh.serveHTTP(reports); err != nil {
 		return err
 	}
 
@@ -370,7 +404,7 @@ func (sh *shop) startServices(ctx context.Context) error {
 // startConsumer starts a shipping consumer named name, serving its
 // counters on ln. opts make it a sandbox's consumer. It returns a function
 // that stops it.
-func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener, opts ...kafkamw.Option) (*shipping.Consumer, func(), error) {
+func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener, opts ...kafkamw.ReaderOption) (*shipping.Consumer, func(), error) {
 	r, err := kafkamw.NewReader(kafka.ReaderConfig{
 		Brokers: sh.brokers,
 		Topic:   orders.Topic,
@@ -385,9 +419,8 @@ func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener,
 		ReadBackoffMin:    10 * time.Millisecond,
 		ReadBackoffMax:    100 * time.Millisecond,
 		StartOffset:       kafka.FirstOffset,
-	}, append([]kafkamw.Option{
-		kafkamw.WithRoutes(sh.table), kafkamw.WithService("shipping"), kafkamw.WithLogger(sh.audit.logger(name)),
-		kafkamw.WithMeterProvider(sh.meters),
+	}, sh.table, "shipping", append([]kafkamw.ReaderOption{
+		kafkamw.WithLogger(sh.audit.logger(name)), kafkamw.WithMeterProvider(sh.meters),
 	}, opts...)...)
 	if err != nil {
 		ln.Close()
@@ -409,8 +442,12 @@ func (sh *shop) startConsumer(ctx context.Context, name string, ln net.Listener,
 	return c, stop, nil
 }
 
-// serveGRPC serves s on a loopback port and returns its address.
-func (sh *shop) serveGRPC(s *grpc.Server) (string, error) {
+// serveGRPC serves s, as a constructor returned it with err, on a loopback
+// port and returns its address.
+func (sh *shop) serveGRPC(s *grpc.Server, err error) (string, error) {
+	if err != nil {
+		return "", err
+	}
 	ln, err := listen()
 	if err != nil {
 		return "", err

@@ -3,33 +3,49 @@ package main
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"errors"
+	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
+	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // testSettings are the shop's settings for a test: the server of
-// SANDBOXKIT_TEST_DATABASE_URL, and database names of the test's own, so
-// that tests and `go run` can run side by side. The databases are dropped
-// when the test ends.
+// SANDBOXKIT_TEST_DATABASE_URL and a run of its own, as `go run` has. The
+// run's databases are dropped when the test ends, whatever the shop did.
+//
+// The test holds the run's lock too until then, so that no other shop
+// starting meanwhile takes the databases for those of a killed run.
 func testSettings(t *testing.T) settings {
-	suffix := strings.ToLower(rand.Text()[:8])
-	set := settings{
-		databaseURL: cmp.Or(os.Getenv("SANDBOXKIT_TEST_DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/postgres"),
-		database:    "sandboxkit_shop_test_" + suffix,
-		prefix:      "shopt" + suffix + "_",
+	set, _ := testSettingsHeld(t)
+	return set
+}
+
+// testSettingsHeld is testSettings, and returns a function that releases
+// the test's hold of the run lock early.
+func testSettingsHeld(t *testing.T) (settings, func()) {
+	set := newSettings(cmp.Or(os.Getenv("SANDBOXKIT_TEST_DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/postgres"))
+	release := func() {}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if hold, err := pgx.Connect(ctx, set.databaseURL); err == nil { // else the shop will say why
+		if _, err := hold.Exec(ctx, `SELECT pg_advisory_lock_shared($1, hashtext($2))`, runLockClass, set.run); err != nil {
+			t.Fatal(err)
+		}
+		release = sync.OnceFunc(func() { hold.Close(context.Background()) })
 	}
 	t.Cleanup(func() {
+		release()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		admin, err := pgx.Connect(ctx, set.databaseURL)
@@ -37,13 +53,48 @@ func testSettings(t *testing.T) settings {
 			return // never started
 		}
 		defer admin.Close(ctx)
-		for _, db := range []string{set.database, set.prefix + "_template", set.prefix + "pr_42"} {
-			if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{db}.Sanitize()+" WITH (FORCE)"); err != nil {
-				t.Errorf("dropping %s: %v", db, err)
-			}
+		if err := dropRun(ctx, admin, set.run); err != nil {
+			t.Errorf("dropping the databases of run %s: %v", set.run, err)
 		}
 	})
-	return set
+	return set, release
+}
+
+// runDatabasesLeft returns the databases of run that exist.
+func runDatabasesLeft(ctx context.Context, t *testing.T, databaseURL, run string) []string {
+	t.Helper()
+	admin, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	production, _, testPattern := runDatabases(run)
+	rows, err := admin.Query(ctx, `SELECT datname FROM pg_database WHERE datname = $1 OR datname LIKE $2`, production, testPattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// startShop starts a shop of the test's own, closed when the test ends,
+// and returns it with the headers of a ticket for pr-42.
+func startShop(ctx context.Context, t *testing.T) (*shop, http.Header) {
+	t.Helper()
+	sh, err := start(ctx, testSettings(t))
+	skipWithoutDatabase(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sh.close)
+	h, err := sh.ticketHeader(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sh, h
 }
 
 // skipWithoutDatabase skips t loudly when err says PostgreSQL cannot be
@@ -66,6 +117,7 @@ func TestScenario(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	set := testSettings(t)
+	set.keepDatabases = true // looked at below
 	var out strings.Builder
 	err := play(ctx, &out, set)
 	skipWithoutDatabase(t, err)
@@ -75,7 +127,8 @@ func TestScenario(t *testing.T) {
 	}
 	for i, want := range []string{
 		"1. A production request", "2. The same request in sandbox pr-42", "3. An outsider forging",
-		"4. A malformed sandbox header", "5. A runaway loop", "6. Teardown", "7. Messages of a removed and of an unknown sandbox", " 0 failed",
+		"4. A malformed sandbox header", "5. A bug that would write test data to production", "6. A runaway loop",
+		"7. Teardown", "8. Messages of a removed and of an unknown sandbox", " 0 failed",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q (part %d)", want, i+1)
@@ -181,5 +234,149 @@ func TestNoDatabase(t *testing.T) {
 	}
 	if out.Len() != 0 {
 		t.Errorf("printed before failing: %s", out.String())
+	}
+}
+
+// Without dbroute.Guard on the production pool, the buggy handler of step
+// 5 writes pr-42's row into production, and exactly the checks of step 5
+// fail.
+func TestScenarioCatchesMissingGuard(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	set := testSettings(t)
+	set.noGuard = true
+	var out strings.Builder
+	err := play(ctx, &out, set)
+	skipWithoutDatabase(t, err)
+	t.Log("\n" + out.String())
+	if err == nil {
+		t.Fatal("play succeeded without the guard")
+	}
+	before, step, ok := strings.Cut(out.String(), "\n5. ")
+	if !ok {
+		t.Fatal("step 5 missing")
+	}
+	step, rest, _ := strings.Cut(step, "\n6. ")
+	if strings.Contains(before, "✗") || strings.Contains(rest, "✗") {
+		t.Error("checks outside step 5 failed")
+	}
+	for _, want := range []string{"→ 201", "✗ the write was refused", "✗ nothing reached production", "✗ audited: rejected"} {
+		if !strings.Contains(step, want) {
+			t.Errorf("step 5 lacks %q", want)
+		}
+	}
+}
+
+// Two runs at once, and a run while another shop is up (as with -serve),
+// all succeed: each has databases of its own, drops them at the end, and
+// the shop that stays up keeps serving its sandbox.
+func TestRunsSideBySide(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	up, h := startShop(ctx, t) // the shop of -serve
+	if a, err := up.checkout(ctx, h, "mug", 3); err != nil || a.status != http.StatusOK || a.receipt.Sandbox != pr42ID {
+		t.Fatalf("sandbox checkout before: %v, %v", a, err)
+	}
+
+	sets := []settings{testSettings(t), testSettings(t)}
+	outs := make([]strings.Builder, len(sets))
+	errs := make([]error, len(sets))
+	var wg sync.WaitGroup
+	for i := range sets {
+		wg.Go(func() { errs[i] = play(ctx, &outs[i], sets[i]) })
+	}
+	wg.Wait()
+	for i := range sets {
+		if errs[i] != nil {
+			t.Errorf("run %d: %v\n%s", i, errs[i], outs[i].String())
+		}
+		if left := runDatabasesLeft(ctx, t, sets[i].databaseURL, sets[i].run); len(left) != 0 {
+			t.Errorf("run %d left its databases: %v", i, left)
+		}
+	}
+	if a, err := up.checkout(ctx, h, "mug", 3); err != nil || a.status != http.StatusOK || a.receipt.Sandbox != pr42ID ||
+		a.receipt.Database != up.testDatabase() {
+		t.Errorf("sandbox checkout after two other runs: %v, %v", a, err)
+	}
+}
+
+// A run killed before it could drop its databases leaves them; the next
+// run that starts drops them (or another test's run starting meanwhile
+// did), and never those of a run that is alive.
+func TestKilledRunCleanedUp(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	killed, release := testSettingsHeld(t)
+	killed.keepDatabases = true // what SIGKILL leaves
+	sh, err := start(ctx, killed)
+	skipWithoutDatabase(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alive, err := start(ctx, testSettings(t))
+	if err != nil {
+		sh.close()
+		t.Fatal(err)
+	}
+	defer alive.close()
+	if left := runDatabasesLeft(ctx, t, killed.databaseURL, killed.run); len(left) == 0 {
+		t.Fatal("the run to kill has no databases")
+	}
+	sh.close() // releases its run lock, keeps its databases
+	release()
+	next, err := start(ctx, testSettings(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.close()
+	if left := runDatabasesLeft(ctx, t, killed.databaseURL, killed.run); len(left) != 0 {
+		t.Errorf("the killed run's databases are still there: %v", left)
+	}
+	if left := runDatabasesLeft(ctx, t, alive.set.databaseURL, alive.set.run); len(left) == 0 {
+		t.Error("the next run dropped the databases of a run that is alive")
+	}
+}
+
+// When pr-42's test database disappears under a running shop (dropped by
+// hand, or by a run of an older demo), sandbox requests fail with 503
+// "test database unavailable" at most twice, and then land in a new test
+// database: the pool does not stay broken.
+func TestTestDatabaseDroppedUnderneath(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sh, h := startShop(ctx, t)
+	if a, err := sh.checkout(ctx, h, "mug", 1); err != nil || a.status != http.StatusOK || a.receipt.Database != sh.testDatabase() {
+		t.Fatalf("first sandbox checkout: %v, %v", a, err)
+	}
+	admin, err := pgx.Connect(ctx, sh.set.databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "DROP DATABASE "+pgx.Identifier{sh.testDatabase()}.Sanitize()+" WITH (FORCE)"); err != nil {
+		t.Fatal(err)
+	}
+	// A connection the pool held when the database went is refused first
+	// (57P01, "terminating connection"), then the pool finds the database
+	// gone ("its test database was dropped"), then it creates it again.
+	var a answer
+	for try := range 3 {
+		if a, err = sh.checkoutPatiently(ctx, h, "mug", 1); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("checkout %d after the drop: %v", try+1, a)
+		if a.status == http.StatusOK {
+			break
+		}
+		if a.status != http.StatusServiceUnavailable || !strings.Contains(a.body, dbroute.ErrUnavailable.Error()) {
+			t.Fatalf("checkout %d after the drop: %v; want 200, or 503 saying the test database is unavailable", try+1, a)
+		}
+	}
+	if a.status != http.StatusOK || a.receipt.Sandbox != pr42ID || a.receipt.Database != sh.testDatabase() || a.receipt.Order != 1 {
+		t.Errorf("checkout after the drop: %v; want order #1 in a new %s", a, sh.testDatabase())
 	}
 }

@@ -20,12 +20,18 @@ import (
 // whose markers the server interceptor reads and admits.
 func BenchmarkHop(b *testing.B) {
 	creds := grpc.WithTransportCredentials(insecure.NewCredentials())
-	bare := grpc.NewServer(grpc.ForceServerCodecV2(cart.Codec{})) // no sandboxkit
+	bare := grpc.NewServer() // no sandboxkit
 	cart.Register(bare, "cart", cart.ListPrice)
 	b.Cleanup(bare.Stop)
-	baseline := cart.NewServer("cart", cart.ListPrice, grpcmw.TrustAll())
+	baseline, err := cart.NewServer("cart", cart.ListPrice, grpcmw.TrustAll())
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.Cleanup(baseline.Stop)
-	changed := cart.NewServer("cart@pr-42", cart.BulkDiscount, grpcmw.TrustAll())
+	changed, err := cart.NewServer("cart@pr-42", cart.BulkDiscount, grpcmw.TrustAll())
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.Cleanup(changed.Stop)
 	bareAddr, baselineAddr, changedAddr := serve(bare), serve(baseline), serve(changed)
 

@@ -3,39 +3,22 @@ package cart
 import (
 	"context"
 	"fmt"
+	"math"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/sandboxkit/sandboxkit/examples/shop/cartpb"
 	"github.com/sandboxkit/sandboxkit/grpcmw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
 // MethodPrice is the full name of the one method of the service.
-const MethodPrice = "/shop.Cart/Price"
-
-// PriceRequest asks for the price of Qty of Item.
-type PriceRequest struct {
-	Item string `json:"item"`
-	Qty  int    `json:"qty"`
-}
-
-// Quote is the answer: the price and who computed it.
-type Quote struct {
-	Item       string `json:"item"`
-	Qty        int    `json:"qty"`
-	UnitCents  int64  `json:"unitCents"`
-	TotalCents int64  `json:"totalCents"`
-	// Rule names the pricing rule that produced TotalCents.
-	Rule string `json:"rule"`
-	// Server is the deployment that answered: "cart" for the baseline,
-	// "cart@<sandbox>" for a sandbox's version.
-	Server string `json:"server"`
-	// Sandbox is the sandbox the server saw in the call, "" for
-	// production traffic.
-	Sandbox string `json:"sandbox,omitempty"`
-}
+const MethodPrice = cartpb.Cart_Price_FullMethodName
 
 // Rule prices qty items of unit price unit, and names itself.
 type Rule func(unit int64, qty int) (total int64, name string)
@@ -67,89 +50,85 @@ func UnitPrice(item string) (int64, bool) {
 }
 
 // NewServer returns a gRPC server of the cart service named server that
-// prices with rule. opts configure grpcmw's server interceptors: cart is an
-// internal hop behind the gateway, so the demo gives it [grpcmw.TrustAll]
-// and the audit logger. Serve it on a listener and stop it when done.
-func NewServer(server string, rule Rule, opts ...grpcmw.Option) *grpc.Server {
+// prices with rule, with server reflection and the gRPC health service so
+// that standard tools (grpcurl, grpc-health-probe) can use it. opts
+// configure grpcmw's server interceptors: cart is an internal hop behind
+// the gateway, so the demo gives it [grpcmw.TrustAll] and the audit
+// logger; options that cannot work are the error of
+// [grpcmw.NewServerInterceptors]. Serve it on a listener and stop it when
+// done.
+func NewServer(server string, rule Rule, opts ...grpcmw.ServerOption) (*grpc.Server, error) {
+	in, err := grpcmw.NewServerInterceptors(opts...)
+	if err != nil {
+		return nil, err
+	}
 	s := grpc.NewServer(
-		grpc.ForceServerCodecV2(Codec{}),
-		grpc.ChainUnaryInterceptor(grpcmw.UnaryServerInterceptor(opts...)),
-		grpc.ChainStreamInterceptor(grpcmw.StreamServerInterceptor(opts...)),
+		grpc.ChainUnaryInterceptor(in.Unary()),
+		grpc.ChainStreamInterceptor(in.Stream()),
 	)
 	Register(s, server, rule)
-	return s
+	RegisterIntrospection(s)
+	return s, nil
 }
 
 // Register registers the cart service named server, pricing with rule, on
-// s, as generated RegisterXServer functions do. s must use [Codec]
-// (grpc.ForceServerCodecV2); [NewServer] builds such a server with
-// grpcmw's interceptors.
+// s. [NewServer] builds a server with grpcmw's interceptors around it.
 func Register(s grpc.ServiceRegistrar, server string, rule Rule) {
-	s.RegisterService(&serviceDesc, &service{server: server, rule: rule})
+	cartpb.RegisterCartServer(s, &service{server: server, rule: rule})
+}
+
+// RegisterIntrospection registers what standard gRPC tools ask a server
+// first: server reflection (grpcurl list and describe need no .proto) and
+// the health service, answering SERVING.
+func RegisterIntrospection(s *grpc.Server) {
+	reflection.Register(s)
+	healthgrpc.RegisterHealthServer(s, health.NewServer()) // SERVING from the start
 }
 
 type service struct {
+	cartpb.UnimplementedCartServer
 	server string
 	rule   Rule
 }
 
-func (s *service) price(ctx context.Context, req *PriceRequest) (*Quote, error) {
-	unit, ok := UnitPrice(req.Item)
+// Price implements [cartpb.CartServer].
+func (s *service) Price(ctx context.Context, req *cartpb.PriceRequest) (*cartpb.Quote, error) {
+	unit, ok := UnitPrice(req.GetItem())
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "cart: no item %q", req.Item)
+		return nil, status.Errorf(codes.NotFound, "cart: no item %q", req.GetItem())
 	}
-	if req.Qty < 1 || req.Qty > 1000 {
-		return nil, status.Errorf(codes.InvalidArgument, "cart: quantity %d out of range 1..1000", req.Qty)
+	qty := req.GetQty()
+	if qty < 1 || qty > 1000 {
+		return nil, status.Errorf(codes.InvalidArgument, "cart: quantity %d out of range 1..1000", qty)
 	}
-	total, rule := s.rule(unit, req.Qty)
-	q := &Quote{Item: req.Item, Qty: req.Qty, UnitCents: unit, TotalCents: total, Rule: rule, Server: s.server}
+	total, rule := s.rule(unit, int(qty))
+	q := &cartpb.Quote{Item: req.GetItem(), Qty: qty, UnitCents: unit, TotalCents: total, Rule: rule, Server: s.server}
 	if sb, ok := propagation.FromContext(ctx); ok { // put there by grpcmw's interceptor
 		q.Sandbox = sb.ID
 	}
 	return q, nil
 }
 
-// serviceDesc is what protoc-gen-go-grpc would generate for the service.
-var serviceDesc = grpc.ServiceDesc{
-	ServiceName: "shop.Cart",
-	HandlerType: (*any)(nil),
-	Methods: []grpc.MethodDesc{{
-		MethodName: "Price",
-		Handler: func(srv any, ctx context.Context, dec func(any) error, icpt grpc.UnaryServerInterceptor) (any, error) {
-			req := new(PriceRequest)
-			if err := dec(req); err != nil {
-				return nil, err
-			}
-			s := srv.(*service)
-			if icpt == nil {
-				return s.price(ctx, req)
-			}
-			info := &grpc.UnaryServerInfo{Server: srv, FullMethod: MethodPrice}
-			return icpt(ctx, req, info, func(ctx context.Context, req any) (any, error) {
-				return s.price(ctx, req.(*PriceRequest))
-			})
-		},
-	}},
-}
-
 // Client calls the cart service.
 type Client struct {
-	cc grpc.ClientConnInterface
+	c cartpb.CartClient
 }
 
 // NewClient returns a client calling through cc: a *grpc.ClientConn, or a
 // [grpcmw.Router] that sends each call to the sandbox's cart or the
 // baseline.
 func NewClient(cc grpc.ClientConnInterface) *Client {
-	return &Client{cc: cc}
+	return &Client{c: cartpb.NewCartClient(cc)}
 }
 
 // Price asks for the price of qty of item. Errors carry the gRPC status.
-func (c *Client) Price(ctx context.Context, item string, qty int) (Quote, error) {
-	var q Quote
-	err := c.cc.Invoke(ctx, MethodPrice, &PriceRequest{Item: item, Qty: qty}, &q, grpc.ForceCodecV2(Codec{}))
+func (c *Client) Price(ctx context.Context, item string, qty int) (*cartpb.Quote, error) {
+	if qty < math.MinInt32 || qty > math.MaxInt32 {
+		return nil, fmt.Errorf("cart: pricing %d %s: %w", qty, item, status.Error(codes.InvalidArgument, "cart: quantity out of range"))
+	}
+	q, err := c.c.Price(ctx, &cartpb.PriceRequest{Item: item, Qty: int32(qty)})
 	if err != nil {
-		return Quote{}, fmt.Errorf("cart: pricing %d %s: %w", qty, item, err)
+		return nil, fmt.Errorf("cart: pricing %d %s: %w", qty, item, err)
 	}
 	return q, nil
 }

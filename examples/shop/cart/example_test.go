@@ -27,9 +27,15 @@ func serve(s *grpc.Server) string {
 // The baseline cart and sandbox pr-42's changed cart run side by side; a
 // grpcmw.Router in front sends each call to the one its sandbox says.
 func ExampleNewServer() {
-	baseline := cart.NewServer("cart", cart.ListPrice, grpcmw.TrustAll())
+	baseline, err := cart.NewServer("cart", cart.ListPrice, grpcmw.TrustAll())
+	if err != nil {
+		panic(err)
+	}
 	defer baseline.Stop()
-	changed := cart.NewServer("cart@pr-42", cart.BulkDiscount, grpcmw.TrustAll())
+	changed, err := cart.NewServer("cart@pr-42", cart.BulkDiscount, grpcmw.TrustAll())
+	if err != nil {
+		panic(err)
+	}
 	defer changed.Stop()
 	baselineAddr, changedAddr := serve(baseline), serve(changed)
 

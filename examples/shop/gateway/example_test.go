@@ -31,7 +31,10 @@ func ExampleNew() {
 	signer, _ := propagation.NewSigner(key)
 
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	cartServer := cart.NewServer("cart", cart.ListPrice, grpcmw.TrustAll())
+	cartServer, err := cart.NewServer("cart", cart.ListPrice, grpcmw.TrustAll())
+	if err != nil {
+		panic(err)
+	}
 	go cartServer.Serve(ln)
 	defer cartServer.Stop()
 	conn, _ := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

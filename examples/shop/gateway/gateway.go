@@ -61,14 +61,14 @@ func (g *gateway) checkout(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "gateway: "+err.Error(), statusOf(err))
 		return
 	}
-	p, err := g.orders.Place(ctx, orders.Order{Item: q.Item, Qty: q.Qty, TotalCents: q.TotalCents, PricedBy: q.Server})
+	p, err := g.orders.Place(ctx, orders.Order{Item: q.GetItem(), Qty: int(q.GetQty()), TotalCents: q.GetTotalCents(), PricedBy: q.GetServer()})
 	if err != nil {
 		http.Error(w, "gateway: "+err.Error(), statusOf(err))
 		return
 	}
 	rc := Receipt{
-		Order: p.ID, Database: p.Database, Item: q.Item, Qty: q.Qty,
-		TotalCents: q.TotalCents, Rule: q.Rule, PricedBy: q.Server,
+		Order: p.ID, Database: p.Database, Item: q.GetItem(), Qty: int(q.GetQty()),
+		TotalCents: q.GetTotalCents(), Rule: q.GetRule(), PricedBy: q.GetServer(),
 	}
 	if sb, ok := propagation.FromContext(ctx); ok {
 		rc.Sandbox = sb.ID

@@ -42,7 +42,10 @@ func ExampleNewHandler() {
 		panic(err)
 	}
 	defer db.Close()
-	events := kafkamw.NewWriter(&kafka.Writer{Addr: kafka.TCP("127.0.0.1:1"), Topic: orders.Topic})
+	events, err := kafkamw.NewWriter(&kafka.Writer{Addr: kafka.TCP("127.0.0.1:1"), Topic: orders.Topic})
+	if err != nil {
+		panic(err)
+	}
 	defer events.Close()
 
 	h, err := orders.NewHandler(db, events, httpmw.TrustAll())

@@ -37,7 +37,10 @@ func server(t *testing.T) *httptest.Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Close)
-	events := kafkamw.NewWriter(&kafka.Writer{Addr: kafka.TCP("127.0.0.1:1"), Topic: orders.Topic})
+	events, err := kafkamw.NewWriter(&kafka.Writer{Addr: kafka.TCP("127.0.0.1:1"), Topic: orders.Topic})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { events.Close() })
 	h, err := orders.NewHandler(db, events, httpmw.TrustAll())
 	if err != nil {

@@ -22,7 +22,7 @@ import (
 // and PostgreSQL; go run ./examples/shop runs it.)
 func ExampleNewConsumer() {
 	ctx := context.Background()
-	var db *dbroute.Router // dbroute.New(baseline, testDatabases, dbroute.WithTable(table))
+	var db *dbroute.Router // dbroute.New(baseline, testDatabases, dbroute.WithRoutes(table))
 	table, err := routes.NewStatic([]routes.Sandbox{{
 		ID:       "pr-42",
 		Services: map[string]routes.Route{"shipping": {Upstream: "http://10.0.3.9:8080", ActiveFrom: time.Now()}},
@@ -32,7 +32,7 @@ func ExampleNewConsumer() {
 	}
 	cfg := kafka.ReaderConfig{Brokers: []string{"kafka:9092"}, Topic: orders.Topic, GroupID: "shipping"}
 
-	baseline, err := kafkamw.NewReader(cfg, kafkamw.WithRoutes(table), kafkamw.WithService("shipping"))
+	baseline, err := kafkamw.NewReader(cfg, table, "shipping")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -40,8 +40,7 @@ func ExampleNewConsumer() {
 	go shipping.NewConsumer("shipping", baseline, db).Run(ctx)
 
 	// In the sandbox's own deployment:
-	sandbox, err := kafkamw.NewReader(cfg, kafkamw.WithRoutes(table), kafkamw.WithService("shipping"),
-		kafkamw.AsSandbox("pr-42"))
+	sandbox, err := kafkamw.NewReader(cfg, table, "shipping", kafkamw.AsSandbox("pr-42"))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -1,11 +1,17 @@
-package dbroute
+package provision
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgerr"
+	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
 // rowQuerier is a pooled connection or a transaction.
@@ -50,4 +56,39 @@ func comment(ctx context.Context, q rowQuerier, sql, name string) (string, bool,
 		return "", true, nil
 	}
 	return *text, true, nil
+}
+
+// adminPool parses dsn (what, in errors) and opens a small pool on it,
+// which connects lazily.
+func adminPool(dsn, what string) (*pgxpool.Config, *pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// pgconn's parse errors redact a password.
+		return nil, nil, fmt.Errorf("provision: %s connection string: %w: %w", what, dbroute.ErrConfig, err)
+	}
+	acfg := cfg.Copy()
+	acfg.MaxConns = 4
+	acfg.MinConns = 0
+	admin, err := pgxpool.NewWithConfig(context.Background(), acfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("provision: %s pool: %w", what, err)
+	}
+	return cfg, admin, nil
+}
+
+// idOf is the sandbox ID whose name is name in its short form, or "".
+func idOf(prefix, name string) string {
+	id := strings.ReplaceAll(strings.TrimPrefix(name, prefix), "_", "-")
+	if propagation.ValidateID(id) != nil || objectName(prefix, id) != name {
+		return ""
+	}
+	return id
+}
+
+// transient is the store method shared by the PostgreSQL stores: the
+// server could not be reached, or (object_in_use) the template is being
+// accessed by another session (a template built before it was closed to
+// connections), which passes.
+func transient(err error) bool {
+	return pgerr.Unreachable(err) || pgerr.IsCode(err, pgerr.ObjectInUse)
 }

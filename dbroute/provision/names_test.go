@@ -1,4 +1,4 @@
-package dbroute
+package provision
 
 import (
 	"fmt"

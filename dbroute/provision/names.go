@@ -1,9 +1,8 @@
-package dbroute
+package provision
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"strconv"
@@ -11,8 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -36,7 +35,7 @@ const hashSuffixLen = 17
 // The two forms never collide (their lengths differ); two long IDs share a
 // name only if they share their start and 64 bits of SHA-256, and even then
 // the marker comment, which holds the full ID, makes the second one fail
-// with [ErrNotOwned] instead of sharing the first one's data.
+// with [dbroute.ErrNotOwned] instead of sharing the first one's data.
 func objectName(prefix, id string) string {
 	s := strings.ReplaceAll(id, "-", "_")
 	if len(prefix)+len(s) < maxIdentLen {
@@ -53,11 +52,11 @@ func templateName(prefix string) string { return prefix + "_template" }
 
 func validatePrefix(p string) error {
 	if p == "" || len(p) > MaxPrefixLen || p[0] < 'a' || p[0] > 'z' {
-		return fmt.Errorf("dbroute: prefix %q: want 1 to %d bytes starting with a lower-case letter", p, MaxPrefixLen)
+		return fmt.Errorf("provision: WithPrefix(%q): want 1 to %d bytes starting with a lower-case letter: %w", p, MaxPrefixLen, dbroute.ErrConfig)
 	}
 	for i := 0; i < len(p); i++ {
 		if c := p[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
-			return fmt.Errorf("dbroute: prefix %q: want lower-case letters, digits and '_'", p)
+			return fmt.Errorf("provision: WithPrefix(%q): want lower-case letters, digits and '_': %w", p, dbroute.ErrConfig)
 		}
 	}
 	return nil
@@ -138,27 +137,4 @@ func lockKey(name string) int32 {
 	h := fnv.New32a()
 	h.Write([]byte(name))
 	return int32(h.Sum32())
-}
-
-// SQLSTATE codes the providers handle.
-const (
-	codeDuplicateDatabase     = "42P04"
-	codeDuplicateSchema       = "42P06"
-	codeUniqueViolation       = "23505"
-	codeInvalidCatalog        = "3D000"
-	codeInsufficientPrivilege = "42501"
-	codeObjectInUse           = "55006"
-)
-
-func isCode(err error, codes ...string) bool {
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) {
-		return false
-	}
-	for _, c := range codes {
-		if pe.Code == c {
-			return true
-		}
-	}
-	return false
 }

@@ -1,4 +1,4 @@
-package dbroute_test
+package provision_test
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
 
@@ -32,7 +33,7 @@ func TestIsolationProperty(t *testing.T) {
 	for _, k := range kinds {
 		t.Run(k.name, func(t *testing.T) {
 			t.Parallel()
-			e := server(t)
+			e := pgtest.Server(t)
 			seed := uint64(time.Now().UnixNano())
 			t.Logf("seed %d", seed)
 
@@ -46,11 +47,11 @@ func TestIsolationProperty(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := &countingProvider{reclaimCloser: k.newProvider(t, e, itemsMigration("v1", nil))}
+			p := &countingProvider{reclaimCloser: k.newProvider(t, e, pgtest.ItemsMigration("v1", nil))}
 			// Pools opened, counted apart from provider opens: a reopened
 			// pool must not provision again.
 			var pools atomic.Int32
-			r := newRouter(t, e, p, dbroute.WithTable(table), dbroute.WithMaxPools(2),
+			r := e.Router(t, p, dbroute.WithRoutes(table), dbroute.WithMaxPools(2),
 				dbroute.WithPoolTurn(20*time.Millisecond),
 				dbroute.WithPoolConfig(func(_ string, cfg *pgxpool.Config) { pools.Add(1); cfg.MaxConns = 3 }))
 
@@ -71,12 +72,12 @@ func TestIsolationProperty(t *testing.T) {
 						var ctx context.Context
 						switch x := rng.IntN(100); {
 						case i == opsPerWorker/2 || x == 30 && rng.IntN(4) == 0:
-							owner, ctx = rare, sandboxCtx(rare)
+							owner, ctx = rare, pgtest.SandboxCtx(rare)
 						case x < 30:
 							owner, ctx = "baseline", context.Background()
 						case x < 35:
 							// Not in the route table: refused, written nowhere.
-							_, err := r.Exec(sandboxCtx("iso-unknown"), "INSERT INTO items (owner) VALUES ('iso-unknown')")
+							_, err := r.Exec(pgtest.SandboxCtx("iso-unknown"), "INSERT INTO items (owner) VALUES ('iso-unknown')")
 							if !errors.Is(err, dbroute.ErrNoTestDatabase) {
 								t.Errorf("worker %d op %d: unknown sandbox: %v", w, i, err)
 							}
@@ -84,7 +85,7 @@ func TestIsolationProperty(t *testing.T) {
 							continue
 						default:
 							owner = hot[rng.IntN(len(hot))]
-							ctx = sandboxCtx(owner)
+							ctx = pgtest.SandboxCtx(owner)
 						}
 						op, n, err := randomOp(ctx, rng, r, owner)
 						if err != nil {
@@ -102,7 +103,7 @@ func TestIsolationProperty(t *testing.T) {
 
 			// Count every database by owner.
 			got := map[string]map[string]int64{}
-			dsn, tbl := e.baselineItems()
+			dsn, tbl := e.BaselineItems()
 			got["baseline"] = ownersIn(t, dsn, tbl)
 			for _, id := range append([]string{rare}, hot...) {
 				dsn, tbl := k.where(e, expectedName(e, id))

@@ -1,4 +1,4 @@
-package dbroute_test
+package provision_test
 
 import (
 	"context"
@@ -14,9 +14,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
+	"github.com/sandboxkit/sandboxkit/dbroute/provision"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
@@ -25,22 +26,22 @@ import (
 // the server behind its back.
 type kind struct {
 	name string
-	// newProvider builds a provider on e's server with prefix e.prefix.
-	newProvider func(t testing.TB, e *env, m dbroute.Migration, opts ...dbroute.Option) reclaimCloser
-	// objects lists the databases or schemas whose names start with e.prefix.
-	objects func(t testing.TB, e *env) []string
+	// newProvider builds a provider on e's server with prefix e.Prefix.
+	newProvider func(t testing.TB, e *pgtest.Env, m provision.Migration, opts ...provision.ProvisionerOption) reclaimCloser
+	// objects lists the databases or schemas whose names start with e.Prefix.
+	objects func(t testing.TB, e *pgtest.Env) []string
 	// foreign creates an object called name, with comment unless it is "",
 	// holding a table keep with one row.
-	foreign func(t testing.TB, e *env, name, comment string)
+	foreign func(t testing.TB, e *pgtest.Env, name, comment string)
 	// where returns the DSN and the qualified items table of the object
 	// called name.
-	where func(e *env, name string) (dsn, table string)
+	where func(e *pgtest.Env, name string) (dsn, table string)
 }
 
 // expectedName is the documented naming rule, written out independently of
 // the package.
-func expectedName(e *env, id string) string {
-	s := e.prefix + strings.ReplaceAll(id, "-", "_")
+func expectedName(e *pgtest.Env, id string) string {
+	s := e.Prefix + strings.ReplaceAll(id, "-", "_")
 	if len(s) <= 62 {
 		return s
 	}
@@ -48,58 +49,55 @@ func expectedName(e *env, id string) string {
 	return s[:63-17] + "_" + hex.EncodeToString(sum[:8])
 }
 
-// schemaDB is the test database of the schema-per-sandbox provider.
-func (e *env) schemaDB(testing.TB) string { return shared.schemas }
-
 var kinds = []kind{
 	{
 		name: "database-per-sandbox",
-		newProvider: func(t testing.TB, e *env, m dbroute.Migration, opts ...dbroute.Option) reclaimCloser {
+		newProvider: func(t testing.TB, e *pgtest.Env, m provision.Migration, opts ...provision.ProvisionerOption) reclaimCloser {
 			t.Helper()
-			p, err := dbroute.NewDatabasePerSandbox(e.url, m, append([]dbroute.Option{dbroute.WithPrefix(e.prefix)}, opts...)...)
+			p, err := provision.NewDatabasePerSandbox(e.URL, m, append([]provision.ProvisionerOption{provision.WithPrefix(e.Prefix)}, opts...)...)
 			if err != nil {
 				t.Fatal(err)
 			}
 			return p
 		},
-		objects: func(t testing.TB, e *env) []string { return e.databases(t) },
-		foreign: func(t testing.TB, e *env, name, comment string) {
-			e.createDB(t, name, `CREATE TABLE keep (v int)`, `INSERT INTO keep VALUES (1)`)
+		objects: func(t testing.TB, e *pgtest.Env) []string { return e.Databases(t) },
+		foreign: func(t testing.TB, e *pgtest.Env, name, comment string) {
+			e.CreateDB(t, name, `CREATE TABLE keep (v int)`, `INSERT INTO keep VALUES (1)`)
 			if comment != "" {
-				e.exec(t, "COMMENT ON DATABASE "+pgx.Identifier{name}.Sanitize()+" IS '"+strings.ReplaceAll(comment, "'", "''")+"'")
+				e.Exec(t, "COMMENT ON DATABASE "+pgx.Identifier{name}.Sanitize()+" IS '"+strings.ReplaceAll(comment, "'", "''")+"'")
 			}
 		},
-		where: func(e *env, name string) (string, string) { return e.dsn(name), "items" },
+		where: func(e *pgtest.Env, name string) (string, string) { return e.DSN(name), "items" },
 	},
 	{
 		name: "schema-per-sandbox",
-		newProvider: func(t testing.TB, e *env, m dbroute.Migration, opts ...dbroute.Option) reclaimCloser {
+		newProvider: func(t testing.TB, e *pgtest.Env, m provision.Migration, opts ...provision.ProvisionerOption) reclaimCloser {
 			t.Helper()
-			p, err := dbroute.NewSchemaPerSandbox(e.dsn(e.schemaDB(t)), m, append([]dbroute.Option{dbroute.WithPrefix(e.prefix)}, opts...)...)
+			p, err := provision.NewSchemaPerSandbox(e.DSN(pgtest.SchemasDB()), m, append([]provision.ProvisionerOption{provision.WithPrefix(e.Prefix)}, opts...)...)
 			if err != nil {
 				t.Fatal(err)
 			}
 			return p
 		},
-		objects: func(t testing.TB, e *env) []string {
+		objects: func(t testing.TB, e *pgtest.Env) []string {
 			t.Helper()
 			ctx := context.Background()
-			conn, err := pgx.Connect(ctx, e.dsn(e.schemaDB(t)))
+			conn, err := pgx.Connect(ctx, e.DSN(pgtest.SchemasDB()))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer conn.Close(ctx)
-			rows, _ := conn.Query(ctx, "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1) ORDER BY 1", e.prefix)
+			rows, _ := conn.Query(ctx, "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1) ORDER BY 1", e.Prefix)
 			names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 			if err != nil {
 				t.Fatal(err)
 			}
 			return names
 		},
-		foreign: func(t testing.TB, e *env, name, comment string) {
+		foreign: func(t testing.TB, e *pgtest.Env, name, comment string) {
 			t.Helper()
 			ctx := context.Background()
-			conn, err := pgx.Connect(ctx, e.dsn(e.schemaDB(t)))
+			conn, err := pgx.Connect(ctx, e.DSN(pgtest.SchemasDB()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -115,26 +113,10 @@ var kinds = []kind{
 				}
 			}
 		},
-		where: func(e *env, name string) (string, string) {
-			return e.dsn(shared.schemas), pgx.Identifier{name, "items"}.Sanitize()
+		where: func(e *pgtest.Env, name string) (string, string) {
+			return e.DSN(pgtest.SchemasDB()), pgx.Identifier{name, "items"}.Sanitize()
 		},
 	},
-}
-
-// newRouter builds a router over a fresh guarded baseline and provider p.
-func newRouter(t testing.TB, e *env, p dbroute.Provider, opts ...dbroute.Option) *dbroute.Router {
-	t.Helper()
-	return routerOn(t, e.baseline(t), p, opts...)
-}
-
-func routerOn(t testing.TB, base *pgxpool.Pool, p dbroute.Provider, opts ...dbroute.Option) *dbroute.Router {
-	t.Helper()
-	r, err := dbroute.New(base, p, append([]dbroute.Option{smallPools()}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
-	return r
 }
 
 func TestProvision(t *testing.T) {
@@ -142,16 +124,16 @@ func TestProvision(t *testing.T) {
 	for _, k := range kinds {
 		t.Run(k.name, func(t *testing.T) {
 			t.Parallel()
-			e := server(t)
+			e := pgtest.Server(t)
 			clk := clocktest.New()
 			var applied atomic.Int32
-			p := k.newProvider(t, e, itemsMigration("v1", &applied), dbroute.WithClock(clk.Now))
-			r := newRouter(t, e, p, dbroute.WithClock(clk.Now))
+			p := k.newProvider(t, e, pgtest.ItemsMigration("v1", &applied), provision.WithClock(clk.Now))
+			r := e.Router(t, p)
 			long := strings.Repeat("a", 60) + "-01" // 63 bytes: the hashed form
 			ids := []string{"pr-1", long}
 			for i, id := range ids {
 				for range i + 1 {
-					if _, err := r.Exec(sandboxCtx(id), "INSERT INTO items (owner) VALUES ($1)", id); err != nil {
+					if _, err := r.Exec(pgtest.SandboxCtx(id), "INSERT INTO items (owner) VALUES ($1)", id); err != nil {
 						t.Fatalf("%s: %v", id, err)
 					}
 				}
@@ -167,14 +149,14 @@ func TestProvision(t *testing.T) {
 			}
 			for i, id := range ids {
 				dsn, table := k.where(e, expectedName(e, id))
-				if n := count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner = $1", id); n != i+1 {
+				if n := pgtest.Count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner = $1", id); n != i+1 {
 					t.Errorf("%s: %d own rows, want %d", id, n, i+1)
 				}
-				if n := count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner <> $1", id); n != 0 {
+				if n := pgtest.Count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner <> $1", id); n != 0 {
 					t.Errorf("%s: %d rows of others", id, n)
 				}
 			}
-			if dsn, table := e.baselineItems(); count(t, dsn, "SELECT count(*) FROM "+table) != 1 {
+			if dsn, table := e.BaselineItems(); pgtest.Count(t, dsn, "SELECT count(*) FROM "+table) != 1 {
 				t.Errorf("baseline does not have exactly its one row")
 			}
 			wantApplied := int32(len(ids)) // one per schema
@@ -209,10 +191,10 @@ func TestProvisionRefusesInvalidIDs(t *testing.T) {
 	for _, k := range kinds {
 		t.Run(k.name, func(t *testing.T) {
 			t.Parallel()
-			e := server(t)
-			r := newRouter(t, e, k.newProvider(t, e, itemsMigration("v1", nil)))
+			e := pgtest.Server(t)
+			r := e.Router(t, k.newProvider(t, e, pgtest.ItemsMigration("v1", nil)))
 			for _, id := range []string{"", "Upper", "-x", "a_b", `x"; DROP DATABASE postgres; --`, strings.Repeat("a", 64)} {
-				_, err := r.Exec(sandboxCtx(id), "SELECT 1")
+				_, err := r.Exec(pgtest.SandboxCtx(id), "SELECT 1")
 				if !errors.Is(err, dbroute.ErrNoTestDatabase) {
 					t.Errorf("sandbox %q: err = %v, want ErrNoTestDatabase", id, err)
 				}
@@ -229,13 +211,13 @@ func TestConcurrentCreation(t *testing.T) {
 	for _, k := range kinds {
 		t.Run(k.name, func(t *testing.T) {
 			t.Parallel()
-			e := server(t)
-			base := e.baseline(t)
+			e := pgtest.Server(t)
+			base := e.Baseline(t)
 			// Two routers with providers of their own: two processes.
-			p1 := &countingProvider{reclaimCloser: k.newProvider(t, e, itemsMigration("v1", nil))}
-			p2 := &countingProvider{reclaimCloser: k.newProvider(t, e, itemsMigration("v1", nil))}
-			r1 := routerOn(t, base, p1)
-			r2 := routerOn(t, base, p2)
+			p1 := &countingProvider{reclaimCloser: k.newProvider(t, e, pgtest.ItemsMigration("v1", nil))}
+			p2 := &countingProvider{reclaimCloser: k.newProvider(t, e, pgtest.ItemsMigration("v1", nil))}
+			r1 := pgtest.Router(t, base, p1)
+			r2 := pgtest.Router(t, base, p2)
 			t.Cleanup(p1.Close)
 			t.Cleanup(p2.Close)
 
@@ -249,7 +231,7 @@ func TestConcurrentCreation(t *testing.T) {
 					r := routers[i%len(routers)]
 					wg.Go(func() {
 						<-start
-						if _, err := r.Exec(sandboxCtx(id), "INSERT INTO items (owner, n) VALUES ($1, $2)", id, i); err != nil {
+						if _, err := r.Exec(pgtest.SandboxCtx(id), "INSERT INTO items (owner, n) VALUES ($1, $2)", id, i); err != nil {
 							errs <- err
 						}
 					})
@@ -261,7 +243,7 @@ func TestConcurrentCreation(t *testing.T) {
 					t.Errorf("%s: %v", id, err)
 				}
 				dsn, table := k.where(e, expectedName(e, id))
-				if n := count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner = $1", id); n != goroutines {
+				if n := pgtest.Count(t, dsn, "SELECT count(*) FROM "+table+" WHERE owner = $1", id); n != goroutines {
 					t.Errorf("%s: %d rows in its test database, want %d", id, n, goroutines)
 				}
 			}
@@ -279,7 +261,7 @@ func TestConcurrentCreation(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Errorf("objects = %v, want exactly %v", got, want)
 			}
-			if dsn, table := e.baselineItems(); count(t, dsn, "SELECT count(*) FROM "+table) != 0 {
+			if dsn, table := e.BaselineItems(); pgtest.Count(t, dsn, "SELECT count(*) FROM "+table) != 0 {
 				t.Errorf("baseline got sandbox rows")
 			}
 		})
@@ -291,14 +273,14 @@ func TestForeignObjectsUntouched(t *testing.T) {
 	for _, k := range kinds {
 		t.Run(k.name, func(t *testing.T) {
 			t.Parallel()
-			e := server(t)
+			e := pgtest.Server(t)
 			clk := clocktest.New()
 			table, err := routes.NewStatic([]routes.Sandbox{{ID: "ghost"}, {ID: "mine"}}, routes.WithClock(clk.Now))
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := k.newProvider(t, e, itemsMigration("v1", nil), dbroute.WithClock(clk.Now))
-			r := newRouter(t, e, p, dbroute.WithClock(clk.Now), dbroute.WithTable(table), dbroute.WithReapGrace(time.Minute))
+			p := k.newProvider(t, e, pgtest.ItemsMigration("v1", nil), provision.WithClock(clk.Now), provision.WithReapGrace(time.Minute))
+			r := e.Router(t, p, dbroute.WithRoutes(table))
 
 			marker := func(id string) string {
 				return fmt.Sprintf("sandboxkit/dbroute sandbox=%q created=%s", id, clk.Now().Add(-time.Hour).Format(time.RFC3339))
@@ -308,21 +290,21 @@ func TestForeignObjectsUntouched(t *testing.T) {
 			foreign := map[string]string{
 				expectedName(e, "ghost"): "",                   // our name for a live sandbox, no marker
 				expectedName(e, "alias"): marker("renamed"),    // a marker for another name
-				e.name("unprefixed"):     marker("unprefixed"), // a marker without the prefix
+				e.Name("unprefixed"):     marker("unprefixed"), // a marker without the prefix
 			}
 			for name, comment := range foreign {
 				k.foreign(t, e, name, comment)
 			}
-			if _, err := r.Exec(sandboxCtx("mine"), "INSERT INTO items (owner) VALUES ('mine')"); err != nil {
+			if _, err := r.Exec(pgtest.SandboxCtx("mine"), "INSERT INTO items (owner) VALUES ('mine')"); err != nil {
 				t.Fatal(err)
 			}
 
-			_, err = r.Exec(sandboxCtx("ghost"), "SELECT 1")
+			_, err = r.Exec(pgtest.SandboxCtx("ghost"), "SELECT 1")
 			if !errors.Is(err, dbroute.ErrNoTestDatabase) || !errors.Is(err, dbroute.ErrNotOwned) {
 				t.Errorf("using a foreign lookalike: err = %v, want ErrNoTestDatabase and ErrNotOwned", err)
 			}
 			for _, id := range []string{"ghost", "alias"} {
-				if err := r.Destroy(context.Background(), id); !errors.Is(err, dbroute.ErrNotOwned) {
+				if err := p.Destroy(context.Background(), id); !errors.Is(err, dbroute.ErrNotOwned) {
 					t.Errorf("Destroy(%s) = %v, want ErrNotOwned", id, err)
 				}
 			}
@@ -338,14 +320,14 @@ func TestForeignObjectsUntouched(t *testing.T) {
 				t.Fatal(err)
 			}
 			clk.Advance(time.Hour)
-			dropped, err := r.Reap(context.Background())
+			dropped, err := p.Reap(context.Background(), table)
 			if err != nil || !slices.Equal(dropped, []string{"mine"}) {
 				t.Errorf("Reap = %v, %v; want [mine], nil", dropped, err)
 			}
 			for name := range foreign {
 				dsn, tbl := k.where(e, name)
 				tbl = strings.Replace(tbl, "items", "keep", 1)
-				if n := count(t, dsn, "SELECT count(*) FROM "+tbl); n != 1 {
+				if n := pgtest.Count(t, dsn, "SELECT count(*) FROM "+tbl); n != 1 {
 					t.Errorf("foreign %s: keep has %d rows, want 1", name, n)
 				}
 			}
@@ -361,17 +343,17 @@ func TestDestroy(t *testing.T) {
 	for _, k := range kinds {
 		t.Run(k.name, func(t *testing.T) {
 			t.Parallel()
-			e := server(t)
-			p := k.newProvider(t, e, itemsMigration("v1", nil))
-			r := newRouter(t, e, p)
+			e := pgtest.Server(t)
+			p := k.newProvider(t, e, pgtest.ItemsMigration("v1", nil))
+			r := e.Router(t, p)
 			ctx := context.Background()
 			for _, id := range []string{"keep-me", "drop-me"} {
-				if _, err := r.Exec(sandboxCtx(id), "INSERT INTO items (owner) VALUES ($1)", id); err != nil {
+				if _, err := r.Exec(pgtest.SandboxCtx(id), "INSERT INTO items (owner) VALUES ($1)", id); err != nil {
 					t.Fatal(err)
 				}
 			}
 			// A transaction left open in the sandbox does not stop Destroy.
-			tx, err := r.Begin(sandboxCtx("drop-me"))
+			tx, err := r.Begin(pgtest.SandboxCtx("drop-me"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -384,7 +366,7 @@ func TestDestroy(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if err := r.Destroy(ctx, "drop-me"); err != nil {
+			if err := p.Destroy(ctx, "drop-me"); err != nil {
 				t.Fatal(err)
 			}
 			tx.Rollback(ctx) // fails for database-per-sandbox: its session was ended
@@ -394,16 +376,16 @@ func TestDestroy(t *testing.T) {
 			if slices.Contains(r.OpenPools(), "drop-me") {
 				t.Errorf("pool of the destroyed sandbox still open: %v", r.OpenPools())
 			}
-			if err := r.Destroy(ctx, "drop-me"); err != nil {
+			if err := p.Destroy(ctx, "drop-me"); err != nil {
 				t.Errorf("second Destroy = %v, want nil", err)
 			}
 			// The next request gets a fresh, empty test database.
 			var n int
-			if err := r.QueryRow(sandboxCtx("drop-me"), "SELECT count(*) FROM items").Scan(&n); err != nil || n != 0 {
+			if err := r.QueryRow(pgtest.SandboxCtx("drop-me"), "SELECT count(*) FROM items").Scan(&n); err != nil || n != 0 {
 				t.Errorf("recreated sandbox: count = %d, %v; want 0, nil", n, err)
 			}
 			dsn, table := k.where(e, expectedName(e, "keep-me"))
-			if n := count(t, dsn, "SELECT count(*) FROM "+table); n != 1 {
+			if n := pgtest.Count(t, dsn, "SELECT count(*) FROM "+table); n != 1 {
 				t.Errorf("keep-me has %d rows, want 1", n)
 			}
 		})
@@ -415,7 +397,7 @@ func TestReap(t *testing.T) {
 	for _, k := range kinds {
 		t.Run(k.name, func(t *testing.T) {
 			t.Parallel()
-			e := server(t)
+			e := pgtest.Server(t)
 			clk := clocktest.New()
 			t0 := clk.Now()
 			expires := routes.Sandbox{ID: "expires", Expires: t0.Add(30 * time.Minute)}
@@ -423,10 +405,10 @@ func TestReap(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := k.newProvider(t, e, itemsMigration("v1", nil), dbroute.WithClock(clk.Now))
-			r := newRouter(t, e, p, dbroute.WithClock(clk.Now), dbroute.WithTable(table), dbroute.WithReapGrace(10*time.Minute))
+			p := k.newProvider(t, e, pgtest.ItemsMigration("v1", nil), provision.WithClock(clk.Now), provision.WithReapGrace(10*time.Minute))
+			r := e.Router(t, p, dbroute.WithRoutes(table))
 			insert := func(id string) error {
-				_, err := r.Exec(sandboxCtx(id), "INSERT INTO items (owner) VALUES ($1)", id)
+				_, err := r.Exec(pgtest.SandboxCtx(id), "INSERT INTO items (owner) VALUES ($1)", id)
 				return err
 			}
 			for _, id := range []string{"stays", "expires"} {
@@ -453,13 +435,13 @@ func TestReap(t *testing.T) {
 			// 26 minutes: "leaves" is gone but younger than the grace (a
 			// lagging route table elsewhere must not cost it its data);
 			// "expires" has not expired.
-			dropped, err := r.Reap(context.Background())
+			dropped, err := p.Reap(context.Background(), table)
 			if err != nil || len(dropped) != 0 {
 				t.Fatalf("first Reap = %v, %v; want nothing", dropped, err)
 			}
 			// 40 minutes: "expires" expired, "leaves" is 15 minutes old.
 			clk.Advance(14 * time.Minute)
-			dropped, err = r.Reap(context.Background())
+			dropped, err = p.Reap(context.Background(), table)
 			if err != nil || !slices.Equal(dropped, []string{"expires", "leaves"}) {
 				t.Fatalf("second Reap = %v, %v; want [expires leaves]", dropped, err)
 			}
@@ -471,10 +453,10 @@ func TestReap(t *testing.T) {
 				t.Errorf("open pools = %v, want [stays]", got)
 			}
 			dsn, tbl := k.where(e, expectedName(e, "stays"))
-			if n := count(t, dsn, "SELECT count(*) FROM "+tbl); n != 1 {
+			if n := pgtest.Count(t, dsn, "SELECT count(*) FROM "+tbl); n != 1 {
 				t.Errorf("stays has %d rows, want 1", n)
 			}
-			dropped, err = r.Reap(context.Background())
+			dropped, err = p.Reap(context.Background(), table)
 			if err != nil || len(dropped) != 0 {
 				t.Errorf("third Reap = %v, %v; want nothing", dropped, err)
 			}
@@ -487,16 +469,16 @@ func TestMigrationFailure(t *testing.T) {
 	for _, k := range kinds {
 		t.Run(k.name, func(t *testing.T) {
 			t.Parallel()
-			e := server(t)
-			bad := dbroute.Migration{Version: "broken", Apply: func(ctx context.Context, tx pgx.Tx) error {
-				if _, err := tx.Exec(ctx, itemsDDL); err != nil {
+			e := pgtest.Server(t)
+			bad := provision.Migration{Version: "broken", Apply: func(ctx context.Context, tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, pgtest.ItemsDDL); err != nil {
 					return err
 				}
 				_, err := tx.Exec(ctx, "CREATE TABLE broken (")
 				return err
 			}}
-			r := newRouter(t, e, k.newProvider(t, e, bad))
-			_, err := r.Exec(sandboxCtx("pr-1"), "SELECT 1")
+			r := e.Router(t, k.newProvider(t, e, bad))
+			_, err := r.Exec(pgtest.SandboxCtx("pr-1"), "SELECT 1")
 			if !errors.Is(err, dbroute.ErrNoTestDatabase) || !strings.Contains(err.Error(), `migration "broken"`) {
 				t.Fatalf("err = %v, want ErrNoTestDatabase naming the migration", err)
 			}
@@ -504,8 +486,8 @@ func TestMigrationFailure(t *testing.T) {
 				t.Errorf("a failed migration left %v", got)
 			}
 			// A good migration afterwards works.
-			r2 := newRouter(t, e, k.newProvider(t, e, itemsMigration("v1", nil)))
-			if _, err := r2.Exec(sandboxCtx("pr-1"), "INSERT INTO items (owner) VALUES ('pr-1')"); err != nil {
+			r2 := e.Router(t, k.newProvider(t, e, pgtest.ItemsMigration("v1", nil)))
+			if _, err := r2.Exec(pgtest.SandboxCtx("pr-1"), "INSERT INTO items (owner) VALUES ('pr-1')"); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -514,21 +496,21 @@ func TestMigrationFailure(t *testing.T) {
 
 func TestTemplateVersion(t *testing.T) {
 	t.Parallel()
-	e := server(t)
-	base := e.baseline(t)
+	e := pgtest.Server(t)
+	base := e.Baseline(t)
 	ctx := context.Background()
 	var v1, v2 atomic.Int32
-	p1, err := dbroute.NewDatabasePerSandbox(e.url, itemsMigration("v1", &v1), dbroute.WithPrefix(e.prefix))
+	p1, err := provision.NewDatabasePerSandbox(e.URL, pgtest.ItemsMigration("v1", &v1), provision.WithPrefix(e.Prefix))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r1 := routerOn(t, base, p1)
-	if _, err := r1.Exec(sandboxCtx("old"), "INSERT INTO items (owner) VALUES ('old')"); err != nil {
+	r1 := pgtest.Router(t, base, p1)
+	if _, err := r1.Exec(pgtest.SandboxCtx("old"), "INSERT INTO items (owner) VALUES ('old')"); err != nil {
 		t.Fatal(err)
 	}
 	tmplComment := func() string {
 		var c string
-		if err := e.admin.QueryRow(ctx, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1", p1.Template()).Scan(&c); err != nil {
+		if err := e.Admin.QueryRow(ctx, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1", p1.Template()).Scan(&c); err != nil {
 			t.Fatal(err)
 		}
 		return c
@@ -538,12 +520,12 @@ func TestTemplateVersion(t *testing.T) {
 	}
 
 	// A second process with the same version reuses the template.
-	p1b, err := dbroute.NewDatabasePerSandbox(e.url, itemsMigration("v1", &v1), dbroute.WithPrefix(e.prefix))
+	p1b, err := provision.NewDatabasePerSandbox(e.URL, pgtest.ItemsMigration("v1", &v1), provision.WithPrefix(e.Prefix))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r1b := routerOn(t, base, p1b)
-	if _, err := r1b.Exec(sandboxCtx("same"), "INSERT INTO items (owner) VALUES ('same')"); err != nil {
+	r1b := pgtest.Router(t, base, p1b)
+	if _, err := r1b.Exec(pgtest.SandboxCtx("same"), "INSERT INTO items (owner) VALUES ('same')"); err != nil {
 		t.Fatal(err)
 	}
 	if n := v1.Load(); n != 1 {
@@ -551,21 +533,21 @@ func TestTemplateVersion(t *testing.T) {
 	}
 
 	// A new version rebuilds it.
-	m2 := dbroute.Migration{Version: "v2", Apply: func(ctx context.Context, tx pgx.Tx) error {
+	m2 := provision.Migration{Version: "v2", Apply: func(ctx context.Context, tx pgx.Tx) error {
 		v2.Add(1)
-		_, err := tx.Exec(ctx, itemsDDL+`; ALTER TABLE items ADD COLUMN note text DEFAULT 'v2'`)
+		_, err := tx.Exec(ctx, pgtest.ItemsDDL+`; ALTER TABLE items ADD COLUMN note text DEFAULT 'v2'`)
 		return err
 	}}
-	p2, err := dbroute.NewDatabasePerSandbox(e.url, m2, dbroute.WithPrefix(e.prefix))
+	p2, err := provision.NewDatabasePerSandbox(e.URL, m2, provision.WithPrefix(e.Prefix))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2 := routerOn(t, base, p2)
-	if _, err := r2.Exec(sandboxCtx("new"), "INSERT INTO items (owner) VALUES ('new')"); err != nil {
+	r2 := pgtest.Router(t, base, p2)
+	if _, err := r2.Exec(pgtest.SandboxCtx("new"), "INSERT INTO items (owner) VALUES ('new')"); err != nil {
 		t.Fatal(err)
 	}
 	var note string
-	if err := r2.QueryRow(sandboxCtx("new"), "SELECT note FROM items").Scan(&note); err != nil || note != "v2" {
+	if err := r2.QueryRow(pgtest.SandboxCtx("new"), "SELECT note FROM items").Scan(&note); err != nil || note != "v2" {
 		t.Errorf("new sandbox: note = %q, %v; want v2", note, err)
 	}
 	if c := tmplComment(); c != `sandboxkit/dbroute template version="v2"` {
@@ -575,7 +557,7 @@ func TestTemplateVersion(t *testing.T) {
 		t.Errorf("v2 migration applied %d times, want 1", n)
 	}
 	// The old sandbox keeps its schema.
-	if _, err := r1.Exec(sandboxCtx("old"), "SELECT note FROM items"); err == nil {
+	if _, err := r1.Exec(pgtest.SandboxCtx("old"), "SELECT note FROM items"); err == nil {
 		t.Error("old sandbox has the v2 column; it should keep the schema it was cloned with")
 	}
 }
