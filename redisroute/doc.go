@@ -121,6 +121,12 @@
 // AutoPipeliner of a routed or guarded client with sandbox contexts;
 // closing this needs go-redis to give hooks each queued command's context.
 //
+// client.WithTimeout returns a clone without the client's hooks (go-redis
+// 9.23 builds the clone's hooks afresh): neither the router nor the guard
+// applies to it, and a sandbox command sent through it reaches the
+// baseline's database. Send sandbox traffic through the client given to
+// [New] or [Guard], and set timeouts with a context deadline instead.
+//
 // Hooks added to the baseline client before [New] run for sandbox
 // commands too (they see the command, then the router sends it to the
 // sandbox); hooks added after it run for production commands only. The

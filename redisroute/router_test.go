@@ -258,3 +258,43 @@ func TestClosedRouterRefuses(t *testing.T) {
 		t.Errorf("production value %q", v)
 	}
 }
+
+// TestOtherHandlesOfTheBaseline: a Conn taken from the baseline client
+// routes sandbox commands too, and cannot be turned to production's
+// database with SELECT. (A WithTimeout clone has no hooks at all in
+// go-redis 9.23: see the package doc.)
+func TestOtherHandlesOfTheBaseline(t *testing.T) {
+	id := newID()
+	c, p, _ := route(t, []string{id})
+	ctx, sctx := context.Background(), sandboxCtx(id)
+	c.Set(ctx, p+"k", "prod", 0)
+
+	cn := c.Conn()
+	defer cn.Close()
+	if err := cn.Ping(ctx).Err(); err != nil { // the Conn holds a baseline connection
+		t.Fatal(err)
+	}
+	if err := cn.Set(sctx, p+"k", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cn.Select(sctx, baseDB).Err(); !isRefused(err) {
+		t.Errorf("SELECT of production's database on a Conn: %v, want ErrRefused", err)
+	}
+	if _, err := cn.TxPipelined(sctx, func(pipe redis.Pipeliner) error { pipe.Set(sctx, p+"tx", "sandbox", 0); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if v := c.Get(ctx, p+"k").Val(); v != "prod" {
+		t.Errorf("production value %q", v)
+	}
+	for _, k := range []string{p + "tx"} {
+		if c.Exists(ctx, k).Val() != 0 {
+			t.Errorf("%s reached production", k)
+		}
+		if c.Exists(sctx, k).Val() != 1 {
+			t.Errorf("%s not in the sandbox", k)
+		}
+	}
+	if v := c.Get(sctx, p+"k").Val(); v != "sandbox" {
+		t.Errorf("sandbox value %q", v)
+	}
+}
