@@ -59,6 +59,16 @@
 // cannot free their own database while using it. They do see it: KEYS *,
 // SCAN and RANDOMKEY may return it, and DBSIZE counts it.
 //
+// Destroy and Reap close the sandbox clients of their own router only. A
+// router in another process keeps its client of a flushed database until
+// it learns otherwise: with [WithRoutes] it refuses a sandbox the table no
+// longer holds before using its client; without a table, call Destroy in
+// every process (a stale client's writes make the database non-empty and
+// unmarked, so no other sandbox is given it until someone flushes it).
+// Claims hold the router's lock: while one sandbox's database is being
+// claimed (a few round trips), other sandbox commands of the router wait;
+// production commands never take the lock.
+//
 // # Command families
 //
 // Every command family of the go-redis API is isolated (runs in the
