@@ -45,6 +45,8 @@ var imports = map[string]string{
 	"pgx":         "github.com/jackc/pgx/v5",
 	"pgxpool":     "github.com/jackc/pgx/v5/pgxpool",
 	"propagation": "github.com/sandboxkit/sandboxkit/propagation",
+	"redis":       "github.com/redis/go-redis/v9",
+	"redisroute":  "github.com/sandboxkit/sandboxkit/redisroute",
 	"provision":   "github.com/sandboxkit/sandboxkit/dbroute/provision",
 	"routes":      "github.com/sandboxkit/sandboxkit/routes",
 	"slog":        "log/slog",
