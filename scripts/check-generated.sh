@@ -10,6 +10,9 @@
 #
 #   scripts/check-generated.sh
 set -euo pipefail
+# -modfile is refused in workspace mode, and the repository has a go.work
+# that tools/go.mod is no module of.
+export GOWORK=off
 cd "$(dirname "$0")/.."
 root=$(pwd)
 tmp=$(mktemp -d)
