@@ -166,11 +166,10 @@ func (sh *shop) startDatabases(ctx context.Context) error {
 	if err := sh.lockRun(ctx, admin); err != nil {
 		return err
 	}
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{sh.set.database}.Sanitize()); err != nil {
-		return fmt.Errorf("creating the production database: %w", err)
-	}
 	// From here on, closing the shop drops the run's databases (after the
-	// pools, registered later, are closed).
+	// pools, registered later, are closed): even when CREATE DATABASE
+	// fails, which it may do after the server made the database (Ctrl-C
+	// during it cancels the client's wait, not the server's commit).
 	sh.onClose(func() {
 		if sh.set.keepDatabases {
 			return
@@ -179,6 +178,9 @@ func (sh *shop) startDatabases(ctx context.Context) error {
 			fmt.Fprintf(os.Stderr, "shop: dropping the databases of run %s: %v\n", sh.set.run, err)
 		}
 	})
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{sh.set.database}.Sanitize()); err != nil {
+		return fmt.Errorf("creating the production database: %w", err)
+	}
 	prod, err := sh.connect(ctx, sh.set.database)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"strings"
@@ -378,5 +379,33 @@ func TestTestDatabaseDroppedUnderneath(t *testing.T) {
 	}
 	if a.status != http.StatusOK || a.receipt.Sandbox != pr42ID || a.receipt.Database != sh.testDatabase() || a.receipt.Order != 1 {
 		t.Errorf("checkout after the drop: %v; want order #1 in a new %s", a, sh.testDatabase())
+	}
+}
+
+// A CREATE DATABASE that the server carried out but the shop saw fail
+// (Ctrl-C during it: the client gives up, the server commits) is dropped
+// when the shop stops all the same. The database made beforehand stands
+// for the one the server created.
+func TestFailedCreateDropped(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	set := testSettings(t)
+	admin, err := pgx.Connect(ctx, set.databaseURL)
+	if err != nil {
+		skipWithoutDatabase(t, fmt.Errorf("%w: %v", errNoDatabase, err))
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{set.database}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := start(ctx, set)
+	if err == nil {
+		sh.close()
+		t.Fatal("the shop started on a production database that was there already")
+	}
+	if left := runDatabasesLeft(ctx, t, set.databaseURL, set.run); len(left) != 0 {
+		t.Errorf("after a failed start (%v), the run's databases are still there: %v", err, left)
 	}
 }
