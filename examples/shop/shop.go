@@ -157,6 +157,9 @@ func (sh *shop) onClose(f func()) { sh.closers = append(sh.closers, f) }
 // per sandbox.
 func (sh *shop) startDatabases(ctx context.Context) error {
 	admin, err := sh.connect(ctx, "")
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("connecting to PostgreSQL: %w", context.Cause(ctx)) // Ctrl-C, not a missing server
+	}
 	if err != nil {
 		return fmt.Errorf("%w at %s (%v): start a server that lets this role create databases, for example "+
 			"`docker run --rm -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres`, "+

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -407,5 +408,17 @@ func TestFailedCreateDropped(t *testing.T) {
 	}
 	if left := runDatabasesLeft(ctx, t, set.databaseURL, set.run); len(left) != 0 {
 		t.Errorf("after a failed start (%v), the run's databases are still there: %v", err, left)
+	}
+}
+
+// Ctrl-C while the shop connects to PostgreSQL is no missing PostgreSQL:
+// the shop says it was interrupted, not to start a server.
+func TestInterruptedConnectIsNoMissingDatabase(t *testing.T) {
+	set := testSettings(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := play(ctx, io.Discard, set)
+	if err == nil || errors.Is(err, errNoDatabase) || !errors.Is(err, context.Canceled) {
+		t.Errorf("play after Ctrl-C = %v, want context.Canceled and no errNoDatabase", err)
 	}
 }
