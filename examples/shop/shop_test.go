@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -267,6 +268,11 @@ func TestScenarioCatchesMissingGuard(t *testing.T) {
 		if !strings.Contains(step, want) {
 			t.Errorf("step 5 lacks %q", want)
 		}
+	}
+	// The failed check shows the row that reached production.
+	m := regexp.MustCompile(`✗ nothing reached production: (\d+) order\(s\) there before, (\d+) after`).FindStringSubmatch(step)
+	if m == nil || m[1] == m[2] {
+		t.Errorf("step 5 does not show production's orders before and after the bug's write: %v", m)
 	}
 }
 
