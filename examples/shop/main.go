@@ -90,7 +90,7 @@ func serve(ctx context.Context, out io.Writer, set settings) error {
 	fmt.Fprintf(out, `The shop is up (Ctrl-C stops it and drops its databases). Audit records follow as they happen.
 
   gateway   %[1]s     (POST /checkout, form item=mug|tee|sticker, qty)
-            %[11]s gRPC shop.Cart/Price, the same trust policy
+            %[11]s gRPC shop.Cart/Price, the same trust policy and budgets
   orders    %[2]s     (POST /orders, an internal service)
   cart      %[3]s (baseline), %[4]s (pr-42)   gRPC
   shipping  %[5]s (baseline), %[6]s (pr-42)   counters

@@ -388,7 +388,10 @@ func (sh *shop) startServices(ctx context.Context) error {
 	if sh.gatewayURL, err = sh.serveHTTP(gw); err != nil {
 		return err
 	}
-	if sh.gatewayGRPC, err = sh.serveGRPC(gateway.NewGRPC(verifier, cart.NewClient(sh.cartRouter), grpcmw.WithLogger(gwLog))); err != nil {
+	// The gRPC edge takes its calls from the same budgets: a sandbox has
+	// one budget at the gateway, whichever protocol its loop runs on.
+	if sh.gatewayGRPC, err = sh.serveGRPC(gateway.NewGRPC(verifier, cart.NewClient(sh.cartRouter),
+		grpcmw.WithLogger(gwLog), grpcmw.WithBreaker(budgets))); err != nil {
 		return err
 	}
 	// reports: a service with a bug that only dbroute.Guard catches.
