@@ -36,6 +36,14 @@ while IFS= read -r gen; do
 			status=1
 		fi
 	done
+	# A generated file the generators no longer make (its .proto renamed
+	# or removed) is stale too.
+	for f in "$dir"/*.pb.go; do
+		if [ -e "$f" ] && [ ! -e "$work/$(basename "$f")" ]; then
+			echo "$f is generated code the generators no longer make of $dir/*.proto; remove it"
+			status=1
+		fi
+	done
 	rm -rf "$work"
 done < <(git ls-files '*buf.gen.yaml')
 [ "$status" -eq 0 ] && echo "generated code is current"
