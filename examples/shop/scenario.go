@@ -281,7 +281,8 @@ func (p *player) guard(ctx context.Context) error {
 		return err
 	}
 	p.check(after.orders == before.orders && after.testOrders == before.testOrders,
-		"nothing reached production: %d order(s) there before and after (nor the test database: %d)", after.orders, after.testOrders)
+		"nothing reached production: %d order(s) there before, %d after (pr-42's test database: %d before, %d after)",
+		before.orders, after.orders, before.testOrders, after.testOrders)
 	p.check(count(p.audited(), record{audit.KeyDecision: string(audit.Rejected), audit.KeyProtocol: audit.SQL, audit.KeyID: pr42ID}) == 1,
 		"audited: rejected on the production pool, with the sandbox")
 	return nil
