@@ -57,6 +57,10 @@ type entry struct {
 
 	mu   sync.Mutex // serialises every call into cb and phase changes
 	slow *slow      // nil until the key's breaker first counts a result
+
+	// first is the phase the key starts in, closed; most keys never leave
+	// it, and a call finds it in the cache lines of the entry.
+	first phase
 }
 
 // slow is the state of a key's breaker beyond its phase, made when the
@@ -104,7 +108,9 @@ func (g *Group) newEntry(s propagation.Sandbox, t int64) *entry {
 	if pol.limited {
 		e.rl.Store(pol.newLimiter())
 	}
-	e.cur.Store(e.newPhase(StateClosed, 0))
+	e.first = phase{e: e, state: StateClosed}
+	e.first.done = e.first.finish
+	e.cur.Store(&e.first)
 	return e
 }
 
