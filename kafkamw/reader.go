@@ -151,7 +151,8 @@ type Reader struct {
 
 // NewReader returns a reader for cfg that decides, from table, which
 // messages of service are its own. cfg must name a consumer group (GroupID)
-// and a Topic or GroupTopics; table must not be nil nor service empty. A
+// and a Topic or GroupTopics; table must not be nil, nor service empty or
+// a name no route table holds ([routes.ValidateService]). A
 // misconfiguration, of cfg or of an option, is an error wrapping
 // [ErrConfig] that names what is wrong; nil options are skipped.
 //
