@@ -18,6 +18,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
@@ -119,10 +120,10 @@ func TestPoolLimit(t *testing.T) {
 		t.Errorf("pool limit metric = %v, want waited 1, gave_up 1", got)
 	}
 	logMu.Lock()
-	audit := logs.String()
+	records := logs.String()
 	logMu.Unlock()
-	if !strings.Contains(audit, `"decision":"throttled"`) || !strings.Contains(audit, "WithMaxPools") {
-		t.Errorf("no throttled audit record for the wait:\n%s", audit)
+	if !strings.Contains(records, decisionJSON(audit.Throttled)) || !strings.Contains(records, "WithMaxPools") {
+		t.Errorf("no throttled audit record for the wait:\n%s", records)
 	}
 
 	// a's transaction ends: its pool is free (and has had its turn), so c
@@ -352,7 +353,7 @@ func TestGuardPerStatement(t *testing.T) {
 	out := logs.String()
 	logMu.Unlock()
 	want := len(statements) + 1 + 2 + 1
-	if n := strings.Count(out, `"decision":"rejected"`); n != want || strings.Count(out, "\n") != want {
+	if n := strings.Count(out, decisionJSON(audit.Rejected)); n != want || strings.Count(out, "\n") != want {
 		t.Errorf("%d rejected audit records (of %d), want %d:\n%s", n, strings.Count(out, "\n"), want, out)
 	}
 }
@@ -418,4 +419,9 @@ func TestErrorClasses(t *testing.T) {
 		err = rows.Err()
 	}
 	isOnly("later use (Query)", err, dbroute.ErrUnavailable)
+}
+
+// decisionJSON is the decision attribute of a JSON audit record.
+func decisionJSON(d audit.Decision) string {
+	return `"` + audit.KeyDecision + `":"` + string(d) + `"`
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
@@ -311,8 +312,8 @@ func TestRouterAudit(t *testing.T) {
 		t.Fatalf("%d records, want 2:\n%s", len(recs), out)
 	}
 	for i, want := range []map[string]string{
-		{"decision": "routed", "sandbox.id": "pr-1", "sandbox.actor": "alice", "protocol": "sql", "target": "127.0.0.1:1/testdb", "level": "INFO"},
-		{"decision": "rejected", "sandbox.id": "pr-2", "protocol": "sql", "level": "WARN"},
+		{audit.KeyDecision: string(audit.Routed), audit.KeyID: "pr-1", audit.KeyActor: "alice", audit.KeyProtocol: audit.SQL, audit.KeyTarget: "127.0.0.1:1/testdb", slog.LevelKey: "INFO"},
+		{audit.KeyDecision: string(audit.Rejected), audit.KeyID: "pr-2", audit.KeyProtocol: audit.SQL, slog.LevelKey: "WARN"},
 	} {
 		for k, v := range want {
 			if recs[i][k] != v {
@@ -320,8 +321,8 @@ func TestRouterAudit(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(recs[1]["reason"].(string), "no test database") {
-		t.Errorf("rejected record reason = %v", recs[1]["reason"])
+	if reason, _ := recs[1][audit.KeyReason].(string); !strings.Contains(reason, "no test database") {
+		t.Errorf("rejected record reason = %v", recs[1][audit.KeyReason])
 	}
 }
 
