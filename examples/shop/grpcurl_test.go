@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -25,6 +26,9 @@ func grpcurl(ctx context.Context, t *testing.T, args ...string) (string, error) 
 		t.Fatal(err)
 	}
 	cmd := exec.CommandContext(ctx, goBin, append([]string{"tool", "-modfile=" + modfile, "grpcurl"}, args...)...)
+	// -modfile is refused in workspace mode, which the repository's
+	// go.work turns on.
+	cmd.Env = append(os.Environ(), "GOWORK=off")
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

@@ -128,7 +128,7 @@ Who shipped what, and the rows:
   psql '%[10]s' -c 'TABLE orders' -c 'TABLE shipments'
 
 gRPC, with grpcurl (go install github.com/fullstorydev/grpcurl/cmd/grpcurl@latest,
-or from this repository: go tool -modfile=tools/go.mod grpcurl ...):
+or from this repository: GOWORK=off go tool -modfile=tools/go.mod grpcurl ...):
 `, sh.gatewayURL, sh.ordersURL, sh.cartAddr, sh.cartPR42, sh.shipURL, sh.shipPR42URL,
 		strings.Join(sh.brokers, ","), ticketArgs, withDatabase(admin, set.database), withDatabase(admin, sh.testDatabase()),
 		sh.gatewayGRPC, set.database, sh.testDatabase(),

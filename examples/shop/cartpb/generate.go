@@ -8,4 +8,4 @@
 // committed code is what they generate.
 package cartpb
 
-//go:generate go tool -modfile=../../../tools/go.mod buf generate
+//go:generate env GOWORK=off go tool -modfile=../../../tools/go.mod buf generate
