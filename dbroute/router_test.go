@@ -415,6 +415,8 @@ func TestNewValidation(t *testing.T) {
 		"zero open budget":   {base, provider, []dbroute.RouterOption{dbroute.WithOpenTimeout(0)}},
 		"negative pool turn": {base, provider, []dbroute.RouterOption{dbroute.WithPoolTurn(-1)}},
 		"nil clock":          {base, provider, []dbroute.RouterOption{dbroute.WithClock(nil)}},
+		"nil route table":    {base, provider, []dbroute.RouterOption{dbroute.WithRoutes(nil)}},
+		"FromTable(nil)":     {base, dbroute.FromTable(nil), nil},
 	} {
 		if r, err := dbroute.New(c.base, c.provider, c.opts...); err == nil || r != nil || !errors.Is(err, dbroute.ErrConfig) {
 			t.Errorf("%s: New = %v, %v; want an error wrapping ErrConfig", name, r, err)
