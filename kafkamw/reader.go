@@ -437,7 +437,9 @@ func (r *Reader) orphaned(ctx context.Context, msg *kafka.Message, s propagation
 			d = audit.Rejected // the owner of last resort refuses it
 		}
 		r.gate.Record(ctx, audit.Event{
-			Decision: d, Sandbox: s, Peer: r.group, Target: msg.Topic,
+			// Not admitted: the sender's values are clipped, as every
+			// adapter's records of refused markers are.
+			Decision: d, Sandbox: audit.Clip(s), Peer: r.group, Target: msg.Topic,
 			Reason: reason + ", skipped" + dl,
 		})
 	}
