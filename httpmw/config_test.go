@@ -50,6 +50,7 @@ func TestConfigErrors(t *testing.T) {
 		{"TrustAll and hops", handler(httpmw.TrustAll(), httpmw.WithTrustedHops(1)), "TrustAll conflicts with WithTrustedHops"},
 		{"hops without networks", handler(httpmw.WithTrustedHops(1)), "WithTrustedHops needs WithTrustedNetworks"},
 		{"negative hops", handler(httpmw.WithTrustedNetworks(pfx("10.0.0.0/8")), httpmw.WithTrustedHops(-1)), "WithTrustedHops: negative hop count"},
+		{"two hop counts", handler(httpmw.WithTrustedNetworks(pfx("10.0.0.0/8")), httpmw.WithTrustedHops(1), httpmw.WithTrustedHops(2)), "WithTrustedHops: two different hop counts"},
 		{"nil verifier", handler(httpmw.WithVerifier(nil)), "WithVerifier: nil verifier"},
 		{"two verifiers", handler(httpmw.WithVerifier(v1), httpmw.WithVerifier(v2)), "WithVerifier: two different verifiers"},
 		{"nil codec", handler(httpmw.WithCodec(nil)), "WithCodec: nil codec"},
