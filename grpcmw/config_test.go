@@ -31,14 +31,15 @@ func TestConfigErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v1, err := propagation.NewVerifier(propagation.Key{ID: "a", Secret: []byte(strings.Repeat("a", 32))})
-	if err != nil {
-		t.Fatal(err)
+	var verifiers []*propagation.Verifier
+	for _, id := range []string{"a", "b"} {
+		v, err := propagation.NewVerifier(propagation.Key{ID: id, Secret: []byte(strings.Repeat(id, 32))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		verifiers = append(verifiers, v)
 	}
-	v2, err := propagation.NewVerifier(propagation.Key{ID: "b", Secret: []byte(strings.Repeat("b", 32))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v1, v2 := verifiers[0], verifiers[1]
 	g1 := breaker.NewGroup(breaker.Settings{})
 	g2 := breaker.NewGroup(breaker.Settings{})
 	l1, l2 := slog.New(slog.DiscardHandler), slog.New(slog.DiscardHandler)
