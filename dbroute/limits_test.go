@@ -22,6 +22,7 @@ import (
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
+	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 // openCounter counts the Open calls of the provider it wraps.
@@ -379,6 +380,11 @@ func TestErrorClasses(t *testing.T) {
 			if errors.Is(err, class) != (class == want) {
 				t.Errorf("%s: err = %v; errors.Is(%v) = %v", what, err, class, !(class == want))
 			}
+		}
+		// An unavailable test database is the unavailable sandbox upstream
+		// every adapter reports.
+		if shared := want == dbroute.ErrUnavailable; errors.Is(err, routes.ErrSandboxUnavailable) != shared {
+			t.Errorf("%s: err = %v; errors.Is(routes.ErrSandboxUnavailable) = %v", what, err, !shared)
 		}
 	}
 	// The server's verdict on a statement is pgx's own error, in no class.
