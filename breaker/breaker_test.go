@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 )
@@ -96,11 +97,11 @@ func TestStateMachine(t *testing.T) {
 		t.Fatalf("audit reasons:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	for _, r := range log.records(t) {
-		wantDecision := "throttled"
-		if strings.HasSuffix(strings.Split(r["reason"].(string), ":")[0], "-> closed") {
-			wantDecision = "admitted"
+		wantDecision := string(audit.Throttled)
+		if reason, _ := r[audit.KeyReason].(string); strings.HasSuffix(strings.Split(reason, ":")[0], "-> closed") {
+			wantDecision = string(audit.Admitted)
 		}
-		if r["decision"] != wantDecision || r["sandbox.id"] != "pr-1" || r["sandbox.actor"] != "pr-1-owner" || r["target"] != "payments" {
+		if r[audit.KeyDecision] != wantDecision || r[audit.KeyID] != "pr-1" || r[audit.KeyActor] != "pr-1-owner" || r[audit.KeyTarget] != "payments" {
 			t.Errorf("audit record %v", r)
 		}
 	}

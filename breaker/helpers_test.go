@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
@@ -63,7 +64,7 @@ func (a *auditLog) reasons(t *testing.T) []string {
 	t.Helper()
 	var out []string
 	for _, r := range a.records(t) {
-		s, _ := r["reason"].(string)
+		s, _ := r[audit.KeyReason].(string)
 		out = append(out, s)
 	}
 	return out

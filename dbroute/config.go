@@ -63,6 +63,7 @@ type config struct {
 	idleTimeout   time.Duration
 	openTimeout   time.Duration
 	table         *routes.Table
+	nilTable      bool // WithRoutes(nil)
 	poolConfig    func(id string, cfg *pgxpool.Config)
 	poolTurn      time.Duration
 	meterProvider metric.MeterProvider
@@ -96,6 +97,8 @@ func newRouterConfig(opts []RouterOption) (config, error) {
 		err = fmt.Errorf("WithPoolTurn(%v): must not be negative", c.poolTurn)
 	case c.now == nil:
 		err = errors.New("nil clock")
+	case c.nilTable:
+		err = errors.New("WithRoutes: nil route table")
 	}
 	if err != nil {
 		return c, fmt.Errorf("%w: %w", ErrConfig, err)
@@ -166,9 +169,16 @@ func WithOpenTimeout(d time.Duration) RouterOption {
 // WithRoutes makes the [Router] resolve only sandboxes that exist in t
 // (not expired): any other sandbox gets [ErrNoTestDatabase] and no test
 // database is created for it. (Reaping the test databases of sandboxes
-// that left t is the provisioner's: see dbroute/provision.)
+// that left t is the provisioner's: see dbroute/provision.) A nil t is an
+// error from [New]: it would resolve every sandbox, not none.
 func WithRoutes(t *routes.Table) RouterOption {
-	return routerOption(func(c *config) { c.table = t })
+	return routerOption(func(c *config) {
+		if t == nil {
+			c.nilTable = true
+			return
+		}
+		c.table = t
+	})
 }
 
 // WithPoolConfig lets f adjust the configuration of each sandbox pool

@@ -7,7 +7,18 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgerr"
+	"github.com/sandboxkit/sandboxkit/routes"
 )
+
+// sharedError is a sentinel of this package that is also a sentinel
+// shared by every adapter: its text is its own, errors.Is finds both.
+type sharedError struct {
+	msg    string
+	shared error
+}
+
+func (e *sharedError) Error() string { return e.msg }
+func (e *sharedError) Unwrap() error { return e.shared }
 
 // Errors. Every error a [Router] or a provider returns for a sandbox
 // request falls in one of these classes, found with [errors.Is] whether
@@ -44,8 +55,10 @@ var (
 	ErrNoTestDatabase = errors.New("dbroute: no test database for the sandbox")
 	// ErrUnavailable reports a sandbox's test database that cannot be
 	// reached now: a transient failure, never a reason to use the
-	// baseline.
-	ErrUnavailable = errors.New("dbroute: test database unavailable")
+	// baseline. It wraps [routes.ErrSandboxUnavailable], the unavailable
+	// sandbox upstream every adapter reports, so that one errors.Is
+	// serves a caller of HTTP, gRPC and the database alike.
+	ErrUnavailable error = &sharedError{"dbroute: test database unavailable", routes.ErrSandboxUnavailable}
 	// ErrPoolLimit reports a sandbox request that waited for a pool slot
 	// ([WithMaxPools]) until its context ended. Errors wrapping it also
 	// wrap [ErrUnavailable].

@@ -18,9 +18,11 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
+	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 // openCounter counts the Open calls of the provider it wraps.
@@ -119,10 +121,10 @@ func TestPoolLimit(t *testing.T) {
 		t.Errorf("pool limit metric = %v, want waited 1, gave_up 1", got)
 	}
 	logMu.Lock()
-	audit := logs.String()
+	records := logs.String()
 	logMu.Unlock()
-	if !strings.Contains(audit, `"decision":"throttled"`) || !strings.Contains(audit, "WithMaxPools") {
-		t.Errorf("no throttled audit record for the wait:\n%s", audit)
+	if !strings.Contains(records, decisionJSON(audit.Throttled)) || !strings.Contains(records, "WithMaxPools") {
+		t.Errorf("no throttled audit record for the wait:\n%s", records)
 	}
 
 	// a's transaction ends: its pool is free (and has had its turn), so c
@@ -352,7 +354,7 @@ func TestGuardPerStatement(t *testing.T) {
 	out := logs.String()
 	logMu.Unlock()
 	want := len(statements) + 1 + 2 + 1
-	if n := strings.Count(out, `"decision":"rejected"`); n != want || strings.Count(out, "\n") != want {
+	if n := strings.Count(out, decisionJSON(audit.Rejected)); n != want || strings.Count(out, "\n") != want {
 		t.Errorf("%d rejected audit records (of %d), want %d:\n%s", n, strings.Count(out, "\n"), want, out)
 	}
 }
@@ -378,6 +380,11 @@ func TestErrorClasses(t *testing.T) {
 			if errors.Is(err, class) != (class == want) {
 				t.Errorf("%s: err = %v; errors.Is(%v) = %v", what, err, class, !(class == want))
 			}
+		}
+		// An unavailable test database is the unavailable sandbox upstream
+		// every adapter reports.
+		if shared := want == dbroute.ErrUnavailable; errors.Is(err, routes.ErrSandboxUnavailable) != shared {
+			t.Errorf("%s: err = %v; errors.Is(routes.ErrSandboxUnavailable) = %v", what, err, !shared)
 		}
 	}
 	// The server's verdict on a statement is pgx's own error, in no class.
@@ -418,4 +425,9 @@ func TestErrorClasses(t *testing.T) {
 		err = rows.Err()
 	}
 	isOnly("later use (Query)", err, dbroute.ErrUnavailable)
+}
+
+// decisionJSON is the decision attribute of a JSON audit record.
+func decisionJSON(d audit.Decision) string {
+	return `"` + audit.KeyDecision + `":"` + string(d) + `"`
 }

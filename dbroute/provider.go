@@ -76,7 +76,8 @@ func (p staticProvider) Open(_ context.Context, id, key string) (*pgxpool.Config
 // FromTable returns a [Provider] that reads each sandbox's test database
 // from the Database field of its entry in t. A sandbox that is not in t, has
 // expired, or has no Database gets [ErrNoTestDatabase]; when the entry's
-// Database changes, the router reopens the sandbox's pool.
+// Database changes, the router reopens the sandbox's pool. [New] refuses
+// FromTable(nil) with [ErrConfig].
 func FromTable(t *routes.Table) Provider { return tableProvider{t} }
 
 type tableProvider struct{ t *routes.Table }

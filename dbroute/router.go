@@ -73,7 +73,9 @@ type entry struct {
 // New returns a router that sends queries without a sandbox in their
 // context to baseline, and queries with one to the sandbox's test database
 // from provider. The router owns provider: [Router.Close] closes it when it
-// has a Close method. It does not own baseline.
+// has a Close method. It does not own baseline. A nil baseline or
+// provider, FromTable(nil), and misconfigured options are errors wrapping
+// [ErrConfig].
 //
 // Protect baseline itself with [Guard] so that code which bypasses the
 // router cannot reach production data from a sandbox request either.
@@ -83,6 +85,9 @@ func New(baseline *pgxpool.Pool, provider Provider, opts ...RouterOption) (*Rout
 	}
 	if provider == nil {
 		return nil, fmt.Errorf("%w: New: nil provider", ErrConfig)
+	}
+	if tp, ok := provider.(tableProvider); ok && tp.t == nil {
+		return nil, fmt.Errorf("%w: New: FromTable(nil): nil route table", ErrConfig)
 	}
 	cfg, err := newRouterConfig(opts)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
@@ -311,8 +312,8 @@ func TestRouterAudit(t *testing.T) {
 		t.Fatalf("%d records, want 2:\n%s", len(recs), out)
 	}
 	for i, want := range []map[string]string{
-		{"decision": "routed", "sandbox.id": "pr-1", "sandbox.actor": "alice", "protocol": "sql", "target": "127.0.0.1:1/testdb", "level": "INFO"},
-		{"decision": "rejected", "sandbox.id": "pr-2", "protocol": "sql", "level": "WARN"},
+		{audit.KeyDecision: string(audit.Routed), audit.KeyID: "pr-1", audit.KeyActor: "alice", audit.KeyProtocol: audit.SQL, audit.KeyTarget: "127.0.0.1:1/testdb", slog.LevelKey: "INFO"},
+		{audit.KeyDecision: string(audit.Rejected), audit.KeyID: "pr-2", audit.KeyProtocol: audit.SQL, slog.LevelKey: "WARN"},
 	} {
 		for k, v := range want {
 			if recs[i][k] != v {
@@ -320,8 +321,8 @@ func TestRouterAudit(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(recs[1]["reason"].(string), "no test database") {
-		t.Errorf("rejected record reason = %v", recs[1]["reason"])
+	if reason, _ := recs[1][audit.KeyReason].(string); !strings.Contains(reason, "no test database") {
+		t.Errorf("rejected record reason = %v", recs[1][audit.KeyReason])
 	}
 }
 
@@ -414,6 +415,8 @@ func TestNewValidation(t *testing.T) {
 		"zero open budget":   {base, provider, []dbroute.RouterOption{dbroute.WithOpenTimeout(0)}},
 		"negative pool turn": {base, provider, []dbroute.RouterOption{dbroute.WithPoolTurn(-1)}},
 		"nil clock":          {base, provider, []dbroute.RouterOption{dbroute.WithClock(nil)}},
+		"nil route table":    {base, provider, []dbroute.RouterOption{dbroute.WithRoutes(nil)}},
+		"FromTable(nil)":     {base, dbroute.FromTable(nil), nil},
 	} {
 		if r, err := dbroute.New(c.base, c.provider, c.opts...); err == nil || r != nil || !errors.Is(err, dbroute.ErrConfig) {
 			t.Errorf("%s: New = %v, %v; want an error wrapping ErrConfig", name, r, err)

@@ -170,15 +170,18 @@ func WithTrustedNetworks(prefixes ...netip.Prefix) ServerOption {
 
 // WithVerifier admits markers carrying a valid signed ticket from any peer,
 // and rejects markers whose ticket is invalid, tampered with or expired
-// (with codes.InvalidArgument), whatever the peer. A nil verifier is an
-// [ErrConfig] error.
+// (with codes.InvalidArgument), whatever the peer. A nil verifier, or two
+// different ones, is an [ErrConfig] error, as in httpmw.
 func WithVerifier(v *propagation.Verifier) ServerOption {
 	return serverOption(func(cfg *config) {
-		if v == nil {
+		switch {
+		case v == nil:
 			cfg.fail("WithVerifier", "nil verifier")
-			return
+		case cfg.policy.Verifier != nil && cfg.policy.Verifier != v:
+			cfg.fail("WithVerifier", "two different verifiers")
+		default:
+			cfg.policy.Verifier = v
 		}
-		cfg.policy.Verifier = v
 	})
 }
 

@@ -31,6 +31,15 @@ func TestConfigErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var verifiers []*propagation.Verifier
+	for _, id := range []string{"a", "b"} {
+		v, err := propagation.NewVerifier(propagation.Key{ID: id, Secret: []byte(strings.Repeat(id, 32))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		verifiers = append(verifiers, v)
+	}
+	v1, v2 := verifiers[0], verifiers[1]
 	g1 := breaker.NewGroup(breaker.Settings{})
 	g2 := breaker.NewGroup(breaker.Settings{})
 	l1, l2 := slog.New(slog.DiscardHandler), slog.New(slog.DiscardHandler)
@@ -70,6 +79,8 @@ func TestConfigErrors(t *testing.T) {
 		{"server: nil codec", server(grpcmw.WithCodec(nil)), "WithCodec"},
 		{"server: two codecs", server(grpcmw.WithCodec(codecA), grpcmw.WithCodec(codecB)), "WithCodec"},
 		{"server: nil verifier", server(grpcmw.WithVerifier(nil)), "WithVerifier"},
+		{"server: two verifiers", server(grpcmw.WithVerifier(v1), grpcmw.WithVerifier(v2)), "WithVerifier"},
+		{"server: the same verifier twice", server(grpcmw.WithVerifier(v1), grpcmw.WithVerifier(v1)), ""},
 		{"server: nil breaker adds nothing", server(grpcmw.WithBreaker(nil)), ""},
 		{"server: the last breaker counts", server(grpcmw.WithBreaker(g1), grpcmw.WithBreaker(g2)), ""},
 		{"server: the last logger counts", server(grpcmw.WithLogger(l1), grpcmw.WithLogger(l2)), ""},
@@ -107,6 +118,7 @@ func TestNewRouterChecks(t *testing.T) {
 		{"nil baseline", func() (*grpcmw.Router, error) { return grpcmw.NewRouter(nil, table, "cart", plaintext) }, "baseline"},
 		{"nil table", func() (*grpcmw.Router, error) { return grpcmw.NewRouter(cc, nil, "cart", plaintext) }, "route table"},
 		{"no service", func() (*grpcmw.Router, error) { return grpcmw.NewRouter(cc, table, "", plaintext) }, "service"},
+		{"bad service", func() (*grpcmw.Router, error) { return grpcmw.NewRouter(cc, table, "cart.v1.Cart/Get", plaintext) }, "bad service name"},
 		{"no credentials", func() (*grpcmw.Router, error) { return grpcmw.NewRouter(cc, table, "cart") }, "credentials"},
 	} {
 		r, err := tc.f()

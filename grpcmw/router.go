@@ -94,7 +94,8 @@ func (c *sandboxConn) close() {
 // [WithBreaker] apply too. With [WithBreaker] every sandbox call through
 // the router, to the sandbox's connection or to the baseline, spends the
 // sandbox's budget, and a call over it is refused before a connection is
-// chosen.
+// chosen. A nil baseline or table, and an empty or invalid service
+// ([routes.ValidateService]), are [ErrConfig] errors.
 //
 // NewRouter starts one goroutine that watches the table; [Router.Close]
 // stops it.
@@ -107,6 +108,9 @@ func NewRouter(baseline grpc.ClientConnInterface, table *routes.Table, service s
 	}
 	if service == "" {
 		return nil, configErrorf("NewRouter", "empty service name")
+	}
+	if err := routes.ValidateService(service); err != nil {
+		return nil, configErrorf("NewRouter", "%w", err)
 	}
 	cfg, err := newRouterConfig(opts)
 	if err != nil {

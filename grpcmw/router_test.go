@@ -308,8 +308,8 @@ func TestRouterUnavailable(t *testing.T) {
 			if !slices.Equal(got, []string{string(audit.Routed), string(audit.Fallback)}) {
 				t.Errorf("%s: audit decisions %q, want routed then fallback", k, got)
 			}
-			if r := log.Records()[len(log.Records())-1]; !strings.Contains(r["reason"], "unavailable") {
-				t.Errorf("%s: fallback reason %q", k, r["reason"])
+			if r := log.Records()[len(log.Records())-1]; !strings.Contains(r[audit.KeyReason], "unavailable") {
+				t.Errorf("%s: fallback reason %q", k, r[audit.KeyReason])
 			}
 		}
 	})

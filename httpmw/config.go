@@ -238,14 +238,18 @@ func WithTrustedNetworks(prefixes ...netip.Prefix) TrustOption {
 // X-Forwarded-For is ignored. This is Envoy's xff_num_trusted_hops.
 //
 // It needs [WithTrustedNetworks] (the proxies must be trusted peers) and
-// conflicts with [TrustAll]; a negative n is a misconfiguration.
+// conflicts with [TrustAll]; a negative n, or two different counts, is a
+// misconfiguration.
 func WithTrustedHops(n int) TrustOption {
 	return trustOption(func(cfg *config) {
-		if n < 0 {
+		switch {
+		case n < 0:
 			cfg.fail(configErr("WithTrustedHops: negative hop count %d", n))
-			return
+		case cfg.hopsSet && cfg.hops != n:
+			cfg.fail(configErr("WithTrustedHops: two different hop counts, %d and %d", cfg.hops, n))
+		default:
+			cfg.hops, cfg.hopsSet = n, true
 		}
-		cfg.hops, cfg.hopsSet = n, true
 	})
 }
 

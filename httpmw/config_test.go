@@ -50,6 +50,7 @@ func TestConfigErrors(t *testing.T) {
 		{"TrustAll and hops", handler(httpmw.TrustAll(), httpmw.WithTrustedHops(1)), "TrustAll conflicts with WithTrustedHops"},
 		{"hops without networks", handler(httpmw.WithTrustedHops(1)), "WithTrustedHops needs WithTrustedNetworks"},
 		{"negative hops", handler(httpmw.WithTrustedNetworks(pfx("10.0.0.0/8")), httpmw.WithTrustedHops(-1)), "WithTrustedHops: negative hop count"},
+		{"two hop counts", handler(httpmw.WithTrustedNetworks(pfx("10.0.0.0/8")), httpmw.WithTrustedHops(1), httpmw.WithTrustedHops(2)), "WithTrustedHops: two different hop counts"},
 		{"nil verifier", handler(httpmw.WithVerifier(nil)), "WithVerifier: nil verifier"},
 		{"two verifiers", handler(httpmw.WithVerifier(v1), httpmw.WithVerifier(v2)), "WithVerifier: two different verifiers"},
 		{"nil codec", handler(httpmw.WithCodec(nil)), "WithCodec: nil codec"},
@@ -65,6 +66,7 @@ func TestConfigErrors(t *testing.T) {
 		{"transport nil codec", func() error { _, err := httpmw.NewTransport(nil, httpmw.WithCodec(nil)); return err }, "WithCodec: nil codec"},
 		{"routing nil table", func() error { _, err := httpmw.NewRoutingTransport(nil, nil, "cart"); return err }, "NewRoutingTransport: nil route table"},
 		{"routing no service", func() error { _, err := httpmw.NewRoutingTransport(nil, tab, ""); return err }, "NewRoutingTransport: empty service name"},
+		{"routing bad service", func() error { _, err := httpmw.NewRoutingTransport(nil, tab, "cart "); return err }, `NewRoutingTransport: service "cart ": bad service name`},
 		{"hosts nil table", func() error {
 			_, err := httpmw.NewHostRoutingTransport(nil, nil, map[string]string{"cart": "cart"})
 			return err
@@ -74,6 +76,11 @@ func TestConfigErrors(t *testing.T) {
 			_, err := httpmw.NewHostRoutingTransport(nil, tab, map[string]string{"cart:80": ""})
 			return err
 		}, `NewHostRoutingTransport: host "cart:80": empty service name`},
+		{"host with bad service", func() error {
+			_, err := httpmw.NewHostRoutingTransport(nil, tab, map[string]string{"cart:80": "cart/v1"})
+			return err
+		}, `NewHostRoutingTransport: host "cart:80": service "cart/v1": bad service name`},
+		{"proxy bad service", func() error { _, err := httpmw.NewProxy(tab, " cart", base); return err }, `NewProxy: service " cart": bad service name`},
 		{"proxy nil table", func() error { _, err := httpmw.NewProxy(nil, "cart", base); return err }, "NewProxy: nil route table"},
 		{"proxy no service", func() error { _, err := httpmw.NewProxy(tab, "", base); return err }, "NewProxy: empty service name"},
 		{"proxy bad baseline", func() error { _, err := httpmw.NewProxy(tab, "cart", &url.URL{Path: "/x"}); return err }, "NewProxy: baseline"},

@@ -36,8 +36,9 @@ var _ http.Handler = (*Proxy)(nil)
 // baseline (an absolute http or https URL; its path is prefixed to request
 // paths, as in httputil.ProxyRequest.SetURL). Sandboxes that override
 // service in table get their requests at their upstream instead, with the
-// same path and query. A nil table, an empty service or a baseline that is
-// not an absolute http or https URL is an error wrapping [ErrConfig], as
+// same path and query. A nil table, an empty or invalid service
+// ([routes.ValidateService]) or a baseline that is not an absolute http or
+// https URL is an error wrapping [ErrConfig], as
 // are misconfigured options. A proxy that only applies the trust rules
 // and propagates takes an empty table (routes.New with no routes).
 //
@@ -71,6 +72,9 @@ func NewProxy(table *routes.Table, service string, baseline *url.URL, opts ...Pr
 	}
 	if service == "" {
 		return nil, configErr("NewProxy: empty service name")
+	}
+	if err := routes.ValidateService(service); err != nil {
+		return nil, configErr("NewProxy: %w", err)
 	}
 	if baseline == nil || (baseline.Scheme != "http" && baseline.Scheme != "https") || baseline.Host == "" {
 		return nil, configErr("NewProxy: baseline %v: want an absolute http or https URL", baseline)

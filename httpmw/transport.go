@@ -78,14 +78,18 @@ func NewTransport(base http.RoundTripper, opts ...TransportOption) (*Transport, 
 // scheme and host become the upstream's, path and query unchanged. Every
 // request the transport sends is taken to go to service; for a client of
 // several services, see [NewHostRoutingTransport]. Requests of sandboxes
-// that do not override service go where they were addressed. A nil table
-// or an empty service is an error wrapping [ErrConfig].
+// that do not override service go where they were addressed. A nil table,
+// an empty service, or one no route table can hold
+// ([routes.ValidateService]) is an error wrapping [ErrConfig].
 func NewRoutingTransport(base http.RoundTripper, table *routes.Table, service string, opts ...TransportOption) (*Transport, error) {
 	if table == nil {
 		return nil, configErr("NewRoutingTransport: nil route table")
 	}
 	if service == "" {
 		return nil, configErr("NewRoutingTransport: empty service name")
+	}
+	if err := routes.ValidateService(service); err != nil {
+		return nil, configErr("NewRoutingTransport: %w", err)
 	}
 	cfg, err := transportConfig(opts)
 	if err != nil {
@@ -100,8 +104,8 @@ func NewRoutingTransport(base http.RoundTripper, table *routes.Table, service st
 // URL host is looked up as "host:port" first and then as the bare host
 // name; a request to a host that is not in the map is not routed (its
 // sandbox is still propagated). The map is copied. A nil table, an empty
-// map, or a host mapped to an empty service name is an error wrapping
-// [ErrConfig].
+// map, or a host mapped to an empty or invalid service name
+// ([routes.ValidateService]) is an error wrapping [ErrConfig].
 func NewHostRoutingTransport(base http.RoundTripper, table *routes.Table, hosts map[string]string, opts ...TransportOption) (*Transport, error) {
 	if table == nil {
 		return nil, configErr("NewHostRoutingTransport: nil route table")
@@ -112,6 +116,9 @@ func NewHostRoutingTransport(base http.RoundTripper, table *routes.Table, hosts 
 	for h, svc := range hosts {
 		if svc == "" {
 			return nil, configErr("NewHostRoutingTransport: host %q: empty service name", h)
+		}
+		if err := routes.ValidateService(svc); err != nil {
+			return nil, configErr("NewHostRoutingTransport: host %q: %w", h, err)
 		}
 	}
 	cfg, err := transportConfig(opts)

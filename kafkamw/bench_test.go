@@ -428,7 +428,7 @@ func BenchmarkDecide(b *testing.B) {
 	var c carrier
 	propagation.Default().InjectSandbox(propagation.Sandbox{ID: "pr-42", Actor: "alice"}, &c)
 	for _, sandbox := range []string{"", "pr-42"} {
-		r := bareReader(b, table, "orders", AsSandbox(sandbox))
+		r := bareReader(b, table, "orders", side(sandbox))
 		for name, hs := range map[string][]kafka.Header{"untagged": nil, "tagged": c.list} {
 			b.Run(sandbox+"/"+name, func(b *testing.B) {
 				msg := kafka.Message{Topic: "t", Time: time.Now().Add(-time.Minute), Headers: hs}

@@ -142,7 +142,7 @@ func TestUntaggedNoAllocs(t *testing.T) {
 	var c carrier
 	propagation.Default().InjectSandbox(propagation.Sandbox{ID: "pr-42"}, &c)
 	for _, sandbox := range []string{"", "pr-42"} {
-		r := bareReader(t, table, "orders", AsSandbox(sandbox))
+		r := bareReader(t, table, "orders", side(sandbox))
 		untagged := kafka.Message{Topic: "t", Partition: 1, Value: []byte("v"), Time: time.Now(),
 			Headers: []kafka.Header{{Key: "traceparent", Value: []byte("00-abc")}, {Key: "baggage", Value: []byte("tenant=acme")}}}
 		// The sandbox reader skips untagged messages and returns its own:

@@ -137,6 +137,8 @@ func (c *readerConfig) validate() []error {
 	}
 	if c.service == "" {
 		errs = append(errs, errors.New("the service is empty: ownership is decided per service"))
+	} else if err := routes.ValidateService(c.service); err != nil {
+		errs = append(errs, err)
 	}
 	if c.sandbox != "" {
 		if err := propagation.ValidateID(c.sandbox); err != nil {
@@ -191,10 +193,16 @@ func WithLogger(l *slog.Logger) Option {
 // exactly the messages of that sandbox whose timestamps fall in the window
 // in which the sandbox overrides the service, in the consumer group
 // [SandboxGroup] derives from ReaderConfig.GroupID. Without it the reader is
-// the baseline reader. An invalid ID, or two AsSandbox options naming
+// the baseline reader. An invalid or empty ID, or two AsSandbox options naming
 // different sandboxes, is an error from [NewReader].
 func AsSandbox(id string) ReaderOption {
 	return readerOption(func(cfg *readerConfig) {
+		if id == "" {
+			// Not a silent baseline reader: an unset variable feeding
+			// AsSandbox must not consume production messages.
+			cfg.fail(errors.New("AsSandbox: empty sandbox ID (a baseline reader takes no AsSandbox)"))
+			return
+		}
 		if cfg.sandbox != "" && cfg.sandbox != id {
 			cfg.fail(fmt.Errorf("AsSandbox: given twice, %q and %q", cfg.sandbox, id))
 			return

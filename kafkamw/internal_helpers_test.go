@@ -30,3 +30,12 @@ func bareReader(tb testing.TB, table *routes.Table, service string, opts ...Read
 	}
 	return &Reader{cfg: cfg, gate: cfg.gate(), markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: semaphore.NewWeighted(1)}
 }
+
+// side is the reader option for the consumer of sandbox id: AsSandbox(id),
+// or none for the baseline reader ("").
+func side(id string) ReaderOption {
+	if id == "" {
+		return nil
+	}
+	return AsSandbox(id)
+}

@@ -151,7 +151,8 @@ type Reader struct {
 
 // NewReader returns a reader for cfg that decides, from table, which
 // messages of service are its own. cfg must name a consumer group (GroupID)
-// and a Topic or GroupTopics; table must not be nil nor service empty. A
+// and a Topic or GroupTopics; table must not be nil, nor service empty or
+// a name no route table holds ([routes.ValidateService]). A
 // misconfiguration, of cfg or of an option, is an error wrapping
 // [ErrConfig] that names what is wrong; nil options are skipped.
 //
@@ -436,7 +437,9 @@ func (r *Reader) orphaned(ctx context.Context, msg *kafka.Message, s propagation
 			d = audit.Rejected // the owner of last resort refuses it
 		}
 		r.gate.Record(ctx, audit.Event{
-			Decision: d, Sandbox: s, Peer: r.group, Target: msg.Topic,
+			// Not admitted: the sender's values are clipped, as every
+			// adapter's records of refused markers are.
+			Decision: d, Sandbox: audit.Clip(s), Peer: r.group, Target: msg.Topic,
 			Reason: reason + ", skipped" + dl,
 		})
 	}

@@ -330,7 +330,9 @@ func TestNewReaderErrors(t *testing.T) {
 	}{
 		{"nil table", cfg, nil, service, nil, "route table is nil"},
 		{"empty service", cfg, table, "", nil, "service is empty"},
+		{"bad service name", cfg, table, " orders", nil, "service"},
 		{"bad sandbox ID", cfg, table, service, []kafkamw.ReaderOption{kafkamw.AsSandbox("PR_42")}, "AsSandbox"},
+		{"empty sandbox ID", cfg, table, service, []kafkamw.ReaderOption{kafkamw.AsSandbox("")}, "AsSandbox"},
 		{"two sandboxes", cfg, table, service, []kafkamw.ReaderOption{kafkamw.AsSandbox("pr-1"), kafkamw.AsSandbox("pr-2")}, "AsSandbox: given twice"},
 		{"nil codec", cfg, table, service, []kafkamw.ReaderOption{kafkamw.WithCodec(nil)}, "WithCodec"},
 		{"two codecs", cfg, table, service, []kafkamw.ReaderOption{kafkamw.WithCodec(codec), kafkamw.WithCodec(other)}, "WithCodec: given twice"},

@@ -142,7 +142,7 @@ func validateSandbox(i int, sb *Sandbox) error {
 // checkRoute returns what is wrong with the route of service svc, or "".
 func checkRoute(svc string, r Route) string {
 	if !validService(svc) {
-		return "bad service name: want 1 to 253 letters, digits, '.', '_' or '-'"
+		return badService
 	}
 	if r.Upstream != "" {
 		if err := ValidateUpstream(r.Upstream); err != nil {
@@ -161,6 +161,19 @@ func servicePath(svc string) string {
 		return "." + svc
 	}
 	return "[" + quoteClipped(svc) + "]"
+}
+
+const badService = "bad service name: want 1 to 253 letters, digits, '.', '_' or '-'"
+
+// ValidateService checks a service name as a route table holds them: 1 to
+// 253 letters, digits, '.', '_' or '-'. A name that fails it is in no
+// table, so a middleware built for it would never route; the adapters'
+// constructors refuse it.
+func ValidateService(s string) error {
+	if !validService(s) {
+		return fmt.Errorf("service %s: %s", quoteClipped(s), badService)
+	}
+	return nil
 }
 
 func validService(s string) bool {

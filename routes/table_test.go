@@ -277,3 +277,23 @@ func TestExampleDocument(t *testing.T) {
 		t.Error("consumer-only route not as documented")
 	}
 }
+
+// TestValidateService: the names a route table holds pass, the others
+// (which a middleware built for them would never route) fail, naming the
+// service.
+func TestValidateService(t *testing.T) {
+	for _, ok := range []string{"cart", "cart.v1.Cart", "a_b-c", strings.Repeat("a", 253)} {
+		if err := routes.ValidateService(ok); err != nil {
+			t.Errorf("ValidateService(%q) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", " cart", "cart ", "cart/v1", "café", strings.Repeat("a", 254)} {
+		err := routes.ValidateService(bad)
+		if err == nil || !strings.Contains(err.Error(), "bad service name") {
+			t.Errorf("ValidateService(%q) = %v, want a bad service name error", bad, err)
+		}
+		if _, perr := routes.NewStatic([]routes.Sandbox{{ID: "pr-1", Services: map[string]routes.Route{bad: {Upstream: "h:1"}}}}); perr == nil {
+			t.Errorf("a table holds %q, which ValidateService refuses", bad)
+		}
+	}
+}

@@ -28,7 +28,7 @@ while IFS= read -r gen; do
 	rm -rf "$work"
 	mkdir -p "$work"
 	cp "$dir"/*.proto "$dir"/buf.yaml "$dir"/buf.gen.yaml "$work"/
-	(cd "$work" && go tool -modfile="$root/tools/go.mod" buf generate)
+	(cd "$work" && GOWORK=off go tool -modfile="$root/tools/go.mod" buf generate)
 	for f in "$work"/*.pb.go; do
 		if ! diff -u "$dir/$(basename "$f")" "$f" > "$tmp/diff"; then
 			echo "$dir/$(basename "$f") is not what the generators make of $dir/*.proto; run go generate ./$dir:"

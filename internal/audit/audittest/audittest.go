@@ -5,6 +5,8 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+
+	"github.com/sandboxkit/sandboxkit/audit"
 )
 
 // Recorder is a slog.Handler that keeps every record it receives, each as
@@ -54,7 +56,7 @@ func (r *Recorder) Records() []map[string]string {
 func (r *Recorder) Decisions() []string {
 	var out []string
 	for _, rec := range r.Records() {
-		out = append(out, rec["decision"])
+		out = append(out, rec[audit.KeyDecision])
 	}
 	return out
 }
