@@ -9,20 +9,22 @@
 //     each call to the baseline *sql.DB or, when its context carries a
 //     sandbox ([propagation.FromContext]), to the sandbox's test database.
 //     A sandbox call never reaches the baseline.
+//
 //   - [Guard] wraps the baseline's driver.Connector so that the baseline
 //     *sql.DB refuses sandbox contexts on every statement, begin and
 //     prepare, however the connection or transaction was obtained.
+//
 //   - A [Provider] says where each sandbox's test database is:
 //     [Postgres] adapts any [dbroute.Provider] (dbroute.Static,
 //     dbroute.FromTable, the provisioners of dbroute/provision) to pgx's
 //     stdlib; [MySQL] reads MySQL connection strings from one
-//     (dbroute.Static, dbroute.FromTable); provision.MySQLDatabasePerSandbox
+//     (dbroute.FromTable), [StaticMySQL] from a fixed map; provision.MySQLDatabasePerSandbox
 //     creates a MySQL/MariaDB database per sandbox.
 //
-//	baseline := sql.OpenDB(sqlroute.Guard(connector))
-//	router, err := sqlroute.New(baseline, provider, sqlroute.WithRoutes(table))
-//	...
-//	router.ExecContext(ctx, "INSERT INTO orders ...") // baseline or the sandbox's test database
+//     baseline := sql.OpenDB(sqlroute.Guard(connector))
+//     router, err := sqlroute.New(baseline, provider, sqlroute.WithRoutes(table))
+//     ...
+//     router.ExecContext(ctx, "INSERT INTO orders ...") // baseline or the sandbox's test database
 //
 // A context without a sandbox costs one context lookup and no allocation
 // over the bare *sql.DB.

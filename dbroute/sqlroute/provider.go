@@ -3,12 +3,14 @@ package sqlroute
 import (
 	"context"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
 // Provider tells a [Router] where each sandbox's test database is, and
@@ -75,14 +77,47 @@ func (p pgReclaimer) OnRemove(f func(id string)) { p.r.OnRemove(f) }
 // MySQL returns a [Provider] of MySQL or MariaDB test databases reached
 // through github.com/go-sql-driver/mysql, whose keys are the connection
 // strings (DSNs, "user:password@tcp(host:3306)/db?param=value") that p's
-// Lookup returns: [dbroute.Static] or [dbroute.FromTable] (the Database
-// field of the route table). Only p's Lookup is used. A DSN that does
+// Lookup returns, such as [dbroute.FromTable] (the Database field of the
+// route table). Only p's Lookup is used (for a fixed map, [StaticMySQL]:
+// [dbroute.Static] checks its connection strings as PostgreSQL's). A DSN that does
 // not parse, or names no database, is [dbroute.ErrNoTestDatabase].
 // For a database per sandbox created on demand, use the MySQL provisioner
 // of dbroute/provision instead.
 func MySQL(p dbroute.Provider) Provider { return mysqlKeys{p} }
 
-type mysqlKeys struct{ p dbroute.Provider }
+type mysqlKeys struct{ p interface{ Lookup(string) (string, error) } }
+
+// StaticMySQL returns a [Provider] with a fixed MySQL or MariaDB test
+// database per sandbox: dsns maps a sandbox ID to a connection string
+// naming its database. It copies dsns and checks every entry (the errors
+// wrap [dbroute.ErrConfig]); sandboxes not in it get
+// [dbroute.ErrNoTestDatabase]. It is [dbroute.Static] for MySQL DSNs.
+func StaticMySQL(dsns map[string]string) (Provider, error) {
+	m := make(staticKeys, len(dsns))
+	for id, dsn := range dsns {
+		if err := propagation.ValidateID(id); err != nil {
+			return nil, fmt.Errorf("sqlroute: StaticMySQL: %w: %w", dbroute.ErrConfig, err)
+		}
+		cfg, err := mysql.ParseDSN(dsn)
+		if err == nil && cfg.DBName == "" {
+			err = errors.New("the connection string names no database")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sqlroute: StaticMySQL: %w: test database of sandbox %q: %w", dbroute.ErrConfig, id, err)
+		}
+		m[id] = dsn
+	}
+	return mysqlKeys{m}, nil
+}
+
+type staticKeys map[string]string
+
+func (m staticKeys) Lookup(id string) (string, error) {
+	if dsn, ok := m[id]; ok {
+		return dsn, nil
+	}
+	return "", fmt.Errorf("%w: sandbox %q has none configured", dbroute.ErrNoTestDatabase, id)
+}
 
 func (p mysqlKeys) Lookup(id string) (string, error) { return p.p.Lookup(id) }
 

@@ -107,7 +107,9 @@ func (r *Router) QueryContext(ctx context.Context, query string, args ...any) (*
 
 // QueryRowContext runs query on the baseline or on the sandbox's test
 // database. A refused sandbox request returns a Row whose Scan and Err
-// report the refusal.
+// report the refusal — except after [Router.Close], when they report
+// database/sql's "sql: database is closed" (the Row is built by a
+// *sql.DB of the router's, closed with it).
 func (r *Router) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
@@ -119,9 +121,14 @@ func (r *Router) QueryRowContext(ctx context.Context, query string, args ...any)
 	}
 	defer done()
 	// The row holds its connection until Scan: the *sql.DB counts it in
-	// use, so it is not evicted meanwhile. Errors of a Row's Scan are
-	// database/sql's own and are not classified.
-	return db.QueryRowContext(ctx, query, args...)
+	// use, so it is not evicted meanwhile.
+	row := db.QueryRowContext(ctx, query, args...)
+	if err := row.Err(); err != nil {
+		if c := later(s.ID, err); c != err {
+			return r.errRow(ctx, c)
+		}
+	}
+	return row
 }
 
 // BeginTx starts a transaction on the baseline or on the sandbox's test
