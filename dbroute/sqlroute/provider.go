@@ -85,7 +85,9 @@ func (p pgReclaimer) OnRemove(f func(id string)) { p.r.OnRemove(f) }
 // of dbroute/provision instead.
 func MySQL(p dbroute.Provider) Provider { return mysqlKeys{p} }
 
-type mysqlKeys struct{ p interface{ Lookup(string) (string, error) } }
+type mysqlKeys struct {
+	p interface{ Lookup(string) (string, error) }
+}
 
 // StaticMySQL returns a [Provider] with a fixed MySQL or MariaDB test
 // database per sandbox: dsns maps a sandbox ID to a connection string
