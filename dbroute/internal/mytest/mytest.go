@@ -11,6 +11,8 @@ import (
 	"database/sql/driver"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -189,4 +191,62 @@ func (e *Env) Count(t testing.TB, q string, args ...any) int {
 		t.Fatalf("%s: %v", q, err)
 	}
 	return n
+}
+
+// Proxy is a TCP proxy on loopback in front of the server whose
+// connections a test can cut all at once: the server sees each session
+// end as if its client had died.
+type Proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
+}
+
+// NewProxy starts a proxy to the server, closed when the test ends.
+func (e *Env) NewProxy(t testing.TB) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{ln: ln, target: e.cfg.Addr, conns: map[net.Conn]struct{}{}}
+	p.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns[c], p.conns[s] = struct{}{}, struct{}{}
+			p.mu.Unlock()
+			p.wg.Go(func() { io.Copy(s, c); s.Close() })
+			p.wg.Go(func() { io.Copy(c, s); c.Close() })
+		}
+	})
+	t.Cleanup(func() { p.ln.Close(); p.Cut(); p.wg.Wait() })
+	return p
+}
+
+// DSN is the connection string of database db through the proxy.
+func (p *Proxy) DSN(e *Env, db string) string {
+	c := e.Config(db)
+	c.Addr = p.ln.Addr().String()
+	return c.FormatDSN()
+}
+
+// Cut closes every connection through the proxy.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+		delete(p.conns, c)
+	}
 }
