@@ -133,9 +133,14 @@ func (d mysqlDatabases) locked(ctx context.Context, name string, _ bool, f func(
 	}
 	lock := mysqlLockName(name)
 	var got sql.NullInt64
-	// -1: wait until the lock is free; the context bounds the wait (the
-	// driver closes the connection when it ends).
-	if err := c.QueryRowContext(ctx, "SELECT GET_LOCK(?, -1)", lock).Scan(&got); err != nil || got.Int64 != 1 {
+	// Wait until the lock is free, up to the context's deadline (or an
+	// hour); a context cancelled earlier makes the driver close the
+	// connection, which ends the wait. MariaDB has no infinite timeout.
+	wait := time.Hour
+	if d, ok := ctx.Deadline(); ok {
+		wait = time.Until(d)
+	}
+	if err := c.QueryRowContext(ctx, "SELECT GET_LOCK(?, ?)", lock, max(wait.Seconds(), 0)).Scan(&got); err != nil || got.Int64 != 1 {
 		discard(c)
 		if err == nil {
 			err = fmt.Errorf("GET_LOCK(%q) returned %v", lock, got)
