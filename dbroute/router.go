@@ -133,8 +133,8 @@ func (r *Router) Baseline() *pgxpool.Pool { return r.baseline }
 //
 // A sandbox pool stays valid until the router closes it (idle, evicted to
 // make room for another sandbox while none of its connections is checked
-// out, its test database removed by a [Reclaimer], [Router.Close]); use it for the request at hand
-// and resolve again for the next. The router's own query methods hold the
+// out, its test database removed by a [Reclaimer], [Router.Close]); use it
+// for the request at hand and resolve again for the next. The router's own query methods hold the
 // pool open while they run.
 func (r *Router) Pool(ctx context.Context) (*pgxpool.Pool, error) {
 	s, ok := propagation.FromContext(ctx)

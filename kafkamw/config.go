@@ -216,15 +216,12 @@ func AsSandbox(id string) ReaderOption {
 // synchronous and waits for w's batch to flush: give w a short
 // BatchTimeout (kafka-go's default is a second, which a stream of orphaned
 // messages would then cost per message, in front of production). A nil w
-// is an error from [NewReader]: leave the option out for no dead-letter
-// writer.
+// adds nothing, as a nil group to [WithBreaker] does.
 func WithDeadLetter(w *kafka.Writer) ReaderOption {
 	return readerOption(func(cfg *readerConfig) {
-		if w == nil {
-			cfg.fail(errors.New("WithDeadLetter: the writer is nil"))
-			return
+		if w != nil {
+			cfg.deadLetter = w
 		}
-		cfg.deadLetter = w
 	})
 }
 
@@ -250,15 +247,13 @@ func WithSkipCommitInterval(d time.Duration) ReaderOption {
 // Failed writes count against the breaker; the caller's cancellation does
 // not. One call of [Writer.WriteMessages] spends one token, whatever the
 // number of messages. Writes without a sandbox are not budgeted unless g's
-// settings give baseline traffic a budget. A nil g is an error from
-// [NewWriter]: leave the option out for no budget.
+// settings give baseline traffic a budget. A nil g adds nothing, as in
+// httpmw and grpcmw.
 func WithBreaker(g *breaker.Group) WriterOption {
 	return writerOption(func(c *writerConfig) {
-		if g == nil {
-			c.fail(errors.New("WithBreaker: the group is nil"))
-			return
+		if g != nil {
+			c.breaker = g
 		}
-		c.breaker = g
 	})
 }
 

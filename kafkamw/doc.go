@@ -246,9 +246,10 @@
 // given to a constructor that cannot use it does not compile. What a reader
 // cannot work without, its route table and service, are arguments. A
 // misconfiguration (a nil route table, an empty service, an invalid sandbox
-// ID, a nil codec, writer or breaker group, two different codecs or
-// sandboxes) is an error from the constructor wrapping [ErrConfig] and
-// naming the option at fault; nil options are skipped.
+// ID, a nil codec or kafka.Writer, two different codecs or sandboxes) is an
+// error from the constructor wrapping [ErrConfig] and naming the option at
+// fault; nil options are skipped, and a nil breaker group or dead-letter
+// writer adds nothing, as leaving the option out does.
 //
 // # Concurrency
 //

@@ -337,7 +337,6 @@ func TestNewReaderErrors(t *testing.T) {
 		{"no group", kafka.ReaderConfig{Brokers: cfg.Brokers, Topic: "t"}, table, service, nil, "GroupID"},
 		{"no topic", kafka.ReaderConfig{Brokers: cfg.Brokers, GroupID: "g"}, table, service, nil, "ReaderConfig"},
 		{"bad start offset", kafka.ReaderConfig{Brokers: cfg.Brokers, Topic: "t", GroupID: "g", StartOffset: 42}, table, service, nil, "ReaderConfig"},
-		{"nil dead letter", cfg, table, service, []kafkamw.ReaderOption{kafkamw.WithDeadLetter(nil)}, "WithDeadLetter"},
 		{"dead letter without topic", cfg, table, service, []kafkamw.ReaderOption{kafkamw.WithDeadLetter(&kafka.Writer{})}, "WithDeadLetter"},
 		{"zero route wait", cfg, table, service, []kafkamw.ReaderOption{kafkamw.WithRouteWait(0)}, "WithRouteWait"},
 		{"zero skip commit interval", cfg, table, service, []kafkamw.ReaderOption{kafkamw.WithSkipCommitInterval(0)}, "WithSkipCommitInterval"},
@@ -358,7 +357,8 @@ func TestNewReaderErrors(t *testing.T) {
 }
 
 // TestNilOptionsSkipped: nil options in the variadic lists are skipped,
-// by both constructors.
+// and a nil dead-letter writer or breaker group adds nothing (as in httpmw
+// and grpcmw), by both constructors.
 func TestNilOptionsSkipped(t *testing.T) {
 	table, err := routes.NewStatic(nil)
 	if err != nil {
@@ -366,7 +366,7 @@ func TestNilOptionsSkipped(t *testing.T) {
 	}
 	cfg := kafka.ReaderConfig{Brokers: []string{"127.0.0.1:1"}, Topic: "t", GroupID: "g"}
 	var none kafkamw.Option // nil, of the shared option type
-	r, err := kafkamw.NewReader(cfg, table, service, nil, none, kafkamw.AsSandbox("pr-1"), nil)
+	r, err := kafkamw.NewReader(cfg, table, service, nil, none, kafkamw.AsSandbox("pr-1"), nil, kafkamw.WithDeadLetter(nil))
 	if err != nil {
 		t.Fatalf("NewReader with nil options: %v", err)
 	}
@@ -374,7 +374,7 @@ func TestNilOptionsSkipped(t *testing.T) {
 		t.Errorf("GroupID = %q: the options around the nil ones were not applied", got)
 	}
 	r.Close()
-	w, err := kafkamw.NewWriter(&kafka.Writer{Topic: "t"}, nil, none)
+	w, err := kafkamw.NewWriter(&kafka.Writer{Topic: "t"}, nil, none, kafkamw.WithBreaker(nil))
 	if err != nil || w == nil {
 		t.Fatalf("NewWriter with nil options = %v, %v", w, err)
 	}
@@ -395,7 +395,6 @@ func TestNewWriterErrors(t *testing.T) {
 		names string
 	}{
 		{"nil writer", nil, nil, "kafka.Writer is nil"},
-		{"nil breaker", kw, []kafkamw.WriterOption{kafkamw.WithBreaker(nil)}, "WithBreaker"},
 		{"nil codec", kw, []kafkamw.WriterOption{kafkamw.WithCodec(nil)}, "WithCodec"},
 		{"two codecs", kw, []kafkamw.WriterOption{kafkamw.WithCodec(propagation.Default()), kafkamw.WithCodec(other)}, "WithCodec: given twice"},
 	} {

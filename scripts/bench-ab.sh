@@ -8,7 +8,8 @@
 # For each package, it builds one test binary per revision, then runs every
 # benchmark the two have in common COUNT times (default 6), alternating old
 # and new, each for BENCHTIME (default 200ms), and prints benchstat's
-# comparison. Run by hand, not by CI.
+# comparison. BENCH (a regexp) keeps only the benchmark functions it
+# matches. Run by hand, not by CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +37,7 @@ for pkg in "${pkgs[@]}"; do
 	(cd "$work/old" && go test -c -o "$work/$name.old" "$pkg" 2>/dev/null) || { echo "skip $pkg: no test binary at $old"; continue; }
 	(cd "$newdir" && go test -c -o "$work/$name.new" "$pkg") || { echo "skip $pkg: no test binary at new"; continue; }
 	[ -x "$work/$name.old" ] && [ -x "$work/$name.new" ] || continue
-	common=$(comm -12 <("$work/$name.old" -test.list '^Benchmark' | sort) <("$work/$name.new" -test.list '^Benchmark' | sort))
+	common=$(comm -12 <("$work/$name.old" -test.list '^Benchmark' | sort) <("$work/$name.new" -test.list '^Benchmark' | sort) | grep -E "${BENCH:-.}" || true)
 	[ -n "$common" ] || continue
 	re="^($(echo "$common" | paste -sd'|'))\$"
 	echo "== $pkg: $(echo "$common" | wc -l) benchmarks"

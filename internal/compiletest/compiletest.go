@@ -69,3 +69,17 @@ func (c *Checker) Check(src string) error {
 	conf.Check("snippet", fset, []*ast.File{f}, nil)
 	return errors.Join(errs...)
 }
+
+// Expect checks src as [Checker.Check] does and fails the test, naming
+// the case, unless src compiles when want is "" or fails with an error
+// that contains want otherwise.
+func (c *Checker) Expect(name, src, want string) {
+	c.t.Helper()
+	err := c.Check(src)
+	switch {
+	case want == "" && err != nil:
+		c.t.Errorf("%s: %v, want it to compile", name, err)
+	case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+		c.t.Errorf("%s: %v, want a compile error with %q", name, err, want)
+	}
+}

@@ -8,6 +8,11 @@
 // batch, wait, heartbeat and session timeouts, so that group joins and
 // writes take milliseconds rather than the client's production defaults of
 // seconds.
+//
+// The library's packages import it from their test files only (kafkamw's
+// runnable examples included), so that none of them depends on the test
+// broker (TestLibraryDoesNotImportBroker checks it); the demos under
+// examples/ start theirs with [NewBroker].
 package kafkatest
 
 import (

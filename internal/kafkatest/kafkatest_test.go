@@ -2,6 +2,9 @@ package kafkatest_test
 
 import (
 	"context"
+	"os/exec"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,5 +68,34 @@ func TestUniqueName(t *testing.T) {
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
 			t.Fatalf("%q holds %q", a, c)
 		}
+	}
+}
+
+// TestLibraryDoesNotImportBroker: no package of the library, outside its
+// test files, depends on the embedded broker; only this package (a test
+// helper) and the demos under examples/ do.
+func TestLibraryDoesNotImportBroker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list")
+	}
+	const module = "github.com/sandboxkit/sandboxkit"
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Deps}} {{.}}{{end}}`, module+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	checked := 0
+	for line := range strings.Lines(string(out)) {
+		fields := strings.Fields(line)
+		pkg := fields[0]
+		if pkg == module+"/internal/kafkatest" || strings.HasPrefix(pkg, module+"/examples/") {
+			continue
+		}
+		checked++
+		if slices.ContainsFunc(fields[1:], func(dep string) bool { return strings.HasPrefix(dep, "github.com/twmb/franz-go/pkg/kfake") }) {
+			t.Errorf("%s depends on the test broker github.com/twmb/franz-go/pkg/kfake", pkg)
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("checked %d packages: go list listed too few", checked)
 	}
 }

@@ -20,14 +20,16 @@ import (
 
 // imports maps the package names README snippets use to their paths. A
 // snippet that uses a package missing here fails with "undefined: name":
-// add it.
+// add it. The etcd packages come from the nested modules through go.work.
 var imports = map[string]string{
 	"audit":       "github.com/sandboxkit/sandboxkit/audit",
 	"breaker":     "github.com/sandboxkit/sandboxkit/breaker",
+	"clientv3":    "go.etcd.io/etcd/client/v3",
 	"context":     "context",
 	"credentials": "google.golang.org/grpc/credentials",
 	"dbroute":     "github.com/sandboxkit/sandboxkit/dbroute",
 	"errors":      "errors",
+	"etcdroutes":  "github.com/sandboxkit/sandboxkit/routes/etcdroutes",
 	"fmt":         "fmt",
 	"grpc":        "google.golang.org/grpc",
 	"grpcmw":      "github.com/sandboxkit/sandboxkit/grpcmw",
@@ -43,6 +45,8 @@ var imports = map[string]string{
 	"pgx":         "github.com/jackc/pgx/v5",
 	"pgxpool":     "github.com/jackc/pgx/v5/pgxpool",
 	"propagation": "github.com/sandboxkit/sandboxkit/propagation",
+	"redis":       "github.com/redis/go-redis/v9",
+	"redisroute":  "github.com/sandboxkit/sandboxkit/redisroute",
 	"provision":   "github.com/sandboxkit/sandboxkit/dbroute/provision",
 	"routes":      "github.com/sandboxkit/sandboxkit/routes",
 	"slog":        "log/slog",
@@ -98,7 +102,12 @@ func TestSnippetsCompile(t *testing.T) {
 		"netip": true, "credentials": true, "url": true, "kafka": true, "pgx": true, "grpc": true,
 	}
 	var funcs strings.Builder
+	programs := map[string][]byte{} // whole programs, each built on its own
 	for i, b := range blocks {
+		if _, err := parser.ParseFile(token.NewFileSet(), "", b[1], parser.PackageClauseOnly); err == nil {
+			programs[fmt.Sprintf("program%d", i+1)] = b[1]
+			continue
+		}
 		body, err := withBlanks(string(b[1]), used)
 		if err != nil {
 			t.Fatalf("README snippet %d does not parse: %v\n%s", i+1, err, b[1])
@@ -127,10 +136,23 @@ func TestSnippetsCompile(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "main.go"), file.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("go", "build", "-o", os.DevNull, "./"+filepath.Base(dir))
+	pkgs := []string{"./" + filepath.Base(dir)}
+	for name, src := range programs {
+		pkgs = append(pkgs, "./"+filepath.Join(filepath.Base(dir), name))
+		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name, "main.go"), src, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// go vet type-checks every package (a build of several main packages
+	// would want an output directory) and runs vet's checks on top.
+	cmd := exec.Command("go", append([]string{"vet"}, pkgs...)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("README snippets do not compile: %v\n%s\ngenerated file:\n%s", err, out, numbered(file.Bytes()))
 	}
+	t.Logf("%d snippets and %d whole programs compile", len(blocks)-len(programs), len(programs))
 }
 
 // withBlanks parses a snippet as a function body and appends `_ = name`

@@ -1,0 +1,110 @@
+package redisroute_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sandboxkit/sandboxkit/redisroute"
+)
+
+// BenchmarkBaselineCommand: one GET without a sandbox, on the real server,
+// through a bare client, a routed client and a guarded client, in the same
+// run (sub-benchmarks of one benchmark, so run with -count and compare
+// them side by side).
+func BenchmarkBaselineCommand(b *testing.B) {
+	ctx := context.Background()
+	bare, p := baseline(b)
+	routed := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB})
+	defer routed.Close()
+	r, err := redisroute.New(routed, dbs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	guarded := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB})
+	defer guarded.Close()
+	if err := redisroute.Guard(guarded); err != nil {
+		b.Fatal(err)
+	}
+	bare.Set(ctx, p+"k", "v", 0)
+	for _, c := range []struct {
+		name   string
+		client *redis.Client
+	}{{"bare", bare}, {"routed", routed}, {"guarded", guarded}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.client.Get(ctx, p+"k").Err(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkHookCost: the cost of the hooks alone, in process: a command
+// sent to a no-op next, bare and through the router's and the guard's
+// process and pipeline hooks, without a sandbox.
+func BenchmarkHookCost(b *testing.B) {
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB}) // never dials
+	defer c.Close()
+	r, err := redisroute.New(c, dbs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	cmd := redis.NewStringCmd(ctx, "get", "k")
+	cmds := []redis.Cmder{cmd, cmd}
+	next := func(context.Context, redis.Cmder) error { return nil }
+	nextPipe := func(context.Context, []redis.Cmder) error { return nil }
+	b.Run("process/bare", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = next(ctx, cmd)
+		}
+	})
+	for _, h := range []struct {
+		name string
+		hook redis.Hook
+	}{{"route", redisroute.RouteHooks(r)}, {"guard", redisroute.GuardHooks()}} {
+		process := h.hook.ProcessHook(next)
+		pipeline := h.hook.ProcessPipelineHook(nextPipe)
+		b.Run("process/"+h.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = process(ctx, cmd)
+			}
+		})
+		b.Run("pipeline/"+h.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = pipeline(ctx, cmds)
+			}
+		})
+	}
+}
+
+// TestBaselineHooksDoNotAllocate: the router's and the guard's hooks cost
+// no allocation for a command without a sandbox.
+func TestBaselineHooksDoNotAllocate(t *testing.T) {
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB})
+	defer c.Close()
+	r, err := redisroute.New(c, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := redis.NewStringCmd(ctx, "get", "k")
+	cmds := []redis.Cmder{cmd}
+	for _, h := range []redis.Hook{redisroute.RouteHooks(r), redisroute.GuardHooks()} {
+		process := h.ProcessHook(func(context.Context, redis.Cmder) error { return nil })
+		pipeline := h.ProcessPipelineHook(func(context.Context, []redis.Cmder) error { return nil })
+		if n := testing.AllocsPerRun(1000, func() { _ = process(ctx, cmd); _ = pipeline(ctx, cmds) }); n != 0 {
+			t.Errorf("%T: %.1f allocations per baseline command, want 0", h, n)
+		}
+	}
+}

@@ -1,0 +1,28 @@
+package redisroute
+
+import "errors"
+
+var (
+	// ErrConfig reports a misconfiguration found by a constructor ([New],
+	// [Guard]). The error's message names the option or argument.
+	ErrConfig = errors.New("redisroute: invalid configuration")
+
+	// ErrSandboxOnBaseline reports a sandbox context on a client protected
+	// by [Guard]: nothing was sent.
+	ErrSandboxOnBaseline = errors.New("redisroute: sandbox context on the baseline client")
+
+	// ErrRefused reports a command that a sandbox may not run because it
+	// would not stay inside the sandbox's database (pub/sub, scripts,
+	// server administration, commands that reach another database), or
+	// that cannot keep its meaning when routed (a bare WATCH or MULTI:
+	// use [Router.Watch] and TxPipelined). Nothing was sent.
+	ErrRefused = errors.New("redisroute: command refused for a sandbox")
+
+	// ErrNoSandboxDatabase reports a sandbox that has no database: it is
+	// not in the route table ([WithRoutes]), or every database of the
+	// router's range is taken. Nothing was sent.
+	ErrNoSandboxDatabase = errors.New("redisroute: no database for the sandbox")
+
+	// ErrClosed reports a call on a closed [Router].
+	ErrClosed = errors.New("redisroute: router closed")
+)

@@ -1,0 +1,77 @@
+package redisroute
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// Guard makes client refuse sandbox contexts: every command, pipeline and
+// transaction sent with a sandbox in its context fails with an error
+// wrapping [ErrSandboxOnBaseline] before anything is written, and so does
+// a new connection dialled with one (a pub/sub subscription). Commands
+// without a sandbox run as before, at the cost of one context lookup.
+//
+// Use it on a baseline client that no [Router] routes: a client of another
+// server, or one that sandbox traffic must never reach. A client given to
+// [New] needs no guard: the router sends its sandbox traffic elsewhere.
+// Hooks added to client after Guard run inside the guard: they never see a
+// refused command.
+//
+// With [WithLogger], each refusal is one audit record (rejected, protocol
+// redis). Errors wrap [ErrConfig]: a nil client, a nil option value.
+func Guard(client *redis.Client, opts ...GuardOption) error {
+	if client == nil {
+		return fmt.Errorf("%w: redisroute: Guard: nil client", ErrConfig)
+	}
+	cfg := newGuardConfig(opts)
+	if cfg.err != nil {
+		return cfg.err
+	}
+	client.AddHook(guardHook{logger: cfg.logger})
+	return nil
+}
+
+type guardHook struct{ logger *slog.Logger }
+
+func (g guardHook) refuse(ctx context.Context, s propagation.Sandbox, what string) error {
+	err := fmt.Errorf("%w: sandbox %q: %s (the baseline client only serves production traffic)", ErrSandboxOnBaseline, s.ID, what)
+	reject(ctx, g.logger, s, err)
+	return err
+}
+
+func (g guardHook) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if s, ok := propagation.FromContext(ctx); ok {
+			return nil, g.refuse(ctx, s, "new connection")
+		}
+		return next(ctx, network, addr)
+	}
+}
+
+func (g guardHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if s, ok := propagation.FromContext(ctx); ok {
+			return g.refuse(ctx, s, cmd.Name())
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (g guardHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if s, ok := propagation.FromContext(ctx); ok {
+			err := g.refuse(ctx, s, "pipeline")
+			for _, c := range cmds {
+				c.SetErr(err)
+			}
+			return err
+		}
+		return next(ctx, cmds)
+	}
+}

@@ -1,0 +1,156 @@
+package redisroute
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// family is one command family of the go-redis API and what a sandbox may
+// do with it. The package doc lists the same families; a test checks every
+// command of every family against the real server.
+type family struct {
+	name     string
+	isolated bool // true: runs in the sandbox's database; false: refused
+	cmds     []string
+}
+
+// families are the command families, by the server's command names
+// (lowercase). A command in no family is refused: fail closed.
+var families = []family{
+	{"strings", true, []string{"append", "decr", "decrby", "get", "getdel", "getex", "getrange", "getset", "incr", "incrby", "incrbyfloat", "lcs", "mget", "mset", "msetnx", "psetex", "set", "setex", "setnx", "setrange", "strlen", "substr"}},
+	{"bitmaps", true, []string{"bitcount", "bitfield", "bitfield_ro", "bitop", "bitpos", "getbit", "setbit"}},
+	{"lists", true, []string{"lindex", "linsert", "llen", "lmove", "lmpop", "lpop", "lpos", "lpush", "lpushx", "lrange", "lrem", "lset", "ltrim", "rpop", "rpoplpush", "rpush", "rpushx"}},
+	{"blocking", true, []string{"blmove", "blmpop", "blpop", "brpop", "brpoplpush", "bzmpop", "bzpopmax", "bzpopmin"}},
+	{"hashes", true, []string{"hdel", "hexists", "hexpire", "hexpireat", "hexpiretime", "hget", "hgetall", "hgetdel", "hgetex", "hincrby", "hincrbyfloat", "hkeys", "hlen", "hmget", "hmset", "hpersist", "hpexpire", "hpexpireat", "hpexpiretime", "hpttl", "hrandfield", "hscan", "hset", "hsetex", "hsetnx", "hstrlen", "httl", "hvals"}},
+	{"sets", true, []string{"sadd", "scard", "sdiff", "sdiffstore", "sinter", "sintercard", "sinterstore", "sismember", "smembers", "smismember", "smove", "spop", "srandmember", "srem", "sscan", "sunion", "sunionstore"}},
+	{"sorted sets", true, []string{"zadd", "zcard", "zcount", "zdiff", "zdiffstore", "zincrby", "zinter", "zintercard", "zinterstore", "zlexcount", "zmpop", "zmscore", "zpopmax", "zpopmin", "zrandmember", "zrange", "zrangebylex", "zrangebyscore", "zrangestore", "zrank", "zrem", "zremrangebylex", "zremrangebyrank", "zremrangebyscore", "zrevrange", "zrevrangebylex", "zrevrangebyscore", "zrevrank", "zscan", "zscore", "zunion", "zunionstore"}},
+	{"streams", true, []string{"xack", "xadd", "xautoclaim", "xclaim", "xdel", "xgroup", "xinfo", "xlen", "xpending", "xrange", "xread", "xreadgroup", "xrevrange", "xsetid", "xtrim"}},
+	{"hyperloglog", true, []string{"pfadd", "pfcount", "pfmerge"}},
+	{"geo", true, []string{"geoadd", "geodist", "geohash", "geopos", "georadius", "georadius_ro", "georadiusbymember", "georadiusbymember_ro", "geosearch", "geosearchstore"}},
+	{"keys", true, []string{"copy", "dbsize", "del", "dump", "exists", "expire", "expireat", "expiretime", "keys", "object", "persist", "pexpire", "pexpireat", "pexpiretime", "pttl", "randomkey", "rename", "renamenx", "restore", "scan", "sort", "sort_ro", "touch", "ttl", "type", "unlink"}},
+	{"transactions", true, []string{"discard", "exec", "multi", "unwatch", "watch"}},
+	{"connection", true, []string{"auth", "client", "echo", "hello", "ping", "select"}},
+	{"pub/sub", false, []string{"psubscribe", "publish", "pubsub", "punsubscribe", "spublish", "ssubscribe", "subscribe", "sunsubscribe", "unsubscribe"}},
+	{"scripting and functions", false, []string{"eval", "eval_ro", "evalsha", "evalsha_ro", "fcall", "fcall_ro", "function", "script"}},
+	{"other databases", false, []string{"migrate", "move", "reset", "swapdb"}},
+	{"server", false, []string{"acl", "bgrewriteaof", "bgsave", "command", "config", "debug", "failover", "flushall", "flushdb", "info", "lastsave", "latency", "lolwut", "memory", "module", "monitor", "psync", "replconf", "replicaof", "save", "shutdown", "slaveof", "slowlog", "sync", "time", "wait", "waitaof"}},
+	{"cluster", false, []string{"asking", "cluster", "readonly", "readwrite"}},
+}
+
+// verdict is what the sandbox policy does with a command.
+type verdict uint8
+
+const (
+	refuse  verdict = iota // not in any isolated family
+	allow                  // runs in the sandbox's database as it is
+	inspect                // allowed with some arguments only (copy, select, client)
+)
+
+var verdicts = func() map[string]verdict {
+	m := make(map[string]verdict)
+	for _, f := range families {
+		for _, c := range f.cmds {
+			if f.isolated {
+				m[c] = allow
+			} else {
+				m[c] = refuse
+			}
+		}
+	}
+	for _, c := range [...]string{"copy", "select", "client"} {
+		m[c] = inspect
+	}
+	return m
+}()
+
+// clientSubcommands are the CLIENT subcommands a sandbox connection may
+// send: go-redis sends SETINFO (and MAINT_NOTIFICATIONS) when it connects;
+// the others only name or describe the connection itself.
+var clientSubcommands = map[string]bool{"setinfo": true, "setname": true, "getname": true, "id": true, "maint_notifications": true}
+
+// arg returns args[i] as the server reads it.
+func arg(args []any, i int) string {
+	switch v := args[i].(type) {
+	case string:
+		return v
+	case []byte:
+		return string(v)
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
+// check returns nil when cmd runs inside database db and touches only
+// keys a sandbox owns, and an error wrapping ErrRefused otherwise.
+func check(cmd redis.Cmder, db int) error {
+	args := cmd.Args()
+	if len(args) == 0 {
+		return fmt.Errorf("%w: empty command", ErrRefused)
+	}
+	name := strings.ToLower(arg(args, 0))
+	switch verdicts[name] {
+	case refuse:
+		return fmt.Errorf("%w: %s: %s", ErrRefused, name, why(name))
+	case inspect:
+		if err := inspectArgs(name, args, db); err != nil {
+			return err
+		}
+	}
+	for i := 1; i < len(args); i++ {
+		if arg(args, i) == MarkerKey {
+			return fmt.Errorf("%w: %s names %s, the key that marks the sandbox's database", ErrRefused, name, MarkerKey)
+		}
+	}
+	return nil
+}
+
+func inspectArgs(name string, args []any, db int) error {
+	switch name {
+	case "select":
+		// go-redis selects the sandbox's database when it connects.
+		if len(args) == 2 && arg(args, 1) == strconv.Itoa(db) {
+			return nil
+		}
+		return fmt.Errorf("%w: select: a sandbox stays in its own database", ErrRefused)
+	case "copy":
+		// go-redis always sends DB: the sandbox's own is fine.
+		for i := 3; i < len(args); i++ {
+			if strings.EqualFold(arg(args, i), "db") && (i+1 == len(args) || arg(args, i+1) != strconv.Itoa(db)) {
+				return fmt.Errorf("%w: copy to another database: a sandbox stays in its own database", ErrRefused)
+			}
+		}
+		return nil
+	case "client":
+		if len(args) >= 2 && clientSubcommands[strings.ToLower(arg(args, 1))] {
+			return nil
+		}
+		return fmt.Errorf("%w: client: only SETINFO, SETNAME, GETNAME, ID and MAINT_NOTIFICATIONS concern the connection alone", ErrRefused)
+	}
+	return nil
+}
+
+// why says why a refused command is refused.
+func why(name string) string {
+	for _, f := range families {
+		for _, c := range f.cmds {
+			if c == name {
+				switch f.name {
+				case "pub/sub":
+					return "channels are shared by every database of the server"
+				case "scripting and functions":
+					return "a script may SELECT another database, and functions are shared by every database"
+				case "other databases":
+					return "it reaches another database or resets the connection's"
+				case "server":
+					return "it acts on the whole server"
+				case "cluster":
+					return "cluster commands are not isolated"
+				}
+			}
+		}
+	}
+	return "not in any command family isolated for sandboxes (fail closed)"
+}

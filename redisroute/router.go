@@ -1,0 +1,471 @@
+package redisroute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/sandboxkit/sandboxkit/internal/audit"
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// Databases is the range of logical databases, First to Last inclusive,
+// that a [Router] hands out to sandboxes, one each. It must not hold the
+// baseline client's database, and every database in it must exist on the
+// server (16 by default: 0 to 15, the `databases` setting).
+type Databases struct {
+	First, Last int
+}
+
+// Router isolates the sandbox commands of a baseline [*redis.Client] in a
+// logical database per sandbox. It is safe for concurrent use.
+type Router struct {
+	baseline *redis.Client
+	dbs      Databases
+	cfg      config
+	admin    *redis.Client // claims, flushes: SELECTs before every use
+
+	mu      sync.RWMutex
+	clients map[string]*sandboxClient
+	closed  bool
+}
+
+// sandboxClient is one sandbox's client: the baseline's options on the
+// sandbox's database, with the sandbox policy as its only hook.
+type sandboxClient struct {
+	id     string
+	db     int
+	client *redis.Client
+}
+
+// New installs the router on baseline, a client of a standalone server
+// (not a cluster: a cluster has one database): from then on, every command,
+// pipeline and transaction sent through baseline with a sandbox in its
+// context runs in that sandbox's database from dbs, under the sandbox
+// policy (see the package doc), and commands without a sandbox run as
+// before. The router does not own baseline; [Router.Close] closes the
+// sandbox clients only.
+//
+// A sandbox's database is claimed on its first command (see [MarkerKey])
+// and kept until [Router.Destroy] or [Router.Reap] flushes it.
+//
+// Errors wrap [ErrConfig]: a nil baseline, an empty or negative range, a
+// range that holds the baseline's database, a nil option value.
+func New(baseline *redis.Client, dbs Databases, opts ...RouterOption) (*Router, error) {
+	if baseline == nil {
+		return nil, fmt.Errorf("%w: redisroute: New: nil baseline client", ErrConfig)
+	}
+	if dbs.First < 0 || dbs.Last < dbs.First {
+		return nil, fmt.Errorf("%w: redisroute: New: databases %d to %d: not a range", ErrConfig, dbs.First, dbs.Last)
+	}
+	if b := baseline.Options().DB; b >= dbs.First && b <= dbs.Last {
+		return nil, fmt.Errorf("%w: redisroute: New: databases %d to %d hold the baseline's database %d", ErrConfig, dbs.First, dbs.Last, b)
+	}
+	cfg := newRouterConfig(opts)
+	if cfg.err != nil {
+		return nil, cfg.err
+	}
+	adminOpts := clientOptions(baseline, dbs.First)
+	adminOpts.PoolSize = 2
+	r := &Router{
+		baseline: baseline,
+		dbs:      dbs,
+		cfg:      cfg,
+		admin:    redis.NewClient(adminOpts),
+		clients:  make(map[string]*sandboxClient),
+	}
+	baseline.AddHook(routeHook{r})
+	return r, nil
+}
+
+// routeHook sends sandbox traffic of the baseline client to the sandbox's
+// client.
+type routeHook struct{ r *Router }
+
+// DialHook refuses a new baseline connection for a sandbox context: only a
+// pub/sub subscription dials with its caller's context (the pool dials
+// with its own), and channels are shared by every database.
+func (h routeHook) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if s, ok := propagation.FromContext(ctx); ok {
+			return nil, h.r.refuse(ctx, s, fmt.Errorf("%w: pub/sub: channels are shared by every database of the server", ErrRefused))
+		}
+		return next(ctx, network, addr)
+	}
+}
+
+func (h routeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		s, ok := propagation.FromContext(ctx)
+		if !ok {
+			return next(ctx, cmd)
+		}
+		switch cmd.Name() {
+		case "watch", "unwatch", "multi", "exec", "discard":
+			// Each routed command may take another connection: a bare
+			// WATCH or MULTI would lose its meaning.
+			return h.r.refuse(ctx, s, fmt.Errorf("%w: %s: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, cmd.Name()))
+		}
+		sc, err := h.r.sandbox(ctx, s)
+		if err != nil {
+			return err
+		}
+		return sc.client.Process(ctx, cmd)
+	}
+}
+
+func (h routeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		s, ok := propagation.FromContext(ctx)
+		if !ok {
+			return next(ctx, cmds)
+		}
+		sc, err := h.r.sandbox(ctx, s)
+		if err != nil {
+			return err
+		}
+		tx := len(cmds) >= 2 && cmds[0].Name() == "multi" && cmds[len(cmds)-1].Name() == "exec"
+		inner := cmds
+		if tx {
+			inner = cmds[1 : len(cmds)-1]
+		}
+		for _, cmd := range inner {
+			switch cmd.Name() {
+			case "watch", "unwatch", "multi", "exec", "discard":
+				return h.r.refuse(ctx, s, fmt.Errorf("%w: %s in a pipeline: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, cmd.Name()))
+			}
+		}
+		var pipe redis.Pipeliner
+		if tx {
+			pipe = sc.client.TxPipeline()
+		} else {
+			pipe = sc.client.Pipeline()
+		}
+		for _, cmd := range inner {
+			_ = pipe.Process(ctx, cmd) // queues cmd; Exec fills it in
+		}
+		_, err = pipe.Exec(ctx)
+		return err
+	}
+}
+
+// sandbox returns the client of s, claiming a database for it on first
+// use.
+func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox) (*sandboxClient, error) {
+	if t := r.cfg.table; t != nil {
+		if _, ok := t.Sandbox(s.ID); !ok {
+			return nil, r.refuse(ctx, s, fmt.Errorf("%w: sandbox %q is not in the route table", ErrNoSandboxDatabase, s.ID))
+		}
+	}
+	r.mu.RLock()
+	sc, closed := r.clients[s.ID], r.closed
+	r.mu.RUnlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if sc != nil {
+		return sc, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	if sc := r.clients[s.ID]; sc != nil {
+		return sc, nil
+	}
+	// Claims are rare (once per sandbox and process) and short: holding
+	// the lock keeps two claims of one sandbox from racing in-process.
+	db, err := r.claim(context.WithoutCancel(ctx), s.ID)
+	if err != nil {
+		return nil, r.refuse(ctx, s, err)
+	}
+	sc = &sandboxClient{id: s.ID, db: db, client: redis.NewClient(clientOptions(r.baseline, db))}
+	sc.client.AddHook(policyHook{r: r, db: db})
+	r.clients[s.ID] = sc
+	if r.cfg.logger != nil {
+		audit.Emit(ctx, r.cfg.logger, audit.Event{
+			Decision: audit.Routed,
+			Sandbox:  s,
+			Protocol: audit.Redis,
+			Target:   "db " + strconv.Itoa(db),
+			Reason:   "sandbox database " + strconv.Itoa(db),
+		})
+	}
+	return sc, nil
+}
+
+// clientOptions returns the options of a client like baseline on
+// database db: the router's own, and each sandbox's. Maintenance
+// notifications are off (the baseline client handles them for the
+// server; a second client on the same options cannot register for them),
+// and so are idle connections kept open in advance.
+func clientOptions(baseline *redis.Client, db int) *redis.Options {
+	opts := *baseline.Options()
+	opts.DB = db
+	opts.MinIdleConns = 0
+	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	return &opts
+}
+
+// onDB runs fn on an admin connection that has selected database db.
+func (r *Router) onDB(ctx context.Context, db int, fn func(*redis.Conn) error) error {
+	cn := r.admin.Conn()
+	defer cn.Close()
+	if err := cn.Select(ctx, db).Err(); err != nil {
+		return fmt.Errorf("redisroute: select %d: %w", db, err)
+	}
+	return fn(cn)
+}
+
+// owner returns the sandbox that owns database db ("" when none).
+func (r *Router) owner(ctx context.Context, db int) (string, error) {
+	var id string
+	err := r.onDB(ctx, db, func(cn *redis.Conn) error {
+		v, err := cn.Get(ctx, MarkerKey).Result()
+		if errors.Is(err, redis.Nil) {
+			return nil
+		}
+		id = v
+		return err
+	})
+	return id, err
+}
+
+// claim returns the database that id owns, or claims a free one: an empty
+// database, on which SET NX of the marker succeeds first.
+func (r *Router) claim(ctx context.Context, id string) (int, error) {
+	if db, err := r.find(ctx, id); err != nil || db >= 0 {
+		return db, err
+	}
+	for db := r.dbs.First; db <= r.dbs.Last; db++ {
+		claimed := false
+		err := r.onDB(ctx, db, func(cn *redis.Conn) error {
+			ok, err := cn.SetNX(ctx, MarkerKey, id, 0).Result()
+			if err != nil || !ok {
+				return err
+			}
+			n, err := cn.DBSize(ctx).Result()
+			if err != nil {
+				return err
+			}
+			if n == 1 {
+				claimed = true
+				return nil
+			}
+			// Not empty: somebody's data without a marker. Leave it alone.
+			return cn.Del(ctx, MarkerKey).Err()
+		})
+		if err != nil {
+			return 0, err
+		}
+		if claimed {
+			// Another process may have claimed a database for id at the
+			// same time; the lowest one wins, the others are given back.
+			if first, err := r.find(ctx, id); err == nil && first >= 0 && first < db {
+				_ = r.onDB(ctx, db, func(cn *redis.Conn) error { return cn.FlushDB(ctx).Err() })
+				return first, nil
+			}
+			return db, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: sandbox %q: every database from %d to %d is taken", ErrNoSandboxDatabase, id, r.dbs.First, r.dbs.Last)
+}
+
+// find returns the lowest database id owns, or -1.
+func (r *Router) find(ctx context.Context, id string) (int, error) {
+	for db := r.dbs.First; db <= r.dbs.Last; db++ {
+		owner, err := r.owner(ctx, db)
+		if err != nil {
+			return 0, err
+		}
+		if owner == id {
+			return db, nil
+		}
+	}
+	return -1, nil
+}
+
+// Database returns the database that ctx's commands run in: the
+// baseline's without a sandbox, else the sandbox's (claimed if need be).
+func (r *Router) Database(ctx context.Context) (int, error) {
+	s, ok := propagation.FromContext(ctx)
+	if !ok {
+		return r.baseline.Options().DB, nil
+	}
+	sc, err := r.sandbox(ctx, s)
+	if err != nil {
+		return 0, err
+	}
+	return sc.db, nil
+}
+
+// Watch is [redis.Client.Watch] for ctx: on the baseline without a
+// sandbox, else on one connection to the sandbox's database, with the
+// sandbox policy on every command of the transaction.
+func (r *Router) Watch(ctx context.Context, fn func(*redis.Tx) error, keys ...string) error {
+	s, ok := propagation.FromContext(ctx)
+	if !ok {
+		return r.baseline.Watch(ctx, fn, keys...)
+	}
+	sc, err := r.sandbox(ctx, s)
+	if err != nil {
+		return err
+	}
+	return sc.client.Watch(ctx, fn, keys...)
+}
+
+// Destroy flushes the database that sandbox id owns in the router's range,
+// if any, and closes its client: the database is free for another sandbox.
+// It touches no database whose marker names another sandbox, or none.
+func (r *Router) Destroy(ctx context.Context, id string) error {
+	r.mu.Lock()
+	sc := r.clients[id]
+	delete(r.clients, id)
+	r.mu.Unlock()
+	if sc != nil {
+		_ = sc.client.Close()
+	}
+	_, err := r.flushOwned(ctx, func(owner string) bool { return owner == id })
+	return err
+}
+
+// Reap flushes the databases of the router's range whose owner the route
+// table ([WithRoutes]) no longer holds, and returns their owners. Without a
+// route table it is an ErrConfig error.
+func (r *Router) Reap(ctx context.Context) ([]string, error) {
+	t := r.cfg.table
+	if t == nil {
+		return nil, fmt.Errorf("%w: redisroute: Reap: the router has no route table (WithRoutes)", ErrConfig)
+	}
+	gone, err := r.flushOwned(ctx, func(owner string) bool {
+		_, ok := t.Sandbox(owner)
+		return !ok
+	})
+	r.mu.Lock()
+	var stale []*sandboxClient
+	for _, id := range gone {
+		if sc := r.clients[id]; sc != nil {
+			stale = append(stale, sc)
+			delete(r.clients, id)
+		}
+	}
+	r.mu.Unlock()
+	for _, sc := range stale {
+		_ = sc.client.Close()
+	}
+	return gone, err
+}
+
+// flushOwned flushes every database of the range whose marker names an
+// owner that remove selects, checking the marker and flushing in one
+// transaction (WATCH) so a database claimed again in between is left alone.
+func (r *Router) flushOwned(ctx context.Context, remove func(owner string) bool) ([]string, error) {
+	var gone []string
+	var errs []error
+	for db := r.dbs.First; db <= r.dbs.Last; db++ {
+		err := r.onDB(ctx, db, func(cn *redis.Conn) error {
+			if err := cn.Do(ctx, "watch", MarkerKey).Err(); err != nil {
+				return err
+			}
+			owner, err := cn.Get(ctx, MarkerKey).Result()
+			if errors.Is(err, redis.Nil) || (err == nil && !remove(owner)) {
+				return cn.Do(ctx, "unwatch").Err()
+			}
+			if err != nil {
+				return err
+			}
+			_, err = cn.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.FlushDB(ctx)
+				return nil
+			})
+			if err == nil {
+				gone = append(gone, owner)
+			}
+			return err
+		})
+		if err != nil && !errors.Is(err, redis.TxFailedErr) {
+			errs = append(errs, err)
+		}
+	}
+	return gone, errors.Join(errs...)
+}
+
+// Close closes the sandbox clients and the router's own connection; it
+// leaves baseline open, still routing (every sandbox command then fails
+// with ErrClosed). It flushes nothing.
+func (r *Router) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	clients := r.clients
+	r.clients = nil
+	r.mu.Unlock()
+	var errs []error
+	for _, sc := range clients {
+		errs = append(errs, sc.client.Close())
+	}
+	errs = append(errs, r.admin.Close())
+	return errors.Join(errs...)
+}
+
+// refuse audits err for s and returns it.
+func (r *Router) refuse(ctx context.Context, s propagation.Sandbox, err error) error {
+	reject(ctx, r.cfg.logger, s, err)
+	return err
+}
+
+func reject(ctx context.Context, l *slog.Logger, s propagation.Sandbox, err error) {
+	if l != nil {
+		audit.Emit(ctx, l, audit.Event{
+			Decision: audit.Rejected,
+			Sandbox:  s,
+			Protocol: audit.Redis,
+			Reason:   err.Error(),
+		})
+	}
+}
+
+// policyHook is the only hook of a sandbox client: it refuses every command
+// that would leave the sandbox's database.
+type policyHook struct {
+	r  *Router
+	db int
+}
+
+func (h policyHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h policyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if err := check(cmd, h.db); err != nil {
+			return h.refuse(ctx, err)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h policyHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if err := check(cmd, h.db); err != nil {
+				err = h.refuse(ctx, err)
+				for _, c := range cmds {
+					c.SetErr(err)
+				}
+				return err
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func (h policyHook) refuse(ctx context.Context, err error) error {
+	s, _ := propagation.FromContext(ctx)
+	return h.r.refuse(ctx, s, err)
+}
