@@ -3,6 +3,7 @@ package sqlroute_test
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"strings"
 	"testing"
@@ -50,6 +51,7 @@ func mariadbWorld(t testing.TB, guard ...sqlroute.GuardOption) *world {
 		t.Fatal(err)
 	}
 	w.baseline = sql.OpenDB(sqlroute.Guard(e.Connector(t, e.Name("db")), guard...))
+	mariadbConnector = func(t testing.TB) driver.Connector { return e.Connector(t, e.Name("db")) }
 	t.Cleanup(func() { w.baseline.Close() })
 	return w
 }
@@ -144,3 +146,7 @@ func (w *world) total(t testing.TB, id string) int {
 }
 
 var sandboxCtx = pgtest.SandboxCtx
+
+// mariadbConnector is an unguarded connector of the last mariadbWorld's
+// baseline database (for the benchmarks).
+var mariadbConnector func(t testing.TB) driver.Connector
