@@ -40,6 +40,19 @@
 // own. A refused QueryRowContext returns a *sql.Row whose Scan and Err
 // report the refusal.
 //
+// # Not the baseline, whatever the spelling
+//
+// When it opens a sandbox's *sql.DB, the router asks the sandbox's server
+// and the baseline's what they are (MySQL and MariaDB: @@hostname, @@port,
+// @@datadir and the database; PostgreSQL: the system identifier, or the
+// postmaster's start time, port and version, and the database's OID) and
+// refuses a test database that is the baseline database with
+// [dbroute.ErrNoTestDatabase], whatever host name, address or proxy its
+// connection string used. The check runs once per open, on one
+// connection: a connection string whose later connections could reach
+// another server (a host list) is not re-checked. Drivers other than
+// go-sql-driver/mysql and pgx's stdlib are not checked.
+//
 // # Options
 //
 // Options are typed by role: [RouterOption] for [New], [GuardOption] for

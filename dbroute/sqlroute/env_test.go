@@ -27,6 +27,7 @@ type world struct {
 	baseline *sql.DB // guarded
 	provider sqlroute.Provider
 	direct   map[string]*sql.DB // "" (baseline), "a", "b"
+	dsn      map[string]string  // their connection strings
 	// q rewrites a statement written with ? placeholders for the dialect.
 	q func(string) string
 }
@@ -36,12 +37,13 @@ var sandboxes = []string{"a", "b"}
 func mariadbWorld(t testing.TB, guard ...sqlroute.GuardOption) *world {
 	t.Helper()
 	e := mytest.Server(t)
-	w := &world{dialect: "mariadb", direct: map[string]*sql.DB{}, q: func(s string) string { return s }}
+	w := &world{dialect: "mariadb", direct: map[string]*sql.DB{}, dsn: map[string]string{}, q: func(s string) string { return s }}
 	dsns := map[string]string{}
 	for _, id := range append([]string{""}, sandboxes...) {
 		name := e.Name("db" + id)
 		e.CreateDB(t, name, mytest.ItemsDDL)
 		w.direct[id] = e.Open(t, name)
+		w.dsn[id] = e.DSN(name)
 		if id != "" {
 			dsns[id] = e.DSN(name)
 		}
@@ -59,7 +61,7 @@ func mariadbWorld(t testing.TB, guard ...sqlroute.GuardOption) *world {
 func postgresWorld(t testing.TB, guard ...sqlroute.GuardOption) *world {
 	t.Helper()
 	e := pgtest.Server(t)
-	w := &world{dialect: "postgres", direct: map[string]*sql.DB{}, q: dollars}
+	w := &world{dialect: "postgres", direct: map[string]*sql.DB{}, dsn: map[string]string{}, q: dollars}
 	dsns := map[string]string{}
 	var baseDSN string
 	for _, id := range append([]string{""}, sandboxes...) {
@@ -70,6 +72,7 @@ func postgresWorld(t testing.TB, guard ...sqlroute.GuardOption) *world {
 		}
 		t.Cleanup(func() { db.Close() })
 		w.direct[id] = db
+		w.dsn[id] = dsn
 		if id == "" {
 			baseDSN = dsn
 		} else {

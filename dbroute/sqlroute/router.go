@@ -30,6 +30,7 @@ type Router struct {
 	mu     sync.Mutex
 	dbs    map[string]*entry
 	closed bool
+	baseID string // the baseline's identity, once known
 }
 
 // entry is a sandbox's *sql.DB, or its opening in progress.
@@ -307,12 +308,18 @@ func (r *Router) open(id string, e *entry) {
 		if f := r.cfg.dbConfig; f != nil {
 			f(id, db)
 		}
-		e.db = db
+		if err := r.notBaseline(ctx, id, db); err != nil {
+			db.Close()
+			e.err = err
+		} else {
+			e.db = db
+		}
+	}
+	if e.db != nil {
 		audit.Emit(ctx, r.cfg.logger, audit.Event{
 			Decision: audit.Routed,
 			Sandbox:  propagation.Sandbox{ID: id},
 			Protocol: audit.SQL,
-			Target:   fmt.Sprintf("%T", c),
 		})
 	}
 	r.mu.Lock()

@@ -4,9 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/mytest"
 	"github.com/sandboxkit/sandboxkit/dbroute/sqlroute"
 )
 
@@ -210,5 +212,66 @@ func TestNewConfig(t *testing.T) {
 	r.Close()
 	if sqlroute.Guard(nil) != nil {
 		t.Error("Guard(nil) is not nil")
+	}
+}
+
+// A test database that is the baseline database, as the servers report
+// them, is refused whatever the connection string says: another host
+// name, or another address (a TCP proxy) in front of the same server.
+func TestNotTheBaseline(t *testing.T) {
+	t.Run("mariadb", func(t *testing.T) {
+		w := mariadbWorld(t)
+		e := mytest.Server(t)
+		var baseDB string
+		if err := w.direct[""].QueryRowContext(context.Background(), "SELECT DATABASE()").Scan(&baseDB); err != nil {
+			t.Fatal(err)
+		}
+		proxy := e.NewProxy(t)
+		local := e.Config(baseDB)
+		local.Addr = strings.Replace(local.Addr, "127.0.0.1", "localhost", 1)
+		p, err := sqlroute.StaticMySQL(map[string]string{
+			"proxied": proxy.DSN(e, baseDB),
+			"local":   local.FormatDSN(),
+			"other":   w.dsn["a"],
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkNotBaseline(t, w, p)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		w := postgresWorld(t)
+		p, err := dbroute.Static(map[string]string{
+			"local": strings.Replace(w.dsn[""], "127.0.0.1", "localhost", 1),
+			"other": w.dsn["a"],
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkNotBaseline(t, w, sqlroute.Postgres(p))
+	})
+}
+
+func checkNotBaseline(t *testing.T, w *world, p sqlroute.Provider) {
+	t.Helper()
+	r, err := sqlroute.New(w.baseline, p, sqlroute.WithMaxPools(8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, id := range []string{"proxied", "local"} {
+		if w.dialect == "postgres" && id == "proxied" {
+			continue
+		}
+		_, err := r.ExecContext(sandboxCtx(id), w.q("INSERT INTO items (owner) VALUES (?)"), id)
+		if !errors.Is(err, dbroute.ErrNoTestDatabase) {
+			t.Errorf("%s spelling of the baseline: %v, want ErrNoTestDatabase", id, err)
+		}
+	}
+	if _, err := r.ExecContext(sandboxCtx("other"), w.q("INSERT INTO items (owner) VALUES (?)"), "other"); err != nil {
+		t.Errorf("another database on the same server: %v", err)
+	}
+	if n := w.total(t, ""); n != 0 {
+		t.Errorf("%d sandbox rows reached the baseline", n)
 	}
 }
