@@ -80,6 +80,14 @@
 // (call it from a ticker of your own if you want eviction sooner). The
 // group starts no goroutine and needs no closing.
 //
+// Before that, a key the sweep finds idle for a quarter of IdleTimeout is
+// compacted when a fresh key would be in its state: its breaker closed with
+// no failure counted, its token bucket full and no call in flight. It lets
+// go of its bucket, its gobreaker and its metric attribute sets (its next
+// call makes a full bucket, and a closed gobreaker with zero counts when a
+// call fails), so an idle key holds about 210 bytes instead of about 290.
+// Its decisions are exactly those it would have made uncompacted.
+//
 // # Audit and metrics
 //
 // Every state change of a breaker is one audit record on the logger of

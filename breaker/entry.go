@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,20 +33,40 @@ import (
 // TwoStepCircuitBreaker.Allow: that allocates a closure per call, more than
 // the hot path may. Admission in the closed state needs no gobreaker call,
 // and a success after successes (nothing gobreaker decides on) skips it.
+//
+// A group holds many keys, most of them idle, so an entry is kept small:
+// what only some keys need (gobreaker, the audit's actor and origin, the
+// metric attributes) hangs off pointers that stay nil until needed, the
+// resolved budget is shared by the keys that have the same one, and a key
+// idle for a while is compacted (see compact): it lets go of what a fresh
+// key would have in the same state.
 type entry struct {
-	g  *Group
-	sb propagation.Sandbox
-
+	// What a call reads, together: at 100,000 keys each call finds its
+	// key cold, so these share as few cache lines as they can.
+	g        *Group
 	cur      atomic.Pointer[phase]
-	lim      atomic.Pointer[limits]
-	inflight atomic.Int64
+	pol      atomic.Pointer[policy]
+	rl       atomic.Pointer[rate.Limiter] // nil: no rate limit, or a full bucket not yet made
 	lastUsed atomic.Int64
-	idx      int         // index in its shard's keys; set under the shard lock
-	dead     atomic.Bool // evicted; set and cleared under the shard lock
+	inflight atomic.Int32
+	idx      int32       // index in its shard's keys; set under the shard lock
+	dead     atomic.Bool // evicted or being compacted; set and cleared under the shard lock
 	dirty    atomic.Bool // gobreaker may count consecutive failures
-	opts     [numOutcomes]atomic.Pointer[[]metric.AddOption]
+	// first is the phase the key starts in, closed; most keys never leave
+	// it, and a call finds it in the cache lines of the entry.
+	first phase
 
-	mu      sync.Mutex // serialises every call into cb and phase changes
+	id   string
+	who  *[2]string // actor and origin; nil when both are empty
+	opts atomic.Pointer[[numOutcomes]atomic.Pointer[[]metric.AddOption]]
+	mu   sync.Mutex // serialises every call into cb and phase changes
+	slow *slow      // nil until the key's breaker first counts a result
+}
+
+// slow is the state of a key's breaker beyond its phase, made when the
+// breaker first counts a result; e.mu guards it. A key whose breaker is
+// not closed always has it.
+type slow struct {
 	cb      *gobreaker.CircuitBreaker[struct{}]
 	probes  uint32   // probes in flight in the half-open phase
 	now     int64    // the group's clock while cb runs, for onStateChange
@@ -61,11 +82,13 @@ type phase struct {
 
 func (p *phase) finish(err error) { p.e.finish(p, err) }
 
-type limits struct {
+// policy is a budget resolved at a route table generation. It is immutable,
+// and keys whose budget resolved the same at the same generation share it.
+type policy struct {
 	budget      Budget
-	lim         *rate.Limiter // nil: no rate limit
-	maxInFlight int64         // 0: no cap
-	gen         uint64        // route table generation it was resolved at
+	maxInFlight int64 // 0: no cap
+	gen         uint64
+	limited     bool // budget has a rate limit
 }
 
 type change struct {
@@ -73,38 +96,56 @@ type change struct {
 	reason   string
 }
 
-func (g *Group) newEntry(s propagation.Sandbox, t int64, now time.Time) *entry {
-	e := &entry{g: g, sb: newEntryID(s)}
+func (g *Group) newEntry(s propagation.Sandbox, t int64) *entry {
+	// Own copies: the caller's strings may point into a request's headers.
+	e := &entry{g: g, id: strings.Clone(s.ID)}
+	if s.Actor != "" || s.Origin != "" {
+		e.who = &[2]string{strings.Clone(s.Actor), strings.Clone(s.Origin)}
+	}
 	e.lastUsed.Store(t)
-	gen := g.routesGen()
-	e.lim.Store(newLimits(g.budgetFor(e.sb.ID), gen, nil, now))
-	e.cur.Store(e.newPhase(StateClosed, 0))
+	pol := g.policyFor(g.budgetFor(e.id), g.routesGen())
+	e.pol.Store(pol)
+	if pol.limited {
+		e.rl.Store(pol.newLimiter())
+	}
+	e.first = phase{e: e, state: StateClosed}
+	e.first.done = e.first.finish
+	e.cur.Store(&e.first)
 	return e
 }
 
-func newLimits(b Budget, gen uint64, old *limits, now time.Time) *limits {
-	l := &limits{budget: b, maxInFlight: int64(b.MaxInFlight), gen: gen}
-	if !b.limited() {
-		return l
+// sandbox returns the sandbox of e, for the audit.
+func (e *entry) sandbox() propagation.Sandbox {
+	s := propagation.Sandbox{ID: e.id}
+	if e.who != nil {
+		s.Actor, s.Origin = e.who[0], e.who[1]
 	}
-	if old != nil && old.lim != nil {
-		// Keep the tokens the key has.
-		old.lim.SetLimitAt(now, rate.Limit(b.Rate))
-		old.lim.SetBurstAt(now, b.burst())
-		l.lim = old.lim
-		return l
-	}
-	l.lim = rate.NewLimiter(rate.Limit(b.Rate), b.burst())
-	return l
+	return s
 }
 
-// wait is the time until l's bucket holds a token again.
-func (l *limits) wait(now time.Time) time.Duration {
-	missing := 1 - l.lim.TokensAt(now)
+// policyFor returns the policy of budget b at generation gen, the one the
+// last key resolved when it is the same.
+func (g *Group) policyFor(b Budget, gen uint64) *policy {
+	if p := g.pol.Load(); p != nil && p.budget == b && p.gen == gen {
+		return p
+	}
+	p := &policy{budget: b, maxInFlight: int64(b.MaxInFlight), gen: gen, limited: b.limited()}
+	g.pol.Store(p)
+	return p
+}
+
+// newLimiter returns a full bucket of p's rate limit.
+func (p *policy) newLimiter() *rate.Limiter {
+	return rate.NewLimiter(rate.Limit(p.budget.Rate), p.budget.burst())
+}
+
+// wait is the time until rl's bucket holds a token again.
+func wait(rl *rate.Limiter, now time.Time) time.Duration {
+	missing := 1 - rl.TokensAt(now)
 	if missing <= 0 {
 		return time.Nanosecond
 	}
-	return time.Duration(math.Ceil(missing / l.budget.Rate * float64(time.Second)))
+	return time.Duration(math.Ceil(missing / float64(rl.Limit()) * float64(time.Second)))
 }
 
 func (e *entry) newPhase(s State, openUntil int64) *phase {
@@ -113,42 +154,63 @@ func (e *entry) newPhase(s State, openUntil int64) *phase {
 	return p
 }
 
-// limits returns the key's limits, resolved again after the route table
+// policy returns the key's policy, resolved again after the route table
 // changed.
-func (e *entry) limits(now time.Time) *limits {
-	l := e.lim.Load()
+func (e *entry) policy(now time.Time) *policy {
+	pol := e.pol.Load()
 	if e.g.cfg.routes == nil {
-		return l
+		return pol
 	}
 	gen := e.g.routesGen()
-	if l.gen >= gen {
-		return l
+	if pol.gen >= gen {
+		return pol
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if l = e.lim.Load(); l.gen >= gen {
-		return l
+	if pol = e.pol.Load(); pol.gen >= gen {
+		return pol
 	}
-	b := e.g.budgetFor(e.sb.ID)
-	if b == l.budget {
-		nl := *l
-		nl.gen = gen
-		e.lim.Store(&nl)
-		return &nl
+	np := e.g.policyFor(e.g.budgetFor(e.id), gen)
+	if np.budget != pol.budget {
+		switch rl := e.rl.Load(); {
+		case !np.limited:
+			e.rl.Store(nil)
+		case rl != nil && pol.limited:
+			// Keep the tokens the key has.
+			rl.SetLimitAt(now, rate.Limit(np.budget.Rate))
+			rl.SetBurstAt(now, np.budget.burst())
+		default:
+			e.rl.Store(nil) // a full bucket, made at the next call
+		}
 	}
-	nl := newLimits(b, gen, l, now)
-	e.lim.Store(nl)
-	return nl
+	e.pol.Store(np)
+	return np
+}
+
+// limiter returns the key's token bucket, making a full one when the key
+// has none (it is new to its rate limit, or was compacted with a full
+// bucket); nil when the key has no rate limit now.
+func (e *entry) limiter() *rate.Limiter {
+	if rl := e.rl.Load(); rl != nil {
+		return rl
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	rl := e.rl.Load()
+	if pol := e.pol.Load(); rl == nil && pol.limited {
+		rl = pol.newLimiter()
+		e.rl.Store(rl)
+	}
+	return rl
 }
 
 // allow admits or refuses one call at time now (t on the group's scale).
-// again reports that e was evicted meanwhile and the key must be looked up
-// again.
+// again reports that e was evicted, or was being compacted, meanwhile and
+// the key must be looked up again.
 func (e *entry) allow(ctx context.Context, now time.Time, t int64) (done func(error), err error, again bool) {
 	if t-e.lastUsed.Load() >= e.g.touch {
 		e.lastUsed.Store(t)
 	}
-	l := e.limits(now)
 	p := e.cur.Load()
 	probe := false
 	if p.state != StateClosed {
@@ -159,18 +221,23 @@ func (e *entry) allow(ctx context.Context, now time.Time, t int64) (done func(er
 			return nothing, err, false
 		}
 	}
-	n := e.inflight.Add(1)
+	n := int64(e.inflight.Add(1))
 	if e.dead.Load() {
 		e.unadmit(p, probe)
 		return nil, nil, true
 	}
-	if l.maxInFlight > 0 && n > l.maxInFlight {
+	// From here on the key counts as in flight: the sweep neither evicts
+	// nor compacts it, so the bucket read below is the key's own.
+	pol := e.policy(now)
+	if pol.maxInFlight > 0 && n > pol.maxInFlight {
 		e.unadmit(p, probe)
 		return nothing, e.refuse(ctx, refusedFlight, BusyRetryAfter), false
 	}
-	if l.lim != nil && !l.lim.AllowN(now, 1) {
-		e.unadmit(p, probe)
-		return nothing, e.refuse(ctx, refusedRate, l.wait(now)), false
+	if pol.limited {
+		if rl := e.limiter(); rl != nil && !rl.AllowN(now, 1) {
+			e.unadmit(p, probe)
+			return nothing, e.refuse(ctx, refusedRate, wait(rl, now)), false
+		}
 	}
 	e.count(ctx, admitted)
 	return p.done, nil, false
@@ -180,8 +247,8 @@ func (e *entry) unadmit(p *phase, probe bool) {
 	e.inflight.Add(-1)
 	if probe {
 		e.mu.Lock()
-		if e.cur.Load() == p && e.probes > 0 {
-			e.probes--
+		if e.cur.Load() == p && e.slow.probes > 0 {
+			e.slow.probes--
 		}
 		e.mu.Unlock()
 	}
@@ -204,9 +271,10 @@ func (e *entry) admitProbe(ctx context.Context, t int64) (*phase, bool, error) {
 	case p.state == StateOpen:
 		p = e.setPhase(StateHalfOpen, 0, "open timeout over, probing")
 	}
-	ok := e.probes < e.g.cfg.Probes
+	s := e.slow // not closed: the breaker has counted results
+	ok := s.probes < e.g.cfg.Probes
 	if ok {
-		e.probes++
+		s.probes++
 	}
 	changes := e.takeChanges()
 	e.mu.Unlock()
@@ -240,27 +308,29 @@ func (e *entry) finish(p *phase, err error) {
 		e.mu.Unlock()
 		return // the breaker changed state since the call was admitted
 	}
-	if p.state == StateHalfOpen && e.probes > 0 {
-		e.probes--
+	if p.state == StateHalfOpen && e.slow.probes > 0 {
+		e.slow.probes--
 	}
 	if r == excluded {
 		// A cancelled probe frees its slot and counts for nothing.
 		e.mu.Unlock()
 		return
 	}
-	if e.cb == nil {
+	s := e.slow
+	if s == nil {
 		st := e.g.cb
-		st.Name = e.sb.ID
+		st.Name = e.id
 		st.OnStateChange = e.onStateChange
-		e.cb = gobreaker.NewCircuitBreaker[struct{}](st)
+		s = &slow{cb: gobreaker.NewCircuitBreaker[struct{}](st)}
+		e.slow = s
 	}
-	e.now = e.g.since(e.g.cfg.now())
+	s.now = e.g.since(e.g.cfg.now())
 	if r == failure {
 		e.dirty.Store(true)
-		_, _ = e.cb.Execute(failed)
+		_, _ = s.cb.Execute(failed)
 	} else {
 		e.dirty.Store(false)
-		_, _ = e.cb.Execute(succeeded)
+		_, _ = s.cb.Execute(succeeded)
 	}
 	changes := e.takeChanges()
 	e.mu.Unlock()
@@ -275,7 +345,7 @@ func (e *entry) onStateChange(_ string, _, to gobreaker.State) {
 		if e.cur.Load().state == StateHalfOpen {
 			reason = "a probe failed"
 		}
-		e.setPhase(StateOpen, e.now+int64(e.g.cfg.OpenTimeout), reason)
+		e.setPhase(StateOpen, e.slow.now+int64(e.g.cfg.OpenTimeout), reason)
 	case gobreaker.StateClosed:
 		e.setPhase(StateClosed, 0, fmt.Sprintf("%d probes in a row succeeded", e.g.cfg.Probes))
 	}
@@ -283,20 +353,24 @@ func (e *entry) onStateChange(_ string, _, to gobreaker.State) {
 	// group took it when the open period of its clock ran out.
 }
 
-// setPhase moves the breaker to state s; e.mu is held.
+// setPhase moves the breaker to state s; e.mu is held, and e.slow is set
+// (only a breaker that counted results changes state).
 func (e *entry) setPhase(s State, openUntil int64, reason string) *phase {
 	old := e.cur.Load()
 	p := e.newPhase(s, openUntil)
 	e.cur.Store(p)
-	e.probes = 0
+	e.slow.probes = 0
 	e.dirty.Store(false)
-	e.changes = append(e.changes, change{from: old.state, to: s, reason: reason})
+	e.slow.changes = append(e.slow.changes, change{from: old.state, to: s, reason: reason})
 	return p
 }
 
 func (e *entry) takeChanges() []change {
-	c := e.changes
-	e.changes = nil
+	if e.slow == nil {
+		return nil
+	}
+	c := e.slow.changes
+	e.slow.changes = nil
 	return c
 }
 
@@ -315,7 +389,7 @@ func (g *Group) report(ctx context.Context, e *entry, changes []change) {
 		}
 		audit.Emit(ctx, g.cfg.logger, audit.Event{
 			Decision: d,
-			Sandbox:  e.sb,
+			Sandbox:  e.sandbox(),
 			Target:   g.cfg.Name,
 			Reason:   "circuit breaker " + c.from.String() + " -> " + c.to.String() + ": " + c.reason,
 		})
@@ -341,7 +415,7 @@ func (e *entry) refuse(ctx context.Context, o outcome, retry time.Duration) erro
 	case refusedFlight:
 		err = ErrTooManyInFlight
 	}
-	return &Error{Err: err, ID: e.sb.ID, RetryAfter: retry}
+	return &Error{Err: err, ID: e.id, RetryAfter: retry}
 }
 
 func (e *entry) count(ctx context.Context, o outcome) {
@@ -350,11 +424,53 @@ func (e *entry) count(ctx context.Context, o outcome) {
 		// not build, nor keep, the key's attribute set (about 190 B).
 		return
 	}
-	opts := e.opts[o].Load()
+	all := e.opts.Load()
+	if all == nil {
+		all = new([numOutcomes]atomic.Pointer[[]metric.AddOption])
+		if !e.opts.CompareAndSwap(nil, all) {
+			all = e.opts.Load()
+		}
+	}
+	opts := all[o].Load()
 	if opts == nil {
-		a := attrs(e.g.cfg.Name, e.sb.ID, o)
+		a := attrs(e.g.cfg.Name, e.id, o)
 		opts = &a
-		e.opts[o].Store(opts)
+		all[o].Store(opts)
 	}
 	e.g.ins.decisions.Add(ctx, 1, (*opts)...)
+}
+
+// compact lets go of what an idle key (no call for compactAfter) holds and
+// a fresh key in its state would not: a full token bucket (the next call
+// makes a full one, as for a new key: a bucket that was full at t is full
+// at every later t), the breaker's gobreaker when it is closed with no
+// failure counted (a new one, closed with zero counts, decides the same:
+// only consecutive failures open it) and the metric attribute sets (made
+// again when needed). A key with a call in flight, whose breaker is open or
+// half-open or has counted a failure, or whose bucket is not full, keeps
+// everything. sh.mu is held; a call that finds the key meanwhile sees dead
+// and looks it up again, after the shard lock is released.
+func (e *entry) compact(t int64) {
+	if t-e.lastUsed.Load() < e.g.compactAfter || !e.mu.TryLock() {
+		return
+	}
+	defer e.mu.Unlock()
+	rl := e.rl.Load()
+	if rl == nil && e.slow == nil && e.opts.Load() == nil {
+		return // compact already
+	}
+	if e.cur.Load().state != StateClosed || e.dirty.Load() {
+		return
+	}
+	e.dead.Store(true)
+	defer e.dead.Store(false)
+	if e.inflight.Load() != 0 {
+		return
+	}
+	if rl != nil && rl.TokensAt(e.g.epoch.Add(time.Duration(t))) < float64(rl.Burst()) {
+		return
+	}
+	e.rl.Store(nil)
+	e.slow = nil
+	e.opts.Store(nil)
 }

@@ -6,7 +6,6 @@ import (
 	"hash/maphash"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,13 +53,15 @@ type Group struct {
 	seed maphash.Seed
 	cb   gobreaker.Settings // template of every key's breaker
 
-	epoch      time.Time // t = nanoseconds of the group's clock since epoch
-	touch      int64     // granularity of lastUsed
-	sweepEvery int64     // one sweep step is due every sweepEvery
-	sweepAt    atomic.Int64
-	sweepMu    sync.Mutex // held by the one sweep step running
-	cursor     sweepCursor
-	watch      atomic.Pointer[routesWatch]
+	epoch        time.Time              // t = nanoseconds of the group's clock since epoch
+	touch        int64                  // granularity of lastUsed
+	compactAfter int64                  // a key idle this long is compacted by the sweep
+	pol          atomic.Pointer[policy] // the policy last resolved, shared by keys alike
+	sweepEvery   int64                  // one sweep step is due every sweepEvery
+	sweepAt      atomic.Int64
+	sweepMu      sync.Mutex // held by the one sweep step running
+	cursor       sweepCursor
+	watch        atomic.Pointer[routesWatch]
 
 	shards [numShards]shard
 }
@@ -90,6 +91,9 @@ const (
 	growthBatch = 2
 	// stepsPerIdle is how many timed steps are due per IdleTimeout.
 	stepsPerIdle = 2048
+	// compactIdle: a key idle for IdleTimeout/compactIdle is compacted
+	// when the sweep looks at it.
+	compactIdle = 4
 )
 
 // routesWatch notices changes of the route table: ch is closed at the next
@@ -118,6 +122,7 @@ func NewGroup(s Settings, opts ...Option) *Group {
 		epoch: cfg.now(),
 	}
 	g.touch = int64(cfg.IdleTimeout / 64)
+	g.compactAfter = int64(cfg.IdleTimeout / compactIdle)
 	g.sweepEvery = max(1, int64(cfg.IdleTimeout)/stepsPerIdle)
 	g.sweepAt.Store(g.sweepEvery)
 	for i := range g.shards {
@@ -164,7 +169,7 @@ func (g *Group) AllowSandbox(ctx context.Context, s propagation.Sandbox) (done f
 	now := g.cfg.now()
 	t := g.since(now)
 	for {
-		e := g.entry(s, t, now)
+		e := g.entry(s, t)
 		done, err, again := e.allow(ctx, now, t)
 		if !again {
 			g.maybeSweep(t)
@@ -234,7 +239,7 @@ func (g *Group) lookup(id string) *entry {
 }
 
 // entry returns the key of s, creating it when needed.
-func (g *Group) entry(s propagation.Sandbox, t int64, now time.Time) *entry {
+func (g *Group) entry(s propagation.Sandbox, t int64) *entry {
 	sh := g.shard(s.ID)
 	sh.mu.RLock()
 	e := sh.m[s.ID]
@@ -242,13 +247,13 @@ func (g *Group) entry(s propagation.Sandbox, t int64, now time.Time) *entry {
 	if e != nil {
 		return e
 	}
-	ne := g.newEntry(s, t, now)
+	ne := g.newEntry(s, t)
 	sh.mu.Lock()
 	if e = sh.m[s.ID]; e == nil {
 		e = ne
 		sh.sweepFrom(g, &sh.next, growthBatch, t)
-		sh.m[e.sb.ID] = e
-		e.idx = len(sh.keys)
+		sh.m[e.id] = e
+		e.idx = int32(len(sh.keys))
 		sh.keys = append(sh.keys, e)
 		sh.peak = max(sh.peak, len(sh.m))
 	}
@@ -290,7 +295,8 @@ func (g *Group) maybeSweep(t int64) {
 }
 
 // sweepFrom looks at up to n keys of sh from *pos on, evicting the idle
-// ones; it returns how many it looked at. sh.mu is held.
+// ones and compacting those idle for a while; it returns how many it looked
+// at. sh.mu is held.
 func (sh *shard) sweepFrom(g *Group, pos *int, n int, t int64) int {
 	seen := 0
 	if *pos >= len(sh.keys) {
@@ -298,7 +304,8 @@ func (sh *shard) sweepFrom(g *Group, pos *int, n int, t int64) int {
 	}
 	for seen < n && *pos < len(sh.keys) {
 		seen++
-		if !g.evict(sh, sh.keys[*pos], t) {
+		if e := sh.keys[*pos]; !g.evict(sh, e, t) {
+			e.compact(t)
 			*pos++
 		} // else the last key moved to *pos: look at it next
 	}
@@ -318,7 +325,7 @@ func (g *Group) evict(sh *shard, e *entry, t int64) bool {
 		e.dead.Store(false)
 		return false
 	}
-	delete(sh.m, e.sb.ID)
+	delete(sh.m, e.id)
 	last := len(sh.keys) - 1
 	moved := sh.keys[last]
 	sh.keys[e.idx], moved.idx = moved, e.idx
@@ -410,9 +417,4 @@ func (g *Group) classify(err error) result {
 		return failure
 	}
 	return success
-}
-
-func newEntryID(s propagation.Sandbox) propagation.Sandbox {
-	// Own copies: the caller's strings may point into a request's headers.
-	return propagation.Sandbox{ID: strings.Clone(s.ID), Actor: strings.Clone(s.Actor), Origin: strings.Clone(s.Origin)}
 }

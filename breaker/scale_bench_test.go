@@ -90,3 +90,43 @@ func BenchmarkFirstCallAfterIdle(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkIdleKeyMemory reports the heap each of n keys holds once it has
+// been idle for half of IdleTimeout: long enough for the sweep to compact
+// it, not long enough to evict it. Each key made one admitted call, then
+// the clock moves on and Sweep looks at every key (as the bounded sweep
+// steps do over time). The group has a rate limit, a cap on calls in
+// flight and the noop meter, as BenchmarkAllowKeys. The op is one call
+// after that, so the benchmark's time means little; B/key is exact. Run
+// it with
+//
+//	go test ./breaker -run '^$' -bench 'BenchmarkIdleKeyMemory' -benchtime 1x
+func BenchmarkIdleKeyMemory(b *testing.B) {
+	budget := breaker.Budget{Rate: 100, Burst: 10, MaxInFlight: 10}
+	for _, n := range scaleKeys[1:] {
+		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+			ctxs := manySandboxes(n)
+			clk := clocktest.New()
+			before := heap()
+			g := breaker.NewGroup(breaker.Settings{Budget: budget, IdleTimeout: time.Minute},
+				breaker.WithClock(clk.Now), breaker.WithMeterProvider(noop.NewMeterProvider()))
+			for _, ctx := range ctxs {
+				if err := call(g, ctx, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			clk.Advance(30 * time.Second)
+			if evicted := g.Sweep(); evicted != 0 || g.Len() != n {
+				b.Fatalf("Sweep evicted %d keys, holds %d: want none evicted, %d held", evicted, g.Len(), n)
+			}
+			held := heap() - before
+			for b.Loop() {
+				if err := call(g, ctxs[0], nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(held)/float64(n), "B/key")
+			runtime.KeepAlive(g)
+		})
+	}
+}

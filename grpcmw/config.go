@@ -40,12 +40,11 @@ type Option interface {
 	ClientOption
 }
 
-// option is an [Option]; serverOption, clientOption and routerOption serve
-// their roles.
+// option is an [Option]; serverOption and routerOption serve one role
+// (every option a client interceptor takes is an [Option]).
 type (
 	option       func(*config)
 	serverOption func(*config)
-	clientOption func(*config)
 	routerOption func(*config)
 )
 
@@ -53,8 +52,6 @@ func (f option) applyServer(c *config)       { f(c) }
 func (f option) applyClient(c *config)       { f(c) }
 func (f option) applyRouter(c *config)       { f(c) }
 func (f serverOption) applyServer(c *config) { f(c) }
-func (f clientOption) applyClient(c *config) { f(c) }
-func (f clientOption) applyRouter(c *config) { f(c) }
 func (f routerOption) applyRouter(c *config) { f(c) }
 
 // config is what the options set. Options only record what they were

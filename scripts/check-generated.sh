@@ -10,6 +10,9 @@
 #
 #   scripts/check-generated.sh
 set -euo pipefail
+# -modfile is refused in workspace mode, and the repository has a go.work
+# that tools/go.mod is no module of.
+export GOWORK=off
 cd "$(dirname "$0")/.."
 root=$(pwd)
 tmp=$(mktemp -d)
@@ -30,6 +33,14 @@ while IFS= read -r gen; do
 		if ! diff -u "$dir/$(basename "$f")" "$f" > "$tmp/diff"; then
 			echo "$dir/$(basename "$f") is not what the generators make of $dir/*.proto; run go generate ./$dir:"
 			cat "$tmp/diff"
+			status=1
+		fi
+	done
+	# A generated file the generators no longer make (its .proto renamed
+	# or removed) is stale too.
+	for f in "$dir"/*.pb.go; do
+		if [ -e "$f" ] && [ ! -e "$work/$(basename "$f")" ]; then
+			echo "$f is generated code the generators no longer make of $dir/*.proto; remove it"
 			status=1
 		fi
 	done

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/sandboxkit/sandboxkit/audit"
 )
 
 // auditLog keeps the audit records every component writes, so that the
@@ -97,10 +99,10 @@ func summary(recs []record) []string {
 	reason := map[kind]string{}
 	var order []kind
 	for _, r := range recs {
-		k := kind{r["service"], r["decision"], r["protocol"], r["sandbox.id"], r["target"]}
+		k := kind{r["service"], r[audit.KeyDecision], r[audit.KeyProtocol], r[audit.KeyID], r[audit.KeyTarget]}
 		if n[k] == 0 {
 			order = append(order, k)
-			reason[k] = r["reason"]
+			reason[k] = r[audit.KeyReason]
 		}
 		n[k]++
 	}

@@ -25,6 +25,9 @@ func grpcurl(ctx context.Context, t *testing.T, args ...string) (string, error) 
 		t.Fatal(err)
 	}
 	cmd := exec.CommandContext(ctx, goBin, append([]string{"tool", "-modfile=" + modfile, "grpcurl"}, args...)...)
+	// -modfile is refused in workspace mode, and the repository has a
+	// go.work: the command a user runs (main.go prints it) turns it off.
+	cmd.Env = append(cmd.Environ(), "GOWORK=off")
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

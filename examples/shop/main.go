@@ -90,7 +90,7 @@ func serve(ctx context.Context, out io.Writer, set settings) error {
 	fmt.Fprintf(out, `The shop is up (Ctrl-C stops it and drops its databases). Audit records follow as they happen.
 
   gateway   %[1]s     (POST /checkout, form item=mug|tee|sticker, qty)
-            %[11]s gRPC shop.Cart/Price, the same trust policy
+            %[11]s gRPC shop.Cart/Price, the same trust policy and budgets
   orders    %[2]s     (POST /orders, an internal service)
   cart      %[3]s (baseline), %[4]s (pr-42)   gRPC
   shipping  %[5]s (baseline), %[6]s (pr-42)   counters
@@ -128,7 +128,7 @@ Who shipped what, and the rows:
   psql '%[10]s' -c 'TABLE orders' -c 'TABLE shipments'
 
 gRPC, with grpcurl (go install github.com/fullstorydev/grpcurl/cmd/grpcurl@latest,
-or from this repository: go tool -modfile=tools/go.mod grpcurl ...):
+or from this repository: GOWORK=off go tool -modfile=tools/go.mod grpcurl ...):
 `, sh.gatewayURL, sh.ordersURL, sh.cartAddr, sh.cartPR42, sh.shipURL, sh.shipPR42URL,
 		strings.Join(sh.brokers, ","), ticketArgs, withDatabase(admin, set.database), withDatabase(admin, sh.testDatabase()),
 		sh.gatewayGRPC, set.database, sh.testDatabase(),

@@ -192,8 +192,8 @@ func (p *player) sandbox(ctx context.Context) error {
 		"consumer counters: baseline shipped %d and skipped %d (left to pr-42), pr-42's consumer shipped %d",
 		after.shipped, after.skipped, after.shippedPR42)
 	recs := p.audited()
-	p.check(count(recs, record{"service": "gateway", "decision": "admitted", "sandbox.id": pr42ID, "reason": "valid ticket"}) == 1 &&
-		count(recs, record{"service": "gateway", "decision": "routed", "protocol": "grpc", "sandbox.id": pr42ID}) == 1,
+	p.check(count(recs, record{"service": "gateway", audit.KeyDecision: string(audit.Admitted), audit.KeyID: pr42ID, audit.KeyReason: audit.ReasonValidTicket}) == 1 &&
+		count(recs, record{"service": "gateway", audit.KeyDecision: string(audit.Routed), audit.KeyProtocol: audit.GRPC, audit.KeyID: pr42ID}) == 1,
 		"audited: admitted at the gateway with a valid ticket, routed to pr-42's cart")
 	return nil
 }
@@ -228,7 +228,7 @@ func (p *player) forged(ctx context.Context) error {
 		return err
 	}
 	p.check(by == "shipping", "shipped by the baseline consumer")
-	p.check(count(p.audited(), record{"service": "gateway", "decision": "stripped", "sandbox.id": pr42ID}) == 1,
+	p.check(count(p.audited(), record{"service": "gateway", audit.KeyDecision: string(audit.Stripped), audit.KeyID: pr42ID}) == 1,
 		"audited: stripped at the gateway, with the peer and the reason")
 	return nil
 }
@@ -256,7 +256,7 @@ func (p *player) malformed(ctx context.Context) error {
 	}
 	p.check(after.orders == before.orders && after.testOrders == before.testOrders,
 		"no order written anywhere: %d in production, %d in the test database", after.orders, after.testOrders)
-	p.check(count(p.audited(), record{"service": "orders", "decision": "rejected"}) == 1, "audited: rejected at orders")
+	p.check(count(p.audited(), record{"service": "orders", audit.KeyDecision: string(audit.Rejected)}) == 1, "audited: rejected at orders")
 	return nil
 }
 
@@ -281,7 +281,8 @@ func (p *player) guard(ctx context.Context) error {
 		return err
 	}
 	p.check(after.orders == before.orders && after.testOrders == before.testOrders,
-		"nothing reached production: %d order(s) there before and after (nor the test database: %d)", after.orders, after.testOrders)
+		"nothing reached production: %d order(s) there before, %d after (pr-42's test database: %d before, %d after)",
+		before.orders, after.orders, before.testOrders, after.testOrders)
 	p.check(count(p.audited(), record{audit.KeyDecision: string(audit.Rejected), audit.KeyProtocol: audit.SQL, audit.KeyID: pr42ID}) == 1,
 		"audited: rejected on the production pool, with the sandbox")
 	return nil
@@ -500,8 +501,8 @@ func (p *player) strays(ctx context.Context) error {
 	}
 	p.check(found == 2, "both are in the dead-letter topic %s with the reason", deadLetterTopic)
 	recs := p.audited()
-	p.check(count(recs, record{"service": "shipping", "decision": "rejected", "sandbox.id": pr42ID}) == 1 &&
-		count(recs, record{"service": "shipping", "decision": "rejected", "sandbox.id": "pr-99"}) == 1,
+	p.check(count(recs, record{"service": "shipping", audit.KeyDecision: string(audit.Rejected), audit.KeyID: pr42ID}) == 1 &&
+		count(recs, record{"service": "shipping", audit.KeyDecision: string(audit.Rejected), audit.KeyID: "pr-99"}) == 1,
 		"audited: one rejected record each, with the reason")
 	p.check(afterMetrics[kafkamw.OutcomeOrphaned]-beforeMetrics[kafkamw.OutcomeOrphaned] == 2 &&
 		afterMetrics[kafkamw.OutcomeDeadLettered]-beforeMetrics[kafkamw.OutcomeDeadLettered] == 2,

@@ -157,6 +157,9 @@ func (sh *shop) onClose(f func()) { sh.closers = append(sh.closers, f) }
 // per sandbox.
 func (sh *shop) startDatabases(ctx context.Context) error {
 	admin, err := sh.connect(ctx, "")
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("connecting to PostgreSQL: %w", context.Cause(ctx)) // Ctrl-C, not a missing server
+	}
 	if err != nil {
 		return fmt.Errorf("%w at %s (%v): start a server that lets this role create databases, for example "+
 			"`docker run --rm -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres`, "+
@@ -166,11 +169,10 @@ func (sh *shop) startDatabases(ctx context.Context) error {
 	if err := sh.lockRun(ctx, admin); err != nil {
 		return err
 	}
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{sh.set.database}.Sanitize()); err != nil {
-		return fmt.Errorf("creating the production database: %w", err)
-	}
 	// From here on, closing the shop drops the run's databases (after the
-	// pools, registered later, are closed).
+	// pools, registered later, are closed): even when CREATE DATABASE
+	// fails, which it may do after the server made the database (Ctrl-C
+	// during it cancels the client's wait, not the server's commit).
 	sh.onClose(func() {
 		if sh.set.keepDatabases {
 			return
@@ -179,6 +181,9 @@ func (sh *shop) startDatabases(ctx context.Context) error {
 			fmt.Fprintf(os.Stderr, "shop: dropping the databases of run %s: %v\n", sh.set.run, err)
 		}
 	})
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{sh.set.database}.Sanitize()); err != nil {
+		return fmt.Errorf("creating the production database: %w", err)
+	}
 	prod, err := sh.connect(ctx, sh.set.database)
 	if err != nil {
 		return err
@@ -383,7 +388,10 @@ func (sh *shop) startServices(ctx context.Context) error {
 	if sh.gatewayURL, err = sh.serveHTTP(gw); err != nil {
 		return err
 	}
-	if sh.gatewayGRPC, err = sh.serveGRPC(gateway.NewGRPC(verifier, cart.NewClient(sh.cartRouter), grpcmw.WithLogger(gwLog))); err != nil {
+	// The gRPC edge takes its calls from the same budgets: a sandbox has
+	// one budget at the gateway, whichever protocol its loop runs on.
+	if sh.gatewayGRPC, err = sh.serveGRPC(gateway.NewGRPC(verifier, cart.NewClient(sh.cartRouter),
+		grpcmw.WithLogger(gwLog), grpcmw.WithBreaker(budgets))); err != nil {
 		return err
 	}
 	// reports: a service with a bug that only dbroute.Guard catches.

@@ -4,8 +4,11 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -266,6 +269,11 @@ func TestScenarioCatchesMissingGuard(t *testing.T) {
 			t.Errorf("step 5 lacks %q", want)
 		}
 	}
+	// The failed check shows the row that reached production.
+	m := regexp.MustCompile(`✗ nothing reached production: (\d+) order\(s\) there before, (\d+) after`).FindStringSubmatch(step)
+	if m == nil || m[1] == m[2] {
+		t.Errorf("step 5 does not show production's orders before and after the bug's write: %v", m)
+	}
 }
 
 // Two runs at once, and a run while another shop is up (as with -serve),
@@ -378,5 +386,45 @@ func TestTestDatabaseDroppedUnderneath(t *testing.T) {
 	}
 	if a.status != http.StatusOK || a.receipt.Sandbox != pr42ID || a.receipt.Database != sh.testDatabase() || a.receipt.Order != 1 {
 		t.Errorf("checkout after the drop: %v; want order #1 in a new %s", a, sh.testDatabase())
+	}
+}
+
+// A CREATE DATABASE that the server carried out but the shop saw fail
+// (Ctrl-C during it: the client gives up, the server commits) is dropped
+// when the shop stops all the same. The database made beforehand stands
+// for the one the server created.
+func TestFailedCreateDropped(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	set := testSettings(t)
+	admin, err := pgx.Connect(ctx, set.databaseURL)
+	if err != nil {
+		skipWithoutDatabase(t, fmt.Errorf("%w: %v", errNoDatabase, err))
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{set.database}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := start(ctx, set)
+	if err == nil {
+		sh.close()
+		t.Fatal("the shop started on a production database that was there already")
+	}
+	if left := runDatabasesLeft(ctx, t, set.databaseURL, set.run); len(left) != 0 {
+		t.Errorf("after a failed start (%v), the run's databases are still there: %v", err, left)
+	}
+}
+
+// Ctrl-C while the shop connects to PostgreSQL is no missing PostgreSQL:
+// the shop says it was interrupted, not to start a server.
+func TestInterruptedConnectIsNoMissingDatabase(t *testing.T) {
+	set := testSettings(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := play(ctx, io.Discard, set)
+	if err == nil || errors.Is(err, errNoDatabase) || !errors.Is(err, context.Canceled) {
+		t.Errorf("play after Ctrl-C = %v, want context.Canceled and no errNoDatabase", err)
 	}
 }

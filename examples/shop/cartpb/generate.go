@@ -8,4 +8,7 @@
 // committed code is what they generate.
 package cartpb
 
-//go:generate go tool -modfile=../../../tools/go.mod buf generate
+// GOWORK=off: -modfile is refused in workspace mode (the repository has a
+// go.work), and tools/go.mod is no module of the workspace.
+//
+//go:generate env GOWORK=off go tool -modfile=../../../tools/go.mod buf generate
