@@ -38,6 +38,7 @@ var imports = map[string]string{
 	"kafka":       "github.com/segmentio/kafka-go",
 	"kafkamw":     "github.com/sandboxkit/sandboxkit/kafkamw",
 	"log":         "log",
+	"mysql":       "github.com/go-sql-driver/mysql",
 	"netip":       "net/netip",
 	"os":          "os",
 	"otel":        "go.opentelemetry.io/otel",
@@ -50,6 +51,8 @@ var imports = map[string]string{
 	"provision":   "github.com/sandboxkit/sandboxkit/dbroute/provision",
 	"routes":      "github.com/sandboxkit/sandboxkit/routes",
 	"slog":        "log/slog",
+	"sql":         "database/sql",
+	"sqlroute":    "github.com/sandboxkit/sandboxkit/dbroute/sqlroute",
 	"time":        "time",
 	"url":         "net/url",
 }

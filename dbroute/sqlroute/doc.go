@@ -1,0 +1,85 @@
+// Package sqlroute keeps a sandbox's data in its test database for code
+// written against database/sql (MySQL and MariaDB through
+// github.com/go-sql-driver/mysql, PostgreSQL through pgx's stdlib, and
+// whatever is built on *sql.DB: sqlx, sqlc, GORM's SQL layer). It is
+// dbroute's twin, with the same vocabulary and the same errors:
+//
+//   - [Router] has the query methods of *sql.DB (ExecContext,
+//     QueryContext, QueryRowContext, BeginTx, Conn, PingContext) and sends
+//     each call to the baseline *sql.DB or, when its context carries a
+//     sandbox ([propagation.FromContext]), to the sandbox's test database.
+//     A sandbox call never reaches the baseline.
+//
+//   - [Guard] wraps the baseline's driver.Connector so that the baseline
+//     *sql.DB refuses sandbox contexts on every statement, begin and
+//     prepare, however the connection or transaction was obtained.
+//
+//   - A [Provider] says where each sandbox's test database is:
+//     [Postgres] adapts any [dbroute.Provider] (dbroute.Static,
+//     dbroute.FromTable, the provisioners of dbroute/provision) to pgx's
+//     stdlib; [MySQL] reads MySQL connection strings from one
+//     (dbroute.FromTable), [StaticMySQL] from a fixed map; provision.MySQLDatabasePerSandbox
+//     creates a MySQL/MariaDB database per sandbox.
+//
+//     baseline := sql.OpenDB(sqlroute.Guard(connector))
+//     router, err := sqlroute.New(baseline, provider, sqlroute.WithRoutes(table))
+//     ...
+//     router.ExecContext(ctx, "INSERT INTO orders ...") // baseline or the sandbox's test database
+//
+// A context without a sandbox costs one context lookup and no allocation
+// over the bare *sql.DB.
+//
+// # Errors
+//
+// The sentinels are dbroute's, classified the same way whether the
+// failure arose on first use or later: [dbroute.ErrNoTestDatabase]
+// (permanent; refined by [dbroute.ErrNotOwned]), [dbroute.ErrUnavailable]
+// (transient; refined by [dbroute.ErrPoolLimit]),
+// [dbroute.ErrSandboxOnBaseline] (the guard), [dbroute.ErrClosed].
+// Errors the server reports about a statement itself are the driver's
+// own. A refused QueryRowContext returns a *sql.Row whose Scan and Err
+// report the refusal.
+//
+// # Not the baseline, whatever the spelling
+//
+// When it opens a sandbox's *sql.DB, the router asks the sandbox's server
+// and the baseline's what they are (MySQL and MariaDB: @@hostname, @@port,
+// @@datadir and the database; PostgreSQL: the system identifier, or the
+// postmaster's start time, port and version, and the database's OID) and
+// refuses a test database that is the baseline database with
+// [dbroute.ErrNoTestDatabase], whatever host name, address or proxy its
+// connection string used. The check runs once per open, on one
+// connection: a connection string whose later connections could reach
+// another server (a host list) is not re-checked. Drivers other than
+// go-sql-driver/mysql and pgx's stdlib are not checked.
+//
+// # Options
+//
+// Options are typed by role: [RouterOption] for [New], [GuardOption] for
+// [Guard], and [Option] (both) for [WithLogger]. Nil options are skipped.
+// A misconfiguration is an error from [New] wrapping [dbroute.ErrConfig],
+// naming the option.
+//
+// # Lifecycle
+//
+// The router opens a *sql.DB per sandbox on first use (one Open of the
+// provider however many requests ask at once), keeps at most
+// [WithMaxPools] of them, each with at most [DefaultMaxOpenConns]
+// connections unless [WithDBConfig] says otherwise, and closes those
+// unused for [WithIdleTimeout]. One in use (a call running, rows, a
+// transaction or a Conn open) is never evicted: a request finding every
+// slot in use waits until one frees or its context ends
+// ([dbroute.ErrPoolLimit]).
+//
+// # Audit
+//
+// With [WithLogger], the router emits one audit record (protocol "sql")
+// per sandbox *sql.DB opened and one per sandbox request refused; the
+// guard one per refusal. Statements themselves are not logged.
+//
+// # Concurrency
+//
+// A [Router], a guarded connector and the providers are safe for
+// concurrent use. The zero value of Router is not usable: build it with
+// [New].
+package sqlroute

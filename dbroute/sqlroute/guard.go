@@ -1,0 +1,285 @@
+package sqlroute
+
+import (
+	"context"
+	"database/sql/driver"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/internal/audit"
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// Guard wraps the connector of a baseline database so that the *sql.DB
+// opened on it (sql.OpenDB(sqlroute.Guard(c))) refuses sandbox contexts
+// on every statement, however the connection, transaction or statement
+// was obtained: database/sql hands each call's context to the driver, and
+// the guard checks it before the driver sends anything —
+//
+//   - opening a connection (driver.Connector's Connect);
+//   - ExecContext and QueryContext of the DB, a Conn or a Tx
+//     (driver.ExecerContext, driver.QueryerContext; a driver without them
+//     makes database/sql prepare, which is guarded too);
+//   - PrepareContext (driver.ConnPrepareContext), and ExecContext and
+//     QueryContext of a prepared statement ([driver.StmtExecContext],
+//     [driver.StmtQueryContext]), even one prepared with a baseline
+//     context, and Tx.StmtContext;
+//   - BeginTx (driver.ConnBeginTx) and PingContext (driver.Pinger).
+//
+// A connection or transaction obtained with a baseline context and then
+// used with a sandbox context is refused on that statement; the
+// connection stays usable. The errors wrap [dbroute.ErrSandboxOnBaseline].
+//
+// What it cannot catch: Rows of a query run with a baseline context and
+// read under a sandbox context (no statement is sent); Tx.Commit and
+// Rollback, which take no context (a transaction whose every sandbox
+// statement was refused has nothing of the sandbox to commit); a context
+// that lost the sandbox (context.Background() in a goroutine); and what
+// a caller does with the driver's own connection through sql.Conn.Raw
+// (which hands over the guard's connection: call its Unwrap method to
+// reach the driver's, outside the guard).
+//
+// With [WithLogger] among opts, each refusal is one audit record
+// (rejected, protocol "sql"). A nil c returns nil.
+func Guard(c driver.Connector, opts ...GuardOption) driver.Connector {
+	if c == nil {
+		return nil
+	}
+	cfg := newGuardConfig(opts)
+	return &guardConnector{c: c, logger: cfg.logger}
+}
+
+type guardConnector struct {
+	c      driver.Connector
+	logger *slog.Logger
+}
+
+// check refuses a sandbox context.
+func (g *guardConnector) check(ctx context.Context) error {
+	s, ok := propagation.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	err := fmt.Errorf("%w: sandbox %q (the baseline *sql.DB only serves production traffic)", dbroute.ErrSandboxOnBaseline, s.ID)
+	audit.Emit(ctx, g.logger, audit.Event{
+		Decision: audit.Rejected,
+		Sandbox:  s,
+		Protocol: audit.SQL,
+		Reason:   err.Error(),
+	})
+	return err
+}
+
+func (g *guardConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	if err := g.check(ctx); err != nil {
+		return nil, err
+	}
+	c, err := g.c.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &guardConn{c: c, g: g}, nil
+}
+
+func (g *guardConnector) Driver() driver.Driver { return g.c.Driver() }
+
+// Close closes the wrapped connector if it has a Close method (sql.DB's
+// Close calls it).
+func (g *guardConnector) Close() error {
+	if c, ok := g.c.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+// guardConn is a baseline connection whose every context-taking method
+// checks the context first.
+type guardConn struct {
+	c driver.Conn
+	g *guardConnector
+}
+
+var (
+	_ driver.ConnPrepareContext = (*guardConn)(nil)
+	_ driver.ConnBeginTx        = (*guardConn)(nil)
+	_ driver.ExecerContext      = (*guardConn)(nil)
+	_ driver.QueryerContext     = (*guardConn)(nil)
+	_ driver.Pinger             = (*guardConn)(nil)
+	_ driver.SessionResetter    = (*guardConn)(nil)
+	_ driver.Validator          = (*guardConn)(nil)
+	_ driver.NamedValueChecker  = (*guardConn)(nil)
+)
+
+// Unwrap returns the driver's connection, outside the guard.
+func (c *guardConn) Unwrap() driver.Conn { return c.c }
+
+func (c *guardConn) Prepare(query string) (driver.Stmt, error) {
+	return c.PrepareContext(context.Background(), query)
+}
+
+func (c *guardConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	if err := c.g.check(ctx); err != nil {
+		return nil, err
+	}
+	var s driver.Stmt
+	var err error
+	if pc, ok := c.c.(driver.ConnPrepareContext); ok {
+		s, err = pc.PrepareContext(ctx, query)
+	} else {
+		s, err = c.c.Prepare(query)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &guardStmt{s: s, g: c.g}, nil
+}
+
+func (c *guardConn) Close() error { return c.c.Close() }
+
+// Begin is the deprecated driver method; database/sql calls BeginTx.
+func (c *guardConn) Begin() (driver.Tx, error) {
+	return c.BeginTx(context.Background(), driver.TxOptions{})
+}
+
+func (c *guardConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	if err := c.g.check(ctx); err != nil {
+		return nil, err
+	}
+	if bc, ok := c.c.(driver.ConnBeginTx); ok {
+		return bc.BeginTx(ctx, opts)
+	}
+	if opts.Isolation != driver.IsolationLevel(0) || opts.ReadOnly {
+		return nil, fmt.Errorf("sqlroute: the driver supports neither isolation levels nor read-only transactions")
+	}
+	//lint:ignore SA1019 the fallback database/sql itself uses for drivers without BeginTx
+	return c.c.Begin() //nolint:staticcheck
+}
+
+func (c *guardConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	if err := c.g.check(ctx); err != nil {
+		return nil, err
+	}
+	if ec, ok := c.c.(driver.ExecerContext); ok {
+		return ec.ExecContext(ctx, query, args)
+	}
+	return nil, driver.ErrSkip // database/sql prepares: guarded
+}
+
+func (c *guardConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	if err := c.g.check(ctx); err != nil {
+		return nil, err
+	}
+	if qc, ok := c.c.(driver.QueryerContext); ok {
+		return qc.QueryContext(ctx, query, args)
+	}
+	return nil, driver.ErrSkip
+}
+
+func (c *guardConn) Ping(ctx context.Context) error {
+	if err := c.g.check(ctx); err != nil {
+		return err
+	}
+	if p, ok := c.c.(driver.Pinger); ok {
+		return p.Ping(ctx)
+	}
+	return nil
+}
+
+func (c *guardConn) ResetSession(ctx context.Context) error {
+	if r, ok := c.c.(driver.SessionResetter); ok {
+		return r.ResetSession(ctx)
+	}
+	return nil
+}
+
+func (c *guardConn) IsValid() bool {
+	if v, ok := c.c.(driver.Validator); ok {
+		return v.IsValid()
+	}
+	return true
+}
+
+func (c *guardConn) CheckNamedValue(nv *driver.NamedValue) error {
+	if n, ok := c.c.(driver.NamedValueChecker); ok {
+		return n.CheckNamedValue(nv)
+	}
+	return driver.ErrSkip // database/sql's default conversion
+}
+
+// guardStmt is a prepared statement of a baseline connection: each
+// execution checks its context.
+type guardStmt struct {
+	s driver.Stmt
+	g *guardConnector
+}
+
+var (
+	_ driver.StmtExecContext   = (*guardStmt)(nil)
+	_ driver.StmtQueryContext  = (*guardStmt)(nil)
+	_ driver.NamedValueChecker = (*guardStmt)(nil)
+)
+
+func (s *guardStmt) Close() error  { return s.s.Close() }
+func (s *guardStmt) NumInput() int { return s.s.NumInput() }
+
+// Exec is the deprecated driver method; database/sql calls ExecContext.
+func (s *guardStmt) Exec(args []driver.Value) (driver.Result, error) {
+	//lint:ignore SA1019 kept for callers of the deprecated interface; database/sql does not use it
+	return s.s.Exec(args) //nolint:staticcheck
+}
+
+// Query is the deprecated driver method; database/sql calls QueryContext.
+func (s *guardStmt) Query(args []driver.Value) (driver.Rows, error) {
+	//lint:ignore SA1019 kept for callers of the deprecated interface; database/sql does not use it
+	return s.s.Query(args) //nolint:staticcheck
+}
+
+func (s *guardStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	if err := s.g.check(ctx); err != nil {
+		return nil, err
+	}
+	if ec, ok := s.s.(driver.StmtExecContext); ok {
+		return ec.ExecContext(ctx, args)
+	}
+	vs, err := values(args)
+	if err != nil {
+		return nil, err
+	}
+	return s.Exec(vs)
+}
+
+func (s *guardStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	if err := s.g.check(ctx); err != nil {
+		return nil, err
+	}
+	if qc, ok := s.s.(driver.StmtQueryContext); ok {
+		return qc.QueryContext(ctx, args)
+	}
+	vs, err := values(args)
+	if err != nil {
+		return nil, err
+	}
+	return s.Query(vs)
+}
+
+func (s *guardStmt) CheckNamedValue(nv *driver.NamedValue) error {
+	if n, ok := s.s.(driver.NamedValueChecker); ok {
+		return n.CheckNamedValue(nv)
+	}
+	return driver.ErrSkip
+}
+
+// values converts named arguments for a driver without the context
+// methods, as database/sql does: names are not supported.
+func values(named []driver.NamedValue) ([]driver.Value, error) {
+	out := make([]driver.Value, len(named))
+	for i, nv := range named {
+		if nv.Name != "" {
+			return nil, fmt.Errorf("sqlroute: the driver does not support named parameters")
+		}
+		out[i] = nv.Value
+	}
+	return out, nil
+}

@@ -1,0 +1,456 @@
+package sqlroute
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/internal/audit"
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// Router has the query methods of *sql.DB and sends each call to the
+// baseline *sql.DB, or, when its context carries a sandbox
+// ([propagation.FromContext]), to that sandbox's test database — or fails
+// with an error of one of dbroute's classes. A sandbox call never reaches
+// the baseline. Build it with [New]; it is safe for concurrent use.
+type Router struct {
+	base *sql.DB
+	p    Provider
+	cfg  config
+	// errDB turns an error into a *sql.Row (QueryRowContext): its
+	// connector fails every Connect with the error in the context.
+	errDB *sql.DB
+
+	mu     sync.Mutex
+	dbs    map[string]*entry
+	closed bool
+	baseID string // the baseline's identity, once known
+}
+
+// entry is a sandbox's *sql.DB, or its opening in progress.
+type entry struct {
+	key   string
+	ready chan struct{} // closed when db or err is set
+	db    *sql.DB
+	err   error
+	// guarded by Router.mu:
+	calls    int // router calls running on db
+	lastUsed time.Time
+	gone     bool // closed or replaced: the next request opens another
+}
+
+// New returns a router over baseline that finds sandboxes' test databases
+// with p. Protect baseline with [Guard] (sql.OpenDB(sqlroute.Guard(c)))
+// so that a sandbox context can reach it by no path. The errors wrap
+// [dbroute.ErrConfig]: a nil baseline or provider, an invalid option.
+func New(baseline *sql.DB, p Provider, opts ...RouterOption) (*Router, error) {
+	cfg, err := newRouterConfig(opts)
+	switch {
+	case err != nil:
+		return nil, err
+	case baseline == nil:
+		return nil, fmt.Errorf("sqlroute: New: %w: nil baseline *sql.DB", dbroute.ErrConfig)
+	case p == nil:
+		return nil, fmt.Errorf("sqlroute: New: %w: nil provider", dbroute.ErrConfig)
+	}
+	r := &Router{
+		base:  baseline,
+		p:     p,
+		cfg:   cfg,
+		errDB: sql.OpenDB(errConnector{}),
+		dbs:   make(map[string]*entry),
+	}
+	if rc, ok := p.(reclaimer); ok {
+		rc.OnRemove(r.forget)
+	}
+	return r, nil
+}
+
+// Baseline returns the baseline *sql.DB.
+func (r *Router) Baseline() *sql.DB { return r.base }
+
+// ExecContext runs query on the baseline or on the sandbox's test database.
+func (r *Router) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	s, ok := propagation.FromContext(ctx)
+	if !ok {
+		return r.base.ExecContext(ctx, query, args...)
+	}
+	db, done, err := r.acquire(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	res, err := db.ExecContext(ctx, query, args...)
+	return res, later(s.ID, err)
+}
+
+// QueryContext runs query on the baseline or on the sandbox's test
+// database.
+func (r *Router) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	s, ok := propagation.FromContext(ctx)
+	if !ok {
+		return r.base.QueryContext(ctx, query, args...)
+	}
+	db, done, err := r.acquire(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	rows, err := db.QueryContext(ctx, query, args...)
+	return rows, later(s.ID, err)
+}
+
+// QueryRowContext runs query on the baseline or on the sandbox's test
+// database. A refused sandbox request returns a Row whose Scan and Err
+// report the refusal — except after [Router.Close], when they report
+// database/sql's "sql: database is closed" (the Row is built by a
+// *sql.DB of the router's, closed with it).
+func (r *Router) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	s, ok := propagation.FromContext(ctx)
+	if !ok {
+		return r.base.QueryRowContext(ctx, query, args...)
+	}
+	db, done, err := r.acquire(ctx, s)
+	if err != nil {
+		return r.errRow(ctx, err)
+	}
+	defer done()
+	// The row holds its connection until Scan: the *sql.DB counts it in
+	// use, so it is not evicted meanwhile.
+	row := db.QueryRowContext(ctx, query, args...)
+	if err := row.Err(); err != nil {
+		if c := later(s.ID, err); c != err {
+			return r.errRow(ctx, c)
+		}
+	}
+	return row
+}
+
+// BeginTx starts a transaction on the baseline or on the sandbox's test
+// database. The transaction stays where it began: run it with the same
+// sandbox (a baseline transaction protected by [Guard] refuses statements
+// with a sandbox context).
+func (r *Router) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error) {
+	s, ok := propagation.FromContext(ctx)
+	if !ok {
+		return r.base.BeginTx(ctx, opts)
+	}
+	db, done, err := r.acquire(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	tx, err := db.BeginTx(ctx, opts)
+	return tx, later(s.ID, err)
+}
+
+// Conn returns a connection of the baseline or of the sandbox's test
+// database. As for BeginTx, use it with the context it was obtained with.
+func (r *Router) Conn(ctx context.Context) (*sql.Conn, error) {
+	s, ok := propagation.FromContext(ctx)
+	if !ok {
+		return r.base.Conn(ctx)
+	}
+	db, done, err := r.acquire(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	c, err := db.Conn(ctx)
+	return c, later(s.ID, err)
+}
+
+// PingContext pings the baseline, or the sandbox's test database
+// (provisioning it if its provider does).
+func (r *Router) PingContext(ctx context.Context) error {
+	s, ok := propagation.FromContext(ctx)
+	if !ok {
+		return r.base.PingContext(ctx)
+	}
+	db, done, err := r.acquire(ctx, s)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return later(s.ID, db.PingContext(ctx))
+}
+
+// Close closes every sandbox *sql.DB the router opened (not the baseline)
+// and makes later sandbox requests fail with [dbroute.ErrClosed].
+func (r *Router) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	var dbs []*sql.DB
+	for id, e := range r.dbs {
+		if d := r.dropLocked(id, e); d != nil {
+			dbs = append(dbs, d)
+		}
+	}
+	r.mu.Unlock()
+	var errs []error
+	for _, db := range dbs {
+		errs = append(errs, db.Close())
+	}
+	errs = append(errs, r.errDB.Close())
+	return errors.Join(errs...)
+}
+
+// acquire returns sandbox s's *sql.DB, counted in use until done is
+// called.
+func (r *Router) acquire(ctx context.Context, s propagation.Sandbox) (db *sql.DB, done func(), err error) {
+	defer func() {
+		if err != nil {
+			r.refused(ctx, s, err)
+		}
+	}()
+	if t := r.cfg.table; t != nil {
+		if _, ok := t.Sandbox(s.ID); !ok {
+			return nil, nil, fmt.Errorf("%w: sandbox %q is not in the route table", dbroute.ErrNoTestDatabase, s.ID)
+		}
+	}
+	key, err := r.p.Lookup(s.ID)
+	if err != nil {
+		return nil, nil, classify(s.ID, err)
+	}
+	e, err := r.entry(ctx, s.ID, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	select {
+	case <-e.ready:
+	case <-ctx.Done():
+		r.release(e)
+		return nil, nil, classify(s.ID, ctx.Err())
+	}
+	if e.err != nil {
+		r.release(e)
+		return nil, nil, e.err
+	}
+	return e.db, func() { r.release(e) }, nil
+}
+
+// entry returns sandbox id's entry for key, counted in use, starting its
+// opening if there is none. It waits (polling) while every slot is in use.
+func (r *Router) entry(ctx context.Context, id, key string) (*entry, error) {
+	for {
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return nil, fmt.Errorf("%w: sandbox %q", dbroute.ErrClosed, id)
+		}
+		var toClose []*sql.DB
+		e := r.dbs[id]
+		if e != nil && e.key != key {
+			// The provider's answer changed: the next request opens the
+			// new database.
+			if d := r.dropLocked(id, e); d != nil {
+				toClose = append(toClose, d)
+			}
+			e = nil
+		}
+		if e == nil {
+			toClose = append(toClose, r.sweepLocked()...)
+			if len(r.dbs) >= r.cfg.maxPools {
+				if d := r.evictLocked(); d != nil {
+					toClose = append(toClose, d)
+				}
+			}
+			if len(r.dbs) < r.cfg.maxPools {
+				e = &entry{key: key, ready: make(chan struct{})}
+				r.dbs[id] = e
+				go r.open(id, e)
+			}
+		}
+		if e != nil {
+			e.calls++
+			e.lastUsed = r.cfg.now()
+		}
+		r.mu.Unlock()
+		for _, d := range toClose {
+			d.Close()
+		}
+		if e != nil {
+			return e, nil
+		}
+		t := time.NewTimer(poolWait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w: %w: sandbox %q waited for one of %d test database slots (WithMaxPools): %w",
+				dbroute.ErrUnavailable, dbroute.ErrPoolLimit, id, r.cfg.maxPools, ctx.Err())
+		}
+	}
+}
+
+// open provisions and opens sandbox id's *sql.DB, bounded by the open
+// timeout and not by any one caller's context (every waiter shares it).
+func (r *Router) open(id string, e *entry) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.openTimeout)
+	defer cancel()
+	c, err := r.p.Open(ctx, id, e.key)
+	if err != nil {
+		e.err = classify(id, err)
+	} else {
+		db := sql.OpenDB(c)
+		db.SetMaxOpenConns(DefaultMaxOpenConns)
+		db.SetConnMaxIdleTime(r.cfg.idleTimeout)
+		if f := r.cfg.dbConfig; f != nil {
+			f(id, db)
+		}
+		if err := r.notBaseline(ctx, id, db); err != nil {
+			db.Close()
+			e.err = err
+		} else {
+			e.db = db
+		}
+	}
+	if e.db != nil {
+		audit.Emit(ctx, r.cfg.logger, audit.Event{
+			Decision: audit.Routed,
+			Sandbox:  propagation.Sandbox{ID: id},
+			Protocol: audit.SQL,
+		})
+	}
+	r.mu.Lock()
+	if e.err != nil && r.dbs[id] == e {
+		// Failures are not kept: the next request tries again.
+		delete(r.dbs, id)
+		e.gone = true
+	}
+	closeNow := e.db != nil && (e.gone || r.closed)
+	close(e.ready)
+	r.mu.Unlock()
+	if closeNow {
+		// Removed (forget, Close) while it opened: callers holding it get
+		// "sql: database is closed", the next request opens another.
+		e.db.Close()
+	}
+}
+
+func (r *Router) release(e *entry) {
+	r.mu.Lock()
+	e.calls--
+	e.lastUsed = r.cfg.now()
+	r.mu.Unlock()
+}
+
+// inUseLocked reports whether e is opening, or in use: a call of the
+// router on it, or a connection checked out (rows, a transaction, a Conn).
+func inUseLocked(e *entry) bool {
+	select {
+	case <-e.ready:
+	default:
+		return true
+	}
+	return e.calls > 0 || (e.db != nil && e.db.Stats().InUse > 0)
+}
+
+// dropLocked removes e, sandbox id's entry, and returns its *sql.DB to
+// close (nil while it is opening: open closes it).
+func (r *Router) dropLocked(id string, e *entry) *sql.DB {
+	if r.dbs[id] == e {
+		delete(r.dbs, id)
+	}
+	e.gone = true
+	select {
+	case <-e.ready:
+		return e.db
+	default:
+		return nil
+	}
+}
+
+// sweepLocked removes the entries idle for longer than the idle timeout.
+func (r *Router) sweepLocked() []*sql.DB {
+	if r.cfg.idleTimeout <= 0 {
+		return nil
+	}
+	var out []*sql.DB
+	now := r.cfg.now()
+	for id, e := range r.dbs {
+		if !inUseLocked(e) && now.Sub(e.lastUsed) > r.cfg.idleTimeout {
+			if d := r.dropLocked(id, e); d != nil {
+				out = append(out, d)
+			}
+		}
+	}
+	return out
+}
+
+// evictLocked removes the least recently used entry not in use.
+func (r *Router) evictLocked() *sql.DB {
+	var victim *entry
+	var vid string
+	for id, e := range r.dbs {
+		if inUseLocked(e) {
+			continue
+		}
+		if victim == nil || e.lastUsed.Before(victim.lastUsed) {
+			victim, vid = e, id
+		}
+	}
+	if victim == nil {
+		return nil
+	}
+	return r.dropLocked(vid, victim)
+}
+
+// forget closes sandbox id's *sql.DB: its provider is about to remove the
+// test database.
+func (r *Router) forget(id string) {
+	r.mu.Lock()
+	var db *sql.DB
+	if e := r.dbs[id]; e != nil {
+		db = r.dropLocked(id, e)
+	}
+	r.mu.Unlock()
+	if db != nil {
+		db.Close()
+	}
+}
+
+// refused emits the audit record of a refused sandbox request.
+func (r *Router) refused(ctx context.Context, s propagation.Sandbox, err error) {
+	audit.Emit(ctx, r.cfg.logger, audit.Event{
+		Decision: audit.Rejected,
+		Sandbox:  s,
+		Protocol: audit.SQL,
+		Reason:   err.Error(),
+	})
+}
+
+// errRow returns a *sql.Row whose Scan reports err.
+func (r *Router) errRow(ctx context.Context, err error) *sql.Row {
+	return r.errDB.QueryRowContext(context.WithValue(ctx, errKey{}, err), "")
+}
+
+type errKey struct{}
+
+// errConnector fails every Connect with the error in its context.
+type errConnector struct{}
+
+func (errConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	if err, ok := ctx.Value(errKey{}).(error); ok {
+		return nil, err
+	}
+	return nil, errors.New("sqlroute: internal: no error to report")
+}
+
+func (errConnector) Driver() driver.Driver { return errDriver{} }
+
+type errDriver struct{}
+
+func (errDriver) Open(string) (driver.Conn, error) {
+	return nil, errors.New("sqlroute: internal: not a driver")
+}
