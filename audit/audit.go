@@ -98,6 +98,11 @@ const (
 	// ReasonNotOverridden: fallback because the sandbox does not override
 	// the target service.
 	ReasonNotOverridden = "sandbox does not override the service"
+	// ReasonNotSynced: a sandbox's call was refused (or, where the caller
+	// allows it, sent to the baseline) because the route table has never
+	// loaded from its source, so whether the sandbox overrides the target
+	// is unknown.
+	ReasonNotSynced = "route table not synced"
 )
 
 // MaxValueLen is the length to which sender-written values of records
