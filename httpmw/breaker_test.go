@@ -16,7 +16,6 @@ import (
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
-	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 // tally counts the requests a handler served, by sandbox ("" for
@@ -395,7 +394,7 @@ func TestProxyBreaker(t *testing.T) {
 
 	t.Run("one token per request, refused requests not proxied", func(t *testing.T) {
 		g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1, Burst: 2}}, breaker.WithClock(clk.Now))
-		p := newProxyServer(t, routes.New(), up.URL, httpmw.TrustAll(), httpmw.WithBreaker(g))
+		p := newProxyServer(t, newTable(t), up.URL, httpmw.TrustAll(), httpmw.WithBreaker(g))
 		c := newClient(t, &http.Transport{})
 		hits := up.hits.Load()
 		var got []int

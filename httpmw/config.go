@@ -26,6 +26,12 @@ import (
 //	WithFallbackOnUnavailable    -        routing    yes     RoutingOption
 //	WithRoundTripper             -        -          yes     ProxyOption
 //
+// "routing": the routing transports ([NewRoutingTransport],
+// [NewHostRoutingTransport]) take [RoutingTransportOption]s, which every
+// [TransportOption] is; [NewTransport], which does not route, takes
+// TransportOptions only, so that WithFallbackOnUnavailable given to it
+// does not compile.
+//
 // Options are resolved when the middleware is built, never per request. A
 // nil option in the list is skipped. A misconfiguration (an invalid value,
 // conflicting options, an option without what it needs) is an error from
@@ -36,9 +42,18 @@ type HandlerOption interface {
 	applyHandler(*config)
 }
 
+// RoutingTransportOption configures [NewRoutingTransport] and
+// [NewHostRoutingTransport]. Every [TransportOption] is one;
+// [WithFallbackOnUnavailable] is one and no TransportOption, so that given
+// to [NewTransport], which does not route, it does not compile.
+type RoutingTransportOption interface {
+	applyRouting(*config)
+}
+
 // TransportOption configures [NewTransport], [NewRoutingTransport] and
 // [NewHostRoutingTransport].
 type TransportOption interface {
+	RoutingTransportOption
 	applyTransport(*config)
 }
 
@@ -57,7 +72,7 @@ type TrustOption interface {
 // RoutingOption configures the constructors that choose upstreams: the
 // routing transports and the proxy.
 type RoutingOption interface {
-	TransportOption
+	RoutingTransportOption
 	ProxyOption
 }
 
@@ -94,6 +109,7 @@ type option func(*config)
 
 func (f option) applyHandler(c *config)   { f(c) }
 func (f option) applyTransport(c *config) { f(c) }
+func (f option) applyRouting(c *config)   { f(c) }
 func (f option) applyProxy(c *config)     { f(c) }
 
 type trustOption func(*config)
@@ -103,8 +119,8 @@ func (f trustOption) applyProxy(c *config)   { f(c) }
 
 type routingOption func(*config)
 
-func (f routingOption) applyTransport(c *config) { f(c) }
-func (f routingOption) applyProxy(c *config)     { f(c) }
+func (f routingOption) applyRouting(c *config) { f(c) }
+func (f routingOption) applyProxy(c *config)   { f(c) }
 
 type proxyOption func(*config)
 
@@ -159,6 +175,10 @@ func handlerConfig(opts []HandlerOption) (config, error) {
 
 func transportConfig(opts []TransportOption) (config, error) {
 	return newConfig(opts, TransportOption.applyTransport, false)
+}
+
+func routingConfig(opts []RoutingTransportOption) (config, error) {
+	return newConfig(opts, RoutingTransportOption.applyRouting, false)
 }
 
 func proxyConfig(opts []ProxyOption) (config, error) {
@@ -289,8 +309,11 @@ func withClock(now func() time.Time) TrustOption {
 // fails with [ErrSandboxUnavailable]: running it on the baseline would run
 // the baseline's code paths for traffic meant for the sandbox's version.
 // Only requests whose body can be replayed (no body, or Request.GetBody
-// set) fall back. Routing transports and proxy; [NewTransport], which
-// does not route, refuses it as a misconfiguration.
+// set) fall back. The same holds for a sandbox request while the route
+// table has never loaded (see [NewRoutingTransport]): by default it fails
+// with ErrSandboxUnavailable, with this option it goes to the baseline.
+// Routing transports and proxy; it does not compile as an option of
+// [NewTransport], which does not route.
 func WithFallbackOnUnavailable() RoutingOption {
 	return routingOption(func(cfg *config) { cfg.fallback = true })
 }
@@ -331,9 +354,18 @@ func WithRoundTripper(rt http.RoundTripper) ProxyOption {
 // guards one dependency: give it to one layer only (a proxy applies it
 // once, for both of its sides), and note that a transport calling several
 // services ([NewHostRoutingTransport]) spends one budget per sandbox on
-// all of them.
+// all of them. Two different groups given to one constructor are a
+// misconfiguration; the same group twice is one group.
 func WithBreaker(g *breaker.Group) Option {
-	return option(func(cfg *config) { cfg.breaker = g })
+	return option(func(cfg *config) {
+		switch {
+		case g == nil:
+		case cfg.breaker != nil && cfg.breaker != g:
+			cfg.fail(configErr("WithBreaker: two different groups"))
+		default:
+			cfg.breaker = g
+		}
+	})
 }
 
 // cloneHosts copies a host map for a transport.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/internal/compiletest"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -35,6 +36,8 @@ func TestConfigErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	g1 := breaker.NewGroup(breaker.Settings{})
+	g2 := breaker.NewGroup(breaker.Settings{})
 	handler := func(opts ...httpmw.HandlerOption) func() error {
 		return func() error { _, err := httpmw.NewHandler(app, opts...); return err }
 	}
@@ -59,10 +62,15 @@ func TestConfigErrors(t *testing.T) {
 			_, err := httpmw.NewMiddleware(httpmw.TrustAll(), httpmw.WithTrustedHops(2))
 			return err
 		}, "TrustAll conflicts with WithTrustedHops"},
-		{"fallback without routing", func() error {
-			_, err := httpmw.NewTransport(nil, httpmw.WithFallbackOnUnavailable())
+		{"two breakers", handler(httpmw.WithBreaker(g1), httpmw.WithBreaker(g2)), "WithBreaker: two different groups"},
+		{"transport two breakers", func() error {
+			_, err := httpmw.NewTransport(nil, httpmw.WithBreaker(g1), httpmw.WithBreaker(nil), httpmw.WithBreaker(g2))
 			return err
-		}, "WithFallbackOnUnavailable: NewTransport does not route"},
+		}, "WithBreaker: two different groups"},
+		{"proxy two breakers", func() error {
+			_, err := httpmw.NewProxy(tab, "cart", base, httpmw.WithBreaker(g1), httpmw.WithBreaker(g2))
+			return err
+		}, "WithBreaker: two different groups"},
 		{"transport nil codec", func() error { _, err := httpmw.NewTransport(nil, httpmw.WithCodec(nil)); return err }, "WithCodec: nil codec"},
 		{"routing nil table", func() error { _, err := httpmw.NewRoutingTransport(nil, nil, "cart"); return err }, "NewRoutingTransport: nil route table"},
 		{"routing no service", func() error { _, err := httpmw.NewRoutingTransport(nil, tab, ""); return err }, "NewRoutingTransport: empty service name"},
@@ -169,7 +177,7 @@ func f(h http.Handler, tab *routes.Table, u *url.URL, p netip.Prefix) {
 	httpmw.NewHandler(h, httpmw.TrustAll(), httpmw.WithTrustedNetworks(p), httpmw.WithTrustedHops(1), httpmw.WithVerifier(nil),
 		httpmw.WithCodec(nil), httpmw.WithLogger(nil), httpmw.WithBreaker(nil))
 	httpmw.NewMiddleware(httpmw.TrustAll(), httpmw.WithLogger(nil))
-	httpmw.NewTransport(nil, httpmw.WithCodec(nil), httpmw.WithLogger(nil), httpmw.WithBreaker(nil), httpmw.WithFallbackOnUnavailable())
+	httpmw.NewTransport(nil, httpmw.WithCodec(nil), httpmw.WithLogger(nil), httpmw.WithBreaker(nil))
 	httpmw.NewRoutingTransport(nil, tab, "cart", httpmw.WithFallbackOnUnavailable(), httpmw.WithLogger(nil))
 	httpmw.NewHostRoutingTransport(nil, tab, nil, httpmw.WithFallbackOnUnavailable())
 	httpmw.NewProxy(tab, "cart", u, httpmw.TrustAll(), httpmw.WithFallbackOnUnavailable(), httpmw.WithRoundTripper(nil), httpmw.WithBreaker(nil))
@@ -177,13 +185,19 @@ func f(h http.Handler, tab *routes.Table, u *url.URL, p netip.Prefix) {
 	httpmw.NewHandler(h, opts[0])
 	httpmw.NewTransport(nil, opts[0])
 	httpmw.NewProxy(tab, "cart", u, opts[0])
+	httpmw.NewRoutingTransport(nil, tab, "cart", opts[0])
+	var touts []httpmw.TransportOption
+	httpmw.NewRoutingTransport(nil, tab, "cart", touts[0])
+	httpmw.NewHostRoutingTransport(nil, tab, nil, touts[0])
 	var trusts []httpmw.TrustOption
 	httpmw.NewHandler(h, trusts[0])
 	httpmw.NewProxy(tab, "cart", u, trusts[0])`, ""},
 		{"trust option to a transport", `httpmw.NewTransport(nil, httpmw.TrustAll())`, "does not implement httpmw.TransportOption"},
-		{"trusted networks to a routing transport", `httpmw.NewRoutingTransport(nil, tab, "cart", httpmw.WithTrustedNetworks(p))`, "does not implement httpmw.TransportOption"},
+		{"trusted networks to a routing transport", `httpmw.NewRoutingTransport(nil, tab, "cart", httpmw.WithTrustedNetworks(p))`, "does not implement httpmw.RoutingTransportOption"},
+		{"round tripper to a host routing transport", `httpmw.NewHostRoutingTransport(nil, tab, nil, httpmw.WithRoundTripper(nil))`, "does not implement httpmw.RoutingTransportOption"},
 		{"verifier to a transport", `httpmw.NewTransport(nil, httpmw.WithVerifier(nil))`, "does not implement httpmw.TransportOption"},
 		{"hops to a transport", `httpmw.NewTransport(nil, httpmw.WithTrustedHops(1))`, "does not implement httpmw.TransportOption"},
+		{"fallback to a transport that does not route", `httpmw.NewTransport(nil, httpmw.WithFallbackOnUnavailable())`, "does not implement httpmw.TransportOption"},
 		{"fallback to a handler", `httpmw.NewHandler(h, httpmw.WithFallbackOnUnavailable())`, "does not implement httpmw.HandlerOption"},
 		{"round tripper to a handler", `httpmw.NewHandler(h, httpmw.WithRoundTripper(nil))`, "does not implement httpmw.HandlerOption"},
 		{"round tripper to a transport", `httpmw.NewTransport(nil, httpmw.WithRoundTripper(nil))`, "does not implement httpmw.TransportOption"},
@@ -200,6 +214,18 @@ func f(h http.Handler, tab *routes.Table, u *url.URL, p netip.Prefix) {
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%s: %v, want a compile error with %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestBreakerSameGroupTwice: the same group given twice is one group, and
+// a nil group adds nothing; only two different groups conflict.
+func TestBreakerSameGroupTwice(t *testing.T) {
+	g := breaker.NewGroup(breaker.Settings{})
+	if _, err := httpmw.NewHandler(http.NotFoundHandler(), httpmw.WithBreaker(g), httpmw.WithBreaker(nil), httpmw.WithBreaker(g)); err != nil {
+		t.Errorf("handler: %v", err)
+	}
+	if _, err := httpmw.NewTransport(nil, httpmw.WithBreaker(nil), httpmw.WithBreaker(g), httpmw.WithBreaker(g)); err != nil {
+		t.Errorf("transport: %v", err)
 	}
 }
 

@@ -23,10 +23,12 @@
 //
 // Options are typed by the constructors that can use them, as connect-go's
 // are: a [HandlerOption] configures [NewHandler] and [NewMiddleware], a
-// [TransportOption] the transports, a [ProxyOption] [NewProxy]. A
-// [TrustOption] ([TrustAll], [WithTrustedNetworks], [WithTrustedHops],
-// [WithVerifier]) is both a handler and a proxy option; a [RoutingOption]
-// ([WithFallbackOnUnavailable]) both a transport and a proxy option; an
+// [TransportOption] the transports, a [RoutingTransportOption] the
+// routing transports only (every TransportOption is one), a [ProxyOption]
+// [NewProxy]. A [TrustOption] ([TrustAll], [WithTrustedNetworks],
+// [WithTrustedHops], [WithVerifier]) is both a handler and a proxy option;
+// a [RoutingOption] ([WithFallbackOnUnavailable]) both a routing transport
+// and a proxy option; an
 // [Option] ([WithCodec], [WithLogger], [WithBreaker]) fits every
 // constructor. An option given to a constructor that cannot use it does
 // not compile. What a constructor cannot do without (the handler to wrap,

@@ -40,7 +40,9 @@ var _ http.Handler = (*Proxy)(nil)
 // ([routes.ValidateService]) or a baseline that is not an absolute http or
 // https URL is an error wrapping [ErrConfig], as
 // are misconfigured options. A proxy that only applies the trust rules
-// and propagates takes an empty table (routes.New with no routes).
+// and propagates takes an empty table that counts as loaded:
+// routes.NewStatic(nil). While a table from [routes.New] has never loaded,
+// sandbox requests are answered 503 (see [NewRoutingTransport]).
 //
 // The proxy is built on httputil.ReverseProxy with a Rewrite hook: bodies
 // are streamed, the incoming X-Forwarded-For chain is kept with the peer's
@@ -48,9 +50,10 @@ var _ http.Handler = (*Proxy)(nil)
 // httputil.ProxyRequest.SetXForwarded does), and protocol upgrades
 // (WebSocket and the like) are tunnelled. Upstream choice happens in the
 // proxy's [Transport], so that a sandbox whose upstream refuses connections
-// is not served by the baseline. It answers 503 when a sandbox's
-// upstream cannot be connected to ([ErrSandboxUnavailable]; see
-// [WithFallbackOnUnavailable]) and 502 for other upstream failures.
+// is not served by the baseline. It answers 503 with Retry-After when a
+// sandbox's upstream cannot be connected to or the table has never loaded
+// ([ErrSandboxUnavailable]; see [WithFallbackOnUnavailable]) and 502 for
+// other upstream failures.
 //
 // With [WithBreaker], a sandbox request over its budget is answered 503 or
 // 429 before it is proxied, and the proxy's answers (the upstream's status,
@@ -177,11 +180,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, ErrSandboxUnavailable) {
 		s, _ := propagation.FromContext(r.Context())
+		w.Header().Set("Retry-After", unavailableRetryAfter)
 		http.Error(w, fmt.Sprintf("sandbox %s: the upstream of service %s is unavailable", s.ID, p.service), http.StatusServiceUnavailable)
 		return
 	}
 	http.Error(w, http.StatusText(http.StatusBadGateway), http.StatusBadGateway)
 }
+
+// unavailableRetryAfter is the Retry-After, in seconds, of the proxy's
+// 503 for an unavailable sandbox upstream: a table's first load or an
+// upstream's start is a matter of seconds.
+const unavailableRetryAfter = "1"
 
 // errorLog sends the reverse proxy's own messages to the user's logger, or
 // nowhere.

@@ -167,6 +167,9 @@ func TestProxySandboxUnavailable(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "pr-1") || baseline.hits.Load() != hits {
 		t.Errorf("status %d %q, baseline hits +%d; want 503 naming pr-1 and no baseline request", resp.StatusCode, body, baseline.hits.Load()-hits)
 	}
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
 
 	lenient := newProxyServer(t, tab, baseline.URL, loopback, httpmw.WithFallbackOnUnavailable())
 	req = mustRequest(t, context.Background(), http.MethodPost, lenient.URL+"/order", strings.NewReader("one cart"))

@@ -59,15 +59,11 @@ var _ http.RoundTripper = (*Transport)(nil)
 // the sandbox's markers (the dedicated header and the baggage members,
 // merged with the baggage already set). A request without a sandbox goes
 // to base as it is. With [WithBreaker], a request over its sandbox's
-// budget is not sent (see there). [WithFallbackOnUnavailable], which only
-// a routing transport can use, is an error wrapping [ErrConfig].
+// budget is not sent (see there).
 func NewTransport(base http.RoundTripper, opts ...TransportOption) (*Transport, error) {
 	cfg, err := transportConfig(opts)
 	if err != nil {
 		return nil, err
-	}
-	if cfg.fallback {
-		return nil, configErr("WithFallbackOnUnavailable: NewTransport does not route; use NewRoutingTransport")
 	}
 	return newTransport(base, &cfg), nil
 }
@@ -81,7 +77,17 @@ func NewTransport(base http.RoundTripper, opts ...TransportOption) (*Transport, 
 // that do not override service go where they were addressed. A nil table,
 // an empty service, or one no route table can hold
 // ([routes.ValidateService]) is an error wrapping [ErrConfig].
-func NewRoutingTransport(base http.RoundTripper, table *routes.Table, service string, opts ...TransportOption) (*Transport, error) {
+//
+// A table that has never loaded ([routes.Table.SyncedAt] is the zero
+// time: a [routes.New] table neither filled nor synced yet) cannot say
+// whether a sandbox overrides service, so a sandbox request it holds no
+// route for is not sent to the baseline: RoundTrip fails with
+// [ErrSandboxUnavailable] (audit record: rejected, reason
+// audit.ReasonNotSynced), or with [WithFallbackOnUnavailable] the request
+// goes where it was addressed (fallback, same reason). Requests without a
+// sandbox are not affected. A table filled in code ([routes.NewStatic],
+// even with no sandboxes) counts as loaded.
+func NewRoutingTransport(base http.RoundTripper, table *routes.Table, service string, opts ...RoutingTransportOption) (*Transport, error) {
 	if table == nil {
 		return nil, configErr("NewRoutingTransport: nil route table")
 	}
@@ -91,7 +97,7 @@ func NewRoutingTransport(base http.RoundTripper, table *routes.Table, service st
 	if err := routes.ValidateService(service); err != nil {
 		return nil, configErr("NewRoutingTransport: %w", err)
 	}
-	cfg, err := transportConfig(opts)
+	cfg, err := routingConfig(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -105,8 +111,9 @@ func NewRoutingTransport(base http.RoundTripper, table *routes.Table, service st
 // name; a request to a host that is not in the map is not routed (its
 // sandbox is still propagated). The map is copied. A nil table, an empty
 // map, or a host mapped to an empty or invalid service name
-// ([routes.ValidateService]) is an error wrapping [ErrConfig].
-func NewHostRoutingTransport(base http.RoundTripper, table *routes.Table, hosts map[string]string, opts ...TransportOption) (*Transport, error) {
+// ([routes.ValidateService]) is an error wrapping [ErrConfig]. A table
+// that has never loaded is handled as by NewRoutingTransport.
+func NewHostRoutingTransport(base http.RoundTripper, table *routes.Table, hosts map[string]string, opts ...RoutingTransportOption) (*Transport, error) {
 	if table == nil {
 		return nil, configErr("NewHostRoutingTransport: nil route table")
 	}
@@ -121,7 +128,7 @@ func NewHostRoutingTransport(base http.RoundTripper, table *routes.Table, hosts 
 			return nil, configErr("NewHostRoutingTransport: host %q: %w", h, err)
 		}
 	}
-	cfg, err := transportConfig(opts)
+	cfg, err := routingConfig(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -204,8 +211,18 @@ func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox) (re
 	svc := t.serviceOf(r.URL)
 	var upstream string
 	routed := false
+	notSynced := false
 	if t.table != nil && svc != "" {
 		upstream, routed = t.table.Lookup(s.ID, svc)
+		if !routed && t.table.SyncedAt().IsZero() {
+			// Whether the sandbox overrides svc is unknown: fail closed.
+			if !t.fallback {
+				closeBody(r)
+				t.emit(r, audit.Rejected, s, svc, pub.ReasonNotSynced)
+				return nil, fmt.Errorf("%w: sandbox %s, service %s: %s (it has never loaded)", ErrSandboxUnavailable, s.ID, svc, pub.ReasonNotSynced)
+			}
+			notSynced = true
+		}
 	}
 	if t.budget.Active() {
 		target := svc
@@ -221,7 +238,10 @@ func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox) (re
 
 	out := t.outgoing(r, s)
 	if !routed {
-		if t.table != nil && svc != "" {
+		switch {
+		case notSynced:
+			t.emit(r, audit.Fallback, s, svc, pub.ReasonNotSynced)
+		case t.table != nil && svc != "":
 			t.emit(r, audit.Fallback, s, svc, pub.ReasonNotOverridden)
 		}
 		return t.next().RoundTrip(out)

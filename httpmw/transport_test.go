@@ -147,15 +147,15 @@ func TestTransportRoutes(t *testing.T) {
 
 	for _, tc := range []struct {
 		name string
-		new  func(opts ...httpmw.TransportOption) (*httpmw.Transport, error)
+		new  func(opts ...httpmw.RoutingTransportOption) (*httpmw.Transport, error)
 	}{
-		{"NewRoutingTransport", func(opts ...httpmw.TransportOption) (*httpmw.Transport, error) {
+		{"NewRoutingTransport", func(opts ...httpmw.RoutingTransportOption) (*httpmw.Transport, error) {
 			return httpmw.NewRoutingTransport(&http.Transport{}, tab, "cart", opts...)
 		}},
-		{"host:port", func(opts ...httpmw.TransportOption) (*httpmw.Transport, error) {
+		{"host:port", func(opts ...httpmw.RoutingTransportOption) (*httpmw.Transport, error) {
 			return httpmw.NewHostRoutingTransport(&http.Transport{}, tab, map[string]string{baseURL.Host: "cart"}, opts...)
 		}},
-		{"host name", func(opts ...httpmw.TransportOption) (*httpmw.Transport, error) {
+		{"host name", func(opts ...httpmw.RoutingTransportOption) (*httpmw.Transport, error) {
 			return httpmw.NewHostRoutingTransport(&http.Transport{}, tab, map[string]string{baseURL.Hostname(): "cart"}, opts...)
 		}},
 	} {
