@@ -379,3 +379,22 @@ func TestBreakerNoSandboxNoAllocs(t *testing.T) {
 		t.Errorf("group holds %d keys", g.Len())
 	}
 }
+
+// TestBreakerNilKeepsGroup: a nil WithBreaker after a group adds nothing;
+// it does not take the group away.
+func TestBreakerNilKeepsGroup(t *testing.T) {
+	clk := clocktest.New()
+	g := breaker.NewGroup(breaker.Settings{Budget: breaker.Budget{Rate: 1, Burst: 1}}, breaker.WithClock(clk.Now))
+	out, err := grpcmw.NewClientInterceptors(grpcmw.WithBreaker(g), grpcmw.WithBreaker(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	invoker := func(context.Context, string, any, any, *grpc.ClientConn, ...grpc.CallOption) error { return nil }
+	ctx := inSandbox("feat-a")
+	if err := out.Unary()(ctx, "/s/m", nil, nil, nil, invoker); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Unary()(ctx, "/s/m", nil, nil, nil, invoker); !errors.Is(err, breaker.ErrThrottled) {
+		t.Errorf("second call: %v, want ErrThrottled (the nil option dropped the group)", err)
+	}
+}

@@ -217,7 +217,8 @@ func WithFallbackOnUnavailable() RouterOption {
 // [breaker]): each sandbox's rate limit, cap on calls in flight and circuit
 // breaker. Calls without a sandbox are budgeted only when g has a baseline
 // budget ([breaker.Settings.Baseline]); otherwise they do not touch g. A
-// nil g adds nothing. Client interceptors, [Router] and server
+// nil g adds nothing; two different groups are an [ErrConfig] error (the
+// same group twice is not). Client interceptors, [Router] and server
 // interceptors.
 //
 // A call over its budget is refused with codes.Unavailable (breaker open,
@@ -243,5 +244,13 @@ func WithFallbackOnUnavailable() RouterOption {
 // guards one dependency: give it to one layer only (the [Router] or the
 // client interceptors of its connections, not both).
 func WithBreaker(g *breaker.Group) Option {
-	return option(func(cfg *config) { cfg.breaker = g })
+	return option(func(cfg *config) {
+		switch {
+		case g == nil:
+		case cfg.breaker != nil && cfg.breaker != g:
+			cfg.fail("WithBreaker", "two different breaker groups")
+		default:
+			cfg.breaker = g
+		}
+	})
 }

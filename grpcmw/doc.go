@@ -70,7 +70,9 @@
 // the route goes away), anything else to the baseline. A sandbox whose
 // upstream cannot be reached gets codes.Unavailable ([ErrSandboxUnavailable]),
 // never a silent answer from the baseline, unless
-// [WithFallbackOnUnavailable] says otherwise.
+// [WithFallbackOnUnavailable] says otherwise; so does a sandbox call the
+// table cannot decide because it has never loaded (give a router for
+// routes built in code a [routes.NewStatic] table, even an empty one).
 //
 // # Budgets
 //

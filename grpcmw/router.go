@@ -97,6 +97,14 @@ func (c *sandboxConn) close() {
 // chosen. A nil baseline or table, and an empty or invalid service
 // ([routes.ValidateService]), are [ErrConfig] errors.
 //
+// Until table has loaded ([routes.Table.SyncedAt] is zero: a table from
+// [routes.New] never filled nor loaded), a sandbox call the table does not
+// route cannot be decided: it fails as an unavailable upstream does
+// ([ErrSandboxUnavailable], codes.Unavailable; the baseline with
+// [WithFallbackOnUnavailable]), audited with reason
+// audit.ReasonNotSynced. A table from [routes.NewStatic], even empty,
+// counts as loaded.
+//
 // NewRouter starts one goroutine that watches the table; [Router.Close]
 // stops it.
 func NewRouter(baseline grpc.ClientConnInterface, table *routes.Table, service string, opts ...RouterOption) (*Router, error) {
@@ -255,13 +263,19 @@ func (r *Router) newStream(ctx context.Context, s propagation.Sandbox, ok bool, 
 func (r *Router) pick(ctx context.Context, s propagation.Sandbox) (*sandboxConn, error) {
 	upstream, ok := r.table.Lookup(s.ID, r.service)
 	if !ok {
+		if r.closed.Load() {
+			return nil, errClosed()
+		}
+		// A table that never loaded cannot say whether the sandbox
+		// overrides the service: fail closed, as for an unreachable
+		// upstream. (A fresh table is empty, so only a miss asks.)
+		if r.table.SyncedAt().IsZero() {
+			return nil, r.notSynced(ctx, s)
+		}
 		audit.Emit(ctx, r.logger, audit.Event{
 			Decision: audit.Fallback, Sandbox: s, Protocol: audit.GRPC, Target: r.service,
 			Reason: pub.ReasonNotOverridden,
 		})
-		if r.closed.Load() {
-			return nil, errClosed()
-		}
 		return nil, nil
 	}
 	c, err := r.conn(s.ID, upstream)
@@ -372,6 +386,24 @@ func (r *Router) unavailable(ctx context.Context, c *sandboxConn, s propagation.
 		})
 	}
 	return baseline()
+}
+
+// notSynced handles a sandbox call the never-loaded table cannot decide:
+// with [WithFallbackOnUnavailable] it goes to the baseline (pick's nil
+// connection), audited as a fallback; otherwise it is refused with
+// ErrSandboxUnavailable, audited as rejected.
+func (r *Router) notSynced(ctx context.Context, s propagation.Sandbox) error {
+	d := audit.Rejected
+	if r.fallback {
+		d = audit.Fallback
+	}
+	audit.Emit(ctx, r.logger, audit.Event{
+		Decision: d, Sandbox: s, Protocol: audit.GRPC, Target: r.service, Reason: pub.ReasonNotSynced,
+	})
+	if r.fallback {
+		return nil
+	}
+	return &statusError{code: codes.Unavailable, err: fmt.Errorf("%w: sandbox %q, service %q: %s", ErrSandboxUnavailable, s.ID, r.service, pub.ReasonNotSynced)}
 }
 
 func errClosed() error { return &statusError{code: codes.Canceled, err: ErrClosed} }

@@ -353,3 +353,91 @@ func (nopConn) Invoke(context.Context, string, any, any, ...grpc.CallOption) err
 func (nopConn) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.CallOption) (grpc.ClientStream, error) {
 	return nil, nil
 }
+
+// TestRouterTableNeverLoaded: a sandbox call through a router whose table
+// has never loaded cannot be decided; it fails closed with Unavailable
+// (ErrSandboxUnavailable), audited as not synced, never silently reaching
+// the baseline; with WithFallbackOnUnavailable the baseline answers,
+// audited as a fallback for the same reason. Calls without a sandbox are
+// unaffected, and a table filled by hand (NewStatic, even empty) counts as
+// loaded.
+func TestRouterTableNeverLoaded(t *testing.T) {
+	baseline := &grpctest.Service{Name: "baseline"}
+	addr := start(t, baseline, serverOpts(t, grpcmw.TrustAll())...)
+	router := func(table *routes.Table, opts ...grpcmw.RouterOption) testpb.TestServiceClient {
+		r, err := grpcmw.NewRouter(dial(t, addr), table, "cart", append([]grpcmw.RouterOption{plaintext}, opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return testpb.NewTestServiceClient(r)
+	}
+	lastReason := func(log *auditLog, decision audit.Decision) string {
+		recs := log.Records()
+		if len(recs) == 0 || recs[len(recs)-1][audit.KeyDecision] != string(decision) {
+			t.Fatalf("audit %v, want a last %s record", recs, decision)
+		}
+		return recs[len(recs)-1][audit.KeyReason]
+	}
+
+	t.Run("fails closed", func(t *testing.T) {
+		log, logger := newAuditLog()
+		failing := routes.New() // given a source that never answered
+		if err := failing.Load(context.Background(), routes.SourceFunc(func(context.Context) ([]routes.Sandbox, error) {
+			return nil, errors.New("source down")
+		})); err == nil {
+			t.Fatal("Load from a failing source succeeded")
+		}
+		for name, table := range map[string]*routes.Table{"fresh": routes.New(), "source never synced": failing} {
+			client := router(table, grpcmw.WithLogger(logger))
+			before := baseline.Calls()
+			for _, k := range kinds {
+				_, err := call(inSandbox("feat-a"), client, k)
+				if status.Code(err) != codes.Unavailable || !errors.Is(err, grpcmw.ErrSandboxUnavailable) {
+					t.Fatalf("%s, %s: err = %v, want ErrSandboxUnavailable with code Unavailable", name, k, err)
+				}
+				if msg := status.Convert(err).Message(); !strings.Contains(msg, `sandbox "feat-a"`) || !strings.Contains(msg, "cart") {
+					t.Errorf("%s, %s: message %q does not name the sandbox and service", name, k, msg)
+				}
+				if r := lastReason(log, audit.Rejected); r != audit.ReasonNotSynced {
+					t.Errorf("%s, %s: reason %q, want %q", name, k, r, audit.ReasonNotSynced)
+				}
+			}
+			if n := baseline.Calls() - before; n != 0 {
+				t.Errorf("%s: the baseline served %d sandbox calls", name, n)
+			}
+			seen, err := call(context.Background(), client, unary)
+			if err != nil || seen.Server != "baseline" {
+				t.Errorf("%s: a call without a sandbox: %v, %v; want the baseline", name, seen, err)
+			}
+		}
+	})
+	t.Run("fallback", func(t *testing.T) {
+		log, logger := newAuditLog()
+		client := router(routes.New(), grpcmw.WithFallbackOnUnavailable(), grpcmw.WithLogger(logger))
+		for _, k := range kinds {
+			seen, err := call(inSandbox("feat-a"), client, k)
+			if err != nil || seen.Server != "baseline" || seen.Sandbox != "feat-a" {
+				t.Fatalf("%s: %v, %v; want the baseline with feat-a", k, seen, err)
+			}
+			if r := lastReason(log, audit.Fallback); r != audit.ReasonNotSynced {
+				t.Errorf("%s: reason %q, want %q", k, r, audit.ReasonNotSynced)
+			}
+		}
+	})
+	t.Run("static table is loaded", func(t *testing.T) {
+		log, logger := newAuditLog()
+		empty, err := routes.NewStatic(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		client := router(empty, grpcmw.WithLogger(logger))
+		seen, err := call(inSandbox("feat-a"), client, unary)
+		if err != nil || seen.Server != "baseline" {
+			t.Fatalf("%v, %v; want the baseline", seen, err)
+		}
+		if r := lastReason(log, audit.Fallback); r != audit.ReasonNotOverridden {
+			t.Errorf("reason %q, want %q", r, audit.ReasonNotOverridden)
+		}
+	})
+}

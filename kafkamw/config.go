@@ -256,10 +256,14 @@ func WithSkipCommitInterval(d time.Duration) ReaderOption {
 // not. One call of [Writer.WriteMessages] spends one token, whatever the
 // number of messages. Writes without a sandbox are not budgeted unless g's
 // settings give baseline traffic a budget. A nil g adds nothing, as in
-// httpmw and grpcmw.
+// httpmw and grpcmw; two different groups are an [ErrConfig] error.
 func WithBreaker(g *breaker.Group) WriterOption {
 	return writerOption(func(c *writerConfig) {
-		if g != nil {
+		switch {
+		case g == nil:
+		case c.breaker != nil && c.breaker != g:
+			c.fail(errors.New("WithBreaker: given twice with different groups"))
+		default:
 			c.breaker = g
 		}
 	})

@@ -13,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sandboxkit/sandboxkit/audit"
+	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -390,6 +391,11 @@ func TestNewWriterErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	kw := &kafka.Writer{Topic: "t"}
+	g1, g2 := breaker.NewGroup(breaker.Settings{}), breaker.NewGroup(breaker.Settings{})
+	// The same group twice, or with a nil one, is no conflict.
+	if w, err := kafkamw.NewWriter(kw, kafkamw.WithBreaker(g1), kafkamw.WithBreaker(nil), kafkamw.WithBreaker(g1)); err != nil || w == nil {
+		t.Errorf("NewWriter with one group given twice = %v, %v; want a writer", w, err)
+	}
 	for _, tc := range []struct {
 		name  string
 		w     *kafka.Writer
@@ -399,6 +405,8 @@ func TestNewWriterErrors(t *testing.T) {
 		{"nil writer", nil, nil, "kafka.Writer is nil"},
 		{"nil codec", kw, []kafkamw.WriterOption{kafkamw.WithCodec(nil)}, "WithCodec"},
 		{"two codecs", kw, []kafkamw.WriterOption{kafkamw.WithCodec(propagation.Default()), kafkamw.WithCodec(other)}, "WithCodec: given twice"},
+		{"two breaker groups", kw, []kafkamw.WriterOption{kafkamw.WithBreaker(g1), kafkamw.WithBreaker(g2)}, "WithBreaker: given twice"},
+		{"two breaker groups around a nil one", kw, []kafkamw.WriterOption{kafkamw.WithBreaker(g1), kafkamw.WithBreaker(nil), kafkamw.WithBreaker(g2)}, "WithBreaker: given twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w, err := kafkamw.NewWriter(tc.w, tc.opts...)
