@@ -43,7 +43,9 @@ const (
 	// Rejected: unreadable markers from a trusted source, or an invalid
 	// ticket, were refused (HTTP 400, gRPC InvalidArgument); the traffic
 	// went nowhere. Also a sandbox statement refused by a baseline guard
-	// (dbroute.Guard). Reason is the error.
+	// (dbroute.Guard), and a sandbox call a router refused because its
+	// route table has never loaded ([ReasonNotSynced]; HTTP 503, gRPC
+	// Unavailable). Reason is the error.
 	Rejected Decision = "rejected"
 	// Routed: sent to the sandbox's own upstream, topic or database (httpmw
 	// transport and proxy, grpcmw router, dbroute). Reason names it.
