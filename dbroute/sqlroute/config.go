@@ -62,6 +62,7 @@ type config struct {
 	idleTimeout time.Duration
 	openTimeout time.Duration
 	table       *routes.Table
+	nilTable    bool // WithRoutes(nil) was given
 	dbConfig    func(id string, db *sql.DB)
 	now         func() time.Time // tests: the clock of idle decisions
 }
@@ -88,6 +89,8 @@ func newRouterConfig(opts []RouterOption) (config, error) {
 		err = fmt.Errorf("WithOpenTimeout(%v): must be positive", c.openTimeout)
 	case c.now == nil:
 		err = errors.New("nil clock")
+	case c.nilTable:
+		err = errors.New("WithRoutes: nil route table")
 	}
 	if err != nil {
 		return c, fmt.Errorf("sqlroute: %w: %w", dbroute.ErrConfig, err)
@@ -139,9 +142,16 @@ func WithOpenTimeout(d time.Duration) RouterOption {
 
 // WithRoutes makes the [Router] resolve only sandboxes that exist in t
 // (not expired): any other sandbox gets [dbroute.ErrNoTestDatabase] and no
-// test database is created for it.
+// test database is created for it. A nil t is an error from [New]: it
+// would resolve every sandbox, not none.
 func WithRoutes(t *routes.Table) RouterOption {
-	return routerOption(func(c *config) { c.table = t })
+	return routerOption(func(c *config) {
+		if t == nil {
+			c.nilTable = true
+			return
+		}
+		c.table = t
+	})
 }
 
 // WithDBConfig lets f adjust each sandbox *sql.DB after the [Router] opens

@@ -199,6 +199,8 @@ func TestNewConfig(t *testing.T) {
 		"WithMaxPools(0)":  {w.baseline, w.provider, []sqlroute.RouterOption{sqlroute.WithMaxPools(0)}},
 		"WithIdleTimeout":  {w.baseline, w.provider, []sqlroute.RouterOption{sqlroute.WithIdleTimeout(-1)}},
 		"WithOpenTimeout0": {w.baseline, w.provider, []sqlroute.RouterOption{sqlroute.WithOpenTimeout(0)}},
+		// A nil table would resolve every sandbox, not none (as dbroute's).
+		"WithRoutes(nil)": {w.baseline, w.provider, []sqlroute.RouterOption{sqlroute.WithRoutes(nil)}},
 	}
 	for name, c := range cases {
 		if _, err := sqlroute.New(c.base, c.p, c.opts...); !errors.Is(err, dbroute.ErrConfig) {
