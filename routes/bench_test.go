@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -135,4 +138,43 @@ func BenchmarkLoadOne(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkLoad10k: a 10,000-sandbox document read from a file into a
+// fresh table (parse, validate, index), and the heap the loaded table
+// keeps (heap-B/table, after a GC, the document and its parse dropped).
+//
+//	go test ./routes -run '^$' -bench Load10k -benchtime 10x
+func BenchmarkLoad10k(b *testing.B) {
+	const n = 10000
+	sbs, _ := benchSandboxes(n)
+	doc, err := json.Marshal(routes.Document{Sandboxes: sbs})
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(b.TempDir(), "routes.json")
+	if err := os.WriteFile(path, doc, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	src := routes.File(path)
+	var kept []*routes.Table
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b.ReportAllocs()
+	for b.Loop() {
+		t := routes.New()
+		if err := t.Load(context.Background(), src); err != nil {
+			b.Fatal(err)
+		}
+		kept = append(kept, t)
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if _, ok := kept[len(kept)-1].Lookup(sbs[n/2].ID, "cart"); !ok {
+		b.Fatal("the loaded table has no route for a sandbox of the document")
+	}
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(len(kept)), "heap-B/table")
+	runtime.KeepAlive(kept)
 }
