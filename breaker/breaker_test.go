@@ -98,7 +98,7 @@ func TestStateMachine(t *testing.T) {
 	}
 	for _, r := range log.records(t) {
 		wantDecision := string(audit.Throttled)
-		if reason, _ := r[audit.KeyReason].(string); strings.HasSuffix(strings.Split(reason, ":")[0], "-> closed") {
+		if reason := r[audit.KeyReason]; strings.HasSuffix(strings.Split(reason, ":")[0], "-> closed") {
 			wantDecision = string(audit.Admitted)
 		}
 		if r[audit.KeyDecision] != wantDecision || r[audit.KeyID] != "pr-1" || r[audit.KeyActor] != "pr-1-owner" || r[audit.KeyTarget] != "payments" {

@@ -1,9 +1,7 @@
 package breaker_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"sync"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/breaker"
+	"github.com/sandboxkit/sandboxkit/internal/audit/audittest"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -30,42 +29,25 @@ func call(g *breaker.Group, ctx context.Context, outcome error) error {
 	return nil
 }
 
-// auditLog collects the audit records a group writes.
+// auditLog collects the audit records a group writes, through the one
+// audit-capture helper every package's tests use.
 type auditLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	once sync.Once
+	rec  *audittest.Recorder
+	l    *slog.Logger
 }
 
-func (a *auditLog) Write(p []byte) (int, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.buf.Write(p)
-}
+func (a *auditLog) init() { a.once.Do(func() { a.rec, a.l = audittest.New() }) }
 
-func (a *auditLog) logger() *slog.Logger { return slog.New(slog.NewJSONHandler(a, nil)) }
+func (a *auditLog) logger() *slog.Logger { a.init(); return a.l }
 
-func (a *auditLog) records(t *testing.T) []map[string]any {
-	t.Helper()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var out []map[string]any
-	dec := json.NewDecoder(bytes.NewReader(a.buf.Bytes()))
-	for dec.More() {
-		var m map[string]any
-		if err := dec.Decode(&m); err != nil {
-			t.Fatalf("audit record: %v", err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
+func (a *auditLog) records(*testing.T) []map[string]string { a.init(); return a.rec.Records() }
 
 func (a *auditLog) reasons(t *testing.T) []string {
 	t.Helper()
 	var out []string
 	for _, r := range a.records(t) {
-		s, _ := r[audit.KeyReason].(string)
-		out = append(out, s)
+		out = append(out, r[audit.KeyReason])
 	}
 	return out
 }

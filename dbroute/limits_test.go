@@ -1,10 +1,9 @@
 package dbroute_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"log/slog"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
+	"github.com/sandboxkit/sandboxkit/internal/audit/audittest"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
@@ -82,13 +82,7 @@ func TestPoolLimit(t *testing.T) {
 	}
 	p := &openCounter{Provider: static}
 	clk := clocktest.New()
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	logger := slog.New(slog.NewJSONHandler(writerFunc(func(b []byte) (int, error) {
-		logMu.Lock()
-		defer logMu.Unlock()
-		return logs.Write(b)
-	}), nil))
+	logs, logger := audittest.New()
 	rd := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))
 	t.Cleanup(func() { mp.Shutdown(context.Background()) })
@@ -120,10 +114,8 @@ func TestPoolLimit(t *testing.T) {
 	if got := poolLimitCounts(t, rd); got[dbroute.OutcomeWaited] != 1 || got[dbroute.OutcomeGaveUp] != 1 {
 		t.Errorf("pool limit metric = %v, want waited 1, gave_up 1", got)
 	}
-	logMu.Lock()
-	records := logs.String()
-	logMu.Unlock()
-	if !strings.Contains(records, decisionJSON(audit.Throttled)) || !strings.Contains(records, "WithMaxPools") {
+	records := logs.Records()
+	if n := count(records, audit.Throttled); n == 0 || !strings.Contains(fmt.Sprint(records), "WithMaxPools") {
 		t.Errorf("no throttled audit record for the wait:\n%s", records)
 	}
 
@@ -240,13 +232,7 @@ func TestGuardPerStatement(t *testing.T) {
 	cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{e.BaseSch}.Sanitize()
 	tracer := &countingTracer{}
 	cfg.ConnConfig.Tracer = tracer
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	logger := slog.New(slog.NewJSONHandler(writerFunc(func(b []byte) (int, error) {
-		logMu.Lock()
-		defer logMu.Unlock()
-		return logs.Write(b)
-	}), nil))
+	logs, logger := audittest.New()
 	dbroute.Guard(cfg, dbroute.WithLogger(logger))
 	base, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
@@ -350,12 +336,10 @@ func TestGuardPerStatement(t *testing.T) {
 	if _, err := base.Exec(sb, "SELECT 1"); !errors.Is(err, dbroute.ErrSandboxOnBaseline) {
 		t.Errorf("pool Exec: err = %v", err)
 	}
-	logMu.Lock()
-	out := logs.String()
-	logMu.Unlock()
+	out := logs.Records()
 	want := len(statements) + 1 + 2 + 1
-	if n := strings.Count(out, decisionJSON(audit.Rejected)); n != want || strings.Count(out, "\n") != want {
-		t.Errorf("%d rejected audit records (of %d), want %d:\n%s", n, strings.Count(out, "\n"), want, out)
+	if n := count(out, audit.Rejected); n != want || len(out) != want {
+		t.Errorf("%d rejected audit records (of %d), want %d:\n%v", n, len(out), want, out)
 	}
 }
 
@@ -427,7 +411,13 @@ func TestErrorClasses(t *testing.T) {
 	isOnly("later use (Query)", err, dbroute.ErrUnavailable)
 }
 
-// decisionJSON is the decision attribute of a JSON audit record.
-func decisionJSON(d audit.Decision) string {
-	return `"` + audit.KeyDecision + `":"` + string(d) + `"`
+// count returns how many of recs have decision d.
+func count(recs []map[string]string, d audit.Decision) int {
+	n := 0
+	for _, r := range recs {
+		if r[audit.KeyDecision] == string(d) {
+			n++
+		}
+	}
+	return n
 }

@@ -1,14 +1,11 @@
 package dbroute_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"log/slog"
+	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +15,7 @@ import (
 	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
+	"github.com/sandboxkit/sandboxkit/internal/audit/audittest"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
@@ -273,13 +271,7 @@ func TestRouterAllocations(t *testing.T) {
 }
 
 func TestRouterAudit(t *testing.T) {
-	var mu sync.Mutex
-	var buf bytes.Buffer
-	logger := slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return buf.Write(p)
-	}), nil))
+	rec, logger := audittest.New()
 	provider, err := dbroute.Static(map[string]string{"pr-1": "postgres://tester:s3cret@127.0.0.1:1/testdb"})
 	if err != nil {
 		t.Fatal(err)
@@ -294,26 +286,17 @@ func TestRouterAudit(t *testing.T) {
 	r.Pool(pgtest.SandboxCtx("pr-1")) // warm: no record
 	r.Pool(pgtest.SandboxCtx("pr-2"))
 
-	mu.Lock()
-	out := buf.String()
-	mu.Unlock()
+	recs := rec.Records()
+	out := fmt.Sprint(recs)
 	if strings.Contains(out, "s3cret") {
 		t.Errorf("audit record leaks the password: %s", out)
-	}
-	var recs []map[string]any
-	for line := range strings.Lines(out) {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatal(err)
-		}
-		recs = append(recs, m)
 	}
 	if len(recs) != 2 {
 		t.Fatalf("%d records, want 2:\n%s", len(recs), out)
 	}
 	for i, want := range []map[string]string{
-		{audit.KeyDecision: string(audit.Routed), audit.KeyID: "pr-1", audit.KeyActor: "alice", audit.KeyProtocol: audit.SQL, audit.KeyTarget: "127.0.0.1:1/testdb", slog.LevelKey: "INFO"},
-		{audit.KeyDecision: string(audit.Rejected), audit.KeyID: "pr-2", audit.KeyProtocol: audit.SQL, slog.LevelKey: "WARN"},
+		{audit.KeyDecision: string(audit.Routed), audit.KeyID: "pr-1", audit.KeyActor: "alice", audit.KeyProtocol: audit.SQL, audit.KeyTarget: "127.0.0.1:1/testdb", "level": "INFO"},
+		{audit.KeyDecision: string(audit.Rejected), audit.KeyID: "pr-2", audit.KeyProtocol: audit.SQL, "level": "WARN"},
 	} {
 		for k, v := range want {
 			if recs[i][k] != v {
@@ -321,14 +304,10 @@ func TestRouterAudit(t *testing.T) {
 			}
 		}
 	}
-	if reason, _ := recs[1][audit.KeyReason].(string); !strings.Contains(reason, "no test database") {
+	if reason := recs[1][audit.KeyReason]; !strings.Contains(reason, "no test database") {
 		t.Errorf("rejected record reason = %v", recs[1][audit.KeyReason])
 	}
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func TestRouterClose(t *testing.T) {
 	provider, err := dbroute.Static(map[string]string{"pr-1": "postgres://nobody@127.0.0.1:1/test"})
