@@ -125,6 +125,12 @@ func (f *fileStore) change(_ context.Context, id string, fn func(routes.Sandbox,
 		tmp.Close()
 		return err
 	}
+	// Without a sync the rename can reach the disk before the data: a
+	// crash would then leave PATH empty or truncated instead of old.
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
