@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -97,17 +98,43 @@ func (f *fileSource) fetchDoc(_ context.Context, have *parsedDoc) (*parsedDoc, e
 }
 
 // refresh brings f.doc up to date with the file.
+//
+// A read that races the kubelet's swap of a ConfigMap volume can follow
+// the old ..data link into the directory the kubelet removes right after
+// the swap, and find no file: refresh then tries again, through the new
+// link. A file that stays missing is an error.
 func (f *fileSource) refresh() error {
-	fi, err := os.Stat(f.path) // follows the links
+	var err error
+	for range 3 {
+		if err = f.refreshOnce(); !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return err
+}
+
+func (f *fileSource) refreshOnce() error {
+	// Stat the file opened, not the path: the links may be swapped
+	// between a stat and a read, and what is cached must be what was
+	// read.
+	file, err := os.Open(f.path) // follows the links
 	if err != nil {
 		return fmt.Errorf("routes: %w", err)
+	}
+	defer file.Close()
+	fi, err := file.Stat()
+	if err != nil {
+		return fmt.Errorf("routes: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("routes: %s is not a regular file (%v)", f.path, fi.Mode().Type())
 	}
 	if f.doc != nil && os.SameFile(fi, f.fi) && fi.Size() == f.fi.Size() && fi.ModTime().Equal(f.fi.ModTime()) {
 		return nil
 	}
-	b, err := os.ReadFile(f.path)
+	b, err := io.ReadAll(file)
 	if err != nil {
-		return fmt.Errorf("routes: %w", err)
+		return fmt.Errorf("routes: reading %s: %w", f.path, err)
 	}
 	if f.doc != nil && bytes.Equal(b, f.content) {
 		f.fi = fi
