@@ -177,7 +177,9 @@ const (
 // read, and a 304 answer means that document. A 304 to a request that
 // carried neither is an error. Any status other than 200 and 304 is an
 // error, as is a body over [MaxDocumentSize] or a document that
-// [ParseDocument] rejects.
+// [ParseDocument] rejects. The default client follows redirects only on
+// the server of url (same scheme, host and port); a redirect to another
+// server is an error.
 func HTTP(url string, client *http.Client) Source {
 	if client == nil {
 		client = newHTTPClient()
@@ -190,7 +192,8 @@ func HTTP(url string, client *http.Client) Source {
 func newHTTPClient() *http.Client {
 	dialer := &net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: 30 * time.Second}
 	return &http.Client{
-		Timeout: DefaultFetchTimeout,
+		Timeout:       DefaultFetchTimeout,
+		CheckRedirect: sameOrigin,
 		Transport: &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           dialer.DialContext,
@@ -202,6 +205,20 @@ func newHTTPClient() *http.Client {
 			IdleConnTimeout:       90 * time.Second,
 		},
 	}
+}
+
+// sameOrigin lets the default client follow a redirect only to the server
+// (scheme, host and port) of the first request: the route table decides
+// where sandbox traffic goes, and is read only from where it was
+// configured.
+func sameOrigin(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if from := via[0].URL; req.URL.Scheme != from.Scheme || req.URL.Host != from.Host {
+		return fmt.Errorf("refusing a redirect from %s://%s to another server, %s://%s", from.Scheme, from.Host, req.URL.Scheme, req.URL.Host)
+	}
+	return nil
 }
 
 type httpSource struct {
