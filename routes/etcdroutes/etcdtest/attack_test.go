@@ -17,18 +17,29 @@ import (
 	"github.com/sandboxkit/sandboxkit/routes/etcdroutes"
 )
 
+// bothModes runs test with progress notifications and with proofs by
+// reading (what servers too old for notifications get).
+func bothModes(t *testing.T, test func(t *testing.T, mode []etcdroutes.Option)) {
+	t.Run("progress notifications", func(t *testing.T) { test(t, nil) })
+	t.Run("proof by reading", func(t *testing.T) { test(t, []etcdroutes.Option{etcdroutes.ProveByReading()}) })
+}
+
 // TestWipedStore: etcd comes back empty (its data lost, or restored
 // from nothing), so its revisions start over below the ones the watch has
 // seen. The table must not call itself synced with the sandboxes of the
 // old store: it reads the new one afresh.
 func TestWipedStore(t *testing.T) {
+	bothModes(t, testWipedStore)
+}
+
+func testWipedStore(t *testing.T, mode []etcdroutes.Option) {
 	srv := startServer(t)
 	c := client(t, srv.Endpoint())
 	for i := range 20 { // revisions the new store will not reach soon
 		put(t, c, sandbox(fmt.Sprintf("pr-%d", i), "h:1"))
 	}
 	tbl := routes.New()
-	syncing(t, source(t, c), tbl)
+	syncing(t, source(t, c, mode...), tbl)
 	synced(t, tbl)
 
 	if err := srv.Wipe(); err != nil {
@@ -47,11 +58,15 @@ func TestWipedStore(t *testing.T) {
 // (no compaction: the watch resumes where it was) is gone once the table
 // is synced again.
 func TestDeleteWhileDisconnected(t *testing.T) {
+	bothModes(t, testDeleteWhileDisconnected)
+}
+
+func testDeleteWhileDisconnected(t *testing.T, mode []etcdroutes.Option) {
 	direct, proxy, viaProxy := proxied(t)
 	put(t, direct, sandbox("pr-a", "h:1"))
 	put(t, direct, sandbox("pr-b", "h:1"))
 	tbl := routes.New()
-	syncing(t, source(t, viaProxy), tbl)
+	syncing(t, source(t, viaProxy, mode...), tbl)
 	synced(t, tbl)
 
 	proxy.Freeze()

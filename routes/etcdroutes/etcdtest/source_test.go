@@ -217,11 +217,15 @@ func proxied(t *testing.T) (direct *clientv3.Client, proxy *etcdtest.Proxy, viaP
 // TestCompaction: a watch that falls behind a compaction is answered by a
 // fresh read, which also removes what was deleted meanwhile.
 func TestCompaction(t *testing.T) {
+	bothModes(t, testCompaction)
+}
+
+func testCompaction(t *testing.T, mode []etcdroutes.Option) {
 	direct, proxy, viaProxy := proxied(t)
 	put(t, direct, sandbox("pr-a", "h:1"))
 	put(t, direct, sandbox("pr-b", "h:1"))
 	tbl := routes.New()
-	syncing(t, source(t, viaProxy), tbl)
+	syncing(t, source(t, viaProxy, mode...), tbl)
 	synced(t, tbl)
 
 	proxy.Freeze()
@@ -249,11 +253,15 @@ func TestCompaction(t *testing.T) {
 // its SyncedAt, and Err says the store is failing; after the restart it
 // follows the store again.
 func TestServerRestart(t *testing.T) {
+	bothModes(t, testServerRestart)
+}
+
+func testServerRestart(t *testing.T, mode []etcdroutes.Option) {
 	srv := startServer(t)
 	c := client(t, srv.Endpoint())
 	put(t, c, sandbox("pr-1", "h:1"))
 	tbl := routes.New()
-	syncing(t, source(t, c), tbl)
+	syncing(t, source(t, c, mode...), tbl)
 	synced(t, tbl)
 
 	srv.Stop()
@@ -283,14 +291,18 @@ func TestServerRestart(t *testing.T) {
 // nothing is a failure once the timeout passes: the table keeps its last
 // good content, SyncedAt stays before the freeze, and Err says so.
 func TestFrozenServer(t *testing.T) {
+	bothModes(t, testFrozenServer)
+}
+
+func testFrozenServer(t *testing.T, mode []etcdroutes.Option) {
 	direct, proxy, viaProxy := proxied(t)
 	put(t, direct, sandbox("pr-1", "h:1"))
 	tbl := routes.New()
 	var reported sync.Once
 	errs := make(chan error, 1)
-	syncing(t, source(t, viaProxy, etcdroutes.Timeout(300*time.Millisecond), etcdroutes.OnError(func(err error) {
+	syncing(t, source(t, viaProxy, append(mode, etcdroutes.Timeout(300*time.Millisecond), etcdroutes.OnError(func(err error) {
 		reported.Do(func() { errs <- err })
-	})), tbl)
+	}))...), tbl)
 	synced(t, tbl)
 
 	proxy.Freeze()
