@@ -75,12 +75,13 @@ func OnError(f func(error)) Option {
 // which of them changed since the last revision the watch delivered,
 // instead of asking for a progress notification. Such a read costs the
 // store a pass over the prefix's keys, where a progress request costs
-// nothing. Sync chooses it by itself for a session where an endpoint runs
-// an etcd older than 3.4.38, 3.5.22 or 3.6.2 (or does not say its
-// version), whose notifications can run ahead of the events
-// ([ProgressNotifyTrusted]); use it where a proxy between the client and
-// etcd (such as the gRPC proxy) hides the servers' versions or
-// notifications.
+// nothing. Without this option each session proves by reading until every
+// endpoint of the client has said it runs an etcd whose notifications can
+// be trusted ([ProgressNotifyTrusted]: 3.4.38, 3.5.22, 3.6.2 or later),
+// and for good where one runs an older etcd; while an endpoint does not
+// answer, it asks again every [MaxBackoff]. Use the option where a proxy
+// between the client and etcd (such as the gRPC proxy) hides the
+// servers' versions or notifications.
 func ProveByReading() Option {
 	return optionFunc(func(c *config) { c.byReading = true })
 }

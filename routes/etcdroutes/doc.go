@@ -38,10 +38,11 @@
 // A progress notification proves this only on an etcd that sends it after
 // the events it covers: 3.4.38, 3.5.22, 3.6.2 and later (etcd issues 15220
 // and 20221; [ProgressNotifyTrusted]). Each session asks every endpoint of
-// the client for its version, and where one is older or does not answer,
-// Sync proves by reading instead ([ProveByReading]): at the current
-// revision, the number of keys under the prefix and the keys changed since
-// the watch's revision, a pass over the prefix per proof.
+// the client for its version, and until all have answered with such a
+// version (for good where one is older) Sync proves by reading instead
+// ([ProveByReading]): at the current revision, the number of keys under
+// the prefix and the keys changed since the watch's revision, a pass over
+// the prefix per proof.
 //
 // A store whose revision goes back, or whose cluster ID changes (etcd
 // restored from a backup or started over empty), is not the one the watch

@@ -175,13 +175,45 @@ func (s *Source) session(ctx context.Context, table *routes.Table, connected fun
 		}
 	}()
 	w := &watch{s: s, table: table, seen: rev, cluster: l.cluster, keys: l.keys, bad: map[string]error{}}
-	w.byProgress = !s.cfg.byReading && s.progressTrusted(ctx)
+	// Prove by reading until every endpoint has said it runs an etcd
+	// whose progress notifications can be trusted. Ask aside, so that a
+	// member that does not answer delays nothing, and ask again later
+	// while one does not.
+	var (
+		versions = make(chan versionCheck, 1)
+		asking   = !s.cfg.byReading
+		recheck  *time.Timer
+		again    <-chan time.Time
+	)
+	ask := func() { go func() { versions <- s.progressTrusted(wctx) }() }
+	if asking {
+		ask()
+	}
+	defer func() {
+		if asking {
+			cancel() // the session is over: stop asking
+			<-versions
+		}
+		if recheck != nil {
+			recheck.Stop()
+		}
+	}()
 	ticker := time.NewTicker(s.cfg.every)
 	defer ticker.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case v := <-versions:
+			asking = false
+			w.byProgress = v.trusted
+			if !v.known {
+				recheck = time.NewTimer(s.cfg.spread(s.cfg.maxBackoff))
+				again = recheck.C
+			}
+		case <-again:
+			again, asking = nil, true
+			ask()
 		case events = <-started:
 		case resp, ok := <-events:
 			if !ok {
@@ -371,29 +403,46 @@ func (w *watch) prove(wctx context.Context) error {
 	return nil
 }
 
-// progressTrusted reports whether every endpoint of the client runs an
-// etcd whose progress notifications prove that the watch delivered every
-// event up to their revision (see [ProveByReading]). An endpoint that does
-// not say its version counts as one whose notifications cannot be trusted.
-func (s *Source) progressTrusted(ctx context.Context) bool {
+// versionCheck is what the endpoints said of their versions.
+type versionCheck struct {
+	trusted bool // every endpoint runs an etcd whose notifications prove
+	known   bool // every endpoint answered
+}
+
+// progressTrusted asks every endpoint of the client which etcd it runs,
+// and reports whether all of them send progress notifications that prove
+// the watch delivered every event up to their revision (see
+// [ProgressNotifyTrusted]). An endpoint that does not answer makes the
+// answer unknown, and untrusted.
+func (s *Source) progressTrusted(ctx context.Context) versionCheck {
 	eps := s.client.Endpoints()
 	if len(eps) == 0 {
-		return false
+		return versionCheck{}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.timeout)
 	defer cancel()
-	ok := make(chan bool, len(eps))
+	type answer struct {
+		version string
+		err     error
+	}
+	answers := make(chan answer, len(eps))
 	for _, ep := range eps {
 		go func() {
 			resp, err := s.client.Status(ctx, ep)
-			ok <- err == nil && ProgressNotifyTrusted(resp.Version)
+			if err != nil {
+				answers <- answer{err: err}
+				return
+			}
+			answers <- answer{version: resp.Version}
 		}()
 	}
-	all := true
+	v := versionCheck{trusted: true, known: true}
 	for range eps {
-		all = <-ok && all
+		a := <-answers
+		v.known = v.known && a.err == nil
+		v.trusted = v.trusted && a.err == nil && ProgressNotifyTrusted(a.version)
 	}
-	return all
+	return v
 }
 
 // ProgressNotifyTrusted reports whether etcd server version v sends a

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -207,4 +208,18 @@ func TestHugeValue(t *testing.T) {
 	if up, _ := tbl.Lookup("pr-big", fmt.Sprintf("service-4999-%s", strings.Repeat("x", 200))); up != "h:6999" {
 		t.Fatalf("the last route of the huge value: %q", up)
 	}
+}
+
+// TestDeadEndpoint: one endpoint of the client never answers, so its
+// etcd version is unknown and the session proves by reading; the table is
+// still synced, and never ahead of the store.
+func TestDeadEndpoint(t *testing.T) {
+	srv := startServer(t)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close() // connections to it are refused
+	syncedMeansSynced(t, client(t, srv.Endpoint(), deadAddr), nil)
 }

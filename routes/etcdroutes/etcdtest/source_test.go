@@ -38,9 +38,9 @@ func startServer(t testing.TB) *etcdtest.Server {
 	return srv
 }
 
-func client(t testing.TB, endpoint string) *clientv3.Client {
+func client(t testing.TB, endpoints ...string) *clientv3.Client {
 	t.Helper()
-	c, err := etcdtest.Client(endpoint)
+	c, err := etcdtest.Client(endpoints...)
 	if err != nil {
 		t.Fatal(err)
 	}
