@@ -223,3 +223,21 @@ func TestDeadEndpoint(t *testing.T) {
 	dead.Close() // connections to it are refused
 	syncedMeansSynced(t, client(t, srv.Endpoint(), deadAddr), nil)
 }
+
+// TestFrozenFromStart: a table whose store hangs from the start stays
+// synced up to nothing, and empty, with Err set, until the store answers.
+func TestFrozenFromStart(t *testing.T) {
+	bothModes(t, func(t *testing.T, mode []etcdroutes.Option) {
+		direct, proxy, viaProxy := proxied(t)
+		put(t, direct, sandbox("pr-1", "h:1"))
+		proxy.Freeze()
+		tbl := routes.New()
+		syncing(t, source(t, viaProxy, append(mode, etcdroutes.Timeout(300*time.Millisecond))...), tbl)
+		waitFor(t, "Err while the store hangs", func() bool { return tbl.Err() != nil })
+		if !tbl.SyncedAt().IsZero() || len(tbl.Sandboxes()) != 0 {
+			t.Fatalf("frozen from the start: SyncedAt %v, %d sandboxes", tbl.SyncedAt(), len(tbl.Sandboxes()))
+		}
+		proxy.Thaw()
+		settled(t, tbl, "pr-1", "h:1", "after thawing")
+	})
+}
