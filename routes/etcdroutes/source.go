@@ -248,6 +248,10 @@ type watch struct {
 	// byProgress: the server's progress notifications prove the watch
 	// caught up. Otherwise a read of the keys changed since seen does.
 	byProgress bool
+	// netZero: a read proved that the store at this revision is what it
+	// was at seen, so that the events up to it, still on their way,
+	// cancel out (a put and a delete of the same key).
+	netZero int64
 }
 
 // apply applies a watch response: its events, coalesced per key, then what
@@ -256,6 +260,12 @@ func (w *watch) apply(resp *clientv3.WatchResponse) {
 	if len(resp.Events) > 0 {
 		last := map[string]*clientv3.Event{}
 		for _, ev := range resp.Events {
+			if ev.Kv.ModRevision <= w.netZero {
+				// Proved by reading to cancel out: applying it would
+				// take the table back to an older state of the store
+				// after SyncedAt moved past it.
+				continue
+			}
 			last[string(ev.Kv.Key)] = ev
 			w.seen = max(w.seen, ev.Kv.ModRevision)
 			switch {
@@ -290,7 +300,9 @@ func (w *watch) apply(resp *clientv3.WatchResponse) {
 				w.bad[puts[0].ID] = err
 			}
 		}
-		w.table.Remove(dels...)
+		if len(dels) > 0 {
+			w.table.Remove(dels...)
+		}
 		if len(w.bad) > 0 {
 			w.s.fail(w.table, w.s.cfg.now(), w.badErr())
 		}
@@ -384,6 +396,7 @@ func (w *watch) prove(wctx context.Context) error {
 		return errStoreReset
 	}
 	if caughtUp {
+		w.netZero = max(w.netZero, rev)
 		w.seen = rev
 	}
 	w.pending = append(w.pending, proof{at: at, rev: rev})
