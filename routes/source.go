@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -97,17 +98,43 @@ func (f *fileSource) fetchDoc(_ context.Context, have *parsedDoc) (*parsedDoc, e
 }
 
 // refresh brings f.doc up to date with the file.
+//
+// A read that races the kubelet's swap of a ConfigMap volume can follow
+// the old ..data link into the directory the kubelet removes right after
+// the swap, and find no file: refresh then tries again, through the new
+// link. A file that stays missing is an error.
 func (f *fileSource) refresh() error {
-	fi, err := os.Stat(f.path) // follows the links
+	var err error
+	for range 3 {
+		if err = f.refreshOnce(); !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return err
+}
+
+func (f *fileSource) refreshOnce() error {
+	// Stat the file opened, not the path: the links may be swapped
+	// between a stat and a read, and what is cached must be what was
+	// read.
+	file, err := os.Open(f.path) // follows the links
 	if err != nil {
 		return fmt.Errorf("routes: %w", err)
+	}
+	defer file.Close()
+	fi, err := file.Stat()
+	if err != nil {
+		return fmt.Errorf("routes: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("routes: %s is not a regular file (%v)", f.path, fi.Mode().Type())
 	}
 	if f.doc != nil && os.SameFile(fi, f.fi) && fi.Size() == f.fi.Size() && fi.ModTime().Equal(f.fi.ModTime()) {
 		return nil
 	}
-	b, err := os.ReadFile(f.path)
+	b, err := io.ReadAll(file)
 	if err != nil {
-		return fmt.Errorf("routes: %w", err)
+		return fmt.Errorf("routes: reading %s: %w", f.path, err)
 	}
 	if f.doc != nil && bytes.Equal(b, f.content) {
 		f.fi = fi
@@ -150,7 +177,9 @@ const (
 // read, and a 304 answer means that document. A 304 to a request that
 // carried neither is an error. Any status other than 200 and 304 is an
 // error, as is a body over [MaxDocumentSize] or a document that
-// [ParseDocument] rejects.
+// [ParseDocument] rejects. The default client follows redirects only on
+// the server of url (same scheme, host and port); a redirect to another
+// server is an error.
 func HTTP(url string, client *http.Client) Source {
 	if client == nil {
 		client = newHTTPClient()
@@ -163,7 +192,8 @@ func HTTP(url string, client *http.Client) Source {
 func newHTTPClient() *http.Client {
 	dialer := &net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: 30 * time.Second}
 	return &http.Client{
-		Timeout: DefaultFetchTimeout,
+		Timeout:       DefaultFetchTimeout,
+		CheckRedirect: sameOrigin,
 		Transport: &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           dialer.DialContext,
@@ -175,6 +205,20 @@ func newHTTPClient() *http.Client {
 			IdleConnTimeout:       90 * time.Second,
 		},
 	}
+}
+
+// sameOrigin lets the default client follow a redirect only to the server
+// (scheme, host and port) of the first request: the route table decides
+// where sandbox traffic goes, and is read only from where it was
+// configured.
+func sameOrigin(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if from := via[0].URL; req.URL.Scheme != from.Scheme || req.URL.Host != from.Host {
+		return fmt.Errorf("refusing a redirect from %s://%s to another server, %s://%s", from.Scheme, from.Host, req.URL.Scheme, req.URL.Host)
+	}
+	return nil
 }
 
 type httpSource struct {

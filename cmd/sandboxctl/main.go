@@ -5,7 +5,7 @@
 //
 // Usage:
 //
-//	sandboxctl [-store SPEC] [-json] [-margin 5s] COMMAND [ID] [flags]
+//	sandboxctl [-store SPEC] [-json] [-margin 5s] [-timeout 15s] COMMAND [ID] [flags]
 //
 //	create ID -actor A [-origin O] [-ttl 72h] [-database DSN] [-service name=upstream]...
 //	route  ID -service name=upstream...      add or re-point routes of a sandbox
@@ -33,7 +33,8 @@
 //
 // # Output and exit status
 //
-// -json prints one JSON value per command. The exit status is 0 on
+// -json prints one JSON value per command, an error as {"error":
+// message, "exit": status} (on stderr as text too). The exit status is 0 on
 // success, 1 when the store fails, 2 for a usage error, 3 when the
 // sandbox does not exist, 4 when create finds it exists already. create
 // prints the sandboxticket command that signs tickets for the sandbox.
@@ -52,6 +53,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
 
@@ -70,30 +72,42 @@ var (
 	errUsage    = errors.New("usage")
 	errNotFound = errors.New("no such sandbox")
 	errExists   = errors.New("sandbox exists")
+	// errKeep, from the function given to store.change, leaves the
+	// sandbox as it is.
+	errKeep = errors.New("keep")
 )
 
 func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Getenv, time.Now, os.Stdout, os.Stderr))
 }
 
-// run runs sandboxctl with args and returns its exit status.
+// run runs sandboxctl with args and returns its exit status. An error
+// goes to stderr, and with -json also to stdout as {"error": message,
+// "exit": status}, so that a CI job reading stdout sees every outcome.
 func run(ctx context.Context, args []string, getenv func(string) string, now func() time.Time, stdout, stderr io.Writer) int {
-	err := runErr(ctx, args, getenv, now, stdout, stderr)
+	var asJSON bool
+	err := runErr(ctx, args, getenv, now, stdout, stderr, &asJSON)
+	code := exitFailed
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return exitOK
 	case errors.Is(err, errUsage):
-		fmt.Fprintln(stderr, "sandboxctl:", err)
-		return exitUsage
+		code = exitUsage
 	case errors.Is(err, errNotFound):
-		fmt.Fprintln(stderr, "sandboxctl:", err)
-		return exitNotFound
+		code = exitNotFound
 	case errors.Is(err, errExists):
-		fmt.Fprintln(stderr, "sandboxctl:", err)
-		return exitExists
+		code = exitExists
 	}
 	fmt.Fprintln(stderr, "sandboxctl:", err)
-	return exitFailed
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(struct {
+			Error string `json:"error"`
+			Exit  int    `json:"exit"`
+		}{err.Error(), code})
+	}
+	return code
 }
 
 type cli struct {
@@ -105,12 +119,13 @@ type cli struct {
 	errOut io.Writer
 }
 
-func runErr(ctx context.Context, args []string, getenv func(string) string, now func() time.Time, stdout, stderr io.Writer) error {
+func runErr(ctx context.Context, args []string, getenv func(string) string, now func() time.Time, stdout, stderr io.Writer, asJSON *bool) error {
 	fs := flag.NewFlagSet("sandboxctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	spec := fs.String("store", getenv("SANDBOXCTL_STORE"), "file:PATH or etcd://host:port/prefix/ (default $SANDBOXCTL_STORE)")
-	asJSON := fs.Bool("json", false, "print JSON")
+	fs.BoolVar(asJSON, "json", false, "print JSON, errors included")
 	margin := fs.Duration("margin", 5*time.Second, "how long after the command the routes it stamps start or stop")
+	timeout := fs.Duration("timeout", 15*time.Second, "give up on a store that does not answer within this")
 	if err := fs.Parse(args); err != nil {
 		return usage(err)
 	}
@@ -119,6 +134,9 @@ func runErr(ctx context.Context, args []string, getenv func(string) string, now 
 	}
 	if *margin < 0 {
 		return fmt.Errorf("%w: -margin must not be negative", errUsage)
+	}
+	if *timeout <= 0 {
+		return fmt.Errorf("%w: -timeout must be positive", errUsage)
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	if *spec == "" {
@@ -130,7 +148,7 @@ func runErr(ctx context.Context, args []string, getenv func(string) string, now 
 	}
 	defer st.close()
 	c := &cli{store: st, json: *asJSON, margin: *margin, now: now(), out: stdout, errOut: stderr}
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	switch cmd {
 	case "create":
@@ -207,6 +225,9 @@ func parseID(fs *flag.FlagSet, args []string) (string, error) {
 	if fs.NArg() > 0 {
 		return "", fmt.Errorf("%w: %s: unexpected %q", errUsage, fs.Name(), fs.Arg(0))
 	}
+	if err := propagation.ValidateID(args[0]); err != nil {
+		return "", fmt.Errorf("%w: %s: %w", errUsage, fs.Name(), err)
+	}
 	return args[0], nil
 }
 
@@ -228,8 +249,8 @@ func (c *cli) create(ctx context.Context, args []string) error {
 	if *actor == "" {
 		return fmt.Errorf("%w: create: -actor is required", errUsage)
 	}
-	if *ttl <= 0 {
-		return fmt.Errorf("%w: create: -ttl must be positive", errUsage)
+	if *ttl <= c.margin {
+		return fmt.Errorf("%w: create: -ttl %v must be longer than -margin %v, or the sandbox expires before its routes start", errUsage, *ttl, c.margin)
 	}
 	at := c.at()
 	sb := routes.Sandbox{
@@ -374,8 +395,8 @@ func (c *cli) extend(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *ttl <= 0 {
-		return fmt.Errorf("%w: extend: -ttl must be positive", errUsage)
+	if *ttl <= c.margin {
+		return fmt.Errorf("%w: extend: -ttl %v must be longer than -margin %v: a sandbox ends margin after the command at the earliest (use remove)", errUsage, *ttl, c.margin)
 	}
 	var out routes.Sandbox
 	err = c.store.change(ctx, id, func(sb routes.Sandbox, ok bool) (*routes.Sandbox, error) {
@@ -452,16 +473,20 @@ func (c *cli) purge(ctx context.Context, args []string) error {
 		if sb.Expires.IsZero() || sb.Expires.After(cutoff) {
 			continue
 		}
+		var did bool // by the last try: the etcd store may try again
 		err := c.store.change(ctx, sb.ID, func(cur routes.Sandbox, ok bool) (*routes.Sandbox, error) {
-			if !ok || cur.Expires.IsZero() || cur.Expires.After(cutoff) {
-				return &cur, nil // changed meanwhile: keep it
+			did = ok && !cur.Expires.IsZero() && !cur.Expires.After(cutoff)
+			if !did {
+				return nil, errKeep // purged or changed meanwhile
 			}
 			return nil, nil
 		})
 		if err != nil {
 			return err
 		}
-		purged = append(purged, sb.ID)
+		if did {
+			purged = append(purged, sb.ID)
+		}
 	}
 	if c.json {
 		return c.print(struct {
@@ -475,9 +500,11 @@ func (c *cli) purge(ctx context.Context, args []string) error {
 }
 
 // gone reports whether sb has expired by the time the command's stamps
-// name.
+// name: a sandbox removed less than a margin ago is gone already, and
+// extending it or routing it anew would revive a sandbox whose routes
+// have ended.
 func (c *cli) gone(sb routes.Sandbox) bool {
-	return !sb.Expires.IsZero() && !sb.Expires.After(c.now)
+	return !sb.Expires.IsZero() && !sb.Expires.After(c.at())
 }
 
 func (c *cli) report(verb string, sb routes.Sandbox) error {

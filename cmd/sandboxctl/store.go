@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/sandboxkit/sandboxkit/routes"
 	"github.com/sandboxkit/sandboxkit/routes/etcdroutes"
@@ -18,7 +19,7 @@ import (
 
 // A store holds the sandboxes. change applies f to sandbox id atomically:
 // f gets the sandbox (ok false when there is none) and returns what to
-// store, nil to delete it.
+// store, nil to delete it, or errKeep to leave the store as it is.
 type store interface {
 	list(ctx context.Context) ([]routes.Sandbox, error)
 	change(ctx context.Context, id string, f func(sb routes.Sandbox, ok bool) (*routes.Sandbox, error)) error
@@ -34,19 +35,26 @@ func openStore(spec string) (store, error) {
 	case strings.HasPrefix(spec, "etcd://"):
 		rest := strings.TrimPrefix(spec, "etcd://")
 		hosts, prefix, ok := strings.Cut(rest, "/")
-		if !ok || hosts == "" || prefix == "" {
+		if !ok || hosts == "" || strings.Trim(prefix, "/") == "" {
 			return nil, fmt.Errorf("%w: store %q: want etcd://host:port[,host:port]/prefix/", errUsage, spec)
 		}
-		c, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(hosts, ","), DialTimeout: dialTimeout})
+		// The tables watch a prefix that ends with a slash; without it
+		// the keys would be written beside theirs ("/routespr-1").
+		if !strings.HasSuffix(prefix, "/") {
+			prefix += "/"
+		}
+		// The client's own log would mix JSON lines into the command's
+		// error output: the errors sandboxctl returns say what failed.
+		c, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(hosts, ","), DialTimeout: dialTimeout, Logger: zap.NewNop()})
 		if err != nil {
 			return nil, err
 		}
 		src, err := etcdroutes.New(c, "/"+prefix)
 		if err != nil {
 			c.Close()
-			return nil, err
+			return nil, fmt.Errorf("%w: store %q: %w", errUsage, spec, err)
 		}
-		return &etcdStore{c: c, src: src}, nil
+		return &etcdStore{c: c, src: src, hosts: hosts}, nil
 	}
 	return nil, fmt.Errorf("%w: store %q: want file:PATH or etcd://host:port/prefix/", errUsage, spec)
 }
@@ -92,6 +100,9 @@ func (f *fileStore) change(_ context.Context, id string, fn func(routes.Sandbox,
 		cur = sbs[i]
 	}
 	next, err := fn(cur, i >= 0)
+	if errors.Is(err, errKeep) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -134,14 +145,40 @@ func (f *fileStore) change(_ context.Context, id string, fn func(routes.Sandbox,
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), f.path)
+	if err := os.Rename(tmp.Name(), f.path); err != nil {
+		return err
+	}
+	// The rename lives in the directory: until the directory is synced, a
+	// crash can bring back the old document after sandboxctl reported
+	// the change (and CI went on).
+	return syncDir(filepath.Dir(f.path))
+}
+
+// syncDir flushes the directory dir, so that a rename in it survives a
+// crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // etcdStore is one key per sandbox in etcd (see etcdroutes), changed with
 // a transaction conditional on the key's revision.
 type etcdStore struct {
-	c   *clientv3.Client
-	src *etcdroutes.Source
+	c     *clientv3.Client
+	src   *etcdroutes.Source
+	hosts string
+}
+
+// wrap names the store in err.
+func (e *etcdStore) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("etcd %s: %w", e.hosts, err)
 }
 
 func (e *etcdStore) close() error { return e.c.Close() }
@@ -149,7 +186,7 @@ func (e *etcdStore) close() error { return e.c.Close() }
 func (e *etcdStore) list(ctx context.Context) ([]routes.Sandbox, error) {
 	resp, err := e.c.Get(ctx, e.src.Prefix(), clientv3.WithPrefix())
 	if err != nil {
-		return nil, err
+		return nil, e.wrap(err)
 	}
 	sbs := make([]routes.Sandbox, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
@@ -167,7 +204,7 @@ func (e *etcdStore) change(ctx context.Context, id string, fn func(routes.Sandbo
 	for {
 		resp, err := e.c.Get(ctx, key)
 		if err != nil {
-			return err
+			return e.wrap(err)
 		}
 		var (
 			cur routes.Sandbox
@@ -180,6 +217,9 @@ func (e *etcdStore) change(ctx context.Context, id string, fn func(routes.Sandbo
 			rev = resp.Kvs[0].ModRevision
 		}
 		next, err := fn(cur, rev != 0)
+		if errors.Is(err, errKeep) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -198,7 +238,7 @@ func (e *etcdStore) change(ctx context.Context, id string, fn func(routes.Sandbo
 		}
 		txn, err := e.c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(op).Commit()
 		if err != nil {
-			return err
+			return e.wrap(err)
 		}
 		if txn.Succeeded {
 			return nil

@@ -32,6 +32,7 @@ type config struct {
 	maxBackoff time.Duration
 	jitter     float64
 	onError    func(error)
+	byReading  bool
 	now        func() time.Time
 	rand       func() float64
 }
@@ -67,6 +68,22 @@ func Jitter(f float64) Option {
 // OnError is called with every failure Sync reports to the table.
 func OnError(f func(error)) Option {
 	return optionFunc(func(c *config) { c.onError = f })
+}
+
+// ProveByReading makes Sync prove that a quiet watch has caught up by
+// reading, at the current revision, how many keys the prefix holds and
+// which of them changed since the last revision the watch delivered,
+// instead of asking for a progress notification. Such a read costs the
+// store a pass over the prefix's keys, where a progress request costs
+// nothing. Without this option each session proves by reading until every
+// endpoint of the client has said it runs an etcd whose notifications can
+// be trusted ([ProgressNotifyTrusted]: 3.4.38, 3.5.22, 3.6.2 or later),
+// and for good where one runs an older etcd; while an endpoint does not
+// answer, it asks again every [MaxBackoff]. Use the option where a proxy
+// between the client and etcd (such as the gRPC proxy) hides the
+// servers' versions or notifications.
+func ProveByReading() Option {
+	return optionFunc(func(c *config) { c.byReading = true })
 }
 
 func newConfig(opts []Option) (config, error) {

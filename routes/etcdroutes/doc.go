@@ -35,6 +35,22 @@
 // read within [Timeout], or a watch that does not catch up to r within it,
 // is a failure ([routes.Table.MarkFailed]); a hung server is one.
 //
+// A progress notification proves this only on an etcd that sends it after
+// the events it covers: 3.4.38, 3.5.22, 3.6.2 and later (etcd issues 15220
+// and 20221; [ProgressNotifyTrusted]). Each session asks every endpoint of
+// the client for its version, and until all have answered with such a
+// version (for good where one is older) Sync proves by reading instead
+// ([ProveByReading]): at the current revision, the number of keys under
+// the prefix and the keys changed since the watch's revision, a pass over
+// the prefix per proof.
+//
+// A store whose revision goes back, or whose cluster ID changes (etcd
+// restored from a backup or started over empty), is not the one the watch
+// follows: Sync reports it and reads afresh at once. Restore etcd with
+// `etcdutl snapshot restore --bump-revision --mark-compacted` all the
+// same, so that a watch resuming on it gets a compaction, not the restored
+// store's later changes as if they followed its own.
+//
 // A value that is not a valid sandbox (or names another ID than its key)
 // is a failing source too: the table keeps that sandbox as it was, Err
 // names the key, and SyncedAt stays where it is until the key is fixed or

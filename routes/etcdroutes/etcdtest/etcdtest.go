@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"sync"
 	"time"
 
@@ -72,6 +73,8 @@ func (s *Server) start(tries int) error {
 	cfg.LogOutputs = []string{"/dev/null"}
 	// The tests compact by hand.
 	cfg.AutoCompactionRetention = "0"
+	// A thousand sandboxes changed in one transaction.
+	cfg.MaxTxnOps = 2048
 	var (
 		e   *embed.Etcd
 		err error
@@ -113,6 +116,17 @@ func (s *Server) Stop() {
 func (s *Server) Restart() error {
 	// The ports of the previous run may still be held for a moment.
 	return s.start(50)
+}
+
+// Wipe stops the server, deletes its data and starts it again empty, on
+// the same ports: a store restored from nothing (or from an old backup),
+// whose revisions start over.
+func (s *Server) Wipe() error {
+	s.Stop()
+	if err := os.RemoveAll(s.dir); err != nil {
+		return err
+	}
+	return s.Restart()
 }
 
 // Client returns a client of the given endpoints.

@@ -38,9 +38,9 @@ func startServer(t testing.TB) *etcdtest.Server {
 	return srv
 }
 
-func client(t testing.TB, endpoint string) *clientv3.Client {
+func client(t testing.TB, endpoints ...string) *clientv3.Client {
 	t.Helper()
-	c, err := etcdtest.Client(endpoint)
+	c, err := etcdtest.Client(endpoints...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func put(t testing.TB, c *clientv3.Client, sb routes.Sandbox) {
 	}
 }
 
-func del(t *testing.T, c *clientv3.Client, id string) {
+func del(t testing.TB, c *clientv3.Client, id string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -141,13 +141,36 @@ func lookup(tbl *routes.Table, id string) string {
 
 // TestSyncedMeansSynced: once a write has completed, waiting for the
 // table to be synced up to that moment finds the write in it, every time:
-// SyncedAt never runs ahead of the store.
+// SyncedAt never runs ahead of the store. It holds with progress
+// notifications (the server here is new enough to be trusted with them)
+// and with proofs by reading, which servers too old for that get.
 func TestSyncedMeansSynced(t *testing.T) {
 	srv := startServer(t)
 	c := client(t, srv.Endpoint())
+	st, err := c.Status(context.Background(), srv.Endpoint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !etcdroutes.ProgressNotifyTrusted(st.Version) {
+		t.Fatalf("the test server, etcd %s, is not trusted with progress notifications", st.Version)
+	}
+	for name, opts := range map[string][]etcdroutes.Option{
+		"progress notifications": nil,
+		"proof by reading":       {etcdroutes.ProveByReading()},
+	} {
+		t.Run(name, func(t *testing.T) { syncedMeansSynced(t, c, opts) })
+	}
+}
+
+func syncedMeansSynced(t *testing.T, c *clientv3.Client, opts []etcdroutes.Option) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Delete(ctx, prefix, clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
 	put(t, c, sandbox("pr-0", "h:999"))
 	tbl := routes.New()
-	syncing(t, source(t, c), tbl)
+	syncing(t, source(t, c, opts...), tbl)
 
 	for i := range 50 {
 		id := fmt.Sprintf("pr-%d", i%5)
@@ -159,8 +182,8 @@ func TestSyncedMeansSynced(t *testing.T) {
 			put(t, c, sandbox(id, want))
 		}
 		// Another key under no prefix of ours moves the revision on
-		// without an event for the watch: a progress notification has
-		// to prove it.
+		// without an event for the watch: a progress notification (or
+		// a read) has to prove it.
 		if _, err := c.Put(context.Background(), "/elsewhere", want); err != nil {
 			t.Fatal(err)
 		}
@@ -194,11 +217,15 @@ func proxied(t *testing.T) (direct *clientv3.Client, proxy *etcdtest.Proxy, viaP
 // TestCompaction: a watch that falls behind a compaction is answered by a
 // fresh read, which also removes what was deleted meanwhile.
 func TestCompaction(t *testing.T) {
+	bothModes(t, testCompaction)
+}
+
+func testCompaction(t *testing.T, mode []etcdroutes.Option) {
 	direct, proxy, viaProxy := proxied(t)
 	put(t, direct, sandbox("pr-a", "h:1"))
 	put(t, direct, sandbox("pr-b", "h:1"))
 	tbl := routes.New()
-	syncing(t, source(t, viaProxy), tbl)
+	syncing(t, source(t, viaProxy, mode...), tbl)
 	synced(t, tbl)
 
 	proxy.Freeze()
@@ -226,11 +253,15 @@ func TestCompaction(t *testing.T) {
 // its SyncedAt, and Err says the store is failing; after the restart it
 // follows the store again.
 func TestServerRestart(t *testing.T) {
+	bothModes(t, testServerRestart)
+}
+
+func testServerRestart(t *testing.T, mode []etcdroutes.Option) {
 	srv := startServer(t)
 	c := client(t, srv.Endpoint())
 	put(t, c, sandbox("pr-1", "h:1"))
 	tbl := routes.New()
-	syncing(t, source(t, c), tbl)
+	syncing(t, source(t, c, mode...), tbl)
 	synced(t, tbl)
 
 	srv.Stop()
@@ -260,14 +291,18 @@ func TestServerRestart(t *testing.T) {
 // nothing is a failure once the timeout passes: the table keeps its last
 // good content, SyncedAt stays before the freeze, and Err says so.
 func TestFrozenServer(t *testing.T) {
+	bothModes(t, testFrozenServer)
+}
+
+func testFrozenServer(t *testing.T, mode []etcdroutes.Option) {
 	direct, proxy, viaProxy := proxied(t)
 	put(t, direct, sandbox("pr-1", "h:1"))
 	tbl := routes.New()
 	var reported sync.Once
 	errs := make(chan error, 1)
-	syncing(t, source(t, viaProxy, etcdroutes.Timeout(300*time.Millisecond), etcdroutes.OnError(func(err error) {
+	syncing(t, source(t, viaProxy, append(mode, etcdroutes.Timeout(300*time.Millisecond), etcdroutes.OnError(func(err error) {
 		reported.Do(func() { errs <- err })
-	})), tbl)
+	}))...), tbl)
 	synced(t, tbl)
 
 	proxy.Freeze()
