@@ -353,3 +353,28 @@ func TestMarkSynced(t *testing.T) {
 		t.Fatalf("after recovery: SyncedAt = %v, Err = %v", tbl.SyncedAt(), tbl.Err())
 	}
 }
+
+// TestMarkSyncedStaleProof: a proof that started before a failure and
+// completes after it (an etcd source runs them concurrently) moves
+// SyncedAt but does not clear Err; only a proof that started after the
+// failure does.
+func TestMarkSyncedStaleProof(t *testing.T) {
+	clk := clocktest.New()
+	tbl := routes.New(routes.WithClock(clk.Now))
+	t0 := clk.Now()
+	tbl.MarkSynced(t0)
+	t1 := t0.Add(time.Second) // a proof starts
+	t2 := t0.Add(2 * time.Second)
+	tbl.MarkFailed(t2, errSourceDown) // a later attempt fails
+	tbl.MarkSynced(t1)                // the earlier proof completes
+	if !tbl.SyncedAt().Equal(t1) {
+		t.Fatalf("SyncedAt = %v, want %v", tbl.SyncedAt(), t1)
+	}
+	if !errors.Is(tbl.Err(), errSourceDown) {
+		t.Fatalf("a proof older than the failure cleared Err: %v", tbl.Err())
+	}
+	tbl.MarkSynced(t2.Add(time.Second))
+	if tbl.Err() != nil {
+		t.Fatalf("a proof newer than the failure left Err = %v", tbl.Err())
+	}
+}

@@ -278,11 +278,16 @@ func (t *Table) WaitSynced(ctx context.Context, at time.Time) error {
 // that every change made to it before at has been applied. MarkSynced
 // gives the table a source for good (see [Table.SyncedAt]), moves
 // SyncedAt forward to at (never back), wakes [Table.WaitSynced] and clears
-// [Table.Err].
+// [Table.Err], unless a failure recorded by [Table.MarkFailed] started
+// after at: a proof that began before the source failed says nothing of
+// the failure, so the error stays until a later proof.
 func (t *Table) MarkSynced(at time.Time) {
 	t.setSourced()
-	t.setErr(nil)
-	t.markSynced(at)
+	t.syncMu.Lock()
+	defer t.syncMu.Unlock()
+	if t.markSyncedLocked(at) {
+		t.setErr(nil)
+	}
 }
 
 // MarkFailed records that a source that pushes its changes (see
@@ -300,14 +305,22 @@ func (t *Table) MarkFailed(start time.Time, err error) error {
 func (t *Table) markSynced(at time.Time) {
 	t.syncMu.Lock()
 	defer t.syncMu.Unlock()
-	if at.UnixNano() >= t.failingSince {
+	t.markSyncedLocked(at)
+}
+
+// markSyncedLocked is markSynced with syncMu held. It reports whether the
+// load is at least as recent as the current failure, if any: whether the
+// source may be called healthy again.
+func (t *Table) markSyncedLocked(at time.Time) bool {
+	healthy := at.UnixNano() >= t.failingSince
+	if healthy {
 		t.failingSince = neverSynced
 	}
-	if at.UnixNano() <= t.synced.Load() {
-		return
+	if at.UnixNano() > t.synced.Load() {
+		t.synced.Store(at.UnixNano())
+		t.wakeWaiters()
 	}
-	t.synced.Store(at.UnixNano())
-	t.wakeWaiters()
+	return healthy
 }
 
 // failed records a load that started at start and failed with err, and
@@ -318,8 +331,8 @@ func (t *Table) failed(start time.Time, err error) error {
 	if t.failingSince == neverSynced && start.UnixNano() >= t.synced.Load() {
 		t.failingSince = start.UnixNano()
 	}
+	defer t.syncMu.Unlock()
 	since, last := t.failingSince, t.synced.Load()
-	t.syncMu.Unlock()
 	if since == neverSynced { // an older load, overtaken by a good one
 		since = start.UnixNano()
 	}
