@@ -30,7 +30,7 @@ func TestHelperHoldLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Half a change: the temporary file written, not renamed.
-	if err := os.WriteFile(filepath.Join(filepath.Dir(path), ".sandboxctl-killed"), []byte("{"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".sandboxctl-killed"), []byte("{"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	os.Stdout.WriteString("locked\n")
@@ -92,6 +92,20 @@ func TestKilledWhileLocked(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("after the kill: %v, want pr-1 and pr-2", got)
 	}
+	// The killed change's temporary file is cleaned up by the next
+	// change; another document's in the same directory is not.
+	other := filepath.Join(filepath.Dir(path), ".other.json.sandboxctl-1")
+	if err := os.WriteFile(other, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustCtl(t, store, now, "extend", "pr-1", "-ttl", "1h")
+	left, err := filepath.Glob(filepath.Join(filepath.Dir(path), ".*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 1 || left[0] != other {
+		t.Fatalf("temporary files left: %v, want only %s", left, other)
+	}
 }
 
 // TestLockHeldTimeout: a sandboxctl stuck holding the lock (a stopped CI
@@ -147,5 +161,45 @@ func TestTTLWithinAMillisecondOfMargin(t *testing.T) {
 	sb := listed(t, store, now)["pr-1"]
 	if !sb.Expires.After(sb.Services["cart"].ActiveFrom) {
 		t.Fatalf("expires %v, routes from %v: an empty window", sb.Expires, sb.Services["cart"].ActiveFrom)
+	}
+}
+
+// TestListJSONSchema: the output of list -json is what CI scripts parse:
+// its field names and formats stay as they are (this pins them).
+func TestListJSONSchema(t *testing.T) {
+	store := "file:" + filepath.Join(t.TempDir(), "a [b]*", "routes.json")
+	if err := os.MkdirAll(strings.TrimSuffix(strings.TrimPrefix(store, "file:"), "/routes.json"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustCtl(t, store, time.Now(), "-json", "list"); got != "[]\n" {
+		t.Fatalf("empty list -json: %q, want []", got)
+	}
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	mustCtl(t, store, now, "create", "pr-1", "-actor", "ci", "-origin", "https://x/pr/1", "-ttl", "1h",
+		"-database", "postgres://db/pr1", "-service", "cart=h:1", "-service", "orders=h:2")
+	mustCtl(t, store, now, "remove", "pr-1", "-service", "orders")
+	const want = `[
+  {
+    "id": "pr-1",
+    "actor": "ci",
+    "origin": "https://x/pr/1",
+    "expires": "2026-01-02T04:04:05Z",
+    "database": "postgres://db/pr1",
+    "services": {
+      "cart": {
+        "upstream": "h:1",
+        "activeFrom": "2026-01-02T03:04:10Z"
+      },
+      "orders": {
+        "upstream": "h:2",
+        "activeFrom": "2026-01-02T03:04:10Z",
+        "removedAt": "2026-01-02T03:04:10Z"
+      }
+    }
+  }
+]
+`
+	if got := mustCtl(t, store, now, "-json", "list"); got != want {
+		t.Fatalf("list -json:\n%s\nwant:\n%s", got, want)
 	}
 }

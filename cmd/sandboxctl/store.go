@@ -67,6 +67,25 @@ type fileStore struct{ path string }
 
 func (f *fileStore) close() error { return nil }
 
+// tempPattern matches the temporary files of changes to the document:
+// its own, so that the documents sharing a directory (and a lock each)
+// never take each other's for stale.
+func (f *fileStore) tempPattern() string {
+	return globEscape(filepath.Join(filepath.Dir(f.path), "."+filepath.Base(f.path))) + ".sandboxctl-*"
+}
+
+// globEscape quotes the metacharacters of filepath.Match in s.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
 func (f *fileStore) read() ([]routes.Sandbox, error) {
 	b, err := os.ReadFile(f.path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -90,6 +109,12 @@ func (f *fileStore) change(ctx context.Context, id string, fn func(routes.Sandbo
 	defer lock.Close() // releases the lock; so does the kernel when the process dies
 	if err := flock(ctx, lock); err != nil {
 		return fmt.Errorf("%s: %w", lock.Name(), err)
+	}
+	// Every change of this document writes its temporary file under the
+	// lock: one found now is what a killed sandboxctl left behind.
+	stale, _ := filepath.Glob(f.tempPattern())
+	for _, name := range stale {
+		os.Remove(name)
 	}
 	sbs, err := f.read()
 	if err != nil {
@@ -124,7 +149,7 @@ func (f *fileStore) change(ctx context.Context, id string, fn func(routes.Sandbo
 	if _, err := routes.ParseDocument(b); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(f.path), ".sandboxctl-*")
+	tmp, err := os.CreateTemp(filepath.Dir(f.path), "."+filepath.Base(f.path)+".sandboxctl-*")
 	if err != nil {
 		return err
 	}
