@@ -234,6 +234,13 @@ func parseID(fs *flag.FlagSet, args []string) (string, error) {
 // at is the moment the command's stamps name.
 func (c *cli) at() time.Time { return c.now.Add(c.margin).UTC().Truncate(time.Millisecond) }
 
+// expiry is the expiry stamped for a lifetime of ttl from now. Stamps are
+// truncated to the millisecond: a ttl less than a millisecond longer than
+// the margin can stamp the very moment the routes start.
+func (c *cli) expiry(ttl time.Duration) time.Time {
+	return c.now.Add(ttl).UTC().Truncate(time.Millisecond)
+}
+
 func (c *cli) create(ctx context.Context, args []string) error {
 	fs := c.flags("create")
 	actor := fs.String("actor", "", "who the sandbox belongs to (required)")
@@ -249,13 +256,13 @@ func (c *cli) create(ctx context.Context, args []string) error {
 	if *actor == "" {
 		return fmt.Errorf("%w: create: -actor is required", errUsage)
 	}
-	if *ttl <= c.margin {
-		return fmt.Errorf("%w: create: -ttl %v must be longer than -margin %v, or the sandbox expires before its routes start", errUsage, *ttl, c.margin)
+	at, expires := c.at(), c.expiry(*ttl)
+	if !expires.After(at) {
+		return fmt.Errorf("%w: create: -ttl %v must be longer than -margin %v (by a millisecond at least), or the sandbox expires before its routes start", errUsage, *ttl, c.margin)
 	}
-	at := c.at()
 	sb := routes.Sandbox{
 		ID: id, Actor: *actor, Origin: *origin, Database: *database,
-		Expires: c.now.Add(*ttl).UTC().Truncate(time.Millisecond),
+		Expires: expires,
 	}
 	if len(svcs) > 0 {
 		sb.Services = map[string]routes.Route{}
@@ -395,15 +402,16 @@ func (c *cli) extend(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *ttl <= c.margin {
-		return fmt.Errorf("%w: extend: -ttl %v must be longer than -margin %v: a sandbox ends margin after the command at the earliest (use remove)", errUsage, *ttl, c.margin)
+	expires := c.expiry(*ttl)
+	if !expires.After(c.at()) {
+		return fmt.Errorf("%w: extend: -ttl %v must be longer than -margin %v (by a millisecond at least): a sandbox ends margin after the command at the earliest (use remove)", errUsage, *ttl, c.margin)
 	}
 	var out routes.Sandbox
 	err = c.store.change(ctx, id, func(sb routes.Sandbox, ok bool) (*routes.Sandbox, error) {
 		if !ok || c.gone(sb) {
 			return nil, fmt.Errorf("%w: %s", errNotFound, id)
 		}
-		sb.Expires = c.now.Add(*ttl).UTC().Truncate(time.Millisecond)
+		sb.Expires = expires
 		out = sb
 		return &sb, nil
 	})

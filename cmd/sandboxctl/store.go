@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -66,6 +67,25 @@ type fileStore struct{ path string }
 
 func (f *fileStore) close() error { return nil }
 
+// tempPattern matches the temporary files of changes to the document:
+// its own, so that the documents sharing a directory (and a lock each)
+// never take each other's for stale.
+func (f *fileStore) tempPattern() string {
+	return globEscape(filepath.Join(filepath.Dir(f.path), "."+filepath.Base(f.path))) + ".sandboxctl-*"
+}
+
+// globEscape quotes the metacharacters of filepath.Match in s.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
 func (f *fileStore) read() ([]routes.Sandbox, error) {
 	b, err := os.ReadFile(f.path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -81,14 +101,20 @@ func (f *fileStore) list(context.Context) ([]routes.Sandbox, error) {
 	return f.read()
 }
 
-func (f *fileStore) change(_ context.Context, id string, fn func(routes.Sandbox, bool) (*routes.Sandbox, error)) error {
+func (f *fileStore) change(ctx context.Context, id string, fn func(routes.Sandbox, bool) (*routes.Sandbox, error)) error {
 	lock, err := os.OpenFile(f.path+".lock", os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return err
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return err
+	defer lock.Close() // releases the lock; so does the kernel when the process dies
+	if err := flock(ctx, lock); err != nil {
+		return fmt.Errorf("%s: %w", lock.Name(), err)
+	}
+	// Every change of this document writes its temporary file under the
+	// lock: one found now is what a killed sandboxctl left behind.
+	stale, _ := filepath.Glob(f.tempPattern())
+	for _, name := range stale {
+		os.Remove(name)
 	}
 	sbs, err := f.read()
 	if err != nil {
@@ -123,7 +149,7 @@ func (f *fileStore) change(_ context.Context, id string, fn func(routes.Sandbox,
 	if _, err := routes.ParseDocument(b); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(f.path), ".sandboxctl-*")
+	tmp, err := os.CreateTemp(filepath.Dir(f.path), "."+filepath.Base(f.path)+".sandboxctl-*")
 	if err != nil {
 		return err
 	}
@@ -152,6 +178,32 @@ func (f *fileStore) change(_ context.Context, id string, fn func(routes.Sandbox,
 	// crash can bring back the old document after sandboxctl reported
 	// the change (and CI went on).
 	return syncDir(filepath.Dir(f.path))
+}
+
+// flock takes the exclusive lock on f, waiting for it until ctx is done:
+// a sandboxctl stuck holding it (a stopped CI job) must not hang the
+// commands after it past their -timeout. A process that died holding it
+// released it with its file descriptors: a lock file left behind stops
+// nobody.
+func flock(ctx context.Context, f *os.File) error {
+	wait := time.Millisecond
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			return fmt.Errorf("locking: %w", err)
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return fmt.Errorf("another sandboxctl holds the lock: %w", ctx.Err())
+		case <-timer.C:
+		}
+		wait = min(wait*2, 50*time.Millisecond)
+	}
 }
 
 // syncDir flushes the directory dir, so that a rename in it survives a

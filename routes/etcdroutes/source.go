@@ -483,6 +483,10 @@ func ProgressNotifyTrusted(v string) bool {
 	}
 	var minPatch int
 	switch {
+	case n[0] == 3 && n[1] == 7 && n[2] == 0 && pre != "":
+		// etcd's main branch called itself 3.7.0-alpha.0 from before
+		// the fix of issue 20221 on.
+		return false
 	case n[0] > 3 || n[0] == 3 && n[1] >= 7:
 		return true
 	case n[0] == 3 && n[1] == 6:
