@@ -55,6 +55,8 @@ func main() {
 	serveFlag := flag.Bool("serve", false, "keep the shop running and print curl, grpcurl and kcat commands to try it by hand (Ctrl-C stops it)")
 	flag.Parse()
 	set := newSettings(cmp.Or(os.Getenv("DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/postgres"))
+	set.mysqlDSN = cmp.Or(os.Getenv("MYSQL_DSN"), set.mysqlDSN)
+	set.redisAddr = cmp.Or(os.Getenv("REDIS_ADDR"), set.redisAddr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	var err error
 	if *serveFlag {
