@@ -134,17 +134,18 @@ type shop struct {
 	prices        *redis.Client                      // orders' price cache, routed by priceRouter
 	priceRouter   *redisroute.Router
 	reportsPrices *redis.Client // reports' client of the production cache, guarded
-	cartRouter *grpcmw.Router
-	ship       *shipping.Consumer // baseline consumer
-	shipPR42   *shipping.Consumer // pr-42's own consumer
-	stopPR42   func()             // stops pr-42's consumer
-	signer     *propagation.Signer
-	clock      budgetClock // the gateway budgets' clock
-	audit      *auditLog
-	metrics    *sdkmetric.ManualReader // the consumers' OpenTelemetry metrics
-	meters     *sdkmetric.MeterProvider
-	events     *kafkamw.Writer // orders' writer of order-placed events
-	client     *http.Client    // the scenario's own client
+	redisAdmin    *redis.Client // the checks' client: no hooks
+	cartRouter    *grpcmw.Router
+	ship          *shipping.Consumer // baseline consumer
+	shipPR42      *shipping.Consumer // pr-42's own consumer
+	stopPR42      func()             // stops pr-42's consumer
+	signer        *propagation.Signer
+	clock         budgetClock // the gateway budgets' clock
+	audit         *auditLog
+	metrics       *sdkmetric.ManualReader // the consumers' OpenTelemetry metrics
+	meters        *sdkmetric.MeterProvider
+	events        *kafkamw.Writer // orders' writer of order-placed events
+	client        *http.Client    // the scenario's own client
 
 	closers []func() // run in reverse order by close
 }
@@ -366,8 +367,12 @@ func (sh *shop) startServices(ctx context.Context) error {
 	}
 	sh.onClose(func() { events.Close(); kt.CloseIdleConnections() })
 	sh.events = events
+	ledger, err := sh.ledgerHandle()
+	if err != nil {
+		return err
+	}
 	ordersHandler, err := orders.NewHandler(orders.Stores{
-		Orders: sh.db, Ledger: sh.ledgerHandle(), Prices: sh.prices, PricePrefix: pricePrefix(sh.set.run),
+		Orders: sh.db, Ledger: ledger, Prices: sh.pricesHandle(), PricePrefix: pricePrefix(sh.set.run),
 	}, events, httpmw.TrustAll(), httpmw.WithLogger(sh.audit.logger("orders")))
 	if err != nil {
 		return err

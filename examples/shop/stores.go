@@ -199,18 +199,19 @@ func (sh *shop) startPrices(ctx context.Context) error {
 	// production's (none does: the router takes them all first).
 	sh.prices = redis.NewClient(opts)
 	sh.onClose(func() { sh.prices.Close() })
-	if !sh.set.leakyStores {
-		if sh.priceRouter, err = redisroute.New(sh.prices, redisSandboxes,
-			redisroute.WithRoutes(sh.table), redisroute.WithLogger(sh.audit.logger("redisroute"))); err != nil {
-			return err
-		}
-		sh.onClose(func() { sh.priceRouter.Close() })
+	if sh.priceRouter, err = redisroute.New(sh.prices, redisSandboxes,
+		redisroute.WithRoutes(sh.table), redisroute.WithLogger(sh.audit.logger("redisroute"))); err != nil {
+		return err
 	}
-	if !sh.set.noGuard && !sh.set.leakyStores {
+	sh.onClose(func() { sh.priceRouter.Close() })
+	if !sh.set.noGuard {
 		if err := redisroute.Guard(sh.prices, redisroute.WithLogger(sh.audit.logger("prices-cache"))); err != nil {
 			return err
 		}
 	}
+	// The checks' own client: no hook, any database.
+	sh.redisAdmin = redis.NewClient(&redis.Options{Addr: sh.set.redisAddr, DialTimeout: 5 * time.Second, PoolSize: 2})
+	sh.onClose(func() { sh.redisAdmin.Close() })
 	// reports' client of the production cache: no router, only the guard.
 	sh.reportsPrices = redis.NewClient(opts)
 	sh.onClose(func() { sh.reportsPrices.Close() })
@@ -223,12 +224,28 @@ func (sh *shop) startPrices(ctx context.Context) error {
 }
 
 // ledgerHandle is what orders books its ledger through: the router, or,
-// in the tests' leaky shop, the production *sql.DB without a guard.
-func (sh *shop) ledgerHandle() orders.Ledger {
-	if sh.set.leakyStores {
-		return sh.ledgerBase
+// in the tests' leaky shop, a production *sql.DB without a guard.
+func (sh *shop) ledgerHandle() (orders.Ledger, error) {
+	if !sh.set.leakyStores {
+		return sh.ledger, nil
 	}
-	return sh.ledger
+	db, err := sh.openMySQL(sh.set.database, false)
+	if err != nil {
+		return nil, err
+	}
+	sh.onClose(func() { db.Close() })
+	return db, nil
+}
+
+// pricesHandle is orders' Redis client: the routed one, or, in the tests'
+// leaky shop, a client of the production database without router or guard.
+func (sh *shop) pricesHandle() *redis.Client {
+	if !sh.set.leakyStores {
+		return sh.prices
+	}
+	c := redis.NewClient(&redis.Options{Addr: sh.set.redisAddr, DB: redisProductionDB, DialTimeout: 5 * time.Second})
+	sh.onClose(func() { c.Close() })
+	return c
 }
 
 // dropMySQLRun drops the MariaDB databases of run: its test databases and
