@@ -37,12 +37,15 @@ func (p price) is(totalCents int64, qty int, pricedBy string) bool {
 	return p["totalCents"] == strconv.FormatInt(totalCents, 10) && p["qty"] == strconv.Itoa(qty) && p["pricedBy"] == pricedBy
 }
 
+// runPriceKey returns the cache key of item's price in run.
+func runPriceKey(run, item string) string { return orders.PriceKey(pricePrefix(run), item) }
+
 // priceIn returns the cached price of item in Redis database db (nil when
 // there is none).
 func (sh *shop) priceIn(ctx context.Context, db int, item string) (price, error) {
 	var p price
 	err := onRedisDB(ctx, sh.redisAdmin, db, func(cn *redis.Conn) error {
-		m, err := cn.HGetAll(ctx, orders.PriceKey(pricePrefix(sh.set.run), item)).Result()
+		m, err := cn.HGetAll(ctx, runPriceKey(sh.set.run, item)).Result()
 		if len(m) > 0 {
 			p = m
 		}
@@ -223,7 +226,7 @@ func (p *player) production9(ctx context.Context) error {
 	}
 	var want []string
 	for _, item := range items {
-		want = append(want, orders.PriceKey(pricePrefix(sh.set.run), item))
+		want = append(want, runPriceKey(sh.set.run, item))
 	}
 	slices.Sort(want)
 	wrong := 0
@@ -237,7 +240,7 @@ func (p *player) production9(ctx context.Context) error {
 		if !pr.is(unit*int64(qty), qty, "cart") {
 			wrong++
 		}
-		p.say("Redis db %d %s: %s", redisProductionDB, orders.PriceKey(pricePrefix(sh.set.run), item), pr)
+		p.say("Redis db %d %s: %s", redisProductionDB, runPriceKey(sh.set.run, item), pr)
 	}
 	p.check(slices.Equal(keys, want) && wrong == 0,
 		"Redis database %d: this run's keys are the 3 prices (%s), each a list price of the baseline cart (%d not)",
