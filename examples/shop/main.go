@@ -34,12 +34,10 @@
 // the production ledger sandboxkit_shop_<run>, pr-42's shop_<run>_pr_42
 // (provision.MySQLDatabasePerSandbox). Redis is the server at REDIS_ADDR
 // (default 127.0.0.1:6379): production prices in database 0 under
-// shop:<run>:, a sandbox's in a database of 8 to 15 that redisroute claims
-// for it. Both are cleaned up with the PostgreSQL databases. Two runs at
-// once never meet in PostgreSQL or MariaDB; in Redis every run's pr-42
-// shares one database (redisroute names it after the sandbox ID alone),
-// their keys apart by prefix, and one run's teardown flushes the others'
-// pr-42 keys.
+// shop:<run>:, pr-42's in the database of 8 to 15 that the run leases for
+// itself and redisroute claims for pr-42 (see stores.go for why a lease).
+// Both are cleaned up with the PostgreSQL databases. Two runs at once
+// never meet.
 //
 // The scenario: a production request; the same request with pr-42's
 // ticket; an outsider forging pr-42's header; a malformed header from
@@ -112,7 +110,7 @@ func serve(ctx context.Context, out io.Writer, set settings) error {
   shipping  %[5]s (baseline), %[6]s (pr-42)   counters
   Kafka     %[7]s, topic order-placed
   databases %[12]s (production), %[13]s (pr-42's, from its first request on), in PostgreSQL and in MariaDB
-  Redis     %[19]s, production prices in database %[20]d (keys %[21]s*), pr-42's in one of %[22]d to %[23]d
+  Redis     %[19]s, production prices in database %[20]d (keys %[21]s*), pr-42's in database %[22]d
 
 A production checkout:
   curl -s %[1]s/checkout -d item=mug -d qty=3
@@ -148,7 +146,7 @@ Who shipped what, and the rows:
   psql '%[9]s' -c 'TABLE orders' -c 'TABLE shipments'
   psql '%[10]s' -c 'TABLE orders' -c 'TABLE shipments'
   mariadb -h127.0.0.1 -uroot -e 'SELECT * FROM %[12]s.ledger; SELECT * FROM %[13]s.ledger'
-  redis-cli -n %[20]d --scan --pattern '%[21]s*'   # then HGETALL a key; pr-42's: redis-cli -n <8..15>
+  redis-cli -n %[20]d --scan --pattern '%[21]s*'   # then HGETALL a key; pr-42's: redis-cli -n %[22]d
 
 gRPC, with grpcurl (go install github.com/fullstorydev/grpcurl/cmd/grpcurl@latest,
 or from this repository: GOWORK=off go tool -modfile=tools/go.mod grpcurl ...):
@@ -156,7 +154,7 @@ or from this repository: GOWORK=off go tool -modfile=tools/go.mod grpcurl ...):
 		strings.Join(sh.brokers, ","), ticketArgs, withDatabase(admin, set.database), withDatabase(admin, sh.testDatabase()),
 		sh.gatewayGRPC, set.database, sh.testDatabase(),
 		pr42Burst, pr42Refill, pr42Burst*pr42Refill, int(pr42Refill/time.Second), sh.reportsURL,
-		set.redisAddr, redisProductionDB, pricePrefix(set.run), redisSandboxes.First, redisSandboxes.Last)
+		set.redisAddr, redisProductionDB, pricePrefix(set.run), sh.redisDB)
 	for _, c := range sh.grpcurlCommands(baggage) {
 		fmt.Fprintf(out, "  # %s\n  grpcurl %s\n", c.what, shellLine(c.args...))
 	}

@@ -42,8 +42,8 @@ func play(ctx context.Context, out io.Writer, set settings) error {
 	fmt.Fprintf(out, "sandboxkit shop: gateway %s, orders %s, cart %s (pr-42: %s), Kafka %s, PostgreSQL %s, MariaDB %s, Redis %s\n",
 		sh.gatewayURL, sh.ordersURL, sh.cartAddr, sh.cartPR42, strings.Join(sh.brokers, ","), redact(set.databaseURL),
 		redactMySQL(set.mysqlDSN), set.redisAddr)
-	fmt.Fprintf(out, "sandbox pr-42 of alice overrides cart (new pricing rule) and shipping (its own consumer); test databases %s (PostgreSQL), %s (MariaDB ledger); its Redis database is one of %d to %d\n",
-		sh.testDatabase(), sh.ledgerDatabase(), redisSandboxes.First, redisSandboxes.Last)
+	fmt.Fprintf(out, "sandbox pr-42 of alice overrides cart (new pricing rule) and shipping (its own consumer); test databases %s (PostgreSQL), %s (MariaDB ledger); its Redis database is %d (this run's lease of %d to %d)\n",
+		sh.testDatabase(), sh.ledgerDatabase(), sh.redisDB, redisSandboxes.First, redisSandboxes.Last)
 	fmt.Fprintf(out, "production: databases %s (PostgreSQL orders, MariaDB ledger), Redis database %d, keys %s*\n",
 		set.database, redisProductionDB, pricePrefix(set.run))
 	if err := p.play(ctx); err != nil {
@@ -251,7 +251,7 @@ func (p *player) sandbox(ctx context.Context) error {
 			return err
 		}
 	}
-	p.check(len(keys) == 1 && owners[db] == pr42ID && pr.is(a.receipt.TotalCents, 3, "cart@pr-42"),
+	p.check(len(keys) == 1 && db == sh.redisDB && owners[db] == pr42ID && pr.is(a.receipt.TotalCents, 3, "cart@pr-42"),
 		"price cached in pr-42's own Redis database %d (marker %q): %s", db, owners[db], pr)
 	p.check(samePrices(storesAfter.prices, storesBefore.prices) && storesAfter.prices["mug"].is(3*mugPrice, 3, "cart"),
 		"the production cache (Redis database %d) is untouched: mug is still %s", redisProductionDB, storesAfter.prices["mug"])

@@ -132,9 +132,10 @@ type shop struct {
 	ledger        *sqlroute.Router                   // orders' ledger: production or the sandbox's
 	ledgerDBs     *provision.MySQLDatabasePerSandbox // sandboxes' ledger databases
 	prices        *redis.Client                      // orders' price cache, routed by priceRouter
-	priceRouter   *redisroute.Router
-	reportsPrices *redis.Client // reports' client of the production cache, guarded
-	redisAdmin    *redis.Client // the checks' client: no hooks
+	priceRouter   *redisroute.Router                 // routes prices' sandbox commands to redisDB
+	redisDB       int                                // the Redis database the run leases for its sandboxes
+	reportsPrices *redis.Client                      // reports' client of the production cache, guarded
+	redisAdmin    *redis.Client                      // the checks' client: no hooks
 	cartRouter    *grpcmw.Router
 	ship          *shipping.Consumer // baseline consumer
 	shipPR42      *shipping.Consumer // pr-42's own consumer

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sandboxkit/sandboxkit/dbroute/provision"
@@ -34,11 +36,15 @@ import (
 // keys. The run deletes the keys of its own prefix in all of them when it
 // ends (Router.Destroy flushes pr-42's database at the teardown step).
 //
-// What is shared between runs: redisroute names a sandbox's database after
-// the sandbox ID alone, so two runs at once (each with its own pr-42)
-// share pr-42's Redis database; their keys do not meet (each run's start
-// with its own prefix), but the first run to tear pr-42 down flushes the
-// other's pr-42 keys with it. See the README's demo section.
+// Why a run leases a Redis database: redisroute finds a sandbox's database
+// by the sandbox ID alone (the marker's value), with no namespace per
+// deployment, so two runs at once, each with its own pr-42, would share
+// pr-42's database over the range 8 to 15: the first run to tear pr-42
+// down would flush the other's keys, and the other's router, which keeps
+// its client of that database, would then write into a database without
+// a marker, which no Destroy flushes. So each run leases one database N of
+// the range for itself (leaseRedisDB) and gives its router the range N to
+// N: pr-42 of this run can only be claimed there.
 const (
 	redisProductionDB = 0
 	redisKeyPrefix    = "shop:"
@@ -193,13 +199,22 @@ func (sh *shop) startPrices(ctx context.Context) error {
 		}
 	})
 
+	// The checks' own client: no hook, any database.
+	sh.redisAdmin = redis.NewClient(&redis.Options{Addr: sh.set.redisAddr, DialTimeout: 5 * time.Second, PoolSize: 2})
+	sh.onClose(func() { sh.redisAdmin.Close() })
+	db, err := sh.leaseRedisDB(ctx)
+	if err != nil {
+		return err
+	}
+	sh.redisDB = db
+
 	// orders' client: redisroute sends its sandbox commands to the
 	// sandbox's database; the guard added after the router is a second
 	// line that refuses any sandbox command that would still reach
 	// production's (none does: the router takes them all first).
 	sh.prices = redis.NewClient(opts)
 	sh.onClose(func() { sh.prices.Close() })
-	if sh.priceRouter, err = redisroute.New(sh.prices, redisSandboxes,
+	if sh.priceRouter, err = redisroute.New(sh.prices, redisroute.Databases{First: db, Last: db},
 		redisroute.WithRoutes(sh.table), redisroute.WithLogger(sh.audit.logger("redisroute"))); err != nil {
 		return err
 	}
@@ -209,9 +224,6 @@ func (sh *shop) startPrices(ctx context.Context) error {
 			return err
 		}
 	}
-	// The checks' own client: no hook, any database.
-	sh.redisAdmin = redis.NewClient(&redis.Options{Addr: sh.set.redisAddr, DialTimeout: 5 * time.Second, PoolSize: 2})
-	sh.onClose(func() { sh.redisAdmin.Close() })
 	// reports' client of the production cache: no router, only the guard.
 	sh.reportsPrices = redis.NewClient(opts)
 	sh.onClose(func() { sh.reportsPrices.Close() })
@@ -221,6 +233,123 @@ func (sh *shop) startPrices(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// redisLeaseKey+N, in the production database, holds the run that leases
+// database N of redisSandboxes.
+const redisLeaseKey = "sandboxkit-shop:redis-lease:"
+
+// Lua: delete KEYS[1] if it holds ARGV[1]; set it to ARGV[2] if it holds
+// ARGV[1] (run by the checks' client, which no router or guard hooks).
+var (
+	releaseLease = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) end return 0`)
+	takeLease    = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then redis.call("set", KEYS[1], ARGV[2]) return 1 end return 0`)
+)
+
+// leaseRedisDB leases a database of redisSandboxes to the run: one that no
+// live run leases (a run is alive while it holds its run lock, see
+// lockRun) and that is empty, or holds only what a killed run's pr-42 left
+// (flushed then). It waits for one to free, for at most a minute. The run
+// gives the lease back when it closes.
+func (sh *shop) leaseRedisDB(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	c := sh.redisAdmin
+	for {
+		for _, db := range redisDatabases() {
+			key := redisLeaseKey + strconv.Itoa(db)
+			ok, err := c.SetNX(ctx, key, sh.set.run, 0).Result()
+			if err != nil {
+				return 0, fmt.Errorf("leasing a Redis database: %w", err)
+			}
+			if !ok {
+				holder, err := c.Get(ctx, key).Result()
+				if errors.Is(err, redis.Nil) {
+					continue
+				}
+				if err != nil {
+					return 0, err
+				}
+				alive, err := sh.runAlive(ctx, holder)
+				if err != nil {
+					return 0, err
+				}
+				if alive {
+					continue
+				}
+				if n, err := takeLease.Run(ctx, c, []string{key}, holder, sh.set.run).Int(); err != nil || n == 0 {
+					if err != nil {
+						return 0, err
+					}
+					continue
+				}
+			}
+			usable, err := sh.readyRedisDB(ctx, db)
+			if err == nil && usable {
+				sh.onClose(func() {
+					if sh.set.keepDatabases {
+						return // as a killed run: the next run takes the lease over
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+					defer cancel()
+					if err := giveBackRedisDB(ctx, c, db, sh.set.run); err != nil {
+						fmt.Fprintf(os.Stderr, "shop: giving back Redis database %d of run %s: %v\n", db, sh.set.run, err)
+					}
+				})
+				return db, nil
+			}
+			_ = releaseLease.Run(context.WithoutCancel(ctx), c, []string{key}, sh.set.run).Err()
+			if err != nil {
+				return 0, err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("leasing a Redis database: every database from %d to %d is leased by a live run of the shop or holds data of others: %w",
+				redisSandboxes.First, redisSandboxes.Last, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// readyRedisDB reports whether leased database db can serve the run's
+// sandboxes: it is empty, or it is the database of a pr-42 whose run is
+// gone (the lease says no live run uses it), which it flushes.
+func (sh *shop) readyRedisDB(ctx context.Context, db int) (bool, error) {
+	usable := false
+	err := onRedisDB(ctx, sh.redisAdmin, db, func(cn *redis.Conn) error {
+		n, err := cn.DBSize(ctx).Result()
+		if err != nil || n == 0 {
+			usable = err == nil
+			return err
+		}
+		owner, err := cn.Get(ctx, redisroute.MarkerKey).Result()
+		if errors.Is(err, redis.Nil) || (err == nil && owner != pr42ID) {
+			return nil // somebody else's data: not ours to flush
+		}
+		if err != nil {
+			return err
+		}
+		usable = true
+		return cn.FlushDB(ctx).Err()
+	})
+	return usable, err
+}
+
+// runAlive reports whether run holds its run lock.
+func (sh *shop) runAlive(ctx context.Context, run string) (bool, error) {
+	var free bool
+	err := sh.query(ctx, "", func(c *pgx.Conn) error {
+		if err := c.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext($2))`, runLockClass, run).Scan(&free); err != nil {
+			return err
+		}
+		if free {
+			_, err := c.Exec(ctx, `SELECT pg_advisory_unlock($1, hashtext($2))`, runLockClass, run)
+			return err
+		}
+		return nil
+	})
+	return !free, err
 }
 
 // ledgerHandle is what orders books its ledger through: the router, or,
@@ -293,7 +422,30 @@ func dropRedisRun(ctx context.Context, addr, run string) error {
 		})
 		errs = append(errs, err)
 	}
+	// The run's lease, if it still has one (killed).
+	for _, db := range redisDatabases() {
+		errs = append(errs, giveBackRedisDB(ctx, c, db, run))
+	}
 	return errors.Join(errs...)
+}
+
+// giveBackRedisDB flushes database db if run leases it and its pr-42 left
+// a database there (the lease says no other run uses it), then ends the
+// lease. It does nothing when run does not lease db.
+func giveBackRedisDB(ctx context.Context, c *redis.Client, db int, run string) error {
+	key := redisLeaseKey + strconv.Itoa(db)
+	if holder, err := c.Get(ctx, key).Result(); errors.Is(err, redis.Nil) || (err == nil && holder != run) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	err := onRedisDB(ctx, c, db, func(cn *redis.Conn) error {
+		if owner, _ := cn.Get(ctx, redisroute.MarkerKey).Result(); owner == pr42ID {
+			return cn.FlushDB(ctx).Err()
+		}
+		return nil
+	})
+	return errors.Join(err, releaseLease.Run(ctx, c, []string{key}, run).Err())
 }
 
 // redisDatabases lists the databases of the sandbox range.
