@@ -457,14 +457,21 @@ func redisDatabases() []int {
 	return dbs
 }
 
-// onRedisDB runs f on a connection of c switched to database db.
+// onRedisDB runs f on a connection of c switched to database db. It
+// switches the connection back before it returns to c's pool: go-redis
+// puts a closed Conn back into the pool as it is, and the pool's next
+// command would run in db.
 func onRedisDB(ctx context.Context, c *redis.Client, db int, f func(*redis.Conn) error) error {
 	cn := c.Conn()
 	defer cn.Close()
 	if err := cn.Select(ctx, db).Err(); err != nil {
 		return err
 	}
-	return f(cn)
+	err := f(cn)
+	if rerr := cn.Select(context.WithoutCancel(ctx), c.Options().DB).Err(); rerr != nil {
+		return errors.Join(err, fmt.Errorf("switching a connection back to database %d: %w", c.Options().DB, rerr))
+	}
+	return err
 }
 
 // runKeys returns the keys of run in the database of cn.
