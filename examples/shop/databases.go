@@ -40,6 +40,8 @@ func newSettings(databaseURL string) settings {
 		run:         run,
 		database:    productionPrefix + run,
 		prefix:      testPrefix + run + "_",
+		mysqlDSN:    "root@tcp(127.0.0.1:3306)/",
+		redisAddr:   "127.0.0.1:6379",
 	}
 }
 
@@ -85,6 +87,7 @@ func (sh *shop) lockRun(ctx context.Context, admin *pgx.Conn) error {
 			continue // that run is alive
 		}
 		err := dropRun(ctx, admin, m[1])
+		sh.killedRuns = append(sh.killedRuns, m[1]) // MariaDB and Redis: once they answer (startStores)
 		if _, uerr := admin.Exec(ctx, `SELECT pg_advisory_unlock($1, hashtext($2))`, runLockClass, m[1]); err == nil {
 			err = uerr
 		}

@@ -13,12 +13,16 @@
 //   - cart: a gRPC pricing service (protobuf from cartpb/cart.proto, with
 //     server reflection and the health service); sandbox pr-42 runs a
 //     changed version with a new pricing rule next to the baseline;
-//   - orders: an HTTP service writing to PostgreSQL through dbroute and
+//   - orders: an HTTP service writing to PostgreSQL through dbroute,
+//     booking each order in a MariaDB ledger through database/sql and
+//     dbroute/sqlroute, caching prices in Redis through redisroute, and
 //     publishing order-placed events through kafkamw;
 //   - shipping: a Kafka consumer (kafkamw), a baseline one and pr-42's own,
 //     recording shipments through dbroute;
-//   - reports (in this package): a service with a deliberate bug, writing
-//     through the production pool, that dbroute.Guard stops.
+//   - reports (in this package): a service with deliberate bugs, writing
+//     through production handles, that the guards stop: dbroute.Guard on
+//     the pool, sqlroute.Guard on the ledger's *sql.DB, redisroute.Guard on
+//     a client of the production cache.
 //
 // Kafka is an embedded broker on loopback. PostgreSQL is the server at
 // DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres). Each
@@ -26,16 +30,24 @@
 // production database sandboxkit_shop_<run> and, for pr-42, a test
 // database shop_<run>_pr_42 cloned from a template; it drops them when it
 // ends, on Ctrl-C too, and drops those of earlier runs that were killed.
-// Two runs at once never meet.
+// MariaDB is the server at MYSQL_DSN (default root@tcp(127.0.0.1:3306)/):
+// the production ledger sandboxkit_shop_<run>, pr-42's shop_<run>_pr_42
+// (provision.MySQLDatabasePerSandbox). Redis is the server at REDIS_ADDR
+// (default 127.0.0.1:6379): production prices in database 0 under
+// shop:<run>:, pr-42's in the database of 8 to 15 that the run leases for
+// itself and redisroute claims for pr-42 (see stores.go for why a lease).
+// Both are cleaned up with the PostgreSQL databases. Two runs at once
+// never meet.
 //
 // The scenario: a production request; the same request with pr-42's
 // ticket; an outsider forging pr-42's header; a malformed header from
 // inside; a buggy handler writing with pr-42's context through the
 // production pool; a runaway loop in pr-42; the teardown of pr-42; events
 // of the removed pr-42 and of an unknown sandbox between production
-// events. Each step checks the real state (rows in each database, the
-// consumers' counters and metrics, the dead-letter topic, the audit log)
-// and prints ✓ or ✗.
+// events; what production holds at the end. Each step checks the real
+// state (rows in each database of both servers, keys in each Redis
+// database, the consumers' counters and metrics, the dead-letter topic,
+// the audit log) and prints ✓ or ✗.
 package main
 
 import (
@@ -55,6 +67,8 @@ func main() {
 	serveFlag := flag.Bool("serve", false, "keep the shop running and print curl, grpcurl and kcat commands to try it by hand (Ctrl-C stops it)")
 	flag.Parse()
 	set := newSettings(cmp.Or(os.Getenv("DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/postgres"))
+	set.mysqlDSN = cmp.Or(os.Getenv("MYSQL_DSN"), set.mysqlDSN)
+	set.redisAddr = cmp.Or(os.Getenv("REDIS_ADDR"), set.redisAddr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	var err error
 	if *serveFlag {
@@ -95,7 +109,8 @@ func serve(ctx context.Context, out io.Writer, set settings) error {
   cart      %[3]s (baseline), %[4]s (pr-42)   gRPC
   shipping  %[5]s (baseline), %[6]s (pr-42)   counters
   Kafka     %[7]s, topic order-placed
-  databases %[12]s (production), %[13]s (pr-42's, from its first request on)
+  databases %[12]s (production), %[13]s (pr-42's, from its first request on), in PostgreSQL and in MariaDB
+  Redis     %[19]s, production prices in database %[20]d (keys %[21]s*), pr-42's in database %[22]d
 
 A production checkout:
   curl -s %[1]s/checkout -d item=mug -d qty=3
@@ -117,6 +132,10 @@ Retry-After: %[17]d, the same in the header and the body (one more 200 per %[15]
 A bug that only dbroute.Guard catches: a handler writing through the production pool
 with pr-42's context (500, dbroute: sandbox context on the baseline pool; nothing written):
   curl -s %[18]s/reports/sample -X POST -H 'Sandbox-Id: pr-42'
+The same bug on the ledger's production *sql.DB (sqlroute.Guard) and on a client of the
+production cache that no router routes (redisroute.Guard):
+  curl -s %[18]s/reports/ledger -X POST -H 'Sandbox-Id: pr-42'
+  curl -s %[18]s/reports/price -X POST -H 'Sandbox-Id: pr-42'
 
 An event of a sandbox that does not exist (orphaned: skipped, dead-lettered to %[7]s
 topic order-placed.dead-letter, counted; production behind it keeps shipping):
@@ -126,13 +145,16 @@ Who shipped what, and the rows:
   curl -s %[5]s; curl -s %[6]s
   psql '%[9]s' -c 'TABLE orders' -c 'TABLE shipments'
   psql '%[10]s' -c 'TABLE orders' -c 'TABLE shipments'
+  mariadb -h127.0.0.1 -uroot -e 'SELECT * FROM %[12]s.ledger; SELECT * FROM %[13]s.ledger'
+  redis-cli -n %[20]d --scan --pattern '%[21]s*'   # then HGETALL a key; pr-42's: redis-cli -n %[22]d
 
 gRPC, with grpcurl (go install github.com/fullstorydev/grpcurl/cmd/grpcurl@latest,
 or from this repository: GOWORK=off go tool -modfile=tools/go.mod grpcurl ...):
 `, sh.gatewayURL, sh.ordersURL, sh.cartAddr, sh.cartPR42, sh.shipURL, sh.shipPR42URL,
 		strings.Join(sh.brokers, ","), ticketArgs, withDatabase(admin, set.database), withDatabase(admin, sh.testDatabase()),
 		sh.gatewayGRPC, set.database, sh.testDatabase(),
-		pr42Burst, pr42Refill, pr42Burst*pr42Refill, int(pr42Refill/time.Second), sh.reportsURL)
+		pr42Burst, pr42Refill, pr42Burst*pr42Refill, int(pr42Refill/time.Second), sh.reportsURL,
+		set.redisAddr, redisProductionDB, pricePrefix(set.run), sh.redisDB)
 	for _, c := range sh.grpcurlCommands(baggage) {
 		fmt.Fprintf(out, "  # %s\n  grpcurl %s\n", c.what, shellLine(c.args...))
 	}

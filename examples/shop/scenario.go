@@ -26,6 +26,7 @@ import (
 	"github.com/sandboxkit/sandboxkit/examples/shop/shipping"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
 	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/redisroute"
 )
 
 // play starts the shop, plays the scenario on it, prints every step to out
@@ -38,9 +39,13 @@ func play(ctx context.Context, out io.Writer, set settings) error {
 	}
 	defer sh.close()
 	p := &player{out: out, sh: sh}
-	fmt.Fprintf(out, "sandboxkit shop: gateway %s, orders %s, cart %s (pr-42: %s), Kafka %s, PostgreSQL %s\n",
-		sh.gatewayURL, sh.ordersURL, sh.cartAddr, sh.cartPR42, strings.Join(sh.brokers, ","), redact(set.databaseURL))
-	fmt.Fprintf(out, "sandbox pr-42 of alice overrides cart (new pricing rule) and shipping (its own consumer); test database %s\n", sh.testDatabase())
+	fmt.Fprintf(out, "sandboxkit shop: gateway %s, orders %s, cart %s (pr-42: %s), Kafka %s, PostgreSQL %s, MariaDB %s, Redis %s\n",
+		sh.gatewayURL, sh.ordersURL, sh.cartAddr, sh.cartPR42, strings.Join(sh.brokers, ","), redact(set.databaseURL),
+		redactMySQL(set.mysqlDSN), set.redisAddr)
+	fmt.Fprintf(out, "sandbox pr-42 of alice overrides cart (new pricing rule) and shipping (its own consumer); test databases %s (PostgreSQL), %s (MariaDB ledger); its Redis database is %d (this run's lease of %d to %d)\n",
+		sh.testDatabase(), sh.ledgerDatabase(), sh.redisDB, redisSandboxes.First, redisSandboxes.Last)
+	fmt.Fprintf(out, "production: databases %s (PostgreSQL orders, MariaDB ledger), Redis database %d, keys %s*\n",
+		set.database, redisProductionDB, pricePrefix(set.run))
 	if err := p.play(ctx); err != nil {
 		return err
 	}
@@ -62,7 +67,7 @@ type player struct {
 
 func (p *player) play(ctx context.Context) error {
 	for _, step := range []func(context.Context) error{
-		p.production, p.sandbox, p.forged, p.malformed, p.guard, p.runaway, p.teardown, p.strays,
+		p.production, p.sandbox, p.forged, p.malformed, p.guard, p.runaway, p.teardown, p.strays, p.production9,
 	} {
 		if err := step(ctx); err != nil {
 			return fmt.Errorf("step %d: %w", p.n, err)
@@ -144,6 +149,23 @@ func (p *player) production(ctx context.Context) error {
 	p.check(after.shipped == before.shipped+1 && after.shippedPR42 == before.shippedPR42,
 		"consumer counters: baseline shipped %d, pr-42's consumer shipped %d", after.shipped, after.shippedPR42)
 	p.check(!after.testDB, "no test database exists for pr-42: nothing of this request was a sandbox's")
+	by, total, err := sh.ledgerEntry(ctx, sh.set.database, a.receipt.Order)
+	if err != nil {
+		return err
+	}
+	p.check(by == "cart" && total == a.receipt.TotalCents,
+		"booked in the MariaDB ledger %s.ledger (through database/sql): order #%d, %d¢, priced by %q", sh.set.database, a.receipt.Order, total, by)
+	pr, err := sh.priceIn(ctx, redisProductionDB, "mug")
+	if err != nil {
+		return err
+	}
+	p.check(pr.is(a.receipt.TotalCents, 3, "cart"), "price cached in Redis database %d: %s", redisProductionDB, pr)
+	st, err := sh.storeState(ctx)
+	if err != nil {
+		return err
+	}
+	p.check(!st.testLedgerDB && st.sandboxKeys == 0,
+		"no ledger database for pr-42 in MariaDB, no key of this run in Redis databases %d to %d", redisSandboxes.First, redisSandboxes.Last)
 	return nil
 }
 
@@ -156,6 +178,10 @@ func (p *player) sandbox(ctx context.Context) error {
 		return err
 	}
 	before, err := sh.state(ctx)
+	if err != nil {
+		return err
+	}
+	storesBefore, err := sh.storeState(ctx)
 	if err != nil {
 		return err
 	}
@@ -195,8 +221,45 @@ func (p *player) sandbox(ctx context.Context) error {
 	p.check(count(recs, record{"service": "gateway", audit.KeyDecision: string(audit.Admitted), audit.KeyID: pr42ID, audit.KeyReason: audit.ReasonValidTicket}) == 1 &&
 		count(recs, record{"service": "gateway", audit.KeyDecision: string(audit.Routed), audit.KeyProtocol: audit.GRPC, audit.KeyID: pr42ID}) == 1,
 		"audited: admitted at the gateway with a valid ticket, routed to pr-42's cart")
+
+	// The ledger (MariaDB through database/sql) and the price cache
+	// (Redis), read on the servers.
+	storesAfter, err := sh.storeState(ctx)
+	if err != nil {
+		return err
+	}
+	ledgerDB := sh.ledgerDatabase()
+	by, total, err := sh.ledgerEntry(ctx, ledgerDB, a.receipt.Order)
+	if err != nil {
+		return err
+	}
+	p.check(by == "cart@pr-42" && total == a.receipt.TotalCents && storesAfter.testLedger == storesBefore.testLedger+1,
+		"booked in pr-42's MariaDB ledger %s.ledger: order #%d, %d¢, priced by %q", ledgerDB, a.receipt.Order, total, by)
+	p.check(storesAfter.ledger == storesBefore.ledger,
+		"the production ledger %s.ledger is untouched: %d row(s) before, %d after", sh.set.database, storesBefore.ledger, storesAfter.ledger)
+	keys, owners, err := sh.sandboxKeys(ctx)
+	if err != nil {
+		return err
+	}
+	var db int
+	var pr price
+	for d := range keys {
+		db = d
+	}
+	if len(keys) == 1 {
+		if pr, err = sh.priceIn(ctx, db, "mug"); err != nil {
+			return err
+		}
+	}
+	p.check(len(keys) == 1 && db == sh.redisDB && owners[db] == pr42ID && pr.is(a.receipt.TotalCents, 3, "cart@pr-42"),
+		"price cached in pr-42's own Redis database %d (marker %q): %s", db, owners[db], pr)
+	p.check(samePrices(storesAfter.prices, storesBefore.prices) && storesAfter.prices["mug"].is(3*mugPrice, 3, "cart"),
+		"the production cache (Redis database %d) is untouched: mug is still %s", redisProductionDB, storesAfter.prices["mug"])
 	return nil
 }
+
+// mugPrice is the list price of a mug.
+const mugPrice = 1200
 
 // Step 3.
 func (p *player) forged(ctx context.Context) error {
@@ -283,8 +346,37 @@ func (p *player) guard(ctx context.Context) error {
 	p.check(after.orders == before.orders && after.testOrders == before.testOrders,
 		"nothing reached production: %d order(s) there before, %d after (pr-42's test database: %d before, %d after)",
 		before.orders, after.orders, before.testOrders, after.testOrders)
-	p.check(count(p.audited(), record{audit.KeyDecision: string(audit.Rejected), audit.KeyProtocol: audit.SQL, audit.KeyID: pr42ID}) == 1,
+	p.check(count(p.audited(), record{"service": "orders-db", audit.KeyDecision: string(audit.Rejected), audit.KeyProtocol: audit.SQL, audit.KeyID: pr42ID}) == 1,
 		"audited: rejected on the production pool, with the sandbox")
+
+	// The same bug on the two other stores: the ledger's production
+	// *sql.DB, and a client of the production cache no router routes.
+	storesBefore, err := sh.storeState(ctx)
+	if err != nil {
+		return err
+	}
+	for _, c := range []struct{ path, guard, err, service string }{
+		{"/reports/ledger", "sqlroute.Guard on the production ledger *sql.DB", dbroute.ErrSandboxOnBaseline.Error(), "ledger-db"},
+		{"/reports/price", "redisroute.Guard on the production cache client", redisroute.ErrSandboxOnBaseline.Error(), "prices-cache"},
+	} {
+		mark := len(p.audited())
+		status, body, err := sh.post(ctx, sh.reportsURL+c.path, "text/plain", propagation.Default().HTTPHeader(pr42()), "")
+		if err != nil {
+			return err
+		}
+		p.say("POST %s → %d %s", c.path, status, body)
+		p.check(status == http.StatusInternalServerError && strings.Contains(body, c.err) &&
+			count(p.audited()[mark:], record{"service": c.service, audit.KeyDecision: string(audit.Rejected), audit.KeyID: pr42ID}) == 1,
+			"refused by %s, and audited", c.guard)
+	}
+	storesAfter, err := sh.storeState(ctx)
+	if err != nil {
+		return err
+	}
+	p.check(storesAfter.ledger == storesBefore.ledger && storesAfter.testLedger == storesBefore.testLedger,
+		"nothing reached the ledger: %d row(s) in production before, %d after", storesBefore.ledger, storesAfter.ledger)
+	p.check(samePrices(storesAfter.prices, storesBefore.prices) && storesAfter.prices["mug"]["pricedBy"] == "cart",
+		"nothing reached the production cache: mug is still %s", storesAfter.prices["mug"])
 	return nil
 }
 
@@ -395,7 +487,7 @@ const runawayRequests = 20
 func (p *player) teardown(ctx context.Context) error {
 	sh := p.sh
 	testDB := sh.testDatabase()
-	p.step("Teardown of pr-42", "remove pr-42 from the route table, stop its consumer, drop its test database")
+	p.step("Teardown of pr-42", "remove pr-42 from the route table, stop its consumer, drop its test databases (PostgreSQL, MariaDB), flush its Redis database")
 	if err := sh.table.Update(nil); err != nil {
 		return err
 	}
@@ -406,6 +498,34 @@ func (p *player) teardown(ctx context.Context) error {
 		return err2
 	}
 	p.check(err == nil && !exists, "test database %s dropped: gone from pg_database", testDB)
+	storesBefore, err := sh.storeState(ctx)
+	if err != nil {
+		return err
+	}
+	keysBefore, _, err := sh.sandboxKeys(ctx)
+	if err != nil {
+		return err
+	}
+	ledgerDB := sh.ledgerDatabase()
+	err = sh.ledgerDBs.Destroy(ctx, pr42ID)
+	exists, err2 = sh.mysqlDatabaseExists(ctx, ledgerDB)
+	if err2 != nil {
+		return err2
+	}
+	p.check(err == nil && storesBefore.testLedgerDB && !exists, "MariaDB ledger database %s dropped: gone from information_schema", ledgerDB)
+	err = sh.priceRouter.Destroy(ctx, pr42ID)
+	keysAfter, _, err2 := sh.sandboxKeys(ctx)
+	if err2 != nil {
+		return err2
+	}
+	p.check(err == nil && len(keysBefore) == 1 && len(keysAfter) == 0,
+		"pr-42's Redis database flushed (redisroute Router.Destroy): this run's sandbox keys %v gone", keysBefore)
+	storesAfter, err := sh.storeState(ctx)
+	if err != nil {
+		return err
+	}
+	p.check(storesAfter.ledger == storesBefore.ledger && samePrices(storesAfter.prices, storesBefore.prices),
+		"production untouched by the teardown: %d ledger row(s), the same %d cached prices", storesAfter.ledger, len(storesAfter.prices))
 	err = sh.waitFor(ctx, func() bool { return sh.cartRouter.Conns() == 0 })
 	p.check(err == nil, "the gateway closed its connection to pr-42's cart")
 
@@ -434,6 +554,22 @@ func (p *player) teardown(ctx context.Context) error {
 	}
 	p.check(a.status == http.StatusServiceUnavailable && after.orders == before.orders && !exists,
 		"a late request of pr-42 is refused (no test database), not written to production, and creates no database")
+	// Straight at the ledger and the cache, as a service that skips
+	// PostgreSQL would: both routers know pr-42 is gone.
+	sctx := propagation.ContextWithSandbox(ctx, pr42())
+	_, lerr := sh.ledger.ExecContext(sctx, `INSERT INTO ledger (order_id, item, qty, total_cents, priced_by) VALUES (0, 'late', 1, 0, 'late')`)
+	cerr := sh.prices.Set(sctx, orders.PriceKey(pricePrefix(sh.set.run), "late"), "1", 0).Err()
+	final, err := sh.storeState(ctx)
+	if err != nil {
+		return err
+	}
+	keys, _, err := sh.sandboxKeys(ctx)
+	if err != nil {
+		return err
+	}
+	p.check(errors.Is(lerr, dbroute.ErrNoTestDatabase) && errors.Is(cerr, redisroute.ErrNoSandboxDatabase) &&
+		!final.testLedgerDB && len(keys) == 0 && final.ledger == storesAfter.ledger && samePrices(final.prices, storesAfter.prices),
+		"late ledger and cache writes of pr-42 are refused (%v; %v): no database made, nothing in production", errText(lerr), errText(cerr))
 	return nil
 }
 
@@ -769,6 +905,14 @@ func (sh *shop) waitFor(ctx context.Context, cond func() bool) error {
 		}
 	}
 	return nil
+}
+
+// errText returns err's message, "no error" for nil.
+func errText(err error) string {
+	if err == nil {
+		return "no error"
+	}
+	return err.Error()
 }
 
 // firstOf returns a if it is set, else b.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 	otelprop "go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -27,6 +29,7 @@ import (
 	"github.com/sandboxkit/sandboxkit/breaker"
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/dbroute/provision"
+	"github.com/sandboxkit/sandboxkit/dbroute/sqlroute"
 	"github.com/sandboxkit/sandboxkit/examples/shop/cart"
 	"github.com/sandboxkit/sandboxkit/examples/shop/gateway"
 	"github.com/sandboxkit/sandboxkit/examples/shop/orders"
@@ -36,6 +39,7 @@ import (
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
 	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/redisroute"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
 
@@ -50,11 +54,23 @@ type settings struct {
 	// database is the shop's production database, created at start and
 	// dropped at the end.
 	database string
-	// prefix starts the names of the sandboxes' test databases.
+	// prefix starts the names of the sandboxes' test databases, in
+	// PostgreSQL and in MariaDB.
 	prefix string
-	// noGuard leaves dbroute.Guard off the production pool: the tests
-	// use it to see the guard step fail without it.
+	// mysqlDSN is a go-sql-driver/mysql connection string of a MariaDB
+	// (or MySQL) server whose user may create databases: the ledger's.
+	mysqlDSN string
+	// redisAddr is the address of the Redis server of the price cache.
+	redisAddr string
+	// noGuard leaves the guards off the production handles (dbroute.Guard
+	// on the pool, sqlroute.Guard on the ledger's *sql.DB, redisroute.Guard
+	// on the cache clients): the tests use it to see the guard step fail
+	// without them.
 	noGuard bool
+	// leakyStores gives orders the production ledger *sql.DB and a Redis
+	// client without redisroute, as a service that was never made
+	// sandbox-aware: the tests use it to see the store checks fail.
+	leakyStores bool
 	// keepDatabases leaves the run's databases when the shop closes: the
 	// tests look at them afterwards, then drop them.
 	keepDatabases bool
@@ -109,17 +125,28 @@ type shop struct {
 	baseline   *pgxpool.Pool // the production pool, guarded
 	db         *dbroute.Router
 	testDBs    *provision.DatabasePerSandbox
-	cartRouter *grpcmw.Router
-	ship       *shipping.Consumer // baseline consumer
-	shipPR42   *shipping.Consumer // pr-42's own consumer
-	stopPR42   func()             // stops pr-42's consumer
-	signer     *propagation.Signer
-	clock      budgetClock // the gateway budgets' clock
-	audit      *auditLog
-	metrics    *sdkmetric.ManualReader // the consumers' OpenTelemetry metrics
-	meters     *sdkmetric.MeterProvider
-	events     *kafkamw.Writer // orders' writer of order-placed events
-	client     *http.Client    // the scenario's own client
+	killedRuns []string // runs whose PostgreSQL databases lockRun dropped
+
+	mysqlAdmin    *sql.DB                            // MariaDB, no database: the checks' and cleanup's
+	ledgerBase    *sql.DB                            // the production ledger database, guarded
+	ledger        *sqlroute.Router                   // orders' ledger: production or the sandbox's
+	ledgerDBs     *provision.MySQLDatabasePerSandbox // sandboxes' ledger databases
+	prices        *redis.Client                      // orders' price cache, routed by priceRouter
+	priceRouter   *redisroute.Router                 // routes prices' sandbox commands to redisDB
+	redisDB       int                                // the Redis database the run leases for its sandboxes
+	reportsPrices *redis.Client                      // reports' client of the production cache, guarded
+	redisAdmin    *redis.Client                      // the checks' client: no hooks
+	cartRouter    *grpcmw.Router
+	ship          *shipping.Consumer // baseline consumer
+	shipPR42      *shipping.Consumer // pr-42's own consumer
+	stopPR42      func()             // stops pr-42's consumer
+	signer        *propagation.Signer
+	clock         budgetClock // the gateway budgets' clock
+	audit         *auditLog
+	metrics       *sdkmetric.ManualReader // the consumers' OpenTelemetry metrics
+	meters        *sdkmetric.MeterProvider
+	events        *kafkamw.Writer // orders' writer of order-placed events
+	client        *http.Client    // the scenario's own client
 
 	closers []func() // run in reverse order by close
 }
@@ -134,6 +161,9 @@ func start(ctx context.Context, set settings) (_ *shop, err error) {
 		}
 	}()
 	if err := sh.startDatabases(ctx); err != nil {
+		return nil, err
+	}
+	if err := sh.startStores(ctx); err != nil {
 		return nil, err
 	}
 	if err := sh.startServices(ctx); err != nil {
@@ -338,7 +368,13 @@ func (sh *shop) startServices(ctx context.Context) error {
 	}
 	sh.onClose(func() { events.Close(); kt.CloseIdleConnections() })
 	sh.events = events
-	ordersHandler, err := orders.NewHandler(sh.db, events, httpmw.TrustAll(), httpmw.WithLogger(sh.audit.logger("orders")))
+	ledger, err := sh.ledgerHandle()
+	if err != nil {
+		return err
+	}
+	ordersHandler, err := orders.NewHandler(orders.Stores{
+		Orders: sh.db, Ledger: ledger, Prices: sh.pricesHandle(), PricePrefix: pricePrefix(sh.set.run),
+	}, events, httpmw.TrustAll(), httpmw.WithLogger(sh.audit.logger("orders")))
 	if err != nil {
 		return err
 	}
@@ -395,7 +431,7 @@ func (sh *shop) startServices(ctx context.Context) error {
 		return err
 	}
 	// reports: a service with a bug that only dbroute.Guard catches.
-	reports, err := newReports(sh.baseline, httpmw.TrustAll(), httpmw.WithLogger(sh.audit.logger("reports")))
+	reports, err := newReports(sh.baseline, sh.ledgerBase, sh.reportsPrices, pricePrefix(sh.set.run), httpmw.TrustAll(), httpmw.WithLogger(sh.audit.logger("reports")))
 	if err != nil {
 		return err
 	}

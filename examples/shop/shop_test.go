@@ -3,9 +3,11 @@ package main
 import (
 	"cmp"
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"regexp"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
@@ -38,6 +41,8 @@ func testSettings(t *testing.T) settings {
 // the test's hold of the run lock early.
 func testSettingsHeld(t *testing.T) (settings, func()) {
 	set := newSettings(cmp.Or(os.Getenv("SANDBOXKIT_TEST_DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/postgres"))
+	set.mysqlDSN = cmp.Or(os.Getenv("SANDBOXKIT_TEST_MYSQL_DSN"), set.mysqlDSN)
+	set.redisAddr = cmp.Or(os.Getenv("SANDBOXKIT_TEST_REDIS_ADDR"), set.redisAddr)
 	release := func() {}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -59,8 +64,59 @@ func testSettingsHeld(t *testing.T) (settings, func()) {
 		if err := dropRun(ctx, admin, set.run); err != nil {
 			t.Errorf("dropping the databases of run %s: %v", set.run, err)
 		}
+		sh := &shop{set: set, audit: newAuditLog(nil)}
+		if err := sh.dropOtherStores(ctx, set.run); err != nil && !unreachable(err) {
+			t.Errorf("dropping what run %s left in MariaDB and Redis: %v", set.run, err)
+		}
 	})
 	return set, release
+}
+
+// unreachable reports whether err says a server did not answer.
+func unreachable(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// storesLeft returns what run left in MariaDB (databases) and Redis (keys).
+func storesLeft(ctx context.Context, t *testing.T, set settings) []string {
+	t.Helper()
+	sh := &shop{set: set, audit: newAuditLog(nil)}
+	admin, err := sh.openMySQL("", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	var left []string
+	rows, err := admin.QueryContext(ctx, `SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ? OR SCHEMA_NAME LIKE ?`,
+		set.database, strings.ReplaceAll(set.prefix, "_", `\_`)+"%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		left = append(left, "MariaDB database "+n)
+	}
+	if err := rows.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: set.redisAddr})
+	defer c.Close()
+	for _, db := range append([]int{redisProductionDB}, redisDatabases()...) {
+		if err := onRedisDB(ctx, c, db, func(cn *redis.Conn) error {
+			keys, err := runKeys(ctx, cn, set.run)
+			for _, k := range keys {
+				left = append(left, fmt.Sprintf("Redis db %d key %s", db, k))
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return left
 }
 
 // runDatabasesLeft returns the databases of run that exist.
@@ -100,17 +156,17 @@ func startShop(ctx context.Context, t *testing.T) (*shop, http.Header) {
 	return sh, h
 }
 
-// skipWithoutDatabase skips t loudly when err says PostgreSQL cannot be
-// reached, unless SANDBOXKIT_REQUIRE_DATABASE=1.
+// skipWithoutDatabase skips t loudly when err says PostgreSQL, MariaDB or
+// Redis cannot be reached, unless SANDBOXKIT_REQUIRE_DATABASE=1.
 func skipWithoutDatabase(t *testing.T, err error) {
 	t.Helper()
-	if !errors.Is(err, errNoDatabase) {
+	if !errors.Is(err, errNoDatabase) && !errors.Is(err, errNoMariaDB) && !errors.Is(err, errNoRedis) {
 		return
 	}
 	if os.Getenv("SANDBOXKIT_REQUIRE_DATABASE") == "1" {
 		t.Fatalf("SANDBOXKIT_REQUIRE_DATABASE=1 and %v", err)
 	}
-	t.Skipf("SKIPPED: no PostgreSQL for the end-to-end scenario (set SANDBOXKIT_REQUIRE_DATABASE=1 to fail instead): %v", err)
+	t.Skipf("SKIPPED: a server of the end-to-end scenario is missing (set SANDBOXKIT_REQUIRE_DATABASE=1 to fail instead): %v", err)
 }
 
 // TestScenario plays the scenario of `go run ./examples/shop`: every
@@ -131,7 +187,7 @@ func TestScenario(t *testing.T) {
 	for i, want := range []string{
 		"1. A production request", "2. The same request in sandbox pr-42", "3. An outsider forging",
 		"4. A malformed sandbox header", "5. A bug that would write test data to production", "6. A runaway loop",
-		"7. Teardown", "8. Messages of a removed and of an unknown sandbox", " 0 failed",
+		"7. Teardown", "8. Messages of a removed and of an unknown sandbox", "9. What production holds", " 0 failed",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q (part %d)", want, i+1)
@@ -177,6 +233,45 @@ func TestScenario(t *testing.T) {
 	if orders == 0 || foreign != 0 || unshipped != 0 || shippedElsewhere != 0 {
 		t.Errorf("production: %d orders, %d not priced by the baseline cart, %d unshipped, %d shipped by a sandbox consumer",
 			orders, foreign, unshipped, shippedElsewhere)
+	}
+
+	// The same of the ledger in MariaDB and of the price cache in Redis:
+	// one ledger row per production order, all the baseline cart's; the
+	// production cache holds the baseline cart's prices only; nothing of
+	// pr-42 is left in either.
+	sh := &shop{set: set, audit: newAuditLog(nil)}
+	my, err := sh.openMySQL(set.database, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer my.Close()
+	var ledger, ledgerForeign int
+	if err := my.QueryRowContext(ctx, `SELECT COUNT(*), COUNT(CASE WHEN priced_by <> 'cart' THEN 1 END) FROM ledger`).Scan(&ledger, &ledgerForeign); err != nil {
+		t.Fatal(err)
+	}
+	if ledger != orders || ledgerForeign != 0 {
+		t.Errorf("production ledger: %d rows for %d orders, %d not priced by the baseline cart", ledger, orders, ledgerForeign)
+	}
+	left := storesLeft(ctx, t, set)
+	var prodKeys []string
+	for _, l := range left {
+		switch {
+		case strings.HasPrefix(l, fmt.Sprintf("Redis db %d key ", redisProductionDB)):
+			prodKeys = append(prodKeys, l)
+		case l == "MariaDB database "+set.database:
+		default:
+			t.Errorf("pr-42 left %s", l)
+		}
+	}
+	if len(prodKeys) != 3 {
+		t.Errorf("production cache keys of the run: %v, want the prices of mug, tee, sticker", prodKeys)
+	}
+	rc := redis.NewClient(&redis.Options{Addr: set.redisAddr, DB: redisProductionDB})
+	defer rc.Close()
+	for _, item := range items {
+		if by := rc.HGet(ctx, runPriceKey(set.run, item), "pricedBy").Val(); by != "cart" {
+			t.Errorf("production cache: %s priced by %q, want cart", item, by)
+		}
 	}
 }
 
@@ -240,9 +335,11 @@ func TestNoDatabase(t *testing.T) {
 	}
 }
 
-// Without dbroute.Guard on the production pool, the buggy handler of step
-// 5 writes pr-42's row into production, and exactly the checks of step 5
-// fail.
+// Without the guards on the production handles (dbroute.Guard on the
+// pool, sqlroute.Guard on the ledger's *sql.DB, redisroute.Guard on the
+// cache clients), the buggy handlers of step 5 write pr-42's data into
+// production: the checks of step 5 fail, and so do those of step 9 on the
+// rows left in production; no other check does.
 func TestScenarioCatchesMissingGuard(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -261,18 +358,110 @@ func TestScenarioCatchesMissingGuard(t *testing.T) {
 		t.Fatal("step 5 missing")
 	}
 	step, rest, _ := strings.Cut(step, "\n6. ")
+	rest, step9, _ := strings.Cut(rest, "\n9. ")
 	if strings.Contains(before, "✗") || strings.Contains(rest, "✗") {
-		t.Error("checks outside step 5 failed")
+		t.Error("checks outside steps 5 and 9 failed")
 	}
-	for _, want := range []string{"→ 201", "✗ the write was refused", "✗ nothing reached production", "✗ audited: rejected"} {
+	for _, want := range []string{
+		"→ 201", "✗ the write was refused", "✗ nothing reached production", "✗ audited: rejected",
+		"POST /reports/ledger → 201", "✗ refused by sqlroute.Guard", "✗ nothing reached the ledger",
+		"POST /reports/price → 201", "✗ refused by redisroute.Guard", "✗ nothing reached the production cache: mug is still 0¢ for 1, priced by reports",
+	} {
 		if !strings.Contains(step, want) {
 			t.Errorf("step 5 lacks %q", want)
+		}
+	}
+	for _, want := range []string{"✗ PostgreSQL", "✗ MariaDB"} {
+		if !strings.Contains(step9, want) {
+			t.Errorf("step 9 lacks %q", want)
 		}
 	}
 	// The failed check shows the row that reached production.
 	m := regexp.MustCompile(`✗ nothing reached production: (\d+) order\(s\) there before, (\d+) after`).FindStringSubmatch(step)
 	if m == nil || m[1] == m[2] {
 		t.Errorf("step 5 does not show production's orders before and after the bug's write: %v", m)
+	}
+}
+
+// An orders service that was never made sandbox-aware for its ledger and
+// its cache (the production *sql.DB without a guard, a Redis client
+// without redisroute) writes pr-42's ledger row and cached price into
+// production: the store checks of step 2 and the ledger check of step 9
+// fail, on what they read on the servers.
+func TestScenarioCatchesLeakyStores(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	set := testSettings(t)
+	set.leakyStores = true
+	var out strings.Builder
+	err := play(ctx, &out, set)
+	skipWithoutDatabase(t, err)
+	t.Log("\n" + out.String())
+	if err == nil {
+		t.Fatal("play succeeded with an orders service that writes sandbox data to the production ledger and cache")
+	}
+	_, step2, ok := strings.Cut(out.String(), "\n2. ")
+	if !ok {
+		t.Fatal("step 2 missing")
+	}
+	step2, _, _ = strings.Cut(step2, "\n3. ")
+	for _, want := range []string{
+		"✗ booked in pr-42's MariaDB ledger",
+		"✗ the production ledger " + set.database + ".ledger is untouched: 1 row(s) before, 2 after",
+		"✗ price cached in pr-42's own Redis database",
+		"✗ the production cache (Redis database 0) is untouched: mug is still 2880¢ for 3, priced by cart@pr-42",
+	} {
+		if !strings.Contains(step2, want) {
+			t.Errorf("step 2 lacks %q", want)
+		}
+	}
+	if _, step9, _ := strings.Cut(out.String(), "\n9. "); !strings.Contains(step9, "✗ MariaDB "+set.database+".ledger") {
+		t.Errorf("step 9 does not catch the sandbox's rows in the production ledger")
+	}
+}
+
+// Without MariaDB or without Redis the shop says which server is missing
+// and how to start it, in one sentence, and leaves nothing behind.
+func TestNoMariaDBNoRedis(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		set   func(*settings)
+		err   error
+		wants []string
+	}{
+		{"MariaDB", func(s *settings) { s.mysqlDSN = "root@tcp(127.0.0.1:1)/?timeout=2s" }, errNoMariaDB,
+			[]string{"cannot connect to MariaDB at root@tcp(127.0.0.1:1)/", "MYSQL_DSN", "mariadbd"}},
+		{"Redis", func(s *settings) { s.redisAddr = "127.0.0.1:1" }, errNoRedis,
+			[]string{"cannot connect to Redis at 127.0.0.1:1", "REDIS_ADDR", "redis-server"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			set := testSettings(t)
+			tc.set(&set)
+			var out strings.Builder
+			err := play(context.Background(), &out, set)
+			if errors.Is(err, errNoDatabase) {
+				skipWithoutDatabase(t, err) // PostgreSQL, checked first, is missing
+			}
+			if !errors.Is(err, tc.err) {
+				t.Fatalf("play = %v, want %v", err, tc.err)
+			}
+			msg := err.Error()
+			for _, want := range tc.wants {
+				if !strings.Contains(msg, want) {
+					t.Errorf("message lacks %q: %s", want, msg)
+				}
+			}
+			if strings.Count(msg, ". ") > 0 || strings.Contains(msg, "\n") {
+				t.Errorf("want one sentence, got: %s", msg)
+			}
+			if out.Len() != 0 {
+				t.Errorf("printed before failing: %s", out.String())
+			}
+			if left := runDatabasesLeft(context.Background(), t, set.databaseURL, set.run); len(left) != 0 {
+				t.Errorf("left PostgreSQL databases: %v", left)
+			}
+		})
 	}
 }
 
@@ -302,6 +491,9 @@ func TestRunsSideBySide(t *testing.T) {
 		}
 		if left := runDatabasesLeft(ctx, t, sets[i].databaseURL, sets[i].run); len(left) != 0 {
 			t.Errorf("run %d left its databases: %v", i, left)
+		}
+		if left := storesLeft(ctx, t, sets[i]); len(left) != 0 {
+			t.Errorf("run %d left %v", i, left)
 		}
 	}
 	if a, err := up.checkout(ctx, h, "mug", 3); err != nil || a.status != http.StatusOK || a.receipt.Sandbox != pr42ID ||
@@ -333,6 +525,12 @@ func TestKilledRunCleanedUp(t *testing.T) {
 	if left := runDatabasesLeft(ctx, t, killed.databaseURL, killed.run); len(left) == 0 {
 		t.Fatal("the run to kill has no databases")
 	}
+	if a, err := sh.checkout(ctx, nil, "mug", 1); err != nil || a.status != http.StatusOK { // a ledger row, a cached price
+		t.Fatalf("checkout of the run to kill: %v, %v", a, err)
+	}
+	if left := storesLeft(ctx, t, killed); len(left) != 2 {
+		t.Fatalf("the run to kill has %v in MariaDB and Redis, want its database and a key", left)
+	}
 	sh.close() // releases its run lock, keeps its databases
 	release()
 	next, err := start(ctx, testSettings(t))
@@ -342,6 +540,12 @@ func TestKilledRunCleanedUp(t *testing.T) {
 	defer next.close()
 	if left := runDatabasesLeft(ctx, t, killed.databaseURL, killed.run); len(left) != 0 {
 		t.Errorf("the killed run's databases are still there: %v", left)
+	}
+	if left := storesLeft(ctx, t, killed); len(left) != 0 {
+		t.Errorf("the killed run's MariaDB databases and Redis keys are still there: %v", left)
+	}
+	if left := storesLeft(ctx, t, alive.set); len(left) == 0 {
+		t.Error("the next run dropped the MariaDB database of a run that is alive")
 	}
 	if left := runDatabasesLeft(ctx, t, alive.set.databaseURL, alive.set.run); len(left) == 0 {
 		t.Error("the next run dropped the databases of a run that is alive")

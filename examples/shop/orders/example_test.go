@@ -48,7 +48,7 @@ func ExampleNewHandler() {
 	}
 	defer events.Close()
 
-	h, err := orders.NewHandler(db, events, httpmw.TrustAll())
+	h, err := orders.NewHandler(orders.Stores{Orders: db}, events, httpmw.TrustAll())
 	if err != nil {
 		panic(err)
 	}

@@ -3,6 +3,7 @@ package orders
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,12 +11,15 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
+	"github.com/sandboxkit/sandboxkit/redisroute"
 )
 
 // Topic is the Kafka topic of order-placed events.
@@ -30,6 +34,46 @@ const Schema = `CREATE TABLE orders (
 	priced_by   text NOT NULL,
 	placed_at   timestamptz NOT NULL DEFAULT now()
 )`
+
+// LedgerSchema creates the ledger table, in MySQL or MariaDB: one row per
+// order placed, written through database/sql.
+const LedgerSchema = `CREATE TABLE ledger (
+	id          BIGINT AUTO_INCREMENT PRIMARY KEY,
+	order_id    BIGINT NOT NULL,
+	item        VARCHAR(64) NOT NULL,
+	qty         INT NOT NULL,
+	total_cents BIGINT NOT NULL,
+	priced_by   VARCHAR(64) NOT NULL,
+	booked_at   TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+)`
+
+// Stores are where the order service keeps its data, each reached through
+// the sandbox-aware handle of its client library.
+type Stores struct {
+	// Orders holds the orders table (PostgreSQL through pgx). Required.
+	Orders *dbroute.Router
+	// Ledger holds the ledger table ([LedgerSchema]) in a second database
+	// reached through database/sql: a *sqlroute.Router over a guarded
+	// baseline *sql.DB. Nil: the service keeps no ledger.
+	Ledger Ledger
+	// Prices caches the last price quoted for each item, in Redis: a
+	// client that redisroute.New routes, so that a sandbox's prices land
+	// in the sandbox's own database. Nil: the service caches nothing.
+	Prices *redis.Client
+	// PricePrefix starts the cache keys: an item's key is
+	// PricePrefix+"price:"+item (see [PriceKey]).
+	PricePrefix string
+}
+
+// Ledger is what the service needs of a database/sql handle: the
+// method *sql.DB and *sqlroute.Router share.
+type Ledger interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// PriceKey returns the cache key of item's price under prefix: a hash
+// with the fields totalCents, qty, pricedBy and order.
+func PriceKey(prefix, item string) string { return prefix + "price:" + item }
 
 // Order is what POST /orders takes.
 type Order struct {
@@ -56,9 +100,14 @@ type Event struct {
 
 // NewHandler returns the order service: POST /orders, wrapped in
 // [httpmw.NewHandler] with opts (the trust policy and the audit logger).
-// Its error is httpmw's, for misconfigured options.
-func NewHandler(db *dbroute.Router, events *kafkamw.Writer, opts ...httpmw.HandlerOption) (http.Handler, error) {
-	s := &service{db: db, events: events}
+// An order is stored in st.Orders, booked in st.Ledger, its price cached
+// in st.Prices, and published to events. Its error is httpmw's, for
+// misconfigured options, or a missing st.Orders or events.
+func NewHandler(st Stores, events *kafkamw.Writer, opts ...httpmw.HandlerOption) (http.Handler, error) {
+	if st.Orders == nil || events == nil {
+		return nil, errors.New("orders: NewHandler needs an orders database router and an events writer")
+	}
+	s := &service{db: st.Orders, ledger: st.Ledger, prices: st.Prices, prefix: st.PricePrefix, events: events}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /orders", s.place)
 	return httpmw.NewHandler(mux, opts...)
@@ -66,6 +115,9 @@ func NewHandler(db *dbroute.Router, events *kafkamw.Writer, opts ...httpmw.Handl
 
 type service struct {
 	db     *dbroute.Router
+	ledger Ledger
+	prices *redis.Client
+	prefix string
 	events *kafkamw.Writer
 }
 
@@ -97,6 +149,40 @@ func (s *service) place(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		http.Error(w, "orders: storing the order: "+err.Error(), http.StatusInternalServerError)
 		return
+	}
+
+	// The ledger, a second database through database/sql: the router
+	// sends a sandbox's row to the sandbox's test database.
+	if s.ledger != nil {
+		_, err := s.ledger.ExecContext(ctx,
+			`INSERT INTO ledger (order_id, item, qty, total_cents, priced_by) VALUES (?, ?, ?, ?, ?)`,
+			p.ID, o.Item, o.Qty, o.TotalCents, o.PricedBy)
+		switch {
+		case errors.Is(err, dbroute.ErrNoTestDatabase), errors.Is(err, dbroute.ErrUnavailable):
+			http.Error(w, "orders: ledger: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		case err != nil:
+			http.Error(w, "orders: booking the order in the ledger: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+	}
+
+	// The price cache: with a sandbox in ctx, redisroute runs these
+	// commands in the sandbox's own Redis database, never production's.
+	if s.prices != nil {
+		_, err := s.prices.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+			pipe.HSet(ctx, PriceKey(s.prefix, o.Item), "totalCents", o.TotalCents, "qty", o.Qty, "pricedBy", o.PricedBy, "order", p.ID)
+			pipe.Expire(ctx, PriceKey(s.prefix, o.Item), time.Hour)
+			return nil
+		})
+		switch {
+		case errors.Is(err, redisroute.ErrNoSandboxDatabase):
+			http.Error(w, "orders: price cache: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		case err != nil:
+			http.Error(w, "orders: caching the price: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
 	}
 
 	// The event carries the sandbox in its record headers.

@@ -42,7 +42,7 @@ func server(t *testing.T) *httptest.Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { events.Close() })
-	h, err := orders.NewHandler(db, events, httpmw.TrustAll())
+	h, err := orders.NewHandler(orders.Stores{Orders: db}, events, httpmw.TrustAll())
 	if err != nil {
 		t.Fatal(err)
 	}
