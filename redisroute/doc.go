@@ -50,9 +50,11 @@
 //
 // A database belongs to the sandbox whose ID is the value of [MarkerKey]
 // in it. On a sandbox's first command the router looks for its database
-// in the range, else claims the first empty one (SET NX of the marker,
-// then DBSIZE is 1). A database that holds keys without a marker is
-// somebody's and is never claimed. Destroy and Reap flush a database only
+// in the range, else claims the first empty one: one server-side script
+// marks the database only if it is empty, so a claim cut short (a
+// connection lost, a crash) never leaves a marker on somebody else's keys.
+// A database that holds keys without a marker is somebody's and is never
+// claimed. Destroy and Reap flush a database only
 // when its marker names a sandbox they remove, checked and flushed in one
 // WATCH/MULTI transaction. Sandboxes cannot name the marker key in any
 // command (any argument equal to it, key or value, is refused), so they

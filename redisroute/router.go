@@ -239,8 +239,21 @@ func (r *Router) owner(ctx context.Context, db int) (string, error) {
 	return id, err
 }
 
+// claimScript marks the connection's database as owned by ARGV[1] when it
+// is empty, in one step: a claim interrupted anywhere (a connection cut, a
+// crash) leaves the database marked by a whole claim or not at all, never
+// a marker on somebody else's keys. It returns 1 when the database is
+// ARGV[1]'s.
+var claimScript = redis.NewScript(`
+if redis.call('dbsize') == 0 then
+	redis.call('set', KEYS[1], ARGV[1])
+	return 1
+end
+if redis.call('get', KEYS[1]) == ARGV[1] then return 1 end
+return 0`)
+
 // claim returns the database that id owns, or claims a free one: an empty
-// database, on which SET NX of the marker succeeds first.
+// database, marked in the same step (claimScript).
 func (r *Router) claim(ctx context.Context, id string) (int, error) {
 	if db, err := r.find(ctx, id); err != nil || db >= 0 {
 		return db, err
@@ -248,20 +261,9 @@ func (r *Router) claim(ctx context.Context, id string) (int, error) {
 	for db := r.dbs.First; db <= r.dbs.Last; db++ {
 		claimed := false
 		err := r.onDB(ctx, db, func(cn *redis.Conn) error {
-			ok, err := cn.SetNX(ctx, MarkerKey, id, 0).Result()
-			if err != nil || !ok {
-				return err
-			}
-			n, err := cn.DBSize(ctx).Result()
-			if err != nil {
-				return err
-			}
-			if n == 1 {
-				claimed = true
-				return nil
-			}
-			// Not empty: somebody's data without a marker. Leave it alone.
-			return cn.Del(ctx, MarkerKey).Err()
+			n, err := claimScript.Run(ctx, cn, []string{MarkerKey}, id).Int()
+			claimed = n == 1
+			return err
 		})
 		if err != nil {
 			return 0, err
@@ -270,7 +272,7 @@ func (r *Router) claim(ctx context.Context, id string) (int, error) {
 			// Another process may have claimed a database for id at the
 			// same time; the lowest one wins, the others are given back.
 			if first, err := r.find(ctx, id); err == nil && first >= 0 && first < db {
-				_ = r.onDB(ctx, db, func(cn *redis.Conn) error { return cn.FlushDB(ctx).Err() })
+				_, _ = r.flushIf(ctx, db, func(owner string) bool { return owner == id })
 				return first, nil
 			}
 			return db, nil
@@ -371,31 +373,43 @@ func (r *Router) flushOwned(ctx context.Context, remove func(owner string) bool)
 	var gone []string
 	var errs []error
 	for db := r.dbs.First; db <= r.dbs.Last; db++ {
-		err := r.onDB(ctx, db, func(cn *redis.Conn) error {
-			if err := cn.Do(ctx, "watch", MarkerKey).Err(); err != nil {
-				return err
-			}
-			owner, err := cn.Get(ctx, MarkerKey).Result()
-			if errors.Is(err, redis.Nil) || (err == nil && !remove(owner)) {
-				return cn.Do(ctx, "unwatch").Err()
-			}
-			if err != nil {
-				return err
-			}
-			_, err = cn.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.FlushDB(ctx)
-				return nil
-			})
-			if err == nil {
-				gone = append(gone, owner)
-			}
-			return err
-		})
+		owner, err := r.flushIf(ctx, db, remove)
 		if err != nil && !errors.Is(err, redis.TxFailedErr) {
 			errs = append(errs, err)
 		}
+		if err == nil && owner != "" {
+			gone = append(gone, owner)
+		}
 	}
 	return gone, errors.Join(errs...)
+}
+
+// flushIf flushes database db when its marker names an owner that remove
+// selects, checking and flushing in one transaction (WATCH), and returns
+// the owner it flushed ("" when none).
+func (r *Router) flushIf(ctx context.Context, db int, remove func(owner string) bool) (string, error) {
+	var gone string
+	err := r.onDB(ctx, db, func(cn *redis.Conn) error {
+		if err := cn.Do(ctx, "watch", MarkerKey).Err(); err != nil {
+			return err
+		}
+		owner, err := cn.Get(ctx, MarkerKey).Result()
+		if errors.Is(err, redis.Nil) || (err == nil && !remove(owner)) {
+			return cn.Do(ctx, "unwatch").Err()
+		}
+		if err != nil {
+			return err
+		}
+		_, err = cn.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.FlushDB(ctx)
+			return nil
+		})
+		if err == nil {
+			gone = owner
+		}
+		return err
+	})
+	return gone, err
 }
 
 // Close closes the sandbox clients and the router's own connection; it
