@@ -123,15 +123,19 @@
 //
 // # What it does not cover
 //
-// AutoPipeline (client.AutoPipeline and AsyncAutoPipeline, experimental in
-// go-redis) is NOT isolated: it queues commands from many callers and
-// sends each batch with a context of its own (context.Background()), so
-// no hook sees the sandbox of a queued command, and a command that a
-// sandbox sends through an AutoPipeliner of the baseline client runs in
-// the baseline's database. In full-duplex mode go-redis writes a command
-// before its hooks run, so no hook can refuse it either. Do not use an
-// AutoPipeliner of a routed or guarded client with sandbox contexts;
-// closing this needs go-redis to give hooks each queued command's context.
+// A command keeps the context it was built with, and the hooks read it:
+// a command built with a sandbox's context and sent with another one is
+// refused ([ErrRefused] from the router, [ErrSandboxOnBaseline] from the
+// guard), and the production commands beside it still run. This covers
+// the batches of an AutoPipeliner (client.AutoPipeline and
+// AsyncAutoPipeline, which send each batch with context.Background()), a
+// pipeline Exec'd with another context than its commands were built with
+// (a whole MULTI/EXEC fails), a command given to Process with another
+// context, and a command of sandbox A in sandbox B's pipeline. What it
+// does not cover: an AutoPipeliner in full-duplex mode
+// (AutoPipelineOptions.FullDuplex with the deferred face) writes a
+// command before any hook runs, so no hook can stop it; do not use one
+// with sandbox contexts.
 //
 // client.WithTimeout returns a clone without the client's hooks (go-redis
 // 9.23 builds the clone's hooks afresh): neither the router nor the guard

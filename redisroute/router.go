@@ -72,6 +72,9 @@ func New(baseline *redis.Client, dbs Databases, opts ...RouterOption) (*Router, 
 	if cfg.err != nil {
 		return nil, cfg.err
 	}
+	if baseCmdType == nil {
+		return nil, errCommandContexts("New")
+	}
 	adminOpts := clientOptions(baseline, dbs.First)
 	adminOpts.PoolSize = 2
 	r := &Router{
@@ -105,16 +108,28 @@ func (h routeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		s, ok := propagation.FromContext(ctx)
 		if !ok {
+			if cs, ok := cmdSandbox(cmd); ok {
+				err := h.r.refuse(ctx, cs, mixedErr(cmd.Name(), cs))
+				cmd.SetErr(err)
+				return err
+			}
 			return next(ctx, cmd)
+		}
+		if err := h.r.foreign(ctx, s, cmd); err != nil {
+			cmd.SetErr(err)
+			return err
 		}
 		switch cmd.Name() {
 		case "watch", "unwatch", "multi", "exec", "discard":
 			// Each routed command may take another connection: a bare
 			// WATCH or MULTI would lose its meaning.
-			return h.r.refuse(ctx, s, fmt.Errorf("%w: %s: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, cmd.Name()))
+			err := h.r.refuse(ctx, s, fmt.Errorf("%w: %s: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, cmd.Name()))
+			cmd.SetErr(err)
+			return err
 		}
 		sc, err := h.r.sandbox(ctx, s)
 		if err != nil {
+			cmd.SetErr(err)
 			return err
 		}
 		return sc.client.Process(ctx, cmd)
@@ -125,35 +140,78 @@ func (h routeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		s, ok := propagation.FromContext(ctx)
 		if !ok {
-			return next(ctx, cmds)
+			// An AutoPipeliner's batch, or a pipeline Exec'd with another
+			// context than its commands were built with.
+			prod := splitProduction(cmds, func(cs propagation.Sandbox) error {
+				return h.r.refuse(ctx, cs, mixedErr("pipeline", cs))
+			})
+			if len(prod) == len(cmds) {
+				return next(ctx, cmds)
+			}
+			if len(prod) == 0 {
+				return cmds[0].Err()
+			}
+			return next(ctx, prod)
 		}
-		sc, err := h.r.sandbox(ctx, s)
+		err := h.routePipeline(ctx, s, cmds)
 		if err != nil {
-			return err
-		}
-		tx := len(cmds) >= 2 && cmds[0].Name() == "multi" && cmds[len(cmds)-1].Name() == "exec"
-		inner := cmds
-		if tx {
-			inner = cmds[1 : len(cmds)-1]
-		}
-		for _, cmd := range inner {
-			switch cmd.Name() {
-			case "watch", "unwatch", "multi", "exec", "discard":
-				return h.r.refuse(ctx, s, fmt.Errorf("%w: %s in a pipeline: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, cmd.Name()))
+			for _, c := range cmds {
+				if c.Err() == nil {
+					c.SetErr(err)
+				}
 			}
 		}
-		var pipe redis.Pipeliner
-		if tx {
-			pipe = sc.client.TxPipeline()
-		} else {
-			pipe = sc.client.Pipeline()
-		}
-		for _, cmd := range inner {
-			_ = pipe.Process(ctx, cmd) // queues cmd; Exec fills it in
-		}
-		_, err = pipe.Exec(ctx)
 		return err
 	}
+}
+
+func (h routeHook) routePipeline(ctx context.Context, s propagation.Sandbox, cmds []redis.Cmder) error {
+	for _, cmd := range cmds {
+		if err := h.r.foreign(ctx, s, cmd); err != nil {
+			return err
+		}
+	}
+	sc, err := h.r.sandbox(ctx, s)
+	if err != nil {
+		return err
+	}
+	tx := isTx(cmds)
+	inner := cmds
+	if tx {
+		inner = cmds[1 : len(cmds)-1]
+	}
+	for _, cmd := range inner {
+		switch cmd.Name() {
+		case "watch", "unwatch", "multi", "exec", "discard":
+			return h.r.refuse(ctx, s, fmt.Errorf("%w: %s in a pipeline: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, cmd.Name()))
+		}
+	}
+	var pipe redis.Pipeliner
+	if tx {
+		pipe = sc.client.TxPipeline()
+	} else {
+		pipe = sc.client.Pipeline()
+	}
+	for _, cmd := range inner {
+		_ = pipe.Process(ctx, cmd) // queues cmd; Exec fills it in
+	}
+	_, err = pipe.Exec(ctx)
+	return err
+}
+
+// foreign refuses cmd, sent with sandbox s's context, when it was built
+// with another sandbox's context.
+func (r *Router) foreign(ctx context.Context, s propagation.Sandbox, cmd redis.Cmder) error {
+	if cs, ok := cmdSandbox(cmd); ok && cs.ID != s.ID {
+		return r.refuse(ctx, s, fmt.Errorf("%w: %s: built with sandbox %q's context, sent with sandbox %q's", ErrRefused, cmd.Name(), cs.ID, s.ID))
+	}
+	return nil
+}
+
+// mixedErr is the error of a command built with sandbox s's context and
+// sent with a production one.
+func mixedErr(what string, s propagation.Sandbox) error {
+	return fmt.Errorf("%w: %s: built with sandbox %q's context, sent with a production one (an AutoPipeliner's batch, or a pipeline Exec'd with another context): send a sandbox's commands with its context through the client itself", ErrRefused, what, s.ID)
 }
 
 // sandbox returns the client of s, claiming a database for it on first
