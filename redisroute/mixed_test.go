@@ -137,3 +137,50 @@ func TestCommandContextRead(t *testing.T) {
 		t.Error("a production command read as a sandbox's")
 	}
 }
+
+// binary is an argument go-redis writes with MarshalBinary, whatever its
+// String says.
+type binary struct{ wire, shown string }
+
+func (b binary) MarshalBinary() ([]byte, error) { return []byte(b.wire), nil }
+func (b binary) String() string                 { return b.shown }
+
+// TestArgumentsReadAsWritten: the policy reads each argument as go-redis
+// writes it (a *string as its string, a BinaryMarshaler as its bytes), so
+// neither the marker key nor a refused command slips through in another
+// Go type.
+func TestArgumentsReadAsWritten(t *testing.T) {
+	id := newID()
+	c, _, r := route(t, []string{id})
+	sctx := sandboxCtx(id)
+	if err := c.Set(sctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	marker := redisroute.MarkerKey
+	for name, args := range map[string][]any{
+		"del *string marker":          {"del", &marker},
+		"del BinaryMarshaler marker":  {"del", binary{marker, "harmless"}},
+		"BinaryMarshaler flushdb":     {binary{"flushdb", "dbsize"}, nil},
+		"*string command flushdb":     {ptr("flushdb")},
+		"select BinaryMarshaler db 1": {"select", binary{"1", "x"}},
+	} {
+		if args[len(args)-1] == nil {
+			args = args[:len(args)-1]
+		}
+		if err := c.Do(sctx, args...).Err(); !isRefused(err) {
+			t.Errorf("%s: %v, want ErrRefused", name, err)
+		}
+	}
+	db, err := r.Database(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if owner := raw(t, db).Get(context.Background(), redisroute.MarkerKey).Val(); owner != id {
+		t.Errorf("the marker of the sandbox's database is %q, want %q", owner, id)
+	}
+	if n := raw(t, db).Exists(context.Background(), "k").Val(); n != 1 {
+		t.Error("the sandbox's key is gone")
+	}
+}
+
+func ptr(s string) *string { return &s }
