@@ -107,7 +107,8 @@
 //
 //   - pub/sub: PUBLISH, SPUBLISH, SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and
 //     their UNSUBSCRIBEs, PUBSUB: channels are shared by every database. A
-//     subscription made with a sandbox context fails when it connects.
+//     subscription made with a sandbox context fails when it connects
+//     (but see below: a PubSub already connected is not covered).
 //   - scripting and functions: EVAL, EVAL_RO, EVALSHA, EVALSHA_RO, FCALL,
 //     FCALL_RO, SCRIPT, FUNCTION (and redis.Script.Run): a script may
 //     SELECT any database, whatever KEYS it declares.
@@ -137,10 +138,17 @@
 // command before any hook runs, so no hook can stop it; do not use one
 // with sandbox contexts.
 //
+// A [redis.PubSub] already connected (subscribed with a production
+// context) sends later Subscribe, PSubscribe and Ping calls on its
+// connection without any hook: a sandbox context given to them is not
+// seen, and the sandbox subscribes to production's channels. Open a
+// sandbox's subscriptions with its own context (they are refused).
+//
 // client.WithTimeout returns a clone without the client's hooks (go-redis
-// 9.23 builds the clone's hooks afresh): neither the router nor the guard
-// applies to it, and a sandbox command sent through it reaches the
-// baseline's database. Send sandbox traffic through the client given to
+// 9.23 builds the clone's hooks afresh, and the hooks that would see each
+// command's context on the shared pool are internal to go-redis): neither
+// the router nor the guard applies to it, and a sandbox command sent
+// through it, FLUSHDB included, runs on the baseline's database. Send sandbox traffic through the client given to
 // [New] or [Guard], and set timeouts with a context deadline instead.
 //
 // Hooks added to the baseline client before [New] run for sandbox
