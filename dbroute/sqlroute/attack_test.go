@@ -2,10 +2,13 @@ package sqlroute_test
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"testing"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/mytest"
 	"github.com/sandboxkit/sandboxkit/dbroute/sqlroute"
 )
 
@@ -66,4 +69,47 @@ func TestPreparedStatementsOnOneConnection(t *testing.T) {
 			t.Errorf("%d sandbox rows reached the baseline", n)
 		}
 	})
+}
+
+// wrapped is an instrumentation wrapper of a driver (as otelsql or
+// sqlhooks make): the router cannot name its driver type.
+type wrapped struct{ c driver.Connector }
+
+type wrappedDriver struct{ d driver.Driver }
+
+func (w wrapped) Connect(ctx context.Context) (driver.Conn, error) { return w.c.Connect(ctx) }
+func (w wrapped) Driver() driver.Driver                           { return wrappedDriver{w.c.Driver()} }
+func (d wrappedDriver) Open(name string) (driver.Conn, error)     { return d.d.Open(name) }
+
+// TestNotTheBaselineThroughAWrappedDriver: a baseline *sql.DB whose
+// driver is wrapped still has its identity asked, so a sandbox whose test
+// database is the baseline's is refused.
+func TestNotTheBaselineThroughAWrappedDriver(t *testing.T) {
+	w := mariadbWorld(t)
+	e := mytest.Server(t)
+	var name string
+	if err := w.direct[""].QueryRowContext(context.Background(), "SELECT DATABASE()").Scan(&name); err != nil {
+		t.Fatal(err)
+	}
+	base := sql.OpenDB(sqlroute.Guard(wrapped{e.Connector(t, name)}))
+	defer base.Close()
+	p, err := sqlroute.StaticMySQL(map[string]string{"same": w.dsn[""], "other": w.dsn["a"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := sqlroute.New(base, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ins := "INSERT INTO items (owner) VALUES (?)"
+	if _, err := r.ExecContext(sandboxCtx("same"), ins, "same"); !errors.Is(err, dbroute.ErrNoTestDatabase) {
+		t.Errorf("the baseline's database as a test database, wrapped driver: %v, want ErrNoTestDatabase", err)
+	}
+	if _, err := r.ExecContext(sandboxCtx("other"), ins, "other"); err != nil {
+		t.Errorf("another database: %v", err)
+	}
+	if n := w.total(t, ""); n != 0 {
+		t.Errorf("%d sandbox rows reached the baseline", n)
+	}
 }
