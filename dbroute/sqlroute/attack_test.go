@@ -78,8 +78,8 @@ type wrapped struct{ c driver.Connector }
 type wrappedDriver struct{ d driver.Driver }
 
 func (w wrapped) Connect(ctx context.Context) (driver.Conn, error) { return w.c.Connect(ctx) }
-func (w wrapped) Driver() driver.Driver                           { return wrappedDriver{w.c.Driver()} }
-func (d wrappedDriver) Open(name string) (driver.Conn, error)     { return d.d.Open(name) }
+func (w wrapped) Driver() driver.Driver                            { return wrappedDriver{w.c.Driver()} }
+func (d wrappedDriver) Open(name string) (driver.Conn, error)      { return d.d.Open(name) }
 
 // TestNotTheBaselineThroughAWrappedDriver: a baseline *sql.DB whose
 // driver is wrapped still has its identity asked, so a sandbox whose test
