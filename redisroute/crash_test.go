@@ -3,11 +3,15 @@ package redisroute_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sandboxkit/sandboxkit/audit"
+	"github.com/sandboxkit/sandboxkit/internal/audit/audittest"
 	"github.com/sandboxkit/sandboxkit/redisroute"
+	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 // TestInterruptedClaimLeavesForeignDataAlone: the server goes away at
@@ -60,5 +64,36 @@ func TestInterruptedClaimLeavesForeignDataAlone(t *testing.T) {
 			t.Fatal("no command was cut")
 		}
 		break // the claim ran to its end before command k
+	}
+}
+
+// TestNeverLoadedTable: a route table that has never loaded knows no
+// sandbox yet. Reap with it flushes nothing (every database would look
+// abandoned), and a sandbox command is refused as not synced.
+func TestNeverLoadedTable(t *testing.T) {
+	id := newID()
+	table := routes.New() // never loaded: SyncedAt is the zero time
+	rec, logger := audittest.New()
+	c, p, r := route(t, []string{id}, redisroute.WithRoutes(table), redisroute.WithLogger(logger))
+	other, _, _ := route(t, []string{id})
+	sctx := sandboxCtx(id)
+	if err := other.Set(sctx, p+"k", "v", 0).Err(); err != nil { // a live sandbox's data
+		t.Fatal(err)
+	}
+	gone, err := r.Reap(context.Background())
+	if !errors.Is(err, redisroute.ErrNotSynced) || len(gone) != 0 {
+		t.Errorf("Reap on a never-loaded table: %v, %v; want ErrNotSynced, nothing", gone, err)
+	}
+	if v := other.Get(sctx, p+"k").Val(); v != "v" {
+		t.Errorf("a live sandbox's key is %q after Reap, want kept", v)
+	}
+	err = c.Set(sctx, p+"k2", "v", 0).Err()
+	if !errors.Is(err, redisroute.ErrNoSandboxDatabase) || !errors.Is(err, redisroute.ErrNotSynced) {
+		t.Errorf("sandbox command on a never-loaded table: %v, want ErrNoSandboxDatabase and ErrNotSynced", err)
+	}
+	if count(rec.Records(), func(m map[string]string) bool {
+		return m[audit.KeyDecision] == string(audit.Rejected) && strings.Contains(m[audit.KeyReason], audit.ReasonNotSynced)
+	}) == 0 {
+		t.Error("no rejected record with the not-synced reason")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
+	pub "github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
@@ -219,6 +220,9 @@ func mixedErr(what string, s propagation.Sandbox) error {
 func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox) (*sandboxClient, error) {
 	if t := r.cfg.table; t != nil {
 		if _, ok := t.Sandbox(s.ID); !ok {
+			if t.SyncedAt().IsZero() {
+				return nil, r.refuse(ctx, s, fmt.Errorf("%w: sandbox %q: %w (%s)", ErrNoSandboxDatabase, s.ID, ErrNotSynced, pub.ReasonNotSynced))
+			}
 			return nil, r.refuse(ctx, s, fmt.Errorf("%w: sandbox %q is not in the route table", ErrNoSandboxDatabase, s.ID))
 		}
 	}
@@ -399,11 +403,17 @@ func (r *Router) Destroy(ctx context.Context, id string) error {
 
 // Reap flushes the databases of the router's range whose owner the route
 // table ([WithRoutes]) no longer holds, and returns their owners. Without a
-// route table it is an ErrConfig error.
+// route table it is an ErrConfig error; with a table that has never
+// loaded it flushes nothing and returns [ErrNotSynced].
 func (r *Router) Reap(ctx context.Context) ([]string, error) {
 	t := r.cfg.table
 	if t == nil {
 		return nil, fmt.Errorf("%w: redisroute: Reap: the router has no route table (WithRoutes)", ErrConfig)
+	}
+	if t.SyncedAt().IsZero() {
+		// An empty table that never loaded would make every sandbox's
+		// database look abandoned.
+		return nil, fmt.Errorf("%w: redisroute: Reap: the table has never loaded; nothing flushed", ErrNotSynced)
 	}
 	gone, err := r.flushOwned(ctx, func(owner string) bool {
 		_, ok := t.Sandbox(owner)
