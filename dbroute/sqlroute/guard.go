@@ -3,6 +3,7 @@ package sqlroute
 import (
 	"context"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -56,11 +57,22 @@ type guardConnector struct {
 	logger *slog.Logger
 }
 
+// probeID is the sandbox ID of [New]'s check that its baseline is
+// guarded: not a valid sandbox ID, so no request can carry it.
+const probeID = "sqlroute: guard probe"
+
+// errProbe is the guard's answer to New's probe: nothing sent, nothing
+// audited.
+var errProbe = errors.New("sqlroute: guarded")
+
 // check refuses a sandbox context.
 func (g *guardConnector) check(ctx context.Context) error {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
 		return nil
+	}
+	if s.ID == probeID {
+		return errProbe
 	}
 	err := fmt.Errorf("%w: sandbox %q (the baseline *sql.DB only serves production traffic)", dbroute.ErrSandboxOnBaseline, s.ID)
 	audit.Emit(ctx, g.logger, audit.Event{
