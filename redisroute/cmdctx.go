@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/redis/go-redis/v9"
@@ -21,48 +23,103 @@ import (
 // context is never sent as production traffic.
 //
 // go-redis does not export it: every command type of go-redis embeds its
-// unexported baseCmd as its first field, and baseCmd holds the context in
-// a field named ctx, found once here; a command of
-// another shape (a Cmder implemented outside go-redis) has no readable
-// context and is judged by the hook's context alone.
-var baseCmdType, cmdCtxIndex = func() (reflect.Type, int) {
+// unexported baseCmd as its first field (or embeds a command type that
+// does), and baseCmd holds the context in a field named ctx. The first
+// time a command type is seen, reflect checks that shape and finds the
+// context's offset; after that, reading a command's context costs one map
+// lookup by the interface's type word. A command of another shape (a
+// Cmder implemented outside go-redis) has no readable context and is
+// judged by the hook's context alone.
+var baseCmdType, cmdCtxOffset = func() (reflect.Type, uintptr) {
 	t := reflect.TypeFor[redis.StatusCmd]()
 	if t.NumField() == 0 || !t.Field(0).Anonymous {
-		return nil, -1
+		return nil, 0
 	}
 	base := t.Field(0).Type
 	if base.Kind() != reflect.Struct {
-		return nil, -1
+		return nil, 0
 	}
 	f, ok := base.FieldByName("ctx")
 	if !ok || f.Type != reflect.TypeFor[context.Context]() || len(f.Index) != 1 {
-		return nil, -1
+		return nil, 0
 	}
-	return base, f.Index[0]
+	return base, f.Offset
 }()
+
+// noCtx marks a command type without a readable context.
+const noCtx = ^uintptr(0)
+
+var (
+	// cmdTypes maps the type word of a redis.Cmder interface value to the
+	// offset of the command's context from its data pointer, or noCtx.
+	// Copy-on-write: a published map is never modified.
+	cmdTypes   atomic.Pointer[map[unsafe.Pointer]uintptr]
+	cmdTypesMu sync.Mutex
+)
+
+func init() { cmdTypes.Store(&map[unsafe.Pointer]uintptr{}) }
+
+// iface is the layout of a non-empty interface value.
+type iface struct {
+	tab  unsafe.Pointer
+	data unsafe.Pointer
+}
 
 // cmdContext returns the context cmd was built with, or nil.
 func cmdContext(cmd redis.Cmder) context.Context {
-	if baseCmdType == nil {
+	i := (*iface)(unsafe.Pointer(&cmd))
+	if i.data == nil {
 		return nil
 	}
-	v := reflect.ValueOf(cmd)
-	if v.Kind() != reflect.Pointer || v.IsNil() {
+	off, ok := (*cmdTypes.Load())[i.tab]
+	if !ok {
+		off = learn(cmd, i.tab)
+	}
+	if off == noCtx {
 		return nil
 	}
-	// Down the first embedded fields: HImportSetCmd embeds StatusCmd,
-	// which embeds baseCmd.
-	e := v.Elem()
+	return *(*context.Context)(unsafe.Add(i.data, off))
+}
+
+// learn finds the offset of the context in cmd's type and records it.
+func learn(cmd redis.Cmder, tab unsafe.Pointer) uintptr {
+	off := ctxOffset(reflect.TypeOf(cmd))
+	cmdTypesMu.Lock()
+	defer cmdTypesMu.Unlock()
+	old := *cmdTypes.Load()
+	m := make(map[unsafe.Pointer]uintptr, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[tab] = off
+	cmdTypes.Store(&m)
+	return off
+}
+
+// ctxOffset returns the offset of the context in a pointer to a go-redis
+// command type, down its first embedded fields (HImportSetCmd embeds
+// StatusCmd, which embeds baseCmd), or noCtx.
+func ctxOffset(t reflect.Type) uintptr {
+	if baseCmdType == nil || t == nil || t.Kind() != reflect.Pointer {
+		return noCtx
+	}
+	e := t.Elem()
+	var off uintptr
 	for range 4 {
+		if e == baseCmdType {
+			return off + cmdCtxOffset
+		}
 		if e.Kind() != reflect.Struct || e.NumField() == 0 {
-			return nil
+			return noCtx
 		}
-		if e.Type() == baseCmdType {
-			return *(*context.Context)(unsafe.Pointer(e.Field(cmdCtxIndex).UnsafeAddr()))
+		f := e.Field(0)
+		if !f.Anonymous {
+			return noCtx
 		}
-		e = e.Field(0)
+		off += f.Offset
+		e = f.Type
 	}
-	return nil
+	return noCtx
 }
 
 // cmdSandbox returns the sandbox of the context cmd was built with.

@@ -164,8 +164,9 @@
 // # Cost
 //
 // A command without a sandbox costs two context lookups in the router's
-// or the guard's hook (the call's context and the command's own): 25 to
-// 65 ns on a loaded 2-core machine and no allocation (BenchmarkHookCost,
+// or the guard's hook (the call's context and the command's own, found
+// by its type in a map): about 14 ns a command and 21 ns a pipeline of
+// two, on a loaded 2-core machine, and no allocation (BenchmarkHookCost,
 // TestBaselineHooksDoNotAllocate).
 //
 // # Audit
