@@ -97,3 +97,55 @@ func TestNeverLoadedTable(t *testing.T) {
 		t.Error("no rejected record with the not-synced reason")
 	}
 }
+
+// TestConnectionsCutMidRun: every connection to the server drops (a
+// restart, as a proxy cutting them shows it) while a sandbox and
+// production are in use. The clients reconnect, and each command lands
+// in its own database again: the sandbox's new connections select its
+// database, production's the baseline's.
+func TestConnectionsCutMidRun(t *testing.T) {
+	server(t)
+	p := newProxy(t)
+	c := redis.NewClient(&redis.Options{Addr: p.addr(), DB: baseDB})
+	defer c.Close()
+	r, err := redisroute.New(c, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := newID()
+	defer r.Close()
+	defer r.Destroy(context.Background(), id)
+	ctx, sctx := context.Background(), sandboxCtx(id)
+	key := "rrt:" + t.Name() + ":k"
+	defer raw(t, baseDB).Del(ctx, key)
+	for round := range 3 {
+		if err := c.Set(sctx, key, "sandbox", 0).Err(); err != nil {
+			t.Fatalf("round %d: sandbox SET: %v", round, err)
+		}
+		if err := c.Set(ctx, key, "prod", 0).Err(); err != nil {
+			t.Fatalf("round %d: production SET: %v", round, err)
+		}
+		p.cutAll()
+		// The first command after the cut may fail on a dead pooled
+		// connection; go-redis retries it on a new one.
+		if v, err := c.Get(sctx, key).Result(); err != nil || v != "sandbox" {
+			t.Errorf("round %d: sandbox GET after the cut: %q, %v", round, v, err)
+		}
+		if v, err := c.Get(ctx, key).Result(); err != nil || v != "prod" {
+			t.Errorf("round %d: production GET after the cut: %q, %v", round, v, err)
+		}
+	}
+	db, err := r.Database(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := raw(t, db).Get(ctx, key).Val(); v != "sandbox" {
+		t.Errorf("sandbox database holds %q", v)
+	}
+	if v := raw(t, baseDB).Get(ctx, key).Val(); v != "prod" {
+		t.Errorf("baseline database holds %q", v)
+	}
+	if n := raw(t, 0).Exists(ctx, key).Val(); n != 0 && baseDB != 0 {
+		t.Error("a key reached database 0")
+	}
+}
