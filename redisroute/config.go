@@ -56,8 +56,9 @@ func WithLogger(l *slog.Logger) Option {
 
 // WithRoutes makes the router refuse sandboxes that the route table does
 // not hold (ErrNoSandboxDatabase), and lets [Router.Reap] flush the
-// databases of sandboxes the table no longer holds. A nil table is an
-// ErrConfig error.
+// databases of sandboxes the table no longer holds. While the table has
+// never loaded, sandbox commands fail with [ErrNotSynced] and Reap
+// flushes nothing. A nil table is an ErrConfig error.
 func WithRoutes(t *routes.Table) RouterOption {
 	return routerOption(func(c *config) {
 		if t == nil {

@@ -23,6 +23,12 @@ var (
 	// router's range is taken. Nothing was sent.
 	ErrNoSandboxDatabase = errors.New("redisroute: no database for the sandbox")
 
+	// ErrNotSynced reports a route table ([WithRoutes]) that has never
+	// loaded: it cannot say which sandboxes exist. A sandbox command is
+	// refused (the error wraps ErrNoSandboxDatabase too) and [Router.Reap]
+	// flushes nothing. Nothing was sent.
+	ErrNotSynced = errors.New("redisroute: route table not synced")
+
 	// ErrClosed reports a call on a closed [Router].
 	ErrClosed = errors.New("redisroute: router closed")
 )

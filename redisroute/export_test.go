@@ -21,3 +21,9 @@ func familiesWhere(isolated bool) map[string][]string {
 // measuring their cost alone.
 func RouteHooks(r *Router) redis.Hook { return routeHook{r} }
 func GuardHooks() redis.Hook          { return guardHook{} }
+
+// CommandSandbox is cmdSandbox: the sandbox of the context cmd was built with.
+func CommandSandbox(cmd redis.Cmder) (string, bool) {
+	s, ok := cmdSandbox(cmd)
+	return s.ID, ok
+}

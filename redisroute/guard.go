@@ -33,6 +33,9 @@ func Guard(client *redis.Client, opts ...GuardOption) error {
 	if cfg.err != nil {
 		return cfg.err
 	}
+	if baseCmdType == nil {
+		return errCommandContexts("Guard")
+	}
 	client.AddHook(guardHook{logger: cfg.logger})
 	return nil
 }
@@ -56,8 +59,14 @@ func (g guardHook) DialHook(next redis.DialHook) redis.DialHook {
 
 func (g guardHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if s, ok := propagation.FromContext(ctx); ok {
-			return g.refuse(ctx, s, cmd.Name())
+		s, ok := propagation.FromContext(ctx)
+		if !ok {
+			s, ok = cmdSandbox(cmd) // built with a sandbox's context
+		}
+		if ok {
+			err := g.refuse(ctx, s, cmd.Name())
+			cmd.SetErr(err)
+			return err
 		}
 		return next(ctx, cmd)
 	}
@@ -72,6 +81,17 @@ func (g guardHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 			}
 			return err
 		}
-		return next(ctx, cmds)
+		// An AutoPipeliner's batch, or a pipeline Exec'd with another
+		// context than its commands were built with.
+		prod := splitProduction(cmds, func(s propagation.Sandbox) error {
+			return g.refuse(ctx, s, "command built with a sandbox's context, in a production pipeline")
+		})
+		if len(prod) == len(cmds) {
+			return next(ctx, cmds)
+		}
+		if len(prod) == 0 {
+			return cmds[0].Err()
+		}
+		return next(ctx, prod)
 	}
 }

@@ -1,9 +1,12 @@
 package redisroute
 
 import (
+	"encoding"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -71,14 +74,54 @@ var verdicts = func() map[string]verdict {
 // the others only name or describe the connection itself.
 var clientSubcommands = map[string]bool{"setinfo": true, "setname": true, "getname": true, "id": true, "maint_notifications": true}
 
-// arg returns args[i] as the server reads it.
+// arg returns args[i] as go-redis writes it to the server (its
+// internal/proto Writer.WriteArg), for the types whose text can be a
+// command name, a key or a database number: a *string as its string, a
+// BinaryMarshaler as its bytes, a bool as 1 or 0. Other numbers read the
+// same with fmt.Sprint; a type go-redis cannot write is not sent at all.
 func arg(args []any, i int) string {
 	switch v := args[i].(type) {
 	case string:
 		return v
+	case *string:
+		if v == nil {
+			return ""
+		}
+		return *v
 	case []byte:
 		return string(v)
+	case nil:
+		return ""
+	case bool:
+		if v {
+			return "1"
+		}
+		return "0"
+	case *bool:
+		if v != nil && *v {
+			return "1"
+		}
+		return "0"
+	case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, uintptr, float32, float64:
+		return fmt.Sprint(v)
+	case *int:
+		if v == nil {
+			return "0"
+		}
+		return strconv.Itoa(*v)
+	case time.Time, *time.Time, time.Duration, *time.Duration:
+		return "" // never a command name, the marker or a database number
+	case encoding.BinaryMarshaler:
+		b, err := v.MarshalBinary()
+		if err != nil {
+			return ""
+		}
+		return string(b)
+	case net.IP:
+		return string(v)
 	default:
+		// Pointers to other numbers: never the marker; as a database
+		// number, fmt.Sprint gives an address, which fails closed.
 		return fmt.Sprint(v)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
+	pub "github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
@@ -72,6 +73,9 @@ func New(baseline *redis.Client, dbs Databases, opts ...RouterOption) (*Router, 
 	if cfg.err != nil {
 		return nil, cfg.err
 	}
+	if baseCmdType == nil {
+		return nil, errCommandContexts("New")
+	}
 	adminOpts := clientOptions(baseline, dbs.First)
 	adminOpts.PoolSize = 2
 	r := &Router{
@@ -105,16 +109,28 @@ func (h routeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		s, ok := propagation.FromContext(ctx)
 		if !ok {
+			if cs, ok := cmdSandbox(cmd); ok {
+				err := h.r.refuse(ctx, cs, mixedErr(cmd.Name(), cs))
+				cmd.SetErr(err)
+				return err
+			}
 			return next(ctx, cmd)
+		}
+		if err := h.r.foreign(ctx, s, cmd); err != nil {
+			cmd.SetErr(err)
+			return err
 		}
 		switch cmd.Name() {
 		case "watch", "unwatch", "multi", "exec", "discard":
 			// Each routed command may take another connection: a bare
 			// WATCH or MULTI would lose its meaning.
-			return h.r.refuse(ctx, s, fmt.Errorf("%w: %s: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, cmd.Name()))
+			err := h.r.refuse(ctx, s, fmt.Errorf("%w: %s: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, cmd.Name()))
+			cmd.SetErr(err)
+			return err
 		}
 		sc, err := h.r.sandbox(ctx, s)
 		if err != nil {
+			cmd.SetErr(err)
 			return err
 		}
 		return sc.client.Process(ctx, cmd)
@@ -125,35 +141,78 @@ func (h routeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		s, ok := propagation.FromContext(ctx)
 		if !ok {
-			return next(ctx, cmds)
+			// An AutoPipeliner's batch, or a pipeline Exec'd with another
+			// context than its commands were built with.
+			prod := splitProduction(cmds, func(cs propagation.Sandbox) error {
+				return h.r.refuse(ctx, cs, mixedErr("pipeline", cs))
+			})
+			if len(prod) == len(cmds) {
+				return next(ctx, cmds)
+			}
+			if len(prod) == 0 {
+				return cmds[0].Err()
+			}
+			return next(ctx, prod)
 		}
-		sc, err := h.r.sandbox(ctx, s)
+		err := h.routePipeline(ctx, s, cmds)
 		if err != nil {
-			return err
-		}
-		tx := len(cmds) >= 2 && cmds[0].Name() == "multi" && cmds[len(cmds)-1].Name() == "exec"
-		inner := cmds
-		if tx {
-			inner = cmds[1 : len(cmds)-1]
-		}
-		for _, cmd := range inner {
-			switch cmd.Name() {
-			case "watch", "unwatch", "multi", "exec", "discard":
-				return h.r.refuse(ctx, s, fmt.Errorf("%w: %s in a pipeline: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, cmd.Name()))
+			for _, c := range cmds {
+				if c.Err() == nil {
+					c.SetErr(err)
+				}
 			}
 		}
-		var pipe redis.Pipeliner
-		if tx {
-			pipe = sc.client.TxPipeline()
-		} else {
-			pipe = sc.client.Pipeline()
-		}
-		for _, cmd := range inner {
-			_ = pipe.Process(ctx, cmd) // queues cmd; Exec fills it in
-		}
-		_, err = pipe.Exec(ctx)
 		return err
 	}
+}
+
+func (h routeHook) routePipeline(ctx context.Context, s propagation.Sandbox, cmds []redis.Cmder) error {
+	for _, cmd := range cmds {
+		if err := h.r.foreign(ctx, s, cmd); err != nil {
+			return err
+		}
+	}
+	sc, err := h.r.sandbox(ctx, s)
+	if err != nil {
+		return err
+	}
+	tx := isTx(cmds)
+	inner := cmds
+	if tx {
+		inner = cmds[1 : len(cmds)-1]
+	}
+	for _, cmd := range inner {
+		switch cmd.Name() {
+		case "watch", "unwatch", "multi", "exec", "discard":
+			return h.r.refuse(ctx, s, fmt.Errorf("%w: %s in a pipeline: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, cmd.Name()))
+		}
+	}
+	var pipe redis.Pipeliner
+	if tx {
+		pipe = sc.client.TxPipeline()
+	} else {
+		pipe = sc.client.Pipeline()
+	}
+	for _, cmd := range inner {
+		_ = pipe.Process(ctx, cmd) // queues cmd; Exec fills it in
+	}
+	_, err = pipe.Exec(ctx)
+	return err
+}
+
+// foreign refuses cmd, sent with sandbox s's context, when it was built
+// with another sandbox's context.
+func (r *Router) foreign(ctx context.Context, s propagation.Sandbox, cmd redis.Cmder) error {
+	if cs, ok := cmdSandbox(cmd); ok && cs.ID != s.ID {
+		return r.refuse(ctx, s, fmt.Errorf("%w: %s: built with sandbox %q's context, sent with sandbox %q's", ErrRefused, cmd.Name(), cs.ID, s.ID))
+	}
+	return nil
+}
+
+// mixedErr is the error of a command built with sandbox s's context and
+// sent with a production one.
+func mixedErr(what string, s propagation.Sandbox) error {
+	return fmt.Errorf("%w: %s: built with sandbox %q's context, sent with a production one (an AutoPipeliner's batch, or a pipeline Exec'd with another context): send a sandbox's commands with its context through the client itself", ErrRefused, what, s.ID)
 }
 
 // sandbox returns the client of s, claiming a database for it on first
@@ -161,6 +220,9 @@ func (h routeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox) (*sandboxClient, error) {
 	if t := r.cfg.table; t != nil {
 		if _, ok := t.Sandbox(s.ID); !ok {
+			if t.SyncedAt().IsZero() {
+				return nil, r.refuse(ctx, s, fmt.Errorf("%w: sandbox %q: %w (%s)", ErrNoSandboxDatabase, s.ID, ErrNotSynced, pub.ReasonNotSynced))
+			}
 			return nil, r.refuse(ctx, s, fmt.Errorf("%w: sandbox %q is not in the route table", ErrNoSandboxDatabase, s.ID))
 		}
 	}
@@ -239,8 +301,21 @@ func (r *Router) owner(ctx context.Context, db int) (string, error) {
 	return id, err
 }
 
+// claimScript marks the connection's database as owned by ARGV[1] when it
+// is empty, in one step: a claim interrupted anywhere (a connection cut, a
+// crash) leaves the database marked by a whole claim or not at all, never
+// a marker on somebody else's keys. It returns 1 when the database is
+// ARGV[1]'s.
+var claimScript = redis.NewScript(`
+if redis.call('dbsize') == 0 then
+	redis.call('set', KEYS[1], ARGV[1])
+	return 1
+end
+if redis.call('get', KEYS[1]) == ARGV[1] then return 1 end
+return 0`)
+
 // claim returns the database that id owns, or claims a free one: an empty
-// database, on which SET NX of the marker succeeds first.
+// database, marked in the same step (claimScript).
 func (r *Router) claim(ctx context.Context, id string) (int, error) {
 	if db, err := r.find(ctx, id); err != nil || db >= 0 {
 		return db, err
@@ -248,20 +323,9 @@ func (r *Router) claim(ctx context.Context, id string) (int, error) {
 	for db := r.dbs.First; db <= r.dbs.Last; db++ {
 		claimed := false
 		err := r.onDB(ctx, db, func(cn *redis.Conn) error {
-			ok, err := cn.SetNX(ctx, MarkerKey, id, 0).Result()
-			if err != nil || !ok {
-				return err
-			}
-			n, err := cn.DBSize(ctx).Result()
-			if err != nil {
-				return err
-			}
-			if n == 1 {
-				claimed = true
-				return nil
-			}
-			// Not empty: somebody's data without a marker. Leave it alone.
-			return cn.Del(ctx, MarkerKey).Err()
+			n, err := claimScript.Run(ctx, cn, []string{MarkerKey}, id).Int()
+			claimed = n == 1
+			return err
 		})
 		if err != nil {
 			return 0, err
@@ -270,7 +334,7 @@ func (r *Router) claim(ctx context.Context, id string) (int, error) {
 			// Another process may have claimed a database for id at the
 			// same time; the lowest one wins, the others are given back.
 			if first, err := r.find(ctx, id); err == nil && first >= 0 && first < db {
-				_ = r.onDB(ctx, db, func(cn *redis.Conn) error { return cn.FlushDB(ctx).Err() })
+				_, _ = r.flushIf(ctx, db, func(owner string) bool { return owner == id })
 				return first, nil
 			}
 			return db, nil
@@ -339,11 +403,17 @@ func (r *Router) Destroy(ctx context.Context, id string) error {
 
 // Reap flushes the databases of the router's range whose owner the route
 // table ([WithRoutes]) no longer holds, and returns their owners. Without a
-// route table it is an ErrConfig error.
+// route table it is an ErrConfig error; with a table that has never
+// loaded it flushes nothing and returns [ErrNotSynced].
 func (r *Router) Reap(ctx context.Context) ([]string, error) {
 	t := r.cfg.table
 	if t == nil {
 		return nil, fmt.Errorf("%w: redisroute: Reap: the router has no route table (WithRoutes)", ErrConfig)
+	}
+	if t.SyncedAt().IsZero() {
+		// An empty table that never loaded would make every sandbox's
+		// database look abandoned.
+		return nil, fmt.Errorf("%w: redisroute: Reap: the table has never loaded; nothing flushed", ErrNotSynced)
 	}
 	gone, err := r.flushOwned(ctx, func(owner string) bool {
 		_, ok := t.Sandbox(owner)
@@ -371,31 +441,43 @@ func (r *Router) flushOwned(ctx context.Context, remove func(owner string) bool)
 	var gone []string
 	var errs []error
 	for db := r.dbs.First; db <= r.dbs.Last; db++ {
-		err := r.onDB(ctx, db, func(cn *redis.Conn) error {
-			if err := cn.Do(ctx, "watch", MarkerKey).Err(); err != nil {
-				return err
-			}
-			owner, err := cn.Get(ctx, MarkerKey).Result()
-			if errors.Is(err, redis.Nil) || (err == nil && !remove(owner)) {
-				return cn.Do(ctx, "unwatch").Err()
-			}
-			if err != nil {
-				return err
-			}
-			_, err = cn.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.FlushDB(ctx)
-				return nil
-			})
-			if err == nil {
-				gone = append(gone, owner)
-			}
-			return err
-		})
+		owner, err := r.flushIf(ctx, db, remove)
 		if err != nil && !errors.Is(err, redis.TxFailedErr) {
 			errs = append(errs, err)
 		}
+		if err == nil && owner != "" {
+			gone = append(gone, owner)
+		}
 	}
 	return gone, errors.Join(errs...)
+}
+
+// flushIf flushes database db when its marker names an owner that remove
+// selects, checking and flushing in one transaction (WATCH), and returns
+// the owner it flushed ("" when none).
+func (r *Router) flushIf(ctx context.Context, db int, remove func(owner string) bool) (string, error) {
+	var gone string
+	err := r.onDB(ctx, db, func(cn *redis.Conn) error {
+		if err := cn.Do(ctx, "watch", MarkerKey).Err(); err != nil {
+			return err
+		}
+		owner, err := cn.Get(ctx, MarkerKey).Result()
+		if errors.Is(err, redis.Nil) || (err == nil && !remove(owner)) {
+			return cn.Do(ctx, "unwatch").Err()
+		}
+		if err != nil {
+			return err
+		}
+		_, err = cn.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.FlushDB(ctx)
+			return nil
+		})
+		if err == nil {
+			gone = owner
+		}
+		return err
+	})
+	return gone, err
 }
 
 // Close closes the sandbox clients and the router's own connection; it

@@ -115,3 +115,29 @@ func BenchmarkBaselineOverhead(b *testing.B) {
 	b.Run("mariadb/guarded", func(b *testing.B) { run(b, w.baseline, q) })
 	b.Run("mariadb/router", func(b *testing.B) { run(b, rr, q) })
 }
+
+// TestBaselinePathAllocsOnServers: on the real servers, a statement with
+// an argument (which go-sql-driver/mysql makes database/sql prepare, exec
+// and close) costs the guarded *sql.DB and the router no allocation more
+// than the bare *sql.DB.
+func TestBaselinePathAllocsOnServers(t *testing.T) {
+	ctx := context.Background()
+	worlds(t, func(t *testing.T, mk func(testing.TB, ...sqlroute.GuardOption) *world) {
+		w := mk(t)
+		bare := w.direct[""]
+		r := w.router(t)
+		q := w.q("SELECT COUNT(*) FROM items WHERE id > ?")
+		allocs := func(name string, e execer) float64 {
+			e.ExecContext(ctx, q, 1) // warm the pool
+			return testing.AllocsPerRun(100, func() {
+				if _, err := e.ExecContext(ctx, q, 1); err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+			})
+		}
+		b, g, rt := allocs("bare", bare), allocs("guarded", w.baseline), allocs("router", r)
+		if g != b || rt != b {
+			t.Errorf("allocations per ExecContext: bare %v, guarded %v, router over guarded %v; want them equal", b, g, rt)
+		}
+	})
+}

@@ -50,8 +50,11 @@
 // [dbroute.ErrNoTestDatabase], whatever host name, address or proxy its
 // connection string used. The check runs once per open, on one
 // connection: a connection string whose later connections could reach
-// another server (a host list) is not re-checked. Drivers other than
-// go-sql-driver/mysql and pgx's stdlib are not checked.
+// another server (a host list) is not re-checked. A baseline whose driver
+// wraps one of them (instrumentation such as otelsql) is asked the same
+// questions; when the test database answers and the baseline does not,
+// the test database is refused, since the two cannot be told apart. A
+// test database whose server answers none of them is not checked.
 //
 // # Options
 //

@@ -3,6 +3,7 @@ package sqlroute
 import (
 	"context"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -56,11 +57,22 @@ type guardConnector struct {
 	logger *slog.Logger
 }
 
+// probeID is the sandbox ID of [New]'s check that its baseline is
+// guarded: not a valid sandbox ID, so no request can carry it.
+const probeID = "sqlroute: guard probe"
+
+// errProbe is the guard's answer to New's probe: nothing sent, nothing
+// audited.
+var errProbe = errors.New("sqlroute: guarded")
+
 // check refuses a sandbox context.
 func (g *guardConnector) check(ctx context.Context) error {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
 		return nil
+	}
+	if s.ID == probeID {
+		return errProbe
 	}
 	err := fmt.Errorf("%w: sandbox %q (the baseline *sql.DB only serves production traffic)", dbroute.ErrSandboxOnBaseline, s.ID)
 	audit.Emit(ctx, g.logger, audit.Event{
@@ -99,6 +111,15 @@ func (g *guardConnector) Close() error {
 type guardConn struct {
 	c driver.Conn
 	g *guardConnector
+
+	// stmt is the wrapper of the connection's prepared statement while
+	// stmtBusy, so that the statement database/sql prepares, runs and
+	// closes for each statement with arguments on drivers without
+	// ExecerContext for them (go-sql-driver/mysql) costs no allocation.
+	// database/sql serializes a connection's driver calls, and a second
+	// statement prepared while the first is open gets its own wrapper.
+	stmt     guardStmt
+	stmtBusy bool
 }
 
 var (
@@ -132,6 +153,11 @@ func (c *guardConn) PrepareContext(ctx context.Context, query string) (driver.St
 	}
 	if err != nil {
 		return nil, err
+	}
+	if !c.stmtBusy {
+		c.stmtBusy = true
+		c.stmt = guardStmt{s: s, g: c.g, conn: c}
+		return &c.stmt, nil
 	}
 	return &guardStmt{s: s, g: c.g}, nil
 }
@@ -211,8 +237,9 @@ func (c *guardConn) CheckNamedValue(nv *driver.NamedValue) error {
 // guardStmt is a prepared statement of a baseline connection: each
 // execution checks its context.
 type guardStmt struct {
-	s driver.Stmt
-	g *guardConnector
+	s    driver.Stmt
+	g    *guardConnector
+	conn *guardConn // set when the wrapper is conn.stmt
 }
 
 var (
@@ -221,7 +248,15 @@ var (
 	_ driver.NamedValueChecker = (*guardStmt)(nil)
 )
 
-func (s *guardStmt) Close() error  { return s.s.Close() }
+func (s *guardStmt) Close() error {
+	err := s.s.Close()
+	if c := s.conn; c != nil {
+		c.stmt = guardStmt{}
+		c.stmtBusy = false
+	}
+	return err
+}
+
 func (s *guardStmt) NumInput() int { return s.s.NumInput() }
 
 // Exec is the deprecated driver method; database/sql calls ExecContext.

@@ -25,17 +25,21 @@ const (
 )
 
 // identity returns what db's server says it and its database are, and
-// whether the router knows how to ask db's driver (go-sql-driver/mysql,
-// pgx's stdlib).
+// whether it could be asked. The queries of db's driver
+// (go-sql-driver/mysql, pgx's stdlib) are asked first and their error
+// returned; a driver of another type (a wrapper, as instrumentation
+// libraries make) is asked every query, and is "unknown" only when none
+// answers.
 func identity(ctx context.Context, db *sql.DB) (string, bool, error) {
 	var qs []string
+	known := true
 	switch db.Driver().(type) {
 	case *mysql.MySQLDriver, mysql.MySQLDriver:
 		qs = []string{mysqlIdentity}
 	case *stdlib.Driver:
 		qs = []string{pgIdentity, pgIdentityFallback}
 	default:
-		return "", false, nil
+		qs, known = []string{mysqlIdentity, pgIdentity, pgIdentityFallback}, false
 	}
 	var id string
 	var err error
@@ -43,6 +47,9 @@ func identity(ctx context.Context, db *sql.DB) (string, bool, error) {
 		if err = db.QueryRowContext(ctx, q).Scan(&id); err == nil {
 			return id, true, nil
 		}
+	}
+	if !known {
+		return "", false, nil
 	}
 	return "", true, err
 }
@@ -61,6 +68,9 @@ func (r *Router) notBaseline(ctx context.Context, id string, db *sql.DB) error {
 	if err != nil {
 		return fmt.Errorf("%w: sandbox %q: the baseline's identity: %w", dbroute.ErrUnavailable, id, err)
 	}
+	if base == "" {
+		return fmt.Errorf("%w: sandbox %q: the baseline's server does not say which server and database it is (a driver neither go-sql-driver/mysql nor pgx, nor wrapping them): its test database cannot be told apart from it", dbroute.ErrNoTestDatabase, id)
+	}
 	if got == base {
 		return fmt.Errorf("%w: sandbox %q: its test database is the baseline database (same server and database, as the server reports them)", dbroute.ErrNoTestDatabase, id)
 	}
@@ -77,7 +87,7 @@ func (r *Router) baselineIdentity(ctx context.Context) (string, error) {
 	}
 	// ctx is the open's own: it carries no sandbox, the guard lets it by.
 	id, _, err := identity(ctx, r.base)
-	if err != nil {
+	if err != nil || id == "" {
 		return "", err
 	}
 	r.mu.Lock()

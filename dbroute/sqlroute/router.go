@@ -46,9 +46,12 @@ type entry struct {
 }
 
 // New returns a router over baseline that finds sandboxes' test databases
-// with p. Protect baseline with [Guard] (sql.OpenDB(sqlroute.Guard(c)))
-// so that a sandbox context can reach it by no path. The errors wrap
-// [dbroute.ErrConfig]: a nil baseline or provider, an invalid option.
+// with p. The baseline must be protected with [Guard]
+// (sql.OpenDB(sqlroute.Guard(c))) so that a sandbox context can reach it
+// by no path, not even through a Tx or Conn obtained for production and
+// used with a sandbox's context later; New checks it without sending
+// anything. The errors wrap [dbroute.ErrConfig]: a nil baseline or
+// provider, a baseline without the guard, an invalid option.
 func New(baseline *sql.DB, p Provider, opts ...RouterOption) (*Router, error) {
 	cfg, err := newRouterConfig(opts)
 	switch {
@@ -58,6 +61,13 @@ func New(baseline *sql.DB, p Provider, opts ...RouterOption) (*Router, error) {
 		return nil, fmt.Errorf("sqlroute: New: %w: nil baseline *sql.DB", dbroute.ErrConfig)
 	case p == nil:
 		return nil, fmt.Errorf("sqlroute: New: %w: nil provider", dbroute.ErrConfig)
+	}
+	// A Tx or Conn handed out for production may later be used with a
+	// sandbox context: only the guard refuses that statement. The guard
+	// answers this probe without sending or auditing anything.
+	probe := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: probeID})
+	if err := baseline.PingContext(probe); !errors.Is(err, errProbe) {
+		return nil, fmt.Errorf("sqlroute: New: %w: the baseline *sql.DB is not guarded: open it with sql.OpenDB(sqlroute.Guard(connector)) (the probe got %v)", dbroute.ErrConfig, err)
 	}
 	r := &Router{
 		base:  baseline,

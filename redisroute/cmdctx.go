@@ -1,0 +1,181 @@
+package redisroute
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// A go-redis command keeps the context it was built with (every typed
+// method and redis.NewXCmd store it in the command), and that context can
+// differ from the one the hooks see: an AutoPipeliner queues commands from
+// many callers and sends each batch with context.Background(); a
+// pipeline's commands may be built with one context and Exec'd with
+// another; Process may be given a command built elsewhere. The hooks read
+// each command's own context so that a command built with a sandbox's
+// context is never sent as production traffic.
+//
+// go-redis does not export it: every command type of go-redis embeds its
+// unexported baseCmd as its first field (or embeds a command type that
+// does), and baseCmd holds the context in a field named ctx. The first
+// time a command type is seen, reflect checks that shape and finds the
+// context's offset; after that, reading a command's context costs one map
+// lookup by the interface's type word. A command of another shape (a
+// Cmder implemented outside go-redis) has no readable context and is
+// judged by the hook's context alone.
+var baseCmdType, cmdCtxOffset = func() (reflect.Type, uintptr) {
+	t := reflect.TypeFor[redis.StatusCmd]()
+	if t.NumField() == 0 || !t.Field(0).Anonymous {
+		return nil, 0
+	}
+	base := t.Field(0).Type
+	if base.Kind() != reflect.Struct {
+		return nil, 0
+	}
+	f, ok := base.FieldByName("ctx")
+	if !ok || f.Type != reflect.TypeFor[context.Context]() || len(f.Index) != 1 {
+		return nil, 0
+	}
+	return base, f.Offset
+}()
+
+// noCtx marks a command type without a readable context.
+const noCtx = ^uintptr(0)
+
+var (
+	// cmdTypes maps the type word of a redis.Cmder interface value to the
+	// offset of the command's context from its data pointer, or noCtx.
+	// Copy-on-write: a published map is never modified.
+	cmdTypes   atomic.Pointer[map[unsafe.Pointer]uintptr]
+	cmdTypesMu sync.Mutex
+)
+
+func init() { cmdTypes.Store(&map[unsafe.Pointer]uintptr{}) }
+
+// iface is the layout of a non-empty interface value.
+type iface struct {
+	tab  unsafe.Pointer
+	data unsafe.Pointer
+}
+
+// cmdContext returns the context cmd was built with, or nil.
+func cmdContext(cmd redis.Cmder) context.Context {
+	i := (*iface)(unsafe.Pointer(&cmd))
+	if i.data == nil {
+		return nil
+	}
+	off, ok := (*cmdTypes.Load())[i.tab]
+	if !ok {
+		off = learn(cmd, i.tab)
+	}
+	if off == noCtx {
+		return nil
+	}
+	return *(*context.Context)(unsafe.Add(i.data, off))
+}
+
+// learn finds the offset of the context in cmd's type and records it.
+func learn(cmd redis.Cmder, tab unsafe.Pointer) uintptr {
+	off := ctxOffset(reflect.TypeOf(cmd))
+	cmdTypesMu.Lock()
+	defer cmdTypesMu.Unlock()
+	old := *cmdTypes.Load()
+	m := make(map[unsafe.Pointer]uintptr, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[tab] = off
+	cmdTypes.Store(&m)
+	return off
+}
+
+// ctxOffset returns the offset of the context in a pointer to a go-redis
+// command type, down its first embedded fields (HImportSetCmd embeds
+// StatusCmd, which embeds baseCmd), or noCtx.
+func ctxOffset(t reflect.Type) uintptr {
+	if baseCmdType == nil || t == nil || t.Kind() != reflect.Pointer {
+		return noCtx
+	}
+	e := t.Elem()
+	var off uintptr
+	for range 4 {
+		if e == baseCmdType {
+			return off + cmdCtxOffset
+		}
+		if e.Kind() != reflect.Struct || e.NumField() == 0 {
+			return noCtx
+		}
+		f := e.Field(0)
+		if !f.Anonymous {
+			return noCtx
+		}
+		off += f.Offset
+		e = f.Type
+	}
+	return noCtx
+}
+
+// cmdSandbox returns the sandbox of the context cmd was built with.
+func cmdSandbox(cmd redis.Cmder) (propagation.Sandbox, bool) {
+	if ctx := cmdContext(cmd); ctx != nil {
+		return propagation.FromContext(ctx)
+	}
+	return propagation.Sandbox{}, false
+}
+
+// isTx reports whether cmds is a MULTI ... EXEC transaction as go-redis
+// sends it.
+func isTx(cmds []redis.Cmder) bool {
+	return len(cmds) >= 2 && cmds[0].Name() == "multi" && cmds[len(cmds)-1].Name() == "exec"
+}
+
+// splitProduction handles the commands of a pipeline sent with a
+// production context: when none was built with a sandbox's context it
+// returns cmds as they are (no allocation); otherwise it sets err(s) on
+// each sandbox command and returns the production ones, or nothing at all
+// when cmds is a transaction (all of it fails: a transaction cannot run in
+// part).
+func splitProduction(cmds []redis.Cmder, refuse func(propagation.Sandbox) error) []redis.Cmder {
+	first := -1
+	for i, c := range cmds {
+		if _, ok := cmdSandbox(c); ok {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		return cmds
+	}
+	if isTx(cmds) {
+		s, _ := cmdSandbox(cmds[first])
+		err := refuse(s)
+		for _, c := range cmds {
+			c.SetErr(err)
+		}
+		return nil
+	}
+	prod := make([]redis.Cmder, 0, len(cmds)-1)
+	for _, c := range cmds {
+		if s, ok := cmdSandbox(c); ok {
+			c.SetErr(refuse(s))
+			continue
+		}
+		prod = append(prod, c)
+	}
+	return prod
+}
+
+// errCommandContexts is the error of New and Guard when this version of
+// go-redis keeps commands' contexts where cmdContext cannot read them:
+// without them, an AutoPipeliner would send sandbox commands as
+// production ones.
+func errCommandContexts(fn string) error {
+	return fmt.Errorf("%w: redisroute: %s: this go-redis version does not keep a command's context where redisroute reads it (baseCmd.ctx); sandbox commands batched by an AutoPipeliner could not be told apart", ErrConfig, fn)
+}
