@@ -175,4 +175,3 @@ func (r *Reader) waitSynced(ctx context.Context, msg *kafka.Message, at time.Tim
 	}
 	return nil
 }
-

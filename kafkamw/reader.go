@@ -101,6 +101,16 @@ type Counts struct {
 	// synced up to the reader's now, rather than stalling the partition
 	// until the clock reaches the timestamp.
 	Future int64
+	// Forwarded is the number of messages the baseline reader forwarded
+	// to their sandbox's topic in the split mode ([WithSplit]), each
+	// acknowledged by the broker before it was committed; they are
+	// counted in Skipped too.
+	Forwarded int64
+	// Unforwardable is the number of messages the baseline reader could
+	// not forward in the split mode because their sandbox's topic cannot
+	// be named ([SplitTopic]): skipped, dead-lettered when a dead-letter
+	// writer is set, and audited.
+	Unforwardable int64
 }
 
 // Reader reads messages through a kafka-go group reader and returns each
@@ -123,6 +133,8 @@ type Reader struct {
 	// what its filter-mode predecessor processed.
 	forward  *forwarder
 	handover *handover
+	source   string                      // a split-mode sandbox reader's source topic
+	prepare  func(context.Context) error // readies a sandbox reader before it joins: seed, or prepareSplit
 
 	inner atomic.Pointer[kafka.Reader]
 
@@ -153,6 +165,7 @@ type Reader struct {
 	metrics        metric.Registration // the metrics callback; nil when none
 
 	delivered, skipped, unreadable, orphans, deadLettered, deadLetterFailed, failed, retries, waits, future atomic.Int64
+	forwarded, unforwardables                                                                               atomic.Int64
 }
 
 // NewReader returns a reader for cfg that decides, from table, which
@@ -174,6 +187,12 @@ func NewReader(cfg kafka.ReaderConfig, table *routes.Table, service string, opts
 	if cfg.GroupID == "" {
 		return nil, configError("NewReader", []error{errors.New("ReaderConfig.GroupID is required: skipped messages are committed")})
 	}
+	var source string
+	if c.split != nil {
+		if source, err = splitConfig(&cfg, c.sandbox); err != nil {
+			return nil, configError("NewReader", []error{err})
+		}
+	}
 	if c.sandbox != "" {
 		cfg.GroupID = SandboxGroup(cfg.GroupID, c.sandbox)
 	}
@@ -194,6 +213,13 @@ func NewReader(cfg kafka.ReaderConfig, table *routes.Table, service string, opts
 	}
 	r.gate = c.gate()
 	r.role = role(c.sandbox)
+	r.prepare = r.seed
+	switch {
+	case c.split != nil && c.sandbox == "":
+		r.forward = newForwarder(*c.split, cfg)
+	case c.split != nil:
+		r.source, r.prepare = source, r.prepareSplit
+	}
 	r.events = decisionEvents(c.sandbox == "", c.service, r.group)
 	r.metrics = r.observe(c.meters)
 	if c.sandbox == "" {
@@ -267,7 +293,7 @@ func (r *Reader) started(ctx context.Context) (*kafka.Reader, error) {
 	if in := r.inner.Load(); in != nil {
 		return in, nil
 	}
-	if err := r.seed(ctx); err != nil {
+	if err := r.prepare(ctx); err != nil {
 		return nil, err
 	}
 	r.startLocked()
@@ -291,6 +317,8 @@ func (r *Reader) Counts() Counts {
 		Retries:          r.retries.Load(),
 		Waits:            r.waits.Load(),
 		Future:           r.future.Load(),
+		Forwarded:        r.forwarded.Load(),
+		Unforwardable:    r.unforwardables.Load(),
 	}
 }
 
@@ -368,7 +396,7 @@ func (r *Reader) settle(ctx context.Context, msg *kafka.Message) (context.Contex
 	}
 	out, v, err := r.decide(ctx, msg)
 	if err == nil && v.fate == fateSandbox {
-		err = r.forward.handOff(ctx, msg, v.sandbox)
+		err = r.handOff(ctx, msg, v.sandbox)
 	}
 	if err != nil {
 		kept := *msg
@@ -510,6 +538,7 @@ func (r *Reader) Close() error {
 	if r.metrics != nil {
 		r.metrics.Unregister()
 	}
+	defer r.forward.close()
 	inner := r.inner.Load()
 	if inner == nil {
 		return nil
