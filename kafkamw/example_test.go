@@ -136,7 +136,7 @@ func ExampleNewReader() {
 	// Output:
 	// order 1 (production)
 	// order 3 (sandbox pr-7)
-	// {Delivered:2 Skipped:1 Unreadable:0 Orphaned:0 DeadLettered:0 DeadLetterFailed:0 Failed:0 Retries:0 Waits:0 Future:0 Forwarded:0 Unforwardable:0}
+	// {Delivered:2 Skipped:1 Unreadable:0 Orphaned:0 DeadLettered:0 DeadLetterFailed:0 Failed:0 Retries:0 Waits:0 Future:0 Forwarded:0 Unforwardable:0 Duplicates:0}
 }
 
 // A sandbox reader consumes, in a group of its own, exactly the messages of

@@ -35,10 +35,12 @@ const (
 	OutcomeRetried          = "retried"
 	OutcomeWaited           = "waited"
 	OutcomeFuture           = "future"
-	// OutcomeForwarded and OutcomeUnforwardable count the split mode's
-	// forwarded and unforwardable messages ([WithSplit]).
+	// OutcomeForwarded, OutcomeUnforwardable and OutcomeDuplicate count
+	// the split mode's forwarded, unforwardable and duplicate messages
+	// ([WithSplit]).
 	OutcomeForwarded     = "forwarded"
 	OutcomeUnforwardable = "unforwardable"
+	OutcomeDuplicate     = "duplicate"
 )
 
 const instrumentationName = "github.com/sandboxkit/sandboxkit/kafkamw"
@@ -61,7 +63,7 @@ func (r *Reader) observe(mp metric.MeterProvider) metric.Registration {
 	group := attribute.String(AttrGroup, r.group)
 	outcomes := [...]string{OutcomeDelivered, OutcomeSkipped, OutcomeUnreadable, OutcomeOrphaned,
 		OutcomeDeadLettered, OutcomeDeadLetterFailed, OutcomeFailed, OutcomeRetried, OutcomeWaited, OutcomeFuture,
-		OutcomeForwarded, OutcomeUnforwardable}
+		OutcomeForwarded, OutcomeUnforwardable, OutcomeDuplicate}
 	var opts [len(outcomes)]metric.ObserveOption
 	for i, o := range outcomes {
 		opts[i] = metric.WithAttributeSet(attribute.NewSet(group, attribute.String(AttrOutcome, o)))
@@ -70,7 +72,7 @@ func (r *Reader) observe(mp metric.MeterProvider) metric.Registration {
 		n := r.Counts()
 		for i, v := range [...]int64{n.Delivered, n.Skipped, n.Unreadable, n.Orphaned,
 			n.DeadLettered, n.DeadLetterFailed, n.Failed, n.Retries, n.Waits, n.Future,
-			n.Forwarded, n.Unforwardable} {
+			n.Forwarded, n.Unforwardable, n.Duplicates} {
 			o.ObserveInt64(c, v, opts[i])
 		}
 		return nil

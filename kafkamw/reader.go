@@ -111,6 +111,12 @@ type Counts struct {
 	// be named ([SplitTopic]): skipped, dead-lettered when a dead-letter
 	// writer is set, and audited.
 	Unforwardable int64
+	// Duplicates is the number of forwarded copies a sandbox reader
+	// skipped in the split mode because it had decided a copy of the same
+	// source message before (the baseline forwarded it again after a
+	// crash), or because its group processed the message in the filter
+	// mode before the switch. Counted in Skipped too.
+	Duplicates int64
 }
 
 // Reader reads messages through a kafka-go group reader and returns each
@@ -131,10 +137,10 @@ type Reader struct {
 	// reader's forwarder, which hands each message a sandbox's reader
 	// owns on to the sandbox's topic, and a sandbox reader's record of
 	// what its filter-mode predecessor processed.
-	forward  *forwarder
-	handover *handover
-	source   string                      // a split-mode sandbox reader's source topic
-	prepare  func(context.Context) error // readies a sandbox reader before it joins: seed, or prepareSplit
+	forward *forwarder
+	marks   *marks
+	source  string                      // a split-mode sandbox reader's source topic
+	prepare func(context.Context) error // readies a sandbox reader before it joins: seed, or prepareSplit
 
 	inner atomic.Pointer[kafka.Reader]
 
@@ -165,7 +171,7 @@ type Reader struct {
 	metrics        metric.Registration // the metrics callback; nil when none
 
 	delivered, skipped, unreadable, orphans, deadLettered, deadLetterFailed, failed, retries, waits, future atomic.Int64
-	forwarded, unforwardables                                                                               atomic.Int64
+	forwarded, unforwardables, duplicates                                                                   atomic.Int64
 }
 
 // NewReader returns a reader for cfg that decides, from table, which
@@ -319,6 +325,7 @@ func (r *Reader) Counts() Counts {
 		Future:           r.future.Load(),
 		Forwarded:        r.forwarded.Load(),
 		Unforwardable:    r.unforwardables.Load(),
+		Duplicates:       r.duplicates.Load(),
 	}
 }
 
@@ -389,7 +396,9 @@ func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Me
 // as the pending message when the decision or the hand-off failed. The
 // caller holds the fetch lock (r.fetching).
 func (r *Reader) settle(ctx context.Context, msg *kafka.Message) (context.Context, bool, error) {
-	if r.handover.processed(msg) {
+	part, off, dup, forwarded := r.marks.check(msg)
+	if dup {
+		r.duplicates.Add(1)
 		r.ledger.skip(msg)
 		r.skipped.Add(1)
 		return ctx, false, nil
@@ -402,6 +411,9 @@ func (r *Reader) settle(ctx context.Context, msg *kafka.Message) (context.Contex
 		kept := *msg
 		r.pending.Store(&kept)
 		return ctx, false, err
+	}
+	if forwarded {
+		r.marks.advance(part, off)
 	}
 	if v.fate == fateMine {
 		r.ledger.deliver(msg)

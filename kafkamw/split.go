@@ -274,46 +274,58 @@ func createTopic(ctx context.Context, cl *kafka.Client, topic string, n, replica
 	return nil
 }
 
-// handover is a split-mode sandbox reader's record of the offsets its
-// group committed on the source topic, in the filter mode, before the
-// switch: the forwarded copies of the messages before them were processed
-// already (by the filter-mode reader) and are skipped. nil when the group
-// committed none, which is every sandbox that never ran in the filter
-// mode.
-type handover struct {
-	committed map[int]int64 // by source partition: the first offset not processed
+// marks is a split-mode sandbox reader's record, per source partition, of
+// the first source offset whose forwarded copy it has not yet decided. A
+// copy below its mark was decided before: a second copy the baseline
+// forwarded again after a crash between its forward and its commit, or a
+// message the group's filter-mode reader processed before the switch to
+// the split mode (the marks start at the offsets the group committed on
+// the source topic). Copies of one source partition reach one partition
+// of the sandbox's topic in source order, so a mark only moves forward.
+// nil outside a split-mode sandbox reader. Used under the fetch lock.
+type marks struct {
+	next map[int]int64
 }
 
-// processed reports whether msg, a forwarded copy, was processed before
-// the switch by the group's filter-mode reader.
-func (h *handover) processed(msg *kafka.Message) bool {
-	if h == nil {
-		return false
+// check returns the source coordinates of msg, a forwarded copy, and
+// whether it was decided before. A message without readable coordinates
+// (not forwarded by a baseline reader) is not a duplicate; ok is false.
+func (m *marks) check(msg *kafka.Message) (part int, off int64, dup, ok bool) {
+	if m == nil {
+		return 0, 0, false, false
 	}
 	for i := range msg.Headers {
 		if msg.Headers[i].Key != HeaderSplitSource {
 			continue
 		}
-		p, o, ok := strings.Cut(string(msg.Headers[i].Value), "/")
-		if !ok {
-			return false
+		p, o, found := strings.Cut(string(msg.Headers[i].Value), "/")
+		if !found {
+			return 0, 0, false, false
 		}
 		part, err1 := strconv.Atoi(p)
 		off, err2 := strconv.ParseInt(o, 10, 64)
 		if err1 != nil || err2 != nil {
-			return false
+			return 0, 0, false, false
 		}
-		c, ok := h.committed[part]
-		return ok && off < c
+		next, seen := m.next[part]
+		return part, off, seen && off < next, true
 	}
-	return false
+	return 0, 0, false, false
+}
+
+// advance records that the copy of source offset off of partition part
+// is decided.
+func (m *marks) advance(part int, off int64) {
+	if m != nil && off >= m.next[part] {
+		m.next[part] = off + 1
+	}
 }
 
 // prepareSplit readies a split-mode sandbox reader before it joins its
 // group: it creates the sandbox's topic if no baseline reader has
 // forwarded anything to it yet (so that the group has partitions to read
-// and starts at their beginning), and reads the offsets its group
-// committed on the source topic in the filter mode ([handover]).
+// and starts at their beginning), and starts its [marks] at the offsets
+// its group committed on the source topic in the filter mode.
 func (r *Reader) prepareSplit(ctx context.Context) error {
 	tr := transport(r.rcfg.Dialer)
 	defer tr.CloseIdleConnections()
@@ -343,15 +355,13 @@ func (r *Reader) prepareSplit(ctx context.Context) error {
 	if of.Error != nil && !errors.Is(of.Error, kafka.GroupIdNotFound) {
 		return fail("committed source offsets", of.Error)
 	}
-	h := &handover{committed: make(map[int]int64)}
+	m := &marks{next: make(map[int]int64)}
 	for _, p := range of.Topics[r.source] {
 		if p.Error == nil && p.CommittedOffset >= 0 {
-			h.committed[p.Partition] = p.CommittedOffset
+			m.next[p.Partition] = p.CommittedOffset
 		}
 	}
-	if len(h.committed) > 0 {
-		r.handover = h
-	}
+	r.marks = m
 	return nil
 }
 
@@ -431,7 +441,7 @@ func splitConfig(cfg *kafka.ReaderConfig, id string) (string, error) {
 	}
 	// Everything in the sandbox's topic was forwarded for it: a new group
 	// starts at the beginning (what its filter-mode predecessor processed
-	// is skipped, see handover).
+	// is skipped, see marks).
 	cfg.Topic, cfg.StartOffset = name, kafka.FirstOffset
 	return source, nil
 }
