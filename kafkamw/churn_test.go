@@ -190,8 +190,10 @@ func testChurn(t *testing.T, modeOpts ...kafkamw.ReaderOption) {
 	if split {
 		// The broker cost: A's readers fetched A's messages only, and the
 		// baseline forwarded each exactly once.
-		if got := a1.r.Stats().Messages + a2.r.Stats().Messages; got != seenA {
-			t.Errorf("A's readers fetched %d messages from the broker, want the %d forwarded", got, seenA)
+		// (The first reader may have fetched a few it had not decided
+		// when it stopped, which the second fetches again.)
+		if got := a1.r.Stats().Messages + a2.r.Stats().Messages; got < seenA || got > seenA+10 {
+			t.Errorf("A's readers fetched %d messages from the broker, want the %d forwarded (and a few again after the restart)", got, seenA)
 		}
 		if got := base.r.Counts().Forwarded; got != seenA {
 			t.Errorf("baseline forwarded %d, want %d", got, seenA)

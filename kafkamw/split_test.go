@@ -64,7 +64,9 @@ func (f *splitFixture) reader(split bool, opts ...kafkamw.ReaderOption) *kafkamw
 	return r
 }
 
-func (f *splitFixture) produce(prefix string, n int) { produceMixed(f.t, f.w, prefix, n, f.tags, f.times) }
+func (f *splitFixture) produce(prefix string, n int) {
+	produceMixed(f.t, f.w, prefix, n, f.tags, f.times)
+}
 
 // ownerA is the owner of each message: A's reader for A's, the baseline
 // for the rest.
