@@ -1,5 +1,7 @@
 package kafkamw
 
+import "context"
+
 // Crash stops r as a killed process would: its group reader leaves the
 // group without committing anything more (neither the skipped messages
 // nor the forwarded ones), and its forwarder's connections are dropped.
@@ -21,3 +23,7 @@ func Crash(r *Reader) {
 		in.Close()
 	}
 }
+
+// FlushForwards writes r's buffered split-mode copies, as its next commit
+// would.
+func FlushForwards(r *Reader) error { return r.flushForwards(context.Background()) }

@@ -500,6 +500,9 @@ func (r *Reader) CommitMessages(ctx context.Context, msgs ...kafka.Message) erro
 	r.commitMu.Lock()
 	defer r.commitMu.Unlock()
 	all := r.ledger.withSkipped(msgs)
+	if err := r.flushForwards(ctx); err != nil {
+		return err
+	}
 	if err := inner.CommitMessages(ctx, all...); err != nil {
 		return err
 	}
@@ -513,6 +516,11 @@ func (r *Reader) flushSkipped(ctx context.Context, inner *kafka.Reader) error {
 	r.commitMu.Lock()
 	defer r.commitMu.Unlock()
 	msgs := r.ledger.committable()
+	// Copies are written even when there is nothing to commit: the
+	// sandbox's reader waits for them.
+	if err := r.flushForwards(ctx); err != nil {
+		return err
+	}
 	if len(msgs) == 0 {
 		return nil
 	}

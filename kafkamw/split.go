@@ -103,6 +103,14 @@ func validTopic(name string) error {
 // forwarder is the baseline reader's half of the split mode. A nil
 // forwarder is the filter mode: a message a sandbox's reader owns is left
 // in the topic, which that reader reads too.
+//
+// Forwards are batched: [Reader.handOff] adds the copy to a buffer, and
+// the buffer is written, and acknowledged by all in-sync replicas, before
+// every commit of the reader (the caller's [Reader.CommitMessages], the
+// periodic commit of skipped messages, Close), and when it is full. A
+// commit that cannot write the buffer fails, so no offset is committed
+// past a message whose copy is not acknowledged; a crash loses only
+// copies of uncommitted messages, which the next reader forwards again.
 type forwarder struct {
 	split  Split
 	group  string
@@ -112,7 +120,14 @@ type forwarder struct {
 	mu    sync.Mutex
 	ready map[string]bool // sandbox topics created (or found) by this reader
 	parts map[string]int  // partition counts of the source topics
+	buf   []kafka.Message // copies not yet written, in fetch order
+
+	flushMu sync.Mutex // one flush at a time; held before mu
 }
+
+// maxBuffered is how many copies the forwarder buffers before it writes
+// them in the fetch path.
+const maxBuffered = 1000
 
 func newForwarder(s Split, rcfg kafka.ReaderConfig) *forwarder {
 	tr := transport(rcfg.Dialer)
@@ -124,7 +139,8 @@ func newForwarder(s Split, rcfg kafka.ReaderConfig) *forwarder {
 			Transport:    tr,
 			Balancer:     samePartition{},
 			RequiredAcks: kafka.RequireAll,
-			BatchSize:    1, // each write is sent at once: the reader waits for it
+			BatchSize:    maxBuffered,
+			BatchTimeout: time.Millisecond, // a flush waits for its batches, not for more
 		},
 		client: &kafka.Client{Addr: kafka.TCP(rcfg.Brokers...), Transport: tr},
 		ready:  make(map[string]bool),
@@ -143,6 +159,44 @@ func (f *forwarder) close() error {
 	return err
 }
 
+// flush writes the buffered copies and waits for the broker's
+// acknowledgement; on failure they stay buffered, in order, for the next
+// flush. It returns how many it wrote. A nil f has nothing to flush.
+func (f *forwarder) flush(ctx context.Context) (int, error) {
+	if f == nil {
+		return 0, nil
+	}
+	f.flushMu.Lock()
+	defer f.flushMu.Unlock()
+	f.mu.Lock()
+	batch := f.buf[:len(f.buf):len(f.buf)] // appends after this go elsewhere
+	f.mu.Unlock()
+	if len(batch) == 0 {
+		return 0, nil
+	}
+	// A write in progress finishes (within forwardTimeout) when ctx ends,
+	// so that a clean shutdown's commit finds the copies acknowledged.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), forwardTimeout)
+	defer cancel()
+	if err := f.w.WriteMessages(wctx, batch...); err != nil {
+		return 0, fmt.Errorf("%w: %d messages: %w", ErrForward, len(batch), err)
+	}
+	f.mu.Lock()
+	f.buf = append(f.buf[:0:0], f.buf[len(batch):]...)
+	f.mu.Unlock()
+	return len(batch), nil
+}
+
+// flushForwards writes the forwarder's buffer, counting what it wrote.
+// Every commit calls it first, after taking the offsets it commits: a
+// message is recorded in the ledger only after its copy is buffered, so
+// every copy of a message it commits is written by then.
+func (r *Reader) flushForwards(ctx context.Context) error {
+	n, err := r.forward.flush(ctx)
+	r.forwarded.Add(int64(n))
+	return err
+}
+
 // samePartition sends a forwarded message to the partition of its
 // original (modulo the count), which the forwarder sets in
 // Message.Partition: the copies of one source partition keep their order.
@@ -152,19 +206,18 @@ func (samePartition) Balance(msg kafka.Message, partitions ...int) int {
 	return partitions[msg.Partition%len(partitions)]
 }
 
-// forwardTimeout bounds a forward, topic creation included.
+// forwardTimeout bounds a flush, and a topic creation.
 const forwardTimeout = 10 * time.Second
 
-// handOff forwards msg, owned by sandbox's reader, to the sandbox's topic
-// and returns once the broker has acknowledged the copy (all in-sync
-// replicas): the caller commits msg only then. An error wrapping
-// [ErrForward] keeps the message, decided and forwarded again on the next
-// fetch; if the broker wrote the copy before failing, the sandbox's topic
-// holds it twice (the sandbox's reader gets both). A sandbox whose topic
-// name is not valid has no reader in the split mode: its message is
+// handOff forwards msg, owned by sandbox's reader, to the sandbox's topic:
+// it buffers a copy (see [forwarder]), after creating the topic if this
+// reader has not met it before. An error wrapping [ErrForward] (the topic
+// could not be created, or a full buffer could not be written) keeps the
+// message, decided and forwarded again on the next fetch. A sandbox whose
+// topic name is not valid has no reader in the split mode: its message is
 // skipped, dead-lettered when a dead-letter writer is set, counted as
-// Unforwardable and audited, as an orphan is. A nil f (the filter mode)
-// leaves the message to the sandbox's reader.
+// Unforwardable and audited, as an orphan is. A nil forwarder (the filter
+// mode) leaves the message to the sandbox's reader.
 func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string) error {
 	f := r.forward
 	if f == nil {
@@ -175,22 +228,25 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 		r.unforwardable(ctx, msg, sandbox, err)
 		return nil
 	}
-	// As with a dead-letter write, a forward in progress finishes (within
-	// forwardTimeout) when ctx ends, so that a clean shutdown leaves one
-	// copy rather than a copy and a kept message.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), forwardTimeout)
 	defer cancel()
 	if err := f.ensure(wctx, msg.Topic, name); err != nil {
 		return fmt.Errorf("%w: message %s: creating %s: %w", ErrForward, coordinates(msg), name, err)
 	}
+	f.mu.Lock()
+	full := len(f.buf) >= maxBuffered
+	f.mu.Unlock()
+	if full {
+		if err := r.flushForwards(ctx); err != nil {
+			return fmt.Errorf("message %s: %w", coordinates(msg), err)
+		}
+	}
 	hs := make([]kafka.Header, len(msg.Headers), len(msg.Headers)+1)
 	copy(hs, msg.Headers)
 	hs = append(hs, kafka.Header{Key: HeaderSplitSource, Value: []byte(strconv.Itoa(msg.Partition) + "/" + strconv.FormatInt(msg.Offset, 10))})
-	cp := kafka.Message{Topic: name, Partition: msg.Partition, Key: msg.Key, Value: msg.Value, Headers: hs, Time: msg.Time}
-	if err := f.w.WriteMessages(wctx, cp); err != nil {
-		return fmt.Errorf("%w: message %s to %s: %w", ErrForward, coordinates(msg), name, err)
-	}
-	r.forwarded.Add(1)
+	f.mu.Lock()
+	f.buf = append(f.buf, kafka.Message{Topic: name, Partition: msg.Partition, Key: msg.Key, Value: msg.Value, Headers: hs, Time: msg.Time})
+	f.mu.Unlock()
 	return nil
 }
 
