@@ -211,9 +211,7 @@ func TestSplitCrashBetweenForwardAndCommit(t *testing.T) {
 
 	base := startConsumer(t, "baseline", f.reader(true), 5)
 	waitFor(t, 20*time.Second, "the successor to decide the topic", func() bool { return base.seen() == 30 })
-	if got := ends(t, f.addrs, f.aTopic); got != 20 {
-		t.Errorf("A's topic holds %d records, want 20: each of A's 10 twice", got)
-	}
+	waitFor(t, 10*time.Second, "A's topic to hold each of A's 10 twice", func() bool { return ends(t, f.addrs, f.aTopic) == 20 })
 	a := startConsumer(t, "sandbox", f.reader(true, kafkamw.AsSandbox(sbA.ID)), 3)
 	waitFor(t, 20*time.Second, "A's reader to decide both copies", func() bool { return a.seen() == 20 })
 	checkOwners(t, f.tags, f.owner, base.stop(), a.stop())
