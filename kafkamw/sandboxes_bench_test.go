@@ -65,7 +65,7 @@ func BenchmarkSandboxes(b *testing.B) {
 // time spent.
 func plainPass(b *testing.B, addrs []string, topic string) time.Duration {
 	cfg := kafkatest.ReaderConfig(addrs, topic, fmt.Sprintf("plain-%d", time.Now().UnixNano()))
-	cfg.MaxWait = 10 * time.Millisecond
+	cfg.MaxWait = sandboxesMaxWait
 	r := kafka.NewReader(cfg)
 	defer r.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -166,7 +166,7 @@ func sandboxesPass(b *testing.B, addrs []string, topic string, table *routes.Tab
 			opts = append(opts, WithSplit(Split{}))
 		}
 		cfg := kafkatest.ReaderConfig(addrs, topic, group)
-		cfg.MaxWait = 10 * time.Millisecond
+		cfg.MaxWait = sandboxesMaxWait
 		r, err := NewReader(cfg, table, benchService, opts...)
 		if err != nil {
 			b.Fatal(err)
@@ -238,3 +238,10 @@ func cpuTime() time.Duration {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// sandboxesMaxWait is the readers' MaxWait in BenchmarkSandboxes: how long
+// the broker holds a fetch that finds nothing (kafka-go's default is 10s).
+// A fetch returns as soon as there is a message, so it delays nothing; a
+// short one would make every idle reader poll, which costs CPU per reader
+// rather than per message.
+const sandboxesMaxWait = 500 * time.Millisecond
