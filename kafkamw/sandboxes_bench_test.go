@@ -66,7 +66,7 @@ func BenchmarkSandboxes(b *testing.B) {
 // time spent.
 func plainPass(b *testing.B, addrs []string, topic string) time.Duration {
 	cfg := kafkatest.ReaderConfig(addrs, topic, fmt.Sprintf("plain-%d", time.Now().UnixNano()))
-	cfg.MaxWait = sandboxesMaxWait
+	cfg.MaxWait, cfg.HeartbeatInterval = sandboxesMaxWait, sandboxesMaxWait
 	r := kafka.NewReader(cfg)
 	defer r.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -167,7 +167,7 @@ func sandboxesPass(b *testing.B, addrs []string, topic string, table *routes.Tab
 			opts = append(opts, WithSplit(Split{}))
 		}
 		cfg := kafkatest.ReaderConfig(addrs, topic, group)
-		cfg.MaxWait = sandboxesMaxWait
+		cfg.MaxWait, cfg.HeartbeatInterval = sandboxesMaxWait, sandboxesMaxWait
 		r, err := NewReader(cfg, table, benchService, opts...)
 		if err != nil {
 			b.Fatal(err)
@@ -194,7 +194,7 @@ func sandboxesPass(b *testing.B, addrs []string, topic string, table *routes.Tab
 				select {
 				case <-rctx.Done():
 					return
-				case <-time.After(time.Millisecond):
+				case <-time.After(20 * time.Millisecond):
 				}
 			}
 		})

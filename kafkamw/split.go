@@ -139,7 +139,10 @@ func newForwarder(s Split, rcfg kafka.ReaderConfig) *forwarder {
 			Transport:    tr,
 			Balancer:     samePartition{},
 			RequiredAcks: kafka.RequireAll,
-			BatchSize:    maxBuffered,
+			// kafka-go allocates each partition's batch at BatchSize:
+			// a flush spreads over every sandbox topic's partitions,
+			// a few copies each.
+			BatchSize:    100,
 			BatchTimeout: time.Millisecond, // a flush waits for its batches, not for more
 		},
 		client: &kafka.Client{Addr: kafka.TCP(rcfg.Brokers...), Transport: tr},
