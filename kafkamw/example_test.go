@@ -252,7 +252,8 @@ func ExampleWithSplit() {
 			log.Fatal(err)
 		}
 		fmt.Printf("baseline: %s\n", msg.Value)
-		// The commit writes the copies of the messages before msg first.
+		// The commit stops short of order 2 until its copy is written
+		// (within WithSkipCommitInterval), then goes on to msg.
 		if err := base.CommitMessages(context.Background(), msg); err != nil {
 			log.Fatal(err)
 		}
@@ -269,6 +270,7 @@ func ExampleWithSplit() {
 	}
 	s, _ := propagation.FromContext(ctx)
 	fmt.Printf("pr-42: %s (sandbox %s) from %s\n", msg.Value, s.ID, msg.Topic)
+	base.Close()
 	fmt.Println("forwarded:", base.Counts().Forwarded)
 	// Output:
 	// baseline: order 1

@@ -499,9 +499,9 @@ func (r *Reader) CommitMessages(ctx context.Context, msgs ...kafka.Message) erro
 	}
 	r.commitMu.Lock()
 	defer r.commitMu.Unlock()
-	all := r.ledger.withSkipped(msgs)
-	if err := r.flushForwards(ctx); err != nil {
-		return err
+	all := r.forward.capped(&r.ledger, r.ledger.withSkipped(msgs))
+	if len(all) == 0 {
+		return nil
 	}
 	if err := inner.CommitMessages(ctx, all...); err != nil {
 		return err
@@ -517,10 +517,12 @@ func (r *Reader) flushSkipped(ctx context.Context, inner *kafka.Reader) error {
 	defer r.commitMu.Unlock()
 	msgs := r.ledger.committable()
 	// Copies are written even when there is nothing to commit: the
-	// sandbox's reader waits for them.
+	// sandbox's reader waits for them. Those buffered after msgs were
+	// taken hold their partition back (capped).
 	if err := r.flushForwards(ctx); err != nil {
 		return err
 	}
+	msgs = r.forward.capped(&r.ledger, msgs)
 	if len(msgs) == 0 {
 		return nil
 	}

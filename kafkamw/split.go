@@ -118,9 +118,11 @@ type forwarder struct {
 	client *kafka.Client
 
 	mu    sync.Mutex
-	ready map[string]bool // sandbox topics created (or found) by this reader
-	parts map[string]int  // partition counts of the source topics
-	buf   []kafka.Message // copies not yet written, in fetch order
+	ready map[string]bool          // sandbox topics created (or found) by this reader
+	parts map[string]int           // partition counts of the source topics
+	buf   []kafka.Message          // copies not yet written, in fetch order
+	src   []topicPartitionOffset   // the source of each copy in buf
+	first map[topicPartition]int64 // the lowest source offset in buf, by source partition
 
 	flushMu sync.Mutex // one flush at a time; held before mu
 }
@@ -148,7 +150,32 @@ func newForwarder(s Split, rcfg kafka.ReaderConfig) *forwarder {
 		client: &kafka.Client{Addr: kafka.TCP(rcfg.Brokers...), Transport: tr},
 		ready:  make(map[string]bool),
 		parts:  make(map[string]int),
+		first:  make(map[topicPartition]int64),
 	}
+}
+
+// topicPartitionOffset is a message's coordinates.
+type topicPartitionOffset struct {
+	topicPartition
+	offset int64
+}
+
+// capped holds back the commits of msgs (see [ledger.capped]) before the
+// first message of each partition whose copy is buffered, not yet
+// written. A nil f (the filter mode) holds nothing back.
+func (f *forwarder) capped(l *ledger, msgs []kafka.Message) []kafka.Message {
+	if f == nil || len(msgs) == 0 {
+		return msgs
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.first) == 0 {
+		return msgs
+	}
+	return l.capped(msgs, func(topic string, partition int) (int64, bool) {
+		o, ok := f.first[topicPartition{topic, partition}]
+		return o, ok
+	})
 }
 
 func (f *forwarder) close() error {
@@ -186,6 +213,13 @@ func (f *forwarder) flush(ctx context.Context) (int, error) {
 	}
 	f.mu.Lock()
 	f.buf = append(f.buf[:0:0], f.buf[len(batch):]...)
+	f.src = append(f.src[:0:0], f.src[len(batch):]...)
+	clear(f.first)
+	for _, c := range f.src {
+		if _, ok := f.first[c.topicPartition]; !ok {
+			f.first[c.topicPartition] = c.offset
+		}
+	}
 	f.mu.Unlock()
 	return len(batch), nil
 }
@@ -247,8 +281,13 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 	hs := make([]kafka.Header, len(msg.Headers), len(msg.Headers)+1)
 	copy(hs, msg.Headers)
 	hs = append(hs, kafka.Header{Key: HeaderSplitSource, Value: []byte(strconv.Itoa(msg.Partition) + "/" + strconv.FormatInt(msg.Offset, 10))})
+	src := topicPartitionOffset{topicPartition{msg.Topic, msg.Partition}, msg.Offset}
 	f.mu.Lock()
 	f.buf = append(f.buf, kafka.Message{Topic: name, Partition: msg.Partition, Key: msg.Key, Value: msg.Value, Headers: hs, Time: msg.Time})
+	f.src = append(f.src, src)
+	if _, ok := f.first[src.topicPartition]; !ok {
+		f.first[src.topicPartition] = src.offset
+	}
 	f.mu.Unlock()
 	return nil
 }

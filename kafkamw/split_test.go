@@ -349,3 +349,39 @@ func TestSplitUnforwardable(t *testing.T) {
 		t.Errorf("dead-letter topic holds %d, want 1", got)
 	}
 }
+
+// TestSplitCommitWaitsForCopies: a commit of the baseline reader never
+// passes a message whose copy is not written yet: it stops short of it,
+// and the reader's next flush (here Close) writes the copy and commits
+// what the caller asked for.
+func TestSplitCommitWaitsForCopies(t *testing.T) {
+	f := newSplitFixture(t, 1)
+	f.produce("m", 9) // offsets 0..8: production, A, B, production, A, ...
+	r := f.reader(true, kafkamw.WithSkipCommitInterval(time.Hour))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for r.Counts().Delivered < 6 {
+		_, m, err := r.FetchMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.CommitMessages(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if lag := groupLag(t, f.addrs, f.topic, f.group)[0]; lag != 8 {
+		t.Errorf("lag %d after committing every message returned, want 8: the commit must stop at A's first message (offset 1), whose copy is not written", lag)
+	}
+	if got := ends(t, f.addrs, f.aTopic); got != 0 {
+		t.Errorf("A's topic holds %d before the flush, want 0", got)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if lag := groupLag(t, f.addrs, f.topic, f.group)[0]; lag != 0 {
+		t.Errorf("lag %d after Close, want 0", lag)
+	}
+	if got := ends(t, f.addrs, f.aTopic); got != 3 || r.Counts().Forwarded != 3 {
+		t.Errorf("A's topic holds %d, forwarded %d; want A's 3", got, r.Counts().Forwarded)
+	}
+}
