@@ -95,14 +95,17 @@
 //     the source partition's number modulo the partition count: the
 //     copies of one partition, so of one key, keep their order.
 //   - Copies are buffered and written, acknowledged by all in-sync
-//     replicas, before each commit of the baseline reader (the caller's
-//     CommitMessages, [Reader.Run]'s commits, the periodic commit of
-//     skipped messages, Close) and whenever 1000 are waiting; a commit
-//     whose copies cannot be written fails. No offset is committed past a
-//     message whose copy is not acknowledged, and a copy reaches the
-//     sandbox's topic within one commit interval of the baseline reader.
-//     A topic that cannot be created keeps the message ([ErrForward]) and
-//     holds its partition until the broker accepts it.
+//     replicas, every [WithSkipCommitInterval] (one second by default),
+//     on Close, and whenever 1000 are waiting. No offset is committed past
+//     a message whose copy is not acknowledged: a commit (the caller's
+//     CommitMessages, [Reader.Run]'s) that would pass one commits up to
+//     it, and what it asked for beyond is committed once the copy is
+//     written. A copy therefore reaches the sandbox's topic, and the
+//     baseline group's committed offset the caller's commits, within one
+//     skip-commit interval. A write that fails is retried on the next
+//     tick, holding the commits back meanwhile; a topic that cannot be
+//     created keeps the message ([ErrForward]) and holds its partition
+//     until the broker accepts it.
 //   - A sandbox reader in the split mode reads its topic from the
 //     beginning (a new group) and decides each copy as in the filter
 //     mode: messages forwarded before it started wait for it.
@@ -142,13 +145,9 @@
 // once plus each sandbox's share (BenchmarkSandboxes: 1.33 messages
 // fetched per message produced, for 1, 4 or 16 sandboxes owning a third
 // of the topic, against 2, 5 and 17 in the filter mode), and each
-// forwarded message is written once more. Each commit of the baseline
-// reader that finds copies waiting costs one produce request per sandbox
-// partition they go to: a caller that commits every message ([Reader.Run]
-// does) pays about one write per forwarded message. The process CPU of a
-// pass is not lower than the filter mode's in that benchmark (see the
-// README's figures): what each reader costs while it runs outweighs the
-// messages there.
+// forwarded message is written once more, in one produce request per
+// sandbox partition per skip-commit interval (or per 1000 copies),
+// however often the caller commits. The README has the CPU figures.
 //
 // # Skipped messages
 //

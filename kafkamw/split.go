@@ -105,12 +105,13 @@ func validTopic(name string) error {
 // in the topic, which that reader reads too.
 //
 // Forwards are batched: [Reader.handOff] adds the copy to a buffer, and
-// the buffer is written, and acknowledged by all in-sync replicas, before
-// every commit of the reader (the caller's [Reader.CommitMessages], the
-// periodic commit of skipped messages, Close), and when it is full. A
-// commit that cannot write the buffer fails, so no offset is committed
-// past a message whose copy is not acknowledged; a crash loses only
-// copies of uncommitted messages, which the next reader forwards again.
+// the buffer is written, and acknowledged by all in-sync replicas, by the
+// reader's periodic flush (and Close) and when it is full. Every commit
+// stops short of the first message of its partition whose copy is still
+// buffered ([forwarder.capped]); the flush commits the rest once the
+// copies are written. No offset is committed past a message whose copy is
+// not acknowledged; a crash loses only copies of uncommitted messages,
+// which the next reader forwards again.
 type forwarder struct {
 	split  Split
 	group  string
@@ -225,9 +226,6 @@ func (f *forwarder) flush(ctx context.Context) (int, error) {
 }
 
 // flushForwards writes the forwarder's buffer, counting what it wrote.
-// Every commit calls it first, after taking the offsets it commits: a
-// message is recorded in the ledger only after its copy is buffered, so
-// every copy of a message it commits is written by then.
 func (r *Reader) flushForwards(ctx context.Context) error {
 	n, err := r.forward.flush(ctx)
 	r.forwarded.Add(int64(n))
