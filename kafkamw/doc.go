@@ -314,7 +314,8 @@
 // lags by more than the route table's tombstone grace cannot tell who owned
 // a removed route's messages either ([routes.WithTombstoneGrace]). After a
 // group rebalance, a skipped offset of a partition the reader no longer
-// owns may still be committed, moving that partition's offset back until its
+// owns (or, in the split mode, a commit held back for a copy) may still be
+// committed, moving that partition's offset back until its
 // new owner commits again (a further rebalance in between redelivers
 // messages; none is lost), as kafka-go may do with the caller's own late
 // commits.
