@@ -35,6 +35,9 @@ type benchTopic struct {
 	n      int
 	tagged int
 	table  *routes.Table
+	// plain: the sandbox exists but overrides nothing, so that a
+	// split-mode baseline reader owns every message and forwards none.
+	plain *routes.Table
 }
 
 // newBenchTopic starts a broker, which b's cleanup stops, and fills the
@@ -83,6 +86,9 @@ func newBenchTopic(b *testing.B) *benchTopic {
 		benchService: {Upstream: "10.0.0.1:9090", ActiveFrom: time.Now().Add(-time.Hour)},
 	}}})
 	if err != nil {
+		b.Fatal(err)
+	}
+	if bt.plain, err = routes.NewStatic([]routes.Sandbox{{ID: benchSandbox}}); err != nil {
 		b.Fatal(err)
 	}
 	return bt
@@ -185,6 +191,13 @@ var benchReaders = []benchReader{
 	{"sandbox", "sandbox", perReturned},
 	{"baseline-eqcommits", "baseline", perTopic},
 	{"sandbox-eqcommits", "sandbox", perTopic},
+	// The split mode's baseline reader with nothing to forward (the
+	// topic's sandbox overrides nothing): what the split mode costs
+	// production traffic.
+	{"baseline-split-eqcommits", "baseline-split", perTopic},
+	// The same reader in the filter mode, over the same table: the
+	// split mode's own cost is the distance between the two rows.
+	{"baseline-plain-eqcommits", "baseline-plain", perTopic},
 }
 
 // read reads want messages of the topic (at most all of it) with br in a
@@ -206,11 +219,18 @@ func (br benchReader) read(b *testing.B, tm timer, bt *benchTopic, want int64) (
 	}
 	var opts []ReaderOption
 	owned := int64(bt.n - bt.tagged)
-	if br.role == "sandbox" {
+	table := bt.table
+	switch br.role {
+	case "sandbox":
 		opts = append(opts, AsSandbox(benchSandbox))
 		owned = int64(bt.tagged)
+	case "baseline-split":
+		opts = append(opts, WithSplit(Split{}))
+		owned, table = int64(bt.n), bt.plain
+	case "baseline-plain":
+		owned, table = int64(bt.n), bt.plain
 	}
-	r, err := NewReader(benchConfig(bt, group), bt.table, benchService, opts...)
+	r, err := NewReader(benchConfig(bt, group), table, benchService, opts...)
 	if err != nil {
 		b.Fatal(err)
 	}

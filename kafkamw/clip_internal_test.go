@@ -30,8 +30,8 @@ func TestOrphanAuditClipped(t *testing.T) {
 		rec, logger := audittest.New()
 		r := bareReader(t, table, "orders", side(sandbox), WithLogger(logger))
 		msg := kafka.Message{Topic: "t", Time: time.Now().Add(-time.Minute), Headers: c.list}
-		if _, own, err := r.decide(context.Background(), &msg); err != nil || own {
-			t.Fatalf("reader %q: decide = %v, %v; want an orphan, not its own", sandbox, own, err)
+		if _, v, err := r.decide(context.Background(), &msg); err != nil || v.fate != fateSkip {
+			t.Fatalf("reader %q: decide = %v, %v; want an orphan, skipped", sandbox, v, err)
 		}
 		recs := rec.Records()
 		if len(recs) != 1 {

@@ -29,10 +29,13 @@ type partState struct {
 	delivered atomic.Int64 // highest offset returned to the caller, -1 for none
 	skipped   atomic.Int64 // highest offset skipped, -1 for none
 	committed int64        // highest offset committed, -1 for none; l.mu
+	// wanted is the highest offset the caller asked to commit that was
+	// held back (see [ledger.capped]), -1 for none; l.mu.
+	wanted int64
 }
 
 func newPartState() *partState {
-	st := &partState{committed: -1}
+	st := &partState{committed: -1, wanted: -1}
 	st.delivered.Store(-1)
 	st.skipped.Store(-1)
 	return st
@@ -161,9 +164,48 @@ func (l *ledger) committable() []kafka.Message {
 	defer l.mu.Unlock()
 	var out []kafka.Message
 	for k, st := range l.parts {
-		if s, ok := st.skipReady(st.committed); ok {
+		done := max(st.committed, st.wanted) // what the caller has processed
+		if s, ok := st.skipReady(done); ok {
 			out = append(out, kafka.Message{Topic: k.topic, Partition: k.partition, Offset: s})
+		} else if st.wanted > st.committed {
+			out = append(out, kafka.Message{Topic: k.topic, Partition: k.partition, Offset: st.wanted})
 		}
+	}
+	return out
+}
+
+// capped returns msgs, offsets to commit, with each held back before the
+// first message of its partition that must not be committed yet (from
+// hold: the split mode's copies not yet written): such a commit commits
+// up to that message, or is dropped when that is no further than what is
+// committed, and the offset asked for is remembered and committed by a
+// later flush ([ledger.committable]). It returns msgs itself when nothing
+// is held back.
+func (l *ledger) capped(msgs []kafka.Message, hold func(topic string, partition int) (int64, bool)) []kafka.Message {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []kafka.Message
+	for i := range msgs {
+		m := msgs[i]
+		first, held := hold(m.Topic, m.Partition)
+		if held && m.Offset >= first {
+			st := l.state(m.Topic, m.Partition)
+			st.wanted = max(st.wanted, m.Offset)
+			if out == nil {
+				out = make([]kafka.Message, 0, len(msgs))
+				out = append(out, msgs[:i]...)
+			}
+			if first-1 > st.committed {
+				out = append(out, kafka.Message{Topic: m.Topic, Partition: m.Partition, Offset: first - 1})
+			}
+			continue
+		}
+		if out != nil {
+			out = append(out, m)
+		}
+	}
+	if out == nil {
+		return msgs
 	}
 	return out
 }

@@ -89,6 +89,7 @@ type readerConfig struct {
 	routeWait  time.Duration
 	skipEvery  time.Duration
 	meters     metric.MeterProvider
+	split      *Split // the split mode; nil for the filter mode
 }
 
 type writerConfig struct {

@@ -69,6 +69,86 @@
 // the route source can prevent it (cmd/sandboxctl stamps activation
 // windows from one clock).
 //
+// # Split mode
+//
+// In the filter mode described so far every sandbox reader reads the
+// whole topic. [WithSplit], given to both readers (off by default), keeps
+// the broker's read cost flat in the number of sandboxes: the baseline
+// reader, which reads every message anyway, forwards each message a
+// sandbox's reader owns to that sandbox's topic, and the sandbox's reader
+// reads that topic only. Which messages those are is the same decision
+// as in the filter mode ([routes.Table.ActiveAt] at the message's time):
+// only where a sandbox's messages are read from changes.
+//
+//   - The sandbox's topic is [SplitTopic]: "<topic>.<group>.sandbox.<id>"
+//     (the baseline group's, so that two services consuming one topic
+//     never share one). It is created on demand, by the baseline's first
+//     forward or the sandbox reader's start, with the source topic's
+//     partition count or [Split].Partitions. A name Kafka would refuse
+//     (over 249 characters) is an [ErrConfig] error from [NewReader] for
+//     the sandbox's reader, and the baseline reader, which no sandbox
+//     reader can then relieve, skips such a sandbox's messages as
+//     Counts.Unforwardable: dead-lettered when a dead-letter writer is
+//     set, audited as rejected, never processed by the baseline.
+//   - A copy keeps the key, value, headers and timestamp, adds
+//     [HeaderSplitSource] (its source partition and offset), and goes to
+//     the source partition's number modulo the partition count: the
+//     copies of one partition, so of one key, keep their order.
+//   - Copies are buffered and written, acknowledged by all in-sync
+//     replicas, every [WithSkipCommitInterval] (one second by default),
+//     on Close, and whenever 1000 are waiting. No offset is committed past
+//     a message whose copy is not acknowledged: a commit (the caller's
+//     CommitMessages, [Reader.Run]'s) that would pass one commits up to
+//     it, and what it asked for beyond is committed once the copy is
+//     written. A copy therefore reaches the sandbox's topic, and the
+//     baseline group's committed offset the caller's commits, within one
+//     skip-commit interval. A write that fails is retried on the next
+//     tick, holding the commits back meanwhile; a topic that cannot be
+//     created keeps the message ([ErrForward]) and holds its partition
+//     until the broker accepts it.
+//   - A sandbox reader in the split mode reads its topic from the
+//     beginning (a new group) and decides each copy as in the filter
+//     mode: messages forwarded before it started wait for it.
+//
+// A baseline reader that crashes after a forward and before its commit
+// leaves copies whose originals its successor forwards again: the
+// sandbox's topic then holds duplicates. A sandbox reader skips a copy of
+// a source message it has already decided (Counts.Duplicates), as long as
+// it does not restart between the two copies; one that does processes
+// the message again, which at-least-once delivery allows (see
+// "Delivery"). Nothing is lost (TestSplitCrashBetweenForwardAndCommit).
+//
+// [ReapSplitTopics] deletes the sandbox topics of one topic and group
+// whose sandbox is no longer in the route table; it touches only names
+// made by [SplitTopic] for that topic and group, and refuses a table that
+// has never loaded. Call it from sandbox teardown or periodically.
+//
+// Switching modes in a rolling deploy (TestSplitModeSwitch):
+//
+//   - filter to split: first every baseline instance, then the sandbox
+//     readers. While the sandbox's reader is still in the filter mode it
+//     processes its messages from the source topic and the copies wait
+//     unread; its split-mode successor skips the copies of what its group
+//     committed on the source topic, and processes each message once,
+//     provided the filter-mode reader has stopped before it starts (an
+//     overlap can duplicate, never lose).
+//   - split to filter: first the sandbox readers, then the baseline
+//     instances. The filter-mode reader resumes from its group's commits
+//     on the source topic (or the route's activation) and processes again
+//     what its split-mode predecessor processed: duplicates, no loss.
+//   - never a split-mode sandbox reader while a filter-mode baseline
+//     reader holds a partition: that baseline reader forwards nothing,
+//     and the sandbox's messages on its partitions are processed by no
+//     one (they stay in the source topic, committed past).
+//
+// The cost ("Limits" has the filter mode's): the broker serves the topic
+// once plus each sandbox's share (BenchmarkSandboxes: 1.33 messages
+// fetched per message produced, for 1, 4 or 16 sandboxes owning a third
+// of the topic, against 2, 5 and 17 in the filter mode), and each
+// forwarded message is written once more, in one produce request per
+// sandbox partition per skip-commit interval (or per 1000 copies),
+// however often the caller commits. The README has the CPU figures.
+//
 // # Skipped messages
 //
 // Messages a reader does not own are skipped: counted ([Reader.Counts]),
@@ -224,16 +304,18 @@
 //
 // # Limits
 //
-// Every sandbox reader, like the baseline reader, reads the whole topic:
-// with N sandboxes overriding a service, the broker serves the topic N+1
-// times (BenchmarkSandboxes measures it). A route has one activation
+// In the filter mode every sandbox reader, like the baseline reader, reads
+// the whole topic: with N sandboxes overriding a service, the broker
+// serves the topic N+1 times (BenchmarkSandboxes measures it; see "Split
+// mode" for the alternative). A route has one activation
 // window: if a removed route is activated again
 // before a lagging reader has decided the messages of the old window, those
 // messages are decided by the new window (the baseline's). A reader that
 // lags by more than the route table's tombstone grace cannot tell who owned
 // a removed route's messages either ([routes.WithTombstoneGrace]). After a
 // group rebalance, a skipped offset of a partition the reader no longer
-// owns may still be committed, moving that partition's offset back until its
+// owns (or, in the split mode, a commit held back for a copy) may still be
+// committed, moving that partition's offset back until its
 // new owner commits again (a further rebalance in between redelivers
 // messages; none is lost), as kafka-go may do with the caller's own late
 // commits.

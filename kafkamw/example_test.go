@@ -136,7 +136,7 @@ func ExampleNewReader() {
 	// Output:
 	// order 1 (production)
 	// order 3 (sandbox pr-7)
-	// {Delivered:2 Skipped:1 Unreadable:0 Orphaned:0 DeadLettered:0 DeadLetterFailed:0 Failed:0 Retries:0 Waits:0 Future:0}
+	// {Delivered:2 Skipped:1 Unreadable:0 Orphaned:0 DeadLettered:0 DeadLetterFailed:0 Failed:0 Retries:0 Waits:0 Future:0 Forwarded:0 Unforwardable:0 Duplicates:0}
 }
 
 // A sandbox reader consumes, in a group of its own, exactly the messages of
@@ -221,4 +221,60 @@ func ExampleReader_Run() {
 	// order 1 (production)
 	// order 3 (sandbox pr-7)
 	// delivered 2, orphaned 1
+}
+
+// In the split mode the baseline reader forwards each message of a
+// sandbox that overrides the service to the sandbox's own topic, once the
+// broker has acknowledged the copy it commits the original, and the
+// sandbox's reader reads that topic alone.
+func ExampleWithSplit() {
+	brokers, stop := exampleTopic()
+	defer stop()
+	exampleProduce(brokers, "pr-42", "pr-7")
+
+	table, err := routes.NewStatic([]routes.Sandbox{
+		{ID: "pr-42", Services: map[string]routes.Route{"orders": {Upstream: "10.0.3.8:9090", ActiveFrom: time.Now().Add(-time.Hour)}}},
+		{ID: "pr-7"},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg := kafka.ReaderConfig{Brokers: brokers, Topic: "orders", GroupID: "orders-consumer", MaxWait: 50 * time.Millisecond}
+	split := kafkamw.WithSplit(kafkamw.Split{})
+	base, err := kafkamw.NewReader(cfg, table, "orders", split)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer base.Close()
+	for range 2 {
+		_, msg, err := base.FetchMessage(context.Background())
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("baseline: %s\n", msg.Value)
+		// The commit stops short of order 2 until its copy is written
+		// (within WithSkipCommitInterval), then goes on to msg.
+		if err := base.CommitMessages(context.Background(), msg); err != nil {
+			log.Fatal(err)
+		}
+	}
+
+	sb, err := kafkamw.NewReader(cfg, table, "orders", split, kafkamw.AsSandbox("pr-42"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sb.Close()
+	ctx, msg, err := sb.FetchMessage(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	s, _ := propagation.FromContext(ctx)
+	fmt.Printf("pr-42: %s (sandbox %s) from %s\n", msg.Value, s.ID, msg.Topic)
+	base.Close()
+	fmt.Println("forwarded:", base.Counts().Forwarded)
+	// Output:
+	// baseline: order 1
+	// baseline: order 3
+	// pr-42: order 2 (sandbox pr-42) from orders.orders-consumer.sandbox.pr-42
+	// forwarded: 1
 }

@@ -28,7 +28,8 @@ func bareReader(tb testing.TB, table *routes.Table, service string, opts ...Read
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &Reader{cfg: cfg, gate: cfg.gate(), markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: semaphore.NewWeighted(1)}
+	r := &Reader{cfg: cfg, gate: cfg.gate(), markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: semaphore.NewWeighted(1), role: role(cfg.sandbox)}
+	return r
 }
 
 // side is the reader option for the consumer of sandbox id: AsSandbox(id),

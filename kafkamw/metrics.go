@@ -35,6 +35,12 @@ const (
 	OutcomeRetried          = "retried"
 	OutcomeWaited           = "waited"
 	OutcomeFuture           = "future"
+	// OutcomeForwarded, OutcomeUnforwardable and OutcomeDuplicate count
+	// the split mode's forwarded, unforwardable and duplicate messages
+	// ([WithSplit]).
+	OutcomeForwarded     = "forwarded"
+	OutcomeUnforwardable = "unforwardable"
+	OutcomeDuplicate     = "duplicate"
 )
 
 const instrumentationName = "github.com/sandboxkit/sandboxkit/kafkamw"
@@ -56,7 +62,8 @@ func (r *Reader) observe(mp metric.MeterProvider) metric.Registration {
 	}
 	group := attribute.String(AttrGroup, r.group)
 	outcomes := [...]string{OutcomeDelivered, OutcomeSkipped, OutcomeUnreadable, OutcomeOrphaned,
-		OutcomeDeadLettered, OutcomeDeadLetterFailed, OutcomeFailed, OutcomeRetried, OutcomeWaited, OutcomeFuture}
+		OutcomeDeadLettered, OutcomeDeadLetterFailed, OutcomeFailed, OutcomeRetried, OutcomeWaited, OutcomeFuture,
+		OutcomeForwarded, OutcomeUnforwardable, OutcomeDuplicate}
 	var opts [len(outcomes)]metric.ObserveOption
 	for i, o := range outcomes {
 		opts[i] = metric.WithAttributeSet(attribute.NewSet(group, attribute.String(AttrOutcome, o)))
@@ -64,7 +71,8 @@ func (r *Reader) observe(mp metric.MeterProvider) metric.Registration {
 	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		n := r.Counts()
 		for i, v := range [...]int64{n.Delivered, n.Skipped, n.Unreadable, n.Orphaned,
-			n.DeadLettered, n.DeadLetterFailed, n.Failed, n.Retries, n.Waits, n.Future} {
+			n.DeadLettered, n.DeadLetterFailed, n.Failed, n.Retries, n.Waits, n.Future,
+			n.Forwarded, n.Unforwardable, n.Duplicates} {
 			o.ObserveInt64(c, v, opts[i])
 		}
 		return nil

@@ -86,3 +86,54 @@ func ownerOf(t *routes.Table, service, id string, at time.Time) (owner, orphan) 
 	}
 	return ownerNone, unknownSandbox
 }
+
+// role is a reader's part: the baseline reader ("") or the reader of one
+// sandbox (its ID).
+type role string
+
+func (ro role) baseline() bool { return ro == "" }
+
+// concerns reports whether a message of sandbox id can be this reader's
+// business: every tagged message is the baseline's (it owns or hands on
+// what no sandbox reader takes), a sandbox reader's are only its own.
+func (ro role) concerns(id string) bool { return ro == "" || string(ro) == id }
+
+// untagged is the fate of a message without a sandbox: production, the
+// baseline's.
+func (ro role) untagged() fate {
+	if ro.baseline() {
+		return fateMine
+	}
+	return fateSkip
+}
+
+// fate is what a reader of role ro does with a message owned by who.
+// With ownerOf it is the whole decision, a pure function of the table,
+// the reader's role and the message, which both modes call.
+func (ro role) fate(who owner) fate {
+	switch {
+	case who == ownerNone:
+		return fateSkip
+	case ro.baseline() && who == ownerSandbox:
+		return fateSandbox
+	case ro.baseline() == (who == ownerBaseline):
+		return fateMine
+	}
+	return fateSkip
+}
+
+// fate is what a reader does with a message it has decided.
+type fate uint8
+
+const (
+	// fateSkip: not this reader's; skipped and committed.
+	fateSkip fate = iota
+	// fateMine: returned to the caller.
+	fateMine
+	// fateSandbox: the baseline reader's verdict on a message a sandbox's
+	// reader owns. In the filter mode it leaves it (the sandbox's
+	// reader reads the topic too); in the split mode it forwards it to
+	// the sandbox's topic ([forwarder]). Either way it
+	// is skipped and committed once handed on.
+	fateSandbox
+)

@@ -14,10 +14,8 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/semaphore"
 
-	pub "github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/internal/ingress"
-	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
 
@@ -103,6 +101,22 @@ type Counts struct {
 	// synced up to the reader's now, rather than stalling the partition
 	// until the clock reaches the timestamp.
 	Future int64
+	// Forwarded is the number of messages the baseline reader forwarded
+	// to their sandbox's topic in the split mode ([WithSplit]), each
+	// acknowledged by the broker before it was committed; they are
+	// counted in Skipped too.
+	Forwarded int64
+	// Unforwardable is the number of messages the baseline reader could
+	// not forward in the split mode because their sandbox's topic cannot
+	// be named ([SplitTopic]): skipped, dead-lettered when a dead-letter
+	// writer is set, and audited.
+	Unforwardable int64
+	// Duplicates is the number of forwarded copies a sandbox reader
+	// skipped in the split mode because it had decided a copy of the same
+	// source message before (the baseline forwarded it again after a
+	// crash), or because its group processed the message in the filter
+	// mode before the switch. Counted in Skipped too.
+	Duplicates int64
 }
 
 // Reader reads messages through a kafka-go group reader and returns each
@@ -117,6 +131,16 @@ type Reader struct {
 	topics  []string
 	gate    ingress.Gate   // the audit records, span attributes and context of the messages decided
 	events  [2]audit.Event // the audit record of a tagged message, by "route active"
+	role    role
+
+	// The split mode ([WithSplit]), nil in the filter mode: the baseline
+	// reader's forwarder, which hands each message a sandbox's reader
+	// owns on to the sandbox's topic, and a sandbox reader's record of
+	// what its filter-mode predecessor processed.
+	forward *forwarder
+	marks   *marks
+	source  string                      // a split-mode sandbox reader's source topic
+	prepare func(context.Context) error // readies a sandbox reader before it joins: seed, or prepareSplit
 
 	inner atomic.Pointer[kafka.Reader]
 
@@ -147,6 +171,7 @@ type Reader struct {
 	metrics        metric.Registration // the metrics callback; nil when none
 
 	delivered, skipped, unreadable, orphans, deadLettered, deadLetterFailed, failed, retries, waits, future atomic.Int64
+	forwarded, unforwardables, duplicates                                                                   atomic.Int64
 }
 
 // NewReader returns a reader for cfg that decides, from table, which
@@ -168,6 +193,12 @@ func NewReader(cfg kafka.ReaderConfig, table *routes.Table, service string, opts
 	if cfg.GroupID == "" {
 		return nil, configError("NewReader", []error{errors.New("ReaderConfig.GroupID is required: skipped messages are committed")})
 	}
+	var source string
+	if c.split != nil {
+		if source, err = splitConfig(&cfg, c.sandbox); err != nil {
+			return nil, configError("NewReader", []error{err})
+		}
+	}
 	if c.sandbox != "" {
 		cfg.GroupID = SandboxGroup(cfg.GroupID, c.sandbox)
 	}
@@ -187,6 +218,14 @@ func NewReader(cfg kafka.ReaderConfig, table *routes.Table, service string, opts
 		r.topics = []string{cfg.Topic}
 	}
 	r.gate = c.gate()
+	r.role = role(c.sandbox)
+	r.prepare = r.seed
+	switch {
+	case c.split != nil && c.sandbox == "":
+		r.forward = newForwarder(*c.split, cfg)
+	case c.split != nil:
+		r.source, r.prepare = source, r.prepareSplit
+	}
 	r.events = decisionEvents(c.sandbox == "", c.service, r.group)
 	r.metrics = r.observe(c.meters)
 	if c.sandbox == "" {
@@ -260,7 +299,7 @@ func (r *Reader) started(ctx context.Context) (*kafka.Reader, error) {
 	if in := r.inner.Load(); in != nil {
 		return in, nil
 	}
-	if err := r.seed(ctx); err != nil {
+	if err := r.prepare(ctx); err != nil {
 		return nil, err
 	}
 	r.startLocked()
@@ -284,6 +323,9 @@ func (r *Reader) Counts() Counts {
 		Retries:          r.retries.Load(),
 		Waits:            r.waits.Load(),
 		Future:           r.future.Load(),
+		Forwarded:        r.forwarded.Load(),
+		Unforwardable:    r.unforwardables.Load(),
+		Duplicates:       r.duplicates.Load(),
 	}
 }
 
@@ -350,171 +392,37 @@ func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Me
 }
 
 // settle decides msg and records the decision: in the ledger and the counts
-// when msg is decided, as the pending message when the decision failed. The
+// when msg is decided (and, for a message a sandbox reader owns, handed on),
+// as the pending message when the decision or the hand-off failed. The
 // caller holds the fetch lock (r.fetching).
 func (r *Reader) settle(ctx context.Context, msg *kafka.Message) (context.Context, bool, error) {
-	out, own, err := r.decide(ctx, msg)
+	part, off, dup, forwarded := r.marks.check(msg)
+	if dup {
+		r.duplicates.Add(1)
+		r.ledger.skip(msg)
+		r.skipped.Add(1)
+		return ctx, false, nil
+	}
+	out, v, err := r.decide(ctx, msg)
+	if err == nil && v.fate == fateSandbox {
+		err = r.handOff(ctx, msg, v.sandbox)
+	}
 	if err != nil {
 		kept := *msg
 		r.pending.Store(&kept)
 		return ctx, false, err
 	}
-	if own {
+	if forwarded {
+		r.marks.advance(part, off)
+	}
+	if v.fate == fateMine {
 		r.ledger.deliver(msg)
 		r.delivered.Add(1)
-	} else {
-		r.ledger.skip(msg)
-		r.skipped.Add(1)
+		return out, true, nil
 	}
-	return out, own, nil
-}
-
-// decide reports whether msg is this reader's and, when it is, the context
-// to process it with.
-func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Context, bool, error) {
-	baseline := r.cfg.sandbox == ""
-	if len(msg.Headers) == 0 {
-		return ctx, baseline, nil // untagged, the most common message
-	}
-	var k memoKey
-	st, memoize := r.markers.scanKey(msg.Headers, &k)
-	if st != hasMarkers {
-		return ctx, baseline, nil
-	}
-	m, err := r.readKey(msg.Headers, &k, memoize)
-	if err != nil {
-		if baseline {
-			dl := r.deadLetterOrSkip(ctx, msg, err.Error())
-			r.gate.Refuse(ctx, audit.Rejected, m.Sandbox, r.group, msg.Topic, errUnreadable, func() string { return err.Error() + dl })
-		}
-		r.unreadable.Add(1)
-		return ctx, false, nil
-	}
-	if !m.Found {
-		return ctx, baseline, nil
-	}
-	s := m.Sandbox
-	if !baseline && s.ID != r.cfg.sandbox {
-		return ctx, false, nil // another sandbox's, or the baseline's
-	}
-	if err := r.synced(ctx, msg); err != nil {
-		return ctx, false, err
-	}
-	who, why := ownerOf(r.cfg.table, r.cfg.service, s.ID, msg.Time)
-	if who == ownerNone {
-		r.orphaned(ctx, msg, s, why)
-		return ctx, false, nil
-	}
-	own := baseline == (who == ownerBaseline)
-	if r.gate.Logging() {
-		ev := r.events[0]
-		if who == ownerSandbox {
-			ev = r.events[1]
-		}
-		ev.Sandbox, ev.Target = s, msg.Topic
-		r.gate.Record(ctx, ev)
-	}
-	if !own {
-		return ctx, false, nil
-	}
-	return r.gate.Enter(ctx, s), true, nil
-}
-
-// orphaned handles a message of sandbox s that belongs to no reader: the
-// baseline reader writes it to the dead-letter writer, if there is one,
-// and audits it; a sandbox reader audits it. Both count it. A failed
-// dead-letter write does not keep the message ([Reader.deadLetterOrSkip]).
-func (r *Reader) orphaned(ctx context.Context, msg *kafka.Message, s propagation.Sandbox, why orphan) {
-	reason := "orphaned message of sandbox " + s.ID + ": " + why.String() + "; no reader of " + r.cfg.service + " owns it"
-	var dl string
-	if r.cfg.sandbox == "" {
-		dl = r.deadLetterOrSkip(ctx, msg, reason)
-	}
-	r.orphans.Add(1)
-	if r.gate.Logging() {
-		d := audit.Skipped
-		if r.cfg.sandbox == "" {
-			d = audit.Rejected // the owner of last resort refuses it
-		}
-		r.gate.Record(ctx, audit.Event{
-			// Not admitted: the sender's values are clipped, as every
-			// adapter's records of refused markers are.
-			Decision: d, Sandbox: audit.Clip(s), Peer: r.group, Target: msg.Topic,
-			Reason: reason + ", skipped" + dl,
-		})
-	}
-}
-
-// decisionEvents returns the audit records of a tagged message whose route
-// is inactive ([0]) or active ([1]) at its time, for a baseline or a sandbox
-// reader.
-func decisionEvents(baseline bool, service, group string) [2]audit.Event {
-	ev := func(d audit.Decision, reason string) audit.Event {
-		return audit.Event{Decision: d, Peer: group, Reason: reason}
-	}
-	notOverridden := pub.ReasonNotOverridden + ": " + service + " at the message's time"
-	if baseline {
-		return [2]audit.Event{
-			ev(audit.Fallback, notOverridden+"; consumed by the baseline reader"),
-			ev(audit.Skipped, "left to the sandbox's reader: the sandbox overrides "+service+" at the message's time"),
-		}
-	}
-	return [2]audit.Event{
-		ev(audit.Skipped, notOverridden+"; left to the baseline reader"),
-		ev(audit.Routed, "consumed by the sandbox's reader of "+service),
-	}
-}
-
-// synced waits (bounded) until the route table has synced up to msg's
-// time, so that the decision is not made on a table that has not yet seen
-// what the source said then; a table that has never loaded from its source
-// is synced up to nothing ([routes.Table.SyncedAt]), so a tagged message
-// is never decided before the table's first load.
-func (r *Reader) synced(ctx context.Context, msg *kafka.Message) error {
-	at := msg.Time
-	if !at.After(r.cfg.table.SyncedAt()) {
-		return nil
-	}
-	if now := time.Now(); at.After(now.Add(MaxClockSkew)) {
-		// A timestamp this far ahead: the producer's clock is off (or it
-		// set Message.Time itself). Waiting for the table to reach it
-		// would stall the partition until the wall clock catches up, so
-		// decide with the table synced up to now: readers whose sources
-		// are healthy then hold the same document. Not with a table that
-		// is behind (its source failing since its last load), which may
-		// no longer hold what the others hold.
-		if err := r.waitSynced(ctx, msg, now); err != nil {
-			return err
-		}
-		r.future.Add(1)
-		return nil
-	}
-	return r.waitSynced(ctx, msg, at)
-}
-
-// waitSynced waits, up to the route wait, until the table has synced up
-// to at ([routes.Table.WaitSynced]), and returns [ErrRoutesBehind] naming
-// msg if it has not.
-func (r *Reader) waitSynced(ctx context.Context, msg *kafka.Message, at time.Time) error {
-	t := r.cfg.table
-	if !at.After(t.SyncedAt()) {
-		return nil
-	}
-	r.waits.Add(1)
-	wctx, cancel := context.WithTimeout(ctx, r.cfg.routeWait)
-	defer cancel()
-	if err := t.WaitSynced(wctx, at); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		synced := "never"
-		if s := t.SyncedAt(); !s.IsZero() {
-			synced = s.UTC().Format(time.RFC3339Nano)
-		}
-		return fmt.Errorf("%w: message %s at %s, table synced up to %s, waited %s",
-			ErrRoutesBehind, coordinates(msg), msg.Time.UTC().Format(time.RFC3339Nano), synced, r.cfg.routeWait)
-	}
-	return nil
+	r.ledger.skip(msg)
+	r.skipped.Add(1)
+	return out, false, nil
 }
 
 // deadLetterTimeout bounds a dead-letter write.
@@ -591,7 +499,10 @@ func (r *Reader) CommitMessages(ctx context.Context, msgs ...kafka.Message) erro
 	}
 	r.commitMu.Lock()
 	defer r.commitMu.Unlock()
-	all := r.ledger.withSkipped(msgs)
+	all := r.forward.capped(&r.ledger, r.ledger.withSkipped(msgs))
+	if len(all) == 0 {
+		return nil
+	}
 	if err := inner.CommitMessages(ctx, all...); err != nil {
 		return err
 	}
@@ -605,6 +516,13 @@ func (r *Reader) flushSkipped(ctx context.Context, inner *kafka.Reader) error {
 	r.commitMu.Lock()
 	defer r.commitMu.Unlock()
 	msgs := r.ledger.committable()
+	// Copies are written even when there is nothing to commit: the
+	// sandbox's reader waits for them. Those buffered after msgs were
+	// taken hold their partition back (capped).
+	if err := r.flushForwards(ctx); err != nil {
+		return err
+	}
+	msgs = r.forward.capped(&r.ledger, msgs)
 	if len(msgs) == 0 {
 		return nil
 	}
@@ -642,6 +560,7 @@ func (r *Reader) Close() error {
 	if r.metrics != nil {
 		r.metrics.Unregister()
 	}
+	defer r.forward.close()
 	inner := r.inner.Load()
 	if inner == nil {
 		return nil

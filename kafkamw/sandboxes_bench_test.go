@@ -19,32 +19,71 @@ import (
 // sandboxesMessages is the size of BenchmarkSandboxes' topics.
 var sandboxesMessages = flag.Int("kafkamw.bench.sandboxes.messages", 20000, "messages in BenchmarkSandboxes' topics")
 
-// BenchmarkSandboxes measures what N sandboxes overriding a service cost:
-// a topic of 20,000 messages, a third of them tagged for the N sandboxes
-// in turn, read by the baseline reader and N sandbox readers at once, each
-// in its own group, until each has decided the whole topic. An op is one
-// such pass. It reports the messages fetched from the broker per message
-// owned (every reader fetches the whole topic: N+1), the process's CPU time
-// per reader and per message owned (user and system, the in-process broker
-// included: what the cluster and the consumers spend together), and the
-// wall time of the pass.
+// BenchmarkSandboxes measures what N sandboxes overriding a service cost,
+// in each mode: a topic of 20,000 messages, a third of them tagged for the
+// N sandboxes in turn, read by the baseline reader and N sandbox readers
+// at once, each in its own group, until each has decided all it will see
+// (the whole topic in the filter mode; in the split mode the baseline the
+// whole topic, which it splits, and each sandbox reader its own topic).
+// An op is one such pass, next to one pass of a plain kafka-go group
+// reader over the same topic. It reports the messages fetched from the
+// broker (kafka-go's ReaderStats.Messages, summed over the readers) per
+// message produced and per message owned, the process's CPU time per
+// reader and per message owned (user and system, the in-process broker
+// included: what the cluster and the consumers spend together), and that
+// CPU time over the plain reader's pass (cpu/plain).
 //
 //	go test ./kafkamw -run '^$' -bench Sandboxes -benchtime 3x
 func BenchmarkSandboxes(b *testing.B) {
-	for _, n := range []int{1, 4, 16} {
-		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
-			addrs, topic, table := sandboxesTopic(b, *sandboxesMessages, n)
-			var fetched, owned int64
-			var cpu time.Duration
-			for b.Loop() {
-				f, o, c := sandboxesPass(b, addrs, topic, table, n)
-				fetched, owned, cpu = fetched+f, owned+o, cpu+c
-			}
-			b.ReportMetric(float64(fetched)/float64(owned), "fetched/owned")
-			b.ReportMetric(float64(cpu.Milliseconds())/float64(b.N)/float64(n+1), "cpu-ms/reader")
-			b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(owned), "cpu-µs/owned")
-		})
+	for _, split := range []bool{false, true} {
+		mode := "filter"
+		if split {
+			mode = "split"
+		}
+		for _, n := range []int{1, 4, 16} {
+			b.Run(fmt.Sprintf("mode=%s/N=%d", mode, n), func(b *testing.B) {
+				addrs, topic, table := sandboxesTopic(b, *sandboxesMessages, n)
+				var fetched, owned, dups int64
+				var cpu, plain time.Duration
+				for b.Loop() {
+					plain += plainPass(b, addrs, topic)
+					f, o, d, c := sandboxesPass(b, addrs, topic, table, n, split)
+					fetched, owned, dups, cpu = fetched+f, owned+o, dups+d, cpu+c
+				}
+				b.ReportMetric(float64(fetched)/float64(*sandboxesMessages*b.N), "fetched/produced")
+				b.ReportMetric(float64(fetched)/float64(owned), "fetched/owned")
+				b.ReportMetric(float64(cpu.Milliseconds())/float64(b.N)/float64(n+1), "cpu-ms/reader")
+				b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(owned), "cpu-µs/owned")
+				b.ReportMetric(float64(cpu)/float64(plain), "cpu/plain")
+				b.ReportMetric(float64(dups)/float64(b.N), "dups/pass")
+			})
+		}
 	}
+}
+
+// plainPass reads the whole topic with a plain kafka-go group reader in a
+// fresh group, committing every 100 messages, and returns the process CPU
+// time spent.
+func plainPass(b *testing.B, addrs []string, topic string) time.Duration {
+	cfg := kafkatest.ReaderConfig(addrs, topic, fmt.Sprintf("plain-%d", time.Now().UnixNano()))
+	cfg.MaxWait, cfg.HeartbeatInterval = sandboxesMaxWait, sandboxesMaxWait
+	r := kafka.NewReader(cfg)
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	start := cpuTime()
+	for k := range *sandboxesMessages {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if k%commitEvery == commitEvery-1 || k == *sandboxesMessages-1 {
+			if err := r.CommitMessages(ctx, m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	return cpuTime() - start
 }
 
 // sandboxesTopic starts a broker and fills a topic of size messages, every
@@ -97,25 +136,44 @@ func sandboxesTopic(b *testing.B, size, n int) ([]string, string, *routes.Table)
 
 // sandboxesPass runs the baseline reader and n sandbox readers over the
 // whole topic, each in a fresh group, committing every 100 messages it
-// returns. It returns the messages fetched (decided) by all readers, the
-// messages they owned, and the process CPU time spent.
-func sandboxesPass(b *testing.B, addrs []string, topic string, table *routes.Table, n int) (fetched, owned int64, cpu time.Duration) {
+// returns. It returns the messages all readers fetched from the broker,
+// the messages they owned, and the process CPU time spent.
+func sandboxesPass(b *testing.B, addrs []string, topic string, table *routes.Table, n int, split bool) (fetched, owned, dups int64, cpu time.Duration) {
 	group := fmt.Sprintf("pass-%d", time.Now().UnixNano())
 	readers := make([]*Reader, n+1)
+	size := int64(*sandboxesMessages)
+	// What each reader decides: the whole topic, or in the split mode the
+	// messages of its sandbox (every third, for the sandboxes in turn).
+	sees := make([]int64, n+1)
+	for i := range sees {
+		sees[i] = size
+	}
+	if split {
+		for i := range size {
+			if i%3 == 1 {
+				sees[1+(i/3)%int64(n)]++
+			}
+		}
+		for i := 1; i <= n; i++ {
+			sees[i] -= size
+		}
+	}
 	for i := range readers {
 		var opts []ReaderOption
 		if i > 0 {
 			opts = append(opts, AsSandbox(fmt.Sprintf("pr-%d", i-1)))
 		}
+		if split {
+			opts = append(opts, WithSplit(Split{}))
+		}
 		cfg := kafkatest.ReaderConfig(addrs, topic, group)
-		cfg.MaxWait = 10 * time.Millisecond
+		cfg.MaxWait, cfg.HeartbeatInterval = sandboxesMaxWait, sandboxesMaxWait
 		r, err := NewReader(cfg, table, benchService, opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
 		readers[i] = r
 	}
-	size := int64(*sandboxesMessages)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	start := cpuTime()
@@ -128,13 +186,15 @@ func sandboxesPass(b *testing.B, addrs []string, topic string, table *routes.Tab
 		wg.Go(func() {
 			defer rcancel()
 			for {
-				if c := r.Counts(); c.Delivered+c.Skipped >= size {
+				// In the split mode a sandbox reader is done when it has
+				// returned its share (it may also skip duplicates).
+				if c := r.Counts(); c.Delivered+c.Skipped >= sees[i] && (!split || i == 0 || c.Delivered >= sees[i]) {
 					return
 				}
 				select {
 				case <-rctx.Done():
 					return
-				case <-time.After(time.Millisecond):
+				case <-time.After(20 * time.Millisecond):
 				}
 			}
 		})
@@ -168,12 +228,12 @@ func sandboxesPass(b *testing.B, addrs []string, topic string, table *routes.Tab
 		if errs[i] != nil {
 			b.Fatal(errs[i])
 		}
-		c := r.Counts()
-		fetched += c.Delivered + c.Skipped
-		owned += c.Delivered
+		fetched += r.Stats().Messages
+		owned += r.Counts().Delivered
+		dups += r.Counts().Duplicates
 		r.Close()
 	}
-	return fetched, owned, cpu
+	return fetched, owned, dups, cpu
 }
 
 // cpuTime returns the process's user and system CPU time.
@@ -182,3 +242,10 @@ func cpuTime() time.Duration {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// sandboxesMaxWait is the readers' MaxWait in BenchmarkSandboxes: how long
+// the broker holds a fetch that finds nothing (kafka-go's default is 10s).
+// A fetch returns as soon as there is a message, so it delays nothing; a
+// short one would make every idle reader poll, which costs CPU per reader
+// rather than per message.
+const sandboxesMaxWait = 500 * time.Millisecond

@@ -1,0 +1,177 @@
+package kafkamw
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	pub "github.com/sandboxkit/sandboxkit/audit"
+	"github.com/sandboxkit/sandboxkit/internal/audit"
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// verdict is what a reader does with a message it has decided.
+type verdict struct {
+	fate    fate
+	sandbox string // the message's sandbox, for fateSandbox
+}
+
+// decide decides msg from the route table (the filter mode, and the
+// baseline reader in either mode): it reads the message's sandbox, waits
+// for the table to sync up to the message's time, asks [ownerOf] and
+// audits the decision. With fateMine it returns the context to process
+// msg with.
+func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Context, verdict, error) {
+	untagged := verdict{fate: r.role.untagged()}
+	if len(msg.Headers) == 0 {
+		return ctx, untagged, nil // untagged, the most common message
+	}
+	var k memoKey
+	st, memoize := r.markers.scanKey(msg.Headers, &k)
+	if st != hasMarkers {
+		return ctx, untagged, nil
+	}
+	m, err := r.readKey(msg.Headers, &k, memoize)
+	if err != nil {
+		r.unreadableMessage(ctx, msg, m.Sandbox, err)
+		return ctx, verdict{}, nil
+	}
+	if !m.Found {
+		return ctx, untagged, nil
+	}
+	s := m.Sandbox
+	if !r.role.concerns(s.ID) {
+		return ctx, verdict{}, nil // another sandbox's, or the baseline's
+	}
+	if err := r.synced(ctx, msg); err != nil {
+		return ctx, verdict{}, err
+	}
+	who, why := ownerOf(r.cfg.table, r.cfg.service, s.ID, msg.Time)
+	if who == ownerNone {
+		r.orphaned(ctx, msg, s, why)
+		return ctx, verdict{}, nil
+	}
+	if r.gate.Logging() {
+		ev := r.events[0]
+		if who == ownerSandbox {
+			ev = r.events[1]
+		}
+		ev.Sandbox, ev.Target = s, msg.Topic
+		r.gate.Record(ctx, ev)
+	}
+	v := verdict{fate: r.role.fate(who), sandbox: s.ID}
+	if v.fate != fateMine {
+		return ctx, v, nil
+	}
+	return r.gate.Enter(ctx, s), v, nil
+}
+
+// unreadableMessage accounts for a message whose sandbox headers cannot
+// be read: the baseline reader, its owner of last resort, dead-letters and
+// audits it; every reader counts it.
+func (r *Reader) unreadableMessage(ctx context.Context, msg *kafka.Message, s propagation.Sandbox, err error) {
+	if r.role.baseline() {
+		dl := r.deadLetterOrSkip(ctx, msg, err.Error())
+		r.gate.Refuse(ctx, audit.Rejected, s, r.group, msg.Topic, errUnreadable, func() string { return err.Error() + dl })
+	}
+	r.unreadable.Add(1)
+}
+
+// orphaned handles a message of sandbox s that belongs to no reader: the
+// baseline reader writes it to the dead-letter writer, if there is one,
+// and audits it; a sandbox reader audits it. Both count it. A failed
+// dead-letter write does not keep the message ([Reader.deadLetterOrSkip]).
+func (r *Reader) orphaned(ctx context.Context, msg *kafka.Message, s propagation.Sandbox, why orphan) {
+	reason := "orphaned message of sandbox " + s.ID + ": " + why.String() + "; no reader of " + r.cfg.service + " owns it"
+	var dl string
+	if r.role.baseline() {
+		dl = r.deadLetterOrSkip(ctx, msg, reason)
+	}
+	r.orphans.Add(1)
+	if r.gate.Logging() {
+		d := audit.Skipped
+		if r.role.baseline() {
+			d = audit.Rejected // the owner of last resort refuses it
+		}
+		r.gate.Record(ctx, audit.Event{
+			// Not admitted: the sender's values are clipped, as every
+			// adapter's records of refused markers are.
+			Decision: d, Sandbox: audit.Clip(s), Peer: r.group, Target: msg.Topic,
+			Reason: reason + ", skipped" + dl,
+		})
+	}
+}
+
+// decisionEvents returns the audit records of a tagged message whose route
+// is inactive ([0]) or active ([1]) at its time, for a baseline or a sandbox
+// reader.
+func decisionEvents(baseline bool, service, group string) [2]audit.Event {
+	ev := func(d audit.Decision, reason string) audit.Event {
+		return audit.Event{Decision: d, Peer: group, Reason: reason}
+	}
+	notOverridden := pub.ReasonNotOverridden + ": " + service + " at the message's time"
+	if baseline {
+		return [2]audit.Event{
+			ev(audit.Fallback, notOverridden+"; consumed by the baseline reader"),
+			ev(audit.Skipped, "left to the sandbox's reader: the sandbox overrides "+service+" at the message's time"),
+		}
+	}
+	return [2]audit.Event{
+		ev(audit.Skipped, notOverridden+"; left to the baseline reader"),
+		ev(audit.Routed, "consumed by the sandbox's reader of "+service),
+	}
+}
+
+// synced waits (bounded) until the route table has synced up to msg's
+// time, so that the decision is not made on a table that has not yet seen
+// what the source said then; a table that has never loaded from its source
+// is synced up to nothing ([routes.Table.SyncedAt]), so a tagged message
+// is never decided before the table's first load.
+func (r *Reader) synced(ctx context.Context, msg *kafka.Message) error {
+	at := msg.Time
+	if !at.After(r.cfg.table.SyncedAt()) {
+		return nil
+	}
+	if now := time.Now(); at.After(now.Add(MaxClockSkew)) {
+		// A timestamp this far ahead: the producer's clock is off (or it
+		// set Message.Time itself). Waiting for the table to reach it
+		// would stall the partition until the wall clock catches up, so
+		// decide with the table synced up to now: readers whose sources
+		// are healthy then hold the same document. Not with a table that
+		// is behind (its source failing since its last load), which may
+		// no longer hold what the others hold.
+		if err := r.waitSynced(ctx, msg, now); err != nil {
+			return err
+		}
+		r.future.Add(1)
+		return nil
+	}
+	return r.waitSynced(ctx, msg, at)
+}
+
+// waitSynced waits, up to the route wait, until the table has synced up
+// to at ([routes.Table.WaitSynced]), and returns [ErrRoutesBehind] naming
+// msg if it has not.
+func (r *Reader) waitSynced(ctx context.Context, msg *kafka.Message, at time.Time) error {
+	t := r.cfg.table
+	if !at.After(t.SyncedAt()) {
+		return nil
+	}
+	r.waits.Add(1)
+	wctx, cancel := context.WithTimeout(ctx, r.cfg.routeWait)
+	defer cancel()
+	if err := t.WaitSynced(wctx, at); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		synced := "never"
+		if s := t.SyncedAt(); !s.IsZero() {
+			synced = s.UTC().Format(time.RFC3339Nano)
+		}
+		return fmt.Errorf("%w: message %s at %s, table synced up to %s, waited %s",
+			ErrRoutesBehind, coordinates(msg), msg.Time.UTC().Format(time.RFC3339Nano), synced, r.cfg.routeWait)
+	}
+	return nil
+}

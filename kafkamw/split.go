@@ -1,0 +1,543 @@
+package kafkamw
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/sandboxkit/sandboxkit/internal/audit"
+	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// The split mode ([WithSplit]). The baseline reader, which reads every
+// message of the topic anyway, forwards each message a sandbox's reader
+// owns to that sandbox's topic ([SplitTopic]) and commits it once the
+// broker has acknowledged the copy; a sandbox reader reads its own topic
+// only. Both decide each message with the same decision as in the filter
+// mode ([ownerOf], [role.fate]): the split mode only changes where a
+// sandbox's messages are read from.
+
+// HeaderSplitSource is the header the baseline reader adds to each
+// message it forwards in the split mode: "<partition>/<offset>" of the
+// original in the source topic.
+const HeaderSplitSource = "sandboxkit-split-source"
+
+// maxTopicLen is the longest topic name Kafka accepts.
+const maxTopicLen = 249
+
+// ErrForward reports a message the baseline reader could not forward to
+// its sandbox's topic in the split mode (the topic could not be created,
+// or the broker did not acknowledge the copy). The reader keeps the
+// message and forwards it again on the next FetchMessage.
+var ErrForward = errors.New("kafkamw: forwarding to the sandbox's topic failed")
+
+// Split configures the split mode ([WithSplit]). Its zero value gives each
+// sandbox's topic the source topic's partition count and the broker's
+// default replication factor.
+type Split struct {
+	// Partitions is the partition count of each sandbox's topic; 0 for
+	// the source topic's. A message of source partition p goes to
+	// partition p modulo the count, so that per-key order holds.
+	Partitions int
+	// ReplicationFactor of each sandbox's topic; 0 for the broker's
+	// default.
+	ReplicationFactor int
+}
+
+// WithSplit turns the split mode on (see "Split mode" in the package
+// documentation): on the baseline reader, forwarding the messages each
+// sandbox's reader owns to the sandbox's own topic; on a sandbox reader,
+// reading that topic instead of the source. The reader's ReaderConfig must
+// name one Topic (not GroupTopics), and the sandbox topic's name must be a
+// valid Kafka topic name ([SplitTopic]); otherwise [NewReader] returns an
+// [ErrConfig] error. Off by default.
+func WithSplit(s Split) ReaderOption {
+	return readerOption(func(c *readerConfig) {
+		if s.Partitions < 0 || s.ReplicationFactor < 0 {
+			c.fail(fmt.Errorf("WithSplit: negative Partitions (%d) or ReplicationFactor (%d)", s.Partitions, s.ReplicationFactor))
+			return
+		}
+		c.split = &s
+	})
+}
+
+// SplitTopic returns the topic of sandbox id's messages of topic for the
+// baseline consumer group group in the split mode:
+// "<topic>.<group>.sandbox.<id>", the sandbox group's name ([SandboxGroup])
+// after the topic's. It is an error, wrapping [ErrConfig], when the result
+// is not a valid Kafka topic name (characters other than ASCII letters,
+// digits, '.', '_' and '-', or longer than 249): such a sandbox cannot be
+// split, and its messages are not forwarded anywhere else.
+func SplitTopic(topic, group, id string) (string, error) {
+	if err := propagation.ValidateID(id); err != nil {
+		return "", fmt.Errorf("%w: split topic: %w", ErrConfig, err)
+	}
+	name := topic + "." + SandboxGroup(group, id)
+	if err := validTopic(name); err != nil {
+		return "", fmt.Errorf("%w: split topic of %q for group %q and sandbox %q: %w", ErrConfig, topic, group, id, err)
+	}
+	return name, nil
+}
+
+// validTopic checks Kafka's rules for a topic name.
+func validTopic(name string) error {
+	if len(name) > maxTopicLen {
+		return fmt.Errorf("%d characters, Kafka allows %d", len(name), maxTopicLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("character %q at %d is not allowed in a topic name", c, i)
+		}
+	}
+	return nil
+}
+
+// forwarder is the baseline reader's half of the split mode. A nil
+// forwarder is the filter mode: a message a sandbox's reader owns is left
+// in the topic, which that reader reads too.
+//
+// Forwards are batched: [Reader.handOff] adds the copy to a buffer, and
+// the buffer is written, and acknowledged by all in-sync replicas, by the
+// reader's periodic flush (and Close) and when it is full. Every commit
+// stops short of the first message of its partition whose copy is still
+// buffered ([forwarder.capped]); the flush commits the rest once the
+// copies are written. No offset is committed past a message whose copy is
+// not acknowledged; a crash loses only copies of uncommitted messages,
+// which the next reader forwards again.
+type forwarder struct {
+	split  Split
+	group  string
+	w      *kafka.Writer
+	client *kafka.Client
+
+	mu    sync.Mutex
+	ready map[string]bool          // sandbox topics created (or found) by this reader
+	parts map[string]int           // partition counts of the source topics
+	buf   []kafka.Message          // copies not yet written, in fetch order
+	src   []topicPartitionOffset   // the source of each copy in buf
+	first map[topicPartition]int64 // the lowest source offset in buf, by source partition
+
+	flushMu sync.Mutex // one flush at a time; held before mu
+}
+
+// maxBuffered is how many copies the forwarder buffers before it writes
+// them in the fetch path.
+const maxBuffered = 1000
+
+func newForwarder(s Split, rcfg kafka.ReaderConfig) *forwarder {
+	tr := transport(rcfg.Dialer)
+	return &forwarder{
+		split: s,
+		group: rcfg.GroupID,
+		w: &kafka.Writer{
+			Addr:         kafka.TCP(rcfg.Brokers...),
+			Transport:    tr,
+			Balancer:     samePartition{},
+			RequiredAcks: kafka.RequireAll,
+			// kafka-go allocates each partition's batch at BatchSize:
+			// a flush spreads over every sandbox topic's partitions,
+			// a few copies each.
+			BatchSize:    100,
+			BatchTimeout: time.Millisecond, // a flush waits for its batches, not for more
+		},
+		client: &kafka.Client{Addr: kafka.TCP(rcfg.Brokers...), Transport: tr},
+		ready:  make(map[string]bool),
+		parts:  make(map[string]int),
+		first:  make(map[topicPartition]int64),
+	}
+}
+
+// topicPartitionOffset is a message's coordinates.
+type topicPartitionOffset struct {
+	topicPartition
+	offset int64
+}
+
+// capped holds back the commits of msgs (see [ledger.capped]) before the
+// first message of each partition whose copy is buffered, not yet
+// written. A nil f (the filter mode) holds nothing back.
+func (f *forwarder) capped(l *ledger, msgs []kafka.Message) []kafka.Message {
+	if f == nil || len(msgs) == 0 {
+		return msgs
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.first) == 0 {
+		return msgs
+	}
+	return l.capped(msgs, func(topic string, partition int) (int64, bool) {
+		o, ok := f.first[topicPartition{topic, partition}]
+		return o, ok
+	})
+}
+
+func (f *forwarder) close() error {
+	if f == nil {
+		return nil
+	}
+	err := f.w.Close()
+	if tr, ok := f.client.Transport.(*kafka.Transport); ok {
+		tr.CloseIdleConnections()
+	}
+	return err
+}
+
+// flush writes the buffered copies and waits for the broker's
+// acknowledgement; on failure they stay buffered, in order, for the next
+// flush. It returns how many it wrote. A nil f has nothing to flush.
+func (f *forwarder) flush(ctx context.Context) (int, error) {
+	if f == nil {
+		return 0, nil
+	}
+	f.flushMu.Lock()
+	defer f.flushMu.Unlock()
+	f.mu.Lock()
+	batch := f.buf[:len(f.buf):len(f.buf)] // appends after this go elsewhere
+	f.mu.Unlock()
+	if len(batch) == 0 {
+		return 0, nil
+	}
+	// A write in progress finishes (within forwardTimeout) when ctx ends,
+	// so that a clean shutdown's commit finds the copies acknowledged.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), forwardTimeout)
+	defer cancel()
+	if err := f.w.WriteMessages(wctx, batch...); err != nil {
+		return 0, fmt.Errorf("%w: %d messages: %w", ErrForward, len(batch), err)
+	}
+	f.mu.Lock()
+	f.buf = append(f.buf[:0:0], f.buf[len(batch):]...)
+	f.src = append(f.src[:0:0], f.src[len(batch):]...)
+	clear(f.first)
+	for _, c := range f.src {
+		if _, ok := f.first[c.topicPartition]; !ok {
+			f.first[c.topicPartition] = c.offset
+		}
+	}
+	f.mu.Unlock()
+	return len(batch), nil
+}
+
+// flushForwards writes the forwarder's buffer, counting what it wrote.
+func (r *Reader) flushForwards(ctx context.Context) error {
+	n, err := r.forward.flush(ctx)
+	r.forwarded.Add(int64(n))
+	return err
+}
+
+// samePartition sends a forwarded message to the partition of its
+// original (modulo the count), which the forwarder sets in
+// Message.Partition: the copies of one source partition keep their order.
+type samePartition struct{}
+
+func (samePartition) Balance(msg kafka.Message, partitions ...int) int {
+	return partitions[msg.Partition%len(partitions)]
+}
+
+// forwardTimeout bounds a flush, and a topic creation.
+const forwardTimeout = 10 * time.Second
+
+// handOff forwards msg, owned by sandbox's reader, to the sandbox's topic:
+// it buffers a copy (see [forwarder]), after creating the topic if this
+// reader has not met it before. An error wrapping [ErrForward] (the topic
+// could not be created, or a full buffer could not be written) keeps the
+// message, decided and forwarded again on the next fetch. A sandbox whose
+// topic name is not valid has no reader in the split mode: its message is
+// skipped, dead-lettered when a dead-letter writer is set, counted as
+// Unforwardable and audited, as an orphan is. A nil forwarder (the filter
+// mode) leaves the message to the sandbox's reader.
+func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string) error {
+	f := r.forward
+	if f == nil {
+		return nil
+	}
+	name, err := SplitTopic(msg.Topic, f.group, sandbox)
+	if err != nil {
+		r.unforwardable(ctx, msg, sandbox, err)
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), forwardTimeout)
+	defer cancel()
+	if err := f.ensure(wctx, msg.Topic, name); err != nil {
+		return fmt.Errorf("%w: message %s: creating %s: %w", ErrForward, coordinates(msg), name, err)
+	}
+	f.mu.Lock()
+	full := len(f.buf) >= maxBuffered
+	f.mu.Unlock()
+	if full {
+		if err := r.flushForwards(ctx); err != nil {
+			return fmt.Errorf("message %s: %w", coordinates(msg), err)
+		}
+	}
+	hs := make([]kafka.Header, len(msg.Headers), len(msg.Headers)+1)
+	copy(hs, msg.Headers)
+	hs = append(hs, kafka.Header{Key: HeaderSplitSource, Value: []byte(strconv.Itoa(msg.Partition) + "/" + strconv.FormatInt(msg.Offset, 10))})
+	src := topicPartitionOffset{topicPartition{msg.Topic, msg.Partition}, msg.Offset}
+	f.mu.Lock()
+	f.buf = append(f.buf, kafka.Message{Topic: name, Partition: msg.Partition, Key: msg.Key, Value: msg.Value, Headers: hs, Time: msg.Time})
+	f.src = append(f.src, src)
+	if _, ok := f.first[src.topicPartition]; !ok {
+		f.first[src.topicPartition] = src.offset
+	}
+	f.mu.Unlock()
+	return nil
+}
+
+// unforwardable accounts for a message of a sandbox whose split topic
+// cannot be named: no reader can read it, so no one owns it.
+func (r *Reader) unforwardable(ctx context.Context, msg *kafka.Message, sandbox string, err error) {
+	reason := "message of sandbox " + sandbox + " cannot be forwarded in the split mode: " + err.Error()
+	dl := r.deadLetterOrSkip(ctx, msg, reason)
+	r.unforwardables.Add(1)
+	r.gate.Record(ctx, audit.Event{
+		Decision: audit.Rejected, Sandbox: propagation.Sandbox{ID: sandbox}, Peer: r.group, Target: msg.Topic,
+		Reason: reason + ", skipped" + dl,
+	})
+}
+
+// ensure creates the sandbox topic name, for source topic source, unless
+// this forwarder has created or found it before.
+func (f *forwarder) ensure(ctx context.Context, source, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ready[name] {
+		return nil
+	}
+	n := f.split.Partitions
+	if n == 0 {
+		var err error
+		if n, err = f.partitions(ctx, source); err != nil {
+			return err
+		}
+	}
+	if err := createTopic(ctx, f.client, name, n, f.split.ReplicationFactor); err != nil {
+		return err
+	}
+	f.ready[name] = true
+	return nil
+}
+
+// partitions returns the partition count of topic, cached. f.mu is held.
+func (f *forwarder) partitions(ctx context.Context, topic string) (int, error) {
+	if n, ok := f.parts[topic]; ok {
+		return n, nil
+	}
+	n, err := partitionCount(ctx, f.client, topic)
+	if err != nil {
+		return 0, err
+	}
+	f.parts[topic] = n
+	return n, nil
+}
+
+// partitionCount asks the broker for topic's partition count.
+func partitionCount(ctx context.Context, cl *kafka.Client, topic string) (int, error) {
+	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return 0, err
+	}
+	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
+		if len(md.Topics) == 1 {
+			return 0, fmt.Errorf("metadata of %s: %w", topic, md.Topics[0].Error)
+		}
+		return 0, fmt.Errorf("metadata of %s: no answer", topic)
+	}
+	return len(md.Topics[0].Partitions), nil
+}
+
+// createTopic creates topic with n partitions; one that exists already is
+// fine (another baseline instance, or the sandbox's reader, created it).
+func createTopic(ctx context.Context, cl *kafka.Client, topic string, n, replication int) error {
+	if replication == 0 {
+		replication = -1 // the broker's default
+	}
+	resp, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: topic, NumPartitions: n, ReplicationFactor: replication,
+	}}})
+	if err != nil {
+		return err
+	}
+	if err := resp.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return err
+	}
+	return nil
+}
+
+// marks is a split-mode sandbox reader's record, per source partition, of
+// the first source offset whose forwarded copy it has not yet decided. A
+// copy below its mark was decided before: a second copy the baseline
+// forwarded again after a crash between its forward and its commit, or a
+// message the group's filter-mode reader processed before the switch to
+// the split mode (the marks start at the offsets the group committed on
+// the source topic). Copies of one source partition reach one partition
+// of the sandbox's topic in source order, so a mark only moves forward.
+// nil outside a split-mode sandbox reader. Used under the fetch lock.
+type marks struct {
+	next map[int]int64
+}
+
+// check returns the source coordinates of msg, a forwarded copy, and
+// whether it was decided before. A message without readable coordinates
+// (not forwarded by a baseline reader) is not a duplicate; ok is false.
+func (m *marks) check(msg *kafka.Message) (part int, off int64, dup, ok bool) {
+	if m == nil {
+		return 0, 0, false, false
+	}
+	for i := range msg.Headers {
+		if msg.Headers[i].Key != HeaderSplitSource {
+			continue
+		}
+		p, o, found := strings.Cut(string(msg.Headers[i].Value), "/")
+		if !found {
+			return 0, 0, false, false
+		}
+		part, err1 := strconv.Atoi(p)
+		off, err2 := strconv.ParseInt(o, 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, 0, false, false
+		}
+		next, seen := m.next[part]
+		return part, off, seen && off < next, true
+	}
+	return 0, 0, false, false
+}
+
+// advance records that the copy of source offset off of partition part
+// is decided.
+func (m *marks) advance(part int, off int64) {
+	if m != nil && off >= m.next[part] {
+		m.next[part] = off + 1
+	}
+}
+
+// prepareSplit readies a split-mode sandbox reader before it joins its
+// group: it creates the sandbox's topic if no baseline reader has
+// forwarded anything to it yet (so that the group has partitions to read
+// and starts at their beginning), and starts its [marks] at the offsets
+// its group committed on the source topic in the filter mode.
+func (r *Reader) prepareSplit(ctx context.Context) error {
+	tr := transport(r.rcfg.Dialer)
+	defer tr.CloseIdleConnections()
+	cl := &kafka.Client{Addr: kafka.TCP(r.rcfg.Brokers...), Transport: tr}
+	fail := func(step string, err error) error {
+		return fmt.Errorf("kafkamw: preparing the split topic %s of group %s: %s: %w", r.rcfg.Topic, r.group, step, err)
+	}
+	sn, err := partitionCount(ctx, cl, r.source)
+	if err != nil {
+		return fail("source partitions", err)
+	}
+	n := sn
+	if r.cfg.split.Partitions > 0 {
+		n = r.cfg.split.Partitions
+	}
+	if err := createTopic(ctx, cl, r.rcfg.Topic, n, r.cfg.split.ReplicationFactor); err != nil {
+		return fail("create", err)
+	}
+	ps := make([]int, sn)
+	for p := range ps {
+		ps[p] = p
+	}
+	of, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: r.group, Topics: map[string][]int{r.source: ps}})
+	if err != nil {
+		return fail("committed source offsets", err)
+	}
+	if of.Error != nil && !errors.Is(of.Error, kafka.GroupIdNotFound) {
+		return fail("committed source offsets", of.Error)
+	}
+	m := &marks{next: make(map[int]int64)}
+	for _, p := range of.Topics[r.source] {
+		if p.Error == nil && p.CommittedOffset >= 0 {
+			m.next[p.Partition] = p.CommittedOffset
+		}
+	}
+	r.marks = m
+	return nil
+}
+
+// ReapSplitTopics deletes the sandbox topics of the split mode
+// ([SplitTopic]) of cfg's Topic and GroupID whose sandbox is not in table
+// (removed or expired), and returns their names. It touches only topics
+// named by that rule for a valid sandbox ID: topics the split mode
+// creates. table must have loaded from its source (else [ErrRoutesBehind]):
+// an empty table would reap every sandbox's topic. Call it periodically
+// (from sandbox teardown, or a loop), from one process or from all.
+func ReapSplitTopics(ctx context.Context, cfg kafka.ReaderConfig, table *routes.Table) ([]string, error) {
+	if table == nil || cfg.Topic == "" || cfg.GroupID == "" || len(cfg.Brokers) == 0 {
+		return nil, fmt.Errorf("%w: ReapSplitTopics: needs a route table and a ReaderConfig with Brokers, Topic and GroupID", ErrConfig)
+	}
+	if table.SyncedAt().IsZero() {
+		return nil, fmt.Errorf("%w: ReapSplitTopics: the route table has never loaded", ErrRoutesBehind)
+	}
+	tr := transport(cfg.Dialer)
+	defer tr.CloseIdleConnections()
+	cl := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr}
+	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("kafkamw: ReapSplitTopics: metadata: %w", err)
+	}
+	prefix := cfg.Topic + "." + SandboxGroup(cfg.GroupID, "")
+	var gone []string
+	for _, t := range md.Topics {
+		id, ok := strings.CutPrefix(t.Name, prefix)
+		if !ok || propagation.ValidateID(id) != nil {
+			continue
+		}
+		if _, live := table.Sandbox(id); live {
+			continue
+		}
+		gone = append(gone, t.Name)
+	}
+	if len(gone) == 0 {
+		return nil, nil
+	}
+	resp, err := cl.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: gone})
+	if err != nil {
+		return nil, fmt.Errorf("kafkamw: ReapSplitTopics: %w", err)
+	}
+	var deleted []string
+	var errs []error
+	for _, name := range gone {
+		if err := resp.Errors[name]; err != nil && !errors.Is(err, kafka.UnknownTopicOrPartition) {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			continue
+		}
+		deleted = append(deleted, name)
+	}
+	return deleted, errors.Join(errs...)
+}
+
+// splitConfig checks cfg for the split mode and, for sandbox id's reader,
+// points it at the sandbox's topic from its start. It returns the source
+// topic.
+func splitConfig(cfg *kafka.ReaderConfig, id string) (string, error) {
+	if cfg.Topic == "" || len(cfg.GroupTopics) > 0 {
+		return "", errors.New("WithSplit: ReaderConfig must name one Topic, not GroupTopics")
+	}
+	source := cfg.Topic
+	// The names of every sandbox's topic share this prefix: checked once
+	// here, so that a baseline reader fails at construction rather than on
+	// its first forward. A sandbox ID is a DNS label, made of allowed
+	// characters; only its length can still make a name too long.
+	if err := validTopic(source + "." + SandboxGroup(cfg.GroupID, "")); err != nil {
+		return "", fmt.Errorf("WithSplit: topic %q and group %q make no valid sandbox topic name: %w", source, cfg.GroupID, err)
+	}
+	if id == "" {
+		return source, nil
+	}
+	name, err := SplitTopic(source, cfg.GroupID, id)
+	if err != nil {
+		return "", fmt.Errorf("WithSplit: %w", err)
+	}
+	// Everything in the sandbox's topic was forwarded for it: a new group
+	// starts at the beginning (what its filter-mode predecessor processed
+	// is skipped, see marks).
+	cfg.Topic, cfg.StartOffset = name, kafka.FirstOffset
+	return source, nil
+}
