@@ -211,7 +211,10 @@ func (r *Router) release(e *entry) {
 		now := r.cfg.now().UnixNano()
 		turn := int64(r.cfg.poolTurn)
 		cost := max(now-e.opened, 0)
-		e.turnEnd.CompareAndSwap(0, now+max(turn, min(turnPerOpenCost*cost, turnPerOpenCost*turn)))
+		if e.turnEnd.CompareAndSwap(0, now+max(turn, min(turnPerOpenCost*cost, turnPerOpenCost*turn))) && r.waiters.Load() > 0 {
+			// This swap is over: the next one may start.
+			defer r.wake()
+		}
 	}
 	if e.refs.Add(-1) == 0 {
 		if e.retired.Load() {
@@ -280,10 +283,19 @@ func (r *Router) wake() {
 // grantLocked hands slots to the waiting opens in arrival order while
 // there is a free slot or a pool to evict, and returns the evicted pools,
 // to retire once r.mu is released. r.mu must be held.
+//
+// It evicts one pool at a time: not while another swap is under way (a
+// pool opening, or opened but its first call not ended, within its turn).
+// Swaps that start together dial together, compete for the same CPUs and
+// leave their slots idle together, and their turns, ending together, keep
+// them in step.
 func (r *Router) grantLocked() []*entry {
 	var victims []*entry
 	for len(r.queue) > 0 && !r.closed {
 		if len(r.pools)+r.opening >= r.cfg.maxPools {
+			if r.swappingLocked() {
+				break
+			}
 			v := r.evictableLocked()
 			if v == nil {
 				break
@@ -509,6 +521,22 @@ func (r *Router) reserve(ctx context.Context, s propagation.Sandbox) error {
 // being woken (a turn ending by the clock, a transaction ending, a
 // connection released do not wake them).
 const waitPoll = 10 * time.Millisecond
+
+// swappingLocked reports whether a pool is being opened, or has been
+// opened and its first call has not ended yet (within its turn). r.mu
+// must be held.
+func (r *Router) swappingLocked() bool {
+	if r.opening > 0 {
+		return true
+	}
+	now := r.cfg.now().UnixNano()
+	for _, c := range r.pools {
+		if c.turnEnd.Load() == 0 && !c.turnOver(now, r.cfg.poolTurn) {
+			return true
+		}
+	}
+	return false
+}
 
 // evictableLocked returns the least recently used pool that no call is
 // running on, none of whose connections is checked out, and that has had
