@@ -38,7 +38,8 @@ type Router struct {
 	queue   []*waiter          // opens waiting for a slot, longest-waiting first
 	configs map[string]*cached // what the provider returned, to reopen without provisioning
 	closed  bool
-	waiters atomic.Int32 // len(queue)
+	waiters atomic.Int32           // len(queue)
+	head    atomic.Pointer[waiter] // queue[0], or nil
 
 	idMu      sync.Mutex
 	baseID    identity // the baseline's, once known
@@ -309,8 +310,19 @@ func (r *Router) grantLocked() []*entry {
 		w.granted = true
 		close(w.ch)
 	}
-	r.waiters.Store(int32(len(r.queue)))
+	r.queueChangedLocked()
 	return victims
+}
+
+// queueChangedLocked updates what is read of r.queue without r.mu. r.mu
+// must be held.
+func (r *Router) queueChangedLocked() {
+	r.waiters.Store(int32(len(r.queue)))
+	if len(r.queue) > 0 {
+		r.head.Store(r.queue[0])
+	} else {
+		r.head.Store(nil)
+	}
 }
 
 // open opens the pool of s once, however many requests wait for it.
@@ -467,7 +479,7 @@ func (r *Router) reserve(ctx context.Context, s propagation.Sandbox) error {
 	}
 	w := &waiter{ch: make(chan struct{})}
 	r.queue = append(r.queue, w)
-	r.waiters.Store(int32(len(r.queue)))
+	r.queueChangedLocked()
 	r.queued[s.ID] = true
 	victims := r.grantLocked() // a slot freed up that no one handed on yet
 	r.mu.Unlock()
@@ -494,8 +506,12 @@ func (r *Router) reserve(ctx context.Context, s propagation.Sandbox) error {
 			}
 			return nil
 		case <-tick.C:
-			// A pool's turn ends by the clock, not by an event.
-			r.wake()
+			// A pool's turn ends by the clock, not by an event. Only the
+			// longest-waiting open looks: the others could not take a
+			// slot before it.
+			if r.head.Load() == w {
+				r.wake()
+			}
 		case <-ctx.Done():
 			r.mu.Lock()
 			delete(r.queued, s.ID)
@@ -506,7 +522,7 @@ func (r *Router) reserve(ctx context.Context, s propagation.Sandbox) error {
 				victims = r.grantLocked()
 			} else if i := slices.Index(r.queue, w); i >= 0 {
 				r.queue = slices.Delete(r.queue, i, i+1)
-				r.waiters.Store(int32(len(r.queue)))
+				r.queueChangedLocked()
 			}
 			r.mu.Unlock()
 			for _, v := range victims {
@@ -767,7 +783,7 @@ func (r *Router) Close() {
 		close(w.ch) // not granted: ErrClosed
 	}
 	r.queue = nil
-	r.waiters.Store(0)
+	r.queueChangedLocked()
 	entries := make([]*entry, 0, len(r.pools))
 	for _, e := range r.pools {
 		entries = append(entries, r.removeLocked(e))
