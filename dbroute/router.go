@@ -286,7 +286,7 @@ func (r *Router) wake() {
 // to retire once r.mu is released. r.mu must be held.
 //
 // It evicts one pool at a time: not while another swap is under way (a
-// pool opening, or opened but its first call not ended, within its turn).
+// pool opened but its first call not ended, within its turn).
 // Swaps that start together dial together, compete for the same CPUs and
 // leave their slots idle together, and their turns, ending together, keep
 // them in step.
@@ -294,7 +294,7 @@ func (r *Router) grantLocked() []*entry {
 	var victims []*entry
 	for len(r.queue) > 0 && !r.closed {
 		if len(r.pools)+r.opening >= r.cfg.maxPools {
-			if r.swappingLocked() {
+			if len(victims) > 0 || r.swappingLocked() {
 				break
 			}
 			v := r.evictableLocked()
@@ -538,13 +538,10 @@ func (r *Router) reserve(ctx context.Context, s propagation.Sandbox) error {
 // connection released do not wake them).
 const waitPoll = 10 * time.Millisecond
 
-// swappingLocked reports whether a pool is being opened, or has been
-// opened and its first call has not ended yet (within its turn). r.mu
-// must be held.
+// swappingLocked reports whether a pool has been opened and its first
+// call (which dials) has not ended yet, within its turn. (An open still
+// provisioning does not count: that may take long.) r.mu must be held.
 func (r *Router) swappingLocked() bool {
-	if r.opening > 0 {
-		return true
-	}
 	now := r.cfg.now().UnixNano()
 	for _, c := range r.pools {
 		if c.turnEnd.Load() == 0 && !c.turnOver(now, r.cfg.poolTurn) {
