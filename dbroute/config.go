@@ -129,18 +129,24 @@ func WithLogger(l *slog.Logger) Option {
 // that is not in use (no call of the router running on it, no connection
 // checked out) and has had its turn ([WithPoolTurn]). When every pool is
 // in use, the request waits for one until its context ends, then fails
-// with an error wrapping [ErrPoolLimit]; a reopened pool reuses what the
-// provider returned before, without provisioning again. Each wait is one
-// audit record (throttled) and one count of [MetricPoolLimit].
+// with an error wrapping [ErrPoolLimit]; waiting sandboxes get the slots in
+// the order they started to wait, one swap at a time. A reopened pool
+// reuses what the provider returned before, without provisioning again.
+// Each wait is one audit record (throttled) and one count of
+// [MetricPoolLimit].
 func WithMaxPools(n int) RouterOption {
 	return routerOption(func(c *config) { c.maxPools = n })
 }
 
 // WithPoolTurn sets how long a sandbox pool keeps its slot, at least,
 // before a waiting sandbox may take it over when more sandboxes are busy
-// than [WithMaxPools] allows (default [DefaultPoolTurn]). Each takeover
-// costs a connection to the new test database, so a short turn shares the
-// slots more evenly and a long one wastes less on dialling.
+// than [WithMaxPools] allows (default [DefaultPoolTurn]). The turn starts
+// when the pool's first call ends, and is stretched, up to four turns, to
+// four times what opening the pool cost (dialling, the server check, the
+// first statement), so that swapping takes at most a fifth of a slot's
+// time. Each takeover costs a connection to the new test database, so a
+// short turn shares the slots more evenly and a long one wastes less on
+// dialling.
 func WithPoolTurn(d time.Duration) RouterOption {
 	return routerOption(func(c *config) { c.poolTurn = d })
 }

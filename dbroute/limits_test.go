@@ -421,3 +421,144 @@ func count(recs []map[string]string, d audit.Decision) int {
 	}
 	return n
 }
+
+// TestPoolTurnsAreFair: with 8 busy sandboxes and 2 pools, the sandboxes
+// take turns. While no pool has had its turn, any number of writes costs no
+// swap; each time the turns end, exactly the 2 pools are handed over, to
+// the sandboxes that have waited longest, so that after 3 turns every
+// sandbox has written. (Pools that thrash, or slots that go to whoever
+// asks first, fail it.) The clock is the test's: it never decides by
+// timing.
+func TestPoolTurnsAreFair(t *testing.T) {
+	t.Parallel()
+	e := pgtest.Server(t)
+	const sandboxes, pools = 8, 2
+	dsn := e.Target(t, "turns")
+	dsns := map[string]string{}
+	ids := make([]string, sandboxes)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("turn-%d", i)
+		dsns[ids[i]] = dsn
+	}
+	p, err := dbroute.Static(dsns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clocktest.New()
+	logs, logger := audittest.New()
+	rd := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	r := e.Router(t, p, dbroute.WithMaxPools(pools), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0),
+		dbroute.WithClock(clk.Now), dbroute.WithLogger(logger), dbroute.WithMeterProvider(mp))
+	opens := func() int {
+		n := 0
+		for _, rec := range logs.Records() {
+			if rec[audit.KeyDecision] == string(audit.Routed) && strings.Contains(rec[audit.KeyReason], "opened") {
+				n++
+			}
+		}
+		return n
+	}
+
+	writes := make([]atomic.Int64, sandboxes)
+	var total, failed atomic.Int64
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() {
+			sb := pgtest.SandboxCtx(id)
+			for ctx.Err() == nil {
+				wctx, cancel := context.WithCancel(sb)
+				stopWaiting := context.AfterFunc(ctx, cancel)
+				_, err := r.Exec(wctx, "INSERT INTO items (owner) VALUES ($1)", id)
+				stopWaiting()
+				cancel()
+				switch {
+				case err == nil:
+					writes[i].Add(1)
+					total.Add(1)
+				case ctx.Err() == nil:
+					failed.Add(1)
+					t.Errorf("%s: %v", id, err)
+				}
+			}
+		})
+	}
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
+	// waitFor polls cond; the deadline only turns a hang into a failure.
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for !cond() {
+			if time.Now().After(deadline) || failed.Load() > 0 {
+				t.Fatalf("%s: not reached; open pools %v, opens %d, writes %d", what, r.OpenPools(), opens(), total.Load())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	written := func() map[string]int64 {
+		out := map[string]int64{}
+		for i, id := range ids {
+			out[id] = writes[i].Load()
+		}
+		return out
+	}
+
+	// Two sandboxes hold the pools, six wait; many writes, no swap.
+	waitFor("2 pools writing, 6 sandboxes waiting", func() bool {
+		return poolLimitCounts(t, rd)[dbroute.OutcomeWaited] == sandboxes-pools && total.Load() >= 100
+	})
+	if n := opens(); n != pools {
+		t.Fatalf("%d pools opened for %d writes within one turn, want %d", n, total.Load(), pools)
+	}
+	served := map[string]bool{}
+	holders := r.OpenPools()
+	for _, id := range holders {
+		served[id] = true
+	}
+	for round := 1; round <= (sandboxes-pools)/pools; round++ {
+		before := written()
+		clk.Advance(2 * time.Minute) // every pool has had its turn
+		waitFor(fmt.Sprintf("turn %d: both pools handed over, and written to", round), func() bool {
+			now := r.OpenPools()
+			if len(now) != pools {
+				return false
+			}
+			w := written()
+			for _, id := range now {
+				if slices.Contains(holders, id) || w[id]-before[id] < 50 {
+					return false
+				}
+			}
+			return true
+		})
+		holders = r.OpenPools()
+		for _, id := range holders {
+			if served[id] {
+				t.Errorf("turn %d: %s had a pool again while others never had one (%v)", round, id, written())
+			}
+			served[id] = true
+		}
+		if n, want := opens(), pools*(round+1); n != want {
+			t.Errorf("turn %d: %d pools opened, want %d (one swap per pool per turn, whatever the writes: %d)", round, n, want, total.Load())
+		}
+	}
+	w := written()
+	for _, id := range ids {
+		if w[id] == 0 {
+			t.Errorf("%s never wrote in %d turns of %d pools: %v", id, sandboxes/pools, pools, w)
+		}
+	}
+	stop()
+	wg.Wait()
+	dsnT, table := e.TargetItems("turns")
+	// Every acknowledged write is there; a write cancelled by stop() may
+	// have committed too (one per sandbox at most).
+	if n, sum := int64(pgtest.Count(t, dsnT, "SELECT count(*) FROM "+table)), total.Load(); n < sum || n > sum+sandboxes {
+		t.Errorf("%d rows, want the %d acknowledged writes (+ up to %d cancelled at the end)", n, sum, sandboxes)
+	}
+}

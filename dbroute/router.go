@@ -35,10 +35,11 @@ type Router struct {
 	pools   map[string]*entry
 	opening int                // pool slots reserved by opens in flight
 	queued  map[string]bool    // sandboxes whose open waits for a slot
+	queue   []*waiter          // opens waiting for a slot, longest-waiting first
 	configs map[string]*cached // what the provider returned, to reopen without provisioning
-	freed   chan struct{}      // closed (and replaced) when a slot may have freed up
 	closed  bool
-	waiters atomic.Int32 // opens waiting for a slot
+	waiters atomic.Int32           // len(queue)
+	head    atomic.Pointer[waiter] // queue[0], or nil
 
 	idMu      sync.Mutex
 	baseID    identity // the baseline's, once known
@@ -58,12 +59,21 @@ type cached struct {
 	cfg *pgxpool.Config
 }
 
+// waiter is an open waiting for a pool slot. A slot is handed to the
+// longest-waiting open directly: granted is set and ch closed, under r.mu,
+// with the slot already counted in r.opening.
+type waiter struct {
+	ch      chan struct{}
+	granted bool
+}
+
 // entry is one open sandbox pool.
 type entry struct {
 	id, key string
 	target  string
 	pool    *pgxpool.Pool
 	opened  int64        // clock, in Unix nanoseconds
+	turnEnd atomic.Int64 // clock: until when the pool keeps its slot; 0 until its first call ended
 	used    atomic.Int64 // clock, in Unix nanoseconds
 	refs    atomic.Int64 // calls running on pool
 	retired atomic.Bool  // removed from the router: close when refs drops to 0
@@ -102,7 +112,6 @@ func New(baseline *pgxpool.Pool, provider Provider, opts ...RouterOption) (*Rout
 		pools:    make(map[string]*entry),
 		queued:   make(map[string]bool),
 		configs:  make(map[string]*cached),
-		freed:    make(chan struct{}),
 		stop:     make(chan struct{}),
 	}
 	r.done, r.cancel = context.WithCancel(context.Background())
@@ -193,15 +202,44 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox, hold bool) 
 }
 
 func (r *Router) release(e *entry) {
+	if e.turnEnd.Load() == 0 {
+		// The first call on the pool has ended: its turn starts now. It
+		// lasts WithPoolTurn, stretched up to turnPerOpenCost times that
+		// to turnPerOpenCost times what opening the pool cost (dialling,
+		// checking the server, the first statement), so that swapping
+		// pools takes at most a fifth of a slot's time however slow
+		// dialling is.
+		now := r.cfg.now().UnixNano()
+		turn := int64(r.cfg.poolTurn)
+		cost := max(now-e.opened, 0)
+		if e.turnEnd.CompareAndSwap(0, now+max(turn, min(turnPerOpenCost*cost, turnPerOpenCost*turn))) && r.waiters.Load() > 0 {
+			// This swap is over: the next one may start.
+			defer r.wake()
+		}
+	}
 	if e.refs.Add(-1) == 0 {
 		if e.retired.Load() {
 			r.closeAsync(e)
-		} else if r.waiters.Load() > 0 && e.opened <= r.cfg.now().Add(-r.cfg.poolTurn).UnixNano() {
-			// Only a pool that has had its turn can be taken over: the
-			// others would wake the waiters for nothing.
-			r.signal()
+		} else if r.waiters.Load() > 0 && e.turnOver(r.cfg.now().UnixNano(), r.cfg.poolTurn) {
+			// Only a pool that has had its turn can be handed over: the
+			// waiters would look for nothing otherwise.
+			r.wake()
 		}
 	}
+}
+
+// turnPerOpenCost: a pool keeps its slot, at least, this many times what
+// opening it cost (up to this many turns), so that swaps take at most
+// 1/(1+turnPerOpenCost) of a slot's time.
+const turnPerOpenCost = 4
+
+// turnOver reports whether e has had its turn at clock now.
+func (e *entry) turnOver(now int64, turn time.Duration) bool {
+	end := e.turnEnd.Load()
+	if end == 0 {
+		end = e.opened + int64(turn) // no call has ended on it yet
+	}
+	return end <= now
 }
 
 // after classifies err of a statement on e's pool (see later), and drops
@@ -232,12 +270,59 @@ func (r *Router) after(e *entry, err error) error {
 	return later(e.id, err)
 }
 
-// signal wakes the opens waiting for a slot.
-func (r *Router) signal() {
+// wake hands the free slots, and those of the pools that can be evicted,
+// to the opens waiting longest.
+func (r *Router) wake() {
 	r.mu.Lock()
-	close(r.freed)
-	r.freed = make(chan struct{})
+	victims := r.grantLocked()
 	r.mu.Unlock()
+	for _, v := range victims {
+		r.retire(v)
+	}
+}
+
+// grantLocked hands slots to the waiting opens in arrival order while
+// there is a free slot or a pool to evict, and returns the evicted pools,
+// to retire once r.mu is released. r.mu must be held.
+//
+// It evicts one pool at a time: not while another swap is under way (a
+// pool opened but its first call not ended, within its turn).
+// Swaps that start together dial together, compete for the same CPUs and
+// leave their slots idle together, and their turns, ending together, keep
+// them in step.
+func (r *Router) grantLocked() []*entry {
+	var victims []*entry
+	for len(r.queue) > 0 && !r.closed {
+		if len(r.pools)+r.opening >= r.cfg.maxPools {
+			if len(victims) > 0 || r.swappingLocked() {
+				break
+			}
+			v := r.evictableLocked()
+			if v == nil {
+				break
+			}
+			victims = append(victims, r.removeLocked(v))
+		}
+		w := r.queue[0]
+		r.queue[0] = nil
+		r.queue = r.queue[1:]
+		r.opening++
+		w.granted = true
+		close(w.ch)
+	}
+	r.queueChangedLocked()
+	return victims
+}
+
+// queueChangedLocked updates what is read of r.queue without r.mu. r.mu
+// must be held.
+func (r *Router) queueChangedLocked() {
+	r.waiters.Store(int32(len(r.queue)))
+	if len(r.queue) > 0 {
+		r.head.Store(r.queue[0])
+	} else {
+		r.head.Store(nil)
+	}
 }
 
 // open opens the pool of s once, however many requests wait for it.
@@ -297,7 +382,7 @@ func (r *Router) openPool(ctx context.Context, s propagation.Sandbox, key string
 			e.pool.Close()
 		}
 		if r.waiters.Load() > 0 {
-			r.signal()
+			r.wake()
 		}
 		return err
 	}
@@ -366,76 +451,114 @@ func (r *Router) remember(id, key string, cfg *pgxpool.Config) {
 }
 
 // reserve takes a pool slot for s, evicting a pool nobody is using, or
-// waits for one until ctx ends.
+// waits for one until ctx ends. Waiting opens get the slots in arrival
+// order: a slot that frees up is handed to the longest-waiting one, and an
+// open that arrives while others wait queues behind them.
 func (r *Router) reserve(ctx context.Context, s propagation.Sandbox) error {
-	var tick *time.Ticker
-	waited := false
-	defer func() {
-		if tick != nil {
-			tick.Stop()
-		}
-	}()
-	for {
-		r.mu.Lock()
-		if r.closed {
-			r.mu.Unlock()
-			return ErrClosed
-		}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	if len(r.queue) == 0 {
 		var victim *entry
 		if len(r.pools)+r.opening >= r.cfg.maxPools {
 			victim = r.evictableLocked()
-			if victim == nil {
-				if !waited {
-					waited = true
-					r.queued[s.ID] = true
-					r.waiters.Add(1)
-					defer r.waiters.Add(-1)
-					tick = time.NewTicker(waitPoll)
-					r.metrics.limit(ctx, outcomeWaited)
-					audit.Emit(ctx, r.cfg.logger, audit.Event{
-						Decision: audit.Throttled,
-						Sandbox:  s,
-						Protocol: audit.SQL,
-						Reason:   fmt.Sprintf("all %d sandbox pools are in use (WithMaxPools): waiting for one", r.cfg.maxPools),
-					})
-				}
-				freed := r.freed
-				r.mu.Unlock()
-				select {
-				case <-freed:
-				case <-tick.C:
-				case <-ctx.Done():
-					r.mu.Lock()
-					delete(r.queued, s.ID)
-					r.mu.Unlock()
-					return fmt.Errorf("%w: %w: all %d sandbox pools are in use: %w", ErrUnavailable, ErrPoolLimit, r.cfg.maxPools, context.Cause(ctx))
-				}
-				continue
+		}
+		if victim != nil || len(r.pools)+r.opening < r.cfg.maxPools {
+			if victim != nil {
+				r.removeLocked(victim)
 			}
-			r.removeLocked(victim)
+			r.opening++
+			r.mu.Unlock()
+			if victim != nil {
+				r.retire(victim)
+			}
+			return nil
 		}
-		r.opening++
-		delete(r.queued, s.ID)
-		r.mu.Unlock()
-		if victim != nil {
-			r.retire(victim)
+	}
+	w := &waiter{ch: make(chan struct{})}
+	r.queue = append(r.queue, w)
+	r.queueChangedLocked()
+	r.queued[s.ID] = true
+	victims := r.grantLocked() // a slot freed up that no one handed on yet
+	r.mu.Unlock()
+	for _, v := range victims {
+		r.retire(v)
+	}
+	r.metrics.limit(ctx, outcomeWaited)
+	audit.Emit(ctx, r.cfg.logger, audit.Event{
+		Decision: audit.Throttled,
+		Sandbox:  s,
+		Protocol: audit.SQL,
+		Reason:   fmt.Sprintf("all %d sandbox pools are in use (WithMaxPools): waiting for one", r.cfg.maxPools),
+	})
+	tick := time.NewTicker(waitPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.ch:
+			r.mu.Lock()
+			delete(r.queued, s.ID)
+			r.mu.Unlock()
+			if !w.granted {
+				return ErrClosed
+			}
+			return nil
+		case <-tick.C:
+			// A pool's turn ends by the clock, not by an event. Only the
+			// longest-waiting open looks: the others could not take a
+			// slot before it.
+			if r.head.Load() == w {
+				r.wake()
+			}
+		case <-ctx.Done():
+			r.mu.Lock()
+			delete(r.queued, s.ID)
+			var victims []*entry
+			if w.granted {
+				// Handed a slot as ctx ended: pass it on.
+				r.opening--
+				victims = r.grantLocked()
+			} else if i := slices.Index(r.queue, w); i >= 0 {
+				r.queue = slices.Delete(r.queue, i, i+1)
+				r.queueChangedLocked()
+			}
+			r.mu.Unlock()
+			for _, v := range victims {
+				r.retire(v)
+			}
+			return fmt.Errorf("%w: %w: all %d sandbox pools are in use: %w", ErrUnavailable, ErrPoolLimit, r.cfg.maxPools, context.Cause(ctx))
 		}
-		return nil
 	}
 }
 
-// waitPoll is how often an open waiting for a slot looks again without
-// being woken (a transaction ending does not wake it).
+// waitPoll is how often the waiting opens look for a slot again without
+// being woken (a turn ending by the clock, a transaction ending, a
+// connection released do not wake them).
 const waitPoll = 10 * time.Millisecond
+
+// swappingLocked reports whether a pool has been opened and its first
+// call (which dials) has not ended yet, within its turn. (An open still
+// provisioning does not count: that may take long.) r.mu must be held.
+func (r *Router) swappingLocked() bool {
+	now := r.cfg.now().UnixNano()
+	for _, c := range r.pools {
+		if c.turnEnd.Load() == 0 && !c.turnOver(now, r.cfg.poolTurn) {
+			return true
+		}
+	}
+	return false
+}
 
 // evictableLocked returns the least recently used pool that no call is
 // running on, none of whose connections is checked out, and that has had
 // its turn ([WithPoolTurn]); nil if there is none. r.mu must be held.
 func (r *Router) evictableLocked() *entry {
-	turn := r.cfg.now().Add(-r.cfg.poolTurn).UnixNano()
+	now := r.cfg.now().UnixNano()
 	var lru *entry
 	for _, c := range r.pools {
-		if c.refs.Load() != 0 || c.opened > turn || (lru != nil && c.used.Load() >= lru.used.Load()) {
+		if c.refs.Load() != 0 || !c.turnOver(now, r.cfg.poolTurn) || (lru != nil && c.used.Load() >= lru.used.Load()) {
 			continue
 		}
 		if c.pool.Stat().AcquiredConns() != 0 {
@@ -616,7 +739,7 @@ func (r *Router) CloseIdle() {
 		r.retire(e)
 	}
 	if len(retire) > 0 && r.waiters.Load() > 0 {
-		r.signal()
+		r.wake()
 	}
 }
 
@@ -635,7 +758,7 @@ func (r *Router) evict(id string) {
 	if e != nil {
 		r.retire(e)
 		if r.waiters.Load() > 0 {
-			r.signal()
+			r.wake()
 		}
 	}
 }
@@ -653,8 +776,11 @@ func (r *Router) Close() {
 	}
 	r.closed = true
 	r.cancel()
-	close(r.freed)
-	r.freed = make(chan struct{})
+	for _, w := range r.queue {
+		close(w.ch) // not granted: ErrClosed
+	}
+	r.queue = nil
+	r.queueChangedLocked()
 	entries := make([]*entry, 0, len(r.pools))
 	for _, e := range r.pools {
 		entries = append(entries, r.removeLocked(e))
