@@ -141,19 +141,18 @@ const minPrefix = 4
 // percent-encoded key. It is the cheap test that lets baggage without our
 // members pass without being split. When the keys share a long enough
 // prefix, finding the prefix is enough (the scan that follows settles it).
-func (c *Codec) mentions(lines []string) bool { return c.holds(lines, c.oursPats, c.oursMask) }
+func (c *Codec) mentions(lines []string) bool { return c.holds(lines, &c.ours) }
 
 // holds reports whether any line holds a '%' or the text of one of the
-// needles whose bits are set in want (see [keytext.Contains]). It reads
+// needles of s (see [keytext.Contains]). It reads
 // eight bytes at a time (the last word overlapping the one before) and
 // looks at single bytes only where the word test says one may start a
-// wanted needle (pats holds each such byte eight times over): most
+// wanted needle (see [needleSet]): most
 // baggage holds none of ours, and its bytes cost a few instructions each.
-func (c *Codec) holds(lines []string, pats []uint64, want uint32) bool {
-	const lo, hi = 0x0101010101010101, 0x8080808080808080
+func (c *Codec) holds(lines []string, s *needleSet) bool {
 	for _, line := range lines {
 		if len(line) < 8 {
-			if c.holdsIn(line, 0, hi>>7, want) {
+			if c.holdsIn(line, 0, lo, s.want) {
 				return true
 			}
 			continue
@@ -166,19 +165,28 @@ func (c *Codec) holds(lines []string, pats []uint64, want uint32) bool {
 			x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
 				uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
 			var hit uint64
-			for _, p := range pats {
-				v := x ^ p
-				hit |= (v - lo) &^ v & hi
+			if s.many == nil {
+				hit = zeroByte(x^s.p[0]) | zeroByte(x^s.p[1]) | zeroByte(x^s.p[2]) | zeroByte(x^s.p[3])
+			} else {
+				for _, q := range s.many {
+					hit |= zeroByte(x ^ q)
+				}
 			}
 			// A byte's high bit in hit may be set wrongly after a true match
 			// (the borrow), never missed: holdsIn checks each byte it names.
-			if hit != 0 && c.holdsIn(line, i, hit>>7, want) {
+			if hit != 0 && c.holdsIn(line, i, hit>>7, s.want) {
 				return true
 			}
 		}
 	}
 	return false
 }
+
+const lo, hi = 0x0101010101010101, 0x8080808080808080
+
+// zeroByte has the high bit of a byte set when that byte of v is zero
+// (and possibly of a byte above a zero one), and no other bit.
+func zeroByte(v uint64) uint64 { return (v - lo) &^ v & hi }
 
 // holdsIn is [Codec.holds] at the bytes line[from+k] whose bit 8k is set
 // in set. A needle is tried only when the byte after its first is its

@@ -62,14 +62,41 @@ type Codec struct {
 	// common prefix when it is long enough (minPrefix), else each key;
 	// then the foreign keys. starts[b] has bit 0 set for '%' and bit n
 	// when needles[n-1] starts with byte b; oursMask selects '%' and our
-	// needles, actMask the foreign ones too. oursPats and actPats hold
-	// each byte that starts one of them eight times over, for the word
-	// test of holds.
+	// needles, actMask the foreign ones too; ours and act are the sets
+	// [Codec.holds] looks for with them.
 	needles           []string
 	starts            [256]uint32
 	second            [256]uint32 // bit n: needles[n-1][1], or a byte a parser drops
 	oursMask, actMask uint32
-	oursPats, actPats []uint64
+	ours, act         needleSet
+}
+
+// needleSet is what [Codec.holds] looks for: the needles whose bits are
+// set in want, by the bytes they start with, each eight times over (a
+// word pattern): in p when there are at most four (repeated to fill it),
+// else in many.
+type needleSet struct {
+	want uint32
+	p    [4]uint64
+	many []uint64
+}
+
+func newNeedleSet(starts *[256]uint32, want uint32) needleSet {
+	var pats []uint64
+	for b, m := range starts {
+		if m&want != 0 {
+			pats = append(pats, uint64(b)*lo)
+		}
+	}
+	s := needleSet{want: want}
+	if len(pats) > len(s.p) {
+		s.many = pats
+		return s
+	}
+	for k := range s.p {
+		s.p[k] = pats[k%len(pats)] // pats holds at least '%'
+	}
+	return s
 }
 
 // name is a carrier key, lower-case and in canonical MIME form.
@@ -207,15 +234,7 @@ func NewCodec(opts ...Option) (*Codec, error) {
 			}
 		}
 	}
-	for b, m := range c.starts {
-		pat := uint64(b) * 0x0101010101010101
-		if m&c.oursMask != 0 {
-			c.oursPats = append(c.oursPats, pat)
-		}
-		if m&c.actMask != 0 {
-			c.actPats = append(c.actPats, pat)
-		}
-	}
+	c.ours, c.act = newNeedleSet(&c.starts, c.oursMask), newNeedleSet(&c.starts, c.actMask)
 	return c, nil
 }
 
@@ -367,7 +386,7 @@ func (c *Codec) quiet(h http.Header) bool {
 func (c *Codec) Quiet(h http.Header) bool {
 	if len(h) <= smallHeader {
 		bag, hit := scanSmall(h, &c.actLens, c.actCanon)
-		return !hit && !c.holds(bag, c.actPats, c.actMask)
+		return !hit && !c.holds(bag, &c.act)
 	}
 	return c.quiet(h) && !c.Foreign(otelprop.HeaderCarrier(h))
 }
