@@ -117,8 +117,9 @@
 // # Performance
 //
 // A request without sandbox markers passes the handler without any
-// allocation (it costs a few header lookups and, when trusted networks are
-// configured, parsing the peer's address: about 120 ns in all), and a
+// allocation (one pass over its header names and the baggage value,
+// [propagation.Codec.Quiet]: about 70–110 ns; the peer's address is parsed
+// only when there is something to admit or strip), and a
 // request whose context has no sandbox goes to the
 // transport's base as it is, without allocation, with or without
 // [WithBreaker] (unless the group has a baseline budget). An admitted

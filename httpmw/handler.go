@@ -99,6 +99,11 @@ func newGate(cfg *config, target string) gate {
 // of r without markers when they are stripped. It returns false when it
 // has answered the request itself (400).
 func (g *gate) pass(w http.ResponseWriter, r *http.Request) (*http.Request, bool) {
+	// Most requests carry nothing of ours nor other tools' routing keys:
+	// they need no trust decision, and the source is not judged.
+	if g.in.Codec.Quiet(r.Header) {
+		return r, true
+	}
 	m, err := g.in.Codec.Read(otelprop.HeaderCarrier(r.Header))
 	if !m.Found {
 		return g.foreign(r), true
@@ -109,14 +114,14 @@ func (g *gate) pass(w http.ResponseWriter, r *http.Request) (*http.Request, bool
 // foreign returns r without other tools' routing keys (Signadot's and
 // Okteto's, see propagation.Codec.Foreign), with an audit record, when it
 // comes from an untrusted source: a hop of those tools further on would act
-// on them. Otherwise it returns r itself. The source is judged first: for
-// the common trusted request that is cheaper than looking for the keys.
+// on them. Otherwise it returns r itself. The keys are looked for first:
+// the source is judged only when there is something to strip.
 func (g *gate) foreign(r *http.Request) *http.Request {
-	if g.keepForeign || g.in.Policy.All {
+	if g.keepForeign || g.in.Policy.All || !g.in.Codec.Foreign(otelprop.HeaderCarrier(r.Header)) {
 		return r
 	}
 	src := judge(&g.in.Policy, g.hops, r.RemoteAddr, r.Header)
-	if src.trusted() || !g.in.Codec.Foreign(otelprop.HeaderCarrier(r.Header)) {
+	if src.trusted() {
 		return r
 	}
 	ctx := r.Context()

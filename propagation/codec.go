@@ -49,6 +49,54 @@ type Codec struct {
 	// is n bytes long: the filter that lets every other key pass unread.
 	foreignCanon []string
 	foreignLens  [256]uint64
+
+	// markerCanon are the canonical names whose presence alone makes a
+	// small http.Header worth reading (the dedicated header, idHeaders),
+	// and actCanon those and foreignCanon: what [Codec.Quiet] looks for.
+	// markerLens and actLens are their first byte and length filters, as
+	// foreignLens, "Baggage" included.
+	markerCanon, actCanon []string
+	markerLens, actLens   [256]uint64
+
+	// needles are the texts [Codec.holds] looks for in baggage: our keys'
+	// common prefix when it is long enough (minPrefix), else each key;
+	// then the foreign keys. starts[b] has bit 0 set for '%' and bit n
+	// when needles[n-1] starts with byte b; oursMask selects '%' and our
+	// needles, actMask the foreign ones too; ours and act are the sets
+	// [Codec.holds] looks for with them.
+	needles           []string
+	starts            [256]uint32
+	second            [256]uint32 // bit n: needles[n-1][1], or a byte a parser drops
+	oursMask, actMask uint32
+	ours, act         needleSet
+}
+
+// needleSet is what [Codec.holds] looks for: the needles whose bits are
+// set in want, by the bytes they start with, each eight times over (a
+// word pattern): in p when there are at most four (repeated to fill it),
+// else in many.
+type needleSet struct {
+	want uint32
+	p    [4]uint64
+	many []uint64
+}
+
+func newNeedleSet(starts *[256]uint32, want uint32) needleSet {
+	var pats []uint64
+	for b, m := range starts {
+		if m&want != 0 {
+			pats = append(pats, uint64(b)*lo)
+		}
+	}
+	s := needleSet{want: want}
+	if len(pats) > len(s.p) {
+		s.many = pats
+		return s
+	}
+	for k := range s.p {
+		s.p[k] = pats[k%len(pats)] // pats holds at least '%'
+	}
+	return s
 }
 
 // name is a carrier key, lower-case and in canonical MIME form.
@@ -146,7 +194,71 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	for _, k := range lens {
 		c.foreignLens[k[0]] |= 1 << (len(k) % 64)
 	}
+	if c.header != "" {
+		c.markerCanon = append(c.markerCanon, c.headerCanon)
+	}
+	for _, n := range c.idHeaders {
+		c.markerCanon = append(c.markerCanon, n.canon)
+	}
+	c.actCanon = append(append([]string(nil), c.markerCanon...), c.foreignCanon...)
+	for _, k := range append(c.markerCanon[:len(c.markerCanon):len(c.markerCanon)], "Baggage") {
+		c.markerLens[k[0]] |= 1 << (len(k) % 64)
+	}
+	for _, k := range append(c.actCanon[:len(c.actCanon):len(c.actCanon)], "Baggage") {
+		c.actLens[k[0]] |= 1 << (len(k) % 64)
+	}
+	if len(c.prefix) >= minPrefix {
+		c.needles = append(c.needles, c.prefix)
+	} else {
+		c.needles = append(c.needles, c.keys...)
+	}
+	ours := len(c.needles)
+	c.needles = append(c.needles, c.foreignKeys...) // at most 8 needles: bits 1..8
+	c.starts['%'] = 1
+	c.oursMask, c.actMask = 1, 1
+	for i, k := range c.needles {
+		bit := uint32(1) << (i + 1)
+		c.starts[k[0]] |= bit
+		c.actMask |= bit
+		if i < ours {
+			c.oursMask |= bit
+		}
+	}
+	for n, k := range c.needles {
+		if len(k) > 1 {
+			c.second[k[1]] |= 2 << n
+		}
+		for b := range 256 {
+			if len(k) == 1 || keytext.Skippable(byte(b)) {
+				c.second[b] |= 2 << n
+			}
+		}
+	}
+	c.ours, c.act = newNeedleSet(&c.starts, c.oursMask), newNeedleSet(&c.starts, c.actMask)
 	return c, nil
+}
+
+// scanSmall reads a small http.Header in one pass, cheaper than looking
+// each name up (see [smallHeader]): hit reports a key among names, bag
+// holds the Baggage lines. Each key is filtered by its first byte and
+// length (lens) and compared with names only when it passes. A key counts
+// whatever its values, as a lookup finds it.
+func scanSmall(h http.Header, lens *[256]uint64, names []string) (bag []string, hit bool) {
+	for k, v := range h {
+		if len(k) == 0 || lens[k[0]]&(1<<(len(k)%64)) == 0 {
+			continue
+		}
+		if k == "Baggage" {
+			bag = v
+			continue
+		}
+		for _, n := range names {
+			if k == n {
+				return nil, true
+			}
+		}
+	}
+	return bag, false
 }
 
 // hasHeader reports whether h holds one of names, looked up directly by
@@ -249,6 +361,10 @@ func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
 // request without markers, which most requests are: a few map lookups,
 // the cheapest first, and no Markers built.
 func (c *Codec) quiet(h http.Header) bool {
+	if len(h) <= smallHeader {
+		bag, hit := scanSmall(h, &c.markerLens, c.markerCanon)
+		return !hit && !c.mentions(bag)
+	}
 	if c.header != "" {
 		if _, ok := h[c.headerCanon]; ok {
 			return false
@@ -258,6 +374,21 @@ func (c *Codec) quiet(h http.Header) bool {
 		return false
 	}
 	return !hasHeader(h, c.idHeaders)
+}
+
+// Quiet reports whether h holds nothing the codec acts on: no marker
+// [Codec.Read] finds and nothing [Codec.Foreign] reports. It may report
+// false for a header that holds neither (Read and Foreign settle it),
+// never true for one that holds either. It is the whole of the check for
+// a request without markers, which most requests are: middleware calls it
+// first and judges the source only when it reports false. It does not
+// allocate.
+func (c *Codec) Quiet(h http.Header) bool {
+	if len(h) <= smallHeader {
+		bag, hit := scanSmall(h, &c.actLens, c.actCanon)
+		return !hit && !c.holds(bag, &c.act)
+	}
+	return c.quiet(h) && !c.Foreign(otelprop.HeaderCarrier(h))
 }
 
 // read is Read without the quiet test.

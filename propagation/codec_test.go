@@ -386,3 +386,66 @@ func TestStripContext(t *testing.T) {
 		t.Fatal("StripContext wrapped a clean context")
 	}
 }
+
+// TestQuiet checks the cheap test middleware runs first: it may only say
+// "nothing to act on" when Read finds no markers and Foreign reports
+// nothing, wherever our keys' text sits in baggage (inside or across the
+// eight-byte words it reads, in the overlapping last word, in a value
+// shorter than a word) and in headers of every size.
+func TestQuiet(t *testing.T) {
+	c := propagation.Default()
+	pad := func(n int) string { return strings.Repeat("x", n) }
+	var loud []http.Header
+	for _, key := range []string{"sandbox.id=pr-1", "s a n d b o x . id=pr-1", "\u00a0sandbox.id=pr-1", "%73andbox.id=pr-1", "sd-routing-key=k", "okteto-divert=d", "sandbox.actor=a"} {
+		for n := range 17 {
+			loud = append(loud,
+				http.Header{"Baggage": {pad(n) + "=1," + key}},
+				http.Header{"Baggage": {key + "," + pad(n) + "=1"}},
+				http.Header{"Baggage": {"a=" + pad(n), key}})
+		}
+	}
+	many := func(extra string) http.Header {
+		h := http.Header{}
+		for i := range 12 {
+			h["X-Pad-"+strings.Repeat("a", i)] = []string{"v"}
+		}
+		h[extra] = []string{"pr-1"}
+		return h
+	}
+	for _, name := range []string{"Sandbox-Id", "Sandbox.id", "Uberctx-Sandbox.id", "Ot-Baggage-Sandbox.id", "Sandbox_id", "Uberctx-Sd-Routing-Key"} {
+		loud = append(loud, http.Header{name: {"pr-1"}}, http.Header{name: nil}, many(name))
+	}
+	for _, h := range loud {
+		if c.Quiet(h) {
+			t.Errorf("Quiet(%q) = true; want false", h)
+		}
+	}
+	// One-byte keys: a key may start in the last bytes of a line.
+	short, err := propagation.NewCodec(propagation.WithBaggageKeys("i", "a", "o"), propagation.WithTicketKey("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range 17 {
+		h := http.Header{"Baggage": {"x" + pad(n) + "=1,i=pr-1"}}
+		if short.Quiet(h) {
+			t.Errorf("short keys: Quiet(%q) = true; want false", h)
+		}
+		if m, _ := short.Read(otelprop.HeaderCarrier(h)); !m.Found {
+			t.Errorf("short keys: Read(%q) finds no markers", h)
+		}
+	}
+	for _, h := range []http.Header{
+		{},
+		{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}},
+		{"Baggage": {"tenant=acme,region=eu-west-1"}},
+		{"Baggage": {"a=b"}},
+		many("X-Other"),
+	} {
+		if !c.Quiet(h) {
+			t.Errorf("Quiet(%q) = false; want true", h)
+		}
+		if m, err := c.Read(otelprop.HeaderCarrier(h)); m.Found || err != nil {
+			t.Errorf("Read(%q) = %+v, %v", h, m, err)
+		}
+	}
+}

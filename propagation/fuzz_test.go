@@ -192,6 +192,9 @@ func FuzzOTelDifferential(f *testing.F) {
 			h["Sandbox-Id"] = []string{hdr}
 		}
 		m, err := c.Read(otelprop.HeaderCarrier(h))
+		if c.Quiet(h) && (m.Found || err != nil || c.Foreign(otelprop.HeaderCarrier(h))) {
+			t.Fatalf("Quiet reports nothing to act on in %q; Read finds %+v, %v, Foreign %v", h, m, err, c.Foreign(otelprop.HeaderCarrier(h)))
+		}
 		if ob, _ := otelbaggage.Parse(bag); ob.Len() > 0 {
 			for _, mem := range ob.Members() {
 				k := lenientKey(mem.Key())

@@ -37,6 +37,17 @@ func Contains(s, sub string) bool {
 	}
 }
 
+// At reports whether s holds sub from index i, [Skippable] bytes allowed
+// between sub's bytes: the test [Contains] runs at each candidate, for a
+// caller that finds the candidates itself (several keys in one pass over
+// s). sub is a printable ASCII key.
+func At(s string, i int, sub string) bool {
+	if sub == "" {
+		return true
+	}
+	return i < len(s) && s[i] == sub[0] && matchAt(s, i+1, sub[1:])
+}
+
 // ContainsBytes is [Contains] on a byte slice.
 func ContainsBytes(s []byte, sub string) bool {
 	if sub == "" {
