@@ -49,7 +49,6 @@ type entry struct {
 	pol      atomic.Pointer[policy]
 	lastUsed atomic.Int64
 	inflight atomic.Int32
-	idx      int32       // index in its shard's keys; set under the shard lock
 	dead     atomic.Bool // evicted or being compacted; set and cleared under the shard lock
 	dirty    atomic.Bool // gobreaker may count consecutive failures
 	g        *Group
