@@ -155,7 +155,7 @@ func TestNotCompacted(t *testing.T) {
 			tc.setup(g, clk, "k")
 			e := g.lookup("k")
 			sl, opts, p := e.slow, e.opts.Load(), e.cur.Load()
-			if sl == nil && p.state == StateClosed && !e.dirty.Load() {
+			if sl == nil && p.state == StateClosed && !e.is(dirty) {
 				t.Fatal("nothing to compact: the test shows nothing")
 			}
 			clk.Advance(cmp.Or(tc.idle, 20*time.Second))

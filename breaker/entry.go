@@ -49,8 +49,7 @@ type entry struct {
 	pol      atomic.Pointer[policy]
 	lastUsed atomic.Int64
 	inflight atomic.Int32
-	dead     atomic.Bool // evicted or being compacted; set and cleared under the shard lock
-	dirty    atomic.Bool // gobreaker may count consecutive failures
+	flags    atomic.Uint32 // dead and dirty
 	g        *Group
 	// first is the phase the key starts in, closed; most keys never leave
 	// it, and a call finds it in the cache lines of the entry.
@@ -73,14 +72,30 @@ type slow struct {
 	changes []change // state changes not yet reported
 }
 
-type phase struct {
-	e         *entry
-	state     State
-	openUntil int64 // StateOpen: end of the open period
-	done      func(error)
+// Flags of an entry.
+const (
+	// dead: evicted or being compacted; set and cleared under the shard
+	// lock.
+	dead uint32 = 1 << iota
+	// dirty: gobreaker may count consecutive failures.
+	dirty
+)
+
+func (e *entry) is(f uint32) bool { return e.flags.Load()&f != 0 }
+
+func (e *entry) set(f uint32, on bool) {
+	if on {
+		e.flags.Or(f)
+	} else {
+		e.flags.And(^f)
+	}
 }
 
-func (p *phase) finish(err error) { p.e.finish(p, err) }
+type phase struct {
+	state     State
+	openUntil int64       // StateOpen: end of the open period
+	done      func(error) // finishes a call admitted in this phase
+}
 
 // policy is a budget resolved at a route table generation. It is immutable,
 // and keys whose budget resolved the same at the same generation share it.
@@ -108,8 +123,7 @@ func (g *Group) newEntry(s propagation.Sandbox, t int64) *entry {
 	if pol.limited {
 		pol.fill(&e.lim)
 	}
-	e.first = phase{e: e, state: StateClosed}
-	e.first.done = e.first.finish
+	e.first = phase{state: StateClosed, done: func(err error) { e.finish(&e.first, err) }}
 	e.cur.Store(&e.first)
 	return e
 }
@@ -158,8 +172,8 @@ func wait(rl *rate.Limiter, now time.Time) time.Duration {
 }
 
 func (e *entry) newPhase(s State, openUntil int64) *phase {
-	p := &phase{e: e, state: s, openUntil: openUntil}
-	p.done = p.finish
+	p := &phase{state: s, openUntil: openUntil}
+	p.done = func(err error) { e.finish(p, err) }
 	return p
 }
 
@@ -214,7 +228,7 @@ func (e *entry) allow(ctx context.Context, now time.Time, t int64) (done func(er
 		}
 	}
 	n := int64(e.inflight.Add(1))
-	if e.dead.Load() {
+	if e.is(dead) {
 		e.unadmit(p, probe)
 		return nil, nil, true
 	}
@@ -288,7 +302,7 @@ func failed() (struct{}, error)    { return struct{}{}, errFailure }
 func (e *entry) finish(p *phase, err error) {
 	e.inflight.Add(-1)
 	r := e.g.classify(err)
-	if p.state == StateClosed && e.cur.Load() == p && (r == excluded || r == success && !e.dirty.Load()) {
+	if p.state == StateClosed && e.cur.Load() == p && (r == excluded || r == success && !e.is(dirty)) {
 		// Fast path: in the closed state a success after a success, and
 		// an excluded call, change nothing gobreaker decides on.
 		return
@@ -316,10 +330,10 @@ func (e *entry) finish(p *phase, err error) {
 	}
 	s.now = e.g.since(e.g.cfg.now())
 	if r == failure {
-		e.dirty.Store(true)
+		e.set(dirty, true)
 		_, _ = s.cb.Execute(failed)
 	} else {
-		e.dirty.Store(false)
+		e.set(dirty, false)
 		_, _ = s.cb.Execute(succeeded)
 	}
 	changes := e.takeChanges()
@@ -350,7 +364,7 @@ func (e *entry) setPhase(s State, openUntil int64, reason string) *phase {
 	p := e.newPhase(s, openUntil)
 	e.cur.Store(p)
 	e.slow.probes = 0
-	e.dirty.Store(false)
+	e.set(dirty, false)
 	e.slow.changes = append(e.slow.changes, change{from: old.state, to: s, reason: reason})
 	return p
 }
@@ -447,11 +461,11 @@ func (e *entry) compact(t int64) {
 	if e.slow == nil && e.opts.Load() == nil {
 		return // compact already
 	}
-	if e.cur.Load().state != StateClosed || e.dirty.Load() {
+	if e.cur.Load().state != StateClosed || e.is(dirty) {
 		return
 	}
-	e.dead.Store(true)
-	defer e.dead.Store(false)
+	e.set(dead, true)
+	defer e.set(dead, false)
 	if e.inflight.Load() != 0 {
 		return
 	}

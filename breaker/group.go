@@ -359,9 +359,9 @@ func (g *Group) evict(sh *shard, e *entry, t int64) bool {
 	// A call that found e before it was deleted sees dead after counting
 	// itself in flight, and looks the key up again; when the call got
 	// there first, e stays.
-	e.dead.Store(true)
+	e.set(dead, true)
 	if e.inflight.Load() != 0 {
-		e.dead.Store(false)
+		e.set(dead, false)
 		return false
 	}
 	sh.n--
