@@ -243,6 +243,9 @@ func (g *Group) shardOf(h uint64) *shard { return &g.shards[h&(numShards-1)] }
 func (g *Group) lookup(id string) *entry {
 	h := g.hash(id)
 	sh := g.shardOf(h)
+	if e := sh.tab.Load().find(h, id); e != nil {
+		return e
+	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	return sh.tab.Load().find(h, id)
