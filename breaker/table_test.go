@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,6 +108,63 @@ func TestHashCollisions(t *testing.T) {
 		e := g.lookup(fmt.Sprintf("sb-%d", i))
 		if (e != nil) != (i%2 == 0) || e != nil && e.id != fmt.Sprintf("sb-%d", i) {
 			t.Fatalf("key %d after the sweep: %v", i, e)
+		}
+	}
+}
+
+// TestTableConcurrentChanges: while the sweep evicts thousands of idle
+// keys (shifting the keys after them back in their tables) and calls
+// create thousands of new ones (growing the tables), every call of a new
+// key finds the one entry of its key: with the clock standing still, each
+// key admits exactly its burst, however the lock-free lookups and the
+// changes interleave (a lookup that missed a key and made a second entry
+// would admit more).
+func TestTableConcurrentChanges(t *testing.T) {
+	clk := clocktest.New()
+	g := NewGroup(Settings{Budget: Budget{Rate: 1, Burst: 3}, IdleTimeout: time.Minute}, WithClock(clk.Now))
+	const old, keys, callers = 20000, 2000, 4
+	for i := range old {
+		g.try(fmt.Sprintf("old-%d", i), nil)
+	}
+	clk.Advance(2 * time.Minute) // every old key idle; the clock stands still from here
+	var admitted [keys]atomic.Int32
+	stop := make(chan struct{})
+	var sweeper sync.WaitGroup
+	sweeper.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				g.Sweep()
+			}
+		}
+	})
+	var wg sync.WaitGroup
+	for c := range callers {
+		wg.Go(func() {
+			for round := range 2 {
+				for i := range keys {
+					k := (i + c*keys/callers + round*keys/2) % keys
+					if done, err := g.AllowSandbox(context.Background(), propagation.Sandbox{ID: fmt.Sprintf("new-%d", k)}); err == nil {
+						admitted[k].Add(1)
+						done(nil)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	sweeper.Wait()
+	g.Sweep()
+	// The sweep and the growth steps of new keys evicted every old key.
+	if n := g.Len(); n != keys {
+		t.Fatalf("the group holds %d keys, want the %d new ones", n, keys)
+	}
+	for i := range keys {
+		if n := admitted[i].Load(); n != 3 {
+			t.Errorf("key %d admitted %d calls, want its burst, 3", i, n)
 		}
 	}
 }
