@@ -77,8 +77,9 @@ func script(g *Group, clk *clocktest.Clock, id string) []decision {
 	return out
 }
 
-// TestCompactedKeyActsFresh: a key the sweep compacted (its full bucket,
-// its gobreaker after a failure and a success, its attribute sets dropped)
+// TestCompactedKeyActsFresh: a key the sweep compacted (its gobreaker
+// after a failure and a success, its attribute sets dropped; its bucket
+// refilled meanwhile)
 // makes the same decisions, with the same retry-after hints, as a key the
 // group never saw, through bursts, failures, an open period and probes.
 func TestCompactedKeyActsFresh(t *testing.T) {
@@ -88,15 +89,15 @@ func TestCompactedKeyActsFresh(t *testing.T) {
 	g.try("old", errDown)
 	g.try("old", nil) // gobreaker made, no failure counted now
 	old := g.lookup("old")
-	if old.slow == nil || old.rl.Load() == nil || old.opts.Load() == nil {
-		t.Fatal("old holds no gobreaker, bucket or attribute sets before it idles: the test shows nothing")
+	if old.slow == nil || old.opts.Load() == nil {
+		t.Fatal("old holds no gobreaker or attribute sets before it idles: the test shows nothing")
 	}
 	clk.Advance(20 * time.Second)
 	if n := g.Sweep(); n != 0 {
 		t.Fatalf("Sweep evicted %d keys, want none (idle 20 s of 60)", n)
 	}
-	if old.slow != nil || old.rl.Load() != nil || old.opts.Load() != nil {
-		t.Fatalf("old not compacted: slow %v, bucket %v, attributes %v", old.slow, old.rl.Load(), old.opts.Load())
+	if old.slow != nil || old.opts.Load() != nil {
+		t.Fatalf("old not compacted: slow %v, attributes %v", old.slow, old.opts.Load())
 	}
 	got := script(g, clk, "old")
 
@@ -113,7 +114,7 @@ func TestCompactedKeyActsFresh(t *testing.T) {
 
 // TestNotCompacted: the sweep leaves alone every key whose state a fresh
 // key would not have: a breaker open, half-open or with a failure counted,
-// a bucket not full, a call in flight; and a key not idle long enough.
+// a call in flight; and a key not idle long enough.
 func TestNotCompacted(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -136,13 +137,6 @@ func TestNotCompacted(t *testing.T) {
 		{"failure counted", func(g *Group, clk *clocktest.Clock, id string) {
 			g.try(id, errDown)
 		}, 0},
-		{"bucket not full", func(g *Group, clk *clocktest.Clock, id string) {
-			g.try(id, errDown)
-			g.try(id, nil)
-			g.lookup(id).rl.Load().SetLimitAt(clk.Now(), 0.01) // 20 s refill less than a token
-			g.try(id, nil)
-			g.try(id, nil)
-		}, 0},
 		{"call in flight", func(g *Group, clk *clocktest.Clock, id string) {
 			g.try(id, errDown)
 			g.try(id, nil)
@@ -160,16 +154,36 @@ func TestNotCompacted(t *testing.T) {
 			g := compactGroup(clk)
 			tc.setup(g, clk, "k")
 			e := g.lookup("k")
-			rl, sl, opts, p := e.rl.Load(), e.slow, e.opts.Load(), e.cur.Load()
-			if sl == nil && p.state == StateClosed && !e.dirty.Load() {
+			sl, opts, p := e.slow, e.opts.Load(), e.cur.Load()
+			if sl == nil && p.state == StateClosed && !e.is(dirty) {
 				t.Fatal("nothing to compact: the test shows nothing")
 			}
 			clk.Advance(cmp.Or(tc.idle, 20*time.Second))
 			g.Sweep()
-			if g.lookup("k") != e || e.rl.Load() != rl || e.slow != sl || e.opts.Load() != opts || e.cur.Load() != p {
-				t.Fatalf("key changed by the sweep: bucket %p -> %p, breaker %p -> %p", rl, e.rl.Load(), sl, e.slow)
+			if g.lookup("k") != e || e.slow != sl || e.opts.Load() != opts || e.cur.Load() != p {
+				t.Fatalf("key changed by the sweep: breaker %p -> %p", sl, e.slow)
 			}
 		})
+	}
+}
+
+// TestCompactionKeepsTokens: compaction drops the gobreaker of a key whose
+// bucket is not full, and the key still has only the tokens it had.
+func TestCompactionKeepsTokens(t *testing.T) {
+	clk := clocktest.New()
+	g := compactGroup(clk)
+	g.try("k", errDown)
+	g.try("k", nil)
+	e := g.lookup("k")
+	e.lim.SetLimitAt(clk.Now(), 0.01) // 20 s refill less than a token
+	g.try("k", nil)                   // the bucket's last token
+	clk.Advance(20 * time.Second)
+	g.Sweep()
+	if g.lookup("k") != e || e.slow != nil {
+		t.Fatalf("key not compacted: kept %v, breaker %p", g.lookup("k") == e, e.slow)
+	}
+	if d := g.try("k", nil); d.err != ErrThrottled.Error() {
+		t.Fatalf("a call after compaction saw %+v, want %v: compaction refilled the bucket", d, ErrThrottled)
 	}
 }
 

@@ -42,16 +42,15 @@ import (
 // key would have in the same state.
 type entry struct {
 	// What a call reads, together: at 100,000 keys each call finds its
-	// key cold, so these share as few cache lines as they can.
-	g        *Group
+	// key cold, so these share as few cache lines as they can, and the
+	// token bucket is held by value, not behind a pointer to chase.
+	lim      rate.Limiter // the key's token bucket, used while its policy is limited
 	cur      atomic.Pointer[phase]
 	pol      atomic.Pointer[policy]
-	rl       atomic.Pointer[rate.Limiter] // nil: no rate limit, or a full bucket not yet made
 	lastUsed atomic.Int64
 	inflight atomic.Int32
-	idx      int32       // index in its shard's keys; set under the shard lock
-	dead     atomic.Bool // evicted or being compacted; set and cleared under the shard lock
-	dirty    atomic.Bool // gobreaker may count consecutive failures
+	flags    atomic.Uint32 // dead and dirty
+	g        *Group
 	// first is the phase the key starts in, closed; most keys never leave
 	// it, and a call finds it in the cache lines of the entry.
 	first phase
@@ -73,14 +72,30 @@ type slow struct {
 	changes []change // state changes not yet reported
 }
 
-type phase struct {
-	e         *entry
-	state     State
-	openUntil int64 // StateOpen: end of the open period
-	done      func(error)
+// Flags of an entry.
+const (
+	// dead: evicted or being compacted; set and cleared under the shard
+	// lock.
+	dead uint32 = 1 << iota
+	// dirty: gobreaker may count consecutive failures.
+	dirty
+)
+
+func (e *entry) is(f uint32) bool { return e.flags.Load()&f != 0 }
+
+func (e *entry) set(f uint32, on bool) {
+	if on {
+		e.flags.Or(f)
+	} else {
+		e.flags.And(^f)
+	}
 }
 
-func (p *phase) finish(err error) { p.e.finish(p, err) }
+type phase struct {
+	state     State
+	openUntil int64       // StateOpen: end of the open period
+	done      func(error) // finishes a call admitted in this phase
+}
 
 // policy is a budget resolved at a route table generation. It is immutable,
 // and keys whose budget resolved the same at the same generation share it.
@@ -106,10 +121,9 @@ func (g *Group) newEntry(s propagation.Sandbox, t int64) *entry {
 	pol := g.policyFor(g.budgetFor(e.id), g.routesGen())
 	e.pol.Store(pol)
 	if pol.limited {
-		e.rl.Store(pol.newLimiter())
+		pol.fill(&e.lim)
 	}
-	e.first = phase{e: e, state: StateClosed}
-	e.first.done = e.first.finish
+	e.first = phase{state: StateClosed, done: func(err error) { e.finish(&e.first, err) }}
 	e.cur.Store(&e.first)
 	return e
 }
@@ -134,9 +148,18 @@ func (g *Group) policyFor(b Budget, gen uint64) *policy {
 	return p
 }
 
-// newLimiter returns a full bucket of p's rate limit.
-func (p *policy) newLimiter() *rate.Limiter {
-	return rate.NewLimiter(rate.Limit(p.budget.Rate), p.budget.burst())
+// fill sets lim to p's rate limit with a full bucket. The bucket is held
+// by value in its entry (rate.NewLimiter returns a pointer, and a Limiter
+// holds a mutex that must not be copied), so it is set through its
+// methods: its last update moves to the zero time, so that by any time the
+// group's clock reads it has refilled, up to its burst. (A bucket that
+// would take longer than time.Duration's 292 years to fill, under one
+// token per 292 years per token of burst, starts with what it would hold
+// after them, not full: stricter, never looser.)
+func (p *policy) fill(lim *rate.Limiter) {
+	var long time.Time
+	lim.SetLimitAt(long, rate.Limit(p.budget.Rate))
+	lim.SetBurstAt(long, p.budget.burst())
 }
 
 // wait is the time until rl's bucket holds a token again.
@@ -149,8 +172,8 @@ func wait(rl *rate.Limiter, now time.Time) time.Duration {
 }
 
 func (e *entry) newPhase(s State, openUntil int64) *phase {
-	p := &phase{e: e, state: s, openUntil: openUntil}
-	p.done = p.finish
+	p := &phase{state: s, openUntil: openUntil}
+	p.done = func(err error) { e.finish(p, err) }
 	return p
 }
 
@@ -172,36 +195,19 @@ func (e *entry) policy(now time.Time) *policy {
 	}
 	np := e.g.policyFor(e.g.budgetFor(e.id), gen)
 	if np.budget != pol.budget {
-		switch rl := e.rl.Load(); {
+		switch {
 		case !np.limited:
-			e.rl.Store(nil)
-		case rl != nil && pol.limited:
+			// The bucket goes unused.
+		case pol.limited:
 			// Keep the tokens the key has.
-			rl.SetLimitAt(now, rate.Limit(np.budget.Rate))
-			rl.SetBurstAt(now, np.budget.burst())
+			e.lim.SetLimitAt(now, rate.Limit(np.budget.Rate))
+			e.lim.SetBurstAt(now, np.budget.burst())
 		default:
-			e.rl.Store(nil) // a full bucket, made at the next call
+			np.fill(&e.lim) // new to a rate limit: a full bucket
 		}
 	}
 	e.pol.Store(np)
 	return np
-}
-
-// limiter returns the key's token bucket, making a full one when the key
-// has none (it is new to its rate limit, or was compacted with a full
-// bucket); nil when the key has no rate limit now.
-func (e *entry) limiter() *rate.Limiter {
-	if rl := e.rl.Load(); rl != nil {
-		return rl
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	rl := e.rl.Load()
-	if pol := e.pol.Load(); rl == nil && pol.limited {
-		rl = pol.newLimiter()
-		e.rl.Store(rl)
-	}
-	return rl
 }
 
 // allow admits or refuses one call at time now (t on the group's scale).
@@ -222,22 +228,20 @@ func (e *entry) allow(ctx context.Context, now time.Time, t int64) (done func(er
 		}
 	}
 	n := int64(e.inflight.Add(1))
-	if e.dead.Load() {
+	if e.is(dead) {
 		e.unadmit(p, probe)
 		return nil, nil, true
 	}
 	// From here on the key counts as in flight: the sweep neither evicts
-	// nor compacts it, so the bucket read below is the key's own.
+	// nor compacts it.
 	pol := e.policy(now)
 	if pol.maxInFlight > 0 && n > pol.maxInFlight {
 		e.unadmit(p, probe)
 		return nothing, e.refuse(ctx, refusedFlight, BusyRetryAfter), false
 	}
-	if pol.limited {
-		if rl := e.limiter(); rl != nil && !rl.AllowN(now, 1) {
-			e.unadmit(p, probe)
-			return nothing, e.refuse(ctx, refusedRate, wait(rl, now)), false
-		}
+	if pol.limited && !e.lim.AllowN(now, 1) {
+		e.unadmit(p, probe)
+		return nothing, e.refuse(ctx, refusedRate, wait(&e.lim, now)), false
 	}
 	e.count(ctx, admitted)
 	return p.done, nil, false
@@ -298,7 +302,7 @@ func failed() (struct{}, error)    { return struct{}{}, errFailure }
 func (e *entry) finish(p *phase, err error) {
 	e.inflight.Add(-1)
 	r := e.g.classify(err)
-	if p.state == StateClosed && e.cur.Load() == p && (r == excluded || r == success && !e.dirty.Load()) {
+	if p.state == StateClosed && e.cur.Load() == p && (r == excluded || r == success && !e.is(dirty)) {
 		// Fast path: in the closed state a success after a success, and
 		// an excluded call, change nothing gobreaker decides on.
 		return
@@ -326,10 +330,10 @@ func (e *entry) finish(p *phase, err error) {
 	}
 	s.now = e.g.since(e.g.cfg.now())
 	if r == failure {
-		e.dirty.Store(true)
+		e.set(dirty, true)
 		_, _ = s.cb.Execute(failed)
 	} else {
-		e.dirty.Store(false)
+		e.set(dirty, false)
 		_, _ = s.cb.Execute(succeeded)
 	}
 	changes := e.takeChanges()
@@ -360,7 +364,7 @@ func (e *entry) setPhase(s State, openUntil int64, reason string) *phase {
 	p := e.newPhase(s, openUntil)
 	e.cur.Store(p)
 	e.slow.probes = 0
-	e.dirty.Store(false)
+	e.set(dirty, false)
 	e.slow.changes = append(e.slow.changes, change{from: old.state, to: s, reason: reason})
 	return p
 }
@@ -441,36 +445,30 @@ func (e *entry) count(ctx context.Context, o outcome) {
 }
 
 // compact lets go of what an idle key (no call for compactAfter) holds and
-// a fresh key in its state would not: a full token bucket (the next call
-// makes a full one, as for a new key: a bucket that was full at t is full
-// at every later t), the breaker's gobreaker when it is closed with no
-// failure counted (a new one, closed with zero counts, decides the same:
-// only consecutive failures open it) and the metric attribute sets (made
-// again when needed). A key with a call in flight, whose breaker is open or
-// half-open or has counted a failure, or whose bucket is not full, keeps
-// everything. sh.mu is held; a call that finds the key meanwhile sees dead
-// and looks it up again, after the shard lock is released.
+// a fresh key in its state would not: the breaker's gobreaker when it is
+// closed with no failure counted (a new one, closed with zero counts,
+// decides the same: only consecutive failures open it) and the metric
+// attribute sets (made again when needed). The token bucket is part of the
+// entry and stays as it is. A key with a call in flight, or whose breaker
+// is open or half-open or has counted a failure, keeps everything. sh.mu
+// is held; a call that finds the key meanwhile sees dead and looks it up
+// again, after the shard lock is released.
 func (e *entry) compact(t int64) {
 	if t-e.lastUsed.Load() < e.g.compactAfter || !e.mu.TryLock() {
 		return
 	}
 	defer e.mu.Unlock()
-	rl := e.rl.Load()
-	if rl == nil && e.slow == nil && e.opts.Load() == nil {
+	if e.slow == nil && e.opts.Load() == nil {
 		return // compact already
 	}
-	if e.cur.Load().state != StateClosed || e.dirty.Load() {
+	if e.cur.Load().state != StateClosed || e.is(dirty) {
 		return
 	}
-	e.dead.Store(true)
-	defer e.dead.Store(false)
+	e.set(dead, true)
+	defer e.set(dead, false)
 	if e.inflight.Load() != 0 {
 		return
 	}
-	if rl != nil && rl.TokensAt(e.g.epoch.Add(time.Duration(t))) < float64(rl.Burst()) {
-		return
-	}
-	e.rl.Store(nil)
 	e.slow = nil
 	e.opts.Store(nil)
 }

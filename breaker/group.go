@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"hash/maphash"
-	"maps"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,10 +46,11 @@ const numShards = 64
 // A Group is safe for concurrent use. Build it with [NewGroup]; the zero
 // value is not usable.
 type Group struct {
-	cfg  config
-	ins  instruments
-	seed maphash.Seed
-	cb   gobreaker.Settings // template of every key's breaker
+	cfg      config
+	ins      instruments
+	seed     maphash.Seed
+	hashMask uint64             // all ones; tests keep fewer bits, to make hashes collide
+	cb       gobreaker.Settings // template of every key's breaker
 
 	epoch        time.Time              // t = nanoseconds of the group's clock since epoch
 	touch        int64                  // granularity of lastUsed
@@ -67,11 +66,11 @@ type Group struct {
 }
 
 type shard struct {
-	mu   sync.RWMutex
-	m    map[string]*entry
-	keys []*entry // the values of m, in the order a sweep visits them
-	next int      // the key of keys the next growth step looks at
-	peak int      // most keys m held since it was made
+	tab  atomic.Pointer[table] // read without mu, replaced under it
+	mu   sync.Mutex            // held by whoever changes tab
+	n    int                   // keys in tab
+	next int                   // the slot of tab the next growth step looks at
+	peak int                   // most keys tab held since it was made
 }
 
 // sweepCursor is where the next sweep step starts; sweepMu guards it.
@@ -89,6 +88,9 @@ const (
 	// looks at, so that a shard cannot grow by more than its live keys
 	// between timed steps.
 	growthBatch = 2
+	// emptyScan is how many empty slots of a table a sweep may pass per
+	// key it may look at.
+	emptyScan = 8
 	// stepsPerIdle is how many timed steps are due per IdleTimeout.
 	stepsPerIdle = 2048
 	// compactIdle: a key idle for IdleTimeout/compactIdle is compacted
@@ -116,17 +118,18 @@ const gobreakerTimeout = time.Nanosecond
 func NewGroup(s Settings, opts ...Option) *Group {
 	cfg := newConfig(s, opts)
 	g := &Group{
-		cfg:   cfg,
-		ins:   newInstruments(cfg.meterProvider, cfg.Name),
-		seed:  maphash.MakeSeed(),
-		epoch: cfg.now(),
+		cfg:      cfg,
+		ins:      newInstruments(cfg.meterProvider, cfg.Name),
+		seed:     maphash.MakeSeed(),
+		hashMask: ^uint64(0),
+		epoch:    cfg.now(),
 	}
 	g.touch = int64(cfg.IdleTimeout / 64)
 	g.compactAfter = int64(cfg.IdleTimeout / compactIdle)
 	g.sweepEvery = max(1, int64(cfg.IdleTimeout)/stepsPerIdle)
 	g.sweepAt.Store(g.sweepEvery)
 	for i := range g.shards {
-		g.shards[i].m = make(map[string]*entry)
+		g.shards[i].tab.Store(newTable(minSlots))
 	}
 	if cfg.routes != nil {
 		g.watch.Store(&routesWatch{ch: cfg.routes.Changed()})
@@ -168,8 +171,11 @@ func (g *Group) AllowSandbox(ctx context.Context, s propagation.Sandbox) (done f
 	}
 	now := g.cfg.now()
 	t := g.since(now)
-	for {
-		e := g.entry(s, t)
+	h := g.hash(s.ID)
+	for locked := false; ; locked = true {
+		// Again after the key was evicted or was being compacted: under
+		// the shard's lock, which waits for the sweep to be done with it.
+		e := g.entry(s, h, t, locked)
 		done, err, again := e.allow(ctx, now, t)
 		if !again {
 			g.maybeSweep(t)
@@ -203,9 +209,9 @@ func (g *Group) Len() int {
 	n := 0
 	for i := range g.shards {
 		sh := &g.shards[i]
-		sh.mu.RLock()
-		n += len(sh.m)
-		sh.mu.RUnlock()
+		sh.mu.Lock()
+		n += sh.n
+		sh.mu.Unlock()
 	}
 	return n
 }
@@ -226,39 +232,62 @@ func (g *Group) Sweep() int {
 
 func (g *Group) since(now time.Time) int64 { return int64(now.Sub(g.epoch)) }
 
-func (g *Group) shard(id string) *shard {
-	return &g.shards[maphash.String(g.seed, id)&(numShards-1)]
+// hash is the hash of key id: its low bits pick the shard, its high bits
+// the home slot in the shard's table. Never 0, which marks an empty slot.
+func (g *Group) hash(id string) uint64 {
+	return max(1, maphash.String(g.seed, id)&g.hashMask)
 }
+
+func (g *Group) shardOf(h uint64) *shard { return &g.shards[h&(numShards-1)] }
 
 func (g *Group) lookup(id string) *entry {
-	sh := g.shard(id)
-	sh.mu.RLock()
-	e := sh.m[id]
-	sh.mu.RUnlock()
-	return e
+	h := g.hash(id)
+	sh := g.shardOf(h)
+	if e := sh.tab.Load().find(h, id); e != nil {
+		return e
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.tab.Load().find(h, id)
 }
 
-// entry returns the key of s, creating it when needed.
-func (g *Group) entry(s propagation.Sandbox, t int64) *entry {
-	sh := g.shard(s.ID)
-	sh.mu.RLock()
-	e := sh.m[s.ID]
-	sh.mu.RUnlock()
+// entry returns the key of s, of hash h, creating it when needed; locked:
+// look it up under the shard's lock.
+func (g *Group) entry(s propagation.Sandbox, h uint64, t int64, locked bool) *entry {
+	sh := g.shardOf(h)
+	if !locked {
+		if e := sh.tab.Load().find(h, s.ID); e != nil {
+			return e
+		}
+	}
+	sh.mu.Lock()
+	e := sh.tab.Load().find(h, s.ID)
+	sh.mu.Unlock()
 	if e != nil {
 		return e
 	}
 	ne := g.newEntry(s, t)
 	sh.mu.Lock()
-	if e = sh.m[s.ID]; e == nil {
+	if e = sh.tab.Load().find(h, s.ID); e == nil {
 		e = ne
 		sh.sweepFrom(g, &sh.next, growthBatch, t)
-		sh.m[e.id] = e
-		e.idx = int32(len(sh.keys))
-		sh.keys = append(sh.keys, e)
-		sh.peak = max(sh.peak, len(sh.m))
+		sh.insert(h, e)
 	}
 	sh.mu.Unlock()
 	return e
+}
+
+// insert adds e, of hash h, to sh, growing its table to keep it at most
+// 3/4 full; sh.mu is held.
+func (sh *shard) insert(h uint64, e *entry) {
+	tab := sh.tab.Load()
+	if 4*(sh.n+1) > 3*len(tab.slots) {
+		tab = tab.rehash(2 * len(tab.slots))
+		sh.tab.Store(tab)
+	}
+	tab.insert(h, e)
+	sh.n++
+	sh.peak = max(sh.peak, sh.n)
 }
 
 // maybeSweep runs one timed sweep step when one is due: it looks at the
@@ -283,36 +312,49 @@ func (g *Group) maybeSweep(t int64) {
 		sh := &g.shards[c.shard]
 		sh.mu.Lock()
 		left -= sh.sweepFrom(g, &c.pos, left, t)
-		if c.pos >= len(sh.keys) {
+		// Stopped inside the shard: at its bound of keys or of empty slots.
+		inside := c.pos < len(sh.tab.Load().slots)
+		if !inside {
 			c.shard, c.pos = (c.shard+1)%numShards, 0
 		}
 		sh.shrink()
 		sh.mu.Unlock()
-		if left <= 0 {
+		if inside || left <= 0 {
 			return
 		}
 	}
 }
 
-// sweepFrom looks at up to n keys of sh from *pos on, evicting the idle
-// ones and compacting those idle for a while; it returns how many it looked
-// at. sh.mu is held.
+// sweepFrom looks at up to n keys of sh from slot *pos on (and at most
+// emptyScan empty slots per key), evicting the idle ones and compacting
+// those idle for a while; it returns how many keys it looked at. sh.mu is
+// held.
 func (sh *shard) sweepFrom(g *Group, pos *int, n int, t int64) int {
-	seen := 0
-	if *pos >= len(sh.keys) {
+	tab := sh.tab.Load()
+	if *pos >= len(tab.slots) {
 		*pos = 0
 	}
-	for seen < n && *pos < len(sh.keys) {
+	seen, empty := 0, 0
+	for seen < n && empty < emptyScan*n && *pos < len(tab.slots) {
+		e := tab.slots[*pos].e.Load()
+		if e == nil {
+			empty++
+			*pos++
+			continue
+		}
 		seen++
-		if e := sh.keys[*pos]; !g.evict(sh, e, t) {
+		if g.evict(sh, e, t) {
+			tab.remove(*pos) // a later key may have moved to *pos: look at it next
+		} else {
 			e.compact(t)
 			*pos++
-		} // else the last key moved to *pos: look at it next
+		}
 	}
 	return seen
 }
 
-// evict removes e from sh when it is idle; sh.mu is held.
+// evict reports whether e is idle, and then takes it out of the group's
+// accounts; the caller removes it from sh's table. sh.mu is held.
 func (g *Group) evict(sh *shard, e *entry, t int64) bool {
 	if !e.idle(t) {
 		return false
@@ -320,46 +362,38 @@ func (g *Group) evict(sh *shard, e *entry, t int64) bool {
 	// A call that found e before it was deleted sees dead after counting
 	// itself in flight, and looks the key up again; when the call got
 	// there first, e stays.
-	e.dead.Store(true)
+	e.set(dead, true)
 	if e.inflight.Load() != 0 {
-		e.dead.Store(false)
+		e.set(dead, false)
 		return false
 	}
-	delete(sh.m, e.id)
-	last := len(sh.keys) - 1
-	moved := sh.keys[last]
-	sh.keys[e.idx], moved.idx = moved, e.idx
-	sh.keys[last] = nil
-	sh.keys = sh.keys[:last]
+	sh.n--
 	if e.cur.Load().state != StateClosed {
 		g.ins.open.Add(context.Background(), -1, g.ins.openOpts...)
 	}
 	return true
 }
 
-// shrink moves the keys of sh to a map and slice of their size once most
-// of its keys went away: a Go map keeps its size when keys are deleted.
-// sh.mu is held.
+// shrink moves the keys of sh to a table of their size once most of its
+// keys went away: a table keeps its size when keys are removed. sh.mu is
+// held.
 func (sh *shard) shrink() {
-	if sh.peak < 64 || len(sh.m) > sh.peak/4 {
+	if sh.peak < 64 || sh.n > sh.peak/4 {
 		return
 	}
-	m := make(map[string]*entry, len(sh.m))
-	maps.Copy(m, sh.m)
-	sh.m = m
-	sh.keys = slices.Clone(sh.keys)
-	sh.peak = len(sh.m)
+	sh.tab.Store(sh.tab.Load().rehash(2 * sh.n))
+	sh.peak = sh.n
 }
 
 // sweepShard evicts every idle key of sh and returns how many it evicted.
 func (g *Group) sweepShard(sh *shard, t int64) int {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	n := len(sh.keys)
+	n := sh.n
 	pos := 0
-	sh.sweepFrom(g, &pos, len(sh.keys), t)
+	sh.sweepFrom(g, &pos, len(sh.tab.Load().slots), t)
 	sh.shrink()
-	return n - len(sh.keys)
+	return n - sh.n
 }
 
 // budgetFor resolves the budget of sandbox id ("" for baseline).

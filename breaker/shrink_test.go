@@ -10,11 +10,11 @@ import (
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
-// TestSweepShrinksMaps: a Go map keeps its buckets when keys are deleted,
-// so once most of a shard's keys are evicted the sweep moves the rest to a
-// map of their size. (BenchmarkEvictionMemory shows the memory this
-// returns.)
-func TestSweepShrinksMaps(t *testing.T) {
+// TestSweepShrinksTables: a shard's table keeps its size when keys are
+// removed, so once most of a shard's keys are evicted the sweep moves the
+// rest to a table of their size. (BenchmarkEvictionMemory shows the memory
+// this returns.)
+func TestSweepShrinksTables(t *testing.T) {
 	clk := clocktest.New()
 	g := NewGroup(Settings{Budget: Budget{Rate: 100}, IdleTimeout: time.Minute}, WithClock(clk.Now))
 	allow := func(id string) {
@@ -27,9 +27,9 @@ func TestSweepShrinksMaps(t *testing.T) {
 	for i := range numShards * 200 {
 		allow(fmt.Sprintf("old-%d", i))
 	}
-	maps := make([]map[string]*entry, numShards)
+	tabs := make([]*table, numShards)
 	for i := range g.shards {
-		maps[i] = g.shards[i].m
+		tabs[i] = g.shards[i].tab.Load()
 		if g.shards[i].peak < 64 {
 			t.Fatalf("shard %d peaked at %d keys: too few for the test", i, g.shards[i].peak)
 		}
@@ -40,20 +40,16 @@ func TestSweepShrinksMaps(t *testing.T) {
 	}
 	for i := range g.shards {
 		sh := &g.shards[i]
-		if len(sh.m) != 0 || sh.peak != 0 {
-			t.Errorf("shard %d: %d keys, peak %d: want the peak reset to what is left", i, len(sh.m), sh.peak)
+		if sh.n != 0 || sh.peak != 0 {
+			t.Errorf("shard %d: %d keys, peak %d: want the peak reset to what is left", i, sh.n, sh.peak)
 		}
-		if sameMap(sh.m, maps[i]) {
-			t.Errorf("shard %d kept the map that held %d keys", i, 200)
+		if tab := sh.tab.Load(); tab == tabs[i] || len(tab.slots) != minSlots {
+			t.Errorf("shard %d: table of %d slots (the same: %v) after its %d keys went, want a new one of %d",
+				i, len(tab.slots), tab == tabs[i], 200, minSlots)
 		}
 	}
 	allow("new")
 	if g.Len() != 1 {
 		t.Errorf("%d keys after a new one, want 1", g.Len())
 	}
-}
-
-// sameMap reports whether a and b are the same map, not equal ones.
-func sameMap(a, b map[string]*entry) bool {
-	return fmt.Sprintf("%p", a) == fmt.Sprintf("%p", b)
 }
