@@ -342,12 +342,19 @@ func (p *provisioner) dropIncomplete(ctx context.Context, name string) (bool, er
 // creation was interrupted and is not being finished by anyone (a live
 // sandbox gets a fresh one on its next request). It returns the IDs of the
 // sandboxes whose test databases it dropped, when known; objects the
-// provisioner did not create are never touched. A router using the
+// provisioner did not create are never touched. A table that has never
+// loaded from its source ([routes.Table.SyncedAt] is zero) reaps nothing:
+// Reap returns an error wrapping [dbroute.ErrUnavailable]. A router using the
 // provisioner closes the pools of the sandboxes reaped (see OnRemove).
 // Call it periodically, from one process or from all of them.
 func (p *provisioner) Reap(ctx context.Context, table *routes.Table) ([]string, error) {
 	if table == nil {
 		return nil, fmt.Errorf("provision: Reap: nil route table: %w", dbroute.ErrConfig)
+	}
+	if table.SyncedAt().IsZero() {
+		// An empty table that has not loaded yet says nothing about which
+		// sandboxes are live: reaping by it would drop every one of them.
+		return nil, fmt.Errorf("provision: Reap: the route table has never loaded from its source, so it cannot tell which sandboxes are live; nothing reaped: %w", dbroute.ErrUnavailable)
 	}
 	owned, err := p.Provisioned(ctx)
 	if err != nil {

@@ -561,3 +561,41 @@ func TestTemplateVersion(t *testing.T) {
 		t.Error("old sandbox has the v2 column; it should keep the schema it was cloned with")
 	}
 }
+
+// TestReapNeverLoadedTable: a route table that has never loaded from its
+// source is empty, not a statement that no sandbox is live: Reap refuses
+// it and drops nothing.
+func TestReapNeverLoadedTable(t *testing.T) {
+	t.Parallel()
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			e := pgtest.Server(t)
+			live, err := routes.NewStatic([]routes.Sandbox{{ID: "live"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := k.newProvider(t, e, pgtest.ItemsMigration("v1", nil), provision.WithReapGrace(0))
+			r := e.Router(t, p, dbroute.WithRoutes(live))
+			if _, err := r.Exec(pgtest.SandboxCtx("live"), "INSERT INTO items (owner) VALUES ('live')"); err != nil {
+				t.Fatal(err)
+			}
+			fresh := routes.New() // a source that has not answered yet
+			dropped, err := p.Reap(context.Background(), fresh)
+			if !errors.Is(err, dbroute.ErrUnavailable) || len(dropped) != 0 {
+				t.Fatalf("Reap on a never-loaded table = %v, %v; want nothing and ErrUnavailable", dropped, err)
+			}
+			owned, err := p.Provisioned(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, o := range owned {
+				found = found || o.ID == "live"
+			}
+			if !found {
+				t.Fatalf("live's test database is gone after Reap on a never-loaded table: %v", owned)
+			}
+		})
+	}
+}
