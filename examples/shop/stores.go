@@ -149,12 +149,22 @@ func (sh *shop) startLedger(ctx context.Context) error {
 
 	// The production *sql.DB refuses sandbox contexts itself (Guard); the
 	// router sends them to the sandbox's test database instead.
-	base, err := sh.openMySQL(sh.set.database, !sh.set.noGuard)
+	// sqlroute.New requires the guard, so without it (noGuard) only the
+	// handle reports writes through goes unguarded.
+	base, err := sh.openMySQL(sh.set.database, true)
 	if err != nil {
 		return err
 	}
 	sh.onClose(func() { base.Close() })
 	sh.ledgerBase = base
+	if sh.set.noGuard {
+		bare, err := sh.openMySQL(sh.set.database, false)
+		if err != nil {
+			return err
+		}
+		sh.onClose(func() { bare.Close() })
+		sh.ledgerBase = bare
+	}
 	sh.ledgerDBs, err = provision.NewMySQLDatabasePerSandbox(sh.set.mysqlDSN, provision.MySQLMigration{
 		Version: "ledger-1",
 		Apply: func(ctx context.Context, c *sql.Conn) error {
