@@ -1,0 +1,5 @@
+//go:build !race
+
+package sqlroute_test
+
+const raceEnabled = false
