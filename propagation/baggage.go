@@ -149,26 +149,30 @@ func (c *Codec) mentions(lines []string) bool { return c.holds(lines, &c.ours) }
 // of the anchors, and passes for a few instructions per 16 bytes.
 func (c *Codec) holds(lines []string, s *needleSet) bool {
 	for _, line := range lines {
-		if strings.IndexByte(line, '%') >= 0 {
-			return true
-		}
-		for a := range s.anchors {
-			g := &s.anchors[a]
-			for i := 0; ; i++ {
-				n := strings.IndexByte(line[i:], g.b)
-				if n < 0 {
-					break
-				}
-				i += n
-				for _, x := range g.at {
-					if keytext.At(line, i, x.needle[x.j:]) && endsAt(line, i, x.needle[:x.j]) {
-						return true
-					}
-				}
+		for k := 0; k < len(s.bytes); k++ {
+			if strings.IndexByte(line, s.bytes[k]) >= 0 && (k == 0 || holdsAt(line, &s.anchors[k-1])) {
+				return true
 			}
 		}
 	}
 	return false
+}
+
+// holdsAt reports whether line holds one of a's needles with its anchor
+// at one of the places line holds a.b.
+func holdsAt(line string, a *anchorSet) bool {
+	for i := 0; ; i++ {
+		n := strings.IndexByte(line[i:], a.b)
+		if n < 0 {
+			return false
+		}
+		i += n
+		for _, x := range a.at {
+			if keytext.At(line, i, x.needle[x.j:]) && endsAt(line, i, x.needle[:x.j]) {
+				return true
+			}
+		}
+	}
 }
 
 // endsAt reports whether s holds pre right before index i, [Skippable]

@@ -70,6 +70,9 @@ type Codec struct {
 // most baggage, which holds none of them, is passed over by one
 // strings.IndexByte per anchor and never looked at byte by byte.
 type needleSet struct {
+	// bytes is '%' and then the anchor bytes, anchors[k] the needles
+	// anchored at bytes[k+1].
+	bytes   string
 	anchors []anchorSet
 }
 
@@ -115,6 +118,10 @@ func newNeedleSet(needles []string) needleSet {
 		// One anchor is enough: wherever the needle is, its byte j is
 		// one of the places strings.IndexByte stops at.
 		s.add(k, j)
+	}
+	s.bytes = "%"
+	for _, a := range s.anchors {
+		s.bytes += string([]byte{a.b})
 	}
 	return s
 }
