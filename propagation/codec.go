@@ -260,22 +260,36 @@ func NewCodec(opts ...Option) (*Codec, error) {
 // holds the Baggage lines. Each key is filtered by its first byte and
 // length (lens) and compared with names only when it passes. A key counts
 // whatever its values, as a lookup finds it.
+//
+// It stops at the last key rather than letting the iterator look for
+// another: a Go map of up to 8 entries is one group of 8 slots, which the
+// iterator walks from a random one, and the call that reports the end
+// walks every slot after the last key (callgrind: Extract/baseline 507 →
+// 444 instructions, Handler/baseline 973 → 948).
 func scanSmall(h http.Header, lens *[256]uint64, names []string) (bag []string, hit bool) {
+	left := len(h)
 	for k, v := range h {
-		if len(k) == 0 || lens[k[0]]&(1<<(len(k)%64)) == 0 {
-			continue
-		}
-		if k == "Baggage" {
-			bag = v
-			continue
-		}
-		for _, n := range names {
-			if k == n {
+		if len(k) != 0 && lens[k[0]]&(1<<(len(k)%64)) != 0 {
+			if k == "Baggage" {
+				bag = v
+			} else if isName(k, names) {
 				return nil, true
 			}
 		}
+		if left--; left == 0 {
+			break // see scanSmall
+		}
 	}
 	return bag, false
+}
+
+func isName(k string, names []string) bool {
+	for _, n := range names {
+		if k == n {
+			return true
+		}
+	}
+	return false
 }
 
 // hasHeader reports whether h holds one of names, looked up directly by
@@ -688,18 +702,18 @@ const smallHeader = 8
 // value, as a lookup that finds none counts it absent.
 func (c *Codec) foreignHeader(h http.Header) bool {
 	var bag []string
+	left := len(h)
 	for k, v := range h {
-		if len(v) == 0 || len(k) == 0 || c.foreignLens[k[0]]&(1<<(len(k)%64)) == 0 {
-			continue
-		}
-		if k == "Baggage" {
-			bag = v
-			continue
-		}
-		for _, n := range c.foreignCanon {
-			if k == n {
+		left--
+		if len(v) != 0 && len(k) != 0 && c.foreignLens[k[0]]&(1<<(len(k)%64)) != 0 {
+			if k == "Baggage" {
+				bag = v
+			} else if slices.Contains(c.foreignCanon, k) {
 				return true
 			}
+		}
+		if left == 0 {
+			break // see scanSmall
 		}
 	}
 	return c.foreignBaggage(bag)
