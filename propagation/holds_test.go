@@ -2,9 +2,12 @@ package propagation
 
 import (
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
+
+	otelprop "go.opentelemetry.io/otel/propagation"
 
 	"github.com/sandboxkit/sandboxkit/internal/keytext"
 )
@@ -70,6 +73,33 @@ func TestHoldsIsContains(t *testing.T) {
 				}
 				if got := c.holds([]string{line}, tc.set); got != want {
 					t.Fatalf("codec keys %q: holds(%q) = %v, want %v", c.keys, line, got, want)
+				}
+			}
+		}
+	}
+}
+
+// TestSmallHeaderEveryKey: the one-pass read of a small http.Header, which
+// stops at its last key, finds a marker header wherever the map's random
+// iteration order puts it, at every size up to smallHeader and beyond.
+func TestSmallHeaderEveryKey(t *testing.T) {
+	c := Default()
+	fill := []string{"Traceparent", "Accept", "User-Agent", "Content-Type", "X-Request-Id", "Accept-Encoding", "Tracestate", "Cookie", "Origin"}
+	for _, marker := range []string{"Sandbox-Id", "Sandbox.id", "Uberctx-Sandbox.id", "Sandbox_id", "Uberctx-Sd-Routing-Key"} {
+		for n := 0; n <= len(fill); n++ {
+			h := http.Header{marker: {"pr-1"}}
+			for _, k := range fill[:n] {
+				h[k] = []string{"x"}
+			}
+			for range 50 {
+				if c.Quiet(h) {
+					t.Fatalf("Quiet(%d keys and %s) = true", n+1, marker)
+				}
+				if m, _ := c.Read(otelprop.HeaderCarrier(h)); !m.Found && marker != "Sandbox_id" && marker != "Uberctx-Sd-Routing-Key" {
+					t.Fatalf("Read(%d keys and %s) found nothing", n+1, marker)
+				}
+				if (marker == "Sandbox_id" || marker == "Uberctx-Sd-Routing-Key") && !c.Foreign(otelprop.HeaderCarrier(h)) {
+					t.Fatalf("Foreign(%d keys and %s) = false", n+1, marker)
 				}
 			}
 		}
