@@ -2,7 +2,6 @@ package propagation
 
 import (
 	"fmt"
-	"math/bits"
 	"strings"
 	"unicode"
 
@@ -144,37 +143,14 @@ const minPrefix = 4
 func (c *Codec) mentions(lines []string) bool { return c.holds(lines, &c.ours) }
 
 // holds reports whether any line holds a '%' or the text of one of the
-// needles of s (see [keytext.Contains]). It reads
-// eight bytes at a time (the last word overlapping the one before) and
-// looks at single bytes only where the word test says one may start a
-// wanted needle (see [needleSet]): most
-// baggage holds none of ours, and its bytes cost a few instructions each.
+// needles of s (see [keytext.Contains]). Each needle is looked for at its
+// anchor byte only (see [needleSet]): one strings.IndexByte per anchor
+// byte and line, and a match tried where it stops. Most baggage holds none
+// of the anchors, and passes for a few instructions per 16 bytes.
 func (c *Codec) holds(lines []string, s *needleSet) bool {
 	for _, line := range lines {
-		if len(line) < 8 {
-			if c.holdsIn(line, 0, lo, s.want) {
-				return true
-			}
-			continue
-		}
-		for i := 0; i < len(line); i += 8 {
-			if i+8 > len(line) {
-				i = len(line) - 8
-			}
-			w := line[i : i+8]
-			x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
-				uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
-			var hit uint64
-			if s.many == nil {
-				hit = zeroByte(x^s.p[0]) | zeroByte(x^s.p[1]) | zeroByte(x^s.p[2]) | zeroByte(x^s.p[3])
-			} else {
-				for _, q := range s.many {
-					hit |= zeroByte(x ^ q)
-				}
-			}
-			// A byte's high bit in hit may be set wrongly after a true match
-			// (the borrow), never missed: holdsIn checks each byte it names.
-			if hit != 0 && c.holdsIn(line, i, hit>>7, s.want) {
+		for k := 0; k < len(s.bytes); k++ {
+			if strings.IndexByte(line, s.bytes[k]) >= 0 && (k == 0 || holdsAt(line, &s.anchors[k-1])) {
 				return true
 			}
 		}
@@ -182,38 +158,44 @@ func (c *Codec) holds(lines []string, s *needleSet) bool {
 	return false
 }
 
-const lo, hi = 0x0101010101010101, 0x8080808080808080
-
-// zeroByte has the high bit of a byte set when that byte of v is zero
-// (and possibly of a byte above a zero one), and no other bit.
-func zeroByte(v uint64) uint64 { return (v - lo) &^ v & hi }
-
-// holdsIn is [Codec.holds] at the bytes line[from+k] whose bit 8k is set
-// in set. A needle is tried only when the byte after its first is its
-// second or one a parser may drop (second).
-func (c *Codec) holdsIn(line string, from int, set uint64, want uint32) bool {
-	for ; set != 0; set &= set - 1 {
-		i := from + bits.TrailingZeros64(set)/8
-		if i >= len(line) {
-			break
+// holdsAt reports whether line holds one of a's needles with its anchor
+// at one of the places line holds a.b.
+func holdsAt(line string, a *anchorSet) bool {
+	for i := 0; ; i++ {
+		n := strings.IndexByte(line[i:], a.b)
+		if n < 0 {
+			return false
 		}
-		m := c.starts[line[i]] & want
-		if m == 0 {
-			continue
-		}
-		if m&1 != 0 {
-			return true
-		}
-		if i+1 < len(line) && c.second[line[i+1]]&m == 0 {
-			continue
-		}
-		for n, k := range c.needles {
-			if m&(2<<n) != 0 && keytext.At(line, i, k) {
+		i += n
+		for _, x := range a.at {
+			if keytext.At(line, i, x.needle[x.j:]) && endsAt(line, i, x.needle[:x.j]) {
 				return true
 			}
 		}
 	}
-	return false
+}
+
+// endsAt reports whether s holds pre right before index i, [Skippable]
+// bytes allowed after each of pre's bytes: the part of a needle before its
+// anchor, matched backwards. pre holds no byte a parser drops (see
+// [newNeedleSet]), so each byte of s either matches or is skipped, and the
+// match is the only one.
+//
+// [Skippable]: keytext.Skippable
+func endsAt(s string, i int, pre string) bool {
+	for k := len(pre) - 1; k >= 0; {
+		i--
+		if i < 0 {
+			return false
+		}
+		switch {
+		case s[i] == pre[k]:
+			k--
+		case !keytext.Skippable(s[i]):
+			return false
+		}
+	}
+	return true
 }
 
 // scanBaggage finds our members in the baggage lines without parsing the

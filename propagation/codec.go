@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"go.opentelemetry.io/otel/baggage"
@@ -58,45 +59,81 @@ type Codec struct {
 	markerCanon, actCanon []string
 	markerLens, actLens   [256]uint64
 
-	// needles are the texts [Codec.holds] looks for in baggage: our keys'
-	// common prefix when it is long enough (minPrefix), else each key;
-	// then the foreign keys. starts[b] has bit 0 set for '%' and bit n
-	// when needles[n-1] starts with byte b; oursMask selects '%' and our
-	// needles, actMask the foreign ones too; ours and act are the sets
-	// [Codec.holds] looks for with them.
-	needles           []string
-	starts            [256]uint32
-	second            [256]uint32 // bit n: needles[n-1][1], or a byte a parser drops
-	oursMask, actMask uint32
-	ours, act         needleSet
+	// ours and act are what [Codec.holds] looks for in baggage: ours our
+	// keys' common prefix when it is long enough (minPrefix), else each
+	// key; act those and the foreign keys too.
+	ours, act needleSet
 }
 
-// needleSet is what [Codec.holds] looks for: the needles whose bits are
-// set in want, by the bytes they start with, each eight times over (a
-// word pattern): in p when there are at most four (repeated to fill it),
-// else in many.
+// needleSet is what [Codec.holds] looks for: needles, each found by its
+// rarest byte (its anchor, see [rarity]) rather than its first, so that
+// most baggage, which holds none of them, is passed over by one
+// strings.IndexByte per anchor and never looked at byte by byte.
 type needleSet struct {
-	want uint32
-	p    [4]uint64
-	many []uint64
+	// bytes is '%' and then the anchor bytes, anchors[k] the needles
+	// anchored at bytes[k+1].
+	bytes   string
+	anchors []anchorSet
 }
 
-func newNeedleSet(starts *[256]uint32, want uint32) needleSet {
-	var pats []uint64
-	for b, m := range starts {
-		if m&want != 0 {
-			pats = append(pats, uint64(b)*lo)
+// anchorSet is the needles that share an anchor byte b, each with the
+// index of b in it.
+type anchorSet struct {
+	b  byte
+	at []anchored
+}
+
+type anchored struct {
+	needle string
+	j      int // needle[j] is the anchor
+}
+
+// commonBytes lists the bytes of baggage from the most common to the
+// least (separators, digits, lower-case letters in English order); any
+// other byte is rarer than all of them.
+const commonBytes = "=,;-_.:/ 0123456789etaoinsrhldcumfpgwybvkjxqz"
+
+// rarity ranks byte b: higher is rarer in baggage.
+func rarity(b byte) int {
+	if i := strings.IndexByte(commonBytes, b); i >= 0 {
+		return i
+	}
+	return len(commonBytes)
+}
+
+// newNeedleSet anchors each needle at its rarest byte, or at its first
+// when it holds a byte a parser may drop (the first-byte test is then
+// exactly [keytext.Contains]).
+func newNeedleSet(needles []string) needleSet {
+	var s needleSet
+	for _, k := range needles {
+		j := 0
+		if !strings.ContainsFunc(k, func(r rune) bool { return r > 0x7f || keytext.Skippable(byte(r)) }) {
+			for i := 1; i < len(k); i++ {
+				if rarity(k[i]) > rarity(k[j]) {
+					j = i
+				}
+			}
 		}
+		// One anchor is enough: wherever the needle is, its byte j is
+		// one of the places strings.IndexByte stops at.
+		s.add(k, j)
 	}
-	s := needleSet{want: want}
-	if len(pats) > len(s.p) {
-		s.many = pats
-		return s
-	}
-	for k := range s.p {
-		s.p[k] = pats[k%len(pats)] // pats holds at least '%'
+	s.bytes = "%"
+	for _, a := range s.anchors {
+		s.bytes += string([]byte{a.b})
 	}
 	return s
+}
+
+func (s *needleSet) add(k string, j int) {
+	for a := range s.anchors {
+		if s.anchors[a].b == k[j] {
+			s.anchors[a].at = append(s.anchors[a].at, anchored{k, j})
+			return
+		}
+	}
+	s.anchors = append(s.anchors, anchorSet{b: k[j], at: []anchored{{k, j}}})
 }
 
 // name is a carrier key, lower-case and in canonical MIME form.
@@ -207,34 +244,14 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	for _, k := range append(c.actCanon[:len(c.actCanon):len(c.actCanon)], "Baggage") {
 		c.actLens[k[0]] |= 1 << (len(k) % 64)
 	}
+	var needles []string
 	if len(c.prefix) >= minPrefix {
-		c.needles = append(c.needles, c.prefix)
+		needles = append(needles, c.prefix)
 	} else {
-		c.needles = append(c.needles, c.keys...)
+		needles = append(needles, c.keys...)
 	}
-	ours := len(c.needles)
-	c.needles = append(c.needles, c.foreignKeys...) // at most 8 needles: bits 1..8
-	c.starts['%'] = 1
-	c.oursMask, c.actMask = 1, 1
-	for i, k := range c.needles {
-		bit := uint32(1) << (i + 1)
-		c.starts[k[0]] |= bit
-		c.actMask |= bit
-		if i < ours {
-			c.oursMask |= bit
-		}
-	}
-	for n, k := range c.needles {
-		if len(k) > 1 {
-			c.second[k[1]] |= 2 << n
-		}
-		for b := range 256 {
-			if len(k) == 1 || keytext.Skippable(byte(b)) {
-				c.second[b] |= 2 << n
-			}
-		}
-	}
-	c.ours, c.act = newNeedleSet(&c.starts, c.oursMask), newNeedleSet(&c.starts, c.actMask)
+	c.ours = newNeedleSet(needles)
+	c.act = newNeedleSet(slices.Concat(needles, c.foreignKeys))
 	return c, nil
 }
 
@@ -243,22 +260,36 @@ func NewCodec(opts ...Option) (*Codec, error) {
 // holds the Baggage lines. Each key is filtered by its first byte and
 // length (lens) and compared with names only when it passes. A key counts
 // whatever its values, as a lookup finds it.
+//
+// It stops at the last key rather than letting the iterator look for
+// another: a Go map of up to 8 entries is one group of 8 slots, which the
+// iterator walks from a random one, and the call that reports the end
+// walks every slot after the last key (callgrind: Extract/baseline 507 →
+// 444 instructions, Handler/baseline 973 → 948).
 func scanSmall(h http.Header, lens *[256]uint64, names []string) (bag []string, hit bool) {
+	left := len(h)
 	for k, v := range h {
-		if len(k) == 0 || lens[k[0]]&(1<<(len(k)%64)) == 0 {
-			continue
-		}
-		if k == "Baggage" {
-			bag = v
-			continue
-		}
-		for _, n := range names {
-			if k == n {
+		if len(k) != 0 && lens[k[0]]&(1<<(len(k)%64)) != 0 {
+			if k == "Baggage" {
+				bag = v
+			} else if isName(k, names) {
 				return nil, true
 			}
 		}
+		if left--; left == 0 {
+			break // see scanSmall
+		}
 	}
 	return bag, false
+}
+
+func isName(k string, names []string) bool {
+	for _, n := range names {
+		if k == n {
+			return true
+		}
+	}
+	return false
 }
 
 // hasHeader reports whether h holds one of names, looked up directly by
@@ -671,18 +702,18 @@ const smallHeader = 8
 // value, as a lookup that finds none counts it absent.
 func (c *Codec) foreignHeader(h http.Header) bool {
 	var bag []string
+	left := len(h)
 	for k, v := range h {
-		if len(v) == 0 || len(k) == 0 || c.foreignLens[k[0]]&(1<<(len(k)%64)) == 0 {
-			continue
-		}
-		if k == "Baggage" {
-			bag = v
-			continue
-		}
-		for _, n := range c.foreignCanon {
-			if k == n {
+		left--
+		if len(v) != 0 && len(k) != 0 && c.foreignLens[k[0]]&(1<<(len(k)%64)) != 0 {
+			if k == "Baggage" {
+				bag = v
+			} else if slices.Contains(c.foreignCanon, k) {
 				return true
 			}
+		}
+		if left == 0 {
+			break // see scanSmall
 		}
 	}
 	return c.foreignBaggage(bag)
