@@ -132,24 +132,55 @@
 // AsyncAutoPipeline, which send each batch with context.Background()), a
 // pipeline Exec'd with another context than its commands were built with
 // (a whole MULTI/EXEC fails), a command given to Process with another
-// context, and a command of sandbox A in sandbox B's pipeline. What it
-// does not cover: an AutoPipeliner in full-duplex mode
-// (AutoPipelineOptions.FullDuplex with the deferred face) writes a
-// command before any hook runs, so no hook can stop it; do not use one
-// with sandbox contexts.
+// context, and a command of sandbox A in sandbox B's pipeline.
 //
-// A [redis.PubSub] already connected (subscribed with a production
-// context) sends later Subscribe, PSubscribe and Ping calls on its
-// connection without any hook: a sandbox context given to them is not
-// seen, and the sandbox subscribes to production's channels. Open a
-// sandbox's subscriptions with its own context (they are refused).
+// Three go-redis 9.23 paths are not covered, because no hook sees them in
+// time; the tests named pin each one, so a go-redis upgrade that changes
+// them fails a test:
 //
-// client.WithTimeout returns a clone without the client's hooks (go-redis
-// 9.23 builds the clone's hooks afresh, and the hooks that would see each
-// command's context on the shared pool are internal to go-redis): neither
-// the router nor the guard applies to it, and a sandbox command sent
-// through it, FLUSHDB included, runs on the baseline's database. Send sandbox traffic through the client given to
-// [New] or [Guard], and set timeouts with a context deadline instead.
+//   - An AutoPipeliner in full-duplex mode (AutoPipelineOptions.FullDuplex,
+//     either face) writes each command to its held connection first and
+//     runs the hooks afterwards, on a goroutine of its own
+//     (autopipeline_fullduplex.go: fdEngine.submit queues the write, then
+//     starts hostHook; "a hook cannot cancel a full-duplex command", as
+//     AutoPipeliner.AddHook says). Nothing consults a hook or the context
+//     before that write. [New] and [Guard] refuse ([ErrConfig]) a client
+//     whose Options.AutoPipelineOptions sets FullDuplex; a client built
+//     with PipelinePoolSize < 0 cannot run full duplex at all (go-redis
+//     then falls back to half-duplex batches, which the hooks gate). One
+//     built later with AutoPipelineWithOptions or
+//     AsyncAutoPipelineWithOptions cannot be refused: the hooks find each
+//     sandbox command after it ran in production, fail it with [ErrLeaked],
+//     audit it, and never run it again in the sandbox
+//     (TestFullDuplexLeakIsCaught). A sandbox command that opens the
+//     engine's session on a fresh connection is not sent: the engine
+//     initialises the connection with that command's context, and the hooks
+//     refuse that (TestFullDuplexSessionOpenedBySandbox). Commands go-redis
+//     diverts off the full-duplex stream (Do, blocking commands) run
+//     through the hooks first and are routed as usual.
+//   - A [redis.PubSub] already connected (with a production context) writes
+//     later Subscribe, PSubscribe, SSubscribe and Ping calls straight to
+//     its connection (pubsub.go: subscribe -> conn returns the open c.cn ->
+//     _subscribe -> writeCmd), with no hook, no callback and no dial on the
+//     way: a sandbox context given to them is not seen, and the sandbox
+//     subscribes to production's channels (TestConnectedPubSubIsNotSeen).
+//     Only connecting runs hooks (the dial hook, and HELLO, AUTH, SELECT on
+//     the new connection), so a PubSub that is not connected yet, or whose
+//     connection was lost, dials with the sandbox's context and is
+//     refused. Open a sandbox's subscriptions with its own context.
+//   - client.WithTimeout returns a clone with no hooks at all, whenever it
+//     is taken: redis.go's baseClient.withTimeout builds the clone's
+//     baseClient with baseClient.clone, a new struct that does not copy the
+//     embedded hooksMixin, so Client.init's initHooks finds no hook state
+//     to keep. Neither the router nor the guard applies to it, and nothing
+//     else on its path sees the context (the shared pools dial with
+//     context.Background()): a sandbox command sent through it, FLUSHDB
+//     included, runs on the baseline's database
+//     (TestWithTimeoutCloneHasNoHooks). So does any client built from the
+//     baseline's options (redis.NewClient(client.Options()),
+//     TestCopiesOfTheOptions). Send sandbox traffic through the client
+//     given to [New] or [Guard] (or its Conn, pipelines and
+//     AutoPipelines), and set timeouts with a context deadline.
 //
 // Hooks added to the baseline client before [New] run for sandbox
 // commands too (they see the command, then the router sends it to the

@@ -8,7 +8,7 @@ var (
 	ErrConfig = errors.New("redisroute: invalid configuration")
 
 	// ErrSandboxOnBaseline reports a sandbox context on a client protected
-	// by [Guard]: nothing was sent.
+	// by [Guard]: nothing was sent, unless the error wraps [ErrLeaked] too.
 	ErrSandboxOnBaseline = errors.New("redisroute: sandbox context on the baseline client")
 
 	// ErrRefused reports a command that a sandbox may not run because it
@@ -28,6 +28,17 @@ var (
 	// refused (the error wraps ErrNoSandboxDatabase too) and [Router.Reap]
 	// flushes nothing. Nothing was sent.
 	ErrNotSynced = errors.New("redisroute: route table not synced")
+
+	// ErrLeaked reports a sandbox command that go-redis wrote to the
+	// baseline's connection before any hook could stop it: an
+	// AutoPipeliner in full-duplex mode (AutoPipelineOptions.FullDuplex,
+	// built with AutoPipelineWithOptions or AsyncAutoPipelineWithOptions
+	// after [New] or [Guard]) writes each command first and runs the hooks
+	// afterwards. The command HAS RUN on the baseline's database: the
+	// hooks only find out, fail it with this error, audit it (rejected)
+	// and never run it a second time in the sandbox. Unlike every other
+	// error of the package, something was sent.
+	ErrLeaked = errors.New("redisroute: sandbox command already sent to the baseline")
 
 	// ErrClosed reports a call on a closed [Router].
 	ErrClosed = errors.New("redisroute: router closed")

@@ -58,7 +58,9 @@ type sandboxClient struct {
 // and kept until [Router.Destroy] or [Router.Reap] flushes it.
 //
 // Errors wrap [ErrConfig]: a nil baseline, an empty or negative range, a
-// range that holds the baseline's database, a nil option value.
+// range that holds the baseline's database, a nil option value, a baseline
+// whose Options.AutoPipelineOptions sets FullDuplex (see the package doc,
+// "What it does not cover").
 func New(baseline *redis.Client, dbs Databases, opts ...RouterOption) (*Router, error) {
 	if baseline == nil {
 		return nil, fmt.Errorf("%w: redisroute: New: nil baseline client", ErrConfig)
@@ -75,6 +77,9 @@ func New(baseline *redis.Client, dbs Databases, opts ...RouterOption) (*Router, 
 	}
 	if baseCmdType == nil {
 		return nil, errCommandContexts("New")
+	}
+	if fullDuplexConfigured(baseline.Options()) {
+		return nil, errFullDuplex("New")
 	}
 	adminOpts := clientOptions(baseline, dbs.First)
 	adminOpts.PoolSize = 2
@@ -110,11 +115,22 @@ func (h routeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		s, ok := propagation.FromContext(ctx)
 		if !ok {
 			if cs, ok := cmdSandbox(cmd); ok {
-				err := h.r.refuse(ctx, cs, mixedErr(cmd.Name(), cs))
+				err, fd := fullDuplex(ctx, cmd, cs.ID, next)
+				if !fd {
+					err = mixedErr(cmd.Name(), cs)
+				}
+				err = h.r.refuse(ctx, cs, err)
 				cmd.SetErr(err)
 				return err
 			}
 			return next(ctx, cmd)
+		}
+		// A full-duplex AutoPipeliner has written the command already (or
+		// its engine is about to): routing it now would run it twice.
+		if err, fd := fullDuplex(ctx, cmd, s.ID, next); fd {
+			err = h.r.refuse(ctx, s, err)
+			cmd.SetErr(err)
+			return err
 		}
 		if err := h.r.foreign(ctx, s, cmd); err != nil {
 			cmd.SetErr(err)
@@ -167,6 +183,11 @@ func (h routeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 }
 
 func (h routeHook) routePipeline(ctx context.Context, s propagation.Sandbox, cmds []redis.Cmder) error {
+	if len(cmds) > 0 && fullDuplexPlace() != fdNone {
+		// A full-duplex engine initialising its held connection with the
+		// context of the sandbox command that started its session.
+		return h.r.refuse(ctx, s, fmt.Errorf("%w: sandbox %q: pipeline sent by a full-duplex AutoPipeliner's engine (AutoPipelineOptions.FullDuplex), whose writes no hook can stop: do not use one with sandbox contexts", ErrRefused, s.ID))
+	}
 	for _, cmd := range cmds {
 		if err := h.r.foreign(ctx, s, cmd); err != nil {
 			return err
