@@ -186,11 +186,24 @@
 // commands too (they see the command, then the router sends it to the
 // sandbox); hooks added after it run for production commands only. The
 // sandbox clients have the baseline client's options (address, TLS,
-// credentials, timeouts, pool size) on their own database, and no hook
-// but the policy. A [redis.Conn] from client.Conn() routes each sandbox
+// credentials, timeouts, pool size, OnConnect, which runs under the
+// sandbox policy in the sandbox's database) on their own database, and no
+// hook but the policy; the router's own connections (claims, flushes) run
+// no OnConnect. A [redis.Conn] from client.Conn() routes each sandbox
 // command on its own, so connection state (CLIENT SETNAME) does not carry
-// over between them. Commands sent with a context that lost its sandbox (a
-// goroutine started with context.Background()) are production commands.
+// over between them; like a WithTimeout clone, a Conn has the hooks of the
+// moment it was taken (go-redis newConn clones them), so one taken before
+// [New] or [Guard] has neither (TestConnTakenBeforeNew). Commands sent
+// with a context that lost its sandbox (a goroutine started with
+// context.Background()) are production commands.
+//
+// The policy checks the bytes that are written: before it reads a
+// sandbox command, it replaces in the command each *string argument by
+// its string and each encoding.BinaryMarshaler by its bytes (what go-redis
+// would write), so an argument that reads one way to the policy and
+// another to the writer (SELECT of the sandbox's database, then of
+// production's) cannot move a sandbox connection. A command built with
+// another sandbox's context is refused inside [Router.Watch] too.
 //
 // # Cost
 //

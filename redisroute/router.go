@@ -83,6 +83,11 @@ func New(baseline *redis.Client, dbs Databases, opts ...RouterOption) (*Router, 
 	}
 	adminOpts := clientOptions(baseline, dbs.First)
 	adminOpts.PoolSize = 2
+	// The baseline's OnConnect would run on the admin's connections in
+	// whatever database they start in, before any SELECT: a write there
+	// lands in a sandbox's database, or leaves a free one unmarked and
+	// non-empty, never to be claimed again.
+	adminOpts.OnConnect = nil
 	r := &Router{
 		baseline: baseline,
 		dbs:      dbs,
@@ -136,7 +141,9 @@ func (h routeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			cmd.SetErr(err)
 			return err
 		}
-		switch cmd.Name() {
+		// By the name go-redis writes (cmd.Name() is "" for a name given
+		// as an encoding.BinaryMarshaler).
+		switch wireName(cmd) {
 		case "watch", "unwatch", "multi", "exec", "discard":
 			// Each routed command may take another connection: a bare
 			// WATCH or MULTI would lose its meaning.
@@ -203,7 +210,7 @@ func (h routeHook) routePipeline(ctx context.Context, s propagation.Sandbox, cmd
 		inner = cmds[1 : len(cmds)-1]
 	}
 	for _, cmd := range inner {
-		switch cmd.Name() {
+		switch wireName(cmd) {
 		case "watch", "unwatch", "multi", "exec", "discard":
 			return h.r.refuse(ctx, s, fmt.Errorf("%w: %s in a pipeline: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, cmd.Name()))
 		}
@@ -271,7 +278,7 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox) (*sandboxCl
 		return nil, r.refuse(ctx, s, err)
 	}
 	sc = &sandboxClient{id: s.ID, db: db, client: redis.NewClient(clientOptions(r.baseline, db))}
-	sc.client.AddHook(policyHook{r: r, db: db})
+	sc.client.AddHook(policyHook{r: r, db: db, id: s.ID})
 	r.clients[s.ID] = sc
 	if r.cfg.logger != nil {
 		audit.Emit(ctx, r.cfg.logger, audit.Event{
@@ -540,13 +547,14 @@ func reject(ctx context.Context, l *slog.Logger, s propagation.Sandbox, err erro
 type policyHook struct {
 	r  *Router
 	db int
+	id string // the sandbox that owns db
 }
 
 func (h policyHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h policyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if err := check(cmd, h.db); err != nil {
+		if err := h.check(cmd); err != nil {
 			return h.refuse(ctx, err)
 		}
 		return next(ctx, cmd)
@@ -556,7 +564,7 @@ func (h policyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (h policyHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		for _, cmd := range cmds {
-			if err := check(cmd, h.db); err != nil {
+			if err := h.check(cmd); err != nil {
 				err = h.refuse(ctx, err)
 				for _, c := range cmds {
 					c.SetErr(err)
@@ -566,6 +574,16 @@ func (h policyHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 		}
 		return next(ctx, cmds)
 	}
+}
+
+// check is the policy, and refuses a command built with another
+// sandbox's context (one sent through [Router.Watch]'s transaction: the
+// baseline's hook checks the others).
+func (h policyHook) check(cmd redis.Cmder) error {
+	if cs, ok := cmdSandbox(cmd); ok && cs.ID != h.id {
+		return fmt.Errorf("%w: %s: built with sandbox %q's context, sent in sandbox %q's database", ErrRefused, cmd.Name(), cs.ID, h.id)
+	}
+	return check(cmd, h.db)
 }
 
 func (h policyHook) refuse(ctx context.Context, err error) error {

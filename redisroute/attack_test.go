@@ -1,0 +1,243 @@
+package redisroute_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sandboxkit/sandboxkit/redisroute"
+)
+
+// fickle is an argument whose bytes change after two reads (the router's
+// and the policy's): what the hooks read, then what go-redis writes.
+type fickle struct {
+	first, then string
+	n           *atomic.Int32
+}
+
+func (f fickle) MarshalBinary() ([]byte, error) {
+	if f.n.Add(1) <= 2 {
+		return []byte(f.first), nil
+	}
+	return []byte(f.then), nil
+}
+
+// TestArgumentsCannotChangeAfterTheCheck: the policy checks the bytes that
+// are written, not a first reading of an argument that may change.
+func TestArgumentsCannotChangeAfterTheCheck(t *testing.T) {
+	id := newID()
+	c, p, r := route(t, []string{id})
+	ctx, sctx := context.Background(), sandboxCtx(id)
+	if err := c.Set(sctx, p+"k", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := r.Database(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "select <db>" to the policy, "select <baseline>" on the wire: the
+	// pooled sandbox connection would then serve production's database.
+	sel := fickle{first: strconv.Itoa(db), then: strconv.Itoa(baseDB), n: new(atomic.Int32)}
+	if err := c.Do(sctx, "select", sel).Err(); err != nil {
+		t.Errorf("SELECT of its own database with a fickle argument: %v", err)
+	}
+	for range 5 {
+		if err := c.Set(sctx, p+"after-select", "sandbox", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if raw(t, baseDB).Exists(ctx, p+"after-select").Val() != 0 {
+		t.Error("a fickle SELECT moved a sandbox connection to production's database")
+	}
+	// "get" to the policy, "flushdb" on the wire: the sandbox would free
+	// its own database while using it. (Another sandbox: the one above
+	// may have a connection in production's database if the SELECT got
+	// through.)
+	b := newID()
+	t.Cleanup(func() { r.Destroy(ctx, b) })
+	bctx := sandboxCtx(b)
+	if err := c.Set(bctx, p+"k", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	bdb, err := r.Database(bctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fickle{first: "get", then: "flushdb", n: new(atomic.Int32)}
+	_ = c.Do(bctx, name).Err() // FLUSHDB takes no key
+	if raw(t, bdb).Get(ctx, redisroute.MarkerKey).Val() != b {
+		t.Error("a fickle command name flushed the sandbox's database")
+	}
+	// The marker key itself, behind a *string the caller changes later is
+	// covered by freezing too: the policy reads it once.
+	key := redisroute.MarkerKey
+	if err := c.Do(sctx, "del", &key).Err(); !isRefused(err) {
+		t.Errorf("DEL of the marker through a *string: %v, want ErrRefused", err)
+	}
+}
+
+// TestBareTransactionByMarshalerRefused: cmd.Name() is empty for a name
+// given as an encoding.BinaryMarshaler; the router reads the name go-redis
+// writes.
+func TestBareTransactionByMarshalerRefused(t *testing.T) {
+	id := newID()
+	c, _, _ := route(t, []string{id})
+	sctx := sandboxCtx(id)
+	multi := fickle{first: "multi", then: "multi", n: new(atomic.Int32)}
+	if err := c.Do(sctx, multi).Err(); !isRefused(err) {
+		t.Errorf("MULTI given as a BinaryMarshaler: %v, want ErrRefused", err)
+	}
+}
+
+// TestWatchRefusesAnotherSandboxsCommands: inside Router.Watch for sandbox
+// A, a command built with sandbox B's context is refused, as it is on the
+// baseline.
+func TestWatchRefusesAnotherSandboxsCommands(t *testing.T) {
+	a, b := newID(), newID()
+	c, p, r := route(t, []string{a, b})
+	actx, bctx := sandboxCtx(a), sandboxCtx(b)
+	err := r.Watch(actx, func(tx *redis.Tx) error {
+		if err := tx.Set(bctx, p+"b-in-a", "b", 0).Err(); !isRefused(err) {
+			t.Errorf("B's SET inside A's Watch: %v, want ErrRefused", err)
+		}
+		_, err := tx.TxPipelined(actx, func(pipe redis.Pipeliner) error {
+			pipe.Set(actx, p+"a", "a", 0)
+			pipe.Set(bctx, p+"b-in-a-tx", "b", 0)
+			return nil
+		})
+		return err
+	}, p+"a")
+	if !isRefused(err) {
+		t.Errorf("A's transaction with B's command: %v, want ErrRefused", err)
+	}
+	if n := c.Exists(actx, p+"a", p+"b-in-a", p+"b-in-a-tx").Val(); n != 0 {
+		t.Errorf("%d keys written in A's database", n)
+	}
+}
+
+// TestOnConnectDoesNotRunOnTheRouter: the baseline's OnConnect runs on
+// the connections of the baseline and of each sandbox client (under the
+// sandbox policy, in the sandbox's database), never on the router's own
+// connections, which start in a database of the range before they SELECT
+// another: a write there would land in a database the router hands out.
+func TestOnConnectDoesNotRunOnTheRouter(t *testing.T) {
+	server(t)
+	id := newID()
+	key := "rrt:" + t.Name() + ":onconnect"
+	var calls atomic.Int32
+	c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB, OnConnect: func(ctx context.Context, cn *redis.Conn) error {
+		calls.Add(1)
+		return cn.Incr(ctx, key).Err()
+	}})
+	defer c.Close()
+	r, err := redisroute.New(c, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, sctx := context.Background(), sandboxCtx(id)
+	t.Cleanup(func() {
+		r.Destroy(ctx, id)
+		r.Close()
+		for db := baseDB; db <= sandboxLast; db++ {
+			raw(t, db).Del(ctx, key)
+		}
+	})
+	if err := c.Set(sctx, "rrt:"+t.Name()+":k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := r.Database(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := int64(0)
+	for d := sandboxFirst; d <= sandboxLast; d++ {
+		n, _ := raw(t, d).Get(ctx, key).Int64()
+		total += n
+		if n != 0 && d != db {
+			t.Errorf("OnConnect wrote in database %d, not the sandbox's %d", d, db)
+		}
+	}
+	if total != 1 || calls.Load() != 1 {
+		t.Errorf("OnConnect ran %d times, wrote %d times in the range, want 1 and 1 (the sandbox's connection)", calls.Load(), total)
+	}
+}
+
+// TestConnTakenBeforeNew: a Conn copies the client's hooks when it is
+// taken (go-redis newConn: parentHooks.clone()), so one taken before New
+// has no router, like a WithTimeout clone. Pinned as the package doc says.
+func TestConnTakenBeforeNew(t *testing.T) {
+	id := newID()
+	c, p := baseline(t)
+	early := c.Conn()
+	defer early.Close()
+	r, err := redisroute.New(c, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Destroy(context.Background(), id); r.Close() })
+	if err := early.Set(sandboxCtx(id), p+"early", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if raw(t, baseDB).Get(context.Background(), p+"early").Val() != "sandbox" {
+		t.Error("a Conn taken before New routed: go-redis copies later hooks into it now; update the package doc")
+	}
+	late := c.Conn()
+	defer late.Close()
+	if err := late.Set(sandboxCtx(id), p+"late", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if raw(t, baseDB).Exists(context.Background(), p+"late").Val() != 0 {
+		t.Error("a Conn taken after New leaked")
+	}
+}
+
+// TestRouterClosedWhileInUse: sandbox commands racing Close fail (ErrClosed
+// or a closed client) or run in the sandbox; none reaches production.
+func TestRouterClosedWhileInUse(t *testing.T) {
+	id := newID()
+	c, p := baseline(t)
+	r, err := redisroute.New(c, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		r2, _ := redisroute.New(raw(t, baseDB), dbs)
+		r2.Destroy(context.Background(), id)
+		r2.Close()
+	})
+	sctx := sandboxCtx(id)
+	if err := c.Set(sctx, p+"warm", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var failed atomic.Int32
+	go func() {
+		defer close(done)
+		for i := range 400 {
+			if err := c.Incr(sctx, p+"n").Err(); err != nil {
+				failed.Add(1)
+				if !errors.Is(err, redisroute.ErrClosed) && !errors.Is(err, redis.ErrClosed) {
+					t.Errorf("command %d: %v, want ErrClosed", i, err)
+					return
+				}
+			}
+		}
+	}()
+	for failed.Load() == 0 && c.Get(sctx, p+"n").Err() == nil {
+		if n, _ := c.Get(sctx, p+"n").Int(); n > 20 {
+			break
+		}
+	}
+	r.Close()
+	<-done
+	if raw(t, baseDB).Exists(context.Background(), p+"n", p+"warm").Val() != 0 {
+		t.Error("a sandbox command reached production while the router closed")
+	}
+	if failed.Load() == 0 {
+		t.Error("no command failed after Close")
+	}
+}
