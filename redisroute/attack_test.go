@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/redisroute"
 )
 
@@ -239,5 +240,39 @@ func TestRouterClosedWhileInUse(t *testing.T) {
 	}
 	if failed.Load() == 0 {
 		t.Error("no command failed after Close")
+	}
+}
+
+// TestInvalidSandboxIDRefused: a sandbox ID that is not a valid one (the
+// empty ID above all, which is also what a database without a marker
+// "belongs" to) gets no database: it would otherwise be given the first
+// unmarked database of the range, somebody else's data included.
+func TestInvalidSandboxIDRefused(t *testing.T) {
+	server(t)
+	ctx := context.Background()
+	foreign := raw(t, sandboxLast)
+	if n := foreign.DBSize(ctx).Val(); n != 0 {
+		t.Skipf("database %d is in use", sandboxLast)
+	}
+	foreign.Set(ctx, "rrt:someone-elses", "v", 0)
+	t.Cleanup(func() { foreign.Del(ctx, "rrt:someone-elses") })
+	c, _ := baseline(t)
+	r, err := redisroute.New(c, redisroute.Databases{First: sandboxLast, Last: sandboxLast})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, id := range []string{"", "Not-A-Label", "a b", redisroute.MarkerKey} {
+		sctx := propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id})
+		v, err := c.Get(sctx, "rrt:someone-elses").Result()
+		if !errors.Is(err, redisroute.ErrNoSandboxDatabase) || !errors.Is(err, propagation.ErrInvalidID) {
+			t.Errorf("sandbox ID %q: GET = %q, %v; want ErrNoSandboxDatabase and propagation.ErrInvalidID", id, v, err)
+		}
+		if err := r.Destroy(ctx, id); !errors.Is(err, propagation.ErrInvalidID) {
+			t.Errorf("Destroy(%q): %v, want propagation.ErrInvalidID", id, err)
+		}
+	}
+	if v := foreign.Get(ctx, "rrt:someone-elses").Val(); v != "v" {
+		t.Errorf("the foreign key is %q, want it kept", v)
 	}
 }

@@ -18,9 +18,10 @@ var (
 	// use [Router.Watch] and TxPipelined). Nothing was sent.
 	ErrRefused = errors.New("redisroute: command refused for a sandbox")
 
-	// ErrNoSandboxDatabase reports a sandbox that has no database: it is
-	// not in the route table ([WithRoutes]), or every database of the
-	// router's range is taken. Nothing was sent.
+	// ErrNoSandboxDatabase reports a sandbox that has no database: its ID
+	// is not a valid sandbox ID (the error wraps propagation.ErrInvalidID
+	// too), it is not in the route table ([WithRoutes]), or every database
+	// of the router's range is taken. Nothing was sent.
 	ErrNoSandboxDatabase = errors.New("redisroute: no database for the sandbox")
 
 	// ErrNotSynced reports a route table ([WithRoutes]) that has never

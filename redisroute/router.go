@@ -246,6 +246,11 @@ func mixedErr(what string, s propagation.Sandbox) error {
 // sandbox returns the client of s, claiming a database for it on first
 // use.
 func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox) (*sandboxClient, error) {
+	if err := propagation.ValidateID(s.ID); err != nil {
+		// The empty ID above all: a database without a marker reads as
+		// owned by "", so find would hand it somebody else's data.
+		return nil, r.refuse(ctx, s, fmt.Errorf("%w: %w", ErrNoSandboxDatabase, err))
+	}
 	if t := r.cfg.table; t != nil {
 		if _, ok := t.Sandbox(s.ID); !ok {
 			if t.SyncedAt().IsZero() {
@@ -416,8 +421,13 @@ func (r *Router) Watch(ctx context.Context, fn func(*redis.Tx) error, keys ...st
 
 // Destroy flushes the database that sandbox id owns in the router's range,
 // if any, and closes its client: the database is free for another sandbox.
-// It touches no database whose marker names another sandbox, or none.
+// It touches no database whose marker names another sandbox, or none. An
+// id that is not a valid sandbox ID is an error wrapping
+// propagation.ErrInvalidID.
 func (r *Router) Destroy(ctx context.Context, id string) error {
+	if err := propagation.ValidateID(id); err != nil {
+		return fmt.Errorf("redisroute: Destroy: %w", err)
+	}
 	r.mu.Lock()
 	sc := r.clients[id]
 	delete(r.clients, id)
