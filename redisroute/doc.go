@@ -165,9 +165,12 @@
 //     way: a sandbox context given to them is not seen, and the sandbox
 //     subscribes to production's channels (TestConnectedPubSubIsNotSeen).
 //     Only connecting runs hooks (the dial hook, and HELLO, AUTH, SELECT on
-//     the new connection), so a PubSub that is not connected yet, or whose
-//     connection was lost, dials with the sandbox's context and is
-//     refused. Open a sandbox's subscriptions with its own context.
+//     the new connection, with the context of the call that connects): a
+//     PubSub that is not connected yet dials with the sandbox's context and
+//     is refused, but a production call that reconnects a lost connection
+//     subscribes again to every channel the PubSub holds, the sandbox's
+//     included (pubsub.go: reconnect -> conn -> resubscribe). Open a
+//     sandbox's subscriptions with its own context.
 //   - client.WithTimeout returns a clone with no hooks at all, whenever it
 //     is taken: redis.go's baseClient.withTimeout builds the clone's
 //     baseClient with baseClient.clone, a new struct that does not copy the
