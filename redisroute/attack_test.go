@@ -276,3 +276,67 @@ func TestInvalidSandboxIDRefused(t *testing.T) {
 		t.Errorf("the foreign key is %q, want it kept", v)
 	}
 }
+
+// TestProductionKeptOutOfTheRange: production commands through a routed
+// client cannot reach the router's databases: production would see the
+// sandboxes' keys, or flush their databases while they are in use (and a
+// database freed that way can be claimed by a second sandbox while the
+// first still writes to it).
+func TestProductionKeptOutOfTheRange(t *testing.T) {
+	id := newID()
+	c, p, r := route(t, []string{id})
+	ctx, sctx := context.Background(), sandboxCtx(id)
+	if err := c.Set(sctx, p+"k", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := r.Database(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Set(ctx, p+"k", "prod", 0)
+	into := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, redisroute.ErrProductionIntoSandboxes) {
+			t.Errorf("production %s: %v, want ErrProductionIntoSandboxes", what, err)
+		}
+	}
+	cn := c.Conn()
+	defer cn.Close()
+	into("SELECT of the sandbox's database", cn.Select(ctx, db).Err())
+	into("SELECT as raw text", cn.Do(ctx, "SELECT", strconv.Itoa(db)).Err())
+	into("SELECT of an unreadable number", cn.Do(ctx, "select", "x").Err())
+	// FLUSHALL and SWAPDB through the hook alone: were the check ever to
+	// fail, on the wire they would flush or swap the shared test server.
+	sent := 0
+	process := redisroute.RouteHooks(r).ProcessHook(func(context.Context, redis.Cmder) error { sent++; return nil })
+	into("FLUSHALL", process(ctx, redis.NewStatusCmd(ctx, "flushall")))
+	into("FLUSHALL ASYNC", process(ctx, redis.NewStatusCmd(ctx, "FLUSHALL", "ASYNC")))
+	into("SWAPDB", process(ctx, redis.NewStatusCmd(ctx, "swapdb", baseDB, db)))
+	if sent != 0 {
+		t.Errorf("%d refused commands passed to the next hook", sent)
+	}
+	into("MOVE", c.Move(ctx, p+"k", db).Err())
+	into("COPY ... DB", c.Copy(ctx, p+"k", p+"k", db, true).Err())
+	_, err = c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.Set(ctx, p+"piped", "prod", 0)
+		pipe.Move(ctx, p+"k", db)
+		return nil
+	})
+	into("MOVE in a pipeline", err)
+	if c.Exists(ctx, p+"piped").Val() != 0 {
+		t.Error("a pipeline with a refused command sent the others")
+	}
+	if v := c.Get(sctx, p+"k").Val(); v != "sandbox" {
+		t.Errorf("the sandbox's k = %q", v)
+	}
+	if raw(t, db).Get(ctx, redisroute.MarkerKey).Val() != id {
+		t.Error("the sandbox's database lost its marker")
+	}
+	// Outside the range, production does as it likes.
+	if err := cn.Select(ctx, baseDB).Err(); err != nil {
+		t.Errorf("SELECT of the baseline's database: %v", err)
+	}
+	if err := c.Copy(ctx, p+"k", p+"k2", baseDB, true).Err(); err != nil {
+		t.Errorf("COPY within the baseline's database: %v", err)
+	}
+}

@@ -41,6 +41,14 @@ var (
 	// error of the package, something was sent.
 	ErrLeaked = errors.New("redisroute: sandbox command already sent to the baseline")
 
+	// ErrProductionIntoSandboxes reports a production command (no sandbox
+	// in its context) sent through a routed client that would reach the
+	// databases of the router's range: SELECT, MOVE, COPY ... DB or
+	// SWAPDB of one of them, FLUSHALL. Production would see the
+	// sandboxes' keys, or flush their databases (freeing them while they
+	// are in use, for two sandboxes to share). Nothing was sent.
+	ErrProductionIntoSandboxes = errors.New("redisroute: production command reaches the sandboxes' databases")
+
 	// ErrClosed reports a call on a closed [Router].
 	ErrClosed = errors.New("redisroute: router closed")
 )

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -128,6 +129,10 @@ func (h routeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 				cmd.SetErr(err)
 				return err
 			}
+			if err := h.r.intoRange(cmd); err != nil {
+				cmd.SetErr(err)
+				return err
+			}
 			return next(ctx, cmd)
 		}
 		// A full-duplex AutoPipeliner has written the command already (or
@@ -166,6 +171,14 @@ func (h routeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 		if !ok {
 			// An AutoPipeliner's batch, or a pipeline Exec'd with another
 			// context than its commands were built with.
+			for _, cmd := range cmds {
+				if err := h.r.intoRange(cmd); err != nil {
+					for _, c := range cmds {
+						c.SetErr(err)
+					}
+					return err
+				}
+			}
 			prod := splitProduction(cmds, func(cs propagation.Sandbox) error {
 				return h.r.refuse(ctx, cs, mixedErr("pipeline", cs))
 			})
@@ -226,6 +239,60 @@ func (h routeHook) routePipeline(ctx context.Context, s propagation.Sandbox, cmd
 	}
 	_, err = pipe.Exec(ctx)
 	return err
+}
+
+// intoRange refuses a production command that would reach the databases
+// of the router's range, where production would see (or move, or flush)
+// sandboxes' keys: SELECT, MOVE, COPY ... DB and SWAPDB of a database in
+// the range, FLUSHALL, and RESET when database 0 is in the range. The
+// first test is on the name's length, so the commands production usually
+// sends pay a type assertion and a switch. Lua scripts, which may SELECT
+// any database, are not checked.
+func (r *Router) intoRange(cmd redis.Cmder) error {
+	args := cmd.Args()
+	if len(args) == 0 {
+		return nil
+	}
+	name, ok := args[0].(string)
+	if !ok {
+		name = arg(args, 0)
+	}
+	switch len(name) {
+	case 4, 5, 6, 8:
+	default:
+		return nil
+	}
+	dbs := r.dbs
+	in := func(i int) bool {
+		if i >= len(args) {
+			return false
+		}
+		n, err := strconv.Atoi(arg(args, i))
+		return err != nil || (n >= dbs.First && n <= dbs.Last) // unreadable: fail closed
+	}
+	var what string
+	switch {
+	case strings.EqualFold(name, "select") && in(1):
+		what = "SELECT of a sandbox's database"
+	case strings.EqualFold(name, "swapdb") && (in(1) || in(2)):
+		what = "SWAPDB with a sandbox's database"
+	case strings.EqualFold(name, "move") && in(2):
+		what = "MOVE to a sandbox's database"
+	case strings.EqualFold(name, "copy"):
+		for i := 3; i < len(args); i++ {
+			if strings.EqualFold(arg(args, i), "db") && in(i+1) {
+				what = "COPY to a sandbox's database"
+			}
+		}
+	case strings.EqualFold(name, "flushall"):
+		what = "FLUSHALL: it would flush the sandboxes' databases, and free them while in use"
+	case strings.EqualFold(name, "reset") && dbs.First == 0:
+		what = "RESET: it selects database 0, a sandbox's"
+	}
+	if what == "" {
+		return nil
+	}
+	return fmt.Errorf("%w: %s (databases %d to %d are the router's)", ErrProductionIntoSandboxes, what, dbs.First, dbs.Last)
 }
 
 // foreign refuses cmd, sent with sandbox s's context, when it was built
