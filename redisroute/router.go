@@ -129,9 +129,15 @@ func (h routeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 				cmd.SetErr(err)
 				return err
 			}
-			if err := h.r.intoRange(cmd); err != nil {
-				cmd.SetErr(err)
-				return err
+			if args := cmd.Args(); len(args) > 0 {
+				// intoRangeArgs' first test (the name's length) is made
+				// here, so that production's usual commands pay no call.
+				if name, ok := args[0].(string); !ok || rangeNameLen(len(name)) {
+					if err := h.r.intoRangeArgs(args); err != nil {
+						cmd.SetErr(err)
+						return err
+					}
+				}
 			}
 			return next(ctx, cmd)
 		}
@@ -172,7 +178,14 @@ func (h routeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 			// An AutoPipeliner's batch, or a pipeline Exec'd with another
 			// context than its commands were built with.
 			for _, cmd := range cmds {
-				if err := h.r.intoRange(cmd); err != nil {
+				args := cmd.Args()
+				if len(args) == 0 {
+					continue
+				}
+				if name, ok := args[0].(string); ok && !rangeNameLen(len(name)) {
+					continue // the first test, without a call
+				}
+				if err := h.r.intoRangeArgs(args); err != nil {
 					for _, c := range cmds {
 						c.SetErr(err)
 					}
@@ -241,27 +254,19 @@ func (h routeHook) routePipeline(ctx context.Context, s propagation.Sandbox, cmd
 	return err
 }
 
-// intoRange refuses a production command that would reach the databases
+// intoRangeArgs refuses a production command that would reach the databases
 // of the router's range, where production would see (or move, or flush)
 // sandboxes' keys: SELECT, MOVE, COPY ... DB and SWAPDB of a database in
 // the range, FLUSHALL, and RESET when database 0 is in the range. The
-// first test is on the name's length, so the commands production usually
-// sends pay a type assertion and a switch. Lua scripts, which may SELECT
-// any database, are not checked.
-func (r *Router) intoRange(cmd redis.Cmder) error {
-	args := cmd.Args()
-	if len(args) == 0 {
-		return nil
-	}
-	name, ok := args[0].(string)
-	if !ok {
-		name = arg(args, 0)
-	}
-	switch len(name) {
-	case 4, 5, 6, 8:
-	default:
-		return nil
-	}
+// hooks call it only for names of a length rangeNameLen accepts, so the
+// commands production usually sends pay a type assertion and a length
+// test. Lua scripts, which may SELECT any database, are not checked.
+// rangeNameLen reports whether a command name of n bytes may be one that
+// intoRangeArgs refuses (MOVE, COPY, RESET, SELECT, SWAPDB, FLUSHALL).
+func rangeNameLen(n int) bool { return n >= 4 && n <= 8 && n != 7 }
+
+func (r *Router) intoRangeArgs(args []any) error {
+	name := arg(args, 0)
 	dbs := r.dbs
 	in := func(i int) bool {
 		if i >= len(args) {
