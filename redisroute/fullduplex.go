@@ -69,9 +69,9 @@ func fullDuplexPlace() fdPlace {
 }
 
 // fullDuplex handles a sandbox command (of sandbox id) that a ProcessHook
-// sees on a full-duplex engine's goroutine: it returns the command's error
-// and true there, and nil and false anywhere else (the hook goes on as
-// usual).
+// sees on a full-duplex engine's goroutine: it returns true and the
+// command's error there, and false and nil anywhere else (the hook goes on
+// as usual).
 //
 // On fdEngine.hostHook the command is already queued for the baseline's
 // connection: next waits for its outcome (as an observing hook may) and
@@ -82,18 +82,18 @@ func fullDuplexPlace() fdPlace {
 // goroutines (the initialisation of its held connection with the context of
 // the command that started the session, a retry off the reader) the hook
 // refuses: the engine writes without asking the hooks again.
-func fullDuplex(ctx context.Context, cmd redis.Cmder, id string, next redis.ProcessHook) (error, bool) {
+func fullDuplex(ctx context.Context, cmd redis.Cmder, id string, next redis.ProcessHook) (bool, error) {
 	switch fullDuplexPlace() {
 	case fdHost:
 		err := next(ctx, cmd)
 		if errors.Is(err, ErrRefused) || errors.Is(err, ErrSandboxOnBaseline) {
-			return fmt.Errorf("%w: sandbox %q: %s: not sent: the full-duplex AutoPipeliner (AutoPipelineOptions.FullDuplex) could not open its connection with a sandbox context (%w)", ErrRefused, id, cmd.Name(), err), true
+			return true, fmt.Errorf("%w: sandbox %q: %s: not sent: the full-duplex AutoPipeliner (AutoPipelineOptions.FullDuplex) could not open its connection with a sandbox context (%w)", ErrRefused, id, cmd.Name(), err)
 		}
-		return fmt.Errorf("%w: sandbox %q: %s: a full-duplex AutoPipeliner (AutoPipelineOptions.FullDuplex) wrote it to the baseline's connection before any hook ran, and it ran there (reply error: %v); it is failed here and not run in the sandbox: do not use a full-duplex AutoPipeliner with sandbox contexts", ErrLeaked, id, cmd.Name(), err), true
+		return true, fmt.Errorf("%w: sandbox %q: %s: a full-duplex AutoPipeliner (AutoPipelineOptions.FullDuplex) wrote it to the baseline's connection before any hook ran, and it ran there (reply error: %v); it is failed here and not run in the sandbox: do not use a full-duplex AutoPipeliner with sandbox contexts", ErrLeaked, id, cmd.Name(), err)
 	case fdEngine:
-		return fmt.Errorf("%w: sandbox %q: %s: sent by a full-duplex AutoPipeliner's engine (AutoPipelineOptions.FullDuplex), whose writes no hook can stop: do not use one with sandbox contexts", ErrRefused, id, cmd.Name()), true
+		return true, fmt.Errorf("%w: sandbox %q: %s: sent by a full-duplex AutoPipeliner's engine (AutoPipelineOptions.FullDuplex), whose writes no hook can stop: do not use one with sandbox contexts", ErrRefused, id, cmd.Name())
 	}
-	return nil, false
+	return false, nil
 }
 
 // fullDuplexConfigured reports whether a client's default autopipeliner

@@ -70,7 +70,7 @@ func (g guardHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		if ok {
 			var err error
-			if fdErr, fd := fullDuplex(ctx, cmd, s.ID, next); fd {
+			if fd, fdErr := fullDuplex(ctx, cmd, s.ID, next); fd {
 				err = fmt.Errorf("%w: %w", ErrSandboxOnBaseline, fdErr)
 				reject(ctx, g.logger, s, err)
 			} else {

@@ -121,7 +121,7 @@ func (h routeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		s, ok := propagation.FromContext(ctx)
 		if !ok {
 			if cs, ok := cmdSandbox(cmd); ok {
-				err, fd := fullDuplex(ctx, cmd, cs.ID, next)
+				fd, err := fullDuplex(ctx, cmd, cs.ID, next)
 				if !fd {
 					err = mixedErr(cmd.Name(), cs)
 				}
@@ -143,7 +143,7 @@ func (h routeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		// A full-duplex AutoPipeliner has written the command already (or
 		// its engine is about to): routing it now would run it twice.
-		if err, fd := fullDuplex(ctx, cmd, s.ID, next); fd {
+		if fd, err := fullDuplex(ctx, cmd, s.ID, next); fd {
 			err = h.r.refuse(ctx, s, err)
 			cmd.SetErr(err)
 			return err
