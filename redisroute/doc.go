@@ -164,7 +164,8 @@
 //     built later with AutoPipelineWithOptions or
 //     AsyncAutoPipelineWithOptions cannot be refused: the hooks find each
 //     sandbox command after it ran in production, fail it with [ErrLeaked],
-//     audit it, and never run it again in the sandbox
+//     clear its reply (production's data), audit it, and never run it
+//     again in the sandbox
 //     (TestFullDuplexLeakIsCaught). A sandbox command that opens the
 //     engine's session on a fresh connection is not sent: the engine
 //     initialises the connection with that command's context, and the hooks

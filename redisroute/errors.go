@@ -36,9 +36,11 @@ var (
 	// built with AutoPipelineWithOptions or AsyncAutoPipelineWithOptions
 	// after [New] or [Guard]) writes each command first and runs the hooks
 	// afterwards. The command HAS RUN on the baseline's database: the
-	// hooks only find out, fail it with this error, audit it (rejected)
-	// and never run it a second time in the sandbox. Unlike every other
-	// error of the package, something was sent.
+	// hooks only find out, fail it with this error, clear its reply
+	// (production's: a Val() read without looking at Err() gets the zero
+	// value), audit it (rejected) and never run it a second time in the
+	// sandbox. Unlike every other error of the package, something was
+	// sent.
 	ErrLeaked = errors.New("redisroute: sandbox command already sent to the baseline")
 
 	// ErrProductionIntoSandboxes reports a production command (no sandbox

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"runtime"
 	"strings"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -89,11 +91,37 @@ func fullDuplex(ctx context.Context, cmd redis.Cmder, id string, next redis.Proc
 		if errors.Is(err, ErrRefused) || errors.Is(err, ErrSandboxOnBaseline) {
 			return true, fmt.Errorf("%w: sandbox %q: %s: not sent: the full-duplex AutoPipeliner (AutoPipelineOptions.FullDuplex) could not open its connection with a sandbox context (%w)", ErrRefused, id, cmd.Name(), err)
 		}
+		// The reply is production's: clear it, so that a caller who reads
+		// Val() without looking at Err() does not read production's data.
+		clearReply(cmd)
 		return true, fmt.Errorf("%w: sandbox %q: %s: a full-duplex AutoPipeliner (AutoPipelineOptions.FullDuplex) wrote it to the baseline's connection before any hook ran, and it ran there (reply error: %v); it is failed here and not run in the sandbox: do not use a full-duplex AutoPipeliner with sandbox contexts", ErrLeaked, id, cmd.Name(), err)
 	case fdEngine:
 		return true, fmt.Errorf("%w: sandbox %q: %s: sent by a full-duplex AutoPipeliner's engine (AutoPipelineOptions.FullDuplex), whose writes no hook can stop: do not use one with sandbox contexts", ErrRefused, id, cmd.Name())
 	}
 	return false, nil
+}
+
+// replyFields are the fields in which go-redis command types keep their
+// reply: val in nearly all of them, page and cursor in ScanCmd.
+var replyFields = [...]string{"val", "page", "cursor"}
+
+// clearReply sets the reply fields of cmd, a pointer to a go-redis command
+// type, to their zero values (through reflect, with the write barriers a
+// pointer store needs). A command of another shape is left alone.
+func clearReply(cmd redis.Cmder) {
+	v := reflect.ValueOf(cmd)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return
+	}
+	e := v.Elem()
+	for _, name := range replyFields {
+		f, ok := e.Type().FieldByName(name)
+		if !ok || len(f.Index) != 1 {
+			continue
+		}
+		p := unsafe.Pointer(e.Field(f.Index[0]).UnsafeAddr())
+		reflect.NewAt(f.Type, p).Elem().SetZero()
+	}
 }
 
 // fullDuplexConfigured reports whether a client's default autopipeliner

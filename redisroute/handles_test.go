@@ -155,6 +155,19 @@ func TestFullDuplexLeakIsCaught(t *testing.T) {
 			if !errors.Is(get.Err(), redisroute.ErrLeaked) {
 				t.Errorf("sandbox-built GET sent with a production context: %v, want ErrLeaked", get.Err())
 			}
+			// Production's reply is not handed to the sandbox.
+			if v := get.Val(); v != "" {
+				t.Errorf("a leaked GET holds production's value %q", v)
+			}
+			if n := incr.Val(); n != 0 {
+				t.Errorf("a leaked INCR holds production's counter %d", n)
+			}
+			if v := ap.Get(sctx, p+"prod").Val(); v != "" {
+				t.Errorf("a leaked sandbox GET returned production's value %q", v)
+			}
+			if keys, cursor := ap.Scan(sctx, 0, p+"*", 100).Val(); len(keys) != 0 || cursor != 0 {
+				t.Errorf("a leaked SCAN returned production's keys %v", keys)
+			}
 			db, err := r.Database(sctx)
 			if err != nil {
 				t.Fatal(err)
@@ -172,8 +185,8 @@ func TestFullDuplexLeakIsCaught(t *testing.T) {
 			if n := count(rec.Records(), func(m map[string]string) bool {
 				return m[audit.KeyDecision] == string(audit.Rejected) && m[audit.KeyID] == id &&
 					strings.HasPrefix(m[audit.KeyReason], redisroute.ErrLeaked.Error())
-			}); n != 3 {
-				t.Errorf("%d rejected records naming the leak, want 3", n)
+			}); n != 5 {
+				t.Errorf("%d rejected records naming the leak, want 5", n)
 			}
 			// Commands that go-redis diverts off the full-duplex stream (Do,
 			// blocking commands) run through the hooks first, and route.
