@@ -206,7 +206,8 @@
 // credentials, timeouts, pool size, OnConnect, which runs under the
 // sandbox policy in the sandbox's database) on their own database, and no
 // hook but the policy; the router's own connections (claims, flushes) run
-// no OnConnect. A [redis.Conn] from client.Conn() routes each sandbox
+// no OnConnect. A [redis.Conn] from client.Conn() (or EphemeralConn(),
+// or the *redis.Tx of client.Watch) routes each sandbox
 // command on its own, so connection state (CLIENT SETNAME) does not carry
 // over between them; like a WithTimeout clone, a Conn has the hooks of the
 // moment it was taken (go-redis newConn clones them), so one taken before
