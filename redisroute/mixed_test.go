@@ -2,8 +2,8 @@ package redisroute_test
 
 import (
 	"context"
-	"io"
 	"errors"
+	"io"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
