@@ -110,8 +110,9 @@ func TestBaselineHooksDoNotAllocate(t *testing.T) {
 }
 
 // BenchmarkSandboxPath: what the sandbox path pays to find out whether it
-// runs on a go-redis full-duplex engine's goroutine (a stack walk, sandbox
-// traffic only), beside a whole routed sandbox command on loopback.
+// runs on a go-redis full-duplex engine's goroutine (runtime.Callers and a
+// lookup a frame, sandbox traffic only), beside a whole routed sandbox
+// command on loopback.
 func BenchmarkSandboxPath(b *testing.B) {
 	b.Run("fullduplex-check", func(b *testing.B) {
 		b.ReportAllocs()

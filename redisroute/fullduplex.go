@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/redis/go-redis/v9"
@@ -42,8 +44,9 @@ const (
 )
 
 // fullDuplexPlace walks the calling goroutine's stack for the frames of a
-// go-redis full-duplex engine. It costs about a microsecond and runs only
-// for sandbox traffic, never on the production path.
+// go-redis full-duplex engine. It runs only for sandbox traffic, never on
+// the production path, and after the first sight of each call site costs
+// runtime.Callers and a map lookup a frame (pcPlace).
 func fullDuplexPlace() fdPlace {
 	var buf [48]uintptr
 	pcs := buf[:]
@@ -54,21 +57,63 @@ func fullDuplexPlace() fdPlace {
 		pcs = make([]uintptr, 2*len(pcs))
 		n = runtime.Callers(2, pcs)
 	}
-	frames := runtime.CallersFrames(pcs[:n])
+	places := *pcPlaces.Load()
 	place := fdNone
+	for _, pc := range pcs[:n] {
+		p, ok := places[pc]
+		if !ok {
+			p = learnPC(pc)
+		}
+		switch p {
+		case fdHost:
+			return fdHost
+		case fdEngine:
+			place = fdEngine
+		}
+	}
+	return place
+}
+
+// pcPlaces maps a return address found on a stack to the place its frame
+// (and the frames inlined at it) stand for. Copy-on-write: a published map
+// is never modified. Return addresses are a finite set of call sites.
+var pcPlaces = func() *atomic.Pointer[map[uintptr]fdPlace] {
+	var p atomic.Pointer[map[uintptr]fdPlace]
+	p.Store(&map[uintptr]fdPlace{})
+	return &p
+}()
+
+// learnPC finds what the frames at return address pc are, inlined ones
+// included, and records it.
+func learnPC(pc uintptr) fdPlace {
+	place := fdNone
+	frames := runtime.CallersFrames([]uintptr{pc})
 	for {
 		f, more := frames.Next()
 		if rest, ok := strings.CutPrefix(f.Function, fdEngineFrame); ok {
 			if strings.HasPrefix(rest, "hostHook") {
-				return fdHost
+				place = fdHost
+				break
 			}
 			place = fdEngine
 		}
 		if !more {
-			return place
+			break
 		}
 	}
+	pcPlacesMu.Lock()
+	defer pcPlacesMu.Unlock()
+	old := *pcPlaces.Load()
+	m := make(map[uintptr]fdPlace, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[pc] = place
+	pcPlaces.Store(&m)
+	return place
 }
+
+var pcPlacesMu sync.Mutex
 
 // fullDuplex handles a sandbox command (of sandbox id) that a ProcessHook
 // sees on a full-duplex engine's goroutine: it returns true and the
