@@ -340,3 +340,73 @@ func TestProductionKeptOutOfTheRange(t *testing.T) {
 		t.Errorf("COPY within the baseline's database: %v", err)
 	}
 }
+
+// TestHookOrder: hooks added to the baseline before New see sandbox
+// commands too (then the router sends them to the sandbox); hooks added
+// after New see production commands only. A hook added before New that
+// calls next with a context stripped of its sandbox cannot turn a sandbox
+// command into production traffic: the router reads the command's own
+// context.
+func TestHookOrder(t *testing.T) {
+	id := newID()
+	c, p := baseline(t)
+	before, after := &keyCounter{key: p + "k"}, &keyCounter{key: p + "k"}
+	c.AddHook(before)
+	c.AddHook(stripSandbox{})
+	r, err := redisroute.New(c, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Destroy(context.Background(), id); r.Close() })
+	c.AddHook(after)
+	ctx, sctx := context.Background(), sandboxCtx(id)
+	if err := c.Set(ctx, p+"k", "prod", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The stripping hook hides the sandbox from the router's view of the
+	// call; the command's own context still names it.
+	if err := c.Set(sctx, p+"k", "sandbox", 0).Err(); !isRefused(err) {
+		t.Errorf("a sandbox command whose context a hook stripped: %v, want ErrRefused", err)
+	}
+	if v := raw(t, baseDB).Get(ctx, p+"k").Val(); v != "prod" {
+		t.Errorf("production k = %q", v)
+	}
+	if before.n.Load() != 2 || after.n.Load() != 1 {
+		t.Errorf("hooks saw %d (before New) and %d (after New) commands on the key, want 2 and 1", before.n.Load(), after.n.Load())
+	}
+}
+
+// keyCounter counts the commands on key it sees.
+type keyCounter struct {
+	key string
+	n   atomic.Int64
+}
+
+func (h *keyCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *keyCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if a := cmd.Args(); len(a) > 1 && a[1] == h.key {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *keyCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// stripSandbox is a hook that calls next with a context without the
+// sandbox, as a careless tracing hook might.
+type stripSandbox struct{}
+
+func (stripSandbox) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (stripSandbox) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		return next(propagation.ContextWithoutSandbox(ctx), cmd)
+	}
+}
+func (stripSandbox) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		return next(propagation.ContextWithoutSandbox(ctx), cmds)
+	}
+}
