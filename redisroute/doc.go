@@ -165,8 +165,8 @@
 //     AsyncAutoPipelineWithOptions cannot be refused: the hooks find each
 //     sandbox command after it ran in production, fail it with [ErrLeaked],
 //     clear its reply (production's data), audit it, and never run it
-//     again in the sandbox
-//     (TestFullDuplexLeakIsCaught). A sandbox command that opens the
+//     again in the sandbox (TestFullDuplexLeakIsCaught). A sandbox
+//     command that opens the
 //     engine's session on a fresh connection is not sent: the engine
 //     initialises the connection with that command's context, and the hooks
 //     refuse that (TestFullDuplexSessionOpenedBySandbox). Commands go-redis
@@ -207,11 +207,12 @@
 // sandbox policy in the sandbox's database) on their own database, and no
 // hook but the policy; the router's own connections (claims, flushes) run
 // no OnConnect. A [redis.Conn] from client.Conn() (or EphemeralConn(),
-// or the *redis.Tx of client.Watch) routes each sandbox
-// command on its own, so connection state (CLIENT SETNAME) does not carry
-// over between them; like a WithTimeout clone, a Conn has the hooks of the
-// moment it was taken (go-redis newConn clones them), so one taken before
-// [New] or [Guard] has neither (TestConnTakenBeforeNew). Commands sent
+// or the *redis.Tx of client.Watch) routes each sandbox command on its
+// own, so connection state (CLIENT SETNAME) does not carry over between
+// them. Unlike a WithTimeout clone, a Conn has the client's hooks, but
+// those of the moment it was taken (go-redis newConn clones them): one
+// taken before [New] or [Guard] has neither (TestConnTakenBeforeNew).
+// Commands sent
 // with a context that lost its sandbox (a goroutine started with
 // context.Background()) are production commands.
 //
