@@ -212,9 +212,8 @@
 // them. Unlike a WithTimeout clone, a Conn has the client's hooks, but
 // those of the moment it was taken (go-redis newConn clones them): one
 // taken before [New] or [Guard] has neither (TestConnTakenBeforeNew).
-// Commands sent
-// with a context that lost its sandbox (a goroutine started with
-// context.Background()) are production commands.
+// Commands built and sent with a context that lost its sandbox (a
+// goroutine started with context.Background()) are production commands.
 //
 // The policy checks the bytes that are written: before it reads a
 // sandbox command, it replaces in the command each *string argument by
