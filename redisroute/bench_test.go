@@ -108,3 +108,29 @@ func TestBaselineHooksDoNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSandboxPath: what the sandbox path pays to find out whether it
+// runs on a go-redis full-duplex engine's goroutine (runtime.Callers and a
+// lookup a frame, sandbox traffic only), beside a whole routed sandbox
+// command on loopback.
+func BenchmarkSandboxPath(b *testing.B) {
+	b.Run("fullduplex-check", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if redisroute.FullDuplexPlace() != 0 {
+				b.Fatal("not on a full-duplex engine")
+			}
+		}
+	})
+	b.Run("routed-set", func(b *testing.B) {
+		id := newID()
+		c, p, _ := route(b, []string{id})
+		sctx := sandboxCtx(id)
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := c.Set(sctx, p+"k", "v", 0).Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -149,3 +149,55 @@ func TestConnectionsCutMidRun(t *testing.T) {
 		t.Error("a key reached database 0")
 	}
 }
+
+// TestInterruptedClaimOfAFreeDatabase: the server goes away at every step
+// of a claim of an empty database in turn. Whether or not the claim's
+// script ran before the cut (its reply may be lost), the sandbox's next
+// command finds or claims the database, exactly one database of the range
+// is marked as the sandbox's, and its writes land there, not in production.
+func TestInterruptedClaimOfAFreeDatabase(t *testing.T) {
+	server(t)
+	ctx := context.Background()
+	db := sandboxLast
+	free := raw(t, db)
+	if n := free.DBSize(ctx).Val(); n != 0 {
+		t.Skipf("database %d is in use", db)
+	}
+	for k := int64(1); ; k++ {
+		p := newProxy(t)
+		c := redis.NewClient(&redis.Options{Addr: p.addr(), DB: baseDB, MaxRetries: 1})
+		r, err := redisroute.New(c, redisroute.Databases{First: db, Last: db})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := newID()
+		key := "rrt:" + t.Name() + ":k"
+		p.cutFrom.Store(k)
+		first := c.Set(sandboxCtx(id), key, "v", 0).Err()
+		p.cutFrom.Store(0)
+		if err := c.Set(sandboxCtx(id), key, "v", 0).Err(); err != nil {
+			t.Errorf("cut at command %d (first try: %v): retry = %v", k, first, err)
+		}
+		if owner := free.Get(ctx, redisroute.MarkerKey).Val(); owner != id {
+			t.Errorf("cut at command %d: database %d is marked %q, want %q", k, db, owner, id)
+		}
+		if free.Get(ctx, key).Val() != "v" || raw(t, baseDB).Exists(ctx, key).Val() != 0 {
+			t.Errorf("cut at command %d: the sandbox's write is not (only) in its database", k)
+		}
+		if err := r.Destroy(ctx, id); err != nil {
+			t.Errorf("Destroy: %v", err)
+		}
+		if n := free.DBSize(ctx).Val(); n != 0 {
+			t.Fatalf("cut at command %d: database %d holds %d keys after Destroy", k, db, n)
+		}
+		r.Close()
+		c.Close()
+		if first != nil {
+			continue // the cut hit the claim or the command: try the next step
+		}
+		if k == 1 {
+			t.Fatal("no command was cut")
+		}
+		break
+	}
+}

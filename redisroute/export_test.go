@@ -27,3 +27,6 @@ func CommandSandbox(cmd redis.Cmder) (string, bool) {
 	s, ok := cmdSandbox(cmd)
 	return s.ID, ok
 }
+
+// FullDuplexPlace is fullDuplexPlace: 0 off a full-duplex engine.
+func FullDuplexPlace() int { return int(fullDuplexPlace()) }

@@ -24,7 +24,9 @@ import (
 // refused command.
 //
 // With [WithLogger], each refusal is one audit record (rejected, protocol
-// redis). Errors wrap [ErrConfig]: a nil client, a nil option value.
+// redis). Errors wrap [ErrConfig]: a nil client, a nil option value, a
+// client whose Options.AutoPipelineOptions sets FullDuplex (its writes
+// cannot be refused: see [ErrLeaked]).
 func Guard(client *redis.Client, opts ...GuardOption) error {
 	if client == nil {
 		return fmt.Errorf("%w: redisroute: Guard: nil client", ErrConfig)
@@ -35,6 +37,9 @@ func Guard(client *redis.Client, opts ...GuardOption) error {
 	}
 	if baseCmdType == nil {
 		return errCommandContexts("Guard")
+	}
+	if fullDuplexConfigured(client.Options()) {
+		return errFullDuplex("Guard")
 	}
 	client.AddHook(guardHook{logger: cfg.logger})
 	return nil
@@ -64,7 +69,13 @@ func (g guardHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			s, ok = cmdSandbox(cmd) // built with a sandbox's context
 		}
 		if ok {
-			err := g.refuse(ctx, s, cmd.Name())
+			var err error
+			if fd, fdErr := fullDuplex(ctx, cmd, s.ID, next); fd {
+				err = fmt.Errorf("%w: %w", ErrSandboxOnBaseline, fdErr)
+				reject(ctx, g.logger, s, err)
+			} else {
+				err = g.refuse(ctx, s, cmd.Name())
+			}
 			cmd.SetErr(err)
 			return err
 		}

@@ -3,6 +3,7 @@ package redisroute_test
 import (
 	"context"
 	"errors"
+	"io"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -128,6 +129,9 @@ func TestCommandContextRead(t *testing.T) {
 		redis.NewSliceCmd(sctx, "mget", "k"),
 		redis.NewXStreamSliceCmd(sctx, "xread"),
 		redis.NewMapStringStringCmd(sctx, "hgetall", "k"),
+		redis.NewRawCmd(sctx, "get", "k"), // DoRaw
+		redis.NewRawWriteToCmd(sctx, io.Discard, "get", "k"),
+		redis.NewScanCmd(sctx, nil, "scan", 0),
 	} {
 		if id, ok := redisroute.CommandSandbox(cmd); !ok || id != "rrt-read" {
 			t.Errorf("%T: sandbox %q, %v", cmd, id, ok)

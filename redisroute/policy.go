@@ -126,12 +126,26 @@ func arg(args []any, i int) string {
 	}
 }
 
+// wireName is cmd's name as go-redis writes it, lowercase ("" for an empty
+// command): cmd.Name() is "" for a name given as an
+// encoding.BinaryMarshaler.
+func wireName(cmd redis.Cmder) string {
+	args := cmd.Args()
+	if len(args) == 0 {
+		return ""
+	}
+	return strings.ToLower(arg(args, 0))
+}
+
 // check returns nil when cmd runs inside database db and touches only
 // keys a sandbox owns, and an error wrapping ErrRefused otherwise.
 func check(cmd redis.Cmder, db int) error {
 	args := cmd.Args()
 	if len(args) == 0 {
 		return fmt.Errorf("%w: empty command", ErrRefused)
+	}
+	if err := freeze(args); err != nil {
+		return err
 	}
 	name := strings.ToLower(arg(args, 0))
 	switch verdicts[name] {
@@ -145,6 +159,35 @@ func check(cmd redis.Cmder, db int) error {
 	for i := 1; i < len(args); i++ {
 		if arg(args, i) == MarkerKey {
 			return fmt.Errorf("%w: %s names %s, the key that marks the sandbox's database", ErrRefused, name, MarkerKey)
+		}
+	}
+	return nil
+}
+
+// freeze replaces, in place, each argument whose text could change between
+// the check and the write with the text go-redis would write now: a
+// *string by its string, an encoding.BinaryMarshaler by its bytes. A
+// marshaler that answered "get" to the policy and "flushdb" to the writer,
+// or a *string changed by another goroutine in between, would otherwise
+// send a command the policy never saw. The bytes are the same as go-redis
+// writes (internal/proto Writer.WriteArg), time values excepted, which it
+// formats itself and which are left as they are.
+func freeze(args []any) error {
+	for i, a := range args {
+		switch v := a.(type) {
+		case string, []byte, nil, int, int64, float64, bool, time.Time, *time.Time:
+		case *string:
+			if v == nil {
+				args[i] = ""
+			} else {
+				args[i] = *v
+			}
+		case encoding.BinaryMarshaler:
+			b, err := v.MarshalBinary()
+			if err != nil {
+				return fmt.Errorf("%w: argument %d: %w", ErrRefused, i, err)
+			}
+			args[i] = b
 		}
 	}
 	return nil

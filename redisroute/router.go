@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -58,7 +59,9 @@ type sandboxClient struct {
 // and kept until [Router.Destroy] or [Router.Reap] flushes it.
 //
 // Errors wrap [ErrConfig]: a nil baseline, an empty or negative range, a
-// range that holds the baseline's database, a nil option value.
+// range that holds the baseline's database, a nil option value, a baseline
+// whose Options.AutoPipelineOptions sets FullDuplex (see the package doc,
+// "What it does not cover").
 func New(baseline *redis.Client, dbs Databases, opts ...RouterOption) (*Router, error) {
 	if baseline == nil {
 		return nil, fmt.Errorf("%w: redisroute: New: nil baseline client", ErrConfig)
@@ -76,8 +79,16 @@ func New(baseline *redis.Client, dbs Databases, opts ...RouterOption) (*Router, 
 	if baseCmdType == nil {
 		return nil, errCommandContexts("New")
 	}
+	if fullDuplexConfigured(baseline.Options()) {
+		return nil, errFullDuplex("New")
+	}
 	adminOpts := clientOptions(baseline, dbs.First)
 	adminOpts.PoolSize = 2
+	// The baseline's OnConnect would run on the admin's connections in
+	// whatever database they start in, before any SELECT: a write there
+	// lands in a sandbox's database, or leaves a free one unmarked and
+	// non-empty, never to be claimed again.
+	adminOpts.OnConnect = nil
 	r := &Router{
 		baseline: baseline,
 		dbs:      dbs,
@@ -110,17 +121,40 @@ func (h routeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		s, ok := propagation.FromContext(ctx)
 		if !ok {
 			if cs, ok := cmdSandbox(cmd); ok {
-				err := h.r.refuse(ctx, cs, mixedErr(cmd.Name(), cs))
+				fd, err := fullDuplex(ctx, cmd, cs.ID, next)
+				if !fd {
+					err = mixedErr(cmd.Name(), cs)
+				}
+				err = h.r.refuse(ctx, cs, err)
 				cmd.SetErr(err)
 				return err
 			}
+			if args := cmd.Args(); len(args) > 0 {
+				// intoRangeArgs' first test (the name's length) is made
+				// here, so that production's usual commands pay no call.
+				if name, ok := args[0].(string); !ok || rangeNameLen(len(name)) {
+					if err := h.r.intoRangeArgs(args); err != nil {
+						cmd.SetErr(err)
+						return err
+					}
+				}
+			}
 			return next(ctx, cmd)
+		}
+		// A full-duplex AutoPipeliner has written the command already (or
+		// its engine is about to): routing it now would run it twice.
+		if fd, err := fullDuplex(ctx, cmd, s.ID, next); fd {
+			err = h.r.refuse(ctx, s, err)
+			cmd.SetErr(err)
+			return err
 		}
 		if err := h.r.foreign(ctx, s, cmd); err != nil {
 			cmd.SetErr(err)
 			return err
 		}
-		switch cmd.Name() {
+		// By the name go-redis writes (cmd.Name() is "" for a name given
+		// as an encoding.BinaryMarshaler).
+		switch wireName(cmd) {
 		case "watch", "unwatch", "multi", "exec", "discard":
 			// Each routed command may take another connection: a bare
 			// WATCH or MULTI would lose its meaning.
@@ -143,6 +177,21 @@ func (h routeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 		if !ok {
 			// An AutoPipeliner's batch, or a pipeline Exec'd with another
 			// context than its commands were built with.
+			for _, cmd := range cmds {
+				args := cmd.Args()
+				if len(args) == 0 {
+					continue
+				}
+				if name, ok := args[0].(string); ok && !rangeNameLen(len(name)) {
+					continue // the first test, without a call
+				}
+				if err := h.r.intoRangeArgs(args); err != nil {
+					for _, c := range cmds {
+						c.SetErr(err)
+					}
+					return err
+				}
+			}
 			prod := splitProduction(cmds, func(cs propagation.Sandbox) error {
 				return h.r.refuse(ctx, cs, mixedErr("pipeline", cs))
 			})
@@ -167,6 +216,11 @@ func (h routeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 }
 
 func (h routeHook) routePipeline(ctx context.Context, s propagation.Sandbox, cmds []redis.Cmder) error {
+	if len(cmds) > 0 && fullDuplexPlace() != fdNone {
+		// A full-duplex engine initialising its held connection with the
+		// context of the sandbox command that started its session.
+		return h.r.refuse(ctx, s, fmt.Errorf("%w: sandbox %q: pipeline sent by a full-duplex AutoPipeliner's engine (AutoPipelineOptions.FullDuplex), whose writes no hook can stop: do not use one with sandbox contexts", ErrRefused, s.ID))
+	}
 	for _, cmd := range cmds {
 		if err := h.r.foreign(ctx, s, cmd); err != nil {
 			return err
@@ -182,7 +236,7 @@ func (h routeHook) routePipeline(ctx context.Context, s propagation.Sandbox, cmd
 		inner = cmds[1 : len(cmds)-1]
 	}
 	for _, cmd := range inner {
-		switch cmd.Name() {
+		switch wireName(cmd) {
 		case "watch", "unwatch", "multi", "exec", "discard":
 			return h.r.refuse(ctx, s, fmt.Errorf("%w: %s in a pipeline: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, cmd.Name()))
 		}
@@ -198,6 +252,52 @@ func (h routeHook) routePipeline(ctx context.Context, s propagation.Sandbox, cmd
 	}
 	_, err = pipe.Exec(ctx)
 	return err
+}
+
+// intoRangeArgs refuses a production command that would reach the databases
+// of the router's range, where production would see (or move, or flush)
+// sandboxes' keys: SELECT, MOVE, COPY ... DB and SWAPDB of a database in
+// the range, FLUSHALL, and RESET when database 0 is in the range. The
+// hooks call it only for names of a length rangeNameLen accepts, so the
+// commands production usually sends pay a type assertion and a length
+// test. Lua scripts, which may SELECT any database, are not checked.
+// rangeNameLen reports whether a command name of n bytes may be one that
+// intoRangeArgs refuses (MOVE, COPY, RESET, SELECT, SWAPDB, FLUSHALL).
+func rangeNameLen(n int) bool { return n >= 4 && n <= 8 && n != 7 }
+
+func (r *Router) intoRangeArgs(args []any) error {
+	name := arg(args, 0)
+	dbs := r.dbs
+	in := func(i int) bool {
+		if i >= len(args) {
+			return false
+		}
+		n, err := strconv.Atoi(arg(args, i))
+		return err != nil || (n >= dbs.First && n <= dbs.Last) // unreadable: fail closed
+	}
+	var what string
+	switch {
+	case strings.EqualFold(name, "select") && in(1):
+		what = "SELECT of a sandbox's database"
+	case strings.EqualFold(name, "swapdb") && (in(1) || in(2)):
+		what = "SWAPDB with a sandbox's database"
+	case strings.EqualFold(name, "move") && in(2):
+		what = "MOVE to a sandbox's database"
+	case strings.EqualFold(name, "copy"):
+		for i := 3; i < len(args); i++ {
+			if strings.EqualFold(arg(args, i), "db") && in(i+1) {
+				what = "COPY to a sandbox's database"
+			}
+		}
+	case strings.EqualFold(name, "flushall"):
+		what = "FLUSHALL: it would flush the sandboxes' databases, and free them while in use"
+	case strings.EqualFold(name, "reset") && dbs.First == 0:
+		what = "RESET: it selects database 0, a sandbox's"
+	}
+	if what == "" {
+		return nil
+	}
+	return fmt.Errorf("%w: %s (databases %d to %d are the router's)", ErrProductionIntoSandboxes, what, dbs.First, dbs.Last)
 }
 
 // foreign refuses cmd, sent with sandbox s's context, when it was built
@@ -218,6 +318,11 @@ func mixedErr(what string, s propagation.Sandbox) error {
 // sandbox returns the client of s, claiming a database for it on first
 // use.
 func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox) (*sandboxClient, error) {
+	if err := propagation.ValidateID(s.ID); err != nil {
+		// The empty ID above all: a database without a marker reads as
+		// owned by "", so find would hand it somebody else's data.
+		return nil, r.refuse(ctx, s, fmt.Errorf("%w: %w", ErrNoSandboxDatabase, err))
+	}
 	if t := r.cfg.table; t != nil {
 		if _, ok := t.Sandbox(s.ID); !ok {
 			if t.SyncedAt().IsZero() {
@@ -250,7 +355,7 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox) (*sandboxCl
 		return nil, r.refuse(ctx, s, err)
 	}
 	sc = &sandboxClient{id: s.ID, db: db, client: redis.NewClient(clientOptions(r.baseline, db))}
-	sc.client.AddHook(policyHook{r: r, db: db})
+	sc.client.AddHook(policyHook{r: r, db: db, id: s.ID})
 	r.clients[s.ID] = sc
 	if r.cfg.logger != nil {
 		audit.Emit(ctx, r.cfg.logger, audit.Event{
@@ -388,8 +493,13 @@ func (r *Router) Watch(ctx context.Context, fn func(*redis.Tx) error, keys ...st
 
 // Destroy flushes the database that sandbox id owns in the router's range,
 // if any, and closes its client: the database is free for another sandbox.
-// It touches no database whose marker names another sandbox, or none.
+// It touches no database whose marker names another sandbox, or none. An
+// id that is not a valid sandbox ID is an error wrapping
+// propagation.ErrInvalidID.
 func (r *Router) Destroy(ctx context.Context, id string) error {
+	if err := propagation.ValidateID(id); err != nil {
+		return fmt.Errorf("redisroute: Destroy: %w", err)
+	}
 	r.mu.Lock()
 	sc := r.clients[id]
 	delete(r.clients, id)
@@ -519,13 +629,14 @@ func reject(ctx context.Context, l *slog.Logger, s propagation.Sandbox, err erro
 type policyHook struct {
 	r  *Router
 	db int
+	id string // the sandbox that owns db
 }
 
 func (h policyHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h policyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if err := check(cmd, h.db); err != nil {
+		if err := h.check(cmd); err != nil {
 			return h.refuse(ctx, err)
 		}
 		return next(ctx, cmd)
@@ -535,7 +646,7 @@ func (h policyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (h policyHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		for _, cmd := range cmds {
-			if err := check(cmd, h.db); err != nil {
+			if err := h.check(cmd); err != nil {
 				err = h.refuse(ctx, err)
 				for _, c := range cmds {
 					c.SetErr(err)
@@ -545,6 +656,16 @@ func (h policyHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 		}
 		return next(ctx, cmds)
 	}
+}
+
+// check is the policy, and refuses a command built with another
+// sandbox's context (one sent through [Router.Watch]'s transaction: the
+// baseline's hook checks the others).
+func (h policyHook) check(cmd redis.Cmder) error {
+	if cs, ok := cmdSandbox(cmd); ok && cs.ID != h.id {
+		return fmt.Errorf("%w: %s: built with sandbox %q's context, sent in sandbox %q's database", ErrRefused, cmd.Name(), cs.ID, h.id)
+	}
+	return check(cmd, h.db)
 }
 
 func (h policyHook) refuse(ctx context.Context, err error) error {

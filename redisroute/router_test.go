@@ -260,9 +260,10 @@ func TestClosedRouterRefuses(t *testing.T) {
 }
 
 // TestOtherHandlesOfTheBaseline: a Conn taken from the baseline client
-// routes sandbox commands too, and cannot be turned to production's
-// database with SELECT. (A WithTimeout clone has no hooks at all in
-// go-redis 9.23: see the package doc.)
+// routes sandbox commands too (newConn clones the client's hooks), and
+// cannot be turned to production's database with SELECT. A WithTimeout
+// clone is not such a handle: in go-redis 9.23 it has no hooks at all
+// (TestWithTimeoutCloneHasNoHooks, and the package doc).
 func TestOtherHandlesOfTheBaseline(t *testing.T) {
 	id := newID()
 	c, p, _ := route(t, []string{id})

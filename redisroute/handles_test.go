@@ -1,0 +1,375 @@
+package redisroute_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sandboxkit/sandboxkit/audit"
+	"github.com/sandboxkit/sandboxkit/internal/audit/audittest"
+	"github.com/sandboxkit/sandboxkit/redisroute"
+)
+
+// Tests of the other handles a baseline client hands out: WithTimeout
+// clones, full-duplex AutoPipeliners, connected PubSubs, copies built from
+// its Options.
+
+// TestWithTimeoutCloneHasNoHooks: go-redis 9.23's Client.WithTimeout
+// (redis.go) copies the Client, replaces its *baseClient with
+// baseClient.withTimeout, which calls baseClient.clone: a new baseClient
+// literal that copies pools and options but not the embedded hooksMixin.
+// Client.init then calls initHooks, which keeps the old hook slice only
+// when hs.state is set, and on the fresh baseClient it is nil: the clone
+// starts with no hook at all, whenever it is taken. Neither the router nor
+// the guard sees its commands, and nothing else on its path does: the
+// pools it shares were built with the parent's dial hook, but dial with
+// context.Background() (internal/pool ConnPool.queuedNewConn), and
+// Options.Limiter.Allow takes no context. The test pins that
+// hole, which the package doc states: if it fails, go-redis has changed and
+// the doc must change with it.
+func TestWithTimeoutCloneHasNoHooks(t *testing.T) {
+	id := newID()
+	c, p, r := route(t, []string{id})
+	ctx, sctx := context.Background(), sandboxCtx(id)
+	var hooked hookCounter
+	c.AddHook(&hooked)
+	before := c.WithTimeout(2 * time.Second) // shares c's pools: not closed
+	c2, p2 := baseline(t)
+	if err := redisroute.Guard(c2); err != nil {
+		t.Fatal(err)
+	}
+	guarded := c2.WithTimeout(2 * time.Second)
+
+	for name, clone := range map[string]*redis.Client{"routed": before, "guarded": guarded} {
+		prefix := p
+		if name == "guarded" {
+			prefix = p2
+		}
+		if err := clone.Set(sctx, prefix+"clone", "sandbox", 0).Err(); err != nil {
+			t.Fatalf("%s clone: %v", name, err)
+		}
+		if _, err := clone.TxPipelined(sctx, func(pipe redis.Pipeliner) error {
+			pipe.Set(sctx, prefix+"clone-tx", "sandbox", 0)
+			return nil
+		}); err != nil {
+			t.Fatalf("%s clone: %v", name, err)
+		}
+		if n := raw(t, baseDB).Exists(ctx, prefix+"clone", prefix+"clone-tx").Val(); n != 2 {
+			t.Errorf("%s clone: %d of 2 sandbox writes in production; go-redis now gives WithTimeout clones their parent's hooks: update the package doc", name, n)
+		}
+	}
+	if hooked.n.Load() != 0 {
+		t.Errorf("a hook of the parent ran %d times for the clone", hooked.n.Load())
+	}
+	// The client itself still routes.
+	if err := c.Set(sctx, p+"routed", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	db, _ := r.Database(sctx)
+	if raw(t, baseDB).Exists(ctx, p+"routed").Val() != 0 || raw(t, db).Exists(ctx, p+"routed").Val() != 1 {
+		t.Error("the client itself did not route")
+	}
+}
+
+// hookCounter counts the commands it sees.
+type hookCounter struct{ n atomic.Int64 }
+
+func (h *hookCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *hookCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
+}
+func (h *hookCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
+}
+
+func TestFullDuplexOptionsRefused(t *testing.T) {
+	server(t)
+	fd := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB, AutoPipelineOptions: &redis.AutoPipelineOptions{FullDuplex: true}})
+	defer fd.Close()
+	if _, err := redisroute.New(fd, dbs); !errors.Is(err, redisroute.ErrConfig) || !strings.Contains(err.Error(), "FullDuplex") {
+		t.Errorf("New on a full-duplex client: %v, want ErrConfig naming FullDuplex", err)
+	}
+	if err := redisroute.Guard(fd); !errors.Is(err, redisroute.ErrConfig) || !strings.Contains(err.Error(), "FullDuplex") {
+		t.Errorf("Guard on a full-duplex client: %v, want ErrConfig naming FullDuplex", err)
+	}
+	// Without a pipeline pool go-redis cannot run full duplex at all: it
+	// falls back to half-duplex batches, which the hooks gate.
+	hd := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB, PipelinePoolSize: -1, AutoPipelineOptions: &redis.AutoPipelineOptions{FullDuplex: true}})
+	defer hd.Close()
+	r, err := redisroute.New(hd, dbs)
+	if err != nil {
+		t.Fatalf("New without a pipeline pool: %v", err)
+	}
+	defer r.Close()
+	ap, err := hd.AsyncAutoPipeline()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ap.Close()
+	if ap.Config().FullDuplex {
+		t.Fatal("go-redis runs full duplex without a pipeline pool: the exemption in New is wrong")
+	}
+	if err := redisroute.Guard(hd); err != nil {
+		t.Errorf("Guard without a pipeline pool: %v", err)
+	}
+}
+
+// TestFullDuplexLeakIsCaught: an AutoPipeliner built in full-duplex mode
+// after New writes a sandbox command to production before any hook runs
+// (go-redis autopipeline_fullduplex.go: fdEngine.submit queues the write,
+// then starts hostHook). The router cannot stop it; it finds out, fails
+// the command with ErrLeaked, audits it, and does not run it a second time
+// in the sandbox. The test also pins the leak itself: if go-redis ever
+// gates full-duplex writes on the hooks, it fails and the doc must change.
+func TestFullDuplexLeakIsCaught(t *testing.T) {
+	for _, face := range []string{"async", "blocking"} {
+		t.Run(face, func(t *testing.T) {
+			id := newID()
+			rec, logger := audittest.New()
+			c, p, r := route(t, []string{id}, redisroute.WithLogger(logger))
+			ctx, sctx := context.Background(), sandboxCtx(id)
+			// The sandbox has its database before the leak.
+			if err := c.Set(sctx, p+"routed", "sandbox", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			ap := fullDuplexPipeliner(t, c, face)
+			if err := ap.Set(ctx, p+"prod", "v", 0).Err(); err != nil {
+				t.Fatalf("production through the full-duplex AutoPipeliner: %v", err)
+			}
+			set := ap.Set(sctx, p+"leak", "sandbox", 0)
+			if err := set.Err(); !errors.Is(err, redisroute.ErrLeaked) || isRefused(err) {
+				t.Errorf("sandbox SET through a full-duplex AutoPipeliner: %v, want ErrLeaked (and not ErrRefused: it was sent)", err)
+			}
+			incr := ap.Incr(sctx, p+"n")
+			if err := incr.Err(); !errors.Is(err, redisroute.ErrLeaked) {
+				t.Errorf("sandbox INCR: %v, want ErrLeaked", err)
+			}
+			// A command built with the sandbox's context, sent with production's.
+			get := redis.NewStringCmd(sctx, "get", p+"prod")
+			_ = ap.Process(ctx, get)
+			if !errors.Is(get.Err(), redisroute.ErrLeaked) {
+				t.Errorf("sandbox-built GET sent with a production context: %v, want ErrLeaked", get.Err())
+			}
+			// Production's reply is not handed to the sandbox.
+			if v := get.Val(); v != "" {
+				t.Errorf("a leaked GET holds production's value %q", v)
+			}
+			if n := incr.Val(); n != 0 {
+				t.Errorf("a leaked INCR holds production's counter %d", n)
+			}
+			if v := ap.Get(sctx, p+"prod").Val(); v != "" {
+				t.Errorf("a leaked sandbox GET returned production's value %q", v)
+			}
+			if keys, cursor := ap.Scan(sctx, 0, p+"*", 100).Val(); len(keys) != 0 || cursor != 0 {
+				t.Errorf("a leaked SCAN returned production's keys %v", keys)
+			}
+			db, err := r.Database(sctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			base, sb := raw(t, baseDB), raw(t, db)
+			if v := base.Get(ctx, p+"leak").Val(); v != "sandbox" {
+				t.Errorf("production holds %q for the leaked SET: go-redis no longer writes before the hooks; update the doc", v)
+			}
+			if sb.Exists(ctx, p+"leak", p+"n").Val() != 0 {
+				t.Error("the leaked commands ran a second time in the sandbox")
+			}
+			if v := base.Get(ctx, p+"prod").Val(); v != "v" {
+				t.Errorf("production value %q", v)
+			}
+			if n := count(rec.Records(), func(m map[string]string) bool {
+				return m[audit.KeyDecision] == string(audit.Rejected) && m[audit.KeyID] == id &&
+					strings.HasPrefix(m[audit.KeyReason], redisroute.ErrLeaked.Error())
+			}); n != 5 {
+				t.Errorf("%d rejected records naming the leak, want 5", n)
+			}
+			// Commands that go-redis diverts off the full-duplex stream (Do,
+			// blocking commands) run through the hooks first, and route.
+			if err := ap.Do(sctx, "set", p+"diverted", "sandbox").Err(); err != nil {
+				t.Errorf("Do through the AutoPipeliner: %v", err)
+			}
+			c.RPush(sctx, p+"jobs", "sandbox-job")
+			if v, err := ap.BLPop(sctx, time.Second, p+"jobs").Result(); err != nil || v[1] != "sandbox-job" {
+				t.Errorf("BLPOP through the AutoPipeliner: %v %v", v, err)
+			}
+			if base.Exists(ctx, p+"diverted").Val() != 0 || sb.Get(ctx, p+"diverted").Val() != "sandbox" {
+				t.Error("a diverted Do did not route to the sandbox")
+			}
+		})
+	}
+}
+
+// TestFullDuplexSessionOpenedBySandbox: a full-duplex engine opens its
+// connection with the context of the command that starts its session
+// (fdEngine.attempt: initCtx from the first queued command), and that
+// initialisation (HELLO, SELECT, CLIENT SETINFO) runs the hooks on the
+// engine's goroutine. With a sandbox context they refuse it, so a sandbox
+// command that opens a session is not sent at all. Only a fresh
+// connection is initialised: a session on a connection initialised before
+// leaks, as TestFullDuplexLeakIsCaught shows.
+func TestFullDuplexSessionOpenedBySandbox(t *testing.T) {
+	for _, mode := range []string{"router", "guard"} {
+		t.Run(mode, func(t *testing.T) {
+			id := newID()
+			var c *redis.Client
+			var p string
+			if mode == "router" {
+				c, p, _ = route(t, []string{id})
+			} else {
+				c, p = baseline(t)
+				if err := redisroute.Guard(c); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctx, sctx := context.Background(), sandboxCtx(id)
+			ap := fullDuplexPipeliner(t, c, "async")
+			err := ap.Set(sctx, p+"first", "sandbox", 0).Err()
+			if !isRefused(err) || errors.Is(err, redisroute.ErrLeaked) {
+				t.Errorf("a sandbox command opening a full-duplex session: %v, want ErrRefused (not sent)", err)
+			}
+			if raw(t, baseDB).Exists(ctx, p+"first").Val() != 0 {
+				t.Error("the refused command reached production")
+			}
+			// The engine recovers for production.
+			if err := ap.Set(ctx, p+"prod", "v", 0).Err(); err != nil {
+				t.Errorf("production after the refused session: %v", err)
+			}
+			err = ap.Set(sctx, p+"second", "sandbox", 0).Err()
+			if !errors.Is(err, redisroute.ErrLeaked) {
+				t.Errorf("a sandbox command in a production session: %v, want ErrLeaked", err)
+			}
+			if mode == "guard" && !errors.Is(err, redisroute.ErrSandboxOnBaseline) {
+				t.Errorf("guard: %v, want ErrSandboxOnBaseline too", err)
+			}
+			if raw(t, baseDB).Get(ctx, p+"second").Val() != "sandbox" {
+				t.Error("the leaked command is not in production: go-redis no longer writes before the hooks; update the doc")
+			}
+		})
+	}
+}
+
+func TestFullDuplexLeakIsCaughtByGuard(t *testing.T) {
+	c, p := baseline(t)
+	rec, logger := audittest.New()
+	if err := redisroute.Guard(c, redisroute.WithLogger(logger)); err != nil {
+		t.Fatal(err)
+	}
+	ap := fullDuplexPipeliner(t, c, "async")
+	ctx, sctx := context.Background(), sandboxCtx(newID())
+	if err := ap.Ping(ctx).Err(); err != nil { // opens the session
+		t.Fatal(err)
+	}
+	err := ap.Set(sctx, p+"leak", "sandbox", 0).Err()
+	if !errors.Is(err, redisroute.ErrLeaked) || !errors.Is(err, redisroute.ErrSandboxOnBaseline) {
+		t.Errorf("sandbox SET through a guarded full-duplex AutoPipeliner: %v, want ErrLeaked and ErrSandboxOnBaseline", err)
+	}
+	if v := c.Get(ctx, p+"leak").Val(); v != "sandbox" {
+		t.Errorf("production holds %q: go-redis no longer writes before the hooks; update the doc", v)
+	}
+	if n := count(rec.Records(), func(m map[string]string) bool {
+		return m[audit.KeyDecision] == string(audit.Rejected) && strings.Contains(m[audit.KeyReason], redisroute.ErrLeaked.Error())
+	}); n != 1 {
+		t.Errorf("%d rejected records naming the leak, want 1", n)
+	}
+}
+
+// fullDuplexPipeliner returns c's full-duplex AutoPipeliner of face
+// (async or blocking), closed at the end of t.
+func fullDuplexPipeliner(t *testing.T, c *redis.Client, face string) *redis.AutoPipeliner {
+	t.Helper()
+	opts := &redis.AutoPipelineOptions{FullDuplex: true}
+	var ap *redis.AutoPipeliner
+	var err error
+	if face == "async" {
+		ap, err = c.AsyncAutoPipelineWithOptions(opts)
+	} else {
+		ap, err = c.AutoPipelineWithOptions(opts)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ap.Close() })
+	if !ap.Config().FullDuplex {
+		t.Fatal("the AutoPipeliner does not run full duplex")
+	}
+	return ap
+}
+
+// TestConnectedPubSubIsNotSeen: a PubSub connected with a production
+// context writes later SUBSCRIBE, PSUBSCRIBE and PING straight to its
+// connection (go-redis pubsub.go: subscribe -> conn returns c.cn ->
+// _subscribe -> writeCmd; Ping -> writeCmd), with no hook on the way: the
+// only hooks a PubSub runs are the dial hook and the connection's
+// initialisation (HELLO, AUTH, SELECT), when it connects. The test pins
+// that hole, which the package doc states; if it fails, go-redis has
+// changed and the doc (and perhaps the router) must change with it. A
+// PubSub that is not connected yet dials with the sandbox's context, and
+// that is refused.
+func TestConnectedPubSubIsNotSeen(t *testing.T) {
+	id := newID()
+	c, p, _ := route(t, []string{id})
+	ctx, sctx := context.Background(), sandboxCtx(id)
+	channel := p + "orders"
+
+	ps := c.Subscribe(ctx, channel)
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := ps.Subscribe(sctx, channel+"-sandbox"); err != nil {
+		t.Errorf("SUBSCRIBE with a sandbox context on a connected PubSub: %v; go-redis now runs a hook here: update the package doc", err)
+	}
+	if err := ps.PSubscribe(sctx, channel+"-p*"); err != nil {
+		t.Errorf("PSUBSCRIBE on a connected PubSub: %v", err)
+	}
+	if err := ps.Ping(sctx); err != nil {
+		t.Errorf("PING on a connected PubSub: %v", err)
+	}
+	// The sandbox's subscription receives production's messages.
+	got := map[string]bool{}
+	for range 3 { // the two subscribe confirmations and the pong come first
+		if _, err := ps.ReceiveTimeout(ctx, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Publish(ctx, channel+"-sandbox", "from production").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := ps.ReceiveTimeout(ctx, 2*time.Second); err == nil {
+		if msg, ok := m.(*redis.Message); ok {
+			got[msg.Channel] = true
+		}
+	}
+	if !got[channel+"-sandbox"] {
+		t.Error("the sandbox's subscription on a connected PubSub did not reach production's channel; update the package doc")
+	}
+
+	// Not connected yet: the first subscription dials with its context.
+	empty := c.Subscribe(ctx)
+	defer empty.Close()
+	if err := empty.Subscribe(sctx, channel); !isRefused(err) {
+		t.Errorf("first SUBSCRIBE of an empty PubSub with a sandbox context: %v, want ErrRefused", err)
+	}
+}
+
+// TestCopiesOfTheOptions: a client built from the baseline's options
+// (redis.NewClient(c.Options())) is a new client with no hooks: no hook of
+// the baseline can see it. The test pins what the package doc says.
+func TestCopiesOfTheOptions(t *testing.T) {
+	id := newID()
+	c, p, _ := route(t, []string{id})
+	ctx, sctx := context.Background(), sandboxCtx(id)
+	copied := redis.NewClient(c.Options())
+	defer copied.Close()
+	if err := copied.Set(sctx, p+"k", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if v := c.Get(ctx, p+"k").Val(); v != "sandbox" {
+		t.Errorf("production holds %q: a copy of the options now routes; update the doc", v)
+	}
+}
