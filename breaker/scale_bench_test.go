@@ -1,6 +1,7 @@
 package breaker_test
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -54,6 +55,52 @@ func BenchmarkAllowKeys(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(held)/float64(n), "B/key")
 			runtime.KeepAlive(g)
+		})
+	}
+}
+
+// BenchmarkAllowKeysZipf is BenchmarkAllowKeys with the calls spread over
+// the n live keys as a fleet's traffic is: by a Zipf law (s = 1.1, about
+// three quarters of the calls going to the busiest thousand keys at
+// n = 100,000), not every key in turn. BenchmarkAllowKeys keeps its
+// uniform shape, the worst case (every call finds its key, and the
+// caller's context, cold); this one is what a group holding many keys
+// mostly sees. The keys are visited in a fixed pseudo-random sequence
+// drawn before the timer starts, at random places in memory (the busiest
+// keys are not the ones made first). Run old against new with
+//
+//	go test ./breaker -run '^$' -bench 'BenchmarkAllowKeysZipf' -count 3
+func BenchmarkAllowKeysZipf(b *testing.B) {
+	budget := breaker.Budget{Rate: 1e12, Burst: 1 << 30, MaxInFlight: 1 << 20}
+	for _, n := range scaleKeys {
+		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+			ctxs := manySandboxes(n)
+			r := rand.New(rand.NewPCG(1, 2))
+			r.Shuffle(len(ctxs), func(i, j int) { ctxs[i], ctxs[j] = ctxs[j], ctxs[i] })
+			g := breaker.NewGroup(breaker.Settings{Budget: budget}, breaker.WithMeterProvider(noop.NewMeterProvider()))
+			for _, ctx := range ctxs {
+				if err := call(g, ctx, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			// Rank k is ctxs[perm[k]]: the busiest keys lie anywhere.
+			perm := r.Perm(n)
+			z := rand.NewZipf(r, 1.1, 1, uint64(n-1))
+			seq := make([]context.Context, 1<<20)
+			for i := range seq {
+				seq[i] = ctxs[perm[z.Uint64()]]
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := 0
+			for b.Loop() {
+				done, err := g.Allow(seq[i])
+				if err != nil {
+					b.Fatal(err)
+				}
+				done(nil)
+				i = (i + 1) & (len(seq) - 1)
+			}
 		})
 	}
 }
