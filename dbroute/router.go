@@ -63,6 +63,7 @@ type cached struct {
 // longest-waiting open directly: granted is set and ch closed, under r.mu,
 // with the slot already counted in r.opening.
 type waiter struct {
+	id      string // the sandbox
 	ch      chan struct{}
 	granted bool
 }
@@ -337,8 +338,7 @@ func (r *Router) drainLocked() {
 			if now-c.drainFrom < int64(r.cfg.poolTurn) {
 				return
 			}
-			c.draining.Store(false)
-			c.turnEnd.Store(now + int64(r.cfg.poolTurn))
+			r.undrainLocked(c, now)
 			continue
 		}
 		if !c.turnOver(now, r.cfg.poolTurn) {
@@ -351,6 +351,25 @@ func (r *Router) drainLocked() {
 	if first != nil {
 		first.drainFrom = now
 		first.draining.Store(true)
+	}
+}
+
+// undrainLocked lets e, which did not drain within a turn, take calls
+// again for a new turn, and lets the open of its sandbox that waits in the
+// queue (its requests that came while it drained) go on with it: openPool
+// hands the slot granted here back when it finds e. r.mu must be held.
+func (r *Router) undrainLocked(e *entry, now int64) {
+	e.draining.Store(false)
+	e.turnEnd.Store(now + int64(r.cfg.poolTurn))
+	for i, w := range r.queue {
+		if w.id == e.id {
+			r.queue = slices.Delete(r.queue, i, i+1)
+			r.queueChangedLocked()
+			r.opening++
+			w.granted = true
+			close(w.ch)
+			return
+		}
 	}
 }
 
@@ -411,12 +430,14 @@ func (r *Router) openPool(ctx context.Context, s propagation.Sandbox, key string
 		return err
 	}
 	r.mu.Lock()
-	if d := r.pools[s.ID]; d != nil && d.key == key && d.draining.Load() {
-		// Its own pool, draining, has not been evicted yet (the slot came
-		// from another): it takes calls again, for a new turn, and the
-		// slot goes back.
-		d.draining.Store(false)
-		d.turnEnd.Store(r.cfg.now().UnixNano() + int64(r.cfg.poolTurn))
+	if d := r.pools[s.ID]; d != nil && d.key == key {
+		// Its own pool has not been evicted (the slot came from another
+		// pool, or its drain timed out): it takes calls again, for a new
+		// turn, and the slot goes back.
+		if d.draining.Load() {
+			d.draining.Store(false)
+			d.turnEnd.Store(r.cfg.now().UnixNano() + int64(r.cfg.poolTurn))
+		}
 		r.opening--
 		victims := r.grantLocked()
 		r.mu.Unlock()
@@ -539,7 +560,7 @@ func (r *Router) reserve(ctx context.Context, s propagation.Sandbox) error {
 			return nil
 		}
 	}
-	w := &waiter{ch: make(chan struct{})}
+	w := &waiter{id: s.ID, ch: make(chan struct{})}
 	r.queue = append(r.queue, w)
 	r.queueChangedLocked()
 	r.queued[s.ID] = true
