@@ -97,12 +97,15 @@ func BenchmarkResolve(b *testing.B) {
 // (schema per sandbox, 3 connections per pool) with room for 16 pools and
 // with room for 4: the 4-pool figure must stay within 2x of the 16-pool
 // one (no thrashing). busy=4 is the ceiling of pools=4: 4 busy sandboxes
-// with room for 16 pools, so no swap at all.
+// with room for 16 pools, so no swap at all. pools=4,turn=1s is pools=4
+// with WithPoolTurn(time.Second): 4 times fewer swaps, 4 times longer
+// waits for a slot.
 //
-// Each sandbox here is ONE goroutine writing one statement at a time. That
-// shape measures swaps, not only their cost: pools=16 has 16 statements in
-// flight, pools=4 at most 4 (only 4 sandboxes hold a pool at a time), so
-// even without any swap (busy=4) it runs a quarter of pools=16's
+// Each sandbox here is ONE goroutine writing one statement at a time (the
+// shape of the first measurements of issue #18, kept to compare with
+// them). It caps concurrency, not only pools: pools=16 has 16 statements
+// in flight, pools=4 at most 4 (only 4 sandboxes hold a pool at a time),
+// so even without any swap (busy=4) it runs a quarter of pools=16's
 // statements at once. [BenchmarkBusySandboxesSaturated] is the shape of a
 // busy service: as many writers per sandbox as its pool has connections.
 // Both use only API the previous versions also have, so they can be
@@ -141,10 +144,12 @@ func busySandboxes(b *testing.B, writers int) {
 	for _, c := range []struct {
 		name             string
 		sandboxes, pools int
+		turn             time.Duration
 	}{
-		{"pools=16", 16, 16},
-		{"pools=4", 16, 4},
-		{"busy=4", 4, 16},
+		{"pools=16", 16, 16, 0},
+		{"pools=4", 16, 4, 0},
+		{"busy=4", 4, 16, 0},
+		{"pools=4,turn=1s", 16, 4, time.Second},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			sp, err := provision.NewSchemaPerSandbox(e.DSN(pgtest.SchemasDB()), pgtest.ItemsMigration("v1", nil), provision.WithPrefix(e.Prefix))
@@ -153,7 +158,11 @@ func busySandboxes(b *testing.B, writers int) {
 			}
 			p := &countingProvider{SchemaPerSandbox: sp}
 			var m busyMeter
-			r := pgtest.Router(b, base, p, dbroute.WithMaxPools(c.pools), dbroute.WithPoolConfig(func(_ string, cfg *pgxpool.Config) {
+			turn := dbroute.RouterOption(nil)
+			if c.turn > 0 {
+				turn = dbroute.WithPoolTurn(c.turn)
+			}
+			r := pgtest.Router(b, base, p, turn, dbroute.WithMaxPools(c.pools), dbroute.WithPoolConfig(func(_ string, cfg *pgxpool.Config) {
 				cfg.MaxConns = busyConns
 				m.pools.Add(1)
 				cfg.AfterConnect = func(context.Context, *pgx.Conn) error { m.dials.Add(1); return nil }
