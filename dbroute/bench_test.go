@@ -117,7 +117,11 @@ func BenchmarkBusySandboxes(b *testing.B) { busySandboxes(b, 1) }
 // many as its pool has connections. pools=16 and pools=4 can then both
 // keep every pool slot's connections busy, and the ratio of the two is
 // the cost of sharing 4 slots among 16 sandboxes (swaps, and the time a
-// pool spends draining before it is handed over).
+// pool spends draining before it is handed over). Its clock stops when
+// the b.N-th write ends, as in a service that never stops: the writes then
+// waiting for their sandbox's turn end later, uncounted. (In the one-writer
+// shape each write takes its ticket before it waits, so with 4 pools the
+// run ends with a tail of the waiting sandboxes' turns, one write each.)
 func BenchmarkBusySandboxesSaturated(b *testing.B) { busySandboxes(b, busyConns) }
 
 // busyConns is the size of each sandbox pool in the busy benchmarks (as
@@ -197,19 +201,50 @@ func busySandboxes(b *testing.B, writers int) {
 			b.ResetTimer()
 			var next, failed, maxNS atomic.Int64
 			wrote := make([]atomic.Int64, c.sandboxes)
+			write := func(sb int) bool {
+				start := time.Now()
+				if _, err := r.Exec(ctxs[sb], "INSERT INTO items (owner) VALUES ('busy')"); err != nil {
+					failed.Add(1)
+					return false
+				}
+				d := int64(time.Since(start))
+				for old := maxNS.Load(); d > old && !maxNS.CompareAndSwap(old, d); old = maxNS.Load() {
+				}
+				return true
+			}
+			var at busyCounts // the counts when the b.N-th write ended
 			var wg sync.WaitGroup
 			for i := range c.sandboxes * writers {
 				sb := i % c.sandboxes
 				wg.Go(func() {
-					for next.Add(1) <= int64(b.N) {
-						start := time.Now()
-						if _, err := r.Exec(ctxs[sb], "INSERT INTO items (owner) VALUES ('busy')"); err != nil {
-							failed.Add(1)
+					if writers == 1 {
+						// The first shape: a write takes a ticket
+						// before it runs, and the clock stops when
+						// every ticket's write has ended.
+						for next.Add(1) <= int64(b.N) {
+							if write(sb) {
+								wrote[sb].Add(1)
+							}
+						}
+						return
+					}
+					// Steady state: the clock stops when the b.N-th
+					// write ends. Writes still waiting for a slot then
+					// (their sandbox's turn has not come) end after it,
+					// uncounted: with tickets taken before the write,
+					// the end of the run would be the waiting
+					// sandboxes' turns, one write each.
+					for next.Load() < int64(b.N) {
+						if !write(sb) {
 							continue
 						}
-						wrote[sb].Add(1)
-						d := int64(time.Since(start))
-						for old := maxNS.Load(); d > old && !maxNS.CompareAndSwap(old, d); old = maxNS.Load() {
+						switch n := next.Add(1); {
+						case n < int64(b.N):
+							wrote[sb].Add(1)
+						case n == int64(b.N):
+							wrote[sb].Add(1)
+							at = m.counts(&samples, &sum)
+							b.StopTimer()
 						}
 					}
 				})
@@ -218,6 +253,9 @@ func busySandboxes(b *testing.B, writers int) {
 			b.StopTimer()
 			close(stop)
 			sampler.Wait()
+			if writers == 1 {
+				at = m.counts(&samples, &sum)
+			}
 			least := int64(b.N)
 			for i := range wrote {
 				least = min(least, wrote[i].Load())
@@ -225,19 +263,19 @@ func busySandboxes(b *testing.B, writers int) {
 			perK := 1000 / float64(b.N)
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
 			b.ReportMetric(float64(failed.Load()), "failed")
-			b.ReportMetric(perK*float64(m.pools.Load()), "swaps/kwrite")
-			b.ReportMetric(perK*float64(m.dials.Load()), "dials/kwrite")
-			if n := m.dials.Load(); n > 0 {
-				b.ReportMetric(float64(m.dialNS.Load())/float64(n)/1e6, "ms/dial")
+			b.ReportMetric(perK*float64(at.pools), "swaps/kwrite")
+			b.ReportMetric(perK*float64(at.dials), "dials/kwrite")
+			if at.dials > 0 {
+				b.ReportMetric(float64(at.dialNS)/float64(at.dials)/1e6, "ms/dial")
 			}
-			if n := m.swaps.Load(); n > 0 {
-				b.ReportMetric(float64(m.swapNS.Load())/float64(n)/1e6, "ms/swap")
+			if at.swaps > 0 {
+				b.ReportMetric(float64(at.swapNS)/float64(at.swaps)/1e6, "ms/swap")
 			}
 			b.ReportMetric(float64(p.opens.Load()), "provisions")
 			b.ReportMetric(float64(least)*float64(c.sandboxes)/float64(b.N), "fair-min")
 			b.ReportMetric(float64(maxNS.Load())/1e6, "max-ms")
-			if n := samples.Load(); n > 0 {
-				b.ReportMetric(float64(sum.Load())/float64(n), "in-flight")
+			if at.samples > 0 {
+				b.ReportMetric(float64(at.sum)/float64(at.samples), "in-flight")
 			}
 		})
 	}
@@ -262,6 +300,21 @@ type busyMeter struct {
 	dialNS        atomic.Int64 // time spent dialling
 	swaps, swapNS atomic.Int64 // pools opened since reset whose first write ended, and the time from their creation to then
 	since         time.Time    // when measuring started (set before the writers start)
+}
+
+// busyCounts is what a busyMeter and the in-flight sampler counted at
+// one moment.
+type busyCounts struct {
+	pools, dials, dialNS, swaps, swapNS int64
+	samples, sum                        int64
+}
+
+func (m *busyMeter) counts(samples, sum *atomic.Int64) busyCounts {
+	return busyCounts{
+		pools: m.pools.Load(), dials: m.dials.Load(), dialNS: m.dialNS.Load(),
+		swaps: m.swaps.Load(), swapNS: m.swapNS.Load(),
+		samples: samples.Load(), sum: sum.Load(),
+	}
 }
 
 func (m *busyMeter) reset() {
