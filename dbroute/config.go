@@ -130,7 +130,15 @@ func WithLogger(l *slog.Logger) Option {
 // checked out) and has had its turn ([WithPoolTurn]). When every pool is
 // in use, the request waits for one until its context ends, then fails
 // with an error wrapping [ErrPoolLimit]; waiting sandboxes get the slots in
-// the order they started to wait, one swap at a time. A reopened pool
+// the order they started to wait, one swap at a time. Meanwhile the pool
+// whose turn ended first drains: it takes no new call (its sandbox's new
+// requests wait for a slot behind the others) and is closed once the calls
+// running on it end, so that sandboxes that never stop sending share the
+// slots too. A pool that has not drained within a turn (a transaction, an
+// open Rows or an acquired connection held that long) takes calls again,
+// for a new turn, so a request that holds a connection and calls the
+// router again for its sandbox waits one turn at most. A pool in use is
+// never closed. A reopened pool
 // reuses what the provider returned before, without provisioning again.
 // Each wait is one audit record (throttled) and one count of
 // [MetricPoolLimit].

@@ -67,8 +67,10 @@
 // the least recently used pool that is not in use (no call of the router
 // running on it, none of its connections checked out) and has had its
 // turn ([WithPoolTurn]); when there is none, the request waits until its
-// context ends and then fails with [ErrPoolLimit]. A slot that frees up
-// goes to the sandbox that has waited longest, one swap at a time. A closed pool is
+// context ends and then fails with [ErrPoolLimit], and the pool whose turn
+// ended first drains (takes no new call until the calls on it end, a turn
+// at most) to make room. A slot that frees up goes to the sandbox that has
+// waited longest, one swap at a time. A closed pool is
 // reopened on the next request from what the provider returned before,
 // without provisioning again (unless its database has disappeared or its
 // [Reclaimer] removed it).

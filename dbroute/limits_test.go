@@ -428,9 +428,21 @@ func count(recs []map[string]string, d audit.Decision) int {
 // the sandboxes that have waited longest, so that after 3 turns every
 // sandbox has written. (Pools that thrash, or slots that go to whoever
 // asks first, fail it.) The clock is the test's: it never decides by
-// timing.
+// timing. With 3 writers per sandbox, as many as its pool has connections,
+// a pool is never free of calls: it must drain to be handed over (the
+// scheduler that only evicted free pools let the first two sandboxes hold
+// them for ever).
 func TestPoolTurnsAreFair(t *testing.T) {
 	t.Parallel()
+	for _, writers := range []int{1, 3} {
+		t.Run(fmt.Sprintf("writers=%d", writers), func(t *testing.T) {
+			t.Parallel()
+			poolTurnsAreFair(t, writers)
+		})
+	}
+}
+
+func poolTurnsAreFair(t *testing.T, writers int) {
 	e := pgtest.Server(t)
 	const sandboxes, pools = 8, 2
 	dsn := e.Target(t, "turns")
@@ -465,7 +477,8 @@ func TestPoolTurnsAreFair(t *testing.T) {
 	var total, failed atomic.Int64
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	for i, id := range ids {
+	for i := range sandboxes * writers {
+		i, id := i%sandboxes, ids[i%sandboxes]
 		wg.Go(func() {
 			sb := pgtest.SandboxCtx(id)
 			for ctx.Err() == nil {
@@ -557,8 +570,101 @@ func TestPoolTurnsAreFair(t *testing.T) {
 	wg.Wait()
 	dsnT, table := e.TargetItems("turns")
 	// Every acknowledged write is there; a write cancelled by stop() may
-	// have committed too (one per sandbox at most).
-	if n, sum := int64(pgtest.Count(t, dsnT, "SELECT count(*) FROM "+table)), total.Load(); n < sum || n > sum+sandboxes {
-		t.Errorf("%d rows, want the %d acknowledged writes (+ up to %d cancelled at the end)", n, sum, sandboxes)
+	// have committed too (one per writer at most).
+	if n, sum := int64(pgtest.Count(t, dsnT, "SELECT count(*) FROM "+table)), total.Load(); n < sum || n > sum+sandboxes*int64(writers) {
+		t.Errorf("%d rows, want the %d acknowledged writes (+ up to %d cancelled at the end)", n, sum, sandboxes*writers)
+	}
+}
+
+// TestDrainingPoolGivesWayToItsHolder: a pool whose turn is over drains
+// (takes no new call) while another sandbox waits; a request that holds a
+// connection of it (a transaction) and calls the router again for its
+// sandbox waits, but one turn at most: a pool that has not drained within
+// a turn takes calls again, and the call waiting for it goes on. The
+// waiting sandbox gets the slot once the pool is free and its new turn is
+// over. The clock is the test's.
+func TestDrainingPoolGivesWayToItsHolder(t *testing.T) {
+	t.Parallel()
+	e := pgtest.Server(t)
+	dsn := e.Target(t, "drain")
+	static, err := dbroute.Static(map[string]string{"a": dsn, "b": dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &openCounter{Provider: static}
+	clk := clocktest.New()
+	rd := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	r := e.Router(t, p, dbroute.WithMaxPools(1), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0),
+		dbroute.WithClock(clk.Now), dbroute.WithMeterProvider(mp))
+	ctxA, ctxB := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b")
+	insert := "INSERT INTO items (owner) VALUES ($1)"
+	tx, err := r.Begin(ctxA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctxA)
+	if _, err := tx.Exec(ctxA, insert, "a-tx"); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(2 * time.Minute) // a has had its turn
+
+	exec := func(ctx context.Context, owner string) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			_, err := r.Exec(ctx, insert, owner)
+			done <- err
+		}()
+		return done
+	}
+	waited := func(n int64) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for poolLimitCounts(t, rd)[dbroute.OutcomeWaited] != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("waits = %v, want %d", poolLimitCounts(t, rd), n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	doneB := exec(ctxB, "b")
+	waited(1) // b waits; a drains
+	doneA := exec(ctxA, "a")
+	waited(2) // a's own call waits behind b: its pool drains
+	select {
+	case err := <-doneA:
+		t.Fatalf("a's call ran on a draining pool: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	clk.Advance(2 * time.Minute) // a did not drain within a turn
+	if err := <-doneA; err != nil {
+		t.Fatalf("a's call, after a turn of draining: %v", err)
+	}
+	if err := tx.Commit(ctxA); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-doneB:
+		t.Fatalf("b took a's slot within a's new turn: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	clk.Advance(2 * time.Minute) // a's new turn is over, and it is free
+	if err := <-doneB; err != nil {
+		t.Fatal(err)
+	}
+	if got := r.OpenPools(); !slices.Equal(got, []string{"b"}) {
+		t.Errorf("open pools = %v, want [b]", got)
+	}
+	for _, id := range []string{"a", "b"} {
+		if n := p.count(id); n != 1 {
+			t.Errorf("provider opened %s %d times", id, n)
+		}
+	}
+	dsnT, table := e.TargetItems("drain")
+	if n := pgtest.Count(t, dsnT, "SELECT count(*) FROM "+table); n != 3 {
+		t.Errorf("%d rows, want 3", n)
 	}
 }

@@ -63,6 +63,7 @@ type cached struct {
 // longest-waiting open directly: granted is set and ch closed, under r.mu,
 // with the slot already counted in r.opening.
 type waiter struct {
+	id      string // the sandbox
 	ch      chan struct{}
 	granted bool
 }
@@ -77,7 +78,12 @@ type entry struct {
 	used    atomic.Int64 // clock, in Unix nanoseconds
 	refs    atomic.Int64 // calls running on pool
 	retired atomic.Bool  // removed from the router: close when refs drops to 0
-	once    sync.Once
+	// draining: its turn is over and other sandboxes wait for a slot, so
+	// it takes no new call; evicted once the calls running on it end.
+	// Set under r.mu; read under r.mu.RLock where calls are admitted.
+	draining  atomic.Bool
+	drainFrom int64 // clock, when draining was set; r.mu
+	once      sync.Once
 }
 
 // New returns a router that sends queries without a sandbox in their
@@ -180,7 +186,7 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox, hold bool) 
 			r.mu.RUnlock()
 			return nil, ErrClosed
 		}
-		if e := r.pools[s.ID]; e != nil && e.key == key {
+		if e := r.pools[s.ID]; e != nil && e.key == key && !e.draining.Load() {
 			if hold {
 				e.refs.Add(1)
 			}
@@ -299,6 +305,7 @@ func (r *Router) grantLocked() []*entry {
 			}
 			v := r.evictableLocked()
 			if v == nil {
+				r.drainLocked()
 				break
 			}
 			victims = append(victims, r.removeLocked(v))
@@ -312,6 +319,58 @@ func (r *Router) grantLocked() []*entry {
 	}
 	r.queueChangedLocked()
 	return victims
+}
+
+// drainLocked starts to drain, when every slot is taken and none can be
+// evicted, the pool whose turn ended first: it takes no new call (its
+// sandbox's requests wait for a slot behind the others) and is evicted as
+// soon as the calls running on it end and its connections are back. One
+// pool drains at a time. A pool that has not drained within a turn (a
+// connection held for long: a transaction, an open Rows, an Acquire) takes
+// calls again for a new turn, so that a request holding a connection and
+// calling the router again for its sandbox waits one turn at most. r.mu
+// must be held.
+func (r *Router) drainLocked() {
+	now := r.cfg.now().UnixNano()
+	var first *entry
+	for _, c := range r.pools {
+		if c.draining.Load() {
+			if now-c.drainFrom < int64(r.cfg.poolTurn) {
+				return
+			}
+			r.undrainLocked(c, now)
+			continue
+		}
+		if !c.turnOver(now, r.cfg.poolTurn) {
+			continue
+		}
+		if first == nil || c.turnEnd.Load() < first.turnEnd.Load() {
+			first = c
+		}
+	}
+	if first != nil {
+		first.drainFrom = now
+		first.draining.Store(true)
+	}
+}
+
+// undrainLocked lets e, which did not drain within a turn, take calls
+// again for a new turn, and lets the open of its sandbox that waits in the
+// queue (its requests that came while it drained) go on with it: openPool
+// hands the slot granted here back when it finds e. r.mu must be held.
+func (r *Router) undrainLocked(e *entry, now int64) {
+	e.draining.Store(false)
+	e.turnEnd.Store(now + int64(r.cfg.poolTurn))
+	for i, w := range r.queue {
+		if w.id == e.id {
+			r.queue = slices.Delete(r.queue, i, i+1)
+			r.queueChangedLocked()
+			r.opening++
+			w.granted = true
+			close(w.ch)
+			return
+		}
+	}
 }
 
 // queueChangedLocked updates what is read of r.queue without r.mu. r.mu
@@ -364,12 +423,30 @@ func (r *Router) openPool(ctx context.Context, s propagation.Sandbox, key string
 	defer r.pending.Done()
 	if old != nil {
 		r.retire(old)
-	} else if e != nil {
+	} else if e != nil && !e.draining.Load() {
 		return nil // opened by the flight this request just missed
 	}
 	if err := r.reserve(ctx, s); err != nil {
 		return err
 	}
+	r.mu.Lock()
+	if d := r.pools[s.ID]; d != nil && d.key == key {
+		// Its own pool has not been evicted (the slot came from another
+		// pool, or its drain timed out): it takes calls again, for a new
+		// turn, and the slot goes back.
+		if d.draining.Load() {
+			d.draining.Store(false)
+			d.turnEnd.Store(r.cfg.now().UnixNano() + int64(r.cfg.poolTurn))
+		}
+		r.opening--
+		victims := r.grantLocked()
+		r.mu.Unlock()
+		for _, v := range victims {
+			r.retire(v)
+		}
+		return nil
+	}
+	r.mu.Unlock()
 	e, err := r.build(ctx, s, key)
 	r.mu.Lock()
 	r.opening--
@@ -385,6 +462,12 @@ func (r *Router) openPool(ctx context.Context, s propagation.Sandbox, key string
 			r.wake()
 		}
 		return err
+	}
+	if d := r.pools[s.ID]; d != nil {
+		// Its draining pool, given a new turn as this one opened: this
+		// one replaces it.
+		r.removeLocked(d)
+		defer r.retire(d)
 	}
 	r.pools[s.ID] = e
 	r.mu.Unlock()
@@ -477,7 +560,7 @@ func (r *Router) reserve(ctx context.Context, s propagation.Sandbox) error {
 			return nil
 		}
 	}
-	w := &waiter{ch: make(chan struct{})}
+	w := &waiter{id: s.ID, ch: make(chan struct{})}
 	r.queue = append(r.queue, w)
 	r.queueChangedLocked()
 	r.queued[s.ID] = true
