@@ -12,7 +12,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/metric"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/internal/ingress"
@@ -153,9 +152,8 @@ type Reader struct {
 	// recording it in the ledger happen in offset order, one goroutine at
 	// a time, so that concurrent callers neither overwrite each other's
 	// pending message nor let a commit pass a message still being decided.
-	// A semaphore rather than a mutex, so that a waiting caller's context
-	// still cancels the wait.
-	fetching *semaphore.Weighted
+	// A waiting caller's context still cancels the wait.
+	fetching fetchLock
 	// pending is a message whose decision failed (routes behind, dead
 	// letter failed): decided again before the next fetch.
 	pending atomic.Pointer[kafka.Message]
@@ -206,13 +204,12 @@ func NewReader(cfg kafka.ReaderConfig, table *routes.Table, service string, opts
 		return nil, configError("NewReader", []error{fmt.Errorf("ReaderConfig: %w", err)})
 	}
 	r := &Reader{
-		fetching: semaphore.NewWeighted(1),
-		cfg:      c,
-		rcfg:     cfg,
-		markers:  newMarkers(c.codec),
-		group:    cfg.GroupID,
-		topics:   cfg.GroupTopics,
-		ledger:   newLedger(),
+		cfg:     c,
+		rcfg:    cfg,
+		markers: newMarkers(c.codec),
+		group:   cfg.GroupID,
+		topics:  cfg.GroupTopics,
+		ledger:  newLedger(),
 	}
 	if len(r.topics) == 0 {
 		r.topics = []string{cfg.Topic}
@@ -369,12 +366,10 @@ func (r *Reader) fetchMessage(ctx context.Context) (context.Context, kafka.Messa
 // for every message of the topic, and a kafka.Message is large enough for
 // each copy to count: the message is read straight into the result.
 func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Message, error)) (out context.Context, msg kafka.Message, err error) {
-	if !r.fetching.TryAcquire(1) {
-		if err := r.fetching.Acquire(ctx, 1); err != nil {
-			return ctx, kafka.Message{}, err
-		}
+	if err := r.fetching.lock(ctx); err != nil {
+		return ctx, kafka.Message{}, err
 	}
-	defer r.fetching.Release(1)
+	defer r.fetching.unlock()
 	for {
 		if p := r.pending.Load(); p != nil && r.pending.CompareAndSwap(p, nil) {
 			msg = *p
