@@ -3,6 +3,7 @@ package kafkamw
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -48,7 +49,7 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 	if err := r.synced(ctx, msg); err != nil {
 		return ctx, verdict{}, err
 	}
-	who, why := ownerOf(r.cfg.table, r.cfg.service, s.ID, msg.Time)
+	who, why := r.owners.of(r.cfg.table, r.cfg.service, s.ID, msg.Time) // ownerOf's answer
 	if who == ownerNone {
 		r.orphaned(ctx, msg, s, why)
 		return ctx, verdict{}, nil
@@ -65,7 +66,37 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 	if v.fate != fateMine {
 		return ctx, v, nil
 	}
-	return r.gate.Enter(ctx, s), v, nil
+	return r.enter(ctx, s), v, nil
+}
+
+// enterMemo is the context the last owned tagged message was returned
+// with, and what it was derived from: a stream's messages of one sandbox,
+// fetched with one context, share it rather than each allocating its own.
+// A context is immutable, so the shared one is the one each would get. It
+// holds ctx until a message with another context or sandbox replaces it.
+type enterMemo struct {
+	parent context.Context // comparable with ==: only such contexts are remembered
+	s      propagation.Sandbox
+	ctx    context.Context
+}
+
+// enter is r.gate.Enter(ctx, s), which an owned tagged message is returned
+// with, without deriving the context again when the last owned tagged
+// message had the same: the span attributes are set for each message all
+// the same. The caller holds the fetch lock.
+func (r *Reader) enter(ctx context.Context, s propagation.Sandbox) context.Context {
+	e := &r.entered
+	if e.ctx != nil && e.parent == ctx && e.s == s {
+		audit.Annotate(e.ctx, &s) // the rest of Gate.Enter
+		return e.ctx
+	}
+	out := r.gate.Enter(ctx, s)
+	*e = enterMemo{}
+	// Interfaces whose dynamic type cannot be compared panic on ==.
+	if ctx != nil && reflect.TypeOf(ctx).Comparable() {
+		*e = enterMemo{parent: ctx, s: s, ctx: out}
+	}
+	return out
 }
 
 // unreadableMessage accounts for a message whose sandbox headers cannot

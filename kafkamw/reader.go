@@ -160,6 +160,10 @@ type Reader struct {
 
 	carriers sync.Pool // of *carrier, to read tagged messages' headers
 	memo     memo
+	// Under the fetch lock: the last sandbox's ownership facts, and the
+	// context the last owned tagged message was returned with.
+	owners  ownerMemo
+	entered enterMemo
 
 	commitMu sync.Mutex // serialises commits, so skipped offsets never go back
 	ledger   ledger
