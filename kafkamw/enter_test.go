@@ -6,7 +6,10 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
@@ -67,6 +70,47 @@ func TestEnterShared(t *testing.T) {
 		}
 		if shared := out == prev; shared != step.shared {
 			t.Errorf("step %d: shared with the previous message's = %v, want %v", i, shared, step.shared)
+		}
+		prev = out
+	}
+}
+
+// TestEnterAnnotatesEachMessage: the span of the caller's context gets the
+// sandbox attributes for every owned tagged message, the one whose context
+// is shared with the previous message's too.
+func TestEnterAnnotatesEachMessage(t *testing.T) {
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bareReader(t, table, "orders")
+	var c carrier
+	propagation.Default().InjectSandbox(propagation.Sandbox{ID: "pr-1", Actor: "alice"}, &c)
+	tp := sdktrace.NewTracerProvider()
+	defer tp.Shutdown(context.Background())
+	ctx, span := tp.Tracer("t").Start(context.Background(), "consume")
+	defer span.End()
+	id := func() string {
+		for _, kv := range span.(sdktrace.ReadOnlySpan).Attributes() {
+			if kv.Key == attribute.Key(audit.KeyID) {
+				return kv.Value.AsString()
+			}
+		}
+		return ""
+	}
+	var prev context.Context
+	for i := range 3 {
+		span.SetAttributes(attribute.String(audit.KeyID, "overwritten"))
+		msg := kafka.Message{Topic: "t", Time: time.Now().Add(-time.Minute), Headers: c.list}
+		out, v, err := r.decide(ctx, &msg)
+		if err != nil || v.fate != fateMine {
+			t.Fatalf("message %d: decide = %v, %v", i, v, err)
+		}
+		if got := id(); got != "pr-1" {
+			t.Errorf("message %d: span %s = %q, want pr-1", i, audit.KeyID, got)
+		}
+		if i > 0 && out != prev {
+			t.Errorf("message %d: context not shared with the previous message's", i)
 		}
 		prev = out
 	}

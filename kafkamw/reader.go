@@ -160,8 +160,10 @@ type Reader struct {
 
 	carriers sync.Pool // of *carrier, to read tagged messages' headers
 	memo     memo
-	// Under the fetch lock: the last sandbox's ownership facts, and the
-	// context the last owned tagged message was returned with.
+	// Under the fetch lock: the last tagged message's headers, the last
+	// sandbox's ownership facts, and the context the last owned tagged
+	// message was returned with.
+	last    lastHeaders
 	owners  ownerMemo
 	entered enterMemo
 
