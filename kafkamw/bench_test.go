@@ -476,7 +476,8 @@ func BenchmarkFetch(b *testing.B) {
 			i = 0
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, _, err := r.fetch(context.Background(), next); err != nil {
+				var msg kafka.Message
+				if _, err := r.fetch(context.Background(), next, &msg); err != nil {
 					b.Fatal(err)
 				}
 			}

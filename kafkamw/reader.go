@@ -356,38 +356,45 @@ func (r *Reader) FetchMessage(ctx context.Context) (context.Context, kafka.Messa
 	if r.running.Load() {
 		return ctx, kafka.Message{}, fmt.Errorf("%w: FetchMessage while Run is running", ErrConfig)
 	}
-	return r.fetchMessage(ctx)
+	var msg kafka.Message
+	out, err := r.fetchMessage(ctx, &msg)
+	return out, msg, err
 }
 
-// fetchMessage is FetchMessage, for Run too.
-func (r *Reader) fetchMessage(ctx context.Context) (context.Context, kafka.Message, error) {
+// fetchMessage is FetchMessage, for Run too, reading the message into
+// *msg.
+func (r *Reader) fetchMessage(ctx context.Context, msg *kafka.Message) (context.Context, error) {
 	inner, err := r.started(ctx)
 	if err != nil {
-		return ctx, kafka.Message{}, err
+		return ctx, err
 	}
-	return r.fetch(ctx, inner.FetchMessage)
+	return r.fetch(ctx, inner.FetchMessage, msg)
 }
 
-// fetch returns the next message of next that is this reader's. It runs
-// for every message of the topic, and a kafka.Message is large enough for
-// each copy to count: the message is read straight into the result.
-func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Message, error)) (out context.Context, msg kafka.Message, err error) {
+// fetch reads the next message of next that is this reader's into *msg,
+// which is left zero on error. It runs for every message of the topic,
+// and a kafka.Message is large enough for each copy to count: the message
+// is read straight into *msg, not passed up through the return values.
+func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Message, error), msg *kafka.Message) (context.Context, error) {
 	if err := r.fetching.lock(ctx); err != nil {
-		return ctx, kafka.Message{}, err
+		return ctx, err
 	}
 	defer r.fetching.unlock()
 	for {
+		var err error
 		if p := r.pending.Load(); p != nil && r.pending.CompareAndSwap(p, nil) {
-			msg = *p
-		} else if msg, err = next(ctx); err != nil {
-			return ctx, kafka.Message{}, err
+			*msg = *p
+		} else if *msg, err = next(ctx); err != nil {
+			*msg = kafka.Message{}
+			return ctx, err
 		}
-		var own bool
-		if out, own, err = r.settle(ctx, &msg); err != nil {
-			return ctx, kafka.Message{}, err
+		out, own, err := r.settle(ctx, msg)
+		if err != nil {
+			*msg = kafka.Message{}
+			return ctx, err
 		}
 		if own {
-			return out, msg, nil
+			return out, nil
 		}
 	}
 }
