@@ -210,12 +210,13 @@ func NewReader(cfg kafka.ReaderConfig, table *routes.Table, service string, opts
 		return nil, configError("NewReader", []error{fmt.Errorf("ReaderConfig: %w", err)})
 	}
 	r := &Reader{
-		cfg:     c,
-		rcfg:    cfg,
-		markers: newMarkers(c.codec),
-		group:   cfg.GroupID,
-		topics:  cfg.GroupTopics,
-		ledger:  newLedger(),
+		fetching: fetchLock{},
+		cfg:      c,
+		rcfg:     cfg,
+		markers:  newMarkers(c.codec),
+		group:    cfg.GroupID,
+		topics:   cfg.GroupTopics,
+		ledger:   newLedger(),
 	}
 	if len(r.topics) == 0 {
 		r.topics = []string{cfg.Topic}
