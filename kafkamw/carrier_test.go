@@ -159,21 +159,20 @@ func TestUntaggedNoAllocs(t *testing.T) {
 			return m, nil
 		}
 		ctx := context.Background()
-		r.fetch(ctx, next) // create the partition's ledger entry
+		var msg kafka.Message
+		r.fetch(ctx, next, &msg) // create the partition's ledger entry
 		n := testing.AllocsPerRun(1000, func() {
-			if _, _, err := r.fetch(ctx, next); err != nil {
+			if _, err := r.fetch(ctx, next, &msg); err != nil {
 				t.Fatal(err)
 			}
 		})
-		want := 0.0
-		if sandbox != "" {
-			// Per call: one untagged message skipped (free), and the
-			// tagged one returned: its context. Its headers were read
-			// once, before the measurement, and are remembered.
-			want = 1
-		}
-		if n != want {
-			t.Errorf("sandbox %q: %v allocations per call, want %v", sandbox, n, want)
+		// The sandbox reader, per call: one untagged message skipped
+		// (free), and the tagged one returned with its context. Its
+		// headers were read once, before the measurement, and are
+		// remembered; its context, derived from the same ctx for the
+		// same sandbox, was derived once too.
+		if n != 0 {
+			t.Errorf("sandbox %q: %v allocations per call, want 0", sandbox, n)
 		}
 		if got := r.Counts(); sandbox != "" && got.Skipped != got.Delivered {
 			t.Errorf("counts %+v", got)
@@ -347,19 +346,24 @@ func TestFetchWaitCancels(t *testing.T) {
 		return kafka.Message{Topic: "t", Offset: offset}, nil
 	}
 	first := make(chan error, 1)
-	go func() { _, _, err := r.fetch(context.Background(), next); first <- err }()
+	go func() {
+		var m kafka.Message
+		_, err := r.fetch(context.Background(), next, &m)
+		first <- err
+	}()
 	<-entered
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if _, m, err := r.fetch(ctx, next); !errors.Is(err, context.DeadlineExceeded) {
+	var m kafka.Message
+	if _, err := r.fetch(ctx, next, &m); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("waiting fetch: %+v, %v; want the context's deadline", m, err)
 	}
 	close(release)
 	if err := <-first; err != nil {
 		t.Fatalf("holder: %v", err)
 	}
-	if _, m, err := r.fetch(context.Background(), next); err != nil || m.Offset != 2 {
+	if _, err := r.fetch(context.Background(), next, &m); err != nil || m.Offset != 2 {
 		t.Fatalf("fetch after both: offset %d, %v; want 2, nil", m.Offset, err)
 	}
 }

@@ -3,9 +3,11 @@ package kafkamw
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/trace"
 
 	pub "github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/internal/audit"
@@ -28,12 +30,18 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 	if len(msg.Headers) == 0 {
 		return ctx, untagged, nil // untagged, the most common message
 	}
-	var k memoKey
-	st, memoize := r.markers.scanKey(msg.Headers, &k)
-	if st != hasMarkers {
-		return ctx, untagged, nil
+	m, err, known := r.last.read(msg.Headers)
+	if !known {
+		var k memoKey
+		st, memoize := r.markers.scanKey(msg.Headers, &k)
+		if st != hasMarkers {
+			return ctx, untagged, nil
+		}
+		m, err = r.readKey(msg.Headers, &k, memoize)
+		if memoize {
+			r.last.remember(msg.Headers, m, err)
+		}
 	}
-	m, err := r.readKey(msg.Headers, &k, memoize)
 	if err != nil {
 		r.unreadableMessage(ctx, msg, m.Sandbox, err)
 		return ctx, verdict{}, nil
@@ -48,7 +56,7 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 	if err := r.synced(ctx, msg); err != nil {
 		return ctx, verdict{}, err
 	}
-	who, why := ownerOf(r.cfg.table, r.cfg.service, s.ID, msg.Time)
+	who, why := r.owners.of(r.cfg.table, r.cfg.service, s.ID, msg.Time) // ownerOf's answer
 	if who == ownerNone {
 		r.orphaned(ctx, msg, s, why)
 		return ctx, verdict{}, nil
@@ -65,7 +73,40 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 	if v.fate != fateMine {
 		return ctx, v, nil
 	}
-	return r.gate.Enter(ctx, s), v, nil
+	return r.enter(ctx, s), v, nil
+}
+
+// enterMemo is the context the last owned tagged message was returned
+// with, and what it was derived from: a stream's messages of one sandbox,
+// fetched with one context, share it rather than each allocating its own.
+// A context is immutable, so the shared one is the one each would get. It
+// holds ctx until a message with another context or sandbox replaces it.
+type enterMemo struct {
+	parent context.Context // comparable with ==: only such contexts are remembered
+	s      propagation.Sandbox
+	ctx    context.Context
+	span   trace.Span // ctx's span
+}
+
+// enter is r.gate.Enter(ctx, s), which an owned tagged message is returned
+// with, without deriving the context again when the last owned tagged
+// message had the same: the span attributes are set for each message all
+// the same, when the span records. The caller holds the fetch lock.
+func (r *Reader) enter(ctx context.Context, s propagation.Sandbox) context.Context {
+	e := &r.entered
+	if e.ctx != nil && e.parent == ctx && e.s == s {
+		if e.span.IsRecording() {
+			audit.Annotate(e.ctx, &s) // the rest of Gate.Enter
+		}
+		return e.ctx
+	}
+	out := r.gate.Enter(ctx, s)
+	*e = enterMemo{}
+	// Interfaces whose dynamic type cannot be compared panic on ==.
+	if ctx != nil && reflect.TypeOf(ctx).Comparable() {
+		*e = enterMemo{parent: ctx, s: s, ctx: out, span: trace.SpanFromContext(out)}
+	}
+	return out
 }
 
 // unreadableMessage accounts for a message whose sandbox headers cannot
@@ -84,9 +125,14 @@ func (r *Reader) unreadableMessage(ctx context.Context, msg *kafka.Message, s pr
 // and audits it; a sandbox reader audits it. Both count it. A failed
 // dead-letter write does not keep the message ([Reader.deadLetterOrSkip]).
 func (r *Reader) orphaned(ctx context.Context, msg *kafka.Message, s propagation.Sandbox, why orphan) {
+	deadLetter := r.role.baseline() && r.cfg.deadLetter != nil
+	if !deadLetter && !r.gate.Logging() {
+		r.orphans.Add(1) // no one to tell: a flood of orphans costs no allocation
+		return
+	}
 	reason := "orphaned message of sandbox " + s.ID + ": " + why.String() + "; no reader of " + r.cfg.service + " owns it"
 	var dl string
-	if r.role.baseline() {
+	if deadLetter {
 		dl = r.deadLetterOrSkip(ctx, msg, reason)
 	}
 	r.orphans.Add(1)

@@ -291,8 +291,11 @@
 //
 // An untagged message costs no allocation in this package, on either side.
 // The reader remembers what it read from the last few distinct sandbox
-// headers, so a tagged message of a sandbox seen recently costs no
-// allocation when skipped and one (its context) when returned. Writing with
+// headers, and what the route table says of the last sandbox until the
+// table changes, so a tagged message of a sandbox seen recently costs no
+// allocation when skipped, and none when returned with the same sandbox and
+// caller context as the previous one returned (they share one context;
+// otherwise one, its context). Writing with
 // a sandbox costs one allocation per write, a single message or a batch:
 // the header lists of the copies. The copy of a single message stays on the
 // stack, and the slice of copies of a batch of up to 4096 messages is

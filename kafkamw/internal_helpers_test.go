@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/segmentio/kafka-go"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/sandboxkit/sandboxkit/routes"
 )
@@ -28,7 +27,7 @@ func bareReader(tb testing.TB, table *routes.Table, service string, opts ...Read
 	if err != nil {
 		tb.Fatal(err)
 	}
-	r := &Reader{cfg: cfg, gate: cfg.gate(), markers: newMarkers(cfg.codec), ledger: newLedger(), fetching: semaphore.NewWeighted(1), role: role(cfg.sandbox)}
+	r := &Reader{cfg: cfg, gate: cfg.gate(), markers: newMarkers(cfg.codec), ledger: newLedger(), role: role(cfg.sandbox)}
 	return r
 }
 

@@ -101,3 +101,47 @@ func (r *Reader) readKey(hs []kafka.Header, k *memoKey, memoize bool) (propagati
 	}
 	return m, err
 }
+
+// lastHeaders is the header list of the last message read through the memo,
+// and what the codec read from it: a stream's messages of one sandbox carry
+// the same header bytes, and the next one is read by comparing its headers
+// with these, without scanning them for markers or looking the memo up.
+// The answer is the codec's, a function of the header list alone. Its
+// buffers are reused, so that a stream alternating between sandboxes
+// does not allocate. Used under the reader's fetch lock.
+type lastHeaders struct {
+	hs  []kafka.Header // keys shared with the message (immutable), values in buf
+	buf []byte
+	ok  bool // hs is set
+	m   propagation.Markers
+	err error
+}
+
+// read returns what the codec read from hs, when hs is the list remembered.
+func (l *lastHeaders) read(hs []kafka.Header) (propagation.Markers, error, bool) {
+	if !l.ok || len(hs) != len(l.hs) {
+		return propagation.Markers{}, nil, false
+	}
+	for i := range hs {
+		if hs[i].Key != l.hs[i].Key || !bytes.Equal(hs[i].Value, l.hs[i].Value) {
+			return propagation.Markers{}, nil, false
+		}
+	}
+	return l.m, l.err, true
+}
+
+// remember records hs and what the codec read from it.
+func (l *lastHeaders) remember(hs []kafka.Header, m propagation.Markers, err error) {
+	l.buf = l.buf[:0]
+	for i := range hs {
+		l.buf = append(l.buf, hs[i].Value...)
+	}
+	l.hs = l.hs[:0]
+	off := 0
+	for i := range hs {
+		n := len(hs[i].Value)
+		l.hs = append(l.hs, kafka.Header{Key: hs[i].Key, Value: l.buf[off : off+n : off+n]})
+		off += n
+	}
+	l.ok, l.m, l.err = true, m, err
+}

@@ -137,3 +137,56 @@ const (
 	// is skipped and committed once handed on.
 	fateSandbox
 )
+
+// ownerMemo is [ownerOf] for a stream of messages of few sandboxes: it
+// remembers what ownerOf reads from the table about the last sandbox,
+// for as long as the table's content is unchanged ([routes.Table.Changed]),
+// so that a message of the same sandbox costs no table lookup and, when
+// the sandbox never expires, no clock read. What depends on the clock (a
+// sandbox with an expiry: [routes.Table.Sandbox] answers for the table's
+// now) is read again for every message, as ownerOf does. Its answers are
+// ownerOf's. It is not safe for concurrent use: a reader's is used under
+// its fetch lock.
+type ownerMemo struct {
+	changed <-chan struct{} // the content the facts were read from; nil: none
+	id      string
+	// route is the sandbox's route for the service, as [routes.Table.Route]
+	// returns it (removal and expiry folded into RemovedAt); hasRoute
+	// whether there is one.
+	route    routes.Route
+	hasRoute bool
+	// lasting: the sandbox exists and has no expiry, so that
+	// [routes.Table.Sandbox] finds it whatever the clock says.
+	lasting bool
+}
+
+// of returns ownerOf(t, service, id, at). service is the same in every call.
+func (m *ownerMemo) of(t *routes.Table, service, id string, at time.Time) (owner, orphan) {
+	if ch := t.Changed(); ch != m.changed || id != m.id {
+		// The channel is read before the content: a change in between
+		// is a newer content under an older key, read again next time.
+		m.route, m.hasRoute = t.Route(id, service)
+		sb, ok := t.Sandbox(id)
+		m.lasting = ok && sb.Expires.IsZero()
+		m.changed, m.id = ch, id
+	}
+	// Table.ActiveAt, from the route: Table.Route folds the expiry into
+	// RemovedAt, which is what ActiveAt tests.
+	if m.hasRoute && !at.Before(m.route.ActiveFrom) && (m.route.RemovedAt.IsZero() || at.Before(m.route.RemovedAt)) {
+		return ownerSandbox, notOrphan
+	}
+	if m.lasting {
+		return ownerBaseline, notOrphan
+	}
+	sb, ok := t.Sandbox(id)
+	switch {
+	case ok && (sb.Expires.IsZero() || at.Before(sb.Expires)):
+		return ownerBaseline, notOrphan
+	case ok:
+		return ownerNone, expiredSandbox
+	}
+	if m.hasRoute {
+		return ownerNone, goneSandbox
+	}
+	return ownerNone, unknownSandbox
+}

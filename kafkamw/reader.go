@@ -12,7 +12,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/metric"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/internal/ingress"
@@ -153,15 +152,20 @@ type Reader struct {
 	// recording it in the ledger happen in offset order, one goroutine at
 	// a time, so that concurrent callers neither overwrite each other's
 	// pending message nor let a commit pass a message still being decided.
-	// A semaphore rather than a mutex, so that a waiting caller's context
-	// still cancels the wait.
-	fetching *semaphore.Weighted
+	// A waiting caller's context still cancels the wait.
+	fetching fetchLock
 	// pending is a message whose decision failed (routes behind, dead
 	// letter failed): decided again before the next fetch.
 	pending atomic.Pointer[kafka.Message]
 
 	carriers sync.Pool // of *carrier, to read tagged messages' headers
 	memo     memo
+	// Under the fetch lock: the last tagged message's headers, the last
+	// sandbox's ownership facts, and the context the last owned tagged
+	// message was returned with.
+	last    lastHeaders
+	owners  ownerMemo
+	entered enterMemo
 
 	commitMu sync.Mutex // serialises commits, so skipped offsets never go back
 	ledger   ledger
@@ -206,7 +210,7 @@ func NewReader(cfg kafka.ReaderConfig, table *routes.Table, service string, opts
 		return nil, configError("NewReader", []error{fmt.Errorf("ReaderConfig: %w", err)})
 	}
 	r := &Reader{
-		fetching: semaphore.NewWeighted(1),
+		fetching: fetchLock{},
 		cfg:      c,
 		rcfg:     cfg,
 		markers:  newMarkers(c.codec),
@@ -353,40 +357,45 @@ func (r *Reader) FetchMessage(ctx context.Context) (context.Context, kafka.Messa
 	if r.running.Load() {
 		return ctx, kafka.Message{}, fmt.Errorf("%w: FetchMessage while Run is running", ErrConfig)
 	}
-	return r.fetchMessage(ctx)
+	var msg kafka.Message
+	out, err := r.fetchMessage(ctx, &msg)
+	return out, msg, err
 }
 
-// fetchMessage is FetchMessage, for Run too.
-func (r *Reader) fetchMessage(ctx context.Context) (context.Context, kafka.Message, error) {
+// fetchMessage is FetchMessage, for Run too, reading the message into
+// *msg.
+func (r *Reader) fetchMessage(ctx context.Context, msg *kafka.Message) (context.Context, error) {
 	inner, err := r.started(ctx)
 	if err != nil {
-		return ctx, kafka.Message{}, err
+		return ctx, err
 	}
-	return r.fetch(ctx, inner.FetchMessage)
+	return r.fetch(ctx, inner.FetchMessage, msg)
 }
 
-// fetch returns the next message of next that is this reader's. It runs
-// for every message of the topic, and a kafka.Message is large enough for
-// each copy to count: the message is read straight into the result.
-func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Message, error)) (out context.Context, msg kafka.Message, err error) {
-	if !r.fetching.TryAcquire(1) {
-		if err := r.fetching.Acquire(ctx, 1); err != nil {
-			return ctx, kafka.Message{}, err
-		}
+// fetch reads the next message of next that is this reader's into *msg,
+// which is left zero on error. It runs for every message of the topic,
+// and a kafka.Message is large enough for each copy to count: the message
+// is read straight into *msg, not passed up through the return values.
+func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Message, error), msg *kafka.Message) (context.Context, error) {
+	if err := r.fetching.lock(ctx); err != nil {
+		return ctx, err
 	}
-	defer r.fetching.Release(1)
+	defer r.fetching.unlock()
 	for {
+		var err error
 		if p := r.pending.Load(); p != nil && r.pending.CompareAndSwap(p, nil) {
-			msg = *p
-		} else if msg, err = next(ctx); err != nil {
-			return ctx, kafka.Message{}, err
+			*msg = *p
+		} else if *msg, err = next(ctx); err != nil {
+			*msg = kafka.Message{}
+			return ctx, err
 		}
-		var own bool
-		if out, own, err = r.settle(ctx, &msg); err != nil {
-			return ctx, kafka.Message{}, err
+		out, own, err := r.settle(ctx, msg)
+		if err != nil {
+			*msg = kafka.Message{}
+			return ctx, err
 		}
 		if own {
-			return out, msg, nil
+			return out, nil
 		}
 	}
 }

@@ -211,7 +211,8 @@ func (r *Reader) Run(ctx context.Context, h Handler, opts ...RunOption) error {
 	fetchFailures := 0
 	failing := make(map[string]int) // sandbox ID → messages given up on in a row
 	for {
-		mctx, msg, err := r.fetchMessage(ctx)
+		var msg kafka.Message
+		mctx, err := r.fetchMessage(ctx, &msg)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, io.EOF) {
 				return nil

@@ -1,0 +1,5 @@
+//go:build !race
+
+package kafkamw
+
+const raceEnabled = false
