@@ -106,7 +106,9 @@ func validTopic(name string) error {
 //
 // Forwards are batched: [Reader.handOff] adds the copy to a buffer, and
 // the buffer is written, and acknowledged by all in-sync replicas, by the
-// reader's periodic flush (and Close) and when it is full. Every commit
+// reader's flush loop forwardLinger after the first copy it holds (see
+// [forwarder.kicks]), by the periodic flush (and Close), and when it is
+// full. Every commit
 // stops short of the first message of its partition whose copy is still
 // buffered ([forwarder.capped]); the flush commits the rest once the
 // copies are written. No offset is committed past a message whose copy is
@@ -119,14 +121,28 @@ type forwarder struct {
 	client *kafka.Client
 
 	mu    sync.Mutex
-	ready map[string]bool          // sandbox topics created (or found) by this reader
+	names map[sandboxTopic]string  // sandbox topics created (or found) by this reader, by source topic and sandbox
 	parts map[string]int           // partition counts of the source topics
 	buf   []kafka.Message          // copies not yet written, in fetch order
 	src   []topicPartitionOffset   // the source of each copy in buf
 	first map[topicPartition]int64 // the lowest source offset in buf, by source partition
 
 	flushMu sync.Mutex // one flush at a time; held before mu
+
+	// kick tells the reader's flush loop that copies are buffered: it
+	// writes them forwardLinger later, with those buffered meanwhile.
+	kick chan struct{}
 }
+
+// sandboxTopic names a sandbox's topic by its source topic and sandbox.
+type sandboxTopic struct{ source, sandbox string }
+
+// forwardLinger is how long the flush loop lets copies gather after the
+// first one is buffered before it writes them: the latency a forward adds
+// to a sandbox's messages, against one produce request per sandbox
+// partition per write. Without it the copies waited for the skip-commit
+// interval (a second by default).
+const forwardLinger = 10 * time.Millisecond
 
 // maxBuffered is how many copies the forwarder buffers before it writes
 // them in the fetch path.
@@ -149,7 +165,8 @@ func newForwarder(s Split, rcfg kafka.ReaderConfig) *forwarder {
 			BatchTimeout: time.Millisecond, // a flush waits for its batches, not for more
 		},
 		client: &kafka.Client{Addr: kafka.TCP(rcfg.Brokers...), Transport: tr},
-		ready:  make(map[string]bool),
+		names:  make(map[sandboxTopic]string),
+		kick:   make(chan struct{}, 1),
 		parts:  make(map[string]int),
 		first:  make(map[topicPartition]int64),
 	}
@@ -225,6 +242,50 @@ func (f *forwarder) flush(ctx context.Context) (int, error) {
 	return len(batch), nil
 }
 
+// kicks returns the channel on which the forwarder asks for a flush: a
+// receive means copies are buffered. nil (never ready) for a nil f.
+func (f *forwarder) kicks() <-chan struct{} {
+	if f == nil {
+		return nil
+	}
+	return f.kick
+}
+
+// lingerFlusher writes a forwarder's copies forwardLinger after it is
+// kicked, for the reader's flush loop. The zero value is ready.
+type lingerFlusher struct {
+	t     *time.Timer
+	armed <-chan time.Time // t.C while a write is due, else nil
+}
+
+// kicked arms the timer unless a write is already due: copies buffered
+// meanwhile go with that write.
+func (l *lingerFlusher) kicked() {
+	if l.armed != nil {
+		return
+	}
+	if l.t == nil {
+		l.t = time.NewTimer(forwardLinger)
+	} else {
+		l.t.Reset(forwardLinger)
+	}
+	l.armed = l.t.C
+}
+
+// due returns the channel that fires when the write is due; nil (never
+// ready) when none is.
+func (l *lingerFlusher) due() <-chan time.Time { return l.armed }
+
+// fired records that the due write is being done.
+func (l *lingerFlusher) fired() { l.armed = nil }
+
+// stop releases the timer.
+func (l *lingerFlusher) stop() {
+	if l.t != nil {
+		l.t.Stop()
+	}
+}
+
 // flushForwards writes the forwarder's buffer, counting what it wrote.
 func (r *Reader) flushForwards(ctx context.Context) error {
 	n, err := r.forward.flush(ctx)
@@ -258,19 +319,24 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 	if f == nil {
 		return nil
 	}
-	name, err := SplitTopic(msg.Topic, f.group, sandbox)
-	if err != nil {
-		r.unforwardable(ctx, msg, sandbox, err)
-		return nil
-	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), forwardTimeout)
-	defer cancel()
-	if err := f.ensure(wctx, msg.Topic, name); err != nil {
-		return fmt.Errorf("%w: message %s: creating %s: %w", ErrForward, coordinates(msg), name, err)
-	}
+	key := sandboxTopic{msg.Topic, sandbox}
 	f.mu.Lock()
+	name, ready := f.names[key]
 	full := len(f.buf) >= maxBuffered
 	f.mu.Unlock()
+	if !ready {
+		var err error
+		if name, err = SplitTopic(msg.Topic, f.group, sandbox); err != nil {
+			r.unforwardable(ctx, msg, sandbox, err)
+			return nil
+		}
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), forwardTimeout)
+		err = f.ensure(wctx, key, name)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%w: message %s: creating %s: %w", ErrForward, coordinates(msg), name, err)
+		}
+	}
 	if full {
 		if err := r.flushForwards(ctx); err != nil {
 			return fmt.Errorf("message %s: %w", coordinates(msg), err)
@@ -278,7 +344,9 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 	}
 	hs := make([]kafka.Header, len(msg.Headers), len(msg.Headers)+1)
 	copy(hs, msg.Headers)
-	hs = append(hs, kafka.Header{Key: HeaderSplitSource, Value: []byte(strconv.Itoa(msg.Partition) + "/" + strconv.FormatInt(msg.Offset, 10))})
+	v := strconv.AppendInt(make([]byte, 0, 24), int64(msg.Partition), 10)
+	v = strconv.AppendInt(append(v, '/'), msg.Offset, 10)
+	hs = append(hs, kafka.Header{Key: HeaderSplitSource, Value: v})
 	src := topicPartitionOffset{topicPartition{msg.Topic, msg.Partition}, msg.Offset}
 	f.mu.Lock()
 	f.buf = append(f.buf, kafka.Message{Topic: name, Partition: msg.Partition, Key: msg.Key, Value: msg.Value, Headers: hs, Time: msg.Time})
@@ -287,6 +355,10 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 		f.first[src.topicPartition] = src.offset
 	}
 	f.mu.Unlock()
+	select {
+	case f.kick <- struct{}{}:
+	default: // a flush is asked for already
+	}
 	return nil
 }
 
@@ -302,25 +374,25 @@ func (r *Reader) unforwardable(ctx context.Context, msg *kafka.Message, sandbox 
 	})
 }
 
-// ensure creates the sandbox topic name, for source topic source, unless
-// this forwarder has created or found it before.
-func (f *forwarder) ensure(ctx context.Context, source, name string) error {
+// ensure creates the sandbox topic name of key, unless this forwarder has
+// created or found it before.
+func (f *forwarder) ensure(ctx context.Context, key sandboxTopic, name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.ready[name] {
+	if _, ok := f.names[key]; ok {
 		return nil
 	}
 	n := f.split.Partitions
 	if n == 0 {
 		var err error
-		if n, err = f.partitions(ctx, source); err != nil {
+		if n, err = f.partitions(ctx, key.source); err != nil {
 			return err
 		}
 	}
 	if err := createTopic(ctx, f.client, name, n, f.split.ReplicationFactor); err != nil {
 		return err
 	}
-	f.ready[name] = true
+	f.names[key] = name
 	return nil
 }
 
@@ -424,21 +496,41 @@ func (m *marks) advance(part int, off int64) {
 // its group committed on the source topic in the filter mode.
 func (r *Reader) prepareSplit(ctx context.Context) error {
 	tr := transport(r.rcfg.Dialer)
+	// The transport's view of the cluster covers the two topics, not
+	// every topic of the cluster (kafka-go's default), which it would
+	// fetch again after creating the sandbox's.
+	tr.MetadataTopics = []string{r.source, r.rcfg.Topic}
 	defer tr.CloseIdleConnections()
 	cl := &kafka.Client{Addr: kafka.TCP(r.rcfg.Brokers...), Transport: tr}
 	fail := func(step string, err error) error {
 		return fmt.Errorf("kafkamw: preparing the split topic %s of group %s: %s: %w", r.rcfg.Topic, r.group, step, err)
 	}
-	sn, err := partitionCount(ctx, cl, r.source)
+	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: tr.MetadataTopics})
 	if err != nil {
-		return fail("source partitions", err)
+		return fail("metadata", err)
 	}
-	n := sn
-	if r.cfg.split.Partitions > 0 {
-		n = r.cfg.split.Partitions
+	sn, exists := 0, false
+	for _, t := range md.Topics {
+		switch {
+		case t.Name == r.source && t.Error != nil:
+			return fail("source partitions", fmt.Errorf("metadata of %s: %w", r.source, t.Error))
+		case t.Name == r.source:
+			sn = len(t.Partitions)
+		case t.Name == r.rcfg.Topic:
+			exists = t.Error == nil && len(t.Partitions) > 0
+		}
 	}
-	if err := createTopic(ctx, cl, r.rcfg.Topic, n, r.cfg.split.ReplicationFactor); err != nil {
-		return fail("create", err)
+	if sn == 0 {
+		return fail("source partitions", fmt.Errorf("metadata of %s: no answer", r.source))
+	}
+	if !exists {
+		n := sn
+		if r.cfg.split.Partitions > 0 {
+			n = r.cfg.split.Partitions
+		}
+		if err := createTopic(ctx, cl, r.rcfg.Topic, n, r.cfg.split.ReplicationFactor); err != nil {
+			return fail("create", err)
+		}
 	}
 	ps := make([]int, sn)
 	for p := range ps {
