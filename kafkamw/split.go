@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	"github.com/segmentio/kafka-go/protocol/produce"
 
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -117,8 +120,7 @@ func validTopic(name string) error {
 type forwarder struct {
 	split  Split
 	group  string
-	w      *kafka.Writer
-	client *kafka.Client
+	client *kafka.Client // creates the sandboxes' topics and writes the copies
 
 	mu    sync.Mutex
 	names map[sandboxTopic]string  // sandbox topics created (or found) by this reader, by source topic and sandbox
@@ -151,24 +153,13 @@ const maxBuffered = 1000
 func newForwarder(s Split, rcfg kafka.ReaderConfig) *forwarder {
 	tr := transport(rcfg.Dialer)
 	return &forwarder{
-		split: s,
-		group: rcfg.GroupID,
-		w: &kafka.Writer{
-			Addr:         kafka.TCP(rcfg.Brokers...),
-			Transport:    tr,
-			Balancer:     samePartition{},
-			RequiredAcks: kafka.RequireAll,
-			// kafka-go allocates each partition's batch at BatchSize:
-			// a flush spreads over every sandbox topic's partitions,
-			// a few copies each.
-			BatchSize:    100,
-			BatchTimeout: time.Millisecond, // a flush waits for its batches, not for more
-		},
+		split:  s,
+		group:  rcfg.GroupID,
 		client: &kafka.Client{Addr: kafka.TCP(rcfg.Brokers...), Transport: tr},
 		names:  make(map[sandboxTopic]string),
-		kick:   make(chan struct{}, 1),
 		parts:  make(map[string]int),
 		first:  make(map[topicPartition]int64),
+		kick:   make(chan struct{}, 1),
 	}
 }
 
@@ -200,11 +191,10 @@ func (f *forwarder) close() error {
 	if f == nil {
 		return nil
 	}
-	err := f.w.Close()
 	if tr, ok := f.client.Transport.(*kafka.Transport); ok {
 		tr.CloseIdleConnections()
 	}
-	return err
+	return nil
 }
 
 // flush writes the buffered copies and waits for the broker's
@@ -226,7 +216,7 @@ func (f *forwarder) flush(ctx context.Context) (int, error) {
 	// so that a clean shutdown's commit finds the copies acknowledged.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), forwardTimeout)
 	defer cancel()
-	if err := f.w.WriteMessages(wctx, batch...); err != nil {
+	if err := f.write(wctx, batch); err != nil {
 		return 0, fmt.Errorf("%w: %d messages: %w", ErrForward, len(batch), err)
 	}
 	f.mu.Lock()
@@ -293,13 +283,133 @@ func (r *Reader) flushForwards(ctx context.Context) error {
 	return err
 }
 
-// samePartition sends a forwarded message to the partition of its
-// original (modulo the count), which the forwarder sets in
-// Message.Partition: the copies of one source partition keep their order.
-type samePartition struct{}
+// write produces batch, copies whose Partition is their source
+// partition, each to that partition modulo its topic's partition count (so
+// that the copies of one source partition keep their order): one produce
+// request per partition leader, acknowledged by all in-sync replicas. A
+// kafka.Writer would look each message's topic up in its client's view of
+// the cluster and batch each partition apart; the copies of a flush go
+// together instead, which is most of what a forward costs the baseline
+// and the broker. On an error some partitions may have been written: the
+// caller keeps the whole batch and writes it again, and the sandbox's
+// reader skips the second copies (Counts.Duplicates).
+func (f *forwarder) write(ctx context.Context, batch []kafka.Message) error {
+	var topics []string
+	for i := range batch {
+		if !slices.Contains(topics, batch[i].Topic) {
+			topics = append(topics, batch[i].Topic)
+		}
+	}
+	// Served from the client's cached view, which a creation refreshes.
+	md, err := f.client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return err
+	}
+	layout := make(map[string][]kafka.Partition, len(md.Topics))
+	for _, t := range md.Topics {
+		if t.Error != nil {
+			return fmt.Errorf("metadata of %s: %w", t.Name, t.Error)
+		}
+		ps := slices.Clone(t.Partitions)
+		slices.SortFunc(ps, func(a, b kafka.Partition) int { return a.ID - b.ID })
+		layout[t.Name] = ps
+	}
+	// The copies of each partition, in order, then one request per leader.
+	type partCopies struct {
+		leader  int
+		tp      topicPartition
+		records []kafka.Record
+	}
+	var groups []partCopies
+	at := make(map[topicPartition]int)
+	for i := range batch {
+		m := &batch[i]
+		ps := layout[m.Topic]
+		if len(ps) == 0 {
+			return fmt.Errorf("metadata of %s: no partitions", m.Topic)
+		}
+		p := ps[m.Partition%len(ps)]
+		key := topicPartition{m.Topic, p.ID}
+		g, ok := at[key]
+		if !ok {
+			g = len(groups)
+			at[key] = g
+			groups = append(groups, partCopies{leader: p.Leader.ID, tp: key})
+		}
+		groups[g].records = append(groups[g].records, kafka.Record{Time: m.Time, Key: bytesOrNil(m.Key), Value: bytesOrNil(m.Value), Headers: m.Headers})
+	}
+	reqs := make(map[int]*produce.Request) // by leader
+	for _, g := range groups {
+		req := reqs[g.leader]
+		if req == nil {
+			req = &produce.Request{Acks: int16(kafka.RequireAll), Timeout: int32(forwardTimeout / time.Millisecond)}
+			reqs[g.leader] = req
+		}
+		addPartition(req, g.tp, kafka.NewRecordReader(g.records...))
+	}
+	errs := make([]error, 0, len(reqs))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, req := range reqs {
+		wg.Go(func() {
+			err := f.produce(ctx, req)
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
 
-func (samePartition) Balance(msg kafka.Message, partitions ...int) int {
-	return partitions[msg.Partition%len(partitions)]
+// addPartition adds records to req, for tp.
+func addPartition(req *produce.Request, tp topicPartition, records kafka.RecordReader) {
+	i := slices.IndexFunc(req.Topics, func(t produce.RequestTopic) bool { return t.Topic == tp.topic })
+	if i < 0 {
+		i = len(req.Topics)
+		req.Topics = append(req.Topics, produce.RequestTopic{Topic: tp.topic})
+	}
+	req.Topics[i].Partitions = append(req.Topics[i].Partitions, produce.RequestPartition{
+		Partition: int32(tp.partition), RecordSet: protocol.RecordSet{Records: records},
+	})
+}
+
+// produce sends req and checks every partition's answer.
+func (f *forwarder) produce(ctx context.Context, req *produce.Request) error {
+	m, err := f.client.Transport.RoundTrip(ctx, f.client.Addr, req)
+	if err != nil {
+		return err
+	}
+	res, ok := m.(*produce.Response)
+	if !ok {
+		return fmt.Errorf("produce: unexpected response %T", m)
+	}
+	var errs []error
+	answered := 0
+	for _, t := range res.Topics {
+		for _, p := range t.Partitions {
+			answered++
+			if p.ErrorCode != 0 {
+				errs = append(errs, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, kafka.Error(p.ErrorCode)))
+			}
+		}
+	}
+	want := 0
+	for _, t := range req.Topics {
+		want += len(t.Partitions)
+	}
+	if answered != want {
+		errs = append(errs, fmt.Errorf("produce: %d of %d partitions answered", answered, want))
+	}
+	return errors.Join(errs...)
+}
+
+// bytesOrNil wraps b for a record; nil stays nil (a null key or value).
+func bytesOrNil(b []byte) kafka.Bytes {
+	if b == nil {
+		return nil
+	}
+	return kafka.NewBytes(b)
 }
 
 // forwardTimeout bounds a flush, and a topic creation.
