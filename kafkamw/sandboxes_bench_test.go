@@ -34,12 +34,18 @@ var sandboxesMessages = flag.Int("kafkamw.bench.sandboxes.messages", 20000, "mes
 // CPU time over the plain reader's pass (cpu/plain).
 //
 //	go test ./kafkamw -run '^$' -bench Sandboxes -benchtime 3x
+//
+// The mode split-1p is the split mode with one partition per sandbox
+// topic (Split{Partitions: 1}) rather than the source topic's three: a
+// sandbox reader then runs one fetch loop, and one connection, instead
+// of three.
 func BenchmarkSandboxes(b *testing.B) {
-	for _, split := range []bool{false, true} {
-		mode := "filter"
-		if split {
-			mode = "split"
-		}
+	modes := []struct {
+		name  string
+		split *Split
+	}{{"filter", nil}, {"split", &Split{}}, {"split-1p", &Split{Partitions: 1}}}
+	for _, m := range modes {
+		mode, split := m.name, m.split
 		for _, n := range []int{1, 4, 16} {
 			b.Run(fmt.Sprintf("mode=%s/N=%d", mode, n), func(b *testing.B) {
 				addrs, topic, table := sandboxesTopic(b, *sandboxesMessages, n)
@@ -138,7 +144,8 @@ func sandboxesTopic(b testing.TB, size, n int) ([]string, string, *routes.Table)
 // whole topic, each in a fresh group, committing every 100 messages it
 // returns. It returns the messages all readers fetched from the broker,
 // the messages they owned, and the process CPU time spent.
-func sandboxesPass(b *testing.B, addrs []string, topic string, table *routes.Table, n int, split bool) (fetched, owned, dups int64, cpu time.Duration) {
+func sandboxesPass(b *testing.B, addrs []string, topic string, table *routes.Table, n int, mode *Split) (fetched, owned, dups int64, cpu time.Duration) {
+	split := mode != nil
 	group := fmt.Sprintf("pass-%d", time.Now().UnixNano())
 	readers := make([]*Reader, n+1)
 	size := int64(*sandboxesMessages)
@@ -164,7 +171,7 @@ func sandboxesPass(b *testing.B, addrs []string, topic string, table *routes.Tab
 			opts = append(opts, AsSandbox(fmt.Sprintf("pr-%d", i-1)))
 		}
 		if split {
-			opts = append(opts, WithSplit(Split{}))
+			opts = append(opts, WithSplit(*mode))
 		}
 		cfg := kafkatest.ReaderConfig(addrs, topic, group)
 		cfg.MaxWait, cfg.HeartbeatInterval = sandboxesMaxWait, sandboxesMaxWait
