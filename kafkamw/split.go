@@ -47,7 +47,10 @@ var ErrForward = errors.New("kafkamw: forwarding to the sandbox's topic failed")
 type Split struct {
 	// Partitions is the partition count of each sandbox's topic; 0 for
 	// the source topic's. A message of source partition p goes to
-	// partition p modulo the count, so that per-key order holds.
+	// partition p modulo the count, so that per-key order holds. A
+	// sandbox's traffic is small: 1 gives each sandbox reader one fetch
+	// loop and connection instead of one per partition
+	// (BenchmarkSandboxes' mode=split-1p).
 	Partitions int
 	// ReplicationFactor of each sandbox's topic; 0 for the broker's
 	// default.
@@ -141,9 +144,10 @@ type sandboxTopic struct{ source, sandbox string }
 
 // forwardLinger is how long the flush loop lets copies gather after the
 // first one is buffered before it writes them: the latency a forward adds
-// to a sandbox's messages, against one produce request per sandbox
-// partition per write. Without it the copies waited for the skip-commit
-// interval (a second by default).
+// to a sandbox's messages, against a produce request (per partition
+// leader) per write and a fetch per sandbox partition that receives
+// copies. Without it the copies waited for the skip-commit interval (a
+// second by default).
 const forwardLinger = 10 * time.Millisecond
 
 // maxBuffered is how many copies the forwarder buffers before it writes
