@@ -224,8 +224,14 @@ func (f *forwarder) flush(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("%w: %d messages: %w", ErrForward, len(batch), err)
 	}
 	f.mu.Lock()
-	f.buf = append(f.buf[:0:0], f.buf[len(batch):]...)
-	f.src = append(f.src[:0:0], f.src[len(batch):]...)
+	// The copies buffered during the write move to the front, in the
+	// same arrays: a buffer grown once is not grown again on every flush
+	// (copying kafka.Messages was half of what a forward cost the fetch
+	// path). The write is done with batch.
+	n := copy(f.buf, f.buf[len(batch):])
+	clear(f.buf[n:]) // the written copies' keys, values and headers
+	f.buf = f.buf[:n]
+	f.src = f.src[:copy(f.src, f.src[len(batch):])]
 	clear(f.first)
 	for _, c := range f.src {
 		if _, ok := f.first[c.topicPartition]; !ok {
