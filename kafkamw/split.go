@@ -464,7 +464,7 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 	}
 	hs := make([]kafka.Header, len(msg.Headers), len(msg.Headers)+1)
 	copy(hs, msg.Headers)
-	v := strconv.AppendInt(make([]byte, 0, 24), int64(msg.Partition), 10)
+	v := strconv.AppendInt(make([]byte, 0, 32), int64(msg.Partition), 10)
 	v = strconv.AppendInt(append(v, '/'), msg.Offset, 10)
 	hs = append(hs, kafka.Header{Key: HeaderSplitSource, Value: v})
 	src := topicPartitionOffset{topicPartition{msg.Topic, msg.Partition}, msg.Offset}
