@@ -95,17 +95,21 @@
 //     the source partition's number modulo the partition count: the
 //     copies of one partition, so of one key, keep their order.
 //   - Copies are buffered and written, acknowledged by all in-sync
-//     replicas, every [WithSkipCommitInterval] (one second by default),
-//     on Close, and whenever 1000 are waiting. No offset is committed past
-//     a message whose copy is not acknowledged: a commit (the caller's
+//     replicas, 10ms after the first of them is buffered (with those
+//     buffered meanwhile: one produce request per partition leader),
+//     every [WithSkipCommitInterval] (one second by default), on Close,
+//     and whenever 1000 are waiting. No offset is committed past a
+//     message whose copy is not acknowledged: a commit (the caller's
 //     CommitMessages, [Reader.Run]'s) that would pass one commits up to
 //     it, and what it asked for beyond is committed once the copy is
-//     written. A copy therefore reaches the sandbox's topic, and the
-//     baseline group's committed offset the caller's commits, within one
-//     skip-commit interval. A write that fails is retried on the next
-//     tick, holding the commits back meanwhile; a topic that cannot be
-//     created keeps the message ([ErrForward]) and holds its partition
-//     until the broker accepts it.
+//     written. A copy therefore reaches the sandbox's topic within a few
+//     milliseconds, and the baseline group's committed offset the
+//     caller's commits within one skip-commit interval. A write that
+//     fails is retried on the next tick, holding the commits back
+//     meanwhile (a write that failed on some partitions only writes
+//     those copies twice; see below for duplicates); a topic that cannot
+//     be created keeps the message ([ErrForward]) and holds its
+//     partition until the broker accepts it.
 //   - A sandbox reader in the split mode reads its topic from the
 //     beginning (a new group) and decides each copy as in the filter
 //     mode: messages forwarded before it started wait for it.

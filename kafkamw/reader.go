@@ -546,6 +546,8 @@ func (r *Reader) flushLoop(ctx context.Context, inner *kafka.Reader) {
 	defer close(r.flushed)
 	t := time.NewTicker(r.cfg.skipEvery)
 	defer t.Stop()
+	var forwards lingerFlusher // the split mode's copies, written soon after they are buffered
+	defer forwards.stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -554,6 +556,11 @@ func (r *Reader) flushLoop(ctx context.Context, inner *kafka.Reader) {
 			// A failure (a rebalance, the broker away) is retried on
 			// the next tick; the group reader logs its own errors.
 			_ = r.flushSkipped(ctx, inner)
+		case <-r.forward.kicks():
+			forwards.kicked()
+		case <-forwards.due():
+			forwards.fired()
+			_ = r.flushForwards(ctx) // a failure is retried on the next tick
 		}
 	}
 }

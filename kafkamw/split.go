@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	"github.com/segmentio/kafka-go/protocol/produce"
 
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -44,7 +47,10 @@ var ErrForward = errors.New("kafkamw: forwarding to the sandbox's topic failed")
 type Split struct {
 	// Partitions is the partition count of each sandbox's topic; 0 for
 	// the source topic's. A message of source partition p goes to
-	// partition p modulo the count, so that per-key order holds.
+	// partition p modulo the count, so that per-key order holds. A
+	// sandbox's traffic is small: 1 gives each sandbox reader one fetch
+	// loop and connection instead of one per partition
+	// (BenchmarkSandboxes' mode=split-1p).
 	Partitions int
 	// ReplicationFactor of each sandbox's topic; 0 for the broker's
 	// default.
@@ -106,7 +112,9 @@ func validTopic(name string) error {
 //
 // Forwards are batched: [Reader.handOff] adds the copy to a buffer, and
 // the buffer is written, and acknowledged by all in-sync replicas, by the
-// reader's periodic flush (and Close) and when it is full. Every commit
+// reader's flush loop forwardLinger after the first copy it holds (see
+// [forwarder.kicks]), by the periodic flush (and Close), and when it is
+// full. Every commit
 // stops short of the first message of its partition whose copy is still
 // buffered ([forwarder.capped]); the flush commits the rest once the
 // copies are written. No offset is committed past a message whose copy is
@@ -115,18 +123,32 @@ func validTopic(name string) error {
 type forwarder struct {
 	split  Split
 	group  string
-	w      *kafka.Writer
-	client *kafka.Client
+	client *kafka.Client // creates the sandboxes' topics and writes the copies
 
 	mu    sync.Mutex
-	ready map[string]bool          // sandbox topics created (or found) by this reader
+	names map[sandboxTopic]string  // sandbox topics created (or found) by this reader, by source topic and sandbox
 	parts map[string]int           // partition counts of the source topics
 	buf   []kafka.Message          // copies not yet written, in fetch order
 	src   []topicPartitionOffset   // the source of each copy in buf
 	first map[topicPartition]int64 // the lowest source offset in buf, by source partition
 
 	flushMu sync.Mutex // one flush at a time; held before mu
+
+	// kick tells the reader's flush loop that copies are buffered: it
+	// writes them forwardLinger later, with those buffered meanwhile.
+	kick chan struct{}
 }
+
+// sandboxTopic names a sandbox's topic by its source topic and sandbox.
+type sandboxTopic struct{ source, sandbox string }
+
+// forwardLinger is how long the flush loop lets copies gather after the
+// first one is buffered before it writes them: the latency a forward adds
+// to a sandbox's messages, against a produce request (per partition
+// leader) per write and a fetch per sandbox partition that receives
+// copies. Without it the copies waited for the skip-commit interval (a
+// second by default).
+const forwardLinger = 10 * time.Millisecond
 
 // maxBuffered is how many copies the forwarder buffers before it writes
 // them in the fetch path.
@@ -135,23 +157,13 @@ const maxBuffered = 1000
 func newForwarder(s Split, rcfg kafka.ReaderConfig) *forwarder {
 	tr := transport(rcfg.Dialer)
 	return &forwarder{
-		split: s,
-		group: rcfg.GroupID,
-		w: &kafka.Writer{
-			Addr:         kafka.TCP(rcfg.Brokers...),
-			Transport:    tr,
-			Balancer:     samePartition{},
-			RequiredAcks: kafka.RequireAll,
-			// kafka-go allocates each partition's batch at BatchSize:
-			// a flush spreads over every sandbox topic's partitions,
-			// a few copies each.
-			BatchSize:    100,
-			BatchTimeout: time.Millisecond, // a flush waits for its batches, not for more
-		},
+		split:  s,
+		group:  rcfg.GroupID,
 		client: &kafka.Client{Addr: kafka.TCP(rcfg.Brokers...), Transport: tr},
-		ready:  make(map[string]bool),
+		names:  make(map[sandboxTopic]string),
 		parts:  make(map[string]int),
 		first:  make(map[topicPartition]int64),
+		kick:   make(chan struct{}, 1),
 	}
 }
 
@@ -183,11 +195,10 @@ func (f *forwarder) close() error {
 	if f == nil {
 		return nil
 	}
-	err := f.w.Close()
 	if tr, ok := f.client.Transport.(*kafka.Transport); ok {
 		tr.CloseIdleConnections()
 	}
-	return err
+	return nil
 }
 
 // flush writes the buffered copies and waits for the broker's
@@ -209,12 +220,18 @@ func (f *forwarder) flush(ctx context.Context) (int, error) {
 	// so that a clean shutdown's commit finds the copies acknowledged.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), forwardTimeout)
 	defer cancel()
-	if err := f.w.WriteMessages(wctx, batch...); err != nil {
+	if err := f.write(wctx, batch); err != nil {
 		return 0, fmt.Errorf("%w: %d messages: %w", ErrForward, len(batch), err)
 	}
 	f.mu.Lock()
-	f.buf = append(f.buf[:0:0], f.buf[len(batch):]...)
-	f.src = append(f.src[:0:0], f.src[len(batch):]...)
+	// The copies buffered during the write move to the front, in the
+	// same arrays: a buffer grown once is not grown again on every flush
+	// (copying kafka.Messages was half of what a forward cost the fetch
+	// path). The write is done with batch.
+	n := copy(f.buf, f.buf[len(batch):])
+	clear(f.buf[n:]) // the written copies' keys, values and headers
+	f.buf = f.buf[:n]
+	f.src = f.src[:copy(f.src, f.src[len(batch):])]
 	clear(f.first)
 	for _, c := range f.src {
 		if _, ok := f.first[c.topicPartition]; !ok {
@@ -225,6 +242,50 @@ func (f *forwarder) flush(ctx context.Context) (int, error) {
 	return len(batch), nil
 }
 
+// kicks returns the channel on which the forwarder asks for a flush: a
+// receive means copies are buffered. nil (never ready) for a nil f.
+func (f *forwarder) kicks() <-chan struct{} {
+	if f == nil {
+		return nil
+	}
+	return f.kick
+}
+
+// lingerFlusher writes a forwarder's copies forwardLinger after it is
+// kicked, for the reader's flush loop. The zero value is ready.
+type lingerFlusher struct {
+	t     *time.Timer
+	armed <-chan time.Time // t.C while a write is due, else nil
+}
+
+// kicked arms the timer unless a write is already due: copies buffered
+// meanwhile go with that write.
+func (l *lingerFlusher) kicked() {
+	if l.armed != nil {
+		return
+	}
+	if l.t == nil {
+		l.t = time.NewTimer(forwardLinger)
+	} else {
+		l.t.Reset(forwardLinger)
+	}
+	l.armed = l.t.C
+}
+
+// due returns the channel that fires when the write is due; nil (never
+// ready) when none is.
+func (l *lingerFlusher) due() <-chan time.Time { return l.armed }
+
+// fired records that the due write is being done.
+func (l *lingerFlusher) fired() { l.armed = nil }
+
+// stop releases the timer.
+func (l *lingerFlusher) stop() {
+	if l.t != nil {
+		l.t.Stop()
+	}
+}
+
 // flushForwards writes the forwarder's buffer, counting what it wrote.
 func (r *Reader) flushForwards(ctx context.Context) error {
 	n, err := r.forward.flush(ctx)
@@ -232,13 +293,133 @@ func (r *Reader) flushForwards(ctx context.Context) error {
 	return err
 }
 
-// samePartition sends a forwarded message to the partition of its
-// original (modulo the count), which the forwarder sets in
-// Message.Partition: the copies of one source partition keep their order.
-type samePartition struct{}
+// write produces batch, copies whose Partition is their source
+// partition, each to that partition modulo its topic's partition count (so
+// that the copies of one source partition keep their order): one produce
+// request per partition leader, acknowledged by all in-sync replicas. A
+// kafka.Writer would look each message's topic up in its client's view of
+// the cluster and batch each partition apart; the copies of a flush go
+// together instead, which is most of what a forward costs the baseline
+// and the broker. On an error some partitions may have been written: the
+// caller keeps the whole batch and writes it again, and the sandbox's
+// reader skips the second copies (Counts.Duplicates).
+func (f *forwarder) write(ctx context.Context, batch []kafka.Message) error {
+	var topics []string
+	for i := range batch {
+		if !slices.Contains(topics, batch[i].Topic) {
+			topics = append(topics, batch[i].Topic)
+		}
+	}
+	// Served from the client's cached view, which a creation refreshes.
+	md, err := f.client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return err
+	}
+	layout := make(map[string][]kafka.Partition, len(md.Topics))
+	for _, t := range md.Topics {
+		if t.Error != nil {
+			return fmt.Errorf("metadata of %s: %w", t.Name, t.Error)
+		}
+		ps := slices.Clone(t.Partitions)
+		slices.SortFunc(ps, func(a, b kafka.Partition) int { return a.ID - b.ID })
+		layout[t.Name] = ps
+	}
+	// The copies of each partition, in order, then one request per leader.
+	type partCopies struct {
+		leader  int
+		tp      topicPartition
+		records []kafka.Record
+	}
+	var groups []partCopies
+	at := make(map[topicPartition]int)
+	for i := range batch {
+		m := &batch[i]
+		ps := layout[m.Topic]
+		if len(ps) == 0 {
+			return fmt.Errorf("metadata of %s: no partitions", m.Topic)
+		}
+		p := ps[m.Partition%len(ps)]
+		key := topicPartition{m.Topic, p.ID}
+		g, ok := at[key]
+		if !ok {
+			g = len(groups)
+			at[key] = g
+			groups = append(groups, partCopies{leader: p.Leader.ID, tp: key})
+		}
+		groups[g].records = append(groups[g].records, kafka.Record{Time: m.Time, Key: bytesOrNil(m.Key), Value: bytesOrNil(m.Value), Headers: m.Headers})
+	}
+	reqs := make(map[int]*produce.Request) // by leader
+	for _, g := range groups {
+		req := reqs[g.leader]
+		if req == nil {
+			req = &produce.Request{Acks: int16(kafka.RequireAll), Timeout: int32(forwardTimeout / time.Millisecond)}
+			reqs[g.leader] = req
+		}
+		addPartition(req, g.tp, kafka.NewRecordReader(g.records...))
+	}
+	errs := make([]error, 0, len(reqs))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, req := range reqs {
+		wg.Go(func() {
+			err := f.produce(ctx, req)
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
 
-func (samePartition) Balance(msg kafka.Message, partitions ...int) int {
-	return partitions[msg.Partition%len(partitions)]
+// addPartition adds records to req, for tp.
+func addPartition(req *produce.Request, tp topicPartition, records kafka.RecordReader) {
+	i := slices.IndexFunc(req.Topics, func(t produce.RequestTopic) bool { return t.Topic == tp.topic })
+	if i < 0 {
+		i = len(req.Topics)
+		req.Topics = append(req.Topics, produce.RequestTopic{Topic: tp.topic})
+	}
+	req.Topics[i].Partitions = append(req.Topics[i].Partitions, produce.RequestPartition{
+		Partition: int32(tp.partition), RecordSet: protocol.RecordSet{Records: records},
+	})
+}
+
+// produce sends req and checks every partition's answer.
+func (f *forwarder) produce(ctx context.Context, req *produce.Request) error {
+	m, err := f.client.Transport.RoundTrip(ctx, f.client.Addr, req)
+	if err != nil {
+		return err
+	}
+	res, ok := m.(*produce.Response)
+	if !ok {
+		return fmt.Errorf("produce: unexpected response %T", m)
+	}
+	var errs []error
+	answered := 0
+	for _, t := range res.Topics {
+		for _, p := range t.Partitions {
+			answered++
+			if p.ErrorCode != 0 {
+				errs = append(errs, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, kafka.Error(p.ErrorCode)))
+			}
+		}
+	}
+	want := 0
+	for _, t := range req.Topics {
+		want += len(t.Partitions)
+	}
+	if answered != want {
+		errs = append(errs, fmt.Errorf("produce: %d of %d partitions answered", answered, want))
+	}
+	return errors.Join(errs...)
+}
+
+// bytesOrNil wraps b for a record; nil stays nil (a null key or value).
+func bytesOrNil(b []byte) kafka.Bytes {
+	if b == nil {
+		return nil
+	}
+	return kafka.NewBytes(b)
 }
 
 // forwardTimeout bounds a flush, and a topic creation.
@@ -258,19 +439,24 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 	if f == nil {
 		return nil
 	}
-	name, err := SplitTopic(msg.Topic, f.group, sandbox)
-	if err != nil {
-		r.unforwardable(ctx, msg, sandbox, err)
-		return nil
-	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), forwardTimeout)
-	defer cancel()
-	if err := f.ensure(wctx, msg.Topic, name); err != nil {
-		return fmt.Errorf("%w: message %s: creating %s: %w", ErrForward, coordinates(msg), name, err)
-	}
+	key := sandboxTopic{msg.Topic, sandbox}
 	f.mu.Lock()
+	name, ready := f.names[key]
 	full := len(f.buf) >= maxBuffered
 	f.mu.Unlock()
+	if !ready {
+		var err error
+		if name, err = SplitTopic(msg.Topic, f.group, sandbox); err != nil {
+			r.unforwardable(ctx, msg, sandbox, err)
+			return nil
+		}
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), forwardTimeout)
+		err = f.ensure(wctx, key, name)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%w: message %s: creating %s: %w", ErrForward, coordinates(msg), name, err)
+		}
+	}
 	if full {
 		if err := r.flushForwards(ctx); err != nil {
 			return fmt.Errorf("message %s: %w", coordinates(msg), err)
@@ -278,7 +464,9 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 	}
 	hs := make([]kafka.Header, len(msg.Headers), len(msg.Headers)+1)
 	copy(hs, msg.Headers)
-	hs = append(hs, kafka.Header{Key: HeaderSplitSource, Value: []byte(strconv.Itoa(msg.Partition) + "/" + strconv.FormatInt(msg.Offset, 10))})
+	v := strconv.AppendInt(make([]byte, 0, 32), int64(msg.Partition), 10)
+	v = strconv.AppendInt(append(v, '/'), msg.Offset, 10)
+	hs = append(hs, kafka.Header{Key: HeaderSplitSource, Value: v})
 	src := topicPartitionOffset{topicPartition{msg.Topic, msg.Partition}, msg.Offset}
 	f.mu.Lock()
 	f.buf = append(f.buf, kafka.Message{Topic: name, Partition: msg.Partition, Key: msg.Key, Value: msg.Value, Headers: hs, Time: msg.Time})
@@ -287,6 +475,10 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 		f.first[src.topicPartition] = src.offset
 	}
 	f.mu.Unlock()
+	select {
+	case f.kick <- struct{}{}:
+	default: // a flush is asked for already
+	}
 	return nil
 }
 
@@ -302,25 +494,25 @@ func (r *Reader) unforwardable(ctx context.Context, msg *kafka.Message, sandbox 
 	})
 }
 
-// ensure creates the sandbox topic name, for source topic source, unless
-// this forwarder has created or found it before.
-func (f *forwarder) ensure(ctx context.Context, source, name string) error {
+// ensure creates the sandbox topic name of key, unless this forwarder has
+// created or found it before.
+func (f *forwarder) ensure(ctx context.Context, key sandboxTopic, name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.ready[name] {
+	if _, ok := f.names[key]; ok {
 		return nil
 	}
 	n := f.split.Partitions
 	if n == 0 {
 		var err error
-		if n, err = f.partitions(ctx, source); err != nil {
+		if n, err = f.partitions(ctx, key.source); err != nil {
 			return err
 		}
 	}
 	if err := createTopic(ctx, f.client, name, n, f.split.ReplicationFactor); err != nil {
 		return err
 	}
-	f.ready[name] = true
+	f.names[key] = name
 	return nil
 }
 
@@ -424,21 +616,41 @@ func (m *marks) advance(part int, off int64) {
 // its group committed on the source topic in the filter mode.
 func (r *Reader) prepareSplit(ctx context.Context) error {
 	tr := transport(r.rcfg.Dialer)
+	// The transport's view of the cluster covers the two topics, not
+	// every topic of the cluster (kafka-go's default), which it would
+	// fetch again after creating the sandbox's.
+	tr.MetadataTopics = []string{r.source, r.rcfg.Topic}
 	defer tr.CloseIdleConnections()
 	cl := &kafka.Client{Addr: kafka.TCP(r.rcfg.Brokers...), Transport: tr}
 	fail := func(step string, err error) error {
 		return fmt.Errorf("kafkamw: preparing the split topic %s of group %s: %s: %w", r.rcfg.Topic, r.group, step, err)
 	}
-	sn, err := partitionCount(ctx, cl, r.source)
+	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: tr.MetadataTopics})
 	if err != nil {
-		return fail("source partitions", err)
+		return fail("metadata", err)
 	}
-	n := sn
-	if r.cfg.split.Partitions > 0 {
-		n = r.cfg.split.Partitions
+	sn, exists := 0, false
+	for _, t := range md.Topics {
+		switch {
+		case t.Name == r.source && t.Error != nil:
+			return fail("source partitions", fmt.Errorf("metadata of %s: %w", r.source, t.Error))
+		case t.Name == r.source:
+			sn = len(t.Partitions)
+		case t.Name == r.rcfg.Topic:
+			exists = t.Error == nil && len(t.Partitions) > 0
+		}
 	}
-	if err := createTopic(ctx, cl, r.rcfg.Topic, n, r.cfg.split.ReplicationFactor); err != nil {
-		return fail("create", err)
+	if sn == 0 {
+		return fail("source partitions", fmt.Errorf("metadata of %s: no answer", r.source))
+	}
+	if !exists {
+		n := sn
+		if r.cfg.split.Partitions > 0 {
+			n = r.cfg.split.Partitions
+		}
+		if err := createTopic(ctx, cl, r.rcfg.Topic, n, r.cfg.split.ReplicationFactor); err != nil {
+			return fail("create", err)
+		}
 	}
 	ps := make([]int, sn)
 	for p := range ps {

@@ -1,0 +1,148 @@
+package kafkamw
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// TestSplitTopicCreatedByItsReader: a sandbox's reader creates its topic
+// after the baseline reader's client has learnt the cluster (forwarding
+// another sandbox's message), so that the baseline's creation finds it
+// there (kafka-go's client refreshes its cached view of the cluster after
+// a creation that fails too). The copy reaches the sandbox's reader within
+// a few forwardLingers, not on the next skip-commit tick (a second here).
+func TestSplitTopicCreatedByItsReader(t *testing.T) {
+	addrs, topic, table := sandboxesTopic(t, 3, 2) // one message of pr-0
+	cfg := kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g"))
+	base, err := NewReader(cfg, table, benchService, WithSplit(Split{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer base.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
+		for {
+			if _, _, err := base.FetchMessage(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	for base.Counts().Forwarded < 1 {
+		if ctx.Err() != nil {
+			t.Fatal("pr-0's message was not forwarded")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	sb, err := NewReader(cfg, table, benchService, AsSandbox("pr-1"), WithSplit(Split{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	if err := sb.prepareSplit(ctx); err != nil { // creates pr-1's topic
+		t.Fatal(err)
+	}
+	kw, closeWriter := kafkatest.NewWriter(addrs, topic)
+	defer closeWriter()
+	w := mustWriter(t, kw)
+	if err := w.WriteMessages(propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: "pr-1"}), kafka.Message{Value: []byte("for pr-1")}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	fctx, fcancel := context.WithTimeout(ctx, 3*time.Second)
+	defer fcancel()
+	_, m, err := sb.FetchMessage(fctx)
+	if err != nil {
+		t.Fatalf("pr-1's reader got nothing in %v: %v (baseline counts %+v)", time.Since(start), err, base.Counts())
+	}
+	if got := time.Since(start); string(m.Value) != "for pr-1" || got > 500*time.Millisecond {
+		t.Fatalf("pr-1's reader got %q after %v, want its message within 500ms", m.Value, got)
+	}
+}
+
+// TestSplitFlushSpreadsOverTopicsAndPartitions: one flush carries the
+// copies of several sandboxes from several source partitions. Each copy
+// lands in its sandbox's topic, on its source partition modulo the
+// topic's partition count (2 here, for 3 source partitions), and the
+// copies of one source partition keep their order; none is lost or
+// written twice.
+func TestSplitFlushSpreadsOverTopicsAndPartitions(t *testing.T) {
+	const size, n = 600, 3
+	addrs, topic, table := sandboxesTopic(t, size, n)
+	cfg := kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g"))
+	base, err := NewReader(cfg, table, benchService, WithSplit(Split{Partitions: 2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
+		for {
+			if _, _, err := base.FetchMessage(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	for base.Counts().Forwarded < size/3 {
+		if ctx.Err() != nil {
+			t.Fatalf("forwarded %d of %d", base.Counts().Forwarded, size/3)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := base.Close(); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for i := range n {
+		id := fmt.Sprintf("pr-%d", i)
+		name, err := SplitTopic(topic, cfg.GroupID, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for p := range 2 {
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: addrs, Topic: name, Partition: p, MaxWait: 50 * time.Millisecond})
+			last := map[int]int64{} // by source partition
+			for {
+				rctx, rcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+				m, err := r.ReadMessage(rctx)
+				rcancel()
+				if err != nil {
+					break
+				}
+				total++
+				var sp int
+				var so int64
+				for _, h := range m.Headers {
+					if h.Key == HeaderSplitSource {
+						if _, err := fmt.Sscanf(string(h.Value), "%d/%d", &sp, &so); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				if sp%2 != p {
+					t.Errorf("%s: copy of source partition %d on partition %d", name, sp, p)
+				}
+				if prev, ok := last[sp]; ok && so <= prev {
+					t.Errorf("%s/%d: source offset %d after %d", name, p, so, prev)
+				}
+				last[sp] = so
+				if got := string(m.Value); !strings.HasPrefix(got, "order ") {
+					t.Errorf("%s: value %q", name, got)
+				}
+			}
+			r.Close()
+		}
+	}
+	if total != size/3 {
+		t.Fatalf("%d copies in the sandbox topics, want %d", total, size/3)
+	}
+}
