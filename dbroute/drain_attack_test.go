@@ -3,13 +3,18 @@ package dbroute_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
+	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 // Attacks on draining pools (#18): a pool whose turn is over drains while
@@ -165,5 +170,255 @@ func TestAttackDrainClose(t *testing.T) {
 	dsnT, table := e.TargetItems("close")
 	if n := pgtest.Count(t, dsnT, "SELECT count(*) FROM "+table); n != 1 {
 		t.Errorf("%d rows, want 1 (the transaction's)", n)
+	}
+}
+
+// TestAttackDrainChurn: many busy sandboxes churn through one or two pool
+// slots on the real clock with short turns, while some of their requests
+// hold a transaction or open rows and call the router again for their own
+// sandbox (which must wait one turn at most, never for ever), and others
+// give up early. Every call with time enough succeeds, every one that
+// gives up says ErrPoolLimit or its context's error, each sandbox's rows
+// land in its own test database only, none in the baseline, and nothing
+// is left running.
+func TestAttackDrainChurn(t *testing.T) {
+	t.Parallel()
+	for _, pools := range []int{1, 2} {
+		t.Run(fmt.Sprintf("pools=%d", pools), func(t *testing.T) {
+			t.Parallel()
+			drainChurn(t, pools)
+		})
+	}
+}
+
+func drainChurn(t *testing.T, pools int) {
+	e := pgtest.Server(t)
+	const sandboxes = 6
+	ids := make([]string, sandboxes)
+	dsns := map[string]string{}
+	for i := range ids {
+		ids[i] = fmt.Sprintf("churn-%d", i)
+		dsns[ids[i]] = e.Target(t, ids[i])
+	}
+	p, err := dbroute.Static(dsns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.Router(t, p, dbroute.WithMaxPools(pools), dbroute.WithPoolTurn(20*time.Millisecond), dbroute.WithIdleTimeout(0))
+	const patient = 20 * time.Second
+	var ok, gaveUp atomic.Int64
+	stopAt := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		sb := pgtest.SandboxCtx(id)
+		// One holder per sandbox: a transaction, or open rows, and a call
+		// for the same sandbox meanwhile (the pool has 3 connections).
+		wg.Go(func() {
+			for n := 0; time.Now().Before(stopAt); n++ {
+				ctx, cancel := context.WithTimeout(sb, patient)
+				err := holdAndCall(ctx, r, id, n%2 == 0)
+				cancel()
+				if err != nil {
+					t.Errorf("%s: holder: %v", id, err)
+					return
+				}
+				ok.Add(1)
+			}
+		})
+		// A patient writer and an impatient one.
+		wg.Go(func() {
+			for time.Now().Before(stopAt) {
+				ctx, cancel := context.WithTimeout(sb, patient)
+				_, err := r.Exec(ctx, drainInsert, id)
+				cancel()
+				if err != nil {
+					t.Errorf("%s: patient writer: %v", id, err)
+					return
+				}
+				ok.Add(1)
+			}
+		})
+		wg.Go(func() {
+			rnd := rand.New(rand.NewPCG(uint64(i), 1))
+			for time.Now().Before(stopAt) {
+				ctx, cancel := context.WithTimeout(sb, time.Duration(rnd.IntN(30))*time.Millisecond)
+				_, err := r.Exec(ctx, drainInsert, id)
+				cancel()
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.Is(err, dbroute.ErrPoolLimit) || errors.Is(err, context.DeadlineExceeded):
+					gaveUp.Add(1)
+				default:
+					t.Errorf("%s: impatient writer: %v", id, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("pools=%d: %d calls succeeded, %d gave up", pools, ok.Load(), gaveUp.Load())
+	if len(r.OpenPools()) > pools {
+		t.Errorf("open pools %v, more than %d", r.OpenPools(), pools)
+	}
+	for _, id := range ids {
+		dsnT, table := e.TargetItems(id)
+		if n := pgtest.Count(t, dsnT, "SELECT count(*) FROM "+table+" WHERE owner <> $1", id); n != 0 {
+			t.Errorf("%s's test database holds %d rows of other sandboxes", id, n)
+		}
+		if n := pgtest.Count(t, dsnT, "SELECT count(*) FROM "+table+" WHERE owner = $1", id); n == 0 {
+			t.Errorf("%s never wrote", id)
+		}
+	}
+	dsnB, table := e.BaselineItems()
+	if n := pgtest.Count(t, dsnB, "SELECT count(*) FROM "+table); n != 0 {
+		t.Errorf("baseline holds %d sandbox rows", n)
+	}
+}
+
+// holdAndCall holds a connection of ctx's sandbox (a transaction, or open
+// rows) while it calls the router again for the same sandbox.
+func holdAndCall(ctx context.Context, r *dbroute.Router, id string, tx bool) error {
+	if tx {
+		t, err := r.Begin(ctx)
+		if err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+		defer t.Rollback(ctx)
+		if _, err := t.Exec(ctx, drainInsert, id); err != nil {
+			return fmt.Errorf("in the transaction: %w", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+		if _, err := r.Exec(ctx, drainInsert, id); err != nil {
+			return fmt.Errorf("call while holding a transaction: %w", err)
+		}
+		return t.Commit(ctx)
+	}
+	rows, err := r.Query(ctx, "SELECT generate_series(1, 3)")
+	if err != nil {
+		return fmt.Errorf("query: %w", err)
+	}
+	defer rows.Close()
+	rows.Next()
+	time.Sleep(5 * time.Millisecond)
+	if _, err := r.Exec(ctx, drainInsert, id); err != nil {
+		return fmt.Errorf("call while holding open rows: %w", err)
+	}
+	for rows.Next() {
+	}
+	return rows.Err()
+}
+
+// TestAttackDrainRouteRemoved: a sandbox leaves the route table while its
+// pool, held by a transaction, drains and its own call waits. New calls
+// for it are refused at once (ErrNoTestDatabase), the waiting one ends
+// within a turn, the transaction is not cut, and the other sandbox gets
+// the slot once the pool is free and its turn over.
+func TestAttackDrainRouteRemoved(t *testing.T) {
+	t.Parallel()
+	e := pgtest.Server(t)
+	dsn := e.Target(t, "removed")
+	p, err := dbroute.Static(map[string]string{"a": dsn, "b": dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clocktest.New()
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: "a"}, {ID: "b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.Router(t, p, dbroute.WithMaxPools(1), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0),
+		dbroute.WithClock(clk.Now), dbroute.WithRoutes(table))
+	ctxA, ctxB := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b")
+	tx, err := r.Begin(ctxA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctxA)
+	clk.Advance(2 * time.Minute)
+	cb, cancel := context.WithTimeout(ctxB, 30*time.Second)
+	defer cancel()
+	doneB := execAsync(r, cb, "b")
+	settle()
+	ca, cancel := context.WithTimeout(ctxA, 30*time.Second)
+	defer cancel()
+	doneA := execAsync(r, ca, "a-queued")
+	settle()
+	table.Remove("a")
+	if _, err := r.Exec(ctxA, drainInsert, "a-removed"); !errors.Is(err, dbroute.ErrNoTestDatabase) {
+		t.Errorf("call after a left the route table: %v, want ErrNoTestDatabase", err)
+	}
+	clk.Advance(2 * time.Minute) // a did not drain within a turn
+	if err := within(t, "a's waiting call", doneA, 10*time.Second); err != nil && !errors.Is(err, dbroute.ErrNoTestDatabase) {
+		t.Errorf("a's waiting call: %v", err)
+	}
+	if _, err := tx.Exec(ctxA, drainInsert, "a-tx"); err != nil {
+		t.Fatalf("the transaction: %v", err)
+	}
+	if err := tx.Commit(ctxA); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(2 * time.Minute)
+	if err := within(t, "b's call", doneB, 10*time.Second); err != nil {
+		t.Fatalf("b: %v", err)
+	}
+	if got := r.OpenPools(); !slices.Equal(got, []string{"b"}) {
+		t.Errorf("open pools = %v, want [b]", got)
+	}
+	dsnT, tbl := e.TargetItems("removed")
+	if n := pgtest.Count(t, dsnT, "SELECT count(*) FROM "+tbl+" WHERE owner = 'a-removed'"); n != 0 {
+		t.Errorf("a call refused by the route table wrote %d rows", n)
+	}
+	if n := pgtest.Count(t, dsnT, "SELECT count(*) FROM "+tbl+" WHERE owner IN ('a-tx', 'b')"); n != 2 {
+		t.Errorf("%d rows of the transaction and b, want 2", n)
+	}
+}
+
+// TestAttackDrainDeadDatabase: a sandbox whose test database cannot be
+// reached (its server refuses connections) takes a slot while another
+// sandbox's pool, held by a transaction, drains. Its calls fail as
+// ErrUnavailable at once, never hang; a pool that never had a connection
+// is nothing to hand over, so it must not keep the slot for a turn while a
+// healthy sandbox waits.
+func TestAttackDrainDeadDatabase(t *testing.T) {
+	t.Parallel()
+	e := pgtest.Server(t)
+	dsn := e.Target(t, "dead")
+	fp := pgtest.NewFaultProxy(t, "127.0.0.1:5432")
+	dead := fp.DSN(pgtest.SchemasDB())
+	fp.Close() // nothing listens there any more
+	p, err := dbroute.Static(map[string]string{"a": dsn, "b": dsn, "dead": dead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clocktest.New()
+	r := e.Router(t, p, dbroute.WithMaxPools(2), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0), dbroute.WithClock(clk.Now))
+	ctxA, ctxB, ctxD := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b"), pgtest.SandboxCtx("dead")
+	tx, err := r.Begin(ctxA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctxA)
+	if _, err := r.Exec(ctxB, drainInsert, "b-first"); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(2 * time.Minute) // a (held) and b (free) have had their turns
+	// dead takes b's slot; a drains meanwhile only if someone else waits.
+	for range 3 {
+		cd, cancel := context.WithTimeout(ctxD, 10*time.Second)
+		_, err := r.Exec(cd, drainInsert, "dead")
+		cancel()
+		if !errors.Is(err, dbroute.ErrUnavailable) {
+			t.Fatalf("dead: %v, want ErrUnavailable", err)
+		}
+	}
+	// b comes back: the dead pool has no connection to give up.
+	cb, cancel := context.WithTimeout(ctxB, 3*time.Second)
+	defer cancel()
+	if _, err := r.Exec(cb, drainInsert, "b"); err != nil {
+		t.Fatalf("b, waiting behind a pool that never connected: %v (open pools %v)", err, r.OpenPools())
+	}
+	if err := tx.Commit(ctxA); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -273,6 +273,25 @@ func (r *Router) after(e *entry, err error) error {
 			return fmt.Errorf("%w: sandbox %q: its test database was dropped; the next request creates it again: %w", ErrUnavailable, e.id, err)
 		}
 	}
+	return r.lost(e, err)
+}
+
+// lost classifies err of a statement on e's pool (see later) and, when
+// the pool could not connect (refused, not a call that gave up) and has no
+// connection left, ends the pool's turn: its test database cannot be
+// reached, it holds nothing worth a slot, and a sandbox waiting for one
+// must not wait behind it for a turn.
+func (r *Router) lost(e *entry, err error) error {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) &&
+		e.pool.Stat().TotalConns() == 0 {
+		now := r.cfg.now().UnixNano()
+		for end := e.turnEnd.Load(); end == 0 || end > now; end = e.turnEnd.Load() {
+			if e.turnEnd.CompareAndSwap(end, now) {
+				break
+			}
+		}
+	}
 	return later(e.id, err)
 }
 
