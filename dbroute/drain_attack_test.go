@@ -174,7 +174,7 @@ func TestAttackDrainClose(t *testing.T) {
 }
 
 // TestAttackDrainChurn: many busy sandboxes churn through one or two pool
-// slots on the real clock with short turns, while some of their requests
+// slots on the real clock with short turns (and none), while some of their requests
 // hold a transaction or open rows and call the router again for their own
 // sandbox (which must wait one turn at most, never for ever), and others
 // give up early. Every call with time enough succeeds, every one that
@@ -183,15 +183,18 @@ func TestAttackDrainClose(t *testing.T) {
 // is left running.
 func TestAttackDrainChurn(t *testing.T) {
 	t.Parallel()
-	for _, pools := range []int{1, 2} {
-		t.Run(fmt.Sprintf("pools=%d", pools), func(t *testing.T) {
+	for _, c := range []struct {
+		pools int
+		turn  time.Duration
+	}{{1, 20 * time.Millisecond}, {2, 20 * time.Millisecond}, {1, 0}} {
+		t.Run(fmt.Sprintf("pools=%d,turn=%v", c.pools, c.turn), func(t *testing.T) {
 			t.Parallel()
-			drainChurn(t, pools)
+			drainChurn(t, c.pools, c.turn)
 		})
 	}
 }
 
-func drainChurn(t *testing.T, pools int) {
+func drainChurn(t *testing.T, pools int, turn time.Duration) {
 	e := pgtest.Server(t)
 	const sandboxes = 6
 	ids := make([]string, sandboxes)
@@ -204,7 +207,7 @@ func drainChurn(t *testing.T, pools int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := e.Router(t, p, dbroute.WithMaxPools(pools), dbroute.WithPoolTurn(20*time.Millisecond), dbroute.WithIdleTimeout(0))
+	r := e.Router(t, p, dbroute.WithMaxPools(pools), dbroute.WithPoolTurn(turn), dbroute.WithIdleTimeout(0))
 	const patient = 20 * time.Second
 	var ok, gaveUp atomic.Int64
 	stopAt := time.Now().Add(3 * time.Second)
@@ -257,7 +260,7 @@ func drainChurn(t *testing.T, pools int) {
 		})
 	}
 	wg.Wait()
-	t.Logf("pools=%d: %d calls succeeded, %d gave up", pools, ok.Load(), gaveUp.Load())
+	t.Logf("pools=%d, turn=%v: %d calls succeeded, %d gave up", pools, turn, ok.Load(), gaveUp.Load())
 	if len(r.OpenPools()) > pools {
 		t.Errorf("open pools %v, more than %d", r.OpenPools(), pools)
 	}
@@ -420,5 +423,126 @@ func TestAttackDrainDeadDatabase(t *testing.T) {
 	}
 	if err := tx.Commit(ctxA); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// reclaimer is a Static provider that is a Reclaimer: remove calls what
+// the router registered, as a provisioner does before it drops a test
+// database.
+type reclaimer struct {
+	dbroute.Provider
+	mu sync.Mutex
+	f  func(id string)
+}
+
+func (c *reclaimer) OnRemove(f func(id string)) { c.mu.Lock(); c.f = f; c.mu.Unlock() }
+
+func (c *reclaimer) remove(id string) {
+	c.mu.Lock()
+	f := c.f
+	c.mu.Unlock()
+	f(id)
+}
+
+// TestAttackDrainReclaimed: the provider removes a sandbox while its pool,
+// held by a transaction, drains and its own call waits. The pool leaves
+// the router but is not closed under the transaction; the waiting sandbox
+// takes the freed slot at once; the sandbox's own call waits for a turn,
+// no longer, and runs on a fresh pool of its own database.
+func TestAttackDrainReclaimed(t *testing.T) {
+	t.Parallel()
+	e := pgtest.Server(t)
+	dsn := e.Target(t, "reclaimed")
+	static, err := dbroute.Static(map[string]string{"a": dsn, "b": dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &reclaimer{Provider: static}
+	clk := clocktest.New()
+	r := e.Router(t, p, dbroute.WithMaxPools(1), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0), dbroute.WithClock(clk.Now))
+	ctxA, ctxB := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b")
+	tx, err := r.Begin(ctxA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctxA)
+	clk.Advance(2 * time.Minute)
+	cb, cancel := context.WithTimeout(ctxB, 30*time.Second)
+	defer cancel()
+	doneB := execAsync(r, cb, "b")
+	settle()
+	ca, cancel := context.WithTimeout(ctxA, 30*time.Second)
+	defer cancel()
+	doneA := execAsync(r, ca, "a-queued")
+	settle()
+	p.remove("a")
+	if err := within(t, "b's call once a's pool was removed", doneB, 10*time.Second); err != nil {
+		t.Fatalf("b: %v", err)
+	}
+	if _, err := tx.Exec(ctxA, drainInsert, "a-tx"); err != nil {
+		t.Fatalf("the transaction on the removed pool: %v", err)
+	}
+	if err := tx.Commit(ctxA); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(2 * time.Minute) // b's turn is over
+	if err := within(t, "a's waiting call", doneA, 10*time.Second); err != nil {
+		t.Fatalf("a's waiting call: %v", err)
+	}
+	if got := r.OpenPools(); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("open pools = %v, want [a]", got)
+	}
+	dsnT, tbl := e.TargetItems("reclaimed")
+	if n := pgtest.Count(t, dsnT, "SELECT count(*) FROM "+tbl); n != 3 {
+		t.Errorf("%d rows, want 3", n)
+	}
+}
+
+// TestAttackDrainZeroTurn: WithPoolTurn(0) with one slot, a transaction
+// holding sandbox a's pool and sandbox b waiting: the holder's call for
+// its own sandbox goes through at once (a turn of 0 has no drain to wait
+// for), b waits until the transaction ends and then gets the slot without
+// the clock moving.
+func TestAttackDrainZeroTurn(t *testing.T) {
+	t.Parallel()
+	e := pgtest.Server(t)
+	dsn := e.Target(t, "zero")
+	p, err := dbroute.Static(map[string]string{"a": dsn, "b": dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clocktest.New()
+	r := e.Router(t, p, dbroute.WithMaxPools(1), dbroute.WithPoolTurn(0), dbroute.WithIdleTimeout(0), dbroute.WithClock(clk.Now))
+	ctxA, ctxB := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b")
+	tx, err := r.Begin(ctxA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctxA)
+	cb, cancel := context.WithTimeout(ctxB, 30*time.Second)
+	defer cancel()
+	doneB := execAsync(r, cb, "b")
+	settle()
+	for i := range 5 {
+		ca, cancel := context.WithTimeout(ctxA, 5*time.Second)
+		_, err := r.Exec(ca, drainInsert, "a")
+		cancel()
+		if err != nil {
+			t.Fatalf("holder's call %d: %v", i, err)
+		}
+	}
+	select {
+	case err := <-doneB:
+		t.Fatalf("b ran while a's pool was held: %v", err)
+	default:
+	}
+	if err := tx.Commit(ctxA); err != nil {
+		t.Fatal(err)
+	}
+	if err := within(t, "b's call", doneB, 10*time.Second); err != nil {
+		t.Fatalf("b: %v", err)
+	}
+	if got := r.OpenPools(); !slices.Equal(got, []string{"b"}) {
+		t.Errorf("open pools = %v, want [b]", got)
 	}
 }

@@ -180,13 +180,18 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox, hold bool) 
 	if err != nil {
 		return nil, r.refuse(ctx, s, classify(s.ID, err))
 	}
+	// opened: this request has waited for its pool (its turn came, or its
+	// drain was called off); it runs on it even if the pool drains again
+	// meanwhile (with a short turn, or none, it may at once), or it would
+	// never get through.
+	opened := false
 	for attempt := 0; ; attempt++ {
 		r.mu.RLock()
 		if r.closed {
 			r.mu.RUnlock()
 			return nil, ErrClosed
 		}
-		if e := r.pools[s.ID]; e != nil && e.key == key && !e.draining.Load() {
+		if e := r.pools[s.ID]; e != nil && e.key == key && (opened || !e.draining.Load()) {
 			if hold {
 				e.refs.Add(1)
 			}
@@ -204,6 +209,7 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox, hold bool) 
 			}
 			return nil, r.refuse(ctx, s, classify(s.ID, err))
 		}
+		opened = true
 	}
 }
 
