@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
@@ -545,4 +547,135 @@ func TestAttackDrainZeroTurn(t *testing.T) {
 	if got := r.OpenPools(); !slices.Equal(got, []string{"b"}) {
 		t.Errorf("open pools = %v, want [b]", got)
 	}
+}
+
+// failingOpen is a provider whose Open fails for one sandbox.
+type failingOpen struct {
+	*openCounter
+	bad string
+}
+
+func (f *failingOpen) Open(ctx context.Context, id, key string) (*pgxpool.Config, error) {
+	if id == f.bad {
+		f.openCounter.Open(ctx, id, key) // counted
+		return nil, fmt.Errorf("%w: provisioning %s: injected failure", dbroute.ErrNoTestDatabase, id)
+	}
+	return f.openCounter.Open(ctx, id, key)
+}
+
+// TestAttackDrainProviderFails: the provider fails to open a sandbox that
+// took a free pool's slot while another pool, held by a transaction, is
+// over its turn. The failure comes back at once, typed; the slot it took
+// is not lost (the evicted sandbox reopens without the provider); the
+// held pool is not closed under its transaction.
+func TestAttackDrainProviderFails(t *testing.T) {
+	t.Parallel()
+	e := pgtest.Server(t)
+	dsn := e.Target(t, "fails")
+	static, err := dbroute.Static(map[string]string{"a": dsn, "b": dsn, "c": dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &failingOpen{openCounter: &openCounter{Provider: static}, bad: "c"}
+	clk := clocktest.New()
+	r := e.Router(t, p, dbroute.WithMaxPools(2), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0), dbroute.WithClock(clk.Now))
+	ctxA, ctxB, ctxC := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b"), pgtest.SandboxCtx("c")
+	tx, err := r.Begin(ctxA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctxA)
+	if _, err := r.Exec(ctxB, drainInsert, "b-1"); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(2 * time.Minute)
+	for i := range 3 {
+		cc, cancel := context.WithTimeout(ctxC, 5*time.Second)
+		_, err := r.Exec(cc, drainInsert, "c")
+		cancel()
+		if !errors.Is(err, dbroute.ErrNoTestDatabase) {
+			t.Fatalf("c, try %d: %v, want ErrNoTestDatabase", i, err)
+		}
+	}
+	cb, cancel := context.WithTimeout(ctxB, 5*time.Second)
+	defer cancel()
+	if _, err := r.Exec(cb, drainInsert, "b-2"); err != nil {
+		t.Fatalf("b after c's failed opens: %v (open pools %v)", err, r.OpenPools())
+	}
+	if _, err := tx.Exec(ctxA, drainInsert, "a-tx"); err != nil {
+		t.Fatalf("the transaction: %v", err)
+	}
+	if err := tx.Commit(ctxA); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.count("b"); n != 1 {
+		t.Errorf("provider opened b %d times, want 1", n)
+	}
+	if got := r.OpenPools(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("open pools = %v, want [a b]", got)
+	}
+}
+
+// TestAttackDrainCloseUnderChurn: Router.Close while sandboxes churn
+// through one slot with short turns, holders of transactions and open rows
+// calling the router again: every call ends (with success, ErrClosed or
+// ErrPoolLimit), Close returns once the holders let go, and nothing is
+// left running.
+func TestAttackDrainCloseUnderChurn(t *testing.T) {
+	t.Parallel()
+	e := pgtest.Server(t)
+	dsn := e.Target(t, "closechurn")
+	dsns := map[string]string{}
+	ids := []string{"c0", "c1", "c2", "c3", "c4"}
+	for _, id := range ids {
+		dsns[id] = dsn
+	}
+	p, err := dbroute.Static(dsns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.Router(t, p, dbroute.WithMaxPools(1), dbroute.WithPoolTurn(10*time.Millisecond), dbroute.WithIdleTimeout(0))
+	var wg sync.WaitGroup
+	unexpected := func(err error) bool {
+		return err != nil && !errors.Is(err, dbroute.ErrClosed) && !errors.Is(err, dbroute.ErrPoolLimit)
+	}
+	for i, id := range ids {
+		sb := pgtest.SandboxCtx(id)
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				ctx, cancel := context.WithTimeout(sb, 20*time.Second)
+				err := holdAndCall(ctx, r, id, n%2 == 0)
+				cancel()
+				if errors.Is(err, dbroute.ErrClosed) {
+					return
+				}
+				if unexpected(err) {
+					t.Errorf("%s: holder: %v", id, err)
+					return
+				}
+			}
+		})
+		wg.Go(func() {
+			rnd := rand.New(rand.NewPCG(uint64(i), 2))
+			for {
+				ctx, cancel := context.WithTimeout(sb, time.Duration(1+rnd.IntN(200))*time.Millisecond)
+				_, err := r.Exec(ctx, drainInsert, id)
+				cancel()
+				if errors.Is(err, dbroute.ErrClosed) {
+					return
+				}
+				if unexpected(err) && !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("%s: writer: %v", id, err)
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	closed := make(chan error, 1)
+	go func() { r.Close(); closed <- nil }()
+	within(t, "Close", closed, 20*time.Second)
+	ended := make(chan error, 1)
+	go func() { wg.Wait(); ended <- nil }()
+	within(t, "the callers after Close", ended, 20*time.Second)
 }
