@@ -679,3 +679,109 @@ func TestAttackDrainCloseUnderChurn(t *testing.T) {
 	go func() { wg.Wait(); ended <- nil }()
 	within(t, "the callers after Close", ended, 20*time.Second)
 }
+
+// TestAttackDrainDatabaseMoves: a sandbox's test database moves (its route
+// table entry changes) while its pool, held by a transaction, drains and
+// another sandbox waits. The transaction finishes on the old database (its
+// pool is not closed under it), the sandbox's next call lands in the new
+// one after the waiting sandbox's turn, and no row lands elsewhere.
+func TestAttackDrainDatabaseMoves(t *testing.T) {
+	t.Parallel()
+	e := pgtest.Server(t)
+	clk := clocktest.New()
+	one, two, other := e.Target(t, "one"), e.Target(t, "two"), e.Target(t, "other")
+	exp := clk.Now().Add(time.Hour)
+	table, err := routes.NewStatic([]routes.Sandbox{
+		{ID: "a", Database: one, Expires: exp},
+		{ID: "b", Database: other, Expires: exp},
+	}, routes.WithClock(clk.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.Router(t, dbroute.FromTable(table), dbroute.WithMaxPools(1), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0), dbroute.WithClock(clk.Now))
+	ctxA, ctxB := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b")
+	tx, err := r.Begin(ctxA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctxA)
+	clk.Advance(2 * time.Minute)
+	cb, cancel := context.WithTimeout(ctxB, 30*time.Second)
+	defer cancel()
+	doneB := execAsync(r, cb, "b")
+	settle()
+	if err := table.Update([]routes.Sandbox{{ID: "a", Database: two, Expires: exp}, {ID: "b", Database: other, Expires: exp}}); err != nil {
+		t.Fatal(err)
+	}
+	ca, cancel := context.WithTimeout(ctxA, 30*time.Second)
+	defer cancel()
+	doneA := execAsync(r, ca, "a")
+	if err := within(t, "b's call", doneB, 10*time.Second); err != nil {
+		t.Fatalf("b: %v", err)
+	}
+	if _, err := tx.Exec(ctxA, drainInsert, "a-tx"); err != nil {
+		t.Fatalf("the transaction on the old database: %v", err)
+	}
+	if err := tx.Commit(ctxA); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(2 * time.Minute) // b's turn is over
+	if err := within(t, "a's call", doneA, 10*time.Second); err != nil {
+		t.Fatalf("a: %v", err)
+	}
+	for name, want := range map[string]string{"one": "a-tx", "two": "a", "other": "b"} {
+		dsn, tbl := e.TargetItems(name)
+		if n := pgtest.Count(t, dsn, "SELECT count(*) FROM "+tbl+" WHERE owner = $1", want); n != 1 {
+			t.Errorf("%s: %d rows of %s, want 1", name, n, want)
+		}
+		if n := pgtest.Count(t, dsn, "SELECT count(*) FROM "+tbl+" WHERE owner <> $1", want); n != 0 {
+			t.Errorf("%s: %d rows that belong elsewhere", name, n)
+		}
+	}
+}
+
+// TestAttackDrainHolderWaitsOneTurn: on the real clock, a request holding
+// a transaction of a draining pool and calling the router for its sandbox
+// waits about one turn (the promise: one turn at most, plus the polling),
+// never until its context ends, round after round.
+func TestAttackDrainHolderWaitsOneTurn(t *testing.T) {
+	t.Parallel()
+	e := pgtest.Server(t)
+	dsn := e.Target(t, "oneturn")
+	p, err := dbroute.Static(map[string]string{"a": dsn, "b": dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const turn = 200 * time.Millisecond
+	r := e.Router(t, p, dbroute.WithMaxPools(1), dbroute.WithPoolTurn(turn), dbroute.WithIdleTimeout(0))
+	ctxA, ctxB := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b")
+	for round := range 3 {
+		tx, err := r.Begin(ctxA)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		time.Sleep(5 * turn) // a's turn (up to 4 turns, stretched) is over
+		cb, cancelB := context.WithTimeout(ctxB, 30*time.Second)
+		doneB := execAsync(r, cb, "b")
+		time.Sleep(turn / 4) // b waits, a drains
+		ca, cancelA := context.WithTimeout(ctxA, 30*time.Second)
+		start := time.Now()
+		_, err = r.Exec(ca, drainInsert, "a")
+		waited := time.Since(start)
+		cancelA()
+		if err != nil {
+			t.Fatalf("round %d: holder's call: %v", round, err)
+		}
+		if waited > 10*turn {
+			t.Errorf("round %d: holder's call waited %v, turn %v", round, waited, turn)
+		}
+		if err := tx.Commit(ctxA); err != nil {
+			t.Fatal(err)
+		}
+		if err := within(t, "b", doneB, 20*time.Second); err != nil {
+			t.Fatalf("round %d: b: %v", round, err)
+		}
+		cancelB()
+		t.Logf("round %d: the holder waited %v (turn %v)", round, waited, turn)
+	}
+}
