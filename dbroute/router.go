@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/puddle/v2"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgerr"
@@ -261,6 +262,17 @@ func (r *Router) after(e *entry, err error) error {
 	if err == nil {
 		return nil
 	}
+	if e.retired.Load() && (pgerr.Unreachable(err) || errors.Is(err, context.Canceled) || errors.Is(err, puddle.ErrClosedPool)) {
+		r.mu.RLock()
+		closed := r.closed
+		r.mu.RUnlock()
+		if closed {
+			// Close closed the pool under a call that had not got a
+			// connection yet (its dial or the server check cancelled,
+			// or the pool closed).
+			return fmt.Errorf("%w: sandbox %q: %w", ErrClosed, e.id, err)
+		}
+	}
 	if pgerr.IsCode(err, pgerr.InvalidCatalog) {
 		r.mu.Lock()
 		cur := r.pools[e.id] == e
@@ -334,6 +346,11 @@ func (r *Router) grantLocked() []*entry {
 				break
 			}
 			victims = append(victims, r.removeLocked(v))
+			if len(r.pools)+r.opening >= r.cfg.maxPools {
+				// Still full: undrainLocked granted a slot past the
+				// limit, which this one pays back.
+				break
+			}
 		}
 		w := r.queue[0]
 		r.queue[0] = nil
@@ -568,19 +585,20 @@ func (r *Router) reserve(ctx context.Context, s propagation.Sandbox) error {
 		r.mu.Unlock()
 		return ErrClosed
 	}
+	var victims []*entry
 	if len(r.queue) == 0 {
-		var victim *entry
 		if len(r.pools)+r.opening >= r.cfg.maxPools {
-			victim = r.evictableLocked()
-		}
-		if victim != nil || len(r.pools)+r.opening < r.cfg.maxPools {
-			if victim != nil {
-				r.removeLocked(victim)
+			if v := r.evictableLocked(); v != nil {
+				victims = append(victims, r.removeLocked(v))
 			}
+		}
+		// (Evicting one pool may leave every slot taken: undrainLocked
+		// may have granted one past the limit.)
+		if len(r.pools)+r.opening < r.cfg.maxPools {
 			r.opening++
 			r.mu.Unlock()
-			if victim != nil {
-				r.retire(victim)
+			for _, v := range victims {
+				r.retire(v)
 			}
 			return nil
 		}
@@ -589,7 +607,7 @@ func (r *Router) reserve(ctx context.Context, s propagation.Sandbox) error {
 	r.queue = append(r.queue, w)
 	r.queueChangedLocked()
 	r.queued[s.ID] = true
-	victims := r.grantLocked() // a slot freed up that no one handed on yet
+	victims = append(victims, r.grantLocked()...) // a slot freed up that no one handed on yet
 	r.mu.Unlock()
 	for _, v := range victims {
 		r.retire(v)
@@ -623,6 +641,12 @@ func (r *Router) reserve(ctx context.Context, s propagation.Sandbox) error {
 		case <-ctx.Done():
 			r.mu.Lock()
 			delete(r.queued, s.ID)
+			if r.closed {
+				// Close cancelled ctx (an open's context ends with the
+				// router) as it let the waiters go: say why.
+				r.mu.Unlock()
+				return ErrClosed
+			}
 			var victims []*entry
 			if w.granted {
 				// Handed a slot as ctx ended: pass it on.
