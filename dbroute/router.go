@@ -185,14 +185,19 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox, hold bool) 
 	// drain was called off); it runs on it even if the pool drains again
 	// meanwhile (with a short turn, or none, it may at once), or it would
 	// never get through.
-	opened := false
-	for attempt := 0; ; attempt++ {
+	// replaced counts the pools of another test database found after an
+	// open. A pool evicted before this request could use it (with a turn
+	// of 0, at once) is opened again: each open waits its turn, bounded
+	// by ctx.
+	opened, replaced := false, 0
+	for {
 		r.mu.RLock()
 		if r.closed {
 			r.mu.RUnlock()
 			return nil, ErrClosed
 		}
-		if e := r.pools[s.ID]; e != nil && e.key == key && (opened || !e.draining.Load()) {
+		e := r.pools[s.ID]
+		if e != nil && e.key == key && (opened || !e.draining.Load()) {
 			if hold {
 				e.refs.Add(1)
 			}
@@ -201,7 +206,10 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox, hold bool) 
 			return e, nil
 		}
 		r.mu.RUnlock()
-		if attempt == 3 {
+		if opened && e != nil && e.key != key {
+			replaced++
+		}
+		if replaced == 3 {
 			return nil, r.refuse(ctx, s, fmt.Errorf("%w: sandbox %q: its pool was replaced as soon as it was opened (test database changing)", ErrUnavailable, s.ID))
 		}
 		if err := r.open(ctx, s, key); err != nil {
@@ -898,8 +906,9 @@ func (r *Router) evict(id string) {
 // Close closes every sandbox pool, waiting for their checked-out
 // connections to be released, stops the idle janitor and closes the
 // provider if it has a Close method. It does not close the baseline pool.
-// Sandbox requests after Close fail with [ErrClosed]; baseline requests
-// still go to the baseline pool.
+// Sandbox requests after Close fail with [ErrClosed], and so do those it
+// interrupts (waiting for a pool slot, or for a connection of a pool it
+// closed); baseline requests still go to the baseline pool.
 func (r *Router) Close() {
 	r.mu.Lock()
 	if r.closed {
@@ -921,11 +930,13 @@ func (r *Router) Close() {
 	close(r.stop)
 	r.janitor.Wait()
 	for _, e := range entries {
+		// In the background, as retire does: pool.Close waits for the
+		// connections checked out, and a call ending on the pool
+		// (closeAsync, from release) must not wait for it inside
+		// e.once, or the request that holds a connection and made the
+		// call never gets to release it.
 		e.retired.Store(true)
-		e.once.Do(func() {
-			defer r.pending.Done()
-			e.pool.Close()
-		})
+		r.closeAsync(e)
 	}
 	r.pending.Wait()
 	if c, ok := r.provider.(interface{ Close() }); ok {
