@@ -154,7 +154,9 @@ func WithMaxPools(n int) RouterOption {
 // first statement), so that swapping takes at most a fifth of a slot's
 // time. Each takeover costs a connection to the new test database, so a
 // short turn shares the slots more evenly and a long one wastes less on
-// dialling.
+// dialling. A pool whose test database refuses connections, left with no
+// connection by a failed call, has no turn: a waiting sandbox may take its
+// slot at once.
 func WithPoolTurn(d time.Duration) RouterOption {
 	return routerOption(func(c *config) { c.poolTurn = d })
 }

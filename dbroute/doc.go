@@ -70,7 +70,9 @@
 // context ends and then fails with [ErrPoolLimit], and the pool whose turn
 // ended first drains (takes no new call until the calls on it end, a turn
 // at most) to make room. A slot that frees up goes to the sandbox that has
-// waited longest, one swap at a time. A closed pool is
+// waited longest, one swap at a time; a pool that could not connect to
+// its test database (and holds no connection) gives its slot up at once.
+// A closed pool is
 // reopened on the next request from what the provider returned before,
 // without provisioning again (unless its database has disappeared or its
 // [Reclaimer] removed it).

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/puddle/v2"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgerr"
@@ -180,13 +181,23 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox, hold bool) 
 	if err != nil {
 		return nil, r.refuse(ctx, s, classify(s.ID, err))
 	}
-	for attempt := 0; ; attempt++ {
+	// opened: this request has waited for its pool (its turn came, or its
+	// drain was called off); it runs on it even if the pool drains again
+	// meanwhile (with a short turn, or none, it may at once), or it would
+	// never get through.
+	// replaced counts the pools of another test database found after an
+	// open. A pool evicted before this request could use it (with a turn
+	// of 0, at once) is opened again: each open waits its turn, bounded
+	// by ctx.
+	opened, replaced := false, 0
+	for {
 		r.mu.RLock()
 		if r.closed {
 			r.mu.RUnlock()
 			return nil, ErrClosed
 		}
-		if e := r.pools[s.ID]; e != nil && e.key == key && !e.draining.Load() {
+		e := r.pools[s.ID]
+		if e != nil && e.key == key && (opened || !e.draining.Load()) {
 			if hold {
 				e.refs.Add(1)
 			}
@@ -195,7 +206,10 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox, hold bool) 
 			return e, nil
 		}
 		r.mu.RUnlock()
-		if attempt == 3 {
+		if opened && e != nil && e.key != key {
+			replaced++
+		}
+		if replaced == 3 {
 			return nil, r.refuse(ctx, s, fmt.Errorf("%w: sandbox %q: its pool was replaced as soon as it was opened (test database changing)", ErrUnavailable, s.ID))
 		}
 		if err := r.open(ctx, s, key); err != nil {
@@ -204,6 +218,7 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox, hold bool) 
 			}
 			return nil, r.refuse(ctx, s, classify(s.ID, err))
 		}
+		opened = true
 	}
 }
 
@@ -255,6 +270,17 @@ func (r *Router) after(e *entry, err error) error {
 	if err == nil {
 		return nil
 	}
+	if e.retired.Load() && (pgerr.Unreachable(err) || errors.Is(err, context.Canceled) || errors.Is(err, puddle.ErrClosedPool)) {
+		r.mu.RLock()
+		closed := r.closed
+		r.mu.RUnlock()
+		if closed {
+			// Close closed the pool under a call that had not got a
+			// connection yet (its dial or the server check cancelled,
+			// or the pool closed).
+			return fmt.Errorf("%w: sandbox %q: %w", ErrClosed, e.id, err)
+		}
+	}
 	if pgerr.IsCode(err, pgerr.InvalidCatalog) {
 		r.mu.Lock()
 		cur := r.pools[e.id] == e
@@ -271,6 +297,25 @@ func (r *Router) after(e *entry, err error) error {
 		if _, ok := r.provider.(Reclaimer); ok {
 			// Dropped elsewhere: the next request creates it again.
 			return fmt.Errorf("%w: sandbox %q: its test database was dropped; the next request creates it again: %w", ErrUnavailable, e.id, err)
+		}
+	}
+	return r.lost(e, err)
+}
+
+// lost classifies err of a statement on e's pool (see later) and, when
+// the pool could not connect (refused, not a call that gave up) and has no
+// connection left, ends the pool's turn: its test database cannot be
+// reached, it holds nothing worth a slot, and a sandbox waiting for one
+// must not wait behind it for a turn.
+func (r *Router) lost(e *entry, err error) error {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) &&
+		e.pool.Stat().TotalConns() == 0 {
+		now := r.cfg.now().UnixNano()
+		for end := e.turnEnd.Load(); end == 0 || end > now; end = e.turnEnd.Load() {
+			if e.turnEnd.CompareAndSwap(end, now) {
+				break
+			}
 		}
 	}
 	return later(e.id, err)
@@ -309,6 +354,11 @@ func (r *Router) grantLocked() []*entry {
 				break
 			}
 			victims = append(victims, r.removeLocked(v))
+			if len(r.pools)+r.opening >= r.cfg.maxPools {
+				// Still full: undrainLocked granted a slot past the
+				// limit, which this one pays back.
+				break
+			}
 		}
 		w := r.queue[0]
 		r.queue[0] = nil
@@ -543,19 +593,20 @@ func (r *Router) reserve(ctx context.Context, s propagation.Sandbox) error {
 		r.mu.Unlock()
 		return ErrClosed
 	}
+	var victims []*entry
 	if len(r.queue) == 0 {
-		var victim *entry
 		if len(r.pools)+r.opening >= r.cfg.maxPools {
-			victim = r.evictableLocked()
-		}
-		if victim != nil || len(r.pools)+r.opening < r.cfg.maxPools {
-			if victim != nil {
-				r.removeLocked(victim)
+			if v := r.evictableLocked(); v != nil {
+				victims = append(victims, r.removeLocked(v))
 			}
+		}
+		// (Evicting one pool may leave every slot taken: undrainLocked
+		// may have granted one past the limit.)
+		if len(r.pools)+r.opening < r.cfg.maxPools {
 			r.opening++
 			r.mu.Unlock()
-			if victim != nil {
-				r.retire(victim)
+			for _, v := range victims {
+				r.retire(v)
 			}
 			return nil
 		}
@@ -564,7 +615,7 @@ func (r *Router) reserve(ctx context.Context, s propagation.Sandbox) error {
 	r.queue = append(r.queue, w)
 	r.queueChangedLocked()
 	r.queued[s.ID] = true
-	victims := r.grantLocked() // a slot freed up that no one handed on yet
+	victims = append(victims, r.grantLocked()...) // a slot freed up that no one handed on yet
 	r.mu.Unlock()
 	for _, v := range victims {
 		r.retire(v)
@@ -598,6 +649,12 @@ func (r *Router) reserve(ctx context.Context, s propagation.Sandbox) error {
 		case <-ctx.Done():
 			r.mu.Lock()
 			delete(r.queued, s.ID)
+			if r.closed {
+				// Close cancelled ctx (an open's context ends with the
+				// router) as it let the waiters go: say why.
+				r.mu.Unlock()
+				return ErrClosed
+			}
 			var victims []*entry
 			if w.granted {
 				// Handed a slot as ctx ended: pass it on.
@@ -849,8 +906,9 @@ func (r *Router) evict(id string) {
 // Close closes every sandbox pool, waiting for their checked-out
 // connections to be released, stops the idle janitor and closes the
 // provider if it has a Close method. It does not close the baseline pool.
-// Sandbox requests after Close fail with [ErrClosed]; baseline requests
-// still go to the baseline pool.
+// Sandbox requests after Close fail with [ErrClosed], and so do those it
+// interrupts (waiting for a pool slot, or for a connection of a pool it
+// closed); baseline requests still go to the baseline pool.
 func (r *Router) Close() {
 	r.mu.Lock()
 	if r.closed {
@@ -872,11 +930,13 @@ func (r *Router) Close() {
 	close(r.stop)
 	r.janitor.Wait()
 	for _, e := range entries {
+		// In the background, as retire does: pool.Close waits for the
+		// connections checked out, and a call ending on the pool
+		// (closeAsync, from release) must not wait for it inside
+		// e.once, or the request that holds a connection and made the
+		// call never gets to release it.
 		e.retired.Store(true)
-		e.once.Do(func() {
-			defer r.pending.Done()
-			e.pool.Close()
-		})
+		r.closeAsync(e)
 	}
 	r.pending.Wait()
 	if c, ok := r.provider.(interface{ Close() }); ok {
