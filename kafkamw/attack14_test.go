@@ -2,6 +2,9 @@ package kafkamw
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,5 +61,211 @@ func TestEnterWrappedUncomparableCtx(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// oldDecide is the decision as the reader made it before the shortcuts
+// (e48ded9): the markers read by the codec for every message, [ownerOf]
+// asked for every message, a fresh context for every owned one. It counts
+// on ref, a reader of the same role.
+func oldDecide(ref *Reader, ctx context.Context, msg *kafka.Message) (context.Context, verdict, error) {
+	untagged := verdict{fate: ref.role.untagged()}
+	if len(msg.Headers) == 0 {
+		return ctx, untagged, nil
+	}
+	var k memoKey
+	if st, _ := ref.markers.scanKey(msg.Headers, &k); st != hasMarkers {
+		return ctx, untagged, nil
+	}
+	m, err := ref.cfg.codec.Read(&carrier{list: msg.Headers})
+	if err != nil {
+		ref.unreadableMessage(ctx, msg, m.Sandbox, err)
+		return ctx, verdict{}, nil
+	}
+	if !m.Found {
+		return ctx, untagged, nil
+	}
+	s := m.Sandbox
+	if !ref.role.concerns(s.ID) {
+		return ctx, verdict{}, nil
+	}
+	if err := ref.synced(ctx, msg); err != nil {
+		return ctx, verdict{}, err
+	}
+	who, why := ownerOf(ref.cfg.table, ref.cfg.service, s.ID, msg.Time)
+	if who == ownerNone {
+		ref.orphaned(ctx, msg, s, why)
+		return ctx, verdict{}, nil
+	}
+	v := verdict{fate: ref.role.fate(who), sandbox: s.ID}
+	if v.fate != fateMine {
+		return ctx, v, nil
+	}
+	return ref.gate.Enter(ctx, s), v, nil
+}
+
+// diffReader is a warm reader beside the reference that decides the old
+// way, for one role.
+type diffReader struct {
+	r, ref *Reader
+}
+
+// check decides msg with both and reports any difference: verdict, error,
+// the returned context's sandbox and caller value, the counters.
+func (d *diffReader) check(t *testing.T, step string, ctx context.Context, msg kafka.Message) {
+	t.Helper()
+	ref := msg
+	ref.Headers = append([]kafka.Header(nil), msg.Headers...)
+	for i := range ref.Headers {
+		ref.Headers[i].Value = append([]byte(nil), ref.Headers[i].Value...)
+	}
+	wantCtx, want, wantErr := oldDecide(d.ref, ctx, &ref)
+	gotCtx, got, gotErr := d.r.decide(ctx, &msg)
+	if got != want || (gotErr == nil) != (wantErr == nil) {
+		t.Fatalf("%s, role %q: decide = %+v, %v; before the shortcuts %+v, %v", step, d.r.role, got, gotErr, want, wantErr)
+	}
+	gs, gok := propagation.FromContext(gotCtx)
+	ws, wok := propagation.FromContext(wantCtx)
+	if gs != ws || gok != wok || gotCtx.Value(ctxKey{}) != wantCtx.Value(ctxKey{}) {
+		t.Fatalf("%s, role %q: context sandbox %v %v value %v; before %v %v value %v", step, d.r.role, gs, gok, gotCtx.Value(ctxKey{}), ws, wok, wantCtx.Value(ctxKey{}))
+	}
+	if gotCtx.Err() != wantCtx.Err() {
+		t.Fatalf("%s, role %q: context error %v, before %v", step, d.r.role, gotCtx.Err(), wantCtx.Err())
+	}
+	for _, c := range []struct {
+		name      string
+		got, want int64
+	}{
+		{"unreadable", d.r.unreadable.Load(), d.ref.unreadable.Load()},
+		{"orphans", d.r.orphans.Load(), d.ref.orphans.Load()},
+		{"future", d.r.future.Load(), d.ref.future.Load()},
+	} {
+		if c.got != c.want {
+			t.Fatalf("%s, role %q: %s = %d, before the shortcuts %d", step, d.r.role, c.name, c.got, c.want)
+		}
+	}
+}
+
+// TestDecideDifferential: warm readers of every role decide a random
+// stream against the reference that decides each message the old way,
+// while the table changes under them (routes whose windows open and
+// close around the messages' times, sandboxes removed and re-added with
+// the same ID, expiries passing on the table's clock), the messages
+// alternate between known, unknown and unreadable sandboxes, their
+// headers come reordered, re-cased, duplicated, or rewritten in place in
+// a buffer the caller reuses, and the caller's context changes or is
+// canceled.
+func TestDecideDifferential(t *testing.T) {
+	for seed := range uint64(40) {
+		t.Run("", func(t *testing.T) { decideDifferential(t, seed, 600) })
+	}
+}
+
+func decideDifferential(t *testing.T, seed uint64, steps int) {
+	rng := rand.New(rand.NewPCG(seed, 14))
+	t0 := time.Now().Add(-24 * time.Hour).Truncate(time.Minute)
+	var nowNS atomic.Int64
+	nowNS.Store(t0.UnixNano())
+	now := func() time.Time { return time.Unix(0, nowNS.Load()) }
+	table := routes.New(routes.WithClock(now))
+	if err := table.Update(nil); err != nil {
+		t.Fatal(err)
+	}
+	mins := func(lo, hi int) time.Duration { return time.Duration(lo+rng.IntN(hi-lo+1)) * time.Minute }
+	update := func() {
+		var sbs []routes.Sandbox
+		for _, id := range []string{"pr-1", "pr-2", "pr-3"} {
+			if rng.IntN(10) < 3 {
+				continue // removed (or still absent)
+			}
+			sb := routes.Sandbox{ID: id, Services: map[string]routes.Route{}}
+			for _, svc := range []string{"orders", "payments"} {
+				if rng.IntN(10) < 6 {
+					from := now().Add(mins(-20, 10))
+					rt := routes.Route{Upstream: "10.0.0.1:9090", ActiveFrom: from}
+					if rng.IntN(2) == 0 {
+						rt.RemovedAt = from.Add(mins(1, 20))
+					}
+					sb.Services[svc] = rt
+				}
+			}
+			if rng.IntN(3) == 0 {
+				sb.Expires = now().Add(mins(-5, 20))
+			}
+			sbs = append(sbs, sb)
+		}
+		_ = table.Update(sbs) // an invalid draw changes nothing
+	}
+	update()
+	var readers []*diffReader
+	for _, id := range []string{"", "pr-1", "pr-2"} {
+		readers = append(readers, &diffReader{r: bareReader(t, table, "orders", side(id)), ref: bareReader(t, table, "orders", side(id))})
+	}
+	bg := context.Background()
+	a := context.WithValue(bg, ctxKey{}, "a")
+	b := context.WithValue(bg, ctxKey{}, "b")
+	cctx, cancel := context.WithCancel(context.WithValue(bg, ctxKey{}, "c"))
+	defer cancel()
+	ctxs := []context.Context{a, a, a, b, cctx}
+	reused := []kafka.Header{{Key: "sandbox-id", Value: []byte("pr-1")}, {Key: "baggage", Value: []byte("sandbox.id=pr-1,sandbox.actor=alice")}}
+	ids := []string{"pr-1", "pr-1", "pr-2", "pr-2", "pr-3", "pr-9"} // pr-9: never in the table
+	for step := range steps {
+		switch n := rng.IntN(20); {
+		case n < 3:
+			update()
+		case n < 5:
+			nowNS.Add(int64(mins(0, 4)))
+		case n == 5:
+			cancel()
+		}
+		id := ids[rng.IntN(len(ids))]
+		actor := []string{"alice", "bob"}[rng.IntN(2)]
+		bag := "sandbox.id=" + id + ",sandbox.actor=" + actor
+		h := func(kv ...string) []kafka.Header {
+			var hs []kafka.Header
+			for i := 0; i < len(kv); i += 2 {
+				hs = append(hs, kafka.Header{Key: kv[i], Value: []byte(kv[i+1])})
+			}
+			return hs
+		}
+		var hs []kafka.Header
+		variant := rng.IntN(13)
+		switch variant {
+		case 0, 1, 2:
+			hs = h("sandbox-id", id, "baggage", bag)
+		case 3:
+			hs = h("sandbox-id", id)
+		case 4:
+			hs = h("baggage", bag, "sandbox-id", id)
+		case 5:
+			hs = h("Sandbox-ID", id, "BAGGAGE", bag)
+		case 6:
+			hs = h("sandbox-id", id, "sandbox-id", ids[rng.IntN(len(ids))], "baggage", bag)
+		case 7:
+			hs = h("x-trace", "1", "sandbox-id", id, "baggage", bag)
+		case 8:
+			hs = h("sandbox-id", "PR_1", "baggage", bag) // unreadable, again and again
+		case 9:
+			hs = h("sandbox-id", id, "baggage", "sandbox.id="+ids[rng.IntN(len(ids))])
+		case 10:
+			hs = h("baggage", bag)
+		case 11:
+			hs = nil // untagged
+		case 12:
+			// The caller's buffer, rewritten in place between fetches
+			// (kafka-go's are reused): the same slice, other bytes.
+			copy(reused[0].Value, id)
+			reused[1].Value = append(reused[1].Value[:0], bag...)
+			hs = reused
+		}
+		msg := kafka.Message{Topic: "t", Offset: int64(step), Time: now().Add(-mins(0, 40)), Headers: hs}
+		ctx := ctxs[rng.IntN(len(ctxs))]
+		for _, d := range readers {
+			m := msg
+			if variant != 12 {
+				m.Headers = append([]kafka.Header(nil), hs...)
+			}
+			d.check(t, fmt.Sprintf("seed %d step %d (%s at -%s, variant %d)", seed, step, id, now().Sub(msg.Time), variant), ctx, m)
+		}
 	}
 }
