@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -266,6 +267,123 @@ func decideDifferential(t *testing.T, seed uint64, steps int) {
 				m.Headers = append([]kafka.Header(nil), hs...)
 			}
 			d.check(t, fmt.Sprintf("seed %d step %d (%s at -%s, variant %d)", seed, step, id, now().Sub(msg.Time), variant), ctx, m)
+		}
+	}
+}
+
+// TestFetchLockNoStarvation: a caller that keeps taking the lock again
+// right after releasing it (a loop of fetches) must not keep a waiter
+// out: the waiter gets its turn within a few of the other's holds, as it
+// did with the semaphore (first come, first served).
+func TestFetchLockNoStarvation(t *testing.T) {
+	var l fetchLock
+	stop := make(chan struct{})
+	var holds atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := l.lock(context.Background()); err != nil {
+				t.Error(err)
+				return
+			}
+			holds.Add(1)
+			time.Sleep(50 * time.Microsecond) // a fetch: the holder blocks inside
+			l.unlock()
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for holds.Load() < 10 {
+		time.Sleep(time.Millisecond)
+	}
+	for i := range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		before := holds.Load()
+		err := l.lock(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("waiter %d: %v after %d of the other's holds", i, err, holds.Load()-before)
+		}
+		if n := holds.Load() - before; n > 3 {
+			t.Errorf("waiter %d got the lock after %d of the other's holds", i, n)
+		}
+		l.unlock()
+	}
+}
+
+// TestFetchLockCancelStorm: waiters queue behind a held lock and half of
+// them give up at random moments, some just as the lock is handed to
+// them; every one that stays gets the lock in the end (no wake-up lost,
+// no hand-off to a waiter that left), one at a time, and the lock ends
+// free with no one queued.
+func TestFetchLockCancelStorm(t *testing.T) {
+	for round := range 50 {
+		var l fetchLock
+		if err := l.lock(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		const waiters = 16
+		var (
+			wg      sync.WaitGroup
+			inside  atomic.Int32
+			got     atomic.Int32
+			stayers int32
+		)
+		for i := range waiters {
+			ctx, cancel := context.WithCancel(context.Background())
+			stays := i%2 == 0
+			if stays {
+				stayers++
+			}
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				if !stays {
+					time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
+					cancel()
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				defer cancel()
+				err := l.lock(ctx)
+				if err != nil {
+					if stays {
+						t.Errorf("round %d: a waiter that stayed: %v", round, err)
+					}
+					return
+				}
+				if inside.Add(1) != 1 {
+					t.Errorf("round %d: two holders", round)
+				}
+				got.Add(1)
+				time.Sleep(time.Duration(rand.IntN(20)) * time.Microsecond)
+				inside.Add(-1)
+				l.unlock()
+			}()
+		}
+		time.Sleep(time.Duration(rand.IntN(200)) * time.Microsecond)
+		l.unlock()
+		finished := make(chan struct{})
+		go func() { wg.Wait(); close(finished) }()
+		select {
+		case <-finished:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("round %d: waiters still waiting (%d got the lock): a wake-up lost", round, got.Load())
+		}
+		if got.Load() < stayers {
+			t.Errorf("round %d: %d got the lock, want at least the %d that stayed", round, got.Load(), stayers)
+		}
+		l.mu.Lock()
+		q := len(l.queue)
+		l.mu.Unlock()
+		if s := l.state.Load(); s != 0 || q != 0 {
+			t.Fatalf("round %d: state %d, %d queued after all left; want free, none", round, s, q)
 		}
 	}
 }
