@@ -2,6 +2,7 @@ package kafkamw
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -386,4 +387,61 @@ func TestFetchLockCancelStorm(t *testing.T) {
 			t.Fatalf("round %d: state %d, %d queued after all left; want free, none", round, s, q)
 		}
 	}
+}
+
+// TestDecideWaitsWhenTableFallsBehind: readers warm with a sandbox's
+// facts, on a static table later given a source that then fails, wait
+// for the table and give up with ErrRoutesBehind on a message after what
+// the table has synced, as they did before the shortcuts; what the table
+// has synced is decided from the memo; a good load lets them go on.
+func TestDecideWaitsWhenTableFallsBehind(t *testing.T) {
+	now := time.Now()
+	table, err := routes.NewStatic([]routes.Sandbox{
+		{ID: "pr-1", Services: map[string]routes.Route{"orders": {Upstream: "h:1", ActiveFrom: now.Add(-time.Hour)}}},
+		{ID: "pr-2"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var readers []*diffReader
+	for _, id := range []string{"", "pr-1", "pr-2"} {
+		opts := []ReaderOption{WithRouteWait(20 * time.Millisecond)}
+		if id != "" {
+			opts = append(opts, AsSandbox(id))
+		}
+		readers = append(readers, &diffReader{r: bareReader(t, table, "orders", opts...), ref: bareReader(t, table, "orders", opts...)})
+	}
+	hs := func(id string) []kafka.Header {
+		var c carrier
+		propagation.Default().InjectSandbox(propagation.Sandbox{ID: id}, &c)
+		return c.list
+	}
+	ctx := context.Background()
+	decideAll := func(step string, at time.Time, behind bool) {
+		t.Helper()
+		for _, id := range []string{"pr-1", "pr-2", "pr-1", "pr-2"} {
+			for _, d := range readers {
+				msg := kafka.Message{Topic: "t", Time: at, Headers: hs(id)}
+				d.check(t, step+" "+id, ctx, msg)
+				if !d.r.role.concerns(id) {
+					continue
+				}
+				_, _, err := d.r.decide(ctx, &msg)
+				if behind != errors.Is(err, ErrRoutesBehind) {
+					t.Errorf("%s: %s for role %q: %v, want behind: %v", step, id, d.r.role, err, behind)
+				}
+			}
+		}
+	}
+	decideAll("by hand", now.Add(-time.Second), false) // warm
+	table.MarkSynced(now.Add(-10 * time.Minute))       // given a source, synced up to 10 minutes ago
+	decideAll("source behind", now.Add(-time.Second), true)
+	decideAll("before the sync", now.Add(-20*time.Minute), false)
+	_ = table.MarkFailed(now, errors.New("source down"))
+	if table.Err() == nil {
+		t.Fatal("table reports no error")
+	}
+	decideAll("source failing", now.Add(-time.Second), true)
+	table.MarkSynced(time.Now())
+	decideAll("synced again", now.Add(-time.Second), false)
 }
