@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
@@ -444,4 +447,158 @@ func TestDecideWaitsWhenTableFallsBehind(t *testing.T) {
 	decideAll("source failing", now.Add(-time.Second), true)
 	table.MarkSynced(time.Now())
 	decideAll("synced again", now.Add(-time.Second), false)
+}
+
+// TestFetchSharedTableDifferential: on the embedded broker, a baseline and
+// a sandbox reader sharing one route table, each fetched by two
+// goroutines at once, read a stream of messages of alternating sandboxes
+// (known, unknown, unreadable, with duplicated and re-ordered headers,
+// timestamps on both sides of route windows); between two halves of the
+// stream the table changes (a route removed and re-added under the same
+// ID with another window, a sandbox removed). Each reader returns exactly
+// the messages the decision before the shortcuts gives it, each with its
+// own sandbox in its context.
+func TestFetchSharedTableDifferential(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 1)
+	base := time.Now().Add(-time.Hour).Truncate(time.Second)
+	at := func(m int) time.Time { return base.Add(time.Duration(m) * time.Minute) }
+	window := func(from, to int) map[string]routes.Route {
+		return map[string]routes.Route{"orders": {Upstream: "h:1", ActiveFrom: at(from), RemovedAt: at(to)}}
+	}
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-1", Services: window(10, 20)}, {ID: "pr-2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	w := kafkatest.Writer(t, addrs, topic)
+	rng := rand.New(rand.NewPCG(14, 14))
+	// Each half's messages, produced together, decided against the
+	// table as it is while they are read.
+	half := func(first int) []kafka.Message {
+		var msgs []kafka.Message
+		for i := range 150 {
+			id := []string{"pr-1", "pr-1", "pr-2", "pr-3"}[rng.IntN(4)]
+			actor := []string{"alice", "bob"}[rng.IntN(2)]
+			bag := []byte("sandbox.id=" + id + ",sandbox.actor=" + actor)
+			var hs []kafka.Header
+			switch rng.IntN(6) {
+			case 0, 1:
+				hs = []kafka.Header{{Key: "sandbox-id", Value: []byte(id)}, {Key: "baggage", Value: bag}}
+			case 2:
+				hs = []kafka.Header{{Key: "baggage", Value: bag}, {Key: "Sandbox-Id", Value: []byte(id)}}
+			case 3:
+				hs = []kafka.Header{{Key: "sandbox-id", Value: []byte(id)}, {Key: "sandbox-id", Value: []byte(id)}}
+			case 4:
+				hs = []kafka.Header{{Key: "sandbox-id", Value: []byte("PR_1")}}
+			}
+			msgs = append(msgs, kafka.Message{Value: fmt.Appendf(nil, "m-%d", first+i), Headers: hs, Time: at(rng.IntN(40))})
+		}
+		return msgs
+	}
+	type got struct {
+		value, sandbox, actor string
+	}
+	readers := map[string]*Reader{}
+	refs := map[string]*Reader{}
+	for _, id := range []string{"", "pr-1"} {
+		opts := []ReaderOption{}
+		if id != "" {
+			opts = append(opts, AsSandbox(id))
+		}
+		r, err := NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), table, "orders", opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		readers[id] = r
+		refs[id] = bareReader(t, table, "orders", side(id))
+	}
+	var (
+		mu       sync.Mutex
+		received = map[string][]got{}
+		wg       sync.WaitGroup
+	)
+	fctx, stop := context.WithCancel(ctx)
+	defer func() { stop(); wg.Wait() }()
+	caller := context.WithValue(fctx, ctxKey{}, "caller")
+	for id, r := range readers {
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					mctx, m, err := r.FetchMessage(caller)
+					if err != nil {
+						if fctx.Err() == nil {
+							t.Errorf("reader %q: %v", id, err)
+						}
+						return
+					}
+					s, _ := propagation.FromContext(mctx)
+					if mctx.Value(ctxKey{}) != "caller" {
+						t.Errorf("reader %q: %s returned without the caller's context", id, m.Value)
+					}
+					mu.Lock()
+					received[id] = append(received[id], got{string(m.Value), s.ID, s.Actor})
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	produced := 0
+	for phase, msgs := range [][]kafka.Message{half(0), half(150)} {
+		if phase == 1 {
+			// pr-1's route removed and back under the same ID with
+			// another window; pr-2 removed; pr-3 appears.
+			if err := table.Update([]routes.Sandbox{{ID: "pr-1", Services: window(25, 35)}, {ID: "pr-3"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := map[string][]got{}
+		for _, m := range msgs {
+			for id, ref := range refs {
+				mm := m
+				out, v, err := oldDecide(ref, context.Background(), &mm)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if v.fate == fateMine {
+					s, _ := propagation.FromContext(out)
+					want[id] = append(want[id], got{string(m.Value), s.ID, s.Actor})
+				}
+			}
+		}
+		if err := w.WriteMessages(ctx, msgs...); err != nil {
+			t.Fatal(err)
+		}
+		produced += len(msgs)
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			all := true
+			for _, r := range readers {
+				if c := r.Counts(); c.Delivered+c.Skipped != int64(produced) {
+					all = false
+				}
+			}
+			if all {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("phase %d: the readers did not decide all %d messages", phase, produced)
+			}
+		}
+		mu.Lock()
+		for id := range readers {
+			gotHalf := received[id]
+			received[id] = nil
+			slices.SortFunc(gotHalf, func(a, b got) int { return strings.Compare(a.value, b.value) })
+			wantHalf := want[id]
+			slices.SortFunc(wantHalf, func(a, b got) int { return strings.Compare(a.value, b.value) })
+			if !slices.Equal(gotHalf, wantHalf) {
+				t.Errorf("phase %d, reader %q: returned %d messages %v\nbefore the shortcuts %d: %v", phase, id, len(gotHalf), gotHalf, len(wantHalf), wantHalf)
+			}
+		}
+		mu.Unlock()
+	}
 }
