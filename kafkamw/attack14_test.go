@@ -602,3 +602,61 @@ func TestFetchSharedTableDifferential(t *testing.T) {
 		mu.Unlock()
 	}
 }
+
+// TestOwnerMemoRacingChanges: the table changes while a warm reader
+// decides (a change may fall between the memo's reading of the content's
+// version and of the facts); once the changes stop, the next decision is
+// the table's, never facts of a content already replaced.
+func TestOwnerMemoRacingChanges(t *testing.T) {
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Minute)
+	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
+	contents := [][]routes.Sandbox{
+		{{ID: "pr-1", Services: map[string]routes.Route{"orders": {Upstream: "h:1", ActiveFrom: at(0), RemovedAt: at(10)}}}},
+		{{ID: "pr-1", Services: map[string]routes.Route{"orders": {Upstream: "h:1", ActiveFrom: at(10), RemovedAt: at(20)}}}},
+		{{ID: "pr-1"}},
+		{},
+	}
+	table, err := routes.NewStatic(contents[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var readers []*diffReader
+	for _, id := range []string{"", "pr-1"} {
+		readers = append(readers, &diffReader{r: bareReader(t, table, "orders", side(id)), ref: bareReader(t, table, "orders", side(id))})
+	}
+	hs := []kafka.Header{{Key: "sandbox-id", Value: []byte("pr-1")}}
+	for round := range 200 {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := table.Update(contents[(round+i)%len(contents)]); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+		for i := range 50 {
+			for _, d := range readers {
+				msg := kafka.Message{Topic: "t", Time: at(i % 25), Headers: hs}
+				if _, _, err := d.r.decide(context.Background(), &msg); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		close(stop)
+		<-done
+		for i := range 25 {
+			for _, d := range readers {
+				d.ref.orphans.Store(d.r.orphans.Load())
+				d.check(t, fmt.Sprintf("round %d, after the changes, at %d", round, i), context.Background(), kafka.Message{Topic: "t", Time: at(i), Headers: hs})
+			}
+		}
+	}
+}
