@@ -518,6 +518,7 @@ func TestFetchSharedTableDifferential(t *testing.T) {
 	var (
 		mu       sync.Mutex
 		received = map[string][]got{}
+		delivered = map[string]int64{} // in the halves checked
 		wg       sync.WaitGroup
 	)
 	fctx, stop := context.WithCancel(ctx)
@@ -575,16 +576,23 @@ func TestFetchSharedTableDifferential(t *testing.T) {
 		}
 		produced += len(msgs)
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			// Every message decided, and every one returned recorded
+			// (a count moves before FetchMessage returns).
 			all := true
-			for _, r := range readers {
-				if c := r.Counts(); c.Delivered+c.Skipped != int64(produced) {
+			mu.Lock()
+			for id, r := range readers {
+				if c := r.Counts(); c.Delivered+c.Skipped != int64(produced) || c.Delivered != delivered[id]+int64(len(received[id])) {
 					all = false
 				}
 			}
+			mu.Unlock()
 			if all {
 				break
 			}
 			if time.Now().After(deadline) {
+				for id, r := range readers {
+					t.Errorf("reader %q: %+v", id, r.Counts())
+				}
 				t.Fatalf("phase %d: the readers did not decide all %d messages", phase, produced)
 			}
 		}
@@ -592,6 +600,7 @@ func TestFetchSharedTableDifferential(t *testing.T) {
 		for id := range readers {
 			gotHalf := received[id]
 			received[id] = nil
+			delivered[id] += int64(len(gotHalf))
 			slices.SortFunc(gotHalf, func(a, b got) int { return strings.Compare(a.value, b.value) })
 			wantHalf := want[id]
 			slices.SortFunc(wantHalf, func(a, b got) int { return strings.Compare(a.value, b.value) })
