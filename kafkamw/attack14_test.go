@@ -516,10 +516,10 @@ func TestFetchSharedTableDifferential(t *testing.T) {
 		refs[id] = bareReader(t, table, "orders", side(id))
 	}
 	var (
-		mu       sync.Mutex
-		received = map[string][]got{}
+		mu        sync.Mutex
+		received  = map[string][]got{}
 		delivered = map[string]int64{} // in the halves checked
-		wg       sync.WaitGroup
+		wg        sync.WaitGroup
 	)
 	fctx, stop := context.WithCancel(ctx)
 	defer func() { stop(); wg.Wait() }()
