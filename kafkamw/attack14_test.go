@@ -548,6 +548,20 @@ func TestFetchSharedTableDifferential(t *testing.T) {
 			}()
 		}
 	}
+	// A new sandbox group starts at the first offset at or after its
+	// route's activeFrom (doc.go, "Sandbox groups"): the readers must
+	// have set up their groups on the empty topic before anything is
+	// written, or the sandbox reader would rightly never see the
+	// messages stamped before its window that precede the first one
+	// inside it.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if readers[""].inner.Load() != nil && readers["pr-1"].inner.Load() != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the readers did not start")
+		}
+	}
 	produced := 0
 	for phase, msgs := range [][]kafka.Message{half(0), half(150)} {
 		if phase == 1 {
