@@ -683,3 +683,44 @@ func TestOwnerMemoRacingChanges(t *testing.T) {
 		}
 	}
 }
+
+// TestEnterSharedIsolated: what a handler derives from one message's
+// context (a value, a cancellation, its own span) does not reach the next
+// message's, though both come from the same caller context and sandbox:
+// a context is immutable, and the one shared is the parent of whatever
+// the handler builds.
+func TestEnterSharedIsolated(t *testing.T) {
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bareReader(t, table, "orders")
+	var c carrier
+	propagation.Default().InjectSandbox(propagation.Sandbox{ID: "pr-1", Actor: "alice"}, &c)
+	caller := context.WithValue(context.Background(), ctxKey{}, "caller")
+	type offsetKey struct{}
+	for i := range 4 {
+		msg := kafka.Message{Topic: "t", Offset: int64(i), Time: time.Now().Add(-time.Minute), Headers: c.list}
+		out, v, err := r.decide(caller, &msg)
+		if err != nil || v.fate != fateMine {
+			t.Fatalf("message %d: decide = %v, %v", i, v, err)
+		}
+		if out.Err() != nil {
+			t.Fatalf("message %d: context already ended: %v (a handler canceled the previous message's)", i, out.Err())
+		}
+		if got := out.Value(offsetKey{}); got != nil {
+			t.Fatalf("message %d: context carries the previous message's offset %v", i, got)
+		}
+		if s, ok := propagation.FromContext(out); !ok || s.ID != "pr-1" || out.Value(ctxKey{}) != "caller" {
+			t.Fatalf("message %d: context %v %v %v", i, s, ok, out.Value(ctxKey{}))
+		}
+		// The handler: its own values, a cancellation, a sandbox of its
+		// own in what it derives.
+		hctx, cancel := context.WithCancel(context.WithValue(out, offsetKey{}, msg.Offset))
+		hctx = propagation.ContextWithSandbox(hctx, propagation.Sandbox{ID: "pr-9"})
+		cancel()
+		if hctx.Err() == nil {
+			t.Fatal("handler's cancellation did not take")
+		}
+	}
+}
