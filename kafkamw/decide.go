@@ -102,11 +102,33 @@ func (r *Reader) enter(ctx context.Context, s propagation.Sandbox) context.Conte
 	}
 	out := r.gate.Enter(ctx, s)
 	*e = enterMemo{}
-	// Interfaces whose dynamic type cannot be compared panic on ==.
-	if ctx != nil && reflect.TypeOf(ctx).Comparable() {
+	// == on interfaces panics when the dynamic values cannot be compared,
+	// which a comparable type can hide (context.WithoutCancel's value, a
+	// struct embedding a context): only types == cannot panic on are
+	// remembered.
+	if ctx != nil && safeEqual(reflect.TypeOf(ctx)) {
 		*e = enterMemo{parent: ctx, s: s, ctx: out, span: trace.SpanFromContext(out)}
 	}
 	return out
+}
+
+// safeEqual reports whether == on two values of type t can never panic:
+// t is comparable and holds no interface, whose dynamic value may not be.
+// A pointer, the common context, is settled at once.
+func safeEqual(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Interface, reflect.Map, reflect.Slice, reflect.Func:
+		return false
+	case reflect.Array:
+		return safeEqual(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if !safeEqual(t.Field(i).Type) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // unreadableMessage accounts for a message whose sandbox headers cannot
