@@ -315,6 +315,27 @@ func (f *forwarder) write(ctx context.Context, batch []kafka.Message) error {
 	if err != nil {
 		return err
 	}
+	// A sandbox topic deleted since this forwarder created it (by an
+	// operator, or a reaper) is created again: its copies would otherwise
+	// stay buffered for ever, holding every commit of their partitions
+	// back, production's too, and a full buffer would stop the reader. A
+	// topic of a removed sandbox is reaped again.
+	var missing []string
+	for _, t := range md.Topics {
+		if errors.Is(t.Error, kafka.UnknownTopicOrPartition) {
+			missing = append(missing, t.Name)
+		}
+	}
+	if len(missing) > 0 {
+		for _, name := range missing {
+			if err := f.recreate(ctx, name); err != nil {
+				return fmt.Errorf("creating %s again: %w", name, err)
+			}
+		}
+		if md, err = f.client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics}); err != nil {
+			return err
+		}
+	}
 	layout := make(map[string][]kafka.Partition, len(md.Topics))
 	for _, t := range md.Topics {
 		if t.Error != nil {
@@ -462,8 +483,16 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 			return fmt.Errorf("message %s: %w", coordinates(msg), err)
 		}
 	}
-	hs := make([]kafka.Header, len(msg.Headers), len(msg.Headers)+1)
-	copy(hs, msg.Headers)
+	// A source header the message already carries (a service produced
+	// it from a forwarded copy, headers and all) is not this copy's: the
+	// sandbox's reader would take it for the copy's coordinates and skip
+	// a new message as a second copy.
+	hs := make([]kafka.Header, 0, len(msg.Headers)+1)
+	for _, h := range msg.Headers {
+		if h.Key != HeaderSplitSource {
+			hs = append(hs, h)
+		}
+	}
 	v := strconv.AppendInt(make([]byte, 0, 32), int64(msg.Partition), 10)
 	v = strconv.AppendInt(append(v, '/'), msg.Offset, 10)
 	hs = append(hs, kafka.Header{Key: HeaderSplitSource, Value: v})
@@ -514,6 +543,27 @@ func (f *forwarder) ensure(ctx context.Context, key sandboxTopic, name string) e
 	}
 	f.names[key] = name
 	return nil
+}
+
+// recreate creates again the sandbox topic name, which this forwarder
+// created (or found) before and which is gone.
+func (f *forwarder) recreate(ctx context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for key, n := range f.names {
+		if n != name {
+			continue
+		}
+		parts := f.split.Partitions
+		if parts == 0 {
+			var err error
+			if parts, err = f.partitions(ctx, key.source); err != nil {
+				return err
+			}
+		}
+		return createTopic(ctx, f.client, name, parts, f.split.ReplicationFactor)
+	}
+	return fmt.Errorf("metadata of %s: %w", name, kafka.UnknownTopicOrPartition)
 }
 
 // partitions returns the partition count of topic, cached. f.mu is held.
@@ -578,11 +628,14 @@ type marks struct {
 // check returns the source coordinates of msg, a forwarded copy, and
 // whether it was decided before. A message without readable coordinates
 // (not forwarded by a baseline reader) is not a duplicate; ok is false.
+// The coordinates are the last header of that name, the one the baseline
+// added (copies forwarded before it dropped inherited ones may carry
+// others before it).
 func (m *marks) check(msg *kafka.Message) (part int, off int64, dup, ok bool) {
 	if m == nil {
 		return 0, 0, false, false
 	}
-	for i := range msg.Headers {
+	for i := len(msg.Headers) - 1; i >= 0; i-- {
 		if msg.Headers[i].Key != HeaderSplitSource {
 			continue
 		}
