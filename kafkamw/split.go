@@ -202,8 +202,9 @@ func (f *forwarder) close() error {
 }
 
 // flush writes the buffered copies and waits for the broker's
-// acknowledgement; on failure they stay buffered, in order, for the next
-// flush. It returns how many it wrote. A nil f has nothing to flush.
+// acknowledgement; on failure the copies of the partitions that did not
+// acknowledge theirs stay buffered, in order, for the next flush. It
+// returns how many it wrote. A nil f has nothing to flush.
 func (f *forwarder) flush(ctx context.Context) (int, error) {
 	if f == nil {
 		return 0, nil
@@ -220,8 +221,15 @@ func (f *forwarder) flush(ctx context.Context) (int, error) {
 	// so that a clean shutdown's commit finds the copies acknowledged.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), forwardTimeout)
 	defer cancel()
-	if err := f.write(wctx, batch); err != nil {
-		return 0, fmt.Errorf("%w: %d messages: %w", ErrForward, len(batch), err)
+	dest := make([]topicPartition, len(batch))
+	acked, err := f.write(wctx, batch, dest)
+	if err != nil {
+		// The partitions the broker acknowledged are written: their
+		// copies go, and only the others are written again, after which
+		// a sandbox reader would have nothing to tell a second copy by
+		// once restarted (its marks start empty).
+		return f.drop(len(batch), func(i int) bool { return acked[dest[i]] }),
+			fmt.Errorf("%w: %d messages: %w", ErrForward, len(batch), err)
 	}
 	f.mu.Lock()
 	// The copies buffered during the write move to the front, in the
@@ -232,14 +240,40 @@ func (f *forwarder) flush(ctx context.Context) (int, error) {
 	clear(f.buf[n:]) // the written copies' keys, values and headers
 	f.buf = f.buf[:n]
 	f.src = f.src[:copy(f.src, f.src[len(batch):])]
+	f.firsts()
+	f.mu.Unlock()
+	return len(batch), nil
+}
+
+// drop removes from the buffer those of its first n copies that written
+// reports written, keeping the rest in order, and returns how many it
+// removed.
+func (f *forwarder) drop(n int, written func(i int) bool) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := 0
+	for i := range f.buf {
+		if i < n && written(i) {
+			continue
+		}
+		f.buf[k], f.src[k] = f.buf[i], f.src[i]
+		k++
+	}
+	removed := len(f.buf) - k
+	clear(f.buf[k:])
+	f.buf, f.src = f.buf[:k], f.src[:k]
+	f.firsts()
+	return removed
+}
+
+// firsts recomputes f.first from f.src. f.mu is held.
+func (f *forwarder) firsts() {
 	clear(f.first)
 	for _, c := range f.src {
 		if _, ok := f.first[c.topicPartition]; !ok {
 			f.first[c.topicPartition] = c.offset
 		}
 	}
-	f.mu.Unlock()
-	return len(batch), nil
 }
 
 // kicks returns the channel on which the forwarder asks for a flush: a
@@ -301,9 +335,12 @@ func (r *Reader) flushForwards(ctx context.Context) error {
 // the cluster and batch each partition apart; the copies of a flush go
 // together instead, which is most of what a forward costs the baseline
 // and the broker. On an error some partitions may have been written: the
-// caller keeps the whole batch and writes it again, and the sandbox's
-// reader skips the second copies (Counts.Duplicates).
-func (f *forwarder) write(ctx context.Context, batch []kafka.Message) error {
+// caller keeps the copies of the partitions that did not acknowledge
+// theirs (acked, by the partitions dest names for each copy) and writes
+// them again. Those of a request that got no answer may have been written
+// nonetheless: the sandbox's reader skips the second copies
+// (Counts.Duplicates).
+func (f *forwarder) write(ctx context.Context, batch []kafka.Message, dest []topicPartition) (acked map[topicPartition]bool, err error) {
 	var topics []string
 	for i := range batch {
 		if !slices.Contains(topics, batch[i].Topic) {
@@ -313,7 +350,7 @@ func (f *forwarder) write(ctx context.Context, batch []kafka.Message) error {
 	// Served from the client's cached view, which a creation refreshes.
 	md, err := f.client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// A sandbox topic deleted since this forwarder created it (by an
 	// operator, or a reaper) is created again: its copies would otherwise
@@ -329,17 +366,17 @@ func (f *forwarder) write(ctx context.Context, batch []kafka.Message) error {
 	if len(missing) > 0 {
 		for _, name := range missing {
 			if err := f.recreate(ctx, name); err != nil {
-				return fmt.Errorf("creating %s again: %w", name, err)
+				return nil, fmt.Errorf("creating %s again: %w", name, err)
 			}
 		}
 		if md, err = f.client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics}); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	layout := make(map[string][]kafka.Partition, len(md.Topics))
 	for _, t := range md.Topics {
 		if t.Error != nil {
-			return fmt.Errorf("metadata of %s: %w", t.Name, t.Error)
+			return nil, fmt.Errorf("metadata of %s: %w", t.Name, t.Error)
 		}
 		ps := slices.Clone(t.Partitions)
 		slices.SortFunc(ps, func(a, b kafka.Partition) int { return a.ID - b.ID })
@@ -357,10 +394,11 @@ func (f *forwarder) write(ctx context.Context, batch []kafka.Message) error {
 		m := &batch[i]
 		ps := layout[m.Topic]
 		if len(ps) == 0 {
-			return fmt.Errorf("metadata of %s: no partitions", m.Topic)
+			return nil, fmt.Errorf("metadata of %s: no partitions", m.Topic)
 		}
 		p := ps[m.Partition%len(ps)]
 		key := topicPartition{m.Topic, p.ID}
+		dest[i] = key
 		g, ok := at[key]
 		if !ok {
 			g = len(groups)
@@ -379,18 +417,22 @@ func (f *forwarder) write(ctx context.Context, batch []kafka.Message) error {
 		addPartition(req, g.tp, kafka.NewRecordReader(g.records...))
 	}
 	errs := make([]error, 0, len(reqs))
+	acked = make(map[topicPartition]bool, len(groups))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, req := range reqs {
 		wg.Go(func() {
-			err := f.produce(ctx, req)
+			ok, err := f.produce(ctx, req)
 			mu.Lock()
 			errs = append(errs, err)
+			for _, tp := range ok {
+				acked[tp] = true
+			}
 			mu.Unlock()
 		})
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return acked, errors.Join(errs...)
 }
 
 // addPartition adds records to req, for tp.
@@ -405,24 +447,28 @@ func addPartition(req *produce.Request, tp topicPartition, records kafka.RecordR
 	})
 }
 
-// produce sends req and checks every partition's answer.
-func (f *forwarder) produce(ctx context.Context, req *produce.Request) error {
+// produce sends req and checks every partition's answer. It returns the
+// partitions that acknowledged their records.
+func (f *forwarder) produce(ctx context.Context, req *produce.Request) ([]topicPartition, error) {
 	m, err := f.client.Transport.RoundTrip(ctx, f.client.Addr, req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	res, ok := m.(*produce.Response)
 	if !ok {
-		return fmt.Errorf("produce: unexpected response %T", m)
+		return nil, fmt.Errorf("produce: unexpected response %T", m)
 	}
 	var errs []error
+	var acked []topicPartition
 	answered := 0
 	for _, t := range res.Topics {
 		for _, p := range t.Partitions {
 			answered++
 			if p.ErrorCode != 0 {
 				errs = append(errs, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, kafka.Error(p.ErrorCode)))
+				continue
 			}
+			acked = append(acked, topicPartition{t.Topic, int(p.Partition)})
 		}
 	}
 	want := 0
@@ -432,7 +478,7 @@ func (f *forwarder) produce(ctx context.Context, req *produce.Request) error {
 	if answered != want {
 		errs = append(errs, fmt.Errorf("produce: %d of %d partitions answered", answered, want))
 	}
-	return errors.Join(errs...)
+	return acked, errors.Join(errs...)
 }
 
 // bytesOrNil wraps b for a record; nil stays nil (a null key or value).
