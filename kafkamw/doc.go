@@ -115,6 +115,8 @@
 //     baseline (by an operator, or a reaper) is created again on the next
 //     write. A message that already carries a [HeaderSplitSource] (a
 //     service produced it from a forwarded copy) loses it in its copy.
+//     A partition's copies go in record sets of at most 900 KiB, below
+//     the brokers' default max.message.bytes.
 //   - A sandbox reader in the split mode reads its topic from the
 //     beginning (a new group) and decides each copy as in the filter
 //     mode: messages forwarded before it started wait for it.

@@ -221,14 +221,12 @@ func (f *forwarder) flush(ctx context.Context) (int, error) {
 	// so that a clean shutdown's commit finds the copies acknowledged.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), forwardTimeout)
 	defer cancel()
-	dest := make([]topicPartition, len(batch))
-	acked, err := f.write(wctx, batch, dest)
+	written, err := f.write(wctx, batch)
 	if err != nil {
-		// The partitions the broker acknowledged are written: their
-		// copies go, and only the others are written again, after which
-		// a sandbox reader would have nothing to tell a second copy by
-		// once restarted (its marks start empty).
-		return f.drop(len(batch), func(i int) bool { return acked[dest[i]] }),
+		// The copies the broker acknowledged go, and only the others are
+		// written again: a second copy would be processed again by a
+		// sandbox reader restarted in between (its marks start empty).
+		return f.drop(len(batch), func(i int) bool { return i < len(written) && written[i] }),
 			fmt.Errorf("%w: %d messages: %w", ErrForward, len(batch), err)
 	}
 	f.mu.Lock()
@@ -334,13 +332,12 @@ func (r *Reader) flushForwards(ctx context.Context) error {
 // kafka.Writer would look each message's topic up in its client's view of
 // the cluster and batch each partition apart; the copies of a flush go
 // together instead, which is most of what a forward costs the baseline
-// and the broker. On an error some partitions may have been written: the
-// caller keeps the copies of the partitions that did not acknowledge
-// theirs (acked, by the partitions dest names for each copy) and writes
-// them again. Those of a request that got no answer may have been written
-// nonetheless: the sandbox's reader skips the second copies
+// and the broker. It reports which copies the broker acknowledged
+// (written, by index in batch): on an error the caller keeps the others
+// and writes them again. Those of a request that got no answer may have
+// been written nonetheless: the sandbox's reader skips the second copies
 // (Counts.Duplicates).
-func (f *forwarder) write(ctx context.Context, batch []kafka.Message, dest []topicPartition) (acked map[topicPartition]bool, err error) {
+func (f *forwarder) write(ctx context.Context, batch []kafka.Message) (written []bool, err error) {
 	var topics []string
 	for i := range batch {
 		if !slices.Contains(topics, batch[i].Topic) {
@@ -382,13 +379,18 @@ func (f *forwarder) write(ctx context.Context, batch []kafka.Message, dest []top
 		slices.SortFunc(ps, func(a, b kafka.Partition) int { return a.ID - b.ID })
 		layout[t.Name] = ps
 	}
-	// The copies of each partition, in order, then one request per leader.
-	type partCopies struct {
+	// The copies of each partition, in order, cut in record sets the
+	// broker accepts (maxRecordSet), then one request per leader for each
+	// round of record sets: a partition's second set goes once its first
+	// is acknowledged.
+	type recordSet struct {
 		leader  int
 		tp      topicPartition
 		records []kafka.Record
+		copies  []int // their indexes in batch
+		bytes   int
 	}
-	var groups []partCopies
+	var parts [][]recordSet
 	at := make(map[topicPartition]int)
 	for i := range batch {
 		m := &batch[i]
@@ -398,41 +400,82 @@ func (f *forwarder) write(ctx context.Context, batch []kafka.Message, dest []top
 		}
 		p := ps[m.Partition%len(ps)]
 		key := topicPartition{m.Topic, p.ID}
-		dest[i] = key
 		g, ok := at[key]
 		if !ok {
-			g = len(groups)
+			g = len(parts)
 			at[key] = g
-			groups = append(groups, partCopies{leader: p.Leader.ID, tp: key})
+			parts = append(parts, nil)
 		}
-		groups[g].records = append(groups[g].records, kafka.Record{Time: m.Time, Key: bytesOrNil(m.Key), Value: bytesOrNil(m.Value), Headers: m.Headers})
-	}
-	reqs := make(map[int]*produce.Request) // by leader
-	for _, g := range groups {
-		req := reqs[g.leader]
-		if req == nil {
-			req = &produce.Request{Acks: int16(kafka.RequireAll), Timeout: int32(forwardTimeout / time.Millisecond)}
-			reqs[g.leader] = req
+		size := recordSize(m)
+		sets := parts[g]
+		if len(sets) == 0 || sets[len(sets)-1].bytes+size > maxRecordSet && len(sets[len(sets)-1].records) > 0 {
+			sets = append(sets, recordSet{leader: p.Leader.ID, tp: key})
 		}
-		addPartition(req, g.tp, kafka.NewRecordReader(g.records...))
+		last := &sets[len(sets)-1]
+		last.records = append(last.records, kafka.Record{Time: m.Time, Key: bytesOrNil(m.Key), Value: bytesOrNil(m.Value), Headers: m.Headers})
+		last.copies = append(last.copies, i)
+		last.bytes += size
+		parts[g] = sets
 	}
-	errs := make([]error, 0, len(reqs))
-	acked = make(map[topicPartition]bool, len(groups))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, req := range reqs {
-		wg.Go(func() {
-			ok, err := f.produce(ctx, req)
-			mu.Lock()
-			errs = append(errs, err)
-			for _, tp := range ok {
-				acked[tp] = true
+	written = make([]bool, len(batch))
+	for round := 0; ; round++ {
+		reqs := make(map[int]*produce.Request) // by leader
+		sets := make(map[topicPartition]*recordSet)
+		for _, ps := range parts {
+			if round >= len(ps) {
+				continue
 			}
-			mu.Unlock()
-		})
+			rs := &ps[round]
+			req := reqs[rs.leader]
+			if req == nil {
+				req = &produce.Request{Acks: int16(kafka.RequireAll), Timeout: int32(forwardTimeout / time.Millisecond)}
+				reqs[rs.leader] = req
+			}
+			addPartition(req, rs.tp, kafka.NewRecordReader(rs.records...))
+			sets[rs.tp] = rs
+		}
+		if len(reqs) == 0 {
+			return written, nil
+		}
+		errs := make([]error, 0, len(reqs))
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, req := range reqs {
+			wg.Go(func() {
+				acked, err := f.produce(ctx, req)
+				mu.Lock()
+				defer mu.Unlock()
+				errs = append(errs, err)
+				for _, tp := range acked {
+					if rs := sets[tp]; rs != nil {
+						for _, i := range rs.copies {
+							written[i] = true
+						}
+					}
+				}
+			})
+		}
+		wg.Wait()
+		// A partition's later sets wait for this one: the next flush
+		// writes what is left, in order.
+		if err := errors.Join(errs...); err != nil {
+			return written, err
+		}
 	}
-	wg.Wait()
-	return acked, errors.Join(errs...)
+}
+
+// maxRecordSet is the most bytes (as [recordSize] counts them) of copies
+// written to one partition in one produce request: below the brokers'
+// default message.max.bytes (1 MiB), which a record set may not exceed.
+const maxRecordSet = 900 << 10
+
+// recordSize is about what m takes in a record set, uncompressed.
+func recordSize(m *kafka.Message) int {
+	n := 32 + len(m.Key) + len(m.Value)
+	for _, h := range m.Headers {
+		n += 8 + len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // addPartition adds records to req, for tp.

@@ -239,3 +239,35 @@ func TestSplitPartialFailureThenSandboxRestart(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // a second copy processed would show now
 	checkOwners(t, f.tags, f.owner, base.stop(), first, a2.stop())
 }
+
+// TestSplitLargeBatch: A's copies buffered in one flush add up to more
+// than the broker accepts in one record batch (max.message.bytes, 1 MB by
+// default), each of them well below it, as the source topic took them.
+// They all reach A's topic, and the baseline commits everything: a flush
+// too large for one request must not fail for ever, holding production's
+// commits back.
+func TestSplitLargeBatch(t *testing.T) {
+	f := newSplitFixture(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const n = 400
+	value := strings.Repeat("x", 8<<10)
+	msgs := make([]kafka.Message, 0, 100)
+	for i := range n {
+		v := fmt.Sprintf("big-%d-%s", i, value)
+		f.tags[v] = sbA.ID
+		msgs = append(msgs, kafka.Message{Value: []byte(v)})
+		if len(msgs) == cap(msgs) {
+			if err := f.w.WriteMessages(propagation.ContextWithSandbox(ctx, sbA), msgs...); err != nil {
+				t.Fatal(err)
+			}
+			msgs = msgs[:0]
+		}
+	}
+	f.produce("m", 30)
+	base := startConsumer(t, "baseline", f.reader(true), 5)
+	waitFor(t, 20*time.Second, "the baseline to decide the topic", func() bool { return base.seen() == n+30 })
+	waitFor(t, 20*time.Second, "A's copies in A's topic", func() bool { return ends(t, f.addrs, f.aTopic) == n+10 })
+	waitFor(t, 20*time.Second, "the baseline to commit everything", func() bool { return groupLag(t, f.addrs, f.topic, f.group)[0] == 0 })
+	base.stop()
+}
