@@ -318,8 +318,15 @@ func (l *lingerFlusher) stop() {
 	}
 }
 
-// flushForwards writes the forwarder's buffer, counting what it wrote.
+// flushForwards writes the forwarder's buffer, counting what it wrote. A
+// ctx already ended starts no write: the reader's flush loop, stopping,
+// finds its tick ready too after a write that took long (a hung
+// partition leader) and picks it at random, half the time, over its end;
+// each such pick cost Close another forwardTimeout.
 func (r *Reader) flushForwards(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	n, err := r.forward.flush(ctx)
 	r.forwarded.Add(int64(n))
 	return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
 	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 // TestSplitInheritedSourceHeader: a message of A's that already carries a
@@ -270,4 +272,258 @@ func TestSplitLargeBatch(t *testing.T) {
 	waitFor(t, 20*time.Second, "A's copies in A's topic", func() bool { return ends(t, f.addrs, f.aTopic) == n+10 })
 	waitFor(t, 20*time.Second, "the baseline to commit everything", func() bool { return groupLag(t, f.addrs, f.topic, f.group)[0] == 0 })
 	base.stop()
+}
+
+// TestSplitProduceHangs: the broker never answers the writes to A's topic
+// (a partition leader that hangs). Production messages keep being
+// delivered; no commit passes A's first message, whose copy is not
+// acknowledged; Close returns within its bounds (the write in progress
+// and Close's own, forwardTimeout each; a stopping flush loop started
+// another write half the time, again and again, taking 20, 30, 40s and
+// more) and commits nothing past it. Once
+// the broker answers again, a new baseline forwards A's messages and A's
+// reader gets every one.
+func TestSplitProduceHangs(t *testing.T) {
+	c, addrs := controlledBroker(t)
+	f := newSplitFixtureAt(t, addrs, 1)
+	release := make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free)
+	var hung atomic.Int32
+	c.KeepControl()
+	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		for _, tp := range kr.(*kmsg.ProduceRequest).Topics {
+			if tp.Topic == f.aTopic {
+				select {
+				case <-release:
+				default:
+					hung.Add(1)
+					c.SleepControl(func() { <-release })
+				}
+			}
+		}
+		return nil, nil, false
+	})
+	f.produce("m", 30) // A's first message at offset 1
+	r := f.reader(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	loop := make(chan struct{})
+	go func() { // returns and commits every message it can
+		defer close(loop)
+		for {
+			_, m, err := r.FetchMessage(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				continue
+			}
+			if err := r.CommitMessages(ctx, m); err != nil && ctx.Err() == nil {
+				t.Errorf("commit: %v", err)
+			}
+		}
+	}()
+	waitFor(t, 10*time.Second, "the baseline to decide the topic", func() bool {
+		c := r.Counts()
+		return c.Delivered+c.Skipped == 30 && hung.Load() > 0
+	})
+	time.Sleep(100 * time.Millisecond) // commits, if any, happen now
+	if lag := groupLag(t, f.addrs, f.topic, f.group)[0]; lag < 29 {
+		t.Errorf("lag %d while A's first copy (offset 1) is unacknowledged, want at least 29", lag)
+	}
+	start := time.Now()
+	cancel()
+	<-loop
+	done := make(chan error, 1)
+	go func() { done <- r.Close() }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, kafkamw.ErrForward) {
+			t.Errorf("Close: %v, want an ErrForward", err)
+		}
+	case <-time.After(25 * time.Second):
+		free()
+		t.Fatal("Close did not return within 25s of a hung write (the write in progress, then its own: forwardTimeout each)")
+	}
+	t.Logf("Close took %v", time.Since(start).Round(time.Millisecond))
+	if lag := groupLag(t, f.addrs, f.topic, f.group)[0]; lag < 29 {
+		t.Errorf("lag %d after Close, want at least 29: a commit passed an unacknowledged copy", lag)
+	}
+	free()
+	base2 := startConsumer(t, "baseline", f.reader(true), 1)
+	a := startConsumer(t, "sandbox", f.reader(true, kafkamw.AsSandbox(sbA.ID)), 1)
+	waitFor(t, 20*time.Second, "A's reader to get A's 10", func() bool { return a.seen() >= 10 })
+	waitFor(t, 20*time.Second, "the new baseline to commit everything", func() bool { return groupLag(t, f.addrs, f.topic, f.group)[0] == 0 })
+	time.Sleep(100 * time.Millisecond)
+	base2.stop()
+	as := a.stop()
+	seen := map[string]int{}
+	for _, p := range as {
+		seen[p.value]++
+	}
+	for v, id := range f.tags {
+		if id == sbA.ID && seen[v] != 1 {
+			t.Errorf("%s processed %d times by A's reader, want 1", v, seen[v])
+		}
+	}
+}
+
+// TestSplitFiftySandboxes: 50 sandboxes override the service at once.
+// The baseline creates their 50 topics on demand and forwards each its
+// share, once; it commits everything; each sandbox's reader gets its
+// share (a few of them are run).
+func TestSplitFiftySandboxes(t *testing.T) {
+	const n, size = 50, 3000
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 3)
+	sbs := make([]routes.Sandbox, n)
+	for i := range sbs {
+		sbs[i] = routes.Sandbox{ID: fmt.Sprintf("pr-%d", i), Services: map[string]routes.Route{
+			service: {Upstream: "10.0.0.1:9090", ActiveFrom: time.Now().Add(-time.Hour)},
+		}}
+	}
+	table, err := routes.NewStatic(sbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kw := kafkatest.Writer(t, addrs, topic)
+	kw.BatchSize = 500
+	w := newWriter(t, kw)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	want := map[string]int{}
+	var batch []kafka.Message
+	flush := func(id string) {
+		wctx := ctx
+		if id != "" {
+			wctx = propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id})
+		}
+		if err := w.WriteMessages(wctx, batch...); err != nil {
+			t.Fatal(err)
+		}
+		batch = batch[:0]
+	}
+	for i := range size { // runs of 10: untagged, then one sandbox's
+		id := ""
+		if (i/10)%2 == 1 {
+			id = sbs[(i/20)%n].ID
+			want[id]++
+		}
+		batch = append(batch, kafka.Message{Key: fmt.Appendf(nil, "k%d", i%7), Value: fmt.Appendf(nil, "%s/%d", id, i)})
+		if len(batch) == 10 {
+			flush(id)
+		}
+	}
+	group := kafkatest.UniqueName("g")
+	newReader := func(opts ...kafkamw.ReaderOption) *kafkamw.Reader {
+		opts = append(opts, kafkamw.WithSplit(kafkamw.Split{}), kafkamw.WithSkipCommitInterval(20*time.Millisecond))
+		r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), table, service, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	base := startConsumer(t, "baseline", newReader(), 1)
+	waitFor(t, 30*time.Second, "the baseline to decide the topic", func() bool { return base.seen() == size })
+	waitFor(t, 30*time.Second, "the baseline to commit everything", func() bool {
+		var lag int64
+		for _, l := range groupLag(t, addrs, topic, group) {
+			lag += l
+		}
+		return lag == 0
+	})
+	for _, sb := range sbs {
+		name, err := kafkamw.SplitTopic(topic, group, sb.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ends(t, addrs, name); got != int64(want[sb.ID]) {
+			t.Errorf("%s holds %d copies, want %d", name, got, want[sb.ID])
+		}
+	}
+	for _, i := range []int{0, 17, 49} {
+		id := sbs[i].ID
+		a := startConsumer(t, id, newReader(kafkamw.AsSandbox(id)), 3)
+		waitFor(t, 20*time.Second, id+"'s reader to get its share", func() bool { return a.seen() >= int64(want[id]) })
+		for _, p := range a.stop() {
+			if !strings.HasPrefix(p.value, id+"/") {
+				t.Errorf("%s's reader got %s", id, p.value)
+			}
+		}
+		if c := a.r.Counts(); c.Delivered != int64(want[id]) {
+			t.Errorf("%s's reader delivered %d, want %d", id, c.Delivered, want[id])
+		}
+	}
+	if c := base.r.Counts(); c.Forwarded != size/2 {
+		t.Errorf("forwarded %d, want %d", c.Forwarded, size/2)
+	}
+	base.stop()
+}
+
+// TestSplitDedupIsBySourceCoordinates: the skipping of second copies
+// must not skip legitimate messages. A's messages produced twice on
+// purpose (same key, same value) are two messages; with one partition in
+// A's topic (Split{Partitions: 1}) for three source partitions, the
+// copies of different source partitions interleave and their offsets
+// overlap. After a baseline crash between forward and commit, A's reader
+// processes each of A's messages once and skips exactly the second
+// copies.
+func TestSplitDedupIsBySourceCoordinates(t *testing.T) {
+	f := newSplitFixture(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	actx := propagation.ContextWithSandbox(ctx, sbA)
+	for i := range 12 { // each twice, in a row
+		m := kafka.Message{Key: []byte("same"), Value: []byte("again")}
+		if i%2 == 1 {
+			m.Value = []byte(fmt.Sprintf("again-%d", i/2))
+		}
+		if err := f.w.WriteMessages(actx, m, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.produce("m", 30) // and 10 more of A's
+	split := kafkamw.WithSplit(kafkamw.Split{Partitions: 1})
+	r1 := f.reader(false, split, kafkamw.WithSkipCommitInterval(time.Hour))
+	for r1.Counts().Forwarded < 34 {
+		fctx, fcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		_, _, err := r1.FetchMessage(fctx)
+		fcancel()
+		if err != nil && ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		if err := kafkamw.FlushForwards(r1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kafkamw.Crash(r1) // nothing committed: every copy is forwarded again
+	base := startConsumer(t, "baseline", f.reader(false, split), 1)
+	waitFor(t, 20*time.Second, "A's topic to hold each copy twice", func() bool { return ends(t, f.addrs, f.aTopic) == 68 })
+	a := startConsumer(t, "sandbox", f.reader(false, split, kafkamw.AsSandbox(sbA.ID)), 1)
+	waitFor(t, 20*time.Second, "A's reader to decide both copies", func() bool { return a.seen() == 68 })
+	base.stop()
+	as := a.stop()
+	sourceOrderOnce(t, as)
+	if c := a.r.Counts(); c.Delivered != 34 || c.Duplicates != 34 {
+		t.Errorf("A's reader counts %+v: want 34 delivered, 34 duplicates", c)
+	}
+}
+
+// sourceOrderOnce is sourceOrder, and checks that no source message came
+// twice.
+func sourceOrderOnce(t *testing.T, ps []processed) {
+	t.Helper()
+	sourceOrder(t, ps)
+	seen := map[string]bool{}
+	for _, p := range ps {
+		for _, h := range p.msg.Headers {
+			if h.Key == kafkamw.HeaderSplitSource {
+				if seen[string(h.Value)] {
+					t.Errorf("source %s processed twice", h.Value)
+				}
+				seen[string(h.Value)] = true
+			}
+		}
+	}
 }
