@@ -527,3 +527,90 @@ func sourceOrderOnce(t *testing.T, ps []processed) {
 		}
 	}
 }
+
+// TestSplitLeaderMoves: the leader of A's topic's partition moves to
+// another broker after the baseline learnt the cluster (its cached view
+// names the old one, which answers NOT_LEADER_OR_FOLLOWER). The copies
+// reach A's topic anyway, once each, and the baseline commits
+// everything.
+func TestSplitLeaderMoves(t *testing.T) {
+	c, err := kfake.NewCluster(
+		kfake.NumBrokers(2),
+		kfake.AllowAutoTopicCreation(),
+		kfake.DefaultNumPartitions(kafkatest.DefaultPartitions),
+		kfake.GroupMinSessionTimeout(10*time.Millisecond),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	f := newSplitFixtureAt(t, c.ListenAddrs(), 1)
+	f.produce("m", 30)
+	base := startConsumer(t, "baseline", f.reader(true), 1)
+	waitFor(t, 10*time.Second, "A's first copies", func() bool { return ends(t, f.addrs, f.aTopic) == 10 })
+	from := c.LeaderFor(f.aTopic, 0)
+	to := int32(0)
+	if from == 0 {
+		to = 1
+	}
+	if err := c.MoveTopicPartition(f.aTopic, 0, to); err != nil {
+		t.Fatal(err)
+	}
+	f.produce("n", 30)
+	waitFor(t, 30*time.Second, "A's later copies", func() bool { return ends(t, f.addrs, f.aTopic) == 20 })
+	waitFor(t, 30*time.Second, "the baseline to commit everything", func() bool { return groupLag(t, f.addrs, f.topic, f.group)[0] == 0 })
+	base.stop()
+	a := startConsumer(t, "sandbox", f.reader(true, kafkamw.AsSandbox(sbA.ID)), 1)
+	waitFor(t, 20*time.Second, "A's reader to get A's 20", func() bool { return a.seen() == 20 })
+	sourceOrderOnce(t, a.stop())
+}
+
+// TestSplitSandboxRemovedWhileBuffered: A's copies are buffered (the
+// broker refuses writes to A's topic for now) when A leaves the table and
+// the reaper deletes A's topic. Once the broker accepts writes again the
+// baseline is not stuck: the copies of the messages it decided while A
+// was live are written (its topic created again, reaped again by the next
+// pass), A's later messages are orphans, and everything is committed.
+func TestSplitSandboxRemovedWhileBuffered(t *testing.T) {
+	c, addrs := controlledBroker(t)
+	f := newSplitFixtureAt(t, addrs, 1)
+	var refuse atomic.Bool
+	refuse.Store(true)
+	c.KeepControl()
+	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		for _, tp := range kr.(*kmsg.ProduceRequest).Topics {
+			if tp.Topic == f.aTopic && refuse.Load() {
+				return nil, errors.New("A's topic is refused for now"), true
+			}
+		}
+		return nil, nil, false
+	})
+	f.produce("m", 30)
+	base := startConsumer(t, "baseline", f.reader(true), 1)
+	waitFor(t, 10*time.Second, "the baseline to decide the topic", func() bool { return base.seen() == 30 })
+	if lag := groupLag(t, f.addrs, f.topic, f.group)[0]; lag < 29 {
+		t.Errorf("lag %d with A's copies refused, want at least 29", lag)
+	}
+	f.table.Remove(sbA.ID)
+	cfg := kafkatest.ReaderConfig(f.addrs, f.topic, f.group)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if gone, err := kafkamw.ReapSplitTopics(ctx, cfg, f.table); err != nil || len(gone) != 1 {
+		t.Fatalf("reaped %q, %v; want A's topic", gone, err)
+	}
+	f.produce("n", 30) // A's are orphans now
+	refuse.Store(false)
+	waitFor(t, 20*time.Second, "the baseline to decide the rest", func() bool { return base.seen() == 60 })
+	waitFor(t, 20*time.Second, "the baseline to commit everything", func() bool { return groupLag(t, f.addrs, f.topic, f.group)[0] == 0 })
+	cnt := base.r.Counts()
+	base.stop()
+	if cnt.Forwarded != 10 || cnt.Orphaned != 10 {
+		t.Errorf("baseline counts %+v: want A's first 10 forwarded, the next 10 orphaned", cnt)
+	}
+	if got := ends(t, f.addrs, f.aTopic); got != 10 {
+		t.Errorf("A's topic, created again, holds %d, want 10", got)
+	}
+	if gone, err := kafkamw.ReapSplitTopics(ctx, cfg, f.table); err != nil || len(gone) != 1 {
+		t.Errorf("second reap: %q, %v; want A's topic again", gone, err)
+	}
+}
