@@ -128,6 +128,11 @@
 // it does not restart between the two copies; one that does processes
 // the message again, which at-least-once delivery allows (see
 // "Delivery"). Nothing is lost (TestSplitCrashBetweenForwardAndCommit).
+// A copy is known by its source partition and offset only: a source topic
+// deleted and created again under a running split-mode sandbox reader
+// restarts its offsets below what that reader has decided, and the reader
+// would skip the new messages as second copies. Restart the sandbox
+// readers after recreating a source topic (their marks start afresh).
 //
 // [ReapSplitTopics] deletes the sandbox topics of one topic and group
 // whose sandbox is no longer in the route table; it touches only names
