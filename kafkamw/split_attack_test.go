@@ -219,6 +219,7 @@ func TestSplitPartialFailureThenSandboxRestart(t *testing.T) {
 					tp.Partitions = tp.Partitions[:1]
 				}
 			case 1:
+				c.KeepControl() // kfake drops a control function that handles a request otherwise
 				return nil, errors.New("A's topic is refused for now"), true
 			}
 		}
@@ -581,6 +582,7 @@ func TestSplitSandboxRemovedWhileBuffered(t *testing.T) {
 	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
 		for _, tp := range kr.(*kmsg.ProduceRequest).Topics {
 			if tp.Topic == f.aTopic && refuse.Load() {
+				c.KeepControl() // kfake drops a control function that handles a request otherwise
 				return nil, errors.New("A's topic is refused for now"), true
 			}
 		}
