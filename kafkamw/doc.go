@@ -106,10 +106,17 @@
 //     milliseconds, and the baseline group's committed offset the
 //     caller's commits within one skip-commit interval. A write that
 //     fails is retried on the next tick, holding the commits back
-//     meanwhile (a write that failed on some partitions only writes
-//     those copies twice; see below for duplicates); a topic that cannot
-//     be created keeps the message ([ErrForward]) and holds its
-//     partition until the broker accepts it.
+//     meanwhile; a write that some partitions acknowledged writes again
+//     only the copies of the others (only a request that got no answer
+//     at all, which the broker may have written nonetheless, can leave
+//     copies twice; see below for duplicates). A topic that cannot be
+//     created keeps the message ([ErrForward]) and holds its partition
+//     until the broker accepts it; a sandbox topic deleted under the
+//     baseline (by an operator, or a reaper) is created again on the next
+//     write. A message that already carries a [HeaderSplitSource] (a
+//     service produced it from a forwarded copy) loses it in its copy.
+//     A partition's copies go in record sets of at most 900 KiB, below
+//     the brokers' default max.message.bytes.
 //   - A sandbox reader in the split mode reads its topic from the
 //     beginning (a new group) and decides each copy as in the filter
 //     mode: messages forwarded before it started wait for it.
@@ -121,6 +128,11 @@
 // it does not restart between the two copies; one that does processes
 // the message again, which at-least-once delivery allows (see
 // "Delivery"). Nothing is lost (TestSplitCrashBetweenForwardAndCommit).
+// A copy is known by its source partition and offset only: a source topic
+// deleted and created again under a running split-mode sandbox reader
+// restarts its offsets below what that reader has decided, and the reader
+// would skip the new messages as second copies. Restart the sandbox
+// readers after recreating a source topic (their marks start afresh).
 //
 // [ReapSplitTopics] deletes the sandbox topics of one topic and group
 // whose sandbox is no longer in the route table; it touches only names

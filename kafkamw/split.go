@@ -202,8 +202,9 @@ func (f *forwarder) close() error {
 }
 
 // flush writes the buffered copies and waits for the broker's
-// acknowledgement; on failure they stay buffered, in order, for the next
-// flush. It returns how many it wrote. A nil f has nothing to flush.
+// acknowledgement; on failure the copies of the partitions that did not
+// acknowledge theirs stay buffered, in order, for the next flush. It
+// returns how many it wrote. A nil f has nothing to flush.
 func (f *forwarder) flush(ctx context.Context) (int, error) {
 	if f == nil {
 		return 0, nil
@@ -220,8 +221,13 @@ func (f *forwarder) flush(ctx context.Context) (int, error) {
 	// so that a clean shutdown's commit finds the copies acknowledged.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), forwardTimeout)
 	defer cancel()
-	if err := f.write(wctx, batch); err != nil {
-		return 0, fmt.Errorf("%w: %d messages: %w", ErrForward, len(batch), err)
+	written, err := f.write(wctx, batch)
+	if err != nil {
+		// The copies the broker acknowledged go, and only the others are
+		// written again: a second copy would be processed again by a
+		// sandbox reader restarted in between (its marks start empty).
+		return f.drop(len(batch), func(i int) bool { return i < len(written) && written[i] }),
+			fmt.Errorf("%w: %d messages: %w", ErrForward, len(batch), err)
 	}
 	f.mu.Lock()
 	// The copies buffered during the write move to the front, in the
@@ -232,14 +238,40 @@ func (f *forwarder) flush(ctx context.Context) (int, error) {
 	clear(f.buf[n:]) // the written copies' keys, values and headers
 	f.buf = f.buf[:n]
 	f.src = f.src[:copy(f.src, f.src[len(batch):])]
+	f.firsts()
+	f.mu.Unlock()
+	return len(batch), nil
+}
+
+// drop removes from the buffer those of its first n copies that written
+// reports written, keeping the rest in order, and returns how many it
+// removed.
+func (f *forwarder) drop(n int, written func(i int) bool) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := 0
+	for i := range f.buf {
+		if i < n && written(i) {
+			continue
+		}
+		f.buf[k], f.src[k] = f.buf[i], f.src[i]
+		k++
+	}
+	removed := len(f.buf) - k
+	clear(f.buf[k:])
+	f.buf, f.src = f.buf[:k], f.src[:k]
+	f.firsts()
+	return removed
+}
+
+// firsts recomputes f.first from f.src. f.mu is held.
+func (f *forwarder) firsts() {
 	clear(f.first)
 	for _, c := range f.src {
 		if _, ok := f.first[c.topicPartition]; !ok {
 			f.first[c.topicPartition] = c.offset
 		}
 	}
-	f.mu.Unlock()
-	return len(batch), nil
 }
 
 // kicks returns the channel on which the forwarder asks for a flush: a
@@ -286,8 +318,15 @@ func (l *lingerFlusher) stop() {
 	}
 }
 
-// flushForwards writes the forwarder's buffer, counting what it wrote.
+// flushForwards writes the forwarder's buffer, counting what it wrote. A
+// ctx already ended starts no write: the reader's flush loop, stopping,
+// finds its tick ready too after a write that took long (a hung
+// partition leader) and picks it at random, half the time, over its end;
+// each such pick cost Close another forwardTimeout.
 func (r *Reader) flushForwards(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	n, err := r.forward.flush(ctx)
 	r.forwarded.Add(int64(n))
 	return err
@@ -300,10 +339,12 @@ func (r *Reader) flushForwards(ctx context.Context) error {
 // kafka.Writer would look each message's topic up in its client's view of
 // the cluster and batch each partition apart; the copies of a flush go
 // together instead, which is most of what a forward costs the baseline
-// and the broker. On an error some partitions may have been written: the
-// caller keeps the whole batch and writes it again, and the sandbox's
-// reader skips the second copies (Counts.Duplicates).
-func (f *forwarder) write(ctx context.Context, batch []kafka.Message) error {
+// and the broker. It reports which copies the broker acknowledged
+// (written, by index in batch): on an error the caller keeps the others
+// and writes them again. Those of a request that got no answer may have
+// been written nonetheless: the sandbox's reader skips the second copies
+// (Counts.Duplicates).
+func (f *forwarder) write(ctx context.Context, batch []kafka.Message) (written []bool, err error) {
 	var topics []string
 	for i := range batch {
 		if !slices.Contains(topics, batch[i].Topic) {
@@ -313,63 +354,135 @@ func (f *forwarder) write(ctx context.Context, batch []kafka.Message) error {
 	// Served from the client's cached view, which a creation refreshes.
 	md, err := f.client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
 	if err != nil {
-		return err
+		return nil, err
+	}
+	// A sandbox topic deleted since this forwarder created it (by an
+	// operator, or a reaper) is created again: its copies would otherwise
+	// stay buffered for ever, holding every commit of their partitions
+	// back, production's too, and a full buffer would stop the reader. A
+	// topic of a removed sandbox is reaped again.
+	var missing []string
+	for _, t := range md.Topics {
+		if errors.Is(t.Error, kafka.UnknownTopicOrPartition) {
+			missing = append(missing, t.Name)
+		}
+	}
+	if len(missing) > 0 {
+		for _, name := range missing {
+			if err := f.recreate(ctx, name); err != nil {
+				return nil, fmt.Errorf("creating %s again: %w", name, err)
+			}
+		}
+		if md, err = f.client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics}); err != nil {
+			return nil, err
+		}
 	}
 	layout := make(map[string][]kafka.Partition, len(md.Topics))
 	for _, t := range md.Topics {
 		if t.Error != nil {
-			return fmt.Errorf("metadata of %s: %w", t.Name, t.Error)
+			return nil, fmt.Errorf("metadata of %s: %w", t.Name, t.Error)
 		}
 		ps := slices.Clone(t.Partitions)
 		slices.SortFunc(ps, func(a, b kafka.Partition) int { return a.ID - b.ID })
 		layout[t.Name] = ps
 	}
-	// The copies of each partition, in order, then one request per leader.
-	type partCopies struct {
+	// The copies of each partition, in order, cut in record sets the
+	// broker accepts (maxRecordSet), then one request per leader for each
+	// round of record sets: a partition's second set goes once its first
+	// is acknowledged.
+	type recordSet struct {
 		leader  int
 		tp      topicPartition
 		records []kafka.Record
+		copies  []int // their indexes in batch
+		bytes   int
 	}
-	var groups []partCopies
+	var parts [][]recordSet
 	at := make(map[topicPartition]int)
 	for i := range batch {
 		m := &batch[i]
 		ps := layout[m.Topic]
 		if len(ps) == 0 {
-			return fmt.Errorf("metadata of %s: no partitions", m.Topic)
+			return nil, fmt.Errorf("metadata of %s: no partitions", m.Topic)
 		}
 		p := ps[m.Partition%len(ps)]
 		key := topicPartition{m.Topic, p.ID}
 		g, ok := at[key]
 		if !ok {
-			g = len(groups)
+			g = len(parts)
 			at[key] = g
-			groups = append(groups, partCopies{leader: p.Leader.ID, tp: key})
+			parts = append(parts, nil)
 		}
-		groups[g].records = append(groups[g].records, kafka.Record{Time: m.Time, Key: bytesOrNil(m.Key), Value: bytesOrNil(m.Value), Headers: m.Headers})
-	}
-	reqs := make(map[int]*produce.Request) // by leader
-	for _, g := range groups {
-		req := reqs[g.leader]
-		if req == nil {
-			req = &produce.Request{Acks: int16(kafka.RequireAll), Timeout: int32(forwardTimeout / time.Millisecond)}
-			reqs[g.leader] = req
+		size := recordSize(m)
+		sets := parts[g]
+		if len(sets) == 0 || sets[len(sets)-1].bytes+size > maxRecordSet && len(sets[len(sets)-1].records) > 0 {
+			sets = append(sets, recordSet{leader: p.Leader.ID, tp: key})
 		}
-		addPartition(req, g.tp, kafka.NewRecordReader(g.records...))
+		last := &sets[len(sets)-1]
+		last.records = append(last.records, kafka.Record{Time: m.Time, Key: bytesOrNil(m.Key), Value: bytesOrNil(m.Value), Headers: m.Headers})
+		last.copies = append(last.copies, i)
+		last.bytes += size
+		parts[g] = sets
 	}
-	errs := make([]error, 0, len(reqs))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, req := range reqs {
-		wg.Go(func() {
-			err := f.produce(ctx, req)
-			mu.Lock()
-			errs = append(errs, err)
-			mu.Unlock()
-		})
+	written = make([]bool, len(batch))
+	for round := 0; ; round++ {
+		reqs := make(map[int]*produce.Request) // by leader
+		sets := make(map[topicPartition]*recordSet)
+		for _, ps := range parts {
+			if round >= len(ps) {
+				continue
+			}
+			rs := &ps[round]
+			req := reqs[rs.leader]
+			if req == nil {
+				req = &produce.Request{Acks: int16(kafka.RequireAll), Timeout: int32(forwardTimeout / time.Millisecond)}
+				reqs[rs.leader] = req
+			}
+			addPartition(req, rs.tp, kafka.NewRecordReader(rs.records...))
+			sets[rs.tp] = rs
+		}
+		if len(reqs) == 0 {
+			return written, nil
+		}
+		errs := make([]error, 0, len(reqs))
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, req := range reqs {
+			wg.Go(func() {
+				acked, err := f.produce(ctx, req)
+				mu.Lock()
+				defer mu.Unlock()
+				errs = append(errs, err)
+				for _, tp := range acked {
+					if rs := sets[tp]; rs != nil {
+						for _, i := range rs.copies {
+							written[i] = true
+						}
+					}
+				}
+			})
+		}
+		wg.Wait()
+		// A partition's later sets wait for this one: the next flush
+		// writes what is left, in order.
+		if err := errors.Join(errs...); err != nil {
+			return written, err
+		}
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+}
+
+// maxRecordSet is the most bytes (as [recordSize] counts them) of copies
+// written to one partition in one produce request: below the brokers'
+// default message.max.bytes (1 MiB), which a record set may not exceed.
+const maxRecordSet = 900 << 10
+
+// recordSize is about what m takes in a record set, uncompressed.
+func recordSize(m *kafka.Message) int {
+	n := 32 + len(m.Key) + len(m.Value)
+	for _, h := range m.Headers {
+		n += 8 + len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // addPartition adds records to req, for tp.
@@ -384,24 +497,28 @@ func addPartition(req *produce.Request, tp topicPartition, records kafka.RecordR
 	})
 }
 
-// produce sends req and checks every partition's answer.
-func (f *forwarder) produce(ctx context.Context, req *produce.Request) error {
+// produce sends req and checks every partition's answer. It returns the
+// partitions that acknowledged their records.
+func (f *forwarder) produce(ctx context.Context, req *produce.Request) ([]topicPartition, error) {
 	m, err := f.client.Transport.RoundTrip(ctx, f.client.Addr, req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	res, ok := m.(*produce.Response)
 	if !ok {
-		return fmt.Errorf("produce: unexpected response %T", m)
+		return nil, fmt.Errorf("produce: unexpected response %T", m)
 	}
 	var errs []error
+	var acked []topicPartition
 	answered := 0
 	for _, t := range res.Topics {
 		for _, p := range t.Partitions {
 			answered++
 			if p.ErrorCode != 0 {
 				errs = append(errs, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, kafka.Error(p.ErrorCode)))
+				continue
 			}
+			acked = append(acked, topicPartition{t.Topic, int(p.Partition)})
 		}
 	}
 	want := 0
@@ -411,7 +528,7 @@ func (f *forwarder) produce(ctx context.Context, req *produce.Request) error {
 	if answered != want {
 		errs = append(errs, fmt.Errorf("produce: %d of %d partitions answered", answered, want))
 	}
-	return errors.Join(errs...)
+	return acked, errors.Join(errs...)
 }
 
 // bytesOrNil wraps b for a record; nil stays nil (a null key or value).
@@ -462,8 +579,16 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 			return fmt.Errorf("message %s: %w", coordinates(msg), err)
 		}
 	}
-	hs := make([]kafka.Header, len(msg.Headers), len(msg.Headers)+1)
-	copy(hs, msg.Headers)
+	// A source header the message already carries (a service produced
+	// it from a forwarded copy, headers and all) is not this copy's: the
+	// sandbox's reader would take it for the copy's coordinates and skip
+	// a new message as a second copy.
+	hs := make([]kafka.Header, 0, len(msg.Headers)+1)
+	for _, h := range msg.Headers {
+		if h.Key != HeaderSplitSource {
+			hs = append(hs, h)
+		}
+	}
 	v := strconv.AppendInt(make([]byte, 0, 32), int64(msg.Partition), 10)
 	v = strconv.AppendInt(append(v, '/'), msg.Offset, 10)
 	hs = append(hs, kafka.Header{Key: HeaderSplitSource, Value: v})
@@ -514,6 +639,27 @@ func (f *forwarder) ensure(ctx context.Context, key sandboxTopic, name string) e
 	}
 	f.names[key] = name
 	return nil
+}
+
+// recreate creates again the sandbox topic name, which this forwarder
+// created (or found) before and which is gone.
+func (f *forwarder) recreate(ctx context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for key, n := range f.names {
+		if n != name {
+			continue
+		}
+		parts := f.split.Partitions
+		if parts == 0 {
+			var err error
+			if parts, err = f.partitions(ctx, key.source); err != nil {
+				return err
+			}
+		}
+		return createTopic(ctx, f.client, name, parts, f.split.ReplicationFactor)
+	}
+	return fmt.Errorf("metadata of %s: %w", name, kafka.UnknownTopicOrPartition)
 }
 
 // partitions returns the partition count of topic, cached. f.mu is held.
@@ -578,11 +724,14 @@ type marks struct {
 // check returns the source coordinates of msg, a forwarded copy, and
 // whether it was decided before. A message without readable coordinates
 // (not forwarded by a baseline reader) is not a duplicate; ok is false.
+// The coordinates are the last header of that name, the one the baseline
+// added (copies forwarded before it dropped inherited ones may carry
+// others before it).
 func (m *marks) check(msg *kafka.Message) (part int, off int64, dup, ok bool) {
 	if m == nil {
 		return 0, 0, false, false
 	}
-	for i := range msg.Headers {
+	for i := len(msg.Headers) - 1; i >= 0; i-- {
 		if msg.Headers[i].Key != HeaderSplitSource {
 			continue
 		}

@@ -32,7 +32,12 @@ type splitFixture struct {
 
 func newSplitFixture(t *testing.T, partitions int) *splitFixture {
 	t.Helper()
-	addrs := kafkatest.Start(t)
+	return newSplitFixtureAt(t, kafkatest.Start(t), partitions)
+}
+
+// newSplitFixtureAt is newSplitFixture on the broker at addrs.
+func newSplitFixtureAt(t *testing.T, addrs []string, partitions int) *splitFixture {
+	t.Helper()
 	topic := kafkatest.Topic(t, addrs, partitions)
 	table, err := routes.NewStatic([]routes.Sandbox{
 		{ID: sbA.ID, Actor: sbA.Actor, Services: map[string]routes.Route{service: {Upstream: "10.0.0.1:9090", ActiveFrom: time.Now().Add(-time.Hour)}}},
