@@ -132,12 +132,11 @@
 //     is given up as Counts.Unforwardable (dead-lettered when a
 //     dead-letter writer is set, audited as rejected with the broker's
 //     refusal, never processed by the baseline) and committed past.
-//     Its sandbox's reader never sees it. A consumer of a topic with
-//     messages over 1 MB needs a ReaderConfig.MaxBytes at least as large,
-//     in both modes; the dead-letter writer's BatchBytes, and its topic's
-//     limit, decide whether the dead letter of such a message can be
-//     written (a failed one is counted in Counts.DeadLetterFailed, and
-//     the audit record names the message's coordinates).
+//     Its sandbox's reader never sees it. The dead-letter writer's
+//     BatchBytes (kafka-go's default is 1 MiB) and its topic's limit
+//     decide whether the dead letter of such a message can be written: a
+//     failed one is counted in Counts.DeadLetterFailed, and the audit
+//     record names the message's coordinates in the source topic.
 //   - A sandbox reader in the split mode reads its topic from the
 //     beginning (a new group) and decides each copy as in the filter
 //     mode: messages forwarded before it started wait for it.
