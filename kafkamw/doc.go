@@ -122,7 +122,8 @@
 //     header a copy adds, read with DescribeConfigs: a source topic that
 //     accepts larger messages than the broker's default gets a sandbox
 //     topic that accepts their copies. When the source's cannot be read
-//     the topic is created with the broker's default all the same. A
+//     the topic is created with the broker's default all the same; a
+//     sandbox topic that exists already keeps its configuration. A
 //     copy the sandbox topic still refuses as too large (the topic
 //     existed with a lower limit, the describe failed, or the source
 //     batch was compressed and the copy, written uncompressed, is larger)
