@@ -403,3 +403,53 @@ func TestSplitLargeRecordSet(t *testing.T) {
 		t.Errorf("A's topic holds %d copies, want 4", got)
 	}
 }
+
+// TestSplitLargeDescribeRefused: the source topic's configuration cannot
+// be read (an ACL refuses DescribeConfigs). The forward does not fail for
+// it: A's topic is created with the broker's default, A's small messages
+// are forwarded, and A's 2 MiB message, which that topic refuses, is
+// given up; production is committed.
+func TestSplitLargeDescribeRefused(t *testing.T) {
+	c, addrs := controlledBroker(t)
+	f := newLargeFixture(t, addrs)
+	var denied atomic.Int32
+	c.KeepControl()
+	c.ControlKey(int16(kmsg.DescribeConfigs), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		req := kr.(*kmsg.DescribeConfigsRequest)
+		if !slices.ContainsFunc(req.Resources, func(rr kmsg.DescribeConfigsRequestResource) bool { return rr.ResourceName == f.topic }) {
+			return nil, nil, false // the test's own look at A's topic
+		}
+		c.KeepControl()
+		resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
+		for _, rr := range req.Resources {
+			r := kmsg.NewDescribeConfigsResponseResource()
+			r.ResourceType, r.ResourceName = rr.ResourceType, rr.ResourceName
+			r.ErrorCode = 29 // TOPIC_AUTHORIZATION_FAILED
+			resp.Resources = append(resp.Resources, r)
+		}
+		denied.Add(1)
+		return resp, nil, true
+	})
+	f.produceLarge(largeTraffic)
+	base := startConsumer(t, "baseline", f.largeReader(), 1)
+	waitFor(t, 20*time.Second, "the baseline to decide the topic", func() bool { return base.seen() == int64(len(largeTraffic)) })
+	waitFor(t, 20*time.Second, "the baseline to commit everything", func() bool { return lagOf(t, f.addrs, f.topic, f.group) == 0 })
+	a := startConsumer(t, "sandbox", f.largeReader(kafkamw.AsSandbox(sbA.ID)), 1)
+	waitFor(t, 20*time.Second, "A's reader to get A's other 2", func() bool { return a.r.Counts().Delivered == 2 })
+	bs, as := base.stop(), a.stop()
+	if denied.Load() == 0 {
+		t.Fatal("no DescribeConfigs was refused: the case is not exercised")
+	}
+	if got, want := keys(bs), keysOf(largeTraffic, false); !slices.Equal(got, want) {
+		t.Errorf("the baseline processed %v, want %v", got, want)
+	}
+	if got, want := keys(as), keysOf(largeTraffic, true, "big"); !slices.Equal(got, want) {
+		t.Errorf("A's reader processed %v, want %v", got, want)
+	}
+	if c := base.r.Counts(); c.Forwarded != 2 || c.Unforwardable != 1 {
+		t.Errorf("baseline counts %+v: want 2 forwarded, 1 unforwardable", c)
+	}
+	if got := topicMaxBytes(t, f.addrs, f.aTopic); got >= sourceLimit {
+		t.Errorf("A's topic's max.message.bytes is %d: the source's was not to be read", got)
+	}
+}
