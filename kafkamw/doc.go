@@ -117,6 +117,27 @@
 //     service produced it from a forwarded copy) loses it in its copy.
 //     A partition's copies go in record sets of at most 900 KiB, below
 //     the brokers' default max.message.bytes.
+//   - A sandbox topic the forwarder creates (or the sandbox's reader, see
+//     below) gets the source topic's max.message.bytes plus 1 KiB for the
+//     header a copy adds, read with DescribeConfigs: a source topic that
+//     accepts larger messages than the broker's default gets a sandbox
+//     topic that accepts their copies. When the source's cannot be read
+//     the topic is created with the broker's default all the same; a
+//     sandbox topic that exists already keeps its configuration. A
+//     copy the sandbox topic still refuses as too large (the topic
+//     existed with a lower limit, the describe failed, or the source
+//     batch was compressed and the copy, written uncompressed, is larger)
+//     must not hold its source partition, production's messages
+//     included, for ever: a record set of several copies refused as too
+//     large is written again one copy per set, and a copy refused alone
+//     is given up as Counts.Unforwardable (dead-lettered when a
+//     dead-letter writer is set, audited as rejected with the broker's
+//     refusal, never processed by the baseline) and committed past.
+//     Its sandbox's reader never sees it. The dead-letter writer's
+//     BatchBytes (kafka-go's default is 1 MiB) and its topic's limit
+//     decide whether the dead letter of such a message can be written: a
+//     failed one is counted in Counts.DeadLetterFailed, and the audit
+//     record names the message's coordinates in the source topic.
 //   - A sandbox reader in the split mode reads its topic from the
 //     beginning (a new group) and decides each copy as in the filter
 //     mode: messages forwarded before it started wait for it.

@@ -107,8 +107,8 @@ type Counts struct {
 	Forwarded int64
 	// Unforwardable is the number of messages the baseline reader could
 	// not forward in the split mode because their sandbox's topic cannot
-	// be named ([SplitTopic]): skipped, dead-lettered when a dead-letter
-	// writer is set, and audited.
+	// be named ([SplitTopic]), or refused the copy as too large: skipped,
+	// dead-lettered when a dead-letter writer is set, and audited.
 	Unforwardable int64
 	// Duplicates is the number of forwarded copies a sandbox reader
 	// skipped in the split mode because it had decided a copy of the same

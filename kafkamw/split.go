@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,7 +39,10 @@ const maxTopicLen = 249
 // ErrForward reports a message the baseline reader could not forward to
 // its sandbox's topic in the split mode (the topic could not be created,
 // or the broker did not acknowledge the copy). The reader keeps the
-// message and forwards it again on the next FetchMessage.
+// message and forwards it again on the next FetchMessage. A copy the
+// broker refuses as too large, alone in its record set, is not kept: it
+// is given up as unforwardable (see "Split mode" in the package
+// documentation).
 var ErrForward = errors.New("kafkamw: forwarding to the sandbox's topic failed")
 
 // Split configures the split mode ([WithSplit]). Its zero value gives each
@@ -133,6 +137,11 @@ type forwarder struct {
 	first map[topicPartition]int64 // the lowest source offset in buf, by source partition
 
 	flushMu sync.Mutex // one flush at a time; held before mu
+	// alone holds, by source coordinates, the buffered copies that were
+	// in a record set of several the broker refused as too large: each is
+	// written in a record set of its own, so that only a copy too large
+	// by itself is given up. Under flushMu.
+	alone map[topicPartitionOffset]struct{}
 
 	// kick tells the reader's flush loop that copies are buffered: it
 	// writes them forwardLinger later, with those buffered meanwhile.
@@ -163,6 +172,7 @@ func newForwarder(s Split, rcfg kafka.ReaderConfig) *forwarder {
 		names:  make(map[sandboxTopic]string),
 		parts:  make(map[string]int),
 		first:  make(map[topicPartition]int64),
+		alone:  make(map[topicPartitionOffset]struct{}),
 		kick:   make(chan struct{}, 1),
 	}
 }
@@ -203,9 +213,14 @@ func (f *forwarder) close() error {
 
 // flush writes the buffered copies and waits for the broker's
 // acknowledgement; on failure the copies of the partitions that did not
-// acknowledge theirs stay buffered, in order, for the next flush. It
-// returns how many it wrote. A nil f has nothing to flush.
-func (f *forwarder) flush(ctx context.Context) (int, error) {
+// acknowledge theirs stay buffered, in order, for the next flush. A copy
+// the broker refused as too large, alone in its record set, no write can
+// deliver: it is handed to giveUp (the source message rebuilt, its
+// sandbox, and the refusal) and removed from the buffer once giveUp has
+// returned, so that its source offset can be committed and it holds
+// nothing back, production's messages included. It returns how many it
+// wrote. A nil f has nothing to flush.
+func (f *forwarder) flush(ctx context.Context, giveUp func(msg *kafka.Message, sandbox string, err error)) (int, error) {
 	if f == nil {
 		return 0, nil
 	}
@@ -213,6 +228,7 @@ func (f *forwarder) flush(ctx context.Context) (int, error) {
 	defer f.flushMu.Unlock()
 	f.mu.Lock()
 	batch := f.buf[:len(f.buf):len(f.buf)] // appends after this go elsewhere
+	srcs := f.src[:len(f.src):len(f.src)]
 	f.mu.Unlock()
 	if len(batch) == 0 {
 		return 0, nil
@@ -221,13 +237,32 @@ func (f *forwarder) flush(ctx context.Context) (int, error) {
 	// so that a clean shutdown's commit finds the copies acknowledged.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), forwardTimeout)
 	defer cancel()
-	written, err := f.write(wctx, batch)
-	if err != nil {
+	out, err := f.write(wctx, batch, srcs)
+	written, refused := 0, 0
+	for i, o := range out {
+		switch {
+		case o.written:
+			written++
+		case o.refused != nil:
+			// Accounted for (dead-lettered, audited) before it leaves
+			// the buffer: no commit passes it before then.
+			refused++
+			msg, sandbox := f.source(&batch[i], srcs[i])
+			giveUp(&msg, sandbox, o.refused)
+		default:
+			continue
+		}
+		delete(f.alone, srcs[i])
+	}
+	if err != nil || refused > 0 {
 		// The copies the broker acknowledged go, and only the others are
 		// written again: a second copy would be processed again by a
 		// sandbox reader restarted in between (its marks start empty).
-		return f.drop(len(batch), func(i int) bool { return i < len(written) && written[i] }),
-			fmt.Errorf("%w: %d messages: %w", ErrForward, len(batch), err)
+		f.drop(len(out), func(i int) bool { return out[i].written || out[i].refused != nil })
+		if err != nil {
+			return written, fmt.Errorf("%w: %d messages: %w", ErrForward, len(batch)-written-refused, err)
+		}
+		return written, nil
 	}
 	f.mu.Lock()
 	// The copies buffered during the write move to the front, in the
@@ -243,25 +278,41 @@ func (f *forwarder) flush(ctx context.Context) (int, error) {
 	return len(batch), nil
 }
 
-// drop removes from the buffer those of its first n copies that written
-// reports written, keeping the rest in order, and returns how many it
-// removed.
-func (f *forwarder) drop(n int, written func(i int) bool) int {
+// source rebuilds the source message of c, a buffered copy of the message
+// at src, for its dead letter and audit record, and names its sandbox.
+func (f *forwarder) source(c *kafka.Message, src topicPartitionOffset) (kafka.Message, string) {
+	hs := c.Headers
+	if n := len(hs); n > 0 && hs[n-1].Key == HeaderSplitSource {
+		hs = hs[: n-1 : n-1] // the one handOff added
+	}
+	msg := kafka.Message{Topic: src.topic, Partition: src.partition, Offset: src.offset,
+		Key: c.Key, Value: c.Value, Headers: hs, Time: c.Time}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for key, name := range f.names {
+		if name == c.Topic {
+			return msg, key.sandbox
+		}
+	}
+	return msg, ""
+}
+
+// drop removes from the buffer those of its first n copies that done
+// reports written or given up, keeping the rest in order.
+func (f *forwarder) drop(n int, done func(i int) bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	k := 0
 	for i := range f.buf {
-		if i < n && written(i) {
+		if i < n && done(i) {
 			continue
 		}
 		f.buf[k], f.src[k] = f.buf[i], f.src[i]
 		k++
 	}
-	removed := len(f.buf) - k
 	clear(f.buf[k:])
 	f.buf, f.src = f.buf[:k], f.src[:k]
 	f.firsts()
-	return removed
 }
 
 // firsts recomputes f.first from f.src. f.mu is held.
@@ -319,15 +370,22 @@ func (l *lingerFlusher) stop() {
 }
 
 // flushForwards writes the forwarder's buffer, counting what it wrote. A
-// ctx already ended starts no write: the reader's flush loop, stopping,
-// finds its tick ready too after a write that took long (a hung
-// partition leader) and picks it at random, half the time, over its end;
-// each such pick cost Close another forwardTimeout.
+// copy the broker refused as too large, alone in its record set, is
+// accounted for as an unforwardable message ([Reader.unforwardable]:
+// skipped, dead-lettered when a dead-letter writer is set, counted,
+// audited) and its source offset committed past: a sandbox's message
+// must never hold production's behind it. A ctx already ended starts no
+// write: the reader's flush loop, stopping, finds its tick ready too
+// after a write that took long (a hung partition leader) and picks it at
+// random, half the time, over its end; each such pick cost Close another
+// forwardTimeout.
 func (r *Reader) flushForwards(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	n, err := r.forward.flush(ctx)
+	n, err := r.forward.flush(ctx, func(msg *kafka.Message, sandbox string, err error) {
+		r.unforwardable(ctx, msg, sandbox, err)
+	})
 	r.forwarded.Add(int64(n))
 	return err
 }
@@ -344,7 +402,16 @@ func (r *Reader) flushForwards(ctx context.Context) error {
 // and writes them again. Those of a request that got no answer may have
 // been written nonetheless: the sandbox's reader skips the second copies
 // (Counts.Duplicates).
-func (f *forwarder) write(ctx context.Context, batch []kafka.Message) (written []bool, err error) {
+//
+// A record set the broker refuses as too large (MESSAGE_TOO_LARGE,
+// RECORD_LIST_TOO_LARGE: the sandbox topic's max.message.bytes is below
+// the source's, or the copies of a set add up to more) is not written
+// again as it was: a set of several is an error, and its copies, srcs
+// naming them (the source coordinates of each copy in batch), go one per
+// set on the next write (f.alone); a copy alone in its set is refused
+// for good (out[i].refused), which is no error, and its partition's later
+// sets are still written, in order.
+func (f *forwarder) write(ctx context.Context, batch []kafka.Message, srcs []topicPartitionOffset) (out []copyOutcome, err error) {
 	var topics []string
 	for i := range batch {
 		if !slices.Contains(topics, batch[i].Topic) {
@@ -396,6 +463,7 @@ func (f *forwarder) write(ctx context.Context, batch []kafka.Message) (written [
 		records []kafka.Record
 		copies  []int // their indexes in batch
 		bytes   int
+		alone   bool // a copy that goes in a set of its own (f.alone)
 	}
 	var parts [][]recordSet
 	at := make(map[topicPartition]int)
@@ -414,9 +482,11 @@ func (f *forwarder) write(ctx context.Context, batch []kafka.Message) (written [
 			parts = append(parts, nil)
 		}
 		size := recordSize(m)
+		_, alone := f.alone[srcs[i]]
 		sets := parts[g]
-		if len(sets) == 0 || sets[len(sets)-1].bytes+size > maxRecordSet && len(sets[len(sets)-1].records) > 0 {
-			sets = append(sets, recordSet{leader: p.Leader.ID, tp: key})
+		if len(sets) == 0 || alone || sets[len(sets)-1].alone ||
+			sets[len(sets)-1].bytes+size > maxRecordSet && len(sets[len(sets)-1].records) > 0 {
+			sets = append(sets, recordSet{leader: p.Leader.ID, tp: key, alone: alone})
 		}
 		last := &sets[len(sets)-1]
 		last.records = append(last.records, kafka.Record{Time: m.Time, Key: bytesOrNil(m.Key), Value: bytesOrNil(m.Value), Headers: m.Headers})
@@ -424,7 +494,7 @@ func (f *forwarder) write(ctx context.Context, batch []kafka.Message) (written [
 		last.bytes += size
 		parts[g] = sets
 	}
-	written = make([]bool, len(batch))
+	out = make([]copyOutcome, len(batch))
 	for round := 0; ; round++ {
 		reqs := make(map[int]*produce.Request) // by leader
 		sets := make(map[topicPartition]*recordSet)
@@ -442,22 +512,36 @@ func (f *forwarder) write(ctx context.Context, batch []kafka.Message) (written [
 			sets[rs.tp] = rs
 		}
 		if len(reqs) == 0 {
-			return written, nil
+			return out, nil
 		}
 		errs := make([]error, 0, len(reqs))
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		for _, req := range reqs {
 			wg.Go(func() {
-				acked, err := f.produce(ctx, req)
+				answers, err := f.produce(ctx, req)
 				mu.Lock()
 				defer mu.Unlock()
 				errs = append(errs, err)
-				for _, tp := range acked {
-					if rs := sets[tp]; rs != nil {
+				for _, a := range answers {
+					rs := sets[a.tp]
+					switch {
+					case rs == nil:
+					case a.err == nil:
 						for _, i := range rs.copies {
-							written[i] = true
+							out[i].written = true
 						}
+					case !tooLarge(a.err):
+						errs = append(errs, fmt.Errorf("%s/%d: %w", a.tp.topic, a.tp.partition, a.err))
+					case len(rs.copies) == 1:
+						out[rs.copies[0]].refused = fmt.Errorf("its copy (about %d bytes) is too large for %s/%d: %w",
+							rs.bytes, a.tp.topic, a.tp.partition, a.err)
+					default:
+						for _, i := range rs.copies {
+							f.alone[srcs[i]] = struct{}{}
+						}
+						errs = append(errs, fmt.Errorf("%s/%d: a record set of %d copies (%d bytes), written one per set next: %w",
+							a.tp.topic, a.tp.partition, len(rs.copies), rs.bytes, a.err))
 					}
 				}
 			})
@@ -466,9 +550,23 @@ func (f *forwarder) write(ctx context.Context, batch []kafka.Message) (written [
 		// A partition's later sets wait for this one: the next flush
 		// writes what is left, in order.
 		if err := errors.Join(errs...); err != nil {
-			return written, err
+			return out, err
 		}
 	}
+}
+
+// copyOutcome is what a write did with a copy: acknowledged by the
+// broker, refused for good (too large alone in its record set), or
+// neither (kept for the next write).
+type copyOutcome struct {
+	written bool
+	refused error
+}
+
+// tooLarge reports whether err is a partition's refusal of a record set
+// for its size.
+func tooLarge(err error) bool {
+	return errors.Is(err, kafka.MessageSizeTooLarge) || errors.Is(err, kafka.RecordListTooLarge)
 }
 
 // maxRecordSet is the most bytes (as [recordSize] counts them) of copies
@@ -497,9 +595,16 @@ func addPartition(req *produce.Request, tp topicPartition, records kafka.RecordR
 	})
 }
 
-// produce sends req and checks every partition's answer. It returns the
-// partitions that acknowledged their records.
-func (f *forwarder) produce(ctx context.Context, req *produce.Request) ([]topicPartition, error) {
+// partitionAnswer is a partition's answer to a produce request: nil err
+// when it acknowledged its records.
+type partitionAnswer struct {
+	tp  topicPartition
+	err error
+}
+
+// produce sends req and returns every partition's answer; the error is
+// the request's (no answer, or not one from every partition).
+func (f *forwarder) produce(ctx context.Context, req *produce.Request) ([]partitionAnswer, error) {
 	m, err := f.client.Transport.RoundTrip(ctx, f.client.Addr, req)
 	if err != nil {
 		return nil, err
@@ -508,27 +613,24 @@ func (f *forwarder) produce(ctx context.Context, req *produce.Request) ([]topicP
 	if !ok {
 		return nil, fmt.Errorf("produce: unexpected response %T", m)
 	}
-	var errs []error
-	var acked []topicPartition
-	answered := 0
+	var answers []partitionAnswer
 	for _, t := range res.Topics {
 		for _, p := range t.Partitions {
-			answered++
+			a := partitionAnswer{tp: topicPartition{t.Topic, int(p.Partition)}}
 			if p.ErrorCode != 0 {
-				errs = append(errs, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, kafka.Error(p.ErrorCode)))
-				continue
+				a.err = kafka.Error(p.ErrorCode)
 			}
-			acked = append(acked, topicPartition{t.Topic, int(p.Partition)})
+			answers = append(answers, a)
 		}
 	}
 	want := 0
 	for _, t := range req.Topics {
 		want += len(t.Partitions)
 	}
-	if answered != want {
-		errs = append(errs, fmt.Errorf("produce: %d of %d partitions answered", answered, want))
+	if len(answers) != want {
+		return answers, fmt.Errorf("produce: %d of %d partitions answered", len(answers), want)
 	}
-	return acked, errors.Join(errs...)
+	return answers, nil
 }
 
 // bytesOrNil wraps b for a record; nil stays nil (a null key or value).
@@ -549,8 +651,10 @@ const forwardTimeout = 10 * time.Second
 // message, decided and forwarded again on the next fetch. A sandbox whose
 // topic name is not valid has no reader in the split mode: its message is
 // skipped, dead-lettered when a dead-letter writer is set, counted as
-// Unforwardable and audited, as an orphan is. A nil forwarder (the filter
-// mode) leaves the message to the sandbox's reader.
+// Unforwardable and audited, as an orphan is; so is, once the flush has
+// found it out, a message whose copy the broker refuses as too large
+// ([Reader.flushForwards]). A nil forwarder (the filter mode) leaves the
+// message to the sandbox's reader.
 func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string) error {
 	f := r.forward
 	if f == nil {
@@ -608,7 +712,8 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 }
 
 // unforwardable accounts for a message of a sandbox whose split topic
-// cannot be named: no reader can read it, so no one owns it.
+// cannot be named, or whose copy that topic refuses as too large: no
+// reader can read it, so no one owns it.
 func (r *Reader) unforwardable(ctx context.Context, msg *kafka.Message, sandbox string, err error) {
 	reason := "message of sandbox " + sandbox + " cannot be forwarded in the split mode: " + err.Error()
 	dl := r.deadLetterOrSkip(ctx, msg, reason)
@@ -634,7 +739,7 @@ func (f *forwarder) ensure(ctx context.Context, key sandboxTopic, name string) e
 			return err
 		}
 	}
-	if err := createTopic(ctx, f.client, name, n, f.split.ReplicationFactor); err != nil {
+	if err := createTopic(ctx, f.client, name, n, f.split.ReplicationFactor, sandboxTopicConfig(ctx, f.client, key.source)); err != nil {
 		return err
 	}
 	f.names[key] = name
@@ -657,7 +762,7 @@ func (f *forwarder) recreate(ctx context.Context, name string) error {
 				return err
 			}
 		}
-		return createTopic(ctx, f.client, name, parts, f.split.ReplicationFactor)
+		return createTopic(ctx, f.client, name, parts, f.split.ReplicationFactor, sandboxTopicConfig(ctx, f.client, key.source))
 	}
 	return fmt.Errorf("metadata of %s: %w", name, kafka.UnknownTopicOrPartition)
 }
@@ -690,20 +795,70 @@ func partitionCount(ctx context.Context, cl *kafka.Client, topic string) (int, e
 	return len(md.Topics[0].Partitions), nil
 }
 
-// createTopic creates topic with n partitions; one that exists already is
-// fine (another baseline instance, or the sandbox's reader, created it).
-func createTopic(ctx context.Context, cl *kafka.Client, topic string, n, replication int) error {
+// createTopic creates topic with n partitions and the topic configuration
+// configs; one that exists already is fine (another baseline instance, or
+// the sandbox's reader, created it), whatever its configuration.
+func createTopic(ctx context.Context, cl *kafka.Client, topic string, n, replication int, configs []kafka.ConfigEntry) error {
 	if replication == 0 {
 		replication = -1 // the broker's default
 	}
 	resp, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: topic, NumPartitions: n, ReplicationFactor: replication,
+		Topic: topic, NumPartitions: n, ReplicationFactor: replication, ConfigEntries: configs,
 	}}})
 	if err != nil {
 		return err
 	}
 	if err := resp.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return err
+	}
+	return nil
+}
+
+// maxMessageBytes is the topic configuration that bounds a record set,
+// so the largest message, a topic accepts.
+const maxMessageBytes = "max.message.bytes"
+
+// copyHeadroom is what a copy may take in a record set beyond its source
+// message alone in one: the [HeaderSplitSource] header and the lengths
+// around it.
+const copyHeadroom = 1 << 10
+
+// sandboxTopicConfig returns the configuration of a sandbox topic of
+// source: max.message.bytes at the source's plus copyHeadroom, so that
+// the copy of every message the source accepted fits (a source topic may
+// accept larger messages than the broker's default, which a topic
+// created without it would get). nil when the source's cannot be read
+// (the describe is refused, or times out): the topic is then created
+// with the broker's default, and a copy it refuses as too large is given
+// up ([forwarder.flush]) rather than the forward failing.
+func sandboxTopicConfig(ctx context.Context, cl *kafka.Client, source string) []kafka.ConfigEntry {
+	// Half the creation's time at most: the creation still has the rest.
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Until(dl)/2)
+		defer cancel()
+	}
+	resp, err := cl.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: source, ConfigNames: []string{maxMessageBytes},
+	}}})
+	if err != nil {
+		return nil
+	}
+	for _, res := range resp.Resources {
+		if res.ResourceName != source || res.Error != nil {
+			continue
+		}
+		for _, e := range res.ConfigEntries {
+			if e.ConfigName != maxMessageBytes {
+				continue
+			}
+			n, err := strconv.ParseInt(e.ConfigValue, 10, 32)
+			if err != nil || n <= 0 {
+				return nil
+			}
+			n = min(n+copyHeadroom, math.MaxInt32)
+			return []kafka.ConfigEntry{{ConfigName: maxMessageBytes, ConfigValue: strconv.FormatInt(n, 10)}}
+		}
 	}
 	return nil
 }
@@ -797,7 +952,7 @@ func (r *Reader) prepareSplit(ctx context.Context) error {
 		if r.cfg.split.Partitions > 0 {
 			n = r.cfg.split.Partitions
 		}
-		if err := createTopic(ctx, cl, r.rcfg.Topic, n, r.cfg.split.ReplicationFactor); err != nil {
+		if err := createTopic(ctx, cl, r.rcfg.Topic, n, r.cfg.split.ReplicationFactor, sandboxTopicConfig(ctx, cl, r.source)); err != nil {
 			return fail("create", err)
 		}
 	}
