@@ -74,14 +74,24 @@ func ownerOf(t *routes.Table, service, id string, at time.Time) (owner, orphan) 
 	if t.ActiveAt(id, service, at) {
 		return ownerSandbox, notOrphan
 	}
+	return inactiveOwner(t, service, id, at, func() bool {
+		_, ok := t.Route(id, service)
+		return ok
+	})
+}
+
+// inactiveOwner is the end of [ownerOf], for a message outside every
+// window of its sandbox's route: rules 2 and 3. hasRoute reports whether
+// the sandbox has a route for the service (a tombstone included), asked
+// only for a sandbox the table does not hold.
+func inactiveOwner(t *routes.Table, service, id string, at time.Time, hasRoute func() bool) (owner, orphan) {
 	sb, ok := t.Sandbox(id)
 	switch {
 	case ok && (sb.Expires.IsZero() || at.Before(sb.Expires)):
 		return ownerBaseline, notOrphan
 	case ok:
 		return ownerNone, expiredSandbox
-	}
-	if _, ok := t.Route(id, service); ok {
+	case hasRoute():
 		return ownerNone, goneSandbox
 	}
 	return ownerNone, unknownSandbox
@@ -178,15 +188,8 @@ func (m *ownerMemo) of(t *routes.Table, service, id string, at time.Time) (owner
 	if m.lasting {
 		return ownerBaseline, notOrphan
 	}
-	sb, ok := t.Sandbox(id)
-	switch {
-	case ok && (sb.Expires.IsZero() || at.Before(sb.Expires)):
-		return ownerBaseline, notOrphan
-	case ok:
-		return ownerNone, expiredSandbox
-	}
-	if m.hasRoute {
-		return ownerNone, goneSandbox
-	}
-	return ownerNone, unknownSandbox
+	return inactiveOwner(t, service, id, at, m.routed)
 }
+
+// routed reports whether the remembered sandbox has a route for the service.
+func (m *ownerMemo) routed() bool { return m.hasRoute }
