@@ -129,14 +129,10 @@ func (h routeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 				cmd.SetErr(err)
 				return err
 			}
-			if args := cmd.Args(); len(args) > 0 {
-				// intoRangeArgs' first test (the name's length) is made
-				// here, so that production's usual commands pay no call.
-				if name, ok := args[0].(string); !ok || rangeNameLen(len(name)) {
-					if err := h.r.intoRangeArgs(args); err != nil {
-						cmd.SetErr(err)
-						return err
-					}
+			if args := cmd.Args(); mayReachRange(args) {
+				if err := h.r.intoRangeArgs(args); err != nil {
+					cmd.SetErr(err)
+					return err
 				}
 			}
 			return next(ctx, cmd)
@@ -179,11 +175,8 @@ func (h routeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 			// context than its commands were built with.
 			for _, cmd := range cmds {
 				args := cmd.Args()
-				if len(args) == 0 {
+				if !mayReachRange(args) {
 					continue
-				}
-				if name, ok := args[0].(string); ok && !rangeNameLen(len(name)) {
-					continue // the first test, without a call
 				}
 				if err := h.r.intoRangeArgs(args); err != nil {
 					for _, c := range cmds {
@@ -254,17 +247,26 @@ func (h routeHook) routePipeline(ctx context.Context, s propagation.Sandbox, cmd
 	return err
 }
 
+// mayReachRange is the first test of [Router.intoRangeArgs], small enough
+// to inline into the hooks: a command whose name is a string of a length
+// none of the refused names has (MOVE, COPY, RESET, SELECT, SWAPDB,
+// FLUSHALL: 4 to 8 bytes, not 7) cannot reach the range, so the commands
+// production usually sends pay a type assertion and a length test, and
+// no call.
+func mayReachRange(args []any) bool {
+	if len(args) == 0 {
+		return false
+	}
+	name, ok := args[0].(string)
+	return !ok || len(name) >= 4 && len(name) <= 8 && len(name) != 7
+}
+
 // intoRangeArgs refuses a production command that would reach the databases
 // of the router's range, where production would see (or move, or flush)
 // sandboxes' keys: SELECT, MOVE, COPY ... DB and SWAPDB of a database in
 // the range, FLUSHALL, and RESET when database 0 is in the range. The
-// hooks call it only for names of a length rangeNameLen accepts, so the
-// commands production usually sends pay a type assertion and a length
-// test. Lua scripts, which may SELECT any database, are not checked.
-// rangeNameLen reports whether a command name of n bytes may be one that
-// intoRangeArgs refuses (MOVE, COPY, RESET, SELECT, SWAPDB, FLUSHALL).
-func rangeNameLen(n int) bool { return n >= 4 && n <= 8 && n != 7 }
-
+// hooks call it only when [mayReachRange] reports true. Lua scripts, which
+// may SELECT any database, are not checked.
 func (r *Router) intoRangeArgs(args []any) error {
 	name := arg(args, 0)
 	dbs := r.dbs
