@@ -25,6 +25,22 @@ import (
 
 const drainInsert = "INSERT INTO items (owner) VALUES ($1)"
 
+// oneSlot returns the test server, a router with one pool slot, the given
+// turn, no idle timeout and the returned test clock, over one test
+// database (named name) that sandboxes a and b share.
+func oneSlot(t *testing.T, name string, turn time.Duration) (*pgtest.Env, *dbroute.Router, *clocktest.Clock) {
+	t.Helper()
+	e := pgtest.Server(t)
+	dsn := e.Target(t, name)
+	p, err := dbroute.Static(map[string]string{"a": dsn, "b": dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clocktest.New()
+	r := e.Router(t, p, dbroute.WithMaxPools(1), dbroute.WithPoolTurn(turn), dbroute.WithIdleTimeout(0), dbroute.WithClock(clk.Now))
+	return e, r, clk
+}
+
 // execAsync runs one insert for ctx's sandbox in the background.
 func execAsync(r *dbroute.Router, ctx context.Context, owner string) <-chan error {
 	done := make(chan error, 1)
@@ -57,14 +73,7 @@ func settle() { time.Sleep(100 * time.Millisecond) }
 // free.
 func TestAttackDrainCancelWhileQueued(t *testing.T) {
 	t.Parallel()
-	e := pgtest.Server(t)
-	dsn := e.Target(t, "cancel")
-	p, err := dbroute.Static(map[string]string{"a": dsn, "b": dsn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := clocktest.New()
-	r := e.Router(t, p, dbroute.WithMaxPools(1), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0), dbroute.WithClock(clk.Now))
+	e, r, clk := oneSlot(t, "cancel", time.Minute)
 	ctxA, ctxB := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b")
 	tx, err := r.Begin(ctxA)
 	if err != nil {
@@ -125,14 +134,7 @@ func TestAttackDrainCancelWhileQueued(t *testing.T) {
 // pool is not closed under it), and Close returns once it has.
 func TestAttackDrainClose(t *testing.T) {
 	t.Parallel()
-	e := pgtest.Server(t)
-	dsn := e.Target(t, "close")
-	p, err := dbroute.Static(map[string]string{"a": dsn, "b": dsn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := clocktest.New()
-	r := e.Router(t, p, dbroute.WithMaxPools(1), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0), dbroute.WithClock(clk.Now))
+	e, r, clk := oneSlot(t, "close", time.Minute)
 	ctxA, ctxB := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b")
 	tx, err := r.Begin(ctxA)
 	if err != nil {
@@ -507,14 +509,7 @@ func TestAttackDrainReclaimed(t *testing.T) {
 // the clock moving.
 func TestAttackDrainZeroTurn(t *testing.T) {
 	t.Parallel()
-	e := pgtest.Server(t)
-	dsn := e.Target(t, "zero")
-	p, err := dbroute.Static(map[string]string{"a": dsn, "b": dsn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := clocktest.New()
-	r := e.Router(t, p, dbroute.WithMaxPools(1), dbroute.WithPoolTurn(0), dbroute.WithIdleTimeout(0), dbroute.WithClock(clk.Now))
+	_, r, _ := oneSlot(t, "zero", 0)
 	ctxA, ctxB := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b")
 	tx, err := r.Begin(ctxA)
 	if err != nil {
