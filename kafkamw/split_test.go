@@ -5,10 +5,12 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
@@ -358,9 +360,28 @@ func TestSplitUnforwardable(t *testing.T) {
 // TestSplitCommitWaitsForCopies: a commit of the baseline reader never
 // passes a message whose copy is not written yet: it stops short of it,
 // and the reader's next flush (here Close) writes the copy and commits
-// what the caller asked for.
+// what the caller asked for. The broker refuses A's copies until the
+// checks are made: the reader writes copies forwardLinger (10 ms) after
+// the first is buffered, so on a slow run (the race detector, a loaded
+// machine) they would otherwise be written while the test still fetches.
 func TestSplitCommitWaitsForCopies(t *testing.T) {
-	f := newSplitFixture(t, 1)
+	c, addrs := controlledBroker(t)
+	f := newSplitFixtureAt(t, addrs, 1)
+	var hold atomic.Bool
+	hold.Store(true)
+	c.KeepControl()
+	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		if !hold.Load() {
+			return nil, nil, false
+		}
+		for _, tp := range kr.(*kmsg.ProduceRequest).Topics {
+			if tp.Topic == f.aTopic {
+				c.KeepControl() // kfake drops a control function that handles a request otherwise
+				return nil, errors.New("A's topic is refused for now"), true
+			}
+		}
+		return nil, nil, false
+	})
 	f.produce("m", 9) // offsets 0..8: production, A, B, production, A, ...
 	r := f.reader(true, kafkamw.WithSkipCommitInterval(time.Hour))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -380,6 +401,7 @@ func TestSplitCommitWaitsForCopies(t *testing.T) {
 	if got := ends(t, f.addrs, f.aTopic); got != 0 {
 		t.Errorf("A's topic holds %d before the flush, want 0", got)
 	}
+	hold.Store(false)
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
