@@ -41,6 +41,9 @@ func Guard(client *redis.Client, opts ...GuardOption) error {
 	if fullDuplexConfigured(client.Options()) {
 		return errFullDuplex("Guard")
 	}
+	if err := pinHalfDuplex(client, "Guard"); err != nil {
+		return err
+	}
 	client.AddHook(guardHook{logger: cfg.logger})
 	return nil
 }

@@ -279,17 +279,28 @@ func TestFullDuplexLeakIsCaughtByGuard(t *testing.T) {
 }
 
 // fullDuplexPipeliner returns c's full-duplex AutoPipeliner of face
-// (async or blocking), closed at the end of t.
+// (async or blocking), closed at the end of t. New and Guard pin c's
+// cached AutoPipeliners to half duplex (TestFullDuplexPinnedAway): the one
+// way left to a full-duplex engine is to close the pinned instance first,
+// which this does.
 func fullDuplexPipeliner(t *testing.T, c *redis.Client, face string) *redis.AutoPipeliner {
 	t.Helper()
 	opts := &redis.AutoPipelineOptions{FullDuplex: true}
-	var ap *redis.AutoPipeliner
-	var err error
+	get := c.AutoPipelineWithOptions
 	if face == "async" {
-		ap, err = c.AsyncAutoPipelineWithOptions(opts)
-	} else {
-		ap, err = c.AutoPipelineWithOptions(opts)
+		get = c.AsyncAutoPipelineWithOptions
 	}
+	pinned, err := get(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pinned.Config().FullDuplex {
+		t.Fatal("the cached AutoPipeliner already runs full duplex")
+	}
+	if err := pinned.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ap, err := get(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,6 +309,108 @@ func fullDuplexPipeliner(t *testing.T, c *redis.Client, face string) *redis.Auto
 		t.Fatal("the AutoPipeliner does not run full duplex")
 	}
 	return ap
+}
+
+// TestFullDuplexPinnedAway: New and Guard build the client's two cached
+// AutoPipeliners in half-duplex mode, so that a later
+// AutoPipelineWithOptions or AsyncAutoPipelineWithOptions asking for
+// FullDuplex gets them (go-redis caches one instance a face and the first
+// call's config wins: getOrCreateAutoPipeliner) instead of a full-duplex
+// engine that writes before the hooks run. A sandbox command through them
+// is routed (router) or refused (guard), and never reaches production.
+func TestFullDuplexPinnedAway(t *testing.T) {
+	for _, mode := range []string{"router", "guard"} {
+		for _, face := range []string{"async", "blocking"} {
+			t.Run(mode+"/"+face, func(t *testing.T) {
+				id := newID()
+				var c *redis.Client
+				var p string
+				var r *redisroute.Router
+				if mode == "router" {
+					c, p, r = route(t, []string{id})
+				} else {
+					c, p = baseline(t)
+					if err := redisroute.Guard(c); err != nil {
+						t.Fatal(err)
+					}
+				}
+				ctx, sctx := context.Background(), sandboxCtx(id)
+				get := c.AutoPipelineWithOptions
+				if face == "async" {
+					get = c.AsyncAutoPipelineWithOptions
+				}
+				ap, err := get(&redis.AutoPipelineOptions{FullDuplex: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ap.Config().FullDuplex {
+					t.Error("AutoPipelineWithOptions(FullDuplex) built a full-duplex engine after " + mode)
+				}
+				if err := ap.Set(ctx, p+"prod", "v", 0).Err(); err != nil {
+					t.Fatalf("production through the AutoPipeliner: %v", err)
+				}
+				err = ap.Set(sctx, p+"sandbox", "sandbox", 0).Err()
+				if errors.Is(err, redisroute.ErrLeaked) {
+					t.Fatalf("sandbox SET: %v: it ran in production", err)
+				}
+				base := raw(t, baseDB)
+				if base.Exists(ctx, p+"sandbox").Val() != 0 {
+					t.Error("the sandbox's SET reached production")
+				}
+				if base.Get(ctx, p+"prod").Val() != "v" {
+					t.Error("production's SET is not in production")
+				}
+				if mode == "guard" {
+					if !errors.Is(err, redisroute.ErrSandboxOnBaseline) {
+						t.Errorf("sandbox SET through a guarded client's AutoPipeliner: %v, want ErrSandboxOnBaseline", err)
+					}
+					return
+				}
+				// The batch sends with context.Background(): the router
+				// refuses the sandbox's command (it does not route
+				// AutoPipeliner batches), as for any half-duplex batch.
+				if !isRefused(err) {
+					t.Errorf("sandbox SET through a routed client's AutoPipeliner: %v, want ErrRefused", err)
+				}
+				if _, err := r.Database(sctx); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+	}
+}
+
+// TestFullDuplexBuiltBeforeRefused: a full-duplex AutoPipeliner built
+// before New or Guard stays cached in the client, and keeps writing before
+// the hooks run: New and Guard refuse the client (ErrConfig), and accept
+// it once that instance is closed.
+func TestFullDuplexBuiltBeforeRefused(t *testing.T) {
+	for _, mode := range []string{"router", "guard"} {
+		t.Run(mode, func(t *testing.T) {
+			c, _ := baseline(t)
+			ap, err := c.AsyncAutoPipelineWithOptions(&redis.AutoPipelineOptions{FullDuplex: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			install := func() error { return redisroute.Guard(c) }
+			if mode == "router" {
+				install = func() error {
+					r, err := redisroute.New(c, dbs)
+					if err == nil {
+						r.Close()
+					}
+					return err
+				}
+			}
+			if err := install(); !errors.Is(err, redisroute.ErrConfig) || !strings.Contains(err.Error(), "full duplex") {
+				t.Errorf("%s on a client with a full-duplex AutoPipeliner: %v, want ErrConfig", mode, err)
+			}
+			ap.Close()
+			if err := install(); err != nil {
+				t.Errorf("%s once it is closed: %v", mode, err)
+			}
+		})
+	}
 }
 
 // TestConnectedPubSubIsNotSeen: a PubSub connected with a production

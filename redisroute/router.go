@@ -82,6 +82,9 @@ func New(baseline *redis.Client, dbs Databases, opts ...RouterOption) (*Router, 
 	if fullDuplexConfigured(baseline.Options()) {
 		return nil, errFullDuplex("New")
 	}
+	if err := pinHalfDuplex(baseline, "New"); err != nil {
+		return nil, err
+	}
 	adminOpts := clientOptions(baseline, dbs.First)
 	adminOpts.PoolSize = 2
 	// The baseline's OnConnect would run on the admin's connections in
