@@ -76,6 +76,93 @@ func TestWithTimeoutCloneHasNoHooks(t *testing.T) {
 	}
 }
 
+// TestRouterWithTimeout: Router.WithTimeout is the routed WithTimeout
+// clone: its production commands run on the baseline's database with the
+// clone's timeouts, its sandbox commands (single, pipelined,
+// transactions) in the sandbox's database, its refusals are the router's,
+// and its AutoPipeliners are pinned to half duplex. A guarded client's
+// clone is made safe by guarding it (Guard(c.WithTimeout(d))).
+func TestRouterWithTimeout(t *testing.T) {
+	id := newID()
+	_, p, r := route(t, []string{id})
+	ctx, sctx := context.Background(), sandboxCtx(id)
+	clone, err := r.WithTimeout(1500 * time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := clone.Options().ReadTimeout; got != 1500*time.Millisecond {
+		t.Errorf("the clone's ReadTimeout is %v", got)
+	}
+	if err := clone.Set(ctx, p+"prod", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := clone.Set(sctx, p+"sandbox", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := clone.TxPipelined(sctx, func(pipe redis.Pipeliner) error {
+		pipe.Set(sctx, p+"sandbox-tx", "sandbox", 0)
+		pipe.Incr(sctx, p+"n")
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := clone.Eval(sctx, "return 1", nil).Err(); !isRefused(err) {
+		t.Errorf("EVAL through the routed clone: %v, want ErrRefused", err)
+	}
+	if err := clone.Do(ctx, "select", sandboxFirst).Err(); !errors.Is(err, redisroute.ErrProductionIntoSandboxes) {
+		t.Errorf("production SELECT of a sandbox's database through the routed clone: %v, want ErrProductionIntoSandboxes", err)
+	}
+	db, err := r.Database(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, sb := raw(t, baseDB), raw(t, db)
+	if n := base.Exists(ctx, p+"sandbox", p+"sandbox-tx", p+"n").Val(); n != 0 {
+		t.Errorf("%d sandbox writes through the routed clone reached production", n)
+	}
+	if n := sb.Exists(ctx, p+"sandbox", p+"sandbox-tx", p+"n").Val(); n != 3 {
+		t.Errorf("%d of 3 sandbox writes in the sandbox's database", n)
+	}
+	if base.Get(ctx, p+"prod").Val() != "v" || sb.Exists(ctx, p+"prod").Val() != 0 {
+		t.Error("the clone's production write is not (only) in production")
+	}
+	ap, err := clone.AsyncAutoPipelineWithOptions(&redis.AutoPipelineOptions{FullDuplex: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ap.Config().FullDuplex {
+		t.Error("the routed clone built a full-duplex AutoPipeliner")
+	}
+
+	// A guarded client's clone, guarded.
+	g, gp := baseline(t)
+	if err := redisroute.Guard(g); err != nil {
+		t.Fatal(err)
+	}
+	gclone := g.WithTimeout(time.Second)
+	if err := redisroute.Guard(gclone); err != nil {
+		t.Fatal(err)
+	}
+	if err := gclone.Set(sctx, gp+"k", "sandbox", 0).Err(); !errors.Is(err, redisroute.ErrSandboxOnBaseline) {
+		t.Errorf("a guarded clone: %v, want ErrSandboxOnBaseline", err)
+	}
+	if base.Exists(ctx, gp+"k").Val() != 0 {
+		t.Error("a guarded clone wrote the sandbox's key to production")
+	}
+
+	c2, _ := baseline(t)
+	r2, err := redisroute.New(c2, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r2.WithTimeout(time.Second); !errors.Is(err, redisroute.ErrClosed) {
+		t.Errorf("WithTimeout on a closed router: %v, want ErrClosed", err)
+	}
+}
+
 // hookCounter counts the commands it sees.
 type hookCounter struct{ n atomic.Int64 }
 

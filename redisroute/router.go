@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
@@ -494,6 +495,33 @@ func (r *Router) Watch(ctx context.Context, fn func(*redis.Tx) error, keys ...st
 		return err
 	}
 	return sc.client.Watch(ctx, fn, keys...)
+}
+
+// WithTimeout is the routed counterpart of the baseline's
+// client.WithTimeout, which must not be used with sandbox contexts: in
+// go-redis 9.23 a WithTimeout clone has no hooks at all (see the package
+// doc), so its sandbox commands run on the baseline's database. WithTimeout
+// takes such a clone (it shares the baseline's pools, as go-redis's does),
+// pins its AutoPipeliners to half duplex as [New] does, and installs the
+// router on it: its production commands run with the given read and write
+// timeouts, its sandbox commands are routed as the baseline's are, to the
+// sandbox's client, with the baseline's timeouts (set a context deadline
+// for them). The baseline's other hooks are not on the clone (go-redis
+// copies none); add them to it if they must run. Closing the clone closes
+// the pools it shares with the baseline, as go-redis's clones do.
+func (r *Router) WithTimeout(timeout time.Duration) (*redis.Client, error) {
+	r.mu.RLock()
+	closed := r.closed
+	r.mu.RUnlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	c := r.baseline.WithTimeout(timeout)
+	if err := pinHalfDuplex(c, "Router.WithTimeout"); err != nil {
+		return nil, err
+	}
+	c.AddHook(routeHook{r})
+	return c, nil
 }
 
 // Destroy flushes the database that sandbox id owns in the router's range,
