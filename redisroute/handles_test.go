@@ -500,6 +500,20 @@ func TestFullDuplexBuiltBeforeRefused(t *testing.T) {
 	}
 }
 
+// TestClosedClientRefused: New and Guard cannot pin the AutoPipeliners of
+// a closed client (go-redis returns ErrClosed), and say so.
+func TestClosedClientRefused(t *testing.T) {
+	server(t)
+	c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB})
+	c.Close()
+	if _, err := redisroute.New(c, dbs); !errors.Is(err, redisroute.ErrConfig) || !errors.Is(err, redis.ErrClosed) {
+		t.Errorf("New on a closed client: %v, want ErrConfig and redis.ErrClosed", err)
+	}
+	if err := redisroute.Guard(c); !errors.Is(err, redisroute.ErrConfig) || !errors.Is(err, redis.ErrClosed) {
+		t.Errorf("Guard on a closed client: %v, want ErrConfig and redis.ErrClosed", err)
+	}
+}
+
 // TestConnectedPubSubIsNotSeen: a PubSub connected with a production
 // context writes later SUBSCRIBE, PSUBSCRIBE and PING straight to its
 // connection (go-redis pubsub.go: subscribe -> conn returns c.cn ->

@@ -61,8 +61,15 @@ type sandboxClient struct {
 //
 // Errors wrap [ErrConfig]: a nil baseline, an empty or negative range, a
 // range that holds the baseline's database, a nil option value, a baseline
-// whose Options.AutoPipelineOptions sets FullDuplex (see the package doc,
+// whose Options.AutoPipelineOptions sets FullDuplex or whose cached
+// AutoPipeliner runs full duplex, a closed baseline (see the package doc,
 // "What it does not cover").
+//
+// New builds the baseline's two cached AutoPipeliners (client.AutoPipeline,
+// client.AsyncAutoPipeline) with the baseline's own options, in half-duplex
+// mode: go-redis keeps the first, so a later AutoPipelineWithOptions asking
+// for FullDuplex, whose writes no hook could stop, gets them instead. Set
+// custom AutoPipeliner options in Options.AutoPipelineOptions.
 func New(baseline *redis.Client, dbs Databases, opts ...RouterOption) (*Router, error) {
 	if baseline == nil {
 		return nil, fmt.Errorf("%w: redisroute: New: nil baseline client", ErrConfig)
