@@ -177,9 +177,10 @@
 //     is taken: redis.go's baseClient.withTimeout builds the clone's
 //     baseClient with baseClient.clone, a new struct that does not copy the
 //     embedded hooksMixin, so Client.init's initHooks finds no hook state
-//     to keep. [Router.WithTimeout] returns a clone with the router's hook
-//     (and pinned AutoPipeliners); a guarded client's clone is guarded with
-//     Guard(client.WithTimeout(d)) (TestRouterWithTimeout).
+//     to keep (no go-redis issue reports it; redis/go-redis#3267 was the
+//     same bug for Conn). [Router.WithTimeout] returns a clone with the
+//     router's hook (and pinned AutoPipeliners); a guarded client's clone
+//     is guarded with Guard(client.WithTimeout(d)) (TestRouterWithTimeout).
 //
 // What is still not covered, because no hook sees it in time; the tests
 // named pin each one, so a go-redis upgrade that changes them fails a test:
@@ -217,7 +218,7 @@
 //   - client.WithTimeout itself (rather than [Router.WithTimeout]): nothing
 //     on its clone's path sees the context. Its commands take the shared
 //     pool's connections (internal/pool ConnPool.Get: go-redis's own pool
-//     hooks only, which no public API adds), dial with
+//     hooks only, which no public API lets a user define), dial with
 //     context.Background() (ConnPool.queuedNewConn), ask
 //     Options.Limiter.Allow() with no context, and write through
 //     Conn.WithWriter, which reads only the context's deadline. Neither the

@@ -31,7 +31,11 @@ import (
 // context.Background() (internal/pool ConnPool.queuedNewConn), and
 // Options.Limiter.Allow takes no context. The test pins that
 // hole, which the package doc states: if it fails, go-redis has changed and
-// the doc must change with it.
+// the doc must change with it. No go-redis issue reports it (searched
+// 2026-12); the nearest are redis/go-redis#2561 (a dial hook added after
+// WithTimeout) and #3267 (Conn() lost the hooks, fixed by #3320, which is
+// why a Conn has them). Router.WithTimeout is the routed clone
+// (TestRouterWithTimeout).
 func TestWithTimeoutCloneHasNoHooks(t *testing.T) {
 	id := newID()
 	c, p, r := route(t, []string{id})
