@@ -97,6 +97,14 @@ func TestRouterWithTimeout(t *testing.T) {
 	if got := clone.Options().ReadTimeout; got != 1500*time.Millisecond {
 		t.Errorf("the clone's ReadTimeout is %v", got)
 	}
+	// One clone a timeout: each holds two AutoPipeliner goroutines until
+	// the baseline closes.
+	if again, err := r.WithTimeout(1500 * time.Millisecond); err != nil || again != clone {
+		t.Errorf("a second WithTimeout of the same timeout: %p %v, want the same client %p", again, err, clone)
+	}
+	if other, err := r.WithTimeout(time.Second); err != nil || other == clone || other.Options().ReadTimeout != time.Second {
+		t.Errorf("WithTimeout of another timeout: %v, want another client", err)
+	}
 	if err := clone.Set(ctx, p+"prod", "v", 0).Err(); err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,9 @@ type Router struct {
 	mu      sync.RWMutex
 	clients map[string]*sandboxClient
 	closed  bool
+
+	timeoutsMu sync.Mutex
+	timeouts   map[time.Duration]*redis.Client // Router.WithTimeout's clones
 }
 
 // sandboxClient is one sandbox's client: the baseline's options on the
@@ -516,6 +519,11 @@ func (r *Router) Watch(ctx context.Context, fn func(*redis.Tx) error, keys ...st
 // for them). The baseline's other hooks are not on the clone (go-redis
 // copies none); add them to it if they must run. Closing the clone closes
 // the pools it shares with the baseline, as go-redis's clones do.
+//
+// It returns the same client for the same timeout: each clone keeps two
+// idle AutoPipeliner goroutines and about 48 KB until the baseline is
+// closed (go-redis registers them on the pools it shares), so a clone per
+// call would pile them up. Use a few fixed timeouts, not computed ones.
 func (r *Router) WithTimeout(timeout time.Duration) (*redis.Client, error) {
 	r.mu.RLock()
 	closed := r.closed
@@ -523,11 +531,20 @@ func (r *Router) WithTimeout(timeout time.Duration) (*redis.Client, error) {
 	if closed {
 		return nil, ErrClosed
 	}
+	r.timeoutsMu.Lock()
+	defer r.timeoutsMu.Unlock()
+	if c, ok := r.timeouts[timeout]; ok {
+		return c, nil
+	}
 	c := r.baseline.WithTimeout(timeout)
 	if err := pinHalfDuplex(c, "Router.WithTimeout"); err != nil {
 		return nil, err
 	}
 	c.AddHook(routeHook{r})
+	if r.timeouts == nil {
+		r.timeouts = make(map[time.Duration]*redis.Client)
+	}
+	r.timeouts[timeout] = c
 	return c, nil
 }
 
