@@ -147,9 +147,8 @@
 // (a whole MULTI/EXEC fails), a command given to Process with another
 // context, and a command of sandbox A in sandbox B's pipeline.
 //
-// Three go-redis 9.23 paths are not covered, because no hook sees them in
-// time; the tests named pin each one, so a go-redis upgrade that changes
-// them fails a test:
+// Full-duplex AutoPipeliners are kept off the client, and WithTimeout
+// clones have a routed counterpart:
 //
 //   - An AutoPipeliner in full-duplex mode (AutoPipelineOptions.FullDuplex,
 //     either face) writes each command to its held connection first and
@@ -157,16 +156,43 @@
 //     (autopipeline_fullduplex.go: fdEngine.submit queues the write, then
 //     starts hostHook; "a hook cannot cancel a full-duplex command", as
 //     AutoPipeliner.AddHook says). Nothing consults a hook or the context
-//     before that write. [New] and [Guard] refuse ([ErrConfig]) a client
-//     whose Options.AutoPipelineOptions sets FullDuplex; a client built
-//     with PipelinePoolSize < 0 cannot run full duplex at all (go-redis
-//     then falls back to half-duplex batches, which the hooks gate). One
-//     built later with AutoPipelineWithOptions or
-//     AsyncAutoPipelineWithOptions cannot be refused: the hooks find each
-//     sandbox command after it ran in production, fail it with [ErrLeaked],
-//     clear its reply (production's data), audit it, and never run it
-//     again in the sandbox (TestFullDuplexLeakIsCaught). A sandbox
-//     command that opens the
+//     before that write. So [New] and [Guard] refuse ([ErrConfig]) a client
+//     whose Options.AutoPipelineOptions sets FullDuplex, or whose cached
+//     AutoPipeliner was built full duplex before them; and they build the
+//     client's two cached AutoPipeliners (client.AutoPipeline and
+//     client.AsyncAutoPipeline) at once, with the client's own options:
+//     go-redis caches one instance a face and the first config wins
+//     (redis.go: Client.AutoPipelineWithOptions -> autopipeline.go:
+//     getOrCreateAutoPipeliner returns the cached instance, whatever config
+//     is passed), so a later AutoPipelineWithOptions or
+//     AsyncAutoPipelineWithOptions asking for FullDuplex gets the pinned
+//     half-duplex instance, whose batches the hooks gate
+//     (TestFullDuplexPinnedAway). The price: custom AutoPipeliner options
+//     must be set in Options.AutoPipelineOptions (a later
+//     AutoPipelineWithOptions gets the pinned instance, whatever it asks),
+//     and each client keeps two idle flusher goroutines and about 48 KB of
+//     heap until it is closed. A client built with PipelinePoolSize < 0
+//     cannot run full duplex at all.
+//   - client.WithTimeout returns a clone with no hooks at all, whenever it
+//     is taken: redis.go's baseClient.withTimeout builds the clone's
+//     baseClient with baseClient.clone, a new struct that does not copy the
+//     embedded hooksMixin, so Client.init's initHooks finds no hook state
+//     to keep (no go-redis issue reports it; redis/go-redis#3267 was the
+//     same bug for Conn). [Router.WithTimeout] returns a clone with the
+//     router's hook (and pinned AutoPipeliners); a guarded client's clone
+//     is guarded with Guard(client.WithTimeout(d)) (TestRouterWithTimeout).
+//
+// What is still not covered, because no hook sees it in time; the tests
+// named pin each one, so a go-redis upgrade that changes them fails a test:
+//
+//   - A full-duplex AutoPipeliner built after the pinned instance of its
+//     face was closed (ap.Close() on the instance client.AutoPipeline
+//     returns, then AutoPipelineWithOptions with FullDuplex):
+//     getOrCreateAutoPipeliner builds a new one once the cached one is
+//     closed, and nothing tells the router. The hooks find each sandbox command after
+//     it ran in production, fail it with [ErrLeaked], clear its reply
+//     (production's data), audit it, and never run it again in the sandbox
+//     (TestFullDuplexLeakIsCaught). A sandbox command that opens the
 //     engine's session on a fresh connection is not sent: the engine
 //     initialises the connection with that command's context, and the hooks
 //     refuse that (TestFullDuplexSessionOpenedBySandbox). Commands go-redis
@@ -175,29 +201,36 @@
 //   - A [redis.PubSub] already connected (with a production context) writes
 //     later Subscribe, PSubscribe, SSubscribe and Ping calls straight to
 //     its connection (pubsub.go: subscribe -> conn returns the open c.cn ->
-//     _subscribe -> writeCmd), with no hook, no callback and no dial on the
-//     way: a sandbox context given to them is not seen, and the sandbox
-//     subscribes to production's channels (TestConnectedPubSubIsNotSeen).
-//     Only connecting runs hooks (the dial hook, and HELLO, AUTH, SELECT on
-//     the new connection, with the context of the call that connects): a
-//     PubSub that is not connected yet dials with the sandbox's context and
-//     is refused, but a production call that reconnects a lost connection
-//     subscribes again to every channel the PubSub holds, the sandbox's
-//     included (pubsub.go: reconnect -> conn -> resubscribe). Open a
-//     sandbox's subscriptions with its own context.
-//   - client.WithTimeout returns a clone with no hooks at all, whenever it
-//     is taken: redis.go's baseClient.withTimeout builds the clone's
-//     baseClient with baseClient.clone, a new struct that does not copy the
-//     embedded hooksMixin, so Client.init's initHooks finds no hook state
-//     to keep. Neither the router nor the guard applies to it, and nothing
-//     else on its path sees the context (the shared pools dial with
-//     context.Background()): a sandbox command sent through it, FLUSHDB
-//     included, runs on the baseline's database
-//     (TestWithTimeoutCloneHasNoHooks). So does any client built from the
+//     _subscribe -> writeCmd -> internal/pool Conn.WithWriter, which reads
+//     nothing of the context but its deadline), with no hook, no callback
+//     and no dial on the way: a sandbox context given to them is not seen,
+//     and the sandbox subscribes to production's channels
+//     (TestConnectedPubSubIsNotSeen). Only connecting runs hooks (the dial
+//     hook, and HELLO, AUTH, SELECT on the new connection, with the context
+//     of the call that connects): a PubSub that is not connected yet dials
+//     with the sandbox's context and is refused, but a production call that
+//     reconnects a lost connection subscribes again to every channel the
+//     PubSub holds, the sandbox's included (pubsub.go: reconnect -> conn ->
+//     resubscribe). A PubSub is go-redis's own type, built by
+//     Client.Subscribe, which connects only when given channels: the
+//     router cannot wrap it. Open a sandbox's subscriptions with its own
+//     context, on a PubSub of its own.
+//   - client.WithTimeout itself (rather than [Router.WithTimeout]): nothing
+//     on its clone's path sees the context. Its commands take the shared
+//     pool's connections (internal/pool ConnPool.Get: go-redis's own pool
+//     hooks only, which no public API lets a user define), dial with
+//     context.Background() (ConnPool.queuedNewConn), ask
+//     Options.Limiter.Allow() with no context, and write through
+//     Conn.WithWriter, which reads only the context's deadline. Neither the
+//     router nor the guard applies to it: a sandbox command sent through it,
+//     FLUSHDB included, runs on the baseline's database
+//     (TestWithTimeoutCloneHasNoHooks). Nor can the shared pool tell the
+//     clone's production commands (legitimate) from its sandbox ones, so it
+//     cannot refuse them either. So does any client built from the
 //     baseline's options (redis.NewClient(client.Options()),
 //     TestCopiesOfTheOptions). Send sandbox traffic through the client
-//     given to [New] or [Guard] (or its Conn, pipelines and
-//     AutoPipelines), and set timeouts with a context deadline.
+//     given to [New] or [Guard] (or its Conn, pipelines, AutoPipelines and
+//     [Router.WithTimeout]), and set timeouts with a context deadline.
 //
 // Hooks added to the baseline client before [New] run for sandbox
 // commands too (they see the command, then the router sends it to the

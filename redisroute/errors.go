@@ -32,10 +32,12 @@ var (
 
 	// ErrLeaked reports a sandbox command that go-redis wrote to the
 	// baseline's connection before any hook could stop it: an
-	// AutoPipeliner in full-duplex mode (AutoPipelineOptions.FullDuplex,
-	// built with AutoPipelineWithOptions or AsyncAutoPipelineWithOptions
-	// after [New] or [Guard]) writes each command first and runs the hooks
-	// afterwards. The command HAS RUN on the baseline's database: the
+	// AutoPipeliner in full-duplex mode (AutoPipelineOptions.FullDuplex)
+	// writes each command first and runs the hooks afterwards. [New] and
+	// [Guard] pin the client's AutoPipeliners to half duplex; one gets a
+	// full-duplex engine only by closing the pinned instance and then
+	// asking AutoPipelineWithOptions or AsyncAutoPipelineWithOptions for
+	// FullDuplex. The command HAS RUN on the baseline's database: the
 	// hooks only find out, fail it with this error, clear its reply
 	// (production's: a Val() read without looking at Err() gets the zero
 	// value), audit it (rejected) and never run it a second time in the

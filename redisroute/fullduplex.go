@@ -182,3 +182,38 @@ func fullDuplexConfigured(opt *redis.Options) bool {
 func errFullDuplex(fn string) error {
 	return fmt.Errorf("%w: redisroute: %s: the client's Options.AutoPipelineOptions sets FullDuplex: a full-duplex AutoPipeliner writes each command before any hook runs, so no hook can keep a sandbox's command out of production (clear FullDuplex, or set PipelinePoolSize < 0, which makes go-redis fall back to half-duplex batches that the hooks gate)", ErrConfig, fn)
 }
+
+// pinHalfDuplex builds client's two cached AutoPipeliners (the blocking
+// face of AutoPipeline and the deferred face of AsyncAutoPipeline) now,
+// in half-duplex mode, so that a later AutoPipelineWithOptions or
+// AsyncAutoPipelineWithOptions asking for FullDuplex gets them instead of
+// building a full-duplex engine. In go-redis 9.23 each face is cached per
+// client and the first call's config wins (redis.go:
+// Client.AutoPipelineWithOptions -> getOrCreateAutoPipeliner in
+// autopipeline.go returns the cached instance, whatever config is passed,
+// until that instance is closed). The options are the client's own
+// (Options.AutoPipelineOptions, or go-redis's defaults): what a first
+// AutoPipeline() would have built. fullDuplexConfigured must have been
+// checked first: with FullDuplex in the client's options this would start
+// full-duplex engines.
+//
+// An instance cached before (an AutoPipelineWithOptions call before New or
+// Guard) is kept; if it runs full duplex, pinHalfDuplex fails with
+// ErrConfig. Each pinned face costs go-redis's half-duplex flusher
+// goroutine, until the client (or the instance) is closed; no connection
+// is dialled until it sends.
+func pinHalfDuplex(client *redis.Client, fn string) error {
+	for _, face := range [...]struct {
+		name string
+		get  func() (*redis.AutoPipeliner, error)
+	}{{"AutoPipeline", client.AutoPipeline}, {"AsyncAutoPipeline", client.AsyncAutoPipeline}} {
+		ap, err := face.get()
+		if err != nil {
+			return fmt.Errorf("%w: redisroute: %s: client.%s: %w", ErrConfig, fn, face.name, err)
+		}
+		if ap.Config().FullDuplex {
+			return fmt.Errorf("%w: redisroute: %s: the client's %s instance, built before, runs full duplex (AutoPipelineOptions.FullDuplex): a full-duplex AutoPipeliner writes each command before any hook runs, so no hook can keep a sandbox's command out of production (close it first: New and Guard then pin a half-duplex one)", ErrConfig, fn, face.name)
+		}
+	}
+	return nil
+}

@@ -25,8 +25,13 @@ import (
 //
 // With [WithLogger], each refusal is one audit record (rejected, protocol
 // redis). Errors wrap [ErrConfig]: a nil client, a nil option value, a
-// client whose Options.AutoPipelineOptions sets FullDuplex (its writes
-// cannot be refused: see [ErrLeaked]).
+// client whose Options.AutoPipelineOptions sets FullDuplex or whose cached
+// AutoPipeliner runs full duplex (its writes cannot be refused: see
+// [ErrLeaked]), a closed client. Like [New], Guard pins the client's two
+// cached AutoPipeliners to half duplex.
+//
+// A WithTimeout clone of client has none of its hooks (go-redis 9.23):
+// guard it too, Guard(client.WithTimeout(d)).
 func Guard(client *redis.Client, opts ...GuardOption) error {
 	if client == nil {
 		return fmt.Errorf("%w: redisroute: Guard: nil client", ErrConfig)
@@ -40,6 +45,9 @@ func Guard(client *redis.Client, opts ...GuardOption) error {
 	}
 	if fullDuplexConfigured(client.Options()) {
 		return errFullDuplex("Guard")
+	}
+	if err := pinHalfDuplex(client, "Guard"); err != nil {
+		return err
 	}
 	client.AddHook(guardHook{logger: cfg.logger})
 	return nil

@@ -31,7 +31,11 @@ import (
 // context.Background() (internal/pool ConnPool.queuedNewConn), and
 // Options.Limiter.Allow takes no context. The test pins that
 // hole, which the package doc states: if it fails, go-redis has changed and
-// the doc must change with it.
+// the doc must change with it. No go-redis issue reports it (searched
+// 2026-12); the nearest are redis/go-redis#2561 (a dial hook added after
+// WithTimeout) and #3267 (Conn() lost the hooks, fixed by #3320, which is
+// why a Conn has them). Router.WithTimeout is the routed clone
+// (TestRouterWithTimeout).
 func TestWithTimeoutCloneHasNoHooks(t *testing.T) {
 	id := newID()
 	c, p, r := route(t, []string{id})
@@ -73,6 +77,101 @@ func TestWithTimeoutCloneHasNoHooks(t *testing.T) {
 	db, _ := r.Database(sctx)
 	if raw(t, baseDB).Exists(ctx, p+"routed").Val() != 0 || raw(t, db).Exists(ctx, p+"routed").Val() != 1 {
 		t.Error("the client itself did not route")
+	}
+}
+
+// TestRouterWithTimeout: Router.WithTimeout is the routed WithTimeout
+// clone: its production commands run on the baseline's database with the
+// clone's timeouts, its sandbox commands (single, pipelined,
+// transactions) in the sandbox's database, its refusals are the router's,
+// and its AutoPipeliners are pinned to half duplex. A guarded client's
+// clone is made safe by guarding it (Guard(c.WithTimeout(d))).
+func TestRouterWithTimeout(t *testing.T) {
+	id := newID()
+	_, p, r := route(t, []string{id})
+	ctx, sctx := context.Background(), sandboxCtx(id)
+	clone, err := r.WithTimeout(1500 * time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := clone.Options().ReadTimeout; got != 1500*time.Millisecond {
+		t.Errorf("the clone's ReadTimeout is %v", got)
+	}
+	// One clone a timeout: each holds two AutoPipeliner goroutines until
+	// the baseline closes.
+	if again, err := r.WithTimeout(1500 * time.Millisecond); err != nil || again != clone {
+		t.Errorf("a second WithTimeout of the same timeout: %p %v, want the same client %p", again, err, clone)
+	}
+	if other, err := r.WithTimeout(time.Second); err != nil || other == clone || other.Options().ReadTimeout != time.Second {
+		t.Errorf("WithTimeout of another timeout: %v, want another client", err)
+	}
+	if err := clone.Set(ctx, p+"prod", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := clone.Set(sctx, p+"sandbox", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := clone.TxPipelined(sctx, func(pipe redis.Pipeliner) error {
+		pipe.Set(sctx, p+"sandbox-tx", "sandbox", 0)
+		pipe.Incr(sctx, p+"n")
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := clone.Eval(sctx, "return 1", nil).Err(); !isRefused(err) {
+		t.Errorf("EVAL through the routed clone: %v, want ErrRefused", err)
+	}
+	if err := clone.Do(ctx, "select", sandboxFirst).Err(); !errors.Is(err, redisroute.ErrProductionIntoSandboxes) {
+		t.Errorf("production SELECT of a sandbox's database through the routed clone: %v, want ErrProductionIntoSandboxes", err)
+	}
+	db, err := r.Database(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, sb := raw(t, baseDB), raw(t, db)
+	if n := base.Exists(ctx, p+"sandbox", p+"sandbox-tx", p+"n").Val(); n != 0 {
+		t.Errorf("%d sandbox writes through the routed clone reached production", n)
+	}
+	if n := sb.Exists(ctx, p+"sandbox", p+"sandbox-tx", p+"n").Val(); n != 3 {
+		t.Errorf("%d of 3 sandbox writes in the sandbox's database", n)
+	}
+	if base.Get(ctx, p+"prod").Val() != "v" || sb.Exists(ctx, p+"prod").Val() != 0 {
+		t.Error("the clone's production write is not (only) in production")
+	}
+	ap, err := clone.AsyncAutoPipelineWithOptions(&redis.AutoPipelineOptions{FullDuplex: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ap.Config().FullDuplex {
+		t.Error("the routed clone built a full-duplex AutoPipeliner")
+	}
+
+	// A guarded client's clone, guarded.
+	g, gp := baseline(t)
+	if err := redisroute.Guard(g); err != nil {
+		t.Fatal(err)
+	}
+	gclone := g.WithTimeout(time.Second)
+	if err := redisroute.Guard(gclone); err != nil {
+		t.Fatal(err)
+	}
+	if err := gclone.Set(sctx, gp+"k", "sandbox", 0).Err(); !errors.Is(err, redisroute.ErrSandboxOnBaseline) {
+		t.Errorf("a guarded clone: %v, want ErrSandboxOnBaseline", err)
+	}
+	if base.Exists(ctx, gp+"k").Val() != 0 {
+		t.Error("a guarded clone wrote the sandbox's key to production")
+	}
+
+	c2, _ := baseline(t)
+	r2, err := redisroute.New(c2, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r2.WithTimeout(time.Second); !errors.Is(err, redisroute.ErrClosed) {
+		t.Errorf("WithTimeout on a closed router: %v, want ErrClosed", err)
 	}
 }
 
@@ -279,17 +378,28 @@ func TestFullDuplexLeakIsCaughtByGuard(t *testing.T) {
 }
 
 // fullDuplexPipeliner returns c's full-duplex AutoPipeliner of face
-// (async or blocking), closed at the end of t.
+// (async or blocking), closed at the end of t. New and Guard pin c's
+// cached AutoPipeliners to half duplex (TestFullDuplexPinnedAway): the one
+// way left to a full-duplex engine is to close the pinned instance first,
+// which this does.
 func fullDuplexPipeliner(t *testing.T, c *redis.Client, face string) *redis.AutoPipeliner {
 	t.Helper()
 	opts := &redis.AutoPipelineOptions{FullDuplex: true}
-	var ap *redis.AutoPipeliner
-	var err error
+	get := c.AutoPipelineWithOptions
 	if face == "async" {
-		ap, err = c.AsyncAutoPipelineWithOptions(opts)
-	} else {
-		ap, err = c.AutoPipelineWithOptions(opts)
+		get = c.AsyncAutoPipelineWithOptions
 	}
+	pinned, err := get(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pinned.Config().FullDuplex {
+		t.Fatal("the cached AutoPipeliner already runs full duplex")
+	}
+	if err := pinned.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ap, err := get(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,6 +408,122 @@ func fullDuplexPipeliner(t *testing.T, c *redis.Client, face string) *redis.Auto
 		t.Fatal("the AutoPipeliner does not run full duplex")
 	}
 	return ap
+}
+
+// TestFullDuplexPinnedAway: New and Guard build the client's two cached
+// AutoPipeliners in half-duplex mode, so that a later
+// AutoPipelineWithOptions or AsyncAutoPipelineWithOptions asking for
+// FullDuplex gets them (go-redis caches one instance a face and the first
+// call's config wins: getOrCreateAutoPipeliner) instead of a full-duplex
+// engine that writes before the hooks run. A sandbox command through them
+// is routed (router) or refused (guard), and never reaches production.
+func TestFullDuplexPinnedAway(t *testing.T) {
+	for _, mode := range []string{"router", "guard"} {
+		for _, face := range []string{"async", "blocking"} {
+			t.Run(mode+"/"+face, func(t *testing.T) {
+				id := newID()
+				var c *redis.Client
+				var p string
+				var r *redisroute.Router
+				if mode == "router" {
+					c, p, r = route(t, []string{id})
+				} else {
+					c, p = baseline(t)
+					if err := redisroute.Guard(c); err != nil {
+						t.Fatal(err)
+					}
+				}
+				ctx, sctx := context.Background(), sandboxCtx(id)
+				get := c.AutoPipelineWithOptions
+				if face == "async" {
+					get = c.AsyncAutoPipelineWithOptions
+				}
+				ap, err := get(&redis.AutoPipelineOptions{FullDuplex: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ap.Config().FullDuplex {
+					t.Error("AutoPipelineWithOptions(FullDuplex) built a full-duplex engine after " + mode)
+				}
+				if err := ap.Set(ctx, p+"prod", "v", 0).Err(); err != nil {
+					t.Fatalf("production through the AutoPipeliner: %v", err)
+				}
+				err = ap.Set(sctx, p+"sandbox", "sandbox", 0).Err()
+				if errors.Is(err, redisroute.ErrLeaked) {
+					t.Fatalf("sandbox SET: %v: it ran in production", err)
+				}
+				base := raw(t, baseDB)
+				if base.Exists(ctx, p+"sandbox").Val() != 0 {
+					t.Error("the sandbox's SET reached production")
+				}
+				if base.Get(ctx, p+"prod").Val() != "v" {
+					t.Error("production's SET is not in production")
+				}
+				if mode == "guard" {
+					if !errors.Is(err, redisroute.ErrSandboxOnBaseline) {
+						t.Errorf("sandbox SET through a guarded client's AutoPipeliner: %v, want ErrSandboxOnBaseline", err)
+					}
+					return
+				}
+				// The batch sends with context.Background(): the router
+				// refuses the sandbox's command (it does not route
+				// AutoPipeliner batches), as for any half-duplex batch.
+				if !isRefused(err) {
+					t.Errorf("sandbox SET through a routed client's AutoPipeliner: %v, want ErrRefused", err)
+				}
+				if _, err := r.Database(sctx); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+	}
+}
+
+// TestFullDuplexBuiltBeforeRefused: a full-duplex AutoPipeliner built
+// before New or Guard stays cached in the client, and keeps writing before
+// the hooks run: New and Guard refuse the client (ErrConfig), and accept
+// it once that instance is closed.
+func TestFullDuplexBuiltBeforeRefused(t *testing.T) {
+	for _, mode := range []string{"router", "guard"} {
+		t.Run(mode, func(t *testing.T) {
+			c, _ := baseline(t)
+			ap, err := c.AsyncAutoPipelineWithOptions(&redis.AutoPipelineOptions{FullDuplex: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			install := func() error { return redisroute.Guard(c) }
+			if mode == "router" {
+				install = func() error {
+					r, err := redisroute.New(c, dbs)
+					if err == nil {
+						r.Close()
+					}
+					return err
+				}
+			}
+			if err := install(); !errors.Is(err, redisroute.ErrConfig) || !strings.Contains(err.Error(), "full duplex") {
+				t.Errorf("%s on a client with a full-duplex AutoPipeliner: %v, want ErrConfig", mode, err)
+			}
+			ap.Close()
+			if err := install(); err != nil {
+				t.Errorf("%s once it is closed: %v", mode, err)
+			}
+		})
+	}
+}
+
+// TestClosedClientRefused: New and Guard cannot pin the AutoPipeliners of
+// a closed client (go-redis returns ErrClosed), and say so.
+func TestClosedClientRefused(t *testing.T) {
+	server(t)
+	c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB})
+	c.Close()
+	if _, err := redisroute.New(c, dbs); !errors.Is(err, redisroute.ErrConfig) || !errors.Is(err, redis.ErrClosed) {
+		t.Errorf("New on a closed client: %v, want ErrConfig and redis.ErrClosed", err)
+	}
+	if err := redisroute.Guard(c); !errors.Is(err, redisroute.ErrConfig) || !errors.Is(err, redis.ErrClosed) {
+		t.Errorf("Guard on a closed client: %v, want ErrConfig and redis.ErrClosed", err)
+	}
 }
 
 // TestConnectedPubSubIsNotSeen: a PubSub connected with a production

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
@@ -37,6 +38,9 @@ type Router struct {
 	mu      sync.RWMutex
 	clients map[string]*sandboxClient
 	closed  bool
+
+	timeoutsMu sync.Mutex
+	timeouts   map[time.Duration]*redis.Client // Router.WithTimeout's clones
 }
 
 // sandboxClient is one sandbox's client: the baseline's options on the
@@ -60,8 +64,15 @@ type sandboxClient struct {
 //
 // Errors wrap [ErrConfig]: a nil baseline, an empty or negative range, a
 // range that holds the baseline's database, a nil option value, a baseline
-// whose Options.AutoPipelineOptions sets FullDuplex (see the package doc,
+// whose Options.AutoPipelineOptions sets FullDuplex or whose cached
+// AutoPipeliner runs full duplex, a closed baseline (see the package doc,
 // "What it does not cover").
+//
+// New builds the baseline's two cached AutoPipeliners (client.AutoPipeline,
+// client.AsyncAutoPipeline) with the baseline's own options, in half-duplex
+// mode: go-redis keeps the first, so a later AutoPipelineWithOptions asking
+// for FullDuplex, whose writes no hook could stop, gets them instead. Set
+// custom AutoPipeliner options in Options.AutoPipelineOptions.
 func New(baseline *redis.Client, dbs Databases, opts ...RouterOption) (*Router, error) {
 	if baseline == nil {
 		return nil, fmt.Errorf("%w: redisroute: New: nil baseline client", ErrConfig)
@@ -81,6 +92,9 @@ func New(baseline *redis.Client, dbs Databases, opts ...RouterOption) (*Router, 
 	}
 	if fullDuplexConfigured(baseline.Options()) {
 		return nil, errFullDuplex("New")
+	}
+	if err := pinHalfDuplex(baseline, "New"); err != nil {
+		return nil, err
 	}
 	adminOpts := clientOptions(baseline, dbs.First)
 	adminOpts.PoolSize = 2
@@ -491,6 +505,47 @@ func (r *Router) Watch(ctx context.Context, fn func(*redis.Tx) error, keys ...st
 		return err
 	}
 	return sc.client.Watch(ctx, fn, keys...)
+}
+
+// WithTimeout is the routed counterpart of the baseline's
+// client.WithTimeout, which must not be used with sandbox contexts: in
+// go-redis 9.23 a WithTimeout clone has no hooks at all (see the package
+// doc), so its sandbox commands run on the baseline's database. WithTimeout
+// takes such a clone (it shares the baseline's pools, as go-redis's does),
+// pins its AutoPipeliners to half duplex as [New] does, and installs the
+// router on it: its production commands run with the given read and write
+// timeouts, its sandbox commands are routed as the baseline's are, to the
+// sandbox's client, with the baseline's timeouts (set a context deadline
+// for them). The baseline's other hooks are not on the clone (go-redis
+// copies none); add them to it if they must run. Closing the clone closes
+// the pools it shares with the baseline, as go-redis's clones do.
+//
+// It returns the same client for the same timeout: each clone keeps two
+// idle AutoPipeliner goroutines and about 48 KB until the baseline is
+// closed (go-redis registers them on the pools it shares), so a clone per
+// call would pile them up. Use a few fixed timeouts, not computed ones.
+func (r *Router) WithTimeout(timeout time.Duration) (*redis.Client, error) {
+	r.mu.RLock()
+	closed := r.closed
+	r.mu.RUnlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	r.timeoutsMu.Lock()
+	defer r.timeoutsMu.Unlock()
+	if c, ok := r.timeouts[timeout]; ok {
+		return c, nil
+	}
+	c := r.baseline.WithTimeout(timeout)
+	if err := pinHalfDuplex(c, "Router.WithTimeout"); err != nil {
+		return nil, err
+	}
+	c.AddHook(routeHook{r})
+	if r.timeouts == nil {
+		r.timeouts = make(map[time.Duration]*redis.Client)
+	}
+	r.timeouts[timeout] = c
+	return c, nil
 }
 
 // Destroy flushes the database that sandbox id owns in the router's range,
