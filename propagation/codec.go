@@ -406,7 +406,7 @@ func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
 func (c *Codec) quiet(h http.Header) bool {
 	if len(h) <= smallHeader {
 		bag, hit := scanSmall(h, &c.markerLens, c.markerCanon)
-		return !hit && !c.mentions(bag)
+		return !hit && (len(bag) == 0 || !c.mentions(bag))
 	}
 	if c.header != "" {
 		if _, ok := h[c.headerCanon]; ok {
@@ -429,7 +429,7 @@ func (c *Codec) quiet(h http.Header) bool {
 func (c *Codec) Quiet(h http.Header) bool {
 	if len(h) <= smallHeader {
 		bag, hit := scanSmall(h, &c.actLens, c.actCanon)
-		return !hit && !c.holds(bag, &c.act)
+		return !hit && (len(bag) == 0 || !c.holds(bag, &c.act))
 	}
 	return c.quiet(h) && !c.Foreign(otelprop.HeaderCarrier(h))
 }
