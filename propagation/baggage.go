@@ -146,7 +146,10 @@ func (c *Codec) mentions(lines []string) bool { return c.holds(lines, &c.ours) }
 // needles of s (see [keytext.Contains]). Each needle is looked for at its
 // anchor byte only (see [needleSet]): one strings.IndexByte per anchor
 // byte and line, and a match tried where it stops. Most baggage holds none
-// of the anchors, and passes for a few instructions per 16 bytes.
+// of the anchors; when there are at most four bytes to look for (with the
+// default keys '%', 'x' and 'k'), a line holding none of them is passed
+// over by one test of all of them at once, eight bytes at a time
+// ([needleSet.any]), for about 25 instructions per 8 bytes.
 func (c *Codec) holds(lines []string, s *needleSet) bool {
 	for _, line := range lines {
 		if s.wide && !s.any(line) {
