@@ -146,9 +146,15 @@ func (c *Codec) mentions(lines []string) bool { return c.holds(lines, &c.ours) }
 // needles of s (see [keytext.Contains]). Each needle is looked for at its
 // anchor byte only (see [needleSet]): one strings.IndexByte per anchor
 // byte and line, and a match tried where it stops. Most baggage holds none
-// of the anchors, and passes for a few instructions per 16 bytes.
+// of the anchors; when there are at most four bytes to look for (with the
+// default keys '%', 'x' and 'k'), a line holding none of them is passed
+// over by one test of all of them at once, eight bytes at a time
+// ([needleSet.any]), for about 25 instructions per 8 bytes.
 func (c *Codec) holds(lines []string, s *needleSet) bool {
 	for _, line := range lines {
+		if s.wide && !s.any(line) {
+			continue
+		}
 		for k := 0; k < len(s.bytes); k++ {
 			if strings.IndexByte(line, s.bytes[k]) >= 0 && (k == 0 || holdsAt(line, &s.anchors[k-1])) {
 				return true
@@ -156,6 +162,52 @@ func (c *Codec) holds(lines []string, s *needleSet) bool {
 		}
 	}
 	return false
+}
+
+// lowBits and highBits are the lowest and the highest bit of each byte of
+// a word.
+const (
+	lowBits  = 0x0101010101010101
+	highBits = 0x8080808080808080
+)
+
+// any reports whether line holds one of the bytes of s, which is wide:
+// a word of eight bytes of line is compared with the four words of s at
+// once, each byte with each byte (a zero byte of w^word is a match, found
+// exactly by (x-lowBits) &^ x & highBits). A line that is not a multiple of
+// eight long ends with the word of its last eight bytes, read again in
+// part; a line under eight bytes is read byte by byte.
+func (s *needleSet) any(line string) bool {
+	w0, w1, w2, w3 := s.words[0], s.words[1], s.words[2], s.words[3]
+	n := len(line)
+	if n < 8 {
+		for i := 0; i < n; i++ {
+			if b := uint64(line[i]) * lowBits; b == w0 || b == w1 || b == w2 || b == w3 {
+				return true
+			}
+		}
+		return false
+	}
+	for i := 0; i < n-8; i += 8 {
+		if w := load64(line, i); (zeroByte(w^w0)|zeroByte(w^w1)|zeroByte(w^w2)|zeroByte(w^w3))&highBits != 0 {
+			return true
+		}
+	}
+	w := load64(line, n-8)
+	return (zeroByte(w^w0)|zeroByte(w^w1)|zeroByte(w^w2)|zeroByte(w^w3))&highBits != 0
+}
+
+// zeroByte, masked with highBits, is not zero exactly when x has a zero
+// byte (the high bit of its lowest zero byte is set; a byte above it may be
+// marked too, which a yes-or-no test does not mind).
+func zeroByte(x uint64) uint64 { return (x - lowBits) &^ x }
+
+// load64 returns the eight bytes of s from index i as a little-endian
+// word: the compiler reads them in one load.
+func load64(s string, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
 // holdsAt reports whether line holds one of a's needles with its anchor

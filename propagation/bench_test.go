@@ -63,3 +63,56 @@ func BenchmarkInject(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkHeaderRead measures Go itself, without the codec: what it costs
+// to learn whether a small http.Header holds some names. "lookups-2" is
+// what a request without markers cost before issue 13 (Sandbox-Id and
+// Baggage looked up); "lookups-5" looks up the five names Codec.Extract
+// needs now (those two and sandbox.id as a header in three forms);
+// "range" is a bare pass over the keys, whatever the number of names,
+// which Go starts at a random slot (two runtime.rand calls). The headers
+// are those of BenchmarkExtract/baseline (1 key) and
+// BenchmarkHandler/baseline in httpmw (4 keys). The gap between
+// "lookups-2" and "range" is the floor of the no-marker hot path's cost
+// over its pre-#13 cost.
+func BenchmarkHeaderRead(b *testing.B) {
+	for _, hc := range []struct {
+		name string
+		h    http.Header
+	}{
+		{"1-key", http.Header{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}},
+		{"4-keys", http.Header{
+			"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+			"Accept":      {"application/json"}, "User-Agent": {"bench/1.0"},
+			"Baggage": {"tenant=acme,region=eu-west-1"},
+		}},
+	} {
+		h := hc.h
+		lookups := func(names ...string) func(b *testing.B) {
+			return func(b *testing.B) {
+				b.ReportAllocs()
+				n := 0
+				for b.Loop() {
+					for _, k := range names {
+						n += len(h[k])
+					}
+				}
+				benchSink = n
+			}
+		}
+		b.Run(hc.name+"/lookups-2", lookups("Sandbox-Id", "Baggage"))
+		b.Run(hc.name+"/lookups-5", lookups("Sandbox-Id", "Baggage", "Sandbox.id", "Uberctx-Sandbox.id", "Ot-Baggage-Sandbox.id"))
+		b.Run(hc.name+"/range", func(b *testing.B) {
+			b.ReportAllocs()
+			n := 0
+			for b.Loop() {
+				for k := range h {
+					n += len(k)
+				}
+			}
+			benchSink = n
+		})
+	}
+}
+
+var benchSink int

@@ -74,6 +74,12 @@ type needleSet struct {
 	// anchored at bytes[k+1].
 	bytes   string
 	anchors []anchorSet
+	// wide is set when bytes holds at most four bytes, each then in
+	// every byte of one of words (repeated to fill the four): the first
+	// test of [Codec.holds], which looks for all of them at once, eight
+	// bytes of baggage at a time (see [needleSet.any]).
+	wide  bool
+	words [4]uint64
 }
 
 // anchorSet is the needles that share an anchor byte b, each with the
@@ -122,6 +128,12 @@ func newNeedleSet(needles []string) needleSet {
 	s.bytes = "%"
 	for _, a := range s.anchors {
 		s.bytes += string([]byte{a.b})
+	}
+	if len(s.bytes) <= len(s.words) {
+		s.wide = true
+		for i := range s.words {
+			s.words[i] = uint64(s.bytes[min(i, len(s.bytes)-1)]) * lowBits
+		}
 	}
 	return s
 }
@@ -394,7 +406,7 @@ func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
 func (c *Codec) quiet(h http.Header) bool {
 	if len(h) <= smallHeader {
 		bag, hit := scanSmall(h, &c.markerLens, c.markerCanon)
-		return !hit && !c.mentions(bag)
+		return !hit && (len(bag) == 0 || !c.mentions(bag))
 	}
 	if c.header != "" {
 		if _, ok := h[c.headerCanon]; ok {
@@ -417,7 +429,7 @@ func (c *Codec) quiet(h http.Header) bool {
 func (c *Codec) Quiet(h http.Header) bool {
 	if len(h) <= smallHeader {
 		bag, hit := scanSmall(h, &c.actLens, c.actCanon)
-		return !hit && !c.holds(bag, &c.act)
+		return !hit && (len(bag) == 0 || !c.holds(bag, &c.act))
 	}
 	return c.quiet(h) && !c.Foreign(otelprop.HeaderCarrier(h))
 }

@@ -105,3 +105,53 @@ func TestSmallHeaderEveryKey(t *testing.T) {
 		}
 	}
 }
+
+// TestAnyIsIndexByte: the first test of [Codec.holds], which compares eight
+// bytes of a line at a time with every byte it looks for, finds one exactly
+// when strings.IndexByte does, wherever it is (each offset in lines of 0
+// to 40 bytes, the rest of them every other byte value).
+func TestAnyIsIndexByte(t *testing.T) {
+	var sets []*needleSet
+	for _, opts := range [][]Option{nil, {KeepForeignRoutingKeys()}, {WithBaggageKeys("sid", "sact", "sorig"), WithTicketKey("tk")}} {
+		c, err := NewCodec(opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sets = append(sets, &c.ours, &c.act)
+	}
+	wide := 0
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, s := range sets {
+		if !s.wide {
+			continue
+		}
+		wide++
+		var others []byte
+		for b := range 256 {
+			if strings.IndexByte(s.bytes, byte(b)) < 0 {
+				others = append(others, byte(b))
+			}
+		}
+		for n := range 41 {
+			line := make([]byte, n)
+			for i := range line {
+				line[i] = others[rng.IntN(len(others))]
+			}
+			if s.any(string(line)) {
+				t.Fatalf("bytes %q: any(%q) = true", s.bytes, line)
+			}
+			for i := range line {
+				for k := 0; k < len(s.bytes); k++ {
+					hit := slices.Clone(line)
+					hit[i] = s.bytes[k]
+					if !s.any(string(hit)) {
+						t.Fatalf("bytes %q: any(%q) = false", s.bytes, hit)
+					}
+				}
+			}
+		}
+	}
+	if wide == 0 {
+		t.Fatal("no codec has a wide needle set")
+	}
+}
