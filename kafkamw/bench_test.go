@@ -23,6 +23,9 @@ import (
 // (-kafkamw.bench.messages=20000) for a quicker run.
 var benchMessages = flag.Int("kafkamw.bench.messages", 100000, "messages in BenchmarkReader's topic")
 
+// benchLog logs each pass of BenchmarkReaderRatio, to see how the rounds spread.
+var benchLog = flag.Bool("kafkamw.bench.log", false, "log each pass of BenchmarkReaderRatio")
+
 const (
 	benchService = "orders"
 	benchSandbox = "pr-42"
@@ -340,7 +343,8 @@ func BenchmarkReader(b *testing.B) {
 // how far from 1 two identical readers land, the resolution of the other
 // rows. The /raw-cpu figures are the same ratios in messages per second of
 // the process's CPU time (the embedded broker's included), which depends
-// less on what else runs on the machine. Run it for whole designs:
+// less on what else runs on the machine. Run it for whole designs
+// (-kafkamw.bench.log -v logs every pass, to see how the rounds spread):
 //
 //	go test ./kafkamw -run '^$' -bench ReaderRatio -benchtime 32x
 func BenchmarkReaderRatio(b *testing.B) {
@@ -364,6 +368,9 @@ func BenchmarkReaderRatio(b *testing.B) {
 			})
 			rate[i] = float64(timed) / sw.elapsed.Seconds()
 			cpuRate[i] = float64(timed) / sw.cpu.Seconds()
+			if *benchLog {
+				b.Logf("round %d %s: %.0f msgs/s, %.0f msgs/cpu-s", round, benchReaders[i].name, rate[i], cpuRate[i])
+			}
 		}
 		// Ours against both plain passes of the round (their geometric
 		// mean), the control against the first.
