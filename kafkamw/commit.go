@@ -23,19 +23,26 @@ type topicPartition struct {
 
 // partState is a partition's offsets. delivered and skipped are written by
 // the holder of the reader's fetch lock alone, without l.mu: recording a
-// message, which happens for every message of the topic, is then one atomic
-// store. Committers read skipped before delivered (see skipReady).
+// skipped message is one or two atomic stores, recording a returned one
+// none (see [ledger.deliver]). Committers read skipped before delivered
+// (see skipReady).
 type partState struct {
-	delivered atomic.Int64 // highest offset returned to the caller, -1 for none
+	// delivered is the highest offset returned to the caller that a
+	// committer may need to know of, -1 for none: it is brought up to
+	// returned (below) before a skipped offset is stored, and only then.
+	delivered atomic.Int64
 	skipped   atomic.Int64 // highest offset skipped, -1 for none
-	committed int64        // highest offset committed, -1 for none; l.mu
+	// returned is the highest offset returned to the caller, -1 for none;
+	// the fetch lock's holder alone reads and writes it.
+	returned  int64
+	committed int64 // highest offset committed, -1 for none; l.mu
 	// wanted is the highest offset the caller asked to commit that was
 	// held back (see [ledger.capped]), -1 for none; l.mu.
 	wanted int64
 }
 
 func newPartState() *partState {
-	st := &partState{committed: -1, wanted: -1}
+	st := &partState{returned: -1, committed: -1, wanted: -1}
 	st.delivered.Store(-1)
 	st.skipped.Store(-1)
 	return st
@@ -64,13 +71,15 @@ type ledger struct {
 
 	// The fetch side's last partition, read and written only by the
 	// holder of the fetch lock: kafka-go hands out runs of one partition,
-	// so most messages find their state here without l.mu.
+	// so most messages find their state here without l.mu. fetchKey's
+	// partition is -1 while fetchSt is nil.
 	fetchKey topicPartition
 	fetchSt  *partState
 }
 
 func newLedger() ledger {
-	return ledger{parts: make(map[topicPartition]*partState)}
+	// No partition is -1: fetchKey names none until fetchSt is set.
+	return ledger{parts: make(map[topicPartition]*partState), fetchKey: topicPartition{partition: -1}}
 }
 
 // state returns the partition's state, creating it. l.mu is held.
@@ -91,9 +100,15 @@ func (l *ledger) state(topic string, partition int) *partState {
 // fetchState returns the partition's state for recording a message. The
 // fetch lock is held.
 func (l *ledger) fetchState(topic string, partition int) *partState {
-	if st := l.fetchSt; st != nil && l.fetchKey.partition == partition && l.fetchKey.topic == topic {
-		return st
+	if l.fetchKey.partition != partition || l.fetchKey.topic != topic {
+		return l.fetchStateSlow(topic, partition)
 	}
+	return l.fetchSt
+}
+
+// fetchStateSlow is fetchState on a change of partition, apart so that
+// fetchState's common case is inlined.
+func (l *ledger) fetchStateSlow(topic string, partition int) *partState {
 	l.mu.Lock()
 	st := l.state(topic, partition)
 	l.mu.Unlock()
@@ -102,16 +117,26 @@ func (l *ledger) fetchState(topic string, partition int) *partState {
 }
 
 // deliver records that m is returned to the caller. The fetch lock is held.
+//
+// It stores no atomic, which it would do for most messages of the topic:
+// a committer needs the highest returned offset only to know whether a
+// skipped offset may be committed, and the returned messages after the
+// last skipped one come after every skipped offset a committer can see, so
+// that committing one of those never commits them. [ledger.skip] makes
+// delivered current before it stores a skipped offset, so that a
+// committer that sees the skipped offset sees every message returned
+// before it.
 func (l *ledger) deliver(m *kafka.Message) {
 	st := l.fetchState(m.Topic, m.Partition)
-	if m.Offset > st.delivered.Load() {
-		st.delivered.Store(m.Offset)
-	}
+	st.returned = max(st.returned, m.Offset)
 }
 
 // skip records that m is skipped. The fetch lock is held.
 func (l *ledger) skip(m *kafka.Message) {
 	st := l.fetchState(m.Topic, m.Partition)
+	if st.returned > st.delivered.Load() {
+		st.delivered.Store(st.returned) // before skipped: see skipReady
+	}
 	if m.Offset > st.skipped.Load() {
 		st.skipped.Store(m.Offset)
 	}
