@@ -259,6 +259,7 @@ type fleet struct {
 	err    error
 	join   time.Duration // CPU of the start, the warm-up included
 	passes int
+	stats  []kafka.ReaderStats // each reader's during the last pass
 }
 
 // startFleet starts a fleet on a new topic and waits until it has decided
@@ -425,9 +426,12 @@ func (fl *fleet) pass(b testing.TB, size int) (cpu time.Duration, fetched, owned
 	fl.passes++
 	fl.wait(b, fl.produced())
 	cpu = cpuTime() - start
+	fl.stats = fl.stats[:0]
 	for i, r := range fl.ours {
 		c := r.Counts()
-		fetched += r.Stats().Messages
+		st := r.Stats()
+		fl.stats = append(fl.stats, st)
+		fetched += st.Messages
 		owned += c.Delivered - before[i].Delivered
 		dups += c.Duplicates - before[i].Duplicates
 	}
