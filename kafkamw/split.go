@@ -178,7 +178,7 @@ func (a *copyArena) headers(n int) []kafka.Header {
 	}
 	l := len(a.hs)
 	a.hs = a.hs[:l+n]
-	return a.hs[l:l:l+n]
+	return a.hs[l : l : l+n]
 }
 
 // bytes returns an empty slice with room for n bytes, as headers does.
@@ -188,7 +188,7 @@ func (a *copyArena) bytes(n int) []byte {
 	}
 	l := len(a.bs)
 	a.bs = a.bs[:l+n]
-	return a.bs[l:l:l+n]
+	return a.bs[l : l : l+n]
 }
 
 // sandboxTopic names a sandbox's topic by its source topic and sandbox.
