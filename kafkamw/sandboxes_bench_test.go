@@ -1,9 +1,15 @@
 package kafkamw
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -35,11 +41,12 @@ var sandboxesMessages = flag.Int("kafkamw.bench.sandboxes.messages", 20000, "mes
 //     while they run and measures the process's CPU until every reader
 //     has decided its share, idle polling included (sandbox readers with
 //     nothing to read long-poll meanwhile). An op is three passes for
-//     the plain reader and three for our fleet. cpu/plain is our
-//     fleet's CPU per pass over the plain reader's, both less what
-//     producing the pass costs alone (a pass produced into a topic no
-//     one reads, in the same op): what reading costs, broker included.
-//     cpu/plain-gross keeps the producing in both. join-ms is the CPU
+//     the plain reader and three for our fleet. The messages are
+//     produced from another process (see [producer]), so that the
+//     producing client's CPU is in neither. cpu/plain is our fleet's CPU
+//     per pass over the plain reader's: what reading costs, the broker's
+//     serving (and storing the pass's messages, alike in both) included.
+//     join-ms is the CPU
 //     of starting the fleet (groups joined, connections dialled, sandbox
 //     topics created, the warm-up decided), join-ms-plain the plain
 //     reader's; idle-ms/s is the fleet's CPU per second of an idle
@@ -117,10 +124,9 @@ func benchSteady(b *testing.B, n int, split *Split) {
 	b.Cleanup(stop)
 	table := sandboxesTable(b, n)
 	size := *sandboxesMessages
-	var produce, plain, ours, joinPlain, joinOurs, idlePlain, idleOurs time.Duration
+	var plain, ours, joinPlain, joinOurs, idlePlain, idleOurs time.Duration
 	var fetched, owned, dups int64
 	for b.Loop() {
-		produce += producePass(b, addrs, n, size)
 		pl := startFleet(b, addrs, table, n, nil, true)
 		joinPlain += pl.join
 		for range steadyPasses {
@@ -139,13 +145,11 @@ func benchSteady(b *testing.B, n int, split *Split) {
 		fl.close()
 	}
 	passes := float64(b.N * steadyPasses)
-	b.ReportMetric(float64(ours-produce*steadyPasses)/float64(plain-produce*steadyPasses), "cpu/plain")
-	b.ReportMetric(float64(ours)/float64(plain), "cpu/plain-gross")
+	b.ReportMetric(float64(ours)/float64(plain), "cpu/plain")
 	b.ReportMetric(float64(fetched)/float64(size)/passes, "fetched/produced")
 	b.ReportMetric(float64(ours.Nanoseconds())/1e3/float64(owned), "cpu-µs/owned")
 	b.ReportMetric(float64(ours.Microseconds())/1e3/passes, "cpu-ms/pass")
 	b.ReportMetric(float64(plain.Microseconds())/1e3/passes, "cpu-ms/pass-plain")
-	b.ReportMetric(float64(produce.Microseconds())/1e3/float64(b.N), "cpu-ms/pass-produce")
 	b.ReportMetric(float64(joinOurs.Microseconds())/1e3/float64(b.N), "join-ms")
 	b.ReportMetric(float64(joinPlain.Microseconds())/1e3/float64(b.N), "join-ms-plain")
 	b.ReportMetric(float64(idleOurs.Microseconds())/1e3/float64(b.N)/steadyIdle.Seconds(), "idle-ms/s")
@@ -201,15 +205,20 @@ func sandboxesShares(n, size int) []int64 {
 	return s
 }
 
-// producer writes sandboxesBatch's messages to a topic of its own.
+// producer writes sandboxesBatch's messages to a topic of its own, from
+// a process of its own (the test binary running TestSandboxesProducer):
+// the producing client's CPU is not the readers', and the process's CPU
+// time (getrusage's RUSAGE_SELF) leaves it out. The broker's work of
+// storing the messages stays in, as in the plain reader's measure.
 type producer struct {
-	kw    *kafka.Writer
-	close func()
-	msgs  []kafka.Message
 	topic string
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	out   *bufio.Scanner
 }
 
-// newProducer creates a topic of three partitions and a writer to it.
+// newProducer creates a topic of three partitions and starts a producer
+// process writing to it.
 func newProducer(b testing.TB, addrs []string, n, size int) *producer {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -217,29 +226,79 @@ func newProducer(b testing.TB, addrs []string, n, size int) *producer {
 	if err := kafkatest.CreateTopic(ctx, addrs, topic, 3); err != nil {
 		b.Fatal(err)
 	}
-	kw, closeWriter := kafkatest.NewWriter(addrs, topic)
-	kw.BatchSize = 5000
-	return &producer{kw: kw, close: closeWriter, msgs: sandboxesBatch(b, n, size), topic: topic}
-}
-
-// write writes the batch's first size messages.
-func (p *producer) write(b testing.TB, size int) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := p.kw.WriteMessages(ctx, slices.Clone(p.msgs[:size])...); err != nil {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSandboxesProducer$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d %d", producerEnv, strings.Join(addrs, ","), topic, n, size))
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
 		b.Fatal(err)
 	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	return &producer{topic: topic, cmd: cmd, in: in, out: bufio.NewScanner(out)}
 }
 
-// producePass returns the CPU time of producing a pass into a topic no
-// one reads.
-func producePass(b testing.TB, addrs []string, n, size int) time.Duration {
-	p := newProducer(b, addrs, n, size)
-	defer p.close()
-	p.write(b, 3*n) // connected, the topic's metadata known
-	start := cpuTime()
-	p.write(b, size)
-	return cpuTime() - start
+// producerEnv names the environment variable that makes
+// TestSandboxesProducer a producer process: "<brokers> <topic> <n> <size>".
+const producerEnv = "SANDBOXKIT_BENCH_PRODUCER"
+
+// write has the producer process write the batch's first size messages,
+// and waits until the broker has acknowledged them.
+func (p *producer) write(b testing.TB, size int) {
+	if _, err := fmt.Fprintln(p.in, size); err != nil {
+		b.Fatal(err)
+	}
+	for p.out.Scan() {
+		if p.out.Text() == "done" {
+			return
+		}
+	}
+	b.Fatalf("the producer process ended: %v", p.out.Err())
+}
+
+// close ends the producer process.
+func (p *producer) close() {
+	p.in.Close()
+	p.cmd.Wait()
+}
+
+// TestSandboxesProducer is BenchmarkSandboxes/steady's producer process
+// (see [producer]); it skips unless run by it. It writes, for each line
+// of its input (a count k), the first k messages of sandboxesBatch, and
+// answers "done" once they are acknowledged.
+func TestSandboxesProducer(t *testing.T) {
+	spec := os.Getenv(producerEnv)
+	if spec == "" {
+		t.Skip("BenchmarkSandboxes/steady's producer process")
+	}
+	var brokers, topic string
+	var n, size int
+	if _, err := fmt.Sscan(spec, &brokers, &topic, &n, &size); err != nil {
+		t.Fatal(err)
+	}
+	kw, closeWriter := kafkatest.NewWriter(strings.Split(brokers, ","), topic)
+	defer closeWriter()
+	kw.BatchSize = 5000
+	msgs := sandboxesBatch(t, n, size)
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		k, err := strconv.Atoi(in.Text())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err = kw.WriteMessages(ctx, slices.Clone(msgs[:k])...)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Println("done")
+	}
 }
 
 // fleet is a set of readers running over one topic of their own: the
