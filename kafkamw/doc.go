@@ -126,11 +126,15 @@
 //     header a copy adds, read with DescribeConfigs: a source topic that
 //     accepts larger messages than the broker's default gets a sandbox
 //     topic that accepts their copies. When the source's cannot be read
-//     the topic is created with the broker's default all the same; a
-//     sandbox topic that exists already keeps its configuration. A
-//     copy the sandbox topic still refuses as too large (the topic
-//     existed with a lower limit, the describe failed, or the source
-//     batch was compressed and the copy, written uncompressed, is larger)
+//     the topic is created with the broker's default all the same. A
+//     sandbox topic that exists already (an older baseline created it,
+//     or the source's limit was raised since) and accepts less has its
+//     max.message.bytes raised to that (IncrementalAlterConfigs) when the
+//     forwarder first meets it; a higher one is never lowered, and only
+//     names made by [SplitTopic] are touched. A copy the sandbox topic
+//     still refuses as too large (the describe or the raise was refused,
+//     or the source batch was compressed and the copy, written
+//     uncompressed, is larger)
 //     must not hold its source partition, production's messages
 //     included, for ever: a record set of several copies refused as too
 //     large is written again one copy per set, and a copy refused alone

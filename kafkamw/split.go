@@ -853,9 +853,11 @@ func partitionCount(ctx context.Context, cl *kafka.Client, topic string) (int, e
 	return len(md.Topics[0].Partitions), nil
 }
 
-// createTopic creates topic with n partitions and the topic configuration
-// configs; one that exists already is fine (another baseline instance, or
-// the sandbox's reader, created it), whatever its configuration.
+// createTopic creates topic, a sandbox topic ([SplitTopic]), with n
+// partitions and the topic configuration configs. One that exists
+// already is fine (another baseline instance, or the sandbox's reader,
+// created it), whatever its partitions; its max.message.bytes is raised
+// to configs' when lower ([raiseMaxMessageBytes]).
 func createTopic(ctx context.Context, cl *kafka.Client, topic string, n, replication int, configs []kafka.ConfigEntry) error {
 	if replication == 0 {
 		replication = -1 // the broker's default
@@ -866,10 +868,56 @@ func createTopic(ctx context.Context, cl *kafka.Client, topic string, n, replica
 	if err != nil {
 		return err
 	}
-	if err := resp.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-		return err
+	err = resp.Errors[topic]
+	if errors.Is(err, kafka.TopicAlreadyExists) {
+		for _, c := range configs {
+			if c.ConfigName == maxMessageBytes {
+				raiseMaxMessageBytes(ctx, cl, topic, c.ConfigValue)
+			}
+		}
+		return nil
 	}
-	return nil
+	return err
+}
+
+// raiseMaxMessageBytes sets the max.message.bytes of topic, a sandbox
+// topic that exists already, to want when its own is lower: created by
+// an older baseline reader, or before the source's limit was raised, it
+// would refuse the copies of the source's largest messages. Only
+// createTopic calls it, with a name made by [SplitTopic]: topics of the
+// split mode, never another. It never lowers a limit. A failure (the
+// describe or the alter refused, say by an ACL) leaves the topic as it
+// is: a copy it refuses as too large is given up ([forwarder.flush]),
+// as when the source's limit cannot be read.
+func raiseMaxMessageBytes(ctx context.Context, cl *kafka.Client, topic, want string) {
+	w, err := strconv.ParseInt(want, 10, 32)
+	if err != nil {
+		return
+	}
+	resp, err := cl.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{maxMessageBytes},
+	}}})
+	if err != nil {
+		return
+	}
+	for _, res := range resp.Resources {
+		if res.ResourceName != topic || res.Error != nil {
+			return
+		}
+		for _, e := range res.ConfigEntries {
+			if e.ConfigName != maxMessageBytes {
+				continue
+			}
+			if have, err := strconv.ParseInt(e.ConfigValue, 10, 32); err != nil || have >= w {
+				return
+			}
+			_, _ = cl.IncrementalAlterConfigs(ctx, &kafka.IncrementalAlterConfigsRequest{Resources: []kafka.IncrementalAlterConfigsRequestResource{{
+				ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
+				Configs: []kafka.IncrementalAlterConfigsRequestConfig{{Name: maxMessageBytes, Value: want, ConfigOperation: kafka.ConfigOperationSet}},
+			}}})
+			return
+		}
+	}
 }
 
 // maxMessageBytes is the topic configuration that bounds a record set,
