@@ -156,7 +156,7 @@ type forwarder struct {
 
 // copyArena hands out the header lists and [HeaderSplitSource] values of
 // copies from chunks shared by many copies: two allocations per copy
-// were most of what [Reader.handOff] cost. A chunk is never handed out
+// were about half of what [Reader.handOff] cost in a profile. A chunk is never handed out
 // twice; it is collected once no copy refers to it. The zero value is
 // ready.
 type copyArena struct {
