@@ -156,9 +156,9 @@ type forwarder struct {
 
 // copyArena hands out the header lists and [HeaderSplitSource] values of
 // copies from chunks shared by many copies: two allocations per copy
-// were about half of what [Reader.handOff] cost in a profile. A chunk is never handed out
-// twice; it is collected once no copy refers to it. The zero value is
-// ready.
+// were about half of what [Reader.handOff] cost in a profile. A chunk is
+// never handed out twice; it is collected once no copy refers to it. The
+// zero value is ready.
 type copyArena struct {
 	hs []kafka.Header
 	bs []byte
