@@ -95,16 +95,20 @@
 //     the source partition's number modulo the partition count: the
 //     copies of one partition, so of one key, keep their order.
 //   - Copies are buffered and written, acknowledged by all in-sync
-//     replicas, 10ms after the first of them is buffered (with those
-//     buffered meanwhile: one produce request per partition leader),
-//     every [WithSkipCommitInterval] (one second by default), on Close,
-//     and whenever 1000 are waiting. No offset is committed past a
-//     message whose copy is not acknowledged: a commit (the caller's
-//     CommitMessages, [Reader.Run]'s) that would pass one commits up to
-//     it, and what it asked for beyond is committed once the copy is
-//     written. A copy therefore reaches the sandbox's topic within a few
-//     milliseconds, and the baseline group's committed offset the
-//     caller's commits within one skip-commit interval. A write that
+//     replicas, 10ms after the first of them is buffered but no sooner
+//     than 50ms after the previous such write (with those buffered
+//     meanwhile: one produce request per partition leader), every
+//     [WithSkipCommitInterval] (one second by default), on Close, and
+//     whenever 4000 are waiting. Each write wakes a fetch of every
+//     sandbox partition it reaches: on a busy topic those fetches cost
+//     more than the copies, and the 50ms bound their rate. No offset
+//     is committed past a message whose copy is not acknowledged: a
+//     commit (the caller's CommitMessages, [Reader.Run]'s) that would
+//     pass one commits up to it, and what it asked for beyond is
+//     committed once the copy is written. A copy therefore reaches the
+//     sandbox's topic within 10ms (50ms on a busy topic), and the
+//     baseline group's committed offset the caller's commits within one
+//     skip-commit interval. A write that
 //     fails is retried on the next tick, holding the commits back
 //     meanwhile; a write that some partitions acknowledged writes again
 //     only the copies of the others (only a request that got no answer
@@ -122,11 +126,15 @@
 //     header a copy adds, read with DescribeConfigs: a source topic that
 //     accepts larger messages than the broker's default gets a sandbox
 //     topic that accepts their copies. When the source's cannot be read
-//     the topic is created with the broker's default all the same; a
-//     sandbox topic that exists already keeps its configuration. A
-//     copy the sandbox topic still refuses as too large (the topic
-//     existed with a lower limit, the describe failed, or the source
-//     batch was compressed and the copy, written uncompressed, is larger)
+//     the topic is created with the broker's default all the same. A
+//     sandbox topic that exists already (an older baseline created it,
+//     or the source's limit was raised since) and accepts less has its
+//     max.message.bytes raised to that (IncrementalAlterConfigs) when the
+//     forwarder first meets it; a higher one is never lowered, and only
+//     names made by [SplitTopic] are touched. A copy the sandbox topic
+//     still refuses as too large (the describe or the raise was refused,
+//     or the source batch was compressed and the copy, written
+//     uncompressed, is larger)
 //     must not hold its source partition, production's messages
 //     included, for ever: a record set of several copies refused as too
 //     large is written again one copy per set, and a copy refused alone
@@ -183,8 +191,9 @@
 // fetched per message produced, for 1, 4 or 16 sandboxes owning a third
 // of the topic, against 2, 5 and 17 in the filter mode), and each
 // forwarded message is written once more, in one produce request per
-// sandbox partition per skip-commit interval (or per 1000 copies),
-// however often the caller commits. The README has the CPU figures.
+// partition leader at most every 50ms (or per 4000 copies), however
+// often the caller commits, and read once more by its sandbox's reader.
+// The README has the CPU figures.
 //
 // # Skipped messages
 //

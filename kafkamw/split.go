@@ -116,8 +116,9 @@ func validTopic(name string) error {
 //
 // Forwards are batched: [Reader.handOff] adds the copy to a buffer, and
 // the buffer is written, and acknowledged by all in-sync replicas, by the
-// reader's flush loop forwardLinger after the first copy it holds (see
-// [forwarder.kicks]), by the periodic flush (and Close), and when it is
+// reader's flush loop forwardLinger after the first copy it holds, and no
+// sooner than forwardGap after its previous write (see [forwarder.kicks]),
+// by the periodic flush (and Close), and when it is
 // full. Every commit
 // stops short of the first message of its partition whose copy is still
 // buffered ([forwarder.capped]); the flush commits the rest once the
@@ -143,9 +144,51 @@ type forwarder struct {
 	// by itself is given up. Under flushMu.
 	alone map[topicPartitionOffset]struct{}
 
+	// arena holds the copies' header lists and source headers, under
+	// the reader's fetch lock (handOff).
+	arena copyArena
+
 	// kick tells the reader's flush loop that copies are buffered: it
-	// writes them forwardLinger later, with those buffered meanwhile.
+	// writes them forwardLinger later (or forwardGap after its previous
+	// write), with those buffered meanwhile.
 	kick chan struct{}
+}
+
+// copyArena hands out the header lists and [HeaderSplitSource] values of
+// copies from chunks shared by many copies: two allocations per copy
+// were about half of what [Reader.handOff] cost in a profile. A chunk is
+// never handed out twice; it is collected once no copy refers to it. The
+// zero value is ready.
+type copyArena struct {
+	hs []kafka.Header
+	bs []byte
+}
+
+// copyArenaChunk is how many headers, and how many bytes, a chunk holds.
+const copyArenaChunk = 1024
+
+// headers returns an empty slice with room for n headers; appending up to
+// n headers to it does not touch any other slice it returned.
+func (a *copyArena) headers(n int) []kafka.Header {
+	if cap(a.hs)-len(a.hs) < n {
+		if n > copyArenaChunk/4 {
+			return make([]kafka.Header, 0, n)
+		}
+		a.hs = make([]kafka.Header, 0, copyArenaChunk)
+	}
+	l := len(a.hs)
+	a.hs = a.hs[:l+n]
+	return a.hs[l : l : l+n]
+}
+
+// bytes returns an empty slice with room for n bytes, as headers does.
+func (a *copyArena) bytes(n int) []byte {
+	if cap(a.bs)-len(a.bs) < n {
+		a.bs = make([]byte, 0, copyArenaChunk*32)
+	}
+	l := len(a.bs)
+	a.bs = a.bs[:l+n]
+	return a.bs[l : l : l+n]
 }
 
 // sandboxTopic names a sandbox's topic by its source topic and sandbox.
@@ -159,9 +202,20 @@ type sandboxTopic struct{ source, sandbox string }
 // second by default).
 const forwardLinger = 10 * time.Millisecond
 
+// forwardGap is the least time between the starts of two writes of the
+// flush loop: a sandbox's lone message is written forwardLinger after it
+// is buffered, but a busy topic's copies at most every forwardGap. Each
+// write wakes a fetch on every sandbox partition it reaches (3 × 16 for
+// 16 sandboxes on a topic of three partitions), and those fetches, not
+// the copies, were most of what the split mode cost beyond the plain
+// reader in BenchmarkSandboxes/steady at forwardGap = forwardLinger
+// (about 420 sandbox fetches per pass of 20,000 messages, 170 at 50ms).
+const forwardGap = 50 * time.Millisecond
+
 // maxBuffered is how many copies the forwarder buffers before it writes
-// them in the fetch path.
-const maxBuffered = 1000
+// them in the fetch path: above what a forwardGap gathers from most
+// topics, so that the writes keep to the flush loop's pace.
+const maxBuffered = 4000
 
 func newForwarder(s Split, rcfg kafka.ReaderConfig) *forwarder {
 	tr := transport(rcfg.Dialer)
@@ -335,10 +389,12 @@ func (f *forwarder) kicks() <-chan struct{} {
 }
 
 // lingerFlusher writes a forwarder's copies forwardLinger after it is
-// kicked, for the reader's flush loop. The zero value is ready.
+// kicked, and no sooner than forwardGap after the previous write it
+// started, for the reader's flush loop. The zero value is ready.
 type lingerFlusher struct {
 	t     *time.Timer
 	armed <-chan time.Time // t.C while a write is due, else nil
+	last  time.Time        // when the last write was started
 }
 
 // kicked arms the timer unless a write is already due: copies buffered
@@ -347,10 +403,11 @@ func (l *lingerFlusher) kicked() {
 	if l.armed != nil {
 		return
 	}
+	d := max(forwardLinger, time.Until(l.last.Add(forwardGap)))
 	if l.t == nil {
-		l.t = time.NewTimer(forwardLinger)
+		l.t = time.NewTimer(d)
 	} else {
-		l.t.Reset(forwardLinger)
+		l.t.Reset(d)
 	}
 	l.armed = l.t.C
 }
@@ -360,7 +417,7 @@ func (l *lingerFlusher) kicked() {
 func (l *lingerFlusher) due() <-chan time.Time { return l.armed }
 
 // fired records that the due write is being done.
-func (l *lingerFlusher) fired() { l.armed = nil }
+func (l *lingerFlusher) fired() { l.armed, l.last = nil, time.Now() }
 
 // stop releases the timer.
 func (l *lingerFlusher) stop() {
@@ -687,13 +744,14 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 	// it from a forwarded copy, headers and all) is not this copy's: the
 	// sandbox's reader would take it for the copy's coordinates and skip
 	// a new message as a second copy.
-	hs := make([]kafka.Header, 0, len(msg.Headers)+1)
+	hs := f.arena.headers(len(msg.Headers) + 1)
 	for _, h := range msg.Headers {
 		if h.Key != HeaderSplitSource {
 			hs = append(hs, h)
 		}
 	}
-	v := strconv.AppendInt(make([]byte, 0, 32), int64(msg.Partition), 10)
+	v := f.arena.bytes(2 * 20)
+	v = strconv.AppendInt(v, int64(msg.Partition), 10)
 	v = strconv.AppendInt(append(v, '/'), msg.Offset, 10)
 	hs = append(hs, kafka.Header{Key: HeaderSplitSource, Value: v})
 	src := topicPartitionOffset{topicPartition{msg.Topic, msg.Partition}, msg.Offset}
@@ -795,9 +853,11 @@ func partitionCount(ctx context.Context, cl *kafka.Client, topic string) (int, e
 	return len(md.Topics[0].Partitions), nil
 }
 
-// createTopic creates topic with n partitions and the topic configuration
-// configs; one that exists already is fine (another baseline instance, or
-// the sandbox's reader, created it), whatever its configuration.
+// createTopic creates topic, a sandbox topic ([SplitTopic]), with n
+// partitions and the topic configuration configs. One that exists
+// already is fine (another baseline instance, or the sandbox's reader,
+// created it), whatever its partitions; its max.message.bytes is raised
+// to configs' when lower ([raiseMaxMessageBytes]).
 func createTopic(ctx context.Context, cl *kafka.Client, topic string, n, replication int, configs []kafka.ConfigEntry) error {
 	if replication == 0 {
 		replication = -1 // the broker's default
@@ -808,10 +868,56 @@ func createTopic(ctx context.Context, cl *kafka.Client, topic string, n, replica
 	if err != nil {
 		return err
 	}
-	if err := resp.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-		return err
+	err = resp.Errors[topic]
+	if errors.Is(err, kafka.TopicAlreadyExists) {
+		for _, c := range configs {
+			if c.ConfigName == maxMessageBytes {
+				raiseMaxMessageBytes(ctx, cl, topic, c.ConfigValue)
+			}
+		}
+		return nil
 	}
-	return nil
+	return err
+}
+
+// raiseMaxMessageBytes sets the max.message.bytes of topic, a sandbox
+// topic that exists already, to want when its own is lower: created by
+// an older baseline reader, or before the source's limit was raised, it
+// would refuse the copies of the source's largest messages. Only
+// createTopic calls it, with a name made by [SplitTopic]: topics of the
+// split mode, never another. It never lowers a limit. A failure (the
+// describe or the alter refused, say by an ACL) leaves the topic as it
+// is: a copy it refuses as too large is given up ([forwarder.flush]),
+// as when the source's limit cannot be read.
+func raiseMaxMessageBytes(ctx context.Context, cl *kafka.Client, topic, want string) {
+	w, err := strconv.ParseInt(want, 10, 32)
+	if err != nil {
+		return
+	}
+	resp, err := cl.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{maxMessageBytes},
+	}}})
+	if err != nil {
+		return
+	}
+	for _, res := range resp.Resources {
+		if res.ResourceName != topic || res.Error != nil {
+			return
+		}
+		for _, e := range res.ConfigEntries {
+			if e.ConfigName != maxMessageBytes {
+				continue
+			}
+			if have, err := strconv.ParseInt(e.ConfigValue, 10, 32); err != nil || have >= w {
+				return
+			}
+			_, _ = cl.IncrementalAlterConfigs(ctx, &kafka.IncrementalAlterConfigsRequest{Resources: []kafka.IncrementalAlterConfigsRequestResource{{
+				ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
+				Configs: []kafka.IncrementalAlterConfigsRequestConfig{{Name: maxMessageBytes, Value: want, ConfigOperation: kafka.ConfigOperationSet}},
+			}}})
+			return
+		}
+	}
 }
 
 // maxMessageBytes is the topic configuration that bounds a record set,

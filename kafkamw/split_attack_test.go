@@ -153,11 +153,22 @@ func TestSplitPartialProduceFailure(t *testing.T) {
 	c, addrs := controlledBroker(t)
 	f := newSplitFixtureAt(t, addrs, 2)
 	var failed atomic.Int32
+	// A's copies are held (neither written nor answered) until the
+	// baseline has decided the whole topic, so that the next write
+	// carries both partitions' copies: left to the fetches' pace, a
+	// loaded run could write each partition's copies apart, and nothing
+	// was failed.
+	var held atomic.Bool
+	held.Store(true)
 	c.KeepControl()
 	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
 		req := kr.(*kmsg.ProduceRequest)
 		for i := range req.Topics {
 			tp := &req.Topics[i]
+			if tp.Topic == f.aTopic && held.Load() {
+				tp.Partitions = nil
+				continue
+			}
 			if tp.Topic == f.aTopic && len(tp.Partitions) == 2 && failed.Load() < 3 {
 				failed.Add(1)
 				tp.Partitions = tp.Partitions[:1] // partition 1 is neither written nor answered
@@ -171,6 +182,7 @@ func TestSplitPartialProduceFailure(t *testing.T) {
 	base := startConsumer(t, "baseline", f.reader(true), 4)
 	a := startConsumer(t, "sandbox", f.reader(true, kafkamw.AsSandbox(sbA.ID)), 3)
 	waitFor(t, 30*time.Second, "the baseline to decide the topic", func() bool { return base.seen() == 150 })
+	held.Store(false)
 	waitFor(t, 30*time.Second, "A's reader to get A's 50", func() bool { return a.seen() >= 50 })
 	if failed.Load() == 0 {
 		t.Fatal("no produce request carried both of A's partitions: nothing was failed")

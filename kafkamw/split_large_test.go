@@ -2,6 +2,7 @@ package kafkamw_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sandboxkit/sandboxkit/audit"
@@ -237,9 +239,10 @@ func TestSplitLargeMessageSandboxTopicSized(t *testing.T) {
 }
 
 // TestSplitLargeMessageGivenUp: A's topic exists already with the
-// broker's default limit (created by an older baseline, or by hand), so
-// the copy of A's 2 MiB message is refused whatever the forwarder
-// creates. The copy is given up, as an unforwardable message: skipped,
+// broker's default limit (created by an older baseline, or by hand) and
+// the broker refuses to raise it (an ACL refuses IncrementalAlterConfigs),
+// so the copy of A's 2 MiB message is refused whatever the forwarder
+// does. The copy is given up, as an unforwardable message: skipped,
 // dead-lettered when a dead-letter writer is set (counted and audited
 // when that write fails too), counted, audited with the broker's refusal;
 // production's messages behind it are processed and committed, and A's
@@ -248,9 +251,10 @@ func TestSplitLargeMessageSandboxTopicSized(t *testing.T) {
 func TestSplitLargeMessageGivenUp(t *testing.T) {
 	for _, mode := range []string{"dead letter", "no dead letter", "dead letter down"} {
 		t.Run(mode, func(t *testing.T) {
-			addrs := kafkatest.Start(t)
+			cl, addrs := controlledBroker(t)
 			f := newLargeFixture(t, addrs)
 			createTopicWith(t, addrs, f.aTopic, 1) // the broker's default max.message.bytes
+			denied := denyAlterConfigs(cl, f.aTopic)
 			var log auditLog
 			opts := []kafkamw.ReaderOption{kafkamw.WithLogger(log.logger())}
 			var dlTopic string
@@ -285,6 +289,9 @@ func TestSplitLargeMessageGivenUp(t *testing.T) {
 			case "dead letter down":
 				dlFailed = 1
 			}
+			if denied.Load() == 0 {
+				t.Fatal("no IncrementalAlterConfigs of A's topic was refused: the case is not exercised")
+			}
 			if c.Forwarded != 2 || c.Unforwardable != 1 || c.DeadLettered != dl || c.DeadLetterFailed != dlFailed || c.Skipped != 3 || c.Delivered != 4 {
 				t.Errorf("baseline counts %+v: want 2 forwarded, 1 unforwardable, %d dead-lettered, %d dead-letter writes failed", c, dl, dlFailed)
 			}
@@ -300,6 +307,80 @@ func TestSplitLargeMessageGivenUp(t *testing.T) {
 			}
 			if mode == "dead letter" {
 				checkDeadLetter(t, addrs, dlTopic, f.topic+"/0/3")
+			}
+		})
+	}
+}
+
+// denyAlterConfigs makes c refuse every IncrementalAlterConfigs of
+// topic, as an ACL would, and returns how many it refused.
+func denyAlterConfigs(c *kfake.Cluster, topic string) *atomic.Int32 {
+	var denied atomic.Int32
+	c.KeepControl()
+	c.ControlKey(int16(kmsg.IncrementalAlterConfigs), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		req := kr.(*kmsg.IncrementalAlterConfigsRequest)
+		if !slices.ContainsFunc(req.Resources, func(rr kmsg.IncrementalAlterConfigsRequestResource) bool { return rr.ResourceName == topic }) {
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.IncrementalAlterConfigsResponse)
+		for _, rr := range req.Resources {
+			r := kmsg.NewIncrementalAlterConfigsResponseResource()
+			r.ResourceType, r.ResourceName = rr.ResourceType, rr.ResourceName
+			r.ErrorCode = 29 // TOPIC_AUTHORIZATION_FAILED
+			resp.Resources = append(resp.Resources, r)
+		}
+		denied.Add(1)
+		return resp, nil, true
+	})
+	return &denied
+}
+
+// TestSplitLargeExistingTopicRaised: A's topic exists already (created by
+// an older baseline, or before the source's limit was raised). With a
+// limit below the source's, the forwarder raises it, and A's 2 MiB
+// message reaches A's reader; the production messages around it are
+// processed and committed, nothing is given up. With a limit above the
+// source's it is left as it is: the split mode never lowers one. Before
+// the raise, the lower limit refused the copy and it was given up
+// (TestSplitLargeMessageGivenUp's case, now only when the raise is
+// refused).
+func TestSplitLargeExistingTopicRaised(t *testing.T) {
+	for _, existing := range []int{0, 3 * sourceLimit} {
+		t.Run(fmt.Sprintf("max.message.bytes=%d", existing), func(t *testing.T) {
+			addrs := kafkatest.Start(t)
+			f := newLargeFixture(t, addrs)
+			if existing == 0 {
+				createTopicWith(t, addrs, f.aTopic, 1) // the broker's default
+			} else {
+				createTopicWith(t, addrs, f.aTopic, 1, maxBytes(existing))
+			}
+			before := topicMaxBytes(t, addrs, f.aTopic)
+			if existing == 0 && before >= bigSize {
+				t.Fatalf("the broker's default max.message.bytes %d takes A's big message: the case is not exercised", before)
+			}
+			f.produceLarge(largeTraffic)
+			base := startConsumer(t, "baseline", f.largeReader(), 1)
+			a := startConsumer(t, "sandbox", f.largeReader(kafkamw.AsSandbox(sbA.ID)), 1)
+			waitFor(t, 20*time.Second, "the baseline to decide the topic", func() bool { return base.seen() == int64(len(largeTraffic)) })
+			waitFor(t, 20*time.Second, "the baseline to commit everything", func() bool { return lagOf(t, f.addrs, f.topic, f.group) == 0 })
+			waitFor(t, 20*time.Second, "A's reader to get A's 3", func() bool { return a.r.Counts().Delivered == 3 })
+			bs, as := base.stop(), a.stop()
+			if got, want := keys(bs), keysOf(largeTraffic, false); !slices.Equal(got, want) {
+				t.Errorf("the baseline processed %v, want %v", got, want)
+			}
+			if got, want := keys(as), keysOf(largeTraffic, true); !slices.Equal(got, want) {
+				t.Errorf("A's reader processed %v, want %v", got, want)
+			}
+			if c := base.r.Counts(); c.Forwarded != 3 || c.Unforwardable != 0 {
+				t.Errorf("baseline counts %+v: want A's 3 forwarded, none given up", c)
+			}
+			got := topicMaxBytes(t, addrs, f.aTopic)
+			if existing == 0 && got < sourceLimit {
+				t.Errorf("A's topic's max.message.bytes is %d, want at least the source's %d", got, sourceLimit)
+			}
+			if existing != 0 && got != existing {
+				t.Errorf("A's topic's max.message.bytes is %d, want %d as it was (never lowered)", got, existing)
 			}
 		})
 	}
@@ -337,7 +418,7 @@ func checkDeadLetter(t *testing.T, addrs []string, topic, source string) {
 }
 
 // TestSplitLargeRecordSet: copies small enough one by one for A's topic
-// (max.message.bytes 100 KiB) but buffered together (here while A's
+// (max.message.bytes 100 KiB, which the broker refuses to raise) but buffered together (here while A's
 // topic's leader does not answer) go in one record set that the broker
 // refuses as too large. That set is written again one copy per set, so
 // only the copy too large by itself is given up: A's reader gets the
@@ -348,6 +429,7 @@ func TestSplitLargeRecordSet(t *testing.T) {
 	f := newSplitFixtureAt(t, addrs, 1)
 	const limit = 100 << 10
 	createTopicWith(t, addrs, f.aTopic, 1, maxBytes(limit))
+	denyAlterConfigs(c, f.aTopic) // else the forwarder raises the limit to the source's
 	var held atomic.Bool
 	held.Store(true)
 	var heldWrites, refusedSets atomic.Int32
