@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/sony/gobreaker/v2"
 	"go.opentelemetry.io/otel/metric"
@@ -42,20 +43,22 @@ import (
 // key would have in the same state.
 type entry struct {
 	// What a call reads, together: at 100,000 keys each call finds its
-	// key cold, so these share as few cache lines as they can, and the
-	// token bucket is held by value, not behind a pointer to chase.
-	lim      rate.Limiter // the key's token bucket, used while its policy is limited
-	cur      atomic.Pointer[phase]
+	// key cold, so these share as few cache lines as they can. The ID is
+	// compared first, and a short one (see idBuf) lies here too, not in a
+	// string of its own; the token bucket is held by value, not behind a
+	// pointer to chase; and a key that never left the closed state has no
+	// phase of its own to read (cur is nil, its done function is done0).
+	id       string // points into idBuf when the ID fits there
+	idBuf    [16]byte
+	cur      atomic.Pointer[phase] // nil: the first phase, closed
 	pol      atomic.Pointer[policy]
 	lastUsed atomic.Int64
 	inflight atomic.Int32
 	flags    atomic.Uint32 // dead and dirty
+	lim      rate.Limiter  // the key's token bucket, used while its policy is limited
 	g        *Group
-	// first is the phase the key starts in, closed; most keys never leave
-	// it, and a call finds it in the cache lines of the entry.
-	first phase
+	done0    func(error) // finishes a call admitted in the first phase
 
-	id   string
 	who  *[2]string // actor and origin; nil when both are empty
 	opts atomic.Pointer[[numOutcomes]atomic.Pointer[[]metric.AddOption]]
 	mu   sync.Mutex // serialises every call into cb and phase changes
@@ -91,10 +94,21 @@ func (e *entry) set(f uint32, on bool) {
 	}
 }
 
+// phase is a state the key's breaker entered. A nil *phase is the first
+// phase of a key, closed, whose done function is the entry's done0: most
+// keys never leave it, and then hold no phase.
 type phase struct {
 	state     State
 	openUntil int64       // StateOpen: end of the open period
 	done      func(error) // finishes a call admitted in this phase
+}
+
+// st is the state of phase p.
+func (p *phase) st() State {
+	if p == nil {
+		return StateClosed
+	}
+	return p.state
 }
 
 // policy is a budget resolved at a route table generation. It is immutable,
@@ -113,7 +127,15 @@ type change struct {
 
 func (g *Group) newEntry(s propagation.Sandbox, t int64) *entry {
 	// Own copies: the caller's strings may point into a request's headers.
-	e := &entry{g: g, id: strings.Clone(s.ID)}
+	e := &entry{g: g}
+	if len(s.ID) <= len(e.idBuf) {
+		// In the entry itself, so that finding the key reads no other
+		// object; idBuf is never written again.
+		n := copy(e.idBuf[:], s.ID)
+		e.id = unsafe.String(&e.idBuf[0], n)
+	} else {
+		e.id = strings.Clone(s.ID)
+	}
 	if s.Actor != "" || s.Origin != "" {
 		e.who = &[2]string{strings.Clone(s.Actor), strings.Clone(s.Origin)}
 	}
@@ -123,8 +145,7 @@ func (g *Group) newEntry(s propagation.Sandbox, t int64) *entry {
 	if pol.limited {
 		pol.fill(&e.lim)
 	}
-	e.first = phase{state: StateClosed, done: func(err error) { e.finish(&e.first, err) }}
-	e.cur.Store(&e.first)
+	e.done0 = func(err error) { e.finish(nil, err) }
 	return e
 }
 
@@ -219,7 +240,7 @@ func (e *entry) allow(ctx context.Context, now time.Time, t int64) (done func(er
 	}
 	p := e.cur.Load()
 	probe := false
-	if p.state != StateClosed {
+	if p.st() != StateClosed {
 		if p.state == StateOpen && t < p.openUntil {
 			return nothing, e.refuse(ctx, refusedOpen, time.Duration(p.openUntil-t)), false
 		}
@@ -244,6 +265,9 @@ func (e *entry) allow(ctx context.Context, now time.Time, t int64) (done func(er
 		return nothing, e.refuse(ctx, refusedRate, wait(&e.lim, now)), false
 	}
 	e.count(ctx, admitted)
+	if p == nil {
+		return e.done0, nil, false
+	}
 	return p.done, nil, false
 }
 
@@ -266,7 +290,7 @@ func (e *entry) admitProbe(ctx context.Context, t int64) (*phase, bool, error) {
 	e.mu.Lock()
 	p := e.cur.Load()
 	switch {
-	case p.state == StateClosed:
+	case p.st() == StateClosed:
 		e.mu.Unlock()
 		return p, false, nil
 	case p.state == StateOpen && t < p.openUntil:
@@ -298,11 +322,12 @@ var (
 func succeeded() (struct{}, error) { return struct{}{}, nil }
 func failed() (struct{}, error)    { return struct{}{}, errFailure }
 
-// finish records the outcome of a call admitted in phase p.
+// finish records the outcome of a call admitted in phase p (nil: the
+// first).
 func (e *entry) finish(p *phase, err error) {
 	e.inflight.Add(-1)
 	r := e.g.classify(err)
-	if p.state == StateClosed && e.cur.Load() == p && (r == excluded || r == success && !e.is(dirty)) {
+	if p.st() == StateClosed && e.cur.Load() == p && (r == excluded || r == success && !e.is(dirty)) {
 		// Fast path: in the closed state a success after a success, and
 		// an excluded call, change nothing gobreaker decides on.
 		return
@@ -312,7 +337,7 @@ func (e *entry) finish(p *phase, err error) {
 		e.mu.Unlock()
 		return // the breaker changed state since the call was admitted
 	}
-	if p.state == StateHalfOpen && e.slow.probes > 0 {
+	if p.st() == StateHalfOpen && e.slow.probes > 0 {
 		e.slow.probes--
 	}
 	if r == excluded {
@@ -346,7 +371,7 @@ func (e *entry) onStateChange(_ string, _, to gobreaker.State) {
 	switch to {
 	case gobreaker.StateOpen:
 		reason := fmt.Sprintf("%d consecutive failures", e.g.cfg.Failures)
-		if e.cur.Load().state == StateHalfOpen {
+		if e.cur.Load().st() == StateHalfOpen {
 			reason = "a probe failed"
 		}
 		e.setPhase(StateOpen, e.slow.now+int64(e.g.cfg.OpenTimeout), reason)
@@ -365,7 +390,7 @@ func (e *entry) setPhase(s State, openUntil int64, reason string) *phase {
 	e.cur.Store(p)
 	e.slow.probes = 0
 	e.set(dirty, false)
-	e.slow.changes = append(e.slow.changes, change{from: old.state, to: s, reason: reason})
+	e.slow.changes = append(e.slow.changes, change{from: old.st(), to: s, reason: reason})
 	return p
 }
 
@@ -407,7 +432,7 @@ func (e *entry) idle(t int64) bool {
 		return false
 	}
 	p := e.cur.Load()
-	return p.state != StateOpen || t >= p.openUntil
+	return p.st() != StateOpen || t >= p.openUntil
 }
 
 func (e *entry) refuse(ctx context.Context, o outcome, retry time.Duration) error {
@@ -461,7 +486,7 @@ func (e *entry) compact(t int64) {
 	if e.slow == nil && e.opts.Load() == nil {
 		return // compact already
 	}
-	if e.cur.Load().state != StateClosed || e.is(dirty) {
+	if e.cur.Load().st() != StateClosed || e.is(dirty) {
 		return
 	}
 	e.set(dead, true)

@@ -198,10 +198,10 @@ func (g *Group) State(id string) State {
 		return StateClosed
 	}
 	p := e.cur.Load()
-	if p.state == StateOpen && g.since(g.cfg.now()) >= p.openUntil {
+	if p.st() == StateOpen && g.since(g.cfg.now()) >= p.openUntil {
 		return StateHalfOpen
 	}
-	return p.state
+	return p.st()
 }
 
 // Len returns the number of keys the group holds.
@@ -368,7 +368,7 @@ func (g *Group) evict(sh *shard, e *entry, t int64) bool {
 		return false
 	}
 	sh.n--
-	if e.cur.Load().state != StateClosed {
+	if e.cur.Load().st() != StateClosed {
 		g.ins.open.Add(context.Background(), -1, g.ins.openOpts...)
 	}
 	return true
