@@ -42,27 +42,41 @@ import (
 // idle for a while is compacted (see compact): it lets go of what a fresh
 // key would have in the same state.
 type entry struct {
-	// What a call reads, together: at 100,000 keys each call finds its
-	// key cold, so these share as few cache lines as they can. The ID is
-	// compared first, and a short one (see idBuf) lies here too, not in a
-	// string of its own; the token bucket is held by value, not behind a
-	// pointer to chase; and a key that never left the closed state has no
-	// phase of its own to read (cur is nil, its done function is done0).
-	id       string // points into idBuf when the ID fits there
-	idBuf    [16]byte
-	cur      atomic.Pointer[phase] // nil: the first phase, closed
+	// What a call reads: at 100,000 keys each call finds its key cold, so
+	// these fill the entry's first two cache lines and nothing else does
+	// (entries are 192 bytes, a size class whose objects start on a cache
+	// line). A short ID is compared here (idLen, idBuf), the token bucket
+	// is held by value, not behind a pointer to chase, and a key that
+	// never left the closed state reads no phase (see phased). The Group
+	// is handed to a call's methods by the call, not read from g.
+	idLen    uint8    // len(id) when it fits in idBuf, longID when not
+	idBuf    [15]byte // the ID when it fits
 	pol      atomic.Pointer[policy]
 	lastUsed atomic.Int64
 	inflight atomic.Int32
-	flags    atomic.Uint32 // dead and dirty
+	flags    atomic.Uint32 // dead, dirty and phased
+	done0    func(error)   // finishes a call admitted in the first phase
 	lim      rate.Limiter  // the key's token bucket, used while its policy is limited
-	g        *Group
-	done0    func(error) // finishes a call admitted in the first phase
 
+	// What only some calls read.
+	id   string                // points into idBuf when the ID fits there
+	cur  atomic.Pointer[phase] // nil: the first phase, closed
+	g    *Group
 	who  *[2]string // actor and origin; nil when both are empty
 	opts atomic.Pointer[[numOutcomes]atomic.Pointer[[]metric.AddOption]]
 	mu   sync.Mutex // serialises every call into cb and phase changes
 	slow *slow      // nil until the key's breaker first counts a result
+}
+
+// longID is the idLen of an entry whose ID does not fit in idBuf.
+const longID = 0xff
+
+// hasID reports whether id is the ID of e.
+func (e *entry) hasID(id string) bool {
+	if int(e.idLen) == len(id) {
+		return string(e.idBuf[:len(id)]) == id
+	}
+	return e.idLen == longID && e.id == id
 }
 
 // slow is the state of a key's breaker beyond its phase, made when the
@@ -82,6 +96,9 @@ const (
 	dead uint32 = 1 << iota
 	// dirty: gobreaker may count consecutive failures.
 	dirty
+	// phased: the key left its first phase, cur is set. A call reads
+	// cur only then: it shares no cache line with what calls read.
+	phased
 )
 
 func (e *entry) is(f uint32) bool { return e.flags.Load()&f != 0 }
@@ -101,6 +118,16 @@ type phase struct {
 	state     State
 	openUntil int64       // StateOpen: end of the open period
 	done      func(error) // finishes a call admitted in this phase
+}
+
+// phase returns the phase of e a call is admitted in: cur, read only once
+// the key left its first phase. A call racing the change from the first
+// phase may see the first: as if it came before.
+func (e *entry) phase() *phase {
+	if !e.is(phased) {
+		return nil
+	}
+	return e.cur.Load()
 }
 
 // st is the state of phase p.
@@ -128,14 +155,7 @@ type change struct {
 func (g *Group) newEntry(s propagation.Sandbox, t int64) *entry {
 	// Own copies: the caller's strings may point into a request's headers.
 	e := &entry{g: g}
-	if len(s.ID) <= len(e.idBuf) {
-		// In the entry itself, so that finding the key reads no other
-		// object; idBuf is never written again.
-		n := copy(e.idBuf[:], s.ID)
-		e.id = unsafe.String(&e.idBuf[0], n)
-	} else {
-		e.id = strings.Clone(s.ID)
-	}
+	e.setID(s.ID)
 	if s.Actor != "" || s.Origin != "" {
 		e.who = &[2]string{strings.Clone(s.Actor), strings.Clone(s.Origin)}
 	}
@@ -147,6 +167,20 @@ func (g *Group) newEntry(s propagation.Sandbox, t int64) *entry {
 	}
 	e.done0 = func(err error) { e.finish(nil, err) }
 	return e
+}
+
+// setID sets the ID of a new entry e to an own copy of id: in the entry
+// itself when it fits, so that finding the key reads no other object.
+// idBuf is never written again, so id may point into it.
+func (e *entry) setID(id string) {
+	if len(id) > len(e.idBuf) {
+		e.idLen, e.id = longID, strings.Clone(id)
+		return
+	}
+	e.idLen = uint8(copy(e.idBuf[:], id))
+	if e.idLen > 0 {
+		e.id = unsafe.String(&e.idBuf[0], e.idLen)
+	}
 }
 
 // sandbox returns the sandbox of e, for the audit.
@@ -200,12 +234,12 @@ func (e *entry) newPhase(s State, openUntil int64) *phase {
 
 // policy returns the key's policy, resolved again after the route table
 // changed.
-func (e *entry) policy(now time.Time) *policy {
+func (e *entry) policy(g *Group, now time.Time) *policy {
 	pol := e.pol.Load()
-	if e.g.cfg.routes == nil {
+	if g.cfg.routes == nil {
 		return pol
 	}
-	gen := e.g.routesGen()
+	gen := g.routesGen()
 	if pol.gen >= gen {
 		return pol
 	}
@@ -214,7 +248,7 @@ func (e *entry) policy(now time.Time) *policy {
 	if pol = e.pol.Load(); pol.gen >= gen {
 		return pol
 	}
-	np := e.g.policyFor(e.g.budgetFor(e.id), gen)
+	np := g.policyFor(g.budgetFor(e.id), gen)
 	if np.budget != pol.budget {
 		switch {
 		case !np.limited:
@@ -231,14 +265,14 @@ func (e *entry) policy(now time.Time) *policy {
 	return np
 }
 
-// allow admits or refuses one call at time now (t on the group's scale).
-// again reports that e was evicted, or was being compacted, meanwhile and
-// the key must be looked up again.
-func (e *entry) allow(ctx context.Context, now time.Time, t int64) (done func(error), err error, again bool) {
-	if t-e.lastUsed.Load() >= e.g.touch {
+// allow admits or refuses one call of g, e's group, at time now (t on the
+// group's scale). again reports that e was evicted, or was being
+// compacted, meanwhile and the key must be looked up again.
+func (e *entry) allow(g *Group, ctx context.Context, now time.Time, t int64) (done func(error), err error, again bool) {
+	if t-e.lastUsed.Load() >= g.touch {
 		e.lastUsed.Store(t)
 	}
-	p := e.cur.Load()
+	p := e.phase()
 	probe := false
 	if p.st() != StateClosed {
 		if p.state == StateOpen && t < p.openUntil {
@@ -255,7 +289,7 @@ func (e *entry) allow(ctx context.Context, now time.Time, t int64) (done func(er
 	}
 	// From here on the key counts as in flight: the sweep neither evicts
 	// nor compacts it.
-	pol := e.policy(now)
+	pol := e.policy(g, now)
 	if pol.maxInFlight > 0 && n > pol.maxInFlight {
 		e.unadmit(p, probe)
 		return nothing, e.refuse(ctx, refusedFlight, BusyRetryAfter), false
@@ -264,7 +298,7 @@ func (e *entry) allow(ctx context.Context, now time.Time, t int64) (done func(er
 		e.unadmit(p, probe)
 		return nothing, e.refuse(ctx, refusedRate, wait(&e.lim, now)), false
 	}
-	e.count(ctx, admitted)
+	e.count(g, ctx, admitted)
 	if p == nil {
 		return e.done0, nil, false
 	}
@@ -326,8 +360,11 @@ func failed() (struct{}, error)    { return struct{}{}, errFailure }
 // first).
 func (e *entry) finish(p *phase, err error) {
 	e.inflight.Add(-1)
-	r := e.g.classify(err)
-	if p.st() == StateClosed && e.cur.Load() == p && (r == excluded || r == success && !e.is(dirty)) {
+	r := success
+	if err != nil {
+		r = e.g.classify(err)
+	}
+	if p.st() == StateClosed && e.phase() == p && (r == excluded || r == success && !e.is(dirty)) {
 		// Fast path: in the closed state a success after a success, and
 		// an excluded call, change nothing gobreaker decides on.
 		return
@@ -388,6 +425,7 @@ func (e *entry) setPhase(s State, openUntil int64, reason string) *phase {
 	old := e.cur.Load()
 	p := e.newPhase(s, openUntil)
 	e.cur.Store(p)
+	e.set(phased, true)
 	e.slow.probes = 0
 	e.set(dirty, false)
 	e.slow.changes = append(e.slow.changes, change{from: old.st(), to: s, reason: reason})
@@ -436,7 +474,7 @@ func (e *entry) idle(t int64) bool {
 }
 
 func (e *entry) refuse(ctx context.Context, o outcome, retry time.Duration) error {
-	e.count(ctx, o)
+	e.count(e.g, ctx, o)
 	err := ErrOpen
 	switch o {
 	case refusedRate:
@@ -447,8 +485,9 @@ func (e *entry) refuse(ctx context.Context, o outcome, retry time.Duration) erro
 	return &Error{Err: err, ID: e.id, RetryAfter: retry}
 }
 
-func (e *entry) count(ctx context.Context, o outcome) {
-	if !e.g.ins.decisions.Enabled(ctx) {
+// count counts outcome o of a call of e's group g.
+func (e *entry) count(g *Group, ctx context.Context, o outcome) {
+	if !g.ins.decisions.Enabled(ctx) {
 		// Nothing records it (the noop meter, or no reader wants it): do
 		// not build, nor keep, the key's attribute set (about 190 B).
 		return
@@ -462,11 +501,11 @@ func (e *entry) count(ctx context.Context, o outcome) {
 	}
 	opts := all[o].Load()
 	if opts == nil {
-		a := attrs(e.g.cfg.Name, e.id, o)
+		a := attrs(g.cfg.Name, e.id, o)
 		opts = &a
 		all[o].Store(opts)
 	}
-	e.g.ins.decisions.Add(ctx, 1, (*opts)...)
+	g.ins.decisions.Add(ctx, 1, (*opts)...)
 }
 
 // compact lets go of what an idle key (no call for compactAfter) holds and

@@ -176,7 +176,7 @@ func (g *Group) AllowSandbox(ctx context.Context, s propagation.Sandbox) (done f
 		// Again after the key was evicted or was being compacted: under
 		// the shard's lock, which waits for the sweep to be done with it.
 		e := g.entry(s, h, t, locked)
-		done, err, again := e.allow(ctx, now, t)
+		done, err, again := e.allow(g, ctx, now, t)
 		if !again {
 			g.maybeSweep(t)
 			return done, err
