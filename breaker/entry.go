@@ -183,9 +183,20 @@ func (e *entry) setID(id string) {
 	}
 }
 
+// ownID returns the ID of e in a string of its own, for what may keep it
+// after e is evicted (a meter keeps the attribute sets it saw, a log
+// handler may keep its records): e.id may point into the entry, and would
+// keep all of it.
+func (e *entry) ownID() string {
+	if e.idLen == longID {
+		return e.id
+	}
+	return strings.Clone(e.id)
+}
+
 // sandbox returns the sandbox of e, for the audit.
 func (e *entry) sandbox() propagation.Sandbox {
-	s := propagation.Sandbox{ID: e.id}
+	s := propagation.Sandbox{ID: e.ownID()}
 	if e.who != nil {
 		s.Actor, s.Origin = e.who[0], e.who[1]
 	}
@@ -482,6 +493,8 @@ func (e *entry) refuse(ctx context.Context, o outcome, retry time.Duration) erro
 	case refusedFlight:
 		err = ErrTooManyInFlight
 	}
+	// e.id, not ownID: a refusal allocates nothing more, and its error
+	// keeps the entry only as long as the caller keeps the error.
 	return &Error{Err: err, ID: e.id, RetryAfter: retry}
 }
 
@@ -501,7 +514,7 @@ func (e *entry) count(g *Group, ctx context.Context, o outcome) {
 	}
 	opts := all[o].Load()
 	if opts == nil {
-		a := attrs(g.cfg.Name, e.id, o)
+		a := attrs(g.cfg.Name, e.ownID(), o)
 		opts = &a
 		all[o].Store(opts)
 	}
