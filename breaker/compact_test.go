@@ -130,7 +130,7 @@ func TestNotCompacted(t *testing.T) {
 			g.try(id, errDown)
 			clk.Advance(11 * time.Second)
 			g.try(id, context.Canceled) // a probe that counts for nothing
-			if s := g.lookup(id).cur.Load().state; s != StateHalfOpen {
+			if s := g.lookup(id).cur.Load().st(); s != StateHalfOpen {
 				t.Fatalf("%s: %v, want half-open", id, s)
 			}
 		}, 0},
@@ -155,7 +155,7 @@ func TestNotCompacted(t *testing.T) {
 			tc.setup(g, clk, "k")
 			e := g.lookup("k")
 			sl, opts, p := e.slow, e.opts.Load(), e.cur.Load()
-			if sl == nil && p.state == StateClosed && !e.is(dirty) {
+			if sl == nil && p.st() == StateClosed && !e.is(dirty) {
 				t.Fatal("nothing to compact: the test shows nothing")
 			}
 			clk.Advance(cmp.Or(tc.idle, 20*time.Second))

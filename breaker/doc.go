@@ -85,7 +85,7 @@
 // no failure counted and no call in flight. It lets go of its gobreaker and
 // its metric attribute sets (a closed gobreaker with zero counts is made
 // again when a call fails). Its token bucket stays: it is part of the key's
-// entry. A key holds about 250 bytes, busy or idle (with the noop meter).
+// entry. A key holds about 245 bytes, busy or idle (with the noop meter).
 // Its decisions are exactly those it would have made uncompacted.
 //
 // # Audit and metrics
@@ -104,9 +104,13 @@
 // without writing to memory other keys' calls use: each shard of keys is
 // an open-addressing table of (hash, entry) slots read with atomic loads,
 // and a key's entry holds its breaker state, in-flight count and token
-// bucket together, in three cache lines. With many live keys, where each
-// call finds its key out of the processor's caches, that bounds what a
-// call reads from memory: the table slot, the entry, the key's ID and its
-// done function. A [Group] is safe for concurrent use; the
+// bucket together. What a call reads of its key fills the entry's first
+// two cache lines: an ID of up to 15 bytes is compared there (a longer one
+// lives in a string of its own), and a key whose breaker never left the
+// closed state has no phase object to read. With many live keys, where
+// each call finds its key out of the processor's caches, that bounds what
+// a call reads from memory: the table slot, two lines of the entry and
+// its done function (besides the caller's context and sandbox ID). A
+// [Group] is safe for concurrent use; the
 // done function of a call may be called from any goroutine, exactly once.
 package breaker

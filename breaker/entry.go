@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/sony/gobreaker/v2"
 	"go.opentelemetry.io/otel/metric"
@@ -41,25 +42,41 @@ import (
 // idle for a while is compacted (see compact): it lets go of what a fresh
 // key would have in the same state.
 type entry struct {
-	// What a call reads, together: at 100,000 keys each call finds its
-	// key cold, so these share as few cache lines as they can, and the
-	// token bucket is held by value, not behind a pointer to chase.
-	lim      rate.Limiter // the key's token bucket, used while its policy is limited
-	cur      atomic.Pointer[phase]
+	// What a call reads: at 100,000 keys each call finds its key cold, so
+	// these fill the entry's first two cache lines and nothing else does
+	// (entries are 192 bytes, a size class whose objects start on a cache
+	// line). A short ID is compared here (idLen, idBuf), the token bucket
+	// is held by value, not behind a pointer to chase, and a key that
+	// never left the closed state reads no phase (see phased). The Group
+	// is handed to a call's methods by the call, not read from g.
+	idLen    uint8    // len(id) when it fits in idBuf, longID when not
+	idBuf    [15]byte // the ID when it fits
 	pol      atomic.Pointer[policy]
 	lastUsed atomic.Int64
 	inflight atomic.Int32
-	flags    atomic.Uint32 // dead and dirty
-	g        *Group
-	// first is the phase the key starts in, closed; most keys never leave
-	// it, and a call finds it in the cache lines of the entry.
-	first phase
+	flags    atomic.Uint32 // dead, dirty and phased
+	done0    func(error)   // finishes a call admitted in the first phase
+	lim      rate.Limiter  // the key's token bucket, used while its policy is limited
 
-	id   string
+	// What only some calls read.
+	id   string                // points into idBuf when the ID fits there
+	cur  atomic.Pointer[phase] // nil: the first phase, closed
+	g    *Group
 	who  *[2]string // actor and origin; nil when both are empty
 	opts atomic.Pointer[[numOutcomes]atomic.Pointer[[]metric.AddOption]]
 	mu   sync.Mutex // serialises every call into cb and phase changes
 	slow *slow      // nil until the key's breaker first counts a result
+}
+
+// longID is the idLen of an entry whose ID does not fit in idBuf.
+const longID = 0xff
+
+// hasID reports whether id is the ID of e.
+func (e *entry) hasID(id string) bool {
+	if int(e.idLen) == len(id) {
+		return string(e.idBuf[:len(id)]) == id
+	}
+	return e.idLen == longID && e.id == id
 }
 
 // slow is the state of a key's breaker beyond its phase, made when the
@@ -79,6 +96,9 @@ const (
 	dead uint32 = 1 << iota
 	// dirty: gobreaker may count consecutive failures.
 	dirty
+	// phased: the key left its first phase, cur is set. A call reads
+	// cur only then: it shares no cache line with what calls read.
+	phased
 )
 
 func (e *entry) is(f uint32) bool { return e.flags.Load()&f != 0 }
@@ -91,10 +111,31 @@ func (e *entry) set(f uint32, on bool) {
 	}
 }
 
+// phase is a state the key's breaker entered. A nil *phase is the first
+// phase of a key, closed, whose done function is the entry's done0: most
+// keys never leave it, and then hold no phase.
 type phase struct {
 	state     State
 	openUntil int64       // StateOpen: end of the open period
 	done      func(error) // finishes a call admitted in this phase
+}
+
+// phase returns the phase of e a call is admitted in: cur, read only once
+// the key left its first phase. A call racing the change from the first
+// phase may see the first: as if it came before.
+func (e *entry) phase() *phase {
+	if !e.is(phased) {
+		return nil
+	}
+	return e.cur.Load()
+}
+
+// st is the state of phase p.
+func (p *phase) st() State {
+	if p == nil {
+		return StateClosed
+	}
+	return p.state
 }
 
 // policy is a budget resolved at a route table generation. It is immutable,
@@ -113,7 +154,8 @@ type change struct {
 
 func (g *Group) newEntry(s propagation.Sandbox, t int64) *entry {
 	// Own copies: the caller's strings may point into a request's headers.
-	e := &entry{g: g, id: strings.Clone(s.ID)}
+	e := &entry{g: g}
+	e.setID(s.ID)
 	if s.Actor != "" || s.Origin != "" {
 		e.who = &[2]string{strings.Clone(s.Actor), strings.Clone(s.Origin)}
 	}
@@ -123,14 +165,38 @@ func (g *Group) newEntry(s propagation.Sandbox, t int64) *entry {
 	if pol.limited {
 		pol.fill(&e.lim)
 	}
-	e.first = phase{state: StateClosed, done: func(err error) { e.finish(&e.first, err) }}
-	e.cur.Store(&e.first)
+	e.done0 = func(err error) { e.finish(nil, err) }
 	return e
+}
+
+// setID sets the ID of a new entry e to an own copy of id: in the entry
+// itself when it fits, so that finding the key reads no other object.
+// idBuf is never written again, so id may point into it.
+func (e *entry) setID(id string) {
+	if len(id) > len(e.idBuf) {
+		e.idLen, e.id = longID, strings.Clone(id)
+		return
+	}
+	e.idLen = uint8(copy(e.idBuf[:], id))
+	if e.idLen > 0 {
+		e.id = unsafe.String(&e.idBuf[0], e.idLen)
+	}
+}
+
+// ownID returns the ID of e in a string of its own, for what may keep it
+// after e is evicted (a meter keeps the attribute sets it saw, a log
+// handler may keep its records): e.id may point into the entry, and would
+// keep all of it.
+func (e *entry) ownID() string {
+	if e.idLen == longID {
+		return e.id
+	}
+	return strings.Clone(e.id)
 }
 
 // sandbox returns the sandbox of e, for the audit.
 func (e *entry) sandbox() propagation.Sandbox {
-	s := propagation.Sandbox{ID: e.id}
+	s := propagation.Sandbox{ID: e.ownID()}
 	if e.who != nil {
 		s.Actor, s.Origin = e.who[0], e.who[1]
 	}
@@ -179,12 +245,12 @@ func (e *entry) newPhase(s State, openUntil int64) *phase {
 
 // policy returns the key's policy, resolved again after the route table
 // changed.
-func (e *entry) policy(now time.Time) *policy {
+func (e *entry) policy(g *Group, now time.Time) *policy {
 	pol := e.pol.Load()
-	if e.g.cfg.routes == nil {
+	if g.cfg.routes == nil {
 		return pol
 	}
-	gen := e.g.routesGen()
+	gen := g.routesGen()
 	if pol.gen >= gen {
 		return pol
 	}
@@ -193,7 +259,7 @@ func (e *entry) policy(now time.Time) *policy {
 	if pol = e.pol.Load(); pol.gen >= gen {
 		return pol
 	}
-	np := e.g.policyFor(e.g.budgetFor(e.id), gen)
+	np := g.policyFor(g.budgetFor(e.id), gen)
 	if np.budget != pol.budget {
 		switch {
 		case !np.limited:
@@ -210,16 +276,16 @@ func (e *entry) policy(now time.Time) *policy {
 	return np
 }
 
-// allow admits or refuses one call at time now (t on the group's scale).
-// again reports that e was evicted, or was being compacted, meanwhile and
-// the key must be looked up again.
-func (e *entry) allow(ctx context.Context, now time.Time, t int64) (done func(error), err error, again bool) {
-	if t-e.lastUsed.Load() >= e.g.touch {
+// allow admits or refuses one call of g, e's group, at time now (t on the
+// group's scale). again reports that e was evicted, or was being
+// compacted, meanwhile and the key must be looked up again.
+func (e *entry) allow(g *Group, ctx context.Context, now time.Time, t int64) (done func(error), err error, again bool) {
+	if t-e.lastUsed.Load() >= g.touch {
 		e.lastUsed.Store(t)
 	}
-	p := e.cur.Load()
+	p := e.phase()
 	probe := false
-	if p.state != StateClosed {
+	if p.st() != StateClosed {
 		if p.state == StateOpen && t < p.openUntil {
 			return nothing, e.refuse(ctx, refusedOpen, time.Duration(p.openUntil-t)), false
 		}
@@ -234,7 +300,7 @@ func (e *entry) allow(ctx context.Context, now time.Time, t int64) (done func(er
 	}
 	// From here on the key counts as in flight: the sweep neither evicts
 	// nor compacts it.
-	pol := e.policy(now)
+	pol := e.policy(g, now)
 	if pol.maxInFlight > 0 && n > pol.maxInFlight {
 		e.unadmit(p, probe)
 		return nothing, e.refuse(ctx, refusedFlight, BusyRetryAfter), false
@@ -243,7 +309,10 @@ func (e *entry) allow(ctx context.Context, now time.Time, t int64) (done func(er
 		e.unadmit(p, probe)
 		return nothing, e.refuse(ctx, refusedRate, wait(&e.lim, now)), false
 	}
-	e.count(ctx, admitted)
+	e.count(g, ctx, admitted)
+	if p == nil {
+		return e.done0, nil, false
+	}
 	return p.done, nil, false
 }
 
@@ -266,7 +335,7 @@ func (e *entry) admitProbe(ctx context.Context, t int64) (*phase, bool, error) {
 	e.mu.Lock()
 	p := e.cur.Load()
 	switch {
-	case p.state == StateClosed:
+	case p.st() == StateClosed:
 		e.mu.Unlock()
 		return p, false, nil
 	case p.state == StateOpen && t < p.openUntil:
@@ -298,11 +367,15 @@ var (
 func succeeded() (struct{}, error) { return struct{}{}, nil }
 func failed() (struct{}, error)    { return struct{}{}, errFailure }
 
-// finish records the outcome of a call admitted in phase p.
+// finish records the outcome of a call admitted in phase p (nil: the
+// first).
 func (e *entry) finish(p *phase, err error) {
 	e.inflight.Add(-1)
-	r := e.g.classify(err)
-	if p.state == StateClosed && e.cur.Load() == p && (r == excluded || r == success && !e.is(dirty)) {
+	r := success
+	if err != nil {
+		r = e.g.classify(err)
+	}
+	if p.st() == StateClosed && e.phase() == p && (r == excluded || r == success && !e.is(dirty)) {
 		// Fast path: in the closed state a success after a success, and
 		// an excluded call, change nothing gobreaker decides on.
 		return
@@ -312,7 +385,7 @@ func (e *entry) finish(p *phase, err error) {
 		e.mu.Unlock()
 		return // the breaker changed state since the call was admitted
 	}
-	if p.state == StateHalfOpen && e.slow.probes > 0 {
+	if p.st() == StateHalfOpen && e.slow.probes > 0 {
 		e.slow.probes--
 	}
 	if r == excluded {
@@ -346,7 +419,7 @@ func (e *entry) onStateChange(_ string, _, to gobreaker.State) {
 	switch to {
 	case gobreaker.StateOpen:
 		reason := fmt.Sprintf("%d consecutive failures", e.g.cfg.Failures)
-		if e.cur.Load().state == StateHalfOpen {
+		if e.cur.Load().st() == StateHalfOpen {
 			reason = "a probe failed"
 		}
 		e.setPhase(StateOpen, e.slow.now+int64(e.g.cfg.OpenTimeout), reason)
@@ -363,9 +436,10 @@ func (e *entry) setPhase(s State, openUntil int64, reason string) *phase {
 	old := e.cur.Load()
 	p := e.newPhase(s, openUntil)
 	e.cur.Store(p)
+	e.set(phased, true)
 	e.slow.probes = 0
 	e.set(dirty, false)
-	e.slow.changes = append(e.slow.changes, change{from: old.state, to: s, reason: reason})
+	e.slow.changes = append(e.slow.changes, change{from: old.st(), to: s, reason: reason})
 	return p
 }
 
@@ -407,11 +481,11 @@ func (e *entry) idle(t int64) bool {
 		return false
 	}
 	p := e.cur.Load()
-	return p.state != StateOpen || t >= p.openUntil
+	return p.st() != StateOpen || t >= p.openUntil
 }
 
 func (e *entry) refuse(ctx context.Context, o outcome, retry time.Duration) error {
-	e.count(ctx, o)
+	e.count(e.g, ctx, o)
 	err := ErrOpen
 	switch o {
 	case refusedRate:
@@ -419,11 +493,14 @@ func (e *entry) refuse(ctx context.Context, o outcome, retry time.Duration) erro
 	case refusedFlight:
 		err = ErrTooManyInFlight
 	}
+	// e.id, not ownID: a refusal allocates nothing more, and its error
+	// keeps the entry only as long as the caller keeps the error.
 	return &Error{Err: err, ID: e.id, RetryAfter: retry}
 }
 
-func (e *entry) count(ctx context.Context, o outcome) {
-	if !e.g.ins.decisions.Enabled(ctx) {
+// count counts outcome o of a call of e's group g.
+func (e *entry) count(g *Group, ctx context.Context, o outcome) {
+	if !g.ins.decisions.Enabled(ctx) {
 		// Nothing records it (the noop meter, or no reader wants it): do
 		// not build, nor keep, the key's attribute set (about 190 B).
 		return
@@ -437,11 +514,11 @@ func (e *entry) count(ctx context.Context, o outcome) {
 	}
 	opts := all[o].Load()
 	if opts == nil {
-		a := attrs(e.g.cfg.Name, e.id, o)
+		a := attrs(g.cfg.Name, e.ownID(), o)
 		opts = &a
 		all[o].Store(opts)
 	}
-	e.g.ins.decisions.Add(ctx, 1, (*opts)...)
+	g.ins.decisions.Add(ctx, 1, (*opts)...)
 }
 
 // compact lets go of what an idle key (no call for compactAfter) holds and
@@ -461,7 +538,7 @@ func (e *entry) compact(t int64) {
 	if e.slow == nil && e.opts.Load() == nil {
 		return // compact already
 	}
-	if e.cur.Load().state != StateClosed || e.is(dirty) {
+	if e.cur.Load().st() != StateClosed || e.is(dirty) {
 		return
 	}
 	e.set(dead, true)

@@ -176,7 +176,7 @@ func (g *Group) AllowSandbox(ctx context.Context, s propagation.Sandbox) (done f
 		// Again after the key was evicted or was being compacted: under
 		// the shard's lock, which waits for the sweep to be done with it.
 		e := g.entry(s, h, t, locked)
-		done, err, again := e.allow(ctx, now, t)
+		done, err, again := e.allow(g, ctx, now, t)
 		if !again {
 			g.maybeSweep(t)
 			return done, err
@@ -198,10 +198,10 @@ func (g *Group) State(id string) State {
 		return StateClosed
 	}
 	p := e.cur.Load()
-	if p.state == StateOpen && g.since(g.cfg.now()) >= p.openUntil {
+	if p.st() == StateOpen && g.since(g.cfg.now()) >= p.openUntil {
 		return StateHalfOpen
 	}
-	return p.state
+	return p.st()
 }
 
 // Len returns the number of keys the group holds.
@@ -368,7 +368,7 @@ func (g *Group) evict(sh *shard, e *entry, t int64) bool {
 		return false
 	}
 	sh.n--
-	if e.cur.Load().state != StateClosed {
+	if e.cur.Load().st() != StateClosed {
 		g.ins.open.Add(context.Background(), -1, g.ins.openOpts...)
 	}
 	return true

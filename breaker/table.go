@@ -56,7 +56,7 @@ func (t *table) find(h uint64, id string) *entry {
 			return nil
 		}
 		if sh == h {
-			if e := s.e.Load(); e != nil && e.id == id {
+			if e := s.e.Load(); e != nil && e.hasID(id) {
 				return e
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,38 @@ import (
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
+
+// tableID is the ID of key k of TestTableModel: one key in three has an
+// ID too long to be held in its entry.
+func tableID(k int) string {
+	if k%3 == 0 {
+		return fmt.Sprintf("k-%d-long-enough-not-to-fit", k)
+	}
+	return fmt.Sprintf("k-%d", k)
+}
+
+// TestEntryHasID: an entry matches its own ID and no other, whether the ID
+// is held in the entry or not, including IDs of the same length and IDs
+// one is a prefix of.
+func TestEntryHasID(t *testing.T) {
+	ids := []string{"", "a", "b", "ab", "pr-42", "pr-43", "123456789012345", "123456789012346",
+		"1234567890123456", "1234567890123457", "12345678901234567", strings.Repeat("z", 63)}
+	for _, id := range ids {
+		e := &entry{}
+		e.setID(strings.Clone(id))
+		if e.id != id {
+			t.Errorf("setID(%q): id = %q", id, e.id)
+		}
+		if inline := len(id) <= len(e.idBuf); inline != (e.idLen != longID) {
+			t.Errorf("setID(%q): idLen = %d, want the ID held in the entry: %v", id, e.idLen, inline)
+		}
+		for _, other := range ids {
+			if got := e.hasID(other); got != (other == id) {
+				t.Errorf("entry of %q: hasID(%q) = %v", id, other, got)
+			}
+		}
+	}
+}
 
 // TestTableModel drives a table through random inserts and removals with
 // hashes from a small range (so that many keys share a hash or a home
@@ -33,10 +66,12 @@ func TestTableModel(t *testing.T) {
 				return (f.Sum64()%hashes + 1) * 0x9e3779b97f4a7c15
 			}
 			for step := range 3000 {
-				id := fmt.Sprintf("k-%d", r.IntN(200))
+				id := tableID(r.IntN(200))
 				h := hashOf(id)
 				if _, ok := model[id]; !ok && r.IntN(2) == 0 {
-					sh.insert(h, &entry{id: id})
+					e := &entry{}
+					e.setID(id)
+					sh.insert(h, e)
 					model[id] = h
 				} else if ok {
 					tab := sh.tab.Load()
@@ -50,7 +85,7 @@ func TestTableModel(t *testing.T) {
 				}
 				tab := sh.tab.Load()
 				for k := range 200 {
-					id := fmt.Sprintf("k-%d", k)
+					id := tableID(k)
 					e := tab.find(hashOf(id), id)
 					if _, ok := model[id]; ok != (e != nil) || e != nil && e.id != id {
 						t.Fatalf("step %d: find(%s) = %v, model holds it: %v", step, id, e, ok)
