@@ -171,8 +171,15 @@
 //     must be set in Options.AutoPipelineOptions (a later
 //     AutoPipelineWithOptions gets the pinned instance, whatever it asks),
 //     and each client keeps two idle flusher goroutines and about 48 KB of
-//     heap until it is closed. A client built with PipelinePoolSize < 0
-//     cannot run full duplex at all.
+//     heap until it is closed, with go-redis's default options. Larger
+//     AutoPipelineOptions are paid at New or Guard, even by a client that
+//     never autopipelines: go-redis gives each face NumShards flushers, and
+//     preallocates queues of MaxBatchSize commands (16 bytes each) for 8
+//     stripes a shard where it stripes (the blocking face, or Unordered):
+//     NumShards 64, Unordered and MaxBatchSize 100000 is 130 goroutines
+//     and 1.6 GB of (untouched) heap a client, measured by HeapAlloc with
+//     RSS up 4 MB. A client built with PipelinePoolSize < 0 cannot run
+//     full duplex at all.
 //   - client.WithTimeout returns a clone with no hooks at all, whenever it
 //     is taken: redis.go's baseClient.withTimeout builds the clone's
 //     baseClient with baseClient.clone, a new struct that does not copy the
@@ -181,6 +188,10 @@
 //     same bug for Conn). [Router.WithTimeout] returns a clone with the
 //     router's hook (and pinned AutoPipeliners); a guarded client's clone
 //     is guarded with Guard(client.WithTimeout(d)) (TestRouterWithTimeout).
+//     It keeps one clone per timeout, and refuses ([ErrConfig]) a timeout
+//     past [MaxTimeoutClones] distinct ones, since each clone's pinned
+//     AutoPipeliners live until the baseline closes
+//     (TestWithTimeoutClonesAreBounded).
 //
 // What is still not covered, because no hook sees it in time; the tests
 // named pin each one, so a go-redis upgrade that changes them fails a test:

@@ -3,7 +3,9 @@ package redisroute_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -172,6 +174,55 @@ func TestRouterWithTimeout(t *testing.T) {
 	}
 	if _, err := r2.WithTimeout(time.Second); !errors.Is(err, redisroute.ErrClosed) {
 		t.Errorf("WithTimeout on a closed router: %v, want ErrClosed", err)
+	}
+}
+
+// TestWithTimeoutClonesAreBounded: Router.WithTimeout keeps one clone per
+// timeout, each with two AutoPipeliner goroutines and their queues until the
+// baseline closes (Router.Close does not stop them: a clone whose pinned
+// AutoPipeliners are closed builds a full-duplex one on request). A timeout
+// computed per call (time.Until(deadline), the usual idiom) would add a
+// clone per call without bound: past MaxTimeoutClones distinct timeouts
+// WithTimeout refuses (ErrConfig) and nothing grows. Concurrent callers of
+// one timeout share its clone.
+func TestWithTimeoutClonesAreBounded(t *testing.T) {
+	_, _, r := route(t, nil)
+	timeout := func(i int) time.Duration { return time.Second + time.Duration(i)*time.Millisecond }
+	got := make([][]*redis.Client, 4)
+	var wg sync.WaitGroup
+	for g := range got {
+		got[g] = make([]*redis.Client, redisroute.MaxTimeoutClones)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range got[g] {
+				c, err := r.WithTimeout(timeout(i))
+				if err != nil {
+					t.Errorf("WithTimeout(%v), clone %d of %d: %v", timeout(i), i+1, redisroute.MaxTimeoutClones, err)
+				}
+				got[g][i] = c
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range got[0] {
+		for g := range got {
+			if got[g][i] != got[0][i] || got[g][i] == nil {
+				t.Fatalf("concurrent WithTimeout(%v) returned different clones", timeout(i))
+			}
+		}
+	}
+	before := runtime.NumGoroutine()
+	for i := redisroute.MaxTimeoutClones; i < 5*redisroute.MaxTimeoutClones; i++ {
+		if c, err := r.WithTimeout(timeout(i)); !errors.Is(err, redisroute.ErrConfig) || c != nil {
+			t.Fatalf("distinct timeout %d (past %d): %v, want ErrConfig", i+1, redisroute.MaxTimeoutClones, err)
+		}
+	}
+	if after := runtime.NumGoroutine(); after > before+4 {
+		t.Errorf("goroutines grew from %d to %d over %d refused timeouts", before, after, 4*redisroute.MaxTimeoutClones)
+	}
+	if c, err := r.WithTimeout(timeout(0)); err != nil || c != got[0][0] {
+		t.Errorf("a kept timeout past the bound: %v, want its clone", err)
 	}
 }
 

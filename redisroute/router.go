@@ -507,6 +507,10 @@ func (r *Router) Watch(ctx context.Context, fn func(*redis.Tx) error, keys ...st
 	return sc.client.Watch(ctx, fn, keys...)
 }
 
+// MaxTimeoutClones is how many distinct timeouts [Router.WithTimeout]
+// keeps a clone for; a further one is refused.
+const MaxTimeoutClones = 32
+
 // WithTimeout is the routed counterpart of the baseline's
 // client.WithTimeout, which must not be used with sandbox contexts: in
 // go-redis 9.23 a WithTimeout clone has no hooks at all (see the package
@@ -521,9 +525,14 @@ func (r *Router) Watch(ctx context.Context, fn func(*redis.Tx) error, keys ...st
 // the pools it shares with the baseline, as go-redis's clones do.
 //
 // It returns the same client for the same timeout: each clone keeps two
-// idle AutoPipeliner goroutines and about 48 KB until the baseline is
-// closed (go-redis registers them on the pools it shares), so a clone per
-// call would pile them up. Use a few fixed timeouts, not computed ones.
+// idle AutoPipeliner goroutines and their queues (about 48 KB with
+// go-redis's defaults, far more with large AutoPipelineOptions: see the
+// package doc) until the baseline is closed, Router.Close included (go-redis
+// registers them on the pools it shares, and closing them would let the
+// clone build a full-duplex AutoPipeliner), so a clone per call would pile
+// them up. Use a few fixed timeouts, not computed ones: past
+// [MaxTimeoutClones] distinct timeouts, WithTimeout fails with an error
+// wrapping [ErrConfig] instead of growing without bound.
 func (r *Router) WithTimeout(timeout time.Duration) (*redis.Client, error) {
 	r.mu.RLock()
 	closed := r.closed
@@ -535,6 +544,9 @@ func (r *Router) WithTimeout(timeout time.Duration) (*redis.Client, error) {
 	defer r.timeoutsMu.Unlock()
 	if c, ok := r.timeouts[timeout]; ok {
 		return c, nil
+	}
+	if len(r.timeouts) >= MaxTimeoutClones {
+		return nil, fmt.Errorf("%w: redisroute: Router.WithTimeout(%v): the router already keeps %d clones, one per distinct timeout, each with two AutoPipeliner goroutines and their queues until the baseline closes: use a few fixed timeouts, or a context deadline", ErrConfig, timeout, len(r.timeouts))
 	}
 	c := r.baseline.WithTimeout(timeout)
 	if err := pinHalfDuplex(c, "Router.WithTimeout"); err != nil {
