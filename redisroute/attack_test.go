@@ -81,6 +81,101 @@ func TestArgumentsCannotChangeAfterTheCheck(t *testing.T) {
 	}
 }
 
+// flipLimiter is an Options.Limiter that runs flip on the first Allow
+// after it is armed: go-redis asks it when it takes a connection for a
+// command, after the hooks have run and before the command is written, so
+// flip changes an argument exactly between the check and the write (as
+// another goroutine could, with a race).
+type flipLimiter struct {
+	armed atomic.Bool
+	flip  func()
+}
+
+func (l *flipLimiter) Allow() error {
+	if l.armed.CompareAndSwap(true, false) {
+		l.flip()
+	}
+	return nil
+}
+func (l *flipLimiter) ReportResult(error) {}
+
+// TestPointerArgumentsCannotChangeAfterTheCheck: go-redis writes a *int or
+// *bool argument by reading it when it writes (internal/proto
+// Writer.WriteArg), and the checks read it before: "SELECT <sandbox's db>"
+// to the sandbox policy, "SELECT <baseline's db>" on the wire, would leave
+// the pooled sandbox connection in production's database for the
+// sandbox's next commands; "SELECT <baseline's db>" to the router's
+// production check, "SELECT <a sandbox's db>" on the wire, would put a
+// production connection in a sandbox's database. Both checks must read the
+// values that are written.
+func TestPointerArgumentsCannotChangeAfterTheCheck(t *testing.T) {
+	server(t)
+	ctx := context.Background()
+	lim := &flipLimiter{}
+	c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB, Limiter: lim, PoolSize: 1})
+	p := "rrt:" + t.Name() + ":"
+	r, err := redisroute.New(c, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := newID()
+	t.Cleanup(func() {
+		r.Destroy(ctx, id)
+		r.Close()
+		raw(t, baseDB).Del(ctx, p+"after-select", p+"prod")
+		c.Close()
+	})
+	sctx := sandboxCtx(id)
+	db, err := r.Database(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(sctx, p+"before", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	n := db
+	lim.flip = func() { n = baseDB }
+	lim.armed.Store(true)
+	_ = c.Do(sctx, "select", &n).Err()
+	for range 3 {
+		if err := c.Set(sctx, p+"after-select", "sandbox", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if raw(t, baseDB).Exists(ctx, p+"after-select").Val() != 0 {
+		t.Error("a sandbox's SELECT through a *int moved its pooled connection to production's database")
+	}
+
+	// Production: SELECT of its own database through a *int that becomes a
+	// sandbox's database before it is written.
+	m := baseDB
+	lim.flip = func() { m = db }
+	lim.armed.Store(true)
+	_ = c.Do(ctx, "select", &m).Err()
+	if err := c.Set(ctx, p+"prod", "production", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if raw(t, db).Exists(ctx, p+"prod").Val() != 0 {
+		t.Error("a production SELECT through a *int moved the production connection into a sandbox's database")
+	}
+	// Production: a command name that reads "echo" to the router's check and
+	// "select" to the writer. (Back to production's database first, should
+	// the SELECT above have got through.)
+	if err := c.Do(ctx, "select", baseDB).Err(); err != nil {
+		t.Fatal(err)
+	}
+	raw(t, db).Del(ctx, p+"prod")
+	n2 := new(atomic.Int32)
+	n2.Store(1) // one reading as "echo": the router's
+	_ = c.Do(ctx, fickle{first: "echo", then: "select", n: n2}, db).Err()
+	if err := c.Set(ctx, p+"prod", "production", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if raw(t, db).Exists(ctx, p+"prod").Val() != 0 {
+		t.Error("a production command named by a marshaler selected a sandbox's database")
+	}
+}
+
 // TestBareTransactionByMarshalerRefused: cmd.Name() is empty for a name
 // given as an encoding.BinaryMarshaler; the router reads the name go-redis
 // writes.

@@ -261,10 +261,16 @@
 //
 // The policy checks the bytes that are written: before it reads a
 // sandbox command, it replaces in the command each *string argument by
-// its string and each encoding.BinaryMarshaler by its bytes (what go-redis
-// would write), so an argument that reads one way to the policy and
-// another to the writer (SELECT of the sandbox's database, then of
-// production's) cannot move a sandbox connection. A command built with
+// its string, each pointer to a number, bool or time by its value
+// (go-redis reads pointers again when it writes) and each
+// encoding.BinaryMarshaler by its bytes (what go-redis would write), so an
+// argument that reads one way to the policy and another to the writer
+// (SELECT of the sandbox's database, then of production's, through a *int
+// another goroutine changes) cannot move a sandbox connection. The
+// router's production check does the same with a command name that is not
+// a string, and with the arguments of SELECT, SWAPDB, MOVE and COPY, so a
+// production connection cannot be moved into the range that way either
+// (TestPointerArgumentsCannotChangeAfterTheCheck). A command built with
 // another sandbox's context is refused inside [Router.Watch] too.
 //
 // # Cost

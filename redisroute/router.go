@@ -282,14 +282,29 @@ func mayReachRange(args []any) bool {
 // hooks call it only when [mayReachRange] reports true. Lua scripts, which
 // may SELECT any database, are not checked.
 func (r *Router) intoRangeArgs(args []any) error {
+	if _, ok := args[0].(string); !ok {
+		// go-redis reads the name again when it writes it: read it once.
+		if err := freeze(args[:1]); err != nil {
+			return fmt.Errorf("%w: command name: %w", ErrProductionIntoSandboxes, err)
+		}
+	}
 	name := arg(args, 0)
 	dbs := r.dbs
+	frozen, unreadable := false, false
+	// Read the arguments go-redis will write, not a first reading of a *int
+	// or a marshaler that may change before the write.
+	freezeArgs := func() {
+		if !frozen {
+			frozen, unreadable = true, freeze(args) != nil
+		}
+	}
 	in := func(i int) bool {
+		freezeArgs()
 		if i >= len(args) {
 			return false
 		}
 		n, err := strconv.Atoi(arg(args, i))
-		return err != nil || (n >= dbs.First && n <= dbs.Last) // unreadable: fail closed
+		return unreadable || err != nil || (n >= dbs.First && n <= dbs.Last) // unreadable: fail closed
 	}
 	var what string
 	switch {
@@ -300,6 +315,7 @@ func (r *Router) intoRangeArgs(args []any) error {
 	case strings.EqualFold(name, "move") && in(2):
 		what = "MOVE to a sandbox's database"
 	case strings.EqualFold(name, "copy"):
+		freezeArgs()
 		for i := 3; i < len(args); i++ {
 			if strings.EqualFold(arg(args, i), "db") && in(i+1) {
 				what = "COPY to a sandbox's database"
