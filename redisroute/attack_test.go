@@ -176,6 +176,55 @@ func TestPointerArgumentsCannotChangeAfterTheCheck(t *testing.T) {
 	}
 }
 
+// TestArgumentSliceCannotChangeAfterTheCheck: go-redis keeps the slice
+// given to Do as the command's arguments (NewCmd) and reads it again when
+// it writes: a caller that sets args[1] of "SELECT <the sandbox's
+// database>" to production's database after the policy's check (another
+// goroutine, here the Limiter go-redis asks between the hooks and the
+// write) would leave the pooled sandbox connection in production's
+// database. The policy checks a copy that it gives the command.
+func TestArgumentSliceCannotChangeAfterTheCheck(t *testing.T) {
+	server(t)
+	ctx := context.Background()
+	lim := &flipLimiter{}
+	c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB, Limiter: lim, PoolSize: 1})
+	p := "rrt:" + t.Name() + ":"
+	r, err := redisroute.New(c, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := newID()
+	t.Cleanup(func() {
+		r.Destroy(ctx, id)
+		r.Close()
+		raw(t, baseDB).Del(ctx, p+"after-select")
+		c.Close()
+	})
+	sctx := sandboxCtx(id)
+	db, err := r.Database(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(sctx, p+"before", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	args := []any{"select", db}
+	lim.flip = func() { args[1] = baseDB }
+	lim.armed.Store(true)
+	_ = c.Do(sctx, args...).Err()
+	for range 3 {
+		if err := c.Set(sctx, p+"after-select", "sandbox", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if raw(t, baseDB).Exists(ctx, p+"after-select").Val() != 0 {
+		t.Error("a sandbox's SELECT whose argument slice changed after the check moved its pooled connection to production's database")
+	}
+	if raw(t, db).Exists(ctx, p+"after-select").Val() != 1 {
+		t.Error("the sandbox's SET is not in its database")
+	}
+}
+
 // TestBareTransactionByMarshalerRefused: cmd.Name() is empty for a name
 // given as an encoding.BinaryMarshaler; the router reads the name go-redis
 // writes.

@@ -122,6 +122,50 @@ func ctxOffset(t reflect.Type) uintptr {
 	return noCtx
 }
 
+// cmdArgsOffset is the offset of baseCmd's args field from its ctx field,
+// or noCtx when baseCmd has no args field of type []any.
+var cmdArgsOffset = func() uintptr {
+	if baseCmdType == nil {
+		return noCtx
+	}
+	f, ok := baseCmdType.FieldByName("args")
+	if !ok || f.Type != reflect.TypeFor[[]any]() || len(f.Index) != 1 {
+		return noCtx
+	}
+	return f.Offset - cmdCtxOffset
+}()
+
+// ownArgs gives cmd a copy of its arguments and returns it. go-redis keeps
+// the slice a caller passes to Do (or Process) as the command's arguments
+// and reads it again when it writes, so without a copy the caller could
+// replace an argument between the check and the write (another goroutine
+// setting args[1] of "SELECT <its database>" to production's). A command
+// of another shape keeps its arguments (and cmd.Args() is returned).
+func ownArgs(cmd redis.Cmder) []any {
+	args := cmd.Args()
+	if cmdArgsOffset == noCtx {
+		return args
+	}
+	i := (*iface)(unsafe.Pointer(&cmd))
+	if i.data == nil {
+		return args
+	}
+	off, ok := (*cmdTypes.Load())[i.tab]
+	if !ok {
+		off = learn(cmd, i.tab)
+	}
+	if off == noCtx {
+		return args
+	}
+	p := (*[]any)(unsafe.Add(i.data, off+cmdArgsOffset))
+	if len(*p) != len(args) || len(args) == 0 || &(*p)[0] != &args[0] {
+		return args // not the slice Args returns: leave it alone
+	}
+	own := append([]any(nil), args...)
+	*p = own
+	return own
+}
+
 // cmdSandbox returns the sandbox of the context cmd was built with.
 func cmdSandbox(cmd redis.Cmder) (propagation.Sandbox, bool) {
 	if ctx := cmdContext(cmd); ctx != nil {

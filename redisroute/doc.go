@@ -260,7 +260,10 @@
 // goroutine started with context.Background()) are production commands.
 //
 // The policy checks the bytes that are written: before it reads a
-// sandbox command, it replaces in the command each *string argument by
+// sandbox command, it gives the command its own copy of its arguments
+// (go-redis keeps the slice a caller gives Do and reads it again when it
+// writes: TestArgumentSliceCannotChangeAfterTheCheck; one allocation a
+// sandbox command), and replaces in it each *string argument by
 // its string, each pointer to a number, bool or time by its value
 // (go-redis reads pointers again when it writes) and each
 // encoding.BinaryMarshaler by its bytes (what go-redis would write), so an

@@ -140,7 +140,7 @@ func wireName(cmd redis.Cmder) string {
 // check returns nil when cmd runs inside database db and touches only
 // keys a sandbox owns, and an error wrapping ErrRefused otherwise.
 func check(cmd redis.Cmder, db int) error {
-	args := cmd.Args()
+	args := ownArgs(cmd)
 	if len(args) == 0 {
 		return fmt.Errorf("%w: empty command", ErrRefused)
 	}
