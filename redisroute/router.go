@@ -290,16 +290,13 @@ func (r *Router) intoRangeArgs(args []any) error {
 	}
 	name := arg(args, 0)
 	dbs := r.dbs
-	frozen, unreadable := false, false
-	// Read the arguments go-redis will write, not a first reading of a *int
-	// or a marshaler that may change before the write.
-	freezeArgs := func() {
-		if !frozen {
-			frozen, unreadable = true, freeze(args) != nil
-		}
+	// Read the database numbers go-redis will write, not a first reading of
+	// a *int or a marshaler that may change before the write.
+	unreadable := false
+	if readsDatabases(name) {
+		unreadable = freeze(args) != nil
 	}
 	in := func(i int) bool {
-		freezeArgs()
 		if i >= len(args) {
 			return false
 		}
@@ -315,7 +312,6 @@ func (r *Router) intoRangeArgs(args []any) error {
 	case strings.EqualFold(name, "move") && in(2):
 		what = "MOVE to a sandbox's database"
 	case strings.EqualFold(name, "copy"):
-		freezeArgs()
 		for i := 3; i < len(args); i++ {
 			if strings.EqualFold(arg(args, i), "db") && in(i+1) {
 				what = "COPY to a sandbox's database"
@@ -330,6 +326,18 @@ func (r *Router) intoRangeArgs(args []any) error {
 		return nil
 	}
 	return fmt.Errorf("%w: %s (databases %d to %d are the router's)", ErrProductionIntoSandboxes, what, dbs.First, dbs.Last)
+}
+
+// readsDatabases reports whether name is that of a command whose arguments
+// intoRangeArgs reads as database numbers: SELECT, SWAPDB, MOVE, COPY.
+func readsDatabases(name string) bool {
+	switch len(name) {
+	case 4:
+		return strings.EqualFold(name, "move") || strings.EqualFold(name, "copy")
+	case 6:
+		return strings.EqualFold(name, "select") || strings.EqualFold(name, "swapdb")
+	}
+	return false
 }
 
 // foreign refuses cmd, sent with sandbox s's context, when it was built
