@@ -563,6 +563,56 @@ func TestFullDuplexBuiltBeforeRefused(t *testing.T) {
 	}
 }
 
+// TestFullDuplexRequestRacingInstall: a goroutine asks for a full-duplex
+// AutoPipeliner while New or Guard runs. go-redis builds each face under
+// the client's mutex, so one of the two comes first: either the request
+// gets the pinned half-duplex instance, or New and Guard find the
+// full-duplex one and refuse the client. Never both an installed router
+// or guard and a full-duplex engine.
+func TestFullDuplexRequestRacingInstall(t *testing.T) {
+	server(t)
+	refused := 0
+	for i := range 40 {
+		c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB})
+		var ap *redis.AutoPipeliner
+		var apErr error
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			get := c.AsyncAutoPipelineWithOptions
+			if i%2 == 1 {
+				get = c.AutoPipelineWithOptions
+			}
+			ap, apErr = get(&redis.AutoPipelineOptions{FullDuplex: true})
+		}()
+		var err error
+		var r *redisroute.Router
+		if i%4 < 2 {
+			r, err = redisroute.New(c, dbs)
+		} else {
+			err = redisroute.Guard(c)
+		}
+		wg.Wait()
+		if apErr != nil {
+			t.Fatal(apErr)
+		}
+		switch {
+		case err == nil && ap.Config().FullDuplex:
+			t.Errorf("round %d: installed, and a full-duplex AutoPipeliner was built", i)
+		case err != nil && !errors.Is(err, redisroute.ErrConfig):
+			t.Errorf("round %d: %v, want nil or ErrConfig", i, err)
+		case err != nil:
+			refused++
+		}
+		if r != nil {
+			r.Close()
+		}
+		c.Close()
+	}
+	t.Logf("%d of 40 installs refused (the full-duplex request came first)", refused)
+}
+
 // TestClosedClientRefused: New and Guard cannot pin the AutoPipeliners of
 // a closed client (go-redis returns ErrClosed), and say so.
 func TestClosedClientRefused(t *testing.T) {
