@@ -238,6 +238,42 @@ func TestBareTransactionByMarshalerRefused(t *testing.T) {
 	}
 }
 
+// TestBareTransactionByFickleNameRefused: a name that reads "get" to the
+// router's check for bare transactions and "multi" to the policy (which
+// allows MULTI: TxPipelined sends it) and the writer would leave the
+// pooled sandbox connection inside a MULTI, queueing the sandbox's next
+// commands instead of running them. The router and the policy read one
+// frozen name.
+func TestBareTransactionByFickleNameRefused(t *testing.T) {
+	server(t)
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB, PoolSize: 1})
+	r, err := redisroute.New(c, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := newID()
+	t.Cleanup(func() {
+		r.Destroy(ctx, id)
+		r.Close()
+		c.Close()
+	})
+	sctx := sandboxCtx(id)
+	db, err := r.Database(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := new(atomic.Int32)
+	n.Store(1) // one reading as "get": the router's
+	_ = c.Do(sctx, fickle{first: "get", then: "multi", n: n}).Err()
+	if err := c.Set(sctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := raw(t, db).Get(ctx, "k").Val(); got != "v" {
+		t.Errorf("the sandbox's SET after a fickle MULTI did not run (%q): its connection was left in a transaction", got)
+	}
+}
+
 // TestWatchRefusesAnotherSandboxsCommands: inside Router.Watch for sandbox
 // A, a command built with sandbox B's context is refused, as it is on the
 // baseline.

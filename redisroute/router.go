@@ -164,7 +164,7 @@ func (h routeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		// By the name go-redis writes (cmd.Name() is "" for a name given
 		// as an encoding.BinaryMarshaler).
-		switch wireName(cmd) {
+		switch sandboxWireName(cmd) {
 		case "watch", "unwatch", "multi", "exec", "discard":
 			// Each routed command may take another connection: a bare
 			// WATCH or MULTI would lose its meaning.
@@ -243,7 +243,7 @@ func (h routeHook) routePipeline(ctx context.Context, s propagation.Sandbox, cmd
 		inner = cmds[1 : len(cmds)-1]
 	}
 	for _, cmd := range inner {
-		switch wireName(cmd) {
+		switch sandboxWireName(cmd) {
 		case "watch", "unwatch", "multi", "exec", "discard":
 			return h.r.refuse(ctx, s, fmt.Errorf("%w: %s in a pipeline: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, cmd.Name()))
 		}
@@ -259,6 +259,22 @@ func (h routeHook) routePipeline(ctx context.Context, s propagation.Sandbox, cmd
 	}
 	_, err = pipe.Exec(ctx)
 	return err
+}
+
+// sandboxWireName is wireName for a sandbox command, whose name the router
+// reads before the sandbox policy: a name that is not a string (a
+// marshaler that answered "get" here and "multi" to the policy and the
+// writer) is frozen first, in the command's own copy of its arguments, so
+// the router, the policy and the writer read the same name.
+func sandboxWireName(cmd redis.Cmder) string {
+	if args := cmd.Args(); len(args) > 0 {
+		if _, ok := args[0].(string); !ok {
+			if err := freeze(ownArgs(cmd)[:1]); err != nil {
+				return "" // the policy refuses it
+			}
+		}
+	}
+	return wireName(cmd)
 }
 
 // mayReachRange is the first test of [Router.intoRangeArgs], small enough
