@@ -225,6 +225,61 @@ func TestArgumentSliceCannotChangeAfterTheCheck(t *testing.T) {
 	}
 }
 
+// selectCmd is a command type of the caller's with its own Args, which
+// go-redis calls again when it writes.
+type selectCmd struct {
+	*redis.StatusCmd
+	db *int
+}
+
+func (c *selectCmd) Args() []any { return []any{"select", *c.db} }
+
+// TestOwnArgsMethodRefused: a command whose Args method is not its go-redis
+// command's returns what it likes each time it is called: "SELECT <the
+// sandbox's database>" to the policy, "SELECT <production's>" to the
+// writer, moving the pooled sandbox connection to production's database.
+// The policy refuses such a command for a sandbox.
+func TestOwnArgsMethodRefused(t *testing.T) {
+	server(t)
+	ctx := context.Background()
+	lim := &flipLimiter{}
+	c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB, Limiter: lim, PoolSize: 1})
+	p := "rrt:" + t.Name() + ":"
+	r, err := redisroute.New(c, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := newID()
+	t.Cleanup(func() {
+		r.Destroy(ctx, id)
+		r.Close()
+		raw(t, baseDB).Del(ctx, p+"after-select")
+		c.Close()
+	})
+	sctx := sandboxCtx(id)
+	db, err := r.Database(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(sctx, p+"before", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	n := db
+	lim.flip = func() { n = baseDB }
+	lim.armed.Store(true)
+	cmd := &selectCmd{StatusCmd: redis.NewStatusCmd(sctx, "select", db), db: &n}
+	if err := c.Process(sctx, cmd); !isRefused(err) {
+		t.Errorf("a command with its own Args: %v, want ErrRefused", err)
+	}
+	lim.armed.Store(false)
+	if err := c.Set(sctx, p+"after-select", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if raw(t, baseDB).Exists(ctx, p+"after-select").Val() != 0 {
+		t.Error("a command with its own Args moved the pooled sandbox connection to production's database")
+	}
+}
+
 // TestBareTransactionByMarshalerRefused: cmd.Name() is empty for a name
 // given as an encoding.BinaryMarshaler; the router reads the name go-redis
 // writes.

@@ -263,24 +263,26 @@ var cmdArgsOffset = func() uintptr {
 // the slice a caller passes to Do (or Process) as the command's arguments
 // and reads it again when it writes, so without a copy the caller could
 // replace an argument between the check and the write (another goroutine
-// setting args[1] of "SELECT <its database>" to production's). A command
-// of another shape keeps its arguments (and cmd.Args() is returned).
-func ownArgs(cmd redis.Cmder) []any {
+// setting args[1] of "SELECT <its database>" to production's). It reports
+// false when cmd's Args is not its go-redis command's arguments (a type of
+// the caller's that defines its own Args, which go-redis calls again when
+// it writes): what is checked could then differ from what is written.
+func ownArgs(cmd redis.Cmder) ([]any, bool) {
 	args := cmd.Args()
 	if cmdArgsOffset == noCtx {
-		return args
+		return args, true // go-redis changed: as before the copy
 	}
 	f := ctxField(cmd)
 	if f == nil {
-		return args
+		return args, false
 	}
 	p := (*[]any)(unsafe.Add(f, cmdArgsOffset))
-	if len(*p) != len(args) || len(args) == 0 || &(*p)[0] != &args[0] {
-		return args // not the slice Args returns: leave it alone
+	if len(*p) != len(args) || len(args) > 0 && &(*p)[0] != &args[0] {
+		return args, false
 	}
 	own := append([]any(nil), args...)
 	*p = own
-	return own
+	return own, true
 }
 
 // cmdSandbox returns the sandbox of the context cmd was built with.

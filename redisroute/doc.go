@@ -273,8 +273,11 @@
 // router's production check does the same with a command name that is not
 // a string, and with the arguments of SELECT, SWAPDB, MOVE and COPY, so a
 // production connection cannot be moved into the range that way either
-// (TestPointerArgumentsCannotChangeAfterTheCheck). A command built with
-// another sandbox's context is refused inside [Router.Watch] too.
+// (TestPointerArgumentsCannotChangeAfterTheCheck). A sandbox command of
+// the caller's type whose Args method is its own, not that of the go-redis
+// command it embeds, is refused: go-redis calls it again when it writes
+// (TestOwnArgsMethodRefused). A command built with another sandbox's
+// context is refused inside [Router.Watch] too.
 //
 // # Cost
 //

@@ -166,7 +166,10 @@ func wireName(cmd redis.Cmder) string {
 // check returns nil when cmd runs inside database db and touches only
 // keys a sandbox owns, and an error wrapping ErrRefused otherwise.
 func check(cmd redis.Cmder, db int) error {
-	args := ownArgs(cmd)
+	args, ok := ownArgs(cmd)
+	if !ok {
+		return fmt.Errorf("%w: a command of type %T, whose Args are not those of the go-redis command it embeds: go-redis reads them again when it writes, so what the policy checks could differ from what is written", ErrRefused, cmd)
+	}
 	if len(args) == 0 {
 		return fmt.Errorf("%w: empty command", ErrRefused)
 	}

@@ -269,7 +269,8 @@ func (h routeHook) routePipeline(ctx context.Context, s propagation.Sandbox, cmd
 func sandboxWireName(cmd redis.Cmder) string {
 	if args := cmd.Args(); len(args) > 0 {
 		if _, ok := args[0].(string); !ok {
-			if err := freeze(ownArgs(cmd)[:1]); err != nil {
+			own, _ := ownArgs(cmd) // the policy refuses a command it cannot own
+			if err := freeze(own[:1]); err != nil {
 				return "" // the policy refuses it
 			}
 		}
