@@ -226,6 +226,9 @@ func TestWithTimeoutClonesAreBounded(t *testing.T) {
 	}
 }
 
+// taggedStringCmd is a command type of the caller's.
+type taggedStringCmd struct{ *redis.StringCmd }
+
 // hookCounter counts the commands it sees.
 type hookCounter struct{ n atomic.Int64 }
 
@@ -305,6 +308,15 @@ func TestFullDuplexLeakIsCaught(t *testing.T) {
 			if !errors.Is(get.Err(), redisroute.ErrLeaked) {
 				t.Errorf("sandbox-built GET sent with a production context: %v, want ErrLeaked", get.Err())
 			}
+			// The same, as a command type of the caller's.
+			wget := &taggedStringCmd{redis.NewStringCmd(sctx, "get", p+"prod")}
+			_ = ap.Process(ctx, wget)
+			if !errors.Is(wget.Err(), redisroute.ErrLeaked) {
+				t.Errorf("sandbox-built wrapped GET sent with a production context: %v, want ErrLeaked", wget.Err())
+			}
+			if v := wget.Val(); v != "" {
+				t.Errorf("a leaked wrapped GET holds production's value %q", v)
+			}
 			// Production's reply is not handed to the sandbox.
 			if v := get.Val(); v != "" {
 				t.Errorf("a leaked GET holds production's value %q", v)
@@ -335,8 +347,8 @@ func TestFullDuplexLeakIsCaught(t *testing.T) {
 			if n := count(rec.Records(), func(m map[string]string) bool {
 				return m[audit.KeyDecision] == string(audit.Rejected) && m[audit.KeyID] == id &&
 					strings.HasPrefix(m[audit.KeyReason], redisroute.ErrLeaked.Error())
-			}); n != 5 {
-				t.Errorf("%d rejected records naming the leak, want 5", n)
+			}); n != 6 {
+				t.Errorf("%d rejected records naming the leak, want 6", n)
 			}
 			// Commands that go-redis diverts off the full-duplex stream (Do,
 			// blocking commands) run through the hooks first, and route.
