@@ -81,6 +81,205 @@ func TestArgumentsCannotChangeAfterTheCheck(t *testing.T) {
 	}
 }
 
+// flipLimiter is an Options.Limiter that runs flip on the first Allow
+// after it is armed: go-redis asks it when it takes a connection for a
+// command, after the hooks have run and before the command is written, so
+// flip changes an argument exactly between the check and the write (as
+// another goroutine could, with a race).
+type flipLimiter struct {
+	armed atomic.Bool
+	flip  func()
+}
+
+func (l *flipLimiter) Allow() error {
+	if l.armed.CompareAndSwap(true, false) {
+		l.flip()
+	}
+	return nil
+}
+func (l *flipLimiter) ReportResult(error) {}
+
+// TestPointerArgumentsCannotChangeAfterTheCheck: go-redis writes a *int or
+// *bool argument by reading it when it writes (internal/proto
+// Writer.WriteArg), and the checks read it before: "SELECT <sandbox's db>"
+// to the sandbox policy, "SELECT <baseline's db>" on the wire, would leave
+// the pooled sandbox connection in production's database for the
+// sandbox's next commands; "SELECT <baseline's db>" to the router's
+// production check, "SELECT <a sandbox's db>" on the wire, would put a
+// production connection in a sandbox's database. Both checks must read the
+// values that are written.
+func TestPointerArgumentsCannotChangeAfterTheCheck(t *testing.T) {
+	server(t)
+	ctx := context.Background()
+	lim := &flipLimiter{}
+	c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB, Limiter: lim, PoolSize: 1})
+	p := "rrt:" + t.Name() + ":"
+	r, err := redisroute.New(c, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := newID()
+	t.Cleanup(func() {
+		r.Destroy(ctx, id)
+		r.Close()
+		raw(t, baseDB).Del(ctx, p+"after-select", p+"prod")
+		c.Close()
+	})
+	sctx := sandboxCtx(id)
+	db, err := r.Database(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(sctx, p+"before", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	n := db
+	lim.flip = func() { n = baseDB }
+	lim.armed.Store(true)
+	_ = c.Do(sctx, "select", &n).Err()
+	for range 3 {
+		if err := c.Set(sctx, p+"after-select", "sandbox", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if raw(t, baseDB).Exists(ctx, p+"after-select").Val() != 0 {
+		t.Error("a sandbox's SELECT through a *int moved its pooled connection to production's database")
+	}
+
+	// Production: SELECT of its own database through a *int that becomes a
+	// sandbox's database before it is written.
+	m := baseDB
+	lim.flip = func() { m = db }
+	lim.armed.Store(true)
+	_ = c.Do(ctx, "select", &m).Err()
+	if err := c.Set(ctx, p+"prod", "production", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if raw(t, db).Exists(ctx, p+"prod").Val() != 0 {
+		t.Error("a production SELECT through a *int moved the production connection into a sandbox's database")
+	}
+	// Production: a command name that reads "echo" to the router's check and
+	// "select" to the writer. (Back to production's database first, should
+	// the SELECT above have got through.)
+	if err := c.Do(ctx, "select", baseDB).Err(); err != nil {
+		t.Fatal(err)
+	}
+	raw(t, db).Del(ctx, p+"prod")
+	n2 := new(atomic.Int32)
+	n2.Store(1) // one reading as "echo": the router's
+	_ = c.Do(ctx, fickle{first: "echo", then: "select", n: n2}, db).Err()
+	if err := c.Set(ctx, p+"prod", "production", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if raw(t, db).Exists(ctx, p+"prod").Val() != 0 {
+		t.Error("a production command named by a marshaler selected a sandbox's database")
+	}
+}
+
+// TestArgumentSliceCannotChangeAfterTheCheck: go-redis keeps the slice
+// given to Do as the command's arguments (NewCmd) and reads it again when
+// it writes: a caller that sets args[1] of "SELECT <the sandbox's
+// database>" to production's database after the policy's check (another
+// goroutine, here the Limiter go-redis asks between the hooks and the
+// write) would leave the pooled sandbox connection in production's
+// database. The policy checks a copy that it gives the command.
+func TestArgumentSliceCannotChangeAfterTheCheck(t *testing.T) {
+	server(t)
+	ctx := context.Background()
+	lim := &flipLimiter{}
+	c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB, Limiter: lim, PoolSize: 1})
+	p := "rrt:" + t.Name() + ":"
+	r, err := redisroute.New(c, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := newID()
+	t.Cleanup(func() {
+		r.Destroy(ctx, id)
+		r.Close()
+		raw(t, baseDB).Del(ctx, p+"after-select")
+		c.Close()
+	})
+	sctx := sandboxCtx(id)
+	db, err := r.Database(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(sctx, p+"before", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	args := []any{"select", db}
+	lim.flip = func() { args[1] = baseDB }
+	lim.armed.Store(true)
+	_ = c.Do(sctx, args...).Err()
+	for range 3 {
+		if err := c.Set(sctx, p+"after-select", "sandbox", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if raw(t, baseDB).Exists(ctx, p+"after-select").Val() != 0 {
+		t.Error("a sandbox's SELECT whose argument slice changed after the check moved its pooled connection to production's database")
+	}
+	if raw(t, db).Exists(ctx, p+"after-select").Val() != 1 {
+		t.Error("the sandbox's SET is not in its database")
+	}
+}
+
+// selectCmd is a command type of the caller's with its own Args, which
+// go-redis calls again when it writes.
+type selectCmd struct {
+	*redis.StatusCmd
+	db *int
+}
+
+func (c *selectCmd) Args() []any { return []any{"select", *c.db} }
+
+// TestOwnArgsMethodRefused: a command whose Args method is not its go-redis
+// command's returns what it likes each time it is called: "SELECT <the
+// sandbox's database>" to the policy, "SELECT <production's>" to the
+// writer, moving the pooled sandbox connection to production's database.
+// The policy refuses such a command for a sandbox.
+func TestOwnArgsMethodRefused(t *testing.T) {
+	server(t)
+	ctx := context.Background()
+	lim := &flipLimiter{}
+	c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB, Limiter: lim, PoolSize: 1})
+	p := "rrt:" + t.Name() + ":"
+	r, err := redisroute.New(c, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := newID()
+	t.Cleanup(func() {
+		r.Destroy(ctx, id)
+		r.Close()
+		raw(t, baseDB).Del(ctx, p+"after-select")
+		c.Close()
+	})
+	sctx := sandboxCtx(id)
+	db, err := r.Database(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(sctx, p+"before", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	n := db
+	lim.flip = func() { n = baseDB }
+	lim.armed.Store(true)
+	cmd := &selectCmd{StatusCmd: redis.NewStatusCmd(sctx, "select", db), db: &n}
+	if err := c.Process(sctx, cmd); !isRefused(err) {
+		t.Errorf("a command with its own Args: %v, want ErrRefused", err)
+	}
+	lim.armed.Store(false)
+	if err := c.Set(sctx, p+"after-select", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if raw(t, baseDB).Exists(ctx, p+"after-select").Val() != 0 {
+		t.Error("a command with its own Args moved the pooled sandbox connection to production's database")
+	}
+}
+
 // TestBareTransactionByMarshalerRefused: cmd.Name() is empty for a name
 // given as an encoding.BinaryMarshaler; the router reads the name go-redis
 // writes.
@@ -91,6 +290,42 @@ func TestBareTransactionByMarshalerRefused(t *testing.T) {
 	multi := fickle{first: "multi", then: "multi", n: new(atomic.Int32)}
 	if err := c.Do(sctx, multi).Err(); !isRefused(err) {
 		t.Errorf("MULTI given as a BinaryMarshaler: %v, want ErrRefused", err)
+	}
+}
+
+// TestBareTransactionByFickleNameRefused: a name that reads "get" to the
+// router's check for bare transactions and "multi" to the policy (which
+// allows MULTI: TxPipelined sends it) and the writer would leave the
+// pooled sandbox connection inside a MULTI, queueing the sandbox's next
+// commands instead of running them. The router and the policy read one
+// frozen name.
+func TestBareTransactionByFickleNameRefused(t *testing.T) {
+	server(t)
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB, PoolSize: 1})
+	r, err := redisroute.New(c, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := newID()
+	t.Cleanup(func() {
+		r.Destroy(ctx, id)
+		r.Close()
+		c.Close()
+	})
+	sctx := sandboxCtx(id)
+	db, err := r.Database(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := new(atomic.Int32)
+	n.Store(1) // one reading as "get": the router's
+	_ = c.Do(sctx, fickle{first: "get", then: "multi", n: n}).Err()
+	if err := c.Set(sctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := raw(t, db).Get(ctx, "k").Val(); got != "v" {
+		t.Errorf("the sandbox's SET after a fickle MULTI did not run (%q): its connection was left in a transaction", got)
 	}
 }
 

@@ -27,9 +27,13 @@ import (
 // does), and baseCmd holds the context in a field named ctx. The first
 // time a command type is seen, reflect checks that shape and finds the
 // context's offset; after that, reading a command's context costs one map
-// lookup by the interface's type word. A command of another shape (a
-// Cmder implemented outside go-redis) has no readable context and is
-// judged by the hook's context alone.
+// lookup by the interface's type word. A Cmder of the caller's type has
+// unexported methods to implement, so it embeds a go-redis command, often
+// by pointer (a wrapper that tags a command): its baseCmd is found by a
+// reflect path down the embedded fields, walked on each read (no
+// allocation; such types are rare). Before that, such a wrapper built
+// with a sandbox's context and batched by an AutoPipeliner ran in
+// production (TestWrappedCommandContextRead).
 var baseCmdType, cmdCtxOffset = func() (reflect.Type, uintptr) {
 	t := reflect.TypeFor[redis.StatusCmd]()
 	if t.NumField() == 0 || !t.Field(0).Anonymous {
@@ -46,18 +50,31 @@ var baseCmdType, cmdCtxOffset = func() (reflect.Type, uintptr) {
 	return base, f.Offset
 }()
 
-// noCtx marks a command type without a readable context.
-const noCtx = ^uintptr(0)
+// noCtx marks a command type without a readable context; viaPath one
+// whose go-redis command is reached through an embedded pointer (a type of
+// the caller's that embeds *redis.StatusCmd, say): its context is found by
+// the reflect path in cmdPaths.
+const (
+	noCtx   = ^uintptr(0)
+	viaPath = noCtx - 1
+)
 
 var (
 	// cmdTypes maps the type word of a redis.Cmder interface value to the
-	// offset of the command's context from its data pointer, or noCtx.
-	// Copy-on-write: a published map is never modified.
+	// offset of the command's context from its data pointer, noCtx or
+	// viaPath. Copy-on-write: a published map is never modified.
 	cmdTypes   atomic.Pointer[map[unsafe.Pointer]uintptr]
 	cmdTypesMu sync.Mutex
+	// cmdPaths maps the type word of a viaPath type to the index path
+	// (reflect.Value.FieldByIndexErr) of its embedded baseCmd. Written
+	// under cmdTypesMu, copy-on-write.
+	cmdPaths atomic.Pointer[map[unsafe.Pointer][]int]
 )
 
-func init() { cmdTypes.Store(&map[unsafe.Pointer]uintptr{}) }
+func init() {
+	cmdTypes.Store(&map[unsafe.Pointer]uintptr{})
+	cmdPaths.Store(&map[unsafe.Pointer][]int{})
+}
 
 // iface is the layout of a non-empty interface value.
 type iface struct {
@@ -75,17 +92,77 @@ func cmdContext(cmd redis.Cmder) context.Context {
 	if !ok {
 		off = learn(cmd, i.tab)
 	}
-	if off == noCtx {
+	switch off {
+	case noCtx:
+		return nil
+	case viaPath:
+		if p := pathCtxField(cmd, i.tab); p != nil {
+			return *(*context.Context)(p)
+		}
 		return nil
 	}
 	return *(*context.Context)(unsafe.Add(i.data, off))
 }
 
-// learn finds the offset of the context in cmd's type and records it.
+// ctxField returns the address of the context field of cmd's go-redis
+// command, or nil.
+func ctxField(cmd redis.Cmder) unsafe.Pointer {
+	i := (*iface)(unsafe.Pointer(&cmd))
+	if i.data == nil {
+		return nil
+	}
+	off, ok := (*cmdTypes.Load())[i.tab]
+	if !ok {
+		off = learn(cmd, i.tab)
+	}
+	switch off {
+	case noCtx:
+		return nil
+	case viaPath:
+		return pathCtxField(cmd, i.tab)
+	}
+	return unsafe.Add(i.data, off)
+}
+
+// pathCtxField is ctxField for a viaPath type: it walks the type's path to
+// its baseCmd, through the embedded pointers (nil on a nil one).
+func pathCtxField(cmd redis.Cmder, tab unsafe.Pointer) unsafe.Pointer {
+	path := (*cmdPaths.Load())[tab]
+	v := reflect.ValueOf(cmd)
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return nil
+		}
+		v = v.Elem()
+	}
+	b, err := v.FieldByIndexErr(path)
+	if err != nil || !b.CanAddr() || b.Type() != baseCmdType {
+		return nil
+	}
+	return unsafe.Add(unsafe.Pointer(b.UnsafeAddr()), cmdCtxOffset)
+}
+
+// learn finds where the context is in cmd's type and records it.
 func learn(cmd redis.Cmder, tab unsafe.Pointer) uintptr {
-	off := ctxOffset(reflect.TypeOf(cmd))
+	t := reflect.TypeOf(cmd)
+	off := ctxOffset(t)
+	var path []int
+	if off == noCtx {
+		if path = basePath(t); path != nil {
+			off = viaPath
+		}
+	}
 	cmdTypesMu.Lock()
 	defer cmdTypesMu.Unlock()
+	if path != nil {
+		oldPaths := *cmdPaths.Load()
+		mp := make(map[unsafe.Pointer][]int, len(oldPaths)+1)
+		for k, v := range oldPaths {
+			mp[k] = v
+		}
+		mp[tab] = path
+		cmdPaths.Store(&mp)
+	}
 	old := *cmdTypes.Load()
 	m := make(map[unsafe.Pointer]uintptr, len(old)+1)
 	for k, v := range old {
@@ -120,6 +197,92 @@ func ctxOffset(t reflect.Type) uintptr {
 		e = f.Type
 	}
 	return noCtx
+}
+
+// basePath returns the index path, from the struct that t is or points to,
+// to the baseCmd whose methods t has: the shallowest one down embedded
+// fields, by value or by pointer (Go promotes the shallowest), or nil. A
+// Cmder of the caller's must embed a go-redis command (Cmder has
+// unexported methods), so one is always there; ctxOffset finds those on
+// the first embedded fields by value (all of go-redis's own) without it.
+func basePath(t reflect.Type) []int {
+	if baseCmdType == nil || t == nil {
+		return nil
+	}
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	type node struct {
+		t    reflect.Type
+		path []int
+	}
+	level := []node{{t, nil}}
+	for range 6 {
+		var next []node
+		for _, n := range level {
+			for j := range n.t.NumField() {
+				f := n.t.Field(j)
+				if !f.Anonymous {
+					continue
+				}
+				ft := f.Type
+				if ft.Kind() == reflect.Pointer {
+					ft = ft.Elem()
+				}
+				path := append(append([]int(nil), n.path...), j)
+				if ft == baseCmdType {
+					return path
+				}
+				if ft.Kind() == reflect.Struct {
+					next = append(next, node{ft, path})
+				}
+			}
+		}
+		level = next
+	}
+	return nil
+}
+
+// cmdArgsOffset is the offset of baseCmd's args field from its ctx field,
+// or noCtx when baseCmd has no args field of type []any.
+var cmdArgsOffset = func() uintptr {
+	if baseCmdType == nil {
+		return noCtx
+	}
+	f, ok := baseCmdType.FieldByName("args")
+	if !ok || f.Type != reflect.TypeFor[[]any]() || len(f.Index) != 1 {
+		return noCtx
+	}
+	return f.Offset - cmdCtxOffset
+}()
+
+// ownArgs gives cmd a copy of its arguments and returns it. go-redis keeps
+// the slice a caller passes to Do (or Process) as the command's arguments
+// and reads it again when it writes, so without a copy the caller could
+// replace an argument between the check and the write (another goroutine
+// setting args[1] of "SELECT <its database>" to production's). It reports
+// false when cmd's Args is not its go-redis command's arguments (a type of
+// the caller's that defines its own Args, which go-redis calls again when
+// it writes): what is checked could then differ from what is written.
+func ownArgs(cmd redis.Cmder) ([]any, bool) {
+	args := cmd.Args()
+	if cmdArgsOffset == noCtx {
+		return args, true // go-redis changed: as before the copy
+	}
+	f := ctxField(cmd)
+	if f == nil {
+		return args, false
+	}
+	p := (*[]any)(unsafe.Add(f, cmdArgsOffset))
+	if len(*p) != len(args) || len(args) > 0 && &(*p)[0] != &args[0] {
+		return args, false
+	}
+	own := append([]any(nil), args...)
+	*p = own
+	return own, true
 }
 
 // cmdSandbox returns the sandbox of the context cmd was built with.

@@ -171,8 +171,15 @@
 //     must be set in Options.AutoPipelineOptions (a later
 //     AutoPipelineWithOptions gets the pinned instance, whatever it asks),
 //     and each client keeps two idle flusher goroutines and about 48 KB of
-//     heap until it is closed. A client built with PipelinePoolSize < 0
-//     cannot run full duplex at all.
+//     heap until it is closed, with go-redis's default options. Larger
+//     AutoPipelineOptions are paid at New or Guard, even by a client that
+//     never autopipelines: go-redis gives each face NumShards flushers, and
+//     preallocates queues of MaxBatchSize commands (16 bytes each) for 8
+//     stripes a shard where it stripes (the blocking face, or Unordered):
+//     NumShards 64, Unordered and MaxBatchSize 100000 is 130 goroutines
+//     and 1.6 GB of (untouched) heap a client, measured by HeapAlloc with
+//     RSS up 4 MB. A client built with PipelinePoolSize < 0 cannot run
+//     full duplex at all.
 //   - client.WithTimeout returns a clone with no hooks at all, whenever it
 //     is taken: redis.go's baseClient.withTimeout builds the clone's
 //     baseClient with baseClient.clone, a new struct that does not copy the
@@ -181,6 +188,10 @@
 //     same bug for Conn). [Router.WithTimeout] returns a clone with the
 //     router's hook (and pinned AutoPipeliners); a guarded client's clone
 //     is guarded with Guard(client.WithTimeout(d)) (TestRouterWithTimeout).
+//     It keeps one clone per timeout, and refuses ([ErrConfig]) a timeout
+//     past [MaxTimeoutClones] distinct ones, since each clone's pinned
+//     AutoPipeliners live until the baseline closes
+//     (TestWithTimeoutClonesAreBounded).
 //
 // What is still not covered, because no hook sees it in time; the tests
 // named pin each one, so a go-redis upgrade that changes them fails a test:
@@ -249,12 +260,24 @@
 // goroutine started with context.Background()) are production commands.
 //
 // The policy checks the bytes that are written: before it reads a
-// sandbox command, it replaces in the command each *string argument by
-// its string and each encoding.BinaryMarshaler by its bytes (what go-redis
-// would write), so an argument that reads one way to the policy and
-// another to the writer (SELECT of the sandbox's database, then of
-// production's) cannot move a sandbox connection. A command built with
-// another sandbox's context is refused inside [Router.Watch] too.
+// sandbox command, it gives the command its own copy of its arguments
+// (go-redis keeps the slice a caller gives Do and reads it again when it
+// writes: TestArgumentSliceCannotChangeAfterTheCheck; one allocation a
+// sandbox command), and replaces in it each *string argument by
+// its string, each pointer to a number, bool or time by its value
+// (go-redis reads pointers again when it writes) and each
+// encoding.BinaryMarshaler by its bytes (what go-redis would write), so an
+// argument that reads one way to the policy and another to the writer
+// (SELECT of the sandbox's database, then of production's, through a *int
+// another goroutine changes) cannot move a sandbox connection. The
+// router's production check does the same with a command name that is not
+// a string, and with the arguments of SELECT, SWAPDB, MOVE and COPY, so a
+// production connection cannot be moved into the range that way either
+// (TestPointerArgumentsCannotChangeAfterTheCheck). A sandbox command of
+// the caller's type whose Args method is its own, not that of the go-redis
+// command it embeds, is refused: go-redis calls it again when it writes
+// (TestOwnArgsMethodRefused). A command built with another sandbox's
+// context is refused inside [Router.Watch] too.
 //
 // # Cost
 //

@@ -4,7 +4,8 @@ import "errors"
 
 var (
 	// ErrConfig reports a misconfiguration found by a constructor ([New],
-	// [Guard]). The error's message names the option or argument.
+	// [Guard], [Router.WithTimeout]). The error's message names the option
+	// or argument.
 	ErrConfig = errors.New("redisroute: invalid configuration")
 
 	// ErrSandboxOnBaseline reports a sandbox context on a client protected

@@ -150,21 +150,31 @@ func fullDuplex(ctx context.Context, cmd redis.Cmder, id string, next redis.Proc
 // reply: val in nearly all of them, page and cursor in ScanCmd.
 var replyFields = [...]string{"val", "page", "cursor"}
 
-// clearReply sets the reply fields of cmd, a pointer to a go-redis command
-// type, to their zero values (through reflect, with the write barriers a
-// pointer store needs). A command of another shape is left alone.
+// clearReply sets the reply fields of cmd, a go-redis command type or a
+// type of the caller's that embeds one (by value or by pointer), to their
+// zero values (through reflect, with the write barriers a pointer store
+// needs). A command of another shape is left alone.
 func clearReply(cmd redis.Cmder) {
 	v := reflect.ValueOf(cmd)
-	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return
+		}
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
 		return
 	}
-	e := v.Elem()
 	for _, name := range replyFields {
-		f, ok := e.Type().FieldByName(name)
-		if !ok || len(f.Index) != 1 {
+		f, ok := v.Type().FieldByName(name)
+		if !ok {
 			continue
 		}
-		p := unsafe.Pointer(e.Field(f.Index[0]).UnsafeAddr())
+		fv, err := v.FieldByIndexErr(f.Index)
+		if err != nil || !fv.CanAddr() {
+			continue
+		}
+		p := unsafe.Pointer(fv.UnsafeAddr())
 		reflect.NewAt(f.Type, p).Elem().SetZero()
 	}
 }

@@ -3,7 +3,9 @@ package redisroute_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -175,6 +177,58 @@ func TestRouterWithTimeout(t *testing.T) {
 	}
 }
 
+// TestWithTimeoutClonesAreBounded: Router.WithTimeout keeps one clone per
+// timeout, each with two AutoPipeliner goroutines and their queues until the
+// baseline closes (Router.Close does not stop them: a clone whose pinned
+// AutoPipeliners are closed builds a full-duplex one on request). A timeout
+// computed per call (time.Until(deadline), the usual idiom) would add a
+// clone per call without bound: past MaxTimeoutClones distinct timeouts
+// WithTimeout refuses (ErrConfig) and nothing grows. Concurrent callers of
+// one timeout share its clone.
+func TestWithTimeoutClonesAreBounded(t *testing.T) {
+	_, _, r := route(t, nil)
+	timeout := func(i int) time.Duration { return time.Second + time.Duration(i)*time.Millisecond }
+	got := make([][]*redis.Client, 4)
+	var wg sync.WaitGroup
+	for g := range got {
+		got[g] = make([]*redis.Client, redisroute.MaxTimeoutClones)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range got[g] {
+				c, err := r.WithTimeout(timeout(i))
+				if err != nil {
+					t.Errorf("WithTimeout(%v), clone %d of %d: %v", timeout(i), i+1, redisroute.MaxTimeoutClones, err)
+				}
+				got[g][i] = c
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range got[0] {
+		for g := range got {
+			if got[g][i] != got[0][i] || got[g][i] == nil {
+				t.Fatalf("concurrent WithTimeout(%v) returned different clones", timeout(i))
+			}
+		}
+	}
+	before := runtime.NumGoroutine()
+	for i := redisroute.MaxTimeoutClones; i < 5*redisroute.MaxTimeoutClones; i++ {
+		if c, err := r.WithTimeout(timeout(i)); !errors.Is(err, redisroute.ErrConfig) || c != nil {
+			t.Fatalf("distinct timeout %d (past %d): %v, want ErrConfig", i+1, redisroute.MaxTimeoutClones, err)
+		}
+	}
+	if after := runtime.NumGoroutine(); after > before+4 {
+		t.Errorf("goroutines grew from %d to %d over %d refused timeouts", before, after, 4*redisroute.MaxTimeoutClones)
+	}
+	if c, err := r.WithTimeout(timeout(0)); err != nil || c != got[0][0] {
+		t.Errorf("a kept timeout past the bound: %v, want its clone", err)
+	}
+}
+
+// taggedStringCmd is a command type of the caller's.
+type taggedStringCmd struct{ *redis.StringCmd }
+
 // hookCounter counts the commands it sees.
 type hookCounter struct{ n atomic.Int64 }
 
@@ -254,6 +308,15 @@ func TestFullDuplexLeakIsCaught(t *testing.T) {
 			if !errors.Is(get.Err(), redisroute.ErrLeaked) {
 				t.Errorf("sandbox-built GET sent with a production context: %v, want ErrLeaked", get.Err())
 			}
+			// The same, as a command type of the caller's.
+			wget := &taggedStringCmd{redis.NewStringCmd(sctx, "get", p+"prod")}
+			_ = ap.Process(ctx, wget)
+			if !errors.Is(wget.Err(), redisroute.ErrLeaked) {
+				t.Errorf("sandbox-built wrapped GET sent with a production context: %v, want ErrLeaked", wget.Err())
+			}
+			if v := wget.Val(); v != "" {
+				t.Errorf("a leaked wrapped GET holds production's value %q", v)
+			}
 			// Production's reply is not handed to the sandbox.
 			if v := get.Val(); v != "" {
 				t.Errorf("a leaked GET holds production's value %q", v)
@@ -284,8 +347,8 @@ func TestFullDuplexLeakIsCaught(t *testing.T) {
 			if n := count(rec.Records(), func(m map[string]string) bool {
 				return m[audit.KeyDecision] == string(audit.Rejected) && m[audit.KeyID] == id &&
 					strings.HasPrefix(m[audit.KeyReason], redisroute.ErrLeaked.Error())
-			}); n != 5 {
-				t.Errorf("%d rejected records naming the leak, want 5", n)
+			}); n != 6 {
+				t.Errorf("%d rejected records naming the leak, want 6", n)
 			}
 			// Commands that go-redis diverts off the full-duplex stream (Do,
 			// blocking commands) run through the hooks first, and route.
@@ -510,6 +573,56 @@ func TestFullDuplexBuiltBeforeRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFullDuplexRequestRacingInstall: a goroutine asks for a full-duplex
+// AutoPipeliner while New or Guard runs. go-redis builds each face under
+// the client's mutex, so one of the two comes first: either the request
+// gets the pinned half-duplex instance, or New and Guard find the
+// full-duplex one and refuse the client. Never both an installed router
+// or guard and a full-duplex engine.
+func TestFullDuplexRequestRacingInstall(t *testing.T) {
+	server(t)
+	refused := 0
+	for i := range 40 {
+		c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB})
+		var ap *redis.AutoPipeliner
+		var apErr error
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			get := c.AsyncAutoPipelineWithOptions
+			if i%2 == 1 {
+				get = c.AutoPipelineWithOptions
+			}
+			ap, apErr = get(&redis.AutoPipelineOptions{FullDuplex: true})
+		}()
+		var err error
+		var r *redisroute.Router
+		if i%4 < 2 {
+			r, err = redisroute.New(c, dbs)
+		} else {
+			err = redisroute.Guard(c)
+		}
+		wg.Wait()
+		if apErr != nil {
+			t.Fatal(apErr)
+		}
+		switch {
+		case err == nil && ap.Config().FullDuplex:
+			t.Errorf("round %d: installed, and a full-duplex AutoPipeliner was built", i)
+		case err != nil && !errors.Is(err, redisroute.ErrConfig):
+			t.Errorf("round %d: %v, want nil or ErrConfig", i, err)
+		case err != nil:
+			refused++
+		}
+		if r != nil {
+			r.Close()
+		}
+		c.Close()
+	}
+	t.Logf("%d of 40 installs refused (the full-duplex request came first)", refused)
 }
 
 // TestClosedClientRefused: New and Guard cannot pin the AutoPipeliners of

@@ -188,3 +188,71 @@ func TestArgumentsReadAsWritten(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+// Command types of the caller's: a redis.Cmder has unexported methods, so
+// one must embed a go-redis command, often by pointer (a wrapper that adds
+// a tag to a command), or behind fields of its own.
+type (
+	taggedCmd struct{ *redis.StatusCmd }
+	innerCmd  struct{ *redis.StatusCmd }
+	deepCmd   struct {
+		tag string
+		innerCmd
+	}
+)
+
+// TestWrappedCommandContextRead: a command of the caller's type that
+// embeds a go-redis command by pointer (a pointer to the wrapper, the
+// wrapper itself, or one behind another field) keeps the context it was
+// built with where go-redis's own commands do, and the hooks read it: a
+// sandbox's wrapped SET in an AutoPipeliner's batch (sent with
+// context.Background()) is refused, and never reaches production. A nil
+// embedded command is read as having no context.
+func TestWrappedCommandContextRead(t *testing.T) {
+	id := newID()
+	c, p, _ := route(t, []string{id})
+	g, gp := baseline(t)
+	if err := redisroute.Guard(g); err != nil {
+		t.Fatal(err)
+	}
+	ctx, sctx := context.Background(), sandboxCtx(id)
+	for _, cl := range []struct {
+		name   string
+		c      *redis.Client
+		prefix string
+		want   error
+	}{{"router", c, p, redisroute.ErrRefused}, {"guard", g, gp, redisroute.ErrSandboxOnBaseline}} {
+		for _, w := range []struct {
+			name string
+			cmd  func(key string) redis.Cmder
+		}{
+			{"pointer to wrapper", func(k string) redis.Cmder { return &taggedCmd{redis.NewStatusCmd(sctx, "set", k, "sandbox")} }},
+			{"wrapper value", func(k string) redis.Cmder { return taggedCmd{redis.NewStatusCmd(sctx, "set", k, "sandbox")} }},
+			{"behind a field", func(k string) redis.Cmder {
+				return &deepCmd{tag: "t", innerCmd: innerCmd{redis.NewStatusCmd(sctx, "set", k, "sandbox")}}
+			}},
+		} {
+			ap, err := cl.c.AutoPipeline()
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := cl.prefix + w.name
+			cmd := w.cmd(key)
+			if id2, ok := redisroute.CommandSandbox(cmd); !ok || id2 != id {
+				t.Errorf("%s, %s: the command's sandbox reads as %q %v", cl.name, w.name, id2, ok)
+			}
+			if err := ap.Process(sctx, cmd); !errors.Is(err, cl.want) {
+				t.Errorf("%s, %s: a sandbox's wrapped SET through the AutoPipeliner: %v, want %v", cl.name, w.name, err, cl.want)
+			}
+			if raw(t, baseDB).Exists(ctx, key).Val() != 0 {
+				t.Errorf("%s, %s: a sandbox's wrapped SET reached production", cl.name, w.name)
+			}
+		}
+	}
+	if _, ok := redisroute.CommandSandbox(&taggedCmd{}); ok {
+		t.Error("a wrapper with a nil command reads as a sandbox's")
+	}
+	if _, ok := redisroute.CommandSandbox(&taggedCmd{redis.NewStatusCmd(ctx, "ping")}); ok {
+		t.Error("a production wrapper reads as a sandbox's")
+	}
+}

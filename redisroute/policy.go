@@ -102,8 +102,34 @@ func arg(args []any, i int) string {
 			return "1"
 		}
 		return "0"
-	case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, uintptr, float32, float64:
-		return fmt.Sprint(v)
+	// Numbers as internal/proto Writer.int, uint and float format them (and
+	// without fmt, whose printer cache may allocate).
+	case int:
+		return strconv.Itoa(v)
+	case int8:
+		return strconv.FormatInt(int64(v), 10)
+	case int16:
+		return strconv.FormatInt(int64(v), 10)
+	case int32:
+		return strconv.FormatInt(int64(v), 10)
+	case int64:
+		return strconv.FormatInt(v, 10)
+	case uint:
+		return strconv.FormatUint(uint64(v), 10)
+	case uint8:
+		return strconv.FormatUint(uint64(v), 10)
+	case uint16:
+		return strconv.FormatUint(uint64(v), 10)
+	case uint32:
+		return strconv.FormatUint(uint64(v), 10)
+	case uint64:
+		return strconv.FormatUint(v, 10)
+	case uintptr:
+		return strconv.FormatUint(uint64(v), 10)
+	case float32:
+		return strconv.FormatFloat(float64(v), 'f', -1, 64)
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
 	case *int:
 		if v == nil {
 			return "0"
@@ -140,12 +166,15 @@ func wireName(cmd redis.Cmder) string {
 // check returns nil when cmd runs inside database db and touches only
 // keys a sandbox owns, and an error wrapping ErrRefused otherwise.
 func check(cmd redis.Cmder, db int) error {
-	args := cmd.Args()
+	args, ok := ownArgs(cmd)
+	if !ok {
+		return fmt.Errorf("%w: a command of type %T, whose Args are not those of the go-redis command it embeds: go-redis reads them again when it writes, so what the policy checks could differ from what is written", ErrRefused, cmd)
+	}
 	if len(args) == 0 {
 		return fmt.Errorf("%w: empty command", ErrRefused)
 	}
 	if err := freeze(args); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrRefused, err)
 	}
 	name := strings.ToLower(arg(args, 0))
 	switch verdicts[name] {
@@ -165,32 +194,72 @@ func check(cmd redis.Cmder, db int) error {
 }
 
 // freeze replaces, in place, each argument whose text could change between
-// the check and the write with the text go-redis would write now: a
-// *string by its string, an encoding.BinaryMarshaler by its bytes. A
-// marshaler that answered "get" to the policy and "flushdb" to the writer,
-// or a *string changed by another goroutine in between, would otherwise
-// send a command the policy never saw. The bytes are the same as go-redis
-// writes (internal/proto Writer.WriteArg), time values excepted, which it
-// formats itself and which are left as they are.
+// the check and the write with what go-redis would write now: a *string by
+// its string, a pointer to a number, a bool, a time.Time or a
+// time.Duration by its value (go-redis reads the pointer again when it
+// writes), an encoding.BinaryMarshaler by its bytes. A marshaler that
+// answered "get" to the policy and "flushdb" to the writer, or a *string
+// or *int changed by another goroutine in between ("SELECT <its own
+// database>" checked, "SELECT <another>" written), would otherwise send a
+// command the check never saw. The bytes are the same as go-redis writes
+// (internal/proto Writer.WriteArg); a nil pointer is the zero value, as
+// go-redis writes it.
 func freeze(args []any) error {
 	for i, a := range args {
 		switch v := a.(type) {
-		case string, []byte, nil, int, int64, float64, bool, time.Time, *time.Time:
+		case string, []byte, nil, int, int64, float64, bool, time.Time, time.Duration:
 		case *string:
-			if v == nil {
-				args[i] = ""
-			} else {
-				args[i] = *v
-			}
+			args[i] = deref(v)
+		case *int:
+			args[i] = deref(v)
+		case *int8:
+			args[i] = deref(v)
+		case *int16:
+			args[i] = deref(v)
+		case *int32:
+			args[i] = deref(v)
+		case *int64:
+			args[i] = deref(v)
+		case *uint:
+			args[i] = deref(v)
+		case *uint8:
+			args[i] = deref(v)
+		case *uint16:
+			args[i] = deref(v)
+		case *uint32:
+			args[i] = deref(v)
+		case *uint64:
+			args[i] = deref(v)
+		case *uintptr:
+			args[i] = deref(v)
+		case *float32:
+			args[i] = deref(v)
+		case *float64:
+			args[i] = deref(v)
+		case *bool:
+			args[i] = deref(v)
+		case *time.Time:
+			args[i] = deref(v)
+		case *time.Duration:
+			args[i] = deref(v)
 		case encoding.BinaryMarshaler:
 			b, err := v.MarshalBinary()
 			if err != nil {
-				return fmt.Errorf("%w: argument %d: %w", ErrRefused, i, err)
+				return fmt.Errorf("argument %d: %w", i, err)
 			}
 			args[i] = b
 		}
 	}
 	return nil
+}
+
+// deref is *p, or the zero value for a nil p.
+func deref[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
 }
 
 func inspectArgs(name string, args []any, db int) error {

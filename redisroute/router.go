@@ -164,7 +164,7 @@ func (h routeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		// By the name go-redis writes (cmd.Name() is "" for a name given
 		// as an encoding.BinaryMarshaler).
-		switch wireName(cmd) {
+		switch sandboxWireName(cmd) {
 		case "watch", "unwatch", "multi", "exec", "discard":
 			// Each routed command may take another connection: a bare
 			// WATCH or MULTI would lose its meaning.
@@ -243,7 +243,7 @@ func (h routeHook) routePipeline(ctx context.Context, s propagation.Sandbox, cmd
 		inner = cmds[1 : len(cmds)-1]
 	}
 	for _, cmd := range inner {
-		switch wireName(cmd) {
+		switch sandboxWireName(cmd) {
 		case "watch", "unwatch", "multi", "exec", "discard":
 			return h.r.refuse(ctx, s, fmt.Errorf("%w: %s in a pipeline: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, cmd.Name()))
 		}
@@ -259,6 +259,23 @@ func (h routeHook) routePipeline(ctx context.Context, s propagation.Sandbox, cmd
 	}
 	_, err = pipe.Exec(ctx)
 	return err
+}
+
+// sandboxWireName is wireName for a sandbox command, whose name the router
+// reads before the sandbox policy: a name that is not a string (a
+// marshaler that answered "get" here and "multi" to the policy and the
+// writer) is frozen first, in the command's own copy of its arguments, so
+// the router, the policy and the writer read the same name.
+func sandboxWireName(cmd redis.Cmder) string {
+	if args := cmd.Args(); len(args) > 0 {
+		if _, ok := args[0].(string); !ok {
+			own, _ := ownArgs(cmd) // the policy refuses a command it cannot own
+			if err := freeze(own[:1]); err != nil {
+				return "" // the policy refuses it
+			}
+		}
+	}
+	return wireName(cmd)
 }
 
 // mayReachRange is the first test of [Router.intoRangeArgs], small enough
@@ -282,14 +299,26 @@ func mayReachRange(args []any) bool {
 // hooks call it only when [mayReachRange] reports true. Lua scripts, which
 // may SELECT any database, are not checked.
 func (r *Router) intoRangeArgs(args []any) error {
+	if _, ok := args[0].(string); !ok {
+		// go-redis reads the name again when it writes it: read it once.
+		if err := freeze(args[:1]); err != nil {
+			return fmt.Errorf("%w: command name: %w", ErrProductionIntoSandboxes, err)
+		}
+	}
 	name := arg(args, 0)
 	dbs := r.dbs
+	// Read the database numbers go-redis will write, not a first reading of
+	// a *int or a marshaler that may change before the write.
+	unreadable := false
+	if readsDatabases(name) {
+		unreadable = freeze(args) != nil
+	}
 	in := func(i int) bool {
 		if i >= len(args) {
 			return false
 		}
 		n, err := strconv.Atoi(arg(args, i))
-		return err != nil || (n >= dbs.First && n <= dbs.Last) // unreadable: fail closed
+		return unreadable || err != nil || (n >= dbs.First && n <= dbs.Last) // unreadable: fail closed
 	}
 	var what string
 	switch {
@@ -314,6 +343,18 @@ func (r *Router) intoRangeArgs(args []any) error {
 		return nil
 	}
 	return fmt.Errorf("%w: %s (databases %d to %d are the router's)", ErrProductionIntoSandboxes, what, dbs.First, dbs.Last)
+}
+
+// readsDatabases reports whether name is that of a command whose arguments
+// intoRangeArgs reads as database numbers: SELECT, SWAPDB, MOVE, COPY.
+func readsDatabases(name string) bool {
+	switch len(name) {
+	case 4:
+		return strings.EqualFold(name, "move") || strings.EqualFold(name, "copy")
+	case 6:
+		return strings.EqualFold(name, "select") || strings.EqualFold(name, "swapdb")
+	}
+	return false
 }
 
 // foreign refuses cmd, sent with sandbox s's context, when it was built
@@ -507,6 +548,10 @@ func (r *Router) Watch(ctx context.Context, fn func(*redis.Tx) error, keys ...st
 	return sc.client.Watch(ctx, fn, keys...)
 }
 
+// MaxTimeoutClones is how many distinct timeouts [Router.WithTimeout]
+// keeps a clone for; a further one is refused.
+const MaxTimeoutClones = 32
+
 // WithTimeout is the routed counterpart of the baseline's
 // client.WithTimeout, which must not be used with sandbox contexts: in
 // go-redis 9.23 a WithTimeout clone has no hooks at all (see the package
@@ -521,9 +566,14 @@ func (r *Router) Watch(ctx context.Context, fn func(*redis.Tx) error, keys ...st
 // the pools it shares with the baseline, as go-redis's clones do.
 //
 // It returns the same client for the same timeout: each clone keeps two
-// idle AutoPipeliner goroutines and about 48 KB until the baseline is
-// closed (go-redis registers them on the pools it shares), so a clone per
-// call would pile them up. Use a few fixed timeouts, not computed ones.
+// idle AutoPipeliner goroutines and their queues (about 48 KB with
+// go-redis's defaults, far more with large AutoPipelineOptions: see the
+// package doc) until the baseline is closed, Router.Close included (go-redis
+// registers them on the pools it shares, and closing them would let the
+// clone build a full-duplex AutoPipeliner), so a clone per call would pile
+// them up. Use a few fixed timeouts, not computed ones: past
+// [MaxTimeoutClones] distinct timeouts, WithTimeout fails with an error
+// wrapping [ErrConfig] instead of growing without bound.
 func (r *Router) WithTimeout(timeout time.Duration) (*redis.Client, error) {
 	r.mu.RLock()
 	closed := r.closed
@@ -535,6 +585,9 @@ func (r *Router) WithTimeout(timeout time.Duration) (*redis.Client, error) {
 	defer r.timeoutsMu.Unlock()
 	if c, ok := r.timeouts[timeout]; ok {
 		return c, nil
+	}
+	if len(r.timeouts) >= MaxTimeoutClones {
+		return nil, fmt.Errorf("%w: redisroute: Router.WithTimeout(%v): the router already keeps %d clones, one per distinct timeout, each with two AutoPipeliner goroutines and their queues until the baseline closes: use a few fixed timeouts, or a context deadline", ErrConfig, timeout, len(r.timeouts))
 	}
 	c := r.baseline.WithTimeout(timeout)
 	if err := pinHalfDuplex(c, "Router.WithTimeout"); err != nil {
