@@ -2,6 +2,7 @@ package propagation
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"unicode"
 
@@ -61,7 +62,66 @@ func (c *Codec) classify(raw string) (k keyKind, exact bool) {
 	if !lenient(t) {
 		return kindNone, false
 	}
+	if c.odd {
+		return c.oddKind(t), false
+	}
 	return c.kind(normalizeKey(t)), false
+}
+
+// maxReadings bounds the readings [Codec.oddKind] looks at for one key.
+const maxReadings = 64
+
+// oddKind is the lenient half of [Codec.classify] for a codec with a key
+// holding '+' or '%' (token bytes that a lenient parser decodes). For
+// such a key the end of [normalizeKey]'s chain is not enough: a parser
+// may stop before it, at a spelling that is our key. OpenTelemetry Go
+// only trims Unicode spaces (it reads "\u00a0a+b" as "a+b", which
+// normalises on to "ab"), and OpenTelemetry JS decodes "a%2Bb" once, to
+// "a+b", without reading '+' as a space. So every reading reachable by
+// squeezing ([squeeze]), decoding '+' and escapes ([decodeKey]) and
+// decoding escapes only ([decodePercent]) is compared with our keys, the
+// shortest chains first. Readings only get shorter: one shorter than our
+// shortest key is not followed. It allocates; it runs only on keys
+// [lenient] flags, with such a codec. Past maxReadings it fails closed:
+// a key read so many ways counts as a lookalike of the ID key.
+func (c *Codec) oddKind(t string) keyKind {
+	readings := make([]string, 1, 8)
+	readings[0] = t
+	for i := 0; i < len(readings); i++ {
+		s := readings[i]
+		for _, r := range [...]string{squeeze(s), decodeKey(s), decodePercent(s)} {
+			if len(r) < c.minKey || slices.Contains(readings, r) {
+				continue
+			}
+			if k := c.kind(r); k != kindNone {
+				return k
+			}
+			if len(readings) == maxReadings {
+				return kindID
+			}
+			readings = append(readings, r)
+		}
+	}
+	return kindNone
+}
+
+// decodePercent percent-decodes s, leaving '+' and a malformed escape as
+// they are (JavaScript's decodeURIComponent, Go's url.PathUnescape,
+// .NET's Uri.UnescapeDataString).
+func decodePercent(s string) string {
+	if strings.IndexByte(s, '%') < 0 {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '%' && i+2 < len(s) && ishex(s[i+1]) && ishex(s[i+2]) {
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+		} else {
+			b = append(b, c)
+		}
+	}
+	return string(b)
 }
 
 // lenient reports whether a lenient parser may read key, trimmed of SP and
