@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/sandboxkit/sandboxkit/internal/keytext"
 )
@@ -180,14 +181,31 @@ func decodeKey(s string) string {
 // Unicode white space (Go's strings.TrimSpace, Python's str.strip) and the
 // byte-order mark (JavaScript's String.prototype.trim). Parsers trim the
 // latter only around a key; removing them inside too only widens what
-// counts as ours. It returns s itself when there is nothing to remove.
+// counts as ours. A byte that is not UTF-8 is kept as it is, unless it is
+// 0x85 or 0xA0: Node.js hands header values to JavaScript as Latin-1, where
+// they are U+0085 and U+00A0, which OpenTelemetry JS (U+00A0) and Python's
+// str.strip (both) trim. It returns s itself when there is nothing to
+// remove.
 func squeeze(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r <= 0x20 || unicode.IsSpace(r) || r == '\uFEFF' {
-			return -1
+	var b []byte
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		drop := r <= 0x20 || unicode.IsSpace(r) || r == '\uFEFF'
+		if r == utf8.RuneError && n == 1 {
+			drop = s[i] == 0x85 || s[i] == 0xa0
 		}
-		return r
-	}, s)
+		switch {
+		case drop && b == nil:
+			b = append(make([]byte, 0, len(s)), s[:i]...)
+		case !drop && b != nil:
+			b = append(b, s[i:i+n]...)
+		}
+		i += n
+	}
+	if b == nil {
+		return s
+	}
+	return string(b)
 }
 
 // minPrefix is the length from which the keys' common prefix alone is a

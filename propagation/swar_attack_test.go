@@ -202,3 +202,40 @@ func TestOddKeysReadUnderEverySpelling(t *testing.T) {
 		})
 	}
 }
+
+// TestLatin1SpaceBytes: Node.js hands a header value to JavaScript as
+// Latin-1, so the single byte 0xA0 (not UTF-8) is U+00A0 there, and
+// OpenTelemetry JS trims it from a key ("\xa0sandbox.id" reads as
+// "sandbox.id"); 0x85 is U+0085, which Python's str.strip removes. Such a
+// member is ours, unreadable, and Strip removes it. A byte that is a space
+// to no parser (0xFF) leaves a foreign key foreign.
+func TestLatin1SpaceBytes(t *testing.T) {
+	c := propagation.Default()
+	for _, bag := range []string{
+		"\xa0sandbox.id=pr-1",
+		"sandbox.id\xa0=pr-1",
+		"k=v,\xa0\xa0sandbox.id=pr-1",
+		"\x85sandbox.id=pr-1",
+		"\xa0sandbox.ticket=v1.k.1.s",
+		"%A0sandbox.id=pr-1",
+	} {
+		h := http.Header{"Baggage": {bag}}
+		m, err := c.Read(otelprop.HeaderCarrier(h))
+		if !m.Found || err == nil {
+			t.Errorf("%q: Read = %+v, %v; want a marker found and unreadable", bag, m, err)
+		}
+		if c.Quiet(h) {
+			t.Errorf("%q: Quiet", bag)
+		}
+		s := h.Clone()
+		c.Strip(otelprop.HeaderCarrier(s))
+		if b := s.Values("Baggage"); len(b) > 0 && !strings.HasPrefix(b[0], "k=v") {
+			t.Errorf("%q: Strip left %q", bag, b)
+		}
+	}
+	for _, bag := range []string{"\xffsandbox.id=pr-1", "sandbox\xff.id=pr-1"} {
+		if m, err := c.Read(otelprop.HeaderCarrier(http.Header{"Baggage": {bag}})); m.Found || err != nil {
+			t.Errorf("%q: Read = %+v, %v; want no marker", bag, m, err)
+		}
+	}
+}
