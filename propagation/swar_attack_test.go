@@ -20,7 +20,7 @@ import (
 // prefix needle, per-key needles, keys with bytes a parser drops ('+'),
 // a '%' in a key, one-byte keys, more anchors than fit the wide test,
 // and no dedicated header.
-func attackCodecs(t *testing.T) map[string]*propagation.Codec {
+func attackCodecs(t testing.TB) map[string]*propagation.Codec {
 	t.Helper()
 	out := map[string]*propagation.Codec{}
 	for name, opts := range map[string][]propagation.Option{
@@ -154,9 +154,9 @@ func FuzzOTelDifferentialCodecs(f *testing.F) {
 		f.Add(uint8(off), uint8(off), "k"+strings.Repeat("\x80", off)+",Zid=pr-1\ns%id=1")
 		f.Add(uint8(off), uint8(off), p+"=1,\xc2\xa0a+b=1,tk=3,sd-routing-key=x")
 	}
+	codecs := attackCodecs(f)
+	names := slices.Sorted(maps.Keys(codecs))
 	f.Fuzz(func(t *testing.T, which, pad uint8, bag string) {
-		codecs := attackCodecs(t)
-		names := slices.Sorted(maps.Keys(codecs))
 		name := names[int(which)%len(names)]
 		c := codecs[name]
 		h := http.Header{"Baggage": strings.Split(bag, "\n")}
