@@ -67,6 +67,12 @@ func TestServerTrust(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A codec whose ID key holds a '+' (a token byte): OpenTelemetry JS
+	// decodes a%2Bb once, to that key.
+	plusKey, err := propagation.NewCodec(propagation.WithBaggageKeys("a+b", "xx.yx", "kk"), propagation.WithTicketKey("zz"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	clockAt := func(at time.Time) grpcmw.ServerOption { return grpcmw.WithClock(func() time.Time { return at }) }
 	bigBaggage := "sandbox.id=feat-1"
 	for i := range 64 {
@@ -159,6 +165,12 @@ func TestServerTrust(t *testing.T) {
 			name: "untrusted peer, lookalikes and foreign routing keys are stripped",
 			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)},
 			md:   []string{"baggage", "foo=bar,+sandbox.id=feat-1,%20sandbox.actor=x,sd-routing-key=x", "uberctx-sd-routing-key", "x"},
+			want: want{baggage: "foo=bar", decision: audit.Stripped},
+		},
+		{
+			name: "untrusted peer, a key of ours read by a decoding parser is stripped",
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithCodec(plusKey)},
+			md:   []string{"baggage", "foo=bar,a%2Bb=feat-1"},
 			want: want{baggage: "foo=bar", decision: audit.Stripped},
 		},
 		{

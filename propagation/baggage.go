@@ -2,8 +2,10 @@ package propagation
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/sandboxkit/sandboxkit/internal/keytext"
 )
@@ -61,7 +63,66 @@ func (c *Codec) classify(raw string) (k keyKind, exact bool) {
 	if !lenient(t) {
 		return kindNone, false
 	}
+	if c.odd {
+		return c.oddKind(t), false
+	}
 	return c.kind(normalizeKey(t)), false
+}
+
+// maxReadings bounds the readings [Codec.oddKind] looks at for one key.
+const maxReadings = 64
+
+// oddKind is the lenient half of [Codec.classify] for a codec with a key
+// holding '+' or '%' (token bytes that a lenient parser decodes). For
+// such a key the end of [normalizeKey]'s chain is not enough: a parser
+// may stop before it, at a spelling that is our key. OpenTelemetry Go
+// only trims Unicode spaces (it reads "\u00a0a+b" as "a+b", which
+// normalises on to "ab"), and OpenTelemetry JS decodes "a%2Bb" once, to
+// "a+b", without reading '+' as a space. So every reading reachable by
+// squeezing ([squeeze]), decoding '+' and escapes ([decodeKey]) and
+// decoding escapes only ([decodePercent]) is compared with our keys, the
+// shortest chains first. Readings only get shorter: one shorter than our
+// shortest key is not followed. It allocates; it runs only on keys
+// [lenient] flags, with such a codec. Past maxReadings it fails closed:
+// a key read so many ways counts as a lookalike of the ID key.
+func (c *Codec) oddKind(t string) keyKind {
+	readings := make([]string, 1, 8)
+	readings[0] = t
+	for i := 0; i < len(readings); i++ {
+		s := readings[i]
+		for _, r := range [...]string{squeeze(s), decodeKey(s), decodePercent(s)} {
+			if len(r) < c.minKey || slices.Contains(readings, r) {
+				continue
+			}
+			if k := c.kind(r); k != kindNone {
+				return k
+			}
+			if len(readings) == maxReadings {
+				return kindID
+			}
+			readings = append(readings, r)
+		}
+	}
+	return kindNone
+}
+
+// decodePercent percent-decodes s, leaving '+' and a malformed escape as
+// they are (JavaScript's decodeURIComponent, Go's url.PathUnescape,
+// .NET's Uri.UnescapeDataString).
+func decodePercent(s string) string {
+	if strings.IndexByte(s, '%') < 0 {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '%' && i+2 < len(s) && ishex(s[i+1]) && ishex(s[i+2]) {
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+		} else {
+			b = append(b, c)
+		}
+	}
+	return string(b)
 }
 
 // lenient reports whether a lenient parser may read key, trimmed of SP and
@@ -120,14 +181,31 @@ func decodeKey(s string) string {
 // Unicode white space (Go's strings.TrimSpace, Python's str.strip) and the
 // byte-order mark (JavaScript's String.prototype.trim). Parsers trim the
 // latter only around a key; removing them inside too only widens what
-// counts as ours. It returns s itself when there is nothing to remove.
+// counts as ours. A byte that is not UTF-8 is kept as it is, unless it is
+// 0x85 or 0xA0: Node.js hands header values to JavaScript as Latin-1, where
+// they are U+0085 and U+00A0, which OpenTelemetry JS (U+00A0) and Python's
+// str.strip (both) trim. It returns s itself when there is nothing to
+// remove.
 func squeeze(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r <= 0x20 || unicode.IsSpace(r) || r == '\uFEFF' {
-			return -1
+	var b []byte
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		drop := r <= 0x20 || unicode.IsSpace(r) || r == '\uFEFF'
+		if r == utf8.RuneError && n == 1 {
+			drop = s[i] == 0x85 || s[i] == 0xa0
 		}
-		return r
-	}, s)
+		switch {
+		case drop && b == nil:
+			b = append(make([]byte, 0, len(s)), s[:i]...)
+		case !drop && b != nil:
+			b = append(b, s[i:i+n]...)
+		}
+		i += n
+	}
+	if b == nil {
+		return s
+	}
+	return string(b)
 }
 
 // minPrefix is the length from which the keys' common prefix alone is a

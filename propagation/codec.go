@@ -23,7 +23,12 @@ type Codec struct {
 	headerCanon string // canonical MIME form, for http.Header
 	keys        []string
 	prefix      string // common prefix of keys, searched first
-	fields      []string
+	// odd is set when a key holds '+' or '%', which lenient parsers
+	// decode: lookalikes are then looked for by [Codec.oddKind]. minKey
+	// is the length of the shortest key.
+	odd    bool
+	minKey int
+	fields []string
 
 	// keyHeaders are our baggage keys used as header names, as they are
 	// and in Jaeger's and OpenTracing's baggage header forms: markers too.
@@ -195,6 +200,11 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	}
 	c.keys = append([]string{cfg.idKey, cfg.actorKey, cfg.originKey, cfg.ticketKey}, cfg.compat...)
 	c.prefix = commonPrefix(c.keys)
+	c.minKey = len(c.keys[0])
+	for _, k := range c.keys {
+		c.odd = c.odd || strings.ContainsAny(k, "%+")
+		c.minKey = min(c.minKey, len(k))
+	}
 	c.fields = []string{baggageHeader}
 	if c.header != "" {
 		c.fields = append(c.fields, c.header)

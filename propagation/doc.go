@@ -25,7 +25,10 @@
 // writes: our keys under every spelling that OpenTelemetry Go's baggage
 // parser (which trims every Unicode space around a key) or a lenient one
 // (OpenTelemetry JS and Python percent-decode keys, Python reads '+' as a
-// space) takes for ours; an empty dedicated header; and a header named as
+// space, Node.js hands header bytes to JavaScript as Latin-1, where a raw
+// 0xA0 is a space) takes for ours, at every step of such a reading (with
+// a configured key holding '+' or '%', "a%2Bb" is "a+b" to OpenTelemetry
+// JS); an empty dedicated header; and a header named as
 // one of our baggage keys (a Kafka record header "sandbox.id", as kcat -H
 // writes it). [Codec.Read] finds them all ([Markers.Found]) and reads them
 // only when every parser reads one value: a lookalike key, a value with

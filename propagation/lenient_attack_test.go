@@ -2,8 +2,10 @@ package propagation_test
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	otelprop "go.opentelemetry.io/otel/propagation"
 
@@ -33,6 +35,9 @@ var otherParserSeeds = []string{
 	"\x1csandbox.id=pr-1",
 	"sandbox.id\x1e=pr-1",
 	"%1C%2520sand%20box.id=pr-1",
+	"\xa0sandbox.id=pr-1",
+	"foo=bar,sandbox.id\xa0=pr-1",
+	"\x85sandbox.id=pr-1",
 }
 
 // TestOtherSDKsLookalikes: every value above holds a marker (Read finds it
@@ -81,6 +86,32 @@ func anySDKKey(member string) string {
 	if k := lenientKey(ruby); isOurKey(k) {
 		return k
 	}
+	if k := nodeKey(raw); isOurKey(k) {
+		return k
+	}
 	python := strings.TrimFunc(lenientKey(strings.Trim(raw, " \t")), func(r rune) bool { return r >= 0x1c && r <= 0x1f || r == ' ' })
 	return strings.TrimFunc(lenientKey(python), func(r rune) bool { return r >= 0x1c && r <= 0x1f })
+}
+
+// nodeKey returns a raw baggage key as OpenTelemetry JS under Node.js
+// reads it: Node hands header values to JavaScript as Latin-1 (each byte
+// one code point), the key is String.prototype.trim()med (white space
+// and line terminators: U+0009..U+000D, U+0020, U+00A0, U+1680,
+// U+2000..U+200A, U+2028, U+2029, U+202F, U+205F, U+3000, U+FEFF) and then
+// decodeURIComponent()ed, which leaves '+' as it is; "" when that throws.
+func nodeKey(raw string) string {
+	r := make([]rune, len(raw))
+	for i := 0; i < len(raw); i++ {
+		r[i] = rune(raw[i]) // Latin-1
+	}
+	jsSpace := func(c rune) bool {
+		return c >= 0x09 && c <= 0x0d || c == ' ' || c == 0xa0 || c == 0x1680 || c >= 0x2000 && c <= 0x200a ||
+			c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000 || c == 0xfeff
+	}
+	k := strings.TrimFunc(string(r), jsSpace)
+	d, err := url.PathUnescape(k)
+	if err != nil || !utf8.ValidString(d) {
+		return ""
+	}
+	return d
 }
