@@ -168,9 +168,13 @@ func (m *markers) mentioned(bag []byte) bool {
 // member keys (kcat -H sandbox.id=pr-1), also in Jaeger's or OpenTracing's
 // baggage header form (see propagation.Codec.KeyHeaders): a marker the
 // codec reads as unreadable, never a message to hand to baseline code.
+//
+// k is matched as the carrier matches it, with Unicode case folding: a
+// key may be longer than the member key it folds to (ſ, two bytes, folds
+// to s; K, three, to k), never shorter.
 func (m *markers) memberKey(k string) bool {
 	for _, mk := range m.named {
-		if len(k) == len(mk) && strings.EqualFold(k, mk) {
+		if len(k) >= len(mk) && strings.EqualFold(k, mk) {
 			return true
 		}
 	}

@@ -33,14 +33,17 @@ var malformed = map[string][]kafka.Header{
 	// as a baggage key (kcat -H sandbox.id=pr-1), lookalike baggage keys
 	// that OpenTelemetry (Unicode and \v \f \r \n spaces) or a lenient
 	// parser (percent-decoded keys) reads as ours.
-	"empty-header":     {{Key: "sandbox-id", Value: []byte("")}},
-	"blank-header":     {{Key: "sandbox-id", Value: []byte(" \t")}},
-	"member-key-name":  {{Key: "sandbox.id", Value: []byte("pr-42")}},
-	"nbsp-key":         {{Key: "baggage", Value: []byte("\u00a0sandbox.id=pr-42")}},
-	"vtab-key":         {{Key: "baggage", Value: []byte("a=1,\vsandbox.id=pr-42")}},
-	"crlf-key":         {{Key: "baggage", Value: []byte("\r\nsandbox.id=pr-42")}},
-	"percent-key":      {{Key: "baggage", Value: []byte("sandbox%2Eid=pr-42")}},
-	"header-and-ncode": {{Key: "sandbox-id", Value: []byte("pr-42")}, {Key: "baggage", Value: []byte("sandbox.id=pr-42,\u2003sandbox.id=pr-7")}},
+	"empty-header":    {{Key: "sandbox-id", Value: []byte("")}},
+	"blank-header":    {{Key: "sandbox-id", Value: []byte(" \t")}},
+	"member-key-name": {{Key: "sandbox.id", Value: []byte("pr-42")}},
+	// A member key spelled with a letter that Unicode case folding takes
+	// to ours (ſ, U+017F, folds to s), as the codec's carrier reads it.
+	"folded-member-key": {{Key: "\u017fandbox.id", Value: []byte("pr-42")}},
+	"nbsp-key":          {{Key: "baggage", Value: []byte("\u00a0sandbox.id=pr-42")}},
+	"vtab-key":          {{Key: "baggage", Value: []byte("a=1,\vsandbox.id=pr-42")}},
+	"crlf-key":          {{Key: "baggage", Value: []byte("\r\nsandbox.id=pr-42")}},
+	"percent-key":       {{Key: "baggage", Value: []byte("sandbox%2Eid=pr-42")}},
+	"header-and-ncode":  {{Key: "sandbox-id", Value: []byte("pr-42")}, {Key: "baggage", Value: []byte("sandbox.id=pr-42,\u2003sandbox.id=pr-7")}},
 }
 
 // produceUnreadable writes the malformed messages between good ones (an
