@@ -186,7 +186,7 @@ func TestLedgerStressCrashRebalance(t *testing.T) {
 				}
 				pending[m.Partition][m.Offset] = true
 				amu.Unlock()
-				time.Sleep(time.Duration(rng.IntN(3)) * time.Millisecond)
+				time.Sleep(time.Duration(2+rng.IntN(15)) * time.Millisecond) // slow enough for b to join mid-stream
 				if crashed.Load() {
 					return // the crash took it: not processed
 				}
@@ -231,7 +231,10 @@ func TestLedgerStressCrashRebalance(t *testing.T) {
 			return nil
 		}, kafkamw.WithBackoff(time.Millisecond, 5*time.Millisecond), kafkamw.WithRetries(10))
 	}()
-	waitFor(t, 30*time.Second, "b to process messages", func() bool { return b.Counts().Delivered > 30 })
+	waitFor(t, 30*time.Second, "b to join and decide messages", func() bool {
+		bc := b.Counts()
+		return bc.Delivered+bc.Skipped > 10 || processed() == len(ours)
+	})
 
 	// a crashes with messages in its goroutines' hands.
 	crashed.Store(true)
