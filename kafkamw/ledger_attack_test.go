@@ -293,3 +293,78 @@ func countValues(c *consumer) int {
 	defer c.mu.Unlock()
 	return len(c.got)
 }
+
+// TestRunPutBackThenSkippedCommits: Run stops while its handler holds a
+// message, which it keeps; before the next Run the route table changes
+// (a route published with an activation time in the past) and the kept
+// message is now the sandbox's: the baseline skips it, and the sandbox's
+// messages behind it. Nothing the baseline returned remains to be
+// committed, so the flush must commit past them all: the ledger must not
+// keep counting the kept message as returned and uncommitted, which held
+// the partition's commits back until the next production message.
+func TestRunPutBackThenSkippedCommits(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 1)
+	past := time.Now().Add(-time.Hour)
+	table, err := routes.NewStatic([]routes.Sandbox{
+		{ID: "pr-own", Services: map[string]routes.Route{service: {Upstream: "h:1", ActiveFrom: past}}},
+		{ID: "pr-late"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w := newWriter(t, kafkatest.Writer(t, addrs, topic))
+	for i, id := range []string{"", "pr-late", "pr-own", "pr-own", "pr-own"} {
+		wctx := ctx
+		if id != "" {
+			wctx = propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id})
+		}
+		if err := w.WriteMessages(wctx, kafka.Message{Value: []byte(fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	group := kafkatest.UniqueName("g")
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), table, service,
+		kafkamw.WithSkipCommitInterval(5*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rctx, stop := context.WithCancel(ctx)
+	err = r.Run(rctx, func(hctx context.Context, m kafka.Message) error {
+		if m.Offset == 0 {
+			return nil
+		}
+		// pr-late gets a route for the service, active since before its
+		// message: the message is now its reader's.
+		if err := table.Put(routes.Sandbox{ID: "pr-late", Services: map[string]routes.Route{service: {Upstream: "h:2", ActiveFrom: past}}}); err != nil {
+			t.Error(err)
+		}
+		stop()
+		<-hctx.Done()
+		return hctx.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop = context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- r.Run(rctx, func(_ context.Context, m kafka.Message) error {
+			t.Errorf("message %d, no longer the baseline's, returned", m.Offset)
+			return nil
+		})
+	}()
+	waitFor(t, 10*time.Second, "the reader to skip the kept message and the sandbox's behind it", func() bool {
+		return r.Counts().Skipped == 4
+	})
+	waitFor(t, 10*time.Second, "the skipped messages to be committed", func() bool {
+		return groupLag(t, addrs, topic, group)[0] == 0
+	})
+	stop()
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+}

@@ -449,6 +449,9 @@ func (r *Reader) settle(ctx context.Context, msg *kafka.Message, again bool) (co
 		r.delivered.Add(1)
 		return out, true, nil
 	}
+	if again {
+		r.ledger.unreturn(msg) // put back, now skipped: see unreturn
+	}
 	r.ledger.skip(msg)
 	r.skipped.Add(1)
 	return out, false, nil
