@@ -131,6 +131,18 @@ func (l *ledger) deliver(m *kafka.Message) {
 	st.returned = max(st.returned, m.Offset)
 }
 
+// unreturn records that m, returned before, was put back unprocessed
+// ([Reader.Run]) and is now skipped: no one will commit it, so it must
+// not hold back the skipped offsets behind it. Nothing after it on its
+// partition has been fetched since, so what is returned there before it
+// lies below it. The fetch lock is held.
+func (l *ledger) unreturn(m *kafka.Message) {
+	st := l.fetchState(m.Topic, m.Partition)
+	if st.returned == m.Offset {
+		st.returned = m.Offset - 1
+	}
+}
+
 // skip records that m is skipped. The fetch lock is held.
 func (l *ledger) skip(m *kafka.Message) {
 	st := l.fetchState(m.Topic, m.Partition)

@@ -155,8 +155,9 @@ type Reader struct {
 	// A waiting caller's context still cancels the wait.
 	fetching fetchLock
 	// pending is a message whose decision failed (routes behind, dead
-	// letter failed): decided again before the next fetch.
-	pending atomic.Pointer[kafka.Message]
+	// letter failed), or one [Reader.Run] returned and put back unprocessed:
+	// decided again before the next fetch.
+	pending atomic.Pointer[keptMessage]
 
 	carriers sync.Pool // of *carrier, to read tagged messages' headers
 	memo     memo
@@ -382,14 +383,17 @@ func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Me
 	}
 	defer r.fetching.unlock()
 	for {
-		var err error
+		var (
+			err   error
+			again bool
+		)
 		if p := r.pending.Load(); p != nil && r.pending.CompareAndSwap(p, nil) {
-			*msg = *p
+			*msg, again = p.msg, p.returned
 		} else if *msg, err = next(ctx); err != nil {
 			*msg = kafka.Message{}
 			return ctx, err
 		}
-		out, own, err := r.settle(ctx, msg)
+		out, own, err := r.settle(ctx, msg, again)
 		if err != nil {
 			*msg = kafka.Message{}
 			return ctx, err
@@ -400,11 +404,20 @@ func (r *Reader) fetch(ctx context.Context, next func(context.Context) (kafka.Me
 	}
 }
 
+// keptMessage is the reader's pending message. returned is set when it is
+// one the reader returned before and [Reader.Run] put back unprocessed.
+type keptMessage struct {
+	msg      kafka.Message
+	returned bool
+}
+
 // settle decides msg and records the decision: in the ledger and the counts
 // when msg is decided (and, for a message a sandbox reader owns, handed on),
-// as the pending message when the decision or the hand-off failed. The
-// caller holds the fetch lock (r.fetching).
-func (r *Reader) settle(ctx context.Context, msg *kafka.Message) (context.Context, bool, error) {
+// as the pending message when the decision or the hand-off failed. again
+// reports a message returned before and put back unprocessed: in the split
+// mode its copy's source offset is already marked as decided, and it is
+// not a duplicate of itself. The caller holds the fetch lock (r.fetching).
+func (r *Reader) settle(ctx context.Context, msg *kafka.Message, again bool) (context.Context, bool, error) {
 	var (
 		part           int
 		off            int64
@@ -412,6 +425,7 @@ func (r *Reader) settle(ctx context.Context, msg *kafka.Message) (context.Contex
 	)
 	if r.marks != nil { // the split mode's sandbox reader; a call saved on every message otherwise
 		part, off, dup, forwarded = r.marks.check(msg)
+		dup = dup && !again
 	}
 	if dup {
 		r.duplicates.Add(1)
@@ -424,8 +438,7 @@ func (r *Reader) settle(ctx context.Context, msg *kafka.Message) (context.Contex
 		err = r.handOff(ctx, msg, v.sandbox)
 	}
 	if err != nil {
-		kept := *msg
-		r.pending.Store(&kept)
+		r.pending.Store(&keptMessage{msg: *msg, returned: again})
 		return ctx, false, err
 	}
 	if forwarded {
@@ -435,6 +448,9 @@ func (r *Reader) settle(ctx context.Context, msg *kafka.Message) (context.Contex
 		r.ledger.deliver(msg)
 		r.delivered.Add(1)
 		return out, true, nil
+	}
+	if again {
+		r.ledger.unreturn(msg) // put back, now skipped: see unreturn
 	}
 	r.ledger.skip(msg)
 	r.skipped.Add(1)

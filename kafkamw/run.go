@@ -259,7 +259,7 @@ func (r *Reader) commitProcessed(ctx context.Context, msg kafka.Message, rc *run
 // than going on past it (the commits after it would then cover a message
 // never processed), and the messages before it are committed.
 func (r *Reader) putBack(ctx context.Context, msg kafka.Message, rc *runConfig) {
-	r.pending.CompareAndSwap(nil, &msg)
+	r.pending.CompareAndSwap(nil, &keptMessage{msg: msg, returned: true})
 	r.commitBefore(ctx, msg, rc)
 }
 
