@@ -144,7 +144,7 @@ func (h routeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 				return err
 			}
 			if args := cmd.Args(); mayReachRange(args) {
-				if err := h.r.intoRangeArgs(args); err != nil {
+				if err := h.r.intoRangeArgs(cmd, args); err != nil {
 					cmd.SetErr(err)
 					return err
 				}
@@ -192,7 +192,7 @@ func (h routeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 				if !mayReachRange(args) {
 					continue
 				}
-				if err := h.r.intoRangeArgs(args); err != nil {
+				if err := h.r.intoRangeArgs(cmd, args); err != nil {
 					for _, c := range cmds {
 						c.SetErr(err)
 					}
@@ -270,7 +270,7 @@ func sandboxWireName(cmd redis.Cmder) string {
 	if args := cmd.Args(); len(args) > 0 {
 		if _, ok := args[0].(string); !ok {
 			own, _ := ownArgs(cmd) // the policy refuses a command it cannot own
-			if err := freeze(own[:1]); err != nil {
+			if err := freeze(own[:1], true); err != nil {
 				return "" // the policy refuses it
 			}
 		}
@@ -298,20 +298,32 @@ func mayReachRange(args []any) bool {
 // the range, FLUSHALL, and RESET when database 0 is in the range. The
 // hooks call it only when [mayReachRange] reports true. Lua scripts, which
 // may SELECT any database, are not checked.
-func (r *Router) intoRangeArgs(args []any) error {
-	if _, ok := args[0].(string); !ok {
+func (r *Router) intoRangeArgs(cmd redis.Cmder, args []any) error {
+	_, named := args[0].(string)
+	if !named || readsDatabases(args[0].(string)) {
+		// go-redis keeps the caller's argument slice (Do(ctx, args...))
+		// and reads it, and the bytes of a []byte, again when it writes:
+		// check a copy of them that the command owns. (One allocation, for
+		// these rare commands only.)
+		own, ok := ownArgs(cmd)
+		if !ok {
+			return fmt.Errorf("%w: a command of type %T, whose Args are not those of the go-redis command it holds: go-redis reads them again when it writes, so the check could differ from what is written", ErrProductionIntoSandboxes, cmd)
+		}
+		args = own
+	}
+	if !named {
 		// go-redis reads the name again when it writes it: read it once.
-		if err := freeze(args[:1]); err != nil {
+		if err := freeze(args[:1], true); err != nil {
 			return fmt.Errorf("%w: command name: %w", ErrProductionIntoSandboxes, err)
 		}
 	}
 	name := arg(args, 0)
 	dbs := r.dbs
 	// Read the database numbers go-redis will write, not a first reading of
-	// a *int or a marshaler that may change before the write.
+	// a *int, a []byte or a marshaler that may change before the write.
 	unreadable := false
 	if readsDatabases(name) {
-		unreadable = freeze(args) != nil
+		unreadable = freeze(args, true) != nil
 	}
 	in := func(i int) bool {
 		if i >= len(args) {

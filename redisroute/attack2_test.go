@@ -1,0 +1,163 @@
+package redisroute_test
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sandboxkit/sandboxkit/redisroute"
+)
+
+// flipClient is a routed baseline client with one pooled connection and a
+// flipLimiter, which go-redis asks between the hooks and the write.
+func flipClient(t *testing.T, keys ...string) (*redis.Client, *redisroute.Router, *flipLimiter, string) {
+	t.Helper()
+	server(t)
+	lim := &flipLimiter{}
+	c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB, Limiter: lim, PoolSize: 1})
+	p := "rrt:" + t.Name() + ":"
+	r, err := redisroute.New(c, dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		r.Close()
+		for _, k := range keys {
+			raw(t, baseDB).Del(context.Background(), p+k)
+		}
+		c.Close()
+	})
+	return c, r, lim, p
+}
+
+// TestByteArgumentsCannotChangeAfterTheCheck: go-redis writes a []byte (or
+// net.IP) argument by reading its bytes when it writes, and the policy's
+// copy of the arguments shares them with the caller: "SELECT <the
+// sandbox's database>" as []byte checked, its digit changed to the
+// baseline's before the write, left the pooled sandbox connection in
+// production's database; a DEL of a key as long as the marker, changed to
+// the marker after the check, deleted the sandbox's ownership marker.
+func TestByteArgumentsCannotChangeAfterTheCheck(t *testing.T) {
+	c, r, lim, p := flipClient(t, "after-select")
+	ctx := context.Background()
+	for _, kind := range []string{"[]byte", "net.IP"} {
+		id := newID()
+		t.Cleanup(func() { r.Destroy(ctx, id) })
+		sctx := sandboxCtx(id)
+		if err := c.Set(sctx, p+"before", "sandbox", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		db, err := r.Database(sctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(strconv.Itoa(db)) != len(strconv.Itoa(baseDB)) {
+			t.Skipf("sandbox database %d: not as long as the baseline's %d", db, baseDB)
+		}
+		// The marker key, reached by bytes that change after the check.
+		k := []byte(redisroute.MarkerKey)
+		k[0] = 'x'
+		lim.flip = func() { k[0] = redisroute.MarkerKey[0] }
+		lim.armed.Store(true)
+		var ka any = k
+		if kind == "net.IP" {
+			ka = net.IP(k)
+		}
+		_ = c.Do(sctx, "del", ka).Err()
+		lim.armed.Store(false)
+		if owner := raw(t, db).Get(ctx, redisroute.MarkerKey).Val(); owner != id {
+			t.Errorf("%s: the marker of the sandbox's database is %q after a DEL whose bytes changed after the check, want %q", kind, owner, id)
+		}
+		b := []byte(strconv.Itoa(db))
+		var a any = b
+		if kind == "net.IP" {
+			a = net.IP(b)
+		}
+		lim.flip = func() { copy(b, strconv.Itoa(baseDB)) }
+		lim.armed.Store(true)
+		_ = c.Do(sctx, "select", a).Err()
+		lim.armed.Store(false)
+		for range 3 {
+			if err := c.Set(sctx, p+"after-select", "sandbox", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if raw(t, baseDB).Exists(ctx, p+"after-select").Val() != 0 {
+			t.Errorf("%s: a sandbox's SELECT whose bytes changed after the check moved its pooled connection to production's database", kind)
+		}
+	}
+}
+
+// TestProductionArgumentsCannotChangeAfterTheCheck: the router's
+// production range check read the caller's own argument slice (go-redis
+// keeps the one given to Do) and the caller's bytes: "SELECT <the
+// baseline's database>" checked, then args[1] (or its bytes) set to a
+// sandbox's database before the write, moved the pooled production
+// connection into the sandbox's database, where production then wrote.
+func TestProductionArgumentsCannotChangeAfterTheCheck(t *testing.T) {
+	c, r, lim, p := flipClient(t, "prod")
+	ctx := context.Background()
+	id := newID()
+	t.Cleanup(func() { r.Destroy(ctx, id) })
+	sctx := sandboxCtx(id)
+	db, err := r.Database(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(strconv.Itoa(db)) != len(strconv.Itoa(baseDB)) {
+		t.Skipf("sandbox database %d: not as long as the baseline's %d", db, baseDB)
+	}
+	for _, how := range []string{"slice", "bytes", "pipeline slice", "tx pipeline slice"} {
+		var args []any
+		switch how {
+		case "bytes":
+			b := []byte(strconv.Itoa(baseDB))
+			args = []any{"select", b}
+			lim.flip = func() { copy(b, strconv.Itoa(db)) }
+		default:
+			args = []any{"select", baseDB}
+			lim.flip = func() { args[1] = db }
+		}
+		lim.armed.Store(true)
+		switch how {
+		case "pipeline slice":
+			_, _ = c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+				pipe.Do(ctx, args...)
+				return nil
+			})
+		case "tx pipeline slice":
+			_, _ = c.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+				pipe.Do(ctx, args...)
+				return nil
+			})
+		default:
+			_ = c.Do(ctx, args...).Err()
+		}
+		if lim.armed.Load() {
+			t.Errorf("%s: the limiter was not asked", how)
+		}
+		lim.armed.Store(false)
+		if err := c.Set(ctx, p+"prod", "production", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		// Pipelines take their connections from a pool of their own.
+		if _, err := c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			pipe.Set(ctx, p+"prod", "production", 0)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if raw(t, db).Exists(ctx, p+"prod").Val() != 0 {
+			t.Errorf("%s: a production SELECT of its own database, changed after the check, moved the production connection into a sandbox's database", how)
+			raw(t, db).Del(ctx, p+"prod")
+			c.Do(ctx, "select", baseDB)
+			c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+				pipe.Do(ctx, "select", baseDB)
+				return nil
+			})
+		}
+	}
+}
