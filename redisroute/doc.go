@@ -145,7 +145,14 @@
 // AsyncAutoPipeline, which send each batch with context.Background()), a
 // pipeline Exec'd with another context than its commands were built with
 // (a whole MULTI/EXEC fails), a command given to Process with another
-// context, and a command of sandbox A in sandbox B's pipeline.
+// context, and a command of sandbox A in sandbox B's pipeline. A command
+// of the caller's type is read the same way, however it holds its go-redis
+// command: embedded by value or by pointer, behind wrappers of wrappers
+// at any depth, or through an embedded interface that implements
+// redis.Cmder (a decorator of any command); before, the last two read as
+// production's, and such a sandbox SET batched by an AutoPipeliner ran in
+// production (TestWrappedCommandContextRead,
+// TestInterfaceWrappedCommandContextRead).
 //
 // Full-duplex AutoPipeliners are kept off the client, and WithTimeout
 // clones have a routed counterpart:
