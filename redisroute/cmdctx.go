@@ -386,3 +386,27 @@ func splitProduction(cmds []redis.Cmder, refuse func(propagation.Sandbox) error)
 func errCommandContexts(fn string) error {
 	return fmt.Errorf("%w: redisroute: %s: this go-redis version does not keep a command's context where redisroute reads it (baseCmd.ctx); sandbox commands batched by an AutoPipeliner could not be told apart", ErrConfig, fn)
 }
+
+// privateCopy returns a copy of cmd, a command of go-redis's own layout
+// (its baseCmd on its first embedded fields by value), that nobody else
+// holds: the sandbox policy checks it and go-redis writes it, so that
+// neither the caller overwriting its command (*cmd = *other) nor a wrapper
+// swapping the command it holds between the check and the write changes
+// what is written. A command that reaches its go-redis command through a
+// pointer or an interface of its own (viaPath) is refused: the copy would
+// share that command with the caller. A nil command is refused too.
+func privateCopy(cmd redis.Cmder) (redis.Cmder, error) {
+	v := reflect.ValueOf(cmd)
+	if v.Kind() != reflect.Pointer || v.IsNil() || ctxOffset(v.Type()) == noCtx {
+		return nil, fmt.Errorf("%w: a command of type %T, which holds its go-redis command through a pointer or an interface that its caller could swap between the check and the write: send the go-redis command itself", ErrRefused, cmd)
+	}
+	p := reflect.New(v.Type().Elem())
+	p.Elem().Set(v.Elem())
+	return p.Interface().(redis.Cmder), nil
+}
+
+// copyBack copies priv, the private copy of cmd that was written, into
+// cmd: its reply, its error, and the arguments that were checked.
+func copyBack(cmd, priv redis.Cmder) {
+	reflect.ValueOf(cmd).Elem().Set(reflect.ValueOf(priv).Elem())
+}

@@ -292,8 +292,19 @@
 // ("echo" checked, "select" written) after the check is not stopped. A sandbox command of
 // the caller's type whose Args method is its own, not that of the go-redis
 // command it embeds, is refused: go-redis calls it again when it writes
-// (TestOwnArgsMethodRefused). A command built with another sandbox's
-// context is refused inside [Router.Watch] too.
+// (TestOwnArgsMethodRefused). Nor does the caller's command object itself
+// reach the writer: the policy checks, and go-redis writes, a private copy
+// of the go-redis command (one allocation a sandbox command), and its
+// reply is copied back into the caller's, so a caller that overwrites its
+// command (*cmd = *other) between the check and the write changes nothing
+// that is written. A sandbox command of the caller's type that holds its
+// go-redis command through a pointer or an interface (a wrapper, which
+// could swap it after the check: the copy would share it) is refused;
+// send the go-redis command itself (TestSwappedCommandCannotPassTheCheck).
+// MULTI, EXEC and DISCARD outside a transaction's pipeline, and WATCH and
+// UNWATCH inside a pipeline, are refused by the policy too, on the copy,
+// whatever the router read of the caller's command. A command built with
+// another sandbox's context is refused inside [Router.Watch] too.
 //
 // # Cost
 //

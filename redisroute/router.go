@@ -756,27 +756,78 @@ type policyHook struct {
 
 func (h policyHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
+// The policy checks, and go-redis writes, a private copy of each command
+// (privateCopy), never the caller's: a caller that overwrote its command
+// (*cmd = *other), or swapped the command a wrapper of its holds, between
+// the check and the write, sent a command the check never saw ("SELECT
+// <the sandbox's database>" checked, "SELECT <production's>" written:
+// TestSwappedCommandCannotPassTheCheck). The copy's reply is copied back
+// into the caller's command when the write and read are done.
 func (h policyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if err := h.check(cmd); err != nil {
+		priv, err := privateCopy(cmd)
+		if err == nil {
+			err = h.check(priv)
+		}
+		if err == nil {
+			// go-redis sends these in pipelines only (TxPipelined); the
+			// router refuses them bare, but read the name of the caller's
+			// command, which may have changed since.
+			switch wireName(priv) {
+			case "multi", "exec", "discard":
+				err = fmt.Errorf("%w: %s: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, priv.Name())
+			}
+		}
+		if err != nil {
 			return h.refuse(ctx, err)
 		}
-		return next(ctx, cmd)
+		err = next(ctx, priv)
+		copyBack(cmd, priv)
+		return err
 	}
 }
 
 func (h policyHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, cmd := range cmds {
-			if err := h.check(cmd); err != nil {
-				err = h.refuse(ctx, err)
-				for _, c := range cmds {
-					c.SetErr(err)
-				}
-				return err
+		privs := make([]redis.Cmder, len(cmds))
+		var err error
+		for i, cmd := range cmds {
+			if privs[i], err = privateCopy(cmd); err != nil {
+				break
+			}
+			if err = h.check(privs[i]); err != nil {
+				break
 			}
 		}
-		return next(ctx, cmds)
+		if err == nil {
+			tx := isTx(privs)
+			for i, p := range privs {
+				switch wireName(p) {
+				case "multi", "exec":
+					if tx && (i == 0 || i == len(privs)-1) {
+						continue
+					}
+					fallthrough
+				case "discard", "watch", "unwatch":
+					err = fmt.Errorf("%w: %s in a pipeline: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, p.Name())
+				}
+				if err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			err = h.refuse(ctx, err)
+			for _, c := range cmds {
+				c.SetErr(err)
+			}
+			return err
+		}
+		err = next(ctx, privs)
+		for i, c := range cmds {
+			copyBack(c, privs[i])
+		}
+		return err
 	}
 }
 

@@ -3,6 +3,7 @@ package redisroute_test
 import (
 	"context"
 	"errors"
+	"reflect"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -107,5 +108,83 @@ func TestInterfaceWrappedCommandContextRead(t *testing.T) {
 	err := c.Process(sctx, ifaceCmd{redis.NewStatusCmd(sctx, "set", key, "sandbox")})
 	if raw(t, baseDB).Exists(ctx, key).Val() != 0 {
 		t.Errorf("a sandbox's SET wrapped in an interface, sent with its context, reached production (%v)", err)
+	}
+}
+
+// TestSwappedCommandCannotPassTheCheck: go-redis writes the command the
+// caller holds, reading its arguments when it writes; a caller that
+// overwrote its command (*cmd = *other: go-redis's own command types) or
+// swapped the command a wrapper of its holds (by pointer, or through an
+// embedded redis.Cmder) between the policy's check and the write sent
+// "SELECT <production's database>" after "SELECT <the sandbox's>" was
+// checked, leaving the pooled sandbox connection in production's database.
+// The policy checks, and go-redis writes, a private copy of go-redis's
+// command; wrappers, whose command the copy would share, are refused for
+// sandboxes.
+func TestSwappedCommandCannotPassTheCheck(t *testing.T) {
+	c, r, lim, p := flipClient(t, "after-select-pointer", "after-select-interface", "after-select-overwritten", "after-select-overwritten in a pipeline")
+	ctx := context.Background()
+	for _, how := range []string{"pointer", "interface", "overwritten", "overwritten in a pipeline"} {
+		key := p + "after-select-" + how
+		id := newID()
+		t.Cleanup(func() { r.Destroy(ctx, id) })
+		sctx := sandboxCtx(id)
+		if err := c.Set(sctx, p+"before", "sandbox", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		db, err := r.Database(sctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := redis.NewStatusCmd(sctx, "select", baseDB)
+		var cmd redis.Cmder
+		switch how {
+		case "pointer":
+			w := &taggedCmd{redis.NewStatusCmd(sctx, "select", db)}
+			lim.flip = func() { w.StatusCmd = other }
+			cmd = w
+		case "interface":
+			w := &ifaceCmd{redis.NewStatusCmd(sctx, "select", db)}
+			lim.flip = func() { w.Cmder = other }
+			cmd = w
+		default:
+			// go-redis's own command, overwritten whole.
+			s := redis.NewStatusCmd(sctx, "select", db)
+			// (*s = *other, through reflect: go vet refuses a copy of
+			// the atomic field go-redis commands hold.)
+			lim.flip = func() { reflect.ValueOf(s).Elem().Set(reflect.ValueOf(other).Elem()) }
+			cmd = s
+		}
+		lim.armed.Store(true)
+		switch how {
+		case "overwritten in a pipeline":
+			_, _ = c.Pipelined(sctx, func(pipe redis.Pipeliner) error {
+				return pipe.Process(sctx, cmd)
+			})
+		default:
+			err := c.Process(sctx, cmd)
+			if (how == "pointer" || how == "interface") && !isRefused(err) {
+				t.Errorf("%s: a sandbox command of a wrapper type: %v, want ErrRefused", how, err)
+			}
+			if how == "overwritten" && err != nil {
+				t.Errorf("%s: SELECT of the sandbox's own database: %v", how, err)
+			}
+		}
+		lim.armed.Store(false)
+		for range 3 {
+			if err := c.Set(sctx, key, "sandbox", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Pipelines take their connections from a pool of their own.
+		if _, err := c.Pipelined(sctx, func(pipe redis.Pipeliner) error {
+			pipe.Set(sctx, key, "sandbox", 0)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if raw(t, baseDB).Exists(ctx, key).Val() != 0 {
+			t.Errorf("%s: a command swapped after the check moved the pooled sandbox connection to production's database", how)
+		}
 	}
 }
