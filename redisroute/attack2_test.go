@@ -161,3 +161,77 @@ func TestProductionArgumentsCannotChangeAfterTheCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestProtocolsAndUniversalClient: a router on the *redis.Client that
+// redis.NewUniversalClient returns for one address, with RESP2 and RESP3,
+// routes single commands, TxPipelined and Router.Watch transactions to the
+// sandbox's database, with their replies (which the policy copies back
+// from the private copy it sends), and refuses a sandbox's command on the
+// asynchronous AutoPipeliner face.
+func TestProtocolsAndUniversalClient(t *testing.T) {
+	server(t)
+	ctx := context.Background()
+	for _, proto := range []int{2, 3} {
+		u := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr}, DB: baseDB, Protocol: proto})
+		c, ok := u.(*redis.Client)
+		if !ok {
+			t.Fatalf("RESP%d: NewUniversalClient gave a %T", proto, u)
+		}
+		r, err := redisroute.New(c, dbs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := newID()
+		p := "rrt:" + t.Name() + ":"
+		t.Cleanup(func() {
+			r.Destroy(ctx, id)
+			r.Close()
+			raw(t, baseDB).Del(ctx, p+"k", p+"n", p+"async")
+			c.Close()
+		})
+		sctx := sandboxCtx(id)
+		if err := u.Set(sctx, p+"k", "sandbox", 0).Err(); err != nil {
+			t.Fatalf("RESP%d: %v", proto, err)
+		}
+		if v, err := u.Get(sctx, p+"k").Result(); v != "sandbox" || err != nil {
+			t.Errorf("RESP%d: GET in the sandbox: %q %v", proto, v, err)
+		}
+		var incr *redis.IntCmd
+		if _, err := u.TxPipelined(sctx, func(pipe redis.Pipeliner) error {
+			incr = pipe.Incr(sctx, p+"n")
+			return nil
+		}); err != nil || incr.Val() != 1 {
+			t.Errorf("RESP%d: TxPipelined INCR: %d %v", proto, incr.Val(), err)
+		}
+		if err := r.Watch(sctx, func(tx *redis.Tx) error {
+			n, err := tx.Get(sctx, p+"n").Int()
+			if err != nil {
+				return err
+			}
+			_, err = tx.TxPipelined(sctx, func(pipe redis.Pipeliner) error {
+				pipe.Set(sctx, p+"n", n+1, 0)
+				return nil
+			})
+			return err
+		}, p+"n"); err != nil {
+			t.Errorf("RESP%d: Watch: %v", proto, err)
+		}
+		ap, err := c.AsyncAutoPipeline()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ap.Set(sctx, p+"async", "sandbox", 0).Err(); !isRefused(err) {
+			t.Errorf("RESP%d: a sandbox's SET on the asynchronous AutoPipeliner: %v, want ErrRefused", proto, err)
+		}
+		db, err := r.Database(sctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := raw(t, db).Get(ctx, p+"n").Val(); v != "2" {
+			t.Errorf("RESP%d: the sandbox's counter is %q, want 2", proto, v)
+		}
+		if n := raw(t, baseDB).Exists(ctx, p+"k", p+"n", p+"async").Val(); n != 0 {
+			t.Errorf("RESP%d: %d sandbox keys in production's database", proto, n)
+		}
+	}
+}
