@@ -327,7 +327,7 @@
 // Production commands never pay it. A sandbox command also pays the
 // policy's private copy of it (see below): a routed SET 10 allocations
 // and 569 bytes instead of 9 and 468 (BenchmarkSandboxPath/routed-set,
-// scripts/bench-ab.sh 359fcbb b68c276 ./redisroute).
+// scripts/bench-ab.sh 359fcbb 93fa7b4 ./redisroute).
 //
 // # Audit
 //
