@@ -2,8 +2,10 @@ package redisroute_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -233,5 +235,50 @@ func TestProtocolsAndUniversalClient(t *testing.T) {
 		if n := raw(t, baseDB).Exists(ctx, p+"k", p+"n", p+"async").Val(); n != 0 {
 			t.Errorf("RESP%d: %d sandbox keys in production's database", proto, n)
 		}
+	}
+}
+
+// TestProductionMigrateKeptOutOfTheRange: MIGRATE names a destination
+// database; to the server itself (its own address) it restores the key
+// there, in a sandbox's database when that is in the range (Redis answers
+// IOERR, blocked on its own reply, then restores the key anyway). The
+// router's production check refused SELECT, MOVE, COPY and SWAPDB into
+// the range, not MIGRATE: production's key landed in the sandbox's
+// database, which the sandbox then read.
+func TestProductionMigrateKeptOutOfTheRange(t *testing.T) {
+	id := newID()
+	c, p, r := route(t, []string{id})
+	ctx, sctx := context.Background(), sandboxCtx(id)
+	if err := c.Set(sctx, p+"k", "sandbox", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := r.Database(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := strings.Cut(addr, ":")
+	c.Set(ctx, p+"m1", "prod", 0)
+	c.Set(ctx, p+"m2", "prod", 0)
+	for _, m := range []struct {
+		what string
+		args []any
+	}{
+		{"MIGRATE", []any{"migrate", host, port, p + "m1", db, 100, "copy"}},
+		{"MIGRATE ... KEYS", []any{"MIGRATE", host, port, "", strconv.Itoa(db), 100, "COPY", "KEYS", p + "m2"}},
+	} {
+		err := c.Do(ctx, m.args...).Err()
+		if !errors.Is(err, redisroute.ErrProductionIntoSandboxes) {
+			t.Errorf("production %s into the sandbox's database: %v, want ErrProductionIntoSandboxes", m.what, err)
+		}
+	}
+	if n := raw(t, db).Exists(ctx, p+"m1", p+"m2").Val(); n != 0 {
+		t.Errorf("%d production keys migrated into the sandbox's database", n)
+		raw(t, db).Del(ctx, p+"m1", p+"m2")
+	}
+	// To a database outside the range, production does as it likes (the
+	// server answers IOERR to a MIGRATE to itself; the router lets it go).
+	err = c.Do(ctx, "migrate", host, port, p+"m1", baseDB, 100, "copy", "replace").Err()
+	if errors.Is(err, redisroute.ErrProductionIntoSandboxes) {
+		t.Errorf("MIGRATE to the baseline's own database: %v", err)
 	}
 }

@@ -128,7 +128,11 @@
 // command (no sandbox in its context) sent through the routed client that
 // would reach them fails with [ErrProductionIntoSandboxes], nothing sent:
 // SELECT, MOVE, COPY ... DB and SWAPDB of a database in the range (or of
-// one whose number does not read as a number), FLUSHALL (it would flush
+// one whose number does not read as a number), MIGRATE to a database
+// numbered as one of the range, on any host (the router cannot tell which
+// address is this server's, and a MIGRATE to the server itself restores
+// the key in that database: TestProductionMigrateKeptOutOfTheRange),
+// FLUSHALL (it would flush
 // the sandboxes' databases, and a database freed while its sandbox still
 // writes to it can be claimed by a second sandbox), and RESET when
 // database 0 is in the range. Production Lua scripts may still SELECT

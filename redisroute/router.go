@@ -281,23 +281,23 @@ func sandboxWireName(cmd redis.Cmder) string {
 // mayReachRange is the first test of [Router.intoRangeArgs], small enough
 // to inline into the hooks: a command whose name is a string of a length
 // none of the refused names has (MOVE, COPY, RESET, SELECT, SWAPDB,
-// FLUSHALL: 4 to 8 bytes, not 7) cannot reach the range, so the commands
-// production usually sends pay a type assertion and a length test, and
-// no call.
+// FLUSHALL: 4 to 8 bytes; of 7, MIGRATE only, told by its first letter)
+// cannot reach the range, so the commands production usually sends pay a
+// type assertion and a length test, and no call.
 func mayReachRange(args []any) bool {
 	if len(args) == 0 {
 		return false
 	}
 	name, ok := args[0].(string)
-	return !ok || len(name) >= 4 && len(name) <= 8 && len(name) != 7
+	return !ok || len(name) >= 4 && len(name) <= 8 && (len(name) != 7 || name[0]|0x20 == 'm')
 }
 
 // intoRangeArgs refuses a production command that would reach the databases
 // of the router's range, where production would see (or move, or flush)
-// sandboxes' keys: SELECT, MOVE, COPY ... DB and SWAPDB of a database in
-// the range, FLUSHALL, and RESET when database 0 is in the range. The
-// hooks call it only when [mayReachRange] reports true. Lua scripts, which
-// may SELECT any database, are not checked.
+// sandboxes' keys: SELECT, MOVE, MIGRATE, COPY ... DB and SWAPDB of a
+// database in the range, FLUSHALL, and RESET when database 0 is in the
+// range. The hooks call it only when [mayReachRange] reports true. Lua
+// scripts, which may SELECT any database, are not checked.
 func (r *Router) intoRangeArgs(cmd redis.Cmder, args []any) error {
 	_, named := args[0].(string)
 	if !named || readsDatabases(args[0].(string)) {
@@ -340,6 +340,10 @@ func (r *Router) intoRangeArgs(cmd redis.Cmder, args []any) error {
 		what = "SWAPDB with a sandbox's database"
 	case strings.EqualFold(name, "move") && in(2):
 		what = "MOVE to a sandbox's database"
+	case strings.EqualFold(name, "migrate") && in(4):
+		// To any host: the router cannot tell which address is this
+		// server's (MIGRATE to itself restores the key in that database).
+		what = "MIGRATE to a database numbered as a sandbox's (to any host)"
 	case strings.EqualFold(name, "copy"):
 		for i := 3; i < len(args); i++ {
 			if strings.EqualFold(arg(args, i), "db") && in(i+1) {
@@ -358,13 +362,16 @@ func (r *Router) intoRangeArgs(cmd redis.Cmder, args []any) error {
 }
 
 // readsDatabases reports whether name is that of a command whose arguments
-// intoRangeArgs reads as database numbers: SELECT, SWAPDB, MOVE, COPY.
+// intoRangeArgs reads as database numbers: SELECT, SWAPDB, MOVE, COPY,
+// MIGRATE.
 func readsDatabases(name string) bool {
 	switch len(name) {
 	case 4:
 		return strings.EqualFold(name, "move") || strings.EqualFold(name, "copy")
 	case 6:
 		return strings.EqualFold(name, "select") || strings.EqualFold(name, "swapdb")
+	case 7:
+		return strings.EqualFold(name, "migrate")
 	}
 	return false
 }
