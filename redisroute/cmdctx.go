@@ -405,8 +405,48 @@ func privateCopy(cmd redis.Cmder) (redis.Cmder, error) {
 	return p.Interface().(redis.Cmder), nil
 }
 
+// readyOffset is the offset of baseCmd's ready field from its ctx field
+// (noCtx when there is none): the batch an asynchronous AutoPipeliner's
+// caller awaits, read atomically by cmd.Err() while the command runs on
+// another goroutine, so copyBack must not write it.
+var readyOffset = func() uintptr {
+	if baseCmdType == nil {
+		return noCtx
+	}
+	f, ok := baseCmdType.FieldByName("ready")
+	if !ok || len(f.Index) != 1 {
+		return noCtx
+	}
+	return f.Offset - cmdCtxOffset
+}()
+
 // copyBack copies priv, the private copy of cmd that was written, into
-// cmd: its reply, its error, and the arguments that were checked.
+// cmd: its reply, its error, and the arguments that were checked; every
+// field but baseCmd's ready, which the copy shares and a caller of the
+// asynchronous AutoPipeliner may be reading at the same time.
 func copyBack(cmd, priv redis.Cmder) {
-	reflect.ValueOf(cmd).Elem().Set(reflect.ValueOf(priv).Elem())
+	dst, src := reflect.ValueOf(cmd).Elem(), reflect.ValueOf(priv).Elem()
+	skip := unsafe.Pointer(nil)
+	if f := ctxField(cmd); f != nil && readyOffset != noCtx {
+		skip = unsafe.Add(f, readyOffset)
+	}
+	copyFields(unsafe.Pointer(dst.UnsafeAddr()), unsafe.Pointer(src.UnsafeAddr()), dst.Type(), skip)
+}
+
+// copyFields copies the struct of type t at src to dst field by field
+// (with the write barriers reflect.Value.Set gives), all but the field at
+// address skip in dst, looked for down the embedded structs that hold it.
+func copyFields(dst, src unsafe.Pointer, t reflect.Type, skip unsafe.Pointer) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		d, s := unsafe.Add(dst, f.Offset), unsafe.Add(src, f.Offset)
+		if d == skip {
+			continue
+		}
+		if f.Type.Kind() == reflect.Struct && uintptr(skip) > uintptr(d) && uintptr(skip) < uintptr(d)+f.Type.Size() {
+			copyFields(d, s, f.Type, skip)
+			continue
+		}
+		reflect.NewAt(f.Type, d).Elem().Set(reflect.NewAt(f.Type, s).Elem())
+	}
 }
