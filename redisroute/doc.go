@@ -254,6 +254,14 @@
 //     given to [New] or [Guard] (or its Conn, pipelines, AutoPipelines and
 //     [Router.WithTimeout]), and set timeouts with a context deadline.
 //
+// What the server itself shares between databases is not the router's to
+// separate: with keyspace notifications on (the notify-keyspace-events
+// setting, off by default), a sandbox's writes publish its key names on
+// __keyspace@N__ and __keyevent@N__ channels, which a production
+// subscriber to a pattern such as __key*@*__:* receives; and production's
+// MONITOR, INFO keyspace and CLIENT LIST show the sandboxes' commands,
+// key counts and connections.
+//
 // Hooks added to the baseline client before [New] run for sandbox
 // commands too (they see the command, then the router sends it to the
 // sandbox); hooks added after it run for production commands only. The
