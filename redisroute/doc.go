@@ -302,8 +302,9 @@
 // arguments of other production commands (an allocation a command): a
 // production caller that rewrites the name in its own slice given to Do
 // ("echo" checked, "select" written), or overwrites its command object,
-// after the check is not stopped: only copying every production command
-// would, an allocation a command. A sandbox command of
+// after the check is not stopped, nor a production command of a type with
+// its own Args method that answers differently to the writer: only
+// copying every production command would, an allocation a command. A sandbox command of
 // the caller's type whose Args method is its own, not that of the go-redis
 // command it embeds, is refused: go-redis calls it again when it writes
 // (TestOwnArgsMethodRefused). Nor does the caller's command object itself
