@@ -29,9 +29,13 @@ import (
 // context's offset; after that, reading a command's context costs one map
 // lookup by the interface's type word. A Cmder of the caller's type has
 // unexported methods to implement, so it embeds a go-redis command, often
-// by pointer (a wrapper that tags a command): its baseCmd is found by a
-// reflect path down the embedded fields, walked on each read (no
-// allocation; such types are rare). Before that, such a wrapper built
+// by pointer (a wrapper that tags a command), or embeds a redis.Cmder
+// interface (a decorator of any command): its baseCmd is found by a
+// reflect path down the embedded fields and into the embedded
+// interfaces, at any depth, walked on each read (no allocation; such
+// types are rare). A walk that stopped at six levels, or at an interface,
+// read such a sandbox command as production's
+// (TestInterfaceWrappedCommandContextRead). Before that, such a wrapper built
 // with a sandbox's context and batched by an AutoPipeliner ran in
 // production (TestWrappedCommandContextRead).
 var baseCmdType, cmdCtxOffset = func() (reflect.Type, uintptr) {
@@ -65,16 +69,27 @@ var (
 	// viaPath. Copy-on-write: a published map is never modified.
 	cmdTypes   atomic.Pointer[map[unsafe.Pointer]uintptr]
 	cmdTypesMu sync.Mutex
-	// cmdPaths maps the type word of a viaPath type to the index path
-	// (reflect.Value.FieldByIndexErr) of its embedded baseCmd. Written
-	// under cmdTypesMu, copy-on-write.
-	cmdPaths atomic.Pointer[map[unsafe.Pointer][]int]
+	// cmdPaths maps the reflect.Type of a struct type that is, or is
+	// pointed to by, a viaPath type or a command held in its interface
+	// fields, to its *cmdPath (nil: none found).
+	cmdPaths sync.Map
 )
 
 func init() {
 	cmdTypes.Store(&map[unsafe.Pointer]uintptr{})
-	cmdPaths.Store(&map[unsafe.Pointer][]int{})
 }
+
+// cmdPath is the index path (reflect.Value.FieldByIndexErr) from a struct
+// type to the baseCmd whose methods it has, or to the embedded interface
+// field (iface) that holds the command whose methods it has.
+type cmdPath struct {
+	path  []int
+	iface bool
+}
+
+// maxHops bounds the interface fields and pointers walked to a command's
+// baseCmd (a wrapper that holds itself would loop).
+const maxHops = 64
 
 // iface is the layout of a non-empty interface value.
 type iface struct {
@@ -96,7 +111,7 @@ func cmdContext(cmd redis.Cmder) context.Context {
 	case noCtx:
 		return nil
 	case viaPath:
-		if p := pathCtxField(cmd, i.tab); p != nil {
+		if p := pathCtxField(cmd); p != nil {
 			return *(*context.Context)(p)
 		}
 		return nil
@@ -119,50 +134,73 @@ func ctxField(cmd redis.Cmder) unsafe.Pointer {
 	case noCtx:
 		return nil
 	case viaPath:
-		return pathCtxField(cmd, i.tab)
+		return pathCtxField(cmd)
 	}
 	return unsafe.Add(i.data, off)
 }
 
-// pathCtxField is ctxField for a viaPath type: it walks the type's path to
-// its baseCmd, through the embedded pointers (nil on a nil one).
-func pathCtxField(cmd redis.Cmder, tab unsafe.Pointer) unsafe.Pointer {
-	path := (*cmdPaths.Load())[tab]
+// pathCtxField is ctxField for a viaPath type: it walks the command's
+// embedded fields to its baseCmd, through embedded pointers and embedded
+// interfaces (nil on a nil one).
+func pathCtxField(cmd redis.Cmder) unsafe.Pointer {
 	v := reflect.ValueOf(cmd)
-	if v.Kind() == reflect.Pointer {
-		if v.IsNil() {
+	for range maxHops {
+		switch v.Kind() {
+		case reflect.Interface, reflect.Pointer:
+			if v.IsNil() {
+				return nil
+			}
+			v = v.Elem()
+			continue
+		case reflect.Struct:
+		default:
 			return nil
 		}
-		v = v.Elem()
+		t := v.Type()
+		if t == baseCmdType {
+			if !v.CanAddr() {
+				return nil
+			}
+			return unsafe.Add(unsafe.Pointer(v.UnsafeAddr()), cmdCtxOffset)
+		}
+		p := pathOf(t)
+		if p == nil {
+			return nil
+		}
+		b, err := v.FieldByIndexErr(p.path)
+		if err != nil {
+			return nil
+		}
+		v = b
 	}
-	b, err := v.FieldByIndexErr(path)
-	if err != nil || !b.CanAddr() || b.Type() != baseCmdType {
-		return nil
+	return nil
+}
+
+// pathOf returns the path of struct type t, found once by basePath.
+func pathOf(t reflect.Type) *cmdPath {
+	if p, ok := cmdPaths.Load(t); ok {
+		return p.(*cmdPath)
 	}
-	return unsafe.Add(unsafe.Pointer(b.UnsafeAddr()), cmdCtxOffset)
+	p := basePath(t)
+	cmdPaths.Store(t, p)
+	return p
 }
 
 // learn finds where the context is in cmd's type and records it.
 func learn(cmd redis.Cmder, tab unsafe.Pointer) uintptr {
 	t := reflect.TypeOf(cmd)
 	off := ctxOffset(t)
-	var path []int
 	if off == noCtx {
-		if path = basePath(t); path != nil {
+		st := t
+		if st.Kind() == reflect.Pointer {
+			st = st.Elem()
+		}
+		if st.Kind() == reflect.Struct && pathOf(st) != nil {
 			off = viaPath
 		}
 	}
 	cmdTypesMu.Lock()
 	defer cmdTypesMu.Unlock()
-	if path != nil {
-		oldPaths := *cmdPaths.Load()
-		mp := make(map[unsafe.Pointer][]int, len(oldPaths)+1)
-		for k, v := range oldPaths {
-			mp[k] = v
-		}
-		mp[tab] = path
-		cmdPaths.Store(&mp)
-	}
 	old := *cmdTypes.Load()
 	m := make(map[unsafe.Pointer]uintptr, len(old)+1)
 	for k, v := range old {
@@ -199,28 +237,27 @@ func ctxOffset(t reflect.Type) uintptr {
 	return noCtx
 }
 
-// basePath returns the index path, from the struct that t is or points to,
-// to the baseCmd whose methods t has: the shallowest one down embedded
-// fields, by value or by pointer (Go promotes the shallowest), or nil. A
-// Cmder of the caller's must embed a go-redis command (Cmder has
-// unexported methods), so one is always there; ctxOffset finds those on
-// the first embedded fields by value (all of go-redis's own) without it.
-func basePath(t reflect.Type) []int {
-	if baseCmdType == nil || t == nil {
-		return nil
-	}
-	if t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t.Kind() != reflect.Struct {
+var cmderType = reflect.TypeFor[redis.Cmder]()
+
+// basePath returns the path, from struct type t, to the baseCmd whose
+// methods t has, or to the embedded interface (one that implements
+// redis.Cmder) whose command's methods it has: the shallowest one down
+// embedded fields, by value or by pointer (Go promotes the shallowest),
+// or nil. A Cmder of the caller's must embed a go-redis command (Cmder has
+// unexported methods), by value, by pointer or through an interface, so
+// one is always there, however deep; ctxOffset finds those on the first
+// embedded fields by value (all of go-redis's own) without it.
+func basePath(t reflect.Type) *cmdPath {
+	if baseCmdType == nil || t == nil || t.Kind() != reflect.Struct {
 		return nil
 	}
 	type node struct {
 		t    reflect.Type
 		path []int
 	}
+	seen := map[reflect.Type]bool{t: true}
 	level := []node{{t, nil}}
-	for range 6 {
+	for len(level) > 0 {
 		var next []node
 		for _, n := range level {
 			for j := range n.t.NumField() {
@@ -228,15 +265,22 @@ func basePath(t reflect.Type) []int {
 				if !f.Anonymous {
 					continue
 				}
+				path := append(append([]int(nil), n.path...), j)
+				if f.Type.Kind() == reflect.Interface {
+					if f.Type.Implements(cmderType) {
+						return &cmdPath{path: path, iface: true}
+					}
+					continue
+				}
 				ft := f.Type
 				if ft.Kind() == reflect.Pointer {
 					ft = ft.Elem()
 				}
-				path := append(append([]int(nil), n.path...), j)
 				if ft == baseCmdType {
-					return path
+					return &cmdPath{path: path}
 				}
-				if ft.Kind() == reflect.Struct {
+				if ft.Kind() == reflect.Struct && !seen[ft] {
+					seen[ft] = true
 					next = append(next, node{ft, path})
 				}
 			}
@@ -341,4 +385,68 @@ func splitProduction(cmds []redis.Cmder, refuse func(propagation.Sandbox) error)
 // production ones.
 func errCommandContexts(fn string) error {
 	return fmt.Errorf("%w: redisroute: %s: this go-redis version does not keep a command's context where redisroute reads it (baseCmd.ctx); sandbox commands batched by an AutoPipeliner could not be told apart", ErrConfig, fn)
+}
+
+// privateCopy returns a copy of cmd, a command of go-redis's own layout
+// (its baseCmd on its first embedded fields by value), that nobody else
+// holds: the sandbox policy checks it and go-redis writes it, so that
+// neither the caller overwriting its command (*cmd = *other) nor a wrapper
+// swapping the command it holds between the check and the write changes
+// what is written. A command that reaches its go-redis command through a
+// pointer or an interface of its own (viaPath) is refused: the copy would
+// share that command with the caller. A nil command is refused too.
+func privateCopy(cmd redis.Cmder) (redis.Cmder, error) {
+	v := reflect.ValueOf(cmd)
+	if v.Kind() != reflect.Pointer || v.IsNil() || ctxOffset(v.Type()) == noCtx {
+		return nil, fmt.Errorf("%w: a command of type %T, which holds its go-redis command through a pointer or an interface that its caller could swap between the check and the write: send the go-redis command itself", ErrRefused, cmd)
+	}
+	p := reflect.New(v.Type().Elem())
+	p.Elem().Set(v.Elem())
+	return p.Interface().(redis.Cmder), nil
+}
+
+// readyOffset is the offset of baseCmd's ready field from its ctx field
+// (noCtx when there is none): the batch an asynchronous AutoPipeliner's
+// caller awaits, read atomically by cmd.Err() while the command runs on
+// another goroutine, so copyBack must not write it.
+var readyOffset = func() uintptr {
+	if baseCmdType == nil {
+		return noCtx
+	}
+	f, ok := baseCmdType.FieldByName("ready")
+	if !ok || len(f.Index) != 1 {
+		return noCtx
+	}
+	return f.Offset - cmdCtxOffset
+}()
+
+// copyBack copies priv, the private copy of cmd that was written, into
+// cmd: its reply, its error, and the arguments that were checked; every
+// field but baseCmd's ready, which the copy shares and a caller of the
+// asynchronous AutoPipeliner may be reading at the same time.
+func copyBack(cmd, priv redis.Cmder) {
+	dst, src := reflect.ValueOf(cmd).Elem(), reflect.ValueOf(priv).Elem()
+	skip := unsafe.Pointer(nil)
+	if f := ctxField(cmd); f != nil && readyOffset != noCtx {
+		skip = unsafe.Add(f, readyOffset)
+	}
+	copyFields(unsafe.Pointer(dst.UnsafeAddr()), unsafe.Pointer(src.UnsafeAddr()), dst.Type(), skip)
+}
+
+// copyFields copies the struct of type t at src to dst field by field
+// (with the write barriers reflect.Value.Set gives), all but the field at
+// address skip in dst, looked for down the embedded structs that hold it.
+func copyFields(dst, src unsafe.Pointer, t reflect.Type, skip unsafe.Pointer) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		d, s := unsafe.Add(dst, f.Offset), unsafe.Add(src, f.Offset)
+		if d == skip {
+			continue
+		}
+		if f.Type.Kind() == reflect.Struct && uintptr(skip) > uintptr(d) && uintptr(skip) < uintptr(d)+f.Type.Size() {
+			copyFields(d, s, f.Type, skip)
+			continue
+		}
+		reflect.NewAt(f.Type, d).Elem().Set(reflect.NewAt(f.Type, s).Elem())
+	}
 }

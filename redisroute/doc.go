@@ -128,7 +128,11 @@
 // command (no sandbox in its context) sent through the routed client that
 // would reach them fails with [ErrProductionIntoSandboxes], nothing sent:
 // SELECT, MOVE, COPY ... DB and SWAPDB of a database in the range (or of
-// one whose number does not read as a number), FLUSHALL (it would flush
+// one whose number does not read as a number), MIGRATE to a database
+// numbered as one of the range, on any host (the router cannot tell which
+// address is this server's, and a MIGRATE to the server itself restores
+// the key in that database: TestProductionMigrateKeptOutOfTheRange),
+// FLUSHALL (it would flush
 // the sandboxes' databases, and a database freed while its sandbox still
 // writes to it can be claimed by a second sandbox), and RESET when
 // database 0 is in the range. Production Lua scripts may still SELECT
@@ -145,7 +149,14 @@
 // AsyncAutoPipeline, which send each batch with context.Background()), a
 // pipeline Exec'd with another context than its commands were built with
 // (a whole MULTI/EXEC fails), a command given to Process with another
-// context, and a command of sandbox A in sandbox B's pipeline.
+// context, and a command of sandbox A in sandbox B's pipeline. A command
+// of the caller's type is read the same way, however it holds its go-redis
+// command: embedded by value or by pointer, behind wrappers of wrappers
+// at any depth, or through an embedded interface that implements
+// redis.Cmder (a decorator of any command); before, the last two read as
+// production's, and such a sandbox SET batched by an AutoPipeliner ran in
+// production (TestWrappedCommandContextRead,
+// TestInterfaceWrappedCommandContextRead).
 //
 // Full-duplex AutoPipeliners are kept off the client, and WithTimeout
 // clones have a routed counterpart:
@@ -243,6 +254,14 @@
 //     given to [New] or [Guard] (or its Conn, pipelines, AutoPipelines and
 //     [Router.WithTimeout]), and set timeouts with a context deadline.
 //
+// What the server itself shares between databases is not the router's to
+// separate: with keyspace notifications on (the notify-keyspace-events
+// setting, off by default), a sandbox's writes publish its key names on
+// __keyspace@N__ and __keyevent@N__ channels, which a production
+// subscriber to a pattern such as __key*@*__:* receives; and production's
+// MONITOR, INFO keyspace and CLIENT LIST show the sandboxes' commands,
+// key counts and connections.
+//
 // Hooks added to the baseline client before [New] run for sandbox
 // commands too (they see the command, then the router sends it to the
 // sandbox); hooks added after it run for production commands only. The
@@ -265,19 +284,42 @@
 // writes: TestArgumentSliceCannotChangeAfterTheCheck; one allocation a
 // sandbox command), and replaces in it each *string argument by
 // its string, each pointer to a number, bool or time by its value
-// (go-redis reads pointers again when it writes) and each
-// encoding.BinaryMarshaler by its bytes (what go-redis would write), so an
+// (go-redis reads pointers again when it writes), each
+// encoding.BinaryMarshaler by its bytes (what go-redis would write), and
+// each []byte or net.IP that could read as a name, the marker or a
+// database number by a copy of its bytes, which the caller still holds
+// (TestByteArgumentsCannotChangeAfterTheCheck), so an
 // argument that reads one way to the policy and another to the writer
 // (SELECT of the sandbox's database, then of production's, through a *int
 // another goroutine changes) cannot move a sandbox connection. The
 // router's production check does the same with a command name that is not
-// a string, and with the arguments of SELECT, SWAPDB, MOVE and COPY, so a
-// production connection cannot be moved into the range that way either
-// (TestPointerArgumentsCannotChangeAfterTheCheck). A sandbox command of
+// a string, and with the arguments of SELECT, SWAPDB, MOVE and COPY, in a
+// copy of the argument slice that it gives the command (one allocation
+// for these commands, none for the others), so a production connection
+// cannot be moved into the range that way either
+// (TestPointerArgumentsCannotChangeAfterTheCheck,
+// TestProductionArgumentsCannotChangeAfterTheCheck). It does not copy the
+// arguments of other production commands (an allocation a command): a
+// production caller that rewrites the name in its own slice given to Do
+// ("echo" checked, "select" written), or overwrites its command object,
+// after the check is not stopped, nor a production command of a type with
+// its own Args method that answers differently to the writer: only
+// copying every production command would, an allocation a command. A sandbox command of
 // the caller's type whose Args method is its own, not that of the go-redis
 // command it embeds, is refused: go-redis calls it again when it writes
-// (TestOwnArgsMethodRefused). A command built with another sandbox's
-// context is refused inside [Router.Watch] too.
+// (TestOwnArgsMethodRefused). Nor does the caller's command object itself
+// reach the writer: the policy checks, and go-redis writes, a private copy
+// of the go-redis command (one allocation a sandbox command), and its
+// reply is copied back into the caller's, so a caller that overwrites its
+// command (*cmd = *other) between the check and the write changes nothing
+// that is written. A sandbox command of the caller's type that holds its
+// go-redis command through a pointer or an interface (a wrapper, which
+// could swap it after the check: the copy would share it) is refused;
+// send the go-redis command itself (TestSwappedCommandCannotPassTheCheck).
+// MULTI, EXEC and DISCARD outside a transaction's pipeline, and WATCH and
+// UNWATCH inside a pipeline, are refused by the policy too, on the copy,
+// whatever the router read of the caller's command. A command built with
+// another sandbox's context is refused inside [Router.Watch] too.
 //
 // # Cost
 //
@@ -286,7 +328,8 @@
 // by its type in a map): about 18 ns a command and 23 ns a pipeline of
 // two through the router, 17 and 19 ns through the guard, on a quiet
 // 2-core machine, and no allocation (BenchmarkHookCost,
-// TestBaselineHooksDoNotAllocate). The router's check that production
+// TestBaselineHooksDoNotAllocate); a production SELECT, SWAPDB, MOVE or
+// COPY pays one in the router, for its own copy of its arguments. The router's check that production
 // stays out of its range (below) adds about 25 instructions a command
 // (callgrind: 206 to 231 for the routed hook alone, 382 to 422 for a
 // pipeline of two). A sandbox command pays, besides its
@@ -294,7 +337,10 @@
 // a full-duplex engine (see above): 0.3 to 0.6 us and no allocation once
 // each call site has been seen, 1 to 3 percent of a routed SET's round
 // trip on loopback on a loaded 2-core machine (BenchmarkSandboxPath).
-// Production commands never pay it.
+// Production commands never pay it. A sandbox command also pays the
+// policy's private copy of it (see below): a routed SET 10 allocations
+// and 569 bytes instead of 9 and 468 (BenchmarkSandboxPath/routed-set,
+// scripts/bench-ab.sh 359fcbb 93fa7b4 ./redisroute).
 //
 // # Audit
 //

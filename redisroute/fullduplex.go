@@ -151,16 +151,35 @@ func fullDuplex(ctx context.Context, cmd redis.Cmder, id string, next redis.Proc
 var replyFields = [...]string{"val", "page", "cursor"}
 
 // clearReply sets the reply fields of cmd, a go-redis command type or a
-// type of the caller's that embeds one (by value or by pointer), to their
+// type of the caller's that embeds one (by value, by pointer, or through
+// an embedded redis.Cmder interface), to their
 // zero values (through reflect, with the write barriers a pointer store
 // needs). A command of another shape is left alone.
 func clearReply(cmd redis.Cmder) {
 	v := reflect.ValueOf(cmd)
-	if v.Kind() == reflect.Pointer {
-		if v.IsNil() {
+	// Down to the struct whose fields hold the reply: through pointers, and
+	// through an embedded redis.Cmder interface (the command whose methods
+	// the type has: go-redis reads the reply into it), however deep.
+	for range maxHops {
+		if v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
+			if v.IsNil() {
+				return
+			}
+			v = v.Elem()
+			continue
+		}
+		if v.Kind() != reflect.Struct {
 			return
 		}
-		v = v.Elem()
+		p := pathOf(v.Type())
+		if p == nil || !p.iface {
+			break
+		}
+		b, err := v.FieldByIndexErr(p.path)
+		if err != nil {
+			return
+		}
+		v = b
 	}
 	if v.Kind() != reflect.Struct {
 		return

@@ -317,6 +317,15 @@ func TestFullDuplexLeakIsCaught(t *testing.T) {
 			if v := wget.Val(); v != "" {
 				t.Errorf("a leaked wrapped GET holds production's value %q", v)
 			}
+			// And as one that holds its command through an embedded Cmder.
+			inner := redis.NewStringCmd(sctx, "get", p+"prod")
+			_ = ap.Process(ctx, &ifaceCmd{inner})
+			if !errors.Is(inner.Err(), redisroute.ErrLeaked) {
+				t.Errorf("sandbox-built GET behind an embedded Cmder, sent with a production context: %v, want ErrLeaked", inner.Err())
+			}
+			if v := inner.Val(); v != "" {
+				t.Errorf("a leaked GET behind an embedded Cmder holds production's value %q", v)
+			}
 			// Production's reply is not handed to the sandbox.
 			if v := get.Val(); v != "" {
 				t.Errorf("a leaked GET holds production's value %q", v)
@@ -347,8 +356,8 @@ func TestFullDuplexLeakIsCaught(t *testing.T) {
 			if n := count(rec.Records(), func(m map[string]string) bool {
 				return m[audit.KeyDecision] == string(audit.Rejected) && m[audit.KeyID] == id &&
 					strings.HasPrefix(m[audit.KeyReason], redisroute.ErrLeaked.Error())
-			}); n != 6 {
-				t.Errorf("%d rejected records naming the leak, want 6", n)
+			}); n != 7 {
+				t.Errorf("%d rejected records naming the leak, want 7", n)
 			}
 			// Commands that go-redis diverts off the full-duplex stream (Do,
 			// blocking commands) run through the hooks first, and route.

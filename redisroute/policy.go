@@ -173,7 +173,7 @@ func check(cmd redis.Cmder, db int) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: empty command", ErrRefused)
 	}
-	if err := freeze(args); err != nil {
+	if err := freeze(args, false); err != nil {
 		return fmt.Errorf("%w: %w", ErrRefused, err)
 	}
 	name := strings.ToLower(arg(args, 0))
@@ -204,10 +204,27 @@ func check(cmd redis.Cmder, db int) error {
 // command the check never saw. The bytes are the same as go-redis writes
 // (internal/proto Writer.WriteArg); a nil pointer is the zero value, as
 // go-redis writes it.
-func freeze(args []any) error {
+//
+// A []byte or net.IP argument is replaced by a copy of its bytes, which
+// the caller still holds and go-redis reads when it writes: "SELECT
+// <its own database>" as []byte, a digit changed after the check, moved a
+// pooled sandbox connection to production's database, and a key one byte
+// off the marker, changed after the check, deleted the marker
+// (TestByteArgumentsCannotChangeAfterTheCheck). Without allBytes, only
+// the name and arguments short enough to read as something a check looks
+// for (mayMatter) are copied, so a sandbox's large values are not.
+func freeze(args []any, allBytes bool) error {
 	for i, a := range args {
 		switch v := a.(type) {
-		case string, []byte, nil, int, int64, float64, bool, time.Time, time.Duration:
+		case string, nil, int, int64, float64, bool, time.Time, time.Duration:
+		case []byte:
+			if allBytes || i == 0 || mayMatter(len(v)) {
+				args[i] = clone(v)
+			}
+		case net.IP:
+			if allBytes || i == 0 || mayMatter(len(v)) {
+				args[i] = clone([]byte(v))
+			}
 		case *string:
 			args[i] = deref(v)
 		case *int:
@@ -251,6 +268,26 @@ func freeze(args []any) error {
 		}
 	}
 	return nil
+}
+
+// maxShortArg is the length of the longest argument text the policy
+// compares with anything but the marker: a database number (at most 20
+// digits), a CLIENT subcommand ("maint_notifications"), COPY's DB.
+const maxShortArg = 32
+
+// mayMatter reports whether a byte argument of length n could read as
+// something the sandbox policy looks for: the marker key, a database
+// number, a subcommand. A longer one, whatever its bytes become, reads as
+// none of them (its length is fixed once the arguments are copied), so
+// its bytes need no copy: a large value costs no second buffer.
+func mayMatter(n int) bool { return n <= maxShortArg || n == len(MarkerKey) }
+
+// clone is a copy of b (nil stays nil: go-redis writes both as "").
+func clone(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append(make([]byte, 0, len(b)), b...)
 }
 
 // deref is *p, or the zero value for a nil p.

@@ -144,7 +144,7 @@ func (h routeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 				return err
 			}
 			if args := cmd.Args(); mayReachRange(args) {
-				if err := h.r.intoRangeArgs(args); err != nil {
+				if err := h.r.intoRangeArgs(cmd, args); err != nil {
 					cmd.SetErr(err)
 					return err
 				}
@@ -192,7 +192,7 @@ func (h routeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 				if !mayReachRange(args) {
 					continue
 				}
-				if err := h.r.intoRangeArgs(args); err != nil {
+				if err := h.r.intoRangeArgs(cmd, args); err != nil {
 					for _, c := range cmds {
 						c.SetErr(err)
 					}
@@ -270,7 +270,7 @@ func sandboxWireName(cmd redis.Cmder) string {
 	if args := cmd.Args(); len(args) > 0 {
 		if _, ok := args[0].(string); !ok {
 			own, _ := ownArgs(cmd) // the policy refuses a command it cannot own
-			if err := freeze(own[:1]); err != nil {
+			if err := freeze(own[:1], true); err != nil {
 				return "" // the policy refuses it
 			}
 		}
@@ -281,37 +281,49 @@ func sandboxWireName(cmd redis.Cmder) string {
 // mayReachRange is the first test of [Router.intoRangeArgs], small enough
 // to inline into the hooks: a command whose name is a string of a length
 // none of the refused names has (MOVE, COPY, RESET, SELECT, SWAPDB,
-// FLUSHALL: 4 to 8 bytes, not 7) cannot reach the range, so the commands
-// production usually sends pay a type assertion and a length test, and
-// no call.
+// FLUSHALL: 4 to 8 bytes; of 7, MIGRATE only, told by its first letter)
+// cannot reach the range, so the commands production usually sends pay a
+// type assertion and a length test, and no call.
 func mayReachRange(args []any) bool {
 	if len(args) == 0 {
 		return false
 	}
 	name, ok := args[0].(string)
-	return !ok || len(name) >= 4 && len(name) <= 8 && len(name) != 7
+	return !ok || len(name) >= 4 && len(name) <= 8 && (len(name) != 7 || name[0]|0x20 == 'm')
 }
 
 // intoRangeArgs refuses a production command that would reach the databases
 // of the router's range, where production would see (or move, or flush)
-// sandboxes' keys: SELECT, MOVE, COPY ... DB and SWAPDB of a database in
-// the range, FLUSHALL, and RESET when database 0 is in the range. The
-// hooks call it only when [mayReachRange] reports true. Lua scripts, which
-// may SELECT any database, are not checked.
-func (r *Router) intoRangeArgs(args []any) error {
-	if _, ok := args[0].(string); !ok {
+// sandboxes' keys: SELECT, MOVE, MIGRATE, COPY ... DB and SWAPDB of a
+// database in the range, FLUSHALL, and RESET when database 0 is in the
+// range. The hooks call it only when [mayReachRange] reports true. Lua
+// scripts, which may SELECT any database, are not checked.
+func (r *Router) intoRangeArgs(cmd redis.Cmder, args []any) error {
+	_, named := args[0].(string)
+	if !named || readsDatabases(args[0].(string)) {
+		// go-redis keeps the caller's argument slice (Do(ctx, args...))
+		// and reads it, and the bytes of a []byte, again when it writes:
+		// check a copy of them that the command owns. (One allocation, for
+		// these rare commands only.)
+		own, ok := ownArgs(cmd)
+		if !ok {
+			return fmt.Errorf("%w: a command of type %T, whose Args are not those of the go-redis command it holds: go-redis reads them again when it writes, so the check could differ from what is written", ErrProductionIntoSandboxes, cmd)
+		}
+		args = own
+	}
+	if !named {
 		// go-redis reads the name again when it writes it: read it once.
-		if err := freeze(args[:1]); err != nil {
+		if err := freeze(args[:1], true); err != nil {
 			return fmt.Errorf("%w: command name: %w", ErrProductionIntoSandboxes, err)
 		}
 	}
 	name := arg(args, 0)
 	dbs := r.dbs
 	// Read the database numbers go-redis will write, not a first reading of
-	// a *int or a marshaler that may change before the write.
+	// a *int, a []byte or a marshaler that may change before the write.
 	unreadable := false
 	if readsDatabases(name) {
-		unreadable = freeze(args) != nil
+		unreadable = freeze(args, true) != nil
 	}
 	in := func(i int) bool {
 		if i >= len(args) {
@@ -328,6 +340,10 @@ func (r *Router) intoRangeArgs(args []any) error {
 		what = "SWAPDB with a sandbox's database"
 	case strings.EqualFold(name, "move") && in(2):
 		what = "MOVE to a sandbox's database"
+	case strings.EqualFold(name, "migrate") && in(4):
+		// To any host: the router cannot tell which address is this
+		// server's (MIGRATE to itself restores the key in that database).
+		what = "MIGRATE to a database numbered as a sandbox's (to any host)"
 	case strings.EqualFold(name, "copy"):
 		for i := 3; i < len(args); i++ {
 			if strings.EqualFold(arg(args, i), "db") && in(i+1) {
@@ -346,13 +362,16 @@ func (r *Router) intoRangeArgs(args []any) error {
 }
 
 // readsDatabases reports whether name is that of a command whose arguments
-// intoRangeArgs reads as database numbers: SELECT, SWAPDB, MOVE, COPY.
+// intoRangeArgs reads as database numbers: SELECT, SWAPDB, MOVE, COPY,
+// MIGRATE.
 func readsDatabases(name string) bool {
 	switch len(name) {
 	case 4:
 		return strings.EqualFold(name, "move") || strings.EqualFold(name, "copy")
 	case 6:
 		return strings.EqualFold(name, "select") || strings.EqualFold(name, "swapdb")
+	case 7:
+		return strings.EqualFold(name, "migrate")
 	}
 	return false
 }
@@ -744,27 +763,78 @@ type policyHook struct {
 
 func (h policyHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
+// The policy checks, and go-redis writes, a private copy of each command
+// (privateCopy), never the caller's: a caller that overwrote its command
+// (*cmd = *other), or swapped the command a wrapper of its holds, between
+// the check and the write, sent a command the check never saw ("SELECT
+// <the sandbox's database>" checked, "SELECT <production's>" written:
+// TestSwappedCommandCannotPassTheCheck). The copy's reply is copied back
+// into the caller's command when the write and read are done.
 func (h policyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if err := h.check(cmd); err != nil {
+		priv, err := privateCopy(cmd)
+		if err == nil {
+			err = h.check(priv)
+		}
+		if err == nil {
+			// go-redis sends these in pipelines only (TxPipelined); the
+			// router refuses them bare, but read the name of the caller's
+			// command, which may have changed since.
+			switch wireName(priv) {
+			case "multi", "exec", "discard":
+				err = fmt.Errorf("%w: %s: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, priv.Name())
+			}
+		}
+		if err != nil {
 			return h.refuse(ctx, err)
 		}
-		return next(ctx, cmd)
+		err = next(ctx, priv)
+		copyBack(cmd, priv)
+		return err
 	}
 }
 
 func (h policyHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, cmd := range cmds {
-			if err := h.check(cmd); err != nil {
-				err = h.refuse(ctx, err)
-				for _, c := range cmds {
-					c.SetErr(err)
-				}
-				return err
+		privs := make([]redis.Cmder, len(cmds))
+		var err error
+		for i, cmd := range cmds {
+			if privs[i], err = privateCopy(cmd); err != nil {
+				break
+			}
+			if err = h.check(privs[i]); err != nil {
+				break
 			}
 		}
-		return next(ctx, cmds)
+		if err == nil {
+			tx := isTx(privs)
+			for i, p := range privs {
+				switch wireName(p) {
+				case "multi", "exec":
+					if tx && (i == 0 || i == len(privs)-1) {
+						continue
+					}
+					fallthrough
+				case "discard", "watch", "unwatch":
+					err = fmt.Errorf("%w: %s in a pipeline: use Router.Watch, TxPipelined or TxPipeline for a sandbox's transactions", ErrRefused, p.Name())
+				}
+				if err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			err = h.refuse(ctx, err)
+			for _, c := range cmds {
+				c.SetErr(err)
+			}
+			return err
+		}
+		err = next(ctx, privs)
+		for i, c := range cmds {
+			copyBack(c, privs[i])
+		}
+		return err
 	}
 }
 
