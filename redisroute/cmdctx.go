@@ -99,24 +99,10 @@ type iface struct {
 
 // cmdContext returns the context cmd was built with, or nil.
 func cmdContext(cmd redis.Cmder) context.Context {
-	i := (*iface)(unsafe.Pointer(&cmd))
-	if i.data == nil {
-		return nil
+	if p := ctxField(cmd); p != nil {
+		return *(*context.Context)(p)
 	}
-	off, ok := (*cmdTypes.Load())[i.tab]
-	if !ok {
-		off = learn(cmd, i.tab)
-	}
-	switch off {
-	case noCtx:
-		return nil
-	case viaPath:
-		if p := pathCtxField(cmd); p != nil {
-			return *(*context.Context)(p)
-		}
-		return nil
-	}
-	return *(*context.Context)(unsafe.Add(i.data, off))
+	return nil
 }
 
 // ctxField returns the address of the context field of cmd's go-redis
