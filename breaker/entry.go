@@ -73,10 +73,11 @@ const longID = 0xff
 
 // hasID reports whether id is the ID of e.
 func (e *entry) hasID(id string) bool {
-	if int(e.idLen) == len(id) {
-		return string(e.idBuf[:len(id)]) == id
+	// longID first: it is also a length (255) an ID may have.
+	if e.idLen == longID {
+		return e.id == id
 	}
-	return e.idLen == longID && e.id == id
+	return int(e.idLen) == len(id) && string(e.idBuf[:len(id)]) == id
 }
 
 // slow is the state of a key's breaker beyond its phase, made when the
@@ -493,9 +494,26 @@ func (e *entry) refuse(ctx context.Context, o outcome, retry time.Duration) erro
 	case refusedFlight:
 		err = ErrTooManyInFlight
 	}
-	// e.id, not ownID: a refusal allocates nothing more, and its error
-	// keeps the entry only as long as the caller keeps the error.
-	return &Error{Err: err, ID: e.id, RetryAfter: retry}
+	// The ID in a buffer of the error's own allocation, not e.id (which
+	// would keep the whole entry for as long as the caller keeps the
+	// error, long after the key was evicted), nor ownID (a second
+	// allocation).
+	if e.idLen == longID {
+		return &Error{Err: err, ID: e.id, RetryAfter: retry}
+	}
+	r := &refusal{Error: Error{Err: err, RetryAfter: retry}}
+	if e.idLen > 0 {
+		copy(r.idBuf[:], e.idBuf[:e.idLen])
+		r.ID = unsafe.String(&r.idBuf[0], e.idLen)
+	}
+	return &r.Error
+}
+
+// refusal is an Error with room for a short ID, so that the ID it carries
+// keeps nothing alive but the error itself.
+type refusal struct {
+	Error
+	idBuf [15]byte
 }
 
 // count counts outcome o of a call of e's group g.

@@ -1,0 +1,113 @@
+package breaker
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sandboxkit/sandboxkit/internal/clocktest"
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// TestEntryHasIDLengthOfLongID: an ID of 255 bytes, the value idLen takes
+// for an ID held outside the entry (longID), is compared as a long ID, not
+// sliced out of the 15-byte idBuf. AllowSandbox takes IDs that were never
+// validated, so a second call of such a key must not panic.
+func TestEntryHasIDLengthOfLongID(t *testing.T) {
+	for _, n := range []int{0, 15, 16, 254, 255, 256} {
+		id := strings.Repeat("x", n)
+		e := &entry{}
+		e.setID(strings.Clone(id))
+		other := strings.Repeat("y", n)
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Errorf("entry of a %d-byte ID: hasID panics: %v", n, r)
+				}
+			}()
+			if !e.hasID(id) {
+				t.Errorf("entry of a %d-byte ID does not match it", n)
+			}
+			if n > 0 && e.hasID(other) {
+				t.Errorf("entry of a %d-byte ID matches another ID of that length", n)
+			}
+		}()
+	}
+
+	g := NewGroup(Settings{Budget: Budget{MaxInFlight: 1}})
+	s := propagation.Sandbox{ID: strings.Repeat("\xff", 255)}
+	for i := range 2 {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("call %d of a 255-byte key panics: %v", i, r)
+				}
+			}()
+			done, err := g.AllowSandbox(context.Background(), s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done(nil)
+		}()
+	}
+	if n := g.Len(); n != 1 {
+		t.Fatalf("group holds %d keys after two calls of one, want 1", n)
+	}
+}
+
+// collected reports whether an object given to watch is collected within
+// a bounded number of collections (cleanups run on their own goroutine).
+func collected(ch <-chan struct{}) bool {
+	for range 50 {
+		runtime.GC()
+		select {
+		case <-ch:
+			return true
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return false
+}
+
+// TestRefusalKeepsNoEntry: a refusal handed to the caller does not keep
+// the refused key's entry (its breaker, bucket, attribute sets) alive
+// after the key is evicted, however long the caller keeps the error; only
+// its ID. IDs held in the entry (up to 15 bytes) and beyond.
+func TestRefusalKeepsNoEntry(t *testing.T) {
+	for _, id := range []string{"pr-1", "123456789012345", "1234567890123456"} {
+		t.Run(id, func(t *testing.T) {
+			clk := clocktest.New()
+			g := NewGroup(Settings{Budget: Budget{MaxInFlight: 1}, IdleTimeout: time.Minute}, WithClock(clk.Now))
+			ctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: id})
+			done, err := g.Allow(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, refusal := g.Allow(ctx)
+			if !errors.Is(refusal, ErrTooManyInFlight) {
+				t.Fatalf("second call: %v, want ErrTooManyInFlight", refusal)
+			}
+			done(nil)
+			done = nil
+			gone := make(chan struct{})
+			e := g.lookup(id)
+			runtime.AddCleanup(e, func(ch chan struct{}) { close(ch) }, gone)
+			e = nil
+			clk.Advance(2 * time.Minute)
+			if n := g.Sweep(); n != 1 {
+				t.Fatalf("Sweep evicted %d keys, want 1", n)
+			}
+			if !collected(gone) {
+				t.Errorf("the evicted entry is kept alive while the caller keeps its refusal %q", refusal)
+			}
+			var re *Error
+			if !errors.As(refusal, &re) || re.ID != id {
+				t.Fatalf("refusal %v: ID %q, want %q", refusal, re.ID, id)
+			}
+			runtime.KeepAlive(g)
+		})
+	}
+}
