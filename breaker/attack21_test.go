@@ -3,10 +3,15 @@ package breaker
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -107,6 +112,84 @@ func TestRefusalKeepsNoEntry(t *testing.T) {
 			if !errors.As(refusal, &re) || re.ID != id {
 				t.Fatalf("refusal %v: ID %q, want %q", refusal, re.ID, id)
 			}
+			runtime.KeepAlive(g)
+		})
+	}
+}
+
+// keeper is a slog.Handler that keeps every record as it came.
+type keeper struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (k *keeper) Enabled(context.Context, slog.Level) bool { return true }
+func (k *keeper) Handle(_ context.Context, r slog.Record) error {
+	k.mu.Lock()
+	k.recs = append(k.recs, r.Clone())
+	k.mu.Unlock()
+	return nil
+}
+func (k *keeper) WithAttrs([]slog.Attr) slog.Handler { return k }
+func (k *keeper) WithGroup(string) slog.Handler      { return k }
+
+// TestReportsKeepNoEntry: what the group hands to a meter (attribute sets
+// of every outcome) and to a logger (audit records of state changes), both
+// of which keep them, does not keep an evicted key's entry alive.
+func TestReportsKeepNoEntry(t *testing.T) {
+	for _, id := range []string{"pr-1", "123456789012345", "1234567890123456"} {
+		t.Run(id, func(t *testing.T) {
+			clk := clocktest.New()
+			reader := sdkmetric.NewManualReader()
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+			t.Cleanup(func() { mp.Shutdown(context.Background()) })
+			logs := &keeper{}
+			g := NewGroup(Settings{
+				Budget: Budget{Rate: 1, Burst: 1, MaxInFlight: 1}, Failures: 1,
+				OpenTimeout: time.Second, IdleTimeout: time.Minute,
+			}, WithClock(clk.Now), WithMeterProvider(mp), WithLogger(slog.New(logs)))
+			s := propagation.Sandbox{ID: id, Actor: "a", Origin: "o"}
+			ctx := context.Background()
+			done, err := g.AllowSandbox(ctx, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done(errors.New("boom")) // opens
+			if _, err := g.AllowSandbox(ctx, s); !errors.Is(err, ErrOpen) {
+				t.Fatalf("after a failure: %v, want ErrOpen", err)
+			}
+			clk.Advance(2 * time.Second)
+			done, err = g.AllowSandbox(ctx, s) // the probe
+			if err != nil {
+				t.Fatal(err)
+			}
+			done(nil) // closes
+			if _, err := g.AllowSandbox(ctx, s); !errors.Is(err, ErrThrottled) {
+				t.Fatalf("after the probe: %v, want ErrThrottled", err)
+			}
+			done = nil
+			var rm metricdata.ResourceMetrics
+			if err := reader.Collect(ctx, &rm); err != nil {
+				t.Fatal(err)
+			}
+			if len(logs.recs) < 3 {
+				t.Fatalf("%d audit records, want the breaker's three state changes", len(logs.recs))
+			}
+			gone := make(chan struct{})
+			e := g.lookup(id)
+			runtime.AddCleanup(e, func(ch chan struct{}) { close(ch) }, gone)
+			e = nil
+			clk.Advance(2 * time.Minute)
+			if n := g.Sweep(); n != 1 {
+				t.Fatalf("Sweep evicted %d keys, want 1", n)
+			}
+			if !collected(gone) {
+				t.Errorf("the evicted entry is kept alive by the meter's attribute sets or the audit records")
+			}
+			if err := reader.Collect(ctx, &rm); err != nil {
+				t.Fatal(err)
+			}
+			runtime.KeepAlive(logs)
 			runtime.KeepAlive(g)
 		})
 	}
