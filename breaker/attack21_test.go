@@ -194,3 +194,40 @@ func TestReportsKeepNoEntry(t *testing.T) {
 		})
 	}
 }
+
+// TestOverrideKeepsNoEntry: the ID handed to Settings.Override, a function
+// of the caller's that may keep it (a cache of budgets by ID, a log), does
+// not keep the key's entry alive after the key is evicted.
+func TestOverrideKeepsNoEntry(t *testing.T) {
+	for _, id := range []string{"pr-1", "123456789012345", "1234567890123456"} {
+		t.Run(id, func(t *testing.T) {
+			clk := clocktest.New()
+			var seen []string
+			g := NewGroup(Settings{IdleTimeout: time.Minute, Override: func(id string) (Budget, bool) {
+				seen = append(seen, id)
+				return Budget{MaxInFlight: 2}, true
+			}}, WithClock(clk.Now))
+			done, err := g.AllowSandbox(context.Background(), propagation.Sandbox{ID: id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done(nil)
+			done = nil
+			gone := make(chan struct{})
+			e := g.lookup(id)
+			runtime.AddCleanup(e, func(ch chan struct{}) { close(ch) }, gone)
+			e = nil
+			clk.Advance(2 * time.Minute)
+			if n := g.Sweep(); n != 1 {
+				t.Fatalf("Sweep evicted %d keys, want 1", n)
+			}
+			if !collected(gone) {
+				t.Errorf("the evicted entry is kept alive by the ID Override kept")
+			}
+			if len(seen) == 0 || seen[0] != id {
+				t.Fatalf("Override saw %q, want %q", seen, id)
+			}
+			runtime.KeepAlive(g)
+		})
+	}
+}

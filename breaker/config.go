@@ -64,7 +64,7 @@ type Settings struct {
 	// [WithRoutes]). It is called when a sandbox's key is created (its
 	// first call, or its first call after eviction) and again after the
 	// route table changes; it must be safe for concurrent use. It is not
-	// called for baseline traffic.
+	// called for baseline traffic. The id it gets is its own to keep.
 	Override func(id string) (Budget, bool)
 
 	// Failures is how many consecutive failures open the breaker.

@@ -161,7 +161,7 @@ func (g *Group) newEntry(s propagation.Sandbox, t int64) *entry {
 		e.who = &[2]string{strings.Clone(s.Actor), strings.Clone(s.Origin)}
 	}
 	e.lastUsed.Store(t)
-	pol := g.policyFor(g.budgetFor(e.id), g.routesGen())
+	pol := g.policyFor(g.budgetFor(e), g.routesGen())
 	e.pol.Store(pol)
 	if pol.limited {
 		pol.fill(&e.lim)
@@ -260,7 +260,7 @@ func (e *entry) policy(g *Group, now time.Time) *policy {
 	if pol = e.pol.Load(); pol.gen >= gen {
 		return pol
 	}
-	np := g.policyFor(g.budgetFor(e.id), gen)
+	np := g.policyFor(g.budgetFor(e), gen)
 	if np.budget != pol.budget {
 		switch {
 		case !np.limited:

@@ -396,8 +396,9 @@ func (g *Group) sweepShard(sh *shard, t int64) int {
 	return n - sh.n
 }
 
-// budgetFor resolves the budget of sandbox id ("" for baseline).
-func (g *Group) budgetFor(id string) Budget {
+// budgetFor resolves the budget of e's sandbox ("" for baseline).
+func (g *Group) budgetFor(e *entry) Budget {
+	id := e.id
 	if id == "" {
 		return *g.cfg.Baseline
 	}
@@ -408,7 +409,9 @@ func (g *Group) budgetFor(id string) Budget {
 		}
 	}
 	if g.cfg.Override != nil {
-		if o, ok := g.cfg.Override(id); ok {
+		// ownID: Override is the caller's, and may keep the ID it is
+		// given; e.id would keep the whole entry after its eviction.
+		if o, ok := g.cfg.Override(e.ownID()); ok {
 			b = merge(b, o)
 		}
 	}
