@@ -231,3 +231,89 @@ func TestOverrideKeepsNoEntry(t *testing.T) {
 		})
 	}
 }
+
+// TestEvictionRacesLastOutcome: a call in flight longer than IdleTimeout
+// fails, and the sweep runs while its done is recording the failure
+// (paused here in IsFailure, which done calls). The key must not be
+// evicted before its outcome is counted: else the failure opens the
+// breaker of an entry no longer in the group (the next call gets a fresh,
+// closed one: the sandbox's traffic fails open) and the open-breakers
+// gauge stays up for good.
+func TestEvictionRacesLastOutcome(t *testing.T) {
+	clk := clocktest.New()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	inClassify, resume := make(chan struct{}), make(chan struct{})
+	g := NewGroup(Settings{
+		Failures: 1, OpenTimeout: time.Hour, IdleTimeout: time.Minute,
+		IsFailure: func(error) bool {
+			close(inClassify)
+			<-resume
+			return true
+		},
+	}, WithClock(clk.Now), WithMeterProvider(mp))
+	s := propagation.Sandbox{ID: "pr-long"}
+	done, err := g.AllowSandbox(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(2 * time.Minute) // the call outlives IdleTimeout
+	finished := make(chan struct{})
+	go func() {
+		done(errBoom21)
+		close(finished)
+	}()
+	<-inClassify
+	evicted := g.Sweep()
+	close(resume)
+	<-finished
+	if evicted != 0 {
+		t.Errorf("the sweep evicted the key while its failing call was being recorded")
+	}
+	if _, err := g.AllowSandbox(context.Background(), s); !errors.Is(err, ErrOpen) {
+		t.Errorf("after a failure with Failures 1: %v, want ErrOpen (the failure was lost)", err)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	open := int64(-1)
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == MetricOpen {
+				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+					open = dp.Value
+				}
+			}
+		}
+	}
+	if n, st := g.Len(), g.State(s.ID); open != 1 || n != 1 || st != StateOpen {
+		t.Errorf("open-breakers gauge %d, %d keys, state %v; want 1, 1 key, open", open, n, st)
+	}
+}
+
+// TestPanickingIsFailureFreesSlot: when the caller's IsFailure panics
+// inside done, the panic goes on, and the call no longer holds its slot of
+// MaxInFlight.
+func TestPanickingIsFailureFreesSlot(t *testing.T) {
+	g := NewGroup(Settings{Budget: Budget{MaxInFlight: 1}, IsFailure: func(error) bool { panic("classifier") }})
+	s := propagation.Sandbox{ID: "pr-panic"}
+	done, err := g.AllowSandbox(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() {
+			if r := recover(); r != "classifier" {
+				t.Fatalf("recovered %v, want the classifier's panic", r)
+			}
+		}()
+		done(errBoom21)
+	}()
+	done, err = g.AllowSandbox(context.Background(), s)
+	if err != nil {
+		t.Fatalf("after a done whose IsFailure panicked: %v, want the slot free", err)
+	}
+	done(nil)
+}

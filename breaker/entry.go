@@ -369,21 +369,25 @@ func succeeded() (struct{}, error) { return struct{}{}, nil }
 func failed() (struct{}, error)    { return struct{}{}, errFailure }
 
 // finish records the outcome of a call admitted in phase p (nil: the
-// first).
+// first). The call counts as in flight until its outcome is recorded:
+// else the sweep could evict the key in between (a call may outlive
+// IdleTimeout), and a failure would open the breaker of an entry no
+// longer in the group, leaving the key's next call a fresh, closed one.
 func (e *entry) finish(p *phase, err error) {
-	e.inflight.Add(-1)
 	r := success
 	if err != nil {
-		r = e.g.classify(err)
+		r = e.classify(err)
 	}
 	if p.st() == StateClosed && e.phase() == p && (r == excluded || r == success && !e.is(dirty)) {
 		// Fast path: in the closed state a success after a success, and
 		// an excluded call, change nothing gobreaker decides on.
+		e.inflight.Add(-1)
 		return
 	}
 	e.mu.Lock()
 	if e.cur.Load() != p {
 		e.mu.Unlock()
+		e.inflight.Add(-1)
 		return // the breaker changed state since the call was admitted
 	}
 	if p.st() == StateHalfOpen && e.slow.probes > 0 {
@@ -392,6 +396,7 @@ func (e *entry) finish(p *phase, err error) {
 	if r == excluded {
 		// A cancelled probe frees its slot and counts for nothing.
 		e.mu.Unlock()
+		e.inflight.Add(-1)
 		return
 	}
 	s := e.slow
@@ -412,7 +417,24 @@ func (e *entry) finish(p *phase, err error) {
 	}
 	changes := e.takeChanges()
 	e.mu.Unlock()
+	e.inflight.Add(-1)
 	e.g.report(context.Background(), e, changes)
+}
+
+// classify classifies the outcome err of a call of e. When the caller's
+// IsFailure panics, the call stops counting as in flight (the panic goes
+// on): its done was called, and must not hold a slot of MaxInFlight, nor
+// keep the key from eviction, for good.
+func (e *entry) classify(err error) result {
+	ok := false
+	defer func() {
+		if !ok {
+			e.inflight.Add(-1)
+		}
+	}()
+	r := e.g.classify(err)
+	ok = true
+	return r
 }
 
 // onStateChange follows gobreaker's decisions; e.mu is held.
