@@ -317,3 +317,47 @@ func TestPanickingIsFailureFreesSlot(t *testing.T) {
 	}
 	done(nil)
 }
+
+// TestCollidingIDsOfEveryLength: with every key's hash the same, keys whose
+// IDs share prefixes, differ only past the 15 bytes an entry holds, end in
+// NUL bytes, are not UTF-8, or are 0, 15, 16, 254, 255 and 256 bytes long
+// each keep a budget of their own.
+func TestCollidingIDsOfEveryLength(t *testing.T) {
+	g := NewGroup(Settings{Budget: Budget{Rate: 1, Burst: 1}, Baseline: &Budget{Rate: 1, Burst: 1}})
+	g.hashMask = 0
+	var ids []string
+	for _, n := range []int{0, 1, 14, 15, 16, 17, 254, 255, 256} {
+		ids = append(ids, strings.Repeat("a", n))
+		if n > 0 {
+			ids = append(ids, strings.Repeat("a", n-1)+"b", strings.Repeat("a", n-1)+"\x00", strings.Repeat("\xff", n))
+		}
+	}
+	seen := map[string]bool{}
+	var uniq []string
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			uniq = append(uniq, id)
+		}
+	}
+	for _, id := range uniq {
+		done, err := g.AllowSandbox(context.Background(), propagation.Sandbox{ID: id})
+		if err != nil {
+			t.Fatalf("first call of %q (%d bytes): %v", id, len(id), err)
+		}
+		done(nil)
+	}
+	if n := g.Len(); n != len(uniq) {
+		t.Fatalf("group holds %d keys, want %d", n, len(uniq))
+	}
+	for _, id := range uniq {
+		if _, err := g.AllowSandbox(context.Background(), propagation.Sandbox{ID: id}); !errors.Is(err, ErrThrottled) {
+			t.Fatalf("second call of %q (%d bytes): %v, want ErrThrottled", id, len(id), err)
+		}
+		var re *Error
+		_, err := g.AllowSandbox(context.Background(), propagation.Sandbox{ID: id})
+		if !errors.As(err, &re) || re.ID != id {
+			t.Fatalf("refusal of %q names %q", id, re.ID)
+		}
+	}
+}
