@@ -51,9 +51,15 @@ func ContextWithSandbox(parent context.Context, s Sandbox) context.Context {
 }
 
 // ContextWithoutSandbox returns a copy of parent that carries no sandbox,
-// even when parent does: what middleware uses when it strips markers that
-// an earlier layer (an OpenTelemetry propagator, say) already extracted.
-// It returns parent itself when parent carries no sandbox.
+// even when parent does ([FromContext] reports none). It returns parent
+// itself when parent carries no sandbox.
+//
+// It leaves the context's OpenTelemetry baggage as it is: members naming
+// the sandbox there (put by OpenTelemetry's Baggage propagator, or by
+// [WithBaggageMirror]) are still sent on by an outgoing Baggage
+// propagator, and the next hop reads them as the sandbox. To drop markers
+// an earlier layer already extracted, as the library's middleware does,
+// use [Codec.StripContext], which removes both.
 func ContextWithoutSandbox(parent context.Context) context.Context {
 	if _, ok := FromContext(parent); !ok {
 		return parent

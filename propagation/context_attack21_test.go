@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/baggage"
+	otelprop "go.opentelemetry.io/otel/propagation"
 
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
@@ -96,5 +97,37 @@ func TestContextWithoutSandboxKeepsDone(t *testing.T) {
 	}
 	if _, ok := propagation.FromContext(child); ok {
 		t.Fatal("sandbox visible below a mask, through WithCancel")
+	}
+}
+
+// TestMaskLeavesBaggageStripDoesNot pins what ContextWithoutSandbox's doc
+// says: with WithBaggageMirror the mask hides the sandbox from FromContext
+// but the mirrored baggage still names it to the next hop, and
+// Codec.StripContext is what removes both.
+func TestMaskLeavesBaggageStripDoesNot(t *testing.T) {
+	c, err := propagation.NewCodec(propagation.WithBaggageMirror())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := propagation.NewTextMapPropagator(c)
+	ctx := c.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-1"})
+	nextHop := func(ctx context.Context) (propagation.Sandbox, bool) {
+		carrier := otelprop.MapCarrier{}
+		p.Inject(ctx, carrier)
+		return propagation.FromContext(p.Extract(context.Background(), carrier))
+	}
+	masked := propagation.ContextWithoutSandbox(ctx)
+	if _, ok := propagation.FromContext(masked); ok {
+		t.Fatal("sandbox visible through ContextWithoutSandbox")
+	}
+	if s, ok := nextHop(masked); !ok || s.ID != "pr-1" {
+		t.Fatalf("next hop of a masked, mirrored context reads %+v, %v; the doc says the baggage still names pr-1", s, ok)
+	}
+	stripped := c.StripContext(ctx)
+	if _, ok := propagation.FromContext(stripped); ok {
+		t.Fatal("sandbox visible through StripContext")
+	}
+	if s, ok := nextHop(stripped); ok {
+		t.Fatalf("next hop of a stripped context reads sandbox %+v", s)
 	}
 }
