@@ -361,3 +361,26 @@ func TestCollidingIDsOfEveryLength(t *testing.T) {
 		}
 	}
 }
+
+// TestLongCallsTrip: a sandbox whose calls each outlive IdleTimeout, one
+// after another with a sweep in between, and all fail, still opens its
+// breaker after Failures of them: a key whose last call just reported a
+// failure counted is not idle, whenever that call started.
+func TestLongCallsTrip(t *testing.T) {
+	clk := clocktest.New()
+	g := NewGroup(Settings{Failures: 2, OpenTimeout: time.Hour, IdleTimeout: time.Minute}, WithClock(clk.Now))
+	s := propagation.Sandbox{ID: "pr-stream"}
+	for i := range 2 {
+		done, err := g.AllowSandbox(context.Background(), s)
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		clk.Advance(2 * time.Minute) // the call outlives IdleTimeout
+		done(errBoom21)
+		clk.Advance(time.Second)
+		g.Sweep()
+	}
+	if _, err := g.AllowSandbox(context.Background(), s); !errors.Is(err, ErrOpen) {
+		t.Fatalf("after two long calls failed with Failures 2: %v, want ErrOpen (a failure was evicted with its key)", err)
+	}
+}

@@ -88,9 +88,10 @@ type Settings struct {
 	// failure. Use [HTTPStatus] to turn a response status into an error.
 	IsFailure func(err error) bool
 
-	// IdleTimeout is how long a key may go without calls before it is
-	// evicted (together with its counters), provided no call of it is in
-	// flight and its breaker is not open. Zero: [DefaultIdleTimeout].
+	// IdleTimeout is how long a key may go without calls (a call's start,
+	// or a failure it reports) before it is evicted (together with its
+	// counters), provided no call of it is in flight and its breaker is
+	// not open. Zero: [DefaultIdleTimeout].
 	IdleTimeout time.Duration
 }
 

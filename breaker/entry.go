@@ -411,6 +411,13 @@ func (e *entry) finish(p *phase, err error) {
 	if r == failure {
 		e.set(dirty, true)
 		_, _ = s.cb.Execute(failed)
+		// A counted failure is a use of the key: a call that outlived
+		// IdleTimeout must not leave its failure to a key the sweep
+		// takes as idle (by its start) and evicts with its count, or
+		// a sandbox whose calls are all that long never trips.
+		if s.now > e.lastUsed.Load() {
+			e.lastUsed.Store(s.now)
+		}
 	} else {
 		e.set(dirty, false)
 		_, _ = s.cb.Execute(succeeded)
