@@ -45,8 +45,13 @@ func (c *noSandboxCtx) String() string {
 // ContextWithSandbox returns a copy of parent that carries s. It does not
 // validate s; the middleware only stores sandboxes that passed
 // [Sandbox.Validate], and callers constructing one by hand should do the
-// same.
+// same. Like the standard library's constructors it panics when parent is
+// nil, rather than return a context whose Done, Deadline and Value of
+// other keys panic later, far from the mistake.
 func ContextWithSandbox(parent context.Context, s Sandbox) context.Context {
+	if parent == nil {
+		panic("propagation: cannot create context from nil parent")
+	}
 	return &sandboxCtx{Context: parent, s: s}
 }
 

@@ -131,3 +131,17 @@ func TestMaskLeavesBaggageStripDoesNot(t *testing.T) {
 		t.Fatalf("next hop of a stripped context reads sandbox %+v", s)
 	}
 }
+
+// TestNilParent: ContextWithSandbox panics at once on a nil parent, as
+// context.WithValue does, instead of returning a context that panics
+// later in Done or in a lookup of another key.
+func TestNilParent(t *testing.T) {
+	defer func() {
+		if r := recover(); r == nil {
+			t.Fatal("ContextWithSandbox(nil, s) did not panic")
+		}
+	}()
+	//lint:ignore SA1012 the nil parent is the point
+	ctx := propagation.ContextWithSandbox(nil, propagation.Sandbox{ID: "pr-1"}) //nolint:staticcheck
+	t.Logf("returned %v", ctx)
+}
