@@ -384,3 +384,40 @@ func TestLongCallsTrip(t *testing.T) {
 		t.Fatalf("after two long calls failed with Failures 2: %v, want ErrOpen (a failure was evicted with its key)", err)
 	}
 }
+
+// TestPauseDoesNotRefill: a sandbox that spends its burst, then pauses
+// longer than IdleTimeout but less than its bucket takes to refill, gets
+// back only the tokens the pause earned: eviction must not hand it a fresh,
+// full bucket (throttling that a pause undoes fails open).
+func TestPauseDoesNotRefill(t *testing.T) {
+	clk := clocktest.New()
+	g := NewGroup(Settings{Budget: Budget{Rate: 1.0 / 60, Burst: 5}, IdleTimeout: time.Minute}, WithClock(clk.Now))
+	s := propagation.Sandbox{ID: "pr-slow"}
+	admitted := func() int {
+		n := 0
+		for range 10 {
+			done, err := g.AllowSandbox(context.Background(), s)
+			if err != nil {
+				if !errors.Is(err, ErrThrottled) {
+					t.Fatalf("refusal %v, want ErrThrottled", err)
+				}
+				return n
+			}
+			done(nil)
+			n++
+		}
+		return n
+	}
+	if n := admitted(); n != 5 {
+		t.Fatalf("first burst: %d admitted, want 5", n)
+	}
+	clk.Advance(2*time.Minute + time.Second) // two tokens back
+	g.Sweep()
+	if n := admitted(); n != 2 {
+		t.Fatalf("after a pause that earned 2 tokens: %d admitted, want 2", n)
+	}
+	clk.Advance(10 * time.Minute) // full again
+	if n := g.Sweep(); n != 1 {
+		t.Fatalf("Sweep evicted %d keys once the bucket refilled, want 1", n)
+	}
+}

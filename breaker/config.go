@@ -91,7 +91,9 @@ type Settings struct {
 	// IdleTimeout is how long a key may go without calls (a call's start,
 	// or a failure it reports) before it is evicted (together with its
 	// counters), provided no call of it is in flight and its breaker is
-	// not open. Zero: [DefaultIdleTimeout].
+	// not open, nor its token bucket still refilling (a key whose rate
+	// takes longer than IdleTimeout to refill its burst stays until it
+	// has). Zero: [DefaultIdleTimeout].
 	IdleTimeout time.Duration
 }
 

@@ -505,13 +505,18 @@ func (g *Group) report(ctx context.Context, e *entry, changes []change) {
 }
 
 // idle reports whether e may be evicted at t (its calls in flight are
-// checked by the sweeper).
+// checked by the sweeper). A key whose token bucket has not refilled is
+// not: it would come back with a full one, and a pause longer than
+// IdleTimeout would undo its throttling.
 func (e *entry) idle(t int64) bool {
 	if t-e.lastUsed.Load() < int64(e.g.cfg.IdleTimeout) {
 		return false
 	}
-	p := e.cur.Load()
-	return p.st() != StateOpen || t >= p.openUntil
+	if p := e.cur.Load(); p.st() == StateOpen && t < p.openUntil {
+		return false
+	}
+	pol := e.pol.Load()
+	return !pol.limited || e.lim.TokensAt(e.g.epoch.Add(time.Duration(t))) >= float64(pol.budget.burst())
 }
 
 func (e *entry) refuse(ctx context.Context, o outcome, retry time.Duration) error {

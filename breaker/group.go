@@ -218,7 +218,8 @@ func (g *Group) Len() int {
 
 // Sweep evicts every idle key now and returns how many it evicted. A key is
 // idle when it had no call for [Settings.IdleTimeout] (no call started, no
-// failure reported), has no call in flight and its breaker is not open. Calling Sweep is optional: calls sweep a
+// failure reported), has no call in flight, its breaker is not open and
+// its token bucket has refilled. Calling Sweep is optional: calls sweep a
 // part of the keys as they go, so that every key is looked at about once
 // per IdleTimeout while the group is used.
 func (g *Group) Sweep() int {
