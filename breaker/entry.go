@@ -145,7 +145,8 @@ type policy struct {
 	budget      Budget
 	maxInFlight int64 // 0: no cap
 	gen         uint64
-	limited     bool // budget has a rate limit
+	refill      int64 // limited: nanoseconds an empty bucket takes to fill
+	limited     bool  // budget has a rate limit
 }
 
 type change struct {
@@ -211,6 +212,9 @@ func (g *Group) policyFor(b Budget, gen uint64) *policy {
 		return p
 	}
 	p := &policy{budget: b, maxInFlight: int64(b.MaxInFlight), gen: gen, limited: b.limited()}
+	if p.limited {
+		p.refill = int64(min(float64(b.burst())/b.Rate*float64(time.Second), math.MaxInt64/2))
+	}
 	g.pol.Store(p)
 	return p
 }
@@ -505,18 +509,21 @@ func (g *Group) report(ctx context.Context, e *entry, changes []change) {
 }
 
 // idle reports whether e may be evicted at t (its calls in flight are
-// checked by the sweeper). A key whose token bucket has not refilled is
-// not: it would come back with a full one, and a pause longer than
-// IdleTimeout would undo its throttling.
+// checked by the sweeper). A key whose token bucket may not have refilled
+// is not: it would come back with a full one, and a pause longer than
+// IdleTimeout would undo its throttling. Its last token was taken before
+// lastUsed+touch, so the bucket is full once refill has passed since
+// then (no lock of the bucket taken: the sweep looks at many keys).
 func (e *entry) idle(t int64) bool {
-	if t-e.lastUsed.Load() < int64(e.g.cfg.IdleTimeout) {
+	since := t - e.lastUsed.Load()
+	if since < int64(e.g.cfg.IdleTimeout) {
 		return false
 	}
 	if p := e.cur.Load(); p.st() == StateOpen && t < p.openUntil {
 		return false
 	}
 	pol := e.pol.Load()
-	return !pol.limited || e.lim.TokensAt(e.g.epoch.Add(time.Duration(t))) >= float64(pol.budget.burst())
+	return !pol.limited || since >= pol.refill+e.g.touch
 }
 
 func (e *entry) refuse(ctx context.Context, o outcome, retry time.Duration) error {
