@@ -64,7 +64,7 @@ type Settings struct {
 	// [WithRoutes]). It is called when a sandbox's key is created (its
 	// first call, or its first call after eviction) and again after the
 	// route table changes; it must be safe for concurrent use. It is not
-	// called for baseline traffic.
+	// called for baseline traffic. The id it gets is its own to keep.
 	Override func(id string) (Budget, bool)
 
 	// Failures is how many consecutive failures open the breaker.
@@ -88,9 +88,12 @@ type Settings struct {
 	// failure. Use [HTTPStatus] to turn a response status into an error.
 	IsFailure func(err error) bool
 
-	// IdleTimeout is how long a key may go without calls before it is
-	// evicted (together with its counters), provided no call of it is in
-	// flight and its breaker is not open. Zero: [DefaultIdleTimeout].
+	// IdleTimeout is how long a key may go without calls (a call's start,
+	// or a failure it reports) before it is evicted (together with its
+	// counters), provided no call of it is in flight and its breaker is
+	// not open, nor its token bucket still refilling (a key whose rate
+	// takes longer than IdleTimeout to refill its burst stays until it
+	// has). Zero: [DefaultIdleTimeout].
 	IdleTimeout time.Duration
 }
 

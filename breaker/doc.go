@@ -67,8 +67,9 @@
 //
 // # Eviction
 //
-// A key that had no call for [Settings.IdleTimeout], has no call in flight
-// and whose breaker is not open is evicted with its counters. Calls sweep
+// A key that had no call for [Settings.IdleTimeout] (no call started, no
+// failure reported), has no call in flight, whose breaker is not open and
+// whose token bucket has refilled is evicted with its counters. Calls sweep
 // the keys as they go, in bounded steps, so that no call pays for the
 // eviction of more than a few other keys, however many went idle: about
 // 2048 times per IdleTimeout one call looks at the next 32 keys, and a call

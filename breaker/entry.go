@@ -73,10 +73,11 @@ const longID = 0xff
 
 // hasID reports whether id is the ID of e.
 func (e *entry) hasID(id string) bool {
-	if int(e.idLen) == len(id) {
-		return string(e.idBuf[:len(id)]) == id
+	// longID first: it is also a length (255) an ID may have.
+	if e.idLen == longID {
+		return e.id == id
 	}
-	return e.idLen == longID && e.id == id
+	return int(e.idLen) == len(id) && string(e.idBuf[:len(id)]) == id
 }
 
 // slow is the state of a key's breaker beyond its phase, made when the
@@ -144,7 +145,8 @@ type policy struct {
 	budget      Budget
 	maxInFlight int64 // 0: no cap
 	gen         uint64
-	limited     bool // budget has a rate limit
+	refill      int64 // limited: nanoseconds an empty bucket takes to fill
+	limited     bool  // budget has a rate limit
 }
 
 type change struct {
@@ -160,7 +162,7 @@ func (g *Group) newEntry(s propagation.Sandbox, t int64) *entry {
 		e.who = &[2]string{strings.Clone(s.Actor), strings.Clone(s.Origin)}
 	}
 	e.lastUsed.Store(t)
-	pol := g.policyFor(g.budgetFor(e.id), g.routesGen())
+	pol := g.policyFor(g.budgetFor(e), g.routesGen())
 	e.pol.Store(pol)
 	if pol.limited {
 		pol.fill(&e.lim)
@@ -210,6 +212,9 @@ func (g *Group) policyFor(b Budget, gen uint64) *policy {
 		return p
 	}
 	p := &policy{budget: b, maxInFlight: int64(b.MaxInFlight), gen: gen, limited: b.limited()}
+	if p.limited {
+		p.refill = int64(min(float64(b.burst())/b.Rate*float64(time.Second), math.MaxInt64/2))
+	}
 	g.pol.Store(p)
 	return p
 }
@@ -259,7 +264,7 @@ func (e *entry) policy(g *Group, now time.Time) *policy {
 	if pol = e.pol.Load(); pol.gen >= gen {
 		return pol
 	}
-	np := g.policyFor(g.budgetFor(e.id), gen)
+	np := g.policyFor(g.budgetFor(e), gen)
 	if np.budget != pol.budget {
 		switch {
 		case !np.limited:
@@ -368,21 +373,25 @@ func succeeded() (struct{}, error) { return struct{}{}, nil }
 func failed() (struct{}, error)    { return struct{}{}, errFailure }
 
 // finish records the outcome of a call admitted in phase p (nil: the
-// first).
+// first). The call counts as in flight until its outcome is recorded:
+// else the sweep could evict the key in between (a call may outlive
+// IdleTimeout), and a failure would open the breaker of an entry no
+// longer in the group, leaving the key's next call a fresh, closed one.
 func (e *entry) finish(p *phase, err error) {
-	e.inflight.Add(-1)
 	r := success
 	if err != nil {
-		r = e.g.classify(err)
+		r = e.classify(err)
 	}
 	if p.st() == StateClosed && e.phase() == p && (r == excluded || r == success && !e.is(dirty)) {
 		// Fast path: in the closed state a success after a success, and
 		// an excluded call, change nothing gobreaker decides on.
+		e.inflight.Add(-1)
 		return
 	}
 	e.mu.Lock()
 	if e.cur.Load() != p {
 		e.mu.Unlock()
+		e.inflight.Add(-1)
 		return // the breaker changed state since the call was admitted
 	}
 	if p.st() == StateHalfOpen && e.slow.probes > 0 {
@@ -391,6 +400,7 @@ func (e *entry) finish(p *phase, err error) {
 	if r == excluded {
 		// A cancelled probe frees its slot and counts for nothing.
 		e.mu.Unlock()
+		e.inflight.Add(-1)
 		return
 	}
 	s := e.slow
@@ -405,13 +415,37 @@ func (e *entry) finish(p *phase, err error) {
 	if r == failure {
 		e.set(dirty, true)
 		_, _ = s.cb.Execute(failed)
+		// A counted failure is a use of the key: a call that outlived
+		// IdleTimeout must not leave its failure to a key the sweep
+		// takes as idle (by its start) and evicts with its count, or
+		// a sandbox whose calls are all that long never trips.
+		if s.now > e.lastUsed.Load() {
+			e.lastUsed.Store(s.now)
+		}
 	} else {
 		e.set(dirty, false)
 		_, _ = s.cb.Execute(succeeded)
 	}
 	changes := e.takeChanges()
 	e.mu.Unlock()
+	e.inflight.Add(-1)
 	e.g.report(context.Background(), e, changes)
+}
+
+// classify classifies the outcome err of a call of e. When the caller's
+// IsFailure panics, the call stops counting as in flight (the panic goes
+// on): its done was called, and must not hold a slot of MaxInFlight, nor
+// keep the key from eviction, for good.
+func (e *entry) classify(err error) result {
+	ok := false
+	defer func() {
+		if !ok {
+			e.inflight.Add(-1)
+		}
+	}()
+	r := e.g.classify(err)
+	ok = true
+	return r
 }
 
 // onStateChange follows gobreaker's decisions; e.mu is held.
@@ -475,13 +509,21 @@ func (g *Group) report(ctx context.Context, e *entry, changes []change) {
 }
 
 // idle reports whether e may be evicted at t (its calls in flight are
-// checked by the sweeper).
+// checked by the sweeper). A key whose token bucket may not have refilled
+// is not: it would come back with a full one, and a pause longer than
+// IdleTimeout would undo its throttling. Its last token was taken before
+// lastUsed+touch, so the bucket is full once refill has passed since
+// then (no lock of the bucket taken: the sweep looks at many keys).
 func (e *entry) idle(t int64) bool {
-	if t-e.lastUsed.Load() < int64(e.g.cfg.IdleTimeout) {
+	since := t - e.lastUsed.Load()
+	if since < int64(e.g.cfg.IdleTimeout) {
 		return false
 	}
-	p := e.cur.Load()
-	return p.st() != StateOpen || t >= p.openUntil
+	if p := e.cur.Load(); p.st() == StateOpen && t < p.openUntil {
+		return false
+	}
+	pol := e.pol.Load()
+	return !pol.limited || since >= pol.refill+e.g.touch
 }
 
 func (e *entry) refuse(ctx context.Context, o outcome, retry time.Duration) error {
@@ -493,9 +535,26 @@ func (e *entry) refuse(ctx context.Context, o outcome, retry time.Duration) erro
 	case refusedFlight:
 		err = ErrTooManyInFlight
 	}
-	// e.id, not ownID: a refusal allocates nothing more, and its error
-	// keeps the entry only as long as the caller keeps the error.
-	return &Error{Err: err, ID: e.id, RetryAfter: retry}
+	// The ID in a buffer of the error's own allocation, not e.id (which
+	// would keep the whole entry for as long as the caller keeps the
+	// error, long after the key was evicted), nor ownID (a second
+	// allocation).
+	if e.idLen == longID {
+		return &Error{Err: err, ID: e.id, RetryAfter: retry}
+	}
+	r := &refusal{Error: Error{Err: err, RetryAfter: retry}}
+	if e.idLen > 0 {
+		copy(r.idBuf[:], e.idBuf[:e.idLen])
+		r.ID = unsafe.String(&r.idBuf[0], e.idLen)
+	}
+	return &r.Error
+}
+
+// refusal is an Error with room for a short ID, so that the ID it carries
+// keeps nothing alive but the error itself.
+type refusal struct {
+	Error
+	idBuf [15]byte
 }
 
 // count counts outcome o of a call of e's group g.

@@ -217,8 +217,9 @@ func (g *Group) Len() int {
 }
 
 // Sweep evicts every idle key now and returns how many it evicted. A key is
-// idle when it had no call for [Settings.IdleTimeout], has no call in flight
-// and its breaker is not open. Calling Sweep is optional: calls sweep a
+// idle when it had no call for [Settings.IdleTimeout] (no call started, no
+// failure reported), has no call in flight, its breaker is not open and
+// its token bucket has refilled. Calling Sweep is optional: calls sweep a
 // part of the keys as they go, so that every key is looked at about once
 // per IdleTimeout while the group is used.
 func (g *Group) Sweep() int {
@@ -396,8 +397,9 @@ func (g *Group) sweepShard(sh *shard, t int64) int {
 	return n - sh.n
 }
 
-// budgetFor resolves the budget of sandbox id ("" for baseline).
-func (g *Group) budgetFor(id string) Budget {
+// budgetFor resolves the budget of e's sandbox ("" for baseline).
+func (g *Group) budgetFor(e *entry) Budget {
+	id := e.id
 	if id == "" {
 		return *g.cfg.Baseline
 	}
@@ -408,7 +410,9 @@ func (g *Group) budgetFor(id string) Budget {
 		}
 	}
 	if g.cfg.Override != nil {
-		if o, ok := g.cfg.Override(id); ok {
+		// ownID: Override is the caller's, and may keep the ID it is
+		// given; e.id would keep the whole entry after its eviction.
+		if o, ok := g.cfg.Override(e.ownID()); ok {
 			b = merge(b, o)
 		}
 	}

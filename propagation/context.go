@@ -45,15 +45,26 @@ func (c *noSandboxCtx) String() string {
 // ContextWithSandbox returns a copy of parent that carries s. It does not
 // validate s; the middleware only stores sandboxes that passed
 // [Sandbox.Validate], and callers constructing one by hand should do the
-// same.
+// same. Like the standard library's constructors it panics when parent is
+// nil, rather than return a context whose Done, Deadline and Value of
+// other keys panic later, far from the mistake.
 func ContextWithSandbox(parent context.Context, s Sandbox) context.Context {
+	if parent == nil {
+		panic("propagation: cannot create context from nil parent")
+	}
 	return &sandboxCtx{Context: parent, s: s}
 }
 
 // ContextWithoutSandbox returns a copy of parent that carries no sandbox,
-// even when parent does: what middleware uses when it strips markers that
-// an earlier layer (an OpenTelemetry propagator, say) already extracted.
-// It returns parent itself when parent carries no sandbox.
+// even when parent does ([FromContext] reports none). It returns parent
+// itself when parent carries no sandbox.
+//
+// It leaves the context's OpenTelemetry baggage as it is: members naming
+// the sandbox there (put by OpenTelemetry's Baggage propagator, or by
+// [WithBaggageMirror]) are still sent on by an outgoing Baggage
+// propagator, and the next hop reads them as the sandbox. To drop markers
+// an earlier layer already extracted, as the library's middleware does,
+// use [Codec.StripContext], which removes both.
 func ContextWithoutSandbox(parent context.Context) context.Context {
 	if _, ok := FromContext(parent); !ok {
 		return parent
