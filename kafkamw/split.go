@@ -130,9 +130,16 @@ type forwarder struct {
 	group  string
 	client *kafka.Client // creates the sandboxes' topics and writes the copies
 
+	// adminMu serializes the creations of sandbox topics (and the
+	// describes and raises around them), held over their requests: not
+	// mu, which every commit takes (capped) and which a hung controller
+	// held for a forwardTimeout. Held before mu, never with flushMu
+	// taken after it.
+	adminMu sync.Mutex
+	parts   map[string]int // partition counts of the source topics; under adminMu
+
 	mu    sync.Mutex
 	names map[sandboxTopic]string  // sandbox topics created (or found) by this reader, by source topic and sandbox
-	parts map[string]int           // partition counts of the source topics
 	buf   []kafka.Message          // copies not yet written, in fetch order
 	src   []topicPartitionOffset   // the source of each copy in buf
 	first map[topicPartition]int64 // the lowest source offset in buf, by source partition
@@ -785,9 +792,12 @@ func (r *Reader) unforwardable(ctx context.Context, msg *kafka.Message, sandbox 
 // ensure creates the sandbox topic name of key, unless this forwarder has
 // created or found it before.
 func (f *forwarder) ensure(ctx context.Context, key sandboxTopic, name string) error {
+	f.adminMu.Lock()
+	defer f.adminMu.Unlock()
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if _, ok := f.names[key]; ok {
+	_, ok := f.names[key]
+	f.mu.Unlock()
+	if ok {
 		return nil
 	}
 	n := f.split.Partitions
@@ -800,19 +810,28 @@ func (f *forwarder) ensure(ctx context.Context, key sandboxTopic, name string) e
 	if err := createTopic(ctx, f.client, name, n, f.split.ReplicationFactor, sandboxTopicConfig(ctx, f.client, key.source)); err != nil {
 		return err
 	}
+	f.mu.Lock()
 	f.names[key] = name
+	f.mu.Unlock()
 	return nil
 }
 
 // recreate creates again the sandbox topic name, which this forwarder
 // created (or found) before and which is gone.
 func (f *forwarder) recreate(ctx context.Context, name string) error {
+	f.adminMu.Lock()
+	defer f.adminMu.Unlock()
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	for key, n := range f.names {
-		if n != name {
-			continue
+	var key sandboxTopic
+	found := false
+	for k, n := range f.names {
+		if n == name {
+			key, found = k, true
+			break
 		}
+	}
+	f.mu.Unlock()
+	if found {
 		parts := f.split.Partitions
 		if parts == 0 {
 			var err error
@@ -825,7 +844,8 @@ func (f *forwarder) recreate(ctx context.Context, name string) error {
 	return fmt.Errorf("metadata of %s: %w", name, kafka.UnknownTopicOrPartition)
 }
 
-// partitions returns the partition count of topic, cached. f.mu is held.
+// partitions returns the partition count of topic, cached. f.adminMu is
+// held.
 func (f *forwarder) partitions(ctx context.Context, topic string) (int, error) {
 	if n, ok := f.parts[topic]; ok {
 		return n, nil
