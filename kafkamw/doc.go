@@ -130,8 +130,12 @@
 //     sandbox topic that exists already (an older baseline created it,
 //     or the source's limit was raised since) and accepts less has its
 //     max.message.bytes raised to that (IncrementalAlterConfigs) when the
-//     forwarder first meets it; a higher one is never lowered, and only
-//     names made by [SplitTopic] are touched. A copy the sandbox topic
+//     forwarder first meets it, and again when the topic refuses a copy
+//     as too large (its limit was lowered since: the copy is kept and
+//     written after the raise); a higher one is never lowered, and only
+//     names made by [SplitTopic] are touched: that name is the split
+//     mode's, a topic an operator made by hand under it is taken for
+//     one (as [ReapSplitTopics] takes it). A copy the sandbox topic
 //     still refuses as too large (the describe or the raise was refused,
 //     or the source batch was compressed and the copy, written
 //     uncompressed, is larger)

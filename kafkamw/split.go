@@ -275,8 +275,10 @@ func (f *forwarder) close() error {
 // flush writes the buffered copies and waits for the broker's
 // acknowledgement; on failure the copies of the partitions that did not
 // acknowledge theirs stay buffered, in order, for the next flush. A copy
-// the broker refused as too large, alone in its record set, no write can
-// deliver: it is handed to giveUp (the source message rebuilt, its
+// the broker refused as too large, alone in its record set, stays
+// buffered too when the topic's limit could be raised again ([forwarder.raise]:
+// lowered since the forwarder met it); otherwise no write can
+// deliver it: it is handed to giveUp (the source message rebuilt, its
 // sandbox, and the refusal) and removed from the buffer once giveUp has
 // returned, so that its source offset can be committed and it holds
 // nothing back, production's messages included. It returns how many it
@@ -299,8 +301,26 @@ func (f *forwarder) flush(ctx context.Context, giveUp func(msg *kafka.Message, s
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), forwardTimeout)
 	defer cancel()
 	out, err := f.write(wctx, batch, srcs)
-	written, refused := 0, 0
+	written, refused, kept := 0, 0, 0
+	raised := make(map[string]bool) // by sandbox topic, whether this flush raised its limit
 	for i, o := range out {
+		if o.refused != nil {
+			r, asked := raised[batch[i].Topic]
+			if !asked {
+				r = f.raise(wctx, batch[i].Topic, srcs[i].topic)
+				raised[batch[i].Topic] = r
+			}
+			if r {
+				// Lowered since this forwarder met the topic (an
+				// operator, a policy putting the default back): raised
+				// again, the copy is written on the next flush. A
+				// limit the broker will not raise, or that is raised
+				// already, gives the copy up as before.
+				out[i].refused = nil
+				kept++
+				continue
+			}
+		}
 		switch {
 		case o.written:
 			written++
@@ -315,11 +335,17 @@ func (f *forwarder) flush(ctx context.Context, giveUp func(msg *kafka.Message, s
 		}
 		delete(f.alone, srcs[i])
 	}
-	if err != nil || refused > 0 {
+	if err != nil || refused > 0 || kept > 0 {
 		// The copies the broker acknowledged go, and only the others are
 		// written again: a second copy would be processed again by a
 		// sandbox reader restarted in between (its marks start empty).
 		f.drop(len(out), func(i int) bool { return out[i].written || out[i].refused != nil })
+		if kept > 0 {
+			select { // the kept copies are written soon, not at the next tick
+			case f.kick <- struct{}{}:
+			default:
+			}
+		}
 		if err != nil {
 			return written, fmt.Errorf("%w: %d messages: %w", ErrForward, len(batch)-written-refused, err)
 		}
@@ -900,6 +926,30 @@ func createTopic(ctx context.Context, cl *kafka.Client, topic string, n, replica
 	return err
 }
 
+// raise raises the max.message.bytes of name, a sandbox topic of source
+// that this forwarder created or found (so a name made by [SplitTopic]),
+// to what sandboxTopicConfig asks when it is lower, and reports whether
+// it did: a copy the topic refused as too large fits now.
+func (f *forwarder) raise(ctx context.Context, name, source string) bool {
+	f.adminMu.Lock()
+	defer f.adminMu.Unlock()
+	f.mu.Lock()
+	ours := false
+	for key, n := range f.names {
+		ours = ours || n == name && key.source == source
+	}
+	f.mu.Unlock()
+	if !ours {
+		return false
+	}
+	for _, c := range sandboxTopicConfig(ctx, f.client, source) {
+		if c.ConfigName == maxMessageBytes {
+			return raiseMaxMessageBytes(ctx, f.client, name, c.ConfigValue)
+		}
+	}
+	return false
+}
+
 // raiseMaxMessageBytes sets the max.message.bytes of topic, a sandbox
 // topic that exists already, to want when its own is lower: created by
 // an older baseline reader, or before the source's limit was raised, it
@@ -908,36 +958,46 @@ func createTopic(ctx context.Context, cl *kafka.Client, topic string, n, replica
 // split mode, never another. It never lowers a limit. A failure (the
 // describe or the alter refused, say by an ACL) leaves the topic as it
 // is: a copy it refuses as too large is given up ([forwarder.flush]),
-// as when the source's limit cannot be read.
-func raiseMaxMessageBytes(ctx context.Context, cl *kafka.Client, topic, want string) {
+// as when the source's limit cannot be read. It reports whether the
+// broker accepted a raise.
+func raiseMaxMessageBytes(ctx context.Context, cl *kafka.Client, topic, want string) bool {
 	w, err := strconv.ParseInt(want, 10, 32)
 	if err != nil {
-		return
+		return false
 	}
 	resp, err := cl.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
 		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{maxMessageBytes},
 	}}})
 	if err != nil {
-		return
+		return false
 	}
 	for _, res := range resp.Resources {
 		if res.ResourceName != topic || res.Error != nil {
-			return
+			return false
 		}
 		for _, e := range res.ConfigEntries {
 			if e.ConfigName != maxMessageBytes {
 				continue
 			}
 			if have, err := strconv.ParseInt(e.ConfigValue, 10, 32); err != nil || have >= w {
-				return
+				return false
 			}
-			_, _ = cl.IncrementalAlterConfigs(ctx, &kafka.IncrementalAlterConfigsRequest{Resources: []kafka.IncrementalAlterConfigsRequestResource{{
+			resp, err := cl.IncrementalAlterConfigs(ctx, &kafka.IncrementalAlterConfigsRequest{Resources: []kafka.IncrementalAlterConfigsRequestResource{{
 				ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
 				Configs: []kafka.IncrementalAlterConfigsRequestConfig{{Name: maxMessageBytes, Value: want, ConfigOperation: kafka.ConfigOperationSet}},
 			}}})
-			return
+			if err != nil || len(resp.Resources) == 0 {
+				return false
+			}
+			for _, r := range resp.Resources {
+				if r.Error != nil {
+					return false
+				}
+			}
+			return true
 		}
 	}
+	return false
 }
 
 // maxMessageBytes is the topic configuration that bounds a record set,

@@ -3,6 +3,7 @@ package kafkamw_test
 import (
 	"context"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -92,5 +94,59 @@ func TestSplitRaiseHangsProductionCommits(t *testing.T) {
 	}
 	if lag := groupLag(t, f.addrs, f.topic, f.group)[0]; lag > 2 {
 		t.Errorf("lag %d, want at most 2: p0 committed", lag)
+	}
+}
+
+// TestSplitLargeLimitLoweredAfterward: the forwarder created A's topic
+// with room for the source's largest messages, then an operator (or a
+// policy tool putting the broker's default back) lowered its
+// max.message.bytes. A's 2 MiB message, which the source accepted, is
+// refused by the lowered topic: the forwarder raises the limit again
+// and writes it, rather than giving it up. It was given up (dead-lettered
+// at best) as if the raise had been refused: the raise happened only
+// when the forwarder first met the topic.
+func TestSplitLargeLimitLoweredAfterward(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	f := newLargeFixture(t, addrs)
+	f.produceLarge([]largeMsg{{"p0", false, 0}, {"a0", true, 0}})
+	base := startConsumer(t, "baseline", f.largeReader(), 1)
+	waitFor(t, 20*time.Second, "A's first copy", func() bool { return ends(t, addrs, f.aTopic) == 1 })
+	setMaxBytes(t, addrs, f.aTopic, 1<<20)
+	if got := topicMaxBytes(t, addrs, f.aTopic); got >= bigSize {
+		t.Fatalf("A's topic's max.message.bytes is %d after lowering, takes A's big message: the case is not exercised", got)
+	}
+	f.produceLarge([]largeMsg{{"big", true, bigSize}, {"p1", false, 0}})
+	waitFor(t, 20*time.Second, "the baseline to decide the topic", func() bool { return base.seen() == 4 })
+	waitFor(t, 20*time.Second, "the baseline to commit everything", func() bool { return lagOf(t, addrs, f.topic, f.group) == 0 })
+	base.stop()
+	if c := base.r.Counts(); c.Forwarded != 2 || c.Unforwardable != 0 {
+		t.Errorf("baseline counts %+v: want A's 2 forwarded, none given up", c)
+	}
+	if got := ends(t, addrs, f.aTopic); got != 2 {
+		t.Errorf("A's topic holds %d copies, want 2", got)
+	}
+	if got := topicMaxBytes(t, addrs, f.aTopic); got < sourceLimit {
+		t.Errorf("A's topic's max.message.bytes is %d, want at least the source's %d", got, sourceLimit)
+	}
+}
+
+// setMaxBytes sets topic's max.message.bytes to n, as an operator would.
+func setMaxBytes(t *testing.T, addrs []string, topic string, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tr := kafkatest.Transport()
+	defer tr.CloseIdleConnections()
+	resp, err := (&kafka.Client{Addr: kafka.TCP(addrs...), Transport: tr}).IncrementalAlterConfigs(ctx, &kafka.IncrementalAlterConfigsRequest{
+		Resources: []kafka.IncrementalAlterConfigsRequestResource{{ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
+			Configs: []kafka.IncrementalAlterConfigsRequestConfig{{Name: "max.message.bytes", Value: strconv.Itoa(n), ConfigOperation: kafka.ConfigOperationSet}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range resp.Resources {
+		if r.Error != nil {
+			t.Fatal(r.Error)
+		}
 	}
 }
