@@ -132,7 +132,8 @@
 //     max.message.bytes raised to that (IncrementalAlterConfigs) when the
 //     forwarder first meets it, and again when the topic refuses a copy
 //     as too large (its limit was lowered since: the copy is kept and
-//     written after the raise); a higher one is never lowered, and only
+//     written after the raise, once; refused again, it is given up); a
+//     higher one is never lowered, and only
 //     names made by [SplitTopic] are touched: that name is the split
 //     mode's, a topic an operator made by hand under it is taken for
 //     one (as [ReapSplitTopics] takes it). A copy the sandbox topic

@@ -150,6 +150,12 @@ type forwarder struct {
 	// written in a record set of its own, so that only a copy too large
 	// by itself is given up. Under flushMu.
 	alone map[topicPartitionOffset]struct{}
+	// raisedFor holds, by source coordinates, the buffered copies
+	// refused as too large after which the topic's limit was raised
+	// ([forwarder.raise]): refused again, such a copy is given up, not
+	// kept after another raise (a broker that answers a raise but keeps
+	// the limit held its partition for ever). Under flushMu.
+	raisedFor map[topicPartitionOffset]struct{}
 
 	// arena holds the copies' header lists and source headers, under
 	// the reader's fetch lock (handOff).
@@ -227,14 +233,15 @@ const maxBuffered = 4000
 func newForwarder(s Split, rcfg kafka.ReaderConfig) *forwarder {
 	tr := transport(rcfg.Dialer)
 	return &forwarder{
-		split:  s,
-		group:  rcfg.GroupID,
-		client: &kafka.Client{Addr: kafka.TCP(rcfg.Brokers...), Transport: tr},
-		names:  make(map[sandboxTopic]string),
-		parts:  make(map[string]int),
-		first:  make(map[topicPartition]int64),
-		alone:  make(map[topicPartitionOffset]struct{}),
-		kick:   make(chan struct{}, 1),
+		split:     s,
+		group:     rcfg.GroupID,
+		client:    &kafka.Client{Addr: kafka.TCP(rcfg.Brokers...), Transport: tr},
+		names:     make(map[sandboxTopic]string),
+		parts:     make(map[string]int),
+		first:     make(map[topicPartition]int64),
+		alone:     make(map[topicPartitionOffset]struct{}),
+		raisedFor: make(map[topicPartitionOffset]struct{}),
+		kick:      make(chan struct{}, 1),
 	}
 }
 
@@ -304,7 +311,7 @@ func (f *forwarder) flush(ctx context.Context, giveUp func(msg *kafka.Message, s
 	written, refused, kept := 0, 0, 0
 	raised := make(map[string]bool) // by sandbox topic, whether this flush raised its limit
 	for i, o := range out {
-		if o.refused != nil {
+		if _, again := f.raisedFor[srcs[i]]; o.refused != nil && !again {
 			r, asked := raised[batch[i].Topic]
 			if !asked {
 				r = f.raise(wctx, batch[i].Topic, srcs[i].topic)
@@ -313,9 +320,10 @@ func (f *forwarder) flush(ctx context.Context, giveUp func(msg *kafka.Message, s
 			if r {
 				// Lowered since this forwarder met the topic (an
 				// operator, a policy putting the default back): raised
-				// again, the copy is written on the next flush. A
+				// again, the copy is written on the next flush, once. A
 				// limit the broker will not raise, or that is raised
 				// already, gives the copy up as before.
+				f.raisedFor[srcs[i]] = struct{}{}
 				out[i].refused = nil
 				kept++
 				continue
@@ -334,6 +342,7 @@ func (f *forwarder) flush(ctx context.Context, giveUp func(msg *kafka.Message, s
 			continue
 		}
 		delete(f.alone, srcs[i])
+		delete(f.raisedFor, srcs[i])
 	}
 	if err != nil || refused > 0 || kept > 0 {
 		// The copies the broker acknowledged go, and only the others are

@@ -150,3 +150,45 @@ func setMaxBytes(t *testing.T, addrs []string, topic string, n int) {
 		}
 	}
 }
+
+// TestSplitLargeRaiseIgnored: A's topic refuses A's 2 MiB copy, and the
+// broker answers every raise of its limit with success but keeps the
+// limit (a policy that puts it back at once, a proxy that swallows the
+// alter). The copy is given up after one raise, as when the raise is
+// refused, and production's messages behind it are committed: a copy
+// kept for another write after every "successful" raise held its source
+// partition for ever.
+func TestSplitLargeRaiseIgnored(t *testing.T) {
+	c, addrs := controlledBroker(t)
+	f := newLargeFixture(t, addrs)
+	createTopicWith(t, addrs, f.aTopic, 1) // the broker's default
+	var ignored atomic.Int32
+	c.KeepControl()
+	c.ControlKey(int16(kmsg.IncrementalAlterConfigs), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		req := kr.(*kmsg.IncrementalAlterConfigsRequest)
+		if !slices.ContainsFunc(req.Resources, func(rr kmsg.IncrementalAlterConfigsRequestResource) bool { return rr.ResourceName == f.aTopic }) {
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.IncrementalAlterConfigsResponse)
+		for _, rr := range req.Resources {
+			r := kmsg.NewIncrementalAlterConfigsResponseResource()
+			r.ResourceType, r.ResourceName = rr.ResourceType, rr.ResourceName
+			resp.Resources = append(resp.Resources, r) // success, and nothing changed
+		}
+		ignored.Add(1)
+		return resp, nil, true
+	})
+	f.produceLarge(largeTraffic)
+	base := startConsumer(t, "baseline", f.largeReader(), 1)
+	waitFor(t, 20*time.Second, "the baseline to decide the topic", func() bool { return base.seen() == int64(len(largeTraffic)) })
+	waitFor(t, 20*time.Second, "the baseline to commit everything", func() bool { return lagOf(t, f.addrs, f.topic, f.group) == 0 })
+	base.stop()
+	if ignored.Load() == 0 {
+		t.Fatal("no raise of A's topic was answered: the case is not exercised")
+	}
+	if c := base.r.Counts(); c.Forwarded != 2 || c.Unforwardable != 1 {
+		t.Errorf("baseline counts %+v: want A's 2 forwarded, the big one given up", c)
+	}
+	t.Logf("%d raises answered and ignored", ignored.Load())
+}
