@@ -91,9 +91,15 @@
 //     Counts.Unforwardable: dead-lettered when a dead-letter writer is
 //     set, audited as rejected, never processed by the baseline.
 //   - A copy keeps the key, value, headers and timestamp, adds
-//     [HeaderSplitSource] (its source partition and offset), and goes to
+//     [HeaderSplitTopic] (its source topic) and [HeaderSplitSource] (its
+//     source partition and offset), and goes to
 //     the source partition's number modulo the partition count: the
-//     copies of one partition, so of one key, keep their order.
+//     copies of one partition, so of one key, keep their order. Two
+//     sources may share a sandbox topic ([SplitTopic] of topic "t" and
+//     group "b.c" is that of topic "t.b" and group "c"): a sandbox reader
+//     skips the copies of another source topic (Counts.Duplicates). Such
+//     names share their [ReapSplitTopics] too: give the groups of
+//     topics whose names extend each other names without dots.
 //   - Copies are buffered and written, acknowledged by all in-sync
 //     replicas, 10ms after the first of them is buffered but no sooner
 //     than 50ms after the previous such write (with those buffered

@@ -33,6 +33,15 @@ import (
 // original in the source topic.
 const HeaderSplitSource = "sandboxkit-split-source"
 
+// HeaderSplitTopic is the header the baseline reader adds to each copy,
+// before [HeaderSplitSource]: the source topic's name. Two sources can
+// share a sandbox topic: [SplitTopic] of topic "t" and group "b.c" is
+// that of topic "t.b" and group "c". A sandbox reader skips the copies of
+// another source topic's messages (counted as Counts.Duplicates): it
+// processed them, and skipped its own copies of the same coordinates as
+// second copies.
+const HeaderSplitTopic = "sandboxkit-split-topic"
+
 // maxTopicLen is the longest topic name Kafka accepts.
 const maxTopicLen = 249
 
@@ -157,9 +166,11 @@ type forwarder struct {
 	// the limit held its partition for ever). Under flushMu.
 	raisedFor map[topicPartitionOffset]struct{}
 
-	// arena holds the copies' header lists and source headers, under
-	// the reader's fetch lock (handOff).
-	arena copyArena
+	// arena holds the copies' header lists and source headers, and
+	// topicNames the values of their HeaderSplitTopic, under the
+	// reader's fetch lock (handOff).
+	arena      copyArena
+	topicNames map[string][]byte
 
 	// kick tells the reader's flush loop that copies are buffered: it
 	// writes them forwardLinger later (or forwardGap after its previous
@@ -380,6 +391,9 @@ func (f *forwarder) source(c *kafka.Message, src topicPartitionOffset) (kafka.Me
 	hs := c.Headers
 	if n := len(hs); n > 0 && hs[n-1].Key == HeaderSplitSource {
 		hs = hs[: n-1 : n-1] // the one handOff added
+	}
+	if n := len(hs); n > 0 && hs[n-1].Key == HeaderSplitTopic {
+		hs = hs[: n-1 : n-1] // and the one before it
 	}
 	msg := kafka.Message{Topic: src.topic, Partition: src.partition, Offset: src.offset,
 		Key: c.Key, Value: c.Value, Headers: hs, Time: c.Time}
@@ -786,12 +800,13 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 	// it from a forwarded copy, headers and all) is not this copy's: the
 	// sandbox's reader would take it for the copy's coordinates and skip
 	// a new message as a second copy.
-	hs := f.arena.headers(len(msg.Headers) + 1)
+	hs := f.arena.headers(len(msg.Headers) + 2)
 	for _, h := range msg.Headers {
-		if h.Key != HeaderSplitSource {
+		if h.Key != HeaderSplitSource && h.Key != HeaderSplitTopic {
 			hs = append(hs, h)
 		}
 	}
+	hs = append(hs, kafka.Header{Key: HeaderSplitTopic, Value: f.topicName(msg.Topic)})
 	v := f.arena.bytes(2 * 20)
 	v = strconv.AppendInt(v, int64(msg.Partition), 10)
 	v = strconv.AppendInt(append(v, '/'), msg.Offset, 10)
@@ -809,6 +824,21 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 	default: // a flush is asked for already
 	}
 	return nil
+}
+
+// topicName returns topic's name as the value of a [HeaderSplitTopic]
+// header, one slice per source topic shared by all its copies (which
+// nothing writes to). Under the fetch lock, as handOff.
+func (f *forwarder) topicName(topic string) []byte {
+	if b, ok := f.topicNames[topic]; ok {
+		return b
+	}
+	if f.topicNames == nil {
+		f.topicNames = make(map[string][]byte)
+	}
+	b := []byte(topic)
+	f.topicNames[topic] = b
+	return b
 }
 
 // unforwardable accounts for a message of a sandbox whose split topic
@@ -1068,7 +1098,8 @@ func sandboxTopicConfig(ctx context.Context, cl *kafka.Client, source string) []
 // of the sandbox's topic in source order, so a mark only moves forward.
 // nil outside a split-mode sandbox reader. Used under the fetch lock.
 type marks struct {
-	next map[int]int64
+	next   map[int]int64
+	source string // the source topic
 }
 
 // check returns the source coordinates of msg, a forwarded copy, and
@@ -1076,7 +1107,9 @@ type marks struct {
 // (not forwarded by a baseline reader) is not a duplicate; ok is false.
 // The coordinates are the last header of that name, the one the baseline
 // added (copies forwarded before it dropped inherited ones may carry
-// others before it).
+// others before it). A copy whose [HeaderSplitTopic], the header before
+// it, names another source topic is a duplicate: not this reader's
+// (see HeaderSplitTopic); ok is false.
 func (m *marks) check(msg *kafka.Message) (part int, off int64, dup, ok bool) {
 	if m == nil {
 		return 0, 0, false, false
@@ -1084,6 +1117,9 @@ func (m *marks) check(msg *kafka.Message) (part int, off int64, dup, ok bool) {
 	for i := len(msg.Headers) - 1; i >= 0; i-- {
 		if msg.Headers[i].Key != HeaderSplitSource {
 			continue
+		}
+		if i > 0 && msg.Headers[i-1].Key == HeaderSplitTopic && string(msg.Headers[i-1].Value) != m.source {
+			return 0, 0, true, false
 		}
 		p, o, found := strings.Cut(string(msg.Headers[i].Value), "/")
 		if !found {
@@ -1162,7 +1198,7 @@ func (r *Reader) prepareSplit(ctx context.Context) error {
 	if of.Error != nil && !errors.Is(of.Error, kafka.GroupIdNotFound) {
 		return fail("committed source offsets", of.Error)
 	}
-	m := &marks{next: make(map[int]int64)}
+	m := &marks{next: make(map[int]int64), source: r.source}
 	for _, p := range of.Topics[r.source] {
 		if p.Error == nil && p.CommittedOffset >= 0 {
 			m.next[p.Partition] = p.CommittedOffset

@@ -31,8 +31,8 @@ import (
 // buffered. Every source message of a sandbox has exactly one copy in
 // its sandbox's topic, and that copy is its source byte for byte: key,
 // value (nil kept nil), timestamp, and headers in order (those of the
-// source without any inherited sandboxkit-split-source, then the one
-// naming the source).
+// source without any inherited sandboxkit-split-topic or -source, then
+// the ones naming the source topic and coordinates).
 func TestSplitCopiesByteForByte(t *testing.T) {
 	c, addrs := controlledBroker(t)
 	const parts, n = 3, 900
@@ -85,8 +85,11 @@ func TestSplitCopiesByteForByte(t *testing.T) {
 			if rng.IntN(5) > 0 {
 				h.Value = bytes.Repeat([]byte{byte('a' + j)}, rng.IntN(64))
 			}
-			if rng.IntN(12) == 0 {
+			switch rng.IntN(12) {
+			case 0:
 				h = kafka.Header{Key: kafkamw.HeaderSplitSource, Value: []byte(fmt.Sprintf("%d/%d", rng.IntN(3), rng.IntN(1000)))}
+			case 1:
+				h = kafka.Header{Key: kafkamw.HeaderSplitTopic, Value: []byte("another")}
 			}
 			m.Headers = append(m.Headers, h)
 		}
@@ -142,7 +145,10 @@ func TestSplitCopiesByteForByte(t *testing.T) {
 				t.Errorf("%s: a second copy of %s", name, coord)
 			}
 			got[coord] = true
-			wantHs := slices.DeleteFunc(slices.Clone(src.Headers), func(h kafka.Header) bool { return h.Key == kafkamw.HeaderSplitSource })
+			wantHs := slices.DeleteFunc(slices.Clone(src.Headers), func(h kafka.Header) bool {
+				return h.Key == kafkamw.HeaderSplitSource || h.Key == kafkamw.HeaderSplitTopic
+			})
+			wantHs = append(wantHs, kafka.Header{Key: kafkamw.HeaderSplitTopic, Value: []byte(topic)})
 			if !bytes.Equal(cp.Key, src.Key) || !bytes.Equal(cp.Value, src.Value) || (cp.Value == nil) != (src.Value == nil) ||
 				!cp.Time.Equal(src.Time) || !sameHeaders(hs[:len(hs)-1], wantHs) {
 				t.Errorf("%s: the copy of %s differs from its source:\n copy   %q %q %v %v\n source %q %q %v %v",
