@@ -91,8 +91,9 @@
 //     Counts.Unforwardable: dead-lettered when a dead-letter writer is
 //     set, audited as rejected, never processed by the baseline.
 //   - A copy keeps the key, value, headers and timestamp, adds
-//     [HeaderSplitTopic] (its source topic) and [HeaderSplitSource] (its
-//     source partition and offset), and goes to
+//     [HeaderSplitTopic] (its source topic, when the topic's or group's
+//     name has a dot) and [HeaderSplitSource] (its source partition and
+//     offset), and goes to
 //     the source partition's number modulo the partition count: the
 //     copies of one partition, so of one key, keep their order. Two
 //     sources may share a sandbox topic ([SplitTopic] of topic "t" and

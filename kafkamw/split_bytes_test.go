@@ -32,12 +32,19 @@ import (
 // its sandbox's topic, and that copy is its source byte for byte: key,
 // value (nil kept nil), timestamp, and headers in order (those of the
 // source without any inherited sandboxkit-split-topic or -source, then
-// the ones naming the source topic and coordinates).
+// the ones naming the source topic, when its name or the group's has a
+// dot, and coordinates). Run with and without dots.
 func TestSplitCopiesByteForByte(t *testing.T) {
+	for _, dot := range []string{"", "."} {
+		t.Run(fmt.Sprintf("dot=%q", dot), func(t *testing.T) { copiesByteForByte(t, dot) })
+	}
+}
+
+func copiesByteForByte(t *testing.T, dot string) {
 	c, addrs := controlledBroker(t)
 	const parts, n = 3, 900
 	topic := kafkatest.Topic(t, addrs, parts)
-	group := kafkatest.UniqueName("orders")
+	group := kafkatest.UniqueName("orders") + dot + "x"
 	var sbs []routes.Sandbox
 	var ids []string
 	for i := range 6 {
@@ -148,7 +155,9 @@ func TestSplitCopiesByteForByte(t *testing.T) {
 			wantHs := slices.DeleteFunc(slices.Clone(src.Headers), func(h kafka.Header) bool {
 				return h.Key == kafkamw.HeaderSplitSource || h.Key == kafkamw.HeaderSplitTopic
 			})
-			wantHs = append(wantHs, kafka.Header{Key: kafkamw.HeaderSplitTopic, Value: []byte(topic)})
+			if strings.Contains(topic+group, ".") {
+				wantHs = append(wantHs, kafka.Header{Key: kafkamw.HeaderSplitTopic, Value: []byte(topic)})
+			}
 			if !bytes.Equal(cp.Key, src.Key) || !bytes.Equal(cp.Value, src.Value) || (cp.Value == nil) != (src.Value == nil) ||
 				!cp.Time.Equal(src.Time) || !sameHeaders(hs[:len(hs)-1], wantHs) {
 				t.Errorf("%s: the copy of %s differs from its source:\n copy   %q %q %v %v\n source %q %q %v %v",
