@@ -91,9 +91,16 @@
 //     Counts.Unforwardable: dead-lettered when a dead-letter writer is
 //     set, audited as rejected, never processed by the baseline.
 //   - A copy keeps the key, value, headers and timestamp, adds
-//     [HeaderSplitSource] (its source partition and offset), and goes to
+//     [HeaderSplitTopic] (its source topic, when the topic's or group's
+//     name has a dot) and [HeaderSplitSource] (its source partition and
+//     offset), and goes to
 //     the source partition's number modulo the partition count: the
-//     copies of one partition, so of one key, keep their order.
+//     copies of one partition, so of one key, keep their order. Two
+//     sources may share a sandbox topic ([SplitTopic] of topic "t" and
+//     group "b.c" is that of topic "t.b" and group "c"): a sandbox reader
+//     skips the copies of another source topic (Counts.Duplicates). Such
+//     names share their [ReapSplitTopics] too: give the groups of
+//     topics whose names extend each other names without dots.
 //   - Copies are buffered and written, acknowledged by all in-sync
 //     replicas, 10ms after the first of them is buffered but no sooner
 //     than 50ms after the previous such write (with those buffered
@@ -130,8 +137,13 @@
 //     sandbox topic that exists already (an older baseline created it,
 //     or the source's limit was raised since) and accepts less has its
 //     max.message.bytes raised to that (IncrementalAlterConfigs) when the
-//     forwarder first meets it; a higher one is never lowered, and only
-//     names made by [SplitTopic] are touched. A copy the sandbox topic
+//     forwarder first meets it, and again when the topic refuses a copy
+//     as too large (its limit was lowered since: the copy is kept and
+//     written after the raise, once; refused again, it is given up); a
+//     higher one is never lowered, and only
+//     names made by [SplitTopic] are touched: that name is the split
+//     mode's, a topic an operator made by hand under it is taken for
+//     one (as [ReapSplitTopics] takes it). A copy the sandbox topic
 //     still refuses as too large (the describe or the raise was refused,
 //     or the source batch was compressed and the copy, written
 //     uncompressed, is larger)

@@ -33,6 +33,18 @@ import (
 // original in the source topic.
 const HeaderSplitSource = "sandboxkit-split-source"
 
+// HeaderSplitTopic is the header the baseline reader adds to each copy,
+// before [HeaderSplitSource], when its topic's or group's name has a
+// dot: the source topic's name. Two such sources can share a sandbox
+// topic: [SplitTopic] of topic "t" and group "b.c" is that of topic "t.b"
+// and group "c" (names without dots cannot meet: a sandbox ID has none).
+// A sandbox reader skips the copies of another source topic's messages
+// (counted as Counts.Duplicates): it processed them, and skipped its own
+// copies of the same coordinates as second copies. Only then: the
+// header costs each sandbox reader two allocations per copy it reads
+// (BenchmarkSandboxes/steady, about 5% of a pass's).
+const HeaderSplitTopic = "sandboxkit-split-topic"
+
 // maxTopicLen is the longest topic name Kafka accepts.
 const maxTopicLen = 249
 
@@ -130,9 +142,16 @@ type forwarder struct {
 	group  string
 	client *kafka.Client // creates the sandboxes' topics and writes the copies
 
+	// adminMu serializes the creations of sandbox topics (and the
+	// describes and raises around them), held over their requests: not
+	// mu, which every commit takes (capped) and which a hung controller
+	// held for a forwardTimeout. Held before mu, never with flushMu
+	// taken after it.
+	adminMu sync.Mutex
+	parts   map[string]int // partition counts of the source topics; under adminMu
+
 	mu    sync.Mutex
 	names map[sandboxTopic]string  // sandbox topics created (or found) by this reader, by source topic and sandbox
-	parts map[string]int           // partition counts of the source topics
 	buf   []kafka.Message          // copies not yet written, in fetch order
 	src   []topicPartitionOffset   // the source of each copy in buf
 	first map[topicPartition]int64 // the lowest source offset in buf, by source partition
@@ -143,10 +162,21 @@ type forwarder struct {
 	// written in a record set of its own, so that only a copy too large
 	// by itself is given up. Under flushMu.
 	alone map[topicPartitionOffset]struct{}
+	// raisedFor holds, by source coordinates, the buffered copies
+	// refused as too large after which the topic's limit was raised
+	// ([forwarder.raise]): refused again, such a copy is given up, not
+	// kept after another raise (a broker that answers a raise but keeps
+	// the limit held its partition for ever). Under flushMu.
+	raisedFor map[topicPartitionOffset]struct{}
 
-	// arena holds the copies' header lists and source headers, under
-	// the reader's fetch lock (handOff).
-	arena copyArena
+	// arena holds the copies' header lists and source headers, and
+	// topicNames the values of their HeaderSplitTopic, under the
+	// reader's fetch lock (handOff).
+	arena      copyArena
+	topicNames map[string][]byte
+	// tagTopic is whether copies carry HeaderSplitTopic: the topic's or
+	// the group's name has a dot.
+	tagTopic bool
 
 	// kick tells the reader's flush loop that copies are buffered: it
 	// writes them forwardLinger later (or forwardGap after its previous
@@ -220,14 +250,16 @@ const maxBuffered = 4000
 func newForwarder(s Split, rcfg kafka.ReaderConfig) *forwarder {
 	tr := transport(rcfg.Dialer)
 	return &forwarder{
-		split:  s,
-		group:  rcfg.GroupID,
-		client: &kafka.Client{Addr: kafka.TCP(rcfg.Brokers...), Transport: tr},
-		names:  make(map[sandboxTopic]string),
-		parts:  make(map[string]int),
-		first:  make(map[topicPartition]int64),
-		alone:  make(map[topicPartitionOffset]struct{}),
-		kick:   make(chan struct{}, 1),
+		split:     s,
+		group:     rcfg.GroupID,
+		tagTopic:  strings.Contains(rcfg.Topic, ".") || strings.Contains(rcfg.GroupID, "."),
+		client:    &kafka.Client{Addr: kafka.TCP(rcfg.Brokers...), Transport: tr},
+		names:     make(map[sandboxTopic]string),
+		parts:     make(map[string]int),
+		first:     make(map[topicPartition]int64),
+		alone:     make(map[topicPartitionOffset]struct{}),
+		raisedFor: make(map[topicPartitionOffset]struct{}),
+		kick:      make(chan struct{}, 1),
 	}
 }
 
@@ -268,8 +300,10 @@ func (f *forwarder) close() error {
 // flush writes the buffered copies and waits for the broker's
 // acknowledgement; on failure the copies of the partitions that did not
 // acknowledge theirs stay buffered, in order, for the next flush. A copy
-// the broker refused as too large, alone in its record set, no write can
-// deliver: it is handed to giveUp (the source message rebuilt, its
+// the broker refused as too large, alone in its record set, stays
+// buffered too when the topic's limit could be raised again ([forwarder.raise]:
+// lowered since the forwarder met it); otherwise no write can
+// deliver it: it is handed to giveUp (the source message rebuilt, its
 // sandbox, and the refusal) and removed from the buffer once giveUp has
 // returned, so that its source offset can be committed and it holds
 // nothing back, production's messages included. It returns how many it
@@ -292,8 +326,27 @@ func (f *forwarder) flush(ctx context.Context, giveUp func(msg *kafka.Message, s
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), forwardTimeout)
 	defer cancel()
 	out, err := f.write(wctx, batch, srcs)
-	written, refused := 0, 0
+	written, refused, kept := 0, 0, 0
+	raised := make(map[string]bool) // by sandbox topic, whether this flush raised its limit
 	for i, o := range out {
+		if _, again := f.raisedFor[srcs[i]]; o.refused != nil && !again {
+			r, asked := raised[batch[i].Topic]
+			if !asked {
+				r = f.raise(wctx, batch[i].Topic, srcs[i].topic)
+				raised[batch[i].Topic] = r
+			}
+			if r {
+				// Lowered since this forwarder met the topic (an
+				// operator, a policy putting the default back): raised
+				// again, the copy is written on the next flush, once. A
+				// limit the broker will not raise, or that is raised
+				// already, gives the copy up as before.
+				f.raisedFor[srcs[i]] = struct{}{}
+				out[i].refused = nil
+				kept++
+				continue
+			}
+		}
 		switch {
 		case o.written:
 			written++
@@ -307,12 +360,19 @@ func (f *forwarder) flush(ctx context.Context, giveUp func(msg *kafka.Message, s
 			continue
 		}
 		delete(f.alone, srcs[i])
+		delete(f.raisedFor, srcs[i])
 	}
-	if err != nil || refused > 0 {
+	if err != nil || refused > 0 || kept > 0 {
 		// The copies the broker acknowledged go, and only the others are
 		// written again: a second copy would be processed again by a
 		// sandbox reader restarted in between (its marks start empty).
 		f.drop(len(out), func(i int) bool { return out[i].written || out[i].refused != nil })
+		if kept > 0 {
+			select { // the kept copies are written soon, not at the next tick
+			case f.kick <- struct{}{}:
+			default:
+			}
+		}
 		if err != nil {
 			return written, fmt.Errorf("%w: %d messages: %w", ErrForward, len(batch)-written-refused, err)
 		}
@@ -338,6 +398,9 @@ func (f *forwarder) source(c *kafka.Message, src topicPartitionOffset) (kafka.Me
 	hs := c.Headers
 	if n := len(hs); n > 0 && hs[n-1].Key == HeaderSplitSource {
 		hs = hs[: n-1 : n-1] // the one handOff added
+	}
+	if n := len(hs); n > 0 && hs[n-1].Key == HeaderSplitTopic {
+		hs = hs[: n-1 : n-1] // and the one before it
 	}
 	msg := kafka.Message{Topic: src.topic, Partition: src.partition, Offset: src.offset,
 		Key: c.Key, Value: c.Value, Headers: hs, Time: c.Time}
@@ -744,11 +807,14 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 	// it from a forwarded copy, headers and all) is not this copy's: the
 	// sandbox's reader would take it for the copy's coordinates and skip
 	// a new message as a second copy.
-	hs := f.arena.headers(len(msg.Headers) + 1)
+	hs := f.arena.headers(len(msg.Headers) + 2)
 	for _, h := range msg.Headers {
-		if h.Key != HeaderSplitSource {
+		if h.Key != HeaderSplitSource && h.Key != HeaderSplitTopic {
 			hs = append(hs, h)
 		}
+	}
+	if f.tagTopic {
+		hs = append(hs, kafka.Header{Key: HeaderSplitTopic, Value: f.topicName(msg.Topic)})
 	}
 	v := f.arena.bytes(2 * 20)
 	v = strconv.AppendInt(v, int64(msg.Partition), 10)
@@ -769,6 +835,21 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 	return nil
 }
 
+// topicName returns topic's name as the value of a [HeaderSplitTopic]
+// header, one slice per source topic shared by all its copies (which
+// nothing writes to). Under the fetch lock, as handOff.
+func (f *forwarder) topicName(topic string) []byte {
+	if b, ok := f.topicNames[topic]; ok {
+		return b
+	}
+	if f.topicNames == nil {
+		f.topicNames = make(map[string][]byte)
+	}
+	b := []byte(topic)
+	f.topicNames[topic] = b
+	return b
+}
+
 // unforwardable accounts for a message of a sandbox whose split topic
 // cannot be named, or whose copy that topic refuses as too large: no
 // reader can read it, so no one owns it.
@@ -785,9 +866,12 @@ func (r *Reader) unforwardable(ctx context.Context, msg *kafka.Message, sandbox 
 // ensure creates the sandbox topic name of key, unless this forwarder has
 // created or found it before.
 func (f *forwarder) ensure(ctx context.Context, key sandboxTopic, name string) error {
+	f.adminMu.Lock()
+	defer f.adminMu.Unlock()
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if _, ok := f.names[key]; ok {
+	_, ok := f.names[key]
+	f.mu.Unlock()
+	if ok {
 		return nil
 	}
 	n := f.split.Partitions
@@ -800,19 +884,28 @@ func (f *forwarder) ensure(ctx context.Context, key sandboxTopic, name string) e
 	if err := createTopic(ctx, f.client, name, n, f.split.ReplicationFactor, sandboxTopicConfig(ctx, f.client, key.source)); err != nil {
 		return err
 	}
+	f.mu.Lock()
 	f.names[key] = name
+	f.mu.Unlock()
 	return nil
 }
 
 // recreate creates again the sandbox topic name, which this forwarder
 // created (or found) before and which is gone.
 func (f *forwarder) recreate(ctx context.Context, name string) error {
+	f.adminMu.Lock()
+	defer f.adminMu.Unlock()
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	for key, n := range f.names {
-		if n != name {
-			continue
+	var key sandboxTopic
+	found := false
+	for k, n := range f.names {
+		if n == name {
+			key, found = k, true
+			break
 		}
+	}
+	f.mu.Unlock()
+	if found {
 		parts := f.split.Partitions
 		if parts == 0 {
 			var err error
@@ -825,7 +918,8 @@ func (f *forwarder) recreate(ctx context.Context, name string) error {
 	return fmt.Errorf("metadata of %s: %w", name, kafka.UnknownTopicOrPartition)
 }
 
-// partitions returns the partition count of topic, cached. f.mu is held.
+// partitions returns the partition count of topic, cached. f.adminMu is
+// held.
 func (f *forwarder) partitions(ctx context.Context, topic string) (int, error) {
 	if n, ok := f.parts[topic]; ok {
 		return n, nil
@@ -880,6 +974,30 @@ func createTopic(ctx context.Context, cl *kafka.Client, topic string, n, replica
 	return err
 }
 
+// raise raises the max.message.bytes of name, a sandbox topic of source
+// that this forwarder created or found (so a name made by [SplitTopic]),
+// to what sandboxTopicConfig asks when it is lower, and reports whether
+// it did: a copy the topic refused as too large fits now.
+func (f *forwarder) raise(ctx context.Context, name, source string) bool {
+	f.adminMu.Lock()
+	defer f.adminMu.Unlock()
+	f.mu.Lock()
+	ours := false
+	for key, n := range f.names {
+		ours = ours || n == name && key.source == source
+	}
+	f.mu.Unlock()
+	if !ours {
+		return false
+	}
+	for _, c := range sandboxTopicConfig(ctx, f.client, source) {
+		if c.ConfigName == maxMessageBytes {
+			return raiseMaxMessageBytes(ctx, f.client, name, c.ConfigValue)
+		}
+	}
+	return false
+}
+
 // raiseMaxMessageBytes sets the max.message.bytes of topic, a sandbox
 // topic that exists already, to want when its own is lower: created by
 // an older baseline reader, or before the source's limit was raised, it
@@ -888,36 +1006,46 @@ func createTopic(ctx context.Context, cl *kafka.Client, topic string, n, replica
 // split mode, never another. It never lowers a limit. A failure (the
 // describe or the alter refused, say by an ACL) leaves the topic as it
 // is: a copy it refuses as too large is given up ([forwarder.flush]),
-// as when the source's limit cannot be read.
-func raiseMaxMessageBytes(ctx context.Context, cl *kafka.Client, topic, want string) {
+// as when the source's limit cannot be read. It reports whether the
+// broker accepted a raise.
+func raiseMaxMessageBytes(ctx context.Context, cl *kafka.Client, topic, want string) bool {
 	w, err := strconv.ParseInt(want, 10, 32)
 	if err != nil {
-		return
+		return false
 	}
 	resp, err := cl.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
 		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic, ConfigNames: []string{maxMessageBytes},
 	}}})
 	if err != nil {
-		return
+		return false
 	}
 	for _, res := range resp.Resources {
 		if res.ResourceName != topic || res.Error != nil {
-			return
+			return false
 		}
 		for _, e := range res.ConfigEntries {
 			if e.ConfigName != maxMessageBytes {
 				continue
 			}
 			if have, err := strconv.ParseInt(e.ConfigValue, 10, 32); err != nil || have >= w {
-				return
+				return false
 			}
-			_, _ = cl.IncrementalAlterConfigs(ctx, &kafka.IncrementalAlterConfigsRequest{Resources: []kafka.IncrementalAlterConfigsRequestResource{{
+			resp, err := cl.IncrementalAlterConfigs(ctx, &kafka.IncrementalAlterConfigsRequest{Resources: []kafka.IncrementalAlterConfigsRequestResource{{
 				ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
 				Configs: []kafka.IncrementalAlterConfigsRequestConfig{{Name: maxMessageBytes, Value: want, ConfigOperation: kafka.ConfigOperationSet}},
 			}}})
-			return
+			if err != nil || len(resp.Resources) == 0 {
+				return false
+			}
+			for _, r := range resp.Resources {
+				if r.Error != nil {
+					return false
+				}
+			}
+			return true
 		}
 	}
+	return false
 }
 
 // maxMessageBytes is the topic configuration that bounds a record set,
@@ -979,7 +1107,8 @@ func sandboxTopicConfig(ctx context.Context, cl *kafka.Client, source string) []
 // of the sandbox's topic in source order, so a mark only moves forward.
 // nil outside a split-mode sandbox reader. Used under the fetch lock.
 type marks struct {
-	next map[int]int64
+	next   map[int]int64
+	source string // the source topic
 }
 
 // check returns the source coordinates of msg, a forwarded copy, and
@@ -987,7 +1116,9 @@ type marks struct {
 // (not forwarded by a baseline reader) is not a duplicate; ok is false.
 // The coordinates are the last header of that name, the one the baseline
 // added (copies forwarded before it dropped inherited ones may carry
-// others before it).
+// others before it). A copy whose [HeaderSplitTopic], the header before
+// it, names another source topic is a duplicate: not this reader's
+// (see HeaderSplitTopic); ok is false.
 func (m *marks) check(msg *kafka.Message) (part int, off int64, dup, ok bool) {
 	if m == nil {
 		return 0, 0, false, false
@@ -995,6 +1126,9 @@ func (m *marks) check(msg *kafka.Message) (part int, off int64, dup, ok bool) {
 	for i := len(msg.Headers) - 1; i >= 0; i-- {
 		if msg.Headers[i].Key != HeaderSplitSource {
 			continue
+		}
+		if i > 0 && msg.Headers[i-1].Key == HeaderSplitTopic && string(msg.Headers[i-1].Value) != m.source {
+			return 0, 0, true, false
 		}
 		p, o, found := strings.Cut(string(msg.Headers[i].Value), "/")
 		if !found {
@@ -1073,7 +1207,7 @@ func (r *Reader) prepareSplit(ctx context.Context) error {
 	if of.Error != nil && !errors.Is(of.Error, kafka.GroupIdNotFound) {
 		return fail("committed source offsets", of.Error)
 	}
-	m := &marks{next: make(map[int]int64)}
+	m := &marks{next: make(map[int]int64), source: r.source}
 	for _, p := range of.Topics[r.source] {
 		if p.Error == nil && p.CommittedOffset >= 0 {
 			m.next[p.Partition] = p.CommittedOffset

@@ -215,7 +215,14 @@ func TestSplitPartialProduceFailure(t *testing.T) {
 func TestSplitPartialFailureThenSandboxRestart(t *testing.T) {
 	c, addrs := controlledBroker(t)
 	f := newSplitFixtureAt(t, addrs, 2)
-	var state atomic.Int32 // 0: fail the next write half; 1: refuse A's writes; 2: let through
+	// 3: hold A's copies (neither written nor answered) until the
+	// baseline has decided the whole topic, so that the next write
+	// carries both partitions' copies (as TestSplitPartialProduceFailure
+	// does: at load ~9 the fetches' pace once wrote them apart, and no
+	// write was half-written); 0: fail the next write half; 1: refuse
+	// A's writes; 2: let through.
+	var state atomic.Int32
+	state.Store(3)
 	c.KeepControl()
 	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
 		req := kr.(*kmsg.ProduceRequest)
@@ -225,6 +232,8 @@ func TestSplitPartialFailureThenSandboxRestart(t *testing.T) {
 				continue
 			}
 			switch state.Load() {
+			case 3:
+				tp.Partitions = nil
 			case 0:
 				if len(tp.Partitions) == 2 {
 					state.Store(1)
@@ -240,6 +249,7 @@ func TestSplitPartialFailureThenSandboxRestart(t *testing.T) {
 	f.produce("m", 60)
 	base := startConsumer(t, "baseline", f.reader(true), 4)
 	waitFor(t, 30*time.Second, "the baseline to decide the topic", func() bool { return base.seen() == 60 })
+	state.Store(0)
 	waitFor(t, 10*time.Second, "a half-written flush", func() bool { return state.Load() == 1 && ends(t, f.addrs, f.aTopic) > 0 })
 	time.Sleep(200 * time.Millisecond) // the half write lands; nothing after it does
 	written := ends(t, f.addrs, f.aTopic)

@@ -58,9 +58,12 @@ func newSplitFixtureAt(t *testing.T, addrs []string, partitions int) *splitFixtu
 }
 
 // reader builds a reader of the fixture's group; split adds WithSplit.
+// Its skip-commit interval is 20ms unless opts set another: the
+// default came after opts and overrode theirs, so that a test's
+// "nothing committed" reader (an hour) committed every 20ms.
 func (f *splitFixture) reader(split bool, opts ...kafkamw.ReaderOption) *kafkamw.Reader {
 	f.t.Helper()
-	opts = append(opts, kafkamw.WithSkipCommitInterval(20*time.Millisecond))
+	opts = append([]kafkamw.ReaderOption{kafkamw.WithSkipCommitInterval(20 * time.Millisecond)}, opts...)
 	if split {
 		opts = append(opts, kafkamw.WithSplit(kafkamw.Split{}))
 	}
