@@ -545,16 +545,18 @@ func (r *Reader) CommitMessages(ctx context.Context, msgs ...kafka.Message) erro
 // flushSkipped commits the skipped messages that no returned message waits
 // before.
 func (r *Reader) flushSkipped(ctx context.Context, inner *kafka.Reader) error {
-	r.commitMu.Lock()
-	defer r.commitMu.Unlock()
-	msgs := r.ledger.committable()
 	// Copies are written even when there is nothing to commit: the
-	// sandbox's reader waits for them. Those buffered after msgs were
-	// taken hold their partition back (capped).
+	// sandbox's reader waits for them. The write is not under commitMu:
+	// a hung sandbox partition leader held every CommitMessages,
+	// production's too, for forwardTimeout. Copies buffered after it
+	// hold their partition back (capped): handOff buffers a copy before
+	// the ledger records its message.
 	if err := r.flushForwards(ctx); err != nil {
 		return err
 	}
-	msgs = r.forward.capped(&r.ledger, msgs)
+	r.commitMu.Lock()
+	defer r.commitMu.Unlock()
+	msgs := r.forward.capped(&r.ledger, r.ledger.committable())
 	if len(msgs) == 0 {
 		return nil
 	}
