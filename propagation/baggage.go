@@ -55,7 +55,7 @@ func (c *Codec) kind(key string) keyKind {
 // deletes ASCII white space anywhere in the header before it decodes; each
 // hop re-serialises the key it read. Such a member is ours (found,
 // stripped) but never readable.
-func (c *Codec) classify(raw string) (k keyKind, exact bool) {
+func (c *Codec) classify(raw string, w *work) (k keyKind, exact bool) {
 	t := trimOWS(raw)
 	if k := c.kind(t); k != kindNone {
 		return k, true
@@ -63,10 +63,74 @@ func (c *Codec) classify(raw string) (k keyKind, exact bool) {
 	if !lenient(t) {
 		return kindNone, false
 	}
-	if c.odd {
-		return c.oddKind(t), false
+	// Past the work budget every key a lenient parser may read otherwise
+	// is taken for a lookalike of the ID key: ours, never readable.
+	if !w.spend(keyCost + len(t)) {
+		return kindID, false
 	}
-	return c.kind(normalizeKey(t)), false
+	if c.odd {
+		return c.oddKind(t, w), false
+	}
+	n, ok := normalizeKey(t, w)
+	if !ok {
+		return kindID, false
+	}
+	return c.kind(n), false
+}
+
+// Scan limits: the most bytes and members of baggage that may hold a
+// member of ours that the codec reads member by member. Above them (four
+// and eight times the W3C limits, [MaxBaggageBytes] and
+// [MaxBaggageMembers]) such baggage is unreadable (a trusted source's
+// request is refused) and [Codec.Strip] removes it whole, decided by one
+// linear pass over its bytes: a client cannot make the codec read a
+// megabyte of lenient keys on every request. OpenTelemetry Go itself
+// reads nothing of a baggage line over 8192 bytes, but OpenTelemetry JS
+// and other lenient readers have no such limit, so such baggage cannot
+// simply be passed over.
+const (
+	MaxScanBaggageBytes   = 4 * MaxBaggageBytes
+	MaxScanBaggageMembers = 8 * MaxBaggageMembers
+)
+
+// overScan reports whether lines, joined by commas, are over the scan
+// limits, members counted as commas plus one per line (empty members
+// too), and their total length.
+func overScan(lines []string) (over bool, total int) {
+	members := 0
+	for _, line := range lines {
+		total += len(line) + 1
+		if total > MaxScanBaggageBytes+1 {
+			return true, total - 1
+		}
+		members += strings.Count(line, ",") + 1
+	}
+	return members > MaxScanBaggageMembers, max(total-1, 0)
+}
+
+// work is what is left of the budget for the lenient readings of the keys
+// of one baggage header: each key a lenient parser may read otherwise
+// costs keyCost and its length, each reading of it ([squeeze],
+// [decodeKey], [decodePercent]) its length. The budget is workBase and
+// workPerByte per byte of the header: enough for any baggage within the
+// W3C limits whose keys are all percent-encoded, and a bound on the time
+// a hostile header within the scan limits costs. A key met after the
+// budget is spent is taken for ours and never readable: the codec fails
+// closed.
+type work struct{ left int }
+
+const (
+	keyCost     = 16
+	workBase    = 8192
+	workPerByte = 8
+)
+
+func newWork(total int) work { return work{left: workBase + workPerByte*total} }
+
+// spend takes n from w and reports whether w was not overspent.
+func (w *work) spend(n int) bool {
+	w.left -= n
+	return w.left >= 0
 }
 
 // maxReadings bounds the readings [Codec.oddKind] looks at for one key.
@@ -83,13 +147,16 @@ const maxReadings = 64
 // decoding escapes only ([decodePercent]) is compared with our keys, the
 // shortest chains first. Readings only get shorter: one shorter than our
 // shortest key is not followed. It allocates; it runs only on keys
-// [lenient] flags, with such a codec. Past maxReadings it fails closed:
-// a key read so many ways counts as a lookalike of the ID key.
-func (c *Codec) oddKind(t string) keyKind {
+// [lenient] flags, with such a codec. Past maxReadings, or past the work
+// budget w, it fails closed: the key counts as a lookalike of the ID key.
+func (c *Codec) oddKind(t string, w *work) keyKind {
 	readings := make([]string, 1, 8)
 	readings[0] = t
 	for i := 0; i < len(readings); i++ {
 		s := readings[i]
+		if !w.spend(3 * len(s)) {
+			return kindID
+		}
 		for _, r := range [...]string{squeeze(s), decodeKey(s), decodePercent(s)} {
 			if len(r) < c.minKey || slices.Contains(readings, r) {
 				continue
@@ -141,17 +208,24 @@ func lenient(key string) bool {
 // normalizeKey returns raw as the most lenient chain of hops reads it:
 // what any parser drops removed ([squeeze]), then percent-decoded ('+' as
 // a space) and squeezed again, until nothing changes. It allocates; it
-// only runs on keys [lenient] flags.
-func normalizeKey(raw string) string {
+// only runs on keys [lenient] flags. It reports false, the reading not
+// made, when it would overspend w.
+func normalizeKey(raw string, w *work) (string, bool) {
+	if !w.spend(len(raw)) {
+		return "", false
+	}
 	s := squeeze(raw)
 	for range 16 {
+		if !w.spend(2 * len(s)) {
+			return "", false
+		}
 		d := squeeze(decodeKey(s))
 		if d == s {
 			break
 		}
 		s = d
 	}
-	return s
+	return s, true
 }
 
 // decodeKey percent-decodes s, '+' as a space, leaving a malformed escape
@@ -340,6 +414,12 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 	if len(lines) == 0 || !c.mentions(lines) {
 		return nil
 	}
+	over, size := overScan(lines)
+	if over {
+		m.Found, m.Baggage = true, true
+		return fmt.Errorf("%w: %d bytes of baggage that may hold a member of ours, over the scan limits (%d bytes, %d members)", ErrBaggageLimit, size, MaxScanBaggageBytes, MaxScanBaggageMembers)
+	}
+	w := newWork(size)
 	var (
 		err            error
 		total, members int
@@ -367,7 +447,7 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 					continue
 				}
 				members++
-				if k, _ := c.classify(raw); k != kindNone {
+				if k, _ := c.classify(raw, &w); k != kindNone {
 					ours = true
 					fail(fmt.Errorf("%w: baggage member %s has no value", ErrMalformed, quote(raw)))
 				}
@@ -375,7 +455,7 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 			}
 			members++
 			sep, rest := line[j], line[j+1:]
-			k, exact := c.classify(raw)
+			k, exact := c.classify(raw, &w)
 			if k == kindNone {
 				// Skip the member: it runs to the next comma.
 				if e := strings.IndexByte(rest, ','); e >= 0 {
