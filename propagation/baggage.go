@@ -71,11 +71,34 @@ func (c *Codec) classify(raw string, w *work) (k keyKind, exact bool) {
 	if c.odd {
 		return c.oddKind(t, w), false
 	}
-	n, ok := normalizeKey(t, w)
+	n, ok := w.normalize(t)
 	if !ok {
 		return kindID, false
 	}
-	return c.kind(n), false
+	return c.kindOf(n), false
+}
+
+// kindOf is [Codec.kind] of the key b holds, without making a string of it.
+func (c *Codec) kindOf(b []byte) keyKind {
+	if len(b) < len(c.prefix) || string(b[:len(c.prefix)]) != c.prefix {
+		return kindNone
+	}
+	switch {
+	case string(b) == c.cfg.idKey:
+		return kindID
+	case string(b) == c.cfg.actorKey:
+		return kindActor
+	case string(b) == c.cfg.originKey:
+		return kindOrigin
+	case string(b) == c.cfg.ticketKey:
+		return kindTicket
+	}
+	for _, k := range c.cfg.compat {
+		if string(b) == k {
+			return kindCompat
+		}
+	}
+	return kindNone
 }
 
 // Scan limits: the most bytes and members of baggage that may hold a
@@ -110,17 +133,22 @@ func overScan(lines []string) (over bool, total int) {
 
 // work is what is left of the budget for the lenient readings of the keys
 // of one baggage header: each key a lenient parser may read otherwise
-// costs keyCost and its length, each reading of it ([squeeze],
-// [decodeKey], [decodePercent]) its length. The budget is workBase and
+// costs keyCost and its length, each round of its reading its length
+// twice (decoding, squeezing), each reading [Codec.oddKind] follows
+// readingCost and three times its length. The budget is workBase and
 // workPerByte per byte of the header: enough for any baggage within the
 // W3C limits whose keys are all percent-encoded, and a bound on the time
 // a hostile header within the scan limits costs. A key met after the
 // budget is spent is taken for ours and never readable: the codec fails
 // closed.
-type work struct{ left int }
+type work struct {
+	left int
+	buf  []byte // scratch for [work.normalize]
+}
 
 const (
 	keyCost     = 16
+	readingCost = 64 // a reading in [Codec.oddKind]: three strings made
 	workBase    = 8192
 	workPerByte = 8
 )
@@ -154,7 +182,7 @@ func (c *Codec) oddKind(t string, w *work) keyKind {
 	readings[0] = t
 	for i := 0; i < len(readings); i++ {
 		s := readings[i]
-		if !w.spend(3 * len(s)) {
+		if !w.spend(readingCost + 3*len(s)) {
 			return kindID
 		}
 		for _, r := range [...]string{squeeze(s), decodeKey(s), decodePercent(s)} {
@@ -205,27 +233,79 @@ func lenient(key string) bool {
 	return false
 }
 
-// normalizeKey returns raw as the most lenient chain of hops reads it:
-// what any parser drops removed ([squeeze]), then percent-decoded ('+' as
-// a space) and squeezed again, until nothing changes. It allocates; it
-// only runs on keys [lenient] flags. It reports false, the reading not
-// made, when it would overspend w.
-func normalizeKey(raw string, w *work) (string, bool) {
+// normalize returns raw as the most lenient chain of hops reads it: what
+// any parser drops removed ([squeeze]), then percent-decoded ('+' as a
+// space, [decodeKey]) and squeezed again, until nothing changes (at most
+// 16 rounds). It works in place in w's scratch buffer, which the result
+// lives in until the next call: one allocation per header, not several
+// per key. It only runs on keys [lenient] flags. It reports false, the
+// reading not made, when it would overspend w.
+func (w *work) normalize(raw string) ([]byte, bool) {
 	if !w.spend(len(raw)) {
-		return "", false
+		return nil, false
 	}
-	s := squeeze(raw)
+	b := squeezeBytes(append(w.buf[:0], raw...))
 	for range 16 {
-		if !w.spend(2 * len(s)) {
-			return "", false
+		if !w.spend(2 * len(b)) {
+			return nil, false
 		}
-		d := squeeze(decodeKey(s))
-		if d == s {
-			break
+		var changed bool
+		b, changed = decodeKeyBytes(b)
+		if !changed {
+			break // and b, squeezed already, stays as it is
 		}
-		s = d
+		b = squeezeBytes(b)
 	}
-	return s, true
+	w.buf = b
+	return b, true
+}
+
+// squeezeBytes is [squeeze] in place.
+func squeezeBytes(b []byte) []byte {
+	o := 0
+	for i := 0; i < len(b); {
+		if c := b[i]; c < utf8.RuneSelf {
+			if c > 0x20 {
+				b[o] = c
+				o++
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(b[i:])
+		drop := unicode.IsSpace(r) || r == '\uFEFF'
+		if r == utf8.RuneError && n == 1 {
+			drop = b[i] == 0x85 || b[i] == 0xa0
+		}
+		if !drop {
+			o += copy(b[o:], b[i:i+n])
+		}
+		i += n
+	}
+	return b[:o]
+}
+
+// decodeKeyBytes is [decodeKey] in place; it reports whether it changed
+// anything (a '+' or a valid escape).
+func decodeKeyBytes(b []byte) ([]byte, bool) {
+	i := 0
+	for i < len(b) && b[i] != '+' && b[i] != '%' {
+		i++
+	}
+	o, changed := i, false
+	for ; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '+':
+			b[o], changed = ' ', true
+		case c == '%' && i+2 < len(b) && ishex(b[i+1]) && ishex(b[i+2]):
+			b[o], changed = unhex(b[i+1])<<4|unhex(b[i+2]), true
+			i += 2
+		default:
+			b[o] = c
+		}
+		o++
+	}
+	return b[:o], changed
 }
 
 // decodeKey percent-decodes s, '+' as a space, leaving a malformed escape
@@ -263,10 +343,16 @@ func decodeKey(s string) string {
 func squeeze(s string) string {
 	var b []byte
 	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		drop := r <= 0x20 || unicode.IsSpace(r) || r == '\uFEFF'
-		if r == utf8.RuneError && n == 1 {
-			drop = s[i] == 0x85 || s[i] == 0xa0
+		// ASCII first: of it, unicode.IsSpace holds only for bytes up
+		// to 0x20.
+		drop, n := s[i] <= 0x20, 1
+		if s[i] >= utf8.RuneSelf {
+			var r rune
+			r, n = utf8.DecodeRuneInString(s[i:])
+			drop = unicode.IsSpace(r) || r == '\uFEFF'
+			if r == utf8.RuneError && n == 1 {
+				drop = s[i] == 0x85 || s[i] == 0xa0
+			}
 		}
 		switch {
 		case drop && b == nil:

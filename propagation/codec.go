@@ -689,14 +689,15 @@ func (c *Codec) appendOthers(b *strings.Builder, lines []string, dropForeign boo
 // parser, one of the foreign routing keys the codec strips.
 func (c *Codec) foreign(raw string, w *work) bool {
 	key := trimOWS(raw)
-	if lenient(key) {
-		var ok bool
-		if key, ok = normalizeKey(key, w); !ok {
-			return true // past the work budget: fail closed
-		}
+	if !lenient(key) {
+		return slices.Contains(c.foreignKeys, key)
+	}
+	n, ok := w.normalize(key)
+	if !ok {
+		return true // past the work budget: fail closed
 	}
 	for _, k := range c.foreignKeys {
-		if key == k {
+		if string(n) == k {
 			return true
 		}
 	}
