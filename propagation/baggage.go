@@ -120,15 +120,23 @@ const (
 // limits, members counted as commas plus one per line (empty members
 // too), and their total length.
 func overScan(lines []string) (over bool, total int) {
-	members := 0
 	for _, line := range lines {
 		total += len(line) + 1
-		if total > MaxScanBaggageBytes+1 {
-			return true, total - 1
-		}
+	}
+	total = max(total-1, 0)
+	if total > MaxScanBaggageBytes {
+		return true, total
+	}
+	// There are at most total+1 members (each takes a byte but one):
+	// small baggage, all baggage within the W3C limits, is not counted.
+	if total < MaxScanBaggageMembers {
+		return false, total
+	}
+	members := 0
+	for _, line := range lines {
 		members += strings.Count(line, ",") + 1
 	}
-	return members > MaxScanBaggageMembers, max(total-1, 0)
+	return members > MaxScanBaggageMembers, total
 }
 
 // work is what is left of the budget for the lenient readings of the keys
