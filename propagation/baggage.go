@@ -156,7 +156,7 @@ type work struct {
 
 const (
 	keyCost     = 16
-	readingCost = 64 // a reading in [Codec.oddKind]: three strings made
+	readingCost = 192 // a reading in [Codec.oddKind]: three strings made
 	workBase    = 8192
 	workPerByte = 8
 )
@@ -521,9 +521,11 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 		compatID       string
 		bagID          string
 	)
-	fail := func(e error) {
+	// fail keeps the first error; the others are never made (a hostile
+	// baggage may hold hundreds of unreadable members).
+	fail := func(e func() error) {
 		if err == nil {
-			err = e
+			err = e()
 		}
 	}
 	for i, line := range lines {
@@ -543,7 +545,7 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 				members++
 				if k, _ := c.classify(raw, &w); k != kindNone {
 					ours = true
-					fail(fmt.Errorf("%w: baggage member %s has no value", ErrMalformed, quote(raw)))
+					fail(func() error { return fmt.Errorf("%w: baggage member %s has no value", ErrMalformed, quote(raw)) })
 				}
 				continue
 			}
@@ -577,35 +579,41 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 			line = after(rest, e)
 			ours = true
 			if !exact {
-				fail(fmt.Errorf("%w: baggage key %s reads as %s to a lenient parser", ErrMalformed, quote(raw), quote(c.keyName(k))))
+				fail(func() error {
+					return fmt.Errorf("%w: baggage key %s reads as %s to a lenient parser", ErrMalformed, quote(raw), quote(c.keyName(k)))
+				})
 				continue
 			}
 			if sep == ';' {
-				fail(fmt.Errorf("%w: baggage member %s has no value", ErrMalformed, quote(raw)))
+				fail(func() error { return fmt.Errorf("%w: baggage member %s has no value", ErrMalformed, quote(raw)) })
 				continue
 			}
 			value := rest[:e]
 			if semi >= 0 {
 				value = rest[:semi]
 				if !validProperties(rest[semi+1 : e]) {
-					fail(fmt.Errorf("%w: baggage member %s has malformed properties", ErrMalformed, quote(raw)))
+					fail(func() error {
+						return fmt.Errorf("%w: baggage member %s has malformed properties", ErrMalformed, quote(raw))
+					})
 					continue
 				}
 			}
 			v, uerr := trimOWS(value), error(nil)
 			if !octets(v) {
-				fail(fmt.Errorf("%w: baggage member %s: value %s holds bytes a baggage value may not", ErrMalformed, quote(raw), quote(v)))
+				fail(func() error {
+					return fmt.Errorf("%w: baggage member %s: value %s holds bytes a baggage value may not", ErrMalformed, quote(raw), quote(v))
+				})
 				continue
 			}
 			if escaped {
 				v, uerr = unescape(v)
 			}
 			if uerr != nil {
-				fail(fmt.Errorf("%w: baggage member %s: %v", ErrMalformed, quote(raw), uerr))
+				fail(func() error { return fmt.Errorf("%w: baggage member %s: %v", ErrMalformed, quote(raw), uerr) })
 				continue
 			}
 			if v == "" {
-				fail(fmt.Errorf("%w: baggage member %s is empty", ErrMalformed, quote(raw)))
+				fail(func() error { return fmt.Errorf("%w: baggage member %s is empty", ErrMalformed, quote(raw)) })
 				continue
 			}
 			var dst *string
@@ -622,7 +630,9 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 				dst = &compatID
 			}
 			if *dst != "" && *dst != v {
-				fail(fmt.Errorf("%w: baggage member %s has %s and %s", ErrConflict, quote(raw), quote(*dst), quote(v)))
+				fail(func() error {
+					return fmt.Errorf("%w: baggage member %s has %s and %s", ErrConflict, quote(raw), quote(*dst), quote(v))
+				})
 				continue
 			}
 			*dst = v
