@@ -55,7 +55,7 @@ func (c *Codec) kind(key string) keyKind {
 // deletes ASCII white space anywhere in the header before it decodes; each
 // hop re-serialises the key it read. Such a member is ours (found,
 // stripped) but never readable.
-func (c *Codec) classify(raw string) (k keyKind, exact bool) {
+func (c *Codec) classify(raw string, w *work) (k keyKind, exact bool) {
 	t := trimOWS(raw)
 	if k := c.kind(t); k != kindNone {
 		return k, true
@@ -63,10 +63,110 @@ func (c *Codec) classify(raw string) (k keyKind, exact bool) {
 	if !lenient(t) {
 		return kindNone, false
 	}
-	if c.odd {
-		return c.oddKind(t), false
+	// Past the work budget every key a lenient parser may read otherwise
+	// is taken for a lookalike of the ID key: ours, never readable.
+	if !w.spend(keyCost + len(t)) {
+		return kindID, false
 	}
-	return c.kind(normalizeKey(t)), false
+	if c.odd {
+		return c.oddKind(t, w), false
+	}
+	n, ok := w.normalize(t)
+	if !ok {
+		return kindID, false
+	}
+	return c.kindOf(n), false
+}
+
+// kindOf is [Codec.kind] of the key b holds, without making a string of it.
+func (c *Codec) kindOf(b []byte) keyKind {
+	if len(b) < len(c.prefix) || string(b[:len(c.prefix)]) != c.prefix {
+		return kindNone
+	}
+	switch {
+	case string(b) == c.cfg.idKey:
+		return kindID
+	case string(b) == c.cfg.actorKey:
+		return kindActor
+	case string(b) == c.cfg.originKey:
+		return kindOrigin
+	case string(b) == c.cfg.ticketKey:
+		return kindTicket
+	}
+	for _, k := range c.cfg.compat {
+		if string(b) == k {
+			return kindCompat
+		}
+	}
+	return kindNone
+}
+
+// Scan limits: the most bytes and members of baggage that may hold a
+// member of ours that the codec reads member by member. Above them (four
+// and eight times the W3C limits, [MaxBaggageBytes] and
+// [MaxBaggageMembers]) such baggage is unreadable (a trusted source's
+// request is refused) and [Codec.Strip] removes it whole, decided by one
+// linear pass over its bytes: a client cannot make the codec read a
+// megabyte of lenient keys on every request. OpenTelemetry Go itself
+// reads nothing of a baggage line over 8192 bytes, but OpenTelemetry JS
+// and other lenient readers have no such limit, so such baggage cannot
+// simply be passed over.
+const (
+	MaxScanBaggageBytes   = 4 * MaxBaggageBytes
+	MaxScanBaggageMembers = 8 * MaxBaggageMembers
+)
+
+// overScan reports whether lines, joined by commas, are over the scan
+// limits, members counted as commas plus one per line (empty members
+// too), and their total length.
+func overScan(lines []string) (over bool, total int) {
+	for _, line := range lines {
+		total += len(line) + 1
+	}
+	total = max(total-1, 0)
+	if total > MaxScanBaggageBytes {
+		return true, total
+	}
+	// There are at most total+1 members (each takes a byte but one):
+	// small baggage, all baggage within the W3C limits, is not counted.
+	if total < MaxScanBaggageMembers {
+		return false, total
+	}
+	members := 0
+	for _, line := range lines {
+		members += strings.Count(line, ",") + 1
+	}
+	return members > MaxScanBaggageMembers, total
+}
+
+// work is what is left of the budget for the lenient readings of the keys
+// of one baggage header: each key a lenient parser may read otherwise
+// costs keyCost and its length, each round of its reading its length
+// twice (decoding, squeezing), each reading [Codec.oddKind] follows
+// readingCost and three times its length. The budget is workBase and
+// workPerByte per byte of the header: enough for any baggage within the
+// W3C limits whose keys are all percent-encoded, and a bound on the time
+// a hostile header within the scan limits costs. A key met after the
+// budget is spent is taken for ours and never readable: the codec fails
+// closed.
+type work struct {
+	left int
+	buf  []byte // scratch for [work.normalize]
+}
+
+const (
+	keyCost     = 16
+	readingCost = 192 // a reading in [Codec.oddKind]: three strings made
+	workBase    = 8192
+	workPerByte = 8
+)
+
+func newWork(total int) work { return work{left: workBase + workPerByte*total} }
+
+// spend takes n from w and reports whether w was not overspent.
+func (w *work) spend(n int) bool {
+	w.left -= n
+	return w.left >= 0
 }
 
 // maxReadings bounds the readings [Codec.oddKind] looks at for one key.
@@ -83,13 +183,16 @@ const maxReadings = 64
 // decoding escapes only ([decodePercent]) is compared with our keys, the
 // shortest chains first. Readings only get shorter: one shorter than our
 // shortest key is not followed. It allocates; it runs only on keys
-// [lenient] flags, with such a codec. Past maxReadings it fails closed:
-// a key read so many ways counts as a lookalike of the ID key.
-func (c *Codec) oddKind(t string) keyKind {
+// [lenient] flags, with such a codec. Past maxReadings, or past the work
+// budget w, it fails closed: the key counts as a lookalike of the ID key.
+func (c *Codec) oddKind(t string, w *work) keyKind {
 	readings := make([]string, 1, 8)
 	readings[0] = t
 	for i := 0; i < len(readings); i++ {
 		s := readings[i]
+		if !w.spend(readingCost + 3*len(s)) {
+			return kindID
+		}
 		for _, r := range [...]string{squeeze(s), decodeKey(s), decodePercent(s)} {
 			if len(r) < c.minKey || slices.Contains(readings, r) {
 				continue
@@ -138,20 +241,79 @@ func lenient(key string) bool {
 	return false
 }
 
-// normalizeKey returns raw as the most lenient chain of hops reads it:
-// what any parser drops removed ([squeeze]), then percent-decoded ('+' as
-// a space) and squeezed again, until nothing changes. It allocates; it
-// only runs on keys [lenient] flags.
-func normalizeKey(raw string) string {
-	s := squeeze(raw)
-	for range 16 {
-		d := squeeze(decodeKey(s))
-		if d == s {
-			break
-		}
-		s = d
+// normalize returns raw as the most lenient chain of hops reads it: what
+// any parser drops removed ([squeeze]), then percent-decoded ('+' as a
+// space, [decodeKey]) and squeezed again, until nothing changes (at most
+// 16 rounds). It works in place in w's scratch buffer, which the result
+// lives in until the next call: one allocation per header, not several
+// per key. It only runs on keys [lenient] flags. It reports false, the
+// reading not made, when it would overspend w.
+func (w *work) normalize(raw string) ([]byte, bool) {
+	if !w.spend(len(raw)) {
+		return nil, false
 	}
-	return s
+	b := squeezeBytes(append(w.buf[:0], raw...))
+	for range 16 {
+		if !w.spend(2 * len(b)) {
+			return nil, false
+		}
+		var changed bool
+		b, changed = decodeKeyBytes(b)
+		if !changed {
+			break // and b, squeezed already, stays as it is
+		}
+		b = squeezeBytes(b)
+	}
+	w.buf = b
+	return b, true
+}
+
+// squeezeBytes is [squeeze] in place.
+func squeezeBytes(b []byte) []byte {
+	o := 0
+	for i := 0; i < len(b); {
+		if c := b[i]; c < utf8.RuneSelf {
+			if c > 0x20 {
+				b[o] = c
+				o++
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(b[i:])
+		drop := unicode.IsSpace(r) || r == '\uFEFF'
+		if r == utf8.RuneError && n == 1 {
+			drop = b[i] == 0x85 || b[i] == 0xa0
+		}
+		if !drop {
+			o += copy(b[o:], b[i:i+n])
+		}
+		i += n
+	}
+	return b[:o]
+}
+
+// decodeKeyBytes is [decodeKey] in place; it reports whether it changed
+// anything (a '+' or a valid escape).
+func decodeKeyBytes(b []byte) ([]byte, bool) {
+	i := 0
+	for i < len(b) && b[i] != '+' && b[i] != '%' {
+		i++
+	}
+	o, changed := i, false
+	for ; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '+':
+			b[o], changed = ' ', true
+		case c == '%' && i+2 < len(b) && ishex(b[i+1]) && ishex(b[i+2]):
+			b[o], changed = unhex(b[i+1])<<4|unhex(b[i+2]), true
+			i += 2
+		default:
+			b[o] = c
+		}
+		o++
+	}
+	return b[:o], changed
 }
 
 // decodeKey percent-decodes s, '+' as a space, leaving a malformed escape
@@ -189,10 +351,16 @@ func decodeKey(s string) string {
 func squeeze(s string) string {
 	var b []byte
 	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		drop := r <= 0x20 || unicode.IsSpace(r) || r == '\uFEFF'
-		if r == utf8.RuneError && n == 1 {
-			drop = s[i] == 0x85 || s[i] == 0xa0
+		// ASCII first: of it, unicode.IsSpace holds only for bytes up
+		// to 0x20.
+		drop, n := s[i] <= 0x20, 1
+		if s[i] >= utf8.RuneSelf {
+			var r rune
+			r, n = utf8.DecodeRuneInString(s[i:])
+			drop = unicode.IsSpace(r) || r == '\uFEFF'
+			if r == utf8.RuneError && n == 1 {
+				drop = s[i] == 0x85 || s[i] == 0xa0
+			}
 		}
 		switch {
 		case drop && b == nil:
@@ -340,6 +508,12 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 	if len(lines) == 0 || !c.mentions(lines) {
 		return nil
 	}
+	over, size := overScan(lines)
+	if over {
+		m.Found, m.Baggage = true, true
+		return fmt.Errorf("%w: %d bytes of baggage that may hold a member of ours, over the scan limits (%d bytes, %d members)", ErrBaggageLimit, size, MaxScanBaggageBytes, MaxScanBaggageMembers)
+	}
+	w := newWork(size)
 	var (
 		err            error
 		total, members int
@@ -347,9 +521,11 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 		compatID       string
 		bagID          string
 	)
-	fail := func(e error) {
+	// fail keeps the first error; the others are never made (a hostile
+	// baggage may hold hundreds of unreadable members).
+	fail := func(e func() error) {
 		if err == nil {
-			err = e
+			err = e()
 		}
 	}
 	for i, line := range lines {
@@ -367,15 +543,15 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 					continue
 				}
 				members++
-				if k, _ := c.classify(raw); k != kindNone {
+				if k, _ := c.classify(raw, &w); k != kindNone {
 					ours = true
-					fail(fmt.Errorf("%w: baggage member %s has no value", ErrMalformed, quote(raw)))
+					fail(func() error { return fmt.Errorf("%w: baggage member %s has no value", ErrMalformed, quote(raw)) })
 				}
 				continue
 			}
 			members++
 			sep, rest := line[j], line[j+1:]
-			k, exact := c.classify(raw)
+			k, exact := c.classify(raw, &w)
 			if k == kindNone {
 				// Skip the member: it runs to the next comma.
 				if e := strings.IndexByte(rest, ','); e >= 0 {
@@ -403,35 +579,41 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 			line = after(rest, e)
 			ours = true
 			if !exact {
-				fail(fmt.Errorf("%w: baggage key %s reads as %s to a lenient parser", ErrMalformed, quote(raw), quote(c.keyName(k))))
+				fail(func() error {
+					return fmt.Errorf("%w: baggage key %s reads as %s to a lenient parser", ErrMalformed, quote(raw), quote(c.keyName(k)))
+				})
 				continue
 			}
 			if sep == ';' {
-				fail(fmt.Errorf("%w: baggage member %s has no value", ErrMalformed, quote(raw)))
+				fail(func() error { return fmt.Errorf("%w: baggage member %s has no value", ErrMalformed, quote(raw)) })
 				continue
 			}
 			value := rest[:e]
 			if semi >= 0 {
 				value = rest[:semi]
 				if !validProperties(rest[semi+1 : e]) {
-					fail(fmt.Errorf("%w: baggage member %s has malformed properties", ErrMalformed, quote(raw)))
+					fail(func() error {
+						return fmt.Errorf("%w: baggage member %s has malformed properties", ErrMalformed, quote(raw))
+					})
 					continue
 				}
 			}
 			v, uerr := trimOWS(value), error(nil)
 			if !octets(v) {
-				fail(fmt.Errorf("%w: baggage member %s: value %s holds bytes a baggage value may not", ErrMalformed, quote(raw), quote(v)))
+				fail(func() error {
+					return fmt.Errorf("%w: baggage member %s: value %s holds bytes a baggage value may not", ErrMalformed, quote(raw), quote(v))
+				})
 				continue
 			}
 			if escaped {
 				v, uerr = unescape(v)
 			}
 			if uerr != nil {
-				fail(fmt.Errorf("%w: baggage member %s: %v", ErrMalformed, quote(raw), uerr))
+				fail(func() error { return fmt.Errorf("%w: baggage member %s: %v", ErrMalformed, quote(raw), uerr) })
 				continue
 			}
 			if v == "" {
-				fail(fmt.Errorf("%w: baggage member %s is empty", ErrMalformed, quote(raw)))
+				fail(func() error { return fmt.Errorf("%w: baggage member %s is empty", ErrMalformed, quote(raw)) })
 				continue
 			}
 			var dst *string
@@ -448,7 +630,9 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 				dst = &compatID
 			}
 			if *dst != "" && *dst != v {
-				fail(fmt.Errorf("%w: baggage member %s has %s and %s", ErrConflict, quote(raw), quote(*dst), quote(v)))
+				fail(func() error {
+					return fmt.Errorf("%w: baggage member %s has %s and %s", ErrConflict, quote(raw), quote(*dst), quote(v))
+				})
 				continue
 			}
 			*dst = v

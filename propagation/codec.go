@@ -562,8 +562,14 @@ func (c *Codec) stripContext(ctx context.Context, dropForeign bool) context.Cont
 		return ctx
 	}
 	clean := bag
-	for _, mem := range bag.Members() {
-		if k, _ := c.classify(mem.Key()); k != kindNone || dropForeign && c.foreign(mem.Key()) {
+	members := bag.Members()
+	size := 0
+	for _, mem := range members {
+		size += len(mem.Key()) + len(mem.Value()) + 2
+	}
+	w := newWork(size)
+	for _, mem := range members {
+		if k, _ := c.classify(mem.Key(), &w); k != kindNone || dropForeign && c.foreign(mem.Key(), &w) {
 			clean = clean.DeleteMember(mem.Key())
 		}
 	}
@@ -629,8 +635,33 @@ func (c *Codec) InjectSandbox(s Sandbox, carrier otelprop.TextMapCarrier) {
 // appendOthers appends to b every member of lines that is not one of ours
 // under any spelling a parser reads as ours (see [Codec.classify]), nor,
 // when dropForeign is set, another tool's routing key; each preceded by a
-// comma when b is not empty.
+// comma when b is not empty. Baggage over the scan limits
+// ([MaxScanBaggageBytes], [MaxScanBaggageMembers]) is not split: it is
+// dropped whole when it holds the text of one of those keys or a '%'
+// (see [Codec.holds]), else appended as it is.
 func (c *Codec) appendOthers(b *strings.Builder, lines []string, dropForeign bool) {
+	over, size := overScan(lines)
+	if over {
+		// Past the scan limits: dropped whole when it may hold a member
+		// of ours (or a foreign one to drop), else kept as it is.
+		needles := &c.ours
+		if dropForeign {
+			needles = &c.act
+		}
+		if c.holds(lines, needles) {
+			return
+		}
+		for _, line := range lines {
+			if line = trimOWS(line); line != "" {
+				if b.Len() > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(line)
+			}
+		}
+		return
+	}
+	w := newWork(size)
 	for _, line := range lines {
 		for line != "" {
 			var member string
@@ -640,10 +671,10 @@ func (c *Codec) appendOthers(b *strings.Builder, lines []string, dropForeign boo
 				continue
 			}
 			raw := member[:keyEnd(member)]
-			if k, _ := c.classify(raw); k != kindNone {
+			if k, _ := c.classify(raw, &w); k != kindNone {
 				continue
 			}
-			if dropForeign && c.foreign(raw) {
+			if dropForeign && c.foreign(raw, &w) {
 				continue
 			}
 			if b.Len() > 0 {
@@ -656,13 +687,17 @@ func (c *Codec) appendOthers(b *strings.Builder, lines []string, dropForeign boo
 
 // foreign reports whether the raw key of a baggage member is, to any
 // parser, one of the foreign routing keys the codec strips.
-func (c *Codec) foreign(raw string) bool {
+func (c *Codec) foreign(raw string, w *work) bool {
 	key := trimOWS(raw)
-	if lenient(key) {
-		key = normalizeKey(key)
+	if !lenient(key) {
+		return slices.Contains(c.foreignKeys, key)
+	}
+	n, ok := w.normalize(key)
+	if !ok {
+		return true // past the work budget: fail closed
 	}
 	for _, k := range c.foreignKeys {
-		if key == k {
+		if string(n) == k {
 			return true
 		}
 	}
@@ -742,11 +777,15 @@ func (c *Codec) foreignHeader(h http.Header) bool {
 }
 
 // foreignBaggage reports whether the baggage lines hold a foreign routing
-// key under any spelling.
+// key under any spelling. Over the scan limits, a line that holds the text
+// of one or a '%' is enough; under them, a key met past the work budget
+// counts as one.
 func (c *Codec) foreignBaggage(lines []string) bool {
 	if len(c.foreignKeys) == 0 {
 		return false
 	}
+	over, size := overScan(lines)
+	w := newWork(size)
 	for _, line := range lines {
 		hit := strings.IndexByte(line, '%') >= 0
 		for _, k := range c.foreignKeys {
@@ -755,10 +794,13 @@ func (c *Codec) foreignBaggage(lines []string) bool {
 		if !hit {
 			continue
 		}
+		if over {
+			return true // past the scan limits: stripped whole
+		}
 		for line != "" {
 			var member string
 			member, line, _ = strings.Cut(line, ",")
-			if c.foreign(member[:keyEnd(member)]) {
+			if c.foreign(member[:keyEnd(member)], &w) {
 				return true
 			}
 		}
@@ -835,6 +877,8 @@ func deleteHeader(carrier otelprop.TextMapCarrier, key, canon string) {
 func (c *Codec) InjectTicket(ticket string, carrier otelprop.TextMapCarrier) {
 	var one [1]string
 	existing := values(carrier, baggageHeader, "Baggage", &one)
+	_, size := overScan(existing)
+	w := newWork(size)
 	var b strings.Builder
 	for _, line := range existing {
 		for line != "" {
@@ -844,7 +888,7 @@ func (c *Codec) InjectTicket(ticket string, carrier otelprop.TextMapCarrier) {
 			if member == "" {
 				continue
 			}
-			if k, _ := c.classify(member[:keyEnd(member)]); k == kindTicket {
+			if k, _ := c.classify(member[:keyEnd(member)], &w); k == kindTicket {
 				continue
 			}
 			if b.Len() > 0 {

@@ -49,7 +49,8 @@
 //
 // [Codec.Extract] is strict: markers that cannot be read (a malformed or
 // conflicting value, our member inside baggage that breaks the W3C limits of
-// 64 members and 8192 bytes) return an error wrapping one of the exported
+// 64 members and 8192 bytes, baggage over the scan limits that may hold one,
+// see "Hostile baggage") return an error wrapping one of the exported
 // sentinels, never a context that silently looks like production traffic.
 // The middleware packages use it and turn the error into HTTP 400, gRPC
 // InvalidArgument or a skipped Kafka message.
@@ -63,6 +64,44 @@
 //
 //	otel.SetTextMapPropagator(otelprop.NewCompositeTextMapPropagator(
 //		otelprop.TraceContext{}, otelprop.Baggage{}, propagation.NewPropagator(nil)))
+//
+// # Hostile baggage
+//
+// Reading every lenient spelling of every key costs work per key, and a
+// client may send about a megabyte of baggage (Go's default
+// http.Server.MaxHeaderBytes). So the work per header is bounded, and
+// every bound fails closed:
+//
+//   - Baggage that may hold a member of ours (the text of one of our keys,
+//     bytes a parser drops allowed inside it, or any '%') and is over
+//     [MaxScanBaggageBytes] (32 KiB, all lines) or [MaxScanBaggageMembers]
+//     (512, counted as commas) is not split: it is unreadable
+//     ([ErrBaggageLimit]; a trusted source's request is refused), and
+//     [Codec.Strip] removes it whole ([Codec.Foreign] reports it when it
+//     may hide a foreign routing key). One linear pass decides it.
+//     OpenTelemetry Go reads nothing of a baggage line over 8192 bytes,
+//     but OpenTelemetry JS and the other lenient readers have no such
+//     limit, so such baggage is not passed over as foreign either. Baggage
+//     over the limits holding none of that text is left alone.
+//   - Under those limits the lenient readings of a header's keys share a
+//     work budget (8 KiB plus 8 units per byte of baggage; a key costs 16
+//     units and its length, a round of decoding twice its length, a
+//     reading of a codec with '+' or '%' in a key 64 units and three times
+//     its length). A key met after it is spent counts as a lookalike of
+//     the ID key: found and never readable. Baggage within the W3C limits
+//     whose every key is percent-encoded stays well within it.
+//
+// The worst headers we could build (BenchmarkHostileBaggage: near-1 MB of
+// '%', '+', spaces, tiny lenient members, nested escapes, with the default
+// codec and one whose keys hold '+' and '%') cost Read, Strip or Foreign at
+// most 0.13 ms (default codec) and 1.2 ms (the other), against 5.2 to 7 ms
+// for net/http to parse the same request; before these bounds, up to 129
+// and 157 ms and two million allocations. Just under the scan limits
+// (32 KiB) they cost at most 0.51 and 0.58 ms, about 3.4 times net/http's
+// 0.09 to 0.17 ms (before: 11 and 26 ms). Old and new interleaved, three
+// runs, on a loaded 2-core VM:
+//
+//	go test ./propagation -run '^$' -bench HostileBaggage -benchmem -benchtime 5x
 //
 // # Performance
 //

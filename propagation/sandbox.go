@@ -36,7 +36,10 @@ var (
 	// ErrBaggageLimit reports our member inside baggage that exceeds the
 	// W3C limits (64 members, 8192 bytes over all baggage header lines).
 	// An OpenTelemetry hop would drop such baggage and silently turn the
-	// request into production traffic, so it is rejected instead.
+	// request into production traffic, so it is rejected instead. It also
+	// reports baggage over the scan limits ([MaxScanBaggageBytes],
+	// [MaxScanBaggageMembers]) that may hold a member of ours, which the
+	// codec does not read member by member.
 	ErrBaggageLimit = errors.New("propagation: baggage carrying a sandbox exceeds the W3C limits")
 )
 
