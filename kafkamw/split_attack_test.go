@@ -310,25 +310,7 @@ func TestSplitLargeBatch(t *testing.T) {
 func TestSplitProduceHangs(t *testing.T) {
 	c, addrs := controlledBroker(t)
 	f := newSplitFixtureAt(t, addrs, 1)
-	release := make(chan struct{})
-	var once sync.Once
-	free := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(free)
-	var hung atomic.Int32
-	c.KeepControl()
-	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-		for _, tp := range kr.(*kmsg.ProduceRequest).Topics {
-			if tp.Topic == f.aTopic {
-				select {
-				case <-release:
-				default:
-					hung.Add(1)
-					c.SleepControl(func() { <-release })
-				}
-			}
-		}
-		return nil, nil, false
-	})
+	hung, free := hangProduce(t, c, f.aTopic)
 	f.produce("m", 30) // A's first message at offset 1
 	r := f.reader(true)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -638,4 +620,31 @@ func TestSplitSandboxRemovedWhileBuffered(t *testing.T) {
 	if gone, err := kafkamw.ReapSplitTopics(ctx, cfg, f.table); err != nil || len(gone) != 1 {
 		t.Errorf("second reap: %q, %v; want A's topic again", gone, err)
 	}
+}
+
+// hangProduce makes the broker hold every produce request that writes to
+// topic (a partition leader that never answers) until free is called, or
+// the test ends. hung counts the requests held.
+func hangProduce(t *testing.T, c *kfake.Cluster, topic string) (hung *atomic.Int32, free func()) {
+	t.Helper()
+	release := make(chan struct{})
+	var once sync.Once
+	free = func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free)
+	hung = new(atomic.Int32)
+	c.KeepControl()
+	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		for _, tp := range kr.(*kmsg.ProduceRequest).Topics {
+			if tp.Topic == topic {
+				select {
+				case <-release:
+				default:
+					hung.Add(1)
+					c.SleepControl(func() { <-release })
+				}
+			}
+		}
+		return nil, nil, false
+	})
+	return hung, free
 }

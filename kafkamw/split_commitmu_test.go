@@ -2,12 +2,8 @@ package kafkamw_test
 
 import (
 	"context"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sandboxkit/sandboxkit/kafkamw"
 )
@@ -20,25 +16,7 @@ import (
 func TestSplitProduceHangsProductionCommits(t *testing.T) {
 	c, addrs := controlledBroker(t)
 	f := newSplitFixtureAt(t, addrs, 1)
-	release := make(chan struct{})
-	var once sync.Once
-	free := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(free)
-	var hung atomic.Int32
-	c.KeepControl()
-	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-		for _, tp := range kr.(*kmsg.ProduceRequest).Topics {
-			if tp.Topic == f.aTopic {
-				select {
-				case <-release:
-				default:
-					hung.Add(1)
-					c.SleepControl(func() { <-release })
-				}
-			}
-		}
-		return nil, nil, false
-	})
+	hung, free := hangProduce(t, c, f.aTopic)
 	f.produce("m", 30)
 	// Skipped messages are committed every millisecond, so the tick,
 	// not the 10 ms linger, is what first writes A's copies and hangs.
