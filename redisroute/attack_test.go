@@ -109,22 +109,10 @@ func (l *flipLimiter) ReportResult(error) {}
 // production connection in a sandbox's database. Both checks must read the
 // values that are written.
 func TestPointerArgumentsCannotChangeAfterTheCheck(t *testing.T) {
-	server(t)
+	c, r, lim, p := flipClient(t, "after-select", "prod")
 	ctx := context.Background()
-	lim := &flipLimiter{}
-	c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB, Limiter: lim, PoolSize: 1})
-	p := "rrt:" + t.Name() + ":"
-	r, err := redisroute.New(c, dbs)
-	if err != nil {
-		t.Fatal(err)
-	}
 	id := newID()
-	t.Cleanup(func() {
-		r.Destroy(ctx, id)
-		r.Close()
-		raw(t, baseDB).Del(ctx, p+"after-select", p+"prod")
-		c.Close()
-	})
+	t.Cleanup(func() { r.Destroy(ctx, id) })
 	sctx := sandboxCtx(id)
 	db, err := r.Database(sctx)
 	if err != nil {
@@ -184,22 +172,10 @@ func TestPointerArgumentsCannotChangeAfterTheCheck(t *testing.T) {
 // write) would leave the pooled sandbox connection in production's
 // database. The policy checks a copy that it gives the command.
 func TestArgumentSliceCannotChangeAfterTheCheck(t *testing.T) {
-	server(t)
+	c, r, lim, p := flipClient(t, "after-select")
 	ctx := context.Background()
-	lim := &flipLimiter{}
-	c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB, Limiter: lim, PoolSize: 1})
-	p := "rrt:" + t.Name() + ":"
-	r, err := redisroute.New(c, dbs)
-	if err != nil {
-		t.Fatal(err)
-	}
 	id := newID()
-	t.Cleanup(func() {
-		r.Destroy(ctx, id)
-		r.Close()
-		raw(t, baseDB).Del(ctx, p+"after-select")
-		c.Close()
-	})
+	t.Cleanup(func() { r.Destroy(ctx, id) })
 	sctx := sandboxCtx(id)
 	db, err := r.Database(sctx)
 	if err != nil {
@@ -240,22 +216,10 @@ func (c *selectCmd) Args() []any { return []any{"select", *c.db} }
 // writer, moving the pooled sandbox connection to production's database.
 // The policy refuses such a command for a sandbox.
 func TestOwnArgsMethodRefused(t *testing.T) {
-	server(t)
+	c, r, lim, p := flipClient(t, "after-select")
 	ctx := context.Background()
-	lim := &flipLimiter{}
-	c := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB, Limiter: lim, PoolSize: 1})
-	p := "rrt:" + t.Name() + ":"
-	r, err := redisroute.New(c, dbs)
-	if err != nil {
-		t.Fatal(err)
-	}
 	id := newID()
-	t.Cleanup(func() {
-		r.Destroy(ctx, id)
-		r.Close()
-		raw(t, baseDB).Del(ctx, p+"after-select")
-		c.Close()
-	})
+	t.Cleanup(func() { r.Destroy(ctx, id) })
 	sctx := sandboxCtx(id)
 	db, err := r.Database(sctx)
 	if err != nil {
