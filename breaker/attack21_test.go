@@ -77,6 +77,20 @@ func collected(ch <-chan struct{}) bool {
 	return false
 }
 
+// evictedAndCollected lets key id of g idle past its IdleTimeout (a
+// minute in these tests), sweeps, and reports whether its entry, evicted,
+// is then collected.
+func evictedAndCollected(t *testing.T, g *Group, clk *clocktest.Clock, id string) bool {
+	t.Helper()
+	gone := make(chan struct{})
+	runtime.AddCleanup(g.lookup(id), func(ch chan struct{}) { close(ch) }, gone)
+	clk.Advance(2 * time.Minute)
+	if n := g.Sweep(); n != 1 {
+		t.Fatalf("Sweep evicted %d keys, want 1", n)
+	}
+	return collected(gone)
+}
+
 // TestRefusalKeepsNoEntry: a refusal handed to the caller does not keep
 // the refused key's entry (its breaker, bucket, attribute sets) alive
 // after the key is evicted, however long the caller keeps the error; only
@@ -97,15 +111,7 @@ func TestRefusalKeepsNoEntry(t *testing.T) {
 			}
 			done(nil)
 			done = nil
-			gone := make(chan struct{})
-			e := g.lookup(id)
-			runtime.AddCleanup(e, func(ch chan struct{}) { close(ch) }, gone)
-			e = nil
-			clk.Advance(2 * time.Minute)
-			if n := g.Sweep(); n != 1 {
-				t.Fatalf("Sweep evicted %d keys, want 1", n)
-			}
-			if !collected(gone) {
+			if !evictedAndCollected(t, g, clk, id) {
 				t.Errorf("the evicted entry is kept alive while the caller keeps its refusal %q", refusal)
 			}
 			var re *Error
@@ -175,15 +181,7 @@ func TestReportsKeepNoEntry(t *testing.T) {
 			if len(logs.recs) < 3 {
 				t.Fatalf("%d audit records, want the breaker's three state changes", len(logs.recs))
 			}
-			gone := make(chan struct{})
-			e := g.lookup(id)
-			runtime.AddCleanup(e, func(ch chan struct{}) { close(ch) }, gone)
-			e = nil
-			clk.Advance(2 * time.Minute)
-			if n := g.Sweep(); n != 1 {
-				t.Fatalf("Sweep evicted %d keys, want 1", n)
-			}
-			if !collected(gone) {
+			if !evictedAndCollected(t, g, clk, id) {
 				t.Errorf("the evicted entry is kept alive by the meter's attribute sets or the audit records")
 			}
 			if err := reader.Collect(ctx, &rm); err != nil {
@@ -213,15 +211,7 @@ func TestOverrideKeepsNoEntry(t *testing.T) {
 			}
 			done(nil)
 			done = nil
-			gone := make(chan struct{})
-			e := g.lookup(id)
-			runtime.AddCleanup(e, func(ch chan struct{}) { close(ch) }, gone)
-			e = nil
-			clk.Advance(2 * time.Minute)
-			if n := g.Sweep(); n != 1 {
-				t.Fatalf("Sweep evicted %d keys, want 1", n)
-			}
-			if !collected(gone) {
+			if !evictedAndCollected(t, g, clk, id) {
 				t.Errorf("the evicted entry is kept alive by the ID Override kept")
 			}
 			if len(seen) == 0 || seen[0] != id {
