@@ -434,7 +434,7 @@ func BenchmarkReaderRatio(b *testing.B) {
 // estimates are as precise as asked.
 var (
 	benchPrecision = flag.Float64("kafkamw.bench.precision", 0, "BenchmarkReaderRatio: after the -benchtime rounds, add whole designs until each ratio's bootstrap 95% interval is within this of its median (0: off)")
-	benchMaxRounds = flag.Int("kafkamw.bench.maxrounds", 128, "BenchmarkReaderRatio: rounds at most with -kafkamw.bench.precision")
+	benchMaxRounds = flag.Int("kafkamw.bench.maxrounds", 512, "BenchmarkReaderRatio: rounds at most with -kafkamw.bench.precision")
 )
 
 // spread is a median over rounds and how well the rounds pin it down.
