@@ -426,3 +426,37 @@ func TestDecorateLeavesCallerIntact(t *testing.T) {
 		}
 	}
 }
+
+// TestMemoManySandboxes: a topic shared by more sandboxes than the old
+// memo's four entries, their messages interleaved, is read without
+// parsing any header list twice: once every sandbox's headers have been
+// read, the next round reads each from the memo, without allocating, and
+// with the codec's answer.
+func TestMemoManySandboxes(t *testing.T) {
+	table, _ := routes.NewStatic(nil)
+	r := bareReader(t, table, "orders", AsSandbox("pr-100"))
+	const n = 8
+	tags, ids := make([][]kafka.Header, n), make([]string, n)
+	for k := range tags {
+		var c carrier
+		ids[k] = fmt.Sprintf("pr-%d", 100+k)
+		propagation.Default().InjectSandbox(propagation.Sandbox{ID: ids[k], Actor: "alice"}, &c)
+		tags[k] = c.list
+	}
+	for k := range tags { // warm: each list parsed once
+		if _, err := readHeaders(r, tags[k]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allocs := testing.AllocsPerRun(20, func() {
+		for k := range tags {
+			m, err := readHeaders(r, tags[k])
+			if err != nil || m.Sandbox.ID != ids[k] {
+				t.Fatalf("sandbox %d: read %q, %v", k, m.Sandbox.ID, err)
+			}
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("reading %d interleaved sandboxes' headers: %v allocations a round; want 0 (each from the memo)", n, allocs)
+	}
+}

@@ -76,12 +76,25 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 	return r.enter(ctx, s), v, nil
 }
 
-// enterMemo is the context the last owned tagged message was returned
-// with, and what it was derived from: a stream's messages of one sandbox,
-// fetched with one context, share it rather than each allocating its own.
-// A context is immutable, so the shared one is the one each would get. It
-// holds ctx until a message with another context or sandbox replaces it.
+// enterMemo is the contexts the last owned tagged messages were returned
+// with, one per sandbox for the last few sandboxes, and what they were
+// derived from: a stream's messages of one sandbox, fetched with one
+// context, share one rather than each allocating its own, also when the
+// messages of a few sandboxes the reader owns take turns (the baseline
+// reader owns those of every sandbox that does not override its
+// service). A context is immutable, so the shared one is the one each
+// would get. All entries derive from one parent context: a message
+// fetched with another drops them, so that the memo holds on to one
+// caller context, as a single entry did.
 type enterMemo struct {
+	e    [enterSlots]entered
+	next int // the slot the next new sandbox takes
+}
+
+// enterSlots is how many sandboxes' contexts the reader remembers.
+const enterSlots = 4
+
+type entered struct {
 	parent context.Context // comparable with ==: only such contexts are remembered
 	s      propagation.Sandbox
 	ctx    context.Context
@@ -89,26 +102,35 @@ type enterMemo struct {
 }
 
 // enter is r.gate.Enter(ctx, s), which an owned tagged message is returned
-// with, without deriving the context again when the last owned tagged
-// message had the same: the span attributes are set for each message all
-// the same, when the span records. The caller holds the fetch lock.
+// with, without deriving the context again when an owned tagged message
+// of the same sandbox had the same: the span attributes are set for each
+// message all the same, when the span records. The caller holds the fetch
+// lock.
 func (r *Reader) enter(ctx context.Context, s propagation.Sandbox) context.Context {
-	e := &r.entered
-	if e.ctx != nil && e.parent == ctx && e.s == s {
-		if e.span.IsRecording() {
-			audit.Annotate(e.ctx, &s) // the rest of Gate.Enter
+	m := &r.entered
+	for i := range m.e {
+		e := &m.e[i]
+		if e.ctx != nil && e.parent == ctx && e.s == s {
+			if e.span.IsRecording() {
+				audit.Annotate(e.ctx, &s) // the rest of Gate.Enter
+			}
+			return e.ctx
 		}
-		return e.ctx
 	}
 	out := r.gate.Enter(ctx, s)
-	*e = enterMemo{}
 	// == on interfaces panics when the dynamic values cannot be compared,
 	// which a comparable type can hide (context.WithoutCancel's value, a
 	// struct embedding a context): only types == cannot panic on are
 	// remembered.
-	if ctx != nil && safeEqual(reflect.TypeOf(ctx)) {
-		*e = enterMemo{parent: ctx, s: s, ctx: out, span: trace.SpanFromContext(out)}
+	if ctx == nil || !safeEqual(reflect.TypeOf(ctx)) {
+		*m = enterMemo{}
+		return out
 	}
+	if m.e[0].ctx != nil && m.e[0].parent != ctx {
+		*m = enterMemo{} // another caller context: the others' are of no use
+	}
+	m.e[m.next] = entered{parent: ctx, s: s, ctx: out, span: trace.SpanFromContext(out)}
+	m.next = (m.next + 1) % enterSlots
 	return out
 }
 

@@ -348,12 +348,14 @@
 // # Cost
 //
 // An untagged message costs no allocation in this package, on either side.
-// The reader remembers what it read from the last few distinct sandbox
-// headers, and what the route table says of the last sandbox until the
-// table changes, so a tagged message of a sandbox seen recently costs no
-// allocation when skipped, and none when returned with the same sandbox and
-// caller context as the previous one returned (they share one context;
-// otherwise one, its context). Writing with
+// The reader remembers what it read from the sandbox headers it has seen
+// lately (a hashed memo of 128 entries: the interleaved messages of up to
+// about two dozen sandboxes on one topic are parsed once per sandbox), and
+// what the route table says of the last sandbox until the table changes,
+// so a tagged message of a sandbox seen recently costs no allocation when
+// skipped, and none when returned with the same caller context as the
+// previous one returned and a sandbox among the last four it returned
+// (they share one context; otherwise one, its context). Writing with
 // a sandbox costs one allocation per write, a single message or a batch:
 // the header lists of the copies. The copy of a single message stays on the
 // stack, and the slice of copies of a batch of up to 4096 messages is

@@ -115,3 +115,60 @@ func TestEnterAnnotatesEachMessage(t *testing.T) {
 		prev = out
 	}
 }
+
+// TestEnterInterleaved: owned messages of a few sandboxes taking turns, as
+// the baseline reader sees them on a topic shared by sandboxes that do not
+// override its service, each share the context the last message of their
+// own sandbox got from the same caller context, without allocating; a
+// message fetched with another caller context gets one of its own.
+func TestEnterInterleaved(t *testing.T) {
+	ids := []string{"pr-1", "pr-2", "pr-3"}
+	var sbs []routes.Sandbox
+	headers := make([][]kafka.Header, len(ids))
+	for k, id := range ids {
+		sbs = append(sbs, routes.Sandbox{ID: id}) // overriding nothing: the baseline's, with context
+		var c carrier
+		propagation.Default().InjectSandbox(propagation.Sandbox{ID: id, Actor: "alice"}, &c)
+		headers[k] = c.list
+	}
+	table, err := syncedTable(sbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bareReader(t, table, "orders")
+	a := context.WithValue(context.Background(), ctxKey{}, "a")
+	at := time.Now().Add(-time.Minute)
+	decide := func(ctx context.Context, k int) context.Context {
+		msg := kafka.Message{Topic: "t", Time: at, Headers: headers[k]}
+		out, v, err := r.decide(ctx, &msg)
+		if err != nil || v.fate != fateMine {
+			t.Fatalf("%s: decide = %v, %v; want the baseline's", ids[k], v, err)
+		}
+		if s, ok := propagation.FromContext(out); !ok || s.ID != ids[k] || out.Value(ctxKey{}) != ctx.Value(ctxKey{}) {
+			t.Fatalf("%s: context with sandbox %v, %v and value %v; want %s and %v", ids[k], s, ok, out.Value(ctxKey{}), ids[k], ctx.Value(ctxKey{}))
+		}
+		return out
+	}
+	first := make([]context.Context, len(ids))
+	for k := range ids {
+		first[k] = decide(a, k)
+	}
+	for k := range ids {
+		if out := decide(a, k); out != first[k] {
+			t.Errorf("%s: second message not returned with the context the first got", ids[k])
+		}
+	}
+	if allocs := testing.AllocsPerRun(20, func() {
+		for k := range ids {
+			decide(a, k)
+		}
+	}); allocs != 0 {
+		t.Errorf("%v allocations a round of %d interleaved sandboxes; want 0", allocs, len(ids))
+	}
+	b := context.WithValue(context.Background(), ctxKey{}, "b")
+	for k := range ids {
+		if out := decide(b, k); out == first[k] {
+			t.Errorf("%s: message fetched with another context returned with the first's", ids[k])
+		}
+	}
+}

@@ -2,6 +2,7 @@ package kafkamw
 
 import (
 	"bytes"
+	"hash/maphash"
 	"sync/atomic"
 
 	"github.com/segmentio/kafka-go"
@@ -10,13 +11,28 @@ import (
 )
 
 // A stream holds many messages of few sandboxes, each tagged with the same
-// header bytes. The memo remembers what the codec read from the last few
-// distinct marker headers, so that each is parsed once and the messages of
-// a known sandbox are decided without allocating. Only messages with at
+// header bytes. The memo remembers what the codec read from the distinct
+// marker headers seen lately, so that each is parsed once and the messages
+// of a known sandbox are decided without allocating. Only messages with at
 // most one dedicated header and one baggage header are remembered: the
 // codec's answer then depends on those two values alone.
+//
+// It is a hashed cache of memoSets sets of memoWays entries: a topic
+// shared by many sandboxes (the baseline reader sees every sandbox's
+// messages, a sandbox reader reads and skips the others') interleaves
+// their header lists, and a memo of four entries filled in turn missed on
+// every message once more than four sandboxes took turns, parsing (and
+// allocating) for each. A lookup costs one hash of the two header values
+// and at most memoWays compares, whatever the number of sandboxes.
 
-const memoSlots = 4
+const (
+	memoSets = 32 // a power of two
+	memoWays = 4
+)
+
+// memoSeed seeds the memo's hash; the process's own, so that no sender
+// can choose header values that all land in one set.
+var memoSeed = maphash.MakeSeed()
 
 type memoKey struct {
 	header, bag       []byte
@@ -30,8 +46,17 @@ type memoEntry struct {
 }
 
 type memo struct {
-	slots [memoSlots]atomic.Pointer[memoEntry]
-	next  atomic.Uint32
+	slots [memoSets * memoWays]atomic.Pointer[memoEntry]
+	next  atomic.Uint32 // picks the way a full set gives up
+}
+
+// set returns the index of k's first slot.
+func (k *memoKey) set() int {
+	h := maphash.Bytes(memoSeed, k.header)
+	if k.hasBag {
+		h = h*31 + maphash.Bytes(memoSeed, k.bag)
+	}
+	return int(h%memoSets) * memoWays
 }
 
 func (k *memoKey) equal(o *memoKey) bool {
@@ -67,7 +92,8 @@ func (m *markers) scanKey(hs []kafka.Header, k *memoKey) (st headerState, memoiz
 }
 
 func (mm *memo) get(k *memoKey) *memoEntry {
-	for i := range mm.slots {
+	set := k.set()
+	for i := set; i < set+memoWays; i++ {
 		if e := mm.slots[i].Load(); e != nil && e.key.equal(k) {
 			return e
 		}
@@ -75,9 +101,19 @@ func (mm *memo) get(k *memoKey) *memoEntry {
 	return nil
 }
 
+// put remembers what the codec read from k's headers, in an empty way of
+// k's set, or in place of one of its entries.
 func (mm *memo) put(k memoKey, m propagation.Markers, err error) {
 	k.header, k.bag = bytes.Clone(k.header), bytes.Clone(k.bag)
-	mm.slots[mm.next.Add(1)%memoSlots].Store(&memoEntry{key: k, m: m, err: err})
+	set := k.set()
+	slot := set + int(mm.next.Add(1)%memoWays)
+	for i := set; i < set+memoWays; i++ {
+		if mm.slots[i].Load() == nil {
+			slot = i
+			break
+		}
+	}
+	mm.slots[slot].Store(&memoEntry{key: k, m: m, err: err})
 }
 
 // readKey returns what the codec reads from hs, given the memo key and
