@@ -2,6 +2,7 @@ package kafkamw
 
 import (
 	"bytes"
+	"hash/maphash"
 	"sync/atomic"
 
 	"github.com/segmentio/kafka-go"
@@ -10,13 +11,33 @@ import (
 )
 
 // A stream holds many messages of few sandboxes, each tagged with the same
-// header bytes. The memo remembers what the codec read from the last few
+// header bytes. The memo remembers what the codec read from recent
 // distinct marker headers, so that each is parsed once and the messages of
 // a known sandbox are decided without allocating. Only messages with at
 // most one dedicated header and one baggage header are remembered: the
 // codec's answer then depends on those two values alone.
+//
+// A key is looked for from the slot its hash names, in the slots after it
+// up to an empty one (open addressing): a baseline reader sees the
+// messages of every sandbox, interleaved, and each of up to memoSlots
+// distinct keys keeps a slot of its own. With four slots taken in turn,
+// the memo of a topic of five or more active sandboxes missed on nearly
+// every tagged message (16 sandboxes in turn: on all of them), each miss
+// a codec read and five allocations (TestMemoManySandboxes). Once every
+// slot is taken, a new key replaces the one in its hash's slot, and a
+// miss looks at every slot.
 
-const memoSlots = 4
+// memoSlots is the number of the memo's slots, a power of two.
+const memoSlots = 64
+
+// memoSeed seeds the memo's hash.
+var memoSeed = maphash.MakeSeed()
+
+// slot returns the index of k's slot.
+func (k *memoKey) slot() int {
+	h := maphash.Bytes(memoSeed, k.header)*31 + maphash.Bytes(memoSeed, k.bag)
+	return int(h & (memoSlots - 1))
+}
 
 type memoKey struct {
 	header, bag       []byte
@@ -31,7 +52,6 @@ type memoEntry struct {
 
 type memo struct {
 	slots [memoSlots]atomic.Pointer[memoEntry]
-	next  atomic.Uint32
 }
 
 func (k *memoKey) equal(o *memoKey) bool {
@@ -67,17 +87,32 @@ func (m *markers) scanKey(hs []kafka.Header, k *memoKey) (st headerState, memoiz
 }
 
 func (mm *memo) get(k *memoKey) *memoEntry {
-	for i := range mm.slots {
-		if e := mm.slots[i].Load(); e != nil && e.key.equal(k) {
+	i := k.slot()
+	for n := range memoSlots {
+		e := mm.slots[(i+n)&(memoSlots-1)].Load()
+		if e == nil {
+			return nil
+		}
+		if e.key.equal(k) {
 			return e
 		}
 	}
 	return nil
 }
 
+// put remembers what the codec read from k's headers: in the first empty
+// slot from k's hash's on, or, when none is left, in that slot, whose key
+// is forgotten. A slot is never emptied, so that every key stays found.
 func (mm *memo) put(k memoKey, m propagation.Markers, err error) {
+	i := k.slot()
 	k.header, k.bag = bytes.Clone(k.header), bytes.Clone(k.bag)
-	mm.slots[mm.next.Add(1)%memoSlots].Store(&memoEntry{key: k, m: m, err: err})
+	e := &memoEntry{key: k, m: m, err: err}
+	for n := range memoSlots {
+		if mm.slots[(i+n)&(memoSlots-1)].CompareAndSwap(nil, e) {
+			return
+		}
+	}
+	mm.slots[i].Store(e)
 }
 
 // readKey returns what the codec reads from hs, given the memo key and
