@@ -30,6 +30,13 @@ import (
 // memoSlots is the number of the memo's slots, a power of two.
 const memoSlots = 64
 
+// memoMaxKey is the most bytes of header values the memo remembers for a
+// key: what a writer of ours puts in a message is far smaller, and the
+// memo holds at most memoSlots × memoMaxKey bytes (64 KiB) of them however
+// large the headers a producer sends. A larger key is read by the codec
+// every time.
+const memoMaxKey = 1 << 10
+
 // memoSeed seeds the memo's hash.
 var memoSeed = maphash.MakeSeed()
 
@@ -104,6 +111,9 @@ func (mm *memo) get(k *memoKey) *memoEntry {
 // slot from k's hash's on, or, when none is left, in that slot, whose key
 // is forgotten. A slot is never emptied, so that every key stays found.
 func (mm *memo) put(k memoKey, m propagation.Markers, err error) {
+	if len(k.header)+len(k.bag) > memoMaxKey {
+		return
+	}
 	i := k.slot()
 	k.header, k.bag = bytes.Clone(k.header), bytes.Clone(k.bag)
 	e := &memoEntry{key: k, m: m, err: err}

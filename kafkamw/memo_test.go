@@ -57,3 +57,20 @@ func TestMemoManySandboxes(t *testing.T) {
 		t.Errorf("%.1f allocations per decision of 16 sandboxes' messages in turn, want 0", allocs)
 	}
 }
+
+// TestMemoKeepsNoLargeKey checks that the memo does not remember a key
+// above memoMaxKey: 64 slots of a hostile producer's megabyte headers
+// would hold 64 MB.
+func TestMemoKeepsNoLargeKey(t *testing.T) {
+	var mm memo
+	small := memoKey{bag: []byte("sandbox.id=pr-1"), hasBag: true}
+	large := memoKey{bag: make([]byte, memoMaxKey+1), hasBag: true}
+	mm.put(small, propagation.Markers{Found: true}, nil)
+	mm.put(large, propagation.Markers{Found: true}, nil)
+	if mm.get(&small) == nil {
+		t.Error("a small key was not remembered")
+	}
+	if mm.get(&large) != nil {
+		t.Errorf("a key of %d bytes was remembered", len(large.bag))
+	}
+}
