@@ -31,11 +31,11 @@ import (
 const memoSlots = 64
 
 // memoMaxKey is the most bytes of header values the memo remembers for a
-// key: what a writer of ours puts in a message is far smaller, and the
-// memo holds at most memoSlots × memoMaxKey bytes (64 KiB) of them however
-// large the headers a producer sends. A larger key is read by the codec
-// every time.
-const memoMaxKey = 1 << 10
+// key: the W3C baggage limit (8192 bytes), so that the memo holds at most
+// memoSlots × memoMaxKey bytes (512 KiB) of them however large the
+// headers a producer sends. A larger key is read by the codec every time
+// (but for a run of messages with the same headers: [lastHeaders]).
+const memoMaxKey = 8 << 10
 
 // memoSeed seeds the memo's hash.
 var memoSeed = maphash.MakeSeed()
