@@ -773,6 +773,18 @@ func BenchmarkDecide(b *testing.B) {
 			})
 		}
 	}
+	// The baseline reader of a topic whose tagged messages belong to 16
+	// sandboxes in turn.
+	b.Run("/tagged-16-in-turn", func(b *testing.B) {
+		table, msgs := manySandboxes(b, 16)
+		r := bareReader(b, table, "orders")
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			r.decide(context.Background(), &msgs[i%len(msgs)])
+			i++
+		}
+	})
 }
 
 // TestWilliams checks the orders BenchmarkReaderRatio runs its readers

@@ -30,6 +30,13 @@ const (
 	memoWays = 4
 )
 
+// memoMaxKey is the most bytes of header values the memo remembers for a
+// key: the W3C baggage limit (8192 bytes), so that the memo holds at most
+// memoSets × memoWays × memoMaxKey bytes (1 MiB) of them however large the
+// headers a producer sends. A larger key is read by the codec every time
+// (but for a run of messages with the same headers: [lastHeaders]).
+const memoMaxKey = 8 << 10
+
 // memoSeed seeds the memo's hash; the process's own, so that no sender
 // can choose header values that all land in one set.
 var memoSeed = maphash.MakeSeed()
@@ -104,6 +111,9 @@ func (mm *memo) get(k *memoKey) *memoEntry {
 // put remembers what the codec read from k's headers, in an empty way of
 // k's set, or in place of one of its entries.
 func (mm *memo) put(k memoKey, m propagation.Markers, err error) {
+	if len(k.header)+len(k.bag) > memoMaxKey {
+		return
+	}
 	k.header, k.bag = bytes.Clone(k.header), bytes.Clone(k.bag)
 	set := k.set()
 	slot := set + int(mm.next.Add(1)%memoWays)

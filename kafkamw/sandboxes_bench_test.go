@@ -50,7 +50,12 @@ var sandboxesMessages = flag.Int("kafkamw.bench.sandboxes.messages", 20000, "mes
 //     of starting the fleet (groups joined, connections dialled, sandbox
 //     topics created, the warm-up decided), join-ms-plain the plain
 //     reader's; idle-ms/s is the fleet's CPU per second of an idle
-//     topic, idle-ms/s-plain the plain reader's.
+//     topic, idle-ms/s-plain the plain reader's. fetches/pass is the
+//     fetch requests of our fleet's readers per pass (kafka-go's
+//     ReaderStats.Fetches, summed); faults/pass (faults/pass-plain) the
+//     process's minor page faults during our (the plain reader's)
+//     passes: memory touched for the first time, zeroed by the kernel
+//     in system CPU time.
 //   - whole (BenchmarkSandboxes/whole/...): the earlier measure, a topic
 //     of -kafkamw.bench.sandboxes.messages read from its beginning by
 //     readers started afresh in every pass, so that it counts their
@@ -125,7 +130,7 @@ func benchSteady(b *testing.B, n int, split *Split) {
 	table := sandboxesTable(b, n)
 	size := *sandboxesMessages
 	var plain, ours, joinPlain, joinOurs, idlePlain, idleOurs time.Duration
-	var fetched, owned, dups int64
+	var fetched, owned, dups, fetches, faults, faultsPlain int64
 	for b.Loop() {
 		pl := startFleet(b, addrs, table, n, nil, true)
 		joinPlain += pl.join
@@ -133,6 +138,7 @@ func benchSteady(b *testing.B, n int, split *Split) {
 			c, _, _, _ := pl.pass(b, size)
 			plain += c
 		}
+		faultsPlain += pl.faults
 		idlePlain += pl.idle()
 		pl.close()
 		fl := startFleet(b, addrs, table, n, split, false)
@@ -140,7 +146,11 @@ func benchSteady(b *testing.B, n int, split *Split) {
 		for range steadyPasses {
 			c, f, o, d := fl.pass(b, size)
 			ours, fetched, owned, dups = ours+c, fetched+f, owned+o, dups+d
+			for _, st := range fl.stats {
+				fetches += st.Fetches
+			}
 		}
+		faults += fl.faults
 		idleOurs += fl.idle()
 		fl.close()
 	}
@@ -155,6 +165,9 @@ func benchSteady(b *testing.B, n int, split *Split) {
 	b.ReportMetric(float64(idleOurs.Microseconds())/1e3/float64(b.N)/steadyIdle.Seconds(), "idle-ms/s")
 	b.ReportMetric(float64(idlePlain.Microseconds())/1e3/float64(b.N)/steadyIdle.Seconds(), "idle-ms/s-plain")
 	b.ReportMetric(float64(dups)/passes, "dups/pass")
+	b.ReportMetric(float64(fetches)/passes, "fetches/pass")
+	b.ReportMetric(float64(faults)/passes, "faults/pass")
+	b.ReportMetric(float64(faultsPlain)/passes, "faults/pass-plain")
 }
 
 // sandboxesTable returns a route table in which n sandboxes, pr-0 to
@@ -318,6 +331,7 @@ type fleet struct {
 	err    error
 	join   time.Duration // CPU of the start, the warm-up included
 	passes int
+	faults int64               // the process's minor page faults during the passes
 	stats  []kafka.ReaderStats // each reader's during the last pass
 }
 
@@ -480,11 +494,12 @@ func (fl *fleet) pass(b testing.TB, size int) (cpu time.Duration, fetched, owned
 		r.Stats() // kafka-go's counters start again at each call
 		before = append(before, r.Counts())
 	}
-	start := cpuTime()
+	start, faults := cpuTime(), minorFaults()
 	fl.p.write(b, size)
 	fl.passes++
 	fl.wait(b, fl.produced())
 	cpu = cpuTime() - start
+	fl.faults += minorFaults() - faults
 	fl.stats = fl.stats[:0]
 	for i, r := range fl.ours {
 		c := r.Counts()
@@ -720,6 +735,15 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// minorFaults returns the process's minor page faults so far: memory
+// touched for the first time (the broker's log growing, heaps growing),
+// which the kernel zeroes and maps in system CPU time.
+func minorFaults() int64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Minflt
 }
 
 // sandboxesMaxWait is the readers' MaxWait in BenchmarkSandboxes: how long

@@ -168,6 +168,9 @@ type forwarder struct {
 	// kept after another raise (a broker that answers a raise but keeps
 	// the limit held its partition for ever). Under flushMu.
 	raisedFor map[topicPartitionOffset]struct{}
+	// records is the array of the records a write produces, kept for the
+	// next ([forwarder.write]). Under flushMu.
+	records []kafka.Record
 
 	// arena holds the copies' header lists and source headers, and
 	// topicNames the values of their HeaderSplitTopic, under the
@@ -585,8 +588,17 @@ func (f *forwarder) write(ctx context.Context, batch []kafka.Message, srcs []top
 		bytes   int
 		alone   bool // a copy that goes in a set of its own (f.alone)
 	}
-	var parts [][]recordSet
+	// Each copy's partition first, and how many copies each partition
+	// gets: the records and indexes of a partition's sets are then cut
+	// in place from one array each, the records' kept by the forwarder
+	// from one write to the next. Appended one set at a time, they were
+	// most of the bytes the baseline allocated for its copies: about
+	// 2.5 MB per 20,000-message pass of BenchmarkSandboxes/steady at
+	// N = 16, against 1.2 MB for the copies' headers.
+	var targets []topicPartition // the partitions, in the order of their first copy
+	var leaders []int            // of each partition
 	at := make(map[topicPartition]int)
+	group := make([]int, len(batch)) // each copy's partition, by index in targets
 	for i := range batch {
 		m := &batch[i]
 		ps := layout[m.Topic]
@@ -597,21 +609,48 @@ func (f *forwarder) write(ctx context.Context, batch []kafka.Message, srcs []top
 		key := topicPartition{m.Topic, p.ID}
 		g, ok := at[key]
 		if !ok {
-			g = len(parts)
+			g = len(targets)
 			at[key] = g
-			parts = append(parts, nil)
+			targets = append(targets, key)
+			leaders = append(leaders, p.Leader.ID)
 		}
+		group[i] = g
+	}
+	// Partition g's copies take [next[g], end[g]) of records and idx.
+	next := make([]int, len(targets))
+	end := make([]int, len(targets))
+	for _, g := range group {
+		end[g]++
+	}
+	for g, n := 0, 0; g < len(targets); g++ {
+		next[g] = n
+		n += end[g]
+		end[g] = n
+	}
+	if cap(f.records) < len(batch) {
+		f.records = make([]kafka.Record, len(batch))
+	}
+	records := f.records[:len(batch)]
+	defer clear(records) // the copies' keys, values and headers
+	idx := make([]int, len(batch))
+	parts := make([][]recordSet, len(targets))
+	for i := range batch {
+		m := &batch[i]
+		g := group[i]
 		size := recordSize(m)
 		_, alone := f.alone[srcs[i]]
 		sets := parts[g]
 		if len(sets) == 0 || alone || sets[len(sets)-1].alone ||
 			sets[len(sets)-1].bytes+size > maxRecordSet && len(sets[len(sets)-1].records) > 0 {
-			sets = append(sets, recordSet{leader: p.Leader.ID, tp: key, alone: alone})
+			n := next[g]
+			sets = append(sets, recordSet{leader: leaders[g], tp: targets[g], alone: alone,
+				records: records[n:n:end[g]], copies: idx[n:n:end[g]]})
 		}
 		last := &sets[len(sets)-1]
 		last.records = append(last.records, kafka.Record{Time: m.Time, Key: bytesOrNil(m.Key), Value: bytesOrNil(m.Value), Headers: m.Headers})
 		last.copies = append(last.copies, i)
 		last.bytes += size
+		next[g]++
 		parts[g] = sets
 	}
 	out = make([]copyOutcome, len(batch))
@@ -807,7 +846,11 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 	// it from a forwarded copy, headers and all) is not this copy's: the
 	// sandbox's reader would take it for the copy's coordinates and skip
 	// a new message as a second copy.
-	hs := f.arena.headers(len(msg.Headers) + 2)
+	room := len(msg.Headers) + 1 // and HeaderSplitSource
+	if f.tagTopic {
+		room++ // and HeaderSplitTopic
+	}
+	hs := f.arena.headers(room)
 	for _, h := range msg.Headers {
 		if h.Key != HeaderSplitSource && h.Key != HeaderSplitTopic {
 			hs = append(hs, h)

@@ -101,6 +101,17 @@ func TestSplitFlushSpreadsOverTopicsAndPartitions(t *testing.T) {
 	if err := base.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// The records array the forwarder keeps for its next write holds
+	// none of the written copies' keys, values or headers.
+	recs := base.forward.records
+	if cap(recs) == 0 {
+		t.Error("the forwarder kept no records array for its next write")
+	}
+	for i, r := range recs[:cap(recs)] {
+		if r.Key != nil || r.Value != nil || r.Headers != nil {
+			t.Fatalf("the kept records array still holds copy %d", i)
+		}
+	}
 	total := 0
 	for i := range n {
 		id := fmt.Sprintf("pr-%d", i)
