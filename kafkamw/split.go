@@ -630,6 +630,13 @@ func (f *forwarder) write(ctx context.Context, batch []kafka.Message, srcs []top
 	if cap(f.records) < len(batch) {
 		f.records = make([]kafka.Record, len(batch))
 	}
+	// The array is only the material of the record sets: each is copied
+	// by kafka.NewRecordReader before its request is sent, and the
+	// copies' bytes and header lists are never written to. A request
+	// the transport still holds when write returns (its deadline fired
+	// before the connection's goroutine encoded it) so carries its own
+	// copies, not the cleared array or the next write's
+	// (TestSplitWriteLateRequest).
 	records := f.records[:len(batch)]
 	defer clear(records) // the copies' keys, values and headers
 	idx := make([]int, len(batch))
