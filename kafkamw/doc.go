@@ -120,7 +120,9 @@
 //     meanwhile; a write that some partitions acknowledged writes again
 //     only the copies of the others (only a request that got no answer
 //     at all, which the broker may have written nonetheless, can leave
-//     copies twice; see below for duplicates). A topic that cannot be
+//     copies twice; see below for duplicates). An answer that does not
+//     name each partition of its request exactly once counts as no
+//     answer. A topic that cannot be
 //     created keeps the message ([ErrForward]) and holds its partition
 //     until the broker accepts it; a sandbox topic deleted under the
 //     baseline (by an operator, or a reaper) is created again on the next
