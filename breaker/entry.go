@@ -52,11 +52,11 @@ type entry struct {
 	idLen    uint8    // len(id) when it fits in idBuf, longID when not
 	idBuf    [15]byte // the ID when it fits
 	pol      atomic.Pointer[policy]
+	done0    func(error)  // finishes a call admitted in the first phase
+	lim      rate.Limiter // the key's token bucket, used while its policy is limited
 	lastUsed atomic.Int64
 	inflight atomic.Int32
 	flags    atomic.Uint32 // dead, dirty and phased
-	done0    func(error)   // finishes a call admitted in the first phase
-	lim      rate.Limiter  // the key's token bucket, used while its policy is limited
 
 	// What only some calls read.
 	id   string                // points into idBuf when the ID fits there

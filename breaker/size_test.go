@@ -14,7 +14,7 @@ func TestEntryLayout(t *testing.T) {
 	if n := unsafe.Sizeof(e); n != 192 {
 		t.Errorf("entry is %d bytes, want 192", n)
 	}
-	hot := unsafe.Offsetof(e.lim) + unsafe.Sizeof(e.lim)
+	hot := unsafe.Offsetof(e.flags) + unsafe.Sizeof(e.flags)
 	if hot > 128 {
 		t.Errorf("what a call reads ends at byte %d of the entry, want at most 128", hot)
 	}
