@@ -105,16 +105,13 @@
 // without writing to memory other keys' calls use: each shard of keys is
 // an open-addressing table of (hash, entry) slots read with atomic loads,
 // and a key's entry holds its breaker state, in-flight count and token
-// bucket together. What a call reads of its key lies in the entry's first
-// three cache lines, each of which holds something the call reads before
-// its first atomic write, so that the three are fetched at once: an ID of
-// up to 15 bytes is compared there (a longer one lives in bytes of its
-// own), the done function of a key whose breaker never left the closed
-// state is a closure held by the entry, and such a key has no phase object
-// to read. With many live keys, where each call finds its key out of the
-// processor's caches, that bounds what a call reads from memory: the
-// table slot and three lines of the entry, fetched together (besides the
-// caller's context and sandbox ID). A
+// bucket together. What a call reads of its key fills the entry's first
+// two cache lines: an ID of up to 15 bytes is compared there (a longer one
+// lives in a string of its own), and a key whose breaker never left the
+// closed state has no phase object to read. With many live keys, where
+// each call finds its key out of the processor's caches, that bounds what
+// a call reads from memory: the table slot, two lines of the entry and
+// its done function (besides the caller's context and sandbox ID). A
 // [Group] is safe for concurrent use; the
 // done function of a call may be called from any goroutine, exactly once.
 package breaker

@@ -2,7 +2,6 @@ package breaker
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -44,27 +43,23 @@ import (
 // key would have in the same state.
 type entry struct {
 	// What a call reads: at 100,000 keys each call finds its key cold, so
-	// these fill the entry's first three cache lines and nothing else does
+	// these fill the entry's first two cache lines and nothing else does
 	// (entries are 192 bytes, a size class whose objects start on a cache
-	// line), and each line holds a field a call reads before its first
-	// atomic write (idBuf, lastUsed, flags), so that the processor loads
-	// the three at once rather than one after the other. A short ID is
-	// compared here (idLen, idBuf), the token bucket is held by value, not
-	// behind a pointer to chase, the done function of the first phase is
-	// a closure held by the entry (done0), not one more object, and a key
-	// that never left the closed state reads no phase (see phased). The
-	// Group is handed to a call's methods by the call, not read from g.
-	idLen    uint8        // len(id) when it fits in idBuf, longID when not
-	idBuf    [15]byte     // the ID when it fits; the length of long when not
-	fin      closure      // finishes a call admitted in the first phase, see done0
+	// line). A short ID is compared here (idLen, idBuf), the token bucket
+	// is held by value, not behind a pointer to chase, and a key that
+	// never left the closed state reads no phase (see phased). The Group
+	// is handed to a call's methods by the call, not read from g.
+	idLen    uint8    // len(id) when it fits in idBuf, longID when not
+	idBuf    [15]byte // the ID when it fits
+	pol      atomic.Pointer[policy]
+	done0    func(error)  // finishes a call admitted in the first phase
 	lim      rate.Limiter // the key's token bucket, used while its policy is limited
 	lastUsed atomic.Int64
-	pol      atomic.Pointer[policy]
 	inflight atomic.Int32
 	flags    atomic.Uint32 // dead, dirty and phased
 
 	// What only some calls read.
-	long *byte                 // the ID when it does not fit in idBuf
+	id   string                // points into idBuf when the ID fits there
 	cur  atomic.Pointer[phase] // nil: the first phase, closed
 	g    *Group
 	who  *[2]string // actor and origin; nil when both are empty
@@ -73,44 +68,6 @@ type entry struct {
 	slow *slow      // nil until the key's breaker first counts a result
 }
 
-// closure is a func value's closure as the runtime lays it out (see
-// funcval in the runtime): the address of the function's code, then what
-// it captured, here the method value e.finish0's receiver. An entry holds
-// its own, so that the done function of a call in the first phase is a
-// pointer to the entry, not to another object: at 100,000 keys that
-// object was one more cold cache line per call, read after the call's
-// atomic writes, so not in parallel with the entry's.
-type closure struct {
-	code uintptr
-	e    *entry
-}
-
-// finish0Code is the code of method value e.finish0, taken from one the
-// compiler made; 0 when that closure is not laid out as closure is (then
-// done0 makes one per call: correct, but it allocates, which the
-// allocation tests report).
-var finish0Code = func() uintptr {
-	e := new(entry)
-	f := e.finish0
-	c := *(**closure)(unsafe.Pointer(&f))
-	if c.e != e || c.code == 0 {
-		return 0
-	}
-	return c.code
-}()
-
-// done0 returns the done function of a call admitted in the first phase.
-func (e *entry) done0() func(error) {
-	if finish0Code == 0 {
-		return e.finish0
-	}
-	c := unsafe.Pointer(&e.fin)
-	return *(*func(error))(unsafe.Pointer(&c))
-}
-
-// finish0 finishes a call admitted in the first phase.
-func (e *entry) finish0(err error) { e.finish(nil, err) }
-
 // longID is the idLen of an entry whose ID does not fit in idBuf.
 const longID = 0xff
 
@@ -118,21 +75,9 @@ const longID = 0xff
 func (e *entry) hasID(id string) bool {
 	// longID first: it is also a length (255) an ID may have.
 	if e.idLen == longID {
-		return e.id() == id
+		return e.id == id
 	}
 	return int(e.idLen) == len(id) && string(e.idBuf[:len(id)]) == id
-}
-
-// id returns the ID of e. It points into the entry when the ID fits in
-// idBuf: what may keep it after e is evicted takes ownID.
-func (e *entry) id() string {
-	switch e.idLen {
-	case 0:
-		return ""
-	case longID:
-		return unsafe.String(e.long, binary.NativeEndian.Uint64(e.idBuf[:8]))
-	}
-	return unsafe.String(&e.idBuf[0], e.idLen)
 }
 
 // slow is the state of a key's breaker beyond its phase, made when the
@@ -222,31 +167,33 @@ func (g *Group) newEntry(s propagation.Sandbox, t int64) *entry {
 	if pol.limited {
 		pol.fill(&e.lim)
 	}
-	e.fin = closure{code: finish0Code, e: e}
+	e.done0 = func(err error) { e.finish(nil, err) }
 	return e
 }
 
 // setID sets the ID of a new entry e to an own copy of id: in the entry
 // itself when it fits, so that finding the key reads no other object.
-// idBuf is never written again, so e.id() may point into it.
+// idBuf is never written again, so id may point into it.
 func (e *entry) setID(id string) {
 	if len(id) > len(e.idBuf) {
-		e.idLen, e.long = longID, unsafe.StringData(strings.Clone(id))
-		binary.NativeEndian.PutUint64(e.idBuf[:8], uint64(len(id)))
+		e.idLen, e.id = longID, strings.Clone(id)
 		return
 	}
 	e.idLen = uint8(copy(e.idBuf[:], id))
+	if e.idLen > 0 {
+		e.id = unsafe.String(&e.idBuf[0], e.idLen)
+	}
 }
 
 // ownID returns the ID of e in a string of its own, for what may keep it
 // after e is evicted (a meter keeps the attribute sets it saw, a log
-// handler may keep its records): e.id() may point into the entry, and
-// would keep all of it.
+// handler may keep its records): e.id may point into the entry, and would
+// keep all of it.
 func (e *entry) ownID() string {
 	if e.idLen == longID {
-		return e.id()
+		return e.id
 	}
-	return strings.Clone(e.id())
+	return strings.Clone(e.id)
 }
 
 // sandbox returns the sandbox of e, for the audit.
@@ -369,7 +316,7 @@ func (e *entry) allow(g *Group, ctx context.Context, now time.Time, t int64) (do
 	}
 	e.count(g, ctx, admitted)
 	if p == nil {
-		return e.done0(), nil, false
+		return e.done0, nil, false
 	}
 	return p.done, nil, false
 }
@@ -459,7 +406,7 @@ func (e *entry) finish(p *phase, err error) {
 	s := e.slow
 	if s == nil {
 		st := e.g.cb
-		st.Name = e.id()
+		st.Name = e.id
 		st.OnStateChange = e.onStateChange
 		s = &slow{cb: gobreaker.NewCircuitBreaker[struct{}](st)}
 		e.slow = s
@@ -588,12 +535,12 @@ func (e *entry) refuse(ctx context.Context, o outcome, retry time.Duration) erro
 	case refusedFlight:
 		err = ErrTooManyInFlight
 	}
-	// The ID in a buffer of the error's own allocation, not e.id() (which
+	// The ID in a buffer of the error's own allocation, not e.id (which
 	// would keep the whole entry for as long as the caller keeps the
 	// error, long after the key was evicted), nor ownID (a second
 	// allocation).
 	if e.idLen == longID {
-		return &Error{Err: err, ID: e.id(), RetryAfter: retry}
+		return &Error{Err: err, ID: e.id, RetryAfter: retry}
 	}
 	r := &refusal{Error: Error{Err: err, RetryAfter: retry}}
 	if e.idLen > 0 {

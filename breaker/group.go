@@ -399,7 +399,7 @@ func (g *Group) sweepShard(sh *shard, t int64) int {
 
 // budgetFor resolves the budget of e's sandbox ("" for baseline).
 func (g *Group) budgetFor(e *entry) Budget {
-	id := e.id()
+	id := e.id
 	if id == "" {
 		return *g.cfg.Baseline
 	}
@@ -411,7 +411,7 @@ func (g *Group) budgetFor(e *entry) Budget {
 	}
 	if g.cfg.Override != nil {
 		// ownID: Override is the caller's, and may keep the ID it is
-		// given; e.id() would keep the whole entry after its eviction.
+		// given; e.id would keep the whole entry after its eviction.
 		if o, ok := g.cfg.Override(e.ownID()); ok {
 			b = merge(b, o)
 		}

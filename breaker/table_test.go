@@ -33,8 +33,8 @@ func TestEntryHasID(t *testing.T) {
 	for _, id := range ids {
 		e := &entry{}
 		e.setID(strings.Clone(id))
-		if e.id() != id {
-			t.Errorf("setID(%q): id = %q", id, e.id())
+		if e.id != id {
+			t.Errorf("setID(%q): id = %q", id, e.id)
 		}
 		if inline := len(id) <= len(e.idBuf); inline != (e.idLen != longID) {
 			t.Errorf("setID(%q): idLen = %d, want the ID held in the entry: %v", id, e.idLen, inline)
@@ -76,7 +76,7 @@ func TestTableModel(t *testing.T) {
 				} else if ok {
 					tab := sh.tab.Load()
 					i := tab.home(h)
-					for tab.slots[i].e.Load() == nil || tab.slots[i].e.Load().id() != id {
+					for tab.slots[i].e.Load() == nil || tab.slots[i].e.Load().id != id {
 						i = tab.next(i)
 					}
 					tab.remove(i)
@@ -87,7 +87,7 @@ func TestTableModel(t *testing.T) {
 				for k := range 200 {
 					id := tableID(k)
 					e := tab.find(hashOf(id), id)
-					if _, ok := model[id]; ok != (e != nil) || e != nil && e.id() != id {
+					if _, ok := model[id]; ok != (e != nil) || e != nil && e.id != id {
 						t.Fatalf("step %d: find(%s) = %v, model holds it: %v", step, id, e, ok)
 					}
 				}
@@ -141,7 +141,7 @@ func TestHashCollisions(t *testing.T) {
 	}
 	for i := range keys {
 		e := g.lookup(fmt.Sprintf("sb-%d", i))
-		if (e != nil) != (i%2 == 0) || e != nil && e.id() != fmt.Sprintf("sb-%d", i) {
+		if (e != nil) != (i%2 == 0) || e != nil && e.id != fmt.Sprintf("sb-%d", i) {
 			t.Fatalf("key %d after the sweep: %v", i, e)
 		}
 	}
