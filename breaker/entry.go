@@ -48,15 +48,20 @@ type entry struct {
 	// line). A short ID is compared here (idLen, idBuf), the token bucket
 	// is held by value, not behind a pointer to chase, and a key that
 	// never left the closed state reads no phase (see phased). The Group
-	// is handed to a call's methods by the call, not read from g.
+	// is handed to a call's methods by the call, not read from g. Each of
+	// the two lines holds a field the call reads before its first atomic
+	// write (idBuf in the first, lastUsed in the second), so that the
+	// processor can fetch both at once: were the second line all token
+	// bucket, its fetch would wait behind inflight.Add and the bucket's
+	// lock.
 	idLen    uint8    // len(id) when it fits in idBuf, longID when not
 	idBuf    [15]byte // the ID when it fits
 	pol      atomic.Pointer[policy]
+	done0    func(error)  // finishes a call admitted in the first phase
+	lim      rate.Limiter // the key's token bucket, used while its policy is limited
 	lastUsed atomic.Int64
 	inflight atomic.Int32
 	flags    atomic.Uint32 // dead, dirty and phased
-	done0    func(error)   // finishes a call admitted in the first phase
-	lim      rate.Limiter  // the key's token bucket, used while its policy is limited
 
 	// What only some calls read.
 	id   string                // points into idBuf when the ID fits there
