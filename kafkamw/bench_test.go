@@ -850,3 +850,70 @@ func TestSummarize(t *testing.T) {
 		t.Error("precise: wrong answer for exact rows, a spread row, or a single round")
 	}
 }
+
+// BenchmarkSplitIdle is what the split mode costs the baseline reader when
+// it forwards nothing (the topic's sandbox overrides nothing), without the
+// broker: "filter" and "split" read the same stream of BenchmarkFetch's
+// kind (every third message tagged, three partitions) and commit the last
+// message of each partition every 100 messages, as the -eqcommits rows of
+// [BenchmarkReaderRatio] do, through a commit that sends nothing. The
+// split-mode-only work is the distance between the two rows; count
+// instructions per message with cachegrind at two -benchtime counts and
+// take the difference (see the README).
+//
+//	go test ./kafkamw -run '^$' -bench SplitIdle -benchmem
+func BenchmarkSplitIdle(b *testing.B) {
+	var c carrier
+	propagation.Default().InjectSandbox(propagation.Sandbox{ID: benchSandbox, Actor: "alice"}, &c)
+	stream := make([]kafka.Message, 300)
+	for i := range stream {
+		stream[i] = kafka.Message{Topic: "t", Partition: i % 3, Offset: int64(i / 3), Time: time.Now().Add(-time.Minute), Key: []byte("k"), Value: []byte("v")}
+		if i%3 == 1 {
+			stream[i].Headers = c.list
+		}
+	}
+	plain, _ := syncedTable([]routes.Sandbox{{ID: benchSandbox}})
+	for _, mode := range []string{"filter", "split"} {
+		b.Run(mode, func(b *testing.B) {
+			var opts []ReaderOption
+			if mode == "split" {
+				opts = append(opts, WithSplit(Split{}))
+			}
+			r := bareReader(b, plain, benchService, opts...)
+			if mode == "split" {
+				// Never dialled: nothing is forwarded.
+				r.forward = newForwarder(Split{}, kafka.ReaderConfig{Brokers: []string{"127.0.0.1:1"}, Topic: "t", GroupID: "g"})
+			}
+			var (
+				i, pass int64
+				last    [3]kafka.Message
+			)
+			send := func(context.Context, ...kafka.Message) error { return nil }
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				// Offsets grow across passes over the stream, as a
+				// topic's do.
+				next := func(context.Context) (kafka.Message, error) {
+					m := stream[i%int64(len(stream))]
+					m.Offset += pass * 100
+					return m, nil
+				}
+				var msg kafka.Message
+				if _, err := r.fetch(ctx, next, &msg); err != nil {
+					b.Fatal(err)
+				}
+				last[msg.Partition] = msg
+				i++
+				if i%int64(len(stream)) == 0 {
+					pass++
+				}
+				if i%commitEvery == 0 {
+					if err := r.commit(ctx, send, last[:]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}

@@ -529,13 +529,19 @@ func (r *Reader) CommitMessages(ctx context.Context, msgs ...kafka.Message) erro
 		}
 		return fmt.Errorf("kafkamw: CommitMessages on a reader that has not fetched a message")
 	}
+	return r.commit(ctx, inner.CommitMessages, msgs)
+}
+
+// commit commits msgs through send, the group reader's CommitMessages,
+// with the skipped messages that may ride on them (see CommitMessages).
+func (r *Reader) commit(ctx context.Context, send func(context.Context, ...kafka.Message) error, msgs []kafka.Message) error {
 	r.commitMu.Lock()
 	defer r.commitMu.Unlock()
 	all := r.forward.capped(&r.ledger, r.ledger.withSkipped(msgs))
 	if len(all) == 0 {
 		return nil
 	}
-	if err := inner.CommitMessages(ctx, all...); err != nil {
+	if err := send(ctx, all...); err != nil {
 		return err
 	}
 	r.ledger.committed(all)

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -155,6 +156,10 @@ type forwarder struct {
 	buf   []kafka.Message          // copies not yet written, in fetch order
 	src   []topicPartitionOffset   // the source of each copy in buf
 	first map[topicPartition]int64 // the lowest source offset in buf, by source partition
+	// holding is len(first) > 0, stored under mu, for [forwarder.capped]
+	// to read without mu: a split-mode baseline reader with nothing to
+	// forward then commits as the filter mode's does.
+	holding atomic.Bool
 
 	flushMu sync.Mutex // one flush at a time; held before mu
 	// alone holds, by source coordinates, the buffered copies that were
@@ -276,7 +281,12 @@ type topicPartitionOffset struct {
 // first message of each partition whose copy is buffered, not yet
 // written. A nil f (the filter mode) holds nothing back.
 func (f *forwarder) capped(l *ledger, msgs []kafka.Message) []kafka.Message {
-	if f == nil || len(msgs) == 0 {
+	// Without mu when nothing is buffered. handOff stores holding before
+	// the ledger records the message whose copy it buffered, so a commit
+	// that read that message's offset from the ledger (or was given a
+	// message fetched after it) finds holding set, unless a flush has
+	// written the copy since.
+	if f == nil || len(msgs) == 0 || !f.holding.Load() {
 		return msgs
 	}
 	f.mu.Lock()
@@ -443,6 +453,7 @@ func (f *forwarder) firsts() {
 			f.first[c.topicPartition] = c.offset
 		}
 	}
+	f.holding.Store(len(f.first) > 0)
 }
 
 // kicks returns the channel on which the forwarder asks for a flush: a
@@ -889,6 +900,7 @@ func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string
 	if _, ok := f.first[src.topicPartition]; !ok {
 		f.first[src.topicPartition] = src.offset
 	}
+	f.holding.Store(true)
 	f.mu.Unlock()
 	select {
 	case f.kick <- struct{}{}:

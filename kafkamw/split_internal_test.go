@@ -11,6 +11,7 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 // TestSplitTopicCreatedByItsReader: a sandbox's reader creates its topic
@@ -155,5 +156,60 @@ func TestSplitFlushSpreadsOverTopicsAndPartitions(t *testing.T) {
 	}
 	if total != size/3 {
 		t.Fatalf("%d copies in the sandbox topics, want %d", total, size/3)
+	}
+}
+
+// TestSplitIdleCommitTakesNoForwarderLock: with no copy buffered, a
+// commit of the split mode's baseline reader does not take the
+// forwarder's mutex (the filter mode's commit path, BenchmarkSplitIdle);
+// once a copy is buffered it holds its partition back again, and the
+// flush that writes the copy lets it go.
+func TestSplitIdleCommitTakesNoForwarderLock(t *testing.T) {
+	plain, _ := syncedTable([]routes.Sandbox{{ID: benchSandbox}})
+	r := bareReader(t, plain, benchService, WithSplit(Split{}))
+	f := newForwarder(Split{}, kafka.ReaderConfig{Brokers: []string{"127.0.0.1:1"}, Topic: "t", GroupID: "g"})
+	r.forward = f
+	later := []kafka.Message{{Topic: "t", Partition: 0, Offset: 7}}
+	capped := func() []kafka.Message {
+		done := make(chan []kafka.Message, 1)
+		go func() { done <- f.capped(&r.ledger, later) }()
+		select {
+		case out := <-done:
+			return out
+		case <-time.After(10 * time.Second):
+			t.Fatal("capped waited for the forwarder's mutex with nothing buffered")
+			return nil
+		}
+	}
+
+	f.mu.Lock() // a forward in progress elsewhere, say
+	out := capped()
+	f.mu.Unlock()
+	if len(out) != 1 || out[0].Offset != 7 {
+		t.Fatalf("nothing buffered: capped %+v, want offset 7 as given", out)
+	}
+
+	// A copy of offset 5 buffered: the commit stops short of it.
+	f.names[sandboxTopic{"t", benchSandbox}] = "t.g.sandbox." + benchSandbox
+	msg := kafka.Message{Topic: "t", Partition: 0, Offset: 5, Value: []byte("v")}
+	if err := r.handOff(context.Background(), &msg, benchSandbox); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range f.capped(&r.ledger, later) {
+		if m.Offset >= 5 {
+			t.Fatalf("copy of offset 5 buffered: capped commits offset %d", m.Offset)
+		}
+	}
+
+	// Written (as flush leaves the buffer): nothing is held back again.
+	f.mu.Lock()
+	f.buf, f.src = f.buf[:0], f.src[:0]
+	f.firsts()
+	f.mu.Unlock()
+	f.mu.Lock()
+	out = capped()
+	f.mu.Unlock()
+	if len(out) != 1 || out[0].Offset != 7 {
+		t.Fatalf("copy written: capped %+v, want offset 7 as given", out)
 	}
 }
