@@ -111,7 +111,10 @@
 // closed state has no phase object to read. With many live keys, where
 // each call finds its key out of the processor's caches, that bounds what
 // a call reads from memory: the table slot, two lines of the entry and
-// its done function (besides the caller's context and sandbox ID). A
-// [Group] is safe for concurrent use; the
+// its done function (besides the caller's context and sandbox ID); the
+// slot, the entry and the done function are each found through the one
+// before, so only the entry's two lines are fetched together; an ID
+// longer than 15 bytes adds two (its string header, in the entry's third
+// line, and its bytes). A [Group] is safe for concurrent use; the
 // done function of a call may be called from any goroutine, exactly once.
 package breaker
