@@ -72,3 +72,70 @@ func TestMemoHoldsNoHugeHeaders(t *testing.T) {
 		})
 	}
 }
+
+// TestMemoSameSet: header lists whose memo keys land in one set of the
+// hashed memo (found with the process's seed), more of them than the set
+// has ways, some differing in a byte, some only in where the bytes sit
+// (the dedicated header's value against baggage's), read in turns and
+// again and again: each is read as the codec reads it, never as the list
+// remembered beside it in its set.
+func TestMemoSameSet(t *testing.T) {
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bareReader(t, table, "orders")
+	h := func(kv ...string) []kafka.Header {
+		var hs []kafka.Header
+		for i := 0; i < len(kv); i += 2 {
+			hs = append(hs, kafka.Header{Key: kv[i], Value: []byte(kv[i+1])})
+		}
+		return hs
+	}
+	keyOf := func(hs []kafka.Header) memoKey {
+		var k memoKey
+		if _, memoize := r.markers.scanKey(hs, &k); !memoize {
+			t.Fatalf("%v: not memoized", hs)
+		}
+		return k
+	}
+	// Candidates in families that differ only in one header's bytes: the
+	// same dedicated header with other baggage, the same baggage with
+	// another dedicated header (some agreeing, some not, some unreadable),
+	// either alone; from each, four whose keys land in one set.
+	families := []func(id string) []kafka.Header{
+		func(id string) []kafka.Header { return h("sandbox-id", "pr-1", "baggage", "sandbox.id="+id) },
+		func(id string) []kafka.Header { return h("sandbox-id", id, "baggage", "sandbox.id=pr-1") },
+		func(id string) []kafka.Header { return h("Sandbox-ID", " "+id+" ") },
+		func(id string) []kafka.Header { return h("baggage", "sandbox.id="+id+",sandbox.actor=a") },
+		func(id string) []kafka.Header { return h("sandbox-id", "", "baggage", "sandbox.id="+id) },
+	}
+	const target = 0
+	var same [][]kafka.Header
+	for _, f := range families {
+		n := 0
+		for i := 0; n < memoWays; i++ {
+			hs := f(fmt.Sprintf("pr-%d", i))
+			if k := keyOf(hs); k.set() == target {
+				same = append(same, hs)
+				n++
+			}
+		}
+	}
+	want := make([]string, len(same))
+	for i, hs := range same {
+		m, err := r.cfg.codec.Read(&carrier{list: hs})
+		want[i] = fmt.Sprintf("%+v %v", m, err)
+	}
+	// Turns of growing stride: each entry evicted, re-read, remembered.
+	for round := range 40 {
+		for j := range same {
+			i := (j * (round%5 + 1)) % len(same)
+			hs := append([]kafka.Header(nil), same[i]...)
+			m, err := readHeaders(r, hs)
+			if got := fmt.Sprintf("%+v %v", m, err); got != want[i] {
+				t.Fatalf("round %d, list %d %v: read %s; the codec reads %s", round, i, same[i], got, want[i])
+			}
+		}
+	}
+}
