@@ -3,8 +3,10 @@ package kafkamw
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,4 +140,188 @@ func TestMemoSameSet(t *testing.T) {
 			}
 		}
 	}
+}
+
+// valCtx is a caller context of a comparable value type: two copies are
+// == and are the same context; two built alike around different parents
+// are not.
+type valCtx struct{ p *context.Context }
+
+func (v valCtx) Deadline() (time.Time, bool) { return (*v.p).Deadline() }
+func (v valCtx) Done() <-chan struct{}       { return (*v.p).Done() }
+func (v valCtx) Err() error                  { return (*v.p).Err() }
+func (v valCtx) Value(k any) any             { return (*v.p).Value(k) }
+
+// TestDecideManySandboxesDifferential: warm readers of every role decide
+// streams of up to 200 sandboxes (more than the context memo's four, the
+// marker memo's 128 entries) against the decision before the shortcuts,
+// while the table changes (routes added, removed, reactivated, expiring),
+// the same ID comes with other actors and origins, and the caller's
+// context changes between messages: equal values in distinct contexts,
+// copies of one value-typed context, contexts with deadlines, one
+// canceled between two messages, a fresh one now and then. Each message
+// gets the verdict, the sandbox and the caller's values, deadline and
+// cancellation the old decision gives it.
+func TestDecideManySandboxesDifferential(t *testing.T) {
+	for seed := range uint64(12) {
+		for _, nIDs := range []int{5, 9, 140, 200} {
+			t.Run(fmt.Sprintf("%d/%d", seed, nIDs), func(t *testing.T) { manyDifferential(t, seed, nIDs, 1500) })
+		}
+	}
+}
+
+func manyDifferential(t *testing.T, seed uint64, nIDs, steps int) {
+	rng := rand.New(rand.NewPCG(seed, uint64(nIDs)))
+	t0 := time.Now().Add(-24 * time.Hour).Truncate(time.Minute)
+	var nowNS atomic.Int64
+	nowNS.Store(t0.UnixNano())
+	now := func() time.Time { return time.Unix(0, nowNS.Load()) }
+	table := routes.New(routes.WithClock(now))
+	if err := table.Update(nil); err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, nIDs)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("pr-%d", i)
+	}
+	mins := func(lo, hi int) time.Duration { return time.Duration(lo+rng.IntN(hi-lo+1)) * time.Minute }
+	update := func() {
+		var sbs []routes.Sandbox
+		for _, id := range ids[:nIDs*9/10] { // the last tenth never in the table
+			if rng.IntN(10) < 2 {
+				continue
+			}
+			sb := routes.Sandbox{ID: id, Services: map[string]routes.Route{}}
+			if rng.IntN(2) == 0 {
+				rt := routes.Route{Upstream: "10.0.0.1:9090", ActiveFrom: now().Add(mins(-30, 5))}
+				if rng.IntN(3) == 0 {
+					rt.RemovedAt = rt.ActiveFrom.Add(mins(1, 20))
+				}
+				sb.Services["orders"] = rt
+			}
+			if rng.IntN(8) == 0 {
+				sb.Expires = now().Add(mins(-5, 20))
+			}
+			sbs = append(sbs, sb)
+		}
+		if err := table.Update(sbs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update()
+	var readers []*diffReader
+	for _, id := range []string{"", ids[1], ids[nIDs-2]} {
+		readers = append(readers, &diffReader{r: bareReader(t, table, "orders", side(id)), ref: bareReader(t, table, "orders", side(id))})
+	}
+	bg := context.Background()
+	a1 := context.WithValue(bg, ctxKey{}, "a")
+	a2 := context.WithValue(bg, ctxKey{}, "a") // equal to a1 in all but identity
+	dl, cancelDL := context.WithDeadline(context.WithValue(bg, ctxKey{}, "d"), time.Now().Add(time.Hour))
+	defer cancelDL()
+	var vp context.Context = context.WithValue(bg, ctxKey{}, "v")
+	vp2 := vp
+	var cancels []context.CancelFunc
+	defer func() {
+		for _, c := range cancels {
+			c()
+		}
+	}()
+	newCancel := func(v string) context.Context {
+		c, cancel := context.WithCancel(context.WithValue(bg, ctxKey{}, v))
+		cancels = append(cancels, cancel)
+		return c
+	}
+	cc := newCancel("c")
+	ctxs := []context.Context{a1, a1, a1, a2, dl, valCtx{&vp}, valCtx{&vp}, valCtx{&vp2}, cc}
+	actors := []string{"alice", "bob", ""}
+	for step := range steps {
+		switch n := rng.IntN(40); {
+		case n < 2:
+			update()
+		case n < 4:
+			nowNS.Add(int64(mins(0, 3)))
+		case n == 4:
+			cancels[len(cancels)-1]() // cc, between two messages
+		case n == 5:
+			cc = newCancel(fmt.Sprint("c", step))
+			ctxs[len(ctxs)-1] = cc
+		}
+		id := ids[rng.IntN(len(ids))]
+		if rng.IntN(3) == 0 {
+			id = ids[rng.IntN(min(len(ids), 6))] // a few sandboxes often
+		}
+		bag := "sandbox.id=" + id
+		if a := actors[rng.IntN(len(actors))]; a != "" {
+			bag += ",sandbox.actor=" + a
+		}
+		if rng.IntN(4) == 0 {
+			bag += ",sandbox.origin=" + []string{"pr", "dev"}[rng.IntN(2)]
+		}
+		var hs []kafka.Header
+		switch rng.IntN(5) {
+		case 0, 1:
+			hs = []kafka.Header{{Key: "sandbox-id", Value: []byte(id)}, {Key: "baggage", Value: []byte(bag)}}
+		case 2:
+			hs = []kafka.Header{{Key: "baggage", Value: []byte(bag)}}
+		case 3:
+			hs = []kafka.Header{{Key: "sandbox-id", Value: []byte(id)}}
+		case 4:
+			hs = []kafka.Header{{Key: "SANDBOX-ID", Value: []byte(id)}, {Key: "x", Value: []byte("y")}, {Key: "Baggage", Value: []byte(bag)}}
+		}
+		msg := kafka.Message{Topic: "t", Offset: int64(step), Time: now().Add(-mins(0, 40)), Headers: hs}
+		ctx := ctxs[rng.IntN(len(ctxs))]
+		if rng.IntN(50) == 0 {
+			ctx = context.WithValue(bg, ctxKey{}, fmt.Sprint("fresh", step))
+		}
+		for _, d := range readers {
+			m := msg
+			m.Headers = append([]kafka.Header(nil), hs...)
+			d.check(t, fmt.Sprintf("seed %d step %d (%s)", seed, step, bag), ctx, m)
+		}
+	}
+}
+
+// TestEnterMemoLetsCallerContextGo: the context memo holds on to one
+// caller context, as its single entry did: once an owned message is
+// fetched with another, what the first carried (a request's values, a
+// large one) can be collected, whichever of the memo's slots its
+// sandboxes took.
+func TestEnterMemoLetsCallerContextGo(t *testing.T) {
+	var sbs []routes.Sandbox
+	headers := make([][]kafka.Header, 3)
+	for k := range headers {
+		id := fmt.Sprintf("pr-%d", k+1)
+		sbs = append(sbs, routes.Sandbox{ID: id}) // overriding nothing: the baseline's
+		headers[k] = []kafka.Header{{Key: "sandbox-id", Value: []byte(id)}}
+	}
+	table, err := routes.NewStatic(sbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bareReader(t, table, "orders")
+	decide := func(ctx context.Context, k int) {
+		msg := kafka.Message{Topic: "t", Time: time.Now().Add(-time.Minute), Headers: headers[k]}
+		if _, v, err := r.decide(ctx, &msg); err != nil || v.fate != fateMine {
+			t.Fatalf("decide = %+v, %v", v, err)
+		}
+	}
+	var collected atomic.Bool
+	func() {
+		big := new([1 << 20]byte)
+		runtime.AddCleanup(big, func(*atomic.Bool) { collected.Store(true) }, &collected)
+		a := context.WithValue(context.Background(), ctxKey{}, big)
+		for k := range headers {
+			decide(a, k)
+		}
+	}()
+	decide(context.WithValue(context.Background(), ctxKey{}, "b"), 0)
+	for range 20 {
+		runtime.GC()
+		if collected.Load() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	runtime.KeepAlive(r)
+	t.Error("the first caller context is still held after a message fetched with another")
 }
