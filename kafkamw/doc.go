@@ -350,7 +350,9 @@
 // An untagged message costs no allocation in this package, on either side.
 // The reader remembers what it read from the sandbox headers it has seen
 // lately (a hashed memo of 128 entries: the interleaved messages of up to
-// about two dozen sandboxes on one topic are parsed once per sandbox), and
+// about two dozen sandboxes on one topic are parsed once per sandbox;
+// marker headers over 8 KiB, unreadable whatever they hold, are parsed
+// each time rather than kept), and
 // what the route table says of the last sandbox until the table changes,
 // so a tagged message of a sandbox seen recently costs no allocation when
 // skipped, and none when returned with the same caller context as the
