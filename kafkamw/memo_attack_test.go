@@ -12,6 +12,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
 
@@ -324,4 +325,60 @@ func TestEnterMemoLetsCallerContextGo(t *testing.T) {
 	}
 	runtime.KeepAlive(r)
 	t.Error("the first caller context is still held after a message fetched with another")
+}
+
+// TestMemoCallerRewritesHeaders: a caller that rewrites a returned
+// message's header bytes in place (its own buffers, reused) changes
+// nothing the reader remembered: a later message with the first bytes is
+// read as them, one with the new bytes as those, whichever of the last
+// list and the hashed memo answers. The new bytes are chosen to land in
+// the memo set of the old, where an entry sharing the caller's bytes
+// would be found under them.
+func TestMemoCallerRewritesHeaders(t *testing.T) {
+	fresh := func(id string) []kafka.Header {
+		return []kafka.Header{{Key: "sandbox-id", Value: []byte(id)}, {Key: "baggage", Value: []byte("sandbox.id=" + id + ",sandbox.actor=alice")}}
+	}
+	mk := newMarkers(propagation.Default())
+	setOf := func(hs []kafka.Header) int {
+		var k memoKey
+		mk.scanKey(hs, &k)
+		return k.set()
+	}
+	const first = "pr-10"
+	second := ""
+	for i := 11; i < 100 && second == ""; i++ {
+		if id := fmt.Sprintf("pr-%d", i); setOf(fresh(id)) == setOf(fresh(first)) {
+			second = id
+		}
+	}
+	if second == "" {
+		t.Fatal("no ID of the same length in the first's set")
+	}
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: first}, {ID: second}, {ID: "pr-3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bareReader(t, table, "orders")
+	decide := func(hs []kafka.Header, want string) {
+		t.Helper()
+		msg := kafka.Message{Topic: "t", Time: time.Now().Add(-time.Minute), Headers: hs}
+		out, v, err := r.decide(context.Background(), &msg)
+		s, _ := propagation.FromContext(out)
+		if err != nil || v.fate != fateMine || s.ID != want {
+			t.Fatalf("decide = %+v, %v, sandbox %q; want %s's", v, err, s.ID, want)
+		}
+	}
+	for _, between := range []string{"", "pr-3"} { // the last list, or the memo, answers
+		hs := fresh(first)
+		decide(hs, first)
+		// The caller rewrites the returned headers in place.
+		copy(hs[0].Value, second)
+		copy(hs[1].Value[len("sandbox.id="):], second)
+		if between != "" {
+			decide(fresh(between), between) // the last list is now another
+		}
+		decide(fresh(first), first)
+		decide(hs, second)
+		decide(fresh(first), first)
+	}
 }
