@@ -382,3 +382,80 @@ func TestMemoCallerRewritesHeaders(t *testing.T) {
 		decide(fresh(first), first)
 	}
 }
+
+// TestMemoRandomLists: random header lists from a small vocabulary (the
+// dedicated header and baggage under other cases and Unicode foldings,
+// ſ for s; member keys as headers, K for k; the split and dead-letter
+// headers; duplicates; values that agree, disagree, are empty, padded,
+// or over the memo's size bound) read again and again through one warm
+// reader, in random order, each compared with what the codec reads from
+// a fresh copy.
+func TestMemoRandomLists(t *testing.T) {
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(14, 2))
+	keys := []string{
+		"sandbox-id", "Sandbox-Id", "SANDBOX-ID", "ſandbox-id", // dedicated
+		"baggage", "Baggage", "BAGGAGE", // baggage
+		"sandbox.id", "uberctx-sandbox.id", "uberctx-ſandbox.id", "ot-baggage-sandbox.actor", "uberctx-sandbox.id", // member keys as headers
+		HeaderSplitTopic, HeaderSplitSource, HeaderDeadLetterReason, "traceparent", "x-sandbox-id",
+	}
+	big := strings.Repeat("y", memoMaxBytes)
+	vals := []string{"pr-1", "pr-2", " pr-1 ", "", "PR_1", "sandbox.id=pr-1", "sandbox.id=pr-2,sandbox.actor=bob",
+		"sandbox.id=pr-1,sandbox.origin=x", "sandbox.actor=alice", "other=1", "sandbox.id=pr-1,pad=" + big, "pr-1" + big}
+	lists := make([][]kafka.Header, 400)
+	for i := range lists {
+		n := 1 + rng.IntN(3)
+		for range n {
+			k := keys[rng.IntN(len(keys))]
+			if rng.IntN(3) > 0 { // mostly the markers
+				k = keys[rng.IntN(7)]
+			}
+			lists[i] = append(lists[i], kafka.Header{Key: k, Value: []byte(vals[rng.IntN(len(vals))])})
+		}
+	}
+	// Lists whose memo keys differ only in a header being there, empty.
+	for _, v := range vals[:6] {
+		h := func(k, v string) kafka.Header { return kafka.Header{Key: k, Value: []byte(v)} }
+		lists = append(lists,
+			[]kafka.Header{h("baggage", v)}, []kafka.Header{h("sandbox-id", ""), h("baggage", v)},
+			[]kafka.Header{h("sandbox-id", v)}, []kafka.Header{h("sandbox-id", v), h("baggage", "")})
+	}
+	for _, id := range []string{"", "pr-1"} {
+		r := bareReader(t, table, "orders", side(id))
+		for step := range 20000 {
+			i := rng.IntN(len(lists))
+			if rng.IntN(2) == 0 {
+				i = rng.IntN(40) // some lists often
+			}
+			if rng.IntN(4) == 0 {
+				i = 400 + rng.IntN(len(lists)-400) // the pairs
+			}
+			hs := make([]kafka.Header, len(lists[i]))
+			for j, h := range lists[i] {
+				hs[j] = kafka.Header{Key: h.Key, Value: append([]byte(nil), h.Value...)}
+			}
+			wm, werr := r.cfg.codec.Read(&carrier{list: lists[i]})
+			var k memoKey
+			st, memoize := r.markers.scanKey(hs, &k)
+			if st != hasMarkers {
+				if wm.Found {
+					t.Fatalf("step %d, list %v: the scan finds no markers, the codec %+v %v", step, lists[i], wm, werr)
+				}
+				continue
+			}
+			m, err, known := r.last.read(hs)
+			if !known {
+				m, err = r.readKey(hs, &k, memoize)
+				if memoize {
+					r.last.remember(hs, m, err)
+				}
+			}
+			if m != wm || (err == nil) != (werr == nil) || (err != nil && err.Error() != werr.Error()) {
+				t.Fatalf("step %d, list %q: read %+v %v; the codec reads %+v %v", step, lists[i], m, err, wm, werr)
+			}
+		}
+	}
+}
