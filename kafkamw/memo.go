@@ -30,14 +30,16 @@ const (
 	memoWays = 4
 )
 
-// memoMaxBytes bounds the header bytes of a memo key: larger marker
-// headers are read by the codec each time, not remembered. Each entry
-// owns a copy of its key and the codec's answer, which may hold the
-// value again (an invalid ID is returned as read): unbounded, a stream of
+// memoMaxBytes bounds each of the two header values of a memo key: a
+// longer one is read by the codec each time, not remembered. Each entry
+// owns a copy of its key and the codec's answer, which may hold a value
+// again (an invalid ID is returned as read): unbounded, a stream of
 // distinct large headers (up to the broker's message size) kept
-// memoSets*memoWays of them alive. Markers over the W3C baggage limit
-// are unreadable whatever they hold, and a codec pass over them costs
-// what hashing them for the memo would.
+// memoSets*memoWays of them alive. Baggage carrying a sandbox over the
+// W3C limit, and a dedicated header that long, are unreadable whatever
+// they hold, and a codec pass over them costs what hashing them for the
+// memo would; every readable tagged message stays within the bound,
+// unless it adds baggage of others over the limit to the dedicated header.
 const memoMaxBytes = propagation.MaxBaggageBytes
 
 // memoSeed seeds the memo's hash; the process's own, so that no sender
@@ -76,8 +78,8 @@ func (k *memoKey) equal(o *memoKey) bool {
 // scanKey is [markers.scan], and sets *k to the memo key of hs, in one pass
 // over the headers: the key is only wanted when the headers may hold
 // markers, which the scan finds out. memoize is false when hs has several
-// dedicated or baggage headers, or their values hold more than
-// memoMaxBytes together. *k is zero on entry.
+// dedicated or baggage headers, or a value of more than memoMaxBytes.
+// *k is zero on entry.
 func (m *markers) scanKey(hs []kafka.Header, k *memoKey) (st headerState, memoize bool) {
 	memoize = true
 	for i := range hs {
@@ -99,7 +101,7 @@ func (m *markers) scanKey(hs []kafka.Header, k *memoKey) (st headerState, memoiz
 			k.bag, k.hasBag = hs[i].Value, true
 		}
 	}
-	return st, memoize && len(k.header)+len(k.bag) <= memoMaxBytes
+	return st, memoize && len(k.header) <= memoMaxBytes && len(k.bag) <= memoMaxBytes
 }
 
 func (mm *memo) get(k *memoKey) *memoEntry {

@@ -459,3 +459,35 @@ func TestMemoRandomLists(t *testing.T) {
 		}
 	}
 }
+
+// TestMemoKeepsLargestReadable: the bound on what the memo keeps leaves
+// out no readable tagged message: baggage carrying a sandbox at the W3C
+// limit, with the dedicated header beside it, is remembered and read
+// again without allocating, also when other sandboxes' messages come
+// between.
+func TestMemoKeepsLargestReadable(t *testing.T) {
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bareReader(t, table, "orders", AsSandbox("pr-100"))
+	lists := make([][]kafka.Header, 3)
+	for k := range lists {
+		id := fmt.Sprintf("pr-%d", k+1)
+		bag := "sandbox.id=" + id + ",pad="
+		bag += strings.Repeat("y", propagation.MaxBaggageBytes-len(bag))
+		lists[k] = []kafka.Header{{Key: "sandbox-id", Value: []byte(id)}, {Key: "baggage", Value: []byte(bag)}}
+		if m, err := readHeaders(r, lists[k]); err != nil || m.Sandbox.ID != id {
+			t.Fatalf("%s at the limit: read %+v, %v; want it readable", id, m, err)
+		}
+	}
+	if allocs := testing.AllocsPerRun(10, func() {
+		for _, hs := range lists {
+			if _, err := readHeaders(r, hs); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}); allocs != 0 {
+		t.Errorf("%v allocations a round of %d readable lists at the limit; want 0 (each from the memo)", allocs, len(lists))
+	}
+}
