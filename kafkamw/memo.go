@@ -179,8 +179,24 @@ func (l *lastHeaders) read(hs []kafka.Header) (propagation.Markers, error, bool)
 	return l.m, l.err, true
 }
 
-// remember records hs and what the codec read from it.
+// lastMaxBytes bounds the keys and values of a list lastHeaders
+// remembers: it copies every value, not only the markers, into a buffer
+// it reuses and never shrinks, so that one tagged message with a large
+// header of its own kept that much held by the reader for good. A longer
+// list is read through the memo, each time.
+const lastMaxBytes = 2 * memoMaxBytes
+
+// remember records hs and what the codec read from it, or forgets the
+// list it held when hs is over lastMaxBytes.
 func (l *lastHeaders) remember(hs []kafka.Header, m propagation.Markers, err error) {
+	size := 0
+	for i := range hs {
+		size += len(hs[i].Key) + len(hs[i].Value)
+	}
+	if size > lastMaxBytes {
+		*l = lastHeaders{}
+		return
+	}
 	l.buf = l.buf[:0]
 	for i := range hs {
 		l.buf = append(l.buf, hs[i].Value...)

@@ -491,3 +491,35 @@ func TestMemoKeepsLargestReadable(t *testing.T) {
 		t.Errorf("%v allocations a round of %d readable lists at the limit; want 0 (each from the memo)", allocs, len(lists))
 	}
 }
+
+// TestLastHeadersHoldsNoHugeList: the last header list the reader
+// remembers is a copy of all of its values, not only the markers: a
+// tagged message with a large header of its own beside small markers
+// left a buffer that large held by the reader for good (it is reused,
+// never shrunk), 1 MiB per reader for one such message.
+func TestLastHeadersHoldsNoHugeList(t *testing.T) {
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"", "pr-1"} {
+		r := bareReader(t, table, "orders", side(id))
+		const size = 1 << 20
+		before := heapAfterGC()
+		func() {
+			msg := kafka.Message{Topic: "t", Time: time.Now().Add(-time.Minute), Headers: []kafka.Header{
+				{Key: "sandbox-id", Value: []byte("pr-1")},
+				{Key: "x-payload", Value: make([]byte, size)},
+			}}
+			if _, v, err := r.decide(context.Background(), &msg); err != nil || (v.fate == fateMine) != (id == "") {
+				t.Fatalf("reader %q: decide = %+v, %v", id, v, err)
+			}
+		}()
+		held := int64(heapAfterGC()) - int64(before)
+		runtime.KeepAlive(r)
+		t.Logf("reader %q: held %d KiB", id, held>>10)
+		if held > size/4 {
+			t.Errorf("reader %q: %d KiB held after one message with a %d KiB header beside its markers", id, held>>10, size>>10)
+		}
+	}
+}
