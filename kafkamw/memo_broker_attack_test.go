@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -217,5 +218,61 @@ func TestFetchManySandboxesOnBroker(t *testing.T) {
 	t.Logf("returned: baseline %d, pr-0 %d, pr-1 %d, pr-2 %d of %d", len(received[""]), len(received["pr-0"]), len(received["pr-1"]), len(received["pr-2"]), len(msgs))
 	if len(owners) == 0 || len(want["pr-0"]) == 0 || len(want["pr-1"]) == 0 {
 		t.Fatalf("degenerate stream: %d owned, pr-0 %d, pr-1 %d", len(owners), len(want["pr-0"]), len(want["pr-1"]))
+	}
+}
+
+// TestFetchHugeMarkersOnBroker: on the embedded broker, a producer tags
+// 400 messages with distinct 64 KiB marker headers (unreadable) before
+// one untagged message: once the reader has returned the untagged one,
+// the large headers are not held by it (the memo of 128 entries kept a
+// copy of each it remembered: about 16 MiB).
+func TestFetchHugeMarkersOnBroker(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 1)
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r, err := NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), table, "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w := kafkatest.Writer(t, addrs, topic)
+	const size, n = 64 << 10, 400
+	for batch := range n / 50 {
+		var msgs []kafka.Message
+		for i := range 50 {
+			v := fmt.Appendf(nil, "%08d", batch*50+i)
+			v = append(v, strings.Repeat("x", size)...)
+			msgs = append(msgs, kafka.Message{Value: []byte("tagged"), Headers: []kafka.Header{{Key: "sandbox-id", Value: v}}})
+		}
+		if err := w.WriteMessages(ctx, msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte("last")}); err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		_, m, err := r.FetchMessage(ctx)
+		if err != nil || string(m.Value) != "last" {
+			t.Fatalf("FetchMessage = %q, %v; want the untagged message", m.Value, err)
+		}
+	}()
+	if c := r.Counts(); c.Unreadable != n {
+		t.Fatalf("counts %+v; want %d unreadable", c, n)
+	}
+	// What the memo holds, measured by letting the reader's memos go:
+	// the heap with them against the heap without.
+	with := heapAfterGC()
+	r.memo, r.last = memo{}, lastHeaders{}
+	without := heapAfterGC()
+	runtime.KeepAlive(r)
+	t.Logf("the reader's memos held %d KiB", (int64(with)-int64(without))>>10)
+	if held := int64(with) - int64(without); held > 4*size {
+		t.Errorf("the reader's memos held %d KiB after %d messages with %d KiB marker headers; want at most %d KiB", held>>10, n, size>>10, 4*size>>10)
 	}
 }
