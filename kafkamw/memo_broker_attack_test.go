@@ -225,7 +225,7 @@ func TestFetchManySandboxesOnBroker(t *testing.T) {
 // 400 messages with distinct 64 KiB marker headers (unreadable) before
 // one untagged message: once the reader has returned the untagged one,
 // the large headers are not held by it (the memo of 128 entries kept a
-// copy of each it remembered: about 16 MiB).
+// copy of each it remembered, and the invalid ID read from it: 18 MiB).
 func TestFetchHugeMarkersOnBroker(t *testing.T) {
 	addrs := kafkatest.Start(t)
 	topic := kafkatest.Topic(t, addrs, 1)
