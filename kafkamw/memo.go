@@ -189,17 +189,15 @@ const lastMaxBytes = 2 * memoMaxBytes
 // remember records hs and what the codec read from it, or forgets the
 // list it held when hs is over lastMaxBytes.
 func (l *lastHeaders) remember(hs []kafka.Header, m propagation.Markers, err error) {
-	size := 0
-	for i := range hs {
-		size += len(hs[i].Key) + len(hs[i].Value)
-	}
-	if size > lastMaxBytes {
-		*l = lastHeaders{}
-		return
-	}
 	l.buf = l.buf[:0]
+	keys := 0
 	for i := range hs {
 		l.buf = append(l.buf, hs[i].Value...)
+		keys += len(hs[i].Key)
+	}
+	if len(l.buf)+keys > lastMaxBytes {
+		*l = lastHeaders{}
+		return
 	}
 	l.hs = l.hs[:0]
 	off := 0

@@ -344,9 +344,9 @@ func TestMemoCallerRewritesHeaders(t *testing.T) {
 		mk.scanKey(hs, &k)
 		return k.set()
 	}
-	const first = "pr-10"
+	const first = "pr-100"
 	second := ""
-	for i := 11; i < 100 && second == ""; i++ {
+	for i := 101; i < 1000 && second == ""; i++ {
 		if id := fmt.Sprintf("pr-%d", i); setOf(fresh(id)) == setOf(fresh(first)) {
 			second = id
 		}
