@@ -137,6 +137,12 @@ func (d *diffReader) check(t *testing.T, step string, ctx context.Context, msg k
 	if gotCtx.Err() != wantCtx.Err() {
 		t.Fatalf("%s, role %q: context error %v, before %v", step, d.r.role, gotCtx.Err(), wantCtx.Err())
 	}
+	// The deadline and the cancellation are the caller's, as before.
+	gd, gdok := gotCtx.Deadline()
+	wd, wdok := wantCtx.Deadline()
+	if gd != wd || gdok != wdok || gotCtx.Done() != wantCtx.Done() {
+		t.Fatalf("%s, role %q: context deadline %v %v done %p; before %v %v %p", step, d.r.role, gd, gdok, gotCtx.Done(), wd, wdok, wantCtx.Done())
+	}
 	for _, c := range []struct {
 		name      string
 		got, want int64

@@ -30,12 +30,17 @@ const (
 	memoWays = 4
 )
 
-// memoMaxKey is the most bytes of header values the memo remembers for a
-// key: the W3C baggage limit (8192 bytes), so that the memo holds at most
-// memoSets × memoWays × memoMaxKey bytes (1 MiB) of them however large the
-// headers a producer sends. A larger key is read by the codec every time
-// (but for a run of messages with the same headers: [lastHeaders]).
-const memoMaxKey = 8 << 10
+// memoMaxBytes bounds each of the two header values of a memo key: a
+// longer one is read by the codec each time, not remembered. Each entry
+// owns a copy of its key and the codec's answer, which may hold a value
+// again (an invalid ID is returned as read): unbounded, a stream of
+// distinct large headers (up to the broker's message size) kept
+// memoSets*memoWays of them alive. Baggage carrying a sandbox over the
+// W3C limit, and a dedicated header that long, are unreadable whatever
+// they hold, and a codec pass over them costs what hashing them for the
+// memo would; every readable tagged message stays within the bound,
+// unless it adds baggage of others over the limit to the dedicated header.
+const memoMaxBytes = propagation.MaxBaggageBytes
 
 // memoSeed seeds the memo's hash; the process's own, so that no sender
 // can choose header values that all land in one set.
@@ -73,7 +78,8 @@ func (k *memoKey) equal(o *memoKey) bool {
 // scanKey is [markers.scan], and sets *k to the memo key of hs, in one pass
 // over the headers: the key is only wanted when the headers may hold
 // markers, which the scan finds out. memoize is false when hs has several
-// dedicated or baggage headers. *k is zero on entry.
+// dedicated or baggage headers, or a value of more than memoMaxBytes.
+// *k is zero on entry.
 func (m *markers) scanKey(hs []kafka.Header, k *memoKey) (st headerState, memoize bool) {
 	memoize = true
 	for i := range hs {
@@ -95,7 +101,7 @@ func (m *markers) scanKey(hs []kafka.Header, k *memoKey) (st headerState, memoiz
 			k.bag, k.hasBag = hs[i].Value, true
 		}
 	}
-	return st, memoize
+	return st, memoize && len(k.header) <= memoMaxBytes && len(k.bag) <= memoMaxBytes
 }
 
 func (mm *memo) get(k *memoKey) *memoEntry {
@@ -111,7 +117,7 @@ func (mm *memo) get(k *memoKey) *memoEntry {
 // put remembers what the codec read from k's headers, in an empty way of
 // k's set, or in place of one of its entries.
 func (mm *memo) put(k memoKey, m propagation.Markers, err error) {
-	if len(k.header)+len(k.bag) > memoMaxKey {
+	if len(k.header) > memoMaxBytes || len(k.bag) > memoMaxBytes { // scanKey keeps these out too
 		return
 	}
 	k.header, k.bag = bytes.Clone(k.header), bytes.Clone(k.bag)
@@ -176,11 +182,25 @@ func (l *lastHeaders) read(hs []kafka.Header) (propagation.Markers, error, bool)
 	return l.m, l.err, true
 }
 
-// remember records hs and what the codec read from it.
+// lastMaxBytes bounds the keys and values of a list lastHeaders
+// remembers: it copies every value, not only the markers, into a buffer
+// it reuses and never shrinks, so that one tagged message with a large
+// header of its own kept that much held by the reader for good. A longer
+// list is read through the memo, each time.
+const lastMaxBytes = 2 * memoMaxBytes
+
+// remember records hs and what the codec read from it, or forgets the
+// list it held when hs is over lastMaxBytes.
 func (l *lastHeaders) remember(hs []kafka.Header, m propagation.Markers, err error) {
 	l.buf = l.buf[:0]
+	keys := 0
 	for i := range hs {
 		l.buf = append(l.buf, hs[i].Value...)
+		keys += len(hs[i].Key)
+	}
+	if len(l.buf)+keys > lastMaxBytes {
+		*l = lastHeaders{}
+		return
 	}
 	l.hs = l.hs[:0]
 	off := 0

@@ -61,12 +61,12 @@ func TestMemoDecidesManySandboxes(t *testing.T) {
 }
 
 // TestMemoKeepsNoLargeKey checks that the memo does not remember a key
-// above memoMaxKey: 128 slots of a hostile producer's megabyte headers
+// value above memoMaxBytes: 128 slots of a hostile producer's megabyte headers
 // would hold 128 MB.
 func TestMemoKeepsNoLargeKey(t *testing.T) {
 	var mm memo
 	small := memoKey{bag: []byte("sandbox.id=pr-1"), hasBag: true}
-	large := memoKey{bag: make([]byte, memoMaxKey+1), hasBag: true}
+	large := memoKey{bag: make([]byte, memoMaxBytes+1), hasBag: true}
 	mm.put(small, propagation.Markers{Found: true}, nil)
 	mm.put(large, propagation.Markers{Found: true}, nil)
 	if mm.get(&small) == nil {
