@@ -232,3 +232,104 @@ func (f *forwarder) bufSnapshot() []topicPartitionOffset {
 	defer f.mu.Unlock()
 	return append([]topicPartitionOffset(nil), f.src...)
 }
+
+// TestSplitRefusedCopyHoldsUntilGivenUp: a copy the sandbox topic refuses
+// as too large (its limit lowered by an operator) is kept for the write
+// after the forwarder raises the limit, refused again, and only then
+// given up. Through the kept write and the give-up's accounting it still
+// holds its partition's commits back, the commit fast path's flag
+// included; once it has left the buffer the commits go past it.
+func TestSplitRefusedCopyHoldsUntilGivenUp(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := kafkatest.Topic(t, addrs, 1)
+	group := kafkatest.UniqueName("g")
+	table, err := syncedTable([]routes.Sandbox{{ID: benchSandbox}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bareReader(t, table, benchService, WithSplit(Split{}))
+	f := newForwarder(Split{}, kafkatest.ReaderConfig(addrs, topic, group))
+	defer f.close()
+	r.forward = f
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	name, err := SplitTopic(topic, group, benchSandbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ensure(ctx, sandboxTopic{topic, benchSandbox}, name); err != nil {
+		t.Fatal(err)
+	}
+	// An operator lowers the sandbox topic's limit below the copy.
+	resp, err := f.client.IncrementalAlterConfigs(ctx, &kafka.IncrementalAlterConfigsRequest{
+		Resources: []kafka.IncrementalAlterConfigsRequestResource{{ResourceType: kafka.ResourceTypeTopic, ResourceName: name,
+			Configs: []kafka.IncrementalAlterConfigsRequestConfig{{Name: maxMessageBytes, Value: "1000", ConfigOperation: kafka.ConfigOperationSet}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rr := range resp.Resources {
+		if rr.Error != nil {
+			t.Fatal(rr.Error)
+		}
+	}
+	// A copy larger than the source's own limit: refused after the raise
+	// too.
+	big := kafka.Message{Topic: topic, Partition: 0, Offset: 5, Value: make([]byte, 2<<20)}
+	if err := r.handOff(ctx, &big, benchSandbox); err != nil {
+		t.Fatal(err)
+	}
+	r.ledger.skip(&big)
+	later := kafka.Message{Topic: topic, Partition: 0, Offset: 6}
+	r.ledger.deliver(&later)
+
+	var sent []kafka.Message
+	send := func(_ context.Context, msgs ...kafka.Message) error { sent = append(sent, msgs...); return nil }
+	held := func(when string) {
+		t.Helper()
+		sent = sent[:0]
+		if !f.holding.Load() {
+			t.Errorf("%s: the refused copy is buffered, holding is not set", when)
+		}
+		if err := r.commit(ctx, send, []kafka.Message{later}); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range sent {
+			if m.Offset >= big.Offset {
+				t.Errorf("%s: commit of offset %d past the refused copy of offset %d", when, m.Offset, big.Offset)
+			}
+		}
+	}
+	given := 0
+	giveUp := func(msg *kafka.Message, _ string, err error) {
+		given++
+		if msg.Offset != big.Offset {
+			t.Errorf("gave up offset %d, want %d", msg.Offset, big.Offset)
+		}
+		held("while the copy is given up")
+	}
+	for i := 0; given == 0 && i < 5; i++ {
+		if _, err := f.flush(ctx, giveUp); err != nil {
+			t.Fatal(err)
+		}
+		if given == 0 {
+			if len(f.raisedFor) == 0 {
+				t.Fatal("refused without a raise: the kept write is not exercised")
+			}
+			held("kept for the write after the raise")
+		}
+	}
+	if given != 1 {
+		t.Fatalf("given up %d times, want once", given)
+	}
+	if f.holding.Load() {
+		t.Error("the given-up copy left the buffer, holding still set")
+	}
+	sent = sent[:0]
+	if err := r.commit(ctx, send, []kafka.Message{later}); err != nil {
+		t.Fatal(err)
+	}
+	if len(sent) == 0 || sent[len(sent)-1].Offset != later.Offset {
+		t.Errorf("after the give-up: committed %+v, want offset %d", sent, later.Offset)
+	}
+}
