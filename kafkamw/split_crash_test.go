@@ -3,6 +3,7 @@ package kafkamw_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,7 +28,18 @@ import (
 // buffered). A second reader on the group, with the broker writing
 // again, then brings every copy into A's topic, and no A's message is
 // returned to either baseline reader.
-func TestSplitCrashWithCopiesUnwritten(t *testing.T) {
+func TestSplitCrashWithCopiesUnwritten(t *testing.T) { splitCrash(t, 1) }
+
+// TestSplitRebalanceWithCopiesUnwritten is TestSplitCrashWithCopiesUnwritten
+// with a second baseline reader joining the group while the copies hang:
+// the partitions are revoked and assigned again (each reader fetches
+// again from the group's committed offsets, forwarding again what its
+// predecessor left unwritten), and both readers then crash.
+func TestSplitRebalanceWithCopiesUnwritten(t *testing.T) { splitCrash(t, 2) }
+
+// splitCrash is the crash test with members baseline readers in the group
+// at the crash.
+func splitCrash(t *testing.T, members int) {
 	c, addrs := controlledBroker(t)
 	f := newSplitFixtureAt(t, addrs, 2)
 	// While refusing, a write to A's topic hangs (its partition leader
@@ -55,36 +67,8 @@ func TestSplitCrashWithCopiesUnwritten(t *testing.T) {
 	})
 
 	run := func(name string, r *kafkamw.Reader, until func() bool) []processed {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		work := make(chan kafka.Message, 16)
-		done := make(chan error, 1)
-		go func() { // the worker: commits each message once processed
-			var err error
-			for m := range work {
-				if cerr := r.CommitMessages(ctx, m); cerr != nil && err == nil {
-					err = cerr
-				}
-			}
-			done <- err
-		}()
-		var got []processed
-		for !until() {
-			fctx, fcancel := context.WithTimeout(ctx, 100*time.Millisecond)
-			mctx, m, err := r.FetchMessage(fctx)
-			fcancel()
-			if err != nil {
-				if ctx.Err() != nil {
-					t.Fatalf("%s: %v", name, err)
-				}
-				continue
-			}
-			_, tagged := sandboxOf(mctx)
-			got = append(got, processed{value: string(m.Value), by: name, tagged: tagged, msg: m})
-			work <- m
-		}
-		close(work)
-		if err := <-done; err != nil {
+		got, err := runWorker(t, name, r, until)
+		if err != nil {
 			t.Errorf("%s: commit: %v", name, err)
 		}
 		return got
@@ -95,14 +79,44 @@ func TestSplitCrashWithCopiesUnwritten(t *testing.T) {
 	first := run("baseline", r1, func() bool { return ends(t, f.addrs, f.aTopic) >= 20 })
 	refusing.Store(true)
 	f.produce("b", 90)
-	first = append(first, run("baseline", r1, func() bool {
-		n := r1.Counts()
-		return n.Delivered+n.Skipped >= 150
-	})...)
-	time.Sleep(100 * time.Millisecond) // the flush loop's ticks commit what they may
+	rs := []*kafkamw.Reader{r1}
+	for range members - 1 {
+		rs = append(rs, f.reader(true))
+	}
+	decided := func() bool {
+		var n int64
+		for _, r := range rs {
+			c := r.Counts()
+			if members > 1 && c.Delivered+c.Skipped < 30 {
+				return false // not yet given partitions, or barely
+			}
+			n += c.Delivered + c.Skipped
+		}
+		return n >= 150
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i, r := range rs {
+		wg.Go(func() {
+			got, err := runWorker(t, fmt.Sprint("baseline", i), r, decided)
+			if err != nil && members == 1 {
+				t.Errorf("commit: %v", err)
+			} else if err != nil {
+				t.Logf("commit during the rebalance: %v", err)
+			}
+			mu.Lock()
+			first = append(first, got...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	time.Sleep(100 * time.Millisecond) // the flush loops' ticks commit what they may
 	crash()
-	if err := r1.Close(); err == nil {
-		t.Log("the last flush wrote every copy: nothing was in flight at the crash")
+	for i, r := range rs {
+		t.Logf("reader %d at the crash: %+v", i, r.Counts())
+		if err := r.Close(); err == nil {
+			t.Log("the last flush wrote every copy: nothing was in flight at the crash")
+		}
 	}
 	if refused.Load() == 0 {
 		t.Fatal("no write to A's topic was refused: no copy was in flight at the crash")
@@ -164,6 +178,45 @@ func TestSplitCrashWithCopiesUnwritten(t *testing.T) {
 			t.Errorf("A's %s returned to the baseline", p.value)
 		}
 	}
+}
+
+// runWorker fetches from r until until reports true, handing each message
+// to a worker goroutine that commits it (processed): the commits run
+// alongside the fetches, as a worker pool's do. It returns what r
+// returned and the first commit error. Safe to call from any goroutine.
+func runWorker(t *testing.T, name string, r *kafkamw.Reader, until func() bool) ([]processed, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	work := make(chan kafka.Message, 16)
+	done := make(chan error, 1)
+	go func() { // the worker: commits each message once processed
+		var err error
+		for m := range work {
+			if cerr := r.CommitMessages(ctx, m); cerr != nil && err == nil {
+				err = cerr
+			}
+		}
+		done <- err
+	}()
+	var got []processed
+	for !until() {
+		fctx, fcancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		mctx, m, err := r.FetchMessage(fctx)
+		fcancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				t.Errorf("%s: %v", name, err)
+				break
+			}
+			continue
+		}
+		_, tagged := sandboxOf(mctx)
+		got = append(got, processed{value: string(m.Value), by: name, tagged: tagged, msg: m})
+		work <- m
+	}
+	close(work)
+	return got, <-done
 }
 
 // readPartitions returns every record of topic, partition by partition.
