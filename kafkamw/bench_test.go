@@ -675,7 +675,7 @@ func BenchmarkFetch(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				var msg kafka.Message
-				if _, err := r.fetch(context.Background(), next, &msg); err != nil {
+				if _, err := r.fetch(context.Background(), sourceFunc(next), &msg); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -743,7 +743,7 @@ func BenchmarkFetchInterleaved(b *testing.B) {
 				mallocs := ms.Mallocs
 				for b.Loop() {
 					var msg kafka.Message
-					if _, err := r.fetch(context.Background(), next, &msg); err != nil {
+					if _, err := r.fetch(context.Background(), sourceFunc(next), &msg); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -900,7 +900,7 @@ func BenchmarkSplitIdle(b *testing.B) {
 					return m, nil
 				}
 				var msg kafka.Message
-				if _, err := r.fetch(ctx, next, &msg); err != nil {
+				if _, err := r.fetch(ctx, sourceFunc(next), &msg); err != nil {
 					b.Fatal(err)
 				}
 				last[msg.Partition] = msg

@@ -160,9 +160,9 @@ func TestUntaggedNoAllocs(t *testing.T) {
 		}
 		ctx := context.Background()
 		var msg kafka.Message
-		r.fetch(ctx, next, &msg) // create the partition's ledger entry
+		r.fetch(ctx, sourceFunc(next), &msg) // create the partition's ledger entry
 		n := testing.AllocsPerRun(1000, func() {
-			if _, err := r.fetch(ctx, next, &msg); err != nil {
+			if _, err := r.fetch(ctx, sourceFunc(next), &msg); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -348,7 +348,7 @@ func TestFetchWaitCancels(t *testing.T) {
 	first := make(chan error, 1)
 	go func() {
 		var m kafka.Message
-		_, err := r.fetch(context.Background(), next, &m)
+		_, err := r.fetch(context.Background(), sourceFunc(next), &m)
 		first <- err
 	}()
 	<-entered
@@ -356,14 +356,14 @@ func TestFetchWaitCancels(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	var m kafka.Message
-	if _, err := r.fetch(ctx, next, &m); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := r.fetch(ctx, sourceFunc(next), &m); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("waiting fetch: %+v, %v; want the context's deadline", m, err)
 	}
 	close(release)
 	if err := <-first; err != nil {
 		t.Fatalf("holder: %v", err)
 	}
-	if _, err := r.fetch(context.Background(), next, &m); err != nil || m.Offset != 2 {
+	if _, err := r.fetch(context.Background(), sourceFunc(next), &m); err != nil || m.Offset != 2 {
 		t.Fatalf("fetch after both: offset %d, %v; want 2, nil", m.Offset, err)
 	}
 }
