@@ -238,6 +238,6 @@ func TestFrozenFromStart(t *testing.T) {
 			t.Fatalf("frozen from the start: SyncedAt %v, %d sandboxes", tbl.SyncedAt(), len(tbl.Sandboxes()))
 		}
 		proxy.Thaw()
-		settled(t, tbl, "pr-1", "h:1", "after thawing")
+		recovered(t, tbl, "pr-1", "h:1", "after thawing")
 	})
 }
