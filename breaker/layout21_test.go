@@ -51,18 +51,7 @@ func TestEveryIDLengthRacesSweep(t *testing.T) {
 	clk.Advance(20 * time.Second)
 	ids := append(idle, busy...)
 	admitted := make([]atomic.Int32, len(ids))
-	stop := make(chan struct{})
-	var sweeper sync.WaitGroup
-	sweeper.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				g.Sweep()
-			}
-		}
-	})
+	stopSweeping := sweeping(g)
 	var wg sync.WaitGroup
 	errs := make(chan string, 16)
 	for c := range 4 {
@@ -90,8 +79,7 @@ func TestEveryIDLengthRacesSweep(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	close(stop)
-	sweeper.Wait()
+	stopSweeping()
 	close(errs)
 	for e := range errs {
 		t.Error(e)

@@ -163,18 +163,7 @@ func TestTableConcurrentChanges(t *testing.T) {
 	}
 	clk.Advance(2 * time.Minute) // every old key idle; the clock stands still from here
 	var admitted [keys]atomic.Int32
-	stop := make(chan struct{})
-	var sweeper sync.WaitGroup
-	sweeper.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				g.Sweep()
-			}
-		}
-	})
+	stopSweeping := sweeping(g)
 	var wg sync.WaitGroup
 	for c := range callers {
 		wg.Go(func() {
@@ -190,8 +179,7 @@ func TestTableConcurrentChanges(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	close(stop)
-	sweeper.Wait()
+	stopSweeping()
 	g.Sweep()
 	// The sweep and the growth steps of new keys evicted every old key.
 	if n := g.Len(); n != keys {
@@ -202,4 +190,22 @@ func TestTableConcurrentChanges(t *testing.T) {
 			t.Errorf("key %d admitted %d calls, want its burst, 3", i, n)
 		}
 	}
+}
+
+// sweeping runs g.Sweep over and over, as a busy sweeper would, until the
+// function it returns is called; that function waits for the last sweep.
+func sweeping(g *Group) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				g.Sweep()
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
 }
