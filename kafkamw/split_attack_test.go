@@ -153,26 +153,27 @@ func TestSplitPartialProduceFailure(t *testing.T) {
 	c, addrs := controlledBroker(t)
 	f := newSplitFixtureAt(t, addrs, 2)
 	var failed atomic.Int32
-	// A's copies are held (neither written nor answered) until the
-	// baseline has decided the whole topic, so that the next write
-	// carries both partitions' copies: left to the fetches' pace, a
-	// loaded run could write each partition's copies apart, and nothing
-	// was failed.
-	var held atomic.Bool
-	held.Store(true)
+	// Until one write has been failed half, a write of A's topic that
+	// carries one partition only is held (neither written nor answered),
+	// so that its copies stay buffered and a later write carries both
+	// partitions'. Holding by the clock (until the baseline had decided
+	// the topic) raced: a write whose copies were taken before then
+	// reached the broker after, carried one partition, was written
+	// whole, and nothing was ever failed (CI, stop 28).
 	c.KeepControl()
 	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
 		req := kr.(*kmsg.ProduceRequest)
 		for i := range req.Topics {
 			tp := &req.Topics[i]
-			if tp.Topic == f.aTopic && held.Load() {
+			if tp.Topic != f.aTopic || failed.Load() > 0 {
+				continue
+			}
+			if len(tp.Partitions) < 2 {
 				tp.Partitions = nil
 				continue
 			}
-			if tp.Topic == f.aTopic && len(tp.Partitions) == 2 && failed.Load() < 3 {
-				failed.Add(1)
-				tp.Partitions = tp.Partitions[:1] // partition 1 is neither written nor answered
-			}
+			failed.Add(1)
+			tp.Partitions = tp.Partitions[:1] // partition 1 is neither written nor answered
 		}
 		return nil, nil, false
 	})
@@ -182,7 +183,6 @@ func TestSplitPartialProduceFailure(t *testing.T) {
 	base := startConsumer(t, "baseline", f.reader(true), 4)
 	a := startConsumer(t, "sandbox", f.reader(true, kafkamw.AsSandbox(sbA.ID)), 3)
 	waitFor(t, 30*time.Second, "the baseline to decide the topic", func() bool { return base.seen() == 150 })
-	held.Store(false)
 	waitFor(t, 30*time.Second, "A's reader to get A's 50", func() bool { return a.seen() >= 50 })
 	if failed.Load() == 0 {
 		t.Fatal("no produce request carried both of A's partitions: nothing was failed")
@@ -215,14 +215,13 @@ func TestSplitPartialProduceFailure(t *testing.T) {
 func TestSplitPartialFailureThenSandboxRestart(t *testing.T) {
 	c, addrs := controlledBroker(t)
 	f := newSplitFixtureAt(t, addrs, 2)
-	// 3: hold A's copies (neither written nor answered) until the
-	// baseline has decided the whole topic, so that the next write
-	// carries both partitions' copies (as TestSplitPartialProduceFailure
-	// does: at load ~9 the fetches' pace once wrote them apart, and no
-	// write was half-written); 0: fail the next write half; 1: refuse
-	// A's writes; 2: let through.
+	// 0: fail half the first write that carries both partitions' copies,
+	// holding (neither writing nor answering) those that carry one, so
+	// that their copies stay buffered for it (as
+	// TestSplitPartialProduceFailure does: holding by the clock raced
+	// with a write whose copies were taken before); 1: refuse A's
+	// writes; 2: let through.
 	var state atomic.Int32
-	state.Store(3)
 	c.KeepControl()
 	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
 		req := kr.(*kmsg.ProduceRequest)
@@ -232,13 +231,13 @@ func TestSplitPartialFailureThenSandboxRestart(t *testing.T) {
 				continue
 			}
 			switch state.Load() {
-			case 3:
-				tp.Partitions = nil
 			case 0:
-				if len(tp.Partitions) == 2 {
-					state.Store(1)
-					tp.Partitions = tp.Partitions[:1]
+				if len(tp.Partitions) < 2 {
+					tp.Partitions = nil
+					continue
 				}
+				state.Store(1)
+				tp.Partitions = tp.Partitions[:1]
 			case 1:
 				c.KeepControl() // kfake drops a control function that handles a request otherwise
 				return nil, errors.New("A's topic is refused for now"), true
@@ -249,7 +248,6 @@ func TestSplitPartialFailureThenSandboxRestart(t *testing.T) {
 	f.produce("m", 60)
 	base := startConsumer(t, "baseline", f.reader(true), 4)
 	waitFor(t, 30*time.Second, "the baseline to decide the topic", func() bool { return base.seen() == 60 })
-	state.Store(0)
 	waitFor(t, 10*time.Second, "a half-written flush", func() bool { return state.Load() == 1 && ends(t, f.addrs, f.aTopic) > 0 })
 	time.Sleep(200 * time.Millisecond) // the half write lands; nothing after it does
 	written := ends(t, f.addrs, f.aTopic)
