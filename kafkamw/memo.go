@@ -174,8 +174,9 @@ func (l *lastHeaders) read(hs []kafka.Header) (propagation.Markers, error, bool)
 	if !l.ok || len(hs) != len(l.hs) {
 		return propagation.Markers{}, nil, false
 	}
+	last := l.hs[:len(hs)] // one bounds check, not one a header
 	for i := range hs {
-		if hs[i].Key != l.hs[i].Key || !bytes.Equal(hs[i].Value, l.hs[i].Value) {
+		if hs[i].Key != last[i].Key || !bytes.Equal(hs[i].Value, last[i].Value) {
 			return propagation.Markers{}, nil, false
 		}
 	}

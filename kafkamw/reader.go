@@ -395,7 +395,9 @@ func (f sourceFunc) FetchMessage(ctx context.Context) (kafka.Message, error) { r
 // Most messages of a topic are untagged (no header at all): their fate is
 // the reader's role's alone ([role.untagged]), with no header to read, no
 // route table to wait for and nothing to hand on, and fetch settles them
-// itself and releases the fetch lock by hand, without a deferred call.
+// itself and releases the fetch lock by hand, without a deferred call
+// (the one call it makes meanwhile is src.FetchMessage, kafka-go's, which
+// reports failures as errors; a panic there would leave the lock held).
 // Every other message (one with any header, the pending one, any message
 // of a split-mode sandbox reader, which checks each for duplicates) is
 // settled by fetchLoop, which releases the lock by defer: settling may
