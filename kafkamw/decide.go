@@ -30,17 +30,21 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 	if len(msg.Headers) == 0 {
 		return ctx, untagged, nil // untagged, the most common message
 	}
-	m, err, known := r.last.read(msg.Headers)
-	if !known {
+	// What the codec reads from the headers: the last list's answer,
+	// read in place (not copied) when the list is the same, as it is
+	// for a stream of one sandbox's messages.
+	m, err := &r.last.m, r.last.err
+	if !r.last.matches(msg.Headers) {
 		var k memoKey
 		st, memoize := r.markers.scanKey(msg.Headers, &k)
 		if st != hasMarkers {
 			return ctx, untagged, nil
 		}
-		m, err = r.readKey(msg.Headers, &k, memoize)
+		read, rerr := r.readKey(msg.Headers, &k, memoize)
 		if memoize {
-			r.last.remember(msg.Headers, m, err)
+			r.last.remember(msg.Headers, read, rerr)
 		}
+		m, err = &read, rerr
 	}
 	if err != nil {
 		r.unreadableMessage(ctx, msg, m.Sandbox, err)
