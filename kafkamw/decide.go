@@ -30,17 +30,21 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 	if len(msg.Headers) == 0 {
 		return ctx, untagged, nil // untagged, the most common message
 	}
-	m, err, known := r.last.read(msg.Headers)
-	if !known {
+	// What the codec reads from the headers: the last list's answer,
+	// read in place (not copied) when the list is the same, as it is
+	// for a stream of one sandbox's messages.
+	m, err := &r.last.m, r.last.err
+	if !r.last.matches(msg.Headers) {
 		var k memoKey
 		st, memoize := r.markers.scanKey(msg.Headers, &k)
 		if st != hasMarkers {
 			return ctx, untagged, nil
 		}
-		m, err = r.readKey(msg.Headers, &k, memoize)
+		read, rerr := r.readKey(msg.Headers, &k, memoize)
 		if memoize {
-			r.last.remember(msg.Headers, m, err)
+			r.last.remember(msg.Headers, read, rerr)
 		}
+		m, err = &read, rerr
 	}
 	if err != nil {
 		r.unreadableMessage(ctx, msg, m.Sandbox, err)
@@ -53,8 +57,10 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 	if !r.role.concerns(s.ID) {
 		return ctx, verdict{}, nil // another sandbox's, or the baseline's
 	}
-	if err := r.synced(ctx, msg); err != nil {
-		return ctx, verdict{}, err
+	if !r.cfg.table.SyncedUpTo(msg.Time) { // the common case, synced, without a call to synced
+		if err := r.synced(ctx, msg); err != nil {
+			return ctx, verdict{}, err
+		}
 	}
 	who, why := r.owners.of(r.cfg.table, r.cfg.service, s.ID, msg.Time) // ownerOf's answer
 	if who == ownerNone {
@@ -221,7 +227,7 @@ func decisionEvents(baseline bool, service, group string) [2]audit.Event {
 // is never decided before the table's first load.
 func (r *Reader) synced(ctx context.Context, msg *kafka.Message) error {
 	at := msg.Time
-	if !at.After(r.cfg.table.SyncedAt()) {
+	if r.cfg.table.SyncedUpTo(at) {
 		return nil
 	}
 	if now := time.Now(); at.After(now.Add(MaxClockSkew)) {
@@ -246,7 +252,7 @@ func (r *Reader) synced(ctx context.Context, msg *kafka.Message) error {
 // msg if it has not.
 func (r *Reader) waitSynced(ctx context.Context, msg *kafka.Message, at time.Time) error {
 	t := r.cfg.table
-	if !at.After(t.SyncedAt()) {
+	if t.SyncedUpTo(at) {
 		return nil
 	}
 	r.waits.Add(1)

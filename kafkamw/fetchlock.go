@@ -75,11 +75,15 @@ func (l *fetchLock) lockSlow(ctx context.Context) error {
 }
 
 // unlock releases the lock, which the caller holds, or hands it to the
-// first waiter.
+// first waiter. Inlined: the common case is one compare-and-swap.
 func (l *fetchLock) unlock() {
-	if l.state.CompareAndSwap(fetchHeld, 0) {
-		return
+	if !l.state.CompareAndSwap(fetchHeld, 0) {
+		l.unlockSlow()
 	}
+}
+
+// unlockSlow is unlock when a caller is queued, or was.
+func (l *fetchLock) unlockSlow() {
 	l.mu.Lock()
 	if len(l.queue) == 0 {
 		// The waiters counted gave up before their turn.

@@ -171,15 +171,25 @@ type lastHeaders struct {
 
 // read returns what the codec read from hs, when hs is the list remembered.
 func (l *lastHeaders) read(hs []kafka.Header) (propagation.Markers, error, bool) {
-	if !l.ok || len(hs) != len(l.hs) {
+	if !l.matches(hs) {
 		return propagation.Markers{}, nil, false
 	}
+	return l.m, l.err, true
+}
+
+// matches reports whether hs is the list remembered, whose answer l.m and
+// l.err hold.
+func (l *lastHeaders) matches(hs []kafka.Header) bool {
+	if !l.ok || len(hs) != len(l.hs) {
+		return false
+	}
+	last := l.hs[:len(hs)] // one bounds check, not one a header
 	for i := range hs {
-		if hs[i].Key != l.hs[i].Key || !bytes.Equal(hs[i].Value, l.hs[i].Value) {
-			return propagation.Markers{}, nil, false
+		if hs[i].Key != last[i].Key || !bytes.Equal(hs[i].Value, last[i].Value) {
+			return false
 		}
 	}
-	return l.m, l.err, true
+	return true
 }
 
 // lastMaxBytes bounds the keys and values of a list lastHeaders

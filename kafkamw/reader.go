@@ -290,12 +290,13 @@ func (r *Reader) startLocked() {
 	go r.flushLoop(ctx, inner)
 }
 
-// started returns the group reader, starting a sandbox reader's on first
-// use.
-func (r *Reader) started(ctx context.Context) (*kafka.Reader, error) {
-	if in := r.inner.Load(); in != nil {
-		return in, nil
-	}
+// start returns the group reader, starting a sandbox reader's on first
+// use (preparing the sandbox group first), or io.EOF once the reader is
+// closed. FetchMessage and Run load r.inner themselves and call start only
+// while it is nil: a call for every message of the topic cost more than
+// the load it is for (a function wrapping both is over the inlining
+// budget).
+func (r *Reader) start(ctx context.Context) (*kafka.Reader, error) {
 	r.startMu.Lock()
 	defer r.startMu.Unlock()
 	if r.closed {
@@ -354,23 +355,21 @@ func (r *Reader) Stats() kafka.ReaderStats {
 // returns an error wrapping [ErrConfig]: a message it took would be
 // processed by no one, and Run's next commit on the partition would commit
 // past it.
-func (r *Reader) FetchMessage(ctx context.Context) (context.Context, kafka.Message, error) {
+func (r *Reader) FetchMessage(ctx context.Context) (_ context.Context, msg kafka.Message, err error) {
 	if r.running.Load() {
-		return ctx, kafka.Message{}, fmt.Errorf("%w: FetchMessage while Run is running", ErrConfig)
+		return ctx, msg, fmt.Errorf("%w: FetchMessage while Run is running", ErrConfig)
 	}
-	var msg kafka.Message
-	out, err := r.fetchMessage(ctx, &msg)
-	return out, msg, err
-}
-
-// fetchMessage is FetchMessage, for Run too, reading the message into
-// *msg.
-func (r *Reader) fetchMessage(ctx context.Context, msg *kafka.Message) (context.Context, error) {
-	inner, err := r.started(ctx)
-	if err != nil {
-		return ctx, err
+	inner := r.inner.Load()
+	if inner == nil {
+		if inner, err = r.start(ctx); err != nil {
+			return ctx, msg, err
+		}
 	}
-	return r.fetch(ctx, inner, msg)
+	// The message is read straight into the result: a named result whose
+	// address is taken is not copied on return, where a local one was
+	// (one copy of the 152-byte message fewer for each message returned).
+	ctx, err = r.fetch(ctx, inner, &msg)
+	return ctx, msg, err
 }
 
 // source is what fetch reads the topic from: the group reader, or a
@@ -392,21 +391,72 @@ func (f sourceFunc) FetchMessage(ctx context.Context) (kafka.Message, error) { r
 // which is left zero on error. It runs for every message of the topic,
 // and a kafka.Message is large enough for each copy to count: the message
 // is read straight into *msg, not passed up through the return values.
+//
+// Most messages of a topic are untagged (no header at all): their fate is
+// the reader's role's alone ([role.untagged]), with no header to read, no
+// route table to wait for and nothing to hand on, and fetch settles them
+// itself and releases the fetch lock by hand, without a deferred call
+// (the one call it makes meanwhile is src.FetchMessage, kafka-go's, which
+// reports failures as errors; a panic there would leave the lock held).
+// Every other message (one with any header, the pending one, any message
+// of a split-mode sandbox reader, which checks each for duplicates) is
+// settled by fetchLoop, which releases the lock by defer: settling may
+// call the user's logger and dead-letter writer, and a panic there must
+// not leave the lock held.
 func (r *Reader) fetch(ctx context.Context, src source, msg *kafka.Message) (context.Context, error) {
 	if err := r.fetching.lock(ctx); err != nil {
 		return ctx, err
 	}
+	if r.pending.Load() != nil || r.marks != nil {
+		return r.fetchLoop(ctx, src, msg, false)
+	}
+	var err error
+	if *msg, err = src.FetchMessage(ctx); err != nil {
+		r.fetching.unlock()
+		*msg = kafka.Message{}
+		return ctx, err
+	}
+	if len(msg.Headers) != 0 || r.role.untagged() != fateMine {
+		return r.fetchLoop(ctx, src, msg, true)
+	}
+	r.ledger.deliver(msg)
+	r.delivered.Add(1)
+	r.fetching.unlock()
+	return ctx, nil
+}
+
+// fetchLoop is fetch once the lock is taken, for what its fast path does
+// not settle: it settles *msg first when fetched is set, then reads and
+// settles messages until one is the reader's. It releases the lock.
+func (r *Reader) fetchLoop(ctx context.Context, src source, msg *kafka.Message, fetched bool) (context.Context, error) {
 	defer r.fetching.unlock()
 	for {
 		var (
 			err   error
 			again bool
 		)
-		if p := r.pending.Load(); p != nil && r.pending.CompareAndSwap(p, nil) {
+		switch p := r.pending.Load(); {
+		case fetched:
+			fetched = false
+		case p != nil && r.pending.CompareAndSwap(p, nil):
 			*msg, again = p.msg, p.returned
-		} else if *msg, err = src.FetchMessage(ctx); err != nil {
-			*msg = kafka.Message{}
-			return ctx, err
+		default:
+			if *msg, err = src.FetchMessage(ctx); err != nil {
+				*msg = kafka.Message{}
+				return ctx, err
+			}
+		}
+		if len(msg.Headers) == 0 && !again && r.marks == nil {
+			// Untagged, as in fetch, for a reader that skips them (a
+			// sandbox reader in the filter mode).
+			if r.role.untagged() == fateMine {
+				r.ledger.deliver(msg)
+				r.delivered.Add(1)
+				return ctx, nil
+			}
+			r.ledger.skip(msg)
+			r.skipped.Add(1)
+			continue
 		}
 		out, own, err := r.settle(ctx, msg, again)
 		if err != nil {

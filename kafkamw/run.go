@@ -211,8 +211,18 @@ func (r *Reader) Run(ctx context.Context, h Handler, opts ...RunOption) error {
 	fetchFailures := 0
 	failing := make(map[string]int) // sandbox ID → messages given up on in a row
 	for {
-		var msg kafka.Message
-		mctx, err := r.fetchMessage(ctx, &msg)
+		var (
+			msg  kafka.Message
+			mctx = ctx
+			err  error
+		)
+		inner := r.inner.Load()
+		if inner == nil {
+			inner, err = r.start(ctx)
+		}
+		if err == nil {
+			mctx, err = r.fetch(ctx, inner, &msg)
+		}
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, io.EOF) {
 				return nil

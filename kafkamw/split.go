@@ -843,12 +843,18 @@ const forwardTimeout = 10 * time.Second
 // Unforwardable and audited, as an orphan is; so is, once the flush has
 // found it out, a message whose copy the broker refuses as too large
 // ([Reader.flushForwards]). A nil forwarder (the filter mode) leaves the
-// message to the sandbox's reader.
+// message to the sandbox's reader; that check is inlined into the caller,
+// so that the filter mode pays no call for each message a sandbox owns.
 func (r *Reader) handOff(ctx context.Context, msg *kafka.Message, sandbox string) error {
-	f := r.forward
-	if f == nil {
+	if r.forward == nil {
 		return nil
 	}
+	return r.forwardCopy(ctx, msg, sandbox)
+}
+
+// forwardCopy is handOff in the split mode.
+func (r *Reader) forwardCopy(ctx context.Context, msg *kafka.Message, sandbox string) error {
+	f := r.forward
 	key := sandboxTopic{msg.Topic, sandbox}
 	f.mu.Lock()
 	name, ready := f.names[key]

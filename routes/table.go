@@ -227,6 +227,29 @@ func (t *Table) SyncedAt() time.Time {
 	return time.Unix(0, ns)
 }
 
+// SyncedUpTo reports whether the table has synced up to at: whether at is
+// not after [Table.SyncedAt]. A reader asks it of every tagged message;
+// for a table with a source it compares at with the start of the last
+// good load in nanoseconds, without building SyncedAt's time.Time.
+func (t *Table) SyncedUpTo(at time.Time) bool {
+	if t.state.Load() == sourced {
+		if ns := t.synced.Load(); ns != neverSynced {
+			if sec := at.Unix(); sec >= minNanoSec && sec <= maxNanoSec {
+				return sec*1e9+int64(at.Nanosecond()) <= ns // at.UnixNano(), without its second pass over sec
+			}
+		}
+	}
+	return !at.After(t.SyncedAt())
+}
+
+// The seconds of the times whose UnixNano is exact (1678 to 2262), with a
+// second to spare at each end; SyncedUpTo compares other times with
+// SyncedAt.
+const (
+	minNanoSec = math.MinInt64/1_000_000_000 + 1
+	maxNanoSec = math.MaxInt64/1_000_000_000 - 1
+)
+
 // WaitSynced waits until the table has synced up to at ([Table.SyncedAt]
 // is at or after it), and returns nil then, or ctx's error if ctx ends
 // first. It returns nil at once when the table is already synced up to at,
