@@ -742,15 +742,25 @@ func TestSplitKillAtCommit(t *testing.T) {
 
 // TestSplitKillRandom kills baseline processes at random times under a
 // steady stream: -kafkamw.kill.rounds processes (4 by default), each
-// killed between 0 and 500ms after its first message; a last one then
-// drains the topic. The seed is logged (-kafkamw.kill.seed replays it).
+// killed between 0 and 500ms after the last one started has processed
+// its first message, with members processes in the group at a time (the
+// one killed chosen at random: its partitions go to the other once its
+// session ends); a last one then drains the topic. The seed is logged
+// (-kafkamw.kill.seed replays it).
 func TestSplitKillRandom(t *testing.T) {
 	seed := *killSeed
 	if seed == 0 {
 		seed = rand.Uint64()
 	}
-	t.Logf("seed %d (-kafkamw.kill.seed)", seed)
-	rng := rand.New(rand.NewPCG(seed, 0))
+	for _, members := range []int{1, 2} {
+		t.Run(fmt.Sprintf("members=%d", members), func(t *testing.T) {
+			t.Logf("seed %d (-kafkamw.kill.seed)", seed)
+			splitKillRandom(t, members, rand.New(rand.NewPCG(seed, uint64(members))))
+		})
+	}
+}
+
+func splitKillRandom(t *testing.T, members int, rng *rand.Rand) {
 	h := newKillHarness(t)
 	stop := make(chan struct{})
 	streamed := make(chan error, 1)
@@ -768,20 +778,35 @@ func TestSplitKillRandom(t *testing.T) {
 			}
 		}
 	}()
-	for round := range *killRounds {
-		k := h.start()
+	defer func() {
 		select {
-		case <-k.first:
-		case <-time.After(30 * time.Second):
+		case <-stop:
+		default:
 			close(stop)
 			<-streamed
-			t.Fatalf("round %d: no message processed in 30s", round)
+		}
+	}()
+	var running []*child
+	for round := range *killRounds {
+		for len(running) < members {
+			k := h.start()
+			running = append(running, k)
+			select {
+			case <-k.first:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("round %d: %s processed nothing in 30s", round, k.name)
+			}
 		}
 		d := time.Duration(rng.Int64N(int64(500 * time.Millisecond)))
 		time.Sleep(d) // the kill's random time, not a synchronisation
-		h.current.Store(nil)
+		i := rng.IntN(len(running))
+		k := running[i]
+		running = slices.Delete(running, i, i+1)
 		k.kill()
-		t.Logf("round %d: killed after %v, %d messages processed", round, d, len(k.processed()))
+		t.Logf("round %d: %s killed after %v, %d messages processed", round, k.name, d, len(k.processed()))
+	}
+	for _, k := range running {
+		k.kill()
 	}
 	close(stop)
 	if err := <-streamed; err != nil {
