@@ -3,6 +3,7 @@ package kafkamw_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -48,12 +49,13 @@ import (
 // missing from it (the commit follows the acknowledgement).
 
 var (
-	killRounds = flag.Int("kafkamw.kill.rounds", 4, "TestSplitKillRandom: baseline processes killed at random")
+	killRounds = flag.Int("kafkamw.kill.rounds", 3, "TestSplitKillRandom: baseline processes killed at random")
 	killSeed   = flag.Uint64("kafkamw.kill.seed", 0, "TestSplitKillRandom: the seed of the kill times; 0 for a new one")
 )
 
 // killChildEnv names the environment variable that makes
-// TestSplitKillChild a baseline process: "<brokers> <topic> <group>".
+// TestSplitKillChild a baseline process: "<brokers> <topic> <group>
+// <partitions>", the last the Split.Partitions of its reader.
 const killChildEnv = "SANDBOXKIT_SPLIT_KILL_CHILD"
 
 // killLine starts each line the child writes for a message it
@@ -85,14 +87,15 @@ func TestSplitKillChild(t *testing.T) {
 		t.Skip("the baseline process of the split kill tests")
 	}
 	var brokers, topic, group string
-	if _, err := fmt.Sscan(spec, &brokers, &topic, &group); err != nil {
+	var parts int
+	if _, err := fmt.Sscan(spec, &brokers, &topic, &group, &parts); err != nil {
 		t.Fatal(err)
 	}
 	cfg := kafkatest.ReaderConfig(strings.Split(brokers, ","), topic, group)
 	// A killed member holds its partitions until its session ends: a
 	// short one lets the next process in sooner.
 	cfg.SessionTimeout, cfg.RebalanceTimeout = time.Second, time.Second
-	r, err := kafkamw.NewReader(cfg, killTable(t), service, kafkamw.WithSplit(kafkamw.Split{}),
+	r, err := kafkamw.NewReader(cfg, killTable(t), service, kafkamw.WithSplit(kafkamw.Split{Partitions: parts}),
 		kafkamw.WithSkipCommitInterval(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -181,11 +184,12 @@ type child struct {
 	got []killed
 }
 
-// startChild starts a baseline process of f's group.
-func startChild(t *testing.T, f *splitFixture, name string) *child {
+// startChild starts a baseline process of f's group, its sandbox topics
+// of parts partitions (0: the source's).
+func startChild(t *testing.T, f *splitFixture, parts int, name string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSplitKillChild$", "-test.timeout=3m")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s", killChildEnv, strings.Join(f.addrs, ","), f.topic, f.group))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s %d", killChildEnv, strings.Join(f.addrs, ","), f.topic, f.group, parts))
 	k := &child{t: t, name: name, cmd: cmd, dead: make(chan struct{}), first: make(chan struct{})}
 	cmd.Stderr = &k.stderr
 	in, err := cmd.StdinPipe()
@@ -343,6 +347,9 @@ type killHarness struct {
 	f *splitFixture
 	a *consumer
 
+	parts  int // Split.Partitions of every reader
+	aParts int // the partitions of A's topic
+
 	tagMu sync.Mutex
 	tags  map[string]string
 
@@ -372,10 +379,12 @@ const (
 	killThenDrop
 )
 
-func newKillHarness(t *testing.T) *killHarness {
+// newKillHarness starts a harness whose sandbox topics have parts
+// partitions (0: the source's two).
+func newKillHarness(t *testing.T, parts int) *killHarness {
 	c, addrs := controlledBroker(t)
 	f := newSplitFixtureAt(t, addrs, 2)
-	h := &killHarness{t: t, c: c, f: f, tags: map[string]string{},
+	h := &killHarness{t: t, c: c, f: f, parts: parts, aParts: cmp.Or(parts, 2), tags: map[string]string{},
 		tr: kafkatest.Transport(), aOffsets: map[int][]int64{}, copied: map[[2]int64]bool{}, reported: map[[2]int64]bool{}, committed: map[int]int64{}}
 	t.Cleanup(h.tr.CloseIdleConnections)
 	cl := &kafka.Client{Addr: kafka.TCP(addrs...), Transport: h.tr}
@@ -384,7 +393,7 @@ func newKillHarness(t *testing.T) *killHarness {
 	h.watchCommits()
 	// A's reader, in this process, throughout: it reads the second
 	// copies as they come.
-	h.a = startConsumer(t, "sandbox", f.reader(true, kafkamw.AsSandbox(sbA.ID)), 1)
+	h.a = startConsumer(t, "sandbox", f.reader(false, kafkamw.AsSandbox(sbA.ID), kafkamw.WithSplit(kafkamw.Split{Partitions: parts})), 1)
 	return h
 }
 
@@ -423,7 +432,7 @@ func (h *killHarness) tag(v string) (string, bool) {
 
 // start starts a baseline process, the one the control functions kill.
 func (h *killHarness) start() *child {
-	k := startChild(h.t, h.f, fmt.Sprint("baseline", len(h.kids)))
+	k := startChild(h.t, h.f, h.parts, fmt.Sprint("baseline", len(h.kids)))
 	h.kids = append(h.kids, k)
 	h.current.Store(k)
 	return k
@@ -506,7 +515,7 @@ func (h *killHarness) check(offs map[int]int64) (passesA bool) {
 			if !h.copied[[2]int64{int64(p), o}] && !fresh {
 				// Not seen yet: read A's topic to its end.
 				fresh = true
-				for ap := range 2 {
+				for ap := range h.aParts {
 					err := h.cps.readTo(ctx, ap, -1, func(_ int64, _ []byte, hs []kafka.Header) {
 						if sp, so, ok := sourceOf(hs); ok {
 							h.copied[[2]int64{int64(sp), so}] = true
@@ -563,7 +572,7 @@ func (h *killHarness) finish() (duplicates int) {
 	all := &partial{cl: h.src.cl, topic: f.aTopic, next: map[int]int64{}}
 	copies := map[string]int{}
 	total := 0
-	for p := range 2 {
+	for p := range h.aParts {
 		if err := all.readTo(ctx, p, -1, func(_ int64, v []byte, _ []kafka.Header) { copies[string(v)]++; total++ }); err != nil {
 			t.Fatal(err)
 		}
@@ -650,7 +659,7 @@ func (h *killHarness) finish() (duplicates int) {
 func TestSplitKillAtForward(t *testing.T) {
 	for _, written := range []bool{true, false} {
 		t.Run(fmt.Sprintf("written=%v", written), func(t *testing.T) {
-			h := newKillHarness(t)
+			h := newKillHarness(t, 0)
 
 			kills := atomic.Int32{}
 			killedAt := make(chan struct{}, 2)
@@ -702,7 +711,7 @@ func TestSplitKillAtForward(t *testing.T) {
 func TestSplitKillAtCommit(t *testing.T) {
 	for _, applied := range []bool{true, false} {
 		t.Run(fmt.Sprintf("applied=%v", applied), func(t *testing.T) {
-			h := newKillHarness(t)
+			h := newKillHarness(t, 0)
 
 			kills := 0
 			killedAt := make(chan struct{}, 2)
@@ -741,27 +750,29 @@ func TestSplitKillAtCommit(t *testing.T) {
 }
 
 // TestSplitKillRandom kills baseline processes at random times under a
-// steady stream: -kafkamw.kill.rounds processes (4 by default), each
+// steady stream: -kafkamw.kill.rounds processes (3 by default), each
 // killed between 0 and 500ms after the last one started has processed
 // its first message, with members processes in the group at a time (the
 // one killed chosen at random: its partitions go to the other once its
-// session ends); a last one then drains the topic. The seed is logged
+// session ends); a last one then drains the topic. With one partition
+// per sandbox topic, the copies of the two source partitions, and their
+// second copies, share it. The seed is logged
 // (-kafkamw.kill.seed replays it).
 func TestSplitKillRandom(t *testing.T) {
 	seed := *killSeed
 	if seed == 0 {
 		seed = rand.Uint64()
 	}
-	for _, members := range []int{1, 2} {
-		t.Run(fmt.Sprintf("members=%d", members), func(t *testing.T) {
+	for i, tc := range []struct{ members, parts int }{{1, 0}, {2, 0}, {1, 1}} {
+		t.Run(fmt.Sprintf("members=%d/sandbox-partitions=%d", tc.members, tc.parts), func(t *testing.T) {
 			t.Logf("seed %d (-kafkamw.kill.seed)", seed)
-			splitKillRandom(t, members, rand.New(rand.NewPCG(seed, uint64(members))))
+			splitKillRandom(t, tc.members, tc.parts, rand.New(rand.NewPCG(seed, uint64(i))))
 		})
 	}
 }
 
-func splitKillRandom(t *testing.T, members int, rng *rand.Rand) {
-	h := newKillHarness(t)
+func splitKillRandom(t *testing.T, members, parts int, rng *rand.Rand) {
+	h := newKillHarness(t, parts)
 	stop := make(chan struct{})
 	streamed := make(chan error, 1)
 	go func() { // the stream: a few messages at a time, until stopped
