@@ -651,35 +651,40 @@ func (h *killHarness) finish() (duplicates int) {
 
 // TestSplitKillAtForward kills the baseline process when its write of
 // A's copies reaches the broker, twice in a row (the second process
-// forwards the same copies again), and then lets a third run. written:
-// the broker writes the copies after the kill (their acknowledgement
-// goes to no one), so each of them is in A's topic again once the next
-// process forwards it: second copies, which A's reader skips. Otherwise
-// the broker never writes them, and the next process's are the first.
+// forwards the same copies again), and then lets a third run. The
+// broker then writes the copies (written: their acknowledgement goes to
+// no one), none (lost), or those of one of A's two partitions (half: a
+// write that carries both). What it writes is in A's topic again once
+// the next process forwards it: second copies, which A's reader skips.
 func TestSplitKillAtForward(t *testing.T) {
-	for _, written := range []bool{true, false} {
-		t.Run(fmt.Sprintf("written=%v", written), func(t *testing.T) {
+	for _, mode := range []string{"written", "lost", "half"} {
+		t.Run(mode, func(t *testing.T) {
 			h := newKillHarness(t, 0)
-
 			kills := atomic.Int32{}
 			killedAt := make(chan struct{}, 2)
 			h.c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-				carries := false
-				for _, tp := range kr.(*kmsg.ProduceRequest).Topics {
-					carries = carries || tp.Topic == h.f.aTopic
+				req := kr.(*kmsg.ProduceRequest)
+				var a *kmsg.ProduceRequestTopic
+				for i := range req.Topics {
+					if req.Topics[i].Topic == h.f.aTopic {
+						a = &req.Topics[i]
+					}
 				}
 				k := h.current.Load()
-				if !carries || k == nil || kills.Load() >= 2 || !h.current.CompareAndSwap(k, nil) {
+				if a == nil || mode == "half" && len(a.Partitions) < 2 || k == nil || kills.Load() >= 2 || !h.current.CompareAndSwap(k, nil) {
 					return nil, nil, false
 				}
 				kills.Add(1)
 				h.c.SleepControl(k.kill)
 				h.c.KeepControl()
 				killedAt <- struct{}{}
-				if written {
-					return nil, nil, false
+				switch mode {
+				case "lost":
+					return nil, errors.New("the baseline process was killed before its copies were written"), true
+				case "half":
+					a.Partitions = a.Partitions[:1]
 				}
-				return nil, errors.New("the baseline process was killed before its copies were written"), true
+				return nil, nil, false
 			})
 			for round := range 3 { // a third process, not killed, drains the topic
 				if err := h.produce(fmt.Sprint("r", round), 30); err != nil {
@@ -692,10 +697,10 @@ func TestSplitKillAtForward(t *testing.T) {
 				select {
 				case <-killedAt:
 				case <-time.After(30 * time.Second):
-					t.Fatal("no write of A's copies in 30s")
+					t.Fatalf("no write of A's copies (to both partitions: %v) in 30s", mode == "half")
 				}
 			}
-			if dups := h.finish(); written && dups == 0 {
+			if dups := h.finish(); mode != "lost" && dups == 0 {
 				t.Error("no second copy in A's topic: the copies written at the kill were not forwarded again")
 			}
 		})
