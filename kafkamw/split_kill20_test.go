@@ -178,7 +178,6 @@ type child struct {
 	stderr bytes.Buffer
 	dead   chan struct{} // closed once the process is gone and its output read
 	first  chan struct{} // closed at its first processed message
-	killed atomic.Bool
 
 	mu  sync.Mutex
 	got []killed
@@ -235,7 +234,6 @@ func startChild(t *testing.T, f *splitFixture, parts int, name string) *child {
 
 // kill kills the process with SIGKILL and waits until it is gone.
 func (k *child) kill() {
-	k.killed.Store(true)
 	k.cmd.Process.Kill()
 	<-k.dead
 }
