@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -280,11 +281,22 @@ func (r *partial) readTo(ctx context.Context, p int, to int64, each func(offset 
 		}
 		resp, err := r.cl.Fetch(ctx, &kafka.FetchRequest{Topic: r.topic, Partition: p, Offset: r.next[p],
 			MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 10 * time.Millisecond})
+		if err == nil {
+			err = resp.Error
+		}
+		if errors.Is(err, kafka.UnknownTopicOrPartition) || errors.Is(err, protocol.ErrNoTopic) {
+			// Created since the transport last read the cluster's
+			// topics (by a baseline process, A's reader not started
+			// yet): it reads them again MetadataTTL later.
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%s/%d: %w", r.topic, p, err)
+			case <-time.After(20 * time.Millisecond):
+			}
+			continue
+		}
 		if err != nil {
 			return err
-		}
-		if resp.Error != nil {
-			return resp.Error
 		}
 		n := 0
 		for {
@@ -384,15 +396,28 @@ func newKillHarness(t *testing.T, parts int) *killHarness {
 	f := newSplitFixtureAt(t, addrs, 2)
 	h := &killHarness{t: t, c: c, f: f, parts: parts, aParts: cmp.Or(parts, 2), tags: map[string]string{},
 		tr: kafkatest.Transport(), aOffsets: map[int][]int64{}, copied: map[[2]int64]bool{}, reported: map[[2]int64]bool{}, committed: map[int]int64{}}
+	h.tr.MetadataTTL = 100 * time.Millisecond
 	t.Cleanup(h.tr.CloseIdleConnections)
+	t.Cleanup(func() { // after a failure too: what the watch found is the first thing to read
+		h.watchMu.Lock()
+		defer h.watchMu.Unlock()
+		for _, b := range h.bad {
+			t.Error(b)
+		}
+		t.Logf("%d commits of the baseline group checked against A's topic", h.checked)
+	})
 	cl := &kafka.Client{Addr: kafka.TCP(addrs...), Transport: h.tr}
 	h.src = &partial{cl: cl, topic: f.topic, next: map[int]int64{}}
 	h.cps = &partial{cl: cl, topic: f.aTopic, next: map[int]int64{}}
 	h.watchCommits()
-	// A's reader, in this process, throughout: it reads the second
-	// copies as they come.
-	h.a = startConsumer(t, "sandbox", f.reader(false, kafkamw.AsSandbox(sbA.ID), kafkamw.WithSplit(kafkamw.Split{Partitions: parts})), 1)
 	return h
+}
+
+// startSandbox starts A's reader, in this process. Started before the
+// baseline processes, it reads the second copies as they come; started
+// after them, it finds them all waiting in A's topic.
+func (h *killHarness) startSandbox() {
+	h.a = startConsumer(h.t, "sandbox", h.f.reader(false, kafkamw.AsSandbox(sbA.ID), kafkamw.WithSplit(kafkamw.Split{Partitions: h.parts})), 1)
 }
 
 // produce writes n messages, cycling untagged, A's and B's as
@@ -551,18 +576,14 @@ func (h *killHarness) finish() (duplicates int) {
 	})
 	last.stop()
 	h.current.Store(nil)
+	if h.a == nil {
+		h.startSandbox()
+	}
 	waitFor(t, 30*time.Second, "A's reader to decide every copy", func() bool {
 		c := h.a.r.Counts()
 		return c.Delivered+c.Duplicates == ends(t, f.addrs, f.aTopic)
 	})
 	gotA := h.a.stop()
-
-	h.watchMu.Lock()
-	for _, b := range h.bad {
-		t.Error(b)
-	}
-	t.Logf("%d commits of the baseline group checked against A's topic", h.checked)
-	h.watchMu.Unlock()
 
 	// A's topic: each of A's messages at least once.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -658,6 +679,7 @@ func TestSplitKillAtForward(t *testing.T) {
 	for _, mode := range []string{"written", "lost", "half"} {
 		t.Run(mode, func(t *testing.T) {
 			h := newKillHarness(t, 0)
+			h.startSandbox()
 			kills := atomic.Int32{}
 			killedAt := make(chan struct{}, 2)
 			h.c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
@@ -691,11 +713,12 @@ func TestSplitKillAtForward(t *testing.T) {
 				if round == 2 {
 					break
 				}
-				h.start()
+				k := h.start()
 				select {
 				case <-killedAt:
 				case <-time.After(30 * time.Second):
-					t.Fatalf("no write of A's copies (to both partitions: %v) in 30s", mode == "half")
+					k.kill()
+					t.Fatalf("%s: %d processed; its errors:\n%s\nno write of A's copies (to both partitions: %v) in 30s", k.name, len(k.processed()), k.stderr.String(), mode == "half")
 				}
 			}
 			if dups := h.finish(); mode != "lost" && dups == 0 {
@@ -710,12 +733,12 @@ func TestSplitKillAtForward(t *testing.T) {
 // watch checks it), twice, and then lets a third run. applied: the broker
 // applies the commit after the kill; otherwise it never does, and the
 // next process forwards again the copies the commit passed: second
-// copies, which A's reader skips.
+// copies, which A's reader skips. A's reader starts once the baseline
+// processes are done: the second copies wait for it with the first.
 func TestSplitKillAtCommit(t *testing.T) {
 	for _, applied := range []bool{true, false} {
 		t.Run(fmt.Sprintf("applied=%v", applied), func(t *testing.T) {
 			h := newKillHarness(t, 0)
-
 			kills := 0
 			killedAt := make(chan struct{}, 2)
 			h.watchMu.Lock()
@@ -738,11 +761,13 @@ func TestSplitKillAtCommit(t *testing.T) {
 				if round == 2 {
 					break
 				}
-				h.start()
+				k := h.start()
 				select {
 				case <-killedAt:
 				case <-time.After(30 * time.Second):
-					t.Fatal("no commit past a message of A's in 30s")
+					lag, copies := groupLag(t, h.f.addrs, h.f.topic, h.f.group), ends(t, h.f.addrs, h.f.aTopic)
+					k.kill()
+					t.Fatalf("no commit past a message of A's in 30s; %s processed %d messages, the group lags by %v, A's topic holds %d; its errors:\n%s", k.name, len(k.processed()), lag, copies, k.stderr.String())
 				}
 			}
 			if dups := h.finish(); !applied && dups == 0 {
@@ -776,6 +801,7 @@ func TestSplitKillRandom(t *testing.T) {
 
 func splitKillRandom(t *testing.T, members, parts int, rng *rand.Rand) {
 	h := newKillHarness(t, parts)
+	h.startSandbox()
 	stop := make(chan struct{})
 	streamed := make(chan error, 1)
 	go func() { // the stream: a few messages at a time, until stopped
