@@ -395,24 +395,24 @@ func (f sourceFunc) FetchMessage(ctx context.Context) (kafka.Message, error) { r
 // Most messages of a topic are untagged (no header at all): their fate is
 // the reader's role's alone ([role.untagged]), with no header to read, no
 // route table to wait for and nothing to hand on, and fetch settles them
-// itself and releases the fetch lock by hand, without a deferred call
-// (the one call it makes meanwhile is src.FetchMessage, kafka-go's, which
-// reports failures as errors; a panic there would leave the lock held).
-// Every other message (one with any header, the pending one, any message
-// of a split-mode sandbox reader, which checks each for duplicates) is
-// settled by fetchLoop, which releases the lock by defer: settling may
-// call the user's logger and dead-letter writer, and a panic there must
-// not leave the lock held.
+// itself. Every other message (one with any header, the pending one, any
+// message of a split-mode sandbox reader, which checks each for
+// duplicates) is settled by fetchLoop. The fetch lock is released by
+// defer on both paths: a panic in the source, the user's logger or
+// dead-letter writer must not leave it held and wedge the reader (an
+// open-coded defer costs a few instructions a message; unlocking by hand
+// on the fast path saved them and wedged the reader after a panicking
+// source, TestFetchFastPathPanic).
 func (r *Reader) fetch(ctx context.Context, src source, msg *kafka.Message) (context.Context, error) {
 	if err := r.fetching.lock(ctx); err != nil {
 		return ctx, err
 	}
+	defer r.fetching.unlock()
 	if r.pending.Load() != nil || r.marks != nil {
 		return r.fetchLoop(ctx, src, msg, false)
 	}
 	var err error
 	if *msg, err = src.FetchMessage(ctx); err != nil {
-		r.fetching.unlock()
 		*msg = kafka.Message{}
 		return ctx, err
 	}
@@ -421,15 +421,13 @@ func (r *Reader) fetch(ctx context.Context, src source, msg *kafka.Message) (con
 	}
 	r.ledger.deliver(msg)
 	r.delivered.Add(1)
-	r.fetching.unlock()
 	return ctx, nil
 }
 
 // fetchLoop is fetch once the lock is taken, for what its fast path does
 // not settle: it settles *msg first when fetched is set, then reads and
-// settles messages until one is the reader's. It releases the lock.
+// settles messages until one is the reader's. fetch releases the lock.
 func (r *Reader) fetchLoop(ctx context.Context, src source, msg *kafka.Message, fetched bool) (context.Context, error) {
-	defer r.fetching.unlock()
 	for {
 		var (
 			err   error
