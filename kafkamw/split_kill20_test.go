@@ -246,9 +246,9 @@ func (k *child) stop() {
 	k.in.Close()
 	select {
 	case <-k.dead:
-	case <-time.After(30 * time.Second):
+	case <-time.After(60 * time.Second):
 		k.kill()
-		k.t.Errorf("%s did not stop in 30s", k.name)
+		k.t.Errorf("%s did not stop in 60s", k.name)
 	}
 	if !k.cmd.ProcessState.Success() {
 		k.t.Errorf("%s: %v; its errors:\n%s", k.name, k.cmd.ProcessState, k.stderr.String())
@@ -516,7 +516,7 @@ func (h *killHarness) watchCommits() {
 // against A's topic and reports whether it passes a message of A's that
 // the group's committed offsets had not passed. h.watchMu is held.
 func (h *killHarness) check(offs map[int]int64) (passesA bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	h.checked++
 	for p, c := range offs {
@@ -786,10 +786,10 @@ func TestSplitKillAtCommit(t *testing.T) {
 				k := h.start()
 				select {
 				case <-killedAt:
-				case <-time.After(30 * time.Second):
+				case <-time.After(60 * time.Second):
 					lag, copies := groupLag(t, h.f.addrs, h.f.topic, h.f.group), ends(t, h.f.addrs, h.f.aTopic)
 					k.kill()
-					t.Fatalf("no commit past a message of A's in 30s; %s processed %d messages, the group lags by %v, A's topic holds %d; its errors:\n%s", k.name, len(k.processed()), lag, copies, k.stderr.String())
+					t.Fatalf("no commit past a message of A's in 60s; %s processed %d messages, the group lags by %v, A's topic holds %d; its errors:\n%s", k.name, len(k.processed()), lag, copies, k.stderr.String())
 				}
 			}
 			if dups := h.finish(); !applied && dups == 0 {
@@ -855,8 +855,8 @@ func splitKillRandom(t *testing.T, members, parts int, rng *rand.Rand) {
 			running = append(running, k)
 			select {
 			case <-k.first:
-			case <-time.After(30 * time.Second):
-				t.Fatalf("round %d: %s processed nothing in 30s", round, k.name)
+			case <-time.After(60 * time.Second):
+				t.Fatalf("round %d: %s processed nothing in 60s", round, k.name)
 			}
 		}
 		d := time.Duration(rng.Int64N(int64(500 * time.Millisecond)))
