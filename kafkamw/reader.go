@@ -147,6 +147,11 @@ type Reader struct {
 	closed  bool
 	stop    context.CancelFunc
 	flushed chan struct{} // closed when the flush loop has returned
+	// gone ends once Close has closed the group reader: a synchronous
+	// commit kafka-go took after its commit loop stopped is never
+	// answered (see commit).
+	gone     context.Context
+	markGone context.CancelFunc
 
 	// fetching serialises fetch: taking the next message, deciding it and
 	// recording it in the ledger happen in offset order, one goroutine at
@@ -219,6 +224,7 @@ func NewReader(cfg kafka.ReaderConfig, table *routes.Table, service string, opts
 		topics:   cfg.GroupTopics,
 		ledger:   newLedger(),
 	}
+	r.gone, r.markGone = context.WithCancel(context.Background())
 	if len(r.topics) == 0 {
 		r.topics = []string{cfg.Topic}
 	}
@@ -604,11 +610,38 @@ func (r *Reader) commit(ctx context.Context, send func(context.Context, ...kafka
 	if len(all) == 0 {
 		return nil
 	}
-	if err := send(ctx, all...); err != nil {
+	if err := r.send(ctx, send, all); err != nil {
 		return err
 	}
 	r.ledger.committed(all)
 	return nil
+}
+
+// errClosedWhileCommitting is the cause of a commit's end when the reader
+// was closed before kafka-go answered it.
+var errClosedWhileCommitting = errors.New("kafkamw: the reader was closed before the commit was answered; it may or may not have been applied")
+
+// send calls the group reader's CommitMessages. With synchronous commits
+// (no CommitInterval) kafka-go queues the request for its commit loop and
+// waits for the answer or ctx's end, but not for Close: a request queued
+// after the loop's last drain is never answered, and a caller committing
+// with context.Background() waited for ever, holding commitMu and so
+// every other commit (TestA14CommitRacingCloseReturns). send ends such a
+// wait once Close has closed the group reader. Asynchronous commits
+// return once queued, and kafka-go's own queueing watches Close.
+func (r *Reader) send(ctx context.Context, send func(context.Context, ...kafka.Message) error, msgs []kafka.Message) error {
+	if r.rcfg.CommitInterval != 0 {
+		return send(ctx, msgs...)
+	}
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(r.gone, func() { cancel(errClosedWhileCommitting) })
+	defer stop()
+	err := send(sctx, msgs...)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(sctx), errClosedWhileCommitting) {
+		return errClosedWhileCommitting
+	}
+	return err
 }
 
 // flushSkipped commits the skipped messages that no returned message waits
@@ -680,7 +713,9 @@ func (r *Reader) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ferr := r.flushSkipped(ctx, inner)
-	if err := inner.Close(); err != nil {
+	err := inner.Close()
+	r.markGone()
+	if err != nil {
 		return err
 	}
 	if ferr != nil {

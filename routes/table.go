@@ -335,15 +335,31 @@ func (t *Table) markSynced(at time.Time) {
 // load is at least as recent as the current failure, if any: whether the
 // source may be called healthy again.
 func (t *Table) markSyncedLocked(at time.Time) bool {
-	healthy := at.UnixNano() >= t.failingSince
+	ns := nanos(at)
+	healthy := ns >= t.failingSince
 	if healthy {
 		t.failingSince = neverSynced
 	}
-	if at.UnixNano() > t.synced.Load() {
-		t.synced.Store(at.UnixNano())
+	if ns > t.synced.Load() {
+		t.synced.Store(ns)
 		t.wakeWaiters()
 	}
 	return healthy
+}
+
+// nanos is at.UnixNano() held to the range it is exact in: UnixNano of a
+// time before 1678 or after 2262 wraps, and a proof dated 1600 read as
+// synced up to 2184. Earlier times are one nanosecond after neverSynced
+// (synced up to nothing a reader asks about), later ones the last
+// nanosecond.
+func nanos(at time.Time) int64 {
+	switch sec := at.Unix(); {
+	case sec < minNanoSec:
+		return neverSynced + 1
+	case sec > maxNanoSec:
+		return math.MaxInt64
+	}
+	return at.UnixNano()
 }
 
 // failed records a load that started at start and failed with err, and
@@ -351,13 +367,13 @@ func (t *Table) markSyncedLocked(at time.Time) bool {
 // answered.
 func (t *Table) failed(start time.Time, err error) error {
 	t.syncMu.Lock()
-	if t.failingSince == neverSynced && start.UnixNano() >= t.synced.Load() {
-		t.failingSince = start.UnixNano()
+	if t.failingSince == neverSynced && nanos(start) >= t.synced.Load() {
+		t.failingSince = nanos(start)
 	}
 	defer t.syncMu.Unlock()
 	since, last := t.failingSince, t.synced.Load()
 	if since == neverSynced { // an older load, overtaken by a good one
-		since = start.UnixNano()
+		since = nanos(start)
 	}
 	good := "none yet"
 	if last != neverSynced {
