@@ -3,6 +3,7 @@ package kafkamw
 import (
 	"bytes"
 	"strings"
+	"unicode"
 
 	"github.com/segmentio/kafka-go"
 	otelprop "go.opentelemetry.io/otel/propagation"
@@ -112,12 +113,58 @@ type markers struct {
 	keys   []string // the codec's baggage member keys
 	named  []string // header keys that are markers (Codec.KeyHeaders)
 	prefix string   // their common prefix, searched for first
+
+	// A header key [markers.scanKey] may act on is at least minKey
+	// bytes long and starts with a byte of firsts: see plain.
+	minKey int
+	firsts [4]uint64 // a bit per byte value
+}
+
+// plain reports whether no header of hs can be one that
+// [markers.scanKey] acts on (the dedicated header, baggage, or a header
+// named as one of our member keys), so that the message is untagged
+// without a closer look: most production messages carry headers of
+// their own (traceparent, content-type), and without this test each of
+// those was compared, folding case, with every marker key. It is
+// conservative: a key is passed on to scanKey when it is long enough and
+// its first byte may start a marker key as scanKey compares them
+// (strings.EqualFold): either ASCII case of a key's first byte, and
+// every byte above 0x7F, which may start a rune that folds to an ASCII
+// letter (ſ to s, K to k; such a rune is longer in UTF-8 than its
+// letter, so no matching key is shorter than minKey).
+// FuzzPlainHeaders checks it against scanKey.
+func (m *markers) plain(hs []kafka.Header) bool {
+	for i := range hs {
+		k := hs[i].Key
+		if len(k) >= m.minKey && m.firsts[k[0]>>6]&(1<<(k[0]&63)) != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func newMarkers(c *propagation.Codec) markers {
 	m := markers{header: c.Header()}
 	m.keys = c.Keys()
 	m.named = c.KeyHeaders()
+	all := append([]string{baggageKey}, m.named...)
+	if m.header != "" {
+		all = append(all, m.header)
+	}
+	m.minKey = len(baggageKey)
+	first := func(b byte) { m.firsts[b>>6] |= 1 << (b & 63) }
+	for _, k := range all {
+		m.minKey = min(m.minKey, len(k))
+		if len(k) > 0 {
+			first(k[0])
+			first(byte(unicode.ToUpper(rune(k[0]))))
+			first(byte(unicode.ToLower(rune(k[0]))))
+		}
+	}
+	m.firsts[2], m.firsts[3] = ^uint64(0), ^uint64(0) // bytes 0x80-0xFF
+	if m.minKey == 0 {
+		m.firsts = [4]uint64{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}
+	}
 	m.prefix = m.keys[0]
 	for _, k := range m.keys[1:] {
 		for !strings.HasPrefix(k, m.prefix) {

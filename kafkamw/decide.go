@@ -27,7 +27,7 @@ type verdict struct {
 // msg with.
 func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Context, verdict, error) {
 	untagged := verdict{fate: r.role.untagged()}
-	if len(msg.Headers) == 0 {
+	if r.markers.plain(msg.Headers) {
 		return ctx, untagged, nil // untagged, the most common message
 	}
 	// What the codec reads from the headers: the last list's answer,

@@ -398,11 +398,12 @@ func (f sourceFunc) FetchMessage(ctx context.Context) (kafka.Message, error) { r
 // and a kafka.Message is large enough for each copy to count: the message
 // is read straight into *msg, not passed up through the return values.
 //
-// Most messages of a topic are untagged (no header at all): their fate is
-// the reader's role's alone ([role.untagged]), with no header to read, no
-// route table to wait for and nothing to hand on, and fetch settles them
-// itself. Every other message (one with any header, the pending one, any
-// message of a split-mode sandbox reader, which checks each for
+// Most messages of a topic are untagged (no header, or none that a
+// marker can be: [markers.plain]): their fate is the reader's role's
+// alone ([role.untagged]), with no header to read, no route table to
+// wait for and nothing to hand on, and fetch settles them itself. Every
+// other message (one with a header that may be a marker, the pending
+// one, any message of a split-mode sandbox reader, which checks each for
 // duplicates) is settled by fetchLoop. The fetch lock is released by
 // defer on both paths: a panic in the source, the user's logger or
 // dead-letter writer must not leave it held and wedge the reader (an
@@ -422,7 +423,7 @@ func (r *Reader) fetch(ctx context.Context, src source, msg *kafka.Message) (con
 		*msg = kafka.Message{}
 		return ctx, err
 	}
-	if len(msg.Headers) != 0 || r.role.untagged() != fateMine {
+	if !r.markers.plain(msg.Headers) || r.role.untagged() != fateMine {
 		return r.fetchLoop(ctx, src, msg, true)
 	}
 	r.ledger.deliver(msg)
@@ -450,7 +451,7 @@ func (r *Reader) fetchLoop(ctx context.Context, src source, msg *kafka.Message, 
 				return ctx, err
 			}
 		}
-		if len(msg.Headers) == 0 && !again && r.marks == nil {
+		if !again && r.marks == nil && r.markers.plain(msg.Headers) {
 			// Untagged, as in fetch, for a reader that skips them (a
 			// sandbox reader in the filter mode).
 			if r.role.untagged() == fateMine {
