@@ -404,7 +404,9 @@ func checkDeadLetter(t *testing.T, addrs []string, topic, source string) {
 	if got := ends(t, addrs, topic); got != 1 {
 		t.Fatalf("dead-letter topic holds %d, want 1", got)
 	}
-	r := kafka.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("dl")))
+	cfg := kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("dl"))
+	cfg.MaxWait, cfg.ReadBatchTimeout = 2*time.Second, 10*time.Second // the dead letter is 2 MiB: see largeReader
+	r := kafka.NewReader(cfg)
 	defer r.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
