@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
@@ -27,8 +28,9 @@ const drainInsert = "INSERT INTO items (owner) VALUES ($1)"
 
 // oneSlot returns the test server, a router with one pool slot, the given
 // turn, no idle timeout and the returned test clock, over one test
-// database (named name) that sandboxes a and b share.
-func oneSlot(t *testing.T, name string, turn time.Duration) (*pgtest.Env, *dbroute.Router, *clocktest.Clock) {
+// database (named name) that sandboxes a and b share, and the router's
+// waited (see waitCounter).
+func oneSlot(t *testing.T, name string, turn time.Duration) (*pgtest.Env, *dbroute.Router, *clocktest.Clock, func(int64)) {
 	t.Helper()
 	e := pgtest.Server(t)
 	dsn := e.Target(t, name)
@@ -37,8 +39,31 @@ func oneSlot(t *testing.T, name string, turn time.Duration) (*pgtest.Env, *dbrou
 		t.Fatal(err)
 	}
 	clk := clocktest.New()
-	r := e.Router(t, p, dbroute.WithMaxPools(1), dbroute.WithPoolTurn(turn), dbroute.WithIdleTimeout(0), dbroute.WithClock(clk.Now))
-	return e, r, clk
+	withMeter, waited := waitCounter(t)
+	r := e.Router(t, p, dbroute.WithMaxPools(1), dbroute.WithPoolTurn(turn), dbroute.WithIdleTimeout(0), dbroute.WithClock(clk.Now), withMeter)
+	return e, r, clk, waited
+}
+
+// waitCounter returns a meter provider option for a router and waited,
+// which returns once n calls in all have started to wait for a pool slot
+// of that router (the pool-limit metric's "waited" outcome, counted as a
+// call joins the queue). The tests wait for it after starting a call in
+// the background, where they slept (100 ms) before: on a loaded machine
+// the call's goroutine had not queued yet, and a call meant to wait ran
+// or was cancelled before it did.
+func waitCounter(t *testing.T) (dbroute.RouterOption, func(n int64)) {
+	rd := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))
+	return dbroute.WithMeterProvider(mp), func(n int64) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for poolLimitCounts(t, rd)[dbroute.OutcomeWaited] < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d calls waited for a pool slot, want %d", poolLimitCounts(t, rd)[dbroute.OutcomeWaited], n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 }
 
 // execAsync runs one insert for ctx's sandbox in the background.
@@ -63,7 +88,9 @@ func within(t *testing.T, what string, ch <-chan error, d time.Duration) error {
 	}
 }
 
-// settle gives calls just started the time to queue for a slot.
+// settle gives a call just started the time to do what it must not (wait
+// for a slot where it must not): where it is to wait, the tests wait for
+// that (waitCounter) instead.
 func settle() { time.Sleep(100 * time.Millisecond) }
 
 // TestAttackDrainCancelWhileQueued: calls queued behind a draining pool
@@ -73,7 +100,7 @@ func settle() { time.Sleep(100 * time.Millisecond) }
 // free.
 func TestAttackDrainCancelWhileQueued(t *testing.T) {
 	t.Parallel()
-	e, r, clk := oneSlot(t, "cancel", time.Minute)
+	e, r, clk, waited := oneSlot(t, "cancel", time.Minute)
 	ctxA, ctxB := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b")
 	tx, err := r.Begin(ctxA)
 	if err != nil {
@@ -87,10 +114,13 @@ func TestAttackDrainCancelWhileQueued(t *testing.T) {
 	for round := range 3 {
 		cb, cancelB := context.WithCancel(ctxB)
 		doneB := execAsync(r, cb, "b-cancelled")
-		settle() // b waits, a drains
+		// b waits, a drains. Each sandbox's first call queues an open
+		// that outlives the call (it is shared): the calls of later
+		// rounds join it and count no wait of their own.
+		waited(1)
 		ca, cancelA := context.WithCancel(ctxA)
 		doneA := execAsync(r, ca, "a-cancelled")
-		settle()
+		waited(2)
 		cancelA()
 		if err := within(t, "a's cancelled call", doneA, 5*time.Second); !errors.Is(err, dbroute.ErrPoolLimit) {
 			t.Fatalf("round %d: a's cancelled call: %v, want ErrPoolLimit", round, err)
@@ -134,7 +164,7 @@ func TestAttackDrainCancelWhileQueued(t *testing.T) {
 // pool is not closed under it), and Close returns once it has.
 func TestAttackDrainClose(t *testing.T) {
 	t.Parallel()
-	e, r, clk := oneSlot(t, "close", time.Minute)
+	e, r, clk, waited := oneSlot(t, "close", time.Minute)
 	ctxA, ctxB := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b")
 	tx, err := r.Begin(ctxA)
 	if err != nil {
@@ -143,9 +173,9 @@ func TestAttackDrainClose(t *testing.T) {
 	defer tx.Rollback(ctxA)
 	clk.Advance(2 * time.Minute)
 	doneB := execAsync(r, ctxB, "b")
-	settle()
+	waited(1)
 	doneA := execAsync(r, ctxA, "a-queued")
-	settle()
+	waited(2)
 	closed := make(chan error, 1)
 	go func() { r.Close(); closed <- nil }()
 	for _, c := range []struct {
@@ -334,8 +364,9 @@ func TestAttackDrainRouteRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	withMeter, waited := waitCounter(t)
 	r := e.Router(t, p, dbroute.WithMaxPools(1), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0),
-		dbroute.WithClock(clk.Now), dbroute.WithRoutes(table))
+		dbroute.WithClock(clk.Now), dbroute.WithRoutes(table), withMeter)
 	ctxA, ctxB := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b")
 	tx, err := r.Begin(ctxA)
 	if err != nil {
@@ -346,11 +377,11 @@ func TestAttackDrainRouteRemoved(t *testing.T) {
 	cb, cancel := context.WithTimeout(ctxB, 30*time.Second)
 	defer cancel()
 	doneB := execAsync(r, cb, "b")
-	settle()
+	waited(1)
 	ca, cancel := context.WithTimeout(ctxA, 30*time.Second)
 	defer cancel()
 	doneA := execAsync(r, ca, "a-queued")
-	settle()
+	waited(2)
 	table.Remove("a")
 	if _, err := r.Exec(ctxA, drainInsert, "a-removed"); !errors.Is(err, dbroute.ErrNoTestDatabase) {
 		t.Errorf("call after a left the route table: %v, want ErrNoTestDatabase", err)
@@ -463,7 +494,8 @@ func TestAttackDrainReclaimed(t *testing.T) {
 	}
 	p := &reclaimer{Provider: static}
 	clk := clocktest.New()
-	r := e.Router(t, p, dbroute.WithMaxPools(1), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0), dbroute.WithClock(clk.Now))
+	withMeter, waited := waitCounter(t)
+	r := e.Router(t, p, dbroute.WithMaxPools(1), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0), dbroute.WithClock(clk.Now), withMeter)
 	ctxA, ctxB := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b")
 	tx, err := r.Begin(ctxA)
 	if err != nil {
@@ -474,11 +506,11 @@ func TestAttackDrainReclaimed(t *testing.T) {
 	cb, cancel := context.WithTimeout(ctxB, 30*time.Second)
 	defer cancel()
 	doneB := execAsync(r, cb, "b")
-	settle()
+	waited(1)
 	ca, cancel := context.WithTimeout(ctxA, 30*time.Second)
 	defer cancel()
 	doneA := execAsync(r, ca, "a-queued")
-	settle()
+	waited(2)
 	p.remove("a")
 	if err := within(t, "b's call once a's pool was removed", doneB, 10*time.Second); err != nil {
 		t.Fatalf("b: %v", err)
@@ -509,7 +541,7 @@ func TestAttackDrainReclaimed(t *testing.T) {
 // the clock moving.
 func TestAttackDrainZeroTurn(t *testing.T) {
 	t.Parallel()
-	_, r, _ := oneSlot(t, "zero", 0)
+	_, r, _, waited := oneSlot(t, "zero", 0)
 	ctxA, ctxB := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b")
 	tx, err := r.Begin(ctxA)
 	if err != nil {
@@ -519,7 +551,7 @@ func TestAttackDrainZeroTurn(t *testing.T) {
 	cb, cancel := context.WithTimeout(ctxB, 30*time.Second)
 	defer cancel()
 	doneB := execAsync(r, cb, "b")
-	settle()
+	waited(1)
 	for i := range 5 {
 		ca, cancel := context.WithTimeout(ctxA, 5*time.Second)
 		_, err := r.Exec(ca, drainInsert, "a")
@@ -693,7 +725,8 @@ func TestAttackDrainDatabaseMoves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := e.Router(t, dbroute.FromTable(table), dbroute.WithMaxPools(1), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0), dbroute.WithClock(clk.Now))
+	withMeter, waited := waitCounter(t)
+	r := e.Router(t, dbroute.FromTable(table), dbroute.WithMaxPools(1), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0), dbroute.WithClock(clk.Now), withMeter)
 	ctxA, ctxB := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b")
 	tx, err := r.Begin(ctxA)
 	if err != nil {
@@ -704,7 +737,7 @@ func TestAttackDrainDatabaseMoves(t *testing.T) {
 	cb, cancel := context.WithTimeout(ctxB, 30*time.Second)
 	defer cancel()
 	doneB := execAsync(r, cb, "b")
-	settle()
+	waited(1)
 	if err := table.Update([]routes.Sandbox{{ID: "a", Database: two, Expires: exp}, {ID: "b", Database: other, Expires: exp}}); err != nil {
 		t.Fatal(err)
 	}

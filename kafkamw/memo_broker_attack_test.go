@@ -235,7 +235,15 @@ func TestFetchHugeMarkersOnBroker(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	r, err := NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), table, "orders")
+	// The answers to this reader's fetches carry record batches of
+	// 3 MiB (50 messages of 64 KiB): kafkatest's MaxWait (50ms), which
+	// kafka-go makes the read deadline of a fetch's answer, and its 1s
+	// for the read of a message are too short for those under -race on
+	// 2 loaded cores. Every fetch timed out and was made again (200 to
+	// 300 times) until the test's minute ran out (see largeReader).
+	cfg := kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g"))
+	cfg.MaxWait, cfg.ReadBatchTimeout = 2*time.Second, 10*time.Second
+	r, err := NewReader(cfg, table, "orders")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -289,7 +289,18 @@ func TestSplitLargeBatch(t *testing.T) {
 		}
 	}
 	f.produce("m", 30)
-	base := startConsumer(t, "baseline", f.reader(true), 5)
+	// The baseline's fetches are answered with record batches of 800 KiB
+	// (100 messages of 8 KiB a write): kafkatest's MaxWait (50ms), which
+	// kafka-go makes the read deadline of a fetch's answer, is too short
+	// for those under -race on 2 loaded cores, and every fetch timed out
+	// and was made again until the wait below ran out (see largeReader).
+	cfg := kafkatest.ReaderConfig(f.addrs, f.topic, f.group)
+	cfg.MaxWait = 2 * time.Second
+	r, err := kafkamw.NewReader(cfg, f.table, service, kafkamw.WithSkipCommitInterval(20*time.Millisecond), kafkamw.WithSplit(kafkamw.Split{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := startConsumer(t, "baseline", r, 5)
 	waitFor(t, 20*time.Second, "the baseline to decide the topic", func() bool { return base.seen() == n+30 })
 	waitFor(t, 20*time.Second, "A's copies in A's topic", func() bool { return ends(t, f.addrs, f.aTopic) == n+10 })
 	waitFor(t, 20*time.Second, "the baseline to commit everything", func() bool { return groupLag(t, f.addrs, f.topic, f.group)[0] == 0 })

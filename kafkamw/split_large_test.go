@@ -131,9 +131,20 @@ func newLargeFixture(t *testing.T, addrs []string) *splitFixture {
 // largeReader is a split-mode reader of the fixture's group. Its
 // ReaderConfig.MaxBytes is kafka-go's default (1 MB): the broker returns
 // a first record batch whole however large.
+//
+// kafka-go gives a fetch's answer MaxWait to arrive and each message of it
+// ReadBatchTimeout to be read, and on a timeout fetches it again from the
+// start. kafkatest's 50ms and 1s are far too short for an answer that
+// carries 2 MiB under -race on 2 loaded cores: the in-process broker took
+// longer to encode and send it, every fetch of the big message timed out
+// (read tcp ...: i/o timeout, hundreds of times), and the tests' waits
+// (20s) ran out with the big message never read. Here they are 2s and
+// 10s (kafka-go's default); an idle fetch still returns as soon as a
+// message arrives.
 func (f *splitFixture) largeReader(opts ...kafkamw.ReaderOption) *kafkamw.Reader {
 	f.t.Helper()
 	cfg := kafkatest.ReaderConfig(f.addrs, f.topic, f.group)
+	cfg.MaxWait, cfg.ReadBatchTimeout = 2*time.Second, 10*time.Second
 	opts = append(opts, kafkamw.WithSkipCommitInterval(20*time.Millisecond), kafkamw.WithSplit(kafkamw.Split{}))
 	r, err := kafkamw.NewReader(cfg, f.table, service, opts...)
 	if err != nil {
@@ -393,7 +404,9 @@ func checkDeadLetter(t *testing.T, addrs []string, topic, source string) {
 	if got := ends(t, addrs, topic); got != 1 {
 		t.Fatalf("dead-letter topic holds %d, want 1", got)
 	}
-	r := kafka.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("dl")))
+	cfg := kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("dl"))
+	cfg.MaxWait, cfg.ReadBatchTimeout = 2*time.Second, 10*time.Second // the dead letter is 2 MiB: see largeReader
+	r := kafka.NewReader(cfg)
 	defer r.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -74,7 +74,11 @@ func TestSplitWriteOutcomesByCopy(t *testing.T) {
 	}
 	landed := map[int][]int{} // by partition, the copies in the topic in order
 	for p := range 2 {
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: addrs, Topic: topic, Partition: p, MaxWait: 50 * time.Millisecond})
+		// MaxWait is the read deadline of a fetch's answer in kafka-go:
+		// with 50ms, an answer carrying a record set of four 200 KiB
+		// copies timed out under -race on 2 loaded cores, on every
+		// fetch again, until ctx ran out (see largeReader).
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: addrs, Topic: topic, Partition: p, MaxWait: 2 * time.Second})
 		for range map[int]int{0: 7, 1: 2}[p] {
 			m, err := r.ReadMessage(ctx)
 			if err != nil {
