@@ -530,3 +530,44 @@ func TestA14CommitRacingCloseReturns(t *testing.T) {
 		}
 	}
 }
+
+// TestA14SplitSandboxNeverUntagged: a split-mode sandbox reader reads its
+// sandbox's topic, where an outsider (or a misconfigured producer) can
+// write untagged messages directly, with no header, with foreign headers
+// only, or with only the split's own source header: none of them is the
+// sandbox's, and none may be returned (with or without the sandbox in the
+// context). Only its own tagged message is.
+func TestA14SplitSandboxNeverUntagged(t *testing.T) {
+	at := time.Now().Add(-time.Minute)
+	r := bareReader(t, routes14(t), "orders", AsSandbox("pr-42"), WithSplit(Split{}))
+	r.marks = &marks{next: map[int]int64{}, source: "t"}
+	src := []kafka.Header{{Key: HeaderSplitSource, Value: []byte("0/5")}}
+	stream := []kafka.Message{
+		{Topic: "s", Offset: 0, Time: at},
+		{Topic: "s", Offset: 1, Time: at, Headers: []kafka.Header{}},
+		{Topic: "s", Offset: 2, Time: at, Headers: []kafka.Header{{Key: "traceparent", Value: []byte("x")}}},
+		{Topic: "s", Offset: 3, Time: at, Headers: src},
+		{Topic: "s", Offset: 4, Time: at, Headers: tagged14("pr-7")},
+		{Topic: "s", Offset: 5, Time: at, Headers: append(tagged14("pr-42"), kafka.Header{Key: HeaderSplitSource, Value: []byte("0/6")})},
+	}
+	next := 0
+	source := sourceFunc(func(context.Context) (kafka.Message, error) {
+		if next == len(stream) {
+			return kafka.Message{}, io.EOF
+		}
+		next++
+		return stream[next-1], nil
+	})
+	var msg kafka.Message
+	out, err := r.fetch(context.Background(), source, &msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := propagation.FromContext(out)
+	if msg.Offset != 5 || s.ID != "pr-42" {
+		t.Errorf("split-mode sandbox reader returned offset %d with sandbox %q; want 5 with pr-42", msg.Offset, s.ID)
+	}
+	if c := r.Counts(); c.Delivered != 1 || c.Skipped != 5 {
+		t.Errorf("counts %+v; want 1 delivered, 5 skipped", c)
+	}
+}
