@@ -123,7 +123,7 @@ func TestA14SyncedUpToWhileSyncing(t *testing.T) {
 	for r := range 2 {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(r), 1))
-			var high int64 = -1 // the latest time seen synced
+			var high int64 = -2 // the latest time seen synced; below every d asked
 			for {
 				select {
 				case <-stop:
