@@ -631,7 +631,7 @@ var errClosedWhileCommitting = errors.New("kafkamw: the reader was closed before
 // wait once Close has closed the group reader. Asynchronous commits
 // return once queued, and kafka-go's own queueing watches Close.
 func (r *Reader) send(ctx context.Context, send func(context.Context, ...kafka.Message) error, msgs []kafka.Message) error {
-	if r.rcfg.CommitInterval != 0 {
+	if r.rcfg.CommitInterval != 0 || r.gone == nil { // gone: nil in a Reader not built by NewReader (tests)
 		return send(ctx, msgs...)
 	}
 	sctx, cancel := context.WithCancelCause(ctx)
@@ -715,7 +715,9 @@ func (r *Reader) Close() error {
 	defer cancel()
 	ferr := r.flushSkipped(ctx, inner)
 	err := inner.Close()
-	r.markGone()
+	if r.markGone != nil {
+		r.markGone()
+	}
 	if err != nil {
 		return err
 	}
