@@ -416,15 +416,16 @@ func (r *Reader) fetch(ctx context.Context, src source, msg *kafka.Message) (con
 	}
 	defer r.fetching.unlock()
 	if r.pending.Load() != nil || r.marks != nil {
-		return r.fetchLoop(ctx, src, msg, false)
+		return r.fetchLoop(ctx, src, msg, false, false)
 	}
 	var err error
 	if *msg, err = src.FetchMessage(ctx); err != nil {
 		*msg = kafka.Message{}
 		return ctx, err
 	}
-	if !r.markers.plain(msg.Headers) || r.role.untagged() != fateMine {
-		return r.fetchLoop(ctx, src, msg, true)
+	plain := r.markers.plain(msg.Headers)
+	if !plain || r.role.untagged() != fateMine {
+		return r.fetchLoop(ctx, src, msg, true, plain)
 	}
 	r.ledger.deliver(msg)
 	r.delivered.Add(1)
@@ -432,9 +433,11 @@ func (r *Reader) fetch(ctx context.Context, src source, msg *kafka.Message) (con
 }
 
 // fetchLoop is fetch once the lock is taken, for what its fast path does
-// not settle: it settles *msg first when fetched is set, then reads and
-// settles messages until one is the reader's. fetch releases the lock.
-func (r *Reader) fetchLoop(ctx context.Context, src source, msg *kafka.Message, fetched bool) (context.Context, error) {
+// not settle: it settles *msg first when fetched is set (plain saying
+// whether fetch found its headers [markers.plain]: each list is tested
+// once), then reads and settles messages until one is the reader's.
+// fetch releases the lock.
+func (r *Reader) fetchLoop(ctx context.Context, src source, msg *kafka.Message, fetched, plain bool) (context.Context, error) {
 	for {
 		var (
 			err   error
@@ -444,14 +447,15 @@ func (r *Reader) fetchLoop(ctx context.Context, src source, msg *kafka.Message, 
 		case fetched:
 			fetched = false
 		case p != nil && r.pending.CompareAndSwap(p, nil):
-			*msg, again = p.msg, p.returned
+			*msg, again, plain = p.msg, p.returned, false
 		default:
 			if *msg, err = src.FetchMessage(ctx); err != nil {
 				*msg = kafka.Message{}
 				return ctx, err
 			}
+			plain = r.marks == nil && r.markers.plain(msg.Headers)
 		}
-		if !again && r.marks == nil && r.markers.plain(msg.Headers) {
+		if plain {
 			// Untagged, as in fetch, for a reader that skips them (a
 			// sandbox reader in the filter mode).
 			if r.role.untagged() == fateMine {
