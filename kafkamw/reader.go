@@ -622,8 +622,14 @@ func (r *Reader) commit(ctx context.Context, send func(context.Context, ...kafka
 	return nil
 }
 
-// errClosedWhileCommitting is the cause of a commit's end when the reader
-// was closed before kafka-go answered it.
+// errClosedWhileCommitting is what a synchronous commit returns when the
+// reader was closed before the commit's answer was read. kafka-go may
+// have applied it (its commit loop's last drain commits what is queued
+// and answers on a buffered channel, which a caller not yet scheduled
+// reads after Close only half the time: TestA14pAnsweredCommitRacingClose),
+// so it is not recorded as committed; the next member of the group
+// starts from what the broker holds, and reprocesses at most what this
+// commit named.
 var errClosedWhileCommitting = errors.New("kafkamw: the reader was closed before the commit was answered; it may or may not have been applied")
 
 // send calls the group reader's CommitMessages. With synchronous commits
