@@ -102,3 +102,13 @@ func TestDecideAlternatingSandboxes(t *testing.T) {
 		t.Errorf("%v allocations per pass over the stream, want 0", n)
 	}
 }
+
+// read returns what the codec read from hs, when hs is the list
+// remembered: decide's use of lastHeaders (matches, then l.m and l.err
+// in place), as one call for the tests.
+func (l *lastHeaders) read(hs []kafka.Header) (propagation.Markers, error, bool) {
+	if !l.matches(hs) {
+		return propagation.Markers{}, nil, false
+	}
+	return l.m, l.err, true
+}

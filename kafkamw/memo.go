@@ -169,14 +169,6 @@ type lastHeaders struct {
 	err error
 }
 
-// read returns what the codec read from hs, when hs is the list remembered.
-func (l *lastHeaders) read(hs []kafka.Header) (propagation.Markers, error, bool) {
-	if !l.matches(hs) {
-		return propagation.Markers{}, nil, false
-	}
-	return l.m, l.err, true
-}
-
 // matches reports whether hs is the list remembered, whose answer l.m and
 // l.err hold.
 func (l *lastHeaders) matches(hs []kafka.Header) bool {

@@ -365,6 +365,9 @@ func (r *Reader) FetchMessage(ctx context.Context) (_ context.Context, msg kafka
 	if r.running.Load() {
 		return ctx, msg, fmt.Errorf("%w: FetchMessage while Run is running", ErrConfig)
 	}
+	// The group reader, started on first use, loaded here rather than by
+	// a helper: one with the call to start is too large to inline, and
+	// FetchMessage runs for every message returned (Run does the same).
 	inner := r.inner.Load()
 	if inner == nil {
 		if inner, err = r.start(ctx); err != nil {
