@@ -598,6 +598,12 @@ func (r *Reader) deadLetterOrSkip(ctx context.Context, msg *kafka.Message, reaso
 // CommitMessages commits msgs as kafka.Reader.CommitMessages does, together
 // with the messages the reader skipped on the same partitions once every
 // message it returned before them is committed.
+//
+// With synchronous commits (no CommitInterval), a commit still waiting
+// for its answer when [Reader.Close] closes the group reader returns an
+// error saying so, rather than waiting for ctx to end (kafka-go never
+// answers it). Such a commit may or may not have been applied: the next
+// member of the group reprocesses at most the messages it named.
 func (r *Reader) CommitMessages(ctx context.Context, msgs ...kafka.Message) error {
 	inner := r.inner.Load()
 	if inner == nil {
