@@ -175,7 +175,16 @@ func (p *provisioner) ensure(ctx context.Context, id string, create func(ctx con
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", dbroute.ErrNoTestDatabase, err)
 	}
-	_, err, _ = p.flights.Do(name, func() (any, error) { return nil, create(ctx, id, name) })
+	for {
+		led := false
+		_, err, _ = p.flights.Do(name, func() (any, error) { led = true; return nil, create(ctx, id, name) })
+		// A creation runs under the context of the request that started
+		// it: when that request gave up, the others that joined it try
+		// again rather than fail with its cancellation.
+		if led || err == nil || ctx.Err() != nil || !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+	}
 	if err != nil {
 		return "", p.classify(id, err)
 	}
