@@ -2,19 +2,155 @@ package provision_test
 
 import (
 	"context"
+	"errors"
 	"hash/fnv"
 	"runtime"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
+	"github.com/sandboxkit/sandboxkit/dbroute/provision"
+	"github.com/sandboxkit/sandboxkit/internal/clocktest"
+	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 // Adversarial tests of the provisioners (task ap): what an outsider, an
 // operator or a crash could make them do to databases that are not theirs
 // or that are still in use.
+
+// hasObject reports whether the object called name exists.
+func hasObject(t *testing.T, k kind, e *pgtest.Env, name string) bool {
+	t.Helper()
+	return slices.Contains(k.objects(t, e), name)
+}
+
+// A route table whose source has been failing since before a sandbox was
+// created does not know that sandbox: Reap must not judge the sandbox's
+// database by it, however old the database is by the clock. (Failed before
+// the fix: a database made 15 minutes ago for a sandbox the stale table
+// never saw was dropped with a 10-minute grace.)
+func TestAttackReapStaleTable(t *testing.T) {
+	t.Parallel()
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			e := pgtest.Server(t)
+			clk := clocktest.New()
+			t0 := clk.Now()
+			var failing atomic.Bool
+			src := routes.SourceFunc(func(context.Context) ([]routes.Sandbox, error) {
+				if failing.Load() {
+					return nil, errors.New("source down")
+				}
+				return []routes.Sandbox{{ID: "old"}}, nil
+			})
+			p := k.newProvider(t, e, pgtest.ItemsMigration("v1", nil), provision.WithClock(clk.Now), provision.WithReapGrace(10*time.Minute))
+			defer p.Close()
+			ctx := context.Background()
+			// "gone" was made long before the table's last good load,
+			// which does not hold it: it is reapable.
+			clk.Advance(-30 * time.Minute)
+			if _, err := p.Open(ctx, "gone", ""); err != nil {
+				t.Fatal(err)
+			}
+			clk.Advance(30 * time.Minute)
+			table := routes.New(routes.WithClock(clk.Now))
+			if err := table.Load(ctx, src); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.Open(ctx, "old", ""); err != nil {
+				t.Fatal(err)
+			}
+			// The source fails from now on. Five minutes later, another
+			// process (whose table is fine) creates sandbox "new"'s
+			// database.
+			failing.Store(true)
+			clk.Advance(5 * time.Minute)
+			if _, err := p.Open(ctx, "new", ""); err != nil {
+				t.Fatal(err)
+			}
+			clk.Advance(15 * time.Minute)
+			if err := table.Load(ctx, src); err == nil {
+				t.Fatal("the failing source loaded")
+			}
+			if !table.SyncedAt().Equal(t0) {
+				t.Fatalf("SyncedAt = %v, want the first load %v", table.SyncedAt(), t0)
+			}
+			dropped, err := p.Reap(ctx, table)
+			if err != nil || !slices.Equal(dropped, []string{"gone"}) {
+				t.Errorf("Reap by a table stale for 20 minutes = %v, %v; want [gone]", dropped, err)
+			}
+			for _, id := range []string{"old", "new"} {
+				if !hasObject(t, k, e, expectedName(e, id)) {
+					t.Errorf("the database of %q, unknown to the stale table, was dropped", id)
+				}
+			}
+		})
+	}
+}
+
+// A sandbox's database that is dropped and made afresh (by another
+// process) between Reap's listing and its drop is younger than the grace:
+// Reap must look again under the lock rather than drop it by the age it
+// listed. (Failed before the fix: the fresh database was dropped.)
+func TestAttackReapRecreatedMeanwhile(t *testing.T) {
+	t.Parallel()
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			e := pgtest.Server(t)
+			clk := clocktest.New()
+			ctx := context.Background()
+			other := k.newProvider(t, e, pgtest.ItemsMigration("v1", nil), provision.WithClock(clk.Now))
+			defer other.Close()
+			// When armed, the reaper's clock (read once Reap has listed)
+			// lets the other process reset the sandbox: Destroy, then a
+			// request that creates its database again.
+			var armed atomic.Bool
+			var hookErr error
+			clock := func() time.Time {
+				if armed.CompareAndSwap(true, false) {
+					if err := other.Destroy(ctx, "pr-1"); err != nil {
+						hookErr = err
+					} else if _, err := other.Open(ctx, "pr-1", ""); err != nil {
+						hookErr = err
+					}
+				}
+				return clk.Now()
+			}
+			reaper := k.newProvider(t, e, pgtest.ItemsMigration("v1", nil), provision.WithClock(clock), provision.WithReapGrace(10*time.Minute))
+			defer reaper.Close()
+			if _, err := reaper.Open(ctx, "pr-1", ""); err != nil {
+				t.Fatal(err)
+			}
+			clk.Advance(30 * time.Minute)
+			// The reaper's table lags: it does not hold pr-1.
+			table, err := routes.NewStatic(nil, routes.WithClock(clk.Now))
+			if err != nil {
+				t.Fatal(err)
+			}
+			armed.Store(true)
+			dropped, err := reaper.Reap(ctx, table)
+			if hookErr != nil {
+				t.Fatal(hookErr)
+			}
+			if armed.Load() {
+				t.Fatal("Reap never read its clock")
+			}
+			if err != nil || len(dropped) != 0 {
+				t.Errorf("Reap = %v, %v; want nothing dropped", dropped, err)
+			}
+			if !hasObject(t, k, e, expectedName(e, "pr-1")) {
+				t.Error("Reap dropped the database made afresh after its listing, younger than the grace")
+			}
+		})
+	}
+}
 
 // lockKeyOf is the provisioners' advisory lock key of a name (FNV-1a),
 // written out independently of the package.

@@ -347,7 +347,9 @@ func (p *provisioner) dropIncomplete(ctx context.Context, name string) (bool, er
 
 // Reap drops the test databases (or schemas) the provisioner created for
 // sandboxes that are not in table (expired or removed), once they are
-// older than the reap grace ([WithReapGrace]), and every database whose
+// older than the reap grace ([WithReapGrace]) at the table's last good
+// load ([routes.Table.SyncedAt]; a table whose source is failing does not
+// know the sandboxes created since), and every database whose
 // creation was interrupted and is not being finished by anyone (a live
 // sandbox gets a fresh one on its next request). It returns the IDs of the
 // sandboxes whose test databases it dropped, when known; objects the
@@ -373,7 +375,13 @@ func (p *provisioner) Reap(ctx context.Context, table *routes.Table) ([]string, 
 	for _, sb := range table.Sandboxes() {
 		live[sb.ID] = true
 	}
+	// A table is as old as its last good load: a sandbox created since
+	// may be missing from it, so the age of a database is judged at that
+	// load, not now.
 	now := p.cfg.now()
+	if synced := table.SyncedAt(); synced.Before(now) {
+		now = synced
+	}
 	var dropped []string
 	var errs []error
 	for _, o := range owned {
@@ -393,14 +401,42 @@ func (p *provisioner) Reap(ctx context.Context, table *routes.Table) ([]string, 
 		if _, ok := table.Sandbox(o.ID); ok {
 			continue // it appeared since the list was taken
 		}
-		if err := p.Destroy(ctx, o.ID); err != nil {
+		gone, err := p.dropExpired(ctx, o, now)
+		if err != nil {
 			errs = append(errs, err)
-			continue
+		} else if gone {
+			dropped = append(dropped, o.ID)
 		}
-		dropped = append(dropped, o.ID)
 	}
 	slices.Sort(dropped)
 	return slices.Compact(dropped), errors.Join(errs...)
+}
+
+// dropExpired drops o, the finished object of a sandbox that left the
+// route table, if under its lock it is still that sandbox's, finished and
+// older than the grace at now: since it was listed, it may have been
+// dropped and created afresh. It reports whether o is gone.
+func (p *provisioner) dropExpired(ctx context.Context, o Provisioned, now time.Time) (bool, error) {
+	p.removing(o.ID)
+	err := p.drop(ctx, o.Name, func(cur object) error {
+		if cur.incomplete && cur.comment == "" {
+			return errKeep // a creation interrupted since: the next Reap drops it
+		}
+		if err := p.checkOwner(o.ID, o.Name, cur.comment); err != nil {
+			return err
+		}
+		if _, created, _ := owner(p.cfg.prefix, o.Name, cur.comment); cur.incomplete || now.Sub(created) < p.cfg.reapGrace {
+			return errKeep
+		}
+		return nil
+	})
+	if err == errKeep {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("provision: Reap %q: %w", o.ID, err)
+	}
+	return true, nil
 }
 
 // classify makes a provisioning failure of sandbox id wrap exactly one
