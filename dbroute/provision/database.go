@@ -131,8 +131,16 @@ type dbState struct {
 // the CREATE DATABASE statement itself, so it commits with the creation.
 func (s dbState) creating() bool { return s.limit == creationConnLimit }
 
+// invalid reports a database whose DROP DATABASE was interrupted: since
+// PostgreSQL 15.4 (and 11.21, 12.16, 13.12, 14.9) the drop first marks the
+// database invalid (datconnlimit -2), and nothing but DROP works on it.
+func (s dbState) invalid() bool { return s.limit == invalidConnLimit }
+
+// invalidConnLimit is PostgreSQL's DATCONNLIMIT_INVALID_DB.
+const invalidConnLimit = -2
+
 func (s dbState) object(name string) object {
-	return object{name: name, exists: s.exists, comment: s.comment, incomplete: s.creating() && !s.allow}
+	return object{name: name, exists: s.exists, comment: s.comment, incomplete: s.creating() && !s.allow, dropping: s.invalid()}
 }
 
 // creationConnLimit is the CONNECTION LIMIT every database the provisioner
@@ -287,7 +295,7 @@ func (p *DatabasePerSandbox) buildTemplate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if st.exists && st.comment == want {
+	if st.exists && st.comment == want && !st.invalid() {
 		return nil
 	}
 	tmpl := quoteIdent(p.template)

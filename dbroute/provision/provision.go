@@ -74,6 +74,10 @@ type object struct {
 	// statement that created it and removed by finish. Only stores whose
 	// creation takes several transactions have it.
 	incomplete bool
+	// dropping: a DROP of the object was interrupted, leaving it unusable
+	// (PostgreSQL 15.4 and later mark such a database invalid): it can
+	// only be dropped. Only stores whose drop can be cut short have it.
+	dropping bool
 }
 
 // store is the dialect-specific part of a provisioner.
@@ -209,6 +213,17 @@ func (p *provisioner) create(ctx context.Context, id, name string) error {
 				return err
 			}
 			marker := sandboxMarker(id, p.cfg.now())
+			if o.dropping {
+				// Destroy or Reap was cut short: its data is gone
+				// already. Finish the drop if it is ours, then create.
+				if err := p.checkOwner(id, name, o.comment); err != nil {
+					return err
+				}
+				if err := s.drop(ctx, name); err != nil {
+					return fmt.Errorf("finishing the interrupted drop of %s %s: %w", p.kind, name, err)
+				}
+				o = object{name: name}
+			}
 			if !o.exists {
 				if o, err = s.create(ctx, id, name, marker); err != nil {
 					return err

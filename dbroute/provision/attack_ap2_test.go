@@ -1,0 +1,88 @@
+package provision_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
+	"github.com/sandboxkit/sandboxkit/dbroute/provision"
+)
+
+// interruptDrop leaves database name as a DROP DATABASE cut short leaves
+// it on PostgreSQL 15.4 and later: the drop's first step, committed on its
+// own before the files go, marks it invalid (datconnlimit -2); only DROP
+// works on it then. (Killing a backend at that exact point cannot be timed
+// from a test; the catalog state is the same.)
+func interruptDrop(t *testing.T, e *pgtest.Env, name string) {
+	t.Helper()
+	e.Exec(t, "UPDATE pg_database SET datconnlimit = -2 WHERE datname = $1", name)
+}
+
+// A Destroy or Reap interrupted in the middle of its DROP DATABASE leaves
+// the sandbox's database invalid. The next request for the sandbox must
+// finish the drop and create a fresh database, as it finishes an
+// interrupted creation. (Failed before the fix: every request failed for
+// good with "cannot connect to invalid database".) A foreign invalid
+// database of the name is still refused, and left alone; so is a template
+// left invalid with the current version's marker rebuilt.
+func TestAttackInterruptedDrop(t *testing.T) {
+	t.Parallel()
+	e := pgtest.Server(t)
+	ctx := context.Background()
+	newProvider := func() *provision.DatabasePerSandbox {
+		p, err := provision.NewDatabasePerSandbox(e.URL, pgtest.ItemsMigration("v1", nil), provision.WithPrefix(e.Prefix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		return p
+	}
+	p := newProvider()
+	r := e.Router(t, p)
+	insert := func(r *dbroute.Router, id string) error {
+		_, err := r.Exec(pgtest.SandboxCtx(id), "INSERT INTO items (owner) VALUES ($1)", id)
+		return err
+	}
+	if err := insert(r, "pr-1"); err != nil {
+		t.Fatal(err)
+	}
+	name := expectedName(e, "pr-1")
+	interruptDrop(t, e, name)
+	r2 := e.Router(t, p) // a fresh router: no pool of the sandbox yet
+	if err := insert(r2, "pr-1"); err != nil {
+		t.Fatalf("after an interrupted drop: %v", err)
+	}
+	if n := pgtest.Count(t, e.DSN(name), "SELECT count(*) FROM items"); n != 1 {
+		t.Errorf("the database made again has %d rows, want 1 (the new one)", n)
+	}
+	if _, allow, limit, _ := e.DBState(t, name); !allow || limit != -1 {
+		t.Errorf("the database made again: allow connections %v, limit %d; want true, -1", allow, limit)
+	}
+
+	// Not ours: refused, untouched.
+	foreign := expectedName(e, "foreign")
+	e.CreateDB(t, foreign, `CREATE TABLE keep (v int)`)
+	interruptDrop(t, e, foreign)
+	if _, err := p.Open(ctx, "foreign", ""); !errors.Is(err, dbroute.ErrNotOwned) {
+		t.Errorf("Open over a foreign invalid database: err = %v, want ErrNotOwned", err)
+	}
+	if err := p.Destroy(ctx, "foreign"); !errors.Is(err, dbroute.ErrNotOwned) {
+		t.Errorf("Destroy of a foreign invalid database: err = %v, want ErrNotOwned", err)
+	}
+	if _, _, limit, exists := e.DBState(t, foreign); !exists || limit != -2 {
+		t.Errorf("foreign invalid database: exists %v, limit %d; want it as it was", exists, limit)
+	}
+
+	// The template, left invalid with the current marker: a new process
+	// rebuilds it rather than fail every clone.
+	interruptDrop(t, e, p.Template())
+	p2 := newProvider()
+	if _, err := p2.Open(ctx, "pr-2", ""); err != nil {
+		t.Fatalf("with the template left invalid: %v", err)
+	}
+	if _, _, limit, _ := e.DBState(t, p.Template()); limit == -2 {
+		t.Error("the template is still invalid")
+	}
+}
