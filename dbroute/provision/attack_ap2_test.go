@@ -3,11 +3,15 @@ package provision_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
 	"github.com/sandboxkit/sandboxkit/dbroute/provision"
+	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 // interruptDrop leaves database name as a DROP DATABASE cut short leaves
@@ -84,5 +88,67 @@ func TestAttackInterruptedDrop(t *testing.T) {
 	}
 	if _, _, limit, _ := e.DBState(t, p.Template()); limit == -2 {
 		t.Error("the template is still invalid")
+	}
+}
+
+// Two processes whose admin connection strings name different maintenance
+// databases take their advisory locks in different databases, where they
+// do not meet. The reaper must still not drop the database whose creation
+// the other is in the middle of (it is incomplete, and a moment later the
+// sandbox's data is in it). (Failed before the fix: Reap dropped it, and
+// the creation survived only by taking the vanished database for a
+// vanished template and starting again.)
+func TestAttackLocksAcrossMaintenanceDatabases(t *testing.T) {
+	t.Parallel()
+	e := pgtest.Server(t)
+	ctx := context.Background()
+	reached := make(chan struct{})
+	resume := make(chan struct{})
+	var creations atomic.Int32
+	hook := provision.WithStepHook(func(s string) {
+		if s == "created" && creations.Add(1) == 1 {
+			close(reached)
+			<-resume
+		}
+	})
+	creator, err := provision.NewDatabasePerSandbox(e.DSN("postgres"), pgtest.ItemsMigration("v1", nil), provision.WithPrefix(e.Prefix), hook)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer creator.Close()
+	// Not template1: a session there would make other tests' CREATE
+	// DATABASE fail.
+	reaper, err := provision.NewDatabasePerSandbox(e.DSN(pgtest.SchemasDB()), pgtest.ItemsMigration("v1", nil), provision.WithPrefix(e.Prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reaper.Close()
+	done := make(chan error, 1)
+	go func() { _, err := creator.Open(ctx, "pr-1", ""); done <- err }()
+	<-reached
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped, rerr := reaper.Reap(ctx, table)
+	if len(dropped) != 0 {
+		t.Errorf("Reap dropped %v, whose creation was in progress in another process", dropped)
+	}
+	if rerr == nil || !strings.Contains(rerr.Error(), "same database") {
+		t.Errorf("Reap beside a process locking in another database: err = %v, want one naming the misconfiguration", rerr)
+	}
+	_, oerr := reaper.Open(ctx, "pr-1", "")
+	if !errors.Is(oerr, dbroute.ErrNoTestDatabase) || !strings.Contains(fmt.Sprint(oerr), "same database") {
+		t.Errorf("Open beside a process locking in another database: err = %v, want ErrNoTestDatabase naming the misconfiguration", oerr)
+	}
+	close(resume)
+	if err := <-done; err != nil {
+		t.Errorf("creation: %v", err)
+	}
+	if n := creations.Load(); n != 1 {
+		t.Errorf("the database was created %d times, want 1", n)
+	}
+	if _, err := reaper.Open(ctx, "pr-1", ""); err != nil {
+		t.Errorf("Open once the other process is done: %v", err)
 	}
 }

@@ -58,9 +58,12 @@ type DatabasePerSandbox struct {
 // databases on the server adminDSN points at. adminDSN names a role
 // allowed to create databases and a maintenance database to connect to
 // (such as "postgres"); sandbox pools use the same settings with the
-// sandbox's database. It does not connect until the first sandbox needs a
-// database. A bad option or connection string is an error wrapping
-// [dbroute.ErrConfig].
+// sandbox's database. Every process provisioning with the same prefix
+// must name the same maintenance database: the advisory locks that
+// serialise them belong to it (work on a name whose lock is held in
+// another database is refused with an error saying so). It does not
+// connect until the first sandbox needs a database. A bad option or
+// connection string is an error wrapping [dbroute.ErrConfig].
 func NewDatabasePerSandbox(adminDSN string, m Migration, opts ...ProvisionerOption) (*DatabasePerSandbox, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
