@@ -162,6 +162,11 @@ func discard(c *sql.Conn) {
 
 func (mysqlDatabases) transient(err error) bool { return sqlerr.Unreachable(err) }
 
+// Database names are case-sensitive on most servers (lower_case_table_names
+// 0), but information_schema compares them without case: list and state
+// compare them as bytes, or a database whose name differs from ours only
+// in case would be taken for ours.
+
 func (d mysqlDatabases) list(ctx context.Context, prefix string) ([]object, error) {
 	rows, err := d.p.admin.QueryContext(ctx,
 		"SELECT SCHEMA_NAME, SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE LEFT(SCHEMA_NAME, CHAR_LENGTH(?)) = ? ORDER BY 1", prefix, prefix)
@@ -175,7 +180,9 @@ func (d mysqlDatabases) list(ctx context.Context, prefix string) ([]object, erro
 		if err := rows.Scan(&name, &comment); err != nil {
 			return nil, err
 		}
-		out = append(out, mysqlObject(name, comment))
+		if strings.HasPrefix(name, prefix) { // the server compared without case
+			out = append(out, mysqlObject(name, comment))
+		}
 	}
 	return out, rows.Err()
 }
@@ -189,7 +196,7 @@ func mysqlObject(name, comment string) object {
 
 func (s *mysqlSession) state(ctx context.Context, name string) (object, error) {
 	var comment string
-	err := s.c.QueryRowContext(ctx, "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?", name).Scan(&comment)
+	err := s.c.QueryRowContext(ctx, "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE BINARY SCHEMA_NAME = ?", name).Scan(&comment)
 	if errors.Is(err, sql.ErrNoRows) {
 		return object{name: name}, nil
 	}
