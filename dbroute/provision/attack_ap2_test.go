@@ -152,3 +152,30 @@ func TestAttackLocksAcrossMaintenanceDatabases(t *testing.T) {
 		t.Errorf("Open once the other process is done: %v", err)
 	}
 }
+
+// A migration version full of quotes, backslashes, SQL and non-ASCII text
+// is recorded in the template's marker as is: a second process recognises
+// the template (no rebuild, the migration ran once) and nothing else runs.
+func TestAttackHostileVersion(t *testing.T) {
+	t.Parallel()
+	e := pgtest.Server(t)
+	ctx := context.Background()
+	version := "v1'; DROP DATABASE " + pgtest.BaselineDB() + "; -- \\' \\\\ \" E'x' $$ $q$ ünï\u2028\x00\x7f"
+	var applied atomic.Int32
+	for i := range 2 {
+		p, err := provision.NewDatabasePerSandbox(e.URL, pgtest.ItemsMigration(version, &applied), provision.WithPrefix(e.Prefix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Open(ctx, fmt.Sprintf("pr-%d", i), ""); err != nil {
+			t.Fatalf("process %d: %v", i, err)
+		}
+		p.Close()
+	}
+	if n := applied.Load(); n != 1 {
+		t.Errorf("the migration ran %d times, want 1 (the second process did not recognise the template's marker)", n)
+	}
+	if _, _, _, exists := e.DBState(t, pgtest.BaselineDB()); !exists {
+		t.Error("the baseline database is gone")
+	}
+}

@@ -239,3 +239,80 @@ func TestAttackSharedCreationCancelled(t *testing.T) {
 		})
 	}
 }
+
+// Two processes creating the same sandboxes at once while a third reaps
+// as hard as it can (no grace) by a table that holds them: every request
+// succeeds, and each sandbox ends with one finished database; the reaper
+// drops nothing live and no creation in progress.
+func TestAttackReapRacesCreation(t *testing.T) {
+	t.Parallel()
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			e := pgtest.Server(t)
+			ctx := context.Background()
+			ids := []string{"s0", "s1", "s2", "s3", "s4-" + strings.Repeat("x", 58)}
+			var sbs []routes.Sandbox
+			for _, id := range ids {
+				sbs = append(sbs, routes.Sandbox{ID: id})
+			}
+			table, err := routes.NewStatic(sbs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := k.newProvider(t, e, pgtest.ItemsMigration("v1", nil))
+			defer a.Close()
+			b := k.newProvider(t, e, pgtest.ItemsMigration("v1", nil))
+			defer b.Close()
+			reaper := k.newProvider(t, e, pgtest.ItemsMigration("v1", nil), provision.WithReapGrace(0))
+			defer reaper.Close()
+			stop := make(chan struct{})
+			reaped := make(chan []string, 1)
+			go func() {
+				var all []string
+				for {
+					select {
+					case <-stop:
+						reaped <- all
+						return
+					default:
+					}
+					dropped, err := reaper.Reap(ctx, table)
+					if err != nil {
+						t.Errorf("Reap: %v", err)
+					}
+					all = append(all, dropped...)
+				}
+			}()
+			errs := make(chan error, 2*len(ids))
+			for _, p := range []reclaimCloser{a, b} {
+				for _, id := range ids {
+					go func() { _, err := p.Open(ctx, id, ""); errs <- err }()
+				}
+			}
+			for range 2 * len(ids) {
+				if err := <-errs; err != nil {
+					t.Errorf("Open: %v", err)
+				}
+			}
+			close(stop)
+			if got := <-reaped; len(got) != 0 {
+				t.Errorf("the reaper dropped %v, all live", got)
+			}
+			list, err := a.Provisioned(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, o := range list {
+				if o.Incomplete {
+					t.Errorf("left incomplete: %+v", o)
+				}
+				got = append(got, o.ID)
+			}
+			if !slices.Equal(got, ids) {
+				t.Errorf("Provisioned = %v, want %v", got, ids)
+			}
+		})
+	}
+}
