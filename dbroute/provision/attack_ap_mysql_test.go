@@ -2,6 +2,7 @@ package provision_test
 
 import (
 	"context"
+	"database/sql"
 	"slices"
 	"strings"
 	"testing"
@@ -91,5 +92,107 @@ func TestAttackMySQLCaseTwins(t *testing.T) {
 	}
 	if len(left) != 0 {
 		t.Errorf("databases left besides the twins: %v", left)
+	}
+}
+
+// threeTables is a migration making three tables, items in the middle, so
+// that DROP DATABASE has some to drop before and after it.
+var threeTables = provision.MySQLMigration{Version: "1", Apply: func(ctx context.Context, c *sql.Conn) error {
+	for _, q := range []string{"CREATE TABLE aa (v int)", mytest.ItemsDDL, "CREATE TABLE zz (v int)"} {
+		if _, err := c.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}}
+
+// fkFromOutside creates database foreign with a table whose foreign key
+// references the items table of database name; it is dropped first at the
+// end of the test.
+func fkFromOutside(t *testing.T, e *mytest.Env, foreign, name string) {
+	t.Helper()
+	e.Exec(t, "CREATE DATABASE "+mytest.Quote(foreign))
+	t.Cleanup(func() { e.Exec(t, "DROP DATABASE "+mytest.Quote(foreign)) })
+	e.Exec(t, "CREATE TABLE "+mytest.Quote(foreign)+".child (item BIGINT, CONSTRAINT child_item FOREIGN KEY (item) REFERENCES "+mytest.Quote(name)+".items (id)) ENGINE=InnoDB")
+}
+
+func tables(t *testing.T, e *mytest.Env, db string) int {
+	t.Helper()
+	return e.Count(t, "SELECT COUNT(*) FROM information_schema.TABLES WHERE BINARY TABLE_SCHEMA = ?", db)
+}
+
+// A table of another database referencing a sandbox's table by foreign key
+// makes MariaDB's DROP DATABASE fail after dropping some of the tables.
+// Destroy must refuse before dropping anything, naming the reference, and
+// the sandbox's database stay whole. (Failed before the fix: Destroy
+// failed half-way, and the next Open returned the database, still marked
+// finished, with one table of three.)
+func TestAttackMySQLForeignKeyFromOutside(t *testing.T) {
+	e := mytest.Server(t)
+	ctx := context.Background()
+	p, err := provision.NewMySQLDatabasePerSandbox(e.DSN(""), threeTables, provision.WithPrefix(e.Prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.Open(ctx, "pr-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	name, _ := p.Name("pr-1")
+	fkFromOutside(t, e, e.Name("foreign"), name)
+	if err := p.Destroy(ctx, "pr-1"); err == nil || !strings.Contains(err.Error(), "child_item") {
+		t.Errorf("Destroy referenced from outside: err = %v, want one naming the foreign key", err)
+	}
+	if n := tables(t, e, name); n != 3 {
+		t.Errorf("the sandbox's database has %d tables of 3 after the refused Destroy", n)
+	}
+	if c, _ := mysqlComment(t, e, name); !strings.Contains(c, `sandbox="pr-1"`) {
+		t.Errorf("the sandbox's database: comment %q, want its marker", c)
+	}
+	e.Exec(t, "DROP TABLE "+mytest.Quote(e.Name("foreign"))+".child")
+	if err := p.Destroy(ctx, "pr-1"); err != nil {
+		t.Errorf("Destroy once nothing references it: %v", err)
+	}
+}
+
+// An admin user whose privileges cover only the provisioner's databases
+// does not see the foreign keys of other databases, so DROP DATABASE fails
+// half-way. What is left must not pass for a finished database: the next
+// Open must not hand out a database with tables missing. (Failed before
+// the fix: Open returned it, marked finished, with one table of three.)
+func TestAttackMySQLHalfDropped(t *testing.T) {
+	e := mytest.Server(t)
+	ctx := context.Background()
+	user := e.Name("u")
+	e.Exec(t, "CREATE USER '"+user+"'@'%'")
+	t.Cleanup(func() { e.Exec(t, "DROP USER '"+user+"'@'%'") })
+	e.Exec(t, "GRANT ALL PRIVILEGES ON `"+e.Prefix+"%`.* TO '"+user+"'@'%'")
+	cfg := e.Config("")
+	cfg.User, cfg.Passwd = user, ""
+	p, err := provision.NewMySQLDatabasePerSandbox(cfg.FormatDSN(), threeTables, provision.WithPrefix(e.Prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.Open(ctx, "pr-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	name, _ := p.Name("pr-1")
+	fkFromOutside(t, e, e.Name("foreign"), name)
+	if err := p.Destroy(ctx, "pr-1"); err == nil {
+		t.Fatal("Destroy succeeded though a foreign key references the database")
+	}
+	if n := tables(t, e, name); n == 3 {
+		t.Skip("DROP DATABASE failed before dropping any table: nothing half-done to look at")
+	}
+	if _, err := p.Open(ctx, "pr-1", ""); err == nil {
+		t.Errorf("Open handed out the half-dropped database (%d tables of 3)", tables(t, e, name))
+	}
+	e.Exec(t, "DROP TABLE "+mytest.Quote(e.Name("foreign"))+".child")
+	if _, err := p.Open(ctx, "pr-1", ""); err != nil {
+		t.Fatalf("Open once nothing references it: %v", err)
+	}
+	if n := tables(t, e, name); n != 3 {
+		t.Errorf("the database made again has %d tables, want 3", n)
 	}
 }
