@@ -179,3 +179,40 @@ func TestAttackHostileVersion(t *testing.T) {
 		t.Error("the baseline database is gone")
 	}
 }
+
+// With the server unreachable, Destroy, Reap and Provisioned fail with an
+// error a periodic reaper can tell from a refusal: one wrapping
+// ErrUnavailable (transient), not ErrNotOwned. (Failed before the fix:
+// the errors were the driver's, unclassified.)
+func TestAttackMaintenanceUnavailable(t *testing.T) {
+	t.Parallel()
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			dsn := "postgres://postgres@127.0.0.1:1/postgres?connect_timeout=5"
+			var p reclaimCloser
+			var err error
+			if k.name == "database-per-sandbox" {
+				p, err = provision.NewDatabasePerSandbox(dsn, pgtest.ItemsMigration("v1", nil))
+			} else {
+				p, err = provision.NewSchemaPerSandbox(dsn, pgtest.ItemsMigration("v1", nil))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			ctx := context.Background()
+			table, err := routes.NewStatic(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, perr := p.Provisioned(ctx)
+			_, rerr := p.Reap(ctx, table)
+			for what, err := range map[string]error{"Destroy": p.Destroy(ctx, "pr-1"), "Provisioned": perr, "Reap": rerr} {
+				if !errors.Is(err, dbroute.ErrUnavailable) || errors.Is(err, dbroute.ErrNotOwned) {
+					t.Errorf("%s with the server unreachable: err = %v, want ErrUnavailable", what, err)
+				}
+			}
+		})
+	}
+}

@@ -275,7 +275,7 @@ func (p *provisioner) checkOwner(id, name, text string) error {
 func (p *provisioner) Provisioned(ctx context.Context) ([]Provisioned, error) {
 	objs, err := p.store.list(ctx, p.cfg.prefix)
 	if err != nil {
-		return nil, fmt.Errorf("provision: listing test %ss: %w", p.kind, err)
+		return nil, fmt.Errorf("provision: listing test %ss: %w", p.kind, p.unavailable(err))
 	}
 	var out []Provisioned
 	for _, o := range objs {
@@ -296,9 +296,10 @@ func (p *provisioner) Provisioned(ctx context.Context) ([]Provisioned, error) {
 
 // Destroy removes sandbox id's test database or schema, which must have
 // been created by the provisioner — also one whose creation was
-// interrupted. It returns nil when there is none, and an error wrapping
+// interrupted. It returns nil when there is none, an error wrapping
 // [dbroute.ErrNotOwned] when an object of that name exists that the
-// provisioner did not create. The router's pool of the sandbox is closed
+// provisioner did not create, and one wrapping [dbroute.ErrUnavailable]
+// when the server cannot be reached (as do Reap and Provisioned). The router's pool of the sandbox is closed
 // first (see OnRemove); queries of the sandbox still running fail, and a
 // later request creates a fresh test database.
 func (p *provisioner) Destroy(ctx context.Context, id string) error {
@@ -314,7 +315,7 @@ func (p *provisioner) Destroy(ctx context.Context, id string) error {
 		return p.checkOwner(id, name, o.comment)
 	})
 	if err != nil {
-		return fmt.Errorf("provision: Destroy %q: %w", id, err)
+		return fmt.Errorf("provision: Destroy %q: %w", id, p.unavailable(err))
 	}
 	return nil
 }
@@ -355,7 +356,7 @@ func (p *provisioner) dropIncomplete(ctx context.Context, name string) (bool, er
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("provision: dropping interrupted creation %s: %w", name, err)
+		return false, fmt.Errorf("provision: dropping interrupted creation %s: %w", name, p.unavailable(err))
 	}
 	return dropped, nil
 }
@@ -449,9 +450,19 @@ func (p *provisioner) dropExpired(ctx context.Context, o Provisioned, now time.T
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("provision: Reap %q: %w", o.ID, err)
+		return false, fmt.Errorf("provision: Reap %q: %w", o.ID, p.unavailable(err))
 	}
 	return true, nil
+}
+
+// unavailable makes err, a failure of Destroy, Reap or Provisioned, wrap
+// [dbroute.ErrUnavailable] when the store says it is transient, so that a
+// caller can tell "try later" from a refusal.
+func (p *provisioner) unavailable(err error) error {
+	if p.store.transient(err) && !errors.Is(err, dbroute.ErrUnavailable) {
+		return fmt.Errorf("%w: %w", dbroute.ErrUnavailable, err)
+	}
+	return err
 }
 
 // classify makes a provisioning failure of sandbox id wrap exactly one
