@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
@@ -214,5 +217,55 @@ func TestAttackMaintenanceUnavailable(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Databases under the prefix that carry the creation mark but whose names
+// the library can never produce (upper case, quotes, a hyphen, non-ASCII,
+// 63 bytes without the hash, a hash in upper case) are not interrupted
+// creations of the provisioner: Provisioned does not list them and Reap
+// leaves them. A genuine interrupted creation beside them, hashed name
+// included, is still reclaimed. (Failed before the fix: Reap dropped every
+// one of them.)
+func TestAttackOddNamesWithCreationMark(t *testing.T) {
+	t.Parallel()
+	e := pgtest.Server(t)
+	ctx := context.Background()
+	k := kinds[slices.IndexFunc(kinds, func(k kind) bool { return k.name == "database-per-sandbox" })]
+	long := strings.Repeat("c", 60) + "-09"
+	hashed := expectedName(e, long)
+	odd := []string{
+		e.Prefix + "Prod",
+		e.Prefix + `a"b`,
+		e.Prefix + "a-b",
+		e.Prefix + "ü",
+		e.Prefix + strings.Repeat("d", 63-len(e.Prefix)),
+		hashed[:len(hashed)-16] + strings.ToUpper(hashed[len(hashed)-16:]),
+		hashed[:len(hashed)-17] + "x" + hashed[len(hashed)-16:],
+	}
+	for _, name := range odd {
+		e.Exec(t, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()+" ALLOW_CONNECTIONS false CONNECTION LIMIT 5813")
+	}
+	killAt(t, e, k, long, "created") // a real one, hashed
+	p := k.newProvider(t, e, pgtest.ItemsMigration("v1", nil))
+	defer p.Close()
+	list, err := p.Provisioned(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].Name != hashed || !list[0].Incomplete {
+		t.Errorf("Provisioned = %+v, want only %s, incomplete", list, hashed)
+	}
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Reap(ctx, table); err != nil {
+		t.Fatal(err)
+	}
+	want := append(slices.Clone(odd), e.Prefix+"_template")
+	slices.Sort(want)
+	if got := e.Databases(t); !slices.Equal(got, want) {
+		t.Errorf("after Reap: %v, want %v", got, want)
 	}
 }

@@ -196,3 +196,31 @@ func TestAttackMySQLHalfDropped(t *testing.T) {
 		t.Errorf("the database made again has %d tables, want 3", n)
 	}
 }
+
+// The MySQL twin of TestAttackOddNamesWithCreationMark: databases under
+// the prefix with the creation mark but names the library never produces
+// (upper case, a backtick, a hyphen, non-ASCII) are left alone by Reap.
+// (Failed before the fix: Reap dropped them.)
+func TestAttackMySQLOddNamesWithCreationMark(t *testing.T) {
+	e := mytest.Server(t)
+	ctx := context.Background()
+	odd := []string{e.Prefix + "Prod", e.Prefix + "a`b", e.Prefix + "a-b", e.Prefix + "ü"}
+	for _, name := range odd {
+		e.Exec(t, "CREATE DATABASE "+mytest.Quote(name)+" COMMENT 'sandboxkit/dbroute creating'")
+	}
+	p := newMySQL(t, e.DSN(""), provision.WithPrefix(e.Prefix))
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dropped, err := p.Reap(ctx, table); err != nil || len(dropped) != 0 {
+		t.Errorf("Reap = %v, %v; want nothing", dropped, err)
+	}
+	want := slices.Clone(odd)
+	slices.Sort(want)
+	got := e.Databases(t)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("after Reap: %v, want %v", got, want)
+	}
+}

@@ -281,7 +281,7 @@ func (p *provisioner) Provisioned(ctx context.Context) ([]Provisioned, error) {
 	for _, o := range objs {
 		id, created, ok := owner(p.cfg.prefix, o.name, o.comment)
 		switch {
-		case o.incomplete && (ok || o.comment == ""):
+		case o.incomplete && (ok || o.comment == "" && producible(p.cfg.prefix, o.name)):
 			if !ok {
 				id = idOf(p.cfg.prefix, o.name)
 			}
