@@ -3,11 +3,13 @@ package provision_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/mytest"
 	"github.com/sandboxkit/sandboxkit/dbroute/provision"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
@@ -222,5 +224,54 @@ func TestAttackMySQLOddNamesWithCreationMark(t *testing.T) {
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
 		t.Errorf("after Reap: %v, want %v", got, want)
+	}
+}
+
+// A Destroy whose connection is cut after it put the creation mark back
+// and before DROP DATABASE (the window a crash mid-drop falls in) leaves a
+// database taken for an interrupted creation: listed incomplete, and the
+// next request drops it and creates it whole.
+func TestAttackMySQLDestroyCut(t *testing.T) {
+	e := mytest.Server(t)
+	ctx := context.Background()
+	proxy := e.NewProxy(t)
+	cutting, err := provision.NewMySQLDatabasePerSandbox(proxy.DSN(e, ""), threeTables, provision.WithPrefix(e.Prefix),
+		provision.WithStepHook(func(s string) {
+			if s == "drop-marked" {
+				proxy.Cut()
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cutting.Close()
+	if _, err := cutting.Open(ctx, "pr-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	name, _ := cutting.Name("pr-1")
+	e.Exec(t, "INSERT INTO "+mytest.Quote(name)+".items (owner) VALUES ('pr-1')")
+	if err := cutting.Destroy(ctx, "pr-1"); !errors.Is(err, dbroute.ErrUnavailable) {
+		t.Errorf("Destroy cut short: err = %v, want ErrUnavailable", err)
+	}
+	if c, ok := mysqlComment(t, e, name); !ok || c != "sandboxkit/dbroute creating" {
+		t.Fatalf("after the cut: comment %q (exists %v), want the creation mark", c, ok)
+	}
+	p := newMySQL(t, e.DSN(""), provision.WithPrefix(e.Prefix))
+	if list, err := p.Provisioned(ctx); err != nil || len(list) != 1 || !list[0].Incomplete {
+		t.Errorf("Provisioned = %+v, %v; want pr-1 incomplete", list, err)
+	}
+	p2, err := provision.NewMySQLDatabasePerSandbox(e.DSN(""), threeTables, provision.WithPrefix(e.Prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close()
+	if _, err := p2.Open(ctx, "pr-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if n := tables(t, e, name); n != 3 {
+		t.Errorf("made again with %d tables, want 3", n)
+	}
+	if n := e.Count(t, "SELECT COUNT(*) FROM "+mytest.Quote(name)+".items"); n != 0 {
+		t.Errorf("made again with %d rows, want a fresh database", n)
 	}
 }

@@ -281,6 +281,7 @@ func (s *mysqlSession) drop(ctx context.Context, name string) error {
 	if _, err := s.c.ExecContext(ctx, "ALTER DATABASE "+mysqlIdent(name)+" COMMENT "+mysqlLiteral(markerCreating)); err != nil {
 		return err
 	}
+	s.p.step("drop-marked")
 	_, err = s.c.ExecContext(ctx, "DROP DATABASE IF EXISTS "+mysqlIdent(name))
 	return err
 }
