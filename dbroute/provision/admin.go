@@ -2,6 +2,7 @@ package provision
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -26,9 +27,35 @@ func advisoryLock(ctx context.Context, c *pgxpool.Conn, name string, shared bool
 	if shared {
 		fn = "SELECT pg_advisory_lock_shared($1, $2)"
 	}
-	_, err := c.Exec(ctx, fn, int32(lockClass), lockKey(name))
-	return err
+	if _, err := c.Exec(ctx, fn, int32(lockClass), lockKey(name)); err != nil {
+		return err
+	}
+	// Advisory locks belong to a database: a process whose admin
+	// connection names another one takes the same lock without waiting.
+	// Of two such holders at once, the later one sees the other here and
+	// gives up rather than work on the name beside it.
+	var elsewhere string
+	switch err := c.QueryRow(ctx, sqlLockElsewhere, int32(lockClass), lockKey(name), shared).Scan(&elsewhere); err {
+	case nil:
+		return fmt.Errorf("provision: another process holds the lock of %s in database %q, not in this connection's %q: %w (every process must name the same database in its admin connection string)", name, elsewhere, c.Conn().Config().Database, errLockElsewhere)
+	case pgx.ErrNoRows:
+		return nil
+	default:
+		return err
+	}
 }
+
+// errLockElsewhere reports that the provisioners' lock of a name is held
+// in another database than the one the admin connection names.
+var errLockElsewhere = errors.New("lock held in another database")
+
+// sqlLockElsewhere finds a session of another database holding the
+// advisory lock ($1, $2) in a mode that conflicts with ours (any mode, or
+// exclusive when ours, $3, is shared).
+const sqlLockElsewhere = `SELECT coalesce(d.datname, l.database::text) FROM pg_locks l LEFT JOIN pg_database d ON d.oid = l.database
+WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::int4::oid AND l.objid = $2::int4::oid AND l.objsubid = 2
+AND l.database <> (SELECT oid FROM pg_database WHERE datname = current_database())
+AND (NOT $3::bool OR l.mode = 'ExclusiveLock') LIMIT 1`
 
 // unlockAll releases every advisory lock c holds. A connection that may
 // still hold one is closed rather than returned to the pool (closing the

@@ -58,9 +58,12 @@ type DatabasePerSandbox struct {
 // databases on the server adminDSN points at. adminDSN names a role
 // allowed to create databases and a maintenance database to connect to
 // (such as "postgres"); sandbox pools use the same settings with the
-// sandbox's database. It does not connect until the first sandbox needs a
-// database. A bad option or connection string is an error wrapping
-// [dbroute.ErrConfig].
+// sandbox's database. Every process provisioning with the same prefix
+// must name the same maintenance database: the advisory locks that
+// serialise them belong to it (work on a name whose lock is held in
+// another database is refused with an error saying so). It does not
+// connect until the first sandbox needs a database. A bad option or
+// connection string is an error wrapping [dbroute.ErrConfig].
 func NewDatabasePerSandbox(adminDSN string, m Migration, opts ...ProvisionerOption) (*DatabasePerSandbox, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
@@ -131,8 +134,16 @@ type dbState struct {
 // the CREATE DATABASE statement itself, so it commits with the creation.
 func (s dbState) creating() bool { return s.limit == creationConnLimit }
 
+// invalid reports a database whose DROP DATABASE was interrupted: since
+// PostgreSQL 15.4 (and 11.21, 12.16, 13.12, 14.9) the drop first marks the
+// database invalid (datconnlimit -2), and nothing but DROP works on it.
+func (s dbState) invalid() bool { return s.limit == invalidConnLimit }
+
+// invalidConnLimit is PostgreSQL's DATCONNLIMIT_INVALID_DB.
+const invalidConnLimit = -2
+
 func (s dbState) object(name string) object {
-	return object{name: name, exists: s.exists, comment: s.comment, incomplete: s.creating() && !s.allow}
+	return object{name: name, exists: s.exists, comment: s.comment, incomplete: s.creating() && !s.allow, dropping: s.invalid()}
 }
 
 // creationConnLimit is the CONNECTION LIMIT every database the provisioner
@@ -287,7 +298,7 @@ func (p *DatabasePerSandbox) buildTemplate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if st.exists && st.comment == want {
+	if st.exists && st.comment == want && !st.invalid() {
 		return nil
 	}
 	tmpl := quoteIdent(p.template)

@@ -68,6 +68,11 @@
 // this: [SchemaPerSandbox] creates, marks and migrates each in one
 // transaction.
 //
+// A DROP DATABASE cut short (Destroy or Reap interrupted) leaves, on
+// PostgreSQL 15.4 and later, an invalid database that only DROP works on:
+// the next request for the sandbox finishes the drop, if the database
+// carries the sandbox's marker, and creates a fresh one.
+//
 // # Options
 //
 // The constructors take [ProvisionerOption]s ([WithPrefix],

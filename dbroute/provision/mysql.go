@@ -53,7 +53,12 @@ type MySQLMigration struct {
 // finished database whose comment is the sandbox marker (set by ALTER
 // DATABASE ... COMMENT after the migration). A database of the name
 // without one of these comments is not ours: [dbroute.ErrNotOwned], never
-// used or dropped. Every step runs under a named lock of the server
+// used or dropped. DROP DATABASE drops table after table, so Destroy and
+// Reap put the creation mark back first (a drop cut short leaves a
+// database the next request drops and creates again, never a finished one
+// with tables missing), and refuse, naming them, when tables of other
+// databases reference the database's by foreign key (the drop would fail
+// half-way). Every step runs under a named lock of the server
 // (GET_LOCK), so a creation in progress elsewhere is never mistaken for
 // an abandoned one; the lock is released when the connection ends.
 type MySQLDatabasePerSandbox struct {
@@ -162,6 +167,11 @@ func discard(c *sql.Conn) {
 
 func (mysqlDatabases) transient(err error) bool { return sqlerr.Unreachable(err) }
 
+// Database names are case-sensitive on most servers (lower_case_table_names
+// 0), but information_schema compares them without case: list and state
+// compare them as bytes, or a database whose name differs from ours only
+// in case would be taken for ours.
+
 func (d mysqlDatabases) list(ctx context.Context, prefix string) ([]object, error) {
 	rows, err := d.p.admin.QueryContext(ctx,
 		"SELECT SCHEMA_NAME, SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE LEFT(SCHEMA_NAME, CHAR_LENGTH(?)) = ? ORDER BY 1", prefix, prefix)
@@ -175,7 +185,9 @@ func (d mysqlDatabases) list(ctx context.Context, prefix string) ([]object, erro
 		if err := rows.Scan(&name, &comment); err != nil {
 			return nil, err
 		}
-		out = append(out, mysqlObject(name, comment))
+		if strings.HasPrefix(name, prefix) { // the server compared without case
+			out = append(out, mysqlObject(name, comment))
+		}
 	}
 	return out, rows.Err()
 }
@@ -189,7 +201,7 @@ func mysqlObject(name, comment string) object {
 
 func (s *mysqlSession) state(ctx context.Context, name string) (object, error) {
 	var comment string
-	err := s.c.QueryRowContext(ctx, "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?", name).Scan(&comment)
+	err := s.c.QueryRowContext(ctx, "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE BINARY SCHEMA_NAME = ?", name).Scan(&comment)
 	if errors.Is(err, sql.ErrNoRows) {
 		return object{name: name}, nil
 	}
@@ -239,10 +251,45 @@ func (s *mysqlSession) mark(ctx context.Context, name, marker string) error {
 // finish has nothing left to do: the marker opened the database.
 func (*mysqlSession) finish(context.Context, string) error { return nil }
 
+// drop drops the database. DROP DATABASE drops its tables one by one, and
+// a table that a table of another database references by foreign key
+// makes it fail half-way, leaving the others dropped: drop refuses when it
+// sees such a reference, naming it, and otherwise first puts the creation
+// mark back, so that what a drop cut short leaves (a reference the admin
+// user cannot see, a crash) is never taken for a finished database: the
+// next request drops it and starts again.
 func (s *mysqlSession) drop(ctx context.Context, name string) error {
-	_, err := s.c.ExecContext(ctx, "DROP DATABASE IF EXISTS "+mysqlIdent(name))
+	rows, err := s.c.QueryContext(ctx, sqlMySQLDependents, name, name)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var outside []string
+	for rows.Next() {
+		var ref string
+		if err := rows.Scan(&ref); err != nil {
+			return err
+		}
+		outside = append(outside, ref)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(outside) > 0 {
+		return fmt.Errorf("%w: database %s: foreign keys of other databases reference it, and would make DROP DATABASE fail half-way: %s; drop them first", errDependents, name, strings.Join(outside, ", "))
+	}
+	if _, err := s.c.ExecContext(ctx, "ALTER DATABASE "+mysqlIdent(name)+" COMMENT "+mysqlLiteral(markerCreating)); err != nil {
+		return err
+	}
+	s.p.step("drop-marked")
+	_, err = s.c.ExecContext(ctx, "DROP DATABASE IF EXISTS "+mysqlIdent(name))
 	return err
 }
+
+// sqlMySQLDependents lists the foreign keys of other databases' tables
+// that reference a table of database ? (twice).
+const sqlMySQLDependents = `SELECT CONCAT(CONSTRAINT_SCHEMA, '.', TABLE_NAME, '.', CONSTRAINT_NAME) FROM information_schema.REFERENTIAL_CONSTRAINTS
+WHERE BINARY UNIQUE_CONSTRAINT_SCHEMA = ? AND BINARY CONSTRAINT_SCHEMA <> ? ORDER BY 1 LIMIT 10`
 
 func mysqlIdent(name string) string { return "`" + strings.ReplaceAll(name, "`", "``") + "`" }
 

@@ -46,6 +46,31 @@ func objectName(prefix, id string) string {
 	return prefix + s[:k] + "_" + hex.EncodeToString(sum[:8])
 }
 
+// producible reports whether name is one objectName returns for some
+// valid ID under prefix: what an unmarked object must be called to be
+// taken for an interrupted creation of the provisioner's.
+func producible(prefix, name string) bool {
+	if idOf(prefix, name) != "" {
+		return true
+	}
+	k := maxIdentLen - hashSuffixLen
+	if len(name) != maxIdentLen || !strings.HasPrefix(name, prefix) || name[k] != '_' {
+		return false
+	}
+	start, sum := name[len(prefix):k], name[k+1:]
+	for i := 0; i < len(start); i++ {
+		if c := start[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' && i > 0) {
+			return false
+		}
+	}
+	for i := 0; i < len(sum); i++ {
+		if c := sum[i]; !('a' <= c && c <= 'f' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
 // templateName cannot be the name of a sandbox: after the prefix, sandbox
 // names start with a letter or digit.
 func templateName(prefix string) string { return prefix + "_template" }

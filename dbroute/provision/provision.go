@@ -74,6 +74,10 @@ type object struct {
 	// statement that created it and removed by finish. Only stores whose
 	// creation takes several transactions have it.
 	incomplete bool
+	// dropping: a DROP of the object was interrupted, leaving it unusable
+	// (PostgreSQL 15.4 and later mark such a database invalid): it can
+	// only be dropped. Only stores whose drop can be cut short have it.
+	dropping bool
 }
 
 // store is the dialect-specific part of a provisioner.
@@ -175,7 +179,16 @@ func (p *provisioner) ensure(ctx context.Context, id string, create func(ctx con
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", dbroute.ErrNoTestDatabase, err)
 	}
-	_, err, _ = p.flights.Do(name, func() (any, error) { return nil, create(ctx, id, name) })
+	for {
+		led := false
+		_, err, _ = p.flights.Do(name, func() (any, error) { led = true; return nil, create(ctx, id, name) })
+		// A creation runs under the context of the request that started
+		// it: when that request gave up, the others that joined it try
+		// again rather than fail with its cancellation.
+		if led || err == nil || ctx.Err() != nil || !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+	}
 	if err != nil {
 		return "", p.classify(id, err)
 	}
@@ -200,6 +213,17 @@ func (p *provisioner) create(ctx context.Context, id, name string) error {
 				return err
 			}
 			marker := sandboxMarker(id, p.cfg.now())
+			if o.dropping {
+				// Destroy or Reap was cut short: its data is gone
+				// already. Finish the drop if it is ours, then create.
+				if err := p.checkOwner(id, name, o.comment); err != nil {
+					return err
+				}
+				if err := s.drop(ctx, name); err != nil {
+					return fmt.Errorf("finishing the interrupted drop of %s %s: %w", p.kind, name, err)
+				}
+				o = object{name: name}
+			}
 			if !o.exists {
 				if o, err = s.create(ctx, id, name, marker); err != nil {
 					return err
@@ -251,13 +275,13 @@ func (p *provisioner) checkOwner(id, name, text string) error {
 func (p *provisioner) Provisioned(ctx context.Context) ([]Provisioned, error) {
 	objs, err := p.store.list(ctx, p.cfg.prefix)
 	if err != nil {
-		return nil, fmt.Errorf("provision: listing test %ss: %w", p.kind, err)
+		return nil, fmt.Errorf("provision: listing test %ss: %w", p.kind, p.unavailable(err))
 	}
 	var out []Provisioned
 	for _, o := range objs {
 		id, created, ok := owner(p.cfg.prefix, o.name, o.comment)
 		switch {
-		case o.incomplete && (ok || o.comment == ""):
+		case o.incomplete && (ok || o.comment == "" && producible(p.cfg.prefix, o.name)):
 			if !ok {
 				id = idOf(p.cfg.prefix, o.name)
 			}
@@ -272,9 +296,10 @@ func (p *provisioner) Provisioned(ctx context.Context) ([]Provisioned, error) {
 
 // Destroy removes sandbox id's test database or schema, which must have
 // been created by the provisioner — also one whose creation was
-// interrupted. It returns nil when there is none, and an error wrapping
+// interrupted. It returns nil when there is none, an error wrapping
 // [dbroute.ErrNotOwned] when an object of that name exists that the
-// provisioner did not create. The router's pool of the sandbox is closed
+// provisioner did not create, and one wrapping [dbroute.ErrUnavailable]
+// when the server cannot be reached (as do Reap and Provisioned). The router's pool of the sandbox is closed
 // first (see OnRemove); queries of the sandbox still running fail, and a
 // later request creates a fresh test database.
 func (p *provisioner) Destroy(ctx context.Context, id string) error {
@@ -290,7 +315,7 @@ func (p *provisioner) Destroy(ctx context.Context, id string) error {
 		return p.checkOwner(id, name, o.comment)
 	})
 	if err != nil {
-		return fmt.Errorf("provision: Destroy %q: %w", id, err)
+		return fmt.Errorf("provision: Destroy %q: %w", id, p.unavailable(err))
 	}
 	return nil
 }
@@ -331,14 +356,16 @@ func (p *provisioner) dropIncomplete(ctx context.Context, name string) (bool, er
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("provision: dropping interrupted creation %s: %w", name, err)
+		return false, fmt.Errorf("provision: dropping interrupted creation %s: %w", name, p.unavailable(err))
 	}
 	return dropped, nil
 }
 
 // Reap drops the test databases (or schemas) the provisioner created for
 // sandboxes that are not in table (expired or removed), once they are
-// older than the reap grace ([WithReapGrace]), and every database whose
+// older than the reap grace ([WithReapGrace]) at the table's last good
+// load ([routes.Table.SyncedAt]; a table whose source is failing does not
+// know the sandboxes created since), and every database whose
 // creation was interrupted and is not being finished by anyone (a live
 // sandbox gets a fresh one on its next request). It returns the IDs of the
 // sandboxes whose test databases it dropped, when known; objects the
@@ -364,7 +391,13 @@ func (p *provisioner) Reap(ctx context.Context, table *routes.Table) ([]string, 
 	for _, sb := range table.Sandboxes() {
 		live[sb.ID] = true
 	}
+	// A table is as old as its last good load: a sandbox created since
+	// may be missing from it, so the age of a database is judged at that
+	// load, not now.
 	now := p.cfg.now()
+	if synced := table.SyncedAt(); synced.Before(now) {
+		now = synced
+	}
 	var dropped []string
 	var errs []error
 	for _, o := range owned {
@@ -384,14 +417,52 @@ func (p *provisioner) Reap(ctx context.Context, table *routes.Table) ([]string, 
 		if _, ok := table.Sandbox(o.ID); ok {
 			continue // it appeared since the list was taken
 		}
-		if err := p.Destroy(ctx, o.ID); err != nil {
+		gone, err := p.dropExpired(ctx, o, now)
+		if err != nil {
 			errs = append(errs, err)
-			continue
+		} else if gone {
+			dropped = append(dropped, o.ID)
 		}
-		dropped = append(dropped, o.ID)
 	}
 	slices.Sort(dropped)
 	return slices.Compact(dropped), errors.Join(errs...)
+}
+
+// dropExpired drops o, the finished object of a sandbox that left the
+// route table, if under its lock it is still that sandbox's, finished and
+// older than the grace at now: since it was listed, it may have been
+// dropped and created afresh. It reports whether o is gone.
+func (p *provisioner) dropExpired(ctx context.Context, o Provisioned, now time.Time) (bool, error) {
+	p.removing(o.ID)
+	err := p.drop(ctx, o.Name, func(cur object) error {
+		if cur.incomplete && cur.comment == "" {
+			return errKeep // a creation interrupted since: the next Reap drops it
+		}
+		if err := p.checkOwner(o.ID, o.Name, cur.comment); err != nil {
+			return err
+		}
+		if _, created, _ := owner(p.cfg.prefix, o.Name, cur.comment); cur.incomplete || now.Sub(created) < p.cfg.reapGrace {
+			return errKeep
+		}
+		return nil
+	})
+	if err == errKeep {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("provision: Reap %q: %w", o.ID, p.unavailable(err))
+	}
+	return true, nil
+}
+
+// unavailable makes err, a failure of Destroy, Reap or Provisioned, wrap
+// [dbroute.ErrUnavailable] when the store says it is transient, so that a
+// caller can tell "try later" from a refusal.
+func (p *provisioner) unavailable(err error) error {
+	if p.store.transient(err) && !errors.Is(err, dbroute.ErrUnavailable) {
+		return fmt.Errorf("%w: %w", dbroute.ErrUnavailable, err)
+	}
+	return err
 }
 
 // classify makes a provisioning failure of sandbox id wrap exactly one

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -21,6 +22,9 @@ const (
 // first use. Sandbox pools connect with search_path set to the sandbox's
 // schema (and nothing else), so unqualified names reach only that schema;
 // code that qualifies names with another schema is not isolated.
+// Destroy and Reap refuse to drop a schema that objects outside it depend
+// on (a view over a sandbox's table, a foreign key to it): DROP SCHEMA ...
+// CASCADE would drop them too. The error names them.
 //
 // Each schema is created, marked and migrated in one transaction, under a
 // transaction-level advisory lock: a crash leaves nothing behind, and
@@ -148,8 +152,43 @@ func (schemaSession) mark(context.Context, string, string) error { return errors
 func (schemaSession) finish(context.Context, string) error       { return errors.ErrUnsupported }
 
 // drop drops the schema and everything in it (CASCADE). It waits for
-// transactions that hold locks in the schema.
+// transactions that hold locks in the schema. CASCADE would also drop
+// what others made outside the schema that depends on it (a view over a
+// sandbox's table, a foreign key to it, a trigger calling its function):
+// when there is such an object, it refuses, naming it.
 func (s schemaSession) drop(ctx context.Context, name string) error {
-	_, err := s.tx.Exec(ctx, "DROP SCHEMA "+quoteIdent(name)+" CASCADE")
+	rows, _ := s.tx.Query(ctx, sqlSchemaDependents, name)
+	outside, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	if len(outside) > 0 {
+		return fmt.Errorf("%w: schema %s: objects outside it depend on it and would be dropped with it: %s; drop them first", errDependents, name, strings.Join(outside, ", "))
+	}
+	_, err = s.tx.Exec(ctx, "DROP SCHEMA "+quoteIdent(name)+" CASCADE")
 	return err
 }
+
+// errDependents reports objects outside a sandbox's schema that depend on
+// it.
+var errDependents = errors.New("provision: not dropped")
+
+// sqlSchemaDependents describes the objects outside schema $1 that depend
+// on it or on an object in it (which DROP SCHEMA ... CASCADE would drop).
+// The parts of a relation (a column default, a trigger, a view's rule, a
+// policy) have no schema of their own: theirs is their relation's.
+const sqlSchemaDependents = `WITH dep AS (
+	SELECT DISTINCT d.classid, d.objid FROM pg_depend d
+	WHERE d.deptype IN ('n', 'a')
+	AND (d.refclassid = 'pg_namespace'::regclass AND d.refobjid = (SELECT oid FROM pg_namespace WHERE nspname = $1)
+		OR (pg_identify_object(d.refclassid, d.refobjid, 0)).schema = $1)
+)
+SELECT pg_describe_object(classid, objid, 0) FROM dep
+WHERE coalesce((pg_identify_object(classid, objid, 0)).schema,
+	(SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = CASE classid
+		WHEN 'pg_attrdef'::regclass THEN (SELECT adrelid FROM pg_attrdef WHERE oid = objid)
+		WHEN 'pg_trigger'::regclass THEN (SELECT tgrelid FROM pg_trigger WHERE oid = objid)
+		WHEN 'pg_rewrite'::regclass THEN (SELECT ev_class FROM pg_rewrite WHERE oid = objid)
+		WHEN 'pg_policy'::regclass THEN (SELECT polrelid FROM pg_policy WHERE oid = objid)
+	END)) IS DISTINCT FROM $1
+ORDER BY 1 LIMIT 10`
