@@ -71,7 +71,12 @@ func WithPrefix(p string) ProvisionerOption {
 // WithReapGrace sets how old a test database or schema must be before
 // Reap drops it (default [DefaultReapGrace]). It covers route tables that
 // lag behind one another: a process that has not yet seen a new sandbox
-// must not drop the database another process just made for it.
+// must not drop the database another process just made for it. An age
+// is the reaping process's clock at its route table's last good load
+// minus the creation time in the object's marker, which the creating
+// process's clock wrote: the grace must also cover the skew between
+// the two clocks (a creator whose clock runs behind makes its objects
+// look older to a reaper elsewhere).
 func WithReapGrace(d time.Duration) ProvisionerOption {
 	return optionFunc(func(c *config) { c.reapGrace = d })
 }
