@@ -14,6 +14,12 @@
 //     *sql.DB refuses sandbox contexts on every statement, begin and
 //     prepare, however the connection or transaction was obtained.
 //
+//   - A sandbox's *sql.DB is guarded the other way round: a Conn, Tx or
+//     Stmt the router handed out for one sandbox refuses a statement,
+//     begin, prepare or ping whose context is production's or another
+//     sandbox's ([ErrForeignContext]), which would otherwise land in that
+//     sandbox's test database.
+//
 //   - A [Provider] says where each sandbox's test database is:
 //     [Postgres] adapts any [dbroute.Provider] (dbroute.Static,
 //     dbroute.FromTable, the provisioners of dbroute/provision) to pgx's
@@ -35,7 +41,9 @@
 // failure arose on first use or later: [dbroute.ErrNoTestDatabase]
 // (permanent; refined by [dbroute.ErrNotOwned]), [dbroute.ErrUnavailable]
 // (transient; refined by [dbroute.ErrPoolLimit]),
-// [dbroute.ErrSandboxOnBaseline] (the guard), [dbroute.ErrClosed].
+// [dbroute.ErrSandboxOnBaseline] (the guard), [dbroute.ErrClosed]; and
+// one of sqlroute's own, [ErrForeignContext] (a sandbox's Conn, Tx or
+// Stmt used with another context).
 // Errors the server reports about a statement itself are the driver's
 // own. A refused QueryRowContext returns a *sql.Row whose Scan and Err
 // report the refusal.

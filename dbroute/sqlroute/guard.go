@@ -55,6 +55,19 @@ func Guard(c driver.Connector, opts ...GuardOption) driver.Connector {
 type guardConnector struct {
 	c      driver.Connector
 	logger *slog.Logger
+	// own, when set, makes this the guard of sandbox own's test database
+	// ([ownGuard]): it refuses every context that does not carry that
+	// sandbox instead of every context that carries one.
+	own string
+}
+
+// ownGuard wraps the connector of sandbox id's test database: a Conn, Tx
+// or Stmt the router hands out for the sandbox refuses a statement whose
+// context is production's or another sandbox's, which would otherwise land
+// in this test database. Connect is not checked: database/sql also opens
+// connections from its own goroutine, without the caller's context.
+func ownGuard(c driver.Connector, id string, logger *slog.Logger) driver.Connector {
+	return &guardConnector{c: c, logger: logger, own: id}
 }
 
 // probeID is the sandbox ID of [New]'s check that its baseline is
@@ -68,6 +81,12 @@ var errProbe = errors.New("sqlroute: guarded")
 // check refuses a sandbox context.
 func (g *guardConnector) check(ctx context.Context) error {
 	s, ok := propagation.FromContext(ctx)
+	if g.own != "" {
+		if ok && s.ID == g.own {
+			return nil
+		}
+		return g.foreign(ctx, s, ok)
+	}
 	if !ok {
 		return nil
 	}
@@ -84,9 +103,30 @@ func (g *guardConnector) check(ctx context.Context) error {
 	return err
 }
 
+// foreign refuses a statement on sandbox g.own's test database whose
+// context carries another sandbox (s, ok) or none.
+func (g *guardConnector) foreign(ctx context.Context, s propagation.Sandbox, ok bool) error {
+	whose := "a production context"
+	if ok {
+		whose = fmt.Sprintf("the context of sandbox %q", s.ID)
+	} else {
+		s = propagation.Sandbox{ID: g.own}
+	}
+	err := fmt.Errorf("%w: %s on the test database of sandbox %q (a Conn, Tx or Stmt the router handed out serves only the sandbox it was obtained for)", ErrForeignContext, whose, g.own)
+	audit.Emit(ctx, g.logger, audit.Event{
+		Decision: audit.Rejected,
+		Sandbox:  s,
+		Protocol: audit.SQL,
+		Reason:   err.Error(),
+	})
+	return err
+}
+
 func (g *guardConnector) Connect(ctx context.Context) (driver.Conn, error) {
-	if err := g.check(ctx); err != nil {
-		return nil, err
+	if g.own == "" {
+		if err := g.check(ctx); err != nil {
+			return nil, err
+		}
 	}
 	c, err := g.c.Connect(ctx)
 	if err != nil {

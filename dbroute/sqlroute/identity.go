@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
 // Identity queries: the server and the database, as the server itself
@@ -57,7 +58,9 @@ func identity(ctx context.Context, db *sql.DB) (string, bool, error) {
 // notBaseline refuses sandbox id's test database db when its server and
 // database are the baseline's. Unknown drivers are not checked.
 func (r *Router) notBaseline(ctx context.Context, id string, db *sql.DB) error {
-	got, ok, err := identity(ctx, db)
+	// db is guarded by [ownGuard]: it is asked with the sandbox's context
+	// (and the baseline, below, with ctx, which carries none).
+	got, ok, err := identity(propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id}), db)
 	if !ok {
 		return nil
 	}

@@ -145,7 +145,9 @@ func (r *Router) QueryRowContext(ctx context.Context, query string, args ...any)
 // BeginTx starts a transaction on the baseline or on the sandbox's test
 // database. The transaction stays where it began: run it with the same
 // sandbox (a baseline transaction protected by [Guard] refuses statements
-// with a sandbox context).
+// with a sandbox context; a sandbox's transaction refuses statements
+// whose context is production's or another sandbox's with
+// [ErrForeignContext]).
 func (r *Router) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error) {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
@@ -161,7 +163,9 @@ func (r *Router) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, err
 }
 
 // Conn returns a connection of the baseline or of the sandbox's test
-// database. As for BeginTx, use it with the context it was obtained with.
+// database. As for BeginTx, use it with the context it was obtained with:
+// a sandbox's Conn, and the statements prepared on it, refuse any other
+// context with [ErrForeignContext].
 func (r *Router) Conn(ctx context.Context) (*sql.Conn, error) {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
@@ -312,7 +316,7 @@ func (r *Router) open(id string, e *entry) {
 	if err != nil {
 		e.err = classify(id, err)
 	} else {
-		db := sql.OpenDB(c)
+		db := sql.OpenDB(ownGuard(c, id, r.cfg.logger))
 		db.SetMaxOpenConns(DefaultMaxOpenConns)
 		db.SetConnMaxIdleTime(r.cfg.idleTimeout)
 		if f := r.cfg.dbConfig; f != nil {

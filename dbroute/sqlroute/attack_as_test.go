@@ -1,0 +1,168 @@
+package sqlroute_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"testing"
+
+	pub "github.com/sandboxkit/sandboxkit/audit"
+	"github.com/sandboxkit/sandboxkit/dbroute/sqlroute"
+	"github.com/sandboxkit/sandboxkit/internal/audit/audittest"
+)
+
+// TestSandboxHandlesRefuseOtherContexts: a Conn, Tx or Stmt the router
+// handed out for sandbox "a" (a request that caches one, a Tx passed down
+// a call chain) used with sandbox "b"'s context would write b's rows into
+// a's test database, and used with a production context would write
+// production rows there (lost when a's database is dropped). Each such
+// statement is refused with ErrForeignContext and audited; nothing lands
+// in a's database, and the handle still serves a's own context.
+func TestSandboxHandlesRefuseOtherContexts(t *testing.T) {
+	worlds(t, func(t *testing.T, mk func(testing.TB, ...sqlroute.GuardOption) *world) {
+		w := mk(t)
+		rec, logger := audittest.New()
+		r := w.router(t, sqlroute.WithLogger(logger))
+		a := sandboxCtx("a")
+		others := map[string]context.Context{"production": context.Background(), "sandbox b": sandboxCtx("b")}
+		ins := w.q("INSERT INTO items (owner, n) VALUES (?, ?)")
+		sel := "SELECT owner FROM items"
+		paths := map[string]func(ctx context.Context) error{
+			"Conn.ExecContext": func(ctx context.Context) error {
+				c, err := r.Conn(a)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_, err = c.ExecContext(ctx, ins, "intruder", 1)
+				if _, err2 := c.ExecContext(a, ins, "a", 1); err2 != nil {
+					t.Errorf("the Conn no longer serves its own sandbox: %v", err2)
+				}
+				return err
+			},
+			"Conn.QueryContext": func(ctx context.Context) error {
+				c, err := r.Conn(a)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				rows, err := c.QueryContext(ctx, sel)
+				if err == nil {
+					rows.Close()
+				}
+				return err
+			},
+			"Conn.BeginTx": func(ctx context.Context) error {
+				c, err := r.Conn(a)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				tx, err := c.BeginTx(ctx, nil)
+				if err == nil {
+					tx.Rollback()
+				}
+				return err
+			},
+			"Conn.PrepareContext": func(ctx context.Context) error {
+				c, err := r.Conn(a)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				st, err := c.PrepareContext(ctx, ins)
+				if err == nil {
+					st.Close()
+				}
+				return err
+			},
+			"Conn.PingContext": func(ctx context.Context) error {
+				c, err := r.Conn(a)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				return c.PingContext(ctx)
+			},
+			"Tx.ExecContext, committed": func(ctx context.Context) error {
+				tx, err := r.BeginTx(a, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = tx.ExecContext(ctx, ins, "intruder", 2)
+				if cerr := tx.Commit(); cerr != nil {
+					t.Errorf("commit: %v", cerr)
+				}
+				return err
+			},
+			"Tx.QueryRowContext": func(ctx context.Context) error {
+				tx, err := r.BeginTx(a, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer tx.Rollback()
+				var s string
+				err = tx.QueryRowContext(ctx, sel).Scan(&s)
+				if errors.Is(err, sql.ErrNoRows) {
+					err = nil
+				}
+				return err
+			},
+			"Stmt (prepared in a Tx of a) ExecContext": func(ctx context.Context) error {
+				tx, err := r.BeginTx(a, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer tx.Commit()
+				st, err := tx.PrepareContext(a, ins)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer st.Close()
+				_, err = st.ExecContext(ctx, "intruder", 3)
+				return err
+			},
+			"Stmt (prepared on a Conn of a) QueryContext": func(ctx context.Context) error {
+				c, err := r.Conn(a)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				st, err := c.PrepareContext(a, sel)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer st.Close()
+				rows, err := st.QueryContext(ctx)
+				if err == nil {
+					rows.Close()
+				}
+				return err
+			},
+		}
+		refusals := 0
+		for other, ctx := range others {
+			for name, path := range paths {
+				if err := path(ctx); !errors.Is(err, sqlroute.ErrForeignContext) {
+					t.Errorf("%s of sandbox a's database with a %s context: %v, want ErrForeignContext", name, other, err)
+				}
+				refusals++
+			}
+		}
+		if n := w.count(t, "a", "intruder"); n != 0 {
+			t.Errorf("%d rows of other contexts reached sandbox a's test database", n)
+		}
+		if n := w.count(t, "a", "a"); n != len(others) {
+			t.Errorf("sandbox a's own statements: %d rows, want %d", n, len(others))
+		}
+		got := 0
+		for _, rc := range rec.Records() {
+			if rc[pub.KeyDecision] == string(pub.Rejected) && rc[pub.KeyProtocol] == pub.SQL {
+				got++
+			}
+		}
+		if got != refusals {
+			t.Errorf("%d audit records of refusals, want %d", got, refusals)
+		}
+	})
+}
