@@ -166,3 +166,30 @@ func TestSandboxHandlesRefuseOtherContexts(t *testing.T) {
 		}
 	})
 }
+
+// TestGuardPreparedArguments: database/sql asks a prepared statement's
+// driver how to convert arguments, and the connection's when the
+// statement cannot say; the guard's statement said "default" instead, so
+// pgx's stdlib (whose connection, not statement, accepts every Go value)
+// refused a slice on a prepared statement of a guarded baseline, and of a
+// sandbox's *sql.DB, that the bare *sql.DB takes.
+func TestGuardPreparedArguments(t *testing.T) {
+	w := postgresWorld(t)
+	r := w.router(t)
+	for name, ctx := range map[string]context.Context{"baseline": context.Background(), "sandbox": sandboxCtx("a")} {
+		c, err := r.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := c.PrepareContext(ctx, "SELECT cardinality($1::bigint[])")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := st.QueryRowContext(ctx, []int64{4, 5, 6}).Scan(&n); err != nil || n != 3 {
+			t.Errorf("%s: a prepared statement with a []int64: %d, %v; want 3", name, n, err)
+		}
+		st.Close()
+		c.Close()
+	}
+}

@@ -196,10 +196,10 @@ func (c *guardConn) PrepareContext(ctx context.Context, query string) (driver.St
 	}
 	if !c.stmtBusy {
 		c.stmtBusy = true
-		c.stmt = guardStmt{s: s, g: c.g, conn: c}
+		c.stmt = guardStmt{s: s, c: c, cached: true}
 		return &c.stmt, nil
 	}
-	return &guardStmt{s: s, g: c.g}, nil
+	return &guardStmt{s: s, c: c}, nil
 }
 
 func (c *guardConn) Close() error { return c.c.Close() }
@@ -277,9 +277,9 @@ func (c *guardConn) CheckNamedValue(nv *driver.NamedValue) error {
 // guardStmt is a prepared statement of a baseline connection: each
 // execution checks its context.
 type guardStmt struct {
-	s    driver.Stmt
-	g    *guardConnector
-	conn *guardConn // set when the wrapper is conn.stmt
+	s      driver.Stmt
+	c      *guardConn // the connection it was prepared on
+	cached bool       // the wrapper is c.stmt
 }
 
 var (
@@ -290,7 +290,8 @@ var (
 
 func (s *guardStmt) Close() error {
 	err := s.s.Close()
-	if c := s.conn; c != nil {
+	if s.cached {
+		c := s.c
 		c.stmt = guardStmt{}
 		c.stmtBusy = false
 	}
@@ -312,7 +313,7 @@ func (s *guardStmt) Query(args []driver.Value) (driver.Rows, error) {
 }
 
 func (s *guardStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
-	if err := s.g.check(ctx); err != nil {
+	if err := s.c.g.check(ctx); err != nil {
 		return nil, err
 	}
 	if ec, ok := s.s.(driver.StmtExecContext); ok {
@@ -326,7 +327,7 @@ func (s *guardStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (
 }
 
 func (s *guardStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
-	if err := s.g.check(ctx); err != nil {
+	if err := s.c.g.check(ctx); err != nil {
 		return nil, err
 	}
 	if qc, ok := s.s.(driver.StmtQueryContext); ok {
@@ -339,8 +340,15 @@ func (s *guardStmt) QueryContext(ctx context.Context, args []driver.NamedValue) 
 	return s.Query(vs)
 }
 
+// CheckNamedValue converts an argument as database/sql would without the
+// guard: with the statement's checker, else the connection's (pgx's
+// stdlib has only the latter, which takes every Go value), else the
+// default conversion.
 func (s *guardStmt) CheckNamedValue(nv *driver.NamedValue) error {
 	if n, ok := s.s.(driver.NamedValueChecker); ok {
+		return n.CheckNamedValue(nv)
+	}
+	if n, ok := s.c.c.(driver.NamedValueChecker); ok {
 		return n.CheckNamedValue(nv)
 	}
 	return driver.ErrSkip
