@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	pub "github.com/sandboxkit/sandboxkit/audit"
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/mytest"
 	"github.com/sandboxkit/sandboxkit/dbroute/sqlroute"
 	"github.com/sandboxkit/sandboxkit/internal/audit/audittest"
 )
@@ -191,5 +192,79 @@ func TestGuardPreparedArguments(t *testing.T) {
 		}
 		st.Close()
 		c.Close()
+	}
+}
+
+// TestMySQLSandboxReachesWhatItsUserMay pins a limit: on MySQL and
+// MariaDB a connection reaches every database its user has grants on, and
+// the router cannot read SQL. A sandbox statement naming the baseline's
+// database (db.table), or a USE of it — which also stays on the pooled
+// connection for the sandbox's next statements — reaches production when
+// the test database is on the baseline's server with a user granted on
+// production. A test database user granted on test databases only is the
+// remedy: the same statements are refused by the server.
+func TestMySQLSandboxReachesWhatItsUserMay(t *testing.T) {
+	w := mariadbWorld(t)
+	e := mytest.Server(t)
+	bg := context.Background()
+	var base, dbb string
+	if err := w.direct[""].QueryRowContext(bg, "SELECT DATABASE()").Scan(&base); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.direct["b"].QueryRowContext(bg, "SELECT DATABASE()").Scan(&dbb); err != nil {
+		t.Fatal(err)
+	}
+	oneConn := sqlroute.WithDBConfig(func(_ string, db *sql.DB) { db.SetMaxOpenConns(1) })
+	qualified := "INSERT INTO " + mytest.Quote(base) + ".items (owner) VALUES (?)"
+	use := "USE " + mytest.Quote(base)
+	plain := "INSERT INTO items (owner) VALUES (?)"
+
+	// The limit: the world's test databases are reached as root.
+	r := w.router(t, oneConn)
+	a := sandboxCtx("a")
+	if _, err := r.ExecContext(a, qualified, "qualified"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ExecContext(a, use); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ExecContext(a, plain, "after-use"); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.count(t, "", "qualified") + w.count(t, "", "after-use"); n != 2 {
+		t.Errorf("the limit moved: %d of 2 sandbox rows naming production reached it (update doc.go)", n)
+	}
+
+	// The remedy: a user granted on its test database only.
+	user := "u" + e.Tag
+	e.Exec(t, "CREATE USER '"+user+"'@'%' IDENTIFIED BY 'pw'")
+	t.Cleanup(func() { e.Admin.ExecContext(bg, "DROP USER '"+user+"'@'%'") })
+	e.Exec(t, "GRANT ALL ON "+mytest.Quote(dbb)+".* TO '"+user+"'@'%'")
+	cfg := e.Config(dbb)
+	cfg.User, cfg.Passwd = user, "pw"
+	p, err := sqlroute.StaticMySQL(map[string]string{"b": cfg.FormatDSN()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := sqlroute.New(w.baseline, p, oneConn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	b := sandboxCtx("b")
+	if _, err := r2.ExecContext(b, qualified, "restricted"); err == nil {
+		t.Error("a user granted on its test database only wrote to production by a qualified name")
+	}
+	if _, err := r2.ExecContext(b, use); err == nil {
+		t.Error("a user granted on its test database only switched to production with USE")
+	}
+	if _, err := r2.ExecContext(b, plain, "restricted"); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.count(t, "", "restricted"); n != 0 {
+		t.Errorf("%d rows of the restricted sandbox reached production", n)
+	}
+	if n := w.count(t, "b", "restricted"); n != 1 {
+		t.Errorf("the restricted sandbox's database holds %d of its rows, want 1", n)
 	}
 }

@@ -64,6 +64,22 @@
 // the test database is refused, since the two cannot be told apart. A
 // test database whose server answers none of them is not checked.
 //
+// # What a sandbox's SQL names, it reaches
+//
+// The router picks the connection; it does not read SQL. On MySQL and
+// MariaDB a connection reaches every database its user has grants on: a
+// sandbox statement that names the baseline's database (ledger.orders),
+// or a USE of it — which stays on the pooled connection for the
+// sandbox's next statements — reaches production when the test database
+// is on the baseline's server and its user is granted on production
+// (root, or the admin user of provision.MySQLDatabasePerSandbox, whose
+// connection string the sandboxes share). Give test databases a user
+// granted on them only (GRANT ALL ON `prefix%`.* for the provisioner);
+// the server then refuses those statements
+// (TestMySQLSandboxReachesWhatItsUserMay). On PostgreSQL a connection
+// reaches one database, but with a schema per sandbox a statement naming
+// another schema, or a SET search_path, reaches it if the role may.
+//
 // # Options
 //
 // Options are typed by role: [RouterOption] for [New], [GuardOption] for
