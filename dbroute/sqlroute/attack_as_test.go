@@ -4,10 +4,17 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"os"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
 	pub "github.com/sandboxkit/sandboxkit/audit"
+	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/mytest"
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgtest"
 	"github.com/sandboxkit/sandboxkit/dbroute/sqlroute"
 	"github.com/sandboxkit/sandboxkit/internal/audit/audittest"
 )
@@ -266,5 +273,87 @@ func TestMySQLSandboxReachesWhatItsUserMay(t *testing.T) {
 	}
 	if n := w.count(t, "b", "restricted"); n != 1 {
 		t.Errorf("the restricted sandbox's database holds %d of its rows, want 1", n)
+	}
+}
+
+// TestNotTheBaselineWhenTheServerHidesItsIdentifier: where an
+// administrator revoked pg_control_system() from PUBLIC (in the baseline
+// database: pg_proc is per database), a role that may not call it is
+// identified by the fallback (the postmaster's start time, port,
+// version). The router compared a sandbox's fallback with the baseline's
+// system identifier (a superuser baseline), and fallbacks spelt by the
+// session (the start time in the session's time zone; the port as
+// inet_server_port(), NULL over the unix socket): the production database
+// reached as another role, over the socket or with another time zone,
+// was taken for a test database, and the sandbox's rows landed in
+// production.
+func TestNotTheBaselineWhenTheServerHidesItsIdentifier(t *testing.T) {
+	e := pgtest.Server(t)
+	bg := context.Background()
+	name := e.Name("hidden")
+	dsn := e.CreateDB(t, name, pgtest.ItemsDDL)
+	role := "r" + e.Tag
+	e.Exec(t, "CREATE ROLE "+role+" LOGIN")
+	t.Cleanup(func() {
+		if c, err := pgx.Connect(bg, dsn); err == nil {
+			c.Exec(bg, "DROP OWNED BY "+role)
+			c.Close(bg)
+		}
+		e.Admin.Exec(bg, "DROP ROLE IF EXISTS "+role)
+	})
+	for _, q := range []string{
+		"REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC",
+		"GRANT ALL ON items TO " + role,
+		"GRANT ALL ON SEQUENCE items_id_seq TO " + role,
+	} {
+		c, err := pgx.Connect(bg, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Exec(bg, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		c.Close(bg)
+	}
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := func(host, user, extra string) string {
+		return fmt.Sprintf("host=%s port=%d user=%s dbname=%s %s", host, cfg.Port, user, name, extra)
+	}
+	spellings := map[string]string{
+		"as-role":  kv(cfg.Host, role, ""),
+		"tz":       kv(cfg.Host, role, "timezone=America/New_York"),
+		"datestyl": kv(cfg.Host, role, "datestyle=SQL,DMY"),
+	}
+	if _, err := os.Stat("/var/run/postgresql/.s.PGSQL." + fmt.Sprint(cfg.Port)); err == nil {
+		spellings["socket"] = kv("/var/run/postgresql", role, "")
+	}
+	p, err := dbroute.Static(spellings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	baselines := map[string]string{"superuser": kv(cfg.Host, cfg.User, ""), "role": kv(cfg.Host, role, "")}
+	for bname, bdsn := range baselines {
+		bcfg, err := pgx.ParseConfig(bdsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := sql.OpenDB(sqlroute.Guard(stdlib.GetConnector(*bcfg)))
+		defer base.Close()
+		r, err := sqlroute.New(base, sqlroute.Postgres(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		for id := range spellings {
+			if _, err := r.ExecContext(sandboxCtx(id), "INSERT INTO items (owner) VALUES ($1)", id); !errors.Is(err, dbroute.ErrNoTestDatabase) {
+				t.Errorf("baseline as %s, the baseline database spelt %q as a test database: %v, want ErrNoTestDatabase", bname, id, err)
+			}
+		}
+	}
+	if n := pgtest.Count(t, dsn, "SELECT count(*) FROM items"); n != 0 {
+		t.Errorf("%d sandbox rows reached the baseline database", n)
 	}
 }

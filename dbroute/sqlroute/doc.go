@@ -55,8 +55,11 @@
 // @@datadir and the database; PostgreSQL: the system identifier, or the
 // postmaster's start time, port and version, and the database's OID) and
 // refuses a test database that is the baseline database with
-// [dbroute.ErrNoTestDatabase], whatever host name, address or proxy its
-// connection string used. The check runs once per open, on one
+// [dbroute.ErrNoTestDatabase], whatever host name, address, proxy, unix
+// socket, role or session settings (time zone, date style) its connection
+// string used. Each answer is compared with the baseline's answer to the
+// same question: where pg_control_system() is revoked for one of the two
+// roles, both are compared on the fallback. The check runs once per open, on one
 // connection: a connection string whose later connections could reach
 // another server (a host list) is not re-checked. A baseline whose driver
 // wraps one of them (instrumentation such as otelsql) is asked the same

@@ -27,10 +27,10 @@ type Router struct {
 	// connector fails every Connect with the error in the context.
 	errDB *sql.DB
 
-	mu     sync.Mutex
-	dbs    map[string]*entry
-	closed bool
-	baseID string // the baseline's identity, once known
+	mu      sync.Mutex
+	dbs     map[string]*entry
+	closed  bool
+	baseIDs map[string]string // the baseline's stable identities, by query
 }
 
 // entry is a sandbox's *sql.DB, or its opening in progress.
@@ -70,11 +70,12 @@ func New(baseline *sql.DB, p Provider, opts ...RouterOption) (*Router, error) {
 		return nil, fmt.Errorf("sqlroute: New: %w: the baseline *sql.DB is not guarded: open it with sql.OpenDB(sqlroute.Guard(connector)) (the probe got %v)", dbroute.ErrConfig, err)
 	}
 	r := &Router{
-		base:  baseline,
-		p:     p,
-		cfg:   cfg,
-		errDB: sql.OpenDB(errConnector{}),
-		dbs:   make(map[string]*entry),
+		base:    baseline,
+		p:       p,
+		cfg:     cfg,
+		errDB:   sql.OpenDB(errConnector{}),
+		dbs:     make(map[string]*entry),
+		baseIDs: make(map[string]string),
 	}
 	if rc, ok := p.(reclaimer); ok {
 		rc.OnRemove(r.forget)
