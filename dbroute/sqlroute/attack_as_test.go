@@ -1,11 +1,16 @@
 package sqlroute_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -355,5 +360,160 @@ func TestNotTheBaselineWhenTheServerHidesItsIdentifier(t *testing.T) {
 	}
 	if n := pgtest.Count(t, dsn, "SELECT count(*) FROM items"); n != 0 {
 		t.Errorf("%d sandbox rows reached the baseline database", n)
+	}
+}
+
+// dbSwitch is a TCP proxy on loopback in front of the PostgreSQL server
+// that connects each new session to the database it is told (it rewrites
+// the startup message's database), as a pooler's alias that an operator
+// repoints, or a host list whose next host serves the same name
+// elsewhere, would.
+type dbSwitch struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	db     string
+	conns  []net.Conn
+	wg     sync.WaitGroup
+}
+
+func newDBSwitch(t *testing.T, target, db string) *dbSwitch {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &dbSwitch{ln: ln, target: target, db: db}
+	p.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.wg.Go(func() { p.handle(c) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *dbSwitch) point(db string) { p.mu.Lock(); p.db = db; p.mu.Unlock() }
+
+func (p *dbSwitch) handle(client net.Conn) {
+	p.mu.Lock()
+	db := p.db
+	p.conns = append(p.conns, client)
+	p.mu.Unlock()
+	defer client.Close()
+	var msg []byte
+	for {
+		var hdr [8]byte
+		if _, err := io.ReadFull(client, hdr[:]); err != nil {
+			return
+		}
+		n := binary.BigEndian.Uint32(hdr[:4])
+		if binary.BigEndian.Uint32(hdr[4:]) == 80877103 { // SSLRequest
+			client.Write([]byte{'N'})
+			continue
+		}
+		msg = make([]byte, n-8)
+		if _, err := io.ReadFull(client, msg); err != nil {
+			return
+		}
+		version := hdr[4:]
+		parts := bytes.Split(bytes.TrimRight(msg, "\x00"), []byte{0})
+		var out bytes.Buffer
+		out.Write(make([]byte, 4))
+		out.Write(version)
+		for i := 0; i+1 < len(parts); i += 2 {
+			v := parts[i+1]
+			if string(parts[i]) == "database" {
+				v = []byte(db)
+			}
+			out.Write(parts[i])
+			out.WriteByte(0)
+			out.Write(v)
+			out.WriteByte(0)
+		}
+		out.WriteByte(0)
+		msg = out.Bytes()
+		binary.BigEndian.PutUint32(msg, uint32(len(msg)))
+		break
+	}
+	server, err := net.Dial("tcp", p.target)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	p.conns = append(p.conns, server)
+	p.mu.Unlock()
+	defer server.Close()
+	if _, err := server.Write(msg); err != nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() { io.Copy(client, server); client.Close(); close(done) }()
+	io.Copy(server, client)
+	server.Close()
+	<-done
+}
+
+// TestNotTheBaselineOnEveryConnection: the router asked a sandbox's test
+// database who it was once, on the first connection of its *sql.DB;
+// later connections of the same connection string may reach another
+// database (a pooler's alias repointed, a host list's next host), and
+// reached production unchecked. Every new connection is now asked.
+func TestNotTheBaselineOnEveryConnection(t *testing.T) {
+	w := postgresWorld(t)
+	bg := context.Background()
+	var base, dba string
+	if err := w.direct[""].QueryRowContext(bg, "SELECT current_database()").Scan(&base); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.direct["a"].QueryRowContext(bg, "SELECT current_database()").Scan(&dba); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pgx.ParseConfig(w.dsn["a"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw := newDBSwitch(t, net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port)), dba)
+	host, port, _ := net.SplitHostPort(sw.ln.Addr().String())
+	dsn := fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=disable", host, port, cfg.User, dba)
+	sp, err := dbroute.Static(map[string]string{"alias": dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := sqlroute.New(w.baseline, sqlroute.Postgres(sp),
+		sqlroute.WithDBConfig(func(_ string, db *sql.DB) { db.SetMaxIdleConns(0) })) // a new connection per statement
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx := sandboxCtx("alias")
+	ins := "INSERT INTO items (owner) VALUES ($1)"
+	if _, err := r.ExecContext(ctx, ins, "alias"); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.count(t, "a", "alias"); n != 1 {
+		t.Fatalf("the test database holds %d rows, want 1", n)
+	}
+	sw.point(base)
+	if _, err := r.ExecContext(ctx, ins, "alias"); !errors.Is(err, dbroute.ErrNoTestDatabase) {
+		t.Errorf("a new connection that reached the baseline database: %v, want ErrNoTestDatabase", err)
+	}
+	if n := w.count(t, "", "alias"); n != 0 {
+		t.Errorf("%d sandbox rows reached the baseline database", n)
+	}
+	sw.point(dba)
+	if _, err := r.ExecContext(ctx, ins, "alias"); err != nil {
+		t.Errorf("back on the test database: %v", err)
 	}
 }

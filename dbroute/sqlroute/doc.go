@@ -50,20 +50,21 @@
 //
 // # Not the baseline, whatever the spelling
 //
-// When it opens a sandbox's *sql.DB, the router asks the sandbox's server
-// and the baseline's what they are (MySQL and MariaDB: @@hostname, @@port,
-// @@datadir and the database; PostgreSQL: the system identifier, or the
-// postmaster's start time, port and version, and the database's OID) and
-// refuses a test database that is the baseline database with
-// [dbroute.ErrNoTestDatabase], whatever host name, address, proxy, unix
-// socket, role or session settings (time zone, date style) its connection
-// string used. Each answer is compared with the baseline's answer to the
+// Every new connection of a sandbox's *sql.DB (the first one when the
+// router opens it) asks its server what it is (MySQL and MariaDB:
+// @@hostname, @@port, @@datadir and the database; PostgreSQL: the system
+// identifier, or the postmaster's start time, port and version, and the
+// database's OID) before database/sql uses it, and the router compares
+// the answer with the baseline's: a test database that is the baseline
+// database is refused with [dbroute.ErrNoTestDatabase], whatever host
+// name, address, proxy, unix socket, role or session settings (time zone,
+// date style) its connection string used, and also when a later
+// connection of the same string reaches it (a host list, a pooler's alias
+// repointed). Each answer is compared with the baseline's answer to the
 // same question: where pg_control_system() is revoked for one of the two
-// roles, both are compared on the fallback. The check runs once per open, on one
-// connection: a connection string whose later connections could reach
-// another server (a host list) is not re-checked. A baseline whose driver
-// wraps one of them (instrumentation such as otelsql) is asked the same
-// questions; when the test database answers and the baseline does not,
+// roles, both are compared on the fallback. It costs a round trip per new
+// connection. A baseline whose driver wraps one of them (instrumentation
+// such as otelsql) is asked the same questions; when the test database answers and the baseline does not,
 // the test database is refused, since the two cannot be told apart. A
 // test database whose server answers none of them is not checked.
 //

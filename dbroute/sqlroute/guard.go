@@ -59,15 +59,19 @@ type guardConnector struct {
 	// ([ownGuard]): it refuses every context that does not carry that
 	// sandbox instead of every context that carries one.
 	own string
+	// verify checks each new connection of own's test database.
+	verify func(context.Context, driver.Conn) error
 }
 
 // ownGuard wraps the connector of sandbox id's test database: a Conn, Tx
 // or Stmt the router hands out for the sandbox refuses a statement whose
 // context is production's or another sandbox's, which would otherwise land
-// in this test database. Connect is not checked: database/sql also opens
-// connections from its own goroutine, without the caller's context.
-func ownGuard(c driver.Connector, id string, logger *slog.Logger) driver.Connector {
-	return &guardConnector{c: c, logger: logger, own: id}
+// in this test database. Connect's context is not checked (database/sql
+// also opens connections from its own goroutine, without the caller's
+// context); each new connection is handed to verify (that it did not
+// reach the baseline database) before database/sql uses it.
+func ownGuard(c driver.Connector, id string, logger *slog.Logger, verify func(context.Context, driver.Conn) error) driver.Connector {
+	return &guardConnector{c: c, logger: logger, own: id, verify: verify}
 }
 
 // probeID is the sandbox ID of [New]'s check that its baseline is
@@ -131,6 +135,12 @@ func (g *guardConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	c, err := g.c.Connect(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if g.verify != nil {
+		if err := g.verify(ctx, c); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	return &guardConn{c: c, g: g}, nil
 }

@@ -2,8 +2,10 @@ package sqlroute
 
 import (
 	"context"
-	"database/sql"
+	"database/sql/driver"
+	"errors"
 	"fmt"
+	"io"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -18,9 +20,9 @@ import (
 // whether it came over TCP or a unix socket).
 type identityQuery struct {
 	q string
-	// stable: the answer never changes for a database (the baseline's is
-	// kept); otherwise it changes when the server restarts and the
-	// baseline is asked again for each open.
+	// stable: the answer never changes for a database; otherwise it
+	// changes when the server restarts, and the baseline is asked again
+	// when a test database's answer differs from the one kept.
 	stable bool
 }
 
@@ -39,12 +41,12 @@ var (
 	pgIdentityFallback = identityQuery{"SELECT 'started ' || (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint::text || '|' || current_setting('port') || '|' || current_setting('server_version_num') || '|' || d.oid::text FROM pg_database d WHERE d.datname = current_database()", false}
 )
 
-// identityQueries returns the questions to ask db's server, and whether
-// its driver is known (go-sql-driver/mysql, pgx's stdlib): a driver of
-// another type (a wrapper, as instrumentation libraries make) is asked
+// identityQueries returns the questions to ask a server reached through
+// d, and whether d is known (go-sql-driver/mysql, pgx's stdlib): a driver
+// of another type (a wrapper, as instrumentation libraries make) is asked
 // every question.
-func identityQueries(db *sql.DB) ([]identityQuery, bool) {
-	switch db.Driver().(type) {
+func identityQueries(d driver.Driver) ([]identityQuery, bool) {
+	switch d.(type) {
 	case *mysql.MySQLDriver, mysql.MySQLDriver:
 		return []identityQuery{mysqlIdentity}, true
 	case *stdlib.Driver:
@@ -53,27 +55,38 @@ func identityQueries(db *sql.DB) ([]identityQuery, bool) {
 	return []identityQuery{mysqlIdentity, pgIdentity, pgIdentityFallback}, false
 }
 
-// notBaseline refuses sandbox id's test database db when its server and
-// database are the baseline's. Each question is compared only with the
-// baseline's answer to the same question: a test database that answers
-// one the baseline cannot (pg_control_system() revoked for one of the
-// two roles) is compared on the next. Unknown drivers that answer nothing
-// are not checked.
-func (r *Router) notBaseline(ctx context.Context, id string, db *sql.DB) error {
-	qs, known := identityQueries(db)
-	// db is guarded by [ownGuard]: it is asked with the sandbox's context
-	// (and the baseline with ctx, which carries none).
-	sctx := propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id})
+// connChecker returns the check [ownGuard] runs on each new connection of
+// sandbox id's test database, reached through driver d.
+func (r *Router) connChecker(id string, d driver.Driver) func(context.Context, driver.Conn) error {
+	qs, known := identityQueries(d)
+	return func(ctx context.Context, c driver.Conn) error {
+		ctx, cancel := context.WithTimeout(propagation.ContextWithoutSandbox(ctx), r.cfg.openTimeout)
+		defer cancel()
+		return r.notBaseline(ctx, id, qs, known, func(q string) (string, error) { return ask(ctx, c, q) })
+	}
+}
+
+// notBaseline refuses sandbox id's test database when its server and
+// database (what ask reports) are the baseline's. Each question is
+// compared only with the baseline's answer to the same question: a test
+// database that answers one the baseline cannot (pg_control_system()
+// revoked for one of the two roles) is compared on the next. Unknown
+// drivers that answer nothing are not checked. ctx carries no sandbox.
+func (r *Router) notBaseline(ctx context.Context, id string, qs []identityQuery, known bool, ask func(q string) (string, error)) error {
 	answered := false
 	var testErr, baseErr error
 	for _, q := range qs {
-		var got string
-		if err := db.QueryRowContext(sctx, q.q).Scan(&got); err != nil {
+		got, err := ask(q.q)
+		if err != nil {
 			testErr = err
 			continue
 		}
 		answered = true
-		base, err := r.baselineIdentity(ctx, q)
+		base, err := r.baselineIdentity(ctx, q, false)
+		if err == nil && got != base && !q.stable {
+			// The server may have restarted since the baseline was asked.
+			base, err = r.baselineIdentity(ctx, q, true)
+		}
 		if err != nil {
 			if sqlerr.Unreachable(err) || ctx.Err() != nil {
 				return fmt.Errorf("%w: sandbox %q: the baseline's identity: %w", dbroute.ErrUnavailable, id, err)
@@ -95,9 +108,10 @@ func (r *Router) notBaseline(ctx context.Context, id string, db *sql.DB) error {
 	return nil
 }
 
-// baselineIdentity asks the baseline q (a stable answer once).
-func (r *Router) baselineIdentity(ctx context.Context, q identityQuery) (string, error) {
-	if q.stable {
+// baselineIdentity asks the baseline q, or returns its answer kept from
+// before unless fresh.
+func (r *Router) baselineIdentity(ctx context.Context, q identityQuery, fresh bool) (string, error) {
+	if !fresh {
 		r.mu.Lock()
 		id, ok := r.baseIDs[q.q]
 		r.mu.Unlock()
@@ -105,15 +119,64 @@ func (r *Router) baselineIdentity(ctx context.Context, q identityQuery) (string,
 			return id, nil
 		}
 	}
-	// ctx is the open's own: it carries no sandbox, the guard lets it by.
 	var id string
 	if err := r.base.QueryRowContext(ctx, q.q).Scan(&id); err != nil {
 		return "", err
 	}
-	if q.stable {
-		r.mu.Lock()
-		r.baseIDs[q.q] = id
-		r.mu.Unlock()
-	}
+	r.mu.Lock()
+	r.baseIDs[q.q] = id
+	r.mu.Unlock()
 	return id, nil
+}
+
+// ask runs q, which returns one text column, on the driver's connection c
+// (a new one, before database/sql hands it to anyone).
+func ask(ctx context.Context, c driver.Conn, q string) (string, error) {
+	var rows driver.Rows
+	err := driver.ErrSkip
+	if qc, ok := c.(driver.QueryerContext); ok {
+		rows, err = qc.QueryContext(ctx, q, nil)
+	}
+	if errors.Is(err, driver.ErrSkip) {
+		var st driver.Stmt
+		if pc, ok := c.(driver.ConnPrepareContext); ok {
+			st, err = pc.PrepareContext(ctx, q)
+		} else {
+			st, err = c.Prepare(q)
+		}
+		if err != nil {
+			return "", err
+		}
+		defer st.Close()
+		if sq, ok := st.(driver.StmtQueryContext); ok {
+			rows, err = sq.QueryContext(ctx, nil)
+		} else {
+			//lint:ignore SA1019 drivers without the context methods
+			rows, err = st.Query(nil) //nolint:staticcheck
+		}
+	}
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	if n := len(rows.Columns()); n != 1 {
+		return "", fmt.Errorf("sqlroute: identity query: %d columns", n)
+	}
+	dest := make([]driver.Value, 1)
+	if err := rows.Next(dest); err != nil {
+		if err == io.EOF {
+			err = errors.New("sqlroute: identity query: no row")
+		}
+		return "", err
+	}
+	switch v := dest[0].(type) {
+	case string:
+		return v, nil
+	case []byte:
+		return string(v), nil
+	case nil:
+		return "", errors.New("sqlroute: identity query: NULL")
+	default:
+		return fmt.Sprint(v), nil
+	}
 }

@@ -317,15 +317,17 @@ func (r *Router) open(id string, e *entry) {
 	if err != nil {
 		e.err = classify(id, err)
 	} else {
-		db := sql.OpenDB(ownGuard(c, id, r.cfg.logger))
+		db := sql.OpenDB(ownGuard(c, id, r.cfg.logger, r.connChecker(id, c.Driver())))
 		db.SetMaxOpenConns(DefaultMaxOpenConns)
 		db.SetConnMaxIdleTime(r.cfg.idleTimeout)
 		if f := r.cfg.dbConfig; f != nil {
 			f(id, db)
 		}
-		if err := r.notBaseline(ctx, id, db); err != nil {
+		// One connection now, checked as every new one is: a test
+		// database that is the baseline's fails the open.
+		if err := db.PingContext(propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id})); err != nil {
 			db.Close()
-			e.err = err
+			e.err = classify(id, err)
 		} else {
 			e.db = db
 		}
