@@ -18,7 +18,8 @@
 //     Stmt the router handed out for one sandbox refuses a statement,
 //     begin, prepare or ping whose context is production's or another
 //     sandbox's ([ErrForeignContext]), which would otherwise land in that
-//     sandbox's test database.
+//     sandbox's test database. As for [Guard], Rows read later and the
+//     driver's connection reached through sql.Conn.Raw are not checked.
 //
 //   - A [Provider] says where each sandbox's test database is:
 //     [Postgres] adapts any [dbroute.Provider] (dbroute.Static,
