@@ -37,7 +37,9 @@ func TestSandboxHandlesRefuseOtherContexts(t *testing.T) {
 		rec, logger := audittest.New()
 		r := w.router(t, sqlroute.WithLogger(logger))
 		a := sandboxCtx("a")
-		others := map[string]context.Context{"production": context.Background(), "sandbox b": sandboxCtx("b")}
+		type reqKey struct{}
+		prod := context.WithValue(context.Background(), reqKey{}, "a production request")
+		others := map[string]context.Context{"production": prod, "sandbox b": sandboxCtx("b")}
 		ins := w.q("INSERT INTO items (owner, n) VALUES (?, ?)")
 		sel := "SELECT owner FROM items"
 		paths := map[string]func(ctx context.Context) error{
@@ -516,4 +518,52 @@ func TestNotTheBaselineOnEveryConnection(t *testing.T) {
 	if _, err := r.ExecContext(ctx, ins, "alias"); err != nil {
 		t.Errorf("back on the test database: %v", err)
 	}
+}
+
+// TestSandboxHandlesWithoutContext: database/sql's methods without a
+// context (Tx.Exec, Tx.Query, Tx.Prepare, Stmt.Exec, Tx.Stmt) hand the
+// driver context.Background(). On a sandbox's transaction they are the
+// holder's statements, not production's: they run in the sandbox's test
+// database, while a production request's context is still refused.
+func TestSandboxHandlesWithoutContext(t *testing.T) {
+	worlds(t, func(t *testing.T, mk func(testing.TB, ...sqlroute.GuardOption) *world) {
+		w := mk(t)
+		r := w.router(t)
+		a := sandboxCtx("a")
+		ins := w.q("INSERT INTO items (owner, n) VALUES (?, ?)")
+		tx, err := r.BeginTx(a, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ins, "legacy", 1); err != nil {
+			t.Errorf("Tx.Exec: %v", err)
+		}
+		st, err := tx.Prepare(ins)
+		if err != nil {
+			t.Fatalf("Tx.Prepare: %v", err)
+		}
+		if _, err := st.Exec("legacy", 2); err != nil {
+			t.Errorf("Stmt.Exec: %v", err)
+		}
+		rows, err := tx.Query("SELECT owner FROM items")
+		if err != nil {
+			t.Errorf("Tx.Query: %v", err)
+		} else {
+			rows.Close()
+		}
+		type reqKey struct{}
+		req := context.WithValue(context.Background(), reqKey{}, "a production request")
+		if _, err := tx.ExecContext(req, ins, "intruder", 3); !errors.Is(err, sqlroute.ErrForeignContext) {
+			t.Errorf("a production request's context: %v, want ErrForeignContext", err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if n := w.count(t, "a", "legacy"); n != 2 {
+			t.Errorf("sandbox a's database holds %d rows of the methods without a context, want 2", n)
+		}
+		if n := w.count(t, "a", "intruder"); n != 0 {
+			t.Errorf("%d rows of a production request in sandbox a's database", n)
+		}
+	})
 }

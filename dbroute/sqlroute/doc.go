@@ -18,8 +18,11 @@
 //     Stmt the router handed out for one sandbox refuses a statement,
 //     begin, prepare or ping whose context is production's or another
 //     sandbox's ([ErrForeignContext]), which would otherwise land in that
-//     sandbox's test database. As for [Guard], Rows read later and the
-//     driver's connection reached through sql.Conn.Raw are not checked.
+//     sandbox's test database. No context at all (context.Background() or
+//     TODO, which database/sql passes for its methods without one: Tx.Exec,
+//     Stmt.Exec...) is the holder's and passes. As for [Guard], Rows read
+//     later and the driver's connection reached through sql.Conn.Raw are
+//     not checked.
 //
 //   - A [Provider] says where each sandbox's test database is:
 //     [Postgres] adapts any [dbroute.Provider] (dbroute.Static,
