@@ -493,7 +493,8 @@ func TestNotTheBaselineOnEveryConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := sqlroute.New(w.baseline, sqlroute.Postgres(sp),
+	rec, logger := audittest.New()
+	r, err := sqlroute.New(w.baseline, sqlroute.Postgres(sp), sqlroute.WithLogger(logger),
 		sqlroute.WithDBConfig(func(_ string, db *sql.DB) { db.SetMaxIdleConns(0) })) // a new connection per statement
 	if err != nil {
 		t.Fatal(err)
@@ -507,9 +508,21 @@ func TestNotTheBaselineOnEveryConnection(t *testing.T) {
 	if n := w.count(t, "a", "alias"); n != 1 {
 		t.Fatalf("the test database holds %d rows, want 1", n)
 	}
+	rejected := func() int {
+		n := 0
+		for _, rc := range rec.Records() {
+			if rc[pub.KeyDecision] == string(pub.Rejected) && rc[pub.KeyID] == "alias" {
+				n++
+			}
+		}
+		return n
+	}
 	sw.point(base)
 	if _, err := r.ExecContext(ctx, ins, "alias"); !errors.Is(err, dbroute.ErrNoTestDatabase) {
 		t.Errorf("a new connection that reached the baseline database: %v, want ErrNoTestDatabase", err)
+	}
+	if n := rejected(); n != 1 {
+		t.Errorf("%d audit records of the refusal, want 1", n)
 	}
 	if n := w.count(t, "", "alias"); n != 0 {
 		t.Errorf("%d sandbox rows reached the baseline database", n)

@@ -109,8 +109,11 @@
 // # Audit
 //
 // With [WithLogger], the router emits one audit record (protocol "sql")
-// per sandbox *sql.DB opened and one per sandbox request refused; the
-// guard one per refusal. Statements themselves are not logged.
+// per sandbox *sql.DB opened, one per sandbox request refused, and one
+// per later connection of a sandbox's *sql.DB refused (it reached the
+// baseline database); the guards (the baseline's, and a sandbox's handles
+// refusing other contexts) one per refusal. Statements themselves are not
+// logged.
 //
 // # Concurrency
 //

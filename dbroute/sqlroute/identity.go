@@ -12,6 +12,7 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/sqlerr"
+	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -60,11 +61,30 @@ func identityQueries(d driver.Driver) ([]identityQuery, bool) {
 func (r *Router) connChecker(id string, d driver.Driver) func(context.Context, driver.Conn) error {
 	qs, known := identityQueries(d)
 	return func(ctx context.Context, c driver.Conn) error {
-		ctx, cancel := context.WithTimeout(propagation.ContextWithoutSandbox(ctx), r.cfg.openTimeout)
+		actx, cancel := context.WithTimeout(propagation.ContextWithoutSandbox(ctx), r.cfg.openTimeout)
 		defer cancel()
-		return r.notBaseline(ctx, id, qs, known, func(q string) (string, error) { return ask(ctx, c, q) })
+		err := r.notBaseline(actx, id, qs, known, func(q string) (string, error) { return ask(actx, c, q) })
+		if errors.Is(err, dbroute.ErrNoTestDatabase) && ctx.Value(openingKey{}) == nil {
+			// A later connection refused: the statement that needed it
+			// is refused (the open's own refusal is audited by the
+			// requests that wait for it).
+			s, ok := propagation.FromContext(ctx)
+			if !ok || s.ID != id {
+				s = propagation.Sandbox{ID: id}
+			}
+			audit.Emit(ctx, r.cfg.logger, audit.Event{
+				Decision: audit.Rejected,
+				Sandbox:  s,
+				Protocol: audit.SQL,
+				Reason:   err.Error(),
+			})
+		}
+		return err
 	}
 }
+
+// openingKey marks the context of the open's first connection.
+type openingKey struct{}
 
 // notBaseline refuses sandbox id's test database when its server and
 // database (what ask reports) are the baseline's. Each question is

@@ -325,7 +325,7 @@ func (r *Router) open(id string, e *entry) {
 		}
 		// One connection now, checked as every new one is: a test
 		// database that is the baseline's fails the open.
-		if err := db.PingContext(propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id})); err != nil {
+		if err := db.PingContext(context.WithValue(propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id}), openingKey{}, true)); err != nil {
 			db.Close()
 			e.err = classify(id, err)
 		} else {
