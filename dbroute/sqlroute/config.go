@@ -157,7 +157,8 @@ func WithRoutes(t *routes.Table) RouterOption {
 // WithDBConfig lets f adjust each sandbox *sql.DB after the [Router] opens
 // it (SetMaxOpenConns, SetMaxIdleConns, SetConnMaxLifetime...). The
 // router sets SetMaxOpenConns([DefaultMaxOpenConns]) and
-// SetConnMaxIdleTime(idle timeout) before f runs.
+// SetConnMaxIdleTime(idle timeout) before f runs. Statements on db need
+// the sandbox id in their context ([ErrForeignContext]).
 func WithDBConfig(f func(id string, db *sql.DB)) RouterOption {
 	return routerOption(func(c *config) { c.dbConfig = f })
 }

@@ -11,6 +11,16 @@ import (
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/sqlerr"
 )
 
+// ErrForeignContext reports a statement refused on a sandbox's test
+// database because its context does not carry that sandbox: a Conn, Tx
+// or Stmt the [Router] handed out for one sandbox, used with a production
+// request's context or another sandbox's (context.Background() and TODO,
+// which database/sql passes for its methods without a context, are the
+// holder's and pass). It is not one of dbroute's classes: the
+// statement reached no database, and the code that made it holds a
+// handle of the wrong sandbox.
+var ErrForeignContext = errors.New("sqlroute: a sandbox's test database used with another context")
+
 // refusedConnection reports whether err is the server refusing to connect
 // to the test database: no such database, no such user, access denied.
 func refusedConnection(err error) bool {

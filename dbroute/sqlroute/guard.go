@@ -55,6 +55,23 @@ func Guard(c driver.Connector, opts ...GuardOption) driver.Connector {
 type guardConnector struct {
 	c      driver.Connector
 	logger *slog.Logger
+	// own, when set, makes this the guard of sandbox own's test database
+	// ([ownGuard]): it refuses every context that does not carry that
+	// sandbox instead of every context that carries one.
+	own string
+	// verify checks each new connection of own's test database.
+	verify func(context.Context, driver.Conn) error
+}
+
+// ownGuard wraps the connector of sandbox id's test database: a Conn, Tx
+// or Stmt the router hands out for the sandbox refuses a statement whose
+// context is production's or another sandbox's, which would otherwise land
+// in this test database. Connect's context is not checked (database/sql
+// also opens connections from its own goroutine, without the caller's
+// context); each new connection is handed to verify (that it did not
+// reach the baseline database) before database/sql uses it.
+func ownGuard(c driver.Connector, id string, logger *slog.Logger, verify func(context.Context, driver.Conn) error) driver.Connector {
+	return &guardConnector{c: c, logger: logger, own: id, verify: verify}
 }
 
 // probeID is the sandbox ID of [New]'s check that its baseline is
@@ -68,6 +85,16 @@ var errProbe = errors.New("sqlroute: guarded")
 // check refuses a sandbox context.
 func (g *guardConnector) check(ctx context.Context) error {
 	s, ok := propagation.FromContext(ctx)
+	if g.own != "" {
+		// The sandbox's own context passes, and so does no context at
+		// all: what database/sql hands the driver for the methods
+		// without one (Tx.Exec, Stmt.Exec, Tx.Prepare...), run by the
+		// holder of the sandbox's handle.
+		if ok && s.ID == g.own || !ok && (ctx == context.Background() || ctx == context.TODO()) {
+			return nil
+		}
+		return g.foreign(ctx, s, ok)
+	}
 	if !ok {
 		return nil
 	}
@@ -84,13 +111,40 @@ func (g *guardConnector) check(ctx context.Context) error {
 	return err
 }
 
+// foreign refuses a statement on sandbox g.own's test database whose
+// context carries another sandbox (s, ok) or none.
+func (g *guardConnector) foreign(ctx context.Context, s propagation.Sandbox, ok bool) error {
+	whose := "a production context"
+	if ok {
+		whose = fmt.Sprintf("the context of sandbox %q", s.ID)
+	} else {
+		s = propagation.Sandbox{ID: g.own}
+	}
+	err := fmt.Errorf("%w: %s on the test database of sandbox %q (a Conn, Tx or Stmt the router handed out serves only the sandbox it was obtained for)", ErrForeignContext, whose, g.own)
+	audit.Emit(ctx, g.logger, audit.Event{
+		Decision: audit.Rejected,
+		Sandbox:  s,
+		Protocol: audit.SQL,
+		Reason:   err.Error(),
+	})
+	return err
+}
+
 func (g *guardConnector) Connect(ctx context.Context) (driver.Conn, error) {
-	if err := g.check(ctx); err != nil {
-		return nil, err
+	if g.own == "" {
+		if err := g.check(ctx); err != nil {
+			return nil, err
+		}
 	}
 	c, err := g.c.Connect(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if g.verify != nil {
+		if err := g.verify(ctx, c); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	return &guardConn{c: c, g: g}, nil
 }
@@ -156,10 +210,10 @@ func (c *guardConn) PrepareContext(ctx context.Context, query string) (driver.St
 	}
 	if !c.stmtBusy {
 		c.stmtBusy = true
-		c.stmt = guardStmt{s: s, g: c.g, conn: c}
+		c.stmt = guardStmt{s: s, c: c, cached: true}
 		return &c.stmt, nil
 	}
-	return &guardStmt{s: s, g: c.g}, nil
+	return &guardStmt{s: s, c: c}, nil
 }
 
 func (c *guardConn) Close() error { return c.c.Close() }
@@ -237,9 +291,9 @@ func (c *guardConn) CheckNamedValue(nv *driver.NamedValue) error {
 // guardStmt is a prepared statement of a baseline connection: each
 // execution checks its context.
 type guardStmt struct {
-	s    driver.Stmt
-	g    *guardConnector
-	conn *guardConn // set when the wrapper is conn.stmt
+	s      driver.Stmt
+	c      *guardConn // the connection it was prepared on
+	cached bool       // the wrapper is c.stmt
 }
 
 var (
@@ -250,7 +304,8 @@ var (
 
 func (s *guardStmt) Close() error {
 	err := s.s.Close()
-	if c := s.conn; c != nil {
+	if s.cached {
+		c := s.c
 		c.stmt = guardStmt{}
 		c.stmtBusy = false
 	}
@@ -272,7 +327,7 @@ func (s *guardStmt) Query(args []driver.Value) (driver.Rows, error) {
 }
 
 func (s *guardStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
-	if err := s.g.check(ctx); err != nil {
+	if err := s.c.g.check(ctx); err != nil {
 		return nil, err
 	}
 	if ec, ok := s.s.(driver.StmtExecContext); ok {
@@ -286,7 +341,7 @@ func (s *guardStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (
 }
 
 func (s *guardStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
-	if err := s.g.check(ctx); err != nil {
+	if err := s.c.g.check(ctx); err != nil {
 		return nil, err
 	}
 	if qc, ok := s.s.(driver.StmtQueryContext); ok {
@@ -299,8 +354,15 @@ func (s *guardStmt) QueryContext(ctx context.Context, args []driver.NamedValue) 
 	return s.Query(vs)
 }
 
+// CheckNamedValue converts an argument as database/sql would without the
+// guard: with the statement's checker, else the connection's (pgx's
+// stdlib has only the latter, which takes every Go value), else the
+// default conversion.
 func (s *guardStmt) CheckNamedValue(nv *driver.NamedValue) error {
 	if n, ok := s.s.(driver.NamedValueChecker); ok {
+		return n.CheckNamedValue(nv)
+	}
+	if n, ok := s.c.c.(driver.NamedValueChecker); ok {
 		return n.CheckNamedValue(nv)
 	}
 	return driver.ErrSkip

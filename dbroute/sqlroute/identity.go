@@ -2,96 +2,201 @@ package sqlroute
 
 import (
 	"context"
-	"database/sql"
+	"database/sql/driver"
+	"errors"
 	"fmt"
+	"io"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/sqlerr"
+	"github.com/sandboxkit/sandboxkit/internal/audit"
+	"github.com/sandboxkit/sandboxkit/propagation"
 )
+
+// identityQuery asks a server which server and database it is, in words
+// that do not depend on the session (its role, time zone, date style, or
+// whether it came over TCP or a unix socket).
+type identityQuery struct {
+	q string
+	// stable: the answer never changes for a database; otherwise it
+	// changes when the server restarts, and the baseline is asked again
+	// when a test database's answer differs from the one kept.
+	stable bool
+}
 
 // Identity queries: the server and the database, as the server itself
 // reports them, whatever the connection string said.
-const (
+var (
 	// MySQL and MariaDB: the host's name, the port and data directory of
 	// the server process, and the database.
-	mysqlIdentity = "SELECT CONCAT_WS('|', @@hostname, @@port, @@datadir, DATABASE())"
+	mysqlIdentity = identityQuery{"SELECT CONCAT_WS('|', @@hostname, @@port, @@datadir, DATABASE())", true}
 	// PostgreSQL: the cluster's system identifier and the database's
 	// OID; pg_control_system() may be revoked, then the postmaster's
-	// start time, port and version.
-	pgIdentity         = "SELECT s.system_identifier::text || '|' || d.oid::text FROM pg_control_system() s, pg_database d WHERE d.datname = current_database()"
-	pgIdentityFallback = "SELECT pg_postmaster_start_time()::text || '|' || COALESCE(inet_server_port(), 0)::text || '|' || version() || '|' || d.oid::text FROM pg_database d WHERE d.datname = current_database()"
+	// start time (in microseconds since the epoch, whatever the session's
+	// time zone), port (the setting, which a unix-socket session has too)
+	// and version.
+	pgIdentity         = identityQuery{"SELECT s.system_identifier::text || '|' || d.oid::text FROM pg_control_system() s, pg_database d WHERE d.datname = current_database()", true}
+	pgIdentityFallback = identityQuery{"SELECT 'started ' || (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint::text || '|' || current_setting('port') || '|' || current_setting('server_version_num') || '|' || d.oid::text FROM pg_database d WHERE d.datname = current_database()", false}
 )
 
-// identity returns what db's server says it and its database are, and
-// whether it could be asked. The queries of db's driver
-// (go-sql-driver/mysql, pgx's stdlib) are asked first and their error
-// returned; a driver of another type (a wrapper, as instrumentation
-// libraries make) is asked every query, and is "unknown" only when none
-// answers.
-func identity(ctx context.Context, db *sql.DB) (string, bool, error) {
-	var qs []string
-	known := true
-	switch db.Driver().(type) {
+// identityQueries returns the questions to ask a server reached through
+// d, and whether d is known (go-sql-driver/mysql, pgx's stdlib): a driver
+// of another type (a wrapper, as instrumentation libraries make) is asked
+// every question.
+func identityQueries(d driver.Driver) ([]identityQuery, bool) {
+	switch d.(type) {
 	case *mysql.MySQLDriver, mysql.MySQLDriver:
-		qs = []string{mysqlIdentity}
+		return []identityQuery{mysqlIdentity}, true
 	case *stdlib.Driver:
-		qs = []string{pgIdentity, pgIdentityFallback}
-	default:
-		qs, known = []string{mysqlIdentity, pgIdentity, pgIdentityFallback}, false
+		return []identityQuery{pgIdentity, pgIdentityFallback}, true
 	}
-	var id string
-	var err error
-	for _, q := range qs {
-		if err = db.QueryRowContext(ctx, q).Scan(&id); err == nil {
-			return id, true, nil
-		}
-	}
-	if !known {
-		return "", false, nil
-	}
-	return "", true, err
+	return []identityQuery{mysqlIdentity, pgIdentity, pgIdentityFallback}, false
 }
 
-// notBaseline refuses sandbox id's test database db when its server and
-// database are the baseline's. Unknown drivers are not checked.
-func (r *Router) notBaseline(ctx context.Context, id string, db *sql.DB) error {
-	got, ok, err := identity(ctx, db)
-	if !ok {
+// connChecker returns the check [ownGuard] runs on each new connection of
+// sandbox id's test database, reached through driver d.
+func (r *Router) connChecker(id string, d driver.Driver) func(context.Context, driver.Conn) error {
+	qs, known := identityQueries(d)
+	return func(ctx context.Context, c driver.Conn) error {
+		actx, cancel := context.WithTimeout(propagation.ContextWithoutSandbox(ctx), r.cfg.openTimeout)
+		defer cancel()
+		err := r.notBaseline(actx, id, qs, known, func(q string) (string, error) { return ask(actx, c, q) })
+		if errors.Is(err, dbroute.ErrNoTestDatabase) && ctx.Value(openingKey{}) == nil {
+			// A later connection refused: the statement that needed it
+			// is refused (the open's own refusal is audited by the
+			// requests that wait for it).
+			s, ok := propagation.FromContext(ctx)
+			if !ok || s.ID != id {
+				s = propagation.Sandbox{ID: id}
+			}
+			audit.Emit(ctx, r.cfg.logger, audit.Event{
+				Decision: audit.Rejected,
+				Sandbox:  s,
+				Protocol: audit.SQL,
+				Reason:   err.Error(),
+			})
+		}
+		return err
+	}
+}
+
+// openingKey marks the context of the open's first connection.
+type openingKey struct{}
+
+// notBaseline refuses sandbox id's test database when its server and
+// database (what ask reports) are the baseline's. Each question is
+// compared only with the baseline's answer to the same question: a test
+// database that answers one the baseline cannot (pg_control_system()
+// revoked for one of the two roles) is compared on the next. Unknown
+// drivers that answer nothing are not checked. ctx carries no sandbox.
+func (r *Router) notBaseline(ctx context.Context, id string, qs []identityQuery, known bool, ask func(q string) (string, error)) error {
+	answered := false
+	var testErr, baseErr error
+	for _, q := range qs {
+		got, err := ask(q.q)
+		if err != nil {
+			testErr = err
+			continue
+		}
+		answered = true
+		base, err := r.baselineIdentity(ctx, q, false)
+		if err == nil && got != base && !q.stable {
+			// The server may have restarted since the baseline was asked.
+			base, err = r.baselineIdentity(ctx, q, true)
+		}
+		if err != nil {
+			if sqlerr.Unreachable(err) || ctx.Err() != nil {
+				return fmt.Errorf("%w: sandbox %q: the baseline's identity: %w", dbroute.ErrUnavailable, id, err)
+			}
+			baseErr = err // it cannot answer this one: the next
+			continue
+		}
+		if got == base {
+			return fmt.Errorf("%w: sandbox %q: its test database is the baseline database (same server and database, as the server reports them)", dbroute.ErrNoTestDatabase, id)
+		}
 		return nil
 	}
-	if err != nil {
-		return classify(id, err)
-	}
-	base, err := r.baselineIdentity(ctx)
-	if err != nil {
-		return fmt.Errorf("%w: sandbox %q: the baseline's identity: %w", dbroute.ErrUnavailable, id, err)
-	}
-	if base == "" {
-		return fmt.Errorf("%w: sandbox %q: the baseline's server does not say which server and database it is (a driver neither go-sql-driver/mysql nor pgx, nor wrapping them): its test database cannot be told apart from it", dbroute.ErrNoTestDatabase, id)
-	}
-	if got == base {
-		return fmt.Errorf("%w: sandbox %q: its test database is the baseline database (same server and database, as the server reports them)", dbroute.ErrNoTestDatabase, id)
+	switch {
+	case answered:
+		return fmt.Errorf("%w: sandbox %q: the baseline's server does not say which server and database it is in words the test database's does (a driver neither go-sql-driver/mysql nor pgx, nor wrapping them, or a privilege revoked: %v): its test database cannot be told apart from it", dbroute.ErrNoTestDatabase, id, baseErr)
+	case known:
+		return classify(id, testErr)
 	}
 	return nil
 }
 
-// baselineIdentity asks the baseline once (until it answers).
-func (r *Router) baselineIdentity(ctx context.Context) (string, error) {
-	r.mu.Lock()
-	id := r.baseID
-	r.mu.Unlock()
-	if id != "" {
-		return id, nil
+// baselineIdentity asks the baseline q, or returns its answer kept from
+// before unless fresh.
+func (r *Router) baselineIdentity(ctx context.Context, q identityQuery, fresh bool) (string, error) {
+	if !fresh {
+		r.mu.Lock()
+		id, ok := r.baseIDs[q.q]
+		r.mu.Unlock()
+		if ok {
+			return id, nil
+		}
 	}
-	// ctx is the open's own: it carries no sandbox, the guard lets it by.
-	id, _, err := identity(ctx, r.base)
-	if err != nil || id == "" {
+	var id string
+	if err := r.base.QueryRowContext(ctx, q.q).Scan(&id); err != nil {
 		return "", err
 	}
 	r.mu.Lock()
-	r.baseID = id
+	r.baseIDs[q.q] = id
 	r.mu.Unlock()
 	return id, nil
+}
+
+// ask runs q, which returns one text column, on the driver's connection c
+// (a new one, before database/sql hands it to anyone).
+func ask(ctx context.Context, c driver.Conn, q string) (string, error) {
+	var rows driver.Rows
+	err := driver.ErrSkip
+	if qc, ok := c.(driver.QueryerContext); ok {
+		rows, err = qc.QueryContext(ctx, q, nil)
+	}
+	if errors.Is(err, driver.ErrSkip) {
+		var st driver.Stmt
+		if pc, ok := c.(driver.ConnPrepareContext); ok {
+			st, err = pc.PrepareContext(ctx, q)
+		} else {
+			st, err = c.Prepare(q)
+		}
+		if err != nil {
+			return "", err
+		}
+		defer st.Close()
+		if sq, ok := st.(driver.StmtQueryContext); ok {
+			rows, err = sq.QueryContext(ctx, nil)
+		} else {
+			//lint:ignore SA1019 drivers without the context methods
+			rows, err = st.Query(nil) //nolint:staticcheck
+		}
+	}
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	if n := len(rows.Columns()); n != 1 {
+		return "", fmt.Errorf("sqlroute: identity query: %d columns", n)
+	}
+	dest := make([]driver.Value, 1)
+	if err := rows.Next(dest); err != nil {
+		if err == io.EOF {
+			err = errors.New("sqlroute: identity query: no row")
+		}
+		return "", err
+	}
+	switch v := dest[0].(type) {
+	case string:
+		return v, nil
+	case []byte:
+		return string(v), nil
+	case nil:
+		return "", errors.New("sqlroute: identity query: NULL")
+	default:
+		return fmt.Sprint(v), nil
+	}
 }

@@ -27,10 +27,10 @@ type Router struct {
 	// connector fails every Connect with the error in the context.
 	errDB *sql.DB
 
-	mu     sync.Mutex
-	dbs    map[string]*entry
-	closed bool
-	baseID string // the baseline's identity, once known
+	mu      sync.Mutex
+	dbs     map[string]*entry
+	closed  bool
+	baseIDs map[string]string // the baseline's stable identities, by query
 }
 
 // entry is a sandbox's *sql.DB, or its opening in progress.
@@ -70,11 +70,12 @@ func New(baseline *sql.DB, p Provider, opts ...RouterOption) (*Router, error) {
 		return nil, fmt.Errorf("sqlroute: New: %w: the baseline *sql.DB is not guarded: open it with sql.OpenDB(sqlroute.Guard(connector)) (the probe got %v)", dbroute.ErrConfig, err)
 	}
 	r := &Router{
-		base:  baseline,
-		p:     p,
-		cfg:   cfg,
-		errDB: sql.OpenDB(errConnector{}),
-		dbs:   make(map[string]*entry),
+		base:    baseline,
+		p:       p,
+		cfg:     cfg,
+		errDB:   sql.OpenDB(errConnector{}),
+		dbs:     make(map[string]*entry),
+		baseIDs: make(map[string]string),
 	}
 	if rc, ok := p.(reclaimer); ok {
 		rc.OnRemove(r.forget)
@@ -145,7 +146,9 @@ func (r *Router) QueryRowContext(ctx context.Context, query string, args ...any)
 // BeginTx starts a transaction on the baseline or on the sandbox's test
 // database. The transaction stays where it began: run it with the same
 // sandbox (a baseline transaction protected by [Guard] refuses statements
-// with a sandbox context).
+// with a sandbox context; a sandbox's transaction refuses statements
+// whose context is production's or another sandbox's with
+// [ErrForeignContext]).
 func (r *Router) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error) {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
@@ -161,7 +164,9 @@ func (r *Router) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, err
 }
 
 // Conn returns a connection of the baseline or of the sandbox's test
-// database. As for BeginTx, use it with the context it was obtained with.
+// database. As for BeginTx, use it with the context it was obtained with:
+// a sandbox's Conn, and the statements prepared on it, refuse any other
+// context with [ErrForeignContext].
 func (r *Router) Conn(ctx context.Context) (*sql.Conn, error) {
 	s, ok := propagation.FromContext(ctx)
 	if !ok {
@@ -312,15 +317,17 @@ func (r *Router) open(id string, e *entry) {
 	if err != nil {
 		e.err = classify(id, err)
 	} else {
-		db := sql.OpenDB(c)
+		db := sql.OpenDB(ownGuard(c, id, r.cfg.logger, r.connChecker(id, c.Driver())))
 		db.SetMaxOpenConns(DefaultMaxOpenConns)
 		db.SetConnMaxIdleTime(r.cfg.idleTimeout)
 		if f := r.cfg.dbConfig; f != nil {
 			f(id, db)
 		}
-		if err := r.notBaseline(ctx, id, db); err != nil {
+		// One connection now, checked as every new one is: a test
+		// database that is the baseline's fails the open.
+		if err := db.PingContext(context.WithValue(propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id}), openingKey{}, true)); err != nil {
 			db.Close()
-			e.err = err
+			e.err = classify(id, err)
 		} else {
 			e.db = db
 		}
