@@ -54,8 +54,10 @@ func runDatabases(run string) (production, template, testPattern string) {
 
 // lockRun takes the run lock of sh's run (shared: whoever else looks
 // after the run's databases, a test say, may hold it too) on a connection
-// of its own, kept until the shop closes, then drops the databases of runs
-// that were killed: those whose lock nobody holds.
+// of its own, kept until the shop closes, then finds the runs that were
+// killed (those whose lock nobody holds) and takes their locks too, for
+// dropKilledRuns: another shop starting meanwhile takes them for alive
+// and leaves them alone.
 func (sh *shop) lockRun(ctx context.Context, admin *pgx.Conn) error {
 	conn, err := sh.connect(ctx, "")
 	if err != nil {
@@ -65,7 +67,8 @@ func (sh *shop) lockRun(ctx context.Context, admin *pgx.Conn) error {
 		conn.Close(context.Background())
 		return fmt.Errorf("taking the run lock: %w", err)
 	}
-	sh.onClose(func() { conn.Close(context.Background()) }) // releases the lock
+	sh.onClose(func() { conn.Close(context.Background()) }) // releases the locks
+	sh.lockConn = conn
 	rows, err := admin.Query(ctx, `SELECT datname FROM pg_database WHERE datname LIKE $1`, strings.ReplaceAll(productionPrefix, "_", `\_`)+"%")
 	if err != nil {
 		return err
@@ -80,21 +83,34 @@ func (sh *shop) lockRun(ctx context.Context, admin *pgx.Conn) error {
 			continue
 		}
 		var free bool
-		if err := admin.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext($2))`, runLockClass, m[1]).Scan(&free); err != nil {
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext($2))`, runLockClass, m[1]).Scan(&free); err != nil {
 			return err
 		}
-		if !free {
-			continue // that run is alive
+		if free {
+			sh.killedRuns = append(sh.killedRuns, m[1])
+		} // else that run is alive, or another shop is dropping it
+	}
+	return nil
+}
+
+// dropKilledRuns drops what the runs lockRun found killed left in MariaDB
+// and Redis, then their PostgreSQL databases, and lets their locks go.
+// PostgreSQL goes last because its database names are how a killed run is
+// found: a shop killed in the middle leaves the rest to the next one.
+func (sh *shop) dropKilledRuns(ctx context.Context) error {
+	for _, run := range sh.killedRuns {
+		err := sh.dropOtherStores(ctx, run)
+		if err == nil {
+			err = sh.query(ctx, "", func(admin *pgx.Conn) error { return dropRun(ctx, admin, run) })
 		}
-		err := dropRun(ctx, admin, m[1])
-		sh.killedRuns = append(sh.killedRuns, m[1]) // MariaDB and Redis: once they answer (startStores)
-		if _, uerr := admin.Exec(ctx, `SELECT pg_advisory_unlock($1, hashtext($2))`, runLockClass, m[1]); err == nil {
-			err = uerr
+		if err == nil {
+			_, err = sh.lockConn.Exec(ctx, `SELECT pg_advisory_unlock($1, hashtext($2))`, runLockClass, run)
 		}
 		if err != nil {
-			return fmt.Errorf("dropping the databases of a killed run %s: %w", m[1], err)
+			return fmt.Errorf("dropping what a killed run %s left: %w", run, err)
 		}
 	}
+	sh.killedRuns = nil
 	return nil
 }
 

@@ -125,7 +125,8 @@ type shop struct {
 	baseline   *pgxpool.Pool // the production pool, guarded
 	db         *dbroute.Router
 	testDBs    *provision.DatabasePerSandbox
-	killedRuns []string // runs whose PostgreSQL databases lockRun dropped
+	lockConn   *pgx.Conn // holds the run lock, and killedRuns' locks until dropKilledRuns
+	killedRuns []string  // runs lockRun found killed, their locks taken
 
 	mysqlAdmin    *sql.DB                            // MariaDB, no database: the checks' and cleanup's
 	ledgerBase    *sql.DB                            // the production ledger database, guarded

@@ -533,11 +533,18 @@ func TestKilledRunCleanedUp(t *testing.T) {
 	}
 	sh.close() // releases its run lock, keeps its databases
 	release()
+	// The server lets a lock go when it has ended the session that held
+	// it, after the client closed it: wait for that, so that next does
+	// not take the killed run for alive.
+	waitRunUnlocked(ctx, t, alive, killed.run)
 	next, err := start(ctx, testSettings(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer next.close()
+	// A shop of a parallel test may have found the killed run before
+	// next did: it holds the run's lock until it has dropped everything.
+	waitRunUnlocked(ctx, t, alive, killed.run)
 	if left := runDatabasesLeft(ctx, t, killed.databaseURL, killed.run); len(left) != 0 {
 		t.Errorf("the killed run's databases are still there: %v", left)
 	}
@@ -549,6 +556,26 @@ func TestKilledRunCleanedUp(t *testing.T) {
 	}
 	if left := runDatabasesLeft(ctx, t, alive.set.databaseURL, alive.set.run); len(left) == 0 {
 		t.Error("the next run dropped the databases of a run that is alive")
+	}
+}
+
+// waitRunUnlocked waits until nobody holds run's lock: neither the run
+// nor a shop dropping what it left.
+func waitRunUnlocked(ctx context.Context, t *testing.T, sh *shop, run string) {
+	t.Helper()
+	for {
+		alive, err := sh.runAlive(ctx, run)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !alive {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("run %s is still locked: %v", run, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 

@@ -73,14 +73,9 @@ func (sh *shop) startStores(ctx context.Context) error {
 	if err := sh.startPrices(ctx); err != nil {
 		return err
 	}
-	// What killed runs left in MariaDB and Redis (their PostgreSQL
-	// databases are gone already: lockRun).
-	for _, run := range sh.killedRuns {
-		if err := sh.dropOtherStores(ctx, run); err != nil {
-			return fmt.Errorf("dropping what a killed run %s left in MariaDB and Redis: %w", run, err)
-		}
-	}
-	return nil
+	// What killed runs left (lockRun found them), now that MariaDB and
+	// Redis answer.
+	return sh.dropKilledRuns(ctx)
 }
 
 // mysqlConfig returns the MariaDB connection settings of the run for
