@@ -308,7 +308,52 @@ func (t *Transport) outgoing(r *http.Request, s propagation.Sandbox) *http.Reque
 	if out.Header == nil {
 		out.Header = make(http.Header, 2)
 	}
-	t.c().InjectSandbox(s, otelprop.HeaderCarrier(out.Header))
+	c := t.c()
+	c.InjectSandbox(s, otelprop.HeaderCarrier(out.Header))
+	if conn, ok := out.Header["Connection"]; ok {
+		// A Connection header copied from an incoming request may name
+		// our markers: every proxy on the way would remove them as
+		// hop-by-hop, and the next service would serve the request as
+		// production.
+		out.Header["Connection"] = dropMarkerTokens(conn, c.Header())
+		if len(out.Header["Connection"]) == 0 {
+			delete(out.Header, "Connection")
+		}
+	}
+	return out
+}
+
+// dropMarkerTokens returns the Connection header lines without the tokens
+// that name the marker headers (header, when not empty, and Baggage). The
+// lines are not modified; a line left without tokens is dropped.
+func dropMarkerTokens(lines []string, header string) []string {
+	names := func(tok string) bool {
+		tok = strings.TrimSpace(tok)
+		return strings.EqualFold(tok, "Baggage") || (header != "" && strings.EqualFold(tok, header))
+	}
+	marked := false
+	for _, line := range lines {
+		for tok := range strings.SplitSeq(line, ",") {
+			if names(tok) {
+				marked = true
+			}
+		}
+	}
+	if !marked {
+		return lines
+	}
+	var out []string
+	for _, line := range lines {
+		var kept []string
+		for tok := range strings.SplitSeq(line, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" && !names(tok) {
+				kept = append(kept, tok)
+			}
+		}
+		if len(kept) > 0 {
+			out = append(out, strings.Join(kept, ", "))
+		}
+	}
 	return out
 }
 
