@@ -38,4 +38,3 @@ func TestTransportMarkersNotHopByHop(t *testing.T) {
 		}
 	}
 }
-
