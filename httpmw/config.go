@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/http"
 	"net/netip"
 	"time"
@@ -368,5 +367,3 @@ func WithBreaker(g *breaker.Group) Option {
 	})
 }
 
-// cloneHosts copies a host map for a transport.
-func cloneHosts(hosts map[string]string) map[string]string { return maps.Clone(hosts) }

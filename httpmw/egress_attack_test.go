@@ -1,12 +1,17 @@
 package httpmw_test
 
 import (
+	"context"
+	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"strings"
 	"testing"
 
 	"github.com/sandboxkit/sandboxkit/httpmw"
+	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 // A service that forwards its incoming headers (a gateway, a BFF) copies
@@ -36,5 +41,53 @@ func TestTransportMarkersNotHopByHop(t *testing.T) {
 		if v := req.Header.Get("Connection"); v != conn {
 			t.Errorf("the caller's request was modified: Connection %q", v)
 		}
+	}
+}
+
+// Host names are case-insensitive and "cart." is "cart": a request that
+// reaches the baseline cart under any of those spellings, or at the
+// scheme's port named in the map, is a request to cart. Matching the host
+// text exactly sent a sandbox's request for the service it overrides to
+// the production baseline.
+func TestHostRoutingHostSpellings(t *testing.T) {
+	baseline, sandbox := newUpstream(t, "baseline"), newUpstream(t, "sandbox")
+	tab := newTable(t, routes.Sandbox{ID: "pr-1", Services: map[string]routes.Route{"cart": {Upstream: sandbox.URL}}})
+	// Every name below resolves to the baseline server, as DNS would.
+	addr := baseline.Listener.Addr().String()
+	var d net.Dialer
+	base := &http.Transport{DialContext: func(ctx context.Context, network, to string) (net.Conn, error) {
+		if h, _, _ := net.SplitHostPort(to); strings.EqualFold(strings.TrimSuffix(h, "."), "cart.shop") {
+			to = addr
+		}
+		return d.DialContext(ctx, network, to)
+	}}
+	defer base.CloseIdleConnections()
+	for _, tc := range []struct {
+		key, url string
+	}{
+		{"cart.shop", "http://CART.shop/items"},
+		{"cart.shop", "http://cart.shop./items"},
+		{"cart.shop", "http://Cart.Shop.:80/items"},
+		{"Cart.Shop", "http://cart.shop/items"},
+		{"cart.shop.", "http://cart.shop/items"},
+		{"cart.shop:80", "http://cart.shop/items"},
+		{"cart.shop:443", "https://cart.shop/items"},
+		{"CART.shop:80", "http://cart.shop:80/items"},
+	} {
+		c := newClient(t, must(httpmw.NewHostRoutingTransport(base, tab, map[string]string{tc.key: "cart"})))
+		req := mustRequest(t, sandboxCtx("pr-1", ""), http.MethodGet, tc.url, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Errorf("hosts {%q}, %s: %v", tc.key, tc.url, err)
+			continue
+		}
+		if got := decodeSeen(t, resp); got.Server != "sandbox" {
+			t.Errorf("hosts {%q}, %s: sandbox pr-1 served by %s; want its own cart", tc.key, tc.url, got.Server)
+		}
+	}
+	// Two spellings of one host naming different services is a
+	// misconfiguration, not a coin toss.
+	if _, err := httpmw.NewHostRoutingTransport(nil, tab, map[string]string{"cart.shop": "cart", "CART.shop.": "orders"}); !errors.Is(err, httpmw.ErrConfig) {
+		t.Errorf("two spellings of one host for two services: %v; want ErrConfig", err)
 	}
 }

@@ -108,8 +108,11 @@ func NewRoutingTransport(base http.RoundTripper, table *routes.Table, service st
 // NewHostRoutingTransport is [NewRoutingTransport] for a client of several
 // services: hosts maps request hosts to the services they are. A request's
 // URL host is looked up as "host:port" first and then as the bare host
-// name; a request to a host that is not in the map is not routed (its
-// sandbox is still propagated). The map is copied. A nil table, an empty
+// name, without regard to case or a trailing dot ("Cart.", "cart" and
+// "cart:80" over http are one host, as they reach one server); a request
+// to a host that is not in the map is not routed (its sandbox is still
+// propagated). The map is copied. Two keys that are one host mapped to
+// different services are an error wrapping [ErrConfig]. A nil table, an empty
 // map, or a host mapped to an empty or invalid service name
 // ([routes.ValidateService]) is an error wrapping [ErrConfig]. A table
 // that has never loaded is handled as by NewRoutingTransport.
@@ -128,11 +131,20 @@ func NewHostRoutingTransport(base http.RoundTripper, table *routes.Table, hosts 
 			return nil, configErr("NewHostRoutingTransport: host %q: %w", h, err)
 		}
 	}
+	norm := make(map[string]string, len(hosts))
+	spelt := make(map[string]string, len(hosts))
+	for h, svc := range hosts {
+		k := normalHost(h)
+		if prev, ok := norm[k]; ok && prev != svc {
+			return nil, configErr("NewHostRoutingTransport: hosts %q and %q are one host for two services, %s and %s", spelt[k], h, prev, svc)
+		}
+		norm[k], spelt[k] = svc, h
+	}
 	cfg, err := routingConfig(opts)
 	if err != nil {
 		return nil, err
 	}
-	cfg.table, cfg.hosts = table, cloneHosts(hosts)
+	cfg.table, cfg.hosts = table, norm
 	return newTransport(base, &cfg), nil
 }
 
@@ -367,7 +379,41 @@ func (t *Transport) serviceOf(u *url.URL) string {
 	if svc, ok := t.hosts[u.Host]; ok {
 		return svc
 	}
-	return t.hosts[u.Hostname()]
+	// Host names are case-insensitive, "cart." is "cart", and "cart" is
+	// "cart:80" over http: the request reaches the same server.
+	host, port := canonHost(u.Hostname()), u.Port()
+	if port == "" {
+		switch u.Scheme {
+		case "http":
+			port = "80"
+		case "https":
+			port = "443"
+		}
+	}
+	if port != "" {
+		if svc, ok := t.hosts[net.JoinHostPort(host, port)]; ok {
+			return svc
+		}
+	}
+	return t.hosts[host]
+}
+
+// normalHost returns a key of NewHostRoutingTransport's map as serviceOf
+// looks it up: "host:port" or the bare host, the host in lower case
+// without a trailing dot and an IPv6 address without brackets.
+func normalHost(key string) string {
+	if h, p, err := net.SplitHostPort(key); err == nil {
+		return net.JoinHostPort(canonHost(h), p)
+	}
+	if strings.HasPrefix(key, "[") && strings.HasSuffix(key, "]") {
+		key = key[1 : len(key)-1]
+	}
+	return canonHost(key)
+}
+
+// canonHost returns a host name in lower case without its trailing dot.
+func canonHost(h string) string {
+	return strings.TrimSuffix(strings.ToLower(h), ".")
 }
 
 func (t *Transport) emit(r *http.Request, d audit.Decision, s propagation.Sandbox, target, reason string) {
