@@ -366,4 +366,3 @@ func WithBreaker(g *breaker.Group) Option {
 		}
 	})
 }
-
