@@ -3,14 +3,20 @@ package httpmw_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"slices"
 	"strings"
 	"testing"
 
+	otelprop "go.opentelemetry.io/otel/propagation"
+
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/httpmw"
+	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
 
@@ -89,5 +95,68 @@ func TestHostRoutingHostSpellings(t *testing.T) {
 	// misconfiguration, not a coin toss.
 	if _, err := httpmw.NewHostRoutingTransport(nil, tab, map[string]string{"cart.shop": "cart", "CART.shop.": "orders"}); !errors.Is(err, httpmw.ErrConfig) {
 		t.Errorf("two spellings of one host for two services: %v; want ErrConfig", err)
+	}
+}
+
+// A request built without the handler's context (http.NewRequest, a
+// context.Background() job) whose headers carry a sandbox's markers, set
+// by the caller or copied from the incoming request, goes out as that
+// sandbox: the next hop admits it. The routing transport must then route
+// it as that sandbox, not send it to the production upstream of a service
+// the sandbox overrides; and markers it cannot read are not sent on.
+func TestTransportHeaderMarkersWithoutContext(t *testing.T) {
+	baseline, sandbox := newUpstream(t, "baseline"), newUpstream(t, "sandbox")
+	tab := newTable(t, routes.Sandbox{ID: "pr-1", Services: map[string]routes.Route{"cart": {Upstream: sandbox.URL}}})
+	alog, logger := newAuditLog()
+	c := newClient(t, must(httpmw.NewRoutingTransport(&http.Transport{}, tab, "cart", httpmw.WithLogger(logger))))
+	for _, h := range []http.Header{
+		{"Sandbox-Id": {"pr-1"}},
+		{"Baggage": {"tenant=acme,sandbox.id=pr-1"}},
+	} {
+		req := mustRequest(t, context.Background(), http.MethodGet, baseline.URL+"/items", nil)
+		req.Header = h.Clone()
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := decodeSeen(t, resp); got.Server != "sandbox" || got.Sandbox != "pr-1" {
+			t.Errorf("header %v: served by %s as %q; want pr-1's own cart", h, got.Server, got.Sandbox)
+		}
+	}
+	// The caller's markers go out as they were: a test client's ticket
+	// stays with them.
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(r.Header.Get("Baggage")))
+	}))
+	defer plain.Close()
+	tc := newClient(t, must(httpmw.NewTransport(&http.Transport{})))
+	req := mustRequest(t, context.Background(), http.MethodGet, plain.URL, nil)
+	req.Header = propagation.Default().HTTPHeader(propagation.Sandbox{ID: "pr-1"})
+	propagation.Default().InjectTicket("t.sig", otelprop.HeaderCarrier(req.Header))
+	resp, err := tc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "sandbox.ticket=t.sig") {
+		t.Errorf("baggage sent %q; want the caller's ticket kept", b)
+	}
+
+	if d := alog.Decisions(); !slices.Contains(d, string(audit.Routed)) {
+		t.Errorf("audit %v; want the routing recorded", d)
+	}
+
+	hb, hs := baseline.hits.Load(), sandbox.hits.Load()
+	req = mustRequest(t, context.Background(), http.MethodGet, baseline.URL+"/items", nil)
+	req.Header = http.Header{"Sandbox-Id": {"pr-1"}, "Baggage": {"sandbox.id=pr-2"}}
+	if resp, err := c.Do(req); err == nil {
+		resp.Body.Close()
+		t.Errorf("conflicting markers on the request: status %d; want an error, nothing sent", resp.StatusCode)
+	} else if !errors.Is(err, propagation.ErrConflict) {
+		t.Errorf("conflicting markers: %v; want an error wrapping propagation.ErrConflict", err)
+	}
+	if baseline.hits.Load() != hb || sandbox.hits.Load() != hs {
+		t.Error("a request with unreadable markers was sent")
 	}
 }

@@ -57,9 +57,16 @@ var _ http.RoundTripper = (*Transport)(nil)
 //
 // A request whose context carries a sandbox is cloned and the clone gets
 // the sandbox's markers (the dedicated header and the baggage members,
-// merged with the baggage already set). A request without a sandbox goes
-// to base as it is. With [WithBreaker], a request over its sandbox's
-// budget is not sent (see there).
+// merged with the baggage already set). A request whose context has no
+// sandbox but whose headers carry markers (set by the caller, or copied
+// from an incoming request onto one built without its context) is the
+// sandbox's traffic as much: the next hop serves it as that sandbox. It is
+// budgeted, routed and audited as that sandbox, with its headers as the
+// caller wrote them; when they cannot be read as one sandbox (conflicting,
+// malformed), RoundTrip fails without sending it, with an error wrapping
+// the [propagation] sentinel. Any other request goes to base as it is.
+// With [WithBreaker], a request over its sandbox's budget is not sent
+// (see there).
 func NewTransport(base http.RoundTripper, opts ...TransportOption) (*Transport, error) {
 	cfg, err := transportConfig(opts)
 	if err != nil {
@@ -179,12 +186,27 @@ func (t *Transport) c() *propagation.Codec {
 func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	s, ok := propagation.FromContext(r.Context())
 	if !ok {
+		if c := t.c(); !c.Quiet(r.Header) {
+			// The caller set markers on the request itself (or copied
+			// them from an incoming one) without the sandbox in the
+			// context: the next hop will serve it as that sandbox, so it
+			// is routed and budgeted as one, and markers no hop can read
+			// as one sandbox are not sent.
+			m, err := c.Read(otelprop.HeaderCarrier(r.Header))
+			if err != nil {
+				closeBody(r)
+				return nil, fmt.Errorf("httpmw: request to %s not sent: its sandbox markers cannot be read: %w", r.URL.Host, err)
+			}
+			if m.Found {
+				return t.roundTripSandbox(r, m.Sandbox, false)
+			}
+		}
 		if t.budget.Covers(false) {
 			return t.roundTripBaseline(r)
 		}
 		return t.next().RoundTrip(r)
 	}
-	return t.roundTripSandbox(r, s)
+	return t.roundTripSandbox(r, s, true)
 }
 
 // roundTripBaseline sends a request without a sandbox under the baseline
@@ -218,7 +240,7 @@ func (t *Transport) CloseIdleConnections() {
 	}
 }
 
-func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox) (resp *http.Response, err error) {
+func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox, inject bool) (resp *http.Response, err error) {
 	ctx := r.Context()
 	svc := t.serviceOf(r.URL)
 	var upstream string
@@ -248,7 +270,6 @@ func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox) (re
 		defer func() { done(outcome(ctx, statusOf(resp), err)) }() // the outcome this call returns
 	}
 
-	out := t.outgoing(r, s)
 	if !routed {
 		switch {
 		case notSynced:
@@ -256,8 +277,12 @@ func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox) (re
 		case t.table != nil && svc != "":
 			t.emit(r, audit.Fallback, s, svc, pub.ReasonNotOverridden)
 		}
-		return t.next().RoundTrip(out)
+		if !inject && !namesMarkers(r.Header["Connection"], t.c().Header()) {
+			return t.next().RoundTrip(r) // the caller's markers, as they are
+		}
+		return t.next().RoundTrip(t.outgoing(r, s, inject))
 	}
+	out := t.outgoing(r, s, inject)
 
 	// Remember the baseline target: the proxy's request is modified in
 	// place and may have to go there after all.
@@ -293,13 +318,13 @@ func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox) (re
 			retry.Body = body
 		}
 	case r.Body == nil || r.Body == http.NoBody:
-		retry = t.outgoing(r, s)
+		retry = t.outgoing(r, s, inject)
 	case r.GetBody != nil:
 		body, gerr := r.GetBody()
 		if gerr != nil {
 			return nil, fmt.Errorf("%w; not sent to the baseline: request body: %w", uerr, gerr)
 		}
-		retry = t.outgoing(r, s)
+		retry = t.outgoing(r, s, inject)
 		retry.Body = body
 	default:
 		return nil, fmt.Errorf("%w; not sent to the baseline: the request body cannot be replayed (Request.GetBody is nil)", uerr)
@@ -311,8 +336,10 @@ func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox) (re
 }
 
 // outgoing returns the request to send: a clone of r (or r itself for the
-// proxy) carrying the markers of s.
-func (t *Transport) outgoing(r *http.Request, s propagation.Sandbox) *http.Request {
+// proxy) carrying the markers of s, injected when inject is set (the
+// sandbox is the context's), else those the caller put on r, kept as they
+// are (with a ticket, say).
+func (t *Transport) outgoing(r *http.Request, s propagation.Sandbox, inject bool) *http.Request {
 	out := r
 	if !t.owned {
 		out = r.Clone(r.Context())
@@ -321,7 +348,9 @@ func (t *Transport) outgoing(r *http.Request, s propagation.Sandbox) *http.Reque
 		out.Header = make(http.Header, 2)
 	}
 	c := t.c()
-	c.InjectSandbox(s, otelprop.HeaderCarrier(out.Header))
+	if inject {
+		c.InjectSandbox(s, otelprop.HeaderCarrier(out.Header))
+	}
 	if conn, ok := out.Header["Connection"]; ok {
 		// A Connection header copied from an incoming request may name
 		// our markers: every proxy on the way would remove them as
@@ -335,6 +364,20 @@ func (t *Transport) outgoing(r *http.Request, s propagation.Sandbox) *http.Reque
 	return out
 }
 
+// namesMarkers reports whether Connection header lines name a marker
+// header (header, when not empty, or Baggage).
+func namesMarkers(lines []string, header string) bool {
+	for _, line := range lines {
+		for tok := range strings.SplitSeq(line, ",") {
+			tok = strings.TrimSpace(tok)
+			if strings.EqualFold(tok, "Baggage") || (header != "" && strings.EqualFold(tok, header)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // dropMarkerTokens returns the Connection header lines without the tokens
 // that name the marker headers (header, when not empty, and Baggage). The
 // lines are not modified; a line left without tokens is dropped.
@@ -343,15 +386,7 @@ func dropMarkerTokens(lines []string, header string) []string {
 		tok = strings.TrimSpace(tok)
 		return strings.EqualFold(tok, "Baggage") || (header != "" && strings.EqualFold(tok, header))
 	}
-	marked := false
-	for _, line := range lines {
-		for tok := range strings.SplitSeq(line, ",") {
-			if names(tok) {
-				marked = true
-			}
-		}
-	}
-	if !marked {
+	if !namesMarkers(lines, header) {
 		return lines
 	}
 	var out []string
