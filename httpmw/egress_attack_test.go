@@ -160,3 +160,33 @@ func TestTransportHeaderMarkersWithoutContext(t *testing.T) {
 		t.Error("a request with unreadable markers was sent")
 	}
 }
+
+// Behind a shared ingress the URL names the ingress and the Host header
+// the service (virtual hosting): a request with Host cart.shop is a
+// request to cart, wherever it is sent. Looking at the URL host alone sent
+// a sandbox's request for cart to the production cart behind the ingress.
+func TestHostRoutingVirtualHost(t *testing.T) {
+	ingress, sandbox := newUpstream(t, "baseline"), newUpstream(t, "sandbox")
+	tab := newTable(t, routes.Sandbox{ID: "pr-1", Services: map[string]routes.Route{"cart": {Upstream: sandbox.URL}}})
+	addr := ingress.Listener.Addr().String()
+	var d net.Dialer
+	base := &http.Transport{DialContext: func(ctx context.Context, network, to string) (net.Conn, error) {
+		if h, _, _ := net.SplitHostPort(to); h == "ingress.shop" {
+			to = addr
+		}
+		return d.DialContext(ctx, network, to)
+	}}
+	defer base.CloseIdleConnections()
+	c := newClient(t, must(httpmw.NewHostRoutingTransport(base, tab, map[string]string{"cart.shop": "cart"})))
+	for _, host := range []string{"cart.shop", "Cart.Shop:80"} {
+		req := mustRequest(t, sandboxCtx("pr-1", ""), http.MethodGet, "http://ingress.shop/items", nil)
+		req.Host = host
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := decodeSeen(t, resp); got.Server != "sandbox" || got.Host != host {
+			t.Errorf("Host %s through the ingress: served by %s with Host %s; want pr-1's own cart, Host kept", host, got.Server, got.Host)
+		}
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 
 	otelprop "go.opentelemetry.io/otel/propagation"
@@ -115,14 +114,17 @@ func NewRoutingTransport(base http.RoundTripper, table *routes.Table, service st
 // NewHostRoutingTransport is [NewRoutingTransport] for a client of several
 // services: hosts maps request hosts to the services they are. A request's
 // URL host is looked up as "host:port" first and then as the bare host
-// name, without regard to case or a trailing dot ("Cart.", "cart" and
-// "cart:80" over http are one host, as they reach one server); a request
-// to a host that is not in the map is not routed (its sandbox is still
-// propagated). The map is copied. Two keys that are one host mapped to
-// different services are an error wrapping [ErrConfig]. A nil table, an empty
-// map, or a host mapped to an empty or invalid service name
-// ([routes.ValidateService]) is an error wrapping [ErrConfig]. A table
-// that has never loaded is handled as by NewRoutingTransport.
+// name; when it is not in the map and the request sets a Host header of
+// its own (virtual hosting behind a shared ingress), that host is looked
+// up the same way. Hosts match without regard to case or a trailing dot,
+// and with the scheme's default port ("Cart.", "cart" and "cart:80" over
+// http are one host: they reach one server). A request to a host that is
+// not in the map is not routed (its sandbox is still propagated). The map
+// is copied. A nil table, an empty map, a host mapped to an empty or
+// invalid service name ([routes.ValidateService]), or two keys that are
+// one host mapped to different services, is an error wrapping
+// [ErrConfig]. A table that has never loaded is handled as by
+// NewRoutingTransport.
 func NewHostRoutingTransport(base http.RoundTripper, table *routes.Table, hosts map[string]string, opts ...RoutingTransportOption) (*Transport, error) {
 	if table == nil {
 		return nil, configErr("NewHostRoutingTransport: nil route table")
@@ -212,7 +214,7 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 // roundTripBaseline sends a request without a sandbox under the baseline
 // budget.
 func (t *Transport) roundTripBaseline(r *http.Request) (*http.Response, error) {
-	target := t.serviceOf(r.URL)
+	target := t.serviceOf(r)
 	if target == "" {
 		target = r.URL.Host
 	}
@@ -242,7 +244,7 @@ func (t *Transport) CloseIdleConnections() {
 
 func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox, inject bool) (resp *http.Response, err error) {
 	ctx := r.Context()
-	svc := t.serviceOf(r.URL)
+	svc := t.serviceOf(r)
 	var upstream string
 	routed := false
 	notSynced := false
@@ -404,21 +406,39 @@ func dropMarkerTokens(lines []string, header string) []string {
 	return out
 }
 
-func (t *Transport) serviceOf(u *url.URL) string {
+func (t *Transport) serviceOf(r *http.Request) string {
 	if t.service != "" {
 		return t.service
 	}
 	if t.hosts == nil {
 		return ""
 	}
-	if svc, ok := t.hosts[u.Host]; ok {
+	if svc := t.hostService(r.URL.Host, r.URL.Scheme); svc != "" {
+		return svc
+	}
+	if r.Host != "" && r.Host != r.URL.Host {
+		// Virtual hosting (a shared ingress): the Host header names the
+		// service the server hands the request to.
+		return t.hostService(r.Host, r.URL.Scheme)
+	}
+	return ""
+}
+
+// hostService returns the service of a "host:port" or "host" in the hosts
+// map, or "".
+func (t *Transport) hostService(hostport, scheme string) string {
+	if svc, ok := t.hosts[hostport]; ok {
 		return svc
 	}
 	// Host names are case-insensitive, "cart." is "cart", and "cart" is
 	// "cart:80" over http: the request reaches the same server.
-	host, port := canonHost(u.Hostname()), u.Port()
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host, port = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]"), ""
+	}
+	host = canonHost(host)
 	if port == "" {
-		switch u.Scheme {
+		switch scheme {
 		case "http":
 			port = "80"
 		case "https":
