@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	otelprop "go.opentelemetry.io/otel/propagation"
@@ -187,6 +189,66 @@ func TestHostRoutingVirtualHost(t *testing.T) {
 		}
 		if got := decodeSeen(t, resp); got.Server != "sandbox" || got.Host != host {
 			t.Errorf("Host %s through the ingress: served by %s with Host %s; want pr-1's own cart, Host kept", host, got.Server, got.Host)
+		}
+	}
+}
+
+// A sandbox request whose headers already hold another sandbox's markers
+// under a spelling the transport did not overwrite (a lower-case map key
+// set from gRPC metadata, Sandbox_Id, a header named sandbox.id, a
+// Jaeger-style uberctx- header) sent both sandboxes on: our next hop
+// refused it, and a hop that reads the last value (a CGI hop for
+// Sandbox_Id, OpenTelemetry JS for duplicate baggage) served it as the
+// other sandbox. The transport sends the context's sandbox alone.
+func TestTransportReplacesStaleMarkers(t *testing.T) {
+	var mu sync.Mutex
+	var raw http.Header
+	next := must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := propagation.FromContext(r.Context())
+		io.WriteString(w, s.ID)
+	}), httpmw.TrustAll()))
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		raw = r.Header.Clone()
+		mu.Unlock()
+		next.ServeHTTP(w, r)
+	}))
+	defer up.Close()
+	c := newClient(t, must(httpmw.NewTransport(&http.Transport{})))
+	for _, h := range []http.Header{
+		{"baggage": {"sandbox.id=pr-2"}},
+		{"sandbox-id": {"pr-2"}},
+		{"SANDBOX-ID": {"pr-2"}, "Baggage": {"tenant=acme"}},
+		{"Sandbox_Id": {"pr-2"}},
+		{"sandbox_id": {"pr-2"}},
+		{"Sandbox.Id": {"pr-2"}},
+		{"sandbox.id": {"pr-2"}},
+		{"uberctx-sandbox.id": {"pr-2"}},
+		{"Ot-Baggage-Sandbox.id": {"pr-2"}},
+	} {
+		req := mustRequest(t, sandboxCtx("pr-1", ""), http.MethodGet, up.URL, nil)
+		req.Header = h.Clone()
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		mu.Lock()
+		got := raw
+		mu.Unlock()
+		if resp.StatusCode != http.StatusOK || string(b) != "pr-1" {
+			t.Errorf("header %v: the next hop answered %d %q; want pr-1 served", h, resp.StatusCode, b)
+		}
+		for k, vs := range got {
+			for _, v := range vs {
+				if strings.Contains(v, "pr-2") {
+					t.Errorf("header %v: %s: %s reached the next hop with the request of pr-1", h, k, v)
+				}
+			}
+		}
+		if !reflect.DeepEqual(req.Header, h) {
+			t.Errorf("the caller's header changed: %v", req.Header)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 
 	otelprop "go.opentelemetry.io/otel/propagation"
 
@@ -42,6 +43,8 @@ type Transport struct {
 	fallback bool
 	budget   budget // the per-sandbox budget ([WithBreaker])
 
+	names []string // markerNames of codec; nil for the default codec
+
 	// owned: the requests handed to RoundTrip are the transport's to
 	// modify (the proxy's outbound requests), so they are not cloned.
 	owned bool
@@ -56,7 +59,10 @@ var _ http.RoundTripper = (*Transport)(nil)
 //
 // A request whose context carries a sandbox is cloned and the clone gets
 // the sandbox's markers (the dedicated header and the baggage members,
-// merged with the baggage already set). A request whose context has no
+// merged with the baggage already set); marker headers already on it
+// under any other spelling a hop may read (a lower-case key, Sandbox_Id, a
+// header named as a baggage key) are removed, so that only the context's
+// sandbox goes out. A request whose context has no
 // sandbox but whose headers carry markers (set by the caller, or copied
 // from an incoming request onto one built without its context) is the
 // sandbox's traffic as much: the next hop serves it as that sandbox. It is
@@ -167,6 +173,7 @@ func newTransport(base http.RoundTripper, cfg *config) *Transport {
 		hosts:    cfg.hosts,
 		fallback: cfg.fallback,
 		budget:   newBudget(cfg),
+		names:    markerNames(cfg.codec),
 	}
 }
 
@@ -351,6 +358,9 @@ func (t *Transport) outgoing(r *http.Request, s propagation.Sandbox, inject bool
 	}
 	c := t.c()
 	if inject {
+		if !t.owned { // the proxy's headers were read by its gate
+			dropStaleMarkers(out.Header, t.markerNames())
+		}
 		c.InjectSandbox(s, otelprop.HeaderCarrier(out.Header))
 	}
 	if conn, ok := out.Header["Connection"]; ok {
@@ -364,6 +374,83 @@ func (t *Transport) outgoing(r *http.Request, s propagation.Sandbox, inject bool
 		}
 	}
 	return out
+}
+
+// dropStaleMarkers prepares h, the header of a clone about to get the
+// markers of the context's sandbox, for [propagation.Codec.InjectSandbox],
+// which overwrites the canonical Sandbox-Id and rewrites the canonical
+// Baggage: a header set under another spelling (a lower-case key set
+// from gRPC metadata, Sandbox_Id, which CGI hops read as Sandbox-Id, a
+// header named as a baggage key) would otherwise go out next to them,
+// another sandbox's marker on this sandbox's request. names are the
+// marker header names, lower case (see markerNames). Baggage lines under
+// a non-canonical key join the canonical ones, to be merged.
+func dropStaleMarkers(h http.Header, names []string) {
+	var bag []string
+	for k, v := range h {
+		if k == "Baggage" {
+			continue
+		}
+		if sameName(k, "baggage") {
+			bag = append(bag, v...)
+			delete(h, k)
+			continue
+		}
+		for _, n := range names {
+			if sameName(k, n) {
+				delete(h, k)
+				break
+			}
+		}
+	}
+	if bag != nil {
+		h["Baggage"] = append(h["Baggage"], bag...)
+	}
+}
+
+// sameName reports whether header key k is name (lower case) to some hop:
+// without regard to ASCII case, and with '_' read as '-', as CGI, WSGI,
+// Rack and PHP hops read it.
+func sameName(k, name string) bool {
+	if len(k) != len(name) {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		a, b := k[i], name[i]
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if a == '_' {
+			a = '-'
+		}
+		if b == '_' {
+			b = '-'
+		}
+		if a != b {
+			return false
+		}
+	}
+	return true
+}
+
+// markerNames returns the header names of c's markers other than
+// Baggage, lower case: the dedicated header and the headers named as
+// baggage keys ([propagation.Codec.KeyHeaders]).
+func markerNames(c *propagation.Codec) []string {
+	names := c.KeyHeaders()
+	if h := c.Header(); h != "" {
+		names = append(names, h)
+	}
+	return names
+}
+
+var defaultMarkerNames = sync.OnceValue(func() []string { return markerNames(propagation.Default()) })
+
+func (t *Transport) markerNames() []string {
+	if t.names != nil {
+		return t.names
+	}
+	return defaultMarkerNames()
 }
 
 // namesMarkers reports whether Connection header lines name a marker
