@@ -253,8 +253,14 @@ func WithTrustedNetworks(prefixes ...netip.Prefix) TrustOption {
 // together), and that address must be in a trusted network too. A request
 // with fewer than n entries, or an entry among the last n that is not an IP
 // address, comes from an untrusted source. Entries further left, which the
-// client wrote itself, are never consulted. Without this option
-// X-Forwarded-For is ignored. This is Envoy's xff_num_trusted_hops.
+// client wrote itself, are never consulted. When the request also has a
+// Forwarded header (RFC 7239), the for= address of its n-th element from
+// the right must be an IP address in a trusted network as well: a proxy
+// that records the client there and not in X-Forwarded-For leaves the
+// client's own X-Forwarded-For at the right end. Fewer than n elements, or
+// an element whose for= is missing, obfuscated or "unknown", make the
+// source untrusted. Without this option X-Forwarded-For and Forwarded are
+// ignored. This is Envoy's xff_num_trusted_hops.
 //
 // It needs [WithTrustedNetworks] (the proxies must be trusted peers) and
 // conflicts with [TrustAll]; a negative n, or two different counts, is a

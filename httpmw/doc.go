@@ -56,7 +56,9 @@
 //     network and so is the client address, the n-th entry from the right
 //     of X-Forwarded-For. Entries the client wrote itself (further left)
 //     are never read; fewer than n entries, or an entry that is not an IP
-//     address, make the source untrusted;
+//     address, make the source untrusted. A Forwarded (RFC 7239) header,
+//     when present, must name a trusted client in its n-th element from
+//     the right too;
 //   - the markers come with a valid signed ticket ([WithVerifier]), from
 //     any peer. The ticket binds the ID, actor and origin: a request whose
 //     actor or origin differs from the ticket's is rejected, and so is an
