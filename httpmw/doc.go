@@ -133,8 +133,9 @@
 // [WithBreaker] the handler adds five for the response writer wrapper
 // (github.com/felixge/httpsnoop, which keeps the writer's optional
 // interfaces) that reads the status. A sandbox request on the way out is
-// cloned with Request.Clone before its headers are set; a refused one
-// allocates its error.
+// cloned with Request.Clone before its headers are set (and its context
+// given the sandbox's baggage members when it carries OpenTelemetry
+// baggage, a few allocations more); a refused one allocates its error.
 //
 // # Concurrency
 //

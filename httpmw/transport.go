@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"go.opentelemetry.io/otel/baggage"
 	otelprop "go.opentelemetry.io/otel/propagation"
 
 	pub "github.com/sandboxkit/sandboxkit/audit"
@@ -62,7 +63,11 @@ var _ http.RoundTripper = (*Transport)(nil)
 // merged with the baggage already set); marker headers already on it
 // under any other spelling a hop may read (a lower-case key, Sandbox_Id, a
 // header named as a baggage key) are removed, so that only the context's
-// sandbox goes out. A request whose context has no
+// sandbox goes out. When the context carries OpenTelemetry baggage, the
+// clone's context gets the sandbox's members in it too
+// ([propagation.Codec.MirrorContext]): an instrumented base
+// (otelhttp.NewTransport) sets the baggage header from the context, and
+// would otherwise send that baggage without the sandbox. A request whose context has no
 // sandbox but whose headers carry markers (set by the caller, or copied
 // from an incoming request onto one built without its context) is the
 // sandbox's traffic as much: the next hop serves it as that sandbox. It is
@@ -362,6 +367,12 @@ func (t *Transport) outgoing(r *http.Request, s propagation.Sandbox, inject bool
 			dropStaleMarkers(out.Header, t.markerNames())
 		}
 		c.InjectSandbox(s, otelprop.HeaderCarrier(out.Header))
+		if ctx := out.Context(); baggage.FromContext(ctx).Len() > 0 {
+			// An instrumented base (otelhttp.NewTransport) sets the
+			// baggage header from the context's baggage, replacing
+			// ours: the context's must carry the sandbox too.
+			out = out.WithContext(c.MirrorContext(ctx, s))
+		}
 	}
 	if conn, ok := out.Header["Connection"]; ok {
 		// A Connection header copied from an incoming request may name
