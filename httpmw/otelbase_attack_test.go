@@ -87,3 +87,34 @@ func TestTransportOverOTelTransportKeepsBaggage(t *testing.T) {
 		}
 	}
 }
+
+// The same through the proxy, behind otelhttp's handler and on its
+// transport (WithRoundTripper).
+func TestProxyOverOTelTransportKeepsBaggage(t *testing.T) {
+	w3c := otelprop.NewCompositeTextMapPropagator(otelprop.TraceContext{}, otelprop.Baggage{})
+	var mu sync.Mutex
+	var got string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = r.Header.Get("Baggage")
+		mu.Unlock()
+	}))
+	defer up.Close()
+	tr := otelhttp.NewTransport(&http.Transport{}, otelhttp.WithPropagators(w3c))
+	p := must(httpmw.NewProxy(newTable(t), "cart", mustURL(t, up.URL), httpmw.TrustAll(), httpmw.WithRoundTripper(tr)))
+	defer p.CloseIdleConnections()
+	proxy := httptest.NewServer(otelhttp.NewHandler(p, "proxy", otelhttp.WithPropagators(w3c)))
+	defer proxy.Close()
+	req := mustRequest(t, context.Background(), http.MethodGet, proxy.URL, nil)
+	req.Header = http.Header{"Sandbox-Id": {"pr-1"}, "Baggage": {"tenant=acme"}}
+	resp, err := newClient(t, &http.Transport{}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(got, "sandbox.id=pr-1") || !strings.Contains(got, "tenant=acme") {
+		t.Errorf("the upstream got baggage %q; want sandbox.id=pr-1 and tenant=acme", got)
+	}
+}
