@@ -252,3 +252,36 @@ func TestTransportReplacesStaleMarkers(t *testing.T) {
 		}
 	}
 }
+
+// The proxy fronts services that cannot import the library: CGI-style
+// ones (PHP, WSGI, Rack) among them, which read Sandbox_Id as Sandbox-Id.
+// A trusted client's Sandbox_Id naming another sandbox rode along with the
+// admitted one to the upstream the admitted one picked.
+func TestProxySendsTheAdmittedSandboxAlone(t *testing.T) {
+	var mu sync.Mutex
+	var got http.Header
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = r.Header.Clone()
+		mu.Unlock()
+	}))
+	defer up.Close()
+	tab := newTable(t, routes.Sandbox{ID: "pr-1", Services: map[string]routes.Route{"cart": {Upstream: up.URL}}})
+	proxy := newProxyServer(t, tab, closedURL(t), httpmw.TrustAll())
+	for _, hs := range [][]string{
+		{"Sandbox-Id: pr-1", "Sandbox_Id: pr-2"},
+		{"Baggage: sandbox.id=pr-1", "sandbox_id: pr-2"},
+	} {
+		if r := sendRaw(t, proxy, hs); r.status != http.StatusOK {
+			t.Errorf("%q: status %d %s", hs, r.status, r.body)
+			continue
+		}
+		mu.Lock()
+		for k, vs := range got {
+			if slices.Contains(vs, "pr-2") {
+				t.Errorf("%q: the upstream of pr-1 got %s: pr-2", hs, k)
+			}
+		}
+		mu.Unlock()
+	}
+}

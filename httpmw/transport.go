@@ -363,9 +363,7 @@ func (t *Transport) outgoing(r *http.Request, s propagation.Sandbox, inject bool
 	}
 	c := t.c()
 	if inject {
-		if !t.owned { // the proxy's headers were read by its gate
-			dropStaleMarkers(out.Header, t.markerNames())
-		}
+		dropStaleMarkers(out.Header, t.markerNames())
 		c.InjectSandbox(s, otelprop.HeaderCarrier(out.Header))
 		if ctx := out.Context(); baggage.FromContext(ctx).Len() > 0 {
 			// An instrumented base (otelhttp.NewTransport) sets the
