@@ -44,7 +44,7 @@ type Transport struct {
 	fallback bool
 	budget   budget // the per-sandbox budget ([WithBreaker])
 
-	names []string // markerNames of codec; nil for the default codec
+	names []string // markerNames of codec; nil in the zero value
 
 	// owned: the requests handed to RoundTrip are the transport's to
 	// modify (the proxy's outbound requests), so they are not cloned.
@@ -67,16 +67,19 @@ var _ http.RoundTripper = (*Transport)(nil)
 // clone's context gets the sandbox's members in it too
 // ([propagation.Codec.MirrorContext]): an instrumented base
 // (otelhttp.NewTransport) sets the baggage header from the context, and
-// would otherwise send that baggage without the sandbox. A request whose context has no
-// sandbox but whose headers carry markers (set by the caller, or copied
-// from an incoming request onto one built without its context) is the
-// sandbox's traffic as much: the next hop serves it as that sandbox. It is
-// budgeted, routed and audited as that sandbox, with its headers as the
-// caller wrote them; when they cannot be read as one sandbox (conflicting,
-// malformed), RoundTrip fails without sending it, with an error wrapping
-// the [propagation] sentinel. Any other request goes to base as it is.
-// With [WithBreaker], a request over its sandbox's budget is not sent
-// (see there).
+// would otherwise send that baggage without the sandbox. A Connection
+// header naming the marker headers (hop-by-hop, so that the next proxy
+// would remove them) loses those names.
+//
+// A request whose context has no sandbox but whose headers carry markers
+// (set by the caller, or copied from an incoming request onto one built
+// without its context) is the sandbox's traffic as much: the next hop
+// serves it as that sandbox. It is budgeted, routed and audited as that
+// sandbox, with its headers as the caller wrote them; when they cannot be
+// read as one sandbox (conflicting, malformed), RoundTrip fails without
+// sending it, with an error wrapping the [propagation] sentinel. Any other
+// request goes to base as it is. With [WithBreaker], a request over its
+// sandbox's budget is not sent (see there).
 func NewTransport(base http.RoundTripper, opts ...TransportOption) (*Transport, error) {
 	cfg, err := transportConfig(opts)
 	if err != nil {
