@@ -203,12 +203,13 @@ func (t *Transport) c() *propagation.Codec {
 func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	s, ok := propagation.FromContext(r.Context())
 	if !ok {
-		if c := t.c(); !c.Quiet(r.Header) {
+		if c := t.c(); !t.owned && !c.Quiet(r.Header) {
 			// The caller set markers on the request itself (or copied
 			// them from an incoming one) without the sandbox in the
 			// context: the next hop will serve it as that sandbox, so it
 			// is routed and budgeted as one, and markers no hop can read
-			// as one sandbox are not sent.
+			// as one sandbox are not sent. (The proxy's gate has put
+			// every marker it let through into the context.)
 			m, err := c.Read(otelprop.HeaderCarrier(r.Header))
 			if err != nil {
 				closeBody(r)
