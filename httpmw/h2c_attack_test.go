@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/netip"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sandboxkit/sandboxkit/httpmw"
+	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
 // bufConn is a connection whose first bytes were read into a buffer.
@@ -151,5 +153,66 @@ func TestProxyRefusesH2CUpgrade(t *testing.T) {
 		}
 		tr.CloseIdleConnections()
 		conn.Close()
+	}
+}
+
+// A service that proxies with httputil.ReverseProxy on the library's
+// transport, behind the library's handler: the handler strips an
+// outsider's markers from the upgrade request, but the tunnel the h2c
+// upgrade opens carries requests neither sees, to an upstream that trusts
+// the service. The transport must not send an upgrade to h2c.
+func TestTransportRefusesH2CUpgrade(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	up := h2cUpgrader(t, must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := propagation.FromContext(r.Context())
+		mu.Lock()
+		seen = append(seen, r.Proto+" "+s.ID)
+		mu.Unlock()
+		fmt.Fprint(w, "served")
+	}), httpmw.TrustAll())))
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	rp := &httputil.ReverseProxy{
+		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(mustURL(t, up.URL)) },
+		Transport: must(httpmw.NewTransport(tr)),
+	}
+	edge := httptest.NewServer(must(httpmw.NewHandler(rp, httpmw.WithTrustedNetworks(netip.MustParsePrefix("10.0.0.0/8")))))
+	defer edge.Close()
+
+	conn, err := net.Dial("tcp", edge.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprint(conn, "GET / HTTP/1.1\r\nHost: cart\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(b) != "served" {
+			t.Errorf("status %d %q; want the request served without the upgrade", resp.StatusCode, b)
+		}
+		return
+	}
+	t.Error("the transport sent the h2c upgrade: the edge switched protocols")
+	var h2 http.Protocols
+	h2.SetUnencryptedHTTP2(true)
+	h2t := &http.Transport{Protocols: &h2, DialContext: func(context.Context, string, string) (net.Conn, error) {
+		return bufConn{conn, br}, nil
+	}}
+	defer h2t.CloseIdleConnections()
+	req := mustRequest(t, context.Background(), http.MethodGet, "http://cart/smuggled", nil)
+	req.Header.Set("Sandbox-Id", "pr-1")
+	if resp, err := h2t.RoundTrip(req); err == nil {
+		resp.Body.Close()
+		mu.Lock()
+		t.Errorf("an outsider's request in the tunnel was served: %v", seen)
+		mu.Unlock()
 	}
 }

@@ -206,32 +206,17 @@ func errorLog(l *slog.Logger) *log.Logger {
 }
 
 // dropH2CUpgrade removes an upgrade to h2c from an outgoing request's
-// headers (httputil.ReverseProxy has put the upgrade back after removing
-// the hop-by-hop headers). Passed on, it makes the connection a tunnel in
-// which the client sends HTTP/2 requests the proxy never sees: markers of
-// untrusted clients would reach the service, and every request would go to
-// the upstream the first one picked. The upgrade is hop-by-hop (RFC 7540,
-// section 3.2; RFC 9113 retired it); without it the upstream serves the
-// request over HTTP/1.1, and an upstream that switches anyway is refused
-// by the reverse proxy (502).
+// headers (httputil.ReverseProxy puts the upgrade back after removing the
+// hop-by-hop headers). Passed on, it makes the connection a tunnel in
+// which the client sends HTTP/2 requests that neither the proxy nor its
+// gate sees: markers of untrusted clients would reach the service, from a
+// peer it trusts, and every request would go to the upstream the first
+// one picked. The upgrade is hop-by-hop (RFC 7540, section 3.2; RFC 9113
+// retired it); without it the upstream serves the request over HTTP/1.1,
+// and an upstream that switches anyway is refused by the reverse proxy
+// (502).
 func dropH2CUpgrade(h http.Header) {
-	up := h["Upgrade"]
-	if len(up) == 0 {
-		return
-	}
-	h2c := false
-	for _, line := range up {
-		for tok := range strings.SplitSeq(line, ",") {
-			tok = strings.TrimSpace(tok)
-			if i := strings.IndexByte(tok, '/'); i >= 0 {
-				tok = strings.TrimSpace(tok[:i]) // protocol/version
-			}
-			if strings.EqualFold(tok, "h2c") {
-				h2c = true
-			}
-		}
-	}
-	if !h2c {
+	if !upgradesToH2C(h["Upgrade"]) {
 		return
 	}
 	delete(h, "Upgrade")
@@ -251,4 +236,21 @@ func dropH2CUpgrade(h http.Header) {
 			h["Connection"] = []string{strings.Join(kept, ", ")}
 		}
 	}
+}
+
+// upgradesToH2C reports whether Upgrade header lines offer h2c (any case,
+// with or without a version).
+func upgradesToH2C(lines []string) bool {
+	for _, line := range lines {
+		for tok := range strings.SplitSeq(line, ",") {
+			tok = strings.TrimSpace(tok)
+			if i := strings.IndexByte(tok, '/'); i >= 0 {
+				tok = strings.TrimSpace(tok[:i]) // protocol/version
+			}
+			if strings.EqualFold(tok, "h2c") {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -71,6 +71,10 @@ var _ http.RoundTripper = (*Transport)(nil)
 // header naming the marker headers (hop-by-hop, so that the next proxy
 // would remove them) loses those names.
 //
+// An upgrade to h2c is never sent: the request goes without it (see
+// [NewProxy]), so that a reverse proxy built on the transport does not
+// open a tunnel for requests no middleware sees.
+//
 // A request whose context has no sandbox but whose headers carry markers
 // (set by the caller, or copied from an incoming request onto one built
 // without its context) is the sandbox's traffic as much: the next hop
@@ -201,6 +205,14 @@ func (t *Transport) c() *propagation.Codec {
 
 // RoundTrip implements http.RoundTripper. It never modifies r.
 func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if up := r.Header["Upgrade"]; len(up) > 0 && upgradesToH2C(up) {
+		// A custom reverse proxy on this transport would tunnel it:
+		// see dropH2CUpgrade.
+		if !t.owned {
+			r = r.Clone(r.Context())
+		}
+		dropH2CUpgrade(r.Header)
+	}
 	s, ok := propagation.FromContext(r.Context())
 	if !ok {
 		if c := t.c(); !t.owned && !c.Quiet(r.Header) {
