@@ -262,6 +262,13 @@ func WithTrustedNetworks(prefixes ...netip.Prefix) TrustOption {
 // source untrusted. Without this option X-Forwarded-For and Forwarded are
 // ignored. This is Envoy's xff_num_trusted_hops.
 //
+// Count only proxies that pass markers on without judging them (load
+// balancers). Behind a hop that admits sandboxes itself (a [NewProxy] or
+// handler with [WithVerifier], whose ticket is not forwarded) the client
+// named by X-Forwarded-For is the outsider the ticket admitted: a hop
+// counting hops behind it strips the sandbox, and the request goes on as
+// production traffic. Trust such a hop by its network alone.
+//
 // It needs [WithTrustedNetworks] (the proxies must be trusted peers) and
 // conflicts with [TrustAll]; a negative n, or two different counts, is a
 // misconfiguration.
