@@ -49,10 +49,11 @@ var _ http.Handler = (*Proxy)(nil)
 // are streamed, the incoming X-Forwarded-For chain is kept with the peer's
 // address appended (and X-Forwarded-Host/-Proto set, as
 // httputil.ProxyRequest.SetXForwarded does), and protocol upgrades
-// (WebSocket and the like) are tunnelled, except the upgrade to h2c, which
-// would let the client send requests inside the tunnel that the proxy
-// never sees: it is removed and the request is served over HTTP/1.1. Upstream choice happens in the
-// proxy's [Transport], so that a sandbox whose upstream refuses connections
+// (WebSocket and the like) are tunnelled, except the upgrade to h2c,
+// which would let the client send requests inside the tunnel that the
+// proxy never sees: it is removed and the request is served over
+// HTTP/1.1. Upstream choice happens in the proxy's [Transport], so that a
+// sandbox whose upstream refuses connections
 // is not served by the baseline. It answers 503 with Retry-After when a
 // sandbox's upstream cannot be connected to or the table has never loaded
 // ([ErrSandboxUnavailable]; see [WithFallbackOnUnavailable]) and 502 for
