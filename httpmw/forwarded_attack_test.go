@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/sandboxkit/sandboxkit/httpmw"
@@ -112,4 +113,42 @@ func TestForwardedFor(t *testing.T) {
 			t.Errorf("ForwardedFor(%q, %d) = %q, %v; want %q", tc.lines, tc.hops, got, ok, tc.want)
 		}
 	}
+}
+
+// FuzzForwardedFor checks the Forwarded reader against a plain one on
+// headers without quotes: split all lines on commas, take the hops-th
+// element from the right, its for= parameter.
+func FuzzForwardedFor(f *testing.F) {
+	for _, s := range []string{"for=10.0.0.1", "for=1.2.3.4, for=10.0.0.1;proto=http", "a\nfor=[::1]:80", "", ",", "for=", ";for=10.0.0.1;", "For=10.0.0.1,for=unknown"} {
+		f.Add(s, uint8(1))
+		f.Add(s, uint8(2))
+	}
+	f.Fuzz(func(t *testing.T, raw string, h uint8) {
+		hops := int(h%3) + 1
+		lines := strings.Split(raw, "\n")
+		got, ok := httpmw.ForwardedFor(lines, hops)
+		if strings.ContainsAny(raw, "\"\\") {
+			return // quoting: covered by TestForwardedFor; here only no panic
+		}
+		var all []string
+		for _, l := range lines {
+			if strings.TrimSpace(l) != "" {
+				all = append(all, strings.Split(l, ",")...)
+			}
+		}
+		want, wantOK := "", false
+		if len(all) >= hops {
+			for _, p := range strings.Split(all[len(all)-hops], ";") {
+				if k, v, found := strings.Cut(p, "="); found && strings.EqualFold(strings.TrimSpace(k), "for") {
+					if a, good := refParse(strings.TrimSpace(v)); good {
+						want, wantOK = a.String(), true
+					}
+					break
+				}
+			}
+		}
+		if got != want || ok != wantOK {
+			t.Fatalf("ForwardedFor(%q, %d) = %q, %v; want %q, %v", lines, hops, got, ok, want, wantOK)
+		}
+	})
 }
