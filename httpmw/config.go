@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/http"
 	"net/netip"
 	"time"
@@ -254,8 +253,21 @@ func WithTrustedNetworks(prefixes ...netip.Prefix) TrustOption {
 // together), and that address must be in a trusted network too. A request
 // with fewer than n entries, or an entry among the last n that is not an IP
 // address, comes from an untrusted source. Entries further left, which the
-// client wrote itself, are never consulted. Without this option
-// X-Forwarded-For is ignored. This is Envoy's xff_num_trusted_hops.
+// client wrote itself, are never consulted. When the request also has a
+// Forwarded header (RFC 7239), the for= address of its n-th element from
+// the right must be an IP address in a trusted network as well: a proxy
+// that records the client there and not in X-Forwarded-For leaves the
+// client's own X-Forwarded-For at the right end. Fewer than n elements, or
+// an element whose for= is missing, obfuscated or "unknown", make the
+// source untrusted. Without this option X-Forwarded-For and Forwarded are
+// ignored. This is Envoy's xff_num_trusted_hops.
+//
+// Count only proxies that pass markers on without judging them (load
+// balancers). Behind a hop that admits sandboxes itself (a [NewProxy] or
+// handler with [WithVerifier], whose ticket is not forwarded) the client
+// named by X-Forwarded-For is the outsider the ticket admitted: a hop
+// counting hops behind it strips the sandbox, and the request goes on as
+// production traffic. Trust such a hop by its network alone.
 //
 // It needs [WithTrustedNetworks] (the proxies must be trusted peers) and
 // conflicts with [TrustAll]; a negative n, or two different counts, is a
@@ -367,6 +379,3 @@ func WithBreaker(g *breaker.Group) Option {
 		}
 	})
 }
-
-// cloneHosts copies a host map for a transport.
-func cloneHosts(hosts map[string]string) map[string]string { return maps.Clone(hosts) }

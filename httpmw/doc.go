@@ -56,7 +56,9 @@
 //     network and so is the client address, the n-th entry from the right
 //     of X-Forwarded-For. Entries the client wrote itself (further left)
 //     are never read; fewer than n entries, or an entry that is not an IP
-//     address, make the source untrusted;
+//     address, make the source untrusted. A Forwarded (RFC 7239) header,
+//     when present, must name a trusted client in its n-th element from
+//     the right too;
 //   - the markers come with a valid signed ticket ([WithVerifier]), from
 //     any peer. The ticket binds the ID, actor and origin: a request whose
 //     actor or origin differs from the ticket's is rejected, and so is an
@@ -131,8 +133,9 @@
 // [WithBreaker] the handler adds five for the response writer wrapper
 // (github.com/felixge/httpsnoop, which keeps the writer's optional
 // interfaces) that reads the status. A sandbox request on the way out is
-// cloned with Request.Clone before its headers are set; a refused one
-// allocates its error.
+// cloned with Request.Clone before its headers are set (and its context
+// given the sandbox's baggage members when it carries OpenTelemetry
+// baggage, a few allocations more); a refused one allocates its error.
 //
 // # Concurrency
 //

@@ -13,3 +13,12 @@ func ForwardedClient(lines []string, hops int) (addr string, entry string, n int
 // the unexported option (the public API has none; see the conventions of
 // issue 16).
 var WithClock = withClock
+
+// ForwardedFor exposes the Forwarded (RFC 7239) rule to the tests.
+func ForwardedFor(lines []string, hops int) (addr string, ok bool) {
+	a, _, _, p := forwardedFor(lines, hops)
+	if p != trusted {
+		return "", false
+	}
+	return a.String(), true
+}

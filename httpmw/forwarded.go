@@ -21,7 +21,12 @@ const (
 	shortXFF                // fewer X-Forwarded-For entries than trusted hops
 	badXFF                  // a trusted X-Forwarded-For entry is not an IP address
 	untrustedClient         // the client named by X-Forwarded-For is outside the trusted networks
+	shortFwd                // fewer Forwarded elements than trusted hops
+	badFwd                  // the trusted Forwarded element names no IP address
+	untrustedFwd            // the client named by Forwarded is outside the trusted networks
 )
+
+const fwdHeader = "Forwarded"
 
 // source is the trust decision about where a request came from. Its
 // reason is formatted only when an audit record needs it.
@@ -46,6 +51,12 @@ func (s source) reason() string {
 		return fmt.Sprintf("X-Forwarded-For entry %s is not an IP address", clipQuote(s.addr))
 	case untrustedClient:
 		return "client " + s.addr + " (from X-Forwarded-For) is not in a trusted network"
+	case shortFwd:
+		return fmt.Sprintf("Forwarded has %d elements, fewer than the %d trusted hops", s.entries, s.hops)
+	case badFwd:
+		return fmt.Sprintf("Forwarded element %s names no IP address in for=", clipQuote(s.addr))
+	case untrustedFwd:
+		return "client " + s.addr + " (from Forwarded) is not in a trusted network"
 	}
 	return ""
 }
@@ -74,7 +85,121 @@ func judge(p *trust.Policy, hops int, remote string, h http.Header) source {
 	if !p.Trusted(client) {
 		return source{problem: untrustedClient, addr: entry, entries: n, hops: hops}
 	}
+	if fwd := h[fwdHeader]; len(fwd) > 0 {
+		// A proxy in front that records the client in Forwarded (RFC
+		// 7239) and not in X-Forwarded-For leaves the client's own
+		// X-Forwarded-For at its right end: the client must be trusted
+		// by both headers.
+		client, entry, n, pr := forwardedFor(fwd, hops)
+		if pr != trusted {
+			return source{problem: pr, addr: entry, entries: n, hops: hops}
+		}
+		if !p.Trusted(client) {
+			return source{problem: untrustedFwd, addr: entry, entries: n, hops: hops}
+		}
+	}
 	return source{}
+}
+
+// forwardedFor returns the address in the for= parameter of the hops-th
+// element from the right of the Forwarded (RFC 7239) header formed by all
+// lines joined with commas, and that element's text; it returns shortFwd
+// when there are fewer elements, badFwd when that element has no for=
+// naming an IP address (an obfuscated or "unknown" node included).
+// Commas and semicolons inside quoted strings do not separate. It does not
+// allocate.
+func forwardedFor(lines []string, hops int) (netip.Addr, string, int, problem) {
+	total := 0
+	for _, line := range lines {
+		total += fwdElements(line, -1, nil)
+	}
+	if total < hops {
+		return netip.Addr{}, "", total, shortFwd
+	}
+	want := total - hops // 0-based index of the element, counted from the left
+	for _, line := range lines {
+		var elem string
+		n := fwdElements(line, want, &elem)
+		if want >= n {
+			want -= n
+			continue
+		}
+		v, ok := fwdParam(elem, "for")
+		if !ok {
+			return netip.Addr{}, elem, hops, badFwd
+		}
+		addr, ok := parseAddr(v)
+		if !ok {
+			return netip.Addr{}, elem, hops, badFwd
+		}
+		return addr, elem, hops, trusted
+	}
+	return netip.Addr{}, "", total, shortFwd // not reached
+}
+
+// fwdElements returns how many comma-separated elements line has, outside
+// quoted strings; when index is one of them, *elem is set to its text,
+// trimmed. A line of blanks has none; an empty element between commas
+// counts (and names no address).
+func fwdElements(line string, index int, elem *string) int {
+	if strings.TrimSpace(line) == "" {
+		return 0
+	}
+	n, start, quoted := 0, 0, false
+	for i := 0; i <= len(line); i++ {
+		if i < len(line) {
+			c := line[i]
+			switch {
+			case c == '"':
+				quoted = !quoted
+				continue
+			case c == '\\' && quoted:
+				i++
+				continue
+			case c != ',' || quoted:
+				continue
+			}
+		}
+		if n == index && elem != nil {
+			*elem = strings.TrimSpace(line[start:min(i, len(line))])
+		}
+		n++
+		start = i + 1
+	}
+	return n
+}
+
+// fwdParam returns the value of parameter name in a Forwarded element
+// ("for=192.0.2.60;proto=http"), unquoted. A quoted value holding an
+// escape is not returned: no address has one.
+func fwdParam(elem, name string) (string, bool) {
+	for elem != "" {
+		var pair string
+		quoted := false
+		end := len(elem)
+		for i := 0; i < len(elem); i++ {
+			if elem[i] == '"' {
+				quoted = !quoted
+			} else if elem[i] == ';' && !quoted {
+				end = i
+				break
+			}
+		}
+		pair, elem = elem[:end], elem[min(end+1, len(elem)):]
+		k, v, ok := strings.Cut(pair, "=")
+		if !ok || !strings.EqualFold(strings.TrimSpace(k), name) {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+			v = v[1 : len(v)-1]
+			if strings.IndexByte(v, '\\') >= 0 {
+				return "", false
+			}
+		}
+		return v, true
+	}
+	return "", false
 }
 
 // forwardedClient returns the hops-th entry from the right of the

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -48,8 +49,11 @@ var _ http.Handler = (*Proxy)(nil)
 // are streamed, the incoming X-Forwarded-For chain is kept with the peer's
 // address appended (and X-Forwarded-Host/-Proto set, as
 // httputil.ProxyRequest.SetXForwarded does), and protocol upgrades
-// (WebSocket and the like) are tunnelled. Upstream choice happens in the
-// proxy's [Transport], so that a sandbox whose upstream refuses connections
+// (WebSocket and the like) are tunnelled, except the upgrade to h2c,
+// which would let the client send requests inside the tunnel that the
+// proxy never sees: it is removed and the request is served over
+// HTTP/1.1. Upstream choice happens in the proxy's [Transport], so that a
+// sandbox whose upstream refuses connections
 // is not served by the baseline. It answers 503 with Retry-After when a
 // sandbox's upstream cannot be connected to or the table has never loaded
 // ([ErrSandboxUnavailable]; see [WithFallbackOnUnavailable]) and 502 for
@@ -109,6 +113,7 @@ func NewProxy(table *routes.Table, service string, baseline *url.URL, opts ...Pr
 				pr.Out.Header[xffHeader] = prior
 			}
 			pr.SetXForwarded()
+			dropH2CUpgrade(pr.Out.Header)
 		},
 		Transport:    t,
 		ErrorHandler: p.fail,
@@ -199,4 +204,54 @@ func errorLog(l *slog.Logger) *log.Logger {
 		return log.New(io.Discard, "", 0)
 	}
 	return slog.NewLogLogger(l.Handler(), slog.LevelError)
+}
+
+// dropH2CUpgrade removes an upgrade to h2c from an outgoing request's
+// headers (httputil.ReverseProxy puts the upgrade back after removing the
+// hop-by-hop headers). Passed on, it makes the connection a tunnel in
+// which the client sends HTTP/2 requests that neither the proxy nor its
+// gate sees: markers of untrusted clients would reach the service, from a
+// peer it trusts, and every request would go to the upstream the first
+// one picked. The upgrade is hop-by-hop (RFC 7540, section 3.2; RFC 9113
+// retired it); without it the upstream serves the request over HTTP/1.1,
+// and an upstream that switches anyway is refused by the reverse proxy
+// (502).
+func dropH2CUpgrade(h http.Header) {
+	if !upgradesToH2C(h["Upgrade"]) {
+		return
+	}
+	delete(h, "Upgrade")
+	delete(h, "Http2-Settings")
+	if conn := h["Connection"]; len(conn) > 0 {
+		var kept []string
+		for _, line := range conn {
+			for tok := range strings.SplitSeq(line, ",") {
+				if tok = strings.TrimSpace(tok); tok != "" && !strings.EqualFold(tok, "Upgrade") && !strings.EqualFold(tok, "HTTP2-Settings") {
+					kept = append(kept, tok)
+				}
+			}
+		}
+		if len(kept) == 0 {
+			delete(h, "Connection")
+		} else {
+			h["Connection"] = []string{strings.Join(kept, ", ")}
+		}
+	}
+}
+
+// upgradesToH2C reports whether Upgrade header lines offer h2c (any case,
+// with or without a version).
+func upgradesToH2C(lines []string) bool {
+	for _, line := range lines {
+		for tok := range strings.SplitSeq(line, ",") {
+			tok = strings.TrimSpace(tok)
+			if i := strings.IndexByte(tok, '/'); i >= 0 {
+				tok = strings.TrimSpace(tok[:i]) // protocol/version
+			}
+			if strings.EqualFold(tok, "h2c") {
+				return true
+			}
+		}
+	}
+	return false
 }

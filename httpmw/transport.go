@@ -7,9 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
+	"sync"
 
+	"go.opentelemetry.io/otel/baggage"
 	otelprop "go.opentelemetry.io/otel/propagation"
 
 	pub "github.com/sandboxkit/sandboxkit/audit"
@@ -43,6 +44,8 @@ type Transport struct {
 	fallback bool
 	budget   budget // the per-sandbox budget ([WithBreaker])
 
+	names []string // markerNames of codec; nil in the zero value
+
 	// owned: the requests handed to RoundTrip are the transport's to
 	// modify (the proxy's outbound requests), so they are not cloned.
 	owned bool
@@ -57,9 +60,30 @@ var _ http.RoundTripper = (*Transport)(nil)
 //
 // A request whose context carries a sandbox is cloned and the clone gets
 // the sandbox's markers (the dedicated header and the baggage members,
-// merged with the baggage already set). A request without a sandbox goes
-// to base as it is. With [WithBreaker], a request over its sandbox's
-// budget is not sent (see there).
+// merged with the baggage already set); marker headers already on it
+// under any other spelling a hop may read (a lower-case key, Sandbox_Id, a
+// header named as a baggage key) are removed, so that only the context's
+// sandbox goes out. When the context carries OpenTelemetry baggage, the
+// clone's context gets the sandbox's members in it too
+// ([propagation.Codec.MirrorContext]): an instrumented base
+// (otelhttp.NewTransport) sets the baggage header from the context, and
+// would otherwise send that baggage without the sandbox. A Connection
+// header naming the marker headers (hop-by-hop, so that the next proxy
+// would remove them) loses those names.
+//
+// An upgrade to h2c is never sent: the request goes without it (see
+// [NewProxy]), so that a reverse proxy built on the transport does not
+// open a tunnel for requests no middleware sees.
+//
+// A request whose context has no sandbox but whose headers carry markers
+// (set by the caller, or copied from an incoming request onto one built
+// without its context) is the sandbox's traffic as much: the next hop
+// serves it as that sandbox. It is budgeted, routed and audited as that
+// sandbox, with its headers as the caller wrote them; when they cannot be
+// read as one sandbox (conflicting, malformed), RoundTrip fails without
+// sending it, with an error wrapping the [propagation] sentinel. Any other
+// request goes to base as it is. With [WithBreaker], a request over its
+// sandbox's budget is not sent (see there).
 func NewTransport(base http.RoundTripper, opts ...TransportOption) (*Transport, error) {
 	cfg, err := transportConfig(opts)
 	if err != nil {
@@ -108,11 +132,17 @@ func NewRoutingTransport(base http.RoundTripper, table *routes.Table, service st
 // NewHostRoutingTransport is [NewRoutingTransport] for a client of several
 // services: hosts maps request hosts to the services they are. A request's
 // URL host is looked up as "host:port" first and then as the bare host
-// name; a request to a host that is not in the map is not routed (its
-// sandbox is still propagated). The map is copied. A nil table, an empty
-// map, or a host mapped to an empty or invalid service name
-// ([routes.ValidateService]) is an error wrapping [ErrConfig]. A table
-// that has never loaded is handled as by NewRoutingTransport.
+// name; when it is not in the map and the request sets a Host header of
+// its own (virtual hosting behind a shared ingress), that host is looked
+// up the same way. Hosts match without regard to case or a trailing dot,
+// and with the scheme's default port ("Cart.", "cart" and "cart:80" over
+// http are one host: they reach one server). A request to a host that is
+// not in the map is not routed (its sandbox is still propagated). The map
+// is copied. A nil table, an empty map, a host mapped to an empty or
+// invalid service name ([routes.ValidateService]), or two keys that are
+// one host mapped to different services, is an error wrapping
+// [ErrConfig]. A table that has never loaded is handled as by
+// NewRoutingTransport.
 func NewHostRoutingTransport(base http.RoundTripper, table *routes.Table, hosts map[string]string, opts ...RoutingTransportOption) (*Transport, error) {
 	if table == nil {
 		return nil, configErr("NewHostRoutingTransport: nil route table")
@@ -128,11 +158,20 @@ func NewHostRoutingTransport(base http.RoundTripper, table *routes.Table, hosts 
 			return nil, configErr("NewHostRoutingTransport: host %q: %w", h, err)
 		}
 	}
+	norm := make(map[string]string, len(hosts))
+	spelt := make(map[string]string, len(hosts))
+	for h, svc := range hosts {
+		k := normalHost(h)
+		if prev, ok := norm[k]; ok && prev != svc {
+			return nil, configErr("NewHostRoutingTransport: hosts %q and %q are one host for two services, %s and %s", spelt[k], h, prev, svc)
+		}
+		norm[k], spelt[k] = svc, h
+	}
 	cfg, err := routingConfig(opts)
 	if err != nil {
 		return nil, err
 	}
-	cfg.table, cfg.hosts = table, cloneHosts(hosts)
+	cfg.table, cfg.hosts = table, norm
 	return newTransport(base, &cfg), nil
 }
 
@@ -146,6 +185,7 @@ func newTransport(base http.RoundTripper, cfg *config) *Transport {
 		hosts:    cfg.hosts,
 		fallback: cfg.fallback,
 		budget:   newBudget(cfg),
+		names:    markerNames(cfg.codec),
 	}
 }
 
@@ -165,20 +205,44 @@ func (t *Transport) c() *propagation.Codec {
 
 // RoundTrip implements http.RoundTripper. It never modifies r.
 func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if up := r.Header["Upgrade"]; len(up) > 0 && upgradesToH2C(up) {
+		// A custom reverse proxy on this transport would tunnel it:
+		// see dropH2CUpgrade.
+		if !t.owned {
+			r = r.Clone(r.Context())
+		}
+		dropH2CUpgrade(r.Header)
+	}
 	s, ok := propagation.FromContext(r.Context())
 	if !ok {
+		if c := t.c(); !t.owned && !c.Quiet(r.Header) {
+			// The caller set markers on the request itself (or copied
+			// them from an incoming one) without the sandbox in the
+			// context: the next hop will serve it as that sandbox, so it
+			// is routed and budgeted as one, and markers no hop can read
+			// as one sandbox are not sent. (The proxy's gate has put
+			// every marker it let through into the context.)
+			m, err := c.Read(otelprop.HeaderCarrier(r.Header))
+			if err != nil {
+				closeBody(r)
+				return nil, fmt.Errorf("httpmw: request to %s not sent: its sandbox markers cannot be read: %w", r.URL.Host, err)
+			}
+			if m.Found {
+				return t.roundTripSandbox(r, m.Sandbox, false)
+			}
+		}
 		if t.budget.Covers(false) {
 			return t.roundTripBaseline(r)
 		}
 		return t.next().RoundTrip(r)
 	}
-	return t.roundTripSandbox(r, s)
+	return t.roundTripSandbox(r, s, true)
 }
 
 // roundTripBaseline sends a request without a sandbox under the baseline
 // budget.
 func (t *Transport) roundTripBaseline(r *http.Request) (*http.Response, error) {
-	target := t.serviceOf(r.URL)
+	target := t.serviceOf(r)
 	if target == "" {
 		target = r.URL.Host
 	}
@@ -206,9 +270,9 @@ func (t *Transport) CloseIdleConnections() {
 	}
 }
 
-func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox) (resp *http.Response, err error) {
+func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox, inject bool) (resp *http.Response, err error) {
 	ctx := r.Context()
-	svc := t.serviceOf(r.URL)
+	svc := t.serviceOf(r)
 	var upstream string
 	routed := false
 	notSynced := false
@@ -236,7 +300,6 @@ func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox) (re
 		defer func() { done(outcome(ctx, statusOf(resp), err)) }() // the outcome this call returns
 	}
 
-	out := t.outgoing(r, s)
 	if !routed {
 		switch {
 		case notSynced:
@@ -244,8 +307,12 @@ func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox) (re
 		case t.table != nil && svc != "":
 			t.emit(r, audit.Fallback, s, svc, pub.ReasonNotOverridden)
 		}
-		return t.next().RoundTrip(out)
+		if !inject && !namesMarkers(r.Header["Connection"], t.c().Header()) {
+			return t.next().RoundTrip(r) // the caller's markers, as they are
+		}
+		return t.next().RoundTrip(t.outgoing(r, s, inject))
 	}
+	out := t.outgoing(r, s, inject)
 
 	// Remember the baseline target: the proxy's request is modified in
 	// place and may have to go there after all.
@@ -281,13 +348,13 @@ func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox) (re
 			retry.Body = body
 		}
 	case r.Body == nil || r.Body == http.NoBody:
-		retry = t.outgoing(r, s)
+		retry = t.outgoing(r, s, inject)
 	case r.GetBody != nil:
 		body, gerr := r.GetBody()
 		if gerr != nil {
 			return nil, fmt.Errorf("%w; not sent to the baseline: request body: %w", uerr, gerr)
 		}
-		retry = t.outgoing(r, s)
+		retry = t.outgoing(r, s, inject)
 		retry.Body = body
 	default:
 		return nil, fmt.Errorf("%w; not sent to the baseline: the request body cannot be replayed (Request.GetBody is nil)", uerr)
@@ -299,8 +366,10 @@ func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox) (re
 }
 
 // outgoing returns the request to send: a clone of r (or r itself for the
-// proxy) carrying the markers of s.
-func (t *Transport) outgoing(r *http.Request, s propagation.Sandbox) *http.Request {
+// proxy) carrying the markers of s, injected when inject is set (the
+// sandbox is the context's), else those the caller put on r, kept as they
+// are (with a ticket, say).
+func (t *Transport) outgoing(r *http.Request, s propagation.Sandbox, inject bool) *http.Request {
 	out := r
 	if !t.owned {
 		out = r.Clone(r.Context())
@@ -308,21 +377,210 @@ func (t *Transport) outgoing(r *http.Request, s propagation.Sandbox) *http.Reque
 	if out.Header == nil {
 		out.Header = make(http.Header, 2)
 	}
-	t.c().InjectSandbox(s, otelprop.HeaderCarrier(out.Header))
+	c := t.c()
+	if inject {
+		dropStaleMarkers(out.Header, t.markerNames())
+		c.InjectSandbox(s, otelprop.HeaderCarrier(out.Header))
+		if ctx := out.Context(); baggage.FromContext(ctx).Len() > 0 {
+			// An instrumented base (otelhttp.NewTransport) sets the
+			// baggage header from the context's baggage, replacing
+			// ours: the context's must carry the sandbox too.
+			out = out.WithContext(c.MirrorContext(ctx, s))
+		}
+	}
+	if conn, ok := out.Header["Connection"]; ok {
+		// A Connection header copied from an incoming request may name
+		// our markers: every proxy on the way would remove them as
+		// hop-by-hop, and the next service would serve the request as
+		// production.
+		out.Header["Connection"] = dropMarkerTokens(conn, c.Header())
+		if len(out.Header["Connection"]) == 0 {
+			delete(out.Header, "Connection")
+		}
+	}
 	return out
 }
 
-func (t *Transport) serviceOf(u *url.URL) string {
+// dropStaleMarkers prepares h, the header of a clone about to get the
+// markers of the context's sandbox, for [propagation.Codec.InjectSandbox],
+// which overwrites the canonical Sandbox-Id and rewrites the canonical
+// Baggage: a header set under another spelling (a lower-case key set
+// from gRPC metadata, Sandbox_Id, which CGI hops read as Sandbox-Id, a
+// header named as a baggage key) would otherwise go out next to them,
+// another sandbox's marker on this sandbox's request. names are the
+// marker header names, lower case (see markerNames). Baggage lines under
+// a non-canonical key join the canonical ones, to be merged.
+func dropStaleMarkers(h http.Header, names []string) {
+	var bag []string
+	for k, v := range h {
+		if k == "Baggage" {
+			continue
+		}
+		if sameName(k, "baggage") {
+			bag = append(bag, v...)
+			delete(h, k)
+			continue
+		}
+		for _, n := range names {
+			if sameName(k, n) {
+				delete(h, k)
+				break
+			}
+		}
+	}
+	if bag != nil {
+		h["Baggage"] = append(h["Baggage"], bag...)
+	}
+}
+
+// sameName reports whether header key k is name (lower case) to some hop:
+// without regard to ASCII case, and with '_' read as '-', as CGI, WSGI,
+// Rack and PHP hops read it.
+func sameName(k, name string) bool {
+	if len(k) != len(name) {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		a, b := k[i], name[i]
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if a == '_' {
+			a = '-'
+		}
+		if b == '_' {
+			b = '-'
+		}
+		if a != b {
+			return false
+		}
+	}
+	return true
+}
+
+// markerNames returns the header names of c's markers other than
+// Baggage, lower case: the dedicated header and the headers named as
+// baggage keys ([propagation.Codec.KeyHeaders]).
+func markerNames(c *propagation.Codec) []string {
+	names := c.KeyHeaders()
+	if h := c.Header(); h != "" {
+		names = append(names, h)
+	}
+	return names
+}
+
+var defaultMarkerNames = sync.OnceValue(func() []string { return markerNames(propagation.Default()) })
+
+func (t *Transport) markerNames() []string {
+	if t.names != nil {
+		return t.names
+	}
+	return defaultMarkerNames()
+}
+
+// namesMarkers reports whether Connection header lines name a marker
+// header (header, when not empty, or Baggage).
+func namesMarkers(lines []string, header string) bool {
+	for _, line := range lines {
+		for tok := range strings.SplitSeq(line, ",") {
+			tok = strings.TrimSpace(tok)
+			if strings.EqualFold(tok, "Baggage") || (header != "" && strings.EqualFold(tok, header)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// dropMarkerTokens returns the Connection header lines without the tokens
+// that name the marker headers (header, when not empty, and Baggage). The
+// lines are not modified; a line left without tokens is dropped.
+func dropMarkerTokens(lines []string, header string) []string {
+	names := func(tok string) bool {
+		tok = strings.TrimSpace(tok)
+		return strings.EqualFold(tok, "Baggage") || (header != "" && strings.EqualFold(tok, header))
+	}
+	if !namesMarkers(lines, header) {
+		return lines
+	}
+	var out []string
+	for _, line := range lines {
+		var kept []string
+		for tok := range strings.SplitSeq(line, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" && !names(tok) {
+				kept = append(kept, tok)
+			}
+		}
+		if len(kept) > 0 {
+			out = append(out, strings.Join(kept, ", "))
+		}
+	}
+	return out
+}
+
+func (t *Transport) serviceOf(r *http.Request) string {
 	if t.service != "" {
 		return t.service
 	}
 	if t.hosts == nil {
 		return ""
 	}
-	if svc, ok := t.hosts[u.Host]; ok {
+	if svc := t.hostService(r.URL.Host, r.URL.Scheme); svc != "" {
 		return svc
 	}
-	return t.hosts[u.Hostname()]
+	if r.Host != "" && r.Host != r.URL.Host {
+		// Virtual hosting (a shared ingress): the Host header names the
+		// service the server hands the request to.
+		return t.hostService(r.Host, r.URL.Scheme)
+	}
+	return ""
+}
+
+// hostService returns the service of a "host:port" or "host" in the hosts
+// map, or "".
+func (t *Transport) hostService(hostport, scheme string) string {
+	if svc, ok := t.hosts[hostport]; ok {
+		return svc
+	}
+	// Host names are case-insensitive, "cart." is "cart", and "cart" is
+	// "cart:80" over http: the request reaches the same server.
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host, port = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]"), ""
+	}
+	host = canonHost(host)
+	if port == "" {
+		switch scheme {
+		case "http":
+			port = "80"
+		case "https":
+			port = "443"
+		}
+	}
+	if port != "" {
+		if svc, ok := t.hosts[net.JoinHostPort(host, port)]; ok {
+			return svc
+		}
+	}
+	return t.hosts[host]
+}
+
+// normalHost returns a key of NewHostRoutingTransport's map as serviceOf
+// looks it up: "host:port" or the bare host, the host in lower case
+// without a trailing dot and an IPv6 address without brackets.
+func normalHost(key string) string {
+	if h, p, err := net.SplitHostPort(key); err == nil {
+		return net.JoinHostPort(canonHost(h), p)
+	}
+	if strings.HasPrefix(key, "[") && strings.HasSuffix(key, "]") {
+		key = key[1 : len(key)-1]
+	}
+	return canonHost(key)
+}
+
+// canonHost returns a host name in lower case without its trailing dot.
+func canonHost(h string) string {
+	return strings.TrimSuffix(strings.ToLower(h), ".")
 }
 
 func (t *Transport) emit(r *http.Request, d audit.Decision, s propagation.Sandbox, target, reason string) {

@@ -119,8 +119,12 @@ func TestTransportWithoutSandbox(t *testing.T) {
 	defer tr.CloseIdleConnections()
 
 	req := mustRequest(t, context.Background(), http.MethodGet, plain.URL, nil)
-	req.Header.Set("Sandbox-Id", "pr-9") // not ours to touch: no sandbox in the context
-	resp, err := tr.RoundTrip(req)       // not through http.Client, which copies requests with a timeout
+	// Not ours to touch: no sandbox in the context. The next hop serves
+	// it as pr-9, so it is sandbox traffic (routed and audited as such,
+	// see TestTransportHeaderMarkersWithoutContext), but its headers are
+	// the caller's.
+	req.Header.Set("Sandbox-Id", "pr-9")
+	resp, err := tr.RoundTrip(req) // not through http.Client, which copies requests with a timeout
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +135,21 @@ func TestTransportWithoutSandbox(t *testing.T) {
 	if !slices.Equal(got.Header, []string{"pr-9"}) || got.Baggage != nil {
 		t.Errorf("headers changed: Sandbox-Id %q, baggage %q", got.Header, got.Baggage)
 	}
-	if recs := alog.Records(); len(recs) != 0 {
+	if d := alog.Decisions(); !slices.Equal(d, []string{string(audit.Fallback)}) {
+		t.Errorf("audit %v; want one fallback record for pr-9", d)
+	}
+
+	before := len(alog.Records())
+	req = mustRequest(t, context.Background(), http.MethodGet, plain.URL, nil)
+	resp, err = tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	decodeSeen(t, resp)
+	if base.last.Load() != req {
+		t.Errorf("production request: the base transport got a copy; want the caller's request itself")
+	}
+	if recs := alog.Records()[before:]; len(recs) != 0 {
 		t.Errorf("audit records %v for production traffic", recs)
 	}
 }

@@ -526,6 +526,17 @@ func (c *Codec) ContextWithSandbox(ctx context.Context, s Sandbox) context.Conte
 	return ContextWithSandbox(ctx, s)
 }
 
+// MirrorContext returns ctx carrying s, with s also recorded in the
+// context's OpenTelemetry baggage: our members there, under every
+// spelling a parser reads as them, are replaced by those of s; every other
+// member is kept. An outgoing OpenTelemetry Baggage propagator that runs
+// after [Codec.Inject] (an instrumented transport under the library's)
+// sets the baggage header from the context and would otherwise send
+// other baggage without the sandbox. It allocates.
+func (c *Codec) MirrorContext(ctx context.Context, s Sandbox) context.Context {
+	return ContextWithSandbox(c.mirror(c.stripContext(ctx, false), s), s)
+}
+
 func (c *Codec) mirror(ctx context.Context, s Sandbox) context.Context {
 	bag := baggage.FromContext(ctx)
 	for _, kv := range [...][2]string{{c.cfg.idKey, s.ID}, {c.cfg.actorKey, s.Actor}, {c.cfg.originKey, s.Origin}} {
