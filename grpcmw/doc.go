@@ -106,13 +106,18 @@
 // says, never rejected and never run in the sandbox.
 //
 // Markers are judged under the codec's wide definition (see
-// [propagation.Codec.Read]): a lookalike baggage key, an empty sandbox-id
-// value, and, beside other markers, metadata named as one of our baggage
-// keys are unreadable (InvalidArgument from a trusted peer, stripped from
-// any other). Other tools' routing keys (Signadot's sd-routing-key in
-// baggage and its uberctx- and ot-baggage- metadata forms, Okteto's
-// okteto-divert) from an untrusted peer are stripped and audited too, also
-// on a call that carries no marker of ours, unless the codec was built with
+// [propagation.Codec.Read]), as httpmw judges an HTTP request: a lookalike
+// baggage key, an empty sandbox-id value, metadata named as the ID key or
+// a compatibility key in any of its forms (sandbox.id, uberctx-sandbox.id,
+// ot-baggage-sandbox.id; uberctx-sd-routing-key with
+// [propagation.WithSignadot]), and, beside other markers, metadata named
+// as any of our baggage keys in any form, are unreadable (InvalidArgument
+// from a trusted peer, stripped from any other). Other tools' routing keys
+// (Signadot's sd-routing-key in baggage and its uberctx- and ot-baggage-
+// metadata forms, Okteto's okteto-divert) and the underscore spellings of
+// marker keys that CGI-style hops read as the hyphenated ones (sandbox_id)
+// are stripped from an untrusted peer and audited too, also on a call that
+// carries no marker of ours; the foreign keys stay with
 // [propagation.KeepForeignRoutingKeys].
 //
 // # Performance
