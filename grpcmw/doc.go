@@ -103,7 +103,9 @@
 // from markers this interceptor strips (a [propagation.Propagator] in
 // otelgrpc's propagators), that sandbox is taken out of the context too:
 // the call is stripped, audited and served as production, as promise 3
-// says, never rejected and never run in the sandbox.
+// says, never rejected and never run in the sandbox; so it is when the
+// interceptor finds no marker of its own on an untrusted peer's call (that
+// layer was built with another codec).
 //
 // Markers are judged under the codec's wide definition (see
 // [propagation.Codec.Read]), as httpmw judges an HTTP request: a lookalike

@@ -220,7 +220,13 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 	addr := s.peer(p)
 	switch verdict {
 	case trust.None:
-		return ctx, nil
+		// Baggage that looked like ours (a '%', the text of a key) but
+		// holds no member of ours: the call may still carry other
+		// tools' routing keys.
+		if s.gate.Policy.All {
+			return ctx, nil
+		}
+		return s.foreign(ctx, bv, method), nil
 	case trust.Admit:
 		return s.gate.Admit(ctx, &m, addr, method), nil
 	case trust.Strip:
@@ -241,19 +247,39 @@ func (s *server) peer(p *peer.Peer) string {
 	return p.Addr.String()
 }
 
-// foreign returns ctx with other tools' routing keys (Signadot's and
-// Okteto's, see propagation.Codec.Foreign) stripped from its metadata and
-// OpenTelemetry baggage, with an audit record, when the call comes from an
-// untrusted peer; ctx itself otherwise. A hop of those tools further on
-// would act on them. The peer is judged first: from the peer's address
-// without parsing, cheaper than looking the header forms up.
+// foreign returns, for a call without markers of ours, ctx with other
+// tools' routing keys (Signadot's and Okteto's, see
+// propagation.Codec.Foreign) stripped from its metadata and OpenTelemetry
+// baggage, with an audit record, when the call comes from an untrusted
+// peer; ctx itself otherwise. A hop of those tools further on would act on
+// them. The peer is judged first: from the peer's address without
+// parsing, cheaper than looking the header forms up.
+//
+// A sandbox already in the context of an untrusted peer's call was put
+// there by an earlier layer from something these interceptors do not read
+// as a marker (a propagation.Propagator in otelgrpc's propagators built
+// with another codec than theirs): it is stripped and audited too, never
+// run.
 func (s *server) foreign(ctx context.Context, bv []string, method string) context.Context {
 	p, _ := peer.FromContext(ctx)
-	if s.gate.Policy.Trusted(peerAddr(p)) || !s.mayBeForeign(ctx, bv) || !s.gate.Codec.Foreign(&incoming{ctx: ctx, bv: bv}) {
+	if s.gate.Policy.Trusted(peerAddr(p)) {
+		return ctx
+	}
+	if sb, ok := propagation.FromContext(ctx); ok {
+		s.gate.Refuse(ctx, audit.Stripped, sb, s.peer(p), method, trust.ErrUntrusted, earlySandbox)
+		return s.strip(ctx)
+	}
+	if !s.mayBeForeign(ctx, bv) || !s.gate.Codec.Foreign(&incoming{ctx: ctx, bv: bv}) {
 		return ctx
 	}
 	s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, ingress.ErrForeign, nil)
 	return s.strip(ctx)
+}
+
+// earlySandbox details the reason of a record about a sandbox an earlier
+// layer put into the context of an untrusted peer's call.
+func earlySandbox() string {
+	return "the sandbox was put into the context before the interceptor, from what it does not read as a marker"
 }
 
 // mayBeForeign is the allocation-free test that decides whether

@@ -148,3 +148,28 @@ func TestKeyMetadataFormsBesideMarkers(t *testing.T) {
 	}
 	runMarkerForms(t, cases)
 }
+
+// TestForeignKeysBesideBaggageThatMentionsOurs: baggage holding a '%' or
+// the text of our key prefix ("foo=sandbox.idea") is read in full, since
+// it may hide a member of ours. When it holds none, the call has no marker
+// of ours; an untrusted peer's other tools' routing keys and underscore
+// spellings on it must still be stripped and audited, as on a call whose
+// baggage never looked like ours.
+func TestForeignKeysBesideBaggageThatMentionsOurs(t *testing.T) {
+	var cases []markerFormCase
+	for _, bag := range []string{"foo=a%20b", "foo=sandbox.idea"} {
+		for _, extra := range [][]string{
+			{"uberctx-sd-routing-key", "x"},
+			{"sandbox_id", "feat-1"},
+		} {
+			md := append([]string{"baggage", bag}, extra...)
+			cases = append(cases,
+				markerFormCase{name: bag + "/" + extra[0] + "/untrusted peer", opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)}, md: md, key: extra[0], decision: audit.Stripped},
+				markerFormCase{name: bag + "/" + extra[0] + "/trusted peer", opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)}, md: md},
+			)
+		}
+		md := []string{"baggage", bag + ",sd-routing-key=x"}
+		cases = append(cases, markerFormCase{name: bag + "/sd-routing-key in baggage/untrusted peer", opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)}, md: md, decision: audit.Stripped})
+	}
+	runMarkerForms(t, cases)
+}
