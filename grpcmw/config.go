@@ -126,12 +126,18 @@ func (c *config) validate() error {
 // WithCodec sets the codec that reads and writes sandbox markers (header
 // and baggage key names, compatible keys). The default is
 // [propagation.Default]. Every hop of a system must use the same names. A
-// nil codec, or two different codecs, are an [ErrConfig] error.
+// nil codec, one not made by [propagation.NewCodec] (the zero Codec), or
+// two different codecs, are an [ErrConfig] error.
 func WithCodec(c *propagation.Codec) Option {
 	return option(func(cfg *config) {
 		switch {
 		case c == nil:
 			cfg.fail("WithCodec", "nil codec")
+		case len(c.Fields()) == 0:
+			// The zero Codec reads no marker (every codec NewCodec
+			// makes reads baggage): interceptors built on it would
+			// pass every marker on, unjudged.
+			cfg.fail("WithCodec", "codec not made by propagation.NewCodec")
 		case cfg.codec != nil && cfg.codec != c:
 			cfg.fail("WithCodec", "two different codecs")
 		default:

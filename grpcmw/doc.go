@@ -8,7 +8,7 @@
 //
 // Three constructors, each returning an error when its options cannot work
 // together (an [ErrConfig] error naming the option: TrustAll beside
-// WithTrustedNetworks, an invalid prefix, a nil or a second different
+// WithTrustedNetworks, an invalid prefix, a nil, zero or second different
 // codec, a nil verifier, a router option given to the client
 // interceptors, a missing required argument):
 //
