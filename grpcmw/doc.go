@@ -43,7 +43,9 @@
 //     peer address comes from peer.FromContext) or with a valid signed
 //     ticket ([WithVerifier]) are admitted: the handler's context carries
 //     the sandbox ([propagation.FromContext]), and the active span gets the
-//     sandbox.id attribute;
+//     sandbox.id attribute; a ticket vouches for its sandbox alone, so
+//     other tools' routing keys on an untrusted peer's call are stripped
+//     and audited even when its ticket admits it;
 //   - markers from any other peer are stripped: the handler sees incoming
 //     metadata without them (a stripped copy; the transport's metadata is
 //     never modified) and serves the call as baseline traffic;

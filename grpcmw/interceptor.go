@@ -216,7 +216,8 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		}
 	}
 	p, _ := peer.FromContext(ctx)
-	verdict, why := s.gate.Decide(&m, readErr, s.gate.Policy.All || s.gate.Policy.Trusted(peerAddr(p)))
+	trusted := s.gate.Policy.All || s.gate.Policy.Trusted(peerAddr(p))
+	verdict, why := s.gate.Decide(&m, readErr, trusted)
 	addr := s.peer(p)
 	switch verdict {
 	case trust.None:
@@ -228,6 +229,9 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		}
 		return s.foreign(ctx, bv, method), nil
 	case trust.Admit:
+		if !trusted {
+			ctx = s.ticketForeign(ctx, md, addr, method)
+		}
 		return s.gate.Admit(ctx, &m, addr, method), nil
 	case trust.Strip:
 		s.gate.Refuse(ctx, audit.Stripped, m.Sandbox, addr, method, why, nil)
@@ -274,6 +278,25 @@ func (s *server) foreign(ctx context.Context, bv []string, method string) contex
 	}
 	s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, ingress.ErrForeign, nil)
 	return s.strip(ctx)
+}
+
+// ticketForeign returns ctx, of a call from an untrusted peer admitted
+// on its ticket, without other tools' routing keys (and underscore
+// spellings of marker keys) in its metadata and OpenTelemetry baggage,
+// with an audit record when there were any: the ticket vouches for its
+// sandbox and for nothing else, and a hop of those tools further on would
+// act on them. Our markers stay. md, when not nil, is the server's own
+// copy of the incoming metadata.
+func (s *server) ticketForeign(ctx context.Context, md metadata.MD, addr, method string) context.Context {
+	if md == nil {
+		md, _ = metadata.FromIncomingContext(ctx) // a copy
+	}
+	if !s.gate.Codec.Foreign(mdCarrier(md)) {
+		return ctx
+	}
+	s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, addr, method, ingress.ErrForeign, nil)
+	s.gate.Codec.StripForeign(mdCarrier(md))
+	return s.gate.Codec.StripForeignContext(metadata.NewIncomingContext(ctx, md))
 }
 
 // earlySandbox details the reason of a record about a sandbox an earlier
