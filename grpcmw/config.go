@@ -168,6 +168,12 @@ func TrustAll() ServerOption {
 // (10.1.2.3/8 is 10.0.0.0/8) and IPv4-mapped IPv6 prefixes taken as the
 // IPv4 prefixes they map; an invalid prefix (the zero netip.Prefix) is an
 // [ErrConfig] error.
+//
+// The peer judged is the call's direct peer (peer.FromContext): a proxy
+// in a trusted network vouches for every client behind it, since no
+// x-forwarded-for metadata is read (a client could write it). Keep
+// proxies that carry outside callers out of the trusted networks, or
+// strip at an edge in front of them.
 func WithTrustedNetworks(prefixes ...netip.Prefix) ServerOption {
 	return serverOption(func(cfg *config) {
 		cfg.networks = append(slices.Clip(cfg.networks), prefixes...)
