@@ -148,6 +148,11 @@ func BenchmarkInterceptors(b *testing.B) {
 	run("client/sandbox", func() { _ = client(sandbox, "/m", nil, nil, nil, invoker) })
 	run("server/baseline", func() { _, _ = server(plainIn, nil, info, handler) })
 	run("server/sandbox", func() { _, _ = server(sandboxIn, nil, info, handler) })
+	// A call without markers from a peer outside the trusted networks:
+	// the edge's common case, where other tools' routing keys and the
+	// underscore spellings of markers are looked for.
+	untrusted := serverIn(b, grpcmw.WithTrustedNetworks(elsewhere)).Unary()
+	run("server/baseline-untrusted", func() { _, _ = untrusted(plainIn, nil, info, handler) })
 
 	// The same with WithBreaker: a budget that admits everything, so the
 	// figures are the cost of asking it (warm key).

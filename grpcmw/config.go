@@ -126,12 +126,18 @@ func (c *config) validate() error {
 // WithCodec sets the codec that reads and writes sandbox markers (header
 // and baggage key names, compatible keys). The default is
 // [propagation.Default]. Every hop of a system must use the same names. A
-// nil codec, or two different codecs, are an [ErrConfig] error.
+// nil codec, one not made by [propagation.NewCodec] (the zero Codec), or
+// two different codecs, are an [ErrConfig] error.
 func WithCodec(c *propagation.Codec) Option {
 	return option(func(cfg *config) {
 		switch {
 		case c == nil:
 			cfg.fail("WithCodec", "nil codec")
+		case len(c.Fields()) == 0:
+			// The zero Codec reads no marker (every codec NewCodec
+			// makes reads baggage): interceptors built on it would
+			// pass every marker on, unjudged.
+			cfg.fail("WithCodec", "codec not made by propagation.NewCodec")
 		case cfg.codec != nil && cfg.codec != c:
 			cfg.fail("WithCodec", "two different codecs")
 		default:
@@ -162,6 +168,12 @@ func TrustAll() ServerOption {
 // (10.1.2.3/8 is 10.0.0.0/8) and IPv4-mapped IPv6 prefixes taken as the
 // IPv4 prefixes they map; an invalid prefix (the zero netip.Prefix) is an
 // [ErrConfig] error.
+//
+// The peer judged is the call's direct peer (peer.FromContext): a proxy
+// in a trusted network vouches for every client behind it, since no
+// x-forwarded-for metadata is read (a client could write it). Keep
+// proxies that carry outside callers out of the trusted networks, or
+// strip at an edge in front of them.
 func WithTrustedNetworks(prefixes ...netip.Prefix) ServerOption {
 	return serverOption(func(cfg *config) {
 		cfg.networks = append(slices.Clip(cfg.networks), prefixes...)

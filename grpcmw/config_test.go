@@ -77,6 +77,12 @@ func TestConfigErrors(t *testing.T) {
 		{"server: WithTrustedNetworks then TrustAll", server(grpcmw.WithTrustedNetworks(loopback), grpcmw.TrustAll()), "TrustAll"},
 		{"server: invalid prefix", server(grpcmw.WithTrustedNetworks(loopback, netip.Prefix{})), "WithTrustedNetworks"},
 		{"server: nil codec", server(grpcmw.WithCodec(nil)), "WithCodec"},
+		// A Codec not made by NewCodec reads no marker: the interceptors
+		// built on it passed every sandbox-id, an untrusted peer's
+		// unstripped and a trusted peer's unreadable one as production.
+		{"server: zero codec", server(grpcmw.WithCodec(new(propagation.Codec)), grpcmw.WithTrustedNetworks(loopback)), "WithCodec"},
+		{"client: zero codec", client(grpcmw.WithCodec(new(propagation.Codec))), "WithCodec"},
+		{"router: zero codec", router(grpcmw.WithCodec(new(propagation.Codec))), "WithCodec"},
 		{"server: two codecs", server(grpcmw.WithCodec(codecA), grpcmw.WithCodec(codecB)), "WithCodec"},
 		{"server: nil verifier", server(grpcmw.WithVerifier(nil)), "WithVerifier"},
 		{"server: two verifiers", server(grpcmw.WithVerifier(v1), grpcmw.WithVerifier(v2)), "WithVerifier"},

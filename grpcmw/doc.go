@@ -8,7 +8,7 @@
 //
 // Three constructors, each returning an error when its options cannot work
 // together (an [ErrConfig] error naming the option: TrustAll beside
-// WithTrustedNetworks, an invalid prefix, a nil or a second different
+// WithTrustedNetworks, an invalid prefix, a nil, zero or second different
 // codec, a nil verifier, a router option given to the client
 // interceptors, a missing required argument):
 //
@@ -43,7 +43,9 @@
 //     peer address comes from peer.FromContext) or with a valid signed
 //     ticket ([WithVerifier]) are admitted: the handler's context carries
 //     the sandbox ([propagation.FromContext]), and the active span gets the
-//     sandbox.id attribute;
+//     sandbox.id attribute; a ticket vouches for its sandbox alone, so
+//     other tools' routing keys on an untrusted peer's call are stripped
+//     and audited even when its ticket admits it;
 //   - markers from any other peer are stripped: the handler sees incoming
 //     metadata without them (a stripped copy; the transport's metadata is
 //     never modified) and serves the call as baseline traffic;
@@ -103,16 +105,23 @@
 // from markers this interceptor strips (a [propagation.Propagator] in
 // otelgrpc's propagators), that sandbox is taken out of the context too:
 // the call is stripped, audited and served as production, as promise 3
-// says, never rejected and never run in the sandbox.
+// says, never rejected and never run in the sandbox; so it is when the
+// interceptor finds no marker of its own on an untrusted peer's call (that
+// layer was built with another codec).
 //
 // Markers are judged under the codec's wide definition (see
-// [propagation.Codec.Read]): a lookalike baggage key, an empty sandbox-id
-// value, and, beside other markers, metadata named as one of our baggage
-// keys are unreadable (InvalidArgument from a trusted peer, stripped from
-// any other). Other tools' routing keys (Signadot's sd-routing-key in
-// baggage and its uberctx- and ot-baggage- metadata forms, Okteto's
-// okteto-divert) from an untrusted peer are stripped and audited too, also
-// on a call that carries no marker of ours, unless the codec was built with
+// [propagation.Codec.Read]), as httpmw judges an HTTP request: a lookalike
+// baggage key, an empty sandbox-id value, metadata named as the ID key or
+// a compatibility key in any of its forms (sandbox.id, uberctx-sandbox.id,
+// ot-baggage-sandbox.id; uberctx-sd-routing-key with
+// [propagation.WithSignadot]), and, beside other markers, metadata named
+// as any of our baggage keys in any form, are unreadable (InvalidArgument
+// from a trusted peer, stripped from any other). Other tools' routing keys
+// (Signadot's sd-routing-key in baggage and its uberctx- and ot-baggage-
+// metadata forms, Okteto's okteto-divert) and the underscore spellings of
+// marker keys that CGI-style hops read as the hyphenated ones (sandbox_id)
+// are stripped from an untrusted peer and audited too, also on a call that
+// carries no marker of ours; the foreign keys stay with
 // [propagation.KeepForeignRoutingKeys].
 //
 // # Performance

@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 
+	otelprop "go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -68,9 +71,10 @@ func NewServerInterceptors(opts ...ServerOption) (*ServerInterceptors, error) {
 		gate:   ingress.Gate{Codec: cfg.codec, Logger: cfg.logger, Policy: cfg.policy, Protocol: audit.GRPC},
 		header: cfg.codec.Header(),
 		keys:   cfg.codec.Keys(),
-		named:  namedKeys(cfg.codec),
 		budget: newBudget(&cfg),
 	}
+	s.alone, s.named = namedKeys(cfg.codec)
+	s.aliases = aliasKeys(cfg.codec, s.alone)
 	return &ServerInterceptors{unary: s.unary(), stream: s.stream()}, nil
 }
 
@@ -155,11 +159,13 @@ func (s *serverStream) Context() context.Context { return s.ctx }
 // the outcome of a verdict (audit record, span attributes, context) is the
 // shared kernel's (internal/ingress).
 type server struct {
-	gate   ingress.Gate
-	header string   // the dedicated header, lower-case; "" when none
-	keys   []string // our baggage keys, to spot them without parsing
-	named  []string // metadata keys looked for as markers (see namedKeys)
-	budget budget
+	gate    ingress.Gate
+	header  string   // the dedicated header, lower-case; "" when none
+	keys    []string // our baggage keys, to spot them without parsing
+	alone   []string // metadata keys that are markers by themselves (see namedKeys)
+	named   []string // every metadata key that is a marker beside others
+	aliases []string // underscore spellings stripped from untrusted peers (see aliasKeys)
+	budget  budget
 }
 
 // admit applies the trust policy to the markers in ctx's incoming metadata.
@@ -176,20 +182,30 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 	// (uberctx-sandbox.id, which their OpenTelemetry propagators turn into
 	// baggage), is a marker too: unreadable from a trusted peer, stripped
 	// from an untrusted one. Each lookup scans the metadata on a miss, so
-	// only what names a sandbox to some reader is looked for: alone, the
-	// ID key's three forms (an actor, origin or ticket without an ID names
-	// none); beside other markers, the other keys as they are too. Strip
-	// removes every form of every key all the same.
+	// alone only what names a sandbox by itself is looked for: the three
+	// forms of the ID key and of the compatibility keys (an actor, origin
+	// or ticket without an ID names none); beside other markers, every
+	// form of every key, as Codec.Read looks for them on an HTTP request.
 	var keyMD string
+	var md metadata.MD // a copy of the incoming metadata, once made
 	if len(hv) == 0 && !s.mentions(bv) {
-		if keyMD = s.keyMetadata(ctx, s.named[:3]); keyMD == "" {
+		if keyMD = s.keyMetadata(ctx, s.alone); keyMD == "" {
 			if s.gate.Policy.All {
 				return ctx, nil
 			}
 			return s.foreign(ctx, bv, method), nil
 		}
 	} else {
-		keyMD = s.keyMetadata(ctx, s.named)
+		// A call with markers is admitted, stripped or rejected, each
+		// of which allocates: one copy of the metadata (which a strip
+		// needs anyway) is cheaper than a dozen lookups that scan it.
+		md, _ = metadata.FromIncomingContext(ctx)
+		for _, k := range s.named {
+			if _, ok := md[k]; ok {
+				keyMD = k
+				break
+			}
+		}
 	}
 
 	m, readErr := s.gate.Codec.Read(&markerCarrier{header: s.header, hv: hv, bv: bv})
@@ -200,16 +216,26 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		}
 	}
 	p, _ := peer.FromContext(ctx)
-	verdict, why := s.gate.Decide(&m, readErr, s.gate.Policy.All || s.gate.Policy.Trusted(peerAddr(p)))
+	trusted := s.gate.Policy.All || s.gate.Policy.Trusted(peerAddr(p))
+	verdict, why := s.gate.Decide(&m, readErr, trusted)
 	addr := s.peer(p)
 	switch verdict {
 	case trust.None:
-		return ctx, nil
+		// Baggage that looked like ours (a '%', the text of a key) but
+		// holds no member of ours: the call may still carry other
+		// tools' routing keys.
+		if s.gate.Policy.All {
+			return ctx, nil
+		}
+		return s.foreign(ctx, bv, method), nil
 	case trust.Admit:
+		if !trusted {
+			ctx = s.ticketForeign(ctx, md, addr, method)
+		}
 		return s.gate.Admit(ctx, &m, addr, method), nil
 	case trust.Strip:
 		s.gate.Refuse(ctx, audit.Stripped, m.Sandbox, addr, method, why, nil)
-		return s.strip(ctx), nil
+		return s.stripCopy(ctx, md), nil
 	default: // trust.Reject
 		s.gate.Refuse(ctx, audit.Rejected, m.Sandbox, addr, method, why, nil)
 		return ctx, &statusError{code: codes.InvalidArgument, err: fmt.Errorf("%w: %w", ErrRejected, why)}
@@ -225,29 +251,72 @@ func (s *server) peer(p *peer.Peer) string {
 	return p.Addr.String()
 }
 
-// foreign returns ctx with other tools' routing keys (Signadot's and
-// Okteto's, see propagation.Codec.Foreign) stripped from its metadata and
-// OpenTelemetry baggage, with an audit record, when the call comes from an
-// untrusted peer; ctx itself otherwise. A hop of those tools further on
-// would act on them. The peer is judged first: from the peer's address
-// without parsing, cheaper than looking the header forms up.
+// foreign returns, for a call without markers of ours, ctx with other
+// tools' routing keys (Signadot's and Okteto's, see
+// propagation.Codec.Foreign) stripped from its metadata and OpenTelemetry
+// baggage, with an audit record, when the call comes from an untrusted
+// peer; ctx itself otherwise. A hop of those tools further on would act on
+// them. The peer is judged first: from the peer's address without
+// parsing, cheaper than looking the header forms up.
+//
+// A sandbox already in the context of an untrusted peer's call was put
+// there by an earlier layer from something these interceptors do not read
+// as a marker (a propagation.Propagator in otelgrpc's propagators built
+// with another codec than theirs): it is stripped and audited too, never
+// run.
 func (s *server) foreign(ctx context.Context, bv []string, method string) context.Context {
 	p, _ := peer.FromContext(ctx)
-	if s.gate.Policy.Trusted(peerAddr(p)) || !mayBeForeign(ctx, bv) || !s.gate.Codec.Foreign(&incoming{ctx: ctx, bv: bv}) {
+	if s.gate.Policy.Trusted(peerAddr(p)) {
+		return ctx
+	}
+	if sb, ok := propagation.FromContext(ctx); ok {
+		s.gate.Refuse(ctx, audit.Stripped, sb, s.peer(p), method, trust.ErrUntrusted, earlySandbox)
+		return s.strip(ctx)
+	}
+	if !s.mayBeForeign(ctx, bv) || !s.gate.Codec.Foreign(&incoming{ctx: ctx, bv: bv}) {
 		return ctx
 	}
 	s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, ingress.ErrForeign, nil)
 	return s.strip(ctx)
 }
 
+// ticketForeign returns ctx, of a call from an untrusted peer admitted
+// on its ticket, without other tools' routing keys (and underscore
+// spellings of marker keys) in its metadata and OpenTelemetry baggage,
+// with an audit record when there were any: the ticket vouches for its
+// sandbox and for nothing else, and a hop of those tools further on would
+// act on them. Our markers stay. md, when not nil, is the server's own
+// copy of the incoming metadata.
+func (s *server) ticketForeign(ctx context.Context, md metadata.MD, addr, method string) context.Context {
+	if md == nil {
+		md, _ = metadata.FromIncomingContext(ctx) // a copy
+	}
+	if !s.gate.Codec.Foreign(mdCarrier(md)) {
+		return ctx
+	}
+	s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, addr, method, ingress.ErrForeign, nil)
+	s.gate.Codec.StripForeign(mdCarrier(md))
+	return s.gate.Codec.StripForeignContext(metadata.NewIncomingContext(ctx, md))
+}
+
+// earlySandbox details the reason of a record about a sandbox an earlier
+// layer put into the context of an untrusted peer's call.
+func earlySandbox() string {
+	return "the sandbox was put into the context before the interceptor, from what it does not read as a marker"
+}
+
 // mayBeForeign is the allocation-free test that decides whether
-// Codec.Foreign needs asking: a Signadot header form is there, or the
-// baggage holds the text of a foreign key or a '%'.
-func mayBeForeign(ctx context.Context, bv []string) bool {
+// Codec.Foreign needs asking: a Signadot header form is there, or an
+// underscore spelling of a marker that names a sandbox by itself (see
+// aliasKeys), or the baggage holds the text of a foreign key or a '%'.
+func (s *server) mayBeForeign(ctx context.Context, bv []string) bool {
 	for _, h := range [...]string{propagation.SignadotJaegerHeader, propagation.SignadotDatadogHeader} {
 		if metadata.ValueFromIncomingContext(ctx, h) != nil {
 			return true
 		}
+	}
+	if s.keyMetadata(ctx, s.aliases) != "" {
+		return true
 	}
 	for _, line := range bv {
 		if strings.IndexByte(line, '%') >= 0 || keytext.Contains(line, propagation.SignadotKey) || keytext.Contains(line, propagation.OktetoKey) {
@@ -258,10 +327,42 @@ func mayBeForeign(ctx context.Context, bv []string) bool {
 }
 
 // namedKeys returns the metadata keys the server looks for as markers of
-// their own: the ID key's three forms first (see Codec.KeyHeaders), then
-// the other baggage keys as they are.
-func namedKeys(c *propagation.Codec) []string {
-	return append(c.KeyHeaders()[:3:3], c.Keys()[1:]...)
+// their own (Codec.KeyHeaders): all of them, and apart those that name a
+// sandbox by themselves, which are looked for on every call. The codec
+// decides which these are: the keys it finds a marker of when an HTTP
+// request holds one alone (the ID key's forms and the compatibility keys'
+// forms, uberctx-sd-routing-key with propagation.WithSignadot).
+func namedKeys(c *propagation.Codec) (alone, all []string) {
+	all = c.KeyHeaders()
+	for _, k := range all {
+		h := http.Header{}
+		h.Set(k, "x")
+		if m, _ := c.Read(otelprop.HeaderCarrier(h)); m.Found {
+			alone = append(alone, k)
+		}
+	}
+	return alone, all
+}
+
+// aliasKeys returns the underscore spellings of the marker keys that name
+// a sandbox by themselves (the dedicated header, alone, Signadot's header
+// forms) which Codec.Foreign reports: CGI, WSGI, Rack and PHP hops read
+// sandbox_id as sandbox-id, so a handler forwarding its incoming metadata
+// to one would steer it. From an untrusted peer they are stripped, with
+// an audit record, also alone (Strip removes the spellings of every key
+// whenever it runs).
+func aliasKeys(c *propagation.Codec, alone []string) []string {
+	var out []string
+	for _, k := range append([]string{c.Header(), propagation.SignadotJaegerHeader, propagation.SignadotDatadogHeader}, alone...) {
+		if !strings.Contains(k, "-") {
+			continue
+		}
+		a := strings.ReplaceAll(k, "-", "_")
+		if !slices.Contains(out, a) && c.Foreign(otelprop.MapCarrier{a: "x"}) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // keyMetadata returns the first of keys that ctx's incoming metadata
@@ -298,7 +399,15 @@ func (s *server) mentions(lines []string) bool {
 // stats handler may have extracted them already, and would send them on).
 // The transport's metadata is copied, never modified.
 func (s *server) strip(ctx context.Context) context.Context {
-	md, _ := metadata.FromIncomingContext(ctx) // a copy
+	return s.stripCopy(ctx, nil)
+}
+
+// stripCopy is strip with md, when not nil, a copy of ctx's incoming
+// metadata that the server made and owns.
+func (s *server) stripCopy(ctx context.Context, md metadata.MD) context.Context {
+	if md == nil {
+		md, _ = metadata.FromIncomingContext(ctx) // a copy
+	}
 	return s.gate.Strip(metadata.NewIncomingContext(ctx, md), mdCarrier(md))
 }
 

@@ -651,6 +651,13 @@ func (c *Codec) InjectSandbox(s Sandbox, carrier otelprop.TextMapCarrier) {
 // dropped whole when it holds the text of one of those keys or a '%'
 // (see [Codec.holds]), else appended as it is.
 func (c *Codec) appendOthers(b *strings.Builder, lines []string, dropForeign bool) {
+	c.appendKept(b, lines, true, dropForeign)
+}
+
+// appendKept is appendOthers, our members dropped only when dropOurs is
+// set. Over the scan limits a line is dropped whole when it may hold what
+// is dropped (a foreign key's needles are searched with ours).
+func (c *Codec) appendKept(b *strings.Builder, lines []string, dropOurs, dropForeign bool) {
 	over, size := overScan(lines)
 	if over {
 		// Past the scan limits: dropped whole when it may hold a member
@@ -682,8 +689,10 @@ func (c *Codec) appendOthers(b *strings.Builder, lines []string, dropForeign boo
 				continue
 			}
 			raw := member[:keyEnd(member)]
-			if k, _ := c.classify(raw, &w); k != kindNone {
-				continue
+			if dropOurs {
+				if k, _ := c.classify(raw, &w); k != kindNone {
+					continue
+				}
 			}
 			if dropForeign && c.foreign(raw, &w) {
 				continue
@@ -851,6 +860,67 @@ func (c *Codec) Strip(carrier otelprop.TextMapCarrier) {
 		return
 	}
 	setHeader(carrier, baggageHeader, "Baggage", b.String())
+}
+
+// StripForeign removes from carrier what [Codec.Foreign] reports (other
+// tools' routing keys, in baggage and as headers, and the underscore
+// spellings of marker headers) and leaves our markers as they are: for
+// middleware that admits a sandbox from an untrusted source on a valid
+// ticket, which vouches for that sandbox and for nothing else. Baggage
+// over the scan limits that may hold a foreign key is dropped whole,
+// ours with it, as [Codec.Strip] drops it.
+func (c *Codec) StripForeign(carrier otelprop.TextMapCarrier) {
+	for _, h := range c.foreignHeaders {
+		deleteHeader(carrier, h.lower, h.canon)
+	}
+	for _, h := range c.aliasHeaders {
+		deleteHeader(carrier, h.lower, h.canon)
+	}
+	if len(c.foreignKeys) == 0 {
+		return
+	}
+	var one [1]string
+	existing := values(carrier, baggageHeader, "Baggage", &one)
+	if len(existing) == 0 {
+		return
+	}
+	var b strings.Builder
+	c.appendKept(&b, existing, false, true)
+	if b.Len() == 0 {
+		deleteHeader(carrier, baggageHeader, "Baggage")
+		return
+	}
+	setHeader(carrier, baggageHeader, "Baggage", b.String())
+}
+
+// StripForeignContext returns ctx without the foreign routing keys
+// [Codec.StripForeign] removes in its OpenTelemetry baggage, its sandbox
+// and our members left as they are; ctx itself when there is nothing to
+// remove.
+func (c *Codec) StripForeignContext(ctx context.Context) context.Context {
+	if len(c.foreignKeys) == 0 {
+		return ctx
+	}
+	bag := baggage.FromContext(ctx)
+	if bag.Len() == 0 {
+		return ctx
+	}
+	members := bag.Members()
+	size := 0
+	for _, mem := range members {
+		size += len(mem.Key()) + len(mem.Value()) + 2
+	}
+	w := newWork(size)
+	clean := bag
+	for _, mem := range members {
+		if c.foreign(mem.Key(), &w) {
+			clean = clean.DeleteMember(mem.Key())
+		}
+	}
+	if clean.Len() == bag.Len() {
+		return ctx
+	}
+	return baggage.ContextWithBaggage(ctx, clean)
 }
 
 func setHeader(carrier otelprop.TextMapCarrier, key, canon, v string) {
