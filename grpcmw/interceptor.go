@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"go.opentelemetry.io/otel/baggage"
 	otelprop "go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -523,7 +524,17 @@ func streamClient(codec *propagation.Codec, bud budget) grpc.StreamClientInterce
 // beside the caller's metadata without copying it); otherwise a copy of the
 // caller's metadata gets them, replacing ours and keeping foreign baggage
 // members. The caller's metadata is never modified.
+//
+// When ctx carries OpenTelemetry baggage, the returned context carries s in
+// it too ([propagation.Codec.MirrorContext]): gRPC calls a stats handler's
+// TagRPC after the interceptors, and otelgrpc's Baggage propagator then
+// sets the baggage metadata from the context's baggage, replacing ours, so
+// that an OpenTelemetry-only next hop would get that baggage without the
+// sandbox, or with a stale one of ours.
 func outgoing(ctx context.Context, codec *propagation.Codec, s propagation.Sandbox) context.Context {
+	if baggage.FromContext(ctx).Len() > 0 {
+		ctx = codec.MirrorContext(ctx, s)
+	}
 	header := codec.Header()
 	if (header == "" || metadata.ValueFromOutgoingContext(ctx, header) == nil) &&
 		metadata.ValueFromOutgoingContext(ctx, baggageKey) == nil {

@@ -1,0 +1,269 @@
+package grpcmw_test
+
+import (
+	"context"
+	"net/url"
+	"strings"
+	"testing"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/baggage"
+	otelprop "go.opentelemetry.io/otel/propagation"
+	"google.golang.org/grpc"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/sandboxkit/sandboxkit/grpcmw"
+	"github.com/sandboxkit/sandboxkit/internal/grpctest"
+	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// The attack: grpcmw's client side used together with otelgrpc's client
+// stats handler. gRPC runs the interceptors first and the stats handler's
+// TagRPC after them; otelgrpc's Baggage propagator then sets the baggage
+// metadata from the context's OpenTelemetry baggage, replacing the one the
+// interceptor wrote, whenever that baggage is not empty. The sandbox must
+// still reach the server in baggage, once, with no stale member of ours.
+
+// otelProps are the propagators a client or server may give otelgrpc: the
+// plain composite of OpenTelemetry's, the README's (ours after Baggage),
+// and ours before Baggage (the order the README warns against on a
+// server; a client's injection must not depend on it).
+var otelProps = []struct {
+	name string
+	prop otelprop.TextMapPropagator
+}{
+	{"tracecontext+baggage", otelprop.NewCompositeTextMapPropagator(otelprop.TraceContext{}, otelprop.Baggage{})},
+	{"readme", propagation.NewTextMapPropagator(nil)},
+	{"ours before baggage", otelprop.NewCompositeTextMapPropagator(otelprop.TraceContext{}, propagation.NewPropagator(nil), otelprop.Baggage{})},
+}
+
+// otelBaggages are the OpenTelemetry baggages a caller's context may hold
+// beside its sandbox (feat-1, alice).
+var otelBaggages = []struct {
+	name    string
+	members string
+}{
+	{"none", ""},
+	{"other member", "tenant=acme"},
+	{"stale sandbox", "tenant=acme,sandbox.id=stale,sandbox.actor=mallory"},
+	{"stale sandbox only", "sandbox.id=stale"},
+	{"stale sandbox percent-encoded", "tenant=acme,sandbox%2Eid=stale"},
+}
+
+func withOTelBaggage(t *testing.T, ctx context.Context, members string) context.Context {
+	t.Helper()
+	if members == "" {
+		return ctx
+	}
+	bag, err := baggage.Parse(members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return baggage.ContextWithBaggage(ctx, bag)
+}
+
+// checkOurBaggage fails unless the baggage lines hold exactly one
+// sandbox.id member, feat-1, and nothing else of ours but actor alice.
+func checkOurBaggage(t *testing.T, where, lines string, wantOther string) {
+	t.Helper()
+	ids := 0
+	for _, mem := range strings.Split(lines, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(mem), "=")
+		v, _, _ = strings.Cut(v, ";")
+		k = strings.TrimSpace(k)
+		switch {
+		case k == "sandbox.id":
+			ids++
+			if v != "feat-1" {
+				t.Errorf("%s: baggage %q has sandbox.id=%q", where, lines, v)
+			}
+		case k == "sandbox.actor":
+			if v != "alice" {
+				t.Errorf("%s: baggage %q has sandbox.actor=%q", where, lines, v)
+			}
+		case strings.HasPrefix(k, "sandbox."):
+			t.Errorf("%s: baggage %q has member %q", where, lines, mem)
+		default:
+			// W3C baggage keys are case-sensitive: Sandbox.ID is
+			// not ours. A percent-encoded spelling is, to a
+			// lenient parser.
+			if d, err := url.QueryUnescape(k); err != nil || d != k && strings.HasPrefix(d, "sandbox.") {
+				t.Errorf("%s: baggage %q has member %q", where, lines, mem)
+			}
+		}
+	}
+	if ids != 1 {
+		t.Errorf("%s: baggage %q has %d sandbox.id members, want 1", where, lines, ids)
+	}
+	if wantOther != "" && !strings.Contains(lines, wantOther) {
+		t.Errorf("%s: baggage %q lost %q", where, lines, wantOther)
+	}
+}
+
+// checkSeen checks what a server saw of a sandbox (feat-1, alice) call
+// made with a context holding OpenTelemetry baggage members.
+func checkSeen(t *testing.T, where string, seen grpctest.Seen, withGrpcmw bool, members string) {
+	t.Helper()
+	other := ""
+	if strings.Contains(members, "tenant=acme") {
+		other = "tenant=acme"
+	}
+	checkOurBaggage(t, where+" (metadata)", seen.Baggage, other)
+	if withGrpcmw {
+		if seen.Sandbox != "feat-1" || seen.Actor != "alice" {
+			t.Errorf("%s: context sandbox %q actor %q, want feat-1 alice", where, seen.Sandbox, seen.Actor)
+		}
+		if seen.Header != "feat-1" {
+			t.Errorf("%s: sandbox-id metadata %q, want feat-1", where, seen.Header)
+		}
+	}
+}
+
+// TestClientUnderOTelStatsHandler: grpcmw's client interceptors and
+// otelgrpc's client stats handler on one connection (dial options in both
+// orders), with the caller's context holding other, stale or no
+// OpenTelemetry baggage: an OpenTelemetry-only server and a grpcmw server
+// each get the sandbox once in baggage, on every kind of call.
+func TestClientUnderOTelStatsHandler(t *testing.T) {
+	for _, cp := range otelProps {
+		for _, sp := range otelProps {
+			for _, withGrpcmw := range []bool{false, true} {
+				srvOpts := []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithPropagators(sp.prop)))}
+				if withGrpcmw {
+					srvOpts = append(srvOpts, serverOpts(t, grpcmw.TrustAll())...)
+				}
+				addr := start(t, &grpctest.Service{Name: "S"}, srvOpts...)
+				stats := grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithPropagators(cp.prop)))
+				for order, opts := range [][]grpc.DialOption{
+					append(clientOpts(t), stats),
+					append([]grpc.DialOption{stats}, clientOpts(t)...),
+				} {
+					client := testpb.NewTestServiceClient(dial(t, addr, opts...))
+					for _, ob := range otelBaggages {
+						ctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "feat-1", Actor: "alice"})
+						ctx = withOTelBaggage(t, ctx, ob.members)
+						for _, k := range kinds {
+							where := cp.name + " client, " + sp.name + " server, order " + string(rune('0'+order)) + ", " + ob.name + ", " + string(k)
+							if withGrpcmw {
+								where += ", grpcmw server"
+							}
+							seen, err := call(ctx, client, k)
+							if err != nil {
+								t.Errorf("%s: %v", where, err)
+								continue
+							}
+							checkSeen(t, where, seen, withGrpcmw, ob.members)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestRouterUnderOTelStatsHandler: the Router, with otelgrpc's client stats
+// handler on its baseline connection and on its sandbox connections
+// (WithDialOptions), sends a sandbox once in baggage whether it routes the
+// call to the sandbox's upstream or falls back to the baseline.
+func TestRouterUnderOTelStatsHandler(t *testing.T) {
+	for _, cp := range otelProps {
+		t.Run(cp.name, func(t *testing.T) {
+			stats := grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithPropagators(cp.prop)))
+			srvStats := grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithPropagators(otelProps[0].prop)))
+			baselineAddr := start(t, &grpctest.Service{Name: "baseline"}, srvStats)
+			sandboxAddr := start(t, &grpctest.Service{Name: "sandbox"}, srvStats)
+			for _, rt := range []struct{ overrides, server string }{{"cart", "sandbox"}, {"payments", "baseline"}} {
+				table, err := routes.NewStatic([]routes.Sandbox{
+					{ID: "feat-1", Actor: "alice", Services: map[string]routes.Route{rt.overrides: {Upstream: sandboxAddr}}},
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				router, err := grpcmw.NewRouter(dial(t, baselineAddr, stats), table, "cart", plaintext, grpcmw.WithDialOptions(stats))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { router.Close() })
+				client := testpb.NewTestServiceClient(router)
+				for _, ob := range otelBaggages {
+					ctx := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "feat-1", Actor: "alice"})
+					ctx = withOTelBaggage(t, ctx, ob.members)
+					for _, k := range kinds {
+						where := rt.server + ", " + ob.name + ", " + string(k)
+						seen, err := call(ctx, client, k)
+						if err != nil {
+							t.Errorf("%s: %v", where, err)
+							continue
+						}
+						if seen.Server != rt.server {
+							t.Errorf("%s: answered by %q", where, seen.Server)
+						}
+						checkSeen(t, where, seen, false, ob.members)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestForwardingServiceUnderOTel: A -> B -> C, B running otelgrpc's stats
+// handlers on both sides and grpcmw's interceptors, and forwarding its
+// incoming metadata to its outgoing calls. A sends the sandbox in the
+// dedicated header beside other baggage (an HTTP hop translated to gRPC,
+// say); C, OpenTelemetry-only or grpcmw, must get the sandbox in baggage.
+func TestForwardingServiceUnderOTel(t *testing.T) {
+	for _, bp := range otelProps {
+		for _, withGrpcmw := range []bool{false, true} {
+			name := bp.name
+			if withGrpcmw {
+				name += "/grpcmw C"
+			}
+			t.Run(name, func(t *testing.T) {
+				cOpts := []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithPropagators(otelProps[0].prop)))}
+				if withGrpcmw {
+					cOpts = append(cOpts, serverOpts(t, grpcmw.TrustAll())...)
+				}
+				cAddr := start(t, &grpctest.Service{Name: "C"}, cOpts...)
+				toC := testpb.NewTestServiceClient(dial(t, cAddr, append(clientOpts(t),
+					grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithPropagators(bp.prop))))...))
+				b := &grpctest.Service{Name: "B", Forward: func(ctx context.Context) (string, error) {
+					in, _ := metadata.FromIncomingContext(ctx)
+					out := metadata.MD{}
+					for k, v := range in {
+						if !strings.HasPrefix(k, ":") && k != "content-type" && k != "user-agent" && k != "traceparent" {
+							out[k] = v
+						}
+					}
+					seen, err := call(metadata.NewOutgoingContext(ctx, out), toC, unary)
+					return seen.String(), err
+				}}
+				bAddr := start(t, b, append([]grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithPropagators(bp.prop)))},
+					serverOpts(t, grpcmw.TrustAll())...)...)
+				toB := testpb.NewTestServiceClient(dial(t, bAddr))
+				for _, md := range []metadata.MD{
+					metadata.Pairs("sandbox-id", "feat-1", "baggage", "tenant=acme,sandbox.actor=alice"),
+					metadata.Pairs("sandbox-id", "feat-1", "baggage", "sandbox.id=feat-1,sandbox.actor=alice,tenant=acme"),
+				} {
+					for _, k := range kinds {
+						where := md.Get("baggage")[0] + ", " + string(k)
+						seenB, err := call(metadata.NewOutgoingContext(context.Background(), md), toB, k)
+						if err != nil {
+							t.Errorf("%s: %v", where, err)
+							continue
+						}
+						if seenB.Sandbox != "feat-1" {
+							t.Fatalf("%s: B admitted %q", where, seenB.Sandbox)
+						}
+						seenC, err := grpctest.Parse(seenB.Next)
+						if err != nil {
+							t.Fatal(err)
+						}
+						checkSeen(t, where, seenC, withGrpcmw, "tenant=acme")
+					}
+				}
+			})
+		}
+	}
+}
