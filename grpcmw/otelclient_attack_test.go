@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/baggage"
@@ -265,5 +266,96 @@ func TestForwardingServiceUnderOTel(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestForwardingServiceStripsUnderOTel: as TestForwardingServiceUnderOTel,
+// with B's peer untrusted: B strips the sandbox (which otelgrpc's Baggage
+// propagator had already put into its context's baggage), and C, reached
+// with B's incoming metadata forwarded and otelgrpc on B's client, sees no
+// sandbox and none of our members, while the other member travels.
+func TestForwardingServiceStripsUnderOTel(t *testing.T) {
+	for _, bp := range otelProps {
+		t.Run(bp.name, func(t *testing.T) {
+			cAddr := start(t, &grpctest.Service{Name: "C"}, append([]grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithPropagators(otelProps[0].prop)))},
+				serverOpts(t, grpcmw.TrustAll())...)...)
+			toC := testpb.NewTestServiceClient(dial(t, cAddr, append(clientOpts(t),
+				grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithPropagators(bp.prop))))...))
+			b := &grpctest.Service{Name: "B", Forward: func(ctx context.Context) (string, error) {
+				in, _ := metadata.FromIncomingContext(ctx)
+				out := metadata.MD{}
+				for k, v := range in {
+					if !strings.HasPrefix(k, ":") && k != "content-type" && k != "user-agent" && k != "traceparent" {
+						out[k] = v
+					}
+				}
+				seen, err := call(metadata.NewOutgoingContext(ctx, out), toC, unary)
+				return seen.String(), err
+			}}
+			bAddr := start(t, b, append([]grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithPropagators(bp.prop)))},
+				serverOpts(t, grpcmw.WithTrustedNetworks(elsewhere))...)...)
+			toB := testpb.NewTestServiceClient(dial(t, bAddr))
+			md := metadata.Pairs("sandbox-id", "feat-1", "baggage", "sandbox.id=feat-1,sandbox.actor=alice,tenant=acme")
+			for _, k := range kinds {
+				seenB, err := call(metadata.NewOutgoingContext(context.Background(), md), toB, k)
+				if err != nil {
+					t.Fatalf("%s: %v", k, err)
+				}
+				seenC, err := grpctest.Parse(seenB.Next)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if seenB.Sandbox != "" || seenC.Sandbox != "" || seenC.Header != "" || strings.Contains(seenC.Baggage, "sandbox") || !strings.Contains(seenC.Baggage, "tenant=acme") {
+					t.Errorf("%s: B saw sandbox %q; C saw sandbox %q, header %q, baggage %q", k, seenB.Sandbox, seenC.Sandbox, seenC.Header, seenC.Baggage)
+				}
+			}
+		})
+	}
+}
+
+// TestTicketNotForwardedUnderOTel: an edge service admits a call on its
+// ticket, with otelgrpc's stats handlers on both sides (its Baggage
+// propagator puts the ticket member into the context's baggage). Its
+// calls onward carry the sandbox, never the ticket: a ticket is an edge
+// credential, and Codec.Inject replaces it; otelgrpc's client must not
+// send it back from the context.
+func TestTicketNotForwardedUnderOTel(t *testing.T) {
+	signer, verifier := testKeys(t)
+	issued := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	ticket, err := signer.SignUntil(propagation.Sandbox{ID: "feat-1", Actor: "alice"}, issued.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bp := range otelProps {
+		t.Run(bp.name, func(t *testing.T) {
+			cAddr := start(t, &grpctest.Service{Name: "C"}, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithPropagators(otelProps[0].prop))))
+			toC := testpb.NewTestServiceClient(dial(t, cAddr, append(clientOpts(t),
+				grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithPropagators(bp.prop))))...))
+			b := &grpctest.Service{Name: "B", Forward: func(ctx context.Context) (string, error) {
+				seen, err := call(ctx, toC, unary)
+				return seen.String(), err
+			}}
+			bAddr := start(t, b, append([]grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithPropagators(bp.prop)))},
+				serverOpts(t, grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(verifier), grpcmw.WithClock(func() time.Time { return issued }))...)...)
+			toB := testpb.NewTestServiceClient(dial(t, bAddr))
+			md := metadata.Pairs("baggage", "tenant=acme,sandbox.id=feat-1,sandbox.actor=alice,sandbox.ticket="+ticket)
+			for _, k := range kinds {
+				seenB, err := call(metadata.NewOutgoingContext(context.Background(), md), toB, k)
+				if err != nil {
+					t.Fatalf("%s: %v", k, err)
+				}
+				if seenB.Sandbox != "feat-1" {
+					t.Fatalf("%s: B admitted %q", k, seenB.Sandbox)
+				}
+				seenC, err := grpctest.Parse(seenB.Next)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkSeen(t, string(k), seenC, false, "tenant=acme")
+				if strings.Contains(seenC.Baggage, "ticket") {
+					t.Errorf("%s: C got the ticket: baggage %q", k, seenC.Baggage)
+				}
+			}
+		})
 	}
 }
