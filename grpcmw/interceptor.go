@@ -449,7 +449,10 @@ type ClientInterceptors struct {
 // context's sandbox into each call's outgoing metadata (the dedicated
 // header and W3C baggage), merged with the metadata the caller set: foreign
 // baggage members are kept, ours are replaced. A context without a sandbox
-// is passed on untouched, at no cost. [WithCodec], [WithBreaker] and
+// is passed on untouched, at no cost. A sandbox call whose context carries
+// OpenTelemetry baggage gets the sandbox in that baggage too, for
+// otelgrpc's client stats handler, which writes the baggage metadata after
+// the interceptors (see the package doc). [WithCodec], [WithBreaker] and
 // [WithLogger] (for the breaker's refusals) apply; the options only
 // [NewRouter] uses are an [ErrConfig] error, and nil options are skipped.
 func NewClientInterceptors(opts ...ClientOption) (*ClientInterceptors, error) {
