@@ -412,6 +412,50 @@ func (s *server) stripCopy(ctx context.Context, md metadata.MD) context.Context 
 	return s.gate.Strip(metadata.NewIncomingContext(ctx, md), mdCarrier(md))
 }
 
+// fitBaggage returns ctx with its OpenTelemetry baggage within the W3C
+// limits (propagation.MaxBaggageMembers members, MaxBaggageBytes bytes as
+// a header), foreign members removed, never ours, until it is. Baggage
+// that holds the sandbox's members beside as many others as
+// OpenTelemetry's parser lets in is over them: a server with the
+// library's interceptors refuses it (propagation.ErrBaggageLimit), an
+// OpenTelemetry-only one keeps the first 64 members (ours among them or
+// not, as otelgrpc writes them in map order) or, over 8192 bytes, none.
+// Foreign members lost to the limits would be lost at the next hop
+// anyway.
+func fitBaggage(ctx context.Context, codec *propagation.Codec) context.Context {
+	bag := baggage.FromContext(ctx)
+	members := bag.Members()
+	// An upper bound of the header's length (percent-encoding at most
+	// triples a value), so that a baggage well within the limits costs
+	// no encoding.
+	bound := 0
+	for _, m := range members {
+		bound += len(m.Key()) + 2 + 3*len(m.Value())
+		for _, p := range m.Properties() {
+			v, _ := p.Value()
+			bound += len(p.Key()) + 2 + 3*len(v)
+		}
+	}
+	if len(members) <= propagation.MaxBaggageMembers && bound <= propagation.MaxBaggageBytes {
+		return ctx
+	}
+	ours := codec.Keys()
+	// The largest foreign members go first: the fewest are lost.
+	slices.SortFunc(members, func(a, b baggage.Member) int { return len(b.String()) - len(a.String()) })
+	size := len(bag.String())
+	for _, m := range members {
+		if bag.Len() <= propagation.MaxBaggageMembers && size <= propagation.MaxBaggageBytes {
+			break
+		}
+		if slices.Contains(ours, m.Key()) {
+			continue
+		}
+		bag = bag.DeleteMember(m.Key())
+		size -= len(m.String()) + 1
+	}
+	return baggage.ContextWithBaggage(ctx, bag)
+}
+
 // peerAddr returns the peer's IP address, invalid when unknown (no peer, or
 // a transport that is not IP).
 func peerAddr(p *peer.Peer) netip.Addr {
@@ -536,7 +580,7 @@ func streamClient(codec *propagation.Codec, bud budget) grpc.StreamClientInterce
 // sandbox, or with a stale one of ours.
 func outgoing(ctx context.Context, codec *propagation.Codec, s propagation.Sandbox) context.Context {
 	if baggage.FromContext(ctx).Len() > 0 {
-		ctx = codec.MirrorContext(ctx, s)
+		ctx = fitBaggage(codec.MirrorContext(ctx, s), codec)
 	}
 	header := codec.Header()
 	if (header == "" || metadata.ValueFromOutgoingContext(ctx, header) == nil) &&

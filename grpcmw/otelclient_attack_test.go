@@ -2,6 +2,7 @@ package grpcmw_test
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -361,5 +362,68 @@ func TestTicketNotForwardedUnderOTel(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFullOTelBaggageUnderOTelStatsHandler: the context's OpenTelemetry
+// baggage is at (or near) the W3C limits, as OpenTelemetry's parser lets
+// in from an incoming call whose sandbox came in the dedicated header: 63
+// or 64 members, or close to 8192 bytes. With the sandbox's members added
+// the baggage otelgrpc writes from the context would exceed them: a grpcmw
+// server refuses such baggage (propagation.ErrBaggageLimit), an
+// OpenTelemetry-only one keeps the first 64 members (ours among them or
+// not, by map order) or none over 8192 bytes. Foreign members give way;
+// the sandbox arrives.
+func TestFullOTelBaggageUnderOTelStatsHandler(t *testing.T) {
+	many := func(n int, size int) string {
+		var ms []string
+		for i := range n {
+			ms = append(ms, fmt.Sprintf("m%02d=%s", i, strings.Repeat("v", size)))
+		}
+		return strings.Join(ms, ",")
+	}
+	p := otelProps[0].prop
+	for _, withGrpcmw := range []bool{false, true} {
+		srvOpts := []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithPropagators(p)))}
+		if withGrpcmw {
+			srvOpts = append(srvOpts, serverOpts(t, grpcmw.TrustAll())...)
+		}
+		addr := start(t, &grpctest.Service{Name: "S"}, srvOpts...)
+		client := testpb.NewTestServiceClient(dial(t, addr, append(clientOpts(t),
+			grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithPropagators(p))))...))
+		for _, tc := range []struct{ name, members string }{
+			{"63 members", many(63, 1)},
+			{"64 members", many(64, 1)},
+			{"8180 bytes", many(8, 1016) + ",x=" + strings.Repeat("y", 8180-8*1021-3)},
+		} {
+			bag, err := baggage.Parse(tc.members)
+			if err != nil || bag.Len() == 0 {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			ctx := baggage.ContextWithBaggage(propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "feat-1", Actor: otelActor}), bag)
+			for _, k := range kinds {
+				where := fmt.Sprintf("%s, %s, grpcmw server %v", tc.name, k, withGrpcmw)
+				for range 10 { // otelgrpc writes the members in map order
+					seen, err := call(ctx, client, k)
+					if err != nil {
+						t.Errorf("%s: %v", where, err)
+						break
+					}
+					checkOurBaggage(t, where+" (metadata)", seen.Baggage, "")
+					if !strings.Contains(seen.OTel, "sandbox.id=feat-1") {
+						t.Errorf("%s: the server's OpenTelemetry baggage %.80q... has no sandbox", where, seen.OTel)
+						break
+					}
+					if withGrpcmw && seen.Sandbox != "feat-1" {
+						t.Errorf("%s: served in sandbox %q", where, seen.Sandbox)
+						break
+					}
+					if b, err := baggage.Parse(seen.Baggage); err != nil || b.Len() < propagation.MaxBaggageMembers-2 && !strings.Contains(tc.name, "bytes") {
+						t.Errorf("%s: %d members arrived (%v), want the others kept up to the limit", where, b.Len(), err)
+						break
+					}
+				}
+			}
+		}
 	}
 }
