@@ -594,5 +594,59 @@ func outgoing(ctx context.Context, codec *propagation.Codec, s propagation.Sandb
 	}
 	md, _ := metadata.FromOutgoingContext(ctx) // a copy
 	codec.InjectSandbox(s, mdCarrier(md))
+	fitMetadataBaggage(md, codec)
 	return metadata.NewOutgoingContext(ctx, md)
+}
+
+// fitMetadataBaggage keeps md's baggage, the caller's merged with the
+// sandbox's members, within the W3C limits (propagation.MaxBaggageMembers
+// members, MaxBaggageBytes bytes): foreign members go, the largest first,
+// never ours, until it is. A caller's baggage at the limits (forwarded
+// from an incoming call whose sandbox came in the dedicated header) would
+// otherwise go over them with ours, and the next hop with the library
+// refuse the call (propagation.ErrBaggageLimit). A baggage within them
+// (an upper bound of its members: its commas) is left as it is.
+func fitMetadataBaggage(md metadata.MD, codec *propagation.Codec) {
+	lines := md[baggageKey]
+	n, size := 0, -1
+	for _, l := range lines {
+		n += strings.Count(l, ",") + 1
+		size += len(l) + 1
+	}
+	if n <= propagation.MaxBaggageMembers && size <= propagation.MaxBaggageBytes {
+		return
+	}
+	ours := codec.Keys()
+	var members []string
+	var foreign []int // indexes into members
+	size = -1
+	for _, l := range lines {
+		for mem := range strings.SplitSeq(l, ",") {
+			if strings.TrimSpace(mem) == "" {
+				continue
+			}
+			key := mem
+			if i := strings.IndexAny(mem, "=;"); i >= 0 {
+				key = mem[:i]
+			}
+			if !slices.Contains(ours, strings.TrimSpace(key)) {
+				foreign = append(foreign, len(members))
+			}
+			members = append(members, mem)
+			size += len(mem) + 1
+		}
+	}
+	// The largest foreign members go first: the fewest are lost.
+	slices.SortStableFunc(foreign, func(a, b int) int { return len(members[b]) - len(members[a]) })
+	n = len(members)
+	for _, i := range foreign {
+		if n <= propagation.MaxBaggageMembers && size <= propagation.MaxBaggageBytes {
+			break
+		}
+		n--
+		size -= len(members[i]) + 1
+		members[i] = ""
+	}
+	members = slices.DeleteFunc(members, func(m string) bool { return m == "" })
+	md[baggageKey] = []string{strings.Join(members, ",")}
 }

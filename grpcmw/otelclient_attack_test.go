@@ -427,3 +427,43 @@ func TestFullOTelBaggageUnderOTelStatsHandler(t *testing.T) {
 		}
 	}
 }
+
+// TestFullCallerBaggage: the caller's outgoing metadata holds a baggage
+// at (or near) the W3C limits (set by the caller, or forwarded from an
+// incoming call whose sandbox came in the dedicated header), and no
+// otelgrpc. The sandbox's members merged into it must not push it over
+// them, or the next grpcmw hop refuses the call (propagation.ErrBaggageLimit).
+func TestFullCallerBaggage(t *testing.T) {
+	many := func(n int, size int) string {
+		var ms []string
+		for i := range n {
+			ms = append(ms, fmt.Sprintf("m%02d=%s", i, strings.Repeat("v", size)))
+		}
+		return strings.Join(ms, ",")
+	}
+	addr := start(t, &grpctest.Service{Name: "S"}, serverOpts(t, grpcmw.TrustAll())...)
+	client := testpb.NewTestServiceClient(dial(t, addr, clientOpts(t)...))
+	for _, tc := range []struct {
+		name string
+		md   metadata.MD
+	}{
+		{"63 members", metadata.Pairs("baggage", many(63, 1))},
+		{"64 members in two lines", metadata.Pairs("baggage", many(32, 1), "baggage", strings.ReplaceAll(many(32, 1), "m", "n"))},
+		{"64 members and a stale sandbox", metadata.Pairs("sandbox-id", "stale", "baggage", many(64, 1)+",sandbox.id=stale")},
+		{"8180 bytes", metadata.Pairs("baggage", many(8, 1016)+",x="+strings.Repeat("y", 8180-8*1021-3))},
+	} {
+		ctx := metadata.NewOutgoingContext(propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "feat-1", Actor: otelActor}), tc.md)
+		for _, k := range kinds {
+			where := tc.name + ", " + string(k)
+			seen, err := call(ctx, client, k)
+			if err != nil {
+				t.Errorf("%s: %v", where, err)
+				continue
+			}
+			checkSeen(t, where, seen, true, "")
+			if n := strings.Count(seen.Baggage, ",") + 1; n > propagation.MaxBaggageMembers || n < propagation.MaxBaggageMembers-2 && !strings.Contains(tc.name, "bytes") {
+				t.Errorf("%s: %d members arrived, want the others kept up to the limit", where, n)
+			}
+		}
+	}
+}
