@@ -115,7 +115,8 @@
 // what they wrote. A sandbox call whose context carries OpenTelemetry
 // baggage therefore gets the sandbox recorded in that baggage too
 // ([propagation.Codec.MirrorContext]: our members there replaced, under
-// every spelling, a ticket dropped, other members kept), so that it
+// every spelling, a ticket dropped, other members kept as far as the W3C
+// limits allow), so that it
 // leaves once, in baggage as well as in sandbox-id, whatever the
 // propagators.
 //

@@ -492,7 +492,10 @@ type ClientInterceptors struct {
 // NewClientInterceptors returns client interceptors that write the
 // context's sandbox into each call's outgoing metadata (the dedicated
 // header and W3C baggage), merged with the metadata the caller set: foreign
-// baggage members are kept, ours are replaced. A context without a sandbox
+// baggage members are kept, ours are replaced. A baggage that the merge
+// would take over the W3C limits (propagation.MaxBaggageMembers members,
+// MaxBaggageBytes bytes), which the next hop refuses, loses foreign members,
+// the largest first, until it fits. A context without a sandbox
 // is passed on untouched, at no cost. A sandbox call whose context carries
 // OpenTelemetry baggage gets the sandbox in that baggage too, for
 // otelgrpc's client stats handler, which writes the baggage metadata after
