@@ -109,6 +109,17 @@
 // interceptor finds no marker of its own on an untrusted peer's call (that
 // layer was built with another codec).
 //
+// On the client side, gRPC calls otelgrpc's client stats handler after
+// the interceptors and the [Router], and its Baggage propagator sets the
+// baggage metadata from the context's OpenTelemetry baggage, replacing
+// what they wrote. A sandbox call whose context carries OpenTelemetry
+// baggage therefore gets the sandbox recorded in that baggage too
+// ([propagation.Codec.MirrorContext]: our members there replaced, under
+// every spelling, a ticket dropped, other members kept as far as the W3C
+// limits allow), so that it
+// leaves once, in baggage as well as in sandbox-id, whatever the
+// propagators.
+//
 // Markers are judged under the codec's wide definition (see
 // [propagation.Codec.Read]), as httpmw judges an HTTP request: a lookalike
 // baggage key, an empty sandbox-id value, metadata named as the ID key or

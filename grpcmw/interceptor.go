@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"go.opentelemetry.io/otel/baggage"
 	otelprop "go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -411,6 +412,50 @@ func (s *server) stripCopy(ctx context.Context, md metadata.MD) context.Context 
 	return s.gate.Strip(metadata.NewIncomingContext(ctx, md), mdCarrier(md))
 }
 
+// fitBaggage returns ctx with its OpenTelemetry baggage within the W3C
+// limits (propagation.MaxBaggageMembers members, MaxBaggageBytes bytes as
+// a header), foreign members removed, never ours, until it is. Baggage
+// that holds the sandbox's members beside as many others as
+// OpenTelemetry's parser lets in is over them: a server with the
+// library's interceptors refuses it (propagation.ErrBaggageLimit), an
+// OpenTelemetry-only one keeps the first 64 members (ours among them or
+// not, as otelgrpc writes them in map order) or, over 8192 bytes, none.
+// Foreign members lost to the limits would be lost at the next hop
+// anyway.
+func fitBaggage(ctx context.Context, codec *propagation.Codec) context.Context {
+	bag := baggage.FromContext(ctx)
+	members := bag.Members()
+	// An upper bound of the header's length (percent-encoding at most
+	// triples a value), so that a baggage well within the limits costs
+	// no encoding.
+	bound := 0
+	for _, m := range members {
+		bound += len(m.Key()) + 2 + 3*len(m.Value())
+		for _, p := range m.Properties() {
+			v, _ := p.Value()
+			bound += len(p.Key()) + 2 + 3*len(v)
+		}
+	}
+	if len(members) <= propagation.MaxBaggageMembers && bound <= propagation.MaxBaggageBytes {
+		return ctx
+	}
+	ours := codec.Keys()
+	// The largest foreign members go first: the fewest are lost.
+	slices.SortFunc(members, func(a, b baggage.Member) int { return len(b.String()) - len(a.String()) })
+	size := len(bag.String())
+	for _, m := range members {
+		if bag.Len() <= propagation.MaxBaggageMembers && size <= propagation.MaxBaggageBytes {
+			break
+		}
+		if slices.Contains(ours, m.Key()) {
+			continue
+		}
+		bag = bag.DeleteMember(m.Key())
+		size -= len(m.String()) + 1
+	}
+	return baggage.ContextWithBaggage(ctx, bag)
+}
+
 // peerAddr returns the peer's IP address, invalid when unknown (no peer, or
 // a transport that is not IP).
 func peerAddr(p *peer.Peer) netip.Addr {
@@ -447,8 +492,14 @@ type ClientInterceptors struct {
 // NewClientInterceptors returns client interceptors that write the
 // context's sandbox into each call's outgoing metadata (the dedicated
 // header and W3C baggage), merged with the metadata the caller set: foreign
-// baggage members are kept, ours are replaced. A context without a sandbox
-// is passed on untouched, at no cost. [WithCodec], [WithBreaker] and
+// baggage members are kept, ours are replaced. A baggage that the merge
+// would take over the W3C limits (propagation.MaxBaggageMembers members,
+// MaxBaggageBytes bytes), which the next hop refuses, loses foreign members,
+// the largest first, until it fits. A context without a sandbox
+// is passed on untouched, at no cost. A sandbox call whose context carries
+// OpenTelemetry baggage gets the sandbox in that baggage too, for
+// otelgrpc's client stats handler, which writes the baggage metadata after
+// the interceptors (see the package doc). [WithCodec], [WithBreaker] and
 // [WithLogger] (for the breaker's refusals) apply; the options only
 // [NewRouter] uses are an [ErrConfig] error, and nil options are skipped.
 func NewClientInterceptors(opts ...ClientOption) (*ClientInterceptors, error) {
@@ -523,7 +574,17 @@ func streamClient(codec *propagation.Codec, bud budget) grpc.StreamClientInterce
 // beside the caller's metadata without copying it); otherwise a copy of the
 // caller's metadata gets them, replacing ours and keeping foreign baggage
 // members. The caller's metadata is never modified.
+//
+// When ctx carries OpenTelemetry baggage, the returned context carries s in
+// it too ([propagation.Codec.MirrorContext]): gRPC calls a stats handler's
+// TagRPC after the interceptors, and otelgrpc's Baggage propagator then
+// sets the baggage metadata from the context's baggage, replacing ours, so
+// that an OpenTelemetry-only next hop would get that baggage without the
+// sandbox, or with a stale one of ours.
 func outgoing(ctx context.Context, codec *propagation.Codec, s propagation.Sandbox) context.Context {
+	if baggage.FromContext(ctx).Len() > 0 {
+		ctx = fitBaggage(codec.MirrorContext(ctx, s), codec)
+	}
 	header := codec.Header()
 	if (header == "" || metadata.ValueFromOutgoingContext(ctx, header) == nil) &&
 		metadata.ValueFromOutgoingContext(ctx, baggageKey) == nil {
@@ -536,5 +597,59 @@ func outgoing(ctx context.Context, codec *propagation.Codec, s propagation.Sandb
 	}
 	md, _ := metadata.FromOutgoingContext(ctx) // a copy
 	codec.InjectSandbox(s, mdCarrier(md))
+	fitMetadataBaggage(md, codec)
 	return metadata.NewOutgoingContext(ctx, md)
+}
+
+// fitMetadataBaggage keeps md's baggage, the caller's merged with the
+// sandbox's members, within the W3C limits (propagation.MaxBaggageMembers
+// members, MaxBaggageBytes bytes): foreign members go, the largest first,
+// never ours, until it is. A caller's baggage at the limits (forwarded
+// from an incoming call whose sandbox came in the dedicated header) would
+// otherwise go over them with ours, and the next hop with the library
+// refuse the call (propagation.ErrBaggageLimit). A baggage within them
+// (an upper bound of its members: its commas) is left as it is.
+func fitMetadataBaggage(md metadata.MD, codec *propagation.Codec) {
+	lines := md[baggageKey]
+	n, size := 0, -1
+	for _, l := range lines {
+		n += strings.Count(l, ",") + 1
+		size += len(l) + 1
+	}
+	if n <= propagation.MaxBaggageMembers && size <= propagation.MaxBaggageBytes {
+		return
+	}
+	ours := codec.Keys()
+	var members []string
+	var foreign []int // indexes into members
+	size = -1
+	for _, l := range lines {
+		for mem := range strings.SplitSeq(l, ",") {
+			if strings.TrimSpace(mem) == "" {
+				continue
+			}
+			key := mem
+			if i := strings.IndexAny(mem, "=;"); i >= 0 {
+				key = mem[:i]
+			}
+			if !slices.Contains(ours, strings.TrimSpace(key)) {
+				foreign = append(foreign, len(members))
+			}
+			members = append(members, mem)
+			size += len(mem) + 1
+		}
+	}
+	// The largest foreign members go first: the fewest are lost.
+	slices.SortStableFunc(foreign, func(a, b int) int { return len(members[b]) - len(members[a]) })
+	n = len(members)
+	for _, i := range foreign {
+		if n <= propagation.MaxBaggageMembers && size <= propagation.MaxBaggageBytes {
+			break
+		}
+		n--
+		size -= len(members[i]) + 1
+		members[i] = ""
+	}
+	members = slices.DeleteFunc(members, func(m string) bool { return m == "" })
+	md[baggageKey] = []string{strings.Join(members, ",")}
 }

@@ -30,7 +30,9 @@ import (
 //
 // Calls with a sandbox also carry it in their outgoing metadata, whichever
 // connection they take, so the connections need not have the client
-// interceptors.
+// interceptors; as with them, the sandbox goes into the context's
+// OpenTelemetry baggage too when it has any, for otelgrpc's stats handler
+// on those connections.
 //
 // Sandbox connections are made lazily, with grpc.NewClient and the
 // [WithDialOptions] options, on the first call that needs one; they are
