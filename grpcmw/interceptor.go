@@ -412,50 +412,6 @@ func (s *server) stripCopy(ctx context.Context, md metadata.MD) context.Context 
 	return s.gate.Strip(metadata.NewIncomingContext(ctx, md), mdCarrier(md))
 }
 
-// fitBaggage returns ctx with its OpenTelemetry baggage within the W3C
-// limits (propagation.MaxBaggageMembers members, MaxBaggageBytes bytes as
-// a header), foreign members removed, never ours, until it is. Baggage
-// that holds the sandbox's members beside as many others as
-// OpenTelemetry's parser lets in is over them: a server with the
-// library's interceptors refuses it (propagation.ErrBaggageLimit), an
-// OpenTelemetry-only one keeps the first 64 members (ours among them or
-// not, as otelgrpc writes them in map order) or, over 8192 bytes, none.
-// Foreign members lost to the limits would be lost at the next hop
-// anyway.
-func fitBaggage(ctx context.Context, codec *propagation.Codec) context.Context {
-	bag := baggage.FromContext(ctx)
-	members := bag.Members()
-	// An upper bound of the header's length (percent-encoding at most
-	// triples a value), so that a baggage well within the limits costs
-	// no encoding.
-	bound := 0
-	for _, m := range members {
-		bound += len(m.Key()) + 2 + 3*len(m.Value())
-		for _, p := range m.Properties() {
-			v, _ := p.Value()
-			bound += len(p.Key()) + 2 + 3*len(v)
-		}
-	}
-	if len(members) <= propagation.MaxBaggageMembers && bound <= propagation.MaxBaggageBytes {
-		return ctx
-	}
-	ours := codec.Keys()
-	// The largest foreign members go first: the fewest are lost.
-	slices.SortFunc(members, func(a, b baggage.Member) int { return len(b.String()) - len(a.String()) })
-	size := len(bag.String())
-	for _, m := range members {
-		if bag.Len() <= propagation.MaxBaggageMembers && size <= propagation.MaxBaggageBytes {
-			break
-		}
-		if slices.Contains(ours, m.Key()) {
-			continue
-		}
-		bag = bag.DeleteMember(m.Key())
-		size -= len(m.String()) + 1
-	}
-	return baggage.ContextWithBaggage(ctx, bag)
-}
-
 // peerAddr returns the peer's IP address, invalid when unknown (no peer, or
 // a transport that is not IP).
 func peerAddr(p *peer.Peer) netip.Addr {
@@ -583,7 +539,7 @@ func streamClient(codec *propagation.Codec, bud budget) grpc.StreamClientInterce
 // sandbox, or with a stale one of ours.
 func outgoing(ctx context.Context, codec *propagation.Codec, s propagation.Sandbox) context.Context {
 	if baggage.FromContext(ctx).Len() > 0 {
-		ctx = fitBaggage(codec.MirrorContext(ctx, s), codec)
+		ctx = codec.MirrorContext(ctx, s)
 	}
 	header := codec.Header()
 	if (header == "" || metadata.ValueFromOutgoingContext(ctx, header) == nil) &&
@@ -597,59 +553,5 @@ func outgoing(ctx context.Context, codec *propagation.Codec, s propagation.Sandb
 	}
 	md, _ := metadata.FromOutgoingContext(ctx) // a copy
 	codec.InjectSandbox(s, mdCarrier(md))
-	fitMetadataBaggage(md, codec)
 	return metadata.NewOutgoingContext(ctx, md)
-}
-
-// fitMetadataBaggage keeps md's baggage, the caller's merged with the
-// sandbox's members, within the W3C limits (propagation.MaxBaggageMembers
-// members, MaxBaggageBytes bytes): foreign members go, the largest first,
-// never ours, until it is. A caller's baggage at the limits (forwarded
-// from an incoming call whose sandbox came in the dedicated header) would
-// otherwise go over them with ours, and the next hop with the library
-// refuse the call (propagation.ErrBaggageLimit). A baggage within them
-// (an upper bound of its members: its commas) is left as it is.
-func fitMetadataBaggage(md metadata.MD, codec *propagation.Codec) {
-	lines := md[baggageKey]
-	n, size := 0, -1
-	for _, l := range lines {
-		n += strings.Count(l, ",") + 1
-		size += len(l) + 1
-	}
-	if n <= propagation.MaxBaggageMembers && size <= propagation.MaxBaggageBytes {
-		return
-	}
-	ours := codec.Keys()
-	var members []string
-	var foreign []int // indexes into members
-	size = -1
-	for _, l := range lines {
-		for mem := range strings.SplitSeq(l, ",") {
-			if strings.TrimSpace(mem) == "" {
-				continue
-			}
-			key := mem
-			if i := strings.IndexAny(mem, "=;"); i >= 0 {
-				key = mem[:i]
-			}
-			if !slices.Contains(ours, strings.TrimSpace(key)) {
-				foreign = append(foreign, len(members))
-			}
-			members = append(members, mem)
-			size += len(mem) + 1
-		}
-	}
-	// The largest foreign members go first: the fewest are lost.
-	slices.SortStableFunc(foreign, func(a, b int) int { return len(members[b]) - len(members[a]) })
-	n = len(members)
-	for _, i := range foreign {
-		if n <= propagation.MaxBaggageMembers && size <= propagation.MaxBaggageBytes {
-			break
-		}
-		n--
-		size -= len(members[i]) + 1
-		members[i] = ""
-	}
-	members = slices.DeleteFunc(members, func(m string) bool { return m == "" })
-	md[baggageKey] = []string{strings.Join(members, ",")}
 }

@@ -529,7 +529,7 @@ func (c *Codec) ContextWithSandbox(ctx context.Context, s Sandbox) context.Conte
 // MirrorContext returns ctx carrying s, with s also recorded in the
 // context's OpenTelemetry baggage: our members there, under every
 // spelling a parser reads as them, are replaced by those of s; every other
-// member is kept. An outgoing OpenTelemetry Baggage propagator that runs
+// member is kept, as far as the W3C limits allow (see [Codec.Inject]). An outgoing OpenTelemetry Baggage propagator that runs
 // after [Codec.Inject] (an instrumented transport under the library's)
 // sets the baggage header from the context and would otherwise send
 // other baggage without the sandbox. It allocates.
@@ -550,7 +550,47 @@ func (c *Codec) mirror(ctx context.Context, s Sandbox) context.Context {
 			}
 		}
 	}
-	return baggage.ContextWithBaggage(ctx, bag)
+	return baggage.ContextWithBaggage(ctx, c.fitMembers(bag))
+}
+
+// fitMembers returns bag within the W3C limits ([MaxBaggageMembers]
+// members, [MaxBaggageBytes] bytes as a header): other members go, the
+// largest first, never ours, until it is. Baggage that holds the
+// sandbox's members beside as many others as OpenTelemetry's parser lets
+// in is over them: a hop with the library refuses it ([ErrBaggageLimit]),
+// an OpenTelemetry-only one keeps the first 64 members (ours among them or
+// not, as its propagator writes them in map order) or, over 8192 bytes,
+// none. Members lost to the limits would be lost at the next hop anyway.
+// A bag well within them costs no encoding.
+func (c *Codec) fitMembers(bag baggage.Baggage) baggage.Baggage {
+	members := bag.Members()
+	// An upper bound of the header's length (percent-encoding at most
+	// triples a value).
+	bound := 0
+	for _, m := range members {
+		bound += len(m.Key()) + 2 + 3*len(m.Value())
+		for _, p := range m.Properties() {
+			v, _ := p.Value()
+			bound += len(p.Key()) + 2 + 3*len(v)
+		}
+	}
+	if len(members) <= MaxBaggageMembers && bound <= MaxBaggageBytes {
+		return bag
+	}
+	ours := c.Keys()
+	slices.SortStableFunc(members, func(a, b baggage.Member) int { return len(b.String()) - len(a.String()) })
+	size := len(bag.String())
+	for _, m := range members {
+		if bag.Len() <= MaxBaggageMembers && size <= MaxBaggageBytes {
+			break
+		}
+		if slices.Contains(ours, m.Key()) {
+			continue
+		}
+		bag = bag.DeleteMember(m.Key())
+		size -= len(m.String()) + 1
+	}
+	return bag
 }
 
 // StripContext returns ctx without a sandbox and without our members in its
@@ -592,9 +632,12 @@ func (c *Codec) stripContext(ctx context.Context, dropForeign bool) context.Cont
 
 // Inject writes the context's sandbox to carrier: the dedicated header and
 // our baggage members, merged into the baggage already on the carrier. Every
-// foreign member is kept; all of ours are replaced, including a ticket and
-// the compatibility keys, which may name another sandbox (a ticket is an
-// edge credential: hops behind the edge trust each other by network).
+// foreign member is kept, unless the merge would take the baggage over the
+// W3C limits ([MaxBaggageMembers], [MaxBaggageBytes]), which the next hop
+// refuses: then foreign members go, the largest first, until it fits. All
+// of ours are replaced, including a ticket and the compatibility keys,
+// which may name another sandbox (a ticket is an edge credential: hops
+// behind the edge trust each other by network).
 // Without a sandbox in ctx it does nothing and allocates nothing.
 func (c *Codec) Inject(ctx context.Context, carrier otelprop.TextMapCarrier) {
 	s, ok := FromContext(ctx)
@@ -639,8 +682,58 @@ func (c *Codec) InjectSandbox(s Sandbox, carrier otelprop.TextMapCarrier) {
 		b.WriteByte('=')
 		escapeTo(&b, s.Origin)
 	}
+	ours := b.Len()
 	c.appendOthers(&b, existing, false)
-	setHeader(carrier, baggageHeader, "Baggage", b.String())
+	setHeader(carrier, baggageHeader, "Baggage", fitBaggage(b.String(), ours))
+}
+
+// fitBaggage keeps line, our members (its first ours bytes) followed by
+// the carrier's other members, within the W3C limits ([MaxBaggageMembers]
+// members, [MaxBaggageBytes] bytes): other members go, the largest first,
+// never ours, until it is. A carrier's baggage at the limits (forwarded
+// from an incoming request whose sandbox came in the dedicated header)
+// would otherwise go over them with ours, and the next hop with the
+// library refuse the request ([ErrBaggageLimit]) while OpenTelemetry drops
+// the whole header. A line within them is returned as it is, unexamined
+// but for its length and commas.
+func fitBaggage(line string, ours int) string {
+	if len(line) <= MaxBaggageBytes && strings.Count(line, ",") < MaxBaggageMembers {
+		return line
+	}
+	var others []string
+	n, size := 0, ours
+	for m := range strings.SplitSeq(line[ours:], ",") {
+		if strings.TrimSpace(m) == "" {
+			continue
+		}
+		others = append(others, m)
+		size += 1 + len(m)
+	}
+	n = strings.Count(line[:ours], ",") + 1 + len(others)
+	// The largest go first: the fewest are lost.
+	order := make([]int, len(others))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return len(others[b]) - len(others[a]) })
+	for _, i := range order {
+		if n <= MaxBaggageMembers && size <= MaxBaggageBytes {
+			break
+		}
+		n--
+		size -= 1 + len(others[i])
+		others[i] = ""
+	}
+	var b strings.Builder
+	b.Grow(size)
+	b.WriteString(line[:ours])
+	for _, m := range others {
+		if m != "" {
+			b.WriteByte(',')
+			b.WriteString(m)
+		}
+	}
+	return b.String()
 }
 
 // appendOthers appends to b every member of lines that is not one of ours
