@@ -62,7 +62,10 @@
 //   - the markers come with a valid signed ticket ([WithVerifier]), from
 //     any peer. The ticket binds the ID, actor and origin: a request whose
 //     actor or origin differs from the ticket's is rejected, and so is an
-//     expired or tampered ticket, whatever the peer;
+//     expired or tampered ticket, whatever the peer. A ticket vouches for
+//     its sandbox alone: other tools' routing keys on an untrusted
+//     client's request are stripped and audited even when its ticket
+//     admits it;
 //   - [TrustAll] is set, for internal hops behind an edge that filters.
 //
 // Markers from an untrusted source are stripped (the dedicated header, our
