@@ -500,11 +500,16 @@ func sameName(k, name string) bool {
 
 // markerNames returns the header names of c's markers other than
 // Baggage, lower case: the dedicated header and the headers named as
-// baggage keys ([propagation.Codec.KeyHeaders]).
+// baggage keys ([propagation.Codec.KeyHeaders]), and each under
+// grpc-gateway's prefix (grpc-metadata-), which a gateway passes on to
+// its gRPC hop as the marker itself.
 func markerNames(c *propagation.Codec) []string {
 	names := c.KeyHeaders()
 	if h := c.Header(); h != "" {
 		names = append(names, h)
+	}
+	for _, n := range names[:len(names):len(names)] {
+		names = append(names, "grpc-metadata-"+n)
 	}
 	return names
 }
