@@ -209,12 +209,18 @@ func (c *config) finish(ingress bool) error {
 
 // WithCodec sets the codec that reads and writes sandbox markers (default
 // [propagation.Default]). Every hop of a system must use the same names.
-// A nil codec, or two different codecs, is a misconfiguration.
+// A nil codec, one not made by [propagation.NewCodec] (the zero Codec), or
+// two different codecs, is a misconfiguration.
 func WithCodec(c *propagation.Codec) Option {
 	return option(func(cfg *config) {
 		switch {
 		case c == nil:
 			cfg.fail(configErr("WithCodec: nil codec"))
+		case len(c.Fields()) == 0:
+			// The zero Codec reads no marker (every codec NewCodec
+			// makes reads baggage): a gate built on it would pass
+			// every marker on, unjudged.
+			cfg.fail(configErr("WithCodec: codec not made by propagation.NewCodec"))
 		case cfg.codec != nil && cfg.codec != c:
 			cfg.fail(configErr("WithCodec: two different codecs"))
 		default:

@@ -58,6 +58,25 @@ func TestConfigErrors(t *testing.T) {
 		{"two verifiers", handler(httpmw.WithVerifier(v1), httpmw.WithVerifier(v2)), "WithVerifier: two different verifiers"},
 		{"nil codec", handler(httpmw.WithCodec(nil)), "WithCodec: nil codec"},
 		{"two codecs", handler(httpmw.WithCodec(propagation.Default()), httpmw.WithCodec(other)), "WithCodec: two different codecs"},
+		// The zero Codec reads no marker: a gate built on it would pass
+		// every marker on, unjudged.
+		{"zero codec", handler(httpmw.WithCodec(new(propagation.Codec))), "WithCodec: codec not made by propagation.NewCodec"},
+		{"middleware zero codec", func() error {
+			_, err := httpmw.NewMiddleware(httpmw.WithCodec(new(propagation.Codec)))
+			return err
+		}, "WithCodec: codec not made by propagation.NewCodec"},
+		{"proxy zero codec", func() error {
+			_, err := httpmw.NewProxy(tab, "cart", base, httpmw.WithCodec(new(propagation.Codec)))
+			return err
+		}, "WithCodec: codec not made by propagation.NewCodec"},
+		{"transport zero codec", func() error {
+			_, err := httpmw.NewTransport(nil, httpmw.WithCodec(new(propagation.Codec)))
+			return err
+		}, "WithCodec: codec not made by propagation.NewCodec"},
+		{"routing transport zero codec", func() error {
+			_, err := httpmw.NewRoutingTransport(nil, tab, "cart", httpmw.WithCodec(new(propagation.Codec)))
+			return err
+		}, "WithCodec: codec not made by propagation.NewCodec"},
 		{"middleware", func() error {
 			_, err := httpmw.NewMiddleware(httpmw.TrustAll(), httpmw.WithTrustedHops(2))
 			return err

@@ -62,7 +62,10 @@
 //   - the markers come with a valid signed ticket ([WithVerifier]), from
 //     any peer. The ticket binds the ID, actor and origin: a request whose
 //     actor or origin differs from the ticket's is rejected, and so is an
-//     expired or tampered ticket, whatever the peer;
+//     expired or tampered ticket, whatever the peer. A ticket vouches for
+//     its sandbox alone: other tools' routing keys on an untrusted
+//     client's request are stripped and audited even when its ticket
+//     admits it;
 //   - [TrustAll] is set, for internal hops behind an edge that filters.
 //
 // Markers from an untrusted source are stripped (the dedicated header, our
@@ -72,7 +75,11 @@
 // Okteto's) and underscore spellings of marker headers (Sandbox_Id, which
 // CGI-style hops read as Sandbox-Id) are stripped from untrusted sources
 // too, with an audit record, even when the request carries none of ours;
-// see [propagation.KeepForeignRoutingKeys]. Markers from a trusted source
+// see [propagation.KeepForeignRoutingKeys]. So are grpc-gateway's forms of
+// all of these (Grpc-Metadata-Sandbox-Id, Grpc-Metadata-Baggage holding
+// our members, ...), which a gateway behind the handler passes on to its
+// gRPC hop as the markers themselves; from a trusted source they are read
+// with the other markers and must agree with them. Markers from a trusted source
 // that cannot be read (malformed or empty, conflicting header and baggage,
 // a key only some parsers read as ours, a header named sandbox.id, over
 // the W3C baggage limits, a bad ticket) are answered with 400 Bad Request

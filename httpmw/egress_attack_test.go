@@ -225,6 +225,11 @@ func TestTransportReplacesStaleMarkers(t *testing.T) {
 		{"sandbox.id": {"pr-2"}},
 		{"uberctx-sandbox.id": {"pr-2"}},
 		{"Ot-Baggage-Sandbox.id": {"pr-2"}},
+		// grpc-gateway's forms, which a gateway passes on to its gRPC
+		// hop as sandbox-id and sandbox.id.
+		{"Grpc-Metadata-Sandbox-Id": {"pr-2"}},
+		{"grpc-metadata-sandbox-id": {"pr-2"}},
+		{"Grpc-Metadata-Sandbox.id": {"pr-2"}},
 	} {
 		req := mustRequest(t, sandboxCtx("pr-1", ""), http.MethodGet, up.URL, nil)
 		req.Header = h.Clone()

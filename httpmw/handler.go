@@ -135,6 +135,10 @@ func (g *gate) decide(w http.ResponseWriter, r *http.Request, m *propagation.Mar
 	ctx := r.Context()
 	switch verdict {
 	case trust.Admit:
+		if !src.trusted() {
+			r = g.ticketForeign(r)
+			ctx = r.Context()
+		}
 		return r.WithContext(g.in.Admit(ctx, m, r.RemoteAddr, g.target)), true
 	case trust.Strip:
 		g.in.Refuse(ctx, audit.Stripped, m.Sandbox, r.RemoteAddr, g.target, why, src.reason)
@@ -144,6 +148,26 @@ func (g *gate) decide(w http.ResponseWriter, r *http.Request, m *propagation.Mar
 		http.Error(w, "bad sandbox markers: "+why.Error(), http.StatusBadRequest)
 		return nil, false
 	}
+}
+
+// ticketForeign returns r, from an untrusted source admitted on its
+// ticket, without other tools' routing keys (and underscore spellings of
+// marker headers) in its headers and its context's OpenTelemetry baggage,
+// with an audit record when there were any: the ticket vouches for its
+// sandbox and for nothing else, and a hop of those tools further on would
+// act on them. Our markers stay. r's headers are the caller's and are not
+// modified.
+func (g *gate) ticketForeign(r *http.Request) *http.Request {
+	if g.keepForeign || !g.in.Codec.Foreign(otelprop.HeaderCarrier(r.Header)) {
+		return r
+	}
+	ctx := r.Context()
+	g.in.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, r.RemoteAddr, g.target, ingress.ErrForeign, nil)
+	h := r.Header.Clone()
+	g.in.Codec.StripForeign(otelprop.HeaderCarrier(h))
+	r2 := r.WithContext(g.in.Codec.StripForeignContext(ctx))
+	r2.Header = h
+	return r2
 }
 
 // strip returns a copy of r whose headers and context are free of

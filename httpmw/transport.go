@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/textproto"
 	"strings"
 	"sync"
 
@@ -215,14 +216,18 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	s, ok := propagation.FromContext(r.Context())
 	if !ok {
-		if c := t.c(); !t.owned && !c.Quiet(r.Header) {
+		h := r.Header
+		if !t.owned && oddMarkerKeys(h, t.markerNames()) {
+			h = canonicalHeader(h)
+		}
+		if c := t.c(); !t.owned && !c.Quiet(h) {
 			// The caller set markers on the request itself (or copied
 			// them from an incoming one) without the sandbox in the
 			// context: the next hop will serve it as that sandbox, so it
 			// is routed and budgeted as one, and markers no hop can read
 			// as one sandbox are not sent. (The proxy's gate has put
 			// every marker it let through into the context.)
-			m, err := c.Read(otelprop.HeaderCarrier(r.Header))
+			m, err := c.Read(otelprop.HeaderCarrier(h))
 			if err != nil {
 				closeBody(r)
 				return nil, fmt.Errorf("httpmw: request to %s not sent: its sandbox markers cannot be read: %w", r.URL.Host, err)
@@ -433,6 +438,41 @@ func dropStaleMarkers(h http.Header, names []string) {
 	}
 }
 
+// oddMarkerKeys reports whether h holds a marker header (one of names,
+// lower case, or Baggage) under a key that is not in canonical form
+// (sandbox-id, set as req.Header["sandbox-id"]): the client sends the key
+// as it is, the next hop's server canonicalises it and reads the marker,
+// but the codec, which looks up canonical keys, does not see it. Each key
+// is tested by its length first.
+func oddMarkerKeys(h http.Header, names []string) bool {
+	left := len(h)
+	for k := range h {
+		if len(k) == len("baggage") && k != "Baggage" && strings.EqualFold(k, "baggage") {
+			return true
+		}
+		for _, n := range names {
+			if len(k) == len(n) && strings.EqualFold(k, n) && k != textproto.CanonicalMIMEHeaderKey(k) {
+				return true
+			}
+		}
+		if left--; left == 0 {
+			break // see propagation's scanSmall
+		}
+	}
+	return false
+}
+
+// canonicalHeader returns a copy of h with every key in canonical form,
+// the lines of keys that become one joined as a server joins them.
+func canonicalHeader(h http.Header) http.Header {
+	out := make(http.Header, len(h))
+	for k, v := range h {
+		ck := textproto.CanonicalMIMEHeaderKey(k)
+		out[ck] = append(out[ck], v...)
+	}
+	return out
+}
+
 // sameName reports whether header key k is name (lower case) to some hop:
 // without regard to ASCII case, and with '_' read as '-', as CGI, WSGI,
 // Rack and PHP hops read it.
@@ -460,11 +500,16 @@ func sameName(k, name string) bool {
 
 // markerNames returns the header names of c's markers other than
 // Baggage, lower case: the dedicated header and the headers named as
-// baggage keys ([propagation.Codec.KeyHeaders]).
+// baggage keys ([propagation.Codec.KeyHeaders]), and each under
+// grpc-gateway's prefix (grpc-metadata-), which a gateway passes on to
+// its gRPC hop as the marker itself.
 func markerNames(c *propagation.Codec) []string {
 	names := c.KeyHeaders()
 	if h := c.Header(); h != "" {
 		names = append(names, h)
+	}
+	for _, n := range names[:len(names):len(names)] {
+		names = append(names, "grpc-metadata-"+n)
 	}
 	return names
 }

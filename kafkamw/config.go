@@ -62,6 +62,11 @@ func (c *common) setCodec(codec *propagation.Codec) {
 	switch {
 	case codec == nil:
 		c.fail(errors.New("WithCodec: the codec is nil"))
+	case len(codec.Fields()) == 0:
+		// The zero Codec reads no header (every codec NewCodec makes
+		// reads baggage): a reader built on it would pass every marker
+		// on, unjudged.
+		c.fail(errors.New("WithCodec: codec not made by propagation.NewCodec"))
 	case c.codecSet && codec != c.codec:
 		c.fail(errors.New("WithCodec: given twice with different codecs"))
 	default:
@@ -177,8 +182,9 @@ func newWriterConfig(w *kafka.Writer, opts []WriterOption) (writerConfig, error)
 // (default [propagation.Default]). Use the codec the service's HTTP and gRPC
 // middleware use, so that the record headers carry the same keys.
 //
-// A nil codec, or two WithCodec options with different codecs, is an error
-// from the constructor.
+// A nil codec, one not made by [propagation.NewCodec] (the zero Codec), or
+// two WithCodec options with different codecs, is an error from the
+// constructor.
 func WithCodec(c *propagation.Codec) Option {
 	return option(func(cfg *common) { cfg.setCodec(c) })
 }

@@ -64,6 +64,23 @@ type Codec struct {
 	markerCanon, actCanon []string
 	markerLens, actLens   [256]uint64
 
+	// gw* are grpc-gateway's forms of the marker headers, read on an
+	// http.Header only: its default header matcher turns a header named
+	// Grpc-Metadata-<name> into gRPC metadata named <name>, which a gRPC
+	// hop behind it reads as a marker. gwHeader is the dedicated header's
+	// (canon "" when it is disabled), read as another value of it;
+	// Grpc-Metadata-Baggage is read as baggage (see gatewayBaggage).
+	// gwKeyHeaders, gwIDHeaders and gwForeign are those of keyHeaders,
+	// idHeaders, and aliasHeaders and foreignHeaders. httpIDHeaders is
+	// idHeaders with their gateway forms.
+	gwHeader                             name
+	gwKeyHeaders, gwIDHeaders, gwForeign []name
+	httpIDHeaders                        []name
+	// keyCanon are the canonical names of keyHeaders and gwKeyHeaders,
+	// keyLens their first byte and length filter (see foreignLens).
+	keyCanon []string
+	keyLens  [256]uint64
+
 	// ours and act are what [Codec.holds] looks for in baggage: ours our
 	// keys' common prefix when it is long enough (minPrefix), else each
 	// key; act those and the foreign keys too.
@@ -152,6 +169,14 @@ func (s *needleSet) add(k string, j int) {
 	}
 	s.anchors = append(s.anchors, anchorSet{b: k[j], at: []anchored{{k, j}}})
 }
+
+// gatewayPrefix is the prefix under which grpc-gateway's default header
+// matcher passes an HTTP header on as gRPC metadata (Grpc-Metadata-Sandbox-Id
+// becomes sandbox-id), and gatewayBaggage the baggage header under it.
+const (
+	gatewayPrefix  = "grpc-metadata-"
+	gatewayBaggage = "Grpc-Metadata-Baggage"
+)
 
 // name is a carrier key, lower-case and in canonical MIME form.
 type name struct{ lower, canon string }
@@ -243,22 +268,45 @@ func NewCodec(opts ...Option) (*Codec, error) {
 			c.aliasHeaders = append(c.aliasHeaders, newName(strings.ReplaceAll(h, "-", "_")))
 		}
 	}
+	// grpc-gateway's forms of each marker header: what its default
+	// header matcher passes on to a gRPC hop as that header.
+	if c.header != "" {
+		c.gwHeader = newName(gatewayPrefix + c.header)
+	}
+	for _, n := range c.keyHeaders {
+		gw := newName(gatewayPrefix + n.lower)
+		c.gwKeyHeaders = append(c.gwKeyHeaders, gw)
+		if slices.Contains(c.idHeaders, n) {
+			c.gwIDHeaders = append(c.gwIDHeaders, gw)
+		}
+	}
 	for _, n := range append(append([]name(nil), c.aliasHeaders...), c.foreignHeaders...) {
+		c.gwForeign = append(c.gwForeign, newName(gatewayPrefix+n.lower))
+	}
+	c.httpIDHeaders = slices.Concat(c.idHeaders, c.gwIDHeaders)
+	for _, n := range slices.Concat(c.keyHeaders, c.gwKeyHeaders) {
+		c.keyCanon = append(c.keyCanon, n.canon)
+		c.keyLens[n.canon[0]] |= 1 << (len(n.canon) % 64)
+	}
+	for _, n := range slices.Concat(c.aliasHeaders, c.foreignHeaders, c.gwForeign) {
 		c.foreignCanon = append(c.foreignCanon, n.canon)
 	}
 	lens := c.foreignCanon
 	if len(c.foreignKeys) > 0 {
-		lens = append(lens[:len(lens):len(lens)], "Baggage")
+		lens = append(lens[:len(lens):len(lens)], "Baggage", gatewayBaggage)
 	}
 	for _, k := range lens {
 		c.foreignLens[k[0]] |= 1 << (len(k) % 64)
 	}
 	if c.header != "" {
-		c.markerCanon = append(c.markerCanon, c.headerCanon)
+		c.markerCanon = append(c.markerCanon, c.headerCanon, c.gwHeader.canon)
 	}
-	for _, n := range c.idHeaders {
+	for _, n := range c.httpIDHeaders {
 		c.markerCanon = append(c.markerCanon, n.canon)
 	}
+	// Baggage behind grpc-gateway is read whenever it is there: it is
+	// rare, and so is not looked into before the full read.
+	c.markerCanon = append(c.markerCanon, gatewayBaggage)
 	c.actCanon = append(append([]string(nil), c.markerCanon...), c.foreignCanon...)
 	for _, k := range append(c.markerCanon[:len(c.markerCanon):len(c.markerCanon)], "Baggage") {
 		c.markerLens[k[0]] |= 1 << (len(k) % 64)
@@ -341,7 +389,7 @@ func (c *Codec) errKeyHeader() error {
 	if c.cfg.header != "" {
 		via = c.cfg.header + " or baggage"
 	}
-	return fmt.Errorf("%w: a header is named as a baggage member key (%s), or as one in Jaeger's or OpenTracing's baggage header form (uberctx-, ot-baggage-): send the sandbox in %s", ErrMalformed, strings.Join(c.keys, ", "), via)
+	return fmt.Errorf("%w: a header is named as a baggage member key (%s), or as one in Jaeger's or OpenTracing's baggage header form (uberctx-, ot-baggage-), or either under grpc-gateway's prefix (grpc-metadata-): send the sandbox in %s", ErrMalformed, strings.Join(c.keys, ", "), via)
 }
 
 // baggageHeaderPrefixes are the prefixes under which a header carries one
@@ -398,6 +446,12 @@ func values(carrier otelprop.TextMapCarrier, key, canon string, one *[1]string) 
 // member inside baggage over the W3C limits. Markers.Found is set even when
 // an error is returned.
 //
+// On an http.Header it also reads grpc-gateway's forms, which the gateway
+// passes on to a gRPC hop as the markers themselves: Grpc-Metadata-Sandbox-Id
+// as one more value of the dedicated header, Grpc-Metadata-Baggage as
+// baggage of its own (each must agree with the other markers), and a key
+// header under that prefix (Grpc-Metadata-Sandbox.id) as unreadable.
+//
 // Read does not allocate when the carrier holds no markers, and allocates
 // only to percent-decode values when it does.
 func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
@@ -422,11 +476,17 @@ func (c *Codec) quiet(h http.Header) bool {
 		if _, ok := h[c.headerCanon]; ok {
 			return false
 		}
+		if _, ok := h[c.gwHeader.canon]; ok {
+			return false
+		}
 	}
 	if b, ok := h["Baggage"]; ok && c.mentions(b) {
 		return false
 	}
-	return !hasHeader(h, c.idHeaders)
+	if _, ok := h[gatewayBaggage]; ok {
+		return false
+	}
+	return !hasHeader(h, c.httpIDHeaders)
 }
 
 // Quiet reports whether h holds nothing the codec acts on: no marker
@@ -449,8 +509,17 @@ func (c *Codec) read(carrier otelprop.TextMapCarrier) (Markers, error) {
 	var m Markers
 	var one [1]string
 	var err error
+	h, isHTTP := carrier.(otelprop.HeaderCarrier)
 	if c.header != "" {
-		for _, v := range values(carrier, c.header, c.headerCanon, &one) {
+		vals := values(carrier, c.header, c.headerCanon, &one)
+		if isHTTP {
+			// grpc-gateway's form is one more value of the header: the
+			// gRPC hop behind the gateway reads it as the header.
+			if gw := h[c.gwHeader.canon]; len(gw) > 0 {
+				vals = slices.Concat(vals, gw)
+			}
+		}
+		for _, v := range vals {
 			m.Found = true
 			v = trimOWS(v)
 			if v == "" {
@@ -469,19 +538,39 @@ func (c *Codec) read(carrier otelprop.TextMapCarrier) (Markers, error) {
 	if berr := c.scanBaggage(values(carrier, baggageHeader, "Baggage", &one), &m, headerID); berr != nil {
 		err = berr // the baggage error names the problem more precisely
 	}
+	if isHTTP {
+		// grpc-gateway's baggage is read as baggage of its own (the
+		// gRPC hop behind the gateway reads it alone), which must agree
+		// with the other markers.
+		if gw := h[gatewayBaggage]; len(gw) > 0 {
+			id := m.Sandbox.ID
+			if id == "" {
+				id = headerID
+			}
+			if berr := c.scanBaggage(gw, &m, id); berr != nil && err == nil {
+				err = berr
+			}
+		}
+	}
 	// A header named as one of our baggage keys (kcat -H sandbox.id=pr-1,
 	// curl -H 'sandbox.id: pr-1') is a marker that no hop of ours writes:
 	// unreadable, never ignored.
 	var keyHeader bool
-	if h, isHTTP := carrier.(otelprop.HeaderCarrier); isHTTP {
+	if isHTTP {
 		// Without other markers only the names that could name a sandbox
 		// are looked up (an actor alone names none): each lookup costs
 		// about a tenth of reading a request without markers.
-		names := c.idHeaders
-		if m.Found {
-			names = c.keyHeaders
+		switch {
+		case !m.Found:
+			keyHeader = hasHeader(http.Header(h), c.httpIDHeaders)
+		case len(h) <= smallHeader:
+			// One pass over a small header costs about as much as
+			// looking up the key headers without their gateway forms
+			// (see smallHeader).
+			_, keyHeader = scanSmall(http.Header(h), &c.keyLens, c.keyCanon)
+		default:
+			keyHeader = hasHeader(http.Header(h), c.keyHeaders) || hasHeader(http.Header(h), c.gwKeyHeaders)
 		}
-		keyHeader = hasHeader(http.Header(h), names)
 	} else {
 		keyHeader = c.keyHeader(carrier, &one)
 	}
@@ -837,13 +926,28 @@ func (c *Codec) StripsForeign() bool {
 // It also reports an underscore spelling of a marker header (Sandbox_Id,
 // Uberctx_sd_routing_key), which CGI, WSGI, Rack and PHP hops read as the
 // hyphenated header; [Codec.Strip] removes those too, whatever the options.
+// On an http.Header it reports grpc-gateway's forms of all of these
+// (Grpc-Metadata-Sandbox_Id, Grpc-Metadata-Uberctx-Sd-Routing-Key, foreign
+// keys in Grpc-Metadata-Baggage), which the gateway passes on to a gRPC
+// hop as the keys themselves.
 func (c *Codec) Foreign(carrier otelprop.TextMapCarrier) bool {
-	if h, ok := carrier.(otelprop.HeaderCarrier); ok && len(h) <= smallHeader {
-		return c.foreignHeader(http.Header(h))
+	hc, isHTTP := carrier.(otelprop.HeaderCarrier)
+	if isHTTP && len(hc) <= smallHeader {
+		return c.foreignHeader(http.Header(hc))
 	}
 	var one [1]string
 	for _, h := range c.aliasHeaders {
 		if len(values(carrier, h.lower, h.canon, &one)) > 0 {
+			return true
+		}
+	}
+	if isHTTP {
+		for _, h := range c.gwForeign {
+			if len(hc[h.canon]) > 0 {
+				return true
+			}
+		}
+		if c.foreignBaggage(hc[gatewayBaggage]) {
 			return true
 		}
 	}
@@ -871,13 +975,15 @@ const smallHeader = 8
 // key that passes is compared with the names. A key counts only with a
 // value, as a lookup that finds none counts it absent.
 func (c *Codec) foreignHeader(h http.Header) bool {
-	var bag []string
+	var bag, gw []string
 	left := len(h)
 	for k, v := range h {
 		left--
 		if len(v) != 0 && len(k) != 0 && c.foreignLens[k[0]]&(1<<(len(k)%64)) != 0 {
 			if k == "Baggage" {
 				bag = v
+			} else if k == gatewayBaggage {
+				gw = v
 			} else if slices.Contains(c.foreignCanon, k) {
 				return true
 			}
@@ -886,7 +992,7 @@ func (c *Codec) foreignHeader(h http.Header) bool {
 			break // see scanSmall
 		}
 	}
-	return c.foreignBaggage(bag)
+	return c.foreignBaggage(bag) || c.foreignBaggage(gw)
 }
 
 // foreignBaggage reports whether the baggage lines hold a foreign routing
@@ -925,7 +1031,9 @@ func (c *Codec) foreignBaggage(lines []string) bool {
 // routing key [Codec.Foreign] reports: the dedicated header, headers named
 // as our baggage keys, our baggage members (ID, actor, origin, ticket and
 // the compatibility keys the codec reads) under every spelling a parser may
-// read as them, and the foreign keys' members and headers. Every other
+// read as them, and the foreign keys' members and headers; on an
+// http.Header, grpc-gateway's forms of all of them too (Grpc-Metadata-
+// followed by the header's name). Every other
 // baggage member is left as it was. Afterwards no parser a hop may run
 // (OpenTelemetry's, a lenient W3C one) reads any of our keys on carrier.
 func (c *Codec) Strip(carrier otelprop.TextMapCarrier) {
@@ -941,18 +1049,33 @@ func (c *Codec) Strip(carrier otelprop.TextMapCarrier) {
 	for _, h := range c.aliasHeaders {
 		deleteHeader(carrier, h.lower, h.canon)
 	}
+	if h, ok := carrier.(otelprop.HeaderCarrier); ok {
+		delete(h, c.gwHeader.canon)
+		for _, n := range slices.Concat(c.gwKeyHeaders, c.gwForeign) {
+			delete(h, n.canon)
+		}
+		c.stripBaggage(carrier, gatewayPrefix+baggageHeader, gatewayBaggage, true, true)
+	}
+	c.stripBaggage(carrier, baggageHeader, "Baggage", true, true)
+}
+
+// stripBaggage rewrites the baggage header key (canon on an http.Header)
+// without our members when dropOurs is set and without foreign routing
+// keys when dropForeign is set (see [Codec.appendKept]); it removes the
+// header when nothing is left.
+func (c *Codec) stripBaggage(carrier otelprop.TextMapCarrier, key, canon string, dropOurs, dropForeign bool) {
 	var one [1]string
-	existing := values(carrier, baggageHeader, "Baggage", &one)
+	existing := values(carrier, key, canon, &one)
 	if len(existing) == 0 {
 		return
 	}
 	var b strings.Builder
-	c.appendOthers(&b, existing, true)
+	c.appendKept(&b, existing, dropOurs, dropForeign)
 	if b.Len() == 0 {
-		deleteHeader(carrier, baggageHeader, "Baggage")
+		deleteHeader(carrier, key, canon)
 		return
 	}
-	setHeader(carrier, baggageHeader, "Baggage", b.String())
+	setHeader(carrier, key, canon, b.String())
 }
 
 // StripForeign removes from carrier what [Codec.Foreign] reports (other
@@ -969,21 +1092,19 @@ func (c *Codec) StripForeign(carrier otelprop.TextMapCarrier) {
 	for _, h := range c.aliasHeaders {
 		deleteHeader(carrier, h.lower, h.canon)
 	}
+	h, isHTTP := carrier.(otelprop.HeaderCarrier)
+	if isHTTP {
+		for _, n := range c.gwForeign {
+			delete(h, n.canon)
+		}
+	}
 	if len(c.foreignKeys) == 0 {
 		return
 	}
-	var one [1]string
-	existing := values(carrier, baggageHeader, "Baggage", &one)
-	if len(existing) == 0 {
-		return
+	if isHTTP {
+		c.stripBaggage(carrier, gatewayPrefix+baggageHeader, gatewayBaggage, false, true)
 	}
-	var b strings.Builder
-	c.appendKept(&b, existing, false, true)
-	if b.Len() == 0 {
-		deleteHeader(carrier, baggageHeader, "Baggage")
-		return
-	}
-	setHeader(carrier, baggageHeader, "Baggage", b.String())
+	c.stripBaggage(carrier, baggageHeader, "Baggage", false, true)
 }
 
 // StripForeignContext returns ctx without the foreign routing keys
