@@ -451,7 +451,9 @@ func values(carrier otelprop.TextMapCarrier, key, canon string, one *[1]string) 
 // passes on to a gRPC hop as the markers themselves: Grpc-Metadata-Sandbox-Id
 // as one more value of the dedicated header, Grpc-Metadata-Baggage as
 // baggage of its own (each must agree with the other markers), and a key
-// header under that prefix (Grpc-Metadata-Sandbox.id) as unreadable.
+// header under that prefix (Grpc-Metadata-Sandbox.id, and the actor's,
+// origin's and ticket's forms even alone, which the gRPC hop reads as
+// markers) as unreadable.
 //
 // Read does not allocate when the carrier holds no markers, and allocates
 // only to percent-decode values when it does.
