@@ -438,8 +438,12 @@ func dropStaleMarkers(h http.Header, names []string) {
 	}
 }
 
+// gatewayBaggage is grpc-gateway's form of the baggage header, a marker
+// on HTTP (see propagation.Codec.Read).
+const gatewayBaggage = "Grpc-Metadata-Baggage"
+
 // oddMarkerKeys reports whether h holds a marker header (one of names,
-// lower case, or Baggage) under a key that is not in canonical form
+// lower case, Baggage or Grpc-Metadata-Baggage) under a key that is not in canonical form
 // (sandbox-id, set as req.Header["sandbox-id"]): the client sends the key
 // as it is, the next hop's server canonicalises it and reads the marker,
 // but the codec, which looks up canonical keys, does not see it. Each key
@@ -448,6 +452,12 @@ func oddMarkerKeys(h http.Header, names []string) bool {
 	left := len(h)
 	for k := range h {
 		if len(k) == len("baggage") && k != "Baggage" && strings.EqualFold(k, "baggage") {
+			return true
+		}
+		// grpc-gateway's baggage: a marker on HTTP as much (see
+		// propagation.Codec.Read), missing from names, which
+		// dropStaleMarkers deletes whole.
+		if len(k) == len(gatewayBaggage) && k != gatewayBaggage && strings.EqualFold(k, gatewayBaggage) {
 			return true
 		}
 		for _, n := range names {

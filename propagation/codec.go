@@ -70,12 +70,12 @@ type Codec struct {
 	// hop behind it reads as a marker. gwHeader is the dedicated header's
 	// (canon "" when it is disabled), read as another value of it;
 	// Grpc-Metadata-Baggage is read as baggage (see gatewayBaggage).
-	// gwKeyHeaders, gwIDHeaders and gwForeign are those of keyHeaders,
-	// idHeaders, and aliasHeaders and foreignHeaders. httpIDHeaders is
-	// idHeaders with their gateway forms.
-	gwHeader                             name
-	gwKeyHeaders, gwIDHeaders, gwForeign []name
-	httpIDHeaders                        []name
+	// gwKeyHeaders and gwForeign are those of keyHeaders, and of
+	// aliasHeaders and foreignHeaders. httpIDHeaders is
+	// idHeaders with the gateway forms of all keyHeaders (see NewCodec).
+	gwHeader                name
+	gwKeyHeaders, gwForeign []name
+	httpIDHeaders           []name
 	// keyCanon are the canonical names of keyHeaders and gwKeyHeaders,
 	// keyLens their first byte and length filter (see foreignLens).
 	keyCanon []string
@@ -274,16 +274,17 @@ func NewCodec(opts ...Option) (*Codec, error) {
 		c.gwHeader = newName(gatewayPrefix + c.header)
 	}
 	for _, n := range c.keyHeaders {
-		gw := newName(gatewayPrefix + n.lower)
-		c.gwKeyHeaders = append(c.gwKeyHeaders, gw)
-		if slices.Contains(c.idHeaders, n) {
-			c.gwIDHeaders = append(c.gwIDHeaders, gw)
-		}
+		c.gwKeyHeaders = append(c.gwKeyHeaders, newName(gatewayPrefix+n.lower))
 	}
 	for _, n := range append(append([]name(nil), c.aliasHeaders...), c.foreignHeaders...) {
 		c.gwForeign = append(c.gwForeign, newName(gatewayPrefix+n.lower))
 	}
-	c.httpIDHeaders = slices.Concat(c.idHeaders, c.gwIDHeaders)
+	// Under the gateway's prefix every key header names a marker alone,
+	// the actor's, origin's and ticket's too: the gRPC hop behind the
+	// gateway reads any metadata key named as one of our keys as an
+	// unreadable marker (see [Codec.keyHeader]), so the HTTP side must
+	// find it (stripped from untrusted clients, 400 from trusted ones).
+	c.httpIDHeaders = slices.Concat(c.idHeaders, c.gwKeyHeaders)
 	for _, n := range slices.Concat(c.keyHeaders, c.gwKeyHeaders) {
 		c.keyCanon = append(c.keyCanon, n.canon)
 		c.keyLens[n.canon[0]] |= 1 << (len(n.canon) % 64)
@@ -450,7 +451,9 @@ func values(carrier otelprop.TextMapCarrier, key, canon string, one *[1]string) 
 // passes on to a gRPC hop as the markers themselves: Grpc-Metadata-Sandbox-Id
 // as one more value of the dedicated header, Grpc-Metadata-Baggage as
 // baggage of its own (each must agree with the other markers), and a key
-// header under that prefix (Grpc-Metadata-Sandbox.id) as unreadable.
+// header under that prefix (Grpc-Metadata-Sandbox.id, and the actor's,
+// origin's and ticket's forms even alone, which the gRPC hop reads as
+// markers) as unreadable.
 //
 // Read does not allocate when the carrier holds no markers, and allocates
 // only to percent-decode values when it does.
