@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/textproto"
 	"slices"
 	"strings"
 
@@ -76,6 +77,7 @@ func NewServerInterceptors(opts ...ServerOption) (*ServerInterceptors, error) {
 	}
 	s.alone, s.named = namedKeys(cfg.codec)
 	s.aliases = aliasKeys(cfg.codec, s.alone)
+	s.gateway = gatewayKeys(cfg.codec, s.alone)
 	return &ServerInterceptors{unary: s.unary(), stream: s.stream()}, nil
 }
 
@@ -166,6 +168,7 @@ type server struct {
 	alone   []string // metadata keys that are markers by themselves (see namedKeys)
 	named   []string // every metadata key that is a marker beside others
 	aliases []string // underscore spellings stripped from untrusted peers (see aliasKeys)
+	gateway []string // grpc-gateway forms that name a sandbox (see gatewayKeys)
 	budget  budget
 }
 
@@ -274,11 +277,70 @@ func (s *server) foreign(ctx context.Context, bv []string, method string) contex
 		s.gate.Refuse(ctx, audit.Stripped, sb, s.peer(p), method, trust.ErrUntrusted, earlySandbox)
 		return s.strip(ctx)
 	}
+	if s.keyMetadata(ctx, s.gateway) != "" {
+		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, trust.ErrUntrusted, gatewayForms)
+		return s.strip(ctx)
+	}
 	if !s.mayBeForeign(ctx, bv) || !s.gate.Codec.Foreign(&incoming{ctx: ctx, bv: bv}) {
 		return ctx
 	}
 	s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, ingress.ErrForeign, nil)
 	return s.strip(ctx)
+}
+
+// gatewayForms details the reason of a record about grpc-gateway forms of
+// markers stripped from an untrusted peer's call.
+func gatewayForms() string {
+	return "grpc-gateway forms of markers (grpc-metadata-...), which an HTTP hop reads as ours"
+}
+
+// gatewayKeys returns the metadata keys, in grpc-gateway's form
+// (grpc-metadata- and an HTTP header's name), that name a sandbox to an
+// HTTP hop with the library: the dedicated header, the baggage, and the
+// key headers that name one alone. They are not markers on gRPC, where
+// nothing reads them; but a handler that copies its incoming metadata
+// onto an outgoing HTTP request sends them as headers the next hop
+// reads. From an untrusted peer they are stripped, with an audit record
+// (Codec.Strip then removes every gateway form, see stripGateway).
+func gatewayKeys(c *propagation.Codec, alone []string) []string {
+	const prefix = "grpc-metadata-"
+	keys := []string{prefix + "baggage"}
+	if h := c.Header(); h != "" {
+		keys = append(keys, prefix+strings.ToLower(h))
+	}
+	for _, k := range alone {
+		keys = append(keys, prefix+k)
+	}
+	return keys
+}
+
+// stripGateway removes from md what Codec.Strip removes from an HTTP
+// request's grpc-gateway forms (grpc-metadata- keys), so that none reaches
+// an HTTP hop through a handler that copies its metadata on.
+func (s *server) stripGateway(md metadata.MD) {
+	const prefix = "grpc-metadata-"
+	var h http.Header
+	for k, v := range md {
+		if len(k) > len(prefix) && strings.EqualFold(k[:len(prefix)], prefix) {
+			if h == nil {
+				h = http.Header{}
+			}
+			h[textproto.CanonicalMIMEHeaderKey(k)] = v
+		}
+	}
+	if h == nil {
+		return
+	}
+	s.gate.Codec.Strip(otelprop.HeaderCarrier(h))
+	for k := range md {
+		if len(k) > len(prefix) && strings.EqualFold(k[:len(prefix)], prefix) {
+			if v, ok := h[textproto.CanonicalMIMEHeaderKey(k)]; ok {
+				md[k] = v
+			} else {
+				delete(md, k)
+			}
+		}
+	}
 }
 
 // ticketForeign returns ctx, of a call from an untrusted peer admitted
@@ -409,6 +471,7 @@ func (s *server) stripCopy(ctx context.Context, md metadata.MD) context.Context 
 	if md == nil {
 		md, _ = metadata.FromIncomingContext(ctx) // a copy
 	}
+	s.stripGateway(md)
 	return s.gate.Strip(metadata.NewIncomingContext(ctx, md), mdCarrier(md))
 }
 
