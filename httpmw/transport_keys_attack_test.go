@@ -23,15 +23,24 @@ import (
 // of a service the sandbox overrides, unbudgeted. It reads every
 // spelling of the marker names now, as the next hop will.
 func TestTransportNonCanonicalMarkerKeys(t *testing.T) {
-	baseline, sandbox := newUpstream(t, "baseline"), newUpstream(t, "sandbox")
-	tab := newTable(t, routes.Sandbox{ID: "pr-1", Services: map[string]routes.Route{"cart": {Upstream: sandbox.URL}}})
-	c := newClient(t, must(httpmw.NewRoutingTransport(&http.Transport{}, tab, "cart")))
-	for _, h := range []http.Header{
+	routedAsHeadersSay(t, []http.Header{
 		{"sandbox-id": {"pr-1"}},
 		{"SANDBOX-ID": {"pr-1"}},
 		{"baggage": {"tenant=acme,sandbox.id=pr-1"}},
 		{"Accept": {"*/*"}, "baggage": {"sandbox.id=pr-1"}, "Baggage": {"tenant=acme"}},
-	} {
+	}, http.Header{"Sandbox-Id": {"pr-1"}, "sandbox-id": {"pr-2"}})
+}
+
+// routedAsHeadersSay sends requests without a sandbox in their context
+// through a routing transport for cart, which pr-1 overrides: each of
+// valid, whose markers name pr-1, must reach pr-1's own cart; conflict,
+// whose markers name two sandboxes under two spellings, must not be sent.
+func routedAsHeadersSay(t *testing.T, valid []http.Header, conflict http.Header) {
+	t.Helper()
+	baseline, sandbox := newUpstream(t, "baseline"), newUpstream(t, "sandbox")
+	tab := newTable(t, routes.Sandbox{ID: "pr-1", Services: map[string]routes.Route{"cart": {Upstream: sandbox.URL}}})
+	c := newClient(t, must(httpmw.NewRoutingTransport(&http.Transport{}, tab, "cart")))
+	for _, h := range valid {
 		req := mustRequest(t, context.Background(), http.MethodGet, baseline.URL+"/items", nil)
 		req.Header = h.Clone()
 		resp, err := c.Do(req)
@@ -42,13 +51,12 @@ func TestTransportNonCanonicalMarkerKeys(t *testing.T) {
 			t.Errorf("header %v: served by %s as %q; want pr-1's own cart", h, got.Server, got.Sandbox)
 		}
 	}
-	// Unreadable markers under such a key are not sent either.
 	hb, hs := baseline.hits.Load(), sandbox.hits.Load()
 	req := mustRequest(t, context.Background(), http.MethodGet, baseline.URL+"/items", nil)
-	req.Header = http.Header{"Sandbox-Id": {"pr-1"}, "sandbox-id": {"pr-2"}}
+	req.Header = conflict.Clone()
 	if resp, err := c.Do(req); err == nil {
 		resp.Body.Close()
-		t.Errorf("two sandboxes under two spellings: status %d; want an error, nothing sent", resp.StatusCode)
+		t.Errorf("two sandboxes under two spellings (%v): status %d; want an error, nothing sent", conflict, resp.StatusCode)
 	}
 	if baseline.hits.Load() != hb || sandbox.hits.Load() != hs {
 		t.Error("a request with unreadable markers was sent")
