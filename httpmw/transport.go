@@ -538,8 +538,7 @@ func (t *Transport) markerNames() []string {
 func namesMarkers(lines []string, header string) bool {
 	for _, line := range lines {
 		for tok := range strings.SplitSeq(line, ",") {
-			tok = strings.TrimSpace(tok)
-			if strings.EqualFold(tok, "Baggage") || (header != "" && strings.EqualFold(tok, header)) {
+			if markerToken(tok, header) {
 				return true
 			}
 		}
@@ -547,14 +546,17 @@ func namesMarkers(lines []string, header string) bool {
 	return false
 }
 
+// markerToken reports whether Connection token tok names a marker header
+// (header, when not empty, or Baggage).
+func markerToken(tok, header string) bool {
+	tok = strings.TrimSpace(tok)
+	return strings.EqualFold(tok, "Baggage") || (header != "" && strings.EqualFold(tok, header))
+}
+
 // dropMarkerTokens returns the Connection header lines without the tokens
 // that name the marker headers (header, when not empty, and Baggage). The
 // lines are not modified; a line left without tokens is dropped.
 func dropMarkerTokens(lines []string, header string) []string {
-	names := func(tok string) bool {
-		tok = strings.TrimSpace(tok)
-		return strings.EqualFold(tok, "Baggage") || (header != "" && strings.EqualFold(tok, header))
-	}
 	if !namesMarkers(lines, header) {
 		return lines
 	}
@@ -562,7 +564,7 @@ func dropMarkerTokens(lines []string, header string) []string {
 	for _, line := range lines {
 		var kept []string
 		for tok := range strings.SplitSeq(line, ",") {
-			if tok = strings.TrimSpace(tok); tok != "" && !names(tok) {
+			if tok = strings.TrimSpace(tok); tok != "" && !markerToken(tok, header) {
 				kept = append(kept, tok)
 			}
 		}

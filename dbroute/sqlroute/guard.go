@@ -101,7 +101,12 @@ func (g *guardConnector) check(ctx context.Context) error {
 	if s.ID == probeID {
 		return errProbe
 	}
-	err := fmt.Errorf("%w: sandbox %q (the baseline *sql.DB only serves production traffic)", dbroute.ErrSandboxOnBaseline, s.ID)
+	return g.refuse(ctx, s, fmt.Errorf("%w: sandbox %q (the baseline *sql.DB only serves production traffic)", dbroute.ErrSandboxOnBaseline, s.ID))
+}
+
+// refuse audits err, the refusal of a statement of sandbox s, and returns
+// it.
+func (g *guardConnector) refuse(ctx context.Context, s propagation.Sandbox, err error) error {
 	audit.Emit(ctx, g.logger, audit.Event{
 		Decision: audit.Rejected,
 		Sandbox:  s,
@@ -120,14 +125,7 @@ func (g *guardConnector) foreign(ctx context.Context, s propagation.Sandbox, ok 
 	} else {
 		s = propagation.Sandbox{ID: g.own}
 	}
-	err := fmt.Errorf("%w: %s on the test database of sandbox %q (a Conn, Tx or Stmt the router handed out serves only the sandbox it was obtained for)", ErrForeignContext, whose, g.own)
-	audit.Emit(ctx, g.logger, audit.Event{
-		Decision: audit.Rejected,
-		Sandbox:  s,
-		Protocol: audit.SQL,
-		Reason:   err.Error(),
-	})
-	return err
+	return g.refuse(ctx, s, fmt.Errorf("%w: %s on the test database of sandbox %q (a Conn, Tx or Stmt the router handed out serves only the sandbox it was obtained for)", ErrForeignContext, whose, g.own))
 }
 
 func (g *guardConnector) Connect(ctx context.Context) (driver.Conn, error) {
