@@ -699,7 +699,20 @@ func (c *Codec) StripContext(ctx context.Context) context.Context {
 // stripContext is StripContext; foreign routing keys go too when
 // dropForeign is set.
 func (c *Codec) stripContext(ctx context.Context, dropForeign bool) context.Context {
-	ctx = ContextWithoutSandbox(ctx)
+	return c.dropMembers(ContextWithoutSandbox(ctx), true, dropForeign)
+}
+
+// isOurs reports whether baggage key raw is one of ours to some parser.
+func (c *Codec) isOurs(raw string, w *work) bool {
+	k, _ := c.classify(raw, w)
+	return k != kindNone
+}
+
+// dropMembers returns ctx without our members of its OpenTelemetry
+// baggage (under every spelling a parser reads as ours) when ours is set,
+// and without foreign routing keys when foreign is set, under one work
+// budget for the whole baggage; ctx itself when none goes.
+func (c *Codec) dropMembers(ctx context.Context, ours, foreign bool) context.Context {
 	bag := baggage.FromContext(ctx)
 	if bag.Len() == 0 {
 		return ctx
@@ -712,8 +725,8 @@ func (c *Codec) stripContext(ctx context.Context, dropForeign bool) context.Cont
 	}
 	w := newWork(size)
 	for _, mem := range members {
-		if k, _ := c.classify(mem.Key(), &w); k != kindNone || dropForeign && c.foreign(mem.Key(), &w) {
-			clean = clean.DeleteMember(mem.Key())
+		if key := mem.Key(); ours && c.isOurs(key, &w) || foreign && c.foreign(key, &w) {
+			clean = clean.DeleteMember(key)
 		}
 	}
 	if clean.Len() == bag.Len() {
@@ -1118,26 +1131,7 @@ func (c *Codec) StripForeignContext(ctx context.Context) context.Context {
 	if len(c.foreignKeys) == 0 {
 		return ctx
 	}
-	bag := baggage.FromContext(ctx)
-	if bag.Len() == 0 {
-		return ctx
-	}
-	members := bag.Members()
-	size := 0
-	for _, mem := range members {
-		size += len(mem.Key()) + len(mem.Value()) + 2
-	}
-	w := newWork(size)
-	clean := bag
-	for _, mem := range members {
-		if c.foreign(mem.Key(), &w) {
-			clean = clean.DeleteMember(mem.Key())
-		}
-	}
-	if clean.Len() == bag.Len() {
-		return ctx
-	}
-	return baggage.ContextWithBaggage(ctx, clean)
+	return c.dropMembers(ctx, false, true)
 }
 
 func setHeader(carrier otelprop.TextMapCarrier, key, canon, v string) {
