@@ -133,7 +133,14 @@
 // marker keys that CGI-style hops read as the hyphenated ones (sandbox_id)
 // are stripped from an untrusted peer and audited too, also on a call that
 // carries no marker of ours; the foreign keys stay with
-// [propagation.KeepForeignRoutingKeys].
+// [propagation.KeepForeignRoutingKeys]. So are grpc-gateway's forms of
+// markers (grpc-metadata-sandbox-id, grpc-metadata-baggage, and the
+// grpc-metadata- forms of the keys): nothing on gRPC reads them, but a
+// handler that copies its incoming metadata onto an outgoing HTTP request
+// sends them as headers an HTTP hop with the library reads as ours. A
+// trusted peer's are kept: a grpc-gateway behind an edge that does not
+// read a doubled prefix (Grpc-Metadata-Grpc-Metadata-Sandbox-Id) as ours
+// would pass them on, so such an edge must not be trusted to filter them.
 //
 // # Performance
 //
