@@ -308,9 +308,7 @@ func (t *Table) MarkSynced(at time.Time) {
 	t.setSourced()
 	t.syncMu.Lock()
 	defer t.syncMu.Unlock()
-	if t.markSyncedLocked(at) {
-		t.setErr(nil)
-	}
+	t.markSyncedLocked(at, true)
 }
 
 // MarkFailed records that a source that pushes its changes (see
@@ -328,23 +326,26 @@ func (t *Table) MarkFailed(start time.Time, err error) error {
 func (t *Table) markSynced(at time.Time) {
 	t.syncMu.Lock()
 	defer t.syncMu.Unlock()
-	t.markSyncedLocked(at)
+	t.markSyncedLocked(at, false)
 }
 
-// markSyncedLocked is markSynced with syncMu held. It reports whether the
-// load is at least as recent as the current failure, if any: whether the
-// source may be called healthy again.
-func (t *Table) markSyncedLocked(at time.Time) bool {
+// markSyncedLocked is markSynced with syncMu held. When the load is at
+// least as recent as the current failure, if any (the source may be
+// called healthy again), it ends the failure, and with clearErr clears
+// Err, before it wakes the WaitSynced callers: one that waited for the
+// table to be synced never reads the failure the proof healed.
+func (t *Table) markSyncedLocked(at time.Time, clearErr bool) {
 	ns := nanos(at)
-	healthy := ns >= t.failingSince
-	if healthy {
+	if ns >= t.failingSince {
 		t.failingSince = neverSynced
+		if clearErr {
+			t.setErr(nil)
+		}
 	}
 	if ns > t.synced.Load() {
 		t.synced.Store(ns)
 		t.wakeWaiters()
 	}
-	return healthy
 }
 
 // nanos is at.UnixNano() held to the range it is exact in: UnixNano of a
