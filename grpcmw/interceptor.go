@@ -236,6 +236,9 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		if !trusted {
 			ctx = s.ticketForeign(ctx, md, addr, method)
 		}
+		if m.Ticket != "" {
+			ctx = s.dropTicket(ctx)
+		}
 		return s.gate.Admit(ctx, &m, addr, method), nil
 	case trust.Strip:
 		s.gate.Refuse(ctx, audit.Stripped, m.Sandbox, addr, method, why, nil)
@@ -360,6 +363,17 @@ func (s *server) ticketForeign(ctx context.Context, md metadata.MD, addr, method
 	s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, addr, method, ingress.ErrForeign, nil)
 	s.gate.Codec.StripForeign(mdCarrier(md))
 	return s.gate.Codec.StripForeignContext(metadata.NewIncomingContext(ctx, md))
+}
+
+// dropTicket returns ctx with its incoming metadata without the ticket
+// (propagation.Codec.StripTicket, in baggage and in grpc-gateway's
+// grpc-metadata-baggage): the ticket admitted the call here and goes no
+// further, not even through a handler that forwards its incoming metadata.
+// The context's OpenTelemetry baggage loses it in ingress.Gate.Admit.
+func (s *server) dropTicket(ctx context.Context) context.Context {
+	md, _ := metadata.FromIncomingContext(ctx) // a copy
+	s.gate.Codec.StripTicket(mdCarrier(md))
+	return metadata.NewIncomingContext(ctx, md)
 }
 
 // earlySandbox details the reason of a record about a sandbox an earlier

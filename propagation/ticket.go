@@ -1,6 +1,7 @@
 package propagation
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -10,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/baggage"
+	otelprop "go.opentelemetry.io/otel/propagation"
 )
 
 // Ticket errors. A ticket that fails verification is rejected, never
@@ -193,4 +197,85 @@ func mac(k Key, sb Sandbox, exp int64) []byte {
 	binary.BigEndian.PutUint64(n[:], uint64(exp))
 	h.Write(n[:])
 	return h.Sum(nil)
+}
+
+// StripTicket removes the ticket member ([WithTicketKey]) from the baggage
+// on carrier, and from grpc-gateway's form of it (Grpc-Metadata-Baggage on
+// an http.Header, grpc-metadata-baggage elsewhere); every other member,
+// ours included, is kept as it was, and a baggage left empty is removed. A
+// ticket is a bearer credential for the edge that checks it: middleware
+// that admitted a request on its ticket removes it from the headers or
+// metadata it hands on, so that a handler forwarding them does not send
+// it on. It does nothing when carrier holds no ticket member.
+func (c *Codec) StripTicket(carrier otelprop.TextMapCarrier) {
+	c.stripTicketFrom(carrier, baggageHeader, "Baggage")
+	c.stripTicketFrom(carrier, gatewayPrefix+baggageHeader, gatewayBaggage)
+}
+
+// stripTicketFrom rewrites the baggage header key (canon on an
+// http.Header) without its ticket members.
+func (c *Codec) stripTicketFrom(carrier otelprop.TextMapCarrier, key, canon string) {
+	var one [1]string
+	existing := values(carrier, key, canon, &one)
+	if len(existing) == 0 {
+		return
+	}
+	_, size := overScan(existing)
+	w := newWork(size)
+	var b strings.Builder
+	dropped := false
+	for _, line := range existing {
+		for line != "" {
+			var member string
+			member, line, _ = strings.Cut(line, ",")
+			member = trimOWS(member)
+			if member == "" {
+				continue
+			}
+			if k, _ := c.classify(member[:keyEnd(member)], &w); k == kindTicket {
+				dropped = true
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(member)
+		}
+	}
+	switch {
+	case !dropped:
+	case b.Len() == 0:
+		deleteHeader(carrier, key, canon)
+	default:
+		setHeader(carrier, key, canon, b.String())
+	}
+}
+
+// StripTicketContext returns ctx without the ticket member in its
+// OpenTelemetry baggage (which instrumentation in front of the middleware,
+// otelhttp or otelgrpc with OpenTelemetry's Baggage propagator, put there
+// from the request, and which their transports write on every outgoing
+// call, to any host); its sandbox and every other member are left as they
+// are. It returns ctx itself when the baggage holds no ticket.
+func (c *Codec) StripTicketContext(ctx context.Context) context.Context {
+	bag := baggage.FromContext(ctx)
+	if bag.Len() == 0 {
+		return ctx
+	}
+	members := bag.Members()
+	size := 0
+	for _, mem := range members {
+		size += len(mem.Key()) + 1
+	}
+	w := newWork(size)
+	clean := bag
+	for _, mem := range members {
+		if k, _ := c.classify(mem.Key(), &w); k == kindTicket {
+			clean = clean.DeleteMember(mem.Key())
+		}
+	}
+	if clean.Len() == bag.Len() {
+		return ctx
+	}
+	return baggage.ContextWithBaggage(ctx, clean)
 }
