@@ -11,8 +11,10 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/baggage"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/sandboxkit/sandboxkit/grpcmw"
 	"github.com/sandboxkit/sandboxkit/internal/grpctest"
@@ -86,5 +88,36 @@ func TestTicketStaysAtTheEdgeGRPC(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRejectedTicketNotEchoedGRPC: a call refused for its tickets (two
+// different ones, one of them valid) is answered InvalidArgument; the
+// status message, which the client and any proxy log, names neither
+// ticket's signature.
+func TestRejectedTicketNotEchoedGRPC(t *testing.T) {
+	signer, verifier := testKeys(t)
+	issued := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := propagation.Sandbox{ID: "feat-1", Actor: "alice"}
+	t1, err := signer.SignUntil(s, issued.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t2, err := signer.SignUntil(s, issued.Add(2*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := start(t, &grpctest.Service{Name: "B"}, serverOpts(t, grpcmw.WithVerifier(verifier),
+		grpcmw.WithClock(func() time.Time { return issued }))...)
+	toB := testpb.NewTestServiceClient(dial(t, addr))
+	md := metadata.Pairs("baggage", "sandbox.id=feat-1,sandbox.actor=alice,sandbox.ticket="+t1+",sandbox.ticket="+t2)
+	_, err = call(metadata.NewOutgoingContext(context.Background(), md), toB, unary)
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("two tickets: %v, want InvalidArgument", err)
+	}
+	for _, tk := range []string{t1, t2} {
+		if sig := tk[strings.LastIndexByte(tk, '.')+1:]; strings.Contains(err.Error(), sig) {
+			t.Errorf("the status message echoes a ticket: %v", err)
+		}
 	}
 }
