@@ -353,9 +353,20 @@ func (s *server) stripGateway(md metadata.MD) {
 // sandbox and for nothing else, and a hop of those tools further on would
 // act on them. Our markers stay. md, when not nil, is the server's own
 // copy of the incoming metadata.
+//
+// grpc-gateway's forms of markers (grpc-metadata-sandbox-id,
+// grpc-metadata-baggage, ...) go too, with a record of their own: nothing
+// on gRPC reads them, so the ticket did not vouch for what they name, but
+// an HTTP hop reads them as markers once a handler copies its metadata
+// onto an HTTP request (see gatewayKeys).
 func (s *server) ticketForeign(ctx context.Context, md metadata.MD, addr, method string) context.Context {
 	if md == nil {
 		md, _ = metadata.FromIncomingContext(ctx) // a copy
+	}
+	if s.keyMetadata(ctx, s.gateway) != "" {
+		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, addr, method, trust.ErrUntrusted, gatewayForms)
+		s.stripGateway(md)
+		ctx = metadata.NewIncomingContext(ctx, md)
 	}
 	if !s.gate.Codec.Foreign(mdCarrier(md)) {
 		return ctx
