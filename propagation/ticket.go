@@ -131,11 +131,12 @@ func NewVerifier(keys ...Key) (*Verifier, error) {
 }
 
 // WithMaxLifetime returns a copy of v that rejects tickets expiring more
-// than d after the time they are checked at. d must be positive; v is not
-// changed.
+// than d after the time they are checked at. d must be at least a second
+// (expiries are whole seconds: a shorter maximum would reject every
+// ticket); v is not changed.
 func (v *Verifier) WithMaxLifetime(d time.Duration) (*Verifier, error) {
-	if d <= 0 {
-		return nil, fmt.Errorf("propagation: maximum ticket lifetime %v must be positive", d)
+	if d < time.Second {
+		return nil, fmt.Errorf("propagation: maximum ticket lifetime %v must be at least a second", d)
 	}
 	out := *v
 	out.maxTTL = d
@@ -180,7 +181,9 @@ func (v *Verifier) VerifyAt(sb Sandbox, ticket string, now time.Time) error {
 	if now.Unix() >= exp {
 		return fmt.Errorf("%w: at %s", ErrTicketExpired, time.Unix(exp, 0).UTC().Format(time.RFC3339))
 	}
-	if max := v.maxTTL; exp-now.Unix() > int64(max/time.Second) {
+	// exp > now here, so exp-now is positive unless it overflowed (a
+	// clock before 1970, an unset time.Time, against a huge expiry).
+	if max, ahead := v.maxTTL, exp-now.Unix(); ahead < 0 || ahead > int64(max/time.Second) {
 		return fmt.Errorf("%w: expires at %s, more than %v ahead (the verifier's maximum lifetime)", ErrTicketInvalid, time.Unix(exp, 0).UTC().Format(time.RFC3339), max)
 	}
 	return nil
@@ -208,13 +211,42 @@ func mac(k Key, sb Sandbox, exp int64) []byte {
 // metadata it hands on, so that a handler forwarding them does not send
 // it on. It does nothing when carrier holds no ticket member.
 func (c *Codec) StripTicket(carrier otelprop.TextMapCarrier) {
-	c.stripTicketFrom(carrier, baggageHeader, "Baggage")
-	c.stripTicketFrom(carrier, gatewayPrefix+baggageHeader, gatewayBaggage)
+	c.ticketMembers(carrier, baggageHeader, "Baggage", false)
+	c.ticketMembers(carrier, gatewayPrefix+baggageHeader, gatewayBaggage, false)
 }
 
-// stripTicketFrom rewrites the baggage header key (canon on an
-// http.Header) without its ticket members.
-func (c *Codec) stripTicketFrom(carrier otelprop.TextMapCarrier, key, canon string) {
+// RedactTicket replaces, on carrier, the signature of every ticket (in
+// the baggage, grpc-gateway's baggage, and a header named as the ticket
+// key, also in Jaeger's and OpenTracing's baggage header forms) with "redacted", keeping its key ID and expiry: for copies of a
+// message kept for people to inspect (a dead-letter topic), where the
+// credential has no use but what made the message unreadable must stay
+// as it was. It does nothing when carrier holds no ticket.
+func (c *Codec) RedactTicket(carrier otelprop.TextMapCarrier) {
+	c.ticketMembers(carrier, baggageHeader, "Baggage", true)
+	c.ticketMembers(carrier, gatewayPrefix+baggageHeader, gatewayBaggage, true)
+	var one [1]string
+	for _, p := range baggageHeaderPrefixes {
+		h := newName(p + c.cfg.ticketKey)
+		vals := values(carrier, h.lower, h.canon, &one)
+		if len(vals) == 0 {
+			continue
+		}
+		setHeader(carrier, h.lower, h.canon, redacted(vals[0]))
+	}
+}
+
+// redacted returns ticket without its signature: its fields before the
+// signature, when short, and "redacted".
+func redacted(ticket string) string {
+	if i := strings.LastIndexByte(ticket, '.'); i > 0 && i <= 48 && strings.Count(ticket[:i], ".") == 2 {
+		return ticket[:i+1] + "redacted"
+	}
+	return "redacted"
+}
+
+// ticketMembers rewrites the baggage header key (canon on an http.Header)
+// without its ticket members, or with their values redacted.
+func (c *Codec) ticketMembers(carrier otelprop.TextMapCarrier, key, canon string, redact bool) {
 	var one [1]string
 	existing := values(carrier, key, canon, &one)
 	if len(existing) == 0 {
@@ -223,7 +255,7 @@ func (c *Codec) stripTicketFrom(carrier otelprop.TextMapCarrier, key, canon stri
 	_, size := overScan(existing)
 	w := newWork(size)
 	var b strings.Builder
-	dropped := false
+	found := false
 	for _, line := range existing {
 		for line != "" {
 			var member string
@@ -232,9 +264,18 @@ func (c *Codec) stripTicketFrom(carrier otelprop.TextMapCarrier, key, canon stri
 			if member == "" {
 				continue
 			}
-			if k, _ := c.classify(member[:keyEnd(member)], &w); k == kindTicket {
-				dropped = true
-				continue
+			j := keyEnd(member)
+			k, _ := c.classify(member[:j], &w)
+			if k == kindTicket {
+				found = true
+				if !redact {
+					continue
+				}
+				v := ""
+				if j < len(member) && member[j] == '=' {
+					v, _, _ = strings.Cut(member[j+1:], ";")
+				}
+				member = member[:j] + "=" + redacted(trimOWS(v))
 			}
 			if b.Len() > 0 {
 				b.WriteByte(',')
@@ -243,7 +284,7 @@ func (c *Codec) stripTicketFrom(carrier otelprop.TextMapCarrier, key, canon stri
 		}
 	}
 	switch {
-	case !dropped:
+	case !found:
 	case b.Len() == 0:
 		deleteHeader(carrier, key, canon)
 	default:
