@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/baggage"
 	otelprop "go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -139,5 +141,70 @@ func TestTicketStaysAtTheEdge(t *testing.T) {
 		}
 		clear(got)
 		mu.Unlock()
+	}
+}
+
+// baggageSpans records, as span attributes would (contrib's baggagecopy
+// span processor copies every baggage member onto each span it starts),
+// the baggage members in the context of every span started.
+type baggageSpans struct {
+	mu      sync.Mutex
+	members []string
+}
+
+func (p *baggageSpans) OnStart(ctx context.Context, _ sdktrace.ReadWriteSpan) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range baggage.FromContext(ctx).Members() {
+		p.members = append(p.members, m.Key()+"="+m.Value())
+	}
+}
+func (p *baggageSpans) OnEnd(sdktrace.ReadOnlySpan)      {}
+func (p *baggageSpans) Shutdown(context.Context) error   { return nil }
+func (p *baggageSpans) ForceFlush(context.Context) error { return nil }
+
+// TestTicketNotInTelemetry: otelhttp starts its server span from the
+// context its propagators extracted, before the sandbox middleware runs;
+// a span processor that copies baggage onto spans (contrib's baggagecopy)
+// would export the ticket to the tracing backend. With the README's
+// propagators the ticket is out of that context already; the sandbox is
+// not.
+func TestTicketNotInTelemetry(t *testing.T) {
+	signer, _, verifier := ticketKeys(t)
+	ticket, err := signer.SignUntil(propagation.Sandbox{ID: "feat-1", Actor: "alice"}, ticketClock.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spans := &baggageSpans{}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	defer tp.Shutdown(context.Background())
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s, _ := propagation.FromContext(r.Context()); s.ID != "feat-1" {
+			http.Error(w, "not admitted", http.StatusTeapot)
+		}
+	})
+	edge := httptest.NewServer(otelhttp.NewHandler(must(httpmw.NewHandler(app, httpmw.WithVerifier(verifier),
+		httpmw.WithClock(func() time.Time { return ticketClock }))), "edge",
+		otelhttp.WithPropagators(propagation.NewTextMapPropagator(nil)), otelhttp.WithTracerProvider(tp)))
+	defer edge.Close()
+	req := mustRequest(t, context.Background(), http.MethodGet, edge.URL, nil)
+	req.Header.Set("Baggage", "tenant=acme,sandbox.id=feat-1,sandbox.actor=alice,sandbox.ticket="+ticket)
+	resp, err := newClient(t, &http.Transport{}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	spans.mu.Lock()
+	defer spans.mu.Unlock()
+	if !slices.Contains(spans.members, "sandbox.id=feat-1") {
+		t.Errorf("span baggage %q: want the sandbox", spans.members)
+	}
+	for _, m := range spans.members {
+		if strings.HasPrefix(m, "sandbox.ticket=") {
+			t.Errorf("a span started with the ticket in its baggage: %q", m)
+		}
 	}
 }
