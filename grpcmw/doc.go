@@ -44,8 +44,11 @@
 //     ticket ([WithVerifier]) are admitted: the handler's context carries
 //     the sandbox ([propagation.FromContext]), and the active span gets the
 //     sandbox.id attribute; a ticket vouches for its sandbox alone, so
-//     other tools' routing keys on an untrusted peer's call are stripped
-//     and audited even when its ticket admits it;
+//     other tools' routing keys (and grpc-gateway's forms of markers) on
+//     an untrusted peer's call are stripped and audited even when its
+//     ticket admits it; the ticket itself goes no further than the
+//     interceptor: the handler's incoming metadata and its context's
+//     OpenTelemetry baggage no longer hold it;
 //   - markers from any other peer are stripped: the handler sees incoming
 //     metadata without them (a stripped copy; the transport's metadata is
 //     never modified) and serves the call as baseline traffic;

@@ -236,6 +236,9 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		if !trusted {
 			ctx = s.ticketForeign(ctx, md, addr, method)
 		}
+		if m.Ticket != "" {
+			ctx = s.dropTicket(ctx)
+		}
 		return s.gate.Admit(ctx, &m, addr, method), nil
 	case trust.Strip:
 		s.gate.Refuse(ctx, audit.Stripped, m.Sandbox, addr, method, why, nil)
@@ -350,9 +353,20 @@ func (s *server) stripGateway(md metadata.MD) {
 // sandbox and for nothing else, and a hop of those tools further on would
 // act on them. Our markers stay. md, when not nil, is the server's own
 // copy of the incoming metadata.
+//
+// grpc-gateway's forms of markers (grpc-metadata-sandbox-id,
+// grpc-metadata-baggage, ...) go too, with a record of their own: nothing
+// on gRPC reads them, so the ticket did not vouch for what they name, but
+// an HTTP hop reads them as markers once a handler copies its metadata
+// onto an HTTP request (see gatewayKeys).
 func (s *server) ticketForeign(ctx context.Context, md metadata.MD, addr, method string) context.Context {
 	if md == nil {
 		md, _ = metadata.FromIncomingContext(ctx) // a copy
+	}
+	if s.keyMetadata(ctx, s.gateway) != "" {
+		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, addr, method, trust.ErrUntrusted, gatewayForms)
+		s.stripGateway(md)
+		ctx = metadata.NewIncomingContext(ctx, md)
 	}
 	if !s.gate.Codec.Foreign(mdCarrier(md)) {
 		return ctx
@@ -360,6 +374,17 @@ func (s *server) ticketForeign(ctx context.Context, md metadata.MD, addr, method
 	s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, addr, method, ingress.ErrForeign, nil)
 	s.gate.Codec.StripForeign(mdCarrier(md))
 	return s.gate.Codec.StripForeignContext(metadata.NewIncomingContext(ctx, md))
+}
+
+// dropTicket returns ctx with its incoming metadata without the ticket
+// (propagation.Codec.StripTicket, in baggage and in grpc-gateway's
+// grpc-metadata-baggage): the ticket admitted the call here and goes no
+// further, not even through a handler that forwards its incoming metadata.
+// The context's OpenTelemetry baggage loses it in ingress.Gate.Admit.
+func (s *server) dropTicket(ctx context.Context) context.Context {
+	md, _ := metadata.FromIncomingContext(ctx) // a copy
+	s.gate.Codec.StripTicket(mdCarrier(md))
+	return metadata.NewIncomingContext(ctx, md)
 }
 
 // earlySandbox details the reason of a record about a sandbox an earlier

@@ -65,7 +65,10 @@
 //     expired or tampered ticket, whatever the peer. A ticket vouches for
 //     its sandbox alone: other tools' routing keys on an untrusted
 //     client's request are stripped and audited even when its ticket
-//     admits it;
+//     admits it. The ticket itself, a bearer credential, goes no further:
+//     the handler's request headers and its context's OpenTelemetry
+//     baggage no longer hold it ([propagation.Codec.StripTicket]), and an
+//     error about it never shows its signature;
 //   - [TrustAll] is set, for internal hops behind an edge that filters.
 //
 // Markers from an untrusted source are stripped (the dedicated header, our

@@ -139,6 +139,9 @@ func (g *gate) decide(w http.ResponseWriter, r *http.Request, m *propagation.Mar
 			r = g.ticketForeign(r)
 			ctx = r.Context()
 		}
+		if m.Ticket != "" {
+			r = g.dropTicket(r)
+		}
 		return r.WithContext(g.in.Admit(ctx, m, r.RemoteAddr, g.target)), true
 	case trust.Strip:
 		g.in.Refuse(ctx, audit.Stripped, m.Sandbox, r.RemoteAddr, g.target, why, src.reason)
@@ -166,6 +169,19 @@ func (g *gate) ticketForeign(r *http.Request) *http.Request {
 	h := r.Header.Clone()
 	g.in.Codec.StripForeign(otelprop.HeaderCarrier(h))
 	r2 := r.WithContext(g.in.Codec.StripForeignContext(ctx))
+	r2.Header = h
+	return r2
+}
+
+// dropTicket returns a copy of r without the ticket in its headers
+// (propagation.Codec.StripTicket): the ticket admitted r here and goes no
+// further, not even through a handler that forwards r's headers; r's
+// headers are the caller's and are not modified. The context's copy goes
+// in ingress.Gate.Admit.
+func (g *gate) dropTicket(r *http.Request) *http.Request {
+	h := r.Header.Clone()
+	g.in.Codec.StripTicket(otelprop.HeaderCarrier(h))
+	r2 := r.WithContext(r.Context())
 	r2.Header = h
 	return r2
 }

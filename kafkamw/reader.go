@@ -126,11 +126,14 @@ type Reader struct {
 	cfg     readerConfig
 	rcfg    kafka.ReaderConfig
 	markers markers
-	group   string
-	topics  []string
-	gate    ingress.Gate   // the audit records, span attributes and context of the messages decided
-	events  [2]audit.Event // the audit record of a tagged message, by "route active"
-	role    role
+	// ticketKey is the codec's ticket key, which the split mode's copies
+	// drop (see ticket.go).
+	ticketKey []byte
+	group     string
+	topics    []string
+	gate      ingress.Gate   // the audit records, span attributes and context of the messages decided
+	events    [2]audit.Event // the audit record of a tagged message, by "route active"
+	role      role
 
 	// The split mode ([WithSplit]), nil in the filter mode: the baseline
 	// reader's forwarder, which hands each message a sandbox's reader
@@ -216,13 +219,14 @@ func NewReader(cfg kafka.ReaderConfig, table *routes.Table, service string, opts
 		return nil, configError("NewReader", []error{fmt.Errorf("ReaderConfig: %w", err)})
 	}
 	r := &Reader{
-		fetching: fetchLock{},
-		cfg:      c,
-		rcfg:     cfg,
-		markers:  newMarkers(c.codec),
-		group:    cfg.GroupID,
-		topics:   cfg.GroupTopics,
-		ledger:   newLedger(),
+		fetching:  fetchLock{},
+		cfg:       c,
+		rcfg:      cfg,
+		markers:   newMarkers(c.codec),
+		ticketKey: ticketKey(c.codec),
+		group:     cfg.GroupID,
+		topics:    cfg.GroupTopics,
+		ledger:    newLedger(),
 	}
 	r.gone, r.markGone = context.WithCancel(context.Background())
 	if len(r.topics) == 0 {
@@ -545,7 +549,11 @@ func (r *Reader) deadLetter(ctx context.Context, msg *kafka.Message, reason stri
 	}
 	hs := make([]kafka.Header, 0, len(msg.Headers)+2)
 	hs = append(hs, msg.Headers...)
-	hs = append(hs,
+	// A ticket on the message stays there, as unreadable as it was, but
+	// without its signature: people read dead letters.
+	c := carrier{list: hs}
+	r.cfg.codec.RedactTicket(&c)
+	hs = append(c.list,
 		kafka.Header{Key: HeaderDeadLetterReason, Value: []byte(reason)},
 		kafka.Header{Key: HeaderDeadLetterSource, Value: []byte(msg.Topic + "/" + strconv.Itoa(msg.Partition) + "/" + strconv.FormatInt(msg.Offset, 10))},
 	)

@@ -899,6 +899,9 @@ func (r *Reader) forwardCopy(ctx context.Context, msg *kafka.Message, sandbox st
 	v = strconv.AppendInt(v, int64(msg.Partition), 10)
 	v = strconv.AppendInt(append(v, '/'), msg.Offset, 10)
 	hs = append(hs, kafka.Header{Key: HeaderSplitSource, Value: v})
+	if mayHoldTicket(hs, r.ticketKey) {
+		hs = withoutTicket(r.cfg.codec, hs) // a credential, not the sandbox's
+	}
 	src := topicPartitionOffset{topicPartition{msg.Topic, msg.Partition}, msg.Offset}
 	f.mu.Lock()
 	f.buf = append(f.buf, kafka.Message{Topic: name, Partition: msg.Partition, Key: msg.Key, Value: msg.Value, Headers: hs, Time: msg.Time})

@@ -252,6 +252,11 @@ func (w *Writer) tagged(s propagation.Sandbox, m *kafka.Message, enc []kafka.Hea
 		return fmt.Errorf("is tagged for sandbox %q, the context for %q", got.Sandbox.ID, s.ID)
 	case got.Found:
 		m.Headers = slices.Clone(m.Headers) // the caller's, in a list of its own
+		if got.Ticket != "" {
+			// A ticket is an edge credential (propagation.Codec.Inject
+			// replaces it too): the caller copied a request's baggage.
+			m.Headers = withoutTicket(w.codec, m.Headers)
+		}
 	default:
 		c := carrier{list: append(make([]kafka.Header, 0, len(m.Headers)+len(enc)), m.Headers...)}
 		w.codec.InjectSandbox(s, &c)

@@ -607,7 +607,7 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 			v, uerr := trimOWS(value), error(nil)
 			if !octets(v) {
 				fail(func() error {
-					return fmt.Errorf("%w: baggage member %s: value %s holds bytes a baggage value may not", ErrMalformed, quote(raw), quote(v))
+					return fmt.Errorf("%w: baggage member %s: value %s holds bytes a baggage value may not", ErrMalformed, quote(raw), shown(k, v))
 				})
 				continue
 			}
@@ -637,7 +637,7 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 			}
 			if *dst != "" && *dst != v {
 				fail(func() error {
-					return fmt.Errorf("%w: baggage member %s has %s and %s", ErrConflict, quote(raw), quote(*dst), quote(v))
+					return fmt.Errorf("%w: baggage member %s has %s and %s", ErrConflict, quote(raw), shown(k, *dst), shown(k, v))
 				})
 				continue
 			}
@@ -666,6 +666,20 @@ func (c *Codec) scanBaggage(lines []string, m *Markers, headerID string) error {
 	}
 	m.Sandbox.ID = id
 	return nil
+}
+
+// shown returns v, a value of a member of kind k, quoted for an error
+// message, which reaches 400 bodies and audit records: a ticket, a bearer
+// credential, is never shown, only its key ID and expiry (the fields
+// before its signature), and only when they are short.
+func shown(k keyKind, v string) string {
+	if k != kindTicket {
+		return quote(v)
+	}
+	if i := strings.LastIndexByte(v, '.'); i > 0 && i <= 48 {
+		return fmt.Sprintf("a ticket %q...", v[:i+1])
+	}
+	return "a ticket"
 }
 
 // after returns s after the separator at index j, or "" when j is the end.

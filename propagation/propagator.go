@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/baggage"
 	otelprop "go.opentelemetry.io/otel/propagation"
 )
 
@@ -54,6 +55,10 @@ func (p Propagator) Inject(ctx context.Context, carrier otelprop.TextMapCarrier)
 // Extract returns ctx carrying the sandbox on carrier. Unreadable markers are
 // reported to otel.Handle, and ctx is returned without a sandbox and with
 // our members removed from its OpenTelemetry baggage ([Codec.StripContext]).
+// With a sandbox, the ticket member (which OpenTelemetry's Baggage
+// propagator, placed before, put there) is removed from that baggage: a
+// ticket is a credential for the edge's middleware, which reads it from the
+// carrier, and goes no further.
 func (p Propagator) Extract(ctx context.Context, carrier otelprop.TextMapCarrier) context.Context {
 	c := p.c()
 	out, err := c.Extract(ctx, carrier)
@@ -61,7 +66,26 @@ func (p Propagator) Extract(ctx context.Context, carrier otelprop.TextMapCarrier
 		otel.Handle(err)
 		return c.stripContext(ctx, false)
 	}
+	if out != ctx {
+		// A sandbox was read: its ticket, a bearer credential for the
+		// edge (which reads it from the carrier, not from here), leaves
+		// the baggage before instrumentation starts a span from it
+		// (span processors copy baggage into telemetry).
+		out = c.dropTicketMember(out)
+	}
 	return out
+}
+
+// dropTicketMember returns ctx without the ticket member, under the key
+// OpenTelemetry's parser decoded, in its OpenTelemetry baggage; ctx itself
+// when there is none. A ticket under another spelling makes the markers
+// unreadable, and Extract then removes all of ours.
+func (c *Codec) dropTicketMember(ctx context.Context) context.Context {
+	bag := baggage.FromContext(ctx)
+	if bag.Member(c.cfg.ticketKey).Key() == "" {
+		return ctx
+	}
+	return baggage.ContextWithBaggage(ctx, bag.DeleteMember(c.cfg.ticketKey))
 }
 
 // Fields returns the carrier keys the propagator reads and writes.

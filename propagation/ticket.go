@@ -1,6 +1,7 @@
 package propagation
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -10,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/baggage"
+	otelprop "go.opentelemetry.io/otel/propagation"
 )
 
 // Ticket errors. A ticket that fails verification is rejected, never
@@ -127,11 +131,12 @@ func NewVerifier(keys ...Key) (*Verifier, error) {
 }
 
 // WithMaxLifetime returns a copy of v that rejects tickets expiring more
-// than d after the time they are checked at. d must be positive; v is not
-// changed.
+// than d after the time they are checked at. d must be at least a second
+// (expiries are whole seconds: a shorter maximum would reject every
+// ticket); v is not changed.
 func (v *Verifier) WithMaxLifetime(d time.Duration) (*Verifier, error) {
-	if d <= 0 {
-		return nil, fmt.Errorf("propagation: maximum ticket lifetime %v must be positive", d)
+	if d < time.Second {
+		return nil, fmt.Errorf("propagation: maximum ticket lifetime %v must be at least a second", d)
 	}
 	out := *v
 	out.maxTTL = d
@@ -176,7 +181,9 @@ func (v *Verifier) VerifyAt(sb Sandbox, ticket string, now time.Time) error {
 	if now.Unix() >= exp {
 		return fmt.Errorf("%w: at %s", ErrTicketExpired, time.Unix(exp, 0).UTC().Format(time.RFC3339))
 	}
-	if max := v.maxTTL; exp-now.Unix() > int64(max/time.Second) {
+	// exp > now here, so exp-now is positive unless it overflowed (a
+	// clock before 1970, an unset time.Time, against a huge expiry).
+	if max, ahead := v.maxTTL, exp-now.Unix(); ahead < 0 || ahead > int64(max/time.Second) {
 		return fmt.Errorf("%w: expires at %s, more than %v ahead (the verifier's maximum lifetime)", ErrTicketInvalid, time.Unix(exp, 0).UTC().Format(time.RFC3339), max)
 	}
 	return nil
@@ -193,4 +200,123 @@ func mac(k Key, sb Sandbox, exp int64) []byte {
 	binary.BigEndian.PutUint64(n[:], uint64(exp))
 	h.Write(n[:])
 	return h.Sum(nil)
+}
+
+// StripTicket removes the ticket member ([WithTicketKey]) from the baggage
+// on carrier, and from grpc-gateway's form of it (Grpc-Metadata-Baggage on
+// an http.Header, grpc-metadata-baggage elsewhere); every other member,
+// ours included, is kept as it was, and a baggage left empty is removed. A
+// ticket is a bearer credential for the edge that checks it: middleware
+// that admitted a request on its ticket removes it from the headers or
+// metadata it hands on, so that a handler forwarding them does not send
+// it on. It does nothing when carrier holds no ticket member.
+func (c *Codec) StripTicket(carrier otelprop.TextMapCarrier) {
+	c.ticketMembers(carrier, baggageHeader, "Baggage", false)
+	c.ticketMembers(carrier, gatewayPrefix+baggageHeader, gatewayBaggage, false)
+}
+
+// RedactTicket replaces, on carrier, the signature of every ticket (in
+// the baggage, grpc-gateway's baggage, and a header named as the ticket
+// key, also in Jaeger's and OpenTracing's baggage header forms) with "redacted", keeping its key ID and expiry: for copies of a
+// message kept for people to inspect (a dead-letter topic), where the
+// credential has no use but what made the message unreadable must stay
+// as it was. It does nothing when carrier holds no ticket.
+func (c *Codec) RedactTicket(carrier otelprop.TextMapCarrier) {
+	c.ticketMembers(carrier, baggageHeader, "Baggage", true)
+	c.ticketMembers(carrier, gatewayPrefix+baggageHeader, gatewayBaggage, true)
+	var one [1]string
+	for _, p := range baggageHeaderPrefixes {
+		h := newName(p + c.cfg.ticketKey)
+		vals := values(carrier, h.lower, h.canon, &one)
+		if len(vals) == 0 {
+			continue
+		}
+		setHeader(carrier, h.lower, h.canon, redacted(vals[0]))
+	}
+}
+
+// redacted returns ticket without its signature: its fields before the
+// signature, when short, and "redacted".
+func redacted(ticket string) string {
+	if i := strings.LastIndexByte(ticket, '.'); i > 0 && i <= 48 && strings.Count(ticket[:i], ".") == 2 {
+		return ticket[:i+1] + "redacted"
+	}
+	return "redacted"
+}
+
+// ticketMembers rewrites the baggage header key (canon on an http.Header)
+// without its ticket members, or with their values redacted.
+func (c *Codec) ticketMembers(carrier otelprop.TextMapCarrier, key, canon string, redact bool) {
+	var one [1]string
+	existing := values(carrier, key, canon, &one)
+	if len(existing) == 0 {
+		return
+	}
+	_, size := overScan(existing)
+	w := newWork(size)
+	var b strings.Builder
+	found := false
+	for _, line := range existing {
+		for line != "" {
+			var member string
+			member, line, _ = strings.Cut(line, ",")
+			member = trimOWS(member)
+			if member == "" {
+				continue
+			}
+			j := keyEnd(member)
+			k, _ := c.classify(member[:j], &w)
+			if k == kindTicket {
+				found = true
+				if !redact {
+					continue
+				}
+				v := ""
+				if j < len(member) && member[j] == '=' {
+					v, _, _ = strings.Cut(member[j+1:], ";")
+				}
+				member = member[:j] + "=" + redacted(trimOWS(v))
+			}
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(member)
+		}
+	}
+	switch {
+	case !found:
+	case b.Len() == 0:
+		deleteHeader(carrier, key, canon)
+	default:
+		setHeader(carrier, key, canon, b.String())
+	}
+}
+
+// StripTicketContext returns ctx without the ticket member in its
+// OpenTelemetry baggage (which instrumentation in front of the middleware,
+// otelhttp or otelgrpc with OpenTelemetry's Baggage propagator, put there
+// from the request, and which their transports write on every outgoing
+// call, to any host); its sandbox and every other member are left as they
+// are. It returns ctx itself when the baggage holds no ticket.
+func (c *Codec) StripTicketContext(ctx context.Context) context.Context {
+	bag := baggage.FromContext(ctx)
+	if bag.Len() == 0 {
+		return ctx
+	}
+	members := bag.Members()
+	size := 0
+	for _, mem := range members {
+		size += len(mem.Key()) + 1
+	}
+	w := newWork(size)
+	clean := bag
+	for _, mem := range members {
+		if k, _ := c.classify(mem.Key(), &w); k == kindTicket {
+			clean = clean.DeleteMember(mem.Key())
+		}
+	}
+	if clean.Len() == bag.Len() {
+		return ctx
+	}
+	return baggage.ContextWithBaggage(ctx, clean)
 }

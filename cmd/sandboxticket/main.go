@@ -66,6 +66,10 @@ func run(args []string, getenv func(string) string, out io.Writer) error {
 	if *ttl <= 0 {
 		return errors.New("-ttl must be positive")
 	}
+	if *ttl < time.Second {
+		// Expiries are whole seconds: the ticket could expire as it is printed.
+		return fmt.Errorf("-ttl %v is under a second, the resolution of a ticket's expiry", *ttl)
+	}
 	if *ttl > *maxTTL {
 		return fmt.Errorf("-ttl %v exceeds -max-ttl %v: a verifier with that maximum lifetime rejects the ticket", *ttl, *maxTTL)
 	}
@@ -93,7 +97,10 @@ func run(args []string, getenv func(string) string, out io.Writer) error {
 	propagation.Default().InjectTicket(ticket, otelprop.HeaderCarrier(h))
 	line := "baggage: " + h.Get("Baggage")
 	if *curl {
-		line = "-H '" + line + "'"
+		// The actor and origin may hold a single quote (a baggage
+		// value leaves it unescaped): close, escape and reopen it, so
+		// that a shell reads one argument and runs nothing.
+		line = "-H '" + strings.ReplaceAll(line, "'", `'\''`) + "'"
 	}
 	_, err = fmt.Fprintln(out, line)
 	return err

@@ -61,7 +61,16 @@ func (g *Gate) Logging() bool { return g.Logger != nil }
 // with the span attributes set, and writes the admitted record (reason:
 // valid ticket when a verified ticket admitted it, trusted source
 // otherwise). peer and target describe the request for the record.
+//
+// A ticket among the markers leaves the context's OpenTelemetry baggage
+// ([propagation.Codec.StripTicketContext]): it is a bearer credential for
+// this edge, and OpenTelemetry's Baggage propagator would write it on
+// every outgoing call; the adapter removes it from the headers or
+// metadata it hands on.
 func (g *Gate) Admit(ctx context.Context, m *propagation.Markers, peer, target string) context.Context {
+	if m.Ticket != "" {
+		ctx = g.Codec.StripTicketContext(ctx)
+	}
 	ctx = g.Enter(ctx, m.Sandbox)
 	if g.Logger != nil {
 		reason := pub.ReasonTrustedSource
