@@ -1,0 +1,313 @@
+package grpcmw_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/textproto"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/baggage"
+	otelprop "go.opentelemetry.io/otel/propagation"
+	"google.golang.org/grpc"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/sandboxkit/sandboxkit/grpcmw"
+	"github.com/sandboxkit/sandboxkit/internal/grpctest"
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// The attack: an untrusted peer's call, through otelgrpc's stats
+// handler with the README's propagators and the server interceptors,
+// must leave nothing in what the handler holds (its sandbox, incoming
+// metadata, OpenTelemetry baggage) that a next hop reads as a marker of
+// ours or another tool's routing key: a gRPC hop with the library (or an
+// OpenTelemetry one) reading the metadata forwarded as it is, an HTTP hop
+// reading it copied onto a request's headers (as grpc-gateway and many
+// forwarding handlers do), an OpenTelemetry client sending the context's
+// baggage. Each call that carried anything of the kind is audited once.
+
+// mdRead is a forwarded metadata.MD as the next gRPC hop's codec reads it.
+type mdRead metadata.MD
+
+func (m mdRead) Get(k string) string {
+	if v := m.Values(k); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+func (m mdRead) Values(k string) []string { return m[strings.ToLower(k)] }
+func (m mdRead) Set(string, string)       {}
+func (m mdRead) Keys() []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// nextHopReads returns what a next hop reads in what a handler running
+// with ctx holds, as marker or foreign routing key; admitted, when not
+// empty, is the sandbox the handler's call was admitted to, which may be
+// read (alone, readable, in the dedicated header and baggage).
+func nextHopReads(codec *propagation.Codec, ctx context.Context, admitted string) []string {
+	var out []string
+	if sb, ok := propagation.FromContext(ctx); ok && sb.ID != admitted {
+		out = append(out, "sandbox "+sb.ID+" in the context")
+	}
+	judge := func(hop string, c otelprop.TextMapCarrier) {
+		m, err := codec.Read(c)
+		switch {
+		case m.Found && admitted == "":
+			out = append(out, fmt.Sprintf("%s reads a marker (sandbox %q, err %v)", hop, m.Sandbox.ID, err))
+		case m.Found && (err != nil || m.Sandbox.ID != admitted):
+			out = append(out, fmt.Sprintf("%s reads sandbox %q, err %v; want %s", hop, m.Sandbox.ID, err, admitted))
+		}
+		if codec.Foreign(c) {
+			out = append(out, hop+" reads another tool's routing key")
+		}
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	fwd := metadata.MD{}
+	for k, v := range md {
+		if !strings.HasPrefix(k, ":") && k != "content-type" && k != "user-agent" && k != "grpc-accept-encoding" && k != "traceparent" {
+			fwd[k] = v
+		}
+	}
+	judge("a gRPC hop given the forwarded metadata", mdRead(fwd))
+	h := http.Header{}
+	for k, v := range fwd {
+		ck := textproto.CanonicalMIMEHeaderKey(k)
+		h[ck] = append(h[ck], v...)
+	}
+	judge("an HTTP hop given the metadata as headers", otelprop.HeaderCarrier(h))
+	if b := baggage.FromContext(ctx); b.Len() > 0 {
+		judge("a hop given the OpenTelemetry baggage", otelprop.HeaderCarrier(http.Header{"Baggage": {b.String()}}))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// otelReadme is otelgrpc's server stats handler with the README's
+// propagators.
+func otelReadme() grpc.ServerOption {
+	return grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithPropagators(propagation.NewTextMapPropagator(nil))))
+}
+
+// attackCase is metadata an untrusted peer sends.
+type attackCase struct {
+	name  string
+	md    []string
+	audit int // records wanted per call
+}
+
+func untrustedCases() []attackCase {
+	long := strings.Repeat("x", 2000)
+	var huge []string
+	for i := range 20 {
+		huge = append(huge, fmt.Sprintf("k%d=%s", i, long))
+	}
+	many := make([]string, 600)
+	for i := range many {
+		many[i] = fmt.Sprintf("m%d=v", i)
+	}
+	cs := []attackCase{
+		{"header", []string{"sandbox-id", "feat-1"}, 1},
+		{"header with white space", []string{"sandbox-id", " feat-1 "}, 1},
+		{"header empty", []string{"sandbox-id", ""}, 1},
+		{"header repeated, conflicting", []string{"sandbox-id", "feat-1", "sandbox-id", "feat-2"}, 1},
+		{"baggage", []string{"baggage", "sandbox.id=feat-1"}, 1},
+		{"baggage split", []string{"baggage", "foo=bar", "baggage", "sandbox.id=feat-1"}, 1},
+		{"baggage percent-encoded key", []string{"baggage", "foo=bar,sandbox%2Eid=feat-1"}, 1},
+		{"baggage percent-encoded first byte", []string{"baggage", "%73andbox.id=feat-1"}, 1},
+		{"baggage actor alone", []string{"baggage", "foo=bar", "baggage", "sandbox.actor=mallory"}, 1},
+		{"baggage ticket alone", []string{"baggage", "sandbox.ticket=v1.x"}, 1},
+		{"baggage over the scan limits", []string{"baggage", strings.Join(huge, ",") + ",sandbox.id=feat-1"}, 1},
+		{"baggage with many members", []string{"baggage", strings.Join(many, ",") + ",sandbox.id=feat-1"}, 1},
+		{"member key metadata", []string{"sandbox.id", "feat-1"}, 1},
+		{"uberctx id", []string{"uberctx-sandbox.id", "feat-1"}, 1},
+		{"ot-baggage id", []string{"ot-baggage-sandbox.id", "feat-1"}, 1},
+		{"underscore header", []string{"sandbox_id", "feat-1"}, 1},
+		{"member actor key alone", []string{"sandbox.actor", "mallory"}, 1},
+		{"uberctx actor alone", []string{"uberctx-sandbox.actor", "mallory"}, 1},
+		{"ot-baggage origin alone", []string{"ot-baggage-sandbox.origin", "x"}, 1},
+		{"uberctx ticket alone", []string{"uberctx-sandbox.ticket", "v1.x"}, 1},
+		{"underscore uberctx actor alone", []string{"uberctx_sandbox.actor", "mallory"}, 1},
+		{"signadot header", []string{"uberctx-sd-routing-key", "x"}, 1},
+		{"signadot baggage", []string{"baggage", "sd-routing-key=x"}, 1},
+		{"okteto baggage", []string{"baggage", "okteto-divert=x"}, 1},
+		{"gateway header", []string{"grpc-metadata-sandbox-id", "feat-1"}, 1},
+		{"gateway baggage", []string{"grpc-metadata-baggage", "sandbox.id=feat-1"}, 1},
+		{"gateway member key", []string{"grpc-metadata-sandbox.id", "feat-1"}, 1},
+		{"gateway actor key", []string{"grpc-metadata-sandbox.actor", "mallory"}, 1},
+		{"gateway uberctx actor key", []string{"grpc-metadata-uberctx-sandbox.actor", "mallory"}, 1},
+		{"gateway ticket key", []string{"grpc-metadata-sandbox.ticket", "v1.x"}, 1},
+		{"gateway underscore header", []string{"grpc-metadata-sandbox_id", "feat-1"}, 1},
+		{"gateway underscore uberctx id", []string{"grpc-metadata-uberctx_sandbox.id", "feat-1"}, 1},
+		{"gateway signadot header", []string{"grpc-metadata-uberctx-sd-routing-key", "x"}, 1},
+		{"gateway signadot baggage", []string{"grpc-metadata-baggage", "sd-routing-key=x"}, 1},
+		{"gateway header beside baggage", []string{"grpc-metadata-sandbox-id", "feat-1", "baggage", "foo=bar"}, 1},
+		{"binary header", []string{"sandbox-id-bin", "feat-1"}, 0},
+		{"gateway baggage without markers", []string{"grpc-metadata-baggage", "foo=bar"}, 0},
+		{"nothing", []string{"baggage", "foo=bar"}, 0},
+	}
+	return cs
+}
+
+// runUntrusted sends every case over the four kinds of call to a server
+// that does not trust loopback and checks what its handler holds.
+func runUntrusted(t *testing.T, cases []attackCase, earlier ...grpc.ServerOption) {
+	codec := propagation.Default()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			log, logger := newAuditLog()
+			var mu sync.Mutex
+			var leaked []string
+			svc := &grpctest.Service{Name: "svc", Forward: func(ctx context.Context) (string, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				leaked = nextHopReads(codec, ctx, "")
+				return "", nil
+			}}
+			sopts := append(append([]grpc.ServerOption{otelReadme()}, earlier...), serverOpts(t, grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithLogger(logger))...)
+			addr := start(t, svc, sopts...)
+			client := testpb.NewTestServiceClient(dial(t, addr))
+			for i, k := range kinds {
+				mu.Lock()
+				leaked = nil
+				mu.Unlock()
+				if _, err := call(metadata.AppendToOutgoingContext(context.Background(), tc.md...), client, k); err != nil {
+					t.Fatalf("%s: %v", k, err)
+				}
+				mu.Lock()
+				if len(leaked) != 0 {
+					t.Errorf("%s: the handler holds what a next hop reads: %q", k, leaked)
+				}
+				mu.Unlock()
+				if got := len(log.Decisions()); got != (i+1)*tc.audit {
+					t.Errorf("%s: %d audit records after %d calls, want %d each: %q", k, got, i+1, tc.audit, log.Decisions())
+				}
+			}
+		})
+	}
+}
+
+// TestUntrustedPeerLeavesNothingForNextHop sends each case from an
+// untrusted peer. Before the fix, 12 of them reached the handler: metadata
+// named as our actor, origin or ticket key alone (sandbox.actor,
+// uberctx-sandbox.actor, ot-baggage-sandbox.origin, uberctx-sandbox.ticket,
+// uberctx_sandbox.actor), which a Kafka hop or a Jaeger/OpenTracing
+// propagator reads as a marker, and grpc-gateway forms other than those
+// of the ID (grpc-metadata-sandbox.actor, -uberctx-sandbox.actor,
+// -sandbox.ticket, -sandbox_id, -uberctx_sandbox.id,
+// -uberctx-sd-routing-key), which an HTTP hop reads as a marker or a
+// Signadot key; and grpc-metadata-baggage without any member of ours was
+// audited as stripped.
+func TestUntrustedPeerLeavesNothingForNextHop(t *testing.T) {
+	runUntrusted(t, untrustedCases())
+}
+
+// httpKeys is an earlier layer that hands the calls on with their
+// metadata keys in an HTTP header's canonical form (Sandbox-Id), as one
+// that converts metadata to an http.Header and back does: grpc-go
+// lower-cases what it reads from the wire, but nothing makes a raw
+// metadata.MD in the context lower-case.
+func httpKeys() []grpc.ServerOption {
+	canon := func(ctx context.Context) context.Context {
+		md, _ := metadata.FromIncomingContext(ctx)
+		raw := metadata.MD{}
+		for k, v := range md {
+			raw[textproto.CanonicalMIMEHeaderKey(k)] = v
+		}
+		return metadata.NewIncomingContext(ctx, raw)
+	}
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			return h(canon(ctx), req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			return h(srv, &rawStream{ServerStream: ss, ctx: canon(ss.Context())})
+		}),
+	}
+}
+
+// rawStream is a grpc.ServerStream with a replaced context.
+type rawStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *rawStream) Context() context.Context { return s.ctx }
+
+// TestUntrustedPeerLeavesNothingForNextHopHTTPKeys: the same behind a
+// layer that hands on canonical metadata keys (same 12 failures before).
+func TestUntrustedPeerLeavesNothingForNextHopHTTPKeys(t *testing.T) {
+	runUntrusted(t, untrustedCases(), httpKeys()...)
+}
+
+// TestTicketVouchesForItsSandboxOnlyGatewayForms: a valid ticket for feat-1
+// admits an untrusted peer into feat-1 and nothing else: grpc-gateway
+// forms of markers naming feat-2 (or of another tool's routing key) on
+// the same call must not reach the handler, whose copy of its metadata
+// onto an HTTP request would send them to a hop that reads them. Before
+// the fix all 7 cases reached the handler, unaudited.
+func TestTicketVouchesForItsSandboxOnlyGatewayForms(t *testing.T) {
+	signer, verifier := testKeys(t)
+	issued := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	alice := propagation.Sandbox{ID: "feat-1", Actor: "alice"}
+	ticket, err := signer.SignUntil(alice, issued.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bag := "sandbox.id=feat-1,sandbox.actor=alice,sandbox.ticket=" + ticket
+	codec := propagation.Default()
+	for _, extra := range [][]string{
+		{"grpc-metadata-sandbox-id", "feat-2"},
+		{"grpc-metadata-baggage", "sandbox.id=feat-2"},
+		{"grpc-metadata-sandbox.id", "feat-2"},
+		{"grpc-metadata-sandbox.actor", "mallory"},
+		{"grpc-metadata-sandbox_id", "feat-2"},
+		{"grpc-metadata-uberctx-sd-routing-key", "x"},
+		{"grpc-metadata-baggage", "sd-routing-key=x"},
+	} {
+		t.Run(extra[0]+"="+extra[1], func(t *testing.T) {
+			log, logger := newAuditLog()
+			var mu sync.Mutex
+			var leaked []string
+			svc := &grpctest.Service{Name: "svc", Forward: func(ctx context.Context) (string, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				leaked = nextHopReads(codec, ctx, "feat-1")
+				return "", nil
+			}}
+			sopts := serverOpts(t, grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(verifier),
+				grpcmw.WithClock(func() time.Time { return issued }), grpcmw.WithLogger(logger))
+			addr := start(t, svc, append(sopts, otelReadme())...)
+			client := testpb.NewTestServiceClient(dial(t, addr))
+			for i, k := range kinds {
+				seen, err := call(metadata.AppendToOutgoingContext(context.Background(), "baggage", bag, extra[0], extra[1]), client, k)
+				if err != nil {
+					t.Fatalf("%s: %v", k, err)
+				}
+				if seen.Sandbox != "feat-1" {
+					t.Errorf("%s: handler ran in sandbox %q, want feat-1", k, seen.Sandbox)
+				}
+				mu.Lock()
+				if len(leaked) != 0 {
+					t.Errorf("%s: the handler holds what a next hop reads: %q", k, leaked)
+				}
+				mu.Unlock()
+				// The foreign forms stripped, the sandbox admitted.
+				if got := len(log.Decisions()); got != 2*(i+1) {
+					t.Errorf("%s: audit decisions %q, want stripped and admitted per call", k, log.Decisions())
+				}
+			}
+		})
+	}
+}
