@@ -285,13 +285,24 @@ func (s *server) foreign(ctx context.Context, method string) context.Context {
 		return s.strip(ctx)
 	}
 	md, _ := metadata.FromIncomingContext(ctx) // a copy
-	var named, foreign bool
+	if md == nil {
+		return ctx
+	}
+	// Judged and handed on alike: an earlier layer may have put a key
+	// under two spellings (baggage and Baggage) into the metadata, of
+	// which gRPC's lookups found one and a copy keeps either.
+	judged := metadata.NewIncomingContext(ctx, md)
+	var keyed, marked, foreign bool
 	for k := range md {
-		if _, ok := s.watch[k]; ok {
-			named = true
-		} else if k == baggageKey {
+		switch _, watched := s.watch[k]; {
+		case watched:
+			keyed = true
+		case k == baggageKey:
+			marked = s.mentions(md[k])
 			foreign = foreign || s.mayHoldForeign(md[k])
-		} else if isGateway(k) {
+		case k == s.header:
+			marked = true
+		case isGateway(k):
 			// Read and stripped as the HTTP hop would get them.
 			if gatewayMarkers(s.gate.Codec, gatewayHeader(md)) {
 				s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, trust.ErrUntrusted, gatewayForms)
@@ -299,17 +310,37 @@ func (s *server) foreign(ctx context.Context, method string) context.Context {
 			}
 		}
 	}
-	if named {
+	if keyed || marked {
 		if m, _ := s.gate.Codec.Read(mdCarrier(md)); m.Found {
-			s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, trust.ErrUntrusted, keyForms)
+			detail := keyForms
+			if !keyed {
+				detail = nil
+			}
+			s.gate.Refuse(ctx, audit.Stripped, m.Sandbox, s.peer(p), method, trust.ErrUntrusted, detail)
 			return s.stripCopy(ctx, md)
 		}
 	}
-	if !(named || foreign) || !s.gate.Codec.Foreign(mdCarrier(md)) {
-		return ctx
+	if (keyed || foreign) && s.gate.Codec.Foreign(mdCarrier(md)) {
+		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, ingress.ErrForeign, nil)
+		return s.stripCopy(ctx, md)
 	}
-	s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, ingress.ErrForeign, nil)
-	return s.stripCopy(ctx, md)
+	// Members of ours, or other tools' routing keys, in the context's
+	// OpenTelemetry baggage without any in the metadata were put there
+	// by an earlier layer from what is read here as neither (a
+	// propagator in otelgrpc's that reads another form): otelgrpc's
+	// client would send them on.
+	if baggage.FromContext(ctx).Len() > 0 && s.gate.Codec.StripContext(ctx) != ctx {
+		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, trust.ErrUntrusted, earlyBaggage)
+		return s.stripCopy(ctx, md)
+	}
+	return judged
+}
+
+// earlyBaggage details the reason of a record about members of ours, or
+// other tools' routing keys, that an earlier layer put into the
+// OpenTelemetry baggage of an untrusted peer's call.
+func earlyBaggage() string {
+	return "the members were put into the context's baggage before the interceptor, from what it does not read as a marker"
 }
 
 // gatewayForms details the reason of a record about grpc-gateway forms of

@@ -105,6 +105,9 @@ type attackCase struct {
 	name  string
 	md    []string
 	audit int // records wanted per call
+	// atMost: audit records are at most audit per call (gRPC's copy
+	// of metadata with a key under two spellings keeps either).
+	atMost bool
 }
 
 func untrustedCases() []attackCase {
@@ -118,44 +121,44 @@ func untrustedCases() []attackCase {
 		many[i] = fmt.Sprintf("m%d=v", i)
 	}
 	cs := []attackCase{
-		{"header", []string{"sandbox-id", "feat-1"}, 1},
-		{"header with white space", []string{"sandbox-id", " feat-1 "}, 1},
-		{"header empty", []string{"sandbox-id", ""}, 1},
-		{"header repeated, conflicting", []string{"sandbox-id", "feat-1", "sandbox-id", "feat-2"}, 1},
-		{"baggage", []string{"baggage", "sandbox.id=feat-1"}, 1},
-		{"baggage split", []string{"baggage", "foo=bar", "baggage", "sandbox.id=feat-1"}, 1},
-		{"baggage percent-encoded key", []string{"baggage", "foo=bar,sandbox%2Eid=feat-1"}, 1},
-		{"baggage percent-encoded first byte", []string{"baggage", "%73andbox.id=feat-1"}, 1},
-		{"baggage actor alone", []string{"baggage", "foo=bar", "baggage", "sandbox.actor=mallory"}, 1},
-		{"baggage ticket alone", []string{"baggage", "sandbox.ticket=v1.x"}, 1},
-		{"baggage over the scan limits", []string{"baggage", strings.Join(huge, ",") + ",sandbox.id=feat-1"}, 1},
-		{"baggage with many members", []string{"baggage", strings.Join(many, ",") + ",sandbox.id=feat-1"}, 1},
-		{"member key metadata", []string{"sandbox.id", "feat-1"}, 1},
-		{"uberctx id", []string{"uberctx-sandbox.id", "feat-1"}, 1},
-		{"ot-baggage id", []string{"ot-baggage-sandbox.id", "feat-1"}, 1},
-		{"underscore header", []string{"sandbox_id", "feat-1"}, 1},
-		{"member actor key alone", []string{"sandbox.actor", "mallory"}, 1},
-		{"uberctx actor alone", []string{"uberctx-sandbox.actor", "mallory"}, 1},
-		{"ot-baggage origin alone", []string{"ot-baggage-sandbox.origin", "x"}, 1},
-		{"uberctx ticket alone", []string{"uberctx-sandbox.ticket", "v1.x"}, 1},
-		{"underscore uberctx actor alone", []string{"uberctx_sandbox.actor", "mallory"}, 1},
-		{"signadot header", []string{"uberctx-sd-routing-key", "x"}, 1},
-		{"signadot baggage", []string{"baggage", "sd-routing-key=x"}, 1},
-		{"okteto baggage", []string{"baggage", "okteto-divert=x"}, 1},
-		{"gateway header", []string{"grpc-metadata-sandbox-id", "feat-1"}, 1},
-		{"gateway baggage", []string{"grpc-metadata-baggage", "sandbox.id=feat-1"}, 1},
-		{"gateway member key", []string{"grpc-metadata-sandbox.id", "feat-1"}, 1},
-		{"gateway actor key", []string{"grpc-metadata-sandbox.actor", "mallory"}, 1},
-		{"gateway uberctx actor key", []string{"grpc-metadata-uberctx-sandbox.actor", "mallory"}, 1},
-		{"gateway ticket key", []string{"grpc-metadata-sandbox.ticket", "v1.x"}, 1},
-		{"gateway underscore header", []string{"grpc-metadata-sandbox_id", "feat-1"}, 1},
-		{"gateway underscore uberctx id", []string{"grpc-metadata-uberctx_sandbox.id", "feat-1"}, 1},
-		{"gateway signadot header", []string{"grpc-metadata-uberctx-sd-routing-key", "x"}, 1},
-		{"gateway signadot baggage", []string{"grpc-metadata-baggage", "sd-routing-key=x"}, 1},
-		{"gateway header beside baggage", []string{"grpc-metadata-sandbox-id", "feat-1", "baggage", "foo=bar"}, 1},
-		{"binary header", []string{"sandbox-id-bin", "feat-1"}, 0},
-		{"gateway baggage without markers", []string{"grpc-metadata-baggage", "foo=bar"}, 0},
-		{"nothing", []string{"baggage", "foo=bar"}, 0},
+		{"header", []string{"sandbox-id", "feat-1"}, 1, false},
+		{"header with white space", []string{"sandbox-id", " feat-1 "}, 1, false},
+		{"header empty", []string{"sandbox-id", ""}, 1, false},
+		{"header repeated, conflicting", []string{"sandbox-id", "feat-1", "sandbox-id", "feat-2"}, 1, false},
+		{"baggage", []string{"baggage", "sandbox.id=feat-1"}, 1, false},
+		{"baggage split", []string{"baggage", "foo=bar", "baggage", "sandbox.id=feat-1"}, 1, false},
+		{"baggage percent-encoded key", []string{"baggage", "foo=bar,sandbox%2Eid=feat-1"}, 1, false},
+		{"baggage percent-encoded first byte", []string{"baggage", "%73andbox.id=feat-1"}, 1, false},
+		{"baggage actor alone", []string{"baggage", "foo=bar", "baggage", "sandbox.actor=mallory"}, 1, false},
+		{"baggage ticket alone", []string{"baggage", "sandbox.ticket=v1.x"}, 1, false},
+		{"baggage over the scan limits", []string{"baggage", strings.Join(huge, ",") + ",sandbox.id=feat-1"}, 1, false},
+		{"baggage with many members", []string{"baggage", strings.Join(many, ",") + ",sandbox.id=feat-1"}, 1, false},
+		{"member key metadata", []string{"sandbox.id", "feat-1"}, 1, false},
+		{"uberctx id", []string{"uberctx-sandbox.id", "feat-1"}, 1, false},
+		{"ot-baggage id", []string{"ot-baggage-sandbox.id", "feat-1"}, 1, false},
+		{"underscore header", []string{"sandbox_id", "feat-1"}, 1, false},
+		{"member actor key alone", []string{"sandbox.actor", "mallory"}, 1, false},
+		{"uberctx actor alone", []string{"uberctx-sandbox.actor", "mallory"}, 1, false},
+		{"ot-baggage origin alone", []string{"ot-baggage-sandbox.origin", "x"}, 1, false},
+		{"uberctx ticket alone", []string{"uberctx-sandbox.ticket", "v1.x"}, 1, false},
+		{"underscore uberctx actor alone", []string{"uberctx_sandbox.actor", "mallory"}, 1, false},
+		{"signadot header", []string{"uberctx-sd-routing-key", "x"}, 1, false},
+		{"signadot baggage", []string{"baggage", "sd-routing-key=x"}, 1, false},
+		{"okteto baggage", []string{"baggage", "okteto-divert=x"}, 1, false},
+		{"gateway header", []string{"grpc-metadata-sandbox-id", "feat-1"}, 1, false},
+		{"gateway baggage", []string{"grpc-metadata-baggage", "sandbox.id=feat-1"}, 1, false},
+		{"gateway member key", []string{"grpc-metadata-sandbox.id", "feat-1"}, 1, false},
+		{"gateway actor key", []string{"grpc-metadata-sandbox.actor", "mallory"}, 1, false},
+		{"gateway uberctx actor key", []string{"grpc-metadata-uberctx-sandbox.actor", "mallory"}, 1, false},
+		{"gateway ticket key", []string{"grpc-metadata-sandbox.ticket", "v1.x"}, 1, false},
+		{"gateway underscore header", []string{"grpc-metadata-sandbox_id", "feat-1"}, 1, false},
+		{"gateway underscore uberctx id", []string{"grpc-metadata-uberctx_sandbox.id", "feat-1"}, 1, false},
+		{"gateway signadot header", []string{"grpc-metadata-uberctx-sd-routing-key", "x"}, 1, false},
+		{"gateway signadot baggage", []string{"grpc-metadata-baggage", "sd-routing-key=x"}, 1, false},
+		{"gateway header beside baggage", []string{"grpc-metadata-sandbox-id", "feat-1", "baggage", "foo=bar"}, 1, false},
+		{"binary header", []string{"sandbox-id-bin", "feat-1"}, 0, false},
+		{"gateway baggage without markers", []string{"grpc-metadata-baggage", "foo=bar"}, 0, false},
+		{"nothing", []string{"baggage", "foo=bar"}, 0, false},
 	}
 	return cs
 }
@@ -190,7 +193,7 @@ func runUntrusted(t *testing.T, cases []attackCase, earlier ...grpc.ServerOption
 					t.Errorf("%s: the handler holds what a next hop reads: %q", k, leaked)
 				}
 				mu.Unlock()
-				if got := len(log.Decisions()); got != (i+1)*tc.audit {
+				if got := len(log.Decisions()); got != (i+1)*tc.audit && !(tc.atMost && got <= (i+1)*tc.audit) {
 					t.Errorf("%s: %d audit records after %d calls, want %d each: %q", k, got, i+1, tc.audit, log.Decisions())
 				}
 			}
@@ -308,6 +311,77 @@ func TestTicketVouchesForItsSandboxOnlyGatewayForms(t *testing.T) {
 					t.Errorf("%s: audit decisions %q, want stripped and admitted per call", k, log.Decisions())
 				}
 			}
+		})
+	}
+}
+
+// earlyLayer is an earlier layer that changes what the server
+// interceptors get: f returns the context the rest of the chain sees.
+func earlyLayer(f func(context.Context) context.Context) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			return h(f(ctx), req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			return h(srv, &rawStream{ServerStream: ss, ctx: f(ss.Context())})
+		}),
+	}
+}
+
+// TestUntrustedPeerCaseVariants: an earlier layer adds metadata under an
+// HTTP header's spelling (Baggage, Sandbox-Id) beside grpc-go's
+// lower-case keys, here from a legacy x-legacy-baggage. gRPC's lookups
+// find the exact key first, and FromIncomingContext keeps one of the two
+// spellings at random: what the server interceptors judge and what the
+// handler reads must be the same metadata, with nothing of ours in it.
+// Before the fix the handler read a copy of its own, which leaked
+// sandbox.id=feat-1 in 3 of 3 runs (-count=3) for Baggage and 1 of 3 for
+// Grpc-Metadata-Baggage. A spelling that gRPC's copy drops reaches no one
+// and is not audited: without the raw metadata, which gRPC does not hand
+// out, the interceptors cannot see it.
+func TestUntrustedPeerCaseVariants(t *testing.T) {
+	for _, tc := range []struct {
+		name, key string
+	}{{"Baggage", "Baggage"}, {"Sandbox-Id", "Sandbox-Id"}, {"Grpc-Metadata-Baggage", "Grpc-Metadata-Baggage"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			legacy := earlyLayer(func(ctx context.Context) context.Context {
+				md, _ := metadata.FromIncomingContext(ctx)
+				if v := md.Get("x-legacy"); len(v) > 0 {
+					md[tc.key] = v
+					delete(md, "x-legacy")
+				}
+				return metadata.NewIncomingContext(ctx, md)
+			})
+			val := "feat-1"
+			if strings.HasSuffix(tc.key, "aggage") {
+				val = "sandbox.id=feat-1"
+			}
+			runUntrusted(t, []attackCase{{tc.name, []string{strings.ToLower(tc.key), "foo", "baggage", "foo=bar", "x-legacy", val}, 1, true}}, legacy...)
+		})
+	}
+}
+
+// TestUntrustedPeerEarlyBaggage: an earlier layer (a propagator in
+// otelgrpc's propagators reading a form the interceptors do not, here
+// simulated) put our members into the context's OpenTelemetry baggage of
+// an untrusted peer's call without a sandbox. otelgrpc's client stats
+// handler would send them on: they must go, with an audit record, as an
+// early sandbox does. Before the fix all 3 cases reached otelgrpc's
+// client, unaudited.
+func TestUntrustedPeerEarlyBaggage(t *testing.T) {
+	for _, members := range []string{"sandbox.id=feat-1", "tenant=acme,sandbox.actor=mallory", "sd-routing-key=x"} {
+		t.Run(members, func(t *testing.T) {
+			early := earlyLayer(func(ctx context.Context) context.Context {
+				if v := metadata.ValueFromIncomingContext(ctx, "x-early"); len(v) > 0 {
+					b, err := baggage.Parse(v[0])
+					if err != nil {
+						panic(err)
+					}
+					return baggage.ContextWithBaggage(ctx, b)
+				}
+				return ctx
+			})
+			runUntrusted(t, []attackCase{{members, []string{"x-early", members}, 1, false}}, early...)
 		})
 	}
 }
