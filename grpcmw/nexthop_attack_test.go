@@ -166,7 +166,14 @@ func untrustedCases() []attackCase {
 // runUntrusted sends every case over the four kinds of call to a server
 // that does not trust loopback and checks what its handler holds.
 func runUntrusted(t *testing.T, cases []attackCase, earlier ...grpc.ServerOption) {
-	codec := propagation.Default()
+	runUntrustedCodec(t, propagation.Default(), cases, earlier...)
+}
+
+// runUntrustedCodec is runUntrusted with the server, its otelgrpc
+// propagators and the next hops on codec. A case whose audit is -1 wants
+// one record per call when a next hop reads something in what the peer
+// sent, none otherwise.
+func runUntrustedCodec(t *testing.T, codec *propagation.Codec, cases []attackCase, earlier ...grpc.ServerOption) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			log, logger := newAuditLog()
@@ -178,7 +185,14 @@ func runUntrusted(t *testing.T, cases []attackCase, earlier ...grpc.ServerOption
 				leaked = nextHopReads(codec, ctx, "")
 				return "", nil
 			}}
-			sopts := append(append([]grpc.ServerOption{otelReadme()}, earlier...), serverOpts(t, grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithLogger(logger))...)
+			if tc.audit < 0 {
+				tc.audit = 0
+				if len(nextHopReads(codec, metadata.NewIncomingContext(context.Background(), metadata.Pairs(tc.md...)), "")) > 0 {
+					tc.audit = 1
+				}
+			}
+			otel := grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithPropagators(propagation.NewTextMapPropagator(codec))))
+			sopts := append(append([]grpc.ServerOption{otel}, earlier...), serverOpts(t, grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithLogger(logger), grpcmw.WithCodec(codec))...)
 			addr := start(t, svc, sopts...)
 			client := testpb.NewTestServiceClient(dial(t, addr))
 			for i, k := range kinds {
@@ -382,6 +396,57 @@ func TestUntrustedPeerEarlyBaggage(t *testing.T) {
 				return ctx
 			})
 			runUntrusted(t, []attackCase{{members, []string{"x-early", members}, 1, false}}, early...)
+		})
+	}
+}
+
+// TestUntrustedPeerLeavesNothingForNextHopCodecs runs the cases with the
+// codecs an operator may configure, their names in place of the default
+// ones: each call that carries what a next hop on that codec reads is
+// stripped and audited once, any other is left alone.
+func TestUntrustedPeerLeavesNothingForNextHopCodecs(t *testing.T) {
+	for _, cc := range []struct {
+		name string
+		opts []propagation.Option
+	}{
+		{"signadot", []propagation.Option{propagation.WithSignadot()}},
+		{"okteto", []propagation.Option{propagation.WithOkteto()}},
+		{"keep foreign", []propagation.Option{propagation.KeepForeignRoutingKeys()}},
+		{"mirror", []propagation.Option{propagation.WithBaggageMirror()}},
+		{"no header", []propagation.Option{propagation.WithHeader("")}},
+		{"own names", []propagation.Option{propagation.WithHeader("X-Route-Sb"), propagation.WithBaggageKeys("route.sb", "route.actor", "route.origin"), propagation.WithTicketKey("route.ticket")}},
+	} {
+		t.Run(cc.name, func(t *testing.T) {
+			codec, err := propagation.NewCodec(cc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys := codec.Keys()
+			header := codec.Header()
+			if header == "" {
+				header = "sandbox-id" // now nothing of ours
+			}
+			names := strings.NewReplacer(
+				"sandbox.ticket", keys[3], "sandbox.actor", keys[1], "sandbox.origin", keys[2], "sandbox.id", keys[0],
+				"sandbox-id", header, "sandbox_id", strings.ReplaceAll(header, "-", "_"))
+			var cases []attackCase
+			read := 0
+			for _, tc := range untrustedCases() {
+				md := make([]string, len(tc.md))
+				for i, x := range tc.md {
+					md[i] = names.Replace(x)
+				}
+				cases = append(cases, attackCase{name: tc.name, md: md, audit: -1})
+				if len(nextHopReads(codec, metadata.NewIncomingContext(context.Background(), metadata.Pairs(md...)), "")) > 0 {
+					read++
+				}
+			}
+			// Not a vacuous run: most cases carry what a hop reads.
+			if read < 25 {
+				t.Fatalf("only %d of %d cases carry what a next hop reads", read, len(cases))
+			}
+			t.Logf("%d of %d cases carry what a next hop reads", read, len(cases))
+			runUntrustedCodec(t, codec, cases)
 		})
 	}
 }
