@@ -292,7 +292,7 @@ func (s *server) foreign(ctx context.Context, method string) context.Context {
 	// under two spellings (baggage and Baggage) into the metadata, of
 	// which gRPC's lookups found one and a copy keeps either.
 	judged := metadata.NewIncomingContext(ctx, md)
-	var keyed, marked, foreign bool
+	var keyed, marked, foreign, gateway bool
 	for k := range md {
 		switch _, watched := s.watch[k]; {
 		case watched:
@@ -303,12 +303,14 @@ func (s *server) foreign(ctx context.Context, method string) context.Context {
 		case k == s.header:
 			marked = true
 		case isGateway(k):
-			// Read and stripped as the HTTP hop would get them.
-			if gatewayMarkers(s.gate.Codec, gatewayHeader(md)) {
-				s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, trust.ErrUntrusted, gatewayForms)
-				return s.stripCopy(ctx, md)
-			}
+			gateway = true
 		}
+	}
+	// grpc-gateway's forms are read and stripped as the HTTP hop would
+	// get them.
+	if gateway && gatewayMarkers(s.gate.Codec, gatewayHeader(md)) {
+		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, trust.ErrUntrusted, gatewayForms)
+		return s.stripCopy(ctx, md)
 	}
 	if keyed || marked {
 		if m, _ := s.gate.Codec.Read(mdCarrier(md)); m.Found {
