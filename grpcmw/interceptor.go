@@ -298,7 +298,7 @@ func (s *server) foreign(ctx context.Context, method string) context.Context {
 		case watched:
 			keyed = true
 		case k == baggageKey:
-			marked = s.mentions(md[k])
+			marked = marked || s.mentions(md[k])
 			foreign = foreign || s.mayHoldForeign(md[k])
 		case k == s.header:
 			marked = true
