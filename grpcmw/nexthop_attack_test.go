@@ -18,6 +18,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/grpcmw"
 	"github.com/sandboxkit/sandboxkit/internal/grpctest"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -110,6 +111,15 @@ type attackCase struct {
 	atMost bool
 }
 
+// pairs returns key and each of values as metadata pairs.
+func pairs(key string, values []string) []string {
+	out := make([]string, 0, 2*len(values))
+	for _, v := range values {
+		out = append(out, key, v)
+	}
+	return out
+}
+
 func untrustedCases() []attackCase {
 	long := strings.Repeat("x", 2000)
 	var huge []string
@@ -133,6 +143,7 @@ func untrustedCases() []attackCase {
 		{"baggage ticket alone", []string{"baggage", "sandbox.ticket=v1.x"}, 1, false},
 		{"baggage over the scan limits", []string{"baggage", strings.Join(huge, ",") + ",sandbox.id=feat-1"}, 1, false},
 		{"baggage with many members", []string{"baggage", strings.Join(many, ",") + ",sandbox.id=feat-1"}, 1, false},
+		{"baggage in many values", append(pairs("baggage", many), "baggage", "sandbox.id=feat-1"), 1, false},
 		{"member key metadata", []string{"sandbox.id", "feat-1"}, 1, false},
 		{"uberctx id", []string{"uberctx-sandbox.id", "feat-1"}, 1, false},
 		{"ot-baggage id", []string{"ot-baggage-sandbox.id", "feat-1"}, 1, false},
@@ -166,14 +177,14 @@ func untrustedCases() []attackCase {
 // runUntrusted sends every case over the four kinds of call to a server
 // that does not trust loopback and checks what its handler holds.
 func runUntrusted(t *testing.T, cases []attackCase, earlier ...grpc.ServerOption) {
-	runUntrustedCodec(t, propagation.Default(), cases, earlier...)
+	runUntrustedCodec(t, propagation.Default(), []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)}, cases, earlier...)
 }
 
 // runUntrustedCodec is runUntrusted with the server, its otelgrpc
 // propagators and the next hops on codec. A case whose audit is -1 wants
 // one record per call when a next hop reads something in what the peer
 // sent, none otherwise.
-func runUntrustedCodec(t *testing.T, codec *propagation.Codec, cases []attackCase, earlier ...grpc.ServerOption) {
+func runUntrustedCodec(t *testing.T, codec *propagation.Codec, policy []grpcmw.ServerOption, cases []attackCase, earlier ...grpc.ServerOption) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			log, logger := newAuditLog()
@@ -192,7 +203,7 @@ func runUntrustedCodec(t *testing.T, codec *propagation.Codec, cases []attackCas
 				}
 			}
 			otel := grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithPropagators(propagation.NewTextMapPropagator(codec))))
-			sopts := append(append([]grpc.ServerOption{otel}, earlier...), serverOpts(t, grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithLogger(logger), grpcmw.WithCodec(codec))...)
+			sopts := append(append([]grpc.ServerOption{otel}, earlier...), serverOpts(t, append(policy, grpcmw.WithLogger(logger), grpcmw.WithCodec(codec))...)...)
 			addr := start(t, svc, sopts...)
 			client := testpb.NewTestServiceClient(dial(t, addr))
 			for i, k := range kinds {
@@ -209,6 +220,11 @@ func runUntrustedCodec(t *testing.T, codec *propagation.Codec, cases []attackCas
 				mu.Unlock()
 				if got := len(log.Decisions()); got != (i+1)*tc.audit && !(tc.atMost && got <= (i+1)*tc.audit) {
 					t.Errorf("%s: %d audit records after %d calls, want %d each: %q", k, got, i+1, tc.audit, log.Decisions())
+				}
+				for _, r := range log.Records() {
+					if r["decision"] != string(audit.Stripped) || r["reason"] == "" {
+						t.Errorf("%s: audit record %v, want stripped with a reason", k, r)
+					}
 				}
 			}
 		})
@@ -446,7 +462,14 @@ func TestUntrustedPeerLeavesNothingForNextHopCodecs(t *testing.T) {
 				t.Fatalf("only %d of %d cases carry what a next hop reads", read, len(cases))
 			}
 			t.Logf("%d of %d cases carry what a next hop reads", read, len(cases))
-			runUntrustedCodec(t, codec, cases)
+			runUntrustedCodec(t, codec, []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)}, cases)
 		})
 	}
+}
+
+// TestUntrustedPeerLeavesNothingForNextHopZeroPolicy: the same with
+// server interceptors built without any trust option, which trust no
+// peer (an operator who forgot WithTrustedNetworks).
+func TestUntrustedPeerLeavesNothingForNextHopZeroPolicy(t *testing.T) {
+	runUntrustedCodec(t, propagation.Default(), nil, untrustedCases())
 }
