@@ -149,10 +149,10 @@
 // each form is judged as [propagation.Codec.Read] and
 // [propagation.Codec.Foreign] judge it on an HTTP request. A valid ticket
 // vouches for its sandbox alone: an untrusted peer it admits loses those
-// forms too. The handler of an untrusted peer's call gets the copy of the
-// metadata the interceptor judged, so that an earlier layer that put one
-// key under two spellings (baggage and Baggage) cannot have it judge one
-// and the handler read the other. A trusted peer's are kept: a grpc-gateway behind an edge that does not
+// forms too. The handler of an untrusted peer's call without a ticket
+// gets the copy of the metadata the interceptor judged, so that an earlier
+// layer that put one key under two spellings (baggage and Baggage) cannot
+// have it judge one and the handler read the other. A trusted peer's are kept: a grpc-gateway behind an edge that does not
 // read a doubled prefix (Grpc-Metadata-Grpc-Metadata-Sandbox-Id) as ours
 // would pass them on, so such an edge must not be trusted to filter them.
 //
