@@ -302,13 +302,13 @@ func (s *server) foreign(ctx context.Context, method string) context.Context {
 			foreign = foreign || s.mayHoldForeign(md[k])
 		case k == s.header:
 			marked = true
-		case isGateway(k):
+		case s.gatewayName(k):
 			gateway = true
 		}
 	}
 	// grpc-gateway's forms are read and stripped as the HTTP hop would
 	// get them.
-	if gateway && gatewayMarkers(s.gate.Codec, gatewayHeader(md)) {
+	if gateway && gatewayMarkers(s.gate.Codec, s.gatewayHeader(md)) {
 		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, trust.ErrUntrusted, gatewayForms)
 		return s.stripCopy(ctx, md)
 	}
@@ -368,16 +368,37 @@ func isGateway(k string) bool {
 	return len(k) > len(gatewayPrefix) && k[:len(gatewayPrefix)] == gatewayPrefix
 }
 
-// gatewayHeader returns the keys of md, lower-case, in grpc-gateway's form
-// as the HTTP header a handler that copies its metadata onto an outgoing
-// request sends (Grpc-Metadata-Sandbox-Id), nil when there are none. They
-// are not markers on gRPC, where nothing reads them; an HTTP hop with the
-// library reads them as markers or other tools' routing keys, as it would
-// from a client in front of grpc-gateway (see propagation.Codec.Read).
-func gatewayHeader(md metadata.MD) http.Header {
+// gatewayName reports whether metadata key k, lower-case, is in
+// grpc-gateway's form (one grpc-metadata- prefix or more) of a name the
+// codec has gateway forms of on HTTP: the baggage, the dedicated header,
+// and the watched keys (see watchKeys), which are its key headers and
+// the underscore and foreign headers Codec.Foreign reports. Any other
+// gateway key is nothing to an HTTP hop, and is not read: a peer that
+// sends a thousand of them costs one pass.
+func (s *server) gatewayName(k string) bool {
+	if !isGateway(k) {
+		return false
+	}
+	for isGateway(k) {
+		k = k[len(gatewayPrefix):]
+	}
+	if _, ok := s.watch[k]; ok {
+		return true
+	}
+	return k == baggageKey || (s.header != "" && k == s.header)
+}
+
+// gatewayHeader returns the keys of md, lower-case, that are gateway
+// forms of names the codec reads (see gatewayName), as the HTTP header a
+// handler that copies its metadata onto an outgoing request sends
+// (Grpc-Metadata-Sandbox-Id), nil when there are none. They are not
+// markers on gRPC, where nothing reads them; an HTTP hop with the library
+// reads them as markers or other tools' routing keys, as it would from a
+// client in front of grpc-gateway (see propagation.Codec.Read).
+func (s *server) gatewayHeader(md metadata.MD) http.Header {
 	var h http.Header
 	for k, v := range md {
-		if isGateway(k) {
+		if s.gatewayName(k) {
 			if h == nil {
 				h = http.Header{}
 			}
@@ -401,13 +422,13 @@ func gatewayMarkers(c *propagation.Codec, h http.Header) bool {
 // request's grpc-gateway forms (grpc-metadata- keys), so that none reaches
 // an HTTP hop through a handler that copies its metadata on.
 func (s *server) stripGateway(md metadata.MD) {
-	h := gatewayHeader(md)
+	h := s.gatewayHeader(md)
 	if h == nil {
 		return
 	}
 	s.gate.Codec.Strip(otelprop.HeaderCarrier(h))
 	for k := range md {
-		if isGateway(k) {
+		if s.gatewayName(k) {
 			if v, ok := h[textproto.CanonicalMIMEHeaderKey(k)]; ok {
 				md[k] = v
 			} else {
@@ -431,7 +452,7 @@ func (s *server) ticketForeign(ctx context.Context, md metadata.MD, addr, method
 		md, _ = metadata.FromIncomingContext(ctx) // a copy
 	}
 	switch {
-	case gatewayMarkers(s.gate.Codec, gatewayHeader(md)):
+	case gatewayMarkers(s.gate.Codec, s.gatewayHeader(md)):
 		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, addr, method, trust.ErrUntrusted, gatewayForms)
 	case s.gate.Codec.Foreign(mdCarrier(md)):
 		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, addr, method, ingress.ErrForeign, nil)

@@ -473,3 +473,41 @@ func TestUntrustedPeerLeavesNothingForNextHopCodecs(t *testing.T) {
 func TestUntrustedPeerLeavesNothingForNextHopZeroPolicy(t *testing.T) {
 	runUntrustedCodec(t, propagation.Default(), nil, untrustedCases())
 }
+
+// TestUntrustedGatewayFormsKeepOthers: stripping an untrusted peer's
+// grpc-gateway forms of markers leaves its other grpc-metadata- keys, and
+// the other members of its gateway baggage, as they were.
+func TestUntrustedGatewayFormsKeepOthers(t *testing.T) {
+	log, logger := newAuditLog()
+	var mu sync.Mutex
+	var held metadata.MD
+	svc := &grpctest.Service{Name: "svc", Forward: func(ctx context.Context) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		held, _ = metadata.FromIncomingContext(ctx)
+		return "", nil
+	}}
+	addr := start(t, svc, serverOpts(t, grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithLogger(logger))...)
+	client := testpb.NewTestServiceClient(dial(t, addr))
+	for _, k := range kinds {
+		ctx := metadata.AppendToOutgoingContext(context.Background(),
+			"grpc-metadata-sandbox-id", "feat-1", "grpc-metadata-x-user", "bob",
+			"grpc-metadata-baggage", "foo=bar,sandbox.id=feat-1", "grpc-metadata-grpc-metadata-x", "y")
+		if _, err := call(ctx, client, k); err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+		mu.Lock()
+		if got := held.Get("grpc-metadata-sandbox-id"); len(got) != 0 {
+			t.Errorf("%s: the handler holds grpc-metadata-sandbox-id %q", k, got)
+		}
+		for key, want := range map[string]string{"grpc-metadata-x-user": "bob", "grpc-metadata-baggage": "foo=bar", "grpc-metadata-grpc-metadata-x": "y"} {
+			if got := held.Get(key); len(got) != 1 || got[0] != want {
+				t.Errorf("%s: the handler holds %s %q, want %q", k, key, got, want)
+			}
+		}
+		mu.Unlock()
+	}
+	if got := log.Decisions(); len(got) != len(kinds) {
+		t.Errorf("audit decisions %q, want one per call", got)
+	}
+}
