@@ -2,6 +2,7 @@ package grpcmw_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 
@@ -182,4 +183,30 @@ func (m mdPairs) Keys() []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// BenchmarkInterceptorsManyKeys: an untrusted peer's call without markers
+// but with many metadata keys (n of them, under grpc-gateway's prefix or
+// not, none a marker), which the server interceptor reads in full: its
+// cost must grow with the keys, not with their square.
+func BenchmarkInterceptorsManyKeys(b *testing.B) {
+	untrusted := serverIn(b, grpcmw.WithTrustedNetworks(elsewhere)).Unary()
+	handler := func(context.Context, any) (any, error) { return nil, nil }
+	info := &grpc.UnaryServerInfo{FullMethod: "/grpc.testing.TestService/UnaryCall"}
+	p := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}})
+	for _, prefix := range []string{"grpc-metadata-x-", "x-"} {
+		for _, n := range []int{10, 100, 1000} {
+			md := metadata.Pairs(":authority", "cart", "content-type", "application/grpc")
+			for i := range n {
+				md.Set(fmt.Sprintf("%s%d", prefix, i), "v")
+			}
+			ctx := metadata.NewIncomingContext(p, md)
+			b.Run(fmt.Sprint(prefix, n), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					_, _ = untrusted(ctx, nil, info, handler)
+				}
+			})
+		}
+	}
 }

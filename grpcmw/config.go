@@ -173,7 +173,10 @@ func TrustAll() ServerOption {
 // in a trusted network vouches for every client behind it, since no
 // x-forwarded-for metadata is read (a client could write it). Keep
 // proxies that carry outside callers out of the trusted networks, or
-// strip at an edge in front of them.
+// strip at an edge in front of them. A peer on a transport that is not IP
+// (a Unix socket, bufconn) is in no network: its markers are stripped and
+// audited (peer "@" on a Unix socket); a server that listens only for
+// trusted local callers there needs [TrustAll].
 func WithTrustedNetworks(prefixes ...netip.Prefix) ServerOption {
 	return serverOption(func(cfg *config) {
 		cfg.networks = append(slices.Clip(cfg.networks), prefixes...)

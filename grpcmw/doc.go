@@ -110,7 +110,10 @@
 // the call is stripped, audited and served as production, as promise 3
 // says, never rejected and never run in the sandbox; so it is when the
 // interceptor finds no marker of its own on an untrusted peer's call (that
-// layer was built with another codec).
+// layer was built with another codec), and when members of ours or other
+// tools' routing keys are in such a call's OpenTelemetry baggage without
+// being in its metadata (a propagator that reads another form put them
+// there).
 //
 // On the client side, gRPC calls otelgrpc's client stats handler after
 // the interceptors and the [Router], and its Baggage propagator sets the
@@ -136,12 +139,23 @@
 // marker keys that CGI-style hops read as the hyphenated ones (sandbox_id)
 // are stripped from an untrusted peer and audited too, also on a call that
 // carries no marker of ours; the foreign keys stay with
-// [propagation.KeepForeignRoutingKeys]. So are grpc-gateway's forms of
-// markers (grpc-metadata-sandbox-id, grpc-metadata-baggage, and the
-// grpc-metadata- forms of the keys): nothing on gRPC reads them, but a
-// handler that copies its incoming metadata onto an outgoing HTTP request
-// sends them as headers an HTTP hop with the library reads as ours. A
-// trusted peer's are kept: a grpc-gateway behind an edge that does not
+// [propagation.KeepForeignRoutingKeys]. So is metadata named as our actor,
+// origin or ticket key in any form (uberctx-sandbox.actor), which no
+// lookup here reads as a marker alone but a Kafka hop, or a Jaeger or
+// OpenTracing propagator, does. So are grpc-gateway's forms of all of
+// these (grpc-metadata-sandbox-id, grpc-metadata-baggage holding a member
+// of ours or a foreign key, grpc-metadata-sandbox.actor,
+// grpc-metadata-sandbox_id, grpc-metadata-uberctx-sd-routing-key): nothing
+// on gRPC reads them, but a handler that copies its incoming metadata onto
+// an outgoing HTTP request sends them as headers an HTTP hop with the
+// library reads as ours, or a Signadot hop behind a gateway as its key;
+// each form is judged as [propagation.Codec.Read] and
+// [propagation.Codec.Foreign] judge it on an HTTP request. A valid ticket
+// vouches for its sandbox alone: an untrusted peer it admits loses those
+// forms too. The handler of an untrusted peer's call without a ticket
+// gets the copy of the metadata the interceptor judged, so that an earlier
+// layer that put one key under two spellings (baggage and Baggage) cannot
+// have it judge one and the handler read the other. A trusted peer's are kept: a grpc-gateway behind an edge that does not
 // read a doubled prefix (Grpc-Metadata-Grpc-Metadata-Sandbox-Id) as ours
 // would pass them on, so such an edge must not be trusted to filter them.
 //
@@ -149,9 +163,13 @@
 //
 // A call without a sandbox costs no allocation in the client interceptors
 // or the router, with or without [WithBreaker] (unless the group has a
-// baseline budget), nor in the server interceptors when it carries no
-// baggage (gRPC copies a baggage value it hands out: one small allocation
-// that is not ours to avoid).
+// baseline budget), nor in the server interceptors when it comes from a
+// trusted peer and carries no baggage (gRPC copies a baggage value it
+// hands out: one small allocation that is not ours to avoid). An untrusted
+// peer's call costs one copy of its metadata (a map and a slice a key, and
+// the context that hands it on), read in one pass: the forms a later hop
+// reads are too many to look each up, and each lookup walks the context
+// and, on a miss, scans every key.
 //
 // # Concurrency
 //

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/textproto"
-	"slices"
 	"strings"
 
 	"go.opentelemetry.io/otel/baggage"
@@ -76,8 +75,7 @@ func NewServerInterceptors(opts ...ServerOption) (*ServerInterceptors, error) {
 		budget: newBudget(&cfg),
 	}
 	s.alone, s.named = namedKeys(cfg.codec)
-	s.aliases = aliasKeys(cfg.codec, s.alone)
-	s.gateway = gatewayKeys(cfg.codec, s.alone)
+	s.watch = watchKeys(cfg.codec)
 	return &ServerInterceptors{unary: s.unary(), stream: s.stream()}, nil
 }
 
@@ -162,14 +160,13 @@ func (s *serverStream) Context() context.Context { return s.ctx }
 // the outcome of a verdict (audit record, span attributes, context) is the
 // shared kernel's (internal/ingress).
 type server struct {
-	gate    ingress.Gate
-	header  string   // the dedicated header, lower-case; "" when none
-	keys    []string // our baggage keys, to spot them without parsing
-	alone   []string // metadata keys that are markers by themselves (see namedKeys)
-	named   []string // every metadata key that is a marker beside others
-	aliases []string // underscore spellings stripped from untrusted peers (see aliasKeys)
-	gateway []string // grpc-gateway forms that name a sandbox (see gatewayKeys)
-	budget  budget
+	gate   ingress.Gate
+	header string              // the dedicated header, lower-case; "" when none
+	keys   []string            // our baggage keys, to spot them without parsing
+	alone  []string            // metadata keys that are markers by themselves (see namedKeys)
+	named  []string            // every metadata key that is a marker beside others
+	watch  map[string]struct{} // what makes an untrusted peer's call read in full (see watchKeys)
+	budget budget
 }
 
 // admit applies the trust policy to the markers in ctx's incoming metadata.
@@ -197,7 +194,7 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 			if s.gate.Policy.All {
 				return ctx, nil
 			}
-			return s.foreign(ctx, bv, method), nil
+			return s.foreign(ctx, method), nil
 		}
 	} else {
 		// A call with markers is admitted, stripped or rejected, each
@@ -231,7 +228,7 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		if s.gate.Policy.All {
 			return ctx, nil
 		}
-		return s.foreign(ctx, bv, method), nil
+		return s.foreign(ctx, method), nil
 	case trust.Admit:
 		if !trusted {
 			ctx = s.ticketForeign(ctx, md, addr, method)
@@ -258,20 +255,30 @@ func (s *server) peer(p *peer.Peer) string {
 	return p.Addr.String()
 }
 
-// foreign returns, for a call without markers of ours, ctx with other
+// foreign returns, for a call without markers of ours, ctx with what a
+// later hop may still read as a marker or act on stripped from its
+// metadata and OpenTelemetry baggage, with an audit record, when the call
+// comes from an untrusted peer; ctx itself otherwise. That is other
 // tools' routing keys (Signadot's and Okteto's, see
-// propagation.Codec.Foreign) stripped from its metadata and OpenTelemetry
-// baggage, with an audit record, when the call comes from an untrusted
-// peer; ctx itself otherwise. A hop of those tools further on would act on
-// them. The peer is judged first: from the peer's address without
-// parsing, cheaper than looking the header forms up.
+// propagation.Codec.Foreign) and the underscore spellings of marker keys,
+// metadata named as any of our baggage keys in any form (an actor's,
+// origin's or ticket's too, which no lookup here makes a marker alone, but
+// which a Kafka hop or a Jaeger or OpenTracing propagator reads as one),
+// and grpc-gateway's forms of all of these (see gatewayHeader). The peer
+// is judged first: from the peer's address without parsing, cheaper than
+// looking anything up.
+//
+// An untrusted peer's call is read from one copy of its metadata, in one
+// pass: each lookup in the incoming metadata walks the context and, on a
+// miss, scans every key, and the forms a later hop reads are too many to
+// look each up.
 //
 // A sandbox already in the context of an untrusted peer's call was put
 // there by an earlier layer from something these interceptors do not read
 // as a marker (a propagation.Propagator in otelgrpc's propagators built
 // with another codec than theirs): it is stripped and audited too, never
 // run.
-func (s *server) foreign(ctx context.Context, bv []string, method string) context.Context {
+func (s *server) foreign(ctx context.Context, method string) context.Context {
 	p, _ := peer.FromContext(ctx)
 	if s.gate.Policy.Trusted(peerAddr(p)) {
 		return ctx
@@ -280,15 +287,65 @@ func (s *server) foreign(ctx context.Context, bv []string, method string) contex
 		s.gate.Refuse(ctx, audit.Stripped, sb, s.peer(p), method, trust.ErrUntrusted, earlySandbox)
 		return s.strip(ctx)
 	}
-	if s.keyMetadata(ctx, s.gateway) != "" {
-		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, trust.ErrUntrusted, gatewayForms)
-		return s.strip(ctx)
-	}
-	if !s.mayBeForeign(ctx, bv) || !s.gate.Codec.Foreign(&incoming{ctx: ctx, bv: bv}) {
+	md, _ := metadata.FromIncomingContext(ctx) // a copy
+	if md == nil {
 		return ctx
 	}
-	s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, ingress.ErrForeign, nil)
-	return s.strip(ctx)
+	// Judged and handed on alike: an earlier layer may have put a key
+	// under two spellings (baggage and Baggage) into the metadata, of
+	// which gRPC's lookups found one and a copy keeps either.
+	judged := metadata.NewIncomingContext(ctx, md)
+	var keyed, marked, foreign, gateway bool
+	for k := range md {
+		switch _, watched := s.watch[k]; {
+		case watched:
+			keyed = true
+		case k == baggageKey:
+			marked = marked || s.mentions(md[k])
+			foreign = foreign || s.mayHoldForeign(md[k])
+		case k == s.header:
+			marked = true
+		case s.gatewayName(k):
+			gateway = true
+		}
+	}
+	// grpc-gateway's forms are read and stripped as the HTTP hop would
+	// get them.
+	if gateway && gatewayMarkers(s.gate.Codec, s.gatewayHeader(md)) {
+		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, trust.ErrUntrusted, gatewayForms)
+		return s.stripCopy(ctx, md)
+	}
+	if keyed || marked {
+		if m, _ := s.gate.Codec.Read(mdCarrier(md)); m.Found {
+			detail := keyForms
+			if !keyed {
+				detail = nil
+			}
+			s.gate.Refuse(ctx, audit.Stripped, m.Sandbox, s.peer(p), method, trust.ErrUntrusted, detail)
+			return s.stripCopy(ctx, md)
+		}
+	}
+	if (keyed || foreign) && s.gate.Codec.Foreign(mdCarrier(md)) {
+		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, ingress.ErrForeign, nil)
+		return s.stripCopy(ctx, md)
+	}
+	// Members of ours, or other tools' routing keys, in the context's
+	// OpenTelemetry baggage without any in the metadata were put there
+	// by an earlier layer from what is read here as neither (a
+	// propagator in otelgrpc's that reads another form): otelgrpc's
+	// client would send them on.
+	if baggage.FromContext(ctx).Len() > 0 && s.gate.Codec.StripContext(ctx) != ctx {
+		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, trust.ErrUntrusted, earlyBaggage)
+		return s.stripCopy(ctx, md)
+	}
+	return judged
+}
+
+// earlyBaggage details the reason of a record about members of ours, or
+// other tools' routing keys, that an earlier layer put into the
+// OpenTelemetry baggage of an untrusted peer's call.
+func earlyBaggage() string {
+	return "the members were put into the context's baggage before the interceptor, from what it does not read as a marker"
 }
 
 // gatewayForms details the reason of a record about grpc-gateway forms of
@@ -297,46 +354,84 @@ func gatewayForms() string {
 	return "grpc-gateway forms of markers (grpc-metadata-...), which an HTTP hop reads as ours"
 }
 
-// gatewayKeys returns the metadata keys, in grpc-gateway's form
-// (grpc-metadata- and an HTTP header's name), that name a sandbox to an
-// HTTP hop with the library: the dedicated header, the baggage, and the
-// key headers that name one alone. They are not markers on gRPC, where
-// nothing reads them; but a handler that copies its incoming metadata
-// onto an outgoing HTTP request sends them as headers the next hop
-// reads. From an untrusted peer they are stripped, with an audit record
-// (Codec.Strip then removes every gateway form, see stripGateway).
-func gatewayKeys(c *propagation.Codec, alone []string) []string {
-	const prefix = "grpc-metadata-"
-	keys := []string{prefix + "baggage"}
-	if h := c.Header(); h != "" {
-		keys = append(keys, prefix+strings.ToLower(h))
-	}
-	for _, k := range alone {
-		keys = append(keys, prefix+k)
-	}
-	return keys
+// keyForms details the reason of a record about metadata named as one of
+// our baggage keys (uberctx-sandbox.actor) stripped from an untrusted
+// peer's call that carried nothing else of ours.
+func keyForms() string {
+	return "metadata named as a baggage member key, which a later hop reads as a marker"
 }
 
-// stripGateway removes from md what Codec.Strip removes from an HTTP
-// request's grpc-gateway forms (grpc-metadata- keys), so that none reaches
-// an HTTP hop through a handler that copies its metadata on.
-func (s *server) stripGateway(md metadata.MD) {
-	const prefix = "grpc-metadata-"
+// gatewayPrefix is grpc-gateway's prefix of the HTTP headers it passes on
+// as metadata, lower-case.
+const gatewayPrefix = "grpc-metadata-"
+
+// isGateway reports whether metadata key k, lower-case, is in
+// grpc-gateway's form (grpc-metadata- and an HTTP header's name).
+func isGateway(k string) bool {
+	return len(k) > len(gatewayPrefix) && k[:len(gatewayPrefix)] == gatewayPrefix
+}
+
+// gatewayName reports whether metadata key k, lower-case, is in
+// grpc-gateway's form (one grpc-metadata- prefix or more) of a name the
+// codec has gateway forms of on HTTP: the baggage, the dedicated header,
+// and the watched keys (see watchKeys), which are its key headers and
+// the underscore and foreign headers Codec.Foreign reports. Any other
+// gateway key is nothing to an HTTP hop, and is not read: a peer that
+// sends a thousand of them costs one pass.
+func (s *server) gatewayName(k string) bool {
+	if !isGateway(k) {
+		return false
+	}
+	for isGateway(k) {
+		k = k[len(gatewayPrefix):]
+	}
+	if _, ok := s.watch[k]; ok {
+		return true
+	}
+	return k == baggageKey || (s.header != "" && k == s.header)
+}
+
+// gatewayHeader returns the keys of md, lower-case, that are gateway
+// forms of names the codec reads (see gatewayName), as the HTTP header a
+// handler that copies its metadata onto an outgoing request sends
+// (Grpc-Metadata-Sandbox-Id), nil when there are none. They are not
+// markers on gRPC, where nothing reads them; an HTTP hop with the library
+// reads them as markers or other tools' routing keys, as it would from a
+// client in front of grpc-gateway (see propagation.Codec.Read).
+func (s *server) gatewayHeader(md metadata.MD) http.Header {
 	var h http.Header
 	for k, v := range md {
-		if len(k) > len(prefix) && strings.EqualFold(k[:len(prefix)], prefix) {
+		if s.gatewayName(k) {
 			if h == nil {
 				h = http.Header{}
 			}
 			h[textproto.CanonicalMIMEHeaderKey(k)] = v
 		}
 	}
+	return h
+}
+
+// gatewayMarkers reports whether h, from gatewayHeader, holds what an HTTP
+// hop reads as a marker of ours or another tool's routing key.
+func gatewayMarkers(c *propagation.Codec, h http.Header) bool {
+	if h == nil {
+		return false
+	}
+	m, _ := c.Read(otelprop.HeaderCarrier(h))
+	return m.Found || c.Foreign(otelprop.HeaderCarrier(h))
+}
+
+// stripGateway removes from md what Codec.Strip removes from an HTTP
+// request's grpc-gateway forms (grpc-metadata- keys), so that none reaches
+// an HTTP hop through a handler that copies its metadata on.
+func (s *server) stripGateway(md metadata.MD) {
+	h := s.gatewayHeader(md)
 	if h == nil {
 		return
 	}
 	s.gate.Codec.Strip(otelprop.HeaderCarrier(h))
 	for k := range md {
-		if len(k) > len(prefix) && strings.EqualFold(k[:len(prefix)], prefix) {
+		if s.gatewayName(k) {
 			if v, ok := h[textproto.CanonicalMIMEHeaderKey(k)]; ok {
 				md[k] = v
 			} else {
@@ -349,30 +444,26 @@ func (s *server) stripGateway(md metadata.MD) {
 // ticketForeign returns ctx, of a call from an untrusted peer admitted
 // on its ticket, without other tools' routing keys (and underscore
 // spellings of marker keys) in its metadata and OpenTelemetry baggage,
-// with an audit record when there were any: the ticket vouches for its
-// sandbox and for nothing else, and a hop of those tools further on would
-// act on them. Our markers stay. md, when not nil, is the server's own
-// copy of the incoming metadata.
-//
-// grpc-gateway's forms of markers (grpc-metadata-sandbox-id,
-// grpc-metadata-baggage, ...) go too, with a record of their own: nothing
-// on gRPC reads them, so the ticket did not vouch for what they name, but
-// an HTTP hop reads them as markers once a handler copies its metadata
-// onto an HTTP request (see gatewayKeys).
+// and without grpc-gateway's forms of markers and of those keys in its
+// metadata, with an audit record when there were any: the ticket vouches
+// for its sandbox and for nothing else, and a hop of those tools, or an
+// HTTP hop the handler copies its metadata to, would act on them. Our
+// markers stay. md, when not nil, is the server's own copy of the
+// incoming metadata.
 func (s *server) ticketForeign(ctx context.Context, md metadata.MD, addr, method string) context.Context {
 	if md == nil {
 		md, _ = metadata.FromIncomingContext(ctx) // a copy
 	}
-	if s.keyMetadata(ctx, s.gateway) != "" {
+	switch {
+	case gatewayMarkers(s.gate.Codec, s.gatewayHeader(md)):
 		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, addr, method, trust.ErrUntrusted, gatewayForms)
-		s.stripGateway(md)
-		ctx = metadata.NewIncomingContext(ctx, md)
-	}
-	if !s.gate.Codec.Foreign(mdCarrier(md)) {
+	case s.gate.Codec.Foreign(mdCarrier(md)):
+		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, addr, method, ingress.ErrForeign, nil)
+	default:
 		return ctx
 	}
-	s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, addr, method, ingress.ErrForeign, nil)
 	s.gate.Codec.StripForeign(mdCarrier(md))
+	s.stripGateway(md)
 	return s.gate.Codec.StripForeignContext(metadata.NewIncomingContext(ctx, md))
 }
 
@@ -393,20 +484,11 @@ func earlySandbox() string {
 	return "the sandbox was put into the context before the interceptor, from what it does not read as a marker"
 }
 
-// mayBeForeign is the allocation-free test that decides whether
-// Codec.Foreign needs asking: a Signadot header form is there, or an
-// underscore spelling of a marker that names a sandbox by itself (see
-// aliasKeys), or the baggage holds the text of a foreign key or a '%'.
-func (s *server) mayBeForeign(ctx context.Context, bv []string) bool {
-	for _, h := range [...]string{propagation.SignadotJaegerHeader, propagation.SignadotDatadogHeader} {
-		if metadata.ValueFromIncomingContext(ctx, h) != nil {
-			return true
-		}
-	}
-	if s.keyMetadata(ctx, s.aliases) != "" {
-		return true
-	}
-	for _, line := range bv {
+// mayHoldForeign reports whether baggage lines may hold another tool's
+// routing key, which Codec.Foreign then confirms or not: the text of one,
+// or a '%' that may hide one.
+func (s *server) mayHoldForeign(lines []string) bool {
+	for _, line := range lines {
 		if strings.IndexByte(line, '%') >= 0 || keytext.Contains(line, propagation.SignadotKey) || keytext.Contains(line, propagation.OktetoKey) {
 			return true
 		}
@@ -432,22 +514,24 @@ func namedKeys(c *propagation.Codec) (alone, all []string) {
 	return alone, all
 }
 
-// aliasKeys returns the underscore spellings of the marker keys that name
-// a sandbox by themselves (the dedicated header, alone, Signadot's header
-// forms) which Codec.Foreign reports: CGI, WSGI, Rack and PHP hops read
-// sandbox_id as sandbox-id, so a handler forwarding its incoming metadata
-// to one would steer it. From an untrusted peer they are stripped, with
-// an audit record, also alone (Strip removes the spellings of every key
-// whenever it runs).
-func aliasKeys(c *propagation.Codec, alone []string) []string {
-	var out []string
-	for _, k := range append([]string{c.Header(), propagation.SignadotJaegerHeader, propagation.SignadotDatadogHeader}, alone...) {
-		if !strings.Contains(k, "-") {
-			continue
-		}
-		a := strings.ReplaceAll(k, "-", "_")
-		if !slices.Contains(out, a) && c.Foreign(otelprop.MapCarrier{a: "x"}) {
-			out = append(out, a)
+// watchKeys returns the metadata keys, lower-case, whose presence on an
+// untrusted peer's call without markers makes the server read it in full
+// (see foreign): every form of every baggage key of ours
+// (Codec.KeyHeaders), and the underscore spellings of those, of the
+// dedicated header and of Signadot's header forms, and those header forms
+// themselves, when Codec.Foreign reports them: CGI, WSGI, Rack and PHP
+// hops read sandbox_id as sandbox-id.
+func watchKeys(c *propagation.Codec) map[string]struct{} {
+	out := map[string]struct{}{}
+	keys := c.KeyHeaders()
+	for _, k := range keys {
+		out[k] = struct{}{}
+	}
+	for _, k := range append(keys, c.Header(), propagation.SignadotJaegerHeader, propagation.SignadotDatadogHeader) {
+		for _, f := range []string{k, strings.ReplaceAll(k, "-", "_")} {
+			if f != "" && c.Foreign(otelprop.MapCarrier{f: "x"}) {
+				out[f] = struct{}{}
+			}
 		}
 	}
 	return out
