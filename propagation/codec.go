@@ -76,6 +76,14 @@ type Codec struct {
 	gwHeader                name
 	gwKeyHeaders, gwForeign []name
 	httpIDHeaders           []name
+	// gwBases are the names a header stands for under one or more
+	// grpc-gateway prefixes (see [Codec.deepForm]): "baggage" first, then
+	// the dedicated header, keyHeaders and foreignHeaders, lower-case
+	// with '-' for '_'. gwRead are the canonical gateway forms
+	// [Codec.Read] reads (the dedicated header's, the baggage's, the key
+	// headers'), which are not deep forms.
+	gwBases []string
+	gwRead  []string
 	// keyCanon are the canonical names of keyHeaders and gwKeyHeaders,
 	// keyLens their first byte and length filter (see foreignLens).
 	keyCanon []string
@@ -285,6 +293,23 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	// unreadable marker (see [Codec.keyHeader]), so the HTTP side must
 	// find it (stripped from untrusted clients, 400 from trusted ones).
 	c.httpIDHeaders = slices.Concat(c.idHeaders, c.gwKeyHeaders)
+	// Deep forms: any number of gateway prefixes (each gateway removes
+	// one) before the name of a header some hop acts on.
+	c.gwBases = []string{baggageHeader}
+	if c.header != "" {
+		c.gwBases = append(c.gwBases, c.header)
+		c.gwRead = append(c.gwRead, c.gwHeader.canon)
+	}
+	for _, n := range slices.Concat(c.keyHeaders, c.foreignHeaders) {
+		c.gwBases = append(c.gwBases, n.lower)
+	}
+	for i, b := range c.gwBases {
+		c.gwBases[i] = strings.ReplaceAll(b, "_", "-")
+	}
+	c.gwRead = append(c.gwRead, gatewayBaggage)
+	for _, n := range c.gwKeyHeaders {
+		c.gwRead = append(c.gwRead, n.canon)
+	}
 	for _, n := range slices.Concat(c.keyHeaders, c.gwKeyHeaders) {
 		c.keyCanon = append(c.keyCanon, n.canon)
 		c.keyLens[n.canon[0]] |= 1 << (len(n.canon) % 64)
@@ -299,6 +324,10 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	for _, k := range lens {
 		c.foreignLens[k[0]] |= 1 << (len(k) % 64)
 	}
+	// A deep form (see deepForm) may have any length: every key that
+	// starts with the gateway prefix's first byte passes, and only those
+	// are looked at further.
+	c.foreignLens['G'], c.foreignLens['g'] = ^uint64(0), ^uint64(0)
 	if c.header != "" {
 		c.markerCanon = append(c.markerCanon, c.headerCanon, c.gwHeader.canon)
 	}
@@ -315,6 +344,7 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	for _, k := range append(c.actCanon[:len(c.actCanon):len(c.actCanon)], "Baggage") {
 		c.actLens[k[0]] |= 1 << (len(k) % 64)
 	}
+	c.actLens['G'], c.actLens['g'] = ^uint64(0), ^uint64(0) // see foreignLens
 	var needles []string
 	if len(c.prefix) >= minPrefix {
 		needles = append(needles, c.prefix)
@@ -501,10 +531,127 @@ func (c *Codec) quiet(h http.Header) bool {
 // allocate.
 func (c *Codec) Quiet(h http.Header) bool {
 	if len(h) <= smallHeader {
-		bag, hit := scanSmall(h, &c.actLens, c.actCanon)
+		bag, hit := c.scanAct(h)
 		return !hit && (len(bag) == 0 || !c.holds(bag, &c.act))
 	}
 	return c.quiet(h) && !c.Foreign(otelprop.HeaderCarrier(h))
+}
+
+// scanAct is [scanSmall] over actCanon, which also reports a deep form
+// (see [Codec.deepForm]): a key that starts with 'G' or 'g' passes the
+// filter whatever its length, and is compared with the names and tried
+// as one; any other key costs what it did.
+func (c *Codec) scanAct(h http.Header) (bag []string, hit bool) {
+	left := len(h)
+	for k, v := range h {
+		if len(k) != 0 && c.actLens[k[0]]&(1<<(len(k)%64)) != 0 {
+			if k == "Baggage" {
+				bag = v
+			} else if isName(k, c.actCanon) || c.deepForm(k, v) {
+				return nil, true
+			}
+		}
+		if left--; left == 0 {
+			break // see scanSmall
+		}
+	}
+	return bag, false
+}
+
+// gatewayPrefixes returns how many grpc-gateway prefixes k starts with,
+// each in any case and with '_' for '-' (CGI, WSGI, Rack and PHP hops read
+// Grpc_Metadata_ as Grpc-Metadata-), and what follows them.
+func gatewayPrefixes(k string) (n int, rest string) {
+	for len(k) > len(gatewayPrefix) && sameName(k[:len(gatewayPrefix)], gatewayPrefix) {
+		k = k[len(gatewayPrefix):]
+		n++
+	}
+	return n, k
+}
+
+// sameName reports whether header name k is name (lower-case, '-' for
+// '_') to a hop that ignores case and reads '_' as '-'.
+func sameName(k, name string) bool {
+	if len(k) != len(name) {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		b := k[i]
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		} else if b == '_' {
+			b = '-'
+		}
+		if b != name[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// deepForm reports whether an http.Header key k with values v is a deep
+// grpc-gateway form: one or more gateway prefixes (any case, '_' for '-')
+// before the name of a header some hop acts on (the dedicated header, a
+// key header, a foreign header, or baggage whose values hold a member of
+// ours or a foreign key), other than the gateway forms [Codec.Read] reads
+// as markers. Each grpc-gateway removes one prefix, so a deep form is a
+// marker, or another tool's routing key, to a hop behind a gateway and a
+// handler that copies its metadata onto a request, or behind a CGI-style
+// hop; this hop does not read it. A key that does not start with the
+// prefix costs a length test and one byte.
+func (c *Codec) deepForm(k string, v []string) bool {
+	n, rest := gatewayPrefixes(k)
+	if n == 0 {
+		return false
+	}
+	for i, b := range c.gwBases {
+		if !sameName(rest, b) {
+			continue
+		}
+		if n == 1 && isName(k, c.gwRead) {
+			return false // read as a marker (see Read)
+		}
+		return i != 0 || c.bagActs(v)
+	}
+	return false
+}
+
+// bagActs reports whether the baggage lines hold a member the codec acts
+// on: one of ours, under any spelling, or a foreign routing key.
+func (c *Codec) bagActs(lines []string) bool {
+	if len(lines) == 0 || !c.holds(lines, &c.act) {
+		return false
+	}
+	var m Markers
+	err := c.scanBaggage(lines, &m, "")
+	return m.Found || err != nil || c.foreignBaggage(lines)
+}
+
+// deepForms reports whether h holds a deep form (see [Codec.deepForm]),
+// in one pass over its keys.
+func (c *Codec) deepForms(h http.Header) bool {
+	for k, v := range h {
+		if len(k) > len(gatewayPrefix) && k[0]|0x20 == 'g' && c.deepForm(k, v) {
+			return true
+		}
+	}
+	return false
+}
+
+// stripDeep removes the deep forms from h (see [Codec.deepForm]): each
+// header, or, under baggage's name, the members of ours and the foreign
+// routing keys (the header goes when nothing is left).
+func (c *Codec) stripDeep(h http.Header) {
+	for k, v := range h {
+		if len(k) <= len(gatewayPrefix) || k[0]|0x20 != 'g' || !c.deepForm(k, v) {
+			continue
+		}
+		if _, rest := gatewayPrefixes(k); sameName(rest, baggageHeader) {
+			c.stripBaggage(otelprop.HeaderCarrier(h), k, k, true, true)
+		} else {
+			delete(h, k)
+		}
+	}
 }
 
 // read is Read without the quiet test.
@@ -927,7 +1074,7 @@ func (c *Codec) foreign(raw string, w *work) bool {
 // underscore spellings of marker headers (whenever a marker header name
 // holds a '-').
 func (c *Codec) StripsForeign() bool {
-	return len(c.foreignKeys) > 0 || len(c.foreignHeaders) > 0 || len(c.aliasHeaders) > 0
+	return len(c.foreignKeys) > 0 || len(c.foreignHeaders) > 0 || len(c.aliasHeaders) > 0 || len(c.gwBases) > 0
 }
 
 // Foreign reports whether carrier holds a routing key of another tool that
@@ -963,7 +1110,7 @@ func (c *Codec) Foreign(carrier otelprop.TextMapCarrier) bool {
 				return true
 			}
 		}
-		if c.foreignBaggage(hc[gatewayBaggage]) {
+		if c.foreignBaggage(hc[gatewayBaggage]) || c.deepForms(http.Header(hc)) {
 			return true
 		}
 	}
@@ -1000,7 +1147,7 @@ func (c *Codec) foreignHeader(h http.Header) bool {
 				bag = v
 			} else if k == gatewayBaggage {
 				gw = v
-			} else if slices.Contains(c.foreignCanon, k) {
+			} else if slices.Contains(c.foreignCanon, k) || c.deepForm(k, v) {
 				return true
 			}
 		}
@@ -1071,6 +1218,7 @@ func (c *Codec) Strip(carrier otelprop.TextMapCarrier) {
 			delete(h, n.canon)
 		}
 		c.stripBaggage(carrier, gatewayPrefix+baggageHeader, gatewayBaggage, true, true)
+		c.stripDeep(http.Header(h))
 	}
 	c.stripBaggage(carrier, baggageHeader, "Baggage", true, true)
 }
@@ -1113,6 +1261,7 @@ func (c *Codec) StripForeign(carrier otelprop.TextMapCarrier) {
 		for _, n := range c.gwForeign {
 			delete(h, n.canon)
 		}
+		c.stripDeep(http.Header(h))
 	}
 	if len(c.foreignKeys) == 0 {
 		return

@@ -1,0 +1,121 @@
+package propagation_test
+
+import (
+	"fmt"
+	"net/http"
+	"reflect"
+	"testing"
+
+	otelprop "go.opentelemetry.io/otel/propagation"
+
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// TestDeepGatewayForms: each grpc-gateway removes one Grpc-Metadata-
+// prefix, so a header under two or more of them (in any case, with '_'
+// for '-' as CGI-style hops read it) before a marker's or another tool's
+// header name is a marker to a hop behind a gateway and a handler that
+// copies its metadata onto a request. The codec does not read it
+// (Read finds nothing, a trusted hop keeps it for the hop behind it), but
+// Quiet and Foreign report it and Strip and StripForeign remove it, on
+// small and large headers alike; baggage under those prefixes loses only
+// our members and foreign keys. Before, all of them were passed over.
+func TestDeepGatewayForms(t *testing.T) {
+	codec := propagation.Default()
+	for _, tc := range []struct {
+		name string
+		h    http.Header
+		want http.Header // after Strip and after StripForeign
+	}{
+		{"doubled id", http.Header{"Grpc-Metadata-Grpc-Metadata-Sandbox-Id": {"pr-1"}}, http.Header{}},
+		{"tripled id", http.Header{"Grpc-Metadata-Grpc-Metadata-Grpc-Metadata-Sandbox-Id": {"pr-1"}}, http.Header{}},
+		{"raw lower-case key", http.Header{"grpc-metadata-grpc-metadata-sandbox-id": {"pr-1"}}, http.Header{}},
+		{"raw lower-case single", http.Header{"grpc-metadata-sandbox-id": {"pr-1"}}, http.Header{}},
+		{"underscores", http.Header{"Grpc_metadata_grpc_metadata_sandbox_id": {"pr-1"}}, http.Header{}},
+		{"underscore prefix once", http.Header{"Grpc_metadata_sandbox-Id": {"pr-1"}}, http.Header{}},
+		{"mixed spellings", http.Header{"Grpc-Metadata-Grpc_Metadata-Sandbox_Id": {"pr-1"}}, http.Header{}},
+		{"key header", http.Header{"Grpc-Metadata-Grpc-Metadata-Sandbox.actor": {"mallory"}}, http.Header{}},
+		{"ticket key header", http.Header{"Grpc-Metadata-Grpc-Metadata-Sandbox.ticket": {"x"}}, http.Header{}},
+		{"jaeger key header", http.Header{"Grpc-Metadata-Grpc-Metadata-Uberctx-Sandbox.id": {"pr-1"}}, http.Header{}},
+		{"ot key header", http.Header{"Grpc-Metadata-Grpc-Metadata-Ot-Baggage-Sandbox.origin": {"x"}}, http.Header{}},
+		{"foreign header", http.Header{"Grpc-Metadata-Grpc-Metadata-Uberctx-Sd-Routing-Key": {"x"}}, http.Header{}},
+		{"baggage ours", http.Header{"Grpc-Metadata-Grpc-Metadata-Baggage": {"foo=bar,sandbox.id=pr-1"}}, http.Header{"Grpc-Metadata-Grpc-Metadata-Baggage": {"foo=bar"}}},
+		{"baggage only ours", http.Header{"Grpc-Metadata-Grpc-Metadata-Baggage": {"sandbox.id=pr-1"}}, http.Header{}},
+		{"baggage encoded", http.Header{"Grpc-Metadata-Grpc-Metadata-Baggage": {"sandbox%2Eid=pr-1,a=1"}}, http.Header{"Grpc-Metadata-Grpc-Metadata-Baggage": {"a=1"}}},
+		{"baggage foreign", http.Header{"Grpc-Metadata-Grpc-Metadata-Grpc-Metadata-Baggage": {"sd-routing-key=x,a=1"}}, http.Header{"Grpc-Metadata-Grpc-Metadata-Grpc-Metadata-Baggage": {"a=1"}}},
+	} {
+		for _, many := range []bool{false, true} {
+			name := tc.name
+			h, want := tc.h.Clone(), tc.want.Clone()
+			if many {
+				name += " among many"
+				for i := range 12 {
+					k := fmt.Sprintf("X-Filler-%d", i)
+					h[k], want[k] = []string{"v"}, []string{"v"}
+				}
+			}
+			t.Run(name, func(t *testing.T) {
+				c := otelprop.HeaderCarrier(h.Clone())
+				if m, err := codec.Read(c); m.Found || err != nil {
+					t.Errorf("Read: found=%v err=%v; a deep form is not read here", m.Found, err)
+				}
+				if codec.Quiet(http.Header(c)) {
+					t.Error("Quiet reports nothing to act on")
+				}
+				if !codec.Foreign(c) {
+					t.Error("Foreign reports nothing")
+				}
+				for _, strip := range []func(otelprop.TextMapCarrier){codec.Strip, codec.StripForeign} {
+					c := otelprop.HeaderCarrier(h.Clone())
+					strip(c)
+					if !reflect.DeepEqual(http.Header(c), want) {
+						t.Errorf("after strip: %v, want %v", http.Header(c), want)
+					}
+					if codec.Foreign(c) || !codec.Quiet(http.Header(c)) {
+						t.Errorf("after strip, %v is still acted on", http.Header(c))
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestDeepGatewayFormsNotOurs: what is not a deep form stays quiet and
+// untouched: other headers under the prefixes, baggage under them with
+// nothing of ours, a name that only ends like one of ours; and the
+// gateway forms Read reads stay markers (found, not foreign).
+func TestDeepGatewayFormsNotOurs(t *testing.T) {
+	codec := propagation.Default()
+	for _, h := range []http.Header{
+		{"Grpc-Metadata-Grpc-Metadata-X-User": {"u1"}},
+		{"Grpc-Metadata-Grpc-Metadata-Baggage": {"foo=bar,tenant=acme"}},
+		{"Grpc-Metadata-Grpc-Metadata-Xsandbox-Id": {"pr-1"}},
+		{"Grpc-Metadata-Grpc-Metadata-": {"pr-1"}},
+		{"Grpc-Metadata-Grpc-Metadata": {"pr-1"}},
+		{"Grpc-Metadatax-Sandbox-Id": {"pr-1"}},
+		{"Grpc-Timeout": {"1S"}},
+	} {
+		c := otelprop.HeaderCarrier(h.Clone())
+		if !codec.Quiet(h) || codec.Foreign(c) {
+			t.Errorf("%v: acted on", h)
+		}
+		codec.Strip(c)
+		if !reflect.DeepEqual(http.Header(c), h) {
+			t.Errorf("%v: Strip left %v", h, http.Header(c))
+		}
+	}
+	for _, h := range []http.Header{
+		{"Grpc-Metadata-Sandbox-Id": {"pr-1"}},
+		{"Grpc-Metadata-Baggage": {"sandbox.id=pr-1"}},
+	} {
+		m, err := codec.Read(otelprop.HeaderCarrier(h))
+		if !m.Found || err != nil || m.Sandbox.ID != "pr-1" {
+			t.Errorf("%v: Read %+v, %v; want pr-1", h, m, err)
+		}
+		c := otelprop.HeaderCarrier(h.Clone())
+		codec.StripForeign(c)
+		if !reflect.DeepEqual(http.Header(c), h) {
+			t.Errorf("%v: StripForeign left %v; a marker read here stays", h, http.Header(c))
+		}
+	}
+}
