@@ -77,7 +77,6 @@ func NewServerInterceptors(opts ...ServerOption) (*ServerInterceptors, error) {
 	}
 	s.alone, s.named = namedKeys(cfg.codec)
 	s.aliases = aliasKeys(cfg.codec, s.alone)
-	s.gateway = gatewayKeys(cfg.codec, s.alone)
 	return &ServerInterceptors{unary: s.unary(), stream: s.stream()}, nil
 }
 
@@ -168,7 +167,6 @@ type server struct {
 	alone   []string // metadata keys that are markers by themselves (see namedKeys)
 	named   []string // every metadata key that is a marker beside others
 	aliases []string // underscore spellings stripped from untrusted peers (see aliasKeys)
-	gateway []string // grpc-gateway forms that name a sandbox (see gatewayKeys)
 	budget  budget
 }
 
@@ -277,15 +275,19 @@ func (s *server) foreign(ctx context.Context, bv []string, method string) contex
 		s.gate.Refuse(ctx, audit.Stripped, sb, s.peer(p), method, trust.ErrUntrusted, earlySandbox)
 		return s.strip(ctx)
 	}
-	if s.keyMetadata(ctx, s.gateway) != "" {
+	// The metadata is listed, once: grpc-gateway forms may have any
+	// length (see gatewayForms), and gRPC lists it only as a copy,
+	// which the lookups below then read.
+	md, _ := metadata.FromIncomingContext(ctx)
+	if s.gatewayForms(md) {
 		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, trust.ErrUntrusted, gatewayForms)
-		return s.strip(ctx)
+		return s.stripCopy(ctx, md)
 	}
-	if !s.mayBeForeign(ctx, bv) || !s.gate.Codec.Foreign(&incoming{ctx: ctx, bv: bv}) {
+	if !s.mayBeForeign(md, bv) || !s.gate.Codec.Foreign(mdCarrier(md)) {
 		return ctx
 	}
 	s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, ingress.ErrForeign, nil)
-	return s.strip(ctx)
+	return s.stripCopy(ctx, md)
 }
 
 // gatewayForms details the reason of a record about grpc-gateway forms of
@@ -294,34 +296,69 @@ func gatewayForms() string {
 	return "grpc-gateway forms of markers (grpc-metadata-...), which an HTTP hop reads as ours"
 }
 
-// gatewayKeys returns the metadata keys, in grpc-gateway's form
-// (grpc-metadata- and an HTTP header's name), that name a sandbox to an
-// HTTP hop with the library: the dedicated header, the baggage, and the
-// key headers that name one alone. They are not markers on gRPC, where
-// nothing reads them; but a handler that copies its incoming metadata
-// onto an outgoing HTTP request sends them as headers the next hop
-// reads. From an untrusted peer they are stripped, with an audit record
-// (Codec.Strip then removes every gateway form, see stripGateway).
-func gatewayKeys(c *propagation.Codec, alone []string) []string {
+// gatewayForms reports whether ctx's incoming metadata holds a key in
+// grpc-gateway's form that the codec acts on as an HTTP header: one or
+// more grpc-metadata- prefixes (with '_' for '-', as CGI-style hops read
+// it) before a marker's or another tool's header name. They are not
+// markers on gRPC, where nothing reads them; but a handler that copies
+// its incoming metadata onto an outgoing HTTP request sends them as
+// headers that the next hop reads (one prefix), or that a gateway behind
+// it turns into one prefix less (each gateway removes one), until a hop
+// reads them. From an untrusted peer they are stripped, with an audit
+// record (Codec.Strip then removes every gateway form, see
+// stripGateway). The prefixes may be repeated any number of times, so
+// the keys are read, not looked up, in md: the server's copy of the
+// incoming metadata (gRPC lists it no other way), made on untrusted calls
+// only.
+func (s *server) gatewayForms(md metadata.MD) bool {
+	var h http.Header
+	for k, v := range md {
+		if gatewayPrefixed(k) {
+			if h == nil {
+				h = http.Header{}
+			}
+			h[textproto.CanonicalMIMEHeaderKey(k)] = v
+		}
+	}
+	if h == nil {
+		return false
+	}
+	if s.gate.Codec.Quiet(h) {
+		return false
+	}
+	m, err := s.gate.Codec.Read(otelprop.HeaderCarrier(h))
+	return m.Found || err != nil || s.gate.Codec.Foreign(otelprop.HeaderCarrier(h))
+}
+
+// gatewayPrefixed reports whether metadata key k starts with
+// grpc-gateway's prefix, grpc-metadata-, in any case and with '_' for
+// '-'.
+func gatewayPrefixed(k string) bool {
 	const prefix = "grpc-metadata-"
-	keys := []string{prefix + "baggage"}
-	if h := c.Header(); h != "" {
-		keys = append(keys, prefix+strings.ToLower(h))
+	if len(k) <= len(prefix) {
+		return false
 	}
-	for _, k := range alone {
-		keys = append(keys, prefix+k)
+	for i := 0; i < len(prefix); i++ {
+		b := k[i]
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		} else if b == '_' {
+			b = '-'
+		}
+		if b != prefix[i] {
+			return false
+		}
 	}
-	return keys
+	return true
 }
 
 // stripGateway removes from md what Codec.Strip removes from an HTTP
 // request's grpc-gateway forms (grpc-metadata- keys), so that none reaches
 // an HTTP hop through a handler that copies its metadata on.
 func (s *server) stripGateway(md metadata.MD) {
-	const prefix = "grpc-metadata-"
 	var h http.Header
 	for k, v := range md {
-		if len(k) > len(prefix) && strings.EqualFold(k[:len(prefix)], prefix) {
+		if gatewayPrefixed(k) {
 			if h == nil {
 				h = http.Header{}
 			}
@@ -333,7 +370,7 @@ func (s *server) stripGateway(md metadata.MD) {
 	}
 	s.gate.Codec.Strip(otelprop.HeaderCarrier(h))
 	for k := range md {
-		if len(k) > len(prefix) && strings.EqualFold(k[:len(prefix)], prefix) {
+		if gatewayPrefixed(k) {
 			if v, ok := h[textproto.CanonicalMIMEHeaderKey(k)]; ok {
 				md[k] = v
 			} else {
@@ -368,18 +405,21 @@ func earlySandbox() string {
 	return "the sandbox was put into the context before the interceptor, from what it does not read as a marker"
 }
 
-// mayBeForeign is the allocation-free test that decides whether
-// Codec.Foreign needs asking: a Signadot header form is there, or an
-// underscore spelling of a marker that names a sandbox by itself (see
-// aliasKeys), or the baggage holds the text of a foreign key or a '%'.
-func (s *server) mayBeForeign(ctx context.Context, bv []string) bool {
+// mayBeForeign is the test that decides whether Codec.Foreign needs
+// asking: a Signadot header form is there, or an underscore spelling of a
+// marker that names a sandbox by itself (see aliasKeys), or the baggage
+// holds the text of a foreign key or a '%'. md is the server's copy of
+// the incoming metadata (keys in lower case).
+func (s *server) mayBeForeign(md metadata.MD, bv []string) bool {
 	for _, h := range [...]string{propagation.SignadotJaegerHeader, propagation.SignadotDatadogHeader} {
-		if metadata.ValueFromIncomingContext(ctx, h) != nil {
+		if _, ok := md[h]; ok {
 			return true
 		}
 	}
-	if s.keyMetadata(ctx, s.aliases) != "" {
-		return true
+	for _, k := range s.aliases {
+		if _, ok := md[k]; ok {
+			return true
+		}
 	}
 	for _, line := range bv {
 		if strings.IndexByte(line, '%') >= 0 || keytext.Contains(line, propagation.SignadotKey) || keytext.Contains(line, propagation.OktetoKey) {

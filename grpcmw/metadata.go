@@ -1,7 +1,6 @@
 package grpcmw
 
 import (
-	"context"
 	"strings"
 
 	otelprop "go.opentelemetry.io/otel/propagation"
@@ -91,29 +90,3 @@ func (c *outCarrier) Get(string) string { return "" }
 func (c *outCarrier) Values(string) []string { return nil }
 
 func (c *outCarrier) Keys() []string { return nil }
-
-// incoming is the read-only carrier over a call's incoming metadata that
-// Codec.Foreign reads: the baggage values already fetched, any other key
-// looked up (and copied, by gRPC) when asked for.
-type incoming struct {
-	ctx context.Context
-	bv  []string
-}
-
-func (c *incoming) Values(key string) []string {
-	if strings.EqualFold(key, baggageKey) {
-		return c.bv
-	}
-	return metadata.ValueFromIncomingContext(c.ctx, strings.ToLower(key))
-}
-
-func (c *incoming) Get(key string) string {
-	if v := c.Values(key); len(v) > 0 {
-		return v[0]
-	}
-	return ""
-}
-
-func (c *incoming) Set(string, string) {}
-
-func (c *incoming) Keys() []string { return nil }
