@@ -382,7 +382,8 @@ func (s *server) stripGateway(md metadata.MD) {
 
 // ticketForeign returns ctx, of a call from an untrusted peer admitted
 // on its ticket, without other tools' routing keys (and underscore
-// spellings of marker keys) in its metadata and OpenTelemetry baggage,
+// spellings of marker keys, and grpc-gateway forms of markers, see
+// gatewayForms) in its metadata and OpenTelemetry baggage,
 // with an audit record when there were any: the ticket vouches for its
 // sandbox and for nothing else, and a hop of those tools further on would
 // act on them. Our markers stay. md, when not nil, is the server's own
@@ -391,11 +392,17 @@ func (s *server) ticketForeign(ctx context.Context, md metadata.MD, addr, method
 	if md == nil {
 		md, _ = metadata.FromIncomingContext(ctx) // a copy
 	}
-	if !s.gate.Codec.Foreign(mdCarrier(md)) {
+	switch {
+	case s.gatewayForms(md):
+		// Not read here: the ticket does not vouch for them.
+		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, addr, method, trust.ErrUntrusted, gatewayForms)
+	case s.gate.Codec.Foreign(mdCarrier(md)):
+		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, addr, method, ingress.ErrForeign, nil)
+	default:
 		return ctx
 	}
-	s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, addr, method, ingress.ErrForeign, nil)
 	s.gate.Codec.StripForeign(mdCarrier(md))
+	s.stripGateway(md)
 	return s.gate.Codec.StripForeignContext(metadata.NewIncomingContext(ctx, md))
 }
 
