@@ -176,6 +176,14 @@ func TestDoubledGatewayPrefixChain(t *testing.T) {
 			[2]string{pre + "Sandbox_Id", "pr-1"},
 		)
 	}
+	// Spelled as CGI-style hops read it (the gateway itself passes only
+	// Grpc-Metadata-), and among 300 other headers.
+	inputs = append(inputs,
+		[2]string{"Grpc_Metadata_Grpc_Metadata_Sandbox_Id", "pr-1"},
+		[2]string{"Grpc-Metadata-Grpc_Metadata_Sandbox_Id", "pr-1"},
+		[2]string{"many:Grpc-Metadata-Grpc-Metadata-Sandbox-Id", "pr-1"},
+		[2]string{"many:Grpc-Metadata-Grpc-Metadata-Baggage", "foo=bar,sandbox.id=pr-1"},
+	)
 	for _, in := range inputs {
 		for _, mode := range []bool{false, true} {
 			name := fmt.Sprintf("%s: %s/copied plain", in[0], in[1])
@@ -244,11 +252,18 @@ func TestDoubledGatewayPrefixChain(t *testing.T) {
 	})
 }
 
+// sendEdge sends k: v, and 300 other headers when k starts with "many:".
 func sendEdge(t *testing.T, url, k, v string) *http.Response {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if rest, ok := strings.CutPrefix(k, "many:"); ok {
+		k = rest
+		for i := range 300 {
+			req.Header.Set(fmt.Sprintf("X-Filler-%03d", i), "v")
+		}
 	}
 	req.Header[k] = []string{v} // as sent, not canonicalised
 	resp, err := http.DefaultClient.Do(req)

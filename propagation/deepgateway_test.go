@@ -94,6 +94,11 @@ func TestDeepGatewayFormsNotOurs(t *testing.T) {
 		{"Grpc-Metadata-Grpc-Metadata": {"pr-1"}},
 		{"Grpc-Metadatax-Sandbox-Id": {"pr-1"}},
 		{"Grpc-Timeout": {"1S"}},
+		// Jaeger's and OpenTracing's prefixes outside the gateway's:
+		// their propagators make baggage member grpc-metadata-sandbox-id,
+		// which no hop turns back into a header.
+		{"Uberctx-Grpc-Metadata-Sandbox-Id": {"pr-1"}},
+		{"Ot-Baggage-Grpc-Metadata-Grpc-Metadata-Sandbox-Id": {"pr-1"}},
 	} {
 		c := otelprop.HeaderCarrier(h.Clone())
 		if !codec.Quiet(h) || codec.Foreign(c) {
@@ -118,4 +123,76 @@ func TestDeepGatewayFormsNotOurs(t *testing.T) {
 			t.Errorf("%v: StripForeign left %v; a marker read here stays", h, http.Header(c))
 		}
 	}
+}
+
+// TestDeepGatewayFormsAttacks: what an outsider would try next. Deep
+// forms among 300 other headers (the pass reads every key, whatever
+// their number), the same form repeated or under several spellings at
+// once (each goes), and many distinct deep spellings of baggage, of which
+// one holds ours (the others, not ours, stay as they were).
+func TestDeepGatewayFormsAttacks(t *testing.T) {
+	codec := propagation.Default()
+	many := http.Header{}
+	for i := range 300 {
+		many[fmt.Sprintf("X-Filler-%03d", i)] = []string{"v"}
+	}
+	for _, tc := range []struct {
+		name string
+		add  http.Header
+		want http.Header // what is left of add
+	}{
+		{"among 300", http.Header{"Grpc-Metadata-Grpc-Metadata-Sandbox-Id": {"pr-1"}}, http.Header{}},
+		{"repeated values", http.Header{"Grpc-Metadata-Grpc-Metadata-Sandbox-Id": {"pr-1", "pr-2"}}, http.Header{}},
+		{"several spellings", http.Header{
+			"Grpc-Metadata-Grpc-Metadata-Sandbox-Id":                {"pr-1"},
+			"Grpc_metadata_grpc_metadata_sandbox_id":                {"pr-1"},
+			"grpc-metadata-GRPC-METADATA-sandbox-id":                {"pr-1"},
+			"Grpc-Metadata-Grpc_metadata-Grpc-Metadata-Sandbox.id":  {"pr-1"},
+			"Grpc-Metadata-Grpc-Metadata-Ot-Baggage-Sd-Routing-Key": {"x"},
+		}, http.Header{}},
+		{"many baggage spellings", http.Header{
+			"Grpc-Metadata-Grpc-Metadata-Baggage":               {"a=1"},
+			"Grpc_metadata-Grpc-Metadata-Baggage":               {"b=%20"},
+			"Grpc-Metadata-Grpc_metadata-Baggage":               {"c=3,sandbox.id=pr-1"},
+			"Grpc-Metadata-Grpc-Metadata-Grpc-Metadata-Baggage": {"d=4"},
+		}, http.Header{
+			"Grpc-Metadata-Grpc-Metadata-Baggage":               {"a=1"},
+			"Grpc_metadata-Grpc-Metadata-Baggage":               {"b=%20"},
+			"Grpc-Metadata-Grpc_metadata-Baggage":               {"c=3"},
+			"Grpc-Metadata-Grpc-Metadata-Grpc-Metadata-Baggage": {"d=4"},
+		}},
+	} {
+		for _, big := range []bool{false, true} {
+			name := tc.name
+			h, want := tc.add.Clone(), tc.want.Clone()
+			if big {
+				name += "/with 300 others"
+				for k, v := range many {
+					h[k], want[k] = v, v
+				}
+			}
+			t.Run(name, func(t *testing.T) {
+				if codec.Quiet(h) || !codec.Foreign(otelprop.HeaderCarrier(h)) {
+					t.Fatalf("quiet=%v foreign=%v; want acted on", codec.Quiet(h), codec.Foreign(otelprop.HeaderCarrier(h)))
+				}
+				for _, strip := range []func(otelprop.TextMapCarrier){codec.Strip, codec.StripForeign} {
+					c := otelprop.HeaderCarrier(h.Clone())
+					strip(c)
+					if !reflect.DeepEqual(http.Header(c), want) {
+						t.Errorf("after strip: %d keys, want %d; left %v", len(c), len(want), deepLeft(http.Header(c), want))
+					}
+				}
+			})
+		}
+	}
+}
+
+func deepLeft(got, want http.Header) http.Header {
+	d := http.Header{}
+	for k, v := range got {
+		if !reflect.DeepEqual(want[k], v) {
+			d[k] = v
+		}
+	}
+	return d
 }
