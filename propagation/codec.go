@@ -84,6 +84,10 @@ type Codec struct {
 	// headers'), which are not deep forms.
 	gwBases []string
 	gwRead  []string
+	// gwBaseLens has bit n%64 set when a name of gwBases is n bytes
+	// long: most keys under the prefix that are none of them (a
+	// client's Grpc-Metadata-X-User) are passed by it.
+	gwBaseLens uint64
 	// keyCanon are the canonical names of keyHeaders and gwKeyHeaders,
 	// keyLens their first byte and length filter (see foreignLens).
 	keyCanon []string
@@ -181,8 +185,11 @@ func (s *needleSet) add(k string, j int) {
 // gatewayPrefix is the prefix under which grpc-gateway's default header
 // matcher passes an HTTP header on as gRPC metadata (Grpc-Metadata-Sandbox-Id
 // becomes sandbox-id), and gatewayBaggage the baggage header under it.
+// gatewayCanon is gatewayPrefix in canonical form, as a server hands it
+// over.
 const (
 	gatewayPrefix  = "grpc-metadata-"
+	gatewayCanon   = "Grpc-Metadata-"
 	gatewayBaggage = "Grpc-Metadata-Baggage"
 )
 
@@ -305,6 +312,7 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	}
 	for i, b := range c.gwBases {
 		c.gwBases[i] = strings.ReplaceAll(b, "_", "-")
+		c.gwBaseLens |= 1 << (len(b) % 64)
 	}
 	c.gwRead = append(c.gwRead, gatewayBaggage)
 	for _, n := range c.gwKeyHeaders {
@@ -559,7 +567,7 @@ func (c *Codec) scanAct(h http.Header) (bag []string, hit bool) {
 // each in any case and with '_' for '-' (CGI, WSGI, Rack and PHP hops read
 // Grpc_Metadata_ as Grpc-Metadata-), and what follows them.
 func gatewayPrefixes(k string) (n int, rest string) {
-	for len(k) > len(gatewayPrefix) && sameName(k[:len(gatewayPrefix)], gatewayPrefix) {
+	for len(k) > len(gatewayPrefix) && (k[:len(gatewayPrefix)] == gatewayCanon || sameName(k[:len(gatewayPrefix)], gatewayPrefix)) {
 		k = k[len(gatewayPrefix):]
 		n++
 	}
@@ -596,8 +604,8 @@ func (c *Codec) gatewayActs(k string, v []string) (n int, acts bool) {
 		return 0, false
 	}
 	n, rest := gatewayPrefixes(k)
-	if n == 0 {
-		return 0, false
+	if n == 0 || c.gwBaseLens&(1<<(len(rest)%64)) == 0 {
+		return n, false
 	}
 	for i, b := range c.gwBases {
 		if sameName(rest, b) {
@@ -621,7 +629,7 @@ func (c *Codec) gatewayActs(k string, v []string) (n int, acts bool) {
 // prefix costs a length test and one byte.
 func (c *Codec) deepForm(k string, v []string) bool {
 	n, rest := gatewayPrefixes(k)
-	if n == 0 {
+	if n == 0 || c.gwBaseLens&(1<<(len(rest)%64)) == 0 {
 		return false
 	}
 	for i, b := range c.gwBases {
