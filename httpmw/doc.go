@@ -138,7 +138,11 @@
 // own, 1.4–1.5× what two lookups cost before other tools' keys and our keys
 // as header names were looked for, the pass itself being most of the gap;
 // the peer's address is parsed only when
-// there is something to admit or strip), and a
+// there is something to admit or strip; one pass whatever the number of
+// headers: a browser's 14 cost about 2200 instructions, against 8500
+// when more than 8 were looked up name by name; a header starting with
+// 'G' or 'g' is looked at further, as a possible grpc-gateway form,
+// about 100 instructions), and a
 // request whose context has no sandbox goes to the
 // transport's base as it is, without allocation, with or without
 // [WithBreaker] (unless the group has a baseline budget). An admitted
