@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	otelprop "go.opentelemetry.io/otel/propagation"
@@ -195,4 +197,57 @@ func deepLeft(got, want http.Header) http.Header {
 		}
 	}
 	return d
+}
+
+// FuzzDeepGatewayName: for any header name and value, alone or among
+// ten others, Quiet never reports nothing to act on when Read or Foreign
+// acts; a name that is, to a hop ignoring case and reading '_' as '-',
+// one or more grpc-gateway prefixes before a name the codec acts on (the
+// test's own list: the dedicated header, our keys as headers in their
+// three forms, Signadot's header forms, and baggage holding what the
+// codec acts on in a Baggage header) is acted on; after Strip nothing is.
+func FuzzDeepGatewayName(f *testing.F) {
+	for _, s := range []string{"Grpc-Metadata-Grpc-Metadata-Sandbox-Id", "grpc_metadata_GRPC-metadata_baggage", "Grpc-Metadata-Sandbox.actor", "Grpc-Metadata-Grpc-Metadata-", "Grpc-Metadata-Uberctx-Sd-Routing-Key", "X-User"} {
+		f.Add(s, "pr-1", false)
+		f.Add(s, "sandbox.id=pr-1,a=%20", true)
+	}
+	codec := propagation.Default()
+	acts := func(h http.Header) bool {
+		m, err := codec.Read(otelprop.HeaderCarrier(h))
+		return m.Found || err != nil || codec.Foreign(otelprop.HeaderCarrier(h))
+	}
+	bases := []string{"sandbox-id", "uberctx-sd-routing-key", "ot-baggage-sd-routing-key"}
+	for _, p := range []string{"", "uberctx-", "ot-baggage-"} {
+		for _, k := range codec.Keys() {
+			bases = append(bases, p+k)
+		}
+	}
+	f.Fuzz(func(t *testing.T, k, v string, many bool) {
+		if k == "" || strings.ContainsAny(k, " \t\r\n:") {
+			return
+		}
+		h := http.Header{k: {v}}
+		if many {
+			for i := range 10 {
+				h[fmt.Sprintf("X-Filler-%d", i)] = []string{"v"}
+			}
+		}
+		if codec.Quiet(h) && acts(h) {
+			t.Fatalf("Quiet reports nothing in %q, which Read or Foreign acts on", h)
+		}
+		n := strings.ReplaceAll(strings.ToLower(k), "_", "-")
+		depth := 0
+		for len(n) > len("grpc-metadata-") && strings.HasPrefix(n, "grpc-metadata-") {
+			n, depth = n[len("grpc-metadata-"):], depth+1
+		}
+		ours := slices.Contains(bases, n) || n == "baggage" && acts(http.Header{"Baggage": {v}})
+		if depth > 0 && ours && (codec.Quiet(h) || !acts(h)) {
+			t.Fatalf("%q (%d prefixes before %q) is not acted on", k, depth, n)
+		}
+		s := h.Clone()
+		codec.Strip(otelprop.HeaderCarrier(s))
+		if acts(s) {
+			t.Fatalf("after Strip, %q is still acted on", s)
+		}
+	})
 }
