@@ -536,7 +536,8 @@ func (c *Codec) quiet(h http.Header) bool {
 // never true for one that holds either. It is the whole of the check for
 // a request without markers, which most requests are: middleware calls it
 // first and judges the source only when it reports false. It does not
-// allocate.
+// allocate, unless a deep grpc-gateway form of baggage (see
+// [Codec.deepForm]) holds a percent-encoded key.
 func (c *Codec) Quiet(h http.Header) bool {
 	bag, hit := c.scanAct(h)
 	return !hit && (len(bag) == 0 || !c.holds(bag, &c.act))
@@ -548,11 +549,12 @@ func (c *Codec) Quiet(h http.Header) bool {
 // as one; any other key costs what it did.
 func (c *Codec) scanAct(h http.Header) (bag []string, hit bool) {
 	left := len(h)
+	budget := MaxScanBaggageBytes // see bagActs
 	for k, v := range h {
 		if len(k) != 0 && c.actLens[k[0]]&(1<<(len(k)%64)) != 0 {
 			if k == "Baggage" {
 				bag = v
-			} else if n, acts := c.gatewayActs(k, v); acts || n == 0 && isName(k, c.actCanon) {
+			} else if n, acts := c.gatewayActs(k, v, &budget); acts || n == 0 && isName(k, c.actCanon) {
 				return nil, true
 			}
 		}
@@ -599,7 +601,7 @@ func sameName(k, name string) bool {
 // further), and whether the codec acts on it: a gateway form [Codec.Read]
 // reads, or a deep form (see [Codec.deepForm]). Every name of actCanon
 // under the prefix is one of those.
-func (c *Codec) gatewayActs(k string, v []string) (n int, acts bool) {
+func (c *Codec) gatewayActs(k string, v []string, budget *int) (n int, acts bool) {
 	if k[0]|0x20 != 'g' {
 		return 0, false
 	}
@@ -611,7 +613,7 @@ func (c *Codec) gatewayActs(k string, v []string) (n int, acts bool) {
 		if sameName(rest, b) {
 			// Grpc-Metadata-Baggage is read whatever it holds (see
 			// markerCanon); deeper baggage acts by what it holds.
-			return n, i != 0 || k == gatewayBaggage || c.bagActs(v)
+			return n, i != 0 || k == gatewayBaggage || c.bagActs(v, budget)
 		}
 	}
 	return n, false
@@ -625,9 +627,8 @@ func (c *Codec) gatewayActs(k string, v []string) (n int, acts bool) {
 // as markers. Each grpc-gateway removes one prefix, so a deep form is a
 // marker, or another tool's routing key, to a hop behind a gateway and a
 // handler that copies its metadata onto a request, or behind a CGI-style
-// hop; this hop does not read it. A key that does not start with the
-// prefix costs a length test and one byte.
-func (c *Codec) deepForm(k string, v []string) bool {
+// hop; this hop does not read it. budget is that of bagActs.
+func (c *Codec) deepForm(k string, v []string, budget *int) bool {
 	n, rest := gatewayPrefixes(k)
 	if n == 0 || c.gwBaseLens&(1<<(len(rest)%64)) == 0 {
 		return false
@@ -639,16 +640,26 @@ func (c *Codec) deepForm(k string, v []string) bool {
 		if n == 1 && isName(k, c.gwRead) {
 			return false // read as a marker (see Read)
 		}
-		return i != 0 || c.bagActs(v)
+		return i != 0 || c.bagActs(v, budget)
 	}
 	return false
 }
 
 // bagActs reports whether the baggage lines hold a member the codec acts
-// on: one of ours, under any spelling, or a foreign routing key.
-func (c *Codec) bagActs(lines []string) bool {
+// on: one of ours, under any spelling, or a foreign routing key. Lines
+// that hold none of their texts nor a '%' are passed at once; the others
+// are read, while budget (the bytes one pass over a header reads so, of
+// all the deep baggage forms it meets: MaxScanBaggageBytes) lasts, and
+// past it they act (fail closed). Hundreds of distinct deep spellings of
+// baggage, each holding a '%', would otherwise be read one by one on
+// every request (BenchmarkHostileDeepGateway).
+func (c *Codec) bagActs(lines []string, budget *int) bool {
 	if len(lines) == 0 || !c.holds(lines, &c.act) {
 		return false
+	}
+	_, size := overScan(lines)
+	if *budget -= size; *budget < 0 {
+		return true
 	}
 	var m Markers
 	err := c.scanBaggage(lines, &m, "")
@@ -659,8 +670,9 @@ func (c *Codec) bagActs(lines []string) bool {
 // header, or, under baggage's name, the members of ours and the foreign
 // routing keys (the header goes when nothing is left).
 func (c *Codec) stripDeep(h http.Header) {
+	budget := MaxScanBaggageBytes // see bagActs
 	for k, v := range h {
-		if len(k) <= len(gatewayPrefix) || k[0]|0x20 != 'g' || !c.deepForm(k, v) {
+		if len(k) <= len(gatewayPrefix) || k[0]|0x20 != 'g' || !c.deepForm(k, v, &budget) {
 			continue
 		}
 		if _, rest := gatewayPrefixes(k); sameName(rest, baggageHeader) {
@@ -1155,6 +1167,7 @@ const smallHeader = 8
 func (c *Codec) foreignHeader(h http.Header) bool {
 	var bag, gw []string
 	left := len(h)
+	budget := MaxScanBaggageBytes // see bagActs
 	for k, v := range h {
 		left--
 		if len(v) != 0 && len(k) != 0 && c.foreignLens[k[0]]&(1<<(len(k)%64)) != 0 {
@@ -1162,7 +1175,7 @@ func (c *Codec) foreignHeader(h http.Header) bool {
 				bag = v
 			} else if k == gatewayBaggage {
 				gw = v
-			} else if slices.Contains(c.foreignCanon, k) || c.deepForm(k, v) {
+			} else if slices.Contains(c.foreignCanon, k) || c.deepForm(k, v, &budget) {
 				return true
 			}
 		}
