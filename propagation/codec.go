@@ -1155,8 +1155,8 @@ func (c *Codec) Foreign(carrier otelprop.TextMapCarrier) bool {
 // read every http.Header in one pass: deep grpc-gateway forms (see
 // [Codec.deepForm]) have no fixed name to look up, and the forty or so
 // names they look for besides cost more to look up than a pass over a
-// browser's 14 keys (BenchmarkQuiet/14-keys: 418 ns looked up, 130 ns in
-// one pass).
+// browser's 14 keys (BenchmarkQuiet/14-keys, callgrind: 8821 instructions
+// looked up, 2091 in one pass; BenchmarkQuiet/4-keys 826 and 835).
 const smallHeader = 8
 
 // foreignHeader is [Codec.Foreign] on an http.Header, in one pass over
