@@ -155,9 +155,15 @@
 // forms too. The handler of an untrusted peer's call without a ticket
 // gets the copy of the metadata the interceptor judged, so that an earlier
 // layer that put one key under two spellings (baggage and Baggage) cannot
-// have it judge one and the handler read the other. A trusted peer's are kept: a grpc-gateway behind an edge that does not
-// read a doubled prefix (Grpc-Metadata-Grpc-Metadata-Sandbox-Id) as ours
-// would pass them on, so such an edge must not be trusted to filter them.
+// have it judge one and the handler read the other. Gateway forms count
+// whatever the number of prefixes (grpc-metadata-grpc-metadata-
+// sandbox-id, which copying handlers and gateways further on bring one
+// prefix closer to a marker each), in any case and with '_' for '-'. A
+// trusted peer's are kept. An HTTP edge with the library (httpmw) strips
+// every such form, a doubled prefix
+// (Grpc-Metadata-Grpc-Metadata-Sandbox-Id) included, from an untrusted
+// client, so that a grpc-gateway behind it never hands this server one
+// from outside.
 //
 // # Performance
 //

@@ -365,10 +365,25 @@ func keyForms() string {
 // as metadata, lower-case.
 const gatewayPrefix = "grpc-metadata-"
 
-// isGateway reports whether metadata key k, lower-case, is in
+// isGateway reports whether metadata key k, in any case and with '_' for
+// '-' (as CGI-style hops read it), is in
 // grpc-gateway's form (grpc-metadata- and an HTTP header's name).
 func isGateway(k string) bool {
-	return len(k) > len(gatewayPrefix) && k[:len(gatewayPrefix)] == gatewayPrefix
+	if len(k) <= len(gatewayPrefix) {
+		return false
+	}
+	for i := 0; i < len(gatewayPrefix); i++ {
+		b := k[i]
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		} else if b == '_' {
+			b = '-'
+		}
+		if b != gatewayPrefix[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // gatewayName reports whether metadata key k, lower-case, is in
@@ -385,6 +400,7 @@ func (s *server) gatewayName(k string) bool {
 	for isGateway(k) {
 		k = k[len(gatewayPrefix):]
 	}
+	k = strings.ToLower(k) // grpc-go's keys are; an earlier layer's may not be
 	if _, ok := s.watch[k]; ok {
 		return true
 	}
@@ -417,8 +433,9 @@ func gatewayMarkers(c *propagation.Codec, h http.Header) bool {
 	if h == nil {
 		return false
 	}
-	m, _ := c.Read(otelprop.HeaderCarrier(h))
-	return m.Found || c.Foreign(otelprop.HeaderCarrier(h))
+	// An unreadable form counts: the HTTP hop would answer it with 400.
+	m, err := c.Read(otelprop.HeaderCarrier(h))
+	return m.Found || err != nil || c.Foreign(otelprop.HeaderCarrier(h))
 }
 
 // stripGateway removes from md what Codec.Strip removes from an HTTP

@@ -41,6 +41,17 @@ func BenchmarkHandler(b *testing.B) {
 	prod := newRequest("10.1.2.3:5555", append(common, "Baggage", "tenant=acme,region=eu-west-1")...)
 	sb := newRequest("10.1.2.3:5555", append(common, "Sandbox-Id", "pr-42",
 		"Baggage", "sandbox.id=pr-42,sandbox.actor=alice,tenant=acme,region=eu-west-1")...)
+	// A browser's request: 14 headers, past the one-pass size (the
+	// large-header path of Codec.Quiet), and one under grpc-gateway's
+	// prefix that is not ours (every key starting with 'G' is looked at).
+	browser := newRequest("10.1.2.3:5555", append(common,
+		"Baggage", "tenant=acme,region=eu-west-1",
+		"Accept-Encoding", "gzip, deflate, br", "Accept-Language", "en-GB,en;q=0.9",
+		"Cache-Control", "no-cache", "Connection", "keep-alive", "Cookie", "session=abc123; theme=dark",
+		"Origin", "https://shop.example.com", "Referer", "https://shop.example.com/cart",
+		"Sec-Fetch-Mode", "cors", "Sec-Fetch-Site", "same-origin", "X-Request-Id", "f3a9c2e1")...)
+	gw := newRequest("10.1.2.3:5555", append(common, "Baggage", "tenant=acme,region=eu-west-1",
+		"Grpc-Metadata-X-User", "u1")...)
 
 	for _, bc := range []struct {
 		name string
@@ -49,6 +60,8 @@ func BenchmarkHandler(b *testing.B) {
 	}{
 		{"bare", app, prod},
 		{"baseline", mw, prod},
+		{"baseline-browser", mw, browser},
+		{"baseline-gateway-header", mw, gw},
 		{"sandbox", mw, sb},
 		{"baseline+breaker", mwb, prod},
 		{"sandbox+breaker", mwb, sb},

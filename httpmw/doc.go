@@ -82,7 +82,14 @@
 // all of these (Grpc-Metadata-Sandbox-Id, Grpc-Metadata-Baggage holding
 // our members, ...), which a gateway behind the handler passes on to its
 // gRPC hop as the markers themselves; from a trusted source they are read
-// with the other markers and must agree with them. Markers from a trusted source
+// with the other markers and must agree with them. Deep forms, under two
+// or more prefixes (Grpc-Metadata-Grpc-Metadata-Sandbox-Id, in any case,
+// with '_' for '-'), which each gateway behind the handler and each
+// handler copying its metadata onto an HTTP request bring one prefix
+// closer to a marker, are stripped and audited from an untrusted client
+// too, also when it is admitted on a ticket (the ticket vouches for what
+// is read here); a trusted source's are kept, not read: they are a
+// marker only further on, where they are read. Markers from a trusted source
 // that cannot be read (malformed or empty, conflicting header and baggage,
 // a key only some parsers read as ours, a header named sandbox.id, over
 // the W3C baggage limits, a bad ticket) are answered with 400 Bad Request
@@ -134,7 +141,11 @@
 // own, 1.4–1.5× what two lookups cost before other tools' keys and our keys
 // as header names were looked for, the pass itself being most of the gap;
 // the peer's address is parsed only when
-// there is something to admit or strip), and a
+// there is something to admit or strip; one pass whatever the number of
+// headers: a browser's 14 cost about 2200 instructions, against 8500
+// when more than 8 were looked up name by name; a header starting with
+// 'G' or 'g' is looked at further, as a possible grpc-gateway form,
+// about 100 instructions), and a
 // request whose context has no sandbox goes to the
 // transport's base as it is, without allocation, with or without
 // [WithBreaker] (unless the group has a baseline budget). An admitted

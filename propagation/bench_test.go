@@ -116,3 +116,42 @@ func BenchmarkHeaderRead(b *testing.B) {
 }
 
 var benchSink int
+
+// BenchmarkQuiet measures the whole of the check for a request without
+// markers, as middleware calls it first: a small header (one pass), a
+// browser's 14 headers (past smallHeader), and a small header with a key
+// under grpc-gateway's prefix that is not ours.
+func BenchmarkQuiet(b *testing.B) {
+	c := propagation.Default()
+	small := http.Header{
+		"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		"Accept":      {"application/json"}, "User-Agent": {"bench/1.0"},
+		"Baggage": {"tenant=acme,region=eu-west-1"},
+	}
+	browser := small.Clone()
+	for k, v := range map[string]string{
+		"Accept-Encoding": "gzip, deflate, br", "Accept-Language": "en-GB,en;q=0.9",
+		"Cache-Control": "no-cache", "Connection": "keep-alive", "Cookie": "session=abc123; theme=dark",
+		"Origin": "https://shop.example.com", "Referer": "https://shop.example.com/cart",
+		"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin", "X-Request-Id": "f3a9c2e1",
+	} {
+		browser[k] = []string{v}
+	}
+	gw := small.Clone()
+	gw["Grpc-Metadata-X-User"] = []string{"u1"}
+	for _, hc := range []struct {
+		name string
+		h    http.Header
+	}{{"4-keys", small}, {"14-keys", browser}, {"gateway-header", gw}} {
+		b.Run(hc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			n := 0
+			for b.Loop() {
+				if c.Quiet(hc.h) {
+					n++
+				}
+			}
+			benchSink = n
+		})
+	}
+}

@@ -76,6 +76,18 @@ type Codec struct {
 	gwHeader                name
 	gwKeyHeaders, gwForeign []name
 	httpIDHeaders           []name
+	// gwBases are the names a header stands for under one or more
+	// grpc-gateway prefixes (see [Codec.deepForm]): "baggage" first, then
+	// the dedicated header, keyHeaders and foreignHeaders, lower-case
+	// with '-' for '_'. gwRead are the canonical gateway forms
+	// [Codec.Read] reads (the dedicated header's, the baggage's, the key
+	// headers'), which are not deep forms.
+	gwBases []string
+	gwRead  []string
+	// gwBaseLens has bit n%64 set when a name of gwBases is n bytes
+	// long: most keys under the prefix that are none of them (a
+	// client's Grpc-Metadata-X-User) are passed by it.
+	gwBaseLens uint64
 	// keyCanon are the canonical names of keyHeaders and gwKeyHeaders,
 	// keyLens their first byte and length filter (see foreignLens).
 	keyCanon []string
@@ -173,8 +185,11 @@ func (s *needleSet) add(k string, j int) {
 // gatewayPrefix is the prefix under which grpc-gateway's default header
 // matcher passes an HTTP header on as gRPC metadata (Grpc-Metadata-Sandbox-Id
 // becomes sandbox-id), and gatewayBaggage the baggage header under it.
+// gatewayCanon is gatewayPrefix in canonical form, as a server hands it
+// over.
 const (
 	gatewayPrefix  = "grpc-metadata-"
+	gatewayCanon   = "Grpc-Metadata-"
 	gatewayBaggage = "Grpc-Metadata-Baggage"
 )
 
@@ -285,6 +300,24 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	// unreadable marker (see [Codec.keyHeader]), so the HTTP side must
 	// find it (stripped from untrusted clients, 400 from trusted ones).
 	c.httpIDHeaders = slices.Concat(c.idHeaders, c.gwKeyHeaders)
+	// Deep forms: any number of gateway prefixes (each gateway removes
+	// one) before the name of a header some hop acts on.
+	c.gwBases = []string{baggageHeader}
+	if c.header != "" {
+		c.gwBases = append(c.gwBases, c.header)
+		c.gwRead = append(c.gwRead, c.gwHeader.canon)
+	}
+	for _, n := range slices.Concat(c.keyHeaders, c.foreignHeaders) {
+		c.gwBases = append(c.gwBases, n.lower)
+	}
+	for i, b := range c.gwBases {
+		c.gwBases[i] = strings.ReplaceAll(b, "_", "-")
+		c.gwBaseLens |= 1 << (len(b) % 64)
+	}
+	c.gwRead = append(c.gwRead, gatewayBaggage)
+	for _, n := range c.gwKeyHeaders {
+		c.gwRead = append(c.gwRead, n.canon)
+	}
 	for _, n := range slices.Concat(c.keyHeaders, c.gwKeyHeaders) {
 		c.keyCanon = append(c.keyCanon, n.canon)
 		c.keyLens[n.canon[0]] |= 1 << (len(n.canon) % 64)
@@ -299,6 +332,10 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	for _, k := range lens {
 		c.foreignLens[k[0]] |= 1 << (len(k) % 64)
 	}
+	// A deep form (see deepForm) may have any length: every key that
+	// starts with the gateway prefix's first byte passes, and only those
+	// are looked at further.
+	c.foreignLens['G'], c.foreignLens['g'] = ^uint64(0), ^uint64(0)
 	if c.header != "" {
 		c.markerCanon = append(c.markerCanon, c.headerCanon, c.gwHeader.canon)
 	}
@@ -315,6 +352,7 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	for _, k := range append(c.actCanon[:len(c.actCanon):len(c.actCanon)], "Baggage") {
 		c.actLens[k[0]] |= 1 << (len(k) % 64)
 	}
+	c.actLens['G'], c.actLens['g'] = ^uint64(0), ^uint64(0) // see foreignLens
 	var needles []string
 	if len(c.prefix) >= minPrefix {
 		needles = append(needles, c.prefix)
@@ -498,13 +536,151 @@ func (c *Codec) quiet(h http.Header) bool {
 // never true for one that holds either. It is the whole of the check for
 // a request without markers, which most requests are: middleware calls it
 // first and judges the source only when it reports false. It does not
-// allocate.
+// allocate, unless a deep grpc-gateway form of baggage (see
+// [Codec.deepForm]) holds a percent-encoded key.
 func (c *Codec) Quiet(h http.Header) bool {
-	if len(h) <= smallHeader {
-		bag, hit := scanSmall(h, &c.actLens, c.actCanon)
-		return !hit && (len(bag) == 0 || !c.holds(bag, &c.act))
+	bag, hit := c.scanAct(h)
+	return !hit && (len(bag) == 0 || !c.holds(bag, &c.act))
+}
+
+// scanAct is [scanSmall] over actCanon, which also reports a deep form
+// (see [Codec.deepForm]): a key that starts with 'G' or 'g' passes the
+// filter whatever its length, and is compared with the names and tried
+// as one; any other key costs what it did.
+func (c *Codec) scanAct(h http.Header) (bag []string, hit bool) {
+	left := len(h)
+	budget := MaxScanBaggageBytes // see bagActs
+	for k, v := range h {
+		if len(k) != 0 && c.actLens[k[0]]&(1<<(len(k)%64)) != 0 {
+			if k == "Baggage" {
+				bag = v
+			} else if n, acts := c.gatewayActs(k, v, &budget); acts || n == 0 && isName(k, c.actCanon) {
+				return nil, true
+			}
+		}
+		if left--; left == 0 {
+			break // see scanSmall
+		}
 	}
-	return c.quiet(h) && !c.Foreign(otelprop.HeaderCarrier(h))
+	return bag, false
+}
+
+// gatewayPrefixes returns how many grpc-gateway prefixes k starts with,
+// each in any case and with '_' for '-' (CGI, WSGI, Rack and PHP hops read
+// Grpc_Metadata_ as Grpc-Metadata-), and what follows them.
+func gatewayPrefixes(k string) (n int, rest string) {
+	for len(k) > len(gatewayPrefix) && (k[:len(gatewayPrefix)] == gatewayCanon || sameName(k[:len(gatewayPrefix)], gatewayPrefix)) {
+		k = k[len(gatewayPrefix):]
+		n++
+	}
+	return n, k
+}
+
+// sameName reports whether header name k is name (lower-case, '-' for
+// '_') to a hop that ignores case and reads '_' as '-'.
+func sameName(k, name string) bool {
+	if len(k) != len(name) {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		b := k[i]
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		} else if b == '_' {
+			b = '-'
+		}
+		if b != name[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// gatewayActs returns how many grpc-gateway prefixes k starts with (0
+// for a key that does not start with 'G' or 'g', without looking
+// further), and whether the codec acts on it: a gateway form [Codec.Read]
+// reads, or a deep form (see [Codec.deepForm]). Every name of actCanon
+// under the prefix is one of those.
+func (c *Codec) gatewayActs(k string, v []string, budget *int) (n int, acts bool) {
+	if k[0]|0x20 != 'g' {
+		return 0, false
+	}
+	n, rest := gatewayPrefixes(k)
+	if n == 0 || c.gwBaseLens&(1<<(len(rest)%64)) == 0 {
+		return n, false
+	}
+	for i, b := range c.gwBases {
+		if sameName(rest, b) {
+			// Grpc-Metadata-Baggage is read whatever it holds (see
+			// markerCanon); deeper baggage acts by what it holds.
+			return n, i != 0 || k == gatewayBaggage || c.bagActs(v, budget)
+		}
+	}
+	return n, false
+}
+
+// deepForm reports whether an http.Header key k with values v is a deep
+// grpc-gateway form: one or more gateway prefixes (any case, '_' for '-')
+// before the name of a header some hop acts on (the dedicated header, a
+// key header, a foreign header, or baggage whose values hold a member of
+// ours or a foreign key), other than the gateway forms [Codec.Read] reads
+// as markers. Each grpc-gateway removes one prefix, so a deep form is a
+// marker, or another tool's routing key, to a hop behind a gateway and a
+// handler that copies its metadata onto a request, or behind a CGI-style
+// hop; this hop does not read it. budget is that of bagActs.
+func (c *Codec) deepForm(k string, v []string, budget *int) bool {
+	n, rest := gatewayPrefixes(k)
+	if n == 0 || c.gwBaseLens&(1<<(len(rest)%64)) == 0 {
+		return false
+	}
+	for i, b := range c.gwBases {
+		if !sameName(rest, b) {
+			continue
+		}
+		if n == 1 && isName(k, c.gwRead) {
+			return false // read as a marker (see Read)
+		}
+		return i != 0 || c.bagActs(v, budget)
+	}
+	return false
+}
+
+// bagActs reports whether the baggage lines hold a member the codec acts
+// on: one of ours, under any spelling, or a foreign routing key. Lines
+// that hold none of their texts nor a '%' are passed at once; the others
+// are read, while budget (the bytes one pass over a header reads so, of
+// all the deep baggage forms it meets: MaxScanBaggageBytes) lasts, and
+// past it they act (fail closed). Hundreds of distinct deep spellings of
+// baggage, each holding a '%', would otherwise be read one by one on
+// every request (BenchmarkHostileDeepGateway).
+func (c *Codec) bagActs(lines []string, budget *int) bool {
+	if len(lines) == 0 || !c.holds(lines, &c.act) {
+		return false
+	}
+	_, size := overScan(lines)
+	if *budget -= size; *budget < 0 {
+		return true
+	}
+	var m Markers
+	err := c.scanBaggage(lines, &m, "")
+	return m.Found || err != nil || c.foreignBaggage(lines)
+}
+
+// stripDeep removes the deep forms from h (see [Codec.deepForm]): each
+// header, or, under baggage's name, the members of ours and the foreign
+// routing keys (the header goes when nothing is left).
+func (c *Codec) stripDeep(h http.Header) {
+	budget := MaxScanBaggageBytes // see bagActs
+	for k, v := range h {
+		if len(k) <= len(gatewayPrefix) || k[0]|0x20 != 'g' || !c.deepForm(k, v, &budget) {
+			continue
+		}
+		if _, rest := gatewayPrefixes(k); sameName(rest, baggageHeader) {
+			c.stripBaggage(otelprop.HeaderCarrier(h), k, k, true, true)
+		} else {
+			delete(h, k)
+		}
+	}
 }
 
 // read is Read without the quiet test.
@@ -927,7 +1103,7 @@ func (c *Codec) foreign(raw string, w *work) bool {
 // underscore spellings of marker headers (whenever a marker header name
 // holds a '-').
 func (c *Codec) StripsForeign() bool {
-	return len(c.foreignKeys) > 0 || len(c.foreignHeaders) > 0 || len(c.aliasHeaders) > 0
+	return len(c.foreignKeys) > 0 || len(c.foreignHeaders) > 0 || len(c.aliasHeaders) > 0 || len(c.gwBases) > 0
 }
 
 // Foreign reports whether carrier holds a routing key of another tool that
@@ -945,25 +1121,17 @@ func (c *Codec) StripsForeign() bool {
 // On an http.Header it reports grpc-gateway's forms of all of these
 // (Grpc-Metadata-Sandbox_Id, Grpc-Metadata-Uberctx-Sd-Routing-Key, foreign
 // keys in Grpc-Metadata-Baggage), which the gateway passes on to a gRPC
-// hop as the keys themselves.
+// hop as the keys themselves, and the deep forms of every header the
+// codec acts on (see [Codec.deepForm]: Grpc-Metadata-Grpc-Metadata-Sandbox-Id,
+// in any case, with '_' for '-'), which Read does not read. On an
+// http.Header it reads the keys in one pass, whatever their number.
 func (c *Codec) Foreign(carrier otelprop.TextMapCarrier) bool {
-	hc, isHTTP := carrier.(otelprop.HeaderCarrier)
-	if isHTTP && len(hc) <= smallHeader {
+	if hc, ok := carrier.(otelprop.HeaderCarrier); ok {
 		return c.foreignHeader(http.Header(hc))
 	}
 	var one [1]string
 	for _, h := range c.aliasHeaders {
 		if len(values(carrier, h.lower, h.canon, &one)) > 0 {
-			return true
-		}
-	}
-	if isHTTP {
-		for _, h := range c.gwForeign {
-			if len(hc[h.canon]) > 0 {
-				return true
-			}
-		}
-		if c.foreignBaggage(hc[gatewayBaggage]) {
 			return true
 		}
 	}
@@ -979,20 +1147,27 @@ func (c *Codec) Foreign(carrier otelprop.TextMapCarrier) bool {
 }
 
 // smallHeader is the most keys an http.Header may have for
-// [Codec.Foreign] to read it in one pass rather than look each name up:
+// [Codec.Read] to read it in one pass rather than look each name up:
 // a Go map of up to 8 entries is one group, which a pass reads for about
 // the cost of five lookups, against the thirteen or so names looked up
 // otherwise (on a 2-core VM: 4 keys 54 ns against 121 ns, 9 keys about
-// even, 16 keys 152 ns against 86 ns).
+// even, 16 keys 152 ns against 86 ns). [Codec.Quiet] and [Codec.Foreign]
+// read every http.Header in one pass: deep grpc-gateway forms (see
+// [Codec.deepForm]) have no fixed name to look up, and the forty or so
+// names they look for besides cost more to look up than a pass over a
+// browser's 14 keys (BenchmarkQuiet/14-keys, callgrind: 8821 instructions
+// looked up, 2091 in one pass; BenchmarkQuiet/4-keys 826 and 835).
 const smallHeader = 8
 
 // foreignHeader is [Codec.Foreign] on an http.Header, in one pass over
 // its keys: each is filtered by its first byte and length, and only a
-// key that passes is compared with the names. A key counts only with a
+// key that passes is compared with the names and tried as a deep form
+// (every key starting with 'G' or 'g' passes). A key counts only with a
 // value, as a lookup that finds none counts it absent.
 func (c *Codec) foreignHeader(h http.Header) bool {
 	var bag, gw []string
 	left := len(h)
+	budget := MaxScanBaggageBytes // see bagActs
 	for k, v := range h {
 		left--
 		if len(v) != 0 && len(k) != 0 && c.foreignLens[k[0]]&(1<<(len(k)%64)) != 0 {
@@ -1000,7 +1175,7 @@ func (c *Codec) foreignHeader(h http.Header) bool {
 				bag = v
 			} else if k == gatewayBaggage {
 				gw = v
-			} else if slices.Contains(c.foreignCanon, k) {
+			} else if slices.Contains(c.foreignCanon, k) || c.deepForm(k, v, &budget) {
 				return true
 			}
 		}
@@ -1049,7 +1224,8 @@ func (c *Codec) foreignBaggage(lines []string) bool {
 // the compatibility keys the codec reads) under every spelling a parser may
 // read as them, and the foreign keys' members and headers; on an
 // http.Header, grpc-gateway's forms of all of them too (Grpc-Metadata-
-// followed by the header's name). Every other
+// followed by the header's name, and the deep forms under any number of
+// prefixes, see [Codec.deepForm]). Every other
 // baggage member is left as it was. Afterwards no parser a hop may run
 // (OpenTelemetry's, a lenient W3C one) reads any of our keys on carrier.
 func (c *Codec) Strip(carrier otelprop.TextMapCarrier) {
@@ -1071,6 +1247,7 @@ func (c *Codec) Strip(carrier otelprop.TextMapCarrier) {
 			delete(h, n.canon)
 		}
 		c.stripBaggage(carrier, gatewayPrefix+baggageHeader, gatewayBaggage, true, true)
+		c.stripDeep(http.Header(h))
 	}
 	c.stripBaggage(carrier, baggageHeader, "Baggage", true, true)
 }
@@ -1098,7 +1275,10 @@ func (c *Codec) stripBaggage(carrier otelprop.TextMapCarrier, key, canon string,
 // tools' routing keys, in baggage and as headers, and the underscore
 // spellings of marker headers) and leaves our markers as they are: for
 // middleware that admits a sandbox from an untrusted source on a valid
-// ticket, which vouches for that sandbox and for nothing else. Baggage
+// ticket, which vouches for that sandbox and for nothing else. On an
+// http.Header it also removes the deep grpc-gateway forms (see
+// [Codec.deepForm]) of our markers as of the foreign keys: they are not
+// read here, so no ticket vouches for them. Baggage
 // over the scan limits that may hold a foreign key is dropped whole,
 // ours with it, as [Codec.Strip] drops it.
 func (c *Codec) StripForeign(carrier otelprop.TextMapCarrier) {
@@ -1113,6 +1293,7 @@ func (c *Codec) StripForeign(carrier otelprop.TextMapCarrier) {
 		for _, n := range c.gwForeign {
 			delete(h, n.canon)
 		}
+		c.stripDeep(http.Header(h))
 	}
 	if len(c.foreignKeys) == 0 {
 		return

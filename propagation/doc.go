@@ -45,6 +45,26 @@
 // them so; [Codec.Strip] removes them too, and [Codec.Foreign] reports
 // them, unless [KeepForeignRoutingKeys].
 //
+// # grpc-gateway's forms
+//
+// grpc-gateway's default header matcher passes an HTTP header named
+// Grpc-Metadata-<name> on to its gRPC hop as metadata <name>, removing one
+// prefix. On an http.Header, [Codec.Read] reads the gateway forms of the
+// markers (Grpc-Metadata-Sandbox-Id, Grpc-Metadata-Baggage, a key header
+// under the prefix) as markers. A deep form, two or more prefixes
+// (Grpc-Metadata-Grpc-Metadata-Sandbox-Id), or one spelled with '_' for
+// '-' (Grpc_Metadata_Sandbox_Id, as CGI-style hops read it), before any
+// name the codec acts on, is a marker only to a hop behind as many
+// gateways and handlers that copy their metadata onto HTTP requests:
+// Read does not read it (a trusted hop keeps it, for the gateway behind
+// it, as a trusted gRPC hop keeps a single gateway form), [Codec.Quiet]
+// and [Codec.Foreign] report it, and [Codec.Strip] and
+// [Codec.StripForeign] remove it (under baggage's name, only our members
+// and foreign keys go), whatever the number of prefixes and the case.
+// Looking for them costs a key that does not start with 'G' or 'g'
+// nothing: [Codec.Quiet] and [Codec.Foreign] read an http.Header in one
+// pass, whatever its size.
+//
 // # Strict and lenient extraction
 //
 // [Codec.Extract] is strict: markers that cannot be read (a malformed or

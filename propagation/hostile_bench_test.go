@@ -2,6 +2,7 @@ package propagation_test
 
 import (
 	"bufio"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -111,4 +112,71 @@ func BenchmarkHostileBaggage(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkHostileDeepGateway: a request of about 0.9 MB made of 680
+// distinct deep grpc-gateway spellings of baggage (depth and '-' or '_'
+// varied), each holding 120 percent-encoded members that are not ours:
+// every one is a deep form to look into. Quiet and Foreign read them
+// until their budget is spent (MaxScanBaggageBytes), then act; Strip,
+// which middleware runs on an untrusted client's request then, reads
+// every member to keep it. "net-http" is Go's own parse of the request,
+// the yardstick.
+// Run:
+//
+//	go test ./propagation -run '^$' -bench HostileDeepGateway -benchmem
+func BenchmarkHostileDeepGateway(b *testing.B) {
+	var raw strings.Builder
+	raw.WriteString("GET / HTTP/1.1\r\nHost: x\r\n")
+	n := 0
+	for depth := 2; n < 680; depth++ {
+		for mask := 0; mask < 16 && n < 680; mask++ {
+			for d := range depth {
+				sep := byte('-')
+				if mask&(1<<(d%4)) != 0 {
+					sep = '_'
+				}
+				fmt.Fprintf(&raw, "Grpc%cMetadata-", sep)
+			}
+			raw.WriteString("Baggage: " + strings.Repeat("a%20b=1,", 120) + "\r\n")
+			n++
+		}
+	}
+	raw.WriteString("\r\n")
+	req := raw.String()
+	r := strings.NewReader(req)
+	br := bufio.NewReaderSize(r, 4096)
+	parsed, err := http.ReadRequest(br)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := propagation.Default()
+	b.Run("net-http", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			r.Reset(req)
+			br.Reset(r)
+			if _, err := http.ReadRequest(br); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("quiet", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c.Quiet(parsed.Header)
+		}
+	})
+	b.Run("foreign", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c.Foreign(otelprop.HeaderCarrier(parsed.Header))
+		}
+	})
+	b.Run("strip", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c.Strip(otelprop.HeaderCarrier(parsed.Header.Clone()))
+		}
+	})
 }
