@@ -516,16 +516,26 @@ func (s *server) mayHoldForeign(lines []string) bool {
 // namedKeys returns the metadata keys the server looks for as markers of
 // their own (Codec.KeyHeaders): all of them, and apart those that name a
 // sandbox by themselves, which are looked for on every call. The codec
-// decides which these are: the keys it finds a marker of when an HTTP
-// request holds one alone (the ID key's forms and the compatibility keys'
-// forms, uberctx-sd-routing-key with propagation.WithSignadot).
+// decides which these are: the forms of each key whose member alone in
+// baggage names a sandbox (the ID key's and the compatibility keys',
+// uberctx-sd-routing-key with propagation.WithSignadot). The codec reads
+// an actor's, origin's or ticket's form alone as an unreadable marker on
+// every carrier too, but each lookup here scans the metadata on a miss,
+// and a trusted peer's call pays them all: alone, those are looked for on
+// an untrusted peer's call only (see watchKeys), and a trusted peer's is
+// passed on, for the next hop with the library to refuse.
 func namedKeys(c *propagation.Codec) (alone, all []string) {
 	all = c.KeyHeaders()
-	for _, k := range all {
-		h := http.Header{}
-		h.Set(k, "x")
-		if m, _ := c.Read(otelprop.HeaderCarrier(h)); m.Found {
-			alone = append(alone, k)
+	keys := c.Keys()
+	for _, h := range all {
+		key := "" // the key h is a form of: the longest that h ends with
+		for _, k := range keys {
+			if (h == k || strings.HasSuffix(h, "-"+k)) && len(k) > len(key) {
+				key = k
+			}
+		}
+		if m, err := c.Read(otelprop.MapCarrier{baggageKey: key + "=pr-1"}); key != "" && m.Found && err == nil {
+			alone = append(alone, h)
 		}
 	}
 	return alone, all

@@ -38,9 +38,6 @@ type Codec struct {
 	// the key headers and the foreign headers, which CGI-style hops read as
 	// the hyphenated ones.
 	aliasHeaders []name
-	// idHeaders are those of keyHeaders that name a sandbox by themselves:
-	// the ID key and the compatibility keys.
-	idHeaders []name
 	// foreignKeys and foreignHeaders are other tools' routing keys, in
 	// baggage and as headers, that the codec does not read as its own
 	// and strips from untrusted sources (none with
@@ -57,7 +54,7 @@ type Codec struct {
 	foreignLens  [256]uint64
 
 	// markerCanon are the canonical names whose presence alone makes a
-	// small http.Header worth reading (the dedicated header, idHeaders),
+	// small http.Header worth reading (the dedicated header, httpKeyHeaders),
 	// and actCanon those and foreignCanon: what [Codec.Quiet] looks for.
 	// markerLens and actLens are their first byte and length filters, as
 	// foreignLens, "Baggage" included.
@@ -71,11 +68,12 @@ type Codec struct {
 	// (canon "" when it is disabled), read as another value of it;
 	// Grpc-Metadata-Baggage is read as baggage (see gatewayBaggage).
 	// gwKeyHeaders and gwForeign are those of keyHeaders, and of
-	// aliasHeaders and foreignHeaders. httpIDHeaders is
-	// idHeaders with the gateway forms of all keyHeaders (see NewCodec).
+	// aliasHeaders and foreignHeaders. httpKeyHeaders is keyHeaders with
+	// their gateway forms: on an http.Header each is a marker alone, as
+	// a key header is on every other carrier (see NewCodec).
 	gwHeader                name
 	gwKeyHeaders, gwForeign []name
-	httpIDHeaders           []name
+	httpKeyHeaders          []name
 	// gwBases are the names a header stands for under one or more
 	// grpc-gateway prefixes (see [Codec.deepForm]): "baggage" first, then
 	// the dedicated header, keyHeaders and foreignHeaders, lower-case
@@ -253,9 +251,6 @@ func NewCodec(opts ...Option) (*Codec, error) {
 		for _, p := range baggageHeaderPrefixes {
 			n := newName(p + k)
 			c.keyHeaders = append(c.keyHeaders, n)
-			if kk := c.kind(k); kk == kindID || kk == kindCompat {
-				c.idHeaders = append(c.idHeaders, n)
-			}
 		}
 	}
 
@@ -294,12 +289,16 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	for _, n := range append(append([]name(nil), c.aliasHeaders...), c.foreignHeaders...) {
 		c.gwForeign = append(c.gwForeign, newName(gatewayPrefix+n.lower))
 	}
-	// Under the gateway's prefix every key header names a marker alone,
-	// the actor's, origin's and ticket's too: the gRPC hop behind the
-	// gateway reads any metadata key named as one of our keys as an
-	// unreadable marker (see [Codec.keyHeader]), so the HTTP side must
-	// find it (stripped from untrusted clients, 400 from trusted ones).
-	c.httpIDHeaders = slices.Concat(c.idHeaders, c.gwKeyHeaders)
+	// Every key header names a marker alone, the actor's, origin's and
+	// ticket's too, and so does each under the gateway's prefix: the gRPC
+	// hop behind the gateway, or a header-copying handler, reads any
+	// metadata key named as one of our keys as an unreadable marker (see
+	// [Codec.keyHeader]), as a Kafka hop does a record header, and a
+	// Jaeger or OpenTracing propagator turns Uberctx-Sandbox.actor into
+	// baggage sandbox.actor, which the next hop refuses. So the HTTP side
+	// finds them too (stripped from untrusted clients, 400 from trusted
+	// ones): one key, one answer on every carrier.
+	c.httpKeyHeaders = slices.Concat(c.keyHeaders, c.gwKeyHeaders)
 	// Deep forms: any number of gateway prefixes (each gateway removes
 	// one) before the name of a header some hop acts on.
 	c.gwBases = []string{baggageHeader}
@@ -339,7 +338,7 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	if c.header != "" {
 		c.markerCanon = append(c.markerCanon, c.headerCanon, c.gwHeader.canon)
 	}
-	for _, n := range c.httpIDHeaders {
+	for _, n := range c.httpKeyHeaders {
 		c.markerCanon = append(c.markerCanon, n.canon)
 	}
 	// Baggage behind grpc-gateway is read whenever it is there: it is
@@ -489,9 +488,13 @@ func values(carrier otelprop.TextMapCarrier, key, canon string, one *[1]string) 
 // passes on to a gRPC hop as the markers themselves: Grpc-Metadata-Sandbox-Id
 // as one more value of the dedicated header, Grpc-Metadata-Baggage as
 // baggage of its own (each must agree with the other markers), and a key
-// header under that prefix (Grpc-Metadata-Sandbox.id, and the actor's,
-// origin's and ticket's forms even alone, which the gRPC hop reads as
-// markers) as unreadable.
+// header under that prefix (Grpc-Metadata-Sandbox.id) as unreadable.
+//
+// A header named as one of our keys in any of its forms (Sandbox.id,
+// Uberctx-Sandbox.actor, Ot-Baggage-Sandbox.ticket), the actor's, origin's
+// and ticket's as much as the ID's, is a marker even alone, and
+// unreadable, on every carrier: no hop of ours writes one, and Jaeger's
+// and OpenTracing's propagators turn the prefixed forms into baggage.
 //
 // Read does not allocate when the carrier holds no markers, and allocates
 // only to percent-decode values when it does.
@@ -504,8 +507,8 @@ func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
 
 // quiet reports whether h holds none of the markers [Codec.Read] looks for
 // when there are no others: no dedicated header, no baggage that
-// [Codec.mentions] our keys, no header named as the ID key or a
-// compatibility key in any of its forms. It is the whole of Read for a
+// [Codec.mentions] our keys, no header named as one of our keys in any of
+// its forms. It is the whole of Read for a
 // request without markers, which most requests are: a few map lookups,
 // the cheapest first, and no Markers built.
 func (c *Codec) quiet(h http.Header) bool {
@@ -527,7 +530,7 @@ func (c *Codec) quiet(h http.Header) bool {
 	if _, ok := h[gatewayBaggage]; ok {
 		return false
 	}
-	return !hasHeader(h, c.httpIDHeaders)
+	return !hasHeader(h, c.httpKeyHeaders)
 }
 
 // Quiet reports whether h holds nothing the codec acts on: no marker
@@ -736,12 +739,9 @@ func (c *Codec) read(carrier otelprop.TextMapCarrier) (Markers, error) {
 	// unreadable, never ignored.
 	var keyHeader bool
 	if isHTTP {
-		// Without other markers only the names that could name a sandbox
-		// are looked up (an actor alone names none): each lookup costs
-		// about a tenth of reading a request without markers.
 		switch {
 		case !m.Found:
-			keyHeader = hasHeader(http.Header(h), c.httpIDHeaders)
+			keyHeader = hasHeader(http.Header(h), c.httpKeyHeaders)
 		case len(h) <= smallHeader:
 			// One pass over a small header costs about as much as
 			// looking up the key headers without their gateway forms

@@ -1,12 +1,5 @@
-//go:build atkfault
-
-// This file holds a codec fault found by the atk attack and left open for
-// the lead to decide (propagation/codec.go was out of the attack's
-// scope). It fails today; run it with
-//
-//	go test -tags atkfault ./propagation -run TestKeyHeaderAloneSameOnEveryCarrier
-//
-// and remove the build constraint with the fix.
+// A header named as one of our actor, origin or ticket keys is a marker
+// alone on every carrier (found by the atk attack).
 
 package propagation_test
 
