@@ -60,6 +60,10 @@ type Codec struct {
 	// foreignLens, "Baggage" included.
 	markerCanon, actCanon []string
 	markerLens, actLens   [256]uint64
+	// markerNames, actNames and keyNames are markerCanon, actCanon and
+	// keyCanon by length, what a key that passes the filter is compared
+	// with (see byLength).
+	markerNames, actNames, keyNames byLength
 
 	// gw* are grpc-gateway's forms of the marker headers, read on an
 	// http.Header only: its default header matcher turns a header named
@@ -352,6 +356,9 @@ func NewCodec(opts ...Option) (*Codec, error) {
 		c.actLens[k[0]] |= 1 << (len(k) % 64)
 	}
 	c.actLens['G'], c.actLens['g'] = ^uint64(0), ^uint64(0) // see foreignLens
+	c.markerNames.add(c.markerCanon...)
+	c.actNames.add(c.actCanon...)
+	c.keyNames.add(c.keyCanon...)
 	var needles []string
 	if len(c.prefix) >= minPrefix {
 		needles = append(needles, c.prefix)
@@ -374,13 +381,13 @@ func NewCodec(opts ...Option) (*Codec, error) {
 // iterator walks from a random one, and the call that reports the end
 // walks every slot after the last key (callgrind: Extract/baseline 507 →
 // 444 instructions, Handler/baseline 973 → 948).
-func scanSmall(h http.Header, lens *[256]uint64, names []string) (bag []string, hit bool) {
+func scanSmall(h http.Header, lens *[256]uint64, names *byLength) (bag []string, hit bool) {
 	left := len(h)
 	for k, v := range h {
 		if len(k) != 0 && lens[k[0]]&(1<<(len(k)%64)) != 0 {
 			if k == "Baggage" {
 				bag = v
-			} else if isName(k, names) {
+			} else if names.has(k) {
 				return nil, true
 			}
 		}
@@ -389,6 +396,28 @@ func scanSmall(h http.Header, lens *[256]uint64, names []string) (bag []string, 
 		}
 	}
 	return bag, false
+}
+
+// byLength is a set of header names by their length modulo 64: a key is
+// compared only with the names of its length. A browser's request holds
+// several keys that pass a first-byte-and-length filter by chance
+// (Sec-Fetch-Site is as long as Sandbox.origin and starts with the same
+// byte), and each was compared with every name (about forty).
+type byLength [64][]string
+
+func (b *byLength) add(names ...string) {
+	for _, n := range names {
+		b[len(n)%64] = append(b[len(n)%64], n)
+	}
+}
+
+func (b *byLength) has(k string) bool {
+	for _, n := range b[len(k)%64] {
+		if k == n {
+			return true
+		}
+	}
+	return false
 }
 
 func isName(k string, names []string) bool {
@@ -513,7 +542,7 @@ func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
 // the cheapest first, and no Markers built.
 func (c *Codec) quiet(h http.Header) bool {
 	if len(h) <= smallHeader {
-		bag, hit := scanSmall(h, &c.markerLens, c.markerCanon)
+		bag, hit := scanSmall(h, &c.markerLens, &c.markerNames)
 		return !hit && (len(bag) == 0 || !c.mentions(bag))
 	}
 	if c.header != "" {
@@ -557,7 +586,7 @@ func (c *Codec) scanAct(h http.Header) (bag []string, hit bool) {
 		if len(k) != 0 && c.actLens[k[0]]&(1<<(len(k)%64)) != 0 {
 			if k == "Baggage" {
 				bag = v
-			} else if n, acts := c.gatewayActs(k, v, &budget); acts || n == 0 && isName(k, c.actCanon) {
+			} else if n, acts := c.gatewayActs(k, v, &budget); acts || n == 0 && c.actNames.has(k) {
 				return nil, true
 			}
 		}
@@ -746,7 +775,7 @@ func (c *Codec) read(carrier otelprop.TextMapCarrier) (Markers, error) {
 			// One pass over a small header costs about as much as
 			// looking up the key headers without their gateway forms
 			// (see smallHeader).
-			_, keyHeader = scanSmall(http.Header(h), &c.keyLens, c.keyCanon)
+			_, keyHeader = scanSmall(http.Header(h), &c.keyLens, &c.keyNames)
 		default:
 			keyHeader = hasHeader(http.Header(h), c.keyHeaders) || hasHeader(http.Header(h), c.gwKeyHeaders)
 		}
