@@ -140,9 +140,14 @@
 // are stripped from an untrusted peer and audited too, also on a call that
 // carries no marker of ours; the foreign keys stay with
 // [propagation.KeepForeignRoutingKeys]. So is metadata named as our actor,
-// origin or ticket key in any form (uberctx-sandbox.actor), which no
-// lookup here reads as a marker alone but a Kafka hop, or a Jaeger or
-// OpenTracing propagator, does. So are grpc-gateway's forms of all of
+// origin or ticket key in any form (uberctx-sandbox.actor), which the
+// codec reads as an unreadable marker alone on every carrier (an HTTP hop
+// with the library answers it with 400, a Kafka reader does not hand it
+// to baseline code) and a Jaeger or OpenTracing propagator turns into
+// baggage. On a trusted peer's call the server looks up alone only the
+// forms that name a sandbox (each lookup scans the metadata on a miss),
+// and passes an actor's, origin's or ticket's on for the next hop with
+// the library to refuse. So are grpc-gateway's forms of all of
 // these (grpc-metadata-sandbox-id, grpc-metadata-baggage holding a member
 // of ours or a foreign key, grpc-metadata-sandbox.actor,
 // grpc-metadata-sandbox_id, grpc-metadata-uberctx-sd-routing-key): nothing

@@ -91,7 +91,8 @@
 // is read here); a trusted source's are kept, not read: they are a
 // marker only further on, where they are read. Markers from a trusted source
 // that cannot be read (malformed or empty, conflicting header and baggage,
-// a key only some parsers read as ours, a header named sandbox.id, over
+// a key only some parsers read as ours, a header named as one of our keys
+// in any form, Sandbox.id or Uberctx-Sandbox.actor, even alone, over
 // the W3C baggage limits, a bad ticket) are answered with 400 Bad Request
 // and a short plain-text body naming the problem; the wrapped handler is
 // not called. Admitted
