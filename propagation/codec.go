@@ -3,6 +3,7 @@ package propagation
 import (
 	"context"
 	"fmt"
+	"iter"
 	"net/http"
 	"slices"
 	"strings"
@@ -1083,27 +1084,35 @@ func (c *Codec) appendKept(b *strings.Builder, lines []string, dropOurs, dropFor
 		return
 	}
 	w := newWork(size)
-	for _, line := range lines {
-		for line != "" {
-			var member string
-			member, line, _ = strings.Cut(line, ",")
-			member = trimOWS(member)
-			if member == "" {
+	for member := range members(lines) {
+		raw := member[:keyEnd(member)]
+		if dropOurs {
+			if k, _ := c.classify(raw, &w); k != kindNone {
 				continue
 			}
-			raw := member[:keyEnd(member)]
-			if dropOurs {
-				if k, _ := c.classify(raw, &w); k != kindNone {
-					continue
+		}
+		if dropForeign && c.foreign(raw, &w) {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(member)
+	}
+}
+
+// members yields the members of baggage lines, each without the optional
+// whitespace around it, and skips empty ones (a parser does too).
+func members(lines []string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, line := range lines {
+			for line != "" {
+				var member string
+				member, line, _ = strings.Cut(line, ",")
+				if member = trimOWS(member); member != "" && !yield(member) {
+					return
 				}
 			}
-			if dropForeign && c.foreign(raw, &w) {
-				continue
-			}
-			if b.Len() > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(member)
 		}
 	}
 }
@@ -1382,22 +1391,14 @@ func (c *Codec) InjectTicket(ticket string, carrier otelprop.TextMapCarrier) {
 	_, size := overScan(existing)
 	w := newWork(size)
 	var b strings.Builder
-	for _, line := range existing {
-		for line != "" {
-			var member string
-			member, line, _ = strings.Cut(line, ",")
-			member = trimOWS(member)
-			if member == "" {
-				continue
-			}
-			if k, _ := c.classify(member[:keyEnd(member)], &w); k == kindTicket {
-				continue
-			}
-			if b.Len() > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(member)
+	for member := range members(existing) {
+		if k, _ := c.classify(member[:keyEnd(member)], &w); k == kindTicket {
+			continue
 		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(member)
 	}
 	if b.Len() > 0 {
 		b.WriteByte(',')

@@ -256,32 +256,24 @@ func (c *Codec) ticketMembers(carrier otelprop.TextMapCarrier, key, canon string
 	w := newWork(size)
 	var b strings.Builder
 	found := false
-	for _, line := range existing {
-		for line != "" {
-			var member string
-			member, line, _ = strings.Cut(line, ",")
-			member = trimOWS(member)
-			if member == "" {
+	for member := range members(existing) {
+		j := keyEnd(member)
+		k, _ := c.classify(member[:j], &w)
+		if k == kindTicket {
+			found = true
+			if !redact {
 				continue
 			}
-			j := keyEnd(member)
-			k, _ := c.classify(member[:j], &w)
-			if k == kindTicket {
-				found = true
-				if !redact {
-					continue
-				}
-				v := ""
-				if j < len(member) && member[j] == '=' {
-					v, _, _ = strings.Cut(member[j+1:], ";")
-				}
-				member = member[:j] + "=" + redacted(trimOWS(v))
+			v := ""
+			if j < len(member) && member[j] == '=' {
+				v, _, _ = strings.Cut(member[j+1:], ";")
 			}
-			if b.Len() > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(member)
+			member = member[:j] + "=" + redacted(trimOWS(v))
 		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(member)
 	}
 	switch {
 	case !found:
