@@ -781,7 +781,10 @@ func TestAttackDrainHolderWaitsOneTurn(t *testing.T) {
 		t.Fatal(err)
 	}
 	const turn = 200 * time.Millisecond
-	r := e.Router(t, p, dbroute.WithMaxPools(1), dbroute.WithPoolTurn(turn), dbroute.WithIdleTimeout(0))
+	rd := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	r := e.Router(t, p, dbroute.WithMaxPools(1), dbroute.WithPoolTurn(turn), dbroute.WithIdleTimeout(0), dbroute.WithMeterProvider(mp))
 	ctxA, ctxB := pgtest.SandboxCtx("a"), pgtest.SandboxCtx("b")
 	for round := range 3 {
 		tx, err := r.Begin(ctxA)
@@ -790,8 +793,15 @@ func TestAttackDrainHolderWaitsOneTurn(t *testing.T) {
 		}
 		time.Sleep(5 * turn) // a's turn (up to 4 turns, stretched) is over
 		cb, cancelB := context.WithTimeout(ctxB, 30*time.Second)
+		waits := poolLimitCounts(t, rd)[dbroute.OutcomeWaited]
 		doneB := execAsync(r, cb, "b")
-		time.Sleep(turn / 4) // b waits, a drains
+		// b waits, a drains: the holder's call below must come after
+		// b queued, or it tests nothing (a sleep could not promise that).
+		for deadline := time.Now().Add(20 * time.Second); poolLimitCounts(t, rd)[dbroute.OutcomeWaited] == waits; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: b never waited for a's pool (waits %v)", round, poolLimitCounts(t, rd))
+			}
+		}
 		ca, cancelA := context.WithTimeout(ctxA, 30*time.Second)
 		start := time.Now()
 		_, err = r.Exec(ca, drainInsert, "a")
