@@ -76,6 +76,7 @@ func NewServerInterceptors(opts ...ServerOption) (*ServerInterceptors, error) {
 	}
 	s.alone, s.named = namedKeys(cfg.codec)
 	s.watch = watchKeys(cfg.codec)
+	s.dashed = dashedKeys(s.watch, s.header)
 	return &ServerInterceptors{unary: s.unary(), stream: s.stream()}, nil
 }
 
@@ -166,6 +167,7 @@ type server struct {
 	alone  []string            // metadata keys that are markers by themselves (see namedKeys)
 	named  []string            // every metadata key that is a marker beside others
 	watch  map[string]struct{} // what makes an untrusted peer's call read in full (see watchKeys)
+	dashed map[string]struct{} // watch and the header, '-' for '_' (see dashedName)
 	budget budget
 }
 
@@ -307,6 +309,8 @@ func (s *server) foreign(ctx context.Context, method string) context.Context {
 			marked = true
 		case s.gatewayName(k):
 			gateway = true
+		case strings.IndexByte(k, '_') >= 0 && s.dashedName(k):
+			keyed = true
 		}
 	}
 	// grpc-gateway's forms are read and stripped as the HTTP hop would
@@ -400,11 +404,31 @@ func (s *server) gatewayName(k string) bool {
 	for isGateway(k) {
 		k = k[len(gatewayPrefix):]
 	}
-	k = strings.ToLower(k) // grpc-go's keys are; an earlier layer's may not be
-	if _, ok := s.watch[k]; ok {
-		return true
+	return s.dashedName(k) || strings.EqualFold(k, baggageKey)
+}
+
+// dashedName reports whether metadata key k, in any case and read with
+// '-' for every '_', is the dedicated header or a watched key (see
+// watchKeys): to a CGI, WSGI, Rack or PHP hop a handler copies it to,
+// uberctx_sd-routing-key is uberctx-sd-routing-key as much as
+// uberctx_sd_routing_key is, and so is it to propagation.Codec, which
+// reports every such spelling of a name it acts on.
+func (s *server) dashedName(k string) bool {
+	_, ok := s.dashed[strings.ReplaceAll(strings.ToLower(k), "_", "-")]
+	return ok
+}
+
+// dashedKeys returns the watched keys and the dedicated header with '-'
+// for every '_' (see dashedName).
+func dashedKeys(watch map[string]struct{}, header string) map[string]struct{} {
+	out := make(map[string]struct{}, len(watch)+1)
+	for k := range watch {
+		out[strings.ReplaceAll(k, "_", "-")] = struct{}{}
 	}
-	return k == baggageKey || (s.header != "" && k == s.header)
+	if header != "" {
+		out[strings.ReplaceAll(header, "_", "-")] = struct{}{}
+	}
+	return out
 }
 
 // gatewayHeader returns the keys of md, lower-case, that are gateway

@@ -586,7 +586,7 @@ func (c *Codec) scanAct(h http.Header) (bag []string, hit bool) {
 		if len(k) != 0 && c.actLens[k[0]]&(1<<(len(k)%64)) != 0 {
 			if k == "Baggage" {
 				bag = v
-			} else if n, acts := c.gatewayActs(k, v, &budget); acts || n == 0 && c.actNames.has(k) {
+			} else if n, acts := c.gatewayActs(k, v, &budget); acts || n == 0 && (c.actNames.has(k) || c.alias(k)) {
 				return nil, true
 			}
 		}
@@ -626,6 +626,43 @@ func sameName(k, name string) bool {
 		}
 	}
 	return true
+}
+
+// alias reports whether header name k, which holds a '_', is to a hop
+// that ignores case and reads '_' as '-' the name of a header the codec
+// acts on (one of gwBases after "baggage"): the all-underscore spelling
+// aliasHeaders lists (Uberctx_sd_routing_key), and every spelling with
+// some hyphens only written so (Uberctx_sd-Routing-Key,
+// Ot-Baggage_sandbox.id), which a CGI, WSGI, Rack or PHP hop reads as
+// the header as much. A key that holds no '_' or has no such name's
+// length costs a mask test and at most one strings.IndexByte.
+func (c *Codec) alias(k string) bool {
+	if c.gwBaseLens&(1<<(len(k)%64)) == 0 || strings.IndexByte(k, '_') < 0 {
+		return false
+	}
+	for _, b := range c.gwBases[1:] {
+		if sameName(k, b) {
+			return true
+		}
+	}
+	return false
+}
+
+// stripAliases removes from carrier every key [Codec.alias] reports.
+func (c *Codec) stripAliases(carrier otelprop.TextMapCarrier) {
+	if h, ok := carrier.(otelprop.HeaderCarrier); ok {
+		for k := range h {
+			if c.alias(k) {
+				delete(h, k)
+			}
+		}
+		return
+	}
+	for _, k := range carrier.Keys() {
+		if c.alias(k) {
+			deleteHeader(carrier, k, canonical(k))
+		}
+	}
 }
 
 // gatewayActs returns how many grpc-gateway prefixes k starts with (0
@@ -1164,6 +1201,15 @@ func (c *Codec) Foreign(carrier otelprop.TextMapCarrier) bool {
 			return true
 		}
 	}
+	if len(c.aliasHeaders) > 0 {
+		// Spellings with some hyphens only written as '_' have no
+		// fixed name to look up.
+		for _, k := range carrier.Keys() {
+			if c.alias(k) && len(values(carrier, k, canonical(k), &one)) > 0 {
+				return true
+			}
+		}
+	}
 	if len(c.foreignKeys) == 0 && len(c.foreignHeaders) == 0 {
 		return false
 	}
@@ -1204,7 +1250,7 @@ func (c *Codec) foreignHeader(h http.Header) bool {
 				bag = v
 			} else if k == gatewayBaggage {
 				gw = v
-			} else if slices.Contains(c.foreignCanon, k) || c.deepForm(k, v, &budget) {
+			} else if slices.Contains(c.foreignCanon, k) || c.alias(k) || c.deepForm(k, v, &budget) {
 				return true
 			}
 		}
@@ -1270,6 +1316,7 @@ func (c *Codec) Strip(carrier otelprop.TextMapCarrier) {
 	for _, h := range c.aliasHeaders {
 		deleteHeader(carrier, h.lower, h.canon)
 	}
+	c.stripAliases(carrier)
 	if h, ok := carrier.(otelprop.HeaderCarrier); ok {
 		delete(h, c.gwHeader.canon)
 		for _, n := range slices.Concat(c.gwKeyHeaders, c.gwForeign) {
@@ -1317,6 +1364,7 @@ func (c *Codec) StripForeign(carrier otelprop.TextMapCarrier) {
 	for _, h := range c.aliasHeaders {
 		deleteHeader(carrier, h.lower, h.canon)
 	}
+	c.stripAliases(carrier)
 	h, isHTTP := carrier.(otelprop.HeaderCarrier)
 	if isHTTP {
 		for _, n := range c.gwForeign {
