@@ -90,6 +90,11 @@ type Codec struct {
 	// long: most keys under the prefix that are none of them (a
 	// client's Grpc-Metadata-X-User) are passed by it.
 	gwBaseLens uint64
+	// aliasLens[b] has bit n%64 set when a name of gwBases that holds a
+	// '-' starts with byte b, in either case ('_' for '-'), and is n
+	// bytes long: the filter of [Codec.alias], which lets a browser's
+	// Sec-Fetch-Site pass unread though Sandbox.origin is as long.
+	aliasLens [256]uint64
 	// keyCanon are the canonical names of keyHeaders and gwKeyHeaders,
 	// keyLens their first byte and length filter (see foreignLens).
 	keyCanon []string
@@ -316,6 +321,11 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	for i, b := range c.gwBases {
 		c.gwBases[i] = strings.ReplaceAll(b, "_", "-")
 		c.gwBaseLens |= 1 << (len(b) % 64)
+		if i > 0 && strings.Contains(c.gwBases[i], "-") {
+			for _, f := range []byte{b[0], strings.ToUpper(b[:1])[0], strings.ToLower(b[:1])[0], strings.NewReplacer("-", "_", "_", "-").Replace(b[:1])[0]} {
+				c.aliasLens[f] |= 1 << (len(b) % 64)
+			}
+		}
 	}
 	c.gwRead = append(c.gwRead, gatewayBaggage)
 	for _, n := range c.gwKeyHeaders {
@@ -634,10 +644,10 @@ func sameName(k, name string) bool {
 // aliasHeaders lists (Uberctx_sd_routing_key), and every spelling with
 // some hyphens only written so (Uberctx_sd-Routing-Key,
 // Ot-Baggage_sandbox.id), which a CGI, WSGI, Rack or PHP hop reads as
-// the header as much. A key that holds no '_' or has no such name's
-// length costs a mask test and at most one strings.IndexByte.
+// the header as much. A key that does not start as such a name and is
+// not as long as one costs a mask test (see aliasLens).
 func (c *Codec) alias(k string) bool {
-	if c.gwBaseLens&(1<<(len(k)%64)) == 0 || strings.IndexByte(k, '_') < 0 {
+	if len(k) == 0 || c.aliasLens[k[0]]&(1<<(len(k)%64)) == 0 || strings.IndexByte(k, '_') < 0 {
 		return false
 	}
 	for _, b := range c.gwBases[1:] {
@@ -1178,11 +1188,13 @@ func (c *Codec) StripsForeign() bool {
 // make it ours), or Signadot's header forms ([SignadotJaegerHeader], [SignadotDatadogHeader]). A hop of
 // those tools acts on them, so middleware strips them from untrusted
 // sources, with an audit record, as it strips our markers. It is always
-// false with [KeepForeignRoutingKeys]. It does not allocate unless a
-// baggage key is percent-encoded.
+// false with [KeepForeignRoutingKeys]. On an http.Header it does not
+// allocate unless a baggage key is percent-encoded; on another carrier it
+// asks for its keys (carrier.Keys).
 //
 // It also reports an underscore spelling of a marker header (Sandbox_Id,
-// Uberctx_sd_routing_key), which CGI, WSGI, Rack and PHP hops read as the
+// Uberctx_sd_routing_key, and those with some hyphens only written so,
+// Uberctx_sd-Routing-Key), which CGI, WSGI, Rack and PHP hops read as the
 // hyphenated header; [Codec.Strip] removes those too, whatever the options.
 // On an http.Header it reports grpc-gateway's forms of all of these
 // (Grpc-Metadata-Sandbox_Id, Grpc-Metadata-Uberctx-Sd-Routing-Key, foreign
