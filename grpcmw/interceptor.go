@@ -77,6 +77,9 @@ func NewServerInterceptors(opts ...ServerOption) (*ServerInterceptors, error) {
 	s.alone, s.named = namedKeys(cfg.codec)
 	s.watch = watchKeys(cfg.codec)
 	s.dashed = dashedKeys(s.watch, s.header)
+	for k := range s.dashed {
+		s.dashedLens |= 1 << (len(k) % 64)
+	}
 	return &ServerInterceptors{unary: s.unary(), stream: s.stream()}, nil
 }
 
@@ -161,14 +164,15 @@ func (s *serverStream) Context() context.Context { return s.ctx }
 // the outcome of a verdict (audit record, span attributes, context) is the
 // shared kernel's (internal/ingress).
 type server struct {
-	gate   ingress.Gate
-	header string              // the dedicated header, lower-case; "" when none
-	keys   []string            // our baggage keys, to spot them without parsing
-	alone  []string            // metadata keys that are markers by themselves (see namedKeys)
-	named  []string            // every metadata key that is a marker beside others
-	watch  map[string]struct{} // what makes an untrusted peer's call read in full (see watchKeys)
-	dashed map[string]struct{} // watch and the header, '-' for '_' (see dashedName)
-	budget budget
+	gate       ingress.Gate
+	header     string              // the dedicated header, lower-case; "" when none
+	keys       []string            // our baggage keys, to spot them without parsing
+	alone      []string            // metadata keys that are markers by themselves (see namedKeys)
+	named      []string            // every metadata key that is a marker beside others
+	watch      map[string]struct{} // what makes an untrusted peer's call read in full (see watchKeys)
+	dashed     map[string]struct{} // watch and the header, '-' for '_' (see dashedName)
+	dashedLens uint64              // bit n%64 set when a key of dashed is n bytes long
+	budget     budget
 }
 
 // admit applies the trust policy to the markers in ctx's incoming metadata.
@@ -414,6 +418,9 @@ func (s *server) gatewayName(k string) bool {
 // uberctx_sd_routing_key is, and so is it to propagation.Codec, which
 // reports every such spelling of a name it acts on.
 func (s *server) dashedName(k string) bool {
+	if s.dashedLens&(1<<(len(k)%64)) == 0 {
+		return false // no allocation for a key of no such length
+	}
 	_, ok := s.dashed[strings.ReplaceAll(strings.ToLower(k), "_", "-")]
 	return ok
 }
