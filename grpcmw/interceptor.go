@@ -313,7 +313,7 @@ func (s *server) foreign(ctx context.Context, method string) context.Context {
 			marked = true
 		case s.gatewayName(k):
 			gateway = true
-		case strings.IndexByte(k, '_') >= 0 && s.dashedName(k):
+		case s.dashedName(k): // another spelling of one of those
 			keyed = true
 		}
 	}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/grpcmw"
+	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
 // TestMixedUnderscoreMetadata: a marker key with some of its hyphens
@@ -29,6 +30,23 @@ func TestMixedUnderscoreMetadata(t *testing.T) {
 			markerFormCase{name: key + "/untrusted peer", opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)}, md: md, key: key, decision: audit.Stripped},
 			markerFormCase{name: key + "/zero policy", md: md, key: key, decision: audit.Stripped},
 			markerFormCase{name: key + "/trusted peer", opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)}, md: md},
+		)
+	}
+	// A configured name with a '_' is read as it is; spelled with '-'
+	// for it, it is another spelling, stripped alike.
+	codec, err := propagation.NewCodec(propagation.WithHeader("x_sandbox"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"x-sandbox", "grpc-metadata-x-sandbox", "x_sandbox"} {
+		md := []string{key, "feat-1", "baggage", "foo=bar"}
+		var admitted audit.Decision // the header itself admits a trusted peer's call
+		if key == "x_sandbox" {
+			admitted = audit.Admitted
+		}
+		cases = append(cases,
+			markerFormCase{name: key + "/x_sandbox codec/untrusted peer", opts: []grpcmw.ServerOption{grpcmw.WithCodec(codec), grpcmw.WithTrustedNetworks(elsewhere)}, md: md, key: key, decision: audit.Stripped},
+			markerFormCase{name: key + "/x_sandbox codec/trusted peer", opts: []grpcmw.ServerOption{grpcmw.WithCodec(codec), grpcmw.WithTrustedNetworks(loopback)}, md: md, decision: admitted},
 		)
 	}
 	runMarkerForms(t, cases)

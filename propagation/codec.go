@@ -86,14 +86,17 @@ type Codec struct {
 	// headers'), which are not deep forms.
 	gwBases []string
 	gwRead  []string
+	// gwNames are gwBases as configured, before '-' for '_'.
+	gwNames []string
 	// gwBaseLens has bit n%64 set when a name of gwBases is n bytes
 	// long: most keys under the prefix that are none of them (a
 	// client's Grpc-Metadata-X-User) are passed by it.
 	gwBaseLens uint64
 	// aliasLens[b] has bit n%64 set when a name of gwBases that holds a
-	// '-' starts with byte b, in either case ('_' for '-'), and is n
-	// bytes long: the filter of [Codec.alias], which lets a browser's
-	// Sec-Fetch-Site pass unread though Sandbox.origin is as long.
+	// '-' or a '_' starts with byte b, in either case and spelling, and
+	// is n bytes long: the filter of [Codec.alias], which lets a
+	// browser's Sec-Fetch-Site pass unread though Sandbox.origin is as
+	// long. foreignLens and actLens hold it.
 	aliasLens [256]uint64
 	// keyCanon are the canonical names of keyHeaders and gwKeyHeaders,
 	// keyLens their first byte and length filter (see foreignLens).
@@ -318,10 +321,11 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	for _, n := range slices.Concat(c.keyHeaders, c.foreignHeaders) {
 		c.gwBases = append(c.gwBases, n.lower)
 	}
+	c.gwNames = slices.Clone(c.gwBases)
 	for i, b := range c.gwBases {
 		c.gwBases[i] = strings.ReplaceAll(b, "_", "-")
 		c.gwBaseLens |= 1 << (len(b) % 64)
-		if i > 0 && strings.Contains(c.gwBases[i], "-") {
+		if i > 0 && strings.ContainsAny(b, "-_") {
 			for _, f := range []byte{b[0], strings.ToUpper(b[:1])[0], strings.ToLower(b[:1])[0], strings.NewReplacer("-", "_", "_", "-").Replace(b[:1])[0]} {
 				c.aliasLens[f] |= 1 << (len(b) % 64)
 			}
@@ -349,6 +353,9 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	// starts with the gateway prefix's first byte passes, and only those
 	// are looked at further.
 	c.foreignLens['G'], c.foreignLens['g'] = ^uint64(0), ^uint64(0)
+	for b, l := range c.aliasLens {
+		c.foreignLens[b] |= l // see alias
+	}
 	if c.header != "" {
 		c.markerCanon = append(c.markerCanon, c.headerCanon, c.gwHeader.canon)
 	}
@@ -366,6 +373,9 @@ func NewCodec(opts ...Option) (*Codec, error) {
 		c.actLens[k[0]] |= 1 << (len(k) % 64)
 	}
 	c.actLens['G'], c.actLens['g'] = ^uint64(0), ^uint64(0) // see foreignLens
+	for b, l := range c.aliasLens {
+		c.actLens[b] |= l // see alias
+	}
 	c.markerNames.add(c.markerCanon...)
 	c.actNames.add(c.actCanon...)
 	c.keyNames.add(c.keyCanon...)
@@ -638,20 +648,22 @@ func sameName(k, name string) bool {
 	return true
 }
 
-// alias reports whether header name k, which holds a '_', is to a hop
-// that ignores case and reads '_' as '-' the name of a header the codec
-// acts on (one of gwBases after "baggage"): the all-underscore spelling
-// aliasHeaders lists (Uberctx_sd_routing_key), and every spelling with
-// some hyphens only written so (Uberctx_sd-Routing-Key,
-// Ot-Baggage_sandbox.id), which a CGI, WSGI, Rack or PHP hop reads as
-// the header as much. A key that does not start as such a name and is
-// not as long as one costs a mask test (see aliasLens).
+// alias reports whether header name k is another spelling of the name
+// of a header the codec acts on (one of gwBases after "baggage") to a hop
+// that ignores case and reads '_' as '-', not that name itself: the
+// all-underscore spelling aliasHeaders lists (Uberctx_sd_routing_key),
+// every spelling with some hyphens only written so
+// (Uberctx_sd-Routing-Key, Ot-Baggage_sandbox.id), and, for a configured
+// name that holds a '_' (WithHeader("X_Sandbox")), those with '-' for it
+// (X-Sandbox), which a CGI, WSGI, Rack or PHP hop reads as the header as
+// much. A key that does not start as such a name and is not as long as
+// one costs a mask test (see aliasLens).
 func (c *Codec) alias(k string) bool {
-	if len(k) == 0 || c.aliasLens[k[0]]&(1<<(len(k)%64)) == 0 || strings.IndexByte(k, '_') < 0 {
+	if len(k) == 0 || c.aliasLens[k[0]]&(1<<(len(k)%64)) == 0 {
 		return false
 	}
-	for _, b := range c.gwBases[1:] {
-		if sameName(k, b) {
+	for i, b := range c.gwBases[1:] {
+		if sameName(k, b) && !strings.EqualFold(k, c.gwNames[i+1]) {
 			return true
 		}
 	}
@@ -1213,13 +1225,10 @@ func (c *Codec) Foreign(carrier otelprop.TextMapCarrier) bool {
 			return true
 		}
 	}
-	if len(c.aliasHeaders) > 0 {
-		// Spellings with some hyphens only written as '_' have no
-		// fixed name to look up.
-		for _, k := range carrier.Keys() {
-			if c.alias(k) && len(values(carrier, k, canonical(k), &one)) > 0 {
-				return true
-			}
+	// The other spellings (see alias) have no fixed name to look up.
+	for _, k := range carrier.Keys() {
+		if c.alias(k) && len(values(carrier, k, canonical(k), &one)) > 0 {
+			return true
 		}
 	}
 	if len(c.foreignKeys) == 0 && len(c.foreignHeaders) == 0 {

@@ -98,3 +98,38 @@ func TestMixedUnderscoreSpellings(t *testing.T) {
 		}
 	}
 }
+
+// TestUnderscoreNamesAreNotTheirOwnAlias: a configured name that holds
+// a '_' (WithHeader("X_Sandbox"), a baggage key my_id) is read as it is;
+// it is not also another spelling of itself for Foreign to report and
+// StripForeign to remove (which a ticket-admitted request would lose,
+// with a spurious stripped record), while a spelling with '-' for its
+// '_' is one.
+func TestUnderscoreNamesAreNotTheirOwnAlias(t *testing.T) {
+	c, err := propagation.NewCodec(propagation.WithHeader("X_Sandbox"), propagation.WithBaggageKeys("my_id", "my_actor", "my_origin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"X_Sandbox", "x_sandbox", "X_SANDBOX"} {
+		h := http.Header{http.CanonicalHeaderKey(k): {"pr-1"}}
+		if m, err := c.Read(otelprop.HeaderCarrier(h)); !m.Found || err != nil || m.Sandbox.ID != "pr-1" {
+			t.Errorf("%s: Read %+v, %v", k, m, err)
+		}
+		if c.Foreign(otelprop.HeaderCarrier(h)) {
+			t.Errorf("%s: Foreign reports the dedicated header", k)
+		}
+		c.StripForeign(otelprop.HeaderCarrier(h))
+		if len(h) != 1 {
+			t.Errorf("%s: StripForeign removed the dedicated header", k)
+		}
+		mc := otelprop.MapCarrier{strings.ToLower(k): "pr-1"}
+		if c.Foreign(mc) {
+			t.Errorf("%s: Foreign reports the dedicated header on a map carrier", k)
+		}
+	}
+	for _, k := range []string{"X-Sandbox", "Uberctx-My-Id", "Uberctx_my-Id"} {
+		if h := (http.Header{k: {"pr-1"}}); !c.Foreign(otelprop.HeaderCarrier(h)) {
+			t.Errorf("%s: not reported", k)
+		}
+	}
+}
