@@ -78,7 +78,9 @@ func NewServerInterceptors(opts ...ServerOption) (*ServerInterceptors, error) {
 	s.watch = watchKeys(cfg.codec)
 	s.dashed = dashedKeys(s.watch, s.header)
 	for k := range s.dashed {
-		s.dashedLens |= 1 << (len(k) % 64)
+		for _, b := range []byte{k[0], strings.ToUpper(k[:1])[0], strings.ReplaceAll(k[:1], "-", "_")[0]} {
+			s.dashedLens[b] |= 1 << (len(k) % 64)
+		}
 	}
 	return &ServerInterceptors{unary: s.unary(), stream: s.stream()}, nil
 }
@@ -171,7 +173,7 @@ type server struct {
 	named      []string            // every metadata key that is a marker beside others
 	watch      map[string]struct{} // what makes an untrusted peer's call read in full (see watchKeys)
 	dashed     map[string]struct{} // watch and the header, '-' for '_' (see dashedName)
-	dashedLens uint64              // bit n%64 set when a key of dashed is n bytes long
+	dashedLens [256]uint64         // [b] bit n%64 set when a key of dashed that starts with b (any case, '_' for '-') is n bytes long
 	budget     budget
 }
 
@@ -418,8 +420,8 @@ func (s *server) gatewayName(k string) bool {
 // uberctx_sd_routing_key is, and so is it to propagation.Codec, which
 // reports every such spelling of a name it acts on.
 func (s *server) dashedName(k string) bool {
-	if s.dashedLens&(1<<(len(k)%64)) == 0 {
-		return false // no allocation for a key of no such length
+	if len(k) == 0 || s.dashedLens[k[0]]&(1<<(len(k)%64)) == 0 {
+		return false // starts as none of them or is as long as none
 	}
 	_, ok := s.dashed[strings.ReplaceAll(strings.ToLower(k), "_", "-")]
 	return ok
