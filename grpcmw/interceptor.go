@@ -76,6 +76,12 @@ func NewServerInterceptors(opts ...ServerOption) (*ServerInterceptors, error) {
 	}
 	s.alone, s.named = namedKeys(cfg.codec)
 	s.watch = watchKeys(cfg.codec)
+	s.dashed = dashedKeys(s.watch, s.header)
+	for k := range s.dashed {
+		for _, b := range []byte{k[0], strings.ToUpper(k[:1])[0], strings.ReplaceAll(k[:1], "-", "_")[0]} {
+			s.dashedLens[b] |= 1 << (len(k) % 64)
+		}
+	}
 	return &ServerInterceptors{unary: s.unary(), stream: s.stream()}, nil
 }
 
@@ -160,13 +166,15 @@ func (s *serverStream) Context() context.Context { return s.ctx }
 // the outcome of a verdict (audit record, span attributes, context) is the
 // shared kernel's (internal/ingress).
 type server struct {
-	gate   ingress.Gate
-	header string              // the dedicated header, lower-case; "" when none
-	keys   []string            // our baggage keys, to spot them without parsing
-	alone  []string            // metadata keys that are markers by themselves (see namedKeys)
-	named  []string            // every metadata key that is a marker beside others
-	watch  map[string]struct{} // what makes an untrusted peer's call read in full (see watchKeys)
-	budget budget
+	gate       ingress.Gate
+	header     string              // the dedicated header, lower-case; "" when none
+	keys       []string            // our baggage keys, to spot them without parsing
+	alone      []string            // metadata keys that are markers by themselves (see namedKeys)
+	named      []string            // every metadata key that is a marker beside others
+	watch      map[string]struct{} // what makes an untrusted peer's call read in full (see watchKeys)
+	dashed     map[string]struct{} // watch and the header, '-' for '_' (see dashedName)
+	dashedLens [256]uint64         // [b] bit n%64 set when a key of dashed that starts with b (any case, '_' for '-') is n bytes long
+	budget     budget
 }
 
 // admit applies the trust policy to the markers in ctx's incoming metadata.
@@ -307,6 +315,8 @@ func (s *server) foreign(ctx context.Context, method string) context.Context {
 			marked = true
 		case s.gatewayName(k):
 			gateway = true
+		case s.dashedName(k): // another spelling of one of those
+			keyed = true
 		}
 	}
 	// grpc-gateway's forms are read and stripped as the HTTP hop would
@@ -400,11 +410,34 @@ func (s *server) gatewayName(k string) bool {
 	for isGateway(k) {
 		k = k[len(gatewayPrefix):]
 	}
-	k = strings.ToLower(k) // grpc-go's keys are; an earlier layer's may not be
-	if _, ok := s.watch[k]; ok {
-		return true
+	return s.dashedName(k) || strings.EqualFold(k, baggageKey)
+}
+
+// dashedName reports whether metadata key k, in any case and read with
+// '-' for every '_', is the dedicated header or a watched key (see
+// watchKeys): to a CGI, WSGI, Rack or PHP hop a handler copies it to,
+// uberctx_sd-routing-key is uberctx-sd-routing-key as much as
+// uberctx_sd_routing_key is, and so is it to propagation.Codec, which
+// reports every such spelling of a name it acts on.
+func (s *server) dashedName(k string) bool {
+	if len(k) == 0 || s.dashedLens[k[0]]&(1<<(len(k)%64)) == 0 {
+		return false // starts as none of them or is as long as none
 	}
-	return k == baggageKey || (s.header != "" && k == s.header)
+	_, ok := s.dashed[strings.ReplaceAll(strings.ToLower(k), "_", "-")]
+	return ok
+}
+
+// dashedKeys returns the watched keys and the dedicated header with '-'
+// for every '_' (see dashedName).
+func dashedKeys(watch map[string]struct{}, header string) map[string]struct{} {
+	out := make(map[string]struct{}, len(watch)+1)
+	for k := range watch {
+		out[strings.ReplaceAll(k, "_", "-")] = struct{}{}
+	}
+	if header != "" {
+		out[strings.ReplaceAll(header, "_", "-")] = struct{}{}
+	}
+	return out
 }
 
 // gatewayHeader returns the keys of md, lower-case, that are gateway

@@ -87,10 +87,18 @@ type Codec struct {
 	// headers'), which are not deep forms.
 	gwBases []string
 	gwRead  []string
+	// gwNames are gwBases as configured, before '-' for '_'.
+	gwNames []string
 	// gwBaseLens has bit n%64 set when a name of gwBases is n bytes
 	// long: most keys under the prefix that are none of them (a
 	// client's Grpc-Metadata-X-User) are passed by it.
 	gwBaseLens uint64
+	// aliasLens[b] has bit n%64 set when a name of gwBases that holds a
+	// '-' or a '_' starts with byte b, in either case and spelling, and
+	// is n bytes long: the filter of [Codec.alias], which lets a
+	// browser's Sec-Fetch-Site pass unread though Sandbox.origin is as
+	// long. foreignLens and actLens hold it.
+	aliasLens [256]uint64
 	// keyCanon are the canonical names of keyHeaders and gwKeyHeaders,
 	// keyLens their first byte and length filter (see foreignLens).
 	keyCanon []string
@@ -314,9 +322,15 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	for _, n := range slices.Concat(c.keyHeaders, c.foreignHeaders) {
 		c.gwBases = append(c.gwBases, n.lower)
 	}
+	c.gwNames = slices.Clone(c.gwBases)
 	for i, b := range c.gwBases {
 		c.gwBases[i] = strings.ReplaceAll(b, "_", "-")
 		c.gwBaseLens |= 1 << (len(b) % 64)
+		if i > 0 && strings.ContainsAny(b, "-_") {
+			for _, f := range []byte{b[0], strings.ToUpper(b[:1])[0], strings.ToLower(b[:1])[0], strings.NewReplacer("-", "_", "_", "-").Replace(b[:1])[0]} {
+				c.aliasLens[f] |= 1 << (len(b) % 64)
+			}
+		}
 	}
 	c.gwRead = append(c.gwRead, gatewayBaggage)
 	for _, n := range c.gwKeyHeaders {
@@ -340,6 +354,9 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	// starts with the gateway prefix's first byte passes, and only those
 	// are looked at further.
 	c.foreignLens['G'], c.foreignLens['g'] = ^uint64(0), ^uint64(0)
+	for b, l := range c.aliasLens {
+		c.foreignLens[b] |= l // see alias
+	}
 	if c.header != "" {
 		c.markerCanon = append(c.markerCanon, c.headerCanon, c.gwHeader.canon)
 	}
@@ -357,6 +374,9 @@ func NewCodec(opts ...Option) (*Codec, error) {
 		c.actLens[k[0]] |= 1 << (len(k) % 64)
 	}
 	c.actLens['G'], c.actLens['g'] = ^uint64(0), ^uint64(0) // see foreignLens
+	for b, l := range c.aliasLens {
+		c.actLens[b] |= l // see alias
+	}
 	c.markerNames.add(c.markerCanon...)
 	c.actNames.add(c.actCanon...)
 	c.keyNames.add(c.keyCanon...)
@@ -587,7 +607,7 @@ func (c *Codec) scanAct(h http.Header) (bag []string, hit bool) {
 		if len(k) != 0 && c.actLens[k[0]]&(1<<(len(k)%64)) != 0 {
 			if k == "Baggage" {
 				bag = v
-			} else if n, acts := c.gatewayActs(k, v, &budget); acts || n == 0 && c.actNames.has(k) {
+			} else if n, acts := c.gatewayActs(k, v, &budget); acts || n == 0 && (c.actNames.has(k) || c.alias(k)) {
 				return nil, true
 			}
 		}
@@ -627,6 +647,45 @@ func sameName(k, name string) bool {
 		}
 	}
 	return true
+}
+
+// alias reports whether header name k is another spelling of the name
+// of a header the codec acts on (one of gwBases after "baggage") to a hop
+// that ignores case and reads '_' as '-', not that name itself: the
+// all-underscore spelling aliasHeaders lists (Uberctx_sd_routing_key),
+// every spelling with some hyphens only written so
+// (Uberctx_sd-Routing-Key, Ot-Baggage_sandbox.id), and, for a configured
+// name that holds a '_' (WithHeader("X_Sandbox")), those with '-' for it
+// (X-Sandbox), which a CGI, WSGI, Rack or PHP hop reads as the header as
+// much. A key that does not start as such a name and is not as long as
+// one costs a mask test (see aliasLens).
+func (c *Codec) alias(k string) bool {
+	if len(k) == 0 || c.aliasLens[k[0]]&(1<<(len(k)%64)) == 0 {
+		return false
+	}
+	for i, b := range c.gwBases[1:] {
+		if sameName(k, b) && !strings.EqualFold(k, c.gwNames[i+1]) {
+			return true
+		}
+	}
+	return false
+}
+
+// stripAliases removes from carrier every key [Codec.alias] reports.
+func (c *Codec) stripAliases(carrier otelprop.TextMapCarrier) {
+	if h, ok := carrier.(otelprop.HeaderCarrier); ok {
+		for k := range h {
+			if c.alias(k) {
+				delete(h, k)
+			}
+		}
+		return
+	}
+	for _, k := range carrier.Keys() {
+		if c.alias(k) {
+			deleteHeader(carrier, k, canonical(k))
+		}
+	}
 }
 
 // gatewayActs returns how many grpc-gateway prefixes k starts with (0
@@ -1150,11 +1209,13 @@ func (c *Codec) StripsForeign() bool {
 // make it ours), or Signadot's header forms ([SignadotJaegerHeader], [SignadotDatadogHeader]). A hop of
 // those tools acts on them, so middleware strips them from untrusted
 // sources, with an audit record, as it strips our markers. It is always
-// false with [KeepForeignRoutingKeys]. It does not allocate unless a
-// baggage key is percent-encoded.
+// false with [KeepForeignRoutingKeys]. On an http.Header it does not
+// allocate unless a baggage key is percent-encoded; on another carrier it
+// asks for its keys (carrier.Keys).
 //
 // It also reports an underscore spelling of a marker header (Sandbox_Id,
-// Uberctx_sd_routing_key), which CGI, WSGI, Rack and PHP hops read as the
+// Uberctx_sd_routing_key, and those with some hyphens only written so,
+// Uberctx_sd-Routing-Key), which CGI, WSGI, Rack and PHP hops read as the
 // hyphenated header; [Codec.Strip] removes those too, whatever the options.
 // On an http.Header it reports grpc-gateway's forms of all of these
 // (Grpc-Metadata-Sandbox_Id, Grpc-Metadata-Uberctx-Sd-Routing-Key, foreign
@@ -1170,6 +1231,12 @@ func (c *Codec) Foreign(carrier otelprop.TextMapCarrier) bool {
 	var one [1]string
 	for _, h := range c.aliasHeaders {
 		if len(values(carrier, h.lower, h.canon, &one)) > 0 {
+			return true
+		}
+	}
+	// The other spellings (see alias) have no fixed name to look up.
+	for _, k := range carrier.Keys() {
+		if c.alias(k) && len(values(carrier, k, canonical(k), &one)) > 0 {
 			return true
 		}
 	}
@@ -1213,7 +1280,7 @@ func (c *Codec) foreignHeader(h http.Header) bool {
 				bag = v
 			} else if k == gatewayBaggage {
 				gw = v
-			} else if slices.Contains(c.foreignCanon, k) || c.deepForm(k, v, &budget) {
+			} else if slices.Contains(c.foreignCanon, k) || c.alias(k) || c.deepForm(k, v, &budget) {
 				return true
 			}
 		}
@@ -1279,6 +1346,7 @@ func (c *Codec) Strip(carrier otelprop.TextMapCarrier) {
 	for _, h := range c.aliasHeaders {
 		deleteHeader(carrier, h.lower, h.canon)
 	}
+	c.stripAliases(carrier)
 	if h, ok := carrier.(otelprop.HeaderCarrier); ok {
 		delete(h, c.gwHeader.canon)
 		for _, n := range slices.Concat(c.gwKeyHeaders, c.gwForeign) {
@@ -1326,6 +1394,7 @@ func (c *Codec) StripForeign(carrier otelprop.TextMapCarrier) {
 	for _, h := range c.aliasHeaders {
 		deleteHeader(carrier, h.lower, h.canon)
 	}
+	c.stripAliases(carrier)
 	h, isHTTP := carrier.(otelprop.HeaderCarrier)
 	if isHTTP {
 		for _, n := range c.gwForeign {
