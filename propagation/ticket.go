@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -221,6 +222,10 @@ func (c *Codec) StripTicket(carrier otelprop.TextMapCarrier) {
 // message kept for people to inspect (a dead-letter topic), where the
 // credential has no use but what made the message unreadable must stay
 // as it was. It does nothing when carrier holds no ticket.
+//
+// Any other value on carrier that holds a ticket's text (under a deep
+// grpc-gateway form, an underscore spelling, a header of any name) has
+// its signature redacted too ([RedactTicketText]).
 func (c *Codec) RedactTicket(carrier otelprop.TextMapCarrier) {
 	c.ticketMembers(carrier, baggageHeader, "Baggage", true)
 	c.ticketMembers(carrier, gatewayPrefix+baggageHeader, gatewayBaggage, true)
@@ -233,6 +238,36 @@ func (c *Codec) RedactTicket(carrier otelprop.TextMapCarrier) {
 		}
 		setHeader(carrier, h.lower, h.canon, redacted(vals[0]))
 	}
+	if h, ok := carrier.(otelprop.HeaderCarrier); ok {
+		for _, vals := range h {
+			for i, v := range vals {
+				vals[i] = RedactTicketText(v)
+			}
+		}
+		return
+	}
+	for _, k := range carrier.Keys() {
+		if v := carrier.Get(k); RedactTicketText(v) != v {
+			carrier.Set(k, RedactTicketText(v))
+		}
+	}
+}
+
+// ticketText matches a ticket as [Signer] writes it: version, key ID,
+// expiry, and the 43 characters of its signature.
+var ticketText = regexp.MustCompile(`v1\.[A-Za-z0-9_-]{1,32}\.[0-9]{1,19}\.[A-Za-z0-9_-]{43}`)
+
+// RedactTicketText returns s with the signature of every ticket in it
+// replaced by "redacted", its version, key ID and expiry kept; s itself
+// when it holds none. It reads text, whatever carries it: for logs and
+// copies kept for people to read.
+func RedactTicketText(s string) string {
+	if !strings.Contains(s, "v1.") {
+		return s
+	}
+	return ticketText.ReplaceAllStringFunc(s, func(tk string) string {
+		return tk[:len(tk)-43] + "redacted"
+	})
 }
 
 // redacted returns ticket without its signature: its fields before the

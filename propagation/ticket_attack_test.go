@@ -185,3 +185,48 @@ func TestTicketConflictNotEchoed(t *testing.T) {
 		t.Errorf("two tickets: %v, want a conflict naming the key and expiry only", err)
 	}
 }
+
+// TestRedactTicketAnyForm: a ticket under a header RedactTicket does not
+// know by name (a deep grpc-gateway form, an underscore spelling, any
+// header) is redacted too: a dead letter keeps such a header as it came
+// (it made the message unreadable), and people read dead letters. The
+// atk2 attack found these forms left whole.
+func TestRedactTicketAnyForm(t *testing.T) {
+	const tk = "v1.k1.1795777200.XQeUWNmS-hDLwG5atOYl5Hm4S_6kk0wA-lnBFXkpnPg"
+	const sig = "XQeUWNmS-hDLwG5atOYl5Hm4S_6kk0wA-lnBFXkpnPg"
+	c := propagation.Default()
+	headers := map[string]string{
+		"Grpc-Metadata-Grpc-Metadata-Sandbox.ticket": tk,
+		"Uberctx_sandbox.ticket":                     tk,
+		"Ot-Baggage_sandbox.ticket":                  tk,
+		"Grpc_metadata_baggage":                      "tenant=acme,sandbox.ticket=" + tk,
+		"X-Note":                                     "tickets: " + tk + " and " + tk,
+	}
+	h := http.Header{}
+	m := otelprop.MapCarrier{}
+	for k, v := range headers {
+		h.Set(k, v)
+		m[strings.ToLower(k)] = v
+	}
+	h.Set("X-Other", "v1.k1.1795777200.short") // not a ticket's shape: kept
+	m["x-other"] = "v1.k1.1795777200.short"
+	for name, carrier := range map[string]otelprop.TextMapCarrier{"http.Header": otelprop.HeaderCarrier(h), "map": m} {
+		c.RedactTicket(carrier)
+		for _, k := range carrier.Keys() {
+			v := carrier.Get(k)
+			if strings.Contains(v, sig) {
+				t.Errorf("%s: %s still holds the signature: %q", name, k, v)
+			}
+			if strings.EqualFold(k, "x-other") {
+				if v != "v1.k1.1795777200.short" {
+					t.Errorf("%s: %s changed to %q", name, k, v)
+				}
+			} else if !strings.Contains(v, "v1.k1.1795777200.redacted") {
+				t.Errorf("%s: %s = %q, want the ticket's key ID and expiry kept, its signature redacted", name, k, v)
+			}
+		}
+	}
+	if got := propagation.RedactTicketText("a " + tk + " b"); got != "a v1.k1.1795777200.redacted b" {
+		t.Errorf("RedactTicketText: %q", got)
+	}
+}
