@@ -166,15 +166,19 @@ func (s *serverStream) Context() context.Context { return s.ctx }
 // the outcome of a verdict (audit record, span attributes, context) is the
 // shared kernel's (internal/ingress).
 type server struct {
-	gate       ingress.Gate
-	header     string              // the dedicated header, lower-case; "" when none
-	keys       []string            // our baggage keys, to spot them without parsing
-	alone      []string            // metadata keys that are markers by themselves (see namedKeys)
-	named      []string            // every metadata key that is a marker beside others
-	watch      map[string]struct{} // what makes an untrusted peer's call read in full (see watchKeys)
-	dashed     map[string]struct{} // watch and the header, '-' for '_' (see dashedName)
-	dashedLens [256]uint64         // [b] bit n%64 set when a key of dashed that starts with b (any case, '_' for '-') is n bytes long
-	budget     budget
+	gate   ingress.Gate
+	header string              // the dedicated header, lower-case; "" when none
+	keys   []string            // our baggage keys, to spot them without parsing
+	alone  []string            // metadata keys that are markers by themselves (see namedKeys)
+	named  []string            // every metadata key that is a marker beside others
+	watch  map[string]struct{} // what makes an untrusted peer's call read in full (see watchKeys)
+	dashed map[string]struct{} // watch and the header, '-' for '_' (see dashedName)
+	budget budget
+	// dashedLens[b] has bit n%64 set when a key of dashed that starts
+	// with b (any case, '_' for '-') is n bytes long. Last: 2 KiB that
+	// only an untrusted peer's call reads, kept off the lines every call
+	// reads.
+	dashedLens [256]uint64
 }
 
 // admit applies the trust policy to the markers in ctx's incoming metadata.
