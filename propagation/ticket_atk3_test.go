@@ -1,0 +1,117 @@
+package propagation_test
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	otelprop "go.opentelemetry.io/otel/propagation"
+
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// TestRedactTicketTextPercentEncoded: a baggage value may percent-encode
+// any byte, and every baggage parser (ours, OpenTelemetry's) decodes it,
+// so v1%2Ek1%2E... is the ticket itself to the next hop. The atk3 attack
+// found such a ticket under a header RedactTicket knows only by its text
+// (a deep grpc-gateway baggage, a note) left whole on dead letters.
+func TestRedactTicketTextPercentEncoded(t *testing.T) {
+	signer, err := propagation.NewSigner(propagation.Key{ID: "k1", Secret: []byte(strings.Repeat("k", 32))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := propagation.Sandbox{ID: "pr-1"}
+	tk, err := signer.Sign(sb, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.LastIndexByte(tk, '.')
+	sig := tk[i+1:]
+	encAll := func(s string) string {
+		var b strings.Builder
+		for j := 0; j < len(s); j++ {
+			fmt.Fprintf(&b, "%%%02X", s[j])
+		}
+		return b.String()
+	}
+	forms := map[string]string{
+		"dots":          strings.ReplaceAll(tk, ".", "%2E"),
+		"dots-lower":    strings.ReplaceAll(tk, ".", "%2e"),
+		"v":             "%76" + tk[1:],
+		"signature":     tk[:i+1] + encAll(sig[:3]) + sig[3:],
+		"every-byte":    encAll(tk),
+		"last-byte":     tk[:len(tk)-1] + encAll(tk[len(tk)-1:]),
+		"key-and-digit": strings.Replace(strings.Replace(tk, "k1", "%6B%31", 1), ".1", ".%31", 1),
+	}
+	// Each form is the ticket to the codec's own baggage reader.
+	c := propagation.Default()
+	for name, f := range forms {
+		m, err := c.Read(otelprop.HeaderCarrier(http.Header{"Baggage": {"sandbox.id=pr-1,sandbox.ticket=" + f}}))
+		if err != nil || m.Ticket != tk {
+			t.Fatalf("%s: Read = %q, %v; want the ticket (the form is not one a hop reads)", name, m.Ticket, err)
+		}
+	}
+	for name, f := range forms {
+		for _, s := range []string{f, "note " + f + " end", f + f, f + "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"} {
+			got := propagation.RedactTicketText(s)
+			if strings.Contains(got, sig) || strings.Contains(decodeAll(got), sig) {
+				t.Errorf("%s: RedactTicketText(%q) = %q keeps the signature", name, s, got)
+			}
+			if !strings.Contains(got, "redacted") {
+				t.Errorf("%s: RedactTicketText(%q) = %q, want the signature redacted", name, s, got)
+			}
+		}
+	}
+	// Not tickets: kept as they are.
+	for _, s := range []string{"%2E%2E%41", "v1%2Ek1%2E1%2Eshort", "a%20b", "v1.k1.1.short"} {
+		if got := propagation.RedactTicketText(s); got != s {
+			t.Errorf("RedactTicketText(%q) = %q, want it unchanged", s, got)
+		}
+	}
+}
+
+// decodeAll percent-decodes s, leaving malformed escapes.
+func decodeAll(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			var v byte
+			if _, err := fmt.Sscanf(s[i+1:i+3], "%02X", &v); err == nil {
+				b.WriteByte(v)
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// BenchmarkRedactTicketText: the text redaction on dead letters must stay
+// linear in the value, however hostile: a megabyte of near-tickets
+// (v1.<32 chars>.<19 digits>. with no signature), of percent escapes, of
+// base64.
+func BenchmarkRedactTicketText(b *testing.B) {
+	near := "v1." + strings.Repeat("a", 32) + "." + strings.Repeat("1", 19) + "." + strings.Repeat("A", 42) + " "
+	for _, c := range []struct{ name, unit string }{
+		{"near-ticket", near},
+		{"near-ticket-enc", strings.ReplaceAll(near, ".", "%2E")},
+		{"escapes", "%41"},
+		{"base64", "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"},
+	} {
+		for _, size := range []int{1 << 10, 1 << 20} {
+			s := strings.Repeat(c.unit, size/len(c.unit))
+			b.Run(fmt.Sprintf("%s/%d", c.name, size), func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(s)))
+				for b.Loop() {
+					if got := propagation.RedactTicketText(s); got != s {
+						b.Fatal("changed")
+					}
+				}
+			})
+		}
+	}
+}
