@@ -3,6 +3,7 @@ package httpmw_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -108,5 +109,32 @@ func TestMixedSpellingsConfiguredCodecsOverHTTP(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTicketAsIDNotEchoed (atk3): a trusted client that sends its ticket
+// as the sandbox ID (-H "Sandbox-Id: $TICKET") gets a 400 that does not
+// show the ticket's signature.
+func TestTicketAsIDNotEchoed(t *testing.T) {
+	const tk = "v1.k1.1795777200.XQeUWNmS-hDLwG5atOYl5Hm4S_6kk0wA-lnBFXkpnPg"
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	srv := httptest.NewServer(must(httpmw.NewHandler(app, httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8")))))
+	defer srv.Close()
+	for _, h := range []http.Header{{"Sandbox-Id": {tk}}, {"Sandbox-Id": {"pr-1", tk}}, {"Baggage": {"sandbox.id=" + tk}}} {
+		req := mustRequest(t, context.Background(), http.MethodGet, srv.URL, nil)
+		req.Header = h
+		resp, err := newClient(t, &http.Transport{}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body strings.Builder
+		_, err = io.Copy(&body, resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("%v: status %d, %v", h, resp.StatusCode, err)
+		}
+		if strings.Contains(body.String(), "XQeUWNmS") || !strings.Contains(body.String(), "v1.k1.1795777200.redacted") {
+			t.Errorf("%v: 400 body %q, want the ticket's key ID and expiry only", h, body.String())
+		}
 	}
 }

@@ -117,3 +117,41 @@ func BenchmarkRedactTicketText(b *testing.B) {
 		}
 	}
 }
+
+// TestTicketInAnotherMarkerNotEchoed (atk3): a ticket sent where the
+// sandbox ID goes (a script's -H "Sandbox-Id: $TICKET", a baggage
+// sandbox.id member) is an invalid ID, and the error, which reaches 400
+// bodies, gRPC statuses, audit records and dead-letter reasons, quoted it
+// whole: a bearer credential shown to whoever reads them. Only its key ID
+// and expiry are shown, as for a rejected ticket member.
+func TestTicketInAnotherMarkerNotEchoed(t *testing.T) {
+	const tk = "v1.k1.1795777200.XQeUWNmS-hDLwG5atOYl5Hm4S_6kk0wA-lnBFXkpnPg"
+	const sig = "XQeUWNmS-hDLwG5atOYl5Hm4S_6kk0wA-lnBFXkpnPg"
+	long := "v1." + strings.Repeat("k", 32) + ".1795777200." + sig
+	for _, h := range []http.Header{
+		{"Sandbox-Id": {tk}},
+		{"Baggage": {"sandbox.id=" + tk}},
+		{"Sandbox-Id": {"pr-1", tk}},
+		{"Sandbox-Id": {"pr-1"}, "Baggage": {"sandbox.id=" + strings.ReplaceAll(tk, ".", "%2E")}},
+		{"Sandbox-Id": {long}},
+	} {
+		for _, carrier := range []otelprop.TextMapCarrier{otelprop.HeaderCarrier(h), mapOf(h)} {
+			_, err := propagation.Default().Read(carrier)
+			if err == nil {
+				t.Fatalf("%v: no error", h)
+			}
+			if strings.Contains(err.Error(), sig[:8]) {
+				t.Errorf("%v: the error shows the ticket's signature: %v", h, err)
+			}
+		}
+	}
+}
+
+// mapOf returns h as a map carrier, lower-case keys, lines joined.
+func mapOf(h http.Header) otelprop.MapCarrier {
+	m := otelprop.MapCarrier{}
+	for k, v := range h {
+		m[strings.ToLower(k)] = strings.Join(v, ",")
+	}
+	return m
+}
