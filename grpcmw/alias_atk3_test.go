@@ -21,7 +21,8 @@ import (
 // 64 bytes, baggage keys mixing '_' and '-', Signadot), a marker key with
 // its hyphens and underscores mixed at random, alone or under one or two
 // grpc-gateway prefixes spelled so too, is stripped from an untrusted
-// peer's call with an audit record.
+// peer's call with an audit record; a key differing at its last byte,
+// or 64 bytes longer, makes no record.
 func TestMixedSpellingsConfiguredCodecs(t *testing.T) {
 	codecs := map[string][]propagation.Option{
 		"underscore": {propagation.WithHeader("X_Sandbox_Id")},
@@ -47,6 +48,15 @@ func TestMixedSpellingsConfiguredCodecs(t *testing.T) {
 		}
 		names := append([]string{c.Header(), propagation.SignadotJaegerHeader}, c.KeyHeaders()[:3]...)
 		for _, n := range names {
+			// Neighbours (the last byte changed, 64 bytes more) are
+			// nothing: the call is served with no record.
+			for _, key := range []string{mix(n[:len(n)-1] + "q"), mix(n + strings.Repeat("z", 64)), mix("grpc-metadata-" + n[:len(n)-1] + "q")} {
+				cases = append(cases, markerFormCase{
+					name: cname + "/not/" + key,
+					opts: []grpcmw.ServerOption{grpcmw.WithCodec(c), grpcmw.WithTrustedNetworks(elsewhere)},
+					md:   []string{key, "feat-1", "baggage", "foo=bar"},
+				})
+			}
 			for _, key := range []string{mix(n), mix("grpc-metadata-" + n), mix("grpc-metadata-grpc-metadata-" + n)} {
 				cases = append(cases, markerFormCase{
 					name: cname + "/" + key,
