@@ -3,6 +3,8 @@ package propagation_test
 import (
 	"fmt"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -79,9 +81,8 @@ func decodeAll(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		if s[i] == '%' && i+2 < len(s) {
-			var v byte
-			if _, err := fmt.Sscanf(s[i+1:i+3], "%02X", &v); err == nil {
-				b.WriteByte(v)
+			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil && s[i+1] != '+' && s[i+1] != '-' {
+				b.WriteByte(byte(v))
 				i += 2
 				continue
 			}
@@ -154,4 +155,25 @@ func mapOf(h http.Header) otelprop.MapCarrier {
 		m[strings.ToLower(k)] = strings.Join(v, ",")
 	}
 	return m
+}
+
+// FuzzRedactTicketText (atk3): after redaction, no signature of a ticket
+// that the percent-decoded text held is left in the percent-decoded
+// result (a signature that also stands elsewhere in the text, not as a
+// ticket's, is not looked for).
+func FuzzRedactTicketText(f *testing.F) {
+	const tk = "v1.k1.1795777200.XQeUWNmS-hDLwG5atOYl5Hm4S_6kk0wA-lnBFXkpnPg"
+	for _, s := range []string{tk, strings.ReplaceAll(tk, ".", "%2E"), "%76" + tk[1:] + tk, "a%2" + tk, tk + "ABCDEFGHIJ", "v1.v1." + tk, "%%2E" + tk} {
+		f.Add(s)
+	}
+	plain := regexp.MustCompile(`v1\.[A-Za-z0-9_-]{1,32}\.[0-9]{1,19}\.([A-Za-z0-9_-]{43})`)
+	f.Fuzz(func(t *testing.T, s string) {
+		out := propagation.RedactTicketText(s)
+		ds, dout := decodeAll(s), decodeAll(out)
+		for _, m := range plain.FindAllStringSubmatch(ds, -1) {
+			if sig := m[1]; strings.Count(ds, sig) == 1 && strings.Contains(dout, sig) {
+				t.Errorf("RedactTicketText(%q) = %q keeps the signature %s", s, out, sig)
+			}
+		}
+	})
 }
