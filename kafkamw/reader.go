@@ -15,6 +15,7 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/internal/ingress"
+	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
 
@@ -553,6 +554,13 @@ func (r *Reader) deadLetter(ctx context.Context, msg *kafka.Message, reason stri
 	// without its signature: people read dead letters.
 	c := carrier{list: hs}
 	r.cfg.codec.RedactTicket(&c)
+	// RedactTicket reads one value of each key by text; a record may
+	// hold several headers of one name, each kept as it came.
+	for i, h := range c.list {
+		if v := propagation.RedactTicketText(string(h.Value)); v != string(h.Value) {
+			c.list[i].Value = []byte(v)
+		}
+	}
 	hs = append(c.list,
 		kafka.Header{Key: HeaderDeadLetterReason, Value: []byte(reason)},
 		kafka.Header{Key: HeaderDeadLetterSource, Value: []byte(msg.Topic + "/" + strconv.Itoa(msg.Partition) + "/" + strconv.FormatInt(msg.Offset, 10))},

@@ -130,6 +130,11 @@ func printableUTF8(s string) bool {
 // quote renders untrusted input for an error message: quoted, and cut to a
 // length that keeps messages short.
 func quote(s string) string {
+	// Errors reach 400 bodies, gRPC statuses, audit records and
+	// dead-letter reasons: a ticket sent where a sandbox ID goes is
+	// shown without its signature, as a rejected ticket is (see shown),
+	// before a long value is cut.
+	s = RedactTicketText(s)
 	const max = 64
 	if len(s) > max {
 		return fmt.Sprintf("%q...", s[:max])

@@ -254,20 +254,54 @@ func (c *Codec) RedactTicket(carrier otelprop.TextMapCarrier) {
 }
 
 // ticketText matches a ticket as [Signer] writes it: version, key ID,
-// expiry, and the 43 characters of its signature.
-var ticketText = regexp.MustCompile(`v1\.[A-Za-z0-9_-]{1,32}\.[0-9]{1,19}\.[A-Za-z0-9_-]{43}`)
+// expiry (the first group), and the 43 characters of its signature; each
+// byte as it is or percent-encoded, in either case, as a baggage value
+// may carry it and every baggage parser decodes it (v1%2Ek1%2E... is the
+// ticket to the next hop).
+var ticketText = func() *regexp.Regexp {
+	const (
+		v     = `(?:v|%76)`
+		one   = `(?:1|%31)`
+		dot   = `(?:\.|%2[Ee])`
+		digit = `(?:[0-9]|%3[0-9])`
+		// [A-Za-z0-9_-]: '-' 2D, digits 30-39, A-Z 41-5A, '_' 5F, a-z 61-7A.
+		b64 = `(?:[A-Za-z0-9_-]|%2[Dd]|%3[0-9]|%4[1-9A-Fa-f]|%5[0-9AaFf]|%6[1-9A-Fa-f]|%7[0-9Aa])`
+	)
+	return regexp.MustCompile(`(` + v + one + dot + b64 + `{1,32}` + dot + digit + `{1,19}` + dot + `)` + b64 + `{43}`)
+}()
+
+// plainTicketText is ticketText without escapes: for text with no '%',
+// where it finds the same tickets at more than twice the speed (its
+// literal prefix is searched for before the automaton runs).
+var plainTicketText = regexp.MustCompile(`(v1\.[A-Za-z0-9_-]{1,32}\.[0-9]{1,19}\.)[A-Za-z0-9_-]{43}`)
 
 // RedactTicketText returns s with the signature of every ticket in it
-// replaced by "redacted", its version, key ID and expiry kept; s itself
-// when it holds none. It reads text, whatever carries it: for logs and
-// copies kept for people to read.
+// replaced by "redacted", its version, key ID and expiry kept as they
+// were written; s itself when it holds none. A ticket is found with any
+// of its bytes percent-encoded, as a baggage value may carry it. It reads
+// text, whatever carries it: for logs and copies kept for people to read.
+// Its cost is linear in len(s).
 func RedactTicketText(s string) string {
-	if !strings.Contains(s, "v1.") {
+	if !mayHoldTicket(s) {
 		return s
 	}
-	return ticketText.ReplaceAllStringFunc(s, func(tk string) string {
-		return tk[:len(tk)-43] + "redacted"
-	})
+	if strings.IndexByte(s, '%') < 0 {
+		return plainTicketText.ReplaceAllString(s, "${1}redacted")
+	}
+	return ticketText.ReplaceAllString(s, "${1}redacted")
+}
+
+// mayHoldTicket reports whether s holds how every match of ticketText
+// starts ("v1." with any of its three bytes percent-encoded, the dot's
+// escape cut after its first hex digit): the cheap test before the
+// regular expression.
+func mayHoldTicket(s string) bool {
+	for _, p := range [...]string{"v1.", "v1%2", "v%31", "%761", "%76%31"} {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // redacted returns ticket without its signature: its fields before the
