@@ -127,12 +127,7 @@ func TestForwardedUntrustedMarkers(t *testing.T) {
 		}
 	}
 
-	signer, verifier := testKeys(t)
-	issued := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	ticket, err := signer.SignUntil(propagation.Sandbox{ID: "feat-1", Actor: "alice"}, issued.Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ticket, verifier, issued := ticketFor(t, propagation.Sandbox{ID: "feat-1", Actor: "alice"})
 	client, report = forwardingFront(t, grpcmw.WithTrustedNetworks(elsewhere), grpcmw.WithVerifier(verifier), grpcmw.WithClock(func() time.Time { return issued }))
 	bag := "sandbox.id=feat-1,sandbox.actor=alice,sandbox.ticket=" + ticket
 	for _, extra := range [][]string{

@@ -111,12 +111,7 @@ func TestDeepGatewayFormsFromUntrustedPeer(t *testing.T) {
 // admitted on its ticket loses them, with a stripped record besides the
 // admission; the sandbox stays.
 func TestTicketDoesNotCarryGatewayForms(t *testing.T) {
-	signer, verifier := testKeys(t)
-	issued := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	ticket, err := signer.SignUntil(propagation.Sandbox{ID: "feat-1"}, issued.Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ticket, verifier, issued := ticketFor(t, propagation.Sandbox{ID: "feat-1"})
 	for _, key := range []string{"grpc-metadata-sandbox-id", "grpc-metadata-grpc-metadata-sandbox-id", "grpc_metadata_sandbox.actor"} {
 		t.Run(key, func(t *testing.T) {
 			var held []string

@@ -400,8 +400,8 @@ func isGateway(k string) bool {
 	return true
 }
 
-// gatewayName reports whether metadata key k, lower-case, is in
-// grpc-gateway's form (one grpc-metadata- prefix or more) of a name the
+// gatewayName reports whether metadata key k, in any case and with '_'
+// for '-', is in grpc-gateway's form (one grpc-metadata- prefix or more) of a name the
 // codec has gateway forms of on HTTP: the baggage, the dedicated header,
 // and the watched keys (see watchKeys), which are its key headers and
 // the underscore and foreign headers Codec.Foreign reports. Any other

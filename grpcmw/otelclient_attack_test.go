@@ -325,12 +325,7 @@ func TestForwardingServiceStripsUnderOTel(t *testing.T) {
 // credential, and Codec.Inject replaces it; otelgrpc's client must not
 // send it back from the context.
 func TestTicketNotForwardedUnderOTel(t *testing.T) {
-	signer, verifier := testKeys(t)
-	issued := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	ticket, err := signer.SignUntil(propagation.Sandbox{ID: "feat-1", Actor: otelActor}, issued.Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ticket, verifier, issued := ticketFor(t, propagation.Sandbox{ID: "feat-1", Actor: otelActor})
 	for _, bp := range otelProps {
 		t.Run(bp.name, func(t *testing.T) {
 			cAddr := start(t, &grpctest.Service{Name: "C"}, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithPropagators(otelProps[0].prop))))

@@ -45,6 +45,20 @@ func testKeys(t testing.TB) (*propagation.Signer, *propagation.Verifier) {
 	return signer, verifier
 }
 
+// ticketFor returns a ticket for s, issued by testKeys' signer to expire
+// an hour after the time it returns (the tests' clock), and the verifier
+// of its key.
+func ticketFor(t testing.TB, s propagation.Sandbox) (ticket string, verifier *propagation.Verifier, issued time.Time) {
+	t.Helper()
+	signer, verifier := testKeys(t)
+	issued = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	ticket, err := signer.SignUntil(s, issued.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ticket, verifier, issued
+}
+
 // TestServerTrust runs every trust and spoofing case over the four kinds of
 // call, against a real server on loopback, with raw markers a client wrote
 // by hand (no client interceptor).

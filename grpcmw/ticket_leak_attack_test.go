@@ -30,12 +30,7 @@ import (
 // Baggage propagator write on every outgoing call, to any host, and span
 // processors copy into telemetry). The sandbox itself is admitted.
 func TestTicketStaysAtTheEdgeGRPC(t *testing.T) {
-	signer, verifier := testKeys(t)
-	issued := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	ticket, err := signer.SignUntil(propagation.Sandbox{ID: "feat-1", Actor: "alice"}, issued.Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ticket, verifier, issued := ticketFor(t, propagation.Sandbox{ID: "feat-1", Actor: "alice"})
 	sig := ticket[strings.LastIndexByte(ticket, '.')+1:]
 	var mu sync.Mutex
 	var leaks []string

@@ -24,12 +24,7 @@ import (
 // Jaeger's and OpenTracing's baggage header forms) must not reach the
 // handler.
 func TestTicketCarriesNothingElse(t *testing.T) {
-	signer, verifier := testKeys(t)
-	issued := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	ticket, err := signer.SignUntil(propagation.Sandbox{ID: "feat-1", Actor: "alice"}, issued.Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ticket, verifier, issued := ticketFor(t, propagation.Sandbox{ID: "feat-1", Actor: "alice"})
 	var mu sync.Mutex
 	var got metadata.MD
 	b := &grpctest.Service{Name: "B", Forward: func(ctx context.Context) (string, error) {
