@@ -84,7 +84,9 @@ func ExampleSigner() {
 }
 
 // A ticket must expire within the verifier's maximum lifetime (24 hours
-// unless WithMaxLifetime says otherwise), however it is signed.
+// unless WithMaxLifetime says otherwise), however it is signed; the
+// signer's clock may run ahead of the verifier's by a minute
+// (WithClockSkew).
 func ExampleVerifier_WithMaxLifetime() {
 	key := propagation.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")}
 	signer, _ := propagation.NewSigner(key)
@@ -98,7 +100,7 @@ func ExampleVerifier_WithMaxLifetime() {
 	week, _ := verifier.WithMaxLifetime(7 * 24 * time.Hour)
 	fmt.Println(week.VerifyAt(sb, ticket, now))
 	// Output:
-	// propagation: invalid sandbox ticket: expires at 2030-01-04T00:00:00Z, more than 24h0m0s ahead (the verifier's maximum lifetime)
+	// propagation: invalid sandbox ticket: expires at 2030-01-04T00:00:00Z, more than 24h1m0s ahead (the verifier's maximum lifetime 24h0m0s plus the clock skew it allows 1m0s)
 	// <nil>
 }
 

@@ -99,6 +99,12 @@ func (s *Signer) SignUntil(sb Sandbox, exp time.Time) (string, error) {
 // default, when a [Verifier] checks it.
 const DefaultMaxTicketLifetime = 24 * time.Hour
 
+// DefaultTicketClockSkew is how far, by default, the clock of the machine
+// that signed a ticket may run ahead of a [Verifier]'s when it checks the
+// ticket's lifetime (see [Verifier.WithClockSkew]); go-jose's JWT
+// validation allows the same by default.
+const DefaultTicketClockSkew = time.Minute
+
 // Verifier checks tickets against a set of keys. It is safe for concurrent
 // use.
 //
@@ -107,10 +113,16 @@ const DefaultMaxTicketLifetime = 24 * time.Hour
 // whose expiry lies further ahead than the verifier's maximum lifetime
 // ([DefaultMaxTicketLifetime] unless [Verifier.WithMaxLifetime] says
 // otherwise) is invalid, however it is signed: a leaked key must not mint
-// tickets that outlive its rotation.
+// tickets that outlive its rotation. The signer's clock may run ahead of
+// the verifier's by the clock skew allowed ([DefaultTicketClockSkew]
+// unless [Verifier.WithClockSkew] says otherwise): a ticket signed for
+// the maximum lifetime is accepted although the verifier's clock is a
+// little behind. The allowance widens that check only: a ticket is
+// expired from its expiry on, by the verifier's clock.
 type Verifier struct {
 	keys   map[string][]byte
 	maxTTL time.Duration
+	skew   time.Duration
 }
 
 // NewVerifier returns a Verifier accepting tickets signed with any of keys.
@@ -118,7 +130,7 @@ func NewVerifier(keys ...Key) (*Verifier, error) {
 	if len(keys) == 0 {
 		return nil, errors.New("propagation: a ticket verifier needs at least one key")
 	}
-	v := &Verifier{keys: make(map[string][]byte, len(keys)), maxTTL: DefaultMaxTicketLifetime}
+	v := &Verifier{keys: make(map[string][]byte, len(keys)), maxTTL: DefaultMaxTicketLifetime, skew: DefaultTicketClockSkew}
 	for _, k := range keys {
 		if err := k.validate(); err != nil {
 			return nil, err
@@ -148,6 +160,27 @@ func (v *Verifier) WithMaxLifetime(d time.Duration) (*Verifier, error) {
 // checks it.
 func (v *Verifier) MaxLifetime() time.Duration { return v.maxTTL }
 
+// WithClockSkew returns a copy of v that accepts tickets expiring up to
+// its maximum lifetime plus d after the time they are checked at: the
+// clock of the machine that signed them may run up to d ahead of v's.
+// Without it, a ticket signed for the maximum lifetime (sandboxticket
+// -ttl 24h) is refused by every verifier whose clock is behind the
+// signer's, by a millisecond near the turn of a second (expiries are
+// whole seconds). d must not be negative; 0 allows no skew. It never
+// accepts an expired ticket. v is not changed.
+func (v *Verifier) WithClockSkew(d time.Duration) (*Verifier, error) {
+	if d < 0 {
+		return nil, fmt.Errorf("propagation: ticket clock skew %v must not be negative", d)
+	}
+	out := *v
+	out.skew = d
+	return &out, nil
+}
+
+// ClockSkew returns how far the signer's clock may run ahead of v's
+// (see [Verifier.WithClockSkew]).
+func (v *Verifier) ClockSkew() time.Duration { return v.skew }
+
 // Verify reports whether ticket is valid now for sb.
 func (v *Verifier) Verify(sb Sandbox, ticket string) error {
 	return v.VerifyAt(sb, ticket, time.Now())
@@ -155,7 +188,8 @@ func (v *Verifier) Verify(sb Sandbox, ticket string) error {
 
 // VerifyAt reports whether ticket is valid at time now for sb: well formed
 // in its one spelling, signed by a key v holds for exactly sb, not expired,
-// and expiring at most the maximum lifetime after now. The error wraps
+// and expiring at most the maximum lifetime (plus the clock skew allowed)
+// after now. The error wraps
 // [ErrTicketInvalid], [ErrTicketExpired] or [ErrUnknownKey].
 func (v *Verifier) VerifyAt(sb Sandbox, ticket string, now time.Time) error {
 	ver, rest, ok1 := strings.Cut(ticket, ".")
@@ -183,9 +217,12 @@ func (v *Verifier) VerifyAt(sb Sandbox, ticket string, now time.Time) error {
 		return fmt.Errorf("%w: at %s", ErrTicketExpired, time.Unix(exp, 0).UTC().Format(time.RFC3339))
 	}
 	// exp > now here, so exp-now is positive unless it overflowed (a
-	// clock before 1970, an unset time.Time, against a huge expiry).
-	if max, ahead := v.maxTTL, exp-now.Unix(); ahead < 0 || ahead > int64(max/time.Second) {
-		return fmt.Errorf("%w: expires at %s, more than %v ahead (the verifier's maximum lifetime)", ErrTicketInvalid, time.Unix(exp, 0).UTC().Format(time.RFC3339), max)
+	// clock before 1970, an unset time.Time, against a huge expiry). The
+	// limit is whole seconds, as expiries are: a maximum and skew of
+	// 24h0m0.9s allow 24h0m0s. Both are at most ~292 years (Duration),
+	// so their sum in seconds does not overflow.
+	if ahead, limit := exp-now.Unix(), int64(v.maxTTL/time.Second)+int64(v.skew/time.Second); ahead < 0 || ahead > limit {
+		return fmt.Errorf("%w: expires at %s, more than %v ahead (the verifier's maximum lifetime %v plus the clock skew it allows %v)", ErrTicketInvalid, time.Unix(exp, 0).UTC().Format(time.RFC3339), time.Duration(limit)*time.Second, v.maxTTL, v.skew)
 	}
 	return nil
 }

@@ -11,9 +11,10 @@
 // environment variable SANDBOXKIT_TICKET_SECRET or from -secret-file, never
 // from a flag that would land in shell history; -key-id names it (the
 // verifier must hold a key with the same ID). Verifiers reject tickets that
-// expire more than their maximum lifetime ahead (24h by default), so -ttl
-// may not exceed -max-ttl (default 24h); raise both only for a verifier
-// built with WithMaxLifetime.
+// expire more than their maximum lifetime ahead (24h by default, plus a
+// minute for clocks that differ), so -ttl may not exceed -max-ttl
+// (default 24h); raise both only for a verifier built with
+// WithMaxLifetime.
 package main
 
 import (
