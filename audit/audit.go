@@ -15,6 +15,9 @@
 //	peer            remote address, or the consumer group (when known)
 //	target          service, upstream, topic or database (when known)
 //	reason          why, in words (when there is one; see the Reason constants)
+//	ticket.key      the key ID of the ticket that admitted the request
+//	                (admitted with ReasonValidTicket only), to find the
+//	                admissions of a key being rotated out or leaked
 //
 // Stripped, rejected and throttled records are logged at [log/slog.LevelWarn],
 // the others at [log/slog.LevelInfo]. Values that came from the sender and
@@ -83,6 +86,9 @@ const (
 	KeyPeer     = "peer"
 	KeyTarget   = "target"
 	KeyReason   = "reason"
+	// KeyTicketKey is the key ID of the ticket that admitted a request
+	// (records of Admitted with ReasonValidTicket only).
+	KeyTicketKey = "ticket.key"
 )
 
 // Reasons that are fixed words rather than an error's text.

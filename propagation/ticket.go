@@ -227,6 +227,20 @@ func (v *Verifier) VerifyAt(sb Sandbox, ticket string, now time.Time) error {
 	return nil
 }
 
+// TicketKeyID returns the key ID a ticket names ("v1.<key ID>.<expiry>.<signature>"),
+// or "" when ticket does not have that shape. It verifies nothing: a
+// ticket's key ID is worth logging once [Verifier.VerifyAt] accepted it
+// (which key admitted a request, when one is rotated out).
+func TicketKeyID(ticket string) string {
+	ver, rest, ok1 := strings.Cut(ticket, ".")
+	kid, rest, ok2 := strings.Cut(rest, ".")
+	_, _, ok3 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || !ok3 || ver != ticketVersion {
+		return ""
+	}
+	return kid
+}
+
 func mac(k Key, sb Sandbox, exp int64) []byte {
 	h := hmac.New(sha256.New, k.Secret)
 	var n [8]byte

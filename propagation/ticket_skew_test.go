@@ -75,3 +75,26 @@ func TestVerifierClockSkew(t *testing.T) {
 		t.Errorf("WithClockSkew: lifetime %v, skew %v", loose.MaxLifetime(), loose.ClockSkew())
 	}
 }
+
+// TestTicketKeyID: the key ID of a ticket's shape, "" for anything else.
+func TestTicketKeyID(t *testing.T) {
+	signer, _ := propagation.NewSigner(key2)
+	tk, err := signer.Sign(propagation.Sandbox{ID: "pr-1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for in, want := range map[string]string{
+		tk:               "k2",
+		"v1.k.1.sig":     "k",
+		"v1..1.sig":      "",
+		"v2.k.1.sig":     "",
+		"v1.k.1":         "",
+		"hello":          "",
+		"":               "",
+		"v1.k.1.s.extra": "k",
+	} {
+		if got := propagation.TicketKeyID(in); got != want {
+			t.Errorf("TicketKeyID(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -218,9 +218,9 @@ func (p *player) sandbox(ctx context.Context) error {
 		"consumer counters: baseline shipped %d and skipped %d (left to pr-42), pr-42's consumer shipped %d",
 		after.shipped, after.skipped, after.shippedPR42)
 	recs := p.audited()
-	p.check(count(recs, record{"service": "gateway", audit.KeyDecision: string(audit.Admitted), audit.KeyID: pr42ID, audit.KeyReason: audit.ReasonValidTicket}) == 1 &&
+	p.check(count(recs, record{"service": "gateway", audit.KeyDecision: string(audit.Admitted), audit.KeyID: pr42ID, audit.KeyReason: audit.ReasonValidTicket, audit.KeyTicketKey: "shop"}) == 1 &&
 		count(recs, record{"service": "gateway", audit.KeyDecision: string(audit.Routed), audit.KeyProtocol: audit.GRPC, audit.KeyID: pr42ID}) == 1,
-		"audited: admitted at the gateway with a valid ticket, routed to pr-42's cart")
+		"audited: admitted at the gateway with a valid ticket (key shop), routed to pr-42's cart")
 
 	// The ledger (MariaDB through database/sql) and the price cache
 	// (Redis), read on the servers.

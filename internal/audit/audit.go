@@ -51,6 +51,9 @@ type Event struct {
 	Peer     string // remote address, or consumer group
 	Target   string // service, upstream, topic or database
 	Reason   string
+	// TicketKey is the key ID of the ticket that admitted the traffic,
+	// "" otherwise.
+	TicketKey string
 }
 
 // Message is the slog message of every audit record.
@@ -66,6 +69,8 @@ const (
 	KeyPeer     = pub.KeyPeer
 	KeyTarget   = pub.KeyTarget
 	KeyReason   = pub.KeyReason
+	// KeyTicketKey is written only when Event.TicketKey is set.
+	KeyTicketKey = pub.KeyTicketKey
 )
 
 // Clip shortens the parts of a sandbox that was not admitted, whose values
@@ -94,7 +99,7 @@ func Emit(ctx context.Context, l *slog.Logger, ev Event) {
 	if !l.Enabled(ctx, level) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 8)
+	attrs := make([]slog.Attr, 0, 9)
 	attrs = append(attrs,
 		slog.String(KeyDecision, string(ev.Decision)),
 		slog.String(KeyID, ev.Sandbox.ID),
@@ -106,6 +111,7 @@ func Emit(ctx context.Context, l *slog.Logger, ev Event) {
 		{KeyPeer, ev.Peer},
 		{KeyTarget, ev.Target},
 		{KeyReason, ev.Reason},
+		{KeyTicketKey, ev.TicketKey},
 	} {
 		if kv[1] != "" {
 			attrs = append(attrs, slog.String(kv[0], kv[1]))

@@ -59,8 +59,9 @@ func (g *Gate) Logging() bool { return g.Logger != nil }
 
 // Admit is the [trust.Admit] outcome: it returns ctx carrying m.Sandbox,
 // with the span attributes set, and writes the admitted record (reason:
-// valid ticket when a verified ticket admitted it, trusted source
-// otherwise). peer and target describe the request for the record.
+// valid ticket, with the ticket's key ID, when a verified ticket admitted
+// it; trusted source otherwise). peer and target describe the request for
+// the record.
 //
 // A ticket among the markers leaves the context's OpenTelemetry baggage
 // ([propagation.Codec.StripTicketContext]): it is a bearer credential for
@@ -73,11 +74,11 @@ func (g *Gate) Admit(ctx context.Context, m *propagation.Markers, peer, target s
 	}
 	ctx = g.Enter(ctx, m.Sandbox)
 	if g.Logger != nil {
-		reason := pub.ReasonTrustedSource
+		ev := audit.Event{Decision: audit.Admitted, Sandbox: m.Sandbox, Peer: peer, Target: target, Reason: pub.ReasonTrustedSource}
 		if m.Ticket != "" && g.Policy.Verifier != nil {
-			reason = pub.ReasonValidTicket
+			ev.Reason, ev.TicketKey = pub.ReasonValidTicket, propagation.TicketKeyID(m.Ticket)
 		}
-		g.Record(ctx, audit.Event{Decision: audit.Admitted, Sandbox: m.Sandbox, Peer: peer, Target: target, Reason: reason})
+		g.Record(ctx, ev)
 	}
 	return ctx
 }

@@ -34,10 +34,11 @@ func TestAdmit(t *testing.T) {
 		verifier   *propagation.Verifier
 		ticket     string
 		wantReason string
+		wantKey    string // the record's ticket.key: the admitting ticket's key ID
 	}{
-		{"by peer", nil, "", pub.ReasonTrustedSource},
-		{"ticket without verifier is the peer's", nil, ticket, pub.ReasonTrustedSource},
-		{"by ticket", verifier, ticket, pub.ReasonValidTicket},
+		{"by peer", nil, "", pub.ReasonTrustedSource, ""},
+		{"ticket without verifier is the peer's", nil, ticket, pub.ReasonTrustedSource, ""},
+		{"by ticket", verifier, ticket, pub.ReasonValidTicket, "k"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			rec, log := audittest.New()
@@ -66,6 +67,9 @@ func TestAdmit(t *testing.T) {
 				if recs[0][k] != v {
 					t.Errorf("record[%s] = %q, want %q", k, recs[0][k], v)
 				}
+			}
+			if got, ok := recs[0][pub.KeyTicketKey]; got != tt.wantKey || ok != (tt.wantKey != "") {
+				t.Errorf("record[%s] = %q (present %v), want %q", pub.KeyTicketKey, got, ok, tt.wantKey)
 			}
 			spans := sr.Ended()
 			if len(spans) != 1 {
