@@ -202,7 +202,7 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 	var keyMD string
 	var md metadata.MD // a copy of the incoming metadata, once made
 	if len(hv) == 0 && !s.mentions(bv) {
-		if keyMD = s.keyMetadata(ctx, s.alone); keyMD == "" {
+		if keyMD = s.keyMetadata(ctx, s.named); keyMD == "" {
 			if s.gate.Policy.All {
 				return ctx, nil
 			}
