@@ -1,7 +1,9 @@
 package grpcmw_test
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -10,6 +12,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/grpcmw"
@@ -68,17 +73,70 @@ func TestKeyMetadataAloneSameAsHTTP(t *testing.T) {
 				name string
 				opts []grpc.ServerOption
 			}{{"", nil}, {" canonical keys", httpKeys()}} {
-				n := name + layer.name
-				cases = append(cases,
-					markerFormCase{name: n + "/trusted peer", layer: layer.opts, opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)}, md: md,
-						code: codes.InvalidArgument, msg: "baggage member key", decision: audit.Rejected},
-					markerFormCase{name: n + "/trust all", layer: layer.opts, opts: []grpcmw.ServerOption{grpcmw.TrustAll()}, md: md,
-						code: codes.InvalidArgument, msg: "baggage member key", decision: audit.Rejected},
-					markerFormCase{name: n + "/untrusted peer", layer: layer.opts, opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(elsewhere)}, md: md,
-						key: key, decision: audit.Stripped},
-				)
+				// Read in place, and looked up one by one as when
+				// gRPC keeps its metadata another way.
+				for _, mode := range []struct {
+					name string
+					opts []grpcmw.ServerOption
+				}{{"", nil}, {" looked up", []grpcmw.ServerOption{grpcmw.WithLookUps()}}} {
+					n := name + layer.name + mode.name
+					with := func(o grpcmw.ServerOption) []grpcmw.ServerOption {
+						return append([]grpcmw.ServerOption{o}, mode.opts...)
+					}
+					cases = append(cases,
+						markerFormCase{name: n + "/trusted peer", layer: layer.opts, opts: with(grpcmw.WithTrustedNetworks(loopback)), md: md,
+							code: codes.InvalidArgument, msg: "baggage member key", decision: audit.Rejected},
+						markerFormCase{name: n + "/trust all", layer: layer.opts, opts: with(grpcmw.TrustAll()), md: md,
+							code: codes.InvalidArgument, msg: "baggage member key", decision: audit.Rejected},
+						markerFormCase{name: n + "/untrusted peer", layer: layer.opts, opts: with(grpcmw.WithTrustedNetworks(elsewhere)), md: md,
+							key: key, decision: audit.Stripped},
+					)
+				}
 			}
 		}
 	}
 	runMarkerForms(t, cases)
+}
+
+// TestKeyMetadataReadInPlace: the server reads gRPC's incoming metadata in
+// place to look for keys named as ours (with this gRPC; a gRPC that keeps
+// its metadata another way fails here, and the server looks each key up,
+// correct but slower: see BenchmarkInterceptors' server/baseline), finds
+// them in any case, takes nothing else for one (a key that only starts or
+// ends as ours, an empty key), and a trusted peer's call without markers
+// costs no allocation, also among many keys.
+func TestKeyMetadataReadInPlace(t *testing.T) {
+	if !grpcmw.IncomingKeyFound() {
+		t.Fatal("the server does not find gRPC's incoming metadata in the context: each key named as ours is looked up, scanning the metadata")
+	}
+	p := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}})
+	info := &grpc.UnaryServerInfo{FullMethod: "/s/m"}
+	handler := func(context.Context, any) (any, error) { return nil, nil }
+	plain := metadata.MD{"": {"x"}, ":authority": {"cart"}, "content-type": {"application/grpc"}, "user-agent": {"grpc-go"},
+		"sandbox.idx": {"x"}, "xsandbox.id": {"x"}, "sandbox.actor2": {"x"}, "uberctx-sandbox": {"x"}, "ot-baggage-sandbox.i": {"x"}, "Sandbox-Actor": {"x"}}
+	for _, mode := range []struct {
+		name string
+		opts []grpcmw.ServerOption
+	}{{"in place", nil}, {"looked up", []grpcmw.ServerOption{grpcmw.WithLookUps()}}} {
+		unary := serverIn(t, append(mode.opts, grpcmw.WithTrustedNetworks(loopback))...).Unary()
+		for _, tc := range []struct {
+			name string
+			ctx  context.Context
+			code codes.Code
+		}{
+			{"no metadata", p, codes.OK},
+			{"near misses", metadata.NewIncomingContext(p, plain), codes.OK},
+			{"canonical actor", metadata.NewIncomingContext(p, metadata.MD{"": {"x"}, "Sandbox.Actor": {"x"}}), codes.InvalidArgument},
+			{"upper-case ticket form", metadata.NewIncomingContext(p, metadata.MD{"OT-BAGGAGE-SANDBOX.TICKET": {"x"}}), codes.InvalidArgument},
+			{"origin among near misses", metadata.NewIncomingContext(p, metadata.Join(plain, metadata.Pairs("uberctx-sandbox.origin", "x"))), codes.InvalidArgument},
+		} {
+			if _, err := unary(tc.ctx, nil, info, handler); status.Code(err) != tc.code {
+				t.Errorf("%s, %s: err = %v, want code %s", mode.name, tc.name, err, tc.code)
+			}
+		}
+		ctx := metadata.NewIncomingContext(p, plain)
+		if n := testing.AllocsPerRun(200, func() { _, _ = unary(ctx, nil, info, handler) }); n != 0 {
+			t.Errorf("%s: a trusted peer's call without markers: %v allocations, want 0", mode.name, n)
+		}
+	}
 }
