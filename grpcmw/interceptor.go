@@ -181,13 +181,14 @@ type server struct {
 	// mdKey is the context key under which gRPC keeps a call's incoming
 	// metadata (see incomingKey); nil when it could not be found, and
 	// then each of named is looked up in turn.
-	mdKey any
+	mdKey  any
+	watch  map[string]struct{} // what makes an untrusted peer's call read in full (see watchKeys)
+	dashed map[string]struct{} // watch and the header, '-' for '_' (see dashedName)
+	budget budget
 	// namedLens[b] has bit n%64 set when a key of named that starts with
-	// b (any case) is n bytes long (see namedKey).
+	// b (any case) is n bytes long (see scan). A call reads the few lines
+	// of the first bytes of its keys.
 	namedLens [256]uint64
-	watch     map[string]struct{} // what makes an untrusted peer's call read in full (see watchKeys)
-	dashed    map[string]struct{} // watch and the header, '-' for '_' (see dashedName)
-	budget    budget
 	// dashedLens[b] has bit n%64 set when a key of dashed that starts
 	// with b (any case, '_' for '-') is n bytes long. Last: 2 KiB that
 	// only an untrusted peer's call reads, kept off the lines every call
@@ -196,24 +197,32 @@ type server struct {
 }
 
 // admit applies the trust policy to the markers in ctx's incoming metadata.
-// Without markers it returns ctx itself and allocates nothing (gRPC copies
-// a baggage value it hands out, so foreign baggage costs that one copy).
+// Without markers it returns ctx itself and allocates nothing (read in
+// place; gRPC's lookups copy a baggage value they hand out).
 func (s *server) admit(ctx context.Context, method string) (context.Context, error) {
-	var hv []string
-	if s.header != "" {
-		hv = metadata.ValueFromIncomingContext(ctx, s.header)
-	}
-	bv := metadata.ValueFromIncomingContext(ctx, baggageKey)
 	// Metadata named as one of our baggage keys in any of its forms
 	// (grpcurl -H 'sandbox.id: pr-1'; uberctx-sandbox.actor, which
 	// Jaeger's and OpenTracing's OpenTelemetry propagators turn into
 	// baggage), alone or beside other markers, is a marker too, as
 	// Codec.Read finds it on an HTTP request: unreadable from a trusted
 	// peer, stripped from an untrusted one.
+	var hv, bv []string
 	var keyMD string
+	in, inPlace := s.incoming(ctx)
+	if inPlace {
+		hv, bv, keyMD = s.scan(in)
+	} else {
+		if s.header != "" {
+			hv = metadata.ValueFromIncomingContext(ctx, s.header)
+		}
+		bv = metadata.ValueFromIncomingContext(ctx, baggageKey)
+	}
 	var md metadata.MD // a copy of the incoming metadata, once made
 	if len(hv) == 0 && !s.mentions(bv) {
-		if keyMD = s.namedKey(ctx); keyMD == "" {
+		if !inPlace {
+			keyMD = s.lookUpNamed(ctx)
+		}
+		if keyMD == "" {
 			if s.gate.Policy.All {
 				return ctx, nil
 			}
@@ -224,10 +233,12 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		// of which allocates: one copy of the metadata (which a strip
 		// needs anyway) is cheaper than a dozen lookups that scan it.
 		md, _ = metadata.FromIncomingContext(ctx)
-		for _, k := range s.named {
-			if _, ok := md[k]; ok {
-				keyMD = k
-				break
+		if !inPlace {
+			for _, k := range s.named {
+				if _, ok := md[k]; ok {
+					keyMD = k
+					break
+				}
 			}
 		}
 	}
@@ -584,39 +595,65 @@ func watchKeys(c *propagation.Codec) map[string]struct{} {
 	return out
 }
 
-// namedKey returns a key of ctx's incoming metadata that is one of
-// named in any case, or "". It reads gRPC's own metadata in place, in one
-// pass over its keys, without copying or allocating: looking each of
-// named up would walk the context a dozen times and, on each miss, scan
-// every key (metadata.ValueFromIncomingContext), a price every trusted
-// peer's call without markers paid; a copy (metadata.FromIncomingContext)
-// allocates. Without the context key (see incomingKey), each is looked up.
-func (s *server) namedKey(ctx context.Context) string {
+// incoming returns gRPC's own incoming metadata of ctx (nil when there is
+// none), to be read in place and never modified, and true; or false when
+// it cannot be had that way (see incomingKey), and each key is then looked
+// up through gRPC's lookups.
+//
+// Read in place, a call's markers are found in one context walk and one
+// pass over its keys (see scan), without copying: each of gRPC's lookups
+// (metadata.ValueFromIncomingContext) walks the context, copies what it
+// finds and, on a miss, scans every key, and the forms of our keys a
+// trusted peer's call must be searched for are a dozen; a copy of the
+// metadata (metadata.FromIncomingContext) allocates.
+func (s *server) incoming(ctx context.Context) (metadata.MD, bool) {
 	if s.mdKey == nil {
-		return s.lookUpNamed(ctx)
+		return nil, false
 	}
 	v := ctx.Value(s.mdKey)
 	if v == nil {
-		return "" // no incoming metadata
+		return nil, true
 	}
 	md, ok := v.(metadata.MD)
-	if !ok {
-		return s.lookUpNamed(ctx)
-	}
-	for k := range md {
-		if len(k) == 0 || s.namedLens[k[0]]&(1<<(len(k)%64)) == 0 {
-			continue // starts as none of them or is as long as none
-		}
-		for _, n := range s.named {
-			if len(n) == len(k) && strings.EqualFold(n, k) {
-				return n
-			}
-		}
-	}
-	return ""
+	return md, ok
 }
 
-// lookUpNamed is namedKey through gRPC's lookups, one for each of named.
+// scan returns, from gRPC's incoming metadata md, the values of the
+// dedicated header and of baggage, found as gRPC's lookups find them (the
+// key as it is, else in any case), not copied, and a key of md that is
+// one of named in any case, or "".
+func (s *server) scan(md metadata.MD) (hv, bv []string, named string) {
+	var hvFound, bvFound bool // the key as it is, or one in another case
+	if s.header != "" {
+		hv, hvFound = md[s.header]
+	}
+	bv, bvFound = md[baggageKey]
+	for k, v := range md {
+		switch {
+		case len(k) == 0, k == s.header, k == baggageKey: // none, or found above
+		case s.namedLens[k[0]]&(1<<(len(k)%64)) != 0 && s.isNamed(k):
+			named = strings.ToLower(k)
+		case !hvFound && len(k) == len(s.header) && strings.EqualFold(k, s.header):
+			hv, hvFound = v, true
+		case !bvFound && len(k) == len(baggageKey) && strings.EqualFold(k, baggageKey):
+			bv, bvFound = v, true
+		}
+	}
+	return hv, bv, named
+}
+
+// isNamed reports whether k is one of named, in any case.
+func (s *server) isNamed(k string) bool {
+	for _, n := range s.named {
+		if len(n) == len(k) && strings.EqualFold(n, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// lookUpNamed returns the first of named that ctx's incoming metadata
+// holds, in any case, or "", through gRPC's lookups: one for each.
 func (s *server) lookUpNamed(ctx context.Context) string {
 	for _, k := range s.named {
 		if metadata.ValueFromIncomingContext(ctx, k) != nil {

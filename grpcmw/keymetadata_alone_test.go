@@ -104,7 +104,7 @@ func TestKeyMetadataAloneSameAsHTTP(t *testing.T) {
 // correct but slower: see BenchmarkInterceptors' server/baseline), finds
 // them in any case, takes nothing else for one (a key that only starts or
 // ends as ours, an empty key), and a trusted peer's call without markers
-// costs no allocation, also among many keys.
+// costs no allocation, also among many keys and with foreign baggage.
 func TestKeyMetadataReadInPlace(t *testing.T) {
 	if !grpcmw.IncomingKeyFound() {
 		t.Fatal("the server does not find gRPC's incoming metadata in the context: each key named as ours is looked up, scanning the metadata")
@@ -112,12 +112,13 @@ func TestKeyMetadataReadInPlace(t *testing.T) {
 	p := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}})
 	info := &grpc.UnaryServerInfo{FullMethod: "/s/m"}
 	handler := func(context.Context, any) (any, error) { return nil, nil }
-	plain := metadata.MD{"": {"x"}, ":authority": {"cart"}, "content-type": {"application/grpc"}, "user-agent": {"grpc-go"},
+	plain := metadata.MD{"": {"x"}, ":authority": {"cart"}, "baggage": {"foo=bar"}, "content-type": {"application/grpc"}, "user-agent": {"grpc-go"},
 		"sandbox.idx": {"x"}, "xsandbox.id": {"x"}, "sandbox.actor2": {"x"}, "uberctx-sandbox": {"x"}, "ot-baggage-sandbox.i": {"x"}, "Sandbox-Actor": {"x"}}
 	for _, mode := range []struct {
-		name string
-		opts []grpcmw.ServerOption
-	}{{"in place", nil}, {"looked up", []grpcmw.ServerOption{grpcmw.WithLookUps()}}} {
+		name   string
+		opts   []grpcmw.ServerOption
+		allocs float64 // of a call without markers
+	}{{"in place", nil, 0}, {"looked up", []grpcmw.ServerOption{grpcmw.WithLookUps()}, 1}} { // gRPC's copy of the baggage value
 		unary := serverIn(t, append(mode.opts, grpcmw.WithTrustedNetworks(loopback))...).Unary()
 		for _, tc := range []struct {
 			name string
@@ -135,8 +136,51 @@ func TestKeyMetadataReadInPlace(t *testing.T) {
 			}
 		}
 		ctx := metadata.NewIncomingContext(p, plain)
-		if n := testing.AllocsPerRun(200, func() { _, _ = unary(ctx, nil, info, handler) }); n != 0 {
-			t.Errorf("%s: a trusted peer's call without markers: %v allocations, want 0", mode.name, n)
+		if n := testing.AllocsPerRun(200, func() { _, _ = unary(ctx, nil, info, handler) }); n != mode.allocs {
+			t.Errorf("%s: a trusted peer's call without markers: %v allocations, want %v", mode.name, n, mode.allocs)
+		}
+	}
+}
+
+// TestMarkersReadInPlaceAsLookedUp: read in place, the dedicated header
+// and baggage are found as gRPC's lookups find them: the key as it is
+// first, else in any case (a layer before the interceptors may hand on
+// metadata.MD keys that are not lower-case), with the same outcome either
+// way.
+func TestMarkersReadInPlaceAsLookedUp(t *testing.T) {
+	p := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}})
+	info := &grpc.UnaryServerInfo{FullMethod: "/s/m"}
+	var got string
+	handler := func(ctx context.Context, _ any) (any, error) {
+		s, _ := propagation.FromContext(ctx)
+		got = s.ID
+		return nil, nil
+	}
+	for _, mode := range []struct {
+		name string
+		opts []grpcmw.ServerOption
+	}{{"in place", nil}, {"looked up", []grpcmw.ServerOption{grpcmw.WithLookUps()}}} {
+		unary := serverIn(t, append(mode.opts, grpcmw.WithTrustedNetworks(loopback))...).Unary()
+		for _, tc := range []struct {
+			name string
+			md   metadata.MD
+			want string // the sandbox, "" for none
+			code codes.Code
+		}{
+			{"header", metadata.MD{"sandbox-id": {"feat-1"}}, "feat-1", codes.OK},
+			{"canonical header", metadata.MD{"Sandbox-Id": {"feat-1"}}, "feat-1", codes.OK},
+			{"upper-case baggage", metadata.MD{"BAGGAGE": {"foo=bar,sandbox.id=feat-1"}}, "feat-1", codes.OK},
+			{"header as it is before another case", metadata.MD{"sandbox-id": {"feat-1"}, "SANDBOX-ID": {"feat-2"}}, "feat-1", codes.OK},
+			{"baggage as it is before another case", metadata.MD{"baggage": {"sandbox.id=feat-1"}, "Baggage": {"sandbox.id=feat-2"}}, "feat-1", codes.OK},
+			{"header and baggage disagree across cases", metadata.MD{"Sandbox-Id": {"feat-1"}, "Baggage": {"sandbox.id=feat-2"}}, "", codes.InvalidArgument},
+			{"header beside a key named as ours", metadata.MD{"Sandbox-Id": {"feat-1"}, "Sandbox.Id": {"feat-1"}}, "", codes.InvalidArgument},
+			{"foreign baggage only", metadata.MD{"Baggage": {"foo=bar"}}, "", codes.OK},
+		} {
+			got = ""
+			_, err := unary(metadata.NewIncomingContext(p, tc.md), nil, info, handler)
+			if status.Code(err) != tc.code || got != tc.want {
+				t.Errorf("%s, %s: sandbox %q, err %v; want %q, code %s", mode.name, tc.name, got, err, tc.want, tc.code)
+			}
 		}
 	}
 }
