@@ -295,17 +295,14 @@ func (s *server) peer(p *peer.Peer) string {
 // comes from an untrusted peer; ctx itself otherwise. That is other
 // tools' routing keys (Signadot's and Okteto's, see
 // propagation.Codec.Foreign) and the underscore spellings of marker keys,
-// metadata named as any of our baggage keys in any form (an actor's,
-// origin's or ticket's too, which no lookup here makes a marker alone, but
-// which a Kafka hop or a Jaeger or OpenTracing propagator reads as one),
-// and grpc-gateway's forms of all of these (see gatewayHeader). The peer
-// is judged first: from the peer's address without parsing, cheaper than
+// metadata named as any of our baggage keys in any form (which admit finds
+// first; looked for again here, where a copy is read anyway), and
+// grpc-gateway's forms of all of these (see gatewayHeader). The peer is
+// judged first: from the peer's address without parsing, cheaper than
 // looking anything up.
 //
 // An untrusted peer's call is read from one copy of its metadata, in one
-// pass: each lookup in the incoming metadata walks the context and, on a
-// miss, scans every key, and the forms a later hop reads are too many to
-// look each up.
+// pass: what it holds is stripped from that copy, which the handler gets.
 //
 // A sandbox already in the context of an untrusted peer's call was put
 // there by an earlier layer from something these interceptors do not read
