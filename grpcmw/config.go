@@ -65,6 +65,7 @@ type config struct {
 	dialOpts []grpc.DialOption
 	fallback bool
 	breaker  *breaker.Group
+	lookUp   bool // look metadata keys up one by one (see withLookUps)
 
 	errs []error // what options found wrong on their own
 }
@@ -204,6 +205,14 @@ func WithVerifier(v *propagation.Verifier) ServerOption {
 // tests reach it through export_test.go.
 func withClock(now func() time.Time) ServerOption {
 	return serverOption(func(cfg *config) { cfg.policy.Now = now })
+}
+
+// withLookUps makes the server interceptors look each metadata key named
+// as one of ours up through gRPC's lookups, as they do when gRPC keeps its
+// metadata another way than they read in place (see incomingKey); tests
+// reach it through export_test.go.
+func withLookUps() ServerOption {
+	return serverOption(func(cfg *config) { cfg.lookUp = true })
 }
 
 // WithDialOptions sets the options [NewRouter] passes to grpc.NewClient when

@@ -128,26 +128,25 @@
 //
 // Markers are judged under the codec's wide definition (see
 // [propagation.Codec.Read]), as httpmw judges an HTTP request: a lookalike
-// baggage key, an empty sandbox-id value, metadata named as the ID key or
-// a compatibility key in any of its forms (sandbox.id, uberctx-sandbox.id,
-// ot-baggage-sandbox.id; uberctx-sd-routing-key with
-// [propagation.WithSignadot]), and, beside other markers, metadata named
-// as any of our baggage keys in any form, are unreadable (InvalidArgument
-// from a trusted peer, stripped from any other). Other tools' routing keys
+// baggage key, an empty sandbox-id value, and metadata named as any of our
+// baggage keys in any of its forms ([propagation.Codec.KeyHeaders]:
+// sandbox.id, uberctx-sandbox.actor, ot-baggage-sandbox.ticket; and
+// uberctx-sd-routing-key with [propagation.WithSignadot]), alone or beside
+// other markers, in any case, are unreadable (InvalidArgument from a
+// trusted peer, with a rejected record, as an HTTP hop answers 400;
+// stripped from any other). Other tools' routing keys
 // (Signadot's sd-routing-key in baggage and its uberctx- and ot-baggage-
 // metadata forms, Okteto's okteto-divert) and the underscore spellings of
 // marker keys that CGI-style hops read as the hyphenated ones (sandbox_id)
 // are stripped from an untrusted peer and audited too, also on a call that
 // carries no marker of ours; the foreign keys stay with
-// [propagation.KeepForeignRoutingKeys]. So is metadata named as our actor,
-// origin or ticket key in any form (uberctx-sandbox.actor), which the
-// codec reads as an unreadable marker alone on every carrier (an HTTP hop
-// with the library answers it with 400, a Kafka reader does not hand it
-// to baseline code) and a Jaeger or OpenTracing propagator turns into
-// baggage. On a trusted peer's call the server looks up alone only the
-// forms that name a sandbox (each lookup scans the metadata on a miss),
-// and passes an actor's, origin's or ticket's on for the next hop with
-// the library to refuse. So are grpc-gateway's forms of all of
+// [propagation.KeepForeignRoutingKeys]. Metadata named as our actor,
+// origin or ticket key alone (uberctx-sandbox.actor) is a marker on
+// every carrier (an HTTP hop with the library answers it with 400, a
+// Kafka reader does not hand it to baseline code, a Jaeger or OpenTracing
+// propagator turns it into baggage): a trusted peer's call with it fails
+// here, never served as production with the key passed on to a next hop
+// that refuses it. So are grpc-gateway's forms of all of
 // these (grpc-metadata-sandbox-id, grpc-metadata-baggage holding a member
 // of ours or a foreign key, grpc-metadata-sandbox.actor,
 // grpc-metadata-sandbox_id, grpc-metadata-uberctx-sd-routing-key): nothing
@@ -175,12 +174,18 @@
 // A call without a sandbox costs no allocation in the client interceptors
 // or the router, with or without [WithBreaker] (unless the group has a
 // baseline budget), nor in the server interceptors when it comes from a
-// trusted peer and carries no baggage (gRPC copies a baggage value it
-// hands out: one small allocation that is not ours to avoid). An untrusted
-// peer's call costs one copy of its metadata (a map and a slice a key, and
-// the context that hands it on), read in one pass: the forms a later hop
-// reads are too many to look each up, and each lookup walks the context
-// and, on a miss, scans every key.
+// trusted peer. The server reads a call's dedicated header, baggage and
+// keys named as ours in one pass over gRPC's own incoming metadata, in
+// place and never modified: gRPC's lookups (ValueFromIncomingContext)
+// each walk the context, copy what they find and, on a miss, scan every
+// key, and the forms of our keys are a dozen. The package does not export
+// where it keeps that metadata; the server finds the context key once,
+// from what ValueFromIncomingContext asks a context for, and uses it only
+// when a context NewIncomingContext made gives its metadata back under
+// it. A gRPC that keeps it otherwise gets one lookup a form: correct,
+// several times slower. An untrusted peer's call costs one copy of its
+// metadata (a map and a slice a key, and the context that hands it on),
+// read in one pass, since what it holds is stripped from the copy.
 //
 // # Concurrency
 //

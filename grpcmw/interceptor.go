@@ -74,7 +74,15 @@ func NewServerInterceptors(opts ...ServerOption) (*ServerInterceptors, error) {
 		keys:   cfg.codec.Keys(),
 		budget: newBudget(&cfg),
 	}
-	s.alone, s.named = namedKeys(cfg.codec)
+	s.named = cfg.codec.KeyHeaders()
+	if !cfg.lookUp {
+		s.mdKey = incomingKey()
+	}
+	for _, k := range s.named {
+		for _, b := range []byte{k[0], strings.ToUpper(k[:1])[0]} {
+			s.namedLens[b] |= 1 << (len(k) % 64)
+		}
+	}
 	s.watch = watchKeys(cfg.codec)
 	s.dashed = dashedKeys(s.watch, s.header)
 	for k := range s.dashed {
@@ -167,13 +175,20 @@ func (s *serverStream) Context() context.Context { return s.ctx }
 // shared kernel's (internal/ingress).
 type server struct {
 	gate   ingress.Gate
-	header string              // the dedicated header, lower-case; "" when none
-	keys   []string            // our baggage keys, to spot them without parsing
-	alone  []string            // metadata keys that are markers by themselves (see namedKeys)
-	named  []string            // every metadata key that is a marker beside others
+	header string   // the dedicated header, lower-case; "" when none
+	keys   []string // our baggage keys, to spot them without parsing
+	named  []string // metadata keys that are markers (Codec.KeyHeaders)
+	// mdKey is the context key under which gRPC keeps a call's incoming
+	// metadata (see incomingKey); nil when it could not be found, and
+	// then each of named is looked up in turn.
+	mdKey  any
 	watch  map[string]struct{} // what makes an untrusted peer's call read in full (see watchKeys)
 	dashed map[string]struct{} // watch and the header, '-' for '_' (see dashedName)
 	budget budget
+	// namedLens[b] has bit n%64 set when a key of named that starts with
+	// b (any case) is n bytes long (see scan). A call reads the few lines
+	// of the first bytes of its keys.
+	namedLens [256]uint64
 	// dashedLens[b] has bit n%64 set when a key of dashed that starts
 	// with b (any case, '_' for '-') is n bytes long. Last: 2 KiB that
 	// only an untrusted peer's call reads, kept off the lines every call
@@ -182,27 +197,32 @@ type server struct {
 }
 
 // admit applies the trust policy to the markers in ctx's incoming metadata.
-// Without markers it returns ctx itself and allocates nothing (gRPC copies
-// a baggage value it hands out, so foreign baggage costs that one copy).
+// Without markers it returns ctx itself and allocates nothing (read in
+// place; gRPC's lookups copy a baggage value they hand out).
 func (s *server) admit(ctx context.Context, method string) (context.Context, error) {
-	var hv []string
-	if s.header != "" {
-		hv = metadata.ValueFromIncomingContext(ctx, s.header)
-	}
-	bv := metadata.ValueFromIncomingContext(ctx, baggageKey)
-	// Metadata named as one of our baggage keys (grpcurl -H 'sandbox.id:
-	// pr-1'), also in Jaeger's and OpenTracing's baggage header forms
-	// (uberctx-sandbox.id, which their OpenTelemetry propagators turn into
-	// baggage), is a marker too: unreadable from a trusted peer, stripped
-	// from an untrusted one. Each lookup scans the metadata on a miss, so
-	// alone only what names a sandbox by itself is looked for: the three
-	// forms of the ID key and of the compatibility keys (an actor, origin
-	// or ticket without an ID names none); beside other markers, every
-	// form of every key, as Codec.Read looks for them on an HTTP request.
+	// Metadata named as one of our baggage keys in any of its forms
+	// (grpcurl -H 'sandbox.id: pr-1'; uberctx-sandbox.actor, which
+	// Jaeger's and OpenTracing's OpenTelemetry propagators turn into
+	// baggage), alone or beside other markers, is a marker too, as
+	// Codec.Read finds it on an HTTP request: unreadable from a trusted
+	// peer, stripped from an untrusted one.
+	var hv, bv []string
 	var keyMD string
+	in, inPlace := s.incoming(ctx)
+	if inPlace {
+		hv, bv, keyMD = s.scan(in)
+	} else {
+		if s.header != "" {
+			hv = metadata.ValueFromIncomingContext(ctx, s.header)
+		}
+		bv = metadata.ValueFromIncomingContext(ctx, baggageKey)
+	}
 	var md metadata.MD // a copy of the incoming metadata, once made
 	if len(hv) == 0 && !s.mentions(bv) {
-		if keyMD = s.keyMetadata(ctx, s.alone); keyMD == "" {
+		if !inPlace {
+			keyMD = s.lookUpNamed(ctx)
+		}
+		if keyMD == "" {
 			if s.gate.Policy.All {
 				return ctx, nil
 			}
@@ -213,10 +233,12 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		// of which allocates: one copy of the metadata (which a strip
 		// needs anyway) is cheaper than a dozen lookups that scan it.
 		md, _ = metadata.FromIncomingContext(ctx)
-		for _, k := range s.named {
-			if _, ok := md[k]; ok {
-				keyMD = k
-				break
+		if !inPlace {
+			for _, k := range s.named {
+				if _, ok := md[k]; ok {
+					keyMD = k
+					break
+				}
 			}
 		}
 	}
@@ -273,17 +295,14 @@ func (s *server) peer(p *peer.Peer) string {
 // comes from an untrusted peer; ctx itself otherwise. That is other
 // tools' routing keys (Signadot's and Okteto's, see
 // propagation.Codec.Foreign) and the underscore spellings of marker keys,
-// metadata named as any of our baggage keys in any form (an actor's,
-// origin's or ticket's too, which no lookup here makes a marker alone, but
-// which a Kafka hop or a Jaeger or OpenTracing propagator reads as one),
-// and grpc-gateway's forms of all of these (see gatewayHeader). The peer
-// is judged first: from the peer's address without parsing, cheaper than
+// metadata named as any of our baggage keys in any form (which admit finds
+// first; looked for again here, where a copy is read anyway), and
+// grpc-gateway's forms of all of these (see gatewayHeader). The peer is
+// judged first: from the peer's address without parsing, cheaper than
 // looking anything up.
 //
 // An untrusted peer's call is read from one copy of its metadata, in one
-// pass: each lookup in the incoming metadata walks the context and, on a
-// miss, scans every key, and the forms a later hop reads are too many to
-// look each up.
+// pass: what it holds is stripped from that copy, which the handler gets.
 //
 // A sandbox already in the context of an untrusted peer's call was put
 // there by an earlier layer from something these interceptors do not read
@@ -550,34 +569,6 @@ func (s *server) mayHoldForeign(lines []string) bool {
 	return false
 }
 
-// namedKeys returns the metadata keys the server looks for as markers of
-// their own (Codec.KeyHeaders): all of them, and apart those that name a
-// sandbox by themselves, which are looked for on every call. The codec
-// decides which these are: the forms of each key whose member alone in
-// baggage names a sandbox (the ID key's and the compatibility keys',
-// uberctx-sd-routing-key with propagation.WithSignadot). The codec reads
-// an actor's, origin's or ticket's form alone as an unreadable marker on
-// every carrier too, but each lookup here scans the metadata on a miss,
-// and a trusted peer's call pays them all: alone, those are looked for on
-// an untrusted peer's call only (see watchKeys), and a trusted peer's is
-// passed on, for the next hop with the library to refuse.
-func namedKeys(c *propagation.Codec) (alone, all []string) {
-	all = c.KeyHeaders()
-	keys := c.Keys()
-	for _, h := range all {
-		key := "" // the key h is a form of: the longest that h ends with
-		for _, k := range keys {
-			if (h == k || strings.HasSuffix(h, "-"+k)) && len(k) > len(key) {
-				key = k
-			}
-		}
-		if m, err := c.Read(otelprop.MapCarrier{baggageKey: key + "=pr-1"}); key != "" && m.Found && err == nil {
-			alone = append(alone, h)
-		}
-	}
-	return alone, all
-}
-
 // watchKeys returns the metadata keys, lower-case, whose presence on an
 // untrusted peer's call without markers makes the server read it in full
 // (see foreign): every form of every baggage key of ours
@@ -601,16 +592,106 @@ func watchKeys(c *propagation.Codec) map[string]struct{} {
 	return out
 }
 
-// keyMetadata returns the first of keys that ctx's incoming metadata
-// holds as a key of its own, or "". Each lookup scans the metadata on a
-// miss, without allocating: for a few keys only.
-func (s *server) keyMetadata(ctx context.Context, keys []string) string {
-	for _, k := range keys {
+// incoming returns gRPC's own incoming metadata of ctx (nil when there is
+// none), to be read in place and never modified, and true; or false when
+// it cannot be had that way (see incomingKey), and each key is then looked
+// up through gRPC's lookups.
+//
+// Read in place, a call's markers are found in one context walk and one
+// pass over its keys (see scan), without copying: each of gRPC's lookups
+// (metadata.ValueFromIncomingContext) walks the context, copies what it
+// finds and, on a miss, scans every key, and the forms of our keys a
+// trusted peer's call must be searched for are a dozen; a copy of the
+// metadata (metadata.FromIncomingContext) allocates.
+func (s *server) incoming(ctx context.Context) (metadata.MD, bool) {
+	if s.mdKey == nil {
+		return nil, false
+	}
+	v := ctx.Value(s.mdKey)
+	if v == nil {
+		return nil, true
+	}
+	md, ok := v.(metadata.MD)
+	return md, ok
+}
+
+// scan returns, from gRPC's incoming metadata md, the values of the
+// dedicated header and of baggage, found as gRPC's lookups find them (the
+// key as it is, else in any case), not copied, and a key of md that is
+// one of named in any case, or "".
+func (s *server) scan(md metadata.MD) (hv, bv []string, named string) {
+	var hvFound, bvFound bool // the key as it is, or one in another case
+	if s.header != "" {
+		hv, hvFound = md[s.header]
+	}
+	bv, bvFound = md[baggageKey]
+	for k, v := range md {
+		switch {
+		case len(k) == 0, k == s.header, k == baggageKey: // none, or found above
+		case s.namedLens[k[0]]&(1<<(len(k)%64)) != 0 && s.isNamed(k):
+			named = strings.ToLower(k)
+		case !hvFound && len(k) == len(s.header) && strings.EqualFold(k, s.header):
+			hv, hvFound = v, true
+		case !bvFound && len(k) == len(baggageKey) && strings.EqualFold(k, baggageKey):
+			bv, bvFound = v, true
+		}
+	}
+	return hv, bv, named
+}
+
+// isNamed reports whether k is one of named, in any case.
+func (s *server) isNamed(k string) bool {
+	for _, n := range s.named {
+		if len(n) == len(k) && strings.EqualFold(n, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// lookUpNamed returns the first of named that ctx's incoming metadata
+// holds, in any case, or "", through gRPC's lookups: one for each.
+func (s *server) lookUpNamed(ctx context.Context) string {
+	for _, k := range s.named {
 		if metadata.ValueFromIncomingContext(ctx, k) != nil {
 			return k
 		}
 	}
 	return ""
+}
+
+// incomingKey returns the context key under which
+// metadata.NewIncomingContext keeps the metadata, which gRPC's metadata
+// package does not export: the key that metadata.ValueFromIncomingContext
+// asks a context for. It is used only once a context made by
+// NewIncomingContext gives back, under it, the metadata.MD it was made
+// with; otherwise (a gRPC that keeps its metadata another way) it is nil.
+// The metadata read under it is gRPC's own and read only, never modified.
+func incomingKey() any {
+	probe := &keyProbe{Context: context.Background()}
+	metadata.ValueFromIncomingContext(probe, baggageKey)
+	if probe.key == nil {
+		return nil
+	}
+	want := metadata.MD{"sandbox.id": {"x"}}
+	got, ok := metadata.NewIncomingContext(context.Background(), want).Value(probe.key).(metadata.MD)
+	if !ok || len(got) != 1 || len(got["sandbox.id"]) != 1 || &got["sandbox.id"][0] != &want["sandbox.id"][0] {
+		return nil
+	}
+	return probe.key
+}
+
+// keyProbe is a context that records the first key it is asked for.
+type keyProbe struct {
+	context.Context
+	key any
+}
+
+func (p *keyProbe) Value(key any) any {
+	if p.key == nil {
+		p.key = key
+	}
+	return p.Context.Value(key)
 }
 
 // mentions reports whether baggage lines may hold one of our members; a

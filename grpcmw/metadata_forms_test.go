@@ -2,8 +2,10 @@ package grpcmw_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
@@ -23,7 +25,9 @@ type markerFormCase struct {
 	md       []string // sent
 	key      string   // the metadata key the handler must not see, "" when it may
 	code     codes.Code
-	decision audit.Decision // "" for no record
+	msg      string              // part of the error message
+	decision audit.Decision      // "" for no record
+	layer    []grpc.ServerOption // run before the interceptors (httpKeys)
 }
 
 // runMarkerForms sends each case over the four kinds of call to a real
@@ -43,14 +47,14 @@ func runMarkerForms(t *testing.T, cases []markerFormCase) {
 				}
 				return "", nil
 			}}
-			addr := start(t, svc, serverOpts(t, append(tc.opts, grpcmw.WithLogger(logger))...)...)
+			addr := start(t, svc, append(tc.layer[:len(tc.layer):len(tc.layer)], serverOpts(t, append(tc.opts, grpcmw.WithLogger(logger))...)...)...)
 			client := testpb.NewTestServiceClient(dial(t, addr))
 			for i, k := range kinds {
 				held = nil
 				before := svc.Calls()
 				_, err := call(metadata.AppendToOutgoingContext(context.Background(), tc.md...), client, k)
-				if status.Code(err) != tc.code {
-					t.Fatalf("%s: err = %v, want code %s", k, err, tc.code)
+				if status.Code(err) != tc.code || !strings.Contains(status.Convert(err).Message(), tc.msg) {
+					t.Fatalf("%s: err = %v, want code %s containing %q", k, err, tc.code, tc.msg)
 				}
 				if tc.code != codes.OK && svc.Calls() != before {
 					t.Errorf("%s: the handler ran for a rejected call", k)
