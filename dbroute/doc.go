@@ -47,7 +47,7 @@
 //   - the provisioners of package dbroute/provision: a database per
 //     sandbox cloned from a migrated template, or a schema per sandbox,
 //     created on first use, recovered after an interrupted creation, and
-//     removed by their Destroy and Reap. They are [Reclaimer]s: the
+//     removed by their Destroy and Reap. Each is a [Reclaimer]: the
 //     router closes a sandbox's pool before its test database is removed.
 //
 // # Options

@@ -24,11 +24,11 @@
 // otelgrpc.NewServerHandler). Install both; they are cheap to call once.
 //
 // Options are typed by role, as connect-go types its own: the trust
-// options ([TrustAll], [WithTrustedNetworks], [WithVerifier]) are
-// [ServerOption]s; [WithDialOptions] and [WithFallbackOnUnavailable] are
-// [RouterOption]s, which only [NewRouter] takes; every [ClientOption] is
-// also a RouterOption; [WithCodec], [WithLogger] and [WithBreaker] are
-// [Option]s, all roles at once. An option given to a constructor that
+// options ([TrustAll], [WithTrustedNetworks], [WithVerifier]) are of type
+// [ServerOption]; [WithDialOptions] and [WithFallbackOnUnavailable] are
+// of type [RouterOption], which only [NewRouter] takes; every
+// [ClientOption] is also a RouterOption; [WithCodec], [WithLogger] and
+// [WithBreaker] are of type [Option], all roles at once. An option given to a constructor that
 // cannot use it does not compile. Nil options are skipped.
 // Options are resolved once, at construction; nothing is decided per call.
 //

@@ -26,8 +26,8 @@ import (
 //	WithRoundTripper             -        -          yes     ProxyOption
 //
 // "routing": the routing transports ([NewRoutingTransport],
-// [NewHostRoutingTransport]) take [RoutingTransportOption]s, which every
-// [TransportOption] is; [NewTransport], which does not route, takes
+// [NewHostRoutingTransport]) take options of type [RoutingTransportOption],
+// which every [TransportOption] is; [NewTransport], which does not route, takes
 // TransportOptions only, so that WithFallbackOnUnavailable given to it
 // does not compile.
 //

@@ -71,7 +71,7 @@ var _ http.Handler = (*Proxy)(nil)
 // concurrent load. [Proxy.CloseIdleConnections] closes its idle
 // connections.
 //
-// Options: the [TrustOption]s, [WithCodec], [WithLogger],
+// Options: every [TrustOption], [WithCodec], [WithLogger],
 // [WithFallbackOnUnavailable], [WithRoundTripper] and [WithBreaker].
 func NewProxy(table *routes.Table, service string, baseline *url.URL, opts ...ProxyOption) (*Proxy, error) {
 	if table == nil {

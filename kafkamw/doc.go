@@ -392,9 +392,10 @@
 //
 // # Options
 //
-// Each constructor takes the options of its role: [NewReader] takes
-// [ReaderOption]s, [NewWriter] takes [WriterOption]s, and the options both
-// use ([WithCodec], [WithLogger]) are [Option]s, which are both. An option
+// Each constructor takes the options of its role: [NewReader] those of
+// type [ReaderOption], [NewWriter] those of type [WriterOption], and the
+// options both use ([WithCodec], [WithLogger]) are of type [Option], which
+// is both. An option
 // given to a constructor that cannot use it does not compile. What a reader
 // cannot work without, its route table and service, are arguments. A
 // misconfiguration (a nil route table, an empty service, an invalid sandbox

@@ -69,7 +69,7 @@
 //	      "id": "pr-42",
 //	      "actor": "alice",
 //	      "origin": "github.com/acme/shop/pull/42",
-//	      "expires": "2026-12-01T18:00:00Z",
+//	      "expires": "2030-12-01T18:00:00Z",
 //	      "database": "postgres://test@db-test:5432/shop_pr_42",
 //	      "budget": {"rate": 50, "burst": 10, "maxInFlight": 20},
 //	      "services": {

@@ -1,6 +1,7 @@
 package routes_test
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"strings"
@@ -275,6 +276,33 @@ func TestExampleDocument(t *testing.T) {
 	}
 	if _, ok := tbl.Lookup("feat-search", "search"); ok || !tbl.ActiveAt("feat-search", "search", clk.Now()) {
 		t.Error("consumer-only route not as documented")
+	}
+}
+
+// TestExampleDocumentNotExpired: the example the package doc shows (the
+// same as testdata/example.json) is one a reader can paste into a route
+// file today. An expired sandbox drops out of every lookup without a
+// word, so a pasted example that has expired routes nothing.
+func TestExampleDocumentNotExpired(t *testing.T) {
+	b, err := os.ReadFile("testdata/example.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("doc.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbs, err := routes.ParseDocument(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sb := range sbs {
+		if !sb.Expires.IsZero() && !sb.Expires.After(time.Now()) {
+			t.Errorf("testdata/example.json: sandbox %s expired at %v; pasted, it routes nothing", sb.ID, sb.Expires)
+		}
+		if !sb.Expires.IsZero() && !bytes.Contains(doc, []byte(`"expires": "`+sb.Expires.Format(time.RFC3339)+`"`)) {
+			t.Errorf("doc.go's JSON example does not show %s's expiry %s as testdata/example.json does", sb.ID, sb.Expires.Format(time.RFC3339))
+		}
 	}
 }
 

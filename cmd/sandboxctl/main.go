@@ -59,6 +59,24 @@ import (
 
 const dialTimeout = 5 * time.Second
 
+// usageText is what -h prints before the global flags: the commands, as
+// the package doc lists them.
+const usageText = `Usage: sandboxctl [-store SPEC] [-json] [-margin 5s] [-timeout 15s] COMMAND [ID] [flags]
+
+  create ID -actor A [-origin O] [-ttl 72h] [-database DSN] [-service name=upstream]...
+  route  ID -service name=upstream...      add or re-point routes of a sandbox
+  list
+  extend ID -ttl 24h                       expire ttl from now
+  remove ID [-service name]...             end the sandbox, or some routes
+  purge [-grace 1h]                        delete sandboxes removed longer ago
+
+SPEC is file:PATH or etcd://HOST:PORT[,HOST:PORT]/PREFIX/ (default $SANDBOXCTL_STORE).
+Exit status: 0 done, 1 the store failed, 2 usage, 3 no such sandbox, 4 the sandbox exists.
+sandboxctl COMMAND -h lists the flags of a command.
+
+Flags:
+`
+
 // Exit statuses.
 const (
 	exitOK       = 0
@@ -126,6 +144,10 @@ func runErr(ctx context.Context, args []string, getenv func(string) string, now 
 	fs.BoolVar(asJSON, "json", false, "print JSON, errors included")
 	margin := fs.Duration("margin", 5*time.Second, "how long after the command the routes it stamps start or stop")
 	timeout := fs.Duration("timeout", 15*time.Second, "give up on a store that does not answer within this")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageText)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return usage(err)
 	}

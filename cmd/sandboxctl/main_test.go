@@ -213,3 +213,25 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("remove of a missing sandbox: exit %d: %s", code, out)
 	}
 }
+
+// TestHelpListsCommands: -h says what the commands are and take, not only
+// the global flags: a user who runs sandboxctl -h learns how to create a
+// sandbox. Each command's -h lists its own flags.
+func TestHelpListsCommands(t *testing.T) {
+	store := "file:" + filepath.Join(t.TempDir(), "routes.json")
+	code, out := ctl(t, store, time.Now(), "-h")
+	if code != exitOK {
+		t.Fatalf("-h: exit %d: %s", code, out)
+	}
+	for _, want := range []string{
+		"create ID -actor A", "route  ID -service name=upstream", "list", "extend ID -ttl", "remove ID", "purge",
+		"-store", "-json", "-margin", "-timeout", "COMMAND -h",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("-h does not say %q:\n%s", want, out)
+		}
+	}
+	if code, out := ctl(t, store, time.Now(), "create", "pr-1", "-h"); code != exitOK || !strings.Contains(out, "-actor") {
+		t.Errorf("create -h: exit %d: %s", code, out)
+	}
+}

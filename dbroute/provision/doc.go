@@ -17,7 +17,7 @@
 //   - [SchemaPerSandbox]: one test database, a schema per sandbox created
 //     by the [Migration], pools with search_path set to it.
 //
-// Both are [dbroute.Provider]s and [dbroute.Reclaimer]s, built on one
+// Each is a [dbroute.Provider] and a [dbroute.Reclaimer], built on one
 // skeleton: the names, the ownership markers, the recoverable steps of a
 // creation (create marked as ours, mark, finish), listing
 // ([DatabasePerSandbox.Provisioned]), Destroy (DROP DATABASE ... WITH
@@ -75,7 +75,7 @@
 //
 // # Options
 //
-// The constructors take [ProvisionerOption]s ([WithPrefix],
+// The constructors take options of type [ProvisionerOption] ([WithPrefix],
 // [WithReapGrace]); the options of a router are of another type and do not
 // compile here. Nil options are skipped.
 //

@@ -31,10 +31,12 @@
 //     (dbroute.FromTable), [StaticMySQL] from a fixed map; provision.MySQLDatabasePerSandbox
 //     creates a MySQL/MariaDB database per sandbox.
 //
-//     baseline := sql.OpenDB(sqlroute.Guard(connector))
-//     router, err := sqlroute.New(baseline, provider, sqlroute.WithRoutes(table))
-//     ...
-//     router.ExecContext(ctx, "INSERT INTO orders ...") // baseline or the sandbox's test database
+// Put together:
+//
+//	baseline := sql.OpenDB(sqlroute.Guard(connector))
+//	router, err := sqlroute.New(baseline, provider, sqlroute.WithRoutes(table))
+//	...
+//	router.ExecContext(ctx, "INSERT INTO orders ...") // baseline or the sandbox's test database
 //
 // A context without a sandbox costs one context lookup and no allocation
 // over the bare *sql.DB.

@@ -604,7 +604,7 @@ func TestTestDatabaseDroppedUnderneath(t *testing.T) {
 	// gone ("its test database was dropped"), then it creates it again.
 	var a answer
 	for try := range 3 {
-		if a, err = sh.checkoutPatiently(ctx, h, "mug", 1); err != nil {
+		if a, _, err = sh.checkoutPatiently(ctx, h, "mug", 1); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("checkout %d after the drop: %v", try+1, a)

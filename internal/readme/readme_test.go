@@ -219,3 +219,53 @@ func numbered(b []byte) string {
 	}
 	return out.String()
 }
+
+// TestKafkaWritersFlushPromptly: every kafka.Writer a README snippet
+// builds sets BatchTimeout. kafka-go's default is a second, and a
+// synchronous WriteMessages waits for its batch to fill or time out: the
+// quickstart's POST /orders, which writes one message, took 1.0–1.2 s a
+// request with it, and a dead-letter writer with it holds production a
+// second per dead letter (kafkamw.WithDeadLetter says so).
+func TestKafkaWritersFlushPromptly(t *testing.T) {
+	src, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for i, b := range fence.FindAllSubmatch(src, -1) {
+		code := string(b[1])
+		if _, err := parser.ParseFile(token.NewFileSet(), "", b[1], parser.PackageClauseOnly); err != nil {
+			code = "package p\nfunc f() {\n" + code + "\n}\n"
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), "snippet.go", code, 0)
+		if err != nil {
+			t.Fatalf("README snippet %d does not parse: %v", i+1, err)
+		}
+		ast.Inspect(f, func(node ast.Node) bool {
+			lit, ok := node.(*ast.CompositeLit)
+			if !ok {
+				return true
+			}
+			sel, ok := lit.Type.(*ast.SelectorExpr)
+			if !ok || sel.Sel.Name != "Writer" {
+				return true
+			}
+			if id, ok := sel.X.(*ast.Ident); !ok || id.Name != "kafka" {
+				return true
+			}
+			n++
+			for _, e := range lit.Elts {
+				if kv, ok := e.(*ast.KeyValueExpr); ok {
+					if k, ok := kv.Key.(*ast.Ident); ok && k.Name == "BatchTimeout" {
+						return true
+					}
+				}
+			}
+			t.Errorf("README snippet %d builds a kafka.Writer without BatchTimeout: each synchronous write then waits up to kafka-go's default second", i+1)
+			return true
+		})
+	}
+	if n == 0 {
+		t.Fatal("no kafka.Writer in the README's snippets")
+	}
+}

@@ -39,6 +39,14 @@ func TestRouteFiles(t *testing.T) {
 			if !sb.Expires.IsZero() && !sb.Expires.After(time.Now()) {
 				t.Errorf("README route table: sandbox %s expired at %v; pasted, it routes nothing", sb.ID, sb.Expires)
 			}
+			// The README's Kafka section asks for an explicit activeFrom
+			// on every route: without one each table stamps its own load
+			// time, and two readers can both skip a message.
+			for name, r := range sb.Services {
+				if r.ActiveFrom.IsZero() {
+					t.Errorf("README route table: route %s of sandbox %s has no activeFrom, which the README's Kafka section asks of every route", name, sb.ID)
+				}
+			}
 		}
 	}
 	if n == 0 {
