@@ -2,6 +2,7 @@ package sqlroute
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
@@ -81,6 +82,29 @@ func (r *Router) connChecker(id string, d driver.Driver) func(context.Context, d
 		}
 		return err
 	}
+}
+
+// describe returns the database db reaches as its server reports it,
+// "host:port/database" (PostgreSQL over a unix socket: "socket/database"),
+// for the audit record of its opening: what the server says, whatever the
+// connection string said, and no credentials. It returns "" for a driver
+// of another type than go-sql-driver/mysql's and pgx's stdlib, or when the
+// server does not answer.
+func describe(ctx context.Context, db *sql.DB, d driver.Driver) string {
+	var q string
+	switch d.(type) {
+	case *mysql.MySQLDriver, mysql.MySQLDriver:
+		q = "SELECT CONCAT(@@hostname, ':', @@port, '/', DATABASE())"
+	case *stdlib.Driver:
+		q = "SELECT coalesce(host(inet_server_addr()) || ':' || inet_server_port()::text, 'socket') || '/' || current_database()"
+	default:
+		return ""
+	}
+	var target sql.NullString
+	if err := db.QueryRowContext(ctx, q).Scan(&target); err != nil {
+		return ""
+	}
+	return target.String
 }
 
 // openingKey marks the context of the open's first connection.

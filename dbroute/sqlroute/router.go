@@ -237,7 +237,7 @@ func (r *Router) acquire(ctx context.Context, s propagation.Sandbox) (db *sql.DB
 	if err != nil {
 		return nil, nil, classify(s.ID, err)
 	}
-	e, err := r.entry(ctx, s.ID, key)
+	e, err := r.entry(ctx, s, key)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -254,9 +254,10 @@ func (r *Router) acquire(ctx context.Context, s propagation.Sandbox) (db *sql.DB
 	return e.db, func() { r.release(e) }, nil
 }
 
-// entry returns sandbox id's entry for key, counted in use, starting its
+// entry returns sandbox s's entry for key, counted in use, starting its
 // opening if there is none. It waits (polling) while every slot is in use.
-func (r *Router) entry(ctx context.Context, id, key string) (*entry, error) {
+func (r *Router) entry(ctx context.Context, s propagation.Sandbox, key string) (*entry, error) {
+	id := s.ID
 	for {
 		r.mu.Lock()
 		if r.closed {
@@ -283,7 +284,7 @@ func (r *Router) entry(ctx context.Context, id, key string) (*entry, error) {
 			if len(r.dbs) < r.cfg.maxPools {
 				e = &entry{key: key, ready: make(chan struct{})}
 				r.dbs[id] = e
-				go r.open(id, e)
+				go r.open(s, e)
 			}
 		}
 		if e != nil {
@@ -308,9 +309,11 @@ func (r *Router) entry(ctx context.Context, id, key string) (*entry, error) {
 	}
 }
 
-// open provisions and opens sandbox id's *sql.DB, bounded by the open
+// open provisions and opens sandbox s's *sql.DB, bounded by the open
 // timeout and not by any one caller's context (every waiter shares it).
-func (r *Router) open(id string, e *entry) {
+// s is the sandbox of the request that asked first, for the audit record.
+func (r *Router) open(s propagation.Sandbox, e *entry) {
+	id := s.ID
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.openTimeout)
 	defer cancel()
 	c, err := r.p.Open(ctx, id, e.key)
@@ -332,11 +335,13 @@ func (r *Router) open(id string, e *entry) {
 			e.db = db
 		}
 	}
-	if e.db != nil {
+	if e.db != nil && r.cfg.logger != nil {
 		audit.Emit(ctx, r.cfg.logger, audit.Event{
 			Decision: audit.Routed,
-			Sandbox:  propagation.Sandbox{ID: id},
+			Sandbox:  s,
 			Protocol: audit.SQL,
+			Target:   describe(propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id}), e.db, c.Driver()),
+			Reason:   "opened the test database",
 		})
 	}
 	r.mu.Lock()
