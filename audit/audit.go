@@ -106,6 +106,10 @@ const (
 	// ReasonNotOverridden: fallback because the sandbox does not override
 	// the target service.
 	ReasonNotOverridden = "sandbox does not override the service"
+	// ReasonUnknownSandbox: fallback because the sandbox is not in the
+	// route table at all (never created, removed, expired, or a typo in
+	// the ID), where the request's call goes.
+	ReasonUnknownSandbox = "sandbox is not in the route table"
 	// ReasonNotSynced: a sandbox's call was refused (or, where the caller
 	// allows it, sent to the baseline) because the route table has never
 	// loaded from its source, so whether the sandbox overrides the target

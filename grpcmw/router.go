@@ -274,10 +274,15 @@ func (r *Router) pick(ctx context.Context, s propagation.Sandbox) (*sandboxConn,
 		if r.table.SyncedAt().IsZero() {
 			return nil, r.notSynced(ctx, s)
 		}
-		audit.Emit(ctx, r.logger, audit.Event{
-			Decision: audit.Fallback, Sandbox: s, Protocol: audit.GRPC, Target: r.service,
-			Reason: pub.ReasonNotOverridden,
-		})
+		if r.logger != nil {
+			reason := pub.ReasonNotOverridden
+			if _, known := r.table.Sandbox(s.ID); !known {
+				reason = pub.ReasonUnknownSandbox
+			}
+			audit.Emit(ctx, r.logger, audit.Event{
+				Decision: audit.Fallback, Sandbox: s, Protocol: audit.GRPC, Target: r.service, Reason: reason,
+			})
+		}
 		return nil, nil
 	}
 	c, err := r.conn(s.ID, upstream)

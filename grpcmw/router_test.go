@@ -426,18 +426,23 @@ func TestRouterTableNeverLoaded(t *testing.T) {
 		}
 	})
 	t.Run("static table is loaded", func(t *testing.T) {
-		log, logger := newAuditLog()
-		empty, err := routes.NewStatic(nil)
+		// feat-b is in the table and overrides no service; feat-a is not
+		// in it at all (a typo, or torn down): both go to the baseline,
+		// each with its own reason.
+		table, err := routes.NewStatic([]routes.Sandbox{{ID: "feat-b"}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		client := router(empty, grpcmw.WithLogger(logger))
-		seen, err := call(inSandbox("feat-a"), client, unary)
-		if err != nil || seen.Server != "baseline" {
-			t.Fatalf("%v, %v; want the baseline", seen, err)
-		}
-		if r := lastReason(log, audit.Fallback); r != audit.ReasonNotOverridden {
-			t.Errorf("reason %q, want %q", r, audit.ReasonNotOverridden)
+		for id, reason := range map[string]string{"feat-a": audit.ReasonUnknownSandbox, "feat-b": audit.ReasonNotOverridden} {
+			log, logger := newAuditLog()
+			client := router(table, grpcmw.WithLogger(logger))
+			seen, err := call(inSandbox(id), client, unary)
+			if err != nil || seen.Server != "baseline" {
+				t.Fatalf("%s: %v, %v; want the baseline", id, seen, err)
+			}
+			if r := lastReason(log, audit.Fallback); r != reason {
+				t.Errorf("%s: reason %q, want %q", id, r, reason)
+			}
 		}
 	})
 }

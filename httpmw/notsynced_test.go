@@ -71,16 +71,22 @@ func TestTransportTableNotSynced(t *testing.T) {
 			}
 		})
 		t.Run(k.name+"/static table is loaded", func(t *testing.T) {
-			alog, logger := newAuditLog()
-			c := newClient(t, must(k.build(must(routes.NewStatic(nil)), httpmw.WithLogger(logger))))
-			resp, err := c.Do(mustRequest(t, sandboxCtx("pr-1", ""), http.MethodGet, baseline.URL, nil))
-			if err != nil {
-				t.Fatal(err)
-			}
-			decodeSeen(t, resp)
-			recs := alog.Records()
-			if len(recs) != 1 || recs[0][audit.KeyReason] != audit.ReasonNotOverridden {
-				t.Errorf("audit %v; want one fallback record, reason %q", recs, audit.ReasonNotOverridden)
+			// pr-2 is in the table and overrides no service; pr-1 is not
+			// in it at all (a typo, or torn down): both go to the
+			// baseline, each with its own reason.
+			table := must(routes.NewStatic([]routes.Sandbox{{ID: "pr-2"}}))
+			for id, reason := range map[string]string{"pr-1": audit.ReasonUnknownSandbox, "pr-2": audit.ReasonNotOverridden} {
+				alog, logger := newAuditLog()
+				c := newClient(t, must(k.build(table, httpmw.WithLogger(logger))))
+				resp, err := c.Do(mustRequest(t, sandboxCtx(id, ""), http.MethodGet, baseline.URL, nil))
+				if err != nil {
+					t.Fatal(err)
+				}
+				decodeSeen(t, resp)
+				recs := alog.Records()
+				if len(recs) != 1 || recs[0][audit.KeyReason] != reason {
+					t.Errorf("%s: audit %v; want one fallback record, reason %q", id, recs, reason)
+				}
 			}
 		})
 	}

@@ -309,8 +309,8 @@ func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox, inj
 		switch {
 		case notSynced:
 			t.emit(r, audit.Fallback, s, svc, pub.ReasonNotSynced)
-		case t.table != nil && svc != "":
-			t.emit(r, audit.Fallback, s, svc, pub.ReasonNotOverridden)
+		case t.table != nil && svc != "" && t.logger != nil:
+			t.emit(r, audit.Fallback, s, svc, fallbackReason(t.table, s.ID))
 		}
 		if !inject && !namesMarkers(r.Header["Connection"], t.c().Header()) {
 			return t.next().RoundTrip(r) // the caller's markers, as they are
@@ -648,6 +648,16 @@ func (t *Transport) emit(r *http.Request, d audit.Decision, s propagation.Sandbo
 		Target:   target,
 		Reason:   reason,
 	})
+}
+
+// fallbackReason says why sandbox id's call goes to the baseline of a
+// service when table (loaded) has no route for it: the sandbox is not in
+// the table at all, or does not override the service.
+func fallbackReason(table *routes.Table, id string) string {
+	if _, ok := table.Sandbox(id); !ok {
+		return pub.ReasonUnknownSandbox
+	}
+	return pub.ReasonNotOverridden
 }
 
 // splitUpstream returns the scheme and host of a route's upstream:
