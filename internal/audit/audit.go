@@ -70,9 +70,12 @@ const (
 
 // Clip shortens the parts of a sandbox that was not admitted, whose values
 // are whatever the sender wrote, to pub.MaxValueLen bytes before they go to
-// the audit log.
+// the audit log. A ticket's signature in them is redacted first
+// ([propagation.RedactTicketText]): cut inside it, 42 of its 43
+// characters would no longer read as a ticket's.
 func Clip(s propagation.Sandbox) propagation.Sandbox {
 	for _, p := range [...]*string{&s.ID, &s.Actor, &s.Origin} {
+		*p = propagation.RedactTicketText(*p)
 		if len(*p) > pub.MaxValueLen {
 			*p = (*p)[:pub.MaxValueLen] + "..."
 		}
@@ -94,14 +97,23 @@ func Emit(ctx context.Context, l *slog.Logger, ev Event) {
 	if !l.Enabled(ctx, level) {
 		return
 	}
+	// A ticket sent where the ID, actor or origin goes (a script's
+	// -H "Sandbox-Id: $TICKET") is shown without its signature, as in
+	// the reason's error text: a record is read by people, and the
+	// ticket is a bearer credential. A value without one costs a few
+	// substring tests.
+	sb := ev.Sandbox
+	for _, p := range [...]*string{&sb.ID, &sb.Actor, &sb.Origin} {
+		*p = propagation.RedactTicketText(*p)
+	}
 	attrs := make([]slog.Attr, 0, 8)
 	attrs = append(attrs,
 		slog.String(KeyDecision, string(ev.Decision)),
-		slog.String(KeyID, ev.Sandbox.ID),
-		slog.String(KeyActor, ev.Sandbox.Actor),
+		slog.String(KeyID, sb.ID),
+		slog.String(KeyActor, sb.Actor),
 	)
 	for _, kv := range [...][2]string{
-		{KeyOrigin, ev.Sandbox.Origin},
+		{KeyOrigin, sb.Origin},
 		{KeyProtocol, ev.Protocol},
 		{KeyPeer, ev.Peer},
 		{KeyTarget, ev.Target},

@@ -1,0 +1,93 @@
+package httpmw_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sandboxkit/sandboxkit/httpmw"
+	"github.com/sandboxkit/sandboxkit/propagation"
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// TestTicketInSandboxFieldsNotAudited (atk4): a ticket sent where the
+// sandbox ID, actor or origin goes (a script's -H "Sandbox-Id: $TICKET",
+// a baggage sandbox.actor=$TICKET) was kept out of errors (c5beb95), but
+// the audit record's own sandbox.id, sandbox.actor and sandbox.origin
+// attributes carried it whole: from an untrusted client (stripped), a
+// trusted one (rejected, or admitted with the ticket as its actor), on
+// the handler and the proxy. Clipping a long value to audit.MaxValueLen
+// could also cut a ticket inside its signature, leaving 42 of its 43
+// characters, which the text redaction no longer recognises. No record
+// holds a signature's first 40 characters.
+func TestTicketInSandboxFieldsNotAudited(t *testing.T) {
+	signer, _, verifier := ticketKeys(t)
+	tk, err := signer.SignUntil(propagation.Sandbox{ID: "feat-1", Actor: "alice"}, ticketClock.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := tk[strings.LastIndexByte(tk, '.')+1:]
+	enc := strings.ReplaceAll(tk, ".", "%2E")
+	// 128 bytes clipped: the prefix and 42 characters of the signature.
+	cut := strings.Repeat("a", 128-len(tk)+1) + tk
+	headers := map[string]http.Header{
+		"id-header":      {"Sandbox-Id": {tk}},
+		"id-baggage":     {"Baggage": {"sandbox.id=" + enc}},
+		"actor":          {"Baggage": {"sandbox.id=feat-1,sandbox.actor=" + tk}},
+		"actor-escaped":  {"Baggage": {"sandbox.id=feat-1,sandbox.actor=" + enc}},
+		"origin":         {"Baggage": {"sandbox.id=feat-1,sandbox.origin=" + tk}},
+		"id-clipped":     {"Sandbox-Id": {cut}},
+		"actor-clipped":  {"Baggage": {"sandbox.id=feat-1,sandbox.actor=" + strings.Repeat("a", 200) + "x" + tk}},
+		"origin-clipped": {"Baggage": {"sandbox.id=feat-1,sandbox.origin=" + cut}},
+	}
+	upstream := httptest.NewServer(echo("upstream"))
+	defer upstream.Close()
+	tab := newTable(t, routes.Sandbox{ID: "feat-1", Services: map[string]routes.Route{"cart": {Upstream: upstream.URL}}})
+	for _, trusted := range []string{"10.0.0.0/8", "127.0.0.0/8"} {
+		rec, logger := newAuditLog()
+		opts := []httpmw.HandlerOption{
+			httpmw.WithTrustedNetworks(netip.MustParsePrefix(trusted)), httpmw.WithVerifier(verifier),
+			httpmw.WithClock(func() time.Time { return ticketClock }), httpmw.WithLogger(logger),
+		}
+		popts := make([]httpmw.ProxyOption, len(opts))
+		for i, o := range opts {
+			popts[i] = o.(httpmw.ProxyOption)
+		}
+		handler := httptest.NewServer(must(httpmw.NewHandler(echo("app"), opts...)))
+		proxy := newProxyServer(t, tab, upstream.URL, popts...)
+		c := newClient(t, &http.Transport{})
+		for name, h := range headers {
+			for _, srv := range []*httptest.Server{handler, proxy} {
+				before := len(rec.Records())
+				req := mustRequest(t, context.Background(), http.MethodGet, srv.URL, nil)
+				req.Header = h.Clone()
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusBadRequest && strings.Contains(string(body), sig[:40]) {
+					t.Errorf("trusted %s, %s: the 400 body shows the signature: %s", trusted, name, body)
+				}
+				recs := rec.Records()[before:]
+				if len(recs) == 0 {
+					t.Errorf("trusted %s, %s: no audit record", trusted, name)
+				}
+				for _, r := range recs {
+					for k, v := range r {
+						if strings.Contains(v, sig[:40]) {
+							t.Errorf("trusted %s, %s (%s): record %s=%q shows the ticket's signature", trusted, name, r["decision"], k, v)
+						}
+					}
+				}
+			}
+		}
+		handler.Close()
+	}
+}
