@@ -278,17 +278,49 @@ var plainTicketText = regexp.MustCompile(`(v1\.[A-Za-z0-9_-]{1,32}\.[0-9]{1,19}\
 // RedactTicketText returns s with the signature of every ticket in it
 // replaced by "redacted", its version, key ID and expiry kept as they
 // were written; s itself when it holds none. A ticket is found with any
-// of its bytes percent-encoded, as a baggage value may carry it. It reads
-// text, whatever carries it: for logs and copies kept for people to read.
-// Its cost is linear in len(s).
+// of its bytes percent-encoded, as a baggage value may carry it, and
+// wherever it starts, also inside what reads as another ticket's
+// signature. It reads text, whatever carries it: for logs and copies
+// kept for people to read. Its cost is linear in len(s).
 func RedactTicketText(s string) string {
 	if !mayHoldTicket(s) {
 		return s
 	}
+	re := ticketText
 	if strings.IndexByte(s, '%') < 0 {
-		return plainTicketText.ReplaceAllString(s, "${1}redacted")
+		re = plainTicketText
 	}
-	return ticketText.ReplaceAllString(s, "${1}redacted")
+	return redactMatches(re, s)
+}
+
+// redactMatches replaces the signature of every match of re (the text
+// after its first group) in s with "redacted". Each match is looked for
+// from the byte after the start of the one before, not from its end: a
+// match may take, as the last characters of its signature, the start of
+// a ticket right after it ("v1.a.1.<41 characters>v1.k1.<expiry>.<sig>"),
+// which matched from the end would no longer start as a ticket. A match
+// is at most a few hundred bytes long, so the cost stays linear.
+func redactMatches(re *regexp.Regexp, s string) string {
+	var b strings.Builder
+	done := 0 // s[:done] is written, or redacted
+	for pos := 0; pos < len(s); {
+		m := re.FindStringSubmatchIndex(s[pos:])
+		if m == nil {
+			break
+		}
+		start, end := max(pos+m[3], done), pos+m[1]
+		if end > done {
+			b.WriteString(s[done:start])
+			b.WriteString("redacted")
+			done = end
+		}
+		pos += m[0] + 1
+	}
+	if done == 0 {
+		return s
+	}
+	b.WriteString(s[done:])
+	return b.String()
 }
 
 // mayHoldTicket reports whether s holds how every match of ticketText
