@@ -295,11 +295,14 @@ func RedactTicketText(s string) string {
 
 // redactMatches replaces the signature of every match of re (the text
 // after its first group) in s with "redacted". Each match is looked for
-// from the byte after the start of the one before, not from its end: a
-// match may take, as the last characters of its signature, the start of
-// a ticket right after it ("v1.a.1.<41 characters>v1.k1.<expiry>.<sig>"),
-// which matched from the end would no longer start as a ticket. A match
-// is at most a few hundred bytes long, so the cost stays linear.
+// from the last 6 bytes of the one before (the longest "v1", "%76%31"),
+// not from its end: a match may take, as the last characters of its
+// signature, the start of a ticket right after it ("v1.a.1.<41
+// characters>v1.k1.<expiry>.<sig>"), which matched from the end would no
+// longer start as a ticket. No match starts further back inside another:
+// a signature holds no dot, so such a ticket's dots would be the other's,
+// and the 43 characters of signature after them are more than a key ID
+// or an expiry may hold.
 func redactMatches(re *regexp.Regexp, s string) string {
 	var b strings.Builder
 	done := 0 // s[:done] is written, or redacted
@@ -314,7 +317,7 @@ func redactMatches(re *regexp.Regexp, s string) string {
 			b.WriteString("redacted")
 			done = end
 		}
-		pos += m[0] + 1
+		pos = max(pos+m[0]+1, end-len("%76%31"))
 	}
 	if done == 0 {
 		return s
