@@ -91,3 +91,56 @@ func TestTicketInSandboxFieldsNotAudited(t *testing.T) {
 		handler.Close()
 	}
 }
+
+// TestTicketInForwardedForNotAudited (atk4): the reason of a record about
+// a source that is not trusted quotes the X-Forwarded-For entry or the
+// Forwarded element it could not read, cut at 64 bytes, which a ticket
+// fits in whole, and which, signed with a key ID of 7 characters, it
+// cut inside the signature, leaving 42 of its 43 characters. The entry is
+// now redacted before it is cut, and every record's reason is redacted
+// as its sandbox fields are.
+func TestTicketInForwardedForNotAudited(t *testing.T) {
+	signer, _, _ := ticketKeys(t)
+	long, err := propagation.NewSigner(propagation.Key{ID: "kkkkkkk", Secret: []byte(strings.Repeat("u", 32))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sg := range []*propagation.Signer{signer, long} {
+		tk, err := sg.SignUntil(propagation.Sandbox{ID: "feat-1"}, ticketClock.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		forwardedTicket(t, tk)
+	}
+}
+
+func forwardedTicket(t *testing.T, tk string) {
+	sig := tk[strings.LastIndexByte(tk, '.')+1:]
+	rec, logger := newAuditLog()
+	srv := httptest.NewServer(must(httpmw.NewHandler(echo("app"), httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8")),
+		httpmw.WithTrustedHops(1), httpmw.WithLogger(logger))))
+	defer srv.Close()
+	c := newClient(t, &http.Transport{})
+	for _, h := range []http.Header{
+		{"Sandbox-Id": {"feat-1"}, "X-Forwarded-For": {tk}},
+		{"Sandbox-Id": {"feat-1"}, "X-Forwarded-For": {"127.0.0.1"}, "Forwarded": {"for=" + tk}},
+	} {
+		before := len(rec.Records())
+		req := mustRequest(t, context.Background(), http.MethodGet, srv.URL, nil)
+		req.Header = h
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		recs := rec.Records()[before:]
+		if len(recs) == 0 {
+			t.Fatalf("%v: no audit record", h)
+		}
+		for _, r := range recs {
+			if strings.Contains(r["reason"], sig[:40]) {
+				t.Errorf("%v: reason %q shows the ticket's signature", h, r["reason"])
+			}
+		}
+	}
+}

@@ -98,12 +98,13 @@ func Emit(ctx context.Context, l *slog.Logger, ev Event) {
 		return
 	}
 	// A ticket sent where the ID, actor or origin goes (a script's
-	// -H "Sandbox-Id: $TICKET") is shown without its signature, as in
-	// the reason's error text: a record is read by people, and the
-	// ticket is a bearer credential. A value without one costs a few
-	// substring tests.
+	// -H "Sandbox-Id: $TICKET"), or quoted in the reason (an
+	// X-Forwarded-For entry that is not an address), is shown without
+	// its signature: a record is read by people, and the ticket is a
+	// bearer credential. A value without one costs a few substring
+	// tests.
 	sb := ev.Sandbox
-	for _, p := range [...]*string{&sb.ID, &sb.Actor, &sb.Origin} {
+	for _, p := range [...]*string{&sb.ID, &sb.Actor, &sb.Origin, &ev.Reason} {
 		*p = propagation.RedactTicketText(*p)
 	}
 	attrs := make([]slog.Attr, 0, 8)
