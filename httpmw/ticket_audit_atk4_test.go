@@ -10,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -141,6 +145,41 @@ func forwardedTicket(t *testing.T, tk string) {
 			if strings.Contains(r["reason"], sig[:40]) {
 				t.Errorf("%v: reason %q shows the ticket's signature", h, r["reason"])
 			}
+		}
+	}
+}
+
+// TestTicketAsActorNotOnSpan (atk4): a trusted client that sends a ticket
+// where the actor goes is admitted with it as its actor (a printable
+// value); the audit record now shows it without its signature, but the
+// span attribute sandbox.actor, which tracing back ends keep for people
+// to read as much, carried it whole.
+func TestTicketAsActorNotOnSpan(t *testing.T) {
+	signer, _, _ := ticketKeys(t)
+	tk, err := signer.SignUntil(propagation.Sandbox{ID: "feat-1"}, ticketClock.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := tk[strings.LastIndexByte(tk, '.')+1:]
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	srv := httptest.NewServer(otelhttp.NewHandler(must(httpmw.NewHandler(echo("app"),
+		httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8")))), "edge", otelhttp.WithTracerProvider(tp)))
+	defer srv.Close()
+	c := newClient(t, &http.Transport{})
+	req := mustRequest(t, context.Background(), http.MethodGet, srv.URL, nil)
+	req.Header.Set("Baggage", "sandbox.id=feat-1,sandbox.actor="+tk)
+	if s := decodeSeen(t, must(c.Do(req))); s.Sandbox != "feat-1" {
+		t.Fatalf("served in sandbox %q", s.Sandbox)
+	}
+	spans := rec.Ended()
+	if len(spans) == 0 {
+		t.Fatal("no span")
+	}
+	for _, s := range spans {
+		if got := attr(s, "sandbox.actor"); got == "" || strings.Contains(got, sig[:40]) {
+			t.Errorf("span %s: sandbox.actor = %q, want it without the ticket's signature", s.Name(), got)
 		}
 	}
 }

@@ -128,7 +128,10 @@ func Emit(ctx context.Context, l *slog.Logger, ev Event) {
 }
 
 // Annotate sets sandbox.id (and sandbox.actor when known) on the span in
-// ctx, if it is recording.
+// ctx, if it is recording. An actor that holds a ticket (a trusted
+// client's mistake, and a valid actor) is set without its signature, as
+// in the audit record: tracing back ends keep spans for people to read.
+// The ID, a DNS label, cannot hold one.
 func Annotate(ctx context.Context, s *propagation.Sandbox) {
 	span := trace.SpanFromContext(ctx)
 	if !span.IsRecording() {
@@ -138,5 +141,5 @@ func Annotate(ctx context.Context, s *propagation.Sandbox) {
 		span.SetAttributes(attribute.String(KeyID, s.ID))
 		return
 	}
-	span.SetAttributes(attribute.String(KeyID, s.ID), attribute.String(KeyActor, s.Actor))
+	span.SetAttributes(attribute.String(KeyID, s.ID), attribute.String(KeyActor, propagation.RedactTicketText(s.Actor)))
 }
