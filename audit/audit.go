@@ -22,6 +22,9 @@
 // Stripped, rejected and throttled records are logged at [log/slog.LevelWarn],
 // the others at [log/slog.LevelInfo]. Values that came from the sender and
 // were not admitted are clipped to [MaxValueLen] bytes followed by "...".
+// A signed ticket in the sandbox ID, actor or origin of any record (sent
+// where they go by mistake) is shown without its signature, its key ID and
+// expiry kept.
 //
 // The middleware also sets [KeyID] (and [KeyActor] when known) on the active
 // OpenTelemetry span of an admitted request.

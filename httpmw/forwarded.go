@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/sandboxkit/sandboxkit/internal/trust"
+	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
 const xffHeader = "X-Forwarded-For"
@@ -278,8 +279,11 @@ func validPort(s string) bool {
 	return true
 }
 
-// clipQuote quotes untrusted text for a message, cut to a short length.
+// clipQuote quotes untrusted text for a message, cut to a short length,
+// a ticket's signature in it redacted before it is cut (cut inside it, 42
+// of its 43 characters would no longer read as a ticket's).
 func clipQuote(s string) string {
+	s = propagation.RedactTicketText(s)
 	const max = 64
 	if len(s) > max {
 		return fmt.Sprintf("%q...", s[:max])

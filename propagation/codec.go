@@ -237,8 +237,11 @@ var defaultCodec = func() *Codec {
 func Default() *Codec { return defaultCodec }
 
 // NewCodec returns a codec configured by opts. It fails only when a
-// configured header name or baggage key is not a valid token, or two keys
-// are the same.
+// configured header name or baggage key is not a valid token, two keys
+// are the same, or a header name or key is, ignoring case and reading '_'
+// as '-', a standard HTTP header that clients send for their own reasons
+// (Origin, From, Authorization, X-Request-Id, ...): a header named as a
+// key is a marker alone, and every request carrying it would hold one.
 func NewCodec(opts ...Option) (*Codec, error) {
 	cfg := newConfig(opts)
 	if err := cfg.validate(); err != nil {

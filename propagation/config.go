@@ -82,7 +82,9 @@ func WithHeader(name string) Option {
 }
 
 // WithBaggageKeys sets the baggage member keys for the ID, the actor and the
-// origin (defaults "sandbox.id", "sandbox.actor", "sandbox.origin").
+// origin (defaults "sandbox.id", "sandbox.actor", "sandbox.origin"). A
+// header named as a key is a marker alone, so a key may not be named as a
+// standard HTTP header ("origin", "from"): [NewCodec] refuses it.
 func WithBaggageKeys(id, actor, origin string) Option {
 	return optionFunc(func(c *config) { c.idKey, c.actorKey, c.originKey = id, actor, origin })
 }
@@ -144,6 +146,9 @@ func (c *config) validate() error {
 	if strings.EqualFold(c.header, baggageHeader) {
 		return fmt.Errorf("propagation: header name %q is reserved for W3C baggage", c.header)
 	}
+	if std, ok := standardHeader(c.header); ok {
+		return fmt.Errorf("propagation: header name %q is the standard HTTP header %s, which clients send for their own reasons: every request carrying it would hold a sandbox marker", c.header, std)
+	}
 	keys := append([]string{c.idKey, c.actorKey, c.originKey, c.ticketKey}, c.compat...)
 	seen := make(map[string]bool, len(keys))
 	for _, k := range keys {
@@ -153,9 +158,56 @@ func (c *config) validate() error {
 		if seen[k] {
 			return fmt.Errorf("propagation: baggage key %q is used twice", k)
 		}
+		if std, ok := standardHeader(k); ok {
+			return fmt.Errorf("propagation: baggage key %q is named as the standard HTTP header %s, which clients send for their own reasons: a header named as a key is a sandbox marker alone (see Codec.KeyHeaders), so every request carrying it would hold one", k, std)
+		}
 		seen[k] = true
 	}
 	return nil
+}
+
+// standardHeaders are the names, lower-case, of headers that clients,
+// browsers, proxies and tracers send for their own reasons: a dedicated
+// header or a baggage key named as one (a header named as a key is a
+// marker alone on every carrier) would make ordinary requests hold an
+// unreadable marker. The IANA registry's request headers and the de
+// facto ones of proxies and tracers.
+var standardHeaders = [...]string{
+	"a-im", "accept", "accept-charset", "accept-datetime", "accept-encoding",
+	"accept-language", "access-control-request-headers",
+	"access-control-request-method", "authorization", "b3", "cache-control",
+	"cdn-loop", "connection", "content-encoding", "content-language",
+	"content-length", "content-location", "content-md5", "content-range",
+	"content-type", "cookie", "date", "device-memory", "dnt", "downlink",
+	"dpr", "early-data", "ect", "expect", "forwarded", "from",
+	"grpc-accept-encoding", "grpc-encoding", "grpc-timeout", "host",
+	"http2-settings", "if-match", "if-modified-since", "if-none-match",
+	"if-range", "if-unmodified-since", "keep-alive", "max-forwards", "origin",
+	"pragma", "prefer", "priority", "proxy-authorization", "proxy-connection",
+	"range", "referer", "rtt", "save-data", "sec-ch-ua", "sec-ch-ua-mobile",
+	"sec-ch-ua-platform", "sec-fetch-dest", "sec-fetch-mode",
+	"sec-fetch-site", "sec-fetch-user", "sec-gpc", "sec-purpose",
+	"sec-websocket-extensions", "sec-websocket-key", "sec-websocket-protocol",
+	"sec-websocket-version", "te", "traceparent", "tracestate", "trailer",
+	"transfer-encoding", "uber-trace-id", "upgrade",
+	"upgrade-insecure-requests", "user-agent", "via", "viewport-width",
+	"warning", "width", "x-amzn-trace-id", "x-b3-flags", "x-b3-parentspanid",
+	"x-b3-sampled", "x-b3-spanid", "x-b3-traceid", "x-cloud-trace-context",
+	"x-correlation-id", "x-csrf-token", "x-forwarded-for", "x-forwarded-host",
+	"x-forwarded-port", "x-forwarded-prefix", "x-forwarded-proto",
+	"x-http-method-override", "x-real-ip", "x-request-id", "x-requested-with",
+}
+
+// standardHeader returns the standard header (see standardHeaders),
+// canonical, that name is to a hop that ignores case and reads '_' as
+// '-', as a CGI, WSGI, Rack or PHP hop does (see Codec.alias).
+func standardHeader(name string) (string, bool) {
+	for _, h := range standardHeaders {
+		if sameName(name, h) {
+			return canonical(h), true
+		}
+	}
+	return "", false
 }
 
 // isToken reports whether s is an RFC 7230 token, which is also what W3C

@@ -329,30 +329,80 @@ var plainTicketText = regexp.MustCompile(`(v1\.[A-Za-z0-9_-]{1,32}\.[0-9]{1,19}\
 // RedactTicketText returns s with the signature of every ticket in it
 // replaced by "redacted", its version, key ID and expiry kept as they
 // were written; s itself when it holds none. A ticket is found with any
-// of its bytes percent-encoded, as a baggage value may carry it. It reads
-// text, whatever carries it: for logs and copies kept for people to read.
-// Its cost is linear in len(s).
+// of its bytes percent-encoded, as a baggage value may carry it, and
+// wherever it starts, also inside what reads as another ticket's
+// signature. It reads text, whatever carries it: for logs and copies
+// kept for people to read. Its cost is linear in len(s).
 func RedactTicketText(s string) string {
 	if !mayHoldTicket(s) {
 		return s
 	}
+	re := ticketText
 	if strings.IndexByte(s, '%') < 0 {
-		return plainTicketText.ReplaceAllString(s, "${1}redacted")
+		re = plainTicketText
 	}
-	return ticketText.ReplaceAllString(s, "${1}redacted")
+	return redactMatches(re, s)
+}
+
+// redactMatches replaces the signature of every match of re (the text
+// after its first group) in s with "redacted". Each match is looked for
+// from the last 6 bytes of the one before (the longest "v1", "%76%31"),
+// not from its end: a match may take, as the last characters of its
+// signature, the start of a ticket right after it ("v1.a.1.<41
+// characters>v1.k1.<expiry>.<sig>"), which matched from the end would no
+// longer start as a ticket. No match starts further back inside another:
+// a signature holds no dot, so such a ticket's dots would be the other's,
+// and the 43 characters of signature after them are more than a key ID
+// or an expiry may hold.
+func redactMatches(re *regexp.Regexp, s string) string {
+	var b strings.Builder
+	done := 0 // s[:done] is written, or redacted
+	for pos := 0; pos < len(s); {
+		m := re.FindStringSubmatchIndex(s[pos:])
+		if m == nil {
+			break
+		}
+		start, end := max(pos+m[3], done), pos+m[1]
+		if end > done {
+			b.WriteString(s[done:start])
+			b.WriteString("redacted")
+			done = end
+		}
+		pos = max(pos+m[0]+1, end-len("%76%31"))
+	}
+	if done == 0 {
+		return s
+	}
+	b.WriteString(s[done:])
+	return b.String()
 }
 
 // mayHoldTicket reports whether s holds how every match of ticketText
 // starts ("v1." with any of its three bytes percent-encoded, the dot's
 // escape cut after its first hex digit): the cheap test before the
-// regular expression.
+// regular expression. It looks at each 'v' and, in text with a '%', for
+// "%76": two passes over s rather than one for each of the five starts.
 func mayHoldTicket(s string) bool {
-	for _, p := range [...]string{"v1.", "v1%2", "v%31", "%761", "%76%31"} {
-		if strings.Contains(s, p) {
+	for rest := s; ; {
+		i := strings.IndexByte(rest, 'v')
+		if i < 0 {
+			break
+		}
+		rest = rest[i+1:]
+		if strings.HasPrefix(rest, "1.") || strings.HasPrefix(rest, "1%2") || strings.HasPrefix(rest, "%31") {
 			return true
 		}
 	}
-	return false
+	for rest := s; ; {
+		i := strings.Index(rest, "%76")
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+3:]
+		if strings.HasPrefix(rest, "1") || strings.HasPrefix(rest, "%31") {
+			return true
+		}
+	}
 }
 
 // redacted returns ticket without its signature: its fields before the

@@ -75,9 +75,12 @@ const (
 
 // Clip shortens the parts of a sandbox that was not admitted, whose values
 // are whatever the sender wrote, to pub.MaxValueLen bytes before they go to
-// the audit log.
+// the audit log. A ticket's signature in them is redacted first
+// ([propagation.RedactTicketText]): cut inside it, 42 of its 43
+// characters would no longer read as a ticket's.
 func Clip(s propagation.Sandbox) propagation.Sandbox {
 	for _, p := range [...]*string{&s.ID, &s.Actor, &s.Origin} {
+		*p = propagation.RedactTicketText(*p)
 		if len(*p) > pub.MaxValueLen {
 			*p = (*p)[:pub.MaxValueLen] + "..."
 		}
@@ -99,14 +102,24 @@ func Emit(ctx context.Context, l *slog.Logger, ev Event) {
 	if !l.Enabled(ctx, level) {
 		return
 	}
+	// A ticket sent where the ID, actor or origin goes (a script's
+	// -H "Sandbox-Id: $TICKET"), or quoted in the reason (an
+	// X-Forwarded-For entry that is not an address), is shown without
+	// its signature: a record is read by people, and the ticket is a
+	// bearer credential. A value without one costs a few substring
+	// tests.
+	sb := ev.Sandbox
+	for _, p := range [...]*string{&sb.ID, &sb.Actor, &sb.Origin, &ev.Reason} {
+		*p = propagation.RedactTicketText(*p)
+	}
 	attrs := make([]slog.Attr, 0, 9)
 	attrs = append(attrs,
 		slog.String(KeyDecision, string(ev.Decision)),
-		slog.String(KeyID, ev.Sandbox.ID),
-		slog.String(KeyActor, ev.Sandbox.Actor),
+		slog.String(KeyID, sb.ID),
+		slog.String(KeyActor, sb.Actor),
 	)
 	for _, kv := range [...][2]string{
-		{KeyOrigin, ev.Sandbox.Origin},
+		{KeyOrigin, sb.Origin},
 		{KeyProtocol, ev.Protocol},
 		{KeyPeer, ev.Peer},
 		{KeyTarget, ev.Target},
@@ -121,7 +134,10 @@ func Emit(ctx context.Context, l *slog.Logger, ev Event) {
 }
 
 // Annotate sets sandbox.id (and sandbox.actor when known) on the span in
-// ctx, if it is recording.
+// ctx, if it is recording. An actor that holds a ticket (a trusted
+// client's mistake, and a valid actor) is set without its signature, as
+// in the audit record: tracing back ends keep spans for people to read.
+// The ID, a DNS label, cannot hold one.
 func Annotate(ctx context.Context, s *propagation.Sandbox) {
 	span := trace.SpanFromContext(ctx)
 	if !span.IsRecording() {
@@ -131,5 +147,5 @@ func Annotate(ctx context.Context, s *propagation.Sandbox) {
 		span.SetAttributes(attribute.String(KeyID, s.ID))
 		return
 	}
-	span.SetAttributes(attribute.String(KeyID, s.ID), attribute.String(KeyActor, s.Actor))
+	span.SetAttributes(attribute.String(KeyID, s.ID), attribute.String(KeyActor, propagation.RedactTicketText(s.Actor)))
 }
