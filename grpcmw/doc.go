@@ -131,10 +131,14 @@
 // baggage key, an empty sandbox-id value, and metadata named as any of our
 // baggage keys in any of its forms ([propagation.Codec.KeyHeaders]:
 // sandbox.id, uberctx-sandbox.actor, ot-baggage-sandbox.ticket; and
-// uberctx-sd-routing-key with [propagation.WithSignadot]), alone or beside
-// other markers, in any case, are unreadable (InvalidArgument from a
-// trusted peer, with a rejected record, as an HTTP hop answers 400;
-// stripped from any other). Other tools' routing keys
+// uberctx-sd-routing-key with [propagation.WithSignadot]), alone, in any
+// case, are unreadable (InvalidArgument from a trusted peer, with a
+// rejected record, as an HTTP hop answers 400; stripped from any other);
+// beside sandbox-id or baggage such metadata is one more reading of the
+// member it names (otelgrpc with OpenTelemetry's ottrace propagator
+// writes every baggage member as ot-baggage-<key>), admitted when it
+// agrees and unreadable when it does not, as the codec reads it
+// ([propagation.Codec.Read]). Other tools' routing keys
 // (Signadot's sd-routing-key in baggage and its uberctx- and ot-baggage-
 // metadata forms, Okteto's okteto-divert) and the underscore spellings of
 // marker keys that CGI-style hops read as the hyphenated ones (sandbox_id)

@@ -243,8 +243,21 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		}
 	}
 
-	m, readErr := s.gate.Codec.Read(&markerCarrier{header: s.header, hv: hv, bv: bv})
-	if keyMD != "" {
+	// Beside the dedicated header or baggage, metadata named as one of
+	// our keys is one more reading of the member it names (otelgrpc with
+	// OpenTelemetry's ottrace propagator writes every baggage member as
+	// ot-baggage-<key>): the codec reads it from the metadata, and it must
+	// agree. Alone, it is unreadable.
+	var named metadata.MD // only when there is one: each lookup of a miss scans
+	switch {
+	case keyMD == "":
+	case inPlace:
+		named = in
+	default:
+		named = md
+	}
+	m, readErr := s.gate.Codec.Read(&markerCarrier{header: s.header, hv: hv, bv: bv, named: named})
+	if keyMD != "" && (!m.Found || named == nil) {
 		m.Found = true
 		if readErr == nil {
 			readErr = fmt.Errorf("%w: metadata key %q is a baggage member key: send the sandbox in %s or baggage", propagation.ErrMalformed, keyMD, s.header)

@@ -173,7 +173,8 @@ func TestMarkersReadInPlaceAsLookedUp(t *testing.T) {
 			{"header as it is before another case", metadata.MD{"sandbox-id": {"feat-1"}, "SANDBOX-ID": {"feat-2"}}, "feat-1", codes.OK},
 			{"baggage as it is before another case", metadata.MD{"baggage": {"sandbox.id=feat-1"}, "Baggage": {"sandbox.id=feat-2"}}, "feat-1", codes.OK},
 			{"header and baggage disagree across cases", metadata.MD{"Sandbox-Id": {"feat-1"}, "Baggage": {"sandbox.id=feat-2"}}, "", codes.InvalidArgument},
-			{"header beside a key named as ours", metadata.MD{"Sandbox-Id": {"feat-1"}, "Sandbox.Id": {"feat-1"}}, "", codes.InvalidArgument},
+			{"header beside a key named as ours, agreeing", metadata.MD{"Sandbox-Id": {"feat-1"}, "Sandbox.Id": {"feat-1"}}, "feat-1", codes.OK},
+			{"header beside a key named as ours, disagreeing", metadata.MD{"Sandbox-Id": {"feat-1"}, "Sandbox.Id": {"feat-2"}}, "", codes.InvalidArgument},
 			{"foreign baggage only", metadata.MD{"Baggage": {"foo=bar"}}, "", codes.OK},
 		} {
 			got = ""

@@ -46,14 +46,26 @@ func (c mdCarrier) Keys() []string {
 type markerCarrier struct {
 	header string   // the dedicated header key, lower-case
 	hv, bv []string // its values, and the baggage values
+	// named is the call's metadata, where the codec looks up keys named
+	// as ours (Codec.KeyHeaders) beside the header and baggage; nil when
+	// the call has none of those.
+	named metadata.MD
 }
 
 func (c *markerCarrier) Values(key string) []string {
-	switch strings.ToLower(key) {
+	switch key = strings.ToLower(key); key {
 	case c.header:
 		return c.hv
 	case baggageKey:
 		return c.bv
+	}
+	if v, ok := c.named[key]; ok || c.named == nil {
+		return v
+	}
+	for k, v := range c.named { // gRPC's own lookups ignore case too
+		if strings.EqualFold(k, key) {
+			return v
+		}
 	}
 	return nil
 }

@@ -152,10 +152,24 @@ func TestServerTrust(t *testing.T) {
 			want: want{code: codes.InvalidArgument, msg: "lenient parser", decision: audit.Rejected},
 		},
 		{
-			name: "trusted peer, metadata named as a baggage key",
+			// One more reading of the member (otelgrpc with the ottrace
+			// propagator writes ot-baggage-sandbox.id): it agrees.
+			name: "trusted peer, metadata named as a baggage key, agreeing",
 			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
-			md:   []string{"sandbox-id", "feat-1", "sandbox.id", "feat-1"},
-			want: want{code: codes.InvalidArgument, msg: "baggage member key", decision: audit.Rejected},
+			md:   []string{"sandbox-id", "feat-1", "sandbox.id", "feat-1", "ot-baggage-sandbox.id", "feat-1"},
+			want: want{sandbox: "feat-1", header: "feat-1", decision: audit.Admitted},
+		},
+		{
+			name: "trusted peer, metadata named as a baggage key, disagreeing",
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
+			md:   []string{"sandbox-id", "feat-1", "ot-baggage-sandbox.id", "feat-2"},
+			want: want{code: codes.InvalidArgument, msg: "conflicting", decision: audit.Rejected},
+		},
+		{
+			name: "trusted peer, metadata named as the actor key, none in the markers",
+			opts: []grpcmw.ServerOption{grpcmw.WithTrustedNetworks(loopback)},
+			md:   []string{"sandbox-id", "feat-1", "ot-baggage-sandbox.actor", "alice"},
+			want: want{code: codes.InvalidArgument, msg: "conflicting", decision: audit.Rejected},
 		},
 		{
 			name: "trusted peer, metadata named as a baggage key alone",

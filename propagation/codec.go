@@ -475,6 +475,47 @@ func (c *Codec) keyHeader(carrier otelprop.TextMapCarrier, one *[1]string) bool 
 	return false
 }
 
+// confirmKeyHeaders reports whether every header on carrier named as one
+// of our keys (see [Codec.KeyHeaders]; on an http.Header, under
+// grpc-gateway's prefix too) holds the value m, read from the dedicated
+// header and baggage, has for that key: each is one more reading of the
+// member, which a hop running OpenTelemetry's ottrace propagator (or a
+// Jaeger one) reads as baggage. A header of the ticket's key is never
+// accepted: no hop of ours sends a ticket on, and a copy of it in a
+// header would outlive the ticket's removal from the baggage.
+func (c *Codec) confirmKeyHeaders(carrier otelprop.TextMapCarrier, isHTTP bool, m *Markers) error {
+	var one [1]string
+	check := func(names []name) error {
+		for i, n := range names {
+			vals := values(carrier, n.lower, n.canon, &one)
+			if len(vals) == 0 {
+				continue
+			}
+			var want string
+			switch c.kind(c.keys[i/len(baggageHeaderPrefixes)]) {
+			case kindID, kindCompat:
+				want = m.Sandbox.ID
+			case kindActor:
+				want = m.Sandbox.Actor
+			case kindOrigin:
+				want = m.Sandbox.Origin
+			default:
+				return c.errKeyHeader()
+			}
+			for _, v := range vals {
+				if v = trimOWS(v); v == "" || v != want {
+					return fmt.Errorf("%w: header %s has %s where the other markers have %s", ErrConflict, n.lower, quote(v), quote(want))
+				}
+			}
+		}
+		return nil
+	}
+	if err := check(c.keyHeaders); err != nil || !isHTTP {
+		return err
+	}
+	return check(c.gwKeyHeaders)
+}
+
 func (c *Codec) errKeyHeader() error {
 	via := "baggage"
 	if c.cfg.header != "" {
@@ -493,8 +534,9 @@ var baggageHeaderPrefixes = [...]string{"", "uberctx-", "ot-baggage-"}
 // header or metadata key of their own: each of [Codec.Keys], as it is and
 // prefixed as Jaeger ("uberctx-") and OpenTracing ("ot-baggage-") carry a
 // baggage item in a header. The ID key's three forms come first. No hop of
-// ours writes them: [Codec.Read] finds them unreadable, [Codec.Strip]
-// removes them.
+// ours writes them, but an OpenTelemetry ottrace or Jaeger propagator
+// does: [Codec.Read] finds them unreadable alone and requires them to
+// agree with the other markers beside them; [Codec.Strip] removes them.
 func (c *Codec) KeyHeaders() []string {
 	out := make([]string, len(c.keyHeaders))
 	for i, h := range c.keyHeaders {
@@ -541,7 +583,14 @@ func values(carrier otelprop.TextMapCarrier, key, canon string, one *[1]string) 
 // passes on to a gRPC hop as the markers themselves: Grpc-Metadata-Sandbox-Id
 // as one more value of the dedicated header, Grpc-Metadata-Baggage as
 // baggage of its own (each must agree with the other markers), and a key
-// header under that prefix (Grpc-Metadata-Sandbox.id) as unreadable.
+// header under that prefix (Grpc-Metadata-Sandbox.id) as a key header.
+//
+// A header named as one of our keys (see [Codec.KeyHeaders]) is
+// unreadable alone. Beside the dedicated header or baggage it is one more
+// reading of the member it names (OpenTelemetry's ottrace propagator
+// writes every baggage member as Ot-Baggage-<key>): it must hold the
+// value the other markers have for it, else the markers conflict. A
+// header of the ticket's key is unreadable whatever it holds.
 //
 // A header named as one of our keys in any of its forms (Sandbox.id,
 // Uberctx-Sandbox.actor, Ot-Baggage-Sandbox.ticket), the actor's, origin's
@@ -846,10 +895,18 @@ func (c *Codec) read(carrier otelprop.TextMapCarrier) (Markers, error) {
 		keyHeader = c.keyHeader(carrier, &one)
 	}
 	if keyHeader {
-		m.Found = true
-		if err == nil {
+		switch {
+		case err != nil:
+		case m.Found:
+			// Beside the dedicated header or baggage, a key header is
+			// one more reading of the member it names (OpenTelemetry's
+			// ottrace propagator writes every baggage member as one,
+			// Ot-Baggage-Sandbox.id): it must agree.
+			err = c.confirmKeyHeaders(carrier, isHTTP, &m)
+		default:
 			err = c.errKeyHeader()
 		}
+		m.Found = true
 	}
 	if err != nil || !m.Found {
 		return m, err

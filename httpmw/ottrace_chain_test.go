@@ -1,0 +1,84 @@
+package httpmw_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"testing"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/contrib/propagators/ot"
+	otelprop "go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/sandboxkit/sandboxkit/httpmw"
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// TestOTTracePropagatorChain: a fleet migrating from OpenTracing runs
+// OpenTelemetry with the ottrace propagator beside W3C's (tracecontext,
+// baggage, ottrace), which writes every baggage member as a header
+// ot-baggage-<key> too: a sandbox's call then carries
+// Ot-Baggage-Sandbox.id beside its baggage (when otelhttp's transport runs
+// under the library's, from the context's baggage), which the next hop
+// with the library refused as a marker (400) before it read such a header
+// as one more reading of the member, to agree with the others. Two
+// trusted services in such a fleet, A calling B, with both orders of A's
+// client transports.
+func TestOTTracePropagatorChain(t *testing.T) {
+	tp := sdktrace.NewTracerProvider()
+	defer tp.Shutdown(context.Background())
+	props := otelprop.NewCompositeTextMapPropagator(otelprop.TraceContext{}, otelprop.Baggage{}, ot.OT{})
+	loopback := httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8"))
+
+	b := httptest.NewServer(otelhttp.NewHandler(must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := propagation.FromContext(r.Context())
+		io.WriteString(w, s.ID)
+	}), loopback)), "B", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props)))
+	defer b.Close()
+
+	for _, order := range []struct {
+		name string
+		rt   func(http.RoundTripper) http.RoundTripper
+	}{
+		{"otelhttp outside httpmw", func(base http.RoundTripper) http.RoundTripper {
+			return otelhttp.NewTransport(must(httpmw.NewTransport(base)), otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props))
+		}},
+		{"httpmw outside otelhttp", func(base http.RoundTripper) http.RoundTripper {
+			return must(httpmw.NewTransport(otelhttp.NewTransport(base, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props))))
+		}},
+	} {
+		t.Run(order.name, func(t *testing.T) {
+			client := &http.Client{Transport: order.rt(&http.Transport{})}
+			defer client.CloseIdleConnections()
+			a := httptest.NewServer(otelhttp.NewHandler(must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, b.URL, nil)
+				resp, err := client.Do(req)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusBadGateway)
+					return
+				}
+				defer resp.Body.Close()
+				body, _ := io.ReadAll(resp.Body)
+				w.WriteHeader(resp.StatusCode)
+				w.Write(body)
+			}), loopback)), "A", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props)))
+			defer a.Close()
+
+			req, _ := http.NewRequest(http.MethodGet, a.URL, nil)
+			req.Header.Set("Sandbox-Id", "pr-1") // as a hop with the library sends it
+			req.Header.Set("Baggage", "sandbox.id=pr-1,sandbox.actor=alice")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || string(body) != "pr-1" {
+				t.Errorf("B answered %d %q; want 200 in sandbox pr-1", resp.StatusCode, body)
+			}
+		})
+	}
+}
