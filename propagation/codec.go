@@ -641,8 +641,8 @@ func (c *Codec) quiet(h http.Header) bool {
 // never true for one that holds either. It is the whole of the check for
 // a request without markers, which most requests are: middleware calls it
 // first and judges the source only when it reports false. It does not
-// allocate, unless a deep grpc-gateway form of baggage (see
-// [Codec.deepForm]) holds a percent-encoded key.
+// allocate, unless a deep grpc-gateway form of baggage (see the package
+// documentation, "grpc-gateway's forms") holds a percent-encoded key.
 func (c *Codec) Quiet(h http.Header) bool {
 	bag, hit := c.scanAct(h)
 	return !hit && (len(bag) == 0 || !c.holds(bag, &c.act))
@@ -1281,7 +1281,8 @@ func (c *Codec) StripsForeign() bool {
 // (Grpc-Metadata-Sandbox_Id, Grpc-Metadata-Uberctx-Sd-Routing-Key, foreign
 // keys in Grpc-Metadata-Baggage), which the gateway passes on to a gRPC
 // hop as the keys themselves, and the deep forms of every header the
-// codec acts on (see [Codec.deepForm]: Grpc-Metadata-Grpc-Metadata-Sandbox-Id,
+// codec acts on (see the package documentation, "grpc-gateway's forms":
+// Grpc-Metadata-Grpc-Metadata-Sandbox-Id,
 // in any case, with '_' for '-'), which Read does not read. On an
 // http.Header it reads the keys in one pass, whatever their number.
 func (c *Codec) Foreign(carrier otelprop.TextMapCarrier) bool {
@@ -1390,7 +1391,7 @@ func (c *Codec) foreignBaggage(lines []string) bool {
 // read as them, and the foreign keys' members and headers; on an
 // http.Header, grpc-gateway's forms of all of them too (Grpc-Metadata-
 // followed by the header's name, and the deep forms under any number of
-// prefixes, see [Codec.deepForm]). Every other
+// prefixes, see the package documentation, "grpc-gateway's forms"). Every other
 // baggage member is left as it was. Afterwards no parser a hop may run
 // (OpenTelemetry's, a lenient W3C one) reads any of our keys on carrier.
 func (c *Codec) Strip(carrier otelprop.TextMapCarrier) {
@@ -1442,8 +1443,8 @@ func (c *Codec) stripBaggage(carrier otelprop.TextMapCarrier, key, canon string,
 // spellings of marker headers) and leaves our markers as they are: for
 // middleware that admits a sandbox from an untrusted source on a valid
 // ticket, which vouches for that sandbox and for nothing else. On an
-// http.Header it also removes the deep grpc-gateway forms (see
-// [Codec.deepForm]) of our markers as of the foreign keys: they are not
+// http.Header it also removes the deep grpc-gateway forms (see the
+// package documentation, "grpc-gateway's forms") of our markers as of the foreign keys: they are not
 // read here, so no ticket vouches for them. Baggage
 // over the scan limits that may hold a foreign key is dropped whole,
 // ours with it, as [Codec.Strip] drops it.
