@@ -9,8 +9,6 @@ import (
 	"testing"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
-	"go.opentelemetry.io/contrib/propagators/ot"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/baggage"
 	otelprop "go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
@@ -20,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/sandboxkit/sandboxkit/grpcmw"
+	"github.com/sandboxkit/sandboxkit/internal/ottest"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -38,36 +37,12 @@ import (
 //     from is not served as production: refused (InvalidArgument), or
 //     admitted in the sandbox that member names.
 func TestOTPropagatorDifferential(t *testing.T) {
-	// The OT propagator reports values it cannot read to OpenTelemetry's
-	// error handler, which logs them.
-	prev := otel.GetErrorHandler()
-	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {}))
-	t.Cleanup(func() { otel.SetErrorHandler(prev) })
-
+	ottest.Quiet(t)
 	c := propagation.Default()
-	ours := map[string]bool{}
-	for _, k := range c.Keys() {
-		ours[k] = true
-	}
-	withOT := otelprop.NewCompositeTextMapPropagator(otelprop.TraceContext{}, otelprop.Baggage{}, ot.OT{})
-	asHeader := func(md metadata.MD) http.Header {
-		h := http.Header{}
-		for k, vs := range md {
-			for _, v := range vs {
-				h.Add(k, v)
-			}
-		}
-		return h
-	}
-	readOT := func(md metadata.MD) map[string]string {
-		out := map[string]string{}
-		for _, m := range baggage.FromContext(ot.OT{}.Extract(context.Background(), otelprop.HeaderCarrier(asHeader(md)))).Members() {
-			if ours[m.Key()] {
-				out[m.Key()] = m.Value()
-			}
-		}
-		return out
-	}
+	ours := ottest.OurKeys(c)
+	withOT := ottest.Propagators
+	asHeader := func(md metadata.MD) http.Header { return ottest.Canonical(md) }
+	readOT := func(md metadata.MD) map[string]string { return ottest.Ours(c, md) }
 
 	type served struct {
 		called  bool
@@ -111,10 +86,9 @@ func TestOTPropagatorDifferential(t *testing.T) {
 		conns[sv.name] = dial(t, startRaw(t, opts...))
 	}
 
-	otTrace := []string{
-		"ot-tracer-traceid", "4bf92f3577b34da6a3ce929d0e0e4736",
-		"ot-tracer-spanid", "00f067aa0ba902b7",
-		"ot-tracer-sampled", "true",
+	var otTrace []string
+	for _, kv := range ottest.TraceHeaders {
+		otTrace = append(otTrace, kv[0], kv[1])
 	}
 	values := []string{"pr-1", "pr-2", "", "%70r-1", "pr-1;p=1"}
 	beside := [][2]string{{}, {"sandbox-id", "pr-1"}, {"baggage", "sandbox.id=pr-1,sandbox.actor=alice"}}

@@ -7,18 +7,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
-	"go.opentelemetry.io/contrib/propagators/ot"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/baggage"
 	otelprop "go.opentelemetry.io/otel/propagation"
 
 	"github.com/sandboxkit/sandboxkit/httpmw"
+	"github.com/sandboxkit/sandboxkit/internal/ottest"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -40,19 +38,11 @@ import (
 //     ours from is not served as production: it is refused (400), or
 //     admitted in the sandbox that member names.
 func TestOTPropagatorDifferential(t *testing.T) {
-	// The OT propagator reports the values it cannot read to
-	// OpenTelemetry's error handler, which logs them.
-	prev := otel.GetErrorHandler()
-	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {}))
-	t.Cleanup(func() { otel.SetErrorHandler(prev) })
-
+	ottest.Quiet(t)
 	c := propagation.Default()
-	ours := map[string]bool{}
-	for _, k := range c.Keys() {
-		ours[k] = true
-	}
+	ours := ottest.OurKeys(c)
 	w3c := otelprop.NewCompositeTextMapPropagator(otelprop.TraceContext{}, otelprop.Baggage{})
-	withOT := otelprop.NewCompositeTextMapPropagator(otelprop.TraceContext{}, otelprop.Baggage{}, ot.OT{})
+	withOT := ottest.Propagators
 
 	type served struct {
 		sandbox propagation.Sandbox
@@ -85,26 +75,10 @@ func TestOTPropagatorDifferential(t *testing.T) {
 		servers[name] = srv
 	}
 
-	otTrace := [][2]string{
-		{"ot-tracer-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"},
-		{"ot-tracer-spanid", "00f067aa0ba902b7"},
-		{"ot-tracer-sampled", "true"},
-	}
+	otTrace := ottest.TraceHeaders
 	// readOT is what a Go hop with the OT propagator makes of h: its
 	// members of ours.
-	readOT := func(h http.Header) map[string]string {
-		canon := http.Header{} // as a server hands it over
-		for k, v := range h {
-			canon[textproto.CanonicalMIMEHeaderKey(k)] = v
-		}
-		out := map[string]string{}
-		for _, m := range baggage.FromContext(ot.OT{}.Extract(context.Background(), otelprop.HeaderCarrier(canon))).Members() {
-			if ours[m.Key()] {
-				out[m.Key()] = m.Value()
-			}
-		}
-		return out
-	}
+	readOT := func(h http.Header) map[string]string { return ottest.Ours(c, h) }
 
 	prefixes := []string{"ot-baggage-", "Ot-Baggage-", "OT-BAGGAGE-", "ot-Baggage-", "ot-baggage_", "Ot_Baggage_"}
 	values := []string{"pr-1", "pr-2", "", "%70r-1", "pr-1;p=1"}
