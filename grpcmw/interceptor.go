@@ -252,7 +252,7 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 	switch {
 	case keyMD == "":
 	case inPlace:
-		named = s.namedIn(in)
+		named = in // every spelling of a key is read (markerCarrier.Values)
 	default:
 		// gRPC's copy holds one spelling of a key that a layer handed on
 		// in several cases (the last in map order): all it gives.
@@ -652,24 +652,6 @@ func (s *server) scan(md metadata.MD) (hv, bv []string, named string) {
 		}
 	}
 	return hv, bv, named
-}
-
-// namedIn returns the keys of gRPC's incoming metadata in that are named
-// as ours (see isNamed), lower-case, each with the values of every
-// spelling it has in in: a layer before the interceptors may hand on
-// metadata.MD keys that are not lower-case, and metadata.FromIncomingContext
-// (a handler forwarding its metadata, otelgrpc's carrier) keeps one
-// spelling of each, whichever comes last in map order, so every one must
-// agree with the other markers.
-func (s *server) namedIn(in metadata.MD) metadata.MD {
-	out := make(metadata.MD, 1)
-	for k, v := range in {
-		if len(k) != 0 && s.namedLens[k[0]]&(1<<(len(k)%64)) != 0 && s.isNamed(k) {
-			lk := strings.ToLower(k)
-			out[lk] = append(out[lk][:len(out[lk]):len(out[lk])], v...)
-		}
-	}
-	return out
 }
 
 // isNamed reports whether k is one of named, in any case.
