@@ -137,8 +137,8 @@
 // beside sandbox-id or baggage such metadata is one more reading of the
 // member it names (otelgrpc with OpenTelemetry's ottrace propagator
 // writes every baggage member as ot-baggage-<key>), admitted when it
-// agrees and unreadable when it does not, as the codec reads it
-// ([propagation.Codec.Read]). Other tools' routing keys
+// agrees, in every case it is spelled in, and unreadable when it does
+// not, as the codec reads it ([propagation.Codec.Read]). Other tools' routing keys
 // (Signadot's sd-routing-key in baggage and its uberctx- and ot-baggage-
 // metadata forms, Okteto's okteto-divert) and the underscore spellings of
 // marker keys that CGI-style hops read as the hyphenated ones (sandbox_id)

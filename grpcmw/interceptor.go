@@ -252,8 +252,10 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 	switch {
 	case keyMD == "":
 	case inPlace:
-		named = in
+		named = in // every spelling of a key is read (markerCarrier.Values)
 	default:
+		// gRPC's copy holds one spelling of a key that a layer handed on
+		// in several cases (the last in map order): all it gives.
 		named = md
 	}
 	m, readErr := s.gate.Codec.Read(&markerCarrier{header: s.header, hv: hv, bv: bv, named: named})

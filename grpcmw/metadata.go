@@ -1,6 +1,7 @@
 package grpcmw
 
 import (
+	"slices"
 	"strings"
 
 	otelprop "go.opentelemetry.io/otel/propagation"
@@ -59,15 +60,25 @@ func (c *markerCarrier) Values(key string) []string {
 	case baggageKey:
 		return c.bv
 	}
-	if v, ok := c.named[key]; ok || c.named == nil {
-		return v
+	if c.named == nil {
+		return nil
 	}
-	for k, v := range c.named { // gRPC's own lookups ignore case too
-		if strings.EqualFold(k, key) {
-			return v
+	// Every spelling of key: a layer before the interceptors may hand on
+	// metadata.MD keys that are not lower-case, and
+	// metadata.FromIncomingContext (a handler forwarding its metadata,
+	// otelgrpc's carrier) keeps one spelling of each, whichever comes
+	// last in map order, so each must agree with the other markers.
+	v := c.named[key]
+	shared := true // v is the metadata's own slice
+	for k, o := range c.named {
+		if len(k) == len(key) && k != key && strings.EqualFold(k, key) {
+			if shared {
+				v, shared = slices.Clone(v), false
+			}
+			v = append(v, o...)
 		}
 	}
-	return nil
+	return v
 }
 
 func (c *markerCarrier) Get(key string) string {

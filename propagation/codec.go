@@ -506,6 +506,13 @@ func (c *Codec) confirmKeyHeaders(carrier otelprop.TextMapCarrier, isHTTP bool, 
 				if v = trimOWS(v); v == "" || v != want {
 					return fmt.Errorf("%w: header %s has %s where the other markers have %s", ErrConflict, n.lower, quote(v), quote(want))
 				}
+				// OpenTelemetry's ottrace propagator percent-decodes the
+				// value (baggage.NewMember), Jaeger's clients decode it
+				// as a query ('+' a space): a value that agrees as
+				// written may not as they read it.
+				if strings.IndexByte(v, '%') >= 0 || i%len(baggageHeaderPrefixes) == 1 && strings.IndexByte(v, '+') >= 0 {
+					return fmt.Errorf("%w: header %s has %s, which a hop decoding it reads as another value than the other markers' %s", ErrConflict, n.lower, quote(v), quote(want))
+				}
 			}
 		}
 		return nil
@@ -589,7 +596,9 @@ func values(carrier otelprop.TextMapCarrier, key, canon string, one *[1]string) 
 // unreadable alone. Beside the dedicated header or baggage it is one more
 // reading of the member it names (OpenTelemetry's ottrace propagator
 // writes every baggage member as Ot-Baggage-<key>): it must hold the
-// value the other markers have for it, else the markers conflict. A
+// value the other markers have for it, else the markers conflict, and
+// hold it as every parser reads it: no '%' (ottrace percent-decodes the
+// value), nor a '+' in Jaeger's form (its clients read a space). A
 // header of the ticket's key is unreadable whatever it holds.
 //
 // A header named as one of our keys in any of its forms (Sandbox.id,
