@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -100,12 +101,19 @@ func describe(ctx context.Context, db *sql.DB, d driver.Driver) string {
 	default:
 		return ""
 	}
+	// The first requests wait for the record: a server that answered the
+	// ping and then stalls holds them for describeTimeout at most.
+	ctx, cancel := context.WithTimeout(ctx, describeTimeout)
+	defer cancel()
 	var target sql.NullString
 	if err := db.QueryRowContext(ctx, q).Scan(&target); err != nil {
 		return ""
 	}
 	return target.String
 }
+
+// describeTimeout bounds [describe]'s question.
+const describeTimeout = 5 * time.Second
 
 // openingKey marks the context of the open's first connection.
 type openingKey struct{}
