@@ -81,3 +81,75 @@ func TestOTTracePropagatorChain(t *testing.T) {
 		})
 	}
 }
+
+// TestOTTraceOnlyHopKeepsSandbox: OpenTelemetry's ottrace propagator,
+// extracting after W3C's Baggage propagator, replaces the context's
+// baggage with the ot-baggage-<key> members it finds. A hop that runs
+// only OpenTelemetry (B) between two with the library (A, C) therefore
+// keeps the sandbox only if every call that carries ot-baggage- headers
+// carries the sandbox in them too. A forwards a request whose baggage
+// holds a member of the caller's own (tenant), with both orders of its
+// client transports; C must see the sandbox.
+func TestOTTraceOnlyHopKeepsSandbox(t *testing.T) {
+	tp := sdktrace.NewTracerProvider()
+	defer tp.Shutdown(context.Background())
+	props := ottest.Propagators
+	loopback := httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8"))
+	relay := func(client *http.Client, to string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, to, nil)
+			resp, err := client.Do(req)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			w.WriteHeader(resp.StatusCode)
+			w.Write(body)
+		}
+	}
+	c := httptest.NewServer(otelhttp.NewHandler(must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := propagation.FromContext(r.Context())
+		io.WriteString(w, "sandbox="+s.ID)
+	}), loopback)), "C", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props)))
+	defer c.Close()
+	bClient := &http.Client{Transport: otelhttp.NewTransport(&http.Transport{}, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props))}
+	defer bClient.CloseIdleConnections()
+	b := httptest.NewServer(otelhttp.NewHandler(relay(bClient, c.URL), "B", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props)))
+	defer b.Close()
+
+	for _, order := range []struct {
+		name string
+		rt   func(http.RoundTripper) http.RoundTripper
+	}{
+		{"otelhttp outside httpmw", func(base http.RoundTripper) http.RoundTripper {
+			return otelhttp.NewTransport(must(httpmw.NewTransport(base)), otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props))
+		}},
+		{"httpmw outside otelhttp", func(base http.RoundTripper) http.RoundTripper {
+			return must(httpmw.NewTransport(otelhttp.NewTransport(base, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props))))
+		}},
+	} {
+		t.Run(order.name, func(t *testing.T) {
+			client := &http.Client{Transport: order.rt(&http.Transport{})}
+			defer client.CloseIdleConnections()
+			a := httptest.NewServer(otelhttp.NewHandler(must(httpmw.NewHandler(relay(client, b.URL), loopback)),
+				"A", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props)))
+			defer a.Close()
+			for _, bag := range []string{"tenant=acme", "tenant=acme,sandbox.id=pr-1,sandbox.actor=alice"} {
+				req, _ := http.NewRequest(http.MethodGet, a.URL, nil)
+				req.Header.Set("Sandbox-Id", "pr-1")
+				req.Header.Set("Baggage", bag)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || string(body) != "sandbox=pr-1" {
+					t.Errorf("baggage %q: C answered %d %q; want 200 in sandbox pr-1", bag, resp.StatusCode, body)
+				}
+			}
+		})
+	}
+}

@@ -1124,6 +1124,65 @@ func (c *Codec) InjectSandbox(s Sandbox, carrier otelprop.TextMapCarrier) {
 	ours := b.Len()
 	c.appendOthers(&b, existing, false)
 	setHeader(carrier, baggageHeader, "Baggage", fitBaggage(b.String(), ours))
+	if hasOTBaggage(carrier) {
+		c.injectOTForm(s, carrier)
+	}
+}
+
+// otBaggagePrefix is OpenTracing's baggage header form, which
+// OpenTelemetry's ottrace propagator reads and writes.
+const otBaggagePrefix = "ot-baggage-"
+
+// hasOTBaggage reports whether carrier holds a header in OpenTracing's
+// baggage form (ot-baggage-<key>, any case).
+func hasOTBaggage(carrier otelprop.TextMapCarrier) bool {
+	is := func(k string) bool {
+		return len(k) > len(otBaggagePrefix) && strings.EqualFold(k[:len(otBaggagePrefix)], otBaggagePrefix)
+	}
+	if h, ok := carrier.(otelprop.HeaderCarrier); ok {
+		for k := range h {
+			if is(k) {
+				return true
+			}
+		}
+		return false
+	}
+	return slices.ContainsFunc(carrier.Keys(), is)
+}
+
+// injectOTForm writes s's members in OpenTracing's header form too
+// (Ot-Baggage-Sandbox.id), on a carrier that carries other baggage in
+// that form: OpenTelemetry's ottrace propagator, extracting after W3C's
+// Baggage propagator, replaces the context's baggage with the members it
+// finds in that form, so that a hop running only OpenTelemetry would
+// otherwise drop the sandbox and call on as production. A value is
+// written as ottrace writes one (as it is) only when ottrace reads it
+// back as the same: an actor or origin holding '%' or a byte outside
+// W3C's baggage value octets has no such header (ottrace's hop then
+// drops that member, and the sandbox keeps its ID), and a header of
+// ours it would have disagreed with is removed.
+func (c *Codec) injectOTForm(s Sandbox, carrier otelprop.TextMapCarrier) {
+	for i, v := range [...]string{s.ID, s.Actor, s.Origin} {
+		n := c.keyHeaders[i*len(baggageHeaderPrefixes)+2] // "", "uberctx-", "ot-baggage-"
+		if v == "" || !otValue(v) {
+			deleteHeader(carrier, n.lower, n.canon)
+			continue
+		}
+		setHeader(carrier, n.lower, n.canon, v)
+	}
+}
+
+// otValue reports whether v reads back as itself through ottrace's
+// extraction (baggage.NewMember, which percent-decodes and accepts W3C's
+// baggage value octets only).
+func otValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		b := v[i]
+		if b < 0x21 || b > 0x7e || b == '"' || b == ',' || b == ';' || b == '\\' || b == '%' {
+			return false
+		}
+	}
+	return true
 }
 
 // fitBaggage keeps line, our members (its first ours bytes) followed by
