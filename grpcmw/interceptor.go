@@ -863,6 +863,13 @@ func streamClient(codec *propagation.Codec, bud budget) grpc.StreamClientInterce
 // caller's metadata gets them, replacing ours and keeping foreign baggage
 // members. The caller's metadata is never modified.
 //
+// Outgoing metadata in OpenTracing's baggage form (ot-baggage-<key>, set
+// by the application) takes the copy too, so that the codec writes the
+// sandbox in that form beside it: an OpenTelemetry hop running the ottrace
+// propagator replaces the baggage with those members and would otherwise
+// call on as production, or as the sandbox a stale ot-baggage-sandbox.id
+// names.
+//
 // When ctx carries OpenTelemetry baggage, the returned context carries s in
 // it too ([propagation.Codec.MirrorContext]): gRPC calls a stats handler's
 // TagRPC after the interceptors, and otelgrpc's Baggage propagator then
@@ -876,6 +883,11 @@ func outgoing(ctx context.Context, codec *propagation.Codec, s propagation.Sandb
 	header := codec.Header()
 	if (header == "" || metadata.ValueFromOutgoingContext(ctx, header) == nil) &&
 		metadata.ValueFromOutgoingContext(ctx, baggageKey) == nil {
+		// The caller's metadata is copied only when there is some.
+		if md, ok := metadata.FromOutgoingContext(ctx); ok && hasOTKey(md) {
+			codec.InjectSandbox(s, mdCarrier(md))
+			return metadata.NewOutgoingContext(ctx, md)
+		}
 		out := &outCarrier{header: header}
 		codec.InjectSandbox(s, out)
 		if header == "" {

@@ -113,3 +113,17 @@ func (c *outCarrier) Get(string) string { return "" }
 func (c *outCarrier) Values(string) []string { return nil }
 
 func (c *outCarrier) Keys() []string { return nil }
+
+// otBaggagePrefix is OpenTracing's baggage key form, which OpenTelemetry's
+// ottrace propagator reads and writes.
+const otBaggagePrefix = "ot-baggage-"
+
+// hasOTKey reports whether md holds a key in OpenTracing's baggage form.
+func hasOTKey(md metadata.MD) bool {
+	for k := range md {
+		if len(k) > len(otBaggagePrefix) && strings.EqualFold(k[:len(otBaggagePrefix)], otBaggagePrefix) {
+			return true
+		}
+	}
+	return false
+}

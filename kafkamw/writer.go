@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -184,7 +185,12 @@ func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message, one *[1]k
 	for i := range msgs {
 		m := &out[i]
 		*m = msgs[i]
-		switch w.markers.scan(m.Headers) {
+		st := w.markers.scan(m.Headers)
+		if st != hasMarkers && hasOTHeader(m.Headers) {
+			w.injectAll(s, m, enc)
+			continue
+		}
+		switch st {
 		case noMarkers:
 			start := len(hs)
 			hs = append(hs, m.Headers...)
@@ -208,7 +214,12 @@ func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message, one *[1]k
 // decorateOne adds s to m, a copy of the caller's message, allocating its
 // header list (and a merged baggage value with it).
 func (w *Writer) decorateOne(s propagation.Sandbox, m *kafka.Message, enc []kafka.Header) error {
-	switch w.markers.scan(m.Headers) {
+	st := w.markers.scan(m.Headers)
+	if st != hasMarkers && hasOTHeader(m.Headers) {
+		w.injectAll(s, m, enc)
+		return nil
+	}
+	switch st {
 	case noMarkers:
 		hs := make([]kafka.Header, 0, len(m.Headers)+len(enc))
 		hs = append(hs, m.Headers...)
@@ -250,6 +261,11 @@ func (w *Writer) tagged(s propagation.Sandbox, m *kafka.Message, enc []kafka.Hea
 		return fmt.Errorf("has unreadable sandbox headers: %w", err)
 	case got.Found && got.Sandbox.ID != s.ID:
 		return fmt.Errorf("is tagged for sandbox %q, the context for %q", got.Sandbox.ID, s.ID)
+	case got.Found && hasOTHeader(m.Headers):
+		// Written again, in OpenTracing's form too (see hasOTHeader).
+		c := carrier{list: slices.Clone(m.Headers)}
+		w.codec.InjectSandbox(got.Sandbox, &c)
+		m.Headers = c.list
 	case got.Found:
 		m.Headers = slices.Clone(m.Headers) // the caller's, in a list of its own
 		if got.Ticket != "" {
@@ -370,4 +386,29 @@ func trimOWS(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// hasOTHeader reports whether hs holds a header in OpenTracing's baggage
+// form (ot-baggage-<key>, any case), which a producer's OpenTelemetry
+// ottrace propagator writes for every member of its context's baggage. A
+// consumer running ottrace replaces its baggage with those members: the
+// record must carry the sandbox in that form too
+// ([propagation.Codec.InjectSandbox] writes it there on such a list), or
+// that consumer goes on as production.
+func hasOTHeader(hs []kafka.Header) bool {
+	const prefix = "ot-baggage-"
+	for _, h := range hs {
+		if len(h.Key) > len(prefix) && strings.EqualFold(h.Key[:len(prefix)], prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// injectAll writes s into a copy of m's headers, merged with them, in
+// every form InjectSandbox writes on that list.
+func (w *Writer) injectAll(s propagation.Sandbox, m *kafka.Message, enc []kafka.Header) {
+	c := carrier{list: append(make([]kafka.Header, 0, len(m.Headers)+len(enc)+3), m.Headers...)}
+	w.codec.InjectSandbox(s, &c)
+	m.Headers = c.list
 }

@@ -1136,9 +1136,7 @@ const otBaggagePrefix = "ot-baggage-"
 // hasOTBaggage reports whether carrier holds a header in OpenTracing's
 // baggage form (ot-baggage-<key>, any case).
 func hasOTBaggage(carrier otelprop.TextMapCarrier) bool {
-	is := func(k string) bool {
-		return len(k) > len(otBaggagePrefix) && strings.EqualFold(k[:len(otBaggagePrefix)], otBaggagePrefix)
-	}
+	is := isOTBaggage
 	if h, ok := carrier.(otelprop.HeaderCarrier); ok {
 		for k := range h {
 			if is(k) {
@@ -1161,15 +1159,102 @@ func hasOTBaggage(carrier otelprop.TextMapCarrier) bool {
 // W3C's baggage value octets has no such header (ottrace's hop then
 // drops that member, and the sandbox keeps its ID), and a header of
 // ours it would have disagreed with is removed.
+//
+// The ticket's and the compatibility keys' headers in that form are
+// removed, as [Codec.InjectSandbox] removes those members from the
+// baggage. Then the members in that form are kept within W3C's limits
+// ([MaxBaggageMembers], [MaxBaggageBytes]): ottrace builds its baggage
+// with baggage.New, which drops the members over them in map order,
+// ours among them or not, so other members' headers go, the largest
+// first, until they fit (as other members leave the baggage header).
 func (c *Codec) injectOTForm(s Sandbox, carrier otelprop.TextMapCarrier) {
-	for i, v := range [...]string{s.ID, s.Actor, s.Origin} {
+	for i := range c.keys {
 		n := c.keyHeaders[i*len(baggageHeaderPrefixes)+2] // "", "uberctx-", "ot-baggage-"
+		v := ""
+		if i < 3 {
+			v = [...]string{s.ID, s.Actor, s.Origin}[i]
+		}
 		if v == "" || !otValue(v) {
 			deleteHeader(carrier, n.lower, n.canon)
 			continue
 		}
 		setHeader(carrier, n.lower, n.canon, v)
 	}
+	c.fitOTForm(carrier)
+}
+
+// fitOTForm removes other members' ot-baggage- headers from carrier, the
+// largest first, until the members ottrace reads from them are within
+// W3C's limits as baggage.New counts them (a member's size as key=value,
+// which a value's decoding never makes longer, and a comma between two).
+// It allocates only when they are not.
+func (c *Codec) fitOTForm(carrier otelprop.TextMapCarrier) {
+	h, isHeader := carrier.(otelprop.HeaderCarrier)
+	var keys []string
+	if !isHeader {
+		keys = carrier.Keys()
+	}
+	get := func(k string) string {
+		if isHeader {
+			if v := h[k]; len(v) > 0 {
+				return v[0]
+			}
+			return ""
+		}
+		return carrier.Get(k)
+	}
+	count, size := 0, -1
+	each := func(f func(k string)) {
+		if isHeader {
+			for k := range h {
+				if isOTBaggage(k) {
+					f(k)
+				}
+			}
+			return
+		}
+		for _, k := range keys {
+			if isOTBaggage(k) {
+				f(k)
+			}
+		}
+	}
+	each(func(k string) {
+		count++
+		size += len(k) - len(otBaggagePrefix) + 2 + len(get(k))
+	})
+	if count <= MaxBaggageMembers && size <= MaxBaggageBytes {
+		return
+	}
+	type member struct {
+		key  string
+		size int
+	}
+	var others []member
+	each(func(k string) {
+		if c.kind(strings.ToLower(k[len(otBaggagePrefix):])) == kindNone {
+			others = append(others, member{k, len(k) - len(otBaggagePrefix) + 2 + len(get(k))})
+		}
+	})
+	slices.SortStableFunc(others, func(a, b member) int { return b.size - a.size })
+	for _, m := range others {
+		if count <= MaxBaggageMembers && size <= MaxBaggageBytes {
+			return
+		}
+		if isHeader {
+			delete(h, m.key)
+		} else {
+			deleteHeader(carrier, m.key, m.key)
+		}
+		count--
+		size -= m.size
+	}
+}
+
+// isOTBaggage reports whether k is a header name in OpenTracing's baggage
+// form (ot-baggage-<key>, any case).
+func isOTBaggage(k string) bool {
+	return len(k) > len(otBaggagePrefix) && strings.EqualFold(k[:len(otBaggagePrefix)], otBaggagePrefix)
 }
 
 // otValue reports whether v reads back as itself through ottrace's

@@ -1,0 +1,47 @@
+package grpcmw_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"google.golang.org/grpc"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/sandboxkit/sandboxkit/grpcmw"
+	"github.com/sandboxkit/sandboxkit/internal/grpctest"
+	"github.com/sandboxkit/sandboxkit/internal/ottest"
+	"github.com/sandboxkit/sandboxkit/propagation"
+)
+
+// TestOTTraceActorsAtk6 is httpmw's test of the same name on gRPC: A's
+// grpcmw client interceptors under otelgrpc's client stats handler with
+// ottrace, its context holding OpenTelemetry baggage, calling C (grpcmw,
+// trusted), for actors ottrace cannot carry as they are. Actors holding
+// a '%' are a known fault (see CHANGELOG, atk6): otelgrpc writes the
+// mirrored member as it is in ot-baggage-sandbox.actor, which C refuses.
+func TestOTTraceActorsAtk6(t *testing.T) {
+	ottest.Quiet(t)
+	tp := sdktrace.NewTracerProvider()
+	defer tp.Shutdown(context.Background())
+	props := otelgrpc.WithPropagators(ottest.Propagators)
+	tpo := otelgrpc.WithTracerProvider(tp)
+	cAddr := start(t, &grpctest.Service{Name: "C"}, append(serverOpts(t, grpcmw.WithTrustedNetworks(loopback)),
+		grpc.StatsHandler(otelgrpc.NewServerHandler(props, tpo)))...)
+	toC := testpb.NewTestServiceClient(dial(t, cAddr, append(clientOpts(t),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(props, tpo)))...))
+	for _, actor := range []string{"alice", "a,b", "a b", "zoë", "50%", "a%41"} {
+		t.Run(actor, func(t *testing.T) {
+			if strings.Contains(actor, "%") {
+				t.Skip("known fault (atk6, left open): refused as InvalidArgument")
+			}
+			ctx := withOTelBaggage(t, propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-1", Actor: actor}), "tenant=acme")
+			seen, err := call(ctx, toC, unary)
+			if err != nil || seen.Sandbox != "pr-1" || seen.Actor != actor {
+				t.Errorf("C saw %+v, %v; want pr-1 with actor %q", seen, err, actor)
+			}
+		})
+	}
+}
