@@ -65,10 +65,9 @@ func TestOTTraceActorsAtk6(t *testing.T) {
 			w.Write(body)
 		}), loopback)), "A", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props)))
 		for _, actor := range []string{"alice", "50%", "a%41", "a,b", "a;b", "a b", `a"b`, `a\b`, "zoë"} {
-			if order.name == "httpmw outside otelhttp" && strings.Contains(actor, "%") {
-				t.Logf("skipped, known fault: actor %q", actor)
-				continue
-			}
+			// The known limitation: refused, never served as something
+			// else (pinned, so that a change either way is seen).
+			refused := order.name == "httpmw outside otelhttp" && strings.Contains(actor, "%")
 			req, _ := http.NewRequest(http.MethodGet, a.URL, nil)
 			req.Header.Set("Sandbox-Id", "pr-1")
 			req.Header.Set("Baggage", "tenant=acme,sandbox.id=pr-1,sandbox.actor="+url.PathEscape(actor))
@@ -78,7 +77,10 @@ func TestOTTraceActorsAtk6(t *testing.T) {
 			}
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK || string(body) != "pr-1/"+actor {
+			switch {
+			case refused && resp.StatusCode != http.StatusBadRequest:
+				t.Errorf("%s, actor %q: C answered %d %q; want the known refusal, 400", order.name, actor, resp.StatusCode, body)
+			case !refused && (resp.StatusCode != http.StatusOK || string(body) != "pr-1/"+actor):
 				t.Errorf("%s, actor %q: C answered %d %q; want 200 pr-1/%s", order.name, actor, resp.StatusCode, body, actor)
 			}
 		}
