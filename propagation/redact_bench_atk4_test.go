@@ -1,7 +1,6 @@
 package propagation_test
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 
@@ -25,7 +24,7 @@ func BenchmarkRedactTicketTextTickets(b *testing.B) {
 			b.SetBytes(int64(len(c.s)))
 			for b.Loop() {
 				if got := propagation.RedactTicketText(c.s); got == c.s {
-					b.Fatal(fmt.Sprintf("%.40q unchanged", c.s))
+					b.Fatalf("%.40q unchanged", c.s)
 				}
 			}
 		})
