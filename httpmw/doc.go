@@ -92,8 +92,10 @@
 // marker only further on, where they are read. Markers from a trusted source
 // that cannot be read (malformed or empty, conflicting header and baggage,
 // a key only some parsers read as ours, a header named as one of our keys
-// in any form, Sandbox.id or Uberctx-Sandbox.actor, even alone, over
-// the W3C baggage limits, a bad ticket) are answered with 400 Bad Request
+// in any form, Sandbox.id or Uberctx-Sandbox.actor, alone or disagreeing
+// with the other markers (beside them and agreeing, as OpenTelemetry's
+// ottrace propagator writes Ot-Baggage-Sandbox.id, it is one more reading
+// of the same sandbox), over the W3C baggage limits, a bad ticket) are answered with 400 Bad Request
 // and a short plain-text body naming the problem; the wrapped handler is
 // not called. Admitted
 // requests carry the sandbox in their context, and the active span gets

@@ -34,10 +34,15 @@
 // only when every parser reads one value: a lookalike key, a value with
 // bytes OpenTelemetry trims or rejects, or properties it drops make the
 // markers unreadable. [Codec.Strip] removes every one of them, and
-// [Codec.Inject] never keeps a lookalike next to ours. Without other
-// markers, only the header names that name a sandbox by themselves (the
-// ID key and the compatibility keys) are looked up: an actor alone names
-// none.
+// [Codec.Inject] never keeps a lookalike next to ours. A header named as
+// one of our keys (in Jaeger's uberctx- and OpenTracing's ot-baggage-
+// forms too) is unreadable alone; beside the dedicated header or baggage
+// it is one more reading of its member, which must agree, as
+// OpenTelemetry's ottrace propagator reads it (it writes every baggage
+// member in that form); one of the ticket's key never counts. On a
+// carrier that already carries baggage in OpenTracing's form,
+// [Codec.InjectSandbox] writes the sandbox in that form too: ottrace
+// replaces the context's baggage with the members it finds there.
 //
 // Other tools' routing keys (Signadot's sd-routing-key in baggage and its
 // header forms [SignadotJaegerHeader] and [SignadotDatadogHeader], Okteto's
