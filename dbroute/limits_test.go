@@ -461,8 +461,13 @@ func poolTurnsAreFair(t *testing.T, writers int) {
 	rd := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))
 	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	// Turns go by the test's clock; a waiting open's own bound is real
+	// time (WithOpenTimeout, a minute by default), which the whole test
+	// took under -race beside the other packages in CI, failing the
+	// waiters with "context deadline exceeded" mid-test: it is set far
+	// beyond what the test can take, so only the turns decide.
 	r := e.Router(t, p, dbroute.WithMaxPools(pools), dbroute.WithPoolTurn(time.Minute), dbroute.WithIdleTimeout(0),
-		dbroute.WithClock(clk.Now), dbroute.WithLogger(logger), dbroute.WithMeterProvider(mp))
+		dbroute.WithClock(clk.Now), dbroute.WithLogger(logger), dbroute.WithMeterProvider(mp), dbroute.WithOpenTimeout(time.Hour))
 	opens := func() int {
 		n := 0
 		for _, rec := range logs.Records() {
