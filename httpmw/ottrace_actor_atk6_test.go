@@ -40,17 +40,7 @@ func TestOTTraceActorsAtk6(t *testing.T) {
 		io.WriteString(w, s.ID+"/"+s.Actor)
 	}), loopback)), "C", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props)))
 	defer c.Close()
-	for _, order := range []struct {
-		name string
-		rt   func(http.RoundTripper) http.RoundTripper
-	}{
-		{"otelhttp outside httpmw", func(base http.RoundTripper) http.RoundTripper {
-			return otelhttp.NewTransport(must(httpmw.NewTransport(base)), otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props))
-		}},
-		{"httpmw outside otelhttp", func(base http.RoundTripper) http.RoundTripper {
-			return must(httpmw.NewTransport(otelhttp.NewTransport(base, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props))))
-		}},
-	} {
+	for _, order := range ottraceOrders(tp) {
 		client := &http.Client{Transport: order.rt(&http.Transport{})}
 		a := httptest.NewServer(otelhttp.NewHandler(must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, c.URL, nil)

@@ -38,17 +38,7 @@ func TestOTTracePropagatorChain(t *testing.T) {
 	}), loopback)), "B", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props)))
 	defer b.Close()
 
-	for _, order := range []struct {
-		name string
-		rt   func(http.RoundTripper) http.RoundTripper
-	}{
-		{"otelhttp outside httpmw", func(base http.RoundTripper) http.RoundTripper {
-			return otelhttp.NewTransport(must(httpmw.NewTransport(base)), otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props))
-		}},
-		{"httpmw outside otelhttp", func(base http.RoundTripper) http.RoundTripper {
-			return must(httpmw.NewTransport(otelhttp.NewTransport(base, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props))))
-		}},
-	} {
+	for _, order := range ottraceOrders(tp) {
 		t.Run(order.name, func(t *testing.T) {
 			client := &http.Client{Transport: order.rt(&http.Transport{})}
 			defer client.CloseIdleConnections()
@@ -95,20 +85,6 @@ func TestOTTraceOnlyHopKeepsSandbox(t *testing.T) {
 	defer tp.Shutdown(context.Background())
 	props := ottest.Propagators
 	loopback := httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8"))
-	relay := func(client *http.Client, to string) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, to, nil)
-			resp, err := client.Do(req)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadGateway)
-				return
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			w.WriteHeader(resp.StatusCode)
-			w.Write(body)
-		}
-	}
 	c := httptest.NewServer(otelhttp.NewHandler(must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, _ := propagation.FromContext(r.Context())
 		io.WriteString(w, "sandbox="+s.ID)
@@ -119,17 +95,7 @@ func TestOTTraceOnlyHopKeepsSandbox(t *testing.T) {
 	b := httptest.NewServer(otelhttp.NewHandler(relay(bClient, c.URL), "B", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props)))
 	defer b.Close()
 
-	for _, order := range []struct {
-		name string
-		rt   func(http.RoundTripper) http.RoundTripper
-	}{
-		{"otelhttp outside httpmw", func(base http.RoundTripper) http.RoundTripper {
-			return otelhttp.NewTransport(must(httpmw.NewTransport(base)), otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props))
-		}},
-		{"httpmw outside otelhttp", func(base http.RoundTripper) http.RoundTripper {
-			return must(httpmw.NewTransport(otelhttp.NewTransport(base, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props))))
-		}},
-	} {
+	for _, order := range ottraceOrders(tp) {
 		t.Run(order.name, func(t *testing.T) {
 			client := &http.Client{Transport: order.rt(&http.Transport{})}
 			defer client.CloseIdleConnections()

@@ -34,20 +34,6 @@ func TestOTTraceOnlyHopAtLimitsAtk6(t *testing.T) {
 	defer tp.Shutdown(context.Background())
 	props := ottest.Propagators
 	loopback := httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8"))
-	relay := func(client *http.Client, to string) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, to, nil)
-			resp, err := client.Do(req)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadGateway)
-				return
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			w.WriteHeader(resp.StatusCode)
-			w.Write(body)
-		}
-	}
 	c := httptest.NewServer(otelhttp.NewHandler(must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, _ := propagation.FromContext(r.Context())
 		io.WriteString(w, "sandbox="+s.ID)

@@ -1,0 +1,50 @@
+package httpmw_test
+
+import (
+	"io"
+	"net/http"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/sandboxkit/sandboxkit/httpmw"
+	"github.com/sandboxkit/sandboxkit/internal/ottest"
+)
+
+// relay is a service that calls to with client, in its request's context,
+// and answers what to answered.
+func relay(client *http.Client, to string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, to, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		w.WriteHeader(resp.StatusCode)
+		w.Write(body)
+	}
+}
+
+// transportOrder is one way to stack a service's client transports in a
+// fleet running OpenTelemetry with ottrace.
+type transportOrder struct {
+	name string
+	rt   func(http.RoundTripper) http.RoundTripper
+}
+
+// ottraceOrders are both orders of httpmw's transport and otelhttp's
+// (with ottest.Propagators and tp).
+func ottraceOrders(tp *sdktrace.TracerProvider) []transportOrder {
+	opts := []otelhttp.Option{otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(ottest.Propagators)}
+	return []transportOrder{
+		{"otelhttp outside httpmw", func(base http.RoundTripper) http.RoundTripper {
+			return otelhttp.NewTransport(must(httpmw.NewTransport(base)), opts...)
+		}},
+		{"httpmw outside otelhttp", func(base http.RoundTripper) http.RoundTripper {
+			return must(httpmw.NewTransport(otelhttp.NewTransport(base, opts...)))
+		}},
+	}
+}
