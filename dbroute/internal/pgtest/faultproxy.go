@@ -149,17 +149,19 @@ func (p *FaultProxy) handle(client net.Conn) {
 			p.mu.Unlock()
 			if hit {
 				if after {
-					server.Write(msg)
-					// The client goes first; the copier back to it stops
-					// at the server's first answer, which PostgreSQL
-					// sends once the statement is over. If that answer
-					// was already copied before the client closed, the
-					// copier waits for more that never comes: give the
-					// statement a moment, then close the server side
-					// anyway (PostgreSQL still reads and runs what was
-					// written before the close), or the session would
+					// The client goes first, before the statement is
+					// written: were it closed after, a quick statement's
+					// answer could be copied back to it in between, and
+					// the client would hear that it succeeded. The
+					// copier back to it stops at the server's first
+					// answer (its write to the closed client fails),
+					// which PostgreSQL sends once the statement is over;
+					// wait for it, or at most a moment, then close the
+					// server side (PostgreSQL still reads and runs what
+					// was written before the close), or the session would
 					// hold its locks and block the next attempt.
 					client.Close()
+					server.Write(msg)
 					copied := make(chan struct{})
 					go func() { back.Wait(); close(copied) }()
 					select {
