@@ -917,3 +917,42 @@ func BenchmarkSplitIdle(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCommit is what CommitMessages adds to a synchronous commit on
+// top of kafka-go's own, without a broker: the ledger's work and the
+// context the commit waits on, which Close also ends (see Reader.send).
+// An op is one commit of the last message of each of three partitions,
+// made with the same context each time, as a consume loop makes them (the
+// -eqcommits rows of [BenchmarkReaderRatio] make one every 100 messages);
+// the stand-in for kafka-go's CommitMessages only looks at the context's
+// end, as kafka-go's does.
+//
+//	go test ./kafkamw -run '^$' -bench 'BenchmarkCommit$' -benchmem
+func BenchmarkCommit(b *testing.B) {
+	plain, _ := syncedTable([]routes.Sandbox{{ID: benchSandbox}})
+	r := bareReader(b, plain, benchService)
+	r.gone, r.markGone = context.WithCancel(context.Background())
+	defer r.markGone()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	send := func(ctx context.Context, _ ...kafka.Message) error {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+			return nil
+		}
+	}
+	msgs := make([]kafka.Message, 3)
+	var off int64
+	b.ReportAllocs()
+	for b.Loop() {
+		off += commitEvery / 3
+		for p := range msgs {
+			msgs[p] = kafka.Message{Topic: "t", Partition: p, Offset: off}
+		}
+		if err := r.commit(ctx, send, msgs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -179,6 +179,10 @@ type Reader struct {
 
 	commitMu sync.Mutex // serialises commits, so skipped offsets never go back
 	ledger   ledger
+	// sendCtx is the context the last synchronous commit waited on (see
+	// send), kept for the next one made with a context of the same end;
+	// commitMu.
+	sendCtx sendContext
 
 	running        atomic.Bool         // Run is running
 	deadLetterDown atomic.Int64        // unix nanoseconds until which the dead-letter writer is not tried; 0 when healthy
@@ -665,19 +669,64 @@ var errClosedWhileCommitting = errors.New("kafkamw: the reader was closed before
 // every other commit (TestA14CommitRacingCloseReturns). send ends such a
 // wait once Close has closed the group reader. Asynchronous commits
 // return once queued, and kafka-go's own queueing watches Close.
+//
+// The context it waits on is kept for the next commit (r.sendCtx, under
+// commitMu, which every caller of send holds): a consume loop commits
+// with the same context each time, and building one per commit (a child
+// of the caller's and a callback on the reader's end: six allocations)
+// cost about as much CPU as kafka-go's own CommitMessages.
 func (r *Reader) send(ctx context.Context, send func(context.Context, ...kafka.Message) error, msgs []kafka.Message) error {
 	if r.rcfg.CommitInterval != 0 || r.gone == nil { // gone: nil in a Reader not built by NewReader (tests)
 		return send(ctx, msgs...)
 	}
-	sctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	stop := context.AfterFunc(r.gone, func() { cancel(errClosedWhileCommitting) })
-	defer stop()
+	sctx := r.sendCtx.get(ctx, r.gone)
 	err := send(sctx, msgs...)
 	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(sctx), errClosedWhileCommitting) {
 		return errClosedWhileCommitting
 	}
 	return err
+}
+
+// sendContext is the context a synchronous commit waits on: the caller's,
+// ended also once the reader is gone (with errClosedWhileCommitting as
+// its cause), kept from commit to commit.
+//
+// It is reused for a caller's context that ends with the one it was built
+// from: the same Done channel, so the same end and the same error (a
+// context with values added over the previous one, or any context that
+// never ends). kafka-go's CommitMessages reads nothing of its context but
+// its end. It holds the caller's context (and its values) until a commit
+// with another one, or Close, releases it.
+type sendContext struct {
+	done   <-chan struct{} // the Done of the caller's context ctx was built from
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	stop   func() bool // removes the callback on the reader's end
+}
+
+// get returns the context a commit made with ctx waits on, gone being the
+// reader's end. The reader's commitMu is held.
+func (c *sendContext) get(ctx, gone context.Context) context.Context {
+	done := ctx.Done()
+	if c.ctx != nil && c.done == done && c.ctx.Err() == nil {
+		return c.ctx
+	}
+	c.release()
+	sctx, cancel := context.WithCancelCause(ctx)
+	c.done, c.ctx, c.cancel = done, sctx, cancel
+	c.stop = context.AfterFunc(gone, func() { cancel(errClosedWhileCommitting) })
+	return sctx
+}
+
+// release drops the kept context, detaching it from the caller's context
+// and from the reader's end. The reader's commitMu is held.
+func (c *sendContext) release() {
+	if c.ctx == nil {
+		return
+	}
+	c.stop()
+	c.cancel(nil)
+	*c = sendContext{}
 }
 
 // flushSkipped commits the skipped messages that no returned message waits
@@ -753,6 +802,9 @@ func (r *Reader) Close() error {
 	if r.markGone != nil {
 		r.markGone()
 	}
+	r.commitMu.Lock()
+	r.sendCtx.release() // the caller's context, which it holds
+	r.commitMu.Unlock()
 	if err != nil {
 		return err
 	}
