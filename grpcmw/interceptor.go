@@ -868,7 +868,9 @@ func streamClient(codec *propagation.Codec, bud budget) grpc.StreamClientInterce
 // sandbox in that form beside it: an OpenTelemetry hop running the ottrace
 // propagator replaces the baggage with those members and would otherwise
 // call on as production, or as the sandbox a stale ot-baggage-sandbox.id
-// names.
+// names. That metadata, with the context's baggage that otelgrpc's
+// ottrace adds in the same form, is kept within ottrace's limits
+// ([propagation.Codec.FitOTForm]).
 //
 // When ctx carries OpenTelemetry baggage, the returned context carries s in
 // it too ([propagation.Codec.MirrorContext]): gRPC calls a stats handler's
@@ -886,6 +888,7 @@ func outgoing(ctx context.Context, codec *propagation.Codec, s propagation.Sandb
 		// The caller's metadata is copied only when there is some.
 		if md, ok := metadata.FromOutgoingContext(ctx); ok && hasOTKey(md) {
 			codec.InjectSandbox(s, mdCarrier(md))
+			codec.FitOTForm(mdCarrier(md), baggage.FromContext(ctx))
 			return metadata.NewOutgoingContext(ctx, md)
 		}
 		out := &outCarrier{header: header}
@@ -897,5 +900,6 @@ func outgoing(ctx context.Context, codec *propagation.Codec, s propagation.Sandb
 	}
 	md, _ := metadata.FromOutgoingContext(ctx) // a copy
 	codec.InjectSandbox(s, mdCarrier(md))
+	codec.FitOTForm(mdCarrier(md), baggage.FromContext(ctx))
 	return metadata.NewOutgoingContext(ctx, md)
 }

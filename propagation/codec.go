@@ -1180,15 +1180,37 @@ func (c *Codec) injectOTForm(s Sandbox, carrier otelprop.TextMapCarrier) {
 		}
 		setHeader(carrier, n.lower, n.canon, v)
 	}
-	c.fitOTForm(carrier)
+	c.fitOTForm(carrier, baggage.Baggage{})
+}
+
+// FitOTForm keeps the members in OpenTracing's header form on carrier
+// (ot-baggage-<key>) within ottrace's limits once an OpenTelemetry
+// ottrace propagator injecting after the codec has added every member of
+// bag, the context's baggage, in that form: otelhttp's transport under
+// httpmw's, or otelgrpc's stats handler, which gRPC runs after the
+// interceptors. [Codec.InjectSandbox] keeps the form within the limits
+// as it writes it, but the application's own headers in that form and
+// the context's members are then read together by the next hop's
+// ottrace, whose baggage.New drops the members over the limits in map
+// order, the sandbox's among them or not. Other members' headers that
+// are not in bag go, the largest first, until the union fits (bag itself,
+// as [Codec.MirrorContext] leaves it, is within them). A carrier without
+// that form is left as it is.
+func (c *Codec) FitOTForm(carrier otelprop.TextMapCarrier, bag baggage.Baggage) {
+	if bag.Len() == 0 || !hasOTBaggage(carrier) {
+		return
+	}
+	c.fitOTForm(carrier, bag)
 }
 
 // fitOTForm removes other members' ot-baggage- headers from carrier, the
-// largest first, until the members ottrace reads from them are within
-// W3C's limits as baggage.New counts them (a member's size as key=value,
-// which a value's decoding never makes longer, and a comma between two).
-// It allocates only when they are not.
-func (c *Codec) fitOTForm(carrier otelprop.TextMapCarrier) {
+// largest first, until the members ottrace reads from them, with those of
+// bag that an ottrace propagator injecting afterwards adds (or writes over
+// a header of the same key), are within W3C's limits as baggage.New counts
+// them (a member's size as key=value, which a value's decoding never makes
+// longer, and a comma between two). It allocates only when they are not,
+// or when bag has members.
+func (c *Codec) fitOTForm(carrier otelprop.TextMapCarrier, bag baggage.Baggage) {
 	h, isHeader := carrier.(otelprop.HeaderCarrier)
 	var keys []string
 	if !isHeader {
@@ -1203,7 +1225,6 @@ func (c *Codec) fitOTForm(carrier otelprop.TextMapCarrier) {
 		}
 		return carrier.Get(k)
 	}
-	count, size := 0, -1
 	each := func(f func(k string)) {
 		if isHeader {
 			for k := range h {
@@ -1219,6 +1240,13 @@ func (c *Codec) fitOTForm(carrier otelprop.TextMapCarrier) {
 			}
 		}
 	}
+	// An upper bound first: bag's members counted apart from the
+	// headers of the same keys.
+	added, addedSize := bag.Members(), 0
+	for _, m := range added {
+		addedSize += len(m.Key()) + 2 + len(m.Value())
+	}
+	count, size := len(added), addedSize-1
 	each(func(k string) {
 		count++
 		size += len(k) - len(otBaggagePrefix) + 2 + len(get(k))
@@ -1231,9 +1259,25 @@ func (c *Codec) fitOTForm(carrier otelprop.TextMapCarrier) {
 		size int
 	}
 	var others []member
+	count, size = len(added), addedSize-1
 	each(func(k string) {
-		if c.kind(strings.ToLower(k[len(otBaggagePrefix):])) == kindNone {
-			others = append(others, member{k, len(k) - len(otBaggagePrefix) + 2 + len(get(k))})
+		key := strings.ToLower(k[len(otBaggagePrefix):])
+		n := len(key) + 2 + len(get(k))
+		if len(added) > 0 {
+			if m := bag.Member(key); m.Key() != "" {
+				// ottrace writes the bag's value under this key; a
+				// second spelling may stay beside it, which the next
+				// hop reads as another line of the same key.
+				if d := n - (len(key) + 2 + len(m.Value())); d > 0 {
+					size += d
+				}
+				return
+			}
+		}
+		count++
+		size += n
+		if c.kind(key) == kindNone {
+			others = append(others, member{k, n})
 		}
 	})
 	slices.SortStableFunc(others, func(a, b member) int { return b.size - a.size })
