@@ -377,6 +377,11 @@ func NewCodec(opts ...Option) (*Codec, error) {
 		c.actLens[k[0]] |= 1 << (len(k) % 64)
 	}
 	c.actLens['G'], c.actLens['g'] = ^uint64(0), ^uint64(0) // see foreignLens
+	// A lookalike in OpenTracing's form (see otLookalike) may have any
+	// length.
+	for _, lens := range []*[256]uint64{&c.actLens, &c.markerLens, &c.keyLens} {
+		lens['O'], lens['o'] = ^uint64(0), ^uint64(0)
+	}
 	for b, l := range c.aliasLens {
 		c.actLens[b] |= l // see alias
 	}
@@ -405,13 +410,13 @@ func NewCodec(opts ...Option) (*Codec, error) {
 // iterator walks from a random one, and the call that reports the end
 // walks every slot after the last key (callgrind: Extract/baseline 507 →
 // 444 instructions, Handler/baseline 973 → 948).
-func scanSmall(h http.Header, lens *[256]uint64, names *byLength) (bag []string, hit bool) {
+func (c *Codec) scanSmall(h http.Header, lens *[256]uint64, names *byLength) (bag []string, hit bool) {
 	left := len(h)
 	for k, v := range h {
 		if len(k) != 0 && lens[k[0]]&(1<<(len(k)%64)) != 0 {
 			if k == "Baggage" {
 				bag = v
-			} else if names.has(k) {
+			} else if names.has(k) || c.otLookalike(k) {
 				return nil, true
 			}
 		}
@@ -520,7 +525,44 @@ func (c *Codec) confirmKeyHeaders(carrier otelprop.TextMapCarrier, isHTTP bool, 
 	if err := check(c.keyHeaders); err != nil || !isHTTP {
 		return err
 	}
+	if h := http.Header(carrier.(otelprop.HeaderCarrier)); c.otLookalikeIn(h) {
+		return c.errKeyHeader()
+	}
 	return check(c.gwKeyHeaders)
+}
+
+// otLookalike reports whether header key k is in OpenTracing's baggage
+// header form (ot-baggage-<key>, in any case, '_' for '-') with a key
+// that is none of ours as written (those are key headers, see
+// [Codec.KeyHeaders]) but one of ours to a lenient parser: a '%' escape
+// or a '+' in it (both token bytes, valid in a header name), as in
+// Ot-Baggage-Sandbox%2Eid. OpenTelemetry's ottrace propagator reads it
+// as the member "sandbox%2eid", which the hop sends on as W3C baggage,
+// where a lenient parser reads sandbox.id, and [Codec.Read] an
+// unreadable lookalike of it. Every other key costs a test of its first
+// byte.
+func (c *Codec) otLookalike(k string) bool {
+	if len(k) <= len(otBaggagePrefix) || k[0]|0x20 != 'o' || !sameName(k[:len(otBaggagePrefix)], otBaggagePrefix) {
+		return false
+	}
+	rest := k[len(otBaggagePrefix):]
+	if !lenient(rest) {
+		return false
+	}
+	w := newWork(len(rest))
+	kind, _ := c.classify(strings.ToLower(rest), &w)
+	return kind != kindNone
+}
+
+// otLookalikeIn reports whether h holds a key [Codec.otLookalike]
+// reports.
+func (c *Codec) otLookalikeIn(h http.Header) bool {
+	for k := range h {
+		if c.otLookalike(k) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Codec) errKeyHeader() error {
@@ -624,7 +666,7 @@ func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
 // the cheapest first, and no Markers built.
 func (c *Codec) quiet(h http.Header) bool {
 	if len(h) <= smallHeader {
-		bag, hit := scanSmall(h, &c.markerLens, &c.markerNames)
+		bag, hit := c.scanSmall(h, &c.markerLens, &c.markerNames)
 		return !hit && (len(bag) == 0 || !c.mentions(bag))
 	}
 	if c.header != "" {
@@ -641,7 +683,7 @@ func (c *Codec) quiet(h http.Header) bool {
 	if _, ok := h[gatewayBaggage]; ok {
 		return false
 	}
-	return !hasHeader(h, c.httpKeyHeaders)
+	return !hasHeader(h, c.httpKeyHeaders) && !c.otLookalikeIn(h)
 }
 
 // Quiet reports whether h holds nothing the codec acts on: no marker
@@ -668,7 +710,7 @@ func (c *Codec) scanAct(h http.Header) (bag []string, hit bool) {
 		if len(k) != 0 && c.actLens[k[0]]&(1<<(len(k)%64)) != 0 {
 			if k == "Baggage" {
 				bag = v
-			} else if n, acts := c.gatewayActs(k, v, &budget); acts || n == 0 && (c.actNames.has(k) || c.alias(k)) {
+			} else if n, acts := c.gatewayActs(k, v, &budget); acts || n == 0 && (c.actNames.has(k) || c.alias(k) || c.otLookalike(k)) {
 				return nil, true
 			}
 		}
@@ -736,14 +778,14 @@ func (c *Codec) alias(k string) bool {
 func (c *Codec) stripAliases(carrier otelprop.TextMapCarrier) {
 	if h, ok := carrier.(otelprop.HeaderCarrier); ok {
 		for k := range h {
-			if c.alias(k) {
+			if c.alias(k) || c.otLookalike(k) {
 				delete(h, k)
 			}
 		}
 		return
 	}
 	for _, k := range carrier.Keys() {
-		if c.alias(k) {
+		if c.alias(k) || c.otLookalike(k) {
 			deleteHeader(carrier, k, canonical(k))
 		}
 	}
@@ -891,14 +933,14 @@ func (c *Codec) read(carrier otelprop.TextMapCarrier) (Markers, error) {
 	if isHTTP {
 		switch {
 		case !m.Found:
-			keyHeader = hasHeader(http.Header(h), c.httpKeyHeaders)
+			keyHeader = hasHeader(http.Header(h), c.httpKeyHeaders) || c.otLookalikeIn(http.Header(h))
 		case len(h) <= smallHeader:
 			// One pass over a small header costs about as much as
 			// looking up the key headers without their gateway forms
 			// (see smallHeader).
-			_, keyHeader = scanSmall(http.Header(h), &c.keyLens, &c.keyNames)
+			_, keyHeader = c.scanSmall(http.Header(h), &c.keyLens, &c.keyNames)
 		default:
-			keyHeader = hasHeader(http.Header(h), c.keyHeaders) || hasHeader(http.Header(h), c.gwKeyHeaders)
+			keyHeader = hasHeader(http.Header(h), c.keyHeaders) || hasHeader(http.Header(h), c.gwKeyHeaders) || c.otLookalikeIn(http.Header(h))
 		}
 	} else {
 		keyHeader = c.keyHeader(carrier, &one)
