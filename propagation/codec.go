@@ -61,6 +61,12 @@ type Codec struct {
 	// foreignLens, "Baggage" included.
 	markerCanon, actCanon []string
 	markerLens, actLens   [256]uint64
+	// markerO, actO and keyO are what markerLens, actLens and keyLens
+	// held for 'O' and 'o' (in that order) before every bit was set
+	// there for a lookalike in OpenTracing's form (see otLookalike),
+	// which may have any length: a key that passes for that alone
+	// (Origin) is tried as one, and compared with nothing else.
+	markerO, actO, keyO [2]uint64
 	// markerNames, actNames and keyNames are markerCanon, actCanon and
 	// keyCanon by length, what a key that passes the filter is compared
 	// with (see byLength).
@@ -379,8 +385,12 @@ func NewCodec(opts ...Option) (*Codec, error) {
 	c.actLens['G'], c.actLens['g'] = ^uint64(0), ^uint64(0) // see foreignLens
 	// A lookalike in OpenTracing's form (see otLookalike) may have any
 	// length.
-	for _, lens := range []*[256]uint64{&c.actLens, &c.markerLens, &c.keyLens} {
-		lens['O'], lens['o'] = ^uint64(0), ^uint64(0)
+	for _, l := range []struct {
+		lens *[256]uint64
+		o    *[2]uint64
+	}{{&c.actLens, &c.actO}, {&c.markerLens, &c.markerO}, {&c.keyLens, &c.keyO}} {
+		*l.o = [2]uint64{l.lens['O'], l.lens['o']}
+		l.lens['O'], l.lens['o'] = ^uint64(0), ^uint64(0)
 	}
 	for b, l := range c.aliasLens {
 		c.actLens[b] |= l // see alias
@@ -410,12 +420,16 @@ func NewCodec(opts ...Option) (*Codec, error) {
 // iterator walks from a random one, and the call that reports the end
 // walks every slot after the last key (callgrind: Extract/baseline 507 →
 // 444 instructions, Handler/baseline 973 → 948).
-func (c *Codec) scanSmall(h http.Header, lens *[256]uint64, names *byLength) (bag []string, hit bool) {
+func (c *Codec) scanSmall(h http.Header, lens *[256]uint64, o *[2]uint64, names *byLength) (bag []string, hit bool) {
 	left := len(h)
 	for k, v := range h {
-		if len(k) != 0 && lens[k[0]]&(1<<(len(k)%64)) != 0 {
+		if bit := uint64(1) << (len(k) % 64); len(k) != 0 && lens[k[0]]&bit != 0 {
 			if k == "Baggage" {
 				bag = v
+			} else if onlyO(k[0], bit, o) {
+				if c.otLookalike(k) {
+					return nil, true
+				}
 			} else if names.has(k) || c.otLookalike(k) {
 				return nil, true
 			}
@@ -425,6 +439,20 @@ func (c *Codec) scanSmall(h http.Header, lens *[256]uint64, names *byLength) (ba
 		}
 	}
 	return bag, false
+}
+
+// onlyO reports whether a key starting with b, whose length bit is bit,
+// passed a first-byte-and-length filter only as a possible lookalike in
+// OpenTracing's form: b is 'O' or 'o', and the filter held no bit there
+// for a name (o, see markerO).
+func onlyO(b byte, bit uint64, o *[2]uint64) bool {
+	switch b {
+	case 'O':
+		return o[0]&bit == 0
+	case 'o':
+		return o[1]&bit == 0
+	}
+	return false
 }
 
 // byLength is a set of header names by their length modulo 64: a key is
@@ -542,7 +570,13 @@ func (c *Codec) confirmKeyHeaders(carrier otelprop.TextMapCarrier, isHTTP bool, 
 // unreadable lookalike of it. Every other key costs a test of its first
 // byte.
 func (c *Codec) otLookalike(k string) bool {
-	if len(k) <= len(otBaggagePrefix) || k[0]|0x20 != 'o' || !sameName(k[:len(otBaggagePrefix)], otBaggagePrefix) {
+	return len(k) > len(otBaggagePrefix) && k[0]|0x20 == 'o' && c.otLookalikeForm(k)
+}
+
+// otLookalikeForm is [Codec.otLookalike] past its first tests (inlined
+// where they are).
+func (c *Codec) otLookalikeForm(k string) bool {
+	if !sameName(k[:len(otBaggagePrefix)], otBaggagePrefix) {
 		return false
 	}
 	rest := k[len(otBaggagePrefix):]
@@ -648,6 +682,10 @@ func values(carrier otelprop.TextMapCarrier, key, canon string, one *[1]string) 
 // and ticket's as much as the ID's, is a marker even alone, and
 // unreadable, on every carrier: no hop of ours writes one, and Jaeger's
 // and OpenTracing's propagators turn the prefixed forms into baggage.
+// On an http.Header, a header in OpenTracing's form whose key is ours
+// to a lenient parser only (Ot-Baggage-Sandbox%2Eid, Ot-Baggage-Sandbox+.id)
+// is unreadable too, beside other markers or alone: ottrace sends it on
+// as the baggage member sandbox%2eid.
 //
 // Read does not allocate when the carrier holds no markers, and allocates
 // only to percent-decode values when it does.
@@ -666,7 +704,7 @@ func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
 // the cheapest first, and no Markers built.
 func (c *Codec) quiet(h http.Header) bool {
 	if len(h) <= smallHeader {
-		bag, hit := c.scanSmall(h, &c.markerLens, &c.markerNames)
+		bag, hit := c.scanSmall(h, &c.markerLens, &c.markerO, &c.markerNames)
 		return !hit && (len(bag) == 0 || !c.mentions(bag))
 	}
 	if c.header != "" {
@@ -707,9 +745,13 @@ func (c *Codec) scanAct(h http.Header) (bag []string, hit bool) {
 	left := len(h)
 	budget := MaxScanBaggageBytes // see bagActs
 	for k, v := range h {
-		if len(k) != 0 && c.actLens[k[0]]&(1<<(len(k)%64)) != 0 {
+		if bit := uint64(1) << (len(k) % 64); len(k) != 0 && c.actLens[k[0]]&bit != 0 {
 			if k == "Baggage" {
 				bag = v
+			} else if onlyO(k[0], bit, &c.actO) {
+				if c.otLookalike(k) {
+					return nil, true
+				}
 			} else if n, acts := c.gatewayActs(k, v, &budget); acts || n == 0 && (c.actNames.has(k) || c.alias(k) || c.otLookalike(k)) {
 				return nil, true
 			}
@@ -938,7 +980,7 @@ func (c *Codec) read(carrier otelprop.TextMapCarrier) (Markers, error) {
 			// One pass over a small header costs about as much as
 			// looking up the key headers without their gateway forms
 			// (see smallHeader).
-			_, keyHeader = c.scanSmall(http.Header(h), &c.keyLens, &c.keyNames)
+			_, keyHeader = c.scanSmall(http.Header(h), &c.keyLens, &c.keyO, &c.keyNames)
 		default:
 			keyHeader = hasHeader(http.Header(h), c.keyHeaders) || hasHeader(http.Header(h), c.gwKeyHeaders) || c.otLookalikeIn(http.Header(h))
 		}
