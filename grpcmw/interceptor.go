@@ -795,7 +795,7 @@ func NewClientInterceptors(opts ...ClientOption) (*ClientInterceptors, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &ClientInterceptors{unary: unaryClient(cfg.codec, newBudget(&cfg)), stream: streamClient(cfg.codec, newBudget(&cfg))}, nil
+	return &ClientInterceptors{unary: unaryClient(cfg.codec, cfg.codec.KeyHeaders(), newBudget(&cfg)), stream: streamClient(cfg.codec, cfg.codec.KeyHeaders(), newBudget(&cfg))}, nil
 }
 
 // Unary returns the unary client interceptor.
@@ -811,21 +811,21 @@ func (out *ClientInterceptors) Stream() grpc.StreamClientInterceptor { return ou
 // path of a call without a sandbox got slower.
 //
 //go:noinline
-func unaryClient(codec *propagation.Codec, bud budget) grpc.UnaryClientInterceptor {
+func unaryClient(codec *propagation.Codec, named []string, bud budget) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		s, ok := propagation.FromContext(ctx)
 		if !bud.Covers(ok) {
 			if !ok {
 				return invoker(ctx, method, req, reply, cc, opts...)
 			}
-			return invoker(outgoing(ctx, codec, s), method, req, reply, cc, opts...)
+			return invoker(outgoing(ctx, codec, named, s), method, req, reply, cc, opts...)
 		}
 		done, err := bud.allow(ctx, s, method, false)
 		if err != nil {
 			return err
 		}
 		if ok {
-			ctx = outgoing(ctx, codec, s)
+			ctx = outgoing(ctx, codec, named, s)
 		}
 		err = invoker(ctx, method, req, reply, cc, opts...)
 		done(outcome(err))
@@ -834,21 +834,21 @@ func unaryClient(codec *propagation.Codec, bud budget) grpc.UnaryClientIntercept
 }
 
 //go:noinline
-func streamClient(codec *propagation.Codec, bud budget) grpc.StreamClientInterceptor {
+func streamClient(codec *propagation.Codec, named []string, bud budget) grpc.StreamClientInterceptor {
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		s, ok := propagation.FromContext(ctx)
 		if !bud.Covers(ok) {
 			if !ok {
 				return streamer(ctx, desc, cc, method, opts...)
 			}
-			return streamer(outgoing(ctx, codec, s), desc, cc, method, opts...)
+			return streamer(outgoing(ctx, codec, named, s), desc, cc, method, opts...)
 		}
 		done, err := bud.allow(ctx, s, method, false)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			ctx = outgoing(ctx, codec, s)
+			ctx = outgoing(ctx, codec, named, s)
 		}
 		end := newStreamEnd(done)
 		cs, err := streamer(ctx, desc, cc, method, append(opts[:len(opts):len(opts)], end.option())...)
@@ -863,12 +863,17 @@ func streamClient(codec *propagation.Codec, bud budget) grpc.StreamClientInterce
 // caller's metadata gets them, replacing ours and keeping foreign baggage
 // members. The caller's metadata is never modified.
 //
-// Outgoing metadata in OpenTracing's baggage form (ot-baggage-<key>, set
-// by the application) takes the copy too, so that the codec writes the
+// Outgoing metadata named as one of our keys (sandbox.id,
+// uberctx-sandbox.actor, see [propagation.Codec.KeyHeaders]) takes the
+// copy too, and is removed from it (see inject). Outgoing metadata in
+// OpenTracing's baggage form (ot-baggage-<key>, set by the application)
+// takes the copy too, so that the codec writes the
 // sandbox in that form beside it: an OpenTelemetry hop running the ottrace
 // propagator replaces the baggage with those members and would otherwise
 // call on as production, or as the sandbox a stale ot-baggage-sandbox.id
-// names.
+// names. That metadata, with the context's baggage that otelgrpc's
+// ottrace adds in the same form, is kept within ottrace's limits
+// ([propagation.Codec.FitOTForm]).
 //
 // When ctx carries OpenTelemetry baggage, the returned context carries s in
 // it too ([propagation.Codec.MirrorContext]): gRPC calls a stats handler's
@@ -876,7 +881,7 @@ func streamClient(codec *propagation.Codec, bud budget) grpc.StreamClientInterce
 // sets the baggage metadata from the context's baggage, replacing ours, so
 // that an OpenTelemetry-only next hop would get that baggage without the
 // sandbox, or with a stale one of ours.
-func outgoing(ctx context.Context, codec *propagation.Codec, s propagation.Sandbox) context.Context {
+func outgoing(ctx context.Context, codec *propagation.Codec, named []string, s propagation.Sandbox) context.Context {
 	if baggage.FromContext(ctx).Len() > 0 {
 		ctx = codec.MirrorContext(ctx, s)
 	}
@@ -884,9 +889,8 @@ func outgoing(ctx context.Context, codec *propagation.Codec, s propagation.Sandb
 	if (header == "" || metadata.ValueFromOutgoingContext(ctx, header) == nil) &&
 		metadata.ValueFromOutgoingContext(ctx, baggageKey) == nil {
 		// The caller's metadata is copied only when there is some.
-		if md, ok := metadata.FromOutgoingContext(ctx); ok && hasOTKey(md) {
-			codec.InjectSandbox(s, mdCarrier(md))
-			return metadata.NewOutgoingContext(ctx, md)
+		if md, ok := metadata.FromOutgoingContext(ctx); ok && (hasOTKey(md) || hasNamed(md, named)) {
+			return inject(ctx, codec, named, s, md)
 		}
 		out := &outCarrier{header: header}
 		codec.InjectSandbox(s, out)
@@ -896,6 +900,32 @@ func outgoing(ctx context.Context, codec *propagation.Codec, s propagation.Sandb
 		return metadata.AppendToOutgoingContext(ctx, header, out.id, baggageKey, out.baggage)
 	}
 	md, _ := metadata.FromOutgoingContext(ctx) // a copy
+	return inject(ctx, codec, named, s, md)
+}
+
+// inject returns ctx with md, a copy of its outgoing metadata, carrying s
+// in place of every marker of ours: keys named as ours (named, see
+// [propagation.Codec.KeyHeaders]) are removed first, as httpmw's transport
+// drops such headers, since the codec writes none but those in
+// OpenTracing's form, and one left from elsewhere (a handler forwarding
+// its incoming metadata, code written for Jaeger) would be read by the
+// next hop beside the markers of s, another sandbox's or actor's, and
+// the call refused there.
+func inject(ctx context.Context, codec *propagation.Codec, named []string, s propagation.Sandbox, md metadata.MD) context.Context {
+	for _, k := range named {
+		delete(md, k) // the copy's keys are lower-case
+	}
 	codec.InjectSandbox(s, mdCarrier(md))
+	codec.FitOTForm(mdCarrier(md), baggage.FromContext(ctx))
 	return metadata.NewOutgoingContext(ctx, md)
+}
+
+// hasNamed reports whether md, with lower-case keys, holds one of named.
+func hasNamed(md metadata.MD, named []string) bool {
+	for _, k := range named {
+		if _, ok := md[k]; ok {
+			return true
+		}
+	}
+	return false
 }

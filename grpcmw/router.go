@@ -47,6 +47,7 @@ type Router struct {
 	table    *routes.Table
 	service  string
 	codec    *propagation.Codec
+	named    []string // the codec's KeyHeaders
 	logger   *slog.Logger
 	dialOpts []grpc.DialOption
 	fallback bool
@@ -139,6 +140,7 @@ func NewRouter(baseline grpc.ClientConnInterface, table *routes.Table, service s
 		table:    table,
 		service:  service,
 		codec:    cfg.codec,
+		named:    cfg.codec.KeyHeaders(),
 		logger:   cfg.logger,
 		dialOpts: cfg.dialOpts,
 		fallback: cfg.fallback,
@@ -178,7 +180,7 @@ func (r *Router) invoke(ctx context.Context, s propagation.Sandbox, ok bool, met
 	if err != nil {
 		return err
 	}
-	ctx = outgoing(ctx, r.codec, s)
+	ctx = outgoing(ctx, r.codec, r.named, s)
 	if c == nil {
 		return r.baseline.Invoke(ctx, method, args, reply, opts...)
 	}
@@ -227,7 +229,7 @@ func (r *Router) newStream(ctx context.Context, s propagation.Sandbox, ok bool, 
 	if err != nil {
 		return nil, err
 	}
-	ctx = outgoing(ctx, r.codec, s)
+	ctx = outgoing(ctx, r.codec, r.named, s)
 	if c == nil {
 		return r.baseline.NewStream(ctx, desc, method, opts...)
 	}

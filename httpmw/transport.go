@@ -391,6 +391,11 @@ func (t *Transport) outgoing(r *http.Request, s propagation.Sandbox, inject bool
 			// baggage header from the context's baggage, replacing
 			// ours: the context's must carry the sandbox too.
 			out = out.WithContext(c.MirrorContext(ctx, s))
+			// An ottrace propagator in that base adds the context's
+			// members in OpenTracing's form beside those on the
+			// request: together they must stay within ottrace's
+			// limits, or the next hop's drops ours in map order.
+			c.FitOTForm(otelprop.HeaderCarrier(out.Header), baggage.FromContext(out.Context()))
 		}
 	}
 	if conn, ok := out.Header["Connection"]; ok {

@@ -61,6 +61,12 @@ type Codec struct {
 	// foreignLens, "Baggage" included.
 	markerCanon, actCanon []string
 	markerLens, actLens   [256]uint64
+	// markerO, actO and keyO are what markerLens, actLens and keyLens
+	// held for 'O' and 'o' (in that order) before every bit was set
+	// there for a lookalike in OpenTracing's form (see otLookalike),
+	// which may have any length: a key that passes for that alone
+	// (Origin) is tried as one, and compared with nothing else.
+	markerO, actO, keyO [2]uint64
 	// markerNames, actNames and keyNames are markerCanon, actCanon and
 	// keyCanon by length, what a key that passes the filter is compared
 	// with (see byLength).
@@ -377,6 +383,15 @@ func NewCodec(opts ...Option) (*Codec, error) {
 		c.actLens[k[0]] |= 1 << (len(k) % 64)
 	}
 	c.actLens['G'], c.actLens['g'] = ^uint64(0), ^uint64(0) // see foreignLens
+	// A lookalike in OpenTracing's form (see otLookalike) may have any
+	// length.
+	for _, l := range []struct {
+		lens *[256]uint64
+		o    *[2]uint64
+	}{{&c.actLens, &c.actO}, {&c.markerLens, &c.markerO}, {&c.keyLens, &c.keyO}} {
+		*l.o = [2]uint64{l.lens['O'], l.lens['o']}
+		l.lens['O'], l.lens['o'] = ^uint64(0), ^uint64(0)
+	}
 	for b, l := range c.aliasLens {
 		c.actLens[b] |= l // see alias
 	}
@@ -405,13 +420,17 @@ func NewCodec(opts ...Option) (*Codec, error) {
 // iterator walks from a random one, and the call that reports the end
 // walks every slot after the last key (callgrind: Extract/baseline 507 →
 // 444 instructions, Handler/baseline 973 → 948).
-func scanSmall(h http.Header, lens *[256]uint64, names *byLength) (bag []string, hit bool) {
+func (c *Codec) scanSmall(h http.Header, lens *[256]uint64, o *[2]uint64, names *byLength) (bag []string, hit bool) {
 	left := len(h)
 	for k, v := range h {
-		if len(k) != 0 && lens[k[0]]&(1<<(len(k)%64)) != 0 {
+		if bit := uint64(1) << (len(k) % 64); len(k) != 0 && lens[k[0]]&bit != 0 {
 			if k == "Baggage" {
 				bag = v
-			} else if names.has(k) {
+			} else if onlyO(k[0], bit, o) {
+				if c.otLookalike(k) {
+					return nil, true
+				}
+			} else if names.has(k) || c.otLookalike(k) {
 				return nil, true
 			}
 		}
@@ -420,6 +439,20 @@ func scanSmall(h http.Header, lens *[256]uint64, names *byLength) (bag []string,
 		}
 	}
 	return bag, false
+}
+
+// onlyO reports whether a key starting with b, whose length bit is bit,
+// passed a first-byte-and-length filter only as a possible lookalike in
+// OpenTracing's form: b is 'O' or 'o', and the filter held no bit there
+// for a name (o, see markerO).
+func onlyO(b byte, bit uint64, o *[2]uint64) bool {
+	switch b {
+	case 'O':
+		return o[0]&bit == 0
+	case 'o':
+		return o[1]&bit == 0
+	}
+	return false
 }
 
 // byLength is a set of header names by their length modulo 64: a key is
@@ -520,7 +553,50 @@ func (c *Codec) confirmKeyHeaders(carrier otelprop.TextMapCarrier, isHTTP bool, 
 	if err := check(c.keyHeaders); err != nil || !isHTTP {
 		return err
 	}
+	if h := http.Header(carrier.(otelprop.HeaderCarrier)); c.otLookalikeIn(h) {
+		return c.errKeyHeader()
+	}
 	return check(c.gwKeyHeaders)
+}
+
+// otLookalike reports whether header key k is in OpenTracing's baggage
+// header form (ot-baggage-<key>, in any case, '_' for '-') with a key
+// that is none of ours as written (those are key headers, see
+// [Codec.KeyHeaders]) but one of ours to a lenient parser: a '%' escape
+// or a '+' in it (both token bytes, valid in a header name), as in
+// Ot-Baggage-Sandbox%2Eid. OpenTelemetry's ottrace propagator reads it
+// as the member "sandbox%2eid", which the hop sends on as W3C baggage,
+// where a lenient parser reads sandbox.id, and [Codec.Read] an
+// unreadable lookalike of it. Every other key costs a test of its first
+// byte.
+func (c *Codec) otLookalike(k string) bool {
+	return len(k) > len(otBaggagePrefix) && k[0]|0x20 == 'o' && c.otLookalikeForm(k)
+}
+
+// otLookalikeForm is [Codec.otLookalike] past its first tests (inlined
+// where they are).
+func (c *Codec) otLookalikeForm(k string) bool {
+	if !sameName(k[:len(otBaggagePrefix)], otBaggagePrefix) {
+		return false
+	}
+	rest := k[len(otBaggagePrefix):]
+	if !lenient(rest) {
+		return false
+	}
+	w := newWork(len(rest))
+	kind, _ := c.classify(strings.ToLower(rest), &w)
+	return kind != kindNone
+}
+
+// otLookalikeIn reports whether h holds a key [Codec.otLookalike]
+// reports.
+func (c *Codec) otLookalikeIn(h http.Header) bool {
+	for k := range h {
+		if c.otLookalike(k) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Codec) errKeyHeader() error {
@@ -606,6 +682,10 @@ func values(carrier otelprop.TextMapCarrier, key, canon string, one *[1]string) 
 // and ticket's as much as the ID's, is a marker even alone, and
 // unreadable, on every carrier: no hop of ours writes one, and Jaeger's
 // and OpenTracing's propagators turn the prefixed forms into baggage.
+// On an http.Header, a header in OpenTracing's form whose key is ours
+// to a lenient parser only (Ot-Baggage-Sandbox%2Eid, Ot-Baggage-Sandbox+.id)
+// is unreadable too, beside other markers or alone: ottrace sends it on
+// as the baggage member sandbox%2eid.
 //
 // Read does not allocate when the carrier holds no markers, and allocates
 // only to percent-decode values when it does.
@@ -624,7 +704,7 @@ func (c *Codec) Read(carrier otelprop.TextMapCarrier) (Markers, error) {
 // the cheapest first, and no Markers built.
 func (c *Codec) quiet(h http.Header) bool {
 	if len(h) <= smallHeader {
-		bag, hit := scanSmall(h, &c.markerLens, &c.markerNames)
+		bag, hit := c.scanSmall(h, &c.markerLens, &c.markerO, &c.markerNames)
 		return !hit && (len(bag) == 0 || !c.mentions(bag))
 	}
 	if c.header != "" {
@@ -641,7 +721,7 @@ func (c *Codec) quiet(h http.Header) bool {
 	if _, ok := h[gatewayBaggage]; ok {
 		return false
 	}
-	return !hasHeader(h, c.httpKeyHeaders)
+	return !hasHeader(h, c.httpKeyHeaders) && !c.otLookalikeIn(h)
 }
 
 // Quiet reports whether h holds nothing the codec acts on: no marker
@@ -665,10 +745,14 @@ func (c *Codec) scanAct(h http.Header) (bag []string, hit bool) {
 	left := len(h)
 	budget := MaxScanBaggageBytes // see bagActs
 	for k, v := range h {
-		if len(k) != 0 && c.actLens[k[0]]&(1<<(len(k)%64)) != 0 {
+		if bit := uint64(1) << (len(k) % 64); len(k) != 0 && c.actLens[k[0]]&bit != 0 {
 			if k == "Baggage" {
 				bag = v
-			} else if n, acts := c.gatewayActs(k, v, &budget); acts || n == 0 && (c.actNames.has(k) || c.alias(k)) {
+			} else if onlyO(k[0], bit, &c.actO) {
+				if c.otLookalike(k) {
+					return nil, true
+				}
+			} else if n, acts := c.gatewayActs(k, v, &budget); acts || n == 0 && (c.actNames.has(k) || c.alias(k) || c.otLookalike(k)) {
 				return nil, true
 			}
 		}
@@ -736,14 +820,14 @@ func (c *Codec) alias(k string) bool {
 func (c *Codec) stripAliases(carrier otelprop.TextMapCarrier) {
 	if h, ok := carrier.(otelprop.HeaderCarrier); ok {
 		for k := range h {
-			if c.alias(k) {
+			if c.alias(k) || c.otLookalike(k) {
 				delete(h, k)
 			}
 		}
 		return
 	}
 	for _, k := range carrier.Keys() {
-		if c.alias(k) {
+		if c.alias(k) || c.otLookalike(k) {
 			deleteHeader(carrier, k, canonical(k))
 		}
 	}
@@ -891,14 +975,14 @@ func (c *Codec) read(carrier otelprop.TextMapCarrier) (Markers, error) {
 	if isHTTP {
 		switch {
 		case !m.Found:
-			keyHeader = hasHeader(http.Header(h), c.httpKeyHeaders)
+			keyHeader = hasHeader(http.Header(h), c.httpKeyHeaders) || c.otLookalikeIn(http.Header(h))
 		case len(h) <= smallHeader:
 			// One pass over a small header costs about as much as
 			// looking up the key headers without their gateway forms
 			// (see smallHeader).
-			_, keyHeader = scanSmall(http.Header(h), &c.keyLens, &c.keyNames)
+			_, keyHeader = c.scanSmall(http.Header(h), &c.keyLens, &c.keyO, &c.keyNames)
 		default:
-			keyHeader = hasHeader(http.Header(h), c.keyHeaders) || hasHeader(http.Header(h), c.gwKeyHeaders)
+			keyHeader = hasHeader(http.Header(h), c.keyHeaders) || hasHeader(http.Header(h), c.gwKeyHeaders) || c.otLookalikeIn(http.Header(h))
 		}
 	} else {
 		keyHeader = c.keyHeader(carrier, &one)
@@ -1180,15 +1264,37 @@ func (c *Codec) injectOTForm(s Sandbox, carrier otelprop.TextMapCarrier) {
 		}
 		setHeader(carrier, n.lower, n.canon, v)
 	}
-	c.fitOTForm(carrier)
+	c.fitOTForm(carrier, baggage.Baggage{})
+}
+
+// FitOTForm keeps the members in OpenTracing's header form on carrier
+// (ot-baggage-<key>) within ottrace's limits once an OpenTelemetry
+// ottrace propagator injecting after the codec has added every member of
+// bag, the context's baggage, in that form: otelhttp's transport under
+// httpmw's, or otelgrpc's stats handler, which gRPC runs after the
+// interceptors. [Codec.InjectSandbox] keeps the form within the limits
+// as it writes it, but the application's own headers in that form and
+// the context's members are then read together by the next hop's
+// ottrace, whose baggage.New drops the members over the limits in map
+// order, the sandbox's among them or not. Other members' headers that
+// are not in bag go, the largest first, until the union fits (bag itself,
+// as [Codec.MirrorContext] leaves it, is within them). A carrier without
+// that form is left as it is.
+func (c *Codec) FitOTForm(carrier otelprop.TextMapCarrier, bag baggage.Baggage) {
+	if bag.Len() == 0 || !hasOTBaggage(carrier) {
+		return
+	}
+	c.fitOTForm(carrier, bag)
 }
 
 // fitOTForm removes other members' ot-baggage- headers from carrier, the
-// largest first, until the members ottrace reads from them are within
-// W3C's limits as baggage.New counts them (a member's size as key=value,
-// which a value's decoding never makes longer, and a comma between two).
-// It allocates only when they are not.
-func (c *Codec) fitOTForm(carrier otelprop.TextMapCarrier) {
+// largest first, until the members ottrace reads from them, with those of
+// bag that an ottrace propagator injecting afterwards adds (or writes over
+// a header of the same key), are within W3C's limits as baggage.New counts
+// them (a member's size as key=value, which a value's decoding never makes
+// longer, and a comma between two). It allocates only when they are not,
+// or when bag has members.
+func (c *Codec) fitOTForm(carrier otelprop.TextMapCarrier, bag baggage.Baggage) {
 	h, isHeader := carrier.(otelprop.HeaderCarrier)
 	var keys []string
 	if !isHeader {
@@ -1203,7 +1309,6 @@ func (c *Codec) fitOTForm(carrier otelprop.TextMapCarrier) {
 		}
 		return carrier.Get(k)
 	}
-	count, size := 0, -1
 	each := func(f func(k string)) {
 		if isHeader {
 			for k := range h {
@@ -1219,6 +1324,13 @@ func (c *Codec) fitOTForm(carrier otelprop.TextMapCarrier) {
 			}
 		}
 	}
+	// An upper bound first: bag's members counted apart from the
+	// headers of the same keys.
+	added, addedSize := bag.Members(), 0
+	for _, m := range added {
+		addedSize += len(m.Key()) + 2 + len(m.Value())
+	}
+	count, size := len(added), addedSize-1
 	each(func(k string) {
 		count++
 		size += len(k) - len(otBaggagePrefix) + 2 + len(get(k))
@@ -1231,9 +1343,25 @@ func (c *Codec) fitOTForm(carrier otelprop.TextMapCarrier) {
 		size int
 	}
 	var others []member
+	count, size = len(added), addedSize-1
 	each(func(k string) {
-		if c.kind(strings.ToLower(k[len(otBaggagePrefix):])) == kindNone {
-			others = append(others, member{k, len(k) - len(otBaggagePrefix) + 2 + len(get(k))})
+		key := strings.ToLower(k[len(otBaggagePrefix):])
+		n := len(key) + 2 + len(get(k))
+		if len(added) > 0 {
+			if m := bag.Member(key); m.Key() != "" {
+				// ottrace writes the bag's value under this key; a
+				// second spelling may stay beside it, which the next
+				// hop reads as another line of the same key.
+				if d := n - (len(key) + 2 + len(m.Value())); d > 0 {
+					size += d
+				}
+				return
+			}
+		}
+		count++
+		size += n
+		if c.kind(key) == kindNone {
+			others = append(others, member{k, n})
 		}
 	})
 	slices.SortStableFunc(others, func(a, b member) int { return b.size - a.size })
