@@ -2,6 +2,7 @@ package kafkamw
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"unicode"
 
@@ -112,7 +113,10 @@ type markers struct {
 	header string   // the codec's dedicated header, lower-case; "" when disabled
 	keys   []string // the codec's baggage member keys
 	named  []string // header keys that are markers (Codec.KeyHeaders)
-	prefix string   // their common prefix, searched for first
+	// lookalike is Codec.IsKeyHeaderLookalike: a header key that is a
+	// marker no reading accepts.
+	lookalike func(string) bool
+	prefix    string // their common prefix, searched for first
 
 	// A header key [markers.scanKey] may act on is at least minKey
 	// bytes long and starts with a byte of firsts: see plain.
@@ -147,6 +151,7 @@ func newMarkers(c *propagation.Codec) markers {
 	m := markers{header: c.Header()}
 	m.keys = c.Keys()
 	m.named = c.KeyHeaders()
+	m.lookalike = c.IsKeyHeaderLookalike
 	all := append([]string{baggageKey}, m.named...)
 	if m.header != "" {
 		all = append(all, m.header)
@@ -174,6 +179,10 @@ func newMarkers(c *propagation.Codec) markers {
 	return m
 }
 
+// errLookalike is why a message holding a lookalike key header is
+// unreadable.
+var errLookalike = fmt.Errorf("%w: a header in OpenTracing's baggage form (ot-baggage-) is named as a sandbox key only once decoded ('%%' or '+' in its name), which ottrace reads into baggage and no reading of ours accepts", propagation.ErrMalformed)
+
 // headerState is what [markers.scan] found.
 type headerState uint8
 
@@ -181,6 +190,10 @@ const (
 	noMarkers  headerState = iota // neither the dedicated header nor baggage
 	bagOnly                       // baggage that does not mention our keys
 	hasMarkers                    // the dedicated header, or baggage mentioning our keys
+	// lookalike: a header in OpenTracing's form whose key only a
+	// decoding parser reads as ours (propagation.Codec.IsKeyHeaderLookalike):
+	// unreadable, whatever else the headers hold.
+	lookalike
 )
 
 // scan reports whether hs may hold our markers without allocating: a header

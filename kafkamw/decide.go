@@ -40,6 +40,10 @@ func (r *Reader) decide(ctx context.Context, msg *kafka.Message) (context.Contex
 	if !r.last.matches(msg.Headers) {
 		var k memoKey
 		st, memoize := r.markers.scanKey(msg.Headers, &k)
+		if st == lookalike {
+			r.unreadableMessage(ctx, msg, propagation.Sandbox{}, errLookalike)
+			return ctx, verdict{}, nil
+		}
 		if st != hasMarkers {
 			return ctx, untagged, nil
 		}

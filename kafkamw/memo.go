@@ -78,10 +78,12 @@ func (k *memoKey) equal(o *memoKey) bool {
 // scanKey is [markers.scan], and sets *k to the memo key of hs, in one pass
 // over the headers: the key is only wanted when the headers may hold
 // markers, which the scan finds out. memoize is false when hs has several
-// dedicated or baggage headers, or a value of more than memoMaxBytes.
+// dedicated or baggage headers, a key header, a lookalike one (then st is
+// lookalike), or a value of more than memoMaxBytes.
 // *k is zero on entry.
 func (m *markers) scanKey(hs []kafka.Header, k *memoKey) (st headerState, memoize bool) {
 	memoize = true
+	look := false
 	for i := range hs {
 		switch key := hs[i].Key; {
 		case m.header != "" && keyIs(key, m.header):
@@ -90,6 +92,8 @@ func (m *markers) scanKey(hs []kafka.Header, k *memoKey) (st headerState, memoiz
 			k.header, k.hasHeader = hs[i].Value, true
 		case m.memberKey(key):
 			st, memoize = hasMarkers, false
+		case len(key) > len("ot-baggage-") && key[0]|0x20 == 'o' && m.lookalike(key):
+			look = true
 		case keyIs(key, baggageKey):
 			if st != hasMarkers {
 				st = bagOnly
@@ -100,6 +104,9 @@ func (m *markers) scanKey(hs []kafka.Header, k *memoKey) (st headerState, memoiz
 			memoize = memoize && !k.hasBag
 			k.bag, k.hasBag = hs[i].Value, true
 		}
+	}
+	if look {
+		return lookalike, false
 	}
 	return st, memoize && len(k.header) <= memoMaxBytes && len(k.bag) <= memoMaxBytes
 }

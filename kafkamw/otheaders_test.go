@@ -18,6 +18,14 @@ import (
 func init() {
 	malformed["ot-header-form-disagrees"] = []kafka.Header{{Key: "sandbox-id", Value: []byte("pr-42")}, {Key: "ot-baggage-sandbox.id", Value: []byte("pr-7")}}
 	malformed["ot-actor-not-in-markers"] = []kafka.Header{{Key: "sandbox-id", Value: []byte("pr-42")}, {Key: "ot-baggage-sandbox.actor", Value: []byte("alice")}}
+	// A key that is ours only once decoded (ottrace passes it on as
+	// baggage "sandbox%2eid", which a lenient parser reads as sandbox.id),
+	// alone and beside agreeing markers: a producer in any language can
+	// write such a record header.
+	malformed["ot-lookalike-percent"] = []kafka.Header{{Key: "ot-baggage-sandbox%2eid", Value: []byte("pr-42")}}
+	malformed["ot-lookalike-percent-first"] = []kafka.Header{{Key: "Ot-Baggage-%73andbox.id", Value: []byte("pr-42")}}
+	malformed["ot-lookalike-plus"] = []kafka.Header{{Key: "ot-baggage-sandbox+.id", Value: []byte("pr-42")}}
+	malformed["ot-lookalike-beside-markers"] = []kafka.Header{{Key: "sandbox-id", Value: []byte("pr-42")}, {Key: "ot-baggage-sandbox%2Eid", Value: []byte("pr-42")}}
 }
 
 // TestOTHeaderFormsAgreeing: a producer instrumented with OpenTelemetry's

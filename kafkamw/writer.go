@@ -186,6 +186,10 @@ func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message, one *[1]k
 		m := &out[i]
 		*m = msgs[i]
 		st := w.markers.scan(m.Headers)
+		if st == lookalike {
+			putBatch(held)
+			return nil, nil, fmt.Errorf("%w: message %d %w", ErrConflict, i, errLookalike)
+		}
 		if st != hasMarkers && hasOTHeader(m.Headers) {
 			w.injectAll(s, m, enc)
 			continue
@@ -215,6 +219,9 @@ func (w *Writer) decorate(s propagation.Sandbox, msgs []kafka.Message, one *[1]k
 // header list (and a merged baggage value with it).
 func (w *Writer) decorateOne(s propagation.Sandbox, m *kafka.Message, enc []kafka.Header) error {
 	st := w.markers.scan(m.Headers)
+	if st == lookalike {
+		return errLookalike
+	}
 	if st != hasMarkers && hasOTHeader(m.Headers) {
 		w.injectAll(s, m, enc)
 		return nil

@@ -140,10 +140,17 @@ func TestWriterConflict(t *testing.T) {
 		{{Key: "sandbox-id", Value: []byte("pr-7")}},
 		{{Key: "baggage", Value: []byte("sandbox.id=pr-7")}},
 		{{Key: "sandbox-id", Value: []byte("NOT valid")}},
+		// In OpenTracing's form, ours only once decoded: ottrace on a
+		// consumer reads it into baggage, no reader of ours accepts it.
+		{{Key: "ot-baggage-sandbox%2eid", Value: []byte("pr-42")}},
+		{{Key: "sandbox-id", Value: []byte("pr-42")}, {Key: "Ot-Baggage-Sandbox+.id", Value: []byte("pr-42")}},
 	} {
 		err := w.WriteMessages(sctx, kafka.Message{Value: []byte("ok")}, kafka.Message{Value: []byte("bad"), Headers: hs})
 		if !errors.Is(err, kafkamw.ErrConflict) {
 			t.Errorf("headers %q: WriteMessages = %v, want ErrConflict", hs, err)
+		}
+		if err := w.WriteMessages(sctx, kafka.Message{Value: []byte("bad"), Headers: hs}); !errors.Is(err, kafkamw.ErrConflict) {
+			t.Errorf("headers %q, one message: WriteMessages = %v, want ErrConflict", hs, err)
 		}
 	}
 	// Untagged context: the writer passes messages through, markers and all.

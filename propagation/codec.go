@@ -573,6 +573,21 @@ func (c *Codec) otLookalike(k string) bool {
 	return len(k) > len(otBaggagePrefix) && k[0]|0x20 == 'o' && c.otLookalikeForm(k)
 }
 
+// IsKeyHeaderLookalike reports whether key, a header or metadata key, is
+// in OpenTracing's baggage header form (ot-baggage-<key>, any case, '_'
+// for '-') with a key that is none of [Codec.KeyHeaders] as written but
+// one of [Codec.Keys] once decoded by a lenient parser (a '%' escape or a
+// '+' in it: Ot-Baggage-Sandbox%2Eid). OpenTelemetry's ottrace propagator
+// reads such a header into baggage, which the hop sends on.
+// [Codec.Strip] removes it from any carrier; [Codec.Read] finds it
+// unreadable on an http.Header, but on other carriers it reads keys by
+// name and does not list them to look for it, so a carrier's own code
+// must: kafkamw's readers find a record holding one unreadable, and its
+// writer refuses one.
+func (c *Codec) IsKeyHeaderLookalike(key string) bool {
+	return c.otLookalike(key)
+}
+
 // otLookalikeForm is [Codec.otLookalike] past its first tests (inlined
 // where they are).
 func (c *Codec) otLookalikeForm(k string) bool {
