@@ -294,8 +294,11 @@
 // # Unreadable headers
 //
 // A message whose sandbox headers cannot be read (malformed, invalid,
-// conflicting) is never returned, not even to the baseline reader as
-// production traffic. The baseline reader, which owns it, records a
+// conflicting; a header named as one of our baggage keys alone, or in
+// OpenTracing's form with a key that is ours only once decoded, as
+// ot-baggage-sandbox%2eid, which an ottrace propagator on the consumer
+// would read into baggage) is never returned, not even to the baseline
+// reader as production traffic. The baseline reader, which owns it, records a
 // rejected audit event, writes it to the dead-letter writer when one is set
 // ([WithDeadLetter]) and skips it; a sandbox reader skips it. Both count it
 // in Counts.Unreadable. Producers inside the cluster are trusted: Kafka
