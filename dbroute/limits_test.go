@@ -526,9 +526,19 @@ func poolTurnsAreFair(t *testing.T, writers int) {
 		return out
 	}
 
-	// Two sandboxes hold the pools, six wait; many writes, no swap.
+	// Two sandboxes hold the pools, six wait; many writes, no swap. Each
+	// holder has written, so each pool's first call has ended before the
+	// clock moves: a pool's turn starts then, stretched to four times what
+	// its opening cost by the clock (WithPoolTurn), and a first call that
+	// ended after the Advance below (its dial slow on a loaded machine)
+	// would have cost two minutes and kept its slot for four, past the
+	// turn this test ends.
 	waitFor("2 pools writing, 6 sandboxes waiting", func() bool {
-		return poolLimitCounts(t, rd)[dbroute.OutcomeWaited] == sandboxes-pools && total.Load() >= 100
+		if poolLimitCounts(t, rd)[dbroute.OutcomeWaited] != sandboxes-pools || total.Load() < 100 {
+			return false
+		}
+		open, w := r.OpenPools(), written()
+		return len(open) == pools && !slices.ContainsFunc(open, func(id string) bool { return w[id] == 0 })
 	})
 	if n := opens(); n != pools {
 		t.Fatalf("%d pools opened for %d writes within one turn, want %d", n, total.Load(), pools)
