@@ -96,15 +96,40 @@ func TestPoolLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 		txs[id] = tx
+		// A failure must not leave a transaction open: the router's Close
+		// (a cleanup registered before this one, run after it) waits for
+		// it, and the test would hang until go test's timeout, its
+		// message unprinted.
+		t.Cleanup(func() { tx.Rollback(context.Background()) })
 		if _, err := tx.Exec(pgtest.SandboxCtx(id), "INSERT INTO items (owner) VALUES ($1)", id); err != nil {
 			t.Fatal(err)
 		}
 	}
 	clk.Advance(2 * time.Minute) // both had their turn; still in use
 
-	ctx, cancel := context.WithTimeout(pgtest.SandboxCtx("c"), 100*time.Millisecond)
-	_, err = r.Exec(ctx, "INSERT INTO items (owner) VALUES ('c')")
+	// c waits, and gives up when its context ends: ended once c is seen
+	// waiting, not by a real-time deadline (one of 100 ms ran out, on a
+	// loaded machine, before c's open had queued: "gave up waiting for
+	// its test database", no ErrPoolLimit).
+	ctx, cancel := context.WithCancel(pgtest.SandboxCtx("c"))
+	cDone := make(chan error, 1)
+	go func() {
+		_, err := r.Exec(ctx, "INSERT INTO items (owner) VALUES ('c')")
+		cDone <- err
+	}()
+	for deadline := time.Now().Add(20 * time.Second); poolLimitCounts(t, rd)[dbroute.OutcomeWaited] != 1 || count(logs.Records(), audit.Throttled) == 0; time.Sleep(time.Millisecond) {
+		select {
+		case err := <-cDone:
+			t.Fatalf("every pool in use: c did not wait: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("every pool in use: c's wait not seen: pool limit metric %v, audit %s", poolLimitCounts(t, rd), logs.Records())
+		}
+	}
 	cancel()
+	err = <-cDone
 	if !errors.Is(err, dbroute.ErrPoolLimit) || !errors.Is(err, dbroute.ErrUnavailable) || errors.Is(err, dbroute.ErrNoTestDatabase) {
 		t.Fatalf("every pool in use: err = %v, want ErrPoolLimit and ErrUnavailable", err)
 	}
@@ -526,9 +551,19 @@ func poolTurnsAreFair(t *testing.T, writers int) {
 		return out
 	}
 
-	// Two sandboxes hold the pools, six wait; many writes, no swap.
+	// Two sandboxes hold the pools, six wait; many writes, no swap. Each
+	// holder has written, so each pool's first call has ended before the
+	// clock moves: a pool's turn starts then, stretched to four times what
+	// its opening cost by the clock (WithPoolTurn), and a first call that
+	// ended after the Advance below (its dial slow on a loaded machine)
+	// would have cost two minutes and kept its slot for four, past the
+	// turn this test ends.
 	waitFor("2 pools writing, 6 sandboxes waiting", func() bool {
-		return poolLimitCounts(t, rd)[dbroute.OutcomeWaited] == sandboxes-pools && total.Load() >= 100
+		if poolLimitCounts(t, rd)[dbroute.OutcomeWaited] != sandboxes-pools || total.Load() < 100 {
+			return false
+		}
+		open, w := r.OpenPools(), written()
+		return len(open) == pools && !slices.ContainsFunc(open, func(id string) bool { return w[id] == 0 })
 	})
 	if n := opens(); n != pools {
 		t.Fatalf("%d pools opened for %d writes within one turn, want %d", n, total.Load(), pools)
