@@ -9,6 +9,7 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/internal/ottest"
+	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
 // relay is a service that calls to with client, in its request's context,
@@ -26,6 +27,15 @@ func relay(client *http.Client, to string) http.HandlerFunc {
 		w.WriteHeader(resp.StatusCode)
 		w.Write(body)
 	}
+}
+
+// sandboxEcho is a service with the library's handler (with opts) that
+// answers "sandbox=" and the sandbox it serves the request in.
+func sandboxEcho(opts ...httpmw.HandlerOption) http.Handler {
+	return must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := propagation.FromContext(r.Context())
+		io.WriteString(w, "sandbox="+s.ID)
+	}), opts...))
 }
 
 // transportOrder is one way to stack a service's client transports in a

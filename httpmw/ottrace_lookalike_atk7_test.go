@@ -13,7 +13,6 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/internal/ottest"
-	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
 // TestOTFormLookalikeKeysAtk7: a header in OpenTracing's baggage form
@@ -35,10 +34,7 @@ func TestOTFormLookalikeKeysAtk7(t *testing.T) {
 	defer tp.Shutdown(context.Background())
 	props := ottest.Propagators
 	loopback := httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8"))
-	b := httptest.NewServer(must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, _ := propagation.FromContext(r.Context())
-		io.WriteString(w, "sandbox="+s.ID)
-	}), loopback)))
+	b := httptest.NewServer(sandboxEcho(loopback))
 	defer b.Close()
 	client := &http.Client{Transport: otelhttp.NewTransport(must(httpmw.NewTransport(&http.Transport{})), otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props))}
 	defer client.CloseIdleConnections()

@@ -16,7 +16,6 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/internal/ottest"
-	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
 // TestOTFormUnionAtLimitsAtk7: A (library) gets a sandbox request whose
@@ -35,10 +34,7 @@ func TestOTFormUnionAtLimitsAtk7(t *testing.T) {
 	defer tp.Shutdown(context.Background())
 	props := ottest.Propagators
 	loopback := httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8"))
-	c := httptest.NewServer(otelhttp.NewHandler(must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, _ := propagation.FromContext(r.Context())
-		io.WriteString(w, "sandbox="+s.ID)
-	}), loopback)), "C", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props)))
+	c := httptest.NewServer(otelhttp.NewHandler(sandboxEcho(loopback), "C", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props)))
 	defer c.Close()
 	bClient := &http.Client{Transport: otelhttp.NewTransport(&http.Transport{}, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props))}
 	defer bClient.CloseIdleConnections()
