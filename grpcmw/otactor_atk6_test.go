@@ -5,16 +5,9 @@ import (
 	"strings"
 	"testing"
 
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
-	"github.com/sandboxkit/sandboxkit/grpcmw"
-	"github.com/sandboxkit/sandboxkit/internal/grpctest"
-	"github.com/sandboxkit/sandboxkit/internal/ottest"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -25,15 +18,8 @@ import (
 // a '%' are a known fault (see CHANGELOG, atk6): otelgrpc writes the
 // mirrored member as it is in ot-baggage-sandbox.actor, which C refuses.
 func TestOTTraceActorsAtk6(t *testing.T) {
-	ottest.Quiet(t)
-	tp := sdktrace.NewTracerProvider()
-	defer tp.Shutdown(context.Background())
-	props := otelgrpc.WithPropagators(ottest.Propagators)
-	tpo := otelgrpc.WithTracerProvider(tp)
-	cAddr := start(t, &grpctest.Service{Name: "C"}, append(serverOpts(t, grpcmw.WithTrustedNetworks(loopback)),
-		grpc.StatsHandler(otelgrpc.NewServerHandler(props, tpo)))...)
-	toC := testpb.NewTestServiceClient(dial(t, cAddr, append(clientOpts(t),
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler(props, tpo)))...))
+	fleet := newOTFleet(t)
+	toC := fleet.client(t, fleet.library(t, "C"))
 	for _, actor := range []string{"alice", "a,b", "a b", "zoë", "50%", "a%41"} {
 		t.Run(actor, func(t *testing.T) {
 			ctx := withOTelBaggage(t, propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: "pr-1", Actor: actor}), "tenant=acme")

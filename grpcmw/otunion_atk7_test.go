@@ -6,15 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"google.golang.org/grpc"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/sandboxkit/sandboxkit/grpcmw"
 	"github.com/sandboxkit/sandboxkit/internal/grpctest"
-	"github.com/sandboxkit/sandboxkit/internal/ottest"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -28,21 +22,8 @@ import (
 // the members over 64 in map order, ours among them or not: C must still
 // see A's sandbox.
 func TestOTFormUnionAtLimitsAtk7(t *testing.T) {
-	ottest.Quiet(t)
-	tp := sdktrace.NewTracerProvider()
-	defer tp.Shutdown(context.Background())
-	props := otelgrpc.WithPropagators(ottest.Propagators)
-	tpo := otelgrpc.WithTracerProvider(tp)
-
-	cAddr := start(t, &grpctest.Service{Name: "C"}, append(serverOpts(t, grpcmw.WithTrustedNetworks(loopback)),
-		grpc.StatsHandler(otelgrpc.NewServerHandler(props, tpo)))...)
-	toC := testpb.NewTestServiceClient(dial(t, cAddr, grpc.WithStatsHandler(otelgrpc.NewClientHandler(props, tpo))))
-	bAddr := start(t, &grpctest.Service{Name: "B", Forward: func(ctx context.Context) (string, error) {
-		seen, err := call(ctx, toC, unary)
-		return seen.String(), err
-	}}, grpc.StatsHandler(otelgrpc.NewServerHandler(props, tpo)))
-	toB := testpb.NewTestServiceClient(dial(t, bAddr, append(clientOpts(t),
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler(props, tpo)))...))
+	fleet := newOTFleet(t)
+	toB := fleet.client(t, fleet.otelOnly(t, "B", fleet.library(t, "C")))
 
 	many := func(prefix string, n int) []string {
 		var kv []string
