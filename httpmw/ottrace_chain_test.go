@@ -42,18 +42,7 @@ func TestOTTracePropagatorChain(t *testing.T) {
 		t.Run(order.name, func(t *testing.T) {
 			client := &http.Client{Transport: order.rt(&http.Transport{})}
 			defer client.CloseIdleConnections()
-			a := httptest.NewServer(otelhttp.NewHandler(must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, b.URL, nil)
-				resp, err := client.Do(req)
-				if err != nil {
-					http.Error(w, err.Error(), http.StatusBadGateway)
-					return
-				}
-				defer resp.Body.Close()
-				body, _ := io.ReadAll(resp.Body)
-				w.WriteHeader(resp.StatusCode)
-				w.Write(body)
-			}), loopback)), "A", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props)))
+			a := httptest.NewServer(otelhttp.NewHandler(must(httpmw.NewHandler(relay(client, b.URL), loopback)), "A", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props)))
 			defer a.Close()
 
 			req, _ := http.NewRequest(http.MethodGet, a.URL, nil)

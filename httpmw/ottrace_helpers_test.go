@@ -13,10 +13,14 @@ import (
 )
 
 // relay is a service that calls to with client, in its request's context,
-// and answers what to answered.
-func relay(client *http.Client, to string) http.HandlerFunc {
+// with the headers set sets (if any) on the outgoing request, and answers
+// what to answered.
+func relay(client *http.Client, to string, set ...func(http.Header)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, to, nil)
+		for _, f := range set {
+			f(req.Header)
+		}
 		resp, err := client.Do(req)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)

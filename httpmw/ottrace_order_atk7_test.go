@@ -51,19 +51,9 @@ func TestOTTraceCompositeOrdersAtk7(t *testing.T) {
 		for _, order := range ottraceOrders(tp) {
 			client := &http.Client{Transport: order.rt(&http.Transport{})}
 			defer client.CloseIdleConnections()
-			a := httptest.NewServer(otelhttp.NewHandler(must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, b.URL, nil)
-				req.Header.Set("Ot-Baggage-Tenant", "acme")
-				req.Header["ot-baggage-sandbox.id"] = []string{"pr-9"} // stale, set directly
-				resp, err := client.Do(req)
-				if err != nil {
-					http.Error(w, err.Error(), http.StatusBadGateway)
-					return
-				}
-				defer resp.Body.Close()
-				body, _ := io.ReadAll(resp.Body)
-				w.WriteHeader(resp.StatusCode)
-				w.Write(body)
+			a := httptest.NewServer(otelhttp.NewHandler(must(httpmw.NewHandler(relay(client, b.URL, func(h http.Header) {
+				h.Set("Ot-Baggage-Tenant", "acme")
+				h["ot-baggage-sandbox.id"] = []string{"pr-9"} // stale, set directly
 			}), loopback)), "A", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(ottest.Propagators)))
 			defer a.Close()
 			for _, bag := range []string{"", "tenant=acme", "tenant=acme,sandbox.id=pr-1,sandbox.actor=alice"} {
