@@ -150,7 +150,18 @@
 // Kafka reader does not hand it to baseline code, a Jaeger or OpenTracing
 // propagator turns it into baggage): a trusted peer's call with it fails
 // here, never served as production with the key passed on to a next hop
-// that refuses it. So are grpc-gateway's forms of all of
+// that refuses it. Metadata in OpenTracing's form whose key is ours only
+// once decoded, a '%' escape or a '+' in it (ot-baggage-sandbox%2eid,
+// ot-baggage-%73andbox.id, ot-baggage-sandbox+.id;
+// [propagation.Codec.IsKeyHeaderLookalike]), is a marker that never
+// agrees, alone or beside markers it would agree with: otelgrpc's ottrace
+// propagator reads it into the context's baggage as the member
+// "sandbox%2eid", which the hop sends on and a lenient parser reads as
+// sandbox.id. grpc-go's client refuses to send such a key ("contains
+// illegal characters"), but any other HTTP/2 client can, both bytes
+// being valid in a header name; a trusted peer's call with one fails
+// with InvalidArgument (400 on HTTP), an untrusted peer's loses it from
+// its metadata and baggage, audited. So are grpc-gateway's forms of all of
 // these (grpc-metadata-sandbox-id, grpc-metadata-baggage holding a member
 // of ours or a foreign key, grpc-metadata-sandbox.actor,
 // grpc-metadata-sandbox_id, grpc-metadata-uberctx-sd-routing-key): nothing
@@ -187,7 +198,14 @@
 // from what ValueFromIncomingContext asks a context for, and uses it only
 // when a context NewIncomingContext made gives its metadata back under
 // it. A gRPC that keeps it otherwise gets one lookup a form: correct,
-// several times slower. An untrusted peer's call costs one copy of its
+// several times slower, but for one gap: a lookalike key in OpenTracing's
+// form (ot-baggage-sandbox%2eid, see above) cannot be looked up by what
+// it decodes to, so a trusted peer's call holding one and no other
+// marker is served as production, the key left in its metadata and
+// baggage (beside markers, or from an untrusted peer, it is found in the
+// copy of the metadata those calls read). A call holding a key in
+// OpenTracing's form with a '%' or a '+' that is not ours costs the
+// allocation or two the codec spends decoding it to tell. An untrusted peer's call costs one copy of its
 // metadata (a map and a slice a key, and the context that hands it on),
 // read in one pass, since what it holds is stripped from the copy.
 //

@@ -206,11 +206,17 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 	// baggage), alone or beside other markers, is a marker too, as
 	// Codec.Read finds it on an HTTP request: unreadable from a trusted
 	// peer, stripped from an untrusted one.
+	//
+	// Metadata in OpenTracing's form whose key is ours only once decoded
+	// (ot-baggage-sandbox%2eid, see propagation.Codec.IsKeyHeaderLookalike;
+	// grpc-go's client cannot send it, any other HTTP/2 client can) is
+	// a marker that never agrees: otelgrpc's ottrace reads it into the
+	// baggage a later hop sends on.
 	var hv, bv []string
-	var keyMD string
+	var keyMD, look string
 	in, inPlace := s.incoming(ctx)
 	if inPlace {
-		hv, bv, keyMD = s.scan(in)
+		hv, bv, keyMD, look = s.scan(in)
 	} else {
 		if s.header != "" {
 			hv = metadata.ValueFromIncomingContext(ctx, s.header)
@@ -222,7 +228,7 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		if !inPlace {
 			keyMD = s.lookUpNamed(ctx)
 		}
-		if keyMD == "" {
+		if keyMD == "" && look == "" {
 			if s.gate.Policy.All {
 				return ctx, nil
 			}
@@ -237,6 +243,12 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 			for _, k := range s.named {
 				if _, ok := md[k]; ok {
 					keyMD = k
+					break
+				}
+			}
+			for k := range md {
+				if s.lookalike(k) {
+					look = k
 					break
 				}
 			}
@@ -263,6 +275,15 @@ func (s *server) admit(ctx context.Context, method string) (context.Context, err
 		m.Found = true
 		if readErr == nil {
 			readErr = fmt.Errorf("%w: metadata key %q is a baggage member key: send the sandbox in %s or baggage", propagation.ErrMalformed, keyMD, s.header)
+		}
+	}
+	if look != "" {
+		// Unreadable, alone or beside markers it would agree with:
+		// no reading of ours accepts it (on HTTP, Codec.Read finds
+		// the header so).
+		m.Found = true
+		if readErr == nil {
+			readErr = fmt.Errorf("%w: metadata key %q is in OpenTracing's baggage form (ot-baggage-) and named as a baggage member key only once decoded ('%%' or '+' in it), which ottrace reads into baggage and no reading of ours accepts", propagation.ErrMalformed, look)
 		}
 	}
 	p, _ := peer.FromContext(ctx)
@@ -341,7 +362,7 @@ func (s *server) foreign(ctx context.Context, method string) context.Context {
 	// under two spellings (baggage and Baggage) into the metadata, of
 	// which gRPC's lookups found one and a copy keeps either.
 	judged := metadata.NewIncomingContext(ctx, md)
-	var keyed, marked, foreign, gateway bool
+	var keyed, marked, foreign, gateway, look bool
 	for k := range md {
 		switch _, watched := s.watch[k]; {
 		case watched:
@@ -355,6 +376,8 @@ func (s *server) foreign(ctx context.Context, method string) context.Context {
 			gateway = true
 		case s.dashedName(k): // another spelling of one of those
 			keyed = true
+		case s.lookalike(k):
+			look = true
 		}
 	}
 	// grpc-gateway's forms are read and stripped as the HTTP hop would
@@ -375,6 +398,13 @@ func (s *server) foreign(ctx context.Context, method string) context.Context {
 	}
 	if (keyed || foreign) && s.gate.Codec.Foreign(mdCarrier(md)) {
 		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, ingress.ErrForeign, nil)
+		return s.stripCopy(ctx, md)
+	}
+	// Metadata in OpenTracing's form that is ours once decoded, which
+	// admit finds first when it reads the metadata in place (see
+	// lookalike); Codec.Strip removes it.
+	if look {
+		s.gate.Refuse(ctx, audit.Stripped, propagation.Sandbox{}, s.peer(p), method, trust.ErrUntrusted, lookalikeForms)
 		return s.stripCopy(ctx, md)
 	}
 	// Members of ours, or other tools' routing keys, in the context's
@@ -407,6 +437,14 @@ func gatewayForms() string {
 // peer's call that carried nothing else of ours.
 func keyForms() string {
 	return "metadata named as a baggage member key, which a later hop reads as a marker"
+}
+
+// lookalikeForms details the reason of a record about metadata in
+// OpenTracing's baggage form named as one of our keys only once decoded
+// (ot-baggage-sandbox%2eid) stripped from an untrusted peer's call that
+// carried nothing else of ours.
+func lookalikeForms() string {
+	return "metadata in OpenTracing's baggage form named as a baggage member key once decoded, which ottrace reads into baggage that a later hop sends on"
 }
 
 // gatewayPrefix is grpc-gateway's prefix of the HTTP headers it passes on
@@ -632,9 +670,10 @@ func (s *server) incoming(ctx context.Context) (metadata.MD, bool) {
 
 // scan returns, from gRPC's incoming metadata md, the values of the
 // dedicated header and of baggage, found as gRPC's lookups find them (the
-// key as it is, else in any case), not copied, and a key of md that is
-// one of named in any case, or "".
-func (s *server) scan(md metadata.MD) (hv, bv []string, named string) {
+// key as it is, else in any case), not copied, a key of md that is one of
+// named in any case, or "", and a key of md that is a lookalike (see
+// lookalike), or "".
+func (s *server) scan(md metadata.MD) (hv, bv []string, named, look string) {
 	var hvFound, bvFound bool // the key as it is, or one in another case
 	if s.header != "" {
 		hv, hvFound = md[s.header]
@@ -649,9 +688,20 @@ func (s *server) scan(md metadata.MD) (hv, bv []string, named string) {
 			hv, hvFound = v, true
 		case !bvFound && len(k) == len(baggageKey) && strings.EqualFold(k, baggageKey):
 			bv, bvFound = v, true
+		case len(k) > len(otBaggagePrefix) && k[0]|0x20 == 'o' && s.gate.Codec.IsKeyHeaderLookalike(k): // lookalike, its first tests inlined
+			look = k
 		}
 	}
-	return hv, bv, named
+	return hv, bv, named, look
+}
+
+// lookalike reports whether metadata key k is in OpenTracing's baggage
+// form and named as one of our keys only once decoded
+// (ot-baggage-sandbox%2eid, see propagation.Codec.IsKeyHeaderLookalike),
+// a marker that never agrees. Any other key costs a test of its length
+// and first byte.
+func (s *server) lookalike(k string) bool {
+	return len(k) > len(otBaggagePrefix) && k[0]|0x20 == 'o' && s.gate.Codec.IsKeyHeaderLookalike(k)
 }
 
 // isNamed reports whether k is one of named, in any case.
