@@ -227,11 +227,15 @@ func TestRouterClosesConnections(t *testing.T) {
 	})
 	t.Run("sandbox expires", func(t *testing.T) {
 		sbs := cartOverride(f.sandboxAddr)
-		sbs[0].Expires = time.Now().Add(time.Second)
+		// Long enough for the first call to connect and be served on a
+		// loaded machine (a second was not always), then waited out.
+		const life = 4 * time.Second
+		sbs[0].Expires = time.Now().Add(life)
 		if err := f.table.Update(sbs); err != nil {
 			t.Fatal(err)
 		}
 		mustServe(t, "sandbox")
+		time.Sleep(time.Until(sbs[0].Expires))
 		waitConns(t, 0) // no table change: the router's timer notices the expiry
 		noLeak(t, "sandbox expired")
 		mustServe(t, "baseline")
