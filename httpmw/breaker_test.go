@@ -48,6 +48,31 @@ type closeTracker struct {
 
 func (b *closeTracker) Close() error { b.closed.Store(true); return nil }
 
+// expiringCtx is a context whose deadline passes when expire is called
+// (Err is then context.DeadlineExceeded), so that a test can let it pass
+// while a request is in flight, however slowly the machine got it there.
+type expiringCtx struct {
+	context.Context
+	done chan struct{}
+	once sync.Once
+}
+
+func newExpiringCtx(parent context.Context) *expiringCtx {
+	return &expiringCtx{Context: parent, done: make(chan struct{})}
+}
+
+func (c *expiringCtx) expire()               { c.once.Do(func() { close(c.done) }) }
+func (c *expiringCtx) Done() <-chan struct{} { return c.done }
+
+func (c *expiringCtx) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}
+
 // lastRecord returns the last audit record, failing when there is none.
 func lastRecord(t *testing.T, a *auditLog) map[string]string {
 	t.Helper()
@@ -192,12 +217,14 @@ func TestTransportBreaker(t *testing.T) {
 		if s := g.State("pr-slow"); s != breaker.StateClosed {
 			t.Fatalf("breaker %v after a cancelled request; want closed (Failures is 1)", s)
 		}
-		ctx, cancel = context.WithTimeout(sandboxCtx("pr-slow", ""), 50*time.Millisecond)
-		defer cancel()
-		if _, err := c.Do(mustRequest(t, ctx, http.MethodGet, up.URL, nil)); !errors.Is(err, context.DeadlineExceeded) {
+		// The deadline passes once the upstream serves the request, not
+		// after 50ms of real time: on a loaded machine those could pass
+		// before the request was sent, and the upstream never started.
+		dl := newExpiringCtx(sandboxCtx("pr-slow", ""))
+		go func() { <-started; dl.expire() }()
+		if _, err := c.Do(mustRequest(t, dl, http.MethodGet, up.URL, nil)); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("err = %v; want context.DeadlineExceeded", err)
 		}
-		<-started
 		if s := g.State("pr-slow"); s != breaker.StateOpen {
 			t.Errorf("breaker %v after a timed-out request; want open", s)
 		}

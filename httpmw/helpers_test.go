@@ -111,16 +111,15 @@ func sendRaw(t *testing.T, srv *httptest.Server, headers []string) rawResponse {
 	return rawResponse{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: string(body)}
 }
 
-// closedAddr returns a loopback address nothing listens on.
+// closedAddr returns a loopback address nothing listens on until the test
+// ends: a connection to it is refused. The port stays bound to a socket
+// that does not listen (see boundPort), so no other listener, in this
+// process or in another package's test binary running beside it, can take
+// it; a port merely freed could be, and a request meant to be refused
+// would then wait on that listener until the client's timeout.
 func closedAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	return fmt.Sprintf("127.0.0.1:%d", boundPort(t))
 }
 
 // newClient returns a client with its own transport stack, closed when the

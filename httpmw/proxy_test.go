@@ -351,10 +351,30 @@ func TestNewProxyTransport(t *testing.T) {
 		t.Fatalf("NewProxyTransport settings: %+v", tr)
 	}
 
-	var mu sync.Mutex
-	conns := 0
+	const clients, rounds = 16, 5
+	var (
+		mu       sync.Mutex
+		conns    int
+		inFlight int                   // requests of the round the upstream holds
+		together = make(chan struct{}) // closed when the round's all are in flight
+	)
 	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(time.Millisecond) // keep the 16 requests in flight together
+		// A round's requests are all in flight together, each on a
+		// connection of its own: none can take another's, so none of the
+		// first round's dials is still under way when the next begins (a
+		// sleep here let one finish early, and a late dial's connection
+		// made a 17th). Ten seconds bound only a proxy that never has 16.
+		mu.Lock()
+		if inFlight++; inFlight == clients {
+			close(together)
+		}
+		all := together
+		mu.Unlock()
+		select {
+		case <-all:
+		case <-time.After(10 * time.Second):
+			t.Errorf("the upstream never had the round's %d requests in flight together", clients)
+		}
 		io.WriteString(w, "ok")
 	}))
 	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
@@ -375,8 +395,10 @@ func TestNewProxyTransport(t *testing.T) {
 	defer proxy.Close()
 	c := newClient(t, &http.Transport{MaxIdleConnsPerHost: 64})
 
-	const clients, rounds = 16, 5
 	for range rounds {
+		mu.Lock()
+		inFlight, together = 0, make(chan struct{})
+		mu.Unlock()
 		var wg sync.WaitGroup
 		for range clients {
 			wg.Go(func() {
