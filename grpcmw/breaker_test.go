@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/sandboxkit/sandboxkit/grpcmw"
 	"github.com/sandboxkit/sandboxkit/internal/clocktest"
 	"github.com/sandboxkit/sandboxkit/internal/grpctest"
+	"github.com/sandboxkit/sandboxkit/internal/porttest"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
@@ -214,12 +214,7 @@ func TestClientBreaker(t *testing.T) {
 	})
 
 	t.Run("unreachable server is a failure, cancellation is not", func(t *testing.T) {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		dead := lis.Addr().String()
-		lis.Close()
+		dead := porttest.Refused(t) // nothing listens there
 		g := breaker.NewGroup(breaker.Settings{Failures: 1})
 		down := testpb.NewTestServiceClient(dial(t, dead, clientOpts(t, grpcmw.WithBreaker(g))...))
 		ctx, cancel := context.WithCancel(withActor("pr-3", ""))
@@ -262,12 +257,7 @@ func TestClientBreaker(t *testing.T) {
 }
 
 func TestRouterBreaker(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := lis.Addr().String()
-	lis.Close()
+	dead := porttest.Refused(t) // nothing listens there
 	sandboxes := func(addr string) []routes.Sandbox {
 		return []routes.Sandbox{
 			{ID: "feat-a", Services: map[string]routes.Route{"cart": {Upstream: addr}}},

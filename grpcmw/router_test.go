@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/grpcmw"
 	"github.com/sandboxkit/sandboxkit/internal/grpctest"
+	"github.com/sandboxkit/sandboxkit/internal/porttest"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
@@ -271,12 +271,7 @@ func TestRouterClosesConnections(t *testing.T) {
 // Unavailable status from the sandbox's own handler is not an unreachable
 // upstream.
 func TestRouterUnavailable(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := lis.Addr().String()
-	lis.Close() // nothing listens there any more
+	dead := porttest.Refused(t) // nothing listens there
 	deadRoute := func(string) []routes.Sandbox {
 		return []routes.Sandbox{{ID: "feat-a", Services: map[string]routes.Route{"cart": {Upstream: dead}}}}
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sandboxkit/sandboxkit/internal/audit/audittest"
+	"github.com/sandboxkit/sandboxkit/internal/porttest"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -112,14 +113,10 @@ func sendRaw(t *testing.T, srv *httptest.Server, headers []string) rawResponse {
 }
 
 // closedAddr returns a loopback address nothing listens on until the test
-// ends: a connection to it is refused. The port stays bound to a socket
-// that does not listen (see boundPort), so no other listener, in this
-// process or in another package's test binary running beside it, can take
-// it; a port merely freed could be, and a request meant to be refused
-// would then wait on that listener until the client's timeout.
+// ends: a connection to it is refused (see porttest.Refused).
 func closedAddr(t *testing.T) string {
 	t.Helper()
-	return fmt.Sprintf("127.0.0.1:%d", boundPort(t))
+	return porttest.Refused(t)
 }
 
 // newClient returns a client with its own transport stack, closed when the

@@ -1,6 +1,6 @@
 //go:build unix
 
-package httpmw_test
+package porttest
 
 import (
 	"syscall"
@@ -11,7 +11,7 @@ import (
 // listening on it, until the test ends, and returns the port: connecting
 // to it is refused, and neither a listener nor an outgoing connection's
 // local port can take it meanwhile.
-func boundPort(t *testing.T) int {
+func boundPort(t testing.TB) int {
 	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {
@@ -27,3 +27,6 @@ func boundPort(t *testing.T) int {
 	}
 	return sa.(*syscall.SockaddrInet4).Port
 }
+
+// Holds reports whether Refused holds its port until the test ends.
+const Holds = true

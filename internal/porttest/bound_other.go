@@ -1,6 +1,6 @@
 //go:build !unix
 
-package httpmw_test
+package porttest
 
 import (
 	"net"
@@ -10,7 +10,7 @@ import (
 // boundPort returns a port on 127.0.0.1 nothing listens on. Without the
 // unix sockets API it is only freed, not held: another listener may take
 // it before the test uses it.
-func boundPort(t *testing.T) int {
+func boundPort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -19,3 +19,6 @@ func boundPort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// Holds reports whether Refused holds its port until the test ends.
+const Holds = false
