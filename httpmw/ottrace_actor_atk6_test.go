@@ -1,20 +1,16 @@
 package httpmw_test
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/sandboxkit/sandboxkit/httpmw"
-	"github.com/sandboxkit/sandboxkit/internal/ottest"
 	"github.com/sandboxkit/sandboxkit/propagation"
 )
 
@@ -30,11 +26,7 @@ import (
 // ottrace writes it as it is in Ot-Baggage-Sandbox.actor, and C refuses
 // that (400) as another value to a hop that percent-decodes it.
 func TestOTTraceActorsAtk6(t *testing.T) {
-	ottest.Quiet(t)
-	tp := sdktrace.NewTracerProvider()
-	defer tp.Shutdown(context.Background())
-	props := ottest.Propagators
-	loopback := httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8"))
+	tp, props, loopback := otFleet(t)
 	c := httptest.NewServer(otelhttp.NewHandler(must(httpmw.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, _ := propagation.FromContext(r.Context())
 		io.WriteString(w, s.ID+"/"+s.Actor)

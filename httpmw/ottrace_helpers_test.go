@@ -1,10 +1,14 @@
 package httpmw_test
 
 import (
+	"context"
 	"io"
 	"net/http"
+	"net/netip"
+	"testing"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	otelprop "go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/sandboxkit/sandboxkit/httpmw"
@@ -31,6 +35,16 @@ func relay(client *http.Client, to string, set ...func(http.Header)) http.Handle
 		w.WriteHeader(resp.StatusCode)
 		w.Write(body)
 	}
+}
+
+// otFleet sets up a test of a fleet running OpenTelemetry with ottrace
+// beside W3C's propagators: a tracer provider shut down when the test
+// ends, the propagators, and the handler option that trusts loopback.
+func otFleet(t *testing.T) (*sdktrace.TracerProvider, otelprop.TextMapPropagator, httpmw.HandlerOption) {
+	ottest.Quiet(t)
+	tp := sdktrace.NewTracerProvider()
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+	return tp, ottest.Propagators, httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8"))
 }
 
 // sandboxEcho is a service with the library's handler (with opts) that

@@ -1,18 +1,15 @@
 package httpmw_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/internal/ottest"
@@ -29,11 +26,7 @@ import (
 // replaces the context's baggage with what is left: every OT-form member
 // of ours must survive, so that C (library) sees A's sandbox.
 func TestOTTraceOnlyHopAtLimitsAtk6(t *testing.T) {
-	ottest.Quiet(t)
-	tp := sdktrace.NewTracerProvider()
-	defer tp.Shutdown(context.Background())
-	props := ottest.Propagators
-	loopback := httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8"))
+	tp, props, loopback := otFleet(t)
 	c := httptest.NewServer(otelhttp.NewHandler(sandboxEcho(loopback), "C", otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props)))
 	defer c.Close()
 	bClient := &http.Client{Transport: otelhttp.NewTransport(&http.Transport{}, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props))}

@@ -1,15 +1,12 @@
 package httpmw_test
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"testing"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/internal/ottest"
@@ -29,11 +26,7 @@ import (
 // baggage, rather than serve it as production while its next call
 // carries a marker.
 func TestOTFormLookalikeKeysAtk7(t *testing.T) {
-	ottest.Quiet(t)
-	tp := sdktrace.NewTracerProvider()
-	defer tp.Shutdown(context.Background())
-	props := ottest.Propagators
-	loopback := httpmw.WithTrustedNetworks(netip.MustParsePrefix("127.0.0.0/8"))
+	tp, props, loopback := otFleet(t)
 	b := httptest.NewServer(sandboxEcho(loopback))
 	defer b.Close()
 	client := &http.Client{Transport: otelhttp.NewTransport(must(httpmw.NewTransport(&http.Transport{})), otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(props))}
