@@ -36,7 +36,9 @@
 // -json prints one JSON value per command, an error as {"error":
 // message, "exit": status} (on stderr as text too). The exit status is 0 on
 // success, 1 when the store fails, 2 for a usage error, 3 when the
-// sandbox does not exist, 4 when create finds it exists already. create
+// sandbox does not exist, 4 when create finds it exists already. A sandbox
+// that was removed or expired stays listed until purge: route and extend
+// exit 3 and create 4 on it, saying so; give a new sandbox another ID. create
 // prints the sandboxticket command that signs tickets for the sandbox.
 package main
 
