@@ -5,8 +5,11 @@
 //
 // # Use
 //
-// Wrap every call to a dependency:
+// Make one [Group] per dependency, and wrap every call to it:
 //
+//	g := breaker.NewGroup(breaker.Settings{
+//		Budget: breaker.Budget{Rate: 50, Burst: 10, MaxInFlight: 20}, // per sandbox
+//	}, breaker.WithRoutes(table)) // per-sandbox overrides from the route table
 //	done, err := g.Allow(ctx) // the sandbox is read from ctx
 //	if err != nil {
 //		d, _ := breaker.RetryAfter(err) // refused: ErrOpen, ErrThrottled or ErrTooManyInFlight

@@ -1,7 +1,7 @@
 // Package propagation is the core of sandboxkit: the [Sandbox] a request
-// belongs to, its validation, the context accessors, and the codec that
-// reads and writes it on every carrier (HTTP headers, gRPC metadata, Kafka
-// record headers).
+// belongs to, its validation, the context accessors ([ContextWithSandbox],
+// [FromContext]), and the codec that reads and writes it on every carrier
+// (HTTP headers, gRPC metadata, Kafka record headers).
 //
 // # Wire format
 //
@@ -85,10 +85,12 @@
 // error, so it hands extraction errors to otel.Handle and leaves the context
 // without a sandbox, and without our members in its OpenTelemetry baggage,
 // so that such a hop never forwards markers it could not read. Compose it
-// after the baggage propagator (the order matters for Extract too):
+// after the baggage propagator (the order matters for Extract too), as
+// [NewTextMapPropagator] does:
 //
-//	otel.SetTextMapPropagator(otelprop.NewCompositeTextMapPropagator(
-//		otelprop.TraceContext{}, otelprop.Baggage{}, propagation.NewPropagator(nil)))
+//	otel.SetTextMapPropagator(propagation.NewTextMapPropagator(nil))
+//	// the same as otel.SetTextMapPropagator(otelprop.NewCompositeTextMapPropagator(
+//	//	otelprop.TraceContext{}, otelprop.Baggage{}, propagation.NewPropagator(nil)))
 //
 // # Hostile baggage
 //

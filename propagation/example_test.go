@@ -66,6 +66,37 @@ func ExampleNewPropagator() {
 	// pr-42 true
 }
 
+// What an OpenTelemetry-only hop (otelhttp, otelgrpc) does with the
+// propagator a service registers: a readable sandbox goes on; markers it
+// cannot read (here the header and baggage disagree) are taken out of the
+// context's baggage, so the hop forwards no sandbox rather than one of the
+// two, and other baggage members go on. The error goes to otel.Handle,
+// whose default handler logs it.
+func ExampleNewTextMapPropagator() {
+	// In main: otel.SetTextMapPropagator(propagation.NewTextMapPropagator(nil))
+	p := propagation.NewTextMapPropagator(nil)
+	hop := func(in http.Header) http.Header {
+		ctx := p.Extract(context.Background(), otelprop.HeaderCarrier(in))
+		out := http.Header{}
+		p.Inject(ctx, otelprop.HeaderCarrier(out))
+		return out
+	}
+
+	in := http.Header{}
+	in.Set("Baggage", "sandbox.id=pr-1")
+	out := hop(in)
+	fmt.Printf("readable:   Sandbox-Id %q, baggage %q\n", out.Get("Sandbox-Id"), out.Get("Baggage"))
+
+	in = http.Header{}
+	in.Set("Sandbox-Id", "pr-1")
+	in.Set("Baggage", "userid=alice,sandbox.id=pr-2")
+	out = hop(in)
+	fmt.Printf("unreadable: Sandbox-Id %q, baggage %q\n", out.Get("Sandbox-Id"), out.Get("Baggage"))
+	// Output:
+	// readable:   Sandbox-Id "pr-1", baggage "sandbox.id=pr-1"
+	// unreadable: Sandbox-Id "", baggage "userid=alice"
+}
+
 func ExampleSigner() {
 	key := propagation.Key{ID: "2026-11", Secret: []byte("a secret of at least thirty-two bytes")}
 	signer, _ := propagation.NewSigner(key)

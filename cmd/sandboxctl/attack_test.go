@@ -198,3 +198,35 @@ func TestEtcdPrefixWithoutSlash(t *testing.T) {
 		t.Fatalf("the sandbox is not under /sandboxkit/routes/: %v %v", resp, err)
 	}
 }
+
+// TestRemovedSandboxErrorsSayWhatToDo: a sandbox that was removed (or
+// expired) but not purged is still listed, so "no such sandbox" alone
+// contradicts list, and create's "or extend it" sends the user to a
+// command that refuses too. Each error says the sandbox was removed and
+// that a new sandbox needs another ID, as the README's CI job does.
+func TestRemovedSandboxErrorsSayWhatToDo(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 3, 0, 0, 0, time.UTC)
+	store := "file:" + filepath.Join(t.TempDir(), "routes.json")
+	mustCtl(t, store, t0, "create", "pr-1", "-actor", "ci", "-service", "cart=h:1")
+	if code, out := ctl(t, store, t0.Add(time.Minute), "create", "pr-1", "-actor", "ci"); code != exitExists || !strings.Contains(out, "route") {
+		t.Errorf("create of a live sandbox: exit %d, want %d and a hint at route: %s", code, exitExists, out)
+	}
+	mustCtl(t, store, t0.Add(time.Hour), "remove", "pr-1")
+	later := t0.Add(time.Hour + time.Minute)
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"create", "pr-1", "-actor", "ci"}, exitExists},
+		{[]string{"extend", "pr-1", "-ttl", "24h"}, exitNotFound},
+		{[]string{"route", "pr-1", "-service", "orders=h:2"}, exitNotFound},
+	} {
+		code, out := ctl(t, store, later, tc.args...)
+		if code != tc.code {
+			t.Errorf("%s of a removed sandbox: exit %d, want %d: %s", tc.args[0], code, tc.code, out)
+		}
+		if !strings.Contains(out, "removed or expired (it ends 2026-12-06T04:00:05Z)") || !strings.Contains(out, "another ID") || strings.Contains(out, "extend it") {
+			t.Errorf("%s of a removed sandbox: the error does not say it was removed and that a new one needs another ID: %s", tc.args[0], out)
+		}
+	}
+}

@@ -36,7 +36,9 @@
 // -json prints one JSON value per command, an error as {"error":
 // message, "exit": status} (on stderr as text too). The exit status is 0 on
 // success, 1 when the store fails, 2 for a usage error, 3 when the
-// sandbox does not exist, 4 when create finds it exists already. create
+// sandbox does not exist, 4 when create finds it exists already. A sandbox
+// that was removed or expired stays listed until purge: route and extend
+// exit 3 and create 4 on it, saying so; give a new sandbox another ID. create
 // prints the sandboxticket command that signs tickets for the sandbox.
 package main
 
@@ -295,9 +297,12 @@ func (c *cli) create(ctx context.Context, args []string) error {
 	if err := routes.Validate([]routes.Sandbox{sb}); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	err = c.store.change(ctx, id, func(_ routes.Sandbox, ok bool) (*routes.Sandbox, error) {
+	err = c.store.change(ctx, id, func(cur routes.Sandbox, ok bool) (*routes.Sandbox, error) {
+		if ok && c.gone(cur) {
+			return nil, c.goneErr(errExists, cur)
+		}
 		if ok {
-			return nil, fmt.Errorf("%w: %s (remove and purge it first, or extend it)", errExists, id)
+			return nil, fmt.Errorf("%w: %s (re-point its routes with route, extend it, or remove and purge it first)", errExists, id)
 		}
 		return &sb, nil
 	})
@@ -353,7 +358,10 @@ func (c *cli) route(ctx context.Context, args []string) error {
 	at := c.at()
 	var out routes.Sandbox
 	err = c.store.change(ctx, id, func(sb routes.Sandbox, ok bool) (*routes.Sandbox, error) {
-		if !ok || c.gone(sb) {
+		if ok && c.gone(sb) {
+			return nil, c.goneErr(errNotFound, sb)
+		}
+		if !ok {
 			return nil, fmt.Errorf("%w: %s", errNotFound, id)
 		}
 		sb.Services = clone(sb.Services)
@@ -430,7 +438,10 @@ func (c *cli) extend(ctx context.Context, args []string) error {
 	}
 	var out routes.Sandbox
 	err = c.store.change(ctx, id, func(sb routes.Sandbox, ok bool) (*routes.Sandbox, error) {
-		if !ok || c.gone(sb) {
+		if ok && c.gone(sb) {
+			return nil, c.goneErr(errNotFound, sb)
+		}
+		if !ok {
 			return nil, fmt.Errorf("%w: %s", errNotFound, id)
 		}
 		sb.Expires = expires
@@ -535,6 +546,14 @@ func (c *cli) purge(ctx context.Context, args []string) error {
 // have ended.
 func (c *cli) gone(sb routes.Sandbox) bool {
 	return !sb.Expires.IsZero() && !sb.Expires.After(c.at())
+}
+
+// goneErr is the error of a command that finds sb removed or expired but
+// not purged: list still shows it, so the error says why it cannot be
+// used, and what to do instead.
+func (c *cli) goneErr(kind error, sb routes.Sandbox) error {
+	return fmt.Errorf("%w: %s was removed or expired (it ends %s) and stays listed until purge deletes it, %v later by default: give a new sandbox another ID, such as %s-2",
+		kind, sb.ID, sb.Expires.Format(time.RFC3339Nano), routes.DefaultTombstoneGrace, sb.ID)
 }
 
 func (c *cli) report(verb string, sb routes.Sandbox) error {

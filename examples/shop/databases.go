@@ -40,8 +40,8 @@ func newSettings(databaseURL string) settings {
 		run:         run,
 		database:    productionPrefix + run,
 		prefix:      testPrefix + run + "_",
-		mysqlDSN:    "root@tcp(127.0.0.1:3306)/",
-		redisAddr:   "127.0.0.1:6379",
+		mysqlDSN:    defaultMySQLDSN,
+		redisAddr:   defaultRedisAddr,
 	}
 }
 

@@ -53,6 +53,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -63,15 +64,26 @@ import (
 	"time"
 )
 
+// The servers the shop uses unless the environment names others.
+const (
+	defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres"
+	defaultMySQLDSN    = "root@tcp(127.0.0.1:3306)/"
+	defaultRedisAddr   = "127.0.0.1:6379"
+)
+
 func main() {
-	serveFlag := flag.Bool("serve", false, "keep the shop running and print curl, grpcurl and kcat commands to try it by hand (Ctrl-C stops it)")
-	flag.Parse()
-	set := newSettings(cmp.Or(os.Getenv("DATABASE_URL"), "postgres://postgres@127.0.0.1:5432/postgres"))
+	serveFlag, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		os.Exit(2) // the flag package has said why
+	}
+	set := newSettings(cmp.Or(os.Getenv("DATABASE_URL"), defaultDatabaseURL))
 	set.mysqlDSN = cmp.Or(os.Getenv("MYSQL_DSN"), set.mysqlDSN)
 	set.redisAddr = cmp.Or(os.Getenv("REDIS_ADDR"), set.redisAddr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	var err error
-	if *serveFlag {
+	if serveFlag {
 		err = serve(ctx, os.Stdout, set)
 	} else {
 		err = play(ctx, os.Stdout, set)
@@ -81,6 +93,27 @@ func main() {
 		fmt.Fprintln(os.Stderr, "shop:", err)
 		os.Exit(1)
 	}
+}
+
+// parseFlags parses the command line; on -h it prints the usage to out and
+// returns flag.ErrHelp.
+func parseFlags(args []string, out io.Writer) (serve bool, err error) {
+	fs := flag.NewFlagSet("shop", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.BoolVar(&serve, "serve", false, "keep the shop running and print curl, grpcurl and kcat commands to try it by hand (Ctrl-C stops it)")
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: go run ./examples/shop [-serve]\n\n")
+		fs.PrintDefaults()
+		fmt.Fprintf(out, `
+The servers, from the environment (each run creates databases and keys of
+its own and drops them when it ends):
+  DATABASE_URL  PostgreSQL, a role that may create databases (default %s)
+  MYSQL_DSN     MariaDB, a user that may create databases (default %s)
+  REDIS_ADDR    Redis with 16 databases (default %s)
+`, defaultDatabaseURL, defaultMySQLDSN, defaultRedisAddr)
+	}
+	err = fs.Parse(args)
+	return serve, err
 }
 
 // serve starts the shop, prints how to use it, and runs until ctx is done.

@@ -9,6 +9,13 @@
 // downloads etcd's server: the tests that run one live in yet another
 // module, etcdtest.
 //
+//	src, err := etcdroutes.New(cli, "/sandboxkit/routes/") // cli: a *clientv3.Client
+//	if err != nil {
+//		return err // a prefix without the final slash, a nil client
+//	}
+//	table := routes.New()
+//	go src.Sync(ctx, table) // table.Err() says since when etcd fails; the content stays
+//
 // # How the table follows the store
 //
 // [Source.Sync] reads every key under the prefix, applies them as one load
