@@ -85,16 +85,18 @@ func (m *markers) scanKey(hs []kafka.Header, k *memoKey) (st headerState, memoiz
 	memoize = true
 	look := false
 	for i := range hs {
-		switch key := hs[i].Key; {
-		case m.header != "" && keyIs(key, m.header):
+		key := hs[i].Key
+		fk := foldKey{k: key, wide: -1}
+		switch {
+		case m.header != "" && fk.is(m.header):
 			st = hasMarkers
 			memoize = memoize && !k.hasHeader
 			k.header, k.hasHeader = hs[i].Value, true
-		case m.memberKey(key):
+		case m.memberKey(&fk):
 			st, memoize = hasMarkers, false
 		case len(key) > len("ot-baggage-") && key[0]|0x20 == 'o' && m.lookalike(key):
 			look = true
-		case keyIs(key, baggageKey):
+		case fk.is(baggageKey):
 			if st != hasMarkers {
 				st = bagOnly
 				if m.mentioned(hs[i].Value) {
