@@ -176,6 +176,16 @@ type lastHeaders struct {
 	ok  bool // hs is set
 	m   propagation.Markers
 	err error
+	// free is a header key whose value a list may differ in and still
+	// match, "" for none: a split-mode sandbox reader's HeaderSplitSource,
+	// whose value (the copy's source coordinates) differs from copy to
+	// copy, so that no copy matched the one before it and each was
+	// scanned, looked up in the memo and remembered anew. Only a key
+	// scanKey does not act on ([markers.inert]): the memo already gives
+	// two lists that differ only in such a header's value one answer
+	// (its key holds the dedicated header's and the baggage's values
+	// alone), and a list lastHeaders holds is one the memo would.
+	free string
 }
 
 // matches reports whether hs is the list remembered, whose answer l.m and
@@ -186,11 +196,20 @@ func (l *lastHeaders) matches(hs []kafka.Header) bool {
 	}
 	last := l.hs[:len(hs)] // one bounds check, not one a header
 	for i := range hs {
-		if hs[i].Key != last[i].Key || !bytes.Equal(hs[i].Value, last[i].Value) {
+		if hs[i].Key != last[i].Key || !bytes.Equal(hs[i].Value, last[i].Value) && (hs[i].Key != l.free || l.free == "") {
 			return false
 		}
 	}
 	return true
+}
+
+// inert reports whether scanKey acts on no header named k, whatever its
+// value: it is not the dedicated header, baggage, a member key in any
+// form, nor a lookalike one.
+func (m *markers) inert(k string) bool {
+	var key memoKey
+	st, memoize := m.scanKey([]kafka.Header{{Key: k}}, &key)
+	return st == noMarkers && memoize
 }
 
 // lastMaxBytes bounds the keys and values of a list lastHeaders
@@ -210,7 +229,7 @@ func (l *lastHeaders) remember(hs []kafka.Header, m propagation.Markers, err err
 		keys += len(hs[i].Key)
 	}
 	if len(l.buf)+keys > lastMaxBytes {
-		*l = lastHeaders{}
+		*l = lastHeaders{free: l.free}
 		return
 	}
 	l.hs = l.hs[:0]

@@ -176,6 +176,16 @@ func (m *marks) advance(part int, off int64) {
 	}
 }
 
+// freeSplitSource lets a split-mode sandbox reader's last header list
+// match a copy that differs from it only in its source coordinates (see
+// lastHeaders.free): each copy has its own, and every copy was scanned
+// for markers and looked up in the memo (BenchmarkFetchSplitCopies).
+func (r *Reader) freeSplitSource() {
+	if r.markers.inert(HeaderSplitSource) {
+		r.last.free = HeaderSplitSource
+	}
+}
+
 // prepareSplit readies a split-mode sandbox reader before it joins its
 // group: it creates the sandbox's topic if no baseline reader has
 // forwarded anything to it yet (so that the group has partitions to read

@@ -44,6 +44,7 @@ func BenchmarkFetchSplitCopies(b *testing.B) {
 			r := bareReader(b, table, benchService, AsSandbox(benchSandbox))
 			if mode == "split" {
 				r.marks = &marks{next: map[int]int64{}, source: "t"}
+				r.freeSplitSource() // as NewReader does
 			}
 			var i, pass int64
 			next := func(context.Context) (kafka.Message, error) {
