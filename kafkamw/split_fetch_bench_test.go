@@ -43,7 +43,7 @@ func BenchmarkFetchSplitCopies(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			r := bareReader(b, table, benchService, AsSandbox(benchSandbox))
 			if mode == "split" {
-				r.marks = &marks{next: map[int]int64{}, source: "t"}
+				r.marks = &marks{next: map[int]*int64{}, source: "t"}
 				r.freeSplitSource() // as NewReader does
 			}
 			var i, pass int64
@@ -53,7 +53,7 @@ func BenchmarkFetchSplitCopies(b *testing.B) {
 					// the marks, or every copy would be a second one.
 					pass++
 					if r.marks != nil {
-						clear(r.marks.next)
+						*r.marks = marks{next: map[int]*int64{}, source: "t"}
 					}
 				}
 				m := stream[i%n]
