@@ -262,7 +262,9 @@ func (m *markers) memberKey(k *foldKey) bool {
 			}
 		}
 	}
-	if n == m.namedMin || !k.isWide() {
+	// Longer: a key whose first byte cannot start one of ours (firsts,
+	// see plain) is settled without looking for bytes above 0x7F.
+	if c := k.k[0]; n == m.namedMin || m.firsts[c>>6]&(1<<(c&63)) == 0 || !k.isWide() {
 		return false
 	}
 	for _, mk := range m.named {
@@ -278,6 +280,9 @@ func (m *markers) memberKey(k *foldKey) bool {
 // strings.EqualFold does. The keys the package writes are lower-case:
 // they match without case folding.
 func keyIs(k, name string) bool {
+	if k == name {
+		return true
+	}
 	f := foldKey{k: k, wide: -1}
 	return f.is(name)
 }
@@ -300,14 +305,30 @@ type foldKey struct {
 // one of ours rune by rune up to the prefix's end: the split mode's
 // sandboxkit-split-source against sandbox-id and each sandbox.* key, on
 // every copy a split-mode sandbox reader decides.
+//
+// A key whose first byte is ASCII and another letter, or another byte,
+// than name's first is settled first, also without looking for bytes
+// above 0x7F: most keys differ from ours there (traceparent, baggage
+// against sandbox-id), and EqualFold settled those at once.
 func (f *foldKey) is(name string) bool {
 	switch {
 	case f.k == name:
 		return true
-	case len(f.k) < len(name), len(f.k) > len(name) && !f.isWide():
+	case len(f.k) < len(name) || name == "":
+		return false
+	case f.k[0] < utf8.RuneSelf && lowerASCII(f.k[0]) != lowerASCII(name[0]),
+		len(f.k) > len(name) && !f.isWide():
 		return false
 	}
 	return strings.EqualFold(f.k, name)
+}
+
+// lowerASCII is c in lower case when it is an ASCII capital letter.
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // isWide reports whether the key holds a byte above 0x7F.
