@@ -540,7 +540,7 @@ func TestA14CommitRacingCloseReturns(t *testing.T) {
 func TestA14SplitSandboxNeverUntagged(t *testing.T) {
 	at := time.Now().Add(-time.Minute)
 	r := bareReader(t, routes14(t), "orders", AsSandbox("pr-42"), WithSplit(Split{}))
-	r.marks = &marks{next: map[int]int64{}, source: "t"}
+	r.marks = &marks{next: map[int]*int64{}, source: "t"}
 	src := []kafka.Header{{Key: HeaderSplitSource, Value: []byte("0/5")}}
 	stream := []kafka.Message{
 		{Topic: "s", Offset: 0, Time: at},

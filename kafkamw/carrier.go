@@ -3,8 +3,10 @@ package kafkamw
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/segmentio/kafka-go"
 	otelprop "go.opentelemetry.io/otel/propagation"
@@ -113,6 +115,10 @@ type markers struct {
 	header string   // the codec's dedicated header, lower-case; "" when disabled
 	keys   []string // the codec's baggage member keys
 	named  []string // header keys that are markers (Codec.KeyHeaders)
+	// namedLen holds, by length, the indexes in named of the keys of
+	// that length (see memberKey); namedMin is the shortest's.
+	namedLen [][]int
+	namedMin int
 	// lookalike is Codec.IsKeyHeaderLookalike: a header key that is a
 	// marker no reading accepts.
 	lookalike func(string) bool
@@ -151,6 +157,14 @@ func newMarkers(c *propagation.Codec) markers {
 	m := markers{header: c.Header()}
 	m.keys = c.Keys()
 	m.named = c.KeyHeaders()
+	m.namedMin = math.MaxInt
+	for i, k := range m.named {
+		for len(m.namedLen) <= len(k) {
+			m.namedLen = append(m.namedLen, nil)
+		}
+		m.namedLen[len(k)] = append(m.namedLen[len(k)], i)
+		m.namedMin = min(m.namedMin, len(k))
+	}
 	m.lookalike = c.IsKeyHeaderLookalike
 	all := append([]string{baggageKey}, m.named...)
 	if m.header != "" {
@@ -231,19 +245,106 @@ func (m *markers) mentioned(bag []byte) bool {
 //
 // k is matched as the carrier matches it, with Unicode case folding: a
 // key may be longer than the member key it folds to (ſ, two bytes, folds
-// to s; K, three, to k), never shorter.
-func (m *markers) memberKey(k string) bool {
+// to s; K, three, to k), never shorter (see [foldKey.is]).
+func (m *markers) memberKey(k *foldKey) bool {
+	n := len(k.k)
+	if n < m.namedMin {
+		return false
+	}
+	// A key of a named key's length, compared with those alone; a longer
+	// one can fold to a shorter named key only through runes of several
+	// bytes (see foldKey.is), so an ASCII key is not compared with them:
+	// scanKey asked this of every header, twelve keys each by default.
+	if n < len(m.namedLen) {
+		for _, i := range m.namedLen[n] {
+			if strings.EqualFold(k.k, m.named[i]) {
+				return true
+			}
+		}
+	}
+	// Longer: a key whose first byte cannot start one of ours (firsts,
+	// see plain) is settled without looking for bytes above 0x7F.
+	if c := k.k[0]; n == m.namedMin || m.firsts[c>>6]&(1<<(c&63)) == 0 || !k.isWide() {
+		return false
+	}
 	for _, mk := range m.named {
-		if len(k) >= len(mk) && strings.EqualFold(k, mk) {
+		if n > len(mk) && strings.EqualFold(k.k, mk) {
 			return true
 		}
 	}
 	return false
 }
 
-// keyIs reports whether header key k is name, a lower-case key, ignoring
-// case. The keys the package writes are lower-case: they match without
-// case folding.
+// keyIs reports whether header key k is name, a lower-case ASCII key (a
+// token: the package's keys and the codec's are), ignoring case as
+// strings.EqualFold does. The keys the package writes are lower-case:
+// they match without case folding.
 func keyIs(k, name string) bool {
-	return k == name || strings.EqualFold(k, name)
+	if k == name {
+		return true
+	}
+	f := foldKey{k: k, wide: -1}
+	return f.is(name)
+}
+
+// foldKey is a header key compared with several of the package's keys
+// (lower-case ASCII tokens) under Unicode case folding, as [keyIs]
+// compares one: whether it holds a byte above 0x7F is worked out once,
+// when a comparison first needs it.
+type foldKey struct {
+	k    string
+	wide int8 // 1: k holds a byte above 0x7F; 0: it does not; -1: not yet known
+}
+
+// is reports whether the key is name, an ASCII key, as strings.EqualFold
+// compares them. EqualFold walks both strings a rune at a time and needs
+// them to end together; each rune of name is one byte, so a key that
+// folds to it is never shorter, and is longer only through runes of
+// several bytes (ſ folds to s, K to k). An ASCII key of another length is
+// settled without EqualFold, which compared a key sharing a prefix with
+// one of ours rune by rune up to the prefix's end: the split mode's
+// sandboxkit-split-source against sandbox-id and each sandbox.* key, on
+// every copy a split-mode sandbox reader decides.
+//
+// A key whose first byte is ASCII and another letter, or another byte,
+// than name's first is settled first, also without looking for bytes
+// above 0x7F: most keys differ from ours there (traceparent, baggage
+// against sandbox-id), and EqualFold settled those at once.
+func (f *foldKey) is(name string) bool {
+	switch {
+	case f.k == name:
+		return true
+	case len(f.k) < len(name) || name == "":
+		return false
+	case f.k[0] < utf8.RuneSelf && lowerASCII(f.k[0]) != lowerASCII(name[0]),
+		len(f.k) > len(name) && !f.isWide():
+		return false
+	}
+	return strings.EqualFold(f.k, name)
+}
+
+// lowerASCII is c in lower case when it is an ASCII capital letter.
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// isWide reports whether the key holds a byte above 0x7F.
+func (f *foldKey) isWide() bool {
+	if f.wide < 0 {
+		f.wide = wideKey(f.k)
+	}
+	return f.wide == 1
+}
+
+// wideKey is 1 when k holds a byte above 0x7F, else 0.
+func wideKey(k string) int8 {
+	for i := 0; i < len(k); i++ {
+		if k[i] >= utf8.RuneSelf {
+			return 1
+		}
+	}
+	return 0
 }

@@ -85,16 +85,18 @@ func (m *markers) scanKey(hs []kafka.Header, k *memoKey) (st headerState, memoiz
 	memoize = true
 	look := false
 	for i := range hs {
-		switch key := hs[i].Key; {
-		case m.header != "" && keyIs(key, m.header):
+		key := hs[i].Key
+		fk := foldKey{k: key, wide: -1}
+		switch {
+		case m.header != "" && fk.is(m.header):
 			st = hasMarkers
 			memoize = memoize && !k.hasHeader
 			k.header, k.hasHeader = hs[i].Value, true
-		case m.memberKey(key):
+		case m.memberKey(&fk):
 			st, memoize = hasMarkers, false
 		case len(key) > len("ot-baggage-") && key[0]|0x20 == 'o' && m.lookalike(key):
 			look = true
-		case keyIs(key, baggageKey):
+		case fk.is(baggageKey):
 			if st != hasMarkers {
 				st = bagOnly
 				if m.mentioned(hs[i].Value) {
@@ -174,6 +176,16 @@ type lastHeaders struct {
 	ok  bool // hs is set
 	m   propagation.Markers
 	err error
+	// free is a header key whose value a list may differ in and still
+	// match, "" for none: a split-mode sandbox reader's HeaderSplitSource,
+	// whose value (the copy's source coordinates) differs from copy to
+	// copy, so that no copy matched the one before it and each was
+	// scanned, looked up in the memo and remembered anew. Only a key
+	// scanKey does not act on ([markers.inert]): the memo already gives
+	// two lists that differ only in such a header's value one answer
+	// (its key holds the dedicated header's and the baggage's values
+	// alone), and a list lastHeaders holds is one the memo would.
+	free string
 }
 
 // matches reports whether hs is the list remembered, whose answer l.m and
@@ -184,11 +196,20 @@ func (l *lastHeaders) matches(hs []kafka.Header) bool {
 	}
 	last := l.hs[:len(hs)] // one bounds check, not one a header
 	for i := range hs {
-		if hs[i].Key != last[i].Key || !bytes.Equal(hs[i].Value, last[i].Value) {
+		if hs[i].Key != last[i].Key || !bytes.Equal(hs[i].Value, last[i].Value) && (hs[i].Key != l.free || l.free == "") {
 			return false
 		}
 	}
 	return true
+}
+
+// inert reports whether scanKey acts on no header named k, whatever its
+// value: it is not the dedicated header, baggage, a member key in any
+// form, nor a lookalike one.
+func (m *markers) inert(k string) bool {
+	var key memoKey
+	st, memoize := m.scanKey([]kafka.Header{{Key: k}}, &key)
+	return st == noMarkers && memoize
 }
 
 // lastMaxBytes bounds the keys and values of a list lastHeaders
@@ -208,7 +229,7 @@ func (l *lastHeaders) remember(hs []kafka.Header, m propagation.Markers, err err
 		keys += len(hs[i].Key)
 	}
 	if len(l.buf)+keys > lastMaxBytes {
-		*l = lastHeaders{}
+		*l = lastHeaders{free: l.free}
 		return
 	}
 	l.hs = l.hs[:0]

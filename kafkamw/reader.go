@@ -245,6 +245,7 @@ func NewReader(cfg kafka.ReaderConfig, table *routes.Table, service string, opts
 		r.forward = newForwarder(*c.split, cfg)
 	case c.split != nil:
 		r.source, r.prepare = source, r.prepareSplit
+		r.freeSplitSource()
 	}
 	r.events = decisionEvents(c.sandbox == "", c.service, r.group)
 	r.metrics = r.observe(c.meters)
