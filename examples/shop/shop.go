@@ -109,8 +109,9 @@ func pr42() propagation.Sandbox {
 // errNoDatabase reports that PostgreSQL cannot be reached.
 var errNoDatabase = errors.New("cannot connect to PostgreSQL")
 
-// shop is the four services running in this process, and what the
-// scenario needs to look at their state.
+// shop is the five services (gateway, cart, orders, shipping, reports)
+// running in this process, and what the scenario needs to look at their
+// state.
 type shop struct {
 	set settings
 
