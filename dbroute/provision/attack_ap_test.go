@@ -160,13 +160,26 @@ func lockKeyOf(name string) int32 {
 	return int32(h.Sum32())
 }
 
-// callersIn counts the goroutines whose stacks hold a call of fn.
+// callersIn counts the goroutines started by the calling one whose stacks
+// hold a call of fn. Only those: other tests of the package run in
+// parallel and call fn too (a count of every goroutine taken before and
+// after could wait forever, once one of theirs that was counted left),
+// and the stacks are read whole, however many goroutines there are.
 func callersIn(fn string) int {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
+	buf := make([]byte, 1<<16)
+	for {
+		if n := runtime.Stack(buf, true); n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	// The first stack is the caller's: "goroutine N [running]:".
+	self, _, _ := strings.Cut(strings.TrimPrefix(string(buf), "goroutine "), " ")
+	mine := " in goroutine " + self + "\n"
 	n := 0
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, fn) {
+		if strings.Contains(g, fn) && strings.Contains(g, mine) {
 			n++
 		}
 	}
@@ -215,17 +228,16 @@ func TestAttackSharedCreationCancelled(t *testing.T) {
 			}
 			defer unlock()
 			const do = "singleflight.(*Group).Do("
-			before := callersIn(do)
 			actx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			errA := make(chan error, 1)
 			go func() { _, err := p.Open(actx, "pr-1", ""); errA <- err }()
-			for callersIn(do) < before+1 {
+			for callersIn(do) < 1 {
 				runtime.Gosched()
 			}
 			errB := make(chan error, 1)
 			go func() { _, err := p.Open(ctx, "pr-1", ""); errB <- err }()
-			for callersIn(do) < before+2 {
+			for callersIn(do) < 2 {
 				runtime.Gosched()
 			}
 			cancel()
