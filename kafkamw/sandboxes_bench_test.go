@@ -344,7 +344,7 @@ func startFleet(b *testing.B, addrs []string, table *routes.Table, n int, split 
 	fl.cancel = cancel
 	group := kafkatest.UniqueName("group")
 	cfg := kafkatest.ReaderConfig(addrs, fl.p.topic, group)
-	cfg.MaxWait, cfg.HeartbeatInterval = sandboxesMaxWait, sandboxesMaxWait
+	cfg.MaxWait, cfg.HeartbeatInterval = *sandboxesMaxWait, sandboxesHeartbeat
 	start := cpuTime()
 	if plain {
 		fl.plain = kafka.NewReader(cfg)
@@ -540,7 +540,7 @@ func (fl *fleet) close() {
 // time spent.
 func plainPass(b *testing.B, addrs []string, topic string) time.Duration {
 	cfg := kafkatest.ReaderConfig(addrs, topic, fmt.Sprintf("plain-%d", time.Now().UnixNano()))
-	cfg.MaxWait, cfg.HeartbeatInterval = sandboxesMaxWait, sandboxesMaxWait
+	cfg.MaxWait, cfg.HeartbeatInterval = *sandboxesMaxWait, sandboxesHeartbeat
 	r := kafka.NewReader(cfg)
 	defer r.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -642,7 +642,7 @@ func sandboxesPass(b *testing.B, addrs []string, topic string, table *routes.Tab
 			opts = append(opts, WithSplit(*mode))
 		}
 		cfg := kafkatest.ReaderConfig(addrs, topic, group)
-		cfg.MaxWait, cfg.HeartbeatInterval = sandboxesMaxWait, sandboxesMaxWait
+		cfg.MaxWait, cfg.HeartbeatInterval = *sandboxesMaxWait, sandboxesHeartbeat
 		r, err := NewReader(cfg, table, benchService, opts...)
 		if err != nil {
 			b.Fatal(err)
@@ -750,5 +750,10 @@ func minorFaults() int64 {
 // the broker holds a fetch that finds nothing (kafka-go's default is 10s).
 // A fetch returns as soon as there is a message, so it delays nothing; a
 // short one would make every idle reader poll, which costs CPU per reader
-// rather than per message.
-const sandboxesMaxWait = 500 * time.Millisecond
+// rather than per message. -kafkamw.bench.sandboxes.maxwait sets another
+// (docs/performance.md has both, at N = 16).
+var sandboxesMaxWait = flag.Duration("kafkamw.bench.sandboxes.maxwait", 500*time.Millisecond, "BenchmarkSandboxes: the readers' MaxWait")
+
+// sandboxesHeartbeat is the readers' HeartbeatInterval in BenchmarkSandboxes
+// (kafka-go's default is 3s; the test broker's session timeout is 2s).
+const sandboxesHeartbeat = 500 * time.Millisecond
