@@ -295,3 +295,39 @@ func BenchmarkIdleKeyMemory(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkColdLineFloor measures the machine, not the breaker: one load
+// of a 64-byte line at a random place among n lines, each load's address
+// read by the one before (a pointer chase through a shuffled cycle), as a
+// call at n keys must read at least one line of its key's own state that
+// the calls to the other n-1 keys pushed out of the caches. At n = 100,000
+// that is 6.4 MB, a key in a single line, less than any design holds; the
+// breaker's entries and index take about 24 MB. Run next to
+// BenchmarkAllowKeysHotCaller, in the same command, it gives the floor
+// of issue #21's ratio on the machine it runs on: a call at 100,000 keys
+// costs about a call at one key plus one cold line at least (the line's
+// address comes from the key's hash, and the call's work after it from
+// the line, so little of the wait overlaps), and where that line costs
+// more than a call at one key no layout brings the ratio under 2×.
+//
+//	go test ./breaker -run '^$' -bench 'ColdLineFloor|AllowKeysHotCaller$' -count 3
+func BenchmarkColdLineFloor(b *testing.B) {
+	for _, n := range scaleKeys {
+		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+			const words = 64 / 8 // a line of int64s; only the first is used
+			next := make([]int64, n*words)
+			order := rand.New(rand.NewPCG(1, 2)).Perm(n)
+			for i, line := range order {
+				next[line*words] = int64(order[(i+1)%n] * words)
+			}
+			var at int64
+			for b.Loop() {
+				at = next[at]
+			}
+			if at < 0 || at >= int64(len(next)) {
+				b.Fatal("the chase left the buffer")
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/line")
+		})
+	}
+}
