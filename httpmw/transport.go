@@ -667,12 +667,20 @@ func fallbackReason(table *routes.Table, id string) string {
 
 // splitUpstream returns the scheme and host of a route's upstream:
 // "http://host:port", "https://host:port" or "host:port" (plain HTTP).
+// The host ends where a path, query or fragment would begin: the route
+// table accepts "http://host:port/", "http://host:port?" and
+// "http://host:port#" (routes.ValidateUpstream: nothing follows the host
+// of a URL but an empty path, query or fragment), and dialling "host:port?" would
+// fail, so that the sandbox's version would never be reached.
 func splitUpstream(u string) (scheme, host string) {
 	scheme, host, ok := strings.Cut(u, "://")
 	if !ok {
-		scheme, host = "http", u
+		return "http", u
 	}
-	return scheme, strings.TrimSuffix(host, "/")
+	if i := strings.IndexAny(host, "/?#"); i >= 0 {
+		host = host[:i]
+	}
+	return scheme, host
 }
 
 // isDialError reports whether err is a failure to connect: the request
