@@ -1,7 +1,10 @@
 package httpmw_test
 
 import (
+	"errors"
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/sandboxkit/sandboxkit/httpmw"
@@ -45,5 +48,26 @@ func TestRoutedUpstreamWithEmptyQueryOrFragmentIsReached(t *testing.T) {
 				t.Errorf("upstream %q: landed on %s as %q at %s; want the sandbox as pr-1 at /items?id=7", up, got.Server, got.Sandbox, got.Path)
 			}
 		})
+	}
+}
+
+// NewProxy accepted a baseline with user info (http://svc:secret@host)
+// and dropped it: httputil's SetURL copies scheme, host, path and query,
+// never the user, so the baseline got no credentials and the operator no
+// error. A setting the proxy cannot honour is a misconfiguration.
+func TestNewProxyRefusesBaselineUserInfo(t *testing.T) {
+	tab := newTable(t)
+	for _, u := range []*url.URL{
+		{Scheme: "http", Host: "x:1", User: url.UserPassword("svc", "s3cret")},
+		{Scheme: "https", Host: "x:1", User: url.User("svc")},
+	} {
+		p, err := httpmw.NewProxy(tab, "cart", u)
+		if !errors.Is(err, httpmw.ErrConfig) || p != nil {
+			t.Errorf("baseline with user info: got %v, %v; want an error wrapping ErrConfig", p, err)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("the error shows the password: %v", err)
+		}
 	}
 }
