@@ -2,12 +2,18 @@ package httpmw_test
 
 import (
 	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
+
+	otelprop "go.opentelemetry.io/otel/propagation"
 
 	"github.com/sandboxkit/sandboxkit/httpmw"
+	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
 
@@ -68,6 +74,81 @@ func TestNewProxyRefusesBaselineUserInfo(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("the error shows the password: %v", err)
+		}
+	}
+}
+
+// A ticket is a bearer credential: whoever holds it enters the sandbox
+// from any network until it expires. A client that sets it on its
+// request (propagation.Codec.InjectTicket) and follows a redirect to
+// another host handed it to that host: http.Client copies every header
+// but Authorization and cookies to the next hop, and the transport sent
+// the markers "as the caller wrote them". Like Authorization, the ticket
+// now goes only to the first request's host and its subdomains.
+func TestTransportKeepsTicketFromRedirectToAnotherHost(t *testing.T) {
+	type hit struct{ ticket, sandbox string }
+	hits := make(chan hit, 4)
+	var firstURL string
+	third := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/back" {
+			// Back to the first host: the ticket went through a
+			// third party's hands once and does not come back.
+			http.Redirect(w, r, firstURL+"/home", http.StatusTemporaryRedirect)
+			return
+		}
+		m, err := propagation.Default().Read(otelprop.HeaderCarrier(r.Header))
+		if err != nil {
+			t.Errorf("third party: markers unreadable: %v", err)
+		}
+		hits <- hit{m.Ticket, m.Sandbox.ID}
+	}))
+	defer third.Close()
+	// Another host for the client: localhost, not 127.0.0.1.
+	thirdURL := strings.Replace(third.URL, "127.0.0.1", "localhost", 1)
+	var sameHost string
+	first := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/away":
+			http.Redirect(w, r, thirdURL+"/landed", http.StatusTemporaryRedirect)
+		case "/home":
+			http.Redirect(w, r, sameHost+"/landed", http.StatusTemporaryRedirect)
+		case "/round":
+			http.Redirect(w, r, thirdURL+"/back", http.StatusTemporaryRedirect)
+		}
+	}))
+	defer first.Close()
+	sameHost = third.URL // 127.0.0.1, the first request's host, another port
+	firstURL = first.URL
+	signer := must(propagation.NewSigner(propagation.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")}))
+	tk := must(signer.Sign(propagation.Sandbox{ID: "pr-1", Actor: "alice"}, time.Hour))
+	codec := propagation.Default()
+	c := newClient(t, must(httpmw.NewTransport(&http.Transport{})))
+	for _, tc := range []struct {
+		path       string
+		wantTicket bool
+	}{
+		{"/away", false},
+		{"/home", true},
+		{"/round", false},
+	} {
+		req := mustRequest(t, t.Context(), http.MethodGet, first.URL+tc.path, nil)
+		req.Header = codec.HTTPHeader(propagation.Sandbox{ID: "pr-1", Actor: "alice"})
+		codec.InjectTicket(tk, otelprop.HeaderCarrier(req.Header))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		h := <-hits
+		if (h.ticket != "") != tc.wantTicket {
+			t.Errorf("redirect %s: the next host got ticket %q; want one: %v", tc.path, h.ticket, tc.wantTicket)
+		}
+		if h.sandbox != "pr-1" {
+			t.Errorf("redirect %s: the next host got sandbox %q; want pr-1 (the tag travels)", tc.path, h.sandbox)
+		}
+		if got := req.Header.Get("Baggage"); !strings.Contains(got, "sandbox.ticket=") {
+			t.Errorf("the caller's header changed: %q", got)
 		}
 	}
 }

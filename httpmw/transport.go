@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"strings"
 	"sync"
 
@@ -75,6 +76,16 @@ var _ http.RoundTripper = (*Transport)(nil)
 // An upgrade to h2c is never sent: the request goes without it (see
 // [NewProxy]), so that a reverse proxy built on the transport does not
 // open a tunnel for requests no middleware sees.
+//
+// A signed ticket ([propagation.Codec.InjectTicket]) is a bearer
+// credential: a request an http.Client makes to follow a redirect
+// (Request.Response set) goes without it, in its headers and its
+// context's OpenTelemetry baggage, once the redirect chain has left the
+// host of its first request and that host's subdomains, the rule by which
+// the client drops Authorization and cookies. The sandbox itself still
+// travels. The chain is read through Response.Request: for a request the
+// transport routed, that is the request sent to the sandbox's upstream,
+// and a chain whose first request cannot be found counts as having left.
 //
 // A request whose context has no sandbox but whose headers carry markers
 // (set by the caller, or copied from an incoming request onto one built
@@ -206,6 +217,11 @@ func (t *Transport) c() *propagation.Codec {
 
 // RoundTrip implements http.RoundTripper. It never modifies r.
 func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Response != nil && leftFirstHost(r) {
+		// A client following a redirect to another host: the ticket,
+		// a bearer credential, stays behind, as Authorization does.
+		r = t.withoutTicket(r)
+	}
 	if up := r.Header["Upgrade"]; len(up) > 0 && upgradesToH2C(up) {
 		// A custom reverse proxy on this transport would tunnel it:
 		// see dropH2CUpgrade.
@@ -441,6 +457,64 @@ func dropStaleMarkers(h http.Header, names []string) {
 	if bag != nil {
 		h["Baggage"] = append(h["Baggage"], bag...)
 	}
+}
+
+// maxRedirectChain bounds the walk back along a redirect chain
+// (http.Client stops after 10 redirects).
+const maxRedirectChain = 64
+
+// leftFirstHost reports whether r, made by a client following a redirect
+// (r.Response is the redirect response), or any request before it on the
+// chain, goes to a host other than the first request's or one of its
+// subdomains: the rule by which http.Client stops sending Authorization
+// and cookies (see its Do method). A chain that cannot be walked back to
+// its first request (a base transport that does not set
+// Response.Request, or a chain too long) counts as having left it.
+func leftFirstHost(r *http.Request) bool {
+	chain := make([]*url.URL, 0, 4)
+	q := r
+	for q.Response != nil {
+		if q.URL == nil || q.Response.Request == nil || len(chain) == maxRedirectChain {
+			return true
+		}
+		chain = append(chain, q.URL)
+		q = q.Response.Request
+	}
+	if q.URL == nil {
+		return true
+	}
+	home := canonHost(q.URL.Hostname())
+	for _, u := range chain {
+		if !domainOrSubdomain(canonHost(u.Hostname()), home) {
+			return true
+		}
+	}
+	return false
+}
+
+// domainOrSubdomain reports whether host is parent or a subdomain of it
+// (both in lower case, without a trailing dot); an IPv6 address is only
+// itself.
+func domainOrSubdomain(host, parent string) bool {
+	if host == parent {
+		return true
+	}
+	if strings.ContainsAny(host, ":%") || parent == "" {
+		return false
+	}
+	return strings.HasSuffix(host, "."+parent)
+}
+
+// withoutTicket returns a copy of r without the ticket in its headers
+// (under any spelling of the baggage key, which the copy has in
+// canonical form) and its context's OpenTelemetry baggage, which an
+// instrumented base writes on the request.
+func (t *Transport) withoutTicket(r *http.Request) *http.Request {
+	c := t.c()
+	out := r.Clone(c.StripTicketContext(r.Context()))
+	out.Header = canonicalHeader(out.Header)
+	c.StripTicket(otelprop.HeaderCarrier(out.Header))
+	return out
 }
 
 // gatewayBaggage is grpc-gateway's form of the baggage header, a marker
