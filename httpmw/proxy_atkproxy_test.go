@@ -152,3 +152,33 @@ func TestTransportKeepsTicketFromRedirectToAnotherHost(t *testing.T) {
 		}
 	}
 }
+
+// A nil pointer in an http.RoundTripper (var tr *http.Transport left
+// unset) is not a nil RoundTripper: NewProxy took it, and every request
+// then panicked in http.(*Transport).RoundTrip ("transport is nil"), the
+// connection dropped without an answer. So did a transport built on one.
+// A transport that cannot work is a misconfiguration, named when the
+// proxy or transport is built.
+func TestNilPointerRoundTripperIsAConfigError(t *testing.T) {
+	var tr *http.Transport
+	tab := newTable(t)
+	if p, err := httpmw.NewProxy(tab, "cart", &url.URL{Scheme: "http", Host: "x:1"}, httpmw.WithRoundTripper(tr)); !errors.Is(err, httpmw.ErrConfig) || p != nil {
+		t.Errorf("NewProxy with a nil *http.Transport: got %v, %v; want an error wrapping ErrConfig", p, err)
+	}
+	if rt, err := httpmw.NewTransport(tr); !errors.Is(err, httpmw.ErrConfig) || rt != nil {
+		t.Errorf("NewTransport on a nil *http.Transport: got %v, %v; want an error wrapping ErrConfig", rt, err)
+	}
+	if rt, err := httpmw.NewRoutingTransport(tr, tab, "cart"); !errors.Is(err, httpmw.ErrConfig) || rt != nil {
+		t.Errorf("NewRoutingTransport on a nil *http.Transport: got %v, %v; want an error wrapping ErrConfig", rt, err)
+	}
+	if rt, err := httpmw.NewHostRoutingTransport(tr, tab, map[string]string{"cart": "cart"}); !errors.Is(err, httpmw.ErrConfig) || rt != nil {
+		t.Errorf("NewHostRoutingTransport on a nil *http.Transport: got %v, %v; want an error wrapping ErrConfig", rt, err)
+	}
+	// An untyped nil keeps the documented default.
+	if _, err := httpmw.NewProxy(tab, "cart", &url.URL{Scheme: "http", Host: "x:1"}, httpmw.WithRoundTripper(nil)); err != nil {
+		t.Errorf("WithRoundTripper(nil): %v; want the default transport", err)
+	}
+	if _, err := httpmw.NewTransport(nil); err != nil {
+		t.Errorf("NewTransport(nil): %v; want http.DefaultTransport", err)
+	}
+}

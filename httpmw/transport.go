@@ -57,8 +57,9 @@ var _ http.RoundTripper = (*Transport)(nil)
 
 // NewTransport returns a Transport that carries the sandbox of each
 // request's context to the next hop, sending requests through base
-// (http.DefaultTransport when nil). It does not choose upstreams: see
-// [NewRoutingTransport].
+// (http.DefaultTransport when nil; a nil pointer or func in a non-nil
+// base, which would panic on every request, is an error wrapping
+// [ErrConfig]). It does not choose upstreams: see [NewRoutingTransport].
 //
 // A request whose context carries a sandbox is cloned and the clone gets
 // the sandbox's markers (the dedicated header and the baggage members,
@@ -97,6 +98,9 @@ var _ http.RoundTripper = (*Transport)(nil)
 // request goes to base as it is. With [WithBreaker], a request over its
 // sandbox's budget is not sent (see there).
 func NewTransport(base http.RoundTripper, opts ...TransportOption) (*Transport, error) {
+	if err := checkBase("NewTransport", base); err != nil {
+		return nil, err
+	}
 	cfg, err := transportConfig(opts)
 	if err != nil {
 		return nil, err
@@ -112,7 +116,8 @@ func NewTransport(base http.RoundTripper, opts ...TransportOption) (*Transport, 
 // several services, see [NewHostRoutingTransport]. Requests of sandboxes
 // that do not override service go where they were addressed. A nil table,
 // an empty service, or one no route table can hold
-// ([routes.ValidateService]) is an error wrapping [ErrConfig].
+// ([routes.ValidateService]) is an error wrapping [ErrConfig], as is a
+// base that [NewTransport] refuses.
 //
 // A table that has never loaded ([routes.Table.SyncedAt] is the zero
 // time: a [routes.New] table neither filled nor synced yet) cannot say
@@ -126,6 +131,9 @@ func NewTransport(base http.RoundTripper, opts ...TransportOption) (*Transport, 
 func NewRoutingTransport(base http.RoundTripper, table *routes.Table, service string, opts ...RoutingTransportOption) (*Transport, error) {
 	if table == nil {
 		return nil, configErr("NewRoutingTransport: nil route table")
+	}
+	if err := checkBase("NewRoutingTransport", base); err != nil {
+		return nil, err
 	}
 	if service == "" {
 		return nil, configErr("NewRoutingTransport: empty service name")
@@ -153,11 +161,14 @@ func NewRoutingTransport(base http.RoundTripper, table *routes.Table, service st
 // is copied. A nil table, an empty map, a host mapped to an empty or
 // invalid service name ([routes.ValidateService]), or two keys that are
 // one host mapped to different services, is an error wrapping
-// [ErrConfig]. A table that has never loaded is handled as by
+// [ErrConfig], as is a base that [NewTransport] refuses. A table that has never loaded is handled as by
 // NewRoutingTransport.
 func NewHostRoutingTransport(base http.RoundTripper, table *routes.Table, hosts map[string]string, opts ...RoutingTransportOption) (*Transport, error) {
 	if table == nil {
 		return nil, configErr("NewHostRoutingTransport: nil route table")
+	}
+	if err := checkBase("NewHostRoutingTransport", base); err != nil {
+		return nil, err
 	}
 	if len(hosts) == 0 {
 		return nil, configErr("NewHostRoutingTransport: no hosts")
