@@ -1,8 +1,10 @@
 package httpmw_test
 
 import (
+	"bufio"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -180,5 +182,45 @@ func TestNilPointerRoundTripperIsAConfigError(t *testing.T) {
 	}
 	if _, err := httpmw.NewTransport(nil); err != nil {
 		t.Errorf("NewTransport(nil): %v; want http.DefaultTransport", err)
+	}
+}
+
+// Markers in a chunked request's trailers are read by no gate (it judges
+// headers, before the body). The proxy must not hand them to the
+// upstream, from a trusted client or any other: httputil.ReverseProxy
+// clones the trailer map before the body is read, so the upstream gets
+// the announced names without values. This guards that, in case a Go
+// release starts forwarding request trailers.
+func TestProxyDoesNotForwardMarkersInRequestTrailers(t *testing.T) {
+	trailers := make(chan http.Header, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		trailers <- r.Trailer.Clone()
+	}))
+	defer up.Close()
+	tab := newTable(t, routes.Sandbox{ID: "pr-1", Services: map[string]routes.Route{"cart": {Upstream: closedURL(t)}}})
+	for _, trust := range []httpmw.ProxyOption{nil, httpmw.TrustAll()} {
+		proxy := newProxyServer(t, tab, up.URL, trust)
+		conn, err := net.Dial("tcp", proxy.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(conn, "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: Sandbox-Id, Baggage\r\nConnection: close\r\n\r\n"+
+			"3\r\nabc\r\n0\r\nSandbox-Id: pr-1\r\nBaggage: sandbox.id=pr-1\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		conn.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("trusted %v: status %d; want the baseline's 200 (the trailers are not markers)", trust != nil, resp.StatusCode)
+		}
+		for k, v := range <-trailers {
+			if len(v) > 0 {
+				t.Errorf("trusted %v: the upstream got trailer %s: %q", trust != nil, k, v)
+			}
+		}
 	}
 }
