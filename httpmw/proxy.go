@@ -107,7 +107,7 @@ func NewProxy(table *routes.Table, service string, baseline *url.URL, opts ...Pr
 	t.owned = true
 	t.budget = budget{} // the proxy applies the budget once, on the way in
 	target := *baseline
-	p := &Proxy{transport: t, gate: newGate(&cfg, service), budget: newBudget(&cfg), service: service}
+	p := &Proxy{transport: t, gate: newProxyGate(&cfg, service), budget: newBudget(&cfg), service: service}
 	p.rp = httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(&target)

@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	otelprop "go.opentelemetry.io/otel/propagation"
 
+	"github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/httpmw"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
@@ -222,5 +224,90 @@ func TestProxyDoesNotForwardMarkersInRequestTrailers(t *testing.T) {
 				t.Errorf("trusted %v: the upstream got trailer %s: %q", trust != nil, k, v)
 			}
 		}
+	}
+}
+
+// underscoreMarkers are marker headers spelt with '_' for '-', which CGI,
+// WSGI, Rack and PHP services read as the markers themselves
+// (HTTP_SANDBOX_ID) and the codec does not read at all.
+var underscoreMarkers = []string{"Sandbox_Id", "sandbox_id", "Grpc_Metadata_Sandbox_Id", "Uberctx_sandbox.id", "Ot-Baggage_sandbox.id"}
+
+// The proxy fronts services that cannot import the library, CGI-style
+// ones among them. A trusted client's Sandbox_Id: pr-1, alone, was no
+// marker to the proxy's gate (it reads none in that spelling) and went to
+// the baseline upstream as it was, unaudited, where a CGI service read it
+// as Sandbox-Id and served pr-1 on the baseline of a service pr-1
+// overrides. A marker the proxy cannot read, from a trusted source, is
+// answered 400 like every other; an untrusted client's is stripped.
+func TestProxyRefusesUnderscoreMarkerFromTrustedClient(t *testing.T) {
+	baseline, sandbox := newUpstream(t, "baseline"), newUpstream(t, "sandbox")
+	tab := newTable(t, routes.Sandbox{ID: "pr-1", Services: map[string]routes.Route{"cart": {Upstream: sandbox.URL}}})
+	alog, logger := newAuditLog()
+	trusted := newProxyServer(t, tab, baseline.URL, httpmw.TrustAll(), httpmw.WithLogger(logger))
+	for _, k := range underscoreMarkers {
+		before := len(alog.Records())
+		hb, hs := baseline.hits.Load(), sandbox.hits.Load()
+		r := sendRaw(t, trusted, []string{k + ": pr-1"})
+		if r.status != http.StatusBadRequest || !strings.Contains(strings.ToLower(r.body), strings.ToLower(k)) { // the server canonicalises Sandbox_Id as Sandbox_id
+			t.Errorf("trusted %s: status %d %q; want 400 naming the header", k, r.status, r.body)
+		}
+		if baseline.hits.Load() != hb || sandbox.hits.Load() != hs {
+			t.Errorf("trusted %s: the request reached an upstream", k)
+		}
+		if d := decisionsSince(alog, before); !slices.Equal(d, []string{string(audit.Rejected)}) {
+			t.Errorf("trusted %s: audit %v; want one rejected record", k, d)
+		}
+	}
+	// Beside a marker the proxy reads, the underscore spelling is dropped
+	// and the admitted sandbox alone goes on (see
+	// TestProxySendsTheAdmittedSandboxAlone); from an untrusted client it
+	// is stripped.
+	untrusted := newProxyServer(t, tab, baseline.URL)
+	for _, k := range underscoreMarkers {
+		r := sendRaw(t, untrusted, []string{k + ": pr-1"})
+		if r.status != http.StatusOK || strings.Contains(r.body, "pr-1") {
+			t.Errorf("untrusted %s: status %d %s; want 200 from the baseline without the marker", k, r.status, r.body)
+		}
+	}
+}
+
+// A caller's request without the sandbox in its context but with
+// Sandbox_Id: pr-1 on it (copied from an incoming request) goes out as
+// pr-1 to a CGI-style next hop. The transport read no marker in it and
+// sent it, unrouted, unbudgeted and unaudited, to the baseline of a
+// service pr-1 overrides, while a header it cannot read under another
+// name (Sandbox.id) is refused. Now both are refused, nothing sent.
+func TestTransportRefusesUnderscoreMarkerWithoutContext(t *testing.T) {
+	baseline, sandbox := newUpstream(t, "baseline"), newUpstream(t, "sandbox")
+	tab := newTable(t, routes.Sandbox{ID: "pr-1", Services: map[string]routes.Route{"cart": {Upstream: sandbox.URL}}})
+	c := newClient(t, must(httpmw.NewRoutingTransport(&http.Transport{}, tab, "cart")))
+	for _, k := range underscoreMarkers {
+		for _, with := range []http.Header{{}, {"Sandbox-Id": {"pr-1"}}} {
+			hb, hs := baseline.hits.Load(), sandbox.hits.Load()
+			req := mustRequest(t, t.Context(), http.MethodGet, baseline.URL+"/items", nil)
+			req.Header = with.Clone()
+			req.Header[k] = []string{"pr-2"}
+			resp, err := c.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				t.Errorf("%v: status %d; want an error, nothing sent", req.Header, resp.StatusCode)
+			} else if !errors.Is(err, propagation.ErrMalformed) || !strings.Contains(err.Error(), k) {
+				t.Errorf("%v: %v; want an error wrapping propagation.ErrMalformed naming %s", req.Header, err, k)
+			}
+			if baseline.hits.Load() != hb || sandbox.hits.Load() != hs {
+				t.Errorf("%v: the request was sent", req.Header)
+			}
+		}
+	}
+	// With the sandbox in the context, the context's sandbox replaces it
+	// (TestTransportReplacesStaleMarkers).
+	req := mustRequest(t, sandboxCtx("pr-1", ""), http.MethodGet, baseline.URL+"/items", nil)
+	req.Header["Sandbox_Id"] = []string{"pr-2"}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := decodeSeen(t, resp); got.Server != "sandbox" || got.Sandbox != "pr-1" {
+		t.Errorf("context sandbox with a stale Sandbox_Id: served by %s as %q; want pr-1's cart", got.Server, got.Sandbox)
 	}
 }

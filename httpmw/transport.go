@@ -93,8 +93,10 @@ var _ http.RoundTripper = (*Transport)(nil)
 // without its context) is the sandbox's traffic as much: the next hop
 // serves it as that sandbox. It is budgeted, routed and audited as that
 // sandbox, with its headers as the caller wrote them; when they cannot be
-// read as one sandbox (conflicting, malformed), RoundTrip fails without
-// sending it, with an error wrapping the [propagation] sentinel. Any other
+// read as one sandbox (conflicting, malformed, or a marker header spelt
+// with '_' for '-', Sandbox_Id, which CGI-style hops read as Sandbox-Id
+// and the transport does not read), RoundTrip fails without sending it,
+// with an error wrapping the [propagation] sentinel. Any other
 // request goes to base as it is. With [WithBreaker], a request over its
 // sandbox's budget is not sent (see there).
 func NewTransport(base http.RoundTripper, opts ...TransportOption) (*Transport, error) {
@@ -255,6 +257,9 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 			// as one sandbox are not sent. (The proxy's gate has put
 			// every marker it let through into the context.)
 			m, err := c.Read(otelprop.HeaderCarrier(h))
+			if err == nil {
+				err = underscoreMarkerError(h, t.markerNames())
+			}
 			if err != nil {
 				closeBody(r)
 				return nil, fmt.Errorf("httpmw: request to %s not sent: its sandbox markers cannot be read: %w", r.URL.Host, err)
@@ -571,6 +576,27 @@ func canonicalHeader(h http.Header) http.Header {
 		out[ck] = append(out[ck], v...)
 	}
 	return out
+}
+
+// underscoreMarkerError returns an error wrapping
+// [propagation.ErrMalformed] when h holds a marker header (one of names,
+// lower case) spelt with '_' for '-' (Sandbox_Id, Ot-Baggage_sandbox.id):
+// CGI, WSGI, Rack and PHP services read it as the marker itself
+// (HTTP_SANDBOX_ID), the codec does not read it at all, so that a request
+// carrying it cannot be routed, budgeted or audited as the sandbox the
+// next hop serves. nil when there is none.
+func underscoreMarkerError(h http.Header, names []string) error {
+	for k := range h {
+		if strings.IndexByte(k, '_') < 0 {
+			continue
+		}
+		for _, n := range names {
+			if sameName(k, n) {
+				return fmt.Errorf("%w: header %s is %s to CGI-style services, which read '_' as '-', and is not read here: send the sandbox in the header itself or in baggage", propagation.ErrMalformed, k, textproto.CanonicalMIMEHeaderKey(n))
+			}
+		}
+	}
+	return nil
 }
 
 // sameName reports whether header key k is name (lower case) to some hop:
