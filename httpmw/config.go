@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"time"
 
 	"github.com/sandboxkit/sandboxkit/breaker"
@@ -338,9 +339,40 @@ func WithFallbackOnUnavailable() RoutingOption {
 
 // WithRoundTripper sets the transport the proxy sends requests with
 // (default [NewProxyTransport]); give one with HTTP/2 enabled for h2c
-// upstreams. A nil rt keeps the default.
+// upstreams. A nil rt keeps the default; a nil pointer or func in a
+// non-nil rt (a *http.Transport variable left unset) is a
+// misconfiguration.
 func WithRoundTripper(rt http.RoundTripper) ProxyOption {
-	return proxyOption(func(cfg *config) { cfg.base = rt })
+	return proxyOption(func(cfg *config) {
+		if nilRoundTripper(rt) {
+			cfg.fail(configErr("WithRoundTripper: nil %T", rt))
+			return
+		}
+		cfg.base = rt
+	})
+}
+
+// nilRoundTripper reports whether rt, not itself nil, holds a nil pointer
+// or func: every round trip through it would panic (http.Transport's
+// "transport is nil").
+func nilRoundTripper(rt http.RoundTripper) bool {
+	if rt == nil {
+		return false
+	}
+	switch v := reflect.ValueOf(rt); v.Kind() {
+	case reflect.Pointer, reflect.Func:
+		return v.IsNil()
+	}
+	return false
+}
+
+// checkBase returns the misconfiguration of a transport constructor's
+// base, if any.
+func checkBase(constructor string, base http.RoundTripper) error {
+	if nilRoundTripper(base) {
+		return configErr("%s: nil %T as base", constructor, base)
+	}
+	return nil
 }
 
 // WithBreaker puts requests under the per-sandbox budgets of g (see package

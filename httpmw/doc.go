@@ -97,7 +97,13 @@
 // ottrace propagator writes Ot-Baggage-Sandbox.id, it is one more reading
 // of the same sandbox), over the W3C baggage limits, a bad ticket) are answered with 400 Bad Request
 // and a short plain-text body naming the problem; the wrapped handler is
-// not called. Admitted
+// not called. A trusted source's marker header spelt with '_' for '-'
+// (Sandbox_Id, Ot-Baggage_sandbox.id) is kept by a handler, whose own
+// code reads no such header, and answered 400 by [NewProxy] when the
+// request carries no marker the proxy reads: the proxied service, a
+// CGI-style one perhaps, would read it as the marker the proxy did not
+// route, budget or audit by. (Beside markers the proxy reads, it is
+// dropped: the admitted sandbox alone goes on.) Admitted
 // requests carry the sandbox in their context, and the active span gets
 // the sandbox.id attribute.
 //

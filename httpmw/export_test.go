@@ -22,3 +22,7 @@ func ForwardedFor(lines []string, hops int) (addr string, ok bool) {
 	}
 	return a.String(), true
 }
+
+// SplitUpstream exposes the reading of a route's upstream to the fuzz
+// test.
+var SplitUpstream = splitUpstream

@@ -2,10 +2,12 @@ package httpmw_test
 
 import (
 	"net/netip"
+	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/sandboxkit/sandboxkit/httpmw"
+	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 // refParse is the straightforward reading of an X-Forwarded-For entry.
@@ -58,6 +60,35 @@ func FuzzForwardedClient(f *testing.F) {
 		if ok != wantOK || n != wantN || entry != wantEntry || addr != wantAddr {
 			t.Fatalf("ForwardedClient(%q, %d) = %q, %q, %d, %v; want %q, %q, %d, %v",
 				lines, hops, addr, entry, n, ok, wantAddr, wantEntry, wantN, wantOK)
+		}
+	})
+}
+
+// FuzzSplitUpstream checks the transport's reading of a route's upstream
+// against net/url for every upstream the route table accepts in URL form:
+// the scheme and host it dials are url.Parse's (atkproxy: "http://h:1?"
+// was dialled as "h:1?"); the host:port form is taken whole.
+func FuzzSplitUpstream(f *testing.F) {
+	for _, s := range []string{"http://h:1", "https://h:1/", "http://h:1?", "http://h:1#", "http://h:1/?", "http://[::1]:8080", "h:1", "[::1]:80", "http://:80"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, up string) {
+		if routes.ValidateUpstream(up) != nil {
+			return
+		}
+		scheme, host := httpmw.SplitUpstream(up)
+		if !strings.Contains(up, "://") {
+			if scheme != "http" || host != up {
+				t.Fatalf("%q: split as %q %q; want http and the whole", up, scheme, host)
+			}
+			return
+		}
+		u, err := url.Parse(up)
+		if err != nil {
+			t.Fatalf("%q: accepted by the table, refused by url.Parse: %v", up, err)
+		}
+		if scheme != u.Scheme || host != u.Host {
+			t.Fatalf("%q: split as %q %q; url.Parse reads %q %q", up, scheme, host, u.Scheme, u.Host)
 		}
 	})
 }

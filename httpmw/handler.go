@@ -83,6 +83,10 @@ type gate struct {
 	// keepForeign is set when the codec keeps other tools' routing keys
 	// (propagation.KeepForeignRoutingKeys): nothing to look for.
 	keepForeign bool
+	// names are the marker header names (markerNames) of a proxy's gate,
+	// whose next hop is the service itself, CGI-style perhaps: it reads
+	// a trusted client's Sandbox_Id as Sandbox-Id. nil for a handler's.
+	names []string
 }
 
 func newGate(cfg *config, target string) gate {
@@ -92,6 +96,15 @@ func newGate(cfg *config, target string) gate {
 		target:      target,
 		keepForeign: !cfg.codec.StripsForeign(),
 	}
+}
+
+// newProxyGate returns the gate of a proxy for service: as a handler's,
+// and a trusted client's marker header spelt with '_' for '-', which
+// the proxied service may read and the gate does not, is rejected.
+func newProxyGate(cfg *config, service string) gate {
+	g := newGate(cfg, service)
+	g.names = markerNames(cfg.codec)
+	return g
 }
 
 // pass returns the request to serve: r itself when it carries no markers,
@@ -106,7 +119,17 @@ func (g *gate) pass(w http.ResponseWriter, r *http.Request) (*http.Request, bool
 	}
 	m, err := g.in.Codec.Read(otelprop.HeaderCarrier(r.Header))
 	if !m.Found {
-		return g.foreign(r), true
+		r = g.foreign(r)
+		if g.names != nil {
+			// A proxy's: what the gate left in is what the service
+			// reads (an untrusted client's was stripped).
+			if why := underscoreMarkerError(r.Header, g.names); why != nil {
+				g.in.Refuse(r.Context(), audit.Rejected, propagation.Sandbox{}, r.RemoteAddr, g.target, why, nil)
+				http.Error(w, "bad sandbox markers: "+why.Error(), http.StatusBadRequest)
+				return nil, false
+			}
+		}
+		return r, true
 	}
 	return g.decide(w, r, &m, err)
 }

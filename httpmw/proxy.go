@@ -34,12 +34,14 @@ type Proxy struct {
 var _ http.Handler = (*Proxy)(nil)
 
 // NewProxy returns a reverse proxy for service, whose baseline is served at
-// baseline (an absolute http or https URL; its path is prefixed to request
-// paths, as in httputil.ProxyRequest.SetURL). Sandboxes that override
+// baseline (an absolute http or https URL without user info; its path is
+// prefixed to request paths and its query joined to theirs, as in
+// httputil.ProxyRequest.SetURL). Sandboxes that override
 // service in table get their requests at their upstream instead, with the
 // same path and query. A nil table, an empty or invalid service
 // ([routes.ValidateService]) or a baseline that is not an absolute http or
-// https URL is an error wrapping [ErrConfig], as
+// https URL, or that has user info (which SetURL would drop), is an error
+// wrapping [ErrConfig], as
 // are misconfigured options. A proxy that only applies the trust rules
 // and propagates takes an empty table that counts as loaded:
 // routes.NewStatic(nil). While a table from [routes.New] has never loaded,
@@ -86,6 +88,12 @@ func NewProxy(table *routes.Table, service string, baseline *url.URL, opts ...Pr
 	if baseline == nil || (baseline.Scheme != "http" && baseline.Scheme != "https") || baseline.Host == "" {
 		return nil, configErr("NewProxy: baseline %v: want an absolute http or https URL", baseline)
 	}
+	if baseline.User != nil {
+		// httputil.ProxyRequest.SetURL takes the scheme, host, path and
+		// query, never the user: the credentials would silently not be
+		// sent. (Redacted shows no password.)
+		return nil, configErr("NewProxy: baseline %s: user info is not sent to the baseline; set an Authorization header in a transport of your own (WithRoundTripper)", baseline.Redacted())
+	}
 	cfg, err := proxyConfig(opts)
 	if err != nil {
 		return nil, err
@@ -99,11 +107,7 @@ func NewProxy(table *routes.Table, service string, baseline *url.URL, opts ...Pr
 	t.owned = true
 	t.budget = budget{} // the proxy applies the budget once, on the way in
 	target := *baseline
-	if target.User != nil {
-		u := *target.User
-		target.User = &u
-	}
-	p := &Proxy{transport: t, gate: newGate(&cfg, service), budget: newBudget(&cfg), service: service}
+	p := &Proxy{transport: t, gate: newProxyGate(&cfg, service), budget: newBudget(&cfg), service: service}
 	p.rp = httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(&target)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"strings"
 	"sync"
 
@@ -56,8 +57,9 @@ var _ http.RoundTripper = (*Transport)(nil)
 
 // NewTransport returns a Transport that carries the sandbox of each
 // request's context to the next hop, sending requests through base
-// (http.DefaultTransport when nil). It does not choose upstreams: see
-// [NewRoutingTransport].
+// (http.DefaultTransport when nil; a nil pointer or func in a non-nil
+// base, which would panic on every request, is an error wrapping
+// [ErrConfig]). It does not choose upstreams: see [NewRoutingTransport].
 //
 // A request whose context carries a sandbox is cloned and the clone gets
 // the sandbox's markers (the dedicated header and the baggage members,
@@ -76,16 +78,31 @@ var _ http.RoundTripper = (*Transport)(nil)
 // [NewProxy]), so that a reverse proxy built on the transport does not
 // open a tunnel for requests no middleware sees.
 //
+// A signed ticket ([propagation.Codec.InjectTicket]) is a bearer
+// credential: a request an http.Client makes to follow a redirect
+// (Request.Response set) goes without it, in its headers and its
+// context's OpenTelemetry baggage, once the redirect chain has left the
+// host of its first request and that host's subdomains, the rule by which
+// the client drops Authorization and cookies. The sandbox itself still
+// travels. The chain is read through Response.Request: for a request the
+// transport routed, that is the request sent to the sandbox's upstream,
+// and a chain whose first request cannot be found counts as having left.
+//
 // A request whose context has no sandbox but whose headers carry markers
 // (set by the caller, or copied from an incoming request onto one built
 // without its context) is the sandbox's traffic as much: the next hop
 // serves it as that sandbox. It is budgeted, routed and audited as that
 // sandbox, with its headers as the caller wrote them; when they cannot be
-// read as one sandbox (conflicting, malformed), RoundTrip fails without
-// sending it, with an error wrapping the [propagation] sentinel. Any other
+// read as one sandbox (conflicting, malformed, or a marker header spelt
+// with '_' for '-', Sandbox_Id, which CGI-style hops read as Sandbox-Id
+// and the transport does not read), RoundTrip fails without sending it,
+// with an error wrapping the [propagation] sentinel. Any other
 // request goes to base as it is. With [WithBreaker], a request over its
 // sandbox's budget is not sent (see there).
 func NewTransport(base http.RoundTripper, opts ...TransportOption) (*Transport, error) {
+	if err := checkBase("NewTransport", base); err != nil {
+		return nil, err
+	}
 	cfg, err := transportConfig(opts)
 	if err != nil {
 		return nil, err
@@ -101,7 +118,8 @@ func NewTransport(base http.RoundTripper, opts ...TransportOption) (*Transport, 
 // several services, see [NewHostRoutingTransport]. Requests of sandboxes
 // that do not override service go where they were addressed. A nil table,
 // an empty service, or one no route table can hold
-// ([routes.ValidateService]) is an error wrapping [ErrConfig].
+// ([routes.ValidateService]) is an error wrapping [ErrConfig], as is a
+// base that [NewTransport] refuses.
 //
 // A table that has never loaded ([routes.Table.SyncedAt] is the zero
 // time: a [routes.New] table neither filled nor synced yet) cannot say
@@ -115,6 +133,9 @@ func NewTransport(base http.RoundTripper, opts ...TransportOption) (*Transport, 
 func NewRoutingTransport(base http.RoundTripper, table *routes.Table, service string, opts ...RoutingTransportOption) (*Transport, error) {
 	if table == nil {
 		return nil, configErr("NewRoutingTransport: nil route table")
+	}
+	if err := checkBase("NewRoutingTransport", base); err != nil {
+		return nil, err
 	}
 	if service == "" {
 		return nil, configErr("NewRoutingTransport: empty service name")
@@ -142,11 +163,14 @@ func NewRoutingTransport(base http.RoundTripper, table *routes.Table, service st
 // is copied. A nil table, an empty map, a host mapped to an empty or
 // invalid service name ([routes.ValidateService]), or two keys that are
 // one host mapped to different services, is an error wrapping
-// [ErrConfig]. A table that has never loaded is handled as by
+// [ErrConfig], as is a base that [NewTransport] refuses. A table that has never loaded is handled as by
 // NewRoutingTransport.
 func NewHostRoutingTransport(base http.RoundTripper, table *routes.Table, hosts map[string]string, opts ...RoutingTransportOption) (*Transport, error) {
 	if table == nil {
 		return nil, configErr("NewHostRoutingTransport: nil route table")
+	}
+	if err := checkBase("NewHostRoutingTransport", base); err != nil {
+		return nil, err
 	}
 	if len(hosts) == 0 {
 		return nil, configErr("NewHostRoutingTransport: no hosts")
@@ -206,6 +230,11 @@ func (t *Transport) c() *propagation.Codec {
 
 // RoundTrip implements http.RoundTripper. It never modifies r.
 func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Response != nil && leftFirstHost(r) {
+		// A client following a redirect to another host: the ticket,
+		// a bearer credential, stays behind, as Authorization does.
+		r = t.withoutTicket(r)
+	}
 	if up := r.Header["Upgrade"]; len(up) > 0 && upgradesToH2C(up) {
 		// A custom reverse proxy on this transport would tunnel it:
 		// see dropH2CUpgrade.
@@ -228,6 +257,9 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 			// as one sandbox are not sent. (The proxy's gate has put
 			// every marker it let through into the context.)
 			m, err := c.Read(otelprop.HeaderCarrier(h))
+			if err == nil {
+				err = underscoreMarkerError(h, t.markerNames())
+			}
 			if err != nil {
 				closeBody(r)
 				return nil, fmt.Errorf("httpmw: request to %s not sent: its sandbox markers cannot be read: %w", r.URL.Host, err)
@@ -443,6 +475,64 @@ func dropStaleMarkers(h http.Header, names []string) {
 	}
 }
 
+// maxRedirectChain bounds the walk back along a redirect chain
+// (http.Client stops after 10 redirects).
+const maxRedirectChain = 64
+
+// leftFirstHost reports whether r, made by a client following a redirect
+// (r.Response is the redirect response), or any request before it on the
+// chain, goes to a host other than the first request's or one of its
+// subdomains: the rule by which http.Client stops sending Authorization
+// and cookies (see its Do method). A chain that cannot be walked back to
+// its first request (a base transport that does not set
+// Response.Request, or a chain too long) counts as having left it.
+func leftFirstHost(r *http.Request) bool {
+	chain := make([]*url.URL, 0, 4)
+	q := r
+	for q.Response != nil {
+		if q.URL == nil || q.Response.Request == nil || len(chain) == maxRedirectChain {
+			return true
+		}
+		chain = append(chain, q.URL)
+		q = q.Response.Request
+	}
+	if q.URL == nil {
+		return true
+	}
+	home := canonHost(q.URL.Hostname())
+	for _, u := range chain {
+		if !domainOrSubdomain(canonHost(u.Hostname()), home) {
+			return true
+		}
+	}
+	return false
+}
+
+// domainOrSubdomain reports whether host is parent or a subdomain of it
+// (both in lower case, without a trailing dot); an IPv6 address is only
+// itself.
+func domainOrSubdomain(host, parent string) bool {
+	if host == parent {
+		return true
+	}
+	if strings.ContainsAny(host, ":%") || parent == "" {
+		return false
+	}
+	return strings.HasSuffix(host, "."+parent)
+}
+
+// withoutTicket returns a copy of r without the ticket in its headers
+// (under any spelling of the baggage key, which the copy has in
+// canonical form) and its context's OpenTelemetry baggage, which an
+// instrumented base writes on the request.
+func (t *Transport) withoutTicket(r *http.Request) *http.Request {
+	c := t.c()
+	out := r.Clone(c.StripTicketContext(r.Context()))
+	out.Header = canonicalHeader(out.Header)
+	c.StripTicket(otelprop.HeaderCarrier(out.Header))
+	return out
+}
+
 // gatewayBaggage is grpc-gateway's form of the baggage header, a marker
 // on HTTP (see propagation.Codec.Read).
 const gatewayBaggage = "Grpc-Metadata-Baggage"
@@ -486,6 +576,27 @@ func canonicalHeader(h http.Header) http.Header {
 		out[ck] = append(out[ck], v...)
 	}
 	return out
+}
+
+// underscoreMarkerError returns an error wrapping
+// [propagation.ErrMalformed] when h holds a marker header (one of names,
+// lower case) spelt with '_' for '-' (Sandbox_Id, Ot-Baggage_sandbox.id):
+// CGI, WSGI, Rack and PHP services read it as the marker itself
+// (HTTP_SANDBOX_ID), the codec does not read it at all, so that a request
+// carrying it cannot be routed, budgeted or audited as the sandbox the
+// next hop serves. nil when there is none.
+func underscoreMarkerError(h http.Header, names []string) error {
+	for k := range h {
+		if strings.IndexByte(k, '_') < 0 {
+			continue
+		}
+		for _, n := range names {
+			if sameName(k, n) {
+				return fmt.Errorf("%w: header %s is %s to CGI-style services, which read '_' as '-', and is not read here: send the sandbox in the header itself or in baggage", propagation.ErrMalformed, k, textproto.CanonicalMIMEHeaderKey(n))
+			}
+		}
+	}
+	return nil
 }
 
 // sameName reports whether header key k is name (lower case) to some hop:
@@ -667,12 +778,20 @@ func fallbackReason(table *routes.Table, id string) string {
 
 // splitUpstream returns the scheme and host of a route's upstream:
 // "http://host:port", "https://host:port" or "host:port" (plain HTTP).
+// The host ends where a path, query or fragment would begin: the route
+// table accepts "http://host:port/", "http://host:port?" and
+// "http://host:port#" (routes.ValidateUpstream: nothing follows the host
+// of a URL but an empty path, query or fragment), and dialling "host:port?" would
+// fail, so that the sandbox's version would never be reached.
 func splitUpstream(u string) (scheme, host string) {
 	scheme, host, ok := strings.Cut(u, "://")
 	if !ok {
-		scheme, host = "http", u
+		return "http", u
 	}
-	return scheme, strings.TrimSuffix(host, "/")
+	if i := strings.IndexAny(host, "/?#"); i >= 0 {
+		host = host[:i]
+	}
+	return scheme, host
 }
 
 // isDialError reports whether err is a failure to connect: the request

@@ -17,8 +17,8 @@ import (
 )
 
 // Budget applies a group's budgets to calls. Its zero value budgets
-// nothing ([Budget.Covers] is false). It is immutable and safe for
-// concurrent use.
+// nothing ([Budget.Covers] is false, and [Budget.Allow] admits every
+// call). It is immutable and safe for concurrent use.
 type Budget struct {
 	g        *breaker.Group
 	baseline bool // g budgets calls without a sandbox too
@@ -51,6 +51,9 @@ func (b *Budget) Covers(sandboxed bool) bool { return b.g != nil && (sandboxed |
 // peer, when not nil, gives the record's peer (a server's client); it is
 // called only for a record.
 func (b *Budget) Allow(ctx context.Context, s propagation.Sandbox, target string, peer func() string) (func(error), error) {
+	if b.g == nil {
+		return noOutcome, nil
+	}
 	done, err := b.g.AllowSandbox(ctx, s)
 	if err == nil {
 		return done, nil
@@ -64,3 +67,6 @@ func (b *Budget) Allow(ctx context.Context, s propagation.Sandbox, target string
 	}
 	return nil, err
 }
+
+// noOutcome is the done function of a call no group budgets.
+func noOutcome(error) {}

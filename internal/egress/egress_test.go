@@ -74,3 +74,22 @@ func TestAllowRefusalIsAudited(t *testing.T) {
 		t.Error("no reason")
 	}
 }
+
+// The zero Budget "budgets nothing": asked about a call anyway (an
+// adapter that forgets Covers), it admitted nothing and panicked on its
+// nil group instead, which took the caller's request or write down.
+func TestZeroBudgetAllowsWithoutPanicking(t *testing.T) {
+	rec, log := audittest.New()
+	for _, b := range []egress.Budget{{}, egress.New(nil, log, audit.HTTP)} {
+		for _, s := range []propagation.Sandbox{{}, {ID: "pr-1"}} {
+			done, err := b.Allow(context.Background(), s, "orders", nil)
+			if err != nil || done == nil {
+				t.Fatalf("zero budget, sandbox %q: done %v, err %v; want admitted", s.ID, done != nil, err)
+			}
+			done(errors.New("failed")) // counts for nothing, anywhere
+		}
+	}
+	if recs := rec.Records(); len(recs) != 0 {
+		t.Errorf("records %v; want none", recs)
+	}
+}
