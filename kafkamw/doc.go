@@ -319,6 +319,12 @@
 // its dead-letter write, retried until it succeeds: production data is
 // never committed past unrecorded.
 //
+// A write counts only once the broker has acknowledged it: [NewReader]
+// refuses a dead-letter writer that is Async or whose RequiredAcks is
+// kafka-go's default, RequireNone, whose writes report success for a copy
+// the broker refused (one over the dead-letter topic's max.message.bytes),
+// which was then counted dead-lettered, committed past and kept nowhere.
+//
 // Dead-letter writes are synchronous, one per message, in front of the
 // messages behind it: a flood of orphans costs production one
 // acknowledged write each. On the embedded broker, with a writer whose

@@ -1,0 +1,79 @@
+package kafkamw_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
+	"github.com/sandboxkit/sandboxkit/kafkamw"
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// TestRunDeadLetterNeverFireAndForget: a production message Run gives up
+// on under DeadLetterAndContinue is committed past only once the
+// dead-letter topic holds it. A dead-letter writer that does not wait for
+// the broker (kafka-go's default RequiredAcks, RequireNone, or Async)
+// reports success for a copy the broker refuses, here one over the
+// dead-letter topic's max.message.bytes: the message was counted
+// dead-lettered, committed past, and was nowhere. NewReader refuses such
+// a writer; if it took one, the message must be in the dead-letter topic
+// or not committed past.
+func TestRunDeadLetterNeverFireAndForget(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		set  func(*kafka.Writer)
+	}{
+		{"default acks", func(w *kafka.Writer) { w.RequiredAcks = kafka.RequireNone }},
+		{"async", func(w *kafka.Writer) { w.Async = true }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			topic, dlq := kafkatest.Topic(t, addrs, 1), kafkatest.Topic(t, addrs, 1)
+			setMaxBytes(t, addrs, dlq, 1000)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			w := kafkatest.Writer(t, addrs, topic)
+			big := bytes.Repeat([]byte("x"), 4000)
+			if err := w.WriteMessages(ctx, kafka.Message{Key: []byte("m-0"), Value: big}, kafka.Message{Key: []byte("m-1"), Value: []byte("ok")}); err != nil {
+				t.Fatal(err)
+			}
+			dw := kafkatest.Writer(t, addrs, dlq)
+			tc.set(dw)
+			group := kafkatest.UniqueName("g")
+			r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), table, service, kafkamw.WithDeadLetter(dw))
+			if errors.Is(err, kafkamw.ErrConfig) && strings.Contains(err.Error(), "WithDeadLetter") {
+				return // refused: no such write can be taken for a record
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			rctx, stop := context.WithCancel(ctx)
+			err = r.Run(rctx, func(_ context.Context, m kafka.Message) error {
+				if string(m.Key) == "m-0" {
+					return errors.New("database down")
+				}
+				stop()
+				return nil
+			}, kafkamw.OnProductionFailure(kafkamw.DeadLetterAndContinue), kafkamw.WithRetries(1), kafkamw.WithBackoff(time.Millisecond, time.Millisecond))
+			r.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			lag := groupLag(t, addrs, topic, group)
+			dead := groupLag(t, addrs, dlq, kafkatest.UniqueName("none"))[0] // the dead-letter topic's end offset
+			if dead == 0 && lag[0] == 0 {
+				t.Fatalf("production message m-0 committed past (counts %+v) and not in the dead-letter topic: lost", r.Counts())
+			}
+		})
+	}
+}
