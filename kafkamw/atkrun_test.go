@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/internal/kafkatest"
 	"github.com/sandboxkit/sandboxkit/kafkamw"
+	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
 
@@ -75,5 +77,63 @@ func TestRunDeadLetterNeverFireAndForget(t *testing.T) {
 				t.Fatalf("production message m-0 committed past (counts %+v) and not in the dead-letter topic: lost", r.Counts())
 			}
 		})
+	}
+}
+
+// TestDeadLetterRefusalOfOneMessageKeepsTheWriter: the dead-letter
+// topic refusing one message for its size (an outsider's orphan sized so
+// that the dead-letter headers push it over the topic's
+// max.message.bytes) says nothing about the writer: the next message is
+// still dead-lettered. Taking the writer down for five seconds after such
+// a refusal let one crafted message every five seconds keep every other
+// orphan, unreadable message and given-up sandbox message out of the
+// dead-letter topic.
+func TestDeadLetterRefusalOfOneMessageKeepsTheWriter(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, dlq := kafkatest.Topic(t, addrs, 1), kafkatest.Topic(t, addrs, 1)
+	setMaxBytes(t, addrs, dlq, 1000)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w := newWriter(t, kafkatest.Writer(t, addrs, topic))
+	ghost := propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: "ghost"})
+	pr1 := propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: "pr-1"})
+	for _, m := range []struct {
+		ctx   context.Context
+		value []byte
+	}{
+		{ghost, bytes.Repeat([]byte("x"), 4000)}, // refused by the dead-letter topic
+		{ghost, []byte("orphan")},                // dead-lettered
+		{pr1, []byte("no database")},             // given up on by Run, dead-lettered
+		{ctx, []byte("production")},
+	} {
+		if err := w.WriteMessages(m.ctx, kafka.Message{Value: m.value}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), table, service,
+		kafkamw.WithDeadLetter(kafkatest.Writer(t, addrs, dlq)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var n atomic.Int32
+	err = runUntil(t, r, func(ctx context.Context, m kafka.Message) error {
+		if _, ok := propagation.FromContext(ctx); ok {
+			return errNoDB
+		}
+		n.Add(1)
+		return nil
+	}, "the production message", func() bool { return n.Load() == 1 }, kafkamw.WithSandboxErrors(errNoDB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.Counts()
+	dead := groupLag(t, addrs, dlq, kafkatest.UniqueName("none"))[0]
+	if c.DeadLettered != 2 || c.DeadLetterFailed != 1 || dead != 2 {
+		t.Fatalf("counts %+v, %d in the dead-letter topic: want the oversized orphan alone refused, the orphan and the sandbox message dead-lettered", c, dead)
 	}
 }

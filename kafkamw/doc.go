@@ -315,7 +315,9 @@
 // a failed write the writer is not tried again for five seconds, so that a
 // dead-letter topic that hangs costs production one bounded write rather
 // than one per message; messages met meanwhile are accounted for the same
-// way. Only a production message under [DeadLetterAndContinue] waits for
+// way. A refusal of one message for its size (over the writer's
+// BatchBytes or the dead-letter topic's max.message.bytes) does not pause
+// the writer: the next message is written as usual. Only a production message under [DeadLetterAndContinue] waits for
 // its dead-letter write, retried until it succeeds: production data is
 // never committed past unrecorded.
 //

@@ -607,13 +607,38 @@ func (r *Reader) deadLetterOrSkip(ctx context.Context, msg *kafka.Message, reaso
 	if until := r.deadLetterDown.Load(); until != 0 && time.Now().UnixNano() < until {
 		err = errors.New("the dead-letter writer failed less than " + deadLetterPause.String() + " ago, not tried")
 	} else if err = r.deadLetter(ctx, msg, reason); err != nil {
-		r.deadLetterDown.Store(time.Now().Add(deadLetterPause).UnixNano())
+		if !refusedForSize(err) { // a refusal of this message alone says nothing of the next
+			r.deadLetterDown.Store(time.Now().Add(deadLetterPause).UnixNano())
+		}
 	} else {
 		r.deadLetterDown.Store(0)
 		return ""
 	}
 	r.deadLetterFailed.Add(1)
 	return "; dead-letter write failed, message left at " + coordinates(msg) + ": " + err.Error()
+}
+
+// refusedForSize reports whether err, from a dead-letter write of one
+// message, is a refusal of that message for its size: by kafka-go (over
+// the writer's BatchBytes) or by the partition (over the topic's
+// max.message.bytes). The writer is healthy, and the next message may
+// well be taken: an outsider's oversized message must not keep the
+// others out of the dead-letter topic.
+func refusedForSize(err error) bool {
+	var big kafka.MessageTooLargeError
+	if errors.As(err, &big) || tooLarge(err) {
+		return true
+	}
+	var werrs kafka.WriteErrors // kafka-go's per-message errors, which do not unwrap
+	if !errors.As(err, &werrs) || werrs.Count() == 0 {
+		return false
+	}
+	for _, e := range werrs {
+		if e != nil && !tooLarge(e) {
+			return false
+		}
+	}
+	return true
 }
 
 // CommitMessages commits msgs as kafka.Reader.CommitMessages does, together
