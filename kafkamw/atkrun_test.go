@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -135,5 +136,63 @@ func TestDeadLetterRefusalOfOneMessageKeepsTheWriter(t *testing.T) {
 	dead := groupLag(t, addrs, dlq, kafkatest.UniqueName("none"))[0]
 	if c.DeadLettered != 2 || c.DeadLetterFailed != 1 || dead != 2 {
 		t.Fatalf("counts %+v, %d in the dead-letter topic: want the oversized orphan alone refused, the orphan and the sandbox message dead-lettered", c, dead)
+	}
+}
+
+// TestRunPanicAroundSandboxMessageKeepsIt: a panic that escapes Run while
+// it handles a sandbox message, from the service's own code around the
+// handler (its OnError callback here; its audit logger or dead-letter
+// writer's transport alike), keeps the message as a production
+// handler's panic does: the supervisor that recovers and calls Run again
+// gets the message first. Run went on past it instead, and its next
+// commit covered a message no one had processed or dead-lettered.
+func TestRunPanicAroundSandboxMessageKeepsIt(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := attackTopic(t, addrs, "pr-1", "")
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := kafkatest.UniqueName("g")
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), table, service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var mu sync.Mutex
+	var seen []string
+	fail := true
+	h := func(ctx context.Context, m kafka.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, string(m.Value))
+		if _, ok := propagation.FromContext(ctx); ok && fail {
+			fail = false
+			return errors.New("sandbox database down")
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	func() {
+		defer func() {
+			if p := recover(); p == nil {
+				t.Fatal("Run did not panic")
+			}
+		}()
+		_ = r.Run(ctx, h, kafkamw.OnError(func(error) { panic("alerting client bug") }))
+	}()
+	err = runUntil(t, r, h, "the production message", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) > 0 && seen[len(seen)-1] == "m-1"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(seen, ",") != "m-0,m-0,m-1" {
+		t.Fatalf("handled %v: want the sandbox message m-0 again after the panic, then m-1", seen)
 	}
 }

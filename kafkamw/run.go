@@ -295,18 +295,19 @@ func (r *Reader) handle(ctx, mctx context.Context, tagged bool, msg kafka.Messag
 	if tagged && failing[sb.ID] >= failFastAfter {
 		attempts = 1 // this sandbox's handler keeps failing: no retries
 	}
-	if !tagged {
-		// A production handler's panic is the service's own: it is not
-		// hidden, but the message is kept, so that Run or FetchMessage
-		// called again on this reader (by a supervisor that recovered)
-		// returns it rather than going on, and committing, past it.
-		defer func() {
-			if p := recover(); p != nil {
-				r.putBack(ctx, msg, rc)
-				panic(p)
-			}
-		}()
-	}
+	// A production handler's panic is the service's own: it is not
+	// hidden, but the message is kept, so that Run or FetchMessage called
+	// again on this reader (by a supervisor that recovered) returns it
+	// rather than going on, and committing, past it. A sandbox message is
+	// kept alike when a panic escapes around its handler (whose own
+	// panics call recovers): from OnError, the audit logger or the
+	// dead-letter writer, all the service's code.
+	defer func() {
+		if p := recover(); p != nil {
+			r.putBack(ctx, msg, rc)
+			panic(p)
+		}
+	}()
 	for attempt := 1; ; attempt++ {
 		err := call(h, mctx, msg, tagged)
 		if err == nil {
