@@ -312,10 +312,11 @@
 // committed past all the same, counted in Counts.DeadLetterFailed, and its
 // audit record names the error and the message's topic/partition/offset,
 // where it can still be read until the topic's retention removes it. After
-// a failed write the writer is not tried again for five seconds, so that a
-// dead-letter topic that hangs costs production one bounded write rather
-// than one per message; messages met meanwhile are accounted for the same
-// way. A refusal of one message for its size (over the writer's
+// a failed write the writer is not tried again for five seconds, twice as
+// long after each further failure in a row (up to two minutes), until a
+// write succeeds, so that a dead-letter topic that hangs costs production
+// one bounded write per pause rather than one per message; messages met
+// meanwhile are accounted for the same way. A refusal of one message for its size (over the writer's
 // BatchBytes or the dead-letter topic's max.message.bytes) does not pause
 // the writer: the next message is written as usual. Only a production message under [DeadLetterAndContinue] waits for
 // its dead-letter write, retried until it succeeds: production data is

@@ -184,9 +184,10 @@ type Reader struct {
 	// commitMu.
 	sendCtx sendContext
 
-	running        atomic.Bool         // Run is running
-	deadLetterDown atomic.Int64        // unix nanoseconds until which the dead-letter writer is not tried; 0 when healthy
-	metrics        metric.Registration // the metrics callback; nil when none
+	running         atomic.Bool         // Run is running
+	deadLetterDown  atomic.Int64        // unix nanoseconds until which the dead-letter writer is not tried; 0 when healthy
+	deadLetterFails atomic.Int64        // dead-letter writes failed in a row, which the pause doubles with
+	metrics         metric.Registration // the metrics callback; nil when none
 
 	delivered, skipped, unreadable, orphans, deadLettered, deadLetterFailed, failed, retries, waits, future atomic.Int64
 	forwarded, unforwardables, duplicates                                                                   atomic.Int64
@@ -588,6 +589,10 @@ func (r *Reader) deadLetter(ctx context.Context, msg *kafka.Message, reason stri
 // [Reader.deadLetterOrSkip] does not try the dead-letter writer again.
 const deadLetterPause = 5 * time.Second
 
+// deadLetterMaxPause is the longest pause: the pause doubles with each
+// failed write in a row (see [Reader.deadLetterOrSkip]).
+const deadLetterMaxPause = 2 * time.Minute
+
 // deadLetterOrSkip writes msg, a message no reader will process (an
 // orphan, an unreadable one, a sandbox message Run gave up on), to the
 // dead-letter writer, if there is one. A failed write does not keep the
@@ -595,10 +600,14 @@ const deadLetterPause = 5 * time.Second
 // while the dead-letter topic is down. It is counted (DeadLetterFailed)
 // and the result, for the message's audit record, names the failure and
 // the message's coordinates, where it can still be read. For
-// deadLetterPause after a failure the writer is not tried again, so that a
-// dead-letter topic that hangs costs one bounded write, not one per
-// message. The result is empty when the write succeeded or there is no
-// writer.
+// deadLetterPause after a failure the writer is not tried again, and for
+// twice as long after each further failure in a row, up to
+// deadLetterMaxPause, so that a dead-letter topic that hangs costs one
+// bounded write (deadLetterTimeout) per pause, not one per message, and
+// a pause that grows: a fixed pause of 5s after a 10s write held
+// production two thirds of the time. A refusal of the message for its
+// size pauses nothing ([refusedForSize]). The result is empty when the
+// write succeeded or there is no writer.
 func (r *Reader) deadLetterOrSkip(ctx context.Context, msg *kafka.Message, reason string) string {
 	if r.cfg.deadLetter == nil {
 		return ""
@@ -608,10 +617,12 @@ func (r *Reader) deadLetterOrSkip(ctx context.Context, msg *kafka.Message, reaso
 		err = errors.New("the dead-letter writer failed less than " + deadLetterPause.String() + " ago, not tried")
 	} else if err = r.deadLetter(ctx, msg, reason); err != nil {
 		if !refusedForSize(err) { // a refusal of this message alone says nothing of the next
-			r.deadLetterDown.Store(time.Now().Add(deadLetterPause).UnixNano())
+			pause := deadLetterPause << min(r.deadLetterFails.Add(1)-1, 8)
+			r.deadLetterDown.Store(time.Now().Add(min(pause, deadLetterMaxPause)).UnixNano())
 		}
 	} else {
 		r.deadLetterDown.Store(0)
+		r.deadLetterFails.Store(0)
 		return ""
 	}
 	r.deadLetterFailed.Add(1)
