@@ -614,7 +614,7 @@ func (r *Reader) deadLetterOrSkip(ctx context.Context, msg *kafka.Message, reaso
 	}
 	var err error
 	if until := r.deadLetterDown.Load(); until != 0 && time.Now().UnixNano() < until {
-		err = errors.New("the dead-letter writer failed less than " + deadLetterPause.String() + " ago, not tried")
+		err = errors.New("the dead-letter writer failed, not tried again until " + time.Unix(0, until).UTC().Format(time.RFC3339))
 	} else if err = r.deadLetter(ctx, msg, reason); err != nil {
 		if !refusedForSize(err) { // a refusal of this message alone says nothing of the next
 			pause := deadLetterPause << min(r.deadLetterFails.Add(1)-1, 8)
