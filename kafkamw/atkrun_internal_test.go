@@ -3,6 +3,7 @@ package kafkamw
 import (
 	"context"
 	"errors"
+	"math"
 	"net"
 	"testing"
 	"time"
@@ -48,5 +49,28 @@ func TestDeadLetterPauseGrowsWhileTheWriterFails(t *testing.T) {
 	}
 	if c := r.deadLetterFailed.Load(); c != 8 {
 		t.Fatalf("DeadLetterFailed %d, want 8", c)
+	}
+}
+
+// TestRunBackoffNeverOverflows: the wait after each failure in a row
+// grows up to the maximum and never wraps. An operator's "no maximum",
+// WithBackoff(time.Second, math.MaxInt64), doubled the wait past the
+// largest Duration after 34 failures: it wrapped negative, then to zero,
+// and a production message under RetryForever (and a failing fetch) was
+// retried in a tight loop against the failing dependency.
+func TestRunBackoffNeverOverflows(t *testing.T) {
+	for _, c := range []runConfig{
+		newRunConfig([]RunOption{WithBackoff(time.Second, math.MaxInt64)}),
+		newRunConfig([]RunOption{WithBackoff(3*time.Millisecond, math.MaxInt64-1)}),
+		newRunConfig([]RunOption{WithBackoff(time.Millisecond, time.Hour)}),
+	} {
+		prev := time.Duration(0)
+		for n := 1; n <= 200; n++ {
+			d := c.wait(n)
+			if d < prev || d <= 0 || d > c.max {
+				t.Fatalf("WithBackoff(%s, %d): wait after failure %d is %d, after %d it was %d: want it growing, positive, at most the maximum", c.backoff, c.max, n, d, n-1, prev)
+			}
+			prev = d
+		}
 	}
 }

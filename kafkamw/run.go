@@ -414,10 +414,16 @@ func (c *runConfig) report(err error) {
 	}
 }
 
-// wait is the backoff after the n-th failure in a row.
+// wait is the backoff after the n-th failure in a row. It stops doubling
+// at the maximum rather than past it: a maximum near the largest Duration
+// ("none") wrapped the doubled wait negative, and the failures were
+// retried without a pause.
 func (c *runConfig) wait(n int) time.Duration {
 	d := c.backoff
 	for i := 1; i < n && d < c.max; i++ {
+		if d > c.max/2 {
+			return c.max
+		}
 		d *= 2
 	}
 	return min(d, c.max)
