@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -194,5 +195,51 @@ func TestRunPanicAroundSandboxMessageKeepsIt(t *testing.T) {
 	defer mu.Unlock()
 	if strings.Join(seen, ",") != "m-0,m-0,m-1" {
 		t.Fatalf("handled %v: want the sandbox message m-0 again after the panic, then m-1", seen)
+	}
+}
+
+// TestRunDeadLetterReasonClipped: the handler's error goes into the
+// dead-letter copy's HeaderDeadLetterReason clipped, not whole. A handler
+// that quotes the payload it cannot parse (a JSON decoder's error, say)
+// doubled the copy: a production message of 600 KB, which the topic
+// took, made a copy over the dead-letter writer's 1 MB batch limit, and
+// under DeadLetterAndContinue its write was retried for ever, holding the
+// partition on a message the policy says to dead-letter and pass.
+func TestRunDeadLetterReasonClipped(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, dlq := kafkatest.Topic(t, addrs, 1), kafkatest.Topic(t, addrs, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w := kafkatest.Writer(t, addrs, topic)
+	big := bytes.Repeat([]byte("x"), 600<<10)
+	if err := w.WriteMessages(ctx, kafka.Message{Key: []byte("m-0"), Value: big}, kafka.Message{Key: []byte("m-1"), Value: []byte("ok")}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), table, service,
+		kafkamw.WithDeadLetter(kafkatest.Writer(t, addrs, dlq)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var done atomic.Bool
+	err = runUntil(t, r, func(_ context.Context, m kafka.Message) error {
+		if string(m.Key) == "m-0" {
+			return fmt.Errorf("cannot parse %q", m.Value)
+		}
+		done.Store(true)
+		return nil
+	}, "the production message behind one dead-lettered", done.Load,
+		kafkamw.OnProductionFailure(kafkamw.DeadLetterAndContinue), kafkamw.WithRetries(1), kafkamw.WithBackoff(time.Millisecond, time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := readAll(t, addrs, dlq, 1)["m-0"]
+	reason := header(dead.Headers, kafkamw.HeaderDeadLetterReason)
+	if !bytes.Equal(dead.Value, big) || len(reason) != 1 || !strings.Contains(reason[0], "cannot parse") || len(reason[0]) > 4<<10 {
+		t.Fatalf("dead letter of m-0: %d bytes of value, reasons of %d bytes: want the message whole and one reason, clipped", len(dead.Value), len(strings.Join(reason, "")))
 	}
 }

@@ -53,8 +53,11 @@ var errUnreadable = errors.New("unreadable sandbox headers, message skipped")
 
 // Headers the reader adds to a message it writes to the dead-letter topic.
 const (
-	// HeaderDeadLetterReason holds why the sandbox headers could not be
-	// read.
+	// HeaderDeadLetterReason holds why the message was dead-lettered: why
+	// its sandbox headers could not be read, why it is orphaned, or the
+	// error on which [Reader.Run] gave up on it (the handler's error
+	// clipped to 1 KiB: it may quote the payload, and a copy twice the
+	// message's size may exceed what the topic took).
 	HeaderDeadLetterReason = "sandboxkit-dead-letter-reason"
 	// HeaderDeadLetterSource holds "<topic>/<partition>/<offset>" of the
 	// original message.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/segmentio/kafka-go"
 
@@ -324,9 +325,9 @@ func (r *Reader) handle(ctx, mctx context.Context, tagged bool, msg kafka.Messag
 		var reason string
 		switch {
 		case tagged && (rc.isSandboxError(err) || errors.Is(err, ErrHandlerPanic)):
-			reason = "sandbox error after " + strconv.Itoa(attempt) + " attempt(s): " + err.Error()
+			reason = "sandbox error after " + strconv.Itoa(attempt) + " attempt(s): " + clipReason(err.Error())
 		case tagged && attempt >= attempts, !tagged && rc.production == DeadLetterAndContinue && attempt >= attempts:
-			reason = "handler failed " + strconv.Itoa(attempt) + " times: " + err.Error()
+			reason = "handler failed " + strconv.Itoa(attempt) + " times: " + clipReason(err.Error())
 		case !tagged && rc.production == StopRun && attempt >= attempts:
 			return false, fmt.Errorf("%w: %w", ErrStopped, ferr)
 		}
@@ -427,6 +428,27 @@ func (c *runConfig) wait(n int) time.Duration {
 		d *= 2
 	}
 	return min(d, c.max)
+}
+
+// maxReason bounds the handler's error in the reason of a message Run
+// gives up on (its dead-letter copy's [HeaderDeadLetterReason] and its
+// audit record).
+const maxReason = 1 << 10
+
+// clipReason returns s clipped to maxReason bytes, at a rune boundary,
+// with "..." when clipped. A handler's error may quote the payload it
+// could not parse: whole, it doubled the dead-letter copy, which then
+// exceeded what the source topic had taken, and a production message
+// under [DeadLetterAndContinue] was retried for ever.
+func clipReason(s string) string {
+	if len(s) <= maxReason {
+		return s
+	}
+	n := maxReason
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
 }
 
 // coordinates returns "<topic>/<partition>/<offset>" of msg.
