@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -242,4 +243,141 @@ func TestRunDeadLetterReasonClipped(t *testing.T) {
 	if !bytes.Equal(dead.Value, big) || len(reason) != 1 || !strings.Contains(reason[0], "cannot parse") || len(reason[0]) > 4<<10 {
 		t.Fatalf("dead letter of m-0: %d bytes of value, reasons of %d bytes: want the message whole and one reason, clipped", len(dead.Value), len(strings.Join(reason, "")))
 	}
+}
+
+// TestRunRestartAccountsForEveryMessage: a stream of production messages,
+// messages of a sandbox the baseline owns (pr-1 exists, overrides
+// nothing), of a sandbox that overrides the service (pr-2: its reader's)
+// and orphans (ghost), consumed by Run in one group across a restart.
+// After a clean stop (ctx cancelled in the handler) the next reader
+// starts right after the last message handled: the baseline's messages
+// are each handled once, in order, none lost; pr-2's and the orphans
+// never reach the baseline handler and are counted. After a crash (the
+// reader killed in the handler, before its commit) the next reader
+// handles the killed message again and nothing else twice (the orphan
+// before it, skipped on its commit, is decided again).
+func TestRunRestartAccountsForEveryMessage(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	now := time.Now().Add(-time.Hour)
+	table, err := routes.NewStatic([]routes.Sandbox{
+		{ID: "pr-1"},
+		{ID: "pr-2", Services: map[string]routes.Route{service: {Upstream: "h:1", ActiveFrom: now}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := []string{"", "pr-1", "", "ghost", "pr-2", "", "pr-1", "pr-1", "ghost", "", "pr-2", "", "pr-1", "", "ghost", "", "pr-2", "pr-1", "", ""}
+	var owned []string
+	for i, k := range kinds {
+		if k == "" || k == "pr-1" {
+			owned = append(owned, fmt.Sprintf("m-%d", i))
+		}
+	}
+	for _, crash := range []bool{false, true} {
+		t.Run(map[bool]string{false: "clean", true: "crash"}[crash], func(t *testing.T) {
+			topic := attackTopic(t, addrs, kinds...)
+			group := kafkatest.UniqueName("g")
+			var seen []string
+			var counts kafkamw.Counts
+			for session, stopAt := range []string{"m-9", ""} {
+				r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), table, service)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				err = r.Run(ctx, func(mctx context.Context, m kafka.Message) error {
+					want := ""
+					if i := m.Offset; int(i) < len(kinds) {
+						want = kinds[i]
+					}
+					if got, _ := sandboxOf(mctx); got != want {
+						t.Errorf("%s handled with sandbox %q, want %q", m.Value, got, want)
+					}
+					seen = append(seen, string(m.Value))
+					switch {
+					case string(m.Value) == stopAt && crash:
+						kafkamw.Crash(r)
+						cancel()
+					case string(m.Value) == stopAt, string(m.Value) == owned[len(owned)-1] && session == 1:
+						cancel()
+					}
+					return nil
+				})
+				cancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := r.Counts()
+				t.Logf("session %d: %+v", session, c)
+				counts.Orphaned += c.Orphaned
+				counts.Skipped += c.Skipped
+				r.Close()
+			}
+			want := strings.Join(owned, ",")
+			if crash {
+				want = strings.Replace(want, "m-9,", "m-9,m-9,", 1)
+			}
+			if got := strings.Join(seen, ","); got != want {
+				t.Fatalf("handled %s\nwant    %s", got, want)
+			}
+			// After the crash the orphan m-8, whose skip rode on m-9's
+			// lost commit, is decided (and counted) again.
+			orphans := int64(3)
+			if crash {
+				orphans = 4
+			}
+			if counts.Orphaned != orphans || counts.Skipped != orphans+3 {
+				t.Errorf("counts across the sessions %+v: want %d orphans and the 3 messages of pr-2 skipped", counts, orphans)
+			}
+		})
+	}
+}
+
+// TestRunStopsOnClose: Close ends Run at once, also when the group
+// reader has messages fetched ahead: Run handled them after Close, each
+// commit failing (the group reader is gone), so that every one was
+// handled again after the restart; and FetchMessage after Close returned
+// them rather than io.EOF, as its documentation says.
+func TestRunStopsOnClose(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := attackTopic(t, addrs, "", "", "", "", "", "", "", "")
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("Run", func(t *testing.T) {
+		r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), table, service)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		var seen []string
+		err = r.Run(ctx, func(_ context.Context, m kafka.Message) error {
+			seen = append(seen, string(m.Value))
+			if string(m.Value) == "m-1" {
+				r.Close() // as a shutdown hook would, while the handler runs
+			}
+			return nil
+		})
+		if err != nil || strings.Join(seen, ",") != "m-0,m-1" {
+			t.Fatalf("Run = %v after handling %v: want it to stop after m-1, during which the reader was closed", err, seen)
+		}
+	})
+	t.Run("FetchMessage", func(t *testing.T) {
+		r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), table, service)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if _, _, err := r.FetchMessage(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		if _, m, err := r.FetchMessage(ctx); !errors.Is(err, io.EOF) {
+			t.Fatalf("FetchMessage after Close = %s, %v; want io.EOF", m.Value, err)
+		}
+	})
 }

@@ -148,7 +148,9 @@ type Reader struct {
 	source  string                      // a split-mode sandbox reader's source topic
 	prepare func(context.Context) error // readies a sandbox reader before it joins: seed, or prepareSplit
 
-	inner atomic.Pointer[kafka.Reader]
+	inner atomic.Pointer[kafka.Reader] // nil before a sandbox reader starts and after Close
+	// closedInner is the group reader Close closed, for Stats; startMu.
+	closedInner *kafka.Reader
 
 	startMu sync.Mutex // guards starting and closing
 	closed  bool
@@ -359,6 +361,12 @@ func (r *Reader) Counts() Counts {
 // for a sandbox reader that has not started.
 func (r *Reader) Stats() kafka.ReaderStats {
 	if in := r.inner.Load(); in != nil {
+		return in.Stats()
+	}
+	r.startMu.Lock()
+	in := r.closedInner
+	r.startMu.Unlock()
+	if in != nil {
 		return in.Stats()
 	}
 	return kafka.ReaderStats{}
@@ -670,6 +678,12 @@ func (r *Reader) CommitMessages(ctx context.Context, msgs ...kafka.Message) erro
 		if len(msgs) == 0 {
 			return nil
 		}
+		r.startMu.Lock()
+		closed := r.closed
+		r.startMu.Unlock()
+		if closed {
+			return errors.New("kafkamw: CommitMessages on a closed reader")
+		}
 		return fmt.Errorf("kafkamw: CommitMessages on a reader that has not fetched a message")
 	}
 	return r.commit(ctx, inner.CommitMessages, msgs)
@@ -818,6 +832,9 @@ func (r *Reader) flushLoop(ctx context.Context, inner *kafka.Reader) {
 }
 
 // Close commits the skipped messages it can, then closes the group reader.
+// FetchMessage then returns io.EOF and [Reader.Run] returns once its
+// handler returns, also when the group reader had fetched messages ahead:
+// none is handed out whose commit could no longer succeed.
 func (r *Reader) Close() error {
 	r.startMu.Lock()
 	defer r.startMu.Unlock()
@@ -839,6 +856,13 @@ func (r *Reader) Close() error {
 	defer cancel()
 	ferr := r.flushSkipped(ctx, inner)
 	err := inner.Close()
+	// kafka-go's closed reader still hands out the messages it fetched
+	// ahead: FetchMessage, and Run, load r.inner for each message and
+	// find none, so they return io.EOF rather than messages whose
+	// commits cannot succeed any more (each would be handled again
+	// after the restart). The group reader's statistics stay readable.
+	r.closedInner = inner
+	r.inner.Store(nil)
 	if r.markGone != nil {
 		r.markGone()
 	}
