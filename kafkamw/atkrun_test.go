@@ -381,3 +381,77 @@ func TestRunStopsOnClose(t *testing.T) {
 		}
 	})
 }
+
+// valueCtx is a caller's context of a type == cannot compare (it holds a
+// slice), passed by value: a request-scoped struct embedding its parent.
+type valueCtx struct {
+	context.Context
+	tags []string
+}
+
+// TestRunWithUncomparableContext: Run takes any context. It told a
+// sandbox message from a production one by comparing the message's
+// context with its own (==), which panics at run time when both hold a
+// value of one type that cannot be compared: every production message
+// panicked Run before its handler, and was passed over by the next Run.
+func TestRunWithUncomparableContext(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := attackTopic(t, addrs, "", "pr-1", "")
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), table, service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	base, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen []string
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				t.Errorf("Run panicked: %v", p)
+			}
+		}()
+		err = r.Run(valueCtx{base, []string{"consumer"}}, func(ctx context.Context, m kafka.Message) error {
+			id, _ := sandboxOf(ctx)
+			seen = append(seen, string(m.Value)+"/"+id)
+			if len(seen) == 3 {
+				cancel()
+			}
+			return nil
+		})
+	}()
+	if err != nil || strings.Join(seen, ",") != "m-0/,m-1/pr-1,m-2/" {
+		t.Fatalf("Run = %v, handled %v: want m-0, m-1 with pr-1, m-2", err, seen)
+	}
+}
+
+// TestRunNilContext: Run(nil, h), a caller's mistake, is an error
+// wrapping ErrConfig, as a nil handler is; it panicked on the nil
+// context's first use.
+func TestRunNilContext(t *testing.T) {
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := kafkamw.NewReader(kafka.ReaderConfig{Brokers: []string{"127.0.0.1:1"}, Topic: "t", GroupID: "g"}, table, service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	err = func() (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("panic: %v", p)
+			}
+		}()
+		//lint:ignore SA1012 the caller's mistake under test
+		return r.Run(nil, func(context.Context, kafka.Message) error { return nil })
+	}()
+	if !errors.Is(err, kafkamw.ErrConfig) {
+		t.Fatalf("Run(nil, h) = %v; want an error wrapping ErrConfig", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -142,8 +143,11 @@ func newRunConfig(opts []RunOption) runConfig {
 	return c
 }
 
-func (r *Reader) validateRun(h Handler, c *runConfig) error {
+func (r *Reader) validateRun(ctx context.Context, h Handler, c *runConfig) error {
 	var errs []error
+	if ctx == nil {
+		errs = append(errs, errors.New("Run: the context is nil"))
+	}
 	if h == nil {
 		errs = append(errs, errors.New("Run: the handler is nil"))
 	}
@@ -199,7 +203,7 @@ func (r *Reader) validateRun(h Handler, c *runConfig) error {
 // commits periodically and on Close.
 func (r *Reader) Run(ctx context.Context, h Handler, opts ...RunOption) error {
 	rc := newRunConfig(opts)
-	if err := r.validateRun(h, &rc); err != nil {
+	if err := r.validateRun(ctx, h, &rc); err != nil {
 		return err
 	}
 	if !r.running.CompareAndSwap(false, true) {
@@ -209,6 +213,11 @@ func (r *Reader) Run(ctx context.Context, h Handler, opts ...RunOption) error {
 	// Untagged messages are production's, whatever the caller's context
 	// carries.
 	ctx = propagation.ContextWithoutSandbox(ctx)
+	if !safeEqual(reflect.TypeOf(ctx)) {
+		// Run tells a tagged message by its context (mctx != ctx), and ==
+		// on two values of a type it cannot compare panics.
+		ctx = &comparableContext{ctx}
+	}
 	fetchFailures := 0
 	failing := make(map[string]int) // sandbox ID → messages given up on in a row
 	for {
@@ -253,6 +262,10 @@ func (r *Reader) Run(ctx context.Context, h Handler, opts ...RunOption) error {
 		r.commitProcessed(ctx, msg, &rc)
 	}
 }
+
+// comparableContext is a context that == can compare, for [Reader.Run]
+// given one that it cannot (a struct holding a slice, passed by value).
+type comparableContext struct{ context.Context }
 
 // commitProcessed commits msg, also when ctx has just been cancelled: it
 // is processed. A failed commit is reported; the next commit on the
