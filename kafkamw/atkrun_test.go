@@ -455,3 +455,42 @@ func TestRunNilContext(t *testing.T) {
 		t.Fatalf("Run(nil, h) = %v; want an error wrapping ErrConfig", err)
 	}
 }
+
+// TestDeadLetterTopicIsNotRead: NewReader refuses a dead-letter writer
+// whose topic the reader reads, which an operator can mistype. The
+// reader took it, and each orphan it dead-lettered came back to it as a
+// new orphan, dead-lettered again: one message looped through the topic
+// for ever, each round a record more (and a given-up production message
+// under DeadLetterAndContinue alike).
+func TestDeadLetterTopicIsNotRead(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := attackTopic(t, addrs, "ghost", "")
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cfg := range []kafka.ReaderConfig{
+		kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")),
+		func() kafka.ReaderConfig {
+			c := kafkatest.ReaderConfig(addrs, "", kafkatest.UniqueName("g"))
+			c.GroupTopics = []string{kafkatest.Topic(t, addrs, 1), topic}
+			return c
+		}(),
+	} {
+		r, err := kafkamw.NewReader(cfg, table, service, kafkamw.WithDeadLetter(kafkatest.Writer(t, addrs, topic)))
+		if errors.Is(err, kafkamw.ErrConfig) && strings.Contains(err.Error(), "WithDeadLetter") {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		for ctx.Err() == nil {
+			r.FetchMessage(ctx)
+		}
+		cancel()
+		c := r.Counts()
+		r.Close()
+		t.Fatalf("a reader of %v dead-lettering to %s: counts %+v: the one orphan came back %d times", append(cfg.GroupTopics, cfg.Topic), topic, c, c.Orphaned-1)
+	}
+}

@@ -231,7 +231,8 @@ func AsSandbox(id string) ReaderOption {
 // message's time) before skipping it, and [Reader.Run], on either reader,
 // every message it gives up on. Each copy carries the original's key,
 // value, headers and time, plus [HeaderDeadLetterReason] and
-// [HeaderDeadLetterSource]. w must have a Topic and wait for the broker's
+// [HeaderDeadLetterSource]. w must have a Topic, not one the reader reads
+// (each dead letter would come back to it, for ever), and wait for the broker's
 // acknowledgement (RequiredAcks [kafka.RequireOne] or [kafka.RequireAll],
 // not Async): a write that does not would report success for a copy the
 // broker refused. A failed write does not

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -228,6 +229,11 @@ func NewReader(cfg kafka.ReaderConfig, table *routes.Table, service string, opts
 	}
 	if err := validateReaderConfig(cfg); err != nil {
 		return nil, configError("NewReader", []error{fmt.Errorf("ReaderConfig: %w", err)})
+	}
+	if dl := c.deadLetter; dl != nil && (cfg.Topic == dl.Topic || slices.Contains(cfg.GroupTopics, dl.Topic)) {
+		// Each message dead-lettered would come back to the reader,
+		// be dead-lettered again, and loop through the topic for ever.
+		return nil, configError("NewReader", []error{fmt.Errorf("WithDeadLetter: the reader reads the dead-letter topic %q", dl.Topic)})
 	}
 	r := &Reader{
 		fetching:  fetchLock{},
