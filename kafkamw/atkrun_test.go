@@ -494,3 +494,61 @@ func TestDeadLetterTopicIsNotRead(t *testing.T) {
 		t.Fatalf("a reader of %v dead-lettering to %s: counts %+v: the one orphan came back %d times", append(cfg.GroupTopics, cfg.Topic), topic, c, c.Orphaned-1)
 	}
 }
+
+// TestRunDeadLetterReasonRedactsTickets: a handler's error that quotes a
+// ticket (a header it could not use, say) reaches the dead-letter copy's
+// reason and the audit record without the ticket's signature, as every
+// header of the copy does: people read dead letters. The reason was
+// written whole, and a clip of a long error inside the signature would
+// leave 42 of its 43 characters where no redaction recognises them.
+func TestRunDeadLetterReasonRedactsTickets(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	signer, err := propagation.NewSigner(propagation.Key{ID: "k1", Secret: []byte(strings.Repeat("k", 32))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := signer.Sign(propagation.Sandbox{ID: "pr-1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := tk[strings.LastIndexByte(tk, '.')+1:]
+	table, err := routes.NewStatic([]routes.Sandbox{{ID: "pr-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range map[string]string{
+		"short": "cannot use " + tk,
+		"cut":   strings.Repeat("x", 1024-len(tk)+20) + tk + " and more",
+	} {
+		t.Run(name, func(t *testing.T) {
+			topic, dlq := attackTopic(t, addrs, "pr-1", ""), kafkatest.Topic(t, addrs, 1)
+			var log auditLog
+			r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), table, service,
+				kafkamw.WithDeadLetter(kafkatest.Writer(t, addrs, dlq)), kafkamw.WithLogger(log.logger()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			var done atomic.Bool
+			err = runUntil(t, r, func(ctx context.Context, _ kafka.Message) error {
+				if _, ok := propagation.FromContext(ctx); ok {
+					return fmt.Errorf("%s: %w", text, errNoDB)
+				}
+				done.Store(true)
+				return nil
+			}, "the production message", done.Load, kafkamw.WithSandboxErrors(errNoDB))
+			if err != nil {
+				t.Fatal(err)
+			}
+			reason := strings.Join(header(readAll(t, addrs, dlq, 1)["m-0"].Headers, kafkamw.HeaderDeadLetterReason), "")
+			for where, s := range map[string]string{"dead-letter reason": reason, "audit": log.text()} {
+				if strings.Contains(s, sig[:16]) {
+					t.Errorf("the %s holds the ticket's signature: %s", where, s)
+				}
+			}
+			if !strings.Contains(reason, "redacted") {
+				t.Errorf("dead-letter reason %q: want the ticket shown redacted", reason)
+			}
+		})
+	}
+}

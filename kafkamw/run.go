@@ -448,12 +448,17 @@ func (c *runConfig) wait(n int) time.Duration {
 // audit record).
 const maxReason = 1 << 10
 
-// clipReason returns s clipped to maxReason bytes, at a rune boundary,
-// with "..." when clipped. A handler's error may quote the payload it
-// could not parse: whole, it doubled the dead-letter copy, which then
-// exceeded what the source topic had taken, and a production message
-// under [DeadLetterAndContinue] was retried for ever.
+// clipReason returns s, a handler's error, with every ticket's signature
+// redacted and clipped to maxReason bytes, at a rune boundary, with "..."
+// when clipped. A handler's error may quote a ticket it was given (a
+// bearer credential, which the dead-letter copy's headers and the audit
+// records show redacted: people read them), or the payload it could not
+// parse: whole, that doubled the dead-letter copy, which then exceeded
+// what the source topic had taken, and a production message under
+// [DeadLetterAndContinue] was retried for ever. Redacted before it is
+// cut: cut inside a signature, the rest no longer reads as a ticket.
 func clipReason(s string) string {
+	s = propagation.RedactTicketText(s)
 	if len(s) <= maxReason {
 		return s
 	}
