@@ -273,14 +273,25 @@ func TestRunRestartAccountsForEveryMessage(t *testing.T) {
 			owned = append(owned, fmt.Sprintf("m-%d", i))
 		}
 	}
-	for _, crash := range []bool{false, true} {
-		t.Run(map[bool]string{false: "clean", true: "crash"}[crash], func(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		crash    bool
+		interval time.Duration // ReaderConfig.CommitInterval: 0 commits synchronously
+	}{
+		{"clean", false, 0},
+		{"crash", true, 0},
+		{"clean/async commits", false, 50 * time.Millisecond},
+	} {
+		crash := tc.crash
+		t.Run(tc.name, func(t *testing.T) {
 			topic := attackTopic(t, addrs, kinds...)
 			group := kafkatest.UniqueName("g")
 			var seen []string
 			var counts kafkamw.Counts
 			for session, stopAt := range []string{"m-9", ""} {
-				r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, group), table, service)
+				cfg := kafkatest.ReaderConfig(addrs, topic, group)
+				cfg.CommitInterval = tc.interval
+				r, err := kafkamw.NewReader(cfg, table, service)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -550,5 +561,43 @@ func TestRunDeadLetterReasonRedactsTickets(t *testing.T) {
 				t.Errorf("dead-letter reason %q: want the ticket shown redacted", reason)
 			}
 		})
+	}
+}
+
+// TestRunRetryStopsOnClose: Close ends Run also while it retries a
+// failing production message (RetryForever): Run went on calling the
+// handler after Close for as long as its context lived, though nothing
+// it did could be committed any more.
+func TestRunRetryStopsOnClose(t *testing.T) {
+	addrs := kafkatest.Start(t)
+	topic := attackTopic(t, addrs, "")
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := kafkamw.NewReader(kafkatest.ReaderConfig(addrs, topic, kafkatest.UniqueName("g")), table, service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	failed := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- r.Run(context.Background(), func(context.Context, kafka.Message) error {
+			if calls.Add(1) == 1 {
+				close(failed)
+			}
+			return errors.New("database down")
+		}, kafkamw.WithBackoff(time.Millisecond, 5*time.Millisecond))
+	}()
+	<-failed
+	r.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run = %v after Close, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Run still retrying 10s after Close (%d handler calls)", calls.Load())
 	}
 }

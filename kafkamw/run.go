@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"reflect"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -177,6 +176,9 @@ func (r *Reader) validateRun(ctx context.Context, h Handler, c *runConfig) error
 // it. It returns nil when ctx is done or the reader is closed, after
 // committing what was processed; a message whose handling ctx cut short
 // is not committed and is received again after a restart (at-least-once).
+// [Reader.Close] ends the handler's context as ctx's end does: a handler
+// call, retry or backoff in progress stops, and nothing the group reader
+// fetched ahead is handled after Close.
 // It returns an error for an invalid configuration (wrapping [ErrConfig])
 // and, under [StopRun], for a production message whose handler kept
 // failing (wrapping [ErrStopped]). A message Run stopped on is kept: the
@@ -213,10 +215,16 @@ func (r *Reader) Run(ctx context.Context, h Handler, opts ...RunOption) error {
 	// Untagged messages are production's, whatever the caller's context
 	// carries.
 	ctx = propagation.ContextWithoutSandbox(ctx)
-	if !safeEqual(reflect.TypeOf(ctx)) {
-		// Run tells a tagged message by its context (mctx != ctx), and ==
-		// on two values of a type it cannot compare panics.
-		ctx = &comparableContext{ctx}
+	// Run's context ends with the reader too: Close stops a handler
+	// call, a retry or a backoff in progress, whose work could no longer
+	// be committed. It is a pointer, which == compares: Run tells a
+	// tagged message by its context (mctx != ctx), and == on two values
+	// of a type it cannot compare (a caller's struct holding a slice,
+	// passed by value) panics.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if r.gone != nil { // nil in a Reader not built by NewReader (tests)
+		defer context.AfterFunc(r.gone, cancel)()
 	}
 	fetchFailures := 0
 	failing := make(map[string]int) // sandbox ID → messages given up on in a row
@@ -262,10 +270,6 @@ func (r *Reader) Run(ctx context.Context, h Handler, opts ...RunOption) error {
 		r.commitProcessed(ctx, msg, &rc)
 	}
 }
-
-// comparableContext is a context that == can compare, for [Reader.Run]
-// given one that it cannot (a struct holding a slice, passed by value).
-type comparableContext struct{ context.Context }
 
 // commitProcessed commits msg, also when ctx has just been cancelled: it
 // is processed. A failed commit is reported; the next commit on the
