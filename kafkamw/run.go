@@ -18,7 +18,9 @@ import (
 
 // Handler processes one message that a reader owns. ctx carries the
 // message's sandbox, if it has one. A nil error means the message is
-// processed and may be committed.
+// processed and may be committed. msg.Headers shares its elements with
+// the message Run retries, dead-letters or keeps (and decides again when
+// Run is called again): a handler changes a copy, not them in place.
 type Handler func(ctx context.Context, msg kafka.Message) error
 
 // ErrStopped reports that [Reader.Run] stopped on a production message
