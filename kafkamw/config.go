@@ -154,6 +154,13 @@ func (c *readerConfig) validate() []error {
 	if c.deadLetter != nil && c.deadLetter.Topic == "" {
 		errs = append(errs, errors.New("WithDeadLetter: the writer must have a Topic"))
 	}
+	if c.deadLetter != nil && (c.deadLetter.Async || c.deadLetter.RequiredAcks == kafka.RequireNone) {
+		// A write that does not wait for the broker reports success for a
+		// copy the broker refuses (too large, no such partition): the
+		// message would be counted dead-lettered and committed past, and
+		// be nowhere.
+		errs = append(errs, errors.New("WithDeadLetter: the writer must wait for the broker's acknowledgement (RequiredAcks RequireOne or RequireAll, not kafka-go's default RequireNone; not Async)"))
+	}
 	if c.routeWait <= 0 {
 		errs = append(errs, fmt.Errorf("WithRouteWait: %s is not positive", c.routeWait))
 	}
@@ -224,7 +231,11 @@ func AsSandbox(id string) ReaderOption {
 // message's time) before skipping it, and [Reader.Run], on either reader,
 // every message it gives up on. Each copy carries the original's key,
 // value, headers and time, plus [HeaderDeadLetterReason] and
-// [HeaderDeadLetterSource]. w must have a Topic. A failed write does not
+// [HeaderDeadLetterSource]. w must have a Topic, not one the reader reads
+// (each dead letter would come back to it, for ever), and wait for the broker's
+// acknowledgement (RequiredAcks [kafka.RequireOne] or [kafka.RequireAll],
+// not Async): a write that does not would report success for a copy the
+// broker refused. A failed write does not
 // hold the message, except a production message under
 // [DeadLetterAndContinue] (see "Dead letters" in the package
 // documentation). Each write is

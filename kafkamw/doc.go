@@ -312,12 +312,21 @@
 // committed past all the same, counted in Counts.DeadLetterFailed, and its
 // audit record names the error and the message's topic/partition/offset,
 // where it can still be read until the topic's retention removes it. After
-// a failed write the writer is not tried again for five seconds, so that a
-// dead-letter topic that hangs costs production one bounded write rather
-// than one per message; messages met meanwhile are accounted for the same
-// way. Only a production message under [DeadLetterAndContinue] waits for
+// a failed write the writer is not tried again for five seconds, twice as
+// long after each further failure in a row (up to two minutes), until a
+// write succeeds, so that a dead-letter topic that hangs costs production
+// one bounded write per pause rather than one per message; messages met
+// meanwhile are accounted for the same way. A refusal of one message for its size (over the writer's
+// BatchBytes or the dead-letter topic's max.message.bytes) does not pause
+// the writer: the next message is written as usual. Only a production message under [DeadLetterAndContinue] waits for
 // its dead-letter write, retried until it succeeds: production data is
 // never committed past unrecorded.
+//
+// A write counts only once the broker has acknowledged it: [NewReader]
+// refuses a dead-letter writer that is Async or whose RequiredAcks is
+// kafka-go's default, RequireNone, whose writes report success for a copy
+// the broker refused (one over the dead-letter topic's max.message.bytes),
+// which was then counted dead-lettered, committed past and kept nowhere.
 //
 // Dead-letter writes are synchronous, one per message, in front of the
 // messages behind it: a flood of orphans costs production one

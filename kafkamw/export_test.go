@@ -21,6 +21,7 @@ func Crash(r *Reader) {
 		r.stop()
 		<-r.flushed
 		in.Close()
+		r.inner.Store(nil) // a killed process reads nothing more
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -53,8 +54,11 @@ var errUnreadable = errors.New("unreadable sandbox headers, message skipped")
 
 // Headers the reader adds to a message it writes to the dead-letter topic.
 const (
-	// HeaderDeadLetterReason holds why the sandbox headers could not be
-	// read.
+	// HeaderDeadLetterReason holds why the message was dead-lettered: why
+	// its sandbox headers could not be read, why it is orphaned, or the
+	// error on which [Reader.Run] gave up on it (the handler's error
+	// clipped to 1 KiB: it may quote the payload, and a copy twice the
+	// message's size may exceed what the topic took).
 	HeaderDeadLetterReason = "sandboxkit-dead-letter-reason"
 	// HeaderDeadLetterSource holds "<topic>/<partition>/<offset>" of the
 	// original message.
@@ -145,7 +149,9 @@ type Reader struct {
 	source  string                      // a split-mode sandbox reader's source topic
 	prepare func(context.Context) error // readies a sandbox reader before it joins: seed, or prepareSplit
 
-	inner atomic.Pointer[kafka.Reader]
+	inner atomic.Pointer[kafka.Reader] // nil before a sandbox reader starts and after Close
+	// closedInner is the group reader Close closed, for Stats; startMu.
+	closedInner *kafka.Reader
 
 	startMu sync.Mutex // guards starting and closing
 	closed  bool
@@ -184,9 +190,10 @@ type Reader struct {
 	// commitMu.
 	sendCtx sendContext
 
-	running        atomic.Bool         // Run is running
-	deadLetterDown atomic.Int64        // unix nanoseconds until which the dead-letter writer is not tried; 0 when healthy
-	metrics        metric.Registration // the metrics callback; nil when none
+	running         atomic.Bool         // Run is running
+	deadLetterDown  atomic.Int64        // unix nanoseconds until which the dead-letter writer is not tried; 0 when healthy
+	deadLetterFails atomic.Int64        // dead-letter writes failed in a row, which the pause doubles with
+	metrics         metric.Registration // the metrics callback; nil when none
 
 	delivered, skipped, unreadable, orphans, deadLettered, deadLetterFailed, failed, retries, waits, future atomic.Int64
 	forwarded, unforwardables, duplicates                                                                   atomic.Int64
@@ -222,6 +229,11 @@ func NewReader(cfg kafka.ReaderConfig, table *routes.Table, service string, opts
 	}
 	if err := validateReaderConfig(cfg); err != nil {
 		return nil, configError("NewReader", []error{fmt.Errorf("ReaderConfig: %w", err)})
+	}
+	if dl := c.deadLetter; dl != nil && (cfg.Topic == dl.Topic || slices.Contains(cfg.GroupTopics, dl.Topic)) {
+		// Each message dead-lettered would come back to the reader,
+		// be dead-lettered again, and loop through the topic for ever.
+		return nil, configError("NewReader", []error{fmt.Errorf("WithDeadLetter: the reader reads the dead-letter topic %q", dl.Topic)})
 	}
 	r := &Reader{
 		fetching:  fetchLock{},
@@ -355,6 +367,12 @@ func (r *Reader) Counts() Counts {
 // for a sandbox reader that has not started.
 func (r *Reader) Stats() kafka.ReaderStats {
 	if in := r.inner.Load(); in != nil {
+		return in.Stats()
+	}
+	r.startMu.Lock()
+	in := r.closedInner
+	r.startMu.Unlock()
+	if in != nil {
 		return in.Stats()
 	}
 	return kafka.ReaderStats{}
@@ -588,6 +606,10 @@ func (r *Reader) deadLetter(ctx context.Context, msg *kafka.Message, reason stri
 // [Reader.deadLetterOrSkip] does not try the dead-letter writer again.
 const deadLetterPause = 5 * time.Second
 
+// deadLetterMaxPause is the longest pause: the pause doubles with each
+// failed write in a row (see [Reader.deadLetterOrSkip]).
+const deadLetterMaxPause = 2 * time.Minute
+
 // deadLetterOrSkip writes msg, a message no reader will process (an
 // orphan, an unreadable one, a sandbox message Run gave up on), to the
 // dead-letter writer, if there is one. A failed write does not keep the
@@ -595,25 +617,56 @@ const deadLetterPause = 5 * time.Second
 // while the dead-letter topic is down. It is counted (DeadLetterFailed)
 // and the result, for the message's audit record, names the failure and
 // the message's coordinates, where it can still be read. For
-// deadLetterPause after a failure the writer is not tried again, so that a
-// dead-letter topic that hangs costs one bounded write, not one per
-// message. The result is empty when the write succeeded or there is no
-// writer.
+// deadLetterPause after a failure the writer is not tried again, and for
+// twice as long after each further failure in a row, up to
+// deadLetterMaxPause, so that a dead-letter topic that hangs costs one
+// bounded write (deadLetterTimeout) per pause, not one per message, and
+// a pause that grows: a fixed pause of 5s after a 10s write held
+// production two thirds of the time. A refusal of the message for its
+// size pauses nothing ([refusedForSize]). The result is empty when the
+// write succeeded or there is no writer.
 func (r *Reader) deadLetterOrSkip(ctx context.Context, msg *kafka.Message, reason string) string {
 	if r.cfg.deadLetter == nil {
 		return ""
 	}
 	var err error
 	if until := r.deadLetterDown.Load(); until != 0 && time.Now().UnixNano() < until {
-		err = errors.New("the dead-letter writer failed less than " + deadLetterPause.String() + " ago, not tried")
+		err = errors.New("the dead-letter writer failed, not tried again until " + time.Unix(0, until).UTC().Format(time.RFC3339))
 	} else if err = r.deadLetter(ctx, msg, reason); err != nil {
-		r.deadLetterDown.Store(time.Now().Add(deadLetterPause).UnixNano())
+		if !refusedForSize(err) { // a refusal of this message alone says nothing of the next
+			pause := deadLetterPause << min(r.deadLetterFails.Add(1)-1, 8)
+			r.deadLetterDown.Store(time.Now().Add(min(pause, deadLetterMaxPause)).UnixNano())
+		}
 	} else {
 		r.deadLetterDown.Store(0)
+		r.deadLetterFails.Store(0)
 		return ""
 	}
 	r.deadLetterFailed.Add(1)
 	return "; dead-letter write failed, message left at " + coordinates(msg) + ": " + err.Error()
+}
+
+// refusedForSize reports whether err, from a dead-letter write of one
+// message, is a refusal of that message for its size: by kafka-go (over
+// the writer's BatchBytes) or by the partition (over the topic's
+// max.message.bytes). The writer is healthy, and the next message may
+// well be taken: an outsider's oversized message must not keep the
+// others out of the dead-letter topic.
+func refusedForSize(err error) bool {
+	var big kafka.MessageTooLargeError
+	if errors.As(err, &big) || tooLarge(err) {
+		return true
+	}
+	var werrs kafka.WriteErrors // kafka-go's per-message errors, which do not unwrap
+	if !errors.As(err, &werrs) || werrs.Count() == 0 {
+		return false
+	}
+	for _, e := range werrs {
+		if e != nil && !tooLarge(e) {
+			return false
+		}
+	}
+	return true
 }
 
 // CommitMessages commits msgs as kafka.Reader.CommitMessages does, together
@@ -630,6 +683,12 @@ func (r *Reader) CommitMessages(ctx context.Context, msgs ...kafka.Message) erro
 	if inner == nil {
 		if len(msgs) == 0 {
 			return nil
+		}
+		r.startMu.Lock()
+		closed := r.closed
+		r.startMu.Unlock()
+		if closed {
+			return errors.New("kafkamw: CommitMessages on a closed reader")
 		}
 		return fmt.Errorf("kafkamw: CommitMessages on a reader that has not fetched a message")
 	}
@@ -779,6 +838,9 @@ func (r *Reader) flushLoop(ctx context.Context, inner *kafka.Reader) {
 }
 
 // Close commits the skipped messages it can, then closes the group reader.
+// FetchMessage then returns io.EOF and [Reader.Run] returns once its
+// handler returns, also when the group reader had fetched messages ahead:
+// none is handed out whose commit could no longer succeed.
 func (r *Reader) Close() error {
 	r.startMu.Lock()
 	defer r.startMu.Unlock()
@@ -800,6 +862,13 @@ func (r *Reader) Close() error {
 	defer cancel()
 	ferr := r.flushSkipped(ctx, inner)
 	err := inner.Close()
+	// kafka-go's closed reader still hands out the messages it fetched
+	// ahead: FetchMessage, and Run, load r.inner for each message and
+	// find none, so they return io.EOF rather than messages whose
+	// commits cannot succeed any more (each would be handled again
+	// after the restart). The group reader's statistics stay readable.
+	r.closedInner = inner
+	r.inner.Store(nil)
 	if r.markGone != nil {
 		r.markGone()
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/segmentio/kafka-go"
 
@@ -17,7 +18,9 @@ import (
 
 // Handler processes one message that a reader owns. ctx carries the
 // message's sandbox, if it has one. A nil error means the message is
-// processed and may be committed.
+// processed and may be committed. msg.Headers shares its elements with
+// the message Run retries, dead-letters or keeps (and decides again when
+// Run is called again): a handler changes a copy, not them in place.
 type Handler func(ctx context.Context, msg kafka.Message) error
 
 // ErrStopped reports that [Reader.Run] stopped on a production message
@@ -141,8 +144,11 @@ func newRunConfig(opts []RunOption) runConfig {
 	return c
 }
 
-func (r *Reader) validateRun(h Handler, c *runConfig) error {
+func (r *Reader) validateRun(ctx context.Context, h Handler, c *runConfig) error {
 	var errs []error
+	if ctx == nil {
+		errs = append(errs, errors.New("Run: the context is nil"))
+	}
 	if h == nil {
 		errs = append(errs, errors.New("Run: the handler is nil"))
 	}
@@ -172,6 +178,9 @@ func (r *Reader) validateRun(h Handler, c *runConfig) error {
 // it. It returns nil when ctx is done or the reader is closed, after
 // committing what was processed; a message whose handling ctx cut short
 // is not committed and is received again after a restart (at-least-once).
+// [Reader.Close] ends the handler's context as ctx's end does: a handler
+// call, retry or backoff in progress stops, and nothing the group reader
+// fetched ahead is handled after Close.
 // It returns an error for an invalid configuration (wrapping [ErrConfig])
 // and, under [StopRun], for a production message whose handler kept
 // failing (wrapping [ErrStopped]). A message Run stopped on is kept: the
@@ -198,7 +207,7 @@ func (r *Reader) validateRun(h Handler, c *runConfig) error {
 // commits periodically and on Close.
 func (r *Reader) Run(ctx context.Context, h Handler, opts ...RunOption) error {
 	rc := newRunConfig(opts)
-	if err := r.validateRun(h, &rc); err != nil {
+	if err := r.validateRun(ctx, h, &rc); err != nil {
 		return err
 	}
 	if !r.running.CompareAndSwap(false, true) {
@@ -208,6 +217,17 @@ func (r *Reader) Run(ctx context.Context, h Handler, opts ...RunOption) error {
 	// Untagged messages are production's, whatever the caller's context
 	// carries.
 	ctx = propagation.ContextWithoutSandbox(ctx)
+	// Run's context ends with the reader too: Close stops a handler
+	// call, a retry or a backoff in progress, whose work could no longer
+	// be committed. It is a pointer, which == compares: Run tells a
+	// tagged message by its context (mctx != ctx), and == on two values
+	// of a type it cannot compare (a caller's struct holding a slice,
+	// passed by value) panics.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if r.gone != nil { // nil in a Reader not built by NewReader (tests)
+		defer context.AfterFunc(r.gone, cancel)()
+	}
 	fetchFailures := 0
 	failing := make(map[string]int) // sandbox ID → messages given up on in a row
 	for {
@@ -295,18 +315,19 @@ func (r *Reader) handle(ctx, mctx context.Context, tagged bool, msg kafka.Messag
 	if tagged && failing[sb.ID] >= failFastAfter {
 		attempts = 1 // this sandbox's handler keeps failing: no retries
 	}
-	if !tagged {
-		// A production handler's panic is the service's own: it is not
-		// hidden, but the message is kept, so that Run or FetchMessage
-		// called again on this reader (by a supervisor that recovered)
-		// returns it rather than going on, and committing, past it.
-		defer func() {
-			if p := recover(); p != nil {
-				r.putBack(ctx, msg, rc)
-				panic(p)
-			}
-		}()
-	}
+	// A production handler's panic is the service's own: it is not
+	// hidden, but the message is kept, so that Run or FetchMessage called
+	// again on this reader (by a supervisor that recovered) returns it
+	// rather than going on, and committing, past it. A sandbox message is
+	// kept alike when a panic escapes around its handler (whose own
+	// panics call recovers): from OnError, the audit logger or the
+	// dead-letter writer, all the service's code.
+	defer func() {
+		if p := recover(); p != nil {
+			r.putBack(ctx, msg, rc)
+			panic(p)
+		}
+	}()
 	for attempt := 1; ; attempt++ {
 		err := call(h, mctx, msg, tagged)
 		if err == nil {
@@ -323,9 +344,9 @@ func (r *Reader) handle(ctx, mctx context.Context, tagged bool, msg kafka.Messag
 		var reason string
 		switch {
 		case tagged && (rc.isSandboxError(err) || errors.Is(err, ErrHandlerPanic)):
-			reason = "sandbox error after " + strconv.Itoa(attempt) + " attempt(s): " + err.Error()
+			reason = "sandbox error after " + strconv.Itoa(attempt) + " attempt(s): " + clipReason(err.Error())
 		case tagged && attempt >= attempts, !tagged && rc.production == DeadLetterAndContinue && attempt >= attempts:
-			reason = "handler failed " + strconv.Itoa(attempt) + " times: " + err.Error()
+			reason = "handler failed " + strconv.Itoa(attempt) + " times: " + clipReason(err.Error())
 		case !tagged && rc.production == StopRun && attempt >= attempts:
 			return false, fmt.Errorf("%w: %w", ErrStopped, ferr)
 		}
@@ -413,13 +434,45 @@ func (c *runConfig) report(err error) {
 	}
 }
 
-// wait is the backoff after the n-th failure in a row.
+// wait is the backoff after the n-th failure in a row. It stops doubling
+// at the maximum rather than past it: a maximum near the largest Duration
+// ("none") wrapped the doubled wait negative, and the failures were
+// retried without a pause.
 func (c *runConfig) wait(n int) time.Duration {
 	d := c.backoff
 	for i := 1; i < n && d < c.max; i++ {
+		if d > c.max/2 {
+			return c.max
+		}
 		d *= 2
 	}
 	return min(d, c.max)
+}
+
+// maxReason bounds the handler's error in the reason of a message Run
+// gives up on (its dead-letter copy's [HeaderDeadLetterReason] and its
+// audit record).
+const maxReason = 1 << 10
+
+// clipReason returns s, a handler's error, with every ticket's signature
+// redacted and clipped to maxReason bytes, at a rune boundary, with "..."
+// when clipped. A handler's error may quote a ticket it was given (a
+// bearer credential, which the dead-letter copy's headers and the audit
+// records show redacted: people read them), or the payload it could not
+// parse: whole, that doubled the dead-letter copy, which then exceeded
+// what the source topic had taken, and a production message under
+// [DeadLetterAndContinue] was retried for ever. Redacted before it is
+// cut: cut inside a signature, the rest no longer reads as a ticket.
+func clipReason(s string) string {
+	s = propagation.RedactTicketText(s)
+	if len(s) <= maxReason {
+		return s
+	}
+	n := maxReason
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
 }
 
 // coordinates returns "<topic>/<partition>/<offset>" of msg.
