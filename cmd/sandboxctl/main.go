@@ -504,6 +504,11 @@ func (c *cli) purge(ctx context.Context, args []string) error {
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
+	// A negative grace would move the cutoff into the future and purge
+	// live sandboxes, with no tombstone left for the readers.
+	if *grace < 0 {
+		return fmt.Errorf("%w: purge: -grace %v must not be negative", errUsage, *grace)
+	}
 	sbs, err := c.store.list(ctx)
 	if err != nil {
 		return err
