@@ -1,0 +1,265 @@
+package main
+
+// Attacks on sandboxctl as an operator runs it (atkctl): the file it
+// rewrites keeps what the operator set on it (permissions, owner, a
+// symbolic link to the real document), and a flag given the wrong way
+// round never deletes live sandboxes.
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRewriteKeepsFileMode: a routes file holds test database DSNs, with
+// their passwords; an operator who made it 0600 (or 0640, for the
+// service's group) must not find it world-readable after the next
+// extend.
+func TestRewriteKeepsFileMode(t *testing.T) {
+	now := time.Now()
+	for _, mode := range []os.FileMode{0o600, 0o640, 0o664} {
+		t.Run(mode.String(), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "routes.json")
+			store := "file:" + path
+			mustCtl(t, store, now, "create", "pr-1", "-actor", "a", "-database", "postgres://u:secret@db/x")
+			if err := os.Chmod(path, mode); err != nil {
+				t.Fatal(err)
+			}
+			mustCtl(t, store, now, "extend", "pr-1", "-ttl", "10h")
+			mustCtl(t, store, now, "create", "pr-2", "-actor", "a")
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fi.Mode().Perm(); got != mode {
+				t.Fatalf("after rewrites the file is %v, want %v as the operator set it", got, mode)
+			}
+		})
+	}
+}
+
+// TestRewriteKeepsOwner: a routes file owned by the service's user and
+// group stays theirs when root rewrites it, or a 0600 file would lock its
+// readers out.
+func TestRewriteKeepsOwner(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("changing a file's owner needs root")
+	}
+	now := time.Now()
+	path := filepath.Join(t.TempDir(), "routes.json")
+	store := "file:" + path
+	mustCtl(t, store, now, "create", "pr-1", "-actor", "a")
+	if err := os.Chown(path, 4242, 4343); err != nil {
+		t.Fatal(err)
+	}
+	mustCtl(t, store, now, "extend", "pr-1", "-ttl", "10h")
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if st.Uid != 4242 || st.Gid != 4343 {
+		t.Fatalf("after a rewrite the file belongs to %d:%d, want 4242:4343", st.Uid, st.Gid)
+	}
+}
+
+// TestSymlinkedFile: the store named through a symbolic link to the
+// document (a path kept stable across deployments) is the document: a
+// change through the link lands in the file the link names, the link
+// stays a link, and changes through the link and through the file at
+// once are serialized on one lock, none lost.
+func TestSymlinkedFile(t *testing.T) {
+	now := time.Now()
+	dir := t.TempDir()
+	real := filepath.Join(dir, "data", "routes.json")
+	if err := os.Mkdir(filepath.Dir(real), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "routes.json")
+	if err := os.Symlink(filepath.Join("data", "routes.json"), link); err != nil {
+		t.Fatal(err)
+	}
+	mustCtl(t, "file:"+real, now, "create", "pr-0", "-actor", "a")
+	const n = 8
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			mustCtl(t, "file:"+link, now, "create", fmt.Sprintf("link-%d", i), "-actor", "a")
+		}()
+		go func() {
+			defer wg.Done()
+			mustCtl(t, "file:"+real, now, "create", fmt.Sprintf("real-%d", i), "-actor", "a")
+		}()
+	}
+	wg.Wait()
+	fi, err := os.Lstat(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("%s is %v after the changes, want the symbolic link it was", link, fi.Mode())
+	}
+	for _, store := range []string{"file:" + link, "file:" + real} {
+		if got := listed(t, store, now); len(got) != 2*n+1 {
+			t.Fatalf("%s lists %d sandboxes, want %d: %v", store, len(got), 2*n+1, got)
+		}
+	}
+}
+
+// TestSymlinkToNothing: a link whose document is missing (a volume not
+// mounted) is an error, not a new document written over the link.
+func TestSymlinkToNothing(t *testing.T) {
+	now := time.Now()
+	dir := t.TempDir()
+	link := filepath.Join(dir, "routes.json")
+	if err := os.Symlink(filepath.Join(dir, "unmounted", "routes.json"), link); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := ctl(t, "file:"+link, now, "create", "pr-1", "-actor", "a"); code != exitFailed {
+		t.Fatalf("create through a dangling link: exit %d, want %d: %s", code, exitFailed, out)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the dangling link was replaced: %v, %v", fi, err)
+	}
+}
+
+// TestPurgeNegativeGrace: -grace -72h (a sign slipped in) must not purge
+// the sandboxes that expire in the next 72 hours, live ones, with no
+// tombstone left for the readers.
+func TestPurgeNegativeGrace(t *testing.T) {
+	now := time.Now()
+	for name, store := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			mustCtl(t, store, now, "create", "pr-live", "-actor", "a", "-service", "cart=h:1")
+			if code, out := ctl(t, store, now, "purge", "-grace", "-1000h"); code != exitUsage {
+				t.Fatalf("purge -grace -1000h: exit %d, want %d (usage): %s", code, exitUsage, out)
+			}
+			if _, ok := listed(t, store, now)["pr-live"]; !ok {
+				t.Fatal("purge with a negative grace deleted a live sandbox")
+			}
+		})
+	}
+}
+
+// TestHelperCtl is not a test: TestRewriteRefusedWhenOwnerCannotBeKept
+// runs the test binary as sandboxctl under another user.
+func TestHelperCtl(t *testing.T) {
+	store := os.Getenv("SANDBOXCTL_HELPER_STORE")
+	if store == "" {
+		t.Skip("helper process only")
+	}
+	code, out := ctl(t, store, time.Now(), strings.Fields(os.Getenv("SANDBOXCTL_HELPER_ARGS"))...)
+	os.Stdout.WriteString(out)
+	os.Exit(code)
+}
+
+// asUser prepares a directory another user may write, with a copy of
+// the test binary in it, and returns the directory and a function that
+// runs sandboxctl ARGS on the file store there as uid:gid, returning its
+// exit status and output.
+func asUser(t *testing.T) (string, func(uid, gid uint32, args string) (int, string)) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("running as another user needs root")
+	}
+	dir := t.TempDir()
+	// The other user may traverse the test's directories and write this one.
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(dir, "sandboxctl.test")
+	exe, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir, func(uid, gid uint32, args string) (int, string) {
+		t.Helper()
+		cmd := exec.Command(bin, "-test.run=^TestHelperCtl$")
+		cmd.Env = append(os.Environ(), "SANDBOXCTL_HELPER_STORE=file:"+filepath.Join(dir, "routes.json"), "SANDBOXCTL_HELPER_ARGS="+args)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		switch {
+		case err == nil:
+			return exitOK, string(out)
+		case errors.As(err, &exit):
+			return exit.ExitCode(), string(out)
+		}
+		t.Fatal(err)
+		return 0, ""
+	}
+}
+
+// TestSharedByAGroupOfOperators: operators in one group share a
+// group-writable document; the lock file the first one left (0644, hers)
+// must not lock the others out of every change.
+func TestSharedByAGroupOfOperators(t *testing.T) {
+	const alice, bob, group = 4244, 4245, 4343
+	dir, runAs := asUser(t)
+	path := filepath.Join(dir, "routes.json")
+	if code, out := runAs(alice, group, "create pr-1 -actor alice"); code != exitOK {
+		t.Fatalf("alice: create: exit %d: %s", code, out)
+	}
+	if err := os.Chmod(path, 0o664); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := runAs(bob, group, "create pr-2 -actor bob"); code != exitOK {
+		t.Fatalf("bob: create beside alice's lock file: exit %d: %s", code, out)
+	}
+	if code, out := runAs(alice, group, "list"); code != exitOK || !strings.Contains(out, "pr-2") {
+		t.Fatalf("alice: list: exit %d: %s", code, out)
+	}
+}
+
+// TestRewriteRefusedWhenOwnerCannotBeKept: an operator who is not root
+// changes a 0640 document of the service's user through its group; the
+// rewritten file could only be the operator's, and the service would
+// lose it: the change is refused and the document stays the service's.
+func TestRewriteRefusedWhenOwnerCannotBeKept(t *testing.T) {
+	const service, operator, group = 4242, 4244, 4343
+	now := time.Now()
+	dir, runAs := asUser(t)
+	path := filepath.Join(dir, "routes.json")
+	mustCtl(t, "file:"+path, now, "create", "pr-1", "-actor", "a", "-database", "postgres://u:secret@db/x")
+	for _, f := range []string{path, path + ".lock"} {
+		if err := os.Chown(f, service, group); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out := runAs(operator, group, "extend pr-1 -ttl 10h")
+	if code != exitFailed || !strings.Contains(out, "4242:4343") {
+		t.Fatalf("extend as %d:%d: exit %d, want %d and an error naming the owner it could not keep: %s", operator, group, code, exitFailed, out)
+	}
+	after, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := after.Sys().(*syscall.Stat_t)
+	if st.Uid != service || st.Gid != group || after.Mode().Perm() != 0o640 {
+		t.Fatalf("the document is now %d:%d %v, want %d:%d -rw-r-----", st.Uid, st.Gid, after.Mode().Perm(), service, group)
+	}
+	if now, _ := os.ReadFile(path); string(now) != string(before) {
+		t.Fatalf("the refused change was written:\n%s", now)
+	}
+}
