@@ -116,7 +116,8 @@ func TestSymlinkedFile(t *testing.T) {
 }
 
 // TestSymlinkToNothing: a link whose document is missing (a volume not
-// mounted) is an error, not a new document written over the link.
+// mounted) is an error, not a new document written over the link, nor
+// an empty list.
 func TestSymlinkToNothing(t *testing.T) {
 	now := time.Now()
 	dir := t.TempDir()
@@ -126,6 +127,9 @@ func TestSymlinkToNothing(t *testing.T) {
 	}
 	if code, out := ctl(t, "file:"+link, now, "create", "pr-1", "-actor", "a"); code != exitFailed {
 		t.Fatalf("create through a dangling link: exit %d, want %d: %s", code, exitFailed, out)
+	}
+	if code, out := ctl(t, "file:"+link, now, "list"); code != exitFailed {
+		t.Fatalf("list through a dangling link: exit %d, want %d: %s", code, exitFailed, out)
 	}
 	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
 		t.Fatalf("the dangling link was replaced: %v, %v", fi, err)
@@ -261,5 +265,35 @@ func TestRewriteRefusedWhenOwnerCannotBeKept(t *testing.T) {
 	}
 	if now, _ := os.ReadFile(path); string(now) != string(before) {
 		t.Fatalf("the refused change was written:\n%s", now)
+	}
+}
+
+// TestFileStoreWithoutPath: SANDBOXCTL_STORE=file:$ROUTES with ROUTES
+// unset names no document; list must not answer that no sandbox exists
+// (a CI job would create one beside the real store), and no command may
+// leave files in the working directory.
+func TestFileStoreWithoutPath(t *testing.T) {
+	now := time.Now()
+	t.Chdir(t.TempDir())
+	for _, args := range [][]string{{"list"}, {"purge"}, {"create", "pr-1", "-actor", "a"}, {"remove", "pr-1"}} {
+		if code, out := ctl(t, "file:", now, args...); code != exitUsage {
+			t.Errorf("-store file: %s: exit %d, want %d (usage): %s", strings.Join(args, " "), code, exitUsage, out)
+		}
+	}
+	if left, _ := filepath.Glob("*"); len(left) > 0 { // dot files included
+		t.Errorf("left in the working directory: %v", left)
+	}
+}
+
+// TestFileStoreInMissingDirectory: a store path with a typo in its
+// directory (or a volume not mounted) is not an empty store: list and
+// purge fail rather than report that there are no sandboxes.
+func TestFileStoreInMissingDirectory(t *testing.T) {
+	now := time.Now()
+	store := "file:" + filepath.Join(t.TempDir(), "no-such-dir", "routes.json")
+	for _, args := range [][]string{{"list"}, {"purge"}, {"create", "pr-1", "-actor", "a"}} {
+		if code, out := ctl(t, store, now, args...); code != exitFailed || !strings.Contains(out, "no-such-dir") {
+			t.Errorf("%s: exit %d, want %d naming the missing directory: %s", strings.Join(args, " "), code, exitFailed, out)
+		}
 	}
 }

@@ -32,7 +32,13 @@ type store interface {
 func openStore(spec string) (store, error) {
 	switch {
 	case strings.HasPrefix(spec, "file:"):
-		return &fileStore{path: strings.TrimPrefix(spec, "file:")}, nil
+		// "file:" alone (file:$ROUTES with ROUTES unset) names no
+		// document: list would find no sandboxes in it.
+		path := strings.TrimPrefix(spec, "file:")
+		if path == "" {
+			return nil, fmt.Errorf("%w: store %q: want file:PATH, the path of the route document", errUsage, spec)
+		}
+		return &fileStore{path: path}, nil
 	case strings.HasPrefix(spec, "etcd://"):
 		rest := strings.TrimPrefix(spec, "etcd://")
 		hosts, prefix, ok := strings.Cut(rest, "/")
@@ -89,6 +95,15 @@ func globEscape(s string) string {
 func (f *fileStore) read() ([]routes.Sandbox, error) {
 	b, err := os.ReadFile(f.path)
 	if errors.Is(err, os.ErrNotExist) {
+		// No document yet is an empty store; no directory for it, or a
+		// link to nothing, is a path mistyped or a volume not mounted,
+		// not "no sandboxes".
+		if _, err := os.Stat(filepath.Dir(f.path)); err != nil {
+			return nil, fmt.Errorf("the directory of %s: %w", f.path, err)
+		}
+		if _, lerr := os.Lstat(f.path); lerr == nil {
+			return nil, fmt.Errorf("%s is a symbolic link to a missing file: %w", f.path, err)
+		}
 		return nil, nil
 	}
 	if err != nil {
