@@ -66,8 +66,8 @@ func fetchPublic(ctx context.Context, src docSource, cur func() *parsedDoc) ([]S
 
 // File returns a [Source] reading the JSON document at path (see the package
 // doc for the format). It re-reads the file only when it changed (another
-// file, size or modification time), and parses it only when its bytes
-// changed. path may be a symbolic link that is swapped atomically, as in a
+// file, size, modification time or, where the system gives it, inode
+// change time), and parses it only when its bytes changed. path may be a symbolic link that is swapped atomically, as in a
 // Kubernetes ConfigMap volume, where path links to ..data/<key> and the
 // kubelet replaces the ..data link: each fetch follows the links afresh.
 func File(path string) Source { return &fileSource{path: path} }
@@ -77,6 +77,7 @@ type fileSource struct {
 
 	mu      sync.Mutex
 	fi      os.FileInfo // of the file that doc was read from
+	ctime   time.Time   // fi's inode change time (see changeTime)
 	content []byte
 	doc     *parsedDoc
 }
@@ -129,7 +130,11 @@ func (f *fileSource) refreshOnce() error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("routes: %s is not a regular file (%v)", f.path, fi.Mode().Type())
 	}
-	if f.doc != nil && os.SameFile(fi, f.fi) && fi.Size() == f.fi.Size() && fi.ModTime().Equal(f.fi.ModTime()) {
+	// The change time too: a copy in place that restores the
+	// modification time (cp -p of a reproducible build's file, where every
+	// mtime is one constant) keeps the file, and often the size.
+	ctime := changeTime(fi)
+	if f.doc != nil && os.SameFile(fi, f.fi) && fi.Size() == f.fi.Size() && fi.ModTime().Equal(f.fi.ModTime()) && ctime.Equal(f.ctime) {
 		return nil
 	}
 	b, err := io.ReadAll(file)
@@ -137,14 +142,14 @@ func (f *fileSource) refreshOnce() error {
 		return fmt.Errorf("routes: reading %s: %w", f.path, err)
 	}
 	if f.doc != nil && bytes.Equal(b, f.content) {
-		f.fi = fi
+		f.fi, f.ctime = fi, ctime
 		return nil
 	}
 	doc, err := parseDocument(b, f.doc)
 	if err != nil {
 		return fmt.Errorf("%w (file %s)", err, f.path)
 	}
-	f.fi, f.content, f.doc = fi, b, doc
+	f.fi, f.ctime, f.content, f.doc = fi, ctime, b, doc
 	return nil
 }
 
