@@ -180,7 +180,10 @@ const (
 // Requests are conditional: the source sends If-None-Match with the ETag
 // and If-Modified-Since with the Last-Modified of the last document it
 // read, and a 304 answer means that document. A 304 to a request that
-// carried neither is an error. Any status other than 200 and 304 is an
+// carried neither is an error. Validators of a response whose
+// Last-Modified is less than a second before its Date are not kept (the
+// document may change again within that second, unseen by a validator in
+// whole seconds: a static server's), so the next fetch is a full one. Any status other than 200 and 304 is an
 // error, as is a body over [MaxDocumentSize] or a document that
 // [ParseDocument] rejects. The default client follows redirects only on
 // the server of url (same scheme, host and port); a redirect to another
@@ -224,6 +227,32 @@ func sameOrigin(req *http.Request, via []*http.Request) error {
 		return fmt.Errorf("refusing a redirect from %s://%s to another server, %s://%s", from.Scheme, from.Host, req.URL.Scheme, req.URL.Host)
 	}
 	return nil
+}
+
+// settled reports whether the validators of a response with the given
+// Last-Modified and Date headers name its document alone. A static server
+// (Go's http.FileServer, nginx, whose ETag is the modification second and
+// the length) names a version by its modification time in whole seconds:
+// a document modified less than a second before the response was made
+// can change again within that second, and a conditional request would
+// then be answered 304 for a document the source never read. Such a
+// Last-Modified is weak (RFC 9110, 8.8.2.2), and so, for all the source
+// can tell, is the ETag beside it: neither is kept, and the next fetch is
+// a full one. A response without Last-Modified is settled; one with it
+// and without a Date cannot be told, and is not.
+func settled(lastModified, date string) bool {
+	if lastModified == "" {
+		return true
+	}
+	lm, err := http.ParseTime(lastModified)
+	if err != nil {
+		return false
+	}
+	d, err := http.ParseTime(date)
+	if err != nil {
+		return false
+	}
+	return d.Sub(lm) >= time.Second
 }
 
 type httpSource struct {
@@ -276,8 +305,12 @@ func (h *httpSource) fetchDoc(ctx context.Context, have *parsedDoc) (*parsedDoc,
 		if doc, err = parseDocument(b, cached); err != nil {
 			return nil, fmt.Errorf("%w (from %s)", err, h.url)
 		}
+		etag, lastModified := resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")
+		if !settled(lastModified, resp.Header.Get("Date")) {
+			etag, lastModified = "", ""
+		}
 		h.mu.Lock()
-		h.doc, h.etag, h.lastModified = doc, resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")
+		h.doc, h.etag, h.lastModified = doc, etag, lastModified
 		h.mu.Unlock()
 	case http.StatusNotModified:
 		if !validated {
