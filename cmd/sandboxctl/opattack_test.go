@@ -6,6 +6,7 @@ package main
 // round never deletes live sandboxes.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 // TestRewriteKeepsFileMode: a routes file holds test database DSNs, with
@@ -295,5 +298,58 @@ func TestFileStoreInMissingDirectory(t *testing.T) {
 		if code, out := ctl(t, store, now, args...); code != exitFailed || !strings.Contains(out, "no-such-dir") {
 			t.Errorf("%s: exit %d, want %d naming the missing directory: %s", strings.Join(args, " "), code, exitFailed, out)
 		}
+	}
+}
+
+// TestReaderNeverSeesHalfADocument: a table polling the document while
+// CI jobs change it reads a whole document every time, the one before a
+// change or the one after: never an error, and never fewer sandboxes
+// than it read before (the jobs only create).
+func TestReaderNeverSeesHalfADocument(t *testing.T) {
+	const n = 30
+	now := time.Now()
+	path := filepath.Join(t.TempDir(), "routes.json")
+	store := "file:" + path
+	mustCtl(t, store, now, "create", "pr-0", "-actor", "a")
+	stop := make(chan struct{})
+	result := make(chan error, 1)
+	go func() {
+		tbl := routes.New()
+		src := routes.File(path)
+		last := 0
+		for {
+			if err := tbl.Load(context.Background(), src); err != nil {
+				result <- err
+				return
+			}
+			got := len(tbl.Sandboxes())
+			if got < last {
+				result <- fmt.Errorf("the table went from %d sandboxes to %d", last, got)
+				return
+			}
+			last = got
+			select {
+			case <-stop:
+				result <- nil
+				return
+			default:
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mustCtl(t, store, now, "create", fmt.Sprintf("pr-%d", i+1), "-actor", "a", "-service", "cart=h:1")
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	if err := <-result; err != nil {
+		t.Fatalf("a table reading while sandboxctl wrote: %v", err)
+	}
+	if got := listed(t, store, now); len(got) != n+1 {
+		t.Fatalf("%d sandboxes, want %d", len(got), n+1)
 	}
 }
