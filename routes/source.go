@@ -67,14 +67,26 @@ func fetchPublic(ctx context.Context, src docSource, cur func() *parsedDoc) ([]S
 // File returns a [Source] reading the JSON document at path (see the package
 // doc for the format). It re-reads the file only when it changed (another
 // file, size, modification time or, where the system gives it, inode
-// change time), and parses it only when its bytes changed. path may be a symbolic link that is swapped atomically, as in a
-// Kubernetes ConfigMap volume, where path links to ..data/<key> and the
-// kubelet replaces the ..data link: each fetch follows the links afresh.
-func File(path string) Source { return &fileSource{path: path} }
+// change time), and parses it only when its bytes changed. path may be a
+// symbolic link that is swapped atomically, as in a Kubernetes ConfigMap
+// volume, where path links to ..data/<key> and the kubelet replaces the
+// ..data link: each fetch follows the links afresh.
+//
+// A read that does not return (a hung NFS or FUSE mount, a named pipe no
+// one writes) is abandoned when the fetch's context is done, and fails
+// the fetch; the fetches after it fail at once while it still hangs.
+func File(path string) Source {
+	return &fileSource{path: path, reading: make(chan struct{}, 1)}
+}
 
 type fileSource struct {
 	path string
+	// reading holds a token while a read of the file is under way: one at
+	// a time, and one that hangs holds it until it returns.
+	reading chan struct{}
 
+	// Written by the holder of reading, under mu; mu alone guards reads
+	// of doc by others.
 	mu      sync.Mutex
 	fi      os.FileInfo // of the file that doc was read from
 	ctime   time.Time   // fi's inode change time (see changeTime)
@@ -86,16 +98,40 @@ func (f *fileSource) Fetch(ctx context.Context) ([]Sandbox, error) {
 	return fetchPublic(ctx, f, func() *parsedDoc { f.mu.Lock(); defer f.mu.Unlock(); return f.doc })
 }
 
-func (f *fileSource) fetchDoc(_ context.Context, have *parsedDoc) (*parsedDoc, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.refresh(); err != nil {
-		return nil, err
+func (f *fileSource) fetchDoc(ctx context.Context, have *parsedDoc) (*parsedDoc, error) {
+	select {
+	case f.reading <- struct{}{}:
+	default:
+		select {
+		case f.reading <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("routes: %s: an earlier read has not returned: %w", f.path, ctx.Err())
+		}
 	}
-	if f.doc == have {
+	if err := ctx.Err(); err != nil {
+		<-f.reading // no read for a fetch given up already
+		return nil, fmt.Errorf("routes: reading %s: %w", f.path, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer func() { <-f.reading }()
+		done <- f.refresh()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, err
+		}
+	case <-ctx.Done():
+		return nil, fmt.Errorf("routes: reading %s: %w", f.path, ctx.Err())
+	}
+	f.mu.Lock()
+	doc := f.doc
+	f.mu.Unlock()
+	if doc == have {
 		return nil, ErrNotModified
 	}
-	return f.doc, nil
+	return doc, nil
 }
 
 // refresh brings f.doc up to date with the file.
@@ -142,14 +178,18 @@ func (f *fileSource) refreshOnce() error {
 		return fmt.Errorf("routes: reading %s: %w", f.path, err)
 	}
 	if f.doc != nil && bytes.Equal(b, f.content) {
+		f.mu.Lock()
 		f.fi, f.ctime = fi, ctime
+		f.mu.Unlock()
 		return nil
 	}
 	doc, err := parseDocument(b, f.doc)
 	if err != nil {
 		return fmt.Errorf("%w (file %s)", err, f.path)
 	}
+	f.mu.Lock()
 	f.fi, f.ctime, f.content, f.doc = fi, ctime, b, doc
+	f.mu.Unlock()
 	return nil
 }
 
