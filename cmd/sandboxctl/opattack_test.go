@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -163,6 +164,15 @@ func TestHelperCtl(t *testing.T) {
 	store := os.Getenv("SANDBOXCTL_HELPER_STORE")
 	if store == "" {
 		t.Skip("helper process only")
+	}
+	if limit := os.Getenv("SANDBOXCTL_HELPER_FSIZE"); limit != "" {
+		n, err := strconv.ParseUint(limit, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: n, Max: n}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	code, out := ctl(t, store, time.Now(), strings.Fields(os.Getenv("SANDBOXCTL_HELPER_ARGS"))...)
 	os.Stdout.WriteString(out)
@@ -351,5 +361,34 @@ func TestReaderNeverSeesHalfADocument(t *testing.T) {
 	}
 	if got := listed(t, store, now); len(got) != n+1 {
 		t.Fatalf("%d sandboxes, want %d", len(got), n+1)
+	}
+}
+
+// TestFullDiskKeepsTheOldDocument: a write that fails half way (a full
+// disk; here the file size limit, ulimit -f) leaves the old document
+// whole and no temporary file, and says why.
+func TestFullDiskKeepsTheOldDocument(t *testing.T) {
+	now := time.Now()
+	path := filepath.Join(t.TempDir(), "routes.json")
+	store := "file:" + path
+	mustCtl(t, store, now, "create", "pr-1", "-actor", "a")
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperCtl$")
+	cmd.Env = append(os.Environ(), "SANDBOXCTL_HELPER_STORE="+store,
+		"SANDBOXCTL_HELPER_ARGS=create pr-2 -actor a -origin "+strings.Repeat("x", 200),
+		fmt.Sprintf("SANDBOXCTL_HELPER_FSIZE=%d", len(before)+64))
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != exitFailed || !strings.Contains(string(out), "file too large") {
+		t.Fatalf("create past the size limit: %v, want exit %d saying the file is too large: %s", err, exitFailed, out)
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Fatalf("the document after the failed write:\n%s\nwant the old one:\n%s", after, before)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".routes.json.sandboxctl-*")); len(left) > 0 {
+		t.Fatalf("temporary files left: %v", left)
 	}
 }
