@@ -392,3 +392,34 @@ func TestFullDiskKeepsTheOldDocument(t *testing.T) {
 		t.Fatalf("temporary files left: %v", left)
 	}
 }
+
+// TestRouteAgainWithinTheGrace: a route removed with remove -service
+// stays stamped for the readers that lag (a Kafka consumer deciding a
+// message of the route's window decides it from the window); routing the
+// service again within the tombstone grace would overwrite that window
+// with a new one, and a lagging baseline consumer would take the
+// messages the sandbox's consumer already had. It is refused, as reviving
+// a removed sandbox is; after the grace the route starts anew.
+func TestRouteAgainWithinTheGrace(t *testing.T) {
+	now := time.Now()
+	for name, store := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			mustCtl(t, store, now, "create", "pr-1", "-actor", "a", "-service", "cart=h:1", "-service", "orders=h:2")
+			mustCtl(t, store, now.Add(time.Minute), "remove", "pr-1", "-service", "cart")
+			window := listed(t, store, now)["pr-1"].Services["cart"]
+			code, out := ctl(t, store, now.Add(10*time.Minute), "route", "pr-1", "-service", "cart=h:3")
+			if code != exitExists || !strings.Contains(out, "removed") {
+				t.Fatalf("route of a service removed 9 minutes ago: exit %d, want %d saying it was removed: %s", code, exitExists, out)
+			}
+			if got := listed(t, store, now)["pr-1"].Services["cart"]; got != window {
+				t.Fatalf("the removed route's window became %+v, want %+v kept", got, window)
+			}
+			later := now.Add(time.Minute + 5*time.Second + routes.DefaultTombstoneGrace)
+			mustCtl(t, store, later, "route", "pr-1", "-service", "cart=h:3")
+			got := listed(t, store, now)["pr-1"].Services["cart"]
+			if got.Upstream != "h:3" || !got.RemovedAt.IsZero() || !got.ActiveFrom.After(window.RemovedAt) {
+				t.Fatalf("routed after the grace: %+v, want a new window after %v", got, window.RemovedAt)
+			}
+		})
+	}
+}
