@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/sandboxkit/sandboxkit/routes"
 )
 
@@ -421,5 +423,27 @@ func TestRouteAgainWithinTheGrace(t *testing.T) {
 				t.Fatalf("routed after the grace: %+v, want a new window after %v", got, window.RemovedAt)
 			}
 		})
+	}
+}
+
+// TestEtcdPrefixDoubleSlash: the spec written from the tables' own
+// prefix, etcd://host:port/$PREFIX with PREFIX=/sandboxkit/routes/,
+// wrote under "//sandboxkit/routes/", where no table looks: create said
+// done, list showed the sandbox, and no service ever routed it. An empty
+// segment in the prefix is a usage error, and nothing is written.
+func TestEtcdPrefixDoubleSlash(t *testing.T) {
+	c, store := startEtcd(t)
+	host := strings.TrimSuffix(strings.TrimPrefix(store, "etcd://"), "/sandboxkit/routes/")
+	for _, spec := range []string{"etcd://" + host + "//sandboxkit/routes/", "etcd://" + host + "/sandboxkit//routes/"} {
+		if code, out := ctl(t, spec, time.Now(), "create", "pr-1", "-actor", "ci"); code != exitUsage || !strings.Contains(out, "//") {
+			t.Errorf("%s: create: exit %d, want %d naming the empty segment: %s", spec, code, exitUsage, out)
+		}
+	}
+	resp, err := c.Get(context.Background(), "", clientv3.WithFromKey(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Count != 0 {
+		t.Fatalf("%d keys written", resp.Count)
 	}
 }

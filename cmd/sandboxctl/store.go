@@ -45,6 +45,12 @@ func openStore(spec string) (store, error) {
 		if !ok || hosts == "" || strings.Trim(prefix, "/") == "" {
 			return nil, fmt.Errorf("%w: store %q: want etcd://host:port[,host:port]/prefix/", errUsage, spec)
 		}
+		// etcd://host//sandboxkit/routes/ (a spec built from the tables'
+		// prefix, /sandboxkit/routes/) would write under
+		// "//sandboxkit/routes/", where no table looks.
+		if strings.HasPrefix(prefix, "/") || strings.Contains(prefix, "//") {
+			return nil, fmt.Errorf("%w: store %q: the prefix has an empty segment (//): write the tables' prefix /a/b/ as etcd://host:port/a/b/", errUsage, spec)
+		}
 		// The tables watch a prefix that ends with a slash; without it
 		// the keys would be written beside theirs ("/routespr-1").
 		if !strings.HasSuffix(prefix, "/") {
