@@ -447,3 +447,34 @@ func TestEtcdPrefixDoubleSlash(t *testing.T) {
 		t.Fatalf("%d keys written", resp.Count)
 	}
 }
+
+// TestReadOnlyMount: a document on a read-only mount (a ConfigMap
+// volume) is not changed in part: the command fails saying the file
+// system is read-only, and the document is as it was.
+func TestReadOnlyMount(t *testing.T) {
+	now := time.Now()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "routes.json")
+	mustCtl(t, "file:"+path, now, "create", "pr-1", "-actor", "a")
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount(dir, dir, "", syscall.MS_BIND, ""); err != nil {
+		t.Skipf("bind mounts need CAP_SYS_ADMIN: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, 0) })
+	if err := syscall.Mount(dir, dir, "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"create", "pr-2", "-actor", "a"}, {"remove", "pr-1"}} {
+		code, out := ctl(t, "file:"+path, now, args...)
+		t.Logf("%s: %s", args[0], out)
+		if code != exitFailed || !strings.Contains(out, "read-only file system") {
+			t.Errorf("%s on a read-only mount: exit %d, want %d saying the file system is read-only: %s", args[0], code, exitFailed, out)
+		}
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Fatalf("the document on the read-only mount changed:\n%s", after)
+	}
+}
