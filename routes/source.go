@@ -223,11 +223,11 @@ const (
 // carried neither is an error. Validators of a response whose
 // Last-Modified is less than a second before its Date are not kept (the
 // document may change again within that second, unseen by a validator in
-// whole seconds: a static server's), so the next fetch is a full one. Any status other than 200 and 304 is an
-// error, as is a body over [MaxDocumentSize] or a document that
-// [ParseDocument] rejects. The default client follows redirects only on
-// the server of url (same scheme, host and port); a redirect to another
-// server is an error.
+// whole seconds: a static server's), so the next fetch is a full one.
+// Any status other than 200 and 304 is an error, as is a body over
+// [MaxDocumentSize] or a document that [ParseDocument] rejects. The
+// default client follows redirects only on the server of url (same
+// scheme, host and port); a redirect to another server is an error.
 func HTTP(url string, client *http.Client) Source {
 	if client == nil {
 		client = newHTTPClient()
