@@ -66,17 +66,30 @@ func fetchPublic(ctx context.Context, src docSource, cur func() *parsedDoc) ([]S
 
 // File returns a [Source] reading the JSON document at path (see the package
 // doc for the format). It re-reads the file only when it changed (another
-// file, size or modification time), and parses it only when its bytes
-// changed. path may be a symbolic link that is swapped atomically, as in a
-// Kubernetes ConfigMap volume, where path links to ..data/<key> and the
-// kubelet replaces the ..data link: each fetch follows the links afresh.
-func File(path string) Source { return &fileSource{path: path} }
+// file, size, modification time or, where the system gives it, inode
+// change time), and parses it only when its bytes changed. path may be a
+// symbolic link that is swapped atomically, as in a Kubernetes ConfigMap
+// volume, where path links to ..data/<key> and the kubelet replaces the
+// ..data link: each fetch follows the links afresh.
+//
+// A read that does not return (a hung NFS or FUSE mount, a named pipe no
+// one writes) is abandoned when the fetch's context is done, and fails
+// the fetch; the fetches after it fail at once while it still hangs.
+func File(path string) Source {
+	return &fileSource{path: path, reading: make(chan struct{}, 1)}
+}
 
 type fileSource struct {
 	path string
+	// reading holds a token while a read of the file is under way: one at
+	// a time, and one that hangs holds it until it returns.
+	reading chan struct{}
 
+	// Written by the holder of reading, under mu; mu alone guards reads
+	// of doc by others.
 	mu      sync.Mutex
 	fi      os.FileInfo // of the file that doc was read from
+	ctime   time.Time   // fi's inode change time (see changeTime)
 	content []byte
 	doc     *parsedDoc
 }
@@ -85,16 +98,40 @@ func (f *fileSource) Fetch(ctx context.Context) ([]Sandbox, error) {
 	return fetchPublic(ctx, f, func() *parsedDoc { f.mu.Lock(); defer f.mu.Unlock(); return f.doc })
 }
 
-func (f *fileSource) fetchDoc(_ context.Context, have *parsedDoc) (*parsedDoc, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.refresh(); err != nil {
-		return nil, err
+func (f *fileSource) fetchDoc(ctx context.Context, have *parsedDoc) (*parsedDoc, error) {
+	select {
+	case f.reading <- struct{}{}:
+	default:
+		select {
+		case f.reading <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("routes: %s: an earlier read has not returned: %w", f.path, ctx.Err())
+		}
 	}
-	if f.doc == have {
+	if err := ctx.Err(); err != nil {
+		<-f.reading // no read for a fetch given up already
+		return nil, fmt.Errorf("routes: reading %s: %w", f.path, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer func() { <-f.reading }()
+		done <- f.refresh()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, err
+		}
+	case <-ctx.Done():
+		return nil, fmt.Errorf("routes: reading %s: %w", f.path, ctx.Err())
+	}
+	f.mu.Lock()
+	doc := f.doc
+	f.mu.Unlock()
+	if doc == have {
 		return nil, ErrNotModified
 	}
-	return f.doc, nil
+	return doc, nil
 }
 
 // refresh brings f.doc up to date with the file.
@@ -129,7 +166,11 @@ func (f *fileSource) refreshOnce() error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("routes: %s is not a regular file (%v)", f.path, fi.Mode().Type())
 	}
-	if f.doc != nil && os.SameFile(fi, f.fi) && fi.Size() == f.fi.Size() && fi.ModTime().Equal(f.fi.ModTime()) {
+	// The change time too: a copy in place that restores the
+	// modification time (cp -p of a reproducible build's file, where every
+	// mtime is one constant) keeps the file, and often the size.
+	ctime := changeTime(fi)
+	if f.doc != nil && os.SameFile(fi, f.fi) && fi.Size() == f.fi.Size() && fi.ModTime().Equal(f.fi.ModTime()) && ctime.Equal(f.ctime) {
 		return nil
 	}
 	b, err := io.ReadAll(file)
@@ -137,14 +178,18 @@ func (f *fileSource) refreshOnce() error {
 		return fmt.Errorf("routes: reading %s: %w", f.path, err)
 	}
 	if f.doc != nil && bytes.Equal(b, f.content) {
-		f.fi = fi
+		f.mu.Lock()
+		f.fi, f.ctime = fi, ctime
+		f.mu.Unlock()
 		return nil
 	}
 	doc, err := parseDocument(b, f.doc)
 	if err != nil {
 		return fmt.Errorf("%w (file %s)", err, f.path)
 	}
-	f.fi, f.content, f.doc = fi, b, doc
+	f.mu.Lock()
+	f.fi, f.ctime, f.content, f.doc = fi, ctime, b, doc
+	f.mu.Unlock()
 	return nil
 }
 
@@ -175,11 +220,14 @@ const (
 // Requests are conditional: the source sends If-None-Match with the ETag
 // and If-Modified-Since with the Last-Modified of the last document it
 // read, and a 304 answer means that document. A 304 to a request that
-// carried neither is an error. Any status other than 200 and 304 is an
-// error, as is a body over [MaxDocumentSize] or a document that
-// [ParseDocument] rejects. The default client follows redirects only on
-// the server of url (same scheme, host and port); a redirect to another
-// server is an error.
+// carried neither is an error. Validators of a response whose
+// Last-Modified is less than a second before its Date are not kept (the
+// document may change again within that second, unseen by a validator in
+// whole seconds: a static server's), so the next fetch is a full one.
+// Any status other than 200 and 304 is an error, as is a body over
+// [MaxDocumentSize] or a document that [ParseDocument] rejects. The
+// default client follows redirects only on the server of url (same
+// scheme, host and port); a redirect to another server is an error.
 func HTTP(url string, client *http.Client) Source {
 	if client == nil {
 		client = newHTTPClient()
@@ -219,6 +267,32 @@ func sameOrigin(req *http.Request, via []*http.Request) error {
 		return fmt.Errorf("refusing a redirect from %s://%s to another server, %s://%s", from.Scheme, from.Host, req.URL.Scheme, req.URL.Host)
 	}
 	return nil
+}
+
+// settled reports whether the validators of a response with the given
+// Last-Modified and Date headers name its document alone. A static server
+// (Go's http.FileServer, nginx, whose ETag is the modification second and
+// the length) names a version by its modification time in whole seconds:
+// a document modified less than a second before the response was made
+// can change again within that second, and a conditional request would
+// then be answered 304 for a document the source never read. Such a
+// Last-Modified is weak (RFC 9110, 8.8.2.2), and so, for all the source
+// can tell, is the ETag beside it: neither is kept, and the next fetch is
+// a full one. A response without Last-Modified is settled; one with it
+// and without a Date cannot be told, and is not.
+func settled(lastModified, date string) bool {
+	if lastModified == "" {
+		return true
+	}
+	lm, err := http.ParseTime(lastModified)
+	if err != nil {
+		return false
+	}
+	d, err := http.ParseTime(date)
+	if err != nil {
+		return false
+	}
+	return d.Sub(lm) >= time.Second
 }
 
 type httpSource struct {
@@ -271,8 +345,12 @@ func (h *httpSource) fetchDoc(ctx context.Context, have *parsedDoc) (*parsedDoc,
 		if doc, err = parseDocument(b, cached); err != nil {
 			return nil, fmt.Errorf("%w (from %s)", err, h.url)
 		}
+		etag, lastModified := resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")
+		if !settled(lastModified, resp.Header.Get("Date")) {
+			etag, lastModified = "", ""
+		}
 		h.mu.Lock()
-		h.doc, h.etag, h.lastModified = doc, resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")
+		h.doc, h.etag, h.lastModified = doc, etag, lastModified
 		h.mu.Unlock()
 	case http.StatusNotModified:
 		if !validated {

@@ -38,8 +38,11 @@
 // success, 1 when the store fails, 2 for a usage error, 3 when the
 // sandbox does not exist, 4 when create finds it exists already. A sandbox
 // that was removed or expired stays listed until purge: route and extend
-// exit 3 and create 4 on it, saying so; give a new sandbox another ID. create
-// prints the sandboxticket command that signs tickets for the sandbox.
+// exit 3 and create 4 on it, saying so; give a new sandbox another ID.
+// A route removed with remove -service keeps its window for late readers
+// for the tombstone grace (routes.DefaultTombstoneGrace): route exits 4
+// on it until then. create prints the sandboxticket command that signs
+// tickets for the sandbox.
 package main
 
 import (
@@ -367,6 +370,13 @@ func (c *cli) route(ctx context.Context, args []string) error {
 		sb.Services = clone(sb.Services)
 		for name, up := range svcs {
 			r, had := sb.Services[name]
+			// A route holds one window: a new one would overwrite the
+			// window of a route removed within the tombstone grace, which
+			// the readers that lag still decide by.
+			if had && !r.RemovedAt.IsZero() && c.now.Before(r.RemovedAt.Add(routes.DefaultTombstoneGrace)) {
+				return nil, fmt.Errorf("%w: %s: the route of %s was removed at %s, and its window stays for late readers until %s (the tombstone grace, %v): route it again then, or give a new sandbox another ID, such as %s-2",
+					errExists, id, name, r.RemovedAt.Format(time.RFC3339Nano), r.RemovedAt.Add(routes.DefaultTombstoneGrace).Format(time.RFC3339), routes.DefaultTombstoneGrace, id)
+			}
 			if !had || !r.RemovedAt.IsZero() {
 				// A new route, or one that ended: it starts anew.
 				r = routes.Route{ActiveFrom: at}
@@ -503,6 +513,11 @@ func (c *cli) purge(ctx context.Context, args []string) error {
 	grace := fs.Duration("grace", routes.DefaultTombstoneGrace, "keep removed sandboxes this long, for readers that lag")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
+	}
+	// A negative grace would move the cutoff into the future and purge
+	// live sandboxes, with no tombstone left for the readers.
+	if *grace < 0 {
+		return fmt.Errorf("%w: purge: -grace %v must not be negative", errUsage, *grace)
 	}
 	sbs, err := c.store.list(ctx)
 	if err != nil {

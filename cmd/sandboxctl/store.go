@@ -32,12 +32,24 @@ type store interface {
 func openStore(spec string) (store, error) {
 	switch {
 	case strings.HasPrefix(spec, "file:"):
-		return &fileStore{path: strings.TrimPrefix(spec, "file:")}, nil
+		// "file:" alone (file:$ROUTES with ROUTES unset) names no
+		// document: list would find no sandboxes in it.
+		path := strings.TrimPrefix(spec, "file:")
+		if path == "" {
+			return nil, fmt.Errorf("%w: store %q: want file:PATH, the path of the route document", errUsage, spec)
+		}
+		return &fileStore{path: path}, nil
 	case strings.HasPrefix(spec, "etcd://"):
 		rest := strings.TrimPrefix(spec, "etcd://")
 		hosts, prefix, ok := strings.Cut(rest, "/")
 		if !ok || hosts == "" || strings.Trim(prefix, "/") == "" {
 			return nil, fmt.Errorf("%w: store %q: want etcd://host:port[,host:port]/prefix/", errUsage, spec)
+		}
+		// etcd://host//sandboxkit/routes/ (a spec built from the tables'
+		// prefix, /sandboxkit/routes/) would write under
+		// "//sandboxkit/routes/", where no table looks.
+		if strings.HasPrefix(prefix, "/") || strings.Contains(prefix, "//") {
+			return nil, fmt.Errorf("%w: store %q: the prefix has an empty segment (//): write the tables' prefix /a/b/ as etcd://host:port/a/b/", errUsage, spec)
 		}
 		// The tables watch a prefix that ends with a slash; without it
 		// the keys would be written beside theirs ("/routespr-1").
@@ -89,6 +101,15 @@ func globEscape(s string) string {
 func (f *fileStore) read() ([]routes.Sandbox, error) {
 	b, err := os.ReadFile(f.path)
 	if errors.Is(err, os.ErrNotExist) {
+		// No document yet is an empty store; no directory for it, or a
+		// link to nothing, is a path mistyped or a volume not mounted,
+		// not "no sandboxes".
+		if _, err := os.Stat(filepath.Dir(f.path)); err != nil {
+			return nil, fmt.Errorf("the directory of %s: %w", f.path, err)
+		}
+		if _, lerr := os.Lstat(f.path); lerr == nil {
+			return nil, fmt.Errorf("%s is a symbolic link to a missing file: %w", f.path, err)
+		}
 		return nil, nil
 	}
 	if err != nil {
@@ -101,8 +122,40 @@ func (f *fileStore) list(context.Context) ([]routes.Sandbox, error) {
 	return f.read()
 }
 
+// target is the file the document is in: f.path, or the file its
+// symbolic links name. A change locks and replaces that file, so that a
+// link stays a link (the rename would replace it with a file the readers
+// of the link's target never see), and so that changes made through the
+// link and through the file take one lock. A link to a missing file (a
+// volume not mounted) is an error: writing a new document over the link
+// would hide the one it names.
+func (f *fileStore) target() (*fileStore, error) {
+	p, err := filepath.EvalSymlinks(f.path)
+	if err == nil {
+		return &fileStore{path: p}, nil
+	}
+	if fi, lerr := os.Lstat(f.path); lerr == nil && fi.Mode()&os.ModeSymlink != 0 {
+		return nil, fmt.Errorf("%s is a symbolic link to a missing file: %w", f.path, err)
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return f, nil // no document yet: the change creates it
+	}
+	return nil, err
+}
+
 func (f *fileStore) change(ctx context.Context, id string, fn func(routes.Sandbox, bool) (*routes.Sandbox, error)) error {
-	lock, err := os.OpenFile(f.path+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	t, err := f.target()
+	if err != nil {
+		return err
+	}
+	return t.changeFile(ctx, id, fn)
+}
+
+func (f *fileStore) changeFile(ctx context.Context, id string, fn func(routes.Sandbox, bool) (*routes.Sandbox, error)) error {
+	// flock needs no write access: opened read-only, the lock file that
+	// one operator created serves the others of a group sharing the
+	// document.
+	lock, err := os.OpenFile(f.path+".lock", os.O_CREATE|os.O_RDONLY, 0o644)
 	if err != nil {
 		return err
 	}
@@ -118,6 +171,14 @@ func (f *fileStore) change(ctx context.Context, id string, fn func(routes.Sandbo
 	}
 	sbs, err := f.read()
 	if err != nil {
+		return err
+	}
+	// The rewritten file keeps the permissions and owner of the one it
+	// replaces: the document holds test database DSNs, passwords
+	// included, that an operator may have made readable to the service
+	// alone.
+	old, err := os.Stat(f.path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	i := slices.IndexFunc(sbs, func(sb routes.Sandbox) bool { return sb.ID == id })
@@ -158,9 +219,9 @@ func (f *fileStore) change(ctx context.Context, id string, fn func(routes.Sandbo
 		tmp.Close()
 		return err
 	}
-	if err := tmp.Chmod(0o644); err != nil {
+	if err := keepAccess(tmp, old); err != nil {
 		tmp.Close()
-		return err
+		return fmt.Errorf("%s: %w", f.path, err)
 	}
 	// Without a sync the rename can reach the disk before the data: a
 	// crash would then leave PATH empty or truncated instead of old.
@@ -178,6 +239,38 @@ func (f *fileStore) change(ctx context.Context, id string, fn func(routes.Sandbo
 	// crash can bring back the old document after sandboxctl reported
 	// the change (and CI went on).
 	return syncDir(filepath.Dir(f.path))
+}
+
+// keepAccess gives tmp the permissions and owner of old, the file it
+// replaces (0644 and the caller's owner when there is none). When the
+// owner cannot be kept (sandboxctl not run as root nor as the owner), and
+// the file is not readable by all, the change is refused: the readers
+// that reached the old file through its owner or group could lose the
+// new one.
+func keepAccess(tmp *os.File, old os.FileInfo) error {
+	if old == nil {
+		return tmp.Chmod(0o644)
+	}
+	mode := old.Mode().Perm()
+	if err := tmp.Chmod(mode); err != nil {
+		return err
+	}
+	st, ok := old.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	cur, err := tmp.Stat()
+	if err != nil {
+		return err
+	}
+	if now, ok := cur.Sys().(*syscall.Stat_t); ok && now.Uid == st.Uid && now.Gid == st.Gid {
+		return nil
+	}
+	err = tmp.Chown(int(st.Uid), int(st.Gid))
+	if err == nil || mode&0o004 != 0 {
+		return nil
+	}
+	return fmt.Errorf("belongs to %d:%d with mode %v, and the rewritten file could not (%w): its readers could lose it; run sandboxctl as its owner, or root", st.Uid, st.Gid, mode, err)
 }
 
 // flock takes the exclusive lock on f, waiting for it until ctx is done:
