@@ -337,13 +337,18 @@ func (r *Router) conn(id, upstream string) (*sandboxConn, error) {
 }
 
 // target turns a route upstream (host:port, or an http(s) URL as the
-// route table also allows) into a gRPC target.
+// route table also allows) into a gRPC target. The host of a URL ends
+// where a path, query or fragment would begin: the table takes
+// "http://h:1/", "http://h:1?" and "http://h:1/#" (routes.ValidateUpstream),
+// and dialling "h:1/?" never connects.
 func target(upstream string) string {
 	scheme, hostport, ok := strings.Cut(upstream, "://")
 	if !ok {
 		return upstream
 	}
-	hostport = strings.TrimSuffix(hostport, "/")
+	if i := strings.IndexAny(hostport, "/?#"); i >= 0 {
+		hostport = hostport[:i]
+	}
 	if _, _, err := net.SplitHostPort(hostport); err != nil {
 		port := "80"
 		if scheme == "https" {

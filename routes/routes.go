@@ -190,7 +190,9 @@ func validService(s string) bool {
 }
 
 // ValidateUpstream checks an upstream address: "http://host:port",
-// "https://host:port" (no path, query or user info) or "host:port".
+// "https://host:port" (no path, query or user info; the port may be left
+// out) or "host:port", with a host that is not empty and a port from 1 to
+// 65535.
 func ValidateUpstream(u string) error {
 	if u == "" {
 		return errors.New("empty upstream")
@@ -205,6 +207,19 @@ func ValidateUpstream(u string) error {
 		}
 		if pu.Host == "" || pu.User != nil || (pu.Path != "" && pu.Path != "/") || pu.RawQuery != "" || pu.Fragment != "" {
 			return fmt.Errorf("upstream %q: want %s://host[:port] only", u, scheme)
+		}
+		// Go dials an empty host as this machine, and url.Parse takes
+		// any digits, or none, for a port.
+		if pu.Hostname() == "" {
+			return fmt.Errorf("upstream %q: empty host", u)
+		}
+		if strings.HasSuffix(pu.Host, ":") {
+			return fmt.Errorf("upstream %q: bad port", u)
+		}
+		if port := pu.Port(); port != "" {
+			if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+				return fmt.Errorf("upstream %q: bad port", u)
+			}
 		}
 		return nil
 	}

@@ -1,0 +1,36 @@
+package routes_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/sandboxkit/sandboxkit/routes"
+)
+
+// TestValidateUpstreamRefusesWhatNoOneCanDial: an upstream URL must name a
+// host and, when it has a port, one that can be dialled. "http://:80"
+// passed, and Go dials an empty host as the local machine, so a sandbox's
+// requests went to whatever listened on this host's port 80; a port out
+// of range or empty ("http://h:", "http://h:0", "http://h:99999") passed
+// in the URL form, though the host:port form refuses it, and every request
+// of the sandbox failed at the dial.
+func TestValidateUpstreamRefusesWhatNoOneCanDial(t *testing.T) {
+	for _, u := range []string{
+		"http://:80", "https://:443", "http://:", "http://[]:80",
+		"http://h:", "http://h:0", "http://h:65536", "https://h:99999", "http://h:+80",
+	} {
+		err := routes.ValidateUpstream(u)
+		if err == nil || !strings.Contains(err.Error(), u) {
+			t.Errorf("ValidateUpstream(%q) = %v, want an error naming it", u, err)
+		}
+		doc := `{"sandboxes":[{"id":"a","services":{"cart":"` + u + `"}}]}`
+		if _, err := routes.ParseDocument([]byte(doc)); err == nil {
+			t.Errorf("a document routing to %q was accepted", u)
+		}
+	}
+	for _, u := range []string{"http://h", "http://h:1", "https://h:65535", "http://h:1/", "http://[::1]:80", "http://127.0.0.1:8080"} {
+		if err := routes.ValidateUpstream(u); err != nil {
+			t.Errorf("ValidateUpstream(%q) = %v, want nil", u, err)
+		}
+	}
+}
