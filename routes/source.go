@@ -139,10 +139,14 @@ func (f *fileSource) fetchDoc(ctx context.Context, have *parsedDoc) (*parsedDoc,
 // A read that races the kubelet's swap of a ConfigMap volume can follow
 // the old ..data link into the directory the kubelet removes right after
 // the swap, and find no file: refresh then tries again, through the new
-// link. A file that stays missing is an error.
+// link. A file that stays missing is an error. A reader slowed down (by
+// load, or the race detector) can lose that race to swaps that follow one
+// another closely several times in a row: three tries failed a load once
+// in TestFileConfigMapSwapWhileReading's back-to-back swaps, so it tries
+// up to ten times (a missing file costs ten failed opens).
 func (f *fileSource) refresh() error {
 	var err error
-	for range 3 {
+	for range 10 {
 		if err = f.refreshOnce(); !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
