@@ -496,12 +496,34 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return 1 end
 return 0`)
 
 // claim returns the database that id owns, or claims a free one: an empty
-// database, marked in the same step (claimScript).
+// database, marked in the same step (claimScript). It holds r.mu.
+//
+// A database that a client of this router still uses is never claimed for
+// another sandbox, even when it is empty and unmarked: a server restarted
+// without its data (or a FLUSHALL through another client) empties it while
+// the router keeps the client, whose next writes land there again. Given
+// to a second sandbox, the two would share their keys
+// (TestEmptiedDatabaseOfALiveSandboxIsNotGivenAway). Such a database found
+// empty is marked again for the sandbox that uses it, so that other
+// routers do not take it either.
 func (r *Router) claim(ctx context.Context, id string) (int, error) {
-	if db, err := r.find(ctx, id); err != nil || db >= 0 {
+	held := make(map[int]string, len(r.clients))
+	for owner, sc := range r.clients {
+		held[sc.db] = owner
+	}
+	if db, err := r.find(ctx, id, held); err != nil || db >= 0 {
 		return db, err
 	}
 	for db := r.dbs.First; db <= r.dbs.Last; db++ {
+		if owner, ok := held[db]; ok {
+			err := r.onDB(ctx, db, func(cn *redis.Conn) error {
+				return claimScript.Run(ctx, cn, []string{MarkerKey}, owner).Err()
+			})
+			if err != nil {
+				return 0, err
+			}
+			continue
+		}
 		claimed := false
 		err := r.onDB(ctx, db, func(cn *redis.Conn) error {
 			n, err := claimScript.Run(ctx, cn, []string{MarkerKey}, id).Int()
@@ -514,7 +536,7 @@ func (r *Router) claim(ctx context.Context, id string) (int, error) {
 		if claimed {
 			// Another process may have claimed a database for id at the
 			// same time; the lowest one wins, the others are given back.
-			if first, err := r.find(ctx, id); err == nil && first >= 0 && first < db {
+			if first, err := r.find(ctx, id, held); err == nil && first >= 0 && first < db {
 				_, _ = r.flushIf(ctx, db, func(owner string) bool { return owner == id })
 				return first, nil
 			}
@@ -524,9 +546,13 @@ func (r *Router) claim(ctx context.Context, id string) (int, error) {
 	return 0, fmt.Errorf("%w: sandbox %q: every database from %d to %d is taken", ErrNoSandboxDatabase, id, r.dbs.First, r.dbs.Last)
 }
 
-// find returns the lowest database id owns, or -1.
-func (r *Router) find(ctx context.Context, id string) (int, error) {
+// find returns the lowest database id owns, or -1, leaving out the
+// databases that clients of this router hold for other sandboxes.
+func (r *Router) find(ctx context.Context, id string, held map[int]string) (int, error) {
 	for db := r.dbs.First; db <= r.dbs.Last; db++ {
+		if owner, ok := held[db]; ok && owner != id {
+			continue
+		}
 		owner, err := r.owner(ctx, db)
 		if err != nil {
 			return 0, err

@@ -1,0 +1,68 @@
+package redisroute_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/sandboxkit/sandboxkit/redisroute"
+)
+
+// TestEmptiedDatabaseOfALiveSandboxIsNotGivenAway: a Redis restart without
+// persistence (or an operator's FLUSHALL through another client) empties a
+// sandbox's database while the router still holds the sandbox's client on
+// it. The sandbox's next writes land there again, unmarked. Another sandbox
+// of the same router must not be given that database: both would read and
+// write each other's keys, and the second one's Destroy would flush the
+// first one's data.
+func TestEmptiedDatabaseOfALiveSandboxIsNotGivenAway(t *testing.T) {
+	server(t)
+	ctx := context.Background()
+	first, last := sandboxLast-1, sandboxLast
+	for db := first; db <= last; db++ {
+		if n := raw(t, db).DBSize(ctx).Val(); n != 0 {
+			t.Skipf("database %d is in use", db)
+		}
+	}
+	a, b := newID(), newID()
+	c, prefix := baseline(t)
+	r, err := redisroute.New(c, redisroute.Databases{First: first, Last: last})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		r.Destroy(ctx, a)
+		r.Destroy(ctx, b)
+		r.Close()
+		for db := first; db <= last; db++ {
+			raw(t, db).Del(ctx, prefix+"a", prefix+"b")
+		}
+	})
+	actx, bctx := sandboxCtx(a), sandboxCtx(b)
+	if err := c.Set(actx, prefix+"a", "a's", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	adb, err := r.Database(actx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The restart: the server comes back with no data.
+	if err := raw(t, adb).FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(bctx, prefix+"b", "b's", 0).Err(); err != nil && !errors.Is(err, redisroute.ErrNoSandboxDatabase) {
+		t.Fatalf("sandbox b's SET: %v", err)
+	}
+	if bdb, err := r.Database(bctx); err == nil && bdb == adb {
+		t.Errorf("sandbox b was given database %d, which sandbox a's client still uses", adb)
+	}
+	if v, err := c.Get(actx, prefix+"b").Result(); err == nil {
+		t.Errorf("sandbox a reads sandbox b's key: %q", v)
+	}
+	if err := c.Set(actx, prefix+"a", "a's again", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.Get(bctx, prefix+"a").Result(); err == nil {
+		t.Errorf("sandbox b reads sandbox a's key: %q", v)
+	}
+}
