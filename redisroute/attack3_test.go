@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/sandboxkit/sandboxkit/redisroute"
 )
 
@@ -64,5 +66,76 @@ func TestEmptiedDatabaseOfALiveSandboxIsNotGivenAway(t *testing.T) {
 	}
 	if v, err := c.Get(bctx, prefix+"a").Result(); err == nil {
 		t.Errorf("sandbox b reads sandbox a's key: %q", v)
+	}
+}
+
+// TestRestartWithoutDataDoesNotShareADatabase: the server restarts without
+// its data while two processes (two routers) share it. The second one's
+// new sandbox is given the emptied database first (it is empty and
+// unmarked); the first router's sandbox, whose client still names that
+// database, reconnects and must not land in it: the two sandboxes would
+// read and write each other's keys.
+func TestRestartWithoutDataDoesNotShareADatabase(t *testing.T) {
+	server(t)
+	ctx := context.Background()
+	first, last := sandboxLast-1, sandboxLast
+	for db := first; db <= last; db++ {
+		if n := raw(t, db).DBSize(ctx).Val(); n != 0 {
+			t.Skipf("database %d is in use", db)
+		}
+	}
+	p := newProxy(t)
+	rng := redisroute.Databases{First: first, Last: last}
+	ca := redis.NewClient(&redis.Options{Addr: p.addr(), DB: baseDB})
+	defer ca.Close()
+	ra, err := redisroute.New(ca, rng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB})
+	defer cb.Close()
+	rb, err := redisroute.New(cb, rng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := newID(), newID()
+	key := "rrt:" + t.Name() + ":"
+	t.Cleanup(func() {
+		ra.Destroy(ctx, a)
+		rb.Destroy(ctx, b)
+		ra.Close()
+		rb.Close()
+		for db := first; db <= last; db++ {
+			raw(t, db).Del(ctx, key+"a", key+"b")
+		}
+	})
+	actx, bctx := sandboxCtx(a), sandboxCtx(b)
+	if err := ca.Set(actx, key+"a", "a's", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	adb, _ := ra.Database(actx)
+	// The restart: connections cut, the data gone.
+	p.cutAll()
+	if err := raw(t, adb).FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cb.Set(bctx, key+"b", "b's", 0).Err(); err != nil {
+		t.Fatalf("sandbox b's SET: %v", err)
+	}
+	bdb, _ := rb.Database(bctx)
+	// Sandbox a goes on; a refusal on the way is fine, sharing is not.
+	for i := range 3 {
+		if err := ca.Set(actx, key+"a", "a's again", 0).Err(); err != nil {
+			t.Logf("sandbox a's SET %d after the restart: %v", i, err)
+		}
+	}
+	if v, err := ca.Get(actx, key+"b").Result(); err == nil {
+		t.Errorf("sandbox a reads sandbox b's key: %q", v)
+	}
+	if v, err := cb.Get(bctx, key+"a").Result(); err == nil {
+		t.Errorf("sandbox b (database %d) reads sandbox a's key: %q", bdb, v)
+	}
+	if v, err := ca.Get(actx, key+"a").Result(); err != nil || v != "a's again" {
+		t.Errorf("sandbox a's own key: %q, %v", v, err)
 	}
 }

@@ -67,6 +67,24 @@
 // longer holds before using its client; without a table, call Destroy in
 // every process (a stale client's writes make the database non-empty and
 // unmarked, so no other sandbox is given it until someone flushes it).
+//
+// A database can also lose its marker under a live sandbox: a server
+// restarted without its data, or a FLUSHALL or FLUSHDB sent by a client
+// the router does not route. Two checks keep a second sandbox out of it.
+// A claim never gives away a database that a client of the same router
+// uses, and marks it again for its sandbox when it finds it empty
+// (TestEmptiedDatabaseOfALiveSandboxIsNotGivenAway). And each new
+// connection of a sandbox's client first runs the claim script for its
+// sandbox (one round trip a connection, none a command): it marks the
+// database again if it is empty, and if the database is marked by another
+// sandbox, or holds keys without a marker, the connection fails with
+// [ErrNoSandboxDatabase] and the client is dropped, so the sandbox's next
+// command claims a database anew (TestRestartWithoutDataDoesNotShareADatabase:
+// after a restart, another process's router had given the emptied database
+// to its own sandbox, and the first sandbox reconnected into it). A
+// connection opened before the data was lost is not checked again: after a
+// FLUSHALL that cuts no connection, a router in another process may claim
+// the emptied database before this one's next new connection or claim.
 // Claims hold the router's lock: while one sandbox's database is being
 // claimed (a few round trips), other sandbox commands of the router wait;
 // production commands never take the lock.

@@ -430,7 +430,10 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox) (*sandboxCl
 	if err != nil {
 		return nil, r.refuse(ctx, s, err)
 	}
-	sc = &sandboxClient{id: s.ID, db: db, client: redis.NewClient(clientOptions(r.baseline, db))}
+	sc = &sandboxClient{id: s.ID, db: db}
+	opts := clientOptions(r.baseline, db)
+	opts.OnConnect = r.stillOwned(sc, opts.OnConnect)
+	sc.client = redis.NewClient(opts)
 	sc.client.AddHook(policyHook{r: r, db: db, id: s.ID})
 	r.clients[s.ID] = sc
 	if r.cfg.logger != nil {
@@ -443,6 +446,57 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox) (*sandboxCl
 		})
 	}
 	return sc, nil
+}
+
+// ownerCheck is the context key under which a sandbox client's own
+// connection check (stillOwned) runs the claim script past the sandbox
+// policy; its value is the sandbox's ID. No caller can build the key.
+type ownerCheck struct{}
+
+// stillOwned is the OnConnect of sc's client: before each new connection
+// serves the sandbox, it checks that sc's database is still the sandbox's
+// (claimScript: marked by it, or empty and marked again), then runs the
+// baseline's own OnConnect, if any. A server restarted without its data
+// comes back with every database empty and unmarked, and every connection
+// new: a second router (another process) may claim the emptied database
+// for another sandbox first, and the client, still naming the database,
+// would read and write that sandbox's keys
+// (TestRestartWithoutDataDoesNotShareADatabase). Found so, the connection
+// is refused (ErrNoSandboxDatabase) and the client dropped: the sandbox's
+// next command claims a database anew. One round trip a new connection.
+func (r *Router) stillOwned(sc *sandboxClient, next func(context.Context, *redis.Conn) error) func(context.Context, *redis.Conn) error {
+	return func(ctx context.Context, cn *redis.Conn) error {
+		n, err := claimScript.Run(context.WithValue(ctx, ownerCheck{}, sc.id), cn, []string{MarkerKey}, sc.id).Int()
+		if err != nil {
+			return fmt.Errorf("redisroute: sandbox %q: checking that database %d is still its own: %w", sc.id, sc.db, err)
+		}
+		if n != 1 {
+			r.drop(sc)
+			err := fmt.Errorf("%w: sandbox %q: database %d is no longer its own (the server lost its data, or it was flushed, and another sandbox or somebody else's keys took it): its next command claims a database anew", ErrNoSandboxDatabase, sc.id, sc.db)
+			s, _ := propagation.FromContext(ctx)
+			// go-redis returns what the error given it wraps: wrap it once
+			// more, so that the caller sees the whole of it.
+			return fmt.Errorf("redisroute: new connection: %w", r.refuse(ctx, s, err))
+		}
+		if next != nil {
+			return next(ctx, cn)
+		}
+		return nil
+	}
+}
+
+// drop forgets sc, if it is still its sandbox's client, and closes it.
+func (r *Router) drop(sc *sandboxClient) {
+	r.mu.Lock()
+	mine := r.clients[sc.id] == sc
+	if mine {
+		delete(r.clients, sc.id)
+	}
+	r.mu.Unlock()
+	if mine {
+		// Not here: the connection being initialised is the client's own.
+		go func() { _ = sc.client.Close() }()
+	}
 }
 
 // clientOptions returns the options of a client like baseline on
@@ -801,6 +855,13 @@ func (h policyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		priv, err := privateCopy(cmd)
 		if err == nil {
 			err = h.check(priv)
+		}
+		if err != nil && priv != nil && ctx.Value(ownerCheck{}) == h.id {
+			// The router's own check of a new connection (stillOwned):
+			// the claim script, which names the marker.
+			err = next(ctx, priv)
+			copyBack(cmd, priv)
+			return err
 		}
 		if err == nil {
 			// go-redis sends these in pipelines only (TxPipelined); the
