@@ -1,8 +1,10 @@
 package redisroute_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -137,5 +139,75 @@ func TestRestartWithoutDataDoesNotShareADatabase(t *testing.T) {
 	}
 	if v, err := ca.Get(actx, key+"a").Result(); err != nil || v != "a's again" {
 		t.Errorf("sandbox a's own key: %q, %v", v, err)
+	}
+}
+
+// TestSandboxCommandDuringDestroyIsNotRoutedToTheFlushedDatabase: a
+// command of a sandbox that arrives while Destroy is flushing its database
+// (a late request) must not be given a client of that database: it found
+// the database still marked, and Destroy then flushed the marker, leaving
+// the router writing the sandbox's keys into an unmarked database that any
+// other router may claim for another sandbox. Here Destroy's flush is held
+// at the server's door (WATCH) while the late command runs.
+func TestSandboxCommandDuringDestroyIsNotRoutedToTheFlushedDatabase(t *testing.T) {
+	server(t)
+	ctx := context.Background()
+	first, last := sandboxLast-1, sandboxLast
+	for db := first; db <= last; db++ {
+		if n := raw(t, db).DBSize(ctx).Val(); n != 0 {
+			t.Skipf("database %d is in use", db)
+		}
+	}
+	p := newProxy(t)
+	c := redis.NewClient(&redis.Options{Addr: p.addr(), DB: baseDB})
+	defer c.Close()
+	r, err := redisroute.New(c, redisroute.Databases{First: first, Last: last})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := newID()
+	key := "rrt:" + t.Name() + ":k"
+	t.Cleanup(func() {
+		p.before.Store(nil)
+		r.Destroy(ctx, id)
+		r.Close()
+	})
+	sctx := sandboxCtx(id)
+	if err := c.Set(sctx, key, "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	db, _ := r.Database(sctx)
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hold := func(cmd []byte) {
+		if bytes.Contains(bytes.ToLower(cmd), []byte("\r\nwatch\r\n")) {
+			once.Do(func() { close(held); <-release })
+		}
+	}
+	p.before.Store(&hold)
+	destroyed := make(chan error, 1)
+	go func() { destroyed <- r.Destroy(ctx, id) }()
+	<-held
+	late := c.Set(sctx, key, "late", 0).Err() // may fail: its sandbox is being destroyed
+	close(release)
+	if err := <-destroyed; err != nil {
+		t.Fatal(err)
+	}
+	p.before.Store(nil)
+	if late == nil {
+		got, err := r.Database(sctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if owner := raw(t, got).Get(ctx, redisroute.MarkerKey).Val(); owner != id {
+			t.Errorf("the late command ran; the router's client of %s uses database %d (was %d), marked %q after Destroy", id, got, db, owner)
+		}
+	} else if !errors.Is(late, redisroute.ErrNoSandboxDatabase) {
+		t.Errorf("late command during Destroy: %v, want ErrNoSandboxDatabase", late)
+	}
+	for d := first; d <= last; d++ {
+		if v := raw(t, d).Get(ctx, key).Val(); v == "late" && raw(t, d).Get(ctx, redisroute.MarkerKey).Val() != id {
+			t.Errorf("database %d holds the late write without the sandbox's marker", d)
+		}
 	}
 }

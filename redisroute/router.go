@@ -38,6 +38,9 @@ type Router struct {
 	mu      sync.RWMutex
 	clients map[string]*sandboxClient
 	closed  bool
+	// destroying counts the Destroy calls under way for each sandbox: its
+	// commands are refused until they return.
+	destroying map[string]int
 
 	timeoutsMu sync.Mutex
 	timeouts   map[time.Duration]*redis.Client // Router.WithTimeout's clones
@@ -424,6 +427,12 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox) (*sandboxCl
 	if sc := r.clients[s.ID]; sc != nil {
 		return sc, nil
 	}
+	if r.destroying[s.ID] > 0 {
+		// Its database still reads as its own until Destroy flushes it:
+		// a client of it now would write, after the flush, into a
+		// database no marker keeps anyone else out of.
+		return nil, r.refuse(ctx, s, fmt.Errorf("%w: sandbox %q is being destroyed (Router.Destroy): its commands are refused until Destroy returns", ErrNoSandboxDatabase, s.ID))
+	}
 	// Claims are rare (once per sandbox and process) and short: holding
 	// the lock keeps two claims of one sandbox from racing in-process.
 	db, err := r.claim(context.WithoutCancel(ctx), s.ID)
@@ -702,6 +711,12 @@ func (r *Router) WithTimeout(timeout time.Duration) (*redis.Client, error) {
 
 // Destroy flushes the database that sandbox id owns in the router's range,
 // if any, and closes its client: the database is free for another sandbox.
+// The sandbox's commands that arrive while it runs fail with
+// [ErrNoSandboxDatabase]; after it returns, the sandbox's next command
+// claims a database anew. (A command given a client of the database
+// during the flush, which found it still marked, wrote its keys after the
+// flush into a database that no marker kept from other routers:
+// TestSandboxCommandDuringDestroyIsNotRoutedToTheFlushedDatabase.)
 // It touches no database whose marker names another sandbox, or none. An
 // id that is not a valid sandbox ID is an error wrapping
 // propagation.ErrInvalidID.
@@ -712,7 +727,18 @@ func (r *Router) Destroy(ctx context.Context, id string) error {
 	r.mu.Lock()
 	sc := r.clients[id]
 	delete(r.clients, id)
+	if r.destroying == nil {
+		r.destroying = make(map[string]int)
+	}
+	r.destroying[id]++
 	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		if r.destroying[id]--; r.destroying[id] == 0 {
+			delete(r.destroying, id)
+		}
+		r.mu.Unlock()
+	}()
 	if sc != nil {
 		_ = sc.client.Close()
 	}
