@@ -85,6 +85,11 @@
 // connection opened before the data was lost is not checked again: after a
 // FLUSHALL that cuts no connection, a router in another process may claim
 // the emptied database before this one's next new connection or claim.
+// While Destroy runs for a sandbox, the sandbox's commands fail with
+// [ErrNoSandboxDatabase]: one given a client then would find its database
+// still marked and write after the flush
+// (TestSandboxCommandDuringDestroyIsNotRoutedToTheFlushedDatabase).
+//
 // Claims hold the router's lock: while one sandbox's database is being
 // claimed (a few round trips), other sandbox commands of the router wait;
 // production commands never take the lock.
