@@ -211,3 +211,66 @@ func TestSandboxCommandDuringDestroyIsNotRoutedToTheFlushedDatabase(t *testing.T
 		}
 	}
 }
+
+// TestFlushedDatabaseTakenByAnotherRouterIsLeft: a database is flushed
+// under a live sandbox without its connections being cut (a FLUSHDB from
+// a client no router routes), and a router in another process claims it
+// for its own sandbox. When this router next claims a database (for any
+// sandbox), it finds that its client's database is marked by another
+// sandbox and drops the client: the sandbox's pooled connections would
+// otherwise go on writing into the other sandbox's database.
+func TestFlushedDatabaseTakenByAnotherRouterIsLeft(t *testing.T) {
+	server(t)
+	ctx := context.Background()
+	first, last := sandboxLast-2, sandboxLast
+	for db := first; db <= last; db++ {
+		if n := raw(t, db).DBSize(ctx).Val(); n != 0 {
+			t.Skipf("database %d is in use", db)
+		}
+	}
+	rng := redisroute.Databases{First: first, Last: last}
+	ca, key := baseline(t)
+	ra, err := redisroute.New(ca, rng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := redis.NewClient(&redis.Options{Addr: addr, DB: baseDB})
+	defer cb.Close()
+	rb, err := redisroute.New(cb, rng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, y, z := newID(), newID(), newID()
+	t.Cleanup(func() {
+		for _, id := range []string{x, z} {
+			ra.Destroy(ctx, id)
+		}
+		rb.Destroy(ctx, y)
+		ra.Close()
+		rb.Close()
+	})
+	xctx := sandboxCtx(x)
+	if err := ca.Set(xctx, key+"x", "x's", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	xdb, _ := ra.Database(xctx)
+	if err := raw(t, xdb).FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cb.Set(sandboxCtx(y), key+"y", "y's", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ydb, _ := rb.Database(sandboxCtx(y)); ydb != xdb {
+		t.Fatalf("setup: y was given database %d, not the flushed %d", ydb, xdb)
+	}
+	if err := ca.Set(sandboxCtx(z), key+"z", "z's", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ca.Set(xctx, key+"x", "x's again", 0) // may fail; must not land in y's database
+	if v, err := cb.Get(sandboxCtx(y), key+"x").Result(); err == nil {
+		t.Errorf("sandbox y reads sandbox x's key: %q", v)
+	}
+	if v, err := ca.Get(xctx, key+"y").Result(); err == nil {
+		t.Errorf("sandbox x reads sandbox y's key: %q", v)
+	}
+}

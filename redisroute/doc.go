@@ -73,7 +73,9 @@
 // the router does not route. Two checks keep a second sandbox out of it.
 // A claim never gives away a database that a client of the same router
 // uses, and marks it again for its sandbox when it finds it empty
-// (TestEmptiedDatabaseOfALiveSandboxIsNotGivenAway). And each new
+// (TestEmptiedDatabaseOfALiveSandboxIsNotGivenAway), or drops that client
+// when another sandbox's marker, or keys without a marker, are there
+// (TestFlushedDatabaseTakenByAnotherRouterIsLeft). And each new
 // connection of a sandbox's client first runs the claim script for its
 // sandbox (one round trip a connection, none a command): it marks the
 // database again if it is empty, and if the database is marked by another

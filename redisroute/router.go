@@ -579,11 +579,22 @@ func (r *Router) claim(ctx context.Context, id string) (int, error) {
 	}
 	for db := r.dbs.First; db <= r.dbs.Last; db++ {
 		if owner, ok := held[db]; ok {
+			n := 0
 			err := r.onDB(ctx, db, func(cn *redis.Conn) error {
-				return claimScript.Run(ctx, cn, []string{MarkerKey}, owner).Err()
+				var err error
+				n, err = claimScript.Run(ctx, cn, []string{MarkerKey}, owner).Int()
+				return err
 			})
 			if err != nil {
 				return 0, err
+			}
+			if n != 1 {
+				// Marked by another sandbox, or holding keys without a
+				// marker: no longer owner's (stillOwned would refuse its
+				// next connection). Its next command claims anew.
+				sc := r.clients[owner]
+				delete(r.clients, owner)
+				go func() { _ = sc.client.Close() }()
 			}
 			continue
 		}
