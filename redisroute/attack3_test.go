@@ -6,6 +6,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -272,5 +273,48 @@ func TestFlushedDatabaseTakenByAnotherRouterIsLeft(t *testing.T) {
 	}
 	if v, err := ca.Get(xctx, key+"y").Result(); err == nil {
 		t.Errorf("sandbox x reads sandbox y's key: %q", v)
+	}
+}
+
+// TestRefusedSubscriptionIsMadeByChannel: client.Subscribe(sandboxCtx, ch)
+// is refused when it dials (the router's dial hook), but go-redis keeps
+// the channel in the PubSub and drops the error (redis.go:
+// Client.Subscribe ignores PubSub.Subscribe's error, which records the
+// channels whatever it returns). PubSub.Channel() then receives with
+// context.TODO() (pubsub.go: initMsgChan), which dials with no sandbox in
+// sight and subscribes again to every channel the PubSub holds: the
+// sandbox's code, which used only its own context on a PubSub of its own,
+// receives production's messages. Nothing on that path carries the
+// sandbox, so no hook can refuse it. The test pins the hole, which the
+// package doc states; if it fails, go-redis has changed, and the doc (and
+// perhaps the router) must change with it.
+func TestRefusedSubscriptionIsMadeByChannel(t *testing.T) {
+	id := newID()
+	c, p, _ := route(t, []string{id})
+	ctx, sctx := context.Background(), sandboxCtx(id)
+	channel := p + "orders"
+
+	ps := c.Subscribe(sctx, channel)
+	defer ps.Close()
+	if _, err := ps.Receive(sctx); !isRefused(err) {
+		t.Fatalf("Receive with the sandbox's context: %v, want ErrRefused", err)
+	}
+	ch := ps.Channel()
+	subscribed := false
+	for range 200 {
+		if raw(t, baseDB).PubSubNumSub(ctx, channel).Val()[channel] > 0 {
+			subscribed = true
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !subscribed {
+		t.Fatal("Channel() did not subscribe the refused channel: go-redis changed; update the package doc")
+	}
+	if err := c.Publish(ctx, channel, "from production").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if m := <-ch; m.Payload != "from production" {
+		t.Errorf("got %q", m.Payload)
 	}
 }

@@ -133,7 +133,8 @@
 //   - pub/sub: PUBLISH, SPUBLISH, SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and
 //     their UNSUBSCRIBEs, PUBSUB: channels are shared by every database. A
 //     subscription made with a sandbox context fails when it connects
-//     (but see below: a PubSub already connected is not covered).
+//     (but see below: a PubSub already connected is not covered, nor
+//     ps.Channel() on a PubSub whose subscription was refused).
 //   - scripting and functions: EVAL, EVAL_RO, EVALSHA, EVALSHA_RO, FCALL,
 //     FCALL_RO, SCRIPT, FUNCTION (and redis.Script.Run): a script may
 //     SELECT any database, whatever KEYS it declares.
@@ -260,8 +261,22 @@
 //     PubSub holds, the sandbox's included (pubsub.go: reconnect -> conn ->
 //     resubscribe). A PubSub is go-redis's own type, built by
 //     Client.Subscribe, which connects only when given channels: the
-//     router cannot wrap it. Open a sandbox's subscriptions with its own
-//     context, on a PubSub of its own.
+//     router cannot wrap it. Nor does a PubSub of the sandbox's own,
+//     used with its context only, stay refused: Client.Subscribe,
+//     PSubscribe and SSubscribe drop the refusal of their first dial
+//     (redis.go: `_ = pubsub.Subscribe(ctx, channels...)`), the PubSub
+//     keeps the channels whatever the error (pubsub.go: Subscribe), and
+//     its Channel(), ChannelSize and ChannelWithSubscriptions receive
+//     with context.TODO() and ping and reconnect with
+//     context.Background() (pubsub.go: initMsgChan, initHealthCheck): the
+//     next dial carries no sandbox, passes, and subscribes to every
+//     channel the PubSub holds, so the sandbox's range loop over
+//     ps.Channel() receives production's messages
+//     (TestRefusedSubscriptionIsMadeByChannel). Nothing on that path
+//     carries the sandbox. Do not subscribe with a sandbox's context:
+//     such a call is refused only as long as every later call on the
+//     PubSub is given the sandbox's context too (Receive, ReceiveMessage,
+//     ReceiveTimeout), never Channel().
 //   - client.WithTimeout itself (rather than [Router.WithTimeout]): nothing
 //     on its clone's path sees the context. Its commands take the shared
 //     pool's connections (internal/pool ConnPool.Get: go-redis's own pool
