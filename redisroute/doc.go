@@ -65,8 +65,14 @@
 // router in another process keeps its client of a flushed database until
 // it learns otherwise: with [WithRoutes] it refuses a sandbox the table no
 // longer holds before using its client; without a table, call Destroy in
-// every process (a stale client's writes make the database non-empty and
-// unmarked, so no other sandbox is given it until someone flushes it).
+// every process. Until then the stale client's connections still write to
+// the flushed database: writes that land before any claim make it
+// non-empty and unmarked, so no other sandbox is given it until someone
+// flushes it; but a router that claims the emptied database for another
+// sandbox first shares it with the stale client's open connections (its
+// new connections are refused, below), as in
+// TestFlushedDatabaseTakenByAnotherRouterIsLeft. Destroy a sandbox only
+// once no process sends its commands.
 //
 // A database can also lose its marker under a live sandbox: a server
 // restarted without its data, or a FLUSHALL or FLUSHDB sent by a client
