@@ -156,7 +156,14 @@
 //
 // # Production stays out of the range
 //
-// The databases of the router's range are the sandboxes'. A production
+// The databases of the router's range are the sandboxes', and no other
+// client of the server may use one: a client the router does not route
+// (another service's, a guarded one, another process's baseline on
+// another database) is invisible to it, and an empty database of the
+// range reads as free, so the next sandbox claims it and shares it with
+// that client. (New refuses only a range that holds its own baseline's
+// database.) Give every service on the server the same range, outside
+// all of their databases. A production
 // command (no sandbox in its context) sent through the routed client that
 // would reach them fails with [ErrProductionIntoSandboxes], nothing sent:
 // SELECT, MOVE, COPY ... DB and SWAPDB of a database in the range (or of
