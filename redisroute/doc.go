@@ -65,8 +65,39 @@
 // router in another process keeps its client of a flushed database until
 // it learns otherwise: with [WithRoutes] it refuses a sandbox the table no
 // longer holds before using its client; without a table, call Destroy in
-// every process (a stale client's writes make the database non-empty and
-// unmarked, so no other sandbox is given it until someone flushes it).
+// every process. Until then the stale client's connections still write to
+// the flushed database: writes that land before any claim make it
+// non-empty and unmarked, so no other sandbox is given it until someone
+// flushes it; but a router that claims the emptied database for another
+// sandbox first shares it with the stale client's open connections (its
+// new connections are refused, below), as in
+// TestFlushedDatabaseTakenByAnotherRouterIsLeft. Destroy a sandbox only
+// once no process sends its commands.
+//
+// A database can also lose its marker under a live sandbox: a server
+// restarted without its data, or a FLUSHALL or FLUSHDB sent by a client
+// the router does not route. Two checks keep a second sandbox out of it.
+// A claim never gives away a database that a client of the same router
+// uses, and marks it again for its sandbox when it finds it empty
+// (TestEmptiedDatabaseOfALiveSandboxIsNotGivenAway), or drops that client
+// when another sandbox's marker, or keys without a marker, are there
+// (TestFlushedDatabaseTakenByAnotherRouterIsLeft). And each new
+// connection of a sandbox's client first runs the claim script for its
+// sandbox (one round trip a connection, none a command): it marks the
+// database again if it is empty, and if the database is marked by another
+// sandbox, or holds keys without a marker, the connection fails with
+// [ErrNoSandboxDatabase] and the client is dropped, so the sandbox's next
+// command claims a database anew (TestRestartWithoutDataDoesNotShareADatabase:
+// after a restart, another process's router had given the emptied database
+// to its own sandbox, and the first sandbox reconnected into it). A
+// connection opened before the data was lost is not checked again: after a
+// FLUSHALL that cuts no connection, a router in another process may claim
+// the emptied database before this one's next new connection or claim.
+// While Destroy runs for a sandbox, the sandbox's commands fail with
+// [ErrNoSandboxDatabase]: one given a client then would find its database
+// still marked and write after the flush
+// (TestSandboxCommandDuringDestroyIsNotRoutedToTheFlushedDatabase).
+//
 // Claims hold the router's lock: while one sandbox's database is being
 // claimed (a few round trips), other sandbox commands of the router wait;
 // production commands never take the lock.
@@ -108,7 +139,8 @@
 //   - pub/sub: PUBLISH, SPUBLISH, SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and
 //     their UNSUBSCRIBEs, PUBSUB: channels are shared by every database. A
 //     subscription made with a sandbox context fails when it connects
-//     (but see below: a PubSub already connected is not covered).
+//     (but see below: a PubSub already connected is not covered, nor
+//     ps.Channel() on a PubSub whose subscription was refused).
 //   - scripting and functions: EVAL, EVAL_RO, EVALSHA, EVALSHA_RO, FCALL,
 //     FCALL_RO, SCRIPT, FUNCTION (and redis.Script.Run): a script may
 //     SELECT any database, whatever KEYS it declares.
@@ -124,7 +156,14 @@
 //
 // # Production stays out of the range
 //
-// The databases of the router's range are the sandboxes'. A production
+// The databases of the router's range are the sandboxes', and no other
+// client of the server may use one: a client the router does not route
+// (another service's, a guarded one, another process's baseline on
+// another database) is invisible to it, and an empty database of the
+// range reads as free, so the next sandbox claims it and shares it with
+// that client. (New refuses only a range that holds its own baseline's
+// database.) Give every service on the server the same range, outside
+// all of their databases. A production
 // command (no sandbox in its context) sent through the routed client that
 // would reach them fails with [ErrProductionIntoSandboxes], nothing sent:
 // SELECT, MOVE, COPY ... DB and SWAPDB of a database in the range (or of
@@ -235,8 +274,22 @@
 //     PubSub holds, the sandbox's included (pubsub.go: reconnect -> conn ->
 //     resubscribe). A PubSub is go-redis's own type, built by
 //     Client.Subscribe, which connects only when given channels: the
-//     router cannot wrap it. Open a sandbox's subscriptions with its own
-//     context, on a PubSub of its own.
+//     router cannot wrap it. Nor does a PubSub of the sandbox's own,
+//     used with its context only, stay refused: Client.Subscribe,
+//     PSubscribe and SSubscribe drop the refusal of their first dial
+//     (redis.go: `_ = pubsub.Subscribe(ctx, channels...)`), the PubSub
+//     keeps the channels whatever the error (pubsub.go: Subscribe), and
+//     its Channel(), ChannelSize and ChannelWithSubscriptions receive
+//     with context.TODO() and ping and reconnect with
+//     context.Background() (pubsub.go: initMsgChan, initHealthCheck): the
+//     next dial carries no sandbox, passes, and subscribes to every
+//     channel the PubSub holds, so the sandbox's range loop over
+//     ps.Channel() receives production's messages
+//     (TestRefusedSubscriptionIsMadeByChannel). Nothing on that path
+//     carries the sandbox. Do not subscribe with a sandbox's context:
+//     such a call is refused only as long as every later call on the
+//     PubSub is given the sandbox's context too (Receive, ReceiveMessage,
+//     ReceiveTimeout), never Channel().
 //   - client.WithTimeout itself (rather than [Router.WithTimeout]): nothing
 //     on its clone's path sees the context. Its commands take the shared
 //     pool's connections (internal/pool ConnPool.Get: go-redis's own pool

@@ -14,7 +14,9 @@ import (
 // Guard makes client refuse sandbox contexts: every command, pipeline and
 // transaction sent with a sandbox in its context fails with an error
 // wrapping [ErrSandboxOnBaseline] before anything is written, and so does
-// a new connection dialled with one (a pub/sub subscription). Commands
+// a new connection dialled with one (a pub/sub subscription; but
+// client.Subscribe drops that error, and the PubSub's Channel() dials
+// again with context.TODO() and subscribes: see the package doc). Commands
 // without a sandbox run as before, at the cost of one context lookup.
 //
 // Use it on a baseline client that no [Router] routes: a client of another

@@ -19,6 +19,9 @@ type proxy struct {
 	ln      net.Listener
 	n       atomic.Int64 // commands seen
 	cutFrom atomic.Int64
+	// before, when set, is called with each command before it is
+	// forwarded, and may block it.
+	before atomic.Pointer[func(cmd []byte)]
 
 	mu    sync.Mutex
 	conns []net.Conn
@@ -81,6 +84,9 @@ func (p *proxy) forward(c, s net.Conn) {
 			k := p.n.Add(1)
 			if cut := p.cutFrom.Load(); cut > 0 && k >= cut {
 				return
+			}
+			if f := p.before.Load(); f != nil {
+				(*f)(buf[:size])
 			}
 			if _, err := s.Write(buf[:size]); err != nil {
 				return

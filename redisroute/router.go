@@ -38,6 +38,9 @@ type Router struct {
 	mu      sync.RWMutex
 	clients map[string]*sandboxClient
 	closed  bool
+	// destroying counts the Destroy calls under way for each sandbox: its
+	// commands are refused until they return.
+	destroying map[string]int
 
 	timeoutsMu sync.Mutex
 	timeouts   map[time.Duration]*redis.Client // Router.WithTimeout's clones
@@ -424,13 +427,22 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox) (*sandboxCl
 	if sc := r.clients[s.ID]; sc != nil {
 		return sc, nil
 	}
+	if r.destroying[s.ID] > 0 {
+		// Its database still reads as its own until Destroy flushes it:
+		// a client of it now would write, after the flush, into a
+		// database no marker keeps anyone else out of.
+		return nil, r.refuse(ctx, s, fmt.Errorf("%w: sandbox %q is being destroyed (Router.Destroy): its commands are refused until Destroy returns", ErrNoSandboxDatabase, s.ID))
+	}
 	// Claims are rare (once per sandbox and process) and short: holding
 	// the lock keeps two claims of one sandbox from racing in-process.
 	db, err := r.claim(context.WithoutCancel(ctx), s.ID)
 	if err != nil {
 		return nil, r.refuse(ctx, s, err)
 	}
-	sc = &sandboxClient{id: s.ID, db: db, client: redis.NewClient(clientOptions(r.baseline, db))}
+	sc = &sandboxClient{id: s.ID, db: db}
+	opts := clientOptions(r.baseline, db)
+	opts.OnConnect = r.stillOwned(sc, opts.OnConnect)
+	sc.client = redis.NewClient(opts)
 	sc.client.AddHook(policyHook{r: r, db: db, id: s.ID})
 	r.clients[s.ID] = sc
 	if r.cfg.logger != nil {
@@ -443,6 +455,57 @@ func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox) (*sandboxCl
 		})
 	}
 	return sc, nil
+}
+
+// ownerCheck is the context key under which a sandbox client's own
+// connection check (stillOwned) runs the claim script past the sandbox
+// policy; its value is the sandbox's ID. No caller can build the key.
+type ownerCheck struct{}
+
+// stillOwned is the OnConnect of sc's client: before each new connection
+// serves the sandbox, it checks that sc's database is still the sandbox's
+// (claimScript: marked by it, or empty and marked again), then runs the
+// baseline's own OnConnect, if any. A server restarted without its data
+// comes back with every database empty and unmarked, and every connection
+// new: a second router (another process) may claim the emptied database
+// for another sandbox first, and the client, still naming the database,
+// would read and write that sandbox's keys
+// (TestRestartWithoutDataDoesNotShareADatabase). Found so, the connection
+// is refused (ErrNoSandboxDatabase) and the client dropped: the sandbox's
+// next command claims a database anew. One round trip a new connection.
+func (r *Router) stillOwned(sc *sandboxClient, next func(context.Context, *redis.Conn) error) func(context.Context, *redis.Conn) error {
+	return func(ctx context.Context, cn *redis.Conn) error {
+		n, err := claimScript.Run(context.WithValue(ctx, ownerCheck{}, sc.id), cn, []string{MarkerKey}, sc.id).Int()
+		if err != nil {
+			return fmt.Errorf("redisroute: sandbox %q: checking that database %d is still its own: %w", sc.id, sc.db, err)
+		}
+		if n != 1 {
+			r.drop(sc)
+			err := fmt.Errorf("%w: sandbox %q: database %d is no longer its own (the server lost its data, or it was flushed, and another sandbox or somebody else's keys took it): its next command claims a database anew", ErrNoSandboxDatabase, sc.id, sc.db)
+			s, _ := propagation.FromContext(ctx)
+			// go-redis returns what the error given it wraps: wrap it once
+			// more, so that the caller sees the whole of it.
+			return fmt.Errorf("redisroute: new connection: %w", r.refuse(ctx, s, err))
+		}
+		if next != nil {
+			return next(ctx, cn)
+		}
+		return nil
+	}
+}
+
+// drop forgets sc, if it is still its sandbox's client, and closes it.
+func (r *Router) drop(sc *sandboxClient) {
+	r.mu.Lock()
+	mine := r.clients[sc.id] == sc
+	if mine {
+		delete(r.clients, sc.id)
+	}
+	r.mu.Unlock()
+	if mine {
+		// Not here: the connection being initialised is the client's own.
+		go func() { _ = sc.client.Close() }()
+	}
 }
 
 // clientOptions returns the options of a client like baseline on
@@ -496,12 +559,45 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return 1 end
 return 0`)
 
 // claim returns the database that id owns, or claims a free one: an empty
-// database, marked in the same step (claimScript).
+// database, marked in the same step (claimScript). It holds r.mu.
+//
+// A database that a client of this router still uses is never claimed for
+// another sandbox, even when it is empty and unmarked: a server restarted
+// without its data (or a FLUSHALL through another client) empties it while
+// the router keeps the client, whose next writes land there again. Given
+// to a second sandbox, the two would share their keys
+// (TestEmptiedDatabaseOfALiveSandboxIsNotGivenAway). Such a database found
+// empty is marked again for the sandbox that uses it, so that other
+// routers do not take it either.
 func (r *Router) claim(ctx context.Context, id string) (int, error) {
-	if db, err := r.find(ctx, id); err != nil || db >= 0 {
+	held := make(map[int]string, len(r.clients))
+	for owner, sc := range r.clients {
+		held[sc.db] = owner
+	}
+	if db, err := r.find(ctx, id, held); err != nil || db >= 0 {
 		return db, err
 	}
 	for db := r.dbs.First; db <= r.dbs.Last; db++ {
+		if owner, ok := held[db]; ok {
+			n := 0
+			err := r.onDB(ctx, db, func(cn *redis.Conn) error {
+				var err error
+				n, err = claimScript.Run(ctx, cn, []string{MarkerKey}, owner).Int()
+				return err
+			})
+			if err != nil {
+				return 0, err
+			}
+			if n != 1 {
+				// Marked by another sandbox, or holding keys without a
+				// marker: no longer owner's (stillOwned would refuse its
+				// next connection). Its next command claims anew.
+				sc := r.clients[owner]
+				delete(r.clients, owner)
+				go func() { _ = sc.client.Close() }()
+			}
+			continue
+		}
 		claimed := false
 		err := r.onDB(ctx, db, func(cn *redis.Conn) error {
 			n, err := claimScript.Run(ctx, cn, []string{MarkerKey}, id).Int()
@@ -514,7 +610,7 @@ func (r *Router) claim(ctx context.Context, id string) (int, error) {
 		if claimed {
 			// Another process may have claimed a database for id at the
 			// same time; the lowest one wins, the others are given back.
-			if first, err := r.find(ctx, id); err == nil && first >= 0 && first < db {
+			if first, err := r.find(ctx, id, held); err == nil && first >= 0 && first < db {
 				_, _ = r.flushIf(ctx, db, func(owner string) bool { return owner == id })
 				return first, nil
 			}
@@ -524,9 +620,13 @@ func (r *Router) claim(ctx context.Context, id string) (int, error) {
 	return 0, fmt.Errorf("%w: sandbox %q: every database from %d to %d is taken", ErrNoSandboxDatabase, id, r.dbs.First, r.dbs.Last)
 }
 
-// find returns the lowest database id owns, or -1.
-func (r *Router) find(ctx context.Context, id string) (int, error) {
+// find returns the lowest database id owns, or -1, leaving out the
+// databases that clients of this router hold for other sandboxes.
+func (r *Router) find(ctx context.Context, id string, held map[int]string) (int, error) {
 	for db := r.dbs.First; db <= r.dbs.Last; db++ {
+		if owner, ok := held[db]; ok && owner != id {
+			continue
+		}
 		owner, err := r.owner(ctx, db)
 		if err != nil {
 			return 0, err
@@ -622,6 +722,12 @@ func (r *Router) WithTimeout(timeout time.Duration) (*redis.Client, error) {
 
 // Destroy flushes the database that sandbox id owns in the router's range,
 // if any, and closes its client: the database is free for another sandbox.
+// The sandbox's commands that arrive while it runs fail with
+// [ErrNoSandboxDatabase]; after it returns, the sandbox's next command
+// claims a database anew. (A command given a client of the database
+// during the flush, which found it still marked, wrote its keys after the
+// flush into a database that no marker kept from other routers:
+// TestSandboxCommandDuringDestroyIsNotRoutedToTheFlushedDatabase.)
 // It touches no database whose marker names another sandbox, or none. An
 // id that is not a valid sandbox ID is an error wrapping
 // propagation.ErrInvalidID.
@@ -632,7 +738,18 @@ func (r *Router) Destroy(ctx context.Context, id string) error {
 	r.mu.Lock()
 	sc := r.clients[id]
 	delete(r.clients, id)
+	if r.destroying == nil {
+		r.destroying = make(map[string]int)
+	}
+	r.destroying[id]++
 	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		if r.destroying[id]--; r.destroying[id] == 0 {
+			delete(r.destroying, id)
+		}
+		r.mu.Unlock()
+	}()
 	if sc != nil {
 		_ = sc.client.Close()
 	}
@@ -775,6 +892,13 @@ func (h policyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		priv, err := privateCopy(cmd)
 		if err == nil {
 			err = h.check(priv)
+		}
+		if err != nil && priv != nil && ctx.Value(ownerCheck{}) == h.id {
+			// The router's own check of a new connection (stillOwned):
+			// the claim script, which names the marker.
+			err = next(ctx, priv)
+			copyBack(cmd, priv)
+			return err
 		}
 		if err == nil {
 			// go-redis sends these in pipelines only (TxPipelined); the
