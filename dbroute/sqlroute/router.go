@@ -316,24 +316,11 @@ func (r *Router) open(s propagation.Sandbox, e *entry) {
 	id := s.ID
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.openTimeout)
 	defer cancel()
-	c, err := r.p.Open(ctx, id, e.key)
+	c, db, err := r.openDB(ctx, id, e.key)
 	if err != nil {
 		e.err = classify(id, err)
 	} else {
-		db := sql.OpenDB(ownGuard(c, id, r.cfg.logger, r.connChecker(id, c.Driver())))
-		db.SetMaxOpenConns(DefaultMaxOpenConns)
-		db.SetConnMaxIdleTime(r.cfg.idleTimeout)
-		if f := r.cfg.dbConfig; f != nil {
-			f(id, db)
-		}
-		// One connection now, checked as every new one is: a test
-		// database that is the baseline's fails the open.
-		if err := db.PingContext(context.WithValue(propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id}), openingKey{}, true)); err != nil {
-			db.Close()
-			e.err = classify(id, err)
-		} else {
-			e.db = db
-		}
+		e.db = db
 	}
 	if e.db != nil && r.cfg.logger != nil {
 		audit.Emit(ctx, r.cfg.logger, audit.Event{
@@ -358,6 +345,41 @@ func (r *Router) open(s propagation.Sandbox, e *entry) {
 		// "sql: database is closed", the next request opens another.
 		e.db.Close()
 	}
+}
+
+// openDB provisions sandbox id's test database and opens its *sql.DB
+// with one connection, checked as every new one is: a test database that
+// is the baseline's fails. It runs in a goroutine of the router's, so a
+// provider that answers no connector, or a driver that panics on what the
+// provider gave (pgx on a configuration not made by ParseConfig), is this
+// sandbox's refusal, not a crash of the service.
+func (r *Router) openDB(ctx context.Context, id, key string) (c driver.Connector, db *sql.DB, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			if db != nil {
+				db.Close()
+			}
+			c, db, err = nil, nil, fmt.Errorf("%w: sandbox %q: opening its test database panicked: %v", dbroute.ErrNoTestDatabase, id, v)
+		}
+	}()
+	c, err = r.p.Open(ctx, id, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c == nil {
+		return nil, nil, fmt.Errorf("%w: sandbox %q: the provider returned no connector", dbroute.ErrNoTestDatabase, id)
+	}
+	db = sql.OpenDB(ownGuard(c, id, r.cfg.logger, r.connChecker(id, c.Driver())))
+	db.SetMaxOpenConns(DefaultMaxOpenConns)
+	db.SetConnMaxIdleTime(r.cfg.idleTimeout)
+	if f := r.cfg.dbConfig; f != nil {
+		f(id, db)
+	}
+	if err := db.PingContext(context.WithValue(propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id}), openingKey{}, true)); err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return c, db, nil
 }
 
 func (r *Router) release(e *entry) {

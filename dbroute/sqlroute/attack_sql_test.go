@@ -1,0 +1,63 @@
+package sqlroute_test
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/sqlroute"
+)
+
+// nilConnector is a Provider whose Open answers no connector and no error.
+type nilConnector struct{}
+
+func (nilConnector) Lookup(id string) (string, error) { return id, nil }
+func (nilConnector) Open(context.Context, string, string) (driver.Connector, error) {
+	return nil, nil
+}
+
+// pgConfigs is a dbroute.Provider whose Open returns cfg, whatever it is.
+type pgConfigs struct{ cfg *pgxpool.Config }
+
+func (p pgConfigs) Lookup(id string) (string, error) { return id, nil }
+func (p pgConfigs) Open(context.Context, string, string) (*pgxpool.Config, error) {
+	return p.cfg, nil
+}
+
+// TestProviderMisbehaviourIsARefusalNotACrash: the router opens a
+// sandbox's database in a goroutine of its own, so a provider that
+// answers no connector (or, through Postgres, no configuration, or one
+// not made by pgx.ParseConfig, on which pgx panics) crashed the whole
+// service — production included — on a sandbox's first request. Each is
+// a refusal of that sandbox (ErrNoTestDatabase, as dbroute's Router
+// says for a nil configuration), and the baseline keeps serving.
+func TestProviderMisbehaviourIsARefusalNotACrash(t *testing.T) {
+	w := postgresWorld(t)
+	providers := map[string]sqlroute.Provider{
+		"a nil connector":                                nilConnector{},
+		"Postgres: a nil configuration":                  sqlroute.Postgres(pgConfigs{}),
+		"Postgres: a configuration, no ConnConfig":       sqlroute.Postgres(pgConfigs{&pgxpool.Config{}}),
+		"Postgres: a configuration not from ParseConfig": sqlroute.Postgres(pgConfigs{&pgxpool.Config{ConnConfig: &pgx.ConnConfig{}}}),
+	}
+	for name, p := range providers {
+		r, err := sqlroute.New(w.baseline, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.ExecContext(sandboxCtx("a"), "INSERT INTO items (owner) VALUES ($1)", "a"); !errors.Is(err, dbroute.ErrNoTestDatabase) {
+			t.Errorf("%s: %v, want ErrNoTestDatabase", name, err)
+		}
+		if _, err := r.ExecContext(context.Background(), "SELECT 1"); err != nil {
+			t.Errorf("%s: the baseline afterwards: %v", name, err)
+		}
+		r.Close()
+	}
+	if n := w.total(t, ""); n != 0 {
+		t.Errorf("%d sandbox rows reached the baseline", n)
+	}
+}
