@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
+	"github.com/sandboxkit/sandboxkit/dbroute/internal/mytest"
 	"github.com/sandboxkit/sandboxkit/dbroute/sqlroute"
 )
 
@@ -59,5 +60,48 @@ func TestProviderMisbehaviourIsARefusalNotACrash(t *testing.T) {
 	}
 	if n := w.total(t, ""); n != 0 {
 		t.Errorf("%d sandbox rows reached the baseline", n)
+	}
+}
+
+// TestNotTheBaselineAfterAProductionUSE: the router learns which database
+// the baseline is by asking one of the baseline's pooled connections
+// DATABASE(). A production session that ran USE (a tenant per database on
+// one pool) and went back to the pool answers another name: a sandbox
+// whose test database is the baseline's was then taken for another
+// database, and its rows went to production; a sandbox whose test
+// database is the one USE'd was refused. The baseline's identity is that
+// of a new connection, whatever its pooled sessions did.
+func TestNotTheBaselineAfterAProductionUSE(t *testing.T) {
+	w := mariadbWorld(t)
+	var baseName, aName string
+	if err := w.direct[""].QueryRow("SELECT DATABASE()").Scan(&baseName); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.direct["a"].QueryRow("SELECT DATABASE()").Scan(&aName); err != nil {
+		t.Fatal(err)
+	}
+	w.baseline.SetMaxOpenConns(1)
+	c, err := w.baseline.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ExecContext(context.Background(), "USE "+mytest.Quote(aName)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close() // back to the pool, USE'd
+	p, err := sqlroute.StaticMySQL(map[string]string{"same": w.dsn[""], "a": w.dsn["a"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := (&world{baseline: w.baseline, provider: p}).router(t)
+	ins := "INSERT INTO items (owner) VALUES (?)"
+	if _, err := r.ExecContext(sandboxCtx("same"), ins, "same"); !errors.Is(err, dbroute.ErrNoTestDatabase) {
+		t.Errorf("the baseline's database as a test database, after a production USE: %v, want ErrNoTestDatabase", err)
+	}
+	if _, err := r.ExecContext(sandboxCtx("a"), ins, "a"); err != nil {
+		t.Errorf("sandbox a, whose database production USE'd: %v", err)
+	}
+	if n := w.count(t, "", "same"); n != 0 {
+		t.Errorf("%d sandbox rows reached the baseline database %s", n, baseName)
 	}
 }

@@ -160,8 +160,8 @@ func (r *Router) notBaseline(ctx context.Context, id string, qs []identityQuery,
 	return nil
 }
 
-// baselineIdentity asks the baseline q, or returns its answer kept from
-// before unless fresh.
+// baselineIdentity asks the baseline q on a new connection of its
+// connector, or returns its answer kept from before unless fresh.
 func (r *Router) baselineIdentity(ctx context.Context, q identityQuery, fresh bool) (string, error) {
 	if !fresh {
 		r.mu.Lock()
@@ -171,8 +171,16 @@ func (r *Router) baselineIdentity(ctx context.Context, q identityQuery, fresh bo
 			return id, nil
 		}
 	}
-	var id string
-	if err := r.base.QueryRowContext(ctx, q.q).Scan(&id); err != nil {
+	// A new connection, closed after: a pooled session may have moved
+	// (MySQL's USE), and then answers another database than the
+	// baseline's connection string names.
+	c, err := r.baseC.Connect(ctx)
+	if err != nil {
+		return "", err
+	}
+	id, err := ask(ctx, c, q.q)
+	c.Close()
+	if err != nil {
 		return "", err
 	}
 	r.mu.Lock()

@@ -31,6 +31,9 @@ type Router struct {
 	dbs     map[string]*entry
 	closed  bool
 	baseIDs map[string]string // the baseline's stable identities, by query
+	// baseC is the baseline's connector inside its guard: its identity is
+	// asked on a new connection, which no session state (a USE) has moved.
+	baseC driver.Connector
 }
 
 // entry is a sandbox's *sql.DB, or its opening in progress.
@@ -65,12 +68,16 @@ func New(baseline *sql.DB, p Provider, opts ...RouterOption) (*Router, error) {
 	// A Tx or Conn handed out for production may later be used with a
 	// sandbox context: only the guard refuses that statement. The guard
 	// answers this probe without sending or auditing anything.
-	probe := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: probeID})
-	if err := baseline.PingContext(probe); !errors.Is(err, errProbe) {
+	// It also hands over its connector: the baseline's identity is asked
+	// on a new connection of its own (baselineIdentity).
+	var guard probeSlot
+	probe := context.WithValue(propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: probeID}), probeKey{}, &guard)
+	if err := baseline.PingContext(probe); !errors.Is(err, errProbe) || guard.c == nil {
 		return nil, fmt.Errorf("sqlroute: New: %w: the baseline *sql.DB is not guarded: open it with sql.OpenDB(sqlroute.Guard(connector)) (the probe got %v)", dbroute.ErrConfig, err)
 	}
 	r := &Router{
 		base:    baseline,
+		baseC:   guard.c,
 		p:       p,
 		cfg:     cfg,
 		errDB:   sql.OpenDB(errConnector{}),
