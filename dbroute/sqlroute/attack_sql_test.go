@@ -9,9 +9,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	pub "github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/mytest"
 	"github.com/sandboxkit/sandboxkit/dbroute/sqlroute"
+	"github.com/sandboxkit/sandboxkit/internal/audit/audittest"
+	"github.com/sandboxkit/sandboxkit/routes"
 )
 
 // nilConnector is a Provider whose Open answers no connector and no error.
@@ -103,5 +106,46 @@ func TestNotTheBaselineAfterAProductionUSE(t *testing.T) {
 	}
 	if n := w.count(t, "", "same"); n != 0 {
 		t.Errorf("%d sandbox rows reached the baseline database %s", n, baseName)
+	}
+}
+
+// TestRouteTableNotLoadedIsUnavailable: before its route table has
+// loaded, the router cannot tell a sandbox that exists from one that does
+// not. It said ErrNoTestDatabase (permanent: "the sandbox has none"),
+// audited as "not in the route table", to every sandbox request of a
+// service whose table source was slow or down at start-up; a caller that
+// drops permanent failures lost them. It is ErrUnavailable (transient),
+// audited with the reason the other routers give, and the baseline is not
+// touched; once the table loads, the sandbox is routed.
+func TestRouteTableNotLoadedIsUnavailable(t *testing.T) {
+	w := mariadbWorld(t)
+	rec, logger := audittest.New()
+	table := routes.New()
+	r := w.router(t, sqlroute.WithRoutes(table), sqlroute.WithLogger(logger))
+	ins := "INSERT INTO items (owner) VALUES (?)"
+	_, err := r.ExecContext(sandboxCtx("a"), ins, "a")
+	if !errors.Is(err, dbroute.ErrUnavailable) || errors.Is(err, dbroute.ErrNoTestDatabase) {
+		t.Errorf("a table that never loaded: %v, want ErrUnavailable (not ErrNoTestDatabase)", err)
+	}
+	var reasons []any
+	for _, rc := range rec.Records() {
+		if rc[pub.KeyDecision] == string(pub.Rejected) {
+			reasons = append(reasons, rc[pub.KeyReason])
+		}
+	}
+	if len(reasons) != 1 || reasons[0] != pub.ReasonNotSynced {
+		t.Errorf("audit reasons %q, want one %q", reasons, pub.ReasonNotSynced)
+	}
+	if err := table.Update([]routes.Sandbox{{ID: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ExecContext(sandboxCtx("a"), ins, "a"); err != nil {
+		t.Errorf("after the table loaded: %v", err)
+	}
+	if _, err := r.ExecContext(sandboxCtx("b"), ins, "b"); !errors.Is(err, dbroute.ErrNoTestDatabase) {
+		t.Errorf("a sandbox the loaded table does not know: %v, want ErrNoTestDatabase", err)
+	}
+	if n := w.total(t, ""); n != 0 {
+		t.Errorf("%d sandbox rows reached the baseline", n)
 	}
 }

@@ -142,7 +142,10 @@ func WithOpenTimeout(d time.Duration) RouterOption {
 
 // WithRoutes makes the [Router] resolve only sandboxes that exist in t
 // (not expired): any other sandbox gets [dbroute.ErrNoTestDatabase] and no
-// test database is created for it. A nil t is an error from [New]: it
+// test database is created for it. Before t has loaded (its SyncedAt is
+// the zero time) a sandbox it does not hold gets [dbroute.ErrUnavailable]
+// instead, audited with the reason audit.ReasonNotSynced: the table
+// cannot yet say whether the sandbox exists. A nil t is an error from [New]: it
 // would resolve every sandbox, not none.
 func WithRoutes(t *routes.Table) RouterOption {
 	return routerOption(func(c *config) {

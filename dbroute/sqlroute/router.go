@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	pub "github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -237,6 +238,11 @@ func (r *Router) acquire(ctx context.Context, s propagation.Sandbox) (db *sql.DB
 	}()
 	if t := r.cfg.table; t != nil {
 		if _, ok := t.Sandbox(s.ID); !ok {
+			if t.SyncedAt().IsZero() {
+				// A table that never loaded cannot say whether the
+				// sandbox exists: transient, as for the other routers.
+				return nil, nil, fmt.Errorf("%w: sandbox %q: %w", dbroute.ErrUnavailable, s.ID, errNotSynced)
+			}
 			return nil, nil, fmt.Errorf("%w: sandbox %q is not in the route table", dbroute.ErrNoTestDatabase, s.ID)
 		}
 	}
@@ -473,13 +479,21 @@ func (r *Router) forget(id string) {
 
 // refused emits the audit record of a refused sandbox request.
 func (r *Router) refused(ctx context.Context, s propagation.Sandbox, err error) {
+	reason := err.Error()
+	if errors.Is(err, errNotSynced) {
+		reason = pub.ReasonNotSynced
+	}
 	audit.Emit(ctx, r.cfg.logger, audit.Event{
 		Decision: audit.Rejected,
 		Sandbox:  s,
 		Protocol: audit.SQL,
-		Reason:   err.Error(),
+		Reason:   reason,
 	})
 }
+
+// errNotSynced is the refusal of a sandbox request before the route table
+// has loaded (wrapped in dbroute.ErrUnavailable).
+var errNotSynced = errors.New(pub.ReasonNotSynced)
 
 // errRow returns a *sql.Row whose Scan reports err.
 func (r *Router) errRow(ctx context.Context, err error) *sql.Row {
