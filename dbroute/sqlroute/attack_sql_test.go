@@ -149,3 +149,45 @@ func TestRouteTableNotLoadedIsUnavailable(t *testing.T) {
 		t.Errorf("%d sandbox rows reached the baseline", n)
 	}
 }
+
+// gated is a Provider whose Open waits for release, after telling opening.
+type gated struct {
+	sqlroute.Provider
+	opening, release chan struct{}
+}
+
+func (g gated) Open(ctx context.Context, id, key string) (driver.Connector, error) {
+	close(g.opening)
+	<-g.release
+	return g.Provider.Open(ctx, id, key)
+}
+
+// TestCloseWhileOpeningIsErrClosed: a request waiting for its sandbox's
+// database to open when the router is closed was handed the *sql.DB the
+// open then closed: it failed with database/sql's unclassified "sql:
+// database is closed", or, when it ran first, wrote after Close had
+// returned. It fails with dbroute.ErrClosed.
+func TestCloseWhileOpeningIsErrClosed(t *testing.T) {
+	w := mariadbWorld(t)
+	g := gated{w.provider, make(chan struct{}), make(chan struct{})}
+	r, err := sqlroute.New(w.baseline, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() {
+		_, err := r.ExecContext(sandboxCtx("a"), "INSERT INTO items (owner) VALUES (?)", "a")
+		done <- err
+	}()
+	<-g.opening
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(g.release)
+	if err := <-done; !errors.Is(err, dbroute.ErrClosed) {
+		t.Errorf("a request waiting for the open across Close: %v, want ErrClosed", err)
+	}
+	if n := w.total(t, "a"); n != 0 {
+		t.Errorf("%d rows written after Close", n)
+	}
+}

@@ -205,7 +205,11 @@ func (r *Router) PingContext(ctx context.Context) error {
 }
 
 // Close closes every sandbox *sql.DB the router opened (not the baseline)
-// and makes later sandbox requests fail with [dbroute.ErrClosed].
+// and makes later sandbox requests fail with [dbroute.ErrClosed], and so
+// do those waiting for a sandbox's database to open. A call already
+// running on a sandbox's *sql.DB finishes there; one that took the
+// *sql.DB just before Close may get database/sql's "sql: database is
+// closed".
 func (r *Router) Close() error {
 	r.mu.Lock()
 	if r.closed {
@@ -350,13 +354,22 @@ func (r *Router) open(s propagation.Sandbox, e *entry) {
 		delete(r.dbs, id)
 		e.gone = true
 	}
-	closeNow := e.db != nil && (e.gone || r.closed)
+	var closeNow *sql.DB
+	if e.db != nil && (e.gone || r.closed) {
+		// Removed (forget, Close, the provider's answer changed) while it
+		// opened: the requests waiting for it are refused, not handed a
+		// closed *sql.DB; the next request opens another.
+		closeNow, e.db = e.db, nil
+		if r.closed {
+			e.err = fmt.Errorf("%w: sandbox %q", dbroute.ErrClosed, id)
+		} else {
+			e.err = fmt.Errorf("%w: sandbox %q: its test database was removed while it opened", dbroute.ErrUnavailable, id)
+		}
+	}
 	close(e.ready)
 	r.mu.Unlock()
-	if closeNow {
-		// Removed (forget, Close) while it opened: callers holding it get
-		// "sql: database is closed", the next request opens another.
-		e.db.Close()
+	if closeNow != nil {
+		closeNow.Close()
 	}
 }
 
