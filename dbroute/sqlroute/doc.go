@@ -66,10 +66,11 @@
 // name, address, proxy, unix socket, role or session settings (time zone,
 // date style) its connection string used, and also when a later
 // connection of the same string reaches it (a host list, a pooler's alias
-// repointed). The baseline is asked on a new connection of the
+// repointed). The baseline is asked once, on a new connection of the
 // connector inside its guard (one connection beyond its pool's, for the
 // time of the question), not on a pooled session that a USE may have
-// moved to another database. Each answer is compared with the baseline's answer to the
+// moved to another database (PostgreSQL's fallback, whose answer changes
+// when the server restarts, is asked on the pool: no session moves it). Each answer is compared with the baseline's answer to the
 // same question: where pg_control_system() is revoked for one of the two
 // roles, both are compared on the fallback. It costs a round trip per new
 // connection. A baseline whose driver wraps one of them (instrumentation

@@ -160,8 +160,8 @@ func (r *Router) notBaseline(ctx context.Context, id string, qs []identityQuery,
 	return nil
 }
 
-// baselineIdentity asks the baseline q on a new connection of its
-// connector, or returns its answer kept from before unless fresh.
+// baselineIdentity asks the baseline q (a stable one on a new connection
+// of its connector), or returns its answer kept from before unless fresh.
 func (r *Router) baselineIdentity(ctx context.Context, q identityQuery, fresh bool) (string, error) {
 	if !fresh {
 		r.mu.Lock()
@@ -171,16 +171,24 @@ func (r *Router) baselineIdentity(ctx context.Context, q identityQuery, fresh bo
 			return id, nil
 		}
 	}
-	// A new connection, closed after: a pooled session may have moved
-	// (MySQL's USE), and then answers another database than the
-	// baseline's connection string names.
-	c, err := r.baseC.Connect(ctx)
-	if err != nil {
-		return "", err
-	}
-	id, err := ask(ctx, c, q.q)
-	c.Close()
-	if err != nil {
+	var id string
+	if q.stable {
+		// Asked once, on a new connection, closed after: a pooled
+		// session may have moved (MySQL's USE), and then answers
+		// another database than the baseline's connection string names.
+		c, err := r.baseC.Connect(ctx)
+		if err != nil {
+			return "", err
+		}
+		id, err = ask(ctx, c, q.q)
+		c.Close()
+		if err != nil {
+			return "", err
+		}
+	} else if err := r.base.QueryRowContext(ctx, q.q).Scan(&id); err != nil {
+		// Asked again whenever a test database answers otherwise, so on
+		// the pool; no session moves PostgreSQL's answer (its database,
+		// port, start time and version).
 		return "", err
 	}
 	r.mu.Lock()
