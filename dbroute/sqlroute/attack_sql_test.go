@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -189,5 +191,51 @@ func TestCloseWhileOpeningIsErrClosed(t *testing.T) {
 	}
 	if n := w.total(t, "a"); n != 0 {
 		t.Errorf("%d rows written after Close", n)
+	}
+}
+
+// stuckOnce is a Provider whose first Open ignores its context and hangs
+// until release; later ones answer.
+type stuckOnce struct {
+	sqlroute.Provider
+	calls   *atomic.Int32
+	release chan struct{}
+}
+
+func (p stuckOnce) Open(ctx context.Context, id, key string) (driver.Connector, error) {
+	if p.calls.Add(1) == 1 {
+		<-p.release
+	}
+	return p.Provider.Open(ctx, id, key)
+}
+
+// TestOpenTimeoutBoundsAProviderThatIgnoresIt: WithOpenTimeout bounds
+// provisioning, but only through the context handed to the provider: one
+// that ignored it (a hung provisioning lock, a call without a context)
+// kept the sandbox's entry opening for good, so every later request of
+// the sandbox waited on it until its own deadline, and the entry held one
+// of the WithMaxPools slots. After the open timeout the open is given up:
+// the waiting request is refused (ErrUnavailable), the next one opens
+// afresh, and what the stuck provider returns later is closed.
+func TestOpenTimeoutBoundsAProviderThatIgnoresIt(t *testing.T) {
+	w := mariadbWorld(t)
+	p := stuckOnce{w.provider, new(atomic.Int32), make(chan struct{})}
+	defer close(p.release)
+	r, err := sqlroute.New(w.baseline, p, sqlroute.WithOpenTimeout(50*time.Millisecond), sqlroute.WithMaxPools(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ins := "INSERT INTO items (owner) VALUES (?)"
+	if _, err := r.ExecContext(sandboxCtx("a"), ins, "a"); !errors.Is(err, dbroute.ErrUnavailable) {
+		t.Errorf("the open the provider hung: %v, want ErrUnavailable", err)
+	}
+	ctx, cancel := context.WithTimeout(sandboxCtx("a"), time.Minute)
+	defer cancel()
+	if _, err := r.ExecContext(ctx, ins, "a"); err != nil {
+		t.Errorf("the next request, with the provider answering: %v", err)
+	}
+	if n := w.total(t, ""); n != 0 {
+		t.Errorf("%d sandbox rows reached the baseline", n)
 	}
 }

@@ -135,7 +135,10 @@ func WithIdleTimeout(d time.Duration) RouterOption {
 }
 
 // WithOpenTimeout bounds provisioning a test database and opening its
-// *sql.DB (default [DefaultOpenTimeout]).
+// *sql.DB (default [DefaultOpenTimeout]), even for a provider or driver
+// that ignores its context: the open is then given up, the requests
+// waiting for it get [dbroute.ErrUnavailable], the next request opens
+// afresh, and a *sql.DB the provider's late answer opens is closed.
 func WithOpenTimeout(d time.Duration) RouterOption {
 	return routerOption(func(c *config) { c.openTimeout = d })
 }

@@ -333,7 +333,7 @@ func (r *Router) open(s propagation.Sandbox, e *entry) {
 	id := s.ID
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.openTimeout)
 	defer cancel()
-	c, db, err := r.openDB(ctx, id, e.key)
+	c, db, err := r.openBounded(ctx, id, e.key)
 	if err != nil {
 		e.err = classify(id, err)
 	} else {
@@ -370,6 +370,40 @@ func (r *Router) open(s propagation.Sandbox, e *entry) {
 	r.mu.Unlock()
 	if closeNow != nil {
 		closeNow.Close()
+	}
+}
+
+// openBounded is openDB, given up when ctx ends even if the provider
+// or the driver ignores ctx (a hung provisioning lock): the sandbox's
+// waiting requests are refused then, and the next one opens afresh; a
+// *sql.DB opened after all is closed.
+func (r *Router) openBounded(ctx context.Context, id, key string) (driver.Connector, *sql.DB, error) {
+	type result struct {
+		c   driver.Connector
+		db  *sql.DB
+		err error
+	}
+	ch := make(chan result) // unbuffered: a result nobody takes is closed below
+	go func() {
+		c, db, err := r.openDB(ctx, id, key)
+		select {
+		case ch <- result{c, db, err}:
+		case <-ctx.Done():
+			if db != nil {
+				db.Close()
+			}
+		}
+	}()
+	select {
+	case res := <-ch:
+		return res.c, res.db, res.err
+	case <-ctx.Done():
+		select {
+		case res := <-ch: // it answered as ctx ended
+			return res.c, res.db, res.err
+		default:
+		}
+		return nil, nil, fmt.Errorf("%w: sandbox %q: opening its test database took longer than the open timeout (WithOpenTimeout): %w", dbroute.ErrUnavailable, id, ctx.Err())
 	}
 }
 
