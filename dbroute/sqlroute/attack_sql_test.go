@@ -2,6 +2,7 @@ package sqlroute_test
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"sync/atomic"
@@ -237,5 +238,35 @@ func TestOpenTimeoutBoundsAProviderThatIgnoresIt(t *testing.T) {
 	}
 	if n := w.total(t, ""); n != 0 {
 		t.Errorf("%d sandbox rows reached the baseline", n)
+	}
+}
+
+// TestNotTheBaselineWhenTheBaselineNamesNoDatabase: a MySQL baseline
+// whose connection string names no database (its statements name theirs,
+// ledger.orders, or USE one) has no database to compare with: its
+// identity is the server alone, which no test database's (server and
+// database) equalled, so a sandbox whose test database is production's
+// ledger on that server passed and wrote into it. On the baseline's
+// server, a test database cannot be told apart from production's then:
+// it is refused; the baseline is not touched.
+func TestNotTheBaselineWhenTheBaselineNamesNoDatabase(t *testing.T) {
+	w := mariadbWorld(t)
+	e := mytest.Server(t)
+	base := sql.OpenDB(sqlroute.Guard(e.Connector(t, "")))
+	defer base.Close()
+	p, err := sqlroute.StaticMySQL(map[string]string{"same": w.dsn[""]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := sqlroute.New(base, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.ExecContext(sandboxCtx("same"), "INSERT INTO items (owner) VALUES (?)", "same"); !errors.Is(err, dbroute.ErrNoTestDatabase) {
+		t.Errorf("production's database on the server of a baseline naming none: %v, want ErrNoTestDatabase", err)
+	}
+	if n := w.total(t, ""); n != 0 {
+		t.Errorf("%d sandbox rows reached production's database", n)
 	}
 }
