@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -268,5 +269,41 @@ func TestNotTheBaselineWhenTheBaselineNamesNoDatabase(t *testing.T) {
 	}
 	if n := w.total(t, ""); n != 0 {
 		t.Errorf("%d sandbox rows reached production's database", n)
+	}
+}
+
+// TestCloseWithACallInFlightIsErrClosed: a sandbox call running on its
+// *sql.DB (here waiting for one of its connections) when the router is
+// closed got database/sql's unclassified "sql: database is closed". It
+// fails with dbroute.ErrClosed, as calls after Close do.
+func TestCloseWithACallInFlightIsErrClosed(t *testing.T) {
+	w := mariadbWorld(t)
+	var sdb atomic.Pointer[sql.DB]
+	r, err := sqlroute.New(w.baseline, w.provider, sqlroute.WithDBConfig(func(_ string, db *sql.DB) {
+		db.SetMaxOpenConns(1)
+		sdb.Store(db)
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := sandboxCtx("a")
+	c, err := r.Conn(a) // the only connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	done := make(chan error)
+	go func() {
+		_, err := r.ExecContext(a, "INSERT INTO items (owner) VALUES (?)", "a")
+		done <- err
+	}()
+	for sdb.Load().Stats().WaitCount == 0 {
+		runtime.Gosched()
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, dbroute.ErrClosed) {
+		t.Errorf("a call in flight across Close: %v, want ErrClosed", err)
 	}
 }

@@ -106,7 +106,7 @@ func (r *Router) ExecContext(ctx context.Context, query string, args ...any) (sq
 	}
 	defer done()
 	res, err := db.ExecContext(ctx, query, args...)
-	return res, later(s.ID, err)
+	return res, r.later(s.ID, err)
 }
 
 // QueryContext runs query on the baseline or on the sandbox's test
@@ -122,7 +122,7 @@ func (r *Router) QueryContext(ctx context.Context, query string, args ...any) (*
 	}
 	defer done()
 	rows, err := db.QueryContext(ctx, query, args...)
-	return rows, later(s.ID, err)
+	return rows, r.later(s.ID, err)
 }
 
 // QueryRowContext runs query on the baseline or on the sandbox's test
@@ -144,7 +144,7 @@ func (r *Router) QueryRowContext(ctx context.Context, query string, args ...any)
 	// use, so it is not evicted meanwhile.
 	row := db.QueryRowContext(ctx, query, args...)
 	if err := row.Err(); err != nil {
-		if c := later(s.ID, err); c != err {
+		if c := r.later(s.ID, err); c != err {
 			return r.errRow(ctx, c)
 		}
 	}
@@ -168,7 +168,7 @@ func (r *Router) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, err
 	}
 	defer done()
 	tx, err := db.BeginTx(ctx, opts)
-	return tx, later(s.ID, err)
+	return tx, r.later(s.ID, err)
 }
 
 // Conn returns a connection of the baseline or of the sandbox's test
@@ -186,7 +186,7 @@ func (r *Router) Conn(ctx context.Context) (*sql.Conn, error) {
 	}
 	defer done()
 	c, err := db.Conn(ctx)
-	return c, later(s.ID, err)
+	return c, r.later(s.ID, err)
 }
 
 // PingContext pings the baseline, or the sandbox's test database
@@ -201,15 +201,15 @@ func (r *Router) PingContext(ctx context.Context) error {
 		return err
 	}
 	defer done()
-	return later(s.ID, db.PingContext(ctx))
+	return r.later(s.ID, db.PingContext(ctx))
 }
 
 // Close closes every sandbox *sql.DB the router opened (not the baseline)
 // and makes later sandbox requests fail with [dbroute.ErrClosed], and so
-// do those waiting for a sandbox's database to open. A call already
-// running on a sandbox's *sql.DB finishes there; one that took the
-// *sql.DB just before Close may get database/sql's "sql: database is
-// closed".
+// do those waiting for a sandbox's database to open and those still
+// waiting for one of its connections. A statement already running on a
+// connection finishes there, and a Conn or Tx already handed out keeps
+// its connection until it is closed.
 func (r *Router) Close() error {
 	r.mu.Lock()
 	if r.closed {
@@ -231,6 +231,28 @@ func (r *Router) Close() error {
 	errs = append(errs, r.errDB.Close())
 	return errors.Join(errs...)
 }
+
+// later classifies err, the failure of a call on a sandbox's *sql.DB
+// ([later]); database/sql's "sql: database is closed", which a call still
+// running gets when its *sql.DB is closed under it, is [dbroute.ErrClosed]
+// after Close, and [dbroute.ErrUnavailable] when the database was removed
+// (the next request opens another).
+func (r *Router) later(id string, err error) error {
+	if err != nil && err.Error() == dbClosed {
+		r.mu.Lock()
+		closed := r.closed
+		r.mu.Unlock()
+		if closed {
+			return fmt.Errorf("%w: sandbox %q: %w", dbroute.ErrClosed, id, err)
+		}
+		return fmt.Errorf("%w: sandbox %q: its test database was closed under the call (removed or replaced): %w", dbroute.ErrUnavailable, id, err)
+	}
+	return later(id, err)
+}
+
+// dbClosed is the text of database/sql's unexported error for a call on a
+// closed *sql.DB.
+const dbClosed = "sql: database is closed"
 
 // acquire returns sandbox s's *sql.DB, counted in use until done is
 // called.
