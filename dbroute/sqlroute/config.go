@@ -135,14 +135,20 @@ func WithIdleTimeout(d time.Duration) RouterOption {
 }
 
 // WithOpenTimeout bounds provisioning a test database and opening its
-// *sql.DB (default [DefaultOpenTimeout]).
+// *sql.DB (default [DefaultOpenTimeout]), even for a provider or driver
+// that ignores its context: the open is then given up, the requests
+// waiting for it get [dbroute.ErrUnavailable], the next request opens
+// afresh, and a *sql.DB the provider's late answer opens is closed.
 func WithOpenTimeout(d time.Duration) RouterOption {
 	return routerOption(func(c *config) { c.openTimeout = d })
 }
 
 // WithRoutes makes the [Router] resolve only sandboxes that exist in t
 // (not expired): any other sandbox gets [dbroute.ErrNoTestDatabase] and no
-// test database is created for it. A nil t is an error from [New]: it
+// test database is created for it. Before t has loaded (its SyncedAt is
+// the zero time) a sandbox it does not hold gets [dbroute.ErrUnavailable]
+// instead, audited with the reason audit.ReasonNotSynced: the table
+// cannot yet say whether the sandbox exists. A nil t is an error from [New]: it
 // would resolve every sandbox, not none.
 func WithRoutes(t *routes.Table) RouterOption {
 	return routerOption(func(c *config) {

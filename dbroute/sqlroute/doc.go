@@ -60,19 +60,27 @@
 // router opens it) asks its server what it is (MySQL and MariaDB:
 // @@hostname, @@port, @@datadir and the database; PostgreSQL: the system
 // identifier, or the postmaster's start time, port and version, and the
-// database's OID) before database/sql uses it, and the router compares
-// the answer with the baseline's: a test database that is the baseline
+// database's OID) before database/sql uses it, and the router compares the
+// answer with the baseline's: a test database that is the baseline
 // database is refused with [dbroute.ErrNoTestDatabase], whatever host
 // name, address, proxy, unix socket, role or session settings (time zone,
-// date style) its connection string used, and also when a later
-// connection of the same string reaches it (a host list, a pooler's alias
-// repointed). Each answer is compared with the baseline's answer to the
-// same question: where pg_control_system() is revoked for one of the two
-// roles, both are compared on the fallback. It costs a round trip per new
-// connection. A baseline whose driver wraps one of them (instrumentation
-// such as otelsql) is asked the same questions; when the test database answers and the baseline does not,
-// the test database is refused, since the two cannot be told apart. A
-// test database whose server answers none of them is not checked.
+// date style) its connection string used, and also when a later connection
+// of the same string reaches it (a host list, a pooler's alias repointed).
+// The baseline is asked once, on a new connection of the connector inside
+// its guard (one connection beyond its pool's, for the time of the
+// question), not on a pooled session that a USE may have moved to another
+// database (PostgreSQL's fallback, whose answer changes when the server
+// restarts, is asked on the pool: no session moves it). Each answer is
+// compared with the baseline's answer to the same question: where
+// pg_control_system() is revoked for one of the two roles, both are
+// compared on the fallback. It costs a round trip per new connection. A
+// baseline whose driver wraps one of them (instrumentation such as
+// otelsql) is asked the same questions; when the test database answers and
+// the baseline does not, the test database is refused, since the two
+// cannot be told apart. A test database whose server answers none of them
+// is not checked. A MySQL baseline whose connection string names no
+// database reaches those its statements name: a test database on its
+// server is refused, since it cannot be told apart from production's.
 //
 // # What a sandbox's SQL names, it reaches
 //

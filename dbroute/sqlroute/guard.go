@@ -78,6 +78,12 @@ func ownGuard(c driver.Connector, id string, logger *slog.Logger, verify func(co
 // guarded: not a valid sandbox ID, so no request can carry it.
 const probeID = "sqlroute: guard probe"
 
+// probeKey carries New's *probeSlot, where the guard answering the probe
+// leaves the connector it wraps.
+type probeKey struct{}
+
+type probeSlot struct{ c driver.Connector }
+
 // errProbe is the guard's answer to New's probe: nothing sent, nothing
 // audited.
 var errProbe = errors.New("sqlroute: guarded")
@@ -99,6 +105,9 @@ func (g *guardConnector) check(ctx context.Context) error {
 		return nil
 	}
 	if s.ID == probeID {
+		if slot, ok := ctx.Value(probeKey{}).(*probeSlot); ok {
+			slot.c = g.c
+		}
 		return errProbe
 	}
 	return g.refuse(ctx, s, fmt.Errorf("%w: sandbox %q (the baseline *sql.DB only serves production traffic)", dbroute.ErrSandboxOnBaseline, s.ID))

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -34,7 +35,9 @@ type identityQuery struct {
 var (
 	// MySQL and MariaDB: the host's name, the port and data directory of
 	// the server process, and the database.
-	mysqlIdentity = identityQuery{"SELECT CONCAT_WS('|', @@hostname, @@port, @@datadir, DATABASE())", true}
+	// The database is '' when the session has none: the answer then
+	// ends with '|', and names the server alone.
+	mysqlIdentity = identityQuery{"SELECT CONCAT_WS('|', @@hostname, @@port, @@datadir, COALESCE(DATABASE(), ''))", true}
 	// PostgreSQL: the cluster's system identifier and the database's
 	// OID; pg_control_system() may be revoked, then the postmaster's
 	// start time (in microseconds since the epoch, whatever the session's
@@ -149,6 +152,11 @@ func (r *Router) notBaseline(ctx context.Context, id string, qs []identityQuery,
 		if got == base {
 			return fmt.Errorf("%w: sandbox %q: its test database is the baseline database (same server and database, as the server reports them)", dbroute.ErrNoTestDatabase, id)
 		}
+		if q == mysqlIdentity && strings.HasSuffix(base, "|") && strings.HasPrefix(got, base) {
+			// A baseline naming no database reaches those its statements
+			// name: on its server, production's cannot be told apart.
+			return fmt.Errorf("%w: sandbox %q: its test database is on the baseline's server, and the baseline's connection names no database: it cannot be told apart from production's (name the baseline's database, or put test databases on another server)", dbroute.ErrNoTestDatabase, id)
+		}
 		return nil
 	}
 	switch {
@@ -160,8 +168,8 @@ func (r *Router) notBaseline(ctx context.Context, id string, qs []identityQuery,
 	return nil
 }
 
-// baselineIdentity asks the baseline q, or returns its answer kept from
-// before unless fresh.
+// baselineIdentity asks the baseline q (a stable one on a new connection
+// of its connector), or returns its answer kept from before unless fresh.
 func (r *Router) baselineIdentity(ctx context.Context, q identityQuery, fresh bool) (string, error) {
 	if !fresh {
 		r.mu.Lock()
@@ -172,7 +180,23 @@ func (r *Router) baselineIdentity(ctx context.Context, q identityQuery, fresh bo
 		}
 	}
 	var id string
-	if err := r.base.QueryRowContext(ctx, q.q).Scan(&id); err != nil {
+	if q.stable {
+		// Asked once, on a new connection, closed after: a pooled
+		// session may have moved (MySQL's USE), and then answers
+		// another database than the baseline's connection string names.
+		c, err := r.baseC.Connect(ctx)
+		if err != nil {
+			return "", err
+		}
+		id, err = ask(ctx, c, q.q)
+		c.Close()
+		if err != nil {
+			return "", err
+		}
+	} else if err := r.base.QueryRowContext(ctx, q.q).Scan(&id); err != nil {
+		// Asked again whenever a test database answers otherwise, so on
+		// the pool; no session moves PostgreSQL's answer (its database,
+		// port, start time and version).
 		return "", err
 	}
 	r.mu.Lock()

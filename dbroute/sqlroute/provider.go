@@ -64,6 +64,9 @@ func (p pgProvider) Open(ctx context.Context, id, key string) (driver.Connector,
 	if err != nil {
 		return nil, err
 	}
+	if cfg == nil || cfg.ConnConfig == nil {
+		return nil, fmt.Errorf("%w: sandbox %q: provider returned no configuration", dbroute.ErrNoTestDatabase, id)
+	}
 	return stdlib.GetConnector(*cfg.ConnConfig), nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	pub "github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -31,6 +32,9 @@ type Router struct {
 	dbs     map[string]*entry
 	closed  bool
 	baseIDs map[string]string // the baseline's stable identities, by query
+	// baseC is the baseline's connector inside its guard: its identity is
+	// asked on a new connection, which no session state (a USE) has moved.
+	baseC driver.Connector
 }
 
 // entry is a sandbox's *sql.DB, or its opening in progress.
@@ -65,12 +69,16 @@ func New(baseline *sql.DB, p Provider, opts ...RouterOption) (*Router, error) {
 	// A Tx or Conn handed out for production may later be used with a
 	// sandbox context: only the guard refuses that statement. The guard
 	// answers this probe without sending or auditing anything.
-	probe := propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: probeID})
-	if err := baseline.PingContext(probe); !errors.Is(err, errProbe) {
+	// It also hands over its connector: the baseline's identity is asked
+	// on a new connection of its own (baselineIdentity).
+	var guard probeSlot
+	probe := context.WithValue(propagation.ContextWithSandbox(context.Background(), propagation.Sandbox{ID: probeID}), probeKey{}, &guard)
+	if err := baseline.PingContext(probe); !errors.Is(err, errProbe) || guard.c == nil {
 		return nil, fmt.Errorf("sqlroute: New: %w: the baseline *sql.DB is not guarded: open it with sql.OpenDB(sqlroute.Guard(connector)) (the probe got %v)", dbroute.ErrConfig, err)
 	}
 	r := &Router{
 		base:    baseline,
+		baseC:   guard.c,
 		p:       p,
 		cfg:     cfg,
 		errDB:   sql.OpenDB(errConnector{}),
@@ -98,7 +106,7 @@ func (r *Router) ExecContext(ctx context.Context, query string, args ...any) (sq
 	}
 	defer done()
 	res, err := db.ExecContext(ctx, query, args...)
-	return res, later(s.ID, err)
+	return res, r.later(s.ID, err)
 }
 
 // QueryContext runs query on the baseline or on the sandbox's test
@@ -114,7 +122,7 @@ func (r *Router) QueryContext(ctx context.Context, query string, args ...any) (*
 	}
 	defer done()
 	rows, err := db.QueryContext(ctx, query, args...)
-	return rows, later(s.ID, err)
+	return rows, r.later(s.ID, err)
 }
 
 // QueryRowContext runs query on the baseline or on the sandbox's test
@@ -136,7 +144,7 @@ func (r *Router) QueryRowContext(ctx context.Context, query string, args ...any)
 	// use, so it is not evicted meanwhile.
 	row := db.QueryRowContext(ctx, query, args...)
 	if err := row.Err(); err != nil {
-		if c := later(s.ID, err); c != err {
+		if c := r.later(s.ID, err); c != err {
 			return r.errRow(ctx, c)
 		}
 	}
@@ -160,7 +168,7 @@ func (r *Router) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, err
 	}
 	defer done()
 	tx, err := db.BeginTx(ctx, opts)
-	return tx, later(s.ID, err)
+	return tx, r.later(s.ID, err)
 }
 
 // Conn returns a connection of the baseline or of the sandbox's test
@@ -178,7 +186,7 @@ func (r *Router) Conn(ctx context.Context) (*sql.Conn, error) {
 	}
 	defer done()
 	c, err := db.Conn(ctx)
-	return c, later(s.ID, err)
+	return c, r.later(s.ID, err)
 }
 
 // PingContext pings the baseline, or the sandbox's test database
@@ -193,11 +201,15 @@ func (r *Router) PingContext(ctx context.Context) error {
 		return err
 	}
 	defer done()
-	return later(s.ID, db.PingContext(ctx))
+	return r.later(s.ID, db.PingContext(ctx))
 }
 
 // Close closes every sandbox *sql.DB the router opened (not the baseline)
-// and makes later sandbox requests fail with [dbroute.ErrClosed].
+// and makes later sandbox requests fail with [dbroute.ErrClosed], and so
+// do those waiting for a sandbox's database to open and those still
+// waiting for one of its connections. A statement already running on a
+// connection finishes there, and a Conn or Tx already handed out keeps
+// its connection until it is closed.
 func (r *Router) Close() error {
 	r.mu.Lock()
 	if r.closed {
@@ -220,6 +232,28 @@ func (r *Router) Close() error {
 	return errors.Join(errs...)
 }
 
+// later classifies err, the failure of a call on a sandbox's *sql.DB
+// ([later]); database/sql's "sql: database is closed", which a call still
+// running gets when its *sql.DB is closed under it, is [dbroute.ErrClosed]
+// after Close, and [dbroute.ErrUnavailable] when the database was removed
+// (the next request opens another).
+func (r *Router) later(id string, err error) error {
+	if err != nil && err.Error() == dbClosed {
+		r.mu.Lock()
+		closed := r.closed
+		r.mu.Unlock()
+		if closed {
+			return fmt.Errorf("%w: sandbox %q: %w", dbroute.ErrClosed, id, err)
+		}
+		return fmt.Errorf("%w: sandbox %q: its test database was closed under the call (removed or replaced): %w", dbroute.ErrUnavailable, id, err)
+	}
+	return later(id, err)
+}
+
+// dbClosed is the text of database/sql's unexported error for a call on a
+// closed *sql.DB.
+const dbClosed = "sql: database is closed"
+
 // acquire returns sandbox s's *sql.DB, counted in use until done is
 // called.
 func (r *Router) acquire(ctx context.Context, s propagation.Sandbox) (db *sql.DB, done func(), err error) {
@@ -230,6 +264,11 @@ func (r *Router) acquire(ctx context.Context, s propagation.Sandbox) (db *sql.DB
 	}()
 	if t := r.cfg.table; t != nil {
 		if _, ok := t.Sandbox(s.ID); !ok {
+			if t.SyncedAt().IsZero() {
+				// A table that never loaded cannot say whether the
+				// sandbox exists: transient, as for the other routers.
+				return nil, nil, fmt.Errorf("%w: sandbox %q: %w", dbroute.ErrUnavailable, s.ID, errNotSynced)
+			}
 			return nil, nil, fmt.Errorf("%w: sandbox %q is not in the route table", dbroute.ErrNoTestDatabase, s.ID)
 		}
 	}
@@ -316,24 +355,11 @@ func (r *Router) open(s propagation.Sandbox, e *entry) {
 	id := s.ID
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.openTimeout)
 	defer cancel()
-	c, err := r.p.Open(ctx, id, e.key)
+	c, db, err := r.openBounded(ctx, id, e.key)
 	if err != nil {
 		e.err = classify(id, err)
 	} else {
-		db := sql.OpenDB(ownGuard(c, id, r.cfg.logger, r.connChecker(id, c.Driver())))
-		db.SetMaxOpenConns(DefaultMaxOpenConns)
-		db.SetConnMaxIdleTime(r.cfg.idleTimeout)
-		if f := r.cfg.dbConfig; f != nil {
-			f(id, db)
-		}
-		// One connection now, checked as every new one is: a test
-		// database that is the baseline's fails the open.
-		if err := db.PingContext(context.WithValue(propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id}), openingKey{}, true)); err != nil {
-			db.Close()
-			e.err = classify(id, err)
-		} else {
-			e.db = db
-		}
+		e.db = db
 	}
 	if e.db != nil && r.cfg.logger != nil {
 		audit.Emit(ctx, r.cfg.logger, audit.Event{
@@ -350,14 +376,92 @@ func (r *Router) open(s propagation.Sandbox, e *entry) {
 		delete(r.dbs, id)
 		e.gone = true
 	}
-	closeNow := e.db != nil && (e.gone || r.closed)
+	var closeNow *sql.DB
+	if e.db != nil && (e.gone || r.closed) {
+		// Removed (forget, Close, the provider's answer changed) while it
+		// opened: the requests waiting for it are refused, not handed a
+		// closed *sql.DB; the next request opens another.
+		closeNow, e.db = e.db, nil
+		if r.closed {
+			e.err = fmt.Errorf("%w: sandbox %q", dbroute.ErrClosed, id)
+		} else {
+			e.err = fmt.Errorf("%w: sandbox %q: its test database was removed while it opened", dbroute.ErrUnavailable, id)
+		}
+	}
 	close(e.ready)
 	r.mu.Unlock()
-	if closeNow {
-		// Removed (forget, Close) while it opened: callers holding it get
-		// "sql: database is closed", the next request opens another.
-		e.db.Close()
+	if closeNow != nil {
+		closeNow.Close()
 	}
+}
+
+// openBounded is openDB, given up when ctx ends even if the provider
+// or the driver ignores ctx (a hung provisioning lock): the sandbox's
+// waiting requests are refused then, and the next one opens afresh; a
+// *sql.DB opened after all is closed.
+func (r *Router) openBounded(ctx context.Context, id, key string) (driver.Connector, *sql.DB, error) {
+	type result struct {
+		c   driver.Connector
+		db  *sql.DB
+		err error
+	}
+	ch := make(chan result) // unbuffered: a result nobody takes is closed below
+	go func() {
+		c, db, err := r.openDB(ctx, id, key)
+		select {
+		case ch <- result{c, db, err}:
+		case <-ctx.Done():
+			if db != nil {
+				db.Close()
+			}
+		}
+	}()
+	select {
+	case res := <-ch:
+		return res.c, res.db, res.err
+	case <-ctx.Done():
+		select {
+		case res := <-ch: // it answered as ctx ended
+			return res.c, res.db, res.err
+		default:
+		}
+		return nil, nil, fmt.Errorf("%w: sandbox %q: opening its test database took longer than the open timeout (WithOpenTimeout): %w", dbroute.ErrUnavailable, id, ctx.Err())
+	}
+}
+
+// openDB provisions sandbox id's test database and opens its *sql.DB
+// with one connection, checked as every new one is: a test database that
+// is the baseline's fails. It runs in a goroutine of the router's, so a
+// provider that answers no connector, or a driver that panics on what the
+// provider gave (pgx on a configuration not made by ParseConfig), is this
+// sandbox's refusal, not a crash of the service.
+func (r *Router) openDB(ctx context.Context, id, key string) (c driver.Connector, db *sql.DB, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			if db != nil {
+				db.Close()
+			}
+			c, db, err = nil, nil, fmt.Errorf("%w: sandbox %q: opening its test database panicked: %v", dbroute.ErrNoTestDatabase, id, v)
+		}
+	}()
+	c, err = r.p.Open(ctx, id, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c == nil {
+		return nil, nil, fmt.Errorf("%w: sandbox %q: the provider returned no connector", dbroute.ErrNoTestDatabase, id)
+	}
+	db = sql.OpenDB(ownGuard(c, id, r.cfg.logger, r.connChecker(id, c.Driver())))
+	db.SetMaxOpenConns(DefaultMaxOpenConns)
+	db.SetConnMaxIdleTime(r.cfg.idleTimeout)
+	if f := r.cfg.dbConfig; f != nil {
+		f(id, db)
+	}
+	if err := db.PingContext(context.WithValue(propagation.ContextWithSandbox(ctx, propagation.Sandbox{ID: id}), openingKey{}, true)); err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return c, db, nil
 }
 
 func (r *Router) release(e *entry) {
@@ -444,13 +548,21 @@ func (r *Router) forget(id string) {
 
 // refused emits the audit record of a refused sandbox request.
 func (r *Router) refused(ctx context.Context, s propagation.Sandbox, err error) {
+	reason := err.Error()
+	if errors.Is(err, errNotSynced) {
+		reason = pub.ReasonNotSynced
+	}
 	audit.Emit(ctx, r.cfg.logger, audit.Event{
 		Decision: audit.Rejected,
 		Sandbox:  s,
 		Protocol: audit.SQL,
-		Reason:   err.Error(),
+		Reason:   reason,
 	})
 }
+
+// errNotSynced is the refusal of a sandbox request before the route table
+// has loaded (wrapped in dbroute.ErrUnavailable).
+var errNotSynced = errors.New(pub.ReasonNotSynced)
 
 // errRow returns a *sql.Row whose Scan reports err.
 func (r *Router) errRow(ctx context.Context, err error) *sql.Row {
