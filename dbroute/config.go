@@ -184,7 +184,9 @@ func WithOpenTimeout(d time.Duration) RouterOption {
 
 // WithRoutes makes the [Router] resolve only sandboxes that exist in t
 // (not expired): any other sandbox gets [ErrNoTestDatabase] and no test
-// database is created for it. (Reaping the test databases of sandboxes
+// database is created for it. Before t has ever loaded, a sandbox request
+// gets [ErrUnavailable] (audited as not synced): t cannot yet say whether
+// the sandbox exists. (Reaping the test databases of sandboxes
 // that left t is the provisioner's: see dbroute/provision.) A nil t is an
 // error from [New]: it would resolve every sandbox, not none.
 func WithRoutes(t *routes.Table) RouterOption {

@@ -2,11 +2,13 @@ package dbroute
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	pub "github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/routes"
 )
@@ -75,7 +77,8 @@ func (p staticProvider) Open(_ context.Context, id, key string) (*pgxpool.Config
 
 // FromTable returns a [Provider] that reads each sandbox's test database
 // from the Database field of its entry in t. A sandbox that is not in t, has
-// expired, or has no Database gets [ErrNoTestDatabase]; when the entry's
+// expired, or has no Database gets [ErrNoTestDatabase] (before t has ever
+// loaded, [ErrUnavailable]: t cannot yet say whether the sandbox exists); when the entry's
 // Database changes, the router reopens the sandbox's pool. [New] refuses
 // FromTable(nil) with [ErrConfig].
 func FromTable(t *routes.Table) Provider { return tableProvider{t} }
@@ -89,7 +92,7 @@ func (p tableProvider) Lookup(id string) (string, error) {
 	sb, ok := p.t.Sandbox(id)
 	switch {
 	case !ok:
-		return "", fmt.Errorf("%w: sandbox %q is not in the route table", ErrNoTestDatabase, id)
+		return "", notInTable(p.t, id)
 	case sb.Database == "":
 		return "", fmt.Errorf("%w: sandbox %q has no database in the route table", ErrNoTestDatabase, id)
 	}
@@ -109,3 +112,19 @@ func parseTestDSN(id, dsn string) (*pgxpool.Config, error) {
 	}
 	return cfg, nil
 }
+
+// notInTable is the error for sandbox id, which table t does not hold: a
+// table that has never loaded cannot say whether the sandbox exists, and
+// the request is refused as unavailable for now (audited as not synced,
+// as the other routers say), rather than as a sandbox without a test
+// database.
+func notInTable(t *routes.Table, id string) error {
+	if t.SyncedAt().IsZero() {
+		return fmt.Errorf("%w: sandbox %q: %w", ErrUnavailable, id, errNotSynced)
+	}
+	return fmt.Errorf("%w: sandbox %q is not in the route table", ErrNoTestDatabase, id)
+}
+
+// errNotSynced is wrapped by the refusal of a sandbox request before the
+// route table has loaded.
+var errNotSynced = errors.New(pub.ReasonNotSynced)

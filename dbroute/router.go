@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/puddle/v2"
 	"golang.org/x/sync/singleflight"
 
+	pub "github.com/sandboxkit/sandboxkit/audit"
 	"github.com/sandboxkit/sandboxkit/dbroute/internal/pgerr"
 	"github.com/sandboxkit/sandboxkit/internal/audit"
 	"github.com/sandboxkit/sandboxkit/propagation"
@@ -174,7 +175,7 @@ func (r *Router) Pool(ctx context.Context) (*pgxpool.Pool, error) {
 func (r *Router) sandbox(ctx context.Context, s propagation.Sandbox, hold bool) (*entry, error) {
 	if t := r.cfg.table; t != nil {
 		if _, ok := t.Sandbox(s.ID); !ok {
-			return nil, r.refuse(ctx, s, fmt.Errorf("%w: sandbox %q is not in the route table", ErrNoTestDatabase, s.ID))
+			return nil, r.refuse(ctx, s, notInTable(t, s.ID))
 		}
 	}
 	key, err := r.provider.Lookup(s.ID)
@@ -834,11 +835,15 @@ func (r *Router) closeAsync(e *entry) {
 
 func (r *Router) refuse(ctx context.Context, s propagation.Sandbox, err error) error {
 	if r.cfg.logger != nil {
+		reason := err.Error()
+		if errors.Is(err, errNotSynced) {
+			reason = pub.ReasonNotSynced
+		}
 		audit.Emit(ctx, r.cfg.logger, audit.Event{
 			Decision: audit.Rejected,
 			Sandbox:  s,
 			Protocol: audit.SQL,
-			Reason:   err.Error(),
+			Reason:   reason,
 		})
 	}
 	return err
