@@ -638,12 +638,22 @@ func (r *Reader) deadLetterOrSkip(ctx context.Context, msg *kafka.Message, reaso
 			r.deadLetterDown.Store(time.Now().Add(min(pause, deadLetterMaxPause)).UnixNano())
 		}
 	} else {
-		r.deadLetterDown.Store(0)
-		r.deadLetterFails.Store(0)
+		r.deadLetterUp()
 		return ""
 	}
 	r.deadLetterFailed.Add(1)
 	return "; dead-letter write failed, message left at " + coordinates(msg) + ": " + err.Error()
+}
+
+// deadLetterUp records a dead-letter write that succeeded: the writer
+// is tried again at once, and the next failure pauses it deadLetterPause.
+func (r *Reader) deadLetterUp() {
+	if r.deadLetterDown.Load() != 0 {
+		r.deadLetterDown.Store(0)
+	}
+	if r.deadLetterFails.Load() != 0 {
+		r.deadLetterFails.Store(0)
+	}
 }
 
 // refusedForSize reports whether err, from a dead-letter write of one
