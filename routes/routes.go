@@ -230,6 +230,12 @@ func ValidateUpstream(u string) error {
 	if host == "" {
 		return fmt.Errorf("upstream %q: empty host", u)
 	}
+	// Digits alone, as in the URL form: strconv.Atoi takes "+80", which
+	// net/url reads as no port (http.Transport then looks up the host
+	// "h:+80").
+	if strings.TrimLeft(port, "0123456789") != "" {
+		return fmt.Errorf("upstream %q: bad port", u)
+	}
 	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
 		return fmt.Errorf("upstream %q: bad port", u)
 	}

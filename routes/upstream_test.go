@@ -34,3 +34,22 @@ func TestValidateUpstreamRefusesWhatNoOneCanDial(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateUpstreamHostPortFormTakesDigitsAlone: the host:port form
+// took any port strconv.Atoi reads ("h:+80"), which the URL form refuses
+// ("http://h:+80"): net/url reads a port that is not all digits as no
+// port, so http.Transport looked up the host "h:+80" and every HTTP
+// request of the sandbox failed at the dial (gRPC's dialler took it).
+// Legitimate host:port upstreams are still accepted.
+func TestValidateUpstreamHostPortFormTakesDigitsAlone(t *testing.T) {
+	for _, u := range []string{"h:+80", "h:+1", "[::1]:+443"} {
+		if err := routes.ValidateUpstream(u); err == nil || !strings.Contains(err.Error(), u) {
+			t.Errorf("ValidateUpstream(%q) = %v, want an error naming it", u, err)
+		}
+	}
+	for _, u := range []string{"h:80", "h.:80", "H:80", "[::1]:80", "[fe80::1%eth0]:80", "http://[fe80::1%25eth0]:80", "http://h.:80", "10.0.0.1:65535"} {
+		if err := routes.ValidateUpstream(u); err != nil {
+			t.Errorf("ValidateUpstream(%q) = %v, want nil", u, err)
+		}
+	}
+}
