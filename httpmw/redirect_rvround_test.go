@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	otelprop "go.opentelemetry.io/otel/propagation"
 
 	"github.com/sandboxkit/sandboxkit/httpmw"
@@ -27,6 +28,20 @@ import (
 // that admits the sandbox only by ticket served the redirect as
 // production.
 func TestRoutedRedirectToTheSameHostKeepsTicket(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		base http.RoundTripper
+	}{
+		{"http.Transport", &http.Transport{}},
+		// otelhttp sends a copy of the request it is given: the
+		// response's Request is that copy, not the transport's.
+		{"otelhttp", otelhttp.NewTransport(&http.Transport{})},
+	} {
+		t.Run(tc.name, func(t *testing.T) { routedRedirectKeepsTicket(t, tc.base) })
+	}
+}
+
+func routedRedirectKeepsTicket(t *testing.T, base http.RoundTripper) {
 	tickets := make(chan string, 1)
 	sandbox := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/start" {
@@ -41,7 +56,7 @@ func TestRoutedRedirectToTheSameHostKeepsTicket(t *testing.T) {
 	}))
 	defer sandbox.Close()
 	tab := newTable(t, routes.Sandbox{ID: "pr-1", Services: map[string]routes.Route{"cart": {Upstream: sandbox.URL}}})
-	rt := must(httpmw.NewRoutingTransport(&http.Transport{}, tab, "cart"))
+	rt := must(httpmw.NewRoutingTransport(base, tab, "cart"))
 	c := newClient(t, rt)
 	signer := must(propagation.NewSigner(propagation.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")}))
 	tk := must(signer.Sign(propagation.Sandbox{ID: "pr-1", Actor: "alice"}, time.Hour))

@@ -368,11 +368,13 @@ func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox, inj
 		body, out.Body = out.Body, keepOpen{out.Body}
 	}
 	resp, err = t.next().RoundTrip(out)
-	if resp != nil && resp.Request == out && !t.owned {
+	if resp != nil && !t.owned {
 		// The caller's request, as for every other request: the
 		// redirect rule for the ticket (leftFirstHost) walks the chain
 		// by the hosts the client addressed, and a redirect back to
-		// the routed host (a relative Location) has not left it.
+		// the routed host (a relative Location) has not left it. (Not
+		// only when resp.Request is out: a base such as otelhttp's
+		// sends, and answers with, a copy of it.)
 		resp.Request = r
 	}
 	if err == nil || !isDialError(err) {
