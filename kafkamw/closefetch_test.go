@@ -82,3 +82,22 @@ func TestCloseEndsAFetchInProgress(t *testing.T) {
 		t.Errorf("orphans decided: %d, want only the one being decided when Close came (the others are the next consumer's)", c.Orphaned)
 	}
 }
+
+// TestNewReaderTakesEveryAcknowledgedDeadLetterWriter: the refusal of
+// dead-letter writers that do not wait for the broker (RequireNone,
+// Async) leaves the ones that do: RequireOne and RequireAll.
+func TestNewReaderTakesEveryAcknowledgedDeadLetterWriter(t *testing.T) {
+	table, err := routes.NewStatic(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, acks := range []kafka.RequiredAcks{kafka.RequireOne, kafka.RequireAll} {
+		dw := &kafka.Writer{Addr: kafka.TCP("127.0.0.1:1"), Topic: "dlq", RequiredAcks: acks}
+		r, err := kafkamw.NewReader(kafkatest.ReaderConfig([]string{"127.0.0.1:1"}, "orders-in", "g"), table, service, kafkamw.WithDeadLetter(dw))
+		if err != nil {
+			t.Errorf("RequiredAcks %v: %v; want the writer taken", acks, err)
+			continue
+		}
+		r.Close()
+	}
+}
