@@ -13,3 +13,7 @@ func WithLookUps() ServerOption { return withLookUps() }
 // IncomingKeyFound reports whether the server interceptors read gRPC's
 // incoming metadata in place (see incomingKey).
 func IncomingKeyFound() bool { return incomingKey() != nil }
+
+// Target exposes the router's reading of a route's upstream to the fuzz
+// test.
+var Target = target

@@ -344,7 +344,10 @@ func (r *Router) conn(id, upstream string) (*sandboxConn, error) {
 func target(upstream string) string {
 	scheme, hostport, ok := strings.Cut(upstream, "://")
 	if !ok {
-		return upstream
+		// gRPC reads a target as a URL ("dns:///" + target when it has
+		// no scheme): the zone of an IPv6 literal, "[::1%lo]:80", is
+		// written escaped there, as in the URL form of the upstream.
+		return strings.ReplaceAll(upstream, "%", "%25")
 	}
 	if i := strings.IndexAny(hostport, "/?#"); i >= 0 {
 		hostport = hostport[:i]

@@ -69,7 +69,7 @@ func FuzzForwardedClient(f *testing.F) {
 // the scheme and host it dials are url.Parse's (atkproxy: "http://h:1?"
 // was dialled as "h:1?"); the host:port form is taken whole.
 func FuzzSplitUpstream(f *testing.F) {
-	for _, s := range []string{"http://h:1", "https://h:1/", "http://h:1?", "http://h:1#", "http://h:1/?", "http://[::1]:8080", "h:1", "[::1]:80", "http://:80"} {
+	for _, s := range []string{"http://h:1", "https://h:1/", "http://h:1?", "http://h:1#", "http://h:1/?", "http://[::1]:8080", "h:1", "[::1]:80", "http://:80", "http://[fe80::1%25eth0]:80"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, up string) {

@@ -84,9 +84,10 @@ var _ http.RoundTripper = (*Transport)(nil)
 // context's OpenTelemetry baggage, once the redirect chain has left the
 // host of its first request and that host's subdomains, the rule by which
 // the client drops Authorization and cookies. The sandbox itself still
-// travels. The chain is read through Response.Request: for a request the
-// transport routed, that is the request sent to the sandbox's upstream,
-// and a chain whose first request cannot be found counts as having left.
+// travels. The chain is read through Response.Request, which for a
+// request the transport routed is the caller's request (the host the
+// client addressed), not the copy sent to the sandbox's upstream; a chain
+// whose first request cannot be found counts as having left.
 //
 // A request whose context has no sandbox but whose headers carry markers
 // (set by the caller, or copied from an incoming request onto one built
@@ -367,6 +368,15 @@ func (t *Transport) roundTripSandbox(r *http.Request, s propagation.Sandbox, inj
 		body, out.Body = out.Body, keepOpen{out.Body}
 	}
 	resp, err = t.next().RoundTrip(out)
+	if resp != nil && !t.owned {
+		// The caller's request, as for every other request: the
+		// redirect rule for the ticket (leftFirstHost) walks the chain
+		// by the hosts the client addressed, and a redirect back to
+		// the routed host (a relative Location) has not left it. (Not
+		// only when resp.Request is out: a base such as otelhttp's
+		// sends, and answers with, a copy of it.)
+		resp.Request = r
+	}
 	if err == nil || !isDialError(err) {
 		return resp, err
 	}
@@ -790,6 +800,15 @@ func splitUpstream(u string) (scheme, host string) {
 	}
 	if i := strings.IndexAny(host, "/?#"); i >= 0 {
 		host = host[:i]
+	}
+	if strings.IndexByte(host, '%') >= 0 {
+		// An escape in the host (an IPv6 zone, "[fe80::1%25eth0]",
+		// which RFC 6874 spells with %25): URL.Host holds it
+		// unescaped, as url.Parse reads it; dialled escaped, the zone
+		// was "25eth0", no interface.
+		if pu, err := url.Parse(u); err == nil {
+			host = pu.Host
+		}
 	}
 	return scheme, host
 }

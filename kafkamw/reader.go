@@ -191,6 +191,7 @@ type Reader struct {
 	sendCtx sendContext
 
 	running         atomic.Bool         // Run is running
+	shut            atomic.Bool         // Close was called: a fetch in progress takes no further message
 	deadLetterDown  atomic.Int64        // unix nanoseconds until which the dead-letter writer is not tried; 0 when healthy
 	deadLetterFails atomic.Int64        // dead-letter writes failed in a row, which the pause doubles with
 	metrics         metric.Registration // the metrics callback; nil when none
@@ -470,6 +471,14 @@ func (r *Reader) fetch(ctx context.Context, src source, msg *kafka.Message) (con
 // fetch releases the lock.
 func (r *Reader) fetchLoop(ctx context.Context, src source, msg *kafka.Message, fetched, plain bool) (context.Context, error) {
 	for {
+		if r.shut.Load() {
+			// Closed while this call settled the messages before: the
+			// group reader's messages fetched ahead are the next
+			// consumer's (their commits, or the skipped ones', can no
+			// longer succeed), and so is the one in hand.
+			*msg = kafka.Message{}
+			return ctx, io.EOF
+		}
 		var (
 			err   error
 			again bool
@@ -638,12 +647,22 @@ func (r *Reader) deadLetterOrSkip(ctx context.Context, msg *kafka.Message, reaso
 			r.deadLetterDown.Store(time.Now().Add(min(pause, deadLetterMaxPause)).UnixNano())
 		}
 	} else {
-		r.deadLetterDown.Store(0)
-		r.deadLetterFails.Store(0)
+		r.deadLetterUp()
 		return ""
 	}
 	r.deadLetterFailed.Add(1)
 	return "; dead-letter write failed, message left at " + coordinates(msg) + ": " + err.Error()
+}
+
+// deadLetterUp records a dead-letter write that succeeded: the writer
+// is tried again at once, and the next failure pauses it deadLetterPause.
+func (r *Reader) deadLetterUp() {
+	if r.deadLetterDown.Load() != 0 {
+		r.deadLetterDown.Store(0)
+	}
+	if r.deadLetterFails.Load() != 0 {
+		r.deadLetterFails.Store(0)
+	}
 }
 
 // refusedForSize reports whether err, from a dead-letter write of one
@@ -848,6 +867,7 @@ func (r *Reader) Close() error {
 		return nil
 	}
 	r.closed = true
+	r.shut.Store(true)
 	if r.metrics != nil {
 		r.metrics.Unregister()
 	}
@@ -863,10 +883,11 @@ func (r *Reader) Close() error {
 	ferr := r.flushSkipped(ctx, inner)
 	err := inner.Close()
 	// kafka-go's closed reader still hands out the messages it fetched
-	// ahead: FetchMessage, and Run, load r.inner for each message and
-	// find none, so they return io.EOF rather than messages whose
-	// commits cannot succeed any more (each would be handled again
-	// after the restart). The group reader's statistics stay readable.
+	// ahead: FetchMessage, and Run, load r.inner for each call and find
+	// none, and a call in progress checks r.shut before each message it
+	// takes, so they return io.EOF rather than messages whose commits
+	// cannot succeed any more (each would be handled again after the
+	// restart). The group reader's statistics stay readable.
 	r.closedInner = inner
 	r.inner.Store(nil)
 	if r.markGone != nil {

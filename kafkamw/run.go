@@ -383,6 +383,10 @@ func (r *Reader) giveUp(ctx, mctx context.Context, msg *kafka.Message, reason st
 		for attempt := 1; ; attempt++ {
 			err := r.deadLetter(ctx, msg, reason)
 			if err == nil {
+				// The writer works: the pause a failure in a row set
+				// (see [Reader.deadLetterOrSkip]) ends, so that the
+				// sandbox messages after this one are written too.
+				r.deadLetterUp()
 				break
 			}
 			if ctx.Err() != nil {

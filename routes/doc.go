@@ -86,8 +86,11 @@
 // this package's source. Only "sandboxes" and each sandbox's id are
 // required. A service maps to its upstream, either a string or an object
 // with upstream, activeFrom and removedAt (RFC 3339). Upstreams are
-// "http://host:port", "https://host:port" or "host:port" (gRPC); an empty
-// upstream marks a service whose sandbox runs only Kafka consumers.
+// "http://host:port", "https://host:port" or "host:port" (gRPC), the
+// host a host name, an IPv4 address or a bracketed IPv6 address (with
+// its zone, escaped as %25 in a URL), the port in digits
+// ([ValidateUpstream]); an empty upstream marks a service whose sandbox
+// runs only Kafka consumers.
 //
 // Documents are read strictly ([ParseDocument]): a repeated key at any
 // depth, a repeated sandbox id or service name, a key that is not a field

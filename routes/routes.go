@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -189,10 +190,42 @@ func validService(s string) bool {
 	return true
 }
 
+// upstreamHost reports whether host, of an upstream (a URL's unescaped), is one that
+// every hop dials as written: an IPv6 address (with its zone) when it
+// was in brackets, else a host name or IPv4 address: ASCII letters,
+// digits, '-', '.' and '_', or bytes of non-ASCII letters (an
+// internationalized name). httpmw puts it in a URL's host, where '/',
+// '?', '#', '@' or '%' would end it or mean something else, and gRPC
+// reads its target as a URL.
+func upstreamHost(host string, bracketed bool) bool {
+	if bracketed {
+		// The zone, an interface name or number, alike: "[::1%#]"
+		// parses, and gRPC read its target up to the '#'.
+		a, err := netip.ParseAddr(host)
+		return err == nil && a.Is6() && nameBytes(a.Zone())
+	}
+	return nameBytes(host)
+}
+
+// nameBytes reports whether s holds only bytes of a host name: ASCII
+// letters, digits, '-', '.', '_', and the bytes of non-ASCII letters.
+func nameBytes(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x80 || c == '-' || c == '.' || c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
 // ValidateUpstream checks an upstream address: "http://host:port",
 // "https://host:port" (no path, query or user info; the port may be left
 // out) or "host:port", with a host that is not empty and a port from 1 to
-// 65535.
+// 65535 in decimal digits. The host of "host:port" is a host name, an
+// IPv4 address or a bracketed IPv6 address (with its zone: [fe80::1%eth0]);
+// the URL form writes the zone escaped, http://[fe80::1%25eth0]:80.
 func ValidateUpstream(u string) error {
 	if u == "" {
 		return errors.New("empty upstream")
@@ -213,6 +246,9 @@ func ValidateUpstream(u string) error {
 		if pu.Hostname() == "" {
 			return fmt.Errorf("upstream %q: empty host", u)
 		}
+		if !upstreamHost(pu.Hostname(), strings.HasPrefix(pu.Host, "[")) {
+			return fmt.Errorf("upstream %q: the host is neither a host name nor an IP address", u)
+		}
 		if strings.HasSuffix(pu.Host, ":") {
 			return fmt.Errorf("upstream %q: bad port", u)
 		}
@@ -229,6 +265,15 @@ func ValidateUpstream(u string) error {
 	}
 	if host == "" {
 		return fmt.Errorf("upstream %q: empty host", u)
+	}
+	if !upstreamHost(host, strings.HasPrefix(u, "[")) {
+		return fmt.Errorf("upstream %q: the host is neither a host name nor an IP address", u)
+	}
+	// Digits alone, as in the URL form: strconv.Atoi takes "+80", which
+	// net/url reads as no port (http.Transport then looks up the host
+	// "h:+80").
+	if strings.TrimLeft(port, "0123456789") != "" {
+		return fmt.Errorf("upstream %q: bad port", u)
 	}
 	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
 		return fmt.Errorf("upstream %q: bad port", u)

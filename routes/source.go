@@ -54,13 +54,22 @@ type docSource interface {
 }
 
 // fetchPublic serves the Fetch method of a built-in source from its
-// fetchDoc: [ErrNotModified] when the document is the one cur returned
-// before the fetch.
-func fetchPublic(ctx context.Context, src docSource, cur func() *parsedDoc) ([]Sandbox, error) {
-	doc, err := src.fetchDoc(ctx, cur())
+// fetchDoc: [ErrNotModified] when the document is the one Fetch last
+// returned (*fetched, guarded by mu), which it records. Not the source's
+// own latest document: a read abandoned by its fetch ([File]) or a table
+// given the source may have brought that in, and it was never returned
+// to Fetch's callers.
+func fetchPublic(ctx context.Context, src docSource, mu *sync.Mutex, fetched **parsedDoc) ([]Sandbox, error) {
+	mu.Lock()
+	have := *fetched
+	mu.Unlock()
+	doc, err := src.fetchDoc(ctx, have)
 	if err != nil {
 		return nil, err
 	}
+	mu.Lock()
+	*fetched = doc
+	mu.Unlock()
 	return cloneSandboxes(doc.sbs), nil
 }
 
@@ -92,10 +101,11 @@ type fileSource struct {
 	ctime   time.Time   // fi's inode change time (see changeTime)
 	content []byte
 	doc     *parsedDoc
+	fetched *parsedDoc // the document Fetch last returned (fetchPublic)
 }
 
 func (f *fileSource) Fetch(ctx context.Context) ([]Sandbox, error) {
-	return fetchPublic(ctx, f, func() *parsedDoc { f.mu.Lock(); defer f.mu.Unlock(); return f.doc })
+	return fetchPublic(ctx, f, &f.mu, &f.fetched)
 }
 
 func (f *fileSource) fetchDoc(ctx context.Context, have *parsedDoc) (*parsedDoc, error) {
@@ -307,10 +317,11 @@ type httpSource struct {
 	doc          *parsedDoc // the last document read, which the validators name
 	etag         string
 	lastModified string
+	fetched      *parsedDoc // the document Fetch last returned (fetchPublic)
 }
 
 func (h *httpSource) Fetch(ctx context.Context) ([]Sandbox, error) {
-	return fetchPublic(ctx, h, func() *parsedDoc { h.mu.Lock(); defer h.mu.Unlock(); return h.doc })
+	return fetchPublic(ctx, h, &h.mu, &h.fetched)
 }
 
 func (h *httpSource) fetchDoc(ctx context.Context, have *parsedDoc) (*parsedDoc, error) {

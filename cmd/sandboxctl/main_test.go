@@ -97,7 +97,10 @@ func TestEtcdStore(t *testing.T) {
 // checks at each step that a table following the store holds the windows
 // sandboxctl stamped, from its clock plus the margin.
 func lifecycle(t *testing.T, store string, f follower) {
-	t0 := time.Date(2026, 12, 6, 3, 0, 0, 0, time.UTC)
+	// A moment from now, not a fixed date: the table follows the store on
+	// the real clock, and the sandbox created at a fixed t0 with -ttl 48h
+	// expired for it 48 hours after t0 (on 2026-12-08 03:00 UTC).
+	t0 := time.Now().UTC().Truncate(time.Second)
 	margin := 5 * time.Second
 
 	code, out := ctl(t, store, t0, "-json", "create", "pr-42", "-actor", "alice", "-origin", "github.com/acme/shop/pull/42",

@@ -143,15 +143,37 @@ func (f *fileStore) target() (*fileStore, error) {
 	return nil, err
 }
 
+// errRetarget reports that f.path's links named another file once its
+// lock was taken: the change starts again on that file.
+var errRetarget = errors.New("the symbolic link was swapped")
+
 func (f *fileStore) change(ctx context.Context, id string, fn func(routes.Sandbox, bool) (*routes.Sandbox, error)) error {
-	t, err := f.target()
-	if err != nil {
-		return err
+	for {
+		t, err := f.target()
+		if err != nil {
+			return err
+		}
+		// The link is resolved again under the lock: swapped while the
+		// change waited for it (a deployment that flips the link to
+		// each new version), the change would land in a file no reader
+		// of the link sees.
+		still := func() error {
+			now, err := f.target()
+			if err != nil {
+				return err
+			}
+			if now.path != t.path {
+				return errRetarget
+			}
+			return nil
+		}
+		if err := t.changeFile(ctx, id, fn, still); !errors.Is(err, errRetarget) {
+			return err
+		}
 	}
-	return t.changeFile(ctx, id, fn)
 }
 
-func (f *fileStore) changeFile(ctx context.Context, id string, fn func(routes.Sandbox, bool) (*routes.Sandbox, error)) error {
+func (f *fileStore) changeFile(ctx context.Context, id string, fn func(routes.Sandbox, bool) (*routes.Sandbox, error), still func() error) error {
 	// flock needs no write access: opened read-only, the lock file that
 	// one operator created serves the others of a group sharing the
 	// document.
@@ -162,6 +184,9 @@ func (f *fileStore) changeFile(ctx context.Context, id string, fn func(routes.Sa
 	defer lock.Close() // releases the lock; so does the kernel when the process dies
 	if err := flock(ctx, lock); err != nil {
 		return fmt.Errorf("%s: %w", lock.Name(), err)
+	}
+	if err := still(); err != nil {
+		return err
 	}
 	// Every change of this document writes its temporary file under the
 	// lock: one found now is what a killed sandboxctl left behind.
