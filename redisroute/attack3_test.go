@@ -23,12 +23,7 @@ import (
 func TestEmptiedDatabaseOfALiveSandboxIsNotGivenAway(t *testing.T) {
 	server(t)
 	ctx := context.Background()
-	first, last := sandboxLast-1, sandboxLast
-	for db := first; db <= last; db++ {
-		if n := raw(t, db).DBSize(ctx).Val(); n != 0 {
-			t.Skipf("database %d is in use", db)
-		}
-	}
+	first, last := freeDatabases(t, sandboxLast-1, sandboxLast)
 	a, b := newID(), newID()
 	c, prefix := baseline(t)
 	r, err := redisroute.New(c, redisroute.Databases{First: first, Last: last})
@@ -81,12 +76,7 @@ func TestEmptiedDatabaseOfALiveSandboxIsNotGivenAway(t *testing.T) {
 func TestRestartWithoutDataDoesNotShareADatabase(t *testing.T) {
 	server(t)
 	ctx := context.Background()
-	first, last := sandboxLast-1, sandboxLast
-	for db := first; db <= last; db++ {
-		if n := raw(t, db).DBSize(ctx).Val(); n != 0 {
-			t.Skipf("database %d is in use", db)
-		}
-	}
+	first, last := freeDatabases(t, sandboxLast-1, sandboxLast)
 	p := newProxy(t)
 	rng := redisroute.Databases{First: first, Last: last}
 	ca := redis.NewClient(&redis.Options{Addr: p.addr(), DB: baseDB})
@@ -153,12 +143,7 @@ func TestRestartWithoutDataDoesNotShareADatabase(t *testing.T) {
 func TestSandboxCommandDuringDestroyIsNotRoutedToTheFlushedDatabase(t *testing.T) {
 	server(t)
 	ctx := context.Background()
-	first, last := sandboxLast-1, sandboxLast
-	for db := first; db <= last; db++ {
-		if n := raw(t, db).DBSize(ctx).Val(); n != 0 {
-			t.Skipf("database %d is in use", db)
-		}
-	}
+	first, last := freeDatabases(t, sandboxLast-1, sandboxLast)
 	p := newProxy(t)
 	c := redis.NewClient(&redis.Options{Addr: p.addr(), DB: baseDB})
 	defer c.Close()
@@ -223,12 +208,7 @@ func TestSandboxCommandDuringDestroyIsNotRoutedToTheFlushedDatabase(t *testing.T
 func TestFlushedDatabaseTakenByAnotherRouterIsLeft(t *testing.T) {
 	server(t)
 	ctx := context.Background()
-	first, last := sandboxLast-2, sandboxLast
-	for db := first; db <= last; db++ {
-		if n := raw(t, db).DBSize(ctx).Val(); n != 0 {
-			t.Skipf("database %d is in use", db)
-		}
-	}
+	first, last := freeDatabases(t, sandboxLast-2, sandboxLast)
 	rng := redisroute.Databases{First: first, Last: last}
 	ca, key := baseline(t)
 	ra, err := redisroute.New(ca, rng)
@@ -317,4 +297,16 @@ func TestRefusedSubscriptionIsMadeByChannel(t *testing.T) {
 	if m := <-ch; m.Payload != "from production" {
 		t.Errorf("got %q", m.Payload)
 	}
+}
+
+// freeDatabases skips t unless databases first to last hold no key (another
+// binary's, or a run's left behind), and returns them.
+func freeDatabases(t *testing.T, first, last int) (int, int) {
+	t.Helper()
+	for db := first; db <= last; db++ {
+		if n := raw(t, db).DBSize(context.Background()).Val(); n != 0 {
+			t.Skipf("database %d is in use", db)
+		}
+	}
+	return first, last
 }

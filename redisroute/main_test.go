@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/sandboxkit/sandboxkit/internal/redislock"
 	"github.com/sandboxkit/sandboxkit/propagation"
 	"github.com/sandboxkit/sandboxkit/redisroute"
 )
@@ -32,7 +33,7 @@ const (
 
 var dbs = redisroute.Databases{First: sandboxFirst, Last: sandboxLast}
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(redislock.Run(m)) }
 
 var (
 	reachOnce sync.Once

@@ -22,9 +22,10 @@ import (
 
 	"github.com/sandboxkit/sandboxkit/dbroute"
 	"github.com/sandboxkit/sandboxkit/httpmw"
+	"github.com/sandboxkit/sandboxkit/internal/redislock"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(redislock.Run(m)) }
 
 // testSettings are the shop's settings for a test: the server of
 // SANDBOXKIT_TEST_DATABASE_URL and a run of its own, as `go run` has. The
